@@ -1,0 +1,74 @@
+# iMT privacy platform. Two commands do all set-up on a fresh machine:
+#   make run    start the whole platform (Kafka, PostgreSQL, SMTP sink, nginx, services)
+#   make test   run every test suite against the real stack, then print the promise table
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+UV_VERSION  ?= 0.13.9
+export UV_SYSTEM_CERTS := 1
+export UV_NO_PROGRESS := 1
+export PYTHONPATH := $(CURDIR)
+UV  := $(PYTHON_BOOT) -m uv
+PY  := .venv/bin/python
+STACK := $(PY) deploy/local/stack.py
+
+.PHONY: help setup run stop test test-unit test-integration check format bench promises docs backup clean
+
+help:
+	@echo "make run       start everything (infrastructure included); Ctrl-C stops it all"
+	@echo "make test      all tests against the real stack, then the promise table"
+	@echo "make check     ruff (format + lint) and mypy"
+	@echo "make bench     benchmarks; results in bench/results/latest.jsonl"
+	@echo "make promises  which promise is proved by which test (after make test)"
+	@echo "make docs      regenerate docs/ (event catalogue, topics, configuration)"
+	@echo "make stop      stop whatever 'make run' or the tests left running"
+
+# The venv follows the lock; re-synced only when the lock or pyproject changes.
+.venv/.synced: uv.lock pyproject.toml
+	@$(PYTHON_BOOT) -m uv --version >/dev/null 2>&1 || $(PYTHON_BOOT) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+setup: .venv/.synced
+
+run: setup
+	$(PY) deploy/local/run.py
+
+stop: setup
+	$(PY) deploy/local/run.py --stop
+
+test: setup
+	@rm -rf .reports
+	$(PY) -m pytest
+	@echo
+	@$(PY) tools/promises.py
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+test-integration: setup
+	$(PY) -m pytest tests/integration tests/e2e
+
+check: setup
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) -m mypy shared services deploy tools bench
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: setup
+	$(PY) -m bench
+
+promises: setup
+	@$(PY) tools/promises.py
+
+docs: setup
+	$(PY) tools/docs.py
+
+clean: stop
+	$(STACK) down --wipe
+	rm -rf .reports .venv

@@ -1,0 +1,316 @@
+"""The HTTP(S) gateway: nginx in front of the services and the web pages, loopback only."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import pwd
+import shutil
+from pathlib import Path
+
+from deploy.local import procs
+from deploy.local.layout import HOST, REPO_ROOT, Layout
+from deploy.local.tls import TlsFiles, ensure_certificates
+
+NAME = "gateway"
+INSTALL = "apt-get install -y nginx"
+READY_TIMEOUT = 15.0
+
+# Where each service listens; /api/<service>/... goes there with the URI untouched.
+UPSTREAMS: dict[str, str] = {
+    "accounts": f"{HOST}:8101",
+    "deletion": f"{HOST}:8102",
+    "notifier": f"{HOST}:8103",
+    "analytics": f"{HOST}:8104",
+}
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+MIME_TYPES = {
+    "text/html": "html htm",
+    "text/css": "css",
+    "text/plain": "txt",
+    "application/javascript": "js mjs",
+    "application/json": "json",
+    "application/manifest+json": "webmanifest",
+    "image/svg+xml": "svg",
+    "image/png": "png",
+    "image/x-icon": "ico",
+    "font/woff2": "woff2",
+}
+
+
+def _problem(status: int, title: str, detail: str) -> str:
+    # RFC 9457 body; kept on one line because nginx returns it verbatim.
+    return (
+        f'{{"type":"about:blank","title":"{title}","status":{status},"detail":"{detail}"}}'
+    )
+
+
+PROBLEMS = {
+    "unavailable": (503, "Service Unavailable", "The service behind this path is not running."),
+    "rate_limited": (429, "Too Many Requests", "Slow down: too many requests from you."),
+    "too_large": (413, "Content Too Large", "Request bodies are limited to 64 KiB."),
+    "not_found": (404, "Not Found", "No service answers this path."),
+}
+
+
+def home(layout: Layout) -> Path:
+    return layout.state / "gateway"
+
+
+def conf_path(layout: Layout) -> Path:
+    return home(layout) / "nginx.conf"
+
+
+def access_log(layout: Layout) -> Path:
+    return layout.logs / "gateway-access.log"
+
+
+def web_root(layout: Layout) -> Path:
+    web = REPO_ROOT / "web"
+    return web if web.is_dir() else home(layout) / "empty-web"
+
+
+def _worker_user() -> str:
+    # Only a root master switches user; workers then need a real unprivileged account.
+    if not procs.is_root():
+        return ""
+    for user, group in (("www-data", "www-data"), ("nobody", "nogroup")):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            continue
+        return f"user {user} {group};\n"
+    return ""
+
+
+def render_headers() -> str:
+    return "".join(
+        f'add_header {name} "{value}" always;\n'
+        for name, value in (
+            ("Content-Security-Policy", CSP),
+            ("Referrer-Policy", "no-referrer"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("X-Frame-Options", "DENY"),
+            ("Cross-Origin-Opener-Policy", "same-origin"),
+            ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+            ("X-Request-Id", "$imt_request_id"),
+        )
+    )
+
+
+def _named_locations(include: Path) -> str:
+    blocks = []
+    for name, (status, title, detail) in PROBLEMS.items():
+        retry = "add_header Retry-After 1 always;\n    " if status in (429, 503) else ""
+        blocks.append(
+            f"location @{name} {{\n    include {include};\n    {retry}"
+            f"default_type application/problem+json;\n"
+            f"    return {status} '{_problem(status, title, detail)}\\n';\n}}\n"
+        )
+    return "".join(blocks)
+
+
+def render_site(layout: Layout) -> str:
+    """Server body shared by the http and https listeners."""
+    headers = home(layout) / "headers.conf"
+    services = "|".join(UPSTREAMS)
+    return f"""\
+root {web_root(layout)};
+index index.html;
+limit_req zone=per_client burst=100 nodelay;
+include {headers};
+# A location with its own error_page drops these, so each such location repeats them.
+error_page 413 = @too_large;
+error_page 429 = @rate_limited;
+
+location = /healthz {{
+    default_type application/json;
+    return 200 '{{"status":"ok"}}\\n';
+}}
+
+location / {{
+    try_files $uri $uri/ =404;
+}}
+
+location /api/ {{
+    error_page 413 = @too_large;
+    error_page 429 = @rate_limited;
+    error_page 404 = @not_found;
+    return 404;
+}}
+
+location ~ ^/api/(?<imt_service>{services})(?:/|$) {{
+    proxy_pass http://svc_$imt_service;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $host;
+    # We are the edge: what a client claims in X-Forwarded-For is not kept.
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header X-Request-Id $imt_request_id;
+    proxy_set_header DNT $http_dnt;
+    proxy_set_header Sec-GPC $http_sec_gpc;
+    proxy_connect_timeout 2s;
+    proxy_read_timeout 60s;
+    # Upstream errors (their own problem bodies) pass through; only ours are replaced.
+    proxy_intercept_errors off;
+    error_page 502 503 504 = @unavailable;
+    error_page 413 = @too_large;
+    error_page 429 = @rate_limited;
+}}
+
+{_named_locations(headers)}"""
+
+
+def render_conf(layout: Layout, tls: TlsFiles) -> str:
+    tmp, ports = home(layout) / "tmp", layout.ports
+    types = "".join(f"    {mime} {exts};\n" for mime, exts in MIME_TYPES.items())
+    upstreams = "".join(
+        f"upstream svc_{name} {{ server {address} max_fails=0; keepalive 8; }}\n"
+        for name, address in UPSTREAMS.items()
+    )
+    site = home(layout) / "site.conf"
+    return f"""\
+# Written by deploy/local/gateway.py on every `up`; edit there.
+{_worker_user()}worker_processes 1;
+pid {layout.pidfile(NAME)};
+error_log {layout.log(NAME)} warn;
+events {{ worker_connections 1024; }}
+
+http {{
+types {{
+{types}}}
+default_type application/octet-stream;
+server_tokens off;
+sendfile on;
+client_body_temp_path {tmp}/body;
+proxy_temp_path {tmp}/proxy;
+fastcgi_temp_path {tmp}/fastcgi;
+uwsgi_temp_path {tmp}/uwsgi;
+scgi_temp_path {tmp}/scgi;
+
+# Privacy: no client address, no query string ($uri has none), no referrer, no user agent.
+log_format privacy escape=json '{{"time":"$time_iso8601","method":"$request_method",'
+    '"path":"$uri","status":$status,"bytes":$body_bytes_sent,'
+    '"request_time":$request_time,"upstream":"$upstream_addr","request_id":"$imt_request_id"}}';
+access_log {access_log(layout)} privacy;
+
+# Keep a caller's request id only when it is harmless in logs and headers.
+map $http_x_request_id $imt_request_id {{
+    default $request_id;
+    "~^[A-Za-z0-9._:-]{{1,128}}$" $http_x_request_id;
+}}
+
+limit_req_zone $binary_remote_addr zone=per_client:10m rate=50r/s;
+limit_req_status 429;
+client_max_body_size 64k;
+
+{upstreams}
+server {{
+    listen {HOST}:{ports.gateway};
+    server_name localhost;
+    include {site};
+}}
+
+server {{
+    listen {HOST}:{ports.gateway_tls} ssl http2;
+    server_name localhost;
+    ssl_certificate {tls.cert};
+    ssl_certificate_key {tls.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers off;
+    ssl_session_cache shared:imt_tls:1m;
+    ssl_session_tickets off;
+    include {site};
+}}
+}}
+"""
+
+
+def ensure_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if found:
+        return found
+    if not procs.is_root():
+        raise procs.StackError(f"nginx not installed; run: sudo {INSTALL}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    procs.run(["apt-get", "update"], "apt-get update", timeout=600, env=env)
+    procs.run(INSTALL.split(), INSTALL, timeout=900, env=env)
+    return procs.require_binary("nginx", INSTALL)
+
+
+def _nginx(layout: Layout, *args: str) -> list[str]:
+    prefix, conf = f"{home(layout)}/", str(conf_path(layout))
+    return [ensure_binary(), "-p", prefix, "-c", conf, "-e", str(layout.log(NAME)), *args]
+
+
+def write_config(layout: Layout) -> bool:
+    """Render every config file; True when one changed (a running nginx must reload)."""
+    tls = ensure_certificates(layout.tls)
+    (home(layout) / "tmp").mkdir(parents=True, exist_ok=True)
+    home(layout).chmod(0o755)
+    web_root(layout).mkdir(parents=True, exist_ok=True)
+    changed = [
+        procs.write_atomic(home(layout) / "headers.conf", render_headers()),
+        procs.write_atomic(home(layout) / "site.conf", render_site(layout)),
+        procs.write_atomic(conf_path(layout), render_conf(layout, tls)),
+    ]
+    return any(changed)
+
+
+def running_pid(layout: Layout) -> int | None:
+    return procs.our_pid(layout.pidfile(NAME), str(conf_path(layout)))
+
+
+def healthy(layout: Layout) -> bool:
+    conn = http.client.HTTPConnection(HOST, layout.ports.gateway, timeout=2)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def up(layout: Layout) -> str:
+    changed = write_config(layout)
+    pid = running_pid(layout)
+    if pid is None:
+        procs.require_free(layout.ports.gateway, "gateway", "IMT_GATEWAY_PORT")
+        procs.require_free(layout.ports.gateway_tls, "gateway TLS", "IMT_GATEWAY_TLS_PORT")
+        procs.run(_nginx(layout, "-t", "-q"), "nginx -t (config test)")
+        procs.run(_nginx(layout), "nginx start")
+    elif changed:
+        procs.run(_nginx(layout, "-t", "-q"), "nginx -t (config test)")
+        procs.run(_nginx(layout, "-s", "reload"), "nginx reload")
+    if not procs.wait_for(lambda: healthy(layout), READY_TIMEOUT, lambda: True):
+        raise procs.failure("gateway", layout.log(NAME), "/healthz did not answer")
+    ports = layout.ports
+    return (
+        f"gateway     http://{HOST}:{ports.gateway}/  https://localhost:{ports.gateway_tls}/"
+        f"  (CA {layout.tls / 'ca.pem'})"
+    )
+
+
+def status(layout: Layout) -> tuple[bool, str]:
+    pid, ports = running_pid(layout), layout.ports
+    if pid and healthy(layout):
+        return True, f"gateway     running pid {pid}  http://{HOST}:{ports.gateway}/  https://localhost:{ports.gateway_tls}/"
+    if procs.port_open(ports.gateway) or procs.port_open(ports.gateway_tls):
+        return False, f"gateway     port {ports.gateway} or {ports.gateway_tls} held by another program"
+    return False, "gateway     stopped"
+
+
+def down(layout: Layout, wipe: bool = False) -> None:
+    pid = running_pid(layout)
+    if pid:
+        procs.stop_pid(pid, timeout=10)
+    if wipe:
+        shutil.rmtree(home(layout), ignore_errors=True)

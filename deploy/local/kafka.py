@@ -1,0 +1,263 @@
+"""Single-node Kafka (KRaft, broker and controller in one JVM) from the Maven-built cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from deploy.local import procs
+from deploy.local.layout import HOST, REPO_ROOT, Layout
+from shared.events.topics import Topic, all_topics
+
+log = logging.getLogger(__name__)
+
+NAME = "kafka"
+VERSION = "4.1.1"
+READY_TIMEOUT = 90.0
+T = TypeVar("T")
+JVM_OPTS = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+
+
+def bootstrap(layout: Layout) -> str:
+    return f"{HOST}:{layout.ports.kafka}"
+
+
+def libs_dir(layout: Layout) -> Path:
+    return layout.cache / f"kafka-{VERSION}" / "libs"
+
+
+def _classpath(layout: Layout) -> str:
+    return f"{libs_dir(layout)}/*"
+
+
+def _home(layout: Layout) -> Path:
+    return layout.state / "kafka"
+
+
+def _properties_path(layout: Layout) -> Path:
+    return _home(layout) / "server.properties"
+
+
+def ensure_libs(layout: Layout) -> Path:
+    """Fetch the broker jars with Maven once; a killed fetch never leaves a half cache."""
+    libs = libs_dir(layout)
+    if (libs / f"kafka_2.13-{VERSION}.jar").exists():
+        return libs
+    mvn = procs.require_binary("mvn", "apt-get install -y maven")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".libs-", dir=libs.parent))
+    try:
+        log.info("fetching Kafka %s jars into %s (first run only)", VERSION, libs)
+        pom = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+        argv = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+                "-DincludeScope=runtime", f"-DoutputDirectory={staging}"]  # fmt: skip
+        procs.run(argv, "mvn dependency:copy-dependencies", timeout=900)
+        shutil.rmtree(libs, ignore_errors=True)
+        staging.rename(libs)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return libs
+
+
+def render_properties(layout: Layout) -> str:
+    ports = layout.ports
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{HOST}:{ports.kafka_controller}",
+        "listeners": f"PLAINTEXT://{HOST}:{ports.kafka},CONTROLLER://{HOST}:{ports.kafka_controller}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{ports.kafka}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(_home(layout) / "data"),
+        "num.partitions": "1",
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Tests check that tombstoned contact cards really leave compacted topics.
+        "log.cleaner.backoff.ms": "5000",
+    }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def render_log4j(layout: Layout) -> str:
+    return f"""\
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {layout.log(NAME)}
+appender.file.append = true
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.clients.name = org.apache.kafka.clients
+logger.clients.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+def _java(layout: Layout, main: str, *args: str) -> list[str]:
+    java = procs.require_binary("java", "apt-get install -y openjdk-17-jre-headless")
+    log4j = f"-Dlog4j2.configurationFile={_home(layout) / 'log4j2.properties'}"
+    return [java, *JVM_OPTS, log4j, "-cp", _classpath(layout), main, *args]
+
+
+def _format_storage(layout: Layout) -> None:
+    if (_home(layout) / "data" / "meta.properties").exists():
+        return
+    cluster_id = procs.run(
+        _java(layout, "kafka.tools.StorageTool", "random-uuid"), "kafka storage random-uuid"
+    ).strip()
+    props = str(_properties_path(layout))
+    argv = _java(layout, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", props)
+    procs.run(argv, "kafka storage format")
+
+
+def _marker(layout: Layout) -> str:
+    return str(_properties_path(layout))
+
+
+def running_pid(layout: Layout) -> int | None:
+    return procs.our_pid(layout.pidfile(NAME), _marker(layout))
+
+
+async def _admin_call(
+    layout: Layout, call: Callable[[AIOKafkaAdminClient], Awaitable[T]]
+) -> T:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(layout), request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        return await call(admin)
+    finally:
+        await admin.close()
+
+
+async def _answers(layout: Layout) -> bool:
+    try:
+        await asyncio.wait_for(_admin_call(layout, lambda a: a.list_topics()), 10)
+    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        return False
+    return True
+
+
+def answers(layout: Layout) -> bool:
+    """A real metadata request succeeds (an open port alone can be a starting JVM)."""
+    return procs.port_open(layout.ports.kafka) and asyncio.run(_answers(layout))
+
+
+def _start(layout: Layout) -> int:
+    procs.require_free(layout.ports.kafka, "Kafka", "IMT_KAFKA_PORT")
+    procs.require_free(layout.ports.kafka_controller, "Kafka controller", "IMT_KAFKA_CONTROLLER_PORT")
+    ensure_libs(layout)
+    _format_storage(layout)
+    argv = _java(layout, "kafka.Kafka", str(_properties_path(layout)))
+    log.info("starting Kafka on %s", bootstrap(layout))
+    return procs.spawn(argv, layout.log(NAME), layout.pidfile(NAME), cwd=_home(layout))
+
+
+def up(layout: Layout) -> str:
+    """Start (or reuse) the broker, wait until it serves metadata, create the topics."""
+    home = _home(layout)
+    home.mkdir(parents=True, exist_ok=True)
+    procs.write_atomic(_properties_path(layout), render_properties(layout))
+    procs.write_atomic(home / "log4j2.properties", render_log4j(layout))
+    pid = running_pid(layout) or _start(layout)
+    alive = lambda: procs.pid_alive(pid)  # noqa: E731
+    if not procs.wait_for(lambda: answers(layout), READY_TIMEOUT, alive):
+        why = "exited during start-up" if not alive() else f"not ready after {READY_TIMEOUT:.0f}s"
+        raise procs.failure("Kafka", layout.log(NAME), why)
+    asyncio.run(ensure_topics(layout, all_topics()))
+    return f"kafka       PLAINTEXT://{bootstrap(layout)}"
+
+
+async def ensure_topics(layout: Layout, topics: tuple[Topic, ...]) -> None:
+    """Create missing topics; grow partitions of existing ones, never touch their config."""
+
+    async def apply(admin: AIOKafkaAdminClient) -> None:
+        existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
+        missing = [
+            NewTopic(t.name, t.partitions, replication_factor=1, topic_configs=t.config())
+            for t in topics
+            if t.name not in existing
+        ]
+        if missing:
+            response = await admin.create_topics(missing)
+            _raise_topic_errors(response.topic_errors)
+        grow = {
+            t.name: NewPartitions(t.partitions)
+            for t in topics
+            if t.name in existing and existing[t.name] < t.partitions
+        }
+        if grow:
+            await admin.create_partitions(grow)
+
+    await _admin_call(layout, apply)
+
+
+def _raise_topic_errors(errors: list[tuple[Any, ...]]) -> None:
+    # Error 36 is TOPIC_ALREADY_EXISTS: another `up` won the race, which is fine.
+    failed = [f"{e[0]}: code {e[1]} {e[2] if len(e) > 2 else ''}" for e in errors if e[1] not in (0, 36)]
+    if failed:
+        raise procs.StackError("Kafka topic creation failed: " + "; ".join(failed))
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+async def describe_topics(layout: Layout) -> list[TopicInfo]:
+    """Every topic on the broker (internal ones excluded) with its explicit settings."""
+
+    async def fetch(admin: AIOKafkaAdminClient) -> list[TopicInfo]:
+        meta = [t for t in await admin.describe_topics() if not t["is_internal"]]
+        names = sorted(t["topic"] for t in meta)
+        partitions = {t["topic"]: len(t["partitions"]) for t in meta}
+        resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+        configs: dict[str, dict[str, str]] = {}
+        for response in await admin.describe_configs(resources) if resources else []:
+            for _code, _msg, _type, name, entries in response.resources:
+                # Entry: (name, value, read_only, config_source, is_sensitive, ...);
+                # source 1 is DYNAMIC_TOPIC_CONFIG, i.e. set at creation or by alter.
+                configs[name] = {e[0]: e[1] for e in entries if e[3] == 1}
+        return [TopicInfo(n, partitions[n], configs.get(n, {})) for n in names]
+
+    return await _admin_call(layout, fetch)
+
+
+def status(layout: Layout) -> tuple[bool, str]:
+    pid = running_pid(layout)
+    if pid and procs.port_open(layout.ports.kafka):
+        return True, f"kafka       running pid {pid}  PLAINTEXT://{bootstrap(layout)}"
+    if procs.port_open(layout.ports.kafka):
+        return False, f"kafka       port {layout.ports.kafka} held by another program"
+    return False, "kafka       stopped"
+
+
+def down(layout: Layout, wipe: bool = False) -> None:
+    pid = running_pid(layout)
+    if pid:
+        procs.stop_pid(pid, timeout=30)
+    layout.pidfile(NAME).unlink(missing_ok=True)
+    if wipe:
+        shutil.rmtree(_home(layout), ignore_errors=True)

@@ -1,0 +1,221 @@
+"""Process helpers shared by every component: pid files, ports, waits, start and stop."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from deploy.local.layout import HOST
+
+log = logging.getLogger(__name__)
+
+
+class StackError(RuntimeError):
+    """A component cannot start; the message tells the user what to do."""
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def port_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0) but is gone for every purpose of ours.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def our_pid(pidfile: Path, marker: str) -> int | None:
+    """Pid from the file if that process lives and is ours (its command line holds marker).
+
+    The marker guards against a recycled pid that now belongs to an unrelated program.
+    """
+    pid = read_pid(pidfile)
+    if pid is None or not pid_alive(pid) or marker not in cmdline(pid):
+        return None
+    return pid
+
+
+def require_free(port: int, what: str, env: str) -> None:
+    """Fail clearly when a port we need is held by a program that is not ours."""
+    if port_open(port):
+        raise StackError(
+            f"{what}: {HOST}:{port} is already used by another program (not ours); "
+            f"stop it or pick another port with {env}=<port>"
+        )
+
+
+def wait_for(check: Callable[[], bool], timeout: float, alive: Callable[[], bool]) -> bool:
+    """Poll check until it holds; give up early when the process died (alive is false)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        if not alive():
+            return check()
+        time.sleep(0.25)
+    return False
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def failure(what: str, logfile: Path, why: str) -> StackError:
+    return StackError(f"{what}: {why}; last lines of {logfile}:\n{tail(logfile)}")
+
+
+def require_binary(name: str, fix: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise StackError(f"{name} not found; run: {fix}")
+    return path
+
+
+def service_user() -> str | None:
+    """OS user that PostgreSQL runs as: postgres when we are root (it refuses root)."""
+    if not is_root():
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise StackError("OS user postgres missing; run: apt-get install -y postgresql") from exc
+    return "postgres"
+
+
+def as_user(argv: Sequence[str], user: str | None) -> list[str]:
+    return ["runuser", "-u", user, "--", *argv] if user else list(argv)
+
+
+def chown(path: Path, user: str | None) -> None:
+    if user:
+        shutil.chown(path, user, user)
+
+
+def run(argv: Sequence[str], what: str, timeout: float = 120, **kwargs: object) -> str:
+    """Run a short command; its output becomes the error message when it fails."""
+    try:
+        done = subprocess.run(  # noqa: S603 - argv built by us, never by a shell
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **kwargs,  # type: ignore[call-overload]
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StackError(f"{what} failed: {exc}") from exc
+    if done.returncode != 0:
+        output = (done.stderr or done.stdout).strip()[-2000:]
+        raise StackError(f"{what} failed (exit {done.returncode}): {output}")
+    return str(done.stdout)
+
+
+def spawn(argv: Sequence[str], logfile: Path, pidfile: Path, cwd: Path | None = None) -> int:
+    """Start a daemon detached from our session so Ctrl-C or our exit never stops it."""
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with logfile.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - argv built by us
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    write_atomic(pidfile, f"{proc.pid}\n")
+    return proc.pid
+
+
+def _reap(pid: int) -> None:
+    # Children we spawned in this very process would stay zombies (and "alive") otherwise.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop_pid(pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM, wait up to timeout, then SIGKILL the whole process group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not pid_alive(pid):
+            return
+        time.sleep(0.1)
+    log.warning("pid %s ignored SIGTERM for %.0fs; killing it", pid, timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Write text if it differs; a reader never sees half a file. True when it changed."""
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            return False
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    tmp.replace(path)
+    return True
+
+
+@contextlib.contextmanager
+def locked(lockfile: Path) -> Iterator[None]:
+    """Serialise up/down of one state dir (parallel test workers call ensure_up)."""
+    lockfile.parent.mkdir(parents=True, exist_ok=True)
+    with lockfile.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

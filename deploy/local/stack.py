@@ -1,0 +1,160 @@
+"""Local infrastructure of the platform: Kafka, PostgreSQL, an SMTP sink and the gateway.
+
+Usage (from the repo root)::
+
+    .venv/bin/python deploy/local/stack.py {up,down,status,topics} [--only kafka,postgres,...]
+    .venv/bin/python deploy/local/stack.py down --wipe     # also delete every state file
+
+Daemons listen on 127.0.0.1 only and keep their state in $IMT_STATE_DIR (default
+/tmp/imt-privacy): logs in logs/<name>.log, pid files in run/, certificates in tls/.
+``up`` is idempotent: what already runs (and is ours) is reused. Tests call
+:func:`ensure_up` and :func:`shut_down` in-process.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    # As a script, sys.path[0] is deploy/local: replace it by the repo root so that
+    # `deploy.local` and `shared` import, and kafka.py here never shadows a real package.
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+import argparse
+import asyncio
+import logging
+import shutil
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from deploy.local import gateway, kafka, postgres, procs, smtp_control
+from deploy.local.layout import Layout
+from deploy.local.procs import StackError
+from deploy.local.tls import ensure_certificates
+
+__all__ = ["COMPONENTS", "StackError", "ensure_up", "shut_down", "status", "topics"]
+
+
+@dataclass(frozen=True)
+class Component:
+    up: Callable[[Layout], str]
+    down: Callable[[Layout, bool], None]
+    status: Callable[[Layout], tuple[bool, str]]
+
+
+# Start order; stop order is the reverse.
+COMPONENTS: dict[str, Component] = {
+    "postgres": Component(postgres.up, postgres.down, postgres.status),
+    "kafka": Component(kafka.up, kafka.down, kafka.status),
+    "smtp": Component(smtp_control.up, smtp_control.down, smtp_control.status),
+    "gateway": Component(gateway.up, gateway.down, gateway.status),
+}
+
+
+def _select(components: Iterable[str] | None) -> list[str]:
+    wanted = list(COMPONENTS) if components is None else list(components)
+    unknown = sorted(set(wanted) - set(COMPONENTS))
+    if unknown:
+        raise StackError(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(COMPONENTS)}")
+    return [name for name in COMPONENTS if name in wanted]
+
+
+def ensure_up(components: Iterable[str] | None = None, layout: Layout | None = None) -> dict[str, str]:
+    """Start what is not running yet and wait until all is ready; returns name -> address.
+
+    Safe to call from several processes at once (a lock file serialises them) and from
+    inside a running event loop (each component runs in its own thread).
+    """
+    names, layout = _select(components), layout or Layout.from_env()
+    layout.prepare()
+    with procs.locked(layout.run / "stack.lock"):
+        if {"smtp", "gateway"} & set(names):
+            # Made once here: the two users of the certificate start in parallel.
+            ensure_certificates(layout.tls)
+        with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
+            futures = {name: pool.submit(COMPONENTS[name].up, layout) for name in names}
+        errors = [f.exception() for f in futures.values() if f.exception() is not None]
+    if errors:
+        raise StackError("\n".join(str(e) for e in errors)) from errors[0]
+    return {name: future.result() for name, future in futures.items()}
+
+
+def shut_down(
+    components: Iterable[str] | None = None, wipe: bool = False, layout: Layout | None = None
+) -> None:
+    """Stop components (SIGTERM, then SIGKILL); wipe also deletes their state."""
+    names, layout = _select(components), layout or Layout.from_env()
+    if not layout.state.exists():
+        return
+    with procs.locked(layout.run / "stack.lock"):
+        for name in reversed(names):
+            COMPONENTS[name].down(layout, wipe)
+    if wipe and len(names) == len(COMPONENTS):
+        shutil.rmtree(layout.state, ignore_errors=True)
+
+
+def status(components: Iterable[str] | None = None, layout: Layout | None = None) -> dict[str, tuple[bool, str]]:
+    """name -> (running and ours, one-line description)."""
+    layout = layout or Layout.from_env()
+    return {name: COMPONENTS[name].status(layout) for name in _select(components)}
+
+
+def topics(layout: Layout | None = None) -> list[kafka.TopicInfo]:
+    """Topics on the running broker with the settings they were created with."""
+    return asyncio.run(kafka.describe_topics(layout or Layout.from_env()))
+
+
+def _print_topics() -> None:
+    shown = ("cleanup.policy", "retention.ms", "min.insync.replicas")
+    for info in topics():
+        settings = " ".join(f"{k}={info.config[k]}" for k in shown if k in info.config)
+        others = sorted(k for k in info.config if k not in shown)
+        extra = f" (+{', '.join(others)})" if others else ""
+        print(f"{info.name:28} partitions={info.partitions:<3} {settings}{extra}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "up":
+        for address in ensure_up(args.only).values():
+            print(f"ready  {address}")
+        print(f"state  {Layout.from_env().state}  (logs in logs/, pid files in run/, CA tls/ca.pem)")
+        return 0
+    if args.command == "down":
+        shut_down(args.only, wipe=args.wipe)
+        print("stopped" + (" and wiped" if args.wipe else " (data kept; --wipe deletes it)"))
+        return 0
+    if args.command == "status":
+        states = status(args.only)
+        for _running, line in states.values():
+            print(line)
+        return 0 if all(running for running, _ in states.values()) else 3
+    _print_topics()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stack.py", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "status", "topics"])
+    parser.add_argument(
+        "--only",
+        type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
+        help=f"comma-separated subset of {','.join(COMPONENTS)}",
+    )
+    parser.add_argument("--wipe", action="store_true", help="with down: delete state too")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # aiokafka logs every refused connection while the broker boots; that is expected.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        return _run(args)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Dead-lettering: a record that cannot be handled goes to ``<topic>.dlq`` with why.
+
+The original key, bytes and headers are kept unchanged so an operator can replay the
+record once the cause is fixed; the reason never quotes the record's content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+
+from shared.events.topics import dlq_of
+
+H_REASON = "dlq_reason"
+H_SOURCE_TOPIC = "dlq_source_topic"
+H_SOURCE_PARTITION = "dlq_source_partition"
+H_SOURCE_OFFSET = "dlq_source_offset"
+H_CONSUMER = "dlq_consumer"
+H_TIME = "dlq_time"
+_OWN = {H_REASON, H_SOURCE_TOPIC, H_SOURCE_PARTITION, H_SOURCE_OFFSET, H_CONSUMER, H_TIME}
+
+
+class SourceRecord(Protocol):
+    """What a dead letter keeps of the record it replaces (aiokafka and Faust agree)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+def dead_letter_headers(
+    record: SourceRecord, headers: Sequence[tuple[str, bytes]], reason: str, consumer: str
+) -> list[tuple[str, bytes]]:
+    """The record's own headers followed by the dead-letter facts."""
+    kept = [(k, v) for k, v in headers if k not in _OWN]
+    return [
+        *kept,
+        (H_REASON, reason.encode()[:2000]),
+        (H_SOURCE_TOPIC, record.topic.encode()),
+        (H_SOURCE_PARTITION, str(record.partition).encode()),
+        (H_SOURCE_OFFSET, str(record.offset).encode()),
+        (H_CONSUMER, consumer.encode()),
+        (H_TIME, datetime.now(UTC).isoformat().encode()),
+    ]
+
+
+async def dead_letter(
+    producer: AIOKafkaProducer,
+    record: SourceRecord,
+    headers: Sequence[tuple[str, bytes]],
+    reason: str,
+    consumer: str,
+) -> None:
+    """Publish the record to its DLQ and wait for the acknowledgement."""
+    await producer.send_and_wait(
+        dlq_of(record.topic),
+        value=record.value,
+        key=record.key,
+        headers=dead_letter_headers(record, headers, reason, consumer),
+    )
+
+
+def original_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """A dead letter's headers without the dead-letter facts (for replay)."""
+    return [(k, v) for k, v in headers if k not in _OWN]

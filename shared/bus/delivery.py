@@ -1,0 +1,71 @@
+"""Turning a Kafka record into a validated event, or a reason to dead-letter it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.events import (
+    Envelope,
+    Event,
+    EventSchemaViolation,
+    InvalidEnvelope,
+    UnknownEventType,
+    decode_envelope,
+    parse_event,
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A validated event as delivered from one topic partition."""
+
+    envelope: Envelope
+    event: Event
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """A null value on a compacted topic: the key's record is erased."""
+
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that can never be handled, and why."""
+
+    reason: str
+
+
+def read_record(
+    value: bytes | None, key: bytes | None, topic: str, partition: int, offset: int
+) -> Delivery | Tombstone | Rejected:
+    """Decode and validate one record; never raises for bad input."""
+    if value is None:
+        return Tombstone(key, topic, partition, offset)
+    try:
+        envelope = decode_envelope(value)
+        event = parse_event(envelope)
+    except InvalidEnvelope as exc:
+        return Rejected(exc.reason)
+    except (UnknownEventType, EventSchemaViolation) as exc:
+        return Rejected(str(exc))
+    if not belongs_on(event.topic.name, topic):
+        return Rejected(f"{envelope.type} does not belong on topic {topic}")
+    return Delivery(envelope, event, key, topic, partition, offset)
+
+
+def belongs_on(declared: str, topic: str) -> bool:
+    """An event may be read from its declared topic or a topic derived from it.
+
+    Derived topics are named ``<declared>.<suffix>``: its dead-letter topic, and the
+    scratch copies that tests and the bus self-test create so runs never share data.
+    """
+    return topic == declared or topic.startswith(declared + ".")

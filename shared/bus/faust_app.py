@@ -1,0 +1,90 @@
+"""Faust, configured the one way the platform runs it, and its envelope codec.
+
+Faust runs at-least-once with one message in flight per agent: faust-streaming's
+``concurrency>1`` can commit past an unprocessed message (#606) and its exactly-once
+mode has open duplicate bugs (#517, #323), so agents' handlers must be idempotent
+(:func:`shared.bus.idempotency.mark_processed` in the effect's transaction).
+
+Agents iterate ``accepted(stream, ...)``: it yields validated :class:`Delivery` (or
+:class:`Tombstone`) values and dead-letters every unreadable record, acknowledged by
+Kafka before the stream moves past it, so no record is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+from faust.types import AppT, Message
+
+from shared.bus.dead_letters import dead_letter_headers
+from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
+from shared.config import PlatformSettings
+from shared.events.topics import Topic
+
+
+class EnvelopeSchema(faust.Schema):  # type: ignore[misc]
+    """Keys stay bytes; values become Delivery, Tombstone or Rejected, never an error."""
+
+    def __init__(self) -> None:
+        super().__init__(key_serializer="raw", value_serializer="raw")
+
+    def loads_key(self, app: AppT, message: Message, **_: Any) -> bytes | None:
+        return message.key  # type: ignore[no-any-return]
+
+    def loads_value(
+        self, app: AppT, message: Message, **_: Any
+    ) -> Delivery | Tombstone | Rejected:
+        return read_record(
+            message.value, message.key, message.topic, message.partition, message.offset
+        )
+
+
+def create_faust_app(name: str, settings: PlatformSettings, **overrides: Any) -> faust.App:
+    """A Faust app on the platform's Kafka, at-least-once, topics owned by deploy."""
+    brokers = ";".join(f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(","))
+    options: dict[str, Any] = {
+        "broker": brokers,
+        "store": "memory://",
+        "processing_guarantee": "at_least_once",
+        "producer_acks": -1,
+        "consumer_auto_offset_reset": "earliest",
+        "topic_allow_declare": False,  # topics and their settings come from the registry
+        "topic_disable_leader": True,
+        "broker_commit_interval": 1.0,
+        "web_enabled": False,
+        "datadir": f"{settings.state_dir}/faust/{name}",
+    }
+    options.update(overrides)
+    return faust.App(name, **options)
+
+
+def envelope_topic(app: faust.App, topic: Topic) -> faust.TopicT:
+    """The Faust view of a registry topic, decoded by :class:`EnvelopeSchema`."""
+    return app.topic(topic.name, schema=EnvelopeSchema(), allow_empty=True)
+
+
+async def accepted(
+    stream: faust.StreamT, app: faust.App, consumer: str
+) -> AsyncIterator[Delivery | Tombstone]:
+    """Readable events of a stream; unreadable ones go to the DLQ with the reason."""
+    async for event in stream.events():
+        value = event.value
+        if isinstance(value, Rejected):
+            await publish_dead_letter(app, event.message, value.reason, consumer)
+            continue
+        yield value
+
+
+async def publish_dead_letter(app: faust.App, message: Message, reason: str, consumer: str) -> None:
+    """Send a Faust message to its DLQ through the app's producer, and wait for the ack."""
+    headers = [(k, bytes(v)) for k, v in (message.headers or [])]
+    await app.producer.send_and_wait(
+        f"{message.topic}.dlq",
+        message.key,
+        message.value,
+        None,
+        None,
+        dead_letter_headers(message, headers, reason, consumer),
+    )

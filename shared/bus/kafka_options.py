@@ -1,0 +1,53 @@
+"""Client options every Kafka client of the platform shares (TLS is a setting)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.helpers import create_ssl_context
+
+from shared.config import PlatformSettings
+
+
+def client_options(settings: PlatformSettings) -> dict[str, Any]:
+    """Bootstrap servers and, when configured, TLS."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol == "SSL":
+        options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile)
+    return options
+
+
+def reliable_producer(settings: PlatformSettings, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent producer with acks=all (aiokafka defaults to neither).
+
+    ``linger_ms`` lets ``send()`` batch: callers queue many sends and gather the
+    futures instead of awaiting each one.
+    """
+    options: dict[str, Any] = {
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "request_timeout_ms": 30_000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**client_options(settings), **options)
+
+
+def manual_commit_consumer(
+    settings: PlatformSettings, *topics: str, group_id: str, **overrides: Any
+) -> AIOKafkaConsumer:
+    """A consumer that commits only what the caller says it has durably handled."""
+    options: dict[str, Any] = {
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_poll_records": 1000,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **client_options(settings), **options)

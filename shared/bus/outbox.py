@@ -1,0 +1,57 @@
+"""Writing to the transactional outbox, inside the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from shared.events import Envelope, Event, encode_envelope, envelope_for
+from shared.events.topics import Topic
+
+NOTIFY_CHANNEL = "bus_outbox"
+
+_INSERT = """
+INSERT INTO bus_outbox (topic, key, value, headers, event_id)
+SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[], $5::uuid[])
+"""
+
+
+async def add_envelopes(conn: asyncpg.Connection, topic: str, envelopes: Sequence[Envelope]) -> None:
+    """Queue envelopes for ``topic``; they publish only if the transaction commits."""
+    if not envelopes:
+        return
+    await conn.execute(
+        _INSERT,
+        [topic] * len(envelopes),
+        [e.key() for e in envelopes],
+        [encode_envelope(e) for e in envelopes],
+        [{k: v.decode() for k, v in e.headers()} for e in envelopes],
+        [e.id for e in envelopes],
+    )
+    # Delivered at commit only, so the relay wakes for rows it can already see.
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+
+
+async def add_event(
+    conn: asyncpg.Connection,
+    event: Event,
+    *,
+    source: str,
+    subject: str | None,
+    traceparent: str | None = None,
+) -> Envelope:
+    """Queue one event on its declared topic; returns the envelope written."""
+    envelope = envelope_for(event, source=source, subject=subject, traceparent=traceparent)
+    await add_envelopes(conn, event.topic.name, [envelope])
+    return envelope
+
+
+async def add_tombstone(conn: asyncpg.Connection, topic: Topic, key: str) -> None:
+    """Queue a tombstone: on a compacted topic it removes ``key`` once compaction runs."""
+    await conn.execute(
+        "INSERT INTO bus_outbox (topic, key, value) VALUES ($1, $2, NULL)",
+        topic.name,
+        key.encode(),
+    )
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)

@@ -1,0 +1,97 @@
+"""The outbox relay: publishes outbox rows in order and deletes them once acknowledged.
+
+At least once: a relay killed between Kafka's acknowledgement and the delete publishes
+those rows again on restart; consumers drop the repeats by event id. One relay per
+database publishes at a time (a session advisory lock, released when its connection
+dies), so rows leave in ``seq`` order and per-key order holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from shared.bus.outbox import NOTIFY_CHANNEL
+
+log = logging.getLogger(__name__)
+
+_LEADER_LOCK = 0x0B0C_5E1A
+_FETCH = "SELECT seq, topic, key, value, headers FROM bus_outbox ORDER BY seq LIMIT $1"
+_DELETE = "DELETE FROM bus_outbox WHERE seq = ANY($1::bigint[])"
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    batch_size: int = 2000
+    idle_poll_seconds: float = 1.0
+
+
+class OutboxRelay:
+    """Publishes one database's outbox to Kafka until stopped."""
+
+    def __init__(
+        self,
+        dsn: str,
+        producer: AIOKafkaProducer,
+        settings: RelaySettings | None = None,
+    ) -> None:
+        self._dsn = dsn
+        self._producer = producer
+        self._settings = settings or RelaySettings()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.published = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Take the leader lock, then publish until :meth:`stop`."""
+        conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
+        try:
+            await self._become_leader(conn)
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            while not self._stopping.is_set():
+                if await self.publish_batch(conn) == 0:
+                    await self._wait_for_rows()
+        finally:
+            await conn.close()
+
+    async def publish_batch(self, conn: asyncpg.Connection) -> int:
+        """Publish the oldest unsent rows; return how many were published."""
+        rows = await conn.fetch(_FETCH, self._settings.batch_size)
+        if not rows:
+            return 0
+        pending = [
+            await self._producer.send(
+                r["topic"],
+                value=r["value"],
+                key=r["key"],
+                headers=[(k, v.encode()) for k, v in r["headers"].items()],
+            )
+            for r in rows
+        ]
+        await asyncio.gather(*pending)
+        await conn.execute(_DELETE, [r["seq"] for r in rows])
+        self.published += len(rows)
+        return len(rows)
+
+    async def _become_leader(self, conn: asyncpg.Connection) -> None:
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
+            log.info("another relay publishes this outbox; waiting to take over")
+            await asyncio.sleep(self._settings.idle_poll_seconds)
+
+    async def _wait_for_rows(self) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), self._settings.idle_poll_seconds)
+        except TimeoutError:
+            pass
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()

@@ -1,0 +1,89 @@
+"""Settings every service shares, read once from the environment (prefix ``IMT_``).
+
+Each service subclasses :class:`PlatformSettings` in its own ``config.py`` and reads it
+once in its ``bootstrap``; nothing reads the environment at import time.
+
+Every field carries a description: ``make docs`` turns them into docs/configuration.md.
+Secrets have development defaults so that ``make run`` works on a fresh clone; outside
+``development`` and ``test`` those defaults are refused at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+DEV_MASTER_KEY = "ZGV2LW9ubHktdmF1bHQtbWFzdGVyLWtleS0zMi1ieXQ="  # base64 of 32 dev bytes
+DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused outside development
+
+
+class UnsafeConfiguration(ValueError):
+    """A setting would be unsafe in the environment the process runs in."""
+
+
+class PlatformSettings(BaseSettings):
+    """Settings common to every process of the platform."""
+
+    model_config = SettingsConfigDict(env_prefix="IMT_", extra="ignore", frozen=True)
+
+    environment: Environment = Field(
+        "development", description="development, test or production; production refuses dev secrets."
+    )
+    service_name: str = Field("imt", description="Name used in logs, metrics and event sources.")
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:19092", description="Kafka bootstrap servers, comma separated."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT locally; SSL with the CA below on every other hop."
+    )
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle to verify Kafka brokers.")
+    postgres_host: str = Field("127.0.0.1", description="PostgreSQL host.")
+    postgres_port: int = Field(55432, description="PostgreSQL port.")
+    postgres_password: SecretStr = Field(
+        SecretStr(DEV_SECRET), description="Password of every service role (one role per service)."
+    )
+    postgres_sslmode: Literal["disable", "prefer", "require", "verify-full"] = Field(
+        "prefer", description="asyncpg ssl mode for every database connection."
+    )
+    vault_master_key: SecretStr = Field(
+        SecretStr(DEV_MASTER_KEY),
+        description="Base64 of 32 random bytes wrapping every subject's data key (AES-256-GCM).",
+    )
+    blind_index_key: SecretStr = Field(
+        SecretStr(DEV_SECRET), description="HMAC key of blind indexes (lookups by email)."
+    )
+    log_level: str = Field("INFO", description="Root log level.")
+    state_dir: str = Field(
+        "/tmp/imt-privacy",  # noqa: S108 - the local stack's folder; a volume in production
+        description="Folder for process state (Faust data, local stack); never personal data.",
+    )
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_outside_development(self) -> PlatformSettings:
+        if self.environment in ("development", "test"):
+            return self
+        unsafe = [
+            name
+            for name, value, dev in (
+                ("IMT_VAULT_MASTER_KEY", self.vault_master_key, DEV_MASTER_KEY),
+                ("IMT_BLIND_INDEX_KEY", self.blind_index_key, DEV_SECRET),
+                ("IMT_POSTGRES_PASSWORD", self.postgres_password, DEV_SECRET),
+            )
+            if value.get_secret_value() == dev
+        ]
+        if unsafe:
+            raise UnsafeConfiguration(
+                f"{', '.join(unsafe)} still hold development defaults in {self.environment}"
+            )
+        return self
+
+    def database_dsn(self, database: str) -> str:
+        """DSN of one service's database; the role is named after the database."""
+        password = self.postgres_password.get_secret_value()
+        return (
+            f"postgresql://{database}:{password}@{self.postgres_host}:{self.postgres_port}/{database}"
+        )

@@ -1,0 +1,70 @@
+"""Plain-SQL migrations: each ``NNN_name.sql`` file runs once, in order, in a transaction.
+
+A service's database takes the shared migrations first (the bus tables every service
+needs), then its own ``migrations/`` folder. Applied files are recorded in
+``schema_migrations`` under a namespaced version such as ``bus/001_outbox``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import asyncpg
+
+_LOCK_ID = 0x1DB_1A7E  # one migrator per database at a time
+
+_CREATE_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    text PRIMARY KEY,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class MigrationChanged(RuntimeError):
+    """An applied migration's file changed afterwards: never edit applied migrations."""
+
+
+def migration_files(namespace: str, folder: Path) -> list[tuple[str, Path]]:
+    """``(version, path)`` of every SQL file in a folder, in order."""
+    return [(f"{namespace}/{p.stem}", p) for p in sorted(folder.glob("*.sql"))]
+
+
+async def apply_migrations(
+    conn: asyncpg.Connection, sources: Iterable[tuple[str, Path]]
+) -> list[str]:
+    """Apply each source not yet applied; return the versions applied now."""
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+    try:
+        await conn.execute(_CREATE_LEDGER)
+        done = {
+            r["version"]: r["checksum"]
+            for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        }
+        applied = []
+        for version, path in sources:
+            if await _apply_one(conn, version, path, done):
+                applied.append(version)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+
+
+async def _apply_one(
+    conn: asyncpg.Connection, version: str, path: Path, done: dict[str, str]
+) -> bool:
+    sql = path.read_text()
+    checksum = hashlib.sha256(sql.encode()).hexdigest()
+    if version in done:
+        if done[version] != checksum:
+            raise MigrationChanged(f"{version} was applied with different content")
+        return False
+    async with conn.transaction():
+        await conn.execute(sql)
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)", version, checksum
+        )
+    return True

@@ -1,0 +1,32 @@
+"""Events on the bus: the envelope, the registry of event types, and the topics."""
+
+from shared.events.envelope import Envelope, InvalidEnvelope, decode_envelope, encode_envelope
+from shared.events.registry import (
+    Event,
+    EventSchemaViolation,
+    UnknownEventType,
+    envelope_for,
+    event_class,
+    parse_event,
+    register_event,
+    registered_events,
+)
+from shared.events.topics import Topic, all_topics, dlq_of
+
+__all__ = [
+    "Envelope",
+    "Event",
+    "EventSchemaViolation",
+    "InvalidEnvelope",
+    "Topic",
+    "UnknownEventType",
+    "all_topics",
+    "decode_envelope",
+    "dlq_of",
+    "encode_envelope",
+    "envelope_for",
+    "event_class",
+    "parse_event",
+    "register_event",
+    "registered_events",
+]

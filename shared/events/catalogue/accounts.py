@@ -1,0 +1,193 @@
+"""Events the accounts service publishes.
+
+Lifecycle events carry ids and facts only. Personal data (email, name) rides only on
+the compacted contacts topic, as :class:`ContactCardChanged`, so erasing a user is one
+tombstone on one topic.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+from uuid import UUID
+
+from pydantic import EmailStr, Field
+
+from shared.events.registry import Event, register_event
+from shared.events.topics import (
+    ACCOUNTS_CONTACTS,
+    ACCOUNTS_LIFECYCLE,
+    ACCOUNTS_REQUESTS,
+    POLICY_VERSIONS,
+    SECURITY_INCIDENTS,
+    Topic,
+)
+
+AgeBand = Literal["under_13", "13_to_17", "adult", "unknown"]
+DamageState = Literal["intact", "cracked_screen", "battery", "water", "buttons", "camera", "other"]
+
+
+class _Lifecycle(Event):
+    topic: ClassVar[Topic] = ACCOUNTS_LIFECYCLE
+    user_id: UUID
+
+
+@register_event
+class UserRegistered(_Lifecycle):
+    """A user signed up; under-13 accounts wait for a parent's consent."""
+
+    event_name: ClassVar[str] = "user.registered"
+    version: ClassVar[int] = 1
+    age_band: AgeBand
+    awaiting_parental_consent: bool = False
+
+
+@register_event
+class UserActivated(_Lifecycle):
+    """Email verified (and, under 13, the parent consented): the account is active."""
+
+    event_name: ClassVar[str] = "user.activated"
+    version: ClassVar[int] = 1
+
+
+@register_event
+class ProfileUpdated(_Lifecycle):
+    """Which profile fields changed (names of fields, never their values)."""
+
+    event_name: ClassVar[str] = "profile.updated"
+    version: ClassVar[int] = 1
+    fields: tuple[str, ...]
+
+
+@register_event
+class PreferencesChanged(_Lifecycle):
+    """A user's communication and tracking preferences, as they now are."""
+
+    event_name: ClassVar[str] = "preferences.changed"
+    version: ClassVar[int] = 1
+    marketing_email: bool
+    personalisation: bool
+    tracking_opt_out: bool
+
+
+@register_event
+class DeviceChanged(_Lifecycle):
+    """A device was added, edited or removed."""
+
+    event_name: ClassVar[str] = "device.changed"
+    version: ClassVar[int] = 1
+    device_id: UUID
+    change: Literal["added", "edited", "removed"]
+    damage_state: DamageState | None = None
+
+
+@register_event
+class ConsentChanged(_Lifecycle):
+    """Consent to disclose to one recipient for one purpose was granted or revoked."""
+
+    event_name: ClassVar[str] = "consent.changed"
+    version: ClassVar[int] = 1
+    recipient_id: UUID
+    purpose: str
+    granted: bool
+
+
+@register_event
+class PolicyAccepted(_Lifecycle):
+    """The user accepted a privacy-policy version."""
+
+    event_name: ClassVar[str] = "policy.accepted"
+    version: ClassVar[int] = 1
+    policy_version: str
+
+
+@register_event
+class DeletionRequested(_Lifecycle):
+    """The user (re-authenticated) or two operators asked to delete the account."""
+
+    event_name: ClassVar[str] = "deletion.requested"
+    version: ClassVar[int] = 1
+    request_id: UUID
+    initiated_by: Literal["user", "operator"]
+    scope: Literal["account", "device", "request"] = "account"
+    item_id: UUID | None = None
+
+
+@register_event
+class DeletionCancelled(_Lifecycle):
+    """A deletion request was cancelled during its grace period."""
+
+    event_name: ClassVar[str] = "deletion.cancelled"
+    version: ClassVar[int] = 1
+    request_id: UUID
+
+
+@register_event
+class ContactCardChanged(Event):
+    """The current contact card of a user: the only event carrying personal data.
+
+    Published on the compacted contacts topic keyed by user id; erasure publishes a
+    tombstone for that key instead of an event.
+    """
+
+    event_name: ClassVar[str] = "contact_card.changed"
+    version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = ACCOUNTS_CONTACTS
+    user_id: UUID
+    email: EmailStr
+    name: str = Field(max_length=200)
+    locale: str = "en"
+    age_band: AgeBand
+    marketing_email: bool = False
+    tracking_opt_out: bool = False
+    active: bool = True
+
+
+@register_event
+class RequestSubmitted(Event):
+    """A user submitted a request or feedback (its text stays in accounts)."""
+
+    event_name: ClassVar[str] = "request.submitted"
+    version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = ACCOUNTS_REQUESTS
+    user_id: UUID
+    request_id: UUID
+    category: Literal["repair", "feedback", "privacy", "other"]
+
+
+@register_event
+class RequestReplied(Event):
+    """An operator replied to a user's request; the reply text stays in accounts."""
+
+    event_name: ClassVar[str] = "request.replied"
+    version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = ACCOUNTS_REQUESTS
+    user_id: UUID
+    request_id: UUID
+    reply_id: UUID
+
+
+@register_event
+class PolicyVersionPublished(Event):
+    """A new privacy-policy version was published; every user is to be told."""
+
+    event_name: ClassVar[str] = "policy_version.published"
+    version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = POLICY_VERSIONS
+    policy_version: str
+    summary: str = Field(max_length=2000)
+    effective_at: datetime
+
+
+@register_event
+class IncidentDeclared(Event):
+    """Operators declared a security incident affecting all users or a list."""
+
+    event_name: ClassVar[str] = "incident.declared"
+    version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = SECURITY_INCIDENTS
+    incident_id: UUID
+    title: str = Field(max_length=200)
+    message: str = Field(max_length=5000)
+    audience: Literal["all", "listed"]
+    user_ids: tuple[UUID, ...] = ()

@@ -1,0 +1,67 @@
+"""Commands and events of staged deletion."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+from uuid import UUID
+
+from shared.events.registry import Event, register_event
+from shared.events.topics import DELETION_COMMANDS, DELETION_RECEIPTS, DELETION_STAGES, Topic
+
+DeletionStage = Literal[
+    "requested",
+    "grace",
+    "holds",
+    "erasing",
+    "shredded",
+    "backups_pending",
+    "complete",
+    "cancelled",
+    "paused",
+    "escalated",
+]
+
+
+@register_event
+class EraseSubject(Event):
+    """Command to every store owner: erase this subject (or one item of it)."""
+
+    event_name: ClassVar[str] = "subject.erase"
+    version: ClassVar[int] = 1
+    kind: ClassVar[str] = "command"
+    topic: ClassVar[Topic] = DELETION_COMMANDS
+    request_id: UUID
+    subject_id: UUID
+    scope: Literal["account", "device", "request"] = "account"
+    item_id: UUID | None = None
+    retain_categories: tuple[str, ...] = ()
+
+
+@register_event
+class SubjectErased(Event):
+    """A store owner's receipt: what it erased and what it keeps anonymised."""
+
+    event_name: ClassVar[str] = "subject.erased"
+    version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = DELETION_RECEIPTS
+    request_id: UUID
+    subject_id: UUID
+    store: str
+    erased: dict[str, int]
+    retained_anonymised: dict[str, int] = {}
+    erased_at: datetime
+
+
+@register_event
+class DeletionStageChanged(Event):
+    """A deletion request entered a new stage."""
+
+    event_name: ClassVar[str] = "deletion_stage.changed"
+    version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = DELETION_STAGES
+    request_id: UUID
+    subject_id: UUID
+    stage: DeletionStage
+    reason: str | None = None
+    entered_at: datetime

@@ -1,0 +1,107 @@
+"""The one registry of Kafka topics and their settings.
+
+Deploy scripts create topics from :data:`TOPICS`; ``make docs`` publishes them. Every
+topic that a service consumes has a dead-letter twin ``<name>.dlq`` (see :func:`dlq_of`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A Kafka topic with the settings it is created with."""
+
+    name: str
+    description: str
+    partitions: int = 6
+    compacted: bool = False
+    consumed: bool = True
+    retention_ms: int = 14 * DAY_MS
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        """Broker-side topic configuration."""
+        settings = {"retention.ms": str(self.retention_ms), "min.insync.replicas": "1"}
+        if self.compacted:
+            # The active segment is never compacted: roll it often and bound the lag so a
+            # tombstoned contact card really leaves the log within an hour.
+            settings.update(
+                {
+                    "cleanup.policy": "compact",
+                    "segment.ms": str(600_000),
+                    "max.compaction.lag.ms": str(3_600_000),
+                    "min.cleanable.dirty.ratio": "0.01",
+                    "delete.retention.ms": str(DAY_MS),
+                    "retention.ms": "-1",
+                }
+            )
+        settings.update(self.extra_config)
+        return settings
+
+
+def dlq_of(name: str) -> str:
+    """Name of the dead-letter topic of a consumed topic."""
+    return f"{name}.dlq"
+
+
+ACCOUNTS_LIFECYCLE = Topic(
+    "accounts.lifecycle",
+    "User lifecycle facts (ids and facts only, never personal data).",
+)
+ACCOUNTS_CONTACTS = Topic(
+    "accounts.contacts",
+    "Current contact card per user; the ONLY topic with personal data; tombstoned on erasure.",
+    compacted=True,
+)
+ACCOUNTS_REQUESTS = Topic("accounts.requests", "User requests submitted and operator replies.")
+POLICY_VERSIONS = Topic("policy.versions", "Privacy-policy versions published.", partitions=1)
+SECURITY_INCIDENTS = Topic("security.incidents", "Security incidents declared by operators.")
+NOTIFIER_COMMANDS = Topic("notifier.commands", "Commands for the notifier: send a notice.")
+NOTIFIER_DELIVERIES = Topic("notifier.deliveries", "Outcome of every notice delivery.")
+DELETION_COMMANDS = Topic("deletion.commands", "Erase a subject (or one item) from a store.")
+DELETION_RECEIPTS = Topic("deletion.receipts", "Store owners' answers to erase commands.")
+DELETION_STAGES = Topic("deletion.stages", "Every stage change of a deletion request.")
+ANALYTICS_VISITS = Topic("analytics.visits", "Scrubbed, anonymous visits from the collector.")
+ANALYTICS_TRENDS = Topic(
+    "analytics.trends", "Aggregated visit windows, latest per window key.", compacted=True
+)
+BUS_SELFTEST = Topic(
+    "bus.selftest",
+    "Events of the bus's own tests and benchmarks; never read by a service.",
+    retention_ms=DAY_MS,
+)
+
+PRIMARY_TOPICS: tuple[Topic, ...] = (
+    ACCOUNTS_LIFECYCLE,
+    ACCOUNTS_CONTACTS,
+    ACCOUNTS_REQUESTS,
+    POLICY_VERSIONS,
+    SECURITY_INCIDENTS,
+    NOTIFIER_COMMANDS,
+    NOTIFIER_DELIVERIES,
+    DELETION_COMMANDS,
+    DELETION_RECEIPTS,
+    DELETION_STAGES,
+    ANALYTICS_VISITS,
+    ANALYTICS_TRENDS,
+    BUS_SELFTEST,
+)
+
+
+def dead_letter_topics() -> tuple[Topic, ...]:
+    """One DLQ per consumed topic, kept long enough for an operator to replay it."""
+    return tuple(
+        Topic(dlq_of(t.name), f"Dead letters of {t.name}.", partitions=1,
+              consumed=False, retention_ms=30 * DAY_MS)
+        for t in PRIMARY_TOPICS
+        if t.consumed
+    )
+
+
+def all_topics() -> tuple[Topic, ...]:
+    """Every topic the platform creates."""
+    return PRIMARY_TOPICS + dead_letter_topics()

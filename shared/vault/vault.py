@@ -1,0 +1,132 @@
+"""The vault: a data key per subject, so that destroying one key erases every copy.
+
+``seal``/``open`` encrypt personal fields with the subject's key; ``shred`` destroys the
+key, after which ``open`` and ``seal`` for that subject fail with :class:`SubjectShredded`
+in every process: unwrapped keys are cached briefly, and a shred is announced on the
+vault database's ``vault_shredded`` channel so every vault drops its cached copy at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from uuid import UUID
+
+import asyncpg
+
+from shared.config import PlatformSettings
+from shared.vault import crypto
+
+SHRED_CHANNEL = "vault_shredded"
+Subject = UUID | str
+
+
+class SubjectShredded(LookupError):
+    """The subject's key was destroyed: its sealed data can never be read again."""
+
+    def __init__(self, subject: str) -> None:
+        super().__init__(f"subject {subject} was erased: its data key is destroyed")
+        self.subject = subject
+
+
+class Vault:
+    """Per-subject data keys in the vault database, wrapped by the master key."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        master_key: bytes,
+        index_key: bytes,
+        cache_seconds: float = 30.0,
+    ) -> None:
+        if len(master_key) != crypto.KEY_BYTES:
+            raise ValueError("the vault master key must be 32 bytes (base64 in configuration)")
+        self._pool = pool
+        self._master = master_key
+        self._index_key = index_key
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[bytes, float]] = {}
+        self._listener: asyncpg.Connection | None = None
+
+    @classmethod
+    async def connect(cls, settings: PlatformSettings, pool: asyncpg.Pool) -> Vault:
+        """A vault on ``pool`` (the vault database), listening for shreds."""
+        vault = cls(
+            pool,
+            base64.b64decode(settings.vault_master_key.get_secret_value()),
+            settings.blind_index_key.get_secret_value().encode(),
+        )
+        await vault._listen()
+        return vault
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._pool.release(self._listener)
+            self._listener = None
+
+    async def seal(self, subject: Subject, plaintext: str, *, purpose: str) -> bytes:
+        key = await self._data_key(str(subject), create=True)
+        return crypto.seal_with(key, str(subject), purpose, plaintext)
+
+    async def open(self, subject: Subject, sealed: bytes, *, purpose: str) -> str:
+        key = await self._data_key(str(subject), create=False)
+        return crypto.open_with(key, str(subject), purpose, sealed)
+
+    def blind_index(self, value: str, *, purpose: str) -> bytes:
+        return crypto.blind_index(self._index_key, purpose, value)
+
+    async def shred(self, subject: Subject) -> bool:
+        """Destroy the subject's key; True if a key existed. Idempotent."""
+        sid = str(subject)
+        async with self._pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "INSERT INTO subject_keys (subject_id, wrapped_key, shredded_at)"
+                " VALUES ($1, NULL, now())"
+                " ON CONFLICT (subject_id) DO UPDATE SET wrapped_key = NULL,"
+                " shredded_at = COALESCE(subject_keys.shredded_at, now())",
+                sid,
+            )
+            await conn.execute("SELECT pg_notify($1, $2)", SHRED_CHANNEL, sid)
+        self._cache.pop(sid, None)
+        return status.endswith("1")
+
+    async def is_shredded(self, subject: Subject) -> bool:
+        async with self._pool.acquire() as conn:
+            shredded = await conn.fetchval(
+                "SELECT shredded_at IS NOT NULL FROM subject_keys WHERE subject_id = $1",
+                str(subject),
+            )
+        return bool(shredded)
+
+    async def _data_key(self, sid: str, *, create: bool) -> bytes:
+        cached = self._cache.get(sid)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        key = await self._load_or_create(sid, create=create)
+        self._cache[sid] = (key, time.monotonic() + self._cache_seconds)
+        return key
+
+    async def _load_or_create(self, sid: str, *, create: bool) -> bytes:
+        async with self._pool.acquire() as conn:
+            if create:
+                fresh = crypto.wrap_key(self._master, sid, crypto.new_data_key())
+                await conn.execute(
+                    "INSERT INTO subject_keys (subject_id, wrapped_key) VALUES ($1, $2)"
+                    " ON CONFLICT (subject_id) DO NOTHING",
+                    sid,
+                    fresh,
+                )
+            row = await conn.fetchrow(
+                "SELECT wrapped_key FROM subject_keys WHERE subject_id = $1", sid
+            )
+        if row is None or row["wrapped_key"] is None:
+            raise SubjectShredded(sid)
+        return crypto.unwrap_key(self._master, sid, row["wrapped_key"])
+
+    async def _listen(self) -> None:
+        self._listener = await self._pool.acquire()
+        await self._listener.add_listener(SHRED_CHANNEL, self._on_shred)
+
+    def _on_shred(self, _conn: object, _pid: int, _channel: str, subject: str) -> None:
+        self._cache.pop(subject, None)
+

@@ -1,0 +1,109 @@
+"""10,000 events while the relay and the consumer are killed with SIGKILL at random.
+
+Every event's effect must exist exactly once and, per key, in order. The seed is
+printed so a failure can be replayed (IMT_CRASH_SEED).
+"""
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, queue_probes
+from tests.support.probes import (
+    effects_exactly_once_in_order,
+    probe_keys_and_seqs,
+    spawn_selftest,
+    wait_for_effects,
+)
+
+EVENTS = 10_000
+BATCH = 100
+KEYS = 50
+KILLS = 8
+
+
+class Processes:
+    """The relay and consumer processes, restartable after a kill."""
+
+    def __init__(self, dsn: str, topic: str) -> None:
+        self.args = {
+            "relay": ("relay", dsn),
+            "consume": ("consume", dsn, "--topic", topic, "--group", f"{topic}.crash"),
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, role: str) -> None:
+        name, dsn, *extra = self.args[role]
+        self.procs[role] = spawn_selftest(name, dsn, *extra)
+
+    def kill(self, role: str) -> None:
+        self.procs[role].send_signal(signal.SIGKILL)
+        self.procs[role].wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+async def conn(scratch_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(scratch_dsn)
+    await connection.execute(EFFECTS_DDL)
+    yield connection
+    await connection.close()
+
+
+async def _write_events(conn: asyncpg.Connection, topic: str, rng: random.Random) -> None:
+    keys, seqs = probe_keys_and_seqs(EVENTS, keys=KEYS)
+    for start in range(0, EVENTS, BATCH):
+        envelopes = probe_envelopes(keys[start : start + BATCH], seqs[start : start + BATCH])
+        await queue_probes(conn, topic, envelopes)
+        await asyncio.sleep(rng.uniform(0.0, 0.03))
+
+
+async def _kill_at_random(processes: Processes, rng: random.Random) -> list[str]:
+    killed = []
+    for round_ in range(KILLS):
+        await asyncio.sleep(rng.uniform(0.3, 1.2))
+        roles = ["relay", "consume"] if round_ % 4 == 3 else [rng.choice(["relay", "consume"])]
+        for role in roles:
+            processes.kill(role)
+            processes.start(role)
+            killed.append(role)
+    return killed
+
+
+async def test_sigkill_at_random_moments_loses_and_repeats_nothing(
+    conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
+) -> None:
+    seed = int(os.environ.get("IMT_CRASH_SEED", random.randrange(2**32)))
+    print(f"crash test seed: {seed}")
+    rng = random.Random(seed)
+    processes = Processes(scratch_dsn, scratch_topic)
+    processes.start("relay")
+    processes.start("consume")
+    try:
+        _, killed = await asyncio.gather(
+            _write_events(conn, scratch_topic, rng), _kill_at_random(processes, rng)
+        )
+        done = await wait_for_effects(conn, EVENTS, timeout=180)
+    finally:
+        processes.stop_all()
+
+    assert {"relay", "consume"} <= set(killed)
+    rows, distinct, disordered = await effects_exactly_once_in_order(conn)
+    assert done == EVENTS
+    assert (rows, distinct) == (EVENTS, EVENTS), f"seed {seed}"
+    assert disordered == [], f"seed {seed}"

@@ -1,0 +1,140 @@
+"""Poison records go to <topic>.dlq with their reason while the consumer goes on."""
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from uuid import uuid4
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from shared.bus import (
+    Delivery,
+    IdempotentConsumer,
+    Unprocessable,
+    manual_commit_consumer,
+    reliable_producer,
+)
+from shared.bus.consumer import Item
+from shared.bus.dead_letters import H_REASON, H_SOURCE_OFFSET, H_SOURCE_TOPIC
+from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, record_probe_effects
+from shared.config import PlatformSettings
+from shared.events import encode_envelope, envelope_for
+from shared.events.catalogue.accounts import UserRegistered
+from shared.events.topics import dlq_of
+from tests.support.probes import read_all, spawn_selftest, wait_for_effects
+
+POISON = {
+    b"{this is not json": "not JSON",
+    b'{"specversion":"1.0","type":"user.teleported.v1","source":"x","data":{}}':
+        "unknown event type",
+    b'{"specversion":"1.0","type":"bus_probe.recorded.v1","source":"x","data":{"key":"k"}}':
+        "data invalid",
+}
+
+
+@pytest.fixture
+async def conn(scratch_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(scratch_dsn)
+    await connection.execute(EFFECTS_DDL)
+    yield connection
+    await connection.close()
+
+
+async def _publish_good_and_poison(producer: AIOKafkaProducer, topic: str) -> list[bytes]:
+    """good, poison, good, poison, ... all on one key so their order is fixed."""
+    goods = [encode_envelope(e) for e in probe_envelopes(["k"] * 4, [0, 1, 2, 3])]
+    wrong_topic = encode_envelope(
+        envelope_for(UserRegistered(user_id=uuid4(), age_band="adult"), source="x", subject="k")
+    )
+    poison = [*POISON, wrong_topic]
+    for value in [v for pair in zip(goods, poison, strict=True) for v in pair]:
+        await producer.send_and_wait(topic, value=value, key=b"k", headers=[("trace", b"t1")])
+    return poison
+
+
+async def _check_dead_letters(settings: PlatformSettings, topic: str, poison: list[bytes]
+                              ) -> None:
+    letters = await read_all(settings, dlq_of(topic), expected=len(poison))
+    assert [r.value for r in letters] == poison  # type: ignore[attr-defined]
+    reasons = [dict(r.headers)[H_REASON].decode() for r in letters]  # type: ignore[attr-defined]
+    for reason, expected in zip(reasons, [*POISON.values(), "does not belong"], strict=True):
+        assert expected in reason
+    for record in letters:
+        headers = dict(record.headers)  # type: ignore[attr-defined]
+        assert headers[H_SOURCE_TOPIC] == topic.encode()
+        assert headers["trace"] == b"t1"
+        assert int(headers[H_SOURCE_OFFSET]) >= 0
+
+
+async def test_idempotent_consumer_dead_letters_poison_and_goes_on(
+    settings: PlatformSettings, conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
+) -> None:
+    producer = reliable_producer(settings)
+    consumer = manual_commit_consumer(settings, scratch_topic, group_id=f"{scratch_topic}.dlq")
+    pool = await asyncpg.create_pool(scratch_dsn, min_size=1, max_size=2)
+    await producer.start()
+    await consumer.start()
+    idempotent = IdempotentConsumer("probe", consumer, producer, pool, record_probe_effects)
+    task = asyncio.create_task(idempotent.run())
+    try:
+        poison = await _publish_good_and_poison(producer, scratch_topic)
+        assert await wait_for_effects(conn, 4, timeout=30) == 4
+        await _check_dead_letters(settings, scratch_topic, poison)
+    finally:
+        idempotent.stop()
+        await task
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+    assert idempotent.dead_lettered == len(poison)
+
+
+async def test_an_event_its_handler_cannot_apply_is_dead_lettered_alone(
+    settings: PlatformSettings, conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
+) -> None:
+    async def refuse_seq_2(c: asyncpg.Connection, items: Sequence[Item]) -> None:
+        if any(isinstance(i, Delivery) and getattr(i.event, "seq", None) == 2 for i in items):
+            raise Unprocessable("seq 2 refers to a repair that does not exist")
+        await record_probe_effects(c, items)
+
+    producer = reliable_producer(settings)
+    consumer = manual_commit_consumer(settings, scratch_topic, group_id=f"{scratch_topic}.h")
+    pool = await asyncpg.create_pool(scratch_dsn, min_size=1, max_size=2)
+    await producer.start()
+    await consumer.start()
+    idempotent = IdempotentConsumer("probe", consumer, producer, pool, refuse_seq_2)
+    for envelope in probe_envelopes(["k"] * 5, [0, 1, 2, 3, 4]):
+        await producer.send_and_wait(scratch_topic, encode_envelope(envelope), key=b"k")
+    task = asyncio.create_task(idempotent.run())
+    try:
+        assert await wait_for_effects(conn, 4, timeout=30) == 4
+        letters = await read_all(settings, dlq_of(scratch_topic), expected=1)
+    finally:
+        idempotent.stop()
+        await task
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+    assert sorted(await conn.fetchval("SELECT array_agg(seq) FROM probe_effects")) == [0, 1, 3, 4]
+    assert len(letters) == 1
+    assert b"unprocessable: seq 2" in dict(letters[0].headers)[H_REASON]  # type: ignore[attr-defined]
+
+
+async def test_faust_agent_reads_through_the_codec_and_dead_letters_poison(
+    settings: PlatformSettings, conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
+) -> None:
+    producer = reliable_producer(settings)
+    await producer.start()
+    worker = spawn_selftest("faust", scratch_dsn, "--topic", scratch_topic,
+                            "--group", f"{scratch_topic}.faust")
+    try:
+        poison = await _publish_good_and_poison(producer, scratch_topic)
+        assert await wait_for_effects(conn, 4, timeout=90) == 4
+        await _check_dead_letters(settings, scratch_topic, poison)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        await producer.stop()
+    rows = await conn.fetchval("SELECT count(*) FROM probe_effects")
+    assert rows == 4

@@ -1,0 +1,108 @@
+"""Outbox -> relay -> Kafka -> idempotent consumer, in one process."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import pytest
+
+from shared.bus import IdempotentConsumer, add_envelopes, OutboxRelay, manual_commit_consumer, reliable_producer
+from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, queue_probes, record_probe_effects
+from shared.config import PlatformSettings
+from tests.support.probes import effects_exactly_once_in_order, probe_keys_and_seqs, wait_for_effects
+
+
+@pytest.fixture
+async def conn(scratch_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(scratch_dsn)
+    await connection.execute(EFFECTS_DDL)
+    yield connection
+    await connection.close()
+
+
+@asynccontextmanager
+async def running_bus(settings: PlatformSettings, dsn: str, topic: str) -> AsyncIterator[None]:
+    producer = reliable_producer(settings)
+    consumer = manual_commit_consumer(settings, topic, group_id=f"{topic}.consumer")
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    await producer.start()
+    await consumer.start()
+    relay = OutboxRelay(dsn, producer)
+    idempotent = IdempotentConsumer("probe", consumer, producer, pool, record_probe_effects)
+    tasks = [asyncio.create_task(relay.run()), asyncio.create_task(idempotent.run())]
+    try:
+        yield
+    finally:
+        relay.stop()
+        idempotent.stop()
+        await asyncio.gather(*tasks)
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+
+
+@pytest.fixture
+async def bus(settings: PlatformSettings, scratch_dsn: str, scratch_topic: str
+              ) -> AsyncIterator[None]:
+    async with running_bus(settings, scratch_dsn, scratch_topic):
+        yield
+
+
+async def test_outbox_events_take_effect_exactly_once_and_in_order_per_key(
+    conn: asyncpg.Connection, scratch_topic: str, bus: None
+) -> None:
+    keys, seqs = probe_keys_and_seqs(1000, keys=25)
+    await queue_probes(conn, scratch_topic, probe_envelopes(keys, seqs))
+
+    assert await wait_for_effects(conn, 1000, timeout=60) == 1000
+    rows, distinct, disordered = await effects_exactly_once_in_order(conn)
+    assert (rows, distinct, disordered) == (1000, 1000, [])
+
+
+async def test_sent_rows_leave_the_outbox(
+    conn: asyncpg.Connection, scratch_topic: str, bus: None
+) -> None:
+    keys, seqs = probe_keys_and_seqs(50, keys=5)
+    await queue_probes(conn, scratch_topic, probe_envelopes(keys, seqs))
+    await wait_for_effects(conn, 50, timeout=30)
+    for _ in range(50):
+        if await conn.fetchval("SELECT count(*) FROM bus_outbox") == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await conn.fetchval("SELECT count(*) FROM bus_outbox") == 0
+
+
+async def test_a_rolled_back_transaction_publishes_nothing(
+    conn: asyncpg.Connection, scratch_topic: str, bus: None
+) -> None:
+    keys, seqs = probe_keys_and_seqs(10, keys=2)
+    tx = conn.transaction()
+    await tx.start()
+    await add_envelopes(conn, scratch_topic, probe_envelopes(keys, seqs))
+    await tx.rollback()
+    committed = probe_envelopes(["after"], [0])
+    await queue_probes(conn, scratch_topic, committed)
+
+    assert await wait_for_effects(conn, 1, timeout=30) == 1
+    await asyncio.sleep(1.0)  # give any wrongly published probe time to show up
+    assert await conn.fetchval("SELECT array_agg(key) FROM probe_effects") == ["after"]
+
+
+async def test_redelivered_events_do_not_repeat_their_effect(
+    settings: PlatformSettings, conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
+) -> None:
+    envelopes = probe_envelopes(*probe_keys_and_seqs(20, keys=4))
+    await queue_probes(conn, scratch_topic, envelopes)
+    async with running_bus(settings, scratch_dsn, scratch_topic):
+        await wait_for_effects(conn, 20, timeout=30)
+    # The same events again (a relay that died before deleting its rows does this).
+    await queue_probes(conn, scratch_topic, envelopes)
+    async with running_bus(settings, scratch_dsn, scratch_topic):
+        for _ in range(50):
+            if await conn.fetchval("SELECT count(*) FROM bus_outbox") == 0:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)
+    rows, distinct, disordered = await effects_exactly_once_in_order(conn)
+    assert (rows, distinct, disordered) == (20, 20, [])
