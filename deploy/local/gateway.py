@@ -46,9 +46,7 @@ MIME_TYPES = {
 
 def _problem(status: int, title: str, detail: str) -> str:
     # RFC 9457 body; kept on one line because nginx returns it verbatim.
-    return (
-        f'{{"type":"about:blank","title":"{title}","status":{status},"detail":"{detail}"}}'
-    )
+    return f'{{"type":"about:blank","title":"{title}","status":{status},"detail":"{detail}"}}'
 
 
 PROBLEMS = {
@@ -135,7 +133,7 @@ location = /healthz {{
 }}
 
 location / {{
-    try_files $uri $uri/ =404;
+    try_files $uri $uri/index.html =404;
 }}
 
 location /api/ {{
@@ -208,6 +206,8 @@ map $http_x_request_id $imt_request_id {{
 }}
 
 limit_req_zone $binary_remote_addr zone=per_client:10m rate=50r/s;
+# Rejections would log the client address into the error log; keep them below its level.
+limit_req_log_level info;
 limit_req_status 429;
 client_max_body_size 64k;
 
@@ -234,7 +234,9 @@ server {{
 
 
 def ensure_binary() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
     if found:
         return found
     if not procs.is_root():
@@ -294,18 +296,15 @@ def up(layout: Layout) -> str:
         raise procs.failure("gateway", layout.log(NAME), "/healthz did not answer")
     ports = layout.ports
     return (
-        f"gateway     http://{HOST}:{ports.gateway}/  https://localhost:{ports.gateway_tls}/"
+        f"http://{HOST}:{ports.gateway}/  https://localhost:{ports.gateway_tls}/"
         f"  (CA {layout.tls / 'ca.pem'})"
     )
 
 
 def status(layout: Layout) -> tuple[bool, str]:
-    pid, ports = running_pid(layout), layout.ports
-    if pid and healthy(layout):
-        return True, f"gateway     running pid {pid}  http://{HOST}:{ports.gateway}/  https://localhost:{ports.gateway_tls}/"
-    if procs.port_open(ports.gateway) or procs.port_open(ports.gateway_tls):
-        return False, f"gateway     port {ports.gateway} or {ports.gateway_tls} held by another program"
-    return False, "gateway     stopped"
+    ports = (layout.ports.gateway, layout.ports.gateway_tls)
+    address = f"http://{HOST}:{ports[0]}/  https://localhost:{ports[1]}/"
+    return procs.describe(running_pid(layout), healthy(layout), ports, address)
 
 
 def down(layout: Layout, wipe: bool = False) -> None:

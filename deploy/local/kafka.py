@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ NAME = "kafka"
 VERSION = "4.1.1"
 READY_TIMEOUT = 90.0
 T = TypeVar("T")
+POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 JVM_OPTS = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
 
 
@@ -47,20 +49,32 @@ def _properties_path(layout: Layout) -> Path:
     return _home(layout) / "server.properties"
 
 
+def _pom_digest() -> str:
+    return hashlib.sha256(POM.read_bytes()).hexdigest()
+
+
 def ensure_libs(layout: Layout) -> Path:
-    """Fetch the broker jars with Maven once; a killed fetch never leaves a half cache."""
+    """Fetch the broker jars with Maven; again whenever the pom changed.
+
+    Maven writes into a temporary sibling that is renamed at the end, so a killed fetch
+    never leaves a half cache behind.
+    """
     libs = libs_dir(layout)
-    if (libs / f"kafka_2.13-{VERSION}.jar").exists():
+    stamp = libs / ".pom.sha256"
+    if stamp.exists() and stamp.read_text().strip() == _pom_digest():
+        return libs
+    if (libs / f"kafka_2.13-{VERSION}.jar").exists() and shutil.which("mvn") is None:
+        log.warning("%s may be stale (pom changed) but mvn is missing; using it", libs)
         return libs
     mvn = procs.require_binary("mvn", "apt-get install -y maven")
     libs.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".libs-", dir=libs.parent))
     try:
-        log.info("fetching Kafka %s jars into %s (first run only)", VERSION, libs)
-        pom = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
-        argv = [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+        log.info("fetching Kafka %s jars into %s", VERSION, libs)
+        argv = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
                 "-DincludeScope=runtime", f"-DoutputDirectory={staging}"]  # fmt: skip
         procs.run(argv, "mvn dependency:copy-dependencies", timeout=900)
+        (staging / stamp.name).write_text(_pom_digest())
         shutil.rmtree(libs, ignore_errors=True)
         staging.rename(libs)
     finally:
@@ -94,7 +108,26 @@ def render_properties(layout: Layout) -> str:
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
+# Per-partition chatter at INFO would bury what matters (start-up, groups, errors).
+QUIET_LOGGERS = (
+    "org.apache.kafka.clients",
+    "org.apache.kafka.controller",
+    "org.apache.kafka.storage",
+    "org.apache.kafka.coordinator.common.runtime",
+    "org.apache.kafka.image",
+    "kafka.cluster",
+    "kafka.log",
+    "kafka.server.metadata",
+    "kafka.request.logger",
+    "state.change.logger",
+)
+
+
 def render_log4j(layout: Layout) -> str:
+    quiet = "".join(
+        f"logger.q{i}.name = {name}\nlogger.q{i}.level = WARN\n"
+        for i, name in enumerate(QUIET_LOGGERS)
+    )
     return f"""\
 status = warn
 appender.file.type = File
@@ -105,13 +138,7 @@ appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = FILE
-logger.clients.name = org.apache.kafka.clients
-logger.clients.level = WARN
-logger.request.name = kafka.request.logger
-logger.request.level = WARN
-logger.state.name = state.change.logger
-logger.state.level = WARN
-"""
+{quiet}"""
 
 
 def _java(layout: Layout, main: str, *args: str) -> list[str]:
@@ -139,9 +166,7 @@ def running_pid(layout: Layout) -> int | None:
     return procs.our_pid(layout.pidfile(NAME), _marker(layout))
 
 
-async def _admin_call(
-    layout: Layout, call: Callable[[AIOKafkaAdminClient], Awaitable[T]]
-) -> T:
+async def _admin_call(layout: Layout, call: Callable[[AIOKafkaAdminClient], Awaitable[T]]) -> T:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(layout), request_timeout_ms=10_000)
     try:
         await admin.start()
@@ -153,7 +178,7 @@ async def _admin_call(
 async def _answers(layout: Layout) -> bool:
     try:
         await asyncio.wait_for(_admin_call(layout, lambda a: a.list_topics()), 10)
-    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+    except Exception:  # any failure means "not ready yet"
         return False
     return True
 
@@ -165,7 +190,9 @@ def answers(layout: Layout) -> bool:
 
 def _start(layout: Layout) -> int:
     procs.require_free(layout.ports.kafka, "Kafka", "IMT_KAFKA_PORT")
-    procs.require_free(layout.ports.kafka_controller, "Kafka controller", "IMT_KAFKA_CONTROLLER_PORT")
+    procs.require_free(
+        layout.ports.kafka_controller, "Kafka controller", "IMT_KAFKA_CONTROLLER_PORT"
+    )
     ensure_libs(layout)
     _format_storage(layout)
     argv = _java(layout, "kafka.Kafka", str(_properties_path(layout)))
@@ -177,15 +204,21 @@ def up(layout: Layout) -> str:
     """Start (or reuse) the broker, wait until it serves metadata, create the topics."""
     home = _home(layout)
     home.mkdir(parents=True, exist_ok=True)
-    procs.write_atomic(_properties_path(layout), render_properties(layout))
-    procs.write_atomic(home / "log4j2.properties", render_log4j(layout))
-    pid = running_pid(layout) or _start(layout)
-    alive = lambda: procs.pid_alive(pid)  # noqa: E731
+    changed = procs.write_atomic(_properties_path(layout), render_properties(layout))
+    changed |= procs.write_atomic(home / "log4j2.properties", render_log4j(layout))
+    pid = running_pid(layout)
+    if pid and changed:
+        log.warning("Kafka config changed; restart to apply: stack.py down --only kafka && up")
+    pid = pid or _start(layout)
+
+    def alive() -> bool:
+        return procs.pid_alive(pid)
+
     if not procs.wait_for(lambda: answers(layout), READY_TIMEOUT, alive):
         why = "exited during start-up" if not alive() else f"not ready after {READY_TIMEOUT:.0f}s"
         raise procs.failure("Kafka", layout.log(NAME), why)
     asyncio.run(ensure_topics(layout, all_topics()))
-    return f"kafka       PLAINTEXT://{bootstrap(layout)}"
+    return f"PLAINTEXT://{bootstrap(layout)}"
 
 
 async def ensure_topics(layout: Layout, topics: tuple[Topic, ...]) -> None:
@@ -214,7 +247,9 @@ async def ensure_topics(layout: Layout, topics: tuple[Topic, ...]) -> None:
 
 def _raise_topic_errors(errors: list[tuple[Any, ...]]) -> None:
     # Error 36 is TOPIC_ALREADY_EXISTS: another `up` won the race, which is fine.
-    failed = [f"{e[0]}: code {e[1]} {e[2] if len(e) > 2 else ''}" for e in errors if e[1] not in (0, 36)]
+    failed = [
+        f"{e[0]}: code {e[1]} {e[2] if len(e) > 2 else ''}" for e in errors if e[1] not in (0, 36)
+    ]
     if failed:
         raise procs.StackError("Kafka topic creation failed: " + "; ".join(failed))
 
@@ -246,12 +281,9 @@ async def describe_topics(layout: Layout) -> list[TopicInfo]:
 
 
 def status(layout: Layout) -> tuple[bool, str]:
-    pid = running_pid(layout)
-    if pid and procs.port_open(layout.ports.kafka):
-        return True, f"kafka       running pid {pid}  PLAINTEXT://{bootstrap(layout)}"
-    if procs.port_open(layout.ports.kafka):
-        return False, f"kafka       port {layout.ports.kafka} held by another program"
-    return False, "kafka       stopped"
+    ready = procs.port_open(layout.ports.kafka)
+    ports = (layout.ports.kafka, layout.ports.kafka_controller)
+    return procs.describe(running_pid(layout), ready, ports, f"PLAINTEXT://{bootstrap(layout)}")
 
 
 def down(layout: Layout, wipe: bool = False) -> None:

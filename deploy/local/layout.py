@@ -56,9 +56,7 @@ class Layout:
     def from_env(cls) -> Layout:
         # Outside the repo: the postgres OS user must traverse it and CI clones anywhere.
         state = Path(os.environ.get("IMT_STATE_DIR", "/tmp/imt-privacy"))  # noqa: S108
-        cache = Path(
-            os.environ.get("IMT_CACHE_DIR", str(Path.home() / ".cache" / "imt-privacy"))
-        )
+        cache = Path(os.environ.get("IMT_CACHE_DIR", str(Path.home() / ".cache" / "imt-privacy")))
         return cls(state=state.resolve(), cache=cache, ports=Ports.from_env())
 
     @property

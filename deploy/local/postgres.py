@@ -105,20 +105,21 @@ def _initdb(layout: Layout) -> None:
     staging.rename(data)
 
 
-def _write_config(layout: Layout) -> None:
+def _write_config(layout: Layout) -> bool:
     data, user = data_dir(layout), procs.service_user()
     main_conf = data / "postgresql.conf"
     if "include 'imt.conf'" not in main_conf.read_text():
         with main_conf.open("a") as handle:
             handle.write("\ninclude 'imt.conf'\n")
-    procs.write_atomic(data / "imt.conf", render_conf(layout), mode=0o600)
-    procs.write_atomic(data / "pg_hba.conf", HBA, mode=0o600)
+    changed = procs.write_atomic(data / "imt.conf", render_conf(layout), mode=0o600)
+    changed |= procs.write_atomic(data / "pg_hba.conf", HBA, mode=0o600)
     sockets = socket_dir(layout)
     sockets.mkdir(mode=0o700, exist_ok=True)
     logfile = layout.log(NAME)
     logfile.touch()
     for path in (data / "imt.conf", data / "pg_hba.conf", sockets, logfile):
         procs.chown(path, user)
+    return changed
 
 
 def running_pid(layout: Layout) -> int | None:
@@ -161,7 +162,9 @@ async def _ensure_role(conn: asyncpg.Connection, name: str, options: str, passwo
     exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
     verb = "ALTER" if exists else "CREATE"
     # Utility statements take no bind parameters; the verifier is base64 and '$', no quotes.
-    await conn.execute(f"{verb} ROLE {_ident(name)} WITH {options} PASSWORD '{scram_verifier(password)}'")
+    await conn.execute(
+        f"{verb} ROLE {_ident(name)} WITH {options} PASSWORD '{scram_verifier(password)}'"
+    )
 
 
 async def _ensure_database(conn: asyncpg.Connection, name: str) -> None:
@@ -208,22 +211,22 @@ def up(layout: Layout) -> str:
     ensure_binaries()
     data_dir(layout).parent.mkdir(parents=True, exist_ok=True)
     _initdb(layout)
-    _write_config(layout)
+    changed = _write_config(layout)
     if running_pid(layout) is None:
         _start(layout)
+    elif changed:
+        # Settings that need a restart (port, memory) are flagged by PostgreSQL in its log.
+        argv = _pg("pg_ctl", "-D", str(data_dir(layout)), "reload")
+        procs.run(argv, "pg_ctl reload", cwd=layout.state)
     if not procs.wait_for(lambda: asyncio.run(_answers(layout)), 30, lambda: True):
         raise procs.failure("PostgreSQL", layout.log(NAME), "no connection after 30s")
     asyncio.run(provision(layout))
-    return f"postgres    postgresql://<service>:<password>@{HOST}:{layout.ports.postgres}/<service>"
+    return f"postgresql://<service>:<password>@{HOST}:{layout.ports.postgres}/<service>"
 
 
 def status(layout: Layout) -> tuple[bool, str]:
-    pid, port = running_pid(layout), layout.ports.postgres
-    if pid and procs.port_open(port):
-        return True, f"postgres    running pid {pid}  {HOST}:{port}"
-    if procs.port_open(port):
-        return False, f"postgres    port {port} held by another program"
-    return False, "postgres    stopped"
+    port = layout.ports.postgres
+    return procs.describe(running_pid(layout), procs.port_open(port), (port,), f"{HOST}:{port}")
 
 
 def down(layout: Layout, wipe: bool = False) -> None:

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -136,46 +137,46 @@ def chown(path: Path, user: str | None) -> None:
         shutil.chown(path, user, user)
 
 
-def run(argv: Sequence[str], what: str, timeout: float = 120, **kwargs: object) -> str:
+def run(
+    argv: Sequence[str],
+    what: str,
+    timeout: float = 120,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
     """Run a short command; its output becomes the error message when it fails."""
     try:
         done = subprocess.run(  # noqa: S603 - argv built by us, never by a shell
-            list(argv),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            **kwargs,  # type: ignore[call-overload]
-        )
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=cwd, env=env,
+        )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise StackError(f"{what} failed: {exc}") from exc
     if done.returncode != 0:
         output = (done.stderr or done.stdout).strip()[-2000:]
         raise StackError(f"{what} failed (exit {done.returncode}): {output}")
-    return str(done.stdout)
+    return done.stdout
+
+
+# A throw-away interpreter starts the daemon and exits at once. The daemon is thus never
+# our child: no zombie when it dies, and no "subprocess still running" ResourceWarning
+# (an error under pytest's filterwarnings=error) when our Popen object is collected.
+_LAUNCHER = """\
+import subprocess, sys
+with open(sys.argv[1], "ab") as log:
+    daemon = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+print(daemon.pid)
+"""
 
 
 def spawn(argv: Sequence[str], logfile: Path, pidfile: Path, cwd: Path | None = None) -> int:
-    """Start a daemon detached from our session so Ctrl-C or our exit never stops it."""
+    """Start a daemon in its own session so Ctrl-C or our exit never stops it."""
     logfile.parent.mkdir(parents=True, exist_ok=True)
-    with logfile.open("ab") as out:
-        proc = subprocess.Popen(  # noqa: S603 - argv built by us
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            start_new_session=True,
-            close_fds=True,
-        )
-    write_atomic(pidfile, f"{proc.pid}\n")
-    return proc.pid
-
-
-def _reap(pid: int) -> None:
-    # Children we spawned in this very process would stay zombies (and "alive") otherwise.
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    launcher = [sys.executable, "-c", _LAUNCHER, str(logfile), *argv]
+    pid = int(run(launcher, f"starting {argv[0]}", timeout=30, cwd=cwd).strip())
+    write_atomic(pidfile, f"{pid}\n")
+    return pid
 
 
 def stop_pid(pid: int, timeout: float = 20.0) -> None:
@@ -184,7 +185,6 @@ def stop_pid(pid: int, timeout: float = 20.0) -> None:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        _reap(pid)
         if not pid_alive(pid):
             return
         time.sleep(0.1)
@@ -194,7 +194,6 @@ def stop_pid(pid: int, timeout: float = 20.0) -> None:
             os.killpg(pid, signal.SIGKILL)
         else:
             os.kill(pid, signal.SIGKILL)
-    _reap(pid)
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
@@ -219,3 +218,15 @@ def locked(lockfile: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def describe(pid: int | None, ready: bool, ports: Sequence[int], address: str) -> tuple[bool, str]:
+    """(running and ours, one status line) of a component."""
+    if pid and ready:
+        return True, f"running pid {pid}  {address}"
+    if pid:
+        return False, f"pid {pid} runs but does not answer yet  {address}"
+    taken = [str(port) for port in ports if port_open(port)]
+    if taken:
+        return False, f"port {', '.join(taken)} held by another program"
+    return False, "stopped"

@@ -49,16 +49,13 @@ def up(layout: Layout) -> str:
     pid = running_pid(layout) or _start(layout)
     if not procs.wait_for(lambda: _ready(layout), READY_TIMEOUT, lambda: procs.pid_alive(pid)):
         raise procs.failure("SMTP sink", layout.log(NAME), "ports did not open")
-    return f"smtp        smtp://{HOST}:{layout.ports.smtp} (STARTTLS)  viewer {web_url(layout)}/"
+    return f"smtp://{HOST}:{layout.ports.smtp} (STARTTLS)  viewer {web_url(layout)}/"
 
 
 def status(layout: Layout) -> tuple[bool, str]:
-    pid = running_pid(layout)
-    if pid and _ready(layout):
-        return True, f"smtp        running pid {pid}  smtp://{HOST}:{layout.ports.smtp}  {web_url(layout)}/"
-    if procs.port_open(layout.ports.smtp) or procs.port_open(layout.ports.smtp_web):
-        return False, f"smtp        port {layout.ports.smtp} or {layout.ports.smtp_web} held by another program"
-    return False, "smtp        stopped"
+    ports = (layout.ports.smtp, layout.ports.smtp_web)
+    address = f"smtp://{HOST}:{layout.ports.smtp}  {web_url(layout)}/"
+    return procs.describe(running_pid(layout), _ready(layout), ports, address)
 
 
 def down(layout: Layout, wipe: bool = False) -> None:

@@ -130,8 +130,9 @@ def accept_any_login(*_args: object) -> AuthResult:
 
 
 def _html_page(messages: list[dict[str, Any]]) -> str:
+    row = "<tr><td>{time}</td><td>{to}</td><td><a href='/api/messages/{id}'>{subject}</a></td></tr>"
     rows = "".join(
-        "<tr><td>{time}</td><td>{to}</td><td><a href='/api/messages/{id}'>{subject}</a></td></tr>".format(
+        row.format(
             time=html.escape(m["received_at"]),
             to=html.escape(", ".join(m["rcpt_tos"])),
             id=html.escape(m["id"]),
@@ -208,7 +209,7 @@ class WebHandler(BaseHTTPRequestHandler):
         log.info("mode is now %s", mode)
         self._json(200, {"mode": mode})
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
 
 

@@ -23,18 +23,20 @@ if __name__ == "__main__":
 
 import argparse
 import asyncio
+import json
 import logging
 import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TextIO
 
 from deploy.local import gateway, kafka, postgres, procs, smtp_control
-from deploy.local.layout import Layout
+from deploy.local.layout import HOST, Layout
 from deploy.local.procs import StackError
-from deploy.local.tls import ensure_certificates
+from deploy.local.tls import ensure_certificates, tls_files
 
-__all__ = ["COMPONENTS", "StackError", "ensure_up", "shut_down", "status", "topics"]
+__all__ = ["COMPONENTS", "StackError", "endpoints", "ensure_up", "shut_down", "status", "topics"]
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,15 @@ def _select(components: Iterable[str] | None) -> list[str]:
     wanted = list(COMPONENTS) if components is None else list(components)
     unknown = sorted(set(wanted) - set(COMPONENTS))
     if unknown:
-        raise StackError(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(COMPONENTS)}")
+        raise StackError(
+            f"unknown component(s) {', '.join(unknown)}; known: {', '.join(COMPONENTS)}"
+        )
     return [name for name in COMPONENTS if name in wanted]
 
 
-def ensure_up(components: Iterable[str] | None = None, layout: Layout | None = None) -> dict[str, str]:
+def ensure_up(
+    components: Iterable[str] | None = None, layout: Layout | None = None
+) -> dict[str, str]:
     """Start what is not running yet and wait until all is ready; returns name -> address.
 
     Safe to call from several processes at once (a lock file serialises them) and from
@@ -75,10 +81,32 @@ def ensure_up(components: Iterable[str] | None = None, layout: Layout | None = N
             ensure_certificates(layout.tls)
         with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
             futures = {name: pool.submit(COMPONENTS[name].up, layout) for name in names}
-        errors = [f.exception() for f in futures.values() if f.exception() is not None]
-    if errors:
-        raise StackError("\n".join(str(e) for e in errors)) from errors[0]
+        failed = {name: f.exception() for name, f in futures.items() if f.exception()}
+        procs.write_atomic(layout.state / "endpoints.json", json.dumps(endpoints(layout), indent=2))
+    if failed:
+        message = "\n".join(
+            str(exc) if isinstance(exc, StackError) else f"{name}: {exc!r}"
+            for name, exc in failed.items()
+        )
+        raise StackError(message) from next(iter(failed.values()))
     return {name: future.result() for name, future in futures.items()}
+
+
+def endpoints(layout: Layout | None = None) -> dict[str, str]:
+    """Addresses and files other tools need; `up` also writes them to endpoints.json."""
+    layout = layout or Layout.from_env()
+    ports = layout.ports
+    return {
+        "kafka_bootstrap": kafka.bootstrap(layout),
+        "postgres": f"{HOST}:{ports.postgres}",
+        "postgres_admin_role": postgres.ADMIN_ROLE,
+        "smtp": f"{HOST}:{ports.smtp}",
+        "smtp_web": smtp_control.web_url(layout),
+        "gateway_http": f"http://{HOST}:{ports.gateway}",
+        "gateway_https": f"https://localhost:{ports.gateway_tls}",
+        "ca_cert": str(tls_files(layout.tls).ca),
+        "logs": str(layout.logs),
+    }
 
 
 def shut_down(
@@ -95,7 +123,9 @@ def shut_down(
         shutil.rmtree(layout.state, ignore_errors=True)
 
 
-def status(components: Iterable[str] | None = None, layout: Layout | None = None) -> dict[str, tuple[bool, str]]:
+def status(
+    components: Iterable[str] | None = None, layout: Layout | None = None
+) -> dict[str, tuple[bool, str]]:
     """name -> (running and ours, one-line description)."""
     layout = layout or Layout.from_env()
     return {name: COMPONENTS[name].status(layout) for name in _select(components)}
@@ -106,29 +136,33 @@ def topics(layout: Layout | None = None) -> list[kafka.TopicInfo]:
     return asyncio.run(kafka.describe_topics(layout or Layout.from_env()))
 
 
+def _say(text: str, stream: TextIO = sys.stdout) -> None:
+    print(text, file=stream)
+
+
 def _print_topics() -> None:
     shown = ("cleanup.policy", "retention.ms", "min.insync.replicas")
     for info in topics():
         settings = " ".join(f"{k}={info.config[k]}" for k in shown if k in info.config)
         others = sorted(k for k in info.config if k not in shown)
         extra = f" (+{', '.join(others)})" if others else ""
-        print(f"{info.name:28} partitions={info.partitions:<3} {settings}{extra}")
+        _say(f"{info.name:28} partitions={info.partitions:<3} {settings}{extra}")
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "up":
-        for address in ensure_up(args.only).values():
-            print(f"ready  {address}")
-        print(f"state  {Layout.from_env().state}  (logs in logs/, pid files in run/, CA tls/ca.pem)")
+        for name, address in ensure_up(args.only).items():
+            _say(f"ready  {name:9} {address}")
+        _say(f"state  {Layout.from_env().state}  (logs/, run/, tls/ca.pem, endpoints.json)")
         return 0
     if args.command == "down":
         shut_down(args.only, wipe=args.wipe)
-        print("stopped" + (" and wiped" if args.wipe else " (data kept; --wipe deletes it)"))
+        _say("stopped" + (" and wiped" if args.wipe else " (data kept; --wipe deletes it)"))
         return 0
     if args.command == "status":
         states = status(args.only)
-        for _running, line in states.values():
-            print(line)
+        for name, (_running, line) in states.items():
+            _say(f"{name:9} {line}")
         return 0 if all(running for running, _ in states.values()) else 3
     _print_topics()
     return 0
@@ -150,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}", sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,6 +1,6 @@
 """The idempotent consumer: at-least-once delivery, exactly-once effect.
 
-For each polled batch of a partition, in order:
+For each poll (several partitions, each partition's records in order):
 
 1. records that cannot be read go to the DLQ with the reason (acknowledged first);
 2. in one transaction, the new event ids are marked processed and the handler applies
@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 
 from shared.bus.dead_letters import dead_letter
+from shared.bus.faults import crash_point
 from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
 from shared.bus.idempotency import mark_processed
 
@@ -95,16 +96,20 @@ class IdempotentConsumer:
     async def poll_once(self) -> int:
         """Handle one poll's worth of records; return how many records were read."""
         batches = await self._consumer.getmany(timeout_ms=self._settings.poll_timeout_ms)
-        # Until a partition's offset is committed, its records must be read again after
-        # a failure, not skipped from where the poll got to.
+        if not batches:
+            return 0
+        # Until the offsets are committed, these records must be read again after a
+        # failure, not skipped from where the poll got to.
         self._to_rewind.update(batches)
-        for tp, records in batches.items():
-            await self._handle_partition(records)
-            await self._consumer.commit({tp: records[-1].offset + 1})
-            self._to_rewind.discard(tp)
-        return sum(len(r) for r in batches.values())
+        records = [r for part in batches.values() for r in part]
+        await self._handle(records)
+        crash_point("consumer.after_effects")
+        await self._consumer.commit({tp: r[-1].offset + 1 for tp, r in batches.items()})
+        self._to_rewind.difference_update(batches)
+        return len(records)
 
-    async def _handle_partition(self, records: Sequence[ConsumerRecord]) -> None:
+    async def _handle(self, records: Sequence[ConsumerRecord]) -> None:
+        """Records of several partitions, each partition's in order, in one transaction."""
         items: list[Item] = []
         for record in records:
             read = read_record(
@@ -147,7 +152,9 @@ class IdempotentConsumer:
             except Exception as exc:
                 reason = f"handler failed {attempt} times: {type(exc).__name__}: {exc}"
                 await asyncio.sleep(self._settings.backoff_seconds * attempt)
-        record = next(r for r in records if r.offset == item.offset)
+        record = next(
+            r for r in records if (r.partition, r.offset) == (item.partition, item.offset)
+        )
         await self._dead_letter(record, reason)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:

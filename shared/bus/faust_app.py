@@ -13,6 +13,7 @@ Kafka before the stream moves past it, so no record is lost.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -57,6 +58,7 @@ def create_faust_app(name: str, settings: PlatformSettings, **overrides: Any) ->
         "datadir": f"{settings.state_dir}/faust/{name}",
     }
     options.update(overrides)
+    Path(options["datadir"]).parent.mkdir(parents=True, exist_ok=True)
     return faust.App(name, **options)
 
 

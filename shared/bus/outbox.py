@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import asyncpg
@@ -13,7 +14,8 @@ NOTIFY_CHANNEL = "bus_outbox"
 
 _INSERT = """
 INSERT INTO bus_outbox (topic, key, value, headers, event_id)
-SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[], $5::uuid[])
+SELECT t, k, v, h::jsonb, id
+FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::uuid[]) AS u(t, k, v, h, id)
 """
 
 
@@ -26,7 +28,7 @@ async def add_envelopes(conn: asyncpg.Connection, topic: str, envelopes: Sequenc
         [topic] * len(envelopes),
         [e.key() for e in envelopes],
         [encode_envelope(e) for e in envelopes],
-        [{k: v.decode() for k, v in e.headers()} for e in envelopes],
+        [json.dumps({k: v.decode() for k, v in e.headers()}) for e in envelopes],
         [e.id for e in envelopes],
     )
     # Delivered at commit only, so the relay wakes for rows it can already see.

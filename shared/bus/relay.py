@@ -9,18 +9,20 @@ dies), so rows leave in ``seq`` order and per-key order holds.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from shared.bus.faults import crash_point
 from shared.bus.outbox import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
 
 _LEADER_LOCK = 0x0B0C_5E1A
-_FETCH = "SELECT seq, topic, key, value, headers FROM bus_outbox ORDER BY seq LIMIT $1"
+_FETCH = "SELECT seq, topic, key, value, headers::text AS headers FROM bus_outbox ORDER BY seq LIMIT $1"
 _DELETE = "DELETE FROM bus_outbox WHERE seq = ANY($1::bigint[])"
 
 
@@ -72,11 +74,12 @@ class OutboxRelay:
                 r["topic"],
                 value=r["value"],
                 key=r["key"],
-                headers=[(k, v.encode()) for k, v in r["headers"].items()],
+                headers=[(k, v.encode()) for k, v in json.loads(r["headers"]).items()],
             )
             for r in rows
         ]
         await asyncio.gather(*pending)
+        crash_point("relay.after_publish")
         await conn.execute(_DELETE, [r["seq"] for r in rows])
         self.published += len(rows)
         return len(rows)

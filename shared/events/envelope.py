@@ -7,7 +7,6 @@ body it cannot read and an operator can still see what it was.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID, uuid4
@@ -64,15 +63,19 @@ def decode_envelope(raw: bytes | None) -> Envelope:
     if raw is None:
         raise InvalidEnvelope("empty record (tombstone) where an event was expected")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEnvelope(f"not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidEnvelope("not a JSON object")
-    try:
-        return Envelope.model_validate(body)
+        # pydantic-core parses and validates in one pass: about twice json.loads's speed.
+        return Envelope.model_validate_json(raw)
     except ValidationError as exc:
-        raise InvalidEnvelope(f"envelope invalid: {_summary(exc)}") from exc
+        raise InvalidEnvelope(_reason(exc)) from exc
+
+
+def _reason(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    if first["type"] == "json_invalid":
+        return f"not JSON: {first['msg']}"
+    if first["type"] == "model_type" and not first["loc"]:
+        return "not a JSON object"
+    return f"envelope invalid: {_summary(exc)}"
 
 
 def _summary(exc: ValidationError) -> str:

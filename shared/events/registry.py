@@ -99,7 +99,13 @@ def envelope_for(
     )
 
 
+_catalogue_loaded: list[bool] = []
+
+
 def _load_catalogue() -> None:
     # The catalogue modules register their events on import; importing here keeps the
     # registry complete for any consumer, whichever module it imported first.
-    from shared.events import catalogue  # noqa: F401
+    if not _catalogue_loaded:
+        from shared.events import catalogue  # noqa: F401
+
+        _catalogue_loaded.append(True)

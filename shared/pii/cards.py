@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
-from shared.pii.findings import Finding, PiiKind
+from shared.pii.findings import Finding, PiiKind, merge_overlapping
 from shared.pii.luhn import luhn_valid
 
 MIN_CARD_DIGITS = 13
@@ -25,7 +25,8 @@ def find_card_numbers(text: str) -> list[Finding]:
     findings: list[Finding] = []
     for sequence in _GROUPED_DIGITS.finditer(text):
         groups = [g.span() for g in _GROUP.finditer(text, sequence.start(), sequence.end())]
-        findings.extend(Finding(PiiKind.CARD, s, e) for s, e in _merged(_card_windows(text, groups)))
+        windows = _card_windows(text, groups)
+        findings += merge_overlapping(Finding(PiiKind.CARD, s, e) for s, e in windows)
     return findings
 
 
@@ -52,13 +53,3 @@ def _windows_from(text: str, groups: Sequence[Span], first: int) -> Iterator[Spa
             return
         if len(digits) >= MIN_CARD_DIGITS and luhn_valid(digits):
             yield groups[first][0], groups[last][1]
-
-
-def _merged(spans: Iterator[Span]) -> list[Span]:
-    merged: list[Span] = []
-    for start, end in spans:  # arrive sorted by start: windows are tried left to right
-        if merged and start < merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -14,7 +15,7 @@ class PiiKind(StrEnum):
     CARD = "card"
     IPV4 = "ipv4"
     IPV6 = "ipv6"
-    TOKEN = "token"
+    TOKEN = "token"  # noqa: S105 - the name of a kind, not a secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +29,19 @@ class Finding:
     kind: PiiKind
     start: int
     end: int
+
+
+def merge_overlapping(findings: Iterable[Finding]) -> list[Finding]:
+    """Findings of one kind, sorted, with overlapping ones joined into a single span.
+
+    A detector may try several patterns on the same text; its caller wants each stretch
+    of personal data once, and a joined span never leaves part of either match behind.
+    """
+    merged: list[Finding] = []
+    for finding in sorted(findings, key=lambda f: (f.start, f.end)):
+        if merged and finding.start < merged[-1].end:
+            last = merged[-1]
+            merged[-1] = Finding(last.kind, last.start, max(last.end, finding.end))
+        else:
+            merged.append(finding)
+    return merged

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import re
 
-from shared.pii.findings import Finding, PiiKind
+from shared.pii.findings import Finding, PiiKind, merge_overlapping
 
 MIN_PHONE_DIGITS = 7
 MAX_PHONE_DIGITS = 15  # E.164; anything longer is a card or an id, not a phone
 
+# Either compact E.164 or a short country/area code followed by separated groups; the
+# compact form is never extended, so it cannot swallow the digit groups written after it.
 # Every repetition starts with a separator or a parenthesised area code, so a digit run
 # can be split in only one way and a failed match cannot backtrack exponentially.
 _INTERNATIONAL = re.compile(
-    r"(?<![\w+])\+[0-9]+(?:(?:[ .-]?\([0-9]{1,4}\)[ .-]?|[ .-])[0-9]+)*"
+    r"(?<![\w+])\+"
+    r"(?:[0-9]{1,4}(?![0-9])(?:(?:[ .-]?\([0-9]{1,4}\)[ .-]?|[ .-])[0-9]+)+|[0-9]+)"
 )
 # NANP: area code and exchange never start with 0 or 1, which rules out many dates and ids.
 _NORTH_AMERICAN = re.compile(
@@ -28,10 +31,10 @@ _DIGITS = re.compile(r"[0-9]+")
 
 
 def find_phone_numbers(text: str) -> list[Finding]:
-    """Phone numbers in ``text``, sorted by start (the two formats may overlap)."""
+    """Phone numbers in ``text``, sorted and non-overlapping."""
     found = [_international(text, m.start(), m.end()) for m in _INTERNATIONAL.finditer(text)]
     found += [Finding(PiiKind.PHONE, m.start(), m.end()) for m in _NORTH_AMERICAN.finditer(text)]
-    return sorted((f for f in found if f is not None), key=lambda f: (f.start, f.end))
+    return merge_overlapping(f for f in found if f is not None)
 
 
 def _international(text: str, start: int, end: int) -> Finding | None:

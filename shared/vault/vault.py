@@ -61,6 +61,7 @@ class Vault:
 
     async def close(self) -> None:
         if self._listener is not None:
+            await self._listener.remove_listener(SHRED_CHANNEL, self._on_shred)
             await self._pool.release(self._listener)
             self._listener = None
 
@@ -80,15 +81,19 @@ class Vault:
         sid = str(subject)
         async with self._pool.acquire() as conn, conn.transaction():
             status = await conn.execute(
+                "UPDATE subject_keys SET wrapped_key = NULL, shredded_at = now()"
+                " WHERE subject_id = $1 AND wrapped_key IS NOT NULL",
+                sid,
+            )
+            # A subject with no key yet is marked too, so nothing can be sealed for it later.
+            await conn.execute(
                 "INSERT INTO subject_keys (subject_id, wrapped_key, shredded_at)"
-                " VALUES ($1, NULL, now())"
-                " ON CONFLICT (subject_id) DO UPDATE SET wrapped_key = NULL,"
-                " shredded_at = COALESCE(subject_keys.shredded_at, now())",
+                " VALUES ($1, NULL, now()) ON CONFLICT (subject_id) DO NOTHING",
                 sid,
             )
             await conn.execute("SELECT pg_notify($1, $2)", SHRED_CHANNEL, sid)
         self._cache.pop(sid, None)
-        return status.endswith("1")
+        return status == "UPDATE 1"
 
     async def is_shredded(self, subject: Subject) -> bool:
         async with self._pool.acquire() as conn:

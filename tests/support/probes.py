@@ -27,10 +27,17 @@ def probe_keys_and_seqs(count: int, keys: int, start: int = 0) -> tuple[list[str
     return names, [next(counters[k]) for k in names]
 
 
-async def wait_for_effects(conn: asyncpg.Connection, expected: int, timeout: float) -> int:
+async def wait_for_effects(
+    conn: asyncpg.Connection,
+    expected: int,
+    timeout: float,
+    worker: subprocess.Popen[bytes] | None = None,
+) -> int:
     """Wait until ``expected`` distinct probes have effects; return the distinct count."""
     deadline = time.monotonic() + timeout
     while True:
+        if worker is not None and worker.poll() is not None:
+            raise RuntimeError(f"worker exited with {worker.returncode}")
         done = await conn.fetchval("SELECT count(DISTINCT event_id) FROM probe_effects")
         if done >= expected or time.monotonic() > deadline:
             return int(done)
@@ -49,11 +56,13 @@ async def effects_exactly_once_in_order(conn: asyncpg.Connection) -> tuple[int, 
     return len(rows), len({r["event_id"] for r in rows}), disordered
 
 
-def spawn_selftest(role: str, dsn: str, *extra: str) -> subprocess.Popen[bytes]:
+def spawn_selftest(
+    role: str, dsn: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "shared.bus.selftest", role, "--dsn", dsn, *extra],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
     )
 
 

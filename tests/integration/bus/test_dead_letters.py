@@ -130,7 +130,7 @@ async def test_faust_agent_reads_through_the_codec_and_dead_letters_poison(
                             "--group", f"{scratch_topic}.faust")
     try:
         poison = await _publish_good_and_poison(producer, scratch_topic)
-        assert await wait_for_effects(conn, 4, timeout=90) == 4
+        assert await wait_for_effects(conn, 4, timeout=90, worker=worker) == 4
         await _check_dead_letters(settings, scratch_topic, poison)
     finally:
         worker.terminate()

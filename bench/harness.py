@@ -1,0 +1,309 @@
+"""What every benchmark shares: scratch infrastructure, timing, medians, result lines.
+
+A benchmark is an async function ``(BenchContext) -> list[Result]``. It measures its
+value and its baseline ``ctx.repeats`` times each, interleaved (baseline, value,
+baseline, value, ...) so that a noisy neighbour hurts both alike, on fresh scratch
+topics and databases that are removed afterwards, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import operator
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from shared.bus.kafka_options import client_options
+from shared.config import PlatformSettings
+from shared.db.migrations import apply_migrations, migration_files
+from shared.db.prepare import BUS_MIGRATIONS
+from shared.events.topics import BUS_SELFTEST, dlq_of
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "bench" / "results"
+ADMIN_ROLE = "imt_admin"
+
+T = TypeVar("T")
+
+
+# -- context and results ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchContext:
+    """What a benchmark is given: the platform settings and the run's size."""
+
+    settings: PlatformSettings
+    events: int = 50_000
+    repeats: int = 3
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one measurement may take before it counts as hung."""
+        return 60.0 + self.events / 500
+
+
+BenchFn = Callable[[BenchContext], Awaitable[list["Result"]]]
+
+_GOAL_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+
+
+def goal_met(ratio: float, goal: str) -> bool:
+    """Whether ``ratio`` satisfies a goal such as ``">= 0.5"``."""
+    op, _, threshold = goal.strip().partition(" ")
+    if op not in _GOAL_OPERATORS:
+        raise ValueError(f"goal {goal!r} must look like '>= 0.5'")
+    return _GOAL_OPERATORS[op](ratio, float(threshold))
+
+
+@dataclass(frozen=True)
+class Result:
+    """One metric of one benchmark: medians of the runs, and their ratio.
+
+    ``ratio`` is always ``value / baseline``; the goal says which way is good (a rate
+    wants ``>= x``, a latency ``<= x``).
+    """
+
+    bench: str
+    metric: str
+    runs: Sequence[float]
+    baseline_runs: Sequence[float]
+    unit: str
+    goal: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def value(self) -> float:
+        return statistics.median(self.runs)
+
+    @property
+    def baseline(self) -> float:
+        return statistics.median(self.baseline_runs)
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline if self.baseline else math.nan
+
+    @property
+    def meets_goal(self) -> bool:
+        return goal_met(self.ratio, self.goal)
+
+    def line(self) -> dict[str, Any]:
+        """The JSON line printed to stdout and written to latest.jsonl."""
+        return {
+            "bench": self.bench,
+            "metric": self.metric,
+            "value": _round(self.value),
+            "baseline": _round(self.baseline),
+            "ratio": round(self.ratio, 3),
+            "unit": self.unit,
+            "goal": self.goal,
+            "meets_goal": self.meets_goal,
+            "runs": [_round(r) for r in self.runs],
+            "baseline_runs": [_round(r) for r in self.baseline_runs],
+            **self.extra,
+        }
+
+
+def _round(x: float) -> float:
+    return round(x, 1) if abs(x) >= 100 else round(x, 4)
+
+
+def rate(events: int, seconds: float) -> float:
+    return events / seconds if seconds > 0 else math.inf
+
+
+# -- progress and timing ---------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    """Human-readable progress, on stderr (stdout carries only result lines)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def wait_until(
+    done: Callable[[], bool], within: float, what: str, interval: float = 0.005
+) -> None:
+    """Poll an in-process condition (cheap: no I/O) until true, or raise TimeoutError."""
+    deadline = time.perf_counter() + within
+    while not done():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{what}: not done after {within:.0f}s")
+        await asyncio.sleep(interval)
+
+
+async def interleaved(
+    repeats: int,
+    baseline: Callable[[int], Awaitable[T]],
+    value: Callable[[int], Awaitable[T]],
+    label: str,
+) -> tuple[list[T], list[T]]:
+    """Run baseline then value, ``repeats`` times; return (baseline runs, value runs)."""
+    baselines: list[T] = []
+    values: list[T] = []
+    for i in range(repeats):
+        log(f"{label}: run {i + 1}/{repeats} baseline")
+        baselines.append(await baseline(i))
+        log(f"{label}: run {i + 1}/{repeats} value")
+        values.append(await value(i))
+    return baselines, values
+
+
+def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# -- scratch infrastructure ------------------------------------------------------------
+
+
+def admin_dsn(settings: PlatformSettings, database: str) -> str:
+    password = settings.postgres_password.get_secret_value()
+    return (
+        f"postgresql://{ADMIN_ROLE}:{password}@{settings.postgres_host}:"
+        f"{settings.postgres_port}/{database}"
+    )
+
+
+@asynccontextmanager
+async def scratch_database(
+    settings: PlatformSettings, extra_ddl: Sequence[str] = ()
+) -> AsyncIterator[str]:
+    """A new database with the bus tables (and ``extra_ddl``); dropped afterwards."""
+    name = f"scratch_bench_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_dsn(settings, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            dsn = admin_dsn(settings, name)
+            conn = await asyncpg.connect(dsn)
+            try:
+                await apply_migrations(conn, migration_files("bus", BUS_MIGRATIONS))
+                for ddl in extra_ddl:
+                    await conn.execute(ddl)
+            finally:
+                await conn.close()
+            yield dsn
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def scratch_topic(
+    settings: PlatformSettings, partitions: int = BUS_SELFTEST.partitions
+) -> AsyncIterator[str]:
+    """A fresh ``bus.selftest.<hex>`` topic (bus.selftest's settings) and its DLQ."""
+    name = f"{BUS_SELFTEST.name}.{uuid.uuid4().hex[:12]}"
+    topics = [name, dlq_of(name)]
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(name, partitions, 1, topic_configs=BUS_SELFTEST.config()),
+                NewTopic(dlq_of(name), 1, 1),
+            ],
+            timeout_ms=30_000,
+        )
+        try:
+            await _wait_for_leaders(admin, topics)
+            yield name
+        finally:
+            await admin.delete_topics(topics, timeout_ms=30_000)
+    finally:
+        await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
+    for _ in range(100):
+        described = await admin.describe_topics(topics)
+        if all(
+            t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in described
+        ):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"topics {topics} have no leader")
+
+
+class _KafkaClient(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+C = TypeVar("C", bound=_KafkaClient)
+
+
+@asynccontextmanager
+async def started(client: C) -> AsyncIterator[C]:
+    """An aiokafka producer or consumer, started, and stopped afterwards."""
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:8]}"
+
+
+# -- results files ---------------------------------------------------------------------
+
+
+def write_results(
+    lines: Sequence[dict[str, Any]], events: int, directory: Path = RESULTS_DIR
+) -> None:
+    """latest.jsonl and latest.md, each written whole (temp file, then rename)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_atomic(directory / "latest.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    _write_atomic(directory / "latest.md", markdown_table(lines, events))
+
+
+def markdown_table(lines: Sequence[dict[str, Any]], events: int) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    out = [
+        f"Benchmarks of {when}: {events:,} events per measurement, median of the runs, "
+        f"{os.cpu_count()} CPUs; ratio = value / baseline.",
+        "",
+        "| bench | metric | value | baseline | ratio | goal | met |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for line in lines:
+        unit = line["unit"]
+        out.append(
+            f"| {line['bench']} | {line['metric']} | {_fmt(line['value'])} {unit} "
+            f"| {_fmt(line['baseline'])} {unit} | {line['ratio']:.2f} | {line['goal']} "
+            f"| {'yes' if line['meets_goal'] else '**no**'} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,263 @@
+"""JSON logs on stderr, one object per line, with personal data removed before formatting.
+
+Every process calls :func:`configure_logging` once at start-up. Redaction happens in a
+filter on the handler rather than at call sites: a developer who logs an email or a
+password by mistake must not be the last line of defence (promises P-01 and P-09).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import TextIO
+
+from shared.pii import PiiKind, redact
+
+trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
+"""Trace id of the work in progress; set by whoever starts a request or handles an event."""
+
+REDACTED = "[REDACTED]"
+
+DENIED_FIELD_NAMES: frozenset[str] = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "token",
+        "secret",
+        "authorization",
+        "cookie",
+        "credential",
+        "credentials",
+        "email",
+        "name",
+        "phone",
+        "address",
+        "ip",
+        # Single-word spellings that splitting on "_" or camelCase cannot separate.
+        "username",
+        "firstname",
+        "lastname",
+        "fullname",
+        "surname",
+        "apikey",
+    }
+)
+
+THIRD_PARTY_LOGGERS = ("uvicorn", "uvicorn.access", "uvicorn.error", "aiokafka", "faust")
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+# Uvicorn repeats its message with ANSI colours under this name: noise in JSON.
+_DROPPED_EXTRAS = frozenset({"color_message"})
+_CORE_FIELDS = frozenset(
+    {"time", "level", "service", "logger", "message", "trace_id", "exc_type", "traceback", "stack"}
+)
+# Trace ids look like tokens to the detector (32 hex digits); they are ours, not secrets,
+# but one taken from a request header could still carry an email or a card number.
+_TRACE_ID_KINDS = frozenset(kind for kind in PiiKind if kind is not PiiKind.TOKEN)
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+_HANDLER_NAME = "imt-json"
+_REDACTED_MARK = "_imt_redacted"
+_plain_formatter = logging.Formatter()
+
+
+def is_denied_field(name: str, denied: frozenset[str] = DENIED_FIELD_NAMES) -> bool:
+    """Whether a field called ``name`` is assumed to hold personal or secret data.
+
+    Names are split into words so that ``user_email``, ``accessToken`` and ``client_ip``
+    are caught, while ``recipient`` or ``zip`` (which merely contain "ip") are not.
+    """
+    lowered = _CAMEL_BOUNDARY.sub("_", name).lower()
+    return lowered in denied or any(word in denied for word in _NON_WORD.split(lowered))
+
+
+class PersonalDataFilter(logging.Filter):
+    """Rewrites a record in place so that no personal data leaves the process in a log line.
+
+    Attached to the handler, not to loggers: logger filters do not see records that
+    propagate from child loggers, handler filters see every record the handler writes.
+    The record is mutated (never dropped), so handlers after ours see the redacted text.
+    """
+
+    def __init__(self, denied_fields: Iterable[str] = DENIED_FIELD_NAMES) -> None:
+        super().__init__()
+        self.denied_fields = frozenset(name.lower() for name in denied_fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _REDACTED_MARK, False):
+            return True
+        record.msg = redact(_message_of(record))
+        record.args = ()
+        for key, value in list(vars(record).items()):
+            if key in _RECORD_ATTRIBUTES or key.startswith("_"):
+                continue
+            if key in _DROPPED_EXTRAS:
+                delattr(record, key)
+            elif key == "trace_id":
+                record.trace_id = _clean_trace_id(value)
+            else:
+                setattr(record, key, self._clean_field(key, value))
+        if not hasattr(record, "trace_id"):
+            current = trace_id_var.get()
+            if current is not None:
+                record.trace_id = _clean_trace_id(current)
+        if record.exc_info:
+            # Exception messages are where personal data hides most often:
+            # ``ValueError(f"no user {email}")``. Format once here, redact, and let
+            # every formatter reuse the cached text instead of the raw exception.
+            text = record.exc_text or _plain_formatter.formatException(record.exc_info)
+            record.exc_text = redact(text)
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        setattr(record, _REDACTED_MARK, True)
+        return True
+
+    def _clean_field(self, key: str, value: object) -> object:
+        if is_denied_field(key, self.denied_fields):
+            return REDACTED
+        return self._clean_value(value)
+
+    def _clean_value(self, value: object) -> object:
+        if value is None or isinstance(value, bool | float):
+            return value
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, int):
+            # A card or phone number passed as an int is still a card or phone number.
+            text = str(value)
+            cleaned = redact(text)
+            return value if cleaned == text else cleaned
+        if isinstance(value, Mapping):
+            return {str(k): self._clean_field(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._clean_value(item) for item in value]
+        # Anything else is written as text, so it is redacted as text.
+        return redact(str(value))
+
+
+def _message_of(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # a bad format string must not lose the log line
+        return f"{record.msg!s} {record.args!r}"
+
+
+def _clean_trace_id(value: object) -> str:
+    return redact(str(value), _TRACE_ID_KINDS)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: core fields, then ``extra`` fields, then the exception."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "service": self.service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None:
+            entry["trace_id"] = trace_id
+        for key, value in vars(record).items():
+            if key in _RECORD_ATTRIBUTES or key.startswith("_") or key == "trace_id":
+                continue
+            # An extra named like a core field must not overwrite it, nor be lost.
+            entry[f"extra_{key}" if key in _CORE_FIELDS else key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exc_type"] = record.exc_info[0].__name__
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["traceback"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False, default=_as_text)
+
+
+def _as_text(value: object) -> str:
+    # Only reached when the formatter runs without PersonalDataFilter: redact anyway.
+    return redact(str(value))
+
+
+class _JsonHandler(logging.StreamHandler[TextIO]):
+    """Stream handler that looks up ``sys.stderr`` at each write unless given a stream.
+
+    Holding on to the ``sys.stderr`` of start-up breaks when it is swapped later (test
+    capture, daemonisation); the stdlib's last-resort handler does the same.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._explicit: TextIO | None = stream
+        super().__init__(stream)
+
+    @property
+    def stream(self) -> TextIO:
+        return self._explicit if self._explicit is not None else sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO | None) -> None:
+        self._explicit = value if value is not sys.stderr else None
+
+
+def configure_logging(service: str, level: str = "INFO", *, stream: TextIO | None = None) -> None:
+    """Send every log record of the process to ``stream`` (stderr) as redacted JSON.
+
+    Idempotent: a second call reconfigures the one handler instead of adding another.
+    Uvicorn must be started with ``log_config=None``, and Faust/mode replaces the root
+    handlers when its worker starts: call this again afterwards in that case.
+    """
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if h.get_name() == _HANDLER_NAME), None)
+    if not isinstance(handler, _JsonHandler):
+        handler = _JsonHandler(stream)
+        handler.set_name(_HANDLER_NAME)
+        handler.addFilter(PersonalDataFilter())
+    elif stream is not None:
+        handler.setStream(stream)
+    handler.setFormatter(JsonFormatter(service))
+    # Console handlers installed by basicConfig or frameworks would print the same
+    # records in another format; ours replaces them.
+    for other in list(root.handlers):
+        if other is not handler and _writes_to_console(other):
+            root.removeHandler(other)
+    # First, so that handlers after ours (pytest's capture, say) get redacted records.
+    if handler in root.handlers:
+        root.removeHandler(handler)
+    root.handlers.insert(0, handler)
+    root.setLevel(level.upper())
+    for name in THIRD_PARTY_LOGGERS:
+        logger = logging.getLogger(name)
+        for own in list(logger.handlers):
+            logger.removeHandler(own)
+        logger.propagate = True
+        # Their own defaults (uvicorn sets INFO) would override the level asked for.
+        logger.setLevel(logging.NOTSET)
+
+
+def _writes_to_console(handler: logging.Handler) -> bool:
+    if not isinstance(handler, logging.StreamHandler) or isinstance(handler, logging.FileHandler):
+        return False
+    consoles = (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+    return any(handler.stream is console for console in consoles)

@@ -1,0 +1,123 @@
+"""Scrub URLs and referrers before they are stored or published (P-04).
+
+In a scrubbed URL, removed data is marked in route-template style: ``:email``,
+``:phone``, ``:card``, ``:ipv4``, ``:ipv6``, ``:token`` for personal data and ``:id`` for
+opaque identifiers, e.g. ``/users/jane%40example.com/orders`` becomes
+``/users/:email/orders``. Unlike ``[REDACTED:email]``, these markers need no
+percent-encoding, so the result stays a valid, readable URL.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from shared.pii.findings import PiiKind
+from shared.pii.redact import redact_with
+
+DEFAULT_ALLOWED_QUERY_KEYS: frozenset[str] = frozenset(
+    {"utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term"}
+    | {"ref", "source", "page", "lang"}
+)
+IP_HOST_MARKER = "ip-redacted"
+ID_MARKER = ":id"
+
+# UUIDs, long hex ids (with at least one digit and one letter, so plain numbers and words
+# stay) and JWTs: they identify a person or a session without being readable themselves.
+_OPAQUE_ID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    r"|(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{16,}"
+    r"|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
+    re.IGNORECASE,
+)
+# Browsers also resolve "2130706433", "127.1" and "0x7f.0.0.1" as IPv4 addresses.
+_NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}\.?")
+_HOSTNAME = re.compile(r"[\w-]+(?:\.[\w-]+)*")
+# pchar minus ";" (it would start path parameters) and "/" (it would split the segment).
+_SEGMENT_SAFE = "!$&'()*+,=:@"
+
+
+def url_marker(kind: PiiKind) -> str:
+    """The marker used inside URLs: ``:email``, ``:card``..."""
+    return f":{kind}"
+
+
+def scrub_url(url: str, allowed_query_keys: frozenset[str] = DEFAULT_ALLOWED_QUERY_KEYS) -> str:
+    """``url`` without fragment, userinfo, IP host, personal data or non-allow-listed keys.
+
+    Works on absolute and relative URLs and never raises: a URL that cannot be parsed
+    (unbalanced IPv6 brackets, unencodable characters) becomes ``""``.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        path = _scrub_path(parts.path)
+        query = _scrub_query(parts.query, allowed_query_keys)
+        return urlunsplit((parts.scheme, _scrub_netloc(parts), path, query, ""))
+    except ValueError:  # includes UnicodeEncodeError from lone surrogates
+        return ""
+
+
+def referrer_host(url: str) -> str | None:
+    """The lowercased host of a referrer, or None if absent, malformed or an IP address."""
+    try:
+        host = urlsplit(url.strip()).hostname
+    except ValueError:
+        return None
+    host = (host or "").rstrip(".")
+    if not _HOSTNAME.fullmatch(host) or _is_ip_host(host):
+        return None
+    return host
+
+
+def _scrub_netloc(parts: SplitResult) -> str:
+    # Rebuilt from hostname and port alone, which drops any "user:password@".
+    host = parts.hostname  # already lowercased by urllib
+    if not host:
+        return ""
+    if _is_ip_host(host):
+        host = IP_HOST_MARKER
+    port = _port(parts)
+    return host if port is None else f"{host}:{port}"
+
+
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:  # "host:abc" or out of range: the port is dropped, the URL kept
+        return None
+
+
+def _is_ip_host(host: str) -> bool:
+    if _NUMERIC_HOST.fullmatch(host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _scrub_path(path: str) -> str:
+    return "/".join(_scrub_segment(segment) for segment in path.split("/"))
+
+
+def _scrub_segment(segment: str) -> str:
+    # Path parameters (";jsessionid=...") carry session ids, never content worth keeping.
+    segment = segment.split(";", 1)[0]
+    decoded = unquote(segment, errors="replace")
+    if _OPAQUE_ID.fullmatch(decoded):
+        return ID_MARKER
+    scrubbed = redact_with(decoded, url_marker)
+    # An untouched segment keeps its original encoding rather than a normalised one.
+    return segment if scrubbed == decoded else quote(scrubbed, safe=_SEGMENT_SAFE)
+
+
+def _scrub_query(query: str, allowed_query_keys: frozenset[str]) -> str:
+    allowed = {key.lower() for key in allowed_query_keys}
+    kept = [
+        (key, redact_with(value, url_marker))
+        for key, value in parse_qsl(query, keep_blank_values=True)
+        if key.lower() in allowed
+    ]
+    return urlencode(kept, quote_via=quote, safe=":")

@@ -1,0 +1,102 @@
+"""The vault on real PostgreSQL: seal, open, shred, in every process, and in backups."""
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.config import PlatformSettings
+from shared.db import create_pool
+from shared.db.prepare import migrate_vault_database
+from shared.vault import SubjectShredded, Vault
+
+
+@pytest.fixture
+async def vault_pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(scratch_dsn, max_size=4)
+    await migrate_vault_database(pool)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def vaults(settings: PlatformSettings, vault_pool: asyncpg.Pool
+                 ) -> AsyncIterator[tuple[Vault, Vault]]:
+    """Two vaults on one database, as two service processes would have."""
+    first = await Vault.connect(settings, vault_pool)
+    second = await Vault.connect(settings, vault_pool)
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+async def test_what_one_process_seals_another_opens(vaults: tuple[Vault, Vault]) -> None:
+    first, second = vaults
+    subject = uuid.uuid4()
+    sealed = await first.seal(subject, "Jane Doe", purpose="accounts.users.name")
+    assert await second.open(subject, sealed, purpose="accounts.users.name") == "Jane Doe"
+
+
+async def test_after_a_shred_no_process_opens_or_seals_for_the_subject(
+    vaults: tuple[Vault, Vault]
+) -> None:
+    first, second = vaults
+    subject, bystander = uuid.uuid4(), uuid.uuid4()
+    sealed = await first.seal(subject, "jane@example.com", purpose="email")
+    kept = await first.seal(bystander, "john@example.com", purpose="email")
+    assert await second.open(subject, sealed, purpose="email") == "jane@example.com"  # cached
+
+    assert await first.shred(subject) is True
+
+    for _ in range(100):  # the shred notice reaches the other vault within milliseconds
+        try:
+            await second.open(subject, sealed, purpose="email")
+        except SubjectShredded:
+            break
+        await asyncio.sleep(0.02)
+    with pytest.raises(SubjectShredded):
+        await second.open(subject, sealed, purpose="email")
+    with pytest.raises(SubjectShredded):
+        await first.seal(subject, "new data for an erased user", purpose="email")
+    assert await second.open(bystander, kept, purpose="email") == "john@example.com"
+    assert await first.shred(subject) is False  # idempotent
+    assert await second.is_shredded(subject)
+
+
+def _pg_tool(name: str) -> str:
+    from deploy.local.postgres import bin_dir
+
+    folder = bin_dir()
+    assert folder is not None
+    return str(folder / name)
+
+
+async def test_a_backup_taken_before_a_shred_yields_nothing_readable_after_restore(
+    settings: PlatformSettings, vaults: tuple[Vault, Vault], scratch_dsn: str, tmp_path: Path
+) -> None:
+    """Crypto-shredding is the backstop for copies the erasure cannot reach (P-16)."""
+    vault, _ = vaults
+    subject = uuid.uuid4()
+    conn = await asyncpg.connect(scratch_dsn)
+    await conn.execute("CREATE TABLE people (id uuid PRIMARY KEY, email bytea NOT NULL)")
+    await conn.execute("INSERT INTO people VALUES ($1, $2)", subject,
+                       await vault.seal(subject, "jane@example.com", purpose="people.email"))
+    dump = tmp_path / "before.dump"
+    subprocess.run([_pg_tool("pg_dump"), "-Fc", "-t", "people", "-f", str(dump), scratch_dsn],
+                   check=True)
+
+    await vault.shred(subject)
+    await conn.execute(
+        "DROP TABLE people"
+    )  # the active store erased, then the old backup comes back
+    subprocess.run([_pg_tool("pg_restore"), "-d", scratch_dsn, str(dump)], check=True)
+    restored = await conn.fetchval("SELECT email FROM people WHERE id = $1", subject)
+    await conn.close()
+
+    assert restored is not None and b"jane" not in restored
+    with pytest.raises(SubjectShredded):
+        await vault.open(subject, restored, purpose="people.email")

@@ -1,0 +1,186 @@
+"""JSON log lines carry no personal data, whatever the developer passed to the logger."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from shared.observability import configure_logging, trace_id_var
+from shared.observability.logs import is_denied_field
+from tests.unit.observability.conftest import LogLines
+
+EMAIL = "jane.doe@example.com"
+CARD = "4111 1111 1111 1111"
+IP = "203.0.113.7"
+PASSWORD = "hunter2-secret"
+
+log = logging.getLogger("services.accounts.test")
+
+
+def _imt_handlers() -> list[logging.Handler]:
+    return [h for h in logging.getLogger().handlers if h.get_name() == "imt-json"]
+
+
+@pytest.mark.promise("P-01")
+def test_plaintext_password_and_personal_data_never_reach_a_log_line(
+    log_stream: io.StringIO, log_lines: LogLines
+) -> None:
+    log.info(
+        "sign-up by %s paying with %s from %s",
+        EMAIL,
+        CARD,
+        IP,
+        extra={"password": PASSWORD, "user_password": PASSWORD, "attempt": 2},
+    )
+
+    raw = log_stream.getvalue()
+    for value in (EMAIL, CARD, "4111111111111111", IP, PASSWORD):
+        assert value not in raw
+    [line] = log_lines()
+    assert line["message"] == (
+        "sign-up by [REDACTED:email] paying with [REDACTED:card] from [REDACTED:ipv4]"
+    )
+    assert line["password"] == "[REDACTED]"
+    assert line["user_password"] == "[REDACTED]"
+    assert line["attempt"] == 2
+    assert line["level"] == "INFO"
+    assert line["service"] == "accounts"
+    assert line["logger"] == "services.accounts.test"
+    assert str(line["time"]).endswith("Z")
+
+
+def test_extra_string_fields_are_redacted_and_denied_names_replaced(log_lines: LogLines) -> None:
+    log.warning(
+        "lookup",
+        extra={
+            "note": f"contact {EMAIL} or +1 415 555 0100",
+            "emailAddress": "anything at all",
+            "client_ip": "not even an ip",
+            "request": {"headers": {"Authorization": "Basic abc"}, "path": f"/u/{EMAIL}"},
+            "card_as_int": 4111111111111111,
+            "recipient_count": 3,
+        },
+    )
+
+    [line] = log_lines()
+    assert line["note"] == "contact [REDACTED:email] or [REDACTED:phone]"
+    assert line["emailAddress"] == "[REDACTED]"
+    assert line["client_ip"] == "[REDACTED]"
+    assert line["request"] == {
+        "headers": {"Authorization": "[REDACTED]"},
+        "path": "/u/[REDACTED:email]",
+    }
+    assert line["card_as_int"] == "[REDACTED:card]"
+    assert line["recipient_count"] == 3
+
+
+def test_exception_message_is_redacted_in_the_traceback(
+    log_stream: io.StringIO, log_lines: LogLines
+) -> None:
+    try:
+        raise ValueError(f"no account for {EMAIL} (card {CARD})")
+    except ValueError:
+        log.exception("sign-in failed")
+
+    assert EMAIL not in log_stream.getvalue()
+    assert CARD not in log_stream.getvalue()
+    [line] = log_lines()
+    assert line["level"] == "ERROR"
+    assert line["exc_type"] == "ValueError"
+    traceback = str(line["traceback"])
+    assert traceback.startswith("Traceback (most recent call last):")
+    assert "ValueError: no account for [REDACTED:email] (card [REDACTED:card])" in traceback
+
+
+def test_records_seen_by_later_handlers_are_redacted_too(
+    log_lines: LogLines, caplog: pytest.LogCaptureFixture
+) -> None:
+    log.info("hello %s", EMAIL)
+
+    assert EMAIL not in caplog.text
+    assert "[REDACTED:email]" in caplog.text
+
+
+def test_uvicorn_access_lines_go_through_the_json_handler(log_lines: LogLines) -> None:
+    access = logging.getLogger("uvicorn.access")
+    access.info('%s - "%s %s HTTP/%s" %d', f"{IP}:50312", "GET", f"/users/{EMAIL}", "1.1", 200)
+
+    [line] = log_lines()
+    assert line["logger"] == "uvicorn.access"
+    assert line["message"] == '[REDACTED:ipv4]:50312 - "GET /users/[REDACTED:email] HTTP/1.1" 200'
+
+
+def test_trace_id_comes_from_the_context(log_lines: LogLines) -> None:
+    token = trace_id_var.set("4bf92f3577b34da6a3ce929d0e0e4736")
+    try:
+        log.info("traced")
+    finally:
+        trace_id_var.reset(token)
+    log.info("untraced")
+
+    traced, untraced = log_lines()
+    assert traced["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert "trace_id" not in untraced
+
+
+def test_extra_named_like_a_core_field_does_not_replace_it(log_lines: LogLines) -> None:
+    log.info("core", extra={"service": "spoofed", "level": "none"})
+
+    [line] = log_lines()
+    assert line["service"] == "accounts"
+    assert line["extra_service"] == "spoofed"
+    assert line["level"] == "INFO"
+
+
+def test_configuring_twice_keeps_one_handler(
+    restore_logging: None, log_stream: io.StringIO
+) -> None:
+    configure_logging("accounts", "INFO")
+    configure_logging("accounts-v2", "WARNING")
+
+    assert len(_imt_handlers()) == 1
+    assert logging.getLogger().level == logging.WARNING
+    log.warning("once")
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    assert [(line["service"], line["message"]) for line in lines] == [("accounts-v2", "once")]
+
+
+def test_console_handlers_of_others_are_replaced(restore_logging: None) -> None:
+    import sys
+
+    root = logging.getLogger()
+    root.addHandler(logging.StreamHandler(sys.stderr))
+    uvicorn_handler = logging.StreamHandler(sys.stdout)
+    logging.getLogger("uvicorn.access").addHandler(uvicorn_handler)
+    logging.getLogger("uvicorn.access").propagate = False
+
+    configure_logging("accounts")
+
+    console = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    assert console == []
+    assert len(_imt_handlers()) == 1
+    assert logging.getLogger("uvicorn.access").handlers == []
+    assert logging.getLogger("uvicorn.access").propagate is True
+
+
+@pytest.mark.parametrize(
+    ("name", "denied"),
+    [
+        ("password", True),
+        ("user_email", True),
+        ("accessToken", True),
+        ("client_ip", True),
+        ("Set-Cookie", True),
+        ("username", True),
+        ("home_address", True),
+        ("recipient", False),
+        ("zip", False),
+        ("topic", False),
+        ("event_id", False),
+    ],
+)
+def test_denied_field_names(name: str, denied: bool) -> None:
+    assert is_denied_field(name) is denied

@@ -1,0 +1,140 @@
+import string
+from collections.abc import Callable
+from urllib.parse import quote, urlencode, urlsplit
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shared.pii import DEFAULT_ALLOWED_QUERY_KEYS, referrer_host, scrub_url
+
+from .strategies import card_numbers, sensitive_values
+
+SEGMENT = st.text(string.ascii_lowercase + "-_", min_size=1, max_size=10)
+QUOTING: st.SearchStrategy[Callable[[str], str]] = st.sampled_from(
+    [
+        lambda value: value,
+        lambda value: quote(value),
+        lambda value: quote(value, safe=""),
+        lambda value: quote(value, safe="@:+"),
+    ]
+)
+
+
+def leaked_forms(value: str) -> set[str]:
+    return {value, quote(value), quote(value, safe=""), quote(value, safe="@:+")}
+
+
+@pytest.mark.promise("P-04")
+@pytest.mark.parametrize(
+    ("url", "scrubbed"),
+    [
+        ("https://example.com/repairs#jane@example.com", "https://example.com/repairs"),
+        (
+            "https://example.com/?email=a@b.com&utm_source=x&session=abc",
+            "https://example.com/?utm_source=x",
+        ),
+        (
+            "https://example.com/users/jane%40example.com/orders",
+            "https://example.com/users/:email/orders",
+        ),
+        ("https://example.com/users/jane@example.com", "https://example.com/users/:email"),
+        ("https://example.com/pay?ref=4111111111111111", "https://example.com/pay?ref=:card"),
+        (
+            "https://example.com/pay?ref=card+4111+1111+1111+1111",
+            "https://example.com/pay?ref=card%20:card",
+        ),
+        ("https://jane:hunter2@example.com/a", "https://example.com/a"),
+        (
+            "https://example.com/orders/550e8400-e29b-41d4-a716-446655440000/items",
+            "https://example.com/orders/:id/items",
+        ),
+        (
+            "https://example.com/sessions/507f1f77bcf86cd799439011",
+            "https://example.com/sessions/:id",
+        ),
+        ("https://example.com/t/eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.", "https://example.com/t/:id"),
+        ("http://192.168.0.1:8080/admin", "http://ip-redacted:8080/admin"),
+        ("http://[2001:db8::1]/a", "http://ip-redacted/a"),
+        ("http://2130706433/a", "http://ip-redacted/a"),
+        ("HTTPS://Example.COM/Repairs/iPhone-15", "https://example.com/Repairs/iPhone-15"),
+        ("/call/%2B1%20415%20555%202671?page=2&q=x", "/call/:phone?page=2"),
+        ("/login;jsessionid=0123ABCD/next", "/login/next"),
+        ("/orders/1234567812345678", "/orders/1234567812345678"),
+        ("/a/b%20c/d", "/a/b%20c/d"),
+        ("https://example.com/peer/2001%3Adb8%3A%3A1", "https://example.com/peer/:ipv6"),
+        ("http://[::1", ""),
+        ("", ""),
+    ],
+)
+def test_scrub_url(url: str, scrubbed: str) -> None:
+    assert scrub_url(url) == scrubbed
+
+
+def test_the_allow_list_can_be_replaced() -> None:
+    url = "https://example.com/s?q=screen&utm_source=x&PAGE=2"
+    assert scrub_url(url, frozenset({"q", "page"})) == "https://example.com/s?q=screen&PAGE=2"
+    assert "utm_source" in DEFAULT_ALLOWED_QUERY_KEYS
+
+
+@pytest.mark.promise("P-09")
+@pytest.mark.promise("P-04")
+@given(
+    before=st.lists(SEGMENT, max_size=3),
+    after=st.lists(SEGMENT, max_size=3),
+    value=sensitive_values(),
+    encode=QUOTING,
+)
+def test_sensitive_path_segments_leave_no_trace(
+    before: list[str], after: list[str], value: str, encode: Callable[[str], str]
+) -> None:
+    path = "/".join([*before, encode(value), *after])
+    scrubbed = scrub_url(f"https://shop.example.com/{path}?utm_source=news#top")
+    assert not {form for form in leaked_forms(value) if form in scrubbed}
+    assert scrubbed.startswith("https://shop.example.com/")
+    assert scrubbed.endswith("?utm_source=news")
+
+
+@pytest.mark.promise("P-09")
+@pytest.mark.promise("P-04")
+@given(value=sensitive_values(), key=st.sampled_from(["ref", "email", "q", "utm_term"]))
+def test_sensitive_query_values_leave_no_trace(value: str, key: str) -> None:
+    scrubbed = scrub_url("https://example.com/p?" + urlencode({key: value, "page": "2"}))
+    assert not {form for form in leaked_forms(value) if form in scrubbed}
+    assert "page=2" in scrubbed
+
+
+@pytest.mark.promise("P-09")
+@given(card=card_numbers())
+def test_card_digits_never_survive_in_a_url(card: tuple[str, str]) -> None:
+    digits, written = card
+    scrubbed = scrub_url(f"/checkout/{quote(written)}/done?ref={quote(written)}")
+    assert digits not in scrubbed.replace("%20", "").replace("-", "")
+
+
+@given(st.text(max_size=200))
+def test_scrub_url_never_raises_and_gives_a_parsable_url(garbage: str) -> None:
+    scrubbed = scrub_url(garbage)
+    assert isinstance(scrubbed, str)
+    assert "#" not in scrubbed
+    urlsplit(scrubbed)
+
+
+@pytest.mark.promise("P-04")
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://WWW.Google.com/search?q=jane@example.com", "www.google.com"),
+        ("https://user:pw@news.example.org:8443/a#b", "news.example.org"),
+        ("https://example.com./", "example.com"),
+        ("http://10.0.0.1/", None),
+        ("http://[2001:db8::1]:80/", None),
+        ("/relative/path", None),
+        ("not a url", None),
+        ("", None),
+        ("http://[::1", None),
+        ("http://exa mple.com/", None),
+    ],
+)
+def test_referrer_host(url: str, host: str | None) -> None:
+    assert referrer_host(url) == host
