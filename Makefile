@@ -54,7 +54,7 @@ test-integration: setup
 check: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
-	$(PY) -m mypy shared services deploy tools bench
+	$(PY) -m mypy shared services deploy tools bench tests
 
 format: setup
 	$(PY) -m ruff format .

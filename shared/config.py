@@ -31,7 +31,8 @@ class PlatformSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMT_", extra="ignore", frozen=True)
 
     environment: Environment = Field(
-        "development", description="development, test or production; production refuses dev secrets."
+        "development",
+        description="development, test or production; production refuses dev secrets.",
     )
     service_name: str = Field("imt", description="Name used in logs, metrics and event sources.")
     kafka_bootstrap: str = Field(
@@ -84,6 +85,4 @@ class PlatformSettings(BaseSettings):
     def database_dsn(self, database: str) -> str:
         """DSN of one service's database; the role is named after the database."""
         password = self.postgres_password.get_secret_value()
-        return (
-            f"postgresql://{database}:{password}@{self.postgres_host}:{self.postgres_port}/{database}"
-        )
+        return f"postgresql://{database}:{password}@{self.postgres_host}:{self.postgres_port}/{database}"

@@ -114,6 +114,14 @@ def _named_locations(include: Path) -> str:
     return "".join(blocks)
 
 
+def rate_per_second() -> int:
+    """Requests per second per client address (IMT_GATEWAY_RATE_PER_SECOND, default 50).
+
+    The test run raises it: every test client shares 127.0.0.1.
+    """
+    return int(os.environ.get("IMT_GATEWAY_RATE_PER_SECOND", "50"))
+
+
 def render_site(layout: Layout) -> str:
     """Server body shared by the http and https listeners."""
     headers = home(layout) / "headers.conf"
@@ -121,7 +129,7 @@ def render_site(layout: Layout) -> str:
     return f"""\
 root {web_root(layout)};
 index index.html;
-limit_req zone=per_client burst=100 nodelay;
+limit_req zone=per_client burst={2 * rate_per_second()} nodelay;
 include {headers};
 # A location with its own error_page drops these, so each such location repeats them.
 error_page 413 = @too_large;
@@ -205,7 +213,7 @@ map $http_x_request_id $imt_request_id {{
     "~^[A-Za-z0-9._:-]{{1,128}}$" $http_x_request_id;
 }}
 
-limit_req_zone $binary_remote_addr zone=per_client:10m rate=50r/s;
+limit_req_zone $binary_remote_addr zone=per_client:10m rate={rate_per_second()}r/s;
 # Rejections would log the client address into the error log; keep them below its level.
 limit_req_log_level info;
 limit_req_status 429;

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from deploy.local.layout import HOST
@@ -142,7 +142,7 @@ def run(
     what: str,
     timeout: float = 120,
     cwd: Path | None = None,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> str:
     """Run a short command; its output becomes the error message when it fails."""
     try:
@@ -170,11 +170,17 @@ print(daemon.pid)
 """
 
 
-def spawn(argv: Sequence[str], logfile: Path, pidfile: Path, cwd: Path | None = None) -> int:
+def spawn(
+    argv: Sequence[str],
+    logfile: Path,
+    pidfile: Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
     """Start a daemon in its own session so Ctrl-C or our exit never stops it."""
     logfile.parent.mkdir(parents=True, exist_ok=True)
     launcher = [sys.executable, "-c", _LAUNCHER, str(logfile), *argv]
-    pid = int(run(launcher, f"starting {argv[0]}", timeout=30, cwd=cwd).strip())
+    pid = int(run(launcher, f"starting {argv[0]}", timeout=30, cwd=cwd, env=env).strip())
     write_atomic(pidfile, f"{pid}\n")
     return pid
 

@@ -20,20 +20,22 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from shared.bus.dead_letters import dead_letter
-from shared.bus.faults import crash_point
 from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
+from shared.bus.faults import crash_point
 from shared.bus.idempotency import mark_processed
+from shared.db.pool import Connection
 
 log = logging.getLogger(__name__)
 
 Item = Delivery | Tombstone
-Handler = Callable[[asyncpg.Connection, Sequence[Item]], Awaitable[None]]
+Handler = Callable[[Connection, Sequence[Item]], Awaitable[None]]
 OUTAGES: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -160,7 +162,11 @@ class IdempotentConsumer:
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
         log.warning(
             "%s: dead-lettering %s[%d]@%d: %s",
-            self.name, record.topic, record.partition, record.offset, reason,
+            self.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
         )
         await dead_letter(self._producer, record, list(record.headers or ()), reason, self.name)
         self.dead_lettered += 1
@@ -184,7 +190,7 @@ class IdempotentConsumer:
         await asyncio.sleep(delay)
 
 
-def _first_occurrences(items: Sequence[Item], new_ids: set[object]) -> list[Item]:
+def _first_occurrences(items: Sequence[Item], new_ids: set[UUID]) -> list[Item]:
     """Items to apply: tombstones always, each new event id once, in order."""
     fresh: list[Item] = []
     for item in items:

@@ -12,7 +12,7 @@ Kafka before the stream moves past it, so no record is lost.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +25,16 @@ from shared.config import PlatformSettings
 from shared.events.topics import Topic
 
 
-class EnvelopeSchema(faust.Schema):  # type: ignore[misc]
+class EnvelopeSchema(faust.Schema):  # type: ignore[type-arg]
     """Keys stay bytes; values become Delivery, Tombstone or Rejected, never an error."""
 
     def __init__(self) -> None:
         super().__init__(key_serializer="raw", value_serializer="raw")
 
     def loads_key(self, app: AppT, message: Message, **_: Any) -> bytes | None:
-        return message.key  # type: ignore[no-any-return]
+        return message.key
 
-    def loads_value(
-        self, app: AppT, message: Message, **_: Any
-    ) -> Delivery | Tombstone | Rejected:
+    def loads_value(self, app: AppT, message: Message, **_: Any) -> Delivery | Tombstone | Rejected:
         return read_record(
             message.value, message.key, message.topic, message.partition, message.offset
         )
@@ -68,7 +66,9 @@ def envelope_topic(app: faust.App, topic: Topic) -> faust.TopicT:
 
 
 async def accepted(
-    stream: faust.StreamT, app: faust.App, consumer: str
+    stream: faust.StreamT,  # type: ignore[type-arg]
+    app: faust.App,
+    consumer: str,
 ) -> AsyncIterator[Delivery | Tombstone]:
     """Readable events of a stream; unreadable ones go to the DLQ with the reason."""
     async for event in stream.events():
@@ -81,7 +81,9 @@ async def accepted(
 
 async def publish_dead_letter(app: faust.App, message: Message, reason: str, consumer: str) -> None:
     """Send a Faust message to its DLQ through the app's producer, and wait for the ack."""
-    headers = [(k, bytes(v)) for k, v in (message.headers or [])]
+    raw = message.headers or []
+    pairs = raw.items() if isinstance(raw, Mapping) else raw
+    headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in pairs]
     await app.producer.send_and_wait(
         f"{message.topic}.dlq",
         message.key,

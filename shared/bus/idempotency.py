@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from uuid import UUID
 
-import asyncpg
+from shared.db.pool import Connection
 
 _MARK = """
 INSERT INTO bus_processed_events (consumer, event_id)
@@ -16,9 +16,7 @@ RETURNING event_id
 """
 
 
-async def mark_processed(
-    conn: asyncpg.Connection, consumer: str, event_ids: Sequence[UUID]
-) -> set[UUID]:
+async def mark_processed(conn: Connection, consumer: str, event_ids: Sequence[UUID]) -> set[UUID]:
     """Mark ids as processed by ``consumer``; return those not processed before.
 
     Call inside the transaction that applies the effects: if it rolls back, the marks
@@ -30,7 +28,7 @@ async def mark_processed(
     return {r["event_id"] for r in rows}
 
 
-async def forget_processed_before(conn: asyncpg.Connection, age: timedelta) -> int:
+async def forget_processed_before(conn: Connection, age: timedelta) -> int:
     """Drop marks older than any record Kafka can still redeliver (topic retention)."""
     result = await conn.execute(
         "DELETE FROM bus_processed_events WHERE processed_at < now() - $1::interval", age

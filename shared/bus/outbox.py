@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-import asyncpg
-
+from shared.db.pool import Connection
 from shared.events import Envelope, Event, encode_envelope, envelope_for
 from shared.events.topics import Topic
 
@@ -19,7 +18,7 @@ FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::uuid[]) AS u(t
 """
 
 
-async def add_envelopes(conn: asyncpg.Connection, topic: str, envelopes: Sequence[Envelope]) -> None:
+async def add_envelopes(conn: Connection, topic: str, envelopes: Sequence[Envelope]) -> None:
     """Queue envelopes for ``topic``; they publish only if the transaction commits."""
     if not envelopes:
         return
@@ -36,7 +35,7 @@ async def add_envelopes(conn: asyncpg.Connection, topic: str, envelopes: Sequenc
 
 
 async def add_event(
-    conn: asyncpg.Connection,
+    conn: Connection,
     event: Event,
     *,
     source: str,
@@ -49,7 +48,7 @@ async def add_event(
     return envelope
 
 
-async def add_tombstone(conn: asyncpg.Connection, topic: Topic, key: str) -> None:
+async def add_tombstone(conn: Connection, topic: Topic, key: str) -> None:
     """Queue a tombstone: on a compacted topic it removes ``key`` once compaction runs."""
     await conn.execute(
         "INSERT INTO bus_outbox (topic, key, value) VALUES ($1, $2, NULL)",

@@ -9,6 +9,7 @@ dies), so rows leave in ``seq`` order and per-key order holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -18,11 +19,14 @@ from aiokafka import AIOKafkaProducer
 
 from shared.bus.faults import crash_point
 from shared.bus.outbox import NOTIFY_CHANNEL
+from shared.db.pool import Connection
 
 log = logging.getLogger(__name__)
 
 _LEADER_LOCK = 0x0B0C_5E1A
-_FETCH = "SELECT seq, topic, key, value, headers::text AS headers FROM bus_outbox ORDER BY seq LIMIT $1"
+_FETCH = (
+    "SELECT seq, topic, key, value, headers::text AS headers FROM bus_outbox ORDER BY seq LIMIT $1"
+)
 _DELETE = "DELETE FROM bus_outbox WHERE seq = ANY($1::bigint[])"
 
 
@@ -54,7 +58,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Take the leader lock, then publish until :meth:`stop`."""
-        conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
+        conn: Connection = await asyncpg.connect(self._dsn)
         try:
             await self._become_leader(conn)
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
@@ -64,7 +68,7 @@ class OutboxRelay:
         finally:
             await conn.close()
 
-    async def publish_batch(self, conn: asyncpg.Connection) -> int:
+    async def publish_batch(self, conn: Connection) -> int:
         """Publish the oldest unsent rows; return how many were published."""
         rows = await conn.fetch(_FETCH, self._settings.batch_size)
         if not rows:
@@ -84,17 +88,15 @@ class OutboxRelay:
         self.published += len(rows)
         return len(rows)
 
-    async def _become_leader(self, conn: asyncpg.Connection) -> None:
+    async def _become_leader(self, conn: Connection) -> None:
         while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
             log.info("another relay publishes this outbox; waiting to take over")
             await asyncio.sleep(self._settings.idle_poll_seconds)
 
     async def _wait_for_rows(self) -> None:
         self._wake.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self._settings.idle_poll_seconds)
-        except TimeoutError:
-            pass
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

@@ -27,6 +27,7 @@ from shared.bus.kafka_options import manual_commit_consumer, reliable_producer
 from shared.bus.outbox import add_envelopes
 from shared.bus.relay import OutboxRelay
 from shared.config import PlatformSettings
+from shared.db.pool import Connection
 from shared.events import Envelope, envelope_for
 from shared.events.catalogue.selftest import ProbeRecorded
 
@@ -47,13 +48,13 @@ def probe_envelopes(keys: Sequence[str], seqs: Sequence[int]) -> list[Envelope]:
     ]
 
 
-async def queue_probes(conn: asyncpg.Connection, topic: str, envelopes: list[Envelope]) -> None:
+async def queue_probes(conn: Connection, topic: str, envelopes: list[Envelope]) -> None:
     """Write probes to the outbox in one transaction."""
     async with conn.transaction():
         await add_envelopes(conn, topic, envelopes)
 
 
-async def record_probe_effects(conn: asyncpg.Connection, items: Sequence[Item]) -> None:
+async def record_probe_effects(conn: Connection, items: Sequence[Item]) -> None:
     """The effect of probes: one row each, written with COPY (the bulk path)."""
     rows = [
         (i.envelope.id, i.event.key, i.event.seq)
@@ -65,9 +66,7 @@ async def record_probe_effects(conn: asyncpg.Connection, items: Sequence[Item]) 
     )
 
 
-async def apply_probes_once(
-    conn: asyncpg.Connection, consumer: str, items: Sequence[Delivery]
-) -> int:
+async def apply_probes_once(conn: Connection, consumer: str, items: Sequence[Delivery]) -> int:
     """Idempotent effect for consumers without the batch machinery (Faust agents)."""
     async with conn.transaction():
         fresh: set[UUID] = await mark_processed(conn, consumer, [d.envelope.id for d in items])

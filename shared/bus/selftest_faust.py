@@ -18,7 +18,7 @@ def build_probe_app(settings: PlatformSettings, dsn: str, topic: str, group: str
     pools: list[asyncpg.Pool] = []
 
     @app.agent(source, concurrency=1)
-    async def record_probes(stream: faust.StreamT) -> None:
+    async def record_probes(stream: faust.StreamT) -> None:  # type: ignore[type-arg]
         if not pools:
             pools.append(await asyncpg.create_pool(dsn, min_size=1, max_size=2))
         async for item in accepted(stream, app, group):

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-import asyncpg
+from shared.db.pool import Connection
 
 _LOCK_ID = 0x1DB_1A7E  # one migrator per database at a time
 
@@ -33,9 +33,7 @@ def migration_files(namespace: str, folder: Path) -> list[tuple[str, Path]]:
     return [(f"{namespace}/{p.stem}", p) for p in sorted(folder.glob("*.sql"))]
 
 
-async def apply_migrations(
-    conn: asyncpg.Connection, sources: Iterable[tuple[str, Path]]
-) -> list[str]:
+async def apply_migrations(conn: Connection, sources: Iterable[tuple[str, Path]]) -> list[str]:
     """Apply each source not yet applied; return the versions applied now."""
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
     try:
@@ -53,10 +51,8 @@ async def apply_migrations(
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
 
 
-async def _apply_one(
-    conn: asyncpg.Connection, version: str, path: Path, done: dict[str, str]
-) -> bool:
-    sql = path.read_text()
+async def _apply_one(conn: Connection, version: str, path: Path, done: dict[str, str]) -> bool:
+    sql = path.read_text()  # noqa: ASYNC240 - small files, read once at start-up
     checksum = hashlib.sha256(sql.encode()).hexdigest()
     if version in done:
         if done[version] != checksum:

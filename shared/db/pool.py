@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.config import PlatformSettings
+
+#: A connection of its own or one borrowed from a pool: every query function takes either.
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

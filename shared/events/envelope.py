@@ -47,7 +47,10 @@ class Envelope(BaseModel):
 
     def headers(self) -> list[tuple[str, bytes]]:
         """Kafka headers repeating what a dead-letter reader needs without the body."""
-        headers = [(HEADER_EVENT_ID, str(self.id).encode()), (HEADER_EVENT_TYPE, self.type.encode())]
+        headers = [
+            (HEADER_EVENT_ID, str(self.id).encode()),
+            (HEADER_EVENT_TYPE, self.type.encode()),
+        ]
         if self.traceparent:
             headers.append((HEADER_TRACEPARENT, self.traceparent.encode()))
         return headers

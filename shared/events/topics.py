@@ -95,8 +95,13 @@ PRIMARY_TOPICS: tuple[Topic, ...] = (
 def dead_letter_topics() -> tuple[Topic, ...]:
     """One DLQ per consumed topic, kept long enough for an operator to replay it."""
     return tuple(
-        Topic(dlq_of(t.name), f"Dead letters of {t.name}.", partitions=1,
-              consumed=False, retention_ms=30 * DAY_MS)
+        Topic(
+            dlq_of(t.name),
+            f"Dead letters of {t.name}.",
+            partitions=1,
+            consumed=False,
+            retention_ms=30 * DAY_MS,
+        )
         for t in PRIMARY_TOPICS
         if t.consumed
     )

@@ -52,12 +52,16 @@ async def run_checks(
 
 
 def health_router(
-    checks: Mapping[str, ReadinessCheck],
+    checks: Mapping[str, ReadinessCheck] | Callable[[], Mapping[str, ReadinessCheck]],
     metrics: Metrics | None = None,
     *,
     timeout: float = DEFAULT_CHECK_TIMEOUT,
 ) -> APIRouter:
-    """Router serving ``/healthz``, ``/readyz`` and, given ``metrics``, ``/metrics``."""
+    """Router serving ``/healthz``, ``/readyz`` and, given ``metrics``, ``/metrics``.
+
+    ``checks`` may be a callable, asked at each request: a service's checks need its
+    runtime, which exists only once the app's lifespan has started.
+    """
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")
@@ -66,7 +70,7 @@ def health_router(
 
     @router.get("/readyz", response_model=None)
     async def readyz() -> JSONResponse:
-        results = await run_checks(checks, timeout)
+        results = await run_checks(checks() if callable(checks) else checks, timeout)
         if all(result == "ok" for result in results.values()):
             return JSONResponse({"status": "ready", "checks": results})
         return JSONResponse({"status": "not ready", "checks": results}, status_code=503)

@@ -13,6 +13,7 @@ import time
 from uuid import UUID
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.config import PlatformSettings
 from shared.vault import crypto
@@ -46,7 +47,7 @@ class Vault:
         self._index_key = index_key
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[bytes, float]] = {}
-        self._listener: asyncpg.Connection | None = None
+        self._listener: PoolConnectionProxy | None = None
 
     @classmethod
     async def connect(cls, settings: PlatformSettings, pool: asyncpg.Pool) -> Vault:
@@ -132,6 +133,5 @@ class Vault:
         self._listener = await self._pool.acquire()
         await self._listener.add_listener(SHRED_CHANNEL, self._on_shred)
 
-    def _on_shred(self, _conn: object, _pid: int, _channel: str, subject: str) -> None:
-        self._cache.pop(subject, None)
-
+    def _on_shred(self, _conn: object, _pid: int, _channel: str, subject: object) -> None:
+        self._cache.pop(str(subject), None)

@@ -18,8 +18,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
-from shared.db.prepare import BUS_MIGRATIONS
 from shared.db.migrations import apply_migrations, migration_files
+from shared.db.prepare import BUS_MIGRATIONS
 from shared.events.topics import dlq_of
 
 ADMIN_ROLE = "imt_admin"
@@ -29,10 +29,12 @@ ADMIN_ROLE = "imt_admin"
 def stack() -> Iterator[None]:
     from deploy.local import stack as local_stack
 
-    started = local_stack.ensure_up(["kafka", "postgres", "smtp", "gateway"])
+    # Every test client shares 127.0.0.1: the gateway's per-client limit must not bite.
+    os.environ.setdefault("IMT_GATEWAY_RATE_PER_SECOND", "5000")
+    local_stack.ensure_up(["kafka", "postgres", "smtp", "gateway"])
     yield
     if os.environ.get("IMT_TEST_STOP_STACK") == "1":
-        local_stack.shut_down(started)
+        local_stack.shut_down()
 
 
 @pytest.fixture(scope="session")
@@ -85,8 +87,9 @@ async def scratch_topic(settings: PlatformSettings) -> AsyncIterator[str]:
 async def wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
     for _ in range(100):
         described = await admin.describe_topics(topics)
-        if all(t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
-               for t in described):
+        if all(
+            t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"]) for t in described
+        ):
             return
         await asyncio.sleep(0.1)
     raise TimeoutError(f"topics {topics} have no leader")

@@ -66,11 +66,17 @@ def spawn_selftest(
     )
 
 
-async def read_all(settings: PlatformSettings, topic: str, expected: int, timeout: float = 30.0
-                   ) -> list[object]:
+async def read_all(
+    settings: PlatformSettings, topic: str, expected: int, timeout: float = 30.0
+) -> list[object]:
     """Every record of a topic from the beginning (no group), until ``expected`` arrived."""
-    consumer = AIOKafkaConsumer(topic, **client_options(settings), auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic,
+        **client_options(settings),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
     await consumer.start()
     records: list[object] = []
     deadline = time.monotonic() + timeout

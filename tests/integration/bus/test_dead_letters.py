@@ -19,17 +19,17 @@ from shared.bus.consumer import Item
 from shared.bus.dead_letters import H_REASON, H_SOURCE_OFFSET, H_SOURCE_TOPIC
 from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, record_probe_effects
 from shared.config import PlatformSettings
+from shared.db import Connection
 from shared.events import encode_envelope, envelope_for
 from shared.events.catalogue.accounts import UserRegistered
 from shared.events.topics import dlq_of
 from tests.support.probes import read_all, spawn_selftest, wait_for_effects
 
+_HEAD = b'{"specversion":"1.0","source":"x",'
 POISON = {
     b"{this is not json": "not JSON",
-    b'{"specversion":"1.0","type":"user.teleported.v1","source":"x","data":{}}':
-        "unknown event type",
-    b'{"specversion":"1.0","type":"bus_probe.recorded.v1","source":"x","data":{"key":"k"}}':
-        "data invalid",
+    _HEAD + b'"type":"user.teleported.v1","data":{}}': "unknown event type",
+    _HEAD + b'"type":"bus_probe.recorded.v1","data":{"key":"k"}}': "data invalid",
 }
 
 
@@ -53,8 +53,7 @@ async def _publish_good_and_poison(producer: AIOKafkaProducer, topic: str) -> li
     return poison
 
 
-async def _check_dead_letters(settings: PlatformSettings, topic: str, poison: list[bytes]
-                              ) -> None:
+async def _check_dead_letters(settings: PlatformSettings, topic: str, poison: list[bytes]) -> None:
     letters = await read_all(settings, dlq_of(topic), expected=len(poison))
     assert [r.value for r in letters] == poison  # type: ignore[attr-defined]
     reasons = [dict(r.headers)[H_REASON].decode() for r in letters]  # type: ignore[attr-defined]
@@ -93,7 +92,7 @@ async def test_idempotent_consumer_dead_letters_poison_and_goes_on(
 async def test_an_event_its_handler_cannot_apply_is_dead_lettered_alone(
     settings: PlatformSettings, conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
 ) -> None:
-    async def refuse_seq_2(c: asyncpg.Connection, items: Sequence[Item]) -> None:
+    async def refuse_seq_2(c: Connection, items: Sequence[Item]) -> None:
         if any(isinstance(i, Delivery) and getattr(i.event, "seq", None) == 2 for i in items):
             raise Unprocessable("seq 2 refers to a repair that does not exist")
         await record_probe_effects(c, items)
@@ -126,8 +125,9 @@ async def test_faust_agent_reads_through_the_codec_and_dead_letters_poison(
 ) -> None:
     producer = reliable_producer(settings)
     await producer.start()
-    worker = spawn_selftest("faust", scratch_dsn, "--topic", scratch_topic,
-                            "--group", f"{scratch_topic}.faust")
+    worker = spawn_selftest(
+        "faust", scratch_dsn, "--topic", scratch_topic, "--group", f"{scratch_topic}.faust"
+    )
     try:
         poison = await _publish_good_and_poison(producer, scratch_topic)
         assert await wait_for_effects(conn, 4, timeout=90, worker=worker) == 4

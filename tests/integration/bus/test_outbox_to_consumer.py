@@ -7,10 +7,20 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 
-from shared.bus import IdempotentConsumer, add_envelopes, OutboxRelay, manual_commit_consumer, reliable_producer
+from shared.bus import (
+    IdempotentConsumer,
+    OutboxRelay,
+    add_envelopes,
+    manual_commit_consumer,
+    reliable_producer,
+)
 from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, queue_probes, record_probe_effects
 from shared.config import PlatformSettings
-from tests.support.probes import effects_exactly_once_in_order, probe_keys_and_seqs, wait_for_effects
+from tests.support.probes import (
+    effects_exactly_once_in_order,
+    probe_keys_and_seqs,
+    wait_for_effects,
+)
 
 
 @pytest.fixture
@@ -43,8 +53,9 @@ async def running_bus(settings: PlatformSettings, dsn: str, topic: str) -> Async
 
 
 @pytest.fixture
-async def bus(settings: PlatformSettings, scratch_dsn: str, scratch_topic: str
-              ) -> AsyncIterator[None]:
+async def bus(
+    settings: PlatformSettings, scratch_dsn: str, scratch_topic: str
+) -> AsyncIterator[None]:
     async with running_bus(settings, scratch_dsn, scratch_topic):
         yield
 

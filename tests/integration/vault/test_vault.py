@@ -1,7 +1,6 @@
 """The vault on real PostgreSQL: seal, open, shred, in every process, and in backups."""
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,8 +23,9 @@ async def vault_pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-async def vaults(settings: PlatformSettings, vault_pool: asyncpg.Pool
-                 ) -> AsyncIterator[tuple[Vault, Vault]]:
+async def vaults(
+    settings: PlatformSettings, vault_pool: asyncpg.Pool
+) -> AsyncIterator[tuple[Vault, Vault]]:
     """Two vaults on one database, as two service processes would have."""
     first = await Vault.connect(settings, vault_pool)
     second = await Vault.connect(settings, vault_pool)
@@ -42,7 +42,7 @@ async def test_what_one_process_seals_another_opens(vaults: tuple[Vault, Vault])
 
 
 async def test_after_a_shred_no_process_opens_or_seals_for_the_subject(
-    vaults: tuple[Vault, Vault]
+    vaults: tuple[Vault, Vault],
 ) -> None:
     first, second = vaults
     subject, bystander = uuid.uuid4(), uuid.uuid4()
@@ -67,6 +67,11 @@ async def test_after_a_shred_no_process_opens_or_seals_for_the_subject(
     assert await second.is_shredded(subject)
 
 
+async def _run(argv: list[str]) -> None:
+    process = await asyncio.create_subprocess_exec(*argv)
+    assert await process.wait() == 0, argv
+
+
 def _pg_tool(name: str) -> str:
     from deploy.local.postgres import bin_dir
 
@@ -83,20 +88,21 @@ async def test_a_backup_taken_before_a_shred_yields_nothing_readable_after_resto
     subject = uuid.uuid4()
     conn = await asyncpg.connect(scratch_dsn)
     await conn.execute("CREATE TABLE people (id uuid PRIMARY KEY, email bytea NOT NULL)")
-    await conn.execute("INSERT INTO people VALUES ($1, $2)", subject,
-                       await vault.seal(subject, "jane@example.com", purpose="people.email"))
+    await conn.execute(
+        "INSERT INTO people VALUES ($1, $2)",
+        subject,
+        await vault.seal(subject, "jane@example.com", purpose="people.email"),
+    )
     dump = tmp_path / "before.dump"
-    subprocess.run([_pg_tool("pg_dump"), "-Fc", "-t", "people", "-f", str(dump), scratch_dsn],
-                   check=True)
+    await _run([_pg_tool("pg_dump"), "-Fc", "-t", "people", "-f", str(dump), scratch_dsn])
 
     await vault.shred(subject)
-    await conn.execute(
-        "DROP TABLE people"
-    )  # the active store erased, then the old backup comes back
-    subprocess.run([_pg_tool("pg_restore"), "-d", scratch_dsn, str(dump)], check=True)
+    await conn.execute("DROP TABLE people")  # the active store is erased...
+    await _run([_pg_tool("pg_restore"), "-d", scratch_dsn, str(dump)])  # ...a backup returns
     restored = await conn.fetchval("SELECT email FROM people WHERE id = $1", subject)
     await conn.close()
 
-    assert restored is not None and b"jane" not in restored
+    assert restored is not None
+    assert b"jane" not in restored
     with pytest.raises(SubjectShredded):
         await vault.open(subject, restored, purpose="people.email")

@@ -41,8 +41,9 @@ def test_poison_is_rejected_with_a_reason(value: bytes, reason: str) -> None:
 
 
 def test_an_event_on_the_wrong_topic_is_rejected() -> None:
-    envelope = envelope_for(UserRegistered(user_id=uuid4(), age_band="adult"), source="t",
-                            subject=None)
+    envelope = envelope_for(
+        UserRegistered(user_id=uuid4(), age_band="adult"), source="t", subject=None
+    )
     read = read_record(encode_envelope(envelope), None, "bus.selftest", 0, 0)
     assert isinstance(read, Rejected)
     assert "does not belong" in read.reason

@@ -1,0 +1,75 @@
+"""``make run``: the whole platform in the foreground; Ctrl-C stops everything.
+
+Starts the infrastructure (Kafka, PostgreSQL, the SMTP sink, the nginx gateway), prints
+where everything is, then runs every service process of ``services/*/Procfile`` under
+honcho. When honcho ends (Ctrl-C), the infrastructure is stopped too, data kept.
+``--stop`` stops whatever a test run or an earlier ``make run`` left behind.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+import argparse
+import subprocess
+import time
+
+from deploy.local import services, stack
+from deploy.local.layout import HOST, Layout
+from deploy.local.procs import StackError
+
+
+def print_urls(layout: Layout, addresses: dict[str, str]) -> None:
+    ports = layout.ports
+    print("\niMT privacy platform is starting:")
+    for name, address in addresses.items():
+        print(f"  {name:<10} {address}")
+    for service in sorted({n.split("-")[0] for n in services.procfile_entries()}):
+        print(f"  {service:<10} http://{HOST}:{ports.gateway}/api/{service}/docs")
+    print(f"  mail       http://{HOST}:{ports.smtp_web}/  (every email the platform sends)")
+    print("Ctrl-C stops everything.\n", flush=True)
+
+
+def run_services(layout: Layout) -> int:
+    entries = services.procfile_entries()
+    if not entries:
+        print("no service declares processes yet (services/*/Procfile); infrastructure only")
+        while True:
+            time.sleep(3600)
+    procfile = layout.state / "Procfile"
+    procfile.write_text("".join(f"{name}: {command}\n" for name, command in entries.items()))
+    honcho = str(Path(sys.executable).parent / "honcho")
+    command = [honcho, "start", "-f", str(procfile), "-d", str(services.REPO_ROOT)]
+    return subprocess.call(command, env=services.process_env())  # noqa: S603
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="make run")
+    parser.add_argument("--stop", action="store_true", help="stop everything and exit")
+    args = parser.parse_args()
+    layout = Layout.from_env()
+    if args.stop:
+        services.stop_processes(layout=layout)
+        stack.shut_down(layout=layout)
+        return 0
+    try:
+        services.stop_processes(layout=layout)  # daemons a test run left: honcho owns them now
+        print_urls(layout, stack.ensure_up(layout=layout))
+        return run_services(layout)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if not args.stop:
+            print("\nstopping the infrastructure (data kept)...", flush=True)
+            stack.shut_down(layout=layout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Every service API answers through the gateway, with the platform's conventions."""
+
+import httpx
+import pytest
+
+from deploy.local import services
+
+
+def _apis() -> list[str]:
+    return sorted(n.removesuffix("-api") for n in services.procfile_entries() if n.endswith("-api"))
+
+
+@pytest.mark.parametrize("service", _apis())
+async def test_each_api_is_ready_through_the_gateway(platform: str, service: str) -> None:
+    async with httpx.AsyncClient(base_url=platform) as client:
+        ready = await client.get(f"/api/{service}/readyz")
+        missing = await client.get(f"/api/{service}/no-such-thing")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    assert "set-cookie" not in ready.headers
+
+
+@pytest.mark.parametrize("service", _apis())
+async def test_metrics_are_not_reachable_through_the_gateway(platform: str, service: str) -> None:
+    async with httpx.AsyncClient(base_url=platform) as client:
+        response = await client.get(f"/api/{service}/metrics")
+    assert response.status_code == 404
