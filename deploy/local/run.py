@@ -19,7 +19,7 @@ import subprocess
 import time
 
 from deploy.local import services, stack
-from deploy.local.layout import HOST, Layout
+from deploy.local.layout import HOST, REPO_ROOT, Layout
 from deploy.local.procs import StackError
 
 
@@ -43,7 +43,7 @@ def run_services(layout: Layout) -> int:
     procfile = layout.state / "Procfile"
     procfile.write_text("".join(f"{name}: {command}\n" for name, command in entries.items()))
     honcho = str(Path(sys.executable).parent / "honcho")
-    command = [honcho, "start", "-f", str(procfile), "-d", str(services.REPO_ROOT)]
+    command = [honcho, "start", "-f", str(procfile), "-d", str(REPO_ROOT)]
     return subprocess.call(command, env=services.process_env())  # noqa: S603
 
 
