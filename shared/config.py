@@ -19,6 +19,17 @@ Environment = Literal["development", "test", "production"]
 
 DEV_MASTER_KEY = "ZGV2LW9ubHktdmF1bHQtbWFzdGVyLWtleS0zMi1ieXQ="  # base64 of 32 dev bytes
 DEV_SECRET = "development-only-secret-change-me"  # noqa: S105 - refused outside development
+# A development-only Ed25519 key pair for access tokens; refused outside development.
+DEV_TOKEN_PRIVATE_KEY = (
+    "-----BEGIN PRIVATE KEY-----\n"  # noqa: S105 - refused outside development
+    "MC4CAQAwBQYDK2VwBCIEIIke7co+89hgwKy/rYFZV3QugtnXGYMWSsyaAl8caGbF\n"
+    "-----END PRIVATE KEY-----\n"
+)
+DEV_TOKEN_PUBLIC_KEY = (
+    "-----BEGIN PUBLIC KEY-----\n"  # noqa: S105 - a public key, not a secret
+    "MCowBQYDK2VwAyEAsD+6yyxk/P7qBkpjtPOiHlpHGPsP4Br0Ul6IWOJSMWs=\n"
+    "-----END PUBLIC KEY-----\n"
+)
 
 
 class UnsafeConfiguration(ValueError):
@@ -57,6 +68,14 @@ class PlatformSettings(BaseSettings):
     blind_index_key: SecretStr = Field(
         SecretStr(DEV_SECRET), description="HMAC key of blind indexes (lookups by email)."
     )
+    token_public_key: str = Field(
+        DEV_TOKEN_PUBLIC_KEY,
+        description="PEM Ed25519 public key every service verifies access tokens with.",
+    )
+    token_private_key: SecretStr = Field(
+        SecretStr(DEV_TOKEN_PRIVATE_KEY),
+        description="PEM Ed25519 private key accounts signs access tokens with (accounts only).",
+    )
     log_level: str = Field("INFO", description="Root log level.")
     state_dir: str = Field(
         "/tmp/imt-privacy",  # noqa: S108 - the local stack's folder; a volume in production
@@ -73,6 +92,7 @@ class PlatformSettings(BaseSettings):
                 ("IMT_VAULT_MASTER_KEY", self.vault_master_key, DEV_MASTER_KEY),
                 ("IMT_BLIND_INDEX_KEY", self.blind_index_key, DEV_SECRET),
                 ("IMT_POSTGRES_PASSWORD", self.postgres_password, DEV_SECRET),
+                ("IMT_TOKEN_PRIVATE_KEY", self.token_private_key, DEV_TOKEN_PRIVATE_KEY),
             )
             if value.get_secret_value() == dev
         ]
