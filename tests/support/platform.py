@@ -1,11 +1,13 @@
 """Fixtures for end-to-end tests: every service process running behind the gateway.
 
 Processes come from ``services/*/Procfile``; those already running (``make run``) are
-reused, those started here are stopped at the end of the session.
+reused, those started here are stopped at the end of the session. IMT_TEST_SERVICES
+(comma separated, e.g. ``accounts,notifier``) narrows which services start.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +19,8 @@ from deploy.local.layout import HOST, Layout
 @pytest.fixture(scope="session")
 def platform(stack: None) -> Iterator[str]:
     """The gateway's base URL, once every service API answers ready through it."""
-    names = list(services.procfile_entries())
+    wanted = {s for s in os.environ.get("IMT_TEST_SERVICES", "").split(",") if s}
+    names = [n for n in services.procfile_entries() if not wanted or n.split("-")[0] in wanted]
     started = services.ensure_processes(names)
     try:
         apis = sorted({n.removesuffix("-api") for n in names if n.endswith("-api")})
