@@ -138,6 +138,7 @@ class ContactCardChanged(Event):
     name: str = Field(max_length=200)
     locale: str = "en"
     age_band: AgeBand
+    guardian_email: EmailStr | None = None  # under 13: the parent who must consent
     marketing_email: bool = False
     tracking_opt_out: bool = False
     active: bool = True

@@ -18,7 +18,11 @@ NoticeCategory = Literal[
 
 @register_event
 class SendNotice(Event):
-    """Command: send a templated notice to all users or listed ones."""
+    """Command: send a templated notice to all users or listed ones.
+
+    Addresses never travel here: the notifier takes them from its contact-card
+    projection. ``params`` hold ids, opaque tokens and wording, never personal data.
+    """
 
     event_name: ClassVar[str] = "notice.send"
     version: ClassVar[int] = 1
@@ -31,6 +35,8 @@ class SendNotice(Event):
     user_ids: tuple[UUID, ...] = ()
     params: dict[str, str] = {}
     channels: tuple[Literal["email", "inbox"], ...] = ("email", "inbox")
+    # "guardian" mails the parent named on an under-13 user's contact card (consent links).
+    recipient: Literal["user", "guardian"] = "user"
     send_at: datetime | None = None
 
 
