@@ -274,10 +274,40 @@ def unique(prefix: str) -> str:
 def write_results(
     lines: Sequence[dict[str, Any]], events: int, directory: Path = RESULTS_DIR
 ) -> None:
-    """latest.jsonl and latest.md, each written whole (temp file, then rename)."""
+    """latest.jsonl and latest.md, each written whole (temp file, then rename).
+
+    A run of some benchmarks (``--only``) replaces their lines and keeps the others', so
+    the table always shows the latest measurement of every benchmark; the README's
+    benchmark block is refreshed from it.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomic(directory / "latest.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
-    _write_atomic(directory / "latest.md", markdown_table(lines, events))
+    merged = _merge(_previous(directory / "latest.jsonl"), lines)
+    _write_atomic(directory / "latest.jsonl", "".join(json.dumps(line) + "\n" for line in merged))
+    table = markdown_table(merged, events)
+    _write_atomic(directory / "latest.md", table)
+    _sync_readme_block(directory.parent.parent / "README.md", table)
+
+
+def _previous(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _merge(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    fresh = {(line["bench"], line["metric"]) for line in new}
+    return [line for line in old if (line["bench"], line["metric"]) not in fresh] + list(new)
+
+
+def _sync_readme_block(readme: Path, table: str) -> None:
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if not readme.exists():
+        return
+    text = readme.read_text()
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{start}\n{table}{end}{tail}")
 
 
 def markdown_table(lines: Sequence[dict[str, Any]], events: int) -> str:

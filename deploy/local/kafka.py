@@ -10,13 +10,16 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from deploy.local import procs
 from deploy.local.layout import HOST, REPO_ROOT, Layout
+from shared.bus.topic_admin import TopicCreationFailed
+from shared.bus.topic_admin import ensure_topics as shared_ensure_topics
+from shared.config import PlatformSettings
 from shared.events.topics import Topic, all_topics
 
 log = logging.getLogger(__name__)
@@ -223,35 +226,11 @@ def up(layout: Layout) -> str:
 
 async def ensure_topics(layout: Layout, topics: tuple[Topic, ...]) -> None:
     """Create missing topics; grow partitions of existing ones, never touch their config."""
-
-    async def apply(admin: AIOKafkaAdminClient) -> None:
-        existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
-        missing = [
-            NewTopic(t.name, t.partitions, replication_factor=1, topic_configs=t.config())
-            for t in topics
-            if t.name not in existing
-        ]
-        if missing:
-            response = await admin.create_topics(missing)
-            _raise_topic_errors(response.topic_errors)
-        grow = {
-            t.name: NewPartitions(t.partitions)
-            for t in topics
-            if t.name in existing and existing[t.name] < t.partitions
-        }
-        if grow:
-            await admin.create_partitions(grow)
-
-    await _admin_call(layout, apply)
-
-
-def _raise_topic_errors(errors: list[tuple[Any, ...]]) -> None:
-    # Error 36 is TOPIC_ALREADY_EXISTS: another `up` won the race, which is fine.
-    failed = [
-        f"{e[0]}: code {e[1]} {e[2] if len(e) > 2 else ''}" for e in errors if e[1] not in (0, 36)
-    ]
-    if failed:
-        raise procs.StackError("Kafka topic creation failed: " + "; ".join(failed))
+    settings = PlatformSettings(kafka_bootstrap=bootstrap(layout))
+    try:
+        await shared_ensure_topics(settings, topics)
+    except TopicCreationFailed as exc:
+        raise procs.StackError(str(exc)) from exc
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,77 @@
+"""Creating the registry's topics on any Kafka: ``python -m shared.bus.topic_admin``.
+
+The local stack calls :func:`ensure_topics` after Kafka starts; a deployment runs the
+module once (a Kubernetes Job, the compose ``topics`` container) with its own
+``IMT_KAFKA_BOOTSTRAP`` and replication factor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+
+from shared.bus.kafka_options import client_options
+from shared.config import PlatformSettings
+from shared.events.topics import Topic, all_topics
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicCreationFailed(RuntimeError):
+    """The broker refused to create a topic."""
+
+
+async def ensure_topics(
+    settings: PlatformSettings, topics: Iterable[Topic] = (), replication_factor: int = 1
+) -> list[str]:
+    """Create missing topics; grow partitions of existing ones; never touch their config.
+
+    Returns the names created now.
+    """
+    wanted = list(topics) or list(all_topics())
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(t.name, t.partitions, replication_factor, topic_configs=t.config())
+                    for t in missing
+                ]  # fmt: skip
+            )
+            _raise_errors(response.topic_errors)
+        grow = {
+            t.name: NewPartitions(t.partitions)
+            for t in wanted
+            if t.name in existing and existing[t.name] < t.partitions
+        }
+        if grow:
+            await admin.create_partitions(grow)
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+def _raise_errors(errors: Sequence[tuple[Any, ...]]) -> None:
+    # TOPIC_ALREADY_EXISTS: another process won the race, which is fine.
+    failed = [f"{e[0]}: code {e[1]}" for e in errors if e[1] not in (0, TOPIC_ALREADY_EXISTS)]
+    if failed:
+        raise TopicCreationFailed("Kafka topic creation failed: " + "; ".join(failed))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m shared.bus.topic_admin")
+    parser.add_argument("--replication-factor", type=int, default=1)
+    args = parser.parse_args()
+    created = asyncio.run(ensure_topics(PlatformSettings(), (), args.replication_factor))
+    print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
