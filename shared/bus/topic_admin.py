@@ -43,7 +43,7 @@ async def ensure_topics(
                 [
                     NewTopic(t.name, t.partitions, replication_factor, topic_configs=t.config())
                     for t in missing
-                ]  # fmt: skip
+                ]
             )
             _raise_errors(response.topic_errors)
         grow = {
