@@ -61,6 +61,9 @@ class PlatformSettings(BaseSettings):
     postgres_sslmode: Literal["disable", "prefer", "require", "verify-full"] = Field(
         "prefer", description="asyncpg ssl mode for every database connection."
     )
+    postgres_ssl_rootcert: str | None = Field(
+        None, description="CA bundle to verify PostgreSQL with (sslmode verify-full)."
+    )
     vault_master_key: SecretStr = Field(
         SecretStr(DEV_MASTER_KEY),
         description="Base64 of 32 random bytes wrapping every subject's data key (AES-256-GCM).",
@@ -105,4 +108,10 @@ class PlatformSettings(BaseSettings):
     def database_dsn(self, database: str) -> str:
         """DSN of one service's database; the role is named after the database."""
         password = self.postgres_password.get_secret_value()
-        return f"postgresql://{database}:{password}@{self.postgres_host}:{self.postgres_port}/{database}"
+        dsn = (
+            f"postgresql://{database}:{password}@{self.postgres_host}:{self.postgres_port}"
+            f"/{database}?sslmode={self.postgres_sslmode}"
+        )
+        if self.postgres_ssl_rootcert:
+            dsn += f"&sslrootcert={self.postgres_ssl_rootcert}"
+        return dsn

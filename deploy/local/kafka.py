@@ -17,6 +17,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from deploy.local import procs
 from deploy.local.layout import HOST, REPO_ROOT, Layout
+from deploy.local.tls import tls_files
 from shared.bus.topic_admin import TopicCreationFailed
 from shared.bus.topic_admin import ensure_topics as shared_ensure_topics
 from shared.config import PlatformSettings
@@ -46,6 +47,20 @@ def _classpath(layout: Layout) -> str:
 
 def _home(layout: Layout) -> Path:
     return layout.state / "kafka"
+
+
+def _keystore_path(layout: Layout) -> Path:
+    return _home(layout) / "keystore.pem"
+
+
+def _write_keystore(layout: Layout) -> bool:
+    """Kafka's PEM keystore: the PKCS#8 key followed by the certificate chain.
+
+    server.pem already holds the chain (leaf, then CA); Java refuses a repeated cert.
+    """
+    tls = tls_files(layout.tls)
+    pem = tls.key.read_text() + tls.cert.read_text()
+    return procs.write_atomic(_keystore_path(layout), pem, mode=0o600)
 
 
 def _properties_path(layout: Layout) -> Path:
@@ -91,11 +106,19 @@ def render_properties(layout: Layout) -> str:
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{HOST}:{ports.kafka_controller}",
-        "listeners": f"PLAINTEXT://{HOST}:{ports.kafka},CONTROLLER://{HOST}:{ports.kafka_controller}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{ports.kafka}",
+        "listeners": (
+            f"PLAINTEXT://{HOST}:{ports.kafka},SSL://{HOST}:{ports.kafka_tls},"
+            f"CONTROLLER://{HOST}:{ports.kafka_controller}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{ports.kafka},SSL://{HOST}:{ports.kafka_tls}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT",
+        # The SSL listener (P-10: TLS to Kafka is a setting) presents the local CA's
+        # certificate; clients verify it with tls/ca.pem.
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(_keystore_path(layout)),
+        "ssl.client.auth": "none",
         "log.dirs": str(_home(layout) / "data"),
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
@@ -207,7 +230,8 @@ def up(layout: Layout) -> str:
     """Start (or reuse) the broker, wait until it serves metadata, create the topics."""
     home = _home(layout)
     home.mkdir(parents=True, exist_ok=True)
-    changed = procs.write_atomic(_properties_path(layout), render_properties(layout))
+    changed = _write_keystore(layout)
+    changed |= procs.write_atomic(_properties_path(layout), render_properties(layout))
     changed |= procs.write_atomic(home / "log4j2.properties", render_log4j(layout))
     pid = running_pid(layout)
     if pid and changed:

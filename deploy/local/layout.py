@@ -24,6 +24,7 @@ class Ports:
 
     kafka: int
     kafka_controller: int
+    kafka_tls: int
     postgres: int
     smtp: int
     smtp_web: int
@@ -35,6 +36,7 @@ class Ports:
         return cls(
             kafka=_port(19092, "IMT_KAFKA_PORT"),
             kafka_controller=_port(19093, "IMT_KAFKA_CONTROLLER_PORT"),
+            kafka_tls=_port(19094, "IMT_KAFKA_TLS_PORT"),
             # IMT_POSTGRES_PORT is what services read, so honour it too.
             postgres=_port(55432, "IMT_PG_PORT", "IMT_POSTGRES_PORT"),
             smtp=_port(2525, "IMT_SMTP_PORT"),

@@ -17,6 +17,7 @@ import asyncpg
 
 from deploy.local import procs
 from deploy.local.layout import HOST, Layout
+from deploy.local.tls import tls_files
 from shared.config import PlatformSettings
 from shared.databases import ALL_DATABASES
 
@@ -70,6 +71,11 @@ password_encryption = 'scram-sha-256'
 fsync = on
 log_line_prefix = '%m [%p] %q%u@%d '
 log_connections = off
+# TLS is offered on every connection (P-10); clients choose it with sslmode.
+ssl = on
+ssl_cert_file = 'server.pem'
+ssl_key_file = 'server-key.pem'
+ssl_min_protocol_version = 'TLSv1.2'
 """
 
 
@@ -111,13 +117,18 @@ def _write_config(layout: Layout) -> bool:
     if "include 'imt.conf'" not in main_conf.read_text():
         with main_conf.open("a") as handle:
             handle.write("\ninclude 'imt.conf'\n")
-    changed = procs.write_atomic(data / "imt.conf", render_conf(layout), mode=0o600)
+    tls = tls_files(layout.tls)
+    # PostgreSQL refuses a key readable by others or owned by another user: copy both in.
+    changed = procs.write_atomic(data / "server.pem", tls.cert.read_text(), mode=0o600)
+    changed |= procs.write_atomic(data / "server-key.pem", tls.key.read_text(), mode=0o600)
+    changed |= procs.write_atomic(data / "imt.conf", render_conf(layout), mode=0o600)
     changed |= procs.write_atomic(data / "pg_hba.conf", HBA, mode=0o600)
     sockets = socket_dir(layout)
     sockets.mkdir(mode=0o700, exist_ok=True)
     logfile = layout.log(NAME)
     logfile.touch()
-    for path in (data / "imt.conf", data / "pg_hba.conf", sockets, logfile):
+    for path in (data / "imt.conf", data / "pg_hba.conf", data / "server.pem",
+                 data / "server-key.pem", sockets, logfile):  # fmt: skip
         procs.chown(path, user)
     return changed
 

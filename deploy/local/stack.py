@@ -76,9 +76,9 @@ def ensure_up(
     names, layout = _select(components), layout or Layout.from_env()
     layout.prepare()
     with procs.locked(layout.run / "stack.lock"):
-        if {"smtp", "gateway"} & set(names):
-            # Made once here: the two users of the certificate start in parallel.
-            ensure_certificates(layout.tls)
+        # Made once here: every component presents it (Kafka's SSL listener, PostgreSQL,
+        # the SMTP sink's STARTTLS, the gateway), and they start in parallel.
+        ensure_certificates(layout.tls)
         with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
             futures = {name: pool.submit(COMPONENTS[name].up, layout) for name in names}
         failed = {name: f.exception() for name, f in futures.items() if f.exception()}
