@@ -11,12 +11,10 @@ import os
 import random
 import signal
 import subprocess
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
-from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, queue_probes
+from shared.bus.selftest import probe_envelopes, queue_probes
 from tests.support.probes import (
     effects_exactly_once_in_order,
     probe_keys_and_seqs,
@@ -66,14 +64,6 @@ class Processes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-@pytest.fixture
-async def conn(scratch_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(scratch_dsn)
-    await connection.execute(EFFECTS_DDL)
-    yield connection
-    await connection.close()
 
 
 async def _write_events(conn: asyncpg.Connection, topic: str, rng: random.Random) -> None:

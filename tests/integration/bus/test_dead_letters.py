@@ -1,28 +1,21 @@
 """Poison records go to <topic>.dlq with their reason while the consumer goes on."""
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from uuid import uuid4
 
 import asyncpg
-import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared.bus import (
-    Delivery,
-    IdempotentConsumer,
-    Unprocessable,
-    manual_commit_consumer,
-    reliable_producer,
-)
+from shared.bus import Delivery, Unprocessable, reliable_producer
 from shared.bus.consumer import Item
 from shared.bus.dead_letters import H_REASON, H_SOURCE_OFFSET, H_SOURCE_TOPIC
-from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, record_probe_effects
+from shared.bus.selftest import probe_envelopes, record_probe_effects
 from shared.config import PlatformSettings
 from shared.db import Connection
 from shared.events import encode_envelope, envelope_for
 from shared.events.catalogue.accounts import UserRegistered
 from shared.events.topics import dlq_of
+from tests.support.bus import running_consumer
 from tests.support.probes import read_all, spawn_selftest, wait_for_effects
 
 _HEAD = b'{"specversion":"1.0","source":"x",'
@@ -31,14 +24,6 @@ POISON = {
     _HEAD + b'"type":"user.teleported.v1","data":{}}': "unknown event type",
     _HEAD + b'"type":"bus_probe.recorded.v1","data":{"key":"k"}}': "data invalid",
 }
-
-
-@pytest.fixture
-async def conn(scratch_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(scratch_dsn)
-    await connection.execute(EFFECTS_DDL)
-    yield connection
-    await connection.close()
 
 
 async def _publish_good_and_poison(producer: AIOKafkaProducer, topic: str) -> list[bytes]:
@@ -70,23 +55,17 @@ async def test_idempotent_consumer_dead_letters_poison_and_goes_on(
     settings: PlatformSettings, conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
 ) -> None:
     producer = reliable_producer(settings)
-    consumer = manual_commit_consumer(settings, scratch_topic, group_id=f"{scratch_topic}.dlq")
-    pool = await asyncpg.create_pool(scratch_dsn, min_size=1, max_size=2)
     await producer.start()
-    await consumer.start()
-    idempotent = IdempotentConsumer("probe", consumer, producer, pool, record_probe_effects)
-    task = asyncio.create_task(idempotent.run())
     try:
-        poison = await _publish_good_and_poison(producer, scratch_topic)
-        assert await wait_for_effects(conn, 4, timeout=30) == 4
-        await _check_dead_letters(settings, scratch_topic, poison)
+        async with running_consumer(
+            settings, scratch_dsn, scratch_topic, f"{scratch_topic}.d"
+        ) as c:
+            poison = await _publish_good_and_poison(producer, scratch_topic)
+            assert await wait_for_effects(conn, 4, timeout=30) == 4
+            await _check_dead_letters(settings, scratch_topic, poison)
     finally:
-        idempotent.stop()
-        await task
-        await consumer.stop()
         await producer.stop()
-        await pool.close()
-    assert idempotent.dead_lettered == len(poison)
+    assert c.dead_lettered == len(poison)
 
 
 async def test_an_event_its_handler_cannot_apply_is_dead_lettered_alone(
@@ -98,23 +77,16 @@ async def test_an_event_its_handler_cannot_apply_is_dead_lettered_alone(
         await record_probe_effects(c, items)
 
     producer = reliable_producer(settings)
-    consumer = manual_commit_consumer(settings, scratch_topic, group_id=f"{scratch_topic}.h")
-    pool = await asyncpg.create_pool(scratch_dsn, min_size=1, max_size=2)
     await producer.start()
-    await consumer.start()
-    idempotent = IdempotentConsumer("probe", consumer, producer, pool, refuse_seq_2)
-    for envelope in probe_envelopes(["k"] * 5, [0, 1, 2, 3, 4]):
-        await producer.send_and_wait(scratch_topic, encode_envelope(envelope), key=b"k")
-    task = asyncio.create_task(idempotent.run())
     try:
-        assert await wait_for_effects(conn, 4, timeout=30) == 4
-        letters = await read_all(settings, dlq_of(scratch_topic), expected=1)
+        for envelope in probe_envelopes(["k"] * 5, [0, 1, 2, 3, 4]):
+            await producer.send_and_wait(scratch_topic, encode_envelope(envelope), key=b"k")
+        group = f"{scratch_topic}.h"
+        async with running_consumer(settings, scratch_dsn, scratch_topic, group, refuse_seq_2):
+            assert await wait_for_effects(conn, 4, timeout=30) == 4
+            letters = await read_all(settings, dlq_of(scratch_topic), expected=1)
     finally:
-        idempotent.stop()
-        await task
-        await consumer.stop()
         await producer.stop()
-        await pool.close()
     assert sorted(await conn.fetchval("SELECT array_agg(seq) FROM probe_effects")) == [0, 1, 3, 4]
     assert len(letters) == 1
     assert b"unprocessable: seq 2" in dict(letters[0].headers)[H_REASON]  # type: ignore[attr-defined]

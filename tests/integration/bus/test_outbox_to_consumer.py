@@ -2,20 +2,14 @@
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
 
-from shared.bus import (
-    IdempotentConsumer,
-    OutboxRelay,
-    add_envelopes,
-    manual_commit_consumer,
-    reliable_producer,
-)
-from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, queue_probes, record_probe_effects
+from shared.bus import add_envelopes
+from shared.bus.selftest import probe_envelopes, queue_probes
 from shared.config import PlatformSettings
+from tests.support.bus import running_consumer
 from tests.support.probes import (
     effects_exactly_once_in_order,
     probe_keys_and_seqs,
@@ -24,39 +18,12 @@ from tests.support.probes import (
 
 
 @pytest.fixture
-async def conn(scratch_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(scratch_dsn)
-    await connection.execute(EFFECTS_DDL)
-    yield connection
-    await connection.close()
-
-
-@asynccontextmanager
-async def running_bus(settings: PlatformSettings, dsn: str, topic: str) -> AsyncIterator[None]:
-    producer = reliable_producer(settings)
-    consumer = manual_commit_consumer(settings, topic, group_id=f"{topic}.consumer")
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    await producer.start()
-    await consumer.start()
-    relay = OutboxRelay(dsn, producer)
-    idempotent = IdempotentConsumer("probe", consumer, producer, pool, record_probe_effects)
-    tasks = [asyncio.create_task(relay.run()), asyncio.create_task(idempotent.run())]
-    try:
-        yield
-    finally:
-        relay.stop()
-        idempotent.stop()
-        await asyncio.gather(*tasks)
-        await consumer.stop()
-        await producer.stop()
-        await pool.close()
-
-
-@pytest.fixture
 async def bus(
     settings: PlatformSettings, scratch_dsn: str, scratch_topic: str
 ) -> AsyncIterator[None]:
-    async with running_bus(settings, scratch_dsn, scratch_topic):
+    async with running_consumer(
+        settings, scratch_dsn, scratch_topic, f"{scratch_topic}.consumer", with_relay=True
+    ):
         yield
 
 
@@ -105,11 +72,15 @@ async def test_redelivered_events_do_not_repeat_their_effect(
 ) -> None:
     envelopes = probe_envelopes(*probe_keys_and_seqs(20, keys=4))
     await queue_probes(conn, scratch_topic, envelopes)
-    async with running_bus(settings, scratch_dsn, scratch_topic):
+    async with running_consumer(
+        settings, scratch_dsn, scratch_topic, f"{scratch_topic}.consumer", with_relay=True
+    ):
         await wait_for_effects(conn, 20, timeout=30)
     # The same events again (a relay that died before deleting its rows does this).
     await queue_probes(conn, scratch_topic, envelopes)
-    async with running_bus(settings, scratch_dsn, scratch_topic):
+    async with running_consumer(
+        settings, scratch_dsn, scratch_topic, f"{scratch_topic}.consumer", with_relay=True
+    ):
         for _ in range(50):
             if await conn.fetchval("SELECT count(*) FROM bus_outbox") == 0:
                 break

@@ -1,34 +1,21 @@
 """A dead letter, once its cause is fixed, is replayed and takes effect exactly once."""
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import asyncpg
 import pytest
 
-from shared.bus import (
-    Delivery,
-    IdempotentConsumer,
-    Unprocessable,
-    manual_commit_consumer,
-    reliable_producer,
-)
+from shared.bus import Delivery, Unprocessable, reliable_producer
 from shared.bus.consumer import Item
 from shared.bus.replay import NotADeadLetterTopic, replay_dead_letters
-from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, record_probe_effects
+from shared.bus.selftest import probe_envelopes, record_probe_effects
 from shared.config import PlatformSettings
 from shared.db import Connection
 from shared.events import encode_envelope
 from shared.events.topics import dlq_of
+from tests.support.bus import running_consumer
 from tests.support.probes import wait_for_effects
-
-
-@pytest.fixture
-async def conn(scratch_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(scratch_dsn)
-    await connection.execute(EFFECTS_DDL)
-    yield connection
-    await connection.close()
 
 
 async def test_replayed_dead_letters_take_effect_once_the_cause_is_fixed(
@@ -44,31 +31,26 @@ async def test_replayed_dead_letters_take_effect_once_the_cause_is_fixed(
         await record_probe_effects(c, items)
 
     producer = reliable_producer(settings)
-    consumer = manual_commit_consumer(settings, scratch_topic, group_id=f"{scratch_topic}.r")
-    pool = await asyncpg.create_pool(scratch_dsn, min_size=1, max_size=2)
     await producer.start()
-    await consumer.start()
-    idempotent = IdempotentConsumer("probe", consumer, producer, pool, needs_the_repair)
-    task = asyncio.create_task(idempotent.run())
+    group = f"{scratch_topic}.r"
     try:
-        for envelope in probe_envelopes(["k", "k", "k"], [0, 1, 2]):
-            await producer.send_and_wait(scratch_topic, encode_envelope(envelope), key=b"k")
-        assert await wait_for_effects(conn, 2, timeout=30) == 2
-        for _ in range(100):
-            if idempotent.dead_lettered:
-                break
-            await asyncio.sleep(0.1)
+        async with running_consumer(
+            settings, scratch_dsn, scratch_topic, group, needs_the_repair
+        ) as c:
+            for envelope in probe_envelopes(["k", "k", "k"], [0, 1, 2]):
+                await producer.send_and_wait(scratch_topic, encode_envelope(envelope), key=b"k")
+            assert await wait_for_effects(conn, 2, timeout=30) == 2
+            for _ in range(100):
+                if c.dead_lettered:
+                    break
+                await asyncio.sleep(0.1)
 
-        repair_known.set()
-        replayed = await replay_dead_letters(settings, dlq_of(scratch_topic))
-        assert await wait_for_effects(conn, 3, timeout=30) == 3
-        again = await replay_dead_letters(settings, dlq_of(scratch_topic))
+            repair_known.set()
+            replayed = await replay_dead_letters(settings, dlq_of(scratch_topic))
+            assert await wait_for_effects(conn, 3, timeout=30) == 3
+            again = await replay_dead_letters(settings, dlq_of(scratch_topic))
     finally:
-        idempotent.stop()
-        await task
-        await consumer.stop()
         await producer.stop()
-        await pool.close()
 
     assert [r["to"] for r in replayed] == [scratch_topic]
     assert "repair not known yet" in replayed[0]["reason"]

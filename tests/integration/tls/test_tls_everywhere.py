@@ -6,7 +6,6 @@ gateway answers over HTTPS. Each hop is also shown to refuse a client that does 
 trust the CA, so the test cannot pass over plaintext or unverified TLS.
 """
 
-import asyncio
 import ssl
 from email.message import EmailMessage
 from pathlib import Path
@@ -18,9 +17,10 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 from deploy.local.layout import Layout
-from shared.bus import IdempotentConsumer, OutboxRelay, manual_commit_consumer, reliable_producer
-from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, queue_probes, record_probe_effects
+from shared.bus import reliable_producer
+from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, queue_probes
 from shared.config import PlatformSettings
+from tests.support.bus import running_consumer
 from tests.support.probes import (
     effects_exactly_once_in_order,
     probe_keys_and_seqs,
@@ -62,30 +62,18 @@ async def test_the_bus_runs_over_tls_on_every_hop(scratch_dsn: str, scratch_topi
     settings, dsn = _tls_settings(), _verified(scratch_dsn)
     conn = await asyncpg.connect(dsn)
     await conn.execute(EFFECTS_DDL)
-    producer = reliable_producer(settings)
-    consumer = manual_commit_consumer(settings, scratch_topic, group_id=f"{scratch_topic}.tls")
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    await producer.start()
-    await consumer.start()
-    relay = OutboxRelay(dsn, producer)
-    idempotent = IdempotentConsumer("probe", consumer, producer, pool, record_probe_effects)
-    tasks = [asyncio.create_task(relay.run()), asyncio.create_task(idempotent.run())]
     try:
-        await queue_probes(conn, scratch_topic, probe_envelopes(*probe_keys_and_seqs(200, 5)))
-        assert await wait_for_effects(conn, 200, timeout=60) == 200
-        assert await effects_exactly_once_in_order(conn) == (200, 200, [])
-        tls_sessions = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"
-            " WHERE a.datname = current_database() AND s.ssl"
-        )
+        group = f"{scratch_topic}.tls"
+        async with running_consumer(settings, dsn, scratch_topic, group, with_relay=True):
+            await queue_probes(conn, scratch_topic, probe_envelopes(*probe_keys_and_seqs(200, 5)))
+            assert await wait_for_effects(conn, 200, timeout=60) == 200
+            assert await effects_exactly_once_in_order(conn) == (200, 200, [])
+            tls_sessions = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"
+                " WHERE a.datname = current_database() AND s.ssl"
+            )
         assert tls_sessions >= 3  # this connection, the relay's, the consumer pool's
     finally:
-        relay.stop()
-        idempotent.stop()
-        await asyncio.gather(*tasks)
-        await consumer.stop()
-        await producer.stop()
-        await pool.close()
         await conn.close()
 
 

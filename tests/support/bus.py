@@ -1,0 +1,46 @@
+"""Running the bus's real parts inside a test: a relay and an idempotent consumer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from shared.bus import IdempotentConsumer, OutboxRelay, manual_commit_consumer, reliable_producer
+from shared.bus.consumer import Handler
+from shared.bus.selftest import record_probe_effects
+from shared.config import PlatformSettings
+
+
+@asynccontextmanager
+async def running_consumer(
+    settings: PlatformSettings,
+    dsn: str,
+    topic: str,
+    group: str,
+    handler: Handler = record_probe_effects,
+    *,
+    with_relay: bool = False,
+) -> AsyncIterator[IdempotentConsumer]:
+    """An idempotent consumer of ``topic`` (and the outbox relay of ``dsn``) until exit."""
+    producer = reliable_producer(settings)
+    consumer = manual_commit_consumer(settings, topic, group_id=group)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    await producer.start()
+    await consumer.start()
+    idempotent = IdempotentConsumer("probe", consumer, producer, pool, handler)
+    relay = OutboxRelay(dsn, producer)
+    tasks = [asyncio.create_task(idempotent.run())]
+    if with_relay:
+        tasks.append(asyncio.create_task(relay.run()))
+    try:
+        yield idempotent
+    finally:
+        relay.stop()
+        idempotent.stop()
+        await asyncio.gather(*tasks)
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
