@@ -1,0 +1,42 @@
+import pytest
+from pydantic import ValidationError
+
+from shared.config import PlatformSettings
+
+
+def test_development_defaults_work_out_of_the_box() -> None:
+    settings = PlatformSettings()
+    assert settings.environment == "development"
+    assert "sslmode=prefer" in settings.database_dsn("accounts")
+
+
+def test_production_refuses_every_development_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMT_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="development defaults in production") as refused:
+        PlatformSettings()
+    for variable in ("IMT_VAULT_MASTER_KEY", "IMT_BLIND_INDEX_KEY", "IMT_POSTGRES_PASSWORD",
+                     "IMT_TOKEN_PRIVATE_KEY"):  # fmt: skip
+        assert variable in str(refused.value)
+
+
+def test_production_accepts_real_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "IMT_ENVIRONMENT": "production",
+        "IMT_VAULT_MASTER_KEY": "cHJvZHVjdGlvbi1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=",
+        "IMT_BLIND_INDEX_KEY": "a-real-index-key",
+        "IMT_POSTGRES_PASSWORD": "a-real-password",
+        "IMT_TOKEN_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nreal\n-----END PRIVATE KEY-----\n",
+        "IMT_POSTGRES_SSLMODE": "verify-full",
+        "IMT_POSTGRES_SSL_ROOTCERT": "/etc/ssl/imt-ca.pem",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = PlatformSettings()
+    assert settings.database_dsn("vault").endswith(
+        "/vault?sslmode=verify-full&sslrootcert=/etc/ssl/imt-ca.pem"
+    )
+
+
+def test_secrets_never_show_in_a_repr() -> None:
+    text = repr(PlatformSettings())
+    assert "development-only-secret" not in text
+    assert "BEGIN PRIVATE KEY" not in text
