@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from uuid import uuid4
 
+from services.accounts import store
 from services.accounts.config import AccountsSettings
+from services.accounts.context import OPERATOR_EMAIL, OPERATOR_EMAIL_INDEX
+from services.accounts.domain.roles import ADMIN
+from services.accounts.security import hash_password
 from shared.service import Runtime, open_runtime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DATABASE = "accounts"
 
 
-async def bootstrap(settings: AccountsSettings) -> Runtime:
-    return await open_runtime(settings, DATABASE, MIGRATIONS, with_vault=True)
+async def bootstrap(settings: AccountsSettings, *, with_producer: bool = False) -> Runtime:
+    return await open_runtime(
+        settings, DATABASE, MIGRATIONS, with_vault=True, with_producer=with_producer
+    )
+
+
+async def ensure_first_admin(runtime: Runtime, settings: AccountsSettings) -> None:
+    """Create the configured first admin operator unless that email already exists."""
+    assert runtime.vault is not None
+    vault = runtime.vault
+    email = settings.accounts_admin_email
+    index = vault.blind_index(email, purpose=OPERATOR_EMAIL_INDEX)
+    async with runtime.pool.acquire() as conn:
+        if await store.operator_by_email_index(conn, index) is not None:
+            return
+    operator_id = uuid4()
+    password_hash = await hash_password(settings.accounts_admin_password.get_secret_value())
+    sealed = await vault.seal(operator_id, email, purpose=OPERATOR_EMAIL)
+    async with runtime.pool.acquire() as conn:
+        await store.insert_operator(conn, operator_id, index, sealed, password_hash, [ADMIN], None)

@@ -2,11 +2,56 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
-from shared.config import PlatformSettings
+from shared.config import PlatformSettings, UnsafeConfiguration
+
+DEV_ADMIN_PASSWORD = "development-only-admin-password"  # noqa: S105 - refused outside development
 
 
 class AccountsSettings(PlatformSettings):
     service_name: str = "accounts"
     accounts_http_port: int = Field(8101, description="Port of the accounts API (loopback).")
+    accounts_public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Base URL of the privacy center, used in links sent by email.",
+    )
+    accounts_access_token_seconds: int = Field(
+        300, description="Lifetime of an access token (short: revocation is also checked)."
+    )
+    accounts_refresh_token_days: int = Field(30, description="Lifetime of a refresh token.")
+    accounts_link_hours: int = Field(
+        48, description="Lifetime of email-verification and guardian-consent links."
+    )
+    accounts_admin_email: str = Field(
+        "admin@imt.example", description="Email of the first admin operator (created at start)."
+    )
+    accounts_admin_password: SecretStr = Field(
+        SecretStr(DEV_ADMIN_PASSWORD), description="Password of the first admin operator."
+    )
+    accounts_account_free_failures: int = Field(
+        5, description="Failed logins per account before back-off starts."
+    )
+    accounts_client_free_failures: int = Field(
+        50, description="Failed logins per client address (in the window) before back-off."
+    )
+    accounts_client_window_seconds: int = Field(
+        900, description="Window after which a client address's failure count restarts."
+    )
+    accounts_backoff_base_seconds: float = Field(
+        1.0, description="First back-off delay; doubles with every further failure."
+    )
+    accounts_backoff_max_seconds: float = Field(900.0, description="Longest back-off delay.")
+    accounts_lockout_failures: int = Field(
+        100, description="Consecutive failures that lock an account (NIST SP 800-63B: <= 100)."
+    )
+    accounts_exports_per_hour: int = Field(3, description="Self-service exports per user per hour.")
+
+    @model_validator(mode="after")
+    def _refuse_dev_admin_password(self) -> AccountsSettings:
+        if (
+            self.environment == "production"
+            and self.accounts_admin_password.get_secret_value() == DEV_ADMIN_PASSWORD
+        ):
+            raise UnsafeConfiguration("IMT_ACCOUNTS_ADMIN_PASSWORD holds its development default")
+        return self

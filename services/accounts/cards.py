@@ -1,0 +1,38 @@
+"""The contact card: the one place personal data leaves accounts (compacted topic)."""
+
+from __future__ import annotations
+
+from services.accounts.context import EMAIL, GUARDIAN_EMAIL, NAME, emit
+from services.accounts.store import Row
+from shared.bus import add_tombstone
+from shared.db.pool import Connection
+from shared.events.catalogue.accounts import ContactCardChanged
+from shared.events.topics import ACCOUNTS_CONTACTS
+from shared.vault import Vault
+
+
+async def card_of(vault: Vault, user: Row) -> ContactCardChanged:
+    uid = user["id"]
+    guardian = user["guardian_email"]
+    return ContactCardChanged(
+        user_id=uid,
+        email=await vault.open(uid, user["email"], purpose=EMAIL),
+        name=await vault.open(uid, user["name"], purpose=NAME),
+        locale=user["locale"],
+        age_band=user["age_band"],
+        guardian_email=(
+            await vault.open(uid, guardian, purpose=GUARDIAN_EMAIL) if guardian else None
+        ),
+        marketing_email=user["marketing_email"] and user["age_band"] != "under_13",
+        tracking_opt_out=user["tracking_opt_out"] or user["age_band"] == "under_13",
+        active=user["active"],
+    )
+
+
+async def publish_card(conn: Connection, vault: Vault, user: Row) -> None:
+    """Queue the user's current card (call after every change of a card field)."""
+    await emit(conn, await card_of(vault, user), user["id"])
+
+
+async def tombstone_card(conn: Connection, user_id: object) -> None:
+    await add_tombstone(conn, ACCOUNTS_CONTACTS, str(user_id))

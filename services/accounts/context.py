@@ -1,0 +1,146 @@
+"""What every accounts route needs, from ``app.state``: settings, pool, vault, helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Literal
+from uuid import UUID, uuid4
+
+import asyncpg
+from fastapi import Depends, Request
+
+from services.accounts.config import AccountsSettings
+from services.accounts.domain.throttle import ThrottlePolicy
+from shared.bus import add_event
+from shared.db.pool import Connection
+from shared.events import Event
+from shared.events.catalogue.notifier import NoticeCategory, SendNotice
+from shared.observability import Problem
+from shared.pii import find_card_numbers
+from shared.service import Runtime
+from shared.vault import Vault
+
+SOURCE = "accounts"
+
+# Vault purposes: "<database>.<table>.<column>" (the associated data of each seal).
+EMAIL = "accounts.users.email"
+EMAIL_INDEX = "accounts.users.email_index"
+NAME = "accounts.users.name"
+BIRTH_DATE = "accounts.users.birth_date"
+GUARDIAN_EMAIL = "accounts.users.guardian_email"
+DEVICE_MODEL = "accounts.devices.model"
+MESSAGE_BODY = "accounts.request_messages.body"
+OPERATOR_EMAIL = "accounts.operators.email"
+OPERATOR_EMAIL_INDEX = "accounts.operators.email_index"
+THROTTLE_ACCOUNT = "accounts.login_throttle.account"
+THROTTLE_CLIENT = "accounts.login_throttle.client"
+
+
+@dataclass
+class Context:
+    settings: AccountsSettings
+    runtime: Runtime
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.runtime.pool
+
+    @property
+    def vault(self) -> Vault:
+        assert self.runtime.vault is not None
+        return self.runtime.vault
+
+    @property
+    def private_key(self) -> str:
+        return self.settings.token_private_key.get_secret_value()
+
+    def account_policy(self) -> ThrottlePolicy:
+        s = self.settings
+        return ThrottlePolicy(
+            free_failures=s.accounts_account_free_failures,
+            base_seconds=s.accounts_backoff_base_seconds,
+            max_seconds=s.accounts_backoff_max_seconds,
+            lockout_failures=s.accounts_lockout_failures,
+        )
+
+    def client_policy(self) -> ThrottlePolicy:
+        s = self.settings
+        return ThrottlePolicy(
+            free_failures=s.accounts_client_free_failures,
+            base_seconds=s.accounts_backoff_base_seconds,
+            max_seconds=s.accounts_backoff_max_seconds,
+            lockout_failures=None,
+            window=timedelta(seconds=s.accounts_client_window_seconds),
+        )
+
+    def link(self, page: str, token: str) -> str:
+        return f"{self.settings.accounts_public_url}/{page}#token={token}"
+
+
+def get_context(request: Request) -> Context:
+    context: Context = request.app.state.accounts
+    return context
+
+
+Ctx = Annotated[Context, Depends(get_context)]
+
+
+async def emit(conn: Connection, event: Event, subject: UUID | str | None) -> None:
+    """Queue an event in the caller's transaction (the relay publishes it)."""
+    await add_event(conn, event, source=SOURCE, subject=None if subject is None else str(subject))
+
+
+async def notify(
+    conn: Connection,
+    *,
+    template: str,
+    category: NoticeCategory,
+    user_ids: tuple[UUID, ...] = (),
+    params: Mapping[str, str] | None = None,
+    channels: tuple[Literal["email", "inbox"], ...] = ("email", "inbox"),
+    recipient: Literal["user", "guardian"] = "user",
+    audience: Literal["all", "listed"] = "listed",
+) -> UUID:
+    """Ask the notifier to send a notice (ids, tokens, links and wording; no personal data)."""
+    notice_id = uuid4()
+    command = SendNotice(
+        notice_id=notice_id,
+        template=template,
+        category=category,
+        audience=audience,
+        user_ids=user_ids,
+        params=dict(params or {}),
+        channels=channels,
+        recipient=recipient,
+    )
+    subject = str(user_ids[0]) if len(user_ids) == 1 else str(notice_id)
+    await emit(conn, command, subject)
+    return notice_id
+
+
+def refuse_card_numbers(**fields: str | None) -> None:
+    """P-09: a card number in any text field refuses the whole request, before storage."""
+    holding = sorted(name for name, text in fields.items() if text and find_card_numbers(text))
+    if holding:
+        raise Problem(
+            422,
+            "Card numbers are not accepted",
+            "We never store payment card numbers. Remove the card number from: "
+            + ", ".join(holding)
+            + ".",
+            slug="card-number",
+            errors=[
+                {
+                    "location": f"body.{name}",
+                    "message": "holds a payment card number",
+                    "type": "card_number",
+                }
+                for name in holding
+            ],
+        )
+
+
+def not_found(what: str) -> Problem:
+    return Problem(404, "Not found", f"No such {what}.", slug="not-found")

@@ -1,0 +1,82 @@
+"""Login throttling: growing back-off after a few failures, lockout at the NIST bound.
+
+Counts are kept per account (blind index of the submitted email, registered or not,
+so the answer never tells whether an email exists) and per client address (keyed
+hash). The rules here are pure; the store keeps the counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    free_failures: int = 5
+    base_seconds: float = 1.0
+    max_seconds: float = 900.0
+    lockout_failures: int | None = 100  # None: never lock (client addresses)
+    window: timedelta | None = None  # counts restart after this quiet period (clients)
+
+    def __post_init__(self) -> None:
+        if self.lockout_failures is not None and self.lockout_failures > 100:
+            raise ValueError("NIST SP 800-63B allows at most 100 consecutive failures")
+
+
+@dataclass(frozen=True)
+class Counter:
+    failures: int
+    last_failure_at: datetime
+    blocked_until: datetime | None = None
+    locked: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    retry_after: float = 0.0  # seconds; 0 with allowed=False means locked
+    locked: bool = False
+
+
+def current_failures(policy: ThrottlePolicy, counter: Counter | None, now: datetime) -> int:
+    """Failures that still count (a client's count restarts after a quiet window)."""
+    if counter is None:
+        return 0
+    if policy.window is not None and now - counter.last_failure_at > policy.window:
+        return 0
+    return counter.failures
+
+
+def check(policy: ThrottlePolicy, counter: Counter | None, now: datetime) -> Verdict:
+    """May a login attempt be evaluated now?"""
+    if counter is None:
+        return Verdict(True)
+    if counter.locked:
+        return Verdict(False, locked=True)
+    if current_failures(policy, counter, now) == 0:
+        return Verdict(True)
+    if counter.blocked_until is not None and counter.blocked_until > now:
+        return Verdict(False, retry_after=(counter.blocked_until - now).total_seconds())
+    return Verdict(True)
+
+
+def delay_after(policy: ThrottlePolicy, failures: int) -> float:
+    """Seconds to wait after the ``failures``-th consecutive failure."""
+    if failures < policy.free_failures:
+        return 0.0
+    exponent = min(failures - policy.free_failures, 30)
+    return float(min(policy.max_seconds, policy.base_seconds * 2**exponent))
+
+
+def after_failure(policy: ThrottlePolicy, counter: Counter | None, now: datetime) -> Counter:
+    """The counter once one more failure is recorded."""
+    failures = current_failures(policy, counter, now) + 1
+    locked = policy.lockout_failures is not None and failures >= policy.lockout_failures
+    delay = delay_after(policy, failures)
+    return Counter(
+        failures=failures,
+        last_failure_at=now,
+        blocked_until=now + timedelta(seconds=delay) if delay else None,
+        locked=locked,
+    )

@@ -1,0 +1,101 @@
+"""Accounts' reactions to other services' commands.
+
+``EraseSubject`` (deletion.commands): erase the subject's rows (or one item), tombstone
+the contact card, and answer ``SubjectErased`` with counts, in one transaction with the
+processed mark. Erasing twice erases nothing more and answers again (zero counts).
+Kept, anonymised (ids only): audit rows, disclosure log, deletion requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from services.accounts.cards import tombstone_card
+from services.accounts.context import emit
+from shared.bus import Delivery, Tombstone
+from shared.db.pool import Connection
+from shared.events.catalogue.deletion import EraseSubject, SubjectErased
+
+STORE = "accounts"
+
+# Rows of the subject, erased child tables first (the user row cascades the rest too,
+# but counting each table tells the deletion service what went).
+_ACCOUNT_TABLES: tuple[tuple[str, str], ...] = (
+    ("request_messages",
+     "DELETE FROM request_messages WHERE request_id IN"
+     " (SELECT id FROM requests WHERE user_id = $1)"),
+    ("requests", "DELETE FROM requests WHERE user_id = $1"),
+    ("devices", "DELETE FROM devices WHERE user_id = $1"),
+    ("consents", "DELETE FROM consents WHERE user_id = $1"),
+    ("policy_acceptances", "DELETE FROM policy_acceptances WHERE user_id = $1"),
+    ("data_exports", "DELETE FROM data_exports WHERE user_id = $1"),
+    ("action_tokens", "DELETE FROM action_tokens WHERE user_id = $1"),
+    ("refresh_tokens",
+     "DELETE FROM refresh_tokens WHERE session_id IN"
+     " (SELECT id FROM sessions WHERE principal_id = $1)"),
+    ("sessions", "DELETE FROM sessions WHERE principal_id = $1"),
+    ("users", "DELETE FROM users WHERE id = $1"),
+)  # fmt: skip
+_RETAINED: tuple[tuple[str, str], ...] = (
+    ("audit_log", "SELECT count(*) FROM audit_log WHERE subject_id = $1"),
+    ("disclosures", "SELECT count(*) FROM disclosures WHERE user_id = $1"),
+    ("deletion_requests", "SELECT count(*) FROM deletion_requests WHERE user_id = $1"),
+)
+
+
+def _count(status: str) -> int:
+    return int(status.split()[-1])
+
+
+async def erase_subject(conn: Connection, command: EraseSubject) -> SubjectErased:
+    subject = command.subject_id
+    erased: dict[str, int] = {}
+    if command.scope == "device":
+        status = await conn.execute(
+            "DELETE FROM devices WHERE id = $1 AND user_id = $2", command.item_id, subject
+        )
+        erased["devices"] = _count(status)
+    elif command.scope == "request":
+        messages = await conn.execute(
+            "DELETE FROM request_messages WHERE request_id IN"
+            " (SELECT id FROM requests WHERE id = $1 AND user_id = $2)",
+            command.item_id,
+            subject,
+        )
+        status = await conn.execute(
+            "DELETE FROM requests WHERE id = $1 AND user_id = $2", command.item_id, subject
+        )
+        erased.update(request_messages=_count(messages), requests=_count(status))
+    else:
+        for table, sql in _ACCOUNT_TABLES:
+            erased[table] = _count(await conn.execute(sql, subject))
+        await conn.execute(
+            "UPDATE deletion_requests SET status = 'erased', reason = NULL, updated_at = now()"
+            " WHERE user_id = $1 AND status <> 'erased'",
+            subject,
+        )
+        # The card leaves the compacted topic whatever was left here (idempotent).
+        await tombstone_card(conn, subject)
+        erased["contact_card"] = 1
+    retained = {}
+    if command.scope == "account":
+        for table, sql in _RETAINED:
+            retained[table] = int(await conn.fetchval(sql, subject))
+    receipt = SubjectErased(
+        request_id=command.request_id,
+        subject_id=subject,
+        store=STORE,
+        erased=erased,
+        retained_anonymised=retained,
+        erased_at=datetime.now(UTC),
+    )
+    await emit(conn, receipt, subject)
+    return receipt
+
+
+async def handle(conn: Connection, items: Sequence[Delivery | Tombstone]) -> None:
+    """The worker's handler: the commands it knows, in order; others are not for us."""
+    for item in items:
+        if isinstance(item, Delivery) and isinstance(item.event, EraseSubject):
+            await erase_subject(conn, item.event)

@@ -1,0 +1,391 @@
+"""Sign-up, email verification, guardian consent, login, refresh, logout, password change.
+
+No answer tells whether an email is registered: sign-up answers the same (with an id
+that leads nowhere for a taken email), login answers the same body after the same
+argon2 work, and throttling counts failures per submitted email whether it exists or not.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, Depends, Request, status
+from pydantic import BaseModel, EmailStr, Field
+
+from services.accounts import store
+from services.accounts.cards import publish_card
+from services.accounts.context import (
+    BIRTH_DATE,
+    EMAIL,
+    EMAIL_INDEX,
+    GUARDIAN_EMAIL,
+    NAME,
+    OPERATOR_EMAIL_INDEX,
+    THROTTLE_ACCOUNT,
+    THROTTLE_CLIENT,
+    Context,
+    Ctx,
+    emit,
+    notify,
+    refuse_card_numbers,
+)
+from services.accounts.domain import throttle
+from services.accounts.domain.age import age_band, plausible_birth_date
+from services.accounts.security import (
+    MAX_PASSWORD,
+    MIN_PASSWORD,
+    hash_password,
+    new_secret,
+    secret_hash,
+    verify_password,
+)
+from services.accounts.sessions import RefreshRefused, TokenPair, rotate, start_session
+from shared.auth import Claims, CurrentUser, current_claims
+from shared.db.pool import Connection
+from shared.events.catalogue.accounts import UserActivated, UserRegistered
+from shared.observability import Problem
+
+router = APIRouter(tags=["authentication"])
+
+Password = Annotated[str, Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)]
+
+
+class SignUp(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    email: EmailStr
+    password: Password
+    birth_date: date | None = None
+    guardian_email: EmailStr | None = Field(
+        None, description="Required under 13: the parent or guardian who must consent."
+    )
+
+
+class SignedUp(BaseModel):
+    user_id: UUID
+    status: str = "verification_sent"
+
+
+class LinkToken(BaseModel):
+    token: str = Field(min_length=10, max_length=200)
+
+
+class LinkUsed(BaseModel):
+    status: str
+    active: bool
+
+
+class Credentials(BaseModel):
+    email: EmailStr
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+
+
+class Refresh(BaseModel):
+    refresh_token: str = Field(min_length=10, max_length=200)
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+    new_password: Password
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+async def _new_link(ctx: Context, conn: Connection, user_id: UUID, purpose: str) -> str:
+    token = new_secret()
+    expires = datetime.now(UTC) + timedelta(hours=ctx.settings.accounts_link_hours)
+    await store.add_action_token(conn, secret_hash(token), user_id, purpose, expires)
+    return token
+
+
+@router.post("/users", status_code=status.HTTP_202_ACCEPTED, response_model=SignedUp)
+async def sign_up(body: SignUp, ctx: Ctx) -> SignedUp:
+    """Create an account; it is active once the email is verified (and, under 13, once
+    the guardian consented through the link mailed to them)."""
+    refuse_card_numbers(name=body.name)
+    today = _today()
+    if body.birth_date is not None and not plausible_birth_date(body.birth_date, today):
+        raise Problem(
+            422, "Invalid birth date", "The birth date is not plausible.", slug="validation"
+        )
+    band = age_band(body.birth_date, today)
+    if band == "under_13" and body.guardian_email is None:
+        raise Problem(
+            422,
+            "Parental consent needed",
+            "Under 13, a parent or guardian's email is required: they must consent.",
+            slug="guardian-required",
+        )
+    password_hash = await hash_password(body.password)
+    index = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
+    user_id = uuid4()
+    async with ctx.pool.acquire() as conn:
+        if await store.user_by_email_index(conn, index) is not None:
+            # Same answer as a new account: whether the email is taken stays unknown.
+            return SignedUp(user_id=uuid4())
+    vault = ctx.vault
+    guardian = body.guardian_email if band == "under_13" else None
+    columns = {
+        "id": user_id,
+        "email_index": index,
+        "email": await vault.seal(user_id, body.email, purpose=EMAIL),
+        "name": await vault.seal(user_id, body.name, purpose=NAME),
+        "password_hash": password_hash,
+        "birth_date": (
+            await vault.seal(user_id, body.birth_date.isoformat(), purpose=BIRTH_DATE)
+            if body.birth_date
+            else None
+        ),
+        "age_band": band,
+        "guardian_email": (
+            await vault.seal(user_id, guardian, purpose=GUARDIAN_EMAIL) if guardian else None
+        ),
+        "guardian_consented": False if band == "under_13" else None,
+    }
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if not await store.insert_user(conn, **columns):
+            return SignedUp(user_id=uuid4())  # lost a race for the same email
+        user = await store.user_by_id(conn, user_id)
+        assert user is not None
+        await emit(
+            conn,
+            UserRegistered(
+                user_id=user_id, age_band=band, awaiting_parental_consent=band == "under_13"
+            ),
+            user_id,
+        )
+        await publish_card(conn, vault, user)
+        token = await _new_link(ctx, conn, user_id, "verify_email")
+        await notify(
+            conn,
+            template="verify_email",
+            category="transactional",
+            user_ids=(user_id,),
+            params={"token": token, "link": ctx.link("verify-email", token)},
+            channels=("email",),
+        )
+        if band == "under_13":
+            consent = await _new_link(ctx, conn, user_id, "guardian_consent")
+            await notify(
+                conn,
+                template="parental_consent",
+                category="transactional",
+                user_ids=(user_id,),
+                params={"token": consent, "link": ctx.link("guardian-consent", consent)},
+                channels=("email",),
+                recipient="guardian",
+            )
+    return SignedUp(user_id=user_id)
+
+
+async def _use_link(ctx: Context, token: str, purpose: str) -> LinkUsed:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        user_id = await store.use_action_token(conn, secret_hash(token), purpose)
+        if user_id is None:
+            raise Problem(
+                400,
+                "Link invalid",
+                "This link is invalid, expired or already used.",
+                slug="link-invalid",
+            )
+        user = await store.user_by_id(conn, user_id, lock=True)
+        assert user is not None
+        changes: dict[str, object] = (
+            {"email_verified": True} if purpose == "verify_email" else {"guardian_consented": True}
+        )
+        verified = changes.get("email_verified", user["email_verified"])
+        consented = changes.get("guardian_consented", user["guardian_consented"])
+        becomes_active = bool(verified) and (user["age_band"] != "under_13" or bool(consented))
+        if becomes_active and not user["active"]:
+            changes["active"] = True
+        await store.update_user(conn, user_id, **changes)
+        if changes.get("active"):
+            await emit(conn, UserActivated(user_id=user_id), user_id)
+            fresh = await store.user_by_id(conn, user_id)
+            assert fresh is not None
+            await publish_card(conn, ctx.vault, fresh)
+        return LinkUsed(status="confirmed", active=becomes_active)
+
+
+@router.post("/email-verifications", response_model=LinkUsed)
+async def verify_email(body: LinkToken, ctx: Ctx) -> LinkUsed:
+    """Confirm an email address with the token of the link mailed to it."""
+    return await _use_link(ctx, body.token, "verify_email")
+
+
+@router.post("/guardian-consents", response_model=LinkUsed)
+async def guardian_consent(body: LinkToken, ctx: Ctx) -> LinkUsed:
+    """A guardian consents to an under-13 account with the token of the link mailed to them."""
+    return await _use_link(ctx, body.token, "guardian_consent")
+
+
+def _client_address(request: Request) -> str:
+    # The gateway overwrites X-Forwarded-For with the address it saw (never the client's claim).
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded:
+        return forwarded.split(",")[-1].strip()
+    return request.client.host if request.client else "unknown"
+
+
+def _throttled(verdict: throttle.Verdict) -> Problem:
+    if verdict.locked:
+        return Problem(
+            429,
+            "Too many failed logins",
+            "Too many failed attempts: logins are locked. Contact support to unlock.",
+            slug="login-locked",
+        )
+    seconds = max(1, math.ceil(verdict.retry_after))
+    return Problem(
+        429,
+        "Too many failed logins",
+        f"Too many failed attempts: try again in {seconds} s.",
+        slug="login-throttled",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+INVALID_CREDENTIALS = ("Invalid credentials", "The email or password is wrong.")
+
+
+def _counter(row: store.Row | None) -> throttle.Counter | None:
+    if row is None:
+        return None
+    return throttle.Counter(
+        row["failures"], row["last_failure_at"], row["blocked_until"], row["locked"]
+    )
+
+
+async def _login(
+    ctx: Context, request: Request, body: Credentials, kind: str
+) -> tuple[TokenPair | None, Problem | None]:
+    vault = ctx.vault
+    account_key = vault.blind_index(f"{kind}:{body.email}", purpose=THROTTLE_ACCOUNT)
+    client_key = vault.blind_index(_client_address(request), purpose=THROTTLE_CLIENT)
+    account_policy, client_policy = ctx.account_policy(), ctx.client_policy()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        # The account's row is locked for the whole attempt: parallel guesses at one
+        # account are evaluated one after the other, each seeing the previous failure.
+        await conn.execute(
+            "INSERT INTO login_throttle (key, scope, failures) VALUES ($1, 'account', 0)"
+            " ON CONFLICT DO NOTHING",
+            account_key,
+        )
+        await conn.execute("SELECT 1 FROM login_throttle WHERE key = $1 FOR UPDATE", account_key)
+        counters = await store.throttle_counters(conn, [account_key, client_key])
+        now = datetime.now(UTC)
+        account = _counter(counters.get(account_key))
+        client = _counter(counters.get(client_key))
+        for policy, counter in ((account_policy, account), (client_policy, client)):
+            verdict = throttle.check(policy, counter, now)
+            if not verdict.allowed:
+                return None, _throttled(verdict)
+        if kind == "operator":
+            principal = await store.operator_by_email_index(
+                conn, vault.blind_index(body.email, purpose=OPERATOR_EMAIL_INDEX)
+            )
+        else:
+            principal = await store.user_by_email_index(
+                conn, vault.blind_index(body.email, purpose=EMAIL_INDEX)
+            )
+        stored = principal["password_hash"] if principal is not None else None
+        if not await verify_password(stored, body.password):
+            now = datetime.now(UTC)
+            for key, scope, policy, counter in (
+                (account_key, "account", account_policy, account),
+                (client_key, "client", client_policy, client),
+            ):
+                after = throttle.after_failure(policy, counter, now)
+                await store.save_throttle(
+                    conn,
+                    key,
+                    scope,
+                    after.failures,
+                    after.last_failure_at,
+                    after.blocked_until,
+                    after.locked,
+                )
+            return None, Problem(401, *INVALID_CREDENTIALS, slug="invalid-credentials")
+        await store.clear_throttle(conn, account_key)
+        assert principal is not None
+        if kind == "user" and not principal["active"]:
+            # Only said to whoever knows the password: it reveals nothing to a guesser.
+            return None, Problem(
+                403,
+                "Account not active",
+                "Confirm your email first (and, under 13, your guardian must consent).",
+                slug="account-inactive",
+            )
+        return await start_session(ctx, conn, principal, kind), None
+
+
+@router.post("/sessions", response_model=TokenPair)
+async def log_in(body: Credentials, request: Request, ctx: Ctx) -> TokenPair:
+    """Log in: a 5-minute access token and a refresh token. Failures are throttled."""
+    pair, problem = await _login(ctx, request, body, "user")
+    if problem is not None:
+        raise problem
+    assert pair is not None
+    return pair
+
+
+@router.post("/operator/sessions", response_model=TokenPair, tags=["operators"])
+async def operator_log_in(body: Credentials, request: Request, ctx: Ctx) -> TokenPair:
+    """Operators log in here, with identities separate from users'."""
+    pair, problem = await _login(ctx, request, body, "operator")
+    if problem is not None:
+        raise problem
+    assert pair is not None
+    return pair
+
+
+@router.post("/sessions/refresh", response_model=TokenPair)
+async def refresh(body: Refresh, ctx: Ctx) -> TokenPair:
+    """Trade a refresh token for a new pair; a reused one revokes its whole session."""
+    refused = False
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        try:
+            pair = await rotate(ctx, conn, body.refresh_token)
+        except RefreshRefused:
+            refused = True  # commit the revocation, then answer
+    if refused:
+        raise Problem(401, "Unauthorised", "This refresh token is not valid.", slug="unauthorised")
+    return pair
+
+
+@router.delete("/sessions/current", status_code=status.HTTP_204_NO_CONTENT)
+async def log_out(claims: Annotated[Claims, Depends(current_claims)], ctx: Ctx) -> None:
+    """End the session of this token: its access and refresh tokens stop working."""
+    async with ctx.pool.acquire() as conn:
+        await store.revoke_session(conn, UUID(claims.sid), "logout")
+
+
+@router.post("/me/password", response_model=TokenPair)
+async def change_password(body: PasswordChange, user: CurrentUser, ctx: Ctx) -> TokenPair:
+    """Change the password: every session ends (old tokens fail at once); a new one starts."""
+    user_id = UUID(user.sub)
+    async with ctx.pool.acquire() as conn:
+        row = await store.user_by_id(conn, user_id)
+    if row is None or not await verify_password(row["password_hash"], body.current_password):
+        raise Problem(
+            403, "Wrong password", "The current password is wrong.", slug="reauthentication-failed"
+        )
+    new_hash = await hash_password(body.new_password)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await store.update_user(conn, user_id, password_hash=new_hash)
+        await store.revoke_sessions_of(conn, user_id, "password-changed")
+        fresh = await store.user_by_id(conn, user_id)
+        assert fresh is not None
+        pair = await start_session(ctx, conn, fresh, "user")
+        await notify(
+            conn,
+            template="password_changed",
+            category="account_security",
+            user_ids=(user_id,),
+            params={},
+        )
+    return pair

@@ -1,0 +1,785 @@
+"""A user's own data: profile, preferences, devices, content, requests, consents,
+policy, export and deletion. Every object is looked up with the caller's id, so one
+user can never reach another's (404, never 403: existence is not revealed)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, EmailStr, Field
+
+from services.accounts import store
+from services.accounts.cards import publish_card
+from services.accounts.context import (
+    BIRTH_DATE,
+    DEVICE_MODEL,
+    EMAIL,
+    EMAIL_INDEX,
+    GUARDIAN_EMAIL,
+    MESSAGE_BODY,
+    NAME,
+    Context,
+    Ctx,
+    emit,
+    not_found,
+    notify,
+    refuse_card_numbers,
+)
+from services.accounts.domain.content import content_for
+from services.accounts.security import MAX_PASSWORD, new_secret, secret_hash, verify_password
+from shared.auth import CurrentUser
+from shared.db.pool import Connection
+from shared.events.catalogue.accounts import (
+    ConsentChanged,
+    DamageState,
+    DeletionCancelled,
+    DeletionRequested,
+    DeviceChanged,
+    PolicyAccepted,
+    PreferencesChanged,
+    ProfileUpdated,
+    RequestSubmitted,
+)
+from shared.observability import Problem
+
+router = APIRouter(tags=["me"])
+
+RequestCategory = Literal["repair", "feedback", "privacy", "other"]
+
+
+class Preferences(BaseModel):
+    marketing_email: bool
+    personalisation: bool
+    tracking_opt_out: bool
+
+
+class Profile(BaseModel):
+    id: UUID
+    name: str
+    email: str
+    email_verified: bool
+    age_band: str
+    birth_date: str | None
+    guardian_email: str | None
+    active: bool
+    locale: str
+    preferences: Preferences
+    created_at: datetime
+
+
+class ProfileChange(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    email: EmailStr | None = None
+    locale: Literal["en", "fr", "de", "es", "it", "pt", "nl"] | None = None
+
+
+class DeviceIn(BaseModel):
+    model: str = Field(min_length=1, max_length=100)
+    damage_state: DamageState
+
+
+class DeviceChange(BaseModel):
+    model: str | None = Field(None, min_length=1, max_length=100)
+    damage_state: DamageState | None = None
+
+
+class Device(BaseModel):
+    id: UUID
+    model: str
+    damage_state: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContentItem(BaseModel):
+    id: str
+    title: str
+    body: str
+
+
+class Content(BaseModel):
+    personalised: bool
+    items: list[ContentItem]
+
+
+class RequestIn(BaseModel):
+    category: RequestCategory
+    text: str = Field(min_length=1, max_length=5000)
+
+
+class MessageIn(BaseModel):
+    text: str = Field(min_length=1, max_length=5000)
+
+
+class Message(BaseModel):
+    id: UUID
+    author: str
+    text: str
+    created_at: datetime
+
+
+class RequestSummary(BaseModel):
+    id: UUID
+    category: str
+    status: str
+    created_at: datetime
+
+
+class RequestThread(RequestSummary):
+    messages: list[Message]
+
+
+class ConsentIn(BaseModel):
+    granted: bool
+
+
+class Consent(BaseModel):
+    recipient_id: UUID
+    purpose: str
+    granted: bool
+    at: datetime
+
+
+class ConsentHistory(BaseModel):
+    current: list[Consent]
+    history: list[Consent]
+
+
+class Recipient(BaseModel):
+    id: UUID
+    name: str
+    kind: str
+    purpose: str
+    allowed_fields: list[str]
+
+
+class Reauthentication(BaseModel):
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+
+
+class DeletionRequest(BaseModel):
+    id: UUID
+    status: str
+    initiated_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class PolicyVersion(BaseModel):
+    version: str
+    summary: str
+    effective_at: datetime
+    published_at: datetime
+
+
+class PolicyAcceptanceIn(BaseModel):
+    version: str = Field(min_length=1, max_length=40)
+
+
+class PolicyAcceptance(BaseModel):
+    version: str
+    accepted_at: datetime
+
+
+# -- profile ---------------------------------------------------------------------------
+
+
+async def _profile(ctx: Context, user: store.Row) -> Profile:
+    vault, uid = ctx.vault, user["id"]
+    return Profile(
+        id=uid,
+        name=await vault.open(uid, user["name"], purpose=NAME),
+        email=await vault.open(uid, user["email"], purpose=EMAIL),
+        email_verified=user["email_verified"],
+        age_band=user["age_band"],
+        birth_date=(
+            await vault.open(uid, user["birth_date"], purpose=BIRTH_DATE)
+            if user["birth_date"]
+            else None
+        ),
+        guardian_email=(
+            await vault.open(uid, user["guardian_email"], purpose=GUARDIAN_EMAIL)
+            if user["guardian_email"]
+            else None
+        ),
+        active=user["active"],
+        locale=user["locale"],
+        preferences=Preferences(
+            marketing_email=user["marketing_email"],
+            personalisation=user["personalisation"],
+            tracking_opt_out=user["tracking_opt_out"],
+        ),
+        created_at=user["created_at"],
+    )
+
+
+async def _me(
+    ctx: Context, conn: Connection, claims: CurrentUser, *, lock: bool = False
+) -> store.Row:
+    user = await store.user_by_id(conn, UUID(claims.sub), lock=lock)
+    if user is None:
+        raise Problem(401, "Unauthorised", "This account no longer exists.", slug="unauthorised")
+    return user
+
+
+@router.get("/me", response_model=Profile)
+async def read_profile(claims: CurrentUser, ctx: Ctx) -> Profile:
+    """Everything in the profile, opened from the vault."""
+    async with ctx.pool.acquire() as conn:
+        user = await _me(ctx, conn, claims)
+    return await _profile(ctx, user)
+
+
+@router.patch("/me", response_model=Profile)
+async def edit_profile(body: ProfileChange, claims: CurrentUser, ctx: Ctx) -> Profile:
+    """Edit name, email (re-verified: a link goes to the new address) or locale."""
+    refuse_card_numbers(name=body.name)
+    uid = UUID(claims.sub)
+    vault = ctx.vault
+    changes: dict[str, Any] = {}
+    if body.name is not None:
+        changes["name"] = await vault.seal(uid, body.name, purpose=NAME)
+    if body.locale is not None:
+        changes["locale"] = body.locale
+    if body.email is not None:
+        index = vault.blind_index(body.email, purpose=EMAIL_INDEX)
+        changes.update(
+            email_index=index,
+            email=await vault.seal(uid, body.email, purpose=EMAIL),
+            email_verified=False,
+        )
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await _me(ctx, conn, claims, lock=True)
+        if body.email is not None and await store.email_index_taken(
+            conn, changes["email_index"], uid
+        ):
+            raise Problem(
+                409, "Email unavailable", "Choose another email address.", slug="email-unavailable"
+            )
+        await store.update_user(conn, uid, **changes)
+        user = await _me(ctx, conn, claims)
+        if changes:
+            fields = tuple(sorted(f for f in ("name", "email", "locale") if f in changes))
+            await emit(conn, ProfileUpdated(user_id=uid, fields=fields), uid)
+            await publish_card(conn, vault, user)
+        if body.email is not None:
+            token = new_secret()
+            expires = datetime.now(UTC) + timedelta(hours=ctx.settings.accounts_link_hours)
+            await store.add_action_token(conn, secret_hash(token), uid, "verify_email", expires)
+            await notify(
+                conn,
+                template="verify_email",
+                category="transactional",
+                user_ids=(uid,),
+                params={"token": token, "link": ctx.link("verify-email", token)},
+                channels=("email",),
+            )
+    return await _profile(ctx, user)
+
+
+@router.put("/me/preferences", response_model=Preferences)
+async def set_preferences(body: Preferences, claims: CurrentUser, ctx: Ctx) -> Preferences:
+    """Marketing email, personalisation, tracking opt-out. Under 13, marketing stays off."""
+    uid = UUID(claims.sub)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        user = await _me(ctx, conn, claims, lock=True)
+        marketing = body.marketing_email and user["age_band"] != "under_13"
+        tracking_opt_out = body.tracking_opt_out or user["age_band"] == "under_13"
+        await store.update_user(
+            conn,
+            uid,
+            marketing_email=marketing,
+            personalisation=body.personalisation,
+            tracking_opt_out=tracking_opt_out,
+        )
+        now = Preferences(
+            marketing_email=marketing,
+            personalisation=body.personalisation,
+            tracking_opt_out=tracking_opt_out,
+        )
+        await emit(conn, PreferencesChanged(user_id=uid, **now.model_dump()), uid)
+        fresh = await _me(ctx, conn, claims)
+        await publish_card(conn, ctx.vault, fresh)
+    return now
+
+
+# -- devices and content ---------------------------------------------------------------
+
+
+async def _device(ctx: Context, row: store.Row) -> Device:
+    return Device(
+        id=row["id"],
+        model=await ctx.vault.open(row["user_id"], row["model"], purpose=DEVICE_MODEL),
+        damage_state=row["damage_state"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+@router.get("/me/devices", response_model=list[Device])
+async def list_devices(claims: CurrentUser, ctx: Ctx) -> list[Device]:
+    async with ctx.pool.acquire() as conn:
+        rows = await store.devices_of(conn, UUID(claims.sub))
+    return [await _device(ctx, r) for r in rows]
+
+
+@router.post("/me/devices", response_model=Device, status_code=status.HTTP_201_CREATED)
+async def add_device(body: DeviceIn, claims: CurrentUser, ctx: Ctx) -> Device:
+    refuse_card_numbers(model=body.model)
+    uid, device_id = UUID(claims.sub), uuid4()
+    sealed = await ctx.vault.seal(uid, body.model, purpose=DEVICE_MODEL)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await _me(ctx, conn, claims)
+        await conn.execute(
+            "INSERT INTO devices (id, user_id, model, damage_state) VALUES ($1, $2, $3, $4)",
+            device_id,
+            uid,
+            sealed,
+            body.damage_state,
+        )
+        await emit(
+            conn,
+            DeviceChanged(
+                user_id=uid, device_id=device_id, change="added", damage_state=body.damage_state
+            ),
+            uid,
+        )
+        row = await store.device_of(conn, uid, device_id)
+    assert row is not None
+    return await _device(ctx, row)
+
+
+@router.get("/me/devices/{device_id}", response_model=Device)
+async def read_device(device_id: UUID, claims: CurrentUser, ctx: Ctx) -> Device:
+    async with ctx.pool.acquire() as conn:
+        row = await store.device_of(conn, UUID(claims.sub), device_id)
+    if row is None:
+        raise not_found("device")
+    return await _device(ctx, row)
+
+
+@router.patch("/me/devices/{device_id}", response_model=Device)
+async def edit_device(device_id: UUID, body: DeviceChange, claims: CurrentUser, ctx: Ctx) -> Device:
+    refuse_card_numbers(model=body.model)
+    uid = UUID(claims.sub)
+    sealed = await ctx.vault.seal(uid, body.model, purpose=DEVICE_MODEL) if body.model else None
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await store.device_of(conn, uid, device_id)
+        if row is None:
+            raise not_found("device")
+        await conn.execute(
+            "UPDATE devices SET model = coalesce($3, model),"
+            " damage_state = coalesce($4, damage_state), updated_at = now()"
+            " WHERE id = $1 AND user_id = $2",
+            device_id,
+            uid,
+            sealed,
+            body.damage_state,
+        )
+        row = await store.device_of(conn, uid, device_id)
+        assert row is not None
+        await emit(
+            conn,
+            DeviceChanged(
+                user_id=uid,
+                device_id=device_id,
+                change="edited",
+                damage_state=row["damage_state"],
+            ),
+            uid,
+        )
+    return await _device(ctx, row)
+
+
+@router.delete("/me/devices/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def remove_device(device_id: UUID, claims: CurrentUser, ctx: Ctx) -> None:
+    uid = UUID(claims.sub)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        done = await conn.execute(
+            "DELETE FROM devices WHERE id = $1 AND user_id = $2", device_id, uid
+        )
+        if done != "DELETE 1":
+            raise not_found("device")
+        await emit(conn, DeviceChanged(user_id=uid, device_id=device_id, change="removed"), uid)
+
+
+@router.get("/me/content", response_model=Content)
+async def personalised_content(claims: CurrentUser, ctx: Ctx) -> Content:
+    """Content for the damage state of each device; the generic list when personalisation
+    is off (or there is no device)."""
+    async with ctx.pool.acquire() as conn:
+        user = await _me(ctx, conn, claims)
+        devices = await store.devices_of(conn, user["id"])
+    personalised = bool(user["personalisation"] and devices)
+    items = content_for([d["damage_state"] for d in devices], user["personalisation"])
+    return Content(personalised=personalised, items=[ContentItem(**i) for i in items])
+
+
+# -- requests and feedback -------------------------------------------------------------
+
+
+async def _thread(ctx: Context, conn: Connection, request: store.Row) -> RequestThread:
+    messages = await store.messages_of(conn, request["id"])
+    uid = request["user_id"]
+    return RequestThread(
+        id=request["id"],
+        category=request["category"],
+        status=request["status"],
+        created_at=request["created_at"],
+        messages=[
+            Message(
+                id=m["id"],
+                author=m["author"],
+                text=await ctx.vault.open(uid, m["body"], purpose=MESSAGE_BODY),
+                created_at=m["created_at"],
+            )
+            for m in messages
+        ],
+    )
+
+
+@router.post("/me/requests", response_model=RequestThread, status_code=status.HTTP_201_CREATED)
+async def submit_request(body: RequestIn, claims: CurrentUser, ctx: Ctx) -> RequestThread:
+    """Submit a request or feedback. Text holding a card number is refused (P-09)."""
+    refuse_card_numbers(text=body.text)
+    uid, request_id = UUID(claims.sub), uuid4()
+    sealed = await ctx.vault.seal(uid, body.text, purpose=MESSAGE_BODY)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await _me(ctx, conn, claims)
+        await conn.execute(
+            "INSERT INTO requests (id, user_id, category) VALUES ($1, $2, $3)",
+            request_id,
+            uid,
+            body.category,
+        )
+        await store.add_message(conn, uuid4(), request_id, "user", sealed)
+        await emit(
+            conn,
+            RequestSubmitted(user_id=uid, request_id=request_id, category=body.category),
+            uid,
+        )
+        row = await store.request_of(conn, uid, request_id)
+        assert row is not None
+        return await _thread(ctx, conn, row)
+
+
+@router.get("/me/requests", response_model=list[RequestSummary])
+async def list_requests(claims: CurrentUser, ctx: Ctx) -> list[RequestSummary]:
+    async with ctx.pool.acquire() as conn:
+        rows = await store.requests_of(conn, UUID(claims.sub))
+    return [RequestSummary(**{k: r[k] for k in RequestSummary.model_fields}) for r in rows]
+
+
+@router.get("/me/requests/{request_id}", response_model=RequestThread)
+async def read_request(request_id: UUID, claims: CurrentUser, ctx: Ctx) -> RequestThread:
+    """The request with its thread: the user's messages and operators' replies."""
+    async with ctx.pool.acquire() as conn:
+        row = await store.request_of(conn, UUID(claims.sub), request_id)
+        if row is None:
+            raise not_found("request")
+        return await _thread(ctx, conn, row)
+
+
+@router.post(
+    "/me/requests/{request_id}/messages",
+    response_model=RequestThread,
+    status_code=status.HTTP_201_CREATED,
+)
+async def add_request_message(
+    request_id: UUID, body: MessageIn, claims: CurrentUser, ctx: Ctx
+) -> RequestThread:
+    refuse_card_numbers(text=body.text)
+    uid = UUID(claims.sub)
+    sealed = await ctx.vault.seal(uid, body.text, purpose=MESSAGE_BODY)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await store.request_of(conn, uid, request_id)
+        if row is None:
+            raise not_found("request")
+        await store.add_message(conn, uuid4(), request_id, "user", sealed)
+        await conn.execute("UPDATE requests SET status = 'open' WHERE id = $1", request_id)
+        row = await store.request_of(conn, uid, request_id)
+        assert row is not None
+        return await _thread(ctx, conn, row)
+
+
+@router.delete("/me/requests/{request_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_request(request_id: UUID, claims: CurrentUser, ctx: Ctx) -> None:
+    """Delete one request or feedback entry with its thread."""
+    async with ctx.pool.acquire() as conn:
+        done = await conn.execute(
+            "DELETE FROM requests WHERE id = $1 AND user_id = $2", request_id, UUID(claims.sub)
+        )
+    if done != "DELETE 1":
+        raise not_found("request")
+
+
+# -- consents --------------------------------------------------------------------------
+
+
+@router.get("/recipients", response_model=list[Recipient], tags=["consents"])
+async def list_recipients(_: CurrentUser, ctx: Ctx) -> list[Recipient]:
+    """The third parties a user may consent to, with purpose and fields they would get."""
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT * FROM recipients ORDER BY created_at, id")
+    return [Recipient(**{k: r[k] for k in Recipient.model_fields}) for r in rows]
+
+
+@router.get("/me/consents", response_model=ConsentHistory, tags=["consents"])
+async def read_consents(claims: CurrentUser, ctx: Ctx) -> ConsentHistory:
+    """Current consents (all off unless granted) and their full history."""
+    uid = UUID(claims.sub)
+    async with ctx.pool.acquire() as conn:
+        current = await store.current_consents(conn, uid)
+        history = await conn.fetch(
+            "SELECT recipient_id, purpose, granted, at FROM consents WHERE user_id = $1"
+            " ORDER BY id",
+            uid,
+        )
+    return ConsentHistory(
+        current=[Consent(**dict(r)) for r in current],
+        history=[Consent(**dict(r)) for r in history],
+    )
+
+
+@router.put("/me/consents/{recipient_id}", response_model=Consent, tags=["consents"])
+async def set_consent(
+    recipient_id: UUID, body: ConsentIn, claims: CurrentUser, ctx: Ctx
+) -> Consent:
+    """Grant or revoke consent to one recipient for its registered purpose."""
+    uid = UUID(claims.sub)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await _me(ctx, conn, claims)
+        recipient = await conn.fetchrow("SELECT * FROM recipients WHERE id = $1", recipient_id)
+        if recipient is None:
+            raise not_found("recipient")
+        row = await conn.fetchrow(
+            "INSERT INTO consents (user_id, recipient_id, purpose, granted)"
+            " VALUES ($1, $2, $3, $4) RETURNING recipient_id, purpose, granted, at",
+            uid,
+            recipient_id,
+            recipient["purpose"],
+            body.granted,
+        )
+        await emit(
+            conn,
+            ConsentChanged(
+                user_id=uid,
+                recipient_id=recipient_id,
+                purpose=recipient["purpose"],
+                granted=body.granted,
+            ),
+            uid,
+        )
+    assert row is not None
+    return Consent(**dict(row))
+
+
+# -- policy ----------------------------------------------------------------------------
+
+
+@router.get("/policy/current", response_model=PolicyVersion, tags=["policy"])
+async def current_policy(ctx: Ctx) -> PolicyVersion:
+    """The privacy-policy version in force (no login needed)."""
+    async with ctx.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT * FROM policy_versions WHERE effective_at <= now()"
+            " ORDER BY effective_at DESC, published_at DESC LIMIT 1"
+        )
+    if row is None:
+        raise not_found("policy version")
+    return PolicyVersion(**{k: row[k] for k in PolicyVersion.model_fields})
+
+
+@router.post(
+    "/me/policy-acceptances",
+    response_model=PolicyAcceptance,
+    tags=["policy"],
+    status_code=status.HTTP_201_CREATED,
+)
+async def accept_policy(
+    body: PolicyAcceptanceIn, claims: CurrentUser, ctx: Ctx
+) -> PolicyAcceptance:
+    uid = UUID(claims.sub)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await _me(ctx, conn, claims)
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM policy_versions WHERE version = $1)", body.version
+        ):
+            raise not_found("policy version")
+        row = await conn.fetchrow(
+            "INSERT INTO policy_acceptances (user_id, version) VALUES ($1, $2)"
+            " ON CONFLICT (user_id, version) DO UPDATE SET version = EXCLUDED.version"
+            " RETURNING version, accepted_at",
+            uid,
+            body.version,
+        )
+        await emit(conn, PolicyAccepted(user_id=uid, policy_version=body.version), uid)
+    assert row is not None
+    return PolicyAcceptance(**dict(row))
+
+
+@router.get("/me/policy-acceptances", response_model=list[PolicyAcceptance], tags=["policy"])
+async def my_policy_acceptances(claims: CurrentUser, ctx: Ctx) -> list[PolicyAcceptance]:
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT version, accepted_at FROM policy_acceptances WHERE user_id = $1"
+            " ORDER BY accepted_at",
+            UUID(claims.sub),
+        )
+    return [PolicyAcceptance(**dict(r)) for r in rows]
+
+
+# -- export ----------------------------------------------------------------------------
+
+
+@router.get("/me/export", tags=["export"])
+async def export_my_data(claims: CurrentUser, ctx: Ctx) -> dict[str, Any]:
+    """Everything accounts holds about me, as one JSON document (rate-limited)."""
+    uid = UUID(claims.sub)
+    limit = ctx.settings.accounts_exports_per_hour
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        user = await _me(ctx, conn, claims, lock=True)
+        recent = await conn.fetchval(
+            "SELECT count(*) FROM data_exports WHERE user_id = $1"
+            " AND at > now() - interval '1 hour'",
+            uid,
+        )
+        if recent >= limit:
+            raise Problem(
+                429,
+                "Too many exports",
+                f"At most {limit} exports an hour; try again later.",
+                slug="export-rate-limited",
+                headers={"Retry-After": "3600"},
+            )
+        await conn.execute("INSERT INTO data_exports (user_id) VALUES ($1)", uid)
+        devices = await store.devices_of(conn, uid)
+        requests = [await _thread(ctx, conn, r) for r in await store.requests_of(conn, uid)]
+        consents = await conn.fetch(
+            "SELECT recipient_id, purpose, granted, at FROM consents WHERE user_id = $1"
+            " ORDER BY id",
+            uid,
+        )
+        acceptances = await conn.fetch(
+            "SELECT version, accepted_at FROM policy_acceptances WHERE user_id = $1", uid
+        )
+        deletions = await conn.fetch(
+            "SELECT id, status, initiated_by, created_at, updated_at FROM deletion_requests"
+            " WHERE user_id = $1 ORDER BY created_at",
+            uid,
+        )
+        disclosures = await conn.fetch(
+            "SELECT d.at, d.fields, r.name AS recipient, r.purpose FROM disclosures d"
+            " JOIN recipients r ON r.id = d.recipient_id WHERE d.user_id = $1 ORDER BY d.id",
+            uid,
+        )
+    return {
+        "exported_at": datetime.now(UTC).isoformat(),
+        "profile": (await _profile(ctx, user)).model_dump(mode="json"),
+        "devices": [(await _device(ctx, d)).model_dump(mode="json") for d in devices],
+        "requests": [r.model_dump(mode="json") for r in requests],
+        "consents": [Consent(**dict(c)).model_dump(mode="json") for c in consents],
+        "policy_acceptances": [
+            PolicyAcceptance(**dict(a)).model_dump(mode="json") for a in acceptances
+        ],
+        "deletion_requests": [
+            DeletionRequest(**dict(d)).model_dump(mode="json") for d in deletions
+        ],
+        "disclosures": [
+            {
+                "at": d["at"].isoformat(),
+                "fields": list(d["fields"]),
+                "recipient": d["recipient"],
+                "purpose": d["purpose"],
+            }
+            for d in disclosures
+        ],
+    }
+
+
+# -- deletion --------------------------------------------------------------------------
+
+
+@router.post(
+    "/me/deletion-requests",
+    response_model=DeletionRequest,
+    tags=["deletion"],
+    status_code=status.HTTP_202_ACCEPTED,
+)
+async def request_deletion(
+    body: Reauthentication, claims: CurrentUser, ctx: Ctx
+) -> DeletionRequest:
+    """Ask to delete the whole account; the password must be entered again."""
+    uid = UUID(claims.sub)
+    async with ctx.pool.acquire() as conn:
+        user = await _me(ctx, conn, claims)
+    if not await verify_password(user["password_hash"], body.password):
+        raise Problem(
+            403,
+            "Wrong password",
+            "Enter your password to delete your account.",
+            slug="reauthentication-failed",
+        )
+    request_id = uuid4()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        existing = await conn.fetchrow(
+            "SELECT * FROM deletion_requests WHERE user_id = $1 AND status = 'requested'"
+            " FOR UPDATE",
+            uid,
+        )
+        if existing is not None:
+            return DeletionRequest(**{k: existing[k] for k in DeletionRequest.model_fields})
+        row = await conn.fetchrow(
+            "INSERT INTO deletion_requests (id, user_id, initiated_by, status)"
+            " VALUES ($1, $2, 'user', 'requested') RETURNING *",
+            request_id,
+            uid,
+        )
+        await emit(
+            conn, DeletionRequested(user_id=uid, request_id=request_id, initiated_by="user"), uid
+        )
+        await notify(
+            conn,
+            template="deletion_requested",
+            category="account_security",
+            user_ids=(uid,),
+            params={
+                "request_id": str(request_id),
+                "link": f"{ctx.settings.accounts_public_url}/privacy#deletion={request_id}",
+            },
+        )
+    assert row is not None
+    return DeletionRequest(**{k: row[k] for k in DeletionRequest.model_fields})
+
+
+@router.get("/me/deletion-requests", response_model=list[DeletionRequest], tags=["deletion"])
+async def my_deletion_requests(claims: CurrentUser, ctx: Ctx) -> list[DeletionRequest]:
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT * FROM deletion_requests WHERE user_id = $1 AND status <> 'pending_approval'"
+            " ORDER BY created_at",
+            UUID(claims.sub),
+        )
+    return [DeletionRequest(**{k: r[k] for k in DeletionRequest.model_fields}) for r in rows]
+
+
+@router.post(
+    "/me/deletion-requests/{request_id}/cancel", response_model=DeletionRequest, tags=["deletion"]
+)
+async def cancel_deletion(request_id: UUID, claims: CurrentUser, ctx: Ctx) -> DeletionRequest:
+    """Cancel a deletion request during its grace period."""
+    uid = UUID(claims.sub)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE deletion_requests SET status = 'cancelled', updated_at = now()"
+            " WHERE id = $1 AND user_id = $2 AND status = 'requested' RETURNING *",
+            request_id,
+            uid,
+        )
+        if row is None:
+            raise not_found("cancellable deletion request")
+        await emit(conn, DeletionCancelled(user_id=uid, request_id=request_id), uid)
+    return DeletionRequest(**{k: row[k] for k in DeletionRequest.model_fields})

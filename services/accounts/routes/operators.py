@@ -1,0 +1,759 @@
+"""The operator API: need-to-know per role (domain.roles), every read or change of a
+user's personal data audited in the same transaction (append-only audit_log)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, Depends, Query, status
+from pydantic import BaseModel, EmailStr, Field
+
+from services.accounts import store
+from services.accounts.cards import publish_card
+from services.accounts.context import (
+    DEVICE_MODEL,
+    EMAIL,
+    EMAIL_INDEX,
+    MESSAGE_BODY,
+    NAME,
+    OPERATOR_EMAIL,
+    OPERATOR_EMAIL_INDEX,
+    Context,
+    Ctx,
+    emit,
+    not_found,
+    notify,
+    refuse_card_numbers,
+)
+from services.accounts.domain import fields as field_rules
+from services.accounts.domain.roles import PERMISSIONS
+from services.accounts.security import MAX_PASSWORD, MIN_PASSWORD, hash_password
+from shared.auth import Claims, OperatorRole, require_roles
+from shared.db.pool import Connection
+from shared.events.catalogue.accounts import (
+    DeletionRequested,
+    IncidentDeclared,
+    PolicyVersionPublished,
+    ProfileUpdated,
+    RequestReplied,
+)
+from shared.events.catalogue.notifier import SendNotice
+from shared.observability import Problem
+
+router = APIRouter(prefix="/operator", tags=["operators"])
+
+
+def allowed(permission: str) -> Any:
+    return Depends(require_roles(*PERMISSIONS[permission]))
+
+
+Operator = Claims
+Purpose = Annotated[
+    str, Query(min_length=3, max_length=200, description="Why the data is needed (audited).")
+]
+
+
+class OperatorIn(BaseModel):
+    email: EmailStr
+    password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+    roles: list[OperatorRole] = Field(min_length=1)
+
+
+class OperatorOut(BaseModel):
+    id: UUID
+    roles: list[str]
+
+
+class UserFound(BaseModel):
+    id: UUID
+    name: str
+    email: str
+    active: bool
+
+
+class UserRecord(UserFound):
+    email_verified: bool
+    age_band: str
+    locale: str
+    created_at: datetime
+    devices: list[dict[str, Any]]
+    request_ids: list[UUID]
+
+
+class UserChange(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    email: EmailStr | None = None
+    request_reference: str = Field(
+        min_length=3, max_length=100, description="Reference of the user's emailed request."
+    )
+    purpose: str = Field(min_length=3, max_length=200)
+
+
+class RequestListed(BaseModel):
+    id: UUID
+    user_id: UUID
+    category: str
+    status: str
+    created_at: datetime
+
+
+class ReplyIn(BaseModel):
+    text: str = Field(min_length=1, max_length=5000)
+
+
+class ReplyOut(BaseModel):
+    reply_id: UUID
+    request_id: UUID
+
+
+class Stats(BaseModel):
+    users: int
+    active_users: int
+    users_by_age_band: dict[str, int]
+    devices_by_damage_state: dict[str, int]
+    open_requests: int
+
+
+class AuditRow(BaseModel):
+    id: int
+    operator_id: UUID
+    subject_id: UUID
+    action: str
+    fields: list[str]
+    purpose: str
+    request_reference: str | None
+    at: datetime
+
+
+class PolicyIn(BaseModel):
+    version: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")
+    summary: str = Field(min_length=1, max_length=2000)
+    effective_at: datetime | None = None
+
+
+class PolicyOut(BaseModel):
+    version: str
+    effective_at: datetime
+
+
+class AnnouncementIn(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+    message: str = Field(min_length=1, max_length=5000)
+    send_at: datetime | None = None
+
+
+class Announced(BaseModel):
+    id: UUID
+    notice_id: UUID
+
+
+class IncidentIn(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+    message: str = Field(min_length=1, max_length=5000)
+    audience: Literal["all", "listed"]
+    user_ids: list[UUID] = Field(default_factory=list, max_length=100_000)
+
+
+class IncidentOut(BaseModel):
+    id: UUID
+    affected: int
+
+
+class RecipientIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["processor", "partner"]
+    purpose: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9_.-]+$")
+    allowed_fields: list[str] = Field(min_length=1, max_length=20)
+
+
+class RecipientOut(BaseModel):
+    id: UUID
+    name: str
+    kind: str
+    purpose: str
+    allowed_fields: list[str]
+
+
+class Export(BaseModel):
+    export_id: UUID
+    recipient_id: UUID
+    purpose: str
+    records: list[dict[str, Any]]
+
+
+class OperatorDeletionIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class OperatorDeletion(BaseModel):
+    id: UUID
+    user_id: UUID
+    status: str
+    requested_by: UUID | None
+    approved_by: UUID | None
+
+
+def _operator_id(claims: Claims) -> UUID:
+    return UUID(claims.sub)
+
+
+# -- operators -------------------------------------------------------------------------
+
+
+@router.post("/operators", response_model=OperatorOut, status_code=status.HTTP_201_CREATED)
+async def create_operator(
+    body: OperatorIn, ctx: Ctx, op: Annotated[Operator, allowed("operators.create")]
+) -> OperatorOut:
+    """Admins create operator identities (separate from users) with their roles."""
+    operator_id = uuid4()
+    index = ctx.vault.blind_index(body.email, purpose=OPERATOR_EMAIL_INDEX)
+    sealed = await ctx.vault.seal(operator_id, body.email, purpose=OPERATOR_EMAIL)
+    password_hash = await hash_password(body.password)
+    roles = sorted(set(body.roles))
+    async with ctx.pool.acquire() as conn:
+        created = await store.insert_operator(
+            conn, operator_id, index, sealed, password_hash, roles, _operator_id(op)
+        )
+    if not created:
+        raise Problem(
+            409, "Operator exists", "An operator with this email exists.", slug="operator-exists"
+        )
+    return OperatorOut(id=operator_id, roles=roles)
+
+
+# -- users' personal data --------------------------------------------------------------
+
+
+async def _found(ctx: Context, user: store.Row) -> UserFound:
+    uid = user["id"]
+    return UserFound(
+        id=uid,
+        name=await ctx.vault.open(uid, user["name"], purpose=NAME),
+        email=await ctx.vault.open(uid, user["email"], purpose=EMAIL),
+        active=user["active"],
+    )
+
+
+@router.get("/users", response_model=list[UserFound])
+async def search_users(
+    email: Annotated[EmailStr, Query()],
+    purpose: Purpose,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("users.search")],
+) -> list[UserFound]:
+    """Find a user by exact email (blind index). A match is an audited read."""
+    refuse_card_numbers(purpose=purpose)
+    index = ctx.vault.blind_index(email, purpose=EMAIL_INDEX)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        user = await store.user_by_email_index(conn, index)
+        if user is None:
+            return []
+        found = await _found(ctx, user)
+        await store.audit(
+            conn, _operator_id(op), user["id"], "read", ["id", "name", "email", "active"], purpose
+        )
+    return [found]
+
+
+@router.get("/users/{user_id}", response_model=UserRecord)
+async def read_user(
+    user_id: UUID, purpose: Purpose, ctx: Ctx, op: Annotated[Operator, allowed("users.read")]
+) -> UserRecord:
+    """A user's personal data; the read and its stated purpose are audited together."""
+    refuse_card_numbers(purpose=purpose)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        user = await store.user_by_id(conn, user_id)
+        if user is None:
+            raise not_found("user")
+        devices = await store.devices_of(conn, user_id)
+        requests = await store.requests_of(conn, user_id)
+        found = await _found(ctx, user)
+        record = UserRecord(
+            **found.model_dump(),
+            email_verified=user["email_verified"],
+            age_band=user["age_band"],
+            locale=user["locale"],
+            created_at=user["created_at"],
+            devices=[
+                {
+                    "id": str(d["id"]),
+                    "damage_state": d["damage_state"],
+                    "model": await ctx.vault.open(user_id, d["model"], purpose=DEVICE_MODEL),
+                }
+                for d in devices
+            ],
+            request_ids=[r["id"] for r in requests],
+        )
+        await store.audit(
+            conn,
+            _operator_id(op),
+            user_id,
+            "read",
+            ["id", "name", "email", "active", "email_verified", "age_band", "locale", "devices"],
+            purpose,
+        )
+    return record
+
+
+@router.patch("/users/{user_id}", response_model=UserFound)
+async def change_user(
+    user_id: UUID, body: UserChange, ctx: Ctx, op: Annotated[Operator, allowed("users.change")]
+) -> UserFound:
+    """Change a user's data on their emailed request (P-24): the change and the audit row
+    naming the request commit together or not at all."""
+    refuse_card_numbers(name=body.name, purpose=body.purpose, reference=body.request_reference)
+    changes: dict[str, Any] = {}
+    if body.name is not None:
+        changes["name"] = await ctx.vault.seal(user_id, body.name, purpose=NAME)
+    if body.email is not None:
+        changes.update(
+            email_index=ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX),
+            email=await ctx.vault.seal(user_id, body.email, purpose=EMAIL),
+        )
+    if not changes:
+        raise Problem(422, "Nothing to change", "Give a name or an email.", slug="validation")
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        user = await store.user_by_id(conn, user_id, lock=True)
+        if user is None:
+            raise not_found("user")
+        if "email_index" in changes and await store.email_index_taken(
+            conn, changes["email_index"], user_id
+        ):
+            raise Problem(
+                409,
+                "Email unavailable",
+                "Another account uses this email.",
+                slug="email-unavailable",
+            )
+        fields = sorted(f for f in ("name", "email") if f in changes)
+        await store.audit(
+            conn, _operator_id(op), user_id, "change", fields, body.purpose, body.request_reference
+        )
+        await store.update_user(conn, user_id, **changes)
+        await emit(conn, ProfileUpdated(user_id=user_id, fields=tuple(fields)), user_id)
+        fresh = await store.user_by_id(conn, user_id)
+        assert fresh is not None
+        await publish_card(conn, ctx.vault, fresh)
+        return await _found(ctx, fresh)
+
+
+# -- requests --------------------------------------------------------------------------
+
+
+@router.get("/requests", response_model=list[RequestListed])
+async def list_open_requests(
+    ctx: Ctx,
+    _: Annotated[Operator, allowed("requests.list")],
+    state: Annotated[Literal["open", "answered"], Query(alias="status")] = "open",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[RequestListed]:
+    """Requests waiting for an answer: ids and categories only (no text, no audit)."""
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT id, user_id, category, status, created_at FROM requests WHERE status = $1"
+            " ORDER BY created_at LIMIT $2",
+            state,
+            limit,
+        )
+    return [RequestListed(**dict(r)) for r in rows]
+
+
+@router.get("/requests/{request_id}")
+async def read_request_thread(
+    request_id: UUID,
+    purpose: Purpose,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("requests.reply")],
+) -> dict[str, Any]:
+    """A request's thread (personal data: audited)."""
+    refuse_card_numbers(purpose=purpose)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        request = await conn.fetchrow("SELECT * FROM requests WHERE id = $1", request_id)
+        if request is None:
+            raise not_found("request")
+        uid = request["user_id"]
+        messages = await store.messages_of(conn, request_id)
+        thread = [
+            {
+                "id": str(m["id"]),
+                "author": m["author"],
+                "created_at": m["created_at"].isoformat(),
+                "text": await ctx.vault.open(uid, m["body"], purpose=MESSAGE_BODY),
+            }
+            for m in messages
+        ]
+        await store.audit(conn, _operator_id(op), uid, "read", ["requests.text"], purpose)
+    return {
+        "id": str(request_id),
+        "user_id": str(uid),
+        "category": request["category"],
+        "status": request["status"],
+        "messages": thread,
+    }
+
+
+@router.post(
+    "/requests/{request_id}/replies", response_model=ReplyOut, status_code=status.HTTP_201_CREATED
+)
+async def reply_to_request(
+    request_id: UUID, body: ReplyIn, ctx: Ctx, op: Annotated[Operator, allowed("requests.reply")]
+) -> ReplyOut:
+    """Reply: the user gets an inbox item and an email from the notifier (P-05)."""
+    refuse_card_numbers(text=body.text)
+    reply_id = uuid4()
+    async with ctx.pool.acquire() as conn:
+        request = await conn.fetchrow("SELECT * FROM requests WHERE id = $1", request_id)
+    if request is None:
+        raise not_found("request")
+    uid = request["user_id"]
+    sealed = await ctx.vault.seal(uid, body.text, purpose=MESSAGE_BODY)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await store.add_message(conn, reply_id, request_id, "operator", sealed, _operator_id(op))
+        await conn.execute("UPDATE requests SET status = 'answered' WHERE id = $1", request_id)
+        await emit(conn, RequestReplied(user_id=uid, request_id=request_id, reply_id=reply_id), uid)
+    return ReplyOut(reply_id=reply_id, request_id=request_id)
+
+
+# -- aggregates and audit --------------------------------------------------------------
+
+
+@router.get("/stats", response_model=Stats)
+async def stats(ctx: Ctx, _: Annotated[Operator, allowed("stats.read")]) -> Stats:
+    """Aggregates only: what analysts may see."""
+    async with ctx.pool.acquire() as conn:
+        users = await conn.fetchrow(
+            "SELECT count(*) AS total, count(*) FILTER (WHERE active) AS active FROM users"
+        )
+        bands = await conn.fetch("SELECT age_band, count(*) AS n FROM users GROUP BY age_band")
+        damage = await conn.fetch(
+            "SELECT damage_state, count(*) AS n FROM devices GROUP BY damage_state"
+        )
+        open_requests = await conn.fetchval("SELECT count(*) FROM requests WHERE status = 'open'")
+    assert users is not None
+    return Stats(
+        users=users["total"],
+        active_users=users["active"],
+        users_by_age_band={r["age_band"]: r["n"] for r in bands},
+        devices_by_damage_state={r["damage_state"]: r["n"] for r in damage},
+        open_requests=open_requests,
+    )
+
+
+@router.get("/audit", response_model=list[AuditRow])
+async def read_audit(
+    ctx: Ctx,
+    _: Annotated[Operator, allowed("audit.read")],
+    subject_id: UUID | None = None,
+    operator_id: UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditRow]:
+    """Who read or changed whose data, which fields and why (ids only)."""
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT * FROM audit_log WHERE ($1::uuid IS NULL OR subject_id = $1)"
+            " AND ($2::uuid IS NULL OR operator_id = $2) ORDER BY id LIMIT $3",
+            subject_id,
+            operator_id,
+            limit,
+        )
+    return [AuditRow(**{**dict(r), "fields": list(r["fields"])}) for r in rows]
+
+
+# -- policy, announcements, incidents --------------------------------------------------
+
+
+@router.post("/policy-versions", response_model=PolicyOut, status_code=status.HTTP_201_CREATED)
+async def publish_policy(
+    body: PolicyIn, ctx: Ctx, op: Annotated[Operator, allowed("policy.publish")]
+) -> PolicyOut:
+    """Publish a policy version: every user is told (notifier, P-23)."""
+    effective = body.effective_at or datetime.now(UTC)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        created = await conn.execute(
+            "INSERT INTO policy_versions (version, summary, effective_at, published_by)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            body.version,
+            body.summary,
+            effective,
+            _operator_id(op),
+        )
+        if created != "INSERT 0 1":
+            raise Problem(
+                409,
+                "Version exists",
+                "This policy version was published already.",
+                slug="policy-version-exists",
+            )
+        await emit(
+            conn,
+            PolicyVersionPublished(
+                policy_version=body.version, summary=body.summary, effective_at=effective
+            ),
+            f"policy:{body.version}",
+        )
+    return PolicyOut(version=body.version, effective_at=effective)
+
+
+@router.post("/announcements", response_model=Announced, status_code=status.HTTP_201_CREATED)
+async def announce(
+    body: AnnouncementIn, ctx: Ctx, op: Annotated[Operator, allowed("announcements.create")]
+) -> Announced:
+    """Announce a service change to every user (P-06), now or at ``send_at``."""
+    refuse_card_numbers(title=body.title, message=body.message)
+    announcement_id = uuid4()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO announcements (id, title, message, send_at, announced_by)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            announcement_id,
+            body.title,
+            body.message,
+            body.send_at,
+            _operator_id(op),
+        )
+        notice_id = uuid4()
+        await emit(
+            conn,
+            SendNotice(
+                notice_id=notice_id,
+                template="service_announcement",
+                category="service_announcement",
+                audience="all",
+                params={
+                    "announcement_id": str(announcement_id),
+                    "title": body.title,
+                    "message": body.message,
+                },
+                send_at=body.send_at,
+            ),
+            str(notice_id),
+        )
+    return Announced(id=announcement_id, notice_id=notice_id)
+
+
+@router.post("/incidents", response_model=IncidentOut, status_code=status.HTTP_201_CREATED)
+async def declare_incident(
+    body: IncidentIn, ctx: Ctx, op: Annotated[Operator, allowed("incidents.declare")]
+) -> IncidentOut:
+    """Declare a security incident; the notifier tells every affected user (P-17)."""
+    refuse_card_numbers(title=body.title, message=body.message)
+    if body.audience == "listed" and not body.user_ids:
+        raise Problem(
+            422, "No one listed", "List the affected users, or choose 'all'.", slug="validation"
+        )
+    incident_id = uuid4()
+    user_ids = tuple(dict.fromkeys(body.user_ids)) if body.audience == "listed" else ()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        affected = len(user_ids) or int(
+            await conn.fetchval("SELECT count(*) FROM users WHERE active")
+        )
+        await conn.execute(
+            "INSERT INTO incidents (id, title, message, audience, affected, declared_by)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            incident_id,
+            body.title,
+            body.message,
+            body.audience,
+            affected,
+            _operator_id(op),
+        )
+        await emit(
+            conn,
+            IncidentDeclared(
+                incident_id=incident_id,
+                title=body.title,
+                message=body.message,
+                audience=body.audience,
+                user_ids=user_ids,
+            ),
+            str(incident_id),
+        )
+    return IncidentOut(id=incident_id, affected=affected)
+
+
+# -- third parties ---------------------------------------------------------------------
+
+
+@router.post("/recipients", response_model=RecipientOut, status_code=status.HTTP_201_CREATED)
+async def register_recipient(
+    body: RecipientIn, ctx: Ctx, op: Annotated[Operator, allowed("recipients.register")]
+) -> RecipientOut:
+    """Register a processor or partner with its purpose and the fields it may receive.
+    A processor may never be registered for a sensitive field (P-19)."""
+    unknown = field_rules.unknown_fields(body.allowed_fields)
+    if unknown:
+        raise Problem(
+            422, "Unknown fields", f"No such fields: {', '.join(unknown)}.", slug="validation"
+        )
+    refused = field_rules.refused_for(body.kind, body.allowed_fields)
+    if refused:
+        raise Problem(
+            422,
+            "Sensitive fields refused",
+            f"A processor never receives sensitive fields: {', '.join(refused)}.",
+            slug="sensitive-field",
+        )
+    recipient_id = uuid4()
+    fields = list(dict.fromkeys(body.allowed_fields))
+    async with ctx.pool.acquire() as conn:
+        created = await conn.execute(
+            "INSERT INTO recipients (id, name, kind, purpose, allowed_fields, created_by)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            recipient_id,
+            body.name,
+            body.kind,
+            body.purpose,
+            fields,
+            _operator_id(op),
+        )
+    if created != "INSERT 0 1":
+        raise Problem(
+            409, "Recipient exists", "This recipient and purpose exist.", slug="recipient-exists"
+        )
+    return RecipientOut(
+        id=recipient_id, name=body.name, kind=body.kind, purpose=body.purpose, allowed_fields=fields
+    )
+
+
+async def _disclosable_record(ctx: Context, conn: Connection, user: store.Row) -> dict[str, Any]:
+    uid = user["id"]
+    devices = await store.devices_of(conn, uid)
+    return {
+        "user_id": str(uid),
+        "email": await ctx.vault.open(uid, user["email"], purpose=EMAIL),
+        "name": await ctx.vault.open(uid, user["name"], purpose=NAME),
+        "locale": user["locale"],
+        "age_band": user["age_band"],
+        "device_models": [
+            await ctx.vault.open(uid, d["model"], purpose=DEVICE_MODEL) for d in devices
+        ],
+        "device_damage_states": [d["damage_state"] for d in devices],
+    }
+
+
+@router.post("/recipients/{recipient_id}/exports", response_model=Export)
+async def export_to_recipient(
+    recipient_id: UUID, ctx: Ctx, op: Annotated[Operator, allowed("recipients.export")]
+) -> Export:
+    """The records a recipient receives: only consenting users (P-18), only allowed and,
+    for a processor, non-sensitive fields (P-19); every disclosure logged and audited."""
+    export_id = uuid4()
+    operator_id = _operator_id(op)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        recipient = await conn.fetchrow("SELECT * FROM recipients WHERE id = $1", recipient_id)
+        if recipient is None:
+            raise not_found("recipient")
+        records = []
+        for uid in await store.consenting_users(conn, recipient_id, recipient["purpose"]):
+            user = await store.user_by_id(conn, uid)
+            assert user is not None
+            full = await _disclosable_record(ctx, conn, user)
+            record = field_rules.disclosed(recipient["kind"], recipient["allowed_fields"], full)
+            fields = sorted(record)
+            await conn.execute(
+                "INSERT INTO disclosures (export_id, recipient_id, user_id, fields, operator_id)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                export_id,
+                recipient_id,
+                uid,
+                fields,
+                operator_id,
+            )
+            await store.audit(
+                conn,
+                operator_id,
+                uid,
+                "disclose",
+                fields,
+                f"export to {recipient['name']} for {recipient['purpose']}",
+            )
+            records.append(record)
+    return Export(
+        export_id=export_id,
+        recipient_id=recipient_id,
+        purpose=recipient["purpose"],
+        records=records,
+    )
+
+
+# -- operator-initiated deletion -------------------------------------------------------
+
+
+def _deletion(row: store.Row) -> OperatorDeletion:
+    return OperatorDeletion(**{k: row[k] for k in OperatorDeletion.model_fields})
+
+
+@router.post(
+    "/users/{user_id}/deletion-requests",
+    response_model=OperatorDeletion,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+async def request_user_deletion(
+    user_id: UUID,
+    body: OperatorDeletionIn,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("deletions.request")],
+) -> OperatorDeletion:
+    """An operator asks to delete a user: nothing happens until a second, different
+    operator approves (P-15)."""
+    refuse_card_numbers(reason=body.reason)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if await store.user_by_id(conn, user_id) is None:
+            raise not_found("user")
+        row = await conn.fetchrow(
+            "INSERT INTO deletion_requests (id, user_id, initiated_by, requested_by, reason,"
+            " status) VALUES ($1, $2, 'operator', $3, $4, 'pending_approval') RETURNING *",
+            uuid4(),
+            user_id,
+            _operator_id(op),
+            body.reason,
+        )
+    assert row is not None
+    return _deletion(row)
+
+
+@router.post("/deletion-requests/{request_id}/approve", response_model=OperatorDeletion)
+async def approve_user_deletion(
+    request_id: UUID, ctx: Ctx, op: Annotated[Operator, allowed("deletions.approve")]
+) -> OperatorDeletion:
+    """The second operator approves; only then is the deletion requested."""
+    approver = _operator_id(op)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT * FROM deletion_requests WHERE id = $1 AND status = 'pending_approval'"
+            " FOR UPDATE",
+            request_id,
+        )
+        if row is None:
+            raise not_found("deletion request awaiting approval")
+        if row["requested_by"] == approver:
+            raise Problem(
+                403,
+                "Second operator needed",
+                "Another operator must approve a deletion you requested.",
+                slug="four-eyes",
+            )
+        row = await conn.fetchrow(
+            "UPDATE deletion_requests SET status = 'requested', approved_by = $2,"
+            " updated_at = now() WHERE id = $1 RETURNING *",
+            request_id,
+            approver,
+        )
+        assert row is not None
+        uid = row["user_id"]
+        await store.audit(conn, approver, uid, "delete", ["account"], row["reason"] or "deletion")
+        await emit(
+            conn,
+            DeletionRequested(user_id=uid, request_id=request_id, initiated_by="operator"),
+            uid,
+        )
+        await notify(
+            conn,
+            template="deletion_requested",
+            category="account_security",
+            user_ids=(uid,),
+            params={"request_id": str(request_id)},
+        )
+    return _deletion(row)

@@ -1,0 +1,79 @@
+"""Passwords (argon2id, off the event loop), opaque one-time tokens, token issuing."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from datetime import timedelta
+from functools import cache
+from typing import Literal
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from shared.auth import OperatorRole, issue_token
+
+# OWASP minimum for argon2id: m=19 MiB, t=2, p=1.
+HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, type=Type.ID)
+MIN_PASSWORD = 8
+MAX_PASSWORD = 128
+
+
+@cache
+def _dummy_hash() -> str:
+    # Verified against when the email is unknown, so both answers take the same time.
+    return HASHER.hash(secrets.token_urlsafe(16))
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(HASHER.hash, password)
+
+
+def _verify(stored: str, password: str) -> bool:
+    try:
+        return HASHER.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def verify_password(stored: str | None, password: str) -> bool:
+    """Whether ``password`` matches ``stored``; with no hash, spend the same time and fail."""
+    if stored is None:
+        await asyncio.to_thread(_verify, _dummy_hash(), password)
+        return False
+    return await asyncio.to_thread(_verify, stored, password)
+
+
+def new_secret() -> str:
+    """An opaque token for links and refresh tokens (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def secret_hash(token: str) -> bytes:
+    """What is stored of an opaque token: a hash, so a database leak yields no token."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def access_token(
+    private_key: str,
+    *,
+    subject: str,
+    session_id: str,
+    kind: Literal["user", "operator"],
+    seconds: int,
+    roles: tuple[OperatorRole, ...] = (),
+    age_band: str | None = None,
+    tracking_opt_out: bool = False,
+) -> str:
+    return issue_token(
+        private_key,
+        subject=subject,
+        session_id=session_id,
+        kind=kind,
+        ttl=timedelta(seconds=seconds),
+        roles=roles,
+        age_band=age_band,
+        # Under-13 users are treated as Do Not Track everywhere (P-26).
+        tracking_opt_out=tracking_opt_out or age_band == "under_13",
+    )

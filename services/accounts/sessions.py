@@ -1,0 +1,119 @@
+"""Sessions: an access token (5 min) plus a rotating refresh token, per session.
+
+A session is a refresh-token family. Reusing a spent refresh token revokes the whole
+family (the token was stolen, or the client is confused: either way, log in again).
+Access tokens carry the session id and every accounts request checks the session is
+still open, so logout and password changes take effect at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel
+
+from services.accounts import store
+from services.accounts.context import Context
+from services.accounts.security import access_token, new_secret, secret_hash
+from shared.auth import Claims
+from shared.db.pool import Connection
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"  # noqa: S105 - the scheme name, not a secret
+    expires_in: int
+
+
+def _access_for(ctx: Context, principal: store.Row, kind: str, session_id: UUID) -> str:
+    if kind == "operator":
+        return access_token(
+            ctx.private_key,
+            subject=str(principal["id"]),
+            session_id=str(session_id),
+            kind="operator",
+            seconds=ctx.settings.accounts_access_token_seconds,
+            roles=tuple(principal["roles"]),
+        )
+    return access_token(
+        ctx.private_key,
+        subject=str(principal["id"]),
+        session_id=str(session_id),
+        kind="user",
+        seconds=ctx.settings.accounts_access_token_seconds,
+        age_band=principal["age_band"],
+        tracking_opt_out=principal["tracking_opt_out"],
+    )
+
+
+async def _new_refresh(ctx: Context, conn: Connection, session_id: UUID) -> str:
+    refresh = new_secret()
+    expires = datetime.now(UTC) + timedelta(days=ctx.settings.accounts_refresh_token_days)
+    await store.add_refresh_token(conn, secret_hash(refresh), session_id, expires)
+    return refresh
+
+
+async def start_session(
+    ctx: Context, conn: Connection, principal: store.Row, kind: str
+) -> TokenPair:
+    session_id = uuid4()
+    await store.open_session(conn, session_id, principal["id"], kind)
+    return TokenPair(
+        access_token=_access_for(ctx, principal, kind, session_id),
+        refresh_token=await _new_refresh(ctx, conn, session_id),
+        expires_in=ctx.settings.accounts_access_token_seconds,
+    )
+
+
+class RefreshRefused(Exception):
+    """The refresh token is unknown, expired, revoked or was already used."""
+
+
+async def rotate(ctx: Context, conn: Connection, refresh: str) -> TokenPair:
+    """Spend ``refresh`` and issue a new pair in the same session (caller's transaction).
+
+    A token used twice revokes its session; the caller must commit that revocation
+    before answering (so it raises only after the transaction).
+    """
+    row = await store.refresh_token(conn, secret_hash(refresh))
+    if row is None or row["revoked_at"] is not None:
+        raise RefreshRefused
+    if row["used_at"] is not None:
+        await store.revoke_session(conn, row["session_id"], "refresh-token-reuse")
+        raise RefreshRefused
+    if row["expires_at"] <= datetime.now(UTC):
+        raise RefreshRefused
+    await store.spend_refresh_token(conn, row["token_hash"])
+    if row["kind"] == "operator":
+        principal = await conn.fetchrow(
+            "SELECT * FROM operators WHERE id = $1 AND disabled_at IS NULL", row["principal_id"]
+        )
+    else:
+        principal = await conn.fetchrow(
+            "SELECT * FROM users WHERE id = $1 AND active", row["principal_id"]
+        )
+    if principal is None:
+        await store.revoke_session(conn, row["session_id"], "principal-gone")
+        raise RefreshRefused
+    return TokenPair(
+        access_token=_access_for(ctx, principal, row["kind"], row["session_id"]),
+        refresh_token=await _new_refresh(ctx, conn, row["session_id"]),
+        expires_in=ctx.settings.accounts_access_token_seconds,
+    )
+
+
+def session_checker(ctx: Context) -> Callable[[Claims], Awaitable[bool]]:
+    """``app.state.session_check``: is the token's session still open?"""
+
+    async def check(claims: Claims) -> bool:
+        try:
+            session_id, principal_id = UUID(claims.sid), UUID(claims.sub)
+        except ValueError:
+            return False
+        async with ctx.pool.acquire() as conn:
+            return await store.session_open(conn, session_id, principal_id)
+
+    return check

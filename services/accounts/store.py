@@ -1,0 +1,320 @@
+"""The accounts service's SQL (its own database only).
+
+Personal columns are bytea sealed by the caller with the subject's vault key; this
+module never sees plaintext personal data except what callers pass through sealed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from shared.db.pool import Connection
+
+Row = asyncpg.Record
+
+# -- users -----------------------------------------------------------------------------
+
+
+async def insert_user(conn: Connection, **columns: Any) -> bool:
+    """Insert a user; False when the email (blind index) is already registered."""
+    names = list(columns)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    status = await conn.execute(
+        f"INSERT INTO users ({', '.join(names)}) VALUES ({placeholders})"  # noqa: S608 - names are ours
+        " ON CONFLICT (email_index) DO NOTHING",
+        *columns.values(),
+    )
+    return status == "INSERT 0 1"
+
+
+async def user_by_id(conn: Connection, user_id: UUID, *, lock: bool = False) -> Row | None:
+    suffix = " FOR UPDATE" if lock else ""
+    return await conn.fetchrow(f"SELECT * FROM users WHERE id = $1{suffix}", user_id)  # noqa: S608
+
+
+async def user_by_email_index(conn: Connection, index: bytes) -> Row | None:
+    return await conn.fetchrow("SELECT * FROM users WHERE email_index = $1", index)
+
+
+async def update_user(conn: Connection, user_id: UUID, **columns: Any) -> None:
+    if not columns:
+        return
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=2))
+    await conn.execute(
+        f"UPDATE users SET {sets}, updated_at = now() WHERE id = $1",  # noqa: S608 - names are ours
+        user_id,
+        *columns.values(),
+    )
+
+
+async def email_index_taken(conn: Connection, index: bytes, other_than: UUID) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE email_index = $1 AND id <> $2)",
+            index,
+            other_than,
+        )
+    )
+
+
+# -- one-time links --------------------------------------------------------------------
+
+
+async def add_action_token(
+    conn: Connection, token_hash: bytes, user_id: UUID, purpose: str, expires_at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO action_tokens (token_hash, user_id, purpose, expires_at)"
+        " VALUES ($1, $2, $3, $4)",
+        token_hash,
+        user_id,
+        purpose,
+        expires_at,
+    )
+
+
+async def use_action_token(conn: Connection, token_hash: bytes, purpose: str) -> UUID | None:
+    """Spend a valid, unused, unexpired token once; return its user."""
+    value: UUID | None = await conn.fetchval(
+        "UPDATE action_tokens SET used_at = now() WHERE token_hash = $1 AND purpose = $2"
+        " AND used_at IS NULL AND expires_at > now() RETURNING user_id",
+        token_hash,
+        purpose,
+    )
+    return value
+
+
+# -- sessions --------------------------------------------------------------------------
+
+
+async def open_session(conn: Connection, session_id: UUID, principal_id: UUID, kind: str) -> None:
+    await conn.execute(
+        "INSERT INTO sessions (id, principal_id, kind) VALUES ($1, $2, $3)",
+        session_id,
+        principal_id,
+        kind,
+    )
+
+
+async def session_open(conn: Connection, session_id: UUID, principal_id: UUID) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND principal_id = $2"
+            " AND revoked_at IS NULL)",
+            session_id,
+            principal_id,
+        )
+    )
+
+
+async def revoke_session(conn: Connection, session_id: UUID, reason: str) -> None:
+    await conn.execute(
+        "UPDATE sessions SET revoked_at = now(), revoked_reason = $2"
+        " WHERE id = $1 AND revoked_at IS NULL",
+        session_id,
+        reason,
+    )
+
+
+async def revoke_sessions_of(conn: Connection, principal_id: UUID, reason: str) -> int:
+    status = await conn.execute(
+        "UPDATE sessions SET revoked_at = now(), revoked_reason = $2"
+        " WHERE principal_id = $1 AND revoked_at IS NULL",
+        principal_id,
+        reason,
+    )
+    return int(status.split()[-1])
+
+
+async def add_refresh_token(
+    conn: Connection, token_hash: bytes, session_id: UUID, expires_at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
+        token_hash,
+        session_id,
+        expires_at,
+    )
+
+
+async def refresh_token(conn: Connection, token_hash: bytes) -> Row | None:
+    """The token with its session, locked for the rotation."""
+    return await conn.fetchrow(
+        "SELECT r.token_hash, r.used_at, r.expires_at, s.id AS session_id, s.principal_id,"
+        " s.kind, s.revoked_at FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id"
+        " WHERE r.token_hash = $1 FOR UPDATE OF r, s",
+        token_hash,
+    )
+
+
+async def spend_refresh_token(conn: Connection, token_hash: bytes) -> None:
+    await conn.execute(
+        "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", token_hash
+    )
+
+
+# -- login throttling ------------------------------------------------------------------
+
+
+async def throttle_counters(conn: Connection, keys: Sequence[bytes]) -> dict[bytes, Row]:
+    rows = await conn.fetch("SELECT * FROM login_throttle WHERE key = ANY($1::bytea[])", keys)
+    return {bytes(r["key"]): r for r in rows}
+
+
+async def save_throttle(
+    conn: Connection,
+    key: bytes,
+    scope: str,
+    failures: int,
+    last_failure_at: datetime,
+    blocked_until: datetime | None,
+    locked: bool,
+) -> None:
+    await conn.execute(
+        "INSERT INTO login_throttle (key, scope, failures, last_failure_at, blocked_until, locked)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO UPDATE SET"
+        " failures = $3, last_failure_at = $4, blocked_until = $5, locked = $6",
+        key,
+        scope,
+        failures,
+        last_failure_at,
+        blocked_until,
+        locked,
+    )
+
+
+async def clear_throttle(conn: Connection, key: bytes) -> None:
+    await conn.execute("DELETE FROM login_throttle WHERE key = $1", key)
+
+
+# -- operators -------------------------------------------------------------------------
+
+
+async def operator_by_email_index(conn: Connection, index: bytes) -> Row | None:
+    return await conn.fetchrow(
+        "SELECT * FROM operators WHERE email_index = $1 AND disabled_at IS NULL", index
+    )
+
+
+async def insert_operator(
+    conn: Connection,
+    operator_id: UUID,
+    email_index: bytes,
+    email: bytes,
+    password_hash: str,
+    roles: Sequence[str],
+    created_by: UUID | None,
+) -> bool:
+    status = await conn.execute(
+        "INSERT INTO operators (id, email_index, email, password_hash, roles, created_by)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (email_index) DO NOTHING",
+        operator_id,
+        email_index,
+        email,
+        password_hash,
+        list(roles),
+        created_by,
+    )
+    return status == "INSERT 0 1"
+
+
+async def audit(
+    conn: Connection,
+    operator_id: UUID,
+    subject_id: UUID,
+    action: str,
+    fields: Sequence[str],
+    purpose: str,
+    request_reference: str | None = None,
+) -> None:
+    """One append-only audit row; call inside the transaction of the read or change."""
+    await conn.execute(
+        "INSERT INTO audit_log (operator_id, subject_id, action, fields, purpose,"
+        " request_reference) VALUES ($1, $2, $3, $4, $5, $6)",
+        operator_id,
+        subject_id,
+        action,
+        list(fields),
+        purpose,
+        request_reference,
+    )
+
+
+# -- devices, requests -----------------------------------------------------------------
+
+
+async def devices_of(conn: Connection, user_id: UUID) -> list[Row]:
+    return await conn.fetch(
+        "SELECT * FROM devices WHERE user_id = $1 ORDER BY created_at, id", user_id
+    )
+
+
+async def device_of(conn: Connection, user_id: UUID, device_id: UUID) -> Row | None:
+    return await conn.fetchrow(
+        "SELECT * FROM devices WHERE id = $1 AND user_id = $2", device_id, user_id
+    )
+
+
+async def requests_of(conn: Connection, user_id: UUID) -> list[Row]:
+    return await conn.fetch(
+        "SELECT * FROM requests WHERE user_id = $1 ORDER BY created_at, id", user_id
+    )
+
+
+async def request_of(conn: Connection, user_id: UUID, request_id: UUID) -> Row | None:
+    return await conn.fetchrow(
+        "SELECT * FROM requests WHERE id = $1 AND user_id = $2", request_id, user_id
+    )
+
+
+async def messages_of(conn: Connection, request_id: UUID) -> list[Row]:
+    return await conn.fetch(
+        "SELECT * FROM request_messages WHERE request_id = $1 ORDER BY created_at, id",
+        request_id,
+    )
+
+
+async def add_message(
+    conn: Connection,
+    message_id: UUID,
+    request_id: UUID,
+    author: str,
+    body: bytes,
+    operator_id: UUID | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO request_messages (id, request_id, author, operator_id, body)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        message_id,
+        request_id,
+        author,
+        operator_id,
+        body,
+    )
+
+
+# -- consents --------------------------------------------------------------------------
+
+
+async def current_consents(conn: Connection, user_id: UUID) -> list[Row]:
+    return await conn.fetch(
+        "SELECT DISTINCT ON (recipient_id, purpose) recipient_id, purpose, granted, at"
+        " FROM consents WHERE user_id = $1 ORDER BY recipient_id, purpose, id DESC",
+        user_id,
+    )
+
+
+async def consenting_users(conn: Connection, recipient_id: UUID, purpose: str) -> list[UUID]:
+    rows = await conn.fetch(
+        "SELECT user_id FROM (SELECT DISTINCT ON (user_id) user_id, granted FROM consents"
+        " WHERE recipient_id = $1 AND purpose = $2 ORDER BY user_id, id DESC) c"
+        " JOIN users u ON u.id = c.user_id WHERE c.granted AND u.active",
+        recipient_id,
+        purpose,
+    )
+    return [r["user_id"] for r in rows]

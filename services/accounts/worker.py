@@ -1,0 +1,45 @@
+"""The accounts worker: ``python -m services.accounts.worker``.
+
+Consumes deletion.commands (EraseSubject) with an idempotent consumer; effects and the
+receipt are written in the transaction that marks the command processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from services.accounts.bootstrap import bootstrap
+from services.accounts.config import AccountsSettings
+from services.accounts.handlers import handle
+from shared.bus import IdempotentConsumer, manual_commit_consumer
+from shared.events.topics import DELETION_COMMANDS
+from shared.observability import configure_logging
+
+CONSUMER = "accounts-erasure"
+
+
+async def run(settings: AccountsSettings) -> None:
+    runtime = await bootstrap(settings, with_producer=True)
+    assert runtime.producer is not None
+    kafka = manual_commit_consumer(settings, DELETION_COMMANDS.name, group_id=CONSUMER)
+    await kafka.start()
+    consumer = IdempotentConsumer(CONSUMER, kafka, runtime.producer, runtime.pool, handle)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, consumer.stop)
+    try:
+        await consumer.run()
+    finally:
+        await kafka.stop()
+        await runtime.close()
+
+
+def main() -> None:
+    settings = AccountsSettings(service_name="accounts-worker")
+    configure_logging(settings.service_name, settings.log_level)
+    asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Helpers for the accounts end-to-end tests: users, operators, and a tail of the bus.
+
+Links (email verification, guardian consent) are taken where the notifier takes them:
+from the SendNotice commands accounts publishes on notifier.commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.accounts.config import AccountsSettings
+from shared.bus.kafka_options import client_options
+from shared.config import PlatformSettings
+from shared.events.topics import PRIMARY_TOPICS
+
+API = "/api/accounts"
+ALL_PRIMARY: tuple[str, ...] = tuple(topic.name for topic in PRIMARY_TOPICS)
+WATCHED = (
+    "notifier.commands",
+    "accounts.lifecycle",
+    "accounts.contacts",
+    "accounts.requests",
+    "policy.versions",
+    "security.incidents",
+    "deletion.receipts",
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    key: str | None
+    value: dict[str, Any] | None  # None: a tombstone
+    raw: bytes | None
+
+
+@dataclass
+class BusTail:
+    """Every record published on the watched topics since the test session started."""
+
+    consumer: AIOKafkaConsumer
+    records: list[Record] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                for r in part:
+                    value = json.loads(r.value) if r.value is not None else None
+                    key = r.key.decode() if r.key is not None else None
+                    self.records.append(Record(r.topic, key, value, r.value))
+
+    async def wait_for(
+        self, match: Callable[[Record], bool], timeout: float = 30.0, count: int = 1
+    ) -> list[Record]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.records if match(r)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(found)} of {count} records arrived")
+            await asyncio.sleep(0.1)
+
+    async def event(
+        self, type_prefix: str, key: str, timeout: float = 30.0, **data: Any
+    ) -> dict[str, Any]:
+        """The first event of a type for a key whose data holds ``data``."""
+
+        def match(r: Record) -> bool:
+            return (
+                r.key == key
+                and r.value is not None
+                and r.value["type"].startswith(type_prefix)
+                and all(r.value["data"].get(k) == v for k, v in data.items())
+            )
+
+        found = await self.wait_for(match, timeout)
+        value = found[0].value
+        assert value is not None
+        return value
+
+    async def notice(self, user_id: str, template: str) -> dict[str, Any]:
+        event = await self.event("notice.send.", user_id, template=template)
+        data: dict[str, Any] = event["data"]
+        return data
+
+
+async def start_tail(settings: PlatformSettings) -> BusTail:
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    partitions = [
+        TopicPartition(t, p)
+        for t in WATCHED
+        for p in (consumer.partitions_for_topic(t) or await _partitions(consumer, t))
+    ]
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)  # resolve now: later records are all seen
+    tail = BusTail(consumer)
+    tail.task = asyncio.create_task(tail._run())
+    return tail
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(topic) or set()
+
+
+async def read_topics_from_beginning(
+    settings: PlatformSettings, topics: Sequence[str] = ALL_PRIMARY
+) -> list[bytes]:
+    """Every record value (and key) now on ``topics``, read from the start of the log."""
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        values: list[bytes] = []
+        pending = {tp for tp, end in ends.items() if end > 0}
+        deadline = time.monotonic() + 60
+        while pending and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for tp, records in batch.items():
+                for r in records:
+                    values.append((r.key or b"") + b"\x00" + (r.value or b""))
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    pending.discard(tp)
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+        assert not pending, f"could not read {pending} to the end"
+        return values
+    finally:
+        await consumer.stop()
+
+
+def unique(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{unique(prefix)}@example.com"
+
+
+@dataclass
+class User:
+    id: str
+    email: str
+    password: str
+    name: str
+    access: str = ""
+    refresh: str = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access}"}
+
+
+async def sign_up(client: httpx.AsyncClient, *, password: str | None = None, **extra: Any) -> User:
+    user = User(
+        id="",
+        email=extra.pop("email", unique_email()),
+        password=password or f"pw-{uuid.uuid4().hex}",
+        name=extra.pop("name", f"Name {uuid.uuid4().hex[:8]}"),
+    )
+    response = await client.post(
+        f"{API}/users",
+        json={"name": user.name, "email": user.email, "password": user.password, **extra},
+    )
+    assert response.status_code == 202, response.text
+    user.id = response.json()["user_id"]
+    return user
+
+
+async def verify(client: httpx.AsyncClient, bus: BusTail, user: User) -> dict[str, Any]:
+    notice = await bus.notice(user.id, "verify_email")
+    response = await client.post(
+        f"{API}/email-verifications", json={"token": notice["params"]["token"]}
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def log_in(client: httpx.AsyncClient, user: User) -> None:
+    response = await client.post(
+        f"{API}/sessions", json={"email": user.email, "password": user.password}
+    )
+    assert response.status_code == 200, response.text
+    user.access = response.json()["access_token"]
+    user.refresh = response.json()["refresh_token"]
+
+
+async def active_user(client: httpx.AsyncClient, bus: BusTail, **extra: Any) -> User:
+    user = await sign_up(client, **extra)
+    await verify(client, bus, user)
+    await log_in(client, user)
+    return user
+
+
+@dataclass
+class Operator:
+    id: str
+    email: str
+    password: str
+    roles: tuple[str, ...]
+    access: str = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access}"}
+
+
+async def operator_token(client: httpx.AsyncClient, email: str, password: str) -> str:
+    response = await client.post(
+        f"{API}/operator/sessions", json={"email": email, "password": password}
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+async def admin(client: httpx.AsyncClient) -> Operator:
+    settings = AccountsSettings()
+    password = settings.accounts_admin_password.get_secret_value()
+    token = await operator_token(client, settings.accounts_admin_email, password)
+    return Operator("", settings.accounts_admin_email, password, ("admin",), token)
+
+
+async def new_operator(client: httpx.AsyncClient, by: Operator, *roles: str) -> Operator:
+    email, password = unique_email("op"), f"op-{uuid.uuid4().hex}"
+    response = await client.post(
+        f"{API}/operator/operators",
+        json={"email": email, "password": password, "roles": list(roles)},
+        headers=by.headers,
+    )
+    assert response.status_code == 201, response.text
+    operator = Operator(response.json()["id"], email, password, tuple(roles))
+    operator.access = await operator_token(client, email, password)
+    return operator

@@ -1,0 +1,285 @@
+"""Consents and disclosures (P-18, P-19), my export (P-11), deletion and erasure."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+
+from shared.bus.kafka_options import reliable_producer
+from shared.config import PlatformSettings
+from shared.events import encode_envelope, envelope_for
+from shared.events.catalogue.deletion import EraseSubject
+from tests.e2e.accounts.support import (
+    API,
+    BusTail,
+    Operator,
+    User,
+    active_user,
+    new_operator,
+    unique,
+)
+
+SENSITIVE = {"age_band", "birth_date", "guardian_email", "requests"}
+
+
+async def _recipient(
+    client: httpx.AsyncClient, root: Operator, kind: str, fields: list[str]
+) -> dict[str, str]:
+    response = await client.post(
+        f"{API}/operator/recipients",
+        json={"name": unique(kind), "kind": kind, "purpose": "repairs", "allowed_fields": fields},
+        headers=root.headers,
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, str] = response.json()
+    return body
+
+
+async def _consent(client: httpx.AsyncClient, user: User, recipient_id: str, granted: bool) -> None:
+    response = await client.put(
+        f"{API}/me/consents/{recipient_id}", json={"granted": granted}, headers=user.headers
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.promise("P-18")
+async def test_a_user_without_consent_is_never_in_a_third_party_export(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, db: asyncpg.Connection
+) -> None:
+    partner = await _recipient(client, root, "partner", ["user_id", "email", "name"])
+    officer = await new_operator(client, root, "privacy_officer")
+    consenting, silent, revoked = [await active_user(client, bus) for _ in range(3)]
+    await _consent(client, consenting, partner["id"], True)
+    await _consent(client, revoked, partner["id"], True)
+    await _consent(client, revoked, partner["id"], False)
+    # Off by default: a user who never chose has no consent.
+    assert (await client.get(f"{API}/me/consents", headers=silent.headers)).json() == {
+        "current": [],
+        "history": [],
+    }
+    history = (await client.get(f"{API}/me/consents", headers=revoked.headers)).json()
+    assert [h["granted"] for h in history["history"]] == [True, False]
+    assert history["current"][0]["granted"] is False
+
+    export = await client.post(
+        f"{API}/operator/recipients/{partner['id']}/exports", headers=officer.headers
+    )
+    assert export.status_code == 200, export.text
+    records = export.json()["records"]
+    assert [r["user_id"] for r in records] == [consenting.id]
+    assert records[0]["email"] == consenting.email
+    assert silent.email not in export.text
+    assert revoked.email not in export.text
+    # Every disclosure is logged, with its audit row.
+    logged = await db.fetch(
+        "SELECT user_id, fields FROM disclosures WHERE export_id = $1",
+        uuid.UUID(export.json()["export_id"]),
+    )
+    assert [(str(r["user_id"]), sorted(r["fields"])) for r in logged] == [
+        (consenting.id, ["email", "name", "user_id"])
+    ]
+    audited = await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE subject_id = $1 AND action = 'disclose'",
+        uuid.UUID(consenting.id),
+    )
+    assert audited == 1
+    mine = (await client.get(f"{API}/me/export", headers=consenting.headers)).json()
+    assert [d["recipient"] for d in mine["disclosures"]] == [partner["name"]]
+
+
+@pytest.mark.promise("P-19")
+async def test_a_processor_export_never_contains_a_sensitive_field(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator
+) -> None:
+    refused = await client.post(
+        f"{API}/operator/recipients",
+        json={
+            "name": unique("proc"),
+            "kind": "processor",
+            "purpose": "repairs",
+            "allowed_fields": ["email", "age_band", "birth_date"],
+        },
+        headers=root.headers,
+    )
+    assert refused.status_code == 422
+    assert refused.json()["type"].endswith("/sensitive-field")
+    processor = await _recipient(
+        client, root, "processor", ["user_id", "email", "device_damage_states", "device_models"]
+    )
+    officer = await new_operator(client, root, "privacy_officer")
+    user = await active_user(client, bus, birth_date="2010-05-05")
+    await client.post(
+        f"{API}/me/devices",
+        json={"model": "Phone P", "damage_state": "battery"},
+        headers=user.headers,
+    )
+    await _consent(client, user, processor["id"], True)
+    export = await client.post(
+        f"{API}/operator/recipients/{processor['id']}/exports", headers=officer.headers
+    )
+    assert export.status_code == 200
+    (record,) = export.json()["records"]
+    assert set(record) == {"user_id", "email", "device_damage_states", "device_models"}
+    assert not set(record) & SENSITIVE
+    assert "13_to_17" not in export.text
+    assert "2010-05-05" not in export.text
+    assert record["device_damage_states"] == ["battery"]
+
+
+@pytest.mark.promise("P-11")
+async def test_my_export_holds_every_field_i_gave_that_is_still_stored(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator
+) -> None:
+    user = await active_user(client, bus, birth_date="1985-07-14")
+    await client.post(
+        f"{API}/me/devices",
+        json={"model": "Phone E", "damage_state": "buttons"},
+        headers=user.headers,
+    )
+    removed = await client.post(
+        f"{API}/me/devices",
+        json={"model": "Old Phone", "damage_state": "other"},
+        headers=user.headers,
+    )
+    await client.delete(f"{API}/me/devices/{removed.json()['id']}", headers=user.headers)
+    await client.post(
+        f"{API}/me/requests",
+        json={"category": "feedback", "text": "Great repair, thanks"},
+        headers=user.headers,
+    )
+    await client.put(
+        f"{API}/me/preferences",
+        json={"marketing_email": True, "personalisation": False, "tracking_opt_out": True},
+        headers=user.headers,
+    )
+    partner = await _recipient(client, root, "partner", ["email"])
+    await _consent(client, user, partner["id"], True)
+
+    export = await client.get(f"{API}/me/export", headers=user.headers)
+    assert export.status_code == 200
+    data = export.json()
+    profile = data["profile"]
+    assert (profile["name"], profile["email"], profile["birth_date"]) == (
+        user.name,
+        user.email,
+        "1985-07-14",
+    )
+    assert profile["preferences"] == {
+        "marketing_email": True,
+        "personalisation": False,
+        "tracking_opt_out": True,
+    }
+    assert [(d["model"], d["damage_state"]) for d in data["devices"]] == [("Phone E", "buttons")]
+    assert [m["text"] for r in data["requests"] for m in r["messages"]] == ["Great repair, thanks"]
+    assert [(c["recipient_id"], c["granted"]) for c in data["consents"]] == [(partner["id"], True)]
+    assert "Old Phone" not in export.text  # deleted items are not held any more
+    assert "pw-" not in export.text  # never the password nor its hash
+    assert "argon2" not in export.text
+
+
+async def test_exports_are_rate_limited(client: httpx.AsyncClient, bus: BusTail) -> None:
+    user = await active_user(client, bus)
+    statuses = [
+        (await client.get(f"{API}/me/export", headers=user.headers)).status_code for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]
+
+
+async def test_deletion_needs_the_password_and_can_be_cancelled(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    user = await active_user(client, bus)
+    wrong = await client.post(
+        f"{API}/me/deletion-requests", json={"password": "not-my-password"}, headers=user.headers
+    )
+    assert wrong.status_code == 403
+    asked = await client.post(
+        f"{API}/me/deletion-requests", json={"password": user.password}, headers=user.headers
+    )
+    assert asked.status_code == 202
+    assert asked.json()["status"] == "requested"
+    request_id = asked.json()["id"]
+    event = await bus.event("deletion.requested.", user.id, request_id=request_id)
+    assert event["data"]["initiated_by"] == "user"
+    notice = await bus.notice(user.id, "deletion_requested")
+    assert notice["params"]["request_id"] == request_id
+    listed = (await client.get(f"{API}/me/deletion-requests", headers=user.headers)).json()
+    assert [d["status"] for d in listed] == ["requested"]
+    cancelled = await client.post(
+        f"{API}/me/deletion-requests/{request_id}/cancel", headers=user.headers
+    )
+    assert cancelled.json()["status"] == "cancelled"
+    await bus.event("deletion.cancelled.", user.id, request_id=request_id)
+    assert (await client.get(f"{API}/me", headers=user.headers)).status_code == 200
+
+
+async def test_erasure_removes_the_subject_tombstones_the_card_and_answers_once(
+    client: httpx.AsyncClient, bus: BusTail, db: asyncpg.Connection, settings: PlatformSettings
+) -> None:
+    user = await active_user(client, bus)
+    await client.post(
+        f"{API}/me/devices",
+        json={"model": "Phone D", "damage_state": "water"},
+        headers=user.headers,
+    )
+    await client.post(
+        f"{API}/me/requests",
+        json={"category": "privacy", "text": "delete me"},
+        headers=user.headers,
+    )
+    uid = uuid.UUID(user.id)
+    request_id = uuid.uuid4()
+    # The deletion service's command, as it will publish it (that service is not built yet).
+    producer = reliable_producer(settings)
+    await producer.start()
+    try:
+        for _ in range(2):  # the deletion service retries: the same request twice
+            envelope = envelope_for(
+                EraseSubject(request_id=request_id, subject_id=uid),
+                source="deletion",
+                subject=user.id,
+            )
+            await producer.send_and_wait(
+                "deletion.commands", encode_envelope(envelope), key=envelope.key()
+            )
+    finally:
+        await producer.stop()
+    receipts = await bus.wait_for(
+        lambda r: (
+            r.topic == "deletion.receipts"
+            and r.key == user.id
+            and r.value is not None
+            and r.value["data"]["store"] == "accounts"
+        ),  # other stores answer too
+        count=2,
+    )
+    # At-least-once on the wire: a receipt may arrive twice, always with the same id.
+    distinct = {r.value["id"]: r.value["data"] for r in receipts if r.value is not None}
+    assert len(distinct) == 2, [r.value for r in receipts]
+    first, second = distinct.values()
+    assert first["request_id"] == str(request_id)
+    assert first["store"] == "accounts"
+    assert first["erased"]["users"] == 1
+    assert first["erased"]["devices"] == 1
+    assert first["erased"]["requests"] == 1
+    assert first["erased"]["request_messages"] == 1
+    assert sum(second["erased"].values()) == 1  # only the (idempotent) tombstone again
+    tombstones = await bus.wait_for(
+        lambda r: r.topic == "accounts.contacts" and r.key == user.id and r.value is None
+    )
+    assert tombstones
+    for table, column in (
+        ("users", "id"),
+        ("devices", "user_id"),
+        ("requests", "user_id"),
+        ("sessions", "principal_id"),
+    ):
+        assert await db.fetchval(f"SELECT count(*) FROM {table} WHERE {column} = $1", uid) == 0
+    assert (await client.get(f"{API}/me", headers=user.headers)).status_code == 401
+    login = await client.post(
+        f"{API}/sessions", json={"email": user.email, "password": user.password}
+    )
+    assert login.status_code == 401

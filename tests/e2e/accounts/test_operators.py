@@ -1,0 +1,280 @@
+"""Operators: need-to-know roles, audited reads and changes (promises P-07, P-24)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.e2e.accounts.support import (
+    API,
+    BusTail,
+    Operator,
+    active_user,
+    new_operator,
+    unique,
+)
+
+ROLES = ("support", "privacy_officer", "analyst", "admin")
+
+# The need-to-know matrix, written here independently of the code's own table.
+EXPECTED: dict[str, set[str]] = {
+    "search users": {"support", "privacy_officer"},
+    "read user": {"support", "privacy_officer"},
+    "change user": {"support"},
+    "list requests": {"support"},
+    "read request thread": {"support"},
+    "reply to request": {"support"},
+    "stats": {"analyst", "admin", "privacy_officer"},
+    "read audit": {"privacy_officer", "admin"},
+    "create operator": {"admin"},
+    "publish policy": {"privacy_officer", "admin"},
+    "announce": {"admin", "support"},
+    "declare incident": {"privacy_officer", "admin"},
+    "register recipient": {"admin"},
+    "export to recipient": {"privacy_officer"},
+    "request deletion": {"support", "privacy_officer"},
+    "approve deletion": {"privacy_officer", "admin"},
+}
+PII_READS = {"search users", "read user", "read request thread"}
+
+
+async def _audit_rows(db: asyncpg.Connection, operator_id: str, subject_id: str) -> int:
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM audit_log WHERE operator_id = $1 AND subject_id = $2",
+        uuid.UUID(operator_id),
+        uuid.UUID(subject_id),
+    )
+    return count
+
+
+@pytest.mark.promise("P-07")
+async def test_each_role_gets_exactly_its_endpoints_and_every_pii_read_is_audited(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, db: asyncpg.Connection
+) -> None:
+    user = await active_user(client, bus)
+    request = await client.post(
+        f"{API}/me/requests",
+        json={"category": "other", "text": "please help"},
+        headers=user.headers,
+    )
+    request_id, uid = request.json()["id"], user.id
+    purpose = {"purpose": "matrix test: answering the user's ticket"}
+    # Writes go with an incomplete body: an allowed role reaches validation (422) and
+    # changes nothing; a refused role is stopped before (403).
+    calls: dict[str, tuple[str, str, dict[str, Any] | None, dict[str, str] | None]] = {
+        "search users": ("GET", "/operator/users", None, {"email": user.email, **purpose}),
+        "read user": ("GET", f"/operator/users/{uid}", None, purpose),
+        "change user": (
+            "PATCH",
+            f"/operator/users/{uid}",
+            {"request_reference": "REF-1", "purpose": "matrix"},
+            None,
+        ),
+        "list requests": ("GET", "/operator/requests", None, None),
+        "read request thread": ("GET", f"/operator/requests/{request_id}", None, purpose),
+        "reply to request": ("POST", f"/operator/requests/{request_id}/replies", {}, None),
+        "stats": ("GET", "/operator/stats", None, None),
+        "read audit": ("GET", "/operator/audit", None, {"subject_id": uid}),
+        "create operator": ("POST", "/operator/operators", {}, None),
+        "publish policy": ("POST", "/operator/policy-versions", {}, None),
+        "announce": ("POST", "/operator/announcements", {}, None),
+        "declare incident": ("POST", "/operator/incidents", {}, None),
+        "register recipient": ("POST", "/operator/recipients", {}, None),
+        "export to recipient": ("POST", f"/operator/recipients/{uuid.uuid4()}/exports", None, None),
+        "request deletion": ("POST", f"/operator/users/{uid}/deletion-requests", {}, None),
+        "approve deletion": (
+            "POST",
+            f"/operator/deletion-requests/{uuid.uuid4()}/approve",
+            None,
+            None,
+        ),
+    }
+    assert set(calls) == set(EXPECTED)
+    operators = {role: await new_operator(client, root, role) for role in ROLES}
+    granted: dict[str, set[str]] = {name: set() for name in calls}
+    for role, operator in operators.items():
+        for name, (method, path, body, params) in calls.items():
+            response = await client.request(
+                method, f"{API}{path}", json=body, params=params, headers=operator.headers
+            )
+            assert response.status_code != 401, (role, name)
+            assert response.status_code < 500, (role, name, response.text)
+            if response.status_code != 403:
+                granted[name].add(role)
+        # One audit row per personal-data read, nothing for anything else.
+        reads = sum(1 for name in PII_READS if role in EXPECTED[name])
+        assert await _audit_rows(db, operator.id, uid) == reads, role
+    assert granted == EXPECTED
+    # Users' tokens open no operator endpoint at all.
+    for _name, (method, path, body, params) in calls.items():
+        response = await client.request(
+            method, f"{API}{path}", json=body, params=params, headers=user.headers
+        )
+        assert response.status_code == 403
+    # The analyst's statistics carry no personal data.
+    stats = await client.get(f"{API}/operator/stats", headers=operators["analyst"].headers)
+    assert user.email not in stats.text
+    assert user.id not in stats.text
+    row = await db.fetchrow(
+        "SELECT * FROM audit_log WHERE operator_id = $1 AND subject_id = $2 ORDER BY id LIMIT 1",
+        uuid.UUID(operators["support"].id),
+        uuid.UUID(uid),
+    )
+    assert row is not None
+    assert row["purpose"] == purpose["purpose"]
+    assert row["action"] == "read"
+    assert set(row["fields"]) >= {"name", "email"}
+
+
+async def test_the_audit_log_refuses_updates_and_deletes(db: asyncpg.Connection) -> None:
+    for statement in (
+        "UPDATE audit_log SET purpose = 'rewritten' WHERE id = (SELECT min(id) FROM audit_log)",
+        "DELETE FROM audit_log WHERE id = (SELECT min(id) FROM audit_log)",
+        "TRUNCATE audit_log",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await db.execute(statement)
+
+
+@pytest.mark.promise("P-24")
+async def test_a_change_on_emailed_request_and_its_audit_row_exist_together_or_not_at_all(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, db: asyncpg.Connection
+) -> None:
+    user, other = await active_user(client, bus), await active_user(client, bus)
+    support = await new_operator(client, root, "support")
+    reference = unique("MAIL")
+    changed = await client.patch(
+        f"{API}/operator/users/{user.id}",
+        json={
+            "name": "Renamed By Support",
+            "request_reference": reference,
+            "purpose": "user asked by email to fix their name",
+        },
+        headers=support.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    rows = await db.fetch("SELECT * FROM audit_log WHERE request_reference = $1", reference)
+    assert len(rows) == 1
+    assert rows[0]["action"] == "change"
+    assert list(rows[0]["fields"]) == ["name"]
+    assert str(rows[0]["subject_id"]) == user.id
+    assert str(rows[0]["operator_id"]) == support.id
+    me = await client.get(f"{API}/me", headers=user.headers)
+    assert me.json()["name"] == "Renamed By Support"
+    await bus.event("contact_card.changed.", user.id, name="Renamed By Support")
+
+    # A change that cannot apply (the email belongs to someone else) leaves no audit row.
+    failed_reference = unique("MAIL")
+    refused = await client.patch(
+        f"{API}/operator/users/{user.id}",
+        json={
+            "email": other.email,
+            "name": "Should Not Stick",
+            "request_reference": failed_reference,
+            "purpose": "user asked by email",
+        },
+        headers=support.headers,
+    )
+    assert refused.status_code == 409
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM audit_log WHERE request_reference = $1", failed_reference
+        )
+        == 0
+    )
+    me = await client.get(f"{API}/me", headers=user.headers)
+    assert me.json()["name"] == "Renamed By Support"
+    assert me.json()["email"] == user.email
+
+
+async def test_operator_deletion_needs_a_second_different_operator(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator
+) -> None:
+    user = await active_user(client, bus)
+    first = await new_operator(client, root, "privacy_officer")
+    second = await new_operator(client, root, "privacy_officer")
+    asked = await client.post(
+        f"{API}/operator/users/{user.id}/deletion-requests",
+        json={"reason": "user asked by phone"},
+        headers=first.headers,
+    )
+    assert asked.status_code == 202
+    assert asked.json()["status"] == "pending_approval"
+    deletion_id = asked.json()["id"]
+    alone = await client.post(
+        f"{API}/operator/deletion-requests/{deletion_id}/approve", headers=first.headers
+    )
+    assert alone.status_code == 403
+    assert alone.json()["type"].endswith("/four-eyes")
+    # Nothing was requested by the first operator alone.
+    assert (await client.get(f"{API}/me/deletion-requests", headers=user.headers)).json() == []
+    approved = await client.post(
+        f"{API}/operator/deletion-requests/{deletion_id}/approve", headers=second.headers
+    )
+    assert approved.status_code == 200
+    assert approved.json()["status"] == "requested"
+    event = await bus.event("deletion.requested.", user.id, request_id=deletion_id)
+    assert event["data"]["initiated_by"] == "operator"
+
+
+async def test_policy_versions_are_published_and_accepted(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator
+) -> None:
+    user = await active_user(client, bus)
+    version = unique("v")
+    published = await client.post(
+        f"{API}/operator/policy-versions",
+        json={"version": version, "summary": "We clarified retention periods."},
+        headers=root.headers,
+    )
+    assert published.status_code == 201, published.text
+    event = await bus.event("policy_version.published.", f"policy:{version}")
+    assert event["data"]["policy_version"] == version
+    current = await client.get(f"{API}/policy/current")
+    assert current.status_code == 200
+    accepted = await client.post(
+        f"{API}/me/policy-acceptances", json={"version": version}, headers=user.headers
+    )
+    assert accepted.status_code == 201
+    assert [
+        a["version"]
+        for a in (await client.get(f"{API}/me/policy-acceptances", headers=user.headers)).json()
+    ] == [version]
+    await bus.event("policy.accepted.", user.id, policy_version=version)
+    again = await client.post(
+        f"{API}/operator/policy-versions",
+        json={"version": version, "summary": "dup"},
+        headers=root.headers,
+    )
+    assert again.status_code == 409
+
+
+async def test_incidents_and_announcements_reach_the_bus(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator
+) -> None:
+    user = await active_user(client, bus)
+    incident = await client.post(
+        f"{API}/operator/incidents",
+        json={
+            "title": "Test incident",
+            "message": "A listed-only drill.",
+            "audience": "listed",
+            "user_ids": [user.id],
+        },
+        headers=root.headers,
+    )
+    assert incident.status_code == 201
+    assert incident.json()["affected"] == 1
+    event = await bus.event("incident.declared.", incident.json()["id"])
+    assert event["data"]["user_ids"] == [user.id]
+    assert event["data"]["audience"] == "listed"
+    card = await client.post(
+        f"{API}/operator/announcements",
+        json={"title": "Maintenance", "message": "Card 4111 1111 1111 1111 is fine"},
+        headers=root.headers,
+    )
+    assert card.status_code == 422  # no card numbers in announcements either

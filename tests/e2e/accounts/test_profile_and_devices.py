@@ -1,0 +1,131 @@
+"""Profile, preferences, devices and personalised content (promises P-02, P-11 parts)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from services.accounts.domain.content import catalogue
+from tests.e2e.accounts.support import API, BusTail, User, active_user, unique_email
+
+
+async def _device(client: httpx.AsyncClient, user: User, model: str, state: str) -> str:
+    response = await client.post(
+        f"{API}/me/devices", json={"model": model, "damage_state": state}, headers=user.headers
+    )
+    assert response.status_code == 201, response.text
+    device_id: str = response.json()["id"]
+    return device_id
+
+
+async def _content(client: httpx.AsyncClient, user: User) -> dict[str, object]:
+    response = await client.get(f"{API}/me/content", headers=user.headers)
+    assert response.status_code == 200
+    body: dict[str, object] = response.json()
+    return body
+
+
+def _ids(content: dict[str, object]) -> list[str]:
+    items = content["items"]
+    assert isinstance(items, list)
+    return [i["id"] for i in items]
+
+
+@pytest.mark.promise("P-02")
+async def test_content_follows_each_users_damage_state_unless_personalisation_is_off(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    cracked, soaked = await active_user(client, bus), await active_user(client, bus)
+    await _device(client, cracked, "Phone X", "cracked_screen")
+    await _device(client, soaked, "Tablet Y", "water")
+    cracked_content, soaked_content = (
+        await _content(client, cracked),
+        await _content(client, soaked),
+    )
+    expected = catalogue()["by_damage_state"]
+    assert _ids(cracked_content) == [i["id"] for i in expected["cracked_screen"]]
+    assert _ids(soaked_content) == [i["id"] for i in expected["water"]]
+    assert _ids(cracked_content) != _ids(soaked_content)
+    assert cracked_content["personalised"] is True
+
+    off = await client.put(
+        f"{API}/me/preferences",
+        json={"marketing_email": False, "personalisation": False, "tracking_opt_out": False},
+        headers=soaked.headers,
+    )
+    assert off.status_code == 200
+    generic = await _content(client, soaked)
+    assert generic["personalised"] is False
+    assert _ids(generic) == [i["id"] for i in catalogue()["generic"]]
+    event = await bus.event("preferences.changed.", soaked.id, personalisation=False)
+    assert set(event["data"]) == {
+        "user_id",
+        "marketing_email",
+        "personalisation",
+        "tracking_opt_out",
+    }
+
+
+async def test_devices_can_be_added_read_edited_and_removed(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    user = await active_user(client, bus)
+    device_id = await _device(client, user, "Phone Z", "battery")
+    one = await client.get(f"{API}/me/devices/{device_id}", headers=user.headers)
+    assert one.json()["model"] == "Phone Z"
+    edited = await client.patch(
+        f"{API}/me/devices/{device_id}", json={"damage_state": "camera"}, headers=user.headers
+    )
+    assert edited.json()["damage_state"] == "camera"
+    assert edited.json()["model"] == "Phone Z"
+    invalid = await client.patch(
+        f"{API}/me/devices/{device_id}", json={"damage_state": "on fire"}, headers=user.headers
+    )
+    assert invalid.status_code == 422  # damage states come from a fixed list
+    changed = await bus.event("device.changed.", user.id, change="edited")
+    assert changed["data"]["damage_state"] == "camera"
+    assert "model" not in changed["data"]
+    assert (
+        await client.delete(f"{API}/me/devices/{device_id}", headers=user.headers)
+    ).status_code == 204
+    assert (await client.get(f"{API}/me/devices", headers=user.headers)).json() == []
+    assert (
+        await client.get(f"{API}/me/devices/{device_id}", headers=user.headers)
+    ).status_code == 404
+
+
+async def test_profile_edits_republish_the_card_and_a_new_email_is_verified_again(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    user = await active_user(client, bus)
+    new_email = unique_email("moved")
+    edited = await client.patch(
+        f"{API}/me", json={"name": "New Name", "email": new_email}, headers=user.headers
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["email"] == new_email
+    assert edited.json()["email_verified"] is False
+    updated = await bus.event("profile.updated.", user.id)
+    assert updated["data"]["fields"] == ["email", "name"]  # names of fields, never values
+    card = await bus.event("contact_card.changed.", user.id, email=new_email)
+    assert card["data"]["name"] == "New Name"
+    notices = await bus.wait_for(
+        lambda r: (
+            r.key == user.id
+            and r.value is not None
+            and r.value["data"].get("template") == "verify_email"
+        ),
+        count=2,
+    )
+    assert notices[1].value is not None
+    token = notices[1].value["data"]["params"]["token"]
+    assert (
+        await client.post(f"{API}/email-verifications", json={"token": token})
+    ).status_code == 200
+    me = await client.get(f"{API}/me", headers=user.headers)
+    assert me.json()["email_verified"] is True
+    assert me.json()["name"] == "New Name"
+    login = await client.post(
+        f"{API}/sessions", json={"email": new_email, "password": user.password}
+    )
+    assert login.status_code == 200

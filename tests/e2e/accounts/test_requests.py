@@ -1,0 +1,175 @@
+"""Requests and feedback: threads with operator replies; card numbers refused (P-09)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.config import PlatformSettings
+from shared.pii import luhn_valid
+from tests.e2e.accounts.support import (
+    API,
+    BusTail,
+    Operator,
+    User,
+    active_user,
+    new_operator,
+    read_topics_from_beginning,
+)
+
+T = TypeVar("T")
+
+
+def _luhn_complete(body: str) -> str:
+    for check in "0123456789":
+        if luhn_valid(body + check):
+            return body + check
+    raise AssertionError("unreachable")
+
+
+@st.composite
+def card_numbers(draw: st.DrawFn) -> str:
+    length = draw(st.integers(min_value=13, max_value=19))
+    first = draw(st.sampled_from(["4", "51", "37", "6011", "35"]))
+    rest = draw(
+        st.text(
+            alphabet="0123456789",
+            min_size=length - len(first) - 1,
+            max_size=length - len(first) - 1,
+        )
+    )
+    return _luhn_complete(first + rest)
+
+
+@st.composite
+def formatted(draw: st.DrawFn, digits: str) -> str:
+    style = draw(st.sampled_from(["plain", "spaces", "dashes"]))
+    if style == "plain":
+        return digits
+    groups = [digits[i : i + 4] for i in range(0, len(digits), 4)]
+    return (" " if style == "spaces" else "-").join(groups)
+
+
+WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz ,.!?'", max_size=40)
+FIELDS = ["request", "message", "name", "device"]
+
+
+def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on its own loop in a worker thread (this test is synchronous)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture
+async def fuzz_user(client: httpx.AsyncClient, bus: BusTail) -> tuple[User, str]:
+    user = await active_user(client, bus)
+    created = await client.post(
+        f"{API}/me/requests", json={"category": "feedback", "text": "fine"}, headers=user.headers
+    )
+    return user, created.json()["id"]
+
+
+@pytest.mark.promise("P-09")
+def test_fuzzed_card_numbers_are_refused_and_leave_no_trace(
+    platform: str, fuzz_user: tuple[User, str], settings: PlatformSettings
+) -> None:
+    user, request_id = fuzz_user
+    submitted: list[str] = []
+
+    with httpx.Client(base_url=platform, headers=user.headers, timeout=30) as http:
+
+        @settings_for_fuzz
+        @given(data=st.data())
+        def attempt(data: st.DataObject) -> None:
+            number = data.draw(card_numbers())
+            text = data.draw(WORDS) + " " + data.draw(formatted(number)) + " " + data.draw(WORDS)
+            field = data.draw(st.sampled_from(FIELDS))
+            submitted.append(number)
+            if field == "request":
+                r = http.post(f"{API}/me/requests", json={"category": "repair", "text": text})
+            elif field == "message":
+                r = http.post(f"{API}/me/requests/{request_id}/messages", json={"text": text})
+            elif field == "name":
+                r = http.patch(f"{API}/me", json={"name": text[:200]})
+            else:
+                r = http.post(
+                    f"{API}/me/devices", json={"model": text[:100], "damage_state": "other"}
+                )
+            assert r.status_code == 422, (field, r.status_code)
+            problem = r.json()
+            assert problem["type"].endswith("/card-number")
+            assert "card number" in problem["detail"]
+            assert number not in r.text  # the refusal never echoes it
+
+        attempt()
+        assert http.get(f"{API}/me/devices").json() == []
+        assert len(http.get(f"{API}/me/requests").json()) == 1
+
+    async def scan() -> tuple[str, list[bytes]]:
+        conn = await asyncpg.connect(settings.database_dsn("accounts"))
+        try:
+            tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+            text = ""
+            for t in tables:
+                rows = await conn.fetch(f'SELECT t::text AS line FROM "{t["tablename"]}" t')
+                text += "\n".join(r["line"] for r in rows)
+        finally:
+            await conn.close()
+        return text, await read_topics_from_beginning(settings)
+
+    dump, records = _in_thread(scan())
+    assert len(submitted) >= 25
+    for number in submitted:
+        assert number not in dump
+        assert not any(number.encode() in r for r in records)
+
+
+settings_for_fuzz = settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+async def test_a_thread_shows_the_users_messages_and_operator_replies(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator
+) -> None:
+    user = await active_user(client, bus)
+    support = await new_operator(client, root, "support")
+    created = await client.post(
+        f"{API}/me/requests",
+        json={"category": "repair", "text": "My screen is cracked"},
+        headers=user.headers,
+    )
+    assert created.status_code == 201
+    request_id = created.json()["id"]
+    submitted = await bus.event("request.submitted.", user.id, request_id=request_id)
+    assert set(submitted["data"]) == {"user_id", "request_id", "category"}  # no text
+    reply = await client.post(
+        f"{API}/operator/requests/{request_id}/replies",
+        json={"text": "Bring it in tomorrow"},
+        headers=support.headers,
+    )
+    assert reply.status_code == 201
+    replied = await bus.event("request.replied.", user.id, request_id=request_id)
+    assert replied["data"]["reply_id"] == reply.json()["reply_id"]
+    thread = (await client.get(f"{API}/me/requests/{request_id}", headers=user.headers)).json()
+    assert thread["status"] == "answered"
+    assert [(m["author"], m["text"]) for m in thread["messages"]] == [
+        ("user", "My screen is cracked"),
+        ("operator", "Bring it in tomorrow"),
+    ]
+    listed = (await client.get(f"{API}/me/requests", headers=user.headers)).json()
+    assert [r["id"] for r in listed] == [request_id]
+    gone = await client.delete(f"{API}/me/requests/{request_id}", headers=user.headers)
+    assert gone.status_code == 204
+    assert (await client.get(f"{API}/me/requests", headers=user.headers)).json() == []

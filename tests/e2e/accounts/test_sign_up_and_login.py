@@ -1,0 +1,291 @@
+"""Sign-up, verification, login, throttling, sessions (promises P-01, P-08, P-26)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from shared.config import PlatformSettings
+from tests.e2e.accounts.support import (
+    API,
+    BusTail,
+    User,
+    active_user,
+    log_in,
+    read_topics_from_beginning,
+    sign_up,
+    unique_email,
+    verify,
+)
+
+API_LOG = Path("/tmp/imt-privacy/logs/accounts-api.log")
+
+
+async def dump_tables(db: asyncpg.Connection) -> dict[str, str]:
+    """Every table of the accounts database, as text."""
+    tables = await db.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+    )
+    dump = {}
+    for t in tables:
+        rows = await db.fetch(f'SELECT t::text AS line FROM "{t["tablename"]}" t')
+        dump[t["tablename"]] = "\n".join(r["line"] for r in rows)
+    return dump
+
+
+def traces_of(secret: str) -> list[bytes]:
+    """The secret as text, and as the hex and bytes a bytea column or record would show."""
+    return [secret.encode(), secret.encode().hex().encode()]
+
+
+@pytest.mark.promise("P-01")
+async def test_sign_up_stores_exactly_the_declared_fields_and_the_password_nowhere(
+    client: httpx.AsyncClient, bus: BusTail, db: asyncpg.Connection, settings: PlatformSettings
+) -> None:
+    password = f"Plain-{uuid.uuid4().hex}"
+    new_password = f"Plain-{uuid.uuid4().hex}"
+    user = await sign_up(client, password=password, birth_date="1990-04-02")
+    await verify(client, bus, user)
+    await log_in(client, user)
+    # The password also travels in a failed login and a password change.
+    await client.post(f"{API}/sessions", json={"email": unique_email(), "password": password})
+    changed = await client.post(
+        f"{API}/me/password",
+        json={"current_password": password, "new_password": new_password},
+        headers=user.headers,
+    )
+    assert changed.status_code == 200, changed.text
+
+    row = await db.fetchrow("SELECT * FROM users WHERE id = $1", uuid.UUID(user.id))
+    assert row is not None
+    personal = {k for k, v in row.items() if isinstance(v, bytes)}
+    # Exactly the declared fields: name, email (+ its blind index), birth date; nothing else.
+    assert personal == {"name", "email", "email_index", "birth_date"}
+    assert row["guardian_email"] is None
+    assert row["password_hash"].startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    for column in ("name", "email", "birth_date"):
+        assert user.name.encode() not in row[column]
+        assert user.email.encode() not in row[column]
+
+    await bus.event("contact_card.changed.", user.id, active=True)
+    await asyncio.sleep(1.0)  # let the relay drain the outbox and the API flush its log
+    dump = await dump_tables(db)
+    log = await asyncio.to_thread(API_LOG.read_bytes)
+    records = await read_topics_from_beginning(settings)
+    for secret in (password, new_password):
+        for trace in traces_of(secret):
+            leaks = [t for t, text in dump.items() if trace in text.encode()]
+            assert not leaks, f"password found in tables {leaks}"
+            assert trace not in log, "password found in the API log"
+            assert not any(trace in r for r in records), "password found on a Kafka topic"
+    # Name and email are sealed: in no table in clear (the outbox is relayed and emptied).
+    for table, text in dump.items():
+        if table != "bus_outbox":
+            assert user.email not in text, table
+            assert user.name not in text, table
+
+
+async def test_login_answers_the_same_whether_the_email_exists_or_not(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    user = await active_user(client, bus)
+    unknown = unique_email()
+
+    async def attempt(email: str) -> tuple[httpx.Response, float]:
+        started = time.perf_counter()
+        response = await client.post(
+            f"{API}/sessions", json={"email": email, "password": "wrong-password-1"}
+        )
+        return response, time.perf_counter() - started
+
+    known_runs = [await attempt(user.email) for _ in range(3)]
+    unknown_runs = [await attempt(unknown) for _ in range(3)]
+    for (known, _), (other, _) in zip(known_runs, unknown_runs, strict=True):
+        assert known.status_code == other.status_code == 401
+        strip = ("trace_id",)
+        assert {k: v for k, v in known.json().items() if k not in strip} == {
+            k: v for k, v in other.json().items() if k not in strip
+        }
+    known_time = statistics.median(t for _, t in known_runs)
+    unknown_time = statistics.median(t for _, t in unknown_runs)
+    # Both run argon2 (about 20 ms): the same timing class, no fast path for strangers.
+    assert unknown_time > 0.010
+    assert known_time > 0.010
+    assert 0.5 < unknown_time / known_time < 2.0
+
+
+async def _wrong(client: httpx.AsyncClient, email: str) -> httpx.Response:
+    return await client.post(f"{API}/sessions", json={"email": email, "password": "not-it-123"})
+
+
+@pytest.mark.promise("P-08")
+async def test_brute_force_is_throttled_with_growing_back_off(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    user = await active_user(client, bus)
+    statuses = [(await _wrong(client, user.email)).status_code for _ in range(5)]
+    assert statuses == [401] * 5  # a few typos are free
+    # The 5th failure starts a 1 s back-off: even the right password must wait.
+    blocked = await client.post(
+        f"{API}/sessions", json={"email": user.email, "password": user.password}
+    )
+    assert blocked.status_code == 429
+    assert int(blocked.headers["retry-after"]) >= 1
+    assert blocked.json()["type"].endswith("/login-throttled")
+    await asyncio.sleep(float(blocked.headers["retry-after"]) + 0.2)
+    assert (await _wrong(client, user.email)).status_code == 401  # 6th failure: 2 s
+    again = await _wrong(client, user.email)
+    assert again.status_code == 429
+    assert int(again.headers["retry-after"]) >= 2  # the wait grows
+    # An unknown email is throttled the same way: no hint that it is not registered.
+    stranger = unique_email()
+    stranger_statuses = [(await _wrong(client, stranger)).status_code for _ in range(6)]
+    assert stranger_statuses == [401] * 5 + [429]
+    await asyncio.sleep(float(again.headers["retry-after"]) + 0.2)
+    await log_in(client, user)  # after the wait, the right password works
+
+
+@pytest.mark.promise("P-08")
+async def test_an_old_token_fails_after_a_password_change(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    user = await active_user(client, bus)
+    other_device = User(user.id, user.email, user.password, user.name)
+    await log_in(client, other_device)
+    for session in (user, other_device):
+        assert (await client.get(f"{API}/me", headers=session.headers)).status_code == 200
+    new_password = f"new-{uuid.uuid4().hex}"
+    changed = await client.post(
+        f"{API}/me/password",
+        json={"current_password": user.password, "new_password": new_password},
+        headers=user.headers,
+    )
+    assert changed.status_code == 200
+    for session in (user, other_device):  # every session ends, this one's too
+        assert (await client.get(f"{API}/me", headers=session.headers)).status_code == 401
+        refreshed = await client.post(
+            f"{API}/sessions/refresh", json={"refresh_token": session.refresh}
+        )
+        assert refreshed.status_code == 401
+    fresh = {"Authorization": f"Bearer {changed.json()['access_token']}"}
+    assert (await client.get(f"{API}/me", headers=fresh)).status_code == 200
+    old = await client.post(
+        f"{API}/sessions", json={"email": user.email, "password": user.password}
+    )
+    assert old.status_code == 401
+    user.password = new_password
+    await log_in(client, user)
+
+
+async def test_refresh_tokens_rotate_and_a_reused_one_revokes_the_session(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    user = await active_user(client, bus)
+    first = await client.post(f"{API}/sessions/refresh", json={"refresh_token": user.refresh})
+    assert first.status_code == 200
+    rotated = first.json()
+    assert rotated["refresh_token"] != user.refresh
+    # The spent token comes back (stolen?): the whole family is revoked.
+    reuse = await client.post(f"{API}/sessions/refresh", json={"refresh_token": user.refresh})
+    assert reuse.status_code == 401
+    after = await client.post(
+        f"{API}/sessions/refresh", json={"refresh_token": rotated["refresh_token"]}
+    )
+    assert after.status_code == 401
+    me = await client.get(
+        f"{API}/me", headers={"Authorization": f"Bearer {rotated['access_token']}"}
+    )
+    assert me.status_code == 401
+
+
+async def test_logout_ends_the_session(client: httpx.AsyncClient, bus: BusTail) -> None:
+    user = await active_user(client, bus)
+    assert (await client.delete(f"{API}/sessions/current", headers=user.headers)).status_code == 204
+    assert (await client.get(f"{API}/me", headers=user.headers)).status_code == 401
+    refreshed = await client.post(f"{API}/sessions/refresh", json={"refresh_token": user.refresh})
+    assert refreshed.status_code == 401
+
+
+async def test_an_unverified_account_cannot_log_in_and_a_link_works_once(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    user = await sign_up(client)
+    inactive = await client.post(
+        f"{API}/sessions", json={"email": user.email, "password": user.password}
+    )
+    assert inactive.status_code == 403
+    notice = await bus.notice(user.id, "verify_email")
+    assert notice["category"] == "transactional"
+    assert notice["recipient"] == "user"
+    assert set(notice["params"]) == {"token", "link"}  # ids and links, no personal data
+    token = notice["params"]["token"]
+    assert (await client.post(f"{API}/email-verifications", json={"token": token})).json()["active"]
+    again = await client.post(f"{API}/email-verifications", json={"token": token})
+    assert again.status_code == 400
+    await log_in(client, user)
+
+
+async def test_signing_up_with_a_taken_email_looks_like_a_new_sign_up(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    user = await active_user(client, bus)
+    again = await client.post(
+        f"{API}/users",
+        json={"name": "Someone", "email": user.email, "password": "another-password"},
+    )
+    assert again.status_code == 202
+    assert again.json()["status"] == "verification_sent"
+    assert again.json()["user_id"] != user.id
+
+
+@pytest.mark.promise("P-26")
+async def test_under_13_sign_up_needs_a_guardian_and_never_gets_marketing(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    ten_years_ago = f"{time.gmtime().tm_year - 10}-01-01"
+    refused = await client.post(
+        f"{API}/users",
+        json={
+            "name": "Kid",
+            "email": unique_email(),
+            "password": "kid-password-1",
+            "birth_date": ten_years_ago,
+        },
+    )
+    assert refused.status_code == 422
+    assert refused.json()["type"].endswith("/guardian-required")
+
+    guardian = unique_email("guardian")
+    child = await sign_up(client, birth_date=ten_years_ago, guardian_email=guardian)
+    await verify(client, bus, child)
+    waiting = await client.post(
+        f"{API}/sessions", json={"email": child.email, "password": child.password}
+    )
+    assert waiting.status_code == 403  # inactive until the guardian consents
+    card = await bus.event("contact_card.changed.", child.id)
+    assert card["data"]["guardian_email"] == guardian
+    assert card["data"]["age_band"] == "under_13"
+    assert card["data"]["active"] is False
+    consent = await bus.notice(child.id, "parental_consent")
+    assert consent["recipient"] == "guardian"
+    confirmed = await client.post(
+        f"{API}/guardian-consents", json={"token": consent["params"]["token"]}
+    )
+    assert confirmed.json() == {"status": "confirmed", "active": True}
+    await log_in(client, child)
+    prefs = await client.put(
+        f"{API}/me/preferences",
+        json={"marketing_email": True, "personalisation": True, "tracking_opt_out": False},
+        headers=child.headers,
+    )
+    assert prefs.json()["marketing_email"] is False
+    assert prefs.json()["tracking_opt_out"] is True  # under 13 is treated as Do Not Track
+    latest = await bus.event("contact_card.changed.", child.id, active=True)
+    assert latest["data"]["marketing_email"] is False

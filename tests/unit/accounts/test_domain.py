@@ -1,0 +1,106 @@
+"""Accounts' pure rules: age bands, throttling, content, field classification, roles."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from services.accounts.domain import throttle
+from services.accounts.domain.age import age_band, plausible_birth_date
+from services.accounts.domain.content import DAMAGE_STATES, catalogue, content_for, generic
+from services.accounts.domain.fields import DISCLOSABLE_FIELDS, disclosed, is_sensitive, refused_for
+from services.accounts.domain.roles import ANALYST, PERMISSIONS
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("birth", "band"),
+    [
+        (None, "unknown"),
+        (date(2013, 11, 30), "under_13"),  # turns 13 tomorrow
+        (date(2013, 11, 29), "13_to_17"),  # 13 today
+        (date(2008, 11, 30), "13_to_17"),
+        (date(2008, 11, 29), "adult"),
+    ],
+)
+def test_age_bands_turn_on_the_birthday(birth: date | None, band: str) -> None:
+    assert age_band(birth, NOW.date()) == band
+
+
+def test_birth_dates_in_the_future_or_too_old_are_implausible() -> None:
+    assert not plausible_birth_date(date(2027, 1, 1), NOW.date())
+    assert not plausible_birth_date(date(1890, 1, 1), NOW.date())
+    assert plausible_birth_date(date(1990, 1, 1), NOW.date())
+
+
+ACCOUNT = throttle.ThrottlePolicy(free_failures=5, base_seconds=1, max_seconds=900)
+
+
+def _fail(policy: throttle.ThrottlePolicy, times: int) -> throttle.Counter | None:
+    counter = None
+    for _ in range(times):
+        counter = throttle.after_failure(policy, counter, NOW)
+    return counter
+
+
+def test_a_few_failures_are_free_then_the_wait_doubles_up_to_a_cap() -> None:
+    assert throttle.check(ACCOUNT, _fail(ACCOUNT, 4), NOW).allowed
+    delays = [throttle.delay_after(ACCOUNT, n) for n in range(1, 20)]
+    assert delays[:4] == [0, 0, 0, 0]
+    assert delays[4:9] == [1, 2, 4, 8, 16]
+    assert max(delays) == 900
+    blocked = throttle.check(ACCOUNT, _fail(ACCOUNT, 6), NOW)
+    assert not blocked.allowed
+    assert blocked.retry_after == 2
+    assert throttle.check(ACCOUNT, _fail(ACCOUNT, 6), NOW + timedelta(seconds=2)).allowed
+
+
+def test_an_account_locks_at_the_nist_bound_and_stays_locked() -> None:
+    counter = _fail(ACCOUNT, 100)
+    assert counter is not None
+    assert counter.locked
+    verdict = throttle.check(ACCOUNT, counter, NOW + timedelta(days=30))
+    assert not verdict.allowed
+    assert verdict.locked
+    assert not _fail(ACCOUNT, 99).locked  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="100"):
+        throttle.ThrottlePolicy(lockout_failures=101)
+
+
+def test_a_client_address_is_never_locked_and_its_count_restarts_after_a_quiet_window() -> None:
+    client = throttle.ThrottlePolicy(
+        free_failures=50, lockout_failures=None, window=timedelta(minutes=15)
+    )
+    counter = _fail(client, 500)
+    assert counter is not None
+    assert not counter.locked
+    assert not throttle.check(client, counter, NOW).allowed
+    later = NOW + timedelta(minutes=16)
+    assert throttle.check(client, counter, later).allowed
+    assert throttle.after_failure(client, counter, later).failures == 1
+
+
+def test_every_damage_state_has_content_and_personalisation_off_gives_the_generic_list() -> None:
+    assert set(catalogue()["by_damage_state"]) == set(DAMAGE_STATES)
+    assert content_for(["water", "battery", "water"], True) == (
+        catalogue()["by_damage_state"]["water"] + catalogue()["by_damage_state"]["battery"]
+    )
+    assert content_for(["water"], False) == generic()
+    assert content_for([], True) == generic()
+
+
+def test_processors_never_get_sensitive_fields_even_if_registered_for_them() -> None:
+    assert refused_for("processor", ["email", "age_band", "requests"]) == ["age_band", "requests"]
+    assert refused_for("partner", ["age_band"]) == []
+    record = {field: f"value of {field}" for field in DISCLOSABLE_FIELDS}
+    given = disclosed("processor", list(DISCLOSABLE_FIELDS), record)
+    assert given
+    assert not any(is_sensitive(f) for f in given)
+    assert is_sensitive("a field nobody classified")  # unknown means sensitive
+
+
+def test_analysts_only_reach_aggregates() -> None:
+    analyst_can = {name for name, roles in PERMISSIONS.items() if ANALYST in roles}
+    assert analyst_can == {"stats.read"}

@@ -1,0 +1,51 @@
+"""Password hashing parameters and opaque tokens."""
+
+from __future__ import annotations
+
+import jwt
+
+from services.accounts.security import (
+    HASHER,
+    access_token,
+    hash_password,
+    new_secret,
+    secret_hash,
+    verify_password,
+)
+from shared.auth import verify_token
+from shared.config import DEV_TOKEN_PRIVATE_KEY, DEV_TOKEN_PUBLIC_KEY
+
+
+async def test_passwords_use_argon2id_at_the_owasp_minimum_and_verify() -> None:
+    stored = await hash_password("correct horse battery")
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert "correct horse" not in stored
+    assert await verify_password(stored, "correct horse battery")
+    assert not await verify_password(stored, "wrong horse battery")
+    assert not await verify_password(None, "anything at all")  # unknown email: still False
+    assert not await verify_password("not a hash", "anything")
+    assert not HASHER.check_needs_rehash(stored)
+
+
+def test_opaque_tokens_are_long_random_and_stored_as_hashes() -> None:
+    a, b = new_secret(), new_secret()
+    assert a != b
+    assert len(a) >= 43
+    assert secret_hash(a) != secret_hash(b)
+    assert a.encode() not in secret_hash(a)
+
+
+def test_access_tokens_last_five_minutes_and_under_13_means_do_not_track() -> None:
+    token = access_token(
+        DEV_TOKEN_PRIVATE_KEY,
+        subject="u",
+        session_id="s",
+        kind="user",
+        seconds=300,
+        age_band="under_13",
+    )
+    claims = verify_token(DEV_TOKEN_PUBLIC_KEY, token)
+    assert claims.tracking_opt_out
+    assert claims.exp - claims.iat == 300
+    raw = jwt.decode(token, options={"verify_signature": False})
+    assert set(raw) >= {"sub", "sid", "kind", "aud", "iss", "exp", "nbf", "iat", "jti"}
