@@ -1,0 +1,82 @@
+"""The analytics API process: ``python -m services.analytics.api``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import Counter
+
+from services.analytics import handlers
+from services.analytics.bootstrap import bootstrap
+from services.analytics.config import AnalyticsSettings
+from services.analytics.domain.release import keyed_noise
+from services.analytics.domain.visitor import DailySalt
+from services.analytics.routes import collector, trends
+from shared.observability import Metrics, ReadinessCheck, kafka_check, postgres_check
+from shared.service import Runtime, create_api, serve
+
+
+def build_app(settings: AnalyticsSettings) -> FastAPI:
+    metrics = Metrics(settings.service_name)
+    suppressed = Counter(
+        "analytics_suppressed_visits_total",
+        "Visits dropped at the edge, by the signal that forbade tracking them.",
+        ["signal"],
+        registry=metrics.registry,
+    )
+    state: dict[str, Runtime] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await bootstrap(settings, with_producer=True)
+        state["runtime"] = runtime
+        assert runtime.producer is not None
+        app.state.settings = settings
+        app.state.pool = runtime.pool
+        app.state.token_public_key = settings.token_public_key
+        app.state.max_beacon_bytes = settings.analytics_max_beacon_bytes
+        app.state.suppressed_counter = suppressed
+        app.state.noise = keyed_noise()
+        app.state.collector = handlers.Collector(
+            producer=runtime.producer,
+            pool=runtime.pool,
+            salt=DailySalt(),
+            allowed_query_keys=frozenset(settings.analytics_allowed_query_keys),
+            topic=settings.analytics_visits_topic,
+            metrics=metrics,
+        )
+        try:
+            yield
+        finally:
+            await state.pop("runtime").close()
+
+    def readiness() -> Mapping[str, ReadinessCheck]:
+        runtime = state.get("runtime")
+        if runtime is None or runtime.producer is None:
+            return {}
+        return {
+            "postgres": postgres_check(runtime.pool),
+            "kafka": kafka_check(runtime.producer.client.fetch_all_metadata),
+        }
+
+    return create_api(
+        service="analytics",
+        title="iMT analytics",
+        version="1",
+        routers=[collector.router, trends.router],
+        lifespan=lifespan,
+        readiness=readiness,
+        metrics=metrics,
+    )
+
+
+def main() -> None:
+    settings = AnalyticsSettings()
+    serve(build_app(settings), service="analytics", port=settings.analytics_http_port,
+          log_level=settings.log_level)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

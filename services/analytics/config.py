@@ -1,0 +1,57 @@
+"""Settings of the analytics service (the shared ones come from PlatformSettings)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.config import PlatformSettings
+from shared.pii import DEFAULT_ALLOWED_QUERY_KEYS
+
+
+class AnalyticsSettings(PlatformSettings):
+    service_name: str = "analytics"
+    analytics_http_port: int = Field(8104, description="Port of the analytics API (loopback).")
+    analytics_max_beacon_bytes: int = Field(
+        4096, description="Largest beacon body accepted; bigger ones get 413."
+    )
+    analytics_allowed_query_keys: tuple[str, ...] = Field(
+        tuple(sorted(DEFAULT_ALLOWED_QUERY_KEYS)),
+        description="Query keys a page URL keeps; every other key is dropped at the edge.",
+    )
+    analytics_visits_topic: str = Field(
+        "analytics.visits",
+        description="Topic the collector writes and the aggregator reads (tests and "
+        "benchmarks point them at a scratch copy named analytics.visits.<suffix>).",
+    )
+    analytics_worker_group: str = Field(
+        "analytics-aggregator", description="Consumer group (Faust app id) of the aggregator."
+    )
+    analytics_window_grace_seconds: float = Field(
+        10.0, description="A window is published this long after its end (late visits)."
+    )
+    analytics_close_interval_seconds: float = Field(
+        2.0, description="How often the aggregator publishes closed (or revised) windows."
+    )
+    analytics_visitor_set_hours: int = Field(
+        48,
+        description="Hours the per-window sets of visitor hashes are kept (then unique "
+        "counts are final and visits older than this are ignored as too late).",
+    )
+    analytics_minute_retention_days: int = Field(7, description="Days minute windows are kept.")
+    analytics_hour_retention_days: int = Field(90, description="Days hour windows are kept.")
+    analytics_day_retention_days: int = Field(730, description="Days day windows are kept.")
+    analytics_public_k: int = Field(
+        11, description="Public trends: cells with fewer distinct visitors are suppressed."
+    )
+    analytics_partner_k: int = Field(
+        5, description="Partner trends: cells with fewer distinct visitors are suppressed."
+    )
+    analytics_public_epsilon: float | None = Field(
+        None, description="Laplace noise epsilon of public releases (unset: no noise)."
+    )
+    analytics_partner_epsilon: float | None = Field(
+        None, description="Laplace noise epsilon of partner releases (unset: no noise)."
+    )
+    analytics_max_release_windows: int = Field(
+        1500, description="Most windows one trends request may return."
+    )

@@ -1,0 +1,1 @@
+"""Pure rules of analytics: beacons, edge signals, visitor hashing, windows, releases."""

@@ -1,0 +1,157 @@
+"""The beacon a page sends, and how it is cut down to an anonymous visit.
+
+What a client sends is never trusted nor kept as sent: the page URL loses its
+fragment, userinfo, non-allow-listed query keys and any personal data in its path;
+the referrer becomes a host; a screen name is redacted; the time is the server's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.events.catalogue.analytics import DeviceClass
+from shared.pii import contains_pii, redact, referrer_host, scrub_url
+
+MAX_PAGE_CHARS = 512
+DIRECT = "(direct)"
+# A site is a host name of ours (e.g. "imt.example" or "app.imt.example"); never an IP.
+_SITE = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+_IPV4_SITE = re.compile(r"^[0-9.]+$")
+
+
+class MalformedBeacon(ValueError):
+    """A beacon that is not JSON, misses fields, or carries values out of range."""
+
+
+class Beacon(BaseModel):
+    """What a page or app sends. Unknown members are ignored (and never stored)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_max_length=2048)
+
+    beacon_id: UUID
+    site: str = Field(min_length=1, max_length=253)
+    page: str | None = Field(None, min_length=1)
+    screen: str | None = Field(None, min_length=1, max_length=200)
+    referrer: str | None = None
+    device_class: DeviceClass | None = None
+    load_time_ms: int | None = Field(None, ge=0, le=600_000)
+
+    @model_validator(mode="after")
+    def _page_or_screen(self) -> Beacon:
+        if (self.page is None) == (self.screen is None):
+            raise ValueError("exactly one of page or screen is required")
+        if not _SITE.fullmatch(self.site) or _IPV4_SITE.fullmatch(self.site):
+            raise ValueError("site must be a host name")
+        return self
+
+
+@dataclass(frozen=True)
+class ScrubbedVisit:
+    """A beacon after scrubbing: only what may reach Kafka (no visitor yet)."""
+
+    beacon_id: UUID
+    site: str
+    page: str
+    referrer_host: str | None
+    device_class: DeviceClass
+    load_time_ms: int | None
+
+
+def parse_beacon(body: bytes) -> Beacon:
+    """The beacon in a JSON body (sent as application/json or text/plain)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBeacon("the body is not JSON") from exc
+    if not isinstance(data, dict):
+        raise MalformedBeacon("the body is not a JSON object")
+    try:
+        return Beacon.model_validate(data)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
+        raise MalformedBeacon(f"invalid fields: {', '.join(fields)}") from None
+
+
+def scrub_page(page: str, allowed_query_keys: frozenset[str]) -> str:
+    """Path and allow-listed query of a page URL, personal data replaced by markers."""
+    scrubbed = scrub_url(page, allowed_query_keys)
+    # Keep the path and query only: the host is the site, already known.
+    path = re.sub(r"^[a-z][a-z0-9+.-]*://[^/?]*", "", scrubbed, flags=re.IGNORECASE)
+    path = path or "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    return _bounded(path)
+
+
+def scrub_screen(screen: str) -> str:
+    """An app screen name with personal data redacted."""
+    return "screen:" + _bounded(redact(screen.strip()), MAX_PAGE_CHARS - len("screen:"))
+
+
+def scrub_referrer(referrer: str | None) -> str | None:
+    """The referrer's host only; None if absent, an IP address or personal-looking."""
+    if not referrer:
+        return None
+    host = referrer_host(referrer)
+    if host is None or contains_pii(host):
+        return None
+    return host[:253]
+
+
+def scrub(beacon: Beacon, user_agent: str, allowed_query_keys: frozenset[str]) -> ScrubbedVisit:
+    page = (
+        scrub_page(beacon.page, allowed_query_keys)
+        if beacon.page is not None
+        else scrub_screen(beacon.screen or "")
+    )
+    return ScrubbedVisit(
+        beacon_id=beacon.beacon_id,
+        site=beacon.site,
+        page=page,
+        referrer_host=scrub_referrer(beacon.referrer),
+        device_class=beacon.device_class or device_class_of(user_agent),
+        load_time_ms=beacon.load_time_ms,
+    )
+
+
+def _bounded(text: str, limit: int = MAX_PAGE_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    # Cutting could leave half of a marker or of a personal value: re-redact the cut.
+    return redact(text[:limit])[:limit]
+
+
+DeviceGuess = Literal["desktop", "mobile", "tablet", "other"]
+
+
+def device_class_of(user_agent: str) -> DeviceGuess:
+    """A coarse device class from the user agent (used when the beacon names none)."""
+    ua = user_agent.lower()
+    if "ipad" in ua or "tablet" in ua or ("android" in ua and "mobile" not in ua):
+        return "tablet"
+    if "mobi" in ua or "iphone" in ua or "android" in ua:
+        return "mobile"
+    if any(os in ua for os in ("windows", "macintosh", "x11", "linux", "cros")):
+        return "desktop"
+    return "other"
+
+
+_BOT = re.compile(
+    r"bot\b|bot/|crawl|spider|slurp|scrape|headless|phantomjs|lighthouse|pingdom|uptime"
+    r"|monitor|preview|facebookexternalhit|curl/|wget/|python-requests|python-httpx|"
+    r"python-urllib|aiohttp|go-http-client|java/|okhttp|libwww|httpclient|scrapy|node-fetch",
+    re.IGNORECASE,
+)
+
+
+def is_bot(user_agent: str | None) -> bool:
+    """Whether the user agent is missing or names a crawler, monitor or HTTP library."""
+    return not user_agent or not user_agent.strip() or bool(_BOT.search(user_agent))

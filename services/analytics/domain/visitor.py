@@ -1,0 +1,55 @@
+"""The anonymous visitor: hash(daily salt, site, truncated IP, user agent).
+
+The salt is 32 random bytes held in this process's memory only, replaced when the UTC
+day changes (and lost on restart): once replaced, no one, us included, can link a hash
+to an address again. Consequences, by design: a visitor counts once per day per
+process (replica or restart) that served them, and never across days.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import secrets
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+
+IPV4_PREFIX = 24
+IPV6_PREFIX = 48
+
+
+def truncate_ip(address: str) -> str:
+    """The /24 (IPv4) or /48 (IPv6) network of an address; "" if it is not one."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return ""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = IPV4_PREFIX if ip.version == 4 else IPV6_PREFIX
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+def visitor_hash(salt: bytes, site: str, address: str, user_agent: str) -> str:
+    """32 hex characters; the address is truncated before it is hashed."""
+    digest = hashlib.blake2b(key=salt, digest_size=16)
+    for part in (site, truncate_ip(address), user_agent):
+        digest.update(part.encode("utf-8", "replace"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+class DailySalt:
+    """A random salt per UTC day, in memory only; yesterday's is forgotten."""
+
+    def __init__(self, today: Callable[[], date] | None = None) -> None:
+        self._today = today or (lambda: datetime.now(UTC).date())
+        self._day: date | None = None
+        self._salt = b""
+
+    def current(self) -> bytes:
+        day = self._today()
+        if day != self._day:
+            self._salt = secrets.token_bytes(32)  # the old salt is dropped here
+            self._day = day
+        return self._salt

@@ -1,0 +1,220 @@
+"""One function per thing analytics does: collect a beacon, aggregate visits, publish
+closed windows, release trends, answer an erase command."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from services.analytics import store
+from services.analytics.domain.beacon import Beacon, scrub
+from services.analytics.domain.release import Cell as ReleaseCell
+from services.analytics.domain.release import NoiseSource, Release, Window, release
+from services.analytics.domain.signals import Suppression
+from services.analytics.domain.visitor import DailySalt, visitor_hash
+from services.analytics.domain.windows import batch_deltas
+from shared.bus import Delivery, Tombstone, add_event, mark_processed
+from shared.db.pool import Connection
+from shared.events import encode_envelope, envelope_for
+from shared.events.catalogue.analytics import (
+    TrendCell,
+    TrendWindowClosed,
+    VisitRecorded,
+    WindowGrain,
+    trend_window_key,
+)
+from shared.events.catalogue.deletion import EraseSubject, SubjectErased
+from shared.observability import Metrics
+
+log = logging.getLogger(__name__)
+
+SOURCE = "analytics"
+AGGREGATOR = "analytics.aggregate"  # mark_processed name: dedupes by beacon id
+
+
+# -- the collector ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Collector:
+    """What the beacon endpoint needs, built once per API process."""
+
+    producer: AIOKafkaProducer
+    pool: asyncpg.Pool
+    salt: DailySalt
+    allowed_query_keys: frozenset[str]
+    topic: str
+    metrics: Metrics
+
+
+async def record_suppressed(collector: Collector, reason: Suppression) -> None:
+    """The only trace of a dropped visit: a per-day count of its reason."""
+    async with collector.pool.acquire() as conn:
+        await store.count_suppressed(conn, datetime.now(UTC).date(), reason.value)
+
+
+async def collect(
+    collector: Collector, beacon: Beacon, client_address: str, user_agent: str
+) -> VisitRecorded:
+    """Scrub a beacon, hash its visitor, and publish it; returns once Kafka acknowledged."""
+    visit = scrub(beacon, user_agent, collector.allowed_query_keys)
+    event = VisitRecorded(
+        beacon_id=visit.beacon_id,
+        visitor_hash=visitor_hash(collector.salt.current(), visit.site, client_address, user_agent),
+        site=visit.site,
+        page=visit.page,
+        referrer_host=visit.referrer_host,
+        device_class=visit.device_class,
+        load_time_ms=visit.load_time_ms,
+        occurred_at=datetime.now(UTC),
+    )
+    envelope = envelope_for(event, source=SOURCE, subject=None)
+    future = await collector.producer.send(
+        collector.topic, value=encode_envelope(envelope), key=None, headers=envelope.headers()
+    )
+    await future
+    collector.metrics.events_published.labels(collector.topic).inc()
+    return event
+
+
+# -- the aggregator -----------------------------------------------------------------------
+
+
+async def aggregate(conn: Connection, visits: Sequence[VisitRecorded], too_old: datetime) -> int:
+    """Count new visits in their windows; a beacon already counted is skipped.
+
+    Runs inside the caller's transaction: the beacon ids are marked processed with the
+    counts they add, so a redelivered beacon (worker crash, client retry) counts once.
+    """
+    new_ids = await mark_processed(conn, AGGREGATOR, [v.beacon_id for v in visits])
+    fresh: list[VisitRecorded] = []
+    for visit in visits:
+        if visit.beacon_id in new_ids and visit.occurred_at >= too_old:
+            new_ids.discard(visit.beacon_id)
+            fresh.append(visit)
+    if fresh:
+        await store.apply_deltas(conn, batch_deltas(fresh))
+    return len(fresh)
+
+
+async def publish_closed_windows(pool: asyncpg.Pool, grace: timedelta) -> int:
+    """Queue TrendWindowClosed for every closed window changed since last published."""
+    async with pool.acquire() as conn, conn.transaction():
+        windows = await store.windows_to_publish(conn, grace)
+        for w in windows:
+            event = TrendWindowClosed(
+                site=w.site,
+                window=w.grain,
+                window_start=w.window_start,
+                window_end=w.window_end,
+                revision=w.revision,
+                visits=w.total.visits,
+                unique_visitors=w.total.unique_visitors,
+                load_time_p50_ms=w.total.load_time_p50_ms,
+                load_time_p95_ms=w.total.load_time_p95_ms,
+                cells=tuple(
+                    TrendCell(
+                        dimension=c.dimension,
+                        value=c.value,
+                        visits=c.visits,
+                        unique_visitors=c.unique_visitors,
+                        load_time_p50_ms=c.load_time_p50_ms,
+                        load_time_p95_ms=c.load_time_p95_ms,
+                    )
+                    for c in w.cells
+                ),
+            )
+            key = trend_window_key(w.site, w.grain, w.window_start)
+            await add_event(conn, event, source=SOURCE, subject=key)
+        await store.mark_published(conn, windows)
+    return len(windows)
+
+
+# -- releases -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    audience: str
+    site: str
+    grain: WindowGrain
+    start: datetime
+    end: datetime
+    k: int
+    epsilon: float | None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    release_id: UUID
+    released_at: datetime
+
+
+async def release_trends(
+    pool: asyncpg.Pool, request: ReleaseRequest, noise: NoiseSource, limit: int
+) -> tuple[list[store.StoredWindow], Release, Receipt]:
+    """Suppress (and noise) a site's windows and record the release's privacy receipt."""
+    async with pool.acquire() as conn, conn.transaction():
+        stored = await store.read_windows(
+            conn, request.site, request.grain, request.start, request.end, limit
+        )
+        windows = [
+            Window(
+                f"{w.site}|{w.grain}|{w.window_start.isoformat()}",
+                _cell(w.total),
+                [_cell(c) for c in w.cells],
+            )
+            for w in stored
+        ]
+        result = release(windows, request.k, request.epsilon, noise)
+        release_id = uuid.uuid4()
+        released_at = await store.record_release(
+            conn,
+            release_id=release_id,
+            audience=request.audience,
+            site=request.site,
+            grain=request.grain,
+            start=request.start,
+            end=request.end,
+            k=request.k,
+            epsilon=request.epsilon,
+            windows=len(stored),
+            cells_published=result.cells_published,
+            cells_suppressed=result.cells_suppressed,
+        )
+    return stored, result, Receipt(release_id, released_at)
+
+
+def _cell(c: store.StoredCell) -> ReleaseCell:
+    return ReleaseCell(
+        c.dimension, c.value, c.visits, c.unique_visitors, c.load_time_p50_ms, c.load_time_p95_ms
+    )
+
+
+# -- erasure ------------------------------------------------------------------------------
+
+
+async def erase(conn: Connection, items: Sequence[Delivery | Tombstone]) -> None:
+    """Answer every EraseSubject: analytics keys nothing to a person, checked each time."""
+    for item in items:
+        if not isinstance(item, Delivery) or not isinstance(item.event, EraseSubject):
+            continue
+        command = item.event
+        erased = await store.erase_subject_traces(conn, command.subject_id)
+        if any(erased.values()):
+            log.warning("erasure found %d analytics cells naming a subject", sum(erased.values()))
+        receipt = SubjectErased(
+            request_id=command.request_id,
+            subject_id=command.subject_id,
+            store=SOURCE,
+            erased=erased,
+            erased_at=datetime.now(UTC),
+        )
+        await add_event(conn, receipt, source=SOURCE, subject=str(command.subject_id))

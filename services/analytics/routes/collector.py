@@ -1,0 +1,117 @@
+"""The beacon endpoint and the GPC well-known file: no account, no cookie (P-22).
+
+Order matters: signals that forbid tracking (DNT, GPC, a signed-in child or opted-out
+user) are honoured before the body is even parsed, and the answer is 204 whether the
+visit was counted or dropped, so a page cannot tell which.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Request, Response
+from prometheus_client import Counter
+
+from services.analytics import handlers
+from services.analytics.domain.beacon import MalformedBeacon, is_bot, parse_beacon
+from services.analytics.domain.signals import (
+    Suppression,
+    claims_suppression,
+    header_suppression,
+)
+from shared.auth import Claims, InvalidToken, verify_token
+from shared.observability import Problem
+
+router = APIRouter(tags=["collector"])
+
+GPC_LAST_UPDATE = "2025-01-01"
+ACCEPTED_TYPES = ("application/json", "text/plain")
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.get("/.well-known/gpc.json")
+async def gpc() -> dict[str, Any]:
+    """Global Privacy Control support (serve at the site root through the gateway)."""
+    return {"gpc": True, "lastUpdate": GPC_LAST_UPDATE}
+
+
+@router.post(
+    "/beacon",
+    status_code=204,
+    responses={
+        204: {"description": "Received (counted, or dropped because of a privacy signal)."},
+        400: {"description": "Malformed beacon."},
+        403: {"description": "Automated client."},
+        413: {"description": "Beacon over the size limit."},
+        415: {"description": "Neither JSON nor text/plain."},
+    },
+)
+async def beacon(request: Request) -> Response:
+    """A page or screen view. JSON body, sent as application/json or as text/plain (what
+    ``navigator.sendBeacon`` sends for a string): ``beacon_id`` (UUID), ``site``,
+    ``page`` or ``screen``, and optionally ``referrer``, ``device_class``, ``load_time_ms``."""
+    collector: handlers.Collector = request.app.state.collector
+    limit: int = request.app.state.max_beacon_bytes
+    body = await _bounded_body(request, limit)
+
+    suppression = header_suppression(request.headers) or _token_suppression(request)
+    if suppression is not None:
+        suppressed: Counter = request.app.state.suppressed_counter
+        suppressed.labels(suppression.value).inc()
+        await handlers.record_suppressed(collector, suppression)
+        return Response(status_code=204, headers=NO_STORE)
+
+    user_agent = request.headers.get("user-agent", "")
+    if is_bot(user_agent):
+        raise Problem(403, "Automated client", "Visits of bots are not collected.", slug="bot")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ACCEPTED_TYPES:
+        raise Problem(415, "Unsupported media type", "Send JSON (application/json or "
+                      "text/plain).", slug="unsupported-media-type")  # fmt: skip
+    try:
+        parsed = parse_beacon(body)
+    except MalformedBeacon as exc:
+        raise Problem(400, "Malformed beacon", str(exc), slug="malformed-beacon") from None
+    try:
+        await handlers.collect(collector, parsed, _client_address(request), user_agent)
+    except KafkaError:
+        raise Problem(503, "Unavailable", "Try again later.", slug="unavailable") from None
+    return Response(status_code=204, headers=NO_STORE)
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    too_large = Problem(413, "Beacon too large", f"Beacons are limited to {limit} bytes.",
+                        slug="beacon-too-large")  # fmt: skip
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def _token_suppression(request: Request) -> Suppression | None:
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    claims: Claims | None = None
+    if scheme.lower() == "bearer" and token.strip():
+        try:
+            claims = verify_token(request.app.state.token_public_key, token.strip())
+        except InvalidToken:
+            claims = None
+    return claims_suppression(claims, token_sent=True)
+
+
+def _client_address(request: Request) -> str:
+    # The gateway replaces X-Forwarded-For with the client's address; the API listens on
+    # loopback only, so nothing else can set it.
+    forwarded = request.headers.get("x-forwarded-for", "")
+    if forwarded:
+        return forwarded.split(",")[-1].strip()
+    return request.client.host if request.client else ""

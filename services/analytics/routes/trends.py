@@ -1,0 +1,138 @@
+"""Trends: the operators' view (aggregates only) and k-suppressed releases.
+
+Every answer is a release recorded with its privacy receipt (audience, k, epsilon,
+cells published and suppressed), returned with it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import AwareDatetime
+
+from services.analytics import handlers, store
+from services.analytics.config import AnalyticsSettings
+from services.analytics.domain.release import Cell, ReleasedWindow
+from shared.auth import Claims, require_roles
+from shared.db.pool import Connection
+from shared.observability import Problem
+
+router = APIRouter(tags=["trends"])
+Analyst = Annotated[Claims, Depends(require_roles("analyst", "admin"))]
+Grain = Literal["minute", "hour", "day"]
+SITE_PATTERN = r"^[a-z0-9.-]{1,253}$"
+
+
+class _Range:
+    def __init__(
+        self,
+        site: Annotated[str, Query(pattern=SITE_PATTERN)],
+        grain: Grain = "hour",
+        start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+        end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    ) -> None:
+        now = datetime.now(UTC)
+        self.site = site
+        self.grain: Grain = grain
+        self.end = end or now + timedelta(days=1)
+        self.start = start or self.end - timedelta(days=2)
+        if self.start >= self.end:
+            raise Problem(422, "Invalid range", "'from' must be before 'to'.", slug="range")
+
+
+Range = Annotated[_Range, Depends()]
+
+
+@router.get("/trends")
+async def operator_trends(request: Request, _: Analyst, query: Range) -> dict[str, Any]:
+    """Aggregates of a site's windows, unsuppressed (analysts and admins only)."""
+    return await _release(request, "operator", query, k=1, epsilon=None)
+
+
+@router.get("/trends/partner")
+async def partner_trends(request: Request, _: Analyst, query: Range) -> dict[str, Any]:
+    """The release analysts hand to partners: cells under the partner k suppressed."""
+    settings: AnalyticsSettings = request.app.state.settings
+    return await _release(
+        request, "partner", query, settings.analytics_partner_k, settings.analytics_partner_epsilon
+    )
+
+
+@router.get("/trends/public")
+async def public_trends(request: Request, query: Range) -> dict[str, Any]:
+    """Public trends: no account needed; cells under the public k suppressed."""
+    settings: AnalyticsSettings = request.app.state.settings
+    return await _release(
+        request, "public", query, settings.analytics_public_k, settings.analytics_public_epsilon
+    )
+
+
+@router.get("/suppressed")
+async def suppressed_visits(request: Request, _: Analyst, days: int = 30) -> dict[str, Any]:
+    """How many visits each privacy signal dropped, per day (nothing else is kept)."""
+    since = datetime.now(UTC).date() - timedelta(days=max(0, min(days, 400)))
+    conn: Connection
+    async with request.app.state.pool.acquire() as conn:
+        rows = await store.suppressed_counts(conn, since)
+    return {"since": since, "counts": rows}
+
+
+async def _release(
+    request: Request, audience: str, query: _Range, k: int, epsilon: float | None
+) -> dict[str, Any]:
+    settings: AnalyticsSettings = request.app.state.settings
+    stored, result, receipt = await handlers.release_trends(
+        request.app.state.pool,
+        handlers.ReleaseRequest(
+            audience, query.site, query.grain, query.start, query.end, k, epsilon
+        ),
+        request.app.state.noise,
+        settings.analytics_max_release_windows,
+    )
+    windows = [
+        _window(w.window_start, w.window_end, released)
+        for w, released in zip(stored, result.windows, strict=True)
+        # A window suppressed whole is left out: even its existence says someone came.
+        if released.total is not None
+    ]
+    return {
+        "site": query.site,
+        "grain": query.grain,
+        "from": query.start,
+        "to": query.end,
+        "windows": windows,
+        "receipt": {
+            "release_id": receipt.release_id,
+            "audience": audience,
+            "k": k,
+            "epsilon": epsilon,
+            "windows": len(windows),
+            "cells_published": result.cells_published,
+            "cells_suppressed": result.cells_suppressed,
+            "released_at": receipt.released_at,
+        },
+    }
+
+
+def _window(start: datetime, end: datetime, released: ReleasedWindow) -> dict[str, Any]:
+    return {
+        "window_start": start,
+        "window_end": end,
+        "total": None if released.total is None else _cell(released.total),
+        "cells": [_cell(c) for c in released.cells],
+        "suppressed_cells": released.suppressed,
+    }
+
+
+def _cell(cell: Cell) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "visits": cell.visits,
+        "unique_visitors": cell.unique_visitors,
+        "load_time_p50_ms": cell.load_time_p50_ms,
+        "load_time_p95_ms": cell.load_time_p95_ms,
+    }
+    if cell.dimension != "total":
+        out = {"dimension": cell.dimension, "value": cell.value, **out}
+    return out

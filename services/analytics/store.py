@@ -1,0 +1,311 @@
+"""The analytics database's SQL: window cells, visitor sets, suppressed counts, releases."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from uuid import UUID
+
+import asyncpg
+
+from services.analytics.domain.windows import (
+    GRAIN_LENGTH,
+    BatchDeltas,
+    CellKey,
+    percentile,
+)
+from shared.db.pool import Connection
+from shared.events.catalogue.analytics import WindowGrain
+
+_CELL_COLS = "site, grain, window_start, dimension, value"
+_UNNEST_CELL = "$1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[]"
+
+
+def _cell_arrays(cells: Sequence[CellKey]) -> list[list[object]]:
+    return [
+        [c.site for c in cells],
+        [c.grain for c in cells],
+        [c.window_start for c in cells],
+        [c.dimension for c in cells],
+        [c.value for c in cells],
+    ]
+
+
+async def apply_deltas(conn: Connection, deltas: BatchDeltas) -> None:
+    """Add a batch's visits to its cells, in key order (concurrent workers never deadlock)."""
+    pairs = sorted(deltas.visitors)
+    rows = await conn.fetch(
+        f"""
+        INSERT INTO trend_cell_visitors ({_CELL_COLS}, visitor_hash)
+        SELECT * FROM unnest({_UNNEST_CELL}, $6::text[])
+        ON CONFLICT DO NOTHING
+        RETURNING {_CELL_COLS}
+        """,  # noqa: S608
+        *_cell_arrays([c for c, _ in pairs]),
+        [h for _, h in pairs],
+    )
+    new_uniques = Counter(
+        CellKey(r["site"], r["grain"], r["window_start"], r["dimension"], r["value"]) for r in rows
+    )
+    cells = sorted(deltas.visits)
+    await conn.execute(
+        f"""
+        INSERT INTO trend_cells ({_CELL_COLS}, visits, unique_visitors)
+        SELECT * FROM unnest({_UNNEST_CELL}, $6::bigint[], $7::bigint[])
+        ON CONFLICT ({_CELL_COLS}) DO UPDATE SET
+            visits = trend_cells.visits + EXCLUDED.visits,
+            unique_visitors = trend_cells.unique_visitors + EXCLUDED.unique_visitors
+        """,  # noqa: S608
+        *_cell_arrays(cells),
+        [deltas.visits[c] for c in cells],
+        [new_uniques.get(c, 0) for c in cells],
+    )
+    if deltas.load_buckets:
+        buckets = sorted(deltas.load_buckets)
+        await conn.execute(
+            f"""
+            INSERT INTO trend_cell_load_times ({_CELL_COLS}, bucket, count)
+            SELECT * FROM unnest({_UNNEST_CELL}, $6::smallint[], $7::bigint[])
+            ON CONFLICT ({_CELL_COLS}, bucket) DO UPDATE SET
+                count = trend_cell_load_times.count + EXCLUDED.count
+            """,  # noqa: S608
+            *_cell_arrays([c for c, _ in buckets]),
+            [b for _, b in buckets],
+            [deltas.load_buckets[key] for key in buckets],
+        )
+    windows = sorted(deltas.windows)
+    await conn.execute(
+        """
+        INSERT INTO trend_windows (site, grain, window_start, window_end, revision)
+        SELECT s, g, ws, ws + CASE g WHEN 'minute' THEN interval '1 minute'
+                                     WHEN 'hour' THEN interval '1 hour'
+                                     ELSE interval '1 day' END, 1
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(s, g, ws)
+        ON CONFLICT (site, grain, window_start) DO UPDATE SET
+            revision = trend_windows.revision + 1
+        """,
+        [w[0] for w in windows],
+        [w[1] for w in windows],
+        [w[2] for w in windows],
+    )
+
+
+@dataclass(frozen=True)
+class StoredCell:
+    dimension: str
+    value: str
+    visits: int
+    unique_visitors: int
+    load_time_p50_ms: float | None
+    load_time_p95_ms: float | None
+
+
+@dataclass(frozen=True)
+class StoredWindow:
+    site: str
+    grain: WindowGrain
+    window_start: datetime
+    window_end: datetime
+    revision: int
+    total: StoredCell
+    cells: list[StoredCell]
+
+
+async def read_windows(
+    conn: Connection, site: str, grain: WindowGrain, start: datetime, end: datetime, limit: int
+) -> list[StoredWindow]:
+    """Windows of a site starting in [start, end), oldest first, with their cells."""
+    windows = await conn.fetch(
+        """
+        SELECT site, grain, window_start, window_end, revision FROM trend_windows
+        WHERE site = $1 AND grain = $2 AND window_start >= $3 AND window_start < $4
+        ORDER BY window_start LIMIT $5
+        """,
+        site,
+        grain,
+        start,
+        end,
+        limit,
+    )
+    return await _with_cells(conn, windows)
+
+
+async def _with_cells(conn: Connection, windows: Sequence[asyncpg.Record]) -> list[StoredWindow]:
+    if not windows:
+        return []
+    keys = [(w["site"], w["grain"], w["window_start"]) for w in windows]
+    args = ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
+    cells = await conn.fetch(
+        f"""
+        SELECT {_CELL_COLS}, visits, unique_visitors FROM trend_cells
+        WHERE (site, grain, window_start) IN (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]))
+        """,  # noqa: S608
+        *args,
+    )
+    loads = await conn.fetch(
+        f"""
+        SELECT {_CELL_COLS}, bucket, count FROM trend_cell_load_times
+        WHERE (site, grain, window_start) IN (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]))
+        """,  # noqa: S608
+        *args,
+    )
+    histograms: dict[tuple[object, ...], dict[int, int]] = {}
+    for r in loads:
+        key = (r["site"], r["grain"], r["window_start"], r["dimension"], r["value"])
+        histograms.setdefault(key, {})[r["bucket"]] = r["count"]
+    by_window: dict[tuple[object, ...], list[StoredCell]] = {}
+    for r in cells:
+        key = (r["site"], r["grain"], r["window_start"], r["dimension"], r["value"])
+        histogram = histograms.get(key, {})
+        cell = StoredCell(
+            r["dimension"],
+            r["value"],
+            r["visits"],
+            r["unique_visitors"],
+            percentile(histogram, 0.5),
+            percentile(histogram, 0.95),
+        )
+        by_window.setdefault(key[:3], []).append(cell)
+    out = []
+    for w in windows:
+        all_cells = by_window.get((w["site"], w["grain"], w["window_start"]), [])
+        total = next(
+            (c for c in all_cells if c.dimension == "total"),
+            StoredCell("total", "", 0, 0, None, None),
+        )
+        out.append(
+            StoredWindow(
+                w["site"],
+                w["grain"],
+                w["window_start"],
+                w["window_end"],
+                w["revision"],
+                total,
+                sorted(
+                    (c for c in all_cells if c.dimension != "total"),
+                    key=lambda c: (c.dimension, -c.visits, c.value),
+                ),
+            )
+        )
+    return out
+
+
+async def windows_to_publish(
+    conn: Connection, grace: timedelta, limit: int = 200
+) -> list[StoredWindow]:
+    """Closed windows changed since last published, locked for this transaction."""
+    rows = await conn.fetch(
+        """
+        SELECT site, grain, window_start, window_end, revision FROM trend_windows
+        WHERE revision > published_revision AND window_end <= now() - $1::interval
+        ORDER BY window_end LIMIT $2
+        FOR UPDATE SKIP LOCKED
+        """,
+        grace,
+        limit,
+    )
+    return await _with_cells(conn, rows)
+
+
+async def mark_published(conn: Connection, windows: Sequence[StoredWindow]) -> None:
+    await conn.execute(
+        """
+        UPDATE trend_windows t SET published_revision = u.r
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bigint[]) AS u(s, g, ws, r)
+        WHERE t.site = u.s AND t.grain = u.g AND t.window_start = u.ws
+        """,
+        [w.site for w in windows],
+        [w.grain for w in windows],
+        [w.window_start for w in windows],
+        [w.revision for w in windows],
+    )
+
+
+async def count_suppressed(conn: Connection, day: date, signal: str) -> None:
+    await conn.execute(
+        """
+        INSERT INTO suppressed_visits (day, signal, count) VALUES ($1, $2, 1)
+        ON CONFLICT (day, signal) DO UPDATE SET count = suppressed_visits.count + 1
+        """,
+        day,
+        signal,
+    )
+
+
+async def suppressed_counts(conn: Connection, since: date) -> list[dict[str, object]]:
+    rows = await conn.fetch(
+        "SELECT day, signal, count FROM suppressed_visits WHERE day >= $1 ORDER BY day, signal",
+        since,
+    )
+    return [{"day": r["day"], "signal": r["signal"], "count": r["count"]} for r in rows]
+
+
+async def record_release(
+    conn: Connection,
+    *,
+    release_id: UUID,
+    audience: str,
+    site: str,
+    grain: str,
+    start: datetime,
+    end: datetime,
+    k: int,
+    epsilon: float | None,
+    windows: int,
+    cells_published: int,
+    cells_suppressed: int,
+) -> datetime:
+    released_at: datetime = await conn.fetchval(
+        """
+        INSERT INTO trend_releases (id, audience, site, grain, from_time, to_time, k, epsilon,
+                                    windows, cells_published, cells_suppressed)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING released_at
+        """,
+        release_id,
+        audience,
+        site,
+        grain,
+        start,
+        end,
+        k,
+        epsilon,
+        windows,
+        cells_published,
+        cells_suppressed,
+    )
+    return released_at
+
+
+async def forget_old(
+    conn: Connection, visitor_set_age: timedelta, retention: dict[WindowGrain, timedelta]
+) -> dict[str, int]:
+    """Drop visitor sets past their age and windows past their grain's retention."""
+    removed = {}
+    result = await conn.execute(
+        "DELETE FROM trend_cell_visitors WHERE window_start < now() - $1::interval",
+        visitor_set_age,
+    )
+    removed["visitor_sets"] = int(result.split()[-1])
+    for grain, age in retention.items():
+        for table in ("trend_cell_load_times", "trend_cells", "trend_windows"):
+            result = await conn.execute(
+                f"DELETE FROM {table} WHERE grain = $1 AND window_start < now() - $2::interval",  # noqa: S608
+                grain,
+                age + GRAIN_LENGTH[grain],
+            )
+            removed[f"{table}.{grain}"] = int(result.split()[-1])
+    return removed
+
+
+async def erase_subject_traces(conn: Connection, subject_id: UUID) -> dict[str, int]:
+    """Analytics keys nothing to a person; any cell whose label holds the id goes anyway."""
+    needle = f"%{subject_id}%"
+    counts = {}
+    for table in ("trend_cell_load_times", "trend_cell_visitors", "trend_cells"):
+        result = await conn.execute(f"DELETE FROM {table} WHERE value ILIKE $1", needle)  # noqa: S608
+        counts[table] = int(result.split()[-1])
+    return counts

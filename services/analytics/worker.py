@@ -1,0 +1,146 @@
+"""The aggregator: a Faust worker over analytics.visits. ``python -m services.analytics.worker``.
+
+At-least-once, one agent, concurrency 1. Visits are taken in batches
+(``take_events``): each batch is counted in one PostgreSQL transaction that also marks
+its beacon ids processed, and Faust acknowledges the batch's offsets only after that
+transaction committed. A worker killed at any point therefore loses nothing (the
+uncommitted offsets are read again) and doubles nothing (the beacon ids are marked).
+Errors never escape the batch body: ``take_events`` would acknowledge the batch as it
+unwinds, so a failing batch is retried here until it commits.
+
+A timer publishes closed windows (end + grace) as TrendWindowClosed through the
+outbox (the analytics relay sends them), and forgets expired visitor sets and windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import faust
+from faust.worker import Worker
+
+from services.analytics import handlers, store
+from services.analytics.bootstrap import bootstrap
+from services.analytics.config import AnalyticsSettings
+from shared.bus import Delivery, Rejected
+from shared.bus.faust_app import EnvelopeSchema, create_faust_app, publish_dead_letter
+from shared.bus.idempotency import forget_processed_before
+from shared.events.catalogue.analytics import VisitRecorded
+from shared.observability import configure_logging
+from shared.service import Runtime
+
+log = logging.getLogger(__name__)
+
+BATCH = 2000
+BATCH_WITHIN_SECONDS = 0.5
+CLEANUP_EVERY_SECONDS = 600.0
+# bus_processed_events marks outlive any record Kafka can redeliver (14 days).
+PROCESSED_MARKS_AGE = timedelta(days=15)
+
+
+def build_app(settings: AnalyticsSettings) -> faust.App:
+    app = create_faust_app(
+        settings.analytics_worker_group,
+        settings,
+        # A killed worker's partitions come back after this, not after Faust's 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+    )
+    source = app.topic(settings.analytics_visits_topic, schema=EnvelopeSchema(), allow_empty=True)
+    runtimes: list[Runtime] = []
+    lock = asyncio.Lock()
+
+    async def runtime() -> Runtime:
+        async with lock:
+            if not runtimes:
+                runtimes.append(await bootstrap(settings))
+            return runtimes[0]
+
+    @app.agent(source, concurrency=1)
+    async def count_visits(stream: faust.StreamT[Any]) -> None:
+        pool = (await runtime()).pool
+        batches = stream.take_events(BATCH, within=BATCH_WITHIN_SECONDS)  # type: ignore[attr-defined]
+        async for events in batches:
+            visits: list[VisitRecorded] = []
+            for event in events:
+                value = event.value
+                if isinstance(value, Rejected):
+                    await _until_done(
+                        lambda e=event, v=value: publish_dead_letter(
+                            app, e.message, v.reason, settings.analytics_worker_group
+                        )
+                    )
+                elif isinstance(value, Delivery) and isinstance(value.event, VisitRecorded):
+                    visits.append(value.event)
+            if visits:
+                await _until_done(lambda v=visits: _count(pool, v, settings))
+
+    @app.timer(interval=settings.analytics_close_interval_seconds)  # type: ignore[untyped-decorator]
+    async def publish_windows() -> None:
+        try:
+            pool = (await runtime()).pool
+            grace = timedelta(seconds=settings.analytics_window_grace_seconds)
+            while await handlers.publish_closed_windows(pool, grace):
+                pass
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("publishing closed windows failed (%s); retrying", type(exc).__name__)
+
+    @app.timer(interval=CLEANUP_EVERY_SECONDS)  # type: ignore[untyped-decorator]
+    async def forget_old() -> None:
+        try:
+            pool = (await runtime()).pool
+            async with pool.acquire() as conn, conn.transaction():
+                await store.forget_old(
+                    conn,
+                    timedelta(hours=settings.analytics_visitor_set_hours),
+                    {
+                        "minute": timedelta(days=settings.analytics_minute_retention_days),
+                        "hour": timedelta(days=settings.analytics_hour_retention_days),
+                        "day": timedelta(days=settings.analytics_day_retention_days),
+                    },
+                )
+                await forget_processed_before(conn, PROCESSED_MARKS_AGE)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("retention clean-up failed (%s)", type(exc).__name__)
+
+    return app
+
+
+async def _count(
+    pool: asyncpg.Pool, visits: list[VisitRecorded], settings: AnalyticsSettings
+) -> None:
+    too_old = datetime.now(UTC) - timedelta(hours=settings.analytics_visitor_set_hours)
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.aggregate(conn, visits, too_old)
+
+
+async def _until_done(attempt: Any) -> None:
+    """Retry an effect until it succeeds: an unapplied batch must never be acknowledged."""
+    failures = 0
+    while True:
+        try:
+            await attempt()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            delay = min(10.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0)  # noqa: S311
+            log.warning("batch failed (%s), retry %d in %.1fs", type(exc).__name__, failures, delay)
+            await asyncio.sleep(delay)
+
+
+def main() -> None:
+    settings = AnalyticsSettings(service_name="analytics-worker")
+    configure_logging(settings.service_name, settings.log_level)
+    app = build_app(settings)
+    Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Helpers of the analytics end-to-end tests: beacons, tokens, Kafka and database reads."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from shared.auth import issue_token
+from shared.bus.kafka_options import client_options
+from shared.config import DEV_TOKEN_PRIVATE_KEY, PlatformSettings
+from shared.events import decode_envelope
+
+BEACON = "/api/analytics/beacon"
+ANALYTICS_TABLES = (
+    "trend_windows",
+    "trend_cells",
+    "trend_cell_load_times",
+    "trend_cell_visitors",
+    "trend_releases",
+)
+
+
+def unique_site() -> str:
+    return f"t{uuid.uuid4().hex[:12]}.example"
+
+
+def browser(visitor: int | str) -> dict[str, str]:
+    """Headers of a real-looking browser; a different ``visitor`` is another visitor."""
+    return {"User-Agent": f"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/{visitor}"}
+
+
+def beacon(site: str, page: str = "/", **fields: Any) -> dict[str, Any]:
+    return {"beacon_id": str(uuid.uuid4()), "site": site, "page": page, **fields}
+
+
+def operator_token(*roles: str) -> str:
+    return issue_token(
+        DEV_TOKEN_PRIVATE_KEY,
+        kind="operator",
+        roles=roles,  # type: ignore[arg-type]
+        subject=str(uuid.uuid4()),
+        session_id=str(uuid.uuid4()),
+        ttl=timedelta(minutes=10),
+    )
+
+
+def user_token(age_band: str | None = None, tracking_opt_out: bool = False) -> str:
+    return issue_token(
+        DEV_TOKEN_PRIVATE_KEY,
+        kind="user",
+        subject=str(uuid.uuid4()),
+        session_id=str(uuid.uuid4()),
+        ttl=timedelta(minutes=10),
+        age_band=age_band,
+        tracking_opt_out=tracking_opt_out,
+    )
+
+
+def analyst() -> dict[str, str]:
+    return {"Authorization": f"Bearer {operator_token('analyst')}"}
+
+
+async def totals(client: httpx.AsyncClient, site: str, grain: str = "day") -> tuple[int, int]:
+    """(visits, unique visitors) of a site summed over its windows of ``grain``."""
+    response = await client.get(
+        "/api/analytics/trends", params={"site": site, "grain": grain}, headers=analyst()
+    )
+    response.raise_for_status()
+    windows = response.json()["windows"]
+    return (
+        sum(w["total"]["visits"] for w in windows),
+        sum(w["total"]["unique_visitors"] for w in windows),
+    )
+
+
+async def wait_for_visits(
+    client: httpx.AsyncClient, site: str, expected: int, timeout: float = 60.0
+) -> int:
+    """Poll the operators' view until the site's day total reaches ``expected``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        visits, _ = await totals(client, site)
+        if visits >= expected or time.monotonic() > deadline:
+            return visits
+        await asyncio.sleep(0.3)
+
+
+async def topic_records(
+    settings: PlatformSettings, topic: str, site: str | None = None
+) -> list[tuple[bytes | None, bytes]]:
+    """(key, value) of every record of ``topic`` from the beginning to its current end;
+    only those whose event names ``site`` (in ``data.site``) when it is given."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        **client_options(settings),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    found: list[tuple[bytes | None, bytes]] = []
+    try:
+        for _ in range(150):  # group-less consumers get every partition once metadata came
+            if consumer.assignment():
+                break
+            await asyncio.sleep(0.1)
+        partitions = list(consumer.assignment())
+        ends = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.value is not None and _about(record.value, site):
+                        found.append((record.key, record.value))
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def _about(value: bytes, site: str | None) -> bool:
+    if site is None:
+        return True
+    try:
+        return decode_envelope(value).data.get("site") == site
+    except ValueError:
+        return site.encode() in value
+
+
+async def dump_tables(settings: PlatformSettings, site: str) -> str:
+    """Every analytics row of ``site`` as text, plus the suppressed-visit counts."""
+    conn = await asyncpg.connect(settings.database_dsn("analytics"))
+    try:
+        parts = []
+        for table in ANALYTICS_TABLES:
+            rows = await conn.fetch(
+                f"SELECT t::text AS row FROM {table} t WHERE site = $1",
+                site,
+            )
+            parts += [r["row"] for r in rows]
+        rows = await conn.fetch("SELECT t::text AS row FROM suppressed_visits t")
+        parts += [r["row"] for r in rows]
+        return "\n".join(parts)
+    finally:
+        await conn.close()

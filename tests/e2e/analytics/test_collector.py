@@ -1,0 +1,163 @@
+"""The beacon, through the gateway, into Kafka and the aggregator's windows."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from shared.config import PlatformSettings
+from shared.events.topics import ANALYTICS_VISITS
+from tests.e2e.analytics.support import (
+    BEACON,
+    beacon,
+    browser,
+    topic_records,
+    totals,
+    unique_site,
+    user_token,
+    wait_for_visits,
+)
+
+
+@pytest.mark.promise("P-03")
+async def test_n_visits_in_give_n_in_the_window(platform: str) -> None:
+    site = unique_site()
+    visitors = 7
+    bodies = [beacon(site, f"/page/{i % 3}", load_time_ms=100 + i) for i in range(30)]
+    async with httpx.AsyncClient(base_url=platform) as client:
+        for i, body in enumerate(bodies):
+            response = await client.post(BEACON, json=body, headers=browser(i % visitors))
+            assert response.status_code == 204
+        # A client that retries a beacon (same beacon id) is not counted twice.
+        retry = await client.post(BEACON, json=bodies[0], headers=browser(0))
+        assert retry.status_code == 204
+        counted = await wait_for_visits(client, site, len(bodies))
+        await asyncio.sleep(1.0)  # a double count would show up by now
+        for grain in ("minute", "hour", "day"):
+            visits, uniques = await totals(client, site, grain)
+            assert visits == len(bodies), grain
+            if grain != "minute":  # minutes may split a visitor across two windows
+                assert uniques == visitors, grain
+        trends = await client.get(
+            "/api/analytics/trends",
+            params={"site": site, "grain": "day"},
+            headers={"Authorization": "Bearer " + _analyst_token()},
+        )
+    assert counted == len(bodies)
+    day = trends.json()["windows"][0]
+    pages = {c["value"]: c["visits"] for c in day["cells"] if c["dimension"] == "page"}
+    assert pages == {"/page/0": 10, "/page/1": 10, "/page/2": 10}
+    assert day["total"]["load_time_p50_ms"] is not None
+
+
+def _analyst_token() -> str:
+    from tests.e2e.analytics.support import operator_token
+
+    return operator_token("analyst")
+
+
+@pytest.mark.promise("P-22")
+async def test_collection_needs_no_account_and_sets_no_cookie(platform: str) -> None:
+    site = unique_site()
+    async with httpx.AsyncClient(base_url=platform) as client:
+        as_json = await client.post(BEACON, json=beacon(site, "/a"), headers=browser(1))
+        # navigator.sendBeacon(url, string) sends text/plain; a cookie sent is ignored.
+        as_text = await client.post(
+            BEACON,
+            content=json.dumps(beacon(site, "/b")),
+            headers={**browser(2), "Content-Type": "text/plain;charset=UTF-8",
+                     "Cookie": "session=abc"},
+        )  # fmt: skip
+        counted = await wait_for_visits(client, site, 2)
+        gpc = await client.get("/api/analytics/.well-known/gpc.json")
+        public = await client.get("/api/analytics/trends/public", params={"site": site})
+    responses = [as_json, as_text, gpc, public]
+    assert [r.status_code for r in responses] == [204, 204, 200, 200]
+    assert counted == 2
+    assert all("set-cookie" not in r.headers for r in responses)
+    assert all("cookie" not in r.headers.get("vary", "").lower() for r in responses)
+    assert gpc.json()["gpc"] is True
+    assert gpc.json()["lastUpdate"]
+
+
+async def _signals_leave_no_trace(
+    platform: str, settings: PlatformSettings, headers: list[dict[str, str]]
+) -> None:
+    site = unique_site()
+    async with httpx.AsyncClient(base_url=platform) as client:
+        for i, extra in enumerate(headers):
+            response = await client.post(
+                BEACON, json=beacon(site, f"/private/{i}"), headers={**browser(i), **extra}
+            )
+            assert response.status_code == 204  # the same answer: nothing is revealed
+            assert "set-cookie" not in response.headers
+        # A sentinel visit: once it is counted, anything sent before it would be too.
+        sentinel = beacon(site, "/sentinel")
+        assert (await client.post(BEACON, json=sentinel, headers=browser("s"))).status_code == 204
+        assert await wait_for_visits(client, site, 1) == 1
+        await asyncio.sleep(1.0)
+        assert await totals(client, site) == (1, 1)
+    records = await topic_records(settings, ANALYTICS_VISITS.name, site)
+    assert len(records) == 1
+    assert sentinel["beacon_id"].encode() in records[0][1]
+
+
+@pytest.mark.promise("P-25")
+async def test_dnt_and_gpc_visits_change_no_count_and_reach_no_topic(
+    platform: str, settings: PlatformSettings
+) -> None:
+    await _signals_leave_no_trace(
+        platform, settings, [{"DNT": "1"}, {"Sec-GPC": "1"}, {"DNT": "1", "Sec-GPC": "1"}]
+    )
+
+
+@pytest.mark.promise("P-26")
+async def test_children_and_opted_out_users_are_not_tracked(
+    platform: str, settings: PlatformSettings
+) -> None:
+    await _signals_leave_no_trace(
+        platform,
+        settings,
+        [
+            {"Authorization": f"Bearer {user_token(age_band='under_13')}"},
+            {"Authorization": f"Bearer {user_token(tracking_opt_out=True)}"},
+            {"Authorization": "Bearer not-a-valid-token"},
+        ],
+    )
+
+
+async def test_signed_in_adults_are_counted(platform: str) -> None:
+    site = unique_site()
+    token = user_token(age_band="18_plus")
+    async with httpx.AsyncClient(base_url=platform) as client:
+        response = await client.post(
+            BEACON, json=beacon(site), headers={**browser(1), "Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 204
+        assert await wait_for_visits(client, site, 1) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "content", "status"),
+    [
+        ({"User-Agent": "Googlebot/2.1 (+http://www.google.com/bot.html)"}, None, 403),
+        ({}, None, 403),  # no user agent at all
+        (browser(1), b"{not json", 400),
+        (browser(1), b'{"site": "x.example", "page": "/"}', 400),
+        (browser(1), json.dumps({"pad": "x" * 5000}).encode(), 413),
+    ],
+)
+async def test_bots_malformed_and_oversized_beacons_are_refused(
+    platform: str, headers: dict[str, str], content: bytes | None, status: int
+) -> None:
+    body = content if content is not None else json.dumps(beacon(unique_site())).encode()
+    async with httpx.AsyncClient(base_url=platform) as client:
+        response = await client.post(
+            BEACON,
+            content=body,
+            headers={"User-Agent": "", **headers, "Content-Type": "application/json"},
+        )
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "x" * 100 not in response.text

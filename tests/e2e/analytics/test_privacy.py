@@ -1,0 +1,124 @@
+"""Personal data in beacons reaches no topic, no table and no API (P-04, P-09)."""
+
+import string
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples_of
+from hypothesis import strategies as st
+
+from shared.config import PlatformSettings
+from shared.events.topics import ANALYTICS_TRENDS, ANALYTICS_VISITS
+from tests.e2e.analytics.support import (
+    BEACON,
+    analyst,
+    beacon,
+    browser,
+    dump_tables,
+    topic_records,
+    unique_site,
+    wait_for_visits,
+)
+from tests.unit.pii.strategies import card_numbers, emails, phones
+
+EXAMPLES = 25
+
+
+@st.composite
+def planted(draw: st.DrawFn) -> dict[str, str]:
+    """One value of each kind, as a person would write it."""
+    digits, written = draw(card_numbers())
+    ipv4 = ".".join(str(draw(st.integers(11, 254))) for _ in range(4))
+    ipv6 = str(draw(st.ip_addresses(v=6).filter(lambda ip: len(str(ip)) >= 12)))
+    return {
+        "email": draw(emails()),
+        "phone": draw(phones()),
+        "card": written,
+        "card_digits": digits,
+        "ipv4": ipv4,
+        "ipv6": ipv6,
+        "where": draw(st.sampled_from(["path", "query", "fragment", "screen", "referrer"])),
+        "noise": draw(st.text(string.ascii_lowercase, min_size=1, max_size=8)),
+    }
+
+
+def _beacon(site: str, p: dict[str, str]) -> dict[str, object]:
+    secrets = f"{p['email']}/{p['card']}/{p['phone']}/{p['ipv4']}/{p['ipv6']}"
+    fields: dict[str, Any] = {"email": p["email"], "card": p["card"], "note": secrets}
+    if p["where"] == "path":
+        return beacon(site, f"/{p['noise']}/{secrets}", **fields)
+    if p["where"] == "query":
+        q = f"utm_term={p['email']}&utm_source={p['card']}&ref={p['phone']}&ip={p['ipv4']}"
+        return beacon(site, f"https://{site}/{p['noise']}?{q}", **fields)
+    if p["where"] == "fragment":
+        return beacon(site, f"/{p['noise']}#{secrets}", **fields)
+    if p["where"] == "screen":
+        return {**beacon(site, **fields), "page": None, "screen": secrets[:200]}
+    return beacon(site, "/r", referrer=f"https://{p['ipv4']}/{secrets}", **fields)
+
+
+def _traces(text: str, p: dict[str, str]) -> list[str]:
+    """The planted values found in ``text``, as written, percent-encoded or as digits."""
+    found = []
+    for kind in ("email", "phone", "card", "ipv4", "ipv6"):
+        value = p[kind]
+        if value in text or quote(value, safe="") in text or quote(value) in text:
+            found.append(kind)
+    if p["card_digits"] in "".join(ch for ch in text if ch.isdigit() or ch == "\n"):
+        found.append("card_digits")
+    return found
+
+
+@pytest.mark.promise("P-04")
+@pytest.mark.promise("P-09")
+async def test_personal_data_in_beacons_reaches_no_topic_table_or_api(
+    platform: str, settings: PlatformSettings
+) -> None:
+    site = unique_site()
+    examples: list[dict[str, str]] = []
+
+    @examples_of(max_examples=EXAMPLES, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(planted())
+    def collect(p: dict[str, str]) -> None:
+        examples.append(p)
+
+    collect()
+    async with httpx.AsyncClient(base_url=platform) as client:
+        for i, p in enumerate(examples):
+            response = await client.post(BEACON, json=_beacon(site, p), headers=browser(i))
+            assert response.status_code == 204, response.text
+        assert await wait_for_visits(client, site, len(examples)) == len(examples)
+        answers = [
+            await client.get(path, params={"site": site, "grain": grain}, headers=analyst())
+            for grain in ("minute", "hour", "day")
+            for path in (
+                "/api/analytics/trends",
+                "/api/analytics/trends/partner",
+                "/api/analytics/trends/public",
+            )
+        ]
+    assert all(a.status_code == 200 for a in answers)
+    kafka = "\n".join(
+        v.decode() for _, v in await topic_records(settings, ANALYTICS_VISITS.name, site)
+    )
+    trends = "\n".join(
+        v.decode() for _, v in await topic_records(settings, ANALYTICS_TRENDS.name, site)
+    )
+    stores = {
+        "analytics.visits": kafka,
+        "analytics.trends": trends,
+        "postgres": await dump_tables(settings, site),
+        "apis": "\n".join(a.text for a in answers),
+    }
+    assert kafka.count(site) >= len(examples)
+    leaks = {
+        (where, kind, p["where"])
+        for where, text in stores.items()
+        for p in examples
+        for kind in _traces(text, p)
+    }
+    assert leaks == set()

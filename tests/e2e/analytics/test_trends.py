@@ -1,0 +1,184 @@
+"""Trend releases: operators see aggregates; partners and the public see no cell under k."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from shared.config import PlatformSettings
+from shared.events import decode_envelope
+from shared.events.topics import ANALYTICS_TRENDS
+from tests.e2e.analytics.support import (
+    BEACON,
+    analyst,
+    beacon,
+    browser,
+    operator_token,
+    topic_records,
+    unique_site,
+    wait_for_visits,
+)
+
+# page -> distinct visitors (one visit each; "/home" also gets repeat visits)
+PAGES = {"/home": 14, "/pricing": 11, "/blog": 6, "/help": 4, "/about": 1}
+
+
+async def _visit_pages(client: httpx.AsyncClient, site: str) -> int:
+    sent = 0
+    visitor = 0
+    for page, visitors in PAGES.items():
+        for _ in range(visitors):
+            visitor += 1
+            response = await client.post(
+                BEACON, json=beacon(site, page, device_class="desktop"), headers=browser(visitor)
+            )
+            assert response.status_code == 204
+            sent += 1
+    for repeat in range(1, 4):  # a returning visitor adds visits, not visitors
+        await client.post(BEACON, json=beacon(site, "/home"), headers=browser(repeat))
+        sent += 1
+    return sent
+
+
+def _published_cells(body: dict[str, Any]) -> list[dict[str, Any]]:
+    cells = []
+    for window in body["windows"]:
+        cells.append(window["total"])
+        cells += window["cells"]
+    return cells
+
+
+@pytest.mark.promise("P-20")
+async def test_no_published_cell_is_under_k_nor_derivable(
+    platform: str, settings: PlatformSettings
+) -> None:
+    site = unique_site()
+    async with httpx.AsyncClient(base_url=platform) as client:
+        sent = await _visit_pages(client, site)
+        assert await wait_for_visits(client, site, sent) == sent
+        params = {"site": site, "grain": "day"}
+        operator = await client.get("/api/analytics/trends", params=params, headers=analyst())
+        public = await client.get("/api/analytics/trends/public", params=params)
+        partner = await client.get("/api/analytics/trends/partner", params=params,
+                                   headers=analyst())  # fmt: skip
+    assert [r.status_code for r in (operator, public, partner)] == [200, 200, 200]
+    raw_cells = operator.json()["windows"][0]["cells"]
+    raw = {c["value"]: c for c in raw_cells if c["dimension"] == "page"}
+    assert {p: raw[p]["unique_visitors"] for p in PAGES} == PAGES
+
+    for answer, k in ((public.json(), 11), (partner.json(), 5)):
+        receipt = answer["receipt"]
+        assert (receipt["k"], receipt["audience"]) == (k, "public" if k == 11 else "partner")
+        cells = _published_cells(answer)
+        assert all(c["unique_visitors"] >= k for c in cells)
+        window = answer["windows"][0]
+        total = window["total"]["visits"]
+        for dimension in ("page", "referrer_host", "device_class"):
+            shown = {c["value"] for c in window["cells"] if c["dimension"] == dimension}
+            hidden = [
+                c for c in raw_cells if c["dimension"] == dimension and c["value"] not in shown
+            ]
+            # Never exactly one hidden cell: total minus the others would give it away.
+            assert len(hidden) != 1, (dimension, hidden)
+            if not hidden:
+                assert (
+                    sum(c["visits"] for c in window["cells"] if c["dimension"] == dimension)
+                    == total
+                )
+        assert receipt["cells_suppressed"] == sum(w["suppressed_cells"] for w in answer["windows"])
+
+    public_pages = {
+        c["value"] for c in public.json()["windows"][0]["cells"] if c["dimension"] == "page"
+    }
+    partner_pages = {
+        c["value"] for c in partner.json()["windows"][0]["cells"] if c["dimension"] == "page"
+    }
+    # k=11: /blog, /help, /about are small; two or more are hidden, no complement needed.
+    assert public_pages == {"/home", "/pricing"}
+    # k=5: only /help and /about are small, and they hide each other.
+    assert partner_pages == {"/home", "/pricing", "/blog"}
+
+    conn = await asyncpg.connect(settings.database_dsn("analytics"))
+    try:
+        receipts = await conn.fetch(
+            "SELECT audience, k, epsilon, cells_suppressed FROM trend_releases WHERE id = ANY($1)",
+            [public.json()["receipt"]["release_id"], partner.json()["receipt"]["release_id"]],
+        )
+    finally:
+        await conn.close()
+    assert sorted((r["audience"], r["k"]) for r in receipts) == [("partner", 5), ("public", 11)]
+
+
+async def test_a_single_small_cell_takes_a_complement_with_it(platform: str) -> None:
+    site = unique_site()
+    async with httpx.AsyncClient(base_url=platform) as client:
+        for visitor in range(1, 25):
+            page = "/big" if visitor <= 12 else "/mid" if visitor <= 23 else "/tiny"
+            await client.post(BEACON, json=beacon(site, page), headers=browser(visitor))
+        assert await wait_for_visits(client, site, 24) == 24
+        public = await client.get(
+            "/api/analytics/trends/public", params={"site": site, "grain": "day"}
+        )
+    window = public.json()["windows"][0]
+    pages = {c["value"] for c in window["cells"] if c["dimension"] == "page"}
+    # /tiny (1 visitor) is under k; /mid (11) must go too or 24 - 12 - 11 reveals /tiny.
+    assert pages == {"/big"}
+    assert window["total"]["visits"] == 24
+
+
+async def test_operator_views_need_an_analyst_or_admin(platform: str) -> None:
+    site = unique_site()
+    params = {"site": site}
+    async with httpx.AsyncClient(base_url=platform) as client:
+        anonymous = await client.get("/api/analytics/trends", params=params)
+        support = await client.get(
+            "/api/analytics/trends",
+            params=params,
+            headers={"Authorization": f"Bearer {operator_token('support')}"},
+        )
+        admin = await client.get(
+            "/api/analytics/trends",
+            params=params,
+            headers={"Authorization": f"Bearer {operator_token('admin')}"},
+        )
+        partner_anonymous = await client.get("/api/analytics/trends/partner", params=params)
+        counts = await client.get("/api/analytics/suppressed", headers=analyst())
+    assert [anonymous.status_code, support.status_code, admin.status_code] == [401, 403, 200]
+    assert partner_anonymous.status_code == 401
+    assert counts.status_code == 200
+    assert (
+        {"day", "signal", "count"} <= set(counts.json()["counts"][0])
+        if counts.json()["counts"]
+        else True
+    )
+
+
+async def test_closed_windows_reach_the_compacted_trends_topic(
+    platform: str, settings: PlatformSettings
+) -> None:
+    site = unique_site()
+    async with httpx.AsyncClient(base_url=platform) as client:
+        for visitor in range(3):
+            await client.post(BEACON, json=beacon(site, "/t"), headers=browser(visitor))
+        assert await wait_for_visits(client, site, 3) == 3
+    deadline = datetime.now(UTC) + timedelta(seconds=100)
+    minutes: list[tuple[bytes | None, dict[str, Any]]] = []
+    while datetime.now(UTC) < deadline:
+        published = await topic_records(settings, ANALYTICS_TRENDS.name, site)
+        minutes = [
+            (key, data)
+            for key, data in ((k, decode_envelope(v).data) for k, v in published)
+            if data["window"] == "minute"
+        ]
+        if sum(data["visits"] for _, data in minutes) >= 3:
+            break
+        await asyncio.sleep(2.0)
+    assert sum(data["visits"] for _, data in minutes) == 3
+    for key, data in minutes:
+        start = datetime.fromisoformat(data["window_start"])
+        assert key == f"{site}|minute|{start.isoformat()}".encode()
+        assert data["revision"] >= 1
+        assert datetime.fromisoformat(data["window_end"]) - start == timedelta(minutes=1)

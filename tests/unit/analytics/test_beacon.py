@@ -1,0 +1,161 @@
+"""Beacons are cut down to anonymous visits: scrubbing, bots, signals, visitor hashes."""
+
+import uuid
+from datetime import date
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.analytics.domain.beacon import (
+    MalformedBeacon,
+    device_class_of,
+    is_bot,
+    parse_beacon,
+    scrub,
+    scrub_page,
+    scrub_referrer,
+)
+from services.analytics.domain.signals import (
+    Suppression,
+    claims_suppression,
+    header_suppression,
+)
+from services.analytics.domain.visitor import DailySalt, truncate_ip, visitor_hash
+from shared.auth import Claims
+from shared.pii import DEFAULT_ALLOWED_QUERY_KEYS, contains_pii
+from tests.unit.pii.strategies import card_numbers, emails
+
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0"
+IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 Safari/604.1"
+
+
+def _body(**fields: object) -> bytes:
+    import json
+
+    return json.dumps({"beacon_id": str(uuid.uuid4()), "site": "imt.example", **fields}).encode()
+
+
+def test_page_loses_fragment_query_keys_and_personal_data() -> None:
+    page = (
+        "https://imt.example/u/jane.doe@example.com/card/4111111111111111?utm_source=x&email=a#top"
+    )
+    assert scrub_page(page, DEFAULT_ALLOWED_QUERY_KEYS) == "/u/:email/card/:card?utm_source=x"
+
+
+def test_referrer_becomes_a_host_and_ip_referrers_vanish() -> None:
+    assert scrub_referrer("https://www.google.com/search?q=jane@example.com") == "www.google.com"
+    assert scrub_referrer("http://192.168.1.20/admin") is None
+    assert scrub_referrer("not a url") is None
+    assert scrub_referrer(None) is None
+
+
+def test_screen_names_are_redacted() -> None:
+    beacon = parse_beacon(_body(screen="Profile of +1 415 555 0134"))
+    visit = scrub(beacon, IPHONE, DEFAULT_ALLOWED_QUERY_KEYS)
+    assert visit.page.startswith("screen:")
+    assert "555" not in visit.page
+    assert visit.device_class == "mobile"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        _body(),  # neither page nor screen
+        _body(page="/a", screen="b"),  # both
+        _body(page="/a", load_time_ms=-1),
+        _body(page="/a", device_class="toaster"),
+        b'{"site": "imt.example", "page": "/"}',  # no beacon id
+        _body(page="/a").replace(b"imt.example", b"10.0.0.1"),  # an IP is not a site
+    ],
+)
+def test_malformed_beacons_are_refused(body: bytes) -> None:
+    with pytest.raises(MalformedBeacon):
+        parse_beacon(body)
+
+
+def test_refusals_never_quote_the_values_sent() -> None:
+    with pytest.raises(MalformedBeacon) as refused:
+        parse_beacon(_body(page="/a", load_time_ms="jane@example.com"))
+    assert "jane" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "agent",
+    ["", "Googlebot/2.1 (+http://www.google.com/bot.html)", "curl/8.5", "python-httpx/0.28",
+     "Mozilla/5.0 HeadlessChrome/120", "Mozilla/5.0 (compatible; bingbot/2.0)"],
+)  # fmt: skip
+def test_bots_are_recognised(agent: str) -> None:
+    assert is_bot(agent)
+
+
+def test_browsers_are_not_bots() -> None:
+    assert not is_bot(FIREFOX)
+    assert not is_bot(IPHONE)
+    assert device_class_of(FIREFOX) == "desktop"
+
+
+def test_dnt_and_gpc_headers_suppress() -> None:
+    assert header_suppression({"dnt": "1"}) is Suppression.DNT
+    assert header_suppression({"sec-gpc": "1"}) is Suppression.GPC
+    assert header_suppression({"dnt": "0"}) is None
+
+
+def _claims(**overrides: object) -> Claims:
+    return Claims.model_validate({"sub": "u", "sid": "s", "kind": "user", "exp": 2, "iat": 1,
+                                  **overrides})  # fmt: skip
+
+
+def test_children_opted_out_and_unverifiable_users_are_not_tracked() -> None:
+    assert claims_suppression(_claims(age_band="under_13"), True) is Suppression.UNDER_13
+    assert claims_suppression(_claims(tracking_opt_out=True), True) is Suppression.OPTED_OUT
+    assert claims_suppression(None, token_sent=True) is Suppression.UNVERIFIED_TOKEN
+    assert claims_suppression(_claims(age_band="18_plus"), True) is None
+    assert claims_suppression(None, token_sent=False) is None
+
+
+def test_addresses_are_truncated_before_hashing() -> None:
+    assert truncate_ip("203.0.113.77") == "203.0.113.0"
+    assert truncate_ip("2001:db8:1234:5678::1") == "2001:db8:1234::"
+    assert truncate_ip("::ffff:203.0.113.9") == "203.0.113.0"
+    salt = b"s" * 32
+    same = visitor_hash(salt, "imt.example", "203.0.113.1", FIREFOX)
+    assert same == visitor_hash(salt, "imt.example", "203.0.113.250", FIREFOX)
+    assert same != visitor_hash(salt, "other.example", "203.0.113.1", FIREFOX)
+    assert same != visitor_hash(b"t" * 32, "imt.example", "203.0.113.1", FIREFOX)
+    assert len(same) == 32
+
+
+def test_the_salt_changes_with_the_day() -> None:
+    days = iter([date(2026, 1, 1), date(2026, 1, 1), date(2026, 1, 2)])
+    salt = DailySalt(lambda: next(days))
+    first, again, next_day = salt.current(), salt.current(), salt.current()
+    assert first == again
+    assert next_day != first
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    email=emails(),
+    card=card_numbers(),
+    octets=st.tuples(*[st.integers(1, 254)] * 4),
+    where=st.sampled_from(["path", "query", "screen"]),
+)
+def test_no_personal_data_survives_scrubbing(
+    email: str, card: tuple[str, str], octets: tuple[int, ...], where: str
+) -> None:
+    ip = ".".join(map(str, octets))
+    if where == "path":
+        body = _body(page=f"/p/{email}/{card[1]}/{ip}", referrer=f"https://{ip}/{email}")
+    elif where == "query":
+        body = _body(page=f"/p?utm_source={email}&utm_term={card[1]}&ip={ip}")
+    else:
+        body = _body(screen=f"{email} {card[1]} {ip}"[:200])
+    visit = scrub(parse_beacon(body), FIREFOX, DEFAULT_ALLOWED_QUERY_KEYS)
+    kept = f"{visit.page} {visit.referrer_host}"
+    assert email not in kept
+    assert card[0] not in kept.replace(" ", "").replace("-", "")
+    assert ip not in kept
+    assert not contains_pii(kept)
