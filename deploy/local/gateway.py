@@ -144,6 +144,14 @@ location / {{
     try_files $uri $uri/index.html =404;
 }}
 
+# Global Privacy Control support resource, published by the analytics service.
+location = /.well-known/gpc.json {{
+    proxy_pass http://svc_analytics/api/analytics/.well-known/gpc.json;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    error_page 502 503 504 = @unavailable;
+}}
+
 location /api/ {{
     error_page 413 = @too_large;
     error_page 429 = @rate_limited;
@@ -163,7 +171,9 @@ location ~ ^/api/(?<imt_service>{services})(?:/|$) {{
     proxy_set_header DNT $http_dnt;
     proxy_set_header Sec-GPC $http_sec_gpc;
     proxy_connect_timeout 2s;
-    proxy_read_timeout 60s;
+    # Server-sent events (the notifier's live inbox) stream for as long as a page is open.
+    proxy_buffering off;
+    proxy_read_timeout 1h;
     # Upstream errors (their own problem bodies) pass through; only ours are replaced.
     proxy_intercept_errors off;
     error_page 502 503 504 = @unavailable;
