@@ -16,15 +16,23 @@ from deploy.local import services
 from deploy.local.layout import HOST, Layout
 
 
+def selected_processes() -> list[str]:
+    """Procfile process names of the services this run tests (IMT_TEST_SERVICES)."""
+    wanted = {s for s in os.environ.get("IMT_TEST_SERVICES", "").split(",") if s}
+    return [n for n in services.procfile_entries() if not wanted or n.split("-")[0] in wanted]
+
+
+def selected_apis() -> list[str]:
+    return sorted(n.removesuffix("-api") for n in selected_processes() if n.endswith("-api"))
+
+
 @pytest.fixture(scope="session")
 def platform(stack: None) -> Iterator[str]:
     """The gateway's base URL, once every service API answers ready through it."""
-    wanted = {s for s in os.environ.get("IMT_TEST_SERVICES", "").split(",") if s}
-    names = [n for n in services.procfile_entries() if not wanted or n.split("-")[0] in wanted]
+    names = selected_processes()
     started = services.ensure_processes(names)
     try:
-        apis = sorted({n.removesuffix("-api") for n in names if n.endswith("-api")})
-        services.wait_for_apis(apis)
+        services.wait_for_apis(selected_apis())
         yield f"http://{HOST}:{Layout.from_env().ports.gateway}"
     finally:
         services.stop_processes(started)

@@ -3,14 +3,10 @@
 import httpx
 import pytest
 
-from deploy.local import services
+from tests.support.platform import selected_apis
 
 
-def _apis() -> list[str]:
-    return sorted(n.removesuffix("-api") for n in services.procfile_entries() if n.endswith("-api"))
-
-
-@pytest.mark.parametrize("service", _apis())
+@pytest.mark.parametrize("service", selected_apis())
 async def test_each_api_is_ready_through_the_gateway(platform: str, service: str) -> None:
     async with httpx.AsyncClient(base_url=platform) as client:
         ready = await client.get(f"/api/{service}/readyz")
@@ -22,7 +18,7 @@ async def test_each_api_is_ready_through_the_gateway(platform: str, service: str
     assert "set-cookie" not in ready.headers
 
 
-@pytest.mark.parametrize("service", _apis())
+@pytest.mark.parametrize("service", selected_apis())
 async def test_metrics_are_not_reachable_through_the_gateway(platform: str, service: str) -> None:
     async with httpx.AsyncClient(base_url=platform) as client:
         response = await client.get(f"/api/{service}/metrics")
