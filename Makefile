@@ -14,7 +14,7 @@ UV  := $(PYTHON_BOOT) -m uv
 PY  := .venv/bin/python
 STACK := $(PY) deploy/local/stack.py
 
-.PHONY: help setup run stop test test-unit test-integration check format bench promises docs backup clean
+.PHONY: help setup run stop test test-unit test-integration check format bench promises docs backup restore clean
 
 help:
 	@echo "make run       start everything (infrastructure included); Ctrl-C stops it all"
@@ -23,6 +23,8 @@ help:
 	@echo "make bench     benchmarks; results in bench/results/latest.jsonl"
 	@echo "make promises  which promise is proved by which test (after make test)"
 	@echo "make docs      regenerate docs/ (event catalogue, topics, configuration)"
+	@echo "make backup    snapshot every service database; expire old snapshots"
+	@echo "make restore   restore a snapshot (SNAPSHOT=id) and replay the deletion ledger"
 	@echo "make stop      stop whatever 'make run' or the tests left running"
 
 # The venv follows the lock; re-synced only when the lock or pyproject changes.
@@ -68,6 +70,16 @@ promises: setup
 
 docs: setup
 	$(PY) tools/docs.py
+
+# Snapshot every service database (pg_dump) into the backup folder, then drop snapshots
+# past retention: deletion requests wait in backups_pending until theirs expire.
+backup: setup
+	$(PY) -m services.deletion.backups take
+	$(PY) -m services.deletion.backups expire
+
+# Restore a snapshot (SNAPSHOT=<id>, default the newest) and replay the deletion ledger.
+restore: setup
+	$(PY) -m services.deletion.backups restore $(or $(SNAPSHOT),latest)
 
 clean: stop
 	$(STACK) down --wipe

@@ -1,0 +1,327 @@
+"""Backups as a store of their own: ``python -m services.deletion.backups take|expire|restore``.
+
+* ``take``: ``pg_dump`` of every service database (as the maintenance role) into
+  ``<backup dir>/<snapshot id>/<database>.dump`` with a ``manifest.json`` (time,
+  databases, expiry). The vault is never in these backups: its keys are what makes a
+  subject unreadable in them once shredded.
+* ``expire``: removes snapshots past their expiry; deletion requests waiting in
+  ``backups_pending`` are woken, since the last copy of their subject may just have gone.
+* ``restore``: restores a snapshot into new (scratch) databases and replays the deletion
+  ledger (every erasure not finished when the snapshot was taken) *before* printing where
+  the data is, so nothing reads a resurrected subject.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from services.deletion import store
+from services.deletion.config import DeletionSettings
+from services.deletion.domain.replay import (
+    ReplayDelete,
+    SubjectColumns,
+    load_subject_columns,
+    replay_plan,
+    to_replay,
+)
+from shared.databases import SERVICE_DATABASES
+from shared.db import create_pool
+from shared.db.prepare import migrate_service_database
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "migrations"
+PG_ROOT = Path("/usr/lib/postgresql")
+
+
+class BackupError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Manifest:
+    snapshot_id: str
+    taken_at: datetime
+    expires_at: datetime
+    databases: tuple[str, ...]
+    folder: Path
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "snapshot_id": self.snapshot_id,
+                "taken_at": self.taken_at.isoformat(),
+                "expires_at": self.expires_at.isoformat(),
+                "databases": list(self.databases),
+                "format": "pg_dump custom (-Fc), one file per database",
+                "vault": "never included: shredded keys keep erased subjects unreadable",
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        raw = json.loads((folder / "manifest.json").read_text())
+        return cls(
+            raw["snapshot_id"],
+            datetime.fromisoformat(raw["taken_at"]),
+            datetime.fromisoformat(raw["expires_at"]),
+            tuple(raw["databases"]),
+            folder,
+        )
+
+
+def pg_tool(name: str) -> str:
+    """pg_dump / pg_restore: on PATH, else the newest Debian server's binaries."""
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(
+        (p for p in PG_ROOT.glob(f"*/bin/{name}") if p.parent.parent.name.isdigit()),
+        key=lambda p: int(p.parent.parent.name),
+    )
+    if not versions:
+        raise BackupError(f"{name} not found (install the PostgreSQL client)")
+    return str(versions[-1])
+
+
+def _pg_env(settings: DeletionSettings, database: str) -> dict[str, str]:
+    """libpq settings through the environment: the password never shows in argv."""
+    return {
+        **os.environ,
+        "PGHOST": settings.postgres_host,
+        "PGPORT": str(settings.postgres_port),
+        "PGUSER": settings.deletion_admin_role,
+        "PGPASSWORD": settings.postgres_password.get_secret_value(),
+        "PGDATABASE": database,
+        "PGSSLMODE": settings.postgres_sslmode,
+    }
+
+
+async def _run(argv: Sequence[str], env: dict[str, str]) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await process.communicate()
+    if process.returncode != 0:
+        raise BackupError(f"{Path(argv[0]).name} failed: {stderr.decode(errors='replace')[:500]}")
+
+
+async def _deletion_pool(settings: DeletionSettings) -> asyncpg.Pool:
+    pool = await create_pool(settings.database_dsn("deletion"), max_size=2)
+    await migrate_service_database(pool, "deletion", MIGRATIONS)
+    return pool
+
+
+# --- take ----------------------------------------------------------------------------------
+
+
+async def take(
+    settings: DeletionSettings,
+    *,
+    retention: timedelta | None = None,
+    databases: Sequence[str] = SERVICE_DATABASES,
+) -> Manifest:
+    """Dump every service database into a new snapshot folder and index it."""
+    taken_at = datetime.now(UTC)
+    keep = retention or timedelta(seconds=settings.deletion_backup_retention_seconds)
+    snapshot_id = f"{taken_at:%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:8]}"
+    folder = settings.backup_dir() / snapshot_id
+    manifest = Manifest(snapshot_id, taken_at, taken_at + keep, tuple(databases), folder)
+    folder.mkdir(parents=True, mode=0o700)
+    pool = await _deletion_pool(settings)
+    try:
+        # Indexed before the first dump: a request erased while we dump must wait for it.
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO backup_snapshots (snapshot_id, taken_at, expires_at, databases, path)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                snapshot_id,
+                taken_at,
+                manifest.expires_at,
+                list(databases),
+                str(folder),
+            )
+        for database in databases:
+            dump = folder / f"{database}.dump"
+            await _run([pg_tool("pg_dump"), "-Fc", "-f", str(dump)], _pg_env(settings, database))
+        (folder / "manifest.json.tmp").write_text(manifest.to_json())
+        (folder / "manifest.json.tmp").rename(folder / "manifest.json")
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE backup_snapshots SET completed_at = now() WHERE snapshot_id = $1",
+                snapshot_id,
+            )
+    finally:
+        await pool.close()
+    return manifest
+
+
+# --- expire --------------------------------------------------------------------------------
+
+
+async def expire(settings: DeletionSettings, *, now: datetime | None = None) -> list[str]:
+    """Remove snapshots past their expiry (and index entries whose folder is gone)."""
+    now = now or datetime.now(UTC)
+    pool = await _deletion_pool(settings)
+    removed = []
+    try:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT snapshot_id, path, expires_at FROM backup_snapshots"
+                " WHERE expired_at IS NULL"
+            )
+            for row in rows:
+                folder = Path(row["path"])
+                gone = not await asyncio.to_thread(folder.exists)
+                if row["expires_at"] <= now or gone:
+                    await asyncio.to_thread(shutil.rmtree, folder, True)
+                    await conn.execute(
+                        "UPDATE backup_snapshots SET expired_at = $2 WHERE snapshot_id = $1",
+                        row["snapshot_id"],
+                        now,
+                    )
+                    removed.append(row["snapshot_id"])
+            if removed:
+                await conn.execute(
+                    "UPDATE deletion_requests SET next_check_at = $1"
+                    " WHERE stage = 'backups_pending'",
+                    now,
+                )
+    finally:
+        await pool.close()
+    return removed
+
+
+# --- restore -------------------------------------------------------------------------------
+
+
+def find_snapshot(settings: DeletionSettings, snapshot: str) -> Manifest:
+    root = settings.backup_dir()
+    if snapshot != "latest":
+        return Manifest.read(root / snapshot)
+    complete = [Manifest.read(f) for f in root.glob("*") if (f / "manifest.json").exists()]
+    if not complete:
+        raise BackupError(f"no complete snapshot in {root}")
+    return max(complete, key=lambda m: m.taken_at)
+
+
+async def restore(
+    settings: DeletionSettings,
+    manifest: Manifest,
+    *,
+    target_prefix: str,
+    databases: Sequence[str] | None = None,
+    columns: SubjectColumns | None = None,
+) -> dict[str, str]:
+    """Restore into ``<prefix>_<database>`` databases, replaying the ledger in each first."""
+    columns = columns or load_subject_columns(settings.deletion_subject_columns_file)
+    wanted = [d for d in manifest.databases if databases is None or d in databases]
+    pool = await _deletion_pool(settings)
+    try:
+        async with pool.acquire() as conn:
+            entries = to_replay(await store.ledger(conn), manifest.taken_at)
+    finally:
+        await pool.close()
+    targets: dict[str, str] = {}
+    for database in wanted:
+        target = f"{target_prefix}_{database}"
+        targets[database] = target
+        await restore_dump(settings, manifest.folder / f"{database}.dump", target)
+        await apply_replay(settings, target, replay_plan(database, columns, entries))
+    return targets
+
+
+async def restore_dump(settings: DeletionSettings, dump: Path, target: str) -> None:
+    """pg_restore one dump into a new database, as it is (no replay: never serve it)."""
+    await _create_database(settings, target)
+    argv = [pg_tool("pg_restore"), "--no-owner", "--no-privileges", "-d", target, str(dump)]
+    await _run(argv, _pg_env(settings, target))
+
+
+async def apply_replay(settings: DeletionSettings, target: str, plan: list[ReplayDelete]) -> int:
+    """Run the replay's deletes in one transaction; tables the snapshot lacks are skipped."""
+    conn = await asyncpg.connect(settings.admin_dsn(target))
+    deleted = 0
+    try:
+        tables = {
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
+        async with conn.transaction():
+            for delete in plan:
+                if delete.table in tables:
+                    status = await conn.execute(delete.sql(), delete.value)
+                    deleted += int(status.split()[-1])
+    finally:
+        await conn.close()
+    return deleted
+
+
+async def _create_database(settings: DeletionSettings, name: str) -> None:
+    if not name.replace("_", "").isalnum() or not name.islower():
+        raise BackupError(f"refusing database name {name!r}")
+    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def drop_databases(settings: DeletionSettings, names: Sequence[str]) -> None:
+    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+    try:
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.deletion.backups")
+    commands = parser.add_subparsers(dest="command", required=True)
+    take_cmd = commands.add_parser("take", help="snapshot every service database")
+    take_cmd.add_argument("--retention-seconds", type=float, help="override the retention")
+    commands.add_parser("expire", help="remove snapshots past their expiry")
+    restore_cmd = commands.add_parser("restore", help="restore a snapshot, replaying deletions")
+    restore_cmd.add_argument("snapshot", nargs="?", default="latest")
+    restore_cmd.add_argument("--prefix", default=None, help="target database name prefix")
+    restore_cmd.add_argument("--database", action="append", help="only these databases")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    settings = DeletionSettings()
+    if args.command == "take":
+        retention = timedelta(seconds=args.retention_seconds) if args.retention_seconds else None
+        manifest = asyncio.run(take(settings, retention=retention))
+        sys.stdout.write(f"{manifest.snapshot_id} expires {manifest.expires_at.isoformat()}\n")
+    elif args.command == "expire":
+        for snapshot_id in asyncio.run(expire(settings)):
+            sys.stdout.write(f"expired {snapshot_id}\n")
+    else:
+        manifest = find_snapshot(settings, args.snapshot)
+        prefix = args.prefix or f"restored_{manifest.snapshot_id.lower().replace('-', '_')}"
+        targets = asyncio.run(
+            restore(settings, manifest, target_prefix=prefix, databases=args.database)
+        )
+        for database, target in targets.items():
+            sys.stdout.write(f"{database} -> {target} (deletion ledger replayed)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The deletion service's pure rules: stages, dates, retention, replay, certificates."""

@@ -1,0 +1,100 @@
+"""Retention rules: which record categories outlive a deletion, why, and for how long.
+
+The rules come from a versioned TOML file (``retention.toml``)::
+
+    version = "2025-06-01"
+
+    [[rule]]
+    category = "financial_records"
+    legal_basis = "financial"          # security | fraud_abuse | financial | legal_obligation
+    period_days = 3650
+    action = "keep_anonymised"         # or "erase"
+    tables = ["accounts.invoices"]     # where the verifier may find the kept rows
+
+A category kept anonymised is named in the ``retain_categories`` of the first
+EraseSubject; when its period ends a second EraseSubject erases it too.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+LegalBasis = Literal["security", "fraud_abuse", "financial", "legal_obligation"]
+Action = Literal["keep_anonymised", "erase"]
+
+
+class RetentionRule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    category: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    legal_basis: LegalBasis
+    period_days: float = Field(ge=0)
+    action: Action
+    tables: tuple[str, ...] = ()
+    note: str = ""
+
+    @field_validator("tables")
+    @classmethod
+    def _qualified(cls, tables: tuple[str, ...]) -> tuple[str, ...]:
+        for table in tables:
+            if table.count(".") != 1:
+                raise ValueError(f"table {table!r} is not <database>.<table>")
+        return tables
+
+    @property
+    def period(self) -> timedelta:
+        return timedelta(days=self.period_days)
+
+
+class RetentionPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str = Field(min_length=1)
+    rules: tuple[RetentionRule, ...] = Field(alias="rule")
+
+    @field_validator("rules")
+    @classmethod
+    def _one_rule_per_category(cls, rules: tuple[RetentionRule, ...]) -> tuple[RetentionRule, ...]:
+        names = [r.category for r in rules]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"categories with more than one rule: {', '.join(duplicates)}")
+        tables = [t for r in rules for t in r.tables]
+        shared = sorted({t for t in tables if tables.count(t) > 1})
+        if shared:
+            raise ValueError(f"tables under more than one rule: {', '.join(shared)}")
+        return rules
+
+    def kept(self) -> tuple[RetentionRule, ...]:
+        return tuple(r for r in self.rules if r.action == "keep_anonymised" and r.period_days)
+
+    def retain_categories(self) -> tuple[str, ...]:
+        """Categories the first erasure keeps, anonymised."""
+        return tuple(r.category for r in self.kept())
+
+    def releases(self, erased_at: datetime) -> dict[str, datetime]:
+        """When each kept category must go: its period counted from the erasure."""
+        return {r.category: erased_at + r.period for r in self.kept()}
+
+    def rule_for_table(self, qualified_table: str) -> RetentionRule | None:
+        return next((r for r in self.rules if qualified_table in r.tables), None)
+
+    def may_keep(self, qualified_table: str, erased_at: datetime | None, now: datetime) -> bool:
+        """Whether rows of this table may still reference an erased subject (ids only)."""
+        rule = self.rule_for_table(qualified_table)
+        if rule is None or rule.action != "keep_anonymised":
+            return False
+        return erased_at is None or now < erased_at + rule.period
+
+
+def parse_policy(text: str) -> RetentionPolicy:
+    return RetentionPolicy.model_validate(tomllib.loads(text))
+
+
+def load_policy(path: str | Path) -> RetentionPolicy:
+    return parse_policy(Path(path).read_text())

@@ -1,0 +1,173 @@
+"""The stage machine of a deletion request, as pure functions.
+
+::
+
+    requested -> grace -> holds -> erasing -> shredded -> backups_pending -> complete
+                   |        |         |  ^
+                   v        v         v  | (operator retries, or the late receipts arrive)
+               cancelled  paused    escalated
+                          (legal hold, with reason; lifting resumes where it paused)
+
+A single item (a device, a request) skips ``shredded``: the subject's key stays, only
+the item's rows go. Every function returns a new :class:`DeletionRequest` or raises
+:class:`StageConflict`; none does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Literal
+from uuid import UUID
+
+from shared.events.catalogue.deletion import DeletionStage
+
+Scope = Literal["account", "device", "request"]
+
+ACTIVE_STAGES: tuple[DeletionStage, ...] = ("requested", "grace", "holds")
+CANCELLABLE: frozenset[DeletionStage] = frozenset({"requested", "grace"})
+HOLDABLE: frozenset[DeletionStage] = frozenset({"requested", "grace", "holds"})
+FINAL: frozenset[DeletionStage] = frozenset({"complete", "cancelled"})
+# The happy path, in order: what a user is shown as "remaining".
+PATH: tuple[DeletionStage, ...] = (
+    "requested",
+    "grace",
+    "holds",
+    "erasing",
+    "shredded",
+    "backups_pending",
+    "complete",
+)
+
+
+class StageConflict(Exception):
+    """The transition does not apply to the request's current stage."""
+
+
+@dataclass(frozen=True)
+class DeletionRequest:
+    request_id: UUID
+    subject_id: UUID
+    scope: Scope
+    item_id: UUID | None
+    stage: DeletionStage
+    requested_at: datetime
+    grace_ends_at: datetime
+    stage_entered_at: datetime
+    paused_from: DeletionStage | None = None
+    reason: str | None = None
+    erasing_started_at: datetime | None = None
+    erased_at: datetime | None = None
+
+    @property
+    def whole_account(self) -> bool:
+        return self.scope == "account"
+
+
+def new_request(
+    request_id: UUID,
+    subject_id: UUID,
+    *,
+    scope: Scope,
+    item_id: UUID | None,
+    now: datetime,
+    grace: timedelta,
+) -> DeletionRequest:
+    """A request as accounts announced it (re-authenticated, or approved by two operators)."""
+    if scope != "account" and item_id is None:
+        raise ValueError(f"a {scope} deletion names the item")
+    return DeletionRequest(
+        request_id, subject_id, scope, item_id, "requested", now, now + grace, now
+    )
+
+
+def _enter(
+    request: DeletionRequest, stage: DeletionStage, now: datetime, reason: str | None = None
+) -> DeletionRequest:
+    return replace(request, stage=stage, stage_entered_at=now, reason=reason)
+
+
+def _require(request: DeletionRequest, *stages: DeletionStage) -> None:
+    if request.stage not in stages:
+        raise StageConflict(f"request is {request.stage}, not {' or '.join(stages)}")
+
+
+def start_grace(request: DeletionRequest, now: datetime) -> DeletionRequest:
+    _require(request, "requested")
+    return _enter(request, "grace", now)
+
+
+def end_grace(request: DeletionRequest, now: datetime) -> DeletionRequest:
+    _require(request, "grace")
+    if now < request.grace_ends_at:
+        raise StageConflict("the grace period has not ended")
+    return _enter(request, "holds", now)
+
+
+def cancel(request: DeletionRequest, now: datetime) -> DeletionRequest:
+    """Cancel during grace (or while paused before erasing): nothing was erased."""
+    stage = request.paused_from if request.stage == "paused" else request.stage
+    if stage not in CANCELLABLE:
+        raise StageConflict(f"a request in {request.stage} can no longer be cancelled")
+    return replace(_enter(request, "cancelled", now), paused_from=None)
+
+
+def place_hold(request: DeletionRequest, reason: str, now: datetime) -> DeletionRequest:
+    """A legal hold pauses the request before anything is erased."""
+    if not reason.strip():
+        raise ValueError("a legal hold states its reason")
+    _require(request, *HOLDABLE)
+    return replace(_enter(request, "paused", now, reason), paused_from=request.stage)
+
+
+def lift_hold(request: DeletionRequest, now: datetime) -> DeletionRequest:
+    """Resume where the request paused; the ticker takes it on from there."""
+    _require(request, "paused")
+    assert request.paused_from is not None
+    return replace(_enter(request, request.paused_from, now), paused_from=None)
+
+
+def start_erasing(request: DeletionRequest, now: datetime) -> DeletionRequest:
+    """No longer cancellable: every store is told to erase."""
+    _require(request, "holds")
+    return replace(_enter(request, "erasing", now), erasing_started_at=now)
+
+
+def escalate(request: DeletionRequest, reason: str, now: datetime) -> DeletionRequest:
+    _require(request, "erasing", "backups_pending")
+    return _enter(request, "escalated", now, reason)
+
+
+def retry(request: DeletionRequest, now: datetime) -> DeletionRequest:
+    """An operator sends an escalated request back to the stores."""
+    _require(request, "escalated")
+    return _enter(request, "erasing", now)
+
+
+def stores_answered(request: DeletionRequest, now: datetime) -> DeletionRequest:
+    """Every store erased: shred the key (whole account) or wait for backups (an item)."""
+    _require(request, "erasing", "escalated")
+    stage: DeletionStage = "shredded" if request.whole_account else "backups_pending"
+    return replace(_enter(request, stage, now), erased_at=request.erased_at or now)
+
+
+def await_backups(request: DeletionRequest, now: datetime) -> DeletionRequest:
+    _require(request, "shredded")
+    return _enter(request, "backups_pending", now)
+
+
+def verified(request: DeletionRequest, now: datetime) -> DeletionRequest:
+    """The verifier found nothing of the subject: the request is complete."""
+    _require(request, "backups_pending", "escalated")
+    if request.erased_at is None:
+        raise StageConflict("a request is verified only after its erasure")
+    return _enter(request, "complete", now)
+
+
+def missing_stores(expected: tuple[str, ...], answered: set[str]) -> tuple[str, ...]:
+    return tuple(s for s in expected if s not in answered)
+
+
+def resend_delay(attempt: int, base: float, cap: float) -> timedelta:
+    """Back-off before resending an unanswered EraseSubject (attempt 1 is the first send)."""
+    return timedelta(seconds=min(cap, base * 2 ** max(0, attempt - 1)))

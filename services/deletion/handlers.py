@@ -1,0 +1,456 @@
+"""One async function per event, command or due step, plus the routing table.
+
+Every stage change is saved with its ``DeletionStageChanged`` event in one transaction
+(the caller's): a worker killed at any point finds the request where the last commit
+left it and takes the same step again. Side effects outside the deletion database are
+idempotent: an EraseSubject resent is answered again (receipts are deduplicated), a
+shred of a shredded key is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from services.deletion import store
+from services.deletion.config import DeletionSettings
+from services.deletion.domain import stages
+from services.deletion.domain.certificate import Certificate, Verdict
+from services.deletion.domain.retention import RetentionPolicy
+from services.deletion.domain.schedule import Timing
+from services.deletion.store import Tracked
+from shared.bus import Delivery, Tombstone, Unprocessable
+from shared.bus.faults import crash_point
+from shared.db import Connection
+from shared.events import Event
+from shared.events.catalogue.accounts import DeletionCancelled, DeletionRequested
+from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject, SubjectErased
+from shared.events.catalogue.notifier import SendNotice
+
+log = logging.getLogger(__name__)
+
+NOTICE_NAMESPACE = uuid5(NAMESPACE_URL, "https://imt.example/deletion/notices")
+RELEASE_NAMESPACE = uuid5(NAMESPACE_URL, "https://imt.example/deletion/retention-releases")
+MAX_STEPS = 8  # stage changes one tick may chain when their dates have all come
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+Verify = Callable[[Sequence[Tracked]], Awaitable[dict[UUID, Verdict]]]
+
+
+@dataclass
+class Deps:
+    """What the handlers need; built once by the worker (or the API, or a test)."""
+
+    settings: DeletionSettings
+    policy: RetentionPolicy
+    shred: Callable[[UUID], Awaitable[bool]]
+    verify: Verify | None = None
+    now: Callable[[], datetime] = field(default=utcnow)
+
+    @property
+    def timing(self) -> Timing:
+        s = self.settings
+        return Timing(
+            grace=timedelta(seconds=s.deletion_grace_seconds),
+            store_timeout=timedelta(seconds=s.deletion_store_timeout_seconds),
+            backup_retention=timedelta(seconds=s.deletion_backup_retention_seconds),
+        )
+
+
+async def _publish(conn: Connection, deps: Deps, event: Event, subject: UUID) -> None:
+    await store.publish(conn, event, deps.settings.deletion_topic_suffix, subject)
+
+
+async def enter(
+    conn: Connection,
+    deps: Deps,
+    tracked: Tracked,
+    next_check_at: datetime | None,
+    actor: UUID | None = None,
+) -> Tracked:
+    """Save the request in its new stage, with its history row and its event."""
+    request = tracked.request
+    await store.save(conn, tracked, next_check_at)
+    await store.add_stage(conn, request, actor)
+    changed = DeletionStageChanged(
+        request_id=request.request_id,
+        subject_id=request.subject_id,
+        stage=request.stage,
+        reason=request.reason,
+        entered_at=request.stage_entered_at,
+    )
+    await _publish(conn, deps, changed, request.subject_id)
+    return tracked
+
+
+async def _notify(
+    conn: Connection, deps: Deps, request: stages.DeletionRequest, template: str
+) -> None:
+    """Email and inbox through the notifier: ids only, never personal data.
+
+    Accounts confirms the request itself (with the cancel link) when the user asks; the
+    notifier sends the final "erasure done" email before it erases its own copy. The
+    deletion service confirms a cancellation, which only it can decide.
+    """
+    if not deps.settings.deletion_notices or not request.whole_account:
+        return
+    params = {"request_id": str(request.request_id)}
+    notice = SendNotice(
+        # Deterministic: a redelivered event or a second sender cannot mail twice.
+        notice_id=uuid5(NOTICE_NAMESPACE, f"{request.request_id}:{template}"),
+        template=template,
+        category="account_security",
+        audience="listed",
+        user_ids=(request.subject_id,),
+        params=params,
+    )
+    await _publish(conn, deps, notice, request.subject_id)
+
+
+# --- events from accounts ------------------------------------------------------------------
+
+
+async def deletion_requested(conn: Connection, deps: Deps, event: DeletionRequested) -> None:
+    now = deps.now()
+    try:
+        request = stages.new_request(
+            event.request_id,
+            event.user_id,
+            scope=event.scope,
+            item_id=event.item_id,
+            now=now,
+            grace=deps.timing.grace,
+        )
+    except ValueError as exc:
+        raise Unprocessable(str(exc)) from exc
+    tracked = Tracked(request, event.initiated_by)
+    if not await store.insert_request(conn, tracked, next_check_at=now):
+        return  # known already: a redelivery, or cancelled before it arrived
+    await store.add_stage(conn, request)
+    await _publish(
+        conn,
+        deps,
+        DeletionStageChanged(
+            request_id=request.request_id,
+            subject_id=request.subject_id,
+            stage=request.stage,
+            entered_at=now,
+        ),
+        request.subject_id,
+    )
+
+
+async def deletion_cancelled(conn: Connection, deps: Deps, event: DeletionCancelled) -> None:
+    now = deps.now()
+    tracked = await store.get(conn, event.request_id, lock=True)
+    if tracked is None:
+        # Cancelled before the request itself arrived: remember it, so it never starts.
+        request = stages.new_request(
+            event.request_id, event.user_id, scope="account", item_id=None, now=now,
+            grace=timedelta(0),
+        )  # fmt: skip
+        tracked = Tracked(request, "user")
+        await store.insert_request(conn, tracked, next_check_at=None)
+    try:
+        cancelled = stages.cancel(tracked.request, now)
+    except stages.StageConflict as exc:
+        log.warning("cancel of %s refused: %s", event.request_id, exc)
+        return
+    await enter(conn, deps, tracked.with_request(cancelled), None)
+    await _notify(conn, deps, cancelled, "deletion_cancelled")
+
+
+# --- receipts from the stores --------------------------------------------------------------
+
+
+async def subject_erased(conn: Connection, deps: Deps, event: SubjectErased) -> None:
+    request_id = await store.request_of_release(conn, event.request_id) or event.request_id
+    tracked = await store.get(conn, request_id)
+    if tracked is None:
+        log.info("receipt for unknown request %s ignored", event.request_id)
+        return
+    recorded = await store.record_receipt(
+        conn,
+        event.request_id,
+        request_id,
+        event.store,
+        event.erased,
+        event.retained_anonymised,
+        event.erased_at,
+    )
+    if recorded and tracked.request.stage in ("erasing", "escalated"):
+        await store.set_next_check(conn, request_id, deps.now())  # wake the ticker
+
+
+Handler = Callable[[Connection, Deps, Event], Awaitable[None]]
+EVENT_HANDLERS: dict[type[Event], Callable[[Connection, Deps, object], Awaitable[None]]] = {
+    DeletionRequested: deletion_requested,  # type: ignore[dict-item]
+    DeletionCancelled: deletion_cancelled,  # type: ignore[dict-item]
+    SubjectErased: subject_erased,  # type: ignore[dict-item]
+}
+
+
+def route(deps: Deps) -> Callable[[Connection, Sequence[Delivery | Tombstone]], Awaitable[None]]:
+    """The IdempotentConsumer handler: each event to its function; others are ignored."""
+
+    async def handle(conn: Connection, items: Sequence[Delivery | Tombstone]) -> None:
+        for item in items:
+            if isinstance(item, Delivery):
+                handler = EVENT_HANDLERS.get(type(item.event))
+                if handler is not None:
+                    await handler(conn, deps, item.event)
+
+    return handle
+
+
+# --- the ticker's steps --------------------------------------------------------------------
+
+
+async def advance(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
+    """Take every step that is due, in the caller's transaction; return where it got to."""
+    for _ in range(MAX_STEPS):
+        step = STEPS.get(tracked.request.stage)
+        if step is None:
+            await store.set_next_check(conn, tracked.request.request_id, None)
+            return tracked
+        before = tracked.request.stage
+        tracked = await step(conn, deps, tracked)
+        if tracked.request.stage == before:
+            return tracked
+        crash_point(f"deletion.{before}.before_commit")
+    return tracked
+
+
+async def _start_grace(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
+    request = stages.start_grace(tracked.request, deps.now())
+    return await enter(conn, deps, tracked.with_request(request), request.grace_ends_at)
+
+
+async def _end_grace(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
+    now = deps.now()
+    if now < tracked.request.grace_ends_at:
+        await store.set_next_check(conn, tracked.request.request_id, tracked.request.grace_ends_at)
+        return tracked
+    return await enter(
+        conn, deps, tracked.with_request(stages.end_grace(tracked.request, now)), now
+    )
+
+
+async def _start_erasing(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
+    """Retention rules decide what is kept anonymised; then every store is told to erase."""
+    now = deps.now()
+    request = stages.start_erasing(tracked.request, now)
+    retain = deps.policy.retain_categories() if request.whole_account else ()
+    tracked = replace(
+        tracked.with_request(request),
+        expected_stores=deps.settings.store_names(),
+        retain_categories=retain,
+        erase_attempts=0,
+        erase_deadline=now + deps.timing.store_timeout,
+    )
+    tracked = await _send_erase(conn, deps, tracked, now)
+    return await enter(conn, deps, tracked, _next_erase_check(tracked))
+
+
+async def _send_erase(conn: Connection, deps: Deps, tracked: Tracked, now: datetime) -> Tracked:
+    r = tracked.request
+    command = EraseSubject(
+        request_id=r.request_id,
+        subject_id=r.subject_id,
+        scope=r.scope,
+        item_id=r.item_id,
+        retain_categories=tracked.retain_categories,
+    )
+    await _publish(conn, deps, command, r.subject_id)
+    attempts = tracked.erase_attempts + 1
+    s = deps.settings
+    delay = stages.resend_delay(attempts, s.deletion_retry_seconds, s.deletion_retry_max_seconds)
+    return replace(tracked, erase_attempts=attempts, next_erase_at=now + delay)
+
+
+def _next_erase_check(tracked: Tracked) -> datetime | None:
+    dates = [d for d in (tracked.next_erase_at, tracked.erase_deadline) if d is not None]
+    return min(dates) if dates else None
+
+
+async def _await_stores(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
+    """Erasing: done when every store answered; resend with back-off; escalate at timeout."""
+    now = deps.now()
+    r = tracked.request
+    answered = await store.answered_stores(conn, r.request_id)
+    missing = stages.missing_stores(tracked.expected_stores, answered)
+    if not missing:
+        return await _stores_answered(conn, deps, tracked, now)
+    if r.stage == "escalated":
+        await store.set_next_check(conn, r.request_id, None)  # an operator or a receipt wakes it
+        return tracked
+    if tracked.erase_deadline is not None and now >= tracked.erase_deadline:
+        reason = f"no answer in time from: {', '.join(missing)}"
+        escalated = stages.escalate(r, reason, now)
+        return await enter(conn, deps, tracked.with_request(escalated), None)
+    if tracked.next_erase_at is not None and now >= tracked.next_erase_at:
+        tracked = await _send_erase(conn, deps, tracked, now)
+    await store.save(conn, tracked, _next_erase_check(tracked))
+    return tracked
+
+
+async def _stores_answered(
+    conn: Connection, deps: Deps, tracked: Tracked, now: datetime
+) -> Tracked:
+    request = stages.stores_answered(tracked.request, now)
+    if request.whole_account:
+        await deps.shred(request.subject_id)  # idempotent; repeated if the commit is lost
+        crash_point("deletion.after_shred")
+        await _plan_releases(conn, deps, request)
+    return await enter(conn, deps, tracked.with_request(request), now)
+
+
+async def _plan_releases(conn: Connection, deps: Deps, request: stages.DeletionRequest) -> None:
+    assert request.erased_at is not None
+    due = {
+        category: (uuid5(RELEASE_NAMESPACE, f"{request.request_id}:{category}"), at)
+        for category, at in deps.policy.releases(request.erased_at).items()
+    }
+    await store.plan_releases(conn, request.request_id, due)
+
+
+async def _await_backups_stage(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
+    now = deps.now()
+    return await enter(
+        conn, deps, tracked.with_request(stages.await_backups(tracked.request, now)), now
+    )
+
+
+async def _backups_expired(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
+    """Backups pending: wait until every snapshot taken before the erasure has expired.
+
+    When none is left the request is due for verification, which the ticker runs
+    outside this transaction (:func:`verify_and_complete`).
+    """
+    now = deps.now()
+    r = tracked.request
+    assert r.erased_at is not None
+    holding = await store.snapshots_holding(conn, r.erased_at)
+    if holding:
+        latest = max(s["expires_at"] for s in holding)
+        poll = now + timedelta(seconds=deps.settings.deletion_backup_poll_seconds)
+        await store.set_next_check(conn, r.request_id, max(now, min(latest, poll)))
+        return tracked
+    # A lease: if this worker dies while verifying, another one verifies later.
+    lease = now + timedelta(seconds=deps.settings.deletion_verify_lease_seconds)
+    await store.set_next_check(conn, r.request_id, lease)
+    return replace(tracked, verify_due=True)
+
+
+STEPS: dict[str, Callable[[Connection, Deps, Tracked], Awaitable[Tracked]]] = {
+    "requested": _start_grace,
+    "grace": _end_grace,
+    "holds": _start_erasing,
+    "erasing": _await_stores,
+    "escalated": _await_stores,
+    "shredded": _await_backups_stage,
+    "backups_pending": _backups_expired,
+}
+
+
+async def complete(conn: Connection, deps: Deps, tracked: Tracked, verdict: Verdict) -> Tracked:
+    """Record the verifier's verdict: a certificate and ``complete``, or an escalation."""
+    now = deps.now()
+    r = tracked.request
+    if not verdict.clean:
+        escalated = stages.escalate(r, verdict.summary(), now)
+        return await enter(conn, deps, tracked.with_request(escalated), None)
+    done = stages.verified(r, now)
+    history = {h["stage"]: h["entered_at"] for h in await store.history(conn, r.request_id)}
+    history["complete"] = now
+    stores: dict[str, dict[str, object]] = {}
+    for receipt in await store.receipts(conn, r.request_id):
+        stores.setdefault(receipt["store"], {"erased": {}, "retained_anonymised": {}})
+        stores[receipt["store"]]["erased"] = receipt["erased"]
+        stores[receipt["store"]]["retained_anonymised"] = receipt["retained_anonymised"]
+        stores[receipt["store"]]["erased_at"] = receipt["erased_at"].isoformat()
+    certificate = Certificate(
+        r.request_id, r.scope, history, stores, deps.policy.version, verdict, now
+    )
+    await store.save_certificate(conn, r.request_id, now, certificate.body, certificate.digest)
+    return await enter(conn, deps, tracked.with_request(done), None)
+
+
+# --- retention releases --------------------------------------------------------------------
+
+
+async def release_retained(conn: Connection, deps: Deps) -> int:
+    """Kept categories whose period ended: a second EraseSubject erases them too."""
+    now = deps.now()
+    released = 0
+    for due in await store.claim_due_releases(conn, now, limit=100):
+        tracked = await store.get(conn, due["request_id"])
+        if tracked is None:
+            continue
+        still_kept = tuple(c for c in tracked.retain_categories if c != due["category"])
+        pending = {p["category"] for p in await store.pending_releases(conn, due["request_id"])
+                   if p["sent_at"] is None and p["category"] != due["category"]}  # fmt: skip
+        r = tracked.request
+        command = EraseSubject(
+            request_id=due["erase_id"],
+            subject_id=r.subject_id,
+            scope=r.scope,
+            item_id=r.item_id,
+            retain_categories=tuple(c for c in still_kept if c in pending),
+        )
+        await _publish(conn, deps, command, r.subject_id)
+        await store.mark_release_sent(conn, due["erase_id"], now)
+        released += 1
+    return released
+
+
+# --- operators -----------------------------------------------------------------------------
+
+
+class RequestNotFound(LookupError):
+    pass
+
+
+async def _locked(conn: Connection, request_id: UUID) -> Tracked:
+    tracked = await store.get(conn, request_id, lock=True)
+    if tracked is None:
+        raise RequestNotFound(str(request_id))
+    return tracked
+
+
+async def place_hold(
+    conn: Connection, deps: Deps, request_id: UUID, reason: str, operator: UUID
+) -> Tracked:
+    tracked = await _locked(conn, request_id)
+    held = stages.place_hold(tracked.request, reason, deps.now())
+    return await enter(conn, deps, tracked.with_request(held), None, actor=operator)
+
+
+async def lift_hold(conn: Connection, deps: Deps, request_id: UUID, operator: UUID) -> Tracked:
+    tracked = await _locked(conn, request_id)
+    now = deps.now()
+    resumed = stages.lift_hold(tracked.request, now)
+    return await enter(conn, deps, tracked.with_request(resumed), now, actor=operator)
+
+
+async def retry_escalated(
+    conn: Connection, deps: Deps, request_id: UUID, operator: UUID
+) -> Tracked:
+    """Send an escalated request back to the stores with a fresh timeout."""
+    tracked = await _locked(conn, request_id)
+    now = deps.now()
+    request = replace(stages.retry(tracked.request, now), erased_at=None)
+    tracked = replace(
+        tracked.with_request(request),
+        erase_attempts=0,
+        erase_deadline=now + deps.timing.store_timeout,
+    )
+    tracked = await _send_erase(conn, deps, tracked, now)
+    return await enter(conn, deps, tracked, now, actor=operator)

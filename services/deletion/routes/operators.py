@@ -1,0 +1,135 @@
+"""Privacy officers and admins: the pipeline, legal holds, escalations, verification."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from services.deletion import handlers, store
+from services.deletion.context import ContextDep, describe
+from services.deletion.domain.schedule import active_erasure_due, overdue
+from services.deletion.domain.stages import StageConflict
+from shared.auth import Claims, require_roles
+from shared.observability import Problem
+
+Operator = Annotated[Claims, Depends(require_roles("privacy_officer", "admin"))]
+router = APIRouter(prefix="/operator", tags=["operators"])
+PIPELINE_LIMIT = 500
+
+
+class HoldBody(BaseModel):
+    reason: str = Field(min_length=3, max_length=500)
+
+
+@router.get("/pipeline")
+async def pipeline(_operator: Operator, context: ContextDep) -> dict[str, Any]:
+    """Counts per stage, requests late against GDPR/CCPA, and escalations."""
+    now = context.deps.now()
+    async with context.runtime.pool.acquire() as conn:
+        counts = await store.stage_counts(conn)
+        open_ = await store.open_requests(conn, PIPELINE_LIMIT)
+    late, escalations = [], []
+    for tracked in open_:
+        r = tracked.request
+        regimes = overdue(r, now)
+        if any(regimes.values()):
+            late.append(
+                {
+                    "request_id": str(r.request_id),
+                    "stage": r.stage,
+                    "requested_at": r.requested_at.isoformat(),
+                    "due": active_erasure_due(r).isoformat(),
+                    "overdue": regimes,
+                }
+            )
+        if r.stage == "escalated":
+            escalations.append(
+                {
+                    "request_id": str(r.request_id),
+                    "reason": r.reason,
+                    "since": r.stage_entered_at.isoformat(),
+                }
+            )
+    return {"counts": counts, "overdue": late, "escalations": escalations}
+
+
+async def _change(context: ContextDep, change: Any) -> dict[str, Any]:
+    try:
+        async with context.runtime.pool.acquire() as conn, conn.transaction():
+            tracked = await change(conn)
+            return await describe(conn, context, tracked)
+    except handlers.RequestNotFound:
+        raise Problem(404, "Not found", "No such deletion request.", slug="not-found") from None
+    except StageConflict as exc:
+        raise Problem(409, "Conflict", str(exc), slug="stage-conflict") from None
+
+
+@router.get("/requests/{request_id}")
+async def request_detail(
+    request_id: UUID, _operator: Operator, context: ContextDep
+) -> dict[str, Any]:
+    async with context.runtime.pool.acquire() as conn:
+        tracked = await store.get(conn, request_id)
+        if tracked is None:
+            raise Problem(404, "Not found", "No such deletion request.", slug="not-found")
+        shown = await describe(conn, context, tracked)
+        shown["reason"] = tracked.request.reason
+        shown["receipts"] = [
+            {"store": r["store"], "erased": r["erased"], "erased_at": r["erased_at"].isoformat()}
+            for r in await store.receipts(conn, request_id)
+        ]
+        return shown
+
+
+@router.post("/requests/{request_id}/hold")
+async def place_hold(
+    request_id: UUID, body: HoldBody, operator: Operator, context: ContextDep
+) -> dict[str, Any]:
+    """A legal hold pauses the request before anything is erased; the reason is recorded."""
+    return await _change(
+        context,
+        lambda conn: handlers.place_hold(
+            conn, context.deps, request_id, body.reason, UUID(operator.sub)
+        ),
+    )
+
+
+@router.delete("/requests/{request_id}/hold")
+async def lift_hold(request_id: UUID, operator: Operator, context: ContextDep) -> dict[str, Any]:
+    """Lifting the hold resumes the request where it paused."""
+    return await _change(
+        context, lambda conn: handlers.lift_hold(conn, context.deps, request_id, UUID(operator.sub))
+    )
+
+
+@router.post("/requests/{request_id}/retry")
+async def retry(request_id: UUID, operator: Operator, context: ContextDep) -> dict[str, Any]:
+    """Send an escalated request back to the stores."""
+    return await _change(
+        context,
+        lambda conn: handlers.retry_escalated(conn, context.deps, request_id, UUID(operator.sub)),
+    )
+
+
+@router.post("/requests/{request_id}/verify")
+async def verify(request_id: UUID, _operator: Operator, context: ContextDep) -> dict[str, Any]:
+    """Run the verifier now (read-only): where the subject or item can still be found."""
+    async with context.runtime.pool.acquire() as conn:
+        tracked = await store.get(conn, request_id)
+    if tracked is None:
+        raise Problem(404, "Not found", "No such deletion request.", slug="not-found")
+    assert context.deps.verify is not None
+    verdict = (await context.deps.verify([tracked]))[request_id]
+    return {
+        "clean": verdict.clean,
+        "summary": verdict.summary(),
+        "scanned": list(verdict.scanned),
+        "vault_key_shredded": verdict.shredded,
+        "findings": [
+            {"place": f.store, "rows": f.rows, "kept_by_rule": f.kept_by_rule}
+            for f in verdict.findings
+        ],
+    }

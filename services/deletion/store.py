@@ -1,0 +1,355 @@
+"""The deletion service's SQL (its own database only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.deletion.domain.replay import LedgerEntry
+from services.deletion.domain.stages import DeletionRequest
+from shared.bus import add_envelopes
+from shared.db import Connection
+from shared.events import Event, envelope_for
+
+SOURCE = "deletion"
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """A request with the worker's bookkeeping around it."""
+
+    request: DeletionRequest
+    initiated_by: str
+    expected_stores: tuple[str, ...] = ()
+    retain_categories: tuple[str, ...] = ()
+    erase_attempts: int = 0
+    next_erase_at: datetime | None = None
+    erase_deadline: datetime | None = None
+    verify_due: bool = False  # set by the ticker's step; never stored
+
+    def with_request(self, request: DeletionRequest) -> Tracked:
+        return replace(self, request=request)
+
+
+_COLUMNS = (
+    "request_id, subject_id, scope, item_id, initiated_by, stage, stage_entered_at,"
+    " requested_at, grace_ends_at, paused_from, reason, erasing_started_at, erased_at,"
+    " expected_stores, retain_categories, erase_attempts, next_erase_at, erase_deadline"
+)
+
+
+def _tracked(row: asyncpg.Record) -> Tracked:
+    request = DeletionRequest(
+        row["request_id"],
+        row["subject_id"],
+        row["scope"],
+        row["item_id"],
+        row["stage"],
+        row["requested_at"],
+        row["grace_ends_at"],
+        row["stage_entered_at"],
+        row["paused_from"],
+        row["reason"],
+        row["erasing_started_at"],
+        row["erased_at"],
+    )
+    return Tracked(
+        request,
+        row["initiated_by"],
+        tuple(row["expected_stores"]),
+        tuple(row["retain_categories"]),
+        row["erase_attempts"],
+        row["next_erase_at"],
+        row["erase_deadline"],
+    )
+
+
+async def insert_request(
+    conn: Connection, tracked: Tracked, next_check_at: datetime | None
+) -> bool:
+    """Insert a new request; False if its id is already known (a redelivery)."""
+    status = await conn.execute(
+        f"INSERT INTO deletion_requests ({_COLUMNS}, next_check_at)"  # noqa: S608 - constant
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)"
+        " ON CONFLICT (request_id) DO NOTHING",
+        *_values(tracked),
+        next_check_at,
+    )
+    return bool(status == "INSERT 0 1")
+
+
+def _values(t: Tracked) -> tuple[Any, ...]:
+    r = t.request
+    return (
+        r.request_id,
+        r.subject_id,
+        r.scope,
+        r.item_id,
+        t.initiated_by,
+        r.stage,
+        r.stage_entered_at,
+        r.requested_at,
+        r.grace_ends_at,
+        r.paused_from,
+        r.reason,
+        r.erasing_started_at,
+        r.erased_at,
+        list(t.expected_stores),
+        list(t.retain_categories),
+        t.erase_attempts,
+        t.next_erase_at,
+        t.erase_deadline,
+    )
+
+
+async def save(conn: Connection, tracked: Tracked, next_check_at: datetime | None) -> None:
+    r = tracked.request
+    await conn.execute(
+        "UPDATE deletion_requests SET stage=$2, stage_entered_at=$3, paused_from=$4, reason=$5,"
+        " erasing_started_at=$6, erased_at=$7, expected_stores=$8, retain_categories=$9,"
+        " erase_attempts=$10, next_erase_at=$11, erase_deadline=$12, next_check_at=$13"
+        " WHERE request_id=$1",
+        r.request_id,
+        r.stage,
+        r.stage_entered_at,
+        r.paused_from,
+        r.reason,
+        r.erasing_started_at,
+        r.erased_at,
+        list(tracked.expected_stores),
+        list(tracked.retain_categories),
+        tracked.erase_attempts,
+        tracked.next_erase_at,
+        tracked.erase_deadline,
+        next_check_at,
+    )
+
+
+async def get(conn: Connection, request_id: UUID, *, lock: bool = False) -> Tracked | None:
+    suffix = " FOR UPDATE" if lock else ""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM deletion_requests WHERE request_id = $1{suffix}",  # noqa: S608
+        request_id,
+    )
+    return None if row is None else _tracked(row)
+
+
+async def claim_due(conn: Connection, now: datetime, limit: int) -> list[Tracked]:
+    """Due requests, locked for this transaction (other workers skip them)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM deletion_requests"  # noqa: S608 - constant
+        " WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        now,
+        limit,
+    )
+    return [_tracked(r) for r in rows]
+
+
+async def set_next_check(conn: Connection, request_id: UUID, at: datetime | None) -> None:
+    await conn.execute(
+        "UPDATE deletion_requests SET next_check_at = $2 WHERE request_id = $1", request_id, at
+    )
+
+
+async def of_subject(conn: Connection, subject_id: UUID) -> list[Tracked]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM deletion_requests"  # noqa: S608 - constant
+        " WHERE subject_id = $1 ORDER BY requested_at DESC",
+        subject_id,
+    )
+    return [_tracked(r) for r in rows]
+
+
+async def add_stage(conn: Connection, request: DeletionRequest, actor: UUID | None = None) -> None:
+    await conn.execute(
+        "INSERT INTO stage_history (request_id, stage, reason, actor, entered_at)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        request.request_id,
+        request.stage,
+        request.reason,
+        actor,
+        request.stage_entered_at,
+    )
+
+
+async def history(conn: Connection, request_id: UUID) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT stage, reason, entered_at FROM stage_history WHERE request_id = $1 ORDER BY id",
+            request_id,
+        )
+    )
+
+
+async def publish(conn: Connection, event: Event, topic_suffix: str, subject: UUID) -> None:
+    """Queue an event on its topic (or the scratch copy a test runs on) via the outbox."""
+    envelope = envelope_for(event, source=SOURCE, subject=str(subject))
+    await add_envelopes(conn, f"{event.topic.name}{topic_suffix}", [envelope])
+
+
+# --- receipts ------------------------------------------------------------------------------
+
+
+async def record_receipt(
+    conn: Connection,
+    erase_id: UUID,
+    request_id: UUID,
+    store: str,
+    erased: dict[str, int],
+    retained: dict[str, int],
+    erased_at: datetime,
+) -> bool:
+    status = await conn.execute(
+        "INSERT INTO store_receipts"
+        " (erase_id, store, request_id, erased, retained_anonymised, erased_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        erase_id,
+        store,
+        request_id,
+        erased,
+        retained,
+        erased_at,
+    )
+    return bool(status == "INSERT 0 1")
+
+
+async def answered_stores(conn: Connection, erase_id: UUID) -> set[str]:
+    rows = await conn.fetch("SELECT store FROM store_receipts WHERE erase_id = $1", erase_id)
+    return {r["store"] for r in rows}
+
+
+async def receipts(conn: Connection, request_id: UUID) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT erase_id, store, erased, retained_anonymised, erased_at FROM store_receipts"
+            " WHERE request_id = $1 ORDER BY erased_at",
+            request_id,
+        )
+    )
+
+
+async def request_of_release(conn: Connection, erase_id: UUID) -> UUID | None:
+    value = await conn.fetchval(
+        "SELECT request_id FROM retention_releases WHERE erase_id = $1", erase_id
+    )
+    return value if isinstance(value, UUID) else None
+
+
+# --- retention releases --------------------------------------------------------------------
+
+
+async def plan_releases(
+    conn: Connection, request_id: UUID, due: dict[str, tuple[UUID, datetime]]
+) -> None:
+    for category, (erase_id, due_at) in due.items():
+        await conn.execute(
+            "INSERT INTO retention_releases (erase_id, request_id, category, due_at)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            erase_id,
+            request_id,
+            category,
+            due_at,
+        )
+
+
+async def claim_due_releases(conn: Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT erase_id, request_id, category FROM retention_releases"
+            " WHERE sent_at IS NULL AND due_at <= $1 ORDER BY due_at LIMIT $2"
+            " FOR UPDATE SKIP LOCKED",
+            now,
+            limit,
+        )
+    )
+
+
+async def mark_release_sent(conn: Connection, erase_id: UUID, now: datetime) -> None:
+    await conn.execute(
+        "UPDATE retention_releases SET sent_at = $2 WHERE erase_id = $1", erase_id, now
+    )
+
+
+async def pending_releases(conn: Connection, request_id: UUID) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT category, due_at, sent_at FROM retention_releases WHERE request_id = $1"
+            " ORDER BY due_at",
+            request_id,
+        )
+    )
+
+
+# --- backups -------------------------------------------------------------------------------
+
+
+async def snapshots_holding(conn: Connection, erased_at: datetime) -> list[asyncpg.Record]:
+    """Live snapshots taken before an erasure finished: they may still hold the subject."""
+    return list(
+        await conn.fetch(
+            "SELECT snapshot_id, taken_at, expires_at FROM backup_snapshots"
+            " WHERE expired_at IS NULL AND taken_at <= $1 ORDER BY expires_at",
+            erased_at,
+        )
+    )
+
+
+async def ledger(conn: Connection) -> list[LedgerEntry]:
+    rows = await conn.fetch(
+        "SELECT request_id, subject_id, scope, item_id, erasing_started_at, erased_at"
+        " FROM deletion_requests WHERE erasing_started_at IS NOT NULL"
+    )
+    return [
+        LedgerEntry(
+            r["request_id"],
+            r["subject_id"],
+            r["scope"],
+            r["item_id"],
+            r["erasing_started_at"],
+            r["erased_at"],
+        )
+        for r in rows
+    ]
+
+
+# --- certificates --------------------------------------------------------------------------
+
+
+async def save_certificate(
+    conn: Connection, request_id: UUID, issued_at: datetime, body: dict[str, Any], digest: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO certificates (request_id, issued_at, body, digest) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (request_id) DO NOTHING",
+        request_id,
+        issued_at,
+        body,
+        digest,
+    )
+
+
+async def certificate(conn: Connection, request_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT body, digest FROM certificates WHERE request_id = $1", request_id
+    )
+
+
+# --- operators -----------------------------------------------------------------------------
+
+
+async def stage_counts(conn: Connection) -> dict[str, int]:
+    rows = await conn.fetch("SELECT stage, count(*) AS n FROM deletion_requests GROUP BY stage")
+    return {r["stage"]: r["n"] for r in rows}
+
+
+async def open_requests(conn: Connection, limit: int) -> list[Tracked]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM deletion_requests"  # noqa: S608 - constant
+        " WHERE stage NOT IN ('complete', 'cancelled') ORDER BY requested_at LIMIT $1",
+        limit,
+    )
+    return [_tracked(r) for r in rows]

@@ -1,0 +1,226 @@
+"""The verifier: looks for erased subjects (or items) in every store it can reach.
+
+It never reads another service's tables through that service's role. It uses:
+
+* the maintenance role (``imt_admin``), in read-only sessions: the auditor's exception,
+  for verification only. Every ``uuid`` and ``uuid[]`` column of every table of every
+  other service database is searched for the id, so a table nobody declared is found too;
+  rows a retention rule allows (ids only, within the rule's period) are reported as kept;
+* the contacts topic, read from the beginning: the last record of the subject's key must
+  be a tombstone (or there must be none; compaction may not have run yet);
+* the vault: the subject's key must be shredded;
+* the newest backup snapshot, restored into scratch databases with the deletion ledger
+  replayed (as any restore is), then searched like the live databases.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from uuid import UUID
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from services.deletion import backups
+from services.deletion.config import DeletionSettings
+from services.deletion.domain.certificate import Finding, Verdict
+from services.deletion.domain.retention import RetentionPolicy
+from services.deletion.store import Tracked
+from shared.bus.kafka_options import client_options
+from shared.databases import SERVICE_DATABASES
+from shared.vault import Vault
+
+log = logging.getLogger(__name__)
+
+OWN_DATABASE = "deletion"  # the ledger itself: ids and dates only, kept as proof
+Hits = dict[UUID, dict[str, int]]  # id -> "database.table.column" -> rows
+
+_UUID_COLUMNS = """
+SELECT c.table_name, c.column_name, c.udt_name
+FROM information_schema.columns c
+JOIN information_schema.tables t USING (table_schema, table_name)
+WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'
+  AND c.udt_name IN ('uuid', '_uuid')
+ORDER BY 1, 2
+"""
+
+
+async def scan_database(dsn: str, database: str, ids: Sequence[UUID]) -> Hits:
+    """Rows referencing any of ``ids`` in any uuid column (read-only session)."""
+    hits: Hits = defaultdict(dict)
+    conn = await asyncpg.connect(dsn, server_settings={"default_transaction_read_only": "on"})
+    try:
+        for col in await conn.fetch(_UUID_COLUMNS):
+            table, column = col["table_name"], col["column_name"]
+            if col["udt_name"] == "uuid":
+                sql = (
+                    f'SELECT "{column}" AS id, count(*) AS n FROM "{table}"'  # noqa: S608
+                    f' WHERE "{column}" = ANY($1::uuid[]) GROUP BY 1'
+                )
+            else:
+                sql = (
+                    f'SELECT u AS id, count(*) AS n FROM "{table}", unnest("{column}") u'  # noqa: S608
+                    " WHERE u = ANY($1::uuid[]) GROUP BY 1"
+                )
+            for row in await conn.fetch(sql, list(ids)):
+                hits[row["id"]][f"{database}.{table}.{column}"] = row["n"]
+    finally:
+        await conn.close()
+    return hits
+
+
+async def contact_cards_left(settings: DeletionSettings, subjects: Sequence[UUID]) -> set[UUID]:
+    """Subjects whose last record on the contacts topic still carries a value."""
+    wanted = {str(s).encode(): s for s in subjects}
+    last_has_value: dict[UUID, bool] = {}
+    topic = settings.topic("accounts.contacts")
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        partitions = await _partitions(settings, topic)
+        if not partitions:
+            raise VerificationError(f"topic {topic} has no partitions")
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    subject = wanted.get(record.key or b"")
+                    if subject is not None:
+                        last_has_value[subject] = record.value is not None
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return {s for s, has_value in last_has_value.items() if has_value}
+
+
+class VerificationError(RuntimeError):
+    """A store could not be scanned: the verification is retried, never passed."""
+
+
+async def _partitions(settings: DeletionSettings, topic: str) -> set[int]:
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {p["partition"] for t in described for p in t.get("partitions", [])}
+
+
+class Verifier:
+    """Scans every reachable store for a batch of requests; returns a verdict per request."""
+
+    def __init__(
+        self,
+        settings: DeletionSettings,
+        policy: RetentionPolicy,
+        vault: Vault,
+        deletion_pool: asyncpg.Pool,
+    ) -> None:
+        self._settings = settings
+        self._policy = policy
+        self._vault = vault
+        self._pool = deletion_pool
+
+    async def verify(self, requests: Sequence[Tracked]) -> dict[UUID, Verdict]:
+        if not requests:
+            return {}
+        now = datetime.now(UTC)
+        ids = [_target(t) for t in requests]
+        databases = [d for d in SERVICE_DATABASES if d != OWN_DATABASE]
+        hits: Hits = defaultdict(dict)
+        scanned: list[str] = []
+        for database in databases:
+            found = await scan_database(self._settings.admin_dsn(database), database, ids)
+            _merge(hits, found, prefix="")
+            scanned.append(f"postgres:{database}")
+        accounts = [t.request.subject_id for t in requests if t.request.whole_account]
+        cards: set[UUID] = set()
+        if accounts:
+            cards = await contact_cards_left(self._settings, accounts)
+            scanned.append(f"kafka:{self._settings.topic('accounts.contacts')}")
+        snapshot = await self._scan_newest_backup(ids, databases, hits)
+        if snapshot:
+            scanned.append(f"backup:{snapshot}")
+        verdicts = {}
+        for tracked in requests:
+            verdicts[tracked.request.request_id] = await self._verdict(
+                tracked, hits, cards, tuple(scanned), now
+            )
+        return verdicts
+
+    async def _verdict(
+        self,
+        tracked: Tracked,
+        hits: Hits,
+        cards: set[UUID],
+        scanned: tuple[str, ...],
+        now: datetime,
+    ) -> Verdict:
+        r = tracked.request
+        findings = [
+            Finding(place, rows, self._kept_by(place, r.erased_at, now))
+            for place, rows in sorted(hits.get(_target(tracked), {}).items())
+        ]
+        if r.whole_account and r.subject_id in cards:
+            findings.append(Finding(f"kafka:{self._settings.topic('accounts.contacts')}", 1))
+        shredded = await self._vault.is_shredded(r.subject_id) if r.whole_account else None
+        return Verdict(tuple(findings), scanned, shredded)
+
+    def _kept_by(self, place: str, erased_at: datetime | None, now: datetime) -> str | None:
+        # place: "[backup:<id>/]<database>.<table>.<column>"
+        qualified = place.split("/")[-1].rsplit(".", 1)[0]
+        if not self._policy.may_keep(qualified, erased_at, now):
+            return None
+        rule = self._policy.rule_for_table(qualified)
+        return rule.category if rule else None
+
+    async def _scan_newest_backup(
+        self, ids: list[UUID], databases: list[str], hits: Hits
+    ) -> str | None:
+        if not self._settings.deletion_verify_backups:
+            return None
+        try:
+            manifest = backups.find_snapshot(self._settings, "latest")
+        except (backups.BackupError, FileNotFoundError):
+            return None
+        prefix = f"verify_{uuid.uuid4().hex[:12]}"
+        wanted = [d for d in databases if d in manifest.databases]
+        try:
+            targets = await backups.restore(
+                self._settings, manifest, target_prefix=prefix, databases=wanted
+            )
+            for database, target in targets.items():
+                found = await scan_database(self._settings.admin_dsn(target), database, ids)
+                _merge(hits, found, prefix=f"backup:{manifest.snapshot_id}/")
+        finally:
+            await backups.drop_databases(self._settings, [f"{prefix}_{d}" for d in wanted])
+        return manifest.snapshot_id
+
+
+def _target(tracked: Tracked) -> UUID:
+    r = tracked.request
+    return r.subject_id if r.whole_account or r.item_id is None else r.item_id
+
+
+def _merge(into: Hits, found: Hits, *, prefix: str) -> None:
+    for target, places in found.items():
+        for place, rows in places.items():
+            into[target][f"{prefix}{place}"] = rows

@@ -1,0 +1,146 @@
+"""The deletion worker: ``python -m services.deletion.worker``.
+
+Three loops on one runtime: the lifecycle consumer (DeletionRequested/Cancelled from
+accounts), the receipts consumer (SubjectErased from every store), and the ticker that
+takes every due step. All progress is in PostgreSQL, so a SIGKILL at any moment loses
+nothing: the next worker finds each request where the last commit left it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import asyncpg
+
+from services.deletion import handlers, store
+from services.deletion.bootstrap import bootstrap, dependencies
+from services.deletion.config import DeletionSettings
+from services.deletion.handlers import Deps
+from shared.bus import IdempotentConsumer, manual_commit_consumer
+from shared.bus.consumer import OUTAGES
+from shared.bus.faults import crash_point
+from shared.observability import configure_logging
+from shared.service import Runtime
+
+log = logging.getLogger(__name__)
+BATCH = 200
+
+
+class Ticker:
+    """Advances due requests, verifies those whose backups are gone, releases retention."""
+
+    def __init__(self, pool: asyncpg.Pool, deps: Deps) -> None:
+        self._pool = pool
+        self._deps = deps
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        interval = self._deps.settings.deletion_tick_seconds
+        while not self._stopping.is_set():
+            try:
+                busy = await self.tick()
+            except OUTAGES as exc:
+                log.warning("ticker: outage (%s), retrying", type(exc).__name__)
+                busy = False
+            except Exception:
+                # A step that fails is retried at the next tick; the loop itself never dies.
+                log.exception("ticker: round failed; retrying")
+                busy = False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), interval)
+
+    async def tick(self) -> bool:
+        """One round; True if a full batch was due (more may be waiting)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            due = await store.claim_due(conn, self._deps.now(), BATCH)
+            to_verify = []
+            for tracked in due:
+                async with conn.transaction():  # a savepoint: one bad request stops no other
+                    advanced = await handlers.advance(conn, self._deps, tracked)
+                if advanced.verify_due:
+                    to_verify.append(advanced)
+            await handlers.release_retained(conn, self._deps)
+        crash_point("deletion.after_tick")
+        if to_verify:
+            await self._verify(to_verify)
+        return len(due) == BATCH
+
+    async def _verify(self, batch: list[store.Tracked]) -> None:
+        assert self._deps.verify is not None
+        verdicts = await self._deps.verify(batch)
+        for tracked in batch:
+            async with self._pool.acquire() as conn, conn.transaction():
+                current = await store.get(conn, tracked.request.request_id, lock=True)
+                if current is None or current.request.stage != "backups_pending":
+                    continue
+                verdict = verdicts[tracked.request.request_id]
+                await handlers.complete(conn, self._deps, current, verdict)
+                crash_point("deletion.backups_pending.before_commit")
+
+
+class Worker:
+    """The worker's loops on one runtime; ``run`` until ``stop``."""
+
+    def __init__(self, settings: DeletionSettings, runtime: Runtime, deps: Deps) -> None:
+        assert runtime.producer is not None
+        self._runtime = runtime
+        handle = handlers.route(deps)
+        suffix = settings.deletion_topic_suffix
+        sources = {
+            "deletion.lifecycle": "accounts.lifecycle",
+            "deletion.receipts": "deletion.receipts",
+        }
+        self._kafka = {
+            name: manual_commit_consumer(
+                settings, settings.topic(topic), group_id=f"{name}{suffix}"
+            )
+            for name, topic in sources.items()
+        }
+        self._consumers = [
+            IdempotentConsumer(name, client, runtime.producer, runtime.pool, handle)
+            for name, client in self._kafka.items()
+        ]
+        self.ticker = Ticker(runtime.pool, deps)
+
+    def stop(self) -> None:
+        self.ticker.stop()
+        for consumer in self._consumers:
+            consumer.stop()
+
+    async def run(self) -> None:
+        for client in self._kafka.values():
+            await client.start()
+        try:
+            await asyncio.gather(self.ticker.run(), *(c.run() for c in self._consumers))
+        finally:
+            for client in self._kafka.values():
+                await client.stop()
+
+
+async def run_worker(settings: DeletionSettings) -> None:
+    runtime = await bootstrap(settings, with_producer=True)
+    worker = Worker(settings, runtime, dependencies(settings, runtime))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await runtime.close()
+
+
+def main() -> None:
+    settings = DeletionSettings()
+    configure_logging(settings.service_name, settings.log_level)
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()

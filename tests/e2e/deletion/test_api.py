@@ -1,0 +1,106 @@
+"""The deletion API through the gateway: a user's status with dates, operators' pipeline
+and legal holds, and who may see what. DeletionRequested is published on the real
+accounts.lifecycle exactly as accounts publishes it."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from shared.config import PlatformSettings
+from tests.e2e.deletion.support import (
+    API,
+    announce_deletion,
+    officer,
+    token_headers,
+    wait_for_stage,
+)
+
+
+async def test_a_user_sees_their_request_with_a_date_for_every_remaining_stage(
+    client: httpx.AsyncClient, settings: PlatformSettings
+) -> None:
+    subject = uuid.uuid4()
+    request_id = await announce_deletion(settings, subject)
+    shown = await wait_for_stage(client, subject, request_id, ("grace", "paused"), timeout=30)
+
+    assert shown["stage"] == "grace"
+    assert shown["cancellable_until"] is not None
+    by_stage = {s["stage"]: s for s in shown["stages"]}
+    assert list(by_stage) == [
+        "requested", "grace", "holds", "erasing", "shredded", "backups_pending", "complete",
+    ]  # fmt: skip
+    assert by_stage["requested"]["done_at"] is not None
+    for stage in ("grace", "holds", "erasing", "shredded", "backups_pending", "complete"):
+        assert by_stage[stage]["expected_by"] is not None, stage
+    assert set(shown["legal_deadlines"]) == {"gdpr", "ccpa"}
+
+    mine = await client.get(f"{API}/me/requests", headers=token_headers(subject))
+    assert [r["request_id"] for r in mine.json()["requests"]] == [str(request_id)]
+
+
+async def test_a_user_never_sees_another_users_request(
+    client: httpx.AsyncClient, settings: PlatformSettings
+) -> None:
+    subject, other = uuid.uuid4(), uuid.uuid4()
+    request_id = await announce_deletion(settings, subject)
+    await wait_for_stage(client, subject, request_id, ("grace", "holds", "erasing"), timeout=30)
+
+    theirs = await client.get(f"{API}/me/requests/{request_id}", headers=token_headers(other))
+    assert theirs.status_code == 404
+    assert (await client.get(f"{API}/me/requests", headers=token_headers(other))).json() == {
+        "requests": []
+    }
+    assert (await client.get(f"{API}/me/requests")).status_code == 401
+    operator_as_user = token_headers(uuid.uuid4(), "operator", ("admin",))
+    assert (await client.get(f"{API}/me/requests", headers=operator_as_user)).status_code == 403
+
+
+async def test_only_privacy_officers_and_admins_see_the_pipeline(
+    client: httpx.AsyncClient,
+) -> None:
+    support = token_headers(uuid.uuid4(), "operator", ("support",))
+    assert (await client.get(f"{API}/operator/pipeline", headers=support)).status_code == 403
+    user = token_headers(uuid.uuid4())
+    assert (await client.get(f"{API}/operator/pipeline", headers=user)).status_code == 403
+    response = await client.get(f"{API}/operator/pipeline", headers=officer())
+    assert response.status_code == 200
+    assert set(response.json()) == {"counts", "overdue", "escalations"}
+
+
+async def test_a_legal_hold_pauses_the_request_with_its_reason_and_lifting_resumes(
+    client: httpx.AsyncClient, settings: PlatformSettings
+) -> None:
+    subject = uuid.uuid4()
+    request_id = await announce_deletion(settings, subject)
+    await wait_for_stage(client, subject, request_id, ("grace",), timeout=30)
+    hold_url = f"{API}/operator/requests/{request_id}/hold"
+
+    held = await client.post(hold_url, json={"reason": "litigation hold 7"}, headers=officer())
+    assert held.status_code == 200, held.text
+    assert held.json()["stage"] == "paused"
+    counts = (await client.get(f"{API}/operator/pipeline", headers=officer())).json()["counts"]
+    assert counts["paused"] >= 1
+
+    seen = await wait_for_stage(client, subject, request_id, ("paused",))
+    assert seen["on_hold"] is True
+    assert all(s["expected_by"] is None for s in seen["stages"] if s["done_at"] is None)
+    detail = await client.get(f"{API}/operator/requests/{request_id}", headers=officer())
+    assert detail.json()["reason"] == "litigation hold 7"
+
+    again = await client.post(hold_url, json={"reason": "second hold"}, headers=officer())
+    assert again.status_code == 409
+    lifted = await client.delete(hold_url, headers=officer())
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json()["stage"] in ("grace", "holds", "erasing")
+    resumed = await wait_for_stage(client, subject, request_id, ("holds", "erasing", "shredded",
+                                   "backups_pending", "escalated", "complete"))  # fmt: skip
+    assert resumed["stage"] != "paused"
+
+
+async def test_holds_need_a_reason_and_a_known_request(client: httpx.AsyncClient) -> None:
+    unknown = f"{API}/operator/requests/{uuid.uuid4()}/hold"
+    assert (await client.post(unknown, json={"reason": "x"}, headers=officer())).status_code == 422
+    missing = await client.post(unknown, json={"reason": "court order"}, headers=officer())
+    assert missing.status_code == 404

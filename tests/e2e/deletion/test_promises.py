@@ -1,0 +1,246 @@
+"""Deletion promises, end to end through the real services (accounts, notifier,
+analytics, deletion), real Kafka, PostgreSQL, pg_dump/pg_restore and the vault.
+
+Run with IMT_TEST_SERVICES unset (every service starts); with a narrower selection these
+tests are skipped, never passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from services.deletion import backups
+from services.deletion.config import DeletionSettings
+from services.deletion.verifier import contact_cards_left
+from shared.config import PlatformSettings
+from shared.db import create_pool
+from shared.vault import SubjectShredded, Vault
+from tests.e2e.accounts.support import (
+    BusTail,
+    User,
+    active_user,
+    admin,
+    new_operator,
+    start_tail,
+)
+from tests.e2e.deletion.support import API, needs_every_service, officer, wait_for_stage
+
+ACCOUNTS = "/api/accounts"
+
+
+@pytest.fixture
+async def bus(settings: PlatformSettings) -> AsyncIterator[BusTail]:
+    needs_every_service()
+    tail = await start_tail(settings)
+    yield tail
+    assert tail.task is not None
+    tail.task.cancel()
+    await tail.consumer.stop()
+
+
+@pytest.fixture
+async def vault(settings: PlatformSettings) -> AsyncIterator[Vault]:
+    pool = await create_pool(settings.database_dsn("vault"), max_size=2)
+    opened = await Vault.connect(settings, pool)
+    yield opened
+    await opened.close()
+    await pool.close()
+
+
+async def _device(client: httpx.AsyncClient, user: User) -> str:
+    response = await client.post(
+        f"{ACCOUNTS}/me/devices",
+        json={"model": "Phone 12", "damage_state": "cracked_screen"},
+        headers=user.headers,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _request_deletion(client: httpx.AsyncClient, user: User) -> str:
+    response = await client.post(
+        f"{ACCOUNTS}/me/deletion-requests", json={"password": user.password}, headers=user.headers
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+async def _rows(settings: PlatformSettings, database: str, sql: str, *args: Any) -> int:
+    """A test's read of a service database through the maintenance role (read-only)."""
+    dsn = DeletionSettings(environment="test").admin_dsn(database)
+    conn = await asyncpg.connect(dsn, server_settings={"default_transaction_read_only": "on"})
+    try:
+        return int(await conn.fetchval(sql, *args))
+    finally:
+        await conn.close()
+
+
+@pytest.mark.promise("P-15")
+async def test_a_request_cancelled_in_grace_erases_nothing(
+    client: httpx.AsyncClient, bus: BusTail, settings: PlatformSettings, vault: Vault
+) -> None:
+    user = await active_user(client, bus)
+    device = await _device(client, user)
+    request_id = await _request_deletion(client, user)
+    cancel = await client.post(
+        f"{ACCOUNTS}/me/deletion-requests/{request_id}/cancel", headers=user.headers
+    )
+    assert cancel.status_code == 200, cancel.text
+
+    shown = await wait_for_stage(client, user.id, request_id, ("cancelled",), timeout=30)
+    await asyncio.sleep(7)  # well past the 5-second grace period
+
+    assert (await wait_for_stage(client, user.id, request_id, ("cancelled",)))["stage"] == (
+        "cancelled"
+    )
+    entered = [s["stage"] for s in shown["stages"]]
+    assert entered[0] == "requested"
+    assert entered[-1] == "cancelled"
+    assert set(entered) <= {"requested", "grace", "cancelled"}  # never reached erasing
+    profile = await client.get(f"{ACCOUNTS}/me", headers=user.headers)
+    assert profile.status_code == 200
+    assert profile.json()["name"] == user.name
+    devices = await client.get(f"{ACCOUNTS}/me/devices", headers=user.headers)
+    assert [d["id"] for d in devices.json()] == [device]
+    assert not await vault.is_shredded(user.id)
+    receipts = [r for r in bus.records if r.topic == "deletion.receipts" and r.key == user.id]
+    assert receipts == []  # no store was ever asked to erase, so none answered
+    assert await bus.notice(user.id, "deletion_cancelled")
+
+
+@pytest.mark.promise("P-12")
+@pytest.mark.promise("P-14")
+async def test_after_deletion_completes_the_verifier_finds_nothing_but_anonymised_rows(
+    client: httpx.AsyncClient, bus: BusTail, settings: PlatformSettings, vault: Vault
+) -> None:
+    user = await active_user(client, bus)
+    bystander = await active_user(client, bus)
+    kept_device = await _device(client, bystander)
+    await _device(client, user)
+    await _device(client, user)
+    thread = await client.post(
+        f"{ACCOUNTS}/me/requests",
+        json={"category": "repair", "text": "My screen broke, call me on my mobile"},
+        headers=user.headers,
+    )
+    assert thread.status_code == 201, thread.text
+    operator = await new_operator(client, await admin(client), "support")
+    reply = await client.post(
+        f"{ACCOUNTS}/operator/requests/{thread.json()['id']}/replies",
+        json={"text": "We will repair it"},
+        headers=operator.headers,
+    )
+    assert reply.status_code == 201, reply.text
+    for _ in range(100):  # the reply becomes an inbox item in the notifier
+        inbox = await _rows(
+            settings, "notifier", "SELECT count(*) FROM inbox_items WHERE user_id = $1",
+            uuid.UUID(user.id),
+        )  # fmt: skip
+        if inbox:
+            break
+        await asyncio.sleep(0.2)
+    assert inbox >= 1
+
+    request_id = await _request_deletion(client, user)
+    done = await wait_for_stage(client, user.id, request_id, ("complete",), timeout=240)
+
+    assert all(s["done_at"] for s in done["stages"])
+    certificate = await client.get(
+        f"{API}/me/requests/{request_id}/certificate", headers=user.headers
+    )
+    assert certificate.status_code == 200
+    body = certificate.json()["certificate"]
+    assert user.id not in str(body)
+    assert {"accounts", "notifier", "analytics"} <= set(body["stores"])
+    verdict = await client.post(f"{API}/operator/requests/{request_id}/verify", headers=officer())
+    assert verdict.status_code == 200, verdict.text
+    assert verdict.json()["clean"] is True, verdict.json()
+    assert all(f["kept_by_rule"] for f in verdict.json()["findings"])
+    subject = uuid.UUID(user.id)
+    for database, sql in (
+        ("accounts", "SELECT count(*) FROM users WHERE id = $1"),
+        ("accounts", "SELECT count(*) FROM devices WHERE user_id = $1"),
+        ("accounts", "SELECT count(*) FROM requests WHERE user_id = $1"),
+        ("notifier", "SELECT count(*) FROM contacts WHERE user_id = $1"),
+        ("notifier", "SELECT count(*) FROM inbox_items WHERE user_id = $1"),
+    ):
+        assert await _rows(settings, database, sql, subject) == 0, sql
+    assert await contact_cards_left(DeletionSettings(environment="test"), [subject]) == set()
+    assert await vault.is_shredded(subject)
+    # The other user is untouched.
+    devices = await client.get(f"{ACCOUNTS}/me/devices", headers=bystander.headers)
+    assert [d["id"] for d in devices.json()] == [kept_device]
+    assert not await vault.is_shredded(bystander.id)
+
+
+@pytest.mark.promise("P-16")
+async def test_a_backup_taken_before_deletion_and_restored_after_yields_nothing_readable(
+    client: httpx.AsyncClient, bus: BusTail, settings: PlatformSettings, vault: Vault
+) -> None:
+    config = DeletionSettings(environment="test")
+    user = await active_user(client, bus)
+    await _device(client, user)
+    subject = uuid.UUID(user.id)
+    snapshot = await backups.take(config, retention=timedelta(minutes=10))
+    prefix = f"p16_{uuid.uuid4().hex[:10]}"
+    try:
+        request_id = await _request_deletion(client, user)
+        pending = await wait_for_stage(
+            client, user.id, request_id, ("backups_pending",), timeout=180
+        )
+        assert await vault.is_shredded(subject)
+        by_stage = {s["stage"]: s for s in pending["stages"]}
+        assert by_stage["backups_pending"]["expected_by"] == snapshot.expires_at.isoformat()
+
+        # A restore replays the deletion ledger before anything reads it...
+        targets = await backups.restore(
+            config, snapshot, target_prefix=prefix, databases=["accounts"]
+        )
+        restored = config.admin_dsn(targets["accounts"])
+        conn = await asyncpg.connect(restored)
+        try:
+            for sql in ("SELECT count(*) FROM users WHERE id = $1",
+                        "SELECT count(*) FROM devices WHERE user_id = $1"):  # fmt: skip
+                assert await conn.fetchval(sql, subject) == 0, sql
+        finally:
+            await conn.close()
+        # ...and even a raw copy of the snapshot, with no replay, is unreadable for them.
+        raw = f"{prefix}_raw"
+        await backups.drop_databases(config, [raw])
+        await backups.restore_dump(config, snapshot.folder / "accounts.dump", raw)
+        conn = await asyncpg.connect(config.admin_dsn(raw))
+        try:
+            row = await conn.fetchrow("SELECT email, name FROM users WHERE id = $1", subject)
+        finally:
+            await conn.close()
+        assert row is not None  # the copy predates the deletion
+        assert user.email.encode() not in row["email"]
+        with pytest.raises(SubjectShredded):
+            await vault.open(subject, row["email"], purpose="accounts.users.email")
+
+        # The request completes only once that snapshot is gone.
+        assert await wait_for_stage(client, user.id, request_id, ("backups_pending",))
+        await _expire_now(config, snapshot.snapshot_id)
+        await wait_for_stage(client, user.id, request_id, ("complete",), timeout=180)
+    finally:
+        await backups.drop_databases(config, [f"{prefix}_accounts", f"{prefix}_raw"])
+        await _expire_now(config, snapshot.snapshot_id)
+
+
+async def _expire_now(config: DeletionSettings, snapshot_id: str) -> None:
+    conn = await asyncpg.connect(config.database_dsn("deletion"))
+    try:
+        await conn.execute(
+            "UPDATE backup_snapshots SET expires_at = now() WHERE snapshot_id = $1", snapshot_id
+        )
+    finally:
+        await conn.close()
+    await backups.expire(config)

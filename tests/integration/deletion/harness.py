@@ -1,0 +1,236 @@
+"""The deletion orchestrator on real Kafka and PostgreSQL, isolated for one test.
+
+Each harness has its own deletion database (a scratch one), its own copies of the
+topics (``<topic>.<suffix>``, which the bus accepts as derived topics), the real vault,
+a relay and the worker. ``StandInStores`` are a TEST HELPER, never a service: they
+really consume the EraseSubject commands on Kafka and answer SubjectErased receipts,
+as accounts, notifier and analytics will, but only for subjects the test registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from services.deletion.bootstrap import bootstrap, dependencies
+from services.deletion.config import DeletionSettings
+from services.deletion.worker import Worker
+from shared.bus import (
+    Delivery,
+    OutboxRelay,
+    manual_commit_consumer,
+    read_record,
+    reliable_producer,
+)
+from shared.bus.kafka_options import client_options
+from shared.bus.scratch import wait_for_leaders
+from shared.events import Event, encode_envelope, envelope_for
+from shared.events.catalogue.accounts import DeletionRequested
+from shared.events.catalogue.deletion import EraseSubject, SubjectErased
+from shared.events.topics import dlq_of
+from shared.service import Runtime
+
+BASE_TOPICS = (
+    "accounts.lifecycle",
+    "accounts.contacts",
+    "deletion.commands",
+    "deletion.receipts",
+    "deletion.stages",
+    "notifier.commands",
+)
+STORES = ("accounts", "notifier", "analytics")
+
+
+@asynccontextmanager
+async def scratch_topics(settings: DeletionSettings) -> AsyncIterator[str]:
+    """Copies of the deletion's topics under a fresh suffix; deleted afterwards."""
+    suffix = f".t{uuid.uuid4().hex[:10]}"
+    names = [f"{t}{suffix}" for t in BASE_TOPICS]
+    names += [dlq_of(f"{t}{suffix}") for t in ("accounts.lifecycle", "deletion.receipts")]
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, 3, 1) for n in names], timeout_ms=30_000)
+        await wait_for_leaders(admin, names)
+        yield suffix
+        await admin.delete_topics(names, timeout_ms=30_000)
+    finally:
+        await admin.close()
+
+
+def harness_settings(dsn: str, suffix: str, backups: Path, **overrides: Any) -> DeletionSettings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "deletion_database_dsn": dsn,
+        "deletion_topic_suffix": suffix,
+        "deletion_grace_seconds": 0,
+        "deletion_tick_seconds": 0.1,
+        "deletion_retry_seconds": 0.5,
+        "deletion_store_timeout_seconds": 20,
+        "deletion_backup_dir": str(backups),
+        "deletion_backup_poll_seconds": 0.5,
+        "deletion_verify_lease_seconds": 5,
+    }
+    values.update(overrides)
+    return DeletionSettings(**values)
+
+
+async def send(
+    producer: AIOKafkaProducer, settings: DeletionSettings, event: Event, key: UUID
+) -> None:
+    envelope = envelope_for(event, source="test", subject=str(key))
+    await producer.send_and_wait(
+        settings.topic(event.topic.name),
+        encode_envelope(envelope),
+        key=envelope.key(),
+        headers=envelope.headers(),
+    )
+
+
+@dataclass
+class StandInStores:
+    """TEST HELPER: store owners answering EraseSubject over real Kafka (not a service)."""
+
+    settings: DeletionSettings
+    producer: AIOKafkaProducer
+    names: tuple[str, ...] = STORES
+    subjects: set[UUID] = field(default_factory=set)
+    silent: set[str] = field(default_factory=set)  # stores that never answer
+    ignore_first: int = 0  # commands each store ignores before answering (tests resends)
+    commands: Counter[UUID] = field(default_factory=Counter)  # per request id
+    seen: list[EraseSubject] = field(default_factory=list)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = manual_commit_consumer(
+            self.settings,
+            self.settings.topic("deletion.commands"),
+            group_id=f"stand-in-{uuid.uuid4().hex[:8]}",
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for r in records:
+                        read = read_record(r.value, r.key, r.topic, r.partition, r.offset)
+                        if isinstance(read, Delivery) and isinstance(read.event, EraseSubject):
+                            await self._answer(read.event)
+        finally:
+            await consumer.stop()
+
+    async def _answer(self, command: EraseSubject) -> None:
+        if command.subject_id not in self.subjects:
+            return
+        self.seen.append(command)
+        self.commands[command.request_id] += 1
+        if self.commands[command.request_id] <= self.ignore_first:
+            return
+        for store in self.names:
+            if store in self.silent:
+                continue
+            receipt = SubjectErased(
+                request_id=command.request_id,
+                subject_id=command.subject_id,
+                store=store,
+                erased={f"{store}_rows": 1},
+                retained_anonymised={c: 1 for c in command.retain_categories}
+                if store == "accounts"
+                else {},
+                erased_at=datetime.now(UTC),
+            )
+            await send(self.producer, self.settings, receipt, command.subject_id)
+
+
+@dataclass
+class Harness:
+    settings: DeletionSettings
+    runtime: Runtime
+    producer: AIOKafkaProducer
+    stores: StandInStores
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.runtime.pool
+
+    async def request_deletion(
+        self,
+        subject: UUID | None = None,
+        *,
+        scope: str = "account",
+        item_id: UUID | None = None,
+    ) -> tuple[UUID, UUID]:
+        subject = subject or uuid.uuid4()
+        request_id = uuid.uuid4()
+        self.stores.subjects.add(subject)
+        event = DeletionRequested(
+            user_id=subject,
+            request_id=request_id,
+            initiated_by="user",
+            scope=scope,
+            item_id=item_id,
+        )
+        await send(self.producer, self.settings, event, subject)
+        return request_id, subject
+
+    async def stage(self, request_id: UUID) -> str | None:
+        value = await self.pool.fetchval(
+            "SELECT stage FROM deletion_requests WHERE request_id = $1", request_id
+        )
+        return None if value is None else str(value)
+
+    async def wait_for(
+        self, request_ids: Iterable[UUID], stage: str, timeout: float = 60.0
+    ) -> dict[UUID, str | None]:
+        ids = list(request_ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            stages = {i: await self.stage(i) for i in ids}
+            if all(s == stage for s in stages.values()) or time.monotonic() > deadline:
+                return stages
+            await asyncio.sleep(0.1)
+
+    async def history(self, request_id: UUID) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT stage FROM stage_history WHERE request_id = $1 ORDER BY id", request_id
+        )
+        return [r["stage"] for r in rows]
+
+
+@asynccontextmanager
+async def running_harness(
+    settings: DeletionSettings, *, with_worker: bool = True
+) -> AsyncIterator[Harness]:
+    runtime = await bootstrap(settings, with_producer=True)
+    producer = reliable_producer(settings)
+    await producer.start()
+    assert settings.deletion_database_dsn is not None
+    relay = OutboxRelay(settings.deletion_database_dsn, producer)
+    stores = StandInStores(settings, producer)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(relay.run()), asyncio.create_task(stores.run(stop))]
+    worker = Worker(settings, runtime, dependencies(settings, runtime)) if with_worker else None
+    if worker is not None:
+        tasks.append(asyncio.create_task(worker.run()))
+    try:
+        yield Harness(settings, runtime, producer, stores)
+    finally:
+        stop.set()
+        relay.stop()
+        if worker is not None:
+            worker.stop()
+        await asyncio.gather(*tasks)
+        await producer.stop()
+        await runtime.close()

@@ -1,0 +1,266 @@
+"""The orchestrator on real Kafka and PostgreSQL, with stand-in stores (a test helper).
+
+These prove the orchestration (stages, receipts, resends, escalation, holds, shredding,
+backups gating, the certificate); the promises themselves are proved end to end in
+tests/e2e/deletion against the real services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from services.deletion import backups, handlers
+from services.deletion.config import DeletionSettings
+from shared.bus import Delivery, read_record
+from shared.bus.kafka_options import client_options
+from shared.config import PlatformSettings
+from shared.events.catalogue.accounts import DeletionCancelled
+from shared.events.catalogue.deletion import DeletionStageChanged
+from shared.events.catalogue.notifier import SendNotice
+from tests.integration.deletion.harness import (
+    Harness,
+    harness_settings,
+    running_harness,
+    scratch_topics,
+    send,
+)
+
+HAPPY_PATH = ["requested", "grace", "holds", "erasing", "shredded", "backups_pending", "complete"]
+
+
+@pytest.fixture
+async def suffix(settings: PlatformSettings) -> AsyncIterator[str]:
+    async with scratch_topics(DeletionSettings(environment="test")) as name:
+        yield name
+
+
+@pytest.fixture
+async def harness(scratch_dsn: str, suffix: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_harness(harness_settings(scratch_dsn, suffix, tmp_path)) as h:
+        yield h
+
+
+async def _read_topic(settings: DeletionSettings, topic: str) -> list[Delivery]:
+    consumer = AIOKafkaConsumer(
+        settings.topic(topic), **client_options(settings), group_id=None,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=3000)
+        found = []
+        for records in batches.values():
+            for r in records:
+                read = read_record(r.value, r.key, r.topic, r.partition, r.offset)
+                if isinstance(read, Delivery):
+                    found.append(read)
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def test_a_request_goes_through_every_stage_once_and_gets_a_certificate(
+    harness: Harness,
+) -> None:
+    bystander = uuid.uuid4()
+    sealed = await harness.runtime.vault.seal(bystander, "kept", purpose="t")  # type: ignore[union-attr]
+    request_id, subject = await harness.request_deletion()
+
+    assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
+
+    assert await harness.history(request_id) == HAPPY_PATH
+    assert await harness.runtime.vault.is_shredded(subject)  # type: ignore[union-attr]
+    assert await harness.runtime.vault.open(bystander, sealed, purpose="t") == "kept"  # type: ignore[union-attr]
+    receipts = await harness.pool.fetch(
+        "SELECT store FROM store_receipts WHERE request_id = $1", request_id
+    )
+    assert sorted(r["store"] for r in receipts) == ["accounts", "analytics", "notifier"]
+    certificate = await harness.pool.fetchrow(
+        "SELECT body, digest FROM certificates WHERE request_id = $1", request_id
+    )
+    assert certificate is not None
+    assert str(subject) not in str(certificate["body"])
+    assert set(certificate["body"]["stores"]) == {"accounts", "notifier", "analytics"}
+    assert certificate["body"]["verified"]["vault_key_shredded"] is True
+    # The retention rules were applied: kept categories named in the command.
+    assert "financial_records" in harness.stores.seen[0].retain_categories
+
+    stage_events = [
+        d.event for d in await _read_topic(harness.settings, "deletion.stages")
+        if isinstance(d.event, DeletionStageChanged) and d.event.request_id == request_id
+    ]  # fmt: skip
+    assert [e.stage for e in stage_events] == HAPPY_PATH
+    # Accounts confirms the request; the notifier sends the last email itself.
+    assert await _notices(harness, subject) == []
+
+
+async def _notices(harness: Harness, subject: uuid.UUID) -> list[SendNotice]:
+    return [
+        d.event for d in await _read_topic(harness.settings, "notifier.commands")
+        if isinstance(d.event, SendNotice) and d.event.user_ids == (subject,)
+    ]  # fmt: skip
+
+
+async def test_duplicate_receipts_change_nothing_and_resends_reach_slow_stores(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_retry_seconds=0.3)
+    async with running_harness(settings) as harness:
+        harness.stores.ignore_first = 2  # the first two commands get no answer
+        request_id, _ = await harness.request_deletion()
+        assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
+        assert harness.stores.commands[request_id] >= 3
+        # Resends after completion-relevant answers produce duplicate receipts: harmless.
+        count = await harness.pool.fetchval(
+            "SELECT count(*) FROM store_receipts WHERE request_id = $1", request_id
+        )
+        assert count == 3
+        assert await harness.history(request_id) == HAPPY_PATH
+
+
+async def test_cancel_in_grace_erases_nothing(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_grace_seconds=3600)
+    async with running_harness(settings) as harness:
+        request_id, subject = await harness.request_deletion()
+        assert (await harness.wait_for([request_id], "grace"))[request_id] == "grace"
+        cancel = DeletionCancelled(user_id=subject, request_id=request_id)
+        await send(harness.producer, settings, cancel, subject)
+        assert (await harness.wait_for([request_id], "cancelled"))[request_id] == "cancelled"
+        await asyncio.sleep(1.0)
+        assert harness.stores.seen == []  # no EraseSubject was ever sent
+        assert not await harness.runtime.vault.is_shredded(subject)  # type: ignore[union-attr]
+        assert await harness.history(request_id) == ["requested", "grace", "cancelled"]
+        notices = await _notices(harness, subject)
+        assert [(n.template, n.params) for n in notices] == [
+            ("deletion_cancelled", {"request_id": str(request_id)})
+        ]
+
+
+async def test_a_store_that_never_answers_escalates_and_others_are_untouched(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(
+        scratch_dsn, suffix, tmp_path, deletion_store_timeout_seconds=2, deletion_retry_seconds=0.5
+    )
+    async with running_harness(settings) as harness:
+        harness.stores.silent = {"analytics"}
+        stuck, subject = await harness.request_deletion()
+        assert (await harness.wait_for([stuck], "escalated"))[stuck] == "escalated"
+        reason = await harness.pool.fetchval(
+            "SELECT reason FROM deletion_requests WHERE request_id = $1", stuck
+        )
+        assert reason == "no answer in time from: analytics"
+        assert harness.stores.commands[stuck] >= 2  # resent before escalating
+        assert not await harness.runtime.vault.is_shredded(subject)  # type: ignore[union-attr]
+
+        # The store answers at last: the escalated request proceeds without an operator.
+        harness.stores.silent = set()
+        async with harness.pool.acquire() as conn, conn.transaction():
+            await handlers.retry_escalated(conn, _deps(harness), stuck, uuid.uuid4())
+        assert (await harness.wait_for([stuck], "complete"))[stuck] == "complete"
+
+
+def _deps(harness: Harness) -> handlers.Deps:
+    from services.deletion.bootstrap import dependencies
+
+    return dependencies(harness.settings, harness.runtime)
+
+
+async def test_a_legal_hold_pauses_with_its_reason_and_lifting_resumes(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_grace_seconds=2)
+    async with running_harness(settings) as harness:
+        request_id, _ = await harness.request_deletion()
+        await harness.wait_for([request_id], "grace")
+        operator = uuid.uuid4()
+        async with harness.pool.acquire() as conn, conn.transaction():
+            await handlers.place_hold(conn, _deps(harness), request_id, "court order 12", operator)
+        await asyncio.sleep(3)  # past the grace period: still paused
+        assert await harness.stage(request_id) == "paused"
+        assert harness.stores.seen == []
+        async with harness.pool.acquire() as conn, conn.transaction():
+            await handlers.lift_hold(conn, _deps(harness), request_id, operator)
+        assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
+        reasons = await harness.pool.fetch(
+            "SELECT stage, reason, actor FROM stage_history WHERE request_id = $1 ORDER BY id",
+            request_id,
+        )
+        paused = [r for r in reasons if r["stage"] == "paused"]
+        assert [(r["reason"], r["actor"]) for r in paused] == [("court order 12", operator)]
+
+
+async def test_a_device_goes_through_the_same_commands_without_a_shred(harness: Harness) -> None:
+    device = uuid.uuid4()
+    request_id, subject = await harness.request_deletion(scope="device", item_id=device)
+    assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
+    assert (harness.stores.seen[0].scope, harness.stores.seen[0].item_id) == ("device", device)
+    assert not await harness.runtime.vault.is_shredded(subject)  # type: ignore[union-attr]
+    assert "shredded" not in await harness.history(request_id)
+
+
+async def test_backups_taken_before_the_erasure_hold_the_request_until_they_expire(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(
+        scratch_dsn, suffix, tmp_path, deletion_verify_backups=False, deletion_grace_seconds=1
+    )
+    async with running_harness(settings) as harness:
+        request_id, _ = await harness.request_deletion()
+        manifest = await backups.take(settings, databases=["analytics"])
+        assert (manifest.folder / "manifest.json").exists()
+        assert (await harness.wait_for([request_id], "backups_pending"))[request_id] == (
+            "backups_pending"
+        )
+        await asyncio.sleep(1.5)
+        assert await harness.stage(request_id) == "backups_pending"  # the snapshot lives
+
+        await harness.pool.execute(
+            "UPDATE backup_snapshots SET expires_at = now() WHERE snapshot_id = $1",
+            manifest.snapshot_id,
+        )
+        assert await backups.expire(settings) == [manifest.snapshot_id]
+        assert not manifest.folder.exists()
+        assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
+
+
+async def test_a_kept_category_is_erased_by_a_second_command_when_its_period_ends(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "retention.toml"
+    rules.write_text(
+        'version = "short"\n[[rule]]\ncategory = "financial_records"\nlegal_basis = "financial"\n'
+        'period_days = 0.00004\naction = "keep_anonymised"\n'  # about 3.5 seconds
+    )
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_retention_file=str(rules))
+    async with running_harness(settings) as harness:
+        request_id, subject = await harness.request_deletion()
+        assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
+        first = harness.stores.seen[0]
+        assert first.retain_categories == ("financial_records",)
+        for _ in range(100):
+            if len({c.request_id for c in harness.stores.seen}) == 2:
+                break
+            await asyncio.sleep(0.1)
+        release = next(c for c in harness.stores.seen if c.request_id != request_id)
+        assert (release.subject_id, release.retain_categories) == (subject, ())
+        sent = await harness.pool.fetchval(
+            "SELECT sent_at FROM retention_releases WHERE request_id = $1", request_id
+        )
+        assert sent is not None
+        for _ in range(50):  # the stores' receipts for the release are recorded too
+            receipts = await harness.pool.fetchval(
+                "SELECT count(*) FROM store_receipts WHERE erase_id = $1", release.request_id
+            )
+            if receipts == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert receipts == 3

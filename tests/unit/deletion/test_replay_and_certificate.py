@@ -1,0 +1,75 @@
+"""The restore replay plan and the certificate."""
+
+from datetime import timedelta
+from uuid import uuid4
+
+import pytest
+
+from services.deletion.config import DeletionSettings
+from services.deletion.domain.certificate import Certificate, Finding, Verdict, digest_of
+from services.deletion.domain.replay import (
+    LedgerEntry,
+    load_subject_columns,
+    parse_subject_columns,
+    replay_plan,
+    to_replay,
+)
+from tests.unit.deletion.factories import T0
+
+
+def entry(erased_after: timedelta | None, scope: str = "account") -> LedgerEntry:
+    erased_at = None if erased_after is None else T0 + erased_after
+    item = None if scope == "account" else uuid4()
+    return LedgerEntry(uuid4(), uuid4(), scope, item, T0, erased_at)  # type: ignore[arg-type]
+
+
+def test_erasures_not_finished_when_the_snapshot_was_taken_are_replayed() -> None:
+    before, after, unfinished = entry(timedelta(hours=-1)), entry(timedelta(hours=1)), entry(None)
+    assert to_replay([before, after, unfinished], T0) == [after, unfinished]
+
+
+def test_the_plan_deletes_by_subject_or_item_columns_in_order() -> None:
+    columns = parse_subject_columns('[accounts]\naccount = ["devices.user_id", "users.id"]\n'
+                                    'device = ["devices.id"]\n')  # fmt: skip
+    account, device = entry(None), entry(None, scope="device")
+    plan = replay_plan("accounts", columns, [account, device])
+    assert [(d.table, d.column, d.value) for d in plan] == [
+        ("devices", "user_id", account.subject_id),
+        ("users", "id", account.subject_id),
+        ("devices", "id", device.item_id),
+    ]
+    assert plan[0].sql() == 'DELETE FROM "devices" WHERE "user_id" = $1'
+    assert replay_plan("analytics", columns, [account]) == []
+
+
+def test_column_names_are_validated() -> None:
+    with pytest.raises(ValueError, match=r"table\.column"):
+        parse_subject_columns('[accounts]\naccount = ["users; DROP TABLE users"]\n')
+    assert (
+        "users.id"
+        in load_subject_columns(DeletionSettings().deletion_subject_columns_file)["accounts"][
+            "account"
+        ]
+    )
+
+
+def test_a_verdict_is_clean_only_without_personal_findings_and_with_the_key_shredded() -> None:
+    kept = Finding("accounts.audit_log.subject_id", 3, kept_by_rule="security_audit")
+    assert Verdict((kept,), ("postgres:accounts",), shredded=True).clean
+    assert not Verdict((kept,), (), shredded=False).clean
+    found = Verdict((Finding("accounts.users.id", 1),), (), shredded=True)
+    assert not found.clean
+    assert found.summary() == "verifier found: accounts.users.id (1 rows)"
+
+
+def test_the_certificate_is_anonymised_and_its_digest_covers_it() -> None:
+    verdict = Verdict((), ("postgres:accounts", "kafka:accounts.contacts"), shredded=True)
+    request_id, subject = uuid4(), uuid4()
+    certificate = Certificate(
+        request_id, "account", {"requested": T0, "complete": T0 + timedelta(days=40)},
+        {"accounts": {"erased": {"users": 1}}}, "v1", verdict, T0 + timedelta(days=40),
+    )  # fmt: skip
+    assert str(subject) not in str(certificate.body)
+    assert certificate.body["request_id"] == str(request_id)
+    assert certificate.digest == digest_of(certificate.body)
+    assert len(certificate.digest) == 64

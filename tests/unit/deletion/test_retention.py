@@ -1,0 +1,59 @@
+"""Retention rules from the versioned file."""
+
+from datetime import timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from services.deletion.config import DeletionSettings
+from services.deletion.domain.retention import load_policy, parse_policy
+from tests.unit.deletion.factories import T0
+
+RULES = """
+version = "test-1"
+[[rule]]
+category = "financial_records"
+legal_basis = "financial"
+period_days = 1825
+action = "keep_anonymised"
+tables = ["billing.invoices"]
+[[rule]]
+category = "content"
+legal_basis = "legal_obligation"
+period_days = 0
+action = "erase"
+"""
+
+
+def test_kept_categories_are_retained_for_their_period_then_released() -> None:
+    policy = parse_policy(RULES)
+    assert policy.version == "test-1"
+    assert policy.retain_categories() == ("financial_records",)
+    assert policy.releases(T0) == {"financial_records": T0 + timedelta(days=1825)}
+    assert policy.may_keep("billing.invoices", T0, T0 + timedelta(days=1824))
+    assert not policy.may_keep("billing.invoices", T0, T0 + timedelta(days=1825))
+    assert not policy.may_keep("billing.payments", T0, T0)
+
+
+def test_the_shipped_rules_parse_and_name_a_legal_basis_each() -> None:
+    policy = load_policy(DeletionSettings().deletion_retention_file)
+    assert {r.legal_basis for r in policy.rules} <= {
+        "security", "fraud_abuse", "financial", "legal_obligation",
+    }  # fmt: skip
+    assert "financial_records" in policy.retain_categories()
+    assert policy.may_keep("accounts.audit_log", T0, T0)
+    assert not policy.may_keep("accounts.users", T0, T0)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (('legal_basis = "financial"', 'legal_basis = "marketing"'), "legal_basis"),
+        (('action = "erase"', 'action = "forget"'), "action"),
+        (('"billing.invoices"', '"invoices"'), "database"),
+        (('category = "content"', 'category = "financial_records"'), "more than one rule"),
+    ],
+)
+def test_invalid_rules_are_refused(edit: tuple[str, str], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        parse_policy(RULES.replace(*edit))

@@ -1,0 +1,96 @@
+"""The stage machine: every transition, and the ones that must be refused."""
+
+from datetime import timedelta
+
+import pytest
+
+from services.deletion.domain import stages
+from tests.unit.deletion.factories import T0, a_request, in_stage
+
+
+def test_a_new_request_is_requested_with_its_grace_end() -> None:
+    request = a_request()
+    assert request.stage == "requested"
+    assert request.grace_ends_at == T0 + timedelta(days=14)
+
+
+def test_an_item_deletion_names_its_item() -> None:
+    with pytest.raises(ValueError, match="names the item"):
+        stages.new_request(
+            a_request().request_id, a_request().subject_id, scope="device", item_id=None,
+            now=T0, grace=timedelta(0),
+        )  # fmt: skip
+
+
+def test_the_happy_path_of_an_account() -> None:
+    request = in_stage("grace")
+    with pytest.raises(stages.StageConflict, match="not ended"):
+        stages.end_grace(request, request.grace_ends_at - timedelta(seconds=1))
+    holds = stages.end_grace(request, request.grace_ends_at)
+    erasing = stages.start_erasing(holds, holds.stage_entered_at)
+    assert erasing.erasing_started_at == holds.stage_entered_at
+    shredded = stages.stores_answered(erasing, erasing.stage_entered_at + timedelta(minutes=5))
+    assert (shredded.stage, shredded.erased_at) == ("shredded", shredded.stage_entered_at)
+    pending = stages.await_backups(shredded, shredded.stage_entered_at)
+    done = stages.verified(pending, pending.stage_entered_at + timedelta(days=35))
+    assert done.stage == "complete"
+
+
+def test_an_item_skips_shredding_the_subject_key() -> None:
+    erasing = in_stage("erasing", scope="device")
+    assert stages.stores_answered(erasing, T0 + timedelta(days=15)).stage == "backups_pending"
+
+
+@pytest.mark.parametrize("stage", ["requested", "grace"])
+def test_cancel_in_grace(stage: str) -> None:
+    cancelled = stages.cancel(in_stage(stage) if stage != "requested" else a_request(), T0)
+    assert cancelled.stage == "cancelled"
+    assert cancelled.erasing_started_at is None
+
+
+@pytest.mark.parametrize("stage", ["holds", "erasing", "shredded", "backups_pending"])
+def test_no_cancel_once_past_grace(stage: str) -> None:
+    with pytest.raises(stages.StageConflict, match="can no longer be cancelled"):
+        stages.cancel(in_stage(stage), T0)
+
+
+def test_a_legal_hold_pauses_with_its_reason_and_lifting_resumes() -> None:
+    grace = in_stage("grace")
+    held = stages.place_hold(grace, "litigation hold #42", T0 + timedelta(days=1))
+    assert (held.stage, held.reason, held.paused_from) == ("paused", "litigation hold #42", "grace")
+    resumed = stages.lift_hold(held, T0 + timedelta(days=20))
+    assert (resumed.stage, resumed.paused_from, resumed.reason) == ("grace", None, None)
+
+
+def test_a_held_request_in_grace_can_still_be_cancelled() -> None:
+    held = stages.place_hold(in_stage("grace"), "regulator inquiry", T0)
+    assert stages.cancel(held, T0).stage == "cancelled"
+
+
+def test_a_hold_needs_a_reason_and_comes_before_erasing() -> None:
+    with pytest.raises(ValueError, match="reason"):
+        stages.place_hold(in_stage("grace"), "  ", T0)
+    with pytest.raises(stages.StageConflict):
+        stages.place_hold(in_stage("erasing"), "too late", T0)
+
+
+def test_escalation_and_retry() -> None:
+    escalated = stages.escalate(in_stage("erasing"), "no answer from: analytics", T0)
+    assert escalated.reason == "no answer from: analytics"
+    assert stages.retry(escalated, T0).stage == "erasing"
+    # Late receipts complete an escalated request without an operator.
+    assert stages.stores_answered(escalated, T0).stage == "shredded"
+
+
+def test_verification_needs_an_erasure() -> None:
+    with pytest.raises(stages.StageConflict):
+        stages.verified(in_stage("grace"), T0)
+
+
+def test_missing_stores_and_back_off() -> None:
+    assert stages.missing_stores(("accounts", "notifier", "analytics"), {"notifier"}) == (
+        "accounts",
+        "analytics",
+    )
+    delays = [stages.resend_delay(n, 60, 600).total_seconds() for n in range(1, 6)]
+    assert delays == [60, 120, 240, 480, 600]
