@@ -18,6 +18,7 @@ Output is deterministic: sorted JSON keys, stable row order, no timestamps.
 from __future__ import annotations
 
 import argparse
+import html
 import importlib
 import inspect
 import json
@@ -595,6 +596,45 @@ def configuration_markdown() -> str:
 # --- files ---------------------------------------------------------------------------------
 
 
+# --- the published privacy policy ----------------------------------------------------------
+
+POLICY = ROOT / "policy" / "privacy-policy.txt"
+
+
+def privacy_page() -> str:
+    """web/privacy.html from policy/privacy-policy.txt: the text users read is the text
+    the promises were written from (CalOPPA: linked from the home page, titled Privacy)."""
+    blocks = []
+    for line in POLICY.read_text(encoding="utf-8").splitlines():
+        text = html.escape(line.strip())
+        if not text:
+            continue
+        is_heading = text.isupper() or (len(text) < 60 and text.upper() == text)
+        blocks.append(f"    <h2>{text}</h2>" if is_heading else f"    <p>{text}</p>")
+    body = "\n".join(blocks)
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Privacy policy - iMT</title>
+  <link rel="stylesheet" href="/assets/site.css">
+  <script src="/assets/visit.js" defer></script>
+</head>
+<body>
+  <header>
+    <h1>Privacy policy</h1>
+    <nav><a href="/">iMT privacy center</a></nav>
+  </header>
+  <main class="policy">
+{body}
+  </main>
+  <footer>Generated from policy/privacy-policy.txt by <code>make docs</code>.</footer>
+</body>
+</html>
+"""
+
+
 def generated_files() -> dict[Path, str]:
     """Every generated file under docs/ and its content."""
     files = {
@@ -602,6 +642,7 @@ def generated_files() -> dict[Path, str]:
         EVENTS_DIR / "README.md": events_markdown(),
         DOCS / "topics.md": topics_page(),
         DOCS / "configuration.md": configuration_markdown(),
+        ROOT / "web" / "privacy.html": privacy_page(),
     }
     files.update({SCHEMAS_DIR / f"{w}.json": dump_json(event_schema(w, c)) for w, c in events()})
     return files

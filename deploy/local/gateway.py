@@ -70,8 +70,26 @@ def access_log(layout: Layout) -> Path:
 
 
 def web_root(layout: Layout) -> Path:
-    web = REPO_ROOT / "web"
-    return web if web.is_dir() else home(layout) / "empty-web"
+    """A published copy of the repo's web/ in the state folder.
+
+    nginx's unprivileged workers could not read a clone under a private home folder;
+    the copy is world-readable and refreshed on every ``up``.
+    """
+    return home(layout) / "web"
+
+
+def publish_web(layout: Layout) -> None:
+    source, target = REPO_ROOT / "web", web_root(layout)
+    staging = target.with_name("web.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    if source.is_dir():
+        shutil.copytree(source, staging)
+    else:
+        staging.mkdir(parents=True)
+    for path in [staging, *staging.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
 
 
 def _worker_user() -> str:
@@ -275,7 +293,7 @@ def write_config(layout: Layout) -> bool:
     tls = ensure_certificates(layout.tls)
     (home(layout) / "tmp").mkdir(parents=True, exist_ok=True)
     home(layout).chmod(0o755)
-    web_root(layout).mkdir(parents=True, exist_ok=True)
+    publish_web(layout)
     changed = [
         procs.write_atomic(home(layout) / "headers.conf", render_headers()),
         procs.write_atomic(home(layout) / "site.conf", render_site(layout)),

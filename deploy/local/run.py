@@ -29,7 +29,7 @@ def print_urls(layout: Layout, addresses: dict[str, str]) -> None:
     for name, address in addresses.items():
         print(f"  {name:<10} {address}")
     for service in sorted({n.split("-")[0] for n in services.procfile_entries()}):
-        print(f"  {service:<10} http://{HOST}:{ports.gateway}/api/{service}/docs")
+        print(f"  {service:<10} http://{HOST}:{ports.gateway}/api/{service}/openapi.json")
     print(f"  mail       http://{HOST}:{ports.smtp_web}/  (every email the platform sends)")
     print("Ctrl-C stops everything.\n", flush=True)
 

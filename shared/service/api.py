@@ -43,7 +43,9 @@ def create_api(
         version=version,
         lifespan=lifespan,
         openapi_url=f"{prefix}/openapi.json",
-        docs_url=f"{prefix}/docs",
+        # FastAPI's docs pages load Swagger UI from a CDN: a third-party resource, which
+        # the platform's pages never load (P-21). The OpenAPI document itself is served.
+        docs_url=None,
         redoc_url=None,
     )
     install_problem_handlers(app)

@@ -1,0 +1,52 @@
+"""A real headless Chromium (Debian's package) driven by Playwright.
+
+Playwright's own browser download cannot run here; the system Chromium is installed on
+first use when missing (as root), like the rest of the stack.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without these, Chromium phones home at start (refused on this network, and not ours).
+QUIET_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def _ensure_chromium() -> str:
+    if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=False, env=env,
+                       capture_output=True)  # fmt: skip
+        if not CHROMIUM.exists():
+            subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
+            subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, env=env,
+                           capture_output=True)  # fmt: skip
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is missing: run `apt-get install -y chromium` (as root)")
+    return str(CHROMIUM)
+
+
+@pytest.fixture(scope="session")
+async def browser(platform: str) -> AsyncIterator[Browser]:
+    executable = _ensure_chromium()
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=executable, args=QUIET_FLAGS)
+        yield launched
+        await launched.close()

@@ -1,0 +1,16 @@
+// Counts this page view, anonymously: no cookie, no storage, no identifier. The
+// collector drops the visit when the browser sends Do Not Track or Global Privacy
+// Control, so nothing here needs to check them.
+(function () {
+  "use strict";
+  if (!navigator.sendBeacon || !window.crypto || !crypto.randomUUID) return;
+  var beacon = {
+    beacon_id: crypto.randomUUID(),
+    site: location.host,
+    page: location.pathname,
+    referrer: document.referrer || null,
+    device_class: /Mobi/.test(navigator.userAgent) ? "mobile" : "desktop",
+    load_time_ms: Math.round(performance.now())
+  };
+  navigator.sendBeacon("/api/analytics/beacon", JSON.stringify(beacon));
+})();
