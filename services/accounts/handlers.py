@@ -3,19 +3,24 @@
 ``EraseSubject`` (deletion.commands): erase the subject's rows (or one item), tombstone
 the contact card, and answer ``SubjectErased`` with counts, in one transaction with the
 processed mark. Erasing twice erases nothing more and answers again (zero counts).
-Kept, anonymised (ids only): audit rows, disclosure log, deletion requests.
+Kept, anonymised (ids only): audit rows, disclosure log, deletion requests. Invoices are
+kept without any id of the subject while ``financial_records`` is in the command's
+``retain_categories``; the release (the same command without it) erases them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from services.accounts.cards import tombstone_card
 from services.accounts.context import emit
+from services.accounts.domain.invoices import FINANCIAL_RECORDS
+from services.accounts.invoices import anonymise_invoices, erase_invoices
 from shared.bus import Delivery, Tombstone
 from shared.db.pool import Connection
 from shared.events.catalogue.deletion import EraseSubject, SubjectErased
+from shared.vault import Vault
 
 STORE = "accounts"
 
@@ -48,9 +53,10 @@ def _count(status: str) -> int:
     return int(status.split()[-1])
 
 
-async def erase_subject(conn: Connection, command: EraseSubject) -> SubjectErased:
+async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -> SubjectErased:
     subject = command.subject_id
     erased: dict[str, int] = {}
+    retained: dict[str, int] = {}
     if command.scope == "device":
         status = await conn.execute(
             "DELETE FROM devices WHERE id = $1 AND user_id = $2", command.item_id, subject
@@ -68,6 +74,12 @@ async def erase_subject(conn: Connection, command: EraseSubject) -> SubjectErase
         )
         erased.update(request_messages=_count(messages), requests=_count(status))
     else:
+        # Locked first: an invoice recorded meanwhile waits, then finds no user.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", subject)
+        if FINANCIAL_RECORDS in command.retain_categories:
+            retained["invoices"] = await anonymise_invoices(conn, vault, subject)
+        else:
+            erased["invoices"] = await erase_invoices(conn, vault, subject)
         for table, sql in _ACCOUNT_TABLES:
             erased[table] = _count(await conn.execute(sql, subject))
         await conn.execute(
@@ -78,7 +90,6 @@ async def erase_subject(conn: Connection, command: EraseSubject) -> SubjectErase
         # The card leaves the compacted topic whatever was left here (idempotent).
         await tombstone_card(conn, subject)
         erased["contact_card"] = 1
-    retained = {}
     if command.scope == "account":
         for table, sql in _RETAINED:
             retained[table] = int(await conn.fetchval(sql, subject))
@@ -94,8 +105,15 @@ async def erase_subject(conn: Connection, command: EraseSubject) -> SubjectErase
     return receipt
 
 
-async def handle(conn: Connection, items: Sequence[Delivery | Tombstone]) -> None:
+Handler = Callable[[Connection, Sequence[Delivery | Tombstone]], Awaitable[None]]
+
+
+def handler(vault: Vault) -> Handler:
     """The worker's handler: the commands it knows, in order; others are not for us."""
-    for item in items:
-        if isinstance(item, Delivery) and isinstance(item.event, EraseSubject):
-            await erase_subject(conn, item.event)
+
+    async def handle(conn: Connection, items: Sequence[Delivery | Tombstone]) -> None:
+        for item in items:
+            if isinstance(item, Delivery) and isinstance(item.event, EraseSubject):
+                await erase_subject(conn, vault, item.event)
+
+    return handle

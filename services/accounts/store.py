@@ -318,3 +318,24 @@ async def consenting_users(conn: Connection, recipient_id: UUID, purpose: str) -
         purpose,
     )
     return [r["user_id"] for r in rows]
+
+
+# -- invoices (financial records) ------------------------------------------------------
+
+
+async def insert_invoice(conn: Connection, **columns: Any) -> bool:
+    """Record an invoice; False when its number is taken."""
+    names = list(columns)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    status = await conn.execute(
+        f"INSERT INTO invoices ({', '.join(names)}) VALUES ({placeholders})"  # noqa: S608 - names are ours
+        " ON CONFLICT (number) DO NOTHING",
+        *columns.values(),
+    )
+    return status == "INSERT 0 1"
+
+
+async def invoices_of(conn: Connection, user_id: UUID) -> list[Row]:
+    return await conn.fetch(
+        "SELECT * FROM invoices WHERE user_id = $1 ORDER BY issued_on, number", user_id
+    )

@@ -11,7 +11,7 @@ import signal
 
 from services.accounts.bootstrap import bootstrap
 from services.accounts.config import AccountsSettings
-from services.accounts.handlers import handle
+from services.accounts.handlers import handler
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.events.topics import DELETION_COMMANDS
 from shared.observability import configure_logging
@@ -22,9 +22,12 @@ CONSUMER = "accounts-erasure"
 async def run(settings: AccountsSettings) -> None:
     runtime = await bootstrap(settings, with_producer=True)
     assert runtime.producer is not None
+    assert runtime.vault is not None
     kafka = manual_commit_consumer(settings, DELETION_COMMANDS.name, group_id=CONSUMER)
     await kafka.start()
-    consumer = IdempotentConsumer(CONSUMER, kafka, runtime.producer, runtime.pool, handle)
+    consumer = IdempotentConsumer(
+        CONSUMER, kafka, runtime.producer, runtime.pool, handler(runtime.vault)
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, consumer.stop)

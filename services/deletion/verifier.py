@@ -6,6 +6,9 @@ It never reads another service's tables through that service's role. It uses:
   for verification only. Every ``uuid`` and ``uuid[]`` column of every table of every
   other service database is searched for the id, so a table nobody declared is found too;
   rows a retention rule allows (ids only, within the rule's period) are reported as kept;
+  rows kept anonymised by their owner (a rule's ``anonymised_tables``, e.g. invoices under
+  a random retention key) hold no id of the subject and are not found, so one that still
+  holds it is personal data found;
 * the contacts topic, read from the beginning: the last record of the subject's key must
   be a tombstone (or there must be none; compaction may not have run yet);
 * the vault: the subject's key must be shredded;

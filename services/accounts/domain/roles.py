@@ -29,4 +29,5 @@ PERMISSIONS: dict[str, tuple[OperatorRole, ...]] = {
     "recipients.export": (PRIVACY_OFFICER,),
     "deletions.request": (SUPPORT, PRIVACY_OFFICER),
     "deletions.approve": (PRIVACY_OFFICER, ADMIN),
+    "invoices.record": (SUPPORT, ADMIN),
 }

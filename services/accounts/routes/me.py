@@ -29,6 +29,7 @@ from services.accounts.context import (
     refuse_card_numbers,
 )
 from services.accounts.domain.content import content_for
+from services.accounts.invoices import Invoice, invoice_out
 from services.accounts.security import MAX_PASSWORD, new_secret, secret_hash, verify_password
 from shared.auth import CurrentUser
 from shared.db.pool import Connection
@@ -632,6 +633,17 @@ async def my_policy_acceptances(claims: CurrentUser, ctx: Ctx) -> list[PolicyAcc
     return [PolicyAcceptance(**dict(r)) for r in rows]
 
 
+# -- invoices --------------------------------------------------------------------------
+
+
+@router.get("/me/invoices", response_model=list[Invoice], tags=["invoices"])
+async def my_invoices(claims: CurrentUser, ctx: Ctx) -> list[Invoice]:
+    """My repair invoices (recorded by iMT; kept anonymised for their period after erasure)."""
+    async with ctx.pool.acquire() as conn:
+        rows = await store.invoices_of(conn, UUID(claims.sub))
+    return [await invoice_out(ctx.vault, r) for r in rows]
+
+
 # -- export ----------------------------------------------------------------------------
 
 
@@ -671,6 +683,7 @@ async def export_my_data(claims: CurrentUser, ctx: Ctx) -> dict[str, Any]:
             " WHERE user_id = $1 ORDER BY created_at",
             uid,
         )
+        invoices = await store.invoices_of(conn, uid)
         disclosures = await conn.fetch(
             "SELECT d.at, d.fields, r.name AS recipient, r.purpose FROM disclosures d"
             " JOIN recipients r ON r.id = d.recipient_id WHERE d.user_id = $1 ORDER BY d.id",
@@ -688,6 +701,7 @@ async def export_my_data(claims: CurrentUser, ctx: Ctx) -> dict[str, Any]:
         "deletion_requests": [
             DeletionRequest(**dict(d)).model_dump(mode="json") for d in deletions
         ],
+        "invoices": [(await invoice_out(ctx.vault, i)).model_dump(mode="json") for i in invoices],
         "disclosures": [
             {
                 "at": d["at"].isoformat(),

@@ -29,6 +29,7 @@ from services.accounts.context import (
 )
 from services.accounts.domain import fields as field_rules
 from services.accounts.domain.roles import PERMISSIONS
+from services.accounts.invoices import Invoice, InvoiceIn, invoice_out, new_invoice_columns
 from services.accounts.security import MAX_PASSWORD, MIN_PASSWORD, hash_password
 from shared.auth import Claims, OperatorRole, require_roles
 from shared.db.pool import Connection
@@ -337,6 +338,41 @@ async def change_user(
         assert fresh is not None
         await publish_card(conn, ctx.vault, fresh)
         return await _found(ctx, fresh)
+
+
+# -- invoices (financial records) ------------------------------------------------------
+
+
+@router.post(
+    "/users/{user_id}/invoices", response_model=Invoice, status_code=status.HTTP_201_CREATED
+)
+async def record_invoice(
+    user_id: UUID, body: InvoiceIn, ctx: Ctx, op: Annotated[Operator, allowed("invoices.record")]
+) -> Invoice:
+    """Record a repair invoice paid through the payment provider (never card data).
+
+    The user sees it in their export; on erasure it is kept anonymised for the
+    ``financial_records`` retention period (P-13). The audit row names no invoice, so
+    the kept invoice cannot be traced back through it.
+    """
+    async with ctx.pool.acquire() as conn:
+        if await store.user_by_id(conn, user_id) is None:
+            raise not_found("user")
+    columns = await new_invoice_columns(ctx.vault, user_id, body)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        # Shared lock: an erasure of this user waits for the invoice, then sees it.
+        if await conn.fetchval("SELECT 1 FROM users WHERE id = $1 FOR SHARE", user_id) is None:
+            raise not_found("user")
+        if not await store.insert_invoice(conn, **columns):
+            raise Problem(
+                409, "Invoice exists", "An invoice with this number exists.", slug="invoice-exists"
+            )
+        await store.audit(
+            conn, _operator_id(op), user_id, "change", ["invoices"], "record a repair invoice"
+        )
+        row = await conn.fetchrow("SELECT * FROM invoices WHERE id = $1", columns["id"])
+    assert row is not None
+    return await invoice_out(ctx.vault, row)
 
 
 # -- requests --------------------------------------------------------------------------

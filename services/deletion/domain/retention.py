@@ -7,12 +7,19 @@ The rules come from a versioned TOML file (``retention.toml``)::
     [[rule]]
     category = "financial_records"
     legal_basis = "financial"          # security | fraud_abuse | financial | legal_obligation
-    period_days = 3650
+    period_days = 1825
     action = "keep_anonymised"         # or "erase"
-    tables = ["accounts.invoices"]     # where the verifier may find the kept rows
+    tables = []                        # kept rows that still hold the subject's id (ids only)
+    anonymised_tables = ["accounts.invoices"]  # kept rows that hold no id of the subject
 
 A category kept anonymised is named in the ``retain_categories`` of the first
 EraseSubject; when its period ends a second EraseSubject erases it too.
+
+``tables`` are where the verifier may find kept rows that still reference the subject
+(ids only, e.g. an audit log) and accepts them within the period. ``anonymised_tables``
+are where the owning store keeps the category with the subject's id replaced (e.g. by a
+random retention key): the verifier never finds them, and a row there that still holds
+the id is a finding, whatever the period.
 """
 
 from __future__ import annotations
@@ -36,9 +43,10 @@ class RetentionRule(BaseModel):
     period_days: float = Field(ge=0)
     action: Action
     tables: tuple[str, ...] = ()
+    anonymised_tables: tuple[str, ...] = ()
     note: str = ""
 
-    @field_validator("tables")
+    @field_validator("tables", "anonymised_tables")
     @classmethod
     def _qualified(cls, tables: tuple[str, ...]) -> tuple[str, ...]:
         for table in tables:
@@ -64,7 +72,7 @@ class RetentionPolicy(BaseModel):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"categories with more than one rule: {', '.join(duplicates)}")
-        tables = [t for r in rules for t in r.tables]
+        tables = [t for r in rules for t in (*r.tables, *r.anonymised_tables)]
         shared = sorted({t for t in tables if tables.count(t) > 1})
         if shared:
             raise ValueError(f"tables under more than one rule: {', '.join(shared)}")
@@ -82,10 +90,18 @@ class RetentionPolicy(BaseModel):
         return {r.category: erased_at + r.period for r in self.kept()}
 
     def rule_for_table(self, qualified_table: str) -> RetentionRule | None:
+        """The rule whose kept rows may still reference the subject in this table."""
         return next((r for r in self.rules if qualified_table in r.tables), None)
 
+    def anonymised_by(self, qualified_table: str) -> RetentionRule | None:
+        """The rule whose kept rows hold no id of the subject in this table."""
+        return next((r for r in self.rules if qualified_table in r.anonymised_tables), None)
+
     def may_keep(self, qualified_table: str, erased_at: datetime | None, now: datetime) -> bool:
-        """Whether rows of this table may still reference an erased subject (ids only)."""
+        """Whether rows of this table may still reference an erased subject (ids only).
+
+        Never for an anonymised table: its kept rows must hold no id of the subject.
+        """
         rule = self.rule_for_table(qualified_table)
         if rule is None or rule.action != "keep_anonymised":
             return False

@@ -18,8 +18,9 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.accounts.config import AccountsSettings
-from shared.bus.kafka_options import client_options
+from shared.bus.kafka_options import client_options, reliable_producer
 from shared.config import PlatformSettings
+from shared.events import Event, encode_envelope, envelope_for
 from shared.events.topics import PRIMARY_TOPICS
 
 API = "/api/accounts"
@@ -255,3 +256,47 @@ async def new_operator(client: httpx.AsyncClient, by: Operator, *roles: str) -> 
     operator = Operator(response.json()["id"], email, password, tuple(roles))
     operator.access = await operator_token(client, email, password)
     return operator
+
+
+async def publish(settings: PlatformSettings, event: Event, *, source: str, subject: str) -> None:
+    """Publish one event or command exactly as its producing service would."""
+    envelope = envelope_for(event, source=source, subject=subject)
+    producer = reliable_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            event.topic.name,
+            encode_envelope(envelope),
+            key=envelope.key(),
+            headers=envelope.headers(),
+        )
+    finally:
+        await producer.stop()
+
+
+INVOICE = {
+    "amount": "129.90",
+    "currency": "EUR",
+    "issued_on": "2026-11-02",
+    "payment_provider": "stripe",
+    "description": "Screen replacement, customer asked for a call back",
+}
+
+
+async def record_invoice(
+    client: httpx.AsyncClient, operator: Operator, user_id: str, **fields: Any
+) -> dict[str, Any]:
+    """An operator records a repair invoice for a user (unique number and references)."""
+    body = {
+        **INVOICE,
+        "number": unique("INV"),
+        "repair_reference": unique("RPR"),
+        "provider_reference": unique("pi"),
+        **fields,
+    }
+    response = await client.post(
+        f"{API}/operator/users/{user_id}/invoices", json=body, headers=operator.headers
+    )
+    assert response.status_code == 201, response.text
+    invoice: dict[str, Any] = response.json()
+    return invoice

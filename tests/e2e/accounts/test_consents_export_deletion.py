@@ -19,6 +19,7 @@ from tests.e2e.accounts.support import (
     User,
     active_user,
     new_operator,
+    record_invoice,
     unique,
 )
 
@@ -157,6 +158,7 @@ async def test_my_export_holds_every_field_i_gave_that_is_still_stored(
     )
     partner = await _recipient(client, root, "partner", ["email"])
     await _consent(client, user, partner["id"], True)
+    invoice = await record_invoice(client, root, user.id, description="New battery, Phone E")
 
     export = await client.get(f"{API}/me/export", headers=user.headers)
     assert export.status_code == 200
@@ -175,6 +177,8 @@ async def test_my_export_holds_every_field_i_gave_that_is_still_stored(
     assert [(d["model"], d["damage_state"]) for d in data["devices"]] == [("Phone E", "buttons")]
     assert [m["text"] for r in data["requests"] for m in r["messages"]] == ["Great repair, thanks"]
     assert [(c["recipient_id"], c["granted"]) for c in data["consents"]] == [(partner["id"], True)]
+    assert data["invoices"] == [invoice]
+    assert (invoice["amount"], invoice["description"]) == ("129.90", "New battery, Phone E")
     assert "Old Phone" not in export.text  # deleted items are not held any more
     assert "pw-" not in export.text  # never the password nor its hash
     assert "argon2" not in export.text

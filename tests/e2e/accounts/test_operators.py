@@ -38,6 +38,7 @@ EXPECTED: dict[str, set[str]] = {
     "export to recipient": {"privacy_officer"},
     "request deletion": {"support", "privacy_officer"},
     "approve deletion": {"privacy_officer", "admin"},
+    "record invoice": {"support", "admin"},
 }
 PII_READS = {"search users", "read user", "read request thread"}
 
@@ -92,6 +93,7 @@ async def test_each_role_gets_exactly_its_endpoints_and_every_pii_read_is_audite
             None,
             None,
         ),
+        "record invoice": ("POST", f"/operator/users/{uid}/invoices", {}, None),
     }
     assert set(calls) == set(EXPECTED)
     operators = {role: await new_operator(client, root, role) for role in ROLES}

@@ -4,9 +4,11 @@ accounts.lifecycle exactly as accounts publishes it."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
+import pytest
 
 from shared.config import PlatformSettings
 from tests.e2e.deletion.support import (
@@ -69,6 +71,7 @@ async def test_only_privacy_officers_and_admins_see_the_pipeline(
     assert set(response.json()) == {"counts", "overdue", "escalations"}
 
 
+@pytest.mark.promise("P-13")
 async def test_a_legal_hold_pauses_the_request_with_its_reason_and_lifting_resumes(
     client: httpx.AsyncClient, settings: PlatformSettings
 ) -> None:
@@ -83,8 +86,10 @@ async def test_a_legal_hold_pauses_the_request_with_its_reason_and_lifting_resum
     counts = (await client.get(f"{API}/operator/pipeline", headers=officer())).json()["counts"]
     assert counts["paused"] >= 1
 
+    await asyncio.sleep(6)  # past the 5-second grace: the hold delays the deletion
     seen = await wait_for_stage(client, subject, request_id, ("paused",))
     assert seen["on_hold"] is True
+    assert seen["stage"] == "paused"
     assert all(s["expected_by"] is None for s in seen["stages"] if s["done_at"] is None)
     detail = await client.get(f"{API}/operator/requests/{request_id}", headers=officer())
     assert detail.json()["reason"] == "litigation hold 7"

@@ -8,9 +8,10 @@ tests are skipped, never passed.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -29,8 +30,10 @@ from tests.e2e.accounts.support import (
     active_user,
     admin,
     new_operator,
+    record_invoice,
     start_tail,
 )
+from tests.e2e.deletion.conftest import FINANCIAL_RETENTION_SECONDS, TEST_RULES_SUFFIX
 from tests.e2e.deletion.support import API, needs_every_service, officer, wait_for_stage
 
 ACCOUNTS = "/api/accounts"
@@ -73,14 +76,18 @@ async def _request_deletion(client: httpx.AsyncClient, user: User) -> str:
     return str(response.json()["id"])
 
 
-async def _rows(settings: PlatformSettings, database: str, sql: str, *args: Any) -> int:
+async def _fetch(database: str, sql: str, *args: Any) -> list[asyncpg.Record]:
     """A test's read of a service database through the maintenance role (read-only)."""
     dsn = DeletionSettings(environment="test").admin_dsn(database)
     conn = await asyncpg.connect(dsn, server_settings={"default_transaction_read_only": "on"})
     try:
-        return int(await conn.fetchval(sql, *args))
+        return list(await conn.fetch(sql, *args))
     finally:
         await conn.close()
+
+
+async def _rows(settings: PlatformSettings, database: str, sql: str, *args: Any) -> int:
+    return int((await _fetch(database, sql, *args))[0][0])
 
 
 @pytest.mark.promise("P-15")
@@ -244,3 +251,78 @@ async def _expire_now(config: DeletionSettings, snapshot_id: str) -> None:
     finally:
         await conn.close()
     await backups.expire(config)
+
+
+@pytest.mark.promise("P-13")
+async def test_a_deleted_users_invoices_stay_anonymised_for_their_period_then_go(
+    client: httpx.AsyncClient, bus: BusTail, settings: PlatformSettings, vault: Vault
+) -> None:
+    user, bystander = await active_user(client, bus), await active_user(client, bus)
+    support = await new_operator(client, await admin(client), "support")
+    invoice = await record_invoice(
+        client, support, user.id, description=f"Screen repair for {user.name}, {user.email}"
+    )
+    kept_elsewhere = await record_invoice(client, support, bystander.id)
+    invoice_id, subject = uuid.UUID(invoice["id"]), uuid.UUID(user.id)
+
+    request_id = await _request_deletion(client, user)
+    done = await wait_for_stage(client, user.id, request_id, ("complete",), timeout=240)
+    erased_at = datetime.fromisoformat(
+        next(s["done_at"] for s in done["stages"] if s["stage"] == "shredded")
+    )
+
+    certificate = await client.get(
+        f"{API}/me/requests/{request_id}/certificate", headers=user.headers
+    )
+    body = certificate.json()["certificate"]
+    if not body["retention_version"].endswith(TEST_RULES_SUFFIX):
+        pytest.fail(
+            "the deletion worker runs without the test retention rules (started outside this"
+            " session?): stop it and run again"
+        )
+    assert body["stores"]["accounts"]["retained_anonymised"]["invoices"] == 1
+    verdict = await client.post(f"{API}/operator/requests/{request_id}/verify", headers=officer())
+    assert verdict.json()["clean"] is True, verdict.json()
+    assert not [f for f in verdict.json()["findings"] if "invoices" in f["place"]]
+
+    # Kept: the invoice row, anonymised. No user id, no personal text; the books' facts.
+    assert datetime.now(UTC) < erased_at + timedelta(seconds=FINANCIAL_RETENTION_SECONDS), (
+        "the deletion took longer than the test retention period: raise"
+        " IMT_E2E_FINANCIAL_RETENTION_SECONDS"
+    )
+    (row,) = await _fetch("accounts", "SELECT * FROM invoices WHERE id = $1", invoice_id)
+    assert row["user_id"] is None
+    assert row["description"] is None
+    assert row["retention_key"] not in (None, subject)
+    for personal in (user.id, user.email, user.name):
+        assert personal not in str(dict(row))
+    assert (row["number"], str(row["amount"].normalize()), row["currency"]) == (
+        invoice["number"], "129.9", "EUR",
+    )  # fmt: skip
+    assert (str(row["issued_on"]), row["repair_reference"], row["provider_reference"]) == (
+        invoice["issued_on"], invoice["repair_reference"], invoice["provider_reference"],
+    )  # fmt: skip
+    assert await _rows(
+        settings, "accounts", "SELECT count(*) FROM retention_keys WHERE retention_key = $1",
+        row["retention_key"],
+    ) == 1  # fmt: skip
+    assert await vault.is_shredded(subject)
+
+    # The period ends: the deletion service's release erases the invoice.
+    deadline = time.monotonic() + FINANCIAL_RETENTION_SECONDS + 60
+    while await _rows(
+        settings, "accounts", "SELECT count(*) FROM invoices WHERE id = $1", invoice_id
+    ):
+        assert time.monotonic() < deadline, "the kept invoice outlived its retention period"
+        await asyncio.sleep(0.5)
+    assert datetime.now(UTC) >= erased_at + timedelta(seconds=FINANCIAL_RETENTION_SECONDS)
+    assert await _rows(
+        settings, "accounts", "SELECT count(*) FROM retention_keys WHERE retention_key = $1",
+        row["retention_key"],
+    ) == 0  # fmt: skip
+    assert await _rows(
+        settings, "accounts", "SELECT count(*) FROM invoices WHERE id = $1",
+        uuid.UUID(kept_elsewhere["id"]),
+    ) == 1  # fmt: skip
+    after = await client.post(f"{API}/operator/requests/{request_id}/verify", headers=officer())
+    assert after.json()["clean"] is True, after.json()

@@ -43,6 +43,29 @@ def test_the_shipped_rules_parse_and_name_a_legal_basis_each() -> None:
     assert "financial_records" in policy.retain_categories()
     assert policy.may_keep("accounts.audit_log", T0, T0)
     assert not policy.may_keep("accounts.users", T0, T0)
+    # Invoices are kept anonymised by accounts: a row still holding the subject's id is
+    # never accepted, even within the period.
+    financial = policy.anonymised_by("accounts.invoices")
+    assert financial is not None
+    assert (financial.category, financial.legal_basis) == ("financial_records", "financial")
+    assert policy.anonymised_by("accounts.retention_keys") is financial
+    assert not policy.may_keep("accounts.invoices", T0, T0)
+    assert policy.rule_for_table("accounts.invoices") is None
+
+
+def test_a_table_is_kept_under_one_rule_whether_by_id_or_anonymised() -> None:
+    rules = RULES.replace(
+        'tables = ["billing.invoices"]',
+        'tables = ["billing.audit"]\nanonymised_tables = ["billing.invoices"]',
+    )
+    policy = parse_policy(rules)
+    assert policy.anonymised_by("billing.invoices") is not None
+    assert not policy.may_keep("billing.invoices", T0, T0)
+    assert policy.may_keep("billing.audit", T0, T0)
+    with pytest.raises(ValidationError, match="more than one rule"):
+        parse_policy(rules.replace('"billing.audit"', '"billing.invoices"'))
+    with pytest.raises(ValidationError, match="database"):
+        parse_policy(rules.replace('["billing.invoices"]', '["invoices"]'))
 
 
 @pytest.mark.parametrize(
