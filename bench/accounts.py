@@ -48,14 +48,23 @@ from collections.abc import (
     Sequence,
 )
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.harness import REPO, BenchContext, BenchFn, Result, interleaved, log
+from bench.harness import (
+    REPO,
+    BenchContext,
+    BenchFn,
+    Result,
+    clients,
+    interleaved,
+    log,
+    prepared,
+)
 from deploy.local import procs, services, stack
 from deploy.local.layout import HOST, Layout
 from services.accounts.routes.me import Preferences, Profile, ProfileChange
@@ -84,104 +93,6 @@ BENCH_ENV = {
     # Tokens are issued once per benchmark; let them outlive a slow one.
     "IMT_ACCOUNTS_ACCESS_TOKEN_SECONDS": "3600",
 }
-
-
-# -- a minimal HTTP/1.1 client -----------------------------------------------------------
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection sending one prepared request at a time."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reconnects = 0  # keep-alive connections the server closed between requests
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._reader is None or self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(HOST, self.port)
-        return self._reader, self._writer
-
-    async def send(self, request: bytes) -> tuple[int, bytes]:
-        """Send ``request`` (whole, as bytes); the status and the body.
-
-        A keep-alive connection the server closed before answering (nginx does on a
-        reload, which anyone's ``ensure_up`` may cause) is reopened once.
-        """
-        while True:
-            reader, writer = await self.open()
-            try:
-                writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                break
-            except (asyncio.IncompleteReadError, ConnectionError) as exc:
-                await self.close()
-                partial = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
-                if partial or self.reconnects >= 10:
-                    raise
-                self.reconnects += 1
-        status_line, *lines = head[:-4].split(b"\r\n")
-        headers = {}
-        for line in lines:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip().lower()
-        if headers.get(b"transfer-encoding") == b"chunked":
-            parts = []
-            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-                parts.append((await reader.readexactly(size + 2))[:-2])
-            await reader.readuntil(b"\r\n")
-            body = b"".join(parts)
-        else:
-            body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
-        if headers.get(b"connection") == b"close":
-            await self.close()
-        return int(status_line.split(b" ", 2)[1]), body
-
-    async def close(self) -> None:
-        writer, self._reader, self._writer = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            with suppress(OSError):
-                await writer.wait_closed()
-
-
-def prepared(
-    method: str, path: str, port: int, token: str | None = None, body: object = None
-) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}"]
-    if token is not None:
-        lines.append(f"Authorization: Bearer {token}")
-    payload = b"" if body is None else json.dumps(body).encode()
-    if body is not None:
-        lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
-
-
-@dataclass
-class Client:
-    """A connection and the one request it repeats."""
-
-    connection: Connection
-    request: bytes
-
-    async def call(self) -> int:
-        status, _ = await self.connection.send(self.request)
-        return status
-
-
-@asynccontextmanager
-async def clients(port: int, requests: Sequence[bytes]) -> AsyncIterator[list[Client]]:
-    """One connected Client per request; closed afterwards."""
-    made = [Client(Connection(port), request) for request in requests]
-    try:
-        await asyncio.gather(*(c.connection.open() for c in made))
-        yield made
-    finally:
-        await asyncio.gather(*(c.connection.close() for c in made))
-        if reopened := sum(c.connection.reconnects for c in made):
-            log(f"  {reopened} keep-alive connection(s) to :{port} closed by the server "
-                "between requests and reopened (a gateway reload?)")  # fmt: skip
 
 
 # -- load ------------------------------------------------------------------------------

@@ -6,15 +6,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter as CounterChild
 
 from services.analytics import store
-from services.analytics.domain.beacon import Beacon, scrub
+from services.analytics.domain.beacon import Beacon, ScrubMemo
 from services.analytics.domain.release import Cell as ReleaseCell
 from services.analytics.domain.release import NoiseSource, Release, Window, release
 from services.analytics.domain.signals import Suppression
@@ -52,6 +53,12 @@ class Collector:
     allowed_query_keys: frozenset[str]
     topic: str
     metrics: Metrics
+    memo: ScrubMemo = field(init=False)
+    published: CounterChild = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "memo", ScrubMemo(self.allowed_query_keys))
+        object.__setattr__(self, "published", self.metrics.events_published.labels(self.topic))
 
 
 async def record_suppressed(collector: Collector, reason: Suppression) -> None:
@@ -63,8 +70,12 @@ async def record_suppressed(collector: Collector, reason: Suppression) -> None:
 async def collect(
     collector: Collector, beacon: Beacon, client_address: str, user_agent: str
 ) -> VisitRecorded:
-    """Scrub a beacon, hash its visitor, and publish it; returns once Kafka acknowledged."""
-    visit = scrub(beacon, user_agent, collector.allowed_query_keys)
+    """Scrub a beacon, hash its visitor, and publish it; returns once Kafka acknowledged.
+
+    ``send`` only queues the record: the producer batches the records of concurrent
+    requests (linger), and each request still waits for its own acknowledgement.
+    """
+    visit = collector.memo.scrub(beacon, user_agent)
     event = VisitRecorded(
         beacon_id=visit.beacon_id,
         visitor_hash=visitor_hash(collector.salt.current(), visit.site, client_address, user_agent),
@@ -80,7 +91,7 @@ async def collect(
         collector.topic, value=encode_envelope(envelope), key=None, headers=envelope.headers()
     )
     await future
-    collector.metrics.events_published.labels(collector.topic).inc()
+    collector.published.inc()
     return event
 
 

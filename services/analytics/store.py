@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -14,6 +13,7 @@ from services.analytics.domain.windows import (
     GRAIN_LENGTH,
     BatchDeltas,
     CellKey,
+    Profile,
     percentile,
 )
 from shared.db.pool import Connection
@@ -34,33 +34,56 @@ def _cell_arrays(cells: Sequence[CellKey]) -> list[list[object]]:
 
 
 async def apply_deltas(conn: Connection, deltas: BatchDeltas) -> None:
-    """Add a batch's visits to its cells, in key order (concurrent workers never deadlock)."""
-    pairs = sorted(deltas.visitors)
-    rows = await conn.fetch(
-        f"""
-        INSERT INTO trend_cell_visitors ({_CELL_COLS}, visitor_hash)
-        SELECT * FROM unnest({_UNNEST_CELL}, $6::text[])
-        ON CONFLICT DO NOTHING
-        RETURNING {_CELL_COLS}
-        """,  # noqa: S608
-        *_cell_arrays([c for c, _ in pairs]),
-        [h for _, h in pairs],
-    )
-    new_uniques = Counter(
-        CellKey(r["site"], r["grain"], r["window_start"], r["dimension"], r["value"]) for r in rows
-    )
+    """Add a batch's visits to its cells, in key order (concurrent workers never deadlock).
+
+    One statement adds the visitor hashes to the cells' sets (each (profile, visitor)
+    pair expanded to its 12 cells here, in the database) and the visits to the cells,
+    with the unique visitors the set insert found new: one upsert per cell per batch.
+    """
+    pairs = sorted(deltas.profile_visitors)
     cells = sorted(deltas.visits)
+    # Room to sort a batch's visitor rows (12 per pair) in memory, for this transaction.
+    await conn.execute("SET LOCAL work_mem = '64MB'")
     await conn.execute(
         f"""
+        WITH pairs AS (
+            -- Byte order ("C"): the order of the keys under the database's C.UTF-8
+            -- collation, and much faster to sort by.
+            SELECT DISTINCT u.site COLLATE "C", g.grain COLLATE "C", g.window_start,
+                   c.dimension COLLATE "C", c.value COLLATE "C", u.visitor COLLATE "C"
+            FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[],
+                        $5::text[], $6::text[], $7::text[], $8::text[])
+                 AS u(site, minute, hour, day, page, referrer_host, device_class, visitor)
+            CROSS JOIN LATERAL (VALUES ('minute', u.minute), ('hour', u.hour), ('day', u.day))
+                 AS g(grain, window_start)
+            CROSS JOIN LATERAL (VALUES ('total', ''), ('page', u.page),
+                                       ('referrer_host', u.referrer_host),
+                                       ('device_class', u.device_class))
+                 AS c(dimension, value)
+        ), added AS (
+            INSERT INTO trend_cell_visitors ({_CELL_COLS}, visitor_hash)
+            SELECT * FROM pairs ORDER BY 1, 2, 3, 4, 5, 6
+            ON CONFLICT DO NOTHING
+            RETURNING {_CELL_COLS}
+        ), uniques AS (
+            SELECT {_CELL_COLS}, count(*) AS n FROM added GROUP BY {_CELL_COLS}
+        )
         INSERT INTO trend_cells ({_CELL_COLS}, visits, unique_visitors)
-        SELECT * FROM unnest({_UNNEST_CELL}, $6::bigint[], $7::bigint[])
+        SELECT v.site, v.grain, v.window_start, v.dimension, v.value, v.visits,
+               coalesce(uniques.n, 0)
+        FROM unnest($9::text[], $10::text[], $11::timestamptz[], $12::text[], $13::text[],
+                    $14::bigint[]) WITH ORDINALITY
+             AS v(site, grain, window_start, dimension, value, visits, position)
+        LEFT JOIN uniques USING ({_CELL_COLS})
+        ORDER BY v.position
         ON CONFLICT ({_CELL_COLS}) DO UPDATE SET
             visits = trend_cells.visits + EXCLUDED.visits,
             unique_visitors = trend_cells.unique_visitors + EXCLUDED.unique_visitors
         """,  # noqa: S608
+        *([p[i] for p, _ in pairs] for i in range(len(Profile._fields))),
+        [h for _, h in pairs],
         *_cell_arrays(cells),
         [deltas.visits[c] for c in cells],
-        [new_uniques.get(c, 0) for c in cells],
     )
     if deltas.load_buckets:
         buckets = sorted(deltas.load_buckets)

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 2000
 BATCH_WITHIN_SECONDS = 0.5
+STREAM_BUFFER = 8 * BATCH
 CLEANUP_EVERY_SECONDS = 600.0
 # bus_processed_events marks outlive any record Kafka can redeliver (14 days).
 PROCESSED_MARKS_AGE = timedelta(days=15)
@@ -50,6 +51,9 @@ def build_app(settings: AnalyticsSettings) -> faust.App:
         # A killed worker's partitions come back after this, not after Faust's 60 s.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
+        # Let the consumer read ahead while a batch is in PostgreSQL: with Faust's
+        # default (4096) the partitions are paused and each resume waits on a fetch.
+        stream_buffer_maxsize=STREAM_BUFFER,
     )
     source = app.topic(settings.analytics_visits_topic, schema=EnvelopeSchema(), allow_empty=True)
     runtimes: list[Runtime] = []

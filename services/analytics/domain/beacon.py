@@ -7,10 +7,13 @@ the referrer becomes a host; a screen name is redacted; the time is the server's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,6 +28,9 @@ _SITE = re.compile(
     r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 _IPV4_SITE = re.compile(r"^[0-9.]+$")
+V = TypeVar("V")
+# The scheme and host of an absolute URL (the host is the site, already known).
+_SCHEME_HOST = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?]*", re.IGNORECASE)
 
 
 class MalformedBeacon(ValueError):
@@ -84,7 +90,7 @@ def scrub_page(page: str, allowed_query_keys: frozenset[str]) -> str:
     """Path and allow-listed query of a page URL, personal data replaced by markers."""
     scrubbed = scrub_url(page, allowed_query_keys)
     # Keep the path and query only: the host is the site, already known.
-    path = re.sub(r"^[a-z][a-z0-9+.-]*://[^/?]*", "", scrubbed, flags=re.IGNORECASE)
+    path = _SCHEME_HOST.sub("", scrubbed, count=1)
     path = path or "/"
     if not path.startswith("/"):
         path = "/" + path
@@ -120,6 +126,61 @@ def scrub(beacon: Beacon, user_agent: str, allowed_query_keys: frozenset[str]) -
         device_class=beacon.device_class or device_class_of(user_agent),
         load_time_ms=beacon.load_time_ms,
     )
+
+
+class ScrubMemo:
+    """Scrubbed pages and referrer hosts of recent beacons, so a popular page is scrubbed
+    once rather than on every visit (scrubbing is most of a beacon's CPU).
+
+    Holds no personal data: a raw URL is never kept, only its keyed hash (BLAKE2b under
+    a random per-process key, gone on restart) as the key, and the scrubbed value (what
+    Kafka receives anyway). At most ``size`` entries per kind; the oldest go first.
+    """
+
+    def __init__(self, allowed_query_keys: frozenset[str], size: int = 4096) -> None:
+        self.allowed_query_keys = allowed_query_keys
+        self.size = size
+        self._key = secrets.token_bytes(32)
+        self._pages: dict[bytes, str] = {}
+        self._referrers: dict[bytes, str | None] = {}
+
+    def page(self, page: str) -> str:
+        return self._memo(self._pages, page, self._scrub_page)
+
+    def referrer(self, referrer: str | None) -> str | None:
+        if not referrer:
+            return None
+        return self._memo(self._referrers, referrer, scrub_referrer)
+
+    def scrub(self, beacon: Beacon, user_agent: str) -> ScrubbedVisit:
+        """What :func:`scrub` returns, from the memo when the page was seen recently."""
+        return ScrubbedVisit(
+            beacon_id=beacon.beacon_id,
+            site=beacon.site,
+            page=self.page(beacon.page) if beacon.page is not None
+            else scrub_screen(beacon.screen or ""),
+            referrer_host=self.referrer(beacon.referrer),
+            device_class=beacon.device_class or device_class_of(user_agent),
+            load_time_ms=beacon.load_time_ms,
+        )  # fmt: skip
+
+    def _scrub_page(self, page: str) -> str:
+        return scrub_page(page, self.allowed_query_keys)
+
+    def _memo(self, memo: dict[bytes, V], raw: str, scrub: Callable[[str], V]) -> V:
+        # "surrogatepass": JSON may carry lone surrogates; the key stays one-to-one.
+        key = hashlib.blake2b(
+            raw.encode("utf-8", "surrogatepass"), key=self._key, digest_size=16
+        ).digest()
+        try:
+            return memo[key]
+        except KeyError:
+            pass
+        value = scrub(raw)
+        if len(memo) >= self.size:
+            del memo[next(iter(memo))]
+        memo[key] = value
+        return value
 
 
 def _bounded(text: str, limit: int = MAX_PAGE_CHARS) -> str:

@@ -81,17 +81,20 @@ async def beacon(request: Request) -> Response:
 
 
 async def _bounded_body(request: Request, limit: int) -> bytes:
-    too_large = Problem(413, "Beacon too large", f"Beacons are limited to {limit} bytes.",
-                        slug="beacon-too-large")  # fmt: skip
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise too_large
+            raise _too_large(limit)
     return bytes(body)
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, "Beacon too large", f"Beacons are limited to {limit} bytes.",
+                   slug="beacon-too-large")  # fmt: skip
 
 
 def _token_suppression(request: Request) -> Suppression | None:
