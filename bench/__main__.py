@@ -18,12 +18,17 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from bench import bus
+from bench import accounts, analytics, bus, deletion
+from bench import notifier as notifier_bench
 from bench.harness import BenchContext, BenchFn, log, write_results
 from shared.config import PlatformSettings
 
 BENCHMARKS: dict[str, BenchFn] = {
     **bus.BENCHMARKS,
+    **analytics.BENCHMARKS,
+    **accounts.BENCHMARKS,
+    **notifier_bench.BENCHMARKS,
+    **deletion.BENCHMARKS,
 }
 
 

@@ -1,0 +1,67 @@
+"""The notifier API process: ``python -m services.notifier.api``.
+
+Users' inbox (``/api/notifier/inbox``), unsubscribe links (``/api/notifier/unsubscribe``)
+and operators' views (``/api/notifier/ops``). It reads and writes the notifier's
+database only; sending is the worker's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.notifier.bootstrap import DATABASE, bootstrap
+from services.notifier.config import NotifierSettings
+from services.notifier.domain.templates import Renderer
+from services.notifier.routes import inbox, ops, unsubscribe
+from services.notifier.stream import InboxHub
+from shared.observability import Metrics, ReadinessCheck, postgres_check
+from shared.service import create_api, serve
+
+
+def build_app(settings: NotifierSettings) -> FastAPI:
+    metrics = Metrics(settings.service_name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.token_public_key = settings.token_public_key
+        app.state.renderer = Renderer()
+        runtime = await bootstrap(settings, with_producer=False)
+        hub = InboxHub(runtime.pool, settings.database_dsn(DATABASE), app.state.renderer)
+        await hub.start()
+        app.state.hub = hub
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            app.state.runtime = None
+            await hub.close()
+            await runtime.close()
+
+    def readiness() -> Mapping[str, ReadinessCheck]:
+        runtime = getattr(app.state, "runtime", None)
+        return {} if runtime is None else {"postgres": postgres_check(runtime.pool)}
+
+    app = create_api(
+        service="notifier",
+        title="iMT notifier",
+        version="1",
+        routers=[inbox.router, inbox.policy_router, unsubscribe.router, ops.router],
+        lifespan=lifespan,
+        readiness=readiness,
+        metrics=metrics,
+    )
+    return app
+
+
+def main() -> None:
+    settings = NotifierSettings()
+    serve(build_app(settings), service="notifier", port=settings.notifier_http_port,
+          log_level=settings.log_level)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

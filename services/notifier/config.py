@@ -1,0 +1,91 @@
+"""Settings of the notifier (the shared ones come from PlatformSettings)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from shared.config import DEV_SECRET, PlatformSettings, UnsafeConfiguration
+
+
+class NotifierSettings(PlatformSettings):
+    service_name: str = "notifier"
+    notifier_http_port: int = Field(8103, description="Port of the notifier API (loopback).")
+    # -- SMTP transport
+    notifier_smtp_host: str = Field("127.0.0.1", description="SMTP server host.")
+    notifier_smtp_port: int = Field(2525, description="SMTP server port.")
+    notifier_smtp_security: Literal["none", "starttls", "tls"] = Field(
+        "starttls", description="none, starttls (upgrade, required) or tls (implicit TLS)."
+    )
+    notifier_smtp_cafile: str | None = Field(
+        "/tmp/imt-privacy/tls/ca.pem",  # noqa: S108 - the local stack's CA
+        description="CA bundle verifying the SMTP server's certificate (None: system CAs).",
+    )
+    notifier_smtp_username: str | None = Field(None, description="SMTP login (optional).")
+    notifier_smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    notifier_smtp_timeout_seconds: float = Field(15.0, description="SMTP command timeout.")
+    notifier_smtp_connections: int = Field(
+        4, ge=1, le=64, description="SMTP connections in parallel (aiosmtplib has no pipelining)."
+    )
+    notifier_send_rate_per_second: float = Field(
+        500.0, gt=0, description="Most emails one worker sends per second (token bucket)."
+    )
+    # -- retries
+    notifier_retry_base_seconds: float = Field(
+        1.0, gt=0, description="First back-off after an SMTP 4xx or connection error."
+    )
+    notifier_retry_max_seconds: float = Field(
+        30.0, gt=0, description="Longest back-off between two attempts (jitter applies)."
+    )
+    notifier_max_attempts: int = Field(
+        15, ge=1, description="Attempts before a temporarily failing email is dead-lettered."
+    )
+    notifier_contact_wait_seconds: float = Field(
+        86_400.0, description="How long an email waits for its recipient's contact card."
+    )
+    # -- the compliance gate (CAN-SPAM)
+    notifier_from_transactional: str = Field(
+        "iMT <service@phonedoctorbiz.com>", description="From of non-marketing email."
+    )
+    notifier_from_marketing: str = Field(
+        "iMT news <news@phonedoctorbiz.com>", description="From of marketing email."
+    )
+    notifier_reply_to: str = Field(
+        "service@phonedoctorbiz.com", description="Reply-To of every email (a real mailbox)."
+    )
+    notifier_unsubscribe_mailto: str = Field(
+        "service@phonedoctorbiz.com", description="mailto: target of List-Unsubscribe."
+    )
+    notifier_postal_address: str = Field(
+        "iMT (Phone Doctor), 100 Main Street, Springfield, IL 62701, USA",
+        description="The business's physical address, printed in every marketing email.",
+    )
+    notifier_ad_label: str = Field(
+        "Advertisement", description="Label identifying marketing email as an advertisement."
+    )
+    notifier_list_id: str = Field(
+        "iMT notices <notices.phonedoctorbiz.com>", description="List-Id header value."
+    )
+    notifier_public_base_url: str = Field(
+        "https://localhost:8443",
+        description="Public https origin of the gateway (unsubscribe links, site links).",
+    )
+    notifier_link_hosts: tuple[str, ...] = Field(
+        ("localhost", "127.0.0.1", "phonedoctorbiz.com", "www.phonedoctorbiz.com"),
+        description="Hosts an email may link to (no third-party links, P-21).",
+    )
+    notifier_unsubscribe_secret: SecretStr = Field(
+        SecretStr(DEV_SECRET), description="HMAC key of unsubscribe tokens (they never expire)."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_dev_unsubscribe_secret(self) -> NotifierSettings:
+        if (
+            self.environment == "production"
+            and self.notifier_unsubscribe_secret.get_secret_value() == DEV_SECRET
+        ):
+            raise UnsafeConfiguration(
+                "IMT_NOTIFIER_UNSUBSCRIBE_SECRET holds the development default"
+            )
+        return self

@@ -1,0 +1,1 @@
+"""The notifier's pure rules: the compliance gate, templates, tokens, eligibility."""

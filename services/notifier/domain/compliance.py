@@ -1,0 +1,219 @@
+"""The compliance gate every email passes before any transport sees it (P-27..P-31).
+
+Pure: it reads a fully built :class:`OutgoingEmail` and answers the reasons to refuse
+it (none: it may leave). A refused email is never sent; it is dead-lettered with the
+reasons. The rules follow the FTC's CAN-SPAM guide and RFC 8058:
+
+* From and Reply-To are the configured business addresses (marketing has its own);
+* the subject is not misleading: no fake ``RE:``/``FW:``, no prize claims, no claims
+  the body does not support (a small rule set, below);
+* every email carries ``List-Unsubscribe`` (https + mailto), the one-click
+  ``List-Unsubscribe-Post`` and ``List-Id``, and an unsubscribe link at the bottom;
+* marketing is labelled as an advertisement and carries the postal address;
+* links point only at the platform's own hosts (no third-party offers, P-21);
+* the category is one of the notifier's categories (P-27).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from urllib.parse import urlsplit
+
+CATEGORIES: tuple[str, ...] = (
+    "transactional",
+    "account_security",
+    "service_announcement",
+    "policy_change",
+    "marketing",
+)
+ONE_CLICK = "List-Unsubscribe=One-Click"
+FOOTER_WINDOW = 1200  # the unsubscribe link must sit within this many final characters
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """What the gate holds every email to (from configuration)."""
+
+    from_transactional: str
+    from_marketing: str
+    reply_to: str
+    postal_address: str
+    ad_label: str
+    list_id: str
+    link_hosts: frozenset[str]
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """An email as it would leave: envelope, headers and both bodies."""
+
+    category: str
+    sender: str
+    reply_to: str
+    to: str
+    subject: str
+    text: str
+    html: str
+    unsubscribe_url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SubjectRule:
+    """A misleading-subject pattern; ``allowed`` says when the claim is supported."""
+
+    name: str
+    pattern: re.Pattern[str]
+    allowed: Callable[[OutgoingEmail, re.Match[str]], bool]
+
+
+def _never(_email: OutgoingEmail, _match: re.Match[str]) -> bool:
+    return False
+
+
+def _body_says(email: OutgoingEmail, match: re.Match[str]) -> bool:
+    claim = match.group(0).casefold()
+    return claim in email.text.casefold() and claim in _visible_text(email.html).casefold()
+
+
+def _security_notice(email: OutgoingEmail, match: re.Match[str]) -> bool:
+    return email.category == "account_security" and _body_says(email, match)
+
+
+SUBJECT_RULES: tuple[SubjectRule, ...] = (
+    # We never answer in a thread by email: a reply or forward prefix is always fake.
+    SubjectRule(
+        "fake reply or forward prefix",
+        re.compile(r"^\W*(re|fw|fwd|aw|sv|tr|wg|rif)\s*(\[\d+\]|\(\d+\))?\s*:", re.I),
+        _never,
+    ),
+    SubjectRule(
+        "prize or winnings claim",
+        re.compile(r"\b(you(')?ve won|you have won|winner|prize|lottery|jackpot)\b", re.I),
+        _never,
+    ),
+    SubjectRule(
+        "payment claim (iMT takes no payments)",
+        re.compile(r"\b(invoice|payment (due|failed|overdue)|refund issued)\b", re.I),
+        _never,
+    ),
+    SubjectRule(
+        "free offer not in the body",
+        re.compile(r"\bfree\b", re.I),
+        _body_says,
+    ),
+    SubjectRule(
+        "discount not in the body",
+        re.compile(r"\b\d{1,3}\s?% off\b", re.I),
+        _body_says,
+    ),
+    SubjectRule(
+        "urgency outside a security notice",
+        re.compile(r"\b(urgent|action required|final notice|immediately)\b", re.I),
+        _security_notice,
+    ),
+    SubjectRule(
+        "account threat outside a security notice",
+        re.compile(r"\baccount (suspended|locked|closed|disabled|compromised)\b", re.I),
+        _security_notice,
+    ),
+)
+
+_LIST_UNSUBSCRIBE = re.compile(r"^<(https://[^>\s]+)>,\s*<(mailto:[^>\s]+)>$")
+_URL = re.compile(r"https?://[^\s\"'<>)]+", re.I)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def _visible_text(html: str) -> str:
+    return re.sub(r"\s+", " ", _TAG.sub(" ", html))
+
+
+def _same_address(header: str, configured: str) -> bool:
+    return parseaddr(header) == parseaddr(configured) and parseaddr(header)[1] != ""
+
+
+def subject_problems(email: OutgoingEmail) -> list[str]:
+    """Why the subject is misleading (empty: it is not)."""
+    subject = email.subject
+    if not subject.strip():
+        return ["subject is empty"]
+    problems = []
+    if len(subject) > 150:
+        problems.append("subject longer than 150 characters")
+    if "\n" in subject or "\r" in subject:
+        problems.append("subject contains a line break")
+    for rule in SUBJECT_RULES:
+        match = rule.pattern.search(subject)
+        if match and not rule.allowed(email, match):
+            problems.append(f"misleading subject: {rule.name}")
+    return problems
+
+
+def check(email: OutgoingEmail, policy: GatePolicy) -> list[str]:
+    """Every reason to refuse ``email``; an empty list lets it leave."""
+    reasons: list[str] = []
+    if email.category not in CATEGORIES:
+        reasons.append(f"category {email.category!r} is not a notifier category")
+    expected_from = (
+        policy.from_marketing if email.category == "marketing" else policy.from_transactional
+    )
+    if not _same_address(email.sender, expected_from):
+        reasons.append("From is not the configured business address of this category")
+    if not _same_address(email.reply_to, policy.reply_to):
+        reasons.append("Reply-To is not the configured business address")
+    reasons.extend(subject_problems(email))
+    reasons.extend(_header_problems(email, policy))
+    reasons.extend(_footer_problems(email))
+    if email.category == "marketing":
+        reasons.extend(_marketing_problems(email, policy))
+    reasons.extend(_link_problems(email, policy))
+    return reasons
+
+
+def _header_problems(email: OutgoingEmail, policy: GatePolicy) -> list[str]:
+    problems = []
+    match = _LIST_UNSUBSCRIBE.match(email.headers.get("List-Unsubscribe", ""))
+    if match is None:
+        problems.append("List-Unsubscribe must be <https://...>, <mailto:...>")
+    elif match.group(1) != email.unsubscribe_url:
+        problems.append("List-Unsubscribe does not point at the unsubscribe link")
+    if email.headers.get("List-Unsubscribe-Post") != ONE_CLICK:
+        problems.append("List-Unsubscribe-Post must be List-Unsubscribe=One-Click (RFC 8058)")
+    if email.headers.get("List-Id") != policy.list_id:
+        problems.append("List-Id is missing or not the configured one")
+    return problems
+
+
+def _footer_problems(email: OutgoingEmail) -> list[str]:
+    problems = []
+    url = email.unsubscribe_url
+    if not url.startswith("https://"):
+        problems.append("the unsubscribe link is not https")
+    if url not in email.text[-FOOTER_WINDOW:]:
+        problems.append("the text part has no unsubscribe link at the bottom")
+    if url not in email.html[-FOOTER_WINDOW * 2 :]:
+        problems.append("the HTML part has no unsubscribe link at the bottom")
+    return problems
+
+
+def _marketing_problems(email: OutgoingEmail, policy: GatePolicy) -> list[str]:
+    problems = []
+    html_text = _visible_text(email.html)
+    if policy.ad_label not in email.text or policy.ad_label not in html_text:
+        problems.append("marketing email is not labelled as an advertisement")
+    address = _visible_text(policy.postal_address)
+    if address not in _visible_text(email.text) or address not in html_text:
+        problems.append("marketing email lacks the business's postal address")
+    return problems
+
+
+def _link_problems(email: OutgoingEmail, policy: GatePolicy) -> list[str]:
+    hosts = {
+        (urlsplit(url).hostname or "").casefold()
+        for url in _URL.findall(email.text) + _URL.findall(email.html)
+    }
+    foreign = sorted(h for h in hosts if h not in policy.link_hosts)
+    return [f"links to third-party hosts: {', '.join(foreign)}"] if foreign else []

@@ -1,0 +1,187 @@
+"""The templates the notifier ships, the categories each may be sent in, and rendering.
+
+Bodies live in ``services/notifier/templates/<name>.txt|.html`` (jinja2; HTML is
+autoescaped) and extend a layout variable: ``_email.*`` adds the greeting and the
+footer (unsubscribe link, postal address, advertisement label), ``_inbox.txt`` the
+bare body for the in-site inbox. Subjects and inbox titles are small jinja strings
+here. ``params`` hold ids, links and operator wording, never personal data; the only
+personal datum rendered is the recipient's name, at send time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    subject: str
+    title: str
+    categories: frozenset[str]
+    required: tuple[str, ...] = ()
+    pinned: bool = False
+    guardian: bool = False  # may (and, for parental consent, must) go to the guardian
+
+
+def _spec(
+    subject: str,
+    categories: set[str],
+    required: tuple[str, ...] = (),
+    *,
+    title: str | None = None,
+    pinned: bool = False,
+    guardian: bool = False,
+) -> TemplateSpec:
+    return TemplateSpec(
+        subject, title or subject, frozenset(categories), required, pinned, guardian
+    )
+
+
+TEMPLATES: dict[str, TemplateSpec] = {
+    "verify_email": _spec("Confirm your email address", {"transactional"}, ("verify_url",)),
+    "parental_consent": _spec(
+        "Your consent is needed for a child's iMT account",
+        {"transactional"},
+        ("consent_url",),
+        guardian=True,
+    ),
+    "request_reply": _spec("You have a reply to your request", {"transactional"}, ("request_id",)),
+    "service_announcement": _spec(
+        "{{ params.subject }}", {"service_announcement"}, ("subject", "message")
+    ),
+    "policy_change": _spec(
+        "Our privacy policy changes: version {{ params.policy_version }}",
+        {"policy_change"},
+        ("policy_version", "summary", "effective_at"),
+        pinned=True,
+    ),
+    "incident": _spec(
+        "Security notice: {{ params.title }}",
+        {"account_security"},
+        ("title", "message"),
+        pinned=True,
+    ),
+    "deletion_requested": _spec(
+        "We received your request to delete your account",
+        {"account_security"},
+        ("cancel_url",),
+    ),
+    "deletion_cancelled": _spec("Your account deletion was cancelled", {"account_security"}),
+    "erasure_done": _spec("Your data has been deleted", {"transactional"}),
+    "password_changed": _spec("Your iMT password was changed", {"account_security"}),
+    "marketing_newsletter": _spec(
+        "{{ params.subject }}", {"marketing"}, ("subject", "headline", "message")
+    ),
+}
+
+
+# Names other services use for the same parameter (accounts sends ``link``, ``title``).
+ALIASES: dict[str, dict[str, str]] = {
+    "verify_email": {"link": "verify_url"},
+    "parental_consent": {"link": "consent_url"},
+    "deletion_requested": {"link": "cancel_url"},
+    "service_announcement": {"title": "subject"},
+    "marketing_newsletter": {"title": "subject"},
+}
+
+
+def normalise_params(template: str, params: Mapping[str, str]) -> dict[str, str]:
+    """``params`` with each alias also under the template's own name."""
+    normalised = dict(params)
+    for alias, name in ALIASES.get(template, {}).items():
+        if alias in normalised and not normalised.get(name):
+            normalised[name] = normalised[alias]
+    return normalised
+
+
+def notice_problems(
+    template: str, category: str, params: Mapping[str, str], recipient: str = "user"
+) -> list[str]:
+    """Why a notice can never be sent (empty: it can)."""
+    spec = TEMPLATES.get(template)
+    if spec is None:
+        return [f"unknown template {template!r}"]
+    problems = []
+    if category not in spec.categories:
+        problems.append(f"template {template} is not sent as {category}")
+    missing = [p for p in spec.required if not params.get(p)]
+    if missing:
+        problems.append(f"template {template} needs params {', '.join(missing)}")
+    if recipient == "guardian" and not spec.guardian:
+        problems.append(f"template {template} is not sent to guardians")
+    if template == "parental_consent" and recipient != "guardian":
+        problems.append("parental_consent goes to the guardian")
+    return problems
+
+
+@dataclass(frozen=True)
+class Footer:
+    """What the email layout prints at the bottom."""
+
+    site_url: str
+    postal_address: str
+    ad_label: str
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+class Renderer:
+    """Renders the shipped templates; unknown variables are errors, not blanks."""
+
+    def __init__(self, folder: Path = TEMPLATE_DIR) -> None:
+        loader = jinja2.FileSystemLoader(folder)
+        self._html = jinja2.Environment(
+            loader=loader, autoescape=True, undefined=jinja2.StrictUndefined
+        )
+        # Plain text and subjects, never HTML: nothing to escape.
+        self._text = jinja2.Environment(
+            loader=loader,
+            autoescape=False,  # noqa: S701
+            undefined=jinja2.StrictUndefined,
+        )
+
+    def email(
+        self,
+        template: str,
+        *,
+        category: str,
+        params: Mapping[str, str],
+        name: str,
+        unsubscribe_url: str,
+        footer: Footer,
+    ) -> RenderedEmail:
+        spec = TEMPLATES[template]
+        context = {
+            "params": dict(params),
+            "name": name,
+            "category": category,
+            "is_marketing": category == "marketing",
+            "unsubscribe_url": unsubscribe_url,
+            "site_url": footer.site_url,
+            "postal_address": footer.postal_address,
+            "ad_label": footer.ad_label,
+        }
+        subject = self._text.from_string(spec.subject).render(context)
+        subject = " ".join(subject.split())  # never a header line break
+        text = self._text.get_template(f"{template}.txt").render(layout="_email.txt", **context)
+        html = self._html.get_template(f"{template}.html").render(layout="_email.html", **context)
+        return RenderedEmail(subject, text, html)
+
+    def inbox(self, template: str, params: Mapping[str, str]) -> tuple[str, str]:
+        """Title and plain-text body of an in-site notice."""
+        spec = TEMPLATES[template]
+        context = {"params": dict(params), "is_marketing": False, "name": ""}
+        title = " ".join(self._text.from_string(spec.title).render(context).split())
+        body = self._text.get_template(f"{template}.txt").render(layout="_inbox.txt", **context)
+        return title, body.strip()

@@ -1,0 +1,55 @@
+"""Unsubscribe tokens: opaque, HMAC-signed, never expiring (CAN-SPAM asks >= 30 days).
+
+A token names an address by its blind index (never the address) and a scope: one
+category, or ``all`` (every email). It needs no login: holding the link is the proof,
+as RFC 8058's one-click model intends.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from services.notifier.domain.compliance import CATEGORIES
+
+SCOPES: tuple[str, ...] = ("all", *CATEGORIES)
+VERSION = 1
+INDEX_BYTES = 32
+MAC_BYTES = 16
+
+
+class InvalidUnsubscribeToken(ValueError):
+    """A token that was not issued by us (or was altered)."""
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    email_index: bytes
+    scope: str
+
+
+def _mac(secret: bytes, payload: bytes) -> bytes:
+    return hmac.new(secret, b"imt-unsubscribe\x00" + payload, hashlib.sha256).digest()[:MAC_BYTES]
+
+
+def issue(secret: bytes, email_index: bytes, scope: str) -> str:
+    if len(email_index) != INDEX_BYTES:
+        raise ValueError("an email blind index is 32 bytes")
+    payload = bytes([VERSION, SCOPES.index(scope)]) + email_index
+    return base64.urlsafe_b64encode(payload + _mac(secret, payload)).rstrip(b"=").decode()
+
+
+def verify(secret: bytes, token: str) -> Unsubscribe:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidUnsubscribeToken("not a token") from None
+    if len(raw) != 2 + INDEX_BYTES + MAC_BYTES or raw[0] != VERSION:
+        raise InvalidUnsubscribeToken("not a token")
+    payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
+    if not hmac.compare_digest(mac, _mac(secret, payload)) or payload[1] >= len(SCOPES):
+        raise InvalidUnsubscribeToken("not a token")
+    return Unsubscribe(payload[2:], SCOPES[payload[1]])

@@ -1,0 +1,326 @@
+"""One async function per event or command the notifier consumes, and the routing table.
+
+Every handler runs inside the idempotent consumer's transaction (the event's id is
+marked processed in it), and every effect is keyed besides: a notice id is recorded
+once (``notices`` primary key), an inbox item once per (notice, user), an email once
+per (notice, user, channel). So a redelivered event, or the same notice sent twice
+under different event ids, never repeats an effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID, uuid5
+
+from services.notifier import store
+from services.notifier.domain.templates import TEMPLATES, normalise_params, notice_problems
+from shared.bus import Delivery, Tombstone, Unprocessable, add_event
+from shared.bus.consumer import Item
+from shared.db.pool import Connection
+from shared.events import Event
+from shared.events.catalogue.accounts import (
+    ContactCardChanged,
+    IncidentDeclared,
+    PolicyVersionPublished,
+    RequestReplied,
+)
+from shared.events.catalogue.deletion import EraseSubject, SubjectErased
+from shared.events.catalogue.notifier import SendNotice
+from shared.vault import Vault
+from shared.vault.vault import SubjectShredded
+
+log = logging.getLogger(__name__)
+
+# Notice ids derived from the facts that cause them, so a fact told twice is one notice.
+NOTICE_NAMESPACE = UUID("6f1d8a52-3c1e-4e57-9a57-0d4f5c1b9e21")
+EMAIL_PURPOSE = "notifier.contacts.email"
+NAME_PURPOSE = "notifier.contacts.name"
+GUARDIAN_PURPOSE = "notifier.contacts.guardian_email"
+
+
+def policy_notice_id(policy_version: str) -> UUID:
+    return uuid5(NOTICE_NAMESPACE, f"policy:{policy_version}")
+
+
+def erasure_notice_id(request_id: UUID) -> UUID:
+    return uuid5(NOTICE_NAMESPACE, f"erasure:{request_id}")
+
+
+def email_index(vault: Vault, address: str) -> bytes:
+    return vault.blind_index(address, purpose=EMAIL_PURPOSE)
+
+
+@dataclass
+class Handlers:
+    vault: Vault
+
+    # -- accounts.contacts ---------------------------------------------------------------
+
+    async def on_contacts(self, conn: Connection, items: Sequence[Item]) -> None:
+        sealed = await asyncio.gather(*(self._seal(item) for item in items))
+        for item, contact in zip(items, sealed, strict=True):
+            if contact is not None:
+                await store.upsert_contact(conn, contact)
+            elif isinstance(item, Tombstone) and item.key is not None:
+                try:
+                    user_id = UUID(item.key.decode())
+                except ValueError:
+                    continue  # not a user's key: nothing of ours to erase
+                await store.erase_contact_on_tombstone(conn, user_id)
+
+    async def _seal(self, item: Item) -> store.SealedContact | None:
+        if not isinstance(item, Delivery) or not isinstance(item.event, ContactCardChanged):
+            return None
+        card = item.event
+        uid = card.user_id
+        try:
+            guardian = (
+                await self.vault.seal(uid, str(card.guardian_email), purpose=GUARDIAN_PURPOSE)
+                if card.guardian_email
+                else None
+            )
+            return store.SealedContact(
+                user_id=uid,
+                email_index=email_index(self.vault, str(card.email)),
+                email=await self.vault.seal(uid, str(card.email), purpose=EMAIL_PURPOSE),
+                name=await self.vault.seal(uid, card.name, purpose=NAME_PURPOSE),
+                guardian_index=(
+                    email_index(self.vault, str(card.guardian_email))
+                    if card.guardian_email
+                    else None
+                ),
+                guardian_email=guardian,
+                locale=card.locale,
+                age_band=card.age_band,
+                marketing_email=card.marketing_email,
+                tracking_opt_out=card.tracking_opt_out,
+                active=card.active,
+            )
+        except SubjectShredded:
+            log.info("contact card of an erased subject ignored")
+            return None
+
+    # -- notices: replies, policy versions, incidents, SendNotice ------------------------
+
+    async def on_notices(self, conn: Connection, items: Sequence[Item]) -> None:
+        await on_notices(conn, items)
+
+    # -- deletion.commands ----------------------------------------------------------------
+
+    async def on_deletion(self, conn: Connection, items: Sequence[Item]) -> None:
+        for item in items:
+            if isinstance(item, Delivery) and isinstance(item.event, EraseSubject):
+                await start_erasure(conn, item.event)
+
+
+async def on_notices(conn: Connection, items: Sequence[Item]) -> None:
+    """Replies, policy versions, incidents and SendNotice commands become notices."""
+    for item in items:
+        if not isinstance(item, Delivery):
+            continue
+        notice = notice_for(item.event, item.envelope.source)
+        if notice is not None:
+            await accept_notice(conn, notice)
+
+
+def notice_for(event: Event, source: str) -> store.Notice | None:
+    """The notice an event or command asks for (None: the event is not for us)."""
+    if isinstance(event, RequestReplied):
+        return store.Notice(
+            notice_id=event.reply_id,
+            template="request_reply",
+            category="transactional",
+            audience="listed",
+            user_ids=(event.user_id,),
+            params={"request_id": str(event.request_id)},
+            channels=("email", "inbox"),
+            recipient="user",
+            pinned=False,
+            source=source,
+        )
+    if isinstance(event, PolicyVersionPublished):
+        return store.Notice(
+            notice_id=policy_notice_id(event.policy_version),
+            template="policy_change",
+            category="policy_change",
+            audience="all",
+            params={
+                "policy_version": event.policy_version,
+                "summary": event.summary,
+                "effective_at": event.effective_at.date().isoformat(),
+            },
+            channels=("email", "inbox"),
+            recipient="user",
+            pinned=True,
+            source=source,
+        )
+    if isinstance(event, IncidentDeclared):
+        if event.audience == "listed" and not event.user_ids:
+            raise Unprocessable("an incident for a listed audience lists nobody")
+        return store.Notice(
+            notice_id=event.incident_id,
+            template="incident",
+            category="account_security",
+            audience=event.audience,
+            user_ids=event.user_ids,
+            params={"title": event.title, "message": event.message},
+            channels=("email", "inbox"),
+            recipient="user",
+            pinned=True,
+            source=source,
+        )
+    if isinstance(event, SendNotice):
+        params = normalise_params(event.template, event.params)
+        problems = notice_problems(event.template, event.category, params, event.recipient)
+        if event.audience == "listed" and not event.user_ids:
+            problems.append("a listed audience lists nobody")
+        if not event.channels:
+            problems.append("no channel")
+        if problems:
+            raise Unprocessable("; ".join(problems))
+        return store.Notice(
+            notice_id=event.notice_id,
+            template=event.template,
+            category=event.category,
+            audience=event.audience,
+            user_ids=event.user_ids,
+            params=params,
+            channels=tuple(dict.fromkeys(event.channels)),
+            recipient=event.recipient,
+            pinned=TEMPLATES[event.template].pinned,
+            source=source,
+            send_at=event.send_at,
+        )
+    return None
+
+
+async def accept_notice(conn: Connection, notice: store.Notice) -> int:
+    """Record the notice once, then fan it out now or when it is due."""
+    scheduled = notice.send_at is not None and notice.send_at > datetime.now(UTC)
+    if not await store.insert_notice(conn, notice, scheduled=scheduled):
+        return 0  # the same notice again (another event id): nothing to repeat
+    if scheduled:
+        return 0
+    return await fan_out(conn, notice)
+
+
+async def fan_out(conn: Connection, notice: store.Notice) -> int:
+    count = await store.fan_out(conn, notice)
+    if notice.template == "policy_change":
+        await store.record_policy_notices(conn, notice.notice_id, notice.params["policy_version"])
+    return count
+
+
+async def fan_out_due(conn: Connection) -> int:
+    """Fan out scheduled notices whose time came (the scheduler loop)."""
+    due = await store.claim_scheduled(conn)
+    for notice in due:
+        await fan_out(conn, notice)
+    return len(due)
+
+
+# -- erasure -------------------------------------------------------------------------------
+
+
+async def start_erasure(conn: Connection, command: EraseSubject) -> None:
+    """Plan the final confirmation; the subject's rows go once it went (see finish_erasure).
+
+    Idempotent: a repeated command for a finished request is answered again with the
+    recorded counts; one still confirming is left to finish.
+    """
+    row = await conn.fetchrow(
+        "SELECT state, erased FROM erasures WHERE request_id = $1", command.request_id
+    )
+    if row is not None:
+        if row["state"] == "done":
+            await _receipt(conn, command.request_id, command.subject_id, row["erased"])
+        return
+    if command.scope != "account":
+        erased = {}
+        if command.scope == "request" and command.item_id is not None:
+            erased["inbox_items"] = await store.erase_request_items(
+                conn, command.subject_id, command.item_id
+            )
+        await conn.execute(
+            "INSERT INTO erasures (request_id, subject_id, state, erased, erased_at)"
+            " VALUES ($1, $2, 'done', $3, now())",
+            command.request_id,
+            command.subject_id,
+            erased,
+        )
+        await _receipt(conn, command.request_id, command.subject_id, erased)
+        return
+    await conn.execute(
+        "INSERT INTO erasures (request_id, subject_id, state) VALUES ($1, $2, 'confirming')",
+        command.request_id,
+        command.subject_id,
+    )
+    await accept_notice(
+        conn,
+        store.Notice(
+            notice_id=erasure_notice_id(command.request_id),
+            template="erasure_done",
+            category="transactional",
+            audience="listed",
+            user_ids=(command.subject_id,),
+            params={},
+            channels=("email",),
+            recipient="user",
+            pinned=False,
+            source="notifier",
+            erasure_request=command.request_id,
+        ),
+    )
+
+
+async def finish_erasure(conn: Connection, request_id: UUID) -> None:
+    """The final email went (or cannot go): erase the subject's rows and answer."""
+    row = await conn.fetchrow(
+        "SELECT subject_id FROM erasures WHERE request_id = $1 AND state = 'confirming' FOR UPDATE",
+        request_id,
+    )
+    if row is None:
+        return
+    erased = await store.erase_subject_rows(conn, row["subject_id"])
+    await conn.execute(
+        "UPDATE erasures SET state = 'done', erased = $2, erased_at = now() WHERE request_id = $1",
+        request_id,
+        erased,
+    )
+    await _receipt(conn, request_id, row["subject_id"], erased)
+
+
+async def _receipt(
+    conn: Connection, request_id: UUID, subject_id: UUID, erased: dict[str, int]
+) -> None:
+    await add_event(
+        conn,
+        SubjectErased(
+            request_id=request_id,
+            subject_id=subject_id,
+            store="notifier",
+            erased=erased,
+            erased_at=datetime.now(UTC),
+        ),
+        source="notifier",
+        subject=str(subject_id),
+    )
+
+
+Route = Callable[[Connection, Sequence[Item]], Awaitable[None]]
+
+
+def routes(handlers: Handlers) -> dict[str, tuple[tuple[str, ...], Route]]:
+    """Consumer name -> (topics, handler): one consumer group per topic group."""
+    return {
+        "notifier.contacts": (("accounts.contacts",), handlers.on_contacts),
+        "notifier.notices": (
+            ("accounts.requests", "policy.versions", "security.incidents", "notifier.commands"),
+            handlers.on_notices,
+        ),
+        "notifier.deletion": (("deletion.commands",), handlers.on_deletion),
+    }

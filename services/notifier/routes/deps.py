@@ -1,0 +1,41 @@
+"""What routes get from the app: the runtime, the settings, the live-inbox hub."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.notifier.config import NotifierSettings
+from services.notifier.domain.templates import Renderer
+from services.notifier.stream import InboxHub
+from shared.observability import Problem
+from shared.service import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise Problem(503, "Starting", "The notifier is starting.", slug="starting")
+    return runtime
+
+
+def get_settings(request: Request) -> NotifierSettings:
+    settings: NotifierSettings = request.app.state.settings
+    return settings
+
+
+def get_hub(request: Request) -> InboxHub:
+    hub: InboxHub = request.app.state.hub
+    return hub
+
+
+def get_renderer(request: Request) -> Renderer:
+    renderer: Renderer = request.app.state.renderer
+    return renderer
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SettingsDep = Annotated[NotifierSettings, Depends(get_settings)]
+HubDep = Annotated[InboxHub, Depends(get_hub)]
+RendererDep = Annotated[Renderer, Depends(get_renderer)]

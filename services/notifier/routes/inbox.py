@@ -1,0 +1,142 @@
+"""Users' in-site inbox: list, unread count, mark read, acknowledge pinned, live stream."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from services.notifier.routes.deps import HubDep, RendererDep, RuntimeDep
+from services.notifier.stream import ITEM_COLUMNS, item_json
+from shared.auth import CurrentUser
+from shared.observability import Problem
+
+router = APIRouter(prefix="/inbox", tags=["inbox"])
+
+_PINNED = f"""
+SELECT {ITEM_COLUMNS} FROM inbox_items i JOIN notices n ON n.notice_id = i.notice_id
+WHERE i.user_id = $1 AND i.pinned AND i.acknowledged_at IS NULL
+ORDER BY i.id DESC
+"""  # noqa: S608 - constant columns
+
+
+def _user(claims: Any) -> UUID:
+    try:
+        return UUID(claims.sub)
+    except ValueError:
+        raise Problem(403, "Forbidden", "This token names no user.", slug="forbidden") from None
+
+
+@router.get("")
+async def list_inbox(
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    renderer: RendererDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """Pinned notices not yet acknowledged (always first), then every item, newest first."""
+    uid = _user(user)
+    async with runtime.pool.acquire() as conn:
+        pinned = await conn.fetch(_PINNED, uid)
+        rows = await conn.fetch(
+            f"SELECT {ITEM_COLUMNS} FROM inbox_items i"  # noqa: S608 - constant columns
+            " JOIN notices n ON n.notice_id = i.notice_id"
+            " WHERE i.user_id = $1 AND ($2::bigint IS NULL OR i.id < $2)"
+            " ORDER BY i.id DESC LIMIT $3",
+            uid,
+            before,
+            limit,
+        )
+    items = [item_json(r, renderer) for r in rows]
+    return {
+        "pinned": [item_json(r, renderer) for r in pinned],
+        "items": items,
+        "next_before": items[-1]["id"] if len(items) == limit else None,
+    }
+
+
+@router.get("/unread-count")
+async def unread_count(user: CurrentUser, runtime: RuntimeDep) -> dict[str, int]:
+    async with runtime.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE read_at IS NULL) AS unread,"
+            " count(*) FILTER (WHERE pinned AND acknowledged_at IS NULL) AS pinned"
+            " FROM inbox_items WHERE user_id = $1",
+            _user(user),
+        )
+    assert row is not None
+    return {"unread": row["unread"], "pinned": row["pinned"]}
+
+
+async def _mark(runtime: Any, uid: UUID, item_id: int, *, acknowledge: bool) -> dict[str, Any]:
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE inbox_items SET read_at = coalesce(read_at, now()),"
+            " acknowledged_at = CASE WHEN $3 THEN coalesce(acknowledged_at, now())"
+            " ELSE acknowledged_at END"
+            " WHERE id = $1 AND user_id = $2 RETURNING notice_id, read_at, acknowledged_at",
+            item_id,
+            uid,
+            acknowledge,
+        )
+        if row is None:
+            raise Problem(404, "Not found", "No such inbox item.", slug="not-found")
+        # Reading a policy-change notice is what "the version the user was shown" records.
+        await conn.execute(
+            "UPDATE policy_notices SET seen_at = coalesce(seen_at, now())"
+            " WHERE user_id = $1 AND notice_id = $2",
+            uid,
+            row["notice_id"],
+        )
+    return {
+        "id": item_id,
+        "read_at": row["read_at"].isoformat(),
+        "acknowledged_at": row["acknowledged_at"].isoformat() if row["acknowledged_at"] else None,
+    }
+
+
+@router.post("/{item_id}/read")
+async def mark_read(item_id: int, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
+    return await _mark(runtime, _user(user), item_id, acknowledge=False)
+
+
+@router.post("/{item_id}/acknowledge")
+async def acknowledge(item_id: int, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
+    """Pinned notices stay on top until acknowledged; the acknowledgement is recorded."""
+    return await _mark(runtime, _user(user), item_id, acknowledge=True)
+
+
+@router.get("/stream")
+async def stream(
+    user: CurrentUser, runtime: RuntimeDep, hub: HubDep, renderer: RendererDep
+) -> StreamingResponse:
+    """Server-sent events: pending pinned notices, ``ready``, then each new item live."""
+    uid = _user(user)
+    async with runtime.pool.acquire() as conn:
+        pinned = [item_json(r, renderer) for r in await conn.fetch(_PINNED, uid)]
+    return StreamingResponse(
+        hub.stream(uid, pinned),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+policy_router = APIRouter(tags=["inbox"])
+
+
+@policy_router.get("/policy-notices")
+async def my_policy_notices(user: CurrentUser, runtime: RuntimeDep) -> list[dict[str, Any]]:
+    """The privacy-policy versions this user was notified of, and when they saw them."""
+    async with runtime.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT policy_version, notified_at, emailed_at, seen_at FROM policy_notices"
+            " WHERE user_id = $1 ORDER BY notified_at",
+            _user(user),
+        )
+    return [
+        {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in dict(r).items()}
+        for r in rows
+    ]

@@ -1,0 +1,126 @@
+"""Operators' views: fan-out progress, dead letters (and their replay), suppressions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from services.notifier import store
+from services.notifier.routes.deps import RuntimeDep
+from shared.auth import Claims, require_roles
+from shared.observability import Problem
+
+Operator = Annotated[Claims, Depends(require_roles("support", "privacy_officer", "admin"))]
+router = APIRouter(prefix="/ops", tags=["operators"])
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+@router.get("/notices")
+async def recent_notices(
+    _op: Operator, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> list[dict[str, Any]]:
+    async with runtime.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT notice_id, template, category, audience, status, recipients, source,"
+            " send_at, created_at, fanned_out_at FROM notices ORDER BY created_at DESC LIMIT $1",
+            limit,
+        )
+    return [{k: _iso(v) for k, v in dict(r).items()} for r in rows]
+
+
+@router.get("/notices/{notice_id}")
+async def notice_progress(notice_id: UUID, _op: Operator, runtime: RuntimeDep) -> dict[str, Any]:
+    """How far a fan-out got: in-site items, and emails by state and outcome."""
+    async with runtime.pool.acquire() as conn:
+        notice = await conn.fetchrow(
+            "SELECT notice_id, template, category, audience, status, recipients, email_planned,"
+            " created_at, fanned_out_at FROM notices WHERE notice_id = $1",
+            notice_id,
+        )
+        if notice is None:
+            raise Problem(404, "Not found", "No such notice.", slug="not-found")
+        inbox = await conn.fetchrow(
+            "SELECT count(*) AS items, count(read_at) AS read, count(acknowledged_at) AS acked"
+            " FROM inbox_items WHERE notice_id = $1",
+            notice_id,
+        )
+        emails = await conn.fetch(
+            "SELECT status, coalesce(outcome, '') AS outcome, count(*) AS n FROM deliveries"
+            " WHERE notice_id = $1 GROUP BY 1, 2",
+            notice_id,
+        )
+    assert inbox is not None
+    return {
+        **{k: _iso(v) for k, v in dict(notice).items()},
+        "inbox": dict(inbox),
+        "email": {
+            f"{r['status']}{'/' + r['outcome'] if r['outcome'] else ''}": r["n"] for r in emails
+        },
+    }
+
+
+@router.get("/dead-letters")
+async def dead_letters(
+    _op: Operator, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> list[dict[str, Any]]:
+    async with runtime.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT d.id, d.notice_id, d.user_id, n.template, n.category, d.outcome, d.reason,"
+            " d.attempts, d.finished_at FROM deliveries d JOIN notices n USING (notice_id)"
+            " WHERE d.status = 'dead' ORDER BY d.finished_at DESC LIMIT $1",
+            limit,
+        )
+    return [{k: _iso(v) for k, v in dict(r).items()} for r in rows]
+
+
+class Replay(BaseModel):
+    notice_id: UUID | None = None
+    delivery_ids: list[int] = Field(default_factory=list, max_length=10_000)
+
+
+@router.post("/dead-letters/replay")
+async def replay(body: Replay, _op: Operator, runtime: RuntimeDep) -> dict[str, int]:
+    """Put dead letters back in the queue (after fixing their cause)."""
+    async with runtime.pool.acquire() as conn:
+        count = await store.replay_dead(
+            conn, notice_id=body.notice_id, delivery_ids=body.delivery_ids
+        )
+    return {"replayed": count}
+
+
+class GlobalSuppression(BaseModel):
+    user_id: UUID
+
+
+@router.post("/suppressions")
+async def suppress_all(
+    body: GlobalSuppression, _op: Operator, runtime: RuntimeDep
+) -> dict[str, str]:
+    """A user emailed to be removed from ALL correspondence: stop every email to them."""
+    async with runtime.pool.acquire() as conn:
+        index = await conn.fetchval(
+            "SELECT email_index FROM contacts WHERE user_id = $1", body.user_id
+        )
+        if index is None:
+            raise Problem(404, "Not found", "No contact card for this user.", slug="not-found")
+        await store.suppress(conn, index, "all", "operator")
+    return {"status": "suppressed"}
+
+
+@router.get("/policy-versions/{version}")
+async def policy_version(version: str, _op: Operator, runtime: RuntimeDep) -> dict[str, Any]:
+    """How many users were notified of a policy version, emailed, and saw it (P-23)."""
+    async with runtime.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS notified, count(emailed_at) AS emailed, count(seen_at) AS seen"
+            " FROM policy_notices WHERE policy_version = $1",
+            version,
+        )
+    assert row is not None
+    return {"policy_version": version, **dict(row)}

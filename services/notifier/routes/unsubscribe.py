@@ -1,0 +1,95 @@
+"""Unsubscribe links: a page on GET (changes nothing), RFC 8058 one-click on POST.
+
+No login, no cookie, no redirect: the opaque signed token in the URL is the proof.
+``List-Unsubscribe=One-Click`` opts the address out of the token's category;
+``scope=all`` (the page's second button) out of every email (global suppression):
+only in-site notices remain.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import HTMLResponse
+
+from services.notifier import store
+from services.notifier.domain import unsubscribe
+from services.notifier.domain.compliance import ONE_CLICK
+from services.notifier.routes.deps import RuntimeDep, SettingsDep
+from shared.observability import Problem
+
+router = APIRouter(prefix="/unsubscribe", tags=["unsubscribe"])
+Token = Annotated[str, Path(min_length=20, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; form-action 'self'; style-src 'unsafe-inline'",
+    "Referrer-Policy": "no-referrer",
+}
+LABELS = {
+    "all": "all email",
+    "transactional": "account emails",
+    "account_security": "security and deletion notices",
+    "service_announcement": "service announcements",
+    "policy_change": "privacy-policy change notices",
+    "marketing": "newsletters and offers",
+}
+
+
+def _verify(settings: SettingsDep, token: str) -> unsubscribe.Unsubscribe:
+    try:
+        return unsubscribe.verify(
+            settings.notifier_unsubscribe_secret.get_secret_value().encode(), token
+        )
+    except unsubscribe.InvalidUnsubscribeToken:
+        raise Problem(
+            404, "Not found", "This unsubscribe link is not valid.", slug="not-found"
+        ) from None
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><html lang='en'><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width'>"
+        f"<title>{html.escape(title)}</title>"
+        f"<body style='font-family:sans-serif;max-width:36em;margin:2em auto'>"
+        f"<h1>{html.escape(title)}</h1>{body}</body></html>",
+        headers=HEADERS,
+    )
+
+
+@router.get("/{token}", response_class=HTMLResponse)
+async def page(token: Token, settings: SettingsDep) -> HTMLResponse:
+    """Offers the choices; a GET never unsubscribes (mail scanners prefetch links)."""
+    found = _verify(settings, token)
+    label = html.escape(LABELS.get(found.scope, found.scope))
+    return _page(
+        "Unsubscribe",
+        f"<form method='post'><input type='hidden' name='List-Unsubscribe' value='One-Click'>"
+        f"<button>Stop {label}</button></form>"
+        "<form method='post' style='margin-top:1em'><input type='hidden' name='scope' value='all'>"
+        "<button>Stop all email from iMT</button></form>"
+        "<p>In-site notices stay in your inbox on the site.</p>",
+    )
+
+
+@router.post("/{token}", response_class=HTMLResponse)
+async def one_click(
+    token: Token, request: Request, settings: SettingsDep, runtime: RuntimeDep
+) -> HTMLResponse:
+    found = _verify(settings, token)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    if form.get("scope") == ["all"]:
+        scope, source = "all", "page"
+    elif form.get("List-Unsubscribe") == [ONE_CLICK.split("=", 1)[1]]:
+        scope, source = found.scope, "one_click"
+    else:
+        raise Problem(
+            400, "Bad request", f"Send the body {ONE_CLICK} (RFC 8058).", slug="bad-request"
+        )
+    async with runtime.pool.acquire() as conn:
+        await store.suppress(conn, found.email_index, scope, source)
+    label = html.escape(LABELS.get(scope, scope))
+    return _page("Unsubscribed", f"<p>You will get no more {label}.</p>")

@@ -1,0 +1,416 @@
+"""The email sender: leases due deliveries, decides, renders, gates, sends, records.
+
+* A dispatcher leases due deliveries in batches (``FOR UPDATE SKIP LOCKED``: several
+  workers share the table) and decides what needs no SMTP at all (waiting for a contact
+  card, suppressed, under 13, no consent) at lease time, which is under a second before
+  the send: an opt-out recorded before that takes effect.
+* ``notifier_smtp_connections`` senders, each with its own SMTP connection behind the
+  compliance gate, share one token-bucket rate limit.
+* A recorder writes outcomes in batches: the delivery's state and its
+  ``NoticeDelivered`` event in one transaction (outbox), and for the final email of an
+  erasure, the erasure itself.
+* SMTP 4xx and connection errors retry with exponential back-off and jitter up to
+  ``notifier_max_attempts``; 5xx and gate refusals are dead letters with the reason
+  (``python -m services.notifier.replay`` puts them back).
+
+The only gap left is the SMTP one: a crash after the server's 250 and before the
+outcome is recorded sends that message again once its lease expires. The Message-ID is
+derived from the idempotency key, so a receiving server can drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from services.notifier import handlers, store
+from services.notifier.config import NotifierSettings
+from services.notifier.domain import unsubscribe
+from services.notifier.domain.compliance import ONE_CLICK, OutgoingEmail
+from services.notifier.domain.rules import Recipient, backoff_seconds, suppression_reason
+from services.notifier.domain.templates import Footer, Renderer
+from services.notifier.mailer import (
+    GatedTransport,
+    PermanentFailure,
+    Refused,
+    TemporaryFailure,
+    Transport,
+    gate_policy,
+)
+from shared.bus import add_envelopes
+from shared.bus.consumer import OUTAGES
+from shared.events import envelope_for
+from shared.events.catalogue.notifier import NoticeDelivered
+from shared.events.topics import NOTIFIER_DELIVERIES
+from shared.vault import Vault
+from shared.vault.vault import SubjectShredded
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120.0
+TransportFactory = Callable[[], Transport]
+
+
+class Wake:
+    """A broadcast wake-up: every waiter returns when rung (or after its timeout)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def ring(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        event = self._event
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+
+
+class RateLimiter:
+    """A token bucket shared by the senders of one process."""
+
+    def __init__(self, per_second: float, burst: int = 10) -> None:
+        self._interval = 1.0 / per_second
+        self._burst = burst * self._interval
+        self._next = time.monotonic()
+
+    async def acquire(self) -> None:
+        now = time.monotonic()
+        self._next = max(self._next, now - self._burst) + self._interval
+        delay = self._next - now - self._burst
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+@dataclass(frozen=True)
+class Job:
+    row: Any
+    email: OutgoingEmail
+
+
+def unsubscribe_url(settings: NotifierSettings, email_index: bytes, category: str) -> str:
+    token = unsubscribe.issue(
+        settings.notifier_unsubscribe_secret.get_secret_value().encode(), email_index, category
+    )
+    return f"{settings.notifier_public_base_url}/api/notifier/unsubscribe/{token}"
+
+
+def message_id(row: Any) -> str:
+    """Derived from the idempotency key (notice, user, channel): stable across retries."""
+    return f"<{row['notice_id']}.{row['user_id']}.email@notifier.imt>"
+
+
+class Sender:
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        pool: asyncpg.Pool,
+        vault: Vault,
+        transport_factory: TransportFactory,
+        wake: Wake,
+    ) -> None:
+        self.settings = settings
+        self._pool = pool
+        self._vault = vault
+        self._transport_factory = transport_factory
+        self._wake = wake
+        self._renderer = Renderer()
+        self._policy = gate_policy(settings)
+        self._footer = Footer(
+            settings.notifier_public_base_url,
+            settings.notifier_postal_address,
+            settings.notifier_ad_label,
+        )
+        connections = settings.notifier_smtp_connections
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=connections * 4)
+        self._batch = connections * 4
+        self._limiter = RateLimiter(settings.notifier_send_rate_per_second)
+        self._results: list[store.Result] = []
+        self._recorded = Wake()
+        self._space = Wake()
+        self._stopping = asyncio.Event()
+        self._sending_done = False
+        self.sent = 0
+        self.finished = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        senders = [
+            asyncio.create_task(self._send_loop(i))
+            for i in range(self.settings.notifier_smtp_connections)
+        ]
+        recorder = asyncio.create_task(self._record_loop())
+        try:
+            await self._dispatch_loop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), 10)
+        finally:
+            for task in senders:
+                task.cancel()
+            await asyncio.gather(*senders, return_exceptions=True)
+            await self._release_queued()
+            self._sending_done = True
+            self._recorded.ring()
+            await asyncio.gather(recorder, return_exceptions=True)
+            with contextlib.suppress(*OUTAGES):
+                await self._record_pending()
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            room = self._queue.maxsize - self._queue.qsize()
+            if room < max(1, self._batch // 2):
+                await self._space.wait(0.5)  # senders are busy: lease no more yet
+                continue
+            try:
+                claimed = await self._dispatch(room)
+            except OUTAGES as exc:
+                log.warning("sender: outage while leasing (%s)", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            if claimed < room:  # nothing more is due: wait for new work or a retry time
+                await self._wake.wait(0.5)
+
+    async def _dispatch(self, limit: int) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await store.claim_deliveries(conn, limit, LEASE_SECONDS)
+        decided = await asyncio.gather(*(self._prepare(row) for row in rows))
+        for item in decided:
+            if isinstance(item, Job):
+                await self._queue.put(item)
+            else:
+                self._add_result(item)
+        return len(rows)
+
+    async def _prepare(self, row: Any) -> Job | store.Result:
+        """Everything decided before SMTP: a job to send, or the outcome already."""
+        s = self.settings
+        if not row["has_contact"]:
+            if row["erasure_request"] is not None:
+                return _final(row, "done", "failed", "no contact card: the address is gone")
+            waited = (
+                (datetime.now(UTC) - row["waiting_since"]).total_seconds()
+                if row["waiting_since"]
+                else 0.0
+            )
+            if waited > s.notifier_contact_wait_seconds:
+                return _final(row, "dead", "failed", "no contact card arrived in time")
+            return _result(
+                row,
+                "pending",
+                reason="waiting for the contact card",
+                delay=s.notifier_retry_max_seconds,
+                waiting=True,
+            )
+        if row["recipient"] == "guardian" and row["guardian_email"] is None:
+            return _final(row, "dead", "failed", "the contact card names no guardian")
+        why = suppression_reason(
+            row["category"],
+            Recipient(
+                age_band=row["age_band"],
+                marketing_email=row["marketing_email"],
+                tracking_opt_out=row["tracking_opt_out"],
+                active=row["active"],
+                suppressed=row["suppressed"],
+            ),
+        )
+        if why is not None:
+            return _final(row, "done", "suppressed", why)
+        try:
+            return Job(row, await self._compose(row))
+        except SubjectShredded:
+            return _final(row, "done", "failed", "the subject was erased")
+        except Exception as exc:  # a template that cannot render is a dead letter
+            return _final(row, "dead", "refused", f"cannot render: {type(exc).__name__}")
+
+    async def _compose(self, row: Any) -> OutgoingEmail:
+        s = self.settings
+        uid = row["user_id"]
+        if row["recipient"] == "guardian":
+            address = await self._vault.open(
+                uid, row["guardian_email"], purpose=handlers.GUARDIAN_PURPOSE
+            )
+            name = "parent or guardian"
+        else:
+            address = await self._vault.open(uid, row["email"], purpose=handlers.EMAIL_PURPOSE)
+            name = await self._vault.open(uid, row["name"], purpose=handlers.NAME_PURPOSE)
+        category = row["category"]
+        url = unsubscribe_url(s, row["address_index"], category)
+        rendered = self._renderer.email(
+            row["template"],
+            category=category,
+            params=row["params"],
+            name=name,
+            unsubscribe_url=url,
+            footer=self._footer,
+        )
+        mailto = f"mailto:{s.notifier_unsubscribe_mailto}?subject=unsubscribe"
+        return OutgoingEmail(
+            category=category,
+            sender=s.notifier_from_marketing
+            if category == "marketing"
+            else (s.notifier_from_transactional),
+            reply_to=s.notifier_reply_to,
+            to=address,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            unsubscribe_url=url,
+            headers={
+                "List-Unsubscribe": f"<{url}>, <{mailto}>",
+                "List-Unsubscribe-Post": ONE_CLICK,
+                "List-Id": s.notifier_list_id,
+                "Auto-Submitted": "auto-generated",
+                "X-IMT-Category": category,
+            },
+        )
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def _send_loop(self, number: int) -> None:
+        transport = GatedTransport(self._transport_factory(), self._policy)
+        try:
+            while True:
+                job = await self._queue.get()
+                self._space.ring()
+                try:
+                    await self._limiter.acquire()
+                    self._add_result(await self._send(transport, job))
+                finally:
+                    self._queue.task_done()
+        finally:
+            await transport.close()
+
+    async def _send(self, transport: GatedTransport, job: Job) -> store.Result:
+        row = job.row
+        try:
+            await transport.send(job.email, message_id(row))
+        except Refused as exc:
+            log.warning("gate refused %s: %s", row["template"], exc)
+            return _final(row, "dead", "refused", f"compliance gate: {exc}", attempted=False)
+        except PermanentFailure as exc:
+            return _final(row, "dead", "failed", str(exc), attempted=True)
+        except TemporaryFailure as exc:
+            attempts = row["attempts"] + 1
+            if attempts >= self.settings.notifier_max_attempts:
+                return _final(row, "dead", "failed", f"gave up after {attempts}: {exc}", True)
+            delay = backoff_seconds(
+                attempts,
+                self.settings.notifier_retry_base_seconds,
+                self.settings.notifier_retry_max_seconds,
+            )
+            return _result(row, "pending", reason=str(exc), delay=delay, attempted=True)
+        self.sent += 1
+        return _final(row, "done", "sent", None, attempted=True)
+
+    # -- recording ---------------------------------------------------------------------
+
+    def _add_result(self, result: store.Result) -> None:
+        self._results.append(result)
+        if len(self._results) >= 100:
+            self._recorded.ring()
+
+    async def _record_loop(self) -> None:
+        while not self._sending_done:
+            await self._recorded.wait(0.05)
+            try:
+                await self._record_pending()
+            except OUTAGES as exc:
+                log.warning("sender: outage while recording (%s)", type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def _record_pending(self) -> None:
+        if not self._results:
+            return
+        batch, self._results = self._results, []
+        try:
+            await record(self._pool, batch)
+        except BaseException:
+            self._results = batch + self._results  # kept: recorded on the next try
+            raise
+        self.finished += sum(1 for r in batch if r.status != "pending")
+
+    async def _release_queued(self) -> None:
+        ids = []
+        while not self._queue.empty():
+            ids.append(self._queue.get_nowait().row["id"])
+            self._queue.task_done()
+        if ids:
+            with contextlib.suppress(*OUTAGES):
+                async with self._pool.acquire() as conn:
+                    await conn.execute(
+                        "UPDATE deliveries SET status = 'pending', next_attempt_at = now()"
+                        " WHERE id = ANY($1::bigint[]) AND status = 'sending'",
+                        ids,
+                    )
+
+
+async def record(pool: asyncpg.Pool, results: list[store.Result]) -> None:
+    """Outcomes, their NoticeDelivered events and any erasure, in one transaction."""
+    final = [r for r in results if r.outcome is not None and r.status != "pending"]
+    envelopes = [
+        envelope_for(
+            NoticeDelivered(
+                notice_id=r.notice_id,
+                user_id=r.user_id,
+                channel="email",
+                outcome=r.outcome,
+                reason=r.reason,
+            ),
+            source="notifier",
+            subject=str(r.user_id),
+        )
+        for r in final
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        await store.record_results(conn, results)
+        await add_envelopes(conn, NOTIFIER_DELIVERIES.name, envelopes)
+        for r in final:
+            if r.erasure_request is not None:
+                await handlers.finish_erasure(conn, r.erasure_request)
+
+
+def _result(
+    row: Any,
+    status: str,
+    *,
+    outcome: str | None = None,
+    reason: str | None = None,
+    delay: float = 0.0,
+    attempted: bool = False,
+    waiting: bool = False,
+) -> store.Result:
+    return store.Result(
+        delivery_id=row["id"],
+        notice_id=row["notice_id"],
+        user_id=row["user_id"],
+        status=status,
+        outcome=outcome,
+        reason=reason,
+        delay_seconds=delay,
+        smtp_attempted=attempted,
+        waiting_for_contact=waiting,
+        erasure_request=row["erasure_request"],
+        template=row["template"],
+        params=dict(row["params"]),
+    )
+
+
+def _final(
+    row: Any, status: str, outcome: str, reason: str | None, attempted: bool = False
+) -> store.Result:
+    return _result(row, status, outcome=outcome, reason=reason, attempted=attempted)

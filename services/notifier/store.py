@@ -1,0 +1,453 @@
+"""The notifier's SQL (its own database only)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from services.notifier.domain.rules import audience_sql_filter
+from shared.bus.outbox import NOTIFY_CHANNEL
+from shared.db.pool import Connection
+from shared.events.catalogue.notifier import NoticeDelivered
+from shared.events.topics import NOTIFIER_DELIVERIES
+
+WORK_CHANNEL = "notifier_work"  # wakes the worker's loops (sender, planner, outcomes)
+INBOX_CHANNEL = "notifier_inbox"  # payload: a notice id with new inbox items (SSE)
+
+
+# -- contacts --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SealedContact:
+    user_id: UUID
+    email_index: bytes
+    email: bytes
+    name: bytes
+    guardian_index: bytes | None
+    guardian_email: bytes | None
+    locale: str
+    age_band: str
+    marketing_email: bool
+    tracking_opt_out: bool
+    active: bool
+
+
+async def upsert_contact(conn: Connection, c: SealedContact) -> None:
+    await conn.execute(
+        """
+        INSERT INTO contacts (user_id, email_index, email, name, guardian_index, guardian_email,
+                              locale, age_band, marketing_email, tracking_opt_out, active)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (user_id) DO UPDATE SET
+            email_index = EXCLUDED.email_index, email = EXCLUDED.email, name = EXCLUDED.name,
+            guardian_index = EXCLUDED.guardian_index, guardian_email = EXCLUDED.guardian_email,
+            locale = EXCLUDED.locale, age_band = EXCLUDED.age_band,
+            marketing_email = EXCLUDED.marketing_email,
+            tracking_opt_out = EXCLUDED.tracking_opt_out, active = EXCLUDED.active,
+            erase_pending = false, updated_at = now()
+        """,
+        c.user_id,
+        c.email_index,
+        c.email,
+        c.name,
+        c.guardian_index,
+        c.guardian_email,
+        c.locale,
+        c.age_band,
+        c.marketing_email,
+        c.tracking_opt_out,
+        c.active,
+    )
+    # Emails that waited for this card go now.
+    await conn.execute(
+        "UPDATE deliveries SET next_attempt_at = now()"
+        " WHERE user_id = $1 AND status = 'pending' AND waiting_since IS NOT NULL",
+        c.user_id,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", WORK_CHANNEL)
+
+
+async def erase_contact_on_tombstone(conn: Connection, user_id: UUID) -> None:
+    """Drop the contact, unless the final erasure email still needs its address."""
+    waiting = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE user_id = $1"
+        " AND erasure_request IS NOT NULL AND status IN ('pending', 'sending'))",
+        user_id,
+    )
+    if waiting:
+        await conn.execute("UPDATE contacts SET erase_pending = true WHERE user_id = $1", user_id)
+    else:
+        await conn.execute("DELETE FROM contacts WHERE user_id = $1", user_id)
+
+
+# -- notices and fan-out -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Notice:
+    notice_id: UUID
+    template: str
+    category: str
+    audience: str
+    params: dict[str, str]
+    channels: tuple[str, ...]
+    recipient: str
+    pinned: bool
+    source: str
+    send_at: datetime | None = None
+    user_ids: tuple[UUID, ...] = ()
+    erasure_request: UUID | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def insert_notice(conn: Connection, n: Notice, *, scheduled: bool) -> bool:
+    """Record a notice once; False if its id was seen before (nothing more to do)."""
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO notices (notice_id, template, category, audience, listed, params, channels,
+                             recipient, pinned, source, send_at, status)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        ON CONFLICT (notice_id) DO NOTHING
+        RETURNING true
+        """,
+        n.notice_id,
+        n.template,
+        n.category,
+        n.audience,
+        list(n.user_ids) if scheduled else None,
+        n.params,
+        list(n.channels),
+        n.recipient,
+        n.pinned,
+        n.source,
+        n.send_at,
+        "scheduled" if scheduled else "fanning_out",
+    )
+    return bool(inserted)
+
+
+async def fan_out(conn: Connection, n: Notice) -> int:
+    """Create the notice's inbox items (and email deliveries) for its audience.
+
+    In-site items are written at once, in bulk (COPY, or one INSERT ... SELECT for
+    ``all``): they are the fast path of a breach notice. When the notice also goes by
+    email, the email deliveries are planned afterwards from those rows, in chunks
+    (:func:`plan_email_chunk`), so the in-site fan-out does not wait for them.
+    """
+    inbox = "inbox" in n.channels and n.recipient == "user"
+    email = "email" in n.channels
+    table, columns = (
+        ("inbox_items", ("user_id", "notice_id", "pinned"))
+        if inbox
+        else ("deliveries", ("user_id", "notice_id", "erasure_request"))
+    )
+    extra = n.pinned if inbox else n.erasure_request
+    cast = "boolean" if inbox else "uuid"
+    count = 0
+    if inbox or email:
+        condition = audience_sql_filter(n.category)
+        if n.audience == "all":
+            status = await conn.execute(
+                f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608 - constants
+                f" SELECT c.user_id, $1, $2::{cast} FROM contacts c WHERE c.active AND {condition}",
+                n.notice_id,
+                extra,
+            )
+            count = int(status.split()[-1])
+        elif n.category == "marketing" and inbox:
+            # In-site advertising follows the marketing rule at once; email is decided
+            # per recipient at send time (a card may still be on its way).
+            status = await conn.execute(
+                f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608 - constants
+                f" SELECT c.user_id, $1, $2::{cast} FROM contacts c"
+                f" WHERE c.user_id = ANY($3::uuid[]) AND {condition}",
+                n.notice_id,
+                extra,
+                list(dict.fromkeys(n.user_ids)),
+            )
+            count = int(status.split()[-1])
+        else:
+            records = [(u, n.notice_id, extra) for u in dict.fromkeys(n.user_ids)]
+            await conn.copy_records_to_table(table, records=records, columns=columns)
+            count = len(records)
+    await conn.execute(
+        """
+        UPDATE notices SET status = 'fanned_out', fanned_out_at = now(), listed = NULL,
+               recipients = $2, email_planned = NOT $3, inbox_outcomes_pending = $4
+        WHERE notice_id = $1
+        """,
+        n.notice_id,
+        count,
+        inbox and email,
+        inbox and count > 0,
+    )
+    if inbox:
+        await conn.execute("SELECT pg_notify($1, $2)", INBOX_CHANNEL, str(n.notice_id))
+    await conn.execute("SELECT pg_notify($1, '')", WORK_CHANNEL)
+    return count
+
+
+def notice_from_row(row: Any) -> Notice:
+    return Notice(
+        notice_id=row["notice_id"],
+        template=row["template"],
+        category=row["category"],
+        audience=row["audience"],
+        params=dict(row["params"]),
+        channels=tuple(row["channels"]),
+        recipient=row["recipient"],
+        pinned=row["pinned"],
+        source=row["source"],
+        send_at=row["send_at"],
+        user_ids=tuple(row["listed"] or ()),
+    )
+
+
+async def claim_scheduled(conn: Connection, limit: int = 5) -> list[Notice]:
+    rows = await conn.fetch(
+        "SELECT * FROM notices WHERE status = 'scheduled' AND send_at <= now()"
+        " ORDER BY send_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    return [notice_from_row(r) for r in rows]
+
+
+async def plan_email_chunk(conn: Connection, chunk: int) -> int | None:
+    """Plan the next chunk of email deliveries of one notice; None if none is waiting."""
+    row = await conn.fetchrow(
+        "SELECT notice_id, email_cursor FROM notices WHERE NOT email_planned"
+        " ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+    )
+    if row is None:
+        return None
+    cursor = row["email_cursor"]
+    if cursor is None:  # the notice's first item, through the BRIN index
+        first = await conn.fetchval(
+            "SELECT min(id) FROM inbox_items WHERE notice_id = $1", row["notice_id"]
+        )
+        cursor = (first or 1) - 1
+    planned = await conn.fetchrow(
+        """
+        WITH batch AS (
+            SELECT id, user_id FROM inbox_items
+            WHERE id > $2 AND notice_id = $1
+            ORDER BY id LIMIT $3
+        ), planned AS (
+            INSERT INTO deliveries (notice_id, user_id)
+            SELECT $1, user_id FROM batch ON CONFLICT DO NOTHING
+        )
+        SELECT count(*) AS n, max(id) AS last FROM batch
+        """,
+        row["notice_id"],
+        cursor,
+        chunk,
+    )
+    assert planned is not None
+    await conn.execute(
+        "UPDATE notices SET email_cursor = coalesce($2::bigint, $4::bigint), email_planned = $3"
+        " WHERE notice_id = $1",
+        row["notice_id"],
+        planned["last"],
+        planned["n"] < chunk,
+        cursor,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", WORK_CHANNEL)
+    return int(planned["n"])
+
+
+_INBOX_OUTCOMES = """
+INSERT INTO bus_outbox (topic, key, value, headers, event_id)
+SELECT $2, convert_to(i.user_id::text, 'UTF8'),
+       convert_to(jsonb_build_object(
+           'specversion', '1.0', 'id', e.id, 'type', $3::text, 'source', 'notifier',
+           'time', now(), 'subject', i.user_id::text, 'datacontenttype', 'application/json',
+           'data', jsonb_build_object('notice_id', $1::uuid, 'user_id', i.user_id,
+                                      'channel', 'inbox', 'outcome', 'sent')
+       )::text, 'UTF8'),
+       jsonb_build_object('ce_id', e.id::text, 'ce_type', $3::text),
+       e.id
+FROM inbox_items i CROSS JOIN LATERAL (SELECT gen_random_uuid() AS id) e
+WHERE i.notice_id = $1
+"""
+
+
+async def queue_inbox_outcomes(conn: Connection) -> int | None:
+    """Queue one NoticeDelivered per inbox item of one fanned-out notice (in bulk, in SQL)."""
+    notice_id = await conn.fetchval(
+        "SELECT notice_id FROM notices WHERE inbox_outcomes_pending"
+        " ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+    )
+    if notice_id is None:
+        return None
+    status = await conn.execute(
+        _INBOX_OUTCOMES, notice_id, NOTIFIER_DELIVERIES.name, NoticeDelivered.type_name()
+    )
+    await conn.execute(
+        "UPDATE notices SET inbox_outcomes_pending = false WHERE notice_id = $1", notice_id
+    )
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return int(status.split()[-1])
+
+
+async def record_policy_notices(conn: Connection, notice_id: UUID, version: str) -> int:
+    status = await conn.execute(
+        "INSERT INTO policy_notices (user_id, policy_version, notice_id)"
+        " SELECT user_id, $2, $1 FROM inbox_items WHERE notice_id = $1 ON CONFLICT DO NOTHING",
+        notice_id,
+        version,
+    )
+    return int(status.split()[-1])
+
+
+# -- email deliveries ------------------------------------------------------------------
+
+_CLAIM = """
+WITH due AS (
+    SELECT id FROM deliveries
+    WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE deliveries d
+    SET status = 'sending', next_attempt_at = now() + make_interval(secs => $2)
+    FROM due WHERE d.id = due.id
+    RETURNING d.id, d.notice_id, d.user_id, d.attempts, d.waiting_since, d.erasure_request
+)
+SELECT cl.*, n.template, n.category, n.params, n.recipient,
+       c.user_id IS NOT NULL AS has_contact, c.email, c.name, c.guardian_email,
+       CASE WHEN n.recipient = 'guardian' THEN c.guardian_index ELSE c.email_index END
+           AS address_index,
+       c.age_band, c.marketing_email, c.tracking_opt_out, c.active,
+       EXISTS (
+           SELECT 1 FROM suppressions s
+           WHERE s.email_index =
+                 CASE WHEN n.recipient = 'guardian' THEN c.guardian_index ELSE c.email_index END
+             AND s.category IN (n.category, 'all')
+       ) AS suppressed
+FROM claimed cl
+JOIN notices n ON n.notice_id = cl.notice_id
+LEFT JOIN contacts c ON c.user_id = cl.user_id
+"""
+
+
+async def claim_deliveries(conn: Connection, limit: int, lease_seconds: float) -> list[Any]:
+    """Lease due deliveries (crashed senders' leases expire and are claimed again)."""
+    return list(await conn.fetch(_CLAIM, limit, lease_seconds))
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one claimed delivery."""
+
+    delivery_id: int
+    notice_id: UUID
+    user_id: UUID
+    status: str  # pending (retry later) | done | dead
+    outcome: str | None = None  # sent | suppressed | refused | failed (final ones)
+    reason: str | None = None
+    delay_seconds: float = 0.0
+    smtp_attempted: bool = False
+    waiting_for_contact: bool = False
+    erasure_request: UUID | None = None
+    template: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+
+
+_RECORD = """
+UPDATE deliveries d
+SET status = u.status, outcome = u.outcome, reason = u.reason,
+    attempts = d.attempts + u.inc,
+    next_attempt_at = now() + make_interval(secs => u.delay),
+    waiting_since = CASE WHEN u.waiting THEN coalesce(d.waiting_since, now()) END,
+    finished_at = CASE WHEN u.status IN ('done', 'dead') THEN now() END
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::float8[],
+            $7::bool[]) AS u(id, status, outcome, reason, inc, delay, waiting)
+WHERE d.id = u.id AND d.status = 'sending'
+"""
+
+
+async def record_results(conn: Connection, results: Sequence[Result]) -> None:
+    await conn.execute(
+        _RECORD,
+        [r.delivery_id for r in results],
+        [r.status for r in results],
+        [r.outcome for r in results],
+        [r.reason for r in results],
+        [1 if r.smtp_attempted else 0 for r in results],
+        [r.delay_seconds for r in results],
+        [r.waiting_for_contact for r in results],
+    )
+    policy = [
+        (r.user_id, r.params.get("policy_version", ""))
+        for r in results
+        if r.template == "policy_change" and r.outcome == "sent"
+    ]
+    if policy:
+        await conn.execute(
+            "UPDATE policy_notices p SET emailed_at = now()"
+            " FROM unnest($1::uuid[], $2::text[]) AS u(user_id, version)"
+            " WHERE p.user_id = u.user_id AND p.policy_version = u.version",
+            [u for u, _ in policy],
+            [v for _, v in policy],
+        )
+
+
+async def replay_dead(
+    conn: Connection, *, notice_id: UUID | None = None, delivery_ids: Sequence[int] = ()
+) -> int:
+    """Dead letters back to pending (after the cause was fixed): the replay command."""
+    status = await conn.execute(
+        """
+        UPDATE deliveries SET status = 'pending', outcome = NULL, reason = NULL, attempts = 0,
+               waiting_since = NULL, next_attempt_at = now(), finished_at = NULL
+        WHERE status = 'dead' AND ($1::uuid IS NULL OR notice_id = $1)
+          AND (cardinality($2::bigint[]) = 0 OR id = ANY($2))
+        """,
+        notice_id,
+        list(delivery_ids),
+    )
+    await conn.execute("SELECT pg_notify($1, '')", WORK_CHANNEL)
+    return int(status.split()[-1])
+
+
+# -- suppressions ----------------------------------------------------------------------
+
+
+async def suppress(conn: Connection, email_index: bytes, category: str, source: str) -> None:
+    await conn.execute(
+        "INSERT INTO suppressions (email_index, category, source) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING",
+        email_index,
+        category,
+        source,
+    )
+
+
+# -- erasure ---------------------------------------------------------------------------
+
+
+async def erase_subject_rows(conn: Connection, subject_id: UUID) -> dict[str, int]:
+    """Delete every row of the subject; the counts go on the receipt."""
+    counts = {}
+    for table in ("contacts", "inbox_items", "deliveries", "policy_notices"):
+        status = await conn.execute(
+            f"DELETE FROM {table} WHERE user_id = $1",  # noqa: S608 - constant names
+            subject_id,
+        )
+        counts[table] = int(status.split()[-1])
+    return counts
+
+
+async def erase_request_items(conn: Connection, subject_id: UUID, request_id: UUID) -> int:
+    status = await conn.execute(
+        "DELETE FROM inbox_items i USING notices n WHERE i.notice_id = n.notice_id"
+        " AND i.user_id = $1 AND n.params->>'request_id' = $2",
+        subject_id,
+        str(request_id),
+    )
+    return int(status.split()[-1])

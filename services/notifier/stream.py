@@ -1,0 +1,121 @@
+"""Live inbox: server-sent events for users connected to this API process.
+
+A fan-out commits its inbox rows and ``NOTIFY notifier_inbox, '<notice id>'``; each API
+process listens once, looks up that notice's items for the users connected to it (one
+indexed query, whatever the audience size) and pushes them to their streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.notifier.domain.templates import Renderer
+from services.notifier.store import INBOX_CHANNEL
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_SECONDS = 15.0
+ITEM_COLUMNS = """
+    i.id, i.notice_id, i.pinned, i.created_at, i.read_at, i.acknowledged_at,
+    n.template, n.category, n.params
+"""
+
+
+def item_json(row: Any, renderer: Renderer) -> dict[str, Any]:
+    title, body = renderer.inbox(row["template"], row["params"])
+    return {
+        "id": row["id"],
+        "notice_id": str(row["notice_id"]),
+        "category": row["category"],
+        "title": title,
+        "body": body,
+        "pinned": row["pinned"],
+        "created_at": row["created_at"].isoformat(),
+        "read_at": row["read_at"].isoformat() if row["read_at"] else None,
+        "acknowledged_at": row["acknowledged_at"].isoformat() if row["acknowledged_at"] else None,
+    }
+
+
+class InboxHub:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, renderer: Renderer) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._renderer = renderer
+        self._subscribers: dict[UUID, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._listener: asyncpg.Connection | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._listener = await asyncpg.connect(self._dsn)
+        await self._listener.add_listener(INBOX_CHANNEL, self._on_notify)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if not self._subscribers:
+            return
+        task = asyncio.get_running_loop().create_task(self._dispatch(UUID(str(payload))))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(self, notice_id: UUID) -> None:
+        users = list(self._subscribers)
+        try:
+            async with self._pool.acquire() as conn:
+                rows = await conn.fetch(
+                    f"SELECT i.user_id, {ITEM_COLUMNS} FROM inbox_items i"  # noqa: S608
+                    " JOIN notices n ON n.notice_id = i.notice_id"
+                    " WHERE i.notice_id = $1 AND i.user_id = ANY($2::uuid[])",
+                    notice_id,
+                    users,
+                )
+        except Exception:
+            log.exception("live inbox: lookup failed")
+            return
+        for row in rows:
+            item = item_json(row, self._renderer)
+            for queue in self._subscribers.get(row["user_id"], ()):
+                queue.put_nowait(item)
+
+    async def stream(self, user_id: UUID, initial: list[dict[str, Any]]) -> AsyncIterator[str]:
+        """The event stream of one connection: pending pinned items, ready, then live."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._subscribers[user_id].add(queue)
+        try:
+            for item in initial:
+                yield _event("notice", item)
+            yield _event("ready", {})
+            while True:
+                try:
+                    async with asyncio.timeout(KEEPALIVE_SECONDS):
+                        item = await queue.get()
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield _event("notice", item)
+        finally:
+            subscribers = self._subscribers.get(user_id)
+            if subscribers is not None:
+                subscribers.discard(queue)
+                if not subscribers:
+                    del self._subscribers[user_id]
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    item_id = data.get("id")
+    prefix = f"id: {item_id}\n" if item_id is not None else ""
+    return f"{prefix}event: {name}\ndata: {json.dumps(data)}\n\n"

@@ -1,0 +1,155 @@
+"""The notifier worker process: ``python -m services.notifier.worker``.
+
+Runs, in one process: an idempotent consumer per topic group (contacts; replies,
+policy versions, incidents and commands; erasure), the scheduler of delayed notices,
+the email planner, the inbox-outcome publisher and the email sender. Every loop keeps
+its state in PostgreSQL, so several worker processes can run side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from services.notifier import handlers, store
+from services.notifier.bootstrap import bootstrap
+from services.notifier.config import NotifierSettings
+from services.notifier.mailer import SmtpTransport, Transport
+from services.notifier.sender import Sender, Wake
+from shared.bus import IdempotentConsumer, manual_commit_consumer
+from shared.bus.consumer import OUTAGES
+from shared.db.pool import Connection
+from shared.observability import configure_logging
+from shared.service import Runtime
+
+log = logging.getLogger(__name__)
+
+EMAIL_PLAN_CHUNK = 10_000
+
+
+async def loop_step(
+    name: str,
+    pool: asyncpg.Pool,
+    step: Callable[[Connection], Awaitable[int | None]],
+    wake: Wake,
+    stopping: asyncio.Event,
+) -> None:
+    """Run ``step`` in a transaction until it finds nothing to do, then wait for a wake."""
+    while not stopping.is_set():
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                done = await step(conn)
+        except OUTAGES as exc:
+            log.warning("%s: outage (%s)", name, type(exc).__name__)
+            done = None
+            await asyncio.sleep(1.0)
+        except Exception:
+            log.exception("%s: step failed", name)
+            done = None
+            await asyncio.sleep(1.0)
+        if not done:
+            await wake.wait(1.0)
+
+
+async def _plan_emails(conn: Connection) -> int | None:
+    return await store.plan_email_chunk(conn, EMAIL_PLAN_CHUNK)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        runtime: Runtime,
+        transport_factory: Callable[[], Transport] | None = None,
+    ) -> None:
+        assert runtime.vault is not None
+        assert runtime.producer is not None
+        self.settings = settings
+        self.runtime = runtime
+        self.wake = Wake()
+        self.stopping = asyncio.Event()
+        self.handlers = handlers.Handlers(runtime.vault)
+        self.consumers: list[IdempotentConsumer] = []
+        self.sender = Sender(
+            settings,
+            runtime.pool,
+            runtime.vault,
+            transport_factory or (lambda: SmtpTransport(settings)),
+            self.wake,
+        )
+        self._listener: asyncpg.Connection | None = None
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.sender.stop()
+        for consumer in self.consumers:
+            consumer.stop()
+        self.wake.ring()
+
+    async def run(self) -> None:
+        runtime = self.runtime
+        assert runtime.producer is not None
+        kafka = []
+        for name, (topics, handler) in handlers.routes(self.handlers).items():
+            consumer = manual_commit_consumer(self.settings, *topics, group_id=name)
+            await consumer.start()
+            kafka.append(consumer)
+            self.consumers.append(
+                IdempotentConsumer(name, consumer, runtime.producer, runtime.pool, handler)
+            )
+        self._listener = await asyncpg.connect(self.settings.database_dsn("notifier"))
+        await self._listener.add_listener(store.WORK_CHANNEL, lambda *_: self.wake.ring())
+        pool = runtime.pool
+        tasks = [asyncio.create_task(c.run()) for c in self.consumers]
+        tasks += [
+            asyncio.create_task(self.sender.run()),
+            asyncio.create_task(
+                loop_step("scheduler", pool, handlers.fan_out_due, self.wake, self.stopping)
+            ),
+            asyncio.create_task(
+                loop_step("email-planner", pool, _plan_emails, self.wake, self.stopping)
+            ),
+            asyncio.create_task(
+                loop_step(
+                    "inbox-outcomes", pool, store.queue_inbox_outcomes, self.wake, self.stopping
+                )
+            ),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for consumer in kafka:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+
+
+async def run_worker(settings: NotifierSettings) -> None:
+    runtime = await bootstrap(settings, with_producer=True, pool_size=20)
+    worker = Worker(settings, runtime)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await runtime.close()
+
+
+def main() -> None:
+    settings = NotifierSettings(service_name="notifier-worker")
+    configure_logging(settings.service_name, settings.log_level)
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""CAN-SPAM on real received mail: labels, address, unsubscribe, suppression, the gate."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import uuid
+from email.message import EmailMessage
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.notifier.config import NotifierSettings
+from shared.config import PlatformSettings
+from shared.events.catalogue.accounts import IncidentDeclared, RequestReplied
+from shared.events.catalogue.notifier import NoticeCategory, SendNotice
+from tests.e2e.notifier.support import (
+    CA_FILE,
+    Mailbox,
+    notice_progress,
+    operator_token,
+    parts,
+    publish,
+    publish_contact,
+    unsubscribe_https,
+    user_token,
+    wait_notice_settled,
+    watch_topic,
+)
+
+CONFIG = NotifierSettings(environment="test")
+CATEGORIES = {
+    "transactional",
+    "account_security",
+    "service_announcement",
+    "policy_change",
+    "marketing",
+}
+
+
+def campaign(*user_ids: uuid.UUID, subject: str = "Spring tune-up week") -> SendNotice:
+    return SendNotice(
+        notice_id=uuid.uuid4(),
+        template="marketing_newsletter",
+        category="marketing",
+        audience="listed",
+        user_ids=user_ids,
+        channels=("email",),
+        params={
+            "subject": subject,
+            "headline": "Tune-up week",
+            "message": "Bring your phone in for a check-up.",
+        },
+    )
+
+
+def announcement(*user_ids: uuid.UUID, subject: str) -> SendNotice:
+    return SendNotice(
+        notice_id=uuid.uuid4(),
+        template="service_announcement",
+        category="service_announcement",
+        audience="listed",
+        user_ids=user_ids,
+        params={"subject": subject, "message": "Our shops open at 9 from Monday."},
+    )
+
+
+async def send(producer: AIOKafkaProducer, command: SendNotice) -> SendNotice:
+    await publish(producer, command, subject=str(command.notice_id), source="accounts")
+    return command
+
+
+def assert_compliant(message: EmailMessage, category: str) -> None:
+    """What every received email must carry (P-28, P-29, P-30, P-33)."""
+    text, html = parts(message)
+    url = unsubscribe_https(message)
+    assert url in text[-400:], "unsubscribe link at the bottom of the text part"
+    assert url in html[-1500:], "unsubscribe link at the bottom of the HTML part"
+    assert str(message["List-Unsubscribe"]).endswith(">")
+    assert "<mailto:" in str(message["List-Unsubscribe"])
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["List-Id"] == CONFIG.notifier_list_id
+    assert message["Reply-To"] == CONFIG.notifier_reply_to
+    assert message["X-IMT-Category"] == category
+    assert category in CATEGORIES
+    expected_from = (
+        CONFIG.notifier_from_marketing
+        if category == "marketing"
+        else CONFIG.notifier_from_transactional
+    )
+    assert message["From"] == expected_from
+    if category == "marketing":
+        assert CONFIG.notifier_ad_label.upper() in text
+        assert CONFIG.notifier_ad_label.upper() in html.upper()
+        assert CONFIG.notifier_postal_address in text
+        assert CONFIG.notifier_postal_address in html
+
+
+@pytest.mark.promise("P-29")
+@pytest.mark.promise("P-30")
+@pytest.mark.promise("P-26")
+@pytest.mark.promise("P-25")
+async def test_marketing_is_labelled_addressed_and_skips_children_and_opted_out(
+    api: httpx.AsyncClient, producer: AIOKafkaProducer, mailbox: Mailbox
+) -> None:
+    adults = [await publish_contact(producer, marketing_email=True) for _ in range(3)]
+    child = await publish_contact(producer, age_band="under_13", marketing_email=True)
+    tracking = await publish_contact(producer, marketing_email=True, tracking_opt_out=True)
+    no_consent = await publish_contact(producer, marketing_email=False)
+    everyone = [*adults, child, tracking, no_consent]
+    command = await send(producer, campaign(*(u for u, _ in everyone)))
+
+    progress = await wait_notice_settled(api, command.notice_id, emails=len(everyone))
+    assert progress["email"] == {"done/sent": 3, "done/suppressed": 3}
+    received = await mailbox.to(*(a for _, a in everyone))
+    assert sorted(str(m["To"]) for m in received) == sorted(a for _, a in adults)
+    for message in received:
+        assert_compliant(message, "marketing")
+
+
+@pytest.mark.promise("P-32")
+@pytest.mark.promise("P-33")
+async def test_one_click_unsubscribe_without_login_then_a_campaign_sends_nothing(
+    api: httpx.AsyncClient, producer: AIOKafkaProducer, mailbox: Mailbox
+) -> None:
+    uid, address = await publish_contact(producer, marketing_email=True)
+    control, control_address = await publish_contact(producer, marketing_email=True)
+    first = await send(producer, campaign(uid))
+    [message] = await mailbox.wait_for([address], 1)
+    assert_compliant(message, "marketing")
+    url = unsubscribe_https(message)
+
+    tls = ssl.create_default_context(cafile=CA_FILE)
+    async with httpx.AsyncClient(verify=tls, timeout=30) as web:  # no token, no cookie
+        page = await web.get(url)  # a GET (a scanner's prefetch) changes nothing
+        assert page.status_code == 200
+        assert "Unsubscribe" in page.text
+        again = await send(producer, campaign(uid, subject="Second tune-up week"))
+        await wait_notice_settled(api, again.notice_id, emails=1)
+        assert len(await mailbox.to(address)) == 2
+
+        response = await web.post(
+            url,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert response.status_code == 200  # no redirect, no login
+    assert "set-cookie" not in response.headers
+    assert "You will get no more newsletters and offers" in response.text
+
+    after = await send(producer, campaign(uid, control))
+    progress = await wait_notice_settled(api, after.notice_id, emails=2)
+    assert progress["email"] == {"done/sent": 1, "done/suppressed": 1}
+    assert len(await mailbox.to(address)) == 2  # nothing new
+    assert len(await mailbox.to(control_address)) == 1
+    # Only marketing was stopped: an account email still goes.
+    await publish(
+        producer,
+        RequestReplied(user_id=uid, request_id=uuid.uuid4(), reply_id=uuid.uuid4()),
+        subject=str(uid),
+    )
+    replies = await mailbox.wait_for([address], 3)
+    assert replies[-1]["Subject"] == "You have a reply to your request"
+    assert first.notice_id != after.notice_id
+
+
+@pytest.mark.promise("P-34")
+async def test_after_global_suppression_no_email_of_any_category_only_inbox(
+    api: httpx.AsyncClient, producer: AIOKafkaProducer, mailbox: Mailbox
+) -> None:
+    uid, address = await publish_contact(producer, marketing_email=True)
+    await send(producer, announcement(uid, subject="New opening hours"))
+    [message] = await mailbox.wait_for([address], 1)
+    url = unsubscribe_https(message)
+    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=CA_FILE)) as web:
+        response = await web.post(
+            url, content=b"scope=all", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+    assert response.status_code == 200
+    assert "You will get no more all email" in response.text
+
+    notices: list[tuple[uuid.UUID, NoticeCategory]] = []
+    for command in (
+        campaign(uid),
+        announcement(uid, subject="More opening hours"),
+        SendNotice(
+            notice_id=uuid.uuid4(),
+            template="request_reply",
+            category="transactional",
+            audience="listed",
+            user_ids=(uid,),
+            params={"request_id": "r-9"},
+        ),
+        SendNotice(
+            notice_id=uuid.uuid4(),
+            template="policy_change",
+            category="policy_change",
+            audience="listed",
+            user_ids=(uid,),
+            params={"policy_version": "x", "summary": "s", "effective_at": "2030-01-01"},
+        ),
+    ):
+        await send(producer, command)
+        notices.append((command.notice_id, command.category))
+    incident = IncidentDeclared(
+        incident_id=uuid.uuid4(),
+        title="Stolen laptop",
+        message="Reset your password.",
+        audience="listed",
+        user_ids=(uid,),
+    )
+    await publish(producer, incident, subject=str(incident.incident_id), source="accounts")
+    notices.append((incident.incident_id, "account_security"))
+
+    for notice_id, _category in notices:
+        progress = await wait_notice_settled(api, notice_id, emails=1)
+        assert progress["email"] == {"done/suppressed": 1}
+    assert len(await mailbox.to(address)) == 1  # only the mail before the opt-out
+    inbox = (await api.get("/api/notifier/inbox", headers=user_token(uid))).json()
+    assert str(incident.incident_id) in {i["notice_id"] for i in inbox["pinned"]}
+
+
+@pytest.mark.promise("P-28")
+@pytest.mark.promise("P-31")
+async def test_a_fake_re_subject_is_refused_at_the_gate_and_dead_lettered(
+    api: httpx.AsyncClient,
+    producer: AIOKafkaProducer,
+    mailbox: Mailbox,
+    settings: PlatformSettings,
+) -> None:
+    uid, address = await publish_contact(producer, marketing_email=True)
+    async with watch_topic(settings, "notifier.deliveries") as deliveries:
+        fake = await send(producer, announcement(uid, subject="RE: your repair"))
+        prize = await send(producer, campaign(uid, subject="You have won a free phone"))
+        fine = await send(producer, announcement(uid, subject="New opening hours"))
+        outcomes = await deliveries.wait_for(
+            lambda e: (
+                e.data["notice_id"] in {str(fake.notice_id), str(fine.notice_id)}
+                and e.data["channel"] == "email"
+            ),
+            count=2,
+        )
+    by_notice = {e.data["notice_id"]: e.data for e in outcomes}
+    assert by_notice[str(fake.notice_id)]["outcome"] == "refused"
+    assert "fake reply or forward prefix" in by_notice[str(fake.notice_id)]["reason"]
+    assert by_notice[str(fine.notice_id)]["outcome"] == "sent"
+    await wait_notice_settled(api, prize.notice_id, emails=1)
+
+    received = await mailbox.wait_for([address], 1)
+    await asyncio.sleep(1)
+    assert [m["Subject"] for m in await mailbox.to(address)] == ["New opening hours"]
+    assert_compliant(received[0], "service_announcement")
+    dead = (
+        await api.get("/api/notifier/ops/dead-letters", headers=operator_token("support"))
+    ).json()
+    reasons = {d["notice_id"]: d["reason"] for d in dead}
+    assert "misleading subject: fake reply or forward prefix" in reasons[str(fake.notice_id)]
+    assert "misleading subject: prize or winnings claim" in reasons[str(prize.notice_id)]
+
+
+@pytest.mark.promise("P-27")
+async def test_commands_outside_the_notifier_categories_send_nothing(
+    api: httpx.AsyncClient,
+    producer: AIOKafkaProducer,
+    mailbox: Mailbox,
+    settings: PlatformSettings,
+) -> None:
+    uid, address = await publish_contact(producer, marketing_email=True)
+    # A transactional template used for marketing, and an unknown template: refused
+    # before anything is planned (dead-lettered on the command topic's DLQ).
+    wrong = SendNotice(
+        notice_id=uuid.uuid4(),
+        template="request_reply",
+        category="marketing",
+        audience="listed",
+        user_ids=(uid,),
+        params={"request_id": "r"},
+    )
+    unknown = SendNotice(
+        notice_id=uuid.uuid4(),
+        template="crypto_offer",
+        category="marketing",
+        audience="listed",
+        user_ids=(uid,),
+    )
+    async with watch_topic(settings, "notifier.commands.dlq") as dlq:
+        await send(producer, wrong)
+        await send(producer, unknown)
+        letters = await dlq.wait_for(
+            lambda e: e.data.get("notice_id") in {str(wrong.notice_id), str(unknown.notice_id)},
+            count=2,
+        )
+    assert len(letters) == 2
+    control = await send(producer, announcement(uid, subject="Opening hours"))
+    await wait_notice_settled(api, control.notice_id, emails=1)
+    messages = await mailbox.to(address)
+    assert [m["Subject"] for m in messages] == ["Opening hours"]
+    for message in messages:
+        assert_compliant(message, str(message["X-IMT-Category"]))
+    assert await notice_progress(api, wrong.notice_id) == {}

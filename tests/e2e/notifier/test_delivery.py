@@ -1,0 +1,215 @@
+"""Delivery guarantees: SMTP outages, erasure, the inbox API and who may use it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from shared.config import PlatformSettings
+from shared.events import Envelope
+from shared.events.catalogue.accounts import IncidentDeclared, RequestReplied
+from shared.events.catalogue.deletion import EraseSubject
+from shared.events.catalogue.notifier import SendNotice
+from tests.e2e.notifier.support import (
+    Mailbox,
+    eventually,
+    new_email,
+    notice_progress,
+    operator_token,
+    parts,
+    publish,
+    publish_contact,
+    user_token,
+    wait_contacts,
+    wait_notice_settled,
+    watch_topic,
+)
+
+
+async def test_after_an_smtp_outage_every_message_is_delivered_exactly_once(
+    api: httpx.AsyncClient,
+    producer: AIOKafkaProducer,
+    mailbox: Mailbox,
+    settings: PlatformSettings,
+) -> None:
+    users = [await publish_contact(producer) for _ in range(3)]
+    await wait_contacts(settings, [u for u, _ in users])
+    command = SendNotice(
+        notice_id=uuid.uuid4(),
+        template="service_announcement",
+        category="service_announcement",
+        audience="listed",
+        user_ids=tuple(u for u, _ in users),
+        channels=("email",),
+        params={"subject": "Shop closed on Friday", "message": "Closed for inventory."},
+    )
+    await mailbox.set_mode("tempfail")  # global: kept as short as the proof allows
+    try:
+        await publish(producer, command, subject=str(command.notice_id))
+        retried = await eventually(
+            lambda: notice_progress(api, command.notice_id),
+            lambda p: bool(p) and p["email"].get("pending", 0) == 3,
+            timeout=30,
+        )
+        await asyncio.sleep(2)  # at least one retry fails too
+        assert retried["email"] == {"pending": 3}
+    finally:
+        await mailbox.set_mode("accept")
+    assert await mailbox.to(*(a for _, a in users)) == []
+    progress = await wait_notice_settled(api, command.notice_id, emails=3, timeout=90)
+    assert progress["email"] == {"done/sent": 3}
+    await asyncio.sleep(2)
+    for _, address in users:
+        assert len(await mailbox.to(address)) == 1
+
+
+async def test_erasure_sends_the_final_email_first_then_erases_and_answers_once(
+    api: httpx.AsyncClient,
+    producer: AIOKafkaProducer,
+    mailbox: Mailbox,
+    settings: PlatformSettings,
+) -> None:
+    uid, address = await publish_contact(producer)
+    reply = RequestReplied(user_id=uid, request_id=uuid.uuid4(), reply_id=uuid.uuid4())
+    await publish(producer, reply, subject=str(uid))
+    await mailbox.wait_for([address], 1)
+    command = EraseSubject(request_id=uuid.uuid4(), subject_id=uid)
+
+    def mine(envelope: Envelope) -> bool:  # other stores answer the same command too
+        return envelope.data.get("request_id") == str(command.request_id) and (
+            envelope.data.get("store") == "notifier"
+        )
+
+    async with watch_topic(settings, "deletion.receipts") as receipts:
+        await publish(producer, command, subject=str(uid), source="deletion")
+        [receipt] = await receipts.wait_for(mine)
+        # The receipt is written only after the confirmation went: it is already here.
+        subjects = [m["Subject"] for m in await mailbox.to(address)]
+        assert subjects == ["You have a reply to your request", "Your data has been deleted"]
+        assert receipt.data["store"] == "notifier"
+        assert receipt.data["erased"]["contacts"] == 1
+        assert receipt.data["erased"]["inbox_items"] == 1
+        assert receipt.data["erased"]["deliveries"] == 2
+
+        await publish(producer, command, subject=str(uid), source="deletion")  # again
+        receipts_now = await receipts.wait_for(mine, count=2)
+    assert receipts_now[1].data["erased"] == receipt.data["erased"]
+    inbox = (await api.get("/api/notifier/inbox", headers=user_token(uid))).json()
+    assert inbox == {"pinned": [], "items": [], "next_before": None}
+    await asyncio.sleep(1)
+    assert len(await mailbox.to(address)) == 2
+
+
+async def test_the_inbox_api_lists_counts_marks_read_and_acknowledges(
+    api: httpx.AsyncClient, producer: AIOKafkaProducer
+) -> None:
+    uid, _ = await publish_contact(producer, active=False)
+    other, _ = await publish_contact(producer, active=False)
+    reply = RequestReplied(user_id=uid, request_id=uuid.uuid4(), reply_id=uuid.uuid4())
+    incident = IncidentDeclared(
+        incident_id=uuid.uuid4(),
+        title="Lost backup tape",
+        message="No passwords were on it.",
+        audience="listed",
+        user_ids=(uid,),
+    )
+    await publish(producer, reply, subject=str(uid))
+    await publish(producer, incident, subject=str(incident.incident_id))
+    me = user_token(uid)
+    counts = await eventually(
+        lambda: _json(api.get("/api/notifier/inbox/unread-count", headers=me)),
+        lambda c: c.get("unread") == 2,
+    )
+    assert counts == {"unread": 2, "pinned": 1}
+    inbox = (await api.get("/api/notifier/inbox", headers=me)).json()
+    [pinned] = inbox["pinned"]
+    plain = next(i for i in inbox["items"] if not i["pinned"])
+    assert pinned["notice_id"] == str(incident.incident_id)
+    assert "No passwords were on it." in pinned["body"]
+
+    assert (
+        await api.post(f"/api/notifier/inbox/{plain['id']}/read", headers=user_token(other))
+    ).status_code == 404
+    assert (await api.post(f"/api/notifier/inbox/{plain['id']}/read")).status_code == 401
+    read = await api.post(f"/api/notifier/inbox/{plain['id']}/read", headers=me)
+    assert read.json()["read_at"] is not None
+    assert (await _json(api.get("/api/notifier/inbox/unread-count", headers=me))) == {
+        "unread": 1,
+        "pinned": 1,
+    }
+    # Read is not acknowledged: a pinned notice stays until acknowledged.
+    await api.post(f"/api/notifier/inbox/{pinned['id']}/read", headers=me)
+    assert len((await api.get("/api/notifier/inbox", headers=me)).json()["pinned"]) == 1
+    acked = await api.post(f"/api/notifier/inbox/{pinned['id']}/acknowledge", headers=me)
+    assert acked.json()["acknowledged_at"] is not None
+    assert (await api.get("/api/notifier/inbox", headers=me)).json()["pinned"] == []
+    assert (await _json(api.get("/api/notifier/inbox/unread-count", headers=me))) == {
+        "unread": 0,
+        "pinned": 0,
+    }
+
+
+async def test_operators_see_progress_users_do_not(api: httpx.AsyncClient) -> None:
+    path = f"/api/notifier/ops/notices/{uuid.uuid4()}"
+    assert (await api.get(path, headers=user_token(uuid.uuid4()))).status_code == 403
+    assert (await api.get(path, headers=operator_token("analyst"))).status_code == 403
+    assert (await api.get(path, headers=operator_token("support"))).status_code == 404
+    inbox = await api.get("/api/notifier/inbox", headers=operator_token("admin"))
+    assert inbox.status_code == 403
+
+
+async def test_parental_consent_goes_to_the_guardian_only(
+    api: httpx.AsyncClient, producer: AIOKafkaProducer, mailbox: Mailbox
+) -> None:
+    guardian = new_email()
+    uid, child = await publish_contact(
+        producer, age_band="under_13", guardian_email=guardian, active=False
+    )
+    command = SendNotice(
+        notice_id=uuid.uuid4(),
+        template="parental_consent",
+        category="transactional",
+        audience="listed",
+        user_ids=(uid,),
+        channels=("email",),
+        recipient="guardian",
+        params={"token": "t", "link": "https://localhost:8443/consent/t"},
+    )
+    await publish(producer, command, subject=str(uid))
+    [message] = await mailbox.wait_for([guardian], 1)
+    assert "https://localhost:8443/consent/t" in parts(message)[0]
+    await wait_notice_settled(api, command.notice_id, emails=1)
+    assert await mailbox.to(child) == []
+
+
+async def _json(request: Awaitable[httpx.Response]) -> dict[str, int]:
+    body: dict[str, int] = (await request).json()
+    return body
+
+
+async def test_a_scheduled_notice_waits_for_its_time(
+    api: httpx.AsyncClient, producer: AIOKafkaProducer, mailbox: Mailbox
+) -> None:
+    uid, address = await publish_contact(producer, active=False)
+    command = SendNotice(
+        notice_id=uuid.uuid4(),
+        template="request_reply",
+        category="transactional",
+        audience="listed",
+        user_ids=(uid,),
+        params={"request_id": "r-later"},
+        send_at=datetime.now(UTC) + timedelta(seconds=4),
+    )
+    await publish(producer, command, subject=str(uid))
+    scheduled = await eventually(lambda: notice_progress(api, command.notice_id), lambda p: bool(p))
+    assert scheduled["status"] == "scheduled"
+    assert await mailbox.to(address) == []
+    [message] = await mailbox.wait_for([address], 1, timeout=30)
+    assert message["Subject"] == "You have a reply to your request"
+    inbox = (await api.get("/api/notifier/inbox", headers=user_token(uid))).json()
+    assert [i["notice_id"] for i in inbox["items"]] == [str(command.notice_id)]

@@ -1,0 +1,67 @@
+"""P-05: an operator's reply gives one inbox item and one email, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from shared.events.catalogue.accounts import RequestReplied
+from shared.events.catalogue.notifier import SendNotice
+from tests.e2e.notifier.support import (
+    Mailbox,
+    parts,
+    publish,
+    publish_contact,
+    publish_envelope,
+    user_token,
+)
+
+
+@pytest.mark.promise("P-05")
+async def test_a_reply_gives_one_inbox_item_and_one_email_even_when_redelivered(
+    api: httpx.AsyncClient, producer: AIOKafkaProducer, mailbox: Mailbox
+) -> None:
+    uid, address = await publish_contact(producer)
+    reply = RequestReplied(user_id=uid, request_id=uuid.uuid4(), reply_id=uuid.uuid4())
+    envelope = await publish(producer, reply, subject=str(uid))
+    await publish_envelope(producer, "accounts.requests", envelope)  # redelivered as is
+    await publish(producer, reply, subject=str(uid))  # the same reply in a new event
+
+    [message] = await mailbox.wait_for([address], 1)
+    assert message["Subject"] == "You have a reply to your request"
+    text, html = parts(message)
+    assert str(reply.request_id) in text
+    assert str(reply.request_id) in html
+    await asyncio.sleep(3)  # time for any duplicate to show up
+    assert len(await mailbox.to(address)) == 1
+
+    inbox = (await api.get("/api/notifier/inbox", headers=user_token(uid))).json()
+    assert [i["notice_id"] for i in inbox["items"]] == [str(reply.reply_id)]
+    assert inbox["items"][0]["title"] == "You have a reply to your request"
+    assert inbox["pinned"] == []
+
+
+async def test_a_command_before_the_contact_card_waits_for_it(
+    producer: AIOKafkaProducer, mailbox: Mailbox
+) -> None:
+    uid = uuid.uuid4()
+    command = SendNotice(
+        notice_id=uuid.uuid4(),
+        template="request_reply",
+        category="transactional",
+        audience="listed",
+        user_ids=(uid,),
+        params={"request_id": "r-1"},
+        channels=("email",),
+    )
+    envelope = await publish(producer, command, subject=str(uid), source="accounts")
+    await asyncio.sleep(2)
+    _, address = await publish_contact(producer, user_id=uid)
+    await mailbox.wait_for([address], 1)
+    await publish_envelope(producer, "notifier.commands", envelope)  # redelivered
+    await asyncio.sleep(2)
+    assert len(await mailbox.to(address)) == 1

@@ -1,0 +1,182 @@
+"""The compliance gate: every shipped template passes it; misleading mail does not."""
+
+from __future__ import annotations
+
+import dataclasses
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+import pytest
+
+from services.notifier.config import NotifierSettings
+from services.notifier.domain import compliance
+from services.notifier.domain.compliance import OutgoingEmail
+from services.notifier.domain.templates import TEMPLATES, Footer, Renderer
+from services.notifier.mailer import build_message, gate_policy
+
+SETTINGS = NotifierSettings(environment="test")
+POLICY = gate_policy(SETTINGS)
+URL = "https://localhost:8443/api/notifier/unsubscribe/AbCdEfGhIjKlMnOpQrStUvWxYz"
+PARAMS = {
+    "verify_url": "https://localhost:8443/verify/abc",
+    "consent_url": "https://localhost:8443/consent/abc",
+    "cancel_url": "https://localhost:8443/cancel/abc",
+    "request_id": "3f1c",
+    "subject": "New opening hours",
+    "message": "We now open at 9.",
+    "headline": "Spring tune-up",
+    "policy_version": "2",
+    "summary": "Shorter retention.",
+    "effective_at": "2025-01-01",
+    "title": "Password reset needed",
+}
+
+
+def render(template: str, category: str, **params: str) -> OutgoingEmail:
+    rendered = Renderer().email(
+        template,
+        category=category,
+        params={**PARAMS, **params},
+        name="Ada <b>",
+        unsubscribe_url=URL,
+        footer=Footer(
+            SETTINGS.notifier_public_base_url,
+            SETTINGS.notifier_postal_address,
+            SETTINGS.notifier_ad_label,
+        ),
+    )
+    return OutgoingEmail(
+        category=category,
+        sender=(
+            SETTINGS.notifier_from_marketing
+            if category == "marketing"
+            else SETTINGS.notifier_from_transactional
+        ),
+        reply_to=SETTINGS.notifier_reply_to,
+        to="ada@example.org",
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        unsubscribe_url=URL,
+        headers={
+            "List-Unsubscribe": f"<{URL}>, <mailto:service@phonedoctorbiz.com?subject=unsubscribe>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "List-Id": SETTINGS.notifier_list_id,
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "category"),
+    [(name, sorted(spec.categories)[0]) for name, spec in TEMPLATES.items()],
+)
+def test_every_shipped_template_passes_the_gate(template: str, category: str) -> None:
+    email = render(template, category)
+    assert compliance.check(email, POLICY) == []
+    assert URL in email.text[-300:]
+    assert "Ada &lt;b&gt;" in email.html  # HTML is autoescaped
+
+
+def test_marketing_carries_label_and_postal_address() -> None:
+    email = render("marketing_newsletter", "marketing")
+    assert email.text.startswith("ADVERTISEMENT")
+    assert SETTINGS.notifier_postal_address in email.text
+    assert SETTINGS.notifier_postal_address in email.html
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["RE: your account", "Fwd: hello", "fw: news", "  Re[2]: follow-up", "You have WON a prize"],
+)
+def test_fake_reply_forward_and_prize_subjects_are_refused(subject: str) -> None:
+    reasons = compliance.check(
+        render("service_announcement", "service_announcement", subject=subject), POLICY
+    )
+    assert any("misleading subject" in r for r in reasons)
+
+
+def test_claims_need_the_body_to_support_them() -> None:
+    unsupported = render("marketing_newsletter", "marketing", subject="Free screen repair")
+    supported = render(
+        "marketing_newsletter",
+        "marketing",
+        subject="Free screen check",
+        message="A free screen check in every shop this week.",
+    )
+    assert "misleading subject: free offer not in the body" in compliance.check(unsupported, POLICY)
+    assert compliance.check(supported, POLICY) == []
+
+
+def test_urgency_is_only_for_security_notices() -> None:
+    announcement = render(
+        "service_announcement",
+        "service_announcement",
+        subject="Urgent: new hours",
+        message="Urgent: new hours.",
+    )
+    incident = render("incident", "account_security", title="Urgent", message="Urgent: reset.")
+    assert any("urgency" in r for r in compliance.check(announcement, POLICY))
+    assert compliance.check(incident, POLICY) == []
+
+
+def test_marketing_without_label_or_address_is_refused() -> None:
+    email = render("marketing_newsletter", "marketing")
+    bare = dataclasses.replace(
+        email,
+        text=email.text.replace("ADVERTISEMENT", "").replace("Advertisement", ""),
+        html=email.html.replace(SETTINGS.notifier_postal_address, ""),
+    )
+    reasons = compliance.check(bare, POLICY)
+    assert "marketing email is not labelled as an advertisement" in reasons
+    assert "marketing email lacks the business's postal address" in reasons
+
+
+def test_missing_unsubscribe_headers_and_footer_are_refused() -> None:
+    email = render("request_reply", "transactional")
+    stripped = dataclasses.replace(
+        email, headers={}, text=email.text.replace(URL, ""), html=email.html.replace(URL, "")
+    )
+    reasons = compliance.check(stripped, POLICY)
+    assert "List-Unsubscribe must be <https://...>, <mailto:...>" in reasons
+    assert "List-Unsubscribe-Post must be List-Unsubscribe=One-Click (RFC 8058)" in reasons
+    assert "List-Id is missing or not the configured one" in reasons
+    assert "the text part has no unsubscribe link at the bottom" in reasons
+    assert "the HTML part has no unsubscribe link at the bottom" in reasons
+
+
+def test_spoofed_sender_and_third_party_links_are_refused() -> None:
+    email = render(
+        "service_announcement",
+        "service_announcement",
+        message="Deals at https://partner.example.com/offer",
+    )
+    spoofed = dataclasses.replace(email, sender="iMT <service@phonedoctorbiz.co>")
+    reasons = compliance.check(spoofed, POLICY)
+    assert "From is not the configured business address of this category" in reasons
+    assert "links to third-party hosts: partner.example.com" in reasons
+
+
+def test_marketing_must_use_the_marketing_sender_and_a_known_category() -> None:
+    email = render("marketing_newsletter", "marketing")
+    assert compliance.check(
+        dataclasses.replace(email, sender=SETTINGS.notifier_from_transactional), POLICY
+    ) == ["From is not the configured business address of this category"]
+    assert any(
+        "not a notifier category" in r
+        for r in compliance.check(dataclasses.replace(email, category="sales"), POLICY)
+    )
+
+
+def test_built_message_has_both_parts_and_the_headers() -> None:
+    email = render("service_announcement", "service_announcement", subject="Öffnungszeiten")
+    wire = build_message(email, "<a.b.email@notifier.imt>")
+    message = message_from_bytes(wire.data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    assert (wire.sender, wire.recipient) == ("service@phonedoctorbiz.com", "ada@example.org")
+    assert message["Subject"] == "Öffnungszeiten"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["Message-ID"] == "<a.b.email@notifier.imt>"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    text = message.get_body(("plain",))
+    assert text is not None
+    assert URL in text.get_content()

@@ -1,0 +1,99 @@
+"""Unsubscribe tokens, send-time eligibility, back-off, notice validation."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.notifier.domain import unsubscribe
+from services.notifier.domain.rules import (
+    Recipient,
+    backoff_seconds,
+    smtp_failure_is_temporary,
+    suppression_reason,
+)
+from services.notifier.domain.templates import notice_problems
+
+SECRET = b"test-secret"
+
+
+@given(st.binary(min_size=32, max_size=32), st.sampled_from(unsubscribe.SCOPES))
+def test_tokens_round_trip(index: bytes, scope: str) -> None:
+    token = unsubscribe.issue(SECRET, index, scope)
+    assert unsubscribe.verify(SECRET, token) == unsubscribe.Unsubscribe(index, scope)
+    assert index.hex() not in token
+
+
+def test_tampered_or_foreign_tokens_are_refused() -> None:
+    token = unsubscribe.issue(SECRET, os.urandom(32), "marketing")
+    flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    for bad in (flipped, "x" * len(token), token[:-4], ""):
+        with pytest.raises(unsubscribe.InvalidUnsubscribeToken):
+            unsubscribe.verify(SECRET, bad)
+    with pytest.raises(unsubscribe.InvalidUnsubscribeToken):
+        unsubscribe.verify(b"another-secret", token)
+
+
+def adult(**changes: object) -> Recipient:
+    fields: dict[str, object] = {
+        "age_band": "adult",
+        "marketing_email": True,
+        "tracking_opt_out": False,
+        "active": True,
+        "suppressed": False,
+    }
+    fields.update(changes)
+    return Recipient(**fields)  # type: ignore[arg-type]
+
+
+def test_marketing_rules() -> None:
+    assert suppression_reason("marketing", adult()) is None
+    assert "P-26" in str(suppression_reason("marketing", adult(age_band="under_13")))
+    assert "P-25" in str(suppression_reason("marketing", adult(tracking_opt_out=True)))
+    assert suppression_reason("marketing", adult(marketing_email=False)) is not None
+    assert suppression_reason("marketing", adult(age_band="unknown")) is not None
+
+
+def test_suppression_stops_every_category_but_children_get_security_notices() -> None:
+    for category in ("transactional", "account_security", "policy_change", "marketing"):
+        assert suppression_reason(category, adult(suppressed=True)) is not None
+    assert suppression_reason("account_security", adult(age_band="under_13")) is None
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
+    for attempt in range(1, 12):
+        step = min(30.0, 1.0 * 2 ** (attempt - 1))
+        assert step / 2 <= backoff_seconds(attempt, 1.0, 30.0) <= step
+
+
+def test_4xx_and_connection_errors_are_temporary_5xx_permanent() -> None:
+    assert smtp_failure_is_temporary(451)
+    assert smtp_failure_is_temporary(None)
+    assert not smtp_failure_is_temporary(550)
+
+
+def test_notice_validation() -> None:
+    assert notice_problems("request_reply", "transactional", {"request_id": "x"}) == []
+    assert notice_problems("nope", "transactional", {}) == ["unknown template 'nope'"]
+    assert notice_problems("request_reply", "marketing", {"request_id": "x"}) == [
+        "template request_reply is not sent as marketing"
+    ]
+    assert notice_problems("incident", "account_security", {"title": "t"}) == [
+        "template incident needs params message"
+    ]
+    assert "parental_consent goes to the guardian" in notice_problems(
+        "parental_consent", "transactional", {"consent_url": "u"}
+    )
+
+
+def test_other_services_parameter_names_are_accepted() -> None:
+    from services.notifier.domain.templates import normalise_params
+
+    params = normalise_params("verify_email", {"token": "t", "link": "https://x/v"})
+    assert params["verify_url"] == "https://x/v"
+    assert notice_problems("verify_email", "transactional", params) == []
+    announced = normalise_params("service_announcement", {"title": "Hours", "message": "m"})
+    assert announced["subject"] == "Hours"
