@@ -517,7 +517,11 @@ def default_text(field: FieldInfo) -> str:
     default = field.default
     if isinstance(default, SecretStr):
         return f"`{DEV_DEFAULT_SHOWN}`"
-    return "unset" if default is None else f"`{default}`"
+    if default is None:
+        return "unset"
+    # Defaults pointing into the checkout are shown relative to it: the page must read
+    # the same whichever folder the repository was cloned into.
+    return f"`{str(default).replace(str(ROOT) + '/', '<repo>/')}`"
 
 
 def env_name(cls: type[BaseSettings], name: str, field: FieldInfo) -> str:
