@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -14,40 +14,29 @@ from services.accounts.config import AccountsSettings
 from services.accounts.context import Context
 from services.accounts.routes import auth, me, operators
 from services.accounts.sessions import session_checker
-from shared.observability import Metrics, Problem, ReadinessCheck, postgres_check
-from shared.service import Runtime, create_api, serve
+from shared.observability import Problem
+from shared.service import Runtime, serve, service_app
 
 
 def build_app(settings: AccountsSettings) -> FastAPI:
-    metrics = Metrics(settings.service_name)
-    state: dict[str, Runtime] = {}
-
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI) -> AsyncIterator[Runtime]:
         runtime = await bootstrap(settings)
-        state["runtime"] = runtime
-        await ensure_first_admin(runtime, settings)
-        context = Context(settings, runtime)
-        app.state.accounts = context
-        app.state.token_public_key = settings.token_public_key
-        app.state.session_check = session_checker(context)
         try:
-            yield
+            await ensure_first_admin(runtime, settings)
+            context = Context(settings, runtime)
+            app.state.accounts = context
+            app.state.session_check = session_checker(context)
+            yield runtime
         finally:
-            await state.pop("runtime").close()
+            await runtime.close()
 
-    def readiness() -> Mapping[str, ReadinessCheck]:
-        runtime = state.get("runtime")
-        return {} if runtime is None else {"postgres": postgres_check(runtime.pool)}
-
-    app = create_api(
+    app = service_app(
         service="accounts",
         title="iMT accounts",
-        version="1",
+        settings=settings,
         routers=[auth.router, me.router, operators.router],
-        lifespan=lifespan,
-        readiness=readiness,
-        metrics=metrics,
+        start=start,
     )
     app.add_exception_handler(asyncpg.DataError, _unstorable)
     return app

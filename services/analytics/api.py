@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -14,8 +14,8 @@ from services.analytics.config import AnalyticsSettings
 from services.analytics.domain.release import keyed_noise
 from services.analytics.domain.visitor import DailySalt
 from services.analytics.routes import collector, trends
-from shared.observability import Metrics, ReadinessCheck, kafka_check, postgres_check
-from shared.service import Runtime, create_api, serve
+from shared.observability import Metrics
+from shared.service import Runtime, serve, service_app
 
 
 def build_app(settings: AnalyticsSettings) -> FastAPI:
@@ -26,16 +26,13 @@ def build_app(settings: AnalyticsSettings) -> FastAPI:
         ["signal"],
         registry=metrics.registry,
     )
-    state: dict[str, Runtime] = {}
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI) -> AsyncIterator[Runtime]:
         runtime = await bootstrap(settings, with_producer=True)
-        state["runtime"] = runtime
         assert runtime.producer is not None
         app.state.settings = settings
         app.state.pool = runtime.pool
-        app.state.token_public_key = settings.token_public_key
         app.state.max_beacon_bytes = settings.analytics_max_beacon_bytes
         app.state.suppressed_counter = suppressed
         app.state.noise = keyed_noise()
@@ -48,26 +45,16 @@ def build_app(settings: AnalyticsSettings) -> FastAPI:
             metrics=metrics,
         )
         try:
-            yield
+            yield runtime
         finally:
-            await state.pop("runtime").close()
+            await runtime.close()
 
-    def readiness() -> Mapping[str, ReadinessCheck]:
-        runtime = state.get("runtime")
-        if runtime is None or runtime.producer is None:
-            return {}
-        return {
-            "postgres": postgres_check(runtime.pool),
-            "kafka": kafka_check(runtime.producer.client.fetch_all_metadata),
-        }
-
-    return create_api(
+    return service_app(
         service="analytics",
         title="iMT analytics",
-        version="1",
+        settings=settings,
         routers=[collector.router, trends.router],
-        lifespan=lifespan,
-        readiness=readiness,
+        start=start,
         metrics=metrics,
     )
 

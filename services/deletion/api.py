@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -11,37 +11,25 @@ from services.deletion.bootstrap import bootstrap, dependencies
 from services.deletion.config import DeletionSettings
 from services.deletion.context import Context
 from services.deletion.routes import me, operators
-from shared.observability import Metrics, ReadinessCheck, postgres_check
-from shared.service import Runtime, create_api, serve
+from shared.service import Runtime, serve, service_app
 
 
 def build_app(settings: DeletionSettings) -> FastAPI:
-    metrics = Metrics(settings.service_name)
-    state: dict[str, Runtime] = {}
-
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI) -> AsyncIterator[Runtime]:
         runtime = await bootstrap(settings)
-        state["runtime"] = runtime
         app.state.deletion = Context(settings, runtime, dependencies(settings, runtime))
-        app.state.token_public_key = settings.token_public_key
         try:
-            yield
+            yield runtime
         finally:
-            await state.pop("runtime").close()
+            await runtime.close()
 
-    def readiness() -> Mapping[str, ReadinessCheck]:
-        runtime = state.get("runtime")
-        return {} if runtime is None else {"postgres": postgres_check(runtime.pool)}
-
-    return create_api(
+    return service_app(
         service="deletion",
         title="iMT deletion",
-        version="1",
+        settings=settings,
         routers=[me.router, operators.router],
-        lifespan=lifespan,
-        readiness=readiness,
-        metrics=metrics,
+        start=start,
     )
 
 

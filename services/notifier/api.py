@@ -7,7 +7,7 @@ database only; sending is the worker's job.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -17,17 +17,13 @@ from services.notifier.config import NotifierSettings
 from services.notifier.domain.templates import Renderer
 from services.notifier.routes import inbox, ops, unsubscribe
 from services.notifier.stream import InboxHub
-from shared.observability import Metrics, ReadinessCheck, postgres_check
-from shared.service import create_api, serve
+from shared.service import Runtime, serve, service_app
 
 
 def build_app(settings: NotifierSettings) -> FastAPI:
-    metrics = Metrics(settings.service_name)
-
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def start(app: FastAPI) -> AsyncIterator[Runtime]:
         app.state.settings = settings
-        app.state.token_public_key = settings.token_public_key
         app.state.renderer = Renderer()
         runtime = await bootstrap(settings, with_producer=False)
         hub = InboxHub(runtime.pool, settings.database_dsn(DATABASE), app.state.renderer)
@@ -35,26 +31,19 @@ def build_app(settings: NotifierSettings) -> FastAPI:
         app.state.hub = hub
         app.state.runtime = runtime
         try:
-            yield
+            yield runtime
         finally:
             app.state.runtime = None
             await hub.close()
             await runtime.close()
 
-    def readiness() -> Mapping[str, ReadinessCheck]:
-        runtime = getattr(app.state, "runtime", None)
-        return {} if runtime is None else {"postgres": postgres_check(runtime.pool)}
-
-    app = create_api(
+    return service_app(
         service="notifier",
         title="iMT notifier",
-        version="1",
+        settings=settings,
         routers=[inbox.router, inbox.policy_router, unsubscribe.router, ops.router],
-        lifespan=lifespan,
-        readiness=readiness,
-        metrics=metrics,
+        start=start,
     )
-    return app
 
 
 def main() -> None:

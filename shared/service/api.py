@@ -8,12 +8,13 @@ problem bodies; request metrics are labelled by route template, never by raw pat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
+from shared.config import PlatformSettings
 from shared.observability import (
     Metrics,
     MetricsMiddleware,
@@ -21,9 +22,15 @@ from shared.observability import (
     configure_logging,
     health_router,
     install_problem_handlers,
+    kafka_check,
+    postgres_check,
 )
+from shared.service.runtime import Runtime
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+#: A service's start-up: opens its runtime, puts what its routes need on ``app.state``,
+#: yields the runtime, and closes everything on exit.
+StartUp = Callable[[FastAPI], AbstractAsyncContextManager[Runtime]]
 
 
 def create_api(
@@ -55,6 +62,51 @@ def create_api(
     app.include_router(health_router(readiness), prefix=prefix, include_in_schema=False)
     app.include_router(health_router(readiness, metrics), include_in_schema=False)
     return app
+
+
+def service_app(
+    *,
+    service: str,
+    title: str,
+    settings: PlatformSettings,
+    routers: Sequence[APIRouter],
+    start: StartUp,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """A service API: ``start`` runs in the lifespan; readiness checks its database (and
+    Kafka, when the runtime has a producer); access tokens verify with the platform key."""
+    holder: dict[str, Runtime] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.token_public_key = settings.token_public_key
+        async with start(app) as runtime:
+            holder["runtime"] = runtime
+            try:
+                yield
+            finally:
+                holder.pop("runtime", None)
+
+    def readiness() -> Mapping[str, ReadinessCheck]:
+        runtime = holder.get("runtime")
+        return {} if runtime is None else runtime_checks(runtime)
+
+    return create_api(
+        service=service,
+        title=title,
+        version="1",
+        routers=routers,
+        lifespan=lifespan,
+        readiness=readiness,
+        metrics=metrics or Metrics(settings.service_name),
+    )
+
+
+def runtime_checks(runtime: Runtime) -> dict[str, ReadinessCheck]:
+    checks = {"postgres": postgres_check(runtime.pool)}
+    if runtime.producer is not None:
+        checks["kafka"] = kafka_check(runtime.producer.client.fetch_all_metadata)
+    return checks
 
 
 def serve(app: FastAPI, *, service: str, port: int, log_level: str = "INFO") -> None:

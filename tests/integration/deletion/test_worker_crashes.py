@@ -18,6 +18,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from uuid import UUID
 
 from services.deletion import backups
 from services.deletion.config import DeletionSettings
@@ -105,25 +106,35 @@ async def test_sigkill_in_every_stage_completes_every_request_once(
             )
             worker = WorkerProcess(config)
             worker.start()
-            try:
-                ids = []
-                for _ in range(3):  # waves, so that stages overlap
-                    ids += [(await harness.request_deletion())[0] for _ in range(REQUESTS // 3)]
-                    await asyncio.sleep(0.7)
+            ids: list[UUID] = []
+            submitted = asyncio.Event()
+
+            async def kill_in_each_stage() -> None:
+                # Watches from the first request on: a worker that killed itself is
+                # restarted at once, and each stage gets its kill while requests are in it.
                 deadline = time.monotonic() + 180
                 expired = False
                 while time.monotonic() < deadline:
                     worker.restart_if_dead()
-                    stages = {i: await harness.stage(i) for i in ids}
+                    stages = {i: await harness.stage(i) for i in list(ids)}
                     for stage in KILL_IN:
                         if stage not in worker.kills and stage in stages.values():
                             worker.kill(stage)
                     if not expired and time.time() > snapshot.expires_at.timestamp():
                         expired = bool(await backups.expire(config))
-                    if all(s == "complete" for s in stages.values()):
-                        break
-                    await asyncio.sleep(0.1)
+                    if submitted.is_set() and all(s == "complete" for s in stages.values()):
+                        return
+                    await asyncio.sleep(0.05)
+
+            monitor = asyncio.create_task(kill_in_each_stage())
+            try:
+                for _ in range(3):  # waves, so that stages overlap
+                    ids += [(await harness.request_deletion())[0] for _ in range(REQUESTS // 3)]
+                    await asyncio.sleep(0.7)
+                submitted.set()
+                await monitor
             finally:
+                monitor.cancel()
                 worker.stop()
 
             progress = {i: await harness.stage(i) for i in ids}
