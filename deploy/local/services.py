@@ -42,7 +42,14 @@ def process_env() -> dict[str, str]:
 
 
 def running(layout: Layout, name: str) -> int | None:
-    return procs.our_pid(layout.pidfile(f"svc-{name}"), "")
+    """The pid of a process started for ``name``, if it still runs that command.
+
+    The command's module (``-m services.accounts.api``) is the marker, so a recycled pid
+    (after a reboot, or long after) is never mistaken for the service.
+    """
+    command = procfile_entries().get(name, "")
+    marker = command.split(" ", 1)[1] if command.startswith("python ") else command
+    return procs.our_pid(layout.pidfile(f"svc-{name}"), marker)
 
 
 def ensure_processes(names: Iterable[str] | None = None, layout: Layout | None = None) -> list[str]:

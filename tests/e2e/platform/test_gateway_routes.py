@@ -23,11 +23,3 @@ async def test_metrics_are_not_reachable_through_the_gateway(platform: str, serv
     async with httpx.AsyncClient(base_url=platform) as client:
         response = await client.get(f"/api/{service}/metrics")
     assert response.status_code == 404
-
-
-@pytest.mark.promise("P-25")
-async def test_the_site_publishes_its_global_privacy_control_support(platform: str) -> None:
-    async with httpx.AsyncClient(base_url=platform) as client:
-        response = await client.get("/.well-known/gpc.json")
-    assert response.status_code == 200
-    assert response.json()["gpc"] is True

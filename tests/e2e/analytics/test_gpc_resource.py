@@ -1,0 +1,12 @@
+"""The Global Privacy Control support resource, at the site root through the gateway."""
+
+import httpx
+import pytest
+
+
+@pytest.mark.promise("P-25")
+async def test_the_site_publishes_its_global_privacy_control_support(platform: str) -> None:
+    async with httpx.AsyncClient(base_url=platform) as client:
+        response = await client.get("/.well-known/gpc.json")
+    assert response.status_code == 200
+    assert response.json()["gpc"] is True
