@@ -8,7 +8,7 @@ argon2 work, and throttling counts failures per submitted email whether it exist
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Annotated
 from uuid import UUID, uuid4
 
@@ -34,17 +34,16 @@ from services.accounts.context import (
 )
 from services.accounts.domain import throttle
 from services.accounts.domain.age import age_band, plausible_birth_date
+from services.accounts.links import mail_action_link
 from services.accounts.security import (
     MAX_PASSWORD,
     MIN_PASSWORD,
     hash_password,
-    new_secret,
     secret_hash,
     verify_password,
 )
 from services.accounts.sessions import RefreshRefused, TokenPair, rotate, start_session
 from shared.auth import Claims, CurrentUser, current_claims
-from shared.db.pool import Connection
 from shared.events.catalogue.accounts import UserActivated, UserRegistered
 from shared.observability import Problem
 
@@ -93,13 +92,6 @@ class PasswordChange(BaseModel):
 
 def _today() -> date:
     return datetime.now(UTC).date()
-
-
-async def _new_link(ctx: Context, conn: Connection, user_id: UUID, purpose: str) -> str:
-    token = new_secret()
-    expires = datetime.now(UTC) + timedelta(hours=ctx.settings.accounts_link_hours)
-    await store.add_action_token(conn, secret_hash(token), user_id, purpose, expires)
-    return token
 
 
 @router.post("/users", status_code=status.HTTP_202_ACCEPTED, response_model=SignedUp)
@@ -159,26 +151,15 @@ async def sign_up(body: SignUp, ctx: Ctx) -> SignedUp:
             user_id,
         )
         await publish_card(conn, vault, user)
-        token = await _new_link(ctx, conn, user_id, "verify_email")
-        await notify(
-            conn,
-            template="verify_email",
-            category="transactional",
-            user_ids=(user_id,),
-            params={"token": token, "link": ctx.link("verify-email", token)},
-            channels=("email",),
-        )
+        await mail_action_link(
+            ctx, conn, user_id, purpose="verify_email", template="verify_email",
+            path="verify-email",
+        )  # fmt: skip
         if band == "under_13":
-            consent = await _new_link(ctx, conn, user_id, "guardian_consent")
-            await notify(
-                conn,
-                template="parental_consent",
-                category="transactional",
-                user_ids=(user_id,),
-                params={"token": consent, "link": ctx.link("guardian-consent", consent)},
-                channels=("email",),
-                recipient="guardian",
-            )
+            await mail_action_link(
+                ctx, conn, user_id, purpose="guardian_consent", template="parental_consent",
+                path="guardian-consent", recipient="guardian",
+            )  # fmt: skip
     return SignedUp(user_id=user_id)
 
 

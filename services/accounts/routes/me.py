@@ -4,7 +4,7 @@ user can never reach another's (404, never 403: existence is not revealed)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
@@ -30,7 +30,8 @@ from services.accounts.context import (
 )
 from services.accounts.domain.content import content_for
 from services.accounts.invoices import Invoice, invoice_out
-from services.accounts.security import MAX_PASSWORD, new_secret, secret_hash, verify_password
+from services.accounts.links import mail_action_link
+from services.accounts.security import MAX_PASSWORD, verify_password
 from shared.auth import CurrentUser
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import (
@@ -267,17 +268,10 @@ async def edit_profile(body: ProfileChange, claims: CurrentUser, ctx: Ctx) -> Pr
             await emit(conn, ProfileUpdated(user_id=uid, fields=fields), uid)
             await publish_card(conn, vault, user)
         if body.email is not None:
-            token = new_secret()
-            expires = datetime.now(UTC) + timedelta(hours=ctx.settings.accounts_link_hours)
-            await store.add_action_token(conn, secret_hash(token), uid, "verify_email", expires)
-            await notify(
-                conn,
-                template="verify_email",
-                category="transactional",
-                user_ids=(uid,),
-                params={"token": token, "link": ctx.link("verify-email", token)},
-                channels=("email",),
-            )
+            await mail_action_link(
+                ctx, conn, uid, purpose="verify_email", template="verify_email",
+                path="verify-email",
+            )  # fmt: skip
     return await _profile(ctx, user)
 
 

@@ -1,0 +1,44 @@
+"""Mailed action links (verify an email, a guardian's consent): one-time tokens whose
+hash is stored, mailed through the notifier in the same transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+from uuid import UUID
+
+from services.accounts import store
+from services.accounts.context import Context, notify
+from services.accounts.security import new_secret, secret_hash
+from shared.db.pool import Connection
+
+
+async def new_action_token(ctx: Context, conn: Connection, user_id: UUID, purpose: str) -> str:
+    """A fresh one-time token for ``purpose``; only its hash is kept."""
+    token = new_secret()
+    expires = datetime.now(UTC) + timedelta(hours=ctx.settings.accounts_link_hours)
+    await store.add_action_token(conn, secret_hash(token), user_id, purpose, expires)
+    return token
+
+
+async def mail_action_link(
+    ctx: Context,
+    conn: Connection,
+    user_id: UUID,
+    *,
+    purpose: str,
+    template: str,
+    path: str,
+    recipient: Literal["user", "guardian"] = "user",
+) -> None:
+    """Create a token for ``purpose`` and ask the notifier to mail its link."""
+    token = await new_action_token(ctx, conn, user_id, purpose)
+    await notify(
+        conn,
+        template=template,
+        category="transactional",
+        user_ids=(user_id,),
+        params={"token": token, "link": ctx.link(path, token)},
+        channels=("email",),
+        recipient=recipient,
+    )
