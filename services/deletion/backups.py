@@ -174,34 +174,45 @@ async def take(
 
 async def expire(settings: DeletionSettings, *, now: datetime | None = None) -> list[str]:
     """Remove snapshots past their expiry (and index entries whose folder is gone)."""
-    now = now or datetime.now(UTC)
     pool = await _deletion_pool(settings)
-    removed = []
     try:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT snapshot_id, path, expires_at FROM backup_snapshots"
-                " WHERE expired_at IS NULL"
-            )
-            for row in rows:
-                folder = Path(row["path"])
-                gone = not await asyncio.to_thread(folder.exists)
-                if row["expires_at"] <= now or gone:
-                    await asyncio.to_thread(shutil.rmtree, folder, True)
-                    await conn.execute(
-                        "UPDATE backup_snapshots SET expired_at = $2 WHERE snapshot_id = $1",
-                        row["snapshot_id"],
-                        now,
-                    )
-                    removed.append(row["snapshot_id"])
-            if removed:
-                await conn.execute(
-                    "UPDATE deletion_requests SET next_check_at = $1"
-                    " WHERE stage = 'backups_pending'",
-                    now,
-                )
+        return await expire_due(pool, settings.backup_dir(), now or datetime.now(UTC))
     finally:
         await pool.close()
+
+
+async def expire_due(pool: asyncpg.Pool, root: Path, now: datetime) -> list[str]:
+    """Expire every due snapshot under ``root``; safe to run from several processes.
+
+    Rows are claimed with SKIP LOCKED, so two workers never expire the same snapshot.
+    A folder that is missing counts as gone only if ``root`` itself is there: a backup
+    volume that is not mounted must not pass for backups that no longer exist.
+    """
+    root_present = await asyncio.to_thread(root.is_dir)
+    removed = []
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT snapshot_id, path, expires_at FROM backup_snapshots"
+            " WHERE expired_at IS NULL FOR UPDATE SKIP LOCKED"
+        )
+        for row in rows:
+            folder = Path(row["path"])
+            gone = root_present and not await asyncio.to_thread(folder.exists)
+            if row["expires_at"] <= now or gone:
+                await asyncio.to_thread(shutil.rmtree, folder, True)
+                await conn.execute(
+                    "UPDATE backup_snapshots SET expired_at = $2 WHERE snapshot_id = $1",
+                    row["snapshot_id"],
+                    now,
+                )
+                removed.append(row["snapshot_id"])
+        if removed:
+            await conn.execute(
+                "UPDATE deletion_requests SET next_check_at = $1 WHERE stage = 'backups_pending'",
+                now,
+            )
+    if not root_present and rows:
+        log.error("backup folder %s is missing: only snapshots past expiry were expired", root)
     return removed
 
 

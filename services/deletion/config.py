@@ -50,6 +50,11 @@ class DeletionSettings(PlatformSettings):
     deletion_backup_retention_seconds: float = Field(
         35 * DAY, gt=0, description="How long a snapshot is kept before `expire` removes it."
     )
+    deletion_backup_expire_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How often the worker removes snapshots past their expiry (no cron needed).",
+    )
     deletion_backup_poll_seconds: float = Field(
         3600.0, gt=0, description="How often a request waiting for backups re-checks them."
     )

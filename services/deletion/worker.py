@@ -1,9 +1,11 @@
 """The deletion worker: ``python -m services.deletion.worker``.
 
-Three loops on one runtime: the lifecycle consumer (DeletionRequested/Cancelled from
-accounts), the receipts consumer (SubjectErased from every store), and the ticker that
-takes every due step. All progress is in PostgreSQL, so a SIGKILL at any moment loses
-nothing: the next worker finds each request where the last commit left it.
+Four loops on one runtime: the lifecycle consumer (DeletionRequested/Cancelled from
+accounts), the receipts consumer (SubjectErased from every store), the ticker that
+takes every due step, and the snapshot expiry (so a request waiting for its backups to
+expire never depends on someone running ``backups expire`` by hand or from cron).
+All progress is in PostgreSQL, so a SIGKILL at any moment loses nothing: the next
+worker finds each request where the last commit left it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import signal
 
 import asyncpg
 
-from services.deletion import handlers, store
+from services.deletion import backups, handlers, store
 from services.deletion.bootstrap import bootstrap, dependencies
 from services.deletion.config import DeletionSettings
 from services.deletion.handlers import Deps
@@ -85,6 +87,36 @@ class Ticker:
                 crash_point("deletion.backups_pending.before_commit")
 
 
+class SnapshotExpiry:
+    """Removes snapshots past their expiry every ``deletion_backup_expire_seconds``."""
+
+    def __init__(self, pool: asyncpg.Pool, deps: Deps) -> None:
+        self._pool = pool
+        self._deps = deps
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        settings = self._deps.settings
+        while not self._stopping.is_set():
+            try:
+                removed = await backups.expire_due(
+                    self._pool, settings.backup_dir(), self._deps.now()
+                )
+                if removed:
+                    log.info("expired snapshots %s", ", ".join(removed))
+            except OUTAGES as exc:
+                log.warning("snapshot expiry: outage (%s), retrying", type(exc).__name__)
+            except Exception:
+                log.exception("snapshot expiry failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stopping.wait(), settings.deletion_backup_expire_seconds
+                )
+
+
 class Worker:
     """The worker's loops on one runtime; ``run`` until ``stop``."""
 
@@ -108,9 +140,11 @@ class Worker:
             for name, client in self._kafka.items()
         ]
         self.ticker = Ticker(runtime.pool, deps)
+        self.expiry = SnapshotExpiry(runtime.pool, deps)
 
     def stop(self) -> None:
         self.ticker.stop()
+        self.expiry.stop()
         for consumer in self._consumers:
             consumer.stop()
 
@@ -118,7 +152,9 @@ class Worker:
         for client in self._kafka.values():
             await client.start()
         try:
-            await asyncio.gather(self.ticker.run(), *(c.run() for c in self._consumers))
+            await asyncio.gather(
+                self.ticker.run(), self.expiry.run(), *(c.run() for c in self._consumers)
+            )
         finally:
             for client in self._kafka.values():
                 await client.stop()

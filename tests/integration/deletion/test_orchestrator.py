@@ -8,8 +8,10 @@ tests/e2e/deletion against the real services.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -230,6 +232,61 @@ async def test_backups_taken_before_the_erasure_hold_the_request_until_they_expi
         assert await backups.expire(settings) == [manifest.snapshot_id]
         assert not manifest.folder.exists()
         assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
+
+
+async def test_the_worker_expires_snapshots_on_its_own_schedule(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(
+        scratch_dsn,
+        suffix,
+        tmp_path,
+        deletion_verify_backups=False,
+        deletion_grace_seconds=1,
+        deletion_backup_expire_seconds=0.2,
+    )
+    async with running_harness(settings) as harness:
+        request_id, _ = await harness.request_deletion()
+        expiring = await backups.take(settings, databases=["analytics"])
+        kept = await backups.take(settings, databases=["analytics"], retention=timedelta(days=1))
+        assert (await harness.wait_for([request_id], "backups_pending"))[request_id] == (
+            "backups_pending"
+        )
+        await asyncio.sleep(0.6)  # three expiry rounds: neither snapshot is due yet
+        assert expiring.folder.exists()
+        assert kept.folder.exists()
+
+        await harness.pool.execute(
+            "UPDATE backup_snapshots SET expires_at = now() WHERE snapshot_id = $1",
+            expiring.snapshot_id,
+        )
+        for _ in range(50):  # nobody runs `backups expire`: the worker does
+            if not expiring.folder.exists():
+                break
+            await asyncio.sleep(0.1)
+        assert not expiring.folder.exists()
+        assert kept.folder.exists()
+        expired = await harness.pool.fetch(
+            "SELECT snapshot_id FROM backup_snapshots WHERE expired_at IS NOT NULL"
+        )
+        assert [r["snapshot_id"] for r in expired] == [expiring.snapshot_id]
+        # The request waits for the snapshot that is still live.
+        assert await harness.stage(request_id) == "backups_pending"
+
+
+async def test_a_missing_backup_folder_is_not_taken_for_expired_snapshots(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(scratch_dsn, suffix, tmp_path / "volume")
+    async with running_harness(settings, with_worker=False) as harness:
+        snapshot = await backups.take(settings, databases=["analytics"])
+        shutil.rmtree(settings.backup_dir())  # the volume is not mounted
+        now = datetime.now(UTC)
+        assert await backups.expire_due(harness.pool, settings.backup_dir(), now) == []
+        settings.backup_dir().mkdir()  # mounted, and the snapshot's folder is really gone
+        assert await backups.expire_due(harness.pool, settings.backup_dir(), now) == [
+            snapshot.snapshot_id
+        ]
 
 
 async def test_a_kept_category_is_erased_by_a_second_command_when_its_period_ends(
