@@ -6,6 +6,10 @@
 ``bus.consumer``    IdempotentConsumer applying the probe effect (COPY into a scratch
                     database) to N pre-filled probes, against a raw manual-commit
                     consumer counting the same N records and committing at the end.
+                    Also, for insight (no goal): the same against a hand-written
+                    at-least-once consumer that decodes the same way and writes the
+                    same effect per poll, without dedupe marks or dead-lettering:
+                    what exactly-once costs over the effect itself.
 ``bus.faust_noop``  A Faust worker process whose agent only counts accepted() events,
                     against the same raw consumer; measured from the worker's start
                     (``events_per_s``) and from its first event (``events_per_s_steady``,
@@ -35,6 +39,7 @@ import asyncpg
 from aiokafka import TopicPartition
 
 from bench.harness import (
+    INFORMATIVE,
     REPO,
     BenchContext,
     BenchFn,
@@ -50,6 +55,7 @@ from bench.harness import (
     wait_until,
 )
 from shared.bus.consumer import IdempotentConsumer
+from shared.bus.delivery import Delivery, read_record
 from shared.bus.kafka_options import manual_commit_consumer, reliable_producer
 from shared.bus.relay import OutboxRelay
 from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, queue_probes, record_probe_effects
@@ -193,6 +199,7 @@ async def raw_consume(ctx: BenchContext, topic: str) -> ConsumeTiming:
 async def bench_consumer(ctx: BenchContext) -> list[Result]:
     _, records = probes(ctx.events)
     base: list[float] = []
+    at_least_once: list[float] = []
     runs: list[float] = []
     for i in range(ctx.repeats):
         async with scratch_topic(ctx.settings) as topic:
@@ -202,7 +209,55 @@ async def bench_consumer(ctx: BenchContext) -> list[Result]:
             base.append((await raw_consume(ctx, topic)).total)
             log(f"bus.consumer: run {i + 1}/{ctx.repeats} value")
             runs.append(await _idempotent_consume(ctx, topic))
-    return [Result("bus.consumer", "events_per_s", runs, base, UNIT, GOAL, {"events": ctx.events})]
+            log(f"bus.consumer: run {i + 1}/{ctx.repeats} hand-written at-least-once consumer")
+            at_least_once.append(await _at_least_once_consume(ctx, topic))
+    extra = {"events": ctx.events}
+    return [
+        Result("bus.consumer", "events_per_s", runs, base, UNIT, GOAL, extra),
+        Result(
+            "bus.consumer",
+            "events_per_s_vs_at_least_once",
+            runs,
+            at_least_once,
+            UNIT,
+            INFORMATIVE,
+            {**extra, "baseline_kind": "hand-written loop: same decode and effect, no dedupe"},
+        ),
+    ]
+
+
+async def _at_least_once_consume(ctx: BenchContext, topic: str) -> float:
+    """Decode each poll with read_record, COPY its effects and commit, in a plain loop."""
+    n = ctx.events
+    consumer = manual_commit_consumer(ctx.settings, topic, group_id=unique(f"{topic}.alo"))
+    async with scratch_database(ctx.settings, [EFFECTS_DDL]) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+
+            async def consume() -> None:
+                count = 0
+                while count < n:
+                    batches = await consumer.getmany(timeout_ms=500)
+                    records = [r for part in batches.values() for r in part]
+                    items = [
+                        read_record(r.value, r.key, r.topic, r.partition, r.offset) for r in records
+                    ]
+                    deliveries = [i for i in items if isinstance(i, Delivery)]
+                    async with conn.transaction():
+                        await record_probe_effects(conn, deliveries)
+                    await consumer.commit({tp: r[-1].offset + 1 for tp, r in batches.items()})
+                    count += len(deliveries)
+
+            t0 = time.perf_counter()
+            async with started(consumer):
+                await asyncio.wait_for(consume(), ctx.timeout)
+            elapsed = time.perf_counter() - t0
+            effects = await conn.fetchval("SELECT count(*) FROM probe_effects")
+        finally:
+            await conn.close()
+    if effects != n:
+        raise RuntimeError(f"at-least-once consumer wrote {effects} effects, expected {n}")
+    return _report("at-least-once consumer", rate(n, elapsed))
 
 
 async def _idempotent_consume(ctx: BenchContext, topic: str) -> float:

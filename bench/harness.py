@@ -61,8 +61,13 @@ _GOAL_OPERATORS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-def goal_met(ratio: float, goal: str) -> bool:
-    """Whether ``ratio`` satisfies a goal such as ``">= 0.5"``."""
+INFORMATIVE = "-"  # the goal of a ratio shown for insight, with no target of its own
+
+
+def goal_met(ratio: float, goal: str) -> bool | None:
+    """Whether ``ratio`` satisfies a goal such as ``">= 0.5"`` (None if informative)."""
+    if goal == INFORMATIVE:
+        return None
     op, _, threshold = goal.strip().partition(" ")
     if op not in _GOAL_OPERATORS:
         raise ValueError(f"goal {goal!r} must look like '>= 0.5'")
@@ -98,7 +103,7 @@ class Result:
         return self.value / self.baseline if self.baseline else math.nan
 
     @property
-    def meets_goal(self) -> bool:
+    def meets_goal(self) -> bool | None:
         return goal_met(self.ratio, self.goal)
 
     def line(self) -> dict[str, Any]:
@@ -373,9 +378,13 @@ def markdown_table(lines: Sequence[dict[str, Any]], events: int) -> str:
         out.append(
             f"| {line['bench']} | {line['metric']} | {_fmt(line['value'])} {unit} "
             f"| {_fmt(line['baseline'])} {unit} | {line['ratio']:.2f} | {line['goal']} "
-            f"| {'yes' if line['meets_goal'] else '**no**'} |"
+            f"| {_met(line['meets_goal'])} |"
         )
     return "\n".join(out) + "\n"
+
+
+def _met(meets_goal: bool | None) -> str:
+    return "-" if meets_goal is None else "yes" if meets_goal else "**no**"
 
 
 def _fmt(x: float) -> str:
