@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from services.accounts.bootstrap import bootstrap, ensure_first_admin
 from services.accounts.config import AccountsSettings
 from services.accounts.context import Context
-from services.accounts.routes import auth, me, operators
+from services.accounts.routes import auth, me, operators, password_reset
 from services.accounts.sessions import session_checker
 from shared.observability import Problem
 from shared.service import Runtime, serve, service_app
@@ -35,7 +35,8 @@ def build_app(settings: AccountsSettings) -> FastAPI:
         service="accounts",
         title="iMT accounts",
         settings=settings,
-        routers=[auth.router, me.router, operators.router],
+        # The user's own routes first: profile reads are the most frequent request.
+        routers=[me.router, auth.router, password_reset.router, operators.router],
         start=start,
     )
     app.add_exception_handler(asyncpg.DataError, _unstorable)

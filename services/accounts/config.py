@@ -23,6 +23,12 @@ class AccountsSettings(PlatformSettings):
     accounts_link_hours: int = Field(
         48, description="Lifetime of email-verification and guardian-consent links."
     )
+    accounts_reset_minutes: int = Field(
+        60, gt=0, description="Lifetime of a password-reset link (single use)."
+    )
+    accounts_reset_interval_seconds: int = Field(
+        300, ge=0, description="At most one password-reset email per account in this interval."
+    )
     accounts_admin_email: str = Field(
         "admin@imt.example", description="Email of the first admin operator (created at start)."
     )

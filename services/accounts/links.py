@@ -1,5 +1,5 @@
-"""Mailed action links (verify an email, a guardian's consent): one-time tokens whose
-hash is stored, mailed through the notifier in the same transaction."""
+"""Mailed action links (verify an email, a guardian's consent, reset a password): one-time
+tokens whose hash is stored, mailed through the notifier in the same transaction."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from services.accounts.security import new_secret, secret_hash
 from shared.db.pool import Connection
 
 
-async def new_action_token(ctx: Context, conn: Connection, user_id: UUID, purpose: str) -> str:
+async def new_action_token(
+    ctx: Context, conn: Connection, user_id: UUID, purpose: str, lifetime: timedelta | None = None
+) -> str:
     """A fresh one-time token for ``purpose``; only its hash is kept."""
     token = new_secret()
-    expires = datetime.now(UTC) + timedelta(hours=ctx.settings.accounts_link_hours)
+    expires = datetime.now(UTC) + (lifetime or timedelta(hours=ctx.settings.accounts_link_hours))
     await store.add_action_token(conn, secret_hash(token), user_id, purpose, expires)
     return token
 
@@ -30,9 +32,10 @@ async def mail_action_link(
     template: str,
     path: str,
     recipient: Literal["user", "guardian"] = "user",
+    lifetime: timedelta | None = None,
 ) -> None:
     """Create a token for ``purpose`` and ask the notifier to mail its link."""
-    token = await new_action_token(ctx, conn, user_id, purpose)
+    token = await new_action_token(ctx, conn, user_id, purpose, lifetime)
     await notify(
         conn,
         template=template,

@@ -217,7 +217,7 @@ def _throttled(verdict: throttle.Verdict) -> Problem:
         return Problem(
             429,
             "Too many failed logins",
-            "Too many failed attempts: logins are locked. Contact support to unlock.",
+            "Too many failed attempts: logins are locked. Reset your password to unlock.",
             slug="login-locked",
         )
     seconds = max(1, math.ceil(verdict.retry_after))

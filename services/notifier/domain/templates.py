@@ -75,6 +75,7 @@ TEMPLATES: dict[str, TemplateSpec] = {
     "deletion_cancelled": _spec("Your account deletion was cancelled", {"account_security"}),
     "erasure_done": _spec("Your data has been deleted", {"transactional"}),
     "password_changed": _spec("Your iMT password was changed", {"account_security"}),
+    "password_reset": _spec("Reset your iMT password", {"transactional"}, ("reset_url",)),
     "marketing_newsletter": _spec(
         "{{ params.subject }}", {"marketing"}, ("subject", "headline", "message")
     ),
@@ -85,6 +86,7 @@ TEMPLATES: dict[str, TemplateSpec] = {
 ALIASES: dict[str, dict[str, str]] = {
     "verify_email": {"link": "verify_url"},
     "parental_consent": {"link": "consent_url"},
+    "password_reset": {"link": "reset_url"},
     "deletion_requested": {"link": "cancel_url"},
     "service_announcement": {"title": "subject"},
     "marketing_newsletter": {"title": "subject"},

@@ -21,6 +21,7 @@ PARAMS = {
     "verify_url": "https://localhost:8443/verify/abc",
     "consent_url": "https://localhost:8443/consent/abc",
     "cancel_url": "https://localhost:8443/cancel/abc",
+    "reset_url": "https://localhost:8443/reset-password#token=abc",
     "request_id": "3f1c",
     "subject": "New opening hours",
     "message": "We now open at 9.",

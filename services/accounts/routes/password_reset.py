@@ -1,0 +1,133 @@
+"""Password reset by a link mailed to the account's address; it also lifts a login lock.
+
+Asking answers the same whether or not the email is registered, and mails at most one
+link per account per interval. The link's token is single use and short-lived;
+completing it sets the new password, ends every session (whoever held one is signed
+out) and clears the account's login throttle: proving control of the mailbox is what a
+locked account waits for, so support is not the only way back in.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, EmailStr, Field
+
+from services.accounts import store
+from services.accounts.context import (
+    EMAIL,
+    EMAIL_INDEX,
+    THROTTLE_ACCOUNT,
+    Context,
+    Ctx,
+    notify,
+)
+from services.accounts.links import mail_action_link
+from services.accounts.routes.auth import LinkToken, Password
+from services.accounts.security import hash_password, secret_hash
+from shared.db.pool import Connection
+from shared.observability import Problem
+
+router = APIRouter(tags=["authentication"])
+PURPOSE = "password_reset"
+
+
+class ResetRequest(BaseModel):
+    email: EmailStr
+
+
+class ResetRequested(BaseModel):
+    status: str = Field(
+        "reset_link_sent_if_registered",
+        description="The same answer whether or not the email is registered.",
+    )
+
+
+class ResetCompletion(LinkToken):
+    new_password: Password
+
+
+@router.post(
+    "/password-resets", status_code=status.HTTP_202_ACCEPTED, response_model=ResetRequested
+)
+async def request_reset(body: ResetRequest, ctx: Ctx) -> ResetRequested:
+    """Mail a password-reset link to the address, if it is an account's (never said)."""
+    index = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        user = await store.user_by_email_index(conn, index)
+        if user is not None:
+            await store.user_by_id(conn, user["id"], lock=True)  # one request at a time
+            if not await _mailed_recently(conn, ctx, user["id"]):
+                await mail_action_link(
+                    ctx, conn, user["id"], purpose=PURPOSE, template="password_reset",
+                    path="reset-password",
+                    lifetime=timedelta(minutes=ctx.settings.accounts_reset_minutes),
+                )  # fmt: skip
+    return ResetRequested()
+
+
+@router.post("/password-resets/complete", status_code=status.HTTP_204_NO_CONTENT)
+async def complete_reset(body: ResetCompletion, ctx: Ctx) -> None:
+    """Set a new password with the mailed token: every session ends, a login lock lifts."""
+    token_hash = secret_hash(body.token)
+    async with ctx.pool.acquire() as conn:
+        # Checked before the argon2 work, so invalid tokens cost us no hashing.
+        if await _token_user(conn, token_hash) is None:
+            raise _link_invalid()
+    new_hash = await hash_password(body.new_password)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        user_id = await store.use_action_token(conn, token_hash, PURPOSE)
+        if user_id is None:  # spent by a concurrent completion meanwhile
+            raise _link_invalid()
+        user = await store.user_by_id(conn, user_id, lock=True)
+        assert user is not None
+        await store.update_user(conn, user_id, password_hash=new_hash)
+        await store.revoke_sessions_of(conn, user_id, "password-reset")
+        await conn.execute(
+            "UPDATE action_tokens SET used_at = now()"
+            " WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",
+            user_id,
+            PURPOSE,
+        )
+        email = await ctx.vault.open(user_id, user["email"], purpose=EMAIL)
+        await store.clear_throttle(
+            conn, ctx.vault.blind_index(f"user:{email}", purpose=THROTTLE_ACCOUNT)
+        )
+        await notify(
+            conn,
+            template="password_changed",
+            category="account_security",
+            user_ids=(user_id,),
+            params={},
+        )
+
+
+async def _mailed_recently(conn: Connection, ctx: Context, user_id: UUID) -> bool:
+    interval = timedelta(seconds=ctx.settings.accounts_reset_interval_seconds)
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM action_tokens WHERE user_id = $1 AND purpose = $2"
+            " AND used_at IS NULL AND created_at > now() - $3::interval)",
+            user_id,
+            PURPOSE,
+            interval,
+        )
+    )
+
+
+async def _token_user(conn: Connection, token_hash: bytes) -> UUID | None:
+    value: UUID | None = await conn.fetchval(
+        "SELECT user_id FROM action_tokens WHERE token_hash = $1 AND purpose = $2"
+        " AND used_at IS NULL AND expires_at > now()",
+        token_hash,
+        PURPOSE,
+    )
+    return value
+
+
+def _link_invalid() -> Problem:
+    return Problem(
+        400, "Link invalid", "This link is invalid, expired or already used.", slug="link-invalid"
+    )
