@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID, uuid5
 
-from services.notifier import store
+from services.notifier import store, stream_tickets
 from services.notifier.domain.templates import TEMPLATES, normalise_params, notice_problems
 from shared.bus import Delivery, Tombstone, Unprocessable, add_event
 from shared.bus.consumer import Item
@@ -286,6 +286,7 @@ async def finish_erasure(conn: Connection, request_id: UUID) -> None:
     if row is None:
         return
     erased = await store.erase_subject_rows(conn, row["subject_id"])
+    erased["stream_tickets"] = await stream_tickets.erase(conn, row["subject_id"])
     await conn.execute(
         "UPDATE erasures SET state = 'done', erased = $2, erased_at = now() WHERE request_id = $1",
         request_id,

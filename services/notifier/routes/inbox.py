@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from services.notifier import stream_tickets
 from services.notifier.routes.deps import HubDep, RendererDep, RuntimeDep
 from services.notifier.stream import ITEM_COLUMNS, item_json
 from shared.auth import CurrentUser
+from shared.auth.dependencies import current_user
 from shared.observability import Problem
+from shared.service import Runtime
 
 router = APIRouter(prefix="/inbox", tags=["inbox"])
 
@@ -109,12 +112,29 @@ async def acknowledge(item_id: int, user: CurrentUser, runtime: RuntimeDep) -> d
     return await _mark(runtime, _user(user), item_id, acknowledge=True)
 
 
+@router.post("/stream-tickets", status_code=201)
+async def stream_ticket(user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
+    """A ticket to open the stream with ``EventSource`` (which cannot send a token):
+    ``GET /inbox/stream?ticket=...``. Single use, valid for ``expires_in`` seconds."""
+    async with runtime.pool.acquire() as conn:
+        ticket = await stream_tickets.issue(conn, _user(user))
+    return {"ticket": ticket, "expires_in": stream_tickets.TICKET_SECONDS}
+
+
 @router.get("/stream")
 async def stream(
-    user: CurrentUser, runtime: RuntimeDep, hub: HubDep, renderer: RendererDep
+    request: Request,
+    runtime: RuntimeDep,
+    hub: HubDep,
+    renderer: RendererDep,
+    ticket: Annotated[str | None, Query(max_length=100)] = None,
 ) -> StreamingResponse:
-    """Server-sent events: pending pinned notices, ``ready``, then each new item live."""
-    uid = _user(user)
+    """Server-sent events: pending pinned notices, ``ready``, then each new item live.
+
+    The caller is named by a bearer token or, from a browser's ``EventSource``, by a
+    ticket from ``POST /inbox/stream-tickets``.
+    """
+    uid = await _stream_caller(request, runtime, ticket)
     async with runtime.pool.acquire() as conn:
         pinned = [item_json(r, renderer) for r in await conn.fetch(_PINNED, uid)]
     return StreamingResponse(
@@ -122,6 +142,21 @@ async def stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def _stream_caller(request: Request, runtime: Runtime, ticket: str | None) -> UUID:
+    if ticket is None:
+        return _user(await current_user(request))
+    async with runtime.pool.acquire() as conn:
+        uid = await stream_tickets.redeem(conn, ticket)
+    if uid is None:
+        raise Problem(
+            401,
+            "Unauthorised",
+            "This stream ticket is unknown, expired or already used.",
+            slug="unauthorised",
+        )
+    return uid
 
 
 policy_router = APIRouter(tags=["inbox"])
