@@ -4,7 +4,9 @@
 * ``docs/events/schemas/<wire type>.json``: the JSON Schema of each event's ``data``;
 * ``docs/events/README.md``: the event catalogue;
 * ``docs/topics.md``: the topic table (also embedded in README.md between markers);
-* ``docs/configuration.md``: every ``IMT_`` environment variable.
+* ``docs/configuration.md``: every ``IMT_`` environment variable;
+* ``docs/api/<service>.openapi.json``: the OpenAPI document of each service's HTTP API
+  (also served live at ``/api/<service>/openapi.json`` through the gateway).
 
 Usage::
 
@@ -639,6 +641,19 @@ def privacy_page() -> str:
 """
 
 
+def openapi_documents() -> dict[str, dict[str, Any]]:
+    """The OpenAPI document of every service with an API (``services/*/api.py``)."""
+    settings = dict(service_settings())
+    documents: dict[str, dict[str, Any]] = {}
+    for path in sorted((ROOT / "services").glob("*/api.py")):
+        service = path.parent.name
+        module = importlib.import_module(f"services.{service}.api")
+        # Building the app starts nothing: its lifespan (pools, Kafka) runs only when served.
+        app = module.build_app(settings[service]())
+        documents[service] = app.openapi()
+    return documents
+
+
 def generated_files() -> dict[Path, str]:
     """Every generated file under docs/ and its content."""
     files = {
@@ -649,6 +664,9 @@ def generated_files() -> dict[Path, str]:
         ROOT / "web" / "privacy.html": privacy_page(),
     }
     files.update({SCHEMAS_DIR / f"{w}.json": dump_json(event_schema(w, c)) for w, c in events()})
+    files.update(
+        {DOCS / "api" / f"{s}.openapi.json": dump_json(d) for s, d in openapi_documents().items()}
+    )
     return files
 
 
