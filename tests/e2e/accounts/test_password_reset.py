@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
+from services.accounts.routes.password_reset import ANSWER_FLOOR_SECONDS
 from tests.e2e.accounts.support import API, BusTail, User, active_user, log_in, unique_email
 
 
@@ -35,6 +36,9 @@ async def test_a_reset_link_sets_a_new_password_once_and_ends_every_session(
     registered, stranger = await _ask(client, user.email), await _ask(client, unique_email())
     assert registered.status_code == stranger.status_code == 202
     assert registered.json() == stranger.json()  # whether the email is ours stays unknown
+    # Neither answers before the floor that hides a known address's extra queries.
+    assert registered.elapsed.total_seconds() >= ANSWER_FLOOR_SECONDS
+    assert stranger.elapsed.total_seconds() >= ANSWER_FLOOR_SECONDS
     token = await _reset_token(bus, user)
 
     new_password = f"pw-{uuid.uuid4().hex}"
