@@ -142,6 +142,9 @@ class ContactCardChanged(Event):
     marketing_email: bool = False
     tracking_opt_out: bool = False
     active: bool = True
+    changed_at: datetime | None = Field(
+        None, description="When accounts last changed the card: orders a user's cards."
+    )
 
 
 @register_event

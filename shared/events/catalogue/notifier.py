@@ -38,6 +38,10 @@ class SendNotice(Event):
     # "guardian" mails the parent named on an under-13 user's contact card (consent links).
     recipient: Literal["user", "guardian"] = "user"
     send_at: datetime | None = None
+    # A link for a just-changed address must reach that address: the email waits until
+    # the notifier's copy of the card is at least this new (cards and commands travel on
+    # different topics, so either may arrive first).
+    card_changed_at: datetime | None = None
 
 
 @register_event
