@@ -29,7 +29,9 @@ class NotifierSettings(PlatformSettings):
         4, ge=1, le=64, description="SMTP connections in parallel (aiosmtplib has no pipelining)."
     )
     notifier_send_rate_per_second: float = Field(
-        500.0, gt=0, description="Most emails one worker sends per second (token bucket)."
+        500.0,
+        gt=0,
+        description="Most emails per second to one SMTP server, all workers together.",
     )
     # -- retries
     notifier_retry_base_seconds: float = Field(

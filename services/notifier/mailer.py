@@ -10,13 +10,14 @@ has no pipelining.
 
 from __future__ import annotations
 
+import binascii
+import functools
+import os
+import re
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.charset import QP, Charset
 from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.utils import format_datetime, parseaddr
 from typing import Protocol
 
@@ -70,34 +71,92 @@ class Wire:
     data: bytes
 
 
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.body_encoding = QP  # readable bodies (base64 is the utf-8 default)
+_MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
+_FOLD_POINTS = re.compile(r" +[^ ]+")  # a fold goes before a run of spaces, never inside a word
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CR and LF in particular inject headers
+_PART_HEADERS = (
+    'Content-Type: text/{}; charset="utf-8"\n'
+    "MIME-Version: 1.0\n"
+    "Content-Transfer-Encoding: quoted-printable\n\n"
+)
 
 
-def _header(value: str) -> str:
-    """Non-ASCII header values as RFC 2047 encoded words."""
-    return value if value.isascii() else Header(value, "utf-8").encode()
+def _header(name: str, value: str) -> str:
+    """One header line: folded at spaces; non-ASCII values as RFC 2047 encoded words."""
+    if not value.isascii():
+        return f"{name}: {Header(value, 'utf-8', header_name=name).encode()}"
+    if _CONTROL.search(value):
+        raise Refused([f"the {name} header holds a control character"])
+    line = f"{name}: {value}"
+    if len(line) <= _MAX_LINE:
+        return line
+    lines, current = [], f"{name}:"
+    for token in _FOLD_POINTS.findall(" " + value):
+        if current != f"{name}:" and len(current) + len(token) > _MAX_LINE:
+            lines.append(current)
+            current = token
+        else:
+            current += token
+    lines.append(current + value[len(value.rstrip(" ")) :])  # trailing spaces, if any
+    return "\n".join(lines)
+
+
+def _quoted_printable(text: str) -> str:
+    # binascii's C encoder: for "\n" line ends the same output as email.quoprimime (what
+    # email.mime.text uses for a utf-8/QP charset), at a tenth of its cost.
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True).decode("ascii")
+
+
+# A bare addr-spec of dot-atoms, which parseaddr would return unchanged (it costs as
+# much as building the rest of the message); anything else goes through parseaddr.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_BARE_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def _envelope_recipient(to: str) -> str:
+    return to if _BARE_ADDRESS.fullmatch(to) else parseaddr(to)[1]
 
 
 def build_message(email: OutgoingEmail, message_id: str) -> Wire:
-    """The MIME message (text + HTML alternative) of a checked email.
+    """The MIME message (text + HTML alternative) of a checked email, serialised by hand.
 
-    Built with the classic ``email.mime`` classes and serialised once: the modern
-    ``EmailMessage`` API parses every header it is given and cost about as much CPU
-    as everything else on the send path together.
+    The ``email`` package's generator folds every header through ``Header`` and compiles
+    a regular expression per message to pick a boundary: together about half a
+    millisecond per email, more than the SMTP client itself. The shape here is the one
+    ``MIMEMultipart`` + ``MIMEText`` produce (tests parse both and compare); the boundary
+    holds ``=_``, which quoted-printable bodies can never contain (a literal ``=`` is
+    always ``=3D`` there), so it needs no search through the bodies.
     """
-    message = MIMEMultipart("alternative")
-    message["From"] = _header(email.sender)
-    message["To"] = email.to
-    message["Reply-To"] = _header(email.reply_to)
-    message["Subject"] = _header(email.subject)
-    message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = message_id
-    for name, value in email.headers.items():
-        message[name] = _header(value)
-    message.attach(MIMEText(email.text, "plain", _UTF8_QP))  # type: ignore[arg-type]
-    message.attach(MIMEText(email.html, "html", _UTF8_QP))  # type: ignore[arg-type]
-    return Wire(parseaddr(email.sender)[1], parseaddr(email.to)[1], message.as_bytes())
+    boundary = f"=_{os.urandom(16).hex()}"
+    head = [
+        _header("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+        "MIME-Version: 1.0",
+        _header("From", email.sender),
+        _header("To", email.to),
+        _header("Reply-To", email.reply_to),
+        _header("Subject", email.subject),
+        _header("Date", format_datetime(datetime.now(UTC))),
+        _header("Message-ID", message_id),
+        *(_header(name, value) for name, value in email.headers.items()),
+    ]
+    data = "".join(
+        (
+            "\n".join(head),
+            f"\n\n--{boundary}\n",
+            _PART_HEADERS.format("plain"),
+            _quoted_printable(email.text),
+            f"\n--{boundary}\n",
+            _PART_HEADERS.format("html"),
+            _quoted_printable(email.html),
+            f"\n--{boundary}--\n",
+        )
+    )
+    return Wire(_envelope_sender(email.sender), _envelope_recipient(email.to), data.encode("ascii"))
+
+
+@functools.lru_cache(maxsize=16)
+def _envelope_sender(sender: str) -> str:
+    return parseaddr(sender)[1]  # a configured business address: the same on every email
 
 
 class GatedTransport:
@@ -111,9 +170,10 @@ class GatedTransport:
         reasons = compliance.check(email, self._policy)
         if reasons:
             raise Refused(reasons)
-        if parseaddr(email.to)[1] == "":
+        wire = build_message(email, message_id)
+        if wire.recipient == "":
             raise Refused(["no recipient address"])
-        await self._transport.send(build_message(email, message_id))
+        await self._transport.send(wire)
 
     async def close(self) -> None:
         await self._transport.close()

@@ -5,7 +5,8 @@
   card, suppressed, under 13, no consent) at lease time, which is under a second before
   the send: an opt-out recorded before that takes effect.
 * ``notifier_smtp_connections`` senders, each with its own SMTP connection behind the
-  compliance gate, share one token-bucket rate limit.
+  compliance gate, take send slots from the SMTP server's rate limit, which every
+  worker process shares (:mod:`services.notifier.pace`).
 * A recorder writes outcomes in batches: the delivery's state and its
   ``NoticeDelivered`` event in one transaction (outbox), and for the final email of an
   erasure, the erasure itself.
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +45,7 @@ from services.notifier.mailer import (
     Transport,
     gate_policy,
 )
+from services.notifier.pace import SendPace
 from shared.bus import add_envelopes
 from shared.bus.consumer import OUTAGES
 from shared.events import envelope_for
@@ -56,6 +57,7 @@ from shared.vault.vault import SubjectShredded
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 120.0
+RECORD_BATCH = 100  # outcomes pending that are written at once (else at each 0.1 s tick)
 TransportFactory = Callable[[], Transport]
 
 
@@ -75,22 +77,6 @@ class Wake:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await event.wait()
-
-
-class RateLimiter:
-    """A token bucket shared by the senders of one process."""
-
-    def __init__(self, per_second: float, burst: int = 10) -> None:
-        self._interval = 1.0 / per_second
-        self._burst = burst * self._interval
-        self._next = time.monotonic()
-
-    async def acquire(self) -> None:
-        now = time.monotonic()
-        self._next = max(self._next, now - self._burst) + self._interval
-        delay = self._next - now - self._burst
-        if delay > 0:
-            await asyncio.sleep(delay)
 
 
 @dataclass(frozen=True)
@@ -132,15 +118,26 @@ class Sender:
             settings.notifier_postal_address,
             settings.notifier_ad_label,
         )
+        # Rows leased (and decided) per statement, and at most that many queued: eight
+        # per connection, but never more than a quarter second of sending at the rate
+        # limit, so a decision (suppression included) stays fresh when its email goes.
         connections = settings.notifier_smtp_connections
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=connections * 4)
-        self._batch = connections * 4
-        self._limiter = RateLimiter(settings.notifier_send_rate_per_second)
+        quarter_second = int(settings.notifier_send_rate_per_second / 4)
+        self._batch = max(connections, min(connections * 8, quarter_second))
+        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=self._batch)
+        self._pace = SendPace(
+            pool,
+            f"{settings.notifier_smtp_host}:{settings.notifier_smtp_port}",
+            settings.notifier_send_rate_per_second,
+            block=self._batch,
+        )
         self._results: list[store.Result] = []
         self._recorded = Wake()
         self._space = Wake()
         self._stopping = asyncio.Event()
         self._sending_done = False
+        self._in_flight = 0
+        self._nothing_due = False
         self.sent = 0
         self.finished = 0
 
@@ -161,6 +158,7 @@ class Sender:
             for task in senders:
                 task.cancel()
             await asyncio.gather(*senders, return_exceptions=True)
+            await self._pace.close()
             await self._release_queued()
             self._sending_done = True
             self._recorded.ring()
@@ -182,11 +180,14 @@ class Sender:
                 log.warning("sender: outage while leasing (%s)", type(exc).__name__)
                 await asyncio.sleep(1.0)
                 continue
-            if claimed < room:  # nothing more is due: wait for new work or a retry time
+            self._nothing_due = claimed < room
+            if self._nothing_due:  # wait for new work or a retry time
+                if self._drained():
+                    self._recorded.ring()  # outcomes decided without SMTP: record now
                 await self._wake.wait(0.5)
 
     async def _dispatch(self, limit: int) -> int:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:  # one statement: atomic without BEGIN
             rows = await store.claim_deliveries(conn, limit, LEASE_SECONDS)
         decided = await asyncio.gather(*(self._prepare(row) for row in rows))
         for item in decided:
@@ -287,11 +288,15 @@ class Sender:
             while True:
                 job = await self._queue.get()
                 self._space.ring()
+                self._in_flight += 1
                 try:
-                    await self._limiter.acquire()
+                    await self._pace.acquire()
                     self._add_result(await self._send(transport, job))
                 finally:
+                    self._in_flight -= 1
                     self._queue.task_done()
+                if self._drained():
+                    self._recorded.ring()  # all sent: record now, not at the next tick
         finally:
             await transport.close()
 
@@ -321,12 +326,20 @@ class Sender:
 
     def _add_result(self, result: store.Result) -> None:
         self._results.append(result)
-        if len(self._results) >= 100:
+        if len(self._results) >= RECORD_BATCH:
             self._recorded.ring()
+
+    def _drained(self) -> bool:
+        """Nothing more is due, queued or being sent: what is pending is all there is."""
+        return self._nothing_due and not self._in_flight and self._queue.empty()
 
     async def _record_loop(self) -> None:
         while not self._sending_done:
-            await self._recorded.wait(0.05)
+            # Checked, not only rung: a ring while the last batch was being written
+            # would otherwise wait out the whole tick.
+            due = len(self._results) >= RECORD_BATCH or (self._results and self._drained())
+            if not due:
+                await self._recorded.wait(0.1)
             try:
                 await self._record_pending()
             except OUTAGES as exc:

@@ -415,6 +415,50 @@ async def replay_dead(
     return int(status.split()[-1])
 
 
+# -- the send-rate limit per SMTP server -------------------------------------------------
+
+# One statement, so a block of slots costs one round trip. FOR UPDATE serialises the
+# workers on the server's row; a clock read before the lock wait only makes the grant
+# smaller (conservative), never larger. ``now - start`` comes first: epoch seconds are
+# ~1.8e9, where a double cannot hold a nanosecond burst added to them.
+_TAKE_SLOTS = """
+WITH cur AS (
+    SELECT p.server, greatest(p.tat, c.now) AS start, c.now
+    FROM smtp_send_pace p,
+         (SELECT extract(epoch FROM clock_timestamp())::float8 AS now) c
+    WHERE p.server = $1
+    FOR UPDATE OF p
+), took AS (
+    SELECT server, start, now,
+           greatest(0, least($2::int, floor((now - start + $4::float8) / $3::float8)))::int
+               AS granted
+    FROM cur
+)
+UPDATE smtp_send_pace p SET tat = took.start + took.granted * $3::float8
+FROM took WHERE p.server = took.server
+RETURNING took.granted, took.start - took.now AS ahead
+"""
+
+
+async def take_send_slots(
+    conn: Connection, server: str, want: int, interval: float, burst: float
+) -> tuple[int, float]:
+    """Take up to ``want`` send slots of ``server``'s bucket (``burst`` seconds deep).
+
+    Returns how many were granted, and when none were, the seconds until one will be.
+    """
+    row = await conn.fetchrow(_TAKE_SLOTS, server, want, interval, burst)
+    if row is None:  # the server's first send: its bucket starts full
+        await conn.execute(
+            "INSERT INTO smtp_send_pace (server, tat) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+            server,
+        )
+        row = await conn.fetchrow(_TAKE_SLOTS, server, want, interval, burst)
+        assert row is not None
+    granted = int(row["granted"])
+    return granted, 0.0 if granted else max(0.0, row["ahead"] + interval - burst)
+
+
 # -- suppressions ----------------------------------------------------------------------
 
 

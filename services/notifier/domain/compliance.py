@@ -16,6 +16,7 @@ reasons. The rules follow the FTC's CAN-SPAM guide and RFC 8058:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -131,8 +132,12 @@ def _visible_text(html: str) -> str:
     return re.sub(r"\s+", " ", _TAG.sub(" ", html))
 
 
+@functools.lru_cache(maxsize=64)
 def _same_address(header: str, configured: str) -> bool:
-    return parseaddr(header) == parseaddr(configured) and parseaddr(header)[1] != ""
+    # Memoised: both are business addresses from configuration (never a recipient's),
+    # the same on every email, and parseaddr is slow.
+    parsed = parseaddr(header)
+    return parsed == parseaddr(configured) and parsed[1] != ""
 
 
 def subject_problems(email: OutgoingEmail) -> list[str]:
@@ -211,9 +216,7 @@ def _marketing_problems(email: OutgoingEmail, policy: GatePolicy) -> list[str]:
 
 
 def _link_problems(email: OutgoingEmail, policy: GatePolicy) -> list[str]:
-    hosts = {
-        (urlsplit(url).hostname or "").casefold()
-        for url in _URL.findall(email.text) + _URL.findall(email.html)
-    }
+    urls = set(_URL.findall(email.text)) | set(_URL.findall(email.html))  # mostly the same
+    hosts = {(urlsplit(url).hostname or "").casefold() for url in urls}
     foreign = sorted(h for h in hosts if h not in policy.link_hosts)
     return [f"links to third-party hosts: {', '.join(foreign)}"] if foreign else []

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import jinja2
 
+from services.notifier.domain import slots
+
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+SKELETONS_KEPT = 256  # notices whose rendering is kept (a notice mails its users together)
 
 
 @dataclass(frozen=True)
@@ -141,17 +144,32 @@ class RenderedEmail:
 class Renderer:
     """Renders the shipped templates; unknown variables are errors, not blanks."""
 
-    def __init__(self, folder: Path = TEMPLATE_DIR) -> None:
+    def __init__(self, folder: Path = TEMPLATE_DIR, *, skeletons: bool = True) -> None:
         loader = jinja2.FileSystemLoader(folder)
+        # auto_reload off: the templates ship with the code, and checking their files'
+        # modification times cost four stat calls per email.
         self._html = jinja2.Environment(
-            loader=loader, autoescape=True, undefined=jinja2.StrictUndefined
+            loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, auto_reload=False
         )
         # Plain text and subjects, never HTML: nothing to escape.
         self._text = jinja2.Environment(
             loader=loader,
             autoescape=False,  # noqa: S701
             undefined=jinja2.StrictUndefined,
+            auto_reload=False,
         )
+        self._strings: dict[str, jinja2.Template] = {}
+        # Emails rendered once per notice and filled per recipient (domain/slots.py).
+        self._use_skeletons = skeletons
+        self._skeletons: dict[tuple[object, ...], slots.Skeleton] = {}
+        self._plain: dict[str, bool] = {}
+
+    def _string(self, source: str) -> jinja2.Template:
+        """A subject or title template, compiled once (compiling costs 25 renders)."""
+        compiled = self._strings.get(source)
+        if compiled is None:
+            compiled = self._strings[source] = self._text.from_string(source)
+        return compiled
 
     def email(
         self,
@@ -163,6 +181,52 @@ class Renderer:
         unsubscribe_url: str,
         footer: Footer,
     ) -> RenderedEmail:
+        fillable = self._fillable(template, params, footer)
+        key = (template, category, tuple(sorted(params.items())), footer) if fillable else ()
+        skeleton = self._skeletons.get(key) if fillable else None
+        if skeleton is None and fillable:
+            subject, text, html = self._render(template, category, params, footer, **slots.MARKERS)
+            skeleton = slots.Skeleton.of(subject, text, html)
+            if len(self._skeletons) >= SKELETONS_KEPT:
+                del self._skeletons[next(iter(self._skeletons))]  # the oldest notice's
+            self._skeletons[key] = skeleton
+        if skeleton is None:
+            return RenderedEmail(
+                *self._render(
+                    template, category, params, footer, name=name, unsubscribe_url=unsubscribe_url
+                )
+            )
+        return RenderedEmail(*skeleton.fill(name, unsubscribe_url))
+
+    def _fillable(self, template: str, params: Mapping[str, str], footer: Footer) -> bool:
+        if not (self._use_skeletons and slots.fillable(params) and slots.fillable(vars(footer))):
+            return False
+        plain = self._plain.get(template)
+        if plain is None:
+            sources = [
+                (self._text, TEMPLATES[template].subject),
+                *((self._text, self._source(f)) for f in (f"{template}.txt", "_email.txt")),
+                *((self._html, self._source(f)) for f in (f"{template}.html", "_email.html")),
+            ]
+            plain = self._plain[template] = all(
+                slots.prints_slots_plainly(env, source) for env, source in sources
+            )
+        return plain
+
+    def _source(self, name: str) -> str:
+        assert self._text.loader is not None
+        return self._text.loader.get_source(self._text, name)[0]
+
+    def _render(
+        self,
+        template: str,
+        category: str,
+        params: Mapping[str, str],
+        footer: Footer,
+        *,
+        name: str,
+        unsubscribe_url: str,
+    ) -> tuple[str, str, str]:
         spec = TEMPLATES[template]
         context = {
             "params": dict(params),
@@ -174,16 +238,16 @@ class Renderer:
             "postal_address": footer.postal_address,
             "ad_label": footer.ad_label,
         }
-        subject = self._text.from_string(spec.subject).render(context)
+        subject = self._string(spec.subject).render(context)
         subject = " ".join(subject.split())  # never a header line break
         text = self._text.get_template(f"{template}.txt").render(layout="_email.txt", **context)
         html = self._html.get_template(f"{template}.html").render(layout="_email.html", **context)
-        return RenderedEmail(subject, text, html)
+        return subject, text, html
 
     def inbox(self, template: str, params: Mapping[str, str]) -> tuple[str, str]:
         """Title and plain-text body of an in-site notice."""
         spec = TEMPLATES[template]
         context = {"params": dict(params), "is_marketing": False, "name": ""}
-        title = " ".join(self._text.from_string(spec.title).render(context).split())
+        title = " ".join(self._string(spec.title).render(context).split())
         body = self._text.get_template(f"{template}.txt").render(layout="_inbox.txt", **context)
         return title, body.strip()

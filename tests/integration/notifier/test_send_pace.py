@@ -1,0 +1,48 @@
+"""The send-rate limit is per SMTP server: every worker process takes from one bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+
+from services.notifier.pace import MIN_BURST, SendPace
+
+RATE = 40.0
+SECONDS = 1.5
+
+
+async def sends_within(paces: list[SendPace], seconds: float) -> list[int]:
+    """How many slots each pace hands out, with two senders each, in ``seconds``."""
+    counts = [0] * len(paces)
+    deadline = time.monotonic() + seconds
+
+    async def sender(n: int) -> None:
+        while True:
+            await paces[n].acquire()
+            if time.monotonic() > deadline:
+                return
+            counts[n] += 1
+
+    await asyncio.gather(*(sender(n) for n in range(len(paces)) for _ in range(2)))
+    for pace in paces:
+        await pace.close()
+    return counts
+
+
+async def test_two_workers_on_one_server_share_its_limit(pool: asyncpg.Pool) -> None:
+    workers = [SendPace(pool, "smtp.example:25", RATE, block=4) for _ in range(2)]
+    counts = await sends_within(workers, SECONDS)
+    # The bucket starts full (MIN_BURST slots), then refills at RATE; one worker alone
+    # would have had the whole RATE too, so two per-process limits would send twice this.
+    assert sum(counts) <= RATE * SECONDS + MIN_BURST + 1
+    assert sum(counts) >= 0.7 * RATE * SECONDS
+    assert all(c > 0 for c in counts), counts  # neither worker is starved
+
+
+async def test_each_server_has_its_own_limit(pool: asyncpg.Pool) -> None:
+    paces = [SendPace(pool, f"smtp{n}.example:25", RATE, block=4) for n in range(2)]
+    counts = await sends_within(paces, SECONDS)
+    for count in counts:
+        assert 0.7 * RATE * SECONDS <= count <= RATE * SECONDS + MIN_BURST + 1

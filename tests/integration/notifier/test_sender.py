@@ -1,0 +1,155 @@
+"""The real Sender on PostgreSQL with a capturing transport: two workers, one table.
+
+Every delivery is mailed once although two workers lease from the same table; an
+address that opted out is not mailed; SMTP 4xx waits for a retry, 5xx is a dead
+letter with the reason; every final outcome has its NoticeDelivered on the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from services.notifier import handlers
+from services.notifier.config import NotifierSettings
+from services.notifier.mailer import PermanentFailure, TemporaryFailure, Wire
+from services.notifier.sender import Sender, Wake
+from shared.vault import Vault
+
+USERS = 60
+
+
+class Capture:
+    """A transport that keeps what it is given; some recipients fail as told."""
+
+    def __init__(self, box: list[Wire], failing: dict[str, int]) -> None:
+        self._box = box
+        self._failing = failing
+
+    async def send(self, wire: Wire) -> None:
+        code = self._failing.get(wire.recipient)
+        if code is not None:
+            failure = TemporaryFailure if code < 500 else PermanentFailure
+            raise failure(f"recipient refused ([{code}])")
+        await asyncio.sleep(0.001)  # a round trip, so the senders interleave
+        self._box.append(wire)
+
+    async def close(self) -> None:
+        pass
+
+
+def address(uid: uuid.UUID) -> str:
+    return f"u-{uid.hex[:12]}@example.org"
+
+
+async def seed(pool: asyncpg.Pool, vault: Vault) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    users = [uuid.uuid4() for _ in range(USERS)]
+    records = [
+        (
+            u,
+            handlers.email_index(vault, address(u)),
+            await vault.seal(u, address(u), purpose=handlers.EMAIL_PURPOSE),
+            await vault.seal(u, "Ada", purpose=handlers.NAME_PURPOSE),
+            "adult",
+        )
+        for u in users
+    ]
+    notice = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await conn.copy_records_to_table(
+            "contacts",
+            records=records,
+            columns=["user_id", "email_index", "email", "name", "age_band"],
+        )
+        await conn.execute(
+            "INSERT INTO suppressions (email_index, category, source) VALUES ($1, 'all', 'page')",
+            handlers.email_index(vault, address(users[0])),
+        )
+        await conn.execute(
+            "INSERT INTO notices (notice_id, template, category, audience, params, channels,"
+            " source, status) VALUES ($1, 'request_reply', 'transactional', 'listed', $2,"
+            " '{email}', 'test', 'fanned_out')",
+            notice,
+            {"request_id": "r-1"},
+        )
+        await conn.copy_records_to_table(
+            "deliveries", records=[(notice, u) for u in users], columns=["notice_id", "user_id"]
+        )
+    return notice, users
+
+
+async def until(check: Callable[[], Awaitable[bool]], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "not settled in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_two_workers_mail_each_recipient_once(pool: asyncpg.Pool) -> None:
+    config = NotifierSettings(environment="test", notifier_smtp_connections=3)
+    setup = await Vault.connect(config, pool)
+    notice, users = await seed(pool, setup)
+    await setup.close()
+    temporary, permanent = address(users[1]), address(users[2])
+    box: list[Wire] = []
+    failing = {temporary: 451, permanent: 550}
+    vaults = [await Vault.connect(config, pool) for _ in range(2)]
+    senders = [
+        Sender(config, pool, vault, lambda: Capture(box, failing), Wake()) for vault in vaults
+    ]
+    tasks = [asyncio.create_task(s.run()) for s in senders]
+
+    async def settled() -> bool:
+        async with pool.acquire() as conn:
+            open_ = await conn.fetchval(
+                "SELECT count(*) FROM deliveries WHERE status = 'sending'"
+                " OR (status = 'pending' AND attempts = 0)"
+            )
+        return bool(open_ == 0)
+
+    try:
+        await until(settled)
+    finally:
+        for s in senders:
+            s.stop()
+        await asyncio.gather(*tasks)
+        for vault in vaults:
+            await vault.close()
+
+    mailed = Counter(w.recipient for w in box)
+    expected = {address(u) for u in users[3:]}
+    assert set(mailed) == expected  # not the opted-out address, not the failing ones
+    assert set(mailed.values()) == {1}  # never twice, though two workers leased
+    assert sum(s.sent for s in senders) == len(expected)
+    assert all(b"Message-ID: <" + str(notice).encode() in w.data for w in box)
+
+    async with pool.acquire() as conn:
+        rows = {
+            r["user_id"]: r
+            for r in await conn.fetch(
+                "SELECT user_id, status, outcome, reason, attempts,"
+                " next_attempt_at > now() AS later FROM deliveries"
+            )
+        }
+        events = [
+            json.loads(v)["data"]
+            for v in await conn.fetchval(
+                "SELECT array_agg(convert_from(value, 'UTF8')) FROM bus_outbox"
+            )
+        ]
+    assert (rows[users[0]]["status"], rows[users[0]]["outcome"]) == ("done", "suppressed")
+    retry = rows[users[1]]
+    assert (retry["status"], retry["attempts"], retry["later"]) == ("pending", 1, True)
+    dead = rows[users[2]]
+    assert (dead["status"], dead["outcome"]) == ("dead", "failed")
+    assert "550" in dead["reason"]
+    assert all(rows[u]["outcome"] == "sent" for u in users[3:])
+    outcomes = Counter((e["user_id"], e["outcome"]) for e in events)
+    assert set(outcomes.values()) == {1}
+    assert len(outcomes) == USERS - 1  # every final outcome; the retry has none yet

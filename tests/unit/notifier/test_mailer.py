@@ -1,0 +1,143 @@
+"""The hand-built MIME message reads exactly like the one the ``email`` package builds."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import EmailMessage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, parseaddr
+
+import pytest
+
+from services.notifier.domain.compliance import OutgoingEmail
+from services.notifier.domain.templates import TEMPLATES
+from services.notifier.mailer import Refused, build_message
+from tests.unit.notifier.test_compliance import render
+
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
+
+
+def reference(email: OutgoingEmail, message_id: str) -> bytes:
+    """The message as the notifier built it before, with email.mime (the oracle)."""
+
+    def header(value: str) -> str:
+        return value if value.isascii() else Header(value, "utf-8").encode()
+
+    message = MIMEMultipart("alternative")
+    message["From"] = header(email.sender)
+    message["To"] = email.to
+    message["Reply-To"] = header(email.reply_to)
+    message["Subject"] = header(email.subject)
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = message_id
+    for name, value in email.headers.items():
+        message[name] = header(value)
+    message.attach(MIMEText(email.text, "plain", _UTF8_QP))  # type: ignore[arg-type]
+    message.attach(MIMEText(email.html, "html", _UTF8_QP))  # type: ignore[arg-type]
+    return message.as_bytes()
+
+
+def parsed(data: bytes) -> EmailMessage:
+    message = message_from_bytes(data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def assert_same_mail(ours: bytes, theirs: bytes) -> None:
+    a, b = parsed(ours), parsed(theirs)
+    skip = {"date", "content-type"}  # the time and the random boundary differ
+    # Stripped: email.mime folds a long List-Unsubscribe before its first word, which
+    # reads back with a leading space; ours keeps the first word on the name's line.
+    assert [(k, str(v).strip()) for k, v in a.items() if k.lower() not in skip] == [
+        (k, str(v).strip()) for k, v in b.items() if k.lower() not in skip
+    ]
+    assert a.get_content_type() == b.get_content_type() == "multipart/alternative"
+    ours_parts, their_parts = list(a.iter_parts()), list(b.iter_parts())
+    assert len(ours_parts) == len(their_parts) == 2
+    for x, y in zip(ours_parts, their_parts, strict=True):
+        assert isinstance(x, EmailMessage)
+        assert isinstance(y, EmailMessage)
+        assert list(x.items()) == list(y.items())
+        assert x.get_content() == y.get_content()
+    assert not a.defects
+    assert not any(p.defects for p in ours_parts)
+
+
+CASES = [
+    (template, category) for template, spec in TEMPLATES.items() for category in spec.categories
+]
+
+
+@pytest.mark.parametrize(("template", "category"), CASES)
+def test_every_template_builds_the_same_mail_as_email_mime(template: str, category: str) -> None:
+    email = render(template, category)
+    ours = build_message(email, "<n.u.email@notifier.imt>")
+    assert_same_mail(ours.data, reference(email, "<n.u.email@notifier.imt>"))
+    assert (ours.sender, ours.recipient) == (
+        "news@phonedoctorbiz.com" if category == "marketing" else "service@phonedoctorbiz.com",
+        "ada@example.org",
+    )
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Öffnungszeiten ab Montag: wir öffnen um 9 Uhr, und das jeden Tag der Woche, ganz ehrlich",
+        "A plain subject long enough to be folded at a space by any header folding rule at all",
+        "x" * 120,  # no space to fold at: one long line (allowed up to 998)
+        "ends  with two  spaces  ",
+    ],
+)
+def test_long_and_non_ascii_headers_read_back_unchanged(subject: str) -> None:
+    email = dataclasses.replace(
+        render("service_announcement", "service_announcement"),
+        subject=subject,
+        text="Ünïcödé body = with an equals sign\nand a line starting with --=_ too\n",
+    )
+    data = build_message(email, "<a.b.email@notifier.imt>").data
+    assert_same_mail(data, reference(email, "<a.b.email@notifier.imt>"))
+    head = data.split(b"\n\n", 1)[0].split(b"\n")
+    for line in head:
+        assert line.strip(), "a folded header line must not be blank"
+        assert len(line) <= 998
+        if len(line) > 78:  # only when no space is left to fold at after its first word
+            assert b" " not in line.strip().split(b" ", 1)[-1], line
+
+
+@pytest.mark.parametrize("field", ["subject", "to", "sender"])
+def test_a_line_break_in_a_header_is_refused_not_sent(field: str) -> None:
+    value = "x@example.org\r\nBcc: victim@example.org"
+    email = render("request_reply", "transactional")
+    email = dataclasses.replace(
+        email,
+        subject=value if field == "subject" else email.subject,
+        to=value if field == "to" else email.to,
+        sender=value if field == "sender" else email.sender,
+    )
+    with pytest.raises(Refused):
+        build_message(email, "<a.b.email@notifier.imt>")
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "ada@example.org",
+        "a.b+tag@mail.example.co.uk",
+        "o'brien@example.org",
+        "Ada Lovelace <ada@example.org>",
+        '"ada smith"@example.org',
+        "a..b@example.org",
+        "ada@[127.0.0.1]",
+        "ada",
+        "",
+    ],
+)
+def test_the_envelope_recipient_is_what_parseaddr_reads(to: str) -> None:
+    email = dataclasses.replace(render("request_reply", "transactional"), to=to)
+    assert build_message(email, "<a.b.email@notifier.imt>").recipient == parseaddr(to)[1]

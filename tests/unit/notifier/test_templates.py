@@ -1,0 +1,76 @@
+"""A notice rendered once and filled per recipient reads exactly like a full rendering."""
+
+from __future__ import annotations
+
+import jinja2
+import pytest
+
+from services.notifier.domain import slots
+from services.notifier.domain.templates import TEMPLATES, Footer, Renderer
+from tests.unit.notifier.test_compliance import PARAMS, SETTINGS, URL
+
+FOOTER = Footer(
+    SETTINGS.notifier_public_base_url,
+    SETTINGS.notifier_postal_address,
+    SETTINGS.notifier_ad_label,
+)
+NAMES = ["Ada", "", "Ada <b>", "Zoë & \"Q\" 'O'", "two\nlines  and  spaces", "\x00name\x00"]
+CASES = [
+    (template, category) for template, spec in TEMPLATES.items() for category in spec.categories
+]
+
+
+@pytest.mark.parametrize(("template", "category"), CASES)
+def test_every_template_fills_to_the_full_rendering(template: str, category: str) -> None:
+    filled, full = Renderer(), Renderer(skeletons=False)
+    for name in NAMES:
+        for url in (URL, f"{URL}?a=1&b=<2>"):
+            kwargs = {"category": category, "name": name, "unsubscribe_url": url}
+            assert filled.email(template, params=PARAMS, footer=FOOTER, **kwargs) == full.email(
+                template, params=PARAMS, footer=FOOTER, **kwargs
+            )
+
+
+def test_the_shipped_templates_are_all_filled_not_rendered() -> None:
+    renderer = Renderer()
+    for template, category in CASES:
+        renderer.email(
+            template,
+            category=category,
+            params=PARAMS,
+            name="Ada",
+            unsubscribe_url=URL,
+            footer=FOOTER,
+        )
+    assert renderer._plain == dict.fromkeys(TEMPLATES, True)
+
+
+def test_params_that_hold_a_marker_are_rendered_in_full() -> None:
+    params = {**PARAMS, "request_id": "\x00name\x00"}
+    email = Renderer().email(
+        "request_reply",
+        category="transactional",
+        params=params,
+        name="Ada",
+        unsubscribe_url=URL,
+        footer=FOOTER,
+    )
+    assert "\x00name\x00" in email.text
+    assert "reference \x00name\x00" in email.text
+
+
+@pytest.mark.parametrize(
+    ("source", "plain"),
+    [
+        ("Hello {{ name }}, {{ unsubscribe_url }} {{ params.x | upper }}", True),
+        ("Hello {{ name | upper }}", False),
+        ("{% if name %}Hello {{ name }}{% endif %}", False),
+        ("{{ name ~ '!' }}", False),
+        ("{% set name = 'x' %}{{ name }}", False),
+        ("{{ unsubscribe_url[:10] }}", False),
+        ("{% include 'other.txt' %}", False),
+        ("{% for x in params %}{{ name }}{% endfor %}", True),
+    ],
+)
+def test_only_plain_uses_of_the_slots_pass(source: str, plain: bool) -> None:
+    assert slots.prints_slots_plainly(jinja2.Environment(autoescape=True), source) is plain
