@@ -99,6 +99,7 @@ class Handlers:
                 marketing_email=card.marketing_email,
                 tracking_opt_out=card.tracking_opt_out,
                 active=card.active,
+                card_changed_at=card.changed_at,
             )
         except SubjectShredded:
             log.info("contact card of an erased subject ignored")
@@ -194,6 +195,7 @@ def notice_for(event: Event, source: str) -> store.Notice | None:
             pinned=TEMPLATES[event.template].pinned,
             source=source,
             send_at=event.send_at,
+            card_changed_at=event.card_changed_at,
         )
     return None
 

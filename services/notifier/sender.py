@@ -200,6 +200,7 @@ class Sender:
     async def _prepare(self, row: Any) -> Job | store.Result:
         """Everything decided before SMTP: a job to send, or the outcome already."""
         s = self.settings
+        # No card yet, or an older one than the notice needs (see SendNotice.card_changed_at).
         if not row["has_contact"]:
             if row["erasure_request"] is not None:
                 return _final(row, "done", "failed", "no contact card: the address is gone")
@@ -209,7 +210,7 @@ class Sender:
                 else 0.0
             )
             if waited > s.notifier_contact_wait_seconds:
-                return _final(row, "dead", "failed", "no contact card arrived in time")
+                return _final(row, "dead", "failed", "no (new enough) contact card arrived in time")
             return _result(
                 row,
                 "pending",

@@ -34,21 +34,23 @@ class SealedContact:
     marketing_email: bool
     tracking_opt_out: bool
     active: bool
+    card_changed_at: datetime | None = None
 
 
 async def upsert_contact(conn: Connection, c: SealedContact) -> None:
     await conn.execute(
         """
         INSERT INTO contacts (user_id, email_index, email, name, guardian_index, guardian_email,
-                              locale, age_band, marketing_email, tracking_opt_out, active)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                              locale, age_band, marketing_email, tracking_opt_out, active,
+                              card_changed_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
         ON CONFLICT (user_id) DO UPDATE SET
             email_index = EXCLUDED.email_index, email = EXCLUDED.email, name = EXCLUDED.name,
             guardian_index = EXCLUDED.guardian_index, guardian_email = EXCLUDED.guardian_email,
             locale = EXCLUDED.locale, age_band = EXCLUDED.age_band,
             marketing_email = EXCLUDED.marketing_email,
             tracking_opt_out = EXCLUDED.tracking_opt_out, active = EXCLUDED.active,
-            erase_pending = false, updated_at = now()
+            card_changed_at = EXCLUDED.card_changed_at, erase_pending = false, updated_at = now()
         """,
         c.user_id,
         c.email_index,
@@ -61,6 +63,7 @@ async def upsert_contact(conn: Connection, c: SealedContact) -> None:
         c.marketing_email,
         c.tracking_opt_out,
         c.active,
+        c.card_changed_at,
     )
     # Emails that waited for this card go now.
     await conn.execute(
@@ -101,6 +104,7 @@ class Notice:
     send_at: datetime | None = None
     user_ids: tuple[UUID, ...] = ()
     erasure_request: UUID | None = None
+    card_changed_at: datetime | None = None  # the recipient's card must be this new
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,8 +113,8 @@ async def insert_notice(conn: Connection, n: Notice, *, scheduled: bool) -> bool
     inserted = await conn.fetchval(
         """
         INSERT INTO notices (notice_id, template, category, audience, listed, params, channels,
-                             recipient, pinned, source, send_at, status)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                             recipient, pinned, source, send_at, status, card_changed_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
         ON CONFLICT (notice_id) DO NOTHING
         RETURNING true
         """,
@@ -126,6 +130,7 @@ async def insert_notice(conn: Connection, n: Notice, *, scheduled: bool) -> bool
         n.source,
         n.send_at,
         "scheduled" if scheduled else "fanning_out",
+        n.card_changed_at,
     )
     return bool(inserted)
 
@@ -319,7 +324,10 @@ WITH due AS (
     RETURNING d.id, d.notice_id, d.user_id, d.attempts, d.waiting_since, d.erasure_request
 )
 SELECT cl.*, n.template, n.category, n.params, n.recipient,
-       c.user_id IS NOT NULL AS has_contact, c.email, c.name, c.guardian_email,
+       c.user_id IS NOT NULL
+           AND (n.card_changed_at IS NULL OR c.card_changed_at >= n.card_changed_at)
+           AS has_contact,
+       c.email, c.name, c.guardian_email,
        CASE WHEN n.recipient = 'guardian' THEN c.guardian_index ELSE c.email_index END
            AS address_index,
        c.age_band, c.marketing_email, c.tracking_opt_out, c.active,

@@ -13,10 +13,11 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from services.notifier import handlers
+from services.notifier import handlers, store
 from services.notifier.config import NotifierSettings
 from services.notifier.mailer import PermanentFailure, TemporaryFailure, Wire
 from services.notifier.sender import Sender, Wake
@@ -153,3 +154,75 @@ async def test_two_workers_mail_each_recipient_once(pool: asyncpg.Pool) -> None:
     outcomes = Counter((e["user_id"], e["outcome"]) for e in events)
     assert set(outcomes.values()) == {1}
     assert len(outcomes) == USERS - 1  # every final outcome; the retry has none yet
+
+
+async def test_a_notice_needing_a_newer_card_waits_for_it_and_mails_the_new_address(
+    pool: asyncpg.Pool,
+) -> None:
+    """An email change: the verification link must reach the new address, although the
+    command may be read before the card that carries it."""
+    config = NotifierSettings(environment="test")
+    vault = await Vault.connect(config, pool)
+    uid, changed_at = uuid.uuid4(), datetime.now(UTC)
+    old, new = "old-address@example.org", "new-address@example.org"
+
+    async def card(email: str, at: datetime | None) -> None:
+        async with pool.acquire() as conn:
+            await store.upsert_contact(
+                conn,
+                store.SealedContact(
+                    user_id=uid,
+                    email_index=handlers.email_index(vault, email),
+                    email=await vault.seal(uid, email, purpose=handlers.EMAIL_PURPOSE),
+                    name=await vault.seal(uid, "Ada", purpose=handlers.NAME_PURPOSE),
+                    guardian_index=None,
+                    guardian_email=None,
+                    locale="en",
+                    age_band="adult",
+                    marketing_email=False,
+                    tracking_opt_out=False,
+                    active=True,
+                    card_changed_at=at,
+                ),
+            )
+
+    await card(old, changed_at - timedelta(days=1))
+    notice = store.Notice(
+        notice_id=uuid.uuid4(),
+        template="verify_email",
+        category="transactional",
+        audience="listed",
+        user_ids=(uid,),
+        params={"verify_url": "https://localhost:8443/verify-email#token=t"},
+        channels=("email",),
+        recipient="user",
+        pinned=False,
+        source="accounts",
+        card_changed_at=changed_at,
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.accept_notice(conn, notice)
+    box: list[Wire] = []
+    sender = Sender(config, pool, vault, lambda: Capture(box, {}), Wake())
+    task = asyncio.create_task(sender.run())
+    try:
+
+        async def waiting() -> bool:
+            reason = await pool.fetchval("SELECT reason FROM deliveries WHERE user_id = $1", uid)
+            return bool(reason == "waiting for the contact card")
+
+        await until(waiting)
+        assert box == []  # the old address never gets the link
+
+        await card(new, changed_at)
+        await until(lambda: _settled_for(pool, uid))
+    finally:
+        sender.stop()
+        await task
+        await vault.close()
+    assert [w.recipient for w in box] == [new]
+
+
+async def _settled_for(pool: asyncpg.Pool, uid: uuid.UUID) -> bool:
+    status = await pool.fetchval("SELECT status FROM deliveries WHERE user_id = $1", uid)
+    return bool(status == "done")
