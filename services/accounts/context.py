@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Literal
 from uuid import UUID, uuid4
@@ -13,6 +14,7 @@ from fastapi import Depends, Request
 
 from services.accounts.config import AccountsSettings
 from services.accounts.domain.throttle import ThrottlePolicy
+from services.accounts.security import HASH_THREADS
 from shared.bus import add_event
 from shared.db.pool import Connection
 from shared.events import Event
@@ -44,6 +46,15 @@ THROTTLE_CLIENT = "accounts.login_throttle.client"
 class Context:
     settings: AccountsSettings
     runtime: Runtime
+    # A login holds its account's throttle row (a pool connection) while argon2 runs. It
+    # takes one of these turns first, so that in a login storm the queue for the hashing
+    # threads forms here, holding nothing, rather than with connections every other
+    # request needs. Three turns per thread: while logins talk to the database before or
+    # after their hash (slowly, when hashes keep every core busy), another is ready to
+    # hash, and no hashing thread waits idle.
+    login_turns: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(3 * HASH_THREADS)
+    )
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -81,9 +92,15 @@ class Context:
         return f"{self.settings.accounts_public_url}/{page}#token={token}"
 
 
-def get_context(request: Request) -> Context:
+def context_of(request: Request) -> Context:
     context: Context = request.app.state.accounts
     return context
+
+
+async def get_context(request: Request) -> Context:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a
+    # thread hop on every request for a dictionary look-up.
+    return context_of(request)
 
 
 Ctx = Annotated[Context, Depends(get_context)]

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
+from fastapi import Request
 from pydantic import BaseModel
 
 from services.accounts import store
@@ -59,11 +60,14 @@ async def _new_refresh(ctx: Context, conn: Connection, session_id: UUID) -> str:
 async def start_session(
     ctx: Context, conn: Connection, principal: store.Row, kind: str
 ) -> TokenPair:
-    session_id = uuid4()
-    await store.open_session(conn, session_id, principal["id"], kind)
+    session_id, refresh = uuid4(), new_secret()
+    expires = datetime.now(UTC) + timedelta(days=ctx.settings.accounts_refresh_token_days)
+    await store.open_session_with_refresh(
+        conn, session_id, principal["id"], kind, secret_hash(refresh), expires
+    )
     return TokenPair(
         access_token=_access_for(ctx, principal, kind, session_id),
-        refresh_token=await _new_refresh(ctx, conn, session_id),
+        refresh_token=refresh,
         expires_in=ctx.settings.accounts_access_token_seconds,
     )
 
@@ -105,15 +109,37 @@ async def rotate(ctx: Context, conn: Connection, refresh: str) -> TokenPair:
     )
 
 
-def session_checker(ctx: Context) -> Callable[[Claims], Awaitable[bool]]:
-    """``app.state.session_check``: is the token's session still open?"""
+def session_checker(ctx: Context) -> Callable[[Request, Claims], Awaitable[bool]]:
+    """``app.state.session_check``: is the token's session still open?
 
-    async def check(claims: Claims) -> bool:
+    For a user, the same query reads the user's row and keeps it on ``request.state``
+    (see :func:`session_user`): a route that only reads the profile then needs no second
+    round trip to the database.
+    """
+
+    async def check(request: Request, claims: Claims) -> bool:
         try:
             session_id, principal_id = UUID(claims.sid), UUID(claims.sub)
         except ValueError:
             return False
         async with ctx.pool.acquire() as conn:
-            return await store.session_open(conn, session_id, principal_id)
+            if claims.kind != "user":
+                return await store.session_open(conn, session_id, principal_id)
+            row = await store.user_session(conn, session_id, principal_id)
+        if row is None:
+            return False
+        request.state.session_user = row if row["id"] is not None else None
+        return True
 
     return check
+
+
+def session_user(request: Request) -> store.Row | None:
+    """The user's row read by the session check of this request (None: the user is gone).
+
+    Read before the route ran and outside its transaction: for answering reads only,
+    never as the basis of a change (a route that changes the user reads it again,
+    locked, in its transaction).
+    """
+    row: store.Row | None = request.state.session_user
+    return row

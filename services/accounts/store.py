@@ -52,6 +52,17 @@ async def update_user(conn: Connection, user_id: UUID, **columns: Any) -> None:
     )
 
 
+async def update_user_returning(conn: Connection, user_id: UUID, **columns: Any) -> Row | None:
+    """Update a user and return the row as changed (locked till the transaction ends),
+    in one round trip; None when there is no such user."""
+    sets = "".join(f"{name} = ${i}, " for i, name in enumerate(columns, start=2))
+    return await conn.fetchrow(
+        f"UPDATE users SET {sets}updated_at = now() WHERE id = $1 RETURNING *",  # noqa: S608 - names are ours
+        user_id,
+        *columns.values(),
+    )
+
+
 async def email_index_taken(conn: Connection, index: bytes, other_than: UUID) -> bool:
     return bool(
         await conn.fetchval(
@@ -92,12 +103,23 @@ async def use_action_token(conn: Connection, token_hash: bytes, purpose: str) ->
 # -- sessions --------------------------------------------------------------------------
 
 
-async def open_session(conn: Connection, session_id: UUID, principal_id: UUID, kind: str) -> None:
+async def open_session_with_refresh(
+    conn: Connection,
+    session_id: UUID,
+    principal_id: UUID,
+    kind: str,
+    token_hash: bytes,
+    expires_at: datetime,
+) -> None:
+    """A new session and its first refresh token, in one round trip."""
     await conn.execute(
-        "INSERT INTO sessions (id, principal_id, kind) VALUES ($1, $2, $3)",
+        "WITH s AS (INSERT INTO sessions (id, principal_id, kind) VALUES ($1, $2, $3))"
+        " INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($4, $1, $5)",
         session_id,
         principal_id,
         kind,
+        token_hash,
+        expires_at,
     )
 
 
@@ -110,6 +132,24 @@ async def session_open(conn: Connection, session_id: UUID, principal_id: UUID) -
             principal_id,
         )
     )
+
+
+# What a profile shows (no password hash, no email index): what every request reads.
+PROFILE_COLUMNS = (
+    "id", "name", "email", "email_verified", "age_band", "birth_date", "guardian_email",
+    "active", "locale", "marketing_email", "personalisation", "tracking_opt_out", "created_at",
+)  # fmt: skip
+_SESSION_USER = (
+    f"SELECT {', '.join(f'u.{c}' for c in PROFILE_COLUMNS)} FROM sessions s"  # noqa: S608 - ours
+    " LEFT JOIN users u ON u.id = s.principal_id"
+    " WHERE s.id = $1 AND s.principal_id = $2 AND s.revoked_at IS NULL"
+)
+
+
+async def user_session(conn: Connection, session_id: UUID, user_id: UUID) -> Row | None:
+    """The session check and the user's profile columns in one round trip: None when the
+    session is not open; a row whose ``id`` is NULL when it is open but the user is gone."""
+    return await conn.fetchrow(_SESSION_USER, session_id, user_id)
 
 
 async def revoke_session(conn: Connection, session_id: UUID, reason: str) -> None:
@@ -161,9 +201,20 @@ async def spend_refresh_token(conn: Connection, token_hash: bytes) -> None:
 # -- login throttling ------------------------------------------------------------------
 
 
-async def throttle_counters(conn: Connection, keys: Sequence[bytes]) -> dict[bytes, Row]:
-    rows = await conn.fetch("SELECT * FROM login_throttle WHERE key = ANY($1::bytea[])", keys)
-    return {bytes(r["key"]): r for r in rows}
+async def lock_account_throttle(conn: Connection, key: bytes) -> Row:
+    """The account's counter, created at 0 if new and locked until the transaction ends
+    (one round trip: the upsert takes the lock and answers the latest committed row)."""
+    row = await conn.fetchrow(
+        "INSERT INTO login_throttle (key, scope, failures) VALUES ($1, 'account', 0)"
+        " ON CONFLICT (key) DO UPDATE SET failures = login_throttle.failures RETURNING *",
+        key,
+    )
+    assert row is not None
+    return row
+
+
+async def throttle_counter(conn: Connection, key: bytes) -> Row | None:
+    return await conn.fetchrow("SELECT * FROM login_throttle WHERE key = $1", key)
 
 
 async def save_throttle(

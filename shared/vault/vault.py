@@ -4,12 +4,15 @@
 key, after which ``open`` and ``seal`` for that subject fail with :class:`SubjectShredded`
 in every process: unwrapped keys are cached briefly, and a shred is announced on the
 vault database's ``vault_shredded`` channel so every vault drops its cached copy at once.
+A vault that is not listening (its listening connection was lost) caches nothing until
+it listens again: a shred it could not hear must not leave a key in its cache.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import time
+import logging
 from uuid import UUID
 
 import asyncpg
@@ -17,6 +20,9 @@ from asyncpg.pool import PoolConnectionProxy
 
 from shared.config import PlatformSettings
 from shared.vault import crypto
+from shared.vault.keycache import KeyCache
+
+log = logging.getLogger(__name__)
 
 SHRED_CHANNEL = "vault_shredded"
 Subject = UUID | str
@@ -45,9 +51,10 @@ class Vault:
         self._pool = pool
         self._master = master_key
         self._index_key = index_key
-        self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[bytes, float]] = {}
+        self._cache = KeyCache(cache_seconds)
         self._listener: PoolConnectionProxy | None = None
+        self._relisten: asyncio.Task[None] | None = None
+        self._closed = False
 
     @classmethod
     async def connect(cls, settings: PlatformSettings, pool: asyncpg.Pool) -> Vault:
@@ -61,10 +68,17 @@ class Vault:
         return vault
 
     async def close(self) -> None:
-        if self._listener is not None:
-            await self._listener.remove_listener(SHRED_CHANNEL, self._on_shred)
-            await self._pool.release(self._listener)
-            self._listener = None
+        self._closed = True
+        if self._relisten is not None:
+            self._relisten.cancel()
+            self._relisten = None
+        listening, listener = self._listening(), self._listener
+        self._listener = None
+        self._cache.clear()
+        if listening and listener is not None:
+            listener.remove_termination_listener(self._on_listener_lost)
+            await listener.remove_listener(SHRED_CHANNEL, self._on_shred)
+            await self._pool.release(listener)
 
     async def seal(self, subject: Subject, plaintext: str, *, purpose: str) -> bytes:
         key = await self._data_key(str(subject), create=True)
@@ -93,7 +107,7 @@ class Vault:
                 sid,
             )
             await conn.execute("SELECT pg_notify($1, $2)", SHRED_CHANNEL, sid)
-        self._cache.pop(sid, None)
+        self._cache.forget(sid)
         return status == "UPDATE 1"
 
     async def is_shredded(self, subject: Subject) -> bool:
@@ -105,12 +119,25 @@ class Vault:
         return bool(shredded)
 
     async def _data_key(self, sid: str, *, create: bool) -> bytes:
-        cached = self._cache.get(sid)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        listening = self._listening()
+        if listening:
+            cached = self._cache.get(sid)
+            if cached is not None:
+                return cached
+        generation = self._cache.generation
         key = await self._load_or_create(sid, create=create)
-        self._cache[sid] = (key, time.monotonic() + self._cache_seconds)
+        if listening and self._listening():
+            self._cache.put(sid, key, generation)  # kept out if a shred was seen meanwhile
         return key
+
+    def _listening(self) -> bool:
+        listener = self._listener
+        if listener is None:
+            return False
+        try:
+            return not listener.is_closed()
+        except asyncpg.InterfaceError:  # lost, and already handed back to the pool
+            return False
 
     async def _load_or_create(self, sid: str, *, create: bool) -> bytes:
         async with self._pool.acquire() as conn:
@@ -130,8 +157,38 @@ class Vault:
         return crypto.unwrap_key(self._master, sid, row["wrapped_key"])
 
     async def _listen(self) -> None:
-        self._listener = await self._pool.acquire()
-        await self._listener.add_listener(SHRED_CHANNEL, self._on_shred)
+        listener = await self._pool.acquire()
+        try:
+            await listener.add_listener(SHRED_CHANNEL, self._on_shred)
+        except BaseException:
+            await self._pool.release(listener)
+            raise
+        listener.add_termination_listener(self._on_listener_lost)
+        self._listener = listener
 
     def _on_shred(self, _conn: object, _pid: int, _channel: str, subject: object) -> None:
-        self._cache.pop(str(subject), None)
+        self._cache.forget(str(subject))
+
+    def _on_listener_lost(self, _conn: object) -> None:
+        # Shreds announced from now on go unheard: drop every key (reads go to the
+        # database, which always knows) and listen again on a new connection.
+        self._listener = None
+        self._cache.clear()
+        if not self._closed and self._relisten is None:
+            log.warning("vault: shred listener lost; key cache off until it listens again")
+            self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
+
+    async def _listen_again(self) -> None:
+        delay = 0.1
+        try:
+            while not self._closed:
+                try:
+                    await self._listen()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                else:
+                    log.info("vault: listening for shreds again")
+                    return
+        finally:
+            self._relisten = None

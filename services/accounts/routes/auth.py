@@ -248,19 +248,13 @@ async def _login(
     account_key = vault.blind_index(f"{kind}:{body.email}", purpose=THROTTLE_ACCOUNT)
     client_key = vault.blind_index(_client_address(request), purpose=THROTTLE_CLIENT)
     account_policy, client_policy = ctx.account_policy(), ctx.client_policy()
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    async with ctx.login_turns, ctx.pool.acquire() as conn, conn.transaction():
         # The account's row is locked for the whole attempt: parallel guesses at one
         # account are evaluated one after the other, each seeing the previous failure.
-        await conn.execute(
-            "INSERT INTO login_throttle (key, scope, failures) VALUES ($1, 'account', 0)"
-            " ON CONFLICT DO NOTHING",
-            account_key,
-        )
-        await conn.execute("SELECT 1 FROM login_throttle WHERE key = $1 FOR UPDATE", account_key)
-        counters = await store.throttle_counters(conn, [account_key, client_key])
+        account = _counter(await store.lock_account_throttle(conn, account_key))
+        # Read once the lock is held, so serialised guesses see each other's client count.
+        client = _counter(await store.throttle_counter(conn, client_key))
         now = datetime.now(UTC)
-        account = _counter(counters.get(account_key))
-        client = _counter(counters.get(client_key))
         for policy, counter in ((account_policy, account), (client_policy, client)):
             verdict = throttle.check(policy, counter, now)
             if not verdict.allowed:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, EmailStr, Field
 
 from services.accounts import store
@@ -23,6 +23,7 @@ from services.accounts.context import (
     NAME,
     Context,
     Ctx,
+    context_of,
     emit,
     not_found,
     notify,
@@ -32,6 +33,7 @@ from services.accounts.domain.content import content_for
 from services.accounts.invoices import Invoice, invoice_out
 from services.accounts.links import mail_action_link
 from services.accounts.security import MAX_PASSWORD, verify_password
+from services.accounts.sessions import session_user
 from shared.auth import CurrentUser
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import (
@@ -228,10 +230,14 @@ async def _me(
 
 
 @router.get("/me", response_model=Profile)
-async def read_profile(claims: CurrentUser, ctx: Ctx) -> Profile:
+async def read_profile(claims: CurrentUser, request: Request) -> Profile:
     """Everything in the profile, opened from the vault."""
-    async with ctx.pool.acquire() as conn:
-        user = await _me(ctx, conn, claims)
+    # The hottest route takes the context from the request rather than through ``Ctx``:
+    # each dependency costs FastAPI tens of microseconds per request. And the session
+    # check of this request already read the row: one round trip, not two.
+    ctx, user = context_of(request), session_user(request)
+    if user is None:
+        raise Problem(401, "Unauthorised", "This account no longer exists.", slug="unauthorised")
     return await _profile(ctx, user)
 
 
@@ -254,15 +260,14 @@ async def edit_profile(body: ProfileChange, claims: CurrentUser, ctx: Ctx) -> Pr
             email_verified=False,
         )
     async with ctx.pool.acquire() as conn, conn.transaction():
-        await _me(ctx, conn, claims, lock=True)
-        if body.email is not None and await store.email_index_taken(
-            conn, changes["email_index"], uid
-        ):
-            raise Problem(
-                409, "Email unavailable", "Choose another email address.", slug="email-unavailable"
-            )
-        await store.update_user(conn, uid, **changes)
-        user = await _me(ctx, conn, claims)
+        if body.email is not None:
+            await _me(ctx, conn, claims, lock=True)
+            if await store.email_index_taken(conn, changes["email_index"], uid):
+                raise Problem(409, "Email unavailable", "Choose another email address.",
+                              slug="email-unavailable")  # fmt: skip
+        # The update locks the row and answers it as changed: one round trip, not three.
+        changed = await store.update_user_returning(conn, uid, **changes) if changes else None
+        user = changed if changed is not None else await _me(ctx, conn, claims)
         if changes:
             fields = tuple(sorted(f for f in ("name", "email", "locale") if f in changes))
             await emit(conn, ProfileUpdated(user_id=uid, fields=fields), uid)

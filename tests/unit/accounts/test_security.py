@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 import jwt
 
+from services.accounts import security
 from services.accounts.security import (
     HASHER,
     access_token,
@@ -49,3 +53,11 @@ def test_access_tokens_last_five_minutes_and_under_13_means_do_not_track() -> No
     assert claims.exp - claims.iat == 300
     raw = jwt.decode(token, options={"verify_signature": False})
     assert set(raw) >= {"sub", "sid", "kind", "aud", "iss", "exp", "nbf", "iat", "jti"}
+
+
+async def test_hashing_runs_on_its_own_threads_one_per_cpu() -> None:
+    def where() -> str:
+        return threading.current_thread().name
+
+    assert (await security._off_loop(where)).startswith("argon2")
+    assert max(1, os.cpu_count() or 1) == security.HASH_THREADS

@@ -1,0 +1,101 @@
+"""The accounts queries that replaced several round trips with one, on real PostgreSQL:
+they must keep the guarantees of the queries they replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from services.accounts import store
+from services.accounts.bootstrap import DATABASE, MIGRATIONS
+from shared.db import create_pool
+from shared.db.prepare import migrate_service_database
+
+
+@pytest.fixture
+async def pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(scratch_dsn, max_size=4)
+    await migrate_service_database(pool, DATABASE, MIGRATIONS)
+    yield pool
+    await pool.close()
+
+
+async def _user(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> uuid.UUID:
+    user_id = uuid.uuid4()
+    await store.insert_user(
+        conn, id=user_id, email_index=user_id.bytes, email=b"sealed-email", name=b"sealed-name",
+        password_hash="$argon2id$not-a-real-hash", age_band="adult", active=True,
+    )  # fmt: skip
+    return user_id
+
+
+async def test_the_session_check_answers_the_profile_row_only_for_an_open_session(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        user_id, session_id = await _user(conn), uuid.uuid4()
+        expires = datetime.now(UTC) + timedelta(days=1)
+        await store.open_session_with_refresh(conn, session_id, user_id, "user", b"h", expires)
+        row = await store.user_session(conn, session_id, user_id)
+        assert row is not None
+        assert row["id"] == user_id
+        assert set(row.keys()) == set(store.PROFILE_COLUMNS)  # never the password hash
+        assert await store.user_session(conn, session_id, uuid.uuid4()) is None  # not theirs
+        assert await store.user_session(conn, uuid.uuid4(), user_id) is None  # no session
+
+        await conn.execute("DELETE FROM users WHERE id = $1", user_id)
+        gone = await store.user_session(conn, session_id, user_id)
+        assert gone is not None
+        assert gone["id"] is None  # open, but the account is gone
+
+        await store.revoke_session(conn, session_id, "logout")
+        assert await store.user_session(conn, session_id, user_id) is None
+
+
+async def test_a_session_and_its_refresh_token_are_written_together(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        session_id, expires = uuid.uuid4(), datetime.now(UTC) + timedelta(days=1)
+        await store.open_session_with_refresh(
+            conn, session_id, uuid.uuid4(), "operator", b"token-hash", expires
+        )
+        token = await store.refresh_token(conn, b"token-hash")
+        assert token is not None
+        assert (token["session_id"], token["kind"]) == (session_id, "operator")
+        with pytest.raises(asyncpg.CheckViolationError):  # one statement: all or nothing
+            await store.open_session_with_refresh(
+                conn, uuid.uuid4(), uuid.uuid4(), "nobody", b"other-hash", expires
+            )
+        assert await store.refresh_token(conn, b"other-hash") is None
+
+
+async def test_parallel_attempts_at_one_account_see_each_others_failures(
+    pool: asyncpg.Pool,
+) -> None:
+    key = uuid.uuid4().bytes
+    first_locked, first_done = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            row = await store.lock_account_throttle(conn, key)
+            assert row["failures"] == 0  # created at 0
+            first_locked.set()
+            await asyncio.sleep(0.2)  # the second attempt must wait for this one
+            now = datetime.now(UTC)
+            await store.save_throttle(conn, key, "account", 1, now, None, False)
+            first_done.set()
+
+    async def second() -> int:
+        await first_locked.wait()
+        async with pool.acquire() as conn, conn.transaction():
+            row = await store.lock_account_throttle(conn, key)
+            assert first_done.is_set()  # it waited for the lock
+            failures: int = row["failures"]
+            return failures
+
+    _, seen = await asyncio.gather(first(), second())
+    assert seen == 1  # the latest committed count, not the one before the wait

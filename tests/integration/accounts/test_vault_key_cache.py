@@ -1,0 +1,166 @@
+"""The vault's key cache on real PostgreSQL, as accounts uses it: a key is never served
+from a cache after its subject is shredded, whether the shred was this process's or
+another's (NOTIFY), whether it happened during a key load, or while the cache's
+listening connection was lost."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from shared.config import PlatformSettings
+from shared.db import create_pool
+from shared.db.prepare import migrate_vault_database
+from shared.vault import SubjectShredded, Vault
+
+PURPOSE = "accounts.users.name"
+pytestmark = pytest.mark.promise("P-16")
+
+
+@pytest.fixture
+async def vault_pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(scratch_dsn, max_size=6)
+    await migrate_vault_database(pool)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def vaults(
+    settings: PlatformSettings, vault_pool: asyncpg.Pool
+) -> AsyncIterator[tuple[Vault, Vault]]:
+    """Two vaults on one database: two processes (an API and a worker, say)."""
+    first = await Vault.connect(settings, vault_pool)
+    second = await Vault.connect(settings, vault_pool)
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+async def _until(done: Callable[[], bool], what: str, seconds: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not done():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {seconds}s: {what}")
+        await asyncio.sleep(0.01)
+
+
+async def _database_reads(vault: Vault, action: Callable[[], Awaitable[object]]) -> int:
+    """How many times ``action`` made ``vault`` read a key from the database."""
+    original = vault._load_or_create
+    reads = 0
+
+    async def counting(sid: str, *, create: bool) -> bytes:
+        nonlocal reads
+        reads += 1
+        return await original(sid, create=create)
+
+    vault._load_or_create = counting  # type: ignore[method-assign]
+    try:
+        await action()
+    finally:
+        vault._load_or_create = original  # type: ignore[method-assign]
+    return reads
+
+
+async def test_keys_are_cached_and_a_shred_elsewhere_drops_them_at_once(
+    vaults: tuple[Vault, Vault],
+) -> None:
+    api, worker = vaults
+    subject = uuid.uuid4()
+    sealed = await api.seal(subject, "Jane Doe", purpose=PURPOSE)
+    assert await _database_reads(api, lambda: api.open(subject, sealed, purpose=PURPOSE)) == 0
+
+    generation = api._cache.generation
+    assert await worker.shred(subject)
+    await _until(lambda: api._cache.generation != generation, "the shred notice arrived")
+    with pytest.raises(SubjectShredded):
+        await api.open(subject, sealed, purpose=PURPOSE)
+
+
+async def test_a_key_loaded_while_its_shred_is_heard_is_not_kept(
+    vaults: tuple[Vault, Vault],
+) -> None:
+    api, worker = vaults
+    subject = uuid.uuid4()
+    sealed = await worker.seal(subject, "Jane Doe", purpose=PURPOSE)
+    loaded, release = asyncio.Event(), asyncio.Event()
+    original = api._load_or_create
+
+    async def slow_load(sid: str, *, create: bool) -> bytes:
+        key = await original(sid, create=create)  # read before the shred...
+        loaded.set()
+        await release.wait()  # ...and handed back only after its notice arrived
+        return key
+
+    api._load_or_create = slow_load  # type: ignore[method-assign]
+    reading = asyncio.create_task(api.open(subject, sealed, purpose=PURPOSE))
+    await loaded.wait()
+    generation = api._cache.generation
+    await worker.shred(subject)
+    await _until(lambda: api._cache.generation != generation, "the shred notice arrived")
+    release.set()
+    assert await reading == "Jane Doe"  # that read happened before the shred
+    api._load_or_create = original  # type: ignore[method-assign]
+
+    assert api._cache.get(str(subject)) is None
+    with pytest.raises(SubjectShredded):
+        await api.open(subject, sealed, purpose=PURPOSE)
+
+
+async def test_without_its_listener_a_vault_caches_nothing_until_it_listens_again(
+    vaults: tuple[Vault, Vault], scratch_dsn: str
+) -> None:
+    api, worker = vaults
+    subject, later = uuid.uuid4(), uuid.uuid4()
+    sealed = await api.seal(subject, "Jane Doe", purpose=PURPOSE)
+    sealed_later = await api.seal(later, "John Roe", purpose=PURPOSE)
+    assert api._listener is not None
+    pid = api._listener.get_server_pid()
+    outage_over = asyncio.Event()
+    listen = api._listen
+
+    async def listen_after_the_outage() -> None:
+        await outage_over.wait()
+        await listen()
+
+    api._listen = listen_after_the_outage  # type: ignore[method-assign]
+
+    admin = await asyncpg.connect(scratch_dsn)
+    try:
+        await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+    await _until(lambda: not api._listening(), "the vault noticed its listener is gone")
+    assert len(api._cache) == 0
+
+    # Shreds are unheard now: a key must come from the database, which always knows.
+    await worker.shred(subject)
+    with pytest.raises(SubjectShredded):
+        await api.open(subject, sealed, purpose=PURPOSE)
+
+    assert await _database_reads(api, lambda: api.open(later, sealed_later, purpose=PURPOSE)) == 1
+    outage_over.set()
+    await _until(api._listening, "the vault listens again")
+    assert await api.open(later, sealed_later, purpose=PURPOSE) == "John Roe"
+    assert await _database_reads(api, lambda: api.open(later, sealed_later, purpose=PURPOSE)) == 0
+    generation = api._cache.generation
+    await worker.shred(later)
+    await _until(lambda: api._cache.generation != generation, "the new listener hears shreds")
+    with pytest.raises(SubjectShredded):
+        await api.open(later, sealed_later, purpose=PURPOSE)
+
+
+async def test_the_shredding_vault_forgets_the_key_before_it_returns(
+    vaults: tuple[Vault, Vault],
+) -> None:
+    api, _ = vaults
+    subject = uuid.uuid4()
+    sealed = await api.seal(subject, "Jane Doe", purpose=PURPOSE)
+    await api.shred(subject)
+    with pytest.raises(SubjectShredded):  # no wait for its own notice
+        await api.open(subject, sealed, purpose=PURPOSE)
