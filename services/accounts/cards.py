@@ -26,6 +26,7 @@ async def card_of(vault: Vault, user: Row) -> ContactCardChanged:
         marketing_email=user["marketing_email"] and user["age_band"] != "under_13",
         tracking_opt_out=user["tracking_opt_out"] or user["age_band"] == "under_13",
         active=user["active"],
+        changed_at=user["updated_at"],
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID, uuid4
 
@@ -121,8 +121,12 @@ async def notify(
     channels: tuple[Literal["email", "inbox"], ...] = ("email", "inbox"),
     recipient: Literal["user", "guardian"] = "user",
     audience: Literal["all", "listed"] = "listed",
+    card_changed_at: datetime | None = None,
 ) -> UUID:
-    """Ask the notifier to send a notice (ids, tokens, links and wording; no personal data)."""
+    """Ask the notifier to send a notice (ids, tokens, links and wording; no personal data).
+
+    ``card_changed_at``: the email must wait for the recipient's card of that change.
+    """
     notice_id = uuid4()
     command = SendNotice(
         notice_id=notice_id,
@@ -133,6 +137,7 @@ async def notify(
         params=dict(params or {}),
         channels=channels,
         recipient=recipient,
+        card_changed_at=card_changed_at,
     )
     subject = str(user_ids[0]) if len(user_ids) == 1 else str(notice_id)
     await emit(conn, command, subject)

@@ -33,8 +33,10 @@ async def mail_action_link(
     path: str,
     recipient: Literal["user", "guardian"] = "user",
     lifetime: timedelta | None = None,
+    card_changed_at: datetime | None = None,
 ) -> None:
-    """Create a token for ``purpose`` and ask the notifier to mail its link."""
+    """Create a token for ``purpose`` and ask the notifier to mail its link (once its copy
+    of the card is at least ``card_changed_at`` new, for a link to a changed address)."""
     token = await new_action_token(ctx, conn, user_id, purpose, lifetime)
     await notify(
         conn,
@@ -44,4 +46,5 @@ async def mail_action_link(
         params={"token": token, "link": ctx.link(path, token)},
         channels=("email",),
         recipient=recipient,
+        card_changed_at=card_changed_at,
     )

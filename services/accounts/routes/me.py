@@ -275,7 +275,7 @@ async def edit_profile(body: ProfileChange, claims: CurrentUser, ctx: Ctx) -> Pr
         if body.email is not None:
             await mail_action_link(
                 ctx, conn, uid, purpose="verify_email", template="verify_email",
-                path="verify-email",
+                path="verify-email", card_changed_at=user["updated_at"],
             )  # fmt: skip
     return await _profile(ctx, user)
 

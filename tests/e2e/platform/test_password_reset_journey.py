@@ -16,13 +16,13 @@ API = "/api/accounts"
 TOKEN_IN_LINK = re.compile(r"/(verify-email|reset-password)#token=([A-Za-z0-9_\-]+)")
 
 
-def _needs_accounts_and_notifier() -> None:
+def needs_accounts_and_notifier() -> None:
     wanted = {s for s in os.environ.get("IMT_TEST_SERVICES", "").split(",") if s}
     if wanted and not {"accounts", "notifier"} <= wanted:
         pytest.skip("needs the accounts and notifier services (unset IMT_TEST_SERVICES)")
 
 
-async def _token_from_mail(mailbox: Mailbox, address: str, page: str, count: int) -> str:
+async def token_from_mail(mailbox: Mailbox, address: str, page: str, count: int) -> str:
     messages = await mailbox.wait_for([address], count)
     text, html = parts(messages[count - 1])
     found = TOKEN_IN_LINK.search(text)
@@ -34,7 +34,7 @@ async def _token_from_mail(mailbox: Mailbox, address: str, page: str, count: int
 
 @pytest.mark.promise("P-08")
 async def test_a_forgotten_password_is_reset_from_the_mailbox(platform: str) -> None:
-    _needs_accounts_and_notifier()
+    needs_accounts_and_notifier()
     address = f"reset-{uuid.uuid4().hex[:12]}@example.com"
     mailbox = Mailbox()
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
@@ -44,7 +44,7 @@ async def test_a_forgotten_password_is_reset_from_the_mailbox(platform: str) -> 
                 json={"name": "Reset Journey", "email": address, "password": "first-pw-123"},
             )
             assert signed.status_code == 202
-            verify = await _token_from_mail(mailbox, address, "verify-email", 1)
+            verify = await token_from_mail(mailbox, address, "verify-email", 1)
             verified = await client.post(f"{API}/email-verifications", json={"token": verify})
             assert verified.status_code == 200
 
@@ -53,7 +53,7 @@ async def test_a_forgotten_password_is_reset_from_the_mailbox(platform: str) -> 
             ).status_code == 202
             reset_mail = (await mailbox.wait_for([address], 2))[1]
             assert reset_mail["Subject"] == "Reset your iMT password"
-            token = await _token_from_mail(mailbox, address, "reset-password", 2)
+            token = await token_from_mail(mailbox, address, "reset-password", 2)
             new_password = f"pw-{uuid.uuid4().hex}"
             done = await client.post(
                 f"{API}/password-resets/complete",
