@@ -189,6 +189,8 @@ class Sender:
     async def _dispatch(self, limit: int) -> int:
         async with self._pool.acquire() as conn:  # one statement: atomic without BEGIN
             rows = await store.claim_deliveries(conn, limit, LEASE_SECONDS)
+        # Every recipient's key in one round trip, not one each while composing.
+        await self._vault.prefetch(r["user_id"] for r in rows if r["has_contact"])
         decided = await asyncio.gather(*(self._prepare(row) for row in rows))
         for item in decided:
             if isinstance(item, Job):

@@ -106,3 +106,32 @@ async def test_a_backup_taken_before_a_shred_yields_nothing_readable_after_resto
     assert b"jane" not in restored
     with pytest.raises(SubjectShredded):
         await vault.open(subject, restored, purpose="people.email")
+
+
+async def test_prefetched_keys_open_and_still_obey_a_shred(vaults: tuple[Vault, Vault]) -> None:
+    first, second = vaults
+    subjects = [uuid.uuid4() for _ in range(20)]
+    sealed = [await first.seal(s, f"user {i}", purpose="name") for i, s in enumerate(subjects)]
+    shredded, never_sealed = subjects[0], uuid.uuid4()
+    await first.shred(shredded)
+    await asyncio.sleep(0.2)  # the notice reached the second vault
+
+    assert await second.prefetch([*subjects, never_sealed]) == 19  # one query; no error
+    assert await second.prefetch(subjects[1:]) == 0  # all cached now
+    opened = [
+        await second.open(s, b, purpose="name")
+        for s, b in zip(subjects[1:], sealed[1:], strict=True)
+    ]
+    assert opened == [f"user {i}" for i in range(1, 20)]
+    with pytest.raises(SubjectShredded):
+        await second.open(shredded, sealed[0], purpose="name")
+
+    await first.shred(subjects[1])  # a prefetched key goes with a shred like any other
+    for _ in range(100):
+        try:
+            await second.open(subjects[1], sealed[1], purpose="name")
+        except SubjectShredded:
+            break
+        await asyncio.sleep(0.02)
+    with pytest.raises(SubjectShredded):
+        await second.open(subjects[1], sealed[1], purpose="name")
