@@ -56,7 +56,10 @@ class Mailbox:
         self.folder = folder
         self.mode = "accept"
         self._lock = threading.Lock()
-        self._next = 1 + max((int(p.name.split("-")[0]) for p in self._sidecars()), default=0)
+        # Every message's metadata, read from disk once: listing stays cheap however many
+        # messages a developer's runs have left (tens of thousands after a few days).
+        self._index = self._read_sidecars()
+        self._next = 1 + max((int(m["id"].split("-")[0]) for m in self._index), default=0)
 
     def _sidecars(self) -> list[Path]:
         return sorted(p for p in self.folder.glob("*.json") if ID_PATTERN.fullmatch(p.stem))
@@ -81,9 +84,15 @@ class Mailbox:
         self._write(self.folder / f"{ident}.eml", raw)
         # The sidecar comes last: a listed message always has its .eml.
         self._write(self.folder / f"{ident}.json", json.dumps(meta).encode())
+        with self._lock:
+            self._index.append(meta)
         return ident
 
     def messages(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return sorted(self._index, key=lambda m: str(m["id"]))
+
+    def _read_sidecars(self) -> list[dict[str, Any]]:
         found = []
         for sidecar in self._sidecars():
             with contextlib.suppress(OSError, ValueError):
@@ -99,6 +108,8 @@ class Mailbox:
             return None
 
     def clear(self) -> int:
+        with self._lock:
+            self._index.clear()
         sidecars = self._sidecars()
         for sidecar in sidecars:
             sidecar.unlink(missing_ok=True)

@@ -97,12 +97,15 @@ async def test_sigkill_in_every_stage_completes_every_request_once(
     settings: PlatformSettings, scratch_dsn: str, tmp_path: Path
 ) -> None:
     async with scratch_topics(DeletionSettings(environment="test")) as suffix:
-        # Long enough that the last wave is still in grace when the kill loop starts.
-        config = harness_settings(scratch_dsn, suffix, tmp_path, deletion_grace_seconds=5.0)
+        # Long enough that requests are still in grace when the kill loop looks, even after
+        # a self-killed worker spent ~10 s rejoining its consumer groups.
+        config = harness_settings(scratch_dsn, suffix, tmp_path, deletion_grace_seconds=15.0)
         async with running_harness(config, with_worker=False) as harness:
             harness.stores.ignore_first = 1  # every request waits for one resend
             snapshot = await backups.take(
-                config, retention=timedelta(seconds=10), databases=["analytics"]
+                config,
+                retention=timedelta(seconds=25),
+                databases=["analytics"],  # past grace
             )
             worker = WorkerProcess(config)
             worker.start()
