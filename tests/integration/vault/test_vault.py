@@ -2,36 +2,13 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from shared.config import PlatformSettings
-from shared.db import create_pool
-from shared.db.prepare import migrate_vault_database
 from shared.vault import SubjectShredded, Vault
-
-
-@pytest.fixture
-async def vault_pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(scratch_dsn, max_size=4)
-    await migrate_vault_database(pool)
-    yield pool
-    await pool.close()
-
-
-@pytest.fixture
-async def vaults(
-    settings: PlatformSettings, vault_pool: asyncpg.Pool
-) -> AsyncIterator[tuple[Vault, Vault]]:
-    """Two vaults on one database, as two service processes would have."""
-    first = await Vault.connect(settings, vault_pool)
-    second = await Vault.connect(settings, vault_pool)
-    yield first, second
-    await first.close()
-    await second.close()
 
 
 async def test_what_one_process_seals_another_opens(vaults: tuple[Vault, Vault]) -> None:
