@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 BATCH = 200
 
 
-class Ticker:
-    """Advances due requests, verifies those whose backups are gone, releases retention."""
+class Periodic:
+    """A round every ``interval`` seconds until stopped (at once again while busy)."""
+
+    name = "round"
 
     def __init__(self, pool: asyncpg.Pool, deps: Deps) -> None:
         self._pool = pool
@@ -42,21 +44,39 @@ class Ticker:
     def stop(self) -> None:
         self._stopping.set()
 
+    def interval(self) -> float:
+        raise NotImplementedError
+
+    async def round(self) -> bool:
+        """One round; True if more work may be waiting."""
+        raise NotImplementedError
+
     async def run(self) -> None:
-        interval = self._deps.settings.deletion_tick_seconds
         while not self._stopping.is_set():
             try:
-                busy = await self.tick()
+                busy = await self.round()
             except OUTAGES as exc:
-                log.warning("ticker: outage (%s), retrying", type(exc).__name__)
+                log.warning("%s: outage (%s), retrying", self.name, type(exc).__name__)
                 busy = False
             except Exception:
-                # A step that fails is retried at the next tick; the loop itself never dies.
-                log.exception("ticker: round failed; retrying")
+                # A round that fails is retried at the next one; the loop itself never dies.
+                log.exception("%s: round failed; retrying", self.name)
                 busy = False
             if not busy:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), interval)
+                    await asyncio.wait_for(self._stopping.wait(), self.interval())
+
+
+class Ticker(Periodic):
+    """Advances due requests, verifies those whose backups are gone, releases retention."""
+
+    name = "ticker"
+
+    def interval(self) -> float:
+        return self._deps.settings.deletion_tick_seconds
+
+    async def round(self) -> bool:
+        return await self.tick()
 
     async def tick(self) -> bool:
         """One round; True if a full batch was due (more may be waiting)."""
@@ -87,34 +107,20 @@ class Ticker:
                 crash_point("deletion.backups_pending.before_commit")
 
 
-class SnapshotExpiry:
+class SnapshotExpiry(Periodic):
     """Removes snapshots past their expiry every ``deletion_backup_expire_seconds``."""
 
-    def __init__(self, pool: asyncpg.Pool, deps: Deps) -> None:
-        self._pool = pool
-        self._deps = deps
-        self._stopping = asyncio.Event()
+    name = "snapshot expiry"
 
-    def stop(self) -> None:
-        self._stopping.set()
+    def interval(self) -> float:
+        return self._deps.settings.deletion_backup_expire_seconds
 
-    async def run(self) -> None:
+    async def round(self) -> bool:
         settings = self._deps.settings
-        while not self._stopping.is_set():
-            try:
-                removed = await backups.expire_due(
-                    self._pool, settings.backup_dir(), self._deps.now()
-                )
-                if removed:
-                    log.info("expired snapshots %s", ", ".join(removed))
-            except OUTAGES as exc:
-                log.warning("snapshot expiry: outage (%s), retrying", type(exc).__name__)
-            except Exception:
-                log.exception("snapshot expiry failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._stopping.wait(), settings.deletion_backup_expire_seconds
-                )
+        removed = await backups.expire_due(self._pool, settings.backup_dir(), self._deps.now())
+        if removed:
+            log.info("expired snapshots %s", ", ".join(removed))
+        return False
 
 
 class Worker:

@@ -44,6 +44,7 @@ from services.accounts.security import (
 )
 from services.accounts.sessions import RefreshRefused, TokenPair, rotate, start_session
 from shared.auth import Claims, CurrentUser, current_claims
+from shared.db.pool import Connection
 from shared.events.catalogue.accounts import UserActivated, UserRegistered
 from shared.observability import Problem
 
@@ -351,16 +352,21 @@ async def change_password(body: PasswordChange, user: CurrentUser, ctx: Ctx) -> 
         )
     new_hash = await hash_password(body.new_password)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        await store.update_user(conn, user_id, password_hash=new_hash)
-        await store.revoke_sessions_of(conn, user_id, "password-changed")
+        await replace_password(conn, user_id, new_hash, "password-changed")
         fresh = await store.user_by_id(conn, user_id)
         assert fresh is not None
         pair = await start_session(ctx, conn, fresh, "user")
-        await notify(
-            conn,
-            template="password_changed",
-            category="account_security",
-            user_ids=(user_id,),
-            params={},
-        )
     return pair
+
+
+async def replace_password(conn: Connection, user_id: UUID, new_hash: str, reason: str) -> None:
+    """Store a new password hash: every session ends and the user is told, by email too."""
+    await store.update_user(conn, user_id, password_hash=new_hash)
+    await store.revoke_sessions_of(conn, user_id, reason)
+    await notify(
+        conn,
+        template="password_changed",
+        category="account_security",
+        user_ids=(user_id,),
+        params={},
+    )

@@ -24,10 +24,9 @@ from services.accounts.context import (
     THROTTLE_ACCOUNT,
     Context,
     Ctx,
-    notify,
 )
 from services.accounts.links import mail_action_link
-from services.accounts.routes.auth import LinkToken, Password
+from services.accounts.routes.auth import LinkToken, Password, replace_password
 from services.accounts.security import hash_password, secret_hash
 from shared.db.pool import Connection
 from shared.observability import Problem
@@ -90,8 +89,7 @@ async def complete_reset(body: ResetCompletion, ctx: Ctx) -> None:
             raise _link_invalid()
         user = await store.user_by_id(conn, user_id, lock=True)
         assert user is not None
-        await store.update_user(conn, user_id, password_hash=new_hash)
-        await store.revoke_sessions_of(conn, user_id, "password-reset")
+        await replace_password(conn, user_id, new_hash, "password-reset")
         await conn.execute(
             "UPDATE action_tokens SET used_at = now()"
             " WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",
@@ -101,13 +99,6 @@ async def complete_reset(body: ResetCompletion, ctx: Ctx) -> None:
         email = await ctx.vault.open(user_id, user["email"], purpose=EMAIL)
         await store.clear_throttle(
             conn, ctx.vault.blind_index(f"user:{email}", purpose=THROTTLE_ACCOUNT)
-        )
-        await notify(
-            conn,
-            template="password_changed",
-            category="account_security",
-            user_ids=(user_id,),
-            params={},
         )
 
 
