@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.worker import Worker
 
-from shared.bus.faust_app import EnvelopeSchema, accepted, create_faust_app
+from shared.bus.faust_app import EnvelopeSchema, accepted, create_faust_app, run_worker
 from shared.config import PlatformSettings
 
 
@@ -64,8 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         PlatformSettings(), args.topic, args.group, args.events, args.progress
     )
     timings["worker_start"] = time.monotonic()
-    worker = Worker(app, loglevel="WARNING", quiet=True)
-    worker.execute_from_commandline()
+    run_worker(app)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,12 @@ from typing import Any
 
 import asyncpg
 import faust
-from faust.worker import Worker
 
 from services.analytics import handlers, store
 from services.analytics.bootstrap import bootstrap
 from services.analytics.config import AnalyticsSettings
 from shared.bus import Delivery, Rejected
-from shared.bus.faust_app import EnvelopeSchema, create_faust_app, publish_dead_letter
+from shared.bus.faust_app import EnvelopeSchema, create_faust_app, publish_dead_letter, run_worker
 from shared.bus.idempotency import forget_processed_before
 from shared.events.catalogue.analytics import VisitRecorded
 from shared.observability import configure_logging
@@ -143,7 +142,7 @@ def main() -> None:
     settings = AnalyticsSettings(service_name="analytics-worker")
     configure_logging(settings.service_name, settings.log_level)
     app = build_app(settings)
-    Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    run_worker(app)
 
 
 if __name__ == "__main__":

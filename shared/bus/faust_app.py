@@ -12,15 +12,18 @@ Kafka before the stream moves past it, so no record is lost.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types import AppT, Message
+from faust.worker import Worker
 
 from shared.bus.dead_letters import dead_letter_headers
 from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
+from shared.bus.faust_drain import PlatformFaustApp
 from shared.config import PlatformSettings
 from shared.events.topics import Topic
 
@@ -57,7 +60,16 @@ def create_faust_app(name: str, settings: PlatformSettings, **overrides: Any) ->
     }
     options.update(overrides)
     Path(options["datadir"]).parent.mkdir(parents=True, exist_ok=True)
-    return faust.App(name, **options)
+    return PlatformFaustApp(name, **options)
+
+
+def run_worker(app: faust.App) -> None:
+    """Run a Faust worker for ``app`` until it is stopped (the process's main loop)."""
+    # Everything alive now (modules, the app, its settings) lives as long as the
+    # process: frozen out of the collector, it is not rescanned on every full
+    # collection, which a worker allocating an Event per message triggers often.
+    gc.freeze()
+    Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
 
 
 def envelope_topic(app: faust.App, topic: Topic) -> faust.TopicT:

@@ -113,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--topic")
     parser.add_argument("--group")
+    parser.add_argument(
+        "--stream-buffer", type=int, help="faust: the agent's stream buffer (Faust's default)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     settings = PlatformSettings()
@@ -123,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         from shared.bus.selftest_faust import run_faust_worker
 
-        run_faust_worker(settings, args.dsn, args.topic, args.group)
+        overrides = {"stream_buffer_maxsize": args.stream_buffer} if args.stream_buffer else {}
+        run_faust_worker(settings, args.dsn, args.topic, args.group, **overrides)
 
 
 if __name__ == "__main__":

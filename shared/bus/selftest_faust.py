@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import faust
-from faust.worker import Worker
 
 from shared.bus.delivery import Delivery
-from shared.bus.faust_app import EnvelopeSchema, accepted, create_faust_app
+from shared.bus.faust_app import EnvelopeSchema, accepted, create_faust_app, run_worker
 from shared.bus.selftest import apply_probes_once
 from shared.config import PlatformSettings
 
 
-def build_probe_app(settings: PlatformSettings, dsn: str, topic: str, group: str) -> faust.App:
-    app = create_faust_app(group, settings)
+def build_probe_app(
+    settings: PlatformSettings, dsn: str, topic: str, group: str, **overrides: Any
+) -> faust.App:
+    app = create_faust_app(group, settings, **overrides)
     source = app.topic(topic, schema=EnvelopeSchema(), allow_empty=True)
     pools: list[asyncpg.Pool] = []
 
@@ -29,6 +32,8 @@ def build_probe_app(settings: PlatformSettings, dsn: str, topic: str, group: str
     return app
 
 
-def run_faust_worker(settings: PlatformSettings, dsn: str, topic: str, group: str) -> None:
-    app = build_probe_app(settings, dsn, topic, group)
-    Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+def run_faust_worker(
+    settings: PlatformSettings, dsn: str, topic: str, group: str, **overrides: Any
+) -> None:
+    app = build_probe_app(settings, dsn, topic, group, **overrides)
+    run_worker(app)
