@@ -3,9 +3,10 @@
 ``accounts.profile_get``    GET /api/accounts/me through the gateway, 32 closed-loop
                             clients (each its own user and access token), against a
                             bare FastAPI app (one GET/PATCH route, same response model,
-                            constant data, same uvicorn settings as the services) hit
-                            directly on another loopback port: the gateway only routes
-                            /api/<service>/ to fixed ports. requests/s and p99 latency.
+                            constant data, same uvicorn settings as the services)
+                            behind the same gateway at /api/bench/, so both pay the
+                            same proxy hop. requests/s and p99 latency; requests/s
+                            also against the bare app hit directly (informative).
 ``accounts.profile_patch``  The same with PATCH /me (a new name: sealed, written, one
                             event and a contact card in the outbox).
 ``accounts.login``          POST /api/accounts/sessions, 8 closed-loop clients (8 users),
@@ -58,6 +59,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.harness import (
+    INFORMATIVE,
     REPO,
     BenchContext,
     BenchFn,
@@ -67,7 +69,7 @@ from bench.harness import (
     log,
     prepared,
 )
-from deploy.local import procs, services, stack
+from deploy.local import gateway, procs, services, stack
 from deploy.local.layout import HOST, Layout
 from services.accounts.routes.me import Preferences, Profile, ProfileChange
 from services.accounts.security import HASH_THREADS, HASHER
@@ -79,6 +81,7 @@ PROCESSES = ["accounts-api", "accounts-relay"]
 API = "/api/accounts"
 ACCOUNTS_PORT = 8101  # AccountsSettings.accounts_http_port: nothing else may hold it
 BARE_PORT = 18191
+BARE_API = "/api/bench"  # the gateway's path to the bare app (gateway.BENCH_UPSTREAM_ENV)
 SECONDS = 3.0  # one measurement
 WARMUP_SECONDS = 0.5
 PROFILE_CLIENTS = 32
@@ -94,6 +97,8 @@ BENCH_ENV = {
     "IMT_ACCOUNTS_CLIENT_FREE_FAILURES": "1000000",
     # Tokens are issued once per benchmark; let them outlive a slow one.
     "IMT_ACCOUNTS_ACCESS_TOKEN_SECONDS": "3600",
+    # The bare baseline app behind the gateway, at /api/bench/ (BARE_API).
+    gateway.BENCH_UPSTREAM_ENV: f"{HOST}:{BARE_PORT}",
 }
 
 
@@ -321,9 +326,10 @@ def _credentials(user: BenchUser) -> dict[str, str]:
 
 
 def serve_bare(port: int) -> None:
-    """A FastAPI app with one GET and one PATCH route on /me answering the accounts
-    Profile model with constant data (no auth, no database, no vault), run by uvicorn
-    with the services' settings (shared.service.api.serve)."""
+    """A FastAPI app with a GET and a PATCH route on /me (direct) and on BARE_API/me
+    (through the gateway) answering the accounts Profile model with constant data (no
+    auth, no database, no vault), run by uvicorn with the services' settings
+    (shared.service.api.serve)."""
     from datetime import UTC, datetime
 
     import uvicorn
@@ -338,13 +344,15 @@ def serve_bare(port: int) -> None:
         created_at=datetime.now(UTC),
     )  # fmt: skip
 
-    @app.get("/me", response_model=Profile)
     async def read() -> Profile:
         return profile
 
-    @app.patch("/me", response_model=Profile)
     async def edit(body: ProfileChange) -> Profile:
         return profile.model_copy(update={"name": body.name or profile.name})
+
+    for path in ("/me", f"{BARE_API}/me"):
+        app.get(path, response_model=Profile)(read)
+        app.patch(path, response_model=Profile)(edit)
 
     uvicorn.run(app, host=HOST, port=port, log_config=None, access_log=False,
                 loop="uvloop", http="httptools", proxy_headers=False)  # fmt: skip
@@ -384,21 +392,33 @@ def _profile_bench(method: str) -> BenchFn:
             users = await bench_users(ctx.settings, gateway, PROFILE_CLIENTS)
             tokens = await access_tokens(gateway, users)
             ours = [prepared(method, f"{API}/me", gateway, t, body) for t in tokens]
-            theirs = [prepared(method, "/me", bare, t, body) for t in tokens]
-            async with clients(gateway, ours) as ours_c, clients(bare, theirs) as bare_c:
-                ours_calls, bare_calls = [c.call for c in ours_c], [c.call for c in bare_c]
-                await run_load(bare_calls, WARMUP_SECONDS)
-                await run_load(ours_calls, WARMUP_SECONDS)
+            bare_gw = [prepared(method, f"{BARE_API}/me", gateway, t, body) for t in tokens]
+            bare_direct = [prepared(method, "/me", bare, t, body) for t in tokens]
+            async with (
+                clients(gateway, ours) as ours_c,
+                clients(gateway, bare_gw) as bare_gw_c,
+                clients(bare, bare_direct) as bare_direct_c,
+            ):
+                ours_calls = [c.call for c in ours_c]
+                gw_calls = [c.call for c in bare_gw_c]
+                direct_calls = [c.call for c in bare_direct_c]
+                for calls in (gw_calls, direct_calls, ours_calls):
+                    await run_load(calls, WARMUP_SECONDS)
+
+                direct: list[Load] = []
 
                 async def baseline(_: int) -> Load:
-                    return _report("bare FastAPI", await run_load(bare_calls, SECONDS))
+                    through = await run_load(gw_calls, SECONDS)
+                    direct.append(await run_load(direct_calls, SECONDS))
+                    _report("bare FastAPI, direct", direct[-1])
+                    return _report("bare FastAPI via the gateway", through)
 
                 async def value(_: int) -> Load:
-                    return _report("accounts", await run_load(ours_calls, SECONDS))
+                    return _report("accounts via the gateway", await run_load(ours_calls, SECONDS))
 
                 base, runs = await interleaved(ctx.repeats, baseline, value, name)
         extra = {
-            "baseline_kind": "bare FastAPI, direct",
+            "baseline_kind": "bare FastAPI through the gateway",
             "value_kind": "accounts API through the gateway",
             "clients": PROFILE_CLIENTS,
             "seconds": SECONDS,
@@ -408,6 +428,9 @@ def _profile_bench(method: str) -> BenchFn:
                    "requests/s", ">= 0.3", extra),
             LatencyResult(name, "p99_ms", [r.p99_ms for r in runs], [b.p99_ms for b in base],
                           "ms", ">= 0.3", {**extra, "ratio_is": RATIO_IS}),
+            Result(name, "requests_per_s_vs_direct", [r.per_s for r in runs],
+                   [d.per_s for d in direct], "requests/s", INFORMATIVE,
+                   {**extra, "baseline_kind": "bare FastAPI, direct (no proxy hop)"}),
         ]  # fmt: skip
 
     return bench

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import json
 import os
 import pwd
 import shutil
@@ -23,6 +25,22 @@ UPSTREAMS: dict[str, str] = {
     "notifier": f"{HOST}:8103",
     "analytics": f"{HOST}:8104",
 }
+
+# A benchmark's bare app behind the same gateway path as a service (bench/accounts.py):
+# /api/bench/... goes to it, so a service and its baseline pay the same proxy hop.
+BENCH_UPSTREAM_ENV = "IMT_GATEWAY_BENCH_UPSTREAM"
+
+
+def upstreams() -> dict[str, str]:
+    """The services, and the benchmark's bare app while a benchmark names one."""
+    bench = os.environ.get(BENCH_UPSTREAM_ENV)
+    if not bench:
+        return dict(UPSTREAMS)
+    host, _, port = bench.rpartition(":")
+    if host != HOST or not port.isdigit():
+        raise ValueError(f"{BENCH_UPSTREAM_ENV} must be {HOST}:<port>, not {bench!r}")
+    return {**UPSTREAMS, "bench": bench}
+
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -140,10 +158,10 @@ def rate_per_second() -> int:
     return int(os.environ.get("IMT_GATEWAY_RATE_PER_SECOND", "50"))
 
 
-def render_site(layout: Layout) -> str:
-    """Server body shared by the http and https listeners."""
+def render_site(layout: Layout, version: str = "") -> str:
+    """Server body shared by the http and https listeners; /healthz names ``version``."""
     headers = home(layout) / "headers.conf"
-    services = "|".join(UPSTREAMS)
+    services = "|".join(upstreams())
     return f"""\
 root {web_root(layout)};
 index index.html;
@@ -153,9 +171,10 @@ include {headers};
 error_page 413 = @too_large;
 error_page 429 = @rate_limited;
 
+# "config" tells a reload's caller when the new workers answer (see up()).
 location = /healthz {{
     default_type application/json;
-    return 200 '{{"status":"ok"}}\\n';
+    return 200 '{{"status":"ok","config":"{version}"}}\\n';
 }}
 
 location / {{
@@ -205,9 +224,9 @@ location ~ ^/api/(?<imt_service>{services})(?:/|$) {{
 def render_conf(layout: Layout, tls: TlsFiles) -> str:
     tmp, ports = home(layout) / "tmp", layout.ports
     types = "".join(f"    {mime} {exts};\n" for mime, exts in MIME_TYPES.items())
-    upstreams = "".join(
+    upstream_blocks = "".join(
         f"upstream svc_{name} {{ server {address} max_fails=0; keepalive 8; }}\n"
-        for name, address in UPSTREAMS.items()
+        for name, address in upstreams().items()
     )
     site = home(layout) / "site.conf"
     return f"""\
@@ -247,7 +266,7 @@ limit_req_log_level info;
 limit_req_status 429;
 client_max_body_size 64k;
 
-{upstreams}
+{upstream_blocks}
 server {{
     listen {HOST}:{ports.gateway};
     server_name localhost;
@@ -288,37 +307,45 @@ def _nginx(layout: Layout, *args: str) -> list[str]:
     return [ensure_binary(), "-p", prefix, "-c", conf, "-e", str(layout.log(NAME)), *args]
 
 
-def write_config(layout: Layout) -> bool:
-    """Render every config file; True when one changed (a running nginx must reload)."""
+def write_config(layout: Layout) -> tuple[bool, str]:
+    """Render every config file; (whether one changed, so a running nginx must reload;
+    the configuration's version, which /healthz answers once it is in force)."""
     tls = ensure_certificates(layout.tls)
     (home(layout) / "tmp").mkdir(parents=True, exist_ok=True)
     home(layout).chmod(0o755)
     publish_web(layout)
+    headers, conf = render_headers(), render_conf(layout, tls)
+    version = hashlib.sha256((headers + render_site(layout) + conf).encode()).hexdigest()[:12]
     changed = [
-        procs.write_atomic(home(layout) / "headers.conf", render_headers()),
-        procs.write_atomic(home(layout) / "site.conf", render_site(layout)),
-        procs.write_atomic(conf_path(layout), render_conf(layout, tls)),
+        procs.write_atomic(home(layout) / "headers.conf", headers),
+        procs.write_atomic(home(layout) / "site.conf", render_site(layout, version)),
+        procs.write_atomic(conf_path(layout), conf),
     ]
-    return any(changed)
+    return any(changed), version
 
 
 def running_pid(layout: Layout) -> int | None:
     return procs.our_pid(layout.pidfile(NAME), str(conf_path(layout)))
 
 
-def healthy(layout: Layout) -> bool:
+def healthy(layout: Layout, version: str | None = None) -> bool:
+    """/healthz answers, from workers running configuration ``version`` if given."""
     conn = http.client.HTTPConnection(HOST, layout.ports.gateway, timeout=2)
     try:
         conn.request("GET", "/healthz")
-        return conn.getresponse().status == 200
+        response = conn.getresponse()
+        body = response.read()
     except OSError:
         return False
     finally:
         conn.close()
+    if response.status != 200:
+        return False
+    return version is None or json.loads(body).get("config") == version
 
 
 def up(layout: Layout) -> str:
-    changed = write_config(layout)
+    changed, version = write_config(layout)
     pid = running_pid(layout)
     if pid is None:
         procs.require_free(layout.ports.gateway, "gateway", "IMT_GATEWAY_PORT")
@@ -328,7 +355,9 @@ def up(layout: Layout) -> str:
     elif changed:
         procs.run(_nginx(layout, "-t", "-q"), "nginx -t (config test)")
         procs.run(_nginx(layout, "-s", "reload"), "nginx reload")
-    if not procs.wait_for(lambda: healthy(layout), READY_TIMEOUT, lambda: True):
+    # A reload returns once signalled: until the new workers take over, the old ones
+    # still answer with the old routes, so wait for this configuration's version.
+    if not procs.wait_for(lambda: healthy(layout, version), READY_TIMEOUT, lambda: True):
         raise procs.failure("gateway", layout.log(NAME), "/healthz did not answer")
     ports = layout.ports
     return (
