@@ -14,9 +14,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from uuid import UUID, uuid5
 
-from services.notifier import store, stream_tickets
+from services.notifier import holds, store, stream_tickets
 from services.notifier.domain.templates import TEMPLATES, normalise_params, notice_problems
 from shared.bus import Delivery, Tombstone, Unprocessable, add_event
 from shared.bus.consumer import Item
@@ -217,12 +218,16 @@ async def fan_out(conn: Connection, notice: store.Notice) -> int:
     return count
 
 
-async def fan_out_due(conn: Connection) -> int:
-    """Fan out scheduled notices whose time came (the scheduler loop)."""
+async def fan_out_due(conn: Connection) -> int | None:
+    """Fan out scheduled notices whose time came (the scheduler loop); None if none is due.
+
+    Returns how many were claimed, held ones included: each goes in a savepoint of its
+    own, so one that fails is held back without undoing the others' fan-out.
+    """
     due = await store.claim_scheduled(conn)
     for notice in due:
-        await fan_out(conn, notice)
-    return len(due)
+        await holds.isolated(conn, "scheduler", notice.notice_id, partial(fan_out, conn, notice))
+    return len(due) or None
 
 
 # -- erasure -------------------------------------------------------------------------------

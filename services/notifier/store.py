@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
+from services.notifier import holds
 from services.notifier.domain.rules import audience_sql_filter
 from shared.bus.outbox import NOTIFY_CHANNEL
 from shared.db.pool import Connection
@@ -214,7 +216,8 @@ def notice_from_row(row: Any) -> Notice:
 
 async def claim_scheduled(conn: Connection, limit: int = 5) -> list[Notice]:
     rows = await conn.fetch(
-        "SELECT * FROM notices WHERE status = 'scheduled' AND send_at <= now()"
+        f"SELECT * FROM notices WHERE {holds.NOT_HELD}"  # noqa: S608
+        " AND status = 'scheduled' AND send_at <= now()"
         " ORDER BY send_at LIMIT $1 FOR UPDATE SKIP LOCKED",
         limit,
     )
@@ -222,17 +225,27 @@ async def claim_scheduled(conn: Connection, limit: int = 5) -> list[Notice]:
 
 
 async def plan_email_chunk(conn: Connection, chunk: int) -> int | None:
-    """Plan the next chunk of email deliveries of one notice; None if none is waiting."""
+    """Plan the next chunk of email deliveries of one notice; None if none is waiting.
+
+    Returns the deliveries planned: 0 too when the notice's work failed and it was held.
+    """
     row = await conn.fetchrow(
-        "SELECT notice_id, email_cursor FROM notices WHERE NOT email_planned"
-        " ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+        f"SELECT notice_id, email_cursor FROM notices WHERE {holds.NOT_HELD}"  # noqa: S608
+        " AND NOT email_planned ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
     )
     if row is None:
         return None
-    cursor = row["email_cursor"]
+    notice_id, cursor = row["notice_id"], row["email_cursor"]
+    planned = await holds.isolated(
+        conn, "email-planner", notice_id, partial(_plan_chunk, conn, notice_id, cursor, chunk)
+    )
+    return planned or 0
+
+
+async def _plan_chunk(conn: Connection, notice_id: UUID, cursor: int | None, chunk: int) -> int:
     if cursor is None:  # the notice's first item, through the BRIN index
         first = await conn.fetchval(
-            "SELECT min(id) FROM inbox_items WHERE notice_id = $1", row["notice_id"]
+            "SELECT min(id) FROM inbox_items WHERE notice_id = $1", notice_id
         )
         cursor = (first or 1) - 1
     planned = await conn.fetchrow(
@@ -247,7 +260,7 @@ async def plan_email_chunk(conn: Connection, chunk: int) -> int | None:
         )
         SELECT count(*) AS n, max(id) AS last FROM batch
         """,
-        row["notice_id"],
+        notice_id,
         cursor,
         chunk,
     )
@@ -255,7 +268,7 @@ async def plan_email_chunk(conn: Connection, chunk: int) -> int | None:
     await conn.execute(
         "UPDATE notices SET email_cursor = coalesce($2::bigint, $4::bigint), email_planned = $3"
         " WHERE notice_id = $1",
-        row["notice_id"],
+        notice_id,
         planned["last"],
         planned["n"] < chunk,
         cursor,
@@ -281,13 +294,24 @@ WHERE i.notice_id = $1
 
 
 async def queue_inbox_outcomes(conn: Connection) -> int | None:
-    """Queue one NoticeDelivered per inbox item of one fanned-out notice (in bulk, in SQL)."""
+    """Queue one NoticeDelivered per inbox item of one fanned-out notice (in bulk, in SQL).
+
+    Returns the outcomes queued (0 too when the notice's work failed and it was held), or
+    None if no notice is waiting.
+    """
     notice_id = await conn.fetchval(
-        "SELECT notice_id FROM notices WHERE inbox_outcomes_pending"
-        " ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+        f"SELECT notice_id FROM notices WHERE {holds.NOT_HELD}"  # noqa: S608
+        " AND inbox_outcomes_pending ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
     )
     if notice_id is None:
         return None
+    queued = await holds.isolated(
+        conn, "inbox-outcomes", notice_id, partial(_queue_inbox_outcomes, conn, notice_id)
+    )
+    return queued or 0
+
+
+async def _queue_inbox_outcomes(conn: Connection, notice_id: UUID) -> int:
     status = await conn.execute(
         _INBOX_OUTCOMES, notice_id, NOTIFIER_DELIVERIES.name, NoticeDelivered.type_name()
     )

@@ -39,7 +39,11 @@ async def loop_step(
     wake: Wake,
     stopping: asyncio.Event,
 ) -> None:
-    """Run ``step`` in a transaction until it finds nothing to do, then wait for a wake."""
+    """Run ``step`` in a transaction until it finds nothing waiting, then wait for a wake.
+
+    ``step`` returns None when nothing waited. Any number, 0 too, means it took a notice
+    (it may have been held back after a failure): the next one may be waiting already.
+    """
     while not stopping.is_set():
         try:
             async with pool.acquire() as conn, conn.transaction():
@@ -52,7 +56,7 @@ async def loop_step(
             log.exception("%s: step failed", name)
             done = None
             await asyncio.sleep(1.0)
-        if not done:
+        if done is None:
             await wake.wait(1.0)
 
 

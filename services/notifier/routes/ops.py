@@ -28,7 +28,8 @@ async def recent_notices(
     async with runtime.pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT notice_id, template, category, audience, status, recipients, source,"
-            " send_at, created_at, fanned_out_at FROM notices ORDER BY created_at DESC LIMIT $1",
+            " send_at, created_at, fanned_out_at, failures, held_until"
+            " FROM notices ORDER BY created_at DESC LIMIT $1",
             limit,
         )
     return [{k: _iso(v) for k, v in dict(r).items()} for r in rows]
@@ -36,11 +37,16 @@ async def recent_notices(
 
 @router.get("/notices/{notice_id}")
 async def notice_progress(notice_id: UUID, _op: Operator, runtime: RuntimeDep) -> dict[str, Any]:
-    """How far a fan-out got: in-site items, and emails by state and outcome."""
+    """How far a fan-out got: in-site items, and emails by state and outcome.
+
+    A notice whose work failed shows its failures in a row, the last one (its type and a
+    short redacted message) and until when it is held back before the next try.
+    """
     async with runtime.pool.acquire() as conn:
         notice = await conn.fetchrow(
             "SELECT notice_id, template, category, audience, status, recipients, email_planned,"
-            " created_at, fanned_out_at FROM notices WHERE notice_id = $1",
+            " created_at, fanned_out_at, failures, last_failure, held_until"
+            " FROM notices WHERE notice_id = $1",
             notice_id,
         )
         if notice is None:

@@ -81,6 +81,10 @@ async def test_an_announcement_reaches_every_active_user_once(
         api, command.notice_id, emails=first["recipients"], timeout=120
     )
     assert progress["inbox"]["items"] == progress["recipients"]
+    # Nothing failed on the way: operators see no failure and no hold.
+    assert progress["failures"] == 0
+    assert progress["last_failure"] is None
+    assert progress["held_until"] is None
     addresses = [a for _, a in deactivate_after]
     await mailbox.wait_for(addresses, len(addresses))
     await one_email_each(mailbox, addresses, subject)
