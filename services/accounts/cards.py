@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from services.accounts.context import EMAIL, GUARDIAN_EMAIL, NAME, emit
+from collections.abc import Sequence
+
+from services.accounts.context import EMAIL, GUARDIAN_EMAIL, NAME, emit_all
 from services.accounts.store import Row
 from shared.bus import add_tombstone
 from shared.db.pool import Connection
+from shared.events import Event
 from shared.events.catalogue.accounts import ContactCardChanged
 from shared.events.topics import ACCOUNTS_CONTACTS
 from shared.vault import Vault
@@ -30,9 +33,13 @@ async def card_of(vault: Vault, user: Row) -> ContactCardChanged:
     )
 
 
-async def publish_card(conn: Connection, vault: Vault, user: Row) -> None:
-    """Queue the user's current card (call after every change of a card field)."""
-    await emit(conn, await card_of(vault, user), user["id"])
+async def publish_card(
+    conn: Connection, vault: Vault, user: Row, after: Sequence[Event] = ()
+) -> None:
+    """Queue the user's current card (call after every change of a card field), after
+    the user's events ``after`` that announce the change, in one statement."""
+    card = await card_of(vault, user)
+    await emit_all(conn, [*((event, user["id"]) for event in after), (card, user["id"])])
 
 
 async def tombstone_card(conn: Connection, user_id: object) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from services.accounts.config import AccountsSettings
 from services.accounts.domain.throttle import ThrottlePolicy
 from services.accounts.security import HASH_THREADS
-from shared.bus import add_event
+from shared.bus import add_events
 from shared.db.pool import Connection
 from shared.events import Event
 from shared.events.catalogue.notifier import NoticeCategory, SendNotice
@@ -108,7 +108,16 @@ Ctx = Annotated[Context, Depends(get_context)]
 
 async def emit(conn: Connection, event: Event, subject: UUID | str | None) -> None:
     """Queue an event in the caller's transaction (the relay publishes it)."""
-    await add_event(conn, event, source=SOURCE, subject=None if subject is None else str(subject))
+    await emit_all(conn, [(event, subject)])
+
+
+async def emit_all(conn: Connection, events: Sequence[tuple[Event, UUID | str | None]]) -> None:
+    """Queue events in this order in the caller's transaction, in one statement."""
+    await add_events(
+        conn,
+        [(event, None if subject is None else str(subject)) for event, subject in events],
+        source=SOURCE,
+    )
 
 
 async def notify(

@@ -11,7 +11,6 @@ from uuid import UUID
 
 from services.notifier import holds
 from services.notifier.domain.rules import audience_sql_filter
-from shared.bus.outbox import NOTIFY_CHANNEL
 from shared.db.pool import Connection
 from shared.events.catalogue.notifier import NoticeDelivered
 from shared.events.topics import NOTIFIER_DELIVERIES
@@ -318,7 +317,6 @@ async def _queue_inbox_outcomes(conn: Connection, notice_id: UUID) -> int:
     await conn.execute(
         "UPDATE notices SET inbox_outcomes_pending = false WHERE notice_id = $1", notice_id
     )
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return int(status.split()[-1])
 
 

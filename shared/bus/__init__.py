@@ -5,7 +5,7 @@ from shared.bus.consumer import ConsumerSettings, IdempotentConsumer, Unprocessa
 from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
 from shared.bus.idempotency import mark_processed
 from shared.bus.kafka_options import client_options, manual_commit_consumer, reliable_producer
-from shared.bus.outbox import add_envelopes, add_event, add_tombstone
+from shared.bus.outbox import add_envelopes, add_event, add_events, add_tombstone
 from shared.bus.relay import OutboxRelay, RelaySettings
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "Unprocessable",
     "add_envelopes",
     "add_event",
+    "add_events",
     "add_tombstone",
     "client_options",
     "manual_commit_consumer",

@@ -9,6 +9,7 @@ from shared.db.pool import Connection
 from shared.events import Envelope, Event, encode_envelope, envelope_for
 from shared.events.topics import Topic
 
+# Every insert into bus_outbox notifies it (a trigger: migrations/003_outbox_notify.sql).
 NOTIFY_CHANNEL = "bus_outbox"
 
 _INSERT = """
@@ -19,19 +20,22 @@ FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::uuid[]) AS u(t
 
 
 async def add_envelopes(conn: Connection, topic: str, envelopes: Sequence[Envelope]) -> None:
-    """Queue envelopes for ``topic``; they publish only if the transaction commits."""
+    """Queue envelopes for ``topic``; they publish only if the transaction commits (the
+    insert wakes the relay then)."""
+    await _insert(conn, [topic] * len(envelopes), envelopes)
+
+
+async def _insert(conn: Connection, topics: Sequence[str], envelopes: Sequence[Envelope]) -> None:
     if not envelopes:
         return
     await conn.execute(
         _INSERT,
-        [topic] * len(envelopes),
+        topics,
         [e.key() for e in envelopes],
         [encode_envelope(e) for e in envelopes],
         [json.dumps({k: v.decode() for k, v in e.headers()}) for e in envelopes],
         [e.id for e in envelopes],
     )
-    # Delivered at commit only, so the relay wakes for rows it can already see.
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
 
 async def add_event(
@@ -43,9 +47,24 @@ async def add_event(
     traceparent: str | None = None,
 ) -> Envelope:
     """Queue one event on its declared topic; returns the envelope written."""
-    envelope = envelope_for(event, source=source, subject=subject, traceparent=traceparent)
-    await add_envelopes(conn, event.topic.name, [envelope])
-    return envelope
+    return (await add_events(conn, [(event, subject)], source=source, traceparent=traceparent))[0]
+
+
+async def add_events(
+    conn: Connection,
+    events: Sequence[tuple[Event, str | None]],
+    *,
+    source: str,
+    traceparent: str | None = None,
+) -> list[Envelope]:
+    """Queue (event, subject) pairs, each on its declared topic, in one statement and in
+    this order; returns the envelopes written."""
+    envelopes = [
+        envelope_for(event, source=source, subject=subject, traceparent=traceparent)
+        for event, subject in events
+    ]
+    await _insert(conn, [event.topic.name for event, _ in events], envelopes)
+    return envelopes
 
 
 async def add_tombstone(conn: Connection, topic: Topic, key: str) -> None:
@@ -55,4 +74,3 @@ async def add_tombstone(conn: Connection, topic: Topic, key: str) -> None:
         topic.name,
         key.encode(),
     )
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)

@@ -34,6 +34,11 @@ _DELETE = "DELETE FROM bus_outbox WHERE seq = ANY($1::bigint[])"
 class RelaySettings:
     batch_size: int = 2000
     idle_poll_seconds: float = 1.0
+    # After a batch smaller than batch_size, let rows gather this long before the next
+    # fetch (Kafka's linger.ms, for the outbox): under a steady trickle of writes the
+    # relay would otherwise publish a row or two per cycle, three round trips each, and
+    # take a CPU core from the service that writes them.
+    linger_seconds: float = 0.005
 
 
 class OutboxRelay:
@@ -63,8 +68,11 @@ class OutboxRelay:
             await self._become_leader(conn)
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
             while not self._stopping.is_set():
-                if await self.publish_batch(conn) == 0:
+                published = await self.publish_batch(conn)
+                if published == 0:
                     await self._wait_for_rows()
+                elif published < self._settings.batch_size:
+                    await asyncio.sleep(self._settings.linger_seconds)
         finally:
             await conn.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import smtplib
 import ssl
 import uuid
@@ -92,7 +93,10 @@ def test_gateway_health(scheme: str) -> None:
     verify = ssl.create_default_context(cafile=tls_files(LAYOUT.tls).ca)
     response = httpx.get(f"{scheme}://localhost:{port}/healthz", verify=verify, timeout=5)
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    body = response.json()
+    assert body["status"] == "ok"
+    # The version of the configuration in force, which gateway.up waits for after a reload.
+    assert re.fullmatch(r"[0-9a-f]{12}", body["config"])
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     assert response.headers["referrer-policy"] == "no-referrer"
     assert response.headers["x-content-type-options"] == "nosniff"

@@ -144,14 +144,10 @@ async def sign_up(body: SignUp, ctx: Ctx) -> SignedUp:
             return SignedUp(user_id=uuid4())  # lost a race for the same email
         user = await store.user_by_id(conn, user_id)
         assert user is not None
-        await emit(
-            conn,
-            UserRegistered(
-                user_id=user_id, age_band=band, awaiting_parental_consent=band == "under_13"
-            ),
-            user_id,
+        registered = UserRegistered(
+            user_id=user_id, age_band=band, awaiting_parental_consent=band == "under_13"
         )
-        await publish_card(conn, vault, user)
+        await publish_card(conn, vault, user, after=[registered])
         await mail_action_link(
             ctx, conn, user_id, purpose="verify_email", template="verify_email",
             path="verify-email",

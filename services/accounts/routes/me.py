@@ -270,8 +270,8 @@ async def edit_profile(body: ProfileChange, claims: CurrentUser, ctx: Ctx) -> Pr
         user = changed if changed is not None else await _me(ctx, conn, claims)
         if changes:
             fields = tuple(sorted(f for f in ("name", "email", "locale") if f in changes))
-            await emit(conn, ProfileUpdated(user_id=uid, fields=fields), uid)
-            await publish_card(conn, vault, user)
+            updated = ProfileUpdated(user_id=uid, fields=fields)
+            await publish_card(conn, vault, user, after=[updated])
         if body.email is not None:
             await mail_action_link(
                 ctx, conn, uid, purpose="verify_email", template="verify_email",
@@ -300,9 +300,9 @@ async def set_preferences(body: Preferences, claims: CurrentUser, ctx: Ctx) -> P
             personalisation=body.personalisation,
             tracking_opt_out=tracking_opt_out,
         )
-        await emit(conn, PreferencesChanged(user_id=uid, **now.model_dump()), uid)
         fresh = await _me(ctx, conn, claims)
-        await publish_card(conn, ctx.vault, fresh)
+        changed = PreferencesChanged(user_id=uid, **now.model_dump())
+        await publish_card(conn, ctx.vault, fresh, after=[changed])
     return now
 
 
