@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 
 from shared.bus import add_envelopes
+from shared.bus.outbox import NOTIFY_CHANNEL
 from shared.bus.selftest import probe_envelopes, queue_probes
 from shared.config import PlatformSettings
 from tests.support.bus import running_consumer
@@ -88,3 +89,20 @@ async def test_redelivered_events_do_not_repeat_their_effect(
         await asyncio.sleep(1.5)
     rows, distinct, disordered = await effects_exactly_once_in_order(conn)
     assert (rows, distinct, disordered) == (20, 20, [])
+
+
+async def test_an_outbox_insert_wakes_the_relay_at_commit_and_not_before(
+    conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
+) -> None:
+    # The relay LISTENs on NOTIFY_CHANNEL; the outbox's trigger is what notifies it.
+    woken: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(scratch_dsn)
+    try:
+        await listener.add_listener(NOTIFY_CHANNEL, lambda *args: woken.put_nowait(args[2]))
+        async with conn.transaction():
+            await add_envelopes(conn, scratch_topic, probe_envelopes(["k"], [0]))
+            await asyncio.sleep(0.2)
+            assert woken.empty()  # rows not yet visible: no wake-up
+        assert await asyncio.wait_for(woken.get(), 5) == NOTIFY_CHANNEL
+    finally:
+        await listener.close()
