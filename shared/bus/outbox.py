@@ -12,10 +12,14 @@ from shared.events.topics import Topic
 # Every insert into bus_outbox notifies it (a trigger: migrations/003_outbox_notify.sql).
 NOTIFY_CHANNEL = "bus_outbox"
 
+# ORDER BY the array position: rows take their seq (the relay's publishing order, so
+# each key's order) in the order given, which an unordered SELECT does not promise.
 _INSERT = """
 INSERT INTO bus_outbox (topic, key, value, headers, event_id)
 SELECT t, k, v, h::jsonb, id
-FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::uuid[]) AS u(t, k, v, h, id)
+FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::uuid[])
+     WITH ORDINALITY AS u(t, k, v, h, id, position)
+ORDER BY position
 """
 
 
