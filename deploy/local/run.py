@@ -2,8 +2,10 @@
 
 Starts the infrastructure (Kafka, PostgreSQL, the SMTP sink, the nginx gateway), prints
 where everything is, then runs every service process of ``services/*/Procfile`` under
-honcho. When honcho ends (Ctrl-C), the infrastructure is stopped too, data kept.
-``--stop`` stops whatever a test run or an earlier ``make run`` left behind.
+honcho. When honcho ends (Ctrl-C), the infrastructure is stopped too, data kept. A
+SIGINT or SIGTERM sent to this process alone (a supervisor, ``kill``) stops honcho's
+processes as well. ``--stop`` stops whatever a test run or an earlier ``make run`` left
+behind.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 import argparse
+import signal
 import subprocess
 import time
 
 from deploy.local import services, stack
 from deploy.local.layout import HOST, REPO_ROOT, Layout
 from deploy.local.procs import StackError
+
+# After a terminal's Ctrl-C, honcho ends on its own within this; otherwise we stop it.
+HONCHO_OWN_STOP_SECONDS = 5.0
 
 
 def print_urls(layout: Layout, addresses: dict[str, str]) -> None:
@@ -44,7 +50,31 @@ def run_services(layout: Layout) -> int:
     procfile.write_text("".join(f"{name}: {command}\n" for name, command in entries.items()))
     honcho = str(Path(sys.executable).parent / "honcho")
     command = [honcho, "start", "-f", str(procfile), "-d", str(REPO_ROOT)]
-    return subprocess.call(command, env=services.process_env())  # noqa: S603
+    proc = subprocess.Popen(command, env=services.process_env())  # noqa: S603
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        _stop_honcho(proc)
+        raise
+
+
+def _stop_honcho(proc: subprocess.Popen[bytes]) -> None:
+    """A terminal's Ctrl-C reached honcho too, and it is stopping its processes; a
+    signal sent to this process alone did not: then honcho is told to stop them."""
+    try:
+        proc.wait(timeout=HONCHO_OWN_STOP_SECONDS)
+        return
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -52,6 +82,7 @@ def main() -> int:
     parser.add_argument("--stop", action="store_true", help="stop everything and exit")
     args = parser.parse_args()
     layout = Layout.from_env()
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C: infrastructure too
     if args.stop:
         services.stop_processes(layout=layout)
         stack.shut_down(layout=layout)
