@@ -10,6 +10,7 @@ worker finds each request where the last commit left it.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 BATCH = 200
 
 
-class Periodic:
+class Periodic(abc.ABC):
     """A round every ``interval`` seconds until stopped (at once again while busy)."""
 
     name = "round"
@@ -44,12 +45,13 @@ class Periodic:
     def stop(self) -> None:
         self._stopping.set()
 
+    @abc.abstractmethod
     def interval(self) -> float:
-        raise NotImplementedError
+        """Seconds between rounds while idle."""
 
+    @abc.abstractmethod
     async def round(self) -> bool:
         """One round; True if more work may be waiting."""
-        raise NotImplementedError
 
     async def run(self) -> None:
         while not self._stopping.is_set():
