@@ -56,11 +56,14 @@ def health_router(
     metrics: Metrics | None = None,
     *,
     timeout: float = DEFAULT_CHECK_TIMEOUT,
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
 ) -> APIRouter:
     """Router serving ``/healthz``, ``/readyz`` and, given ``metrics``, ``/metrics``.
 
     ``checks`` may be a callable, asked at each request: a service's checks need its
-    runtime, which exists only once the app's lifespan has started.
+    runtime, which exists only once the app's lifespan has started. ``before_scrape``
+    updates gauges read from elsewhere; a failure leaves their last values (the scrape
+    still answers, and /readyz tells the outage).
     """
     router = APIRouter(tags=["operations"])
 
@@ -79,6 +82,11 @@ def health_router(
 
         @router.get("/metrics", response_model=None)
         async def metrics_endpoint(request: Request) -> Response:
+            if before_scrape is not None:
+                try:
+                    await asyncio.wait_for(before_scrape(), timeout)
+                except Exception as exc:
+                    log.warning("metrics refresh failed (%s)", type(exc).__name__)
             payload, content_type = metrics.render(request.headers.get("accept"))
             return Response(payload, media_type=content_type)
 

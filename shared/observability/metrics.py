@@ -8,6 +8,7 @@ timeseries" errors.
 from __future__ import annotations
 
 import time
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,6 +33,12 @@ _KNOWN_METHODS = frozenset(
 )
 
 
+class Fetches(Protocol):
+    """An asyncpg ``Pool`` or ``Connection``: what the outbox gauges are read from."""
+
+    async def fetchrow(self, query: str, *args: object) -> Any: ...
+
+
 class Metrics:
     """Standard instruments of one service, registered in a registry of their own."""
 
@@ -46,22 +53,10 @@ class Metrics:
         Info("service", "The service this process runs.", registry=self.registry).info(
             {"service": service}
         )
-        self.events_consumed = Counter(
-            "events_consumed_total",
-            "Events handled by consumers, by outcome (processed, duplicate, dead_lettered...).",
-            ["topic", "outcome"],
-            registry=self.registry,
-        )
         self.events_published = Counter(
             "events_published_total",
             "Events published to Kafka.",
             ["topic"],
-            registry=self.registry,
-        )
-        self.dead_letters = Counter(
-            "dead_letters_total",
-            "Events sent to a dead-letter topic, by kind of reason (never the reason text).",
-            ["topic", "reason_kind"],
             registry=self.registry,
         )
         self.http_requests = Counter(
@@ -76,11 +71,29 @@ class Metrics:
             ["route", "method"],
             registry=self.registry,
         )
+        # Read from the service's own database at each scrape (refresh_outbox): the
+        # relay process has no HTTP port, and a stuck relay shows here first.
         self.outbox_backlog = Gauge(
             "outbox_backlog",
             "Rows in the transactional outbox not yet published.",
             registry=self.registry,
         )
+        self.outbox_oldest_seconds = Gauge(
+            "outbox_oldest_seconds",
+            "Age of the oldest outbox row not yet published (0 when none waits).",
+            registry=self.registry,
+        )
+
+    async def refresh_outbox(self, db: Fetches) -> None:
+        """Set the outbox gauges from the service's database."""
+        row = await db.fetchrow(
+            "SELECT count(*) AS backlog,"
+            " coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest"
+            " FROM bus_outbox"
+        )
+        if row is not None:
+            self.outbox_backlog.set(row["backlog"])
+            self.outbox_oldest_seconds.set(float(row["oldest"]))
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition payload and its content type (OpenMetrics if ``accept`` asks)."""

@@ -8,7 +8,7 @@ problem bodies; request metrics are labelled by route template, never by raw pat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import uvicorn
@@ -42,6 +42,7 @@ def create_api(
     lifespan: Lifespan,
     readiness: Callable[[], Mapping[str, ReadinessCheck]],
     metrics: Metrics,
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """A FastAPI app with the platform's health, metrics and error conventions."""
     prefix = f"/api/{service}"
@@ -60,7 +61,9 @@ def create_api(
     for router in routers:
         app.include_router(router, prefix=prefix)
     app.include_router(health_router(readiness), prefix=prefix, include_in_schema=False)
-    app.include_router(health_router(readiness, metrics), include_in_schema=False)
+    app.include_router(
+        health_router(readiness, metrics, before_scrape=before_scrape), include_in_schema=False
+    )
     return app
 
 
@@ -91,6 +94,13 @@ def service_app(
         runtime = holder.get("runtime")
         return {} if runtime is None else runtime_checks(runtime)
 
+    instruments = metrics or Metrics(settings.service_name)
+
+    async def before_scrape() -> None:
+        runtime = holder.get("runtime")
+        if runtime is not None:
+            await instruments.refresh_outbox(runtime.pool)
+
     return create_api(
         service=service,
         title=title,
@@ -98,7 +108,8 @@ def service_app(
         routers=routers,
         lifespan=lifespan,
         readiness=readiness,
-        metrics=metrics or Metrics(settings.service_name),
+        metrics=instruments,
+        before_scrape=before_scrape,
     )
 
 

@@ -3,6 +3,7 @@
 import httpx
 import pytest
 
+from deploy.local import gateway
 from tests.support.platform import selected_apis
 
 
@@ -23,3 +24,20 @@ async def test_metrics_are_not_reachable_through_the_gateway(platform: str, serv
     async with httpx.AsyncClient(base_url=platform) as client:
         response = await client.get(f"/api/{service}/metrics")
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize("service", selected_apis())
+async def test_each_api_reports_its_outbox_on_its_own_port(platform: str, service: str) -> None:
+    # Scraped from the service's port (loopback), never through the gateway.
+    host, _, port = gateway.UPSTREAMS[service].rpartition(":")
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    samples = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in response.text.splitlines()
+        if line.startswith(("outbox_backlog ", "outbox_oldest_seconds "))
+    }
+    assert set(samples) == {"outbox_backlog", "outbox_oldest_seconds"}
+    # The relays run: nothing waits in an outbox for long.
+    assert samples["outbox_oldest_seconds"] < 60

@@ -10,6 +10,7 @@ from shared.bus import add_envelopes
 from shared.bus.outbox import NOTIFY_CHANNEL
 from shared.bus.selftest import probe_envelopes, queue_probes
 from shared.config import PlatformSettings
+from shared.observability import Metrics
 from tests.support.bus import running_consumer
 from tests.support.probes import (
     effects_exactly_once_in_order,
@@ -106,3 +107,20 @@ async def test_an_outbox_insert_wakes_the_relay_at_commit_and_not_before(
         assert await asyncio.wait_for(woken.get(), 5) == NOTIFY_CHANNEL
     finally:
         await listener.close()
+
+
+async def test_the_outbox_gauges_read_the_backlog_and_its_age(
+    conn: asyncpg.Connection, scratch_topic: str
+) -> None:
+    metrics = Metrics("bus-test")
+
+    def gauge(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name)
+
+    await metrics.refresh_outbox(conn)
+    assert (gauge("outbox_backlog"), gauge("outbox_oldest_seconds")) == (0.0, 0.0)
+    await add_envelopes(conn, scratch_topic, probe_envelopes(["k"] * 3, [0, 1, 2]))
+    await conn.execute("UPDATE bus_outbox SET created_at = now() - interval '90 seconds'")
+    await metrics.refresh_outbox(conn)
+    assert gauge("outbox_backlog") == 3.0
+    assert 90.0 <= (gauge("outbox_oldest_seconds") or 0.0) < 120.0

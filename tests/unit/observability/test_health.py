@@ -43,9 +43,12 @@ async def _get(
     checks: Mapping[str, ReadinessCheck],
     metrics: Metrics | None = None,
     check_timeout: float = 0.2,
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
 ) -> httpx.Response:
     app = FastAPI()
-    app.include_router(health_router(checks, metrics, timeout=check_timeout))
+    app.include_router(
+        health_router(checks, metrics, timeout=check_timeout, before_scrape=before_scrape)
+    )
     async with client_for(app) as client:
         return await client.get(path)
 
@@ -103,6 +106,29 @@ async def test_metrics_endpoint_only_when_metrics_are_given() -> None:
     assert response.headers["content-type"].startswith("text/plain")
     assert "outbox_backlog 4.0" in response.text
     assert (await _get("/metrics", {})).status_code == 404
+
+
+async def test_gauges_are_refreshed_before_each_scrape() -> None:
+    metrics = Metrics("accounts")
+    backlog = iter([3, 9])
+
+    async def refresh() -> None:
+        metrics.outbox_backlog.set(next(backlog))
+
+    assert "outbox_backlog 3.0" in (await _get("/metrics", {}, metrics, before_scrape=refresh)).text
+    assert "outbox_backlog 9.0" in (await _get("/metrics", {}, metrics, before_scrape=refresh)).text
+
+
+async def test_a_failing_refresh_still_answers_with_the_last_values() -> None:
+    metrics = Metrics("accounts")
+    metrics.outbox_backlog.set(5)
+
+    async def refresh() -> None:
+        raise OSError("database unreachable")
+
+    response = await _get("/metrics", {}, metrics, before_scrape=refresh)
+    assert response.status_code == 200
+    assert "outbox_backlog 5.0" in response.text
 
 
 class FakePool:
