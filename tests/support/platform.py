@@ -15,6 +15,17 @@ import pytest
 from deploy.local import services
 from deploy.local.layout import HOST, Layout
 
+OUTBOX_GAUGES = ("outbox_backlog", "outbox_oldest_seconds")
+
+
+def outbox_gauges(metrics_text: str) -> dict[str, float]:
+    """The outbox gauges of a service's /metrics page, by name."""
+    return {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in metrics_text.splitlines())
+        if name in OUTBOX_GAUGES
+    }
+
 
 def selected_processes() -> list[str]:
     """Procfile process names of the services this run tests (IMT_TEST_SERVICES)."""

@@ -9,17 +9,13 @@ import pytest
 from deploy.local import gateway, services
 from deploy.local.layout import Layout
 from tests.e2e.accounts.support import sign_up
+from tests.support.platform import outbox_gauges
 
 RELAY = "accounts-relay"
 
 
 async def _outbox(metrics: httpx.AsyncClient) -> dict[str, float]:
-    text = (await metrics.get("/metrics")).text
-    return {
-        line.split(" ")[0]: float(line.split(" ")[1])
-        for line in text.splitlines()
-        if line.startswith(("outbox_backlog ", "outbox_oldest_seconds "))
-    }
+    return outbox_gauges((await metrics.get("/metrics")).text)
 
 
 async def test_a_stopped_relay_shows_as_a_growing_backlog_that_drains_on_restart(

@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 from deploy.local import gateway
-from tests.support.platform import selected_apis
+from tests.support.platform import outbox_gauges, selected_apis
 
 
 @pytest.mark.parametrize("service", selected_apis())
@@ -33,11 +33,7 @@ async def test_each_api_reports_its_outbox_on_its_own_port(platform: str, servic
     async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
         response = await client.get("/metrics")
     assert response.status_code == 200
-    samples = {
-        line.split(" ")[0]: float(line.split(" ")[1])
-        for line in response.text.splitlines()
-        if line.startswith(("outbox_backlog ", "outbox_oldest_seconds "))
-    }
+    samples = outbox_gauges(response.text)
     assert set(samples) == {"outbox_backlog", "outbox_oldest_seconds"}
     # The relays run: nothing waits in an outbox for long.
     assert samples["outbox_oldest_seconds"] < 60
