@@ -1,7 +1,9 @@
 """10,000 events while the relay and the consumer are killed with SIGKILL at random.
 
 Two kinds of kill: from outside at random moments, and from inside at the narrow
-windows where a crash causes redelivery (shared.bus.faults crash points). Every event's
+windows where a crash causes redelivery (shared.bus.faults crash points). Until a role
+has died at its crash point, each of its processes dies there on its first batch, so
+the redelivery path is taken in every run, not only with lucky dice. Every event's
 effect must exist exactly once and, per key, in order. The seed is printed so a
 failure's schedule of external kills can be replayed (IMT_CRASH_SEED).
 """
@@ -26,7 +28,7 @@ EVENTS = 10_000
 BATCH = 100
 KEYS = 50
 KILLS = 8
-CRASH_POINTS = {"IMT_CRASH_POINTS": "relay.after_publish:0.1,consumer.after_effects:0.1"}
+CRASH_POINTS = {"relay": "relay.after_publish", "consume": "consumer.after_effects"}
 
 
 class Processes:
@@ -38,20 +40,30 @@ class Processes:
             "consume": ("consume", dsn, "--topic", topic, "--group", f"{topic}.crash"),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.self_kills = 0
+        self.self_kills = {role: 0 for role in self.args}
 
     def start(self, role: str) -> None:
         name, dsn, *extra = self.args[role]
-        self.procs[role] = spawn_selftest(name, dsn, *extra, env=CRASH_POINTS)
+        odds = "0.1" if self.self_kills[role] else "1"
+        env = {"IMT_CRASH_POINTS": f"{CRASH_POINTS[role]}:{odds}"}
+        self.procs[role] = spawn_selftest(name, dsn, *extra, env=env)
+
+    def _count_if_dead(self, role: str) -> bool:
+        proc = self.procs[role]
+        if proc.poll() is None:
+            return False
+        assert proc.returncode == -signal.SIGKILL, f"{role} exited {proc.returncode}"
+        self.self_kills[role] += 1
+        return True
 
     def restart_the_dead(self) -> None:
-        for role, proc in self.procs.items():
-            if proc.poll() is not None:
-                assert proc.returncode == -signal.SIGKILL, f"{role} exited {proc.returncode}"
-                self.self_kills += 1
+        for role in list(self.procs):
+            if self._count_if_dead(role):
                 self.start(role)
 
     def kill(self, role: str) -> None:
+        if self._count_if_dead(role):
+            return  # it died at a crash point first: that death counts, not this kill
         self.procs[role].send_signal(signal.SIGKILL)
         self.procs[role].wait()
 
@@ -115,7 +127,7 @@ async def test_sigkill_at_random_moments_loses_and_repeats_nothing(
         processes.stop_all()
 
     assert {"relay", "consume"} <= set(killed)
-    assert processes.self_kills > 0, "no crash point fired: the redelivery path went untested"
+    assert all(processes.self_kills.values()), f"a crash point never fired: {processes.self_kills}"
     rows, distinct, disordered = await effects_exactly_once_in_order(conn)
     assert done == EVENTS
     assert (rows, distinct) == (EVENTS, EVENTS), f"seed {seed}"
