@@ -22,6 +22,7 @@ from bench import accounts, analytics, bus, deletion
 from bench import notifier as notifier_bench
 from bench.harness import BenchContext, BenchFn, log, write_results
 from shared.config import PlatformSettings
+from shared.process import tune_collector
 
 BENCHMARKS: dict[str, BenchFn] = {
     **bus.BENCHMARKS,
@@ -85,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stack.ensure_up(["kafka", "postgres"])
     ctx = BenchContext(PlatformSettings(), events=args.events, repeats=args.repeats)
+    # In-process measurements (the bus consumer, relay, the raw baselines beside them)
+    # run under the collector policy every service process starts with.
+    tune_collector()
     try:
         lines, failed = asyncio.run(run(names, ctx))
     except (asyncio.CancelledError, KeyboardInterrupt):

@@ -525,13 +525,13 @@ async def _run_relay(settings: DeletionSettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from shared.observability import configure_logging
+    from shared.process import start_process
 
     parser = argparse.ArgumentParser(prog="python -m bench.deletion")
     parser.add_argument("role", choices=("worker", "relay"))
     role = parser.parse_args(argv).role
     settings = DeletionSettings(service_name=f"bench-deletion-{role}")
-    configure_logging(settings.service_name, settings.log_level)
+    start_process(settings.service_name, settings.log_level)
     asyncio.run(_run_worker(settings) if role == "worker" else _run_relay(settings))
 
 

@@ -14,7 +14,7 @@ from services.accounts.config import AccountsSettings
 from services.accounts.handlers import handler
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.events.topics import DELETION_COMMANDS
-from shared.observability import configure_logging
+from shared.process import start_process
 
 CONSUMER = "accounts-erasure"
 
@@ -40,7 +40,7 @@ async def run(settings: AccountsSettings) -> None:
 
 def main() -> None:
     settings = AccountsSettings(service_name="accounts-worker")
-    configure_logging(settings.service_name, settings.log_level)
+    start_process(settings.service_name, settings.log_level)
     asyncio.run(run(settings))
 
 

@@ -15,7 +15,7 @@ from services.analytics.bootstrap import bootstrap
 from services.analytics.config import AnalyticsSettings
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.events.topics import DELETION_COMMANDS
-from shared.observability import configure_logging
+from shared.process import start_process
 
 CONSUMER = "analytics-eraser"
 
@@ -40,7 +40,7 @@ async def run(settings: AnalyticsSettings) -> None:
 
 def main() -> None:
     settings = AnalyticsSettings(service_name="analytics-eraser")
-    configure_logging(settings.service_name, settings.log_level)
+    start_process(settings.service_name, settings.log_level)
     asyncio.run(run(settings))
 
 

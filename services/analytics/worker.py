@@ -30,7 +30,7 @@ from shared.bus import Delivery, Rejected
 from shared.bus.faust_app import EnvelopeSchema, create_faust_app, publish_dead_letter, run_worker
 from shared.bus.idempotency import forget_processed_before
 from shared.events.catalogue.analytics import VisitRecorded
-from shared.observability import configure_logging
+from shared.process import start_process
 from shared.service import Runtime
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ async def _until_done(attempt: Any) -> None:
 
 def main() -> None:
     settings = AnalyticsSettings(service_name="analytics-worker")
-    configure_logging(settings.service_name, settings.log_level)
+    start_process(settings.service_name, settings.log_level)
     app = build_app(settings)
     run_worker(app)
 

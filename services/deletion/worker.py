@@ -25,7 +25,7 @@ from services.deletion.handlers import Deps
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.bus.consumer import OUTAGES
 from shared.bus.faults import crash_point
-from shared.observability import configure_logging
+from shared.process import start_process
 from shared.service import Runtime
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ async def run_worker(settings: DeletionSettings) -> None:
 
 def main() -> None:
     settings = DeletionSettings()
-    configure_logging(settings.service_name, settings.log_level)
+    start_process(settings.service_name, settings.log_level)
     asyncio.run(run_worker(settings))
 
 

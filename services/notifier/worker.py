@@ -24,7 +24,7 @@ from services.notifier.sender import Sender, Wake
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.bus.consumer import OUTAGES
 from shared.db.pool import Connection
-from shared.observability import configure_logging
+from shared.process import start_process
 from shared.service import Runtime
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ async def run_worker(settings: NotifierSettings) -> None:
 
 def main() -> None:
     settings = NotifierSettings(service_name="notifier-worker")
-    configure_logging(settings.service_name, settings.log_level)
+    start_process(settings.service_name, settings.log_level)
     asyncio.run(run_worker(settings))
 
 

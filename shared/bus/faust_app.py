@@ -12,7 +12,6 @@ Kafka before the stream moves past it, so no record is lost.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
 from shared.bus.faust_drain import PlatformFaustApp
 from shared.config import PlatformSettings
 from shared.events.topics import Topic
+from shared.process import tune_collector
 
 
 class EnvelopeSchema(faust.Schema):  # type: ignore[type-arg]
@@ -65,10 +65,8 @@ def create_faust_app(name: str, settings: PlatformSettings, **overrides: Any) ->
 
 def run_worker(app: faust.App) -> None:
     """Run a Faust worker for ``app`` until it is stopped (the process's main loop)."""
-    # Everything alive now (modules, the app, its settings) lives as long as the
-    # process: frozen out of the collector, it is not rescanned on every full
-    # collection, which a worker allocating an Event per message triggers often.
-    gc.freeze()
+    # Again now that the app exists: it, its agents and topics live as long as the process.
+    tune_collector()
     Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
 
 

@@ -19,12 +19,12 @@ from shared.observability import (
     Metrics,
     MetricsMiddleware,
     ReadinessCheck,
-    configure_logging,
     health_router,
     install_problem_handlers,
     kafka_check,
     postgres_check,
 )
+from shared.process import start_process
 from shared.service.runtime import Runtime
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -122,7 +122,7 @@ def runtime_checks(runtime: Runtime) -> dict[str, ReadinessCheck]:
 
 def serve(app: FastAPI, *, service: str, port: int, log_level: str = "INFO") -> None:
     """Run the API with uvicorn on loopback (the gateway is the only way in)."""
-    configure_logging(service, log_level)
+    start_process(service, log_level)
     uvicorn.run(
         app,
         host="127.0.0.1",

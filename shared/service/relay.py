@@ -16,7 +16,7 @@ from shared.config import PlatformSettings
 from shared.databases import SERVICE_DATABASES
 from shared.db.pool import service_pool
 from shared.db.prepare import migrate_service_database
-from shared.observability import configure_logging
+from shared.process import start_process
 
 
 async def relay_outbox(settings: PlatformSettings, database: str) -> None:
@@ -40,7 +40,7 @@ def main() -> None:
         sys.exit(f"usage: python -m shared.service.relay {{{','.join(SERVICE_DATABASES)}}}")
     database = sys.argv[1]
     settings = PlatformSettings(service_name=f"{database}-relay")
-    configure_logging(settings.service_name, settings.log_level)
+    start_process(settings.service_name, settings.log_level)
     asyncio.run(relay_outbox(settings, database))
 
 
