@@ -105,6 +105,11 @@ class PlatformSettings(BaseSettings):
             )
         return self
 
+    def consumer_groups(self) -> dict[str, tuple[str, ...]]:
+        """The service's Kafka consumer groups and the topics each reads (its API reports
+        their lag); a service that consumes nothing has none."""
+        return {}
+
     def database_dsn(self, database: str) -> str:
         """DSN of one service's database; the role is named after the database."""
         password = self.postgres_password.get_secret_value()

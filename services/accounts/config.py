@@ -5,6 +5,9 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, model_validator
 
 from shared.config import PlatformSettings, UnsafeConfiguration
+from shared.events.topics import DELETION_COMMANDS
+
+ERASURE_GROUP = "accounts-erasure"
 
 DEV_ADMIN_PASSWORD = "development-only-admin-password"  # noqa: S105 - refused outside development
 
@@ -61,3 +64,6 @@ class AccountsSettings(PlatformSettings):
         ):
             raise UnsafeConfiguration("IMT_ACCOUNTS_ADMIN_PASSWORD holds its development default")
         return self
+
+    def consumer_groups(self) -> dict[str, tuple[str, ...]]:
+        return {ERASURE_GROUP: (DELETION_COMMANDS.name,)}

@@ -10,13 +10,13 @@ import asyncio
 import signal
 
 from services.accounts.bootstrap import bootstrap
-from services.accounts.config import AccountsSettings
+from services.accounts.config import ERASURE_GROUP, AccountsSettings
 from services.accounts.handlers import handler
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.events.topics import DELETION_COMMANDS
 from shared.process import start_process
 
-CONSUMER = "accounts-erasure"
+CONSUMER = ERASURE_GROUP
 
 
 async def run(settings: AccountsSettings) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from shared.config import PlatformSettings
+from shared.events.topics import DELETION_COMMANDS
 from shared.pii import DEFAULT_ALLOWED_QUERY_KEYS
+
+ERASER_GROUP = "analytics-eraser"
 
 
 class AnalyticsSettings(PlatformSettings):
@@ -55,3 +58,9 @@ class AnalyticsSettings(PlatformSettings):
     analytics_max_release_windows: int = Field(
         1500, description="Most windows one trends request may return."
     )
+
+    def consumer_groups(self) -> dict[str, tuple[str, ...]]:
+        return {
+            self.analytics_worker_group: (self.analytics_visits_topic,),
+            ERASER_GROUP: (DELETION_COMMANDS.name,),
+        }

@@ -12,12 +12,12 @@ import signal
 
 from services.analytics import handlers
 from services.analytics.bootstrap import bootstrap
-from services.analytics.config import AnalyticsSettings
+from services.analytics.config import ERASER_GROUP, AnalyticsSettings
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.events.topics import DELETION_COMMANDS
 from shared.process import start_process
 
-CONSUMER = "analytics-eraser"
+CONSUMER = ERASER_GROUP
 
 
 async def run(settings: AnalyticsSettings) -> None:

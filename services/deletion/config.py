@@ -7,6 +7,13 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 
 from shared.config import PlatformSettings
+from shared.events.topics import ACCOUNTS_LIFECYCLE, DELETION_RECEIPTS
+
+#: The worker's consumers (their names mark processed events) and the topic each reads.
+SOURCES = {
+    "deletion.lifecycle": ACCOUNTS_LIFECYCLE.name,
+    "deletion.receipts": DELETION_RECEIPTS.name,
+}
 
 HERE = Path(__file__).parent
 DAY = 24 * 3600
@@ -100,3 +107,9 @@ class DeletionSettings(PlatformSettings):
 
     def topic(self, name: str) -> str:
         return f"{name}{self.deletion_topic_suffix}"
+
+    def consumer_groups(self) -> dict[str, tuple[str, ...]]:
+        return {self.group(name): (self.topic(topic),) for name, topic in SOURCES.items()}
+
+    def group(self, consumer: str) -> str:
+        return f"{consumer}{self.deletion_topic_suffix}"

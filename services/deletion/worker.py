@@ -20,7 +20,7 @@ import asyncpg
 
 from services.deletion import backups, handlers, store
 from services.deletion.bootstrap import bootstrap, dependencies
-from services.deletion.config import DeletionSettings
+from services.deletion.config import SOURCES, DeletionSettings
 from services.deletion.handlers import Deps
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.bus.consumer import OUTAGES
@@ -132,16 +132,11 @@ class Worker:
         assert runtime.producer is not None
         self._runtime = runtime
         handle = handlers.route(deps)
-        suffix = settings.deletion_topic_suffix
-        sources = {
-            "deletion.lifecycle": "accounts.lifecycle",
-            "deletion.receipts": "deletion.receipts",
-        }
         self._kafka = {
             name: manual_commit_consumer(
-                settings, settings.topic(topic), group_id=f"{name}{suffix}"
+                settings, settings.topic(topic), group_id=settings.group(name)
             )
-            for name, topic in sources.items()
+            for name, topic in SOURCES.items()
         }
         self._consumers = [
             IdempotentConsumer(name, client, runtime.producer, runtime.pool, handle)

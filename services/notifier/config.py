@@ -7,6 +7,26 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from shared.config import DEV_SECRET, PlatformSettings, UnsafeConfiguration
+from shared.events.topics import (
+    ACCOUNTS_CONTACTS,
+    ACCOUNTS_REQUESTS,
+    DELETION_COMMANDS,
+    NOTIFIER_COMMANDS,
+    POLICY_VERSIONS,
+    SECURITY_INCIDENTS,
+)
+
+#: One consumer group per kind of work, so a backlog of one never delays another.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "notifier.contacts": (ACCOUNTS_CONTACTS.name,),
+    "notifier.notices": (
+        ACCOUNTS_REQUESTS.name,
+        POLICY_VERSIONS.name,
+        SECURITY_INCIDENTS.name,
+        NOTIFIER_COMMANDS.name,
+    ),
+    "notifier.deletion": (DELETION_COMMANDS.name,),
+}
 
 
 class NotifierSettings(PlatformSettings):
@@ -91,3 +111,6 @@ class NotifierSettings(PlatformSettings):
                 "IMT_NOTIFIER_UNSUBSCRIBE_SECRET holds the development default"
             )
         return self
+
+    def consumer_groups(self) -> dict[str, tuple[str, ...]]:
+        return dict(GROUPS)

@@ -18,6 +18,7 @@ from functools import partial
 from uuid import UUID, uuid5
 
 from services.notifier import holds, store, stream_tickets
+from services.notifier.config import GROUPS
 from services.notifier.domain.templates import TEMPLATES, normalise_params, notice_problems
 from shared.bus import Delivery, Tombstone, Unprocessable, add_event
 from shared.bus.consumer import Item
@@ -324,11 +325,9 @@ Route = Callable[[Connection, Sequence[Item]], Awaitable[None]]
 
 def routes(handlers: Handlers) -> dict[str, tuple[tuple[str, ...], Route]]:
     """Consumer name -> (topics, handler): one consumer group per topic group."""
-    return {
-        "notifier.contacts": (("accounts.contacts",), handlers.on_contacts),
-        "notifier.notices": (
-            ("accounts.requests", "policy.versions", "security.incidents", "notifier.commands"),
-            handlers.on_notices,
-        ),
-        "notifier.deletion": (("deletion.commands",), handlers.on_deletion),
+    handler_of = {
+        "notifier.contacts": handlers.on_contacts,
+        "notifier.notices": handlers.on_notices,
+        "notifier.deletion": handlers.on_deletion,
     }
+    return {name: (topics, handler_of[name]) for name, topics in GROUPS.items()}

@@ -84,6 +84,28 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Read from Kafka at each scrape (shared.bus.lag): workers have no HTTP port, and
+        # a dead worker's lag is exactly what must still show.
+        self.consumer_lag = Gauge(
+            "consumer_lag",
+            "Records of a topic its consumer group has not yet committed.",
+            ["group", "topic"],
+            registry=self.registry,
+        )
+        self.consumer_group_members = Gauge(
+            "consumer_group_members",
+            "Consumers in the group now (0: no worker is consuming).",
+            ["group"],
+            registry=self.registry,
+        )
+        self.dead_letter_records = Gauge(
+            "dead_letter_records",
+            "Records held by a dead-letter topic of what this service consumes (all "
+            "consumers' dead letters of that topic; the dlq_consumer header tells whose).",
+            ["topic"],
+            registry=self.registry,
+        )
+
     async def refresh_outbox(self, db: Fetches) -> None:
         """Set the outbox gauges from the service's database."""
         row = await db.fetchrow(

@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
+from shared.bus.lag import GroupWatch
 from shared.config import PlatformSettings
 from shared.observability import (
     Metrics,
@@ -77,8 +78,11 @@ def service_app(
     metrics: Metrics | None = None,
 ) -> FastAPI:
     """A service API: ``start`` runs in the lifespan; readiness checks its database (and
-    Kafka, when the runtime has a producer); access tokens verify with the platform key."""
+    Kafka, when the runtime has a producer); access tokens verify with the platform key.
+    ``/metrics`` also reports the service's outbox and its consumer groups' lag."""
     holder: dict[str, Runtime] = {}
+    groups = settings.consumer_groups()
+    watch = GroupWatch(settings, groups) if groups else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,6 +93,8 @@ def service_app(
                 yield
             finally:
                 holder.pop("runtime", None)
+                if watch is not None:
+                    await watch.close()
 
     def readiness() -> Mapping[str, ReadinessCheck]:
         runtime = holder.get("runtime")
@@ -100,6 +106,8 @@ def service_app(
         runtime = holder.get("runtime")
         if runtime is not None:
             await instruments.refresh_outbox(runtime.pool)
+            if watch is not None:
+                await watch.report(instruments)
 
     return create_api(
         service=service,

@@ -18,13 +18,19 @@ from deploy.local.layout import HOST, Layout
 OUTBOX_GAUGES = ("outbox_backlog", "outbox_oldest_seconds")
 
 
+def metric_samples(metrics_text: str) -> dict[str, float]:
+    """Every sample of a /metrics page, keyed by series as printed: ``name{labels}``."""
+    return {
+        series: float(value)
+        for series, _, value in (line.rpartition(" ") for line in metrics_text.splitlines())
+        if series and not series.startswith("#")
+    }
+
+
 def outbox_gauges(metrics_text: str) -> dict[str, float]:
     """The outbox gauges of a service's /metrics page, by name."""
-    return {
-        name: float(value)
-        for name, _, value in (line.partition(" ") for line in metrics_text.splitlines())
-        if name in OUTBOX_GAUGES
-    }
+    samples = metric_samples(metrics_text)
+    return {name: samples[name] for name in OUTBOX_GAUGES if name in samples}
 
 
 def selected_processes() -> list[str]:

@@ -1,10 +1,19 @@
 """Every service API answers through the gateway, with the platform's conventions."""
 
+import asyncio
+import time
+
 import httpx
 import pytest
 
 from deploy.local import gateway
-from tests.support.platform import outbox_gauges, selected_apis
+from services.accounts.config import AccountsSettings
+from services.analytics.config import AnalyticsSettings
+from services.deletion.config import DeletionSettings
+from services.notifier.config import NotifierSettings
+from shared.config import PlatformSettings
+from shared.events import dlq_of
+from tests.support.platform import metric_samples, outbox_gauges, selected_apis
 
 
 @pytest.mark.parametrize("service", selected_apis())
@@ -37,3 +46,33 @@ async def test_each_api_reports_its_outbox_on_its_own_port(platform: str, servic
     assert set(samples) == {"outbox_backlog", "outbox_oldest_seconds"}
     # The relays run: nothing waits in an outbox for long.
     assert samples["outbox_oldest_seconds"] < 60
+
+
+SETTINGS: dict[str, type[PlatformSettings]] = {
+    "accounts": AccountsSettings,
+    "deletion": DeletionSettings,
+    "notifier": NotifierSettings,
+    "analytics": AnalyticsSettings,
+}
+
+
+@pytest.mark.parametrize("service", selected_apis())
+async def test_each_api_reports_its_consumer_groups_lag_and_members(
+    platform: str, service: str
+) -> None:
+    groups = SETTINGS[service]().consumer_groups()
+    assert groups, f"{service} declares no consumer group"
+    host, _, port = gateway.UPSTREAMS[service].rpartition(":")
+    deadline = time.monotonic() + 60  # workers may still be joining their groups
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+        while True:
+            samples = metric_samples((await client.get("/metrics")).text)
+            members = {g: samples.get(f'consumer_group_members{{group="{g}"}}') for g in groups}
+            if all(n is not None and n >= 1 for n in members.values()):
+                break
+            assert time.monotonic() < deadline, f"{service}: group members {members}"
+            await asyncio.sleep(0.5)
+    for group, topics in groups.items():
+        for topic in topics:
+            assert f'consumer_lag{{group="{group}",topic="{topic}"}}' in samples
+            assert f'dead_letter_records{{topic="{dlq_of(topic)}"}}' in samples
