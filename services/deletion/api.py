@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from services.deletion.bootstrap import bootstrap, dependencies
 from services.deletion.config import DeletionSettings
 from services.deletion.context import Context
+from services.deletion.gauges import DeletionGauges
 from services.deletion.routes import me, operators
 from shared.service import Runtime, serve, service_app
 
@@ -30,6 +31,7 @@ def build_app(settings: DeletionSettings) -> FastAPI:
         settings=settings,
         routers=[me.router, operators.router],
         start=start,
+        gauges=DeletionGauges,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -353,3 +354,14 @@ async def open_requests(conn: Connection, limit: int) -> list[Tracked]:
         limit,
     )
     return [_tracked(r) for r in rows]
+
+
+async def open_stages(conn: Connection, final: Sequence[str]) -> dict[str, tuple[int, float]]:
+    """Stage -> (requests in it, seconds the longest-waiting one has been there)."""
+    rows = await conn.fetch(
+        "SELECT stage, count(*) AS n,"
+        " extract(epoch FROM now() - min(stage_entered_at)) AS oldest"
+        " FROM deletion_requests WHERE stage <> ALL($1::text[]) GROUP BY stage",
+        list(final),
+    )
+    return {r["stage"]: (r["n"], max(0.0, float(r["oldest"]))) for r in rows}

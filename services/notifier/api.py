@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from services.notifier.bootstrap import DATABASE, bootstrap
 from services.notifier.config import NotifierSettings
 from services.notifier.domain.templates import Renderer
+from services.notifier.gauges import NotifierGauges
 from services.notifier.routes import inbox, ops, unsubscribe
 from services.notifier.stream import InboxHub
 from shared.service import Runtime, serve, service_app
@@ -43,6 +44,7 @@ def build_app(settings: NotifierSettings) -> FastAPI:
         settings=settings,
         routers=[inbox.router, inbox.policy_router, unsubscribe.router, ops.router],
         start=start,
+        gauges=NotifierGauges,
     )
 
 

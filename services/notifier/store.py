@@ -525,3 +525,29 @@ async def erase_request_items(conn: Connection, subject_id: UUID, request_id: UU
         str(request_id),
     )
     return int(status.split()[-1])
+
+
+@dataclass(frozen=True)
+class OpsGauges:
+    held: int
+    deliveries: dict[str, int]  # pending, sending, dead
+    oldest_due_seconds: float
+
+
+async def ops_gauges(conn: Connection) -> OpsGauges:
+    row = await conn.fetchrow(
+        "SELECT"
+        " (SELECT count(*) FROM notices WHERE held_until > now()) AS held,"
+        " (SELECT count(*) FROM deliveries WHERE status = 'pending') AS pending,"
+        " (SELECT count(*) FROM deliveries WHERE status = 'sending') AS sending,"
+        " (SELECT count(*) FROM deliveries WHERE status = 'dead') AS dead,"
+        " (SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)"
+        "    FROM deliveries WHERE status IN ('pending', 'sending')"
+        "    AND next_attempt_at <= now()) AS oldest_due"
+    )
+    assert row is not None
+    return OpsGauges(
+        held=row["held"],
+        deliveries={s: row[s] for s in ("pending", "sending", "dead")},
+        oldest_due_seconds=max(0.0, float(row["oldest_due"])),
+    )

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
+from prometheus_client import CollectorRegistry
 
 from shared.bus.lag import GroupWatch
 from shared.config import PlatformSettings
@@ -29,6 +31,14 @@ from shared.process import start_process
 from shared.service.runtime import Runtime
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+class ServiceGauges(Protocol):
+    """A service's own gauges, registered once and set from its database at each scrape."""
+
+    async def refresh(self, runtime: Runtime) -> None: ...
+
+
 #: A service's start-up: opens its runtime, puts what its routes need on ``app.state``,
 #: yields the runtime, and closes everything on exit.
 StartUp = Callable[[FastAPI], AbstractAsyncContextManager[Runtime]]
@@ -76,10 +86,12 @@ def service_app(
     routers: Sequence[APIRouter],
     start: StartUp,
     metrics: Metrics | None = None,
+    gauges: Callable[[CollectorRegistry], ServiceGauges] | None = None,
 ) -> FastAPI:
     """A service API: ``start`` runs in the lifespan; readiness checks its database (and
     Kafka, when the runtime has a producer); access tokens verify with the platform key.
-    ``/metrics`` also reports the service's outbox and its consumer groups' lag."""
+    ``/metrics`` also reports the service's outbox, its consumer groups' lag, and what
+    ``gauges`` (built on the metrics registry) reads from its database."""
     holder: dict[str, Runtime] = {}
     groups = settings.consumer_groups()
     watch = GroupWatch(settings, groups) if groups else None
@@ -101,11 +113,14 @@ def service_app(
         return {} if runtime is None else runtime_checks(runtime)
 
     instruments = metrics or Metrics(settings.service_name)
+    own = gauges(instruments.registry) if gauges is not None else None
 
     async def before_scrape() -> None:
         runtime = holder.get("runtime")
         if runtime is not None:
             await instruments.refresh_outbox(runtime.pool)
+            if own is not None:
+                await own.refresh(runtime)
             if watch is not None:
                 await watch.report(instruments)
 

@@ -76,3 +76,22 @@ async def test_each_api_reports_its_consumer_groups_lag_and_members(
         for topic in topics:
             assert f'consumer_lag{{group="{group}",topic="{topic}"}}' in samples
             assert f'dead_letter_records{{topic="{dlq_of(topic)}"}}' in samples
+
+
+OWN_GAUGES = {
+    "notifier": ["notices_held", 'email_deliveries{status="dead"}', "email_oldest_due_seconds"],
+    "deletion": [
+        'deletion_requests{stage="grace"}',
+        'deletion_stage_oldest_seconds{stage="holds"}',
+    ],
+}
+
+
+@pytest.mark.parametrize("service", sorted(set(OWN_GAUGES) & set(selected_apis())))
+async def test_services_report_their_own_gauges(platform: str, service: str) -> None:
+    host, _, port = gateway.UPSTREAMS[service].rpartition(":")
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+        samples = metric_samples((await client.get("/metrics")).text)
+    for series in OWN_GAUGES[service]:
+        assert series in samples, series
+        assert samples[series] >= 0

@@ -16,15 +16,18 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from prometheus_client import CollectorRegistry
 
 from services.deletion import backups, handlers
 from services.deletion.config import DeletionSettings
+from services.deletion.gauges import DeletionGauges
 from shared.bus import Delivery, read_record
 from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
 from shared.events.catalogue.accounts import DeletionCancelled
 from shared.events.catalogue.deletion import DeletionStageChanged
 from shared.events.catalogue.notifier import SendNotice
+from shared.observability import Metrics
 from tests.integration.deletion.harness import (
     Harness,
     harness_settings,
@@ -321,3 +324,33 @@ async def test_a_kept_category_is_erased_by_a_second_command_when_its_period_end
                 break
             await asyncio.sleep(0.1)
         assert receipts == 3
+
+
+async def test_metrics_count_open_requests_per_stage_and_age_the_oldest(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_grace_seconds=3600)
+    metrics = Metrics("deletion-test", CollectorRegistry())
+    gauges = DeletionGauges(metrics.registry)
+    sample = metrics.registry.get_sample_value
+    async with running_harness(settings) as harness:
+        requests = [await harness.request_deletion() for _ in range(3)]
+        ids = [request_id for request_id, _ in requests]
+        assert set((await harness.wait_for(ids, "grace")).values()) == {"grace"}
+        await harness.pool.execute(
+            "UPDATE deletion_requests SET stage_entered_at = now() - interval '2 hours'"
+            " WHERE request_id = $1",
+            ids[0],
+        )
+        cancelled, subject = requests[2]
+        cancel = DeletionCancelled(user_id=subject, request_id=cancelled)
+        await send(harness.producer, settings, cancel, subject)
+        assert (await harness.wait_for([cancelled], "cancelled"))[cancelled] == "cancelled"
+
+        await gauges.refresh(harness.runtime)
+
+    assert sample("deletion_requests", {"stage": "grace"}) == 2
+    assert 7200 <= (sample("deletion_stage_oldest_seconds", {"stage": "grace"}) or 0) < 7300
+    assert sample("deletion_requests", {"stage": "erasing"}) == 0
+    assert sample("deletion_stage_oldest_seconds", {"stage": "erasing"}) == 0
+    assert sample("deletion_requests", {"stage": "cancelled"}) is None  # final: not reported

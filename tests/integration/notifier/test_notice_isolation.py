@@ -14,9 +14,14 @@ from functools import partial
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 
 from services.notifier import handlers, holds, store
+from services.notifier.gauges import NotifierGauges
+from shared.config import PlatformSettings
 from shared.db.pool import Connection
+from shared.observability import Metrics
+from shared.service import Runtime
 
 Step = Callable[[Connection], Awaitable[int | None]]
 
@@ -249,3 +254,32 @@ def test_operators_read_a_short_failure_without_personal_data() -> None:
     assert "jane.doe@example.org" not in described
     assert len(described) == holds.LAST_FAILURE_CHARS
     assert holds.describe(KeyError()) == "KeyError"
+
+
+async def test_metrics_show_the_held_notice_and_the_emails_waiting(db: asyncpg.Pool) -> None:
+    metrics = Metrics("notifier-test", CollectorRegistry())
+    gauges = NotifierGauges(metrics.registry)
+    runtime = Runtime(PlatformSettings(), "notifier", db, metrics)
+    sample = metrics.registry.get_sample_value
+    plan = partial(store.plan_email_chunk, chunk=2)
+    older = await fanned_out(db, age_minutes=2)
+    await fanned_out(db, age_minutes=1)
+    await poison(db, older)
+    await drain(db, plan)
+    await db.execute("UPDATE deliveries SET next_attempt_at = now() - interval '90 seconds'")
+
+    await gauges.refresh(runtime)
+
+    assert sample("notices_held") == 1
+    assert sample("email_deliveries", {"status": "pending"}) == USERS  # the newer's only
+    assert sample("email_deliveries", {"status": "dead"}) == 0
+    assert 90 <= (sample("email_oldest_due_seconds") or 0) < 120
+
+    await cure_and_end_holds(db)
+    await drain(db, plan)
+    await db.execute("UPDATE deliveries SET status = 'dead' WHERE notice_id = $1", older)
+    await gauges.refresh(runtime)
+
+    assert sample("notices_held") == 0
+    assert sample("email_deliveries", {"status": "pending"}) == USERS
+    assert sample("email_deliveries", {"status": "dead"}) == USERS
