@@ -14,7 +14,7 @@ UV  := $(PYTHON_BOOT) -m uv
 PY  := .venv/bin/python
 STACK := $(PY) deploy/local/stack.py
 
-.PHONY: help setup run stop test test-unit test-integration check format bench promises docs backup restore clean
+.PHONY: help setup run stop test test-unit test-integration check format bench promises docs backup restore audit-verify clean
 
 help:
 	@echo "make run       start everything (infrastructure included); Ctrl-C stops it all"
@@ -25,6 +25,7 @@ help:
 	@echo "make docs      regenerate docs/ (event catalogue, topics, configuration)"
 	@echo "make backup    snapshot every service database; expire old snapshots"
 	@echo "make restore   restore a snapshot (SNAPSHOT=id) and replay the deletion ledger"
+	@echo "make audit-verify  check the audit log's hash chain, and against Kafka's copy"
 	@echo "make stop      stop whatever 'make run' or the tests left running"
 
 # The venv follows the lock; re-synced only when the lock or pyproject changes.
@@ -80,6 +81,11 @@ backup: setup
 # Restore a snapshot (SNAPSHOT=<id>, default the newest) and replay the deletion ledger.
 restore: setup
 	$(PY) -m services.deletion.backups restore $(or $(SNAPSHOT),latest)
+
+# The operator audit log's hash chain, recomputed, and checked against the links Kafka
+# holds (accounts.audit): exit 1 and the first broken link when either fails.
+audit-verify: setup
+	$(PY) -m services.accounts.audit_chain
 
 clean: stop
 	$(STACK) down --wipe

@@ -426,10 +426,10 @@ def events_markdown() -> str:
 # --- topics --------------------------------------------------------------------------------
 
 
-def duration(ms: int) -> str:
+def duration(ms: int, *, compacted: bool = False) -> str:
     """Human text of a retention in milliseconds."""
     if ms < 0:
-        return "unlimited (latest per key)"
+        return "unlimited (latest per key)" if compacted else "unlimited"
     for unit, size in (("day", DAY_MS), ("hour", 3_600_000), ("minute", 60_000)):
         if ms % size == 0:
             count = ms // size
@@ -451,7 +451,7 @@ def topics_markdown() -> str:
             f"`{t.name}`",
             str(t.partitions),
             "yes" if t.compacted else "no",
-            duration(int(t.config()["retention.ms"])),
+            duration(int(t.config()["retention.ms"]), compacted=t.compacted),
             consumed_text(t, dlqs),
             cell(t.description),
         ]

@@ -13,7 +13,13 @@ from uuid import UUID
 
 import asyncpg
 
+from services.accounts.context import SOURCE
+from shared.bus import add_event
 from shared.db.pool import Connection
+from shared.events.catalogue.accounts import AuditLogAppended
+
+#: Kafka key of every audit checkpoint: one key, so the chain stays in order.
+AUDIT_CHAIN_KEY = "audit-log"
 
 Row = asyncpg.Record
 
@@ -283,10 +289,15 @@ async def audit(
     purpose: str,
     request_reference: str | None = None,
 ) -> None:
-    """One append-only audit row; call inside the transaction of the read or change."""
-    await conn.execute(
+    """One append-only audit row; call inside the transaction of the read or change.
+
+    The database links the row into the audit hash chain (005_audit_chain.sql); its
+    place and hash go out on accounts.audit in this same transaction, out of reach of
+    anyone who can rewrite the table.
+    """
+    linked = await conn.fetchrow(
         "INSERT INTO audit_log (operator_id, subject_id, action, fields, purpose,"
-        " request_reference) VALUES ($1, $2, $3, $4, $5, $6)",
+        " request_reference) VALUES ($1, $2, $3, $4, $5, $6) RETURNING chain_seq, chain",
         operator_id,
         subject_id,
         action,
@@ -294,6 +305,9 @@ async def audit(
         purpose,
         request_reference,
     )
+    assert linked is not None
+    appended = AuditLogAppended(chain_seq=linked["chain_seq"], chain=linked["chain"].hex())
+    await add_event(conn, appended, source=SOURCE, subject=AUDIT_CHAIN_KEY)
 
 
 # -- devices, requests -----------------------------------------------------------------

@@ -58,6 +58,14 @@ ACCOUNTS_CONTACTS = Topic(
     compacted=True,
 )
 ACCOUNTS_REQUESTS = Topic("accounts.requests", "User requests submitted and operator replies.")
+ACCOUNTS_AUDIT = Topic(
+    "accounts.audit",
+    "Each audit-log row's place and hash in its chain (no ids): what an auditor checks "
+    "the database against. Kept for ever; read by the audit verifier, not by a service.",
+    partitions=1,
+    consumed=False,
+    retention_ms=-1,
+)
 POLICY_VERSIONS = Topic("policy.versions", "Privacy-policy versions published.", partitions=1)
 SECURITY_INCIDENTS = Topic("security.incidents", "Security incidents declared by operators.")
 NOTIFIER_COMMANDS = Topic("notifier.commands", "Commands for the notifier: send a notice.")
@@ -79,6 +87,7 @@ PRIMARY_TOPICS: tuple[Topic, ...] = (
     ACCOUNTS_LIFECYCLE,
     ACCOUNTS_CONTACTS,
     ACCOUNTS_REQUESTS,
+    ACCOUNTS_AUDIT,
     POLICY_VERSIONS,
     SECURITY_INCIDENTS,
     NOTIFIER_COMMANDS,

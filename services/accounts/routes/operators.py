@@ -3,6 +3,7 @@ user's personal data audited in the same transaction (append-only audit_log)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
@@ -10,7 +11,7 @@ from uuid import UUID, uuid4
 from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, EmailStr, Field
 
-from services.accounts import store
+from services.accounts import audit_chain, store
 from services.accounts.cards import publish_card
 from services.accounts.context import (
     DEVICE_MODEL,
@@ -126,6 +127,17 @@ class AuditRow(BaseModel):
     purpose: str
     request_reference: str | None
     at: datetime
+    chain_seq: int
+    chain: str = Field(description="The row's link in the audit hash chain (sha256, hex).")
+
+
+class AuditChainOut(BaseModel):
+    rows: int
+    head_seq: int
+    head: str
+    intact: bool
+    broken_at: int | None = Field(None, description="The first chain_seq that does not hold.")
+    reason: str | None = None
 
 
 class PolicyIn(BaseModel):
@@ -494,7 +506,20 @@ async def read_audit(
             operator_id,
             limit,
         )
-    return [AuditRow(**{**dict(r), "fields": list(r["fields"])}) for r in rows]
+    return [
+        AuditRow(**{**dict(r), "fields": list(r["fields"]), "chain": bytes(r["chain"]).hex()})
+        for r in rows
+    ]
+
+
+@router.get("/audit/verify", response_model=AuditChainOut)
+async def verify_audit(ctx: Ctx, _: Annotated[Operator, allowed("audit.read")]) -> AuditChainOut:
+    """Recompute the audit log's hash chain from its first row. Checking it against the
+    links published on Kafka takes ``make audit-verify`` (what an owner of the table
+    could not rewrite)."""
+    async with ctx.pool.acquire() as conn:
+        report = await audit_chain.verify(conn)
+    return AuditChainOut(**asdict(report), intact=report.intact)
 
 
 # -- policy, announcements, incidents --------------------------------------------------

@@ -15,6 +15,7 @@ from pydantic import EmailStr, Field
 
 from shared.events.registry import Event, register_event
 from shared.events.topics import (
+    ACCOUNTS_AUDIT,
     ACCOUNTS_CONTACTS,
     ACCOUNTS_LIFECYCLE,
     ACCOUNTS_REQUESTS,
@@ -195,3 +196,15 @@ class IncidentDeclared(Event):
     message: str = Field(max_length=5000)
     audience: Literal["all", "listed"]
     user_ids: tuple[UUID, ...] = ()
+
+
+@register_event
+class AuditLogAppended(Event):
+    """A row joined the operator audit log: its place in the hash chain and the chain's
+    hash there. No ids: the row itself stays in the accounts database."""
+
+    event_name: ClassVar[str] = "audit_log.appended"
+    version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = ACCOUNTS_AUDIT
+    chain_seq: int = Field(ge=1)
+    chain: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256, hex")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,6 +24,7 @@ from tests.e2e.accounts.support import (
     unique,
 )
 
+REPO = Path(__file__).resolve().parents[3]
 ROLES = ("support", "privacy_officer", "analyst", "admin")
 
 # The need-to-know matrix, written here independently of the code's own table.
@@ -30,6 +37,7 @@ EXPECTED: dict[str, set[str]] = {
     "reply to request": {"support"},
     "stats": {"analyst", "admin", "privacy_officer"},
     "read audit": {"privacy_officer", "admin"},
+    "verify audit": {"privacy_officer", "admin"},
     "create operator": {"admin"},
     "publish policy": {"privacy_officer", "admin"},
     "announce": {"admin", "support"},
@@ -80,6 +88,7 @@ async def test_each_role_gets_exactly_its_endpoints_and_every_pii_read_is_audite
         "reply to request": ("POST", f"/operator/requests/{request_id}/replies", {}, None),
         "stats": ("GET", "/operator/stats", None, None),
         "read audit": ("GET", "/operator/audit", None, {"subject_id": uid}),
+        "verify audit": ("GET", "/operator/audit/verify", None, None),
         "create operator": ("POST", "/operator/operators", {}, None),
         "publish policy": ("POST", "/operator/policy-versions", {}, None),
         "announce": ("POST", "/operator/announcements", {}, None),
@@ -280,3 +289,43 @@ async def test_incidents_and_announcements_reach_the_bus(
         headers=root.headers,
     )
     assert card.status_code == 422  # no card numbers in announcements either
+
+
+def _audit_verify() -> tuple[int, dict[str, Any]]:
+    """``make audit-verify``'s command, as an auditor runs it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "services.accounts.audit_chain"],
+        cwd=REPO, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    return done.returncode, json.loads(done.stdout)
+
+
+@pytest.mark.promise("P-07")
+async def test_the_audit_log_is_a_hash_chain_that_kafka_vouches_for(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator
+) -> None:
+    user = await active_user(client, bus)
+    support = await new_operator(client, root, "support")
+    officer = await new_operator(client, root, "privacy_officer")
+    read = await client.get(
+        f"{API}/operator/users/{user.id}",
+        params={"purpose": "chain test: answering the user's ticket"},
+        headers=support.headers,
+    )
+    assert read.status_code == 200
+    rows = await client.get(
+        f"{API}/operator/audit", params={"subject_id": user.id}, headers=officer.headers
+    )
+    (row,) = rows.json()
+    verified = (await client.get(f"{API}/operator/audit/verify", headers=officer.headers)).json()
+    assert verified["intact"] is True, verified
+    assert verified["head_seq"] >= row["chain_seq"]
+
+    deadline = time.monotonic() + 30  # the relay publishes the row's link
+    while True:
+        code, report = await asyncio.to_thread(_audit_verify)
+        if report["kafka"]["latest_seq"] >= row["chain_seq"] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert (code, report["intact"]) == (0, True), report
+    assert report["kafka"]["latest_seq"] >= row["chain_seq"]

@@ -1,0 +1,197 @@
+"""Checking the operator audit log's hash chain, in the database and against Kafka.
+
+Every audit row is linked by the database (migration 005_audit_chain.sql):
+``chain = sha256(previous chain || canonical(row))`` in ``chain_seq`` order, and its
+place and hash are published on ``accounts.audit`` in the row's own transaction. So:
+
+* a row changed, removed or slipped in breaks the chain from there on (``verify``);
+* a chain rewritten to hide that no longer matches what Kafka holds (``compare``):
+  the role that owns the table can disable its triggers, but cannot rewrite the topic.
+
+The canonical bytes are computed here independently of the database's SQL function,
+so a replaced function cannot vouch for itself. ``python -m
+services.accounts.audit_chain`` (``make audit-verify``) runs both checks and prints a
+JSON report; it exits 1 when either fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.accounts.config import AccountsSettings
+from shared.bus import Delivery, read_record
+from shared.bus.kafka_options import client_options
+from shared.db.pool import Connection
+from shared.events.catalogue.accounts import AuditLogAppended
+from shared.events.topics import ACCOUNTS_AUDIT
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FETCH = 1000
+
+
+def _field(value: str | None) -> str:
+    # <length>:<text>, so that no text can pass for a boundary between two fields.
+    return "-" if value is None else f"{len(value)}:{value}"
+
+
+Row = Mapping[str, Any] | asyncpg.Record
+
+
+def canonical(row: Row) -> bytes:
+    """The bytes of an audit row that its chain link covers (as audit_log_canonical)."""
+    at: datetime = row["at"]
+    micros = (at - _EPOCH) // timedelta(microseconds=1)
+    fields = [
+        str(row["chain_seq"]),
+        str(row["id"]),
+        str(row["operator_id"]),
+        str(row["subject_id"]),
+        row["action"],
+        ",".join(row["fields"]),
+        row["purpose"],
+        row["request_reference"],
+        str(micros),
+    ]
+    return "|".join(_field(f) for f in fields).encode()
+
+
+def link(previous: bytes, row: Row) -> bytes:
+    return hashlib.sha256(previous + canonical(row)).digest()
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    rows: int
+    head_seq: int  # 0 for an empty log
+    head: str  # hex of the last link ("" for an empty log)
+    broken_at: int | None = None  # the first chain_seq that does not hold
+    reason: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.broken_at is None
+
+
+async def _rows(conn: Connection) -> AsyncIterator[asyncpg.Record]:
+    after = 0
+    while True:
+        batch = await conn.fetch(
+            "SELECT * FROM audit_log WHERE chain_seq > $1 ORDER BY chain_seq LIMIT $2",
+            after,
+            _FETCH,
+        )
+        for row in batch:
+            yield row
+        if len(batch) < _FETCH:
+            return
+        after = batch[-1]["chain_seq"]
+
+
+async def verify(conn: Connection) -> ChainReport:
+    """Recompute every link from the first row; report the first that does not hold."""
+    previous, expected, rows = b"", 1, 0
+    async for row in _rows(conn):
+        seq = row["chain_seq"]
+        if seq != expected:  # rows come in increasing chain_seq: some are missing
+            reason = f"rows {expected} to {seq - 1} of the chain are missing"
+            return ChainReport(rows, expected - 1, previous.hex(), expected, reason)
+        recomputed = link(previous, row)
+        if recomputed != bytes(row["chain"]):
+            return ChainReport(rows, seq - 1, previous.hex(), seq, "the row or its link changed")
+        previous, expected, rows = recomputed, expected + 1, rows + 1
+    return ChainReport(rows, expected - 1, previous.hex())
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    checkpoints: int  # links published on accounts.audit
+    latest_seq: int  # the newest published link (0: none)
+    mismatched_at: int | None = None  # the first published link the database contradicts
+    reason: str | None = None
+
+    @property
+    def agrees(self) -> bool:
+        return self.mismatched_at is None
+
+
+async def compare(conn: Connection, published: Mapping[int, str]) -> CheckpointReport:
+    """Every published link must be in the database, unchanged. One that holds vouches
+    for every row before it (each link covers all earlier ones)."""
+    latest, seqs = max(published, default=0), sorted(published)
+    for start in range(0, len(seqs), _FETCH):
+        chunk = seqs[start : start + _FETCH]
+        rows = await conn.fetch(
+            "SELECT chain_seq, chain FROM audit_log WHERE chain_seq = ANY($1::bigint[])", chunk
+        )
+        stored = {r["chain_seq"]: bytes(r["chain"]).hex() for r in rows}
+        for seq in chunk:
+            if seq not in stored:
+                reason = "published, not in the database"
+                return CheckpointReport(len(published), latest, seq, reason)
+            if stored[seq] != published[seq]:
+                return CheckpointReport(len(published), latest, seq, "the database's link differs")
+    return CheckpointReport(len(published), latest)
+
+
+async def published_links(
+    settings: AccountsSettings, topic: str = ACCOUNTS_AUDIT.name
+) -> dict[int, str]:
+    """Every link on the audit topic, read from the beginning up to its current end."""
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # this topic's partitions, too
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        links: dict[int, str] = {}
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    read = read_record(r.value, r.key, r.topic, r.partition, r.offset)
+                    if isinstance(read, Delivery) and isinstance(read.event, AuditLogAppended):
+                        links[read.event.chain_seq] = read.event.chain
+        return links
+    finally:
+        await consumer.stop()
+
+
+async def audit_report(settings: AccountsSettings) -> dict[str, Any]:
+    conn = await asyncpg.connect(settings.database_dsn("accounts"))
+    try:
+        chain = await verify(conn)
+        checkpoints = await compare(conn, await published_links(settings))
+    finally:
+        await conn.close()
+    return {
+        "intact": chain.intact and checkpoints.agrees,
+        "chain": asdict(chain),
+        "kafka": asdict(checkpoints),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.accounts.audit_chain",
+        description="Check the audit log's hash chain, and the chain against Kafka.",
+    )
+    parser.parse_args(argv)
+    report = asyncio.run(audit_report(AccountsSettings()))
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    return 0 if report["intact"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

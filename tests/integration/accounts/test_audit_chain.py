@@ -1,0 +1,175 @@
+"""The audit log's hash chain on real PostgreSQL: tampering shows, even by the table's owner.
+
+The tampering here is what the role owning the table can do (and the service's code
+cannot): set the append-only triggers aside, change or remove rows, even relink the
+whole chain. The published links (the AuditLogAppended events queued in the same
+transactions, read here from the outbox) are what the owner cannot rewrite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from services.accounts import audit_chain, store
+from services.accounts.bootstrap import DATABASE, MIGRATIONS
+from shared.db import create_pool
+from shared.db.migrations import apply_migrations, migration_files
+from shared.db.prepare import BUS_MIGRATIONS, migrate_service_database
+from shared.events.topics import ACCOUNTS_AUDIT
+
+ROWS = 30
+# Field boundaries and non-ASCII text in a purpose must not confuse the canonical form.
+PURPOSES = ["ticket 4411", "a|b", "3:x|", "Überprüfung 請求", ""]
+
+
+@pytest.fixture
+async def pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(scratch_dsn, max_size=8)
+    await migrate_service_database(pool, DATABASE, MIGRATIONS)
+    yield pool
+    await pool.close()
+
+
+async def _audit(pool: asyncpg.Pool, n: int) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await store.audit(
+            conn, uuid.uuid4(), uuid.uuid4(), "read", ["name", "email"], PURPOSES[n % 5],
+            request_reference=None if n % 2 else f"REQ-{n}",
+        )  # fmt: skip
+
+
+async def _published(pool: asyncpg.Pool) -> dict[int, str]:
+    rows = await pool.fetch("SELECT value FROM bus_outbox WHERE topic = $1", ACCOUNTS_AUDIT.name)
+    data = [json.loads(r["value"])["data"] for r in rows]
+    return {d["chain_seq"]: d["chain"] for d in data}
+
+
+async def _as_owner_without_guards(pool: asyncpg.Pool, sql: str, *args: object) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete")
+        await conn.execute(sql, *args)
+        await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update_delete")
+
+
+async def test_concurrent_rows_form_one_chain_that_the_checks_recompute(
+    pool: asyncpg.Pool,
+) -> None:
+    await asyncio.gather(*(_audit(pool, n) for n in range(ROWS)))
+
+    async with pool.acquire() as conn:
+        chain = await audit_chain.verify(conn)
+        published = await _published(pool)
+        against_kafka = await audit_chain.compare(conn, published)
+    assert chain == audit_chain.ChainReport(ROWS, ROWS, chain.head)
+    assert sorted(published) == list(range(1, ROWS + 1))  # one link per row, in its transaction
+    assert published[ROWS] == chain.head
+    assert against_kafka == audit_chain.CheckpointReport(ROWS, ROWS)
+
+
+async def test_a_changed_row_breaks_the_chain_where_it_was_changed(pool: asyncpg.Pool) -> None:
+    for n in range(10):
+        await _audit(pool, n)
+    await _as_owner_without_guards(
+        pool, "UPDATE audit_log SET purpose = 'nothing to see' WHERE chain_seq = 5"
+    )
+    async with pool.acquire() as conn:
+        report = await audit_chain.verify(conn)
+    assert (report.intact, report.broken_at, report.rows) == (False, 5, 4)
+    assert report.reason == "the row or its link changed"
+
+
+async def test_a_removed_row_shows_as_missing(pool: asyncpg.Pool) -> None:
+    for n in range(10):
+        await _audit(pool, n)
+    await _as_owner_without_guards(pool, "DELETE FROM audit_log WHERE chain_seq = 7")
+    async with pool.acquire() as conn:
+        report = await audit_chain.verify(conn)
+    assert (report.broken_at, report.reason) == (7, "rows 7 to 7 of the chain are missing")
+
+
+async def test_a_relinked_chain_passes_alone_but_not_against_the_published_links(
+    pool: asyncpg.Pool,
+) -> None:
+    for n in range(10):
+        await _audit(pool, n)
+    # The owner removes row 7 and relinks everything after it: the chain alone holds.
+    await _as_owner_without_guards(
+        pool,
+        """
+        DO $$
+        DECLARE r audit_log%ROWTYPE; previous bytea; seq bigint := 6;
+        BEGIN
+            DELETE FROM audit_log WHERE chain_seq = 7;
+            SELECT chain INTO previous FROM audit_log WHERE chain_seq = 6;
+            FOR r IN SELECT * FROM audit_log WHERE chain_seq > 7 ORDER BY chain_seq LOOP
+                seq := seq + 1;
+                r.chain_seq := seq;
+                previous := sha256(previous || audit_log_canonical(r));
+                UPDATE audit_log SET chain_seq = seq, chain = previous WHERE id = r.id;
+            END LOOP;
+        END $$;
+        """,
+    )
+    async with pool.acquire() as conn:
+        alone = await audit_chain.verify(conn)
+        against_kafka = await audit_chain.compare(conn, await _published(pool))
+    assert (alone.intact, alone.rows) == (True, 9)
+    assert (against_kafka.agrees, against_kafka.mismatched_at) == (False, 7)
+    assert against_kafka.reason == "the database's link differs"
+
+
+async def test_the_sql_links_are_the_python_links(pool: asyncpg.Pool) -> None:
+    for n in range(5):
+        await _audit(pool, n)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT a.*, audit_log_canonical(a) AS sql_bytes FROM audit_log a ORDER BY chain_seq"
+        )
+    for row in rows:
+        assert audit_chain.canonical(row) == bytes(row["sql_bytes"])
+
+
+async def test_rows_written_before_the_chain_existed_are_linked_by_its_migration(
+    scratch_dsn: str,
+) -> None:
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        bus = migration_files("bus", BUS_MIGRATIONS)
+        own = migration_files(DATABASE, MIGRATIONS)
+        before = [source for source in own if source[0] < f"{DATABASE}/005"]
+        await apply_migrations(conn, bus + before)
+        for n in range(4):
+            await conn.execute(
+                "INSERT INTO audit_log (operator_id, subject_id, action, fields, purpose)"
+                " VALUES ($1, $2, 'read', '{name}', $3)",
+                uuid.uuid4(),
+                uuid.uuid4(),
+                PURPOSES[n],
+            )
+        await apply_migrations(conn, bus + own)
+        report = await audit_chain.verify(conn)
+    finally:
+        await conn.close()
+    assert (report.intact, report.rows, report.head_seq) == (True, 4, 4)
+
+
+async def test_rows_cut_from_the_end_are_missed_by_the_chain_but_not_by_kafka(
+    pool: asyncpg.Pool,
+) -> None:
+    for n in range(10):
+        await _audit(pool, n)
+    await _as_owner_without_guards(pool, "DELETE FROM audit_log WHERE chain_seq > 8")
+    async with pool.acquire() as conn:
+        alone = await audit_chain.verify(conn)
+        against_kafka = await audit_chain.compare(conn, await _published(pool))
+    assert (alone.intact, alone.head_seq) == (True, 8)
+    assert (against_kafka.mismatched_at, against_kafka.reason) == (
+        9,
+        "published, not in the database",
+    )
