@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, Literal
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.ids import uuid7
 
 HEADER_EVENT_ID = "ce_id"
 HEADER_EVENT_TYPE = "ce_type"
@@ -32,7 +34,8 @@ class Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     specversion: Literal["1.0"] = "1.0"
-    id: UUID = Field(default_factory=uuid4)
+    # Time-ordered: consumers index the ids they applied (shared/ids.py says why).
+    id: UUID = Field(default_factory=uuid7)
     type: str = Field(min_length=3, description="Event type with version, e.g. user.registered.v1")
     source: str = Field(min_length=1, description="The service that produced the event")
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
