@@ -6,7 +6,9 @@
 * ``docs/topics.md``: the topic table (also embedded in README.md between markers);
 * ``docs/configuration.md``: every ``IMT_`` environment variable;
 * ``docs/api/<service>.openapi.json``: the OpenAPI document of each service's HTTP API
-  (also served live at ``/api/<service>/openapi.json`` through the gateway).
+  (also served live at ``/api/<service>/openapi.json`` through the gateway);
+* ``shared/events/released/<wire type>.json``: the schema of each event version when it
+  was first released; written once, never rewritten (see shared/events/compatibility.py).
 
 Usage::
 
@@ -36,6 +38,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from shared.config import PlatformSettings
+from shared.events.compatibility import unrecorded
 from shared.events.envelope import (
     HEADER_EVENT_ID,
     HEADER_EVENT_TYPE,
@@ -667,6 +670,8 @@ def generated_files() -> dict[Path, str]:
     files.update(
         {DOCS / "api" / f"{s}.openapi.json": dump_json(d) for s, d in openapi_documents().items()}
     )
+    # Released event schemas: recorded once, never rewritten (shared/events/compatibility.py).
+    files.update(unrecorded())
     return files
 
 
