@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
 
 T = TypeVar("T")
+B = TypeVar("B")
 
 
 # -- context and results ---------------------------------------------------------------
@@ -152,12 +153,12 @@ async def wait_until(
 
 async def interleaved(
     repeats: int,
-    baseline: Callable[[int], Awaitable[T]],
+    baseline: Callable[[int], Awaitable[B]],
     value: Callable[[int], Awaitable[T]],
     label: str,
-) -> tuple[list[T], list[T]]:
+) -> tuple[list[B], list[T]]:
     """Run baseline then value, ``repeats`` times; return (baseline runs, value runs)."""
-    baselines: list[T] = []
+    baselines: list[B] = []
     values: list[T] = []
     for i in range(repeats):
         log(f"{label}: run {i + 1}/{repeats} baseline")

@@ -23,10 +23,13 @@ async def running_consumer(
     handler: Handler = record_probe_effects,
     *,
     with_relay: bool = False,
+    max_poll_records: int = 1000,
 ) -> AsyncIterator[IdempotentConsumer]:
     """An idempotent consumer of ``topic`` (and the outbox relay of ``dsn``) until exit."""
     producer = reliable_producer(settings)
-    consumer = manual_commit_consumer(settings, topic, group_id=group)
+    consumer = manual_commit_consumer(
+        settings, topic, group_id=group, max_poll_records=max_poll_records
+    )
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     await producer.start()
     await consumer.start()

@@ -1,15 +1,17 @@
 """Outbox -> relay -> Kafka -> idempotent consumer, in one process."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
 
 from shared.bus import add_envelopes
+from shared.bus.consumer import Item
 from shared.bus.outbox import NOTIFY_CHANNEL
-from shared.bus.selftest import probe_envelopes, queue_probes
+from shared.bus.selftest import probe_envelopes, queue_probes, record_probe_effects
 from shared.config import PlatformSettings
+from shared.db.pool import Connection
 from shared.observability import Metrics
 from tests.support.bus import running_consumer
 from tests.support.probes import (
@@ -90,6 +92,34 @@ async def test_redelivered_events_do_not_repeat_their_effect(
         await asyncio.sleep(1.5)
     rows, distinct, disordered = await effects_exactly_once_in_order(conn)
     assert (rows, distinct, disordered) == (20, 20, [])
+
+
+async def test_outages_with_the_next_poll_in_hand_lose_and_repeat_nothing(
+    settings: PlatformSettings, conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
+) -> None:
+    # The consumer reads one poll ahead while the last one is applied (small polls here,
+    # so there always is one). When applying fails, both must be read again.
+    calls = 0
+
+    async def applied_then_lost(c: Connection, items: Sequence[Item]) -> None:
+        nonlocal calls
+        calls += 1
+        await record_probe_effects(c, items)  # written in the transaction...
+        if calls in (3, 8, 9):
+            raise ConnectionResetError("the database went away")  # ...and rolled back
+
+    keys, seqs = probe_keys_and_seqs(300, keys=10)
+    await queue_probes(conn, scratch_topic, probe_envelopes(keys, seqs))
+    group = f"{scratch_topic}.outages"
+    async with running_consumer(
+        settings, scratch_dsn, scratch_topic, group, applied_then_lost,
+        with_relay=True, max_poll_records=7,
+    ):  # fmt: skip
+        assert await wait_for_effects(conn, 300, timeout=60) == 300
+        await asyncio.sleep(1.0)  # a repeated effect would show up by now
+    assert calls > 300 // 7 + 3
+    rows, distinct, disordered = await effects_exactly_once_in_order(conn)
+    assert (rows, distinct, disordered) == (300, 300, [])
 
 
 async def test_an_outbox_insert_wakes_the_relay_at_commit_and_not_before(
