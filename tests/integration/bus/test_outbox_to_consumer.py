@@ -94,11 +94,11 @@ async def test_redelivered_events_do_not_repeat_their_effect(
     assert (rows, distinct, disordered) == (20, 20, [])
 
 
-async def test_outages_with_the_next_poll_in_hand_lose_and_repeat_nothing(
+async def test_outages_while_applying_lose_and_repeat_nothing(
     settings: PlatformSettings, conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
 ) -> None:
-    # The consumer reads one poll ahead while the last one is applied (small polls here,
-    # so there always is one). When applying fails, both must be read again.
+    # Small polls, three of which fail after writing their effects (rolled back): each
+    # is read again from the last commit, and nothing is applied twice or skipped.
     calls = 0
 
     async def applied_then_lost(c: Connection, items: Sequence[Item]) -> None:
