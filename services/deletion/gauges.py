@@ -2,16 +2,19 @@
 
 A request that sits in one stage far longer than the schedule promised the user (a
 store that never answers, backups that never expire) shows as the age of the oldest
-request in that stage; the API serves these on ``/metrics``.
+request in that stage, and one past GDPR's or CCPA's bound is counted as overdue; the
+API serves these on ``/metrics``.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import get_args
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from services.deletion import store
+from services.deletion.domain.schedule import overdue
 from services.deletion.domain.stages import FINAL
 from shared.events.catalogue.deletion import DeletionStage
 from shared.service import Runtime
@@ -33,10 +36,23 @@ class DeletionGauges:
             ["stage"],
             registry=registry,
         )
+        self.overdue = Gauge(
+            "deletion_requests_overdue",
+            "Requests whose active erasure is late against a legal bound (gdpr: one "
+            "calendar month, ccpa: 45 days); the operator pipeline lists them.",
+            ["regime"],
+            registry=registry,
+        )
 
     async def refresh(self, runtime: Runtime) -> None:
+        now = datetime.now(UTC)
         async with runtime.pool.acquire() as conn:
             stages = await store.open_stages(conn, sorted(FINAL))
+            # No month is shorter: a request younger than this cannot be late yet.
+            old = await store.open_requests_before(conn, now - timedelta(days=28))
+        late = [overdue(tracked.request, now) for tracked in old]
+        for regime in ("gdpr", "ccpa"):
+            self.overdue.labels(regime).set(sum(1 for regimes in late if regimes[regime]))
         for stage in OPEN_STAGES:  # every stage, so one that empties reads 0
             count, oldest = stages.get(stage, (0, 0.0))
             self.requests.labels(stage).set(count)

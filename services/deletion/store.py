@@ -356,6 +356,16 @@ async def open_requests(conn: Connection, limit: int) -> list[Tracked]:
     return [_tracked(r) for r in rows]
 
 
+async def open_requests_before(conn: Connection, requested_before: datetime) -> list[Tracked]:
+    """Open requests made before a moment (the ones old enough to be late)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM deletion_requests"  # noqa: S608 - constant
+        " WHERE stage NOT IN ('complete', 'cancelled') AND requested_at < $1",
+        requested_before,
+    )
+    return [_tracked(r) for r in rows]
+
+
 async def open_stages(conn: Connection, final: Sequence[str]) -> dict[str, tuple[int, float]]:
     """Stage -> (requests in it, seconds the longest-waiting one has been there)."""
     rows = await conn.fetch(

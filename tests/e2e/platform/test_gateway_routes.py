@@ -83,6 +83,7 @@ OWN_GAUGES = {
     "deletion": [
         'deletion_requests{stage="grace"}',
         'deletion_stage_oldest_seconds{stage="holds"}',
+        'deletion_requests_overdue{regime="gdpr"}',
     ],
 }
 

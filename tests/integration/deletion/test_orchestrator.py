@@ -326,7 +326,7 @@ async def test_a_kept_category_is_erased_by_a_second_command_when_its_period_end
         assert receipts == 3
 
 
-async def test_metrics_count_open_requests_per_stage_and_age_the_oldest(
+async def test_metrics_count_open_requests_per_stage_the_oldest_and_the_late(
     scratch_dsn: str, suffix: str, tmp_path: Path
 ) -> None:
     settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_grace_seconds=3600)
@@ -342,6 +342,13 @@ async def test_metrics_count_open_requests_per_stage_and_age_the_oldest(
             " WHERE request_id = $1",
             ids[0],
         )
+        for request_id, days in ((ids[0], 40), (ids[1], 50)):  # one month ago; and 45 days
+            await harness.pool.execute(
+                "UPDATE deletion_requests SET requested_at = now() - make_interval(days => $2)"
+                " WHERE request_id = $1",
+                request_id,
+                days,
+            )
         cancelled, subject = requests[2]
         cancel = DeletionCancelled(user_id=subject, request_id=cancelled)
         await send(harness.producer, settings, cancel, subject)
@@ -354,3 +361,5 @@ async def test_metrics_count_open_requests_per_stage_and_age_the_oldest(
     assert sample("deletion_requests", {"stage": "erasing"}) == 0
     assert sample("deletion_stage_oldest_seconds", {"stage": "erasing"}) == 0
     assert sample("deletion_requests", {"stage": "cancelled"}) is None  # final: not reported
+    assert sample("deletion_requests_overdue", {"regime": "gdpr"}) == 2
+    assert sample("deletion_requests_overdue", {"regime": "ccpa"}) == 1
