@@ -79,6 +79,11 @@ class PlatformSettings(BaseSettings):
         SecretStr(DEV_TOKEN_PRIVATE_KEY),
         description="PEM Ed25519 private key accounts signs access tokens with (accounts only).",
     )
+    http_host: str = Field(
+        "127.0.0.1",
+        description="Address a service API listens on: loopback, behind the gateway on the "
+        "same machine; 0.0.0.0 inside a container whose network only the gateway reaches.",
+    )
     log_level: str = Field("INFO", description="Root log level.")
     state_dir: str = Field(
         "/tmp/imt-privacy",  # noqa: S108 - the local stack's folder; a volume in production

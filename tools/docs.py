@@ -7,6 +7,7 @@
 * ``docs/configuration.md``: every ``IMT_`` environment variable;
 * ``docs/api/<service>.openapi.json``: the OpenAPI document of each service's HTTP API
   (also served live at ``/api/<service>/openapi.json`` through the gateway);
+* ``deploy/docker-compose.yml``: one container per Procfile process (deploy/compose.py);
 * ``shared/events/released/<wire type>.json``: the schema of each event version when it
   was first released; written once, never rewritten (see shared/events/compatibility.py).
 
@@ -37,6 +38,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
+from deploy import compose
 from shared.config import PlatformSettings
 from shared.events.compatibility import unrecorded
 from shared.events.envelope import (
@@ -672,6 +674,7 @@ def generated_files() -> dict[Path, str]:
     )
     # Released event schemas: recorded once, never rewritten (shared/events/compatibility.py).
     files.update(unrecorded())
+    files[ROOT / "deploy" / "docker-compose.yml"] = compose.render()
     return files
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import hashlib
@@ -190,20 +191,50 @@ async def _ensure_database(conn: asyncpg.Connection, name: str) -> None:
 
 async def provision(layout: Layout) -> None:
     """Roles and databases of every service, plus the maintenance role; idempotent."""
-    password = PlatformSettings().postgres_password.get_secret_value()
     conn = await asyncpg.connect(
         host=str(socket_dir(layout)), port=layout.ports.postgres, user="postgres",
         database="postgres", timeout=10,
     )  # fmt: skip
     try:
-        await _ensure_role(conn, ADMIN_ROLE, "LOGIN CREATEDB CREATEROLE", password)
-        for builtin in ADMIN_GRANTS:
-            await conn.execute(f"GRANT {builtin} TO {_ident(ADMIN_ROLE)}")
-        for name in ALL_DATABASES:
-            await _ensure_role(conn, name, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", password)
-            await _ensure_database(conn, name)
+        await provision_on(conn)
     finally:
         await conn.close()
+
+
+async def provision_on(conn: asyncpg.Connection) -> None:
+    """What :func:`provision` does, through a superuser's connection to any server."""
+    password = PlatformSettings().postgres_password.get_secret_value()
+    await _ensure_role(conn, ADMIN_ROLE, "LOGIN CREATEDB CREATEROLE", password)
+    for builtin in ADMIN_GRANTS:
+        await conn.execute(f"GRANT {builtin} TO {_ident(ADMIN_ROLE)}")
+    for name in ALL_DATABASES:
+        await _ensure_role(conn, name, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", password)
+        await _ensure_database(conn, name)
+
+
+async def _provision_server(dsn: str) -> None:
+    for _ in range(60):  # a container's server may still be starting
+        try:
+            conn = await asyncpg.connect(dsn, timeout=5)
+            break
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            await asyncio.sleep(1)
+    else:
+        raise procs.StackError("PostgreSQL did not answer within a minute")
+    try:
+        await provision_on(conn)
+    finally:
+        await conn.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m deploy.local.postgres provision --dsn DSN``: roles and databases on a
+    server started elsewhere (docker-compose's), through a superuser's DSN."""
+    parser = argparse.ArgumentParser(prog="python -m deploy.local.postgres")
+    parser.add_argument("command", choices=["provision"])
+    parser.add_argument("--dsn", required=True, help="a superuser's DSN, e.g. postgresql://...")
+    args = parser.parse_args(argv)
+    asyncio.run(_provision_server(args.dsn))
 
 
 async def _answers(layout: Layout) -> bool:
@@ -251,3 +282,7 @@ def down(layout: Layout, wipe: bool = False) -> None:
     if wipe:
         shutil.rmtree(data_dir(layout), ignore_errors=True)
         shutil.rmtree(socket_dir(layout), ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -60,6 +60,7 @@ def main() -> None:
         service="accounts",
         port=settings.accounts_http_port,
         log_level=settings.log_level,
+        host=settings.http_host,
     )
 
 

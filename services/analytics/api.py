@@ -62,7 +62,7 @@ def build_app(settings: AnalyticsSettings) -> FastAPI:
 def main() -> None:
     settings = AnalyticsSettings()
     serve(build_app(settings), service="analytics", port=settings.analytics_http_port,
-          log_level=settings.log_level)  # fmt: skip
+          log_level=settings.log_level, host=settings.http_host)  # fmt: skip
 
 
 if __name__ == "__main__":

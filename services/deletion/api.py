@@ -38,7 +38,7 @@ def build_app(settings: DeletionSettings) -> FastAPI:
 def main() -> None:
     settings = DeletionSettings()
     serve(build_app(settings), service="deletion", port=settings.deletion_http_port,
-          log_level=settings.log_level)  # fmt: skip
+          log_level=settings.log_level, host=settings.http_host)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def build_app(settings: NotifierSettings) -> FastAPI:
 def main() -> None:
     settings = NotifierSettings()
     serve(build_app(settings), service="notifier", port=settings.notifier_http_port,
-          log_level=settings.log_level)  # fmt: skip
+          log_level=settings.log_level, host=settings.http_host)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -143,12 +143,15 @@ def runtime_checks(runtime: Runtime) -> dict[str, ReadinessCheck]:
     return checks
 
 
-def serve(app: FastAPI, *, service: str, port: int, log_level: str = "INFO") -> None:
-    """Run the API with uvicorn on loopback (the gateway is the only way in)."""
+def serve(
+    app: FastAPI, *, service: str, port: int, log_level: str = "INFO", host: str = "127.0.0.1"
+) -> None:
+    """Run the API with uvicorn, on loopback unless told otherwise (``IMT_HTTP_HOST``):
+    the gateway is the only way in."""
     start_process(service, log_level)
     uvicorn.run(
         app,
-        host="127.0.0.1",
+        host=host,
         port=port,
         log_config=None,  # keep our JSON, personal-data-filtered logging
         access_log=False,  # the gateway's privacy-preserving access log is the one kept
