@@ -16,7 +16,7 @@ from deploy.local.tls import TlsFiles, ensure_certificates
 
 NAME = "gateway"
 INSTALL = "apt-get install -y nginx"
-READY_TIMEOUT = 15.0
+READY_TIMEOUT = 60.0  # a fresh machine starts the whole stack at once on 2 cores
 
 # Where each service listens; /api/<service>/... goes there with the URI untouched.
 UPSTREAMS: dict[str, str] = {

@@ -12,7 +12,7 @@ from deploy.local.tls import ensure_certificates
 
 NAME = "smtp"
 SCRIPT = Path(__file__).with_name("smtp_sink.py")
-READY_TIMEOUT = 20.0
+READY_TIMEOUT = 60.0  # a fresh machine starts Kafka, PostgreSQL and this at once on 2 cores
 
 
 def maildir(layout: Layout) -> Path:

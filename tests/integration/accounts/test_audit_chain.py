@@ -11,29 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from services.accounts import audit_chain, store
 from services.accounts.bootstrap import DATABASE, MIGRATIONS
-from shared.db import create_pool
 from shared.db.migrations import apply_migrations, migration_files
-from shared.db.prepare import BUS_MIGRATIONS, migrate_service_database
+from shared.db.prepare import BUS_MIGRATIONS
 from shared.events.topics import ACCOUNTS_AUDIT
 
 ROWS = 30
 # Field boundaries and non-ASCII text in a purpose must not confuse the canonical form.
 PURPOSES = ["ticket 4411", "a|b", "3:x|", "Überprüfung 請求", ""]
-
-
-@pytest.fixture
-async def pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(scratch_dsn, max_size=8)
-    await migrate_service_database(pool, DATABASE, MIGRATIONS)
-    yield pool
-    await pool.close()
 
 
 async def _audit(pool: asyncpg.Pool, n: int) -> None:

@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from services.accounts import store
-from services.accounts.bootstrap import DATABASE, MIGRATIONS
-from shared.db import create_pool
-from shared.db.prepare import migrate_service_database
-
-
-@pytest.fixture
-async def pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(scratch_dsn, max_size=4)
-    await migrate_service_database(pool, DATABASE, MIGRATIONS)
-    yield pool
-    await pool.close()
 
 
 async def _user(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> uuid.UUID:
