@@ -46,20 +46,45 @@ MODES: dict[str, str | None] = {
 }
 ID_PATTERN = re.compile(r"[0-9]{6,}-[0-9a-f]{32}")
 MAX_BODY = 64 * 1024
+DEFAULT_KEEP = 20_000  # messages kept across restarts; older ones are deleted at start
 
 
 class Mailbox:
-    """Messages on disk; written atomically so a reader never sees half a message."""
+    """Messages on disk; written atomically so a reader never sees half a message.
 
-    def __init__(self, folder: Path) -> None:
+    A developer's runs leave tens of thousands of messages behind (the benchmarks alone
+    send thousands a run). Reading every one's metadata took ~30 s at start, longer
+    than the stack waits for the ports; so the sink listens at once, and reads (and
+    trims to the newest ``keep``) in the background. Readers of the list wait for it.
+    """
+
+    def __init__(self, folder: Path, keep: int = DEFAULT_KEEP) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
+        self.keep = keep
         self.mode = "accept"
         self._lock = threading.Lock()
-        # Every message's metadata, read from disk once: listing stays cheap however many
-        # messages a developer's runs have left (tens of thousands after a few days).
-        self._index = self._read_sidecars()
-        self._next = 1 + max((int(m["id"].split("-")[0]) for m in self._index), default=0)
+        self._loaded = threading.Event()
+        self._index: list[dict[str, Any]] = []
+        # From the file names alone (fast): new messages number after every old one.
+        self._next = 1 + max((int(p.stem.split("-")[0]) for p in self._sidecars()), default=0)
+
+    def load(self) -> None:
+        """Trim to the newest ``keep`` messages and read their metadata (a thread's job)."""
+        try:
+            sidecars = self._sidecars()
+            for stale in sidecars[: max(0, len(sidecars) - self.keep)]:
+                stale.unlink(missing_ok=True)
+                stale.with_suffix(".eml").unlink(missing_ok=True)
+            found = []
+            for sidecar in sidecars[-self.keep :] if self.keep else []:
+                with contextlib.suppress(OSError, ValueError):
+                    found.append(json.loads(sidecar.read_text()))
+            with self._lock:
+                stored_meanwhile = {m["id"] for m in self._index}
+                self._index = [m for m in found if m["id"] not in stored_meanwhile] + self._index
+        finally:
+            self._loaded.set()
 
     def _sidecars(self) -> list[Path]:
         return sorted(p for p in self.folder.glob("*.json") if ID_PATTERN.fullmatch(p.stem))
@@ -89,15 +114,9 @@ class Mailbox:
         return ident
 
     def messages(self) -> list[dict[str, Any]]:
+        self._loaded.wait()
         with self._lock:
             return sorted(self._index, key=lambda m: str(m["id"]))
-
-    def _read_sidecars(self) -> list[dict[str, Any]]:
-        found = []
-        for sidecar in self._sidecars():
-            with contextlib.suppress(OSError, ValueError):
-                found.append(json.loads(sidecar.read_text()))
-        return found
 
     def raw(self, ident: str) -> bytes | None:
         if not ID_PATTERN.fullmatch(ident):
@@ -108,6 +127,7 @@ class Mailbox:
             return None
 
     def clear(self) -> int:
+        self._loaded.wait()
         with self._lock:
             self._index.clear()
         sidecars = self._sidecars()
@@ -242,7 +262,7 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    box = Mailbox(Path(args.maildir))
+    box = Mailbox(Path(args.maildir), keep=args.keep)
     handler = Handler(box)
     context = tls_context(args.tls_cert, args.tls_key)
     loop = asyncio.get_running_loop()
@@ -260,6 +280,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, stop.set)
     log.info("SMTP on %s:%s, web on http://%s:%s/, maildir %s",
              HOST, args.smtp_port, HOST, args.web_port, box.folder)  # fmt: skip
+    threading.Thread(target=box.load, name="smtp-sink-load", daemon=True).start()
     await stop.wait()
     smtp.close()
     httpd.shutdown()
@@ -274,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--maildir", required=True)
     parser.add_argument("--tls-cert", help="PEM certificate chain; enables STARTTLS")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--keep", type=int, default=DEFAULT_KEEP, help="messages kept; older ones go at start"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:

@@ -1,0 +1,43 @@
+"""The SMTP sink's mailbox: listening does not wait for old mail, which is trimmed."""
+
+import threading
+from pathlib import Path
+
+from deploy.local.smtp_sink import Mailbox
+
+RAW = b"Subject: hello\\r\\nTo: a@example.org\\r\\n\\r\\nbody\\r\\n"
+
+
+def _number(ident: str) -> int:
+    return int(ident.split("-")[0])
+
+
+def test_a_restarted_box_numbers_after_the_old_mail_and_keeps_only_the_newest(
+    tmp_path: Path,
+) -> None:
+    first = Mailbox(tmp_path)
+    first.load()
+    old = [first.store(RAW, "s@example.org", ["a@example.org"]) for _ in range(30)]
+
+    second = Mailbox(tmp_path, keep=10)
+    arrived = second.store(RAW, "s@example.org", ["b@example.org"])  # while it loads
+    second.load()
+
+    assert _number(arrived) == 31
+    listed = [m["id"] for m in second.messages()]
+    assert listed == [*old[-9:], arrived]  # the newest ten, the one just in among them
+    assert sorted(p.stem for p in tmp_path.glob("*.json")) == listed
+    assert len(list(tmp_path.glob("*.eml"))) == 10
+
+
+def test_readers_of_the_list_wait_until_the_old_mail_is_read(tmp_path: Path) -> None:
+    Mailbox(tmp_path).store(RAW, None, ["a@example.org"])
+    box = Mailbox(tmp_path)
+    seen: list[int] = []
+    reader = threading.Thread(target=lambda: seen.append(len(box.messages())))
+    reader.start()
+    reader.join(timeout=0.2)
+    assert reader.is_alive()  # still waiting: a partial list would be a lie
+    box.load()
+    reader.join(timeout=5)
+    assert seen == [1]
