@@ -16,7 +16,7 @@ from services.notifier.bootstrap import DATABASE, bootstrap
 from services.notifier.config import NotifierSettings
 from services.notifier.domain.templates import Renderer
 from services.notifier.gauges import NotifierGauges
-from services.notifier.routes import inbox, ops, unsubscribe
+from services.notifier.routes import inbound, inbox, ops, unsubscribe
 from services.notifier.stream import InboxHub
 from shared.service import Runtime, serve, service_app
 
@@ -42,7 +42,7 @@ def build_app(settings: NotifierSettings) -> FastAPI:
         service="notifier",
         title="iMT notifier",
         settings=settings,
-        routers=[inbox.router, inbox.policy_router, unsubscribe.router, ops.router],
+        routers=[inbox.router, inbox.policy_router, unsubscribe.router, inbound.router, ops.router],
         start=start,
         gauges=NotifierGauges,
     )

@@ -100,16 +100,22 @@ class NotifierSettings(PlatformSettings):
     notifier_unsubscribe_secret: SecretStr = Field(
         SecretStr(DEV_SECRET), description="HMAC key of unsubscribe tokens (they never expire)."
     )
+    notifier_inbound_secret: SecretStr = Field(
+        SecretStr(DEV_SECRET),
+        description="Secret the mail provider's inbound webhook sends (X-IMT-Inbound-Secret) "
+        "with each reply to the List-Unsubscribe mailto.",
+    )
 
     @model_validator(mode="after")
-    def _refuse_dev_unsubscribe_secret(self) -> NotifierSettings:
-        if (
-            self.environment == "production"
-            and self.notifier_unsubscribe_secret.get_secret_value() == DEV_SECRET
+    def _refuse_dev_secrets(self) -> NotifierSettings:
+        if self.environment != "production":
+            return self
+        for variable, secret in (
+            ("IMT_NOTIFIER_UNSUBSCRIBE_SECRET", self.notifier_unsubscribe_secret),
+            ("IMT_NOTIFIER_INBOUND_SECRET", self.notifier_inbound_secret),
         ):
-            raise UnsafeConfiguration(
-                "IMT_NOTIFIER_UNSUBSCRIBE_SECRET holds the development default"
-            )
+            if secret.get_secret_value() == DEV_SECRET:
+                raise UnsafeConfiguration(f"{variable} holds the development default")
         return self
 
     def consumer_groups(self) -> dict[str, tuple[str, ...]]:

@@ -85,11 +85,22 @@ class Job:
     email: OutgoingEmail
 
 
-def unsubscribe_url(settings: NotifierSettings, email_index: bytes, category: str) -> str:
-    token = unsubscribe.issue(
+def unsubscribe_token(settings: NotifierSettings, email_index: bytes, category: str) -> str:
+    return unsubscribe.issue(
         settings.notifier_unsubscribe_secret.get_secret_value().encode(), email_index, category
     )
+
+
+def unsubscribe_url(settings: NotifierSettings, email_index: bytes, category: str) -> str:
+    token = unsubscribe_token(settings, email_index, category)
     return f"{settings.notifier_public_base_url}/api/notifier/unsubscribe/{token}"
+
+
+def unsubscribe_mailto(settings: NotifierSettings, email_index: bytes, category: str) -> str:
+    """The List-Unsubscribe mailto: a reply carries the token back in its subject, where
+    the inbound webhook (routes/inbound.py) reads it; no one reads the From address."""
+    token = unsubscribe_token(settings, email_index, category)
+    return f"mailto:{settings.notifier_unsubscribe_mailto}?subject=unsubscribe%20{token}"
 
 
 def message_id(row: Any) -> str:
@@ -262,7 +273,7 @@ class Sender:
             unsubscribe_url=url,
             footer=self._footer,
         )
-        mailto = f"mailto:{s.notifier_unsubscribe_mailto}?subject=unsubscribe"
+        mailto = unsubscribe_mailto(s, row["address_index"], category)
         return OutgoingEmail(
             category=category,
             sender=s.notifier_from_marketing

@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 
 from services.notifier.domain.compliance import CATEGORIES
@@ -53,3 +54,23 @@ def verify(secret: bytes, token: str) -> Unsubscribe:
     if not hmac.compare_digest(mac, _mac(secret, payload)) or payload[1] >= len(SCOPES):
         raise InvalidUnsubscribeToken("not a token")
     return Unsubscribe(payload[2:], SCOPES[payload[1]])
+
+
+# "unsubscribe <token>", as a mail client fills it in from the List-Unsubscribe mailto
+# (whatever it puts around it: "Re:", quotes); "unsubscribe all <token>" asks for every
+# email to stop, as the policy's "email us ... from ALL correspondence" promises.
+_MAILTO_SUBJECT = re.compile(r"\bunsubscribe\s+(?:(all)\s+)?([A-Za-z0-9_-]{20,200})\b", re.I)
+
+
+@dataclass(frozen=True)
+class MailedRequest:
+    token: str
+    everything: bool  # "all": every category, whatever the token's
+
+
+def mailed_request(subject: str) -> MailedRequest | None:
+    """The unsubscribe request in a mailed reply's subject, if there is one."""
+    found = _MAILTO_SUBJECT.search(subject)
+    if found is None:
+        return None
+    return MailedRequest(found.group(2), everything=found.group(1) is not None)

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -168,6 +169,16 @@ def unsubscribe_https(message: EmailMessage) -> str:
     first = header.split(",")[0].strip()
     assert first.startswith("<https://")
     return first[1:-1]
+
+
+def unsubscribe_mailto(message: EmailMessage) -> tuple[str, str]:
+    """(address, subject) of the List-Unsubscribe mailto, as a mail client reads it."""
+    header = str(message["List-Unsubscribe"])
+    second = header.split(",")[1].strip()
+    assert second.startswith("<mailto:")
+    assert second.endswith(">")
+    address, _, query = second[len("<mailto:") : -1].partition("?")
+    return address, parse_qs(query)["subject"][0]
 
 
 @asynccontextmanager

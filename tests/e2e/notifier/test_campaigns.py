@@ -24,6 +24,7 @@ from tests.e2e.notifier.support import (
     publish,
     publish_contact,
     unsubscribe_https,
+    unsubscribe_mailto,
     user_token,
     wait_notice_settled,
     watch_topic,
@@ -163,6 +164,45 @@ async def test_one_click_unsubscribe_without_login_then_a_campaign_sends_nothing
     replies = await mailbox.wait_for([address], 3)
     assert replies[-1]["Subject"] == "You have a reply to your request"
     assert first.notice_id != after.notice_id
+
+
+@pytest.mark.promise("P-32")
+async def test_a_reply_to_the_unsubscribe_mailto_opts_out_through_the_inbound_webhook(
+    api: httpx.AsyncClient, producer: AIOKafkaProducer, mailbox: Mailbox
+) -> None:
+    uid, address = await publish_contact(producer, marketing_email=True)
+    await send(producer, campaign(uid))
+    [message] = await mailbox.wait_for([address], 1)
+    target, subject = unsubscribe_mailto(message)
+    assert subject.startswith("unsubscribe ")
+
+    def reply(subject: str) -> bytes:  # what the provider forwards: the raw message
+        return f"From: {address}\r\nTo: {target}\r\nSubject: {subject}\r\n\r\n".encode()
+
+    async def post(body: bytes, secret: str) -> httpx.Response:
+        return await api.post(
+            "/api/notifier/inbound/mail",
+            content=body,
+            headers={"Content-Type": "message/rfc822", "X-IMT-Inbound-Secret": secret},
+        )
+
+    secret = CONFIG.notifier_inbound_secret.get_secret_value()
+    assert (await post(reply(subject), "not-the-secret")).status_code == 401
+    forged = await post(reply(subject[:-6] + "AAAAAA"), secret)
+    assert (forged.status_code, forged.json()["action"]) == (202, "ignored")
+    still = await send(producer, campaign(uid, subject="Still subscribed"))
+    await wait_notice_settled(api, still.notice_id, emails=1)
+    assert len(await mailbox.to(address)) == 2
+
+    done = await post(reply(f"Re: {subject}"), secret)
+    assert (done.status_code, done.json()) == (
+        202,
+        {"action": "unsubscribed", "scope": "marketing", "reason": None},
+    )
+    after = await send(producer, campaign(uid, subject="After the reply"))
+    progress = await wait_notice_settled(api, after.notice_id, emails=1)
+    assert progress["email"] == {"done/suppressed": 1}
+    assert len(await mailbox.to(address)) == 2  # nothing new
 
 
 @pytest.mark.promise("P-34")

@@ -40,3 +40,23 @@ def test_secrets_never_show_in_a_repr() -> None:
     text = repr(PlatformSettings())
     assert "development-only-secret" not in text
     assert "BEGIN PRIVATE KEY" not in text
+
+
+def test_the_notifier_refuses_its_development_secrets_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.notifier.config import NotifierSettings
+
+    for name, value in {
+        "IMT_ENVIRONMENT": "production",
+        "IMT_VAULT_MASTER_KEY": "cHJvZHVjdGlvbi1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=",
+        "IMT_BLIND_INDEX_KEY": "a-real-index-key",
+        "IMT_POSTGRES_PASSWORD": "a-real-password",
+        "IMT_TOKEN_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nreal\n-----END PRIVATE KEY-----\n",
+        "IMT_NOTIFIER_UNSUBSCRIBE_SECRET": "a-real-unsubscribe-key",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="IMT_NOTIFIER_INBOUND_SECRET"):
+        NotifierSettings()
+    monkeypatch.setenv("IMT_NOTIFIER_INBOUND_SECRET", "a-real-inbound-secret")
+    assert NotifierSettings().notifier_inbound_secret.get_secret_value() == "a-real-inbound-secret"
