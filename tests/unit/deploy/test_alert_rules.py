@@ -1,5 +1,7 @@
 """The Prometheus configuration and alert rules under deploy/prometheus/ hold together."""
 
+from pathlib import Path
+
 from deploy.local.gateway import UPSTREAMS
 from tests.support.alerts import alert_rules as rules
 from tests.support.alerts import metric_names, prometheus_yaml
@@ -13,6 +15,15 @@ def test_every_rule_says_how_urgent_it_is_and_what_happened() -> None:
         assert rule["labels"]["severity"] in {"page", "ticket"}, rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
         assert metric_names(rule["expr"]), rule["alert"]
+
+
+def test_every_rule_links_to_its_section_of_the_operations_page() -> None:
+    page = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
+    sections = {line[3:].strip().lower() for line in page.splitlines() if line.startswith("## ")}
+    for rule in rules():
+        name = rule["alert"]
+        assert rule["annotations"]["runbook"] == f"docs/operations.md#{name.lower()}", name
+        assert name.lower() in sections, f"docs/operations.md has no section {name}"
 
 
 def test_prometheus_scrapes_every_api_and_loads_the_rules() -> None:
