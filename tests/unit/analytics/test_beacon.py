@@ -85,7 +85,8 @@ def test_refusals_never_quote_the_values_sent() -> None:
 @pytest.mark.parametrize(
     "agent",
     ["", "Googlebot/2.1 (+http://www.google.com/bot.html)", "curl/8.5", "python-httpx/0.28",
-     "Mozilla/5.0 HeadlessChrome/120", "Mozilla/5.0 (compatible; bingbot/2.0)"],
+     "Mozilla/5.0 HeadlessChrome/120", "Mozilla/5.0 (compatible; bingbot/2.0)",
+     "PYTHON-REQUESTS/2.32", "Mozilla/5.0 (compatible; UptimeRobot/2.0)"],
 )  # fmt: skip
 def test_bots_are_recognised(agent: str) -> None:
     assert is_bot(agent)
