@@ -21,7 +21,7 @@ import signal
 import subprocess
 import time
 
-from deploy.local import services, stack
+from deploy.local import gateway, services, stack
 from deploy.local.layout import HOST, REPO_ROOT, Layout
 from deploy.local.procs import StackError
 
@@ -37,6 +37,9 @@ def print_urls(layout: Layout, addresses: dict[str, str]) -> None:
     for service in sorted({n.split("-")[0] for n in services.procfile_entries()}):
         print(f"  {service:<10} http://{HOST}:{ports.gateway}/api/{service}/openapi.json")
     print(f"  mail       http://{HOST}:{ports.smtp_web}/  (every email the platform sends)")
+    metrics = ", ".join(f"http://{address}/metrics" for address in gateway.UPSTREAMS.values())
+    print(f"  metrics    {metrics}")
+    print("             (scrape with deploy/prometheus/prometheus.yml; runbook docs/operations.md)")
     print("Ctrl-C stops everything.\n", flush=True)
 
 
