@@ -9,6 +9,7 @@ service's API reads these at each scrape of ``/metrics``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,9 @@ class GroupWatch:
         self._groups = {group: tuple(topics) for group, topics in groups.items()}
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets: AIOKafkaConsumer | None = None
+        # Two scrapes at once (Prometheus and a person with curl) share the clients: one
+        # reading at a time, so neither opens clients the other then leaks or closes.
+        self._lock = asyncio.Lock()
 
     async def read(self) -> KafkaReading:
         """One reading; connects on first use (a scrape must not wait at start-up)."""
@@ -76,11 +80,12 @@ class GroupWatch:
     async def report(self, metrics: Metrics) -> None:
         """Set the Kafka gauges of ``metrics`` from a new reading; on failure, reconnect
         at the next one (the gauges keep their last values)."""
-        try:
-            reading = await self.read()
-        except BaseException:
-            await self.close()
-            raise
+        async with self._lock:
+            try:
+                reading = await self.read()
+            except BaseException:
+                await self.close()
+                raise
         for lag in reading.groups:
             metrics.consumer_lag.labels(lag.group, lag.topic).set(lag.lag)
             metrics.consumer_group_members.labels(lag.group).set(lag.members)

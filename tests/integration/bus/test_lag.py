@@ -1,5 +1,6 @@
 """Consumer-group lag, members and dead letters, read from a real Kafka (shared.bus.lag)."""
 
+import asyncio
 import uuid
 
 import pytest
@@ -92,3 +93,25 @@ async def test_report_sets_the_gauges_and_a_failed_reading_keeps_them(
     with pytest.raises(KafkaConnectionError):
         await broken.report(metrics)
     assert sample("consumer_lag", {"group": group, "topic": scratch_topic}) == 3
+
+
+async def test_scrapes_at_once_share_one_pair_of_clients(
+    settings: PlatformSettings, scratch_topic: str
+) -> None:
+    metrics = Metrics("lag-test", CollectorRegistry())
+    watch = GroupWatch(settings, {unique_name("lag.concurrent"): [scratch_topic]})
+    opened = []
+    real_clients = watch._clients
+
+    async def counting_clients() -> object:
+        clients = await real_clients()
+        opened.append(clients)
+        return clients
+
+    watch._clients = counting_clients  # type: ignore[method-assign,assignment]
+    try:
+        await asyncio.gather(*(watch.report(metrics) for _ in range(4)))
+    finally:
+        await watch.close()
+    assert len(opened) == 4
+    assert len({id(pair[0]) for pair in opened}) == 1  # the first reading's, reused
