@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.accounts.context import EMAIL, GUARDIAN_EMAIL, NAME, emit_all
-from services.accounts.store import Row
+from services.accounts.store import Row, UserRow
 from shared.bus import add_tombstone
 from shared.db.pool import Connection
 from shared.events import Event
@@ -14,7 +14,7 @@ from shared.events.topics import ACCOUNTS_CONTACTS
 from shared.vault import Vault
 
 
-async def card_of(vault: Vault, user: Row) -> ContactCardChanged:
+async def card_of(vault: Vault, user: UserRow) -> ContactCardChanged:
     uid = user["id"]
     guardian = user["guardian_email"]
     return ContactCardChanged(

@@ -6,7 +6,7 @@ module never sees plaintext personal data except what callers pass through seale
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,6 +15,7 @@ import asyncpg
 
 from services.accounts.context import SOURCE
 from shared.bus import add_event
+from shared.bus.outbox import insert_sql
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import AuditLogAppended
 
@@ -22,6 +23,8 @@ from shared.events.catalogue.accounts import AuditLogAppended
 AUDIT_CHAIN_KEY = "audit-log"
 
 Row = asyncpg.Record
+# A user's row as read, or as it will be once a change commits.
+UserRow = asyncpg.Record | Mapping[str, Any]
 
 # -- users -----------------------------------------------------------------------------
 
@@ -47,12 +50,17 @@ async def user_by_email_index(conn: Connection, index: bytes) -> Row | None:
     return await conn.fetchrow("SELECT * FROM users WHERE email_index = $1", index)
 
 
+# updated_at versions the contact card (its changed_at): always later than the last one,
+# whichever clock set that (an edit on the row as read sets it from the API's clock).
+_NEXT_VERSION = "greatest(now(), updated_at + interval '1 microsecond')"
+
+
 async def update_user(conn: Connection, user_id: UUID, **columns: Any) -> None:
     if not columns:
         return
     sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=2))
     await conn.execute(
-        f"UPDATE users SET {sets}, updated_at = now() WHERE id = $1",  # noqa: S608 - names are ours
+        f"UPDATE users SET {sets}, updated_at = {_NEXT_VERSION} WHERE id = $1",  # noqa: S608 - names are ours
         user_id,
         *columns.values(),
     )
@@ -63,10 +71,50 @@ async def update_user_returning(conn: Connection, user_id: UUID, **columns: Any)
     in one round trip; None when there is no such user."""
     sets = "".join(f"{name} = ${i}, " for i, name in enumerate(columns, start=2))
     return await conn.fetchrow(
-        f"UPDATE users SET {sets}updated_at = now() WHERE id = $1 RETURNING *",  # noqa: S608 - names are ours
+        f"UPDATE users SET {sets}updated_at = {_NEXT_VERSION} WHERE id = $1 RETURNING *",  # noqa: S608 - names are ours
         user_id,
         *columns.values(),
     )
+
+
+# What a contact card is made of: an edit may skip re-reading the row only while every
+# one of these is still what the caller read.
+CARD_COLUMNS = (
+    "name", "email", "guardian_email", "locale", "age_band", "marketing_email",
+    "tracking_opt_out", "active", "updated_at",
+)  # fmt: skip
+_EDIT_AS_READ = f"""
+WITH changed AS (
+    UPDATE users SET name = $2, locale = $3, updated_at = $4
+    WHERE id = $1 AND ({", ".join(CARD_COLUMNS)})
+          IS NOT DISTINCT FROM ({", ".join(f"${i}" for i in range(5, 5 + len(CARD_COLUMNS)))})
+    RETURNING 1
+), queued AS ({insert_sql(5 + len(CARD_COLUMNS), "EXISTS (SELECT FROM changed)")})
+SELECT count(*) FROM changed
+"""  # noqa: S608 - column names and numbers are ours
+
+
+async def edit_as_read(
+    conn: Connection,
+    seen: Row,
+    name: bytes,
+    locale: str,
+    updated_at: datetime,
+    outbox: Sequence[Sequence[object]],
+) -> bool:
+    """Set name and locale and queue ``outbox`` (:func:`shared.bus.outbox_arrays`) in one
+    statement, only if the user's card columns are still as in ``seen``; False if they
+    changed meanwhile (the caller then takes the locking path)."""
+    changed = await conn.fetchval(
+        _EDIT_AS_READ,
+        seen["id"],
+        name,
+        locale,
+        updated_at,
+        *(seen[c] for c in CARD_COLUMNS),
+        *outbox,
+    )
+    return bool(changed)
 
 
 async def email_index_taken(conn: Connection, index: bytes, other_than: UUID) -> bool:
@@ -144,6 +192,7 @@ async def session_open(conn: Connection, session_id: UUID, principal_id: UUID) -
 PROFILE_COLUMNS = (
     "id", "name", "email", "email_verified", "age_band", "birth_date", "guardian_email",
     "active", "locale", "marketing_email", "personalisation", "tracking_opt_out", "created_at",
+    "updated_at",
 )  # fmt: skip
 _SESSION_USER = (
     f"SELECT {', '.join(f'u.{c}' for c in PROFILE_COLUMNS)} FROM sessions s"  # noqa: S608 - ours

@@ -14,12 +14,12 @@ NOTIFY_CHANNEL = "bus_outbox"
 
 # ORDER BY the array position: rows take their seq (the relay's publishing order, so
 # each key's order) in the order given, which an unordered SELECT does not promise.
-_INSERT = """
+_INSERT_TEMPLATE = """
 INSERT INTO bus_outbox (topic, key, value, headers, event_id)
 SELECT t, k, v, h::jsonb, id
-FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[], $5::uuid[])
+FROM unnest(${0}::text[], ${1}::bytea[], ${2}::bytea[], ${3}::text[], ${4}::uuid[])
      WITH ORDINALITY AS u(t, k, v, h, id, position)
-ORDER BY position
+{where}ORDER BY position
 """
 
 
@@ -29,17 +29,40 @@ async def add_envelopes(conn: Connection, topic: str, envelopes: Sequence[Envelo
     await _insert(conn, [topic] * len(envelopes), envelopes)
 
 
-async def _insert(conn: Connection, topics: Sequence[str], envelopes: Sequence[Envelope]) -> None:
-    if not envelopes:
-        return
-    await conn.execute(
-        _INSERT,
-        topics,
+def insert_sql(first: int = 1, where: str = "") -> str:
+    """The outbox insert, its five arrays in parameters ``$first`` to ``$first+4``; rows
+    keep the order given. With ``where`` (a condition), a statement can queue its events
+    only if its own change happened (see :func:`outbox_arrays`)."""
+    return _INSERT_TEMPLATE.format(
+        *range(first, first + 5), where=f"WHERE {where}\n" if where else ""
+    )
+
+
+_INSERT = insert_sql()
+
+
+def outbox_arrays(
+    events: Sequence[tuple[Event, str | None]], *, source: str
+) -> tuple[list[Envelope], list[list[object]]]:
+    """Envelopes for (event, subject) pairs and the five arrays :func:`insert_sql` takes."""
+    envelopes = [envelope_for(event, source=source, subject=subject) for event, subject in events]
+    return envelopes, _arrays([event.topic.name for event, _ in events], envelopes)
+
+
+def _arrays(topics: Sequence[str], envelopes: Sequence[Envelope]) -> list[list[object]]:
+    return [
+        list(topics),
         [e.key() for e in envelopes],
         [encode_envelope(e) for e in envelopes],
         [json.dumps({k: v.decode() for k, v in e.headers()}) for e in envelopes],
         [e.id for e in envelopes],
-    )
+    ]
+
+
+async def _insert(conn: Connection, topics: Sequence[str], envelopes: Sequence[Envelope]) -> None:
+    if not envelopes:
+        return
+    await conn.execute(_INSERT, *_arrays(topics, envelopes))
 
 
 async def add_event(

@@ -4,7 +4,7 @@ user can never reach another's (404, never 403: existence is not revealed)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, EmailStr, Field
 
 from services.accounts import store
-from services.accounts.cards import publish_card
+from services.accounts.cards import card_of, publish_card
 from services.accounts.context import (
     BIRTH_DATE,
     DEVICE_MODEL,
@@ -21,6 +21,7 @@ from services.accounts.context import (
     GUARDIAN_EMAIL,
     MESSAGE_BODY,
     NAME,
+    SOURCE,
     Context,
     Ctx,
     context_of,
@@ -35,6 +36,7 @@ from services.accounts.links import mail_action_link
 from services.accounts.security import MAX_PASSWORD, verify_password
 from services.accounts.sessions import session_user
 from shared.auth import CurrentUser
+from shared.bus.outbox import outbox_arrays
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import (
     ConsentChanged,
@@ -191,7 +193,7 @@ class PolicyAcceptance(BaseModel):
 # -- profile ---------------------------------------------------------------------------
 
 
-async def _profile(ctx: Context, user: store.Row) -> Profile:
+async def _profile(ctx: Context, user: store.UserRow) -> Profile:
     vault, uid = ctx.vault, user["id"]
     return Profile(
         id=uid,
@@ -242,11 +244,17 @@ async def read_profile(claims: CurrentUser, request: Request) -> Profile:
 
 
 @router.patch("/me", response_model=Profile)
-async def edit_profile(body: ProfileChange, claims: CurrentUser, ctx: Ctx) -> Profile:
+async def edit_profile(
+    body: ProfileChange, claims: CurrentUser, ctx: Ctx, request: Request
+) -> Profile:
     """Edit name, email (re-verified: a link goes to the new address) or locale."""
     refuse_card_numbers(name=body.name)
     uid = UUID(claims.sub)
     vault = ctx.vault
+    if body.email is None and (body.name is not None or body.locale is not None):
+        quick = await _edit_name_or_locale(ctx, body, session_user(request))
+        if quick is not None:
+            return quick
     changes: dict[str, Any] = {}
     if body.name is not None:
         changes["name"] = await vault.seal(uid, body.name, purpose=NAME)
@@ -278,6 +286,30 @@ async def edit_profile(body: ProfileChange, claims: CurrentUser, ctx: Ctx) -> Pr
                 path="verify-email", card_changed_at=user["updated_at"],
             )  # fmt: skip
     return await _profile(ctx, user)
+
+
+async def _edit_name_or_locale(
+    ctx: Context, body: ProfileChange, seen: store.Row | None
+) -> Profile | None:
+    """A name or locale change in one statement, on the row the session check read: the
+    change, its ProfileUpdated and the new card commit together, or (None) not at all
+    when a card field changed since that read, and the locking path runs instead."""
+    if seen is None or seen["id"] is None:
+        return None
+    uid, vault = seen["id"], ctx.vault
+    name = await vault.seal(uid, body.name, purpose=NAME) if body.name else seen["name"]
+    after = {**dict(seen), "name": name, "locale": body.locale or seen["locale"]}
+    # Later than the card it replaces, whatever the skew between this clock and the DB's.
+    after["updated_at"] = max(datetime.now(UTC), seen["updated_at"] + timedelta(microseconds=1))
+    fields = tuple(f for f in ("locale", "name") if getattr(body, f) is not None)
+    updated = ProfileUpdated(user_id=uid, fields=fields)
+    card = await card_of(vault, after)
+    _, outbox = outbox_arrays([(updated, str(uid)), (card, str(uid))], source=SOURCE)
+    async with ctx.pool.acquire() as conn:
+        done = await store.edit_as_read(
+            conn, seen, name, after["locale"], after["updated_at"], outbox
+        )
+    return await _profile(ctx, after) if done else None
 
 
 @router.put("/me/preferences", response_model=Preferences)

@@ -129,3 +129,26 @@ async def test_profile_edits_republish_the_card_and_a_new_email_is_verified_agai
         f"{API}/sessions", json={"email": new_email, "password": user.password}
     )
     assert login.status_code == 200
+
+
+async def test_a_name_and_locale_edit_republishes_the_whole_card_after_its_event(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    user = await active_user(client, bus)
+    for name, locale in (("First Rename", "fr"), ("Second Rename", "de")):
+        edited = await client.patch(
+            f"{API}/me", json={"name": name, "locale": locale}, headers=user.headers
+        )
+        assert edited.status_code == 200, edited.text
+        assert (edited.json()["name"], edited.json()["locale"]) == (name, locale)
+        card = await bus.event("contact_card.changed.", user.id, name=name)
+        assert (card["data"]["locale"], card["data"]["email"]) == (locale, user.email)
+        assert card["data"]["active"] is True
+    read = await client.get(f"{API}/me", headers=user.headers)
+    assert (read.json()["name"], read.json()["locale"]) == ("Second Rename", "de")
+    updates = await bus.wait_for(
+        lambda r: r.key == user.id and r.value is not None
+        and r.value["type"].startswith("profile.updated."),
+        count=2,
+    )  # fmt: skip
+    assert [u.value["data"]["fields"] for u in updates if u.value] == [["locale", "name"]] * 2

@@ -11,6 +11,9 @@ import asyncpg
 import pytest
 
 from services.accounts import store
+from shared.bus.outbox import outbox_arrays
+from shared.db.pool import Connection
+from shared.events.catalogue.accounts import ProfileUpdated
 
 
 async def _user(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> uuid.UUID:
@@ -87,3 +90,43 @@ async def test_parallel_attempts_at_one_account_see_each_others_failures(
 
     _, seen = await asyncio.gather(first(), second())
     assert seen == 1  # the latest committed count, not the one before the wait
+
+
+async def _as_read(conn: Connection, user_id: uuid.UUID) -> asyncpg.Record:
+    """The user's row as a request's session check reads it."""
+    row = await conn.fetchrow(
+        f"SELECT {', '.join(store.PROFILE_COLUMNS)} FROM users WHERE id = $1", user_id
+    )
+    assert row is not None
+    return row
+
+
+async def test_an_edit_on_a_stale_read_changes_and_queues_nothing(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        user_id = await _user(conn)
+        seen = await _as_read(conn, user_id)
+        _, outbox = outbox_arrays(
+            [(ProfileUpdated(user_id=user_id, fields=("name",)), str(user_id))], source="test"
+        )
+        # Another request changes a card field after this one read the row.
+        await conn.execute("UPDATE users SET marketing_email = NOT marketing_email")
+        stale = await store.edit_as_read(conn, seen, b"sealed-new", "fr", datetime.now(UTC), outbox)
+        assert stale is False
+        assert await conn.fetchval("SELECT name FROM users") == b"sealed-name"
+        assert await conn.fetchval("SELECT count(*) FROM bus_outbox") == 0
+
+        fresh = await _as_read(conn, user_id)
+        done = await store.edit_as_read(conn, fresh, b"sealed-new", "fr", datetime.now(UTC), outbox)
+        assert done is True
+        assert await conn.fetchval("SELECT name FROM users") == b"sealed-new"
+        assert await conn.fetchval("SELECT count(*) FROM bus_outbox") == 1
+
+
+async def test_card_versions_only_grow_whichever_clock_set_the_last(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        user_id = await _user(conn)
+        ahead = datetime.now(UTC) + timedelta(hours=1)  # set by a clock running ahead
+        await conn.execute("UPDATE users SET updated_at = $1", ahead)
+        changed = await store.update_user_returning(conn, user_id, locale="fr")
+        assert changed is not None
+        assert changed["updated_at"] > ahead
