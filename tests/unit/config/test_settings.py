@@ -19,13 +19,18 @@ def test_production_refuses_every_development_secret(monkeypatch: pytest.MonkeyP
         assert variable in str(refused.value)
 
 
+REAL_PLATFORM_SECRETS = {
+    "IMT_ENVIRONMENT": "production",
+    "IMT_VAULT_MASTER_KEY": "cHJvZHVjdGlvbi1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=",
+    "IMT_BLIND_INDEX_KEY": "a-real-index-key",
+    "IMT_POSTGRES_PASSWORD": "a-real-password",
+    "IMT_TOKEN_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nreal\n-----END PRIVATE KEY-----\n",
+}
+
+
 def test_production_accepts_real_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {
-        "IMT_ENVIRONMENT": "production",
-        "IMT_VAULT_MASTER_KEY": "cHJvZHVjdGlvbi1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=",
-        "IMT_BLIND_INDEX_KEY": "a-real-index-key",
-        "IMT_POSTGRES_PASSWORD": "a-real-password",
-        "IMT_TOKEN_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nreal\n-----END PRIVATE KEY-----\n",
+        **REAL_PLATFORM_SECRETS,
         "IMT_POSTGRES_SSLMODE": "verify-full",
         "IMT_POSTGRES_SSL_ROOTCERT": "/etc/ssl/imt-ca.pem",
     }.items():
@@ -48,11 +53,7 @@ def test_the_notifier_refuses_its_development_secrets_in_production(
     from services.notifier.config import NotifierSettings
 
     for name, value in {
-        "IMT_ENVIRONMENT": "production",
-        "IMT_VAULT_MASTER_KEY": "cHJvZHVjdGlvbi1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=",
-        "IMT_BLIND_INDEX_KEY": "a-real-index-key",
-        "IMT_POSTGRES_PASSWORD": "a-real-password",
-        "IMT_TOKEN_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nreal\n-----END PRIVATE KEY-----\n",
+        **REAL_PLATFORM_SECRETS,
         "IMT_NOTIFIER_UNSUBSCRIBE_SECRET": "a-real-unsubscribe-key",
     }.items():
         monkeypatch.setenv(name, value)
