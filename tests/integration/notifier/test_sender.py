@@ -93,7 +93,13 @@ async def until(check: Callable[[], Awaitable[bool]], seconds: float = 30.0) -> 
 
 
 async def test_two_workers_mail_each_recipient_once(pool: asyncpg.Pool) -> None:
-    config = NotifierSettings(environment="test", notifier_smtp_connections=3)
+    # A retry far in the future: the check that it is still waiting must not race a slow run.
+    config = NotifierSettings(
+        environment="test",
+        notifier_smtp_connections=3,
+        notifier_retry_base_seconds=600.0,
+        notifier_retry_max_seconds=1200.0,
+    )
     setup = await Vault.connect(config, pool)
     notice, users = await seed(pool, setup)
     await setup.close()
