@@ -45,14 +45,16 @@ async def test_a_third_party_resource_slipped_into_a_page_is_blocked(
     violations = await page.evaluate(
         """() => new Promise(resolve => {
             const seen = [];
-            document.addEventListener("securitypolicyviolation",
-                e => seen.push(e.blockedURI + " " + e.effectiveDirective));
+            document.addEventListener("securitypolicyviolation", e => {
+                seen.push(e.blockedURI + " " + e.effectiveDirective);
+                if (seen.length >= 2) resolve(seen);  // both reported: done at once
+            });
             const img = document.createElement("img");
             img.src = "https://ads.example.com/pixel.gif";
             const script = document.createElement("script");
             script.src = "https://cdn.example.com/tracker.js";
             document.body.append(img, script);
-            setTimeout(() => resolve(seen), 500);
+            setTimeout(() => resolve(seen), 10000);  // what came, if not both
         })"""
     )
     await context.close()

@@ -16,6 +16,9 @@ from tests.e2e.accounts.support import BusTail, Operator, admin, start_tail
 # would make unrelated tests wait on each other's failures. The per-account throttle
 # is what these tests exercise; the per-address rules are unit-tested.
 os.environ.setdefault("IMT_ACCOUNTS_CLIENT_FREE_FAILURES", "1000000")
+# A first back-off of 4 s rather than 1 s: the request that must meet it is sent right
+# after the failure that starts it, and a slow run must not let the back-off end first.
+os.environ.setdefault("IMT_ACCOUNTS_BACKOFF_BASE_SECONDS", "4")
 
 
 @pytest.fixture(scope="session")

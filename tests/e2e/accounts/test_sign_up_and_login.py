@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 import uuid
 from pathlib import Path
@@ -105,20 +104,25 @@ async def test_login_answers_the_same_whether_the_email_exists_or_not(
         )
         return response, time.perf_counter() - started
 
-    known_runs = [await attempt(user.email) for _ in range(3)]
-    unknown_runs = [await attempt(unknown) for _ in range(3)]
+    # Interleaved, so a burst of load on the machine falls on both; four each, below the
+    # account's free failures.
+    known_runs, unknown_runs = [], []
+    for _ in range(4):
+        known_runs.append(await attempt(user.email))
+        unknown_runs.append(await attempt(unknown))
     for (known, _), (other, _) in zip(known_runs, unknown_runs, strict=True):
         assert known.status_code == other.status_code == 401
         strip = ("trace_id",)
         assert {k: v for k, v in known.json().items() if k not in strip} == {
             k: v for k, v in other.json().items() if k not in strip
         }
-    known_time = statistics.median(t for _, t in known_runs)
-    unknown_time = statistics.median(t for _, t in unknown_runs)
+    # The fastest of each: noise only ever adds time.
+    known_time = min(t for _, t in known_runs)
+    unknown_time = min(t for _, t in unknown_runs)
     # Both run argon2 (about 20 ms): the same timing class, no fast path for strangers.
     assert unknown_time > 0.010
     assert known_time > 0.010
-    assert 0.5 < unknown_time / known_time < 2.0
+    assert 1 / 3 < unknown_time / known_time < 3
 
 
 async def _wrong(client: httpx.AsyncClient, email: str) -> httpx.Response:
@@ -132,7 +136,8 @@ async def test_brute_force_is_throttled_with_growing_back_off(
     user = await active_user(client, bus)
     statuses = [(await _wrong(client, user.email)).status_code for _ in range(5)]
     assert statuses == [401] * 5  # a few typos are free
-    # The 5th failure starts a 1 s back-off: even the right password must wait.
+    # The 5th failure starts a back-off (4 s in these tests): even the right password
+    # must wait.
     blocked = await client.post(
         f"{API}/sessions", json={"email": user.email, "password": user.password}
     )
@@ -140,10 +145,10 @@ async def test_brute_force_is_throttled_with_growing_back_off(
     assert int(blocked.headers["retry-after"]) >= 1
     assert blocked.json()["type"].endswith("/login-throttled")
     await asyncio.sleep(float(blocked.headers["retry-after"]) + 0.2)
-    assert (await _wrong(client, user.email)).status_code == 401  # 6th failure: 2 s
+    assert (await _wrong(client, user.email)).status_code == 401  # 6th failure: twice as long
     again = await _wrong(client, user.email)
     assert again.status_code == 429
-    assert int(again.headers["retry-after"]) >= 2  # the wait grows
+    assert int(again.headers["retry-after"]) > int(blocked.headers["retry-after"])  # it grows
     # An unknown email is throttled the same way: no hint that it is not registered.
     stranger = unique_email()
     stranger_statuses = [(await _wrong(client, stranger)).status_code for _ in range(6)]

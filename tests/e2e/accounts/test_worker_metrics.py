@@ -30,7 +30,9 @@ async def test_a_stopped_worker_shows_as_a_group_without_members_until_it_restar
     layout = Layout.from_env()
     if services.running(layout, WORKER) is None:
         pytest.skip("the accounts worker is not run by this test session (make run owns it)")
-    async with httpx.AsyncClient(base_url=f"http://{gateway.UPSTREAMS['accounts']}") as metrics:
+    async with httpx.AsyncClient(
+        base_url=f"http://{gateway.UPSTREAMS['accounts']}", timeout=30
+    ) as metrics:
         await _members_become(metrics, 1, within=60)
         await asyncio.to_thread(services.stop_processes, [WORKER], layout)
         try:

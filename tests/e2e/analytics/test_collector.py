@@ -25,7 +25,7 @@ async def test_n_visits_in_give_n_in_the_window(platform: str) -> None:
     site = unique_site()
     visitors = 7
     bodies = [beacon(site, f"/page/{i % 3}", load_time_ms=100 + i) for i in range(30)]
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         for i, body in enumerate(bodies):
             response = await client.post(BEACON, json=body, headers=browser(i % visitors))
             assert response.status_code == 204
@@ -60,7 +60,7 @@ def _analyst_token() -> str:
 @pytest.mark.promise("P-22")
 async def test_collection_needs_no_account_and_sets_no_cookie(platform: str) -> None:
     site = unique_site()
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         as_json = await client.post(BEACON, json=beacon(site, "/a"), headers=browser(1))
         # navigator.sendBeacon(url, string) sends text/plain; a cookie sent is ignored.
         as_text = await client.post(
@@ -85,7 +85,7 @@ async def _signals_leave_no_trace(
     platform: str, settings: PlatformSettings, headers: list[dict[str, str]]
 ) -> None:
     site = unique_site()
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         for i, extra in enumerate(headers):
             response = await client.post(
                 BEACON, json=beacon(site, f"/private/{i}"), headers={**browser(i), **extra}
@@ -130,7 +130,7 @@ async def test_children_and_opted_out_users_are_not_tracked(
 async def test_signed_in_adults_are_counted(platform: str) -> None:
     site = unique_site()
     token = user_token(age_band="18_plus")
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         response = await client.post(
             BEACON, json=beacon(site), headers={**browser(1), "Authorization": f"Bearer {token}"}
         )
@@ -152,7 +152,7 @@ async def test_bots_malformed_and_oversized_beacons_are_refused(
     platform: str, headers: dict[str, str], content: bytes | None, status: int
 ) -> None:
     body = content if content is not None else json.dumps(beacon(unique_site())).encode()
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         response = await client.post(
             BEACON,
             content=body,

@@ -29,7 +29,7 @@ async def test_erase_subject_is_answered_once_with_nothing_held(
 ) -> None:
     subject_id, request_id = uuid.uuid4(), uuid.uuid4()
     site = unique_site()
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         # A signed-in visit: analytics must not have keyed anything to the user.
         await client.post(BEACON, json=beacon(site, f"/u/{subject_id}"), headers=browser(1))
     command = EraseSubject(request_id=request_id, subject_id=subject_id)

@@ -87,7 +87,7 @@ async def test_personal_data_in_beacons_reaches_no_topic_table_or_api(
         examples.append(p)
 
     collect()
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         for i, p in enumerate(examples):
             response = await client.post(BEACON, json=_beacon(site, p), headers=browser(i))
             assert response.status_code == 204, response.text

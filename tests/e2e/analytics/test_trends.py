@@ -56,7 +56,7 @@ async def test_no_published_cell_is_under_k_nor_derivable(
     platform: str, settings: PlatformSettings
 ) -> None:
     site = unique_site()
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         sent = await _visit_pages(client, site)
         assert await wait_for_visits(client, site, sent) == sent
         params = {"site": site, "grain": "day"}
@@ -114,7 +114,7 @@ async def test_no_published_cell_is_under_k_nor_derivable(
 
 async def test_a_single_small_cell_takes_a_complement_with_it(platform: str) -> None:
     site = unique_site()
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         for visitor in range(1, 25):
             page = "/big" if visitor <= 12 else "/mid" if visitor <= 23 else "/tiny"
             await client.post(BEACON, json=beacon(site, page), headers=browser(visitor))
@@ -132,7 +132,7 @@ async def test_a_single_small_cell_takes_a_complement_with_it(platform: str) -> 
 async def test_operator_views_need_an_analyst_or_admin(platform: str) -> None:
     site = unique_site()
     params = {"site": site}
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         anonymous = await client.get("/api/analytics/trends", params=params)
         support = await client.get(
             "/api/analytics/trends",
@@ -160,7 +160,7 @@ async def test_closed_windows_reach_the_compacted_trends_topic(
     platform: str, settings: PlatformSettings
 ) -> None:
     site = unique_site()
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         for visitor in range(3):
             await client.post(BEACON, json=beacon(site, "/t"), headers=browser(visitor))
         assert await wait_for_visits(client, site, 3) == 3

@@ -1,6 +1,6 @@
 """Fixtures of the deletion end-to-end tests.
 
-The deletion worker started for these tests uses a 5-second grace period and short
+The deletion worker started for these tests uses a short grace period (``GRACE_SECONDS``) and short
 retries, so a whole request runs in seconds (a worker already running with the 14-day
 default, e.g. from ``make run``, would keep these requests in grace). Its retention
 rules are the shipped ones with the financial_records period cut to
@@ -21,8 +21,9 @@ import pytest
 
 from services.deletion.config import DeletionSettings
 from services.deletion.domain.retention import parse_policy
+from tests.e2e.deletion.support import GRACE_SECONDS
 
-FINANCIAL_RETENTION_SECONDS = float(os.environ.get("IMT_E2E_FINANCIAL_RETENTION_SECONDS", "30"))
+FINANCIAL_RETENTION_SECONDS = float(os.environ.get("IMT_E2E_FINANCIAL_RETENTION_SECONDS", "60"))
 TEST_RULES_SUFFIX = "+e2e"
 
 
@@ -45,7 +46,7 @@ def _test_retention_file() -> str:
 
 
 for name, value in {
-    "IMT_DELETION_GRACE_SECONDS": "5",
+    "IMT_DELETION_GRACE_SECONDS": str(GRACE_SECONDS),
     "IMT_DELETION_TICK_SECONDS": "0.2",
     "IMT_DELETION_RETRY_SECONDS": "2",
     "IMT_DELETION_STORE_TIMEOUT_SECONDS": "90",

@@ -20,6 +20,10 @@ from shared.events import encode_envelope, envelope_for
 from shared.events.catalogue.accounts import DeletionRequested
 
 API = "/api/deletion"
+# The grace period of the deletion worker these tests start: long enough for a test to
+# see a request in grace and act on it (hold, cancel) on a slow run, short enough that a
+# whole request still runs in seconds.
+GRACE_SECONDS = 10
 ALL_STORES = ("accounts", "notifier", "analytics")
 
 

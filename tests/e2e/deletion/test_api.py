@@ -13,6 +13,7 @@ import pytest
 from shared.config import PlatformSettings
 from tests.e2e.deletion.support import (
     API,
+    GRACE_SECONDS,
     announce_deletion,
     officer,
     token_headers,
@@ -86,7 +87,7 @@ async def test_a_legal_hold_pauses_the_request_with_its_reason_and_lifting_resum
     counts = (await client.get(f"{API}/operator/pipeline", headers=officer())).json()["counts"]
     assert counts["paused"] >= 1
 
-    await asyncio.sleep(6)  # past the 5-second grace: the hold delays the deletion
+    await asyncio.sleep(GRACE_SECONDS + 1)  # past the grace period: the hold delays it
     seen = await wait_for_stage(client, subject, request_id, ("paused",))
     assert seen["on_hold"] is True
     assert seen["stage"] == "paused"

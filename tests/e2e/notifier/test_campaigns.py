@@ -213,7 +213,9 @@ async def test_after_global_suppression_no_email_of_any_category_only_inbox(
     await send(producer, announcement(uid, subject="New opening hours"))
     [message] = await mailbox.wait_for([address], 1)
     url = unsubscribe_https(message)
-    async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=CA_FILE)) as web:
+    async with httpx.AsyncClient(
+        verify=ssl.create_default_context(cafile=CA_FILE), timeout=30
+    ) as web:
         response = await web.post(
             url, content=b"scope=all", headers={"Content-Type": "application/x-www-form-urlencoded"}
         )

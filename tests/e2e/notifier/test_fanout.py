@@ -184,7 +184,7 @@ async def test_a_breach_pins_a_notice_for_every_affected_user_live_and_by_email(
         assert notice["notice_id"] == str(incident.incident_id)
         assert notice["pinned"] is True
         assert notice["title"] == "Security notice: Unauthorised access to a support laptop"
-    assert elapsed < 10, f"live notice took {elapsed:.1f}s"
+    assert elapsed < 30, f"live notice took {elapsed:.1f}s"  # live, not by polling (speed: bench)
 
     async def pinned(uid: uuid.UUID) -> list[str]:
         body = (await api.get("/api/notifier/inbox", headers=user_token(uid))).json()

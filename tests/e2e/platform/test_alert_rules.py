@@ -12,7 +12,7 @@ SYNTHETIC = {"up"}
 
 async def test_no_alert_rule_reads_a_metric_nothing_exports(platform: str) -> None:
     exported: set[str] = set()
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         for upstream in gateway.UPSTREAMS.values():
             page = (await client.get(f"http://{upstream}/metrics")).text
             exported |= {series.partition("{")[0] for series in metric_samples(page)}

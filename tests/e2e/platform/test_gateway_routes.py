@@ -18,7 +18,7 @@ from tests.support.platform import metric_samples, outbox_gauges, selected_apis
 
 @pytest.mark.parametrize("service", selected_apis())
 async def test_each_api_is_ready_through_the_gateway(platform: str, service: str) -> None:
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         ready = await client.get(f"/api/{service}/readyz")
         missing = await client.get(f"/api/{service}/no-such-thing")
     assert ready.status_code == 200
@@ -30,7 +30,7 @@ async def test_each_api_is_ready_through_the_gateway(platform: str, service: str
 
 @pytest.mark.parametrize("service", selected_apis())
 async def test_metrics_are_not_reachable_through_the_gateway(platform: str, service: str) -> None:
-    async with httpx.AsyncClient(base_url=platform) as client:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         response = await client.get(f"/api/{service}/metrics")
     assert response.status_code == 404
 
@@ -39,7 +39,7 @@ async def test_metrics_are_not_reachable_through_the_gateway(platform: str, serv
 async def test_each_api_reports_its_outbox_on_its_own_port(platform: str, service: str) -> None:
     # Scraped from the service's port (loopback), never through the gateway.
     host, _, port = gateway.UPSTREAMS[service].rpartition(":")
-    async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as client:
         response = await client.get("/metrics")
     assert response.status_code == 200
     samples = outbox_gauges(response.text)
@@ -64,7 +64,7 @@ async def test_each_api_reports_its_consumer_groups_lag_and_members(
     assert groups, f"{service} declares no consumer group"
     host, _, port = gateway.UPSTREAMS[service].rpartition(":")
     deadline = time.monotonic() + 60  # workers may still be joining their groups
-    async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as client:
         while True:
             samples = metric_samples((await client.get("/metrics")).text)
             members = {g: samples.get(f'consumer_group_members{{group="{g}"}}') for g in groups}
@@ -91,7 +91,7 @@ OWN_GAUGES = {
 @pytest.mark.parametrize("service", sorted(set(OWN_GAUGES) & set(selected_apis())))
 async def test_services_report_their_own_gauges(platform: str, service: str) -> None:
     host, _, port = gateway.UPSTREAMS[service].rpartition(":")
-    async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as client:
         samples = metric_samples((await client.get("/metrics")).text)
     for series in OWN_GAUGES[service]:
         assert series in samples, series

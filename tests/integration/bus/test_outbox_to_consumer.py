@@ -134,7 +134,7 @@ async def test_an_outbox_insert_wakes_the_relay_at_commit_and_not_before(
             await add_envelopes(conn, scratch_topic, probe_envelopes(["k"], [0]))
             await asyncio.sleep(0.2)
             assert woken.empty()  # rows not yet visible: no wake-up
-        assert await asyncio.wait_for(woken.get(), 5) == NOTIFY_CHANNEL
+        assert await asyncio.wait_for(woken.get(), 30) == NOTIFY_CHANNEL
     finally:
         await listener.close()
 

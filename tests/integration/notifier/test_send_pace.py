@@ -10,7 +10,7 @@ import asyncpg
 from services.notifier.pace import MIN_BURST, SendPace
 
 RATE = 40.0
-SECONDS = 1.5
+SECONDS = 3.0  # long enough that a pause of the machine costs little of the count
 
 
 async def sends_within(paces: list[SendPace], seconds: float) -> list[int]:
@@ -37,7 +37,7 @@ async def test_two_workers_on_one_server_share_its_limit(pool: asyncpg.Pool) -> 
     # The bucket starts full (MIN_BURST slots), then refills at RATE; one worker alone
     # would have had the whole RATE too, so two per-process limits would send twice this.
     assert sum(counts) <= RATE * SECONDS + MIN_BURST + 1
-    assert sum(counts) >= 0.7 * RATE * SECONDS
+    assert sum(counts) >= 0.5 * RATE * SECONDS  # paced, not stalled
     assert all(c > 0 for c in counts), counts  # neither worker is starved
 
 

@@ -100,9 +100,9 @@ async def test_mail_goes_over_starttls_and_the_gateway_over_https() -> None:
     await aiosmtplib.send(message, hostname="127.0.0.1", port=layout.ports.smtp,
                           start_tls=True, tls_context=trusting)  # fmt: skip
     url = f"https://localhost:{layout.ports.gateway_tls}/healthz"
-    async with httpx.AsyncClient(verify=trusting) as client:
+    async with httpx.AsyncClient(verify=trusting, timeout=30) as client:
         assert (await client.get(url)).status_code == 200
-    async with httpx.AsyncClient() as untrusting:
+    async with httpx.AsyncClient(timeout=30) as untrusting:
         with pytest.raises(httpx.ConnectError):
             await untrusting.get(url)
     with pytest.raises((aiosmtplib.SMTPException, ssl.SSLError)):

@@ -18,7 +18,7 @@ PURPOSE = "accounts.users.name"
 pytestmark = pytest.mark.promise("P-16")
 
 
-async def _until(done: Callable[[], bool], what: str, seconds: float = 5.0) -> None:
+async def _until(done: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + seconds
     while not done():
         if asyncio.get_running_loop().time() > deadline:

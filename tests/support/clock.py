@@ -1,0 +1,13 @@
+"""Clock helpers for tests whose counts are per UTC day."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+
+def seconds_to_clear_midnight(now: datetime, margin: timedelta) -> float:
+    """How long a test starting at ``now`` and lasting up to ``margin`` must wait so that
+    it does not cross UTC midnight (0 when it would not)."""
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+    left = midnight - now
+    return left.total_seconds() + 1.0 if left < margin else 0.0
