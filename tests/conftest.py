@@ -3,7 +3,7 @@ integration, e2e and browser tests start the real one (tests/support/infra.py)."
 
 from hypothesis import settings as hypothesis_settings
 
-from tests.support.infra import scratch_dsn, scratch_topic, settings, stack
+from tests.support.infra import prometheus, scratch_dsn, scratch_topic, settings, stack
 from tests.support.platform import platform
 
 # No per-example deadline: on a shared machine one slow example is a pause of the
@@ -11,4 +11,4 @@ from tests.support.platform import platform
 hypothesis_settings.register_profile("shared-machine", deadline=None)
 hypothesis_settings.load_profile("shared-machine")
 
-__all__ = ["platform", "scratch_dsn", "scratch_topic", "settings", "stack"]
+__all__ = ["platform", "prometheus", "scratch_dsn", "scratch_topic", "settings", "stack"]

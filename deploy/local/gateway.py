@@ -15,7 +15,7 @@ from deploy.local.layout import HOST, REPO_ROOT, Layout
 from deploy.local.tls import TlsFiles, ensure_certificates
 
 NAME = "gateway"
-INSTALL = "apt-get install -y nginx"
+INSTALL = "apt-get install -y --no-install-recommends nginx"
 READY_TIMEOUT = 60.0  # a fresh machine starts the whole stack at once on 2 cores
 
 # Where each service listens; /api/<service>/... goes there with the URI untouched.
@@ -294,11 +294,7 @@ def ensure_binary() -> str:
     )
     if found:
         return found
-    if not procs.is_root():
-        raise procs.StackError(f"nginx not installed; run: sudo {INSTALL}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    procs.run(["apt-get", "update"], "apt-get update", timeout=600, env=env)
-    procs.run(INSTALL.split(), INSTALL, timeout=900, env=env)
+    procs.apt_install(["nginx"], "nginx")
     return procs.require_binary("nginx", INSTALL)
 
 

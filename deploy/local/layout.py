@@ -30,6 +30,7 @@ class Ports:
     smtp_web: int
     gateway: int
     gateway_tls: int
+    prometheus: int
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -43,6 +44,7 @@ class Ports:
             smtp_web=_port(8025, "IMT_SMTP_WEB_PORT"),
             gateway=_port(8080, "IMT_GATEWAY_PORT"),
             gateway_tls=_port(8443, "IMT_GATEWAY_TLS_PORT"),
+            prometheus=_port(9090, "IMT_PROMETHEUS_PORT"),
         )
 
 

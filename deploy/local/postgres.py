@@ -7,7 +7,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import shutil
@@ -25,7 +24,7 @@ from shared.databases import ALL_DATABASES
 NAME = "postgres"
 ADMIN_ROLE = "imt_admin"
 PG_ROOT = Path("/usr/lib/postgresql")
-INSTALL = "apt-get install -y postgresql"
+INSTALL = "apt-get install -y --no-install-recommends postgresql"
 # Built-in roles (PostgreSQL 14+) that let the maintenance role back up and restore data.
 ADMIN_GRANTS = ("pg_read_all_data", "pg_write_all_data", "pg_signal_backend")
 
@@ -48,11 +47,7 @@ def ensure_binaries() -> Path:
     found = bin_dir()
     if found:
         return found
-    if not procs.is_root():
-        raise procs.StackError(f"PostgreSQL server not installed; run: sudo {INSTALL}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    procs.run(["apt-get", "update"], "apt-get update", timeout=600, env=env)
-    procs.run(INSTALL.split(), INSTALL, timeout=900, env=env)
+    procs.apt_install(["postgresql"], "PostgreSQL server")
     found = bin_dir()
     if not found:
         raise procs.StackError(f"{INSTALL} ran but no pg_ctl under {PG_ROOT}")

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -156,6 +157,27 @@ def run(
         output = (done.stderr or done.stdout).strip()[-2000:]
         raise StackError(f"{what} failed (exit {done.returncode}): {output}")
     return done.stdout
+
+
+# Components start in parallel threads, and two apt-get runs at once fail on dpkg's lock:
+# installs take turns (and wait for another program's apt-get rather than fail).
+_APT = threading.Lock()
+_APT_UPDATED: list[bool] = []
+
+
+def apt_install(packages: Sequence[str], what: str) -> None:
+    """Install Debian packages as root (the package lists refreshed once per process)."""
+    command = f"apt-get install -y --no-install-recommends {' '.join(packages)}"
+    if not is_root():
+        raise StackError(f"{what} not installed; run: sudo {command}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    wait_for_lock = ["-o", "DPkg::Lock::Timeout=600"]
+    with _APT:
+        if not _APT_UPDATED:
+            run(["apt-get", *wait_for_lock, "update"], "apt-get update", timeout=900, env=env)
+            _APT_UPDATED.append(True)
+        install = ["apt-get", *wait_for_lock, "install", "-y", "--no-install-recommends"]
+        run([*install, *packages], command, timeout=900, env=env)
 
 
 # A throw-away interpreter starts the daemon and exits at once. The daemon is thus never

@@ -1,11 +1,11 @@
 """``make run``: the whole platform in the foreground; Ctrl-C stops everything.
 
-Starts the infrastructure (Kafka, PostgreSQL, the SMTP sink, the nginx gateway), prints
-where everything is, then runs every service process of ``services/*/Procfile`` under
-honcho. When honcho ends (Ctrl-C), the infrastructure is stopped too, data kept. A
-SIGINT or SIGTERM sent to this process alone (a supervisor, ``kill``) stops honcho's
-processes as well. ``--stop`` stops whatever a test run or an earlier ``make run`` left
-behind.
+Starts the infrastructure (Kafka, PostgreSQL, the SMTP sink, the nginx gateway,
+Prometheus), prints where everything is, then runs every service process of
+``services/*/Procfile`` under honcho. When honcho ends (Ctrl-C), the infrastructure is
+stopped too, data kept. A SIGINT or SIGTERM sent to this process alone (a supervisor,
+``kill``) stops honcho's processes as well. ``--stop`` stops whatever a test run or an
+earlier ``make run`` left behind.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def print_urls(layout: Layout, addresses: dict[str, str]) -> None:
     print(f"  mail       http://{HOST}:{ports.smtp_web}/  (every email the platform sends)")
     metrics = ", ".join(f"http://{address}/metrics" for address in gateway.UPSTREAMS.values())
     print(f"  metrics    {metrics}")
-    print("             (scrape with deploy/prometheus/prometheus.yml; runbook docs/operations.md)")
+    print("             (Prometheus above scrapes them and evaluates the alert rules;")
+    print("              what each alert means and what to do: docs/operations.md)")
     print("Ctrl-C stops everything.\n", flush=True)
 
 

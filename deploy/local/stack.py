@@ -1,4 +1,5 @@
-"""Local infrastructure of the platform: Kafka, PostgreSQL, an SMTP sink and the gateway.
+"""Local infrastructure of the platform: Kafka, PostgreSQL, an SMTP sink, the gateway and
+Prometheus.
 
 Usage (from the repo root)::
 
@@ -31,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TextIO
 
-from deploy.local import gateway, kafka, postgres, procs, smtp_control
+from deploy.local import gateway, kafka, postgres, procs, prometheus, smtp_control
 from deploy.local.layout import HOST, Layout
 from deploy.local.procs import StackError
 from deploy.local.tls import ensure_certificates, tls_files
@@ -52,6 +53,7 @@ COMPONENTS: dict[str, Component] = {
     "kafka": Component(kafka.up, kafka.down, kafka.status),
     "smtp": Component(smtp_control.up, smtp_control.down, smtp_control.status),
     "gateway": Component(gateway.up, gateway.down, gateway.status),
+    "prometheus": Component(prometheus.up, prometheus.down, prometheus.status),
 }
 
 
@@ -104,6 +106,7 @@ def endpoints(layout: Layout | None = None) -> dict[str, str]:
         "smtp_web": smtp_control.web_url(layout),
         "gateway_http": f"http://{HOST}:{ports.gateway}",
         "gateway_https": f"https://localhost:{ports.gateway_tls}",
+        "prometheus": prometheus.url(layout),
         "ca_cert": str(tls_files(layout.tls).ca),
         "logs": str(layout.logs),
     }
@@ -152,7 +155,7 @@ def _print_topics() -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "up":
         for name, address in ensure_up(args.only).items():
-            _say(f"ready  {name:9} {address}")
+            _say(f"ready  {name:10} {address}")
         _say(f"state  {Layout.from_env().state}  (logs/, run/, tls/ca.pem, endpoints.json)")
         return 0
     if args.command == "down":
@@ -162,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "status":
         states = status(args.only)
         for name, (_running, line) in states.items():
-            _say(f"{name:9} {line}")
+            _say(f"{name:10} {line}")
         return 0 if all(running for running, _ in states.values()) else 3
     _print_topics()
     return 0

@@ -26,6 +26,14 @@ class NotifierGauges:
             ["status"],
             registry=registry,
         )
+        # What EmailsGivenUp reads. Not increase() over email_deliveries{status="dead"}:
+        # that count falls when dead emails are replayed or erased, and increase() takes
+        # any fall for a counter reset, adding what is left as new.
+        self.dead_last_hour = Gauge(
+            "email_dead_last_hour",
+            "Emails given up on in the last hour (not replayed since).",
+            registry=registry,
+        )
         self.overdue = Gauge(
             "email_oldest_due_seconds",
             "How long the most overdue email has been due (0: none is).",
@@ -39,3 +47,4 @@ class NotifierGauges:
         for status, count in state.deliveries.items():
             self.deliveries.labels(status).set(count)
         self.overdue.set(state.oldest_due_seconds)
+        self.dead_last_hour.set(state.dead_last_hour)

@@ -532,6 +532,7 @@ class OpsGauges:
     held: int
     deliveries: dict[str, int]  # pending, sending, dead
     oldest_due_seconds: float
+    dead_last_hour: int  # given up on in the last hour (and not replayed since)
 
 
 async def ops_gauges(conn: Connection) -> OpsGauges:
@@ -541,6 +542,8 @@ async def ops_gauges(conn: Connection) -> OpsGauges:
         " (SELECT count(*) FROM deliveries WHERE status = 'pending') AS pending,"
         " (SELECT count(*) FROM deliveries WHERE status = 'sending') AS sending,"
         " (SELECT count(*) FROM deliveries WHERE status = 'dead') AS dead,"
+        " (SELECT count(*) FROM deliveries WHERE status = 'dead'"
+        "    AND finished_at > now() - interval '1 hour') AS dead_last_hour,"
         " (SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)"
         "    FROM deliveries WHERE status IN ('pending', 'sending')"
         "    AND next_attempt_at <= now()) AS oldest_due"
@@ -550,4 +553,5 @@ async def ops_gauges(conn: Connection) -> OpsGauges:
         held=row["held"],
         deliveries={s: row[s] for s in ("pending", "sending", "dead")},
         oldest_due_seconds=max(0.0, float(row["oldest_due"])),
+        dead_last_hour=row["dead_last_hour"],
     )

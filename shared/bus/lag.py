@@ -38,6 +38,7 @@ class GroupLag:
 class KafkaReading:
     groups: list[GroupLag]
     dead_letters: dict[str, int]  # dead-letter topic -> records it holds
+    dead_letters_written: dict[str, int]  # dead-letter topic -> its end offsets summed
 
 
 class GroupWatch:
@@ -75,7 +76,8 @@ class GroupWatch:
         dead = {
             dlq: sum(ends[tp] - starts[tp] for tp in partitions if tp.topic == dlq) for dlq in dlqs
         }
-        return KafkaReading(readings, dead)
+        written = {dlq: sum(ends[tp] for tp in partitions if tp.topic == dlq) for dlq in dlqs}
+        return KafkaReading(readings, dead, written)
 
     async def report(self, metrics: Metrics) -> None:
         """Set the Kafka gauges of ``metrics`` from a new reading; on failure, reconnect
@@ -91,6 +93,8 @@ class GroupWatch:
             metrics.consumer_group_members.labels(lag.group).set(lag.members)
         for topic, records in reading.dead_letters.items():
             metrics.dead_letter_records.labels(topic).set(records)
+        for topic, written in reading.dead_letters_written.items():
+            metrics.dead_letters_written.labels(topic).set(written)
 
     async def close(self) -> None:
         if self._offsets is not None:

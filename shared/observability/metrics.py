@@ -105,6 +105,15 @@ class Metrics:
             ["topic"],
             registry=self.registry,
         )
+        # The DeadLetters alert reads this one: the count held falls when retention trims
+        # old records, and increase() would take that fall for a reset (a false alert).
+        self.dead_letters_written = Gauge(
+            "dead_letters_written",
+            "Records ever written to a dead-letter topic of what this service consumes "
+            "(its end offsets summed): only grows, whatever retention removes.",
+            ["topic"],
+            registry=self.registry,
+        )
 
     async def refresh_outbox(self, db: Fetches) -> None:
         """Set the outbox gauges from the service's database."""

@@ -32,6 +32,17 @@ def stack() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def prometheus(stack: None) -> str:
+    """Prometheus scraping the platform and evaluating its alert rules; its address."""
+    from deploy.local import prometheus as local_prometheus
+    from deploy.local import stack as local_stack
+    from deploy.local.layout import Layout
+
+    local_stack.ensure_up(["prometheus"])
+    return local_prometheus.url(Layout.from_env())
+
+
+@pytest.fixture(scope="session")
 def settings(stack: None) -> PlatformSettings:
     return PlatformSettings(environment="test")
 

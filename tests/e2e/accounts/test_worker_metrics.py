@@ -1,4 +1,5 @@
-"""Operators see a stopped worker: the API's /metrics reads its consumer group from Kafka."""
+"""Operators see a stopped worker: the API's /metrics reads its consumer group from Kafka,
+and the real Prometheus of the stack takes the NoConsumer alert's first step."""
 
 import asyncio
 import time
@@ -10,6 +11,7 @@ from deploy.local import gateway, services
 from deploy.local.layout import Layout
 from services.accounts.config import ERASURE_GROUP
 from tests.support.platform import metric_samples
+from tests.support.prometheus import wait_for_alert
 
 WORKER = "accounts-worker"
 MEMBERS = f'consumer_group_members{{group="{ERASURE_GROUP}"}}'
@@ -25,7 +27,7 @@ async def _members_become(metrics: httpx.AsyncClient, expected: int, within: flo
 
 
 async def test_a_stopped_worker_shows_as_a_group_without_members_until_it_restarts(
-    platform: str,
+    platform: str, prometheus: str
 ) -> None:
     layout = Layout.from_env()
     if services.running(layout, WORKER) is None:
@@ -38,6 +40,11 @@ async def test_a_stopped_worker_shows_as_a_group_without_members_until_it_restar
         try:
             # A worker stopped cleanly leaves its group at once.
             await _members_become(metrics, 0, within=30)
+            # Pending: the rule holds on what Prometheus scraped; it pages after 5 minutes.
+            alert = await wait_for_alert(
+                prometheus, "NoConsumer", {"group": ERASURE_GROUP, "job": "accounts"}, "pending"
+            )
+            assert alert["labels"]["severity"] == "page"
         finally:
             await asyncio.to_thread(services.ensure_processes, [WORKER], layout)
         await _members_become(metrics, 1, within=60)

@@ -5,10 +5,11 @@ import uuid
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
-from shared.bus.kafka_options import manual_commit_consumer, reliable_producer
+from shared.bus.kafka_options import client_options, manual_commit_consumer, reliable_producer
 from shared.bus.lag import GroupLag, GroupWatch
 from shared.config import PlatformSettings
 from shared.events import dlq_of
@@ -72,6 +73,30 @@ async def test_lag_counts_uncommitted_records_and_members_count_live_consumers(
     assert after.dead_letters == {dlq_of(scratch_topic): 2}
 
 
+async def test_dead_letters_written_only_grow_when_retention_trims_the_topic(
+    settings: PlatformSettings, scratch_topic: str
+) -> None:
+    """What the DeadLetters alert reads: a trimmed topic holds fewer records, but nothing
+    new was written, and an increase() over the count held would say otherwise."""
+    dlq = dlq_of(scratch_topic)
+    await _produce(settings, dlq, 5)
+    watch = GroupWatch(settings, {unique_name("lag.dlq"): [scratch_topic]})
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        before = await watch.read()
+        await admin.delete_records({TopicPartition(dlq, 0): RecordsToDelete(before_offset=3)})
+        trimmed = await watch.read()
+        await _produce(settings, dlq, 1)
+        after = await watch.read()
+    finally:
+        await admin.close()
+        await watch.close()
+    assert (before.dead_letters[dlq], before.dead_letters_written[dlq]) == (5, 5)
+    assert (trimmed.dead_letters[dlq], trimmed.dead_letters_written[dlq]) == (2, 5)
+    assert (after.dead_letters[dlq], after.dead_letters_written[dlq]) == (3, 6)
+
+
 async def test_report_sets_the_gauges_and_a_failed_reading_keeps_them(
     settings: PlatformSettings, scratch_topic: str
 ) -> None:
@@ -87,6 +112,7 @@ async def test_report_sets_the_gauges_and_a_failed_reading_keeps_them(
     assert sample("consumer_lag", {"group": group, "topic": scratch_topic}) == 3
     assert sample("consumer_group_members", {"group": group}) == 0
     assert sample("dead_letter_records", {"topic": dlq_of(scratch_topic)}) == 0
+    assert sample("dead_letters_written", {"topic": dlq_of(scratch_topic)}) == 0
 
     unreachable = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})
     broken = GroupWatch(unreachable, {group: [scratch_topic]})

@@ -283,13 +283,23 @@ async def test_metrics_show_the_held_notice_and_the_emails_waiting(db: asyncpg.P
     assert sample("notices_held") == 1
     assert sample("email_deliveries", {"status": "pending"}) == USERS  # the newer's only
     assert sample("email_deliveries", {"status": "dead"}) == 0
+    assert sample("email_dead_last_hour") == 0
     assert 90 <= (sample("email_oldest_due_seconds") or 0) < 120
 
     await cure_and_end_holds(db)
     await drain(db, plan)
-    await db.execute("UPDATE deliveries SET status = 'dead' WHERE notice_id = $1", older)
+    await db.execute(
+        "UPDATE deliveries SET status = 'dead', finished_at = now() WHERE notice_id = $1", older
+    )
+    # Given up on long ago: still dead, but no longer news for the EmailsGivenUp alert.
+    await db.execute(
+        "UPDATE deliveries SET finished_at = now() - interval '2 hours' WHERE user_id IN"
+        " (SELECT user_id FROM deliveries WHERE notice_id = $1 LIMIT 1)",
+        older,
+    )
     await gauges.refresh(runtime)
 
     assert sample("notices_held") == 0
     assert sample("email_deliveries", {"status": "pending"}) == USERS
     assert sample("email_deliveries", {"status": "dead"}) == USERS
+    assert sample("email_dead_last_hour") == USERS - 1
