@@ -290,9 +290,5 @@ def status(layout: Layout) -> tuple[bool, str]:
 
 
 def down(layout: Layout, wipe: bool = False) -> None:
-    pid = running_pid(layout)
-    if pid:
-        procs.stop_pid(pid, timeout=30)
-    layout.pidfile(NAME).unlink(missing_ok=True)
-    if wipe:
-        shutil.rmtree(_home(layout), ignore_errors=True)
+    state = _home(layout) if wipe else None
+    procs.stop_daemon(running_pid(layout), layout.pidfile(NAME), state, timeout=30)

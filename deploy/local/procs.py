@@ -224,6 +224,16 @@ def stop_pid(pid: int, timeout: float = 20.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def stop_daemon(pid: int | None, pidfile: Path, wipe: Path | None, timeout: float) -> None:
+    """Stop a daemon of the stack (if it runs), forget its pid file, and delete its state
+    folder when ``wipe`` names one."""
+    if pid:
+        stop_pid(pid, timeout=timeout)
+    pidfile.unlink(missing_ok=True)
+    if wipe is not None:
+        shutil.rmtree(wipe, ignore_errors=True)
+
+
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
     """Write text if it differs; a reader never sees half a file. True when it changed."""
     with contextlib.suppress(OSError):

@@ -120,9 +120,5 @@ def status(layout: Layout) -> tuple[bool, str]:
 
 
 def down(layout: Layout, wipe: bool = False) -> None:
-    pid = running_pid(layout)
-    if pid:
-        procs.stop_pid(pid, timeout=20)
-    layout.pidfile(NAME).unlink(missing_ok=True)
-    if wipe:
-        shutil.rmtree(home(layout), ignore_errors=True)
+    state = home(layout) if wipe else None
+    procs.stop_daemon(running_pid(layout), layout.pidfile(NAME), state, timeout=20)

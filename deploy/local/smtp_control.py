@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -59,9 +58,5 @@ def status(layout: Layout) -> tuple[bool, str]:
 
 
 def down(layout: Layout, wipe: bool = False) -> None:
-    pid = running_pid(layout)
-    if pid:
-        procs.stop_pid(pid, timeout=10)
-    layout.pidfile(NAME).unlink(missing_ok=True)
-    if wipe:
-        shutil.rmtree(maildir(layout), ignore_errors=True)
+    state = maildir(layout) if wipe else None
+    procs.stop_daemon(running_pid(layout), layout.pidfile(NAME), state, timeout=10)

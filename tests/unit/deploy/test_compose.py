@@ -49,6 +49,16 @@ def test_each_api_listens_on_the_compose_network_and_is_published_on_loopback() 
     assert all("ports" not in s or s is services["mail"] for s in workers)
 
 
+def test_prometheus_runs_the_deployed_configuration_where_the_apis_are_published() -> None:
+    prometheus = _services()["prometheus"]
+    assert prometheus["network_mode"] == "host"  # the targets are the APIs' 127.0.0.1 ports
+    mount, _, mode = prometheus["volumes"][0].rpartition(":")
+    source, _, target = mount.partition(":")
+    assert (REPO / "deploy" / source).resolve() == REPO / "deploy" / "prometheus"
+    assert (target, mode) == ("/etc/prometheus", "ro")
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+
 def test_every_variable_set_for_the_processes_is_a_setting_they_read() -> None:
     known = {
         f"IMT_{name}".upper() for cls in SETTINGS for name in cls.model_fields
