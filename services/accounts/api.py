@@ -9,6 +9,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from services.accounts.audit_gauges import AuditChainGauges
 from services.accounts.bootstrap import bootstrap, ensure_first_admin
 from services.accounts.config import AccountsSettings
 from services.accounts.context import Context
@@ -38,6 +39,9 @@ def build_app(settings: AccountsSettings) -> FastAPI:
         # The user's own routes first: profile reads are the most frequent request.
         routers=[me.router, auth.router, password_reset.router, operators.router],
         start=start,
+        gauges=lambda registry: AuditChainGauges(
+            registry, settings.accounts_audit_full_check_seconds
+        ),
     )
     app.add_exception_handler(asyncpg.DataError, _unstorable)
     return app

@@ -83,8 +83,7 @@ class ChainReport:
         return self.broken_at is None
 
 
-async def _rows(conn: Connection) -> AsyncIterator[asyncpg.Record]:
-    after = 0
+async def _rows(conn: Connection, after: int = 0) -> AsyncIterator[asyncpg.Record]:
     while True:
         batch = await conn.fetch(
             "SELECT * FROM audit_log WHERE chain_seq > $1 ORDER BY chain_seq LIMIT $2",
@@ -98,10 +97,15 @@ async def _rows(conn: Connection) -> AsyncIterator[asyncpg.Record]:
         after = batch[-1]["chain_seq"]
 
 
-async def verify(conn: Connection) -> ChainReport:
-    """Recompute every link from the first row; report the first that does not hold."""
-    previous, expected, rows = b"", 1, 0
-    async for row in _rows(conn):
+async def verify(conn: Connection, since: ChainReport | None = None) -> ChainReport:
+    """Recompute every link from the first row, or only those after the head of an
+    earlier intact report ``since``; report the first that does not hold."""
+    if since is None:
+        previous, expected, rows = b"", 1, 0
+    else:
+        assert since.intact, "only an intact chain can be continued"
+        previous, expected, rows = bytes.fromhex(since.head), since.head_seq + 1, since.rows
+    async for row in _rows(conn, expected - 1):
         seq = row["chain_seq"]
         if seq != expected:  # rows come in increasing chain_seq: some are missing
             reason = f"rows {expected} to {seq - 1} of the chain are missing"

@@ -55,6 +55,12 @@ class AccountsSettings(PlatformSettings):
         100, description="Consecutive failures that lock an account (NIST SP 800-63B: <= 100)."
     )
     accounts_exports_per_hour: int = Field(3, description="Self-service exports per user per hour.")
+    accounts_audit_full_check_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="How often /metrics re-checks the whole audit chain (in between, only "
+        "the rows added since the last check).",
+    )
 
     @model_validator(mode="after")
     def _refuse_dev_admin_password(self) -> AccountsSettings:

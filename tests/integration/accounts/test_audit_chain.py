@@ -13,12 +13,17 @@ import json
 import uuid
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from services.accounts import audit_chain, store
+from services.accounts.audit_gauges import AuditChainGauges
 from services.accounts.bootstrap import DATABASE, MIGRATIONS
+from shared.config import PlatformSettings
 from shared.db.migrations import apply_migrations, migration_files
 from shared.db.prepare import BUS_MIGRATIONS
 from shared.events.topics import ACCOUNTS_AUDIT
+from shared.observability import Metrics
+from shared.service import Runtime
 
 ROWS = 30
 # Field boundaries and non-ASCII text in a purpose must not confuse the canonical form.
@@ -162,3 +167,67 @@ async def test_rows_cut_from_the_end_are_missed_by_the_chain_but_not_by_kafka(
         9,
         "published, not in the database",
     )
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _watched(pool: asyncpg.Pool, clock: _Clock) -> tuple[AuditChainGauges, Runtime, Metrics]:
+    metrics = Metrics("accounts-test", CollectorRegistry())
+    gauges = AuditChainGauges(metrics.registry, full_check_seconds=3600, clock=clock)
+    return gauges, Runtime(PlatformSettings(), "accounts", pool, metrics), metrics
+
+
+async def test_metrics_check_new_rows_at_each_scrape_and_old_ones_on_schedule(
+    pool: asyncpg.Pool,
+) -> None:
+    clock = _Clock()
+    gauges, runtime, metrics = _watched(pool, clock)
+    sample = metrics.registry.get_sample_value
+    for n in range(5):
+        await _audit(pool, n)
+    await gauges.refresh(runtime)
+    assert (sample("audit_chain_intact"), sample("audit_chain_rows")) == (1, 5)
+
+    for n in range(3):
+        await _audit(pool, n)
+    clock.now += 60
+    await gauges.refresh(runtime)
+    assert (sample("audit_chain_intact"), sample("audit_chain_rows")) == (1, 8)
+    assert sample("audit_chain_full_check_age_seconds") == 60
+
+    # A row checked already, changed: the scrapes in between see only new rows...
+    await _as_owner_without_guards(
+        pool, "UPDATE audit_log SET purpose = 'nothing to see' WHERE chain_seq = 2"
+    )
+    clock.now += 60
+    await gauges.refresh(runtime)
+    assert sample("audit_chain_intact") == 1
+    # ... and the next full check finds it, and says so until the chain holds again.
+    clock.now += 3600
+    await gauges.refresh(runtime)
+    assert (sample("audit_chain_intact"), sample("audit_chain_rows")) == (0, 1)
+    assert sample("audit_chain_full_check_age_seconds") == 0
+    await _audit(pool, 9)
+    clock.now += 60
+    await gauges.refresh(runtime)
+    assert sample("audit_chain_intact") == 0
+
+
+async def test_a_new_row_changed_shows_at_the_next_scrape(pool: asyncpg.Pool) -> None:
+    clock = _Clock()
+    gauges, runtime, metrics = _watched(pool, clock)
+    for n in range(5):
+        await _audit(pool, n)
+    await gauges.refresh(runtime)
+    for n in range(2):
+        await _audit(pool, n)
+    await _as_owner_without_guards(pool, "DELETE FROM audit_log WHERE chain_seq = 6")
+    clock.now += 15
+    await gauges.refresh(runtime)
+    assert metrics.registry.get_sample_value("audit_chain_intact") == 0
