@@ -27,7 +27,8 @@ HEADER = """\
 # - Kafka, PostgreSQL and SMTP (Mailpit, web UI on 127.0.0.1:8025) in plaintext
 #   inside the compose network, with the development secrets: never a deployment;
 # - Prometheus runs deploy/prometheus/ as operators deploy it (15 s intervals) on the
-#   host's network, where the APIs are published: alerts on 127.0.0.1:9090/alerts.
+#   host's network, where the APIs are published: the operators' dashboard on
+#   127.0.0.1:9090/consoles/imt.html, alerts on /alerts.
 """
 
 
@@ -95,6 +96,8 @@ def render() -> str:
         "    command:",
         "      - --config.file=/etc/prometheus/prometheus.yml",
         "      - --web.listen-address=127.0.0.1:9090",
+        "      - --web.console.templates=/etc/prometheus/consoles",
+        "      - --web.console.libraries=/etc/prometheus/consoles",
     ]
     for process, command in procfile_entries().items():
         lines += [f"  {process}:", "    <<: *service", f"    command: {command}"]

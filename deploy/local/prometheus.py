@@ -1,7 +1,7 @@
 """Prometheus on loopback: scrapes the four APIs and evaluates the alert rules of
-deploy/prometheus/, so an operator sees the platform's targets and alerts at
-http://127.0.0.1:9090/alerts while `make run` runs (and the tests can watch an alert go
-off for real).
+deploy/prometheus/, so an operator sees the platform's dashboard at
+http://127.0.0.1:9090/consoles/imt.html and its alerts at /alerts while `make run` runs
+(and the tests can watch an alert go off for real).
 
 The configuration is deploy/prometheus/prometheus.yml, the one operators deploy, with a
 shorter interval (a developer waits seconds, not a minute, for a change to show) and the
@@ -86,6 +86,9 @@ def _start(layout: Layout) -> int:
         f"--storage.tsdb.path={home(layout) / 'data'}",
         f"--storage.tsdb.retention.time={RETENTION}",
         f"--web.listen-address={HOST}:{layout.ports.prometheus}",
+        # The operators' dashboard (/consoles/imt.html) needs no console library.
+        f"--web.console.templates={SOURCE / 'consoles'}",
+        f"--web.console.libraries={SOURCE / 'consoles'}",
     ]
     return procs.spawn(argv, layout.log(NAME), layout.pidfile(NAME), cwd=home(layout))
 
@@ -110,7 +113,7 @@ def up(layout: Layout) -> str:
     alive = pid
     if not procs.wait_for(lambda: ready(layout), READY_TIMEOUT, lambda: procs.pid_alive(alive)):
         raise procs.failure("Prometheus", layout.log(NAME), "/-/ready did not answer")
-    return f"{url(layout)}/alerts  (targets: {url(layout)}/targets)"
+    return f"{url(layout)}/consoles/imt.html  (alerts: {url(layout)}/alerts)"
 
 
 def status(layout: Layout) -> tuple[bool, str]:

@@ -57,6 +57,7 @@ def test_prometheus_runs_the_deployed_configuration_where_the_apis_are_published
     assert (REPO / "deploy" / source).resolve() == REPO / "deploy" / "prometheus"
     assert (target, mode) == ("/etc/prometheus", "ro")
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert "--web.console.templates=/etc/prometheus/consoles" in prometheus["command"]
 
 
 def test_every_variable_set_for_the_processes_is_a_setting_they_read() -> None:
