@@ -97,7 +97,7 @@ def render() -> str:
         "      - --config.file=/etc/prometheus/prometheus.yml",
         "      - --web.listen-address=127.0.0.1:9090",
         "      - --web.console.templates=/etc/prometheus/consoles",
-        "      - --web.console.libraries=/etc/prometheus/consoles",
+        "      - --web.console.libraries=/usr/share/prometheus/console_libraries",
     ]
     for process, command in procfile_entries().items():
         lines += [f"  {process}:", "    <<: *service", f"    command: {command}"]

@@ -10,6 +10,7 @@ rule files at their absolute place.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import shutil
@@ -50,8 +51,15 @@ def render_conf() -> str:
         "scrape_timeout": INTERVAL,
         "evaluation_interval": INTERVAL,
     }
-    config["rule_files"] = [str(SOURCE / name) for name in config["rule_files"]]
-    header = "# Written by deploy/local/prometheus.py on every `up` from deploy/prometheus/.\n"
+    rules = [SOURCE / name for name in config["rule_files"]]
+    config["rule_files"] = [str(path) for path in rules]
+    # The rules' digest is part of the text, so an edited rule file counts as a changed
+    # configuration and a running Prometheus reloads it at the next `up`.
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in rules)).hexdigest()[:16]
+    header = (
+        "# Written by deploy/local/prometheus.py on every `up` from deploy/prometheus/.\n"
+        f"# rules: {digest}\n"
+    )
     return header + yaml.safe_dump(config, sort_keys=False)
 
 
@@ -80,6 +88,8 @@ def ready(layout: Layout) -> bool:
 
 def _start(layout: Layout) -> int:
     procs.require_free(layout.ports.prometheus, "Prometheus", "IMT_PROMETHEUS_PORT")
+    libraries = home(layout) / "console_libraries"
+    libraries.mkdir(exist_ok=True)
     argv = [
         ensure_binary(),
         f"--config.file={conf_path(layout)}",
@@ -88,7 +98,7 @@ def _start(layout: Layout) -> int:
         f"--web.listen-address={HOST}:{layout.ports.prometheus}",
         # The operators' dashboard (/consoles/imt.html) needs no console library.
         f"--web.console.templates={SOURCE / 'consoles'}",
-        f"--web.console.libraries={SOURCE / 'consoles'}",
+        f"--web.console.libraries={libraries}",
     ]
     return procs.spawn(argv, layout.log(NAME), layout.pidfile(NAME), cwd=home(layout))
 
