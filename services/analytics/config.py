@@ -17,6 +17,14 @@ class AnalyticsSettings(PlatformSettings):
     analytics_max_beacon_bytes: int = Field(
         4096, description="Largest beacon body accepted; bigger ones get 413."
     )
+    analytics_max_batch_beacons: int = Field(
+        25, ge=1, description="Most beacons in one batch (POST /beacons); more get 400."
+    )
+    analytics_max_batch_bytes: int = Field(
+        60_000,
+        description="Largest batch body accepted; bigger ones get 413 (the gateway takes "
+        "64 KiB at most).",
+    )
     analytics_allowed_query_keys: tuple[str, ...] = Field(
         tuple(sorted(DEFAULT_ALLOWED_QUERY_KEYS)),
         description="Query keys a page URL keeps; every other key is dropped at the edge.",

@@ -3,6 +3,7 @@ closed windows, release trends, answer an erase command."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
@@ -61,38 +62,53 @@ class Collector:
         object.__setattr__(self, "published", self.metrics.events_published.labels(self.topic))
 
 
-async def record_suppressed(collector: Collector, reason: Suppression) -> None:
+async def record_suppressed(collector: Collector, reason: Suppression, visits: int = 1) -> None:
     """The only trace of a dropped visit: a per-day count of its reason."""
     async with collector.pool.acquire() as conn:
-        await store.count_suppressed(conn, datetime.now(UTC).date(), reason.value)
+        await store.count_suppressed(conn, datetime.now(UTC).date(), reason.value, visits)
 
 
 async def collect(
-    collector: Collector, beacon: Beacon, client_address: str, user_agent: str
-) -> VisitRecorded:
-    """Scrub a beacon, hash its visitor, and publish it; returns once Kafka acknowledged.
+    collector: Collector, beacons: Sequence[Beacon], client_address: str, user_agent: str
+) -> list[VisitRecorded]:
+    """Scrub beacons, hash their visitor, and publish them; returns once Kafka
+    acknowledged every one (an error: some may be published, and a retry of the same
+    beacons counts each once, by its id).
 
-    ``send`` only queues the record: the producer batches the records of concurrent
-    requests (linger), and each request still waits for its own acknowledgement.
+    ``send`` only queues a record: the producer batches the records of concurrent
+    requests (linger), and each request still waits for its own acknowledgements.
     """
-    visit = collector.memo.scrub(beacon, user_agent)
-    event = VisitRecorded(
-        beacon_id=visit.beacon_id,
-        visitor_hash=visitor_hash(collector.salt.current(), visit.site, client_address, user_agent),
-        site=visit.site,
-        page=visit.page,
-        referrer_host=visit.referrer_host,
-        device_class=visit.device_class,
-        load_time_ms=visit.load_time_ms,
-        occurred_at=datetime.now(UTC),
-    )
-    envelope = envelope_for(event, source=SOURCE, subject=None)
-    future = await collector.producer.send(
-        collector.topic, value=encode_envelope(envelope), key=None, headers=envelope.headers()
-    )
-    await future
-    collector.published.inc()
-    return event
+    now = datetime.now(UTC)
+    visitor: dict[str, str] = {}  # per site: a batch comes from one client
+    events, acks = [], []
+    for beacon in beacons:
+        visit = collector.memo.scrub(beacon, user_agent)
+        if visit.site not in visitor:
+            salt = collector.salt.current()
+            visitor[visit.site] = visitor_hash(salt, visit.site, client_address, user_agent)
+        event = VisitRecorded(
+            beacon_id=visit.beacon_id,
+            visitor_hash=visitor[visit.site],
+            site=visit.site,
+            page=visit.page,
+            referrer_host=visit.referrer_host,
+            device_class=visit.device_class,
+            load_time_ms=visit.load_time_ms,
+            occurred_at=now,
+        )
+        envelope = envelope_for(event, source=SOURCE, subject=None)
+        acks.append(
+            await collector.producer.send(
+                collector.topic,
+                value=encode_envelope(envelope),
+                key=None,
+                headers=envelope.headers(),
+            )
+        )
+        events.append(event)
+    await asyncio.gather(*acks)
+    collector.published.inc(len(events))
+    return events
 
 
 # -- the aggregator -----------------------------------------------------------------------

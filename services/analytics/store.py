@@ -248,14 +248,15 @@ async def mark_published(conn: Connection, windows: Sequence[StoredWindow]) -> N
     )
 
 
-async def count_suppressed(conn: Connection, day: date, signal: str) -> None:
+async def count_suppressed(conn: Connection, day: date, signal: str, visits: int = 1) -> None:
     await conn.execute(
         """
-        INSERT INTO suppressed_visits (day, signal, count) VALUES ($1, $2, 1)
-        ON CONFLICT (day, signal) DO UPDATE SET count = suppressed_visits.count + 1
+        INSERT INTO suppressed_visits (day, signal, count) VALUES ($1, $2, $3)
+        ON CONFLICT (day, signal) DO UPDATE SET count = suppressed_visits.count + $3
         """,
         day,
         signal,
+        visits,
     )
 
 

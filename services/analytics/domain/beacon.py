@@ -71,19 +71,39 @@ class ScrubbedVisit:
     load_time_ms: int | None
 
 
-def parse_beacon(body: bytes) -> Beacon:
-    """The beacon in a JSON body (sent as application/json or text/plain)."""
+def _json(body: bytes) -> object:
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBeacon("the body is not JSON") from exc
+
+
+def _beacon(data: object, where: str = "") -> Beacon:
     if not isinstance(data, dict):
-        raise MalformedBeacon("the body is not a JSON object")
+        raise MalformedBeacon(f"{where or 'the body'} is not a JSON object")
     try:
         return Beacon.model_validate(data)
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
-        raise MalformedBeacon(f"invalid fields: {', '.join(fields)}") from None
+        raise MalformedBeacon(f"{where}{': ' if where else ''}invalid fields: "
+                              f"{', '.join(fields)}") from None  # fmt: skip
+
+
+def parse_beacon(body: bytes) -> Beacon:
+    """The beacon in a JSON body (sent as application/json or text/plain)."""
+    return _beacon(_json(body))
+
+
+def parse_beacons(body: bytes, most: int) -> list[Beacon]:
+    """The beacons of a batch: a JSON array of 1 to ``most`` beacons (an app's queue of
+    screen views, or a page's views sent at once when it is hidden). All or none: the
+    first malformed one is named by its index."""
+    data = _json(body)
+    if not isinstance(data, list):
+        raise MalformedBeacon("the body is not a JSON array of beacons")
+    if not 1 <= len(data) <= most:
+        raise MalformedBeacon(f"a batch holds 1 to {most} beacons, not {len(data)}")
+    return [_beacon(item, f"beacon {index}") for index, item in enumerate(data)]
 
 
 def scrub_page(page: str, allowed_query_keys: frozenset[str]) -> str:

@@ -1,12 +1,16 @@
-"""The beacon endpoint and the GPC well-known file: no account, no cookie (P-22).
+"""The beacon endpoints (one view, or a batch) and the GPC well-known file: no account,
+no cookie (P-22).
 
 Order matters: signals that forbid tracking (DNT, GPC, a signed-in child or opted-out
-user) are honoured before the body is even parsed, and the answer is 204 whether the
-visit was counted or dropped, so a page cannot tell which.
+user) are honoured before any beacon is read (of a batch, only its length, to count the
+views dropped), and the answer is 204 whether the visits were counted or dropped, so a
+page cannot tell which.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -14,7 +18,14 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter
 
 from services.analytics import handlers
-from services.analytics.domain.beacon import MalformedBeacon, is_bot, parse_beacon
+from services.analytics.config import AnalyticsSettings
+from services.analytics.domain.beacon import (
+    Beacon,
+    MalformedBeacon,
+    is_bot,
+    parse_beacon,
+    parse_beacons,
+)
 from services.analytics.domain.signals import (
     Suppression,
     claims_suppression,
@@ -36,30 +47,50 @@ async def gpc() -> dict[str, Any]:
     return {"gpc": True, "lastUpdate": GPC_LAST_UPDATE}
 
 
-@router.post(
-    "/beacon",
-    status_code=204,
-    responses={
-        204: {"description": "Received (counted, or dropped because of a privacy signal)."},
-        400: {"description": "Malformed beacon."},
-        403: {"description": "Automated client."},
-        413: {"description": "Beacon over the size limit."},
-        415: {"description": "Neither JSON nor text/plain."},
-    },
-)
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    204: {"description": "Received (counted, or dropped because of a privacy signal)."},
+    400: {"description": "Malformed beacon (in a batch: the first one, by its index)."},
+    403: {"description": "Automated client."},
+    413: {"description": "Body over the size limit."},
+    415: {"description": "Neither JSON nor text/plain."},
+}
+
+
+@router.post("/beacon", status_code=204, responses=RESPONSES)
 async def beacon(request: Request) -> Response:
     """A page or screen view. JSON body, sent as application/json or as text/plain (what
     ``navigator.sendBeacon`` sends for a string): ``beacon_id`` (UUID), ``site``,
     ``page`` or ``screen``, and optionally ``referrer``, ``device_class``, ``load_time_ms``."""
-    collector: handlers.Collector = request.app.state.collector
     limit: int = request.app.state.max_beacon_bytes
+    return await _collect(request, limit, 1, lambda body: [parse_beacon(body)])
+
+
+@router.post("/beacons", status_code=204, responses=RESPONSES)
+async def beacons(request: Request) -> Response:
+    """Several views at once: a JSON array of beacons as ``/beacon`` takes them (an app's
+    queue of screen views sent when it is back online, or a page's views sent once when
+    it is hidden). All are taken or none: a malformed one refuses the batch, naming its
+    index. The privacy signals of the request apply to every view in it."""
+    settings: AnalyticsSettings = request.app.state.settings
+    most = settings.analytics_max_batch_beacons
+    return await _collect(
+        request, settings.analytics_max_batch_bytes, most, lambda body: parse_beacons(body, most)
+    )
+
+
+async def _collect(
+    request: Request, limit: int, most: int, parse: Callable[[bytes], list[Beacon]]
+) -> Response:
+    collector: handlers.Collector = request.app.state.collector
     body = await _bounded_body(request, limit)
 
     suppression = header_suppression(request.headers) or _token_suppression(request)
     if suppression is not None:
+        # Counted, not read: a dropped batch is parsed no further than its length.
+        views = _views(body, most)
         suppressed: Counter = request.app.state.suppressed_counter
-        suppressed.labels(suppression.value).inc()
-        await handlers.record_suppressed(collector, suppression)
+        suppressed.labels(suppression.value).inc(views)
+        await handlers.record_suppressed(collector, suppression, views)
         return Response(status_code=204, headers=NO_STORE)
 
     user_agent = request.headers.get("user-agent", "")
@@ -70,7 +101,7 @@ async def beacon(request: Request) -> Response:
         raise Problem(415, "Unsupported media type", "Send JSON (application/json or "
                       "text/plain).", slug="unsupported-media-type")  # fmt: skip
     try:
-        parsed = parse_beacon(body)
+        parsed = parse(body)
     except MalformedBeacon as exc:
         raise Problem(400, "Malformed beacon", str(exc), slug="malformed-beacon") from None
     try:
@@ -78,6 +109,18 @@ async def beacon(request: Request) -> Response:
     except KafkaError:
         raise Problem(503, "Unavailable", "Try again later.", slug="unavailable") from None
     return Response(status_code=204, headers=NO_STORE)
+
+
+def _views(body: bytes, most: int) -> int:
+    """How many views a suppressed body held: a batch's length (at most ``most``, so a
+    forged one cannot inflate the count), else one."""
+    if most == 1:
+        return 1
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return 1
+    return min(most, max(1, len(data))) if isinstance(data, list) else 1
 
 
 async def _bounded_body(request: Request, limit: int) -> bytes:

@@ -18,6 +18,7 @@ from shared.config import DEV_TOKEN_PRIVATE_KEY, PlatformSettings
 from shared.events import decode_envelope
 
 BEACON = "/api/analytics/beacon"
+BEACONS = "/api/analytics/beacons"
 ANALYTICS_TABLES = (
     "trend_windows",
     "trend_cells",

@@ -10,6 +10,7 @@ from shared.config import PlatformSettings
 from shared.events.topics import ANALYTICS_VISITS
 from tests.e2e.analytics.support import (
     BEACON,
+    BEACONS,
     beacon,
     browser,
     topic_records,
@@ -161,3 +162,60 @@ async def test_bots_malformed_and_oversized_beacons_are_refused(
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "x" * 100 not in response.text
+
+
+@pytest.mark.promise("P-03")
+async def test_a_batch_of_views_counts_each_view_once(platform: str) -> None:
+    """An app's queued screen views, sent at once; the batch retried counts nothing twice."""
+    site = unique_site()
+    views = [beacon(site, f"/page/{i % 4}", load_time_ms=200 + i) for i in range(20)]
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+        first = await client.post(BEACONS, json=views, headers=browser("app"))
+        # sendBeacon sends a string as text/plain; a retry of the same batch is harmless.
+        again = await client.post(
+            BEACONS,
+            content=json.dumps(views),
+            headers={**browser("app"), "Content-Type": "text/plain;charset=UTF-8"},
+        )
+        assert (first.status_code, again.status_code) == (204, 204)
+        assert await wait_for_visits(client, site, len(views)) == len(views)
+        await asyncio.sleep(1.0)  # a double count would show up by now
+        assert await totals(client, site) == (len(views), 1)  # one client, one visitor
+
+
+@pytest.mark.promise("P-25")
+async def test_a_batch_sent_with_dnt_or_gpc_changes_no_count_and_reaches_no_topic(
+    platform: str, settings: PlatformSettings
+) -> None:
+    site = unique_site()
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+        for i, signal in enumerate([{"DNT": "1"}, {"Sec-GPC": "1"}]):
+            views = [beacon(site, f"/private/{i}/{n}") for n in range(5)]
+            response = await client.post(BEACONS, json=views, headers={**browser(i), **signal})
+            assert response.status_code == 204  # the same answer: nothing is revealed
+        sentinel = beacon(site, "/sentinel")
+        assert (await client.post(BEACON, json=sentinel, headers=browser("s"))).status_code == 204
+        assert await wait_for_visits(client, site, 1) == 1
+        await asyncio.sleep(1.0)
+        assert await totals(client, site) == (1, 1)
+    records = await topic_records(settings, ANALYTICS_VISITS.name, site)
+    assert [sentinel["beacon_id"].encode() in value for _, value in records] == [True]
+
+
+async def test_a_batch_with_a_malformed_view_is_refused_whole_naming_it(platform: str) -> None:
+    site = unique_site()
+    views = [beacon(site, "/ok"), beacon(site, "/bad", load_time_ms=-5), beacon(site, "/ok2")]
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+        refused = await client.post(BEACONS, json=views, headers=browser(1))
+        too_many = await client.post(
+            BEACONS, json=[beacon(site) for _ in range(26)], headers=browser(1)
+        )
+        sentinel = await client.post(BEACON, json=beacon(site, "/sentinel"), headers=browser(1))
+        assert sentinel.status_code == 204
+        assert await wait_for_visits(client, site, 1) == 1
+        await asyncio.sleep(1.0)
+        assert await totals(client, site) == (1, 1)  # nothing of the refused batches
+    assert (refused.status_code, too_many.status_code) == (400, 400)
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "beacon 1: invalid fields: load_time_ms" in refused.json()["detail"]
+    assert "1 to 25 beacons, not 26" in too_many.json()["detail"]

@@ -12,6 +12,7 @@ from services.analytics.domain.beacon import (
     device_class_of,
     is_bot,
     parse_beacon,
+    parse_beacons,
     scrub,
     scrub_page,
     scrub_referrer,
@@ -74,6 +75,29 @@ def test_screen_names_are_redacted() -> None:
 def test_malformed_beacons_are_refused(body: bytes) -> None:
     with pytest.raises(MalformedBeacon):
         parse_beacon(body)
+
+
+def test_a_batch_is_an_array_of_beacons_taken_whole() -> None:
+    pages = [_body(page=f"/p/{n}") for n in range(3)]
+    batch = b"[" + b",".join(pages) + b"]"
+    assert [b.page for b in parse_beacons(batch, most=3)] == ["/p/0", "/p/1", "/p/2"]
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (_body(page="/a"), "not a JSON array"),
+        (b"[]", "1 to 3 beacons, not 0"),
+        (b"[" + b",".join([_body(page="/a")] * 4) + b"]", "1 to 3 beacons, not 4"),
+        (b"[" + _body(page="/a") + b', "x"]', "beacon 1 is not a JSON object"),
+        (b"[" + _body(page="/a") + b"," + _body() + b"]", "beacon 1: invalid fields"),
+        (b"[1", "not JSON"),
+    ],
+)
+def test_a_malformed_batch_is_refused_naming_the_first_bad_beacon(body: bytes, why: str) -> None:
+    with pytest.raises(MalformedBeacon) as refused:
+        parse_beacons(body, most=3)
+    assert why in str(refused.value)
 
 
 def test_refusals_never_quote_the_values_sent() -> None:
