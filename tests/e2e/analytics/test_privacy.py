@@ -1,4 +1,5 @@
-"""Personal data in beacons reaches no topic, no table and no API (P-04, P-09)."""
+"""Personal data in beacons, one at a time or in a batch, reaches no topic, no table and
+no API (P-04, P-09)."""
 
 import string
 from typing import Any
@@ -14,6 +15,7 @@ from shared.config import PlatformSettings
 from shared.events.topics import ANALYTICS_TRENDS, ANALYTICS_VISITS
 from tests.e2e.analytics.support import (
     BEACON,
+    BEACONS,
     analyst,
     beacon,
     browser,
@@ -87,8 +89,13 @@ async def test_personal_data_in_beacons_reaches_no_topic_table_or_api(
         examples.append(p)
 
     collect()
+    # The first ten go in one batch (POST /beacons), the others one at a time.
+    batched, single = examples[:10], examples[10:]
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
-        for i, p in enumerate(examples):
+        batch = [_beacon(site, p) for p in batched]
+        response = await client.post(BEACONS, json=batch, headers=browser("batch"))
+        assert response.status_code == 204, response.text
+        for i, p in enumerate(single):
             response = await client.post(BEACON, json=_beacon(site, p), headers=browser(i))
             assert response.status_code == 204, response.text
         assert await wait_for_visits(client, site, len(examples)) == len(examples)
