@@ -1,19 +1,32 @@
-"""deploy/docker-compose.yml, generated from the services' Procfiles (``make docs``).
+"""deploy/docker-compose.yml, generated from the services' Procfiles (``make docs``),
+and deploy/gateway/, the compose gateway's nginx files.
 
 One container per Procfile process, with the same command, so the compose file cannot
 fall behind the processes ``make run`` starts. Kafka, PostgreSQL (provisioned by the
-same code as locally) and Mailpit come from public images.
+same code as locally), Mailpit, nginx and Prometheus come from public images; the
+gateway's configuration is rendered by the local gateway's code for its container.
 """
 
 from __future__ import annotations
 
-from deploy.local.gateway import UPSTREAMS
+from pathlib import Path
+
+from deploy.local.gateway import (
+    DEFAULT_RATE_PER_SECOND,
+    UPSTREAMS,
+    Placement,
+    render_files,
+)
 from deploy.local.services import procfile_entries
+from deploy.local.tls import tls_files
 from shared.config import DEV_SECRET
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 POSTGRES_IMAGE = "postgres:15"
 MAIL_IMAGE = "axllent/mailpit:latest"
+GATEWAY_IMAGE = "nginx:1.27"
+GATEWAY_CONF = "/etc/nginx/imt"
+GATEWAY_TLS = Path("/etc/nginx/tls")
 PROMETHEUS_IMAGE = "prom/prometheus:v2.53.0"
 
 HEADER = """\
@@ -22,14 +35,46 @@ HEADER = """\
 #   docker compose -f deploy/docker-compose.yml up --build
 # Not exercised here or in CI (no Docker engine there); `make run` is the supported
 # local path. What differs from it:
-# - no gateway (nginx: TLS, rate limits, web/): each API is published on
-#   127.0.0.1:<its port> and listens on the compose network (IMT_HTTP_HOST);
+# - the gateway is nginx's image on deploy/gateway/ (generated with the local gateway's
+#   code: the same routes, limits and headers), on 127.0.0.1:8080 and :8443, with a
+#   certificate of a local CA made by gateway-tls (trust ca.pem of its volume); each
+#   API is also published on 127.0.0.1:<its port> and listens on the compose network
+#   (IMT_HTTP_HOST);
 # - Kafka, PostgreSQL and SMTP (Mailpit, web UI on 127.0.0.1:8025) in plaintext
 #   inside the compose network, with the development secrets: never a deployment;
 # - Prometheus runs deploy/prometheus/ as operators deploy it (15 s intervals) on the
 #   host's network, where the APIs are published: the operators' dashboard on
 #   127.0.0.1:9090/consoles/imt.html, alerts on /alerts.
 """
+
+
+def gateway_placement() -> Placement:
+    """The gateway in its container: the APIs by their compose names, files mounted."""
+    tls = tls_files(GATEWAY_TLS)
+    return Placement(
+        listen_host="0.0.0.0",  # inside its container; published on loopback
+        http_port=8080,
+        https_port=8443,
+        upstreams={
+            name: f"{name}-api:{address.rpartition(':')[2]}" for name, address in UPSTREAMS.items()
+        },
+        rate_per_second=DEFAULT_RATE_PER_SECOND,
+        web_root="/srv/web",
+        conf_dir=GATEWAY_CONF,
+        pidfile="/tmp/nginx.pid",  # noqa: S108 - the container's own /tmp
+        error_log="/dev/stderr",
+        access_log="/dev/stdout",
+        temp_dir="/tmp",  # noqa: S108 - the container's own /tmp
+        cert=str(tls.cert),
+        key=str(tls.key),
+        user="user nginx;\n",
+    )
+
+
+def gateway_files() -> dict[str, str]:
+    """deploy/gateway/: nginx.conf and the files it includes, for the compose gateway."""
+    files, _ = render_files(gateway_placement(), "tools/docs.py (make docs) via deploy/compose.py")
+    return files
 
 
 def _api_port(process: str) -> int | None:
@@ -99,6 +144,24 @@ def render() -> str:
         "      - --web.console.templates=/etc/prometheus/consoles",
         "      - --web.console.libraries=/usr/share/prometheus/console_libraries",
     ]
+    lines += [
+        "  gateway-tls:  # the gateway's certificate, from a local CA as make run makes it",
+        "    build: {context: .., dockerfile: deploy/Dockerfile}",
+        "    command: python -m deploy.local.tls /tls",
+        '    user: "0"  # a new volume belongs to root',
+        '    volumes: ["gateway-tls:/tls"]',
+        "  gateway:",
+        f"    image: {GATEWAY_IMAGE}",
+        f'    command: ["nginx", "-c", "{GATEWAY_CONF}/nginx.conf", "-g", "daemon off;"]',
+        "    volumes:",
+        f'      - "./gateway:{GATEWAY_CONF}:ro"',
+        '      - "../web:/srv/web:ro"',
+        f'      - "gateway-tls:{GATEWAY_TLS}:ro"',
+        '    ports: ["127.0.0.1:8080:8080", "127.0.0.1:8443:8443"]',
+        "    depends_on:",
+        "      gateway-tls: {condition: service_completed_successfully}",
+        *[f"      {name}-api: {{condition: service_started}}" for name in UPSTREAMS],
+    ]
     for process, command in procfile_entries().items():
         lines += [f"  {process}:", "    <<: *service", f"    command: {command}"]
         port = _api_port(process)
@@ -109,4 +172,5 @@ def render() -> str:
                 "      IMT_HTTP_HOST: 0.0.0.0",
                 f'    ports: ["127.0.0.1:{port}:{port}"]',
             ]
+    lines += ["", "volumes:", "  gateway-tls: {}"]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@
 * ``docs/api/<service>.openapi.json``: the OpenAPI document of each service's HTTP API
   (also served live at ``/api/<service>/openapi.json`` through the gateway);
 * ``deploy/docker-compose.yml``: one container per Procfile process (deploy/compose.py);
+* ``deploy/gateway/``: the compose gateway's nginx configuration (deploy/compose.py);
 * ``shared/events/released/<wire type>.json``: the schema of each event version when it
   was first released; written once, never rewritten (see shared/events/compatibility.py).
 
@@ -675,6 +676,7 @@ def generated_files() -> dict[Path, str]:
     # Released event schemas: recorded once, never rewritten (shared/events/compatibility.py).
     files.update(unrecorded())
     files[ROOT / "deploy" / "docker-compose.yml"] = compose.render()
+    files.update({ROOT / "deploy" / "gateway" / n: t for n, t in compose.gateway_files().items()})
     return files
 
 

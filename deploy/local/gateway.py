@@ -8,6 +8,8 @@ import json
 import os
 import pwd
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.local import procs
@@ -75,6 +77,27 @@ PROBLEMS = {
 }
 
 
+@dataclass(frozen=True)
+class Placement:
+    """What differs between one gateway and another (the local stack's, a container's):
+    where it listens, where the services are, and where its files are."""
+
+    listen_host: str
+    http_port: int
+    https_port: int
+    upstreams: Mapping[str, str]  # service -> host:port
+    rate_per_second: int
+    web_root: str
+    conf_dir: str  # holds headers.conf and site.conf, which the configuration includes
+    pidfile: str
+    error_log: str
+    access_log: str
+    temp_dir: str
+    cert: str
+    key: str
+    user: str  # the workers' "user" directive, or "" when the master is not root
+
+
 def home(layout: Layout) -> Path:
     return layout.state / "gateway"
 
@@ -138,7 +161,7 @@ def render_headers() -> str:
     )
 
 
-def _named_locations(include: Path) -> str:
+def _named_locations(include: str) -> str:
     blocks = []
     for name, (status, title, detail) in PROBLEMS.items():
         retry = "add_header Retry-After 1 always;\n    " if status in (429, 503) else ""
@@ -150,22 +173,25 @@ def _named_locations(include: Path) -> str:
     return "".join(blocks)
 
 
+DEFAULT_RATE_PER_SECOND = 50
+
+
 def rate_per_second() -> int:
     """Requests per second per client address (IMT_GATEWAY_RATE_PER_SECOND, default 50).
 
     The test run raises it: every test client shares 127.0.0.1.
     """
-    return int(os.environ.get("IMT_GATEWAY_RATE_PER_SECOND", "50"))
+    return int(os.environ.get("IMT_GATEWAY_RATE_PER_SECOND", str(DEFAULT_RATE_PER_SECOND)))
 
 
-def render_site(layout: Layout, version: str = "") -> str:
+def render_site(place: Placement, version: str = "") -> str:
     """Server body shared by the http and https listeners; /healthz names ``version``."""
-    headers = home(layout) / "headers.conf"
-    services = "|".join(upstreams())
+    headers = f"{place.conf_dir}/headers.conf"
+    services = "|".join(place.upstreams)
     return f"""\
-root {web_root(layout)};
+root {place.web_root};
 index index.html;
-limit_req zone=per_client burst={2 * rate_per_second()} nodelay;
+limit_req zone=per_client burst={2 * place.rate_per_second} nodelay;
 include {headers};
 # A location with its own error_page drops these, so each such location repeats them.
 error_page 413 = @too_large;
@@ -221,19 +247,39 @@ location ~ ^/api/(?<imt_service>{services})(?:/|$) {{
 {_named_locations(headers)}"""
 
 
-def render_conf(layout: Layout, tls: TlsFiles) -> str:
-    tmp, ports = home(layout) / "tmp", layout.ports
+def local_placement(layout: Layout, tls: TlsFiles) -> Placement:
+    """The local stack's gateway: loopback ports, files in the state folder."""
+    return Placement(
+        listen_host=HOST,
+        http_port=layout.ports.gateway,
+        https_port=layout.ports.gateway_tls,
+        upstreams=upstreams(),
+        rate_per_second=rate_per_second(),
+        web_root=str(web_root(layout)),
+        conf_dir=str(home(layout)),
+        pidfile=str(layout.pidfile(NAME)),
+        error_log=str(layout.log(NAME)),
+        access_log=str(access_log(layout)),
+        temp_dir=str(home(layout) / "tmp"),
+        cert=str(tls.cert),
+        key=str(tls.key),
+        user=_worker_user(),
+    )
+
+
+def render_conf(place: Placement, origin: str = "deploy/local/gateway.py on every `up`") -> str:
+    tmp = place.temp_dir
     types = "".join(f"    {mime} {exts};\n" for mime, exts in MIME_TYPES.items())
     upstream_blocks = "".join(
         f"upstream svc_{name} {{ server {address} max_fails=0; keepalive 8; }}\n"
-        for name, address in upstreams().items()
+        for name, address in place.upstreams.items()
     )
-    site = home(layout) / "site.conf"
+    site = f"{place.conf_dir}/site.conf"
     return f"""\
-# Written by deploy/local/gateway.py on every `up`; edit there.
-{_worker_user()}worker_processes 1;
-pid {layout.pidfile(NAME)};
-error_log {layout.log(NAME)} warn;
+# Written by {origin}; edit there.
+{place.user}worker_processes 1;
+pid {place.pidfile};
+error_log {place.error_log} warn;
 events {{ worker_connections 1024; }}
 
 http {{
@@ -252,7 +298,7 @@ scgi_temp_path {tmp}/scgi;
 log_format privacy escape=json '{{"time":"$time_iso8601","method":"$request_method",'
     '"path":"$uri","status":$status,"bytes":$body_bytes_sent,'
     '"request_time":$request_time,"upstream":"$upstream_addr","request_id":"$imt_request_id"}}';
-access_log {access_log(layout)} privacy;
+access_log {place.access_log} privacy;
 
 # Keep a caller's request id only when it is harmless in logs and headers.
 map $http_x_request_id $imt_request_id {{
@@ -260,7 +306,7 @@ map $http_x_request_id $imt_request_id {{
     "~^[A-Za-z0-9._:-]{{1,128}}$" $http_x_request_id;
 }}
 
-limit_req_zone $binary_remote_addr zone=per_client:10m rate={rate_per_second()}r/s;
+limit_req_zone $binary_remote_addr zone=per_client:10m rate={place.rate_per_second}r/s;
 # Rejections would log the client address into the error log; keep them below its level.
 limit_req_log_level info;
 limit_req_status 429;
@@ -268,16 +314,16 @@ client_max_body_size 64k;
 
 {upstream_blocks}
 server {{
-    listen {HOST}:{ports.gateway};
+    listen {place.listen_host}:{place.http_port};
     server_name localhost;
     include {site};
 }}
 
 server {{
-    listen {HOST}:{ports.gateway_tls} ssl http2;
+    listen {place.listen_host}:{place.https_port} ssl http2;
     server_name localhost;
-    ssl_certificate {tls.cert};
-    ssl_certificate_key {tls.key};
+    ssl_certificate {place.cert};
+    ssl_certificate_key {place.key};
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_prefer_server_ciphers off;
     ssl_session_cache shared:imt_tls:1m;
@@ -310,14 +356,18 @@ def write_config(layout: Layout) -> tuple[bool, str]:
     (home(layout) / "tmp").mkdir(parents=True, exist_ok=True)
     home(layout).chmod(0o755)
     publish_web(layout)
-    headers, conf = render_headers(), render_conf(layout, tls)
-    version = hashlib.sha256((headers + render_site(layout) + conf).encode()).hexdigest()[:12]
-    changed = [
-        procs.write_atomic(home(layout) / "headers.conf", headers),
-        procs.write_atomic(home(layout) / "site.conf", render_site(layout, version)),
-        procs.write_atomic(conf_path(layout), conf),
-    ]
+    files, version = render_files(local_placement(layout, tls))
+    changed = [procs.write_atomic(home(layout) / name, text) for name, text in files.items()]
     return any(changed), version
+
+
+def render_files(place: Placement, origin: str | None = None) -> tuple[dict[str, str], str]:
+    """nginx.conf and the two files it includes, and their version (/healthz answers it)."""
+    headers = render_headers()
+    conf = render_conf(place) if origin is None else render_conf(place, origin)
+    version = hashlib.sha256((headers + render_site(place) + conf).encode()).hexdigest()[:12]
+    files = {"headers.conf": headers, "site.conf": render_site(place, version), "nginx.conf": conf}
+    return files, version
 
 
 def running_pid(layout: Layout) -> int | None:

@@ -129,3 +129,11 @@ def ensure_certificates(folder: Path) -> TlsFiles:
     write_atomic(files.cert, _pem_cert(cert) + _pem_cert(ca))
     write_atomic(files.ca, _pem_cert(ca))
     return files
+
+
+if __name__ == "__main__":
+    # python -m deploy.local.tls FOLDER: the certificates, as `make run` makes them (the
+    # compose file's gateway-tls uses it).
+    import sys
+
+    ensure_certificates(Path(sys.argv[1]))

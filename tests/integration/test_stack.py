@@ -1,7 +1,5 @@
-"""The local stack really serves: SMTP sink, gateway, Kafka topics.
-
-Assumes the stack runs (tests/conftest.py calls deploy.local.stack.ensure_up).
-"""
+"""The local stack really serves: SMTP sink, gateway, Kafka topics (the ``stack``
+fixture starts it, so these also run alone)."""
 
 from __future__ import annotations
 
@@ -22,7 +20,7 @@ from deploy.local.layout import HOST, Layout
 from deploy.local.tls import tls_files
 from shared.events.topics import all_topics
 
-pytestmark = pytest.mark.infra
+pytestmark = [pytest.mark.infra, pytest.mark.usefixtures("stack")]
 
 LAYOUT = Layout.from_env()
 SINK = f"http://{HOST}:{LAYOUT.ports.smtp_web}"

@@ -45,8 +45,22 @@ def test_each_api_listens_on_the_compose_network_and_is_published_on_loopback() 
         api = services[f"{service}-api"]
         assert api["environment"]["IMT_HTTP_HOST"] == "0.0.0.0"
         assert api["ports"] == [f"127.0.0.1:{port}:{port}"]
-    workers = [s for name, s in services.items() if not name.endswith("-api")]
-    assert all("ports" not in s or s is services["mail"] for s in workers)
+    published = {name for name, s in services.items() if "ports" in s}
+    assert published == {f"{service}-api" for service in UPSTREAMS} | {"mail", "gateway"}
+    assert all(p.startswith("127.0.0.1:") for s in services.values() for p in s.get("ports", []))
+
+
+def test_the_gateway_routes_to_every_api_by_its_compose_name_with_tls() -> None:
+    services = _services()
+    gateway = services["gateway"]
+    assert gateway["ports"] == ["127.0.0.1:8080:8080", "127.0.0.1:8443:8443"]
+    assert set(gateway["depends_on"]) == {"gateway-tls", *(f"{s}-api" for s in UPSTREAMS)}
+    assert "./gateway:/etc/nginx/imt:ro" in gateway["volumes"]
+    conf = compose.gateway_files()["nginx.conf"]
+    for service, upstream in UPSTREAMS.items():
+        assert f"server {service}-api:{upstream.rpartition(':')[2]} " in conf
+    assert "ssl_certificate /etc/nginx/tls/server.pem;" in conf
+    assert services["gateway-tls"]["command"] == "python -m deploy.local.tls /tls"
 
 
 def test_prometheus_runs_the_deployed_configuration_where_the_apis_are_published() -> None:
