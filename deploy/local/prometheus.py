@@ -86,11 +86,9 @@ def ready(layout: Layout) -> bool:
         conn.close()
 
 
-def _start(layout: Layout) -> int:
-    procs.require_free(layout.ports.prometheus, "Prometheus", "IMT_PROMETHEUS_PORT")
+def _argv(layout: Layout) -> list[str]:
     libraries = home(layout) / "console_libraries"
-    libraries.mkdir(exist_ok=True)
-    argv = [
+    return [
         ensure_binary(),
         f"--config.file={conf_path(layout)}",
         f"--storage.tsdb.path={home(layout) / 'data'}",
@@ -100,7 +98,12 @@ def _start(layout: Layout) -> int:
         f"--web.console.templates={SOURCE / 'consoles'}",
         f"--web.console.libraries={libraries}",
     ]
-    return procs.spawn(argv, layout.log(NAME), layout.pidfile(NAME), cwd=home(layout))
+
+
+def _start(layout: Layout) -> int:
+    procs.require_free(layout.ports.prometheus, "Prometheus", "IMT_PROMETHEUS_PORT")
+    (home(layout) / "console_libraries").mkdir(exist_ok=True)
+    return procs.spawn(_argv(layout), layout.log(NAME), layout.pidfile(NAME), cwd=home(layout))
 
 
 def check_config(layout: Layout) -> None:
@@ -114,6 +117,10 @@ def up(layout: Layout) -> str:
     home(layout).mkdir(parents=True, exist_ok=True)
     changed = procs.write_atomic(conf_path(layout), render_conf())
     pid = running_pid(layout)
+    if pid is not None and procs.cmdline(pid).split() != _argv(layout):
+        # Started by an older version with other flags: a reload would not change them.
+        procs.stop_daemon(pid, layout.pidfile(NAME), None, timeout=20)
+        pid = None
     if pid is None:
         check_config(layout)
         pid = _start(layout)
