@@ -9,9 +9,6 @@ from shared.db.pool import Connection
 from shared.events import Envelope, Event, encode_envelope, envelope_for
 from shared.events.topics import Topic
 
-# Every insert into bus_outbox notifies it (a trigger: migrations/003_outbox_notify.sql).
-NOTIFY_CHANNEL = "bus_outbox"
-
 # ORDER BY the array position: rows take their seq (the relay's publishing order, so
 # each key's order) in the order given, which an unordered SELECT does not promise.
 _INSERT_TEMPLATE = """
@@ -24,8 +21,7 @@ FROM unnest(${0}::text[], ${1}::bytea[], ${2}::bytea[], ${3}::text[], ${4}::uuid
 
 
 async def add_envelopes(conn: Connection, topic: str, envelopes: Sequence[Envelope]) -> None:
-    """Queue envelopes for ``topic``; they publish only if the transaction commits (the
-    insert wakes the relay then)."""
+    """Queue envelopes for ``topic``; they publish only if the transaction commits."""
     await _insert(conn, [topic] * len(envelopes), envelopes)
 
 
