@@ -7,7 +7,10 @@ and switches the failure mode, so tests can simulate an SMTP outage:
 
 * ``GET /`` HTML list; ``GET /api/messages`` JSON list; ``GET /api/messages/<id>`` raw mail;
   ``DELETE /api/messages`` clears all;
-* ``GET|POST /api/mode`` with ``{"mode": "accept" | "tempfail" | "permfail"}``.
+* ``GET|POST /api/mode`` with ``{"mode": "accept" | "tempfail" | "permfail" |
+  "lose-reply"}``. ``lose-reply`` keeps each message and then drops the connection
+  without answering, as when a server's 250 is lost on the way back: the client cannot
+  know whether the message arrived.
 
 Only the standard library and aiosmtpd: this file runs on its own, outside the platform.
 """
@@ -43,6 +46,7 @@ MODES: dict[str, str | None] = {
     "accept": None,
     "tempfail": "451 4.3.0 Try again later",
     "permfail": "550 5.1.1 Rejected",
+    "lose-reply": None,
 }
 ID_PATTERN = re.compile(r"[0-9]{6,}-[0-9a-f]{32}")
 MAX_BODY = 64 * 1024
@@ -152,6 +156,8 @@ class Handler:
         data = raw if isinstance(raw, bytes) else raw.encode()
         ident = self.box.store(data, envelope.mail_from, envelope.rcpt_tos)
         log.info("stored %s for %s", ident, ", ".join(envelope.rcpt_tos))
+        if self.box.mode == "lose-reply" and server.transport is not None:
+            server.transport.abort()  # kept, but the client never hears so
         return f"250 2.0.0 Ok: queued as {ident}"
 
 

@@ -53,6 +53,12 @@ class NotifierSettings(PlatformSettings):
         gt=0,
         description="Most emails per second to one SMTP server, all workers together.",
     )
+    notifier_lease_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="How long a sender holds the deliveries it leased; a crashed sender's "
+        "are leased again after it (and those it had handed to SMTP are left in doubt).",
+    )
     # -- retries
     notifier_retry_base_seconds: float = Field(
         1.0, gt=0, description="First back-off after an SMTP 4xx or connection error."

@@ -2,6 +2,11 @@
 
 Puts dead deliveries (5xx, gate refusals, retries exhausted, no contact card) back in
 the send queue, after their cause was fixed. Without options, every dead letter.
+
+A dead letter whose reason starts with ``in doubt:`` may have reached the mail server
+already: replay it by ``--id`` only after its Message-ID
+(``<notice_id.user_id.email@notifier.imt>``) was not found in the server's log, or the
+recipient gets it twice.
 """
 
 from __future__ import annotations

@@ -14,9 +14,16 @@
   ``notifier_max_attempts``; 5xx and gate refusals are dead letters with the reason
   (``python -m services.notifier.replay`` puts them back).
 
-The only gap left is the SMTP one: a crash after the server's 250 and before the
-outcome is recorded sends that message again once its lease expires. The Message-ID is
-derived from the idempotency key, so a receiving server can drop the duplicate.
+No email is sent twice, whenever a worker dies. Before a message's DATA, the sender
+commits a hand-over mark on the delivery, and only while it still holds the lease (a
+sender that lost it sends nothing). A lease that expires on a marked delivery means
+the worker died between the hand-over and recording the server's answer: the server
+may or may not have the message. Such a delivery is **in doubt** and becomes a dead
+letter with that reason instead of being sent again; so does one whose connection
+failed during DATA. Operators look for its Message-ID (derived from the idempotency
+key: notice, user, channel) in the mail server's log, and replay it if it is not
+there. A worker that dies before the hand-over leaves nothing in doubt: the delivery
+is leased again once the lease expires, and sent once.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from services.notifier.domain.rules import Recipient, backoff_seconds, suppressi
 from services.notifier.domain.templates import Footer, Renderer
 from services.notifier.mailer import (
     GatedTransport,
+    InDoubt,
     PermanentFailure,
     Refused,
     TemporaryFailure,
@@ -48,6 +56,7 @@ from services.notifier.mailer import (
 from services.notifier.pace import SendPace
 from shared.bus import add_envelopes
 from shared.bus.consumer import OUTAGES
+from shared.bus.faults import crash_point
 from shared.events import envelope_for
 from shared.events.catalogue.notifier import NoticeDelivered
 from shared.events.topics import NOTIFIER_DELIVERIES
@@ -56,7 +65,10 @@ from shared.vault.vault import SubjectShredded
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 120.0
+IN_DOUBT = (
+    "in doubt: {why}; not sent again, so it is never sent twice. If the mail server's log"
+    " has no message with its Message-ID, replay it"
+)
 RECORD_BATCH = 100  # outcomes pending that are written at once (else at each 0.1 s tick)
 TransportFactory = Callable[[], Transport]
 
@@ -77,6 +89,47 @@ class Wake:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await event.wait()
+
+
+class HandOvers:
+    """The senders' hand-over marks, committed together: one statement per round.
+
+    A mark waits for the round in progress, if any, and goes in the next with every
+    other mark that came meanwhile (group commit), so SMTP connections in parallel do
+    not each pay a database round trip of their own.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._waiting: list[tuple[int, datetime, asyncio.Future[None]]] = []
+        self._rounds: asyncio.Task[None] | None = None
+
+    async def mark(self, delivery_id: int, lease_until: datetime) -> None:
+        """Return once marked; raise LeaseLost, or the outage, if it could not be."""
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((delivery_id, lease_until, done))
+        if self._rounds is None or self._rounds.done():
+            self._rounds = asyncio.create_task(self._run_rounds())
+        await done
+
+    async def _run_rounds(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                async with self._pool.acquire() as conn:
+                    marked = await store.hand_over(conn, [(i, t) for i, t, _ in batch])
+            except Exception as exc:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for delivery_id, _, done in batch:
+                if done.done():
+                    continue
+                if delivery_id in marked:
+                    done.set_result(None)
+                else:
+                    done.set_exception(store.LeaseLost(f"delivery {delivery_id}: lease lost"))
 
 
 @dataclass(frozen=True)
@@ -142,6 +195,7 @@ class Sender:
             settings.notifier_send_rate_per_second,
             block=self._batch,
         )
+        self._hand_overs = HandOvers(pool)
         self._results: list[store.Result] = []
         self._recorded = Wake()
         self._space = Wake()
@@ -199,7 +253,9 @@ class Sender:
 
     async def _dispatch(self, limit: int) -> int:
         async with self._pool.acquire() as conn:  # one statement: atomic without BEGIN
-            rows = await store.claim_deliveries(conn, limit, LEASE_SECONDS)
+            rows = await store.claim_deliveries(
+                conn, limit, self.settings.notifier_lease_seconds
+            )
         # Every recipient's key in one round trip, not one each while composing.
         await self._vault.prefetch(r["user_id"] for r in rows if r["has_contact"])
         decided = await asyncio.gather(*(self._prepare(row) for row in rows))
@@ -213,6 +269,9 @@ class Sender:
     async def _prepare(self, row: Any) -> Job | store.Result:
         """Everything decided before SMTP: a job to send, or the outcome already."""
         s = self.settings
+        if row["in_doubt"]:
+            stopped = "a sender handed it to the SMTP server and stopped before the answer"
+            return _final(row, "dead", "failed", IN_DOUBT.format(why=stopped), attempted=True)
         # No card yet, or an older one than the notice needs (see SendNotice.card_changed_at).
         if not row["has_contact"]:
             if row["erasure_request"] is not None:
@@ -305,7 +364,9 @@ class Sender:
                 self._in_flight += 1
                 try:
                     await self._pace.acquire()
-                    self._add_result(await self._send(transport, job))
+                    result = await self._send(transport, job)
+                    if result is not None:
+                        self._add_result(result)
                 finally:
                     self._in_flight -= 1
                     self._queue.task_done()
@@ -314,10 +375,30 @@ class Sender:
         finally:
             await transport.close()
 
-    async def _send(self, transport: GatedTransport, job: Job) -> store.Result:
+    async def _send(self, transport: GatedTransport, job: Job) -> store.Result | None:
+        """The outcome of one attempt; None if the lease was lost (another sender has it)."""
         row = job.row
+
+        async def hand_over() -> None:
+            await self._hand_overs.mark(row["id"], row["lease_until"])
+            crash_point("notifier.after_hand_over")
+
         try:
-            await transport.send(job.email, message_id(row))
+            await transport.send(job.email, message_id(row), hand_over)
+            crash_point("notifier.after_accepted")
+        except store.LeaseLost as exc:
+            log.warning("sender: %s", exc)
+            return None
+        except InDoubt as exc:
+            return _final(row, "dead", "failed", IN_DOUBT.format(why=exc), attempted=True)
+        except OUTAGES as exc:  # the hand-over could not be recorded: nothing was sent
+            delay = backoff_seconds(
+                row["attempts"] + 1,
+                self.settings.notifier_retry_base_seconds,
+                self.settings.notifier_retry_max_seconds,
+            )
+            reason = f"hand-over not recorded: {type(exc).__name__}"
+            return _result(row, "pending", reason=reason, delay=delay)
         except Refused as exc:
             log.warning("gate refused %s: %s", row["template"], exc)
             return _final(row, "dead", "refused", f"compliance gate: {exc}", attempted=False)

@@ -343,7 +343,8 @@ WITH due AS (
     UPDATE deliveries d
     SET status = 'sending', next_attempt_at = now() + make_interval(secs => $2)
     FROM due WHERE d.id = due.id
-    RETURNING d.id, d.notice_id, d.user_id, d.attempts, d.waiting_since, d.erasure_request
+    RETURNING d.id, d.notice_id, d.user_id, d.attempts, d.waiting_since, d.erasure_request,
+              d.next_attempt_at AS lease_until, d.handed_over_at IS NOT NULL AS in_doubt
 )
 SELECT cl.*, n.template, n.category, n.params, n.recipient,
        c.user_id IS NOT NULL
@@ -366,8 +367,36 @@ LEFT JOIN contacts c ON c.user_id = cl.user_id
 
 
 async def claim_deliveries(conn: Connection, limit: int, lease_seconds: float) -> list[Any]:
-    """Lease due deliveries (crashed senders' leases expire and are claimed again)."""
+    """Lease due deliveries (crashed senders' leases expire and are claimed again).
+
+    A row's ``lease_until`` is its lease: only the holder can hand it over. ``in_doubt``
+    rows were handed to the SMTP server by a sender whose lease ran out before it
+    recorded the answer; they must not be sent again.
+    """
     return list(await conn.fetch(_CLAIM, limit, lease_seconds))
+
+
+class LeaseLost(Exception):
+    """The delivery's lease expired and it may be another sender's now: do not send."""
+
+
+_HAND_OVER = """
+UPDATE deliveries d SET handed_over_at = now()
+FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, lease_until)
+WHERE d.id = u.id AND d.status = 'sending' AND d.next_attempt_at = u.lease_until
+  AND d.next_attempt_at > now() AND d.handed_over_at IS NULL
+RETURNING d.id
+"""
+
+
+async def hand_over(conn: Connection, leases: Sequence[tuple[int, datetime]]) -> set[int]:
+    """Mark deliveries handed to the SMTP server; committed before their DATA is sent.
+
+    ``leases`` are (delivery id, lease_until) pairs. Returns the ids marked: those whose
+    sender still holds the lease it was given (any other must not be sent).
+    """
+    rows = await conn.fetch(_HAND_OVER, [i for i, _ in leases], [t for _, t in leases])
+    return {r["id"] for r in rows}
 
 
 @dataclass(frozen=True)
@@ -394,7 +423,8 @@ SET status = u.status, outcome = u.outcome, reason = u.reason,
     attempts = d.attempts + u.inc,
     next_attempt_at = now() + make_interval(secs => u.delay),
     waiting_since = CASE WHEN u.waiting THEN coalesce(d.waiting_since, now()) END,
-    finished_at = CASE WHEN u.status IN ('done', 'dead') THEN now() END
+    finished_at = CASE WHEN u.status IN ('done', 'dead') THEN now() END,
+    handed_over_at = CASE WHEN u.status = 'pending' THEN NULL ELSE d.handed_over_at END
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::float8[],
             $7::bool[]) AS u(id, status, outcome, reason, inc, delay, waiting)
 WHERE d.id = u.id AND d.status = 'sending'
@@ -434,7 +464,8 @@ async def replay_dead(
     status = await conn.execute(
         """
         UPDATE deliveries SET status = 'pending', outcome = NULL, reason = NULL, attempts = 0,
-               waiting_since = NULL, next_attempt_at = now(), finished_at = NULL
+               waiting_since = NULL, next_attempt_at = now(), finished_at = NULL,
+               handed_over_at = NULL
         WHERE status = 'dead' AND ($1::uuid IS NULL OR notice_id = $1)
           AND (cardinality($2::bigint[]) = 0 OR id = ANY($2))
         """,

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 
 from shared.bus.kafka_options import reliable_producer
 from shared.config import PlatformSettings
-from tests.e2e.notifier.support import Mailbox
+from tests.support.mailbox import Mailbox
 
 
 @pytest.fixture(scope="session")

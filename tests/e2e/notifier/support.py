@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import email
-import email.policy
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from email.message import EmailMessage
@@ -23,8 +20,8 @@ from shared.bus.kafka_options import client_options
 from shared.config import DEV_TOKEN_PRIVATE_KEY, PlatformSettings
 from shared.events import Envelope, Event, decode_envelope, encode_envelope, envelope_for
 from shared.events.catalogue.accounts import AgeBand, ContactCardChanged
+from tests.support.mailbox import eventually
 
-SMTP_WEB = "http://127.0.0.1:8025"
 CA_FILE = "/tmp/imt-privacy/tls/ca.pem"  # the local stack CA
 T = TypeVar("T")
 
@@ -95,64 +92,6 @@ async def publish_contact(
     )
     await publish(producer, card, subject=str(uid))
     return uid, address
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
-    *,
-    timeout: float = 60.0,
-    interval: float = 0.3,
-) -> T:
-    """Poll ``probe`` until ``done`` holds; the last value is returned (or raise)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout:.0f}s; last: {value!r}")
-        await asyncio.sleep(interval)
-
-
-class Mailbox:
-    """The SMTP sink's messages, read over its HTTP API (never cleared)."""
-
-    def __init__(self) -> None:
-        self._client = httpx.AsyncClient(base_url=SMTP_WEB, timeout=30)
-        self._cache: dict[str, EmailMessage] = {}
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-    async def to(self, *addresses: str) -> list[EmailMessage]:
-        """Every message received for any of ``addresses``, parsed, oldest first."""
-        wanted = {a.casefold() for a in addresses}
-        listing = (await self._client.get("/api/messages")).json()
-        found = []
-        for meta in listing:
-            if wanted & {r.casefold() for r in meta["rcpt_tos"]}:
-                found.append(await self._message(meta["id"]))
-        return found
-
-    async def _message(self, ident: str) -> EmailMessage:
-        if ident not in self._cache:
-            raw = (await self._client.get(f"/api/messages/{ident}")).content
-            parsed = email.message_from_bytes(raw, policy=email.policy.default)
-            assert isinstance(parsed, EmailMessage)
-            self._cache[ident] = parsed
-        return self._cache[ident]
-
-    async def wait_for(
-        self, addresses: Sequence[str], count: int, timeout: float = 60.0
-    ) -> list[EmailMessage]:
-        return await eventually(
-            lambda: self.to(*addresses), lambda m: len(m) >= count, timeout=timeout
-        )
-
-    async def set_mode(self, mode: str) -> None:
-        response = await self._client.post("/api/mode", json={"mode": mode})
-        response.raise_for_status()
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:

@@ -17,7 +17,6 @@ from shared.events.catalogue.accounts import IncidentDeclared, RequestReplied
 from shared.events.catalogue.notifier import NoticeCategory, SendNotice
 from tests.e2e.notifier.support import (
     CA_FILE,
-    Mailbox,
     notice_progress,
     operator_token,
     parts,
@@ -29,6 +28,7 @@ from tests.e2e.notifier.support import (
     wait_notice_settled,
     watch_topic,
 )
+from tests.support.mailbox import Mailbox
 
 CONFIG = NotifierSettings(environment="test")
 CATEGORIES = {

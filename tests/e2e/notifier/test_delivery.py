@@ -16,8 +16,6 @@ from shared.events.catalogue.accounts import IncidentDeclared, RequestReplied
 from shared.events.catalogue.deletion import EraseSubject
 from shared.events.catalogue.notifier import SendNotice
 from tests.e2e.notifier.support import (
-    Mailbox,
-    eventually,
     new_email,
     notice_progress,
     operator_token,
@@ -29,6 +27,7 @@ from tests.e2e.notifier.support import (
     wait_notice_settled,
     watch_topic,
 )
+from tests.support.mailbox import Mailbox, eventually
 
 
 async def test_after_an_smtp_outage_every_message_is_delivered_exactly_once(

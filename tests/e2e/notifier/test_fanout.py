@@ -17,8 +17,6 @@ from shared.config import PlatformSettings
 from shared.events.catalogue.accounts import IncidentDeclared, PolicyVersionPublished
 from shared.events.catalogue.notifier import SendNotice
 from tests.e2e.notifier.support import (
-    Mailbox,
-    eventually,
     notice_progress,
     operator_token,
     publish,
@@ -29,6 +27,7 @@ from tests.e2e.notifier.support import (
     wait_contacts,
     wait_notice_settled,
 )
+from tests.support.mailbox import Mailbox, eventually
 
 
 @pytest.fixture

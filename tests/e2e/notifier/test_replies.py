@@ -11,14 +11,8 @@ from aiokafka import AIOKafkaProducer
 
 from shared.events.catalogue.accounts import RequestReplied
 from shared.events.catalogue.notifier import SendNotice
-from tests.e2e.notifier.support import (
-    Mailbox,
-    parts,
-    publish,
-    publish_contact,
-    publish_envelope,
-    user_token,
-)
+from tests.e2e.notifier.support import parts, publish, publish_contact, publish_envelope, user_token
+from tests.support.mailbox import Mailbox
 
 
 @pytest.mark.promise("P-05")

@@ -7,12 +7,12 @@ import uuid
 
 import httpx
 
-from tests.e2e.notifier.support import Mailbox
 from tests.e2e.platform.test_password_reset_journey import (
     API,
     needs_accounts_and_notifier,
     token_from_mail,
 )
+from tests.support.mailbox import Mailbox
 
 
 async def test_a_changed_email_is_verified_at_the_new_address_only(platform: str) -> None:

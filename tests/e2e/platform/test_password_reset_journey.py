@@ -10,7 +10,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.notifier.support import Mailbox, parts
+from tests.e2e.notifier.support import parts
+from tests.support.mailbox import Mailbox
 
 API = "/api/accounts"
 TOKEN_IN_LINK = re.compile(r"/(verify-email|reset-password)#token=([A-Za-z0-9_\-]+)")

@@ -126,8 +126,7 @@ async def test_writing_to_the_outbox_sends_no_notification(conn: asyncpg.Connect
     # of the cluster (migrations/004_outbox_polled.sql): no trigger may put that on
     # every write that queues an event. The relay polls instead.
     triggers = await conn.fetch(
-        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'bus_outbox'::regclass"
-        " AND NOT tgisinternal"
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'bus_outbox'::regclass AND NOT tgisinternal"
     )
     notifying = await conn.fetch(
         "SELECT proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"

@@ -9,87 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from services.notifier import handlers, store
 from services.notifier.config import NotifierSettings
-from services.notifier.mailer import PermanentFailure, TemporaryFailure, Wire
+from services.notifier.mailer import Wire
 from services.notifier.sender import Sender, Wake
 from shared.vault import Vault
-
-USERS = 60
-
-
-class Capture:
-    """A transport that keeps what it is given; some recipients fail as told."""
-
-    def __init__(self, box: list[Wire], failing: dict[str, int]) -> None:
-        self._box = box
-        self._failing = failing
-
-    async def send(self, wire: Wire) -> None:
-        code = self._failing.get(wire.recipient)
-        if code is not None:
-            failure = TemporaryFailure if code < 500 else PermanentFailure
-            raise failure(f"recipient refused ([{code}])")
-        await asyncio.sleep(0.001)  # a round trip, so the senders interleave
-        self._box.append(wire)
-
-    async def close(self) -> None:
-        pass
-
-
-def address(uid: uuid.UUID) -> str:
-    return f"u-{uid.hex[:12]}@example.org"
-
-
-async def seed(pool: asyncpg.Pool, vault: Vault) -> tuple[uuid.UUID, list[uuid.UUID]]:
-    users = [uuid.uuid4() for _ in range(USERS)]
-    records = [
-        (
-            u,
-            handlers.email_index(vault, address(u)),
-            await vault.seal(u, address(u), purpose=handlers.EMAIL_PURPOSE),
-            await vault.seal(u, "Ada", purpose=handlers.NAME_PURPOSE),
-            "adult",
-        )
-        for u in users
-    ]
-    notice = uuid.uuid4()
-    async with pool.acquire() as conn:
-        await conn.copy_records_to_table(
-            "contacts",
-            records=records,
-            columns=["user_id", "email_index", "email", "name", "age_band"],
-        )
-        await conn.execute(
-            "INSERT INTO suppressions (email_index, category, source) VALUES ($1, 'all', 'page')",
-            handlers.email_index(vault, address(users[0])),
-        )
-        await conn.execute(
-            "INSERT INTO notices (notice_id, template, category, audience, params, channels,"
-            " source, status) VALUES ($1, 'request_reply', 'transactional', 'listed', $2,"
-            " '{email}', 'test', 'fanned_out')",
-            notice,
-            {"request_id": "r-1"},
-        )
-        await conn.copy_records_to_table(
-            "deliveries", records=[(notice, u) for u in users], columns=["notice_id", "user_id"]
-        )
-    return notice, users
-
-
-async def until(check: Callable[[], Awaitable[bool]], seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, "not settled in time"
-        await asyncio.sleep(0.05)
+from tests.integration.notifier.support import USERS, Capture, address, seed, until
 
 
 async def test_two_workers_mail_each_recipient_once(pool: asyncpg.Pool) -> None:

@@ -16,8 +16,8 @@ import pytest
 
 from services.notifier.domain.compliance import OutgoingEmail
 from services.notifier.domain.templates import TEMPLATES
-from services.notifier.mailer import Refused, build_message
-from tests.unit.notifier.test_compliance import render
+from services.notifier.mailer import GatedTransport, HandOver, Refused, Wire, build_message
+from tests.unit.notifier.test_compliance import POLICY, render
 
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP
@@ -141,3 +141,25 @@ def test_a_line_break_in_a_header_is_refused_not_sent(field: str) -> None:
 def test_the_envelope_recipient_is_what_parseaddr_reads(to: str) -> None:
     email = dataclasses.replace(render("request_reply", "transactional"), to=to)
     assert build_message(email, "<a.b.email@notifier.imt>").recipient == parseaddr(to)[1]
+
+
+class _Never:
+    """A transport that must not be reached."""
+
+    async def send(self, wire: Wire, hand_over: HandOver) -> None:
+        raise AssertionError(f"sent to {wire.recipient!r}")
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("to", ['"ada lovelace"@example.org', "adä@example.org", "<>"])
+async def test_a_recipient_the_envelope_cannot_carry_as_is_is_refused(to: str) -> None:
+    email = dataclasses.replace(render("request_reply", "transactional"), to=to)
+    transport = GatedTransport(_Never(), POLICY)
+
+    async def hand_over() -> None:
+        raise AssertionError("handed over")
+
+    with pytest.raises(Refused):
+        await transport.send(email, "<a.b.email@notifier.imt>", hand_over)

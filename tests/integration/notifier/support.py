@@ -1,0 +1,85 @@
+"""What the sender tests share: seeded contacts and deliveries, a capturing transport."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from services.notifier import handlers
+from services.notifier.mailer import HandOver, PermanentFailure, TemporaryFailure, Wire
+from shared.vault import Vault
+
+USERS = 60
+
+
+class Capture:
+    """A transport that keeps what it is given; some recipients fail as told."""
+
+    def __init__(self, box: list[Wire], failing: dict[str, int]) -> None:
+        self._box = box
+        self._failing = failing
+
+    async def send(self, wire: Wire, hand_over: HandOver) -> None:
+        code = self._failing.get(wire.recipient)
+        if code is not None:
+            failure = TemporaryFailure if code < 500 else PermanentFailure
+            raise failure(f"recipient refused ([{code}])")
+        await hand_over()
+        await asyncio.sleep(0.001)  # a round trip, so the senders interleave
+        self._box.append(wire)
+
+    async def close(self) -> None:
+        pass
+
+
+def address(uid: uuid.UUID) -> str:
+    return f"u-{uid.hex[:12]}@example.org"
+
+
+async def seed(
+    pool: asyncpg.Pool, vault: Vault, count: int = USERS
+) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    users = [uuid.uuid4() for _ in range(count)]
+    records = [
+        (
+            u,
+            handlers.email_index(vault, address(u)),
+            await vault.seal(u, address(u), purpose=handlers.EMAIL_PURPOSE),
+            await vault.seal(u, "Ada", purpose=handlers.NAME_PURPOSE),
+            "adult",
+        )
+        for u in users
+    ]
+    notice = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await conn.copy_records_to_table(
+            "contacts",
+            records=records,
+            columns=["user_id", "email_index", "email", "name", "age_band"],
+        )
+        await conn.execute(
+            "INSERT INTO suppressions (email_index, category, source) VALUES ($1, 'all', 'page')",
+            handlers.email_index(vault, address(users[0])),
+        )
+        await conn.execute(
+            "INSERT INTO notices (notice_id, template, category, audience, params, channels,"
+            " source, status) VALUES ($1, 'request_reply', 'transactional', 'listed', $2,"
+            " '{email}', 'test', 'fanned_out')",
+            notice,
+            {"request_id": "r-1"},
+        )
+        await conn.copy_records_to_table(
+            "deliveries", records=[(notice, u) for u in users], columns=["notice_id", "user_id"]
+        )
+    return notice, users
+
+
+async def until(check: Callable[[], Awaitable[bool]], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "not settled in time"
+        await asyncio.sleep(0.05)

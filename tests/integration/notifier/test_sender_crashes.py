@@ -1,0 +1,213 @@
+"""No email twice, none lost: the sender killed at every window, and a lost SMTP reply.
+
+The sender runs as a real process (``tests.support.sender_process``) on a scratch
+notifier database and mails the local SMTP sink over STARTTLS. It dies, by the crash
+points of shared.bus.faults, right after the server accepted a message (before the
+outcome is recorded), then right after a hand-over mark committed (before DATA, so that
+message never left); then it is killed from outside while sending. Leases are 2 s, so
+every restart leases again what the dead process held.
+
+Afterwards each delivery has exactly one message in the sink and is ``sent``, or is a
+dead letter *in doubt* with at most one; no message is there twice. Replaying the in
+doubt one that never arrived (what an operator does after reading the mail log) sends
+it, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from services.notifier import store
+from services.notifier.config import NotifierSettings
+from services.notifier.mailer import SmtpTransport
+from services.notifier.sender import Sender, Wake, message_id
+from shared.vault import Vault
+from tests.integration.notifier.support import address, seed, until
+from tests.support.mailbox import Mailbox
+
+REPO = Path(__file__).resolve().parents[3]
+USERS = 40
+IN_DOUBT = "in doubt: "
+
+
+class SenderProcess:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, crash_points: str = "") -> None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "IMT_ENVIRONMENT": "test",
+            "IMT_LOG_LEVEL": "WARNING",
+            "IMT_NOTIFIER_LEASE_SECONDS": "2",
+            # Slow enough that a kill from outside lands while emails are going out.
+            "IMT_NOTIFIER_SEND_RATE_PER_SECOND": "20",
+            "IMT_CRASH_POINTS": crash_points,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.sender_process", self.dsn], cwd=REPO, env=env
+        )
+
+    async def died(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            assert time.monotonic() < deadline, "the sender did not reach its crash point"
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def deliveries(pool: asyncpg.Pool, notice: uuid.UUID) -> dict[uuid.UUID, Any]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT id, user_id, status, outcome, reason, handed_over_at FROM deliveries"
+            " WHERE notice_id = $1",
+            notice,
+        )
+    return {r["user_id"]: r for r in rows}
+
+
+async def settled(pool: asyncpg.Pool, notice: uuid.UUID) -> bool:
+    return all(r["status"] in ("done", "dead") for r in (await deliveries(pool, notice)).values())
+
+
+async def copies(mailbox: Mailbox, users: list[uuid.UUID]) -> Counter[str]:
+    """How many messages the sink holds per Message-ID, for these users."""
+    messages = await mailbox.to(*(address(u) for u in users))
+    return Counter(str(m["Message-ID"]) for m in messages)
+
+
+async def test_sigkill_at_every_window_sends_no_email_twice_and_loses_none(
+    pool: asyncpg.Pool, scratch_dsn: str
+) -> None:
+    config = NotifierSettings(environment="test")
+    vault = await Vault.connect(config, pool)
+    notice, users = await seed(pool, vault, count=USERS)  # users[0] opted out
+    await vault.close()
+    mailbox = Mailbox()
+    sender = SenderProcess(scratch_dsn)
+    try:
+        sender.start("notifier.after_accepted:1")
+        assert await sender.died() == -signal.SIGKILL
+        sender.start("notifier.after_hand_over:1")
+        assert await sender.died() == -signal.SIGKILL
+        finished = await _finished(pool, notice)
+        sender.start()
+        # Killed from outside once it has recorded outcomes of its own, while sending.
+        await until(lambda: _more_finished(pool, notice, finished), seconds=60)
+        sender.kill()
+        sender.start()
+        await until(lambda: settled(pool, notice), seconds=90)
+    finally:
+        sender.stop()
+
+    rows = await deliveries(pool, notice)
+    counts = await copies(mailbox, users)
+    assert all(n == 1 for n in counts.values()), f"sent twice: {counts}"
+    assert (rows[users[0]]["status"], rows[users[0]]["outcome"]) == ("done", "suppressed")
+    in_doubt = {u for u, r in rows.items() if r["status"] == "dead"}
+    for u in users[1:]:
+        row, present = rows[u], counts[_message_id(notice, u)]
+        if u in in_doubt:
+            assert row["reason"].startswith(IN_DOUBT), row["reason"]
+            assert row["handed_over_at"] is not None
+        else:
+            assert (row["status"], row["outcome"], present) == ("done", "sent", 1)
+    # The first process died after the server took a message; the second before DATA.
+    arrived = {u for u in in_doubt if counts[_message_id(notice, u)] == 1}
+    missing = in_doubt - arrived
+    assert arrived
+    assert missing
+    assert len(in_doubt) < USERS // 2  # the rest went out normally, once
+    async with pool.acquire() as conn:
+        outcomes = Counter(
+            await conn.fetchval(
+                "SELECT array_agg(convert_from(value, 'UTF8')::jsonb #>> '{data,user_id}')"
+                " FROM bus_outbox"
+            )
+        )
+    assert outcomes == Counter({str(u): 1 for u in users})  # one NoticeDelivered each
+
+    # The operator finds no trace of the missing ones in the mail log and replays them.
+    async with pool.acquire() as conn:
+        replayed = await store.replay_dead(conn, delivery_ids=[rows[u]["id"] for u in missing])
+    assert replayed == len(missing)
+    vault = await Vault.connect(config, pool)
+    resend = Sender(config, pool, vault, lambda: SmtpTransport(config), Wake())
+    task = asyncio.create_task(resend.run())
+    try:
+        await until(lambda: settled(pool, notice), seconds=60)
+    finally:
+        resend.stop()
+        await task
+        await vault.close()
+    counts = await copies(mailbox, users)
+    await mailbox.close()
+    assert counts == Counter({_message_id(notice, u): 1 for u in users[1:]})
+
+
+async def test_a_reply_lost_after_data_leaves_the_email_in_doubt_not_sent_again(
+    pool: asyncpg.Pool,
+) -> None:
+    config = NotifierSettings(environment="test")
+    vault = await Vault.connect(config, pool)
+    notice, users = await seed(pool, vault, count=3)  # users[0] opted out
+    mailbox = Mailbox()
+    await mailbox.set_mode("lose-reply")
+    sender = Sender(config, pool, vault, lambda: SmtpTransport(config), Wake())
+    task = asyncio.create_task(sender.run())
+    try:
+        await until(lambda: settled(pool, notice), seconds=60)
+    finally:
+        await mailbox.set_mode("accept")
+        sender.stop()
+        await task
+        await vault.close()
+    rows = await deliveries(pool, notice)
+    counts = await copies(mailbox, users)
+    await mailbox.close()
+    for u in users[1:]:
+        assert rows[u]["status"] == "dead"
+        assert rows[u]["reason"].startswith(f"{IN_DOUBT}SMTP connection lost during DATA")
+    # The server kept each message although its answer never came: one copy, no retry.
+    assert counts == Counter({_message_id(notice, u): 1 for u in users[1:]})
+
+
+def _message_id(notice: uuid.UUID, user: uuid.UUID) -> str:
+    return message_id({"notice_id": notice, "user_id": user})
+
+
+async def _finished(pool: asyncpg.Pool, notice: uuid.UUID) -> int:
+    rows = await deliveries(pool, notice)
+    return sum(1 for r in rows.values() if r["status"] in ("done", "dead"))
+
+
+async def _more_finished(pool: asyncpg.Pool, notice: uuid.UUID, before: int) -> bool:
+    return await _finished(pool, notice) > before
