@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from services.notifier import store
 from services.notifier.config import NotifierSettings
@@ -104,6 +105,7 @@ async def copies(mailbox: Mailbox, users: list[uuid.UUID]) -> Counter[str]:
     return Counter(str(m["Message-ID"]) for m in messages)
 
 
+@pytest.mark.promise("P-05")  # a reply's email: once, whatever the sender's crashes
 async def test_sigkill_at_every_window_sends_no_email_twice_and_loses_none(
     pool: asyncpg.Pool, scratch_dsn: str
 ) -> None:
