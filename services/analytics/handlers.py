@@ -13,6 +13,7 @@ from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter as CounterChild
 
 from services.analytics import store
@@ -80,33 +81,41 @@ async def collect(
     """
     now = datetime.now(UTC)
     visitor: dict[str, str] = {}  # per site: a batch comes from one client
-    events, acks = [], []
-    for beacon in beacons:
-        visit = collector.memo.scrub(beacon, user_agent)
-        if visit.site not in visitor:
-            salt = collector.salt.current()
-            visitor[visit.site] = visitor_hash(salt, visit.site, client_address, user_agent)
-        event = VisitRecorded(
-            beacon_id=visit.beacon_id,
-            visitor_hash=visitor[visit.site],
-            site=visit.site,
-            page=visit.page,
-            referrer_host=visit.referrer_host,
-            device_class=visit.device_class,
-            load_time_ms=visit.load_time_ms,
-            occurred_at=now,
-        )
-        envelope = envelope_for(event, source=SOURCE, subject=None)
-        acks.append(
-            await collector.producer.send(
-                collector.topic,
-                value=encode_envelope(envelope),
-                key=None,
-                headers=envelope.headers(),
+    events: list[VisitRecorded] = []
+    acks: list[asyncio.Future[RecordMetadata]] = []
+    try:
+        for beacon in beacons:
+            visit = collector.memo.scrub(beacon, user_agent)
+            if visit.site not in visitor:
+                salt = collector.salt.current()
+                visitor[visit.site] = visitor_hash(salt, visit.site, client_address, user_agent)
+            event = VisitRecorded(
+                beacon_id=visit.beacon_id,
+                visitor_hash=visitor[visit.site],
+                site=visit.site,
+                page=visit.page,
+                referrer_host=visit.referrer_host,
+                device_class=visit.device_class,
+                load_time_ms=visit.load_time_ms,
+                occurred_at=now,
             )
-        )
-        events.append(event)
-    await asyncio.gather(*acks)
+            envelope = envelope_for(event, source=SOURCE, subject=None)
+            acks.append(
+                await collector.producer.send(
+                    collector.topic,
+                    value=encode_envelope(envelope),
+                    key=None,
+                    headers=envelope.headers(),
+                )
+            )
+            events.append(event)
+    finally:
+        # Every queued record is waited for, also when a later one could not be queued:
+        # no acknowledgement, or error, is left for nobody to read.
+        outcomes = await asyncio.gather(*acks, return_exceptions=True)
+    failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+    if failed is not None:
+        raise failed
     collector.published.inc(len(events))
     return events
 
