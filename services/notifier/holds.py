@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+FIRST_HOLD_SECONDS = 2.0  # doubled with each further failure in a row
 MAX_HOLD_SECONDS = 15 * 60
 LAST_FAILURE_CHARS = 200
 
@@ -38,7 +39,8 @@ _HOLD = """
 UPDATE notices
 SET failures = failures + 1, last_failure = $2,
     held_until = clock_timestamp()
-                 + make_interval(secs => least(power(2, least(failures + 1, 30)), $3::float8))
+                 + make_interval(secs => least($4::float8 * power(2, least(failures, 30)),
+                                               $3::float8))
 WHERE notice_id = $1
 RETURNING failures
 """
@@ -77,7 +79,9 @@ async def isolated(
     except OUTAGES:
         raise  # the servers, not the notice: the loop waits for them, holding nothing
     except Exception as exc:
-        failures = await conn.fetchval(_HOLD, notice_id, describe(exc), MAX_HOLD_SECONDS)
+        failures = await conn.fetchval(
+            _HOLD, notice_id, describe(exc), MAX_HOLD_SECONDS, FIRST_HOLD_SECONDS
+        )
         log.error(
             "%s: notice %s failed (%s in a row), held back",
             loop,

@@ -275,10 +275,11 @@ async def _envelope(client: aiosmtplib.SMTP, wire: Wire) -> None:
     the sender's CPU for nothing."""
     if client.is_ehlo_or_helo_needed:
         await client.ehlo()
-    response = await client.execute_command(b"MAIL", b"FROM:<" + wire.sender.encode("ascii") + b">")
+    sender, recipient = wire.sender.encode("ascii"), wire.recipient.encode("ascii")
+    response = await client.execute_command(b"MAIL", b"FROM:<" + sender + b">")
     if response.code != 250:
         raise aiosmtplib.SMTPSenderRefused(response.code, response.message, wire.sender)
-    response = await client.execute_command(b"RCPT", b"TO:<" + wire.recipient.encode("ascii") + b">")
+    response = await client.execute_command(b"RCPT", b"TO:<" + recipient + b">")
     if response.code not in (250, 251):
         raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, wire.recipient)
 

@@ -253,9 +253,7 @@ class Sender:
 
     async def _dispatch(self, limit: int) -> int:
         async with self._pool.acquire() as conn:  # one statement: atomic without BEGIN
-            rows = await store.claim_deliveries(
-                conn, limit, self.settings.notifier_lease_seconds
-            )
+            rows = await store.claim_deliveries(conn, limit, self.settings.notifier_lease_seconds)
         # Every recipient's key in one round trip, not one each while composing.
         await self._vault.prefetch(r["user_id"] for r in rows if r["has_contact"])
         decided = await asyncio.gather(*(self._prepare(row) for row in rows))
