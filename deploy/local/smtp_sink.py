@@ -156,8 +156,9 @@ class Handler:
         data = raw if isinstance(raw, bytes) else raw.encode()
         ident = self.box.store(data, envelope.mail_from, envelope.rcpt_tos)
         log.info("stored %s for %s", ident, ", ".join(envelope.rcpt_tos))
-        if self.box.mode == "lose-reply" and server.transport is not None:
-            server.transport.abort()  # kept, but the client never hears so
+        transport = server.transport
+        if self.box.mode == "lose-reply" and isinstance(transport, asyncio.Transport):
+            transport.abort()  # kept, but the client never hears so
         return f"250 2.0.0 Ok: queued as {ident}"
 
 
