@@ -34,6 +34,12 @@ class NotifierGauges:
             "Emails given up on in the last hour (not replayed since).",
             registry=registry,
         )
+        self.in_doubt = Gauge(
+            "email_in_doubt",
+            "Dead emails the mail server may have received (a sender stopped, or the "
+            "connection was lost, after handing it over): not replayed in bulk.",
+            registry=registry,
+        )
         self.overdue = Gauge(
             "email_oldest_due_seconds",
             "How long the most overdue email has been due (0: none is).",
@@ -48,3 +54,4 @@ class NotifierGauges:
             self.deliveries.labels(status).set(count)
         self.overdue.set(state.oldest_due_seconds)
         self.dead_last_hour.set(state.dead_last_hour)
+        self.in_doubt.set(state.in_doubt)

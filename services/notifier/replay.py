@@ -1,10 +1,11 @@
 """Replay email dead letters: ``python -m services.notifier.replay [--notice ID] [--id N ...]``.
 
 Puts dead deliveries (5xx, gate refusals, retries exhausted, no contact card) back in
-the send queue, after their cause was fixed. Without options, every dead letter.
+the send queue, after their cause was fixed. Without options, every dead letter but
+those in doubt.
 
-A dead letter whose reason starts with ``in doubt:`` may have reached the mail server
-already: replay it by ``--id`` only after its Message-ID
+A dead letter in doubt (its reason starts with ``in doubt:``) may have reached the mail
+server already: it is replayed only by ``--id``, after its Message-ID
 (``<notice_id.user_id.email@notifier.imt>``) was not found in the server's log, or the
 recipient gets it twice.
 """

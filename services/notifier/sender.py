@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ log = logging.getLogger(__name__)
 
 IN_DOUBT = (
     "in doubt: {why}; not sent again, so it is never sent twice. If the mail server's log"
-    " has no message with its Message-ID, replay it"
+    " has no message with its Message-ID, replay it by its id"
 )
 RECORD_BATCH = 100  # outcomes pending that are written at once (else at each 0.1 s tick)
 TransportFactory = Callable[[], Transport]
@@ -269,7 +270,7 @@ class Sender:
         s = self.settings
         if row["in_doubt"]:
             stopped = "a sender handed it to the SMTP server and stopped before the answer"
-            return _final(row, "dead", "failed", IN_DOUBT.format(why=stopped), attempted=True)
+            return _in_doubt(row, stopped)
         # No card yet, or an older one than the notice needs (see SendNotice.card_changed_at).
         if not row["has_contact"]:
             if row["erasure_request"] is not None:
@@ -388,7 +389,7 @@ class Sender:
             log.warning("sender: %s", exc)
             return None
         except InDoubt as exc:
-            return _final(row, "dead", "failed", IN_DOUBT.format(why=exc), attempted=True)
+            return _in_doubt(row, str(exc))
         except OUTAGES as exc:  # the hand-over could not be recorded: nothing was sent
             delay = backoff_seconds(
                 row["attempts"] + 1,
@@ -520,3 +521,8 @@ def _final(
     row: Any, status: str, outcome: str, reason: str | None, attempted: bool = False
 ) -> store.Result:
     return _result(row, status, outcome=outcome, reason=reason, attempted=attempted)
+
+
+def _in_doubt(row: Any, why: str) -> store.Result:
+    final = _final(row, "dead", "failed", IN_DOUBT.format(why=why), attempted=True)
+    return dataclasses.replace(final, in_doubt=True)

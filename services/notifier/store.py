@@ -412,6 +412,7 @@ class Result:
     delay_seconds: float = 0.0
     smtp_attempted: bool = False
     waiting_for_contact: bool = False
+    in_doubt: bool = False  # the server may have it: never replayed in bulk
     erasure_request: UUID | None = None
     template: str = ""
     params: dict[str, str] = field(default_factory=dict)
@@ -424,9 +425,11 @@ SET status = u.status, outcome = u.outcome, reason = u.reason,
     next_attempt_at = now() + make_interval(secs => u.delay),
     waiting_since = CASE WHEN u.waiting THEN coalesce(d.waiting_since, now()) END,
     finished_at = CASE WHEN u.status IN ('done', 'dead') THEN now() END,
-    handed_over_at = CASE WHEN u.status = 'pending' THEN NULL ELSE d.handed_over_at END
+    handed_over_at = CASE WHEN u.status = 'pending' THEN NULL ELSE d.handed_over_at END,
+    in_doubt = u.in_doubt
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::float8[],
-            $7::bool[]) AS u(id, status, outcome, reason, inc, delay, waiting)
+            $7::bool[], $8::bool[]) AS u(id, status, outcome, reason, inc, delay, waiting,
+                                          in_doubt)
 WHERE d.id = u.id AND d.status = 'sending'
 """
 
@@ -441,6 +444,7 @@ async def record_results(conn: Connection, results: Sequence[Result]) -> None:
         [1 if r.smtp_attempted else 0 for r in results],
         [r.delay_seconds for r in results],
         [r.waiting_for_contact for r in results],
+        [r.in_doubt for r in results],
     )
     policy = [
         (r.user_id, r.params.get("policy_version", ""))
@@ -460,14 +464,20 @@ async def record_results(conn: Connection, results: Sequence[Result]) -> None:
 async def replay_dead(
     conn: Connection, *, notice_id: UUID | None = None, delivery_ids: Sequence[int] = ()
 ) -> int:
-    """Dead letters back to pending (after the cause was fixed): the replay command."""
+    """Dead letters back to pending (after the cause was fixed): the replay command.
+
+    Deliveries in doubt (the mail server may have them) are replayed only when named by
+    id, never in bulk: a replay of every dead letter after an outage must not mail
+    anyone twice.
+    """
     status = await conn.execute(
         """
         UPDATE deliveries SET status = 'pending', outcome = NULL, reason = NULL, attempts = 0,
                waiting_since = NULL, next_attempt_at = now(), finished_at = NULL,
-               handed_over_at = NULL
+               handed_over_at = NULL, in_doubt = false
         WHERE status = 'dead' AND ($1::uuid IS NULL OR notice_id = $1)
           AND (cardinality($2::bigint[]) = 0 OR id = ANY($2))
+          AND (cardinality($2::bigint[]) > 0 OR NOT in_doubt)
         """,
         notice_id,
         list(delivery_ids),
@@ -564,6 +574,7 @@ class OpsGauges:
     deliveries: dict[str, int]  # pending, sending, dead
     oldest_due_seconds: float
     dead_last_hour: int  # given up on in the last hour (and not replayed since)
+    in_doubt: int  # dead letters the mail server may have: an operator must look
 
 
 async def ops_gauges(conn: Connection) -> OpsGauges:
@@ -575,6 +586,7 @@ async def ops_gauges(conn: Connection) -> OpsGauges:
         " (SELECT count(*) FROM deliveries WHERE status = 'dead') AS dead,"
         " (SELECT count(*) FROM deliveries WHERE status = 'dead'"
         "    AND finished_at > now() - interval '1 hour') AS dead_last_hour,"
+        " (SELECT count(*) FROM deliveries WHERE status = 'dead' AND in_doubt) AS in_doubt,"
         " (SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)"
         "    FROM deliveries WHERE status IN ('pending', 'sending')"
         "    AND next_attempt_at <= now()) AS oldest_due"
@@ -585,4 +597,5 @@ async def ops_gauges(conn: Connection) -> OpsGauges:
         deliveries={s: row[s] for s in ("pending", "sending", "dead")},
         oldest_due_seconds=max(0.0, float(row["oldest_due"])),
         dead_last_hour=row["dead_last_hour"],
+        in_doubt=row["in_doubt"],
     )

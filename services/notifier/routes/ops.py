@@ -78,7 +78,8 @@ async def dead_letters(
     async with runtime.pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT d.id, d.notice_id, d.user_id, n.template, n.category, d.outcome, d.reason,"
-            " d.attempts, d.finished_at FROM deliveries d JOIN notices n USING (notice_id)"
+            " d.attempts, d.finished_at, d.in_doubt"
+            " FROM deliveries d JOIN notices n USING (notice_id)"
             " WHERE d.status = 'dead' ORDER BY d.finished_at DESC LIMIT $1",
             limit,
         )
@@ -92,7 +93,8 @@ class Replay(BaseModel):
 
 @router.post("/dead-letters/replay")
 async def replay(body: Replay, _op: Operator, runtime: RuntimeDep) -> dict[str, int]:
-    """Put dead letters back in the queue (after fixing their cause)."""
+    """Put dead letters back in the queue (after fixing their cause). Those in doubt
+    (``in_doubt``: the mail server may have them) only when listed in ``delivery_ids``."""
     async with runtime.pool.acquire() as conn:
         count = await store.replay_dead(
             conn, notice_id=body.notice_id, delivery_ids=body.delivery_ids

@@ -88,7 +88,7 @@ class SenderProcess:
 async def deliveries(pool: asyncpg.Pool, notice: uuid.UUID) -> dict[uuid.UUID, Any]:
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT id, user_id, status, outcome, reason, handed_over_at FROM deliveries"
+            "SELECT id, user_id, status, outcome, reason, handed_over_at, in_doubt FROM deliveries"
             " WHERE notice_id = $1",
             notice,
         )
@@ -140,6 +140,7 @@ async def test_sigkill_at_every_window_sends_no_email_twice_and_loses_none(
         if u in in_doubt:
             assert row["reason"].startswith(IN_DOUBT), row["reason"]
             assert row["handed_over_at"] is not None
+            assert row["in_doubt"]
         else:
             assert (row["status"], row["outcome"], present) == ("done", "sent", 1)
     # The first process died after the server took a message; the second before DATA.
@@ -157,8 +158,11 @@ async def test_sigkill_at_every_window_sends_no_email_twice_and_loses_none(
         )
     assert outcomes == Counter({str(u): 1 for u in users})  # one NoticeDelivered each
 
-    # The operator finds no trace of the missing ones in the mail log and replays them.
+    # A replay of every dead letter leaves those in doubt out; the operator finds no
+    # trace of the missing ones in the mail log and replays them by id.
     async with pool.acquire() as conn:
+        assert (await store.ops_gauges(conn)).in_doubt == len(in_doubt)
+        assert await store.replay_dead(conn) == 0
         replayed = await store.replay_dead(conn, delivery_ids=[rows[u]["id"] for u in missing])
     assert replayed == len(missing)
     vault = await Vault.connect(config, pool)
@@ -196,7 +200,7 @@ async def test_a_reply_lost_after_data_leaves_the_email_in_doubt_not_sent_again(
     counts = await copies(mailbox, users)
     await mailbox.close()
     for u in users[1:]:
-        assert rows[u]["status"] == "dead"
+        assert (rows[u]["status"], rows[u]["in_doubt"]) == ("dead", True)
         assert rows[u]["reason"].startswith(f"{IN_DOUBT}SMTP connection lost during DATA")
     # The server kept each message although its answer never came: one copy, no retry.
     assert counts == Counter({_message_id(notice, u): 1 for u in users[1:]})
