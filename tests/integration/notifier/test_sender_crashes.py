@@ -32,7 +32,7 @@ import pytest
 from services.notifier import store
 from services.notifier.config import NotifierSettings
 from services.notifier.mailer import SmtpTransport
-from services.notifier.sender import Sender, Wake, message_id
+from services.notifier.sender import HandOvers, Sender, Wake, message_id
 from shared.vault import Vault
 from tests.integration.notifier.support import address, seed, until
 from tests.support.mailbox import Mailbox
@@ -217,3 +217,29 @@ async def _finished(pool: asyncpg.Pool, notice: uuid.UUID) -> int:
 
 async def _more_finished(pool: asyncpg.Pool, notice: uuid.UUID, before: int) -> bool:
     return await _finished(pool, notice) > before
+
+
+async def test_only_the_holder_of_a_live_lease_can_hand_a_delivery_over(
+    pool: asyncpg.Pool,
+) -> None:
+    config = NotifierSettings(environment="test")
+    vault = await Vault.connect(config, pool)
+    await seed(pool, vault, count=2)
+    await vault.close()
+    marks = HandOvers(pool)
+    async with pool.acquire() as conn:
+        stalled = await store.claim_deliveries(conn, 2, 0.5)
+    await asyncio.sleep(1.0)  # the first sender stalls past its lease...
+    async with pool.acquire() as conn:
+        taken = {r["id"]: r for r in await store.claim_deliveries(conn, 2, 600)}
+    assert set(taken) == {r["id"] for r in stalled}  # ...and another one leased them
+    for row in stalled:
+        with pytest.raises(store.LeaseLost):
+            await marks.mark(row["id"], row["lease_until"])
+    # The new holder hands both over; a second hand-over of one is refused.
+    first, second = taken.values()
+    await asyncio.gather(*(marks.mark(r["id"], r["lease_until"]) for r in (first, second)))
+    with pytest.raises(store.LeaseLost):
+        await marks.mark(first["id"], first["lease_until"])
+    rows = await deliveries(pool, first["notice_id"])
+    assert all(r["handed_over_at"] is not None for r in rows.values())
