@@ -28,6 +28,7 @@ from shared.config import PlatformSettings
 from shared.events import dlq_of, encode_envelope, envelope_for
 from shared.events.catalogue.analytics import VisitRecorded
 from tests.e2e.analytics.support import unique_site
+from tests.support.processes import end
 
 REPO = Path(__file__).resolve().parents[3]
 WAVES = 4
@@ -79,13 +80,7 @@ class Worker:
         assert self.proc.returncode == -signal.SIGKILL
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc)
         shutil.rmtree(self.datadir, ignore_errors=True)
         self.log.unlink(missing_ok=True)
 

@@ -24,6 +24,7 @@ from services.deletion import backups
 from services.deletion.config import DeletionSettings
 from shared.config import PlatformSettings
 from tests.integration.deletion.harness import harness_settings, running_harness, scratch_topics
+from tests.support.processes import end
 
 REPO = Path(__file__).resolve().parents[3]
 REQUESTS = 24
@@ -89,13 +90,7 @@ class WorkerProcess:
         self.start()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc)
 
 
 async def test_sigkill_in_every_stage_completes_every_request_once(

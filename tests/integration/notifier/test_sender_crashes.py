@@ -36,6 +36,7 @@ from services.notifier.sender import HandOvers, Sender, Wake, message_id
 from shared.vault import Vault
 from tests.integration.notifier.support import address, seed, until
 from tests.support.mailbox import Mailbox
+from tests.support.processes import end
 
 REPO = Path(__file__).resolve().parents[3]
 USERS = 40
@@ -76,13 +77,7 @@ class SenderProcess:
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc)
 
 
 async def deliveries(pool: asyncpg.Pool, notice: uuid.UUID) -> dict[uuid.UUID, Any]:
