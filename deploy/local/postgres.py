@@ -23,6 +23,8 @@ from shared.databases import ALL_DATABASES
 
 NAME = "postgres"
 ADMIN_ROLE = "imt_admin"
+# The deletion verifier's role: reads every table (pg_read_all_data) and can change none.
+VERIFIER_ROLE = "imt_verifier"
 PG_ROOT = Path("/usr/lib/postgresql")
 INSTALL = "apt-get install -y --no-install-recommends postgresql"
 # Built-in roles (PostgreSQL 14+) that let the maintenance role back up and restore data.
@@ -180,7 +182,9 @@ async def _ensure_database(conn: asyncpg.Connection, name: str) -> None:
         await conn.execute(f"CREATE DATABASE {db} OWNER {db}")
     # Without this every role could connect to every database (PUBLIC has CONNECT).
     await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC")
-    await conn.execute(f"GRANT CONNECT ON DATABASE {db} TO {db}, {_ident(ADMIN_ROLE)}")
+    await conn.execute(
+        f"GRANT CONNECT ON DATABASE {db} TO {db}, {_ident(ADMIN_ROLE)}, {_ident(VERIFIER_ROLE)}"
+    )
     await conn.execute(f"GRANT {db} TO {_ident(ADMIN_ROLE)}")
 
 
@@ -202,6 +206,10 @@ async def provision_on(conn: asyncpg.Connection) -> None:
     await _ensure_role(conn, ADMIN_ROLE, "LOGIN CREATEDB CREATEROLE", password)
     for builtin in ADMIN_GRANTS:
         await conn.execute(f"GRANT {builtin} TO {_ident(ADMIN_ROLE)}")
+    verifier = _ident(VERIFIER_ROLE)
+    await _ensure_role(conn, VERIFIER_ROLE, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", password)
+    await conn.execute(f"GRANT pg_read_all_data TO {verifier}")
+    await conn.execute(f"ALTER ROLE {verifier} SET default_transaction_read_only = on")
     for name in ALL_DATABASES:
         await _ensure_role(conn, name, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", password)
         await _ensure_database(conn, name)

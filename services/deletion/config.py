@@ -69,8 +69,12 @@ class DeletionSettings(PlatformSettings):
         300.0, gt=0, description="A verification not recorded by then is started again."
     )
     deletion_admin_role: str = Field(
-        "imt_admin",
-        description="Maintenance role for pg_dump/pg_restore and the verifier's read-only scan.",
+        "imt_admin", description="Maintenance role for pg_dump/pg_restore."
+    )
+    deletion_verifier_role: str = Field(
+        "imt_verifier",
+        description="Role of the verifier's scans: reads every table (pg_read_all_data), "
+        "writes none.",
     )
     deletion_verify_backups: bool = Field(
         True, description="The verifier also restores the newest snapshot and scans it."
@@ -95,11 +99,17 @@ class DeletionSettings(PlatformSettings):
         return tuple(s.strip() for s in self.deletion_stores.split(",") if s.strip())
 
     def admin_dsn(self, database: str) -> str:
-        """DSN of the maintenance role: backups, restores and the verifier's reads only."""
+        """DSN of the maintenance role: backups and restores only."""
+        return self._role_dsn(self.deletion_admin_role, database)
+
+    def verifier_dsn(self, database: str) -> str:
+        """DSN of the verifier's role: it can read any table and change nothing."""
+        return self._role_dsn(self.deletion_verifier_role, database)
+
+    def _role_dsn(self, role: str, database: str) -> str:
         password = self.postgres_password.get_secret_value()
         return (
-            f"postgresql://{self.deletion_admin_role}:{password}@{self.postgres_host}:"
-            f"{self.postgres_port}/{database}"
+            f"postgresql://{role}:{password}@{self.postgres_host}:{self.postgres_port}/{database}"
         )
 
     def backup_dir(self) -> Path:

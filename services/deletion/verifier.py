@@ -2,9 +2,11 @@
 
 It never reads another service's tables through that service's role. It uses:
 
-* the maintenance role (``imt_admin``), in read-only sessions: the auditor's exception,
-  for verification only. Every ``uuid`` and ``uuid[]`` column of every table of every
-  other service database is searched for the id, so a table nobody declared is found too;
+* the verifier's role (``imt_verifier``): the auditor's exception, for verification
+  only. It can read every table (``pg_read_all_data``) and change none, whatever the
+  session asks for; its sessions are read-only as well. Every ``uuid`` and ``uuid[]``
+  column of every table of every other service database is searched for the id, so a
+  table nobody declared is found too;
   rows a retention rule allows (ids only, within the rule's period) are reported as kept;
   rows kept anonymised by their owner (a rule's ``anonymised_tables``, e.g. invoices under
   a random retention key) hold no id of the subject and are not found, so one that still
@@ -151,7 +153,7 @@ class Verifier:
         hits: Hits = defaultdict(dict)
         scanned: list[str] = []
         for database in databases:
-            found = await scan_database(self._settings.admin_dsn(database), database, ids)
+            found = await scan_database(self._settings.verifier_dsn(database), database, ids)
             _merge(hits, found, prefix="")
             scanned.append(f"postgres:{database}")
         accounts = [t.request.subject_id for t in requests if t.request.whole_account]
@@ -211,7 +213,7 @@ class Verifier:
                 self._settings, manifest, target_prefix=prefix, databases=wanted
             )
             for database, target in targets.items():
-                found = await scan_database(self._settings.admin_dsn(target), database, ids)
+                found = await scan_database(self._settings.verifier_dsn(target), database, ids)
                 _merge(hits, found, prefix=f"backup:{manifest.snapshot_id}/")
         finally:
             await backups.drop_databases(self._settings, [f"{prefix}_{d}" for d in wanted])

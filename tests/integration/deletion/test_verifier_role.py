@@ -1,0 +1,43 @@
+"""The verifier's role reads any service's tables and can change none of them."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from services.deletion.config import DeletionSettings
+
+SETTINGS = DeletionSettings(environment="test")
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("database", ["accounts", "notifier", "analytics"])
+async def test_the_verifier_may_connect_to_every_store(database: str) -> None:
+    conn = await asyncpg.connect(SETTINGS.verifier_dsn(database))
+    try:
+        assert await conn.fetchval("SHOW default_transaction_read_only") == "on"
+    finally:
+        await conn.close()
+
+
+async def test_the_verifier_reads_every_table_and_writes_none(scratch_dsn: str) -> None:
+    # A database with tables the verifier was never granted anything on (the bus's).
+    database = scratch_dsn.rsplit("/", 1)[1].split("?")[0]
+    conn = await asyncpg.connect(SETTINGS.verifier_dsn(database))
+    try:
+        tables = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+        )
+        assert {"bus_outbox", "bus_processed_events"} <= {t["table_name"] for t in tables}
+        for t in tables:
+            await conn.fetchval(f'SELECT count(*) FROM "{t["table_name"]}"')
+        # Not only a read-only session: the privileges are missing, so a session made
+        # writable changes nothing either.
+        await conn.execute("SET default_transaction_read_only = off")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM bus_processed_events")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("CREATE TABLE verifier_was_here (id int)")
+    finally:
+        await conn.close()
