@@ -192,7 +192,10 @@ class GatedTransport:
         if wire.recipient == "":
             raise Refused(["no recipient address"])
         if not _BARE_ADDRESS.fullmatch(wire.recipient):  # what the envelope can carry as is
-            raise Refused(["the recipient address is not a plain ASCII addr-spec"])
+            raise Refused(
+                ["the recipient address is not a plain ASCII addr-spec (internationalised"
+                 " addresses need SMTPUTF8, which the notifier does not send yet)"]
+            )  # fmt: skip
         await self._transport.send(wire, hand_over)
 
     async def close(self) -> None:
