@@ -87,6 +87,7 @@ class Wire:
     sender: str
     recipient: str
     data: bytes
+    utf8: bool = False  # an internationalised address: sent with SMTPUTF8 (RFC 6531)
 
 
 _MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
@@ -131,8 +132,25 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _BARE_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
+# What an envelope address may hold as is (ASCII, or UTF-8 with SMTPUTF8): nothing that
+# would end it or start another command.
+_ENVELOPE_SAFE = re.compile(
+    r'[^\s<>()\[\]\\,;:"@\x00-\x1f\x7f]+@[^\s<>()\[\]\\,;:"@\x00-\x1f\x7f]+'
+)
+
+
 def _envelope_recipient(to: str) -> str:
     return to if _BARE_ADDRESS.fullmatch(to) else parseaddr(to)[1]
+
+
+def _to_header(to: str) -> str:
+    """An internationalised address goes as UTF-8 (RFC 6532; the message is then sent
+    with SMTPUTF8): an address may not be an RFC 2047 encoded word."""
+    if to.isascii():
+        return _header("To", to)
+    if _CONTROL.search(to):
+        raise Refused(["the To header holds a control character"])
+    return f"To: {to}"
 
 
 def build_message(email: OutgoingEmail, message_id: str) -> Wire:
@@ -150,7 +168,7 @@ def build_message(email: OutgoingEmail, message_id: str) -> Wire:
         _header("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
         "MIME-Version: 1.0",
         _header("From", email.sender),
-        _header("To", email.to),
+        _to_header(email.to),
         _header("Reply-To", email.reply_to),
         _header("Subject", email.subject),
         _header("Date", format_datetime(datetime.now(UTC))),
@@ -169,7 +187,9 @@ def build_message(email: OutgoingEmail, message_id: str) -> Wire:
             f"\n--{boundary}--\n",
         )
     )
-    return Wire(_envelope_sender(email.sender), _envelope_recipient(email.to), data.encode("ascii"))
+    sender, recipient = _envelope_sender(email.sender), _envelope_recipient(email.to)
+    utf8 = not (sender.isascii() and recipient.isascii())
+    return Wire(sender, recipient, data.encode("utf-8"), utf8)
 
 
 @functools.lru_cache(maxsize=16)
@@ -191,11 +211,8 @@ class GatedTransport:
         wire = build_message(email, message_id)
         if wire.recipient == "":
             raise Refused(["no recipient address"])
-        if not _BARE_ADDRESS.fullmatch(wire.recipient):  # what the envelope can carry as is
-            raise Refused(
-                ["the recipient address is not a plain ASCII addr-spec (internationalised"
-                 " addresses need SMTPUTF8, which the notifier does not send yet)"]
-            )  # fmt: skip
+        if not _ENVELOPE_SAFE.fullmatch(wire.recipient):
+            raise Refused(["the recipient address cannot go in an SMTP envelope as it is"])
         await self._transport.send(wire, hand_over)
 
     async def close(self) -> None:
@@ -242,7 +259,7 @@ class SmtpTransport:
                 self._client = await self._connect()
             client = self._client
             await _envelope(client, wire)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, PermanentFailure) as exc:
             await self.close()
             await marking  # a lost lease or an outage there outranks this failure
             raise _failure(exc) from None
@@ -273,13 +290,17 @@ class SmtpTransport:
 
 
 async def _envelope(client: aiosmtplib.SMTP, wire: Wire) -> None:
-    """MAIL and RCPT for addresses the gate checked (bare addr-specs): aiosmtplib's
-    ``mail``/``rcpt`` would parse each address again with the email package, a tenth of
-    the sender's CPU for nothing."""
+    """MAIL and RCPT for addresses the gate checked: aiosmtplib's ``mail``/``rcpt`` would
+    parse each address again with the email package, a tenth of the sender's CPU for
+    nothing."""
     if client.is_ehlo_or_helo_needed:
         await client.ehlo()
-    sender, recipient = wire.sender.encode("ascii"), wire.recipient.encode("ascii")
-    response = await client.execute_command(b"MAIL", b"FROM:<" + sender + b">")
+    if wire.utf8 and not client.supports_extension("smtputf8"):
+        raise PermanentFailure("the mail server takes no internationalised address (SMTPUTF8)")
+    encoding = "utf-8" if wire.utf8 else "ascii"
+    sender, recipient = wire.sender.encode(encoding), wire.recipient.encode(encoding)
+    options = [b"SMTPUTF8"] if wire.utf8 else []
+    response = await client.execute_command(b"MAIL", b"FROM:<" + sender + b">", *options)
     if response.code != 250:
         raise aiosmtplib.SMTPSenderRefused(response.code, response.message, wire.sender)
     response = await client.execute_command(b"RCPT", b"TO:<" + recipient + b">")
@@ -289,6 +310,8 @@ async def _envelope(client: aiosmtplib.SMTP, wire: Wire) -> None:
 
 def _failure(exc: BaseException) -> TemporaryFailure | PermanentFailure:
     """A failure before the hand-over, or an answer refusing the message: never sent."""
+    if isinstance(exc, PermanentFailure):
+        return exc
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         reason = f"SMTP {exc.code}: {exc.message[:200]}"
         if smtp_failure_is_temporary(exc.code):

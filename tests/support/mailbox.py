@@ -56,6 +56,17 @@ class Mailbox:
                 found.append(await self._message(meta["id"]))
         return found
 
+    async def raw_to(self, *addresses: str) -> list[bytes]:
+        """The bytes of every message received for any of ``addresses``, oldest first
+        (what a test parses itself, e.g. UTF-8 headers as text)."""
+        wanted = {a.casefold() for a in addresses}
+        listing = (await self._client.get("/api/messages")).json()
+        return [
+            (await self._client.get(f"/api/messages/{meta['id']}")).content
+            for meta in listing
+            if wanted & {r.casefold() for r in meta["rcpt_tos"]}
+        ]
+
     async def _message(self, ident: str) -> EmailMessage:
         if ident not in self._cache:
             raw = (await self._client.get(f"/api/messages/{ident}")).content
