@@ -53,6 +53,13 @@ class PlatformSettings(BaseSettings):
         "PLAINTEXT", description="PLAINTEXT locally; SSL with the CA below on every other hop."
     )
     kafka_ssl_cafile: str | None = Field(None, description="CA bundle to verify Kafka brokers.")
+    outbox_idle_poll_seconds: float = Field(
+        0.05,
+        gt=0,
+        le=5,
+        description="How often a relay looks at an empty outbox: the longest an event "
+        "waits after its commit (the relay polls; NOTIFY would serialise every commit).",
+    )
     postgres_host: str = Field("127.0.0.1", description="PostgreSQL host.")
     postgres_port: int = Field(55432, description="PostgreSQL port.")
     postgres_password: SecretStr = Field(

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from shared.bus.kafka_options import reliable_producer
-from shared.bus.relay import OutboxRelay
+from shared.bus.relay import OutboxRelay, RelaySettings
 from shared.config import PlatformSettings
 from shared.databases import SERVICE_DATABASES
 from shared.db.pool import service_pool
@@ -25,7 +25,11 @@ async def relay_outbox(settings: PlatformSettings, database: str) -> None:
     await pool.close()
     producer = reliable_producer(settings)
     await producer.start()
-    relay = OutboxRelay(settings.database_dsn(database), producer)
+    relay = OutboxRelay(
+        settings.database_dsn(database),
+        producer,
+        RelaySettings(idle_poll_seconds=settings.outbox_idle_poll_seconds),
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, relay.stop)

@@ -1,6 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
+from shared.bus.relay import RelaySettings
 from shared.config import PlatformSettings
 
 
@@ -61,3 +62,10 @@ def test_the_notifier_refuses_its_development_secrets_in_production(
         NotifierSettings()
     monkeypatch.setenv("IMT_NOTIFIER_INBOUND_SECRET", "a-real-inbound-secret")
     assert NotifierSettings().notifier_inbound_secret.get_secret_value() == "a-real-inbound-secret"
+
+
+def test_the_relay_poll_interval_is_bounded_and_the_relays_default() -> None:
+    assert PlatformSettings().outbox_idle_poll_seconds == RelaySettings().idle_poll_seconds
+    for bad in (0, -1, 60):
+        with pytest.raises(ValidationError):
+            PlatformSettings(outbox_idle_poll_seconds=bad)
