@@ -10,9 +10,9 @@ has no pipelining.
 A transport has the sender record the hand-over (a mark committed in the database)
 while the envelope (MAIL, RCPT) goes, and sends the message (DATA) only once it is
 recorded: the mark always precedes any chance that the server has the message, and its
-round trip overlaps the server's. From then on a failure without an answer from the server is
-:class:`InDoubt`, not a retry: the server may have taken the message, and a second
-copy would be an email sent twice.
+round trip overlaps the server's. Once DATA has begun, a failure without an answer from
+the server is :class:`InDoubt`, not a retry: the server may have taken the message, and
+a second copy would be an email sent twice.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ class Refused(Exception):
         self.reasons = reasons
 
 
-#: Called by a transport once the server accepted the envelope and before the message
-#: goes: it records the hand-over durably, or raises and nothing is sent.
+#: Called by a transport before the message (DATA) goes, while the envelope is sent: it
+#: records the hand-over durably, or raises and the message is not sent.
 HandOver = Callable[[], Awaitable[None]]
 
 
