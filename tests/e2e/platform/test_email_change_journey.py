@@ -7,9 +7,10 @@ import uuid
 
 import httpx
 
-from tests.e2e.platform.test_password_reset_journey import (
+from tests.e2e.platform.journeys import (
     API,
     needs_accounts_and_notifier,
+    signed_up_and_verified,
     token_from_mail,
 )
 from tests.support.mailbox import Mailbox
@@ -23,16 +24,7 @@ async def test_a_changed_email_is_verified_at_the_new_address_only(platform: str
     mailbox = Mailbox()
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         try:
-            signed = await client.post(
-                f"{API}/users", json={"name": "Mover", "email": old, "password": password}
-            )
-            assert signed.status_code == 202
-            first = await token_from_mail(mailbox, old, "verify-email", 1)
-            assert (
-                await client.post(f"{API}/email-verifications", json={"token": first})
-            ).status_code == 200
-            login = await client.post(f"{API}/sessions", json={"email": old, "password": password})
-            headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            headers = await signed_up_and_verified(client, mailbox, "Mover", old, password)
 
             changed = await client.patch(f"{API}/me", json={"email": new}, headers=headers)
             assert changed.status_code == 200, changed.text

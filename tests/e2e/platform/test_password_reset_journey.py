@@ -3,34 +3,13 @@ verification and reset links are read from the mail the real SMTP server receive
 
 from __future__ import annotations
 
-import os
-import re
 import uuid
 
 import httpx
 import pytest
 
-from tests.e2e.notifier.support import parts
+from tests.e2e.platform.journeys import API, needs_accounts_and_notifier, token_from_mail
 from tests.support.mailbox import Mailbox
-
-API = "/api/accounts"
-TOKEN_IN_LINK = re.compile(r"/(verify-email|reset-password)#token=([A-Za-z0-9_\-]+)")
-
-
-def needs_accounts_and_notifier() -> None:
-    wanted = {s for s in os.environ.get("IMT_TEST_SERVICES", "").split(",") if s}
-    if wanted and not {"accounts", "notifier"} <= wanted:
-        pytest.skip("needs the accounts and notifier services (unset IMT_TEST_SERVICES)")
-
-
-async def token_from_mail(mailbox: Mailbox, address: str, page: str, count: int) -> str:
-    messages = await mailbox.wait_for([address], count)
-    text, html = parts(messages[count - 1])
-    found = TOKEN_IN_LINK.search(text)
-    assert found is not None, text
-    assert found.group(1) == page
-    assert found.group(2) in html  # the same link in both parts
-    return found.group(2)
 
 
 @pytest.mark.promise("P-08")
