@@ -16,6 +16,7 @@ from shared.auth import issue_token
 from shared.bus.kafka_options import client_options
 from shared.config import DEV_TOKEN_PRIVATE_KEY, PlatformSettings
 from shared.events import decode_envelope
+from shared.events.topics import ANALYTICS_TRENDS
 
 BEACON = "/api/analytics/beacon"
 BEACONS = "/api/analytics/beacons"
@@ -112,6 +113,8 @@ async def topic_records(
             if consumer.assignment():
                 break
             await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"no partition of {topic} was assigned in 15 s")
         partitions = list(consumer.assignment())
         ends = await consumer.end_offsets(partitions)
         remaining = {tp for tp in partitions if ends[tp] > 0}
@@ -126,6 +129,26 @@ async def topic_records(
     finally:
         await consumer.stop()
     return found
+
+
+async def trend_records(
+    settings: PlatformSettings, site: str, visits: int, timeout: float = 100.0
+) -> list[tuple[bytes | None, bytes]]:
+    """The site's records on the trends topic once its minute windows count ``visits``
+    (a window is published after its end and the grace period); fails on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        published = await topic_records(settings, ANALYTICS_TRENDS.name, site)
+        counted = sum(
+            data["visits"]
+            for data in (decode_envelope(v).data for _, v in published)
+            if data["window"] == "minute"
+        )
+        if counted >= visits:
+            return published
+        if time.monotonic() > deadline:
+            raise AssertionError(f"trends count {counted} of {visits} visits after {timeout} s")
+        await asyncio.sleep(2.0)
 
 
 def _about(value: bytes, site: str | None) -> bool:

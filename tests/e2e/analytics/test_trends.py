@@ -1,6 +1,5 @@
 """Trend releases: operators see aggregates; partners and the public see no cell under k."""
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,14 +9,13 @@ import pytest
 
 from shared.config import PlatformSettings
 from shared.events import decode_envelope
-from shared.events.topics import ANALYTICS_TRENDS
 from tests.e2e.analytics.support import (
     BEACON,
     analyst,
     beacon,
     browser,
     operator_token,
-    topic_records,
+    trend_records,
     unique_site,
     wait_for_visits,
 )
@@ -145,15 +143,28 @@ async def test_operator_views_need_an_analyst_or_admin(platform: str) -> None:
             headers={"Authorization": f"Bearer {operator_token('admin')}"},
         )
         partner_anonymous = await client.get("/api/analytics/trends/partner", params=params)
+        before = await _dnt_today(client)
+        dropped = await client.post(
+            BEACON, json=beacon(site, "/x"), headers={**browser("dnt"), "DNT": "1"}
+        )
+        assert dropped.status_code == 204
         counts = await client.get("/api/analytics/suppressed", headers=analyst())
     assert [anonymous.status_code, support.status_code, admin.status_code] == [401, 403, 200]
     assert partner_anonymous.status_code == 401
     assert counts.status_code == 200
-    assert (
-        {"day", "signal", "count"} <= set(counts.json()["counts"][0])
-        if counts.json()["counts"]
-        else True
-    )
+    assert all(set(c) == {"day", "signal", "count"} for c in counts.json()["counts"])
+    assert _dnt_count(counts.json()) >= before + 1  # the view shows the drop just made
+
+
+async def _dnt_today(client: httpx.AsyncClient) -> int:
+    counts = await client.get("/api/analytics/suppressed", headers=analyst())
+    assert counts.status_code == 200
+    return _dnt_count(counts.json())
+
+
+def _dnt_count(body: dict[str, Any]) -> int:
+    today = datetime.now(UTC).date().isoformat()
+    return sum(c["count"] for c in body["counts"] if c["signal"] == "dnt" and c["day"] == today)
 
 
 async def test_closed_windows_reach_the_compacted_trends_topic(
@@ -164,18 +175,13 @@ async def test_closed_windows_reach_the_compacted_trends_topic(
         for visitor in range(3):
             await client.post(BEACON, json=beacon(site, "/t"), headers=browser(visitor))
         assert await wait_for_visits(client, site, 3) == 3
-    deadline = datetime.now(UTC) + timedelta(seconds=100)
-    minutes: list[tuple[bytes | None, dict[str, Any]]] = []
-    while datetime.now(UTC) < deadline:
-        published = await topic_records(settings, ANALYTICS_TRENDS.name, site)
-        minutes = [
-            (key, data)
-            for key, data in ((k, decode_envelope(v).data) for k, v in published)
-            if data["window"] == "minute"
-        ]
-        if sum(data["visits"] for _, data in minutes) >= 3:
-            break
-        await asyncio.sleep(2.0)
+    minutes = [
+        (key, data)
+        for key, data in (
+            (k, decode_envelope(v).data) for k, v in await trend_records(settings, site, 3)
+        )
+        if data["window"] == "minute"
+    ]
     assert sum(data["visits"] for _, data in minutes) == 3
     for key, data in minutes:
         start = datetime.fromisoformat(data["window_start"])

@@ -60,4 +60,4 @@ async def test_hashing_runs_on_its_own_threads_one_per_cpu() -> None:
         return threading.current_thread().name
 
     assert (await security._off_loop(where)).startswith("argon2")
-    assert max(1, os.cpu_count() or 1) == security.HASH_THREADS
+    assert security._hashing._max_workers == (os.cpu_count() or 1)

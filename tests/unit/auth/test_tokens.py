@@ -1,4 +1,6 @@
 import base64
+import hashlib
+import hmac
 import json
 from datetime import timedelta
 
@@ -9,6 +11,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shared.auth import InvalidToken, issue_token, verify_token
 from shared.config import DEV_TOKEN_PRIVATE_KEY, DEV_TOKEN_PUBLIC_KEY
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _token(ttl: timedelta = timedelta(minutes=5), key: str = DEV_TOKEN_PRIVATE_KEY) -> str:
@@ -33,10 +39,15 @@ def test_alg_none_is_refused() -> None:
 
 
 def test_hmac_signed_with_the_public_key_is_refused() -> None:
-    # The classic algorithm-confusion attack: HS256 keyed with the public key.
-    forged = jwt.encode({"sub": "admin"}, "k" * 64, algorithm="HS256")
+    # The classic algorithm-confusion attack: HS256 keyed with the PEM the verifier holds,
+    # over otherwise valid claims. Forged by hand, as PyJWT will not take a PEM as an
+    # HMAC secret; a verifier that trusted the header's alg would accept it.
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = _token().split(".")[1]
+    signed = f"{header}.{payload}"
+    mac = hmac.new(DEV_TOKEN_PUBLIC_KEY.encode(), signed.encode(), hashlib.sha256).digest()
     with pytest.raises(InvalidToken):
-        verify_token(DEV_TOKEN_PUBLIC_KEY, forged)
+        verify_token(DEV_TOKEN_PUBLIC_KEY, f"{signed}.{_b64url(mac)}")
 
 
 def test_another_signers_token_and_the_wrong_audience_are_refused() -> None:
