@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
+from deploy.local.layout import Layout
 from shared.config import PlatformSettings
 from tests.e2e.accounts.support import (
     API,
@@ -24,7 +24,7 @@ from tests.e2e.accounts.support import (
     verify,
 )
 
-API_LOG = Path("/tmp/imt-privacy/logs/accounts-api.log")
+API_LOG = Layout.from_env().log("accounts-api")
 
 
 async def dump_tables(db: asyncpg.Connection) -> dict[str, str]:

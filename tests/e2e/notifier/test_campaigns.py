@@ -127,7 +127,7 @@ async def test_one_click_unsubscribe_without_login_then_a_campaign_sends_nothing
 ) -> None:
     uid, address = await publish_contact(producer, marketing_email=True)
     control, control_address = await publish_contact(producer, marketing_email=True)
-    first = await send(producer, campaign(uid))
+    await send(producer, campaign(uid))
     [message] = await mailbox.wait_for([address], 1)
     assert_compliant(message, "marketing")
     url = unsubscribe_https(message)
@@ -163,7 +163,6 @@ async def test_one_click_unsubscribe_without_login_then_a_campaign_sends_nothing
     )
     replies = await mailbox.wait_for([address], 3)
     assert replies[-1]["Subject"] == "You have a reply to your request"
-    assert first.notice_id != after.notice_id
 
 
 @pytest.mark.promise("P-32")
@@ -339,5 +338,5 @@ async def test_commands_outside_the_notifier_categories_send_nothing(
     messages = await mailbox.to(address)
     assert [m["Subject"] for m in messages] == ["Opening hours"]
     for message in messages:
-        assert_compliant(message, str(message["X-IMT-Category"]))
+        assert_compliant(message, "service_announcement")
     assert await notice_progress(api, wrong.notice_id) == {}

@@ -171,8 +171,18 @@ async def test_cancel_in_grace_erases_nothing(
         cancel = DeletionCancelled(user_id=subject, request_id=request_id)
         await send(harness.producer, settings, cancel, subject)
         assert (await harness.wait_for([request_id], "cancelled"))[request_id] == "cancelled"
-        await asyncio.sleep(1.0)
-        assert harness.stores.seen == []  # no EraseSubject was ever sent
+        # Both grace periods end now; the request left alone, the control, erases to the
+        # end: the cancelled one had every chance to be erased too.
+        control, _ = await harness.request_deletion()
+        assert (await harness.wait_for([control], "grace"))[control] == "grace"
+        await harness.pool.execute(
+            "UPDATE deletion_requests SET grace_ends_at = now() - interval '1 second',"
+            " next_check_at = now() WHERE request_id = ANY($1::uuid[])",
+            [request_id, control],
+        )
+        assert (await harness.wait_for([control], "complete"))[control] == "complete"
+        assert harness.stores.commands[request_id] == 0  # no EraseSubject was ever sent
+        assert {c.request_id for c in harness.stores.seen} == {control}
         assert not await harness.runtime.vault.is_shredded(subject)  # type: ignore[union-attr]
         assert await harness.history(request_id) == ["requested", "grace", "cancelled"]
         notices = await _notices(harness, subject, expected=1)
