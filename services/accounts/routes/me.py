@@ -436,6 +436,7 @@ async def remove_device(device_id: UUID, claims: CurrentUser, ctx: Ctx) -> None:
         if done != "DELETE 1":
             raise not_found("device")
         await emit(conn, DeviceChanged(user_id=uid, device_id=device_id, change="removed"), uid)
+        await _record_item_deletion(conn, uid, "device", device_id)
 
 
 @router.get("/me/content", response_model=Content)
@@ -540,12 +541,28 @@ async def add_request_message(
 @router.delete("/me/requests/{request_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_request(request_id: UUID, claims: CurrentUser, ctx: Ctx) -> None:
     """Delete one request or feedback entry with its thread."""
-    async with ctx.pool.acquire() as conn:
+    uid = UUID(claims.sub)
+    async with ctx.pool.acquire() as conn, conn.transaction():
         done = await conn.execute(
-            "DELETE FROM requests WHERE id = $1 AND user_id = $2", request_id, UUID(claims.sub)
+            "DELETE FROM requests WHERE id = $1 AND user_id = $2", request_id, uid
         )
-    if done != "DELETE 1":
-        raise not_found("request")
+        if done != "DELETE 1":
+            raise not_found("request")
+        await _record_item_deletion(conn, uid, "request", request_id)
+
+
+async def _record_item_deletion(
+    conn: Connection, uid: UUID, scope: Literal["device", "request"], item_id: UUID
+) -> None:
+    """Gone from here at once; the deletion service records it, has the other stores
+    erase it, and re-applies it to any backup restored later (P-12, P-16)."""
+    await emit(
+        conn,
+        DeletionRequested(
+            user_id=uid, request_id=uuid4(), initiated_by="user", scope=scope, item_id=item_id
+        ),
+        uid,
+    )
 
 
 # -- consents --------------------------------------------------------------------------

@@ -73,9 +73,15 @@ def new_request(
     now: datetime,
     grace: timedelta,
 ) -> DeletionRequest:
-    """A request as accounts announced it (re-authenticated, or approved by two operators)."""
+    """A request as accounts announced it (re-authenticated, or approved by two operators).
+
+    Only an account has a grace period: accounts removed a deleted item at once, so
+    there is nothing left to cancel, and its erasure everywhere else starts now.
+    """
     if scope != "account" and item_id is None:
         raise ValueError(f"a {scope} deletion names the item")
+    if scope != "account":
+        grace = timedelta(0)
     return DeletionRequest(
         request_id, subject_id, scope, item_id, "requested", now, now + grace, now
     )

@@ -104,7 +104,9 @@ class PolicyAccepted(_Lifecycle):
 
 @register_event
 class DeletionRequested(_Lifecycle):
-    """The user (re-authenticated) or two operators asked to delete the account."""
+    """The user (re-authenticated) or two operators asked to delete the account; or the
+    user deleted one item (``scope`` device or request, ``item_id``), which accounts
+    removed at once and the deletion service erases everywhere else, backups included."""
 
     event_name: ClassVar[str] = "deletion.requested"
     version: ClassVar[int] = 1

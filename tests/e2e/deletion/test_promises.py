@@ -248,6 +248,95 @@ async def test_a_backup_taken_before_deletion_and_restored_after_yields_nothing_
         await _expire_now(config, snapshot.snapshot_id)
 
 
+@pytest.mark.promise("P-12")
+@pytest.mark.promise("P-16")
+async def test_a_deleted_device_and_request_stay_deleted_after_a_restore(
+    client: httpx.AsyncClient, bus: BusTail, settings: PlatformSettings, vault: Vault
+) -> None:
+    config = DeletionSettings(environment="test")
+    user = await active_user(client, bus)
+    device, kept = await _device(client, user), await _device(client, user)
+    made = await client.post(
+        f"{ACCOUNTS}/me/requests",
+        json={"category": "feedback", "text": "the courier was late"},
+        headers=user.headers,
+    )
+    assert made.status_code == 201, made.text
+    request = str(made.json()["id"])
+    snapshot = await backups.take(config, retention=timedelta(minutes=10))
+    prefix = f"p12_{uuid.uuid4().hex[:10]}"
+    try:
+        for path in (f"/me/devices/{device}", f"/me/requests/{request}"):
+            deleted = await client.delete(f"{ACCOUNTS}{path}", headers=user.headers)
+            assert deleted.status_code == 204, deleted.text
+        # Gone from the user's view at once...
+        devices = await client.get(f"{ACCOUNTS}/me/devices", headers=user.headers)
+        assert [d["id"] for d in devices.json()] == [kept]
+        assert (await client.get(f"{ACCOUNTS}/me/requests", headers=user.headers)).json() == []
+        # ...and recorded as deletions of those items, erased in every store at once.
+        items = await _item_requests(client, user, {device, request})
+        for request_id in items.values():
+            await wait_for_stage(client, user.id, request_id, ("backups_pending",), timeout=120)
+
+        targets = await backups.restore(
+            config, snapshot, target_prefix=prefix, databases=["accounts"]
+        )
+        conn = await asyncpg.connect(config.admin_dsn(targets["accounts"]))
+        try:
+            restored_devices = await conn.fetch(
+                "SELECT id::text FROM devices WHERE user_id = $1", uuid.UUID(user.id)
+            )
+            restored_requests = await conn.fetchval(
+                "SELECT count(*) FROM requests WHERE user_id = $1", uuid.UUID(user.id)
+            )
+            restored_user = await conn.fetchval(
+                "SELECT count(*) FROM users WHERE id = $1", uuid.UUID(user.id)
+            )
+        finally:
+            await conn.close()
+        # The restore replayed the two item deletions, and only them.
+        assert [r["id"] for r in restored_devices] == [kept]
+        assert restored_requests == 0
+        assert restored_user == 1
+        assert not await vault.is_shredded(user.id)  # an item's deletion shreds no key
+
+        await _expire_now(config, snapshot.snapshot_id)
+        for request_id in items.values():
+            await wait_for_stage(client, user.id, request_id, ("complete",), timeout=180)
+            certificate = await client.get(
+                f"{API}/me/requests/{request_id}/certificate", headers=user.headers
+            )
+            assert certificate.status_code == 200, certificate.text
+            assert {"accounts", "notifier", "analytics"} <= set(
+                certificate.json()["certificate"]["stores"]
+            )
+            verdict = await client.post(
+                f"{API}/operator/requests/{request_id}/verify", headers=officer()
+            )
+            assert verdict.status_code == 200, verdict.text
+            assert verdict.json()["clean"] is True, verdict.json()
+            assert verdict.json()["findings"] == []  # the item's id is nowhere
+    finally:
+        await backups.drop_databases(config, [f"{prefix}_accounts"])
+        await _expire_now(config, snapshot.snapshot_id)
+
+
+async def _item_requests(
+    client: httpx.AsyncClient, user: User, item_ids: set[str], timeout: float = 30.0
+) -> dict[str, str]:
+    """item id -> deletion request id, once the deletion service recorded every item."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = await client.get(f"{API}/me/requests", headers=user.headers)
+        assert listed.status_code == 200, listed.text
+        found = {r["item_id"]: r["request_id"] for r in listed.json()["requests"]}
+        if item_ids <= set(found):
+            return {i: found[i] for i in item_ids}
+        if time.monotonic() > deadline:
+            raise AssertionError(f"items {item_ids} not recorded: {listed.json()}")
+        await asyncio.sleep(0.25)
+
+
 async def _expire_now(config: DeletionSettings, snapshot_id: str) -> None:
     conn = await asyncpg.connect(config.database_dsn("deletion"))
     try:
