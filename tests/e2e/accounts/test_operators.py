@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
+from deploy.local.layout import Layout
 from tests.e2e.accounts.support import (
     API,
     BusTail,
@@ -49,6 +50,8 @@ EXPECTED: dict[str, set[str]] = {
     "record invoice": {"support", "admin"},
 }
 PII_READS = {"search users", "read user", "read request thread"}
+
+API_LOG = Layout.from_env().log("accounts-api")
 
 
 async def _audit_rows(db: asyncpg.Connection, operator_id: str, subject_id: str) -> int:
@@ -201,7 +204,41 @@ async def test_a_change_on_emailed_request_and_its_audit_row_exist_together_or_n
     assert me.json()["name"] == "Renamed By Support"
     assert me.json()["email"] == user.email
 
+    # A change that fails after its audit row was written leaves neither: the database
+    # refuses the user's update only once that row exists in the same transaction.
+    late_reference = unique("MAIL")
+    name = f"fail_after_audit_{uuid.uuid4().hex[:8]}"
+    await db.execute(f"""
+        CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM audit_log WHERE request_reference = '{late_reference}')
+            THEN RAISE EXCEPTION 'injected failure after audit row {late_reference}';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER {name} BEFORE UPDATE ON users FOR EACH ROW
+            WHEN (OLD.id = '{user.id}') EXECUTE FUNCTION {name}();
+    """)  # fmt: skip
+    try:
+        failed = await client.patch(
+            f"{API}/operator/users/{user.id}",
+            json={"name": "Never Written", "request_reference": late_reference,
+                  "purpose": "user asked by email"},
+            headers=support.headers,
+        )  # fmt: skip
+    finally:
+        await db.execute(f"DROP TRIGGER {name} ON users; DROP FUNCTION {name}();")
+    assert failed.status_code == 500
+    assert failed.headers["content-type"].startswith("application/problem+json")
+    # It failed where injected, after the audit row (the API log has the cause).
+    assert f"injected failure after audit row {late_reference}" in API_LOG.read_text()
+    count = "SELECT count(*) FROM audit_log WHERE request_reference = $1"
+    assert await db.fetchval(count, late_reference) == 0
+    me = await client.get(f"{API}/me", headers=user.headers)
+    assert me.json()["name"] == "Renamed By Support"
 
+
+@pytest.mark.promise("P-15")
 async def test_operator_deletion_needs_a_second_different_operator(
     client: httpx.AsyncClient, bus: BusTail, root: Operator
 ) -> None:
@@ -221,8 +258,19 @@ async def test_operator_deletion_needs_a_second_different_operator(
     )
     assert alone.status_code == 403
     assert alone.json()["type"].endswith("/four-eyes")
-    # Nothing was requested by the first operator alone.
+    # Nothing was requested by the first operator alone: not in accounts, and nothing on
+    # the bus, where the deletion service would hear it. The user's own later event is
+    # relayed after anything queued before it (one key, one order), so once it is seen,
+    # an earlier deletion.requested would have been seen too.
     assert (await client.get(f"{API}/me/deletion-requests", headers=user.headers)).json() == []
+    renamed = await client.patch(f"{API}/me", json={"name": "Still Here"}, headers=user.headers)
+    assert renamed.status_code == 200
+    await bus.event("profile.updated.", user.id)
+    assert not [
+        r
+        for r in bus.records
+        if r.key == user.id and r.value and r.value["type"].startswith("deletion.requested.")
+    ]
     approved = await client.post(
         f"{API}/operator/deletion-requests/{deletion_id}/approve", headers=second.headers
     )
