@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.accounts.config import AccountsSettings
 from shared.bus.kafka_options import client_options, reliable_producer
@@ -120,16 +120,25 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 
 
 async def read_topics_from_beginning(
-    settings: PlatformSettings, topics: Sequence[str] = ALL_PRIMARY
+    settings: PlatformSettings,
+    topics: Sequence[str] = ALL_PRIMARY,
+    skip: Callable[[ConsumerRecord[bytes, bytes]], bool] = lambda _: False,
 ) -> list[bytes]:
-    """Every record value (and key) now on ``topics``, read from the start of the log."""
+    """Every record value (and key) now on ``topics``, read from the start of the log;
+    without the records ``skip`` names."""
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        partitions = [
-            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-        ]
+        known: dict[str, set[int]] = {}
+        for _ in range(50):  # metadata can lag a moment behind; never skip a topic silently
+            await consumer._client.force_metadata_update()
+            known = {t: consumer.partitions_for_topic(t) or set() for t in topics}
+            if all(known.values()):
+                break
+            await asyncio.sleep(0.2)
+        missing = sorted(t for t, found in known.items() if not found)
+        assert not missing, f"no partitions known for {missing}"
+        partitions = [TopicPartition(t, p) for t in topics for p in known[t]]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -140,7 +149,8 @@ async def read_topics_from_beginning(
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for tp, records in batch.items():
                 for r in records:
-                    values.append((r.key or b"") + b"\x00" + (r.value or b""))
+                    if not skip(r):
+                        values.append((r.key or b"") + b"\x00" + (r.value or b""))
                 if records and records[-1].offset + 1 >= ends[tp]:
                     pending.discard(tp)
             for tp in list(pending):

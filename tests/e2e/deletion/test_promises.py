@@ -17,12 +17,15 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from aiokafka import ConsumerRecord
 
+from deploy.local.layout import Layout
 from services.deletion import backups
 from services.deletion.config import DeletionSettings
 from services.deletion.verifier import contact_cards_left
 from shared.config import PlatformSettings
 from shared.db import create_pool
+from shared.events.topics import ACCOUNTS_CONTACTS, all_topics
 from shared.vault import SubjectShredded, Vault
 from tests.e2e.accounts.support import (
     BusTail,
@@ -30,6 +33,7 @@ from tests.e2e.accounts.support import (
     active_user,
     admin,
     new_operator,
+    read_topics_from_beginning,
     record_invoice,
     start_tail,
 )
@@ -139,9 +143,10 @@ async def test_after_deletion_completes_the_verifier_finds_nothing_but_anonymise
     kept_device = await _device(client, bystander)
     await _device(client, user)
     await _device(client, user)
+    said = f"My screen broke, call me on my mobile {uuid.uuid4().hex}"
     thread = await client.post(
         f"{ACCOUNTS}/me/requests",
-        json={"category": "repair", "text": "My screen broke, call me on my mobile"},
+        json={"category": "repair", "text": said},
         headers=user.headers,
     )
     assert thread.status_code == 201, thread.text
@@ -188,10 +193,52 @@ async def test_after_deletion_completes_the_verifier_finds_nothing_but_anonymise
         assert await _rows(settings, database, sql, subject) == 0, sql
     assert await contact_cards_left(DeletionSettings(environment="test"), [subject]) == set()
     assert await vault.is_shredded(subject)
+    # Beyond the subject's ids: what they gave is readable nowhere, in clear.
+    assert await _readable_anywhere(settings, user.id, [user.email, user.name, said]) == {}
+    # The same scan does see a live user's card (its one place in clear): it can fail.
+    seen = await _readable_anywhere(settings, user.id, [bystander.email])
+    assert "kafka" in seen
     # The other user is untouched.
     devices = await client.get(f"{ACCOUNTS}/me/devices", headers=bystander.headers)
     assert [d["id"] for d in devices.json()] == [kept_device]
     assert not await vault.is_shredded(bystander.id)
+
+
+async def _readable_anywhere(
+    settings: PlatformSettings, subject: str, values: list[str]
+) -> dict[str, int]:
+    """Where any of ``values`` is still readable in clear, and how often: every table of
+    every service database, every record of every topic, every platform log.
+
+    Left out: the subject's records on the contacts topic before its tombstone (the
+    verifier checks the tombstone is last; compaction removes them within the topic's
+    max.compaction.lag.ms), the vault (keys only), and the SMTP sink's log (the mail
+    provider's side, where the emails sent to the user went)."""
+    found: dict[str, int] = {}
+    patterns = [f"%{v}%" for v in values]
+    for database in ("accounts", "notifier", "analytics", "deletion"):
+        for schema, table in await _fetch(
+            database,
+            "SELECT schemaname, tablename FROM pg_tables"
+            " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+        ):
+            sql = f'SELECT count(*) FROM "{schema}"."{table}" t WHERE t::text LIKE ANY($1)'
+            if rows := int((await _fetch(database, sql, patterns))[0][0]):
+                found[f"{database}.{table}"] = rows
+
+    def tombstoned_card(record: ConsumerRecord[bytes, bytes]) -> bool:
+        return bool(record.topic == ACCOUNTS_CONTACTS.name and record.key == subject.encode())
+
+    topics = [t.name for t in all_topics()]
+    for record in await read_topics_from_beginning(settings, topics, skip=tombstoned_card):
+        if any(v.encode() in record for v in values):
+            found["kafka"] = found.get("kafka", 0) + 1
+    for log in sorted(Layout.from_env().logs.glob("*.log")):
+        if log.name != "smtp.log":
+            text = log.read_text(errors="replace")
+            if count := sum(text.count(v) for v in values):
+                found[log.name] = count
+    return found
 
 
 @pytest.mark.promise("P-16")
