@@ -11,7 +11,7 @@ import http.client
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from deploy.local import procs
@@ -52,8 +52,13 @@ def running(layout: Layout, name: str) -> int | None:
     return procs.our_pid(layout.pidfile(f"svc-{name}"), marker)
 
 
-def ensure_processes(names: Iterable[str] | None = None, layout: Layout | None = None) -> list[str]:
-    """Start the named processes (all by default) that are not running; return those."""
+def ensure_processes(
+    names: Iterable[str] | None = None,
+    layout: Layout | None = None,
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Start the named processes (all by default) that are not running, with ``env``
+    over the usual environment; return those started."""
     layout = layout or Layout.from_env()
     entries = procfile_entries()
     started = []
@@ -61,7 +66,7 @@ def ensure_processes(names: Iterable[str] | None = None, layout: Layout | None =
         if running(layout, name) is None:
             argv = ["/bin/sh", "-c", f"exec {entries[name]}"]
             procs.spawn(argv, layout.log(name), layout.pidfile(f"svc-{name}"), cwd=REPO_ROOT,
-                        env=process_env())  # fmt: skip
+                        env={**process_env(), **(env or {})})  # fmt: skip
             started.append(name)
     return started
 

@@ -98,7 +98,9 @@ class Mailbox:
         tmp.write_bytes(data)
         tmp.replace(path)
 
-    def store(self, raw: bytes, mail_from: str | None, rcpt_tos: list[str]) -> str:
+    def store(
+        self, raw: bytes, mail_from: str | None, rcpt_tos: list[str], tls: bool = False
+    ) -> str:
         with self._lock:
             number, self._next = self._next, self._next + 1
         ident = f"{number:06d}-{uuid.uuid4().hex}"
@@ -109,6 +111,7 @@ class Mailbox:
             "rcpt_tos": list(rcpt_tos),
             "subject": str(headers.get("subject", "")),
             "received_at": dt.datetime.now(dt.UTC).isoformat(),
+            "tls": tls,  # whether the session was encrypted (STARTTLS) when it came
         }
         self._write(self.folder / f"{ident}.eml", raw)
         # The sidecar comes last: a listed message always has its .eml.
@@ -154,7 +157,9 @@ class Handler:
             return refusal
         raw = envelope.original_content or envelope.content or b""
         data = raw if isinstance(raw, bytes) else raw.encode()
-        ident = self.box.store(data, envelope.mail_from, envelope.rcpt_tos)
+        ident = self.box.store(
+            data, envelope.mail_from, envelope.rcpt_tos, tls=session.ssl is not None
+        )
         log.info("stored %s for %s", ident, ", ".join(envelope.rcpt_tos))
         transport = server.transport
         if self.box.mode == "lose-reply" and isinstance(transport, asyncio.Transport):

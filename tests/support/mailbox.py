@@ -8,7 +8,7 @@ import email.policy
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -46,12 +46,16 @@ class Mailbox:
     async def close(self) -> None:
         await self._client.aclose()
 
+    async def listing(self) -> list[dict[str, Any]]:
+        """What the sink recorded of every message (id, envelope, subject, tls, time)."""
+        listed: list[dict[str, Any]] = (await self._client.get("/api/messages")).json()
+        return listed
+
     async def to(self, *addresses: str) -> list[EmailMessage]:
         """Every message received for any of ``addresses``, parsed, oldest first."""
         wanted = {a.casefold() for a in addresses}
-        listing = (await self._client.get("/api/messages")).json()
         found = []
-        for meta in listing:
+        for meta in await self.listing():
             if wanted & {r.casefold() for r in meta["rcpt_tos"]}:
                 found.append(await self._message(meta["id"]))
         return found
@@ -60,10 +64,9 @@ class Mailbox:
         """The bytes of every message received for any of ``addresses``, oldest first
         (what a test parses itself, e.g. UTF-8 headers as text)."""
         wanted = {a.casefold() for a in addresses}
-        listing = (await self._client.get("/api/messages")).json()
         return [
             (await self._client.get(f"/api/messages/{meta['id']}")).content
-            for meta in listing
+            for meta in await self.listing()
             if wanted & {r.casefold() for r in meta["rcpt_tos"]}
         ]
 
