@@ -4,6 +4,7 @@ closed windows, release trends, answer an erase command."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -22,7 +23,13 @@ from services.analytics.domain.release import Cell as ReleaseCell
 from services.analytics.domain.release import NoiseSource, Release, Window, release
 from services.analytics.domain.signals import Suppression
 from services.analytics.domain.visitor import DailySalt, visitor_hash
-from services.analytics.domain.windows import batch_deltas
+from services.analytics.domain.windows import (
+    FAMILY_SIZE,
+    PARENT_GRAIN,
+    batch_deltas,
+    window_end,
+    window_start,
+)
 from shared.bus import Delivery, Tombstone, add_event, mark_processed
 from shared.db.pool import Connection
 from shared.events import encode_envelope, envelope_for
@@ -196,20 +203,43 @@ class Receipt:
 async def release_trends(
     pool: asyncpg.Pool, request: ReleaseRequest, noise: NoiseSource, limit: int
 ) -> tuple[list[store.StoredWindow], Release, Receipt]:
-    """Suppress (and noise) a site's windows and record the release's privacy receipt."""
+    """Suppress (and noise) a site's windows and record the release's privacy receipt.
+
+    Suppression runs over whole parents (every minute of the hours asked about, every
+    hour of the days): a window's answer never depends on the range that was asked for,
+    so no two ranges can be differenced.
+    """
+    parent = PARENT_GRAIN.get(request.grain)
+    start, end, most = request.start, request.end, limit
+    if parent is not None:
+        # Bounds at the ends of time stay as asked: there is no window beyond them.
+        with contextlib.suppress(OverflowError):
+            start = window_start(request.start, parent)
+        with contextlib.suppress(OverflowError):
+            end = window_end(window_start(request.end - timedelta(microseconds=1), parent), parent)
+        most = limit + 2 * FAMILY_SIZE[request.grain]
     async with pool.acquire() as conn, conn.transaction():
-        stored = await store.read_windows(
-            conn, request.site, request.grain, request.start, request.end, limit
-        )
+        loaded = await store.read_windows(conn, request.site, request.grain, start, end, most)
+        if parent is not None and len(loaded) == most:  # the last parent may be cut short
+            last = window_start(loaded[-1].window_start, parent)
+            loaded = [w for w in loaded if window_start(w.window_start, parent) != last]
         windows = [
             Window(
                 f"{w.site}|{w.grain}|{w.window_start.isoformat()}",
                 _cell(w.total),
                 [_cell(c) for c in w.cells],
+                None
+                if parent is None
+                else f"{w.site}|{parent}|{window_start(w.window_start, parent).isoformat()}",
             )
-            for w in stored
+            for w in loaded
         ]
-        result = release(windows, request.k, request.epsilon, noise)
+        everything = release(windows, request.k, request.epsilon, noise)
+        asked = [i for i, w in enumerate(loaded) if request.start <= w.window_start < request.end][
+            :limit
+        ]
+        stored = [loaded[i] for i in asked]
+        result = Release(request.k, request.epsilon, [everything.windows[i] for i in asked])
         release_id = uuid.uuid4()
         released_at = await store.record_release(
             conn,

@@ -7,6 +7,13 @@ of a dimension is suppressed, the next smallest cell is suppressed with it. A wi
 whose total has fewer than ``k`` visitors is suppressed whole. Suppressed cells are
 left out entirely, labels included (a page path may itself be revealing).
 
+Windows also add up across grains: a day's visits of a page are the sum of its hours'.
+So among the windows of one parent (the minutes of an hour, the hours of a day), a
+cell suppressed in exactly one of them while published in others would be the
+parent's count minus theirs: the smallest published one is suppressed with it. Both
+rules run until neither suppresses anything more. A release computes this over whole
+parents, so the answer for a window never depends on the range that was asked for.
+
 With ``epsilon`` set, Laplace noise of scale 1/epsilon is added to every published
 count (then rounded, never below zero). The noise of a cell is derived from a keyed
 hash of the cell, so asking the same question again returns the same answer instead
@@ -41,6 +48,7 @@ class Window:
     label: str  # identifies the window for noise (site, grain, start)
     total: Cell
     cells: Sequence[Cell]
+    parent: str | None = None  # the coarser window it adds up to (None: the coarsest)
 
 
 @dataclass(frozen=True)
@@ -51,24 +59,95 @@ class ReleasedWindow:
     suppressed: int = 0
 
 
+Key = tuple[str, str]  # (dimension, value); the total is ("total", "")
+TOTAL: Key = ("total", "")
+
+
+def _key(cell: Cell) -> Key:
+    return (cell.dimension, cell.value)
+
+
+def _smallest(cells: Sequence[Cell]) -> Cell:
+    return min(cells, key=lambda c: (c.visits, c.unique_visitors, c.dimension, c.value))
+
+
+class _Hidden:
+    """What is suppressed so far in each window; a hidden total hides the window."""
+
+    def __init__(self, windows: Sequence[Window], k: int) -> None:
+        self.keys: list[set[Key]] = [
+            {_key(c) for c in [w.total, *w.cells] if c.unique_visitors < k} for w in windows
+        ]
+
+    def hides(self, i: int, key: Key) -> bool:
+        return TOTAL in self.keys[i] or key in self.keys[i]
+
+    def hide(self, i: int, key: Key) -> None:
+        self.keys[i].add(key)
+
+
+def _complement_within(windows: Sequence[Window], hidden: _Hidden) -> bool:
+    """Exactly one hidden cell of a dimension: hide its smallest published neighbour,
+    or, with none left, the window (its total would be that cell)."""
+    changed = False
+    for i, window in enumerate(windows):
+        if hidden.hides(i, TOTAL):
+            continue
+        for dimension in sorted({c.dimension for c in window.cells}):
+            group = [c for c in window.cells if c.dimension == dimension]
+            kept = [c for c in group if not hidden.hides(i, _key(c))]
+            if len(group) - len(kept) == 1:
+                hidden.hide(i, _key(_smallest(kept)) if kept else TOTAL)
+                changed = True
+                if not kept:
+                    break
+    return changed
+
+
+def _complement_across(windows: Sequence[Window], hidden: _Hidden) -> bool:
+    """A cell hidden in exactly one window of a parent and published in another: hide
+    it in the one of those where it is smallest, or the parent's count gives it away."""
+    changed = False
+    families: dict[str, list[int]] = {}
+    for i, window in enumerate(windows):
+        if window.parent is not None:
+            families.setdefault(window.parent, []).append(i)
+    for members in families.values():
+        held: dict[Key, list[tuple[int, Cell]]] = {}
+        for i in members:
+            for cell in (windows[i].total, *windows[i].cells):
+                held.setdefault(_key(cell), []).append((i, cell))
+        for key, where in held.items():
+            shown = [(i, c) for i, c in where if not hidden.hides(i, key)]
+            if len(where) - len(shown) == 1 and shown:
+                i, _ = min(shown, key=lambda ic: (ic[1].visits, ic[1].unique_visitors, ic[0]))
+                hidden.hide(i, key)
+                changed = True
+    return changed
+
+
+def suppress(windows: Sequence[Window], k: int) -> list[ReleasedWindow]:
+    """The cells of these windows that may be published at threshold ``k`` (no noise):
+    none under k, none recoverable by subtraction within a window or across a parent."""
+    hidden = _Hidden(windows, k)
+    while _complement_within(windows, hidden) | _complement_across(windows, hidden):
+        pass
+    released = []
+    for i, window in enumerate(windows):
+        if hidden.hides(i, TOTAL):
+            released.append(ReleasedWindow(window.label, None, [], 1 + len(window.cells)))
+            continue
+        kept = [c for c in window.cells if not hidden.hides(i, _key(c))]
+        published = sorted(kept, key=lambda c: (c.dimension, -c.visits, c.value))
+        released.append(
+            ReleasedWindow(window.label, window.total, published, len(window.cells) - len(kept))
+        )
+    return released
+
+
 def suppress_window(window: Window, k: int) -> ReleasedWindow:
     """The cells of one window that may be published at threshold ``k`` (no noise)."""
-    if window.total.unique_visitors < k:
-        return ReleasedWindow(window.label, None, [], 1 + len(window.cells))
-    published: list[Cell] = []
-    suppressed = 0
-    for dimension in sorted({c.dimension for c in window.cells}):
-        group = [c for c in window.cells if c.dimension == dimension]
-        small = [c for c in group if c.unique_visitors < k]
-        kept = [c for c in group if c.unique_visitors >= k]
-        if len(small) == 1 and kept:
-            # Complementary suppression: the smallest published cell goes too.
-            complement = min(kept, key=lambda c: (c.visits, c.unique_visitors, c.value))
-            kept.remove(complement)
-            small.append(complement)
-        published += sorted(kept, key=lambda c: (-c.visits, c.value))
-        suppressed += len(small)
-    return ReleasedWindow(window.label, window.total, published, suppressed)
+    return suppress([window], k)[0]
 
 
 def laplace(u: float, scale: float) -> float:
@@ -127,10 +206,7 @@ def release(
     windows: Sequence[Window], k: int, epsilon: float | None, noise: NoiseSource
 ) -> Release:
     """Suppress then (optionally) add noise to every window of a release."""
-    out = []
-    for window in windows:
-        released = suppress_window(window, k)
-        if epsilon is not None:
-            released = add_noise(released, epsilon, noise, k)
-        out.append(released)
+    out = suppress(windows, k)
+    if epsilon is not None:
+        out = [add_noise(released, epsilon, noise, k) for released in out]
     return Release(k, epsilon, out)

@@ -93,7 +93,7 @@ async def test_a_user_without_consent_is_never_in_a_third_party_export(
 
 @pytest.mark.promise("P-19")
 async def test_a_processor_export_never_contains_a_sensitive_field(
-    client: httpx.AsyncClient, bus: BusTail, root: Operator
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, db: asyncpg.Connection
 ) -> None:
     refused = await client.post(
         f"{API}/operator/recipients",
@@ -118,6 +118,13 @@ async def test_a_processor_export_never_contains_a_sensitive_field(
         headers=user.headers,
     )
     await _consent(client, user, processor["id"], True)
+    # Registration refuses sensitive fields; the export filters them again, so a row
+    # that holds one anyway (an older registration, a hand edit) discloses none.
+    await db.execute(
+        "UPDATE recipients SET allowed_fields = allowed_fields || '{birth_date,age_band}'"
+        " WHERE id = $1",
+        uuid.UUID(processor["id"]),
+    )
     export = await client.post(
         f"{API}/operator/recipients/{processor['id']}/exports", headers=officer.headers
     )
@@ -157,7 +164,21 @@ async def test_my_export_holds_every_field_i_gave_that_is_still_stored(
         headers=user.headers,
     )
     partner = await _recipient(client, root, "partner", ["email"])
-    await _consent(client, user, partner["id"], True)
+    for granted in (True, False, True):  # every change is kept, not only the last
+        await _consent(client, user, partner["id"], granted)
+    relocated = await client.patch(f"{API}/me", json={"locale": "fr"}, headers=user.headers)
+    assert relocated.status_code == 200, relocated.text
+    version = unique("v")
+    published = await client.post(
+        f"{API}/operator/policy-versions",
+        json={"version": version, "summary": "Retention periods clarified."},
+        headers=root.headers,
+    )
+    assert published.status_code == 201, published.text
+    accepted = await client.post(
+        f"{API}/me/policy-acceptances", json={"version": version}, headers=user.headers
+    )
+    assert accepted.status_code == 201, accepted.text
     invoice = await record_invoice(client, root, user.id, description="New battery, Phone E")
 
     export = await client.get(f"{API}/me/export", headers=user.headers)
@@ -176,7 +197,13 @@ async def test_my_export_holds_every_field_i_gave_that_is_still_stored(
     }
     assert [(d["model"], d["damage_state"]) for d in data["devices"]] == [("Phone E", "buttons")]
     assert [m["text"] for r in data["requests"] for m in r["messages"]] == ["Great repair, thanks"]
-    assert [(c["recipient_id"], c["granted"]) for c in data["consents"]] == [(partner["id"], True)]
+    assert profile["locale"] == "fr"
+    assert [(c["recipient_id"], c["granted"]) for c in data["consents"]] == [
+        (partner["id"], True),
+        (partner["id"], False),
+        (partner["id"], True),
+    ]
+    assert [a["version"] for a in data["policy_acceptances"]] == [version]
     assert data["invoices"] == [invoice]
     assert (invoice["amount"], invoice["description"]) == ("129.90", "New battery, Phone E")
     assert "Old Phone" not in export.text  # deleted items are not held any more

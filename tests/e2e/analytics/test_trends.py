@@ -188,3 +188,65 @@ async def test_closed_windows_reach_the_compacted_trends_topic(
         assert key == f"{site}|minute|{start.isoformat()}".encode()
         assert data["revision"] >= 1
         assert datetime.fromisoformat(data["window_end"]) - start == timedelta(minutes=1)
+
+
+HOURS = {  # hour -> page -> (visits, unique visitors); /x and /y are small every hour
+    10: {"/home": (40, 30), "/pricing": (30, 25), "/blog": (6, 6), "/x": (5, 5), "/y": (4, 4)},
+    11: {"/home": (50, 35), "/pricing": (30, 24), "/blog": (20, 20), "/x": (5, 5), "/y": (4, 4)},
+    12: {"/home": (45, 33), "/pricing": (26, 20), "/blog": (30, 29), "/x": (5, 5), "/y": (4, 4)},
+}
+
+
+@pytest.mark.promise("P-20")
+async def test_an_hour_hides_what_its_day_would_give_away_whatever_range_is_asked(
+    platform: str, settings: PlatformSettings
+) -> None:
+    # Windows of a past day written as the aggregator would (already published to the
+    # topic, so it leaves them alone): /blog is under k at 10:00 only.
+    site, day = unique_site(), datetime(2026, 1, 10, tzinfo=UTC)
+    conn = await asyncpg.connect(settings.database_dsn("analytics"))
+    try:
+        for hour, pages in HOURS.items():
+            start = day + timedelta(hours=hour)
+            await conn.execute(
+                "INSERT INTO trend_windows VALUES ($1, 'hour', $2, $3, 1, 1)",
+                site, start, start + timedelta(hours=1),
+            )  # fmt: skip
+            cells = [("total", "", sum(v for v, _ in pages.values()),
+                      sum(u for _, u in pages.values()))]  # fmt: skip
+            cells += [("page", page, v, u) for page, (v, u) in pages.items()]
+            await conn.executemany(
+                "INSERT INTO trend_cells VALUES ($1, 'hour', $2, $3, $4, $5, $6)",
+                [(site, start, *cell) for cell in cells],
+            )
+        async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+
+            async def pages_shown(start: datetime, end: datetime) -> dict[int, set[str]]:
+                answer = await client.get(
+                    "/api/analytics/trends/public",
+                    params={"site": site, "grain": "hour", "from": start.isoformat(),
+                            "to": end.isoformat()},
+                )  # fmt: skip
+                assert answer.status_code == 200, answer.text
+                return {
+                    datetime.fromisoformat(w["window_start"]).hour: {
+                        c["value"] for c in w["cells"] if c["dimension"] == "page"
+                    }
+                    for w in answer.json()["windows"]
+                }
+
+            whole_day = await pages_shown(day, day + timedelta(days=1))
+            eleven_only = await pages_shown(day + timedelta(hours=11), day + timedelta(hours=12))
+    finally:
+        await forget(conn, site)
+        await conn.close()
+    # Published at 11:00 and noon, /blog's day count minus them would be 10:00's 6
+    # visits: it goes at 11:00 (the smaller) too, also when 11:00 is all that is asked.
+    assert whole_day == {10: {"/home", "/pricing"}, 11: {"/home", "/pricing"},
+                         12: {"/home", "/pricing", "/blog"}}  # fmt: skip
+    assert eleven_only == {11: whole_day[11]}
+
+
+async def forget(conn: asyncpg.Connection, site: str) -> None:
+    for table in ("trend_cells", "trend_windows"):
+        await conn.execute(f"DELETE FROM {table} WHERE site = $1", site)

@@ -1,14 +1,17 @@
 """Releases: no cell under k, none recoverable by subtraction, noise repeatable."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.analytics.domain.release import (
     Cell,
+    ReleasedWindow,
     Window,
     keyed_noise,
     laplace,
     release,
+    suppress,
     suppress_window,
 )
 
@@ -72,3 +75,79 @@ def test_noise_is_repeatable_and_keeps_counts_at_least_k() -> None:
 def test_laplace_is_symmetric() -> None:
     assert laplace(0.5, 1.0) == 0.0
     assert laplace(0.25, 2.0) == -laplace(0.75, 2.0)
+
+
+def _hour(label: str, pages: dict[str, tuple[int, int]], day: str = "d1") -> Window:
+    cells = [Cell("page", page, visits, uniques) for page, (visits, uniques) in pages.items()]
+    total = Cell("total", "", sum(v for v, _ in pages.values()), sum(u for _, u in pages.values()))
+    return Window(label, total, cells, parent=day)
+
+
+def _shown(released: ReleasedWindow) -> set[str]:
+    return {c.value for c in released.cells}
+
+
+@pytest.mark.promise("P-20")
+def test_a_cell_hidden_in_one_hour_is_hidden_in_another_of_its_day() -> None:
+    # /blog: 6 visitors at 10:00 (under k), 20 at 11:00, 29 at noon. Published at 11:00
+    # and noon, the day's count of /blog minus theirs would be 10:00's: so the smaller
+    # published one goes too. (Each hour has two small pages of its own, so hiding one
+    # more needs no complement inside the hour, which would cascade.)
+    small = {"/x": (5, 5), "/y": (4, 4)}
+    ten = _hour("10", {"/home": (40, 30), "/pricing": (30, 25), "/blog": (6, 6), **small})
+    eleven = _hour("11", {"/home": (50, 35), "/pricing": (30, 24), "/blog": (20, 20), **small})
+    noon = _hour("12", {"/home": (45, 33), "/pricing": (26, 20), "/blog": (30, 29), **small})
+    released = suppress([ten, eleven, noon], 11)
+    assert _shown(released[0]) == {"/home", "/pricing"}
+    assert _shown(released[1]) == {"/home", "/pricing"}  # /blog: the smaller of the two
+    assert _shown(released[2]) == {"/home", "/pricing", "/blog"}
+    # Another day's hours are another family: nothing to balance there.
+    alone = suppress([_hour("13", {"/home": (40, 30), "/blog": (25, 20)}, day="d2"), ten], 11)
+    assert _shown(alone[0]) == {"/home", "/blog"}
+
+
+def test_a_window_hidden_whole_hides_a_sibling_whole() -> None:
+    quiet = _hour("03", {"/home": (4, 3)})
+    busy = [_hour(h, {"/home": (40 + i, 30 + i)}) for i, h in enumerate(("04", "05"))]
+    released = suppress([quiet, *busy], 11)
+    assert [r.total is None for r in released] == [True, True, False]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["/a", "/b", "/c", "/d"]),
+            st.integers(1, 25),
+            min_size=1,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.integers(2, 15),
+)
+def test_nothing_hidden_can_be_recovered_within_a_window_or_across_its_day(
+    hours: list[dict[str, int]], k: int
+) -> None:
+    windows = [
+        _hour(str(i), {page: (uniques + 2, uniques) for page, uniques in pages.items()})
+        for i, pages in enumerate(hours)
+    ]
+    released = suppress(windows, k)
+    for window, out in zip(windows, released, strict=True):
+        if out.total is None:
+            continue
+        assert out.total.unique_visitors >= k
+        assert all(c.unique_visitors >= k for c in out.cells)
+        assert len(window.cells) - len(out.cells) != 1  # total minus the shown ones
+    for key in {c.value for w in windows for c in w.cells} | {"total"}:
+        holding = [
+            (w, r)
+            for w, r in zip(windows, released, strict=True)
+            if key == "total" or key in {c.value for c in w.cells}
+        ]
+        hidden = [
+            r for _, r in holding if r.total is None or (key != "total" and key not in _shown(r))
+        ]
+        if len(hidden) == 1:  # the day's count minus the shown hours would give it away
+            assert len(holding) == 1, (key, hours)
