@@ -57,7 +57,7 @@ class Mailbox:
         found = []
         for meta in await self.listing():
             if wanted & {r.casefold() for r in meta["rcpt_tos"]}:
-                found.append(await self._message(meta["id"]))
+                found.append(await self.message(meta["id"]))
         return found
 
     async def raw_to(self, *addresses: str) -> list[bytes]:
@@ -70,7 +70,7 @@ class Mailbox:
             if wanted & {r.casefold() for r in meta["rcpt_tos"]}
         ]
 
-    async def _message(self, ident: str) -> EmailMessage:
+    async def message(self, ident: str) -> EmailMessage:
         if ident not in self._cache:
             raw = (await self._client.get(f"/api/messages/{ident}")).content
             parsed = email.message_from_bytes(raw, policy=email.policy.default)

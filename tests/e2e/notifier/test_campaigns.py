@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import uuid
+from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import httpx
@@ -31,6 +32,7 @@ from tests.e2e.notifier.support import (
 from tests.support.mailbox import Mailbox
 
 CONFIG = NotifierSettings(environment="test")
+SESSION_STARTED = datetime.now(UTC)  # collected (imported) as the test session starts
 CATEGORIES = {
     "transactional",
     "account_security",
@@ -340,3 +342,34 @@ async def test_commands_outside_the_notifier_categories_send_nothing(
     for message in messages:
         assert_compliant(message, "service_announcement")
     assert await notice_progress(api, wrong.notice_id) == {}
+
+
+@pytest.mark.promise("P-27")
+@pytest.mark.promise("P-30")
+@pytest.mark.promise("P-33")
+async def test_every_email_the_platform_sent_so_far_is_categorised_and_compliant(
+    mailbox: Mailbox, api: httpx.AsyncClient, producer: AIOKafkaProducer
+) -> None:
+    # At least one of each kind first, so the sweep below never checks an empty box.
+    uid, _ = await publish_contact(producer, marketing_email=True)
+    for notice in (campaign(uid), announcement(uid, subject="Holiday hours")):
+        sent = await send(producer, notice)
+        await wait_notice_settled(api, sent.notice_id, emails=1)
+    reply = RequestReplied(user_id=uid, request_id=uuid.uuid4(), reply_id=uuid.uuid4())
+    await publish(producer, reply, subject=str(uid))
+    await wait_notice_settled(api, reply.reply_id, emails=1)
+    ours = {CONFIG.notifier_from_transactional, CONFIG.notifier_from_marketing}
+    checked: dict[str, int] = {}
+    for meta in await mailbox.listing():
+        if datetime.fromisoformat(meta["received_at"]) < SESSION_STARTED:
+            continue  # the sink keeps earlier runs' mail; this run answers for its own
+        message = await mailbox.message(meta["id"])
+        if str(message["From"]) not in ours:
+            continue  # a test's own hand-sent probe of the SMTP server, not the platform
+        # Sent as the platform: only the notifier sends so (its Message-ID), in a category.
+        assert str(message["Message-ID"]).endswith("@notifier.imt>"), meta
+        category = str(message["X-IMT-Category"])
+        assert category in CATEGORIES, meta
+        assert_compliant(message, category)
+        checked[category] = checked.get(category, 0) + 1
+    assert {"marketing", "service_announcement", "transactional"} <= set(checked), checked
