@@ -12,6 +12,7 @@ import pytest
 
 from deploy.local.layout import Layout
 from shared.config import PlatformSettings
+from shared.events.topics import all_topics
 from tests.e2e.accounts.support import (
     API,
     BusTail,
@@ -37,6 +38,11 @@ async def dump_tables(db: asyncpg.Connection) -> dict[str, str]:
         rows = await db.fetch(f'SELECT t::text AS line FROM "{t["tablename"]}" t')
         dump[t["tablename"]] = "\n".join(r["line"] for r in rows)
     return dump
+
+
+def _platform_logs() -> dict[str, bytes]:
+    """Every log of the stack and the services (gateway, PostgreSQL and Kafka included)."""
+    return {log.name: log.read_bytes() for log in API_LOG.parent.glob("*.log")}
 
 
 def traces_of(secret: str) -> list[bytes]:
@@ -76,13 +82,15 @@ async def test_sign_up_stores_exactly_the_declared_fields_and_the_password_nowhe
     await bus.event("contact_card.changed.", user.id, active=True)
     await asyncio.sleep(1.0)  # let the relay drain the outbox and the API flush its log
     dump = await dump_tables(db)
-    log = await asyncio.to_thread(API_LOG.read_bytes)
-    records = await read_topics_from_beginning(settings)
+    logs = await asyncio.to_thread(_platform_logs)
+    assert API_LOG.name in logs
+    records = await read_topics_from_beginning(settings, [t.name for t in all_topics()])
     for secret in (password, new_password):
         for trace in traces_of(secret):
             leaks = [t for t, text in dump.items() if trace in text.encode()]
             assert not leaks, f"password found in tables {leaks}"
-            assert trace not in log, "password found in the API log"
+            logged = [name for name, text in logs.items() if trace in text]
+            assert not logged, f"password found in logs {logged}"
             assert not any(trace in r for r in records), "password found on a Kafka topic"
     # Name and email are sealed: in no table in clear (the outbox is relayed and emptied).
     for table, text in dump.items():

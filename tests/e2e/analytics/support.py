@@ -160,19 +160,32 @@ def _about(value: bytes, site: str | None) -> bool:
         return site.encode() in value
 
 
+# Ids only (consumer name, event uuid, time): it cannot hold a value, and it holds a
+# mark for every beacon ever counted, far too many rows to read as text.
+IDS_ONLY = {"bus_processed_events"}
+
+
 async def dump_tables(settings: PlatformSettings, site: str) -> str:
-    """Every analytics row of ``site`` as text, plus the suppressed-visit counts."""
+    """Every table of the analytics database as text: the rows of ``site`` where a table
+    has a site column, every row of the others (outbox, counts...) but IDS_ONLY."""
     conn = await asyncpg.connect(settings.database_dsn("analytics"))
     try:
+        tables = await conn.fetch(
+            "SELECT t.tablename, EXISTS (SELECT 1 FROM information_schema.columns c"
+            "  WHERE c.table_name = t.tablename AND c.column_name = 'site') AS by_site"
+            " FROM pg_tables t WHERE t.schemaname = 'public'"
+        )
+        assert {t["tablename"] for t in tables} >= set(ANALYTICS_TABLES) | IDS_ONLY
         parts = []
-        for table in ANALYTICS_TABLES:
+        for table in tables:
+            if table["tablename"] in IDS_ONLY:
+                continue
+            where = " WHERE site = $1" if table["by_site"] else ""
             rows = await conn.fetch(
-                f"SELECT t::text AS row FROM {table} t WHERE site = $1",
-                site,
+                f'SELECT t::text AS row FROM "{table["tablename"]}" t{where}',
+                *([site] if where else []),
             )
             parts += [r["row"] for r in rows]
-        rows = await conn.fetch("SELECT t::text AS row FROM suppressed_visits t")
-        parts += [r["row"] for r in rows]
         return "\n".join(parts)
     finally:
         await conn.close()

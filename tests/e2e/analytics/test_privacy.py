@@ -12,6 +12,7 @@ from hypothesis import settings as examples_of
 from hypothesis import strategies as st
 
 from shared.config import PlatformSettings
+from shared.events import dlq_of
 from shared.events.topics import ANALYTICS_VISITS
 from tests.e2e.analytics.support import (
     BEACON,
@@ -113,11 +114,16 @@ async def test_personal_data_in_beacons_reaches_no_topic_table_or_api(
     kafka = "\n".join(
         v.decode() for _, v in await topic_records(settings, ANALYTICS_VISITS.name, site)
     )
+    dead_letters = "\n".join(
+        v.decode("utf-8", "replace")
+        for _, v in await topic_records(settings, dlq_of(ANALYTICS_VISITS.name))
+    )
     # Once the windows holding these visits were published, not before (else: nothing).
     published = await trend_records(settings, site, len(examples))
     trends = "\n".join(v.decode() for _, v in published)
     stores = {
         "analytics.visits": kafka,
+        "analytics.visits.dlq": dead_letters,
         "analytics.trends": trends,
         "postgres": await dump_tables(settings, site),
         "apis": "\n".join(a.text for a in answers),
