@@ -207,21 +207,33 @@ async def test_a_reply_to_the_unsubscribe_mailto_opts_out_through_the_inbound_we
 
 
 @pytest.mark.promise("P-34")
+@pytest.mark.parametrize("by", ["the user's unsubscribe page", "an operator, as emailed"])
 async def test_after_global_suppression_no_email_of_any_category_only_inbox(
-    api: httpx.AsyncClient, producer: AIOKafkaProducer, mailbox: Mailbox
+    api: httpx.AsyncClient, producer: AIOKafkaProducer, mailbox: Mailbox, by: str
 ) -> None:
     uid, address = await publish_contact(producer, marketing_email=True)
     await send(producer, announcement(uid, subject="New opening hours"))
     [message] = await mailbox.wait_for([address], 1)
-    url = unsubscribe_https(message)
-    async with httpx.AsyncClient(
-        verify=ssl.create_default_context(cafile=CA_FILE), timeout=30
-    ) as web:
-        response = await web.post(
-            url, content=b"scope=all", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    if by == "an operator, as emailed":  # "email us ... remove you from ALL correspondence"
+        response = await api.post(
+            "/api/notifier/ops/suppressions",
+            json={"user_id": str(uid)},
+            headers=operator_token("support"),
         )
-    assert response.status_code == 200
-    assert "You will get no more all email" in response.text
+        assert response.status_code == 200, response.text
+        assert response.json() == {"status": "suppressed"}
+    else:
+        url = unsubscribe_https(message)
+        async with httpx.AsyncClient(
+            verify=ssl.create_default_context(cafile=CA_FILE), timeout=30
+        ) as web:
+            response = await web.post(
+                url,
+                content=b"scope=all",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        assert response.status_code == 200
+        assert "You will get no more all email" in response.text
 
     notices: list[tuple[uuid.UUID, NoticeCategory]] = []
     for command in (
