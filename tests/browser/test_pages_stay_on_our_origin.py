@@ -1,9 +1,16 @@
 """P-21: the pages the platform serves load nothing from anyone else."""
 
+import uuid
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.async_api import Browser
+
+from shared.bus import reliable_producer
+from shared.config import PlatformSettings
+from shared.events.catalogue.notifier import SendNotice
+from tests.e2e.notifier.support import publish, publish_contact, unsubscribe_https
+from tests.support.mailbox import Mailbox
 
 PAGES = ["/", "/privacy.html"]
 
@@ -13,6 +20,36 @@ PAGES = ["/", "/privacy.html"]
 async def test_a_page_makes_no_request_outside_the_platforms_origin(
     browser: Browser, platform: str, path: str
 ) -> None:
+    await _stays_on_our_origin(browser, platform, path)
+
+
+@pytest.mark.promise("P-21")
+async def test_the_unsubscribe_page_makes_no_request_outside_the_platforms_origin(
+    browser: Browser, platform: str
+) -> None:
+    # The page a recipient opens from an email's link: a real one, from a real email.
+    producer = reliable_producer(PlatformSettings())
+    await producer.start()
+    mailbox = Mailbox()
+    try:
+        uid, address = await publish_contact(producer, marketing_email=True)
+        notice = SendNotice(
+            notice_id=uuid.uuid4(), template="service_announcement",
+            category="service_announcement", audience="listed", user_ids=(uid,),
+            params={"subject": "Opening hours", "message": "From 9 on Monday."},
+        )  # fmt: skip
+        await publish(producer, notice, subject=str(notice.notice_id))
+        [message] = await mailbox.wait_for([address], 1)
+    finally:
+        await mailbox.close()
+        await producer.stop()
+    link = urlsplit(unsubscribe_https(message))
+    await _stays_on_our_origin(browser, platform, link.path, expect="Unsubscribe")
+
+
+async def _stays_on_our_origin(
+    browser: Browser, platform: str, path: str, expect: str | None = None
+) -> None:
     origin = urlsplit(platform).netloc
     context = await browser.new_context()
     page = await context.new_page()
@@ -21,6 +58,7 @@ async def test_a_page_makes_no_request_outside_the_platforms_origin(
     response = await page.goto(f"{platform}{path}", wait_until="networkidle")
     await page.wait_for_timeout(300)  # the visit beacon is sent after load
     cookies = await context.cookies()
+    body = await response.text() if response is not None else ""
     await context.close()
 
     assert response is not None
@@ -29,6 +67,8 @@ async def test_a_page_makes_no_request_outside_the_platforms_origin(
     assert requested, "the page made no request at all: the check would prove nothing"
     assert {urlsplit(url).netloc for url in requested} == {origin}
     assert cookies == []
+    if expect is not None:
+        assert expect in body
 
 
 @pytest.mark.promise("P-21")
