@@ -262,16 +262,19 @@ async def test_a_backup_taken_before_deletion_and_restored_after_yields_nothing_
 
         # A restore replays the deletion ledger before anything reads it...
         targets = await backups.restore(
-            config, snapshot, target_prefix=prefix, databases=["accounts"]
+            config, snapshot, target_prefix=prefix, databases=["accounts", "notifier"]
         )
-        restored = config.admin_dsn(targets["accounts"])
-        conn = await asyncpg.connect(restored)
-        try:
-            for sql in ("SELECT count(*) FROM users WHERE id = $1",
-                        "SELECT count(*) FROM devices WHERE user_id = $1"):  # fmt: skip
-                assert await conn.fetchval(sql, subject) == 0, sql
-        finally:
-            await conn.close()
+        for database, sql in (
+            ("accounts", "SELECT count(*) FROM users WHERE id = $1"),
+            ("accounts", "SELECT count(*) FROM devices WHERE user_id = $1"),
+            ("notifier", "SELECT count(*) FROM contacts WHERE user_id = $1"),
+            ("notifier", "SELECT count(*) FROM deliveries WHERE user_id = $1"),
+        ):
+            conn = await asyncpg.connect(config.admin_dsn(targets[database]))
+            try:
+                assert await conn.fetchval(sql, subject) == 0, (database, sql)
+            finally:
+                await conn.close()
         # ...and even a raw copy of the snapshot, with no replay, is unreadable for them.
         raw = f"{prefix}_raw"
         await backups.drop_databases(config, [raw])
@@ -279,19 +282,43 @@ async def test_a_backup_taken_before_deletion_and_restored_after_yields_nothing_
         conn = await asyncpg.connect(config.admin_dsn(raw))
         try:
             row = await conn.fetchrow("SELECT email, name FROM users WHERE id = $1", subject)
+            model = await conn.fetchval("SELECT model FROM devices WHERE user_id = $1", subject)
         finally:
             await conn.close()
         assert row is not None  # the copy predates the deletion
+        assert model is not None
         assert user.email.encode() not in row["email"]
-        with pytest.raises(SubjectShredded):
-            await vault.open(subject, row["email"], purpose="accounts.users.email")
+        assert user.name.encode() not in row["name"]
+        for sealed, purpose in ((row["email"], "accounts.users.email"),
+                                (row["name"], "accounts.users.name"),
+                                (model, "accounts.devices.model")):  # fmt: skip
+            with pytest.raises(SubjectShredded):
+                await vault.open(subject, sealed, purpose=purpose)
+        # The notifier's copy of the contact card, in the same snapshot, likewise.
+        await backups.drop_databases(config, [f"{raw}_notifier"])
+        await backups.restore_dump(config, snapshot.folder / "notifier.dump", f"{raw}_notifier")
+        conn = await asyncpg.connect(config.admin_dsn(f"{raw}_notifier"))
+        try:
+            card = await conn.fetchrow("SELECT * FROM contacts WHERE user_id = $1", subject)
+        finally:
+            await conn.close()
+        assert card is not None  # it was there when the snapshot was taken
+        sealed_columns = [k for k, v in card.items() if isinstance(v, bytes) and k != "email_index"]
+        assert sealed_columns
+        for column in sealed_columns:
+            assert user.email.encode() not in card[column], column
+            with pytest.raises(SubjectShredded):
+                await vault.open(subject, card[column], purpose=f"notifier.contacts.{column}")
 
         # The request completes only once that snapshot is gone.
         assert await wait_for_stage(client, user.id, request_id, ("backups_pending",))
         await _expire_now(config, snapshot.snapshot_id)
         await wait_for_stage(client, user.id, request_id, ("complete",), timeout=180)
     finally:
-        await backups.drop_databases(config, [f"{prefix}_accounts", f"{prefix}_raw"])
+        await backups.drop_databases(
+            config,
+            [f"{prefix}_accounts", f"{prefix}_notifier", f"{prefix}_raw", f"{prefix}_raw_notifier"],
+        )
         await _expire_now(config, snapshot.snapshot_id)
 
 
