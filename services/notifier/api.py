@@ -1,6 +1,7 @@
 """The notifier API process: ``python -m services.notifier.api``.
 
-Users' inbox (``/api/notifier/inbox``), unsubscribe links (``/api/notifier/unsubscribe``)
+Users' inbox (``/api/notifier/inbox``) and export (``/api/notifier/me/export``),
+unsubscribe links (``/api/notifier/unsubscribe``)
 and operators' views (``/api/notifier/ops``). It reads and writes the notifier's
 database only; sending is the worker's job.
 """
@@ -16,7 +17,7 @@ from services.notifier.bootstrap import DATABASE, bootstrap
 from services.notifier.config import NotifierSettings
 from services.notifier.domain.templates import Renderer
 from services.notifier.gauges import NotifierGauges
-from services.notifier.routes import inbound, inbox, ops, unsubscribe
+from services.notifier.routes import inbound, inbox, me, ops, unsubscribe
 from services.notifier.stream import InboxHub
 from shared.service import Runtime, serve, service_app
 
@@ -42,7 +43,14 @@ def build_app(settings: NotifierSettings) -> FastAPI:
         service="notifier",
         title="iMT notifier",
         settings=settings,
-        routers=[inbox.router, inbox.policy_router, unsubscribe.router, inbound.router, ops.router],
+        routers=[
+            inbox.router,
+            inbox.policy_router,
+            me.router,
+            unsubscribe.router,
+            inbound.router,
+            ops.router,
+        ],
         start=start,
         gauges=NotifierGauges,
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import Depends, Request
 
@@ -11,6 +12,14 @@ from services.notifier.domain.templates import Renderer
 from services.notifier.stream import InboxHub
 from shared.observability import Problem
 from shared.service import Runtime
+
+
+def user_id(claims: Any) -> UUID:
+    """The user a token names; an operator's token names none."""
+    try:
+        return UUID(claims.sub)
+    except ValueError:
+        raise Problem(403, "Forbidden", "This token names no user.", slug="forbidden") from None
 
 
 def get_runtime(request: Request) -> Runtime:

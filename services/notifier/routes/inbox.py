@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from services.notifier import stream_tickets
-from services.notifier.routes.deps import HubDep, RendererDep, RuntimeDep
+from services.notifier.routes.deps import HubDep, RendererDep, RuntimeDep, user_id
 from services.notifier.stream import ITEM_COLUMNS, item_json
 from shared.auth import CurrentUser
 from shared.auth.dependencies import current_user
@@ -25,13 +25,6 @@ ORDER BY i.id DESC
 """  # noqa: S608 - constant columns
 
 
-def _user(claims: Any) -> UUID:
-    try:
-        return UUID(claims.sub)
-    except ValueError:
-        raise Problem(403, "Forbidden", "This token names no user.", slug="forbidden") from None
-
-
 @router.get("")
 async def list_inbox(
     user: CurrentUser,
@@ -41,7 +34,7 @@ async def list_inbox(
     before: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
     """Pinned notices not yet acknowledged (always first), then every item, newest first."""
-    uid = _user(user)
+    uid = user_id(user)
     async with runtime.pool.acquire() as conn:
         pinned = await conn.fetch(_PINNED, uid)
         rows = await conn.fetch(
@@ -68,7 +61,7 @@ async def unread_count(user: CurrentUser, runtime: RuntimeDep) -> dict[str, int]
             "SELECT count(*) FILTER (WHERE read_at IS NULL) AS unread,"
             " count(*) FILTER (WHERE pinned AND acknowledged_at IS NULL) AS pinned"
             " FROM inbox_items WHERE user_id = $1",
-            _user(user),
+            user_id(user),
         )
     assert row is not None
     return {"unread": row["unread"], "pinned": row["pinned"]}
@@ -103,13 +96,13 @@ async def _mark(runtime: Any, uid: UUID, item_id: int, *, acknowledge: bool) -> 
 
 @router.post("/{item_id}/read")
 async def mark_read(item_id: int, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
-    return await _mark(runtime, _user(user), item_id, acknowledge=False)
+    return await _mark(runtime, user_id(user), item_id, acknowledge=False)
 
 
 @router.post("/{item_id}/acknowledge")
 async def acknowledge(item_id: int, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
     """Pinned notices stay on top until acknowledged; the acknowledgement is recorded."""
-    return await _mark(runtime, _user(user), item_id, acknowledge=True)
+    return await _mark(runtime, user_id(user), item_id, acknowledge=True)
 
 
 @router.post("/stream-tickets", status_code=201)
@@ -117,7 +110,7 @@ async def stream_ticket(user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any
     """A ticket to open the stream with ``EventSource`` (which cannot send a token):
     ``GET /inbox/stream?ticket=...``. Single use, valid for ``expires_in`` seconds."""
     async with runtime.pool.acquire() as conn:
-        ticket = await stream_tickets.issue(conn, _user(user))
+        ticket = await stream_tickets.issue(conn, user_id(user))
     return {"ticket": ticket, "expires_in": stream_tickets.TICKET_SECONDS}
 
 
@@ -146,7 +139,7 @@ async def stream(
 
 async def _stream_caller(request: Request, runtime: Runtime, ticket: str | None) -> UUID:
     if ticket is None:
-        return _user(await current_user(request))
+        return user_id(await current_user(request))
     async with runtime.pool.acquire() as conn:
         uid = await stream_tickets.redeem(conn, ticket)
     if uid is None:
@@ -169,7 +162,7 @@ async def my_policy_notices(user: CurrentUser, runtime: RuntimeDep) -> list[dict
         rows = await conn.fetch(
             "SELECT policy_version, notified_at, emailed_at, seen_at FROM policy_notices"
             " WHERE user_id = $1 ORDER BY notified_at",
-            _user(user),
+            user_id(user),
         )
     return [
         {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in dict(r).items()}

@@ -1,0 +1,55 @@
+"""P-11 across services: what the notifier holds about a user is in their export too.
+
+Accounts' export holds what the user gave accounts; the notifier holds its copy of the
+contact card, the user's email choices, the emails planned for them and their in-site
+notices. A user signs up, verifies from the real mailbox and asks (by email, through an
+operator) to get no email at all; the notifier's export shows each of these.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from tests.e2e.notifier.support import operator_token
+from tests.e2e.platform.journeys import API, needs_accounts_and_notifier, signed_up_and_verified
+from tests.support.mailbox import Mailbox
+
+EXPORT = "/api/notifier/me/export"
+
+
+@pytest.mark.promise("P-11")
+async def test_the_notifier_exports_what_it_holds_about_me(platform: str) -> None:
+    needs_accounts_and_notifier()
+    address = f"export-{uuid.uuid4().hex[:12]}@example.org"
+    name = f"Export {uuid.uuid4().hex[:6]}"
+    mailbox = Mailbox()
+    try:
+        async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+            headers = await signed_up_and_verified(
+                client, mailbox, name, address, f"pw-{uuid.uuid4().hex}"
+            )
+            uid = (await client.get(f"{API}/me", headers=headers)).json()["id"]
+            suppressed = await client.post(
+                "/api/notifier/ops/suppressions",
+                json={"user_id": uid},
+                headers=operator_token("support"),
+            )
+            assert suppressed.status_code == 200, suppressed.text
+            mine = await client.get(EXPORT, headers=headers)
+            someone_else = await client.get(EXPORT, headers=operator_token("support"))
+            anonymous = await client.get(EXPORT)
+    finally:
+        await mailbox.close()
+    assert mine.status_code == 200, mine.text
+    assert (someone_else.status_code, anonymous.status_code) == (403, 401)
+    data = mine.json()
+    contact = data["contact"]
+    assert (contact["email"], contact["name"], contact["active"]) == (address, name, True)
+    assert [(c["category"], c["source"]) for c in data["email_choices"]] == [("all", "operator")]
+    verification = [e for e in data["emails"] if e["template"] == "verify_email"]
+    assert [(e["status"], e["outcome"]) for e in verification] == [("done", "sent")]
+    assert all(set(i) >= {"notice_id", "template", "created_at"} for i in data["inbox"])
+    assert isinstance(data["policy_notices"], list)
