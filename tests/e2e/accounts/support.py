@@ -255,6 +255,18 @@ async def admin(client: httpx.AsyncClient) -> Operator:
     return Operator("", settings.accounts_admin_email, password, ("admin",), token)
 
 
+async def publish_policy(client: httpx.AsyncClient, by: Operator, summary: str) -> str:
+    """A new privacy-policy version, published through the operators' API; its name."""
+    version = unique("v")
+    published = await client.post(
+        f"{API}/operator/policy-versions",
+        json={"version": version, "summary": summary},
+        headers=by.headers,
+    )
+    assert published.status_code == 201, published.text
+    return version
+
+
 async def new_operator(client: httpx.AsyncClient, by: Operator, *roles: str) -> Operator:
     email, password = unique_email("op"), f"op-{uuid.uuid4().hex}"
     response = await client.post(

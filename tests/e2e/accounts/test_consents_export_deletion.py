@@ -19,6 +19,7 @@ from tests.e2e.accounts.support import (
     User,
     active_user,
     new_operator,
+    publish_policy,
     record_invoice,
     unique,
 )
@@ -168,13 +169,7 @@ async def test_my_export_holds_every_field_i_gave_that_is_still_stored(
         await _consent(client, user, partner["id"], granted)
     relocated = await client.patch(f"{API}/me", json={"locale": "fr"}, headers=user.headers)
     assert relocated.status_code == 200, relocated.text
-    version = unique("v")
-    published = await client.post(
-        f"{API}/operator/policy-versions",
-        json={"version": version, "summary": "Retention periods clarified."},
-        headers=root.headers,
-    )
-    assert published.status_code == 201, published.text
+    version = await publish_policy(client, root, "Retention periods clarified.")
     accepted = await client.post(
         f"{API}/me/policy-acceptances", json={"version": version}, headers=user.headers
     )

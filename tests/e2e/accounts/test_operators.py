@@ -22,6 +22,7 @@ from tests.e2e.accounts.support import (
     Operator,
     active_user,
     new_operator,
+    publish_policy,
     unique,
 )
 
@@ -284,13 +285,7 @@ async def test_policy_versions_are_published_and_accepted(
     client: httpx.AsyncClient, bus: BusTail, root: Operator
 ) -> None:
     user = await active_user(client, bus)
-    version = unique("v")
-    published = await client.post(
-        f"{API}/operator/policy-versions",
-        json={"version": version, "summary": "We clarified retention periods."},
-        headers=root.headers,
-    )
-    assert published.status_code == 201, published.text
+    version = await publish_policy(client, root, "We clarified retention periods.")
     event = await bus.event("policy_version.published.", f"policy:{version}")
     assert event["data"]["policy_version"] == version
     current = await client.get(f"{API}/policy/current")

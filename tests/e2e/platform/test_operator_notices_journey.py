@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.accounts.support import admin, new_operator, unique
+from tests.e2e.accounts.support import admin, new_operator, publish_policy, unique
 from tests.e2e.deletion.support import needs_every_service
 from tests.e2e.platform.journeys import API, signed_up_and_verified
 from tests.support.mailbox import Mailbox, eventually
@@ -112,13 +112,7 @@ async def test_operators_notices_reach_users_in_site_and_by_email(platform: str)
                 headers=root.headers,
             )
             assert announced.status_code in (200, 201, 202), announced.text
-            version = unique("v")
-            published = await client.post(
-                f"{API}/operator/policy-versions",
-                json={"version": version, "summary": "Shorter retention of visit logs."},
-                headers=root.headers,
-            )
-            assert published.status_code == 201, published.text
+            version = await publish_policy(client, root, "Shorter retention of visit logs.")
             policy = f"Our privacy policy changes: version {version}"
             for address, headers, _ in users.values():
                 await arrives(headers, subject, address, subject)
