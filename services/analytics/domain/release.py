@@ -14,6 +14,10 @@ parent's count minus theirs: the smallest published one is suppressed with it. B
 rules run until neither suppresses anything more. A release computes this over whole
 parents, so the answer for a window never depends on the range that was asked for.
 
+Not yet: the windows of one grain are balanced against each other, but not against
+their parent's own release. A day may show a cell (or hide its complement) that no
+hour shows, and the two releases together can then single out an hour's hidden cell.
+
 With ``epsilon`` set, Laplace noise of scale 1/epsilon is added to every published
 count (then rounded, never below zero). The noise of a cell is derived from a keyed
 hash of the cell, so asking the same question again returns the same answer instead

@@ -36,8 +36,11 @@ class _Range:
         now = datetime.now(UTC)
         self.site = site
         self.grain: Grain = grain
-        self.end = end or now + timedelta(days=1)
-        self.start = start or self.end - timedelta(days=2)
+        try:  # in UTC, as stored: a bound at the very ends of time cannot be one
+            self.end = (end or now + timedelta(days=1)).astimezone(UTC)
+            self.start = (start or self.end - timedelta(days=2)).astimezone(UTC)
+        except OverflowError:
+            raise Problem(422, "Invalid range", "Dates out of range.", slug="range") from None
         if self.start >= self.end:
             raise Problem(422, "Invalid range", "'from' must be before 'to'.", slug="range")
 

@@ -104,9 +104,11 @@ class PolicyAccepted(_Lifecycle):
 
 @register_event
 class DeletionRequested(_Lifecycle):
-    """The user (re-authenticated) or two operators asked to delete the account; or the
-    user deleted one item (``scope`` device or request, ``item_id``), which accounts
-    removed at once and the deletion service erases everywhere else, backups included."""
+    """A deletion was asked for: of the account, or of one of its items.
+
+    The account: by the user (re-authenticated) or by two operators. An item (``scope``
+    device or request, ``item_id``): the user deleted it, accounts removed it at once,
+    and the deletion service erases it everywhere else, backups included."""
 
     event_name: ClassVar[str] = "deletion.requested"
     version: ClassVar[int] = 1

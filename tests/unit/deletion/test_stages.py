@@ -14,6 +14,13 @@ def test_a_new_request_is_requested_with_its_grace_end() -> None:
     assert request.grace_ends_at == T0 + timedelta(days=14)
 
 
+def test_an_item_has_no_grace_period_its_account_has() -> None:
+    # Accounts removed the item at once: its erasure everywhere else starts now.
+    for scope in ("device", "request"):
+        assert a_request(scope, grace=timedelta(days=14)).grace_ends_at == T0
+    assert a_request("account", grace=timedelta(days=14)).grace_ends_at == T0 + timedelta(days=14)
+
+
 def test_an_item_deletion_names_its_item() -> None:
     with pytest.raises(ValueError, match="names the item"):
         stages.new_request(
