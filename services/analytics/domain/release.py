@@ -149,11 +149,6 @@ def suppress(windows: Sequence[Window], k: int) -> list[ReleasedWindow]:
     return released
 
 
-def suppress_window(window: Window, k: int) -> ReleasedWindow:
-    """The cells of one window that may be published at threshold ``k`` (no noise)."""
-    return suppress([window], k)[0]
-
-
 def laplace(u: float, scale: float) -> float:
     """Inverse CDF of the Laplace distribution (location 0) at ``u`` in (0, 1)."""
     u = min(max(u, 1e-12), 1 - 1e-12) - 0.5

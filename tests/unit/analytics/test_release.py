@@ -12,7 +12,6 @@ from services.analytics.domain.release import (
     laplace,
     release,
     suppress,
-    suppress_window,
 )
 
 
@@ -28,18 +27,18 @@ def _window(groups: dict[str, list[tuple[int, int]]]) -> Window:
 
 
 def test_small_cells_and_a_complement_are_suppressed() -> None:
-    released = suppress_window(_window({"page": [(40, 30), (20, 12), (15, 11), (3, 2)]}), 11)
+    released = suppress([_window({"page": [(40, 30), (20, 12), (15, 11), (3, 2)]})], 11)[0]
     assert [c.value for c in released.cells] == ["page-0", "page-1"]
     assert released.suppressed == 2
 
 
 def test_two_small_cells_need_no_complement() -> None:
-    released = suppress_window(_window({"page": [(40, 30), (3, 2), (4, 3)]}), 5)
+    released = suppress([_window({"page": [(40, 30), (3, 2), (4, 3)]})], 5)[0]
     assert [c.value for c in released.cells] == ["page-0"]
 
 
 def test_a_window_under_k_is_suppressed_whole() -> None:
-    released = suppress_window(_window({"page": [(5, 4), (3, 3)]}), 11)
+    released = suppress([_window({"page": [(5, 4), (3, 3)]})], 11)[0]
     assert released.total is None
     assert released.cells == []
     assert released.suppressed == 3
@@ -52,7 +51,7 @@ def test_a_window_under_k_is_suppressed_whole() -> None:
 )
 def test_no_published_cell_is_under_k_nor_derivable(cells: list[tuple[int, int]], k: int) -> None:
     cells = [(max(v, u), u) for v, u in cells]
-    released = suppress_window(_window({"page": cells}), k)
+    released = suppress([_window({"page": cells})], k)[0]
     assert all(c.unique_visitors >= k for c in released.cells)
     if released.total is not None:
         assert released.total.unique_visitors >= k
