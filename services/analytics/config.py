@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.config import PlatformSettings
 from shared.events.topics import DELETION_COMMANDS
@@ -48,14 +48,22 @@ class AnalyticsSettings(PlatformSettings):
         description="Hours the per-window sets of visitor hashes are kept (then unique "
         "counts are final and visits older than this are ignored as too late).",
     )
-    analytics_minute_retention_days: int = Field(7, description="Days minute windows are kept.")
-    analytics_hour_retention_days: int = Field(90, description="Days hour windows are kept.")
-    analytics_day_retention_days: int = Field(730, description="Days day windows are kept.")
+    analytics_minute_retention_days: int = Field(
+        7, description="Days minute windows are kept after their UTC day ends."
+    )
+    analytics_hour_retention_days: int = Field(
+        730,
+        description="Days hour windows are kept after their UTC day ends; at least as long "
+        "as day windows, whose releases are checked against their hours.",
+    )
+    analytics_day_retention_days: int = Field(
+        730, description="Days day windows are kept after they end."
+    )
     analytics_public_k: int = Field(
-        11, description="Public trends: cells with fewer distinct visitors are suppressed."
+        11, ge=2, description="Public trends: cells with fewer distinct visitors are suppressed."
     )
     analytics_partner_k: int = Field(
-        5, description="Partner trends: cells with fewer distinct visitors are suppressed."
+        5, ge=2, description="Partner trends: cells with fewer distinct visitors are suppressed."
     )
     analytics_public_epsilon: float | None = Field(
         None, description="Laplace noise epsilon of public releases (unset: no noise)."
@@ -64,8 +72,22 @@ class AnalyticsSettings(PlatformSettings):
         None, description="Laplace noise epsilon of partner releases (unset: no noise)."
     )
     analytics_max_release_windows: int = Field(
-        1500, description="Most windows one trends request may return."
+        1500,
+        ge=25,
+        description="Most windows one trends request may consider: a public or partner "
+        "release of hours or days takes each day with its 24 hours, so covers this // 25 days.",
     )
+
+    @model_validator(mode="after")
+    def _days_outlive_no_hours(self) -> AnalyticsSettings:
+        # A day's release is suppressed together with its hours; were they gone, the day
+        # could show what it hid while they were there, and both releases exist.
+        if self.analytics_hour_retention_days < self.analytics_day_retention_days:
+            raise ValueError(
+                "IMT_ANALYTICS_HOUR_RETENTION_DAYS must be at least "
+                "IMT_ANALYTICS_DAY_RETENTION_DAYS"
+            )
+        return self
 
     def consumer_groups(self) -> dict[str, tuple[str, ...]]:
         return {

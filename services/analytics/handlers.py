@@ -20,12 +20,10 @@ from prometheus_client import Counter as CounterChild
 from services.analytics import store
 from services.analytics.domain.beacon import Beacon, ScrubMemo
 from services.analytics.domain.release import Cell as ReleaseCell
-from services.analytics.domain.release import NoiseSource, Release, Window, release
+from services.analytics.domain.release import NoiseSource, Release, Window, hidden_keys, release
 from services.analytics.domain.signals import Suppression
 from services.analytics.domain.visitor import DailySalt, visitor_hash
 from services.analytics.domain.windows import (
-    FAMILY_SIZE,
-    PARENT_GRAIN,
     batch_deltas,
     window_end,
     window_start,
@@ -192,6 +190,9 @@ class ReleaseRequest:
     end: datetime
     k: int
     epsilon: float | None
+    within_k: int | None = None  # a smaller k whose release of the same windows this
+    # one hides everything of (the public's within the partners'): holding both then
+    # says no more than the smaller one
 
 
 @dataclass(frozen=True)
@@ -200,44 +201,44 @@ class Receipt:
     released_at: datetime
 
 
+HOURS_A_DAY = 24
+FAMILY = 1 + HOURS_A_DAY  # a day and its hours, released together
+
+
 async def release_trends(
     pool: asyncpg.Pool, request: ReleaseRequest, noise: NoiseSource, limit: int
 ) -> tuple[list[store.StoredWindow], Release, Receipt]:
     """Suppress (and noise) a site's windows and record the release's privacy receipt.
 
-    Suppression runs over whole parents (every minute of the hours asked about, every
-    hour of the days): a window's answer never depends on the range that was asked for,
-    so no two ranges can be differenced.
+    With a threshold (k > 1), a release covers whole days, each with all its hours:
+    a day's counts are its hours' sums, so both grains are suppressed as one family,
+    and either grain's answer for a window never depends on the range asked for. Such
+    a release considers at most ``limit`` windows, so covers ``limit // 25`` days.
+    Minute windows have no threshold release (see routes/trends.py).
     """
-    parent = PARENT_GRAIN.get(request.grain)
-    start, end, most = request.start, request.end, limit
-    if parent is not None:
-        # Bounds at the ends of time stay as asked: there is no window beyond them.
-        with contextlib.suppress(OverflowError):
-            start = window_start(request.start, parent)
-        with contextlib.suppress(OverflowError):
-            end = window_end(window_start(request.end - timedelta(microseconds=1), parent), parent)
-        most = limit + 2 * FAMILY_SIZE[request.grain]
     async with pool.acquire() as conn, conn.transaction():
-        loaded = await store.read_windows(conn, request.site, request.grain, start, end, most)
-        if parent is not None and len(loaded) == most:  # the last parent may be cut short
-            last = window_start(loaded[-1].window_start, parent)
-            loaded = [w for w in loaded if window_start(w.window_start, parent) != last]
-        windows = [
-            Window(
-                f"{w.site}|{w.grain}|{w.window_start.isoformat()}",
-                _cell(w.total),
-                [_cell(c) for c in w.cells],
-                None
-                if parent is None
-                else f"{w.site}|{parent}|{window_start(w.window_start, parent).isoformat()}",
+        if request.k <= 1:
+            loaded = await store.read_windows(
+                conn, request.site, request.grain, request.start, request.end, limit
             )
-            for w in loaded
-        ]
-        everything = release(windows, request.k, request.epsilon, noise)
-        asked = [i for i, w in enumerate(loaded) if request.start <= w.window_start < request.end][
-            :limit
-        ]
+            windows = [_window(w, None) for w in loaded]
+            asked = list(range(len(loaded)))
+        else:
+            loaded = await _days_with_hours(conn, request, max(1, limit // FAMILY))
+            windows = [
+                _window(w, None if w.grain == "day" else window_start(w.window_start, "day"))
+                for w in loaded
+            ]
+            asked = [
+                i for i, w in enumerate(loaded)
+                if w.grain == request.grain and request.start <= w.window_start < request.end
+            ][:limit]  # fmt: skip
+        already = (
+            hidden_keys(windows, request.within_k)
+            if request.within_k is not None and request.within_k < request.k
+            else ()
+        )
+        everything = release(windows, request.k, request.epsilon, noise, already)
         stored = [loaded[i] for i in asked]
         result = Release(request.k, request.epsilon, [everything.windows[i] for i in asked])
         release_id = uuid.uuid4()
@@ -256,6 +257,32 @@ async def release_trends(
             cells_suppressed=result.cells_suppressed,
         )
     return stored, result, Receipt(release_id, released_at)
+
+
+async def _days_with_hours(
+    conn: Connection, request: ReleaseRequest, days: int
+) -> list[store.StoredWindow]:
+    """The day windows of the days the range touches and every hour window of those
+    days, the first ``days`` days of them (a day may exist only as hours, or not)."""
+    start, end = request.start, request.end
+    # Bounds at the ends of time stay as asked: there is no window beyond them.
+    with contextlib.suppress(OverflowError):
+        start = window_start(request.start, "day")
+    with contextlib.suppress(OverflowError):
+        end = window_end(window_start(request.end - timedelta(microseconds=1), "day"), "day")
+    found = await store.read_windows(conn, request.site, "day", start, end, days)
+    found += await store.read_windows(conn, request.site, "hour", start, end, days * HOURS_A_DAY)
+    first = sorted({window_start(w.window_start, "day") for w in found})[:days]
+    return [w for w in found if window_start(w.window_start, "day") in first]
+
+
+def _window(w: store.StoredWindow, day: datetime | None) -> Window:
+    return Window(
+        f"{w.site}|{w.grain}|{w.window_start.isoformat()}",
+        _cell(w.total),
+        [_cell(c) for c in w.cells],
+        None if day is None else f"{w.site}|day|{day.isoformat()}",
+    )
 
 
 def _cell(c: store.StoredCell) -> ReleaseCell:

@@ -307,7 +307,9 @@ async def record_release(
 async def forget_old(
     conn: Connection, visitor_set_age: timedelta, retention: dict[WindowGrain, timedelta]
 ) -> dict[str, int]:
-    """Drop visitor sets past their age and windows past their grain's retention."""
+    """Drop visitor sets past their age and windows past their grain's retention,
+    counted from the end of the window's UTC day: a day's hours go with the day, never
+    before it (a day's release is checked against its hours)."""
     removed = {}
     result = await conn.execute(
         "DELETE FROM trend_cell_visitors WHERE window_start < now() - $1::interval",
@@ -317,9 +319,10 @@ async def forget_old(
     for grain, age in retention.items():
         for table in ("trend_cell_load_times", "trend_cells", "trend_windows"):
             result = await conn.execute(
-                f"DELETE FROM {table} WHERE grain = $1 AND window_start < now() - $2::interval",  # noqa: S608
+                f"DELETE FROM {table} WHERE grain = $1 AND "  # noqa: S608
+                "date_trunc('day', window_start, 'UTC') < now() - $2::interval",
                 grain,
-                age + GRAIN_LENGTH[grain],
+                age + GRAIN_LENGTH["day"],
             )
             removed[f"{table}.{grain}"] = int(result.split()[-1])
     return removed

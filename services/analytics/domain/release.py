@@ -8,15 +8,11 @@ whose total has fewer than ``k`` visitors is suppressed whole. Suppressed cells 
 left out entirely, labels included (a page path may itself be revealing).
 
 Windows also add up across grains: a day's visits of a page are the sum of its hours'.
-So among the windows of one parent (the minutes of an hour, the hours of a day), a
-cell suppressed in exactly one of them while published in others would be the
-parent's count minus theirs: the smallest published one is suppressed with it. Both
-rules run until neither suppresses anything more. A release computes this over whole
-parents, so the answer for a window never depends on the range that was asked for.
-
-Not yet: the windows of one grain are balanced against each other, but not against
-their parent's own release. A day may show a cell (or hide its complement) that no
-hour shows, and the two releases together can then single out an hour's hidden cell.
+So a day and its hours are suppressed together: a count hidden in exactly one place of
+such a sum (the day or one hour) takes the smallest shown one with it. Both rules run
+until neither suppresses anything more; then an audit (``audit.py``) solves all the
+sums together, and any count under k it can still solve for (through a chain the rules
+cannot see) takes the nearest shown count with it, and the rules run again.
 
 With ``epsilon`` set, Laplace noise of scale 1/epsilon is added to every published
 count (then rounded, never below zero). The noise of a cell is derived from a keyed
@@ -32,6 +28,8 @@ import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+
+from services.analytics.domain import audit
 
 NoiseSource = Callable[[str], float]
 """A uniform number in (0, 1) for a label; the same label gives the same number."""
@@ -78,10 +76,12 @@ def _smallest(cells: Sequence[Cell]) -> Cell:
 class _Hidden:
     """What is suppressed so far in each window; a hidden total hides the window."""
 
-    def __init__(self, windows: Sequence[Window], k: int) -> None:
+    def __init__(self, windows: Sequence[Window], k: int, already: Sequence[set[Key]]) -> None:
         self.keys: list[set[Key]] = [
             {_key(c) for c in [w.total, *w.cells] if c.unique_visitors < k} for w in windows
         ]
+        for keys, more in zip(self.keys, already, strict=False):
+            keys |= more
 
     def hides(self, i: int, key: Key) -> bool:
         return TOTAL in self.keys[i] or key in self.keys[i]
@@ -108,40 +108,88 @@ def _complement_within(windows: Sequence[Window], hidden: _Hidden) -> bool:
     return changed
 
 
-def _complement_across(windows: Sequence[Window], hidden: _Hidden) -> bool:
-    """A cell hidden in exactly one window of a parent and published in another: hide
-    it in the one of those where it is smallest, or the parent's count gives it away."""
-    changed = False
-    families: dict[str, list[int]] = {}
+Place = tuple[int, Cell]  # a window's index and its cell for one key
+
+
+def _parent_sums(windows: Sequence[Window]) -> list[tuple[Key, list[Place]]]:
+    """For each parent and key: where the key is counted (the parent, its windows).
+    A parent not in the release is left out of its sums but counts as published: it
+    may be, elsewhere."""
+    index = {w.label: i for i, w in enumerate(windows)}
+    sums: dict[tuple[str, Key], list[Place]] = {}
     for i, window in enumerate(windows):
         if window.parent is not None:
-            families.setdefault(window.parent, []).append(i)
-    for members in families.values():
-        held: dict[Key, list[tuple[int, Cell]]] = {}
-        for i in members:
-            for cell in (windows[i].total, *windows[i].cells):
-                held.setdefault(_key(cell), []).append((i, cell))
-        for key, where in held.items():
-            shown = [(i, c) for i, c in where if not hidden.hides(i, key)]
-            if len(where) - len(shown) == 1 and shown:
-                i, _ = min(shown, key=lambda ic: (ic[1].visits, ic[1].unique_visitors, ic[0]))
-                hidden.hide(i, key)
-                changed = True
+            for cell in (window.total, *window.cells):
+                sums.setdefault((window.parent, _key(cell)), []).append((i, cell))
+    own: dict[str, dict[Key, Cell]] = {}
+    for (parent, key), where in sums.items():
+        if parent in index:
+            up = index[parent]
+            if parent not in own:
+                own[parent] = {_key(c): c for c in (windows[up].total, *windows[up].cells)}
+            if key in own[parent]:
+                where.append((up, own[parent][key]))
+    return [(key, where) for (_, key), where in sums.items()]
+
+
+def _complement_across(sums: Sequence[tuple[Key, list[Place]]], hidden: _Hidden) -> bool:
+    """A key hidden in exactly one place of a parent's sum (the parent itself or one
+    of its windows): hide it where it is smallest among the others, or the sum gives
+    it away."""
+    changed = False
+    for key, where in sums:
+        shown = [(i, c) for i, c in where if not hidden.hides(i, key)]
+        if len(where) - len(shown) == 1 and shown:
+            i, _ = min(shown, key=lambda ic: (ic[1].visits, ic[1].unique_visitors, ic[0]))
+            hidden.hide(i, key)
+            changed = True
     return changed
 
 
-def suppress(windows: Sequence[Window], k: int) -> list[ReleasedWindow]:
-    """The cells of these windows that may be published at threshold ``k`` (no noise):
-    none under k, none recoverable by subtraction within a window or across a parent."""
-    hidden = _Hidden(windows, k)
-    while _complement_within(windows, hidden) | _complement_across(windows, hidden):
-        pass
+def hidden_keys(
+    windows: Sequence[Window], k: int, already: Sequence[set[Key]] = ()
+) -> list[set[Key]]:
+    """What each window hides at threshold ``k``: cells under k, and every cell that
+    subtraction would give away, within a window or across a parent and its windows.
+
+    The rules above look at one sum at a time; an audit of all the sums together then
+    finds any count under k they still give away, hides the nearest published count it
+    is solved through, and the rules run again, until the audit finds none.
+
+    ``already`` is hidden from the start: a release at a larger k starts from the
+    smaller k's, so someone holding both learns nothing the smaller one does not say.
+    """
+    hidden = _Hidden(windows, k, already)
+    index = {w.label: i for i, w in enumerate(windows)}
+    parents = [None if w.parent is None else index.get(w.parent) for w in windows]
+    cells = {(i, _key(c)): c for i, w in enumerate(windows) for c in (w.total, *w.cells)}
+    equations = audit.sums([[_key(c) for c in (w.total, *w.cells)] for w in windows], parents)
+    small = {slot for slot, c in cells.items() if c.unique_visitors < k}
+    across = _parent_sums(windows)
+    while True:
+        while _complement_within(windows, hidden) | _complement_across(across, hidden):
+            pass
+        leaks = audit.solvable(equations, lambda slot: hidden.hides(*slot)) & small
+        if not leaks:
+            return hidden.keys
+        before = sum(map(len, hidden.keys))
+        for leak in sorted(leaks):
+            audit.cover(leak, equations, lambda slot: hidden.hides(*slot), hidden.hide,
+                        lambda slot: cells[slot].visits)  # fmt: skip
+        if sum(map(len, hidden.keys)) == before:  # nothing left to hide but everything
+            return [{TOTAL} for _ in windows]
+
+
+def suppress(
+    windows: Sequence[Window], k: int, already: Sequence[set[Key]] = ()
+) -> list[ReleasedWindow]:
+    """The cells of these windows that may be published at threshold ``k`` (no noise)."""
     released = []
-    for i, window in enumerate(windows):
-        if hidden.hides(i, TOTAL):
+    for window, keys in zip(windows, hidden_keys(windows, k, already), strict=True):
+        if TOTAL in keys:
             released.append(ReleasedWindow(window.label, None, [], 1 + len(window.cells)))
             continue
-        kept = [c for c in window.cells if not hidden.hides(i, _key(c))]
+        kept = [c for c in window.cells if _key(c) not in keys]
         published = sorted(kept, key=lambda c: (c.dimension, -c.visits, c.value))
         released.append(
             ReleasedWindow(window.label, window.total, published, len(window.cells) - len(kept))
@@ -202,10 +250,14 @@ class Release:
 
 
 def release(
-    windows: Sequence[Window], k: int, epsilon: float | None, noise: NoiseSource
+    windows: Sequence[Window],
+    k: int,
+    epsilon: float | None,
+    noise: NoiseSource,
+    already: Sequence[set[Key]] = (),
 ) -> Release:
     """Suppress then (optionally) add noise to every window of a release."""
-    out = suppress(windows, k)
+    out = suppress(windows, k, already)
     if epsilon is not None:
         out = [add_noise(released, epsilon, noise, k) for released in out]
     return Release(k, epsilon, out)

@@ -21,9 +21,6 @@ GRAIN_LENGTH: dict[WindowGrain, timedelta] = {
     "hour": timedelta(hours=1),
     "day": timedelta(days=1),
 }
-# The coarser window each grain's windows add up to, and how many make one.
-PARENT_GRAIN: dict[WindowGrain, WindowGrain] = {"minute": "hour", "hour": "day"}
-FAMILY_SIZE: dict[WindowGrain, int] = {"minute": 60, "hour": 24}
 CellDimension = Literal["total", "page", "referrer_host", "device_class"]
 DIMENSIONS: tuple[CellDimension, ...] = ("page", "referrer_host", "device_class")
 DIRECT = "(direct)"

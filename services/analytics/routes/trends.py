@@ -56,8 +56,10 @@ async def operator_trends(request: Request, _: Analyst, query: Range) -> dict[st
 
 @router.get("/trends/partner")
 async def partner_trends(request: Request, _: Analyst, query: Range) -> dict[str, Any]:
-    """The release analysts hand to partners: cells under the partner k suppressed."""
+    """The release analysts hand to partners: cells under the partner k suppressed
+    (hour and day windows)."""
     settings: AnalyticsSettings = request.app.state.settings
+    _no_minutes(query)
     return await _release(
         request, "partner", query, settings.analytics_partner_k, settings.analytics_partner_epsilon
     )
@@ -65,11 +67,29 @@ async def partner_trends(request: Request, _: Analyst, query: Range) -> dict[str
 
 @router.get("/trends/public")
 async def public_trends(request: Request, query: Range) -> dict[str, Any]:
-    """Public trends: no account needed; cells under the public k suppressed."""
+    """Public trends: no account needed; cells under the public k suppressed (hour
+    and day windows), and everything the partners' release hides."""
     settings: AnalyticsSettings = request.app.state.settings
+    _no_minutes(query)
     return await _release(
-        request, "public", query, settings.analytics_public_k, settings.analytics_public_epsilon
+        request,
+        "public",
+        query,
+        settings.analytics_public_k,
+        settings.analytics_public_epsilon,
+        within_k=settings.analytics_partner_k,
     )
+
+
+def _no_minutes(query: _Range) -> None:
+    """Minute windows are operators' only. Their cells are nearly all under any k, and
+    a public minute release would tie each day's hours to their minutes: a family too
+    big to audit per request, and one that outlives minute windows' retention."""
+    if query.grain == "minute":
+        raise Problem(
+            422, "Grain not released", "Minute trends are for operators; ask for 'hour' or "
+            "'day'.", slug="grain",
+        )  # fmt: skip
 
 
 @router.get("/suppressed")
@@ -83,13 +103,18 @@ async def suppressed_visits(request: Request, _: Analyst, days: int = 30) -> dic
 
 
 async def _release(
-    request: Request, audience: str, query: _Range, k: int, epsilon: float | None
+    request: Request,
+    audience: str,
+    query: _Range,
+    k: int,
+    epsilon: float | None,
+    within_k: int | None = None,
 ) -> dict[str, Any]:
     settings: AnalyticsSettings = request.app.state.settings
     stored, result, receipt = await handlers.release_trends(
         request.app.state.pool,
         handlers.ReleaseRequest(
-            audience, query.site, query.grain, query.start, query.end, k, epsilon
+            audience, query.site, query.grain, query.start, query.end, k, epsilon, within_k
         ),
         request.app.state.noise,
         settings.analytics_max_release_windows,

@@ -7,6 +7,8 @@ import asyncpg
 import httpx
 import pytest
 
+from services.analytics.config import AnalyticsSettings
+from services.analytics.domain.release import Cell, ReleasedWindow, Window
 from shared.config import PlatformSettings
 from shared.events import decode_envelope
 from tests.e2e.analytics.support import (
@@ -19,6 +21,7 @@ from tests.e2e.analytics.support import (
     unique_site,
     wait_for_visits,
 )
+from tests.support.disclosure import recoverable
 
 # page -> distinct visitors (one visit each; "/home" also gets repeat visits)
 PAGES = {"/home": 14, "/pricing": 11, "/blog": 6, "/help": 4, "/about": 1}
@@ -209,18 +212,10 @@ async def test_an_hour_hides_what_its_day_would_give_away_whatever_range_is_aske
     conn = await asyncpg.connect(settings.database_dsn("analytics"))
     try:
         for hour, pages in HOURS.items():
-            start = day + timedelta(hours=hour)
-            await conn.execute(
-                "INSERT INTO trend_windows VALUES ($1, 'hour', $2, $3, 1, 1)",
-                site, start, start + timedelta(hours=1),
-            )  # fmt: skip
             cells = [("total", "", sum(v for v, _ in pages.values()),
                       sum(u for _, u in pages.values()))]  # fmt: skip
             cells += [("page", page, v, u) for page, (v, u) in pages.items()]
-            await conn.executemany(
-                "INSERT INTO trend_cells VALUES ($1, 'hour', $2, $3, $4, $5, $6)",
-                [(site, start, *cell) for cell in cells],
-            )
+            await _store(conn, site, "hour", day + timedelta(hours=hour), cells)
         async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
 
             async def pages_shown(start: datetime, end: datetime) -> dict[int, set[str]]:
@@ -247,6 +242,117 @@ async def test_an_hour_hides_what_its_day_would_give_away_whatever_range_is_aske
     assert whole_day == {10: {"/home", "/pricing"}, 11: {"/home", "/pricing"},
                          12: {"/home", "/pricing", "/blog"}}  # fmt: skip
     assert eleven_only == {11: whole_day[11]}
+
+
+StoredCell = tuple[str, str, int, int]  # dimension, value, visits, unique visitors
+
+
+async def _store(
+    conn: asyncpg.Connection, site: str, grain: str, start: datetime, cells: list[StoredCell]
+) -> None:
+    """A window as the aggregator writes it (already published to the topic, so the
+    worker leaves it alone)."""
+    length = timedelta(days=1) if grain == "day" else timedelta(hours=1)
+    await conn.execute(
+        "INSERT INTO trend_windows VALUES ($1, $2, $3, $4, 1, 1)",
+        site, grain, start, start + length,
+    )  # fmt: skip
+    await conn.executemany(
+        "INSERT INTO trend_cells VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        [(site, grain, start, *cell) for cell in cells],
+    )
+
+
+# A quiet day: one visit at 09:00, one at 10:00, eleven at 11:00 (one visitor each).
+QUIET_DAY = {
+    9: [("/repair", "phone")],
+    10: [("/repair", "phone")],
+    11: [("/repair", "phone")] * 9 + [("/blog", "phone"), ("/pricing", "phone")],
+}
+
+
+def _counted(label: str, visits: list[tuple[str, str]], parent: str | None) -> Window:
+    counts: dict[tuple[str, str], int] = {}
+    for page, device in visits:
+        for key in (("page", page), ("device_class", device)):
+            counts[key] = counts.get(key, 0) + 1
+    cells = [Cell(d, v, n, n) for (d, v), n in sorted(counts.items())]
+    return Window(label, Cell("total", "", len(visits), len(visits)), cells, parent)
+
+
+def _released(window: Window, answer: dict[str, Any] | None) -> ReleasedWindow:
+    """An API window as the release it was (a window left out was hidden whole)."""
+    label = window.label
+    if answer is None:
+        return ReleasedWindow(label, None, [], 1 + len(window.cells))
+    shown = [Cell(c["dimension"], c["value"], c["visits"], c["unique_visitors"])
+             for c in answer["cells"]]  # fmt: skip
+    total = answer["total"]
+    return ReleasedWindow(
+        label, Cell("total", "", total["visits"], total["unique_visitors"]), shown,
+        answer["suppressed_cells"],
+    )  # fmt: skip
+
+
+@pytest.mark.promise("P-20")
+async def test_a_day_and_its_hours_released_together_give_no_small_count_away(
+    platform: str, settings: PlatformSettings
+) -> None:
+    # Released one grain at a time, the hours hide 09:00 and 10:00 whole and 11:00's
+    # pages, and the day shows /repair (11) and its total (13). Held together: 13 - 11
+    # visits came outside 11:00, each hour there holding only /repair, so /repair at
+    # 11:00 is 11 - 2 = 9 visitors, under k. One family, audited, gives nothing away.
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    site, day = unique_site(), today - timedelta(days=2)
+    starts = {"day": day, **{str(h): day + timedelta(hours=h) for h in QUIET_DAY}}
+    every = [v for visits in QUIET_DAY.values() for v in visits]
+    windows = [_counted("day", every, None)] + [
+        _counted(str(h), visits, "day") for h, visits in QUIET_DAY.items()
+    ]
+
+    conn = await asyncpg.connect(settings.database_dsn("analytics"))
+    try:
+        for window in windows:
+            grain = "day" if window.parent is None else "hour"
+            cells = [(c.dimension, c.value, c.visits, c.unique_visitors)
+                     for c in (window.total, *window.cells)]  # fmt: skip
+            await _store(conn, site, grain, starts[window.label], cells)
+        answers: dict[str, dict[datetime, dict[str, Any]]] = {}
+        async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+            for audience in ("public", "partner"):
+                shown: dict[datetime, dict[str, Any]] = {}
+                for grain in ("day", "hour"):
+                    answer = await client.get(
+                        f"/api/analytics/trends/{audience}",
+                        params={"site": site, "grain": grain, "from": day.isoformat(),
+                                "to": (day + timedelta(days=1)).isoformat()},
+                        headers=analyst(),
+                    )  # fmt: skip
+                    assert answer.status_code == 200, answer.text
+                    for w in answer.json()["windows"]:
+                        shown[datetime.fromisoformat(w["window_start"])] = w
+                answers[audience] = shown
+    finally:
+        await forget(conn, site)
+        await conn.close()
+    released = {
+        audience: [_released(w, by_start.get(starts[w.label])) for w in windows]
+        for audience, by_start in answers.items()
+    }
+    # The day is released (its /repair and total at least): there was something to hide.
+    assert released["public"][0].total is not None
+    ks = AnalyticsSettings()
+    for audience, k in (("public", ks.analytics_public_k), ("partner", ks.analytics_partner_k)):
+        found = recoverable(windows, released[audience])
+        slots = {(w.label, (c.dimension, c.value)): c for w in windows for c in (w.total, *w.cells)}
+        assert {f for f in found if slots[f].unique_visitors < k} == set(), audience
+    # What the public sees, partners see too: holding both says no more than theirs.
+    for public, partner in zip(released["public"], released["partner"], strict=True):
+        if public.total is not None:
+            assert partner.total is not None
+            assert {(c.dimension, c.value) for c in public.cells} <= {
+                (c.dimension, c.value) for c in partner.cells
+            }
 
 
 async def forget(conn: asyncpg.Connection, site: str) -> None:

@@ -1,6 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
+from services.analytics.config import AnalyticsSettings
 from shared.bus.relay import RelaySettings
 from shared.config import PlatformSettings
 
@@ -69,3 +70,14 @@ def test_the_relay_poll_interval_is_bounded_and_the_relays_default() -> None:
     for bad in (0, -1, 60):
         with pytest.raises(ValidationError):
             PlatformSettings(outbox_idle_poll_seconds=bad)
+
+
+def test_analytics_refuses_hour_windows_that_go_before_their_day(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A day's release is checked against its hours: they must outlive it.
+    monkeypatch.setenv("IMT_ANALYTICS_HOUR_RETENTION_DAYS", "90")
+    with pytest.raises(ValidationError, match="IMT_ANALYTICS_HOUR_RETENTION_DAYS"):
+        AnalyticsSettings()
+    monkeypatch.setenv("IMT_ANALYTICS_DAY_RETENTION_DAYS", "90")
+    assert AnalyticsSettings().analytics_hour_retention_days == 90

@@ -1,0 +1,58 @@
+"""Retention: a day's hour windows go with the day, never before it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from services.analytics import store
+from services.analytics.bootstrap import MIGRATIONS
+from shared.db import create_pool
+from shared.db.migrations import apply_migrations, migration_files
+from shared.db.pool import Connection
+
+
+@pytest.fixture
+async def pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(scratch_dsn, max_size=2)
+    async with pool.acquire() as conn:
+        await apply_migrations(conn, migration_files("analytics", MIGRATIONS))
+    yield pool
+    await pool.close()
+
+
+async def _add(conn: Connection, grain: str, start: datetime, length: timedelta) -> None:
+    await conn.execute(
+        "INSERT INTO trend_windows VALUES ('s.example', $1, $2, $3, 1, 1)",
+        grain, start, start + length,
+    )  # fmt: skip
+    await conn.execute(
+        "INSERT INTO trend_cells VALUES ('s.example', $1, $2, 'total', '', 20, 15)", grain, start
+    )
+
+
+async def test_a_days_hours_are_kept_exactly_as_long_as_the_day(pool: asyncpg.Pool) -> None:
+    age = timedelta(days=3)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    expired, kept = today - timedelta(days=5), today - timedelta(days=3)
+    async with pool.acquire() as conn:
+        for day in (expired, kept):
+            await _add(conn, "day", day, timedelta(days=1))
+            for hour in range(24):
+                await _add(conn, "hour", day + timedelta(hours=hour), timedelta(hours=1))
+        removed = await store.forget_old(conn, timedelta(hours=48), {"hour": age, "day": age})
+        left = await conn.fetch(
+            "SELECT grain, date_trunc('day', window_start, 'UTC') AS day, count(*) AS n "
+            "FROM trend_windows GROUP BY 1, 2 ORDER BY 1"
+        )
+        cells = await conn.fetchval("SELECT count(*) FROM trend_cells")
+    # The day that ended more than 3 days ago goes with all its hours; the next one,
+    # ended less than 3 days ago, stays whole: its first hours (ended long before 3
+    # days ago) too, or its release could no longer be checked against them.
+    assert [(r["grain"], r["day"], r["n"]) for r in left] == [("day", kept, 1), ("hour", kept, 24)]
+    assert removed["trend_windows.hour"] == 24
+    assert removed["trend_windows.day"] == 1
+    assert cells == 25
