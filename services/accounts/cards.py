@@ -1,4 +1,5 @@
-"""The contact card: the one place personal data leaves accounts (compacted topic)."""
+"""The contact card: the one place personal data leaves accounts (compacted topic),
+sealed with the subject's vault key."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 from services.accounts.context import EMAIL, GUARDIAN_EMAIL, NAME, emit_all
 from services.accounts.store import Row, UserRow
 from shared.bus import add_tombstone
+from shared.contact_card import OpenCard, seal_card
 from shared.db.pool import Connection
 from shared.events import Event
 from shared.events.catalogue.accounts import ContactCardChanged
@@ -15,9 +17,11 @@ from shared.vault import Vault
 
 
 async def card_of(vault: Vault, user: UserRow) -> ContactCardChanged:
+    """The user's card, its personal fields sealed again for the bus (their own purposes,
+    the subject's key: shredding it makes the records on Kafka unreadable too)."""
     uid = user["id"]
     guardian = user["guardian_email"]
-    return ContactCardChanged(
+    card = OpenCard(
         user_id=uid,
         email=await vault.open(uid, user["email"], purpose=EMAIL),
         name=await vault.open(uid, user["name"], purpose=NAME),
@@ -31,6 +35,7 @@ async def card_of(vault: Vault, user: UserRow) -> ContactCardChanged:
         active=user["active"],
         changed_at=user["updated_at"],
     )
+    return await seal_card(vault, card)
 
 
 async def publish_card(

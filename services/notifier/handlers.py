@@ -22,10 +22,12 @@ from services.notifier.config import GROUPS
 from services.notifier.domain.templates import TEMPLATES, normalise_params, notice_problems
 from shared.bus import Delivery, Tombstone, Unprocessable, add_event
 from shared.bus.consumer import Item
+from shared.contact_card import OpenCard, open_card
 from shared.db.pool import Connection
 from shared.events import Event
 from shared.events.catalogue.accounts import (
     ContactCardChanged,
+    ContactCardChangedV1,
     IncidentDeclared,
     PolicyVersionPublished,
     RequestReplied,
@@ -75,37 +77,40 @@ class Handlers:
                 await store.erase_contact_on_tombstone(conn, user_id)
 
     async def _seal(self, item: Item) -> store.SealedContact | None:
-        if not isinstance(item, Delivery) or not isinstance(item.event, ContactCardChanged):
+        if not isinstance(item, Delivery):
             return None
-        card = item.event
-        uid = card.user_id
         try:
-            guardian = (
-                await self.vault.seal(uid, str(card.guardian_email), purpose=GUARDIAN_PURPOSE)
-                if card.guardian_email
-                else None
-            )
-            return store.SealedContact(
-                user_id=uid,
-                email_index=email_index(self.vault, str(card.email)),
-                email=await self.vault.seal(uid, str(card.email), purpose=EMAIL_PURPOSE),
-                name=await self.vault.seal(uid, card.name, purpose=NAME_PURPOSE),
-                guardian_index=(
-                    email_index(self.vault, str(card.guardian_email))
-                    if card.guardian_email
-                    else None
-                ),
-                guardian_email=guardian,
-                locale=card.locale,
-                age_band=card.age_band,
-                marketing_email=card.marketing_email,
-                tracking_opt_out=card.tracking_opt_out,
-                active=card.active,
-                card_changed_at=card.changed_at,
-            )
+            if isinstance(item.event, ContactCardChanged):
+                card = await open_card(self.vault, item.event)
+            elif isinstance(item.event, ContactCardChangedV1):
+                card = OpenCard(**item.event.model_dump())  # a record from before v2
+            else:
+                return None
+            return await self._sealed_contact(card)
         except SubjectShredded:
             log.info("contact card of an erased subject ignored")
             return None
+
+    async def _sealed_contact(self, card: OpenCard) -> store.SealedContact:
+        """The card sealed for this database: own purposes, an index to find it by email."""
+        uid = card.user_id
+        guardian = card.guardian_email
+        return store.SealedContact(
+            user_id=uid,
+            email_index=email_index(self.vault, card.email),
+            email=await self.vault.seal(uid, card.email, purpose=EMAIL_PURPOSE),
+            name=await self.vault.seal(uid, card.name, purpose=NAME_PURPOSE),
+            guardian_index=email_index(self.vault, guardian) if guardian else None,
+            guardian_email=(
+                await self.vault.seal(uid, guardian, purpose=GUARDIAN_PURPOSE) if guardian else None
+            ),
+            locale=card.locale,
+            age_band=card.age_band,
+            marketing_email=card.marketing_email,
+            tracking_opt_out=card.tracking_opt_out,
+            active=card.active,
+            card_changed_at=card.changed_at,
+        )
 
     # -- notices: replies, policy versions, incidents, SendNotice ------------------------
 

@@ -54,7 +54,8 @@ ACCOUNTS_LIFECYCLE = Topic(
 )
 ACCOUNTS_CONTACTS = Topic(
     "accounts.contacts",
-    "Current contact card per user; the ONLY topic with personal data; tombstoned on erasure.",
+    "Current contact card per user; the ONLY topic with personal data, sealed with the "
+    "subject's vault key; tombstoned on erasure.",
     compacted=True,
 )
 ACCOUNTS_REQUESTS = Topic("accounts.requests", "User requests submitted and operator replies.")

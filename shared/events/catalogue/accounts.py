@@ -2,16 +2,18 @@
 
 Lifecycle events carry ids and facts only. Personal data (email, name) rides only on
 the compacted contacts topic, as :class:`ContactCardChanged`, so erasing a user is one
-tombstone on one topic.
+tombstone on one topic; and there it is sealed with the subject's vault key, so
+shredding the key makes every copy unreadable at once, old segments included.
 """
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import EmailStr, Field
+from pydantic import BeforeValidator, EmailStr, Field, PlainSerializer, WithJsonSchema
 
 from shared.events.registry import Event, register_event
 from shared.events.topics import (
@@ -127,29 +129,73 @@ class DeletionCancelled(_Lifecycle):
     request_id: UUID
 
 
-@register_event
-class ContactCardChanged(Event):
-    """The current contact card of a user: the only event carrying personal data.
+# The vault purposes of the sealed card fields (authenticated with the ciphertext).
+CARD_EMAIL = "contacts.card.email"
+CARD_NAME = "contacts.card.name"
+CARD_GUARDIAN_EMAIL = "contacts.card.guardian_email"
 
-    Published on the compacted contacts topic keyed by user id; erasure publishes a
-    tombstone for that key instead of an event.
-    """
 
-    event_name: ClassVar[str] = "contact_card.changed"
-    version: ClassVar[int] = 1
+def _unbase64(value: object) -> object:
+    return base64.b64decode(value, validate=True) if isinstance(value, str) else value
+
+
+Sealed = Annotated[
+    bytes,
+    BeforeValidator(_unbase64),
+    PlainSerializer(lambda b: base64.b64encode(b).decode(), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
+]
+"""Bytes sealed by the vault (nonce, ciphertext, tag); base64 in JSON."""
+
+
+class _ContactCard(Event):
+    """What every version of the card holds in clear (no personal data)."""
+
     topic: ClassVar[Topic] = ACCOUNTS_CONTACTS
     user_id: UUID
-    email: EmailStr
-    name: str = Field(max_length=200)
     locale: str = "en"
     age_band: AgeBand
-    guardian_email: EmailStr | None = None  # under 13: the parent who must consent
     marketing_email: bool = False
     tracking_opt_out: bool = False
     active: bool = True
     changed_at: datetime | None = Field(
         None, description="When accounts last changed the card: orders a user's cards."
     )
+
+
+@register_event
+class ContactCardChanged(_ContactCard):
+    """The current contact card of a user: the only event carrying personal data.
+
+    Published on the compacted contacts topic keyed by user id; erasure publishes a
+    tombstone for that key instead of an event. Email, name and guardian email are
+    sealed with the subject's vault key under the purposes above: a consumer opens
+    them through the vault (``shared.contact_card.open_card``), and once the subject
+    is erased no one can, whether compaction has removed the record yet or not.
+    """
+
+    event_name: ClassVar[str] = "contact_card.changed"
+    version: ClassVar[int] = 2
+    email: Sealed = Field(description="The email address, sealed (CARD_EMAIL).")
+    name: Sealed = Field(description="The name, sealed (CARD_NAME).")
+    guardian_email: Sealed | None = Field(
+        None, description="Under 13: the parent who must consent, sealed (CARD_GUARDIAN_EMAIL)."
+    )
+
+
+@register_event
+class ContactCardChangedV1(_ContactCard):
+    """Version 1 of the contact card, with email, name and guardian email in clear.
+
+    No longer published. Still read, for records on the compacted topic from before
+    version 2: ``python -m services.accounts.reseal_cards`` replaces every one of them.
+    """
+
+    event_name: ClassVar[str] = "contact_card.changed"
+    version: ClassVar[int] = 1
+    email: EmailStr
+    name: str = Field(max_length=200)
+    guardian_email: EmailStr | None = None  # under 13: the parent who must consent
 
 
 @register_event

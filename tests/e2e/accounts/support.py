@@ -15,15 +15,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.accounts.config import AccountsSettings
 from shared.bus.kafka_options import client_options, reliable_producer
 from shared.config import PlatformSettings
+from shared.contact_card import OpenCard
 from shared.events import Event, encode_envelope, envelope_for
+from shared.events.catalogue.accounts import ContactCardChanged
 from shared.events.topics import PRIMARY_TOPICS
+from tests.support.cards import opened
 
 API = "/api/accounts"
+CARD_TYPE = ContactCardChanged.type_name()
 ALL_PRIMARY: tuple[str, ...] = tuple(topic.name for topic in PRIMARY_TOPICS)
 WATCHED = (
     "notifier.commands",
@@ -91,6 +95,28 @@ class BusTail:
         assert value is not None
         return value
 
+    def sealed_cards(self, user_id: str) -> list[dict[str, Any]]:
+        """The data of every contact card of a user seen on the bus, sealed, oldest first."""
+        return [
+            r.value["data"] for r in self.records
+            if r.key == user_id and r.value is not None and r.value["type"] == CARD_TYPE
+        ]  # fmt: skip
+
+    async def card(self, user_id: str, timeout: float = 30.0, **fields: Any) -> OpenCard:
+        """The first contact card of a user whose fields, opened, hold ``fields``."""
+        deadline = time.monotonic() + timeout
+        tried = 0
+        while True:
+            cards = self.sealed_cards(user_id)
+            for data in cards[tried:]:
+                card = await opened(data)
+                if all(getattr(card, name) == value for name, value in fields.items()):
+                    return card
+            tried = len(cards)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no card of {user_id} holds {fields} ({tried} seen)")
+            await asyncio.sleep(0.1)
+
     async def notice(self, user_id: str, template: str) -> dict[str, Any]:
         event = await self.event("notice.send.", user_id, template=template)
         data: dict[str, Any] = event["data"]
@@ -122,10 +148,8 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 async def read_topics_from_beginning(
     settings: PlatformSettings,
     topics: Sequence[str] = ALL_PRIMARY,
-    skip: Callable[[ConsumerRecord[bytes, bytes]], bool] = lambda _: False,
 ) -> list[bytes]:
-    """Every record value (and key) now on ``topics``, read from the start of the log;
-    without the records ``skip`` names."""
+    """Every record value (and key) now on ``topics``, read from the start of the log."""
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
@@ -149,8 +173,7 @@ async def read_topics_from_beginning(
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for tp, records in batch.items():
                 for r in records:
-                    if not skip(r):
-                        values.append((r.key or b"") + b"\x00" + (r.value or b""))
+                    values.append((r.key or b"") + b"\x00" + (r.value or b""))
                 if records and records[-1].offset + 1 >= ends[tp]:
                     pending.discard(tp)
             for tp in list(pending):

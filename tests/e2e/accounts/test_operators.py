@@ -180,7 +180,7 @@ async def test_a_change_on_emailed_request_and_its_audit_row_exist_together_or_n
     assert str(rows[0]["operator_id"]) == support.id
     me = await client.get(f"{API}/me", headers=user.headers)
     assert me.json()["name"] == "Renamed By Support"
-    await bus.event("contact_card.changed.", user.id, name="Renamed By Support")
+    await bus.card(user.id, name="Renamed By Support")
 
     # A change that cannot apply (the email belongs to someone else) leaves no audit row.
     failed_reference = unique("MAIL")

@@ -107,8 +107,8 @@ async def test_profile_edits_republish_the_card_and_a_new_email_is_verified_agai
     assert edited.json()["email_verified"] is False
     updated = await bus.event("profile.updated.", user.id)
     assert updated["data"]["fields"] == ["email", "name"]  # names of fields, never values
-    card = await bus.event("contact_card.changed.", user.id, email=new_email)
-    assert card["data"]["name"] == "New Name"
+    card = await bus.card(user.id, email=new_email)
+    assert card.name == "New Name"
     notices = await bus.wait_for(
         lambda r: (
             r.key == user.id
@@ -141,9 +141,9 @@ async def test_a_name_and_locale_edit_republishes_the_whole_card_after_its_event
         )
         assert edited.status_code == 200, edited.text
         assert (edited.json()["name"], edited.json()["locale"]) == (name, locale)
-        card = await bus.event("contact_card.changed.", user.id, name=name)
-        assert (card["data"]["locale"], card["data"]["email"]) == (locale, user.email)
-        assert card["data"]["active"] is True
+        card = await bus.card(user.id, name=name)
+        assert (card.locale, card.email) == (locale, user.email)
+        assert card.active is True
     read = await client.get(f"{API}/me", headers=user.headers)
     assert (read.json()["name"], read.json()["locale"]) == ("Second Rename", "de")
     updates = await bus.wait_for(

@@ -79,7 +79,7 @@ async def test_sign_up_stores_exactly_the_declared_fields_and_the_password_nowhe
         assert user.name.encode() not in row[column]
         assert user.email.encode() not in row[column]
 
-    await bus.event("contact_card.changed.", user.id, active=True)
+    await bus.card(user.id, active=True)
     await asyncio.sleep(1.0)  # let the relay drain the outbox and the API flush its log
     dump = await dump_tables(db)
     logs = await asyncio.to_thread(_platform_logs)
@@ -97,6 +97,9 @@ async def test_sign_up_stores_exactly_the_declared_fields_and_the_password_nowhe
         if table != "bus_outbox":
             assert user.email not in text, table
             assert user.name not in text, table
+    # Nor on any topic: the contact card carries them sealed with the user's key.
+    assert bus.sealed_cards(user.id)  # a card did go out
+    assert not [r for r in records if user.email.encode() in r or user.name.encode() in r]
 
 
 async def test_login_answers_the_same_whether_the_email_exists_or_not(
@@ -282,10 +285,10 @@ async def test_under_13_sign_up_needs_a_guardian_and_never_gets_marketing(
         f"{API}/sessions", json={"email": child.email, "password": child.password}
     )
     assert waiting.status_code == 403  # inactive until the guardian consents
-    card = await bus.event("contact_card.changed.", child.id)
-    assert card["data"]["guardian_email"] == guardian
-    assert card["data"]["age_band"] == "under_13"
-    assert card["data"]["active"] is False
+    card = await bus.card(child.id)
+    assert card.guardian_email == guardian
+    assert card.age_band == "under_13"
+    assert card.active is False
     consent = await bus.notice(child.id, "parental_consent")
     assert consent["recipient"] == "guardian"
     confirmed = await client.post(
@@ -300,5 +303,5 @@ async def test_under_13_sign_up_needs_a_guardian_and_never_gets_marketing(
     )
     assert prefs.json()["marketing_email"] is False
     assert prefs.json()["tracking_opt_out"] is True  # under 13 is treated as Do Not Track
-    latest = await bus.event("contact_card.changed.", child.id, active=True)
-    assert latest["data"]["marketing_email"] is False
+    latest = await bus.card(child.id, active=True)
+    assert latest.marketing_email is False

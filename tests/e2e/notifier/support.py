@@ -18,8 +18,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from shared.auth import issue_token
 from shared.bus.kafka_options import client_options
 from shared.config import DEV_TOKEN_PRIVATE_KEY, PlatformSettings
+from shared.contact_card import OpenCard
 from shared.events import Envelope, Event, decode_envelope, encode_envelope, envelope_for
-from shared.events.catalogue.accounts import AgeBand, ContactCardChanged
+from shared.events.catalogue.accounts import AgeBand
+from tests.support.cards import sealed
 from tests.support.mailbox import eventually
 
 CA_FILE = "/tmp/imt-privacy/tls/ca.pem"  # the local stack CA
@@ -80,15 +82,17 @@ async def publish_contact(
 ) -> tuple[uuid.UUID, str]:
     uid = user_id or uuid.uuid4()
     address = address or new_email()
-    card = ContactCardChanged(
-        user_id=uid,
-        email=address,
-        name="Test User",
-        age_band=age_band,
-        marketing_email=marketing_email,
-        tracking_opt_out=tracking_opt_out,
-        active=active,
-        guardian_email=guardian_email,
+    card = await sealed(
+        OpenCard(
+            user_id=uid,
+            email=address,
+            name="Test User",
+            age_band=age_band,
+            marketing_email=marketing_email,
+            tracking_opt_out=tracking_opt_out,
+            active=active,
+            guardian_email=guardian_email,
+        )
     )
     await publish(producer, card, subject=str(uid))
     return uid, address
