@@ -3,7 +3,6 @@ integration, e2e and browser tests start the real one (tests/support/infra.py)."
 
 from hypothesis import settings as hypothesis_settings
 
-from tests.support.cards import cards_vault_closed
 from tests.support.infra import prometheus, scratch_dsn, scratch_topic, settings, stack
 from tests.support.platform import platform
 
@@ -13,7 +12,6 @@ hypothesis_settings.register_profile("shared-machine", deadline=None)
 hypothesis_settings.load_profile("shared-machine")
 
 __all__ = [
-    "cards_vault_closed",
     "platform",
     "prometheus",
     "scratch_dsn",

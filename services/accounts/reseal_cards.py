@@ -28,7 +28,7 @@ from services.accounts.config import AccountsSettings
 from shared.vault import SubjectShredded, Vault
 
 log = logging.getLogger(__name__)
-BATCH = 500
+BATCH = 100  # users locked at a time (an edit of one of them waits that long)
 
 
 async def reseal_all(pool: asyncpg.Pool, vault: Vault, batch: int = BATCH) -> int:

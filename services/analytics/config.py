@@ -51,13 +51,10 @@ class AnalyticsSettings(PlatformSettings):
     analytics_minute_retention_days: int = Field(
         7, description="Days minute windows are kept after their UTC day ends."
     )
-    analytics_hour_retention_days: int = Field(
-        730,
-        description="Days hour windows are kept after their UTC day ends; at least as long "
-        "as day windows, whose releases are checked against their hours.",
-    )
     analytics_day_retention_days: int = Field(
-        730, description="Days day windows are kept after they end."
+        730,
+        description="Days day windows, and their hour windows with them, are kept after "
+        "the day ends (a day's release is checked against its hours).",
     )
     analytics_public_k: int = Field(
         11, ge=2, description="Public trends: cells with fewer distinct visitors are suppressed."
@@ -79,14 +76,10 @@ class AnalyticsSettings(PlatformSettings):
     )
 
     @model_validator(mode="after")
-    def _days_outlive_no_hours(self) -> AnalyticsSettings:
-        # A day's release is suppressed together with its hours; were they gone, the day
-        # could show what it hid while they were there, and both releases exist.
-        if self.analytics_hour_retention_days < self.analytics_day_retention_days:
-            raise ValueError(
-                "IMT_ANALYTICS_HOUR_RETENTION_DAYS must be at least "
-                "IMT_ANALYTICS_DAY_RETENTION_DAYS"
-            )
+    def _public_within_partner(self) -> AnalyticsSettings:
+        # The public release hides all the partners' hides: it must be the stricter one.
+        if self.analytics_public_k < self.analytics_partner_k:
+            raise ValueError("IMT_ANALYTICS_PUBLIC_K must be at least IMT_ANALYTICS_PARTNER_K")
         return self
 
     def consumer_groups(self) -> dict[str, tuple[str, ...]]:

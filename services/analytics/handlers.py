@@ -193,6 +193,7 @@ class ReleaseRequest:
     within_k: int | None = None  # a smaller k whose release of the same windows this
     # one hides everything of (the public's within the partners'): holding both then
     # says no more than the smaller one
+    final_before: datetime | None = None  # with a threshold: only days ended before
 
 
 @dataclass(frozen=True)
@@ -205,43 +206,51 @@ HOURS_A_DAY = 24
 FAMILY = 1 + HOURS_A_DAY  # a day and its hours, released together
 
 
+def final_before(now: datetime, lateness: timedelta) -> datetime:
+    """Start of the first UTC day that may still change: a visit is counted up to
+    ``lateness`` after it happened, so a day is final once it ended that long ago."""
+    return window_start(now - lateness, "day")
+
+
 async def release_trends(
     pool: asyncpg.Pool, request: ReleaseRequest, noise: NoiseSource, limit: int
 ) -> tuple[list[store.StoredWindow], Release, Receipt]:
     """Suppress (and noise) a site's windows and record the release's privacy receipt.
 
-    With a threshold (k > 1), a release covers whole days, each with all its hours:
-    a day's counts are its hours' sums, so both grains are suppressed as one family,
-    and either grain's answer for a window never depends on the range asked for. Such
-    a release considers at most ``limit`` windows, so covers ``limit // 25`` days.
-    Minute windows have no threshold release (see routes/trends.py).
+    With a threshold (k > 1), a release covers final days only (before
+    ``request.final_before``), each with all its hours:
+    - A day's counts are its hours' sums, so both grains are suppressed as one family,
+      and either grain's answer for a window never depends on the range asked for.
+    - Counts that can still change would give away their changes, and a change could
+      move the complements: asked at two times, a released window would differ.
+    It reads both grains in one snapshot, and considers at most ``limit`` windows, so
+    covers ``limit // 25`` days. Minute windows have no threshold release.
     """
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         if request.k <= 1:
             loaded = await store.read_windows(
                 conn, request.site, request.grain, request.start, request.end, limit
             )
-            windows = [_window(w, None) for w in loaded]
-            asked = list(range(len(loaded)))
         else:
             loaded = await _days_with_hours(conn, request, max(1, limit // FAMILY))
-            windows = [
-                _window(w, None if w.grain == "day" else window_start(w.window_start, "day"))
-                for w in loaded
-            ]
-            asked = [
-                i for i, w in enumerate(loaded)
-                if w.grain == request.grain and request.start <= w.window_start < request.end
-            ][:limit]  # fmt: skip
-        already = (
-            hidden_keys(windows, request.within_k)
-            if request.within_k is not None and request.within_k < request.k
-            else ()
-        )
-        everything = release(windows, request.k, request.epsilon, noise, already)
-        stored = [loaded[i] for i in asked]
-        result = Release(request.k, request.epsilon, [everything.windows[i] for i in asked])
-        release_id = uuid.uuid4()
+    if request.k <= 1:
+        windows = [_window(w, None) for w in loaded]
+        asked = list(range(len(loaded)))
+    else:
+        windows = [
+            _window(w, None if w.grain == "day" else window_start(w.window_start, "day"))
+            for w in loaded
+        ]
+        asked = [
+            i for i, w in enumerate(loaded)
+            if w.grain == request.grain and request.start <= w.window_start < request.end
+        ][:limit]  # fmt: skip
+    # Pure computation, up to a few hundred milliseconds: off the event loop.
+    everything = await asyncio.to_thread(_suppressed, windows, request, noise)
+    stored = [loaded[i] for i in asked]
+    result = Release(request.k, request.epsilon, [everything.windows[i] for i in asked])
+    release_id = uuid.uuid4()
+    async with pool.acquire() as conn:
         released_at = await store.record_release(
             conn,
             release_id=release_id,
@@ -259,17 +268,26 @@ async def release_trends(
     return stored, result, Receipt(release_id, released_at)
 
 
+def _suppressed(windows: list[Window], request: ReleaseRequest, noise: NoiseSource) -> Release:
+    already = () if request.within_k is None else hidden_keys(windows, request.within_k)
+    return release(windows, request.k, request.epsilon, noise, already)
+
+
 async def _days_with_hours(
     conn: Connection, request: ReleaseRequest, days: int
 ) -> list[store.StoredWindow]:
-    """The day windows of the days the range touches and every hour window of those
-    days, the first ``days`` days of them (a day may exist only as hours, or not)."""
+    """The day windows of the final days the range touches and every hour window of
+    those days, the first ``days`` days of them (a day may exist only as hours)."""
     start, end = request.start, request.end
     # Bounds at the ends of time stay as asked: there is no window beyond them.
     with contextlib.suppress(OverflowError):
         start = window_start(request.start, "day")
     with contextlib.suppress(OverflowError):
         end = window_end(window_start(request.end - timedelta(microseconds=1), "day"), "day")
+    if request.final_before is not None:
+        end = min(end, request.final_before)
+    if start >= end:
+        return []
     found = await store.read_windows(conn, request.site, "day", start, end, days)
     found += await store.read_windows(conn, request.site, "hour", start, end, days * HOURS_A_DAY)
     first = sorted({window_start(w.window_start, "day") for w in found})[:days]

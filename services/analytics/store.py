@@ -319,8 +319,11 @@ async def forget_old(
     for grain, age in retention.items():
         for table in ("trend_cell_load_times", "trend_cells", "trend_windows"):
             result = await conn.execute(
-                f"DELETE FROM {table} WHERE grain = $1 AND "  # noqa: S608
-                "date_trunc('day', window_start, 'UTC') < now() - $2::interval",
+                # The window's UTC day started before now - age - 1 day: it starts
+                # before the first day boundary at or after that moment.
+                f"DELETE FROM {table} WHERE grain = $1 AND window_start < "  # noqa: S608
+                "date_trunc('day', now() - $2::interval - interval '1 microsecond', 'UTC')"
+                " + interval '1 day'",
                 grain,
                 age + GRAIN_LENGTH["day"],
             )

@@ -103,7 +103,7 @@ def build_app(settings: AnalyticsSettings) -> faust.App:
                     timedelta(hours=settings.analytics_visitor_set_hours),
                     {
                         "minute": timedelta(days=settings.analytics_minute_retention_days),
-                        "hour": timedelta(days=settings.analytics_hour_retention_days),
+                        "hour": timedelta(days=settings.analytics_day_retention_days),
                         "day": timedelta(days=settings.analytics_day_retention_days),
                     },
                 )

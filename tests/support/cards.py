@@ -1,17 +1,15 @@
 """Contact cards in tests: sealed as accounts seals them, opened as the notifier does.
 
 The cards travel sealed with the subject's vault key, so a test that plays accounts
-(publishing a card) or reads one off the topic needs the platform's vault. One vault
-is opened on first use and closed with the session (``cards_vault_closed``).
+(publishing a card) or reads one off the topic needs the platform's vault: opened for
+the call and closed after it, so nothing outlives the stack.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
-
-import asyncpg
-import pytest
 
 from shared.config import PlatformSettings
 from shared.contact_card import OpenCard, open_card, seal_card
@@ -20,30 +18,30 @@ from shared.db import create_pool
 from shared.events.catalogue.accounts import ContactCardChanged
 from shared.vault import Vault
 
-_opened: list[tuple[Vault, asyncpg.Pool]] = []
 
-
-async def vault() -> Vault:
-    if not _opened:
-        settings = PlatformSettings(environment="test")
-        pool = await create_pool(settings.database_dsn(VAULT_DATABASE), max_size=2)
-        _opened.append((await Vault.connect(settings, pool), pool))
-    return _opened[0][0]
+@asynccontextmanager
+async def card_vault() -> AsyncIterator[Vault]:
+    settings = PlatformSettings(environment="test")
+    pool = await create_pool(settings.database_dsn(VAULT_DATABASE), max_size=2)
+    try:
+        vault = await Vault.connect(settings, pool)
+        try:
+            yield vault
+        finally:
+            await vault.close()
+    finally:
+        await pool.close()
 
 
 async def sealed(card: OpenCard) -> ContactCardChanged:
-    return await seal_card(await vault(), card)
+    async with card_vault() as vault:
+        return await seal_card(vault, card)
 
 
-async def opened(data: dict[str, Any]) -> OpenCard:
-    """A card's event data (as on the topic) opened."""
-    return await open_card(await vault(), ContactCardChanged.model_validate(data))
-
-
-@pytest.fixture(scope="session", autouse=True)
-async def cards_vault_closed() -> AsyncIterator[None]:
-    yield
-    while _opened:
-        opened_vault, pool = _opened.pop()
-        await opened_vault.close()
-        await pool.close()
+async def opened(data: dict[str, Any], vault: Vault | None = None) -> OpenCard:
+    """A card's event data (as on the topic) opened, with ``vault`` or one for the call."""
+    card = ContactCardChanged.model_validate(data)
+    if vault is not None:
+        return await open_card(vault, card)
+    async with card_vault() as own:
+        return await open_card(own, card)

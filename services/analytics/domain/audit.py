@@ -19,6 +19,7 @@ reader of many releases can come close to; so what it calls safe is safe for les
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 Key = tuple[str, str]  # (dimension, value); the total is ("total", "")
 TOTAL: Key = ("total", "")
@@ -27,9 +28,19 @@ Sum = list[tuple[Slot, int]]  # terms with their sign; they add up to zero
 PRIME = 2**61 - 1
 
 
-def sums(holds: Sequence[Iterable[Key]], parent: Sequence[int | None]) -> list[Sum]:
+@dataclass(frozen=True)
+class Sums:
+    """The sums, and for each slot the sums it is a term of."""
+
+    equations: list[Sum]
+    involving: dict[Slot, list[int]]
+
+
+def sums(holds: Sequence[Iterable[Key]], parent: Sequence[int | None]) -> Sums:
     """Every sum the windows obey. ``holds[i]``: the keys window i holds, its total
-    included; ``parent[i]``: the index of the window it adds up to, if loaded."""
+    included; ``parent[i]``: the index of the window it adds up to, if loaded. A key
+    the parent holds and none of its windows (or the other way round) gets no sum:
+    such windows do not add up, and the caller does not release them together."""
     out: list[Sum] = []
     children: dict[int, list[int]] = {}
     keys = [set(h) for h in holds]
@@ -40,16 +51,22 @@ def sums(holds: Sequence[Iterable[Key]], parent: Sequence[int | None]) -> list[S
         if up is not None:
             children.setdefault(up, []).append(i)
     for up, kids in children.items():
-        for key in set().union(*(keys[i] for i in kids)) | keys[up]:
-            out.append([((up, key), 1)] + [((i, key), -1) for i in kids if key in keys[i]])
-    return out
+        for key in sorted(keys[up]):
+            terms = [((i, key), -1) for i in kids if key in keys[i]]
+            if terms:
+                out.append([((up, key), 1), *terms])
+    involving: dict[Slot, list[int]] = {}
+    for e, terms in enumerate(out):
+        for slot, _ in terms:
+            involving.setdefault(slot, []).append(e)
+    return Sums(out, involving)
 
 
-def solvable(equations: Sequence[Sum], hidden: Callable[[Slot], bool]) -> set[Slot]:
-    """The hidden slots the equations pin to one value, the others being known."""
+def solvable(system: Sums, hidden: Callable[[Slot], bool]) -> set[Slot]:
+    """The hidden slots the sums pin to one value, the others being known."""
     columns: dict[Slot, int] = {}
     pivots: dict[int, dict[int, int]] = {}
-    for terms in equations:
+    for terms in system.equations:
         row: dict[int, int] = {}
         for slot, sign in terms:
             if hidden(slot):
@@ -87,7 +104,7 @@ def _reduce(
 
 def cover(
     leak: Slot,
-    equations: Sequence[Sum],
+    system: Sums,
     hidden: Callable[[Slot], bool],
     hide: Callable[[int, Key], None],
     size: Callable[[Slot], int],
@@ -95,10 +112,7 @@ def cover(
     """Hide the published count nearest to ``leak`` in the sums (the smallest of the
     nearest), so the chain that solved for it breaks; with none, hide every window the
     chain goes through."""
-    involving: dict[Slot, list[int]] = {}
-    for e, terms in enumerate(equations):
-        for slot, _ in terms:
-            involving.setdefault(slot, []).append(e)
+    equations, involving = system.equations, system.involving
     seen, used, frontier = {leak}, set[int](), [leak]
     while frontier:
         shown: list[Slot] = []

@@ -152,29 +152,78 @@ def hidden_keys(
     """What each window hides at threshold ``k``: cells under k, and every cell that
     subtraction would give away, within a window or across a parent and its windows.
 
-    The rules above look at one sum at a time; an audit of all the sums together then
-    finds any count under k they still give away, hides the nearest published count it
-    is solved through, and the rules run again, until the audit finds none.
+    Each family (a window and those that add up to it; windows whose parent is not
+    loaded are siblings under it) is settled on its own: the rules above look at one
+    sum at a time, then an audit of all the family's sums together finds any count
+    under k they still give away and hides the nearest published count it is solved
+    through, and the rules run again, until the audit finds none. A family whose
+    windows do not add up to their parent (some gone, say) releases the parent alone.
 
     ``already`` is hidden from the start: a release at a larger k starts from the
     smaller k's, so someone holding both learns nothing the smaller one does not say.
     """
+    out: list[set[Key]] = [set() for _ in windows]
+    for members in _families(windows):
+        family = [windows[i] for i in members]
+        start = [set(already[i]) if i < len(already) else set() for i in members]
+        if not _adds_up(family):
+            start = [
+                {TOTAL} if w.parent is not None else keys
+                for w, keys in zip(family, start, strict=True)
+            ]
+            family = [replace(w, parent=None) for w in family]
+        for i, keys in zip(members, _settle(family, k, start), strict=True):
+            out[i] = keys
+    return out
+
+
+def _families(windows: Sequence[Window]) -> list[list[int]]:
+    """Indexes of the windows of each family, each family in the order given."""
+    index = {w.label: i for i, w in enumerate(windows)}
+
+    def root(i: int) -> str:
+        seen = 0
+        while (up := windows[i].parent) is not None and up in index and seen <= len(windows):
+            i, seen = index[up], seen + 1
+        return windows[i].parent or windows[i].label
+
+    families: dict[str, list[int]] = {}
+    for i in range(len(windows)):
+        families.setdefault(root(i), []).append(i)
+    return list(families.values())
+
+
+def _adds_up(family: Sequence[Window]) -> bool:
+    """Whether every loaded parent's counts are its loaded windows' sums, key by key."""
+    index = {w.label: i for i, w in enumerate(family)}
+    sums: dict[tuple[int, Key], int] = {}
+    for window in family:
+        if window.parent in index:
+            for cell in (window.total, *window.cells):
+                slot = (index[window.parent], _key(cell))
+                sums[slot] = sums.get(slot, 0) + cell.visits
+    parents = {up for up, _ in sums}
+    own = {(i, _key(c)): c.visits for i in parents for c in (family[i].total, *family[i].cells)}
+    return own == sums
+
+
+def _settle(windows: Sequence[Window], k: int, already: Sequence[set[Key]]) -> list[set[Key]]:
     hidden = _Hidden(windows, k, already)
     index = {w.label: i for i, w in enumerate(windows)}
     parents = [None if w.parent is None else index.get(w.parent) for w in windows]
     cells = {(i, _key(c)): c for i, w in enumerate(windows) for c in (w.total, *w.cells)}
-    equations = audit.sums([[_key(c) for c in (w.total, *w.cells)] for w in windows], parents)
+    system = audit.sums([[_key(c) for c in (w.total, *w.cells)] for w in windows], parents)
     small = {slot for slot, c in cells.items() if c.unique_visitors < k}
     across = _parent_sums(windows)
     while True:
         while _complement_within(windows, hidden) | _complement_across(across, hidden):
             pass
-        leaks = audit.solvable(equations, lambda slot: hidden.hides(*slot)) & small
+        leaks = audit.solvable(system, lambda slot: hidden.hides(*slot)) & small
         if not leaks:
             return hidden.keys
         before = sum(map(len, hidden.keys))
         for leak in sorted(leaks):
-            audit.cover(leak, equations, lambda slot: hidden.hides(*slot), hidden.hide,
+            audit.cover(leak, system, lambda slot: hidden.hides(*slot), hidden.hide,
                         lambda slot: cells[slot].visits)  # fmt: skip
         if sum(map(len, hidden.keys)) == before:  # nothing left to hide but everything
             return [{TOTAL} for _ in windows]

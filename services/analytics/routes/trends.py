@@ -33,16 +33,35 @@ class _Range:
         start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
         end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
     ) -> None:
-        now = datetime.now(UTC)
         self.site = site
         self.grain: Grain = grain
+        self._asked = (start, end)
+        self.start, self.end = self._bounds(start, end, datetime.now(UTC) + timedelta(days=1))
+
+    def final(self, final_before: datetime) -> None:
+        """Without 'to', a threshold release ends where final days end (not tomorrow).
+        (Days from then on are left out of it whatever the range.)"""
+        start, end = self._asked
+        if end is None:
+            late = start is not None and start >= final_before
+            try:
+                default_end = start + timedelta(days=2) if late and start else final_before
+            except OverflowError:
+                raise Problem(422, "Invalid range", "Dates out of range.", slug="range") from None
+            self.start, self.end = self._bounds(start, None, default_end)
+
+    @staticmethod
+    def _bounds(
+        start: datetime | None, end: datetime | None, default_end: datetime
+    ) -> tuple[datetime, datetime]:
         try:  # in UTC, as stored: a bound at the very ends of time cannot be one
-            self.end = (end or now + timedelta(days=1)).astimezone(UTC)
-            self.start = (start or self.end - timedelta(days=2)).astimezone(UTC)
+            end = (end or default_end).astimezone(UTC)
+            start = (start or end - timedelta(days=2)).astimezone(UTC)
         except OverflowError:
             raise Problem(422, "Invalid range", "Dates out of range.", slug="range") from None
-        if self.start >= self.end:
+        if start >= end:
             raise Problem(422, "Invalid range", "'from' must be before 'to'.", slug="range")
+        return start, end
 
 
 Range = Annotated[_Range, Depends()]
@@ -57,7 +76,7 @@ async def operator_trends(request: Request, _: Analyst, query: Range) -> dict[st
 @router.get("/trends/partner")
 async def partner_trends(request: Request, _: Analyst, query: Range) -> dict[str, Any]:
     """The release analysts hand to partners: cells under the partner k suppressed
-    (hour and day windows)."""
+    (hour and day windows of final days)."""
     settings: AnalyticsSettings = request.app.state.settings
     _no_minutes(query)
     return await _release(
@@ -68,7 +87,7 @@ async def partner_trends(request: Request, _: Analyst, query: Range) -> dict[str
 @router.get("/trends/public")
 async def public_trends(request: Request, query: Range) -> dict[str, Any]:
     """Public trends: no account needed; cells under the public k suppressed (hour
-    and day windows), and everything the partners' release hides."""
+    and day windows of final days), and everything the partners' release hides."""
     settings: AnalyticsSettings = request.app.state.settings
     _no_minutes(query)
     return await _release(
@@ -111,10 +130,14 @@ async def _release(
     within_k: int | None = None,
 ) -> dict[str, Any]:
     settings: AnalyticsSettings = request.app.state.settings
+    lateness = timedelta(hours=settings.analytics_visitor_set_hours)
+    final = None if k <= 1 else handlers.final_before(datetime.now(UTC), lateness)
+    if final is not None:
+        query.final(final)
     stored, result, receipt = await handlers.release_trends(
         request.app.state.pool,
         handlers.ReleaseRequest(
-            audience, query.site, query.grain, query.start, query.end, k, epsilon, within_k
+            audience, query.site, query.grain, query.start, query.end, k, epsilon, within_k, final
         ),
         request.app.state.noise,
         settings.analytics_max_release_windows,
@@ -130,6 +153,8 @@ async def _release(
         "grain": query.grain,
         "from": query.start,
         "to": query.end,
+        # With a threshold, only days that can no longer change are released.
+        **({} if final is None else {"final_before": final}),
         "windows": windows,
         "receipt": {
             "release_id": receipt.release_id,

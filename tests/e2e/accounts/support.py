@@ -24,7 +24,7 @@ from shared.contact_card import OpenCard
 from shared.events import Event, encode_envelope, envelope_for
 from shared.events.catalogue.accounts import ContactCardChanged
 from shared.events.topics import PRIMARY_TOPICS
-from tests.support.cards import opened
+from tests.support.cards import card_vault, opened
 
 API = "/api/accounts"
 CARD_TYPE = ContactCardChanged.type_name()
@@ -106,16 +106,17 @@ class BusTail:
         """The first contact card of a user whose fields, opened, hold ``fields``."""
         deadline = time.monotonic() + timeout
         tried = 0
-        while True:
-            cards = self.sealed_cards(user_id)
-            for data in cards[tried:]:
-                card = await opened(data)
-                if all(getattr(card, name) == value for name, value in fields.items()):
-                    return card
-            tried = len(cards)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no card of {user_id} holds {fields} ({tried} seen)")
-            await asyncio.sleep(0.1)
+        async with card_vault() as vault:
+            while True:
+                cards = self.sealed_cards(user_id)
+                for data in cards[tried:]:
+                    card = await opened(data, vault)
+                    if all(getattr(card, name) == value for name, value in fields.items()):
+                        return card
+                tried = len(cards)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no card of {user_id} holds {fields} ({tried} seen)")
+                await asyncio.sleep(0.1)
 
     async def notice(self, user_id: str, template: str) -> dict[str, Any]:
         event = await self.event("notice.send.", user_id, template=template)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -189,3 +189,29 @@ async def dump_tables(settings: PlatformSettings, site: str) -> str:
         return "\n".join(parts)
     finally:
         await conn.close()
+
+
+# Public and partner releases hold final days only (ended IMT_ANALYTICS_VISITOR_SET_HOURS,
+# 48 h, ago): a day three days back is final whatever the time of day.
+FINAL_AGE = timedelta(days=3)
+
+
+async def age_site(settings: PlatformSettings, site: str, by: timedelta = FINAL_AGE) -> None:
+    """Move every window of ``site`` ``by`` into the past, as if its visits had come
+    then: aggregated live, released as the final days they will be."""
+    conn = await asyncpg.connect(settings.database_dsn("analytics"))
+    try:
+        async with conn.transaction():
+            for table in ANALYTICS_TABLES[:-1]:
+                moved = "window_start = window_start - $2::interval"
+                if table == "trend_windows":
+                    moved += ", window_end = window_end - $2::interval"
+                await conn.execute(f"UPDATE {table} SET {moved} WHERE site = $1", site, by)
+    finally:
+        await conn.close()
+
+
+def day_range(start: datetime) -> dict[str, str]:
+    """``from`` and ``to`` of the UTC day holding ``start``."""
+    day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return {"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat()}

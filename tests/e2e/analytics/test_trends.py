@@ -13,9 +13,12 @@ from shared.config import PlatformSettings
 from shared.events import decode_envelope
 from tests.e2e.analytics.support import (
     BEACON,
+    FINAL_AGE,
+    age_site,
     analyst,
     beacon,
     browser,
+    day_range,
     operator_token,
     trend_records,
     unique_site,
@@ -60,12 +63,27 @@ async def test_no_published_cell_is_under_k_nor_derivable(
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         sent = await _visit_pages(client, site)
         assert await wait_for_visits(client, site, sent) == sent
-        params = {"site": site, "grain": "day"}
-        operator = await client.get("/api/analytics/trends", params=params, headers=analyst())
-        public = await client.get("/api/analytics/trends/public", params=params)
-        partner = await client.get("/api/analytics/trends/partner", params=params,
-                                   headers=analyst())  # fmt: skip
-    assert [r.status_code for r in (operator, public, partner)] == [200, 200, 200]
+        live = await _releases(client, site, {})
+        # Today can still change: partners and the public get none of it yet.
+        assert [w for a in live.values() for w in a.json()["windows"]] != []
+        for (path, _), answer in live.items():
+            if path:
+                assert answer.json()["windows"] == [], path
+                final = datetime.fromisoformat(answer.json()["final_before"])
+                assert final <= datetime.now(UTC) - timedelta(hours=48), path
+        # Three days on, the same counts are final and released.
+        await age_site(settings, site)
+        today = datetime.fromisoformat(live[("", "day")].json()["windows"][0]["window_start"])
+        answers = await _releases(client, site, day_range(today - FINAL_AGE))
+    assert {a.status_code for a in answers.values()} == {200}
+    operator, public, partner = (answers[(p, "day")] for p in ("", "/public", "/partner"))
+    # Day and hours held together, as one reader may: no count under k follows.
+    family = _family_of(operator.json(), answers[("", "hour")].json())
+    for path, k in (("/public", 11), ("/partner", 5)):
+        by_start = {w["window_start"]: w for grain in ("day", "hour")
+                    for w in answers[(path, grain)].json()["windows"]}  # fmt: skip
+        released = [_released(w, by_start.get(w.label)) for w in family]
+        assert _small(family, recoverable(family, released), k) == set(), path
     raw_cells = operator.json()["windows"][0]["cells"]
     raw = {c["value"]: c for c in raw_cells if c["dimension"] == "page"}
     assert {p: raw[p]["unique_visitors"] for p in PAGES} == PAGES
@@ -113,16 +131,36 @@ async def test_no_published_cell_is_under_k_nor_derivable(
     assert sorted((r["audience"], r["k"]) for r in receipts) == [("partner", 5), ("public", 11)]
 
 
-async def test_a_single_small_cell_takes_a_complement_with_it(platform: str) -> None:
+async def _releases(
+    client: httpx.AsyncClient, site: str, window: dict[str, str]
+) -> dict[tuple[str, str], httpx.Response]:
+    """The operators', the public's and the partners' answers, for days and hours."""
+    return {
+        (path, grain): await client.get(
+            f"/api/analytics/trends{path}",
+            params={"site": site, "grain": grain, **window},
+            headers=analyst(),
+        )
+        for path in ("", "/public", "/partner")
+        for grain in ("day", "hour")
+    }
+
+
+async def test_a_single_small_cell_takes_a_complement_with_it(
+    platform: str, settings: PlatformSettings
+) -> None:
     site = unique_site()
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         for visitor in range(1, 25):
             page = "/big" if visitor <= 12 else "/mid" if visitor <= 23 else "/tiny"
             await client.post(BEACON, json=beacon(site, page), headers=browser(visitor))
         assert await wait_for_visits(client, site, 24) == 24
+        await age_site(settings, site)
         public = await client.get(
-            "/api/analytics/trends/public", params={"site": site, "grain": "day"}
-        )
+            "/api/analytics/trends/public",
+            params={"site": site, "grain": "day",
+                    **day_range(datetime.now(UTC) - FINAL_AGE)},
+        )  # fmt: skip
     window = public.json()["windows"][0]
     pages = {c["value"] for c in window["cells"] if c["dimension"] == "page"}
     # /tiny (1 visitor) is under k; /mid (11) must go too or 24 - 12 - 11 reveals /tiny.
@@ -206,9 +244,9 @@ async def test_an_hour_hides_what_its_day_would_give_away_whatever_range_is_aske
 ) -> None:
     # Windows of a past day, written as the aggregator would (already published to the
     # topic, so it leaves them alone): /blog is under k at 10:00 only.
-    # Two days ago: well within the hour windows' retention, so no clean-up takes them.
+    # Three days ago: a final day, released; well within retention, so no clean-up.
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    site, day = unique_site(), today - timedelta(days=2)
+    site, day = unique_site(), today - FINAL_AGE
     conn = await asyncpg.connect(settings.database_dsn("analytics"))
     try:
         for hour, pages in HOURS.items():
@@ -280,6 +318,35 @@ def _counted(label: str, visits: list[tuple[str, str]], parent: str | None) -> W
     return Window(label, Cell("total", "", len(visits), len(visits)), cells, parent)
 
 
+def _family_of(days: dict[str, Any], hours: dict[str, Any]) -> list[Window]:
+    """The operators' (unsuppressed) day and hour windows, labelled by their start."""
+
+    def window(w: dict[str, Any], parent: str | None) -> Window:
+        total = Cell("total", "", w["total"]["visits"], w["total"]["unique_visitors"])
+        cells = [Cell(c["dimension"], c["value"], c["visits"], c["unique_visitors"])
+                 for c in w["cells"]]  # fmt: skip
+        return Window(w["window_start"], total, cells, parent)
+
+    def day_of(hour: dict[str, Any]) -> str:
+        start = datetime.fromisoformat(hour["window_start"])
+        [day] = [d for d in days["windows"]
+                 if datetime.fromisoformat(d["window_start"]) <= start
+                 < datetime.fromisoformat(d["window_end"])]  # fmt: skip
+        return str(day["window_start"])
+
+    return [window(d, None) for d in days["windows"]] + [
+        window(h, day_of(h)) for h in hours["windows"]
+    ]
+
+
+def _small(
+    windows: list[Window], found: set[tuple[str, tuple[str, str]]], k: int
+) -> set[tuple[str, tuple[str, str]]]:
+    """The counts found that cover fewer than k visitors."""
+    slots = {(w.label, (c.dimension, c.value)): c for w in windows for c in (w.total, *w.cells)}
+    return {f for f in found if slots[f].unique_visitors < k}
+
+
 def _released(window: Window, answer: dict[str, Any] | None) -> ReleasedWindow:
     """An API window as the release it was (a window left out was hidden whole)."""
     label = window.label
@@ -303,7 +370,7 @@ async def test_a_day_and_its_hours_released_together_give_no_small_count_away(
     # visits came outside 11:00, each hour there holding only /repair, so /repair at
     # 11:00 is 11 - 2 = 9 visitors, under k. One family, audited, gives nothing away.
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    site, day = unique_site(), today - timedelta(days=2)
+    site, day = unique_site(), today - FINAL_AGE
     starts = {"day": day, **{str(h): day + timedelta(hours=h) for h in QUIET_DAY}}
     every = [v for visits in QUIET_DAY.values() for v in visits]
     windows = [_counted("day", every, None)] + [
@@ -343,9 +410,7 @@ async def test_a_day_and_its_hours_released_together_give_no_small_count_away(
     assert released["public"][0].total is not None
     ks = AnalyticsSettings()
     for audience, k in (("public", ks.analytics_public_k), ("partner", ks.analytics_partner_k)):
-        found = recoverable(windows, released[audience])
-        slots = {(w.label, (c.dimension, c.value)): c for w in windows for c in (w.total, *w.cells)}
-        assert {f for f in found if slots[f].unique_visitors < k} == set(), audience
+        assert _small(windows, recoverable(windows, released[audience]), k) == set(), audience
     # What the public sees, partners see too: holding both says no more than theirs.
     for public, partner in zip(released["public"], released["partner"], strict=True):
         if public.total is not None:

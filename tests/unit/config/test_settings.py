@@ -72,12 +72,10 @@ def test_the_relay_poll_interval_is_bounded_and_the_relays_default() -> None:
             PlatformSettings(outbox_idle_poll_seconds=bad)
 
 
-def test_analytics_refuses_hour_windows_that_go_before_their_day(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A day's release is checked against its hours: they must outlive it.
-    monkeypatch.setenv("IMT_ANALYTICS_HOUR_RETENTION_DAYS", "90")
-    with pytest.raises(ValidationError, match="IMT_ANALYTICS_HOUR_RETENTION_DAYS"):
+def test_analytics_refuses_a_public_k_under_the_partners(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The public release hides all the partners' does: it must be the stricter one.
+    monkeypatch.setenv("IMT_ANALYTICS_PUBLIC_K", "4")
+    with pytest.raises(ValidationError, match="IMT_ANALYTICS_PUBLIC_K"):
         AnalyticsSettings()
-    monkeypatch.setenv("IMT_ANALYTICS_DAY_RETENTION_DAYS", "90")
-    assert AnalyticsSettings().analytics_hour_retention_days == 90
+    monkeypatch.setenv("IMT_ANALYTICS_PARTNER_K", "4")
+    assert AnalyticsSettings().analytics_public_k == 4
