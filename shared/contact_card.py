@@ -8,10 +8,11 @@ leaves every copy on Kafka unreadable, whether compaction has run yet or not.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from shared.events.catalogue.accounts import (
     CARD_EMAIL,
@@ -23,16 +24,19 @@ from shared.events.catalogue.accounts import (
 from shared.vault import Vault
 
 
-@dataclass(frozen=True)
-class OpenCard:
-    """A contact card with its personal fields in clear (in memory only)."""
+class OpenCard(BaseModel):
+    """A contact card with its personal fields in clear (in memory only), validated as
+    version 1 was on the wire: a card that opens to a bad address is refused (and
+    dead-lettered by a consumer), not mailed."""
+
+    model_config = ConfigDict(frozen=True)
 
     user_id: UUID
-    email: str
-    name: str
+    email: EmailStr
+    name: str = Field(max_length=200)
     age_band: AgeBand
     locale: str = "en"
-    guardian_email: str | None = None
+    guardian_email: EmailStr | None = None
     marketing_email: bool = False
     tracking_opt_out: bool = False
     active: bool = True

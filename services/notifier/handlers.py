@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from functools import partial
 from uuid import UUID, uuid5
 
+from pydantic import ValidationError
+
 from services.notifier import holds, store, stream_tickets
 from services.notifier.config import GROUPS
 from services.notifier.domain.templates import TEMPLATES, normalise_params, notice_problems
@@ -34,6 +36,7 @@ from shared.events.catalogue.accounts import (
 )
 from shared.events.catalogue.deletion import EraseSubject, SubjectErased
 from shared.events.catalogue.notifier import SendNotice
+from shared.events.envelope import validation_summary
 from shared.vault import Vault
 from shared.vault.vault import SubjectShredded
 
@@ -90,6 +93,8 @@ class Handlers:
         except SubjectShredded:
             log.info("contact card of an erased subject ignored")
             return None
+        except ValidationError as exc:  # dead-lettered with field names, never values
+            raise Unprocessable(f"contact card opens invalid: {validation_summary(exc)}") from None
 
     async def _sealed_contact(self, card: OpenCard) -> store.SealedContact:
         """The card sealed for this database: own purposes, an index to find it by email."""

@@ -150,6 +150,7 @@ class TopicWatch:
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
         self.seen: list[Envelope] = []
+        self.reasons: dict[uuid.UUID, str] = {}  # envelope id -> dead-letter reason
 
     async def wait_for(
         self, match: Callable[[Envelope], bool], count: int = 1, timeout: float = 60.0
@@ -160,7 +161,11 @@ class TopicWatch:
             for records in batches.values():
                 for record in records:
                     if record.value is not None:
-                        self.seen.append(decode_envelope(record.value))
+                        envelope = decode_envelope(record.value)
+                        self.seen.append(envelope)
+                        for key, value in record.headers or ():
+                            if key == "dlq_reason":
+                                self.reasons[envelope.id] = value.decode()
             found = [e for e in self.seen if match(e)]
             if len(found) >= count:
                 return found

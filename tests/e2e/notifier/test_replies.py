@@ -9,9 +9,24 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared.events.catalogue.accounts import ContactCardChangedV1, RequestReplied
+from shared.config import PlatformSettings
+from shared.events.catalogue.accounts import (
+    CARD_EMAIL,
+    CARD_NAME,
+    ContactCardChanged,
+    ContactCardChangedV1,
+    RequestReplied,
+)
 from shared.events.catalogue.notifier import SendNotice
-from tests.e2e.notifier.support import parts, publish, publish_contact, publish_envelope, user_token
+from tests.e2e.notifier.support import (
+    parts,
+    publish,
+    publish_contact,
+    publish_envelope,
+    user_token,
+    watch_topic,
+)
+from tests.support.cards import card_vault
 from tests.support.mailbox import Mailbox
 
 
@@ -73,3 +88,23 @@ async def test_a_card_from_before_sealing_still_reaches_its_user(
     await publish(producer, reply, subject=str(uid))
     [message] = await mailbox.wait_for([address], 1)
     assert message["Subject"] == "You have a reply to your request"
+
+
+async def test_a_card_that_opens_to_a_bad_address_is_dead_lettered_without_it(
+    producer: AIOKafkaProducer, settings: PlatformSettings
+) -> None:
+    uid, bad = uuid.uuid4(), f"no-at-sign-{uuid.uuid4().hex[:10]}"
+    async with card_vault() as vault:
+        card = ContactCardChanged(
+            user_id=uid,
+            email=await vault.seal(uid, bad, purpose=CARD_EMAIL),
+            name=await vault.seal(uid, "Someone", purpose=CARD_NAME),
+            age_band="adult",
+        )
+    async with watch_topic(settings, "accounts.contacts.dlq") as dlq:
+        sent = await publish(producer, card, subject=str(uid))
+        [letter] = await dlq.wait_for(lambda e: e.id == sent.id)
+    reason = dlq.reasons[letter.id]
+    assert "contact card opens invalid" in reason
+    assert "email" in reason
+    assert bad not in reason  # field names, never the value
