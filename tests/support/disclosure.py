@@ -18,10 +18,27 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from services.analytics.domain.release import ReleasedWindow, Window
+from services.analytics.domain.release import Cell, ReleasedWindow, Window
 
 Key = tuple[str, str]
 TOTAL: Key = ("total", "")
+Visit = tuple[str, str]  # (page, device class)
+
+
+def counted(label: str, visits: list[Visit], parent: str | None) -> Window:
+    """A window of these visits, each by a distinct visitor (so uniques add up too)."""
+    counts: dict[Key, int] = {}
+    for page, device in visits:
+        for key in (("page", page), ("device_class", device)):
+            counts[key] = counts.get(key, 0) + 1
+    cells = [Cell(d, v, n, n) for (d, v), n in sorted(counts.items())]
+    return Window(label, Cell("total", "", len(visits), len(visits)), cells, parent)
+
+
+def small(windows: Sequence[Window], found: set[tuple[str, Key]], k: int) -> set[tuple[str, Key]]:
+    """The counts ``found`` that cover fewer than k visitors (those must stay hidden)."""
+    cells = {(w.label, (c.dimension, c.value)): c for w in windows for c in (w.total, *w.cells)}
+    return {f for f in found if cells[f].unique_visitors < k}
 
 
 def _equations(windows: Sequence[Window]) -> list[list[tuple[tuple[int, Key], int]]]:

@@ -80,7 +80,7 @@ class _Hidden:
         self.keys: list[set[Key]] = [
             {_key(c) for c in [w.total, *w.cells] if c.unique_visitors < k} for w in windows
         ]
-        for keys, more in zip(self.keys, already, strict=False):
+        for keys, more in zip(self.keys, already, strict=True):
             keys |= more
 
     def hides(self, i: int, key: Key) -> bool:

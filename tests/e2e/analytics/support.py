@@ -20,13 +20,8 @@ from shared.events.topics import ANALYTICS_TRENDS
 
 BEACON = "/api/analytics/beacon"
 BEACONS = "/api/analytics/beacons"
-ANALYTICS_TABLES = (
-    "trend_windows",
-    "trend_cells",
-    "trend_cell_load_times",
-    "trend_cell_visitors",
-    "trend_releases",
-)
+WINDOW_TABLES = ("trend_windows", "trend_cells", "trend_cell_load_times", "trend_cell_visitors")
+ANALYTICS_TABLES = (*WINDOW_TABLES, "trend_releases")
 
 
 def unique_site() -> str:
@@ -202,13 +197,18 @@ async def age_site(settings: PlatformSettings, site: str, by: timedelta = FINAL_
     conn = await asyncpg.connect(settings.database_dsn("analytics"))
     try:
         async with conn.transaction():
-            for table in ANALYTICS_TABLES[:-1]:
+            for table in WINDOW_TABLES:
                 moved = "window_start = window_start - $2::interval"
                 if table == "trend_windows":
                     moved += ", window_end = window_end - $2::interval"
                 await conn.execute(f"UPDATE {table} SET {moved} WHERE site = $1", site, by)
     finally:
         await conn.close()
+
+
+def final_day() -> datetime:
+    """Start of the UTC day ``FINAL_AGE`` ago."""
+    return (datetime.now(UTC) - FINAL_AGE).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def day_range(start: datetime) -> dict[str, str]:

@@ -19,12 +19,13 @@ from tests.e2e.analytics.support import (
     beacon,
     browser,
     day_range,
+    final_day,
     operator_token,
     trend_records,
     unique_site,
     wait_for_visits,
 )
-from tests.support.disclosure import recoverable
+from tests.support.disclosure import counted, recoverable, small
 
 # page -> distinct visitors (one visit each; "/home" also gets repeat visits)
 PAGES = {"/home": 14, "/pricing": 11, "/blog": 6, "/help": 4, "/about": 1}
@@ -83,7 +84,7 @@ async def test_no_published_cell_is_under_k_nor_derivable(
         by_start = {w["window_start"]: w for grain in ("day", "hour")
                     for w in answers[(path, grain)].json()["windows"]}  # fmt: skip
         released = [_released(w, by_start.get(w.label)) for w in family]
-        assert _small(family, recoverable(family, released), k) == set(), path
+        assert small(family, recoverable(family, released), k) == set(), path
     raw_cells = operator.json()["windows"][0]["cells"]
     raw = {c["value"]: c for c in raw_cells if c["dimension"] == "page"}
     assert {p: raw[p]["unique_visitors"] for p in PAGES} == PAGES
@@ -159,7 +160,7 @@ async def test_a_single_small_cell_takes_a_complement_with_it(
         public = await client.get(
             "/api/analytics/trends/public",
             params={"site": site, "grain": "day",
-                    **day_range(datetime.now(UTC) - FINAL_AGE)},
+                    **day_range(final_day())},
         )  # fmt: skip
     window = public.json()["windows"][0]
     pages = {c["value"] for c in window["cells"] if c["dimension"] == "page"}
@@ -245,8 +246,7 @@ async def test_an_hour_hides_what_its_day_would_give_away_whatever_range_is_aske
     # Windows of a past day, written as the aggregator would (already published to the
     # topic, so it leaves them alone): /blog is under k at 10:00 only.
     # Three days ago: a final day, released; well within retention, so no clean-up.
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    site, day = unique_site(), today - FINAL_AGE
+    site, day = unique_site(), final_day()
     conn = await asyncpg.connect(settings.database_dsn("analytics"))
     try:
         for hour, pages in HOURS.items():
@@ -309,15 +309,6 @@ QUIET_DAY = {
 }
 
 
-def _counted(label: str, visits: list[tuple[str, str]], parent: str | None) -> Window:
-    counts: dict[tuple[str, str], int] = {}
-    for page, device in visits:
-        for key in (("page", page), ("device_class", device)):
-            counts[key] = counts.get(key, 0) + 1
-    cells = [Cell(d, v, n, n) for (d, v), n in sorted(counts.items())]
-    return Window(label, Cell("total", "", len(visits), len(visits)), cells, parent)
-
-
 def _family_of(days: dict[str, Any], hours: dict[str, Any]) -> list[Window]:
     """The operators' (unsuppressed) day and hour windows, labelled by their start."""
 
@@ -337,14 +328,6 @@ def _family_of(days: dict[str, Any], hours: dict[str, Any]) -> list[Window]:
     return [window(d, None) for d in days["windows"]] + [
         window(h, day_of(h)) for h in hours["windows"]
     ]
-
-
-def _small(
-    windows: list[Window], found: set[tuple[str, tuple[str, str]]], k: int
-) -> set[tuple[str, tuple[str, str]]]:
-    """The counts found that cover fewer than k visitors."""
-    slots = {(w.label, (c.dimension, c.value)): c for w in windows for c in (w.total, *w.cells)}
-    return {f for f in found if slots[f].unique_visitors < k}
 
 
 def _released(window: Window, answer: dict[str, Any] | None) -> ReleasedWindow:
@@ -369,12 +352,11 @@ async def test_a_day_and_its_hours_released_together_give_no_small_count_away(
     # pages, and the day shows /repair (11) and its total (13). Held together: 13 - 11
     # visits came outside 11:00, each hour there holding only /repair, so /repair at
     # 11:00 is 11 - 2 = 9 visitors, under k. One family, audited, gives nothing away.
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    site, day = unique_site(), today - FINAL_AGE
+    site, day = unique_site(), final_day()
     starts = {"day": day, **{str(h): day + timedelta(hours=h) for h in QUIET_DAY}}
     every = [v for visits in QUIET_DAY.values() for v in visits]
-    windows = [_counted("day", every, None)] + [
-        _counted(str(h), visits, "day") for h, visits in QUIET_DAY.items()
+    windows = [counted("day", every, None)] + [
+        counted(str(h), visits, "day") for h, visits in QUIET_DAY.items()
     ]
 
     conn = await asyncpg.connect(settings.database_dsn("analytics"))
@@ -410,7 +392,7 @@ async def test_a_day_and_its_hours_released_together_give_no_small_count_away(
     assert released["public"][0].total is not None
     ks = AnalyticsSettings()
     for audience, k in (("public", ks.analytics_public_k), ("partner", ks.analytics_partner_k)):
-        assert _small(windows, recoverable(windows, released[audience]), k) == set(), audience
+        assert small(windows, recoverable(windows, released[audience]), k) == set(), audience
     # What the public sees, partners see too: holding both says no more than theirs.
     for public, partner in zip(released["public"], released["partner"], strict=True):
         if public.total is not None:

@@ -5,8 +5,8 @@ from hypothesis import strategies as st
 
 from services.analytics.domain import audit
 from services.analytics.domain.release import ReleasedWindow, Window
-from tests.support.disclosure import recoverable
-from tests.unit.analytics.test_release import Visit, _family, _visits
+from tests.support.disclosure import Visit, recoverable
+from tests.unit.analytics.test_release import _family, _visits
 
 
 def _service_audit(windows: list[Window], released: list[ReleasedWindow]) -> set[object]:

@@ -14,7 +14,7 @@ from services.analytics.domain.release import (
     release,
     suppress,
 )
-from tests.support.disclosure import Key, recoverable
+from tests.support.disclosure import Visit, counted, recoverable, small
 
 
 def _window(groups: dict[str, list[tuple[int, int]]]) -> Window:
@@ -156,23 +156,11 @@ def test_nothing_hidden_can_be_recovered_within_a_window_or_across_its_day(
 
 # -- one family: a day and its hours ---------------------------------------------------
 
-Visit = tuple[str, str]  # (page, device class)
-
-
-def _counted(label: str, visits: list[Visit], parent: str | None) -> Window:
-    """A window of distinct visitors (so uniques add up like visits)."""
-    counts: dict[tuple[str, str], int] = {}
-    for page, device in visits:
-        counts[("page", page)] = counts.get(("page", page), 0) + 1
-        counts[("device_class", device)] = counts.get(("device_class", device), 0) + 1
-    cells = [Cell(d, v, n, n) for (d, v), n in sorted(counts.items())]
-    return Window(label, Cell("total", "", len(visits), len(visits)), cells, parent)
-
 
 def _family(hours: list[list[Visit]], day: str = "d") -> list[Window]:
     """A day and its hours, as the trends handler loads them for either grain."""
-    windows = [_counted(f"{day}{h}", visits, day) for h, visits in enumerate(hours)]
-    return [_counted(day, [v for visits in hours for v in visits], None), *windows]
+    windows = [counted(f"{day}{h}", visits, day) for h, visits in enumerate(hours)]
+    return [counted(day, [v for visits in hours for v in visits], None), *windows]
 
 
 _visits = st.lists(
@@ -196,7 +184,7 @@ def test_no_hidden_count_follows_from_a_day_and_its_hours_released_together(
             assert all(c.unique_visitors >= k for c in out.cells)
     # Someone holding the day's and the hours' releases at once learns no count under
     # k (a hidden count of k or more may follow: it could have been shown).
-    assert _small(family, recoverable(family, released), k) == set()
+    assert small(family, recoverable(family, released), k) == set()
 
 
 @settings(max_examples=200, deadline=None)
@@ -211,7 +199,7 @@ def test_a_larger_k_hides_all_a_smaller_one_does(
     public = suppress(family, small_k + more, hidden_keys(family, small_k))
     for p, q in zip(partner, public, strict=True):  # what the public sees, partners do
         assert q.total is None or {_key(c) for c in q.cells} <= {_key(c) for c in p.cells}
-    assert _small(family, recoverable(family, public), small_k + more) == set()
+    assert small(family, recoverable(family, public), small_k + more) == set()
 
 
 def _key(cell: Cell) -> tuple[str, str]:
@@ -231,9 +219,9 @@ def test_each_day_is_released_the_same_whatever_else_is_asked(
 def test_hours_that_do_not_add_up_to_their_day_are_not_released_with_it() -> None:
     # Hours gone (or a page counted in an hour after the day was read): no sums hold,
     # so the day is released alone, its hours not at all, and other days as ever.
-    day = _counted("d", [("/a", "phone")] * 30, None)
-    hours = [_counted("d0", [("/a", "phone")] * 12, "d"),
-             _counted("d1", [("/b", "phone")] * 12, "d")]  # fmt: skip
+    day = counted("d", [("/a", "phone")] * 30, None)
+    hours = [counted("d0", [("/a", "phone")] * 12, "d"),
+             counted("d1", [("/b", "phone")] * 12, "d")]  # fmt: skip
     other = _family([[("/a", "phone")] * 20, [("/a", "phone")] * 15], day="e")
     released = suppress([day, *hours, *other], 11)
     assert released[0] == suppress([day], 11)[0]
@@ -241,16 +229,11 @@ def test_hours_that_do_not_add_up_to_their_day_are_not_released_with_it() -> Non
     assert released[3:] == suppress(other, 11)
 
 
-def _small(windows: list[Window], found: set[tuple[str, Key]], k: int) -> set[tuple[str, Key]]:
-    cells = {(w.label, (c.dimension, c.value)): c for w in windows for c in [w.total, *w.cells]}
-    return {f for f in found if cells[f].unique_visitors < k}
-
-
 def test_the_audit_finds_a_count_the_sums_give_away() -> None:
     # The check above can fail: a day showing what one hour hides gives that hour away.
-    day = _counted("day", [("/a", "phone")] * 30, None)
-    hours = [_counted("h0", [("/a", "phone")] * 12, "day"),
-             _counted("h1", [("/a", "phone")] * 18, "day")]  # fmt: skip
+    day = counted("day", [("/a", "phone")] * 30, None)
+    hours = [counted("h0", [("/a", "phone")] * 12, "day"),
+             counted("h1", [("/a", "phone")] * 18, "day")]  # fmt: skip
     shown = suppress([day, *hours], 11)
     leaky = [shown[0], shown[1], ReleasedWindow("h1", None, [], 3)]
     assert recoverable([day, *hours], leaky) == {
