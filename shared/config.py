@@ -89,7 +89,14 @@ class PlatformSettings(BaseSettings):
     http_host: str = Field(
         "127.0.0.1",
         description="Address a service API listens on: loopback, behind the gateway on the "
-        "same machine; 0.0.0.0 inside a container whose network only the gateway reaches.",
+        "same machine; 0.0.0.0 inside a container (see IMT_TRUSTED_PROXIES: only the gateway's "
+        "X-Forwarded-For is believed).",
+    )
+    trusted_proxies: str = Field(
+        "127.0.0.1,::1",
+        description="Addresses or networks (comma separated) whose X-Forwarded-For a "
+        "service API believes: the gateway's. From any other peer the header is ignored and "
+        "the peer is the client (the address login throttling and visitor hashes use).",
     )
     log_level: str = Field("INFO", description="Root log level.")
     state_dir: str = Field(

@@ -3,7 +3,9 @@
 Routes live under ``/api/<service>/`` (the gateway forwards that prefix unchanged);
 ``/api/<service>/healthz`` and ``/readyz`` answer through the gateway, ``/metrics``
 only on the service's own port (never routed by the gateway). Errors are RFC 9457
-problem bodies; request metrics are labelled by route template, never by raw path.
+problem bodies; request metrics are labelled by route template, never by raw path. A
+JSON body holding a string that is not valid Unicode is refused (422) before any route
+reads it (``shared.service.unicode``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from shared.observability import (
     postgres_check,
 )
 from shared.process import start_process
+from shared.service.forwarded import trust_forwarded_for
 from shared.service.runtime import Runtime
+from shared.service.unicode import refuse_invalid_unicode
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -68,6 +72,7 @@ def create_api(
         redoc_url=None,
     )
     install_problem_handlers(app)
+    refuse_invalid_unicode(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for router in routers:
         app.include_router(router, prefix=prefix)
@@ -91,7 +96,8 @@ def service_app(
     """A service API: ``start`` runs in the lifespan; readiness checks its database (and
     Kafka, when the runtime has a producer); access tokens verify with the platform key.
     ``/metrics`` also reports the service's outbox, its consumer groups' lag, and what
-    ``gauges`` (built on the metrics registry) reads from its database."""
+    ``gauges`` (built on the metrics registry) reads from its database. ``request.client``
+    is the X-Forwarded-For address only behind a trusted proxy (``shared.service.forwarded``)."""
     holder: dict[str, Runtime] = {}
     groups = settings.consumer_groups()
     watch = GroupWatch(settings, groups) if groups else None
@@ -124,7 +130,7 @@ def service_app(
             if watch is not None:
                 await watch.report(instruments)
 
-    return create_api(
+    app = create_api(
         service=service,
         title=title,
         version="1",
@@ -134,6 +140,8 @@ def service_app(
         metrics=instruments,
         before_scrape=before_scrape,
     )
+    trust_forwarded_for(app, settings.trusted_proxies)
+    return app
 
 
 def runtime_checks(runtime: Runtime) -> dict[str, ReadinessCheck]:
@@ -146,8 +154,9 @@ def runtime_checks(runtime: Runtime) -> dict[str, ReadinessCheck]:
 def serve(
     app: FastAPI, *, service: str, port: int, log_level: str = "INFO", host: str = "127.0.0.1"
 ) -> None:
-    """Run the API with uvicorn, on loopback unless told otherwise (``IMT_HTTP_HOST``):
-    the gateway is the only way in."""
+    """Run the API with uvicorn, on loopback unless told otherwise (``IMT_HTTP_HOST``).
+    Whoever else can reach that address can call the API directly, so the client's
+    address is resolved by the app, from trusted proxies only (``service_app``)."""
     start_process(service, log_level)
     uvicorn.run(
         app,
@@ -157,5 +166,7 @@ def serve(
         access_log=False,  # the gateway's privacy-preserving access log is the one kept
         loop="uvloop",
         http="httptools",
+        # Off: uvicorn's would trust FORWARDED_ALLOW_IPS (loopback by default) before the
+        # app's own middleware, configured from IMT_TRUSTED_PROXIES, sees the peer.
         proxy_headers=False,
     )

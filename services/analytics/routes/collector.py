@@ -155,9 +155,7 @@ def _token_suppression(request: Request) -> Suppression | None:
 
 
 def _client_address(request: Request) -> str:
-    # The gateway replaces X-Forwarded-For with the client's address; the API listens on
-    # loopback only, so nothing else can set it.
-    forwarded = request.headers.get("x-forwarded-for", "")
-    if forwarded:
-        return forwarded.split(",")[-1].strip()
+    # Not the raw X-Forwarded-For: any caller reaching the API itself (a container on the
+    # compose network) could invent a visitor per request with it. The app resolved the
+    # client from it only when the peer is a trusted proxy (shared.service.forwarded).
     return request.client.host if request.client else ""
