@@ -14,12 +14,18 @@ from shared.db.pool import Connection
 
 
 async def new_action_token(
-    ctx: Context, conn: Connection, user_id: UUID, purpose: str, lifetime: timedelta | None = None
+    ctx: Context,
+    conn: Connection,
+    user_id: UUID,
+    purpose: str,
+    lifetime: timedelta | None = None,
+    email_index: bytes | None = None,
 ) -> str:
-    """A fresh one-time token for ``purpose``; only its hash is kept."""
+    """A fresh one-time token for ``purpose`` (and the address it confirms, if any); only
+    its hash is kept."""
     token = new_secret()
     expires = datetime.now(UTC) + (lifetime or timedelta(hours=ctx.settings.accounts_link_hours))
-    await store.add_action_token(conn, secret_hash(token), user_id, purpose, expires)
+    await store.add_action_token(conn, secret_hash(token), user_id, purpose, expires, email_index)
     return token
 
 
@@ -34,10 +40,12 @@ async def mail_action_link(
     recipient: Literal["user", "guardian"] = "user",
     lifetime: timedelta | None = None,
     card_changed_at: datetime | None = None,
+    email_index: bytes | None = None,
 ) -> None:
     """Create a token for ``purpose`` and ask the notifier to mail its link (once its copy
-    of the card is at least ``card_changed_at`` new, for a link to a changed address)."""
-    token = await new_action_token(ctx, conn, user_id, purpose, lifetime)
+    of the card is at least ``card_changed_at`` new, for a link to a changed address).
+    A link confirming an address names it by ``email_index``: it confirms that one only."""
+    token = await new_action_token(ctx, conn, user_id, purpose, lifetime, email_index)
     await notify(
         conn,
         template=template,

@@ -131,27 +131,33 @@ async def email_index_taken(conn: Connection, index: bytes, other_than: UUID) ->
 
 
 async def add_action_token(
-    conn: Connection, token_hash: bytes, user_id: UUID, purpose: str, expires_at: datetime
+    conn: Connection,
+    token_hash: bytes,
+    user_id: UUID,
+    purpose: str,
+    expires_at: datetime,
+    email_index: bytes | None = None,
 ) -> None:
     await conn.execute(
-        "INSERT INTO action_tokens (token_hash, user_id, purpose, expires_at)"
-        " VALUES ($1, $2, $3, $4)",
+        "INSERT INTO action_tokens (token_hash, user_id, purpose, expires_at, email_index)"
+        " VALUES ($1, $2, $3, $4, $5)",
         token_hash,
         user_id,
         purpose,
         expires_at,
+        email_index,
     )
 
 
-async def use_action_token(conn: Connection, token_hash: bytes, purpose: str) -> UUID | None:
-    """Spend a valid, unused, unexpired token once; return its user."""
-    value: UUID | None = await conn.fetchval(
+async def use_action_token(conn: Connection, token_hash: bytes, purpose: str) -> Row | None:
+    """Spend a valid, unused, unexpired token once: its user_id, and the email_index of
+    the address it was mailed to confirm (a verification link)."""
+    return await conn.fetchrow(
         "UPDATE action_tokens SET used_at = now() WHERE token_hash = $1 AND purpose = $2"
-        " AND used_at IS NULL AND expires_at > now() RETURNING user_id",
+        " AND used_at IS NULL AND expires_at > now() RETURNING user_id, email_index",
         token_hash,
         purpose,
     )
-    return value
 
 
 # -- sessions --------------------------------------------------------------------------
@@ -329,6 +335,25 @@ async def insert_operator(
     return status == "INSERT 0 1"
 
 
+async def operator_by_id(conn: Connection, operator_id: UUID) -> Row | None:
+    return await conn.fetchrow("SELECT * FROM operators WHERE id = $1", operator_id)
+
+
+async def operator_creators(conn: Connection, operator_id: UUID) -> set[UUID]:
+    """Every operator who created this identity, or created its creator, and so on. Each
+    chose the first password of this identity or of one that could create it, so each
+    may have acted as it."""
+    rows = await conn.fetch(
+        "WITH RECURSIVE creators (id) AS ("
+        " SELECT created_by FROM operators WHERE id = $1"
+        " UNION"  # not ALL: a cycle (impossible through the API) still ends
+        " SELECT o.created_by FROM operators o JOIN creators c ON o.id = c.id"
+        ") SELECT id FROM creators WHERE id IS NOT NULL",
+        operator_id,
+    )
+    return {r["id"] for r in rows}
+
+
 async def audit(
     conn: Connection,
     operator_id: UUID,
@@ -424,10 +449,17 @@ async def current_consents(conn: Connection, user_id: UUID) -> list[Row]:
 
 
 async def consenting_users(conn: Connection, recipient_id: UUID, purpose: str) -> list[UUID]:
+    """Active users whose latest choice for this recipient and purpose is a grant.
+
+    Never a child under 13: a child's own consent is not consent to disclose their data
+    (COPPA, P-26), and no guardian consents to a disclosure (the guardian's consent on
+    record is to the account alone).
+    """
     rows = await conn.fetch(
         "SELECT user_id FROM (SELECT DISTINCT ON (user_id) user_id, granted FROM consents"
         " WHERE recipient_id = $1 AND purpose = $2 ORDER BY user_id, id DESC) c"
-        " JOIN users u ON u.id = c.user_id WHERE c.granted AND u.active",
+        " JOIN users u ON u.id = c.user_id"
+        " WHERE c.granted AND u.active AND u.age_band <> 'under_13'",
         recipient_id,
         purpose,
     )

@@ -3,12 +3,22 @@
 Counts are kept per account (blind index of the submitted email, registered or not,
 so the answer never tells whether an email exists) and per client address (keyed
 hash). The rules here are pure; the store keeps the counts.
+
+A user's lock lasts until a password reset (proof of the mailbox). Operators have no
+reset, and anyone can fail logins at an operator's address, so a lasting lock would
+let a stranger shut every admin out: theirs lifts after ``OPERATOR_LOCK`` instead, and
+an admin can lift it sooner (``POST /operator/operators/{id}/unlock``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+
+#: How long an operator identity stays locked after the failure that locked it. Each
+#: further failure locks it as long again, so past the bound a guesser gets one try
+#: per hour (fewer than the back-off's four), and the identity is never lost for good.
+OPERATOR_LOCK = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -18,10 +28,19 @@ class ThrottlePolicy:
     max_seconds: float = 900.0
     lockout_failures: int | None = 100  # None: never lock (client addresses)
     window: timedelta | None = None  # counts restart after this quiet period (clients)
+    lock_for: timedelta | None = None  # None: a lock lasts until cleared (users)
 
     def __post_init__(self) -> None:
         if self.lockout_failures is not None and self.lockout_failures > 100:
             raise ValueError("NIST SP 800-63B allows at most 100 consecutive failures")
+        if self.lock_for is not None and self.lock_for <= timedelta(0):
+            raise ValueError("a lock that lifts must last some time")
+
+
+def for_operators(policy: ThrottlePolicy) -> ThrottlePolicy:
+    """The account policy as it applies to operator identities: the same back-off and
+    bound, but a lock that lifts after ``OPERATOR_LOCK``."""
+    return replace(policy, lock_for=OPERATOR_LOCK)
 
 
 @dataclass(frozen=True)
@@ -35,7 +54,7 @@ class Counter:
 @dataclass(frozen=True)
 class Verdict:
     allowed: bool
-    retry_after: float = 0.0  # seconds; 0 with allowed=False means locked
+    retry_after: float = 0.0  # seconds; 0 when locked until cleared
     locked: bool = False
 
 
@@ -53,7 +72,13 @@ def check(policy: ThrottlePolicy, counter: Counter | None, now: datetime) -> Ver
     if counter is None:
         return Verdict(True)
     if counter.locked:
-        return Verdict(False, locked=True)
+        if policy.lock_for is None:
+            return Verdict(False, locked=True)
+        lifts = counter.last_failure_at + policy.lock_for
+        if lifts > now:
+            return Verdict(False, retry_after=(lifts - now).total_seconds(), locked=True)
+        # Lifted: one attempt, whose failure locks again (the count is past the bound).
+        return Verdict(True)
     if current_failures(policy, counter, now) == 0:
         return Verdict(True)
     if counter.blocked_until is not None and counter.blocked_until > now:

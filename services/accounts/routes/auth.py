@@ -7,7 +7,6 @@ argon2 work, and throttling counts failures per submitted email whether it exist
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, date, datetime
 from typing import Annotated
 from uuid import UUID, uuid4
@@ -16,6 +15,7 @@ from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, EmailStr, Field
 
 from services.accounts import store
+from services.accounts.answer_floor import answer_floor
 from services.accounts.cards import publish_card
 from services.accounts.context import (
     BIRTH_DATE,
@@ -24,7 +24,6 @@ from services.accounts.context import (
     GUARDIAN_EMAIL,
     NAME,
     OPERATOR_EMAIL_INDEX,
-    THROTTLE_ACCOUNT,
     THROTTLE_CLIENT,
     Context,
     Ctx,
@@ -33,7 +32,7 @@ from services.accounts.context import (
     refuse_card_numbers,
 )
 from services.accounts.domain import throttle
-from services.accounts.domain.age import age_band, plausible_birth_date
+from services.accounts.domain.age import AgeBand, age_band, plausible_birth_date
 from services.accounts.links import mail_action_link
 from services.accounts.security import (
     MAX_PASSWORD,
@@ -43,6 +42,13 @@ from services.accounts.security import (
     verify_password,
 )
 from services.accounts.sessions import RefreshRefused, TokenPair, rotate, start_session
+from services.accounts.throttling import (
+    count_failure,
+    counter_of,
+    login_key,
+    reauthenticate,
+    throttled,
+)
 from shared.auth import Claims, CurrentUser, current_claims
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import UserActivated, UserRegistered
@@ -114,6 +120,11 @@ async def sign_up(body: SignUp, ctx: Ctx) -> SignedUp:
             slug="guardian-required",
         )
     password_hash = await hash_password(body.password)
+    async with answer_floor():  # a new account costs more work than a taken address
+        return await _register(ctx, body, band, password_hash)
+
+
+async def _register(ctx: Context, body: SignUp, band: AgeBand, password_hash: str) -> SignedUp:
     index = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
     user_id = uuid4()
     async with ctx.pool.acquire() as conn:
@@ -150,7 +161,7 @@ async def sign_up(body: SignUp, ctx: Ctx) -> SignedUp:
         await publish_card(conn, vault, user, after=[registered])
         await mail_action_link(
             ctx, conn, user_id, purpose="verify_email", template="verify_email",
-            path="verify-email",
+            path="verify-email", email_index=index,
         )  # fmt: skip
         if band == "under_13":
             await mail_action_link(
@@ -162,16 +173,25 @@ async def sign_up(body: SignUp, ctx: Ctx) -> SignedUp:
 
 async def _use_link(ctx: Context, token: str, purpose: str) -> LinkUsed:
     async with ctx.pool.acquire() as conn, conn.transaction():
-        user_id = await store.use_action_token(conn, secret_hash(token), purpose)
-        if user_id is None:
+        spent = await store.use_action_token(conn, secret_hash(token), purpose)
+        if spent is None:
             raise Problem(
                 400,
                 "Link invalid",
                 "This link is invalid, expired or already used.",
                 slug="link-invalid",
             )
+        user_id = spent["user_id"]
         user = await store.user_by_id(conn, user_id, lock=True)
         assert user is not None
+        confirms = spent["email_index"]
+        if confirms is not None and confirms != user["email_index"]:
+            raise Problem(
+                400,
+                "Link invalid",
+                "This link confirms an address the account no longer has.",
+                slug="link-invalid",
+            )
         changes: dict[str, object] = (
             {"email_verified": True} if purpose == "verify_email" else {"guardian_consented": True}
         )
@@ -202,60 +222,36 @@ async def guardian_consent(body: LinkToken, ctx: Ctx) -> LinkUsed:
 
 
 def _client_address(request: Request) -> str:
-    # The gateway overwrites X-Forwarded-For with the address it saw (never the client's claim).
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded:
-        return forwarded.split(",")[-1].strip()
+    # Not the raw X-Forwarded-For: any caller reaching the API itself (a container on the
+    # compose network) could claim a new address per attempt and escape its back-off. The
+    # app resolved the client from it only when the peer is a trusted proxy (the gateway,
+    # which overwrites it with the address it saw; shared.service.forwarded).
     return request.client.host if request.client else "unknown"
 
 
-def _throttled(verdict: throttle.Verdict) -> Problem:
-    if verdict.locked:
-        return Problem(
-            429,
-            "Too many failed logins",
-            "Too many failed attempts: logins are locked. Reset your password to unlock.",
-            slug="login-locked",
-        )
-    seconds = max(1, math.ceil(verdict.retry_after))
-    return Problem(
-        429,
-        "Too many failed logins",
-        f"Too many failed attempts: try again in {seconds} s.",
-        slug="login-throttled",
-        headers={"Retry-After": str(seconds)},
-    )
-
-
 INVALID_CREDENTIALS = ("Invalid credentials", "The email or password is wrong.")
-
-
-def _counter(row: store.Row | None) -> throttle.Counter | None:
-    if row is None:
-        return None
-    return throttle.Counter(
-        row["failures"], row["last_failure_at"], row["blocked_until"], row["locked"]
-    )
 
 
 async def _login(
     ctx: Context, request: Request, body: Credentials, kind: str
 ) -> tuple[TokenPair | None, Problem | None]:
     vault = ctx.vault
-    account_key = vault.blind_index(f"{kind}:{body.email}", purpose=THROTTLE_ACCOUNT)
+    account_key = login_key(vault, kind, body.email)
     client_key = vault.blind_index(_client_address(request), purpose=THROTTLE_CLIENT)
     account_policy, client_policy = ctx.account_policy(), ctx.client_policy()
+    if kind == "operator":
+        account_policy = throttle.for_operators(account_policy)
     async with ctx.login_turns, ctx.pool.acquire() as conn, conn.transaction():
         # The account's row is locked for the whole attempt: parallel guesses at one
         # account are evaluated one after the other, each seeing the previous failure.
-        account = _counter(await store.lock_account_throttle(conn, account_key))
+        account = counter_of(await store.lock_account_throttle(conn, account_key))
         # Read once the lock is held, so serialised guesses see each other's client count.
-        client = _counter(await store.throttle_counter(conn, client_key))
+        client = counter_of(await store.throttle_counter(conn, client_key))
         now = datetime.now(UTC)
         for policy, counter in ((account_policy, account), (client_policy, client)):
             verdict = throttle.check(policy, counter, now)
             if not verdict.allowed:
-                return None, _throttled(verdict)
+                return None, throttled(verdict)
         if kind == "operator":
             principal = await store.operator_by_email_index(
                 conn, vault.blind_index(body.email, purpose=OPERATOR_EMAIL_INDEX)
@@ -266,21 +262,8 @@ async def _login(
             )
         stored = principal["password_hash"] if principal is not None else None
         if not await verify_password(stored, body.password):
-            now = datetime.now(UTC)
-            for key, scope, policy, counter in (
-                (account_key, "account", account_policy, account),
-                (client_key, "client", client_policy, client),
-            ):
-                after = throttle.after_failure(policy, counter, now)
-                await store.save_throttle(
-                    conn,
-                    key,
-                    scope,
-                    after.failures,
-                    after.last_failure_at,
-                    after.blocked_until,
-                    after.locked,
-                )
+            await count_failure(conn, account_key, "account", account_policy, account)
+            await count_failure(conn, client_key, "client", client_policy, client)
             return None, Problem(401, *INVALID_CREDENTIALS, slug="invalid-credentials")
         await store.clear_throttle(conn, account_key)
         assert principal is not None
@@ -342,10 +325,10 @@ async def change_password(body: PasswordChange, user: CurrentUser, ctx: Ctx) -> 
     user_id = UUID(user.sub)
     async with ctx.pool.acquire() as conn:
         row = await store.user_by_id(conn, user_id)
-    if row is None or not await verify_password(row["password_hash"], body.current_password):
-        raise Problem(
-            403, "Wrong password", "The current password is wrong.", slug="reauthentication-failed"
-        )
+    stored = row["password_hash"] if row is not None else None
+    await reauthenticate(
+        ctx, user_id, stored, body.current_password, "The current password is wrong."
+    )
     new_hash = await hash_password(body.new_password)
     async with ctx.pool.acquire() as conn, conn.transaction():
         await replace_password(conn, user_id, new_hash, "password-changed")

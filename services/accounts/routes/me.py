@@ -33,8 +33,9 @@ from services.accounts.context import (
 from services.accounts.domain.content import content_for
 from services.accounts.invoices import Invoice, invoice_out
 from services.accounts.links import mail_action_link
-from services.accounts.security import MAX_PASSWORD, verify_password
+from services.accounts.security import MAX_PASSWORD
 from services.accounts.sessions import session_user
+from services.accounts.throttling import reauthenticate
 from shared.auth import CurrentUser
 from shared.bus.outbox import outbox_arrays
 from shared.db.pool import Connection
@@ -80,6 +81,11 @@ class ProfileChange(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     email: EmailStr | None = None
     locale: Literal["en", "fr", "de", "es", "it", "pt", "nl"] | None = None
+    current_password: str | None = Field(
+        None,
+        max_length=MAX_PASSWORD,
+        description="Required with a new email: the address is how an account is recovered.",
+    )
 
 
 class DeviceIn(BaseModel):
@@ -247,10 +253,13 @@ async def read_profile(claims: CurrentUser, request: Request) -> Profile:
 async def edit_profile(
     body: ProfileChange, claims: CurrentUser, ctx: Ctx, request: Request
 ) -> Profile:
-    """Edit name, email (re-verified: a link goes to the new address) or locale."""
+    """Edit name, email or locale. A new email needs the current password (whoever holds
+    the address can reset the password) and is re-verified: a link goes to it."""
     refuse_card_numbers(name=body.name)
     uid = UUID(claims.sub)
     vault = ctx.vault
+    if body.email is not None:
+        await _reauthenticate_for_email(ctx, uid, body.current_password)
     if body.email is None and (body.name is not None or body.locale is not None):
         quick = await _edit_name_or_locale(ctx, body, session_user(request))
         if quick is not None:
@@ -284,8 +293,23 @@ async def edit_profile(
             await mail_action_link(
                 ctx, conn, uid, purpose="verify_email", template="verify_email",
                 path="verify-email", card_changed_at=user["updated_at"],
+                email_index=changes["email_index"],
             )  # fmt: skip
     return await _profile(ctx, user)
+
+
+async def _reauthenticate_for_email(ctx: Context, uid: UUID, password: str | None) -> None:
+    if password is None:
+        raise Problem(
+            422,
+            "Password required",
+            "Enter your current password to change your email address.",
+            slug="reauthentication-required",
+        )
+    async with ctx.pool.acquire() as conn:  # the session's row leaves the hash out
+        user = await store.user_by_id(conn, uid)
+    stored = user["password_hash"] if user is not None else None
+    await reauthenticate(ctx, uid, stored, password, "The current password is wrong.")
 
 
 async def _edit_name_or_locale(
@@ -778,13 +802,8 @@ async def request_deletion(
     uid = UUID(claims.sub)
     async with ctx.pool.acquire() as conn:
         user = await _me(ctx, conn, claims)
-    if not await verify_password(user["password_hash"], body.password):
-        raise Problem(
-            403,
-            "Wrong password",
-            "Enter your password to delete your account.",
-            slug="reauthentication-failed",
-        )
+    detail = "Enter your password to delete your account."
+    await reauthenticate(ctx, uid, user["password_hash"], body.password, detail)
     request_id = uuid4()
     async with ctx.pool.acquire() as conn, conn.transaction():
         existing = await conn.fetchrow(

@@ -32,6 +32,7 @@ from services.accounts.domain import fields as field_rules
 from services.accounts.domain.roles import PERMISSIONS
 from services.accounts.invoices import Invoice, InvoiceIn, invoice_out, new_invoice_columns
 from services.accounts.security import MAX_PASSWORD, MIN_PASSWORD, hash_password
+from services.accounts.throttling import login_key
 from shared.auth import Claims, OperatorRole, require_roles
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import (
@@ -68,6 +69,10 @@ class OperatorOut(BaseModel):
     roles: list[str]
 
 
+class UnlockIn(BaseModel):
+    reason: str = Field(min_length=3, max_length=200, description="Why (audited).")
+
+
 class UserFound(BaseModel):
     id: UUID
     name: str
@@ -82,6 +87,16 @@ class UserRecord(UserFound):
     created_at: datetime
     devices: list[dict[str, Any]]
     request_ids: list[UUID]
+
+
+class UserChanged(BaseModel):
+    """What a change answers: the id and the fields changed, as written. Nothing else
+    of the user is shown, so the change is also the only access the audit row names."""
+
+    id: UUID
+    fields: list[str]
+    name: str | None = None
+    email: str | None = None
 
 
 class UserChange(BaseModel):
@@ -236,6 +251,31 @@ async def create_operator(
     return OperatorOut(id=operator_id, roles=roles)
 
 
+@router.post("/operators/{operator_id}/unlock", status_code=status.HTTP_204_NO_CONTENT)
+async def unlock_operator(
+    operator_id: UUID,
+    body: UnlockIn,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("operators.create")],
+) -> None:
+    """Admins lift an operator identity's login lock and back-off at once (operators have
+    no password reset; a lock also lifts by itself after an hour). Audited.
+
+    Users are not unlocked here: a password reset lifts their lock once they prove
+    control of their mailbox, which an unlock would skip while a guesser may be at work.
+    """
+    refuse_card_numbers(reason=body.reason)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        operator = await store.operator_by_id(conn, operator_id)
+        if operator is None:
+            raise not_found("operator")
+        email = await ctx.vault.open(operator_id, operator["email"], purpose=OPERATOR_EMAIL)
+        await store.clear_throttle(conn, login_key(ctx.vault, "operator", email))
+        await store.audit(
+            conn, _operator_id(op), operator_id, "change", ["login_throttle"], body.reason
+        )
+
+
 # -- users' personal data --------------------------------------------------------------
 
 
@@ -310,12 +350,13 @@ async def read_user(
     return record
 
 
-@router.patch("/users/{user_id}", response_model=UserFound)
+@router.patch("/users/{user_id}", response_model=UserChanged, response_model_exclude_none=True)
 async def change_user(
     user_id: UUID, body: UserChange, ctx: Ctx, op: Annotated[Operator, allowed("users.change")]
-) -> UserFound:
+) -> UserChanged:
     """Change a user's data on their emailed request (P-24): the change and the audit row
-    naming the request commit together or not at all."""
+    naming the request commit together or not at all. The answer holds only what changed
+    (P-07: a name fixed on request is no reason to see the email)."""
     refuse_card_numbers(name=body.name, purpose=body.purpose, reference=body.request_reference)
     changes: dict[str, Any] = {}
     if body.name is not None:
@@ -349,7 +390,8 @@ async def change_user(
         fresh = await store.user_by_id(conn, user_id)
         assert fresh is not None
         await publish_card(conn, ctx.vault, fresh)
-        return await _found(ctx, fresh)
+        # What was sealed above; the operator typed it, so showing it reads nothing new.
+        return UserChanged(id=user_id, fields=fields, name=body.name, email=body.email)
 
 
 # -- invoices (financial records) ------------------------------------------------------
@@ -530,6 +572,8 @@ async def publish_policy(
     body: PolicyIn, ctx: Ctx, op: Annotated[Operator, allowed("policy.publish")]
 ) -> PolicyOut:
     """Publish a policy version: every user is told (notifier, P-23)."""
+    # Stored in clear and published to every user: no card numbers (P-09).
+    refuse_card_numbers(version=body.version, summary=body.summary)
     effective = body.effective_at or datetime.now(UTC)
     async with ctx.pool.acquire() as conn, conn.transaction():
         created = await conn.execute(
@@ -643,6 +687,8 @@ async def register_recipient(
 ) -> RecipientOut:
     """Register a processor or partner with its purpose and the fields it may receive.
     A processor may never be registered for a sensitive field (P-19)."""
+    # Stored in clear, shown to users and written into audit purposes: no card numbers.
+    refuse_card_numbers(name=body.name, purpose=body.purpose)
     unknown = field_rules.unknown_fields(body.allowed_fields)
     if unknown:
         raise Problem(
@@ -742,6 +788,10 @@ async def export_to_recipient(
 # -- operator-initiated deletion -------------------------------------------------------
 
 
+def _four_eyes(detail: str) -> Problem:
+    return Problem(403, "Second operator needed", detail, slug="four-eyes")
+
+
 def _deletion(row: store.Row) -> OperatorDeletion:
     return OperatorDeletion(**{k: row[k] for k in OperatorDeletion.model_fields})
 
@@ -789,12 +839,17 @@ async def approve_user_deletion(
         )
         if row is None:
             raise not_found("deletion request awaiting approval")
-        if row["requested_by"] == approver:
-            raise Problem(
-                403,
-                "Second operator needed",
-                "Another operator must approve a deletion you requested.",
-                slug="four-eyes",
+        requester = row["requested_by"]
+        if requester == approver:
+            raise _four_eyes("Another operator must approve a deletion you requested.")
+        # Whoever created an identity chose its first password and may act as it: an
+        # admin could request as a support identity of their making, then approve. So
+        # neither may be the other's creator (nor the creator's creator, and so on).
+        lineage = await store.operator_creators(conn, requester)
+        if approver in lineage or requester in await store.operator_creators(conn, approver):
+            raise _four_eyes(
+                "An operator who did not create, and was not created by, the one who"
+                " requested this deletion must approve it."
             )
         row = await conn.fetchrow(
             "UPDATE deletion_requests SET status = 'requested', approved_by = $2,"

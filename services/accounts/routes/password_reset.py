@@ -9,8 +9,6 @@ locked account waits for, so support is not the only way back in.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import timedelta
 from uuid import UUID
 
@@ -18,22 +16,22 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, EmailStr, Field
 
 from services.accounts import store
+from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS, answer_floor
 from services.accounts.context import (
     EMAIL,
     EMAIL_INDEX,
-    THROTTLE_ACCOUNT,
     Context,
     Ctx,
 )
 from services.accounts.links import mail_action_link
 from services.accounts.routes.auth import LinkToken, Password, replace_password
 from services.accounts.security import hash_password, secret_hash
+from services.accounts.throttling import login_key, reauth_key
 from shared.db.pool import Connection
 from shared.observability import Problem
 
 router = APIRouter(tags=["authentication"])
 PURPOSE = "password_reset"
-ANSWER_FLOOR_SECONDS = 0.2
 
 
 class ResetRequest(BaseModel):
@@ -56,21 +54,18 @@ class ResetCompletion(LinkToken):
 )
 async def request_reset(body: ResetRequest, ctx: Ctx) -> ResetRequested:
     """Mail a password-reset link to the address, if it is an account's (never said)."""
-    started = time.monotonic()
-    index = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        user = await store.user_by_email_index(conn, index)
-        if user is not None:
-            await store.user_by_id(conn, user["id"], lock=True)  # one request at a time
-            if not await _mailed_recently(conn, ctx, user["id"]):
-                await mail_action_link(
-                    ctx, conn, user["id"], purpose=PURPOSE, template="password_reset",
-                    path="reset-password",
-                    lifetime=timedelta(minutes=ctx.settings.accounts_reset_minutes),
-                )  # fmt: skip
-    # A known address costs a few more queries than an unknown one: answering no sooner
-    # than a fixed floor keeps the difference from being timed.
-    await asyncio.sleep(max(0.0, ANSWER_FLOOR_SECONDS - (time.monotonic() - started)))
+    async with answer_floor(ANSWER_FLOOR_SECONDS):  # a known address costs more queries
+        index = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            user = await store.user_by_email_index(conn, index)
+            if user is not None:
+                await store.user_by_id(conn, user["id"], lock=True)  # one request at a time
+                if not await _mailed_recently(conn, ctx, user["id"]):
+                    await mail_action_link(
+                        ctx, conn, user["id"], purpose=PURPOSE, template="password_reset",
+                        path="reset-password",
+                        lifetime=timedelta(minutes=ctx.settings.accounts_reset_minutes),
+                    )  # fmt: skip
     return ResetRequested()
 
 
@@ -84,9 +79,10 @@ async def complete_reset(body: ResetCompletion, ctx: Ctx) -> None:
             raise _link_invalid()
     new_hash = await hash_password(body.new_password)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        user_id = await store.use_action_token(conn, token_hash, PURPOSE)
-        if user_id is None:  # spent by a concurrent completion meanwhile
+        spent = await store.use_action_token(conn, token_hash, PURPOSE)
+        if spent is None:  # spent by a concurrent completion meanwhile
             raise _link_invalid()
+        user_id = spent["user_id"]
         user = await store.user_by_id(conn, user_id, lock=True)
         assert user is not None
         await replace_password(conn, user_id, new_hash, "password-reset")
@@ -97,9 +93,8 @@ async def complete_reset(body: ResetCompletion, ctx: Ctx) -> None:
             PURPOSE,
         )
         email = await ctx.vault.open(user_id, user["email"], purpose=EMAIL)
-        await store.clear_throttle(
-            conn, ctx.vault.blind_index(f"user:{email}", purpose=THROTTLE_ACCOUNT)
-        )
+        await store.clear_throttle(conn, login_key(ctx.vault, "user", email))
+        await store.clear_throttle(conn, reauth_key(ctx.vault, user_id))
 
 
 async def _mailed_recently(conn: Connection, ctx: Context, user_id: UUID) -> bool:

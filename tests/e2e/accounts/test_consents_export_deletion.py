@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import asyncpg
@@ -18,10 +19,14 @@ from tests.e2e.accounts.support import (
     Operator,
     User,
     active_user,
+    log_in,
     new_operator,
     publish_policy,
     record_invoice,
+    sign_up,
     unique,
+    unique_email,
+    verify,
 )
 
 SENSITIVE = {"age_band", "birth_date", "guardian_email", "requests"}
@@ -136,6 +141,38 @@ async def test_a_processor_export_never_contains_a_sensitive_field(
     assert "13_to_17" not in export.text
     assert "2010-05-05" not in export.text
     assert record["device_damage_states"] == ["battery"]
+
+
+@pytest.mark.promise("P-26")
+async def test_a_child_under_13_is_never_in_a_third_party_export_even_with_their_consent(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, db: asyncpg.Connection
+) -> None:
+    partner = await _recipient(client, root, "partner", ["user_id", "email", "name"])
+    officer = await new_operator(client, root, "privacy_officer")
+    child = await sign_up(
+        client, birth_date=f"{time.gmtime().tm_year - 10}-01-01", guardian_email=unique_email("g")
+    )
+    await verify(client, bus, child)
+    consent = await bus.notice(child.id, "parental_consent")
+    confirmed = await client.post(
+        f"{API}/guardian-consents", json={"token": consent["params"]["token"]}
+    )
+    assert confirmed.json()["active"] is True
+    await log_in(client, child)
+    teen = await active_user(client, bus, birth_date=f"{time.gmtime().tm_year - 15}-01-01")
+    for user in (child, teen):
+        await _consent(client, user, partner["id"], True)
+    export = await client.post(
+        f"{API}/operator/recipients/{partner['id']}/exports", headers=officer.headers
+    )
+    assert export.status_code == 200, export.text
+    assert [r["user_id"] for r in export.json()["records"]] == [teen.id]
+    assert child.email not in export.text
+    assert child.name not in export.text
+    disclosed = "SELECT count(*) FROM disclosures WHERE user_id = $1"
+    assert await db.fetchval(disclosed, uuid.UUID(child.id)) == 0
+    audited = "SELECT count(*) FROM audit_log WHERE subject_id = $1"
+    assert await db.fetchval(audited, uuid.UUID(child.id)) == 0
 
 
 @pytest.mark.promise("P-11")

@@ -41,6 +41,7 @@ EXPECTED: dict[str, set[str]] = {
     "read audit": {"privacy_officer", "admin"},
     "verify audit": {"privacy_officer", "admin"},
     "create operator": {"admin"},
+    "unlock operator": {"admin"},
     "publish policy": {"privacy_officer", "admin"},
     "announce": {"admin", "support"},
     "declare incident": {"privacy_officer", "admin"},
@@ -94,6 +95,7 @@ async def test_each_role_gets_exactly_its_endpoints_and_every_pii_read_is_audite
         "read audit": ("GET", "/operator/audit", None, {"subject_id": uid}),
         "verify audit": ("GET", "/operator/audit/verify", None, None),
         "create operator": ("POST", "/operator/operators", {}, None),
+        "unlock operator": ("POST", f"/operator/operators/{uuid.uuid4()}/unlock", {}, None),
         "publish policy": ("POST", "/operator/policy-versions", {}, None),
         "announce": ("POST", "/operator/announcements", {}, None),
         "declare incident": ("POST", "/operator/incidents", {}, None),
@@ -172,6 +174,10 @@ async def test_a_change_on_emailed_request_and_its_audit_row_exist_together_or_n
         headers=support.headers,
     )
     assert changed.status_code == 200, changed.text
+    # Only what changed comes back: the email was not asked for, so it is not shown (nor
+    # read unaudited); the audit row names exactly the fields the answer holds.
+    assert changed.json() == {"id": user.id, "fields": ["name"], "name": "Renamed By Support"}
+    assert user.email not in changed.text
     rows = await db.fetch("SELECT * FROM audit_log WHERE request_reference = $1", reference)
     assert len(rows) == 1
     assert rows[0]["action"] == "change"
@@ -279,6 +285,127 @@ async def test_operator_deletion_needs_a_second_different_operator(
     assert approved.json()["status"] == "requested"
     event = await bus.event("deletion.requested.", user.id, request_id=deletion_id)
     assert event["data"]["initiated_by"] == "operator"
+
+
+@pytest.mark.promise("P-15")
+async def test_no_operator_approves_a_deletion_requested_by_an_identity_of_their_making(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator
+) -> None:
+    # An admin who created an identity chose its password: requesting as it and
+    # approving as themselves would be one person with two hats.
+    maker = await new_operator(client, root, "admin")
+    made = await new_operator(client, maker, "support")
+    user = await active_user(client, bus)
+    asked = await client.post(
+        f"{API}/operator/users/{user.id}/deletion-requests",
+        json={"reason": "user asked by phone"},
+        headers=made.headers,
+    )
+    assert asked.status_code == 202, asked.text
+    approve = f"{API}/operator/deletion-requests/{asked.json()['id']}/approve"
+    for creator in (maker, root):  # the creator, and the creator's creator
+        refused = await client.post(approve, headers=creator.headers)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["type"].endswith("/four-eyes")
+    # Nor the other way round: an identity made by the requester does not approve.
+    both = await new_operator(client, root, "admin", "support")
+    their_officer = await new_operator(client, both, "privacy_officer")
+    other = await active_user(client, bus)
+    second = await client.post(
+        f"{API}/operator/users/{other.id}/deletion-requests",
+        json={"reason": "user asked by phone"},
+        headers=both.headers,
+    )
+    assert second.status_code == 202, second.text
+    second_approve = f"{API}/operator/deletion-requests/{second.json()['id']}/approve"
+    refused = await client.post(second_approve, headers=their_officer.headers)
+    assert refused.status_code == 403
+    assert refused.json()["type"].endswith("/four-eyes")
+    # An operator outside that line approves as before.
+    officer = await new_operator(client, root, "privacy_officer")
+    approved = await client.post(approve, headers=officer.headers)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "requested"
+    await bus.event("deletion.requested.", user.id, request_id=asked.json()["id"])
+
+
+async def _lock_latest_account_counter(db: asyncpg.Connection, minutes_ago: int) -> bytes:
+    """Lock the row the last failure wrote (the latest account counter), as if its 100th
+    failure was ``minutes_ago``: reaching the lockout takes hours of back-off."""
+    key: bytes | None = await db.fetchval(
+        "SELECT key FROM login_throttle WHERE scope = 'account'"
+        " ORDER BY last_failure_at DESC NULLS LAST LIMIT 1"
+    )
+    assert key is not None
+    await _lock(db, key, minutes_ago)
+    return key
+
+
+async def _lock(db: asyncpg.Connection, key: bytes, minutes_ago: int) -> None:
+    locked = await db.execute(
+        "UPDATE login_throttle SET failures = 100, locked = true, blocked_until = NULL,"
+        " last_failure_at = now() - make_interval(mins => $2) WHERE key = $1",
+        key,
+        minutes_ago,
+    )
+    assert locked == "UPDATE 1"
+
+
+async def _operator_login(client: httpx.AsyncClient, operator: Operator) -> httpx.Response:
+    return await client.post(
+        f"{API}/operator/sessions", json={"email": operator.email, "password": operator.password}
+    )
+
+
+@pytest.mark.promise("P-08")
+async def test_an_admin_unlocks_a_locked_operator_and_the_unlock_is_audited(
+    client: httpx.AsyncClient, root: Operator, db: asyncpg.Connection
+) -> None:
+    locked_out = await new_operator(client, root, "support")
+    wrong = await client.post(
+        f"{API}/operator/sessions", json={"email": locked_out.email, "password": "nope-1234"}
+    )
+    assert wrong.status_code == 401
+    await _lock_latest_account_counter(db, minutes_ago=0)
+    refused = await _operator_login(client, locked_out)
+    assert refused.status_code == 429
+    assert refused.json()["type"].endswith("/login-locked")
+
+    unlock = f"{API}/operator/operators/{locked_out.id}/unlock"
+    reason = {"reason": "locked by a guesser; identity confirmed by phone"}
+    support = await new_operator(client, root, "support")
+    assert (await client.post(unlock, json=reason, headers=support.headers)).status_code == 403
+    missing = f"{API}/operator/operators/{uuid.uuid4()}/unlock"
+    assert (await client.post(missing, json=reason, headers=root.headers)).status_code == 404
+    done = await client.post(unlock, json=reason, headers=root.headers)
+    assert done.status_code == 204, done.text
+    assert (await _operator_login(client, locked_out)).status_code == 200
+    rows = await db.fetch("SELECT * FROM audit_log WHERE subject_id = $1", uuid.UUID(locked_out.id))
+    assert [(r["action"], list(r["fields"]), r["purpose"]) for r in rows] == [
+        ("change", ["login_throttle"], reason["reason"])
+    ]
+
+
+@pytest.mark.promise("P-08")
+async def test_an_operator_lock_lifts_by_itself_after_an_hour(
+    client: httpx.AsyncClient, root: Operator, db: asyncpg.Connection
+) -> None:
+    # No operator stays locked out until someone edits the database: they have no
+    # password reset, and anyone may fail logins at their address.
+    operator = await new_operator(client, root, "privacy_officer")
+    wrong = await client.post(
+        f"{API}/operator/sessions", json={"email": operator.email, "password": "nope-1234"}
+    )
+    assert wrong.status_code == 401
+    key = await _lock_latest_account_counter(db, minutes_ago=59)
+    refused = await _operator_login(client, operator)
+    assert refused.status_code == 429
+    assert refused.json()["type"].endswith("/login-locked")
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert "Reset your password" not in refused.json()["detail"]
+    await _lock(db, key, minutes_ago=61)
+    lifted = await _operator_login(client, operator)
+    assert lifted.status_code == 200, lifted.text
 
 
 async def test_policy_versions_are_published_and_accepted(

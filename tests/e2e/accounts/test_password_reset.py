@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from services.accounts.routes.password_reset import ANSWER_FLOOR_SECONDS
+from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS
 from tests.e2e.accounts.support import API, BusTail, User, active_user, log_in, unique_email
 
 

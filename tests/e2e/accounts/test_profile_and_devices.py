@@ -99,9 +99,8 @@ async def test_profile_edits_republish_the_card_and_a_new_email_is_verified_agai
 ) -> None:
     user = await active_user(client, bus)
     new_email = unique_email("moved")
-    edited = await client.patch(
-        f"{API}/me", json={"name": "New Name", "email": new_email}, headers=user.headers
-    )
+    change = {"name": "New Name", "email": new_email, "current_password": user.password}
+    edited = await client.patch(f"{API}/me", json=change, headers=user.headers)
     assert edited.status_code == 200, edited.text
     assert edited.json()["email"] == new_email
     assert edited.json()["email_verified"] is False

@@ -26,7 +26,8 @@ async def test_a_changed_email_is_verified_at_the_new_address_only(platform: str
         try:
             headers = await signed_up_and_verified(client, mailbox, "Mover", old, password)
 
-            changed = await client.patch(f"{API}/me", json={"email": new}, headers=headers)
+            change = {"email": new, "current_password": password}
+            changed = await client.patch(f"{API}/me", json=change, headers=headers)
             assert changed.status_code == 200, changed.text
             link = await token_from_mail(mailbox, new, "verify-email", 1)
             confirmed = await client.post(f"{API}/email-verifications", json={"token": link})

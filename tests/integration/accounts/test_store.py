@@ -130,3 +130,56 @@ async def test_card_versions_only_grow_whichever_clock_set_the_last(pool: asyncp
         changed = await store.update_user_returning(conn, user_id, locale="fr")
         assert changed is not None
         assert changed["updated_at"] > ahead
+
+
+@pytest.mark.promise("P-26")
+async def test_no_child_under_13_consents_to_a_disclosure(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        recipient_id, operator_id = uuid.uuid4(), uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO recipients (id, name, kind, purpose, allowed_fields, created_by)"
+            " VALUES ($1, 'Partner', 'partner', 'offers', '{email,name}', $2)",
+            recipient_id,
+            operator_id,
+        )
+        users = {}
+        for band in ("adult", "13_to_17", "unknown", "under_13"):
+            user_id = uuid.uuid4()
+            guardian = b"sealed-guardian" if band == "under_13" else None
+            await store.insert_user(
+                conn, id=user_id, email_index=user_id.bytes, email=b"e", name=b"n",
+                password_hash="$argon2id$not-a-real-hash", age_band=band, active=True,
+                guardian_email=guardian, guardian_consented=band == "under_13" or None,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO consents (user_id, recipient_id, purpose, granted)"
+                " VALUES ($1, $2, 'offers', true)",
+                user_id,
+                recipient_id,
+            )
+            users[band] = user_id
+        consenting = await store.consenting_users(conn, recipient_id, "offers")
+        # The child's own grant (and the guardian's consent to the account) is not one.
+        assert set(consenting) == {users["adult"], users["13_to_17"], users["unknown"]}
+
+
+@pytest.mark.promise("P-15")
+async def test_an_operators_creators_are_every_identity_above_it(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        root, admin, support, sibling = (uuid.uuid4() for _ in range(4))
+        for operator_id, created_by in (
+            (root, None), (admin, root), (support, admin), (sibling, root),
+        ):  # fmt: skip
+            created = await store.insert_operator(
+                conn, operator_id, operator_id.bytes, b"sealed", "$argon2id$x", ["admin"],
+                created_by,
+            )  # fmt: skip
+            assert created
+        assert await store.operator_creators(conn, support) == {admin, root}
+        assert await store.operator_creators(conn, admin) == {root}
+        assert await store.operator_creators(conn, sibling) == {root}
+        assert await store.operator_creators(conn, root) == set()
+        assert await store.operator_creators(conn, uuid.uuid4()) == set()  # no such operator
+        # A loop (not possible through the API) still ends.
+        await conn.execute("UPDATE operators SET created_by = $2 WHERE id = $1", root, support)
+        assert await store.operator_creators(conn, support) == {admin, root, support}

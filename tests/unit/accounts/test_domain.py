@@ -69,6 +69,27 @@ def test_an_account_locks_at_the_nist_bound_and_stays_locked() -> None:
         throttle.ThrottlePolicy(lockout_failures=101)
 
 
+def test_an_operator_lock_lifts_after_an_hour_and_each_later_failure_locks_again() -> None:
+    operators = throttle.for_operators(ACCOUNT)
+    assert (operators.free_failures, operators.lockout_failures) == (5, 100)  # same bound
+    counter = _fail(operators, 100)
+    assert counter is not None
+    assert counter.locked
+    locked = throttle.check(operators, counter, NOW + timedelta(minutes=59))
+    assert (locked.allowed, locked.locked, locked.retry_after) == (False, True, 60)
+    # Lifted after the hour: one attempt; its failure locks the identity another hour.
+    later = NOW + throttle.OPERATOR_LOCK
+    assert throttle.check(operators, counter, later).allowed
+    again = throttle.after_failure(operators, counter, later)
+    assert again.locked
+    assert not throttle.check(operators, again, later + timedelta(minutes=59)).allowed
+    assert throttle.check(operators, again, later + throttle.OPERATOR_LOCK).allowed
+    # Users keep the lock that only a password reset lifts.
+    assert not throttle.check(ACCOUNT, counter, NOW + timedelta(days=30)).allowed
+    with pytest.raises(ValueError, match="some time"):
+        throttle.ThrottlePolicy(lock_for=timedelta(0))
+
+
 def test_a_client_address_is_never_locked_and_its_count_restarts_after_a_quiet_window() -> None:
     client = throttle.ThrottlePolicy(
         free_failures=50, lockout_failures=None, window=timedelta(minutes=15)

@@ -1,0 +1,100 @@
+"""Password checks, throttled: a login and a re-authentication count failures alike.
+
+A re-authentication (changing the password or the email address, deleting the account)
+is a password check made by whoever holds an access token. Unthrottled, a stolen
+five-minute token would allow guessing the password as fast as the hashing threads go;
+so its failures are counted per user, under the account policy, like a login's.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from uuid import UUID
+
+from services.accounts import store
+from services.accounts.context import THROTTLE_ACCOUNT, Context
+from services.accounts.domain import throttle
+from services.accounts.security import verify_password
+from shared.db.pool import Connection
+from shared.observability import Problem
+from shared.vault import Vault
+
+
+def counter_of(row: store.Row | None) -> throttle.Counter | None:
+    if row is None:
+        return None
+    return throttle.Counter(
+        row["failures"], row["last_failure_at"], row["blocked_until"], row["locked"]
+    )
+
+
+def throttled(verdict: throttle.Verdict) -> Problem:
+    seconds = max(1, math.ceil(verdict.retry_after))
+    if verdict.locked and verdict.retry_after > 0:  # an operator's lock lifts by itself
+        return Problem(
+            429,
+            "Too many failed logins",
+            f"Too many failed attempts: this login is locked for {seconds} s."
+            " An admin can unlock it sooner.",
+            slug="login-locked",
+            headers={"Retry-After": str(seconds)},
+        )
+    if verdict.locked:
+        return Problem(
+            429,
+            "Too many failed logins",
+            "Too many failed attempts: logins are locked. Reset your password to unlock.",
+            slug="login-locked",
+        )
+    return Problem(
+        429,
+        "Too many failed logins",
+        f"Too many failed attempts: try again in {seconds} s.",
+        slug="login-throttled",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+async def count_failure(
+    conn: Connection,
+    key: bytes,
+    scope: str,
+    policy: throttle.ThrottlePolicy,
+    counter: throttle.Counter | None,
+) -> None:
+    after = throttle.after_failure(policy, counter, datetime.now(UTC))
+    await store.save_throttle(
+        conn, key, scope, after.failures, after.last_failure_at, after.blocked_until, after.locked
+    )
+
+
+def login_key(vault: Vault, kind: str, email: str) -> bytes:
+    """The account counter of logins as ``kind`` ("user" or "operator") with ``email``."""
+    return vault.blind_index(f"{kind}:{email}", purpose=THROTTLE_ACCOUNT)
+
+
+def reauth_key(vault: Vault, user_id: UUID) -> bytes:
+    return vault.blind_index(f"reauth:{user_id}", purpose=THROTTLE_ACCOUNT)
+
+
+async def reauthenticate(
+    ctx: Context, user_id: UUID, stored_hash: str | None, password: str, detail: str
+) -> None:
+    """Return if ``password`` is the user's; else raise 403 (or 429 while throttled)."""
+    key = reauth_key(ctx.vault, user_id)
+    policy = ctx.account_policy()
+    failed = False
+    async with ctx.login_turns, ctx.pool.acquire() as conn, conn.transaction():
+        # Locked for the whole check: parallel guesses are judged one after the other.
+        counter = counter_of(await store.lock_account_throttle(conn, key))
+        verdict = throttle.check(policy, counter, datetime.now(UTC))
+        if not verdict.allowed:
+            raise throttled(verdict)
+        if await verify_password(stored_hash, password):
+            await store.clear_throttle(conn, key)
+        else:
+            await count_failure(conn, key, "account", policy, counter)
+            failed = True  # committed with the transaction, then answered
+    if failed:
+        raise Problem(403, "Wrong password", detail, slug="reauthentication-failed")

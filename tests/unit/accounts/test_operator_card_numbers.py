@@ -1,0 +1,88 @@
+"""P-09 on the operator API: text an operator types that is stored in clear, published or
+written into audit rows (policy versions and summaries, recipients' names and purposes,
+unlock reasons) is refused with 422 card-number when it holds a card number, before
+the database is reached. The routes run in-process against a context whose database
+answers 503 "store-reached", so a clean body shows where the refusal would have been."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.accounts.routes import operators
+from shared.auth import issue_token
+from shared.config import DEV_TOKEN_PRIVATE_KEY, DEV_TOKEN_PUBLIC_KEY
+from shared.observability import Problem, install_problem_handlers
+
+CARD = "4111 1111 1111 1111"  # Luhn-valid
+
+
+class _Unreachable:
+    """Stands for the pool and the vault: any use means the request got past the checks."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise Problem(503, "Store reached", slug="store-reached")
+
+
+class _Context:
+    pool = _Unreachable()
+    vault = _Unreachable()
+
+
+def _client() -> httpx.AsyncClient:
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.include_router(operators.router)
+    app.state.token_public_key = DEV_TOKEN_PUBLIC_KEY
+    app.state.accounts = _Context()
+    # httpx over ASGI rather than Starlette's TestClient, which warns (and warnings fail).
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def _as(role: str) -> dict[str, str]:
+    token = issue_token(
+        DEV_TOKEN_PRIVATE_KEY, subject=str(uuid.uuid4()), session_id="s", kind="operator",
+        ttl=timedelta(minutes=5), roles=(role,),  # type: ignore[arg-type]
+    )  # fmt: skip
+    return {"Authorization": f"Bearer {token}"}
+
+
+POLICY = {"version": "v9", "summary": "We clarified retention periods."}
+RECIPIENT = {
+    "name": "Acme",
+    "kind": "partner",
+    "purpose": "newsletter",
+    "allowed_fields": ["email"],
+}
+UNLOCK = {"reason": "the operator asked by phone"}
+SOMEONE = uuid.uuid4()
+
+CASES = [
+    ("privacy_officer", "/operator/policy-versions", POLICY, "summary", f"Card {CARD} ok"),
+    ("privacy_officer", "/operator/policy-versions", POLICY, "version", CARD.replace(" ", "")),
+    ("admin", "/operator/recipients", RECIPIENT, "name", f"Acme {CARD}"),
+    ("admin", "/operator/recipients", RECIPIENT, "purpose", f"ads_{CARD.replace(' ', '')}"),
+    ("admin", f"/operator/operators/{SOMEONE}/unlock", UNLOCK, "reason", f"asked, card {CARD}"),
+]
+
+
+@pytest.mark.promise("P-09")
+@pytest.mark.parametrize(("role", "path", "body", "field", "text"), CASES)
+async def test_a_card_number_in_operator_text_is_refused_before_storage(
+    role: str, path: str, body: dict[str, Any], field: str, text: str
+) -> None:
+    async with _client() as client:
+        clean = await client.post(path, json=body, headers=_as(role))
+        assert clean.status_code == 503, clean.text  # the same body, clean, reaches the store
+        refused = await client.post(path, json={**body, field: text}, headers=_as(role))
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()
+    assert problem["type"].endswith("/card-number")
+    assert [e["location"] for e in problem["errors"]] == [f"body.{field}"]
+    assert CARD not in refused.text  # never echoed
+    assert CARD.replace(" ", "") not in refused.text
