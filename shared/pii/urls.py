@@ -13,8 +13,9 @@ import ipaddress
 import re
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from shared.pii.cards import find_card_numbers
 from shared.pii.findings import PiiKind
-from shared.pii.redact import redact_with
+from shared.pii.redact import redact_with, replace_findings
 
 DEFAULT_ALLOWED_QUERY_KEYS: frozenset[str] = frozenset(
     {"utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term"}
@@ -99,6 +100,13 @@ def _is_ip_host(host: str) -> bool:
 
 
 def _scrub_path(path: str) -> str:
+    # A card written with slashes ("/4111/1111/1111/1111", spaces around them encoded)
+    # spans segments, each too short to be one: the whole decoded path is looked at first.
+    decoded = unquote(path, errors="replace")
+    cards = find_card_numbers(decoded)
+    if cards:
+        kept = replace_findings(decoded, cards, url_marker)
+        path = "/".join(quote(segment, safe=_SEGMENT_SAFE) for segment in kept.split("/"))
     return "/".join(_scrub_segment(segment) for segment in path.split("/"))
 
 

@@ -6,7 +6,7 @@
   if (!navigator.sendBeacon || !window.crypto || !crypto.randomUUID) return;
   var beacon = {
     beacon_id: crypto.randomUUID(),
-    site: location.host,
+    site: location.hostname,  // the host name alone: a port is no part of the site
     page: location.pathname,
     referrer: document.referrer || null,
     device_class: /Mobi/.test(navigator.userAgent) ? "mobile" : "desktop",

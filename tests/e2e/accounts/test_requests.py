@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import re
+import unicodedata
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -50,13 +52,27 @@ def card_numbers(draw: st.DrawFn) -> str:
     return _luhn_complete(first + rest)
 
 
+# Between groups of four: what keyboards, web pages (no-break and thin spaces), wrapped
+# lines and invoice-style references (dots, slashes) put there, one to three characters.
+SEPARATORS = [
+    " ", "-", ".", "/", "\u00a0", "\u2009", "\u202f", "  ", "\t", "\n", "\r\n", " - ", " / ",
+]  # fmt: skip
+FULL_WIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
+
+
 @st.composite
 def formatted(draw: st.DrawFn, digits: str) -> str:
-    style = draw(st.sampled_from(["plain", "spaces", "dashes"]))
+    style = draw(st.sampled_from(["plain", "one separator", "mixed separators"]))
     if style == "plain":
-        return digits
-    groups = [digits[i : i + 4] for i in range(0, len(digits), 4)]
-    return (" " if style == "spaces" else "-").join(groups)
+        written = digits
+    else:
+        groups = [digits[i : i + 4] for i in range(0, len(digits), 4)]
+        one = draw(st.sampled_from(SEPARATORS))
+        written = groups[0]
+        for group in groups[1:]:
+            gap = one if style == "one separator" else draw(st.sampled_from(SEPARATORS))
+            written += gap + group
+    return written.translate(FULL_WIDTH) if draw(st.booleans()) else written
 
 
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz ,.!?'", max_size=40)
@@ -146,9 +162,18 @@ def test_fuzzed_card_numbers_are_refused_and_leave_no_trace(
     assert not _has_any(b"\n".join(records).decode("utf-8", "replace"), submitted)
 
 
+# JSON may escape what sits between the digits (a no-break space as six characters).
+_JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\[bfnrt/]")
+# Whatever the card detector takes for a separator, after NFKC (which makes full-width
+# digits and signs ASCII, and no-break and thin spaces plain ones): any run of them.
+_SEPARATORS = re.compile(r"[\s.\-/\u2010-\u2013\u2212\u200b\u2060\ufeff]+")
+
+
 def _has_any(text: str, numbers: list[str]) -> bool:
-    """Whether any number appears in ``text``, also written with spaces or dashes."""
-    digits_only = text.replace(" ", "").replace("-", "")
+    """Whether any number appears in ``text``, also written with any separators between
+    its digits, in full-width digits or JSON-escaped."""
+    unescaped = _JSON_ESCAPE.sub(lambda m: chr(int(m[1], 16)) if m[1] else " ", text)
+    digits_only = _SEPARATORS.sub("", unicodedata.normalize("NFKC", unescaped))
     return any(n in digits_only for n in numbers)
 
 

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import string
+import unicodedata
+from urllib.parse import unquote
 
 from hypothesis import strategies as st
 
 DIGITS = string.digits
+
+# How people separate a card's groups: keyboards, word processors and web pages (no-break
+# and thin spaces), line breaks of text that wrapped, one to three characters per gap.
+CARD_SEPARATORS: tuple[str, ...] = (
+    " ", "-", ".", "/", "\u00a0", "\u2009", "\u202f", "  ", "\t", "\n", "\r\n", " - ", " / ",
+)  # fmt: skip
+FULL_WIDTH = str.maketrans(DIGITS, "".join(chr(ord("\uff10") + int(d)) for d in DIGITS))
 
 
 def luhn_check_digit(prefix: str) -> str:
@@ -18,12 +27,13 @@ def luhn_check_digit(prefix: str) -> str:
     return str((10 - total % 10) % 10)
 
 
-def digit_groups(digits: str, sizes: tuple[int, ...], separator: str) -> str:
+def digit_groups(digits: str, sizes: tuple[int, ...], gaps: list[str]) -> str:
+    """``digits`` cut into groups of ``sizes``, the gaps between them written as ``gaps``."""
     groups, start = [], 0
     for size in sizes:
         groups.append(digits[start : start + size])
         start += size
-    return separator.join(groups)
+    return groups[0] + "".join(gap + group for gap, group in zip(gaps, groups[1:], strict=True))
 
 
 @st.composite
@@ -34,16 +44,37 @@ def luhn_valid_numbers(draw: st.DrawFn, lengths: tuple[int, int] = (13, 19)) -> 
     return prefix + luhn_check_digit(prefix)
 
 
+def card_groups(length: int) -> tuple[tuple[int, ...], ...]:
+    """The ways a number of ``length`` digits is grouped on cards and by people."""
+    by_fours = (4,) * (length // 4) + ((length % 4,) if length % 4 else ())
+    shapes = {15: (4, 6, 5), 14: (4, 6, 4)}  # Amex, Diners
+    return (by_fours, shapes[length]) if length in shapes else (by_fours,)
+
+
 @st.composite
-def card_numbers(draw: st.DrawFn) -> tuple[str, str]:
-    """(digits, as written): 16 digits may be grouped by 4, 15 digits as Amex 4-6-5."""
+def card_numbers(draw: st.DrawFn, separators: tuple[str, ...] = CARD_SEPARATORS) -> tuple[str, str]:
+    """(digits, as written): contiguous, or grouped (by four, Amex 4-6-5, ...) with one
+    separator or a mix of them, in ASCII or full-width digits."""
     digits = draw(luhn_valid_numbers())
-    separator = draw(st.sampled_from(["", " ", "-"]))
-    if len(digits) == 16:
-        return digits, digit_groups(digits, (4, 4, 4, 4), separator)
-    if len(digits) == 15:
-        return digits, digit_groups(digits, (4, 6, 5), separator)
-    return digits, digits
+    style = draw(st.sampled_from(["contiguous", "one separator", "mixed"]))
+    if style == "contiguous":
+        written = digits
+    else:
+        sizes = draw(st.sampled_from(card_groups(len(digits))))
+        one = draw(st.sampled_from(separators))
+        gaps = [
+            one if style == "one separator" else draw(st.sampled_from(separators))
+            for _ in sizes[1:]
+        ]
+        written = digit_groups(digits, sizes, gaps)
+    return digits, written.translate(FULL_WIDTH) if draw(st.booleans()) else written
+
+
+def digits_of(text: str) -> str:
+    """The digits of ``text`` (or of a URL) in ASCII, everything else dropped: a card that
+    is in it, however written or encoded, is in this."""
+    plain = unicodedata.normalize("NFKC", unquote(text))
+    return "".join(char for char in plain if char in DIGITS)
 
 
 @st.composite
@@ -89,7 +120,9 @@ def jwts() -> st.SearchStrategy[str]:
     return st.tuples(part, part, part).map(lambda p: f"eyJ{p[0]}.{p[1]}.{p[2]}")
 
 
-def sensitive_values() -> st.SearchStrategy[str]:
+def sensitive_values(
+    card_separators: tuple[str, ...] = CARD_SEPARATORS,
+) -> st.SearchStrategy[str]:
     """One personal or secret value of any detected kind, as a person would write it."""
-    cards = card_numbers().map(lambda card: card[1])
+    cards = card_numbers(card_separators).map(lambda card: card[1])
     return st.one_of(emails(), phones(), cards, ip_addresses(), jwts())

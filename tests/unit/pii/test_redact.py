@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from shared.pii import Finding, PiiKind, contains_pii, find_pii, redact
 
-from .strategies import sensitive_values
+from .strategies import FULL_WIDTH, sensitive_values
 
 FILLER = st.text(string.ascii_letters, min_size=1, max_size=12)
 SEPARATORS = st.sampled_from([" ", ", ", "\n", " - ", "; ", "\t"])
@@ -61,6 +61,16 @@ def test_numbers_touching_a_card_are_redacted_with_it() -> None:
     # Every Luhn-valid window of the digit groups is covered, so a neighbouring group that
     # happens to complete another valid window cannot leave the real card half visible.
     assert redact("4111 1111 1111 1111 10.0.0.1") == "[REDACTED:card]"
+
+
+@pytest.mark.promise("P-09")
+def test_a_number_is_never_cut_into_a_redacted_part_and_a_card() -> None:
+    # The token pattern stops where full-width digits go on: the 13 it left would pass
+    # Luhn, a card of their own, though they were the end of a 30-digit number.
+    number = "0" * 17 + ("0" * 13).translate(FULL_WIDTH)
+    text = f"id a{'0' * 13}a{number} end"
+    assert redact(text) == "id [REDACTED:card] end"
+    assert not contains_pii(redact(text))
 
 
 def test_text_without_personal_data_is_returned_unchanged() -> None:
