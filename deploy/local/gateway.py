@@ -157,6 +157,8 @@ def render_headers() -> str:
             ("Cross-Origin-Opener-Policy", "same-origin"),
             ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()"),
             ("X-Request-Id", "$imt_request_id"),
+            # Empty, so not sent, on plain http (see render_conf), where browsers ignore it.
+            ("Strict-Transport-Security", "$imt_hsts"),
         )
     )
 
@@ -167,13 +169,21 @@ def _named_locations(include: str) -> str:
         retry = "add_header Retry-After 1 always;\n    " if status in (429, 503) else ""
         blocks.append(
             f"location @{name} {{\n    include {include};\n    {retry}"
-            f"default_type application/problem+json;\n"
+            # No types: else a URI's extension sets the type (".json": application/json).
+            f"types {{ }}\n    default_type application/problem+json;\n"
             f"    return {status} '{_problem(status, title, detail)}\\n';\n}}\n"
         )
     return "".join(blocks)
 
 
 DEFAULT_RATE_PER_SECOND = 50
+
+# The live inbox (server-sent events) holds a connection for up to an hour; without a
+# cap, one address could open enough of them to take every worker connection.
+INBOX_STREAM = "/api/notifier/inbox/stream"
+STREAMS_PER_CLIENT = 8
+# Each proxied request holds two connections (client and upstream): room for ~2000.
+WORKER_CONNECTIONS = 4096
 
 
 def rate_per_second() -> int:
@@ -213,6 +223,8 @@ location = /.well-known/gpc.json {{
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     error_page 502 503 504 = @unavailable;
+    error_page 413 = @too_large;
+    error_page 429 = @rate_limited;
 }}
 
 location /api/ {{
@@ -222,8 +234,15 @@ location /api/ {{
     return 404;
 }}
 
-location ~ ^/api/(?<imt_service>{services})(?:/|$) {{
+{_inbox_stream(place)}location ~ ^/api/(?<imt_service>{services})(?:/|$) {{
     proxy_pass http://svc_$imt_service;
+{_PROXY}}}
+
+{_named_locations(headers)}"""
+
+
+# What every route to a service says, after its proxy_pass.
+_PROXY = """\
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_set_header Host $host;
@@ -242,9 +261,19 @@ location ~ ^/api/(?<imt_service>{services})(?:/|$) {{
     error_page 502 503 504 = @unavailable;
     error_page 413 = @too_large;
     error_page 429 = @rate_limited;
-}}
+"""
 
-{_named_locations(headers)}"""
+
+def _inbox_stream(place: Placement) -> str:
+    if "notifier" not in place.upstreams:
+        return ""
+    # An exact location wins over the regex below; limit_conn counts each open stream
+    # (each HTTP/2 stream too) and answers 429, our problem body, past the limit.
+    return (
+        f"location = {INBOX_STREAM} {{\n"
+        f"    limit_conn streams_per_client {STREAMS_PER_CLIENT};\n"
+        f"    proxy_pass http://svc_notifier;\n{_PROXY}}}\n\n"
+    )
 
 
 def local_placement(layout: Layout, tls: TlsFiles) -> Placement:
@@ -267,6 +296,12 @@ def local_placement(layout: Layout, tls: TlsFiles) -> Placement:
     )
 
 
+# /api/notifier/unsubscribe/<token>, and any other path a token was pasted into: all
+# that follows the first /unsubscribe/ goes (it could hold a second one).
+UNSUBSCRIBE_IN_PATH = '"~*^(?<imt_log_head>.*?/unsubscribe/)."'
+UNSUBSCRIBE_LOGGED = '"${imt_log_head}{token}"'
+
+
 def render_conf(place: Placement, origin: str = "deploy/local/gateway.py on every `up`") -> str:
     tmp = place.temp_dir
     types = "".join(f"    {mime} {exts};\n" for mime, exts in MIME_TYPES.items())
@@ -280,7 +315,9 @@ def render_conf(place: Placement, origin: str = "deploy/local/gateway.py on ever
 {place.user}worker_processes 1;
 pid {place.pidfile};
 error_log {place.error_log} warn;
-events {{ worker_connections 1024; }}
+# Two descriptors per proxied request, and some files: more than the usual 1024 limit.
+worker_rlimit_nofile {2 * WORKER_CONNECTIONS};
+events {{ worker_connections {WORKER_CONNECTIONS}; }}
 
 http {{
 types {{
@@ -294,9 +331,17 @@ fastcgi_temp_path {tmp}/fastcgi;
 uwsgi_temp_path {tmp}/uwsgi;
 scgi_temp_path {tmp}/scgi;
 
-# Privacy: no client address, no query string ($uri has none), no referrer, no user agent.
+# Unsubscribe tokens never expire and act without a login: whoever reads one in a log
+# can unsubscribe its recipient, so the path is logged without it.
+map $uri $logged_path {{
+    default $uri;
+    {UNSUBSCRIBE_IN_PATH} {UNSUBSCRIBE_LOGGED};
+}}
+
+# Privacy: no client address, no query string ($uri has none), no referrer, no user agent,
+# no unsubscribe token.
 log_format privacy escape=json '{{"time":"$time_iso8601","method":"$request_method",'
-    '"path":"$uri","status":$status,"bytes":$body_bytes_sent,'
+    '"path":"$logged_path","status":$status,"bytes":$body_bytes_sent,'
     '"request_time":$request_time,"upstream":"$upstream_addr","request_id":"$imt_request_id"}}';
 access_log {place.access_log} privacy;
 
@@ -310,7 +355,17 @@ limit_req_zone $binary_remote_addr zone=per_client:10m rate={place.rate_per_seco
 # Rejections would log the client address into the error log; keep them below its level.
 limit_req_log_level info;
 limit_req_status 429;
+limit_conn_zone $binary_remote_addr zone=streams_per_client:10m;
+limit_conn_log_level info;
+limit_conn_status 429;
 client_max_body_size 64k;
+
+# HSTS belongs to https responses only; it is in headers.conf with the others because
+# the problem locations include that file (their add_header replaces the server's).
+map $scheme $imt_hsts {{
+    default "";
+    https "max-age=31536000";
+}}
 
 {upstream_blocks}
 server {{

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 from typing import Annotated
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
@@ -75,15 +75,36 @@ async def page(token: Token, settings: SettingsDep) -> HTMLResponse:
     )
 
 
+async def form_fields(request: Request) -> dict[str, str]:
+    """The first value of each text field of the POST's form, without surrounding space.
+
+    RFC 8058 senders should post ``multipart/form-data`` and may post
+    ``application/x-www-form-urlencoded``; both are read (and a body sent with neither
+    type, as urlencoded). Some end the value with a line
+    break ("One-Click\\r\\n"), which must still unsubscribe: a refused one-click leaves
+    the recipient subscribed.
+    """
+    fields: dict[str, str] = {}
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        async with request.form(max_files=0, max_fields=10) as form:
+            items = [(n, v) for n, v in form.multi_items() if isinstance(v, str)]
+    else:  # no or another type: read the body as the urlencoded form it most likely is
+        items = parse_qsl((await request.body()).decode("utf-8", "replace"))
+    for name, value in items:
+        fields.setdefault(name, value.strip())
+    return fields
+
+
 @router.post("/{token}", response_class=HTMLResponse)
 async def one_click(
     token: Token, request: Request, settings: SettingsDep, runtime: RuntimeDep
 ) -> HTMLResponse:
     found = _verify(settings, token)
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
-    if form.get("scope") == ["all"]:
+    form = await form_fields(request)
+    if form.get("scope") == "all":
         scope, source = "all", "page"
-    elif form.get("List-Unsubscribe") == [ONE_CLICK.split("=", 1)[1]]:
+    elif form.get("List-Unsubscribe") == ONE_CLICK.split("=", 1)[1]:
         scope, source = found.scope, "one_click"
     else:
         raise Problem(

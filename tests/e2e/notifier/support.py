@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from email.message import EmailMessage
@@ -173,7 +173,7 @@ class TopicWatch:
                 raise AssertionError(f"{len(found)}/{count} matching records in {timeout}s")
 
 
-async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+async def sse_events(response: httpx.Response) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
     """(event name, data) of a text/event-stream response."""
     name, data = "message", ""
     async for line in response.aiter_lines():

@@ -1,0 +1,106 @@
+"""The gateway's own protections, on the running nginx: HSTS on https, JSON problems
+where a location declares its own error pages, no unsubscribe token in the access log,
+and a cap on the live streams one address holds open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+import uuid
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
+
+from deploy.local import gateway
+from deploy.local.layout import Layout
+from tests.e2e.notifier.support import sse_events, user_token
+from tests.support.platform import selected_apis
+
+HSTS = "max-age=31536000"
+
+
+def _needs(service: str) -> None:
+    if service not in selected_apis():
+        pytest.skip(f"needs the {service} service (unset IMT_TEST_SERVICES)")
+
+
+async def test_hsts_is_sent_over_https_only(platform: str) -> None:
+    layout = Layout.from_env()
+    tls = ssl.create_default_context(cafile=str(layout.tls / "ca.pem"))
+    secure = f"https://localhost:{layout.ports.gateway_tls}"
+    async with httpx.AsyncClient(verify=tls, timeout=30) as client:
+        page = await client.get(f"{secure}/")
+        problem = await client.get(f"{secure}/api/nope/x")  # a named location's body
+        plain = await client.get(f"{platform}/")
+    assert (page.status_code, problem.status_code, plain.status_code) == (200, 404, 200)
+    assert page.headers["strict-transport-security"] == HSTS
+    assert problem.headers["strict-transport-security"] == HSTS
+    assert "strict-transport-security" not in plain.headers
+
+
+async def test_a_body_too_large_for_the_gpc_resource_is_a_json_problem(platform: str) -> None:
+    _needs("analytics")
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+        response = await client.post("/.well-known/gpc.json", content=b"x" * (65 * 1024))
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 413
+
+
+async def test_the_access_log_leaves_unsubscribe_tokens_out(platform: str) -> None:
+    _needs("notifier")
+    token = uuid.uuid4().hex + uuid.uuid4().hex  # well formed, unknown: a 404 page
+    request_id = f"log-check-{uuid.uuid4().hex}"
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+        response = await client.get(
+            f"/api/notifier/unsubscribe/{token}", headers={"X-Request-Id": request_id}
+        )
+    assert response.status_code == 404
+    log = gateway.access_log(Layout.from_env())
+    deadline = time.monotonic() + 10
+    while not (lines := [x for x in log.read_text().splitlines() if request_id in x]):
+        assert time.monotonic() < deadline, "the request never reached the access log"
+        await asyncio.sleep(0.2)
+    [line] = lines
+    assert token not in line
+    assert json.loads(line)["path"] == "/api/notifier/unsubscribe/{token}"
+
+
+STREAM = gateway.INBOX_STREAM
+
+
+async def test_one_address_holds_a_few_live_streams_at_most(platform: str) -> None:
+    _needs("notifier")
+    async with (
+        httpx.AsyncClient(base_url=platform, timeout=30) as client,
+        AsyncExitStack() as held,
+    ):
+        for _ in range(gateway.STREAMS_PER_CLIENT):
+            stream = client.stream("GET", STREAM, headers=user_token(uuid.uuid4()))
+            response = await held.enter_async_context(stream)
+            assert response.status_code == 200
+            # Read up to "ready" without leaving the iteration: leaving it closes the
+            # response, and a closed stream no longer counts against the limit.
+            events = sse_events(response)
+            held.push_async_callback(events.aclose)
+            async with asyncio.timeout(15):
+                while (await anext(events))[0] != "ready":
+                    pass
+        async with asyncio.timeout(15):  # a stream let through would never end
+            refused = await client.get(STREAM, headers=user_token(uuid.uuid4()))
+    assert refused.status_code == 429
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["status"] == 429
+
+    # Closed streams give their places back.
+    deadline = time.monotonic() + 10
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+        while True:
+            async with client.stream("GET", STREAM, headers=user_token(uuid.uuid4())) as again:
+                if again.status_code == 200:
+                    break
+            assert time.monotonic() < deadline, again.status_code
+            await asyncio.sleep(0.2)

@@ -1,0 +1,86 @@
+"""The gateway's rendered nginx files keep their protections (nginx -t: tests/integration)."""
+
+import re
+
+import pytest
+
+from deploy import compose
+from deploy.local import gateway
+
+FILES = compose.gateway_files()
+SITE, CONF, HEADERS = FILES["site.conf"], FILES["nginx.conf"], FILES["headers.conf"]
+
+
+def _locations(text: str) -> dict[str, str]:
+    """Each location's opening line and its body (site.conf has no nested blocks)."""
+    return dict(re.findall(r"^(location [^{]+)\{\n(.*?)^\}", text, re.M | re.S))
+
+
+def _map(text: str, variable: str) -> list[tuple[str, str]]:
+    body = re.search(rf"^map \S+ \${variable} \{{\n(.*?)^\}}", text, re.M | re.S)
+    assert body is not None, variable
+    return re.findall(r'^\s+("[^"]*"|\S+) ("[^"]*"|\S+);$', body.group(1), re.M)
+
+
+def test_a_location_with_its_own_error_pages_keeps_the_json_413_and_429() -> None:
+    # nginx drops every inherited error_page from a location that declares one.
+    own = {line: body for line, body in _locations(SITE).items() if "error_page" in body}
+    assert "location = /.well-known/gpc.json " in own
+    for line, body in own.items():
+        assert "error_page 413 = @too_large;" in body, line
+        assert "error_page 429 = @rate_limited;" in body, line
+
+
+def test_hsts_is_sent_on_https_only_with_every_other_header() -> None:
+    assert 'add_header Strict-Transport-Security "$imt_hsts" always;' in HEADERS
+    assert dict(_map(CONF, "imt_hsts")) == {"default": '""', "https": '"max-age=31536000"'}
+    assert "map $scheme $imt_hsts" in CONF
+    assert "return 301" not in SITE + CONF  # the plain listener stays a plain listener
+    # The problem bodies carry it too: they include the same headers.
+    for line, body in _locations(SITE).items():
+        if line.startswith("location @"):
+            assert "include /etc/nginx/imt/headers.conf;" in body, line
+
+
+def _logged(path: str) -> str:
+    """$logged_path for ``path``, by the map's own regex (PCRE and re agree on it)."""
+    rules = dict(_map(CONF, "logged_path"))
+    assert rules.pop("default") == "$uri"
+    [(pattern, value)] = rules.items()
+    rule = re.fullmatch(r'"~(\*?)(.*)"', pattern)
+    assert rule is not None, pattern
+    flags, regex = rule.groups()
+    found = re.search(regex.replace("(?<", "(?P<"), path, re.I if flags else 0)
+    if found is None:
+        return path
+    return re.sub(r"\$\{(\w+)\}", lambda m: found.group(m.group(1)), value.strip('"'))
+
+
+TOKEN = "AQMx" + "a" * 40 + "_-Z9"
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        (f"/api/notifier/unsubscribe/{TOKEN}", "/api/notifier/unsubscribe/{token}"),
+        (f"/API/Notifier/Unsubscribe/{TOKEN}/x", "/API/Notifier/Unsubscribe/{token}"),
+        (f"/unsubscribe/{TOKEN}/unsubscribe/{TOKEN}", "/unsubscribe/{token}"),
+        ("/api/notifier/inbox", "/api/notifier/inbox"),
+        ("/privacy.html", "/privacy.html"),
+    ],
+)
+def test_the_access_log_never_records_an_unsubscribe_token(path: str, logged: str) -> None:
+    assert '"path":"$logged_path"' in CONF
+    assert "$uri" not in CONF.split("log_format", 1)[1].split(";", 1)[0]
+    assert _logged(path) == logged
+
+
+def test_one_address_cannot_hold_every_connection_with_streams() -> None:
+    stream = _locations(SITE)[f"location = {gateway.INBOX_STREAM} "]
+    assert f"limit_conn streams_per_client {gateway.STREAMS_PER_CLIENT};" in stream
+    assert "proxy_pass http://svc_notifier;" in stream
+    assert "proxy_buffering off;" in stream
+    assert "limit_conn_zone $binary_remote_addr zone=streams_per_client:10m;" in CONF
+    assert "limit_conn_status 429;" in CONF
+    assert "events { worker_connections 4096; }" in CONF
+    assert gateway.STREAMS_PER_CLIENT * 100 < gateway.WORKER_CONNECTIONS
