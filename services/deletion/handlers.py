@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from services.deletion import store
+from services.deletion import legal_holds, store
 from services.deletion.config import DeletionSettings
 from services.deletion.domain import stages
 from services.deletion.domain.certificate import Certificate, Verdict
@@ -145,6 +145,20 @@ async def deletion_requested(conn: Connection, deps: Deps, event: DeletionReques
         ),
         request.subject_id,
     )
+    await _pause_if_held(conn, deps, tracked)
+
+
+async def _pause_if_held(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked | None:
+    """Pause the request if its subject is under a legal hold; None if it is not.
+
+    The hold outlives the request it was placed through (a user may cancel and ask
+    again), so every request of a held subject, an item's too, waits for its release.
+    """
+    hold = await legal_holds.in_force(conn, tracked.request.subject_id)
+    if hold is None:
+        return None
+    held = stages.place_hold(tracked.request, hold.reason, deps.now())
+    return await enter(conn, deps, tracked.with_request(held), None, actor=hold.placed_by)
 
 
 async def deletion_cancelled(conn: Connection, deps: Deps, event: DeletionCancelled) -> None:
@@ -244,7 +258,14 @@ async def _end_grace(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
 
 
 async def _start_erasing(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
-    """Retention rules decide what is kept anonymised; then every store is told to erase."""
+    """Retention rules decide what is kept anonymised; then every store is told to erase.
+
+    A held subject is never erased: a hold placed while this request was on its way here
+    (or through another of the subject's requests) pauses it now.
+    """
+    paused = await _pause_if_held(conn, deps, tracked)
+    if paused is not None:
+        return paused
     now = deps.now()
     request = stages.start_erasing(tracked.request, now)
     retain = deps.policy.retain_categories() if request.whole_account else ()
@@ -372,6 +393,8 @@ async def complete(conn: Connection, deps: Deps, tracked: Tracked, verdict: Verd
     history["complete"] = now
     stores: dict[str, dict[str, object]] = {}
     for receipt in await store.receipts(conn, r.request_id):
+        if receipt["superseded_at"] is not None:
+            continue  # an earlier pass, retried: the certificate states the one that counted
         stores.setdefault(receipt["store"], {"erased": {}, "retained_anonymised": {}})
         stores[receipt["store"]]["erased"] = receipt["erased"]
         stores[receipt["store"]]["retained_anonymised"] = receipt["retained_anonymised"]
@@ -411,6 +434,20 @@ async def release_retained(conn: Connection, deps: Deps) -> int:
     return released
 
 
+# --- a step that fails ------------------------------------------------------------------
+
+
+async def defer_failed_step(conn: Connection, deps: Deps, tracked: Tracked) -> datetime:
+    """Put a request whose step failed back by a delay doubling with each failure in a
+    row; return when it is due again. Its step's effects were undone by the caller."""
+    failures = tracked.step_failures + 1
+    s = deps.settings
+    delay = stages.resend_delay(failures, s.deletion_retry_seconds, s.deletion_retry_max_seconds)
+    due = deps.now() + delay
+    await store.step_failed(conn, tracked.request.request_id, failures, due)
+    return due
+
+
 # --- operators -----------------------------------------------------------------------------
 
 
@@ -425,28 +462,68 @@ async def _locked(conn: Connection, request_id: UUID) -> Tracked:
     return tracked
 
 
+async def _lock_subject_of(conn: Connection, request_id: UUID) -> Tracked:
+    """The request, locked, once its subject's hold actions are serialised."""
+    found = await store.get(conn, request_id)
+    if found is None:
+        raise RequestNotFound(str(request_id))
+    await legal_holds.lock_subject(conn, found.request.subject_id)
+    return await _locked(conn, request_id)
+
+
 async def place_hold(
     conn: Connection, deps: Deps, request_id: UUID, reason: str, operator: UUID
 ) -> Tracked:
-    tracked = await _locked(conn, request_id)
-    held = stages.place_hold(tracked.request, reason, deps.now())
+    """Hold the request's subject: this request and the subject's others not yet erasing
+    pause, and any it makes later start paused, until an operator releases the hold."""
+    tracked = await _lock_subject_of(conn, request_id)
+    now = deps.now()
+    held = stages.place_hold(tracked.request, reason, now)
+    subject = held.subject_id
+    await legal_holds.place(conn, subject, reason, operator, now, request_id)
+    for other in await store.of_subject_in(conn, subject, sorted(stages.HOLDABLE)):
+        if other.request.request_id != request_id:
+            paused = stages.place_hold(other.request, reason, now)
+            await enter(conn, deps, other.with_request(paused), None, actor=operator)
     return await enter(conn, deps, tracked.with_request(held), None, actor=operator)
 
 
 async def lift_hold(conn: Connection, deps: Deps, request_id: UUID, operator: UUID) -> Tracked:
-    tracked = await _locked(conn, request_id)
+    """Release the subject's hold and resume every request of it that waits paused.
+
+    Released through any of the subject's requests, a cancelled one too (the hold may
+    have been placed through it before the user cancelled).
+    """
+    tracked = await _lock_subject_of(conn, request_id)
     now = deps.now()
-    resumed = stages.lift_hold(tracked.request, now)
-    return await enter(conn, deps, tracked.with_request(resumed), now, actor=operator)
+    subject = tracked.request.subject_id
+    released = await legal_holds.release(conn, subject, operator, now)
+    paused = await store.of_subject_in(conn, subject, ("paused",))
+    if not released and not paused:
+        raise stages.StageConflict(f"request is {tracked.request.stage}; its subject is not held")
+    for waiting in paused:
+        resumed = stages.lift_hold(waiting.request, now)
+        saved = await enter(conn, deps, waiting.with_request(resumed), now, actor=operator)
+        if resumed.request_id == request_id:
+            tracked = saved
+    return tracked
 
 
 async def retry_escalated(
     conn: Connection, deps: Deps, request_id: UUID, operator: UUID
 ) -> Tracked:
-    """Send an escalated request back to the stores with a fresh timeout."""
+    """Send an escalated request back to the stores with a fresh timeout.
+
+    The stores know the erasure by its id, so it is resent under the same one; the
+    earlier pass's receipts are superseded, or they would answer for this pass before
+    any store erased again.
+    """
     tracked = await _locked(conn, request_id)
     now = deps.now()
     request = replace(stages.retry(tracked.request, now), erased_at=None)
+    if await legal_holds.in_force(conn, request.subject_id) is not None:
+        raise stages.StageConflict("the subject is under a legal hold: release it first")
+    await store.supersede_receipts(conn, request_id, now)
     tracked = replace(
         tracked.with_request(request),
         erase_attempts=0,

@@ -30,17 +30,19 @@ class Tracked:
     erase_attempts: int = 0
     next_erase_at: datetime | None = None
     erase_deadline: datetime | None = None
+    step_failures: int = 0  # failed attempts in a row at the due step (the ticker's)
     verify_due: bool = False  # set by the ticker's step; never stored
 
     def with_request(self, request: DeletionRequest) -> Tracked:
         return replace(self, request=request)
 
 
-_COLUMNS = (
+_INSERTED = (
     "request_id, subject_id, scope, item_id, initiated_by, stage, stage_entered_at,"
     " requested_at, grace_ends_at, paused_from, reason, erasing_started_at, erased_at,"
     " expected_stores, retain_categories, erase_attempts, next_erase_at, erase_deadline"
 )
+_COLUMNS = f"{_INSERTED}, step_failures"
 
 
 def _tracked(row: asyncpg.Record) -> Tracked:
@@ -66,6 +68,7 @@ def _tracked(row: asyncpg.Record) -> Tracked:
         row["erase_attempts"],
         row["next_erase_at"],
         row["erase_deadline"],
+        row["step_failures"],
     )
 
 
@@ -74,7 +77,7 @@ async def insert_request(
 ) -> bool:
     """Insert a new request; False if its id is already known (a redelivery)."""
     status = await conn.execute(
-        f"INSERT INTO deletion_requests ({_COLUMNS}, next_check_at)"  # noqa: S608 - constant
+        f"INSERT INTO deletion_requests ({_INSERTED}, next_check_at)"  # noqa: S608 - constant
         " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)"
         " ON CONFLICT (request_id) DO NOTHING",
         *_values(tracked),
@@ -156,11 +159,39 @@ async def set_next_check(conn: Connection, request_id: UUID, at: datetime | None
     )
 
 
+async def step_failed(
+    conn: Connection, request_id: UUID, failures: int, next_check_at: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE deletion_requests SET step_failures = $2, next_check_at = $3 WHERE request_id = $1",
+        request_id,
+        failures,
+        next_check_at,
+    )
+
+
+async def step_succeeded(conn: Connection, request_id: UUID) -> None:
+    await conn.execute(
+        "UPDATE deletion_requests SET step_failures = 0 WHERE request_id = $1", request_id
+    )
+
+
 async def of_subject(conn: Connection, subject_id: UUID) -> list[Tracked]:
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM deletion_requests"  # noqa: S608 - constant
         " WHERE subject_id = $1 ORDER BY requested_at DESC",
         subject_id,
+    )
+    return [_tracked(r) for r in rows]
+
+
+async def of_subject_in(conn: Connection, subject_id: UUID, stages: Sequence[str]) -> list[Tracked]:
+    """The subject's requests in these stages, locked for this transaction."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM deletion_requests"  # noqa: S608 - constant
+        " WHERE subject_id = $1 AND stage = ANY($2::text[]) ORDER BY request_id FOR UPDATE",
+        subject_id,
+        list(stages),
     )
     return [_tracked(r) for r in rows]
 
@@ -207,7 +238,8 @@ async def record_receipt(
     status = await conn.execute(
         "INSERT INTO store_receipts"
         " (erase_id, store, request_id, erased, retained_anonymised, erased_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        " VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (erase_id, store) WHERE superseded_at IS NULL DO NOTHING",
         erase_id,
         store,
         request_id,
@@ -219,15 +251,28 @@ async def record_receipt(
 
 
 async def answered_stores(conn: Connection, erase_id: UUID) -> set[str]:
-    rows = await conn.fetch("SELECT store FROM store_receipts WHERE erase_id = $1", erase_id)
+    rows = await conn.fetch(
+        "SELECT store FROM store_receipts WHERE erase_id = $1 AND superseded_at IS NULL",
+        erase_id,
+    )
     return {r["store"] for r in rows}
+
+
+async def supersede_receipts(conn: Connection, erase_id: UUID, now: datetime) -> None:
+    """Kept as proof of the earlier pass, but no longer an answer to this erasure id."""
+    await conn.execute(
+        "UPDATE store_receipts SET superseded_at = $2"
+        " WHERE erase_id = $1 AND superseded_at IS NULL",
+        erase_id,
+        now,
+    )
 
 
 async def receipts(conn: Connection, request_id: UUID) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
-            "SELECT erase_id, store, erased, retained_anonymised, erased_at FROM store_receipts"
-            " WHERE request_id = $1 ORDER BY erased_at",
+            "SELECT erase_id, store, erased, retained_anonymised, erased_at, superseded_at"
+            " FROM store_receipts WHERE request_id = $1 ORDER BY erased_at",
             request_id,
         )
     )

@@ -25,6 +25,7 @@ from services.deletion.handlers import Deps
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.bus.consumer import OUTAGES
 from shared.bus.faults import crash_point
+from shared.db import Connection
 from shared.process import start_process
 from shared.service import Runtime
 
@@ -86,15 +87,44 @@ class Ticker(Periodic):
             due = await store.claim_due(conn, self._deps.now(), BATCH)
             to_verify = []
             for tracked in due:
-                async with conn.transaction():  # a savepoint: one bad request stops no other
-                    advanced = await handlers.advance(conn, self._deps, tracked)
-                if advanced.verify_due:
+                advanced = await self._advance(conn, tracked)
+                if advanced is not None and advanced.verify_due:
                     to_verify.append(advanced)
             await handlers.release_retained(conn, self._deps)
         crash_point("deletion.after_tick")
         if to_verify:
             await self._verify(to_verify)
         return len(due) == BATCH
+
+    async def _advance(self, conn: Connection, tracked: store.Tracked) -> store.Tracked | None:
+        """The request's due steps in a savepoint; None if one failed.
+
+        asyncpg rolls a failed savepoint back and re-raises: uncaught, one request's
+        failure would undo the whole batch, and, coming first again by its due date,
+        every tick after it. So the failure stays this request's: its steps are undone,
+        it is put back with back-off, and the others go on.
+        """
+        request_id = tracked.request.request_id
+        try:
+            async with conn.transaction():
+                advanced = await handlers.advance(conn, self._deps, tracked)
+                if tracked.step_failures:
+                    await store.step_succeeded(conn, request_id)
+        except OUTAGES:
+            raise  # the database or Kafka, not the request: the round is retried whole
+        except Exception as exc:
+            due = await handlers.defer_failed_step(conn, self._deps, tracked)
+            # Ids and the error's type only: a message may quote stored values.
+            log.error(
+                "ticker: request %s failed in %s (%s, %d in a row); next try at %s",
+                request_id,
+                tracked.request.stage,
+                type(exc).__name__,
+                tracked.step_failures + 1,
+                due.isoformat(),
+            )
+            return None
+        return advanced
 
     async def _verify(self, batch: list[store.Tracked]) -> None:
         assert self._deps.verify is not None

@@ -47,6 +47,8 @@ NOTICE_NAMESPACE = UUID("6f1d8a52-3c1e-4e57-9a57-0d4f5c1b9e21")
 EMAIL_PURPOSE = "notifier.contacts.email"
 NAME_PURPOSE = "notifier.contacts.name"
 GUARDIAN_PURPOSE = "notifier.contacts.guardian_email"
+# The deletion service's retention category of our erasure records (retention.toml).
+DISCLOSURE_LOG = "disclosure_log"
 
 
 def policy_notice_id(policy_version: str) -> UUID:
@@ -127,7 +129,7 @@ class Handlers:
     async def on_deletion(self, conn: Connection, items: Sequence[Item]) -> None:
         for item in items:
             if isinstance(item, Delivery) and isinstance(item.event, EraseSubject):
-                await start_erasure(conn, item.event)
+                await start_erasure(conn, self.vault, item.event)
 
 
 async def on_notices(conn: Connection, items: Sequence[Item]) -> None:
@@ -244,11 +246,12 @@ async def fan_out_due(conn: Connection) -> int | None:
 # -- erasure -------------------------------------------------------------------------------
 
 
-async def start_erasure(conn: Connection, command: EraseSubject) -> None:
+async def start_erasure(conn: Connection, vault: Vault, command: EraseSubject) -> None:
     """Plan the final confirmation; the subject's rows go once it went (see finish_erasure).
 
     Idempotent: a repeated command for a finished request is answered again with the
-    recorded counts; one still confirming is left to finish.
+    recorded counts; one still confirming is left to finish. A retention release (an
+    account's erasure after the first) is no new erasure: see :func:`release_retained`.
     """
     row = await conn.fetchrow(
         "SELECT state, erased FROM erasures WHERE request_id = $1", command.request_id
@@ -272,6 +275,9 @@ async def start_erasure(conn: Connection, command: EraseSubject) -> None:
         )
         await _receipt(conn, command.request_id, command.subject_id, erased)
         return
+    if await vault.is_shredded(command.subject_id):
+        await release_retained(conn, command)
+        return
     await conn.execute(
         "INSERT INTO erasures (request_id, subject_id, state) VALUES ($1, $2, 'confirming')",
         command.request_id,
@@ -293,6 +299,26 @@ async def start_erasure(conn: Connection, command: EraseSubject) -> None:
             erasure_request=command.request_id,
         ),
     )
+
+
+async def release_retained(conn: Connection, command: EraseSubject) -> None:
+    """A kept category's period ended: delete what is ours of it, and answer.
+
+    Recognised by the subject's shredded key: the deletion service shreds it only once
+    every store answered the account's erasure, and sends a release (the same command
+    under its own id, without the released category in ``retain_categories``) after
+    that. So no erasure record is written and no email planned: the first erasure had
+    both, and no address is left to write to.
+    """
+    erased: dict[str, int] = {}
+    if DISCLOSURE_LOG not in command.retain_categories:
+        status = await conn.execute(
+            "DELETE FROM erasures WHERE subject_id = $1", command.subject_id
+        )
+        erased["erasures"] = int(status.split()[-1])
+    # suppression_list: opt-outs are keyed by the address's blind index alone, and the
+    # address went with the contact at the erasure: none can be traced to the subject.
+    await _receipt(conn, command.request_id, command.subject_id, erased)
 
 
 async def finish_erasure(conn: Connection, request_id: UUID) -> None:

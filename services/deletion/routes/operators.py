@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, StringConstraints
 
 from services.deletion import handlers, store
 from services.deletion.context import ContextDep, describe
@@ -21,7 +21,9 @@ PIPELINE_LIMIT = 500
 
 
 class HoldBody(BaseModel):
-    reason: str = Field(min_length=3, max_length=500)
+    # Stripped before the length check: a blank reason is refused here (422), not by the
+    # stage machine deeper down (which would answer 500).
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
 
 
 @router.get("/pipeline")
@@ -78,7 +80,13 @@ async def request_detail(
         shown = await describe(conn, context, tracked)
         shown["reason"] = tracked.request.reason
         shown["receipts"] = [
-            {"store": r["store"], "erased": r["erased"], "erased_at": r["erased_at"].isoformat()}
+            {
+                "store": r["store"],
+                "erased": r["erased"],
+                "erased_at": r["erased_at"].isoformat(),
+                # An earlier pass an operator retried: proof, no longer counted.
+                "superseded": r["superseded_at"] is not None,
+            }
             for r in await store.receipts(conn, request_id)
         ]
         return shown

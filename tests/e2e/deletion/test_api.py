@@ -108,5 +108,8 @@ async def test_a_legal_hold_pauses_the_request_with_its_reason_and_lifting_resum
 async def test_holds_need_a_reason_and_a_known_request(client: httpx.AsyncClient) -> None:
     unknown = f"{API}/operator/requests/{uuid.uuid4()}/hold"
     assert (await client.post(unknown, json={"reason": "x"}, headers=officer())).status_code == 422
+    blank = await client.post(unknown, json={"reason": "     "}, headers=officer())
+    assert blank.status_code == 422, blank.text  # blanks stripped first: too short
+    assert blank.headers["content-type"].startswith("application/problem+json")
     missing = await client.post(unknown, json={"reason": "court order"}, headers=officer())
     assert missing.status_code == 404

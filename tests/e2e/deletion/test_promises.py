@@ -21,7 +21,9 @@ import pytest
 from deploy.local.layout import Layout
 from services.deletion import backups
 from services.deletion.config import DeletionSettings
+from services.deletion.handlers import RELEASE_NAMESPACE
 from services.deletion.verifier import contact_cards_left
+from services.notifier.handlers import erasure_notice_id
 from shared.config import PlatformSettings
 from shared.db import create_pool
 from shared.events.topics import all_topics
@@ -499,3 +501,24 @@ async def test_a_deleted_users_invoices_stay_anonymised_for_their_period_then_go
     ) == 1  # fmt: skip
     after = await client.post(f"{API}/operator/requests/{request_id}/verify", headers=officer())
     assert after.json()["clean"] is True, after.json()
+
+    # The notifier answered the same release as a release, not as a new erasure: its
+    # record of the erasure stays (disclosure_log is kept longer), no second one with the
+    # subject's id, no second "your data was deleted" email.
+    release = uuid.uuid5(RELEASE_NAMESPACE, f"{request_id}:financial_records")
+    deadline = time.monotonic() + 60
+    while not await _rows(
+        settings, "deletion",
+        "SELECT count(*) FROM store_receipts WHERE erase_id = $1 AND store = 'notifier'",
+        release,
+    ):  # fmt: skip
+        assert time.monotonic() < deadline, "the notifier did not answer the release"
+        await asyncio.sleep(0.5)
+    erasures = await _fetch(
+        "notifier", "SELECT request_id, state FROM erasures WHERE subject_id = $1", subject
+    )
+    assert [(str(e["request_id"]), e["state"]) for e in erasures] == [(request_id, "done")]
+    assert not await _rows(
+        settings, "notifier", "SELECT count(*) FROM notices WHERE notice_id = $1",
+        erasure_notice_id(release),
+    )  # fmt: skip

@@ -12,6 +12,7 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -214,11 +215,53 @@ async def test_a_store_that_never_answers_escalates_and_others_are_untouched(
         assert harness.stores.commands[stuck] >= 2  # resent before escalating
         assert not await harness.runtime.vault.is_shredded(subject)  # type: ignore[union-attr]
 
-        # The store answers at last: the escalated request proceeds without an operator.
-        harness.stores.silent = set()
+        # An operator retries. Accounts and notifier answered the first pass; their
+        # receipts must not answer for this one: the retry waits until every store has
+        # answered it. Here analytics answers first, the other two only later.
+        harness.stores.silent = {"accounts", "notifier"}
+        sent_before = harness.stores.commands[stuck]
+        # A long timeout for the retried pass: waiting here must not escalate on a slow run.
+        patient = replace(
+            _deps(harness),
+            settings=settings.model_copy(update={"deletion_store_timeout_seconds": 120}),
+        )
         async with harness.pool.acquire() as conn, conn.transaction():
-            await handlers.retry_escalated(conn, _deps(harness), stuck, uuid.uuid4())
+            await handlers.retry_escalated(conn, patient, stuck, uuid.uuid4())
+        assert await _current_receipts(harness, stuck, until={"analytics"}) == {"analytics"}
+        await asyncio.sleep(1.5)  # the receipt woke the ticker: it had time to move on
+        assert await harness.stage(stuck) == "erasing"
+        assert "shredded" not in await harness.history(stuck)
+        assert not await harness.runtime.vault.is_shredded(subject)  # type: ignore[union-attr]
+
+        harness.stores.silent = set()  # the next resend is answered by all three
         assert (await harness.wait_for([stuck], "complete"))[stuck] == "complete"
+        assert harness.stores.commands[stuck] > sent_before + 1  # resent while it waited
+        assert await harness.history(stuck) == [
+            "requested", "grace", "holds", "erasing", "escalated",
+            "erasing", "shredded", "backups_pending", "complete",
+        ]  # fmt: skip
+        superseded = await harness.pool.fetch(
+            "SELECT store FROM store_receipts WHERE erase_id = $1 AND superseded_at IS NOT NULL",
+            stuck,
+        )
+        assert sorted(r["store"] for r in superseded) == ["accounts", "notifier"]
+        assert await _current_receipts(harness, stuck) == {"accounts", "notifier", "analytics"}
+
+
+async def _current_receipts(
+    harness: Harness, erase_id: uuid.UUID, until: set[str] | None = None
+) -> set[str]:
+    """The stores whose receipt counts for ``erase_id``, once ``until`` all answered."""
+    deadline = time.monotonic() + 30
+    while True:
+        rows = await harness.pool.fetch(
+            "SELECT store FROM store_receipts WHERE erase_id = $1 AND superseded_at IS NULL",
+            erase_id,
+        )
+        stores = {r["store"] for r in rows}
+        if until is None or until <= stores or time.monotonic() > deadline:
+            return stores
+        await asyncio.sleep(0.1)
 
 
 def _deps(harness: Harness) -> handlers.Deps:

@@ -1,0 +1,78 @@
+"""Legal holds, kept per subject (the deletion database only).
+
+An operator places a hold through one of the subject's requests, but it holds the
+subject: cancelling that request does not take the hold away, and a request the subject
+makes later starts paused. Only the operator's release ends it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from shared.db import Connection
+
+
+@dataclass(frozen=True)
+class Hold:
+    reason: str
+    placed_by: UUID | None
+    placed_at: datetime
+
+
+async def lock_subject(conn: Connection, subject_id: UUID) -> None:
+    """Serialise operators' hold actions on one subject for this transaction.
+
+    Each locks several of the subject's requests; two at once, each starting from a
+    different request, would otherwise lock them in opposite orders.
+    """
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock("
+        "hashtextextended('deletion.legal_hold:' || $1::uuid::text, 0))",
+        subject_id,
+    )
+
+
+async def in_force(conn: Connection, subject_id: UUID) -> Hold | None:
+    row = await conn.fetchrow(
+        "SELECT reason, placed_by, placed_at FROM legal_holds"
+        " WHERE subject_id = $1 AND released_at IS NULL",
+        subject_id,
+    )
+    return None if row is None else Hold(row["reason"], row["placed_by"], row["placed_at"])
+
+
+async def place(
+    conn: Connection,
+    subject_id: UUID,
+    reason: str,
+    operator: UUID,
+    now: datetime,
+    request_id: UUID,
+) -> None:
+    """Hold the subject; a hold already in force is restated with this reason."""
+    await conn.execute(
+        "INSERT INTO legal_holds (subject_id, reason, placed_by, placed_at, request_id)"
+        " VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (subject_id) WHERE released_at IS NULL DO UPDATE"
+        " SET reason = EXCLUDED.reason, placed_by = EXCLUDED.placed_by,"
+        " placed_at = EXCLUDED.placed_at, request_id = EXCLUDED.request_id",
+        subject_id,
+        reason,
+        operator,
+        now,
+        request_id,
+    )
+
+
+async def release(conn: Connection, subject_id: UUID, operator: UUID, now: datetime) -> bool:
+    """End the subject's hold (the row stays as its record); False if none was in force."""
+    status = await conn.execute(
+        "UPDATE legal_holds SET released_at = $3, released_by = $2"
+        " WHERE subject_id = $1 AND released_at IS NULL",
+        subject_id,
+        operator,
+        now,
+    )
+    return bool(status == "UPDATE 1")

@@ -1,0 +1,128 @@
+"""Legal holds hold the subject, on real Kafka and PostgreSQL with stand-in stores.
+
+A hold placed through one request outlives it: the user cancels and asks again, or
+deletes a device, and nothing is erased until an operator releases the hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.deletion import handlers, legal_holds
+from services.deletion.bootstrap import dependencies
+from services.deletion.config import DeletionSettings
+from services.deletion.domain.stages import StageConflict
+from shared.config import PlatformSettings
+from shared.events.catalogue.accounts import DeletionCancelled
+from tests.integration.deletion.harness import (
+    Harness,
+    harness_settings,
+    running_harness,
+    scratch_topics,
+    send,
+)
+
+
+@pytest.fixture
+async def suffix(settings: PlatformSettings) -> AsyncIterator[str]:
+    async with scratch_topics(DeletionSettings(environment="test")) as name:
+        yield name
+
+
+async def _end_grace_now(harness: Harness, *request_ids: uuid.UUID) -> None:
+    await harness.pool.execute(
+        "UPDATE deletion_requests SET grace_ends_at = now() - interval '1 second',"
+        " next_check_at = now() WHERE request_id = ANY($1::uuid[])",
+        list(request_ids),
+    )
+
+
+async def test_a_hold_stays_with_the_subject_when_its_request_is_cancelled(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    # A long grace, ended by hand: the hold is placed while the first request is in grace.
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_grace_seconds=3600)
+    async with running_harness(settings) as harness:
+        deps = dependencies(settings, harness.runtime)
+        first, subject = await harness.request_deletion()
+        assert (await harness.wait_for([first], "grace"))[first] == "grace"
+        operator = uuid.uuid4()
+        async with harness.pool.acquire() as conn, conn.transaction():
+            await handlers.place_hold(conn, deps, first, "litigation hold 9", operator)
+        cancel = DeletionCancelled(user_id=subject, request_id=first)
+        await send(harness.producer, settings, cancel, subject)
+        assert (await harness.wait_for([first], "cancelled"))[first] == "cancelled"
+
+        # The user asks again, and deletes a device: both wait, with the hold's reason.
+        again, _ = await harness.request_deletion(subject)
+        device, _ = await harness.request_deletion(subject, scope="device", item_id=uuid.uuid4())
+        assert set((await harness.wait_for([again, device], "paused")).values()) == {"paused"}
+        rows = await harness.pool.fetch(
+            "SELECT reason, paused_from FROM deletion_requests WHERE request_id = ANY($1)",
+            [again, device],
+        )
+        assert [(r["reason"], r["paused_from"]) for r in rows] == [
+            ("litigation hold 9", "requested")
+        ] * 2
+        assert await harness.history(again) == ["requested", "paused"]
+
+        # Past any grace period, and looked at by the ticker: still nothing is erased.
+        await _end_grace_now(harness, again, device)
+        await asyncio.sleep(2)
+        assert {await harness.stage(again), await harness.stage(device)} == {"paused"}
+        assert harness.stores.seen == []  # no store was ever told to erase
+
+        # Released through the cancelled request it was placed through: both resume.
+        async with harness.pool.acquire() as conn, conn.transaction():
+            shown = await handlers.lift_hold(conn, deps, first, operator)
+        assert shown.request.stage == "cancelled"
+        done = await harness.wait_for([again, device], "complete")
+        assert set(done.values()) == {"complete"}
+        holds = await harness.pool.fetch(
+            "SELECT subject_id, reason, placed_by, released_by, released_at FROM legal_holds"
+        )
+        assert [
+            (h["subject_id"], h["reason"], h["placed_by"], h["released_by"]) for h in holds
+        ] == [(subject, "litigation hold 9", operator, operator)]
+        assert holds[0]["released_at"] is not None
+        # Nothing left to release.
+        with pytest.raises(StageConflict):
+            async with harness.pool.acquire() as conn, conn.transaction():
+                await handlers.lift_hold(conn, deps, again, operator)
+
+
+async def test_a_request_that_missed_the_hold_pauses_before_erasing(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_grace_seconds=3600)
+    async with running_harness(settings) as harness:
+        deps = dependencies(settings, harness.runtime)
+        request_id, subject = await harness.request_deletion()
+        assert (await harness.wait_for([request_id], "grace"))[request_id] == "grace"
+        # As if placed while the request was on its way (committed after the request
+        # looked, or through another of the subject's requests): the request never saw it.
+        operator = uuid.uuid4()
+        async with harness.pool.acquire() as conn:
+            await legal_holds.place(
+                conn, subject, "regulator inquiry", operator, datetime.now(UTC), request_id
+            )
+        await _end_grace_now(harness, request_id)
+
+        assert (await harness.wait_for([request_id], "paused"))[request_id] == "paused"
+        row = await harness.pool.fetchrow(
+            "SELECT reason, paused_from FROM deletion_requests WHERE request_id = $1", request_id
+        )
+        assert row is not None
+        assert (row["reason"], row["paused_from"]) == ("regulator inquiry", "holds")
+        assert harness.stores.seen == []
+        assert await harness.history(request_id) == ["requested", "grace", "holds", "paused"]
+
+        async with harness.pool.acquire() as conn, conn.transaction():
+            await handlers.lift_hold(conn, deps, request_id, operator)
+        assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
