@@ -90,7 +90,7 @@ class Ticker(Periodic):
                 advanced = await self._advance(conn, tracked)
                 if advanced is not None and advanced.verify_due:
                     to_verify.append(advanced)
-            await handlers.release_retained(conn, self._deps)
+            await self._release(conn)
         crash_point("deletion.after_tick")
         if to_verify:
             await self._verify(to_verify)
@@ -125,6 +125,19 @@ class Ticker(Periodic):
             )
             return None
         return advanced
+
+    async def _release(self, conn: Connection) -> None:
+        """Retention releases in their own savepoint: one that fails undoes no request's
+        step of this tick (it is tried again at the next)."""
+        try:
+            async with conn.transaction():
+                await handlers.release_retained(conn, self._deps)
+        except OUTAGES:
+            raise
+        except Exception as exc:
+            log.error(
+                "ticker: retention releases failed (%s); retried next tick", type(exc).__name__
+            )
 
     async def _verify(self, batch: list[store.Tracked]) -> None:
         assert self._deps.verify is not None
