@@ -17,26 +17,11 @@ import asyncpg
 import pytest
 
 from services.notifier import handlers
-from services.notifier.bootstrap import MIGRATIONS
 from services.notifier.config import NotifierSettings
-from shared.db import create_pool
-from shared.db.migrations import apply_migrations, migration_files
-from shared.db.prepare import migrate_vault_database
 from shared.events.catalogue.deletion import EraseSubject
 from shared.vault import Vault
 
 KEPT = ("security_audit", "financial_records", "disclosure_log", "suppression_list")
-
-
-@pytest.fixture
-async def pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    """A scratch notifier database (its vault tables in it too)."""
-    pool = await create_pool(scratch_dsn, max_size=4)
-    async with pool.acquire() as conn:
-        await apply_migrations(conn, migration_files("notifier", MIGRATIONS))
-    await migrate_vault_database(pool)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture
