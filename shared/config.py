@@ -86,6 +86,14 @@ class PlatformSettings(BaseSettings):
         SecretStr(DEV_TOKEN_PRIVATE_KEY),
         description="PEM Ed25519 private key accounts signs access tokens with (accounts only).",
     )
+    token_max_seconds: int = Field(
+        600,
+        gt=0,
+        le=3000,
+        description="Longest an access token may live: how long every API remembers an "
+        "ended session, and how far back it reads them at start (the sessions topic keeps "
+        "an hour).",
+    )
     http_host: str = Field(
         "127.0.0.1",
         description="Address a service API listens on: loopback, behind the gateway on the "

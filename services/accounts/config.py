@@ -71,5 +71,13 @@ class AccountsSettings(PlatformSettings):
             raise UnsafeConfiguration("IMT_ACCOUNTS_ADMIN_PASSWORD holds its development default")
         return self
 
+    @model_validator(mode="after")
+    def _tokens_outlive_no_revocation(self) -> AccountsSettings:
+        # The other APIs forget a revocation after token_max_seconds: a token living
+        # longer would work again there.
+        if self.accounts_access_token_seconds > self.token_max_seconds:
+            raise ValueError("IMT_ACCOUNTS_ACCESS_TOKEN_SECONDS exceeds IMT_TOKEN_MAX_SECONDS")
+        return self
+
     def consumer_groups(self) -> dict[str, tuple[str, ...]]:
         return {ERASURE_GROUP: (DELETION_COMMANDS.name,)}

@@ -7,7 +7,7 @@ module never sees plaintext personal data except what callers pass through seale
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +17,7 @@ from services.accounts.context import SOURCE
 from shared.bus import add_event
 from shared.bus.outbox import insert_sql
 from shared.db.pool import Connection
-from shared.events.catalogue.accounts import AuditLogAppended
+from shared.events.catalogue.accounts import AuditLogAppended, SessionEndReason, SessionsRevoked
 
 #: Kafka key of every audit checkpoint: one key, so the chain stays in order.
 AUDIT_CHAIN_KEY = "audit-log"
@@ -213,23 +213,49 @@ async def user_session(conn: Connection, session_id: UUID, user_id: UUID) -> Row
     return await conn.fetchrow(_SESSION_USER, session_id, user_id)
 
 
-async def revoke_session(conn: Connection, session_id: UUID, reason: str) -> None:
-    await conn.execute(
+# Every revocation is also published, in the caller's transaction: the other APIs check
+# tokens against the sessions topic, not this database (shared.auth.revocations).
+
+
+async def revoke_session(conn: Connection, session_id: UUID, reason: SessionEndReason) -> None:
+    principal_id = await conn.fetchval(
         "UPDATE sessions SET revoked_at = now(), revoked_reason = $2"
-        " WHERE id = $1 AND revoked_at IS NULL",
+        " WHERE id = $1 AND revoked_at IS NULL RETURNING principal_id",
         session_id,
         reason,
     )
+    if principal_id is not None:
+        ended = SessionsRevoked(
+            principal_id=principal_id,
+            session_ids=(session_id,),
+            revoked_at=datetime.now(UTC),
+            reason=reason,
+        )
+        await add_event(conn, ended, source=SOURCE, subject=str(principal_id))
 
 
-async def revoke_sessions_of(conn: Connection, principal_id: UUID, reason: str) -> int:
-    status = await conn.execute(
+async def revoke_sessions_of(conn: Connection, principal_id: UUID, reason: SessionEndReason) -> int:
+    """End every open session of the principal; the number ended."""
+    rows = await conn.fetch(
         "UPDATE sessions SET revoked_at = now(), revoked_reason = $2"
-        " WHERE principal_id = $1 AND revoked_at IS NULL",
+        " WHERE principal_id = $1 AND revoked_at IS NULL RETURNING id",
         principal_id,
         reason,
     )
-    return int(status.split()[-1])
+    # No open session, no live token: nothing to tell.
+    if rows:
+        # The process clock, which also stamps the tokens' iat; a token of this second
+        # but of a session opened after the update is the new one, and stays valid.
+        now = datetime.now(UTC)
+        ended = SessionsRevoked(
+            principal_id=principal_id,
+            session_ids=tuple(r["id"] for r in rows),
+            issued_before=now,
+            revoked_at=now,
+            reason=reason,
+        )
+        await add_event(conn, ended, source=SOURCE, subject=str(principal_id))
+    return len(rows)
 
 
 async def add_refresh_token(

@@ -55,6 +55,7 @@ def build_app(settings: AnalyticsSettings) -> FastAPI:
         settings=settings,
         routers=[collector.router, trends.router],
         start=start,
+        follow_revocations=True,
         metrics=metrics,
     )
 

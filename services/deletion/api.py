@@ -31,6 +31,7 @@ def build_app(settings: DeletionSettings) -> FastAPI:
         settings=settings,
         routers=[me.router, operators.router],
         start=start,
+        follow_revocations=True,
         gauges=DeletionGauges,
     )
 

@@ -52,6 +52,7 @@ def build_app(settings: NotifierSettings) -> FastAPI:
             ops.router,
         ],
         start=start,
+        follow_revocations=True,
         gauges=NotifierGauges,
     )
 

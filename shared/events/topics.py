@@ -58,6 +58,17 @@ ACCOUNTS_CONTACTS = Topic(
     "subject's vault key; tombstoned on erasure.",
     compacted=True,
 )
+ACCOUNTS_SESSIONS = Topic(
+    "accounts.sessions",
+    "Sessions ended (logout, password change, account gone): every API process follows "
+    "it, without a consumer group, to refuse the access tokens of ended sessions. Kept an "
+    "hour, longer than any token it revokes lives; no DLQ (no group to dead-letter for).",
+    partitions=1,
+    consumed=False,
+    retention_ms=3_600_000,
+    # Retention deletes whole segments only: roll them often so an hour means an hour.
+    extra_config={"segment.ms": str(600_000)},
+)
 ACCOUNTS_REQUESTS = Topic("accounts.requests", "User requests submitted and operator replies.")
 ACCOUNTS_AUDIT = Topic(
     "accounts.audit",
@@ -88,6 +99,7 @@ PRIMARY_TOPICS: tuple[Topic, ...] = (
     ACCOUNTS_LIFECYCLE,
     ACCOUNTS_CONTACTS,
     ACCOUNTS_REQUESTS,
+    ACCOUNTS_SESSIONS,
     ACCOUNTS_AUDIT,
     POLICY_VERSIONS,
     SECURITY_INCIDENTS,

@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 
+from shared.auth.revocation_reader import RevocationReader
 from shared.bus.lag import GroupWatch
 from shared.config import PlatformSettings
 from shared.observability import (
@@ -92,31 +93,48 @@ def service_app(
     start: StartUp,
     metrics: Metrics | None = None,
     gauges: Callable[[CollectorRegistry], ServiceGauges] | None = None,
+    follow_revocations: bool = False,
 ) -> FastAPI:
     """A service API: ``start`` runs in the lifespan; readiness checks its database (and
     Kafka, when the runtime has a producer); access tokens verify with the platform key.
+    With ``follow_revocations`` (every API but accounts, which reads its own sessions
+    table), tokens of ended sessions are refused as the sessions topic tells, and the API
+    is ready only once it has read that topic up to where it was at start.
     ``/metrics`` also reports the service's outbox, its consumer groups' lag, and what
     ``gauges`` (built on the metrics registry) reads from its database. ``request.client``
     is the X-Forwarded-For address only behind a trusted proxy (``shared.service.forwarded``)."""
     holder: dict[str, Runtime] = {}
     groups = settings.consumer_groups()
     watch = GroupWatch(settings, groups) if groups else None
+    reader = RevocationReader(settings) if follow_revocations else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.token_public_key = settings.token_public_key
-        async with start(app) as runtime:
-            holder["runtime"] = runtime
-            try:
-                yield
-            finally:
-                holder.pop("runtime", None)
-                if watch is not None:
-                    await watch.close()
+        if reader is not None:
+            app.state.session_check = reader.session_check
+            reader.start()
+        try:
+            async with start(app) as runtime:
+                holder["runtime"] = runtime
+                try:
+                    yield
+                finally:
+                    holder.pop("runtime", None)
+                    if watch is not None:
+                        await watch.close()
+        finally:
+            if reader is not None:
+                await reader.close()
 
     def readiness() -> Mapping[str, ReadinessCheck]:
         runtime = holder.get("runtime")
-        return {} if runtime is None else runtime_checks(runtime)
+        if runtime is None:
+            return {}
+        checks = runtime_checks(runtime)
+        if reader is not None:
+            checks["revocations"] = reader.ready
+        return checks
 
     instruments = metrics or Metrics(settings.service_name)
     own = gauges(instruments.registry) if gauges is not None else None

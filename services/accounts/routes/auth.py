@@ -51,7 +51,7 @@ from services.accounts.throttling import (
 )
 from shared.auth import Claims, CurrentUser, current_claims
 from shared.db.pool import Connection
-from shared.events.catalogue.accounts import UserActivated, UserRegistered
+from shared.events.catalogue.accounts import SessionEndReason, UserActivated, UserRegistered
 from shared.observability import Problem
 
 router = APIRouter(tags=["authentication"])
@@ -315,7 +315,7 @@ async def refresh(body: Refresh, ctx: Ctx) -> TokenPair:
 @router.delete("/sessions/current", status_code=status.HTTP_204_NO_CONTENT)
 async def log_out(claims: Annotated[Claims, Depends(current_claims)], ctx: Ctx) -> None:
     """End the session of this token: its access and refresh tokens stop working."""
-    async with ctx.pool.acquire() as conn:
+    async with ctx.pool.acquire() as conn, conn.transaction():
         await store.revoke_session(conn, UUID(claims.sid), "logout")
 
 
@@ -338,7 +338,9 @@ async def change_password(body: PasswordChange, user: CurrentUser, ctx: Ctx) -> 
     return pair
 
 
-async def replace_password(conn: Connection, user_id: UUID, new_hash: str, reason: str) -> None:
+async def replace_password(
+    conn: Connection, user_id: UUID, new_hash: str, reason: SessionEndReason
+) -> None:
     """Store a new password hash: every session ends and the user is told, by email too."""
     await store.update_user(conn, user_id, password_hash=new_hash)
     await store.revoke_sessions_of(conn, user_id, reason)

@@ -21,6 +21,7 @@ from shared.events.topics import (
     ACCOUNTS_CONTACTS,
     ACCOUNTS_LIFECYCLE,
     ACCOUNTS_REQUESTS,
+    ACCOUNTS_SESSIONS,
     POLICY_VERSIONS,
     SECURITY_INCIDENTS,
     Topic,
@@ -196,6 +197,33 @@ class ContactCardChangedV1(_ContactCard):
     email: EmailStr
     name: str = Field(max_length=200)
     guardian_email: EmailStr | None = None  # under 13: the parent who must consent
+
+
+SessionEndReason = Literal[
+    "logout",
+    "refresh-token-reuse",
+    "principal-gone",
+    "password-changed",
+    "password-reset",
+]
+
+
+@register_event
+class SessionsRevoked(Event):
+    """Sessions of a user or operator ended: their access tokens must stop working now.
+
+    ``session_ids`` are the sessions that ended. ``issued_before``, when set, ends every
+    session of the principal: any access token issued (``iat``, whole seconds) before that
+    second is refused, whichever session it names. Keyed by the principal."""
+
+    event_name: ClassVar[str] = "sessions.revoked"
+    version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = ACCOUNTS_SESSIONS
+    principal_id: UUID
+    session_ids: tuple[UUID, ...] = ()
+    issued_before: datetime | None = None
+    revoked_at: datetime
+    reason: SessionEndReason
 
 
 @register_event
