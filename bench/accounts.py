@@ -95,8 +95,10 @@ BENCH_ENV = {
     # Every client is 127.0.0.1 (as in the e2e tests). No bench login fails, so the
     # per-account throttle (and its NIST lockout, <= 100) never engages.
     "IMT_ACCOUNTS_CLIENT_FREE_FAILURES": "1000000",
-    # Tokens are issued once per benchmark; let them outlive a slow one.
-    "IMT_ACCOUNTS_ACCESS_TOKEN_SECONDS": "3600",
+    # Tokens are issued once per benchmark; let them outlive a slow one (as long as the
+    # other APIs remember revocations: accounts refuses a longer lifetime).
+    "IMT_ACCOUNTS_ACCESS_TOKEN_SECONDS": "3000",
+    "IMT_TOKEN_MAX_SECONDS": "3000",
     # The bare baseline app behind the gateway, at /api/bench/ (BARE_API).
     gateway.BENCH_UPSTREAM_ENV: f"{HOST}:{BARE_PORT}",
 }
