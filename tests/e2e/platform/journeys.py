@@ -16,10 +16,15 @@ API = "/api/accounts"
 TOKEN_IN_LINK = re.compile(r"/(verify-email|reset-password)#token=([A-Za-z0-9_\-]+)")
 
 
-def needs_accounts_and_notifier() -> None:
+def needs(*services: str) -> None:
+    """Skip when IMT_TEST_SERVICES runs a subset of services leaving one of these out."""
     wanted = {s for s in os.environ.get("IMT_TEST_SERVICES", "").split(",") if s}
-    if wanted and not {"accounts", "notifier"} <= wanted:
-        pytest.skip("needs the accounts and notifier services (unset IMT_TEST_SERVICES)")
+    if wanted and not set(services) <= wanted:
+        pytest.skip(f"needs the {' and '.join(services)} services (unset IMT_TEST_SERVICES)")
+
+
+def needs_accounts_and_notifier() -> None:
+    needs("accounts", "notifier")
 
 
 async def token_from_mail(mailbox: Mailbox, address: str, page: str, count: int) -> str:

@@ -12,19 +12,13 @@ import uuid
 from contextlib import AsyncExitStack
 
 import httpx
-import pytest
 
 from deploy.local import gateway
 from deploy.local.layout import Layout
 from tests.e2e.notifier.support import sse_events, user_token
-from tests.support.platform import selected_apis
+from tests.e2e.platform.journeys import needs
 
 HSTS = "max-age=31536000"
-
-
-def _needs(service: str) -> None:
-    if service not in selected_apis():
-        pytest.skip(f"needs the {service} service (unset IMT_TEST_SERVICES)")
 
 
 async def test_hsts_is_sent_over_https_only(platform: str) -> None:
@@ -42,7 +36,7 @@ async def test_hsts_is_sent_over_https_only(platform: str) -> None:
 
 
 async def test_a_body_too_large_for_the_gpc_resource_is_a_json_problem(platform: str) -> None:
-    _needs("analytics")
+    needs("analytics")
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         response = await client.post("/.well-known/gpc.json", content=b"x" * (65 * 1024))
     assert response.status_code == 413
@@ -51,7 +45,7 @@ async def test_a_body_too_large_for_the_gpc_resource_is_a_json_problem(platform:
 
 
 async def test_the_access_log_leaves_unsubscribe_tokens_out(platform: str) -> None:
-    _needs("notifier")
+    needs("notifier")
     token = uuid.uuid4().hex + uuid.uuid4().hex  # well formed, unknown: a 404 page
     request_id = f"log-check-{uuid.uuid4().hex}"
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
@@ -73,7 +67,7 @@ STREAM = gateway.INBOX_STREAM
 
 
 async def test_one_address_holds_a_few_live_streams_at_most(platform: str) -> None:
-    _needs("notifier")
+    needs("notifier")
     async with (
         httpx.AsyncClient(base_url=platform, timeout=30) as client,
         AsyncExitStack() as held,

@@ -8,24 +8,17 @@ ends all of them; logout, this one), and the same token is refused there shortly
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import httpx
 import pytest
 
-from tests.e2e.platform.journeys import API, needs_accounts_and_notifier, signed_up_and_verified
+from tests.e2e.platform.journeys import API, needs, signed_up_and_verified
 from tests.support.mailbox import Mailbox, eventually
 
 ELSEWHERE = ("/api/notifier/me/export", "/api/notifier/inbox", "/api/deletion/me/requests")
 # Revocations arrive within about a second; this only bounds the wait.
 WITHIN = 10.0
-
-
-def _needs_deletion() -> None:
-    wanted = {s for s in os.environ.get("IMT_TEST_SERVICES", "").split(",") if s}
-    if wanted and "deletion" not in wanted:
-        pytest.skip("needs the deletion service (unset IMT_TEST_SERVICES)")
 
 
 async def _answers(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, int]:
@@ -45,8 +38,7 @@ async def _refused_everywhere(client: httpx.AsyncClient, headers: dict[str, str]
 
 @pytest.mark.promise("P-08")
 async def test_a_password_change_ends_old_tokens_on_every_service(platform: str) -> None:
-    needs_accounts_and_notifier()
-    _needs_deletion()
+    needs("accounts", "notifier", "deletion")
     address = f"revoke-{uuid.uuid4().hex[:12]}@example.org"
     password = f"pw-{uuid.uuid4().hex}"
     mailbox = Mailbox()
@@ -70,8 +62,7 @@ async def test_a_password_change_ends_old_tokens_on_every_service(platform: str)
 
 @pytest.mark.promise("P-08")
 async def test_logout_ends_the_token_on_every_service(platform: str) -> None:
-    needs_accounts_and_notifier()
-    _needs_deletion()
+    needs("accounts", "notifier", "deletion")
     address = f"logout-{uuid.uuid4().hex[:12]}@example.org"
     mailbox = Mailbox()
     try:
