@@ -9,7 +9,9 @@
                    topics (IMT_DELETION_TOPIC_SUFFIX, IMT_DELETION_DATABASE_DSN).
                    Three stand-in stores (accounts, notifier, analytics: a bench helper,
                    not the services; each its own consumer group and producer) answer
-                   every EraseSubject with a SubjectErased receipt.
+                   every EraseSubject with a SubjectErased receipt; the accounts one
+                   also closes each request's cancel window (``DeletionConfirmed`` on
+                   its ``holds`` stage), as accounts does.
                    ``requests_per_s``: N / (first request sent to last ``shredded``);
                    ``p50_to_shredded_s``/``p99_to_shredded_s``: each request's time from
                    its send to its ``shredded`` row in stage_history.
@@ -75,8 +77,8 @@ from shared.config import PlatformSettings
 from shared.db.migrations import apply_migrations, migration_files
 from shared.db.prepare import BUS_MIGRATIONS, VAULT_MIGRATIONS
 from shared.events import Event, encode_envelope, envelope_for
-from shared.events.catalogue.accounts import DeletionRequested
-from shared.events.catalogue.deletion import EraseSubject, SubjectErased
+from shared.events.catalogue.accounts import DeletionConfirmed, DeletionRequested
+from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject, SubjectErased
 from shared.events.topics import (
     ACCOUNTS_LIFECYCLE,
     DELETION_COMMANDS,
@@ -133,10 +135,11 @@ async def scratch_copies(
 
 
 class StandInStore:
-    """BENCH HELPER: answers every EraseSubject on its consumer with a SubjectErased.
+    """BENCH HELPER: answers every EraseSubject on its consumer with a SubjectErased,
+    and, given ``lifecycle_topic``, every ``holds`` stage with a DeletionConfirmed.
 
-    Per fetched batch: one receipt per command sent (send, then gather the acks), then
-    the batch's offsets committed; ``answered`` counts receipts acknowledged.
+    Per fetched batch: one answer per command or stage sent (send, then gather the
+    acks), then the batch's offsets committed; ``answered`` counts receipts acknowledged.
     """
 
     def __init__(
@@ -145,11 +148,13 @@ class StandInStore:
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         receipts_topic: str,
+        lifecycle_topic: str | None = None,
     ) -> None:
         self.name = name
         self._consumer = consumer
         self._producer = producer
         self._receipts = receipts_topic
+        self._lifecycle = lifecycle_topic
         self._stopping = asyncio.Event()
         self.answered = 0
 
@@ -162,15 +167,27 @@ class StandInStore:
             batches = await consumer.getmany(timeout_ms=100)
             if not batches:
                 continue
-            pending = []
+            pending, confirmations = [], []
             for records in batches.values():
                 for r in records:
                     read = read_record(r.value, r.key, r.topic, r.partition, r.offset)
-                    if isinstance(read, Delivery) and isinstance(read.event, EraseSubject):
+                    if not isinstance(read, Delivery):
+                        continue
+                    if isinstance(read.event, EraseSubject):
                         pending.append(await self._answer(read.event))
-            await asyncio.gather(*pending)
+                    elif isinstance(read.event, DeletionStageChanged):
+                        confirmations.extend(await self._confirm(read.event))
+            await asyncio.gather(*pending, *confirmations)
             await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
             self.answered += len(pending)
+
+    async def _confirm(self, changed: DeletionStageChanged) -> list[asyncio.Future[object]]:
+        if self._lifecycle is None or changed.stage != "holds":
+            return []
+        confirmed = DeletionConfirmed(user_id=changed.subject_id, request_id=changed.request_id)
+        return [
+            await _send(self._producer, self._lifecycle, confirmed, changed.subject_id, self.name)
+        ]
 
     async def _answer(self, command: EraseSubject) -> asyncio.Future[object]:
         receipt = SubjectErased(
@@ -205,14 +222,21 @@ async def stores_running(settings: PlatformSettings, suffix: str) -> AsyncIterat
         started(reliable_producer(settings)) as p2,
         started(reliable_producer(settings)) as p3,
     ):
+        # The accounts stand-in also reads the stages, to close cancel windows.
         consumers = [
             manual_commit_consumer(
-                settings, DELETION_COMMANDS.name + suffix, group_id=unique(f"bench-store-{n}")
+                settings,
+                DELETION_COMMANDS.name + suffix,
+                *([DELETION_STAGES.name + suffix] if n == "accounts" else []),
+                group_id=unique(f"bench-store-{n}"),
             )
             for n in STORES
         ]
+        lifecycle = ACCOUNTS_LIFECYCLE.name + suffix
         stores = [
-            StandInStore(n, c, p, DELETION_RECEIPTS.name + suffix)
+            StandInStore(
+                n, c, p, DELETION_RECEIPTS.name + suffix, lifecycle if n == "accounts" else None
+            )
             for n, c, p in zip(STORES, consumers, (p1, p2, p3), strict=True)
         ]
         for c in consumers:

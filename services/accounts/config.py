@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, model_validator
 
 from shared.config import PlatformSettings, UnsafeConfiguration
-from shared.events.topics import DELETION_COMMANDS
+from shared.events.topics import DELETION_COMMANDS, DELETION_STAGES
 
 ERASURE_GROUP = "accounts-erasure"
 
@@ -80,4 +80,4 @@ class AccountsSettings(PlatformSettings):
         return self
 
     def consumer_groups(self) -> dict[str, tuple[str, ...]]:
-        return {ERASURE_GROUP: (DELETION_COMMANDS.name,)}
+        return {ERASURE_GROUP: (DELETION_COMMANDS.name, DELETION_STAGES.name)}

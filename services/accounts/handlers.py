@@ -1,4 +1,7 @@
-"""Accounts' reactions to other services' commands.
+"""Accounts' reactions to other services' commands and stage changes.
+
+``DeletionStageChanged`` to ``holds`` (deletion.stages): the grace period of a deletion
+ended; its cancel window closes unless the user cancelled first (``cancel_window``).
 
 ``EraseSubject`` (deletion.commands): erase the subject's rows (or one item), tombstone
 the contact card, and answer ``SubjectErased`` with counts, in one transaction with the
@@ -13,13 +16,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
+from services.accounts import cancel_window
 from services.accounts.cards import tombstone_card
 from services.accounts.context import emit
 from services.accounts.domain.invoices import FINANCIAL_RECORDS
 from services.accounts.invoices import anonymise_invoices, erase_invoices
 from shared.bus import Delivery, Tombstone
 from shared.db.pool import Connection
-from shared.events.catalogue.deletion import EraseSubject, SubjectErased
+from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject, SubjectErased
 from shared.vault import Vault
 
 STORE = "accounts"
@@ -109,11 +113,15 @@ Handler = Callable[[Connection, Sequence[Delivery | Tombstone]], Awaitable[None]
 
 
 def handler(vault: Vault) -> Handler:
-    """The worker's handler: the commands it knows, in order; others are not for us."""
+    """The worker's handler: the events it knows, in order; others are not for us."""
 
     async def handle(conn: Connection, items: Sequence[Delivery | Tombstone]) -> None:
         for item in items:
-            if isinstance(item, Delivery) and isinstance(item.event, EraseSubject):
+            if not isinstance(item, Delivery):
+                continue
+            if isinstance(item.event, EraseSubject):
                 await erase_subject(conn, vault, item.event)
+            elif isinstance(item.event, DeletionStageChanged):
+                await cancel_window.close(conn, item.event)
 
     return handle

@@ -1,7 +1,8 @@
 """The accounts worker: ``python -m services.accounts.worker``.
 
-Consumes deletion.commands (EraseSubject) with an idempotent consumer; effects and the
-receipt are written in the transaction that marks the command processed.
+Consumes deletion.commands (EraseSubject) and deletion.stages (a grace period ended:
+close the cancel window) with an idempotent consumer; effects and the events they
+publish are written in the transaction that marks the event processed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from services.accounts.bootstrap import bootstrap
 from services.accounts.config import ERASURE_GROUP, AccountsSettings
 from services.accounts.handlers import handler
 from shared.bus import IdempotentConsumer, manual_commit_consumer
-from shared.events.topics import DELETION_COMMANDS
+from shared.events.topics import DELETION_COMMANDS, DELETION_STAGES
 from shared.process import start_process
 
 CONSUMER = ERASURE_GROUP
@@ -23,7 +24,9 @@ async def run(settings: AccountsSettings) -> None:
     runtime = await bootstrap(settings, with_producer=True)
     assert runtime.producer is not None
     assert runtime.vault is not None
-    kafka = manual_commit_consumer(settings, DELETION_COMMANDS.name, group_id=CONSUMER)
+    kafka = manual_commit_consumer(
+        settings, DELETION_COMMANDS.name, DELETION_STAGES.name, group_id=CONSUMER
+    )
     await kafka.start()
     consumer = IdempotentConsumer(
         CONSUMER, kafka, runtime.producer, runtime.pool, handler(runtime.vault)

@@ -26,7 +26,11 @@ from shared.bus import Delivery, Tombstone, Unprocessable
 from shared.bus.faults import crash_point
 from shared.db import Connection
 from shared.events import Event
-from shared.events.catalogue.accounts import DeletionCancelled, DeletionRequested
+from shared.events.catalogue.accounts import (
+    DeletionCancelled,
+    DeletionConfirmed,
+    DeletionRequested,
+)
 from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject, SubjectErased
 from shared.events.catalogue.notifier import SendNotice
 
@@ -181,6 +185,25 @@ async def deletion_cancelled(conn: Connection, deps: Deps, event: DeletionCancel
     await _notify(conn, deps, cancelled, "deletion_cancelled")
 
 
+async def deletion_confirmed(conn: Connection, deps: Deps, event: DeletionConfirmed) -> None:
+    """Accounts closed the cancel window: a request waiting in ``holds`` may be erased."""
+    tracked = await store.get(conn, event.request_id, lock=True)
+    if tracked is None:
+        log.warning("confirmation of unknown request %s ignored", event.request_id)
+        return
+    now = deps.now()
+    try:
+        closed = stages.close_cancel_window(tracked.request, now)
+    except stages.StageConflict as exc:
+        log.warning("confirmation of %s ignored: %s", event.request_id, exc)
+        return
+    if closed is tracked.request:
+        return  # closed before: a redelivery, or a second confirmation
+    await store.close_cancel_window(conn, closed.request_id, now)
+    if closed.stage == "holds":
+        await store.set_next_check(conn, closed.request_id, now)  # wake the ticker
+
+
 # --- receipts from the stores --------------------------------------------------------------
 
 
@@ -207,6 +230,7 @@ Handler = Callable[[Connection, Deps, Event], Awaitable[None]]
 EVENT_HANDLERS: dict[type[Event], Callable[[Connection, Deps, object], Awaitable[None]]] = {
     DeletionRequested: deletion_requested,  # type: ignore[dict-item]
     DeletionCancelled: deletion_cancelled,  # type: ignore[dict-item]
+    DeletionConfirmed: deletion_confirmed,  # type: ignore[dict-item]
     SubjectErased: subject_erased,  # type: ignore[dict-item]
 }
 
@@ -260,12 +284,17 @@ async def _end_grace(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
 async def _start_erasing(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
     """Retention rules decide what is kept anonymised; then every store is told to erase.
 
-    A held subject is never erased: a hold placed while this request was on its way here
+    A whole account waits here until accounts closed its cancel window. A held subject is
+    never erased: a hold placed while this request was on its way here
     (or through another of the subject's requests) pauses it now.
     """
     paused = await _pause_if_held(conn, deps, tracked)
     if paused is not None:
         return paused
+    if tracked.request.awaits_cancel_window:
+        # Accounts answers the ``holds`` stage event; its confirmation wakes the request.
+        await store.set_next_check(conn, tracked.request.request_id, None)
+        return tracked
     now = deps.now()
     request = stages.start_erasing(tracked.request, now)
     retain = deps.policy.retain_categories() if request.whole_account else ()

@@ -40,7 +40,8 @@ class Tracked:
 _INSERTED = (
     "request_id, subject_id, scope, item_id, initiated_by, stage, stage_entered_at,"
     " requested_at, grace_ends_at, paused_from, reason, erasing_started_at, erased_at,"
-    " expected_stores, retain_categories, erase_attempts, next_erase_at, erase_deadline"
+    " expected_stores, retain_categories, erase_attempts, next_erase_at, erase_deadline,"
+    " cancel_window_closed_at"
 )
 _COLUMNS = f"{_INSERTED}, step_failures"
 
@@ -59,6 +60,7 @@ def _tracked(row: asyncpg.Record) -> Tracked:
         row["reason"],
         row["erasing_started_at"],
         row["erased_at"],
+        row["cancel_window_closed_at"],
     )
     return Tracked(
         request,
@@ -78,7 +80,7 @@ async def insert_request(
     """Insert a new request; False if its id is already known (a redelivery)."""
     status = await conn.execute(
         f"INSERT INTO deletion_requests ({_INSERTED}, next_check_at)"  # noqa: S608 - constant
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)"
         " ON CONFLICT (request_id) DO NOTHING",
         *_values(tracked),
         next_check_at,
@@ -107,6 +109,7 @@ def _values(t: Tracked) -> tuple[Any, ...]:
         t.erase_attempts,
         t.next_erase_at,
         t.erase_deadline,
+        r.cancel_window_closed_at,
     )
 
 
@@ -115,8 +118,8 @@ async def save(conn: Connection, tracked: Tracked, next_check_at: datetime | Non
     await conn.execute(
         "UPDATE deletion_requests SET stage=$2, stage_entered_at=$3, paused_from=$4, reason=$5,"
         " erasing_started_at=$6, erased_at=$7, expected_stores=$8, retain_categories=$9,"
-        " erase_attempts=$10, next_erase_at=$11, erase_deadline=$12, next_check_at=$13"
-        " WHERE request_id=$1",
+        " erase_attempts=$10, next_erase_at=$11, erase_deadline=$12, next_check_at=$13,"
+        " cancel_window_closed_at=$14 WHERE request_id=$1",
         r.request_id,
         r.stage,
         r.stage_entered_at,
@@ -130,6 +133,7 @@ async def save(conn: Connection, tracked: Tracked, next_check_at: datetime | Non
         tracked.next_erase_at,
         tracked.erase_deadline,
         next_check_at,
+        r.cancel_window_closed_at,
     )
 
 
@@ -156,6 +160,14 @@ async def claim_due(conn: Connection, now: datetime, limit: int) -> list[Tracked
 async def set_next_check(conn: Connection, request_id: UUID, at: datetime | None) -> None:
     await conn.execute(
         "UPDATE deletion_requests SET next_check_at = $2 WHERE request_id = $1", request_id, at
+    )
+
+
+async def close_cancel_window(conn: Connection, request_id: UUID, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE deletion_requests SET cancel_window_closed_at = $2 WHERE request_id = $1",
+        request_id,
+        at,
     )
 
 

@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, EmailStr, Field
 
-from services.accounts import store
+from services.accounts import cancel_window, store
 from services.accounts.cards import card_of, publish_card
 from services.accounts.context import (
     BIRTH_DATE,
@@ -42,7 +42,6 @@ from shared.db.pool import Connection
 from shared.events.catalogue.accounts import (
     ConsentChanged,
     DamageState,
-    DeletionCancelled,
     DeletionRequested,
     DeviceChanged,
     PolicyAccepted,
@@ -174,7 +173,11 @@ class Reauthentication(BaseModel):
 
 class DeletionRequest(BaseModel):
     id: UUID
-    status: str
+    status: str = Field(
+        description="requested (cancellable during the grace period), confirmed (the grace"
+        " period ended: no longer cancellable), erased, or cancelled. The erasure's own"
+        " stages are at GET /api/deletion/me/requests."
+    )
     initiated_by: str
     created_at: datetime
     updated_at: datetime
@@ -807,8 +810,8 @@ async def request_deletion(
     request_id = uuid4()
     async with ctx.pool.acquire() as conn, conn.transaction():
         existing = await conn.fetchrow(
-            "SELECT * FROM deletion_requests WHERE user_id = $1 AND status = 'requested'"
-            " FOR UPDATE",
+            "SELECT * FROM deletion_requests WHERE user_id = $1"
+            " AND status IN ('requested', 'confirmed') FOR UPDATE",
             uid,
         )
         if existing is not None:
@@ -851,16 +854,23 @@ async def my_deletion_requests(claims: CurrentUser, ctx: Ctx) -> list[DeletionRe
     "/me/deletion-requests/{request_id}/cancel", response_model=DeletionRequest, tags=["deletion"]
 )
 async def cancel_deletion(request_id: UUID, claims: CurrentUser, ctx: Ctx) -> DeletionRequest:
-    """Cancel a deletion request during its grace period."""
+    """Cancel a deletion request during its grace period: once accounts took the cancel,
+    nothing is erased. After the grace period (status ``confirmed``) the answer is 409."""
     uid = UUID(claims.sub)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "UPDATE deletion_requests SET status = 'cancelled', updated_at = now()"
-            " WHERE id = $1 AND user_id = $2 AND status = 'requested' RETURNING *",
-            request_id,
-            uid,
-        )
-        if row is None:
-            raise not_found("cancellable deletion request")
-        await emit(conn, DeletionCancelled(user_id=uid, request_id=request_id), uid)
+    try:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            row = await cancel_window.cancel(conn, request_id, uid)
+    except cancel_window.NotCancellable as exc:
+        raise _not_cancellable(exc.status) from None
+    if row is None:
+        raise not_found("deletion request")
     return DeletionRequest(**{k: row[k] for k in DeletionRequest.model_fields})
+
+
+def _not_cancellable(status: str) -> Problem:
+    if status == "cancelled":
+        detail = "This deletion request was cancelled already."
+    else:
+        detail = ("The grace period of this deletion request has ended and the erasure of"
+                  " your data has begun; it can no longer be cancelled.")  # fmt: skip
+    return Problem(409, "Not cancellable", detail, slug="deletion-not-cancellable")

@@ -8,9 +8,13 @@
                cancelled  paused    escalated
                           (legal hold, with reason; lifting resumes where it paused)
 
-A single item (a device, a request) skips ``shredded``: the subject's key stays, only
-the item's rows go. Every function returns a new :class:`DeletionRequest` or raises
-:class:`StageConflict`; none does I/O.
+A whole account leaves ``holds`` only once accounts has closed its cancel window
+(``DeletionConfirmed``). Accounts is where a user cancels, so it alone can say that no
+cancel will come: until it has, a cancel is still taken here, and once it has, accounts
+refuses any cancel itself. A cancel accounts accepted therefore never meets an erasure.
+A single item (a device, a request) has no cancel window and skips ``shredded``: the
+subject's key stays, only the item's rows go. Every function returns a new
+:class:`DeletionRequest` or raises :class:`StageConflict`; none does I/O.
 """
 
 from __future__ import annotations
@@ -58,10 +62,16 @@ class DeletionRequest:
     reason: str | None = None
     erasing_started_at: datetime | None = None
     erased_at: datetime | None = None
+    cancel_window_closed_at: datetime | None = None
 
     @property
     def whole_account(self) -> bool:
         return self.scope == "account"
+
+    @property
+    def awaits_cancel_window(self) -> bool:
+        """A whole account whose cancel window accounts has not closed yet."""
+        return self.whole_account and self.cancel_window_closed_at is None
 
 
 def new_request(
@@ -111,11 +121,27 @@ def end_grace(request: DeletionRequest, now: datetime) -> DeletionRequest:
 
 
 def cancel(request: DeletionRequest, now: datetime) -> DeletionRequest:
-    """Cancel during grace (or while paused before erasing): nothing was erased."""
+    """Cancel before erasing (paused too), while accounts still takes cancels: nothing
+    was erased."""
     stage = request.paused_from if request.stage == "paused" else request.stage
-    if stage not in CANCELLABLE:
+    open_holds = stage == "holds" and request.awaits_cancel_window
+    if stage not in CANCELLABLE and not open_holds:
         raise StageConflict(f"a request in {request.stage} can no longer be cancelled")
     return replace(_enter(request, "cancelled", now), paused_from=None)
+
+
+def close_cancel_window(request: DeletionRequest, now: datetime) -> DeletionRequest:
+    """Accounts will take no cancel of this request any more (idempotent).
+
+    Accounts closes the window only once this service said the grace period ended (the
+    ``holds`` stage), so a request still in ``requested`` or ``grace`` cannot get here.
+    """
+    if not request.whole_account or request.cancel_window_closed_at is not None:
+        return request
+    stage = request.paused_from if request.stage == "paused" else request.stage
+    if stage in CANCELLABLE or stage == "cancelled":
+        raise StageConflict(f"a request in {request.stage} has an open cancel window")
+    return replace(request, cancel_window_closed_at=now)
 
 
 def place_hold(request: DeletionRequest, reason: str, now: datetime) -> DeletionRequest:
@@ -136,6 +162,8 @@ def lift_hold(request: DeletionRequest, now: datetime) -> DeletionRequest:
 def start_erasing(request: DeletionRequest, now: datetime) -> DeletionRequest:
     """No longer cancellable: every store is told to erase."""
     _require(request, "holds")
+    if request.awaits_cancel_window:
+        raise StageConflict("accounts has not closed the cancel window")
     return replace(_enter(request, "erasing", now), erasing_started_at=now)
 
 

@@ -130,6 +130,19 @@ class DeletionCancelled(_Lifecycle):
     request_id: UUID
 
 
+@register_event
+class DeletionConfirmed(_Lifecycle):
+    """The cancel window of a whole-account deletion closed with no cancel: accounts
+    refuses cancels of it from now on, and the deletion service may start erasing.
+
+    Published once the deletion service said the grace period ended (stage ``holds``);
+    never for a request accounts saw cancelled, so a cancel it took is never erased."""
+
+    event_name: ClassVar[str] = "deletion.confirmed"
+    version: ClassVar[int] = 1
+    request_id: UUID
+
+
 # The vault purposes of the sealed card fields (authenticated with the ciphertext).
 CARD_EMAIL = "contacts.card.email"
 CARD_NAME = "contacts.card.name"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -12,7 +13,7 @@ import pytest
 from shared.bus.kafka_options import reliable_producer
 from shared.config import PlatformSettings
 from shared.events import encode_envelope, envelope_for
-from shared.events.catalogue.deletion import EraseSubject
+from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject
 from tests.e2e.accounts.support import (
     API,
     BusTail,
@@ -21,6 +22,7 @@ from tests.e2e.accounts.support import (
     active_user,
     log_in,
     new_operator,
+    publish,
     publish_policy,
     record_invoice,
     sign_up,
@@ -277,6 +279,46 @@ async def test_deletion_needs_the_password_and_can_be_cancelled(
     assert cancelled.json()["status"] == "cancelled"
     await bus.event("deletion.cancelled.", user.id, request_id=request_id)
     assert (await client.get(f"{API}/me", headers=user.headers)).status_code == 200
+
+
+@pytest.mark.promise("P-15")
+async def test_once_the_grace_period_ended_a_cancel_is_refused(
+    client: httpx.AsyncClient, bus: BusTail, settings: PlatformSettings
+) -> None:
+    """The deletion service announces the end of grace (stage ``holds``); the worker
+    closes the cancel window and confirms, and the API answers a later cancel 409."""
+    user = await active_user(client, bus)
+    asked = await client.post(
+        f"{API}/me/deletion-requests", json={"password": user.password}, headers=user.headers
+    )
+    request_id = asked.json()["id"]
+    ended = DeletionStageChanged(
+        request_id=uuid.UUID(request_id),
+        subject_id=uuid.UUID(user.id),
+        stage="holds",
+        entered_at=datetime.now(UTC),
+    )
+    await publish(settings, ended, source="deletion", subject=user.id)
+    await bus.event("deletion.confirmed.", user.id, request_id=request_id)
+    listed = (await client.get(f"{API}/me/deletion-requests", headers=user.headers)).json()
+    assert [(d["id"], d["status"]) for d in listed] == [(request_id, "confirmed")]
+
+    cancel = await client.post(
+        f"{API}/me/deletion-requests/{request_id}/cancel", headers=user.headers
+    )
+    assert cancel.status_code == 409, cancel.text
+    assert cancel.headers["content-type"].startswith("application/problem+json")
+    assert cancel.json()["type"].endswith("/deletion-not-cancellable")
+    # Asking again while it is under way answers the same request, not a second one.
+    again = await client.post(
+        f"{API}/me/deletion-requests", json={"password": user.password}, headers=user.headers
+    )
+    assert (again.json()["id"], again.json()["status"]) == (request_id, "confirmed")
+    assert not [
+        r for r in bus.records
+        if r.key == user.id and r.value is not None
+        and r.value["type"].startswith("deletion.cancelled.")
+    ]  # fmt: skip
 
 
 async def test_erasure_removes_the_subject_tombstones_the_card_and_answers_once(

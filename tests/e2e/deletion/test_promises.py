@@ -135,6 +135,32 @@ async def test_a_request_cancelled_in_grace_erases_nothing(
     assert await bus.notice(user.id, "deletion_cancelled")
 
 
+@pytest.mark.promise("P-15")
+async def test_an_account_is_erased_only_after_accounts_closed_its_cancel_window(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    """At the end of grace the deletion service waits in ``holds`` until accounts, where
+    the user cancels, has closed the window (``deletion.confirmed``); only then does it
+    erase. (Accounts' 409 for a later cancel: tests/e2e/accounts.)"""
+    user = await active_user(client, bus)
+    request_id = await _request_deletion(client, user)
+    confirmed = await bus.event(
+        "deletion.confirmed.", user.id, timeout=GRACE_SECONDS + 60, request_id=request_id
+    )
+    assert confirmed["source"] == "accounts"
+    shown = await wait_for_stage(
+        client, user.id, request_id, ("shredded", "backups_pending", "complete")
+    )
+    done = {s["stage"]: s["done_at"] for s in shown["stages"]}
+    # Erasing began (holds was done) only after accounts had closed the window.
+    assert datetime.fromisoformat(confirmed["time"]) <= datetime.fromisoformat(done["holds"])
+    assert not [
+        r for r in bus.records
+        if r.key == user.id and r.value is not None
+        and r.value["type"].startswith("deletion.cancelled.")
+    ]  # fmt: skip
+
+
 @pytest.mark.promise("P-12")
 @pytest.mark.promise("P-14")
 async def test_after_deletion_completes_the_verifier_finds_nothing_but_anonymised_rows(

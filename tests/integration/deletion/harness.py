@@ -5,6 +5,8 @@ topics (``<topic>.<suffix>``, which the bus accepts as derived topics), the real
 a relay and the worker. ``StandInStores`` are a TEST HELPER, never a service: they
 really consume the EraseSubject commands on Kafka and answer SubjectErased receipts,
 as accounts, notifier and analytics will, but only for subjects the test registered.
+Like accounts, they also close a request's cancel window (``DeletionConfirmed``) when
+its ``holds`` stage is announced, unless the test keeps that request's window open.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ from shared.bus import (
 from shared.bus.kafka_options import client_options
 from shared.bus.scratch import wait_for_leaders
 from shared.events import Event, encode_envelope, envelope_for
-from shared.events.catalogue.accounts import DeletionRequested
-from shared.events.catalogue.deletion import EraseSubject, SubjectErased
+from shared.events.catalogue.accounts import DeletionConfirmed, DeletionRequested
+from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject, SubjectErased
 from shared.events.topics import dlq_of
 from shared.service import Runtime
 
@@ -112,11 +114,13 @@ class StandInStores:
     ignore_first: int = 0  # commands each store ignores before answering (tests resends)
     commands: Counter[UUID] = field(default_factory=Counter)  # per request id
     seen: list[EraseSubject] = field(default_factory=list)
+    windows_kept_open: set[UUID] = field(default_factory=set)  # requests never confirmed
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = manual_commit_consumer(
             self.settings,
             self.settings.topic("deletion.commands"),
+            self.settings.topic("deletion.stages"),
             group_id=f"stand-in-{uuid.uuid4().hex[:8]}",
         )
         await consumer.start()
@@ -128,8 +132,22 @@ class StandInStores:
                         read = read_record(r.value, r.key, r.topic, r.partition, r.offset)
                         if isinstance(read, Delivery) and isinstance(read.event, EraseSubject):
                             await self._answer(read.event)
+                        elif isinstance(read, Delivery) and isinstance(
+                            read.event, DeletionStageChanged
+                        ):
+                            await self._close_window(read.event)
         finally:
             await consumer.stop()
+
+    async def _close_window(self, changed: DeletionStageChanged) -> None:
+        if (
+            changed.stage != "holds"
+            or changed.subject_id not in self.subjects
+            or changed.request_id in self.windows_kept_open
+        ):
+            return
+        confirmed = DeletionConfirmed(user_id=changed.subject_id, request_id=changed.request_id)
+        await send(self.producer, self.settings, confirmed, changed.subject_id)
 
     async def _answer(self, command: EraseSubject) -> None:
         if command.subject_id not in self.subjects:

@@ -26,7 +26,11 @@ from services.deletion.gauges import DeletionGauges
 from shared.bus import Delivery, read_record
 from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
-from shared.events.catalogue.accounts import DeletionCancelled
+from shared.events.catalogue.accounts import (
+    DeletionCancelled,
+    DeletionConfirmed,
+    DeletionRequested,
+)
 from shared.events.catalogue.deletion import DeletionStageChanged
 from shared.events.catalogue.notifier import SendNotice
 from shared.observability import Metrics
@@ -190,6 +194,56 @@ async def test_cancel_in_grace_erases_nothing(
         assert [(n.template, n.params) for n in notices] == [
             ("deletion_cancelled", {"request_id": str(request_id)})
         ]
+
+
+@pytest.mark.promise("P-15")
+async def test_an_account_is_erased_only_after_accounts_closed_the_cancel_window(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    """Past grace, a request waits in ``holds`` for DeletionConfirmed: a cancel that
+    accounts took meanwhile still cancels it, and nothing is ever sent to the stores."""
+    settings = harness_settings(scratch_dsn, suffix, tmp_path)  # grace 0
+    async with running_harness(settings) as harness:
+        waiting, waiting_subject = await _request_kept_open(harness)
+        late, late_subject = await _request_kept_open(harness)
+        assert set((await harness.wait_for([waiting, late], "holds")).values()) == {"holds"}
+        await asyncio.sleep(1.0)  # several ticks: still waiting, nothing sent
+        assert await harness.stage(waiting) == "holds"
+        assert harness.stores.commands[waiting] == harness.stores.commands[late] == 0
+
+        await send(harness.producer, settings,
+                   DeletionCancelled(user_id=waiting_subject, request_id=waiting),
+                   waiting_subject)  # fmt: skip
+        assert (await harness.wait_for([waiting], "cancelled"))[waiting] == "cancelled"
+        confirmation = DeletionConfirmed(user_id=late_subject, request_id=late)
+        await send(harness.producer, settings, confirmation, late_subject)
+        assert (await harness.wait_for([late], "complete"))[late] == "complete"
+
+        assert harness.stores.commands[waiting] == 0
+        assert not await harness.runtime.vault.is_shredded(waiting_subject)  # type: ignore[union-attr]
+        assert await harness.history(waiting) == ["requested", "grace", "holds", "cancelled"]
+        closed_at = await harness.pool.fetchval(
+            "SELECT cancel_window_closed_at FROM deletion_requests WHERE request_id = $1", late
+        )
+        assert closed_at is not None
+        # Accounts confirms only past grace: a confirmation it did not send changes
+        # nothing for a cancelled request either.
+        await send(harness.producer, settings,
+                   DeletionConfirmed(user_id=waiting_subject, request_id=waiting),
+                   waiting_subject)  # fmt: skip
+        await asyncio.sleep(0.5)
+        assert await harness.stage(waiting) == "cancelled"
+
+
+async def _request_kept_open(harness: Harness) -> tuple[uuid.UUID, uuid.UUID]:
+    """A whole-account request whose window the stand-in accounts will not close."""
+    subject, request_id = uuid.uuid4(), uuid.uuid4()
+    harness.stores.subjects.add(subject)
+    harness.stores.windows_kept_open.add(request_id)
+    await send(harness.producer, harness.settings,
+               DeletionRequested(user_id=subject, request_id=request_id, initiated_by="user"),
+               subject)  # fmt: skip
+    return request_id, subject
 
 
 async def test_a_store_that_never_answers_escalates_and_others_are_untouched(

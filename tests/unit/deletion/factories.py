@@ -21,12 +21,17 @@ def a_request(
     return stages.new_request(uuid4(), uuid4(), scope=scope, item_id=item, now=T0, grace=grace)
 
 
-def in_stage(stage: str, scope: stages.Scope = "account") -> stages.DeletionRequest:
-    """A request walked along the happy path up to ``stage``."""
+def in_stage(
+    stage: str, scope: stages.Scope = "account", *, window_closed: bool = True
+) -> stages.DeletionRequest:
+    """A request walked along the happy path up to ``stage`` (past grace, with the cancel
+    window closed by accounts unless ``window_closed`` is False)."""
     request = stages.start_grace(a_request(scope), T0)
     end = request.grace_ends_at
     if stage != "grace":
         request = stages.end_grace(request, end)
+        if window_closed:
+            request = stages.close_cancel_window(request, end)
     if stage not in ("grace", "holds"):
         request = stages.start_erasing(request, end)
     if stage in ("shredded", "backups_pending"):

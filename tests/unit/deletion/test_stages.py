@@ -34,6 +34,7 @@ def test_the_happy_path_of_an_account() -> None:
     with pytest.raises(stages.StageConflict, match="not ended"):
         stages.end_grace(request, request.grace_ends_at - timedelta(seconds=1))
     holds = stages.end_grace(request, request.grace_ends_at)
+    holds = stages.close_cancel_window(holds, holds.stage_entered_at)
     erasing = stages.start_erasing(holds, holds.stage_entered_at)
     assert erasing.erasing_started_at == holds.stage_entered_at
     shredded = stages.stores_answered(erasing, erasing.stage_entered_at + timedelta(minutes=5))
@@ -59,6 +60,43 @@ def test_cancel_in_grace(stage: str) -> None:
 def test_no_cancel_once_past_grace(stage: str) -> None:
     with pytest.raises(stages.StageConflict, match="can no longer be cancelled"):
         stages.cancel(in_stage(stage), T0)
+
+
+def test_holds_takes_a_cancel_until_accounts_closes_the_window() -> None:
+    waiting = in_stage("holds", window_closed=False)
+    assert waiting.awaits_cancel_window
+    assert stages.cancel(waiting, T0).stage == "cancelled"
+    with pytest.raises(stages.StageConflict, match="cancel window"):
+        stages.start_erasing(waiting, T0)
+    closed = stages.close_cancel_window(waiting, T0 + timedelta(seconds=1))
+    assert closed.cancel_window_closed_at == T0 + timedelta(seconds=1)
+    assert stages.close_cancel_window(closed, T0 + timedelta(days=1)) == closed  # idempotent
+    with pytest.raises(stages.StageConflict, match="can no longer be cancelled"):
+        stages.cancel(closed, T0)
+    assert stages.start_erasing(closed, T0).stage == "erasing"
+
+
+def test_a_request_paused_in_holds_keeps_its_window() -> None:
+    held = stages.place_hold(in_stage("holds", window_closed=False), "inquiry", T0)
+    closed = stages.close_cancel_window(held, T0)
+    assert (closed.stage, closed.cancel_window_closed_at) == ("paused", T0)
+    with pytest.raises(stages.StageConflict):
+        stages.cancel(closed, T0)
+    assert stages.cancel(held, T0).stage == "cancelled"
+
+
+@pytest.mark.parametrize("stage", ["requested", "grace"])
+def test_the_window_closes_only_after_grace(stage: str) -> None:
+    request = in_stage(stage) if stage != "requested" else a_request()
+    with pytest.raises(stages.StageConflict, match="open cancel window"):
+        stages.close_cancel_window(request, T0)
+
+
+def test_an_item_has_no_cancel_window() -> None:
+    holds = in_stage("holds", scope="device", window_closed=False)
+    assert not holds.awaits_cancel_window
+    assert stages.start_erasing(holds, T0).stage == "erasing"
+    assert stages.close_cancel_window(holds, T0) == holds
 
 
 def test_a_legal_hold_pauses_with_its_reason_and_lifting_resumes() -> None:

@@ -1,0 +1,75 @@
+"""The cancel window of a whole-account deletion request, which accounts alone closes.
+
+A user cancels here (the page, or the link in the confirmation email); the deletion
+service alone knows when the grace period ends. So the deletion service announces the
+end (stage ``holds``) and waits, and accounts decides: unless a cancel came first, the
+request becomes ``confirmed`` (cancels refused from then on) and ``DeletionConfirmed``
+lets the deletion service erase. Both paths lock the request's row, so a cancel and the
+closing come one after the other: a cancel accounts took is never followed by an
+erasure, and one it refused was answered 409, never "cancelled".
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from services.accounts.context import emit
+from shared.db.pool import Connection
+from shared.events.catalogue.accounts import DeletionCancelled, DeletionConfirmed
+from shared.events.catalogue.deletion import DeletionStageChanged
+
+
+class NotCancellable(Exception):
+    """The request is past its cancel window, or cancelled already."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+async def cancel(conn: Connection, request_id: UUID, user_id: UUID) -> asyncpg.Record | None:
+    """Cancel the user's request (in the caller's transaction); None if they have none
+    such. Raises :class:`NotCancellable` once its window closed."""
+    status = await conn.fetchval(
+        "SELECT status FROM deletion_requests WHERE id = $1 AND user_id = $2"
+        " AND status <> 'pending_approval' FOR UPDATE",
+        request_id,
+        user_id,
+    )
+    if status is None:
+        return None
+    if status != "requested":
+        raise NotCancellable(status)
+    row = await conn.fetchrow(
+        "UPDATE deletion_requests SET status = 'cancelled', updated_at = now()"
+        " WHERE id = $1 RETURNING *",
+        request_id,
+    )
+    await emit(conn, DeletionCancelled(user_id=user_id, request_id=request_id), user_id)
+    return row
+
+
+async def close(conn: Connection, changed: DeletionStageChanged) -> bool:
+    """The grace period of ``changed.request_id`` ended: confirm it unless it was cancelled.
+
+    Returns whether it was confirmed. A request this service does not hold (its subject
+    erased with another request) has nothing left to cancel and is confirmed too, and
+    confirming again (a repeated stage) is harmless: the deletion service ignores it.
+    """
+    if changed.stage != "holds":
+        return False
+    status = await conn.fetchval(
+        "SELECT status FROM deletion_requests WHERE id = $1 FOR UPDATE", changed.request_id
+    )
+    if status == "cancelled":
+        return False  # its DeletionCancelled went out first, in the same key's order
+    if status == "requested":
+        await conn.execute(
+            "UPDATE deletion_requests SET status = 'confirmed', updated_at = now() WHERE id = $1",
+            changed.request_id,
+        )
+    confirmed = DeletionConfirmed(user_id=changed.subject_id, request_id=changed.request_id)
+    await emit(conn, confirmed, changed.subject_id)
+    return True
