@@ -73,6 +73,7 @@ class Handlers:
         sealed = await asyncio.gather(*(self._seal(item) for item in items))
         for item, contact in zip(items, sealed, strict=True):
             if contact is not None:
+                await tell_replaced_address(conn, contact)
                 await store.upsert_contact(conn, contact)
             elif isinstance(item, Tombstone) and item.key is not None:
                 try:
@@ -212,6 +213,39 @@ def notice_for(event: Event, source: str) -> store.Notice | None:
             card_changed_at=event.card_changed_at,
         )
     return None
+
+
+def email_changed_notice_id(user_id: UUID, replaced_index: bytes) -> UUID:
+    return uuid5(NOTICE_NAMESPACE, f"email-changed:{user_id}:{replaced_index.hex()}")
+
+
+async def tell_replaced_address(conn: Connection, contact: store.SealedContact) -> None:
+    """A card naming another email than the one we hold: tell the replaced address.
+
+    Whoever changed the address (the user, or someone who took over the session and
+    knew the password) also controls the new one; the old one is where the owner can
+    still learn of it. The address is kept, sealed, for that one email only.
+    """
+    held = await store.contact_address(conn, contact.user_id)
+    if held is None or held[0] == contact.email_index:
+        return
+    notice_id = email_changed_notice_id(contact.user_id, held[0])
+    await store.keep_previous_address(conn, notice_id, contact.user_id, held)
+    await accept_notice(
+        conn,
+        store.Notice(
+            notice_id=notice_id,
+            template=store.EMAIL_CHANGED,
+            category="account_security",
+            audience="listed",
+            user_ids=(contact.user_id,),
+            params={},
+            channels=("email",),
+            recipient="previous",
+            pinned=False,
+            source="notifier",
+        ),
+    )
 
 
 async def accept_notice(conn: Connection, notice: store.Notice) -> int:

@@ -291,6 +291,8 @@ class Sender:
             )
         if row["recipient"] == "guardian" and row["guardian_email"] is None:
             return _final(row, "dead", "failed", "the contact card names no guardian")
+        if row["recipient"] == "previous" and row["email"] is None:
+            return _final(row, "dead", "failed", "the replaced address is no longer kept")
         why = suppression_reason(
             row["category"],
             Recipient(

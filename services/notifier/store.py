@@ -17,6 +17,7 @@ from shared.events.topics import NOTIFIER_DELIVERIES
 
 WORK_CHANNEL = "notifier_work"  # wakes the worker's loops (sender, planner, outcomes)
 INBOX_CHANNEL = "notifier_inbox"  # payload: a notice id with new inbox items (SSE)
+EMAIL_CHANGED = "email_changed"  # the template told to the address an email change replaced
 
 
 # -- contacts --------------------------------------------------------------------------
@@ -73,6 +74,25 @@ async def upsert_contact(conn: Connection, c: SealedContact) -> None:
         c.user_id,
     )
     await conn.execute("SELECT pg_notify($1, '')", WORK_CHANNEL)
+
+
+async def contact_address(conn: Connection, user_id: UUID) -> tuple[bytes, bytes] | None:
+    """The (email index, sealed email) the user's card names now; None without a card."""
+    row = await conn.fetchrow("SELECT email_index, email FROM contacts WHERE user_id = $1", user_id)
+    return None if row is None else (row["email_index"], row["email"])
+
+
+async def keep_previous_address(
+    conn: Connection, notice_id: UUID, user_id: UUID, address: tuple[bytes, bytes]
+) -> None:
+    """Keep a replaced address for the notice that tells it of the change."""
+    await conn.execute(
+        "INSERT INTO previous_addresses (notice_id, user_id, email_index, email)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (notice_id) DO NOTHING",
+        notice_id,
+        user_id,
+        *address,
+    )
 
 
 async def erase_contact_on_tombstone(conn: Connection, user_id: UUID) -> None:
@@ -350,19 +370,24 @@ SELECT cl.*, n.template, n.category, n.params, n.recipient,
        c.user_id IS NOT NULL
            AND (n.card_changed_at IS NULL OR c.card_changed_at >= n.card_changed_at)
            AS has_contact,
-       c.email, c.name, c.guardian_email,
-       CASE WHEN n.recipient = 'guardian' THEN c.guardian_index ELSE c.email_index END
-           AS address_index,
+       CASE WHEN n.recipient = 'previous' THEN p.email ELSE c.email END AS email,
+       c.name, c.guardian_email,
+       a.address_index,
        c.age_band, c.marketing_email, c.tracking_opt_out, c.active,
        EXISTS (
            SELECT 1 FROM suppressions s
-           WHERE s.email_index =
-                 CASE WHEN n.recipient = 'guardian' THEN c.guardian_index ELSE c.email_index END
-             AND s.category IN (n.category, 'all')
+           WHERE s.email_index = a.address_index AND s.category IN (n.category, 'all')
        ) AS suppressed
 FROM claimed cl
 JOIN notices n ON n.notice_id = cl.notice_id
 LEFT JOIN contacts c ON c.user_id = cl.user_id
+-- The address told of an email change (recipient 'previous'): the one it replaced.
+LEFT JOIN previous_addresses p ON n.recipient = 'previous' AND p.notice_id = cl.notice_id
+CROSS JOIN LATERAL (
+    SELECT CASE n.recipient WHEN 'guardian' THEN c.guardian_index
+                            WHEN 'previous' THEN p.email_index
+                            ELSE c.email_index END AS address_index
+) a
 """
 
 
@@ -446,6 +471,9 @@ async def record_results(conn: Connection, results: Sequence[Result]) -> None:
         [r.waiting_for_contact for r in results],
         [r.in_doubt for r in results],
     )
+    told = [r.notice_id for r in results if r.template == EMAIL_CHANGED and r.status != "pending"]
+    if told:  # the replaced address was kept for this one email only
+        await conn.execute("DELETE FROM previous_addresses WHERE notice_id = ANY($1::uuid[])", told)
     policy = [
         (r.user_id, r.params.get("policy_version", ""))
         for r in results
@@ -549,7 +577,8 @@ async def suppress(conn: Connection, email_index: bytes, category: str, source: 
 async def erase_subject_rows(conn: Connection, subject_id: UUID) -> dict[str, int]:
     """Delete every row of the subject; the counts go on the receipt."""
     counts = {}
-    for table in ("contacts", "inbox_items", "deliveries", "policy_notices"):
+    tables = ("contacts", "inbox_items", "deliveries", "policy_notices", "previous_addresses")
+    for table in tables:
         status = await conn.execute(
             f"DELETE FROM {table} WHERE user_id = $1",  # noqa: S608 - constant names
             subject_id,

@@ -78,6 +78,11 @@ TEMPLATES: dict[str, TemplateSpec] = {
     "deletion_cancelled": _spec("Your account deletion was cancelled", {"account_security"}),
     "erasure_done": _spec("Your data has been deleted", {"transactional"}),
     "password_changed": _spec("Your iMT password was changed", {"account_security"}),
+    # Sent by the notifier itself, to the address an email change replaced (recipient
+    # "previous"); never asked for by another service.
+    "email_changed": _spec(
+        "The email address of your iMT account was changed", {"account_security"}
+    ),
     "password_reset": _spec("Reset your iMT password", {"transactional"}, ("reset_url",)),
     "marketing_newsletter": _spec(
         "{{ params.subject }}", {"marketing"}, ("subject", "headline", "message")
@@ -122,6 +127,8 @@ def notice_problems(
         problems.append(f"template {template} is not sent to guardians")
     if template == "parental_consent" and recipient != "guardian":
         problems.append("parental_consent goes to the guardian")
+    if (template == "email_changed") != (recipient == "previous"):
+        problems.append("email_changed goes to the replaced address, and only it")
     return problems
 
 

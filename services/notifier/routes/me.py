@@ -3,7 +3,8 @@
 Accounts' export (``/api/accounts/me/export``) holds what the user gave accounts; this
 one holds the rest: the notifier's copy of the contact card, the user's email choices
 (unsubscribes), every email planned for them with its outcome, their in-site notices,
-and the privacy-policy versions they were told of.
+the privacy-policy versions they were told of, and a replaced address still waiting to
+be told of an email change.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ async def export_my_data(user: CurrentUser, runtime: RuntimeDep) -> dict[str, An
     assert vault is not None
     async with runtime.pool.acquire() as conn:
         card = await conn.fetchrow("SELECT * FROM contacts WHERE user_id = $1", uid)
+        replaced = await conn.fetch(
+            "SELECT email, created_at FROM previous_addresses WHERE user_id = $1"
+            " ORDER BY created_at",
+            uid,
+        )
         choices, emails, inbox, policies = [
             [dict(r) for r in await conn.fetch(sql, uid)]
             for sql in (_CHOICES, _EMAILS, _INBOX, _POLICIES)
@@ -70,4 +76,11 @@ async def export_my_data(user: CurrentUser, runtime: RuntimeDep) -> dict[str, An
         "emails": emails,
         "inbox": inbox,
         "policy_notices": policies,
+        "replaced_addresses": [
+            {
+                "email": await vault.open(uid, r["email"], purpose=EMAIL_PURPOSE),
+                "kept_since": r["created_at"],
+            }
+            for r in replaced
+        ],
     }

@@ -1,9 +1,11 @@
 """An email change is verified at the new address: the link goes there (never to the old
-one, though the card and the command travel on different topics) and confirms it."""
+one, though the card and the command travel on different topics) and confirms it. The
+old address is told of the change."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 
@@ -13,7 +15,7 @@ from tests.e2e.platform.journeys import (
     signed_up_and_verified,
     token_from_mail,
 )
-from tests.support.mailbox import Mailbox
+from tests.support.mailbox import Mailbox, eventually
 
 
 async def test_a_changed_email_is_verified_at_the_new_address_only(platform: str) -> None:
@@ -34,6 +36,27 @@ async def test_a_changed_email_is_verified_at_the_new_address_only(platform: str
             assert confirmed.status_code == 200
             profile = (await client.get(f"{API}/me", headers=headers)).json()
             assert (profile["email"], profile["email_verified"]) == (new, True)
-            assert len(await mailbox.to(old)) == 1  # only its own first verification
+            # Its own first verification, then word of the change (nothing to act on).
+            told = await mailbox.wait_for([old], count=2)
+            assert len(told) == 2
+            assert told[-1]["Subject"] == "The email address of your iMT account was changed"
+            body = told[-1].get_body(preferencelist=("plain",))
+            assert body is not None
+            assert "verify-email" not in body.get_content()
+            # Told, the replaced address is no longer kept (the outcome is recorded
+            # just after the email went: wait for it).
+            exported = await eventually(
+                lambda: _notifier_export(client, headers),
+                lambda data: [e["status"] for e in data["emails"]
+                              if e["template"] == "email_changed"] == ["done"],
+            )  # fmt: skip
+            assert exported["replaced_addresses"] == []
         finally:
             await mailbox.close()
+
+
+async def _notifier_export(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    response = await client.get("/api/notifier/me/export", headers=headers)
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    return data

@@ -67,3 +67,4 @@ async def test_the_notifier_exports_what_it_holds_about_me(platform: str) -> Non
     assert [(e["status"], e["outcome"]) for e in verification] == [("done", "sent")]
     assert all(set(i) >= {"notice_id", "template", "created_at"} for i in data["inbox"])
     assert isinstance(data["policy_notices"], list)
+    assert data["replaced_addresses"] == []  # kept only while an email change is told

@@ -6,10 +6,11 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import asyncpg
 
-from services.notifier import handlers
+from services.notifier import handlers, store
 from services.notifier.mailer import HandOver, PermanentFailure, TemporaryFailure, Wire
 from shared.vault import Vault
 
@@ -34,6 +35,26 @@ class Capture:
 
     async def close(self) -> None:
         pass
+
+
+async def sealed_contact(
+    vault: Vault, uid: uuid.UUID, email: str, changed_at: datetime | None = None
+) -> store.SealedContact:
+    """A contact as the notifier stores it from an adult's card naming ``email``."""
+    return store.SealedContact(
+        user_id=uid,
+        email_index=handlers.email_index(vault, email),
+        email=await vault.seal(uid, email, purpose=handlers.EMAIL_PURPOSE),
+        name=await vault.seal(uid, "Ada", purpose=handlers.NAME_PURPOSE),
+        guardian_index=None,
+        guardian_email=None,
+        locale="en",
+        age_band="adult",
+        marketing_email=False,
+        tracking_opt_out=False,
+        active=True,
+        card_changed_at=changed_at,
+    )
 
 
 def address(uid: uuid.UUID) -> str:

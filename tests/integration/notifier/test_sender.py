@@ -20,7 +20,14 @@ from services.notifier.config import NotifierSettings
 from services.notifier.mailer import Wire
 from services.notifier.sender import Sender, Wake
 from shared.vault import Vault
-from tests.integration.notifier.support import USERS, Capture, address, seed, until
+from tests.integration.notifier.support import (
+    USERS,
+    Capture,
+    address,
+    sealed_contact,
+    seed,
+    until,
+)
 
 
 async def test_two_workers_mail_each_recipient_once(pool: asyncpg.Pool) -> None:
@@ -105,23 +112,7 @@ async def test_a_notice_needing_a_newer_card_waits_for_it_and_mails_the_new_addr
 
     async def card(email: str, at: datetime | None) -> None:
         async with pool.acquire() as conn:
-            await store.upsert_contact(
-                conn,
-                store.SealedContact(
-                    user_id=uid,
-                    email_index=handlers.email_index(vault, email),
-                    email=await vault.seal(uid, email, purpose=handlers.EMAIL_PURPOSE),
-                    name=await vault.seal(uid, "Ada", purpose=handlers.NAME_PURPOSE),
-                    guardian_index=None,
-                    guardian_email=None,
-                    locale="en",
-                    age_band="adult",
-                    marketing_email=False,
-                    tracking_opt_out=False,
-                    active=True,
-                    card_changed_at=at,
-                ),
-            )
+            await store.upsert_contact(conn, await sealed_contact(vault, uid, email, at))
 
     await card(old, changed_at - timedelta(days=1))
     notice = store.Notice(

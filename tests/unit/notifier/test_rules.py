@@ -87,6 +87,12 @@ def test_notice_validation() -> None:
     assert "parental_consent goes to the guardian" in notice_problems(
         "parental_consent", "transactional", {"consent_url": "u"}
     )
+    # The change notice goes to the replaced address only, and nothing else goes there:
+    # another service cannot send it to the current address, nor use the old one.
+    only = "email_changed goes to the replaced address, and only it"
+    assert notice_problems("email_changed", "account_security", {}, "previous") == []
+    assert only in notice_problems("email_changed", "account_security", {}, "user")
+    assert only in notice_problems("password_changed", "account_security", {}, "previous")
 
 
 def test_other_services_parameter_names_are_accepted() -> None:
