@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from uuid import UUID, uuid5
+from uuid import UUID, uuid4, uuid5
 
 from pydantic import ValidationError
 
@@ -215,21 +215,26 @@ def notice_for(event: Event, source: str) -> store.Notice | None:
     return None
 
 
-def email_changed_notice_id(user_id: UUID, replaced_index: bytes) -> UUID:
-    return uuid5(NOTICE_NAMESPACE, f"email-changed:{user_id}:{replaced_index.hex()}")
-
-
 async def tell_replaced_address(conn: Connection, contact: store.SealedContact) -> None:
     """A card naming another email than the one we hold: tell the replaced address.
 
     Whoever changed the address (the user, or someone who took over the session and
     knew the password) also controls the new one; the old one is where the owner can
-    still learn of it. The address is kept, sealed, for that one email only.
+    still learn of it. The address is kept, sealed, for that one email only. An older
+    card than the one held (a replayed record) changes nothing and tells no one.
     """
     held = await store.contact_address(conn, contact.user_id)
-    if held is None or held[0] == contact.email_index:
+    if held is None or held.email_index == contact.email_index:
         return
-    notice_id = email_changed_notice_id(contact.user_id, held[0])
+    if (
+        held.card_changed_at is not None
+        and contact.card_changed_at is not None
+        and contact.card_changed_at <= held.card_changed_at
+    ):
+        return
+    # Random, not derived from the subject or the address: a notice row outlives an
+    # erasure, and a change is told once because the card then holds the new address.
+    notice_id = uuid4()
     await store.keep_previous_address(conn, notice_id, contact.user_id, held)
     await accept_notice(
         conn,

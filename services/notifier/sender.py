@@ -293,6 +293,8 @@ class Sender:
             return _final(row, "dead", "failed", "the contact card names no guardian")
         if row["recipient"] == "previous" and row["email"] is None:
             return _final(row, "dead", "failed", "the replaced address is no longer kept")
+        if row["address_current"]:
+            return _final(row, "done", "suppressed", "the replaced address is the account's again")
         why = suppression_reason(
             row["category"],
             Recipient(

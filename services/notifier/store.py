@@ -53,6 +53,9 @@ async def upsert_contact(conn: Connection, c: SealedContact) -> None:
             marketing_email = EXCLUDED.marketing_email,
             tracking_opt_out = EXCLUDED.tracking_opt_out, active = EXCLUDED.active,
             card_changed_at = EXCLUDED.card_changed_at, erase_pending = false, updated_at = now()
+        -- Never back to an older card (a replayed or re-read record): cards are dated.
+        WHERE contacts.card_changed_at IS NULL OR EXCLUDED.card_changed_at IS NULL
+           OR EXCLUDED.card_changed_at >= contacts.card_changed_at
         """,
         c.user_id,
         c.email_index,
@@ -76,23 +79,48 @@ async def upsert_contact(conn: Connection, c: SealedContact) -> None:
     await conn.execute("SELECT pg_notify($1, '')", WORK_CHANNEL)
 
 
-async def contact_address(conn: Connection, user_id: UUID) -> tuple[bytes, bytes] | None:
-    """The (email index, sealed email) the user's card names now; None without a card."""
-    row = await conn.fetchrow("SELECT email_index, email FROM contacts WHERE user_id = $1", user_id)
-    return None if row is None else (row["email_index"], row["email"])
+@dataclass(frozen=True)
+class HeldAddress:
+    email_index: bytes
+    email: bytes  # sealed
+    card_changed_at: datetime | None
+
+
+async def contact_address(conn: Connection, user_id: UUID) -> HeldAddress | None:
+    """The address of the card held for the user (None without one), locked: the card
+    that replaces it is compared with it in the same transaction."""
+    row = await conn.fetchrow(
+        "SELECT email_index, email, card_changed_at FROM contacts WHERE user_id = $1 FOR UPDATE",
+        user_id,
+    )
+    return None if row is None else HeldAddress(**dict(row))
 
 
 async def keep_previous_address(
-    conn: Connection, notice_id: UUID, user_id: UUID, address: tuple[bytes, bytes]
+    conn: Connection, notice_id: UUID, user_id: UUID, address: HeldAddress
 ) -> None:
     """Keep a replaced address for the notice that tells it of the change."""
     await conn.execute(
         "INSERT INTO previous_addresses (notice_id, user_id, email_index, email)"
-        " VALUES ($1, $2, $3, $4) ON CONFLICT (notice_id) DO NOTHING",
+        " VALUES ($1, $2, $3, $4)",
         notice_id,
         user_id,
-        *address,
+        address.email_index,
+        address.email,
     )
+
+
+REPLACED_ADDRESS_DAYS = 30  # the longest a replaced address whose email failed is kept
+
+
+async def forget_replaced_addresses(conn: Connection) -> int | None:
+    """Drop replaced addresses kept past REPLACED_ADDRESS_DAYS (their email failed and
+    was not replayed in time); None when there were none."""
+    status = await conn.execute(
+        "DELETE FROM previous_addresses WHERE created_at < now() - make_interval(days => $1)",
+        REPLACED_ADDRESS_DAYS,
+    )
+    return int(status.split()[-1]) or None
 
 
 async def erase_contact_on_tombstone(conn: Connection, user_id: UUID) -> None:
@@ -373,6 +401,7 @@ SELECT cl.*, n.template, n.category, n.params, n.recipient,
        CASE WHEN n.recipient = 'previous' THEN p.email ELSE c.email END AS email,
        c.name, c.guardian_email,
        a.address_index,
+       n.recipient = 'previous' AND p.email_index = c.email_index AS address_current,
        c.age_band, c.marketing_email, c.tracking_opt_out, c.active,
        EXISTS (
            SELECT 1 FROM suppressions s
@@ -471,9 +500,14 @@ async def record_results(conn: Connection, results: Sequence[Result]) -> None:
         [r.waiting_for_contact for r in results],
         [r.in_doubt for r in results],
     )
-    told = [r.notice_id for r in results if r.template == EMAIL_CHANGED and r.status != "pending"]
-    if told:  # the replaced address was kept for this one email only
-        await conn.execute("DELETE FROM previous_addresses WHERE notice_id = ANY($1::uuid[])", told)
+    told = [r.notice_id for r in results if r.template == EMAIL_CHANGED and r.status == "done"]
+    if told:  # kept for this one email only (a dead one keeps it, for a replay)
+        await conn.execute(
+            "DELETE FROM previous_addresses p USING deliveries d"
+            " WHERE p.notice_id = ANY($1::uuid[]) AND d.notice_id = p.notice_id"
+            " AND d.status = 'done'",
+            told,
+        )
     policy = [
         (r.user_id, r.params.get("policy_version", ""))
         for r in results

@@ -123,6 +123,15 @@ class Worker:
                     "inbox-outcomes", pool, store.queue_inbox_outcomes, self.wake, self.stopping
                 )
             ),
+            asyncio.create_task(
+                loop_step(
+                    "replaced-addresses",
+                    pool,
+                    store.forget_replaced_addresses,
+                    self.wake,
+                    self.stopping,
+                )
+            ),
         ]
         try:
             await asyncio.gather(*tasks)

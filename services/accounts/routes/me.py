@@ -871,6 +871,7 @@ def _not_cancellable(status: str) -> Problem:
     if status == "cancelled":
         detail = "This deletion request was cancelled already."
     else:
-        detail = ("The grace period of this deletion request has ended and the erasure of"
-                  " your data has begun; it can no longer be cancelled.")  # fmt: skip
+        detail = (
+            "The grace period of this deletion request has ended: it can no longer be cancelled."
+        )
     return Problem(409, "Not cancellable", detail, slug="deletion-not-cancellable")
