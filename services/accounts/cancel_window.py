@@ -29,6 +29,22 @@ class NotCancellable(Exception):
         self.status = status
 
 
+async def active_request(conn: Connection, user_id: UUID) -> asyncpg.Record | None:
+    """The user's deletion under way (``requested`` or ``confirmed``), if any.
+
+    The user's row is locked first, for the caller's transaction: a user's request and
+    an operator's approval for the same user come one after the other, so an account
+    never has two deletions under way (one of which the user could cancel, being told
+    nothing is erased, while the other erased the account).
+    """
+    await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+    return await conn.fetchrow(
+        "SELECT * FROM deletion_requests WHERE user_id = $1"
+        " AND status IN ('requested', 'confirmed') FOR UPDATE",
+        user_id,
+    )
+
+
 async def cancel(conn: Connection, request_id: UUID, user_id: UUID) -> asyncpg.Record | None:
     """Cancel the user's request (in the caller's transaction); None if they have none
     such. Raises :class:`NotCancellable` once its window closed."""

@@ -809,11 +809,7 @@ async def request_deletion(
     await reauthenticate(ctx, uid, user["password_hash"], body.password, detail)
     request_id = uuid4()
     async with ctx.pool.acquire() as conn, conn.transaction():
-        existing = await conn.fetchrow(
-            "SELECT * FROM deletion_requests WHERE user_id = $1"
-            " AND status IN ('requested', 'confirmed') FOR UPDATE",
-            uid,
-        )
+        existing = await cancel_window.active_request(conn, uid)
         if existing is not None:
             return DeletionRequest(**{k: existing[k] for k in DeletionRequest.model_fields})
         row = await conn.fetchrow(

@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, EmailStr, Field
 
-from services.accounts import audit_chain, store
+from services.accounts import audit_chain, cancel_window, store
 from services.accounts.cards import publish_card
 from services.accounts.context import (
     DEVICE_MODEL,
@@ -832,6 +832,11 @@ async def approve_user_deletion(
     """The second operator approves; only then is the deletion requested."""
     approver = _operator_id(op)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        user_id = await conn.fetchval(
+            "SELECT user_id FROM deletion_requests WHERE id = $1", request_id
+        )
+        # The user's row first, as everywhere a user's deletion is started or erased.
+        under_way = None if user_id is None else await cancel_window.active_request(conn, user_id)
         row = await conn.fetchrow(
             "SELECT * FROM deletion_requests WHERE id = $1 AND status = 'pending_approval'"
             " FOR UPDATE",
@@ -850,6 +855,13 @@ async def approve_user_deletion(
             raise _four_eyes(
                 "An operator who did not create, and was not created by, the one who"
                 " requested this deletion must approve it."
+            )
+        if under_way is not None:
+            raise Problem(
+                409,
+                "Deletion under way",
+                f"This user's deletion is under way already (request {under_way['id']}).",
+                slug="deletion-under-way",
             )
         row = await conn.fetchrow(
             "UPDATE deletion_requests SET status = 'requested', approved_by = $2,"

@@ -288,6 +288,48 @@ async def test_operator_deletion_needs_a_second_different_operator(
 
 
 @pytest.mark.promise("P-15")
+async def test_an_approval_starts_no_second_deletion_while_one_is_under_way(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator
+) -> None:
+    """A user cancelling their own request is told nothing is erased: that must stay
+    true, so an operator's deletion is not started beside it, only after it."""
+    user = await active_user(client, bus)
+    first = await new_operator(client, root, "privacy_officer")
+    second = await new_operator(client, root, "privacy_officer")
+    mine = await client.post(
+        f"{API}/me/deletion-requests", json={"password": user.password}, headers=user.headers
+    )
+    asked = await client.post(
+        f"{API}/operator/users/{user.id}/deletion-requests",
+        json={"reason": "user asked by phone"},
+        headers=first.headers,
+    )
+    deletion_id = asked.json()["id"]
+    refused = await client.post(
+        f"{API}/operator/deletion-requests/{deletion_id}/approve", headers=second.headers
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"].endswith("/deletion-under-way")
+    assert mine.json()["id"] in refused.json()["detail"]
+
+    cancelled = await client.post(
+        f"{API}/me/deletion-requests/{mine.json()['id']}/cancel", headers=user.headers
+    )
+    assert cancelled.json()["status"] == "cancelled"
+    approved = await client.post(
+        f"{API}/operator/deletion-requests/{deletion_id}/approve", headers=second.headers
+    )
+    assert (approved.status_code, approved.json()["status"]) == (200, "requested")
+    await bus.event("deletion.requested.", user.id, request_id=deletion_id)
+    # One key, one order: with the approved one seen, any earlier one was seen too.
+    requested = [
+        r.value["data"]["request_id"] for r in bus.records
+        if r.key == user.id and r.value and r.value["type"].startswith("deletion.requested.")
+    ]  # fmt: skip
+    assert requested == [mine.json()["id"], deletion_id]  # the refused approval sent none
+
+
+@pytest.mark.promise("P-15")
 async def test_no_operator_approves_a_deletion_requested_by_an_identity_of_their_making(
     client: httpx.AsyncClient, bus: BusTail, root: Operator
 ) -> None:
