@@ -344,6 +344,11 @@ log_format privacy escape=json '{{"time":"$time_iso8601","method":"$request_meth
     '"path":"$logged_path","status":$status,"bytes":$body_bytes_sent,'
     '"request_time":$request_time,"upstream":"$upstream_addr","request_id":"$imt_request_id"}}';
 access_log {place.access_log} privacy;
+# A request's error line (upstream down, timeout, client gone) names the client address
+# and repeats the request line, an unsubscribe token included. Those stay out: the
+# access log above records each failed request (status, upstream, time) without them;
+# only critical errors are kept here (start-up problems are logged before this block).
+error_log {place.error_log} crit;
 
 # Keep a caller's request id only when it is harmless in logs and headers.
 map $http_x_request_id $imt_request_id {{
