@@ -44,7 +44,7 @@ stop: setup
 
 test: setup
 	@rm -rf .reports
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 	@echo
 	@$(PY) tools/promises.py
 
