@@ -311,8 +311,12 @@ async def forget_old(
     counted from the end of the window's UTC day: a day's hours go with the day, never
     before it (a day's release is checked against its hours)."""
     removed = {}
+    # By the window's end, as visits are accepted by their time: a set dropped while its
+    # window still took late visits would count each of them as a new visitor.
     result = await conn.execute(
-        "DELETE FROM trend_cell_visitors WHERE window_start < now() - $1::interval",
+        "DELETE FROM trend_cell_visitors WHERE window_start < now() - $1::interval"
+        " - CASE grain WHEN 'minute' THEN interval '1 minute'"
+        " WHEN 'hour' THEN interval '1 hour' ELSE interval '1 day' END",
         visitor_set_age,
     )
     removed["visitor_sets"] = int(result.split()[-1])

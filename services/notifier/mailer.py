@@ -36,6 +36,7 @@ from services.notifier.config import NotifierSettings
 from services.notifier.domain import compliance
 from services.notifier.domain.compliance import GatePolicy, OutgoingEmail
 from services.notifier.domain.rules import smtp_failure_is_temporary
+from shared.pii import redact
 
 
 class TemporaryFailure(Exception):
@@ -313,7 +314,9 @@ def _failure(exc: BaseException) -> TemporaryFailure | PermanentFailure:
     if isinstance(exc, PermanentFailure):
         return exc
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        reason = f"SMTP {exc.code}: {exc.message[:200]}"
+        # Servers quote the recipient ("550 5.1.1 <jane@x.example>: unknown user"); the
+        # reason is stored and published, so the address goes first, then the length.
+        reason = f"SMTP {exc.code}: {redact(exc.message)[:200]}"
         if smtp_failure_is_temporary(exc.code):
             return TemporaryFailure(reason)
         return PermanentFailure(reason)

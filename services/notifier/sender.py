@@ -311,6 +311,12 @@ class Sender:
             return Job(row, await self._compose(row))
         except SubjectShredded:
             return _final(row, "done", "failed", "the subject was erased")
+        except OUTAGES as exc:  # the vault's database: waited out, like any outage
+            delay = backoff_seconds(
+                row["attempts"] + 1, s.notifier_retry_base_seconds, s.notifier_retry_max_seconds
+            )
+            reason = f"outage while composing: {type(exc).__name__}"
+            return _result(row, "pending", reason=reason, delay=delay)
         except Exception as exc:  # a template that cannot render is a dead letter
             return _final(row, "dead", "refused", f"cannot render: {type(exc).__name__}")
 

@@ -17,6 +17,10 @@ from shared.events.topics import NOTIFIER_DELIVERIES
 
 WORK_CHANNEL = "notifier_work"  # wakes the worker's loops (sender, planner, outcomes)
 INBOX_CHANNEL = "notifier_inbox"  # payload: a notice id with new inbox items (SSE)
+# Templates whose params hold a single-use secret (an action token and its link): kept
+# until their one email is done (a dead one keeps them for a replay; they expire anyway).
+SECRET_LINKS = frozenset({"verify_email", "parental_consent", "password_reset"})
+SECRET_PARAMS = ("token", "link", "verify_url", "consent_url", "reset_url")
 EMAIL_CHANGED = "email_changed"  # the template told to the address an email change replaced
 
 
@@ -500,6 +504,14 @@ async def record_results(conn: Connection, results: Sequence[Result]) -> None:
         [r.waiting_for_contact for r in results],
         [r.in_doubt for r in results],
     )
+    spent = [r.notice_id for r in results if r.template in SECRET_LINKS and r.status == "done"]
+    if spent:  # the link works for whoever reads it: gone once its one email went
+        await conn.execute(
+            "UPDATE notices SET params = params - $2::text[]"
+            " WHERE notice_id = ANY($1::uuid[]) AND params ?| $2::text[]",
+            spent,
+            list(SECRET_PARAMS),
+        )
     told = [r.notice_id for r in results if r.template == EMAIL_CHANGED and r.status == "done"]
     if told:  # kept for this one email only (a dead one keeps it, for a replay)
         await conn.execute(

@@ -41,6 +41,9 @@ OUTAGES: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # The server shutting down, restarting or not yet accepting connections (57P01-03):
+    # an outage to wait out, not a reason to dead-letter the event being handled.
+    asyncpg.OperatorInterventionError,
     KafkaError,
 )
 

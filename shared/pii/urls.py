@@ -76,8 +76,11 @@ def _scrub_netloc(parts: SplitResult) -> str:
     host = parts.hostname  # already lowercased by urllib
     if not host:
         return ""
+    decoded = unquote(host, errors="replace")
     if _is_ip_host(host):
         host = IP_HOST_MARKER
+    elif redact_with(decoded, url_marker) != decoded:
+        host = ":host"  # no host of a site holds a card number or an address: none kept
     port = _port(parts)
     return host if port is None else f"{host}:{port}"
 
@@ -124,8 +127,18 @@ def _scrub_segment(segment: str) -> str:
 def _scrub_query(query: str, allowed_query_keys: frozenset[str]) -> str:
     allowed = {key.lower() for key in allowed_query_keys}
     kept = [
-        (key, redact_with(value, url_marker))
+        (key, _scrub_value(value))
         for key, value in parse_qsl(query, keep_blank_values=True)
         if key.lower() in allowed
     ]
     return urlencode(kept, quote_via=quote, safe=":")
+
+
+def _scrub_value(value: str) -> str:
+    # parse_qsl reads "+" as a space, which hides "+1 212 555 0123"'s leading "+" from
+    # the phone detector: the value is looked at as sent too.
+    scrubbed = redact_with(value, url_marker)
+    as_sent = value.replace(" ", "+")
+    if scrubbed == value and redact_with(as_sent, url_marker) != as_sent:
+        return redact_with(as_sent, url_marker)
+    return scrubbed

@@ -35,6 +35,7 @@ _IPV4_SITE = re.compile(r"^[0-9.]+$")
 # free text, lets it pass (NANP exchanges never start with 1): no host of ours is a number.
 _NUMBER_IN_SITE = re.compile(r"[0-9]+(?:[.-][0-9]+)+")
 _DIGIT = re.compile(r"[0-9]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 V = TypeVar("V")
 # The scheme and host of an absolute URL (the host is the site, already known).
 _SCHEME_HOST = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?]*", re.IGNORECASE)
@@ -56,6 +57,15 @@ class Beacon(BaseModel):
     referrer: str | None = None
     device_class: DeviceClass | None = None
     load_time_ms: int | None = Field(None, ge=0, le=600_000)
+
+    @field_validator("page", "screen", "referrer")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        # A NUL cannot be stored in PostgreSQL text: one such visit would stop the
+        # aggregation at it. No control character belongs in a URL or a screen name.
+        if value is not None and _CONTROL.search(value):
+            raise ValueError("control characters are not allowed")
+        return value
 
     @field_validator("site")
     @classmethod
@@ -135,6 +145,10 @@ def parse_beacons(body: bytes, most: int) -> list[Beacon]:
 
 def scrub_page(page: str, allowed_query_keys: frozenset[str]) -> str:
     """Path and allow-listed query of a page URL, personal data replaced by markers."""
+    if page.startswith("//"):
+        # A path that starts with "//" (a page at https://imt.example//x) would be read
+        # as "//host/path", whose host is kept as sent: it is a path, and read as one.
+        page = "/" + page.lstrip("/")
     scrubbed = scrub_url(page, allowed_query_keys)
     # Keep the path and query only: the host is the site, already known.
     path = _SCHEME_HOST.sub("", scrubbed, count=1)

@@ -163,7 +163,9 @@ async def _release(
             "epsilon": epsilon,
             "windows": len(windows),
             "cells_published": result.cells_published,
-            "cells_suppressed": result.cells_suppressed,
+            # Of the windows listed only: counting the cells of a window left out whole
+            # would say that it exists, and how many pages, referrers and devices it had.
+            "cells_suppressed": sum(w["suppressed_cells"] for w in windows),
             "released_at": receipt.released_at,
         },
     }

@@ -48,3 +48,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[NotifierSettings, Depends(get_settings)]
 HubDep = Annotated[InboxHub, Depends(get_hub)]
 RendererDep = Annotated[Renderer, Depends(get_renderer)]
+
+
+# The largest id a bigint column holds: a larger one in a request is a 422, not a 500.
+BIGINT_MAX = 2**63 - 1

@@ -5,17 +5,24 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from services.notifier import stream_tickets
-from services.notifier.routes.deps import HubDep, RendererDep, RuntimeDep, user_id
+from services.notifier.routes.deps import (
+    BIGINT_MAX,
+    HubDep,
+    RendererDep,
+    RuntimeDep,
+    user_id,
+)
 from services.notifier.stream import ITEM_COLUMNS, item_json
 from shared.auth import CurrentUser
 from shared.auth.dependencies import current_user
 from shared.observability import Problem
 from shared.service import Runtime
 
+ItemId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 router = APIRouter(prefix="/inbox", tags=["inbox"])
 
 _PINNED = f"""
@@ -31,7 +38,7 @@ async def list_inbox(
     runtime: RuntimeDep,
     renderer: RendererDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None,
 ) -> dict[str, Any]:
     """Pinned notices not yet acknowledged (always first), then every item, newest first."""
     uid = user_id(user)
@@ -95,12 +102,12 @@ async def _mark(runtime: Any, uid: UUID, item_id: int, *, acknowledge: bool) -> 
 
 
 @router.post("/{item_id}/read")
-async def mark_read(item_id: int, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
+async def mark_read(item_id: ItemId, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
     return await _mark(runtime, user_id(user), item_id, acknowledge=False)
 
 
 @router.post("/{item_id}/acknowledge")
-async def acknowledge(item_id: int, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
+async def acknowledge(item_id: ItemId, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
     """Pinned notices stay on top until acknowledged; the acknowledgement is recorded."""
     return await _mark(runtime, user_id(user), item_id, acknowledge=True)
 

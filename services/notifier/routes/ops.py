@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from services.notifier import store
-from services.notifier.routes.deps import RuntimeDep
+from services.notifier.routes.deps import BIGINT_MAX, RuntimeDep
 from shared.auth import Claims, require_roles
 from shared.observability import Problem
 
@@ -88,7 +88,9 @@ async def dead_letters(
 
 class Replay(BaseModel):
     notice_id: UUID | None = None
-    delivery_ids: list[int] = Field(default_factory=list, max_length=10_000)
+    delivery_ids: list[Annotated[int, Field(ge=1, le=BIGINT_MAX)]] = Field(
+        default_factory=list, max_length=10_000
+    )
 
 
 @router.post("/dead-letters/replay")

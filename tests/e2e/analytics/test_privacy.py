@@ -29,7 +29,7 @@ from tests.e2e.analytics.support import (
     wait_for_visits,
 )
 from tests.unit.pii.strategies import (
-    CARD_SEPARATORS,
+    BEACON_CARD_SEPARATORS,
     card_numbers,
     emails,
     phones,
@@ -42,7 +42,7 @@ EXAMPLES = 25
 def planted(draw: st.DrawFn) -> dict[str, str]:
     """One value of each kind, as a person would write it."""
     where = draw(st.sampled_from(["path", "query", "fragment", "screen", "referrer", "site"]))
-    digits, written = draw(card_numbers(CARD_SEPARATORS))
+    digits, written = draw(card_numbers(BEACON_CARD_SEPARATORS))
     ipv4 = ".".join(str(draw(st.integers(11, 254))) for _ in range(4))
     ipv6 = str(draw(st.ip_addresses(v=6).filter(lambda ip: len(str(ip)) >= 12)))
     return {

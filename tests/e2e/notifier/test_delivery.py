@@ -136,6 +136,12 @@ async def test_the_inbox_api_lists_counts_marks_read_and_acknowledges(
         await api.post(f"/api/notifier/inbox/{plain['id']}/read", headers=user_token(other))
     ).status_code == 404
     assert (await api.post(f"/api/notifier/inbox/{plain['id']}/read")).status_code == 401
+    # Ids past what a bigint holds are invalid input (422), not a server error.
+    for path in ("inbox/9223372036854775808/read", "inbox/9223372036854775808/acknowledge",
+                 "inbox?before=9223372036854775808"):  # fmt: skip
+        method = api.get if "?" in path else api.post
+        huge = await method(f"/api/notifier/{path}", headers=me)
+        assert huge.status_code == 422, (path, huge.text)
     read = await api.post(f"/api/notifier/inbox/{plain['id']}/read", headers=me)
     assert read.json()["read_at"] is not None
     assert (await _json(api.get("/api/notifier/inbox/unread-count", headers=me))) == {

@@ -56,3 +56,25 @@ async def test_a_days_hours_are_kept_exactly_as_long_as_the_day(pool: asyncpg.Po
     assert removed["trend_windows.hour"] == 24
     assert removed["trend_windows.day"] == 1
     assert cells == 25
+
+
+async def test_a_visitor_set_stays_while_its_window_still_takes_late_visits(
+    pool: asyncpg.Pool,
+) -> None:
+    """Visits count while they are younger than the age: a day's set must outlive its
+    window's end by that much, or a late visit of a known visitor counts as a new one."""
+    age = timedelta(hours=48)
+    now = datetime.now(UTC)
+    day_still_taking = now - age - timedelta(hours=12)  # ended 12 h after now - age
+    day_done = now - age - timedelta(days=1, hours=1)  # ended an hour before now - age
+    async with pool.acquire() as conn:
+        for start in (day_still_taking, day_done):
+            await conn.execute(
+                "INSERT INTO trend_cell_visitors VALUES ('s.example', 'day', $1, 'page', '/',"
+                " 'v1')",
+                start,
+            )
+        removed = await store.forget_old(conn, age, {})
+        left = await conn.fetch("SELECT window_start FROM trend_cell_visitors")
+    assert removed["visitor_sets"] == 1
+    assert [r["window_start"] for r in left] == [day_still_taking]

@@ -14,6 +14,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 
 from services.notifier import handlers, store
 from services.notifier.config import NotifierSettings
@@ -149,8 +150,54 @@ async def test_a_notice_needing_a_newer_card_waits_for_it_and_mails_the_new_addr
         await task
         await vault.close()
     assert [w.recipient for w in box] == [new]
+    assert b"verify-email" in box[0].data
+    # The link works for whoever reads it: once its email went, it is kept nowhere.
+    params = await pool.fetchval("SELECT params FROM notices WHERE notice_id = $1",
+                                 notice.notice_id)  # fmt: skip
+    assert "verify_url" not in params
 
 
 async def _settled_for(pool: asyncpg.Pool, uid: uuid.UUID) -> bool:
     status = await pool.fetchval("SELECT status FROM deliveries WHERE user_id = $1", uid)
     return bool(status == "done")
+
+
+async def test_an_outage_while_composing_is_waited_out_not_dead_lettered(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vault's database unreachable while an email is composed: the email waits and
+    goes once it is back, instead of becoming a dead letter ("cannot render")."""
+    config = NotifierSettings(environment="test", notifier_retry_base_seconds=0.2,
+                              notifier_retry_max_seconds=0.5)  # fmt: skip
+    vault = await Vault.connect(config, pool)
+    _, users = await seed(pool, vault, count=2)  # users[0] opted out of everything
+    opened = vault.open
+    down = True
+
+    async def flaky_open(*args: object, **kwargs: object) -> str:
+        if down:
+            raise ConnectionRefusedError("vault database unreachable")
+        return await opened(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(vault, "open", flaky_open)
+    box: list[Wire] = []
+    sender = Sender(config, pool, vault, lambda: Capture(box, {}), Wake())
+    task = asyncio.create_task(sender.run())
+    try:
+
+        async def waiting() -> bool:
+            row = await pool.fetchrow(
+                "SELECT status, reason FROM deliveries WHERE user_id = $1", users[1]
+            )
+            return row is not None and (row["status"], row["reason"]) == (
+                "pending", "outage while composing: ConnectionRefusedError"
+            )  # fmt: skip
+
+        await until(waiting)
+        down = False
+        await until(lambda: _settled_for(pool, users[1]))
+    finally:
+        sender.stop()
+        await task
+        await vault.close()
+    assert [w.recipient for w in box] == [address(users[1])]

@@ -25,7 +25,7 @@ from services.analytics.domain.signals import (
 from services.analytics.domain.visitor import DailySalt, truncate_ip, visitor_hash
 from shared.auth import Claims
 from shared.pii import DEFAULT_ALLOWED_QUERY_KEYS, contains_pii
-from tests.unit.pii.strategies import CARD_SEPARATORS, card_numbers, digits_of, emails
+from tests.unit.pii.strategies import BEACON_CARD_SEPARATORS, card_numbers, digits_of, emails
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:130.0) Gecko/20100101 Firefox/130.0"
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 Safari/604.1"
@@ -42,6 +42,24 @@ def test_page_loses_fragment_query_keys_and_personal_data() -> None:
         "https://imt.example/u/jane.doe@example.com/card/4111111111111111?utm_source=x&email=a#top"
     )
     assert scrub_page(page, DEFAULT_ALLOWED_QUERY_KEYS) == "/u/:email/card/:card?utm_source=x"
+
+
+@pytest.mark.promise("P-04")
+@pytest.mark.parametrize(
+    ("page", "scrubbed"),
+    [
+        # A path starting with "//" is a path, not a host kept as sent.
+        ("//4111-1111-1111-1111/x", "/:card/x"),
+        ("//+15551234567/x", "/:phone/x"),
+        ("//jane%40example.com/x", "/:email/x"),
+        ("///a//b", "/a//b"),
+        # "+" in a query value is a space to parse_qsl; the value as sent is looked at too.
+        ("/p?ref=+12125550123", "/p?ref=:phone"),
+        ("/p?ref=hello+world", "/p?ref=hello%20world"),
+    ],
+)
+def test_pages_that_look_like_hosts_or_hide_a_plus_are_scrubbed(page: str, scrubbed: str) -> None:
+    assert scrub_page(page, DEFAULT_ALLOWED_QUERY_KEYS) == scrubbed
 
 
 def test_referrer_becomes_a_host_and_ip_referrers_vanish() -> None:
@@ -70,6 +88,10 @@ def test_screen_names_are_redacted() -> None:
         _body(page="/a", device_class="toaster"),
         b'{"site": "imt.example", "page": "/"}',  # no beacon id
         _body(page="/a").replace(b"imt.example", b"10.0.0.1"),  # an IP is not a site
+        # Control characters: a NUL cannot be stored, and would stop the aggregation.
+        _body(page="/a\u0000b"),
+        _body(screen="Home\n"),
+        _body(page="/a", referrer="https://x.example/\u001f"),
     ],
 )
 def test_malformed_beacons_are_refused(body: bytes) -> None:
@@ -216,7 +238,7 @@ def test_the_salt_changes_with_the_day() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     email=emails(),
-    card=card_numbers(CARD_SEPARATORS),
+    card=card_numbers(BEACON_CARD_SEPARATORS),
     octets=st.tuples(*[st.integers(1, 254)] * 4),
     where=st.sampled_from(["path", "query", "screen"]),
 )

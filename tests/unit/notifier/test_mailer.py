@@ -180,3 +180,24 @@ def test_an_ascii_message_needs_no_smtputf8() -> None:
     wire = build_message(render("request_reply", "transactional"), "<a.b.email@notifier.imt>")
     assert not wire.utf8
     assert wire.data.isascii()
+
+
+@pytest.mark.promise("P-14")
+def test_a_refusal_quoting_the_recipient_is_kept_without_the_address() -> None:
+    """The reason is stored and published on notifier.deliveries, which outlives an
+    erasure: the address a server quotes in its answer must not be in it."""
+    import aiosmtplib
+
+    from services.notifier.mailer import PermanentFailure, TemporaryFailure, _failure
+
+    refused = _failure(
+        aiosmtplib.SMTPRecipientRefused(
+            550, "5.1.1 <jane.doe@x.example>: Recipient address rejected", "jane.doe@x.example"
+        )
+    )
+    assert isinstance(refused, PermanentFailure)
+    assert "jane.doe" not in str(refused)
+    assert str(refused).startswith("SMTP 550: 5.1.1 <")
+    later = _failure(aiosmtplib.SMTPResponseException(451, "mailbox jane@x.example busy"))
+    assert isinstance(later, TemporaryFailure)
+    assert "jane@" not in str(later)

@@ -15,6 +15,9 @@ DIGITS = string.digits
 CARD_SEPARATORS: tuple[str, ...] = (
     " ", "-", ".", "/", "\u00a0", "\u2009", "\u202f", "  ", "\t", "\n", "\r\n", " - ", " / ",
 )  # fmt: skip
+# The separators a beacon's page, screen or referrer may hold: one with a control
+# character is refused whole (tests/unit/analytics/test_beacon.py), nothing kept to scrub.
+BEACON_CARD_SEPARATORS = tuple(s for s in CARD_SEPARATORS if all(ord(c) >= 0x20 for c in s))
 FULL_WIDTH = str.maketrans(DIGITS, "".join(chr(ord("\uff10") + int(d)) for d in DIGITS))
 
 

@@ -63,6 +63,8 @@ def leaked_forms(value: str) -> set[str]:
         ("/orders/1234567812345678", "/orders/1234567812345678"),
         ("/a/b%20c/d", "/a/b%20c/d"),
         ("https://example.com/peer/2001%3Adb8%3A%3A1", "https://example.com/peer/:ipv6"),
+        ("https://jane%40example.com/x", "https://:host/x"),
+        ("https://4111-1111-1111-1111.example/x", "https://:host/x"),
         ("http://[::1", ""),
         ("", ""),
     ],
