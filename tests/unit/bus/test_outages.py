@@ -1,0 +1,28 @@
+"""What the consumers wait out (back off and retry) rather than dead-letter."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from shared.bus.consumer import OUTAGES
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.AdminShutdownError,  # 57P01: the server is shutting down (a restart)
+        asyncpg.CrashShutdownError,  # 57P02
+        asyncpg.CannotConnectNowError,  # 57P03: starting up, or in recovery
+        asyncpg.ConnectionDoesNotExistError,
+        ConnectionRefusedError,
+    ],
+)
+def test_postgresql_going_away_or_coming_back_is_an_outage(error: type[Exception]) -> None:
+    assert issubclass(error, OUTAGES)
+
+
+@pytest.mark.parametrize("error", [asyncpg.UniqueViolationError, asyncpg.DataError, ValueError])
+def test_a_bad_event_is_not_an_outage(error: type[Exception]) -> None:
+    """These retry the event alone and then dead-letter it, so one cannot stop the rest."""
+    assert not issubclass(error, OUTAGES)
