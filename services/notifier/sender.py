@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -206,18 +206,19 @@ class Sender:
         self._nothing_due = False
         self.sent = 0
         self.finished = 0
+        self.dropped = 0  # outcomes that could not be recorded (see _record_one_by_one)
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def run(self) -> None:
         senders = [
-            asyncio.create_task(self._send_loop(i))
+            asyncio.create_task(self._send_loop(i), name=f"connection {i}")
             for i in range(self.settings.notifier_smtp_connections)
         ]
-        recorder = asyncio.create_task(self._record_loop())
+        recorder = asyncio.create_task(self._record_loop(), name="recorder")
         try:
-            await self._dispatch_loop()
+            await run_supervised(self._dispatch_loop(), [*senders, recorder])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), 10)
         finally:
@@ -371,27 +372,53 @@ class Sender:
                 job = await self._queue.get()
                 self._space.ring()
                 self._in_flight += 1
+                handed_over = False
+
+                async def hand_over(row: Any = job.row) -> None:
+                    nonlocal handed_over
+                    await self._hand_overs.mark(row["id"], row["lease_until"])
+                    handed_over = True
+                    crash_point("notifier.after_hand_over")
+
                 try:
                     await self._pace.acquire()
-                    result = await self._send(transport, job)
-                    if result is not None:
-                        self._add_result(result)
+                    result = await self._send(transport, job, hand_over)
+                except Exception as exc:  # a fault of ours: this sender goes on with the rest
+                    log.exception(
+                        "sender %d: unexpected error on delivery %s", number, job.row["id"]
+                    )
+                    result = self._unexpected(job.row, exc, handed_over)
+                    await transport.close()  # its state is unknown: a new connection
+                    transport = GatedTransport(self._transport_factory(), self._policy)
                 finally:
                     self._in_flight -= 1
                     self._queue.task_done()
+                if result is not None:
+                    self._add_result(result)
                 if self._drained():
                     self._recorded.ring()  # all sent: record now, not at the next tick
         finally:
             await transport.close()
 
-    async def _send(self, transport: GatedTransport, job: Job) -> store.Result | None:
+    def _unexpected(self, row: Any, exc: Exception, handed_over: bool) -> store.Result:
+        """An error no rule foresaw: in doubt once handed over, else retried with back-off."""
+        why = f"unexpected error: {type(exc).__name__}"
+        if handed_over:
+            return _in_doubt(row, why)
+        attempts = row["attempts"] + 1
+        if attempts >= self.settings.notifier_max_attempts:
+            return _final(row, "dead", "failed", f"gave up after {attempts}: {why}", True)
+        s = self.settings
+        delay = backoff_seconds(
+            attempts, s.notifier_retry_base_seconds, s.notifier_retry_max_seconds
+        )
+        return _result(row, "pending", reason=why, delay=delay, attempted=True)
+
+    async def _send(
+        self, transport: GatedTransport, job: Job, hand_over: Callable[[], Awaitable[None]]
+    ) -> store.Result | None:
         """The outcome of one attempt; None if the lease was lost (another sender has it)."""
         row = job.row
-
-        async def hand_over() -> None:
-            await self._hand_overs.mark(row["id"], row["lease_until"])
-            crash_point("notifier.after_hand_over")
-
         try:
             await transport.send(job.email, message_id(row), hand_over)
             crash_point("notifier.after_accepted")
@@ -449,6 +476,30 @@ class Sender:
             except OUTAGES as exc:
                 log.warning("sender: outage while recording (%s)", type(exc).__name__)
                 await asyncio.sleep(1.0)
+            except Exception:
+                log.exception("sender: a batch of outcomes could not be recorded")
+                await self._record_one_by_one()
+
+    async def _record_one_by_one(self) -> None:
+        """Isolate what a batch could not record: the rest is recorded, the culprit dropped.
+
+        A dropped outcome leaves its delivery leased: when the lease ends it is leased
+        again, or, if it was handed to the SMTP server, becomes a dead letter in doubt.
+        Nothing is sent twice and nothing is lost.
+        """
+        batch, self._results = self._results, []
+        for number, result in enumerate(batch):
+            try:
+                await record(self._pool, [result])
+            except OUTAGES:
+                self._results = batch[number:] + self._results
+                await asyncio.sleep(1.0)
+                return
+            except Exception:
+                log.exception("sender: outcome of delivery %s dropped", result.delivery_id)
+                self.dropped += 1
+            else:
+                self.finished += result.status != "pending"
 
     async def _record_pending(self) -> None:
         if not self._results:
@@ -462,24 +513,58 @@ class Sender:
         self.finished += sum(1 for r in batch if r.status != "pending")
 
     async def _release_queued(self) -> None:
-        ids = []
+        rows = []
         while not self._queue.empty():
-            ids.append(self._queue.get_nowait().row["id"])
+            rows.append(self._queue.get_nowait().row)
             self._queue.task_done()
-        if ids:
+        if rows:
             with contextlib.suppress(*OUTAGES):
                 async with self._pool.acquire() as conn:
                     await conn.execute(
-                        "UPDATE deliveries SET status = 'pending', next_attempt_at = now()"
-                        " WHERE id = ANY($1::bigint[]) AND status = 'sending'",
-                        ids,
+                        "UPDATE deliveries d SET status = 'pending', next_attempt_at = now()"
+                        " FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, lease_until)"
+                        " WHERE d.id = u.id AND d.status = 'sending'"
+                        " AND d.next_attempt_at = u.lease_until",
+                        [r["id"] for r in rows],
+                        [r["lease_until"] for r in rows],
                     )
 
 
+async def run_supervised(main: Awaitable[None], helpers: list[asyncio.Task[None]]) -> None:
+    """Run ``main``; if a helper ends first (it never should), fail loudly, not silently.
+
+    A sender or the recorder that died would leave the worker alive but mailing no one:
+    the worker exits instead, and its supervisor restarts it.
+    """
+    task = asyncio.ensure_future(main)
+    done, _ = await asyncio.wait([task, *helpers], return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        await task
+        return
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    ended = next(iter(done))
+    cause = None if ended.cancelled() else ended.exception()
+    raise RuntimeError(f"sender: its {ended.get_name()} ended") from cause
+
+
 async def record(pool: asyncpg.Pool, results: list[store.Result]) -> None:
-    """Outcomes, their NoticeDelivered events and any erasure, in one transaction."""
-    final = [r for r in results if r.outcome is not None and r.status != "pending"]
-    envelopes = [
+    """Outcomes, their NoticeDelivered events and any erasure, in one transaction.
+
+    An outcome whose lease another sender has taken since is dropped with its event:
+    that sender's outcome is the one recorded.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        recorded = await store.record_results(conn, results)
+        final = [r for r in recorded if r.outcome is not None and r.status != "pending"]
+        await add_envelopes(conn, NOTIFIER_DELIVERIES.name, _delivered(final))
+        for r in final:
+            if r.erasure_request is not None:
+                await handlers.finish_erasure(conn, r.erasure_request)
+
+
+def _delivered(final: list[store.Result]) -> list[Any]:
+    return [
         envelope_for(
             NoticeDelivered(
                 notice_id=r.notice_id,
@@ -493,12 +578,6 @@ async def record(pool: asyncpg.Pool, results: list[store.Result]) -> None:
         )
         for r in final
     ]
-    async with pool.acquire() as conn, conn.transaction():
-        await store.record_results(conn, results)
-        await add_envelopes(conn, NOTIFIER_DELIVERIES.name, envelopes)
-        for r in final:
-            if r.erasure_request is not None:
-                await handlers.finish_erasure(conn, r.erasure_request)
 
 
 def _result(
@@ -524,6 +603,7 @@ def _result(
         erasure_request=row["erasure_request"],
         template=row["template"],
         params=dict(row["params"]),
+        lease_until=row["lease_until"],
     )
 
 

@@ -465,6 +465,9 @@ class Result:
     notice_id: UUID
     user_id: UUID
     status: str  # pending (retry later) | done | dead
+    # The lease the outcome was reached under: recorded only while no other sender has
+    # leased the delivery since (a stalled sender's late answer must not reopen it).
+    lease_until: datetime
     outcome: str | None = None  # sent | suppressed | refused | failed (final ones)
     reason: str | None = None
     delay_seconds: float = 0.0
@@ -486,14 +489,17 @@ SET status = u.status, outcome = u.outcome, reason = u.reason,
     handed_over_at = CASE WHEN u.status = 'pending' THEN NULL ELSE d.handed_over_at END,
     in_doubt = u.in_doubt
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::float8[],
-            $7::bool[], $8::bool[]) AS u(id, status, outcome, reason, inc, delay, waiting,
-                                          in_doubt)
+            $7::bool[], $8::bool[], $9::timestamptz[])
+     AS u(id, status, outcome, reason, inc, delay, waiting, in_doubt, lease_until)
 WHERE d.id = u.id AND d.status = 'sending'
+  AND d.next_attempt_at = u.lease_until
+RETURNING d.id
 """
 
 
-async def record_results(conn: Connection, results: Sequence[Result]) -> None:
-    await conn.execute(
+async def record_results(conn: Connection, results: Sequence[Result]) -> list[Result]:
+    """Record outcomes; returns those recorded (not those whose lease another sender took)."""
+    rows = await conn.fetch(
         _RECORD,
         [r.delivery_id for r in results],
         [r.status for r in results],
@@ -503,7 +509,10 @@ async def record_results(conn: Connection, results: Sequence[Result]) -> None:
         [r.delay_seconds for r in results],
         [r.waiting_for_contact for r in results],
         [r.in_doubt for r in results],
+        [r.lease_until for r in results],
     )
+    mine = {r["id"] for r in rows}
+    results = [r for r in results if r.delivery_id in mine]
     spent = [r.notice_id for r in results if r.template in SECRET_LINKS and r.status == "done"]
     if spent:  # the link works for whoever reads it: gone once its one email went
         await conn.execute(
@@ -533,6 +542,7 @@ async def record_results(conn: Connection, results: Sequence[Result]) -> None:
             [u for u, _ in policy],
             [v for _, v in policy],
         )
+    return results
 
 
 async def replay_dead(

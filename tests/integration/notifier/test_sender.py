@@ -12,14 +12,15 @@ import json
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 
 from services.notifier import handlers, store
 from services.notifier.config import NotifierSettings
-from services.notifier.mailer import Wire
-from services.notifier.sender import Sender, Wake
+from services.notifier.mailer import HandOver, Wire
+from services.notifier.sender import Sender, Wake, record
 from shared.vault import Vault
 from tests.integration.notifier.support import (
     USERS,
@@ -201,3 +202,111 @@ async def test_an_outage_while_composing_is_waited_out_not_dead_lettered(
         await task
         await vault.close()
     assert [w.recipient for w in box] == [address(users[1])]
+
+
+class _Faulty(Capture):
+    """A transport with a bug for two recipients, once each: one before the hand-over,
+    one after it (the message may have gone)."""
+
+    def __init__(self, box: list[Wire], before: str, after: str, hit: set[str]) -> None:
+        super().__init__(box, {})
+        self._before, self._after, self._hit = before, after, hit
+
+    async def send(self, wire: Wire, hand_over: HandOver) -> None:
+        first = wire.recipient not in self._hit
+        self._hit.add(wire.recipient)
+        if first and wire.recipient == self._before:
+            raise ValueError("a bug before the hand-over")
+        if first and wire.recipient == self._after:
+            await hand_over()
+            raise ValueError("a bug after the hand-over")
+        await super().send(wire, hand_over)
+
+
+async def test_an_unexpected_error_retries_the_email_or_leaves_it_in_doubt_and_sending_goes_on(
+    pool: asyncpg.Pool,
+) -> None:
+    """A fault no rule foresaw (a bug) stops neither the connection nor the worker: the
+    email is retried if it was not handed over, and is a dead letter in doubt if it was
+    (never sent twice)."""
+    config = NotifierSettings(environment="test", notifier_smtp_connections=1,
+                              notifier_retry_base_seconds=0.2,
+                              notifier_retry_max_seconds=0.5)  # fmt: skip
+    vault = await Vault.connect(config, pool)
+    _, users = await seed(pool, vault, count=6)  # users[0] opted out of everything
+    before, after = address(users[1]), address(users[2])
+    box: list[Wire] = []
+    hit: set[str] = set()
+    sender = Sender(config, pool, vault, lambda: _Faulty(box, before, after, hit), Wake())
+    task = asyncio.create_task(sender.run())
+    try:
+
+        async def settled() -> bool:
+            statuses = await pool.fetch("SELECT status FROM deliveries")
+            return all(r["status"] in ("done", "dead") for r in statuses)
+
+        await until(settled)
+        assert not task.done()  # the sender lived through both faults
+    finally:
+        sender.stop()
+        await task
+        await vault.close()
+    rows = {
+        r["user_id"]: r
+        for r in await pool.fetch(
+            "SELECT user_id, status, outcome, reason, attempts, in_doubt FROM deliveries"
+        )
+    }
+    retried, doubtful = rows[users[1]], rows[users[2]]
+    assert (retried["status"], retried["outcome"], retried["attempts"]) == ("done", "sent", 2)
+    assert (doubtful["status"], doubtful["in_doubt"]) == ("dead", True)
+    assert doubtful["reason"].startswith("in doubt: unexpected error: ValueError")
+    mailed = Counter(w.recipient for w in box)
+    assert mailed == Counter({address(u): 1 for u in users if u not in (users[0], users[2])})
+
+
+async def test_a_stalled_senders_late_outcome_does_not_reopen_another_senders_lease(
+    pool: asyncpg.Pool,
+) -> None:
+    """A sender stalls past its lease and another one leases the delivery (and may be
+    mailing it). The first one's late "retry later" must not put the delivery back to
+    pending (it would be mailed again), nor publish an outcome of its own."""
+    config = NotifierSettings(environment="test")
+    vault = await Vault.connect(config, pool)
+    await seed(pool, vault, count=2)
+    await vault.close()
+    async with pool.acquire() as conn:
+        stalled = await store.claim_deliveries(conn, 2, 0.5)
+    await asyncio.sleep(1.0)
+    async with pool.acquire() as conn:
+        taken = {r["id"]: r for r in await store.claim_deliveries(conn, 2, 600)}
+    assert set(taken) == {r["id"] for r in stalled}
+    late = [_outcome(stalled[0], "pending", None), _outcome(stalled[1], "done", "sent")]
+    await record(pool, late)
+    rows = {
+        r["id"]: r for r in await pool.fetch("SELECT id, status, next_attempt_at FROM deliveries")
+    }
+    for row in taken.values():  # still the new holder's, lease and all
+        assert (rows[row["id"]]["status"], rows[row["id"]]["next_attempt_at"]) == (
+            "sending", row["lease_until"]
+        )  # fmt: skip
+    assert await pool.fetchval("SELECT count(*) FROM bus_outbox") == 0
+    # The holder's own outcomes are recorded, with their events.
+    await record(pool, [_outcome(r, "done", "sent") for r in taken.values()])
+    statuses = await pool.fetch("SELECT status, outcome FROM deliveries")
+    assert {(r["status"], r["outcome"]) for r in statuses} == {("done", "sent")}
+    assert await pool.fetchval("SELECT count(*) FROM bus_outbox") == 2
+
+
+def _outcome(row: Any, status: str, outcome: str | None) -> store.Result:
+    """What a sender records for a leased row after one SMTP attempt."""
+    return store.Result(
+        delivery_id=row["id"],
+        notice_id=row["notice_id"],
+        user_id=row["user_id"],
+        status=status,
+        outcome=outcome,
+        smtp_attempted=True,
+        template=row["template"],
+        lease_until=row["lease_until"],
+    )
