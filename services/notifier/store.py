@@ -640,6 +640,14 @@ async def erase_subject_rows(conn: Connection, subject_id: UUID) -> dict[str, in
             subject_id,
         )
         counts[table] = int(status.split()[-1])
+    # A notice scheduled for later lists its recipients by id until its fan-out: the
+    # subject's id goes from those lists, or the fan-out would write rows for it again.
+    status = await conn.execute(
+        "UPDATE notices SET listed = array_remove(listed, $1)"
+        " WHERE status = 'scheduled' AND listed @> ARRAY[$1::uuid]",
+        subject_id,
+    )
+    counts["scheduled_notices"] = int(status.split()[-1])
     return counts
 
 
