@@ -50,7 +50,7 @@ async def test_an_erasure_removes_the_subject_from_notices_scheduled_for_later(
         await store.plan_email_chunk(conn, 100)  # the emails are planned from the inbox items
     for table in ("inbox_items", "deliveries"):
         users = await pool.fetch(
-            f"SELECT user_id FROM {table} WHERE notice_id = $1",  # noqa: S608
+            f"SELECT user_id FROM {table} WHERE notice_id = $1",
             notice.notice_id,
         )
         assert [r["user_id"] for r in users] == [other], table
