@@ -2,16 +2,17 @@
 
 A fan-out commits its inbox rows and ``NOTIFY notifier_inbox, '<notice id>'``; each API
 process listens once, looks up that notice's items for the users connected to it (one
-indexed query, whatever the audience size) and pushes them to their streams.
+indexed query, whatever the audience size) and pushes them to their streams. If the
+listening connection is lost (PostgreSQL restarted), it listens again and pushes what
+was fanned out while it could not hear.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
@@ -20,10 +21,13 @@ import asyncpg
 
 from services.notifier.domain.templates import Renderer
 from services.notifier.store import INBOX_CHANNEL
+from shared.db.listener import Listener
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15.0
+CATCH_UP_MARGIN_SECONDS = 5.0
+SENT_REMEMBERED = 256
 ITEM_COLUMNS = """
     i.id, i.notice_id, i.pinned, i.created_at, i.read_at, i.acknowledged_at,
     n.template, n.category, n.params
@@ -48,41 +52,55 @@ def item_json(row: Any, renderer: Renderer) -> dict[str, Any]:
 class InboxHub:
     def __init__(self, pool: asyncpg.Pool, dsn: str, renderer: Renderer) -> None:
         self._pool = pool
-        self._dsn = dsn
         self._renderer = renderer
         self._subscribers: dict[UUID, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
-        self._listener: asyncpg.Connection | None = None
+        self._listener = Listener(dsn, INBOX_CHANNEL, self._on_notify, self._catch_up)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._listener = await asyncpg.connect(self._dsn)
-        await self._listener.add_listener(INBOX_CHANNEL, self._on_notify)
+        await self._listener.start()
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
+        await self._listener.close()
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+    def _on_notify(self, payload: str) -> None:
         if not self._subscribers:
             return
-        task = asyncio.get_running_loop().create_task(self._dispatch(UUID(str(payload))))
+        task = asyncio.get_running_loop().create_task(self._dispatch(UUID(payload)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _dispatch(self, notice_id: UUID) -> None:
+        await self._push(
+            f"SELECT i.user_id, {ITEM_COLUMNS} FROM inbox_items i"  # noqa: S608
+            " JOIN notices n ON n.notice_id = i.notice_id"
+            " WHERE i.user_id = ANY($1::uuid[]) AND i.notice_id = $2",
+            notice_id,
+        )
+
+    async def _catch_up(self, deaf_seconds: float) -> None:
+        """After the listener was lost: what was fanned out meanwhile, found by its time.
+
+        Its margin covers a fan-out that committed just before the loss, unheard; an
+        item pushed twice is dropped by the stream (see :meth:`stream`).
+        """
+        await self._push(
+            f"SELECT i.user_id, {ITEM_COLUMNS} FROM inbox_items i"  # noqa: S608
+            " JOIN notices n ON n.notice_id = i.notice_id"
+            " WHERE i.user_id = ANY($1::uuid[])"
+            " AND i.created_at >= now() - make_interval(secs => $2) ORDER BY i.id",
+            deaf_seconds + CATCH_UP_MARGIN_SECONDS,
+        )
+
+    async def _push(self, query: str, *args: object) -> None:
         users = list(self._subscribers)
+        if not users:
+            return
         try:
             async with self._pool.acquire() as conn:
-                rows = await conn.fetch(
-                    f"SELECT i.user_id, {ITEM_COLUMNS} FROM inbox_items i"  # noqa: S608
-                    " JOIN notices n ON n.notice_id = i.notice_id"
-                    " WHERE i.notice_id = $1 AND i.user_id = ANY($2::uuid[])",
-                    notice_id,
-                    users,
-                )
+                rows = await conn.fetch(query, users, *args)
         except Exception:
             log.exception("live inbox: lookup failed")
             return
@@ -95,8 +113,10 @@ class InboxHub:
         """The event stream of one connection: pending pinned items, ready, then live."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._subscribers[user_id].add(queue)
+        sent: deque[int] = deque(maxlen=SENT_REMEMBERED)  # a catch-up may repeat an item
         try:
             for item in initial:
+                sent.append(item["id"])
                 yield _event("notice", item)
             yield _event("ready", {})
             while True:
@@ -106,6 +126,9 @@ class InboxHub:
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
+                if item["id"] in sent:
+                    continue
+                sent.append(item["id"])
                 yield _event("notice", item)
         finally:
             subscribers = self._subscribers.get(user_id)

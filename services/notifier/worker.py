@@ -23,6 +23,7 @@ from services.notifier.mailer import SmtpTransport, Transport
 from services.notifier.sender import Sender, Wake
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.bus.consumer import OUTAGES
+from shared.db.listener import Listener
 from shared.db.pool import Connection
 from shared.process import start_process
 from shared.service import Runtime
@@ -86,7 +87,10 @@ class Worker:
             transport_factory or (lambda: SmtpTransport(settings)),
             self.wake,
         )
-        self._listener: asyncpg.Connection | None = None
+        self._listener: Listener | None = None
+
+    async def _resumed(self, _deaf_seconds: float) -> None:
+        self.wake.ring()  # work announced while it could not hear: look now
 
     def stop(self) -> None:
         self.stopping.set()
@@ -106,8 +110,13 @@ class Worker:
             self.consumers.append(
                 IdempotentConsumer(name, consumer, runtime.producer, runtime.pool, handler)
             )
-        self._listener = await asyncpg.connect(self.settings.database_dsn("notifier"))
-        await self._listener.add_listener(store.WORK_CHANNEL, lambda *_: self.wake.ring())
+        self._listener = Listener(
+            self.settings.database_dsn("notifier"),
+            store.WORK_CHANNEL,
+            lambda _payload: self.wake.ring(),
+            self._resumed,
+        )
+        await self._listener.start()
         pool = runtime.pool
         tasks = [asyncio.create_task(c.run()) for c in self.consumers]
         tasks += [
@@ -142,8 +151,7 @@ class Worker:
             for consumer in kafka:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
-            with contextlib.suppress(Exception):
-                await self._listener.close()
+            await self._listener.close()
 
 
 async def run_worker(settings: NotifierSettings) -> None:

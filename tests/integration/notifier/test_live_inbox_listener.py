@@ -1,0 +1,88 @@
+"""The live inbox keeps pushing after its listening connection is lost, on PostgreSQL.
+
+PostgreSQL restarting (here: the listener's backend terminated) drops every LISTEN of
+the API process, silently. The hub notices, listens again, and pushes to the open
+streams what was fanned out while it could not hear; later notices arrive as before,
+and nothing reaches a stream twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.notifier import handlers, store
+from services.notifier.domain.templates import Renderer
+from services.notifier.stream import InboxHub
+from shared.db import listener
+
+
+async def _announce(pool: asyncpg.Pool, uid: uuid.UUID, subject: str) -> None:
+    notice = store.Notice(
+        notice_id=uuid.uuid4(),
+        template="service_announcement",
+        category="service_announcement",
+        audience="listed",
+        user_ids=(uid,),
+        params={"subject": subject, "message": "-"},
+        channels=("inbox",),
+        recipient="user",
+        pinned=False,
+        source="test",
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.accept_notice(conn, notice)
+
+
+async def _next(events: AsyncIterator[str]) -> dict[str, Any]:
+    while True:
+        chunk = await asyncio.wait_for(anext(events), 10)
+        if chunk.startswith(":"):
+            continue  # keep-alive
+        lines = dict(line.split(": ", 1) for line in chunk.strip().splitlines())
+        return {"event": lines["event"], **json.loads(lines["data"])}
+
+
+async def test_a_lost_listener_listens_again_and_pushes_what_it_missed(
+    pool: asyncpg.Pool, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = InboxHub(pool, scratch_dsn, Renderer())
+    await hub.start()
+    uid = uuid.uuid4()
+    events = hub.stream(uid, [])
+    try:
+        assert (await _next(events))["event"] == "ready"
+        await _announce(pool, uid, "before")
+        assert (await _next(events))["title"] == "before"
+
+        # Hold the new connection back until the next notice was fanned out unheard.
+        gate = asyncio.Event()
+        connect = asyncpg.connect
+
+        async def held_connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+            await gate.wait()
+            return await connect(*args, **kwargs)
+
+        monkeypatch.setattr(listener.asyncpg, "connect", held_connect)
+        terminated = await pool.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            " AND pid <> pg_backend_pid()"
+        )
+        assert terminated == 1
+        await _announce(pool, uid, "while deaf")
+        gate.set()
+        assert (await _next(events))["title"] == "while deaf"  # caught up
+
+        await _announce(pool, uid, "after")
+        assert (await _next(events))["title"] == "after"  # heard again
+        # "before" was within the catch-up's margin, and was not pushed again.
+    finally:
+        await events.aclose()
+        await hub.close()
