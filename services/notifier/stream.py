@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from uuid import UUID
 
@@ -109,7 +109,9 @@ class InboxHub:
             for queue in self._subscribers.get(row["user_id"], ()):
                 queue.put_nowait(item)
 
-    async def stream(self, user_id: UUID, initial: list[dict[str, Any]]) -> AsyncIterator[str]:
+    async def stream(
+        self, user_id: UUID, initial: list[dict[str, Any]]
+    ) -> AsyncGenerator[str, None]:
         """The event stream of one connection: pending pinned items, ready, then live."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._subscribers[user_id].add(queue)

@@ -20,7 +20,6 @@ import pytest
 from services.notifier import handlers, store
 from services.notifier.domain.templates import Renderer
 from services.notifier.stream import InboxHub
-from shared.db import listener
 
 
 async def _announce(pool: asyncpg.Pool, uid: uuid.UUID, subject: str) -> None:
@@ -69,7 +68,7 @@ async def test_a_lost_listener_listens_again_and_pushes_what_it_missed(
             await gate.wait()
             return await connect(*args, **kwargs)
 
-        monkeypatch.setattr(listener.asyncpg, "connect", held_connect)
+        monkeypatch.setattr(asyncpg, "connect", held_connect)
         terminated = await pool.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
