@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from services.analytics.domain.windows import (
 )
 from shared.bus import Delivery, Tombstone, add_event, mark_processed
 from shared.db.pool import Connection
-from shared.events import encode_envelope, envelope_for
+from shared.events import EnvelopeWriter
 from shared.events.catalogue.analytics import (
     TrendCell,
     TrendWindowClosed,
@@ -88,6 +89,8 @@ async def collect(
     visitor: dict[str, str] = {}  # per site: a batch comes from one client
     events: list[VisitRecorded] = []
     acks: list[asyncio.Future[RecordMetadata]] = []
+    partition = await _any_partition(collector.producer, collector.topic)
+    writer = EnvelopeWriter(VisitRecorded, source=SOURCE, subject=None, time=now)
     try:
         for beacon in beacons:
             visit = collector.memo.scrub(beacon, user_agent)
@@ -104,13 +107,10 @@ async def collect(
                 load_time_ms=visit.load_time_ms,
                 occurred_at=now,
             )
-            envelope = envelope_for(event, source=SOURCE, subject=None)
+            value, headers = writer.encode(event)
             acks.append(
                 await collector.producer.send(
-                    collector.topic,
-                    value=encode_envelope(envelope),
-                    key=None,
-                    headers=envelope.headers(),
+                    collector.topic, value=value, key=None, partition=partition, headers=headers
                 )
             )
             events.append(event)
@@ -123,6 +123,19 @@ async def collect(
         raise failed
     collector.published.inc(len(events))
     return events
+
+
+async def _any_partition(producer: AIOKafkaProducer, topic: str) -> int:
+    """A partition with a leader, chosen once for a request's visits.
+
+    Visits have no key (order does not matter), so a request's visits may share one.
+    Left to the producer, each record would be placed on its own, at ~40% of the cost
+    of a send (it rebuilds the set of available partitions every time).
+    """
+    available = producer.client.cluster.available_partitions_for_topic(topic)
+    if not available:
+        available = await producer.partitions_for(topic)  # first use: fetches metadata
+    return int(random.choice(tuple(available)))  # noqa: S311 - spreading load, not a secret
 
 
 # -- the aggregator -----------------------------------------------------------------------

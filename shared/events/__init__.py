@@ -2,6 +2,7 @@
 
 from shared.events.envelope import Envelope, InvalidEnvelope, decode_envelope, encode_envelope
 from shared.events.registry import (
+    EnvelopeWriter,
     Event,
     EventSchemaViolation,
     UnknownEventType,
@@ -15,6 +16,7 @@ from shared.events.topics import Topic, all_topics, dlq_of
 
 __all__ = [
     "Envelope",
+    "EnvelopeWriter",
     "Event",
     "EventSchemaViolation",
     "InvalidEnvelope",

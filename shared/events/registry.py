@@ -16,12 +16,20 @@ changing a field needs ``v2``.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shared.events.envelope import Envelope, validation_summary
+from shared.events.envelope import (
+    HEADER_EVENT_ID,
+    Envelope,
+    encode_envelope,
+    validation_summary,
+)
 from shared.events.topics import Topic
+from shared.ids import uuid7
 
 
 class UnknownEventType(LookupError):
@@ -97,6 +105,57 @@ def envelope_for(
     return Envelope(
         type=event.type_name(), source=source, subject=subject, data=data, traceparent=traceparent
     )
+
+
+class EnvelopeWriter:
+    """Envelopes of many events of one type, source, subject and time, straight to bytes.
+
+    The same bytes as ``encode_envelope(envelope_for(...))`` at about half the cost, for
+    a hot path (the collector publishes one envelope per page view): the attributes the
+    events share are validated and encoded once, from a real :class:`Envelope`; per
+    event, only a new id and the event's own JSON are added.
+    """
+
+    _PROBE_ID = UUID(int=0)
+
+    def __init__(
+        self,
+        event_type: type[Event],
+        *,
+        source: str,
+        subject: str | None,
+        time: datetime | None = None,
+        traceparent: str | None = None,
+    ) -> None:
+        probe = Envelope(
+            id=self._PROBE_ID,
+            type=event_type.type_name(),
+            source=source,
+            subject=subject,
+            time=time or datetime.now(UTC),
+            traceparent=traceparent,
+            data={},
+        )
+        raw = encode_envelope(probe)
+        marker = str(self._PROBE_ID).encode()
+        # The data is the envelope's last attribute: its JSON goes where "{}" was.
+        if raw.count(marker) != 1 or not raw.endswith(b'"data":{}}'):
+            raise RuntimeError(f"the envelope's JSON changed shape: {raw!r}")
+        at = raw.index(marker)
+        self._before_id, after_id = raw[:at], raw[at + len(marker) :]
+        self._before_data = after_id[: -len(b"{}}")]
+        self._event_type = event_type
+        self._headers = probe.headers()[1:]  # the first one is the id's
+
+    def encode(self, event: Event) -> tuple[bytes, list[tuple[str, bytes]]]:
+        """A new envelope of ``event``: its value and its headers."""
+        if type(event) is not self._event_type:
+            raise TypeError(f"{type(event).__name__} in a writer of {self._event_type.__name__}")
+        event_id = str(uuid7()).encode()
+        value = b"".join(
+            (self._before_id, event_id, self._before_data, event.model_dump_json().encode(), b"}")
+        )
+        return value, [(HEADER_EVENT_ID, event_id), *self._headers]
 
 
 _catalogue_loaded: list[bool] = []

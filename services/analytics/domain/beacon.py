@@ -35,6 +35,8 @@ _IPV4_SITE = re.compile(r"^[0-9.]+$")
 # free text, lets it pass (NANP exchanges never start with 1): no host of ours is a number.
 _NUMBER_IN_SITE = re.compile(r"[0-9]+(?:[.-][0-9]+)+")
 _DIGIT = re.compile(r"[0-9]")
+CLEAN_SITES_REMEMBERED = 1024
+_CLEAN_SITES: set[str] = set()
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 V = TypeVar("V")
 # The scheme and host of an absolute URL (the host is the site, already known).
@@ -88,12 +90,19 @@ class Beacon(BaseModel):
 def _holds_personal_data(site: str) -> bool:
     # Every detector needs a digit in a host name (it has no "@", ":", spaces or capital
     # letters), so the usual digit-free site costs nothing, where the detectors take ~10 µs.
-    if not _DIGIT.search(site):
+    if not _DIGIT.search(site) or site in _CLEAN_SITES:
         return False
     numbers = (match.group() for match in _NUMBER_IN_SITE.finditer(site))
-    return contains_pii(site) or any(
+    found = contains_pii(site) or any(
         sum(char.isdigit() for char in number) >= MIN_PHONE_DIGITS for number in numbers
     )
+    if not found:
+        # A site with a digit ("shop24.example") is checked once, not on every beacon.
+        # Only clean sites are remembered: a refused one may hold someone's data.
+        if len(_CLEAN_SITES) >= CLEAN_SITES_REMEMBERED:
+            _CLEAN_SITES.clear()
+        _CLEAN_SITES.add(site)
+    return found
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.analytics.domain import beacon as beacon_module
 from services.analytics.domain.beacon import (
     MalformedBeacon,
     device_class_of,
@@ -129,6 +130,19 @@ def test_a_site_holding_personal_data_is_refused(site: str) -> None:
 )  # fmt: skip
 def test_host_names_with_digits_are_sites(site: str) -> None:
     assert parse_beacon(_body(page="/a", site=site)).site == site
+
+
+def test_a_clean_site_is_checked_once_and_a_refused_one_never_remembered() -> None:
+    clean, refused = "shop24.imt.example", "4111111111111111.example"
+    for _ in range(3):
+        assert parse_beacon(_body(page="/a", site=clean)).site == clean
+        with pytest.raises(MalformedBeacon):
+            parse_beacon(_body(page="/a", site=refused))
+    assert clean in beacon_module._CLEAN_SITES
+    assert refused not in beacon_module._CLEAN_SITES
+    for n in range(beacon_module.CLEAN_SITES_REMEMBERED + 1):  # bounded
+        parse_beacon(_body(page="/a", site=f"shop{n}.imt.example"))
+    assert len(beacon_module._CLEAN_SITES) <= beacon_module.CLEAN_SITES_REMEMBERED
 
 
 @pytest.mark.promise("P-09")

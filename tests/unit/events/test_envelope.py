@@ -1,4 +1,5 @@
 import json
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
@@ -7,6 +8,7 @@ from hypothesis import strategies as st
 
 from shared.events import (
     Envelope,
+    EnvelopeWriter,
     EventSchemaViolation,
     InvalidEnvelope,
     UnknownEventType,
@@ -120,3 +122,30 @@ def test_envelope_json_is_cloudevents_shaped() -> None:
     body = json.loads(encode_envelope(envelope))
     assert {"specversion", "id", "type", "source", "time", "subject", "data"} <= set(body)
     assert body["specversion"] == "1.0"
+
+
+@given(key=st.text(max_size=40), seq=st.integers(min_value=0, max_value=2**62),
+       subject=st.none() | st.text(max_size=20), traceparent=st.none() | st.text(max_size=60))  # fmt: skip
+def test_an_envelope_writer_writes_what_envelope_for_does(
+    key: str, seq: int, subject: str | None, traceparent: str | None
+) -> None:
+    event = ProbeRecorded(key=key, seq=seq)
+    time = datetime.now(UTC)
+    writer = EnvelopeWriter(ProbeRecorded, source="bus", subject=subject, time=time,
+                            traceparent=traceparent)  # fmt: skip
+    first, second = writer.encode(event), writer.encode(event)
+
+    value, headers = first
+    written = decode_envelope(value)
+    expected = envelope_for(event, source="bus", subject=subject, traceparent=traceparent)
+    expected = expected.model_copy(update={"id": written.id, "time": time})
+    assert value == encode_envelope(expected)  # byte for byte
+    assert headers == expected.headers()
+    assert parse_event(written) == event
+    assert decode_envelope(second[0]).id != written.id  # a new id each time
+
+
+def test_an_envelope_writer_takes_only_its_own_event_type() -> None:
+    writer = EnvelopeWriter(ProbeRecorded, source="bus", subject=None)
+    with pytest.raises(TypeError):
+        writer.encode(UserRegistered(user_id=uuid4(), age_band="adult"))
