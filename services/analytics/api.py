@@ -35,7 +35,7 @@ def build_app(settings: AnalyticsSettings) -> FastAPI:
         app.state.pool = runtime.pool
         app.state.max_beacon_bytes = settings.analytics_max_beacon_bytes
         app.state.suppressed_counter = suppressed
-        app.state.noise = keyed_noise()
+        app.state.noise = keyed_noise(settings.analytics_noise_key.get_secret_value().encode())
         app.state.collector = handlers.Collector(
             producer=runtime.producer,
             pool=runtime.pool,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from shared.config import PlatformSettings
+from shared.config import DEV_SECRET, PlatformSettings, UnsafeConfiguration
 from shared.events.topics import DELETION_COMMANDS
 from shared.pii import DEFAULT_ALLOWED_QUERY_KEYS
 
@@ -68,6 +68,12 @@ class AnalyticsSettings(PlatformSettings):
     analytics_partner_epsilon: float | None = Field(
         None, description="Laplace noise epsilon of partner releases (unset: no noise)."
     )
+    analytics_noise_key: SecretStr = Field(
+        SecretStr(DEV_SECRET),
+        description="HMAC key the noise of every release is derived from: the same on "
+        "every replica and across restarts, or asking several of them (or one, again after "
+        "a restart) would give fresh samples to average the noise away.",
+    )
     analytics_max_release_windows: int = Field(
         1500,
         ge=25,
@@ -80,6 +86,14 @@ class AnalyticsSettings(PlatformSettings):
         # The public release hides all the partners' hides: it must be the stricter one.
         if self.analytics_public_k < self.analytics_partner_k:
             raise ValueError("IMT_ANALYTICS_PUBLIC_K must be at least IMT_ANALYTICS_PARTNER_K")
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_dev_noise_key(self) -> AnalyticsSettings:
+        noisy = self.analytics_public_epsilon is not None or self.analytics_partner_epsilon
+        key = self.analytics_noise_key.get_secret_value()
+        if self.environment == "production" and noisy and key == DEV_SECRET:
+            raise UnsafeConfiguration("IMT_ANALYTICS_NOISE_KEY holds the development default")
         return self
 
     def consumer_groups(self) -> dict[str, tuple[str, ...]]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -252,12 +251,11 @@ def laplace(u: float, scale: float) -> float:
     return -scale * math.copysign(1.0, u) * math.log(1 - 2 * abs(u))
 
 
-def keyed_noise(key: bytes | None = None) -> NoiseSource:
-    """A noise source keyed by a random per-process secret (or ``key``)."""
-    secret = key if key is not None else secrets.token_bytes(32)
+def keyed_noise(key: bytes) -> NoiseSource:
+    """A noise source keyed by ``key``: the same label, the same noise, wherever asked."""
 
     def uniform(label: str) -> float:
-        digest = hmac.new(secret, label.encode(), hashlib.sha256).digest()
+        digest = hmac.new(key, label.encode(), hashlib.sha256).digest()
         return (int.from_bytes(digest[:8], "big") + 0.5) / 2**64
 
     return uniform

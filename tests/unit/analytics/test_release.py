@@ -73,6 +73,16 @@ def test_noise_is_repeatable_and_keeps_counts_at_least_k() -> None:
     assert first.cells_suppressed == 0
 
 
+def test_replicas_sharing_the_key_publish_the_same_noise_and_another_key_does_not() -> None:
+    """Two API processes (or one, restarted) with the configured key answer alike, so
+    asking each of them gives no fresh sample to average the noise away."""
+    window = _window({"page": [(400, 300), (200, 120)]})
+    replicas = [release([window], 11, 1.0, keyed_noise(b"shared key")) for _ in range(2)]
+    other = release([window], 11, 1.0, keyed_noise(b"another key"))
+    assert replicas[0].windows == replicas[1].windows
+    assert other.windows != replicas[0].windows
+
+
 def test_laplace_is_symmetric() -> None:
     assert laplace(0.5, 1.0) == 0.0
     assert laplace(0.25, 2.0) == -laplace(0.75, 2.0)

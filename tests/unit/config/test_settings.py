@@ -79,3 +79,16 @@ def test_analytics_refuses_a_public_k_under_the_partners(monkeypatch: pytest.Mon
         AnalyticsSettings()
     monkeypatch.setenv("IMT_ANALYTICS_PARTNER_K", "4")
     assert AnalyticsSettings().analytics_public_k == 4
+
+
+def test_analytics_refuses_the_development_noise_key_once_noise_is_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in REAL_PLATFORM_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    assert AnalyticsSettings().analytics_public_epsilon is None  # no noise: no key needed
+    monkeypatch.setenv("IMT_ANALYTICS_PUBLIC_EPSILON", "1.0")
+    with pytest.raises(ValidationError, match="IMT_ANALYTICS_NOISE_KEY"):
+        AnalyticsSettings()
+    monkeypatch.setenv("IMT_ANALYTICS_NOISE_KEY", "a-real-noise-key")
+    assert AnalyticsSettings().analytics_public_epsilon == 1.0

@@ -124,8 +124,12 @@ def test_envelope_json_is_cloudevents_shaped() -> None:
     assert body["specversion"] == "1.0"
 
 
-@given(key=st.text(max_size=40), seq=st.integers(min_value=0, max_value=2**62),
-       subject=st.none() | st.text(max_size=20), traceparent=st.none() | st.text(max_size=60))  # fmt: skip
+@given(
+    key=st.text(max_size=40),
+    seq=st.integers(min_value=0, max_value=2**62),
+    subject=st.none() | st.text(max_size=20),
+    traceparent=st.none() | st.text(max_size=60),
+)
 def test_an_envelope_writer_writes_what_envelope_for_does(
     key: str, seq: int, subject: str | None, traceparent: str | None
 ) -> None:
