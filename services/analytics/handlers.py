@@ -29,7 +29,7 @@ from services.analytics.domain.windows import (
     window_end,
     window_start,
 )
-from shared.bus import Delivery, Tombstone, add_event, mark_processed
+from shared.bus import Delivery, Tombstone, add_event, add_tombstone, mark_processed
 from shared.db.pool import Connection
 from shared.events import EnvelopeWriter
 from shared.events.catalogue.analytics import (
@@ -40,6 +40,7 @@ from shared.events.catalogue.analytics import (
     trend_window_key,
 )
 from shared.events.catalogue.deletion import EraseSubject, SubjectErased
+from shared.events.topics import ANALYTICS_TRENDS
 from shared.observability import Metrics
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,17 @@ async def aggregate(conn: Connection, visits: Sequence[VisitRecorded], too_old: 
     if fresh:
         await store.apply_deltas(conn, batch_deltas(fresh))
     return len(fresh)
+
+
+async def forget_old(
+    conn: Connection, visitor_set_age: timedelta, retention: dict[WindowGrain, timedelta]
+) -> dict[str, int]:
+    """Retention (see :func:`store.forget_old`); a forgotten window that was published
+    gets a tombstone, so compaction removes it from the trends topic too."""
+    forgotten = await store.forget_old(conn, visitor_set_age, retention)
+    for site, grain, start in forgotten.published:
+        await add_tombstone(conn, ANALYTICS_TRENDS, trend_window_key(site, grain, start))
+    return {**forgotten.removed, "tombstones": len(forgotten.published)}
 
 
 async def publish_closed_windows(pool: asyncpg.Pool, grace: timedelta) -> int:

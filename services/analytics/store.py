@@ -304,13 +304,20 @@ async def record_release(
     return released_at
 
 
+@dataclass(frozen=True)
+class Forgotten:
+    removed: dict[str, int]  # rows per table (and grain)
+    published: list[tuple[str, WindowGrain, datetime]]  # windows once on analytics.trends
+
+
 async def forget_old(
     conn: Connection, visitor_set_age: timedelta, retention: dict[WindowGrain, timedelta]
-) -> dict[str, int]:
+) -> Forgotten:
     """Drop visitor sets past their age and windows past their grain's retention,
     counted from the end of the window's UTC day: a day's hours go with the day, never
     before it (a day's release is checked against its hours)."""
     removed = {}
+    published: list[tuple[str, WindowGrain, datetime]] = []
     # By the window's end, as visits are accepted by their time: a set dropped while its
     # window still took late visits would count each of them as a new visitor.
     result = await conn.execute(
@@ -322,24 +329,51 @@ async def forget_old(
     removed["visitor_sets"] = int(result.split()[-1])
     for grain, age in retention.items():
         for table in ("trend_cell_load_times", "trend_cells", "trend_windows"):
-            result = await conn.execute(
+            rows = await conn.fetch(
                 # The window's UTC day started before now - age - 1 day: it starts
                 # before the first day boundary at or after that moment.
                 f"DELETE FROM {table} WHERE grain = $1 AND window_start < "  # noqa: S608
                 "date_trunc('day', now() - $2::interval - interval '1 microsecond', 'UTC')"
-                " + interval '1 day'",
+                " + interval '1 day'"
+                + (
+                    " RETURNING site, window_start, published_revision > 0 AS published"
+                    if table == "trend_windows"
+                    else " RETURNING 1"
+                ),
                 grain,
                 age + GRAIN_LENGTH["day"],
             )
-            removed[f"{table}.{grain}"] = int(result.split()[-1])
-    return removed
+            removed[f"{table}.{grain}"] = len(rows)
+            if table == "trend_windows":
+                published += [(r["site"], grain, r["window_start"]) for r in rows if r["published"]]
+    return Forgotten(removed, published)
 
 
 async def erase_subject_traces(conn: Connection, subject_id: UUID) -> dict[str, int]:
-    """Analytics keys nothing to a person; any cell whose label holds the id goes anyway."""
+    """Analytics keys nothing to a person; any cell whose label holds the id goes anyway.
+
+    A window already published with such a cell gets a new revision: it is published
+    again without it, which replaces it on the compacted trends topic.
+    """
     needle = f"%{subject_id}%"
     counts = {}
-    for table in ("trend_cell_load_times", "trend_cell_visitors", "trend_cells"):
+    for table in ("trend_cell_load_times", "trend_cell_visitors"):
         result = await conn.execute(f"DELETE FROM {table} WHERE value ILIKE $1", needle)  # noqa: S608
         counts[table] = int(result.split()[-1])
+    gone = await conn.fetch(
+        "DELETE FROM trend_cells WHERE value ILIKE $1 RETURNING site, grain, window_start",
+        needle,
+    )
+    counts["trend_cells"] = len(gone)
+    windows = {(r["site"], r["grain"], r["window_start"]) for r in gone}
+    result = await conn.execute(
+        "UPDATE trend_windows w SET revision = w.revision + 1"
+        " FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS g(site, grain, ws)"
+        " WHERE (w.site, w.grain, w.window_start) = (g.site, g.grain, g.ws)"
+        " AND w.published_revision > 0",
+        [w[0] for w in windows],
+        [w[1] for w in windows],
+        [w[2] for w in windows],
+    )
+    counts["republished_windows"] = int(result.split()[-1])
     return counts

@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import faust
 
-from services.analytics import handlers, store
+from services.analytics import handlers
 from services.analytics.bootstrap import bootstrap
 from services.analytics.config import AnalyticsSettings
 from shared.bus import Delivery, Rejected
@@ -98,7 +98,7 @@ def build_app(settings: AnalyticsSettings) -> faust.App:
         try:
             pool = (await runtime()).pool
             async with pool.acquire() as conn, conn.transaction():
-                await store.forget_old(
+                await handlers.forget_old(
                     conn,
                     timedelta(hours=settings.analytics_visitor_set_hours),
                     {

@@ -1,18 +1,22 @@
-"""Retention: a day's hour windows go with the day, never before it."""
+"""Retention (a day's hour windows go with the day, never before it) and erasure, and
+what each leaves on the compacted trends topic."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
-from services.analytics import store
+from services.analytics import handlers, store
 from services.analytics.bootstrap import MIGRATIONS
 from shared.db import create_pool
 from shared.db.migrations import apply_migrations, migration_files
 from shared.db.pool import Connection
+from shared.events import decode_envelope
+from shared.events.catalogue.analytics import trend_window_key
 
 
 @pytest.fixture
@@ -43,12 +47,16 @@ async def test_a_days_hours_are_kept_exactly_as_long_as_the_day(pool: asyncpg.Po
             await _add(conn, "day", day, timedelta(days=1))
             for hour in range(24):
                 await _add(conn, "hour", day + timedelta(hours=hour), timedelta(hours=1))
-        removed = await store.forget_old(conn, timedelta(hours=48), {"hour": age, "day": age})
+        removed = await handlers.forget_old(conn, timedelta(hours=48), {"hour": age, "day": age})
         left = await conn.fetch(
             "SELECT grain, date_trunc('day', window_start, 'UTC') AS day, count(*) AS n "
             "FROM trend_windows GROUP BY 1, 2 ORDER BY 1"
         )
         cells = await conn.fetchval("SELECT count(*) FROM trend_cells")
+        tombstones = await conn.fetch(
+            "SELECT convert_from(key, 'UTF8') AS key FROM bus_outbox"
+            " WHERE topic = 'analytics.trends' AND value IS NULL"
+        )
     # The day that ended more than 3 days ago goes with all its hours; the next one,
     # ended less than 3 days ago, stays whole: its first hours (ended long before 3
     # days ago) too, or its release could no longer be checked against them.
@@ -56,6 +64,10 @@ async def test_a_days_hours_are_kept_exactly_as_long_as_the_day(pool: asyncpg.Po
     assert removed["trend_windows.hour"] == 24
     assert removed["trend_windows.day"] == 1
     assert cells == 25
+    # Each forgotten window leaves the compacted trends topic too (it had been published).
+    assert removed["tombstones"] == 25
+    hours = {trend_window_key("s.example", "hour", expired + timedelta(hours=h)) for h in range(24)}
+    assert {r["key"] for r in tombstones} == {trend_window_key("s.example", "day", expired), *hours}
 
 
 async def test_a_visitor_set_stays_while_its_window_still_takes_late_visits(
@@ -74,7 +86,35 @@ async def test_a_visitor_set_stays_while_its_window_still_takes_late_visits(
                 " 'v1')",
                 start,
             )
-        removed = await store.forget_old(conn, age, {})
+        removed = await handlers.forget_old(conn, age, {})
         left = await conn.fetch("SELECT window_start FROM trend_cell_visitors")
     assert removed["visitor_sets"] == 1
     assert [r["window_start"] for r in left] == [day_still_taking]
+
+
+async def test_an_erased_cell_is_republished_away_from_the_trends_topic(
+    pool: asyncpg.Pool,
+) -> None:
+    """A cell naming an erased subject leaves the database, and the window it was
+    published in is published again without it (the compacted topic keeps the latest)."""
+    subject = uuid.uuid4()
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    async with pool.acquire() as conn:
+        await _add(conn, "hour", start, timedelta(hours=1))
+        await conn.execute(
+            "INSERT INTO trend_cells VALUES ('s.example', 'hour', $1, 'page', $2, 20, 15),"
+            " ('s.example', 'hour', $1, 'page', '/shop', 5, 5)",
+            start,
+            f"/u/{subject}",
+        )
+        async with conn.transaction():
+            erased = await store.erase_subject_traces(conn, subject)
+    assert (erased["trend_cells"], erased["republished_windows"]) == (1, 1)
+    assert await handlers.publish_closed_windows(pool, timedelta(0)) == 1
+    value = await pool.fetchval(
+        "SELECT value FROM bus_outbox WHERE topic = 'analytics.trends' AND key = $1",
+        trend_window_key("s.example", "hour", start).encode(),
+    )
+    window = decode_envelope(value).data
+    assert [c["value"] for c in window["cells"]] == ["/shop"]
+    assert window["revision"] == 2
