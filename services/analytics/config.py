@@ -56,6 +56,12 @@ class AnalyticsSettings(PlatformSettings):
         description="Days day windows, and their hour windows with them, are kept after "
         "the day ends (a day's release is checked against its hours).",
     )
+    analytics_release_retention_days: int = Field(
+        730,
+        ge=1,
+        description="Days a release's receipt (trend_releases) is kept; anyone may ask for "
+        "public trends, so each answer's receipt cannot be kept for ever.",
+    )
     analytics_public_k: int = Field(
         11, ge=2, description="Public trends: cells with fewer distinct visitors are suppressed."
     )

@@ -160,14 +160,19 @@ async def aggregate(conn: Connection, visits: Sequence[VisitRecorded], too_old: 
 
 
 async def forget_old(
-    conn: Connection, visitor_set_age: timedelta, retention: dict[WindowGrain, timedelta]
+    conn: Connection,
+    visitor_set_age: timedelta,
+    retention: dict[WindowGrain, timedelta],
+    release_age: timedelta | None = None,
 ) -> dict[str, int]:
     """Retention (see :func:`store.forget_old`); a forgotten window that was published
-    gets a tombstone, so compaction removes it from the trends topic too."""
+    gets a tombstone, so compaction removes it from the trends topic too. Release
+    receipts older than ``release_age`` go as well."""
     forgotten = await store.forget_old(conn, visitor_set_age, retention)
     for site, grain, start in forgotten.published:
         await add_tombstone(conn, ANALYTICS_TRENDS, trend_window_key(site, grain, start))
-    return {**forgotten.removed, "tombstones": len(forgotten.published)}
+    releases = 0 if release_age is None else await store.forget_releases(conn, release_age)
+    return {**forgotten.removed, "tombstones": len(forgotten.published), "releases": releases}
 
 
 async def publish_closed_windows(pool: asyncpg.Pool, grace: timedelta) -> int:

@@ -304,6 +304,13 @@ async def record_release(
     return released_at
 
 
+async def forget_releases(conn: Connection, age: timedelta) -> int:
+    result = await conn.execute(
+        "DELETE FROM trend_releases WHERE released_at < now() - $1::interval", age
+    )
+    return int(result.split()[-1])
+
+
 @dataclass(frozen=True)
 class Forgotten:
     removed: dict[str, int]  # rows per table (and grain)

@@ -106,6 +106,7 @@ def build_app(settings: AnalyticsSettings) -> faust.App:
                         "hour": timedelta(days=settings.analytics_day_retention_days),
                         "day": timedelta(days=settings.analytics_day_retention_days),
                     },
+                    timedelta(days=settings.analytics_release_retention_days),
                 )
                 await forget_processed_before(conn, PROCESSED_MARKS_AGE)
         except (OSError, asyncpg.PostgresError) as exc:

@@ -118,3 +118,19 @@ async def test_an_erased_cell_is_republished_away_from_the_trends_topic(
     window = decode_envelope(value).data
     assert [c["value"] for c in window["cells"]] == ["/shop"]
     assert window["revision"] == 2
+
+
+async def test_release_receipts_are_kept_for_their_period_only(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        for days_ago in (800, 10):
+            await conn.execute(
+                "INSERT INTO trend_releases (id, audience, site, grain, from_time, to_time, k,"
+                " windows, cells_published, cells_suppressed, released_at)"
+                " VALUES ($1, 'public', 's.example', 'day', now(), now(), 11, 1, 1, 0,"
+                " now() - make_interval(days => $2))",
+                uuid.uuid4(),
+                days_ago,
+            )
+        removed = await handlers.forget_old(conn, timedelta(hours=48), {}, timedelta(days=730))
+        left = await conn.fetchval("SELECT count(*) FROM trend_releases")
+    assert (removed["releases"], left) == (1, 1)
