@@ -97,7 +97,7 @@ async def collect(
             visit = collector.memo.scrub(beacon, user_agent)
             if visit.site not in visitor:
                 salt = collector.salt.current()
-                visitor[visit.site] = visitor_hash(salt, visit.site, client_address, user_agent)
+                visitor[visit.site] = visitor_hash(salt, visit.site, client_address)
             event = VisitRecorded(
                 beacon_id=visit.beacon_id,
                 visitor_hash=visitor[visit.site],

@@ -1,4 +1,9 @@
-"""The anonymous visitor: hash(daily salt, site, truncated IP, user agent).
+"""The anonymous visitor: hash(daily salt, site, truncated IP).
+
+A visitor is a network (a /24 or /48) on a day, not a browser: the user agent is left
+out, so that one client cannot pose as many visitors by changing it and lift a small
+cell over the publication threshold k (P-20) with its own visits around someone else's.
+People behind one network count once; counts of unique visitors are lower bounds.
 
 The salt is 32 random bytes held in this process's memory only, replaced when the UTC
 day changes (and lost on restart): once replaced, no one, us included, can link a hash
@@ -39,10 +44,10 @@ def truncate_ip(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
 
 
-def visitor_hash(salt: bytes, site: str, address: str, user_agent: str) -> str:
+def visitor_hash(salt: bytes, site: str, address: str) -> str:
     """32 hex characters; the address is truncated before it is hashed."""
     # Each part NUL-terminated, hashed in one update (the same digest as one per part).
-    message = f"{site}\x00{truncate_ip(address)}\x00{user_agent}\x00".encode("utf-8", "replace")
+    message = f"{site}\x00{truncate_ip(address)}\x00".encode("utf-8", "replace")
     return hashlib.blake2b(message, key=salt, digest_size=16).hexdigest()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -29,8 +30,44 @@ def unique_site() -> str:
 
 
 def browser(visitor: int | str) -> dict[str, str]:
-    """Headers of a real-looking browser; a different ``visitor`` is another visitor."""
+    """Headers of a real-looking browser (its version from ``visitor``). Analytics counts
+    networks, not browsers: another visitor needs :class:`Visitors`."""
     return {"User-Agent": f"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/{visitor}"}
+
+
+def visitor_address(visitor: int | str) -> str:
+    """A loopback address of the visitor's own /24 network (127.a.b.1, never 127.0.0.x)."""
+    digest = hashlib.sha256(str(visitor).encode()).digest()
+    return f"127.{1 + digest[0] % 254}.{digest[1]}.1"
+
+
+class Visitors:
+    """HTTP clients of distinct visitors: each connects from its own loopback network, so
+    the gateway sees (and forwards) another client address, as for people on the web."""
+
+    def __init__(self, platform: str) -> None:
+        self._platform = platform
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def of(self, visitor: int | str) -> httpx.AsyncClient:
+        address = visitor_address(visitor)
+        if address not in self._clients:
+            transport = httpx.AsyncHTTPTransport(local_address=address)
+            self._clients[address] = httpx.AsyncClient(
+                base_url=self._platform, transport=transport, timeout=30
+            )
+        return self._clients[address]
+
+    async def post(self, visitor: int | str, url: str, **kwargs: Any) -> httpx.Response:
+        headers = {**browser(visitor), **kwargs.pop("headers", {})}
+        return await self.of(visitor).post(url, headers=headers, **kwargs)
+
+    async def __aenter__(self) -> Visitors:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for client in self._clients.values():
+            await client.aclose()
 
 
 def beacon(site: str, page: str = "/", **fields: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from shared.events.topics import ANALYTICS_VISITS
 from tests.e2e.analytics.support import (
     BEACON,
     BEACONS,
+    Visitors,
     beacon,
     browser,
     topic_records,
@@ -26,13 +27,14 @@ async def test_n_visits_in_give_n_in_the_window(platform: str) -> None:
     site = unique_site()
     visitors = 7
     bodies = [beacon(site, f"/page/{i % 3}", load_time_ms=100 + i) for i in range(30)]
-    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+    async with Visitors(platform) as people:
         for i, body in enumerate(bodies):
-            response = await client.post(BEACON, json=body, headers=browser(i % visitors))
+            response = await people.post(i % visitors, BEACON, json=body)
             assert response.status_code == 204
         # A client that retries a beacon (same beacon id) is not counted twice.
-        retry = await client.post(BEACON, json=bodies[0], headers=browser(0))
+        retry = await people.post(0, BEACON, json=bodies[0])
         assert retry.status_code == 204
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         counted = await wait_for_visits(client, site, len(bodies))
         await asyncio.sleep(1.0)  # a double count would show up by now
         for grain in ("minute", "hour", "day"):

@@ -14,6 +14,7 @@ from shared.events import decode_envelope
 from tests.e2e.analytics.support import (
     BEACON,
     FINAL_AGE,
+    Visitors,
     age_site,
     analyst,
     beacon,
@@ -31,20 +32,21 @@ from tests.support.disclosure import counted, recoverable, small
 PAGES = {"/home": 14, "/pricing": 11, "/blog": 6, "/help": 4, "/about": 1}
 
 
-async def _visit_pages(client: httpx.AsyncClient, site: str) -> int:
+async def _visit_pages(platform: str, site: str) -> int:
     sent = 0
     visitor = 0
-    for page, visitors in PAGES.items():
-        for _ in range(visitors):
-            visitor += 1
-            response = await client.post(
-                BEACON, json=beacon(site, page, device_class="desktop"), headers=browser(visitor)
-            )
-            assert response.status_code == 204
+    async with Visitors(platform) as visitors:
+        for page, count in PAGES.items():
+            for _ in range(count):
+                visitor += 1
+                response = await visitors.post(
+                    visitor, BEACON, json=beacon(site, page, device_class="desktop")
+                )
+                assert response.status_code == 204
+                sent += 1
+        for repeat in range(1, 4):  # a returning visitor adds visits, not visitors
+            await visitors.post(repeat, BEACON, json=beacon(site, "/home"))
             sent += 1
-    for repeat in range(1, 4):  # a returning visitor adds visits, not visitors
-        await client.post(BEACON, json=beacon(site, "/home"), headers=browser(repeat))
-        sent += 1
     return sent
 
 
@@ -61,8 +63,8 @@ async def test_no_published_cell_is_under_k_nor_derivable(
     platform: str, settings: PlatformSettings
 ) -> None:
     site = unique_site()
+    sent = await _visit_pages(platform, site)
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
-        sent = await _visit_pages(client, site)
         assert await wait_for_visits(client, site, sent) == sent
         live = await _releases(client, site, {})
         # Today can still change: partners and the public get none of it yet.
@@ -151,10 +153,11 @@ async def test_a_single_small_cell_takes_a_complement_with_it(
     platform: str, settings: PlatformSettings
 ) -> None:
     site = unique_site()
-    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+    async with Visitors(platform) as visitors:
         for visitor in range(1, 25):
             page = "/big" if visitor <= 12 else "/mid" if visitor <= 23 else "/tiny"
-            await client.post(BEACON, json=beacon(site, page), headers=browser(visitor))
+            await visitors.post(visitor, BEACON, json=beacon(site, page))
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         assert await wait_for_visits(client, site, 24) == 24
         await age_site(settings, site)
         public = await client.get(
@@ -167,6 +170,37 @@ async def test_a_single_small_cell_takes_a_complement_with_it(
     # /tiny (1 visitor) is under k; /mid (11) must go too or 24 - 12 - 11 reveals /tiny.
     assert pages == {"/big"}
     assert window["total"]["visits"] == 24
+
+
+@pytest.mark.promise("P-20")
+async def test_one_client_posing_as_many_browsers_is_one_visitor_and_lifts_no_cell(
+    platform: str, settings: PlatformSettings
+) -> None:
+    """A client that changes its user agent on every visit (to fill a small cell up to
+    k around someone else's visit) is still one visitor: the cell stays under k."""
+    site = unique_site()
+    async with Visitors(platform) as visitors:
+        for visitor in range(1, 13):
+            await visitors.post(visitor, BEACON, json=beacon(site, "/home"))
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+        for version in range(12):  # one network, twelve "browsers"
+            await client.post(BEACON, json=beacon(site, "/lonely"), headers=browser(version))
+        assert await wait_for_visits(client, site, 24) == 24
+        operator = await client.get(
+            "/api/analytics/trends", params={"site": site, "grain": "day"}, headers=analyst()
+        )
+        await age_site(settings, site)
+        public = await client.get(
+            "/api/analytics/trends/public",
+            params={"site": site, "grain": "day", **day_range(final_day())},
+        )
+    pages = {c["value"]: c for c in operator.json()["windows"][0]["cells"]
+             if c["dimension"] == "page"}  # fmt: skip
+    assert (pages["/lonely"]["visits"], pages["/lonely"]["unique_visitors"]) == (12, 1)
+    assert pages["/home"]["unique_visitors"] == 12
+    shown = [c for w in public.json()["windows"] for c in w["cells"]]
+    assert "/lonely" not in {c["value"] for c in shown}
+    assert all(c["unique_visitors"] >= 11 for c in shown)
 
 
 async def test_operator_views_need_an_analyst_or_admin(platform: str) -> None:
