@@ -201,7 +201,8 @@ async def deletion_confirmed(conn: Connection, deps: Deps, event: DeletionConfir
         return  # closed before: a redelivery, or a second confirmation
     await store.close_cancel_window(conn, closed.request_id, now)
     if closed.stage == "holds":
-        await store.set_next_check(conn, closed.request_id, now)  # wake the ticker
+        await store.set_next_check(conn, closed.request_id, now)
+        await store.wake_ticker(conn)
 
 
 # --- receipts from the stores --------------------------------------------------------------
@@ -223,7 +224,8 @@ async def subject_erased(conn: Connection, deps: Deps, event: SubjectErased) -> 
         event.erased_at,
     )
     if recorded and tracked.request.stage in ("erasing", "escalated"):
-        await store.set_next_check(conn, request_id, deps.now())  # wake the ticker
+        await store.set_next_check(conn, request_id, deps.now())
+        await store.wake_ticker(conn)
 
 
 Handler = Callable[[Connection, Deps, Event], Awaitable[None]]

@@ -163,6 +163,15 @@ async def set_next_check(conn: Connection, request_id: UUID, at: datetime | None
     )
 
 
+TICKER_CHANNEL = "deletion_due"
+
+
+async def wake_ticker(conn: Connection) -> None:
+    """Tell the workers' tickers, once this transaction commits, that a step is due now
+    (they would otherwise find it at their next round)."""
+    await conn.execute("SELECT pg_notify($1, '')", TICKER_CHANNEL)
+
+
 async def close_cancel_window(conn: Connection, request_id: UUID, at: datetime) -> None:
     await conn.execute(
         "UPDATE deletion_requests SET cancel_window_closed_at = $2 WHERE request_id = $1",

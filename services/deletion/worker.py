@@ -19,13 +19,14 @@ import signal
 import asyncpg
 
 from services.deletion import backups, handlers, store
-from services.deletion.bootstrap import bootstrap, dependencies
+from services.deletion.bootstrap import DATABASE, bootstrap, dependencies
 from services.deletion.config import SOURCES, DeletionSettings
 from services.deletion.handlers import Deps
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.bus.consumer import OUTAGES
 from shared.bus.faults import crash_point
 from shared.db import Connection
+from shared.db.listener import Listener
 from shared.process import start_process
 from shared.service import Runtime
 
@@ -42,9 +43,15 @@ class Periodic(abc.ABC):
         self._pool = pool
         self._deps = deps
         self._stopping = asyncio.Event()
+        self._woken = asyncio.Event()
 
     def stop(self) -> None:
         self._stopping.set()
+        self._woken.set()
+
+    def wake(self) -> None:
+        """Start the next round now rather than at the end of the interval."""
+        self._woken.set()
 
     @abc.abstractmethod
     def interval(self) -> float:
@@ -67,7 +74,8 @@ class Periodic(abc.ABC):
                 busy = False
             if not busy:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.interval())
+                    await asyncio.wait_for(self._woken.wait(), self.interval())
+            self._woken.clear()
 
 
 class Ticker(Periodic):
@@ -187,6 +195,14 @@ class Worker:
         ]
         self.ticker = Ticker(runtime.pool, deps)
         self.expiry = SnapshotExpiry(runtime.pool, deps)
+        # A confirmation or a store's receipt makes a step due at once: heard here, it is
+        # taken now, not at the ticker's next round (any worker's ticker may take it).
+        self._due = Listener(
+            settings.database_dsn(DATABASE),
+            store.TICKER_CHANNEL,
+            lambda _payload: self.ticker.wake(),
+            self._resumed,
+        )
 
     def stop(self) -> None:
         self.ticker.stop()
@@ -194,14 +210,19 @@ class Worker:
         for consumer in self._consumers:
             consumer.stop()
 
+    async def _resumed(self, _deaf_seconds: float) -> None:
+        self.ticker.wake()  # what was announced meanwhile is due already
+
     async def run(self) -> None:
         for client in self._kafka.values():
             await client.start()
+        await self._due.start()
         try:
             await asyncio.gather(
                 self.ticker.run(), self.expiry.run(), *(c.run() for c in self._consumers)
             )
         finally:
+            await self._due.close()
             for client in self._kafka.values():
                 await client.stop()
 
