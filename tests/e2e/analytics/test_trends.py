@@ -1,5 +1,6 @@
 """Trend releases: operators see aggregates; partners and the public see no cell under k."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -401,6 +402,7 @@ async def test_a_day_and_its_hours_released_together_give_no_small_count_away(
                      for c in (window.total, *window.cells)]  # fmt: skip
             await _store(conn, site, grain, starts[window.label], cells)
         answers: dict[str, dict[datetime, dict[str, Any]]] = {}
+        receipts: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
         async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
             for audience in ("public", "partner"):
                 shown: dict[datetime, dict[str, Any]] = {}
@@ -414,7 +416,19 @@ async def test_a_day_and_its_hours_released_together_give_no_small_count_away(
                     assert answer.status_code == 200, answer.text
                     for w in answer.json()["windows"]:
                         shown[datetime.fromisoformat(w["window_start"])] = w
+                    listed = sum(w["suppressed_cells"] for w in answer.json()["windows"])
+                    receipts[(audience, grain)] = (answer.json()["receipt"], listed)
                 answers[audience] = shown
+        # The answer counts the cells hidden in the windows it lists only: 09:00 and
+        # 10:00, left out whole, would otherwise show by their count that they exist.
+        # The receipt kept for the audit counts them too.
+        receipt, listed = receipts[("public", "hour")]
+        assert receipt["cells_suppressed"] == listed
+        stored = await conn.fetchval(
+            "SELECT cells_suppressed FROM trend_releases WHERE id = $1",
+            uuid.UUID(receipt["release_id"]),
+        )
+        assert stored > listed
     finally:
         await forget(conn, site)
         await conn.close()
