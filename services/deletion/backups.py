@@ -211,6 +211,7 @@ async def expire_due(pool: asyncpg.Pool, root: Path, now: datetime) -> list[str]
                 "UPDATE deletion_requests SET next_check_at = $1 WHERE stage = 'backups_pending'",
                 now,
             )
+            await store.wake_ticker(conn)
     if not root_present and rows:
         log.error("backup folder %s is missing: only snapshots past expiry were expired", root)
     return removed

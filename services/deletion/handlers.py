@@ -138,6 +138,7 @@ async def deletion_requested(conn: Connection, deps: Deps, event: DeletionReques
     if not await store.insert_request(conn, tracked, next_check_at=now):
         return  # known already: a redelivery, or cancelled before it arrived
     await store.add_stage(conn, request)
+    await store.wake_ticker(conn)
     await _publish(
         conn,
         deps,

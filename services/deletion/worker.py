@@ -214,10 +214,10 @@ class Worker:
         self.ticker.wake()  # what was announced meanwhile is due already
 
     async def run(self) -> None:
-        for client in self._kafka.values():
-            await client.start()
-        await self._due.start()
         try:
+            for client in self._kafka.values():
+                await client.start()
+            await self._due.start()
             await asyncio.gather(
                 self.ticker.run(), self.expiry.run(), *(c.run() for c in self._consumers)
             )

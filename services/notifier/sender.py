@@ -388,8 +388,7 @@ class Sender:
                         "sender %d: unexpected error on delivery %s", number, job.row["id"]
                     )
                     result = self._unexpected(job.row, exc, handed_over)
-                    await transport.close()  # its state is unknown: a new connection
-                    transport = GatedTransport(self._transport_factory(), self._policy)
+                    transport = await self._reconnect(transport)  # its state is unknown
                 finally:
                     self._in_flight -= 1
                     self._queue.task_done()
@@ -399,6 +398,11 @@ class Sender:
                     self._recorded.ring()  # all sent: record now, not at the next tick
         finally:
             await transport.close()
+
+    async def _reconnect(self, transport: GatedTransport) -> GatedTransport:
+        with contextlib.suppress(Exception):
+            await transport.close()
+        return GatedTransport(self._transport_factory(), self._policy)  # connects lazily
 
     def _unexpected(self, row: Any, exc: Exception, handed_over: bool) -> store.Result:
         """An error no rule foresaw: in doubt once handed over, else retried with back-off."""
@@ -498,6 +502,9 @@ class Sender:
             except Exception:
                 log.exception("sender: outcome of delivery %s dropped", result.delivery_id)
                 self.dropped += 1
+            except BaseException:  # cancelled (stopping): what is left is recorded at exit
+                self._results = batch[number:] + self._results
+                raise
             else:
                 self.finished += result.status != "pending"
 
@@ -537,7 +544,12 @@ async def run_supervised(main: Awaitable[None], helpers: list[asyncio.Task[None]
     the worker exits instead, and its supervisor restarts it.
     """
     task = asyncio.ensure_future(main)
-    done, _ = await asyncio.wait([task, *helpers], return_when=asyncio.FIRST_COMPLETED)
+    try:
+        done, _ = await asyncio.wait([task, *helpers], return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled: ``main`` must not go on leasing on its own
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
     if task in done:
         await task
         return

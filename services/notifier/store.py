@@ -232,9 +232,11 @@ async def fan_out(conn: Connection, n: Notice) -> int:
             records = [(u, n.notice_id, extra) for u in dict.fromkeys(n.user_ids)]
             await conn.copy_records_to_table(table, records=records, columns=columns)
             count = len(records)
+    # The clock's time, not the transaction's start: the live inbox catches up on what a
+    # lost listener missed by this time, which must be near the commit (the NOTIFY).
     await conn.execute(
         """
-        UPDATE notices SET status = 'fanned_out', fanned_out_at = now(), listed = NULL,
+        UPDATE notices SET status = 'fanned_out', fanned_out_at = clock_timestamp(), listed = NULL,
                recipients = $2, email_planned = NOT $3, inbox_outcomes_pending = $4
         WHERE notice_id = $1
         """,
@@ -633,6 +635,16 @@ async def suppress(conn: Connection, email_index: bytes, category: str, source: 
 async def erase_subject_rows(conn: Connection, subject_id: UUID) -> dict[str, int]:
     """Delete every row of the subject; the counts go on the receipt."""
     counts = {}
+    # First, and so under the lock of any scheduled notice listing the subject: a
+    # fan-out of it in progress commits before this goes on, and the deletes below
+    # (each with a fresh snapshot) then find the rows it wrote. A notice scheduled for
+    # later lists its recipients by id until its fan-out: the subject's id goes from it.
+    status = await conn.execute(
+        "UPDATE notices SET listed = array_remove(listed, $1)"
+        " WHERE status = 'scheduled' AND listed @> ARRAY[$1::uuid]",
+        subject_id,
+    )
+    counts["scheduled_notices"] = int(status.split()[-1])
     tables = ("contacts", "inbox_items", "deliveries", "policy_notices", "previous_addresses")
     for table in tables:
         status = await conn.execute(
@@ -640,14 +652,6 @@ async def erase_subject_rows(conn: Connection, subject_id: UUID) -> dict[str, in
             subject_id,
         )
         counts[table] = int(status.split()[-1])
-    # A notice scheduled for later lists its recipients by id until its fan-out: the
-    # subject's id goes from those lists, or the fan-out would write rows for it again.
-    status = await conn.execute(
-        "UPDATE notices SET listed = array_remove(listed, $1)"
-        " WHERE status = 'scheduled' AND listed @> ARRAY[$1::uuid]",
-        subject_id,
-    )
-    counts["scheduled_notices"] = int(status.split()[-1])
     return counts
 
 

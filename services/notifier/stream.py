@@ -81,20 +81,23 @@ class InboxHub:
         )
 
     async def _catch_up(self, deaf_seconds: float) -> None:
-        """After the listener was lost: what was fanned out meanwhile, found by its time.
+        """After the listener was lost: the notices fanned out meanwhile, found by the
+        time their fan-out ended (near its commit, whenever it began).
 
         Its margin covers a fan-out that committed just before the loss, unheard; an
-        item pushed twice is dropped by the stream (see :meth:`stream`).
+        item pushed twice is dropped by the stream (see :meth:`stream`). A failure is
+        raised: the listener tries again.
         """
         await self._push(
-            f"SELECT i.user_id, {ITEM_COLUMNS} FROM inbox_items i"  # noqa: S608
-            " JOIN notices n ON n.notice_id = i.notice_id"
+            f"SELECT i.user_id, {ITEM_COLUMNS} FROM notices n"  # noqa: S608
+            " JOIN inbox_items i ON i.notice_id = n.notice_id"
             " WHERE i.user_id = ANY($1::uuid[])"
-            " AND i.created_at >= now() - make_interval(secs => $2) ORDER BY i.id",
+            " AND n.fanned_out_at >= now() - make_interval(secs => $2) ORDER BY i.id",
             deaf_seconds + CATCH_UP_MARGIN_SECONDS,
+            retry=True,
         )
 
-    async def _push(self, query: str, *args: object) -> None:
+    async def _push(self, query: str, *args: object, retry: bool = False) -> None:
         users = list(self._subscribers)
         if not users:
             return
@@ -102,6 +105,8 @@ class InboxHub:
             async with self._pool.acquire() as conn:
                 rows = await conn.fetch(query, users, *args)
         except Exception:
+            if retry:
+                raise
             log.exception("live inbox: lookup failed")
             return
         for row in rows:

@@ -44,6 +44,12 @@ OUTAGES: tuple[type[BaseException], ...] = (
     # The server shutting down, restarting or not yet accepting connections (57P01-03):
     # an outage to wait out, not a reason to dead-letter the event being handled.
     asyncpg.OperatorInterventionError,
+    # None of these is the event's fault: a deadlock or serialization failure (40xxx)
+    # passes on a retry; a read-only server (25006) is a fail-over under way; too many
+    # connections, a full disk or memory (53xxx) is the server's state.
+    asyncpg.TransactionRollbackError,
+    asyncpg.ReadOnlySQLTransactionError,
+    asyncpg.InsufficientResourcesError,
     KafkaError,
 )
 

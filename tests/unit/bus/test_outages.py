@@ -16,6 +16,11 @@ from shared.bus.consumer import OUTAGES
         asyncpg.CannotConnectNowError,  # 57P03: starting up, or in recovery
         asyncpg.ConnectionDoesNotExistError,
         ConnectionRefusedError,
+        asyncpg.DeadlockDetectedError,  # 40P01: passes on a retry
+        asyncpg.SerializationError,  # 40001
+        asyncpg.ReadOnlySQLTransactionError,  # 25006: a fail-over to a standby under way
+        asyncpg.TooManyConnectionsError,  # 53300
+        asyncpg.DiskFullError,  # 53100
     ],
 )
 def test_postgresql_going_away_or_coming_back_is_an_outage(error: type[Exception]) -> None:

@@ -30,3 +30,24 @@ async def test_the_main_loop_ending_ends_the_supervision_and_leaves_helpers_runn
     await asyncio.wait_for(run_supervised(asyncio.sleep(0.01), [helper]), 5)
     assert not helper.done()
     helper.cancel()
+
+
+async def test_a_cancelled_supervision_cancels_the_main_loop_too() -> None:
+    """The sender cancelled from outside: its dispatcher must not go on leasing alone."""
+    started, ended = asyncio.Event(), asyncio.Event()
+
+    async def main() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            ended.set()
+
+    helper = asyncio.create_task(_forever())
+    supervision = asyncio.create_task(run_supervised(main(), [helper]))
+    await asyncio.wait_for(started.wait(), 5)
+    supervision.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await supervision
+    assert ended.is_set()
+    helper.cancel()
