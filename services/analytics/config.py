@@ -69,10 +69,10 @@ class AnalyticsSettings(PlatformSettings):
         5, ge=2, description="Partner trends: cells with fewer distinct visitors are suppressed."
     )
     analytics_public_epsilon: float | None = Field(
-        None, description="Laplace noise epsilon of public releases (unset: no noise)."
+        None, gt=0, description="Laplace noise epsilon of public releases (unset: no noise)."
     )
     analytics_partner_epsilon: float | None = Field(
-        None, description="Laplace noise epsilon of partner releases (unset: no noise)."
+        None, gt=0, description="Laplace noise epsilon of partner releases (unset: no noise)."
     )
     analytics_noise_key: SecretStr = Field(
         SecretStr(DEV_SECRET),
@@ -96,7 +96,7 @@ class AnalyticsSettings(PlatformSettings):
 
     @model_validator(mode="after")
     def _refuse_dev_noise_key(self) -> AnalyticsSettings:
-        noisy = self.analytics_public_epsilon is not None or self.analytics_partner_epsilon
+        noisy = (self.analytics_public_epsilon, self.analytics_partner_epsilon) != (None, None)
         key = self.analytics_noise_key.get_secret_value()
         if self.environment == "production" and noisy and key == DEV_SECRET:
             raise UnsafeConfiguration("IMT_ANALYTICS_NOISE_KEY holds the development default")

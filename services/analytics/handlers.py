@@ -29,7 +29,7 @@ from services.analytics.domain.windows import (
     window_end,
     window_start,
 )
-from shared.bus import Delivery, Tombstone, add_event, add_tombstone, mark_processed
+from shared.bus import Delivery, Tombstone, add_event, add_tombstones, mark_processed
 from shared.db.pool import Connection
 from shared.events import EnvelopeWriter
 from shared.events.catalogue.analytics import (
@@ -127,13 +127,15 @@ async def collect(
 
 
 async def _any_partition(producer: AIOKafkaProducer, topic: str) -> int:
-    """A partition with a leader, chosen once for a request's visits.
+    """A partition chosen once for a request's visits: one with a leader, as the
+    producer's own partitioner would (any, while the metadata knows of none).
 
     Visits have no key (order does not matter), so a request's visits may share one.
     Left to the producer, each record would be placed on its own, at ~40% of the cost
     of a send (it rebuilds the set of available partitions every time).
     """
-    available = producer.client.cluster.available_partitions_for_topic(topic)
+    cluster = getattr(producer.client, "cluster", None)  # aiokafka's, not public API
+    available = cluster.available_partitions_for_topic(topic) if cluster is not None else None
     if not available:
         available = await producer.partitions_for(topic)  # first use: fetches metadata
     return int(random.choice(tuple(available)))  # noqa: S311 - spreading load, not a secret
@@ -169,8 +171,9 @@ async def forget_old(
     gets a tombstone, so compaction removes it from the trends topic too. Release
     receipts older than ``release_age`` go as well."""
     forgotten = await store.forget_old(conn, visitor_set_age, retention)
-    for site, grain, start in forgotten.published:
-        await add_tombstone(conn, ANALYTICS_TRENDS, trend_window_key(site, grain, start))
+    keys = [trend_window_key(site, grain, start) for site, grain, start in forgotten.published]
+    if keys:
+        await add_tombstones(conn, ANALYTICS_TRENDS, keys)
     releases = 0 if release_age is None else await store.forget_releases(conn, release_age)
     return {**forgotten.removed, "tombstones": len(forgotten.published), "releases": releases}
 
@@ -349,8 +352,14 @@ async def erase(conn: Connection, items: Sequence[Delivery | Tombstone]) -> None
             continue
         command = item.event
         erased = await store.erase_subject_traces(conn, command.subject_id)
+        republished = erased.pop("republished_windows")  # not erased records: not counted
         if any(erased.values()):
-            log.warning("erasure found %d analytics cells naming a subject", sum(erased.values()))
+            log.warning(
+                "erasure found %d analytics cells naming a subject; %d published windows"
+                " published again without them",
+                erased["trend_cells"],
+                republished,
+            )
         receipt = SubjectErased(
             request_id=command.request_id,
             subject_id=command.subject_id,

@@ -334,25 +334,32 @@ async def forget_old(
         visitor_set_age,
     )
     removed["visitor_sets"] = int(result.split()[-1])
+    # The window's UTC day started before now - age - 1 day: it starts before the first
+    # day boundary at or after that moment.
+    expired = (
+        "grain = $1 AND window_start < date_trunc('day', now() - $2::interval"
+        " - interval '1 microsecond', 'UTC') + interval '1 day'"
+    )
     for grain, age in retention.items():
-        for table in ("trend_cell_load_times", "trend_cells", "trend_windows"):
-            rows = await conn.fetch(
-                # The window's UTC day started before now - age - 1 day: it starts
-                # before the first day boundary at or after that moment.
-                f"DELETE FROM {table} WHERE grain = $1 AND window_start < "  # noqa: S608
-                "date_trunc('day', now() - $2::interval - interval '1 microsecond', 'UTC')"
-                " + interval '1 day'"
-                + (
-                    " RETURNING site, window_start, published_revision > 0 AS published"
-                    if table == "trend_windows"
-                    else " RETURNING 1"
-                ),
+        for table in ("trend_cell_load_times", "trend_cells"):
+            result = await conn.execute(
+                f"DELETE FROM {table} WHERE {expired}",  # noqa: S608
                 grain,
                 age + GRAIN_LENGTH["day"],
             )
-            removed[f"{table}.{grain}"] = len(rows)
-            if table == "trend_windows":
-                published += [(r["site"], grain, r["window_start"]) for r in rows if r["published"]]
+            removed[f"{table}.{grain}"] = int(result.split()[-1])
+        row = await conn.fetchrow(
+            f"WITH gone AS (DELETE FROM trend_windows WHERE {expired}"  # noqa: S608
+            " RETURNING site, window_start, published_revision > 0 AS published)"
+            " SELECT count(*) AS n, array_agg(site) FILTER (WHERE published) AS sites,"
+            " array_agg(window_start) FILTER (WHERE published) AS starts FROM gone",
+            grain,
+            age + GRAIN_LENGTH["day"],
+        )
+        assert row is not None  # an aggregate always answers one row
+        removed[f"trend_windows.{grain}"] = row["n"]
+        published += [(site, grain, start) for site, start in
+                      zip(row["sites"] or (), row["starts"] or (), strict=True)]  # fmt: skip
     return Forgotten(removed, published)
 
 

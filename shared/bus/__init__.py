@@ -5,7 +5,7 @@ from shared.bus.consumer import ConsumerSettings, IdempotentConsumer, Unprocessa
 from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
 from shared.bus.idempotency import mark_processed
 from shared.bus.kafka_options import client_options, manual_commit_consumer, reliable_producer
-from shared.bus.outbox import add_envelopes, add_event, add_events, add_tombstone
+from shared.bus.outbox import add_envelopes, add_event, add_events, add_tombstone, add_tombstones
 from shared.bus.relay import OutboxRelay, RelaySettings
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "add_event",
     "add_events",
     "add_tombstone",
+    "add_tombstones",
     "client_options",
     "manual_commit_consumer",
     "mark_processed",

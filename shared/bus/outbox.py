@@ -90,6 +90,16 @@ async def add_events(
     return envelopes
 
 
+async def add_tombstones(conn: Connection, topic: Topic, keys: Sequence[str]) -> None:
+    """Queue tombstones for many keys in one statement."""
+    await conn.execute(
+        "INSERT INTO bus_outbox (topic, key, value)"
+        " SELECT $1, k, NULL FROM unnest($2::bytea[]) WITH ORDINALITY AS u(k, n) ORDER BY n",
+        topic.name,
+        [key.encode() for key in keys],
+    )
+
+
 async def add_tombstone(conn: Connection, topic: Topic, key: str) -> None:
     """Queue a tombstone: on a compacted topic it removes ``key`` once compaction runs."""
     await conn.execute(

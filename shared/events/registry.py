@@ -113,7 +113,9 @@ class EnvelopeWriter:
     The same bytes as ``encode_envelope(envelope_for(...))`` at about half the cost, for
     a hot path (the collector publishes one envelope per page view): the attributes the
     events share are validated and encoded once, from a real :class:`Envelope`; per
-    event, only a new id and the event's own JSON are added.
+    event, only a new id and the event's own JSON are added. Every envelope carries the
+    writer's time: make one per batch (a request), not one per process. The Kafka key
+    is :attr:`key` (the subject), as for any envelope.
     """
 
     _PROBE_ID = UUID(int=0)
@@ -137,15 +139,22 @@ class EnvelopeWriter:
             data={},
         )
         raw = encode_envelope(probe)
-        marker = str(self._PROBE_ID).encode()
-        # The data is the envelope's last attribute: its JSON goes where "{}" was.
-        if raw.count(marker) != 1 or not raw.endswith(b'"data":{}}'):
-            raise RuntimeError(f"the envelope's JSON changed shape: {raw!r}")
-        at = raw.index(marker)
-        self._before_id, after_id = raw[:at], raw[at + len(marker) :]
-        self._before_data = after_id[: -len(b"{}}")]
+        # The id comes first and the data last (the envelope's field order): what is
+        # between is spliced as the probe wrote it, escaped.
+        head = b'{"specversion":"1.0","id":"'
+        tail = b'"data":{}}'
+        id_end = len(head) + len(str(self._PROBE_ID))
+        if not (raw.startswith(head + str(self._PROBE_ID).encode()) and raw.endswith(tail)):
+            raise RuntimeError(
+                "the envelope's JSON no longer starts with its id or ends with its data"
+            )
+        self._before_id = head
+        self._before_data = raw[id_end : -len(b"{}}")]
         self._event_type = event_type
-        self._headers = probe.headers()[1:]  # the first one is the id's
+        self._headers = [
+            (name, value) for name, value in probe.headers() if name != HEADER_EVENT_ID
+        ]
+        self.key = probe.key()
 
     def encode(self, event: Event) -> tuple[bytes, list[tuple[str, bytes]]]:
         """A new envelope of ``event``: its value and its headers."""

@@ -264,11 +264,16 @@ def keyed_noise(key: bytes) -> NoiseSource:
 def add_noise(
     released: ReleasedWindow, epsilon: float, noise: NoiseSource, k: int
 ) -> ReleasedWindow:
-    """Laplace noise on every published count; a noisy count is at least k visitors."""
+    """Laplace noise on every published count; a noisy count is at least k visitors.
+
+    The noise of a cell is drawn once per epsilon: asked again (of any replica, by any
+    audience with that epsilon) it is the same. Under another epsilon it is a new draw:
+    the same draw at two scales (c + 2L and c + L) would give c away exactly.
+    """
     scale = 1.0 / epsilon
 
     def noisy(cell: Cell) -> Cell:
-        base = f"{released.label}|{cell.dimension}|{cell.value}"
+        base = f"{released.label}|{epsilon!r}|{cell.dimension}|{cell.value}"
         visits = cell.visits + laplace(noise(base + "|visits"), scale)
         uniques = cell.unique_visitors + laplace(noise(base + "|uniques"), scale)
         # Rounded, and never below the threshold the cell was published under.

@@ -3,7 +3,8 @@
 A visitor is a network (a /24 or /48) on a day, not a browser: the user agent is left
 out, so that one client cannot pose as many visitors by changing it and lift a small
 cell over the publication threshold k (P-20) with its own visits around someone else's.
-People behind one network count once; counts of unique visitors are lower bounds.
+People behind one network count once; a network served by several API processes (or
+one restarted) counts once per process and day.
 
 The salt is 32 random bytes held in this process's memory only, replaced when the UTC
 day changes (and lost on restart): once replaced, no one, us included, can link a hash

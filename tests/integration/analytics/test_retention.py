@@ -134,3 +134,33 @@ async def test_release_receipts_are_kept_for_their_period_only(pool: asyncpg.Poo
         removed = await handlers.forget_old(conn, timedelta(hours=48), {}, timedelta(days=730))
         left = await conn.fetchval("SELECT count(*) FROM trend_releases")
     assert (removed["releases"], left) == (1, 1)
+
+
+async def test_a_window_never_published_leaves_no_tombstone_and_is_not_published_for_an_erasure(
+    pool: asyncpg.Pool,
+) -> None:
+    subject = uuid.uuid4()
+    old = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=10)
+    recent = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    async with pool.acquire() as conn:
+        for start in (old, recent):
+            await conn.execute(
+                "INSERT INTO trend_windows VALUES ('s.example', 'hour', $1, $2, 1, 0)",
+                start,
+                start + timedelta(hours=1),
+            )
+        await conn.execute(
+            "INSERT INTO trend_cells VALUES ('s.example', 'hour', $1, 'page', $2, 3, 3)",
+            recent,
+            f"/u/{subject}",
+        )
+        removed = await handlers.forget_old(conn, timedelta(hours=48), {"hour": timedelta(days=3)})
+        erased = await store.erase_subject_traces(conn, subject)
+        tombstones = await conn.fetchval(
+            "SELECT count(*) FROM bus_outbox WHERE topic = 'analytics.trends'"
+        )
+        revision = await conn.fetchval(
+            "SELECT revision FROM trend_windows WHERE window_start = $1", recent
+        )
+    assert (removed["trend_windows.hour"], removed["tombstones"], tombstones) == (1, 0, 0)
+    assert (erased["trend_cells"], erased["republished_windows"], revision) == (1, 0, 1)

@@ -132,17 +132,28 @@ def test_host_names_with_digits_are_sites(site: str) -> None:
     assert parse_beacon(_body(page="/a", site=site)).site == site
 
 
-def test_a_clean_site_is_checked_once_and_a_refused_one_never_remembered() -> None:
+def test_a_clean_site_is_checked_once_and_a_refused_one_never_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(beacon_module, "_CLEAN_SITES", set())
+    checked: list[str] = []
+    detect = contains_pii
+
+    def counting(text: str) -> bool:
+        checked.append(text)
+        return detect(text)
+
+    monkeypatch.setattr(beacon_module, "contains_pii", counting)
     clean, refused = "shop24.imt.example", "4111111111111111.example"
     for _ in range(3):
         assert parse_beacon(_body(page="/a", site=clean)).site == clean
         with pytest.raises(MalformedBeacon):
             parse_beacon(_body(page="/a", site=refused))
-    assert clean in beacon_module._CLEAN_SITES
-    assert refused not in beacon_module._CLEAN_SITES
-    for n in range(beacon_module.CLEAN_SITES_REMEMBERED + 1):  # bounded
+    assert checked.count(clean) == 1  # then remembered
+    assert checked.count(refused) == 3  # checked every time: never remembered
+    for n in range(beacon_module.CLEAN_SITES_REMEMBERED + 5):  # bounded
         parse_beacon(_body(page="/a", site=f"shop{n}.imt.example"))
-    assert len(beacon_module._CLEAN_SITES) <= beacon_module.CLEAN_SITES_REMEMBERED
+    assert 0 < len(beacon_module._CLEAN_SITES) <= beacon_module.CLEAN_SITES_REMEMBERED
 
 
 @pytest.mark.promise("P-09")

@@ -83,6 +83,21 @@ def test_replicas_sharing_the_key_publish_the_same_noise_and_another_key_does_no
     assert other.windows != replicas[0].windows
 
 
+def test_another_epsilon_draws_new_noise_so_two_scales_cannot_cancel_it() -> None:
+    """With one draw L at two scales, c + 2L and c + L would give c = 2(c + L) - (c + 2L)
+    (to within rounding) for every cell. Independent draws leave most cells unsolved."""
+    pages = [(1000 + i, 1000 + i) for i in range(200)]
+    window = _window({"page": pages})
+    noise = keyed_noise(b"shared key")
+    wide, narrow = (release([window], 11, eps, noise).windows[0] for eps in (0.5, 1.0))
+    exact = {c.value: c.unique_visitors for c in window.cells}
+    solved = sum(
+        abs(2 * n.unique_visitors - w.unique_visitors - exact[n.value]) <= 1
+        for n, w in zip(narrow.cells, wide.cells, strict=True)
+    )
+    assert solved < len(pages) // 2
+
+
 def test_laplace_is_symmetric() -> None:
     assert laplace(0.5, 1.0) == 0.0
     assert laplace(0.25, 2.0) == -laplace(0.75, 2.0)

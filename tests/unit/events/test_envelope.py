@@ -19,6 +19,7 @@ from shared.events import (
     registered_events,
 )
 from shared.events.catalogue.accounts import ContactCardChanged, UserRegistered
+from shared.events.catalogue.analytics import VisitRecorded
 from shared.events.catalogue.selftest import ProbeRecorded
 
 
@@ -145,8 +146,30 @@ def test_an_envelope_writer_writes_what_envelope_for_does(
     expected = expected.model_copy(update={"id": written.id, "time": time})
     assert value == encode_envelope(expected)  # byte for byte
     assert headers == expected.headers()
+    assert writer.key == expected.key()
     assert parse_event(written) == event
     assert decode_envelope(second[0]).id != written.id  # a new id each time
+
+
+def test_an_envelope_writer_writes_a_visit_as_envelope_for_does_whatever_its_subject() -> None:
+    visit = VisitRecorded(
+        beacon_id=uuid4(),
+        visitor_hash="0" * 32,
+        site="imt.example",
+        page="/repair",
+        referrer_host=None,
+        device_class="mobile",
+        load_time_ms=None,
+        occurred_at=datetime.now(UTC),
+    )
+    time = datetime.now(UTC)
+    # A subject holding the writer's own probe id must not confuse the splice.
+    for subject in (None, "00000000-0000-0000-0000-000000000000", 'a "quoted" subject'):
+        writer = EnvelopeWriter(VisitRecorded, source="analytics", subject=subject, time=time)
+        value, _ = writer.encode(visit)
+        expected = envelope_for(visit, source="analytics", subject=subject)
+        expected = expected.model_copy(update={"id": decode_envelope(value).id, "time": time})
+        assert value == encode_envelope(expected)
 
 
 def test_an_envelope_writer_takes_only_its_own_event_type() -> None:
