@@ -302,11 +302,16 @@ UNSUBSCRIBE_IN_PATH = '"~*^(?<imt_log_head>.*?/unsubscribe/)."'
 UNSUBSCRIBE_LOGGED = '"${imt_log_head}{token}"'
 
 
+# How a service's replicas share its requests (nginx's default: round robin).
+BALANCING = {"analytics": "hash $imt_client_network consistent; "}
+
+
 def render_conf(place: Placement, origin: str = "deploy/local/gateway.py on every `up`") -> str:
     tmp = place.temp_dir
     types = "".join(f"    {mime} {exts};\n" for mime, exts in MIME_TYPES.items())
     upstream_blocks = "".join(
-        f"upstream svc_{name} {{ server {address} max_fails=0; keepalive 8; }}\n"
+        f"upstream svc_{name} {{ {BALANCING.get(name, '')}server {address} max_fails=0;"
+        " keepalive 8; }\n"
         for name, address in place.upstreams.items()
     )
     site = f"{place.conf_dir}/site.conf"
@@ -349,6 +354,14 @@ access_log {place.access_log} privacy;
 # access log above records each failed request (status, upstream, time) without them;
 # only critical errors are kept here (start-up problems are logged before this block).
 error_log {place.error_log} crit;
+
+# Each analytics replica salts visitors with its own daily salt, so a network counts once
+# per replica that served it: every request of one network goes to the same replica.
+map $remote_addr $imt_client_network {{
+    default $remote_addr;
+    "~^(?<imt_v4>[0-9]+[.][0-9]+[.][0-9]+)[.][0-9]+$" $imt_v4;
+    "~^(?<imt_v6>[0-9a-f]+:[0-9a-f]+:[0-9a-f]+):" $imt_v6;
+}}
 
 # Keep a caller's request id only when it is harmless in logs and headers.
 map $http_x_request_id $imt_request_id {{
