@@ -9,7 +9,7 @@ so its failures are counted per user, under the account policy, like a login's.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from services.accounts import store
@@ -98,3 +98,43 @@ async def reauthenticate(
             failed = True  # committed with the transaction, then answered
     if failed:
         raise Problem(403, "Wrong password", detail, slug="reauthentication-failed")
+
+
+# A change to an address in use is refused (409): each refusal tells the caller that
+# someone has an account with that address. So such refusals are counted per account:
+# three a day go free, then each next try waits longer (a minute, doubling, up to a
+# day), which keeps an account from being used to test addresses in bulk.
+EMAIL_PROBES = throttle.ThrottlePolicy(
+    free_failures=3,
+    base_seconds=60.0,
+    max_seconds=86_400.0,
+    lockout_failures=None,
+    window=timedelta(days=1),
+)
+
+
+def probe_key(vault: Vault, user_id: UUID) -> bytes:
+    return vault.blind_index(f"email-probe:{user_id}", purpose=THROTTLE_ACCOUNT)
+
+
+async def refuse_while_probing(ctx: Context, user_id: UUID) -> None:
+    """Raise 429 while this account's refused address changes are being waited out."""
+    async with ctx.pool.acquire() as conn:
+        counter = counter_of(await store.throttle_counter(conn, probe_key(ctx.vault, user_id)))
+    verdict = throttle.check(EMAIL_PROBES, counter, datetime.now(UTC))
+    if not verdict.allowed:
+        seconds = max(1, math.ceil(verdict.retry_after))
+        raise Problem(
+            429,
+            "Too many addresses in use",
+            f"Too many changes to addresses already in use: try again in {seconds} s.",
+            slug="email-change-throttled",
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+async def count_email_probe(ctx: Context, user_id: UUID) -> None:
+    key = probe_key(ctx.vault, user_id)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        counter = counter_of(await store.lock_account_throttle(conn, key))
+        await count_failure(conn, key, "account", EMAIL_PROBES, counter)

@@ -35,7 +35,7 @@ from services.accounts.invoices import Invoice, invoice_out
 from services.accounts.links import mail_action_link
 from services.accounts.security import MAX_PASSWORD
 from services.accounts.sessions import session_user
-from services.accounts.throttling import reauthenticate
+from services.accounts.throttling import count_email_probe, reauthenticate, refuse_while_probing
 from shared.auth import CurrentUser
 from shared.bus.outbox import outbox_arrays
 from shared.db.pool import Connection
@@ -263,6 +263,7 @@ async def edit_profile(
     vault = ctx.vault
     if body.email is not None:
         await _reauthenticate_for_email(ctx, uid, body.current_password)
+        await refuse_while_probing(ctx, uid)
     if body.email is None and (body.name is not None or body.locale is not None):
         quick = await _edit_name_or_locale(ctx, body, session_user(request))
         if quick is not None:
@@ -279,12 +280,28 @@ async def edit_profile(
             email=await vault.seal(uid, body.email, purpose=EMAIL),
             email_verified=False,
         )
+    try:
+        user = await _apply_profile_change(ctx, claims, uid, body.email is not None, changes)
+    except _AddressInUse:
+        await count_email_probe(ctx, uid)  # committed: the refusal told the caller something
+        raise Problem(409, "Email unavailable", "Choose another email address.",
+                      slug="email-unavailable") from None  # fmt: skip
+    return await _profile(ctx, user)
+
+
+class _AddressInUse(Exception):
+    """The new address is another account's (answered 409 once the probe is counted)."""
+
+
+async def _apply_profile_change(
+    ctx: Context, claims: CurrentUser, uid: UUID, new_email: bool, changes: dict[str, Any]
+) -> store.Row:
+    vault = ctx.vault
     async with ctx.pool.acquire() as conn, conn.transaction():
-        if body.email is not None:
+        if new_email:
             await _me(ctx, conn, claims, lock=True)
             if await store.email_index_taken(conn, changes["email_index"], uid):
-                raise Problem(409, "Email unavailable", "Choose another email address.",
-                              slug="email-unavailable")  # fmt: skip
+                raise _AddressInUse
         # The update locks the row and answers it as changed: one round trip, not three.
         changed = await store.update_user_returning(conn, uid, **changes) if changes else None
         user = changed if changed is not None else await _me(ctx, conn, claims)
@@ -292,13 +309,13 @@ async def edit_profile(
             fields = tuple(sorted(f for f in ("name", "email", "locale") if f in changes))
             updated = ProfileUpdated(user_id=uid, fields=fields)
             await publish_card(conn, vault, user, after=[updated])
-        if body.email is not None:
+        if new_email:
             await mail_action_link(
                 ctx, conn, uid, purpose="verify_email", template="verify_email",
                 path="verify-email", card_changed_at=user["updated_at"],
                 email_index=changes["email_index"],
             )  # fmt: skip
-    return await _profile(ctx, user)
+    return user
 
 
 async def _reauthenticate_for_email(ctx: Context, uid: UUID, password: str | None) -> None:

@@ -98,3 +98,40 @@ async def test_password_guesses_through_re_authentication_are_throttled(
     assert deleting.json()["type"].endswith("/login-throttled")
     assert int(deleting.headers["retry-after"]) >= 1
     assert (await client.get(f"{API}/me/deletion-requests", headers=user.headers)).json() == []
+
+
+async def test_testing_addresses_through_email_changes_is_throttled(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    """Refusing an address in use says someone has it: three such refusals a day go
+    free, then an account must wait, whichever address it tries next."""
+    user = await active_user(client, bus)
+    others = [await active_user(client, bus) for _ in range(4)]
+    tries = [
+        await client.patch(
+            f"{API}/me",
+            json={"email": other.email, "current_password": user.password},
+            headers=user.headers,
+        )
+        for other in others
+    ]
+    assert [t.status_code for t in tries] == [409, 409, 409, 429]
+    assert tries[0].json()["type"].endswith("/email-unavailable")
+    assert tries[3].json()["type"].endswith("/email-change-throttled")
+    assert int(tries[3].headers["retry-after"]) >= 1
+    # While it waits, a free address is refused too: the wait is the account's.
+    free = await client.patch(
+        f"{API}/me",
+        json={"email": unique_email("free"), "current_password": user.password},
+        headers=user.headers,
+    )
+    assert free.status_code == 429
+    assert await _email(client, user) == (user.email, True)
+    # Another account is not slowed down by this one's refusals.
+    other = others[0]
+    mine = await client.patch(
+        f"{API}/me",
+        json={"email": unique_email("mine"), "current_password": other.password},
+        headers=other.headers,
+    )
+    assert mine.status_code == 200, mine.text
