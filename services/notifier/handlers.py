@@ -318,7 +318,8 @@ async def start_erasure(conn: Connection, vault: Vault, command: EraseSubject) -
         await release_retained(conn, command)
         return
     await conn.execute(
-        "INSERT INTO erasures (request_id, subject_id, state) VALUES ($1, $2, 'confirming')",
+        "INSERT INTO erasures (request_id, subject_id, state, whole_account)"
+        " VALUES ($1, $2, 'confirming', true)",
         command.request_id,
         command.subject_id,
     )

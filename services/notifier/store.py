@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -229,7 +229,9 @@ async def fan_out(conn: Connection, n: Notice) -> int:
             )
             count = int(status.split()[-1])
         else:
-            records = [(u, n.notice_id, extra) for u in dict.fromkeys(n.user_ids)]
+            listed = list(dict.fromkeys(n.user_ids))
+            gone = await erased_accounts(conn, listed)  # a late notice: nothing for them
+            records = [(u, n.notice_id, extra) for u in listed if u not in gone]
             await conn.copy_records_to_table(table, records=records, columns=columns)
             count = len(records)
     # The clock's time, not the transaction's start: the live inbox catches up on what a
@@ -653,6 +655,41 @@ async def erase_subject_rows(conn: Connection, subject_id: UUID) -> dict[str, in
         )
         counts[table] = int(status.split()[-1])
     return counts
+
+
+async def erased_accounts(conn: Connection, user_ids: Sequence[UUID]) -> set[UUID]:
+    """Those of ``user_ids`` whose account erasure is done here."""
+    rows = await conn.fetch(
+        "SELECT subject_id FROM erasures WHERE whole_account AND state = 'done'"
+        " AND subject_id = ANY($1::uuid[])",
+        list(user_ids),
+    )
+    return {r["subject_id"] for r in rows}
+
+
+#: How long after an account's erasure rows written for it are looked for: a fan-out or
+#: an email plan that ran alongside the erasure commits within seconds of it.
+SWEEP_WINDOW = timedelta(hours=1)
+
+
+async def sweep_erased(conn: Connection) -> dict[str, int]:
+    """Delete rows of subjects whose account erasure finished within ``SWEEP_WINDOW``.
+
+    A fan-out or an email plan that ran alongside an erasure may commit rows for the
+    subject after the erasure's deletes looked (they could not see them uncommitted).
+    """
+    swept = {}
+    for table in ("inbox_items", "deliveries", "policy_notices", "previous_addresses",
+                  "contacts"):  # fmt: skip
+        status = await conn.execute(
+            f"DELETE FROM {table} x USING erasures e"  # noqa: S608 - constant names
+            " WHERE e.whole_account AND e.state = 'done' AND e.erased_at > now() - $1::interval"
+            " AND x.user_id = e.subject_id",
+            SWEEP_WINDOW,
+        )
+        if count := int(status.split()[-1]):
+            swept[table] = count
+    return swept
 
 
 async def erase_request_items(conn: Connection, subject_id: UUID, request_id: UUID) -> int:

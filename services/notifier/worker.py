@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -31,12 +32,14 @@ from shared.service import Runtime
 log = logging.getLogger(__name__)
 
 EMAIL_PLAN_CHUNK = 10_000
+SWEEP_EVERY_SECONDS = 60.0
+Step = Callable[[Connection], Awaitable[int | None]]
 
 
 async def loop_step(
     name: str,
     pool: asyncpg.Pool,
-    step: Callable[[Connection], Awaitable[int | None]],
+    step: Step,
     wake: Wake,
     stopping: asyncio.Event,
 ) -> None:
@@ -63,6 +66,23 @@ async def loop_step(
 
 async def _plan_emails(conn: Connection) -> int | None:
     return await store.plan_email_chunk(conn, EMAIL_PLAN_CHUNK)
+
+
+def every(seconds: float, step: Callable[[Connection], Awaitable[object]]) -> Step:
+    """``step`` at most once every ``seconds`` (a loop_step step that never finds more)."""
+    last = [-seconds]
+
+    async def gated(conn: Connection) -> None:
+        if time.monotonic() - last[0] >= seconds:
+            last[0] = time.monotonic()
+            await step(conn)
+
+    return gated
+
+
+async def _sweep_erased(conn: Connection) -> None:
+    if swept := await store.sweep_erased(conn):
+        log.warning("erased subjects' rows written alongside their erasure, deleted: %s", swept)
 
 
 class Worker:
@@ -130,6 +150,15 @@ class Worker:
             asyncio.create_task(
                 loop_step(
                     "inbox-outcomes", pool, store.queue_inbox_outcomes, self.wake, self.stopping
+                )
+            ),
+            asyncio.create_task(
+                loop_step(
+                    "erased-sweep",
+                    pool,
+                    every(SWEEP_EVERY_SECONDS, _sweep_erased),
+                    self.wake,
+                    self.stopping,
                 )
             ),
             asyncio.create_task(

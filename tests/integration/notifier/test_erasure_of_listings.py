@@ -1,18 +1,26 @@
-"""An erased subject leaves no trace in notices scheduled for later, on PostgreSQL.
+"""An erased subject's id comes back nowhere, on PostgreSQL.
 
-A scheduled notice keeps its listed recipients' ids until its time comes. An erasure
-in between removes the subject's id from that list: when the notice fans out, it
-reaches the others and writes no inbox item or delivery for the erased subject.
+* A scheduled notice keeps its listed recipients' ids until its time comes. An erasure
+  in between removes the subject's id from that list: when the notice fans out, it
+  reaches the others and writes no inbox item or delivery for the erased subject.
+* A notice listing a subject whose account erasure is done (a late event: a reply to a
+  request, a campaign from a stale list) writes nothing for it either.
+* Rows a fan-out or an email plan committed just after an erasure (they ran alongside
+  it, and its deletes could not see them) are swept, for an hour after it.
+* The upgrade marks which recorded erasures took a whole account.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
 from services.notifier import handlers, store
+from services.notifier.bootstrap import MIGRATIONS
+from shared.db.migrations import apply_migrations, migration_files
 
 
 async def test_an_erasure_removes_the_subject_from_notices_scheduled_for_later(
@@ -57,3 +65,102 @@ async def test_an_erasure_removes_the_subject_from_notices_scheduled_for_later(
     # A second erasure finds nothing more to remove.
     async with pool.acquire() as conn, conn.transaction():
         assert (await store.erase_subject_rows(conn, subject))["scheduled_notices"] == 0
+
+
+def _notice(*users: uuid.UUID) -> store.Notice:
+    return store.Notice(
+        notice_id=uuid.uuid4(),
+        template="service_announcement",
+        category="service_announcement",
+        audience="listed",
+        user_ids=users,
+        params={"subject": "Shop closed on Friday", "message": "Closed for inventory."},
+        channels=("inbox", "email"),
+        recipient="user",
+        pinned=False,
+        source="test",
+    )
+
+
+async def _erasure(
+    conn: Any, subject: uuid.UUID, *, whole_account: bool = True, ago: timedelta = timedelta(0)
+) -> None:
+    await conn.execute(
+        "INSERT INTO erasures (request_id, subject_id, state, erased, erased_at, whole_account)"
+        " VALUES ($1, $2, 'done', '{}', now() - $3::interval, $4)",
+        uuid.uuid4(),
+        subject,
+        ago,
+        whole_account,
+    )
+
+
+async def test_a_notice_for_an_erased_account_writes_nothing_for_it(pool: asyncpg.Pool) -> None:
+    erased, other = uuid.uuid4(), uuid.uuid4()
+    notice = _notice(erased, other)
+    async with pool.acquire() as conn, conn.transaction():
+        await _erasure(conn, erased)
+        assert await handlers.accept_notice(conn, notice) == 1
+        await store.plan_email_chunk(conn, 100)
+    for table in ("inbox_items", "deliveries"):
+        users = await pool.fetch(
+            f"SELECT user_id FROM {table} WHERE notice_id = $1",
+            notice.notice_id,
+        )
+        assert [r["user_id"] for r in users] == [other], table
+
+
+async def test_rows_written_alongside_an_erasure_are_swept(pool: asyncpg.Pool) -> None:
+    raced, one_request, long_ago = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    notice = _notice(raced, one_request, long_ago)
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.accept_notice(conn, notice)  # before any erasure: rows for all
+        await store.plan_email_chunk(conn, 100)
+        await _erasure(conn, raced)
+        await _erasure(conn, one_request, whole_account=False)  # one request's items only
+        await _erasure(conn, long_ago, ago=timedelta(hours=2))  # past the sweep's window
+        swept = await store.sweep_erased(conn)
+    assert swept == {"inbox_items": 1, "deliveries": 1}
+    for table in ("inbox_items", "deliveries"):
+        users = await pool.fetch(
+            f"SELECT user_id FROM {table} WHERE notice_id = $1",
+            notice.notice_id,
+        )
+        assert {r["user_id"] for r in users} == {one_request, long_ago}, table
+
+
+async def test_the_upgrade_marks_erasures_of_whole_accounts(scratch_dsn: str) -> None:
+    files = migration_files("notifier", MIGRATIONS)
+    cut = next(
+        i for i, (version, _) in enumerate(files) if version.endswith("011_account_erasures")
+    )
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await apply_migrations(conn, files[:cut])
+        kinds = {
+            "account, confirming": ("confirming", None),
+            "account, done": ("done", '{"contacts": 1, "inbox_items": 0}'),
+            "request, done": ("done", '{"inbox_items": 2}'),
+            "other scope, done": ("done", "{}"),
+        }
+        ids = {}
+        for name, (state, erased) in kinds.items():
+            ids[name] = uuid.uuid4()
+            await conn.execute(
+                "INSERT INTO erasures (request_id, subject_id, state, erased)"
+                " VALUES ($1, $2, $3, $4::jsonb)",
+                ids[name], uuid.uuid4(), state, erased,
+            )  # fmt: skip
+        await apply_migrations(conn, files[cut:])
+        marked = {
+            name: await conn.fetchval(
+                "SELECT whole_account FROM erasures WHERE request_id = $1", request_id
+            )
+            for name, request_id in ids.items()
+        }
+    finally:
+        await conn.close()
+    assert {name for name, whole in marked.items() if whole} == {
+        "account, confirming",
+        "account, done",
+    }
