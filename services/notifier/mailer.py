@@ -51,6 +51,11 @@ class InDoubt(Exception):
     """The connection failed after the message was handed over: it may have arrived."""
 
 
+class NotSent(Exception):
+    """An unexpected error before DATA: whether or not the hand-over was marked, the
+    message did not leave, so it may be sent again."""
+
+
 class Refused(Exception):
     """The compliance gate refused the message; it was not sent."""
 
@@ -264,6 +269,10 @@ class SmtpTransport:
             await self.close()
             await marking  # a lost lease or an outage there outranks this failure
             raise _failure(exc) from None
+        except Exception as exc:  # before DATA: the message did not leave, mark or not
+            marking.cancel()
+            await self.close()
+            raise NotSent(f"before DATA: {type(exc).__name__}") from exc
         except BaseException:
             marking.cancel()
             raise

@@ -48,6 +48,7 @@ from services.notifier.domain.templates import Footer, Renderer
 from services.notifier.mailer import (
     GatedTransport,
     InDoubt,
+    NotSent,
     PermanentFailure,
     Refused,
     TemporaryFailure,
@@ -405,9 +406,10 @@ class Sender:
         return GatedTransport(self._transport_factory(), self._policy)  # connects lazily
 
     def _unexpected(self, row: Any, exc: Exception, handed_over: bool) -> store.Result:
-        """An error no rule foresaw: in doubt once handed over, else retried with back-off."""
+        """An error no rule foresaw: in doubt once handed over (unless the transport says
+        the message never left), else retried with back-off."""
         why = f"unexpected error: {type(exc).__name__}"
-        if handed_over:
+        if handed_over and not isinstance(exc, NotSent):
             return _in_doubt(row, why)
         attempts = row["attempts"] + 1
         if attempts >= self.settings.notifier_max_attempts:

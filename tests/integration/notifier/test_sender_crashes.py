@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.notifier import store
+from services.notifier import mailer, store
 from services.notifier.config import NotifierSettings
 from services.notifier.mailer import SmtpTransport
 from services.notifier.sender import HandOvers, Sender, Wake, message_id
@@ -238,3 +238,41 @@ async def test_only_the_holder_of_a_live_lease_can_hand_a_delivery_over(
         await marks.mark(first["id"], first["lease_until"])
     rows = await deliveries(pool, first["notice_id"])
     assert all(r["handed_over_at"] is not None for r in rows.values())
+
+
+async def test_an_unexpected_error_before_data_retries_the_email_once_marked(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug between the hand-over mark and DATA (here, in MAIL/RCPT): the message never
+    left, so the email is retried and sent once, not left in doubt."""
+    config = NotifierSettings(environment="test", notifier_smtp_connections=1,
+                              notifier_retry_base_seconds=0.2,
+                              notifier_retry_max_seconds=0.5)  # fmt: skip
+    vault = await Vault.connect(config, pool)
+    notice, users = await seed(pool, vault, count=2)  # users[0] opted out
+    envelope = mailer._envelope
+    failed: list[str] = []
+
+    async def failing_once(client: Any, wire: Any) -> None:
+        if not failed:
+            await asyncio.sleep(0.5)  # the hand-over mark commits meanwhile
+            failed.append(wire.recipient)
+            raise KeyError("a bug in the envelope")
+        await envelope(client, wire)
+
+    monkeypatch.setattr(mailer, "_envelope", failing_once)
+    mailbox = Mailbox()
+    sender = Sender(config, pool, vault, lambda: SmtpTransport(config), Wake())
+    task = asyncio.create_task(sender.run())
+    try:
+        await until(lambda: settled(pool, notice), seconds=60)
+    finally:
+        sender.stop()
+        await task
+        await vault.close()
+    row = (await deliveries(pool, notice))[users[1]]
+    counts = await copies(mailbox, users)
+    await mailbox.close()
+    assert failed == [address(users[1])]
+    assert (row["status"], row["in_doubt"]) == ("done", False)
+    assert counts == Counter({_message_id(notice, users[1]): 1})
