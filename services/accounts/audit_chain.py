@@ -27,11 +27,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from services.accounts.config import AccountsSettings
 from shared.bus import Delivery, read_record
-from shared.bus.kafka_options import client_options
+from shared.bus.kafka_options import log_reader, seek_to_start
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import AuditLogAppended
 from shared.events.topics import ACCOUNTS_AUDIT
@@ -152,14 +152,14 @@ async def published_links(
     settings: AccountsSettings, topic: str = ACCOUNTS_AUDIT.name
 ) -> dict[int, str]:
     """Every link on the audit topic, read from the beginning up to its current end."""
-    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
+    consumer = log_reader(settings)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()  # this topic's partitions, too
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        await seek_to_start(consumer, partitions)
         links: dict[int, str] = {}
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             for records in (await consumer.getmany(timeout_ms=1000)).values():

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.deletion import backups
@@ -36,7 +36,7 @@ from services.deletion.config import DeletionSettings
 from services.deletion.domain.certificate import Finding, Verdict
 from services.deletion.domain.retention import RetentionPolicy
 from services.deletion.store import Tracked
-from shared.bus.kafka_options import client_options
+from shared.bus.kafka_options import client_options, log_reader, seek_to_start
 from shared.databases import SERVICE_DATABASES
 from shared.vault import Vault
 
@@ -84,12 +84,7 @@ async def contact_cards_left(settings: DeletionSettings, subjects: Sequence[UUID
     wanted = {str(s).encode(): s for s in subjects}
     last_has_value: dict[UUID, bool] = {}
     topic = settings.topic("accounts.contacts")
-    consumer = AIOKafkaConsumer(
-        **client_options(settings),
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
+    consumer = log_reader(settings, isolation_level="read_committed")
     await consumer.start()
     try:
         partitions = await _partitions(settings, topic)
@@ -98,7 +93,7 @@ async def contact_cards_left(settings: DeletionSettings, subjects: Sequence[UUID
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
+        await seek_to_start(consumer, tps)
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000)

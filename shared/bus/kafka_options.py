@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.helpers import create_ssl_context
 
 from shared.config import PlatformSettings
@@ -51,3 +52,27 @@ def manual_commit_consumer(
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **client_options(settings), **options)
+
+
+def log_reader(settings: PlatformSettings, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer without a group, for reading logs from their start (verifiers, tests).
+
+    Its offset reset is "earliest": aiokafka resets an assigned partition with this
+    strategy at once, and a reset to the latest offset still under way when the caller
+    seeks to the beginning wins over the seek (the partition then reads as empty).
+    """
+    options: dict[str, Any] = {
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(**client_options(settings), **options)
+
+
+async def seek_to_start(consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]) -> None:
+    """Position each partition at its first offset, by an explicit seek (which, unlike
+    ``seek_to_beginning``, no reset already under way can override)."""
+    starts = await consumer.beginning_offsets(list(partitions))
+    for tp in partitions:
+        consumer.seek(tp, starts[tp])

@@ -18,7 +18,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.accounts.config import AccountsSettings
-from shared.bus.kafka_options import client_options, reliable_producer
+from shared.bus.kafka_options import client_options, log_reader, reliable_producer, seek_to_start
 from shared.config import PlatformSettings
 from shared.contact_card import OpenCard
 from shared.events import Event, encode_envelope, envelope_for
@@ -151,7 +151,7 @@ async def read_topics_from_beginning(
     topics: Sequence[str] = ALL_PRIMARY,
 ) -> list[bytes]:
     """Every record value (and key) now on ``topics``, read from the start of the log."""
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, group_id=None)
+    consumer = log_reader(settings)
     await consumer.start()
     try:
         known: dict[str, set[int]] = {}
@@ -166,7 +166,7 @@ async def read_topics_from_beginning(
         partitions = [TopicPartition(t, p) for t in topics for p in known[t]]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        await seek_to_start(consumer, partitions)
         values: list[bytes] = []
         pending = {tp for tp, end in ends.items() if end > 0}
         deadline = time.monotonic() + 60
