@@ -160,15 +160,7 @@ async def test_sigkill_at_every_window_sends_no_email_twice_and_loses_none(
         assert await store.replay_dead(conn) == 0
         replayed = await store.replay_dead(conn, delivery_ids=[rows[u]["id"] for u in missing])
     assert replayed == len(missing)
-    vault = await Vault.connect(config, pool)
-    resend = Sender(config, pool, vault, lambda: SmtpTransport(config), Wake())
-    task = asyncio.create_task(resend.run())
-    try:
-        await until(lambda: settled(pool, notice), seconds=60)
-    finally:
-        resend.stop()
-        await task
-        await vault.close()
+    await _send_until_settled(config, pool, await Vault.connect(config, pool), notice)
     counts = await copies(mailbox, users)
     await mailbox.close()
     assert counts == Counter({_message_id(notice, u): 1 for u in users[1:]})
@@ -182,15 +174,10 @@ async def test_a_reply_lost_after_data_leaves_the_email_in_doubt_not_sent_again(
     notice, users = await seed(pool, vault, count=3)  # users[0] opted out
     mailbox = Mailbox()
     await mailbox.set_mode("lose-reply")
-    sender = Sender(config, pool, vault, lambda: SmtpTransport(config), Wake())
-    task = asyncio.create_task(sender.run())
     try:
-        await until(lambda: settled(pool, notice), seconds=60)
+        await _send_until_settled(config, pool, vault, notice)
     finally:
         await mailbox.set_mode("accept")
-        sender.stop()
-        await task
-        await vault.close()
     rows = await deliveries(pool, notice)
     counts = await copies(mailbox, users)
     await mailbox.close()
@@ -199,6 +186,21 @@ async def test_a_reply_lost_after_data_leaves_the_email_in_doubt_not_sent_again(
         assert rows[u]["reason"].startswith(f"{IN_DOUBT}SMTP connection lost during DATA")
     # The server kept each message although its answer never came: one copy, no retry.
     assert counts == Counter({_message_id(notice, u): 1 for u in users[1:]})
+
+
+async def _send_until_settled(
+    config: NotifierSettings, pool: asyncpg.Pool, vault: Vault, notice: uuid.UUID
+) -> None:
+    """A sender over SMTP (the sink) until every delivery of ``notice`` is done or dead;
+    then the vault is closed."""
+    sender = Sender(config, pool, vault, lambda: SmtpTransport(config), Wake())
+    task = asyncio.create_task(sender.run())
+    try:
+        await until(lambda: settled(pool, notice), seconds=60)
+    finally:
+        sender.stop()
+        await task
+        await vault.close()
 
 
 def _message_id(notice: uuid.UUID, user: uuid.UUID) -> str:
@@ -262,14 +264,7 @@ async def test_an_unexpected_error_before_data_retries_the_email_once_marked(
 
     monkeypatch.setattr(mailer, "_envelope", failing_once)
     mailbox = Mailbox()
-    sender = Sender(config, pool, vault, lambda: SmtpTransport(config), Wake())
-    task = asyncio.create_task(sender.run())
-    try:
-        await until(lambda: settled(pool, notice), seconds=60)
-    finally:
-        sender.stop()
-        await task
-        await vault.close()
+    await _send_until_settled(config, pool, vault, notice)
     row = (await deliveries(pool, notice))[users[1]]
     counts = await copies(mailbox, users)
     await mailbox.close()
