@@ -32,14 +32,9 @@ def counter_of(row: store.Row | None) -> throttle.Counter | None:
 def throttled(verdict: throttle.Verdict) -> Problem:
     seconds = max(1, math.ceil(verdict.retry_after))
     if verdict.locked and verdict.retry_after > 0:  # an operator's lock lifts by itself
-        return Problem(
-            429,
-            "Too many failed logins",
-            f"Too many failed attempts: this login is locked for {seconds} s."
-            " An admin can unlock it sooner.",
-            slug="login-locked",
-            headers={"Retry-After": str(seconds)},
-        )
+        detail = f"this login is locked for {seconds} s. An admin can unlock it sooner."
+        return _wait("Too many failed logins", f"Too many failed attempts: {detail}",
+                     "login-locked", seconds)  # fmt: skip
     if verdict.locked:
         return Problem(
             429,
@@ -47,13 +42,13 @@ def throttled(verdict: throttle.Verdict) -> Problem:
             "Too many failed attempts: logins are locked. Reset your password to unlock.",
             slug="login-locked",
         )
-    return Problem(
-        429,
-        "Too many failed logins",
-        f"Too many failed attempts: try again in {seconds} s.",
-        slug="login-throttled",
-        headers={"Retry-After": str(seconds)},
-    )
+    return _wait("Too many failed logins", f"Too many failed attempts: try again in {seconds} s.",
+                 "login-throttled", seconds)  # fmt: skip
+
+
+def _wait(title: str, detail: str, slug: str, seconds: int) -> Problem:
+    """429 with the seconds to wait in Retry-After."""
+    return Problem(429, title, detail, slug=slug, headers={"Retry-After": str(seconds)})
 
 
 async def count_failure(
@@ -124,13 +119,8 @@ async def refuse_while_probing(ctx: Context, user_id: UUID) -> None:
     verdict = throttle.check(EMAIL_PROBES, counter, datetime.now(UTC))
     if not verdict.allowed:
         seconds = max(1, math.ceil(verdict.retry_after))
-        raise Problem(
-            429,
-            "Too many addresses in use",
-            f"Too many changes to addresses already in use: try again in {seconds} s.",
-            slug="email-change-throttled",
-            headers={"Retry-After": str(seconds)},
-        )
+        detail = f"Too many changes to addresses already in use: try again in {seconds} s."
+        raise _wait("Too many addresses in use", detail, "email-change-throttled", seconds)
 
 
 async def count_email_probe(ctx: Context, user_id: UUID) -> None:

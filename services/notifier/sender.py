@@ -284,7 +284,7 @@ class Sender:
             )
             if waited > s.notifier_contact_wait_seconds:
                 return _final(row, "dead", "failed", "no (new enough) contact card arrived in time")
-            return _result(
+            return result_of(
                 row,
                 "pending",
                 reason="waiting for the contact card",
@@ -318,7 +318,7 @@ class Sender:
                 row["attempts"] + 1, s.notifier_retry_base_seconds, s.notifier_retry_max_seconds
             )
             reason = f"outage while composing: {type(exc).__name__}"
-            return _result(row, "pending", reason=reason, delay=delay)
+            return result_of(row, "pending", reason=reason, delay=delay)
         except Exception as exc:  # a template that cannot render is a dead letter
             return _final(row, "dead", "refused", f"cannot render: {type(exc).__name__}")
 
@@ -418,7 +418,7 @@ class Sender:
         delay = backoff_seconds(
             attempts, s.notifier_retry_base_seconds, s.notifier_retry_max_seconds
         )
-        return _result(row, "pending", reason=why, delay=delay, attempted=True)
+        return result_of(row, "pending", reason=why, delay=delay, attempted=True)
 
     async def _send(
         self, transport: GatedTransport, job: Job, hand_over: Callable[[], Awaitable[None]]
@@ -440,7 +440,7 @@ class Sender:
                 self.settings.notifier_retry_max_seconds,
             )
             reason = f"hand-over not recorded: {type(exc).__name__}"
-            return _result(row, "pending", reason=reason, delay=delay)
+            return result_of(row, "pending", reason=reason, delay=delay)
         except Refused as exc:
             log.warning("gate refused %s: %s", row["template"], exc)
             return _final(row, "dead", "refused", f"compliance gate: {exc}", attempted=False)
@@ -455,7 +455,7 @@ class Sender:
                 self.settings.notifier_retry_base_seconds,
                 self.settings.notifier_retry_max_seconds,
             )
-            return _result(row, "pending", reason=str(exc), delay=delay, attempted=True)
+            return result_of(row, "pending", reason=str(exc), delay=delay, attempted=True)
         self.sent += 1
         return _final(row, "done", "sent", None, attempted=True)
 
@@ -594,7 +594,7 @@ def _delivered(final: list[store.Result]) -> list[Any]:
     ]
 
 
-def _result(
+def result_of(
     row: Any,
     status: str,
     *,
@@ -604,6 +604,7 @@ def _result(
     attempted: bool = False,
     waiting: bool = False,
 ) -> store.Result:
+    """What became of a leased ``row``, recorded under the lease it was leased with."""
     return store.Result(
         delivery_id=row["id"],
         notice_id=row["notice_id"],
@@ -624,7 +625,7 @@ def _result(
 def _final(
     row: Any, status: str, outcome: str, reason: str | None, attempted: bool = False
 ) -> store.Result:
-    return _result(row, status, outcome=outcome, reason=reason, attempted=attempted)
+    return result_of(row, status, outcome=outcome, reason=reason, attempted=attempted)
 
 
 def _in_doubt(row: Any, why: str) -> store.Result:

@@ -8,17 +8,17 @@ import uuid
 import asyncpg
 
 from services.deletion.bootstrap import DATABASE, MIGRATIONS
-from shared.db.migrations import apply_migrations, migration_files
+from shared.db.migrations import apply_migrations
+from tests.support.migrations import split_at
 
 BEFORE = "005_cancel_window"  # the first migration that knows the window
 
 
 async def test_only_requests_past_holds_are_taken_as_confirmed(scratch_dsn: str) -> None:
-    files = migration_files(DATABASE, MIGRATIONS)
-    cut = next(i for i, (version, _) in enumerate(files) if version.endswith(BEFORE))
+    before, after = split_at(DATABASE, MIGRATIONS, BEFORE)
     conn = await asyncpg.connect(scratch_dsn)
     try:
-        await apply_migrations(conn, files[:cut])
+        await apply_migrations(conn, before)
         rows = {
             "grace": ("grace", None),
             "holds": ("holds", None),
@@ -37,7 +37,7 @@ async def test_only_requests_past_holds_are_taken_as_confirmed(scratch_dsn: str)
                 " VALUES ($1, $2, 'account', 'user', $3, now(), now(), now(), $4)",
                 ids[name], uuid.uuid4(), stage, paused_from,
             )  # fmt: skip
-        await apply_migrations(conn, files[cut:])
+        await apply_migrations(conn, after)
         closed = {
             name: await conn.fetchval(
                 "SELECT cancel_window_closed_at IS NOT NULL FROM deletion_requests"

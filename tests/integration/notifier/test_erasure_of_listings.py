@@ -20,7 +20,8 @@ import asyncpg
 
 from services.notifier import handlers, store
 from services.notifier.bootstrap import MIGRATIONS
-from shared.db.migrations import apply_migrations, migration_files
+from shared.db.migrations import apply_migrations
+from tests.support.migrations import split_at
 
 
 async def test_an_erasure_removes_the_subject_from_notices_scheduled_for_later(
@@ -130,13 +131,10 @@ async def test_rows_written_alongside_an_erasure_are_swept(pool: asyncpg.Pool) -
 
 
 async def test_the_upgrade_marks_erasures_of_whole_accounts(scratch_dsn: str) -> None:
-    files = migration_files("notifier", MIGRATIONS)
-    cut = next(
-        i for i, (version, _) in enumerate(files) if version.endswith("011_account_erasures")
-    )
+    before, after = split_at("notifier", MIGRATIONS, "011_account_erasures")
     conn = await asyncpg.connect(scratch_dsn)
     try:
-        await apply_migrations(conn, files[:cut])
+        await apply_migrations(conn, before)
         kinds = {
             "account, confirming": ("confirming", None),
             "account, done": ("done", '{"contacts": 1, "inbox_items": 0}'),
@@ -151,7 +149,7 @@ async def test_the_upgrade_marks_erasures_of_whole_accounts(scratch_dsn: str) ->
                 " VALUES ($1, $2, $3, $4::jsonb)",
                 ids[name], uuid.uuid4(), state, erased,
             )  # fmt: skip
-        await apply_migrations(conn, files[cut:])
+        await apply_migrations(conn, after)
         marked = {
             name: await conn.fetchval(
                 "SELECT whole_account FROM erasures WHERE request_id = $1", request_id

@@ -12,7 +12,6 @@ import json
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
@@ -20,7 +19,7 @@ import pytest
 from services.notifier import handlers, store
 from services.notifier.config import NotifierSettings
 from services.notifier.mailer import HandOver, Wire
-from services.notifier.sender import Sender, Wake, record
+from services.notifier.sender import Sender, Wake, record, result_of
 from shared.vault import Vault
 from tests.integration.notifier.support import (
     USERS,
@@ -281,7 +280,10 @@ async def test_a_stalled_senders_late_outcome_does_not_reopen_another_senders_le
     async with pool.acquire() as conn:
         taken = {r["id"]: r for r in await store.claim_deliveries(conn, 2, 600)}
     assert set(taken) == {r["id"] for r in stalled}
-    late = [_outcome(stalled[0], "pending", None), _outcome(stalled[1], "done", "sent")]
+    late = [
+        result_of(stalled[0], "pending", attempted=True),
+        result_of(stalled[1], "done", outcome="sent", attempted=True),
+    ]
     await record(pool, late)
     rows = {
         r["id"]: r for r in await pool.fetch("SELECT id, status, next_attempt_at FROM deliveries")
@@ -292,21 +294,9 @@ async def test_a_stalled_senders_late_outcome_does_not_reopen_another_senders_le
         )  # fmt: skip
     assert await pool.fetchval("SELECT count(*) FROM bus_outbox") == 0
     # The holder's own outcomes are recorded, with their events.
-    await record(pool, [_outcome(r, "done", "sent") for r in taken.values()])
+    await record(
+        pool, [result_of(r, "done", outcome="sent", attempted=True) for r in taken.values()]
+    )
     statuses = await pool.fetch("SELECT status, outcome FROM deliveries")
     assert {(r["status"], r["outcome"]) for r in statuses} == {("done", "sent")}
     assert await pool.fetchval("SELECT count(*) FROM bus_outbox") == 2
-
-
-def _outcome(row: Any, status: str, outcome: str | None) -> store.Result:
-    """What a sender records for a leased row after one SMTP attempt."""
-    return store.Result(
-        delivery_id=row["id"],
-        notice_id=row["notice_id"],
-        user_id=row["user_id"],
-        status=status,
-        outcome=outcome,
-        smtp_attempted=True,
-        template=row["template"],
-        lease_until=row["lease_until"],
-    )
