@@ -18,6 +18,7 @@ from shared.events.catalogue.accounts import (
     CARD_EMAIL,
     CARD_GUARDIAN_EMAIL,
     CARD_NAME,
+    CARD_PENDING_EMAIL,
     AgeBand,
     ContactCardChanged,
 )
@@ -37,6 +38,7 @@ class OpenCard(BaseModel):
     age_band: AgeBand
     locale: str = "en"
     guardian_email: EmailStr | None = None
+    pending_email: EmailStr | None = None
     marketing_email: bool = False
     tracking_opt_out: bool = False
     active: bool = True
@@ -44,7 +46,12 @@ class OpenCard(BaseModel):
 
 
 # The card's fields sealed on the bus, with their vault purposes; the others go in clear.
-_SEALED = {"email": CARD_EMAIL, "name": CARD_NAME, "guardian_email": CARD_GUARDIAN_EMAIL}
+_SEALED = {
+    "email": CARD_EMAIL,
+    "name": CARD_NAME,
+    "guardian_email": CARD_GUARDIAN_EMAIL,
+    "pending_email": CARD_PENDING_EMAIL,
+}
 _CLEAR = ("locale", "age_band", "marketing_email", "tracking_opt_out", "active", "changed_at")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.accounts.context import EMAIL, GUARDIAN_EMAIL, NAME, emit_all
+from services.accounts.context import EMAIL, GUARDIAN_EMAIL, NAME, PENDING_EMAIL, emit_all
 from services.accounts.store import Row, UserRow
 from shared.bus import add_tombstone
 from shared.contact_card import OpenCard, seal_card
@@ -20,7 +20,7 @@ async def card_of(vault: Vault, user: UserRow) -> ContactCardChanged:
     """The user's card, its personal fields sealed again for the bus (their own purposes,
     the subject's key: shredding it makes the records on Kafka unreadable too)."""
     uid = user["id"]
-    guardian = user["guardian_email"]
+    guardian, pending = user["guardian_email"], user["pending_email"]
     card = OpenCard(
         user_id=uid,
         email=await vault.open(uid, user["email"], purpose=EMAIL),
@@ -30,6 +30,7 @@ async def card_of(vault: Vault, user: UserRow) -> ContactCardChanged:
         guardian_email=(
             await vault.open(uid, guardian, purpose=GUARDIAN_EMAIL) if guardian else None
         ),
+        pending_email=(await vault.open(uid, pending, purpose=PENDING_EMAIL) if pending else None),
         marketing_email=user["marketing_email"] and user["age_band"] != "under_13",
         tracking_opt_out=user["tracking_opt_out"] or user["age_band"] == "under_13",
         active=user["active"],

@@ -29,6 +29,7 @@ SOURCE = "accounts"
 # Vault purposes: "<database>.<table>.<column>" (the associated data of each seal).
 EMAIL = "accounts.users.email"
 EMAIL_INDEX = "accounts.users.email_index"
+PENDING_EMAIL = "accounts.users.pending_email"
 NAME = "accounts.users.name"
 BIRTH_DATE = "accounts.users.birth_date"
 GUARDIAN_EMAIL = "accounts.users.guardian_email"

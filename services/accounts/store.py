@@ -80,8 +80,8 @@ async def update_user_returning(conn: Connection, user_id: UUID, **columns: Any)
 # What a contact card is made of: an edit may skip re-reading the row only while every
 # one of these is still what the caller read.
 CARD_COLUMNS = (
-    "name", "email", "guardian_email", "locale", "age_band", "marketing_email",
-    "tracking_opt_out", "active", "updated_at",
+    "name", "email", "guardian_email", "pending_email", "locale", "age_band",
+    "marketing_email", "tracking_opt_out", "active", "updated_at",
 )  # fmt: skip
 _EDIT_AS_READ = f"""
 WITH changed AS (
@@ -196,9 +196,9 @@ async def session_open(conn: Connection, session_id: UUID, principal_id: UUID) -
 
 # What a profile shows (no password hash, no email index): what every request reads.
 PROFILE_COLUMNS = (
-    "id", "name", "email", "email_verified", "age_band", "birth_date", "guardian_email",
-    "active", "locale", "marketing_email", "personalisation", "tracking_opt_out", "created_at",
-    "updated_at",
+    "id", "name", "email", "email_verified", "pending_email", "age_band", "birth_date",
+    "guardian_email", "active", "locale", "marketing_email", "personalisation",
+    "tracking_opt_out", "created_at", "updated_at",
 )  # fmt: skip
 _SESSION_USER = (
     f"SELECT {', '.join(f'u.{c}' for c in PROFILE_COLUMNS)} FROM sessions s"  # noqa: S608 - ours

@@ -95,12 +95,12 @@ async def reauthenticate(
         raise Problem(403, "Wrong password", detail, slug="reauthentication-failed")
 
 
-# A change to an address in use is refused (409): each refusal tells the caller that
-# someone has an account with that address. So such refusals are counted per account:
-# three a day go free, then each next try waits longer (a minute, doubling, up to a
-# day), which keeps an account from being used to test addresses in bulk.
-EMAIL_PROBES = throttle.ThrottlePolicy(
-    free_failures=3,
+# Each address change mails a link to an address the caller names, which may be anyone's.
+# So they are counted per account: five a day go free, then each next one waits longer
+# (a minute, doubling, up to a day), which keeps an account from mailing strangers in
+# bulk. (The answer never says whether the address has an account: nothing to test.)
+ADDRESS_CHANGES = throttle.ThrottlePolicy(
+    free_failures=5,
     base_seconds=60.0,
     max_seconds=86_400.0,
     lockout_failures=None,
@@ -108,23 +108,24 @@ EMAIL_PROBES = throttle.ThrottlePolicy(
 )
 
 
-def probe_key(vault: Vault, user_id: UUID) -> bytes:
-    return vault.blind_index(f"email-probe:{user_id}", purpose=THROTTLE_ACCOUNT)
+def address_change_key(vault: Vault, user_id: UUID) -> bytes:
+    return vault.blind_index(f"address-change:{user_id}", purpose=THROTTLE_ACCOUNT)
 
 
-async def refuse_while_probing(ctx: Context, user_id: UUID) -> None:
-    """Raise 429 while this account's refused address changes are being waited out."""
+async def refuse_while_changing_addresses(ctx: Context, user_id: UUID) -> None:
+    """Raise 429 while this account's address changes are being waited out."""
     async with ctx.pool.acquire() as conn:
-        counter = counter_of(await store.throttle_counter(conn, probe_key(ctx.vault, user_id)))
-    verdict = throttle.check(EMAIL_PROBES, counter, datetime.now(UTC))
+        key = address_change_key(ctx.vault, user_id)
+        counter = counter_of(await store.throttle_counter(conn, key))
+    verdict = throttle.check(ADDRESS_CHANGES, counter, datetime.now(UTC))
     if not verdict.allowed:
         seconds = max(1, math.ceil(verdict.retry_after))
-        detail = f"Too many changes to addresses already in use: try again in {seconds} s."
-        raise _wait("Too many addresses in use", detail, "email-change-throttled", seconds)
+        detail = f"Too many address changes today: try again in {seconds} s."
+        raise _wait("Too many address changes", detail, "email-change-throttled", seconds)
 
 
-async def count_email_probe(ctx: Context, user_id: UUID) -> None:
-    key = probe_key(ctx.vault, user_id)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        counter = counter_of(await store.lock_account_throttle(conn, key))
-        await count_failure(conn, key, "account", EMAIL_PROBES, counter)
+async def count_address_change(conn: Connection, vault: Vault, user_id: UUID) -> None:
+    """Count one change in the transaction that mails its link."""
+    key = address_change_key(vault, user_id)
+    counter = counter_of(await store.lock_account_throttle(conn, key))
+    await count_failure(conn, key, "account", ADDRESS_CHANGES, counter)

@@ -47,6 +47,7 @@ NOTICE_NAMESPACE = UUID("6f1d8a52-3c1e-4e57-9a57-0d4f5c1b9e21")
 EMAIL_PURPOSE = "notifier.contacts.email"
 NAME_PURPOSE = "notifier.contacts.name"
 GUARDIAN_PURPOSE = "notifier.contacts.guardian_email"
+PENDING_PURPOSE = "notifier.contacts.pending_email"
 # The deletion service's retention category of our erasure records (retention.toml).
 DISCLOSURE_LOG = "disclosure_log"
 
@@ -102,7 +103,7 @@ class Handlers:
     async def _sealed_contact(self, card: OpenCard) -> store.SealedContact:
         """The card sealed for this database: own purposes, an index to find it by email."""
         uid = card.user_id
-        guardian = card.guardian_email
+        guardian, pending = card.guardian_email, card.pending_email
         return store.SealedContact(
             user_id=uid,
             email_index=email_index(self.vault, card.email),
@@ -111,6 +112,10 @@ class Handlers:
             guardian_index=email_index(self.vault, guardian) if guardian else None,
             guardian_email=(
                 await self.vault.seal(uid, guardian, purpose=GUARDIAN_PURPOSE) if guardian else None
+            ),
+            pending_index=email_index(self.vault, pending) if pending else None,
+            pending_email=(
+                await self.vault.seal(uid, pending, purpose=PENDING_PURPOSE) if pending else None
             ),
             locale=card.locale,
             age_band=card.age_band,
@@ -206,7 +211,9 @@ def notice_for(event: Event, source: str) -> store.Notice | None:
             user_ids=event.user_ids,
             params=params,
             channels=tuple(dict.fromkeys(event.channels)),
-            recipient=event.recipient,
+            # A link confirming a new address goes to that address, and only there: never
+            # to the inbox or the current address, whose holder could confirm without it.
+            recipient="pending" if TEMPLATES[event.template].pending else event.recipient,
             pinned=TEMPLATES[event.template].pinned,
             source=source,
             send_at=event.send_at,

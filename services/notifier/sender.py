@@ -293,6 +293,8 @@ class Sender:
             )
         if row["recipient"] == "guardian" and row["guardian_email"] is None:
             return _final(row, "dead", "failed", "the contact card names no guardian")
+        if row["recipient"] == "pending" and row["email"] is None:
+            return _final(row, "dead", "failed", "the contact card names no address to confirm")
         if row["recipient"] == "previous" and row["email"] is None:
             return _final(row, "dead", "failed", "the replaced address is no longer kept")
         if row["address_current"]:
@@ -330,6 +332,9 @@ class Sender:
                 uid, row["guardian_email"], purpose=handlers.GUARDIAN_PURPOSE
             )
             name = "parent or guardian"
+        elif row["recipient"] == "pending":
+            address = await self._vault.open(uid, row["email"], purpose=handlers.PENDING_PURPOSE)
+            name = await self._vault.open(uid, row["name"], purpose=handlers.NAME_PURPOSE)
         else:
             address = await self._vault.open(uid, row["email"], purpose=handlers.EMAIL_PURPOSE)
             name = await self._vault.open(uid, row["name"], purpose=handlers.NAME_PURPOSE)

@@ -41,6 +41,8 @@ class SealedContact:
     tracking_opt_out: bool
     active: bool
     card_changed_at: datetime | None = None
+    pending_index: bytes | None = None
+    pending_email: bytes | None = None
 
 
 async def upsert_contact(conn: Connection, c: SealedContact) -> None:
@@ -48,11 +50,12 @@ async def upsert_contact(conn: Connection, c: SealedContact) -> None:
         """
         INSERT INTO contacts (user_id, email_index, email, name, guardian_index, guardian_email,
                               locale, age_band, marketing_email, tracking_opt_out, active,
-                              card_changed_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                              card_changed_at, pending_index, pending_email)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
         ON CONFLICT (user_id) DO UPDATE SET
             email_index = EXCLUDED.email_index, email = EXCLUDED.email, name = EXCLUDED.name,
             guardian_index = EXCLUDED.guardian_index, guardian_email = EXCLUDED.guardian_email,
+            pending_index = EXCLUDED.pending_index, pending_email = EXCLUDED.pending_email,
             locale = EXCLUDED.locale, age_band = EXCLUDED.age_band,
             marketing_email = EXCLUDED.marketing_email,
             tracking_opt_out = EXCLUDED.tracking_opt_out, active = EXCLUDED.active,
@@ -73,6 +76,8 @@ async def upsert_contact(conn: Connection, c: SealedContact) -> None:
         c.tracking_opt_out,
         c.active,
         c.card_changed_at,
+        c.pending_index,
+        c.pending_email,
     )
     # Emails that waited for this card go now.
     await conn.execute(
@@ -406,7 +411,9 @@ SELECT cl.*, n.template, n.category, n.params, n.recipient,
        c.user_id IS NOT NULL
            AND (n.card_changed_at IS NULL OR c.card_changed_at >= n.card_changed_at)
            AS has_contact,
-       CASE WHEN n.recipient = 'previous' THEN p.email ELSE c.email END AS email,
+       CASE n.recipient WHEN 'previous' THEN p.email
+                        WHEN 'pending' THEN c.pending_email
+                        ELSE c.email END AS email,
        c.name, c.guardian_email,
        a.address_index,
        n.recipient = 'previous' AND p.email_index = c.email_index AS address_current,
@@ -423,6 +430,7 @@ LEFT JOIN previous_addresses p ON n.recipient = 'previous' AND p.notice_id = cl.
 CROSS JOIN LATERAL (
     SELECT CASE n.recipient WHEN 'guardian' THEN c.guardian_index
                             WHEN 'previous' THEN p.email_index
+                            WHEN 'pending' THEN c.pending_index
                             ELSE c.email_index END AS address_index
 ) a
 """

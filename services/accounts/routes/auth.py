@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated
 from uuid import UUID, uuid4
 
+import asyncpg
 from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, EmailStr, Field
 
@@ -24,6 +25,7 @@ from services.accounts.context import (
     GUARDIAN_EMAIL,
     NAME,
     OPERATOR_EMAIL_INDEX,
+    PENDING_EMAIL,
     THROTTLE_CLIENT,
     Context,
     Ctx,
@@ -51,7 +53,13 @@ from services.accounts.throttling import (
 )
 from shared.auth import Claims, CurrentUser, current_claims
 from shared.db.pool import Connection
-from shared.events.catalogue.accounts import SessionEndReason, UserActivated, UserRegistered
+from shared.events import Event
+from shared.events.catalogue.accounts import (
+    ProfileUpdated,
+    SessionEndReason,
+    UserActivated,
+    UserRegistered,
+)
 from shared.observability import Problem
 
 router = APIRouter(tags=["authentication"])
@@ -172,41 +180,85 @@ async def _register(ctx: Context, body: SignUp, band: AgeBand, password_hash: st
 
 
 async def _use_link(ctx: Context, token: str, purpose: str) -> LinkUsed:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        spent = await store.use_action_token(conn, secret_hash(token), purpose)
-        if spent is None:
-            raise Problem(
-                400,
-                "Link invalid",
-                "This link is invalid, expired or already used.",
-                slug="link-invalid",
-            )
-        user_id = spent["user_id"]
-        user = await store.user_by_id(conn, user_id, lock=True)
-        assert user is not None
-        confirms = spent["email_index"]
-        if confirms is not None and confirms != user["email_index"]:
+    try:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            used = await _spend_link(ctx, conn, token, purpose)
+    except asyncpg.UniqueViolationError:  # another account confirmed the address first
+        used = None
+    if used is None:
+        raise Problem(
+            409,
+            "Email unavailable",
+            "Another account uses this address: it was not added to this one.",
+            slug="email-unavailable",
+        )
+    return used
+
+
+async def _spend_link(ctx: Context, conn: Connection, token: str, purpose: str) -> LinkUsed | None:
+    """Use the link's token; None when it confirms an address another account has (the
+    token is spent and the waiting change dropped)."""
+    spent = await store.use_action_token(conn, secret_hash(token), purpose)
+    if spent is None:
+        raise Problem(
+            400,
+            "Link invalid",
+            "This link is invalid, expired or already used.",
+            slug="link-invalid",
+        )
+    user_id = spent["user_id"]
+    user = await store.user_by_id(conn, user_id, lock=True)
+    assert user is not None
+    confirms = spent["email_index"]
+    changes: dict[str, object] = {}
+    if confirms is not None and confirms != user["email_index"]:
+        if confirms != user["pending_email_index"]:
             raise Problem(
                 400,
                 "Link invalid",
                 "This link confirms an address the account no longer has.",
                 slug="link-invalid",
             )
-        changes: dict[str, object] = (
-            {"email_verified": True} if purpose == "verify_email" else {"guardian_consented": True}
-        )
-        verified = changes.get("email_verified", user["email_verified"])
-        consented = changes.get("guardian_consented", user["guardian_consented"])
-        becomes_active = bool(verified) and (user["age_band"] != "under_13" or bool(consented))
-        if becomes_active and not user["active"]:
-            changes["active"] = True
-        await store.update_user(conn, user_id, **changes)
-        if changes.get("active"):
-            await emit(conn, UserActivated(user_id=user_id), user_id)
-            fresh = await store.user_by_id(conn, user_id)
-            assert fresh is not None
-            await publish_card(conn, ctx.vault, fresh)
-        return LinkUsed(status="confirmed", active=becomes_active)
+        if await store.email_index_taken(conn, confirms, user_id):
+            await store.update_user(conn, user_id, pending_email=None, pending_email_index=None)
+            await publish_card(conn, ctx.vault, await _user(conn, user_id))
+            return None
+        changes = await _new_address(ctx, user)
+    changes.update(
+        {"email_verified": True} if purpose == "verify_email" else {"guardian_consented": True}
+    )
+    verified = changes.get("email_verified", user["email_verified"])
+    consented = changes.get("guardian_consented", user["guardian_consented"])
+    becomes_active = bool(verified) and (user["age_band"] != "under_13" or bool(consented))
+    if becomes_active and not user["active"]:
+        changes["active"] = True
+    await store.update_user(conn, user_id, **changes)
+    after: list[Event] = []
+    if "email" in changes:
+        after.append(ProfileUpdated(user_id=user_id, fields=("email",)))
+    if changes.get("active"):
+        await emit(conn, UserActivated(user_id=user_id), user_id)
+    if after or changes.get("active"):
+        await publish_card(conn, ctx.vault, await _user(conn, user_id), after=after)
+    return LinkUsed(status="confirmed", active=becomes_active)
+
+
+async def _new_address(ctx: Context, user: store.Row) -> dict[str, object]:
+    """The columns that make the confirmed pending address the account's own."""
+    uid, vault = user["id"], ctx.vault
+    address = await vault.open(uid, user["pending_email"], purpose=PENDING_EMAIL)
+    return {
+        "email": await vault.seal(uid, address, purpose=EMAIL),
+        "email_index": user["pending_email_index"],
+        "pending_email": None,
+        "pending_email_index": None,
+    }
+
+
+async def _user(conn: Connection, user_id: UUID) -> store.Row:
+    user = await store.user_by_id(conn, user_id)
+    assert user is not None
+    return user
 
 
 @router.post("/email-verifications", response_model=LinkUsed)

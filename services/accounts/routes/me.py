@@ -21,6 +21,7 @@ from services.accounts.context import (
     GUARDIAN_EMAIL,
     MESSAGE_BODY,
     NAME,
+    PENDING_EMAIL,
     SOURCE,
     Context,
     Ctx,
@@ -35,7 +36,11 @@ from services.accounts.invoices import Invoice, invoice_out
 from services.accounts.links import mail_action_link
 from services.accounts.security import MAX_PASSWORD
 from services.accounts.sessions import session_user
-from services.accounts.throttling import count_email_probe, reauthenticate, refuse_while_probing
+from services.accounts.throttling import (
+    count_address_change,
+    reauthenticate,
+    refuse_while_changing_addresses,
+)
 from shared.auth import CurrentUser
 from shared.bus.outbox import outbox_arrays
 from shared.db.pool import Connection
@@ -67,6 +72,9 @@ class Profile(BaseModel):
     name: str
     email: str
     email_verified: bool
+    pending_email: str | None = Field(
+        None, description="A new address waiting for the link mailed to it to confirm it."
+    )
     age_band: str
     birth_date: str | None
     guardian_email: str | None
@@ -209,6 +217,11 @@ async def _profile(ctx: Context, user: store.UserRow) -> Profile:
         name=await vault.open(uid, user["name"], purpose=NAME),
         email=await vault.open(uid, user["email"], purpose=EMAIL),
         email_verified=user["email_verified"],
+        pending_email=(
+            await vault.open(uid, user["pending_email"], purpose=PENDING_EMAIL)
+            if user["pending_email"]
+            else None
+        ),
         age_band=user["age_band"],
         birth_date=(
             await vault.open(uid, user["birth_date"], purpose=BIRTH_DATE)
@@ -257,13 +270,16 @@ async def edit_profile(
     body: ProfileChange, claims: CurrentUser, ctx: Ctx, request: Request
 ) -> Profile:
     """Edit name, email or locale. A new email needs the current password (whoever holds
-    the address can reset the password) and is re-verified: a link goes to it."""
+    the address can reset the password) and takes effect only once a link mailed to it
+    confirms it: until then it waits as ``pending_email``. The answer is the same whether
+    or not another account has that address; only the link's holder, who controls the
+    mailbox, learns it. Asking for the current address withdraws a pending change."""
     refuse_card_numbers(name=body.name)
     uid = UUID(claims.sub)
     vault = ctx.vault
     if body.email is not None:
         await _reauthenticate_for_email(ctx, uid, body.current_password)
-        await refuse_while_probing(ctx, uid)
+        await refuse_while_changing_addresses(ctx, uid)
     if body.email is None and (body.name is not None or body.locale is not None):
         quick = await _edit_name_or_locale(ctx, body, session_user(request))
         if quick is not None:
@@ -274,46 +290,42 @@ async def edit_profile(
     if body.locale is not None:
         changes["locale"] = body.locale
     if body.email is not None:
-        index = vault.blind_index(body.email, purpose=EMAIL_INDEX)
         changes.update(
-            email_index=index,
-            email=await vault.seal(uid, body.email, purpose=EMAIL),
-            email_verified=False,
+            pending_email=await vault.seal(uid, body.email, purpose=PENDING_EMAIL),
+            pending_email_index=vault.blind_index(body.email, purpose=EMAIL_INDEX),
         )
-    try:
-        user = await _apply_profile_change(ctx, claims, uid, body.email is not None, changes)
-    except _AddressInUse:
-        await count_email_probe(ctx, uid)  # committed: the refusal told the caller something
-        raise Problem(409, "Email unavailable", "Choose another email address.",
-                      slug="email-unavailable") from None  # fmt: skip
+    user = await _apply_profile_change(ctx, claims, uid, changes)
     return await _profile(ctx, user)
 
 
-class _AddressInUse(Exception):
-    """The new address is another account's (answered 409 once the probe is counted)."""
-
-
 async def _apply_profile_change(
-    ctx: Context, claims: CurrentUser, uid: UUID, new_email: bool, changes: dict[str, Any]
+    ctx: Context, claims: CurrentUser, uid: UUID, changes: dict[str, Any]
 ) -> store.Row:
     vault = ctx.vault
     async with ctx.pool.acquire() as conn, conn.transaction():
-        if new_email:
-            await _me(ctx, conn, claims, lock=True)
-            if await store.email_index_taken(conn, changes["email_index"], uid):
-                raise _AddressInUse
+        new_address = changes.get("pending_email_index")
+        if new_address is not None:
+            current = await _me(ctx, conn, claims, lock=True)
+            if new_address == current["email_index"]:
+                changes.update(pending_email=None, pending_email_index=None)  # withdrawn
+                new_address = None
+            else:
+                await count_address_change(conn, vault, uid)
         # The update locks the row and answers it as changed: one round trip, not three.
         changed = await store.update_user_returning(conn, uid, **changes) if changes else None
         user = changed if changed is not None else await _me(ctx, conn, claims)
         if changes:
-            fields = tuple(sorted(f for f in ("name", "email", "locale") if f in changes))
-            updated = ProfileUpdated(user_id=uid, fields=fields)
+            named = ("name", "pending_email", "locale")
+            updated = ProfileUpdated(
+                user_id=uid, fields=tuple(sorted(f for f in named if f in changes))
+            )
             await publish_card(conn, vault, user, after=[updated])
-        if new_email:
+        if new_address is not None:
+            # To the address on the card just queued: the notifier waits for that card.
             await mail_action_link(
-                ctx, conn, uid, purpose="verify_email", template="verify_email",
+                ctx, conn, uid, purpose="verify_email", template="verify_new_email",
                 path="verify-email", card_changed_at=user["updated_at"],
-                email_index=changes["email_index"],
+                email_index=new_address,
             )  # fmt: skip
     return user
 

@@ -30,6 +30,7 @@ class TemplateSpec:
     required: tuple[str, ...] = ()
     pinned: bool = False
     guardian: bool = False  # may (and, for parental consent, must) go to the guardian
+    pending: bool = False  # goes to the card's address waiting for confirmation, only
 
 
 def _spec(
@@ -40,14 +41,22 @@ def _spec(
     title: str | None = None,
     pinned: bool = False,
     guardian: bool = False,
+    pending: bool = False,
 ) -> TemplateSpec:
     return TemplateSpec(
-        subject, title or subject, frozenset(categories), required, pinned, guardian
+        subject, title or subject, frozenset(categories), required, pinned, guardian, pending
     )
 
 
 TEMPLATES: dict[str, TemplateSpec] = {
     "verify_email": _spec("Confirm your email address", {"transactional"}, ("verify_url",)),
+    # The link confirming a new address, mailed to that address (recipient "pending").
+    "verify_new_email": _spec(
+        "Confirm the new email address of your iMT account",
+        {"transactional"},
+        ("verify_url",),
+        pending=True,
+    ),
     "parental_consent": _spec(
         "Your consent is needed for a child's iMT account",
         {"transactional"},
@@ -93,6 +102,7 @@ TEMPLATES: dict[str, TemplateSpec] = {
 # Names other services use for the same parameter (accounts sends ``link``, ``title``).
 ALIASES: dict[str, dict[str, str]] = {
     "verify_email": {"link": "verify_url"},
+    "verify_new_email": {"link": "verify_url"},
     "parental_consent": {"link": "consent_url"},
     "password_reset": {"link": "reset_url"},
     "deletion_requested": {"link": "cancel_url"},
@@ -127,6 +137,8 @@ def notice_problems(
         problems.append(f"template {template} is not sent to guardians")
     if template == "parental_consent" and recipient != "guardian":
         problems.append("parental_consent goes to the guardian")
+    if spec.pending and recipient != "user":
+        problems.append(f"template {template} goes to the address being confirmed, only")
     if (template == "email_changed") != (recipient == "previous"):
         problems.append("email_changed goes to the replaced address, and only it")
     return problems

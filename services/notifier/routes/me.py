@@ -14,7 +14,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from services.notifier.handlers import EMAIL_PURPOSE, GUARDIAN_PURPOSE, NAME_PURPOSE
+from services.notifier.handlers import (
+    EMAIL_PURPOSE,
+    GUARDIAN_PURPOSE,
+    NAME_PURPOSE,
+    PENDING_PURPOSE,
+)
 from services.notifier.routes.deps import RuntimeDep, user_id
 from shared.auth import CurrentUser
 
@@ -59,13 +64,16 @@ async def export_my_data(user: CurrentUser, runtime: RuntimeDep) -> dict[str, An
         ]
     contact = None
     if card is not None:
-        guardian = card["guardian_email"]
+        guardian, pending = card["guardian_email"], card["pending_email"]
         contact = {
             "email": await vault.open(uid, card["email"], purpose=EMAIL_PURPOSE),
             "name": await vault.open(uid, card["name"], purpose=NAME_PURPOSE),
             "guardian_email": None
             if guardian is None
             else await vault.open(uid, guardian, purpose=GUARDIAN_PURPOSE),
+            "pending_email": None
+            if pending is None
+            else await vault.open(uid, pending, purpose=PENDING_PURPOSE),
             **{k: card[k] for k in ("locale", "age_band", "marketing_email",
                                     "tracking_opt_out", "active")},
         }  # fmt: skip

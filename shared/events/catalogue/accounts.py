@@ -147,6 +147,7 @@ class DeletionConfirmed(_Lifecycle):
 CARD_EMAIL = "contacts.card.email"
 CARD_NAME = "contacts.card.name"
 CARD_GUARDIAN_EMAIL = "contacts.card.guardian_email"
+CARD_PENDING_EMAIL = "contacts.card.pending_email"
 
 
 def _unbase64(value: object) -> object:
@@ -182,10 +183,11 @@ class ContactCardChanged(_ContactCard):
     """The current contact card of a user: the only event carrying personal data.
 
     Published on the compacted contacts topic keyed by user id; erasure publishes a
-    tombstone for that key instead of an event. Email, name and guardian email are
-    sealed with the subject's vault key under the purposes above: a consumer opens
-    them through the vault (``shared.contact_card.open_card``), and once the subject
-    is erased no one can, whether compaction has removed the record yet or not.
+    tombstone for that key instead of an event. Email, name, guardian email and an
+    address waiting for confirmation are sealed with the subject's vault key under the
+    purposes above: a consumer opens them through the vault
+    (``shared.contact_card.open_card``), and once the subject is erased no one can,
+    whether compaction has removed the record yet or not.
     """
 
     event_name: ClassVar[str] = "contact_card.changed"
@@ -194,6 +196,13 @@ class ContactCardChanged(_ContactCard):
     name: Sealed = Field(description="The name, sealed (CARD_NAME).")
     guardian_email: Sealed | None = Field(
         None, description="Under 13: the parent who must consent, sealed (CARD_GUARDIAN_EMAIL)."
+    )
+    pending_email: Sealed | None = Field(
+        None,
+        description=(
+            "An address the user asked to change to, not confirmed yet: only the link that"
+            " confirms it is mailed there, sealed (CARD_PENDING_EMAIL)."
+        ),
     )
 
 

@@ -94,7 +94,7 @@ async def test_devices_can_be_added_read_edited_and_removed(
     ).status_code == 404
 
 
-async def test_profile_edits_republish_the_card_and_a_new_email_is_verified_again(
+async def test_profile_edits_republish_the_card_and_a_new_email_waits_for_its_link(
     client: httpx.AsyncClient, bus: BusTail
 ) -> None:
     user = await active_user(client, bus)
@@ -102,32 +102,33 @@ async def test_profile_edits_republish_the_card_and_a_new_email_is_verified_agai
     change = {"name": "New Name", "email": new_email, "current_password": user.password}
     edited = await client.patch(f"{API}/me", json=change, headers=user.headers)
     assert edited.status_code == 200, edited.text
-    assert edited.json()["email"] == new_email
-    assert edited.json()["email_verified"] is False
+    # The account keeps its confirmed address until the new one is confirmed.
+    assert (edited.json()["email"], edited.json()["email_verified"]) == (user.email, True)
+    assert edited.json()["pending_email"] == new_email
     updated = await bus.event("profile.updated.", user.id)
-    assert updated["data"]["fields"] == ["email", "name"]  # names of fields, never values
-    card = await bus.card(user.id, email=new_email)
-    assert card.name == "New Name"
-    notices = await bus.wait_for(
-        lambda r: (
-            r.key == user.id
-            and r.value is not None
-            and r.value["data"].get("template") == "verify_email"
-        ),
-        count=2,
-    )
-    assert notices[1].value is not None
-    token = notices[1].value["data"]["params"]["token"]
+    assert updated["data"]["fields"] == ["name", "pending_email"]  # names, never values
+    card = await bus.card(user.id, pending_email=new_email)
+    assert (card.name, card.email) == ("New Name", user.email)
+    notice = await bus.notice(user.id, "verify_new_email")
+    assert notice["channels"] == ["email"]
+    old_login = {"email": user.email, "password": user.password}
+    assert (await client.post(f"{API}/sessions", json=old_login)).status_code == 200
+
+    token = notice["params"]["token"]
     assert (
         await client.post(f"{API}/email-verifications", json={"token": token})
     ).status_code == 200
-    me = await client.get(f"{API}/me", headers=user.headers)
-    assert me.json()["email_verified"] is True
-    assert me.json()["name"] == "New Name"
+    me = (await client.get(f"{API}/me", headers=user.headers)).json()
+    assert (me["email"], me["email_verified"], me["pending_email"]) == (new_email, True, None)
+    assert me["name"] == "New Name"
+    await bus.card(user.id, email=new_email, pending_email=None)
+    confirmed = await bus.event("profile.updated.", user.id, fields=["email"])
+    assert confirmed["data"]["fields"] == ["email"]
     login = await client.post(
         f"{API}/sessions", json={"email": new_email, "password": user.password}
     )
     assert login.status_code == 200
+    assert (await client.post(f"{API}/sessions", json=old_login)).status_code == 401
 
 
 async def test_a_name_and_locale_edit_republishes_the_whole_card_after_its_event(

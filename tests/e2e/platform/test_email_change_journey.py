@@ -1,6 +1,8 @@
-"""An email change is verified at the new address: the link goes there (never to the old
-one, though the card and the command travel on different topics) and confirms it. The
-old address is told of the change."""
+"""An email change is confirmed at the new address: the link goes there (never to the old
+one, though the card and the command travel on different topics) and only then does the
+address change. The old address is told of the change. A change to another account's
+address looks the same to the caller; the link reaches that account's owner, whose
+mailbox it is, and cannot move the address."""
 
 from __future__ import annotations
 
@@ -31,7 +33,11 @@ async def test_a_changed_email_is_verified_at_the_new_address_only(platform: str
             change = {"email": new, "current_password": password}
             changed = await client.patch(f"{API}/me", json=change, headers=headers)
             assert changed.status_code == 200, changed.text
+            assert (changed.json()["email"], changed.json()["pending_email"]) == (old, new)
             link = await token_from_mail(mailbox, new, "verify-email", 1)
+            [asked] = await mailbox.to(new)
+            assert asked["Subject"] == "Confirm the new email address of your iMT account"
+            assert await _inbox_titles(client, headers) == []  # the link never goes there
             confirmed = await client.post(f"{API}/email-verifications", json={"token": link})
             assert confirmed.status_code == 200
             profile = (await client.get(f"{API}/me", headers=headers)).json()
@@ -53,6 +59,39 @@ async def test_a_changed_email_is_verified_at_the_new_address_only(platform: str
             assert exported["replaced_addresses"] == []
         finally:
             await mailbox.close()
+
+
+async def test_a_change_to_a_taken_address_reaches_only_its_owner(platform: str) -> None:
+    needs_accounts_and_notifier()
+    mine, theirs = (f"{who}-{uuid.uuid4().hex[:12]}@example.com" for who in ("me", "owner"))
+    password = f"pw-{uuid.uuid4().hex}"
+    mailbox = Mailbox()
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+        try:
+            headers = await signed_up_and_verified(client, mailbox, "Taker", mine, password)
+            owner = await signed_up_and_verified(client, mailbox, "Owner", theirs, password)
+
+            change = {"email": theirs, "current_password": password}
+            changed = await client.patch(f"{API}/me", json=change, headers=headers)
+            assert changed.status_code == 200, changed.text
+            assert changed.json()["pending_email"] == theirs
+            link = await token_from_mail(mailbox, theirs, "verify-email", 2)
+            confirmed = await client.post(f"{API}/email-verifications", json={"token": link})
+            assert confirmed.status_code == 409
+            profile = (await client.get(f"{API}/me", headers=headers)).json()
+            assert (profile["email"], profile["pending_email"]) == (mine, None)
+            theirs_now = (await client.get(f"{API}/me", headers=owner)).json()
+            assert theirs_now["email"] == theirs
+            # The caller's mailbox got only its own sign-up link: nothing said "taken".
+            assert [m["Subject"] for m in await mailbox.to(mine)] == ["Confirm your email address"]
+        finally:
+            await mailbox.close()
+
+
+async def _inbox_titles(client: httpx.AsyncClient, headers: dict[str, str]) -> list[str]:
+    response = await client.get("/api/notifier/inbox", headers=headers)
+    assert response.status_code == 200, response.text
+    return [item["title"] for item in response.json()["items"]]
 
 
 async def _notifier_export(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:

@@ -32,3 +32,20 @@ def test_a_card_that_opens_to_a_bad_address_is_refused() -> None:
         OpenCard(user_id=uuid4(), email="no-at-sign", name="A", age_band="adult")
     with pytest.raises(ValidationError, match="name"):
         OpenCard(user_id=uuid4(), email="a@example.com", name="x" * 201, age_band="adult")
+
+
+def test_a_card_from_before_pending_addresses_reads_as_none_pending() -> None:
+    card = ContactCardChanged(user_id=uuid4(), email=b"e", name=b"n", age_band="adult")
+    envelope = envelope_for(card, source="accounts", subject=str(card.user_id))
+    older = {k: v for k, v in envelope.data.items() if k != "pending_email"}
+    read = parse_event(envelope.model_copy(update={"data": older}))
+    assert isinstance(read, ContactCardChanged)
+    assert read.pending_email is None
+
+
+def test_a_card_whose_pending_address_opens_bad_is_refused() -> None:
+    with pytest.raises(ValidationError, match="pending_email"):
+        OpenCard(
+            user_id=uuid4(), email="a@example.com", name="A", age_band="adult",
+            pending_email="not-an-address",
+        )  # fmt: skip
