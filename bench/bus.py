@@ -9,7 +9,9 @@
                     Also, for insight (no goal): the same against a hand-written
                     at-least-once consumer that decodes the same way and writes the
                     same effect per poll, without dedupe marks or dead-lettering:
-                    what exactly-once costs over the effect itself.
+                    what exactly-once costs over the effect itself. And decoding the
+                    same records in memory alone (``decode_only_per_s``): the ceiling of
+                    any consumer that validates its events.
 ``bus.faust_noop``  A Faust worker process whose agent only counts accepted() events,
                     against the same raw consumer; measured from the worker's start
                     (``events_per_s``) and from its first event (``events_per_s_steady``,
@@ -61,6 +63,7 @@ from shared.bus.relay import OutboxRelay
 from shared.bus.selftest import EFFECTS_DDL, probe_envelopes, queue_probes, record_probe_effects
 from shared.config import PlatformSettings
 from shared.events import Envelope, encode_envelope
+from shared.events.topics import BUS_SELFTEST
 
 GOAL = ">= 0.5"
 UNIT = "events/s"
@@ -200,6 +203,7 @@ async def bench_consumer(ctx: BenchContext) -> list[Result]:
     _, records = probes(ctx.events)
     base: list[float] = []
     at_least_once: list[float] = []
+    decode_only: list[float] = []
     runs: list[float] = []
     for i in range(ctx.repeats):
         async with scratch_topic(ctx.settings) as topic:
@@ -211,6 +215,7 @@ async def bench_consumer(ctx: BenchContext) -> list[Result]:
             runs.append(await _idempotent_consume(ctx, topic))
             log(f"bus.consumer: run {i + 1}/{ctx.repeats} hand-written at-least-once consumer")
             at_least_once.append(await _at_least_once_consume(ctx, topic))
+            decode_only.append(_decode_only(records))
     extra = {"events": ctx.events}
     return [
         Result("bus.consumer", "events_per_s", runs, base, UNIT, GOAL, extra),
@@ -223,7 +228,28 @@ async def bench_consumer(ctx: BenchContext) -> list[Result]:
             INFORMATIVE,
             {**extra, "baseline_kind": "hand-written loop: same decode and effect, no dedupe"},
         ),
+        Result(
+            "bus.consumer",
+            "decode_only_per_s",
+            decode_only,
+            base,
+            UNIT,
+            INFORMATIVE,
+            {**extra, "value_kind": "read_record alone on the same records: no Kafka, no SQL"},
+        ),
     ]
+
+
+def _decode_only(records: Sequence[ProbeRecord]) -> float:
+    """Decoding and validating the records, in memory: what any consumer of validated
+    events pays before it fetches or writes anything."""
+    topic = BUS_SELFTEST.name
+    t0 = time.perf_counter()
+    read = [read_record(r.value, r.key, topic, i % 6, i) for i, r in enumerate(records)]
+    elapsed = time.perf_counter() - t0
+    if not all(isinstance(item, Delivery) for item in read):
+        raise RuntimeError("decode only: a probe did not decode to a delivery")
+    return _report("decode only", rate(len(records), elapsed))
 
 
 async def _at_least_once_consume(ctx: BenchContext, topic: str) -> float:
