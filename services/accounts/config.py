@@ -24,7 +24,14 @@ class AccountsSettings(PlatformSettings):
     )
     accounts_refresh_token_days: int = Field(30, description="Lifetime of a refresh token.")
     accounts_link_hours: int = Field(
-        48, description="Lifetime of email-verification and guardian-consent links."
+        48,
+        description=(
+            "Lifetime of email-verification and guardian-consent links; a new address"
+            " waiting for its link is kept as long, then cleared."
+        ),
+    )
+    accounts_pending_sweep_seconds: float = Field(
+        300.0, gt=0, description="How often the worker clears new addresses whose link expired."
     )
     accounts_reset_minutes: int = Field(
         60, gt=0, description="Lifetime of a password-reset link (single use)."

@@ -117,6 +117,22 @@ async def edit_as_read(
     return bool(changed)
 
 
+_EXPIRE_PENDING = f"""
+UPDATE users SET pending_email = NULL, pending_email_index = NULL,
+                 pending_email_until = NULL, updated_at = {_NEXT_VERSION}
+WHERE id IN (
+    SELECT id FROM users WHERE pending_email_until < now()
+    ORDER BY pending_email_until LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+RETURNING *
+"""  # noqa: S608 - constant
+
+
+async def expire_pending_addresses(conn: Connection, limit: int) -> list[Row]:
+    """Clear new addresses whose confirmation link has expired; the users as changed."""
+    return list(await conn.fetch(_EXPIRE_PENDING, limit))
+
+
 async def email_index_taken(conn: Connection, index: bytes, other_than: UUID) -> bool:
     return bool(
         await conn.fetchval(
@@ -196,7 +212,8 @@ async def session_open(conn: Connection, session_id: UUID, principal_id: UUID) -
 
 # What a profile shows (no password hash, no email index): what every request reads.
 PROFILE_COLUMNS = (
-    "id", "name", "email", "email_verified", "pending_email", "age_band", "birth_date",
+    "id", "name", "email", "email_verified", "pending_email", "pending_email_until",
+    "age_band", "birth_date",
     "guardian_email", "active", "locale", "marketing_email", "personalisation",
     "tracking_opt_out", "created_at", "updated_at",
 )  # fmt: skip

@@ -2,7 +2,8 @@
 
 Consumes deletion.commands (EraseSubject) and deletion.stages (a grace period ended:
 close the cancel window) with an idempotent consumer; effects and the events they
-publish are written in the transaction that marks the event processed.
+publish are written in the transaction that marks the event processed. Beside it, a
+periodic round forgets new addresses whose confirmation link expired.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 from services.accounts.bootstrap import bootstrap
 from services.accounts.config import ERASURE_GROUP, AccountsSettings
 from services.accounts.handlers import handler
+from services.accounts.pending_addresses import PendingAddressExpiry
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.events.topics import DELETION_COMMANDS, DELETION_STAGES
 from shared.process import start_process
@@ -31,11 +33,21 @@ async def run(settings: AccountsSettings) -> None:
     consumer = IdempotentConsumer(
         CONSUMER, kafka, runtime.producer, runtime.pool, handler(runtime.vault)
     )
+    expiry = PendingAddressExpiry(
+        runtime.pool, runtime.vault, settings.accounts_pending_sweep_seconds
+    )
+
+    def stop() -> None:
+        consumer.stop()
+        expiry.stop()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, consumer.stop)
+        loop.add_signal_handler(sig, stop)
     try:
-        await consumer.run()
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(consumer.run())
+            loops.create_task(expiry.run())
     finally:
         await kafka.stop()
         await runtime.close()

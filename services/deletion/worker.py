@@ -10,9 +10,7 @@ worker finds each request where the last commit left it.
 
 from __future__ import annotations
 
-import abc
 import asyncio
-import contextlib
 import logging
 import signal
 
@@ -29,56 +27,22 @@ from shared.db import Connection
 from shared.db.listener import Listener
 from shared.process import start_process
 from shared.service import Runtime
+from shared.service.periodic import Periodic
 
 log = logging.getLogger(__name__)
 BATCH = 200
 
 
-class Periodic(abc.ABC):
-    """A round every ``interval`` seconds until stopped (at once again while busy)."""
-
-    name = "round"
+class _Round(Periodic):
+    """A periodic round over the deletion database, with the worker's dependencies."""
 
     def __init__(self, pool: asyncpg.Pool, deps: Deps) -> None:
+        super().__init__()
         self._pool = pool
         self._deps = deps
-        self._stopping = asyncio.Event()
-        self._woken = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._woken.set()
-
-    def wake(self) -> None:
-        """Start the next round now rather than at the end of the interval."""
-        self._woken.set()
-
-    @abc.abstractmethod
-    def interval(self) -> float:
-        """Seconds between rounds while idle."""
-
-    @abc.abstractmethod
-    async def round(self) -> bool:
-        """One round; True if more work may be waiting."""
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                busy = await self.round()
-            except OUTAGES as exc:
-                log.warning("%s: outage (%s), retrying", self.name, type(exc).__name__)
-                busy = False
-            except Exception:
-                # A round that fails is retried at the next one; the loop itself never dies.
-                log.exception("%s: round failed; retrying", self.name)
-                busy = False
-            if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), self.interval())
-            self._woken.clear()
 
 
-class Ticker(Periodic):
+class Ticker(_Round):
     """Advances due requests, verifies those whose backups are gone, releases retention."""
 
     name = "ticker"
@@ -160,7 +124,7 @@ class Ticker(Periodic):
                 crash_point("deletion.backups_pending.before_commit")
 
 
-class SnapshotExpiry(Periodic):
+class SnapshotExpiry(_Round):
     """Removes snapshots past their expiry every ``deletion_backup_expire_seconds``."""
 
     name = "snapshot expiry"

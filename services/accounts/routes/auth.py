@@ -220,7 +220,13 @@ async def _spend_link(ctx: Context, conn: Connection, token: str, purpose: str) 
                 slug="link-invalid",
             )
         if await store.email_index_taken(conn, confirms, user_id):
-            await store.update_user(conn, user_id, pending_email=None, pending_email_index=None)
+            await store.update_user(
+                conn,
+                user_id,
+                pending_email=None,
+                pending_email_index=None,
+                pending_email_until=None,
+            )
             await publish_card(conn, ctx.vault, await _user(conn, user_id))
             return None
         changes = await _new_address(ctx, user)
@@ -252,6 +258,7 @@ async def _new_address(ctx: Context, user: store.Row) -> dict[str, object]:
         "email_index": user["pending_email_index"],
         "pending_email": None,
         "pending_email_index": None,
+        "pending_email_until": None,
     }
 
 

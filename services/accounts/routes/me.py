@@ -75,6 +75,9 @@ class Profile(BaseModel):
     pending_email: str | None = Field(
         None, description="A new address waiting for the link mailed to it to confirm it."
     )
+    pending_email_until: datetime | None = Field(
+        None, description="When that link expires; the new address is then forgotten."
+    )
     age_band: str
     birth_date: str | None
     guardian_email: str | None
@@ -222,6 +225,7 @@ async def _profile(ctx: Context, user: store.UserRow) -> Profile:
             if user["pending_email"]
             else None
         ),
+        pending_email_until=user["pending_email_until"],
         age_band=user["age_band"],
         birth_date=(
             await vault.open(uid, user["birth_date"], purpose=BIRTH_DATE)
@@ -290,9 +294,11 @@ async def edit_profile(
     if body.locale is not None:
         changes["locale"] = body.locale
     if body.email is not None:
+        link_hours = timedelta(hours=ctx.settings.accounts_link_hours)
         changes.update(
             pending_email=await vault.seal(uid, body.email, purpose=PENDING_EMAIL),
             pending_email_index=vault.blind_index(body.email, purpose=EMAIL_INDEX),
+            pending_email_until=datetime.now(UTC) + link_hours,  # as long as its link
         )
     user = await _apply_profile_change(ctx, claims, uid, changes)
     return await _profile(ctx, user)
@@ -307,7 +313,10 @@ async def _apply_profile_change(
         if new_address is not None:
             current = await _me(ctx, conn, claims, lock=True)
             if new_address == current["email_index"]:
-                changes.update(pending_email=None, pending_email_index=None)  # withdrawn
+                # withdrawn
+                changes.update(
+                    pending_email=None, pending_email_index=None, pending_email_until=None
+                )
                 new_address = None
             else:
                 await count_address_change(conn, vault, uid)

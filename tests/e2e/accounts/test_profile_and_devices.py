@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 import pytest
 
@@ -105,6 +107,8 @@ async def test_profile_edits_republish_the_card_and_a_new_email_waits_for_its_li
     # The account keeps its confirmed address until the new one is confirmed.
     assert (edited.json()["email"], edited.json()["email_verified"]) == (user.email, True)
     assert edited.json()["pending_email"] == new_email
+    until = datetime.fromisoformat(edited.json()["pending_email_until"])
+    assert timedelta(hours=47) < until - datetime.now(UTC) <= timedelta(hours=48)  # its link's
     updated = await bus.event("profile.updated.", user.id)
     assert updated["data"]["fields"] == ["name", "pending_email"]  # names, never values
     card = await bus.card(user.id, pending_email=new_email)
@@ -119,7 +123,8 @@ async def test_profile_edits_republish_the_card_and_a_new_email_waits_for_its_li
         await client.post(f"{API}/email-verifications", json={"token": token})
     ).status_code == 200
     me = (await client.get(f"{API}/me", headers=user.headers)).json()
-    assert (me["email"], me["email_verified"], me["pending_email"]) == (new_email, True, None)
+    assert (me["email"], me["email_verified"]) == (new_email, True)
+    assert (me["pending_email"], me["pending_email_until"]) == (None, None)
     assert me["name"] == "New Name"
     await bus.card(user.id, email=new_email, pending_email=None)
     confirmed = await bus.event("profile.updated.", user.id, fields=["email"])

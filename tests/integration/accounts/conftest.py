@@ -4,8 +4,10 @@ import asyncpg
 import pytest
 
 from services.accounts.bootstrap import DATABASE, MIGRATIONS
+from shared.config import PlatformSettings
 from shared.db import create_pool
-from shared.db.prepare import migrate_service_database
+from shared.db.prepare import migrate_service_database, migrate_vault_database
+from shared.vault import Vault
 
 
 @pytest.fixture
@@ -15,3 +17,11 @@ async def pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     await migrate_service_database(pool, DATABASE, MIGRATIONS)
     yield pool
     await pool.close()
+
+
+@pytest.fixture
+async def vault(settings: PlatformSettings, pool: asyncpg.Pool) -> AsyncIterator[Vault]:
+    await migrate_vault_database(pool)  # the vault's tables in the scratch database too
+    vault = await Vault.connect(settings, pool)
+    yield vault
+    await vault.close()

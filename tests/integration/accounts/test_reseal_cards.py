@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
 from services.accounts import store
 from services.accounts.context import EMAIL, NAME
 from services.accounts.reseal_cards import reseal_all
-from shared.config import PlatformSettings
 from shared.contact_card import open_card
-from shared.db.prepare import migrate_vault_database
 from shared.events import decode_envelope, parse_event
 from shared.events.catalogue.accounts import ContactCardChanged
 from shared.events.topics import ACCOUNTS_CONTACTS
 from shared.vault import Vault
-
-
-@pytest.fixture
-async def vault(settings: PlatformSettings, pool: asyncpg.Pool) -> AsyncIterator[Vault]:
-    await migrate_vault_database(pool)  # the vault's tables in the scratch database too
-    vault = await Vault.connect(settings, pool)
-    yield vault
-    await vault.close()
 
 
 async def test_every_user_gets_a_sealed_card_in_the_outbox(

@@ -1,18 +1,18 @@
-"""The worker's periodic loops: woken, a round starts at once, not at the interval's end."""
+"""Periodic loops of workers: woken, a round starts at once, not at the interval's end."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from services.deletion.worker import Periodic
+from shared.service.periodic import Periodic
 
 
 class _Counting(Periodic):
     name = "counting"
 
     def __init__(self) -> None:
-        super().__init__(pool=None, deps=None)  # type: ignore[arg-type]
+        super().__init__()
         self.rounds = 0
         self.ran = asyncio.Event()
 
