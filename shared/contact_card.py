@@ -39,6 +39,7 @@ class OpenCard(BaseModel):
     locale: str = "en"
     guardian_email: EmailStr | None = None
     pending_email: EmailStr | None = None
+    pending_change: UUID | None = None
     marketing_email: bool = False
     tracking_opt_out: bool = False
     active: bool = True
@@ -52,7 +53,15 @@ _SEALED = {
     "guardian_email": CARD_GUARDIAN_EMAIL,
     "pending_email": CARD_PENDING_EMAIL,
 }
-_CLEAR = ("locale", "age_band", "marketing_email", "tracking_opt_out", "active", "changed_at")
+_CLEAR = (
+    "locale",
+    "age_band",
+    "marketing_email",
+    "tracking_opt_out",
+    "active",
+    "changed_at",
+    "pending_change",
+)
 
 
 Crypt = Callable[[UUID, Any, str], Awaitable[Any]]  # (subject, value, purpose) -> value

@@ -41,6 +41,7 @@ async def mail_action_link(
     lifetime: timedelta | None = None,
     card_changed_at: datetime | None = None,
     email_index: bytes | None = None,
+    params: dict[str, str] | None = None,
 ) -> None:
     """Create a token for ``purpose`` and ask the notifier to mail its link (once its copy
     of the card is at least ``card_changed_at`` new, for a link to a changed address).
@@ -51,7 +52,7 @@ async def mail_action_link(
         template=template,
         category="transactional",
         user_ids=(user_id,),
-        params={"token": token, "link": ctx.link(path, token)},
+        params={"token": token, "link": ctx.link(path, token), **(params or {})},
         channels=("email",),
         recipient=recipient,
         card_changed_at=card_changed_at,

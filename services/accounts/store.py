@@ -80,7 +80,7 @@ async def update_user_returning(conn: Connection, user_id: UUID, **columns: Any)
 # What a contact card is made of: an edit may skip re-reading the row only while every
 # one of these is still what the caller read.
 CARD_COLUMNS = (
-    "name", "email", "guardian_email", "pending_email", "locale", "age_band",
+    "name", "email", "guardian_email", "pending_email", "pending_change", "locale", "age_band",
     "marketing_email", "tracking_opt_out", "active", "updated_at",
 )  # fmt: skip
 _EDIT_AS_READ = f"""
@@ -119,7 +119,8 @@ async def edit_as_read(
 
 _EXPIRE_PENDING = f"""
 UPDATE users SET pending_email = NULL, pending_email_index = NULL,
-                 pending_email_until = NULL, updated_at = {_NEXT_VERSION}
+                 pending_email_until = NULL, pending_change = NULL,
+                 updated_at = {_NEXT_VERSION}
 WHERE id IN (
     SELECT id FROM users WHERE pending_email_until < now()
     ORDER BY pending_email_until LIMIT $1 FOR UPDATE SKIP LOCKED
@@ -162,6 +163,26 @@ async def add_action_token(
         purpose,
         expires_at,
         email_index,
+    )
+
+
+NO_PENDING_ADDRESS = {
+    "pending_email": None,
+    "pending_email_index": None,
+    "pending_email_until": None,
+    "pending_change": None,
+}
+
+
+async def revoke_address_links(conn: Connection, user_id: UUID, own_index: bytes) -> None:
+    """Revoke the unused links confirming any address but the account's own
+    (``own_index``): call whenever the pending address is set, withdrawn, replaced or
+    confirmed, so only the link of the latest change can ever confirm it."""
+    await conn.execute(
+        "DELETE FROM action_tokens WHERE user_id = $1 AND purpose = 'verify_email'"
+        " AND used_at IS NULL AND email_index IS NOT NULL AND email_index <> $2",
+        user_id,
+        own_index,
     )
 
 
@@ -213,6 +234,7 @@ async def session_open(conn: Connection, session_id: UUID, principal_id: UUID) -
 # What a profile shows (no password hash, no email index): what every request reads.
 PROFILE_COLUMNS = (
     "id", "name", "email", "email_verified", "pending_email", "pending_email_until",
+    "pending_change",
     "age_band", "birth_date",
     "guardian_email", "active", "locale", "marketing_email", "personalisation",
     "tracking_opt_out", "created_at", "updated_at",

@@ -112,20 +112,15 @@ def address_change_key(vault: Vault, user_id: UUID) -> bytes:
     return vault.blind_index(f"address-change:{user_id}", purpose=THROTTLE_ACCOUNT)
 
 
-async def refuse_while_changing_addresses(ctx: Context, user_id: UUID) -> None:
-    """Raise 429 while this account's address changes are being waited out."""
-    async with ctx.pool.acquire() as conn:
-        key = address_change_key(ctx.vault, user_id)
-        counter = counter_of(await store.throttle_counter(conn, key))
+async def count_address_change(conn: Connection, vault: Vault, user_id: UUID) -> None:
+    """Count one change in the transaction that mails its link; 429 (rolling the change
+    back) past the day's quota. The counter stays locked till the transaction ends, so
+    parallel changes are counted one after another, never past the quota together."""
+    key = address_change_key(vault, user_id)
+    counter = counter_of(await store.lock_account_throttle(conn, key))
     verdict = throttle.check(ADDRESS_CHANGES, counter, datetime.now(UTC))
     if not verdict.allowed:
         seconds = max(1, math.ceil(verdict.retry_after))
         detail = f"Too many address changes today: try again in {seconds} s."
         raise _wait("Too many address changes", detail, "email-change-throttled", seconds)
-
-
-async def count_address_change(conn: Connection, vault: Vault, user_id: UUID) -> None:
-    """Count one change in the transaction that mails its link."""
-    key = address_change_key(vault, user_id)
-    counter = counter_of(await store.lock_account_throttle(conn, key))
     await count_failure(conn, key, "account", ADDRESS_CHANGES, counter)

@@ -117,6 +117,7 @@ class Handlers:
             pending_email=(
                 await self.vault.seal(uid, pending, purpose=PENDING_PURPOSE) if pending else None
             ),
+            pending_change=card.pending_change if pending else None,
             locale=card.locale,
             age_band=card.age_band,
             marketing_email=card.marketing_email,

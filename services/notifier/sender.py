@@ -293,8 +293,9 @@ class Sender:
             )
         if row["recipient"] == "guardian" and row["guardian_email"] is None:
             return _final(row, "dead", "failed", "the contact card names no guardian")
-        if row["recipient"] == "pending" and row["email"] is None:
-            return _final(row, "dead", "failed", "the contact card names no address to confirm")
+        if row["recipient"] == "pending" and not row["pending_current"]:
+            reason = "the address to confirm was replaced or withdrawn since"
+            return _final(row, "dead", "failed", reason)
         if row["recipient"] == "previous" and row["email"] is None:
             return _final(row, "dead", "failed", "the replaced address is no longer kept")
         if row["address_current"]:
@@ -334,7 +335,9 @@ class Sender:
             name = "parent or guardian"
         elif row["recipient"] == "pending":
             address = await self._vault.open(uid, row["email"], purpose=handlers.PENDING_PURPOSE)
-            name = await self._vault.open(uid, row["name"], purpose=handlers.NAME_PURPOSE)
+            # Not the account's name: the holder of this address may be someone else,
+            # and the name is whatever the account chose.
+            name = "there"
         else:
             address = await self._vault.open(uid, row["email"], purpose=handlers.EMAIL_PURPOSE)
             name = await self._vault.open(uid, row["name"], purpose=handlers.NAME_PURPOSE)

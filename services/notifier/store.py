@@ -43,6 +43,7 @@ class SealedContact:
     card_changed_at: datetime | None = None
     pending_index: bytes | None = None
     pending_email: bytes | None = None
+    pending_change: UUID | None = None
 
 
 async def upsert_contact(conn: Connection, c: SealedContact) -> None:
@@ -50,12 +51,13 @@ async def upsert_contact(conn: Connection, c: SealedContact) -> None:
         """
         INSERT INTO contacts (user_id, email_index, email, name, guardian_index, guardian_email,
                               locale, age_band, marketing_email, tracking_opt_out, active,
-                              card_changed_at, pending_index, pending_email)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                              card_changed_at, pending_index, pending_email, pending_change)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
         ON CONFLICT (user_id) DO UPDATE SET
             email_index = EXCLUDED.email_index, email = EXCLUDED.email, name = EXCLUDED.name,
             guardian_index = EXCLUDED.guardian_index, guardian_email = EXCLUDED.guardian_email,
             pending_index = EXCLUDED.pending_index, pending_email = EXCLUDED.pending_email,
+            pending_change = EXCLUDED.pending_change,
             locale = EXCLUDED.locale, age_band = EXCLUDED.age_band,
             marketing_email = EXCLUDED.marketing_email,
             tracking_opt_out = EXCLUDED.tracking_opt_out, active = EXCLUDED.active,
@@ -78,6 +80,7 @@ async def upsert_contact(conn: Connection, c: SealedContact) -> None:
         c.card_changed_at,
         c.pending_index,
         c.pending_email,
+        c.pending_change,
     )
     # Emails that waited for this card go now.
     await conn.execute(
@@ -417,6 +420,9 @@ SELECT cl.*, n.template, n.category, n.params, n.recipient,
        c.name, c.guardian_email,
        a.address_index,
        n.recipient = 'previous' AND p.email_index = c.email_index AS address_current,
+       -- A link for a new address: the contact still holds the change it confirms.
+       n.recipient = 'pending' AND c.pending_change::text = n.params->>'change'
+           AS pending_current,
        c.age_band, c.marketing_email, c.tracking_opt_out, c.active,
        EXISTS (
            SELECT 1 FROM suppressions s

@@ -99,6 +99,7 @@ class IdempotentConsumer:
         self._stopping = asyncio.Event()
         self._to_rewind: set[TopicPartition] = set()
         self._unsettled: Counter[TopicPartition] = Counter()  # read, effects not committed
+        self._settled: dict[TopicPartition, int] = {}  # next offset, effects committed
         self._commits = _OffsetCommits(consumer, name)
         self.applied = 0
         self.dead_lettered = 0
@@ -128,21 +129,24 @@ class IdempotentConsumer:
                     failures = 0
                 except OUTAGES as exc:
                     if in_flight is not None:  # let it end before rewinding under it
-                        await asyncio.wait([in_flight])
-                        in_flight = None
+                        settling, in_flight = in_flight, None
+                        await _ended(settling)
                     self._to_rewind.update(self._unsettled)
                     self._unsettled.clear()
                     failures += 1
                     await self._back_off(failures, exc)
             if in_flight is not None:
-                await in_flight
+                settling, in_flight = in_flight, None
+                await settling
         except asyncio.CancelledError:
-            if in_flight is not None:
-                in_flight.cancel()
             self._commits.cancel()
             raise
         except OUTAGES as exc:  # stopping: the last poll will be read again next time
             log.warning("%s: stopped during an outage (%s)", self.name, type(exc).__name__)
+        finally:
+            if in_flight is not None:  # cancelled, or a failure that is not an outage
+                in_flight.cancel()
+                await asyncio.gather(in_flight, return_exceptions=True)
         await self._commits.flush()
 
     async def _read_poll(self) -> _Poll | None:
@@ -170,7 +174,9 @@ class IdempotentConsumer:
         if poll.items:
             await self._handle(poll.items, poll.records)
         crash_point("consumer.after_effects")
-        self._commits.add({tp: r[-1].offset + 1 for tp, r in poll.batches.items()})
+        positions = {tp: r[-1].offset + 1 for tp, r in poll.batches.items()}
+        self._settled.update(positions)
+        self._commits.add(positions)
         self._unsettled.subtract(poll.batches.keys())
         self._unsettled += Counter()  # drop partitions no poll holds unsettled
 
@@ -225,13 +231,16 @@ class IdempotentConsumer:
         self.dead_lettered += 1
 
     async def _rewind_pending(self) -> None:
+        """Read again from the first record whose effects are not committed: the later of
+        the committed offset and the last settled poll (commits run behind the polls)."""
         for tp in list(self._to_rewind):
             if tp in self._consumer.assignment():
-                committed = await self._consumer.committed(tp)
-                if committed is None:
+                known = (await self._consumer.committed(tp), self._settled.get(tp))
+                position = max((p for p in known if p is not None), default=None)
+                if position is None:
                     await self._consumer.seek_to_beginning(tp)
                 else:
-                    self._consumer.seek(tp, committed)
+                    self._consumer.seek(tp, position)
             self._to_rewind.discard(tp)
 
     async def _back_off(self, failures: int, exc: BaseException) -> None:
@@ -263,10 +272,16 @@ class _OffsetCommits:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._commit_pending())
 
-    async def flush(self) -> None:
-        """Wait until every position handed over so far is committed (or failed)."""
-        while self._task is not None and not self._task.done():
-            await self._task
+    async def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every position handed over so far is committed (or failed); give up
+        after ``timeout`` (aiokafka retries a commit for as long as Kafka is away)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._task is not None and not self._task.done():
+                    await self._task
+        except TimeoutError:
+            log.warning("%s: offsets not committed on stopping: read again next time", self._name)
+            self.cancel()
 
     def cancel(self) -> None:
         if self._task is not None:
@@ -274,12 +289,29 @@ class _OffsetCommits:
 
     async def _commit_pending(self) -> None:
         while self._pending:
-            positions, self._pending = self._pending, {}
+            assigned = self._consumer.assignment()
+            # A revoked partition is its new owner's to commit (aiokafka refuses the lot).
+            positions = {tp: p for tp, p in self._pending.items() if tp in assigned}
+            self._pending = {}
+            if not positions:
+                return
             try:
                 await self._consumer.commit(positions)
             except Exception as exc:
-                log.warning("%s: offset commit failed (%s): records will be re-read",
+                # Kept for the next commit, unless a newer position came meanwhile.
+                self._pending = {**positions, **self._pending}
+                log.warning("%s: offset commit failed (%s): retried with the next one",
                             self._name, type(exc).__name__)  # fmt: skip
+                return
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait for a task the loop no longer needs the result of: an outage in it is the
+    one being handled; anything else is raised."""
+    await asyncio.wait([task])
+    failure = task.exception()
+    if failure is not None and not isinstance(failure, OUTAGES):
+        raise failure
 
 
 def _first_occurrences(items: Sequence[Item], new_ids: set[UUID]) -> list[Item]:

@@ -180,11 +180,8 @@ async def _register(ctx: Context, body: SignUp, band: AgeBand, password_hash: st
 
 
 async def _use_link(ctx: Context, token: str, purpose: str) -> LinkUsed:
-    try:
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            used = await _spend_link(ctx, conn, token, purpose)
-    except asyncpg.UniqueViolationError:  # another account confirmed the address first
-        used = None
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        used = await _spend_link(ctx, conn, token, purpose)
     if used is None:
         raise Problem(
             409,
@@ -210,7 +207,7 @@ async def _spend_link(ctx: Context, conn: Connection, token: str, purpose: str) 
     user = await store.user_by_id(conn, user_id, lock=True)
     assert user is not None
     confirms = spent["email_index"]
-    changes: dict[str, object] = {}
+    after: list[Event] = []
     if confirms is not None and confirms != user["email_index"]:
         if confirms != user["pending_email_index"]:
             raise Problem(
@@ -219,18 +216,10 @@ async def _spend_link(ctx: Context, conn: Connection, token: str, purpose: str) 
                 "This link confirms an address the account no longer has.",
                 slug="link-invalid",
             )
-        if await store.email_index_taken(conn, confirms, user_id):
-            await store.update_user(
-                conn,
-                user_id,
-                pending_email=None,
-                pending_email_index=None,
-                pending_email_until=None,
-            )
-            await publish_card(conn, ctx.vault, await _user(conn, user_id))
+        if not await _take_pending_address(ctx, conn, user):
             return None
-        changes = await _new_address(ctx, user)
-    changes.update(
+        after.append(ProfileUpdated(user_id=user_id, fields=("email", "pending_email")))
+    changes: dict[str, object] = (
         {"email_verified": True} if purpose == "verify_email" else {"guardian_consented": True}
     )
     verified = changes.get("email_verified", user["email_verified"])
@@ -239,9 +228,6 @@ async def _spend_link(ctx: Context, conn: Connection, token: str, purpose: str) 
     if becomes_active and not user["active"]:
         changes["active"] = True
     await store.update_user(conn, user_id, **changes)
-    after: list[Event] = []
-    if "email" in changes:
-        after.append(ProfileUpdated(user_id=user_id, fields=("email",)))
     if changes.get("active"):
         await emit(conn, UserActivated(user_id=user_id), user_id)
     if after or changes.get("active"):
@@ -249,17 +235,27 @@ async def _spend_link(ctx: Context, conn: Connection, token: str, purpose: str) 
     return LinkUsed(status="confirmed", active=becomes_active)
 
 
-async def _new_address(ctx: Context, user: store.Row) -> dict[str, object]:
-    """The columns that make the confirmed pending address the account's own."""
+async def _take_pending_address(ctx: Context, conn: Connection, user: store.Row) -> bool:
+    """Make the pending address the account's own; False (and the change dropped) when
+    another account has it, whether from before or by winning a race for it now."""
     uid, vault = user["id"], ctx.vault
     address = await vault.open(uid, user["pending_email"], purpose=PENDING_EMAIL)
-    return {
+    moved = {
         "email": await vault.seal(uid, address, purpose=EMAIL),
         "email_index": user["pending_email_index"],
-        "pending_email": None,
-        "pending_email_index": None,
-        "pending_email_until": None,
+        **store.NO_PENDING_ADDRESS,
     }
+    try:
+        async with conn.transaction():  # a savepoint: losing the address keeps the rest
+            await store.update_user(conn, uid, **moved)
+    except asyncpg.UniqueViolationError:  # users.email_index is unique
+        await store.update_user(conn, uid, **store.NO_PENDING_ADDRESS)
+        await store.revoke_address_links(conn, uid, user["email_index"])
+        dropped = ProfileUpdated(user_id=uid, fields=("pending_email",))
+        await publish_card(conn, vault, await _user(conn, uid), after=[dropped])
+        return False
+    await store.revoke_address_links(conn, uid, user["pending_email_index"])
+    return True
 
 
 async def _user(conn: Connection, user_id: UUID) -> store.Row:

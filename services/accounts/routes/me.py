@@ -36,11 +36,7 @@ from services.accounts.invoices import Invoice, invoice_out
 from services.accounts.links import mail_action_link
 from services.accounts.security import MAX_PASSWORD
 from services.accounts.sessions import session_user
-from services.accounts.throttling import (
-    count_address_change,
-    reauthenticate,
-    refuse_while_changing_addresses,
-)
+from services.accounts.throttling import count_address_change, reauthenticate
 from shared.auth import CurrentUser
 from shared.bus.outbox import outbox_arrays
 from shared.db.pool import Connection
@@ -283,7 +279,6 @@ async def edit_profile(
     vault = ctx.vault
     if body.email is not None:
         await _reauthenticate_for_email(ctx, uid, body.current_password)
-        await refuse_while_changing_addresses(ctx, uid)
     if body.email is None and (body.name is not None or body.locale is not None):
         quick = await _edit_name_or_locale(ctx, body, session_user(request))
         if quick is not None:
@@ -299,6 +294,7 @@ async def edit_profile(
             pending_email=await vault.seal(uid, body.email, purpose=PENDING_EMAIL),
             pending_email_index=vault.blind_index(body.email, purpose=EMAIL_INDEX),
             pending_email_until=datetime.now(UTC) + link_hours,  # as long as its link
+            pending_change=uuid4(),
         )
     user = await _apply_profile_change(ctx, claims, uid, changes)
     return await _profile(ctx, user)
@@ -312,14 +308,13 @@ async def _apply_profile_change(
         new_address = changes.get("pending_email_index")
         if new_address is not None:
             current = await _me(ctx, conn, claims, lock=True)
+            # Only the link of this change may confirm an address from now on.
+            await store.revoke_address_links(conn, uid, current["email_index"])
             if new_address == current["email_index"]:
-                # withdrawn
-                changes.update(
-                    pending_email=None, pending_email_index=None, pending_email_until=None
-                )
+                changes.update(store.NO_PENDING_ADDRESS)  # withdrawn
                 new_address = None
             else:
-                await count_address_change(conn, vault, uid)
+                await count_address_change(conn, vault, uid)  # 429 past the day's quota
         # The update locks the row and answers it as changed: one round trip, not three.
         changed = await store.update_user_returning(conn, uid, **changes) if changes else None
         user = changed if changed is not None else await _me(ctx, conn, claims)
@@ -330,11 +325,12 @@ async def _apply_profile_change(
             )
             await publish_card(conn, vault, user, after=[updated])
         if new_address is not None:
-            # To the address on the card just queued: the notifier waits for that card.
+            # To the address on the card just queued, while the card holds this change:
+            # the notifier waits for that card, and drops the link if another replaced it.
             await mail_action_link(
                 ctx, conn, uid, purpose="verify_email", template="verify_new_email",
                 path="verify-email", card_changed_at=user["updated_at"],
-                email_index=new_address,
+                email_index=new_address, params={"change": str(changes["pending_change"])},
             )  # fmt: skip
     return user
 

@@ -365,6 +365,9 @@ async def change_user(
         changes.update(
             email_index=ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX),
             email=await ctx.vault.seal(user_id, body.email, purpose=EMAIL),
+            # The address is settled on request: a change waiting for its link is
+            # dropped, and its link with it (it may be a hijacker's).
+            **store.NO_PENDING_ADDRESS,
         )
     if not changes:
         raise Problem(422, "Nothing to change", "Give a name or an email.", slug="validation")
@@ -386,6 +389,8 @@ async def change_user(
             conn, _operator_id(op), user_id, "change", fields, body.purpose, body.request_reference
         )
         await store.update_user(conn, user_id, **changes)
+        if "email_index" in changes:
+            await store.revoke_address_links(conn, user_id, changes["email_index"])
         await emit(conn, ProfileUpdated(user_id=user_id, fields=tuple(fields)), user_id)
         fresh = await store.user_by_id(conn, user_id)
         assert fresh is not None

@@ -54,7 +54,7 @@ TEMPLATES: dict[str, TemplateSpec] = {
     "verify_new_email": _spec(
         "Confirm the new email address of your iMT account",
         {"transactional"},
-        ("verify_url",),
+        ("verify_url", "change"),
         pending=True,
     ),
     "parental_consent": _spec(

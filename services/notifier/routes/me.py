@@ -29,9 +29,15 @@ _CHOICES = """
 SELECT s.category, s.source, s.created_at FROM suppressions s
 JOIN contacts c ON c.email_index = s.email_index WHERE c.user_id = $1 ORDER BY s.created_at
 """
+# A link confirming a new address went to whoever holds that address: whether it was
+# sent, suppressed or bounced is theirs to know (a suppressed address is one that had
+# mail from us), so the account's export shows that it was asked for, not its outcome.
 _EMAILS = """
-SELECT d.notice_id, n.template, n.category, d.status, d.outcome, d.attempts, d.created_at,
-       d.finished_at
+SELECT d.notice_id, n.template, n.category, d.created_at,
+       CASE WHEN n.recipient = 'pending' THEN NULL ELSE d.status END AS status,
+       CASE WHEN n.recipient = 'pending' THEN NULL ELSE d.outcome END AS outcome,
+       CASE WHEN n.recipient = 'pending' THEN NULL ELSE d.attempts END AS attempts,
+       CASE WHEN n.recipient = 'pending' THEN NULL ELSE d.finished_at END AS finished_at
 FROM deliveries d JOIN notices n USING (notice_id) WHERE d.user_id = $1 ORDER BY d.id
 """
 _INBOX = """

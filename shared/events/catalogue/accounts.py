@@ -204,6 +204,13 @@ class ContactCardChanged(_ContactCard):
             " confirms it is mailed there, sealed (CARD_PENDING_EMAIL)."
         ),
     )
+    pending_change: UUID | None = Field(
+        None,
+        description=(
+            "Which change the pending address is (random): the notice of its link names it,"
+            " and the link is mailed only while the card holds that change."
+        ),
+    )
 
 
 @register_event

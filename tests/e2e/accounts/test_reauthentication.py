@@ -3,6 +3,8 @@ password by the changes that ask for it again."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -78,6 +80,29 @@ async def test_a_verification_link_confirms_only_the_address_it_was_mailed_to(
 
 
 @pytest.mark.promise("P-08")
+async def test_only_the_link_of_the_latest_change_confirms_an_address(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    """Changing to B, then to C, then to B again: the first link for B and the link for
+    C are revoked, so an address is never confirmed by a link someone else received."""
+    user = await active_user(client, bus)
+    b, c = unique_email("b"), unique_email("c")
+    for address in (b, c, b):
+        change = {"email": address, "current_password": user.password}
+        changed = await client.patch(f"{API}/me", json=change, headers=user.headers)
+        assert changed.status_code == 200, changed.text
+    first_b, for_c, second_b = await _new_address_tokens(bus, user, 3)
+    for revoked in (first_b, for_c):
+        used = await client.post(f"{API}/email-verifications", json={"token": revoked})
+        assert used.status_code == 400
+        assert used.json()["type"].endswith("/link-invalid")
+    assert await _email(client, user) == (user.email, True, b)
+    latest = await client.post(f"{API}/email-verifications", json={"token": second_b})
+    assert latest.status_code == 200, latest.text
+    assert await _email(client, user) == (b, True, None)
+
+
+@pytest.mark.promise("P-08")
 async def test_password_guesses_through_re_authentication_are_throttled(
     client: httpx.AsyncClient, bus: BusTail
 ) -> None:
@@ -135,6 +160,29 @@ async def test_an_address_change_tells_no_one_whether_the_address_has_an_account
     assert (await client.post(f"{API}/sessions", json=login)).status_code == 200
 
 
+async def test_two_accounts_confirming_one_address_end_with_one_owner(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    first, second = await active_user(client, bus), await active_user(client, bus)
+    shared_address = unique_email("wanted")
+    for user in (first, second):
+        change = {"email": shared_address, "current_password": user.password}
+        changed = await client.patch(f"{API}/me", json=change, headers=user.headers)
+        assert changed.status_code == 200, changed.text
+    [token_1], [token_2] = [await _new_address_tokens(bus, u, 1) for u in (first, second)]
+    answers = await asyncio.gather(
+        *(client.post(f"{API}/email-verifications", json={"token": t}) for t in (token_1, token_2))
+    )
+    assert sorted(a.status_code for a in answers) == [200, 409]
+    winner, loser = (first, second) if answers[0].status_code == 200 else (second, first)
+    assert await _email(client, winner) == (shared_address, True, None)
+    # The loser keeps its address; its change is dropped and its link spent.
+    assert await _email(client, loser) == (loser.email, True, None)
+    lost = token_2 if loser is second else token_1
+    again = await client.post(f"{API}/email-verifications", json={"token": lost})
+    assert again.status_code == 400
+
+
 async def test_address_changes_are_throttled_whatever_the_address(
     client: httpx.AsyncClient, bus: BusTail
 ) -> None:
@@ -142,19 +190,23 @@ async def test_address_changes_are_throttled_whatever_the_address(
     the account waits, whichever address it asks for (taken or not)."""
     user = await active_user(client, bus)
     others = [await active_user(client, bus) for _ in range(2)]
-    addresses = [o.email for o in others] + [unique_email(f"free{n}") for n in range(4)]
-    tries = [
-        await client.patch(
-            f"{API}/me",
-            json={"email": address, "current_password": user.password},
-            headers=user.headers,
-        )
-        for address in addresses
-    ]
-    assert [t.status_code for t in tries] == [200] * 5 + [429]
-    assert tries[5].json()["type"].endswith("/email-change-throttled")
-    assert int(tries[5].headers["retry-after"]) >= 1
-    assert await _email(client, user) == (user.email, True, addresses[4])
+    headers, password = user.headers, user.password
+
+    async def change(address: str) -> httpx.Response:
+        body = {"email": address, "current_password": password}
+        return await client.patch(f"{API}/me", json=body, headers=headers)
+
+    taken = [await change(o.email) for o in others]
+    assert [t.status_code for t in taken] == [200, 200]
+    # Sent together, they are still counted one after another: three more go through.
+    together = await asyncio.gather(*(change(unique_email(f"free{n}")) for n in range(6)))
+    statuses = sorted(t.status_code for t in together)
+    assert statuses == [200] * 3 + [429] * 3, [t.text for t in together]
+    refused = next(t for t in together if t.status_code == 429)
+    assert refused.json()["type"].endswith("/email-change-throttled")
+    assert int(refused.headers["retry-after"]) >= 1
+    last = (await client.get(f"{API}/me", headers=headers)).json()["pending_email"]
+    assert last in [t.json()["pending_email"] for t in together if t.status_code == 200]
     # Another account is not slowed down by this one's changes.
     other = others[0]
     mine = await client.patch(

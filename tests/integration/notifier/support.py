@@ -11,7 +11,9 @@ from datetime import datetime
 import asyncpg
 
 from services.notifier import handlers, store
+from services.notifier.config import NotifierSettings
 from services.notifier.mailer import HandOver, PermanentFailure, TemporaryFailure, Wire
+from services.notifier.sender import Sender, Wake
 from shared.vault import Vault
 
 USERS = 60
@@ -104,3 +106,24 @@ async def until(check: Callable[[], Awaitable[bool]], seconds: float = 30.0) -> 
     while not await check():
         assert time.monotonic() < deadline, "not settled in time"
         await asyncio.sleep(0.05)
+
+
+async def send_all(pool: asyncpg.Pool, vault: Vault, failing: dict[str, int]) -> list[Wire]:
+    """Run a Sender (one attempt per email) until every delivery is done or dead."""
+    box: list[Wire] = []
+    config = NotifierSettings(environment="test", notifier_max_attempts=1)
+    sender = Sender(config, pool, vault, lambda: Capture(box, failing), Wake())
+    task = asyncio.create_task(sender.run())
+
+    async def settled() -> bool:
+        left = await pool.fetchval(
+            "SELECT count(*) FROM deliveries WHERE status NOT IN ('done', 'dead')"
+        )
+        return bool(left == 0)
+
+    try:
+        await until(settled)
+    finally:
+        sender.stop()
+        await task
+    return box

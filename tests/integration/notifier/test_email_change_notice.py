@@ -4,7 +4,6 @@ transport."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -14,10 +13,8 @@ import pytest
 
 from services.notifier import handlers, store
 from services.notifier.config import NotifierSettings
-from services.notifier.mailer import Wire
-from services.notifier.sender import Sender, Wake
 from shared.vault import Vault
-from tests.integration.notifier.support import Capture, sealed_contact, until
+from tests.integration.notifier.support import sealed_contact, send_all
 
 A, B = "before@example.org", "after@example.org"
 T0 = datetime.now(UTC) - timedelta(days=1)
@@ -40,26 +37,6 @@ def cards(pool: asyncpg.Pool, vault: Vault, uid: uuid.UUID) -> Card:
             await store.upsert_contact(conn, contact)
 
     return card
-
-
-async def send_all(pool: asyncpg.Pool, vault: Vault, failing: dict[str, int]) -> list[Wire]:
-    box: list[Wire] = []
-    config = NotifierSettings(environment="test", notifier_max_attempts=1)
-    sender = Sender(config, pool, vault, lambda: Capture(box, failing), Wake())
-    task = asyncio.create_task(sender.run())
-
-    async def settled() -> bool:
-        left = await pool.fetchval(
-            "SELECT count(*) FROM deliveries WHERE status NOT IN ('done', 'dead')"
-        )
-        return bool(left == 0)
-
-    try:
-        await until(settled)
-    finally:
-        sender.stop()
-        await task
-    return box
 
 
 async def _kept(pool: asyncpg.Pool) -> int:

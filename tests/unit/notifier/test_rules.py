@@ -93,9 +93,13 @@ def test_notice_validation() -> None:
     assert notice_problems("email_changed", "account_security", {}, "previous") == []
     assert only in notice_problems("email_changed", "account_security", {}, "user")
     assert only in notice_problems("password_changed", "account_security", {}, "previous")
-    # A link confirming a new address is asked for as the user's; it goes to that address.
-    params = {"verify_url": "u"}
+    # A link confirming a new address is asked for as the user's; it goes to that address
+    # while the card holds the change it names.
+    params = {"verify_url": "u", "change": "c"}
     assert notice_problems("verify_new_email", "transactional", params) == []
+    assert notice_problems("verify_new_email", "transactional", {"verify_url": "u"}) == [
+        "template verify_new_email needs params change"
+    ]
     assert "template verify_new_email goes to the address being confirmed, only" in (
         notice_problems("verify_new_email", "transactional", params, "guardian")
     )
