@@ -31,6 +31,7 @@ async def card_of(vault: Vault, user: UserRow) -> ContactCardChanged:
             await vault.open(uid, guardian, purpose=GUARDIAN_EMAIL) if guardian else None
         ),
         pending_email=(await vault.open(uid, pending, purpose=PENDING_EMAIL) if pending else None),
+        pending_change=user["pending_change"] if pending else None,
         marketing_email=user["marketing_email"] and user["age_band"] != "under_13",
         tracking_opt_out=user["tracking_opt_out"] or user["age_band"] == "under_13",
         active=user["active"],

@@ -115,6 +115,7 @@ async def test_profile_edits_republish_the_card_and_a_new_email_waits_for_its_li
     assert (card.name, card.email) == ("New Name", user.email)
     notice = await bus.notice(user.id, "verify_new_email")
     assert notice["channels"] == ["email"]
+    assert notice["params"]["change"] == str(card.pending_change)  # the link's own change
     old_login = {"email": user.email, "password": user.password}
     assert (await client.post(f"{API}/sessions", json=old_login)).status_code == 200
 
@@ -127,8 +128,8 @@ async def test_profile_edits_republish_the_card_and_a_new_email_waits_for_its_li
     assert (me["pending_email"], me["pending_email_until"]) == (None, None)
     assert me["name"] == "New Name"
     await bus.card(user.id, email=new_email, pending_email=None)
-    confirmed = await bus.event("profile.updated.", user.id, fields=["email"])
-    assert confirmed["data"]["fields"] == ["email"]
+    confirmed = await bus.event("profile.updated.", user.id, fields=["email", "pending_email"])
+    assert confirmed["data"]["fields"] == ["email", "pending_email"]
     login = await client.post(
         f"{API}/sessions", json={"email": new_email, "password": user.password}
     )
