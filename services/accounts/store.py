@@ -186,6 +186,16 @@ async def revoke_address_links(conn: Connection, user_id: UUID, own_index: bytes
     )
 
 
+async def action_token_owner(conn: Connection, token_hash: bytes, purpose: str) -> UUID | None:
+    """Whose token this is (spent or not): to lock the user before spending it."""
+    owner: UUID | None = await conn.fetchval(
+        "SELECT user_id FROM action_tokens WHERE token_hash = $1 AND purpose = $2",
+        token_hash,
+        purpose,
+    )
+    return owner
+
+
 async def use_action_token(conn: Connection, token_hash: bytes, purpose: str) -> Row | None:
     """Spend a valid, unused, unexpired token once: its user_id, and the email_index of
     the address it was mailed to confirm (a verification link)."""

@@ -19,7 +19,7 @@ WORK_CHANNEL = "notifier_work"  # wakes the worker's loops (sender, planner, out
 INBOX_CHANNEL = "notifier_inbox"  # payload: a notice id with new inbox items (SSE)
 # Templates whose params hold a single-use secret (an action token and its link): kept
 # until their one email is done (a dead one keeps them for a replay; they expire anyway).
-SECRET_LINKS = frozenset({"verify_email", "parental_consent", "password_reset"})
+SECRET_LINKS = frozenset({"verify_email", "verify_new_email", "parental_consent", "password_reset"})
 SECRET_PARAMS = ("token", "link", "verify_url", "consent_url", "reset_url")
 EMAIL_CHANGED = "email_changed"  # the template told to the address an email change replaced
 

@@ -115,38 +115,40 @@ class IdempotentConsumer:
         order, so each partition's events take effect in their order.
         """
         failures = 0
-        in_flight: asyncio.Task[None] | None = None
+        in_flight: asyncio.Task[None] | None = None  # until it is done and its end seen
+        clean = False
         try:
             while not self._stopping.is_set():
                 try:
                     await self._rewind_pending()
                     read = await self._read_poll()
                     if in_flight is not None:
-                        settling, in_flight = in_flight, None
-                        await settling
+                        await in_flight
+                        in_flight = None
                     if read is not None:
                         in_flight = asyncio.create_task(self._settle(read))
                     failures = 0
                 except OUTAGES as exc:
                     if in_flight is not None:  # let it end before rewinding under it
-                        settling, in_flight = in_flight, None
-                        await _ended(settling)
+                        await _ended(in_flight)
+                        in_flight = None
                     self._to_rewind.update(self._unsettled)
                     self._unsettled.clear()
                     failures += 1
                     await self._back_off(failures, exc)
             if in_flight is not None:
-                settling, in_flight = in_flight, None
-                await settling
-        except asyncio.CancelledError:
-            self._commits.cancel()
-            raise
+                await in_flight
+                in_flight = None
+            clean = True
         except OUTAGES as exc:  # stopping: the last poll will be read again next time
             log.warning("%s: stopped during an outage (%s)", self.name, type(exc).__name__)
+            clean = True
         finally:
             if in_flight is not None:  # cancelled, or a failure that is not an outage
                 in_flight.cancel()
                 await asyncio.gather(in_flight, return_exceptions=True)
+            if not clean:
+                self._commits.cancel()
         await self._commits.flush()
 
     async def _read_poll(self) -> _Poll | None:

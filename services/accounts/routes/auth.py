@@ -61,6 +61,7 @@ from shared.events.catalogue.accounts import (
     UserRegistered,
 )
 from shared.observability import Problem
+from shared.vault import Vault
 
 router = APIRouter(tags=["authentication"])
 
@@ -195,17 +196,21 @@ async def _use_link(ctx: Context, token: str, purpose: str) -> LinkUsed:
 async def _spend_link(ctx: Context, conn: Connection, token: str, purpose: str) -> LinkUsed | None:
     """Use the link's token; None when it confirms an address another account has (the
     token is spent and the waiting change dropped)."""
-    spent = await store.use_action_token(conn, secret_hash(token), purpose)
-    if spent is None:
-        raise Problem(
-            400,
-            "Link invalid",
-            "This link is invalid, expired or already used.",
-            slug="link-invalid",
-        )
+    invalid = Problem(
+        400, "Link invalid", "This link is invalid, expired or already used.", slug="link-invalid"
+    )
+    # The user's row first, then the token: the order an address change takes them in
+    # (it revokes links under the row's lock), so the two never wait on each other.
+    owner = await store.action_token_owner(conn, secret_hash(token), purpose)
+    user = await store.user_by_id(conn, owner, lock=True) if owner is not None else None
+    spent = (
+        await store.use_action_token(conn, secret_hash(token), purpose)
+        if user is not None
+        else None
+    )
+    if user is None or spent is None:
+        raise invalid
     user_id = spent["user_id"]
-    user = await store.user_by_id(conn, user_id, lock=True)
-    assert user is not None
     confirms = spent["email_index"]
     after: list[Event] = []
     if confirms is not None and confirms != user["email_index"]:
@@ -236,8 +241,10 @@ async def _spend_link(ctx: Context, conn: Connection, token: str, purpose: str) 
 
 
 async def _take_pending_address(ctx: Context, conn: Connection, user: store.Row) -> bool:
-    """Make the pending address the account's own; False (and the change dropped) when
-    another account has it, whether from before or by winning a race for it now."""
+    """Make the pending address the account's own; False when another account has it,
+    whether from before or by winning a race for it now. The link is spent either way,
+    and the pending address then waits out its time as any unconfirmed one does: were it
+    dropped at once, the account's profile would tell its owner the address is taken."""
     uid, vault = user["id"], ctx.vault
     address = await vault.open(uid, user["pending_email"], purpose=PENDING_EMAIL)
     moved = {
@@ -246,13 +253,9 @@ async def _take_pending_address(ctx: Context, conn: Connection, user: store.Row)
         **store.NO_PENDING_ADDRESS,
     }
     try:
-        async with conn.transaction():  # a savepoint: losing the address keeps the rest
+        async with conn.transaction():  # a savepoint: losing the address keeps the spend
             await store.update_user(conn, uid, **moved)
     except asyncpg.UniqueViolationError:  # users.email_index is unique
-        await store.update_user(conn, uid, **store.NO_PENDING_ADDRESS)
-        await store.revoke_address_links(conn, uid, user["email_index"])
-        dropped = ProfileUpdated(user_id=uid, fields=("pending_email",))
-        await publish_card(conn, vault, await _user(conn, uid), after=[dropped])
         return False
     await store.revoke_address_links(conn, uid, user["pending_email_index"])
     return True
@@ -386,7 +389,7 @@ async def change_password(body: PasswordChange, user: CurrentUser, ctx: Ctx) -> 
     )
     new_hash = await hash_password(body.new_password)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        await replace_password(conn, user_id, new_hash, "password-changed")
+        await replace_password(conn, ctx.vault, user_id, new_hash, "password-changed")
         fresh = await store.user_by_id(conn, user_id)
         assert fresh is not None
         pair = await start_session(ctx, conn, fresh, "user")
@@ -394,10 +397,22 @@ async def change_password(body: PasswordChange, user: CurrentUser, ctx: Ctx) -> 
 
 
 async def replace_password(
-    conn: Connection, user_id: UUID, new_hash: str, reason: SessionEndReason
+    conn: Connection, vault: Vault, user_id: UUID, new_hash: str, reason: SessionEndReason
 ) -> None:
-    """Store a new password hash: every session ends and the user is told, by email too."""
-    await store.update_user(conn, user_id, password_hash=new_hash)
+    """Store a new password hash: every session ends and the user is told, by email too.
+    An address change waiting for its link is dropped, and the link revoked: whoever
+    asked for it knew the old password, and may be who this change locks out."""
+    before = await store.user_by_id(conn, user_id, lock=True)
+    assert before is not None
+    changes: dict[str, object] = {"password_hash": new_hash}
+    if before["pending_email"] is not None:
+        changes.update(store.NO_PENDING_ADDRESS)
+    changed = await store.update_user_returning(conn, user_id, **changes)
+    assert changed is not None
+    await store.revoke_address_links(conn, user_id, before["email_index"])
+    if before["pending_email"] is not None:
+        dropped = ProfileUpdated(user_id=user_id, fields=("pending_email",))
+        await publish_card(conn, vault, changed, after=[dropped])
     await store.revoke_sessions_of(conn, user_id, reason)
     await notify(
         conn,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
+import asyncpg
 from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, EmailStr, Field
 
@@ -371,32 +372,36 @@ async def change_user(
         )
     if not changes:
         raise Problem(422, "Nothing to change", "Give a name or an email.", slug="validation")
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        user = await store.user_by_id(conn, user_id, lock=True)
-        if user is None:
-            raise not_found("user")
-        if "email_index" in changes and await store.email_index_taken(
-            conn, changes["email_index"], user_id
-        ):
-            raise Problem(
-                409,
-                "Email unavailable",
-                "Another account uses this email.",
-                slug="email-unavailable",
-            )
-        fields = sorted(f for f in ("name", "email") if f in changes)
-        await store.audit(
-            conn, _operator_id(op), user_id, "change", fields, body.purpose, body.request_reference
-        )
-        await store.update_user(conn, user_id, **changes)
-        if "email_index" in changes:
-            await store.revoke_address_links(conn, user_id, changes["email_index"])
-        await emit(conn, ProfileUpdated(user_id=user_id, fields=tuple(fields)), user_id)
-        fresh = await store.user_by_id(conn, user_id)
-        assert fresh is not None
-        await publish_card(conn, ctx.vault, fresh)
-        # What was sealed above; the operator typed it, so showing it reads nothing new.
-        return UserChanged(id=user_id, fields=fields, name=body.name, email=body.email)
+    taken = Problem(
+        409, "Email unavailable", "Another account uses this email.", slug="email-unavailable"
+    )
+    try:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            user = await store.user_by_id(conn, user_id, lock=True)
+            if user is None:
+                raise not_found("user")
+            if "email_index" in changes and await store.email_index_taken(
+                conn, changes["email_index"], user_id
+            ):
+                raise taken
+            fields = sorted(f for f in ("name", "email") if f in changes)
+            await store.audit(
+                conn, _operator_id(op), user_id, "change", fields, body.purpose,
+                body.request_reference,
+            )  # fmt: skip
+            await store.update_user(conn, user_id, **changes)
+            if "email_index" in changes:
+                await store.revoke_address_links(conn, user_id, changes["email_index"])
+            dropped = ["pending_email"] if "email" in changes and user["pending_email"] else []
+            updated = ProfileUpdated(user_id=user_id, fields=tuple(sorted(fields + dropped)))
+            await emit(conn, updated, user_id)
+            fresh = await store.user_by_id(conn, user_id)
+            assert fresh is not None
+            await publish_card(conn, ctx.vault, fresh)
+    except asyncpg.UniqueViolationError:  # the address was confirmed elsewhere meanwhile
+        raise taken from None
+    # What was sealed above; the operator typed it, so showing it reads nothing new.
+    return UserChanged(id=user_id, fields=fields, name=body.name, email=body.email)
 
 
 # -- invoices (financial records) ------------------------------------------------------

@@ -85,7 +85,7 @@ async def complete_reset(body: ResetCompletion, ctx: Ctx) -> None:
         user_id = spent["user_id"]
         user = await store.user_by_id(conn, user_id, lock=True)
         assert user is not None
-        await replace_password(conn, user_id, new_hash, "password-reset")
+        await replace_password(conn, ctx.vault, user_id, new_hash, "password-reset")
         await conn.execute(
             "UPDATE action_tokens SET used_at = now()"
             " WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",

@@ -148,17 +148,45 @@ async def test_an_address_change_tells_no_one_whether_the_address_has_an_account
     )
 
     # The link went to the owner's mailbox; confirming it (the mailbox's holder, who may
-    # know) is refused, spends the link and drops the waiting change.
+    # know) is refused and spends the link. The change waits out its time like any
+    # unconfirmed one: dropped at once, it would tell this account the address is taken.
     _, for_taken = await _new_address_tokens(bus, user, 2)
     refused = await client.post(f"{API}/email-verifications", json={"token": for_taken})
     assert refused.status_code == 409
     assert refused.json()["type"].endswith("/email-unavailable")
-    assert await _email(client, user) == (user.email, True, None)
+    assert await _email(client, user) == (user.email, True, owner.email)
     again = await client.post(f"{API}/email-verifications", json={"token": for_taken})
     assert again.status_code == 400
     assert await _email(client, owner) == (owner.email, True, None)
     login = {"email": owner.email, "password": owner.password}
     assert (await client.post(f"{API}/sessions", json=login)).status_code == 200
+
+
+@pytest.mark.promise("P-08")
+async def test_a_new_password_drops_an_address_change_waiting_for_its_link(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    """Whoever asked for the change knew the old password: the owner who replaces it
+    (locked out, or just wary) must not leave that change confirmable."""
+    user = await active_user(client, bus)
+    theirs = unique_email("hijacker")
+    change = {"email": theirs, "current_password": user.password}
+    assert (await client.patch(f"{API}/me", json=change, headers=user.headers)).is_success
+    [link] = await _new_address_tokens(bus, user, 1)
+    new_password = f"{user.password}-new"
+    replaced = await client.post(
+        f"{API}/me/password",
+        json={"current_password": user.password, "new_password": new_password},
+        headers=user.headers,
+    )
+    assert replaced.status_code == 200, replaced.text
+    headers = {"Authorization": f"Bearer {replaced.json()['access_token']}"}
+    me = (await client.get(f"{API}/me", headers=headers)).json()
+    assert (me["email"], me["pending_email"]) == (user.email, None)
+    await bus.card(user.id, email=user.email, pending_email=None, pending_change=None)
+    used = await client.post(f"{API}/email-verifications", json={"token": link})
+    assert used.status_code == 400
+    assert (await client.get(f"{API}/me", headers=headers)).json()["email"] == user.email
 
 
 async def test_two_accounts_confirming_one_address_end_with_one_owner(
@@ -177,8 +205,8 @@ async def test_two_accounts_confirming_one_address_end_with_one_owner(
     assert sorted(a.status_code for a in answers) == [200, 409]
     winner, loser = (first, second) if answers[0].status_code == 200 else (second, first)
     assert await _email(client, winner) == (shared_address, True, None)
-    # The loser keeps its address; its change is dropped and its link spent.
-    assert await _email(client, loser) == (loser.email, True, None)
+    # The loser keeps its address, its change waits out its time, its link is spent.
+    assert await _email(client, loser) == (loser.email, True, shared_address)
     lost = token_2 if loser is second else token_1
     again = await client.post(f"{API}/email-verifications", json={"token": lost})
     assert again.status_code == 400

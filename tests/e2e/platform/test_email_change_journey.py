@@ -79,7 +79,7 @@ async def test_a_change_to_a_taken_address_reaches_only_its_owner(platform: str)
             confirmed = await client.post(f"{API}/email-verifications", json={"token": link})
             assert confirmed.status_code == 409
             profile = (await client.get(f"{API}/me", headers=headers)).json()
-            assert (profile["email"], profile["pending_email"]) == (mine, None)
+            assert (profile["email"], profile["pending_email"]) == (mine, theirs)
             theirs_now = (await client.get(f"{API}/me", headers=owner)).json()
             assert theirs_now["email"] == theirs
             # The caller's mailbox got only its own sign-up link: nothing said "taken".

@@ -29,6 +29,7 @@ async def _user_with_pending(
         password_hash="$argon2id$not-a-real-hash", age_band="adult", active=True,
         pending_email=await vault.seal(uid, pending, purpose=PENDING_EMAIL),
         pending_email_index=uuid.uuid4().bytes, pending_email_until=until,
+        pending_change=uuid.uuid4(),
     )  # fmt: skip
     return uid
 
@@ -47,22 +48,23 @@ async def test_an_expired_pending_address_is_forgotten_and_the_card_republished(
         rows = {
             r["id"]: r
             for r in await conn.fetch(
-                "SELECT id, pending_email, pending_email_index, pending_email_until FROM users"
+                "SELECT id, pending_email, pending_email_index, pending_email_until,"
+                " pending_change FROM users"
             )
         }
         queued = [
             parse_event(decode_envelope(r["value"]))
             for r in await conn.fetch("SELECT value FROM bus_outbox ORDER BY seq")
         ]
-    assert tuple(rows[expired].values())[1:] == (None, None, None)
-    assert rows[waiting]["pending_email"] is not None
+    assert tuple(rows[expired].values())[1:] == (None, None, None, None)
+    assert None not in tuple(rows[waiting].values())
     assert [type(e) for e in queued] == [ProfileUpdated, ContactCardChanged]
     updated, card = queued
     assert isinstance(updated, ProfileUpdated)
     assert isinstance(card, ContactCardChanged)
     assert (updated.user_id, updated.fields) == (expired, ("pending_email",))
     opened = await open_card(vault, card)
-    assert (opened.user_id, opened.pending_email) == (expired, None)
+    assert (opened.user_id, opened.pending_email, opened.pending_change) == (expired, None, None)
 
     assert await expiry.round() is False
     async with pool.acquire() as conn:

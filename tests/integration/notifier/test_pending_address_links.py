@@ -31,16 +31,19 @@ async def vault(pool: asyncpg.Pool) -> AsyncIterator[Vault]:
 
 
 async def _card(
-    pool: asyncpg.Pool, vault: Vault, uid: uuid.UUID, pending: str, at: datetime
+    pool: asyncpg.Pool, vault: Vault, uid: uuid.UUID, pending: str | None, at: datetime
 ) -> uuid.UUID:
-    """A card naming ``pending`` as the address to confirm; the change's id."""
+    """A card naming ``pending`` as the address to confirm (None: no change waits); the
+    change's id."""
     change = uuid.uuid4()
-    contact = dataclasses.replace(
-        await sealed_contact(vault, uid, CURRENT, at),
-        pending_index=handlers.email_index(vault, pending),
-        pending_email=await vault.seal(uid, pending, purpose=handlers.PENDING_PURPOSE),
-        pending_change=change,
-    )
+    contact = await sealed_contact(vault, uid, CURRENT, at)
+    if pending is not None:
+        contact = dataclasses.replace(
+            contact,
+            pending_index=handlers.email_index(vault, pending),
+            pending_email=await vault.seal(uid, pending, purpose=handlers.PENDING_PURPOSE),
+            pending_change=change,
+        )
     async with pool.acquire() as conn, conn.transaction():
         await store.upsert_contact(conn, contact)
     return change
@@ -96,3 +99,13 @@ async def test_a_link_goes_only_to_the_address_its_change_named(
     ]
     assert outcomes[0]["reason"] == "the address to confirm was replaced or withdrawn since"
     assert await pool.fetchval("SELECT count(*) FROM inbox_items") == 0  # never the inbox
+
+
+async def test_a_link_for_a_withdrawn_change_goes_nowhere(pool: asyncpg.Pool, vault: Vault) -> None:
+    uid = uuid.uuid4()
+    change = await _card(pool, vault, uid, FIRST, T0)
+    await _link_notice(pool, uid, change, "token-for-first", T0)
+    await _card(pool, vault, uid, None, T0 + timedelta(minutes=1))  # withdrawn
+    assert await send_all(pool, vault, {}) == []
+    reason = await pool.fetchval("SELECT reason FROM deliveries WHERE status = 'dead'")
+    assert reason == "the address to confirm was replaced or withdrawn since"
