@@ -177,7 +177,8 @@ NO_PENDING_ADDRESS = {
 async def revoke_address_links(conn: Connection, user_id: UUID, own_index: bytes) -> None:
     """Revoke the unused links confirming any address but the account's own
     (``own_index``): call whenever the pending address is set, withdrawn, replaced or
-    confirmed, so only the link of the latest change can ever confirm it."""
+    confirmed, so only the link of the latest change can ever confirm it. A link to the
+    account's own address is kept: it can only verify that address, from its mailbox."""
     await conn.execute(
         "DELETE FROM action_tokens WHERE user_id = $1 AND purpose = 'verify_email'"
         " AND used_at IS NULL AND email_index IS NOT NULL AND email_index <> $2",
