@@ -23,6 +23,23 @@ async def _new_address_tokens(bus: BusTail, user: User, count: int) -> list[str]
     return [n.value["data"]["params"]["token"] for n in notices if n.value is not None]
 
 
+async def _ask_for(client: httpx.AsyncClient, user: User, *addresses: str) -> None:
+    """Ask for each address in turn, as the user (password given): each is accepted."""
+    for address in addresses:
+        change = {"email": address, "current_password": user.password}
+        changed = await client.patch(f"{API}/me", json=change, headers=user.headers)
+        assert changed.status_code == 200, changed.text
+
+
+async def _confirm(client: httpx.AsyncClient, token: str, status: int) -> httpx.Response:
+    """Open a link; its answer has ``status`` (400s are ``link-invalid``)."""
+    used = await client.post(f"{API}/email-verifications", json={"token": token})
+    assert used.status_code == status, used.text
+    if status == 400:
+        assert used.json()["type"].endswith("/link-invalid")
+    return used
+
+
 async def _email(client: httpx.AsyncClient, user: User) -> tuple[str, bool, str | None]:
     """The account's address, whether it is verified, and the address waiting for its link."""
     me = (await client.get(f"{API}/me", headers=user.headers)).json()
@@ -62,20 +79,14 @@ async def test_a_verification_link_confirms_only_the_address_it_was_mailed_to(
 ) -> None:
     user = await active_user(client, bus)
     first, second = unique_email("first"), unique_email("second")
-    for address in (first, second):
-        change = {"email": address, "current_password": user.password}
-        changed = await client.patch(f"{API}/me", json=change, headers=user.headers)
-        assert changed.status_code == 200, changed.text
+    await _ask_for(client, user, first, second)
     for_first, for_second = await _new_address_tokens(bus, user, 2)
 
     # The link mailed to the first address cannot confirm the second one.
-    stale = await client.post(f"{API}/email-verifications", json={"token": for_first})
-    assert stale.status_code == 400
-    assert stale.json()["type"].endswith("/link-invalid")
+    await _confirm(client, for_first, 400)
     assert await _email(client, user) == (user.email, True, second)
 
-    fresh = await client.post(f"{API}/email-verifications", json={"token": for_second})
-    assert fresh.status_code == 200, fresh.text
+    await _confirm(client, for_second, 200)
     assert await _email(client, user) == (second, True, None)
 
 
@@ -87,18 +98,12 @@ async def test_only_the_link_of_the_latest_change_confirms_an_address(
     C are revoked, so an address is never confirmed by a link someone else received."""
     user = await active_user(client, bus)
     b, c = unique_email("b"), unique_email("c")
-    for address in (b, c, b):
-        change = {"email": address, "current_password": user.password}
-        changed = await client.patch(f"{API}/me", json=change, headers=user.headers)
-        assert changed.status_code == 200, changed.text
+    await _ask_for(client, user, b, c, b)
     first_b, for_c, second_b = await _new_address_tokens(bus, user, 3)
     for revoked in (first_b, for_c):
-        used = await client.post(f"{API}/email-verifications", json={"token": revoked})
-        assert used.status_code == 400
-        assert used.json()["type"].endswith("/link-invalid")
+        await _confirm(client, revoked, 400)
     assert await _email(client, user) == (user.email, True, b)
-    latest = await client.post(f"{API}/email-verifications", json={"token": second_b})
-    assert latest.status_code == 200, latest.text
+    await _confirm(client, second_b, 200)
     assert await _email(client, user) == (b, True, None)
 
 
@@ -151,12 +156,10 @@ async def test_an_address_change_tells_no_one_whether_the_address_has_an_account
     # know) is refused and spends the link. The change waits out its time like any
     # unconfirmed one: dropped at once, it would tell this account the address is taken.
     _, for_taken = await _new_address_tokens(bus, user, 2)
-    refused = await client.post(f"{API}/email-verifications", json={"token": for_taken})
-    assert refused.status_code == 409
+    refused = await _confirm(client, for_taken, 409)
     assert refused.json()["type"].endswith("/email-unavailable")
     assert await _email(client, user) == (user.email, True, owner.email)
-    again = await client.post(f"{API}/email-verifications", json={"token": for_taken})
-    assert again.status_code == 400
+    await _confirm(client, for_taken, 400)
     assert await _email(client, owner) == (owner.email, True, None)
     login = {"email": owner.email, "password": owner.password}
     assert (await client.post(f"{API}/sessions", json=login)).status_code == 200
@@ -169,9 +172,7 @@ async def test_a_new_password_drops_an_address_change_waiting_for_its_link(
     """Whoever asked for the change knew the old password: the owner who replaces it
     (locked out, or just wary) must not leave that change confirmable."""
     user = await active_user(client, bus)
-    theirs = unique_email("hijacker")
-    change = {"email": theirs, "current_password": user.password}
-    assert (await client.patch(f"{API}/me", json=change, headers=user.headers)).is_success
+    await _ask_for(client, user, unique_email("hijacker"))
     [link] = await _new_address_tokens(bus, user, 1)
     new_password = f"{user.password}-new"
     replaced = await client.post(
@@ -184,8 +185,7 @@ async def test_a_new_password_drops_an_address_change_waiting_for_its_link(
     me = (await client.get(f"{API}/me", headers=headers)).json()
     assert (me["email"], me["pending_email"]) == (user.email, None)
     await bus.card(user.id, email=user.email, pending_email=None, pending_change=None)
-    used = await client.post(f"{API}/email-verifications", json={"token": link})
-    assert used.status_code == 400
+    await _confirm(client, link, 400)
     assert (await client.get(f"{API}/me", headers=headers)).json()["email"] == user.email
 
 
@@ -195,9 +195,7 @@ async def test_two_accounts_confirming_one_address_end_with_one_owner(
     first, second = await active_user(client, bus), await active_user(client, bus)
     shared_address = unique_email("wanted")
     for user in (first, second):
-        change = {"email": shared_address, "current_password": user.password}
-        changed = await client.patch(f"{API}/me", json=change, headers=user.headers)
-        assert changed.status_code == 200, changed.text
+        await _ask_for(client, user, shared_address)
     [token_1], [token_2] = [await _new_address_tokens(bus, u, 1) for u in (first, second)]
     answers = await asyncio.gather(
         *(client.post(f"{API}/email-verifications", json={"token": t}) for t in (token_1, token_2))
@@ -208,8 +206,7 @@ async def test_two_accounts_confirming_one_address_end_with_one_owner(
     # The loser keeps its address, its change waits out its time, its link is spent.
     assert await _email(client, loser) == (loser.email, True, shared_address)
     lost = token_2 if loser is second else token_1
-    again = await client.post(f"{API}/email-verifications", json={"token": lost})
-    assert again.status_code == 400
+    await _confirm(client, lost, 400)
 
 
 async def test_address_changes_are_throttled_whatever_the_address(
