@@ -30,6 +30,14 @@ class AccountsSettings(PlatformSettings):
             " waiting for its link is kept as long, then cleared."
         ),
     )
+    accounts_retention_sweep_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "How often the worker deletes what is kept only while it serves: spent client"
+            " throttle counters, expired link tokens, sessions no token can resume."
+        ),
+    )
     accounts_pending_sweep_seconds: float = Field(
         300.0, gt=0, description="How often the worker clears new addresses whose link expired."
     )

@@ -2,8 +2,9 @@
 
 Consumes deletion.commands (EraseSubject) and deletion.stages (a grace period ended:
 close the cancel window) with an idempotent consumer; effects and the events they
-publish are written in the transaction that marks the event processed. Beside it, a
-periodic round forgets new addresses whose confirmation link expired.
+publish are written in the transaction that marks the event processed. Beside it,
+periodic rounds forget new addresses whose confirmation link expired, and delete what
+is kept only while it serves (``retention``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from services.accounts.bootstrap import bootstrap
 from services.accounts.config import ERASURE_GROUP, AccountsSettings
 from services.accounts.handlers import handler
 from services.accounts.pending_addresses import PendingAddressExpiry
+from services.accounts.retention import Retention
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.events.topics import DELETION_COMMANDS, DELETION_STAGES
 from shared.process import start_process
@@ -37,9 +39,12 @@ async def run(settings: AccountsSettings) -> None:
         runtime.pool, runtime.vault, settings.accounts_pending_sweep_seconds
     )
 
+    retention = Retention(runtime.pool, settings)
+
     def stop() -> None:
         consumer.stop()
         expiry.stop()
+        retention.stop()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -48,6 +53,7 @@ async def run(settings: AccountsSettings) -> None:
         async with asyncio.TaskGroup() as loops:
             loops.create_task(consumer.run())
             loops.create_task(expiry.run())
+            loops.create_task(retention.run())
     finally:
         await kafka.stop()
         await runtime.close()

@@ -1,0 +1,68 @@
+"""What accounts keeps only while it serves: a round of the accounts worker deletes it.
+
+- a client address's throttle counter (a keyed hash of the address) once its window and
+  longest back-off have passed: its count would restart anyway. Account counters stay:
+  they count consecutive failures towards a lock (NIST SP 800-63B) until a success;
+- expired link tokens, a day after they expired (and after the reset-mail interval,
+  which reads them);
+- sessions whose refresh tokens all expired more than a day ago (with those tokens):
+  no token of theirs can work again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from services.accounts.config import AccountsSettings
+from shared.service.periodic import Periodic
+
+log = logging.getLogger(__name__)
+DAY_SECONDS = 86_400.0
+
+_CLIENT_COUNTERS = """
+DELETE FROM login_throttle
+WHERE scope = 'client' AND NOT locked
+  AND last_failure_at < now() - make_interval(secs => $1)
+  AND (blocked_until IS NULL OR blocked_until < now())
+"""
+_LINK_TOKENS = """
+DELETE FROM action_tokens
+WHERE expires_at < now() - interval '1 day' AND created_at < now() - make_interval(secs => $1)
+"""
+_SESSIONS = """
+DELETE FROM sessions s
+WHERE s.created_at < now() - interval '1 day'
+  AND NOT EXISTS (
+      SELECT 1 FROM refresh_tokens r
+      WHERE r.session_id = s.id AND r.expires_at > now() - interval '1 day'
+  )
+"""
+
+
+class Retention(Periodic):
+    name = "retention"
+
+    def __init__(self, pool: asyncpg.Pool, settings: AccountsSettings) -> None:
+        super().__init__()
+        self._pool = pool
+        self._settings = settings
+
+    def interval(self) -> float:
+        return self._settings.accounts_retention_sweep_seconds
+
+    async def round(self) -> bool:
+        s = self._settings
+        client_age = s.accounts_client_window_seconds + s.accounts_backoff_max_seconds
+        reset_reads = max(float(s.accounts_reset_interval_seconds), DAY_SECONDS)
+        async with self._pool.acquire() as conn, conn.transaction():
+            counts = {
+                "client_counters": await conn.execute(_CLIENT_COUNTERS, client_age),
+                "link_tokens": await conn.execute(_LINK_TOKENS, reset_reads),
+                "sessions": await conn.execute(_SESSIONS),
+            }
+        deleted = {what: int(status.split()[-1]) for what, status in counts.items()}
+        if any(deleted.values()):
+            log.info("retention: deleted %s", deleted)
+        return False
