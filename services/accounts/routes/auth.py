@@ -195,7 +195,7 @@ async def _use_link(ctx: Context, token: str, purpose: str) -> LinkUsed:
 
 async def _spend_link(ctx: Context, conn: Connection, token: str, purpose: str) -> LinkUsed | None:
     """Use the link's token; None when it confirms an address another account has (the
-    token is spent and the waiting change dropped)."""
+    token is spent; the waiting change waits out its time)."""
     invalid = Problem(
         400, "Link invalid", "This link is invalid, expired or already used.", slug="link-invalid"
     )
