@@ -363,22 +363,69 @@ async def forget_old(
     return Forgotten(removed, published)
 
 
+ERASED = "(erased)"  # the label that cells naming an erased subject are merged into
+
+# Each statement moves the rows whose label holds the subject's id into their window and
+# dimension's ERASED cell, and answers how many it moved. Merged, not deleted: a deleted
+# cell could be read off as its window's total minus the cells left, below k or not; the
+# ERASED cell keeps every sum true and goes through the release's k rules like any cell.
+_MOVE_LOAD_TIMES = f"""
+WITH gone AS (
+    DELETE FROM trend_cell_load_times WHERE value ILIKE $1
+    RETURNING site, grain, window_start, dimension, bucket, count
+), merged AS (
+    INSERT INTO trend_cell_load_times ({_CELL_COLS}, bucket, count)
+    SELECT site, grain, window_start, dimension, '{ERASED}', bucket, sum(count)
+    FROM gone GROUP BY site, grain, window_start, dimension, bucket
+    ON CONFLICT ({_CELL_COLS}, bucket) DO UPDATE SET
+        count = trend_cell_load_times.count + EXCLUDED.count
+)
+SELECT count(*) FROM gone
+"""  # noqa: S608 - constants
+_MOVE_VISITORS = f"""
+WITH gone AS (
+    DELETE FROM trend_cell_visitors WHERE value ILIKE $1
+    RETURNING site, grain, window_start, dimension, visitor_hash
+), merged AS (
+    INSERT INTO trend_cell_visitors ({_CELL_COLS}, visitor_hash)
+    SELECT DISTINCT site, grain, window_start, dimension, '{ERASED}', visitor_hash FROM gone
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM gone
+"""  # noqa: S608 - constants
+# Unique visitors of merged cells cannot be added up (one visitor may be in several) and
+# their sets may be gone (kept for a bounded time): the merged cell counts the largest
+# of them, which is never more than it holds, so its k test never passes too easily.
+_MOVE_CELLS = f"""
+WITH gone AS (
+    DELETE FROM trend_cells WHERE value ILIKE $1
+    RETURNING site, grain, window_start, dimension, visits, unique_visitors
+), merged AS (
+    INSERT INTO trend_cells ({_CELL_COLS}, visits, unique_visitors)
+    SELECT site, grain, window_start, dimension, '{ERASED}', sum(visits), max(unique_visitors)
+    FROM gone GROUP BY site, grain, window_start, dimension
+    ON CONFLICT ({_CELL_COLS}) DO UPDATE SET
+        visits = trend_cells.visits + EXCLUDED.visits,
+        unique_visitors = greatest(trend_cells.unique_visitors, EXCLUDED.unique_visitors)
+)
+SELECT DISTINCT site, grain, window_start, count(*) OVER () AS moved FROM gone
+"""  # noqa: S608 - constants
+
+
 async def erase_subject_traces(conn: Connection, subject_id: UUID) -> dict[str, int]:
-    """Analytics keys nothing to a person; any cell whose label holds the id goes anyway.
+    """Analytics keys nothing to a person; any cell whose label holds the id is merged
+    into its dimension's ERASED cell anyway (its label goes; the sums stay true).
 
     A window already published with such a cell gets a new revision: it is published
     again without it, which replaces it on the compacted trends topic.
     """
     needle = f"%{subject_id}%"
-    counts = {}
-    for table in ("trend_cell_load_times", "trend_cell_visitors"):
-        result = await conn.execute(f"DELETE FROM {table} WHERE value ILIKE $1", needle)  # noqa: S608
-        counts[table] = int(result.split()[-1])
-    gone = await conn.fetch(
-        "DELETE FROM trend_cells WHERE value ILIKE $1 RETURNING site, grain, window_start",
-        needle,
-    )
-    counts["trend_cells"] = len(gone)
+    counts = {
+        "trend_cell_load_times": int(await conn.fetchval(_MOVE_LOAD_TIMES, needle)),
+        "trend_cell_visitors": int(await conn.fetchval(_MOVE_VISITORS, needle)),
+    }
+    gone = await conn.fetch(_MOVE_CELLS, needle)
+    counts["trend_cells"] = gone[0]["moved"] if gone else 0
     windows = {(r["site"], r["grain"], r["window_start"]) for r in gone}
     result = await conn.execute(
         "UPDATE trend_windows w SET revision = w.revision + 1"

@@ -116,8 +116,54 @@ async def test_an_erased_cell_is_republished_away_from_the_trends_topic(
         trend_window_key("s.example", "hour", start).encode(),
     )
     window = decode_envelope(value).data
-    assert [c["value"] for c in window["cells"]] == ["/shop"]
+    assert sorted(c["value"] for c in window["cells"]) == [store.ERASED, "/shop"]
+    assert str(subject) not in str(window)
     assert window["revision"] == 2
+
+
+async def test_cells_naming_an_erased_subject_merge_into_the_erased_cell(
+    pool: asyncpg.Pool,
+) -> None:
+    """Merged, not deleted: the page cells still add up to the window's total, so no
+    hidden count can be read off by subtraction; the merged cell counts no more unique
+    visitors than it surely holds."""
+    subject = uuid.uuid4()
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    mine, also = f"/u/{subject}", f"/u/{subject}/edit"
+    async with pool.acquire() as conn:
+        await _add(conn, "hour", start, timedelta(hours=1))  # total: 20 visits
+        await conn.executemany(
+            "INSERT INTO trend_cells VALUES ('s.example', 'hour', $1, 'page', $2, $3, $4)",
+            [(start, mine, 6, 4), (start, also, 4, 3), (start, store.ERASED, 2, 2),
+             (start, "/shop", 8, 6)],
+        )  # fmt: skip
+        await conn.executemany(
+            "INSERT INTO trend_cell_visitors VALUES ('s.example', 'hour', $1, 'page', $2, $3)",
+            [(start, mine, "v1"), (start, mine, "v2"), (start, also, "v2"),
+             (start, store.ERASED, "v9")],
+        )  # fmt: skip
+        await conn.executemany(
+            "INSERT INTO trend_cell_load_times VALUES ('s.example', 'hour', $1, 'page', $2, 3, $3)",
+            [(start, mine, 5), (start, also, 2)],
+        )
+        async with conn.transaction():
+            erased = await store.erase_subject_traces(conn, subject)
+        cells = {
+            r["value"]: (r["visits"], r["unique_visitors"])
+            for r in await conn.fetch("SELECT * FROM trend_cells WHERE dimension = 'page'")
+        }
+        visitors = await conn.fetch("SELECT value, visitor_hash FROM trend_cell_visitors")
+        load_times = await conn.fetch("SELECT value, bucket, count FROM trend_cell_load_times")
+    assert erased == {
+        "trend_cell_load_times": 2,
+        "trend_cell_visitors": 3,
+        "trend_cells": 2,
+        "republished_windows": 1,
+    }
+    assert cells == {"/shop": (8, 6), store.ERASED: (12, 4)}
+    assert sum(visits for visits, _ in cells.values()) == 20  # the window's total
+    assert sorted(tuple(r) for r in visitors) == [(store.ERASED, h) for h in ("v1", "v2", "v9")]
+    assert [tuple(r) for r in load_times] == [(store.ERASED, 3, 7)]
 
 
 async def test_release_receipts_are_kept_for_their_period_only(pool: asyncpg.Pool) -> None:
