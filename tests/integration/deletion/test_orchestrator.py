@@ -417,8 +417,11 @@ async def test_the_worker_expires_snapshots_on_its_own_schedule(
             "UPDATE backup_snapshots SET expires_at = now() WHERE snapshot_id = $1",
             expiring.snapshot_id,
         )
+        expired_sql = "SELECT expired_at IS NOT NULL FROM backup_snapshots WHERE snapshot_id = $1"
         for _ in range(600):  # nobody runs `backups expire`: the worker does
-            if not expiring.folder.exists():
+            # The folder goes first, the row's mark commits after it: wait for both.
+            marked = await harness.pool.fetchval(expired_sql, expiring.snapshot_id)
+            if marked and not expiring.folder.exists():
                 break
             await asyncio.sleep(0.1)
         assert not expiring.folder.exists()
