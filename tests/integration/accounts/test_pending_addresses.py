@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from services.accounts import store
 from services.accounts.context import EMAIL, NAME, PENDING_EMAIL
 from services.accounts.pending_addresses import PendingAddressExpiry
 from shared.contact_card import open_card
@@ -16,22 +15,21 @@ from shared.db.pool import Connection
 from shared.events import decode_envelope, parse_event
 from shared.events.catalogue.accounts import ContactCardChanged, ProfileUpdated
 from shared.vault import Vault
+from tests.integration.accounts.users import stored_user
 
 
 async def _user_with_pending(
     conn: Connection, vault: Vault, pending: str, until: datetime
 ) -> uuid.UUID:
     uid = uuid.uuid4()
-    await store.insert_user(
-        conn, id=uid, email_index=uid.bytes,
+    return await stored_user(
+        conn, id=uid,
         email=await vault.seal(uid, f"{uid}@example.com", purpose=EMAIL),
         name=await vault.seal(uid, "Someone", purpose=NAME),
-        password_hash="$argon2id$not-a-real-hash", age_band="adult", active=True,
         pending_email=await vault.seal(uid, pending, purpose=PENDING_EMAIL),
         pending_email_index=uuid.uuid4().bytes, pending_email_until=until,
         pending_change=uuid.uuid4(),
     )  # fmt: skip
-    return uid
 
 
 async def test_an_expired_pending_address_is_forgotten_and_the_card_republished(

@@ -6,26 +6,16 @@ import uuid
 
 import asyncpg
 
-from services.accounts import store
 from services.accounts.config import AccountsSettings
 from services.accounts.retention import Retention
-from shared.db.pool import Connection
-
-
-async def _user(conn: Connection) -> uuid.UUID:
-    uid = uuid.uuid4()
-    await store.insert_user(
-        conn, id=uid, email_index=uid.bytes, email=b"sealed", name=b"sealed",
-        password_hash="$argon2id$not-a-real-hash", age_band="adult", active=True,
-    )  # fmt: skip
-    return uid
+from tests.integration.accounts.users import stored_user
 
 
 async def test_a_round_deletes_spent_counters_expired_links_and_dead_sessions(
     pool: asyncpg.Pool,
 ) -> None:
     async with pool.acquire() as conn:
-        uid = await _user(conn)
+        uid = await stored_user(conn)
         await conn.executemany(
             "INSERT INTO login_throttle (key, scope, failures, last_failure_at)"
             " VALUES ($1, $2, 3, now() - make_interval(secs => $3))",

@@ -14,22 +14,14 @@ from services.accounts import store
 from shared.bus.outbox import outbox_arrays
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import ProfileUpdated
-
-
-async def _user(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> uuid.UUID:
-    user_id = uuid.uuid4()
-    await store.insert_user(
-        conn, id=user_id, email_index=user_id.bytes, email=b"sealed-email", name=b"sealed-name",
-        password_hash="$argon2id$not-a-real-hash", age_band="adult", active=True,
-    )  # fmt: skip
-    return user_id
+from tests.integration.accounts.users import stored_user
 
 
 async def test_the_session_check_answers_the_profile_row_only_for_an_open_session(
     pool: asyncpg.Pool,
 ) -> None:
     async with pool.acquire() as conn:
-        user_id, session_id = await _user(conn), uuid.uuid4()
+        user_id, session_id = await stored_user(conn), uuid.uuid4()
         expires = datetime.now(UTC) + timedelta(days=1)
         await store.open_session_with_refresh(conn, session_id, user_id, "user", b"h", expires)
         row = await store.user_session(conn, session_id, user_id)
@@ -103,7 +95,7 @@ async def _as_read(conn: Connection, user_id: uuid.UUID) -> asyncpg.Record:
 
 async def test_an_edit_on_a_stale_read_changes_and_queues_nothing(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        user_id = await _user(conn)
+        user_id = await stored_user(conn)
         seen = await _as_read(conn, user_id)
         _, outbox = outbox_arrays(
             [(ProfileUpdated(user_id=user_id, fields=("name",)), str(user_id))], source="test"
@@ -124,7 +116,7 @@ async def test_an_edit_on_a_stale_read_changes_and_queues_nothing(pool: asyncpg.
 
 async def test_card_versions_only_grow_whichever_clock_set_the_last(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        user_id = await _user(conn)
+        user_id = await stored_user(conn)
         ahead = datetime.now(UTC) + timedelta(hours=1)  # set by a clock running ahead
         await conn.execute("UPDATE users SET updated_at = $1", ahead)
         changed = await store.update_user_returning(conn, user_id, locale="fr")
