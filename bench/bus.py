@@ -294,11 +294,11 @@ async def _idempotent_consume(ctx: BenchContext, topic: str) -> float:
         try:
             async with started(reliable_producer(ctx.settings)) as producer:
                 consumer = manual_commit_consumer(ctx.settings, topic, group_id=group)
+                idempotent = IdempotentConsumer(
+                    group, consumer, producer, pool, record_probe_effects
+                )
                 t0 = time.perf_counter()
                 async with started(consumer):
-                    idempotent = IdempotentConsumer(
-                        group, consumer, producer, pool, record_probe_effects
-                    )
                     task = asyncio.create_task(idempotent.run())
                     try:
                         await wait_until(

@@ -189,10 +189,8 @@ async def _one_breach(settings: NotifierSettings, pool: asyncpg.Pool, ctx: Bench
     async with incidents_topic(settings) as topic:
         producer = reliable_producer(settings)
         kafka = manual_commit_consumer(settings, topic, group_id=f"{topic}.bench")
+        consumer = IdempotentConsumer("notifier.bench", kafka, producer, pool, handlers.on_notices)
         async with started(producer), started(kafka):
-            consumer = IdempotentConsumer(
-                "notifier.bench", kafka, producer, pool, handlers.on_notices
-            )
             task = asyncio.create_task(consumer.run())
             try:
                 await asyncio.sleep(1.0)  # group joined; the clock starts at the publish

@@ -31,10 +31,10 @@ async def run(settings: AccountsSettings) -> None:
     kafka = manual_commit_consumer(
         settings, DELETION_COMMANDS.name, DELETION_STAGES.name, group_id=CONSUMER
     )
-    await kafka.start()
     consumer = IdempotentConsumer(
         CONSUMER, kafka, runtime.producer, runtime.pool, handler(runtime.vault)
     )
+    await kafka.start()
     expiry = PendingAddressExpiry(
         runtime.pool, runtime.vault, settings.accounts_pending_sweep_seconds
     )

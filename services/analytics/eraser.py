@@ -24,10 +24,10 @@ async def run(settings: AnalyticsSettings) -> None:
     runtime = await bootstrap(settings, with_producer=True)
     assert runtime.producer is not None
     consumer = manual_commit_consumer(settings, DELETION_COMMANDS.name, group_id=CONSUMER)
-    await consumer.start()
     idempotent = IdempotentConsumer(
         CONSUMER, consumer, runtime.producer, runtime.pool, handlers.erase
     )
+    await consumer.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, idempotent.stop)

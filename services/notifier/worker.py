@@ -125,11 +125,11 @@ class Worker:
         kafka = []
         for name, (topics, handler) in handlers.routes(self.handlers).items():
             consumer = manual_commit_consumer(self.settings, *topics, group_id=name)
-            await consumer.start()
-            kafka.append(consumer)
             self.consumers.append(
                 IdempotentConsumer(name, consumer, runtime.producer, runtime.pool, handler)
             )
+            await consumer.start()
+            kafka.append(consumer)
         self._listener = Listener(
             self.settings.database_dsn("notifier"),
             store.WORK_CHANNEL,

@@ -9,6 +9,11 @@ For each poll (several partitions, each partition's records in order):
    background while the next poll is handled (one commit at a time): a commit that is
    late or lost only means records read again, and their marks skip them.
 
+A rebalance waits for the poll being applied, commits what is applied, and drops the
+poll read ahead (see :meth:`IdempotentConsumer._hand_over`): a partition's next owner
+starts where this one's effects end, so no two members apply a partition at once and
+tombstones, which carry no id to mark, are not applied again.
+
 A handler error rolls the batch back and the events are retried one by one; an event
 that keeps failing for a reason that is not an outage is dead-lettered, so one bad
 event cannot stop the partition. Outages (database or Kafka unreachable) are retried
@@ -26,7 +31,13 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import KafkaError
 
 from shared.bus.dead_letters import dead_letter
@@ -64,6 +75,7 @@ class _Poll:
     batches: dict[TopicPartition, list[ConsumerRecord]]
     records: list[ConsumerRecord]
     items: list[Item]
+    generation: int  # of the assignment it was read under (see _hand_over)
 
 
 class Unprocessable(Exception):
@@ -76,6 +88,11 @@ class ConsumerSettings:
     poll_timeout_ms: int = 500
     backoff_seconds: float = 0.2
     backoff_max_seconds: float = 10.0
+    # How long a rebalance waits for the poll being applied: within Kafka's rebalance
+    # timeout (max.poll.interval.ms, 300 s), so that a stuck database cannot get this
+    # member thrown out of its group. Past it, the next owner may apply a partition's
+    # events while this member still does (their marks still skip the repeats).
+    handover_seconds: float = 60.0
 
 
 class IdempotentConsumer:
@@ -101,8 +118,13 @@ class IdempotentConsumer:
         self._unsettled: Counter[TopicPartition] = Counter()  # read, effects not committed
         self._settled: dict[TopicPartition, int] = {}  # next offset, effects committed
         self._commits = _OffsetCommits(consumer, name)
+        self._generation = 0  # one more at every revocation
+        self._in_flight: asyncio.Task[None] | None = None  # the poll being applied
         self.applied = 0
         self.dead_lettered = 0
+        topics = consumer.subscription()
+        if topics:  # the same subscription, with the hand-over at every rebalance
+            consumer.subscribe(topics=sorted(topics), listener=_HandOver(self._hand_over))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -115,44 +137,70 @@ class IdempotentConsumer:
         order, so each partition's events take effect in their order.
         """
         failures = 0
-        in_flight: asyncio.Task[None] | None = None  # until it is done and its end seen
         clean = False
         try:
             while not self._stopping.is_set():
                 try:
                     await self._rewind_pending()
                     read = await self._read_poll()
-                    if in_flight is not None:
-                        await in_flight
-                        in_flight = None
+                    await self._settled_in_flight()
                     if read is not None:
-                        in_flight = asyncio.create_task(self._settle(read))
+                        self._start_settling(read)
                     failures = 0
                 except OUTAGES as exc:
-                    if in_flight is not None:  # let it end before rewinding under it
-                        await _ended(in_flight)
-                        in_flight = None
+                    if self._in_flight is not None:  # let it end before rewinding under it
+                        await _ended(self._in_flight)
+                        self._in_flight = None
                     self._to_rewind.update(self._unsettled)
                     self._unsettled.clear()
                     failures += 1
                     await self._back_off(failures, exc)
-            if in_flight is not None:
-                await in_flight
-                in_flight = None
+            await self._settled_in_flight()
             clean = True
         except OUTAGES as exc:  # stopping: the last poll will be read again next time
             log.warning("%s: stopped during an outage (%s)", self.name, type(exc).__name__)
             clean = True
         finally:
-            if in_flight is not None:  # cancelled, or a failure that is not an outage
-                in_flight.cancel()
-                await asyncio.gather(in_flight, return_exceptions=True)
+            if self._in_flight is not None:  # cancelled, or a failure that is not an outage
+                self._in_flight.cancel()
+                await asyncio.gather(self._in_flight, return_exceptions=True)
+                self._in_flight = None
             if not clean:
                 self._commits.cancel()
         await self._commits.flush()
 
+    async def _settled_in_flight(self) -> None:
+        """Wait for the poll being applied; raise what it raised."""
+        if self._in_flight is not None:
+            await self._in_flight
+            self._in_flight = None
+
+    def _start_settling(self, poll: _Poll) -> None:
+        """Apply ``poll`` in the background, unless a rebalance came since it was read:
+        then its partitions are read again from where their effects end (some may be
+        another member's by now)."""
+        if poll.generation != self._generation:
+            self._to_rewind.update(poll.batches.keys())
+            self._unsettled.subtract(poll.batches.keys())
+            self._unsettled += Counter()
+            return
+        self._in_flight = asyncio.create_task(self._settle(poll))
+
+    async def _hand_over(self, revoked: set[TopicPartition]) -> None:
+        """Called by aiokafka before a rebalance, while these partitions are still ours:
+        let the poll being applied finish, commit every settled position, and make the
+        loop drop what it read ahead. Eager rebalancing revokes every partition, even
+        those that come back to this member; those are read again from the commit."""
+        self._generation += 1
+        if self._in_flight is not None:
+            await asyncio.wait([self._in_flight], timeout=self._settings.handover_seconds)
+        await self._commits.flush(self._settings.handover_seconds)
+        for tp in revoked:  # its next owner's commits are the truth from now on
+            self._settled.pop(tp, None)
+
     async def _read_poll(self) -> _Poll | None:
         """Fetch and decode a poll; dead-letter what cannot be read."""
+        generation = self._generation
         batches = await self._consumer.getmany(timeout_ms=self._settings.poll_timeout_ms)
         if not batches:
             return None
@@ -169,7 +217,7 @@ class IdempotentConsumer:
                 await self._dead_letter(record, read.reason)
             else:
                 items.append(read)
-        return _Poll(batches, records, items)
+        return _Poll(batches, records, items, generation)
 
     async def _settle(self, poll: _Poll) -> None:
         """Apply a poll's events in one transaction, then hand its offsets over to commit."""
@@ -305,6 +353,19 @@ class _OffsetCommits:
                 log.warning("%s: offset commit failed (%s): retried with the next one",
                             self._name, type(exc).__name__)  # fmt: skip
                 return
+
+
+class _HandOver(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka's rebalance callbacks: the revocation hands the partitions over."""
+
+    def __init__(self, on_revoked: Callable[[set[TopicPartition]], Awaitable[None]]) -> None:
+        self._on_revoked = on_revoked
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Nothing to do: a new partition starts from its committed offset."""
 
 
 async def _ended(task: asyncio.Task[None]) -> None:

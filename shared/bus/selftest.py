@@ -89,9 +89,9 @@ async def run_consumer(settings: PlatformSettings, dsn: str, topic: str, group: 
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     producer = reliable_producer(settings)
     consumer = manual_commit_consumer(settings, topic, group_id=group)
+    idempotent = IdempotentConsumer(group, consumer, producer, pool, record_probe_effects)
     await producer.start()
     await consumer.start()
-    idempotent = IdempotentConsumer(group, consumer, producer, pool, record_probe_effects)
     _stop_on_signals(idempotent.stop)
     try:
         await idempotent.run()

@@ -31,9 +31,9 @@ async def running_consumer(
         settings, topic, group_id=group, max_poll_records=max_poll_records
     )
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    idempotent = IdempotentConsumer("probe", consumer, producer, pool, handler)
     await producer.start()
     await consumer.start()
-    idempotent = IdempotentConsumer("probe", consumer, producer, pool, handler)
     relay = OutboxRelay(dsn, producer)
     tasks = [asyncio.create_task(idempotent.run())]
     if with_relay:
