@@ -32,6 +32,7 @@ from services.accounts.context import (
 from services.accounts.domain import fields as field_rules
 from services.accounts.domain.roles import PERMISSIONS
 from services.accounts.invoices import Invoice, InvoiceIn, invoice_out, new_invoice_columns
+from services.accounts.links import mail_action_link
 from services.accounts.security import MAX_PASSWORD, MIN_PASSWORD, hash_password
 from services.accounts.throttling import login_key
 from shared.auth import Claims, OperatorRole, require_roles
@@ -357,7 +358,10 @@ async def change_user(
 ) -> UserChanged:
     """Change a user's data on their emailed request (P-24): the change and the audit row
     naming the request commit together or not at all. The answer holds only what changed
-    (P-07: a name fixed on request is no reason to see the email)."""
+    (P-07: a name fixed on request is no reason to see the email). A new email is the
+    account's at once, unverified until the link mailed to it is opened: an address
+    mistyped from the request shows as unconfirmed instead of silently taking the
+    account's mail."""
     refuse_card_numbers(name=body.name, purpose=body.purpose, reference=body.request_reference)
     changes: dict[str, Any] = {}
     if body.name is not None:
@@ -369,6 +373,7 @@ async def change_user(
             # The address is settled on request: a change waiting for its link is
             # dropped, and its link with it (it may be a hijacker's).
             **store.NO_PENDING_ADDRESS,
+            email_verified=False,
         )
     if not changes:
         raise Problem(422, "Nothing to change", "Give a name or an email.", slug="validation")
@@ -398,6 +403,12 @@ async def change_user(
             fresh = await store.user_by_id(conn, user_id)
             assert fresh is not None
             await publish_card(conn, ctx.vault, fresh)
+            if "email_index" in changes:  # to the new address, once the card holds it
+                await mail_action_link(
+                    ctx, conn, user_id, purpose="verify_email", template="verify_email",
+                    path="verify-email", card_changed_at=fresh["updated_at"],
+                    email_index=changes["email_index"],
+                )  # fmt: skip
     except asyncpg.UniqueViolationError:  # the address was confirmed elsewhere meanwhile
         raise taken from None
     # What was sealed above; the operator typed it, so showing it reads nothing new.

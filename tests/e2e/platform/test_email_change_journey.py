@@ -10,7 +10,9 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 
+from tests.e2e.accounts.support import admin, new_operator, unique
 from tests.e2e.platform.journeys import (
     API,
     needs_accounts_and_notifier,
@@ -84,6 +86,42 @@ async def test_a_change_to_a_taken_address_reaches_only_its_owner(platform: str)
             assert theirs_now["email"] == theirs
             # The caller's mailbox got only its own sign-up link: nothing said "taken".
             assert [m["Subject"] for m in await mailbox.to(mine)] == ["Confirm your email address"]
+        finally:
+            await mailbox.close()
+
+
+@pytest.mark.promise("P-24")
+async def test_an_address_set_by_an_operator_is_confirmed_at_that_address(platform: str) -> None:
+    """An operator sets the address a user asked for by email: it is the account's at
+    once, unverified until the link mailed to it (not to the old one) is opened."""
+    needs_accounts_and_notifier()
+    old, new = (f"{who}-{uuid.uuid4().hex[:12]}@example.com" for who in ("asked", "moved"))
+    password = f"pw-{uuid.uuid4().hex}"
+    mailbox = Mailbox()
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+        try:
+            headers = await signed_up_and_verified(client, mailbox, "Asker", old, password)
+            user_id = (await client.get(f"{API}/me", headers=headers)).json()["id"]
+            support = await new_operator(client, await admin(client), "support")
+            change = {"email": new, "request_reference": unique("MAIL"), "purpose": "on request"}
+            moved = await client.patch(
+                f"{API}/operator/users/{user_id}", json=change, headers=support.headers
+            )
+            assert moved.status_code == 200, moved.text
+            profile = (await client.get(f"{API}/me", headers=headers)).json()
+            assert (profile["email"], profile["email_verified"]) == (new, False)
+
+            link = await token_from_mail(mailbox, new, "verify-email", 1)
+            confirmed = await client.post(f"{API}/email-verifications", json={"token": link})
+            assert confirmed.status_code == 200, confirmed.text
+            profile = (await client.get(f"{API}/me", headers=headers)).json()
+            assert (profile["email"], profile["email_verified"]) == (new, True)
+            # The old address had its sign-up link, then word of the change: no link.
+            told = await mailbox.wait_for([old], count=2)
+            assert [m["Subject"] for m in told] == [
+                "Confirm your email address",
+                "The email address of your iMT account was changed",
+            ]
         finally:
             await mailbox.close()
 
