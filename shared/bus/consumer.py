@@ -40,10 +40,10 @@ from aiokafka import (
 )
 from aiokafka.errors import KafkaError
 
-from shared.bus.dead_letters import dead_letter
+from shared.bus.dead_letters import dead_letter, dead_letter_mark
 from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
 from shared.bus.faults import crash_point
-from shared.bus.idempotency import mark_processed
+from shared.bus.idempotency import mark_processed, was_processed
 from shared.db.pool import Connection
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,12 @@ class ConsumerSettings:
     poll_timeout_ms: int = 500
     backoff_seconds: float = 0.2
     backoff_max_seconds: float = 10.0
-    # How long a rebalance waits for the poll being applied: within Kafka's rebalance
-    # timeout (max.poll.interval.ms, 300 s), so that a stuck database cannot get this
-    # member thrown out of its group. Past it, the next owner may apply a partition's
-    # events while this member still does (their marks still skip the repeats).
-    handover_seconds: float = 60.0
+    # How long a rebalance waits, in all, for the poll being applied and the commit of
+    # its offsets: well within the group's rebalance timeout (REBALANCE_TIMEOUT_MS of
+    # manual_commit_consumer, 60 s), or the group would go on without this member. Past
+    # it, the next owner may apply a partition's events while this member still does
+    # (their marks still skip repeated events; tombstones would be applied again).
+    handover_seconds: float = 30.0
 
 
 class IdempotentConsumer:
@@ -123,8 +124,10 @@ class IdempotentConsumer:
         self.applied = 0
         self.dead_lettered = 0
         topics = consumer.subscription()
-        if topics:  # the same subscription, with the hand-over at every rebalance
-            consumer.subscribe(topics=sorted(topics), listener=_HandOver(self._hand_over))
+        if not topics:
+            raise ValueError(f"{name}: the consumer must subscribe to its topics (a group)")
+        # The same subscription, with the hand-over at every rebalance.
+        consumer.subscribe(topics=sorted(topics), listener=_HandOver(self._hand_over))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -192,10 +195,16 @@ class IdempotentConsumer:
         loop drop what it read ahead. Eager rebalancing revokes every partition, even
         those that come back to this member; those are read again from the commit."""
         self._generation += 1
-        if self._in_flight is not None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.handover_seconds
+        if self._in_flight is not None:  # never raises: the loop handles its outcome
             await asyncio.wait([self._in_flight], timeout=self._settings.handover_seconds)
-        await self._commits.flush(self._settings.handover_seconds)
-        for tp in revoked:  # its next owner's commits are the truth from now on
+        self._commits.add({})  # also what an earlier commit failed to write
+        await self._commits.flush(max(0.0, deadline - loop.time()))
+        # Their next owner's commits are the truth from now on: a stale position left
+        # here must not move the group's offset back if the partition comes back.
+        self._commits.forget(revoked)
+        for tp in revoked:
             self._settled.pop(tp, None)
 
     async def _read_poll(self) -> _Poll | None:
@@ -269,6 +278,14 @@ class IdempotentConsumer:
         await self._dead_letter(record, reason)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:
+        """Send the record to its DLQ once: marked after the acknowledgement, skipped when
+        read again. A crash between the two still sends it twice, never not at all."""
+        mark = dead_letter_mark(record)
+        async with self._pool.acquire() as conn:
+            if await was_processed(conn, self.name, mark):
+                log.info("%s: %s[%d]@%d was dead-lettered before", self.name,
+                         record.topic, record.partition, record.offset)  # fmt: skip
+                return
         log.warning(
             "%s: dead-lettering %s[%d]@%d: %s",
             self.name,
@@ -278,6 +295,8 @@ class IdempotentConsumer:
             reason,
         )
         await dead_letter(self._producer, record, list(record.headers or ()), reason, self.name)
+        async with self._pool.acquire() as conn:
+            await mark_processed(conn, self.name, [mark])
         self.dead_lettered += 1
 
     async def _rewind_pending(self) -> None:
@@ -287,7 +306,9 @@ class IdempotentConsumer:
             if tp in self._consumer.assignment():
                 known = (await self._consumer.committed(tp), self._settled.get(tp))
                 position = max((p for p in known if p is not None), default=None)
-                if position is None:
+                if tp not in self._consumer.assignment():
+                    pass  # revoked meanwhile: its next owner starts from the commit
+                elif position is None:
                     await self._consumer.seek_to_beginning(tp)
                 else:
                     self._consumer.seek(tp, position)
@@ -324,14 +345,20 @@ class _OffsetCommits:
 
     async def flush(self, timeout: float = 10.0) -> None:
         """Wait until every position handed over so far is committed (or failed); give up
-        after ``timeout`` (aiokafka retries a commit for as long as Kafka is away)."""
-        try:
-            async with asyncio.timeout(timeout):
-                while self._task is not None and not self._task.done():
-                    await self._task
-        except TimeoutError:
-            log.warning("%s: offsets not committed on stopping: read again next time", self._name)
+        after ``timeout`` (aiokafka retries a commit for as long as Kafka is away). Never
+        raises: the commit task's own end, a cancellation included, stays its own."""
+        task = self._task
+        if task is None or task.done():
+            return
+        await asyncio.wait([task], timeout=timeout)
+        if not task.done():
+            log.warning("%s: offsets not committed in time: read again later", self._name)
             self.cancel()
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Drop positions not yet committed for ``partitions`` (no longer ours)."""
+        for tp in partitions:
+            self._pending.pop(tp, None)
 
     def cancel(self) -> None:
         if self._task is not None:

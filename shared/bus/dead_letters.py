@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
+from uuid import UUID, uuid5
 
 from aiokafka import AIOKafkaProducer
 
@@ -36,6 +37,24 @@ class SourceRecord(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+
+
+class StampedRecord(SourceRecord, Protocol):
+    """A source record with the time Kafka gave it."""
+
+    @property
+    def timestamp(self) -> float: ...
+
+
+_LETTERS = UUID("6f1d6e8e-3c1b-4c55-9a57-2f0b1f6f9d10")  # namespace of dead-letter marks
+
+
+def dead_letter_mark(record: StampedRecord) -> UUID:
+    """The id a consumer marks once it has dead-lettered this record, so that reading it
+    again (after an outage or a crash before the offset commit) sends no second letter.
+    The record's timestamp is part of it: a topic deleted and created again under the
+    same name starts its offsets over."""
+    return uuid5(_LETTERS, f"{record.topic}/{record.partition}/{record.offset}/{record.timestamp}")
 
 
 def dead_letter_headers(

@@ -28,6 +28,16 @@ async def mark_processed(conn: Connection, consumer: str, event_ids: Sequence[UU
     return {r["event_id"] for r in rows}
 
 
+async def was_processed(conn: Connection, consumer: str, event_id: UUID) -> bool:
+    """Whether ``consumer`` marked ``event_id`` (outside a transaction: a peek)."""
+    found = await conn.fetchval(
+        "SELECT 1 FROM bus_processed_events WHERE consumer = $1 AND event_id = $2",
+        consumer,
+        event_id,
+    )
+    return found is not None
+
+
 async def forget_processed_before(conn: Connection, age: timedelta) -> int:
     """Drop marks older than any record Kafka can still redeliver (topic retention)."""
     result = await conn.execute(

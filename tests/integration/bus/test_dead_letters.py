@@ -4,9 +4,9 @@ from collections.abc import Sequence
 from uuid import uuid4
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
-from shared.bus import Delivery, Unprocessable, reliable_producer
+from shared.bus import Delivery, Unprocessable, manual_commit_consumer, reliable_producer
 from shared.bus.consumer import Item
 from shared.bus.dead_letters import H_REASON, H_SOURCE_OFFSET, H_SOURCE_TOPIC
 from shared.bus.selftest import probe_envelopes, record_probe_effects
@@ -14,7 +14,7 @@ from shared.config import PlatformSettings
 from shared.db import Connection
 from shared.events import encode_envelope, envelope_for
 from shared.events.catalogue.accounts import UserRegistered
-from shared.events.topics import dlq_of
+from shared.events.topics import BUS_SELFTEST, dlq_of
 from tests.support.bus import running_consumer
 from tests.support.probes import read_all, spawn_selftest, wait_for_effects
 
@@ -66,6 +66,43 @@ async def test_idempotent_consumer_dead_letters_poison_and_goes_on(
     finally:
         await producer.stop()
     assert c.dead_lettered == len(poison)
+
+
+async def _forget_commits(settings: PlatformSettings, topic: str, group: str) -> None:
+    """Commit offset 0 for every partition: as if the group had never committed."""
+    consumer = manual_commit_consumer(settings, group_id=group)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(BUS_SELFTEST.partitions)]
+        consumer.assign(partitions)
+        await consumer.commit({tp: 0 for tp in partitions})
+    finally:
+        await consumer.stop()
+
+
+async def test_poison_read_again_is_not_dead_lettered_twice(
+    settings: PlatformSettings, conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
+) -> None:
+    """Records are read again when their offsets were not committed (a crash, an outage):
+    the poison among them was dead-lettered already, and is not sent again."""
+    group = f"{scratch_topic}.again"
+    producer = reliable_producer(settings)
+    await producer.start()
+    try:
+        poison = await _publish_good_and_poison(producer, scratch_topic)
+        async with running_consumer(settings, scratch_dsn, scratch_topic, group):
+            assert await wait_for_effects(conn, 4, timeout=30) == 4
+            await _check_dead_letters(settings, scratch_topic, poison)
+        await _forget_commits(settings, scratch_topic, group)
+        [last] = probe_envelopes(["k"], [4])  # on the same partition, after the poison
+        await producer.send_and_wait(scratch_topic, encode_envelope(last), key=b"k")
+        async with running_consumer(settings, scratch_dsn, scratch_topic, group) as again:
+            assert await wait_for_effects(conn, 5, timeout=30) == 5
+    finally:
+        await producer.stop()
+    assert again.dead_lettered == 0
+    letters = await read_all(settings, dlq_of(scratch_topic), expected=len(poison) + 1, timeout=3)
+    assert len(letters) == len(poison)
 
 
 async def test_an_event_its_handler_cannot_apply_is_dead_lettered_alone(
