@@ -89,11 +89,13 @@ class ConsumerSettings:
     backoff_seconds: float = 0.2
     backoff_max_seconds: float = 10.0
     # How long a rebalance waits, in all, for the poll being applied and the commit of
-    # its offsets: well within the group's rebalance timeout (REBALANCE_TIMEOUT_MS of
-    # manual_commit_consumer, 60 s), or the group would go on without this member. Past
-    # it, the next owner may apply a partition's events while this member still does
-    # (their marks still skip repeated events; tombstones would be applied again).
-    handover_seconds: float = 30.0
+    # its offsets: well within the group's rebalance timeout (aiokafka's default, the
+    # session timeout: 10 s), or the group would go on without this member. Past it, the
+    # next owner may apply a partition's events while this member still does (their
+    # marks still skip repeated events; tombstones would be applied again). A longer
+    # rebalance timeout would cost more: a member killed while joining holds every
+    # rebalance of its group for that long (the deletion crash test saw it at 60 s).
+    handover_seconds: float = 5.0
 
 
 class IdempotentConsumer:

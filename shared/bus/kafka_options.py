@@ -39,12 +39,6 @@ def reliable_producer(settings: PlatformSettings, **overrides: Any) -> AIOKafkaP
     return AIOKafkaProducer(**client_options(settings), **options)
 
 
-# How long a rebalance waits for each member to hand its partitions over (aiokafka's
-# default is the session timeout, 10 s): the idempotent consumer finishes the poll it is
-# applying and commits first (ConsumerSettings.handover_seconds, which stays below this).
-REBALANCE_TIMEOUT_MS = 60_000
-
-
 def manual_commit_consumer(
     settings: PlatformSettings, *topics: str, group_id: str, **overrides: Any
 ) -> AIOKafkaConsumer:
@@ -55,7 +49,6 @@ def manual_commit_consumer(
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         "max_poll_records": 1000,
-        "rebalance_timeout_ms": REBALANCE_TIMEOUT_MS,
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **client_options(settings), **options)
