@@ -3,7 +3,9 @@
 No consumer group: every process needs every record, so it assigns itself all
 partitions. It starts a token lifetime back (``offsets_for_times``), which is all the
 revocations of tokens still alive, then follows the topic. It is ready once it has read
-up to the end offsets it saw at start; until then an ended session's token may pass.
+up to the end offsets it saw at start. Until it first is, it cannot tell an ended
+session's token from another, so it answers every token 503 (retry shortly) rather than
+let one pass: the gateway sends requests to a process whether or not it is ready.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
 from shared.events.catalogue.accounts import SessionsRevoked
 from shared.events.topics import ACCOUNTS_SESSIONS
+from shared.observability import Problem
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ class RevocationReader:
         self._lookback = timedelta(seconds=settings.token_max_seconds) + CLOCK_MARGIN
         self.revocations = Revocations(self._lookback)
         self._caught_up = False
+        self._known = False  # caught up once since start: every revocation alive is known
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -55,7 +59,16 @@ class RevocationReader:
             self._task = None
 
     async def session_check(self, _request: Request, claims: Claims) -> bool:
-        """``app.state.session_check``: False for a token of an ended session."""
+        """``app.state.session_check``: False for a token of an ended session; 503 while
+        this process has not yet read the revocations of the tokens still alive."""
+        if not self._known:
+            raise Problem(
+                503,
+                "Sessions not known yet",
+                "This service is starting and cannot check sessions yet; retry shortly.",
+                slug="sessions-not-known",
+                headers={"Retry-After": str(int(RETRY_AFTER))},
+            )
         return not self.revocations.revoked(claims)
 
     async def ready(self) -> bool:
@@ -90,6 +103,7 @@ class RevocationReader:
                 if not self._caught_up:
                     positions = {tp: await consumer.position(tp) for tp in partitions}
                     self._caught_up = all(positions[tp] >= targets[tp] for tp in partitions)
+                    self._known = self._known or self._caught_up
                 if time.monotonic() - pruned > PRUNE_EVERY:
                     self.revocations.prune(time.time())
                     pruned = time.monotonic()
