@@ -187,6 +187,45 @@ async def revoke_address_links(conn: Connection, user_id: UUID, own_index: bytes
     )
 
 
+async def set_aside_device(conn: Connection, user_id: UUID, device_id: UUID) -> bool:
+    """Move the user's device out of ``devices`` into ``erasing_items``; False if none."""
+    status = await conn.execute(
+        "WITH gone AS (DELETE FROM devices WHERE id = $1 AND user_id = $2 RETURNING *)"
+        " INSERT INTO erasing_items (item_id, user_id, scope, rows)"
+        " SELECT id, user_id, 'device', to_jsonb(gone) FROM gone",
+        device_id,
+        user_id,
+    )
+    return status == "INSERT 0 1"
+
+
+async def set_aside_request(conn: Connection, user_id: UUID, request_id: UUID) -> bool:
+    """Move the user's request and its thread into ``erasing_items``; False if none.
+    (One statement, one snapshot: the thread is read before the cascade removes it.)"""
+    status = await conn.execute(
+        "WITH gone AS (DELETE FROM requests WHERE id = $1 AND user_id = $2 RETURNING *),"
+        " thread AS (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.created_at),"
+        " '[]'::jsonb) AS messages FROM request_messages m WHERE m.request_id = $1)"
+        " INSERT INTO erasing_items (item_id, user_id, scope, rows)"
+        " SELECT g.id, g.user_id, 'request',"
+        " jsonb_build_object('request', to_jsonb(g), 'messages', t.messages)"
+        " FROM gone g, thread t",
+        request_id,
+        user_id,
+    )
+    return status == "INSERT 0 1"
+
+
+async def revoke_password_resets(conn: Connection, user_id: UUID) -> None:
+    """Revoke unused reset links: call when the account's address changes, since they
+    went to the address it no longer has (whoever holds that mailbox now)."""
+    await conn.execute(
+        "DELETE FROM action_tokens WHERE user_id = $1 AND purpose = 'password_reset'"
+        " AND used_at IS NULL",
+        user_id,
+    )
+
+
 async def action_token_owner(conn: Connection, token_hash: bytes, purpose: str) -> UUID | None:
     """Whose token this is (spent or not): to lock the user before spending it."""
     owner: UUID | None = await conn.fetchval(
@@ -338,13 +377,15 @@ async def spend_refresh_token(conn: Connection, token_hash: bytes) -> None:
 # -- login throttling ------------------------------------------------------------------
 
 
-async def lock_account_throttle(conn: Connection, key: bytes) -> Row:
-    """The account's counter, created at 0 if new and locked until the transaction ends
-    (one round trip: the upsert takes the lock and answers the latest committed row)."""
+async def lock_throttle(conn: Connection, key: bytes, scope: str = "account") -> Row:
+    """The account's (or ``scope``'s) counter, created at 0 if new and locked until the
+    transaction ends (one round trip: the upsert takes the lock and answers the latest
+    committed row)."""
     row = await conn.fetchrow(
-        "INSERT INTO login_throttle (key, scope, failures) VALUES ($1, 'account', 0)"
+        "INSERT INTO login_throttle (key, scope, failures) VALUES ($1, $2, 0)"
         " ON CONFLICT (key) DO UPDATE SET failures = login_throttle.failures RETURNING *",
         key,
+        scope,
     )
     assert row is not None
     return row
@@ -374,6 +415,17 @@ async def save_throttle(
         blocked_until,
         locked,
     )
+
+
+async def hold_password(conn: Connection, user_id: UUID, password_hash: str | None) -> bool:
+    """Whether the user's password is still ``password_hash``, holding the row (FOR SHARE)
+    until the transaction ends, so that no password change can commit meanwhile."""
+    held = await conn.fetchval(
+        "SELECT 1 FROM users WHERE id = $1 AND password_hash = $2 FOR SHARE",
+        user_id,
+        password_hash,
+    )
+    return held is not None
 
 
 async def clear_throttle(conn: Connection, key: bytes) -> None:

@@ -82,7 +82,7 @@ async def reauthenticate(
     failed = False
     async with ctx.login_turns, ctx.pool.acquire() as conn, conn.transaction():
         # Locked for the whole check: parallel guesses are judged one after the other.
-        counter = counter_of(await store.lock_account_throttle(conn, key))
+        counter = counter_of(await store.lock_throttle(conn, key))
         verdict = throttle.check(policy, counter, datetime.now(UTC))
         if not verdict.allowed:
             raise throttled(verdict)
@@ -117,7 +117,7 @@ async def count_address_change(conn: Connection, vault: Vault, user_id: UUID) ->
     back) past the day's quota. The counter stays locked till the transaction ends, so
     parallel changes are counted one after another, never past the quota together."""
     key = address_change_key(vault, user_id)
-    counter = counter_of(await store.lock_account_throttle(conn, key))
+    counter = counter_of(await store.lock_throttle(conn, key))
     verdict = throttle.check(ADDRESS_CHANGES, counter, datetime.now(UTC))
     if not verdict.allowed:
         seconds = max(1, math.ceil(verdict.retry_after))

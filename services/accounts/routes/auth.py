@@ -7,6 +7,7 @@ argon2 work, and throttling counts failures per submitted email whether it exist
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated
 from uuid import UUID, uuid4
@@ -227,17 +228,32 @@ async def _spend_link(ctx: Context, conn: Connection, token: str, purpose: str) 
     changes: dict[str, object] = (
         {"email_verified": True} if purpose == "verify_email" else {"guardian_consented": True}
     )
+    active = await confirm_account_facts(ctx, conn, user, changes, after)
+    return LinkUsed(status="confirmed", active=active)
+
+
+async def confirm_account_facts(
+    ctx: Context,
+    conn: Connection,
+    user: store.Row,
+    changes: dict[str, object],
+    after: Sequence[Event] = (),
+) -> bool:
+    """Store what a mailed link proved (``email_verified``, ``guardian_consented``); the
+    account becomes active once its address is verified and, under 13, a guardian
+    consented. Returns whether it is active."""
+    user_id = user["id"]
     verified = changes.get("email_verified", user["email_verified"])
     consented = changes.get("guardian_consented", user["guardian_consented"])
-    becomes_active = bool(verified) and (user["age_band"] != "under_13" or bool(consented))
-    if becomes_active and not user["active"]:
+    active = bool(verified) and (user["age_band"] != "under_13" or bool(consented))
+    if active and not user["active"]:
         changes["active"] = True
     await store.update_user(conn, user_id, **changes)
     if changes.get("active"):
         await emit(conn, UserActivated(user_id=user_id), user_id)
     if after or changes.get("active"):
         await publish_card(conn, ctx.vault, await _user(conn, user_id), after=after)
-    return LinkUsed(status="confirmed", active=becomes_active)
+    return active
 
 
 async def _take_pending_address(ctx: Context, conn: Connection, user: store.Row) -> bool:
@@ -258,6 +274,7 @@ async def _take_pending_address(ctx: Context, conn: Connection, user: store.Row)
     except asyncpg.UniqueViolationError:  # users.email_index is unique
         return False
     await store.revoke_address_links(conn, uid, user["pending_email_index"])
+    await store.revoke_password_resets(conn, uid)
     return True
 
 
@@ -302,7 +319,7 @@ async def _login(
     async with ctx.login_turns, ctx.pool.acquire() as conn, conn.transaction():
         # The account's row is locked for the whole attempt: parallel guesses at one
         # account are evaluated one after the other, each seeing the previous failure.
-        account = counter_of(await store.lock_account_throttle(conn, account_key))
+        account = counter_of(await store.lock_throttle(conn, account_key))
         # Read once the lock is held, so serialised guesses see each other's client count.
         client = counter_of(await store.throttle_counter(conn, client_key))
         now = datetime.now(UTC)
@@ -321,10 +338,20 @@ async def _login(
         stored = principal["password_hash"] if principal is not None else None
         if not await verify_password(stored, body.password):
             await count_failure(conn, account_key, "account", account_policy, account)
+            # Locked now, after the account's row (the order every login takes them in),
+            # and read again: parallel failures from one address at different accounts
+            # each add one, none overwrites another. Not locked for the whole attempt,
+            # so one address's logins (a shared network's) still hash side by side.
+            client = counter_of(await store.lock_throttle(conn, client_key, "client"))
             await count_failure(conn, client_key, "client", client_policy, client)
             return None, Problem(401, *INVALID_CREDENTIALS, slug="invalid-credentials")
         await store.clear_throttle(conn, account_key)
         assert principal is not None
+        if kind == "user" and not await store.hold_password(conn, principal["id"], stored):
+            # Changed while it was verified: a password change or reset, which ends every
+            # session, must not miss this one. Held from here to the session's commit, so
+            # a change either waits for the session (and revokes it) or comes first.
+            return None, Problem(401, *INVALID_CREDENTIALS, slug="invalid-credentials")
         if kind == "user" and not principal["active"]:
             # Only said to whoever knows the password: it reveals nothing to a guesser.
             return None, Problem(

@@ -24,7 +24,12 @@ from services.accounts.context import (
     Ctx,
 )
 from services.accounts.links import mail_action_link
-from services.accounts.routes.auth import LinkToken, Password, replace_password
+from services.accounts.routes.auth import (
+    LinkToken,
+    Password,
+    confirm_account_facts,
+    replace_password,
+)
 from services.accounts.security import hash_password, secret_hash
 from services.accounts.throttling import login_key, reauth_key
 from shared.db.pool import Connection
@@ -83,18 +88,27 @@ async def complete_reset(body: ResetCompletion, ctx: Ctx) -> None:
         if spent is None:  # spent by a concurrent completion meanwhile
             raise _link_invalid()
         user_id = spent["user_id"]
-        user = await store.user_by_id(conn, user_id, lock=True)
+        user = await store.user_by_id(conn, user_id)
         assert user is not None
+        # The throttle rows before the user's row, in the order a login takes them (its
+        # account counter, then the user's row while it starts a session): never each
+        # waiting for the other.
+        email = await ctx.vault.open(user_id, user["email"], purpose=EMAIL)
+        await store.clear_throttle(conn, login_key(ctx.vault, "user", email))
+        await store.clear_throttle(conn, reauth_key(ctx.vault, user_id))
         await replace_password(conn, ctx.vault, user_id, new_hash, "password-reset")
+        if not user["email_verified"]:
+            # The link came to the account's address: its holder proved the mailbox. An
+            # address someone signed up with and never verified is its owner's again.
+            fresh = await store.user_by_id(conn, user_id)
+            assert fresh is not None
+            await confirm_account_facts(ctx, conn, fresh, {"email_verified": True})
         await conn.execute(
             "UPDATE action_tokens SET used_at = now()"
             " WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",
             user_id,
             PURPOSE,
         )
-        email = await ctx.vault.open(user_id, user["email"], purpose=EMAIL)
-        await store.clear_throttle(conn, login_key(ctx.vault, "user", email))
-        await store.clear_throttle(conn, reauth_key(ctx.vault, user_id))
 
 
 async def _mailed_recently(conn: Connection, ctx: Context, user_id: UUID) -> bool:

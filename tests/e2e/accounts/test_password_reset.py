@@ -11,7 +11,15 @@ import httpx
 import pytest
 
 from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS
-from tests.e2e.accounts.support import API, BusTail, User, active_user, log_in, unique_email
+from tests.e2e.accounts.support import (
+    API,
+    BusTail,
+    User,
+    active_user,
+    log_in,
+    sign_up,
+    unique_email,
+)
 
 
 async def _reset_token(bus: BusTail, user: User) -> str:
@@ -128,3 +136,55 @@ async def test_a_reset_lifts_a_login_lock(
     )
     assert done.status_code == 204
     await log_in(client, user)
+
+
+@pytest.mark.promise("P-08")
+async def test_a_reset_link_dies_when_the_account_changes_its_address(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    """The link went to the old address: whoever holds that mailbox once the account has
+    moved on must not be able to set its password."""
+    user = await active_user(client, bus)
+    assert (await _ask(client, user.email)).status_code == 202
+    token = await _reset_token(bus, user)
+    moved = unique_email("moved")
+    change = {"email": moved, "current_password": user.password}
+    assert (await client.patch(f"{API}/me", json=change, headers=user.headers)).is_success
+    confirm = (await bus.notice(user.id, "verify_new_email"))["params"]["token"]
+    confirmed = await client.post(f"{API}/email-verifications", json={"token": confirm})
+    assert confirmed.status_code == 200, confirmed.text
+
+    late = await client.post(
+        f"{API}/password-resets/complete",
+        json={"token": token, "new_password": f"pw-{uuid.uuid4().hex}"},
+    )
+    assert late.status_code == 400
+    assert late.json()["type"].endswith("/link-invalid")
+    user.email = moved
+    await log_in(client, user)  # the password is still the owner's
+
+
+@pytest.mark.promise("P-08")
+async def test_a_reset_verifies_an_address_someone_signed_up_with_and_never_verified(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    """A sign-up with someone else's address, never verified, would hold it for good: the
+    owner's sign-up answers as ever and mails nothing. The reset link reaches the owner,
+    proves the mailbox, and the account is theirs, active, with their password."""
+    squatted = await sign_up(client)
+    inactive = await client.post(
+        f"{API}/sessions", json={"email": squatted.email, "password": squatted.password}
+    )
+    assert inactive.status_code == 403
+    assert (await _ask(client, squatted.email)).status_code == 202
+    token = await _reset_token(bus, squatted)
+    owners = f"pw-{uuid.uuid4().hex}"
+    done = await client.post(
+        f"{API}/password-resets/complete", json={"token": token, "new_password": owners}
+    )
+    assert done.status_code == 204, done.text
+    squatted.password = owners
+    await log_in(client, squatted)
+    profile = (await client.get(f"{API}/me", headers=squatted.headers)).json()
+    assert (profile["email_verified"], profile["active"]) == (True, True)
+    await bus.event("user.activated.", squatted.id)

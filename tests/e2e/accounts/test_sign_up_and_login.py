@@ -12,8 +12,11 @@ import pytest
 
 from deploy.local.layout import Layout
 from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS
+from services.accounts.context import THROTTLE_CLIENT
+from services.accounts.security import hash_password
 from shared.config import PlatformSettings
 from shared.events.topics import all_topics
+from shared.vault.crypto import blind_index
 from tests.e2e.accounts.support import (
     API,
     BusTail,
@@ -199,6 +202,51 @@ async def test_an_old_token_fails_after_a_password_change(
     assert old.status_code == 401
     user.password = new_password
     await log_in(client, user)
+
+
+@pytest.mark.promise("P-08")
+async def test_a_login_racing_a_password_change_starts_no_session_the_change_misses(
+    client: httpx.AsyncClient, bus: BusTail, db: asyncpg.Connection
+) -> None:
+    """A login that verified the old password while a change was committing the new one
+    must not commit a session the change's revocation did not see: it waits for the
+    change and is refused, or the change waits for its session and ends it."""
+    user = await active_user(client, bus)
+    new_hash = await hash_password(f"new-{uuid.uuid4().hex}")
+    credentials = {"email": user.email, "password": user.password}
+    async with db.transaction():
+        # A change under way holds the user's row (replace_password locks it first).
+        await db.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", uuid.UUID(user.id))
+        login = asyncio.create_task(client.post(f"{API}/sessions", json=credentials))
+        await asyncio.sleep(1.0)  # the old password verified; the login waits for the row
+        assert not login.done()
+        await db.execute(
+            "UPDATE users SET password_hash = $2 WHERE id = $1", uuid.UUID(user.id), new_hash
+        )
+    answer = await login
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["type"].endswith("/invalid-credentials")
+
+
+@pytest.mark.promise("P-08")
+async def test_parallel_failures_from_one_address_at_different_accounts_each_count(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: PlatformSettings
+) -> None:
+    """Password spraying: many accounts guessed at once from one address. Each failure
+    must add to the address's counter; none may overwrite another's."""
+    index_key = settings.blind_index_key.get_secret_value().encode()
+    key = blind_index(index_key, THROTTLE_CLIENT, "127.0.0.1")  # what the gateway saw
+    count = "SELECT failures FROM login_throttle WHERE key = $1"
+
+    async def fail() -> int:
+        wrong = {"email": unique_email("spray"), "password": f"wrong-{uuid.uuid4().hex}"}
+        return (await client.post(f"{API}/sessions", json=wrong)).status_code
+
+    assert await fail() == 401  # the counter exists, in a fresh window
+    before = await db.fetchval(count, key)
+    assert before is not None
+    assert await asyncio.gather(*(fail() for _ in range(12))) == [401] * 12
+    assert await db.fetchval(count, key) == before + 12
 
 
 async def test_refresh_tokens_rotate_and_a_reused_one_revokes_the_session(

@@ -64,7 +64,7 @@ async def test_parallel_attempts_at_one_account_see_each_others_failures(
 
     async def first() -> None:
         async with pool.acquire() as conn, conn.transaction():
-            row = await store.lock_account_throttle(conn, key)
+            row = await store.lock_throttle(conn, key)
             assert row["failures"] == 0  # created at 0
             first_locked.set()
             await asyncio.sleep(0.2)  # the second attempt must wait for this one
@@ -75,7 +75,7 @@ async def test_parallel_attempts_at_one_account_see_each_others_failures(
     async def second() -> int:
         await first_locked.wait()
         async with pool.acquire() as conn, conn.transaction():
-            row = await store.lock_account_throttle(conn, key)
+            row = await store.lock_throttle(conn, key)
             assert first_done.is_set()  # it waited for the lock
             failures: int = row["failures"]
             return failures
