@@ -15,10 +15,27 @@ from uuid import UUID
 
 import asyncpg
 
-from services.accounts.context import emit
+from services.accounts.context import Context, emit, notify
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import DeletionCancelled, DeletionConfirmed
 from shared.events.catalogue.deletion import DeletionStageChanged
+
+
+async def notify_deletion_requested(
+    ctx: Context, conn: Connection, user_id: UUID, request_id: UUID
+) -> None:
+    """Tell the user, by email and in-site, with the link that cancels (P-15): whoever
+    started the deletion, the user or two operators."""
+    await notify(
+        conn,
+        template="deletion_requested",
+        category="account_security",
+        user_ids=(user_id,),
+        params={
+            "request_id": str(request_id),
+            "link": f"{ctx.settings.accounts_public_url}/privacy#deletion={request_id}",
+        },
+    )
 
 
 class NotCancellable(Exception):

@@ -40,6 +40,7 @@ _ACCOUNT_TABLES: tuple[tuple[str, str], ...] = (
     ("policy_acceptances", "DELETE FROM policy_acceptances WHERE user_id = $1"),
     ("data_exports", "DELETE FROM data_exports WHERE user_id = $1"),
     ("action_tokens", "DELETE FROM action_tokens WHERE user_id = $1"),
+    ("erasing_items", "DELETE FROM erasing_items WHERE user_id = $1"),
     ("refresh_tokens",
      "DELETE FROM refresh_tokens WHERE session_id IN"
      " (SELECT id FROM sessions WHERE principal_id = $1)"),
@@ -57,6 +58,17 @@ def _count(status: str) -> int:
     return int(status.split()[-1])
 
 
+async def _erase_set_aside(conn: Connection, command: EraseSubject) -> int:
+    """The deleted item's rows, kept out of sight until this command (P-13)."""
+    return _count(
+        await conn.execute(
+            "DELETE FROM erasing_items WHERE item_id = $1 AND user_id = $2",
+            command.item_id,
+            command.subject_id,
+        )
+    )
+
+
 async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -> SubjectErased:
     subject = command.subject_id
     erased: dict[str, int] = {}
@@ -66,6 +78,7 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
             "DELETE FROM devices WHERE id = $1 AND user_id = $2", command.item_id, subject
         )
         erased["devices"] = _count(status)
+        erased["erasing_items"] = await _erase_set_aside(conn, command)
     elif command.scope == "request":
         messages = await conn.execute(
             "DELETE FROM request_messages WHERE request_id IN"
@@ -77,6 +90,7 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
             "DELETE FROM requests WHERE id = $1 AND user_id = $2", command.item_id, subject
         )
         erased.update(request_messages=_count(messages), requests=_count(status))
+        erased["erasing_items"] = await _erase_set_aside(conn, command)
     else:
         # Locked first: an invoice recorded meanwhile waits, then finds no user.
         await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", subject)

@@ -28,7 +28,6 @@ from services.accounts.context import (
     context_of,
     emit,
     not_found,
-    notify,
     refuse_card_numbers,
 )
 from services.accounts.domain.content import content_for
@@ -491,10 +490,7 @@ async def edit_device(device_id: UUID, body: DeviceChange, claims: CurrentUser, 
 async def remove_device(device_id: UUID, claims: CurrentUser, ctx: Ctx) -> None:
     uid = UUID(claims.sub)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        done = await conn.execute(
-            "DELETE FROM devices WHERE id = $1 AND user_id = $2", device_id, uid
-        )
-        if done != "DELETE 1":
+        if not await store.set_aside_device(conn, uid, device_id):
             raise not_found("device")
         await emit(conn, DeviceChanged(user_id=uid, device_id=device_id, change="removed"), uid)
         await _record_item_deletion(conn, uid, "device", device_id)
@@ -604,10 +600,7 @@ async def delete_request(request_id: UUID, claims: CurrentUser, ctx: Ctx) -> Non
     """Delete one request or feedback entry with its thread."""
     uid = UUID(claims.sub)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        done = await conn.execute(
-            "DELETE FROM requests WHERE id = $1 AND user_id = $2", request_id, uid
-        )
-        if done != "DELETE 1":
+        if not await store.set_aside_request(conn, uid, request_id):
             raise not_found("request")
         await _record_item_deletion(conn, uid, "request", request_id)
 
@@ -615,8 +608,10 @@ async def delete_request(request_id: UUID, claims: CurrentUser, ctx: Ctx) -> Non
 async def _record_item_deletion(
     conn: Connection, uid: UUID, scope: Literal["device", "request"], item_id: UUID
 ) -> None:
-    """Gone from here at once; the deletion service records it, has the other stores
-    erase it, and re-applies it to any backup restored later (P-12, P-16)."""
+    """Gone from every view here at once, set aside (``erasing_items``) until the deletion
+    service has it erased: here and in the other stores, at once unless a legal hold on
+    the user stops it (P-13); it also re-applies it to any backup restored later (P-12,
+    P-16)."""
     await emit(
         conn,
         DeletionRequested(
@@ -855,16 +850,7 @@ async def request_deletion(
         await emit(
             conn, DeletionRequested(user_id=uid, request_id=request_id, initiated_by="user"), uid
         )
-        await notify(
-            conn,
-            template="deletion_requested",
-            category="account_security",
-            user_ids=(uid,),
-            params={
-                "request_id": str(request_id),
-                "link": f"{ctx.settings.accounts_public_url}/privacy#deletion={request_id}",
-            },
-        )
+        await cancel_window.notify_deletion_requested(ctx, conn, uid, request_id)
     assert row is not None
     return DeletionRequest(**{k: row[k] for k in DeletionRequest.model_fields})
 

@@ -26,7 +26,6 @@ from services.accounts.context import (
     Ctx,
     emit,
     not_found,
-    notify,
     refuse_card_numbers,
 )
 from services.accounts.domain import fields as field_rules
@@ -34,7 +33,7 @@ from services.accounts.domain.roles import PERMISSIONS
 from services.accounts.invoices import Invoice, InvoiceIn, invoice_out, new_invoice_columns
 from services.accounts.links import mail_action_link
 from services.accounts.security import MAX_PASSWORD, MIN_PASSWORD, hash_password
-from services.accounts.throttling import login_key
+from services.accounts.throttling import login_key, reauthenticate
 from shared.auth import Claims, OperatorRole, require_roles
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import (
@@ -213,7 +212,16 @@ class Export(BaseModel):
     records: list[dict[str, Any]]
 
 
-class OperatorDeletionIn(BaseModel):
+class OperatorReauthentication(BaseModel):
+    password: str = Field(
+        min_length=1,
+        max_length=MAX_PASSWORD,
+        description="The operator's own password: a deletion needs re-authentication (P-15),"
+        " so an access token alone (a stolen one, say) cannot start or approve one.",
+    )
+
+
+class OperatorDeletionIn(OperatorReauthentication):
     reason: str = Field(min_length=3, max_length=500)
 
 
@@ -397,6 +405,7 @@ async def change_user(
             await store.update_user(conn, user_id, **changes)
             if "email_index" in changes:
                 await store.revoke_address_links(conn, user_id, changes["email_index"])
+                await store.revoke_password_resets(conn, user_id)
             dropped = ["pending_email"] if "email" in changes and user["pending_email"] else []
             updated = ProfileUpdated(user_id=user_id, fields=tuple(sorted(fields + dropped)))
             await emit(conn, updated, user_id)
@@ -809,6 +818,14 @@ async def export_to_recipient(
 # -- operator-initiated deletion -------------------------------------------------------
 
 
+async def _reauthenticate(ctx: Context, op: Operator, password: str) -> None:
+    """403 unless ``password`` is the calling operator's (429 while throttled)."""
+    async with ctx.pool.acquire() as conn:
+        operator = await store.operator_by_id(conn, _operator_id(op))
+    stored = operator["password_hash"] if operator is not None else None
+    await reauthenticate(ctx, _operator_id(op), stored, password, "Your password is wrong.")
+
+
 def _four_eyes(detail: str) -> Problem:
     return Problem(403, "Second operator needed", detail, slug="four-eyes")
 
@@ -828,9 +845,10 @@ async def request_user_deletion(
     ctx: Ctx,
     op: Annotated[Operator, allowed("deletions.request")],
 ) -> OperatorDeletion:
-    """An operator asks to delete a user: nothing happens until a second, different
-    operator approves (P-15)."""
+    """An operator asks to delete a user, with their password: nothing happens until a
+    second, different operator approves (P-15)."""
     refuse_card_numbers(reason=body.reason)
+    await _reauthenticate(ctx, op, body.password)
     async with ctx.pool.acquire() as conn, conn.transaction():
         if await store.user_by_id(conn, user_id) is None:
             raise not_found("user")
@@ -848,9 +866,14 @@ async def request_user_deletion(
 
 @router.post("/deletion-requests/{request_id}/approve", response_model=OperatorDeletion)
 async def approve_user_deletion(
-    request_id: UUID, ctx: Ctx, op: Annotated[Operator, allowed("deletions.approve")]
+    request_id: UUID,
+    body: OperatorReauthentication,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("deletions.approve")],
 ) -> OperatorDeletion:
-    """The second operator approves; only then is the deletion requested."""
+    """The second operator approves, with their password; only then is the deletion
+    requested."""
+    await _reauthenticate(ctx, op, body.password)
     approver = _operator_id(op)
     async with ctx.pool.acquire() as conn, conn.transaction():
         user_id = await conn.fetchval(
@@ -898,11 +921,5 @@ async def approve_user_deletion(
             DeletionRequested(user_id=uid, request_id=request_id, initiated_by="operator"),
             uid,
         )
-        await notify(
-            conn,
-            template="deletion_requested",
-            category="account_security",
-            user_ids=(uid,),
-            params={"request_id": str(request_id)},
-        )
+        await cancel_window.notify_deletion_requested(ctx, conn, uid, request_id)
     return _deletion(row)

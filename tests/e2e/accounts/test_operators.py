@@ -26,6 +26,8 @@ from tests.e2e.accounts.support import (
     unique,
     unique_email,
 )
+from tests.e2e.platform.journeys import running
+from tests.support.mailbox import eventually
 
 REPO = Path(__file__).resolve().parents[3]
 ROLES = ("support", "privacy_officer", "analyst", "admin")
@@ -271,16 +273,26 @@ async def test_operator_deletion_needs_a_second_different_operator(
     user = await active_user(client, bus)
     first = await new_operator(client, root, "privacy_officer")
     second = await new_operator(client, root, "privacy_officer")
+    # A deletion needs re-authentication: the access token alone starts nothing.
+    unproven = await client.post(
+        f"{API}/operator/users/{user.id}/deletion-requests",
+        json={"reason": "user asked by phone", "password": "not-the-password"},
+        headers=first.headers,
+    )
+    assert unproven.status_code == 403
+    assert unproven.json()["type"].endswith("/reauthentication-failed")
     asked = await client.post(
         f"{API}/operator/users/{user.id}/deletion-requests",
-        json={"reason": "user asked by phone"},
+        json={"reason": "user asked by phone", "password": first.password},
         headers=first.headers,
     )
     assert asked.status_code == 202
     assert asked.json()["status"] == "pending_approval"
     deletion_id = asked.json()["id"]
     alone = await client.post(
-        f"{API}/operator/deletion-requests/{deletion_id}/approve", headers=first.headers
+        f"{API}/operator/deletion-requests/{deletion_id}/approve",
+        json={"password": first.password},
+        headers=first.headers,
     )
     assert alone.status_code == 403
     assert alone.json()["type"].endswith("/four-eyes")
@@ -297,13 +309,41 @@ async def test_operator_deletion_needs_a_second_different_operator(
         for r in bus.records
         if r.key == user.id and r.value and r.value["type"].startswith("deletion.requested.")
     ]
+    unproven = await client.post(
+        f"{API}/operator/deletion-requests/{deletion_id}/approve",
+        json={"password": first.password},  # someone else's
+        headers=second.headers,
+    )
+    assert unproven.status_code == 403
+    assert unproven.json()["type"].endswith("/reauthentication-failed")
     approved = await client.post(
-        f"{API}/operator/deletion-requests/{deletion_id}/approve", headers=second.headers
+        f"{API}/operator/deletion-requests/{deletion_id}/approve",
+        json={"password": second.password},
+        headers=second.headers,
     )
     assert approved.status_code == 200
     assert approved.json()["status"] == "requested"
     event = await bus.event("deletion.requested.", user.id, request_id=deletion_id)
     assert event["data"]["initiated_by"] == "operator"
+    # The user is told, with the link that cancels, as when they ask themselves.
+    notice = await bus.notice(user.id, "deletion_requested")
+    assert notice["params"]["request_id"] == deletion_id
+    assert notice["params"]["link"].endswith(f"#deletion={deletion_id}")
+    if running("notifier"):  # and the notifier takes it: it reaches the user's inbox
+        titles = await eventually(
+            lambda: _inbox_titles(client, user.headers),
+            lambda found: DELETION_TITLE in found,
+        )
+        assert titles.count(DELETION_TITLE) == 1
+
+
+DELETION_TITLE = "We received your request to delete your account"
+
+
+async def _inbox_titles(client: httpx.AsyncClient, headers: dict[str, str]) -> list[str]:
+    response = await client.get("/api/notifier/inbox", headers=headers)
+    assert response.status_code == 200, response.text
+    return [item["title"] for item in response.json()["items"]]
 
 
 @pytest.mark.promise("P-15")
@@ -320,12 +360,14 @@ async def test_an_approval_starts_no_second_deletion_while_one_is_under_way(
     )
     asked = await client.post(
         f"{API}/operator/users/{user.id}/deletion-requests",
-        json={"reason": "user asked by phone"},
+        json={"reason": "user asked by phone", "password": first.password},
         headers=first.headers,
     )
     deletion_id = asked.json()["id"]
     refused = await client.post(
-        f"{API}/operator/deletion-requests/{deletion_id}/approve", headers=second.headers
+        f"{API}/operator/deletion-requests/{deletion_id}/approve",
+        json={"password": second.password},
+        headers=second.headers,
     )
     assert refused.status_code == 409, refused.text
     assert refused.json()["type"].endswith("/deletion-under-way")
@@ -336,7 +378,9 @@ async def test_an_approval_starts_no_second_deletion_while_one_is_under_way(
     )
     assert cancelled.json()["status"] == "cancelled"
     approved = await client.post(
-        f"{API}/operator/deletion-requests/{deletion_id}/approve", headers=second.headers
+        f"{API}/operator/deletion-requests/{deletion_id}/approve",
+        json={"password": second.password},
+        headers=second.headers,
     )
     assert (approved.status_code, approved.json()["status"]) == (200, "requested")
     await bus.event("deletion.requested.", user.id, request_id=deletion_id)
@@ -359,13 +403,15 @@ async def test_no_operator_approves_a_deletion_requested_by_an_identity_of_their
     user = await active_user(client, bus)
     asked = await client.post(
         f"{API}/operator/users/{user.id}/deletion-requests",
-        json={"reason": "user asked by phone"},
+        json={"reason": "user asked by phone", "password": made.password},
         headers=made.headers,
     )
     assert asked.status_code == 202, asked.text
     approve = f"{API}/operator/deletion-requests/{asked.json()['id']}/approve"
     for creator in (maker, root):  # the creator, and the creator's creator
-        refused = await client.post(approve, headers=creator.headers)
+        refused = await client.post(
+            approve, json={"password": creator.password}, headers=creator.headers
+        )
         assert refused.status_code == 403, refused.text
         assert refused.json()["type"].endswith("/four-eyes")
     # Nor the other way round: an identity made by the requester does not approve.
@@ -374,17 +420,21 @@ async def test_no_operator_approves_a_deletion_requested_by_an_identity_of_their
     other = await active_user(client, bus)
     second = await client.post(
         f"{API}/operator/users/{other.id}/deletion-requests",
-        json={"reason": "user asked by phone"},
+        json={"reason": "user asked by phone", "password": both.password},
         headers=both.headers,
     )
     assert second.status_code == 202, second.text
     second_approve = f"{API}/operator/deletion-requests/{second.json()['id']}/approve"
-    refused = await client.post(second_approve, headers=their_officer.headers)
+    refused = await client.post(
+        second_approve, json={"password": their_officer.password}, headers=their_officer.headers
+    )
     assert refused.status_code == 403
     assert refused.json()["type"].endswith("/four-eyes")
     # An operator outside that line approves as before.
     officer = await new_operator(client, root, "privacy_officer")
-    approved = await client.post(approve, headers=officer.headers)
+    approved = await client.post(
+        approve, json={"password": officer.password}, headers=officer.headers
+    )
     assert approved.status_code == 200, approved.text
     assert approved.json()["status"] == "requested"
     await bus.event("deletion.requested.", user.id, request_id=asked.json()["id"])

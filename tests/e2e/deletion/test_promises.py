@@ -426,6 +426,46 @@ async def test_a_deleted_device_and_request_stay_deleted_after_a_restore(
         await _expire_now(config, snapshot.snapshot_id)
 
 
+@pytest.mark.promise("P-13")
+async def test_a_device_deleted_under_a_legal_hold_is_kept_out_of_sight_until_its_release(
+    client: httpx.AsyncClient, bus: BusTail, settings: PlatformSettings
+) -> None:
+    """The hold holds the subject: an item the user deletes meanwhile leaves their view
+    at once, but its rows are erased (in accounts too) only once the hold is released."""
+    user = await active_user(client, bus)
+    device = await _device(client, user)
+    account_request = await _request_deletion(client, user)
+    await wait_for_stage(client, user.id, account_request, ("requested", "grace"), timeout=60)
+    held = await client.post(
+        f"{API}/operator/requests/{account_request}/hold",
+        json={"reason": "litigation hold"},
+        headers=officer(),
+    )
+    assert held.status_code == 200, held.text
+
+    deleted = await client.delete(f"{ACCOUNTS}/me/devices/{device}", headers=user.headers)
+    assert deleted.status_code == 204, deleted.text
+    assert (await client.get(f"{ACCOUNTS}/me/devices", headers=user.headers)).json() == []
+    [item_request] = (await _item_requests(client, user, {device})).values()
+    await wait_for_stage(client, user.id, item_request, ("paused",), timeout=60)
+    kept = "SELECT count(*) FROM erasing_items WHERE item_id = $1"
+    await asyncio.sleep(2)  # were the item erased anyway, accounts would have done it by now
+    assert await _rows(settings, "accounts", kept, uuid.UUID(device)) == 1
+
+    cancelled = await client.post(
+        f"{ACCOUNTS}/me/deletion-requests/{account_request}/cancel", headers=user.headers
+    )
+    assert cancelled.status_code == 200, cancelled.text  # the account itself stays
+    released = await client.delete(
+        f"{API}/operator/requests/{account_request}/hold", headers=officer()
+    )
+    assert released.status_code == 200, released.text
+    await wait_for_stage(
+        client, user.id, item_request, ("backups_pending", "complete"), timeout=120
+    )
+    assert await _rows(settings, "accounts", kept, uuid.UUID(device)) == 0
+
+
 async def _item_requests(
     client: httpx.AsyncClient, user: User, item_ids: set[str], timeout: float = 30.0
 ) -> dict[str, str]:

@@ -16,10 +16,15 @@ API = "/api/accounts"
 TOKEN_IN_LINK = re.compile(r"/(verify-email|reset-password)#token=([A-Za-z0-9_\-]+)")
 
 
+def running(*services: str) -> bool:
+    """Whether the test run starts these services (IMT_TEST_SERVICES may name a subset)."""
+    wanted = {s for s in os.environ.get("IMT_TEST_SERVICES", "").split(",") if s}
+    return not wanted or set(services) <= wanted
+
+
 def needs(*services: str) -> None:
     """Skip when IMT_TEST_SERVICES runs a subset of services leaving one of these out."""
-    wanted = {s for s in os.environ.get("IMT_TEST_SERVICES", "").split(",") if s}
-    if wanted and not set(services) <= wanted:
+    if not running(*services):
         pytest.skip(f"needs the {' and '.join(services)} services (unset IMT_TEST_SERVICES)")
 
 
