@@ -308,11 +308,9 @@ async def start_erasure(conn: Connection, vault: Vault, command: EraseSubject) -
             await _receipt(conn, command.request_id, command.subject_id, row["erased"])
         return
     if command.scope != "account":
-        erased = {}
+        erased: dict[str, int] = {}
         if command.scope == "request" and command.item_id is not None:
-            erased["inbox_items"] = await store.erase_request_items(
-                conn, command.subject_id, command.item_id
-            )
+            erased = await store.erase_request_items(conn, command.subject_id, command.item_id)
         await conn.execute(
             "INSERT INTO erasures (request_id, subject_id, state, erased, erased_at)"
             " VALUES ($1, $2, 'done', $3, now())",

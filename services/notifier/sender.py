@@ -273,6 +273,8 @@ class Sender:
         if row["in_doubt"]:
             stopped = "a sender handed it to the SMTP server and stopped before the answer"
             return _in_doubt(row, stopped)
+        if row["erased"]:  # the account is gone; its address waits only for that email
+            return _final(row, "done", "failed", "the subject was erased")
         # No card yet, or an older one than the notice needs (see SendNotice.card_changed_at).
         if not row["has_contact"]:
             if row["erasure_request"] is not None:

@@ -136,16 +136,38 @@ async def forget_replaced_addresses(conn: Connection) -> int | None:
 
 
 async def erase_contact_on_tombstone(conn: Connection, user_id: UUID) -> None:
-    """Drop the contact, unless the final erasure email still needs its address."""
-    waiting = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE user_id = $1"
-        " AND erasure_request IS NOT NULL AND status IN ('pending', 'sending'))",
+    """Drop the contact once the account's erasure here is done; until then keep its
+    address for the erasure's own email only (``erase_pending``: nothing else goes to it).
+
+    Accounts tombstones the card when the deletion service tells it to erase, and tells
+    the notifier at the same time, on another topic: the tombstone may come first, and
+    the email that confirms the erasure still needs the address. The erasure's end drops
+    the contact; :func:`forget_tombstoned_contacts` drops one no erasure came for.
+    """
+    done = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM erasures WHERE subject_id = $1 AND whole_account"
+        " AND state = 'done')",
         user_id,
     )
-    if waiting:
-        await conn.execute("UPDATE contacts SET erase_pending = true WHERE user_id = $1", user_id)
-    else:
+    if done:
         await conn.execute("DELETE FROM contacts WHERE user_id = $1", user_id)
+    else:
+        await conn.execute(
+            "UPDATE contacts SET erase_pending = true, updated_at = now() WHERE user_id = $1",
+            user_id,
+        )
+
+
+async def forget_tombstoned_contacts(conn: Connection) -> int:
+    """Drop contacts tombstoned more than ``SWEEP_WINDOW`` ago that no erasure email
+    waits for (their erasure command never came, or came for another store only)."""
+    status = await conn.execute(
+        "DELETE FROM contacts c WHERE c.erase_pending AND c.updated_at < now() - $1::interval"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.user_id = c.user_id"
+        " AND d.erasure_request IS NOT NULL AND d.status IN ('pending', 'sending'))",
+        SWEEP_WINDOW,
+    )
+    return int(status.split()[-1])
 
 
 # -- notices and fan-out -----------------------------------------------------------------
@@ -219,7 +241,8 @@ async def fan_out(conn: Connection, n: Notice) -> int:
         if n.audience == "all":
             status = await conn.execute(
                 f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608 - constants
-                f" SELECT c.user_id, $1, $2::{cast} FROM contacts c WHERE c.active AND {condition}",
+                f" SELECT c.user_id, $1, $2::{cast} FROM contacts c"
+                f" WHERE c.active AND NOT c.erase_pending AND {condition}",
                 n.notice_id,
                 extra,
             )
@@ -230,7 +253,7 @@ async def fan_out(conn: Connection, n: Notice) -> int:
             status = await conn.execute(
                 f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608 - constants
                 f" SELECT c.user_id, $1, $2::{cast} FROM contacts c"
-                f" WHERE c.user_id = ANY($3::uuid[]) AND {condition}",
+                f" WHERE c.user_id = ANY($3::uuid[]) AND NOT c.erase_pending AND {condition}",
                 n.notice_id,
                 extra,
                 list(dict.fromkeys(n.user_ids)),
@@ -424,6 +447,8 @@ SELECT cl.*, n.template, n.category, n.params, n.recipient,
        n.recipient = 'pending' AND c.pending_change::text = n.params->>'change'
            AS pending_current,
        c.age_band, c.marketing_email, c.tracking_opt_out, c.active,
+       -- Tombstoned, kept only for the erasure's own email: nothing else goes to it.
+       COALESCE(c.erase_pending, false) AND cl.erasure_request IS NULL AS erased,
        EXISTS (
            SELECT 1 FROM suppressions s
            WHERE s.email_index = a.address_index AND s.category IN (n.category, 'all')
@@ -703,17 +728,33 @@ async def sweep_erased(conn: Connection) -> dict[str, int]:
         )
         if count := int(status.split()[-1]):
             swept[table] = count
+    if count := await forget_tombstoned_contacts(conn):
+        swept["tombstoned_contacts"] = count
     return swept
 
 
-async def erase_request_items(conn: Connection, subject_id: UUID, request_id: UUID) -> int:
+async def erase_request_items(
+    conn: Connection, subject_id: UUID, request_id: UUID
+) -> dict[str, int]:
+    """Everything of the subject's about one of their requests: the inbox items and email
+    deliveries of its notices (replies), then those notices once nobody else has one."""
+    erased: dict[str, int] = {}
+    for table in ("inbox_items", "deliveries"):
+        status = await conn.execute(
+            f"DELETE FROM {table} x USING notices n WHERE x.notice_id = n.notice_id"  # noqa: S608
+            " AND x.user_id = $1 AND n.params->>'request_id' = $2",
+            subject_id,
+            str(request_id),
+        )
+        erased[table] = int(status.split()[-1])
     status = await conn.execute(
-        "DELETE FROM inbox_items i USING notices n WHERE i.notice_id = n.notice_id"
-        " AND i.user_id = $1 AND n.params->>'request_id' = $2",
-        subject_id,
+        "DELETE FROM notices n WHERE n.params->>'request_id' = $1"
+        " AND NOT EXISTS (SELECT 1 FROM inbox_items i WHERE i.notice_id = n.notice_id)"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notice_id = n.notice_id)",
         str(request_id),
     )
-    return int(status.split()[-1])
+    erased["notices"] = int(status.split()[-1])
+    return erased
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,35 @@ async def test_erasure_sends_the_final_email_first_then_erases_and_answers_once(
     assert len(await mailbox.to(address)) == 2
 
 
+async def test_erasing_one_request_takes_its_replies_inbox_item_email_record_and_notice(
+    api: httpx.AsyncClient,
+    producer: AIOKafkaProducer,
+    mailbox: Mailbox,
+    settings: PlatformSettings,
+) -> None:
+    uid, address = await publish_contact(producer)
+    reply = RequestReplied(user_id=uid, request_id=uuid.uuid4(), reply_id=uuid.uuid4())
+    await publish(producer, reply, subject=str(uid))
+    await mailbox.wait_for([address], 1)
+    command = EraseSubject(
+        request_id=uuid.uuid4(), subject_id=uid, scope="request", item_id=reply.request_id
+    )
+
+    def mine(envelope: Envelope) -> bool:
+        return envelope.data.get("request_id") == str(command.request_id) and (
+            envelope.data.get("store") == "notifier"
+        )
+
+    async with watch_topic(settings, "deletion.receipts") as receipts:
+        await publish(producer, command, subject=str(uid), source="deletion")
+        [receipt] = await receipts.wait_for(mine)
+    assert receipt.data["erased"] == {"inbox_items": 1, "deliveries": 1, "notices": 1}
+    exported = (await api.get("/api/notifier/me/export", headers=user_token(uid))).json()
+    assert [e["template"] for e in exported["emails"]] == []
+    inbox = (await api.get("/api/notifier/inbox", headers=user_token(uid))).json()
+    assert inbox["items"] == []
+
+
 async def test_the_inbox_api_lists_counts_marks_read_and_acknowledges(
     api: httpx.AsyncClient, producer: AIOKafkaProducer
 ) -> None:
