@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -290,6 +291,37 @@ async def _create_database(settings: DeletionSettings, name: str) -> None:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+
+
+SCRATCH = "verify"  # the verifier's restored copies: verify_<epoch seconds>_<hex>_<database>
+SCRATCH_HOURS = 1.0  # far longer than a restore and a scan take
+
+
+def scratch_prefix(now: float | None = None) -> str:
+    """A fresh prefix for scratch copies, stamped with its creation time (seconds)."""
+    return f"{SCRATCH}_{int(time.time() if now is None else now)}_{uuid.uuid4().hex[:12]}"
+
+
+async def drop_stale_scratch(settings: DeletionSettings, now: float | None = None) -> list[str]:
+    """Drop scratch copies older than SCRATCH_HOURS: a worker killed during a scan (or a
+    ``pg_restore`` that finished after it) leaves its copy behind, a backup's personal
+    data that no erasure reaches. Younger ones may be another worker's scan under way."""
+    cutoff = (time.time() if now is None else now) - SCRATCH_HOURS * 3600
+    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+    try:
+        names = [
+            r["datname"]
+            for r in await conn.fetch(
+                "SELECT datname FROM pg_database WHERE datname ~ $1", rf"^{SCRATCH}_\d+_"
+            )
+        ]
+    finally:
+        await conn.close()
+    stale = [n for n in names if int(n.split("_")[1]) < cutoff]
+    if stale:
+        log.warning("dropping %d scratch copies left behind: %s", len(stale), ", ".join(stale))
+        await drop_databases(settings, stale)
+    return stale
 
 
 async def drop_databases(settings: DeletionSettings, names: Sequence[str]) -> None:

@@ -121,7 +121,12 @@ async def _notify(
 # --- events from accounts ------------------------------------------------------------------
 
 
-async def deletion_requested(conn: Connection, deps: Deps, event: DeletionRequested) -> None:
+async def deletion_requested(
+    conn: Connection, deps: Deps, event: DeletionRequested, asked_at: datetime | None = None
+) -> None:
+    """``asked_at``: when accounts took the request (its envelope's time). The legal
+    deadlines and the grace period run from then, not from when this worker heard of it,
+    which may be much later after an outage (never later than now: clocks differ)."""
     now = deps.now()
     try:
         request = stages.new_request(
@@ -129,7 +134,7 @@ async def deletion_requested(conn: Connection, deps: Deps, event: DeletionReques
             event.user_id,
             scope=event.scope,
             item_id=event.item_id,
-            now=now,
+            now=min(asked_at, now) if asked_at is not None else now,
             grace=deps.timing.grace,
         )
     except ValueError as exc:
@@ -146,7 +151,7 @@ async def deletion_requested(conn: Connection, deps: Deps, event: DeletionReques
             request_id=request.request_id,
             subject_id=request.subject_id,
             stage=request.stage,
-            entered_at=now,
+            entered_at=request.stage_entered_at,
         ),
         request.subject_id,
     )
@@ -243,7 +248,9 @@ def route(deps: Deps) -> Callable[[Connection, Sequence[Delivery | Tombstone]], 
 
     async def handle(conn: Connection, items: Sequence[Delivery | Tombstone]) -> None:
         for item in items:
-            if isinstance(item, Delivery):
+            if isinstance(item, Delivery) and isinstance(item.event, DeletionRequested):
+                await deletion_requested(conn, deps, item.event, item.envelope.time)
+            elif isinstance(item, Delivery):
                 handler = EVENT_HANDLERS.get(type(item.event))
                 if handler is not None:
                     await handler(conn, deps, item.event)

@@ -37,7 +37,7 @@ async def lock_subject(conn: Connection, subject_id: UUID) -> None:
 async def in_force(conn: Connection, subject_id: UUID) -> Hold | None:
     row = await conn.fetchrow(
         "SELECT reason, placed_by, placed_at FROM legal_holds"
-        " WHERE subject_id = $1 AND released_at IS NULL",
+        " WHERE subject_id = $1 AND released_at IS NULL FOR SHARE",
         subject_id,
     )
     return None if row is None else Hold(row["reason"], row["placed_by"], row["placed_at"])

@@ -21,7 +21,6 @@ It never reads another service's tables through that service's role. It uses:
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -201,7 +200,8 @@ class Verifier:
             manifest = backups.find_snapshot(self._settings, "latest")
         except (backups.BackupError, FileNotFoundError):
             return None
-        prefix = f"verify_{uuid.uuid4().hex[:12]}"
+        await backups.drop_stale_scratch(self._settings)
+        prefix = backups.scratch_prefix()
         wanted = [d for d in databases if d in manifest.databases]
         try:
             targets = await backups.restore(
