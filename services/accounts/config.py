@@ -30,6 +30,15 @@ class AccountsSettings(PlatformSettings):
             " waiting for its link is kept as long, then cleared."
         ),
     )
+    accounts_account_counter_days: int = Field(
+        180,
+        ge=1,
+        description=(
+            "Days after its last failure an account's throttle counter (a keyed hash of the"
+            " email, kept after the account's erasure) is deleted: the fraud_abuse period of"
+            " the deletion service's retention rules."
+        ),
+    )
     accounts_retention_sweep_seconds: float = Field(
         3600.0,
         gt=0,

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from services.accounts import cancel_window
 from services.accounts.cards import tombstone_card
 from services.accounts.context import emit
-from services.accounts.domain.invoices import FINANCIAL_RECORDS
+from services.accounts.domain.invoices import DISCLOSURE_LOG, FINANCIAL_RECORDS
 from services.accounts.invoices import anonymise_invoices, erase_invoices
 from shared.bus import Delivery, Tombstone
 from shared.db.pool import Connection
@@ -51,6 +51,12 @@ _RETAINED: tuple[tuple[str, str], ...] = (
     ("audit_log", "SELECT count(*) FROM audit_log WHERE subject_id = $1"),
     ("disclosures", "SELECT count(*) FROM disclosures WHERE user_id = $1"),
     ("deletion_requests", "SELECT count(*) FROM deletion_requests WHERE user_id = $1"),
+)
+# Kept while the disclosure_log category is (proof of disclosures and of the deletion),
+# erased by the release that ends it. (The audit log is a hash chain: it is kept.)
+_DISCLOSURE_LOG: tuple[tuple[str, str], ...] = (
+    ("disclosures", "DELETE FROM disclosures WHERE user_id = $1"),
+    ("deletion_requests", "DELETE FROM deletion_requests WHERE user_id = $1"),
 )
 
 
@@ -109,8 +115,12 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
         await tombstone_card(conn, subject)
         erased["contact_card"] = 1
     if command.scope == "account":
+        if DISCLOSURE_LOG not in command.retain_categories:
+            for table, sql in _DISCLOSURE_LOG:
+                erased[table] = _count(await conn.execute(sql, subject))
         for table, sql in _RETAINED:
-            retained[table] = int(await conn.fetchval(sql, subject))
+            if table not in erased:
+                retained[table] = int(await conn.fetchval(sql, subject))
     receipt = SubjectErased(
         request_id=command.request_id,
         subject_id=subject,

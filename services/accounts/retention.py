@@ -1,8 +1,10 @@
 """What accounts keeps only while it serves: a round of the accounts worker deletes it.
 
 - a client address's throttle counter (a keyed hash of the address) once its window and
-  longest back-off have passed: its count would restart anyway. Account counters stay:
-  they count consecutive failures towards a lock (NIST SP 800-63B) until a success;
+  longest back-off have passed: its count would restart anyway. Account counters count
+  consecutive failures towards a lock (NIST SP 800-63B) until a success, so they stay
+  until none came for ``accounts_account_counter_days`` (the fraud_abuse retention:
+  one keyed by an erased user's email is not kept longer);
 - expired link tokens, a day after they expired (and after the reset-mail interval,
   which reads them);
 - sessions whose refresh tokens all expired more than a day ago (with those tokens):
@@ -26,6 +28,10 @@ DELETE FROM login_throttle
 WHERE scope = 'client' AND NOT locked
   AND last_failure_at < now() - make_interval(secs => $1)
   AND (blocked_until IS NULL OR blocked_until < now())
+"""
+_ACCOUNT_COUNTERS = """
+DELETE FROM login_throttle
+WHERE scope = 'account' AND last_failure_at < now() - make_interval(days => $1)
 """
 _LINK_TOKENS = """
 DELETE FROM action_tokens
@@ -59,6 +65,9 @@ class Retention(Periodic):
         async with self._pool.acquire() as conn, conn.transaction():
             counts = {
                 "client_counters": await conn.execute(_CLIENT_COUNTERS, client_age),
+                "account_counters": await conn.execute(
+                    _ACCOUNT_COUNTERS, s.accounts_account_counter_days
+                ),
                 "link_tokens": await conn.execute(_LINK_TOKENS, reset_reads),
                 "sessions": await conn.execute(_SESSIONS),
             }

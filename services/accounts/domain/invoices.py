@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 FINANCIAL_RECORDS = "financial_records"  # the retention category (deletion's retention.toml)
+DISCLOSURE_LOG = "disclosure_log"  # disclosures and deletion requests: ids and dates
 
 
 def _codes(text: str) -> frozenset[str]:

@@ -124,10 +124,19 @@ async def test_erasure_keeps_invoices_anonymised_and_the_release_erases_them(
     ]
     untouched = await record_invoice(client, root, bystander.id)
     uid = uuid.UUID(user.id)
-    retain = ("security_audit", "financial_records")
+    asked = await client.post(
+        f"{API}/me/deletion-requests", json={"password": user.password}, headers=user.headers
+    )
+    assert asked.status_code == 202, asked.text  # the proof of it is a disclosure_log row
+    cancelled = await client.post(  # no real erasure runs beside the commands below
+        f"{API}/me/deletion-requests/{asked.json()['id']}/cancel", headers=user.headers
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    retain = ("security_audit", "financial_records", "disclosure_log")
 
     first = await _erase(settings, bus, user.id, retain)
     assert first["retained_anonymised"]["invoices"] == 2
+    assert first["retained_anonymised"]["deletion_requests"] == 1
     assert "invoices" not in first["erased"]
     assert first["erased"]["users"] == 1
     rows = await db.fetch(
@@ -175,6 +184,12 @@ async def test_erasure_keeps_invoices_anonymised_and_the_release_erases_them(
     release = await _erase(settings, bus, user.id, ("security_audit",))
     assert release["erased"]["invoices"] == 2
     assert "invoices" not in release["retained_anonymised"]
+    # disclosure_log's period ended with it here: its rows go too (the audit log stays).
+    assert release["erased"]["deletion_requests"] == 1
+    assert "deletion_requests" not in release["retained_anonymised"]
+    assert "audit_log" in release["retained_anonymised"]
+    count = "SELECT count(*) FROM deletion_requests WHERE user_id = $1"
+    assert await db.fetchval(count, uid) == 0
     assert (
         await db.fetchval(
             "SELECT count(*) FROM invoices WHERE id = ANY($1::uuid[])",

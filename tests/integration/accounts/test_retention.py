@@ -23,6 +23,7 @@ async def test_a_round_deletes_spent_counters_expired_links_and_dead_sessions(
                 (b"client-spent", "client", 7200.0),  # window and back-off long past
                 (b"client-recent", "client", 60.0),
                 (b"account-old", "account", 7 * 86_400.0),  # counts towards a lock
+                (b"account-forgotten", "account", 181 * 86_400.0),  # past fraud_abuse
             ],
         )
         await conn.executemany(
