@@ -23,6 +23,7 @@ from services.accounts.domain.invoices import DISCLOSURE_LOG, FINANCIAL_RECORDS
 from services.accounts.invoices import anonymise_invoices, erase_invoices
 from shared.bus import Delivery, Tombstone
 from shared.db.pool import Connection
+from shared.events.catalogue.accounts import RecipientErasureRequested
 from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject, SubjectErased
 from shared.vault import Vault
 
@@ -57,11 +58,41 @@ _RETAINED: tuple[tuple[str, str], ...] = (
 _DISCLOSURE_LOG: tuple[tuple[str, str], ...] = (
     ("disclosures", "DELETE FROM disclosures WHERE user_id = $1"),
     ("deletion_requests", "DELETE FROM deletion_requests WHERE user_id = $1"),
+    ("recipient_erasures", "DELETE FROM recipient_erasures WHERE subject_id = $1"),
 )
+# Each recipient given the subject's data, told once (whichever command came first).
+_TELL_RECIPIENTS = """
+WITH disclosed AS (
+    SELECT recipient_id, array_agg(DISTINCT export_id ORDER BY export_id) AS exports
+    FROM disclosures WHERE user_id = $1 GROUP BY recipient_id
+), told AS (
+    INSERT INTO recipient_erasures (subject_id, recipient_id, request_id)
+    SELECT $1, recipient_id, $2 FROM disclosed
+    ON CONFLICT DO NOTHING
+    RETURNING recipient_id
+)
+SELECT d.recipient_id, d.exports FROM disclosed d JOIN told t USING (recipient_id)
+ORDER BY d.recipient_id
+"""
 
 
 def _count(status: str) -> int:
     return int(status.split()[-1])
+
+
+async def _tell_recipients(conn: Connection, command: EraseSubject) -> int:
+    """Forward the erasure to every processor and partner the subject's data was
+    disclosed to (P-19), before the disclosure log that names them can go."""
+    rows = await conn.fetch(_TELL_RECIPIENTS, command.subject_id, command.request_id)
+    for row in rows:
+        forwarded = RecipientErasureRequested(
+            recipient_id=row["recipient_id"],
+            subject_id=command.subject_id,
+            request_id=command.request_id,
+            export_ids=tuple(row["exports"]),
+        )
+        await emit(conn, forwarded, command.subject_id)
+    return len(rows)
 
 
 async def _erase_set_aside(conn: Connection, command: EraseSubject) -> int:
@@ -100,6 +131,7 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
     else:
         # Locked first: an invoice recorded meanwhile waits, then finds no user.
         await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", subject)
+        erased["forwarded_to_recipients"] = await _tell_recipients(conn, command)
         if FINANCIAL_RECORDS in command.retain_categories:
             retained["invoices"] = await anonymise_invoices(conn, vault, subject)
         else:

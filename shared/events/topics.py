@@ -78,6 +78,12 @@ ACCOUNTS_AUDIT = Topic(
     consumed=False,
     retention_ms=-1,
 )
+ACCOUNTS_RECIPIENT_ERASURES = Topic(
+    "accounts.recipient_erasures",
+    "Erasures forwarded to the processors and partners a subject's data was disclosed to "
+    "(ids only, P-19): what each recipient's connector follows. No service here reads it.",
+    consumed=False,
+)
 POLICY_VERSIONS = Topic("policy.versions", "Privacy-policy versions published.", partitions=1)
 SECURITY_INCIDENTS = Topic("security.incidents", "Security incidents declared by operators.")
 NOTIFIER_COMMANDS = Topic("notifier.commands", "Commands for the notifier: send a notice.")
@@ -101,6 +107,7 @@ PRIMARY_TOPICS: tuple[Topic, ...] = (
     ACCOUNTS_REQUESTS,
     ACCOUNTS_SESSIONS,
     ACCOUNTS_AUDIT,
+    ACCOUNTS_RECIPIENT_ERASURES,
     POLICY_VERSIONS,
     SECURITY_INCIDENTS,
     NOTIFIER_COMMANDS,

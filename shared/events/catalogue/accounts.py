@@ -20,6 +20,7 @@ from shared.events.topics import (
     ACCOUNTS_AUDIT,
     ACCOUNTS_CONTACTS,
     ACCOUNTS_LIFECYCLE,
+    ACCOUNTS_RECIPIENT_ERASURES,
     ACCOUNTS_REQUESTS,
     ACCOUNTS_SESSIONS,
     POLICY_VERSIONS,
@@ -110,8 +111,8 @@ class DeletionRequested(_Lifecycle):
     """A deletion was asked for: of the account, or of one of its items.
 
     The account: by the user (re-authenticated) or by two operators. An item (``scope``
-    device or request, ``item_id``): the user deleted it, accounts removed it at once,
-    and the deletion service erases it everywhere else, backups included."""
+    device or request, ``item_id``): the user deleted it, accounts took it out of sight
+    at once, and the deletion service has it erased everywhere, backups included."""
 
     event_name: ClassVar[str] = "deletion.requested"
     version: ClassVar[int] = 1
@@ -119,6 +120,21 @@ class DeletionRequested(_Lifecycle):
     initiated_by: Literal["user", "operator"]
     scope: Literal["account", "device", "request"] = "account"
     item_id: UUID | None = None
+
+
+@register_event
+class RecipientErasureRequested(Event):
+    """A processor or partner the subject's data was disclosed to is asked to erase it
+    (P-19): the exports that held the subject, once per recipient and subject, when the
+    account is erased."""
+
+    event_name: ClassVar[str] = "recipient.erasure_requested"
+    version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = ACCOUNTS_RECIPIENT_ERASURES
+    recipient_id: UUID
+    subject_id: UUID
+    request_id: UUID
+    export_ids: tuple[UUID, ...]
 
 
 @register_event

@@ -23,6 +23,7 @@ from shared.config import PlatformSettings
 from shared.contact_card import OpenCard
 from shared.events import Event, encode_envelope, envelope_for
 from shared.events.catalogue.accounts import ContactCardChanged
+from shared.events.catalogue.deletion import EraseSubject
 from shared.events.topics import PRIMARY_TOPICS
 from tests.support.cards import card_vault, opened
 
@@ -37,6 +38,7 @@ WATCHED = (
     "policy.versions",
     "security.incidents",
     "deletion.receipts",
+    "accounts.recipient_erasures",
 )
 
 
@@ -346,3 +348,30 @@ async def record_invoice(
     assert response.status_code == 201, response.text
     invoice: dict[str, Any] = response.json()
     return invoice
+
+
+async def erasure_receipt(
+    bus: BusTail, user_id: str, request_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    records = await bus.wait_for(
+        lambda r: (
+            r.topic == "deletion.receipts"
+            and r.key == user_id
+            and r.value is not None
+            and r.value["data"]["store"] == "accounts"
+            and r.value["data"]["request_id"] == str(request_id)
+        )
+    )
+    return [r.value["data"] for r in records if r.value is not None]
+
+
+async def erase_subject(
+    settings: PlatformSettings, bus: BusTail, user_id: str, retain: tuple[str, ...]
+) -> dict[str, Any]:
+    """Publish an EraseSubject as the deletion service does; accounts' receipt."""
+    request_id = uuid.uuid4()
+    command = EraseSubject(
+        request_id=request_id, subject_id=uuid.UUID(user_id), retain_categories=retain
+    )
+    await publish(settings, command, source="deletion", subject=user_id)
+    return (await erasure_receipt(bus, user_id, request_id))[0]

@@ -20,6 +20,7 @@ from tests.e2e.accounts.support import (
     Operator,
     User,
     active_user,
+    erase_subject,
     log_in,
     new_operator,
     publish,
@@ -143,6 +144,42 @@ async def test_a_processor_export_never_contains_a_sensitive_field(
     assert "13_to_17" not in export.text
     assert "2010-05-05" not in export.text
     assert record["device_damage_states"] == ["battery"]
+
+
+@pytest.mark.promise("P-19")
+async def test_an_erasure_is_forwarded_once_to_each_recipient_the_data_was_disclosed_to(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, settings: PlatformSettings
+) -> None:
+    processor = await _recipient(client, root, "processor", ["user_id", "email"])
+    never_given = await _recipient(client, root, "processor", ["user_id"])
+    officer = await new_operator(client, root, "privacy_officer")
+    user = await active_user(client, bus)
+    for recipient in (processor, never_given):
+        await _consent(client, user, recipient["id"], True)
+    export = await client.post(
+        f"{API}/operator/recipients/{processor['id']}/exports", headers=officer.headers
+    )
+    assert export.status_code == 200, export.text
+    assert user.id in [r["user_id"] for r in export.json()["records"]]
+
+    first = await erase_subject(settings, bus, user.id, ("security_audit", "disclosure_log"))
+    assert first["erased"]["forwarded_to_recipients"] == 1
+    told = await bus.event("recipient.erasure_requested.", user.id)
+    assert told["data"] == {
+        "recipient_id": processor["id"],
+        "subject_id": user.id,
+        "request_id": first["request_id"],
+        "export_ids": [export.json()["export_id"]],
+    }
+    # The release of the disclosure log (or a resend) tells no one twice.
+    release = await erase_subject(settings, bus, user.id, ("security_audit",))
+    assert release["erased"]["forwarded_to_recipients"] == 0
+    assert release["erased"]["recipient_erasures"] == 1  # the proof goes with the log
+    forwarded = [
+        r for r in bus.records
+        if r.key == user.id and r.value and r.value["type"].startswith("recipient.erasure")
+    ]  # fmt: skip
+    assert len(forwarded) == 1
 
 
 @pytest.mark.promise("P-26")

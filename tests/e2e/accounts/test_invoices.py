@@ -11,15 +11,14 @@ import asyncpg
 import httpx
 
 from shared.config import PlatformSettings
-from shared.events.catalogue.deletion import EraseSubject
 from tests.e2e.accounts.support import (
     API,
     INVOICE,
     BusTail,
     Operator,
     active_user,
+    erase_subject,
     new_operator,
-    publish,
     record_invoice,
     unique,
 )
@@ -86,30 +85,6 @@ async def test_operators_record_invoices_users_see_them_and_bad_ones_are_refused
     assert unknown.status_code == 404
 
 
-async def _receipt(bus: BusTail, user_id: str, request_id: uuid.UUID) -> list[dict[str, Any]]:
-    records = await bus.wait_for(
-        lambda r: (
-            r.topic == "deletion.receipts"
-            and r.key == user_id
-            and r.value is not None
-            and r.value["data"]["store"] == "accounts"
-            and r.value["data"]["request_id"] == str(request_id)
-        )
-    )
-    return [r.value["data"] for r in records if r.value is not None]
-
-
-async def _erase(
-    settings: PlatformSettings, bus: BusTail, user_id: str, retain: tuple[str, ...]
-) -> dict[str, Any]:
-    request_id = uuid.uuid4()
-    command = EraseSubject(
-        request_id=request_id, subject_id=uuid.UUID(user_id), retain_categories=retain
-    )
-    await publish(settings, command, source="deletion", subject=user_id)
-    return (await _receipt(bus, user_id, request_id))[0]
-
-
 async def test_erasure_keeps_invoices_anonymised_and_the_release_erases_them(
     client: httpx.AsyncClient,
     bus: BusTail,
@@ -134,7 +109,7 @@ async def test_erasure_keeps_invoices_anonymised_and_the_release_erases_them(
     assert cancelled.status_code == 200, cancelled.text
     retain = ("security_audit", "financial_records", "disclosure_log")
 
-    first = await _erase(settings, bus, user.id, retain)
+    first = await erase_subject(settings, bus, user.id, retain)
     assert first["retained_anonymised"]["invoices"] == 2
     assert first["retained_anonymised"]["deletion_requests"] == 1
     assert "invoices" not in first["erased"]
@@ -173,7 +148,7 @@ async def test_erasure_keeps_invoices_anonymised_and_the_release_erases_them(
         == 1
     )
     # The deletion service resends: nothing more changes, the same count is kept.
-    again = await _erase(settings, bus, user.id, retain)
+    again = await erase_subject(settings, bus, user.id, retain)
     assert again["retained_anonymised"]["invoices"] == 2
     assert {r["retention_key"] for r in await db.fetch(
         "SELECT retention_key FROM invoices WHERE id = ANY($1::uuid[])",
@@ -181,7 +156,7 @@ async def test_erasure_keeps_invoices_anonymised_and_the_release_erases_them(
     )} == keys  # fmt: skip
 
     # The period ends: the release (financial_records no longer retained) erases them.
-    release = await _erase(settings, bus, user.id, ("security_audit",))
+    release = await erase_subject(settings, bus, user.id, ("security_audit",))
     assert release["erased"]["invoices"] == 2
     assert "invoices" not in release["retained_anonymised"]
     # disclosure_log's period ended with it here: its rows go too (the audit log stays).
