@@ -793,6 +793,12 @@ async def export_my_data(claims: CurrentUser, ctx: Ctx) -> dict[str, Any]:
             " JOIN recipients r ON r.id = d.recipient_id WHERE d.user_id = $1 ORDER BY d.id",
             uid,
         )
+        # Deleted, out of sight, but still held until erased (a legal hold may stop it).
+        awaiting = await conn.fetch(
+            "SELECT scope, item_id, deleted_at FROM erasing_items WHERE user_id = $1"
+            " ORDER BY deleted_at",
+            uid,
+        )
     return {
         "exported_at": datetime.now(UTC).isoformat(),
         "profile": (await _profile(ctx, user)).model_dump(mode="json"),
@@ -814,6 +820,14 @@ async def export_my_data(claims: CurrentUser, ctx: Ctx) -> dict[str, Any]:
                 "purpose": d["purpose"],
             }
             for d in disclosures
+        ],
+        "deleted_awaiting_erasure": [
+            {
+                "scope": a["scope"],
+                "id": str(a["item_id"]),
+                "deleted_at": a["deleted_at"].isoformat(),
+            }
+            for a in awaiting
         ],
     }
 

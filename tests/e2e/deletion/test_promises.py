@@ -451,6 +451,12 @@ async def test_a_device_deleted_under_a_legal_hold_is_kept_out_of_sight_until_it
     kept = "SELECT count(*) FROM erasing_items WHERE item_id = $1"
     await asyncio.sleep(2)  # were the item erased anyway, accounts would have done it by now
     assert await _rows(settings, "accounts", kept, uuid.UUID(device)) == 1
+    # Still held, so still in what the user's export says accounts holds (not its content).
+    exported = (await client.get(f"{ACCOUNTS}/me/export", headers=user.headers)).json()
+    assert [(i["scope"], i["id"]) for i in exported["deleted_awaiting_erasure"]] == [
+        ("device", device)
+    ]
+    assert exported["devices"] == []
 
     cancelled = await client.post(
         f"{ACCOUNTS}/me/deletion-requests/{account_request}/cancel", headers=user.headers
