@@ -23,6 +23,7 @@ from faust.worker import Worker
 from shared.bus.dead_letters import dead_letter_headers
 from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
 from shared.bus.faust_drain import PlatformFaustApp
+from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
 from shared.events.topics import Topic
 from shared.process import tune_collector
@@ -58,6 +59,9 @@ def create_faust_app(name: str, settings: PlatformSettings, **overrides: Any) ->
         "web_enabled": False,
         "datadir": f"{settings.state_dir}/faust/{name}",
     }
+    if settings.kafka_security_protocol == "SSL":  # as every other client (P-10)
+        context = client_options(settings)["ssl_context"]
+        options["broker_credentials"] = faust.SSLCredentials(context)
     options.update(overrides)
     Path(options["datadir"]).parent.mkdir(parents=True, exist_ok=True)
     return PlatformFaustApp(name, **options)
@@ -67,7 +71,9 @@ def run_worker(app: faust.App) -> None:
     """Run a Faust worker for ``app`` until it is stopped (the process's main loop)."""
     # Again now that the app exists: it, its agents and topics live as long as the process.
     tune_collector()
-    Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    # Not mode's own logging: it would replace the platform's JSON handler, and with it
+    # the filter that keeps personal data out of the logs.
+    Worker(app, loglevel="WARNING", quiet=True, override_logging=False).execute_from_commandline()
 
 
 def envelope_topic(app: faust.App, topic: Topic) -> faust.TopicT:

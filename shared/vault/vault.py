@@ -125,20 +125,22 @@ class Vault:
         """Destroy the subject's key; True if a key existed. Idempotent."""
         sid = str(subject)
         async with self._pool.acquire() as conn, conn.transaction():
-            status = await conn.execute(
-                "UPDATE subject_keys SET wrapped_key = NULL, shredded_at = now()"
-                " WHERE subject_id = $1 AND wrapped_key IS NOT NULL",
-                sid,
-            )
-            # A subject with no key yet is marked too, so nothing can be sealed for it later.
-            await conn.execute(
-                "INSERT INTO subject_keys (subject_id, wrapped_key, shredded_at)"
-                " VALUES ($1, NULL, now()) ON CONFLICT (subject_id) DO NOTHING",
+            # One upsert: a subject with no key yet is marked too (nothing can be sealed
+            # for it later), and a first seal racing this shred either commits its key
+            # before (then shredded here) or finds the mark (ON CONFLICT keeps it).
+            had_key = await conn.fetchval(
+                "WITH before AS (SELECT wrapped_key IS NOT NULL AS had FROM subject_keys"
+                " WHERE subject_id = $1)"
+                " INSERT INTO subject_keys (subject_id, wrapped_key, shredded_at)"
+                " VALUES ($1, NULL, now()) ON CONFLICT (subject_id) DO UPDATE SET"
+                " wrapped_key = NULL,"
+                " shredded_at = coalesce(subject_keys.shredded_at, EXCLUDED.shredded_at)"
+                " RETURNING (SELECT had FROM before)",
                 sid,
             )
             await conn.execute("SELECT pg_notify($1, $2)", SHRED_CHANNEL, sid)
         self._cache.forget(sid)
-        return status == "UPDATE 1"
+        return bool(had_key)
 
     async def is_shredded(self, subject: Subject) -> bool:
         async with self._pool.acquire() as conn:

@@ -44,6 +44,30 @@ async def test_after_a_shred_no_process_opens_or_seals_for_the_subject(
     assert await second.is_shredded(subject)
 
 
+@pytest.mark.promise("P-16")
+async def test_a_shred_racing_a_first_seal_leaves_no_usable_key(
+    vaults: tuple[Vault, Vault],
+) -> None:
+    """A subject without a key yet: one process seals for it while another shreds it.
+    Whichever commits first, the subject ends shredded and nothing sealed opens."""
+    first, second = vaults
+    for _ in range(25):
+        subject = uuid.uuid4()
+        sealed, _shredded = await asyncio.gather(
+            first.seal(subject, "jane@example.com", purpose="email"),
+            second.shred(subject),
+            return_exceptions=True,
+        )
+        assert await first.is_shredded(subject)
+        if isinstance(sealed, bytes):  # the seal came first: its key went with the shred
+            with pytest.raises(SubjectShredded):
+                await second.open(subject, sealed, purpose="email")
+        else:
+            assert isinstance(sealed, SubjectShredded)
+        with pytest.raises(SubjectShredded):
+            await second.seal(subject, "later", purpose="email")  # the shredding one
+
+
 async def _run(argv: list[str]) -> None:
     process = await asyncio.create_subprocess_exec(*argv)
     assert await process.wait() == 0, argv
