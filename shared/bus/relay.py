@@ -10,6 +10,12 @@ one, and every ``idle_poll_seconds`` while the outbox is empty. It is not woken 
 NOTIFY, because PostgreSQL commits notifying transactions one at a time (see
 ``migrations/004_outbox_polled.sql``), which made every event-writing transaction wait
 for the previous one; an empty poll is an index probe, cheap at 20 a second.
+
+A row Kafka refuses for good (a non-retriable error: too large, say) is moved to
+``bus_outbox_rejected`` with the reason, and the rows behind it go on: otherwise the
+relay would fail on it at every restart, and every later event of the service would
+wait behind it. The ``outbox_rejected`` gauge pages an operator. Retriable errors (Kafka
+away) still stop the batch, to be published again.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from shared.bus.faults import crash_point
 from shared.db.pool import Connection
@@ -33,6 +40,12 @@ _FETCH = (
     "SELECT seq, topic, key, value, headers::text AS headers FROM bus_outbox ORDER BY seq LIMIT $1"
 )
 _DELETE = "DELETE FROM bus_outbox WHERE seq = ANY($1::bigint[])"
+_REJECT = """
+INSERT INTO bus_outbox_rejected (seq, topic, key, value, headers, event_id, created_at, reason)
+SELECT o.seq, o.topic, o.key, o.value, o.headers, o.event_id, o.created_at, r.reason
+FROM bus_outbox o JOIN unnest($1::bigint[], $2::text[]) AS r(seq, reason) USING (seq)
+ON CONFLICT (seq) DO NOTHING
+"""
 
 
 @dataclass(frozen=True)
@@ -86,20 +99,40 @@ class OutboxRelay:
         rows = await conn.fetch(_FETCH, self._settings.batch_size)
         if not rows:
             return 0
-        pending = [
-            await self._producer.send(
-                r["topic"],
-                value=r["value"],
-                key=r["key"],
-                headers=[(k, v.encode()) for k, v in json.loads(r["headers"]).items()],
-            )
-            for r in rows
-        ]
-        await asyncio.gather(*pending)
+        refused: dict[int, str] = {}
+        sent: list[tuple[int, asyncio.Future[object]]] = []
+        for r in rows:
+            try:
+                sent.append((r["seq"], await self._send(r)))
+            except KafkaError as exc:
+                refused[r["seq"]] = _refusal(exc)  # raises unless it is for good
+        outcomes = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        for (seq, _), outcome in zip(sent, outcomes, strict=True):
+            if isinstance(outcome, KafkaError):
+                refused[seq] = _refusal(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
         crash_point("relay.after_publish")
-        await conn.execute(_DELETE, [r["seq"] for r in rows])
-        self.published += len(rows)
+        async with conn.transaction():
+            if refused:
+                await self._reject(conn, refused)
+            await conn.execute(_DELETE, [r["seq"] for r in rows])
+        self.published += len(rows) - len(refused)
         return len(rows)
+
+    async def _send(self, row: asyncpg.Record) -> asyncio.Future[object]:
+        future: asyncio.Future[object] = await self._producer.send(
+            row["topic"],
+            value=row["value"],
+            key=row["key"],
+            headers=[(k, v.encode()) for k, v in json.loads(row["headers"]).items()],
+        )
+        return future
+
+    async def _reject(self, conn: Connection, refused: dict[int, str]) -> None:
+        for seq, reason in refused.items():  # the place and why, never the content
+            log.error("outbox row %d refused by Kafka for good, set aside: %s", seq, reason)
+        await conn.execute(_REJECT, list(refused), list(refused.values()))
 
     async def _become_leader(self, conn: Connection) -> None:
         while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
@@ -113,3 +146,10 @@ class OutboxRelay:
         """Sleep, or less if :meth:`stop` is called meanwhile."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _refusal(exc: KafkaError) -> str:
+    """Why Kafka refused a row for good; raises ``exc`` if a retry may succeed."""
+    if exc.retriable:
+        raise exc
+    return f"{type(exc).__name__}: {exc}"[:500]

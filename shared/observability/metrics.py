@@ -83,6 +83,11 @@ class Metrics:
             "Age of the oldest outbox row not yet published (0 when none waits).",
             registry=self.registry,
         )
+        self.outbox_rejected = Gauge(
+            "outbox_rejected",
+            "Outbox rows Kafka refused for good, set aside by the relay (an operator decides).",
+            registry=self.registry,
+        )
 
         # Read from Kafka at each scrape (shared.bus.lag): workers have no HTTP port, and
         # a dead worker's lag is exactly what must still show.
@@ -119,12 +124,14 @@ class Metrics:
         """Set the outbox gauges from the service's database."""
         row = await db.fetchrow(
             "SELECT count(*) AS backlog,"
-            " coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest"
+            " coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest,"
+            " (SELECT count(*) FROM bus_outbox_rejected) AS rejected"
             " FROM bus_outbox"
         )
         if row is not None:
             self.outbox_backlog.set(row["backlog"])
             self.outbox_oldest_seconds.set(float(row["oldest"]))
+            self.outbox_rejected.set(row["rejected"])
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition payload and its content type (OpenMetrics if ``accept`` asks)."""

@@ -182,7 +182,12 @@ class IncidentIn(BaseModel):
     title: str = Field(min_length=1, max_length=200)
     message: str = Field(min_length=1, max_length=5000)
     audience: Literal["all", "listed"]
-    user_ids: list[UUID] = Field(default_factory=list, max_length=100_000)
+    user_ids: list[UUID] = Field(
+        default_factory=list,
+        max_length=20_000,
+        description="The affected users (audience listed): at most 20,000 an incident, so"
+        " that its event fits a Kafka record (1 MiB); more go as further incidents.",
+    )
 
 
 class IncidentOut(BaseModel):
