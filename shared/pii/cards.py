@@ -2,7 +2,8 @@
 
 Digits may be written in any script's decimal digits (full-width ones included) and
 groups may be separated by runs of one to three separator characters: spaces of any kind
-(no-break, thin, tabs, line breaks), dots, dashes and slashes, mixed or not.
+(no-break, thin, tabs, line breaks), dots, dashes, slashes, plus signs and underscores
+(what form and URL encoders make of spaces), mixed or not.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ MIN_MIXED_GROUP_DIGITS = 4
 # and word processors put between groups. The full-width forms are what NFKC folds into
 # ". - /", the Unicode hyphens, en dash and minus what editors make of "-", and the
 # zero-width characters are invisible: a reader still sees one number.
-_SEPARATOR = r"[\s.\-/\u2010-\u2013\u2212\uff0d\uff0e\uff0f\u200b\u2060\ufeff]"
+_SEPARATOR = r"[\s.\-/+_\u2010-\u2013\u2212\uff0d\uff0e\uff0f\u200b\u2060\ufeff]"
 # A maximal sequence of digit groups joined by one to three separator characters. ``\d``
 # is any script's decimal digit. Cards are looked for on whole groups only, so a long
 # contiguous run (a 25-digit order number) is never cut into a card, while letters around

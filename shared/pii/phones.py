@@ -1,50 +1,86 @@
-"""Telephone numbers: international (``+`` prefixed) and North American formats.
+"""Telephone numbers: international (``+`` or ``00`` prefixed), North American, and
+national numbers dialled with a trunk ``0`` (European style: ``07700 900123``,
+``06 12 34 56 78``, ``030/12345678``).
 
-Bare digit runs are never phones: without a ``+`` or the usual punctuation they are far
-more often order numbers, timestamps or quantities than telephone numbers.
+Bare digit runs are never phones: without a prefix or the usual punctuation they are far
+more often order numbers, timestamps or quantities than telephone numbers. Digits of any
+script (full-width, Arabic-Indic...) count as digits: they are read as ASCII first.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from shared.pii.findings import Finding, PiiKind, merge_overlapping
 
 MIN_PHONE_DIGITS = 7
 MAX_PHONE_DIGITS = 15  # E.164; anything longer is a card or an id, not a phone
+# A national number with its trunk 0: 10 or 11 digits in most of Europe (fewer would
+# also be dates written "01.02.2024"; more, ids).
+MIN_NATIONAL_DIGITS = 10
+MAX_NATIONAL_DIGITS = 11
 
+_SEP = r"[ ./-]"
 # Either compact E.164 or a short country/area code followed by separated groups; the
 # compact form is never extended, so it cannot swallow the digit groups written after it.
 # Every repetition starts with a separator or a parenthesised area code, so a digit run
 # can be split in only one way and a failed match cannot backtrack exponentially.
-_INTERNATIONAL = re.compile(
-    r"(?<![\w+])\+"
-    r"(?:[0-9]{1,4}(?![0-9])(?:(?:[ .-]?\([0-9]{1,4}\)[ .-]?|[ .-])[0-9]+)+|[0-9]+)"
-)
+_GROUPED = rf"[0-9]{{1,4}}(?![0-9])(?:(?:{_SEP}?\([0-9]{{1,4}}\){_SEP}?|{_SEP})[0-9]+)+"
+# "00" (the international prefix dialled in Europe) only with separated groups: a bare
+# run starting with 00 is an id ("order 0012345678").
+_INTERNATIONAL = re.compile(rf"(?<![\w+])(?:\+(?:{_GROUPED}|[0-9]+)|00(?=[1-9]){_GROUPED})")
 # NANP: area code and exchange never start with 0 or 1, which rules out many dates and ids.
 _NORTH_AMERICAN = re.compile(
     r"(?<![0-9])(?<![0-9][.-])"
     r"(?:1[ .-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
     r"(?![0-9])(?![.-][0-9])"
 )
+# Trunk 0, an area or mobile prefix, then groups of two or more digits.
+_NATIONAL = re.compile(rf"(?<![\w+])0[1-9][0-9]{{0,4}}(?:{_SEP}[0-9]{{2,8}}){{1,4}}(?![\w])")
+# "01.02.2024", "01/02/2024 10": a day, a month and a year are no phone.
+_DATE = re.compile(r"[0-3]?[0-9][./-][01]?[0-9][./-](?:19|20)[0-9]{2}\b")
 _DIGITS = re.compile(r"[0-9]+")
+# Same length in and out, so the spans found in the translation are the text's.
+_SIGNS = {"\uff0b": "+", "\uff08": "(", "\uff09": ")", "\uff0d": "-", "\uff0e": ".",
+          "\uff0f": "/", "\u3000": " ", "\u00a0": " "}  # fmt: skip
 
 
 def find_phone_numbers(text: str) -> list[Finding]:
     """Phone numbers in ``text``, sorted and non-overlapping."""
-    found = [_international(text, m.start(), m.end()) for m in _INTERNATIONAL.finditer(text)]
+    text = _ascii(text)
+    found = [
+        _counted(text, m.start(), m.end(), MIN_PHONE_DIGITS, MAX_PHONE_DIGITS)
+        for m in _INTERNATIONAL.finditer(text)
+    ]
     found += [Finding(PiiKind.PHONE, m.start(), m.end()) for m in _NORTH_AMERICAN.finditer(text)]
+    found += [
+        _counted(text, m.start(), m.end(), MIN_NATIONAL_DIGITS, MAX_NATIONAL_DIGITS)
+        for m in _NATIONAL.finditer(text)
+        if not _DATE.match(text, m.start())
+    ]
     return merge_overlapping(f for f in found if f is not None)
 
 
-def _international(text: str, start: int, end: int) -> Finding | None:
-    # The pattern is greedy: "+1 415 555 2671 4111 1111 ..." must give back the trailing
-    # groups rather than lose the phone, while one run of more than 15 digits is no phone.
+def _ascii(text: str) -> str:
+    """``text`` with every decimal digit and the full-width signs as ASCII, length kept."""
+    if text.isascii():
+        return text
+    out = []
+    for char in text:
+        digit = unicodedata.decimal(char, None)
+        out.append(str(digit) if digit is not None else _SIGNS.get(char, char))
+    return "".join(out)
+
+
+def _counted(text: str, start: int, end: int, least: int, most: int) -> Finding | None:
+    # The patterns are greedy: "+1 415 555 2671 4111 1111 ..." must give back the trailing
+    # groups rather than lose the phone, while one run of too many digits is no phone.
     groups = [m.span() for m in _DIGITS.finditer(text, start, end)]
     total = sum(e - s for s, e in groups)
-    while total > MAX_PHONE_DIGITS and len(groups) > 1:
+    while total > most and len(groups) > 1:
         last_start, last_end = groups.pop()
         total -= last_end - last_start
-    if not MIN_PHONE_DIGITS <= total <= MAX_PHONE_DIGITS:
+    if not least <= total <= most:
         return None
     return Finding(PiiKind.PHONE, start, groups[-1][1])

@@ -102,10 +102,23 @@ def _is_ip_host(host: str) -> bool:
     return True
 
 
+def _decoded(text: str) -> str:
+    """Percent-decoded until nothing changes (twice-encoded "%2540" hides an "@")."""
+    for _ in range(3):
+        once = unquote(text, errors="replace")
+        if once == text:
+            break
+        text = once
+    return text
+
+
 def _scrub_path(path: str) -> str:
+    # Path parameters (";jsessionid=...") carry session ids, never content worth keeping;
+    # they go first, or "/4111;x=1/1111/..." would hide a card from the check below.
+    path = "/".join(segment.split(";", 1)[0] for segment in path.split("/"))
     # A card written with slashes ("/4111/1111/1111/1111", spaces around them encoded)
     # spans segments, each too short to be one: the whole decoded path is looked at first.
-    decoded = unquote(path, errors="replace")
+    decoded = _decoded(path)
     cards = find_card_numbers(decoded)
     if cards:
         kept = replace_findings(decoded, cards, url_marker)
@@ -114,9 +127,7 @@ def _scrub_path(path: str) -> str:
 
 
 def _scrub_segment(segment: str) -> str:
-    # Path parameters (";jsessionid=...") carry session ids, never content worth keeping.
-    segment = segment.split(";", 1)[0]
-    decoded = unquote(segment, errors="replace")
+    decoded = _decoded(segment)
     if _OPAQUE_ID.fullmatch(decoded):
         return ID_MARKER
     scrubbed = redact_with(decoded, url_marker)
@@ -135,10 +146,11 @@ def _scrub_query(query: str, allowed_query_keys: frozenset[str]) -> str:
 
 
 def _scrub_value(value: str) -> str:
-    # parse_qsl reads "+" as a space, which hides "+1 212 555 0123"'s leading "+" from
-    # the phone detector: the value is looked at as sent too.
-    scrubbed = redact_with(value, url_marker)
-    as_sent = value.replace(" ", "+")
-    if scrubbed == value and redact_with(as_sent, url_marker) != as_sent:
-        return redact_with(as_sent, url_marker)
-    return scrubbed
+    # parse_qsl reads "+" as a space, which cuts "jane+news@example.com" in two and hides
+    # "+1 212 555 0123"'s leading "+": the value is looked at as sent first, then with
+    # its "+" as spaces (grouped numbers), so what either reading finds is removed.
+    as_sent = _decoded(value).replace(" ", "+")
+    scrubbed = redact_with(as_sent, url_marker).replace("+", " ")
+    scrubbed = redact_with(scrubbed, url_marker)
+    # Ids are as identifying in a query as in a path ("?ref=5f0c3a2e1b2c4d3e").
+    return _OPAQUE_ID.sub(ID_MARKER, scrubbed)

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    UUID4,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.events.catalogue.analytics import DeviceClass
 from shared.pii import contains_pii, redact, referrer_host, scrub_url
@@ -52,7 +60,9 @@ class Beacon(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore", str_max_length=2048)
 
-    beacon_id: UUID
+    # Random (version 4) only: it is kept for deduplication, and a version 1 id carries
+    # the sending device's MAC address and a timestamp.
+    beacon_id: UUID4
     site: str = Field(min_length=1, max_length=253)
     page: str | None = Field(None, min_length=1)
     screen: str | None = Field(None, min_length=1, max_length=200)
@@ -120,7 +130,7 @@ class ScrubbedVisit:
 def _json(body: bytes) -> object:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested too deep
         raise MalformedBeacon("the body is not JSON") from exc
 
 

@@ -89,9 +89,11 @@ class _Hidden:
         self.keys[i].add(key)
 
 
-def _complement_within(windows: Sequence[Window], hidden: _Hidden) -> bool:
-    """Exactly one hidden cell of a dimension: hide its smallest published neighbour,
-    or, with none left, the window (its total would be that cell)."""
+def _complement_within(windows: Sequence[Window], hidden: _Hidden, k: int) -> bool:
+    """The hidden cells of a dimension add up to the total minus the published ones: while
+    that sum is under k visits (one hidden cell is its own sum; two cells of one visit
+    each are each pinned, a cell holding at least one), hide the smallest published
+    neighbour, or, with none left, the window."""
     changed = False
     for i, window in enumerate(windows):
         if hidden.hides(i, TOTAL):
@@ -99,7 +101,8 @@ def _complement_within(windows: Sequence[Window], hidden: _Hidden) -> bool:
         for dimension in sorted({c.dimension for c in window.cells}):
             group = [c for c in window.cells if c.dimension == dimension]
             kept = [c for c in group if not hidden.hides(i, _key(c))]
-            if len(group) - len(kept) == 1:
+            hidden_sum = sum(c.visits for c in group) - sum(c.visits for c in kept)
+            if len(group) > len(kept) and (len(group) - len(kept) == 1 or hidden_sum < k):
                 hidden.hide(i, _key(_smallest(kept)) if kept else TOTAL)
                 changed = True
                 if not kept:
@@ -215,7 +218,7 @@ def _settle(windows: Sequence[Window], k: int, already: Sequence[set[Key]]) -> l
     small = {slot for slot, c in cells.items() if c.unique_visitors < k}
     across = _parent_sums(windows)
     while True:
-        while _complement_within(windows, hidden) | _complement_across(across, hidden):
+        while _complement_within(windows, hidden, k) | _complement_across(across, hidden):
             pass
         leaks = audit.solvable(system, lambda slot: hidden.hides(*slot)) & small
         if not leaks:
@@ -278,8 +281,11 @@ def add_noise(
         uniques = cell.unique_visitors + laplace(noise(base + "|uniques"), scale)
         # Rounded, and never below the threshold the cell was published under.
         unique_visitors = max(k, round(uniques))
+        # No exact percentiles beside noisy counts: computed from the exact load-time
+        # buckets, they would pin the ratios of those counts, and with them the counts.
         return replace(cell, visits=max(unique_visitors, round(visits)),
-                       unique_visitors=unique_visitors)  # fmt: skip
+                       unique_visitors=unique_visitors,
+                       load_time_p50_ms=None, load_time_p95_ms=None)  # fmt: skip
 
     if released.total is None:
         return released

@@ -118,7 +118,7 @@ def _views(body: bytes, most: int) -> int:
         return 1
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return 1
     return min(most, max(1, len(data))) if isinstance(data, list) else 1
 

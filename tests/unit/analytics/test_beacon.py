@@ -1,5 +1,6 @@
 """Beacons are cut down to anonymous visits: scrubbing, bots, signals, visitor hashes."""
 
+import json
 import uuid
 from datetime import date
 
@@ -93,6 +94,9 @@ def test_screen_names_are_redacted() -> None:
         _body(page="/a\u0000b"),
         _body(screen="Home\n"),
         _body(page="/a", referrer="https://x.example/\u001f"),
+        # A version 1 id carries the device's MAC address: only random ids are kept.
+        json.dumps({"beacon_id": str(uuid.uuid1()), "site": "imt.example", "page": "/a"}).encode(),
+        b"[" * 5000 + b"]" * 5000,  # nested deeper than the parser goes
     ],
 )
 def test_malformed_beacons_are_refused(body: bytes) -> None:

@@ -57,9 +57,12 @@ def test_no_published_cell_is_under_k_nor_derivable(cells: list[tuple[int, int]]
     assert all(c.unique_visitors >= k for c in released.cells)
     if released.total is not None:
         assert released.total.unique_visitors >= k
-        # Exactly one hidden cell would be total minus the published ones.
+        # Exactly one hidden cell would be total minus the published ones; several hidden
+        # cells' sum is that difference, and must not be a count under k either.
         hidden = len(cells) - len(released.cells)
         assert hidden != 1
+        if hidden:
+            assert released.total.visits - sum(c.visits for c in released.cells) >= k
 
 
 def test_noise_is_repeatable_and_keeps_counts_at_least_k() -> None:
@@ -71,6 +74,20 @@ def test_noise_is_repeatable_and_keeps_counts_at_least_k() -> None:
     assert all(c.unique_visitors >= 11 for c in first.windows[0].cells)
     assert first.cells_published == 3
     assert first.cells_suppressed == 0
+
+
+@pytest.mark.promise("P-20")
+def test_noisy_counts_come_without_exact_load_time_percentiles() -> None:
+    # Percentiles computed from exact load-time buckets pin the ratios of the exact
+    # counts, and so the counts under the noise: with noise, none is published.
+    cells = [Cell("page", "/", 400, 300, 32.5, 89.2), Cell("page", "/b", 200, 120, 40.0, 99.0)]
+    window = Window("w", Cell("total", "", 600, 420, 35.0, 95.0), cells)
+    noisy = release([window], 11, 1.0, keyed_noise(b"k" * 32)).windows[0]
+    assert noisy.total is not None
+    for cell in (noisy.total, *noisy.cells):
+        assert (cell.load_time_p50_ms, cell.load_time_p95_ms) == (None, None)
+    exact = release([window], 11, None, keyed_noise(b"k" * 32)).windows[0]
+    assert exact.cells[0].load_time_p50_ms == 32.5  # without noise they are published
 
 
 def test_replicas_sharing_the_key_publish_the_same_noise_and_another_key_does_not() -> None:
@@ -118,8 +135,10 @@ def test_a_cell_hidden_in_one_hour_is_hidden_in_another_of_its_day() -> None:
     # /blog: 6 visitors at 10:00 (under k), 20 at 11:00, 29 at noon. Published at 11:00
     # and noon, the day's count of /blog minus theirs would be 10:00's: so the smaller
     # published one goes too. (Each hour has two small pages of its own, so hiding one
-    # more needs no complement inside the hour, which would cascade.)
-    small = {"/x": (5, 5), "/y": (4, 4)}
+    # more needs no complement inside the hour, which would cascade; together they hold
+    # k visits, or their sum, the total minus the published pages, would be a count
+    # under k.)
+    small = {"/x": (6, 6), "/y": (5, 5)}
     ten = _hour("10", {"/home": (40, 30), "/pricing": (30, 25), "/blog": (6, 6), **small})
     eleven = _hour("11", {"/home": (50, 35), "/pricing": (30, 24), "/blog": (20, 20), **small})
     noon = _hour("12", {"/home": (45, 33), "/pricing": (26, 20), "/blog": (30, 29), **small})
@@ -130,6 +149,27 @@ def test_a_cell_hidden_in_one_hour_is_hidden_in_another_of_its_day() -> None:
     # Another day's hours are another family: nothing to balance there.
     alone = suppress([_hour("13", {"/home": (40, 30), "/blog": (25, 20)}, day="d2"), ten], 11)
     assert _shown(alone[0]) == {"/home", "/blog"}
+
+
+@pytest.mark.promise("P-20")
+def test_hidden_cells_whose_sum_is_under_k_take_a_published_one_with_them() -> None:
+    # Device classes: desktop 30, mobile 1, app 1. Publishing desktop beside the total
+    # (32) would give the hidden two away: 2 visits, and every cell holds at least one,
+    # so each is exactly 1. Their sum must not be a count under k either.
+    cells = [
+        Cell("page", "/", 32, 32),
+        Cell("device_class", "desktop", 30, 30),
+        Cell("device_class", "mobile", 1, 1),
+        Cell("device_class", "app", 1, 1),
+    ]
+    [released] = suppress([Window("w", Cell("total", "", 32, 32), cells)], 11)
+    assert released.total is not None
+    assert {(c.dimension, c.value) for c in released.cells} == {("page", "/")}
+    # Hidden cells holding k visits together leave their neighbours published.
+    cells[2:] = [Cell("device_class", "mobile", 6, 6), Cell("device_class", "app", 5, 5)]
+    many = Window("w", Cell("total", "", 41, 41), [Cell("page", "/", 41, 41), *cells[1:]])
+    [released] = suppress([many], 11)
+    assert ("device_class", "desktop") in {(c.dimension, c.value) for c in released.cells}
 
 
 def test_a_window_hidden_whole_hides_a_sibling_whole() -> None:

@@ -70,6 +70,18 @@ def test_generated_emails_are_found_whole(email: str) -> None:
         "+1 (415) 555-2671",
         "+49 30 123456",
         "1-800-555-0199",
+        # National numbers with their trunk 0, and the 00 international prefix.
+        "07700 900123",
+        "06 12 34 56 78",
+        "06.12.34.56.78",
+        "030 12345678",
+        "030/12345678",
+        "0044 20 7946 0958",
+        "+49 30/1234567",
+        # Digits of other scripts read as digits.
+        "+\uff11 \uff12\uff11\uff12 \uff15\uff15\uff15 \uff10\uff11\uff12\uff13",
+        "(\uff12\uff11\uff12) \uff15\uff15\uff15-\uff10\uff11\uff12\uff13",
+        "+\u0661 \u0664\u0661\u0665 \u0665\u0665\u0665 \u0662\u0666\u0667\u0661",
     ],
 )
 def test_phone_numbers_are_found_whole(phone: str) -> None:
@@ -104,6 +116,11 @@ def test_generated_phone_numbers_are_found_whole(phone: str) -> None:
         "stamp 20261129123045",
         "ranges 10-20-30",
         "UTC+01:00",
+        "due 01.02.2024 10:30",
+        "on 01/02/2024 10",
+        "order 0012345678",
+        "id 00123",
+        "price 0.99 0.49",
     ],
 )
 def test_dates_versions_prices_and_ids_are_not_personal_data(text: str) -> None:

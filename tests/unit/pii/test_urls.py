@@ -67,6 +67,21 @@ def leaked_forms(value: str) -> set[str]:
         ("https://4111-1111-1111-1111.example/x", "https://:host/x"),
         ("http://[::1", ""),
         ("", ""),
+        # What form encoders make of a card's spaces, in a path: "+" and "_".
+        ("/p/4111+1111+1111+1111", "/p/:card"),
+        ("/s/4111_1111_1111_1111", "/s/:card"),
+        # Path parameters go before the card check: they split no card any more.
+        ("/c/4111;x=1/1111/1111/1111", "/c/:card"),
+        # Encoded twice.
+        ("/x/4111%25201111%25201111%25201111", "/x/:card"),
+        ("/u/jane%2540example.com", "/u/:email"),
+        # A "+" in an address, unencoded or encoded: none of it is kept.
+        ("/x?ref=jane.doe+news@gmail.com", "/x?ref=:email"),
+        ("/x?utm_term=jane.doe%2Bnews%40gmail.com", "/x?utm_term=:email"),
+        # Ids in query values as in paths.
+        ("/x?ref=5f0c3a2e1b2c4d3e", "/x?ref=:id"),
+        ("/x?utm_campaign=summer+sale+2024", "/x?utm_campaign=summer%20sale%202024"),
+        ("/call/06%2012%2034%2056%2078", "/call/:phone"),
     ],
 )
 def test_scrub_url(url: str, scrubbed: str) -> None:
