@@ -16,6 +16,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TextIO
 
+from pydantic import BaseModel
+
 from shared.pii import PiiKind, redact
 
 trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
@@ -98,6 +100,9 @@ class PersonalDataFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, _REDACTED_MARK, False):
             return True
+        # Mappings and models among the arguments are cleaned field by field first, as
+        # ``extra`` is: "%s" of {"password": ...} would otherwise only be pattern-matched.
+        record.args = self._clean_args(record.args)
         record.msg = redact(_message_of(record))
         record.args = ()
         for key, value in list(vars(record).items()):
@@ -118,13 +123,31 @@ class PersonalDataFilter(logging.Filter):
             # ``ValueError(f"no user {email}")``. Format once here, redact, and let
             # every formatter reuse the cached text instead of the raw exception.
             text = record.exc_text or _plain_formatter.formatException(record.exc_info)
-            record.exc_text = redact(text)
+            record.exc_text = redact(_without_inputs(text))
         elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = redact(_without_inputs(record.exc_text))
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         setattr(record, _REDACTED_MARK, True)
         return True
+
+    def _clean_args(
+        self, args: tuple[object, ...] | Mapping[str, object] | None
+    ) -> tuple[object, ...] | Mapping[str, object] | None:
+        if isinstance(args, Mapping):
+            return {str(k): self._clean_field(str(k), v) for k, v in args.items()}
+        if isinstance(args, tuple):
+            return tuple(self._clean_arg(arg) for arg in args)
+        return args
+
+    def _clean_arg(self, arg: object) -> object:
+        if isinstance(arg, BaseModel):
+            return self._clean_value(arg.model_dump(mode="json"))
+        if isinstance(arg, Mapping | list | tuple | set | frozenset):
+            return self._clean_value(arg)
+        if isinstance(arg, BaseException):
+            return _without_inputs(str(arg))
+        return arg
 
     def _clean_field(self, key: str, value: object) -> object:
         if is_denied_field(key, self.denied_fields):
@@ -147,6 +170,15 @@ class PersonalDataFilter(logging.Filter):
             return [self._clean_value(item) for item in value]
         # Anything else is written as text, so it is redacted as text.
         return redact(str(value))
+
+
+# pydantic's ValidationError text quotes each refused value: "input_value='hunter2!'".
+_INPUT_VALUE = re.compile(r"input_value=(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^,\]\n]*)")
+
+
+def _without_inputs(text: str) -> str:
+    """``text`` without the input values pydantic quotes in its validation errors."""
+    return _INPUT_VALUE.sub("input_value=" + REDACTED, text)
 
 
 def _message_of(record: logging.LogRecord) -> str:

@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from shared.observability import configure_logging, trace_id_var
 from shared.observability.logs import is_denied_field
@@ -93,6 +94,46 @@ def test_exception_message_is_redacted_in_the_traceback(
     traceback = str(line["traceback"])
     assert traceback.startswith("Traceback (most recent call last):")
     assert "ValueError: no account for [REDACTED:email] (card [REDACTED:card])" in traceback
+
+
+@pytest.mark.promise("P-01")
+def test_mappings_and_models_passed_as_arguments_are_cleaned_field_by_field(
+    log_stream: io.StringIO, log_lines: LogLines
+) -> None:
+    class Body(BaseModel):
+        password: str
+        attempts: int
+
+    log.warning("body %s", {"password": PASSWORD, "name": "Jane Doe", "attempts": 3})
+    log.warning("model %s", Body(password=PASSWORD, attempts=1))
+    log.warning("%(password)s and %(attempts)s", {"password": PASSWORD, "attempts": 2})
+
+    raw = log_stream.getvalue()
+    assert PASSWORD not in raw
+    assert "Jane Doe" not in raw
+    messages = [line["message"] for line in log_lines()]
+    assert messages == [
+        "body {'password': '[REDACTED]', 'name': '[REDACTED]', 'attempts': 3}",
+        "model {'password': '[REDACTED]', 'attempts': 1}",
+        "[REDACTED] and 2",
+    ]
+
+
+@pytest.mark.promise("P-01")
+def test_validation_errors_lose_the_values_they_quote(
+    log_stream: io.StringIO, log_lines: LogLines
+) -> None:
+    class Body(BaseModel):
+        attempts: int
+
+    try:
+        Body(attempts=PASSWORD)
+    except ValidationError:
+        log.exception("refused")
+
+    assert PASSWORD not in log_stream.getvalue()
+    [line] = log_lines()
+    assert "input_value=[REDACTED]" in str(line["traceback"])
 
 
 def test_records_seen_by_later_handlers_are_redacted_too(
