@@ -123,12 +123,24 @@ class PlatformSettings(BaseSettings):
                 ("IMT_BLIND_INDEX_KEY", self.blind_index_key, DEV_SECRET),
                 ("IMT_POSTGRES_PASSWORD", self.postgres_password, DEV_SECRET),
                 ("IMT_TOKEN_PRIVATE_KEY", self.token_private_key, DEV_TOKEN_PRIVATE_KEY),
+                # Its private half is in the repository: anyone could sign tokens for it.
+                ("IMT_TOKEN_PUBLIC_KEY", SecretStr(self.token_public_key), DEV_TOKEN_PUBLIC_KEY),
             )
             if value.get_secret_value() == dev
         ]
         if unsafe:
             raise UnsafeConfiguration(
                 f"{', '.join(unsafe)} still hold development defaults in {self.environment}"
+            )
+        # P-10: every hop encrypted and the server verified ("prefer" falls back to
+        # plaintext without a word, and checks no certificate).
+        if self.postgres_sslmode != "verify-full":
+            raise UnsafeConfiguration(
+                f"IMT_POSTGRES_SSLMODE must be verify-full in {self.environment}"
+            )
+        if self.kafka_security_protocol != "SSL":
+            raise UnsafeConfiguration(
+                f"IMT_KAFKA_SECURITY_PROTOCOL must be SSL in {self.environment}"
             )
         return self
 

@@ -596,7 +596,10 @@ def configuration_markdown() -> str:
         f"# Configuration\n\n{GENERATED}\n",
         "Every process reads its settings once at start-up from environment variables"
         " (prefix `IMT_`). Secrets have development defaults so `make run` works on a fresh"
-        " clone; outside `development` and `test` those defaults are refused at start-up.\n",
+        " clone; outside `development` and `test` those defaults are refused at start-up,"
+        " and so is any hop without verified TLS (`IMT_POSTGRES_SSLMODE` must be"
+        " `verify-full`, `IMT_KAFKA_SECURITY_PROTOCOL` `SSL`). The environment defaults to"
+        " `development`: a deployment sets `IMT_ENVIRONMENT=production`.\n",
         "## Shared settings (`shared.config.PlatformSettings`)\n",
         "Every service reads these.\n",
         settings_table(PlatformSettings, PlatformSettings.model_fields),

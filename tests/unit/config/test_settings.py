@@ -17,7 +17,7 @@ def test_production_refuses_every_development_secret(monkeypatch: pytest.MonkeyP
     with pytest.raises(ValidationError, match="development defaults in production") as refused:
         PlatformSettings()
     for variable in ("IMT_VAULT_MASTER_KEY", "IMT_BLIND_INDEX_KEY", "IMT_POSTGRES_PASSWORD",
-                     "IMT_TOKEN_PRIVATE_KEY"):  # fmt: skip
+                     "IMT_TOKEN_PRIVATE_KEY", "IMT_TOKEN_PUBLIC_KEY"):  # fmt: skip
         assert variable in str(refused.value)
 
 
@@ -27,6 +27,9 @@ REAL_PLATFORM_SECRETS = {
     "IMT_BLIND_INDEX_KEY": "a-real-index-key",
     "IMT_POSTGRES_PASSWORD": "a-real-password",
     "IMT_TOKEN_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nreal\n-----END PRIVATE KEY-----\n",
+    "IMT_TOKEN_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nreal\n-----END PUBLIC KEY-----\n",
+    "IMT_POSTGRES_SSLMODE": "verify-full",
+    "IMT_KAFKA_SECURITY_PROTOCOL": "SSL",
 }
 
 
@@ -41,6 +44,21 @@ def test_production_accepts_real_secrets(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.database_dsn("vault").endswith(
         "/vault?sslmode=verify-full&sslrootcert=/etc/ssl/imt-ca.pem"
     )
+
+
+@pytest.mark.promise("P-10")
+@pytest.mark.parametrize(
+    ("variable", "weak"),
+    [("IMT_POSTGRES_SSLMODE", "prefer"), ("IMT_POSTGRES_SSLMODE", "require"),
+     ("IMT_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")],
+)  # fmt: skip
+def test_production_refuses_a_hop_without_verified_tls(
+    monkeypatch: pytest.MonkeyPatch, variable: str, weak: str
+) -> None:
+    for name, value in {**REAL_PLATFORM_SECRETS, variable: weak}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=variable):
+        PlatformSettings()
 
 
 def test_secrets_never_show_in_a_repr() -> None:
