@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -68,22 +68,37 @@ async def test_after_an_smtp_outage_every_message_is_delivered_exactly_once(
         assert len(await mailbox.to(address)) == 1
 
 
+async def _contact_with_a_reply(
+    producer: AIOKafkaProducer, mailbox: Mailbox
+) -> tuple[uuid.UUID, str, RequestReplied]:
+    """A contact whose request got a reply, mailed already."""
+    uid, address = await publish_contact(producer)
+    reply = RequestReplied(user_id=uid, request_id=uuid.uuid4(), reply_id=uuid.uuid4())
+    await publish(producer, reply, subject=str(uid))
+    await mailbox.wait_for([address], 1)
+    return uid, address, reply
+
+
+def _notifier_receipt(command: EraseSubject) -> Callable[[Envelope], bool]:
+    """The notifier's answer to ``command`` (other stores answer the same command too)."""
+
+    def mine(envelope: Envelope) -> bool:
+        return envelope.data.get("request_id") == str(command.request_id) and (
+            envelope.data.get("store") == "notifier"
+        )
+
+    return mine
+
+
 async def test_erasure_sends_the_final_email_first_then_erases_and_answers_once(
     api: httpx.AsyncClient,
     producer: AIOKafkaProducer,
     mailbox: Mailbox,
     settings: PlatformSettings,
 ) -> None:
-    uid, address = await publish_contact(producer)
-    reply = RequestReplied(user_id=uid, request_id=uuid.uuid4(), reply_id=uuid.uuid4())
-    await publish(producer, reply, subject=str(uid))
-    await mailbox.wait_for([address], 1)
+    uid, address, _ = await _contact_with_a_reply(producer, mailbox)
     command = EraseSubject(request_id=uuid.uuid4(), subject_id=uid)
-
-    def mine(envelope: Envelope) -> bool:  # other stores answer the same command too
-        return envelope.data.get("request_id") == str(command.request_id) and (
-            envelope.data.get("store") == "notifier"
-        )
+    mine = _notifier_receipt(command)
 
     async with watch_topic(settings, "deletion.receipts") as receipts:
         await publish(producer, command, subject=str(uid), source="deletion")
@@ -111,18 +126,11 @@ async def test_erasing_one_request_takes_its_replies_inbox_item_email_record_and
     mailbox: Mailbox,
     settings: PlatformSettings,
 ) -> None:
-    uid, address = await publish_contact(producer)
-    reply = RequestReplied(user_id=uid, request_id=uuid.uuid4(), reply_id=uuid.uuid4())
-    await publish(producer, reply, subject=str(uid))
-    await mailbox.wait_for([address], 1)
+    uid, _, reply = await _contact_with_a_reply(producer, mailbox)
     command = EraseSubject(
         request_id=uuid.uuid4(), subject_id=uid, scope="request", item_id=reply.request_id
     )
-
-    def mine(envelope: Envelope) -> bool:
-        return envelope.data.get("request_id") == str(command.request_id) and (
-            envelope.data.get("store") == "notifier"
-        )
+    mine = _notifier_receipt(command)
 
     async with watch_topic(settings, "deletion.receipts") as receipts:
         await publish(producer, command, subject=str(uid), source="deletion")
