@@ -47,6 +47,18 @@ class AccountsSettings(PlatformSettings):
             " throttle counters, expired link tokens, sessions no token can resume."
         ),
     )
+    accounts_signup_lapse_days: int = Field(
+        30,
+        ge=1,
+        description=(
+            "Days after sign-up an account never activated (address never verified or,"
+            " under 13, no guardian's consent) is erased everywhere, once every link"
+            " mailed for it expired."
+        ),
+    )
+    accounts_lapse_sweep_seconds: float = Field(
+        3600.0, gt=0, description="How often the worker looks for lapsed sign-ups."
+    )
     accounts_pending_sweep_seconds: float = Field(
         300.0, gt=0, description="How often the worker clears new addresses whose link expired."
     )

@@ -3,8 +3,8 @@
 Consumes deletion.commands (EraseSubject) and deletion.stages (a grace period ended:
 close the cancel window) with an idempotent consumer; effects and the events they
 publish are written in the transaction that marks the event processed. Beside it,
-periodic rounds forget new addresses whose confirmation link expired, and delete what
-is kept only while it serves (``retention``).
+periodic rounds forget new addresses whose confirmation link expired, delete what is
+kept only while it serves (``retention``), and have lapsed sign-ups erased.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import signal
 from services.accounts.bootstrap import bootstrap
 from services.accounts.config import ERASURE_GROUP, AccountsSettings
 from services.accounts.handlers import handler
+from services.accounts.lapsed_signups import LapsedSignups
 from services.accounts.pending_addresses import PendingAddressExpiry
 from services.accounts.retention import Retention
 from shared.bus import IdempotentConsumer, manual_commit_consumer
@@ -40,11 +41,15 @@ async def run(settings: AccountsSettings) -> None:
     )
 
     retention = Retention(runtime.pool, settings)
+    lapsed = LapsedSignups(
+        runtime.pool, settings.accounts_signup_lapse_days, settings.accounts_lapse_sweep_seconds
+    )
 
     def stop() -> None:
         consumer.stop()
         expiry.stop()
         retention.stop()
+        lapsed.stop()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -54,6 +59,7 @@ async def run(settings: AccountsSettings) -> None:
             loops.create_task(consumer.run())
             loops.create_task(expiry.run())
             loops.create_task(retention.run())
+            loops.create_task(lapsed.run())
     finally:
         await kafka.stop()
         await runtime.close()

@@ -30,6 +30,7 @@ from shared.events.catalogue.accounts import (
     DeletionCancelled,
     DeletionConfirmed,
     DeletionRequested,
+    SignupLapsed,
 )
 from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject, SubjectErased
 from shared.events.catalogue.notifier import SendNotice
@@ -127,19 +128,45 @@ async def deletion_requested(
     """``asked_at``: when accounts took the request (its envelope's time). The legal
     deadlines and the grace period run from then, not from when this worker heard of it,
     which may be much later after an outage (never later than now: clocks differ)."""
-    now = deps.now()
     try:
         request = stages.new_request(
             event.request_id,
             event.user_id,
             scope=event.scope,
             item_id=event.item_id,
-            now=min(asked_at, now) if asked_at is not None else now,
+            now=_asked(deps, asked_at),
             grace=deps.timing.grace,
         )
     except ValueError as exc:
         raise Unprocessable(str(exc)) from exc
-    tracked = Tracked(request, event.initiated_by)
+    await _start(conn, deps, Tracked(request, event.initiated_by))
+
+
+async def signup_lapsed(
+    conn: Connection, deps: Deps, event: SignupLapsed, asked_at: datetime | None = None
+) -> None:
+    """A sign-up never completed: the whole account is erased like a requested deletion,
+    with no grace period (no one can sign in to cancel it). Accounts still closes its
+    cancel window, so the same handshake starts the erasure."""
+    request = stages.new_request(
+        event.request_id,
+        event.user_id,
+        scope="account",
+        item_id=None,
+        now=_asked(deps, asked_at),
+        grace=timedelta(0),
+    )
+    await _start(conn, deps, Tracked(request, "retention"))
+
+
+def _asked(deps: Deps, asked_at: datetime | None) -> datetime:
+    now = deps.now()
+    return min(asked_at, now) if asked_at is not None else now
+
+
+async def _start(conn: Connection, deps: Deps, tracked: Tracked) -> None:
+    now = deps.now()
+    request = tracked.request
     if not await store.insert_request(conn, tracked, next_check_at=now):
         return  # known already: a redelivery, or cancelled before it arrived
     await store.add_stage(conn, request)
@@ -250,6 +277,8 @@ def route(deps: Deps) -> Callable[[Connection, Sequence[Delivery | Tombstone]], 
         for item in items:
             if isinstance(item, Delivery) and isinstance(item.event, DeletionRequested):
                 await deletion_requested(conn, deps, item.event, item.envelope.time)
+            elif isinstance(item, Delivery) and isinstance(item.event, SignupLapsed):
+                await signup_lapsed(conn, deps, item.event, item.envelope.time)
             elif isinstance(item, Delivery):
                 handler = EVENT_HANDLERS.get(type(item.event))
                 if handler is not None:

@@ -36,6 +36,7 @@ from services.accounts.context import (
 )
 from services.accounts.domain import throttle
 from services.accounts.domain.age import AgeBand, age_band, plausible_birth_date
+from services.accounts.lapsed_signups import lapsing
 from services.accounts.links import mail_action_link
 from services.accounts.security import (
     MAX_PASSWORD,
@@ -246,6 +247,8 @@ async def confirm_account_facts(
     verified = changes.get("email_verified", user["email_verified"])
     consented = changes.get("guardian_consented", user["guardian_consented"])
     active = bool(verified) and (user["age_band"] != "under_13" or bool(consented))
+    if active and not user["active"] and await lapsing(conn, user_id):
+        active = False  # its erasure as a lapsed sign-up is under way: it stays closed
     if active and not user["active"]:
         changes["active"] = True
     await store.update_user(conn, user_id, **changes)

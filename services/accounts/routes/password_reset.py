@@ -23,6 +23,7 @@ from services.accounts.context import (
     Context,
     Ctx,
 )
+from services.accounts.lapsed_signups import lapsing
 from services.accounts.links import mail_action_link
 from services.accounts.routes.auth import (
     LinkToken,
@@ -65,7 +66,9 @@ async def request_reset(body: ResetRequest, ctx: Ctx) -> ResetRequested:
             user = await store.user_by_email_index(conn, index)
             if user is not None:
                 await store.user_by_id(conn, user["id"], lock=True)  # one request at a time
-                if not await _mailed_recently(conn, ctx, user["id"]):
+                if not await _mailed_recently(conn, ctx, user["id"]) and not await lapsing(
+                    conn, user["id"]
+                ):
                     await mail_action_link(
                         ctx, conn, user["id"], purpose=PURPOSE, template="password_reset",
                         path="reset-password",

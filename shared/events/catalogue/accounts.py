@@ -123,6 +123,21 @@ class DeletionRequested(_Lifecycle):
 
 
 @register_event
+class SignupLapsed(_Lifecycle):
+    """A sign-up was never completed: its address was not verified (or, under 13, no
+    guardian consented) within the lapse period, and every link mailed for it expired.
+
+    Accounts asks for the whole account's erasure everywhere, under ``request_id``, as
+    a deletion request the deletion service runs with no grace period: no one can sign
+    in to cancel it, and nothing it holds was ever confirmed. A child's data is not kept
+    without a guardian's consent (P-26), nor anyone's for an account never used (P-13)."""
+
+    event_name: ClassVar[str] = "signup.lapsed"
+    version: ClassVar[int] = 1
+    request_id: UUID
+
+
+@register_event
 class RecipientErasureRequested(Event):
     """A processor or partner the subject's data was disclosed to is asked to erase it
     (P-19): the exports that held the subject, once per recipient and subject, when the

@@ -53,6 +53,8 @@ for name, value in {
     "IMT_DELETION_BACKUP_POLL_SECONDS": "1",
     "IMT_DELETION_VERIFY_LEASE_SECONDS": "10",
     "IMT_DELETION_RETENTION_FILE": _test_retention_file(),
+    # Lapsed sign-ups (aged by the test) are looked for every second.
+    "IMT_ACCOUNTS_LAPSE_SWEEP_SECONDS": "1",
 }.items():
     os.environ.setdefault(name, value)
 

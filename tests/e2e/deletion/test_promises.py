@@ -36,7 +36,10 @@ from tests.e2e.accounts.support import (
     new_operator,
     read_topics_from_beginning,
     record_invoice,
+    sign_up,
     start_tail,
+    unique_email,
+    verify,
 )
 from tests.e2e.deletion.conftest import FINANCIAL_RETENTION_SECONDS, TEST_RULES_SUFFIX
 from tests.e2e.deletion.support import (
@@ -47,6 +50,7 @@ from tests.e2e.deletion.support import (
     wait_for_stage,
 )
 from tests.support.cards import opened
+from tests.support.mailbox import Mailbox, eventually
 
 ACCOUNTS = "/api/accounts"
 
@@ -239,6 +243,81 @@ async def test_after_deletion_completes_the_verifier_finds_nothing_but_anonymise
     devices = await client.get(f"{ACCOUNTS}/me/devices", headers=bystander.headers)
     assert [d["id"] for d in devices.json()] == [kept_device]
     assert not await vault.is_shredded(bystander.id)
+
+
+@pytest.mark.promise("P-26")
+@pytest.mark.promise("P-13")
+async def test_a_sign_up_never_completed_is_erased_everywhere_without_mailing_it(
+    client: httpx.AsyncClient, bus: BusTail, settings: PlatformSettings, vault: Vault
+) -> None:
+    """A child's sign-up whose guardian never consented is not kept: once its links
+    expired and the lapse period passed, accounts has it erased in every store. Its
+    address was never confirmed, so nothing is mailed about it. A sign-up still within
+    its period is left alone."""
+    guardian = unique_email("guardian")
+    child = await sign_up(client, birth_date="2017-03-01", guardian_email=guardian)
+    waiting = await sign_up(client)  # signed up just now: not lapsed
+    mailbox = Mailbox()
+    try:
+        # The links went out: the notifier holds the child's contact, and mail to the
+        # child's address does arrive (so an erasure email would have been seen).
+        before = await eventually(lambda: mailbox.to(child.email), lambda found: bool(found))
+        await eventually(lambda: mailbox.to(guardian), lambda found: bool(found))
+        subject = uuid.UUID(child.id)
+        assert await _rows(
+            settings, "notifier", "SELECT count(*) FROM contacts WHERE user_id = $1", subject
+        ) == 1  # fmt: skip
+
+        await _age_sign_up(subject, days=31)  # what 31 days would do: links expired
+        lapsed = await bus.event("signup.lapsed.", child.id, timeout=60)
+        request_id = lapsed["data"]["request_id"]
+        await wait_for_stage(client, child.id, request_id, ("complete",), timeout=240)
+
+        for database, sql in (
+            ("accounts", "SELECT count(*) FROM users WHERE id = $1"),
+            ("accounts", "SELECT count(*) FROM action_tokens WHERE user_id = $1"),
+            ("notifier", "SELECT count(*) FROM contacts WHERE user_id = $1"),
+            ("notifier", "SELECT count(*) FROM deliveries WHERE user_id = $1"),
+        ):
+            assert await _rows(settings, database, sql, subject) == 0, sql
+        assert await contact_cards_left(DeletionSettings(environment="test"), [subject]) == set()
+        assert await vault.is_shredded(subject)
+        verdict = await client.post(
+            f"{API}/operator/requests/{request_id}/verify", headers=officer()
+        )
+        assert verdict.status_code == 200, verdict.text
+        assert verdict.json()["clean"] is True, verdict.json()
+        # The notifier answers only after its final email would have gone: none did.
+        assert len(await mailbox.to(child.email)) == len(before)
+    finally:
+        await mailbox.close()
+    # The sign-up within its period is untouched, and can still be completed.
+    assert await _rows(
+        settings, "accounts", "SELECT count(*) FROM users WHERE id = $1", uuid.UUID(waiting.id)
+    ) == 1  # fmt: skip
+    assert not await vault.is_shredded(waiting.id)
+    assert (await verify(client, bus, waiting))["active"] is True
+
+
+async def _age_sign_up(subject: uuid.UUID, *, days: int) -> None:
+    """Move a sign-up and its links back in time (the only write a test makes to a
+    service's database: the clock is what it stands for)."""
+    dsn = DeletionSettings(environment="test").admin_dsn("accounts")
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE users SET created_at = now() - make_interval(days => $2) WHERE id = $1",
+                subject,
+                days,
+            )
+            await conn.execute(
+                "UPDATE action_tokens SET expires_at = now() - interval '1 hour'"
+                " WHERE user_id = $1",
+                subject,
+            )
+    finally:
+        await conn.close()
 
 
 async def _readable_anywhere(settings: PlatformSettings, values: list[str]) -> dict[str, int]:

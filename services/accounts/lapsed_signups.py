@@ -1,0 +1,92 @@
+"""A sign-up never completed is not kept: the accounts worker has it erased everywhere.
+
+An account becomes active once its address is verified and, under 13, once a guardian
+consented. One still inactive ``accounts_signup_lapse_days`` after sign-up, with every
+link mailed for it expired (verification, consent, password reset), is a lapsed
+sign-up: a child's data held without a guardian's consent (P-26), or an address someone
+typed and never confirmed. The round records a deletion request (``retention``), spends
+the account's links, and publishes :class:`SignupLapsed`; the deletion service erases it
+in every store, backups included, as it would any account (P-13, P-14).
+
+While that runs, the account stays out of reach: its links are gone, a password reset
+mails nothing (as for an unknown address), and nothing can activate it.
+"""
+
+from __future__ import annotations
+
+import logging
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from services.accounts.context import emit
+from shared.db.pool import Connection
+from shared.events.catalogue.accounts import SignupLapsed
+from shared.service.periodic import Periodic
+
+log = logging.getLogger(__name__)
+BATCH = 200
+
+# Rows another transaction holds (a link being used, a reset being mailed) are skipped:
+# the next round sees them settled.
+_LAPSED = """
+SELECT u.id FROM users u
+WHERE NOT u.active
+  AND u.created_at < now() - make_interval(days => $1)
+  AND NOT EXISTS (
+      SELECT 1 FROM action_tokens t
+      WHERE t.user_id = u.id AND t.used_at IS NULL AND t.expires_at > now()
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM deletion_requests d
+      WHERE d.user_id = u.id AND d.status IN ('pending_approval', 'requested', 'confirmed')
+  )
+ORDER BY u.created_at
+LIMIT $2
+FOR UPDATE OF u SKIP LOCKED
+"""
+
+
+async def lapsing(conn: Connection, user_id: UUID) -> bool:
+    """Whether the account's erasure as a lapsed sign-up is under way."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM deletion_requests WHERE user_id = $1"
+            " AND initiated_by = 'retention' AND status IN ('requested', 'confirmed'))",
+            user_id,
+        )
+    )
+
+
+class LapsedSignups(Periodic):
+    name = "lapsed-signups"
+
+    def __init__(self, pool: asyncpg.Pool, lapse_days: int, interval_seconds: float) -> None:
+        super().__init__()
+        self._pool = pool
+        self._lapse_days = lapse_days
+        self._interval = interval_seconds
+
+    def interval(self) -> float:
+        return self._interval
+
+    async def round(self) -> bool:
+        async with self._pool.acquire() as conn, conn.transaction():
+            lapsed = [r["id"] for r in await conn.fetch(_LAPSED, self._lapse_days, BATCH)]
+            for user_id in lapsed:
+                await _request_erasure(conn, user_id)
+        if lapsed:
+            log.info("asked for the erasure of %d lapsed sign-ups", len(lapsed))
+        return len(lapsed) == BATCH
+
+
+async def _request_erasure(conn: Connection, user_id: UUID) -> None:
+    request_id = uuid4()
+    await conn.execute(
+        "INSERT INTO deletion_requests (id, user_id, initiated_by, status)"
+        " VALUES ($1, $2, 'retention', 'requested')",
+        request_id,
+        user_id,
+    )
+    await conn.execute("DELETE FROM action_tokens WHERE user_id = $1", user_id)
+    await emit(conn, SignupLapsed(user_id=user_id, request_id=request_id), user_id)

@@ -1,0 +1,106 @@
+"""Lapsed sign-ups on real PostgreSQL: an account never activated within the lapse
+period, with no live link, is handed to the deletion service, and nothing else is."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+
+from services.accounts.lapsed_signups import LapsedSignups, lapsing
+from shared.db.pool import Connection
+from shared.events import decode_envelope, parse_event
+from shared.events.catalogue.accounts import SignupLapsed
+from shared.events.topics import ACCOUNTS_LIFECYCLE
+from tests.integration.accounts.users import stored_user
+
+LAPSE_DAYS = 30
+
+
+async def _signed_up(
+    conn: Connection, days_ago: float, *, active: bool = False, **columns: object
+) -> uuid.UUID:
+    user_id = await stored_user(conn, active=active, **columns)
+    await conn.execute(
+        "UPDATE users SET created_at = now() - make_interval(secs => $2) WHERE id = $1",
+        user_id,
+        days_ago * 86_400,
+    )
+    return user_id
+
+
+async def _token(
+    conn: Connection, user_id: uuid.UUID, purpose: str, expires_in_hours: float
+) -> None:
+    await conn.execute(
+        "INSERT INTO action_tokens (token_hash, user_id, purpose, expires_at)"
+        " VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+        uuid.uuid4().bytes,
+        user_id,
+        purpose,
+        expires_in_hours * 3600,
+    )
+
+
+async def _lapsed_events(pool: asyncpg.Pool) -> list[SignupLapsed]:
+    rows = await pool.fetch(
+        "SELECT value FROM bus_outbox WHERE topic = $1 ORDER BY seq", ACCOUNTS_LIFECYCLE.name
+    )
+    events = [parse_event(decode_envelope(r["value"])) for r in rows]
+    return [e for e in events if isinstance(e, SignupLapsed)]
+
+
+@pytest.mark.promise("P-26")
+@pytest.mark.promise("P-13")
+async def test_a_round_hands_only_lapsed_sign_ups_to_the_deletion_service(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        # Lapsed: an adult who never verified, a child whose guardian never consented.
+        adult = await _signed_up(conn, 31)
+        child = await _signed_up(
+            conn, 45, age_band="under_13", guardian_email=b"sealed-guardian",
+            guardian_consented=False, email_verified=True,
+        )  # fmt: skip
+        await _token(conn, adult, "verify_email", -24 * 29)  # expired long ago
+        await _token(conn, child, "guardian_consent", -1)  # expired an hour ago
+        # Kept: too recent; a live reset link; active; an operator deletion pending.
+        recent = await _signed_up(conn, 29)
+        resetting = await _signed_up(conn, 31)
+        await _token(conn, resetting, "password_reset", 1)
+        active = await _signed_up(conn, 400, active=True, email_verified=True)
+        pending = await _signed_up(conn, 31)
+        await conn.execute(
+            "INSERT INTO deletion_requests (id, user_id, initiated_by, status)"
+            " VALUES ($1, $2, 'operator', 'pending_approval')",
+            uuid.uuid4(),
+            pending,
+        )
+
+    sweep = LapsedSignups(pool, LAPSE_DAYS, 3600)
+    assert await sweep.round() is False  # fewer than a batch: nothing left for now
+
+    events = await _lapsed_events(pool)
+    assert {e.user_id for e in events} == {adult, child}
+    requests = {
+        r["user_id"]: r
+        for r in await pool.fetch(
+            "SELECT id, user_id, status FROM deletion_requests WHERE initiated_by = 'retention'"
+        )
+    }
+    assert set(requests) == {adult, child}
+    assert {e.request_id for e in events} == {r["id"] for r in requests.values()}
+    assert {r["status"] for r in requests.values()} == {"requested"}
+    tokens = {r["user_id"] for r in await pool.fetch("SELECT user_id FROM action_tokens")}
+    assert tokens == {resetting}  # the lapsed accounts' links are spent
+    async with pool.acquire() as conn:
+        assert await lapsing(conn, adult)
+        assert await lapsing(conn, child)
+        for kept in (recent, resetting, active, pending):
+            assert not await lapsing(conn, kept)
+
+    # A second round asks nothing again: the requests are under way.
+    await sweep.round()
+    assert len(await _lapsed_events(pool)) == 2
+    assert await pool.fetchval("SELECT count(*) FROM deletion_requests") == 3
