@@ -116,7 +116,7 @@ def _today() -> date:
 async def sign_up(body: SignUp, ctx: Ctx) -> SignedUp:
     """Create an account; it is active once the email is verified (and, under 13, once
     the guardian consented through the link mailed to them)."""
-    refuse_card_numbers(name=body.name)
+    refuse_card_numbers(name=body.name, email=body.email, guardian_email=body.guardian_email)
     today = _today()
     if body.birth_date is not None and not plausible_birth_date(body.birth_date, today):
         raise Problem(

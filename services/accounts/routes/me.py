@@ -273,7 +273,7 @@ async def edit_profile(
     confirms it: until then it waits as ``pending_email``. The answer is the same whether
     or not another account has that address; only the link's holder, who controls the
     mailbox, learns it. Asking for the current address withdraws a pending change."""
-    refuse_card_numbers(name=body.name)
+    refuse_card_numbers(name=body.name, email=body.email)
     uid = UUID(claims.sub)
     vault = ctx.vault
     if body.email is not None:
@@ -710,10 +710,22 @@ async def accept_policy(
     uid = UUID(claims.sub)
     async with ctx.pool.acquire() as conn, conn.transaction():
         await _me(ctx, conn, claims)
-        if not await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM policy_versions WHERE version = $1)", body.version
-        ):
+        effective = await conn.fetchval(
+            "SELECT effective_at FROM policy_versions WHERE version = $1", body.version
+        )
+        if effective is None:
             raise not_found("policy version")
+        if await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM policy_versions"
+            " WHERE effective_at > $1 AND effective_at <= now())",
+            effective,
+        ):
+            raise Problem(
+                409,
+                "Version superseded",
+                "A later version of the policy is in force: accept that one.",
+                slug="policy-version-superseded",
+            )
         row = await conn.fetchrow(
             "INSERT INTO policy_acceptances (user_id, version) VALUES ($1, $2)"
             " ON CONFLICT (user_id, version) DO UPDATE SET version = EXCLUDED.version"

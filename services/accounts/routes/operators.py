@@ -4,7 +4,7 @@ user's personal data audited in the same transaction (append-only audit_log)."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
@@ -45,6 +45,7 @@ from shared.events.catalogue.accounts import (
 )
 from shared.events.catalogue.notifier import SendNotice
 from shared.observability import Problem
+from shared.vault import SubjectShredded
 
 router = APIRouter(prefix="/operator", tags=["operators"])
 
@@ -111,7 +112,6 @@ class UserChange(BaseModel):
 
 class RequestListed(BaseModel):
     id: UUID
-    user_id: UUID
     category: str
     status: str
     created_at: datetime
@@ -359,7 +359,18 @@ async def read_user(
             _operator_id(op),
             user_id,
             "read",
-            ["id", "name", "email", "active", "email_verified", "age_band", "locale", "devices"],
+            [
+                "id",
+                "name",
+                "email",
+                "active",
+                "email_verified",
+                "age_band",
+                "locale",
+                "created_at",
+                "devices",
+                "request_ids",
+            ],
             purpose,
         )
     return record
@@ -375,21 +386,31 @@ async def change_user(
     account's at once, unverified until the link mailed to it is opened: an address
     mistyped from the request shows as unconfirmed instead of silently taking the
     account's mail."""
-    refuse_card_numbers(name=body.name, purpose=body.purpose, reference=body.request_reference)
-    changes: dict[str, Any] = {}
-    if body.name is not None:
-        changes["name"] = await ctx.vault.seal(user_id, body.name, purpose=NAME)
-    if body.email is not None:
-        changes.update(
-            email_index=ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX),
-            email=await ctx.vault.seal(user_id, body.email, purpose=EMAIL),
-            # The address is settled on request: a change waiting for its link is
-            # dropped, and its link with it (it may be a hijacker's).
-            **store.NO_PENDING_ADDRESS,
-            email_verified=False,
-        )
-    if not changes:
+    refuse_card_numbers(
+        name=body.name, email=body.email, purpose=body.purpose, reference=body.request_reference
+    )
+    if body.name is None and body.email is None:
         raise Problem(422, "Nothing to change", "Give a name or an email.", slug="validation")
+    # The user first: sealing for an unknown id would create a key for no one, and for an
+    # erased user the vault refuses (its key is shredded).
+    async with ctx.pool.acquire() as conn:
+        if await store.user_by_id(conn, user_id) is None:
+            raise not_found("user")
+    changes: dict[str, Any] = {}
+    try:
+        if body.name is not None:
+            changes["name"] = await ctx.vault.seal(user_id, body.name, purpose=NAME)
+        if body.email is not None:
+            changes.update(
+                email_index=ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX),
+                email=await ctx.vault.seal(user_id, body.email, purpose=EMAIL),
+                # The address is settled on request: a change waiting for its link is
+                # dropped, and its link with it (it may be a hijacker's).
+                **store.NO_PENDING_ADDRESS,
+                email_verified=False,
+            )
+    except SubjectShredded:  # erased since the check
+        raise not_found("user") from None
     taken = Problem(
         409, "Email unavailable", "Another account uses this email.", slug="email-unavailable"
     )
@@ -474,10 +495,11 @@ async def list_open_requests(
     state: Annotated[Literal["open", "answered"], Query(alias="status")] = "open",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[RequestListed]:
-    """Requests waiting for an answer: ids and categories only (no text, no audit)."""
+    """Requests waiting for an answer: ids and categories only, not whose (so, not
+    audited): who asked, and what, is read from one thread at a time, audited."""
     async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT id, user_id, category, status, created_at FROM requests WHERE status = $1"
+            "SELECT id, category, status, created_at FROM requests WHERE status = $1"
             " ORDER BY created_at LIMIT $2",
             state,
             limit,
@@ -533,8 +555,17 @@ async def reply_to_request(
     if request is None:
         raise not_found("request")
     uid = request["user_id"]
-    sealed = await ctx.vault.seal(uid, body.text, purpose=MESSAGE_BODY)
+    try:
+        sealed = await ctx.vault.seal(uid, body.text, purpose=MESSAGE_BODY)
+    except SubjectShredded:  # the user was erased meanwhile
+        raise not_found("request") from None
     async with ctx.pool.acquire() as conn, conn.transaction():
+        # Again, held: the user may have deleted the request since it was read.
+        if (
+            await conn.fetchval("SELECT 1 FROM requests WHERE id = $1 FOR UPDATE", request_id)
+            is None
+        ):
+            raise not_found("request")
         await store.add_message(conn, reply_id, request_id, "operator", sealed, _operator_id(op))
         await conn.execute("UPDATE requests SET status = 'answered' WHERE id = $1", request_id)
         await emit(conn, RequestReplied(user_id=uid, request_id=request_id, reply_id=reply_id), uid)
@@ -609,8 +640,26 @@ async def publish_policy(
     """Publish a policy version: every user is told (notifier, P-23)."""
     # Stored in clear and published to every user: no card numbers (P-09).
     refuse_card_numbers(version=body.version, summary=body.summary)
-    effective = body.effective_at or datetime.now(UTC)
+    now = datetime.now(UTC)
+    effective = body.effective_at or now
+    if effective < now - POLICY_CLOCK_SKEW:
+        # Users are told of a version before it binds them, never after (P-23).
+        raise Problem(
+            422, "Effective date passed", "A policy version takes effect now or later.",
+            slug="validation",
+        )  # fmt: skip
     async with ctx.pool.acquire() as conn, conn.transaction():
+        # One publication at a time, so versions take effect in the order published.
+        await conn.execute("LOCK TABLE policy_versions IN SHARE ROW EXCLUSIVE MODE")
+        latest = await conn.fetchval("SELECT max(effective_at) FROM policy_versions")
+        if latest is not None and effective < latest:
+            raise Problem(
+                409,
+                "Out of order",
+                f"The latest version takes effect at {latest.isoformat()}: a new one cannot"
+                " take effect before it.",
+                slug="policy-version-order",
+            )
         created = await conn.execute(
             "INSERT INTO policy_versions (version, summary, effective_at, published_by)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -634,6 +683,9 @@ async def publish_policy(
             f"policy:{body.version}",
         )
     return PolicyOut(version=body.version, effective_at=effective)
+
+
+POLICY_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @router.post("/announcements", response_model=Announced, status_code=status.HTTP_201_CREATED)
@@ -920,7 +972,10 @@ async def approve_user_deletion(
         )
         assert row is not None
         uid = row["user_id"]
-        await store.audit(conn, approver, uid, "delete", ["account"], row["reason"] or "deletion")
+        # The reason is free text about the user, cleared at the erasure; the audit log
+        # keeps its rows for good, so it names the request, never repeats the reason.
+        purpose = f"operator deletion, request {request_id}"
+        await store.audit(conn, approver, uid, "delete", ["account"], purpose)
         await emit(
             conn,
             DeletionRequested(user_id=uid, request_id=request_id, initiated_by="operator"),

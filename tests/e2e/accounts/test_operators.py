@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from deploy.local.layout import Layout
+from shared.config import PlatformSettings
 from tests.e2e.accounts.support import (
     API,
     BusTail,
@@ -266,9 +267,30 @@ async def test_a_change_on_emailed_request_and_its_audit_row_exist_together_or_n
     assert me.json()["name"] == "Renamed By Support"
 
 
+async def test_a_change_for_no_such_user_is_404_and_makes_no_key(
+    client: httpx.AsyncClient, root: Operator, settings: PlatformSettings
+) -> None:
+    support = await new_operator(client, root, "support")
+    nobody = uuid.uuid4()
+    missing = await client.patch(
+        f"{API}/operator/users/{nobody}",
+        json={"name": "Nobody", "request_reference": unique("MAIL"), "purpose": "asked by mail"},
+        headers=support.headers,
+    )
+    assert missing.status_code == 404, missing.text
+    vault = await asyncpg.connect(settings.database_dsn("vault"))
+    try:
+        keys = await vault.fetchval(
+            "SELECT count(*) FROM subject_keys WHERE subject_id = $1", str(nobody)
+        )
+    finally:
+        await vault.close()
+    assert keys == 0  # sealing for no one would have made one
+
+
 @pytest.mark.promise("P-15")
 async def test_operator_deletion_needs_a_second_different_operator(
-    client: httpx.AsyncClient, bus: BusTail, root: Operator
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, db: asyncpg.Connection
 ) -> None:
     user = await active_user(client, bus)
     first = await new_operator(client, root, "privacy_officer")
@@ -325,6 +347,13 @@ async def test_operator_deletion_needs_a_second_different_operator(
     assert approved.json()["status"] == "requested"
     event = await bus.event("deletion.requested.", user.id, request_id=deletion_id)
     assert event["data"]["initiated_by"] == "operator"
+    # The audit log, kept for good, names the request; the free-text reason (about the
+    # user, cleared at the erasure) is not copied into it.
+    purposes = await db.fetch(
+        "SELECT purpose FROM audit_log WHERE subject_id = $1 AND action = 'delete'",
+        uuid.UUID(user.id),
+    )
+    assert [r["purpose"] for r in purposes] == [f"operator deletion, request {deletion_id}"]
     # The user is told, with the link that cancels, as when they ask themselves.
     notice = await bus.notice(user.id, "deletion_requested")
     assert notice["params"]["request_id"] == deletion_id
@@ -543,6 +572,24 @@ async def test_policy_versions_are_published_and_accepted(
         headers=root.headers,
     )
     assert again.status_code == 409
+    # Users are told of a version before it binds them: none takes effect in the past.
+    backdated = await client.post(
+        f"{API}/operator/policy-versions",
+        json={"version": unique("v"), "summary": "late", "effective_at": "2020-01-01T00:00:00Z"},
+        headers=root.headers,
+    )
+    assert backdated.status_code == 422, backdated.text
+    # Once a later version is in force, the earlier one can no longer be accepted.
+    later = await publish_policy(client, root, "Shorter retention of visit logs.")
+    superseded = await client.post(
+        f"{API}/me/policy-acceptances", json={"version": version}, headers=user.headers
+    )
+    assert superseded.status_code == 409, superseded.text
+    assert superseded.json()["type"].endswith("/policy-version-superseded")
+    accepted = await client.post(
+        f"{API}/me/policy-acceptances", json={"version": later}, headers=user.headers
+    )
+    assert accepted.status_code == 201, accepted.text
 
 
 async def test_incidents_and_announcements_reach_the_bus(

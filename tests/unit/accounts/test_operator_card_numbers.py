@@ -1,7 +1,8 @@
 """P-09 on the operator API: text an operator types that is stored in clear, published or
 written into audit rows (policy versions and summaries, recipients' names and purposes,
-unlock reasons) is refused with 422 card-number when it holds a card number, before
-the database is reached. The routes run in-process against a context whose database
+unlock reasons), and an email address anyone gives (sign-up, guardian, an operator's
+change; an address may be all digits before the @), is refused with 422 card-number
+when it holds a card number, before the database is reached. The routes run in-process against a context whose database
 answers 503 "store-reached", so a clean body shows where the refusal would have been."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from services.accounts.routes import operators
+from services.accounts.routes import auth, operators
 from shared.auth import issue_token
 from shared.config import DEV_TOKEN_PRIVATE_KEY, DEV_TOKEN_PUBLIC_KEY
 from shared.observability import Problem, install_problem_handlers
@@ -38,6 +39,7 @@ def _client() -> httpx.AsyncClient:
     app = FastAPI()
     install_problem_handlers(app)
     app.include_router(operators.router)
+    app.include_router(auth.router)
     app.state.token_public_key = DEV_TOKEN_PUBLIC_KEY
     app.state.accounts = _Context()
     # httpx over ASGI rather than Starlette's TestClient, which warns (and warnings fail).
@@ -61,6 +63,10 @@ RECIPIENT = {
 }
 UNLOCK = {"reason": "the operator asked by phone"}
 SOMEONE = uuid.uuid4()
+SIGN_UP = {"name": "Ann", "email": "ann@example.com", "password": "pw-long-enough-1"}
+CHILD = {**SIGN_UP, "birth_date": "2018-01-01", "guardian_email": "mum@example.com"}
+CHANGE = {"email": "ann@example.com", "request_reference": "TCK-1", "purpose": "her request"}
+DIGITS = CARD.replace(" ", "")
 
 CASES = [
     ("privacy_officer", "/operator/policy-versions", POLICY, "summary", f"Card {CARD} ok"),
@@ -68,18 +74,25 @@ CASES = [
     ("admin", "/operator/recipients", RECIPIENT, "name", f"Acme {CARD}"),
     ("admin", "/operator/recipients", RECIPIENT, "purpose", f"ads_{CARD.replace(' ', '')}"),
     ("admin", f"/operator/operators/{SOMEONE}/unlock", UNLOCK, "reason", f"asked, card {CARD}"),
+    (None, "/users", SIGN_UP, "email", f"{DIGITS}@example.com"),
+    (None, "/users", CHILD, "guardian_email", f"{CARD.replace(' ', '-')}@example.com"),
+    ("support", f"PATCH /operator/users/{SOMEONE}", CHANGE, "email", f"{DIGITS}@example.com"),
 ]
 
 
 @pytest.mark.promise("P-09")
 @pytest.mark.parametrize(("role", "path", "body", "field", "text"), CASES)
 async def test_a_card_number_in_operator_text_is_refused_before_storage(
-    role: str, path: str, body: dict[str, Any], field: str, text: str
+    role: str | None, path: str, body: dict[str, Any], field: str, text: str
 ) -> None:
+    method, _, path = path.rpartition(" ")
+    headers = _as(role) if role else {}
     async with _client() as client:
-        clean = await client.post(path, json=body, headers=_as(role))
+        clean = await client.request(method or "POST", path, json=body, headers=headers)
         assert clean.status_code == 503, clean.text  # the same body, clean, reaches the store
-        refused = await client.post(path, json={**body, field: text}, headers=_as(role))
+        refused = await client.request(
+            method or "POST", path, json={**body, field: text}, headers=headers
+        )
     assert refused.status_code == 422, refused.text
     problem = refused.json()
     assert problem["type"].endswith("/card-number")
