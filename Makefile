@@ -11,6 +11,7 @@ export UV_SYSTEM_CERTS := 1
 export UV_NO_PROGRESS := 1
 export PYTHONPATH := $(CURDIR)
 UV  := $(PYTHON_BOOT) -m uv
+PIP_INSTALL_UV = $(PYTHON_BOOT) -m pip install --quiet $(1) "uv==$(UV_VERSION)"
 PY  := .venv/bin/python
 STACK := $(PY) deploy/local/stack.py
 
@@ -29,8 +30,16 @@ help:
 	@echo "make stop      stop whatever 'make run' or the tests left running"
 
 # The venv follows the lock; re-synced only when the lock or pyproject changes.
+# uv is installed once if missing: where the interpreter is pyenv's or a venv's, as is;
+# else for this user; a Debian python3 refuses both (PEP 668, externally managed), so
+# last for this user past that guard (~/.local: Debian's own packages stay untouched).
 .venv/.synced: uv.lock pyproject.toml
-	@$(PYTHON_BOOT) -m uv --version >/dev/null 2>&1 || $(PYTHON_BOOT) -m pip install --quiet "uv==$(UV_VERSION)"
+	@$(UV) --version >/dev/null 2>&1 \
+		|| $(call PIP_INSTALL_UV) 2>/dev/null \
+		|| $(call PIP_INSTALL_UV,--user) 2>/dev/null \
+		|| $(call PIP_INSTALL_UV,--user --break-system-packages) \
+		|| { echo "cannot install uv with $(PYTHON_BOOT) -m pip: install pip" \
+			"(apt-get install python3-pip) or uv (https://docs.astral.sh/uv/)" >&2; exit 1; }
 	$(UV) sync --frozen --quiet
 	@touch $@
 

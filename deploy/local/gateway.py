@@ -96,6 +96,20 @@ class Placement:
     cert: str
     key: str
     user: str  # the workers' "user" directive, or "" when the master is not root
+    public_host: str = "localhost"  # the name browsers reach it by (server_name)
+
+
+# Names of this machine: HSTS pinned on one of them would hold for every local program
+# served over http on any port of it, long after this gateway has stopped.
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+HSTS_MAX_AGE = 31536000
+
+
+def hsts(place: Placement) -> str:
+    """The https responses' Strict-Transport-Security: a year on a public name; max-age=0
+    on loopback, which also clears the year that earlier versions pinned there."""
+    local = place.public_host.lower() in LOOPBACK_HOSTS
+    return f"max-age={0 if local else HSTS_MAX_AGE}"
 
 
 def home(layout: Layout) -> Path:
@@ -178,6 +192,10 @@ def _named_locations(include: str) -> str:
 
 DEFAULT_RATE_PER_SECOND = 50
 
+# Every service's /healthz and /readyz (shared/observability/health.py): never public.
+INTERNAL_PATHS = ("healthz", "readyz")
+API_READ_TIMEOUT = "30s"
+
 # The live inbox (server-sent events) holds a connection for up to an hour; without a
 # cap, one address could open enough of them to take every worker connection.
 INBOX_STREAM = "/api/notifier/inbox/stream"
@@ -214,7 +232,7 @@ location = /healthz {{
 }}
 
 location / {{
-    try_files $uri $uri/index.html =404;
+    try_files $uri $uri.html $uri/index.html =404;
 }}
 
 # Global Privacy Control support resource, published by the analytics service.
@@ -222,6 +240,7 @@ location = /.well-known/gpc.json {{
     proxy_pass http://svc_analytics/api/analytics/.well-known/gpc.json;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
+    proxy_read_timeout {API_READ_TIMEOUT};
     error_page 502 503 504 = @unavailable;
     error_page 413 = @too_large;
     error_page 429 = @rate_limited;
@@ -234,9 +253,17 @@ location /api/ {{
     return 404;
 }}
 
+# Readiness names each failing dependency: for operators on the service's own port only.
+location ~ ^/api/(?:{services})/+(?:{"|".join(INTERNAL_PATHS)})/*$ {{
+    error_page 413 = @too_large;
+    error_page 429 = @rate_limited;
+    error_page 404 = @not_found;
+    return 404;
+}}
+
 {_inbox_stream(place)}location ~ ^/api/(?<imt_service>{services})(?:/|$) {{
     proxy_pass http://svc_$imt_service;
-{_PROXY}}}
+{_PROXY}{_BUFFERED}}}
 
 {_named_locations(headers)}"""
 
@@ -253,14 +280,23 @@ _PROXY = """\
     proxy_set_header DNT $http_dnt;
     proxy_set_header Sec-GPC $http_sec_gpc;
     proxy_connect_timeout 2s;
-    # Server-sent events (the notifier's live inbox) stream for as long as a page is open.
-    proxy_buffering off;
-    proxy_read_timeout 1h;
     # Upstream errors (their own problem bodies) pass through; only ours are replaced.
     proxy_intercept_errors off;
     error_page 502 503 504 = @unavailable;
     error_page 413 = @too_large;
     error_page 429 = @rate_limited;
+"""
+
+# An API call answers within seconds; a stuck upstream must not hold a connection for long.
+_BUFFERED = f"""\
+    proxy_buffering on;
+    proxy_read_timeout {API_READ_TIMEOUT};
+"""
+
+# Server-sent events (the live inbox) stream, unbuffered, for as long as a page is open.
+_STREAMED = """\
+    proxy_buffering off;
+    proxy_read_timeout 1h;
 """
 
 
@@ -272,7 +308,7 @@ def _inbox_stream(place: Placement) -> str:
     return (
         f"location = {INBOX_STREAM} {{\n"
         f"    limit_conn streams_per_client {STREAMS_PER_CLIENT};\n"
-        f"    proxy_pass http://svc_notifier;\n{_PROXY}}}\n\n"
+        f"    proxy_pass http://svc_notifier;\n{_PROXY}{_STREAMED}}}\n\n"
     )
 
 
@@ -382,19 +418,19 @@ client_max_body_size 64k;
 # the problem locations include that file (their add_header replaces the server's).
 map $scheme $imt_hsts {{
     default "";
-    https "max-age=31536000";
+    https "{hsts(place)}";
 }}
 
 {upstream_blocks}
 server {{
     listen {place.listen_host}:{place.http_port};
-    server_name localhost;
+    server_name {place.public_host};
     include {site};
 }}
 
 server {{
     listen {place.listen_host}:{place.https_port} ssl http2;
-    server_name localhost;
+    server_name {place.public_host};
     ssl_certificate {place.cert};
     ssl_certificate_key {place.key};
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -480,14 +516,15 @@ def up(layout: Layout) -> str:
         raise procs.failure("gateway", layout.log(NAME), "/healthz did not answer")
     ports = layout.ports
     return (
-        f"http://{HOST}:{ports.gateway}/  https://localhost:{ports.gateway_tls}/"
+        # By name: the pages count their views by site name (the collector refuses an IP).
+        f"http://localhost:{ports.gateway}/  https://localhost:{ports.gateway_tls}/"
         f"  (CA {layout.tls / 'ca.pem'})"
     )
 
 
 def status(layout: Layout) -> tuple[bool, str]:
     ports = (layout.ports.gateway, layout.ports.gateway_tls)
-    address = f"http://{HOST}:{ports[0]}/  https://localhost:{ports[1]}/"
+    address = f"http://localhost:{ports[0]}/  https://localhost:{ports[1]}/"
     return procs.describe(running_pid(layout), healthy(layout), ports, address)
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from deploy.local.errors import StackError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -59,9 +63,11 @@ class Layout:
     @classmethod
     def from_env(cls) -> Layout:
         # Outside the repo: the postgres OS user must traverse it and CI clones anywhere.
-        state = Path(os.environ.get("IMT_STATE_DIR", "/tmp/imt-privacy"))  # noqa: S108
+        state = os.environ.get("IMT_STATE_DIR", "/tmp/imt-privacy")  # noqa: S108
         cache = Path(os.environ.get("IMT_CACHE_DIR", str(Path.home() / ".cache" / "imt-privacy")))
-        return cls(state=state.resolve(), cache=cache, ports=Ports.from_env())
+        # Absolute but not resolved: a symbolic link planted at the state path must reach
+        # prepare(), which refuses it, rather than be followed to wherever it points.
+        return cls(state=Path(os.path.abspath(state)), cache=cache, ports=Ports.from_env())
 
     @property
     def logs(self) -> Path:
@@ -82,7 +88,50 @@ class Layout:
         return self.run / f"{name}.pid"
 
     def prepare(self) -> None:
-        """Create the state folders, traversable by other OS users (postgres, nginx)."""
-        for folder in (self.state, self.logs, self.run, self.tls):
-            folder.mkdir(parents=True, exist_ok=True)
-        self.state.chmod(0o755)
+        """Create the state folders, or reuse them once they prove to be ours alone."""
+        self.state.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            self.state.mkdir(mode=0o700)
+        require_private(self.state)
+        self.state.chmod(private_mode(os.geteuid()))
+        for folder in (self.logs, self.run, self.tls):
+            folder.mkdir(exist_ok=True)
+            require_private(folder)
+
+
+def private_mode(euid: int) -> int:
+    """Mode of the state root: nobody but its owner lists it or creates anything in it.
+
+    Under root, PostgreSQL (OS user postgres) and nginx's workers (www-data) must still
+    reach their files inside: root's folder keeps the search bit for others (0711), which
+    opens a path one knows but lists, creates and renames nothing.
+    """
+    return 0o711 if euid == 0 else 0o700
+
+
+def unsafe_reason(info: os.stat_result, euid: int) -> str | None:
+    """Why a folder (its lstat) may hold what another local user put there; None if ours."""
+    if stat.S_ISLNK(info.st_mode):
+        return "a symbolic link"
+    if not stat.S_ISDIR(info.st_mode):
+        return "not a folder"
+    if info.st_uid != euid:
+        return f"owned by uid {info.st_uid}, not by us (uid {euid})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def require_private(folder: Path) -> None:
+    """Refuse a state folder another local user could have made or written into.
+
+    /tmp is shared: anyone may create /tmp/imt-privacy first, with their own CA and key
+    in tls/, or links that would make us (often root) write over any file.
+    """
+    reason = unsafe_reason(os.lstat(folder), os.geteuid())
+    if reason:
+        raise StackError(
+            f"refusing state folder {folder}: it is {reason}, so another local user may "
+            f"have put keys, certificates or links in it. Inspect and delete it "
+            f"(rm -rf {folder}), or use another folder with IMT_STATE_DIR=<path>"
+        )

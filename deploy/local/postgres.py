@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import shutil
@@ -109,12 +110,19 @@ def _initdb(layout: Layout) -> None:
     staging.rename(data)
 
 
+def _append_include(main_conf: Path) -> None:
+    # The data folder belongs to the postgres OS user, who could make this a link to any
+    # file root would then append to: the link is refused, not followed.
+    fd = os.open(main_conf, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "a") as handle:
+        handle.write("\ninclude 'imt.conf'\n")
+
+
 def _write_config(layout: Layout) -> bool:
     data, user = data_dir(layout), procs.service_user()
     main_conf = data / "postgresql.conf"
     if "include 'imt.conf'" not in main_conf.read_text():
-        with main_conf.open("a") as handle:
-            handle.write("\ninclude 'imt.conf'\n")
+        _append_include(main_conf)
     tls = tls_files(layout.tls)
     # PostgreSQL refuses a key readable by others or owned by another user: copy both in.
     changed = procs.write_atomic(data / "server.pem", tls.cert.read_text(), mode=0o600)

@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -17,13 +18,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from deploy.local.errors import StackError as StackError  # re-exported: callers use procs'
 from deploy.local.layout import HOST
 
 log = logging.getLogger(__name__)
 
 
-class StackError(RuntimeError):
-    """A component cannot start; the message tells the user what to do."""
+# O_EXCL: the name must be new, so nothing planted there is reused; O_NOFOLLOW: a link
+# at that name is never followed (root would write through it to any file).
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def is_root() -> bool:
@@ -135,7 +138,9 @@ def as_user(argv: Sequence[str], user: str | None) -> list[str]:
 
 def chown(path: Path, user: str | None) -> None:
     if user:
-        shutil.chown(path, user, user)
+        # Not through a link: the user could swap its own file for one to /etc/shadow.
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
 def run(
@@ -172,12 +177,37 @@ def apt_install(packages: Sequence[str], what: str) -> None:
         raise StackError(f"{what} not installed; run: sudo {command}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     wait_for_lock = ["-o", "DPkg::Lock::Timeout=600"]
-    with _APT:
+    with _APT, no_daemon_starts():
         if not _APT_UPDATED:
             run(["apt-get", *wait_for_lock, "update"], "apt-get update", timeout=900, env=env)
             _APT_UPDATED.append(True)
         install = ["apt-get", *wait_for_lock, "install", "-y", "--no-install-recommends"]
         run([*install, *packages], command, timeout=900, env=env)
+
+
+# Debian's maintainer scripts start a package's daemon unless this script forbids it
+# (exit 101): installing prometheus would start the system's on 0.0.0.0:9090, the port
+# we need, and nginx its default site on 0.0.0.0:80.
+POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+_FORBID_STARTS = "#!/bin/sh\n# deploy/local/procs.py, during apt-get install only\nexit 101\n"
+
+
+@contextlib.contextmanager
+def no_daemon_starts() -> Iterator[None]:
+    """While inside, no package starts its daemon; a policy found in place is left as is."""
+    policy = POLICY_RC_D
+    try:
+        fd = os.open(policy, _NEW_FILE, 0o700)
+    except FileExistsError:
+        yield  # the administrator's (or a container image's) own policy rules
+        return
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(_FORBID_STARTS)
+            os.fchmod(handle.fileno(), 0o755)
+        yield
+    finally:
+        policy.unlink(missing_ok=True)  # ours: O_EXCL made it, nobody else's is removed
 
 
 # A throw-away interpreter starts the daemon and exits at once. The daemon is thus never
@@ -239,11 +269,23 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> bool:
     with contextlib.suppress(OSError):
         if path.read_text() == text:
             return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(path)
+    replace_with(path, text.encode(), mode)
     return True
+
+
+def replace_with(path: Path, data: bytes, mode: int) -> None:
+    """Put data at path through a fresh temporary file, created 0600 so that a private
+    key is not readable by others even before it gets its final mode."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, _NEW_FILE, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            os.fchmod(handle.fileno(), mode)  # exact, whatever the umask
+        os.replace(tmp, path)  # replaces a link at path itself, never its target
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager

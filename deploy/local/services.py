@@ -2,7 +2,8 @@
 
 ``make run`` hands them to honcho in the foreground; the test run starts them as
 daemons with :func:`ensure_processes` (reusing any that ``make run`` already runs) and
-waits for every API's ``/api/<service>/readyz`` through the gateway.
+waits for every API's ``/api/<service>/readyz`` on the API's own port (the gateway keeps
+readiness, which names failing dependencies, from the public).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from deploy.local import procs
-from deploy.local.layout import HOST, REPO_ROOT, Layout
+from deploy.local.gateway import UPSTREAMS
+from deploy.local.layout import REPO_ROOT, Layout
 
 READY_TIMEOUT = 90.0
 
@@ -80,8 +82,10 @@ def stop_processes(names: Iterable[str] | None = None, layout: Layout | None = N
         layout.pidfile(f"svc-{name}").unlink(missing_ok=True)
 
 
-def api_ready(service: str, layout: Layout) -> bool:
-    conn = http.client.HTTPConnection(HOST, layout.ports.gateway, timeout=2)
+def api_ready(service: str) -> bool:
+    """The API's readiness, asked on its own port: the gateway answers 404 for it."""
+    host, _, port = UPSTREAMS[service].rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=2)
     try:
         conn.request("GET", f"/api/{service}/readyz")
         return conn.getresponse().status == 200
@@ -92,12 +96,12 @@ def api_ready(service: str, layout: Layout) -> bool:
 
 
 def wait_for_apis(services: Iterable[str], layout: Layout | None = None) -> None:
-    """Wait until each service API answers ready through the gateway."""
+    """Wait until each service API answers ready (on its own port)."""
     layout = layout or Layout.from_env()
     for service in services:
         deadline = time.monotonic() + READY_TIMEOUT
-        while not api_ready(service, layout):
+        while not api_ready(service):
             if time.monotonic() > deadline:
                 log = layout.log(f"{service}-api")
-                raise procs.failure(f"{service} API", log, "not ready through the gateway")
+                raise procs.failure(f"{service} API", log, f"{UPSTREAMS[service]} not ready")
             time.sleep(0.2)

@@ -26,6 +26,7 @@ import email.policy
 import html
 import json
 import logging
+import os
 import re
 import signal
 import ssl
@@ -64,6 +65,8 @@ class Mailbox:
 
     def __init__(self, folder: Path, keep: int = DEFAULT_KEEP) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        # Mail holds sign-in and reset links: only the sink (the stack's user) reads it.
+        folder.chmod(0o700)
         self.folder = folder
         self.keep = keep
         self.mode = "accept"
@@ -94,8 +97,11 @@ class Mailbox:
         return sorted(p for p in self.folder.glob("*.json") if ID_PATTERN.fullmatch(p.stem))
 
     def _write(self, path: Path, data: bytes) -> None:
+        # A new private file (0600), never through a link planted at its name.
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         tmp.replace(path)
 
     def store(

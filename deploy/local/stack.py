@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from deploy.local import gateway, kafka, postgres, procs, prometheus, smtp_control
-from deploy.local.layout import HOST, Layout
+from deploy.local.layout import HOST, Layout, require_private
 from deploy.local.procs import StackError
 from deploy.local.tls import ensure_certificates, tls_files
 
@@ -119,6 +119,8 @@ def shut_down(
     names, layout = _select(components), layout or Layout.from_env()
     if not layout.state.exists():
         return
+    # Reused, so checked like prepare() does: never lock, stop or wipe in another's folder.
+    require_private(layout.state)
     with procs.locked(layout.run / "stack.lock"):
         for name in reversed(names):
             COMPONENTS[name].down(layout, wipe)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from deploy.local.layout import require_private
 from deploy.local.procs import write_atomic
 
 RENEW_BEFORE = dt.timedelta(days=30)
@@ -120,6 +121,8 @@ def ensure_certificates(folder: Path) -> TlsFiles:
     """Create (or renew when close to expiry) the CA and the localhost certificate."""
     files = tls_files(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # A key and CA found here are trusted as ours: only if nobody else could put them.
+    require_private(folder)
     if _still_valid(files.cert) and _still_valid(files.ca) and files.key.exists():
         return files
     ca_key, ca = _make_ca()

@@ -1,8 +1,8 @@
 """The HTTP conventions of every service API.
 
 Routes live under ``/api/<service>/`` (the gateway forwards that prefix unchanged);
-``/api/<service>/healthz`` and ``/readyz`` answer through the gateway, ``/metrics``
-only on the service's own port (never routed by the gateway). Errors are RFC 9457
+``/api/<service>/healthz`` and ``/readyz`` (which dependency is down) and ``/metrics``
+answer only on the service's own port: the gateway routes none of them. Errors are RFC 9457
 problem bodies; request metrics are labelled by route template, never by raw path. A
 JSON body holding a string that is not valid Unicode is refused (422) before any route
 reads it (``shared.service.unicode``).

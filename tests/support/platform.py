@@ -45,7 +45,7 @@ def selected_apis() -> list[str]:
 
 @pytest.fixture(scope="session")
 def platform(stack: None) -> Iterator[str]:
-    """The gateway's base URL, once every service API answers ready through it."""
+    """The gateway's base URL, once every service API answers ready on its own port."""
     names = selected_processes()
     started = services.ensure_processes(names)
     try:

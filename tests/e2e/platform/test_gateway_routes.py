@@ -17,15 +17,30 @@ from tests.support.platform import metric_samples, outbox_gauges, selected_apis
 
 
 @pytest.mark.parametrize("service", selected_apis())
-async def test_each_api_is_ready_through_the_gateway(platform: str, service: str) -> None:
-    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
-        ready = await client.get(f"/api/{service}/readyz")
-        missing = await client.get(f"/api/{service}/no-such-thing")
+async def test_each_api_answers_through_the_gateway_which_hides_its_probes(
+    platform: str, service: str
+) -> None:
+    # The probes tell whether PostgreSQL and Kafka are up: for the orchestrator, on the
+    # API's own port, not for the public.
+    host, _, port = gateway.UPSTREAMS[service].rpartition(":")
+    async with httpx.AsyncClient(timeout=30) as client:
+        ready = await client.get(f"http://{host}:{port}/api/{service}/readyz")
+        hidden = {
+            path: await client.get(f"{platform}{path}")
+            for path in (f"/api/{service}/readyz", f"/api/{service}/healthz",
+                         f"/api/{service}//readyz")
+        }  # fmt: skip
+        missing = await client.get(f"{platform}/api/{service}/no-such-thing")
+        spec = await client.get(f"{platform}/api/{service}/openapi.json")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
+    for path, response in hidden.items():
+        assert response.status_code == 404, path
+        assert response.headers["content-type"].startswith("application/problem+json"), path
     assert missing.status_code == 404
     assert missing.headers["content-type"].startswith("application/problem+json")
-    assert "set-cookie" not in ready.headers
+    assert spec.status_code == 200  # the API's description stays public
+    assert "set-cookie" not in spec.headers
 
 
 @pytest.mark.parametrize("service", selected_apis())

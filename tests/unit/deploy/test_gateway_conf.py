@@ -1,5 +1,6 @@
 """The gateway's rendered nginx files keep their protections (nginx -t: tests/integration)."""
 
+import dataclasses
 import re
 
 import pytest
@@ -33,7 +34,7 @@ def test_a_location_with_its_own_error_pages_keeps_the_json_413_and_429() -> Non
 
 def test_hsts_is_sent_on_https_only_with_every_other_header() -> None:
     assert 'add_header Strict-Transport-Security "$imt_hsts" always;' in HEADERS
-    assert dict(_map(CONF, "imt_hsts")) == {"default": '""', "https": '"max-age=31536000"'}
+    assert dict(_map(CONF, "imt_hsts")) == {"default": '""', "https": '"max-age=0"'}
     assert "map $scheme $imt_hsts" in CONF
     assert "return 301" not in SITE + CONF  # the plain listener stays a plain listener
     # The problem bodies carry it too: they include the same headers.
@@ -84,3 +85,80 @@ def test_one_address_cannot_hold_every_connection_with_streams() -> None:
     assert "limit_conn_status 429;" in CONF
     assert "events { worker_connections 4096; }" in CONF
     assert gateway.STREAMS_PER_CLIENT * 100 < gateway.WORKER_CONNECTIONS
+
+
+def _conf_for(public_host: str) -> str:
+    place = dataclasses.replace(compose.gateway_placement(), public_host=public_host)
+    files, _ = gateway.render_files(place)
+    return files["nginx.conf"]
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST", "127.0.0.1", "::1", "[::1]"])
+def test_no_hsts_is_pinned_on_this_machine_and_an_old_pin_is_cleared(host: str) -> None:
+    # A year of HSTS on localhost would force https on every local tool's port.
+    conf = _conf_for(host)
+    assert dict(_map(conf, "imt_hsts"))["https"] == '"max-age=0"'
+    assert f"server_name {host};" in conf
+
+
+def test_a_public_host_gets_a_year_of_hsts_on_https() -> None:
+    conf = _conf_for("privacy.example.org")
+    assert dict(_map(conf, "imt_hsts")) == {"default": '""', "https": '"max-age=31536000"'}
+    assert conf.count("server_name privacy.example.org;") == 2
+
+
+def _regex_locations() -> list[tuple[str, str]]:
+    """(pattern, body) of the regex locations, in the order nginx tries them."""
+    found = []
+    for line, body in _locations(SITE).items():
+        rule = re.fullmatch(r"location ~ (\S+) ", line)
+        if rule:
+            found.append((rule.group(1).replace("(?<", "(?P<"), body))
+    return found
+
+
+def _first_regex_for(path: str) -> str | None:
+    # nginx tries regex locations in order; the first match wins (PCRE and re agree here).
+    return next((body for pattern, body in _regex_locations() if re.search(pattern, path)), None)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/accounts/readyz",
+        "/api/notifier/healthz",
+        "/api/deletion/readyz/",
+        "/api/analytics//healthz",
+    ],
+)
+def test_service_readiness_is_not_public(path: str) -> None:
+    body = _first_regex_for(path)
+    assert body is not None
+    assert "proxy_pass" not in body
+    assert "return 404;" in body
+    assert "error_page 404 = @not_found;" in body  # the JSON problem body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/accounts/openapi.json",  # the README's and the fuzz tests' way to the spec
+        "/api/accounts/readyz-report",
+        "/api/notifier/me/healthz-settings",
+    ],
+)
+def test_other_service_paths_still_reach_the_service(path: str) -> None:
+    body = _first_regex_for(path)
+    assert body is not None
+    assert "proxy_pass http://svc_$imt_service;" in body
+
+
+def test_only_the_live_inbox_streams_unbuffered_for_long() -> None:
+    proxied = {line: body for line, body in _locations(SITE).items() if "proxy_pass" in body}
+    stream = proxied.pop(f"location = {gateway.INBOX_STREAM} ")
+    assert "proxy_buffering off;" in stream
+    assert "proxy_read_timeout 1h;" in stream
+    assert len(proxied) >= 2
+    for line, body in proxied.items():
+        assert "proxy_buffering off" not in body, line
+        assert re.findall(r"proxy_read_timeout (\S+);", body) == ["30s"], line

@@ -41,3 +41,15 @@ def test_readers_of_the_list_wait_until_the_old_mail_is_read(tmp_path: Path) -> 
     box.load()
     reader.join(timeout=5)
     assert seen == [1]
+
+
+def test_mail_holding_sign_in_links_is_readable_by_the_sink_only(tmp_path: Path) -> None:
+    folder = tmp_path / "mail"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    box = Mailbox(folder)
+    box.store(RAW, None, ["a@example.org"])
+    assert folder.stat().st_mode & 0o777 == 0o700
+    written = list(folder.iterdir())
+    assert {p.suffix for p in written} == {".eml", ".json"}
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in written)

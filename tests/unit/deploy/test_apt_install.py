@@ -1,0 +1,61 @@
+"""apt-get installs never start the packages' own daemons (the system Prometheus on
+0.0.0.0:9090, nginx's default site on :80): Debian's policy-rc.d forbids it meanwhile."""
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from deploy.local import procs
+
+
+@pytest.fixture
+def policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "policy-rc.d"
+    monkeypatch.setattr(procs, "POLICY_RC_D", path)
+    return path
+
+
+def _verdict(policy: Path) -> int:
+    # invoke-rc.d runs it as "policy-rc.d <service> <action>"; 101 means "forbidden".
+    return subprocess.run([str(policy), "prometheus", "start"], check=False).returncode
+
+
+def test_while_installing_every_daemon_start_is_forbidden_then_the_policy_goes(
+    policy: Path,
+) -> None:
+    with procs.no_daemon_starts():
+        assert _verdict(policy) == 101
+        assert policy.stat().st_mode & 0o777 == 0o755
+    assert not policy.exists()
+
+
+def test_a_policy_already_in_place_is_kept_as_it_is(policy: Path) -> None:
+    policy.write_text("#!/bin/sh\nexit 0\n")
+    with procs.no_daemon_starts():
+        assert policy.read_text() == "#!/bin/sh\nexit 0\n"
+    assert policy.read_text() == "#!/bin/sh\nexit 0\n"
+
+
+def test_the_policy_goes_even_when_the_install_fails(policy: Path) -> None:
+    with pytest.raises(procs.StackError), procs.no_daemon_starts():
+        raise procs.StackError("apt-get install failed")
+    assert not policy.exists()
+
+
+def test_every_apt_get_run_happens_under_the_policy(
+    policy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def fake_run(argv: Sequence[str], what: str, **_kwargs: object) -> str:
+        seen.append((argv[-1], policy.exists() and _verdict(policy) == 101))
+        return ""
+
+    monkeypatch.setattr(procs, "is_root", lambda: True)
+    monkeypatch.setattr(procs, "run", fake_run)
+    monkeypatch.setattr(procs, "_APT_UPDATED", [])
+    procs.apt_install(["prometheus"], "Prometheus")
+    assert seen == [("update", True), ("prometheus", True)]
+    assert not policy.exists()

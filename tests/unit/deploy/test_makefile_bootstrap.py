@@ -1,0 +1,73 @@
+"""`make`'s first step installs uv when missing, on pyenv's python and on Debian's (which
+refuses pip installs, PEP 668). Run in a scratch folder with a fake interpreter: nothing
+is installed and the repository's .venv is not touched."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+MAKEFILE = Path(__file__).resolve().parents[3] / "Makefile"
+
+# A python3 that records its arguments; uv is missing, and pip installs only what the
+# shell pattern ACCEPT matches, refusing the rest as Debian's externally managed one does.
+FAKE_PYTHON = """\
+#!/bin/sh
+echo "$*" >> "$CALLS"
+case "$*" in
+  "-m uv --version") exit 1 ;;
+  "-m uv sync"*) exit 0 ;;
+  $ACCEPT) exit 0 ;;
+esac
+echo "error: externally-managed-environment" >&2
+exit 1
+"""
+
+
+def _bootstrap(tmp_path: Path, accept: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    python = tmp_path / "python3"
+    python.write_text(FAKE_PYTHON)
+    python.chmod(0o755)
+    for name in ("uv.lock", "pyproject.toml"):
+        (tmp_path / name).write_text("")
+    (tmp_path / ".venv").mkdir()
+    calls = tmp_path / "calls"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    done = subprocess.run(
+        [make, "-s", "-C", str(tmp_path), "-f", str(MAKEFILE), f"PYTHON_BOOT={python}",
+         "UV_VERSION=9.9.9", ".venv/.synced"],
+        env={**env, "CALLS": str(calls), "ACCEPT": accept},
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    installs = [line for line in calls.read_text().splitlines() if "pip install" in line]
+    return done, installs
+
+
+def test_a_python_whose_pip_works_installs_uv_as_before(tmp_path: Path) -> None:
+    done, installs = _bootstrap(tmp_path, accept="*")
+    assert done.returncode == 0, done.stderr
+    assert installs == ["-m pip install --quiet uv==9.9.9"]
+    assert (tmp_path / ".venv" / ".synced").exists()
+
+
+def test_an_externally_managed_python_gets_uv_for_this_user(tmp_path: Path) -> None:
+    done, installs = _bootstrap(tmp_path, accept="*--break-system-packages*")
+    assert done.returncode == 0, done.stderr
+    assert installs == [
+        "-m pip install --quiet uv==9.9.9",
+        "-m pip install --quiet --user uv==9.9.9",
+        "-m pip install --quiet --user --break-system-packages uv==9.9.9",
+    ]
+
+
+def test_without_any_way_to_install_uv_make_says_what_to_do(tmp_path: Path) -> None:
+    done, installs = _bootstrap(tmp_path, accept="no such call")
+    assert done.returncode != 0
+    assert len(installs) == 3
+    assert "apt-get install python3-pip" in done.stderr
+    assert not (tmp_path / ".venv" / ".synced").exists()
