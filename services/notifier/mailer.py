@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime, formataddr, parseaddr
 from typing import Protocol
 
 import aiosmtplib
@@ -126,6 +126,32 @@ def _header(name: str, value: str) -> str:
     return "\n".join(lines)
 
 
+# Headers of the form "display name <address>": From and Reply-To, and List-Id, whose
+# "<list-id>" RFC 2919 writes the same way.
+_NAMED_HEADERS = frozenset({"From", "Reply-To", "List-Id"})
+
+
+@functools.lru_cache(maxsize=16)
+def _named_header(name: str, value: str) -> str:
+    """A ``name <address>`` header: only the display name may be an RFC 2047 encoded
+    word (RFC 2047 section 5: never an address), so a non-ASCII name is encoded alone.
+    Memoised: these are configured business values, the same on every email."""
+    if value.isascii():
+        return _header(name, value)
+    if _CONTROL.search(value):
+        raise Refused([f"the {name} header holds a control character"])
+    display, address = parseaddr(value)
+    if not address:
+        raise Refused([f"the {name} header holds no <address>"])
+    if not address.isascii():  # internationalised: UTF-8 as is (RFC 6532), as for To
+        return f"{name}: {value}"
+    if display.isascii():  # what was not ASCII was a comment, which parseaddr drops
+        return _header(name, formataddr((display, address)))
+    # Header, not formataddr's one encoded word: a long name is split into several
+    # words of at most 75 characters each (RFC 2047 section 2).
+    return f"{name}: {Header(display, 'utf-8', header_name=name).encode()} <{address}>"
+
+
 def _quoted_printable(text: str) -> str:
     # binascii's C encoder: for "\n" line ends the same output as email.quoprimime (what
     # email.mime.text uses for a utf-8/QP charset), at a tenth of its cost.
@@ -173,13 +199,16 @@ def build_message(email: OutgoingEmail, message_id: str) -> Wire:
     head = [
         _header("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
         "MIME-Version: 1.0",
-        _header("From", email.sender),
+        _named_header("From", email.sender),
         _to_header(email.to),
-        _header("Reply-To", email.reply_to),
+        _named_header("Reply-To", email.reply_to),
         _header("Subject", email.subject),
         _header("Date", format_datetime(datetime.now(UTC))),
         _header("Message-ID", message_id),
-        *(_header(name, value) for name, value in email.headers.items()),
+        *(
+            (_named_header if name in _NAMED_HEADERS else _header)(name, value)
+            for name, value in email.headers.items()
+        ),
     ]
     data = "".join(
         (

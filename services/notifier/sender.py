@@ -3,7 +3,9 @@
 * A dispatcher leases due deliveries in batches (``FOR UPDATE SKIP LOCKED``: several
   workers share the table) and decides what needs no SMTP at all (waiting for a contact
   card, suppressed, under 13, no consent) at lease time, which is under a second before
-  the send: an opt-out recorded before that takes effect.
+  the send: an opt-out recorded before that takes effect. The hand-over mark (below)
+  checks suppressions once more, so one recorded while the email waited to be sent
+  stops it too (P-32).
 * ``notifier_smtp_connections`` senders, each with its own SMTP connection behind the
   compliance gate, take send slots from the SMTP server's rate limit, which every
   worker process shares (:mod:`services.notifier.pace`).
@@ -15,15 +17,16 @@
   (``python -m services.notifier.replay`` puts them back).
 
 No email is sent twice, whenever a worker dies. Before a message's DATA, the sender
-commits a hand-over mark on the delivery, and only while it still holds the lease (a
-sender that lost it sends nothing). A lease that expires on a marked delivery means
-the worker died between the hand-over and recording the server's answer: the server
-may or may not have the message. Such a delivery is **in doubt** and becomes a dead
-letter with that reason instead of being sent again; so does one whose connection
-failed during DATA. Operators look for its Message-ID (derived from the idempotency
-key: notice, user, channel) in the mail server's log, and replay it if it is not
-there. A worker that dies before the hand-over leaves nothing in doubt: the delivery
-is leased again once the lease expires, and sent once.
+commits a hand-over mark on the delivery, and only while it still holds the lease and
+the address has not unsubscribed (otherwise it sends nothing, and the delivery, left
+leased and unmarked, is leased and decided again once the lease ends). A lease that
+expires on a marked delivery means the worker died between the hand-over and recording
+the server's answer: the server may or may not have the message. Such a delivery is
+**in doubt** and becomes a dead letter with that reason instead of being sent again;
+so does one whose connection failed during DATA. Operators look for its Message-ID
+(derived from the idempotency key: notice, user, channel) in the mail server's log,
+and replay it if it is not there. A worker that dies before the hand-over leaves
+nothing in doubt: the delivery is leased again once the lease expires, and sent once.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from services.notifier import handlers, store
 from services.notifier.config import NotifierSettings
 from services.notifier.domain import unsubscribe
 from services.notifier.domain.compliance import ONE_CLICK, OutgoingEmail
+from services.notifier.domain.greeting import greeting_name
 from services.notifier.domain.rules import Recipient, backoff_seconds, suppression_reason
 from services.notifier.domain.templates import Footer, Renderer
 from services.notifier.mailer import (
@@ -103,13 +107,17 @@ class HandOvers:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._waiting: list[tuple[int, datetime, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[store.Lease, asyncio.Future[None]]] = []
         self._rounds: asyncio.Task[None] | None = None
 
-    async def mark(self, delivery_id: int, lease_until: datetime) -> None:
-        """Return once marked; raise LeaseLost, or the outage, if it could not be."""
+    async def mark(self, lease: store.Lease) -> None:
+        """Return once marked; raise LeaseLost, or the outage, if it could not be.
+
+        LeaseLost also when the address unsubscribed since the lease: either way the
+        email must not go, and its next lease decides it again.
+        """
         done = asyncio.get_running_loop().create_future()
-        self._waiting.append((delivery_id, lease_until, done))
+        self._waiting.append((lease, done))
         if self._rounds is None or self._rounds.done():
             self._rounds = asyncio.create_task(self._run_rounds())
         await done
@@ -119,19 +127,20 @@ class HandOvers:
             batch, self._waiting = self._waiting, []
             try:
                 async with self._pool.acquire() as conn:
-                    marked = await store.hand_over(conn, [(i, t) for i, t, _ in batch])
+                    marked = await store.hand_over(conn, [lease for lease, _ in batch])
             except Exception as exc:
-                for _, _, done in batch:
+                for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for delivery_id, _, done in batch:
+            for lease, done in batch:
                 if done.done():
                     continue
-                if delivery_id in marked:
+                if lease.delivery_id in marked:
                     done.set_result(None)
                 else:
-                    done.set_exception(store.LeaseLost(f"delivery {delivery_id}: lease lost"))
+                    why = "lease lost, or its address unsubscribed since it was leased"
+                    done.set_exception(store.LeaseLost(f"delivery {lease.delivery_id}: {why}"))
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,12 @@ def unsubscribe_mailto(settings: NotifierSettings, email_index: bytes, category:
     the inbound webhook (routes/inbound.py) reads it; no one reads the From address."""
     token = unsubscribe_token(settings, email_index, category)
     return f"mailto:{settings.notifier_unsubscribe_mailto}?subject=unsubscribe%20{token}"
+
+
+def lease_of(row: Any) -> store.Lease:
+    """What the hand-over of a leased row checks: its lease, and the address and category
+    its email goes to (an unsubscribe since the lease stops it there)."""
+    return store.Lease(row["id"], row["lease_until"], row["address_index"], row["category"])
 
 
 def message_id(row: Any) -> str:
@@ -329,17 +344,14 @@ class Sender:
 
     async def _compose(self, row: Any) -> OutgoingEmail:
         s = self.settings
-        uid = row["user_id"]
-        if row["recipient"] == "guardian":
+        uid, recipient = row["user_id"], row["recipient"]
+        name = ""  # never printed to a guardian or an unconfirmed address: not opened
+        if recipient == "guardian":
             address = await self._vault.open(
                 uid, row["guardian_email"], purpose=handlers.GUARDIAN_PURPOSE
             )
-            name = "parent or guardian"
-        elif row["recipient"] == "pending":
+        elif recipient == "pending":
             address = await self._vault.open(uid, row["email"], purpose=handlers.PENDING_PURPOSE)
-            # Not the account's name: the holder of this address may be someone else,
-            # and the name is whatever the account chose.
-            name = "there"
         else:
             address = await self._vault.open(uid, row["email"], purpose=handlers.EMAIL_PURPOSE)
             name = await self._vault.open(uid, row["name"], purpose=handlers.NAME_PURPOSE)
@@ -349,7 +361,7 @@ class Sender:
             row["template"],
             category=category,
             params=row["params"],
-            name=name,
+            name=greeting_name(row["template"], recipient, row["active"], name),
             unsubscribe_url=url,
             footer=self._footer,
         )
@@ -387,7 +399,7 @@ class Sender:
 
                 async def hand_over(row: Any = job.row) -> None:
                     nonlocal handed_over
-                    await self._hand_overs.mark(row["id"], row["lease_until"])
+                    await self._hand_overs.mark(lease_of(row))
                     handed_over = True
                     crash_point("notifier.after_hand_over")
 
@@ -433,7 +445,9 @@ class Sender:
     async def _send(
         self, transport: GatedTransport, job: Job, hand_over: Callable[[], Awaitable[None]]
     ) -> store.Result | None:
-        """The outcome of one attempt; None if the lease was lost (another sender has it)."""
+        """The outcome of one attempt; None if the hand-over was refused: the lease was lost
+        (another sender has it) or the address unsubscribed since (the next lease records
+        the suppression)."""
         row = job.row
         try:
             await transport.send(job.email, message_id(row), hand_over)

@@ -478,25 +478,52 @@ async def claim_deliveries(conn: Connection, limit: int, lease_seconds: float) -
 
 
 class LeaseLost(Exception):
-    """The delivery's lease expired and it may be another sender's now: do not send."""
+    """The delivery's lease expired and it may be another sender's now, or its address
+    unsubscribed since it was leased: do not send (see :func:`hand_over`)."""
 
 
+@dataclass(frozen=True)
+class Lease:
+    """A leased delivery about to be handed over, and what its email goes to."""
+
+    delivery_id: int
+    lease_until: datetime
+    address_index: bytes  # the blind index of the address the email is addressed to
+    category: str
+
+
+# Suppressions are checked again here, not only at lease time: an email may wait in the
+# send queue, or for a send slot, while its address unsubscribes (P-32). One committed
+# after this statement began is not seen: that email was handed over first.
 _HAND_OVER = """
 UPDATE deliveries d SET handed_over_at = now()
-FROM unnest($1::bigint[], $2::timestamptz[]) AS u(id, lease_until)
+FROM unnest($1::bigint[], $2::timestamptz[], $3::bytea[], $4::text[])
+     AS u(id, lease_until, address_index, category)
 WHERE d.id = u.id AND d.status = 'sending' AND d.next_attempt_at = u.lease_until
   AND d.next_attempt_at > now() AND d.handed_over_at IS NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM suppressions s
+      WHERE s.email_index = u.address_index AND s.category IN (u.category, 'all')
+  )
 RETURNING d.id
 """
 
 
-async def hand_over(conn: Connection, leases: Sequence[tuple[int, datetime]]) -> set[int]:
+async def hand_over(conn: Connection, leases: Sequence[Lease]) -> set[int]:
     """Mark deliveries handed to the SMTP server; committed before their DATA is sent.
 
-    ``leases`` are (delivery id, lease_until) pairs. Returns the ids marked: those whose
-    sender still holds the lease it was given (any other must not be sent).
+    Returns the ids marked: those whose sender still holds the lease it was given and
+    whose address has not unsubscribed from the email's category (or from all email)
+    since. Any other must not be sent: it stays leased, unmarked, until its lease ends,
+    and is then leased and decided again (a suppressed one is recorded as such).
     """
-    rows = await conn.fetch(_HAND_OVER, [i for i, _ in leases], [t for _, t in leases])
+    rows = await conn.fetch(
+        _HAND_OVER,
+        [lease.delivery_id for lease in leases],
+        [lease.lease_until for lease in leases],
+        [lease.address_index for lease in leases],
+        [lease.category for lease in leases],
+    )
     return {r["id"] for r in rows}
 
 

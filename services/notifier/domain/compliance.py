@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -76,24 +77,39 @@ def _never(_email: OutgoingEmail, _match: re.Match[str]) -> bool:
 
 
 def _body_says(email: OutgoingEmail, match: re.Match[str]) -> bool:
+    # The claim was found in the normalised subject: the body is read the same way, so a
+    # claim the body makes in other code points (fullwidth, curly quotes) still counts.
     claim = match.group(0).casefold()
-    return claim in email.text.casefold() and claim in _visible_text(email.html).casefold()
+    text, html = comparable(email.text), comparable(_visible_text(email.html))
+    return claim in text.casefold() and claim in html.casefold()
 
 
 def _security_notice(email: OutgoingEmail, match: re.Match[str]) -> bool:
     return email.category == "account_security" and _body_says(email, match)
 
 
+# Reply and forward prefixes as localised mail clients write them: English, German,
+# Dutch, the Nordic languages, French, Italian, Spanish, Portuguese, Polish, Hungarian,
+# Turkish, Welsh, Indonesian, Greek, Hebrew, Chinese.
+_THREAD_PREFIXES = "|".join(
+    (
+        *("re", "fw", "fwd", "aw", "wg", "antw", "doorst", "sv", "vs", "vb", "vl", "fs"),
+        *("tr", "r", "rif", "i", "rv", "res", "enc", "odp", "pd", "vá", "továbbítás"),
+        *("ynt", "ilt", "İlt", "atb", "yml", "bls", "trs"),
+        *("απ", "σχετ", "πρθ", "השב", "הועבר", "回复", "回覆", "答复", "转发", "轉寄"),
+    )
+)
+
 SUBJECT_RULES: tuple[SubjectRule, ...] = (
     # We never answer in a thread by email: a reply or forward prefix is always fake.
     SubjectRule(
         "fake reply or forward prefix",
-        re.compile(r"^\W*(re|fw|fwd|aw|sv|tr|wg|rif)\s*(\[\d+\]|\(\d+\))?\s*:", re.I),
+        re.compile(rf"^\W*({_THREAD_PREFIXES})\s*(\[\d+\]|\(\d+\))?\s*:", re.I),
         _never,
     ),
     SubjectRule(
         "prize or winnings claim",
-        re.compile(r"\b(you(')?ve won|you have won|winner|prize|lottery|jackpot)\b", re.I),
+        re.compile(r"\b(you'?ve\s+won|you\s+have\s+won|winner|prize|lottery|jackpot)\b", re.I),
         _never,
     ),
     SubjectRule(
@@ -132,6 +148,25 @@ def _visible_text(html: str) -> str:
     return re.sub(r"\s+", " ", _TAG.sub(" ", html))
 
 
+# Apostrophes and quotation marks that read like ASCII ones (NFKC keeps these apart).
+_QUOTES = str.maketrans(
+    dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u2035\u02bc\u02b9\u00b4`", "'")
+    | dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u2036\u00ab\u00bb", '"')
+)
+
+
+def comparable(text: str) -> str:
+    """``text`` as a reader sees it, for the subject rules: invisible format characters
+    (zero-width spaces and joiners, bidi marks: category Cf) dropped, compatibility
+    forms folded by NFKC (fullwidth letters and colon, ligatures), quote variants made
+    ASCII. Otherwise a fullwidth "Re:", or one with a zero-width space inside, reads as
+    "Re:" to the recipient but matches no rule."""
+    if not text.isascii():
+        visible = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+        text = unicodedata.normalize("NFKC", visible)
+    return text.translate(_QUOTES)
+
+
 @functools.lru_cache(maxsize=64)
 def _same_address(header: str, configured: str) -> bool:
     # Memoised: both are business addresses from configuration (never a recipient's),
@@ -143,7 +178,8 @@ def _same_address(header: str, configured: str) -> bool:
 def subject_problems(email: OutgoingEmail) -> list[str]:
     """Why the subject is misleading (empty: it is not)."""
     subject = email.subject
-    if not subject.strip():
+    readable = comparable(subject)
+    if not readable.strip():  # blank, or only invisible characters
         return ["subject is empty"]
     problems = []
     if len(subject) > 150:
@@ -151,7 +187,7 @@ def subject_problems(email: OutgoingEmail) -> list[str]:
     if "\n" in subject or "\r" in subject:
         problems.append("subject contains a line break")
     for rule in SUBJECT_RULES:
-        match = rule.pattern.search(subject)
+        match = rule.pattern.search(readable)
         if match and not rule.allowed(email, match):
             problems.append(f"misleading subject: {rule.name}")
     return problems

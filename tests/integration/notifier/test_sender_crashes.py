@@ -32,9 +32,9 @@ import pytest
 from services.notifier import mailer, store
 from services.notifier.config import NotifierSettings
 from services.notifier.mailer import SmtpTransport
-from services.notifier.sender import HandOvers, Sender, Wake, message_id
+from services.notifier.sender import HandOvers, Sender, Wake, lease_of, message_id
 from shared.vault import Vault
-from tests.integration.notifier.support import address, seed, until
+from tests.integration.notifier.support import address, seed, send_all, until
 from tests.support.mailbox import Mailbox
 from tests.support.processes import end
 
@@ -223,6 +223,7 @@ async def test_only_the_holder_of_a_live_lease_can_hand_a_delivery_over(
     vault = await Vault.connect(config, pool)
     await seed(pool, vault, count=2)
     await vault.close()
+    await pool.execute("DELETE FROM suppressions")  # leases alone are under test here
     marks = HandOvers(pool)
     async with pool.acquire() as conn:
         stalled = await store.claim_deliveries(conn, 2, 0.5)
@@ -232,14 +233,49 @@ async def test_only_the_holder_of_a_live_lease_can_hand_a_delivery_over(
     assert set(taken) == {r["id"] for r in stalled}  # ...and another one leased them
     for row in stalled:
         with pytest.raises(store.LeaseLost):
-            await marks.mark(row["id"], row["lease_until"])
+            await marks.mark(lease_of(row))
     # The new holder hands both over; a second hand-over of one is refused.
     first, second = taken.values()
-    await asyncio.gather(*(marks.mark(r["id"], r["lease_until"]) for r in (first, second)))
+    await asyncio.gather(*(marks.mark(lease_of(r)) for r in (first, second)))
     with pytest.raises(store.LeaseLost):
-        await marks.mark(first["id"], first["lease_until"])
+        await marks.mark(lease_of(first))
     rows = await deliveries(pool, first["notice_id"])
     assert all(r["handed_over_at"] is not None for r in rows.values())
+
+
+@pytest.mark.promise("P-32")
+async def test_an_unsubscribe_after_the_lease_stops_the_email_at_its_hand_over(
+    pool: asyncpg.Pool,
+) -> None:
+    """Suppressions are decided when a delivery is leased; one that comes while its email
+    waits to be sent (a slow SMTP server ahead of it) stops it at the hand-over mark,
+    before anything reaches SMTP. The next lease records it as suppressed."""
+    config = NotifierSettings(environment="test")
+    vault = await Vault.connect(config, pool)
+    notice, users = await seed(pool, vault, count=3)  # users[0]: all email suppressed
+    marks = HandOvers(pool)
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM suppressions")  # not yet, at the lease
+        leased = {r["user_id"]: r for r in await store.claim_deliveries(conn, 3, 0.5)}
+        assert set(leased) == set(users)
+        opted_out, unsubscribed, other = (leased[u] for u in users)
+        await store.suppress(conn, opted_out["address_index"], "all", "page")
+        await store.suppress(conn, unsubscribed["address_index"], "transactional", "one_click")
+        await store.suppress(conn, other["address_index"], "marketing", "one_click")
+    for row in (opted_out, unsubscribed):
+        with pytest.raises(store.LeaseLost):
+            await marks.mark(lease_of(row))
+    await marks.mark(lease_of(other))  # another category's opt-out stops nothing here
+    rows = await deliveries(pool, notice)
+    assert [rows[u]["handed_over_at"] is None for u in users] == [True, True, False]
+
+    await asyncio.sleep(0.6)  # the leases end
+    box = await send_all(pool, vault, failing={})
+    await vault.close()
+    rows = await deliveries(pool, notice)
+    for user in users[:2]:
+        assert (rows[user]["status"], rows[user]["outcome"]) == ("done", "suppressed")
+    assert {w.recipient for w in box} & {address(u) for u in users[:2]} == set()
 
 
 async def test_an_unexpected_error_before_data_retries_the_email_once_marked(

@@ -181,3 +181,85 @@ def test_built_message_has_both_parts_and_the_headers() -> None:
     text = message.get_body(("plain",))
     assert text is not None
     assert URL in text.get_content()
+
+
+def fullwidth(ascii_text: str) -> str:
+    """The fullwidth forms (U+FF01..U+FF5E) of printable ASCII; a space as U+3000."""
+    return "".join(
+        "\u3000" if c == " " else chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in ascii_text
+    )
+
+
+def _subject_reasons(subject: str, message: str = "We now open at 9.") -> list[str]:
+    email = render("service_announcement", "service_announcement", subject=subject, message=message)
+    return [r for r in compliance.check(email, POLICY) if r.startswith("misleading subject")]
+
+
+@pytest.mark.promise("P-28")
+@pytest.mark.parametrize(
+    "subject",
+    [
+        fullwidth("Re") + ": hi",
+        "Re\u200b: hi",  # a zero-width space inside
+        "\u200eRE\u2060: hi",  # a bidi mark before, a word joiner inside
+        "RE\uff1a hi",  # a fullwidth colon
+        "R\u200de: hi",  # a zero-width joiner
+        "Re\u00a0: hi",  # a no-break space
+        "RES: hi",  # Portuguese
+        "Antw: hi",  # Dutch
+        "AW: hi",  # German
+        "WG: hi",  # German forward
+        "SV: hi",  # Nordic
+        "VS: hi",  # Finnish
+        "VB: hi",  # Swedish forward
+        "TR: hi",  # French forward
+        "RIF: hi",  # Italian
+        "RV: hi",  # Spanish forward
+        "ENC: hi",  # Portuguese forward
+        "Odp: hi",  # Polish
+        "YNT: hi",  # Turkish
+        "İLT: hi",  # Turkish forward
+        "ΑΠ: hi",  # Greek
+        "回复\uff1ahi",  # Chinese, fullwidth colon
+        "Fwd[3]: hi",
+        "« Fw: hi",
+    ],
+)
+def test_disguised_and_localised_reply_prefixes_are_refused(subject: str) -> None:
+    assert _subject_reasons(subject) == ["misleading subject: fake reply or forward prefix"]
+
+
+@pytest.mark.promise("P-28")
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "You\u2019ve won a repair",
+        "You\u02bcve won",
+        "YOU`VE WON",
+        fullwidth("you") + "\u2019" + fullwidth("ve won"),
+        "You\u200b've won",
+    ],
+)
+def test_a_prize_claim_with_another_apostrophe_or_width_is_refused(subject: str) -> None:
+    assert _subject_reasons(subject) == ["misleading subject: prize or winnings claim"]
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["Report: new opening hours", "Information about our shops", "Résumé of the year", "Rfc"],
+)
+def test_a_word_that_merely_starts_like_a_prefix_passes(subject: str) -> None:
+    assert _subject_reasons(subject) == []
+
+
+def test_a_claim_is_supported_by_a_body_in_other_code_points() -> None:
+    """Normalised on both sides: a fullwidth "free" in the body supports the subject's."""
+    wide = fullwidth("free")
+    assert _subject_reasons("Free check", message=f"A {wide} check this week.") == []
+    assert _subject_reasons(f"{wide} check", message="A free check this week.") == []
+    assert _subject_reasons(f"{wide} check") == ["misleading subject: free offer not in the body"]
+
+
+def test_a_subject_of_invisible_characters_only_is_empty() -> None:
+    email = render("service_announcement", "service_announcement", subject="\u200b\u2060")
+    assert "subject is empty" in compliance.check(email, POLICY)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime
 from email import message_from_bytes, message_from_string, policy
 from email.charset import QP, Charset
-from email.header import Header
+from email.header import Header, decode_header, make_header
 from email.message import EmailMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -14,6 +15,7 @@ from email.utils import format_datetime, parseaddr
 
 import pytest
 
+from services.notifier.domain import compliance
 from services.notifier.domain.compliance import OutgoingEmail
 from services.notifier.domain.templates import TEMPLATES
 from services.notifier.mailer import GatedTransport, HandOver, Refused, Wire, build_message
@@ -201,3 +203,74 @@ def test_a_refusal_quoting_the_recipient_is_kept_without_the_address() -> None:
     later = _failure(aiosmtplib.SMTPResponseException(451, "mailbox jane@x.example busy"))
     assert isinstance(later, TemporaryFailure)
     assert "jane@" not in str(later)
+
+
+def _named(display: str, address: str) -> tuple[OutgoingEmail, compliance.GatePolicy]:
+    """An email whose configured From, Reply-To and List-Id have this display name."""
+    configured = f'"{display}" <{address}>'
+    list_id = f'"{display}" <notices.phonedoctorbiz.example>'
+    policy = dataclasses.replace(
+        POLICY, from_transactional=configured, reply_to=configured, list_id=list_id
+    )
+    email = render("request_reply", "transactional")
+    headers = {**email.headers, "List-Id": list_id}
+    return dataclasses.replace(
+        email, sender=configured, reply_to=configured, headers=headers
+    ), policy
+
+
+@pytest.mark.parametrize(
+    ("display", "address"),
+    [
+        ("Télé iMT", "news@phonedoctorbiz.example"),
+        ("iMT, Société", "news@phonedoctorbiz.example"),  # a comma: quoted in the setting
+        ("日本のiMT", "service@phonedoctorbiz.example"),
+    ],
+)
+def test_a_non_ascii_display_name_is_encoded_alone_and_reads_back(
+    display: str, address: str
+) -> None:
+    """RFC 2047: the name may be an encoded word, the address never may; the gate
+    compares the configured values, so it still lets them through."""
+    email, policy = _named(display, address)
+    assert compliance.check(email, policy) == []
+    wire = build_message(email, "<a.b.email@notifier.imt>")
+    assert (wire.sender, wire.utf8) == (address, False)
+    assert wire.data.isascii()
+    message = parsed(wire.data)
+    for name in ("From", "Reply-To"):
+        [read] = message[name].addresses
+        assert (read.display_name, read.addr_spec) == (display, address), name
+    assert str(message["List-Id"]) == f"{display} <notices.phonedoctorbiz.example>"
+    assert not message.defects
+
+
+def test_a_long_display_name_is_split_into_encoded_words_of_75_characters() -> None:
+    """Read with decode_header, which joins adjacent encoded words as RFC 2047 6.2 says:
+    Python 3.11's address parser puts a space between them, even in its own folding."""
+    display = "Zoë's " * 12 + "shop"
+    email, _ = _named(display, "news@phonedoctorbiz.example")
+    head = build_message(email, "<a.b.email@notifier.imt>").data.decode().split("\n\n")[0]
+    source = re.search(r"^From: (.*(?:\n .*)*)", head, re.M)
+    assert source is not None
+    value = " ".join(source.group(1).split())
+    words = [w for w in value.split() if w.startswith("=?")]
+    assert len(words) > 1
+    assert all(len(w) <= 75 for w in words)
+    decoded = str(make_header(decode_header(value)))
+    assert decoded == f"{display} <news@phonedoctorbiz.example>"
+
+
+def test_an_internationalised_business_address_goes_as_utf8() -> None:
+    configured = "Télé iMT <actualités@phonedoctorbiz.example>"
+    email = dataclasses.replace(
+        render("request_reply", "transactional"), sender=configured, reply_to=configured
+    )
+    wire = build_message(email, "<a.b.email@notifier.imt>")
+    assert (wire.sender, wire.utf8) == ("actualités@phonedoctorbiz.example", True)
+    message = message_from_string(wire.data.decode("utf-8"), policy=policy.default)
+    [read] = message["From"].addresses
+    assert (read.display_name, read.addr_spec) == (
+        "Télé iMT",
+        "actualités@phonedoctorbiz.example",
+    )
