@@ -11,11 +11,14 @@ erasure, and one it refused was answered 409, never "cancelled".
 
 from __future__ import annotations
 
+from datetime import timedelta
 from uuid import UUID
 
 import asyncpg
 
+from services.accounts import store
 from services.accounts.context import Context, emit, notify
+from services.accounts.links import new_action_token
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import DeletionCancelled, DeletionConfirmed
 from shared.events.catalogue.deletion import DeletionStageChanged
@@ -25,7 +28,12 @@ async def notify_deletion_requested(
     ctx: Context, conn: Connection, user_id: UUID, request_id: UUID
 ) -> None:
     """Tell the user, by email and in-site, with the link that cancels (P-15): whoever
-    started the deletion, the user or two operators."""
+    started the deletion, the user or two operators. The link holds a one-time token, so
+    it cancels without signing in (cancelling only keeps the account), and only this
+    request: an earlier request's links die here."""
+    await _spend_cancel_links(conn, user_id)
+    lifetime = timedelta(days=ctx.settings.accounts_cancel_link_days)
+    token = await new_action_token(ctx, conn, user_id, CANCEL_LINK, lifetime)
     await notify(
         conn,
         template="deletion_requested",
@@ -33,8 +41,22 @@ async def notify_deletion_requested(
         user_ids=(user_id,),
         params={
             "request_id": str(request_id),
-            "link": f"{ctx.settings.accounts_public_url}/privacy#deletion={request_id}",
+            "token": token,
+            "link": ctx.link(CANCEL_PAGE, token),
         },
+    )
+
+
+CANCEL_LINK = "deletion_cancel"
+CANCEL_PAGE = "cancel-deletion"
+
+
+async def _spend_cancel_links(conn: Connection, user_id: UUID) -> None:
+    await conn.execute(
+        "UPDATE action_tokens SET used_at = now()"
+        " WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",
+        user_id,
+        CANCEL_LINK,
     )
 
 
@@ -80,8 +102,22 @@ async def cancel(conn: Connection, request_id: UUID, user_id: UUID) -> asyncpg.R
         " WHERE id = $1 RETURNING *",
         request_id,
     )
+    await _spend_cancel_links(conn, user_id)
     await emit(conn, DeletionCancelled(user_id=user_id, request_id=request_id), user_id)
     return row
+
+
+async def cancel_by_link(conn: Connection, token_hash: bytes) -> asyncpg.Record | None:
+    """Cancel the request a mailed link was sent for (in the caller's transaction); None
+    when the link is unknown, spent or expired. Raises :class:`NotCancellable` once the
+    request's window closed (the link stays unspent: the transaction rolls back)."""
+    owner = await store.action_token_owner(conn, token_hash, CANCEL_LINK)
+    if owner is None:
+        return None
+    under_way = await active_request(conn, owner)  # the user's row, then the request's
+    if await store.use_action_token(conn, token_hash, CANCEL_LINK) is None or under_way is None:
+        return None
+    return await cancel(conn, under_way["id"], owner)
 
 
 async def close(conn: Connection, changed: DeletionStageChanged) -> bool:

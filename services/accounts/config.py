@@ -16,8 +16,13 @@ class AccountsSettings(PlatformSettings):
     service_name: str = "accounts"
     accounts_http_port: int = Field(8101, description="Port of the accounts API (loopback).")
     accounts_public_url: str = Field(
-        "http://127.0.0.1:8080",
-        description="Base URL of the privacy center, used in links sent by email.",
+        "http://localhost:8080",
+        description=(
+            "Base URL of the privacy center, used in links sent by email (the pages"
+            " verify-email, guardian-consent, reset-password, cancel-deletion); https in"
+            " production, where the links carry one-time tokens. A host name, not an"
+            " address: the pages count their views by site name."
+        ),
     )
     accounts_access_token_seconds: int = Field(
         300, description="Lifetime of an access token (short: revocation is also checked)."
@@ -58,6 +63,15 @@ class AccountsSettings(PlatformSettings):
     )
     accounts_lapse_sweep_seconds: float = Field(
         3600.0, gt=0, description="How often the worker looks for lapsed sign-ups."
+    )
+    accounts_cancel_link_days: int = Field(
+        30,
+        ge=1,
+        description=(
+            "Lifetime of the link that cancels a deletion request, mailed when it is made"
+            " (at least the deletion service's grace period: a cancel after it is refused"
+            " anyway)."
+        ),
     )
     accounts_pending_sweep_seconds: float = Field(
         300.0, gt=0, description="How often the worker clears new addresses whose link expired."
@@ -105,6 +119,9 @@ class AccountsSettings(PlatformSettings):
             and self.accounts_admin_password.get_secret_value() == DEV_ADMIN_PASSWORD
         ):
             raise UnsafeConfiguration("IMT_ACCOUNTS_ADMIN_PASSWORD holds its development default")
+        if self.environment == "production" and not self.accounts_public_url.startswith("https://"):
+            # The links carry one-time tokens (a password reset's among them): P-10.
+            raise UnsafeConfiguration("IMT_ACCOUNTS_PUBLIC_URL must be https in production")
         return self
 
     @model_validator(mode="after")

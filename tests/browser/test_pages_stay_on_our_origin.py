@@ -12,7 +12,9 @@ from shared.events.catalogue.notifier import SendNotice
 from tests.e2e.notifier.support import publish, publish_contact, unsubscribe_https
 from tests.support.mailbox import Mailbox
 
-PAGES = ["/", "/privacy.html"]  # both count their view with web/assets/visit.js
+# Each counts its view with web/assets/visit.js; the last four are what mailed links open.
+PAGES = ["/", "/privacy.html", "/verify-email", "/guardian-consent", "/reset-password",
+         "/cancel-deletion"]  # fmt: skip
 BEACON = "/api/analytics/beacon"
 PERSON = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"

@@ -33,7 +33,7 @@ from services.accounts.context import (
 from services.accounts.domain.content import content_for
 from services.accounts.invoices import Invoice, invoice_out
 from services.accounts.links import mail_action_link
-from services.accounts.security import MAX_PASSWORD
+from services.accounts.security import MAX_PASSWORD, secret_hash
 from services.accounts.sessions import session_user
 from services.accounts.throttling import count_address_change, reauthenticate
 from shared.auth import CurrentUser
@@ -906,6 +906,28 @@ async def cancel_deletion(request_id: UUID, claims: CurrentUser, ctx: Ctx) -> De
         raise _not_cancellable(exc.status) from None
     if row is None:
         raise not_found("deletion request")
+    return DeletionRequest(**{k: row[k] for k in DeletionRequest.model_fields})
+
+
+class CancelLink(BaseModel):
+    token: str = Field(min_length=10, max_length=200)
+
+
+@router.post("/deletion-cancellations", response_model=DeletionRequest, tags=["deletion"])
+async def cancel_deletion_by_link(body: CancelLink, ctx: Ctx) -> DeletionRequest:
+    """Cancel a deletion request with the token of the link mailed when it was made: no
+    sign-in needed (cancelling only keeps the account). 400 for a link invalid, spent
+    or expired; 409 once the grace period ended."""
+    try:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            row = await cancel_window.cancel_by_link(conn, secret_hash(body.token))
+    except cancel_window.NotCancellable as exc:
+        raise _not_cancellable(exc.status) from None
+    if row is None:
+        raise Problem(
+            400, "Link invalid", "This link is invalid, expired or already used.",
+            slug="link-invalid",
+        )  # fmt: skip
     return DeletionRequest(**{k: row[k] for k in DeletionRequest.model_fields})
 
 

@@ -316,6 +316,29 @@ async def test_deletion_needs_the_password_and_can_be_cancelled(
     assert cancelled.json()["status"] == "cancelled"
     await bus.event("deletion.cancelled.", user.id, request_id=request_id)
     assert (await client.get(f"{API}/me", headers=user.headers)).status_code == 200
+    # The mailed link died with the cancel: it cannot touch a later request.
+    spent = await client.post(
+        f"{API}/deletion-cancellations", json={"token": notice["params"]["token"]}
+    )
+    assert spent.status_code == 400, spent.text
+    # A new request's link cancels it, signed out (the page it opens: tests/browser).
+    second = await client.post(
+        f"{API}/me/deletion-requests", json={"password": user.password}, headers=user.headers
+    )
+    second_id = second.json()["id"]
+    [record] = await bus.wait_for(
+        lambda r: r.key == user.id and r.value is not None
+        and r.value["type"].startswith("notice.send.")
+        and r.value["data"]["params"].get("request_id") == second_id
+    )  # fmt: skip
+    assert record.value is not None
+    mailed = record.value["data"]
+    by_link = await client.post(
+        f"{API}/deletion-cancellations", json={"token": mailed["params"]["token"]}
+    )
+    assert by_link.status_code == 200, by_link.text
+    assert (by_link.json()["id"], by_link.json()["status"]) == (second_id, "cancelled")
+    await bus.event("deletion.cancelled.", user.id, request_id=second_id)
 
 
 @pytest.mark.promise("P-15")
@@ -344,6 +367,11 @@ async def test_once_the_grace_period_ended_a_cancel_is_refused(
         f"{API}/me/deletion-requests/{request_id}/cancel", headers=user.headers
     )
     assert cancel.status_code == 409, cancel.text
+    notice = await bus.notice(user.id, "deletion_requested")
+    by_link = await client.post(
+        f"{API}/deletion-cancellations", json={"token": notice["params"]["token"]}
+    )
+    assert by_link.status_code == 409, by_link.text
     assert cancel.headers["content-type"].startswith("application/problem+json")
     assert cancel.json()["type"].endswith("/deletion-not-cancellable")
     # Asking again while it is under way answers the same request, not a second one.

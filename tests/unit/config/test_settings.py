@@ -83,6 +83,23 @@ def test_the_notifier_refuses_its_development_secrets_in_production(
     assert NotifierSettings().notifier_inbound_secret.get_secret_value() == "a-real-inbound-secret"
 
 
+@pytest.mark.promise("P-10")
+def test_accounts_mails_links_with_tokens_over_https_only_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.accounts.config import AccountsSettings
+
+    for name, value in {
+        **REAL_PLATFORM_SECRETS,
+        "IMT_ACCOUNTS_ADMIN_PASSWORD": "a-real-admin-password",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="IMT_ACCOUNTS_PUBLIC_URL"):
+        AccountsSettings()  # the default, http://localhost:8080
+    monkeypatch.setenv("IMT_ACCOUNTS_PUBLIC_URL", "https://privacy.imt.example")
+    assert AccountsSettings().accounts_public_url == "https://privacy.imt.example"
+
+
 def test_the_relay_poll_interval_is_bounded_and_the_relays_default() -> None:
     assert PlatformSettings().outbox_idle_poll_seconds == RelaySettings().idle_poll_seconds
     for bad in (0, -1, 60):
