@@ -111,19 +111,22 @@ async def test_a_request_cancelled_in_grace_erases_nothing(
     client: httpx.AsyncClient, bus: BusTail, settings: PlatformSettings, vault: Vault
 ) -> None:
     user = await active_user(client, bus)
+    control = await active_user(client, bus)  # the same request, not cancelled
     device = await _device(client, user)
     request_id = await _request_deletion(client, user)
+    control_request = await _request_deletion(client, control)
     cancel = await client.post(
         f"{ACCOUNTS}/me/deletion-requests/{request_id}/cancel", headers=user.headers
     )
     assert cancel.status_code == 200, cancel.text
+    await wait_for_stage(client, user.id, request_id, ("cancelled",), timeout=30)
 
-    shown = await wait_for_stage(client, user.id, request_id, ("cancelled",), timeout=30)
-    await asyncio.sleep(GRACE_SECONDS + 2)  # well past the grace period
-
-    assert (await wait_for_stage(client, user.id, request_id, ("cancelled",)))["stage"] == (
-        "cancelled"
-    )
+    # The request asked at the same time and left alone is erased and shredded: had the
+    # cancel been ignored, this one would have been too by now.
+    erased = ("shredded", "backups_pending", "complete")
+    await wait_for_stage(client, control.id, control_request, erased, timeout=240)
+    assert await vault.is_shredded(control.id)
+    shown = await wait_for_stage(client, user.id, request_id, ("cancelled",))
     entered = [s["stage"] for s in shown["stages"]]
     assert entered[0] == "requested"
     assert entered[-1] == "cancelled"
@@ -512,7 +515,9 @@ async def test_a_device_deleted_under_a_legal_hold_is_kept_out_of_sight_until_it
     """The hold holds the subject: an item the user deletes meanwhile leaves their view
     at once, but its rows are erased (in accounts too) only once the hold is released."""
     user = await active_user(client, bus)
+    free = await active_user(client, bus)  # no hold: the same deletion, done at once
     device = await _device(client, user)
+    free_device = await _device(client, free)
     account_request = await _request_deletion(client, user)
     await wait_for_stage(client, user.id, account_request, ("requested", "grace"), timeout=60)
     held = await client.post(
@@ -524,11 +529,19 @@ async def test_a_device_deleted_under_a_legal_hold_is_kept_out_of_sight_until_it
 
     deleted = await client.delete(f"{ACCOUNTS}/me/devices/{device}", headers=user.headers)
     assert deleted.status_code == 204, deleted.text
+    free_deleted = await client.delete(f"{ACCOUNTS}/me/devices/{free_device}", headers=free.headers)
+    assert free_deleted.status_code == 204, free_deleted.text
     assert (await client.get(f"{ACCOUNTS}/me/devices", headers=user.headers)).json() == []
     [item_request] = (await _item_requests(client, user, {device})).values()
     await wait_for_stage(client, user.id, item_request, ("paused",), timeout=60)
     kept = "SELECT count(*) FROM erasing_items WHERE item_id = $1"
-    await asyncio.sleep(2)  # were the item erased anyway, accounts would have done it by now
+    # The device deleted at the same time without a hold is erased from accounts: had
+    # the hold been ignored, the held one would have gone by then too.
+    for _ in range(600):
+        if not await _rows(settings, "accounts", kept, uuid.UUID(free_device)):
+            break
+        await asyncio.sleep(0.2)
+    assert await _rows(settings, "accounts", kept, uuid.UUID(free_device)) == 0
     assert await _rows(settings, "accounts", kept, uuid.UUID(device)) == 1
     # Still held, so still in what the user's export says accounts holds (not its content).
     exported = (await client.get(f"{ACCOUNTS}/me/export", headers=user.headers)).json()

@@ -109,6 +109,16 @@ async def test_an_address_set_by_an_operator_is_confirmed_at_that_address(platfo
             f"{API}/operator/users/{user_id}", json=change, headers=support.headers
         )
         assert moved.status_code == 200, moved.text
+        # The change and its audit row, naming the user's emailed request, went together.
+        root = await admin(client)
+        audit = await client.get(
+            f"{API}/operator/audit", params={"subject_id": user_id}, headers=root.headers
+        )
+        assert audit.status_code == 200, audit.text
+        changes = [r for r in audit.json() if r["action"] == "change"]
+        assert [(r["fields"], r["request_reference"], r["purpose"]) for r in changes] == [
+            (["email"], change["request_reference"], "on request")
+        ]
         profile = (await client.get(f"{API}/me", headers=headers)).json()
         assert (profile["email"], profile["email_verified"]) == (new, False)
 

@@ -10,7 +10,6 @@ from services.deletion.config import DeletionSettings
 
 
 @pytest.mark.usefixtures("stack")
-@pytest.mark.promise("P-14")
 async def test_scratch_copies_older_than_an_hour_are_dropped_and_younger_ones_kept() -> None:
     settings = DeletionSettings()
     now = time.time()

@@ -2,8 +2,9 @@
 written into audit rows (policy versions and summaries, recipients' names and purposes,
 unlock reasons), and an email address anyone gives (sign-up, guardian, an operator's
 change; an address may be all digits before the @), is refused with 422 card-number
-when it holds a card number, before the database is reached. The routes run in-process against a context whose database
-answers 503 "store-reached", so a clean body shows where the refusal would have been."""
+when it holds a card number, before the database is reached. The routes run in-process
+against a context whose database answers 503 "store-reached", so a clean body shows
+where the refusal would have been."""
 
 from __future__ import annotations
 
