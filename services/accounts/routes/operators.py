@@ -34,6 +34,7 @@ from services.accounts.invoices import Invoice, InvoiceIn, invoice_out, new_invo
 from services.accounts.links import mail_action_link
 from services.accounts.security import MAX_PASSWORD, MIN_PASSWORD, hash_password
 from services.accounts.throttling import login_key, reauthenticate
+from shared import email_subjects
 from shared.auth import Claims, OperatorRole, require_roles
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import (
@@ -167,8 +168,13 @@ class PolicyOut(BaseModel):
     effective_at: datetime
 
 
+# A title becomes an email subject, after the notifier's prefix ("Security notice: "):
+# subjects have at most email_subjects.MAX_SUBJECT_CHARS characters.
+TITLE_CHARS = 120
+
+
 class AnnouncementIn(BaseModel):
-    title: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=TITLE_CHARS)
     message: str = Field(min_length=1, max_length=5000)
     send_at: datetime | None = None
 
@@ -179,7 +185,7 @@ class Announced(BaseModel):
 
 
 class IncidentIn(BaseModel):
-    title: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=TITLE_CHARS)
     message: str = Field(min_length=1, max_length=5000)
     audience: Literal["all", "listed"]
     user_ids: list[UUID] = Field(
@@ -633,6 +639,27 @@ async def verify_audit(ctx: Ctx, _: Annotated[Operator, allowed("audit.read")]) 
 # -- policy, announcements, incidents --------------------------------------------------
 
 
+def refuse_misleading_title(title: str, bodies: tuple[str, ...], *, security_notice: bool) -> None:
+    """422 for a title the notifier's compliance gate would refuse as a subject (P-28):
+    told now, not found later as an email dead-lettered for every user."""
+    problems = email_subjects.subject_problems(
+        title,
+        security_notice=security_notice,
+        body_says=lambda claim: email_subjects.body_makes(claim, "\n".join(bodies)),
+    )
+    if problems:
+        raise Problem(
+            422,
+            "Misleading title",
+            "This title would be an email subject our compliance rules refuse: "
+            + "; ".join(problems)
+            + ".",
+            slug="misleading-title",
+            errors=[{"location": "body.title", "message": p, "type": "misleading_subject"}
+                    for p in problems],
+        )  # fmt: skip
+
+
 @router.post("/policy-versions", response_model=PolicyOut, status_code=status.HTTP_201_CREATED)
 async def publish_policy(
     body: PolicyIn, ctx: Ctx, op: Annotated[Operator, allowed("policy.publish")]
@@ -694,6 +721,7 @@ async def announce(
 ) -> Announced:
     """Announce a service change to every user (P-06), now or at ``send_at``."""
     refuse_card_numbers(title=body.title, message=body.message)
+    refuse_misleading_title(body.title, (body.message,), security_notice=False)
     announcement_id = uuid4()
     async with ctx.pool.acquire() as conn, conn.transaction():
         await conn.execute(
@@ -731,6 +759,8 @@ async def declare_incident(
 ) -> IncidentOut:
     """Declare a security incident; the notifier tells every affected user (P-17)."""
     refuse_card_numbers(title=body.title, message=body.message)
+    # The email's body holds the title and the message.
+    refuse_misleading_title(body.title, (body.title, body.message), security_notice=True)
     if body.audience == "listed" and not body.user_ids:
         raise Problem(
             422, "No one listed", "List the affected users, or choose 'all'.", slug="validation"

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from urllib.parse import urlsplit
+
+from shared import email_subjects
 
 CATEGORIES: tuple[str, ...] = (
     "transactional",
@@ -63,82 +64,6 @@ class OutgoingEmail:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class SubjectRule:
-    """A misleading-subject pattern; ``allowed`` says when the claim is supported."""
-
-    name: str
-    pattern: re.Pattern[str]
-    allowed: Callable[[OutgoingEmail, re.Match[str]], bool]
-
-
-def _never(_email: OutgoingEmail, _match: re.Match[str]) -> bool:
-    return False
-
-
-def _body_says(email: OutgoingEmail, match: re.Match[str]) -> bool:
-    # The claim was found in the normalised subject: the body is read the same way, so a
-    # claim the body makes in other code points (fullwidth, curly quotes) still counts.
-    claim = match.group(0).casefold()
-    text, html = comparable(email.text), comparable(_visible_text(email.html))
-    return claim in text.casefold() and claim in html.casefold()
-
-
-def _security_notice(email: OutgoingEmail, match: re.Match[str]) -> bool:
-    return email.category == "account_security" and _body_says(email, match)
-
-
-# Reply and forward prefixes as localised mail clients write them: English, German,
-# Dutch, the Nordic languages, French, Italian, Spanish, Portuguese, Polish, Hungarian,
-# Turkish, Welsh, Indonesian, Greek, Hebrew, Chinese.
-_THREAD_PREFIXES = "|".join(
-    (
-        *("re", "fw", "fwd", "aw", "wg", "antw", "doorst", "sv", "vs", "vb", "vl", "fs"),
-        *("tr", "r", "rif", "i", "rv", "res", "enc", "odp", "pd", "vá", "továbbítás"),
-        *("ynt", "ilt", "İlt", "atb", "yml", "bls", "trs"),
-        *("απ", "σχετ", "πρθ", "השב", "הועבר", "回复", "回覆", "答复", "转发", "轉寄"),
-    )
-)
-
-SUBJECT_RULES: tuple[SubjectRule, ...] = (
-    # We never answer in a thread by email: a reply or forward prefix is always fake.
-    SubjectRule(
-        "fake reply or forward prefix",
-        re.compile(rf"^\W*({_THREAD_PREFIXES})\s*(\[\d+\]|\(\d+\))?\s*:", re.I),
-        _never,
-    ),
-    SubjectRule(
-        "prize or winnings claim",
-        re.compile(r"\b(you'?ve\s+won|you\s+have\s+won|winner|prize|lottery|jackpot)\b", re.I),
-        _never,
-    ),
-    SubjectRule(
-        "payment claim (iMT takes no payments)",
-        re.compile(r"\b(invoice|payment (due|failed|overdue)|refund issued)\b", re.I),
-        _never,
-    ),
-    SubjectRule(
-        "free offer not in the body",
-        re.compile(r"\bfree\b", re.I),
-        _body_says,
-    ),
-    SubjectRule(
-        "discount not in the body",
-        re.compile(r"\b\d{1,3}\s?% off\b", re.I),
-        _body_says,
-    ),
-    SubjectRule(
-        "urgency outside a security notice",
-        re.compile(r"\b(urgent|action required|final notice|immediately)\b", re.I),
-        _security_notice,
-    ),
-    SubjectRule(
-        "account threat outside a security notice",
-        re.compile(r"\baccount (suspended|locked|closed|disabled|compromised)\b", re.I),
-        _security_notice,
-    ),
-)
-
 _LIST_UNSUBSCRIBE = re.compile(r"^<(https://[^>\s]+)>,\s*<(mailto:[^>\s]+)>$")
 _URL = re.compile(r"https?://[^\s\"'<>)]+", re.I)
 _TAG = re.compile(r"<[^>]+>")
@@ -146,25 +71,6 @@ _TAG = re.compile(r"<[^>]+>")
 
 def _visible_text(html: str) -> str:
     return re.sub(r"\s+", " ", _TAG.sub(" ", html))
-
-
-# Apostrophes and quotation marks that read like ASCII ones (NFKC keeps these apart).
-_QUOTES = str.maketrans(
-    dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u2035\u02bc\u02b9\u00b4`", "'")
-    | dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u2036\u00ab\u00bb", '"')
-)
-
-
-def comparable(text: str) -> str:
-    """``text`` as a reader sees it, for the subject rules: invisible format characters
-    (zero-width spaces and joiners, bidi marks: category Cf) dropped, compatibility
-    forms folded by NFKC (fullwidth letters and colon, ligatures), quote variants made
-    ASCII. Otherwise a fullwidth "Re:", or one with a zero-width space inside, reads as
-    "Re:" to the recipient but matches no rule."""
-    if not text.isascii():
-        visible = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
-        text = unicodedata.normalize("NFKC", visible)
-    return text.translate(_QUOTES)
 
 
 @functools.lru_cache(maxsize=64)
@@ -176,21 +82,14 @@ def _same_address(header: str, configured: str) -> bool:
 
 
 def subject_problems(email: OutgoingEmail) -> list[str]:
-    """Why the subject is misleading (empty: it is not)."""
-    subject = email.subject
-    readable = comparable(subject)
-    if not readable.strip():  # blank, or only invisible characters
-        return ["subject is empty"]
-    problems = []
-    if len(subject) > 150:
-        problems.append("subject longer than 150 characters")
-    if "\n" in subject or "\r" in subject:
-        problems.append("subject contains a line break")
-    for rule in SUBJECT_RULES:
-        match = rule.pattern.search(readable)
-        if match and not rule.allowed(email, match):
-            problems.append(f"misleading subject: {rule.name}")
-    return problems
+    """Why the subject is misleading (empty: it is not): the shared subject rules, with
+    a claim supported when the text and the visible HTML both make it."""
+    html = _visible_text(email.html)
+    return email_subjects.subject_problems(
+        email.subject,
+        security_notice=email.category == "account_security",
+        body_says=lambda claim: email_subjects.body_makes(claim, email.text, html),
+    )
 
 
 def check(email: OutgoingEmail, policy: GatePolicy) -> list[str]:

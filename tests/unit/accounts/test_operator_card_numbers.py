@@ -100,3 +100,45 @@ async def test_a_card_number_in_operator_text_is_refused_before_storage(
     assert [e["location"] for e in problem["errors"]] == [f"body.{field}"]
     assert CARD not in refused.text  # never echoed
     assert CARD.replace(" ", "") not in refused.text
+
+
+# A title becomes an email subject: one the notifier's gate would refuse is refused here,
+# so the operator hears of it now (P-28), not every user's email later.
+ANNOUNCEMENT = {"title": "New opening hours", "message": "We open at 9 from Monday."}
+INCIDENT = {"title": "Stolen laptop", "message": "Reset your password.", "audience": "all"}
+
+
+@pytest.mark.promise("P-28")
+@pytest.mark.parametrize(
+    ("role", "path", "body", "title", "reason"),
+    [
+        ("support", "/operator/announcements", ANNOUNCEMENT, "Action required: update",
+         "urgency outside a security notice"),
+        ("support", "/operator/announcements", ANNOUNCEMENT, "Ｒｅ: opening hours",  # noqa: RUF001
+         "fake reply or forward prefix"),
+        ("support", "/operator/announcements", ANNOUNCEMENT, "Free screen checks",
+         "free offer not in the body"),
+        ("privacy_officer", "/operator/incidents", INCIDENT, "You have won a prize",
+         "prize or winnings claim"),
+    ],
+)  # fmt: skip
+async def test_a_title_the_email_gate_would_refuse_is_refused_when_typed(
+    role: str, path: str, body: dict[str, Any], title: str, reason: str
+) -> None:
+    async with _client() as client:
+        clean = await client.post(path, json=body, headers=_as(role))
+        assert clean.status_code == 503, clean.text  # the clean title reaches the store
+        refused = await client.post(path, json={**body, "title": title}, headers=_as(role))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["type"].endswith("/misleading-title")
+    assert [e["message"] for e in refused.json()["errors"]] == [f"misleading subject: {reason}"]
+
+
+async def test_urgency_is_a_security_notices_to_use_and_titles_leave_room_for_a_prefix() -> None:
+    urgent = {**INCIDENT, "title": "Urgent: reset your password"}
+    async with _client() as client:
+        allowed = await client.post("/operator/incidents", json=urgent, headers=_as("admin"))
+        long = {**INCIDENT, "title": "x" * 121}
+        too_long = await client.post("/operator/incidents", json=long, headers=_as("admin"))
+    assert allowed.status_code == 503, allowed.text  # the email says it too: allowed
+    assert too_long.status_code == 422
