@@ -21,6 +21,7 @@ from services.accounts.cards import tombstone_card
 from services.accounts.context import emit
 from services.accounts.domain.invoices import DISCLOSURE_LOG, FINANCIAL_RECORDS
 from services.accounts.invoices import anonymise_invoices, erase_invoices
+from services.accounts.recipients import DEVICE_FIELDS, forward_to_recipients
 from shared.bus import Delivery, Tombstone
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import RecipientErasureRequested
@@ -95,6 +96,14 @@ async def _tell_recipients(conn: Connection, command: EraseSubject) -> int:
     return len(rows)
 
 
+async def _tell_recipients_of_device(conn: Connection, command: EraseSubject) -> int:
+    """A deleted device: every recipient whose exports held the subject's device fields
+    is asked to erase those fields (an export lists models, not devices by id)."""
+    return await forward_to_recipients(
+        conn, command.subject_id, command.request_id, "item_deleted", DEVICE_FIELDS
+    )
+
+
 async def _erase_set_aside(conn: Connection, command: EraseSubject) -> int:
     """The deleted item's rows, kept out of sight until this command (P-13)."""
     return _count(
@@ -116,6 +125,7 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
         )
         erased["devices"] = _count(status)
         erased["erasing_items"] = await _erase_set_aside(conn, command)
+        erased["forwarded_to_recipients"] = await _tell_recipients_of_device(conn, command)
     elif command.scope == "request":
         messages = await conn.execute(
             "DELETE FROM request_messages WHERE request_id IN"

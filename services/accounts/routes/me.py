@@ -33,6 +33,7 @@ from services.accounts.context import (
 from services.accounts.domain.content import content_for
 from services.accounts.invoices import Invoice, invoice_out
 from services.accounts.links import mail_action_link
+from services.accounts.recipients import forward_to_recipients
 from services.accounts.security import MAX_PASSWORD, secret_hash
 from services.accounts.sessions import session_user
 from services.accounts.throttling import count_address_change, reauthenticate
@@ -660,6 +661,13 @@ async def set_consent(
         recipient = await conn.fetchrow("SELECT * FROM recipients WHERE id = $1", recipient_id)
         if recipient is None:
             raise not_found("recipient")
+        was_granted = await conn.fetchval(
+            "SELECT granted FROM consents WHERE user_id = $1 AND recipient_id = $2"
+            " AND purpose = $3 ORDER BY at DESC, id DESC LIMIT 1",
+            uid,
+            recipient_id,
+            recipient["purpose"],
+        )
         row = await conn.fetchrow(
             "INSERT INTO consents (user_id, recipient_id, purpose, granted)"
             " VALUES ($1, $2, $3, $4) RETURNING recipient_id, purpose, granted, at",
@@ -678,6 +686,12 @@ async def set_consent(
             ),
             uid,
         )
+        if was_granted and not body.granted and recipient["kind"] == "partner":
+            # A partner holds what it was given on the strength of this consent (a
+            # processor works for us, whatever the consent): it is told to erase it.
+            await forward_to_recipients(
+                conn, uid, uuid4(), "consent_withdrawn", recipient_id=recipient_id
+            )
     assert row is not None
     return Consent(**dict(row))
 

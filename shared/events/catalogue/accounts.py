@@ -140,16 +140,23 @@ class SignupLapsed(_Lifecycle):
 @register_event
 class RecipientErasureRequested(Event):
     """A processor or partner the subject's data was disclosed to is asked to erase it
-    (P-19): the exports that held the subject, once per recipient and subject, when the
-    account is erased."""
+    (P-19): what of the subject the listed exports held. Sent once per recipient and
+    subject when the account is erased; when the user deletes a device (the device
+    fields only); and when the user withdraws a partner's consent (P-18)."""
 
     event_name: ClassVar[str] = "recipient.erasure_requested"
     version: ClassVar[int] = 1
     topic: ClassVar[Topic] = ACCOUNTS_RECIPIENT_ERASURES
     recipient_id: UUID
     subject_id: UUID
-    request_id: UUID
+    request_id: UUID = Field(
+        description="The deletion request; for a withdrawn consent, an id of its own."
+    )
     export_ids: tuple[UUID, ...]
+    reason: Literal["account_erased", "item_deleted", "consent_withdrawn"] = "account_erased"
+    fields: tuple[str, ...] = Field(
+        (), description="Only these fields of the subject (none listed: everything)."
+    )
 
 
 @register_event

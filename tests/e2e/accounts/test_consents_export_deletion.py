@@ -21,6 +21,7 @@ from tests.e2e.accounts.support import (
     User,
     active_user,
     erase_subject,
+    erasure_receipt,
     log_in,
     new_operator,
     publish,
@@ -170,6 +171,8 @@ async def test_an_erasure_is_forwarded_once_to_each_recipient_the_data_was_discl
         "subject_id": user.id,
         "request_id": first["request_id"],
         "export_ids": [export.json()["export_id"]],
+        "reason": "account_erased",
+        "fields": [],
     }
     # The release of the disclosure log (or a resend) tells no one twice.
     release = await erase_subject(settings, bus, user.id, ("security_audit",))
@@ -180,6 +183,71 @@ async def test_an_erasure_is_forwarded_once_to_each_recipient_the_data_was_discl
         if r.key == user.id and r.value and r.value["type"].startswith("recipient.erasure")
     ]  # fmt: skip
     assert len(forwarded) == 1
+
+
+@pytest.mark.promise("P-19")
+@pytest.mark.promise("P-18")
+async def test_a_deleted_device_and_a_withdrawn_consent_reach_the_recipients_that_hold_them(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, settings: PlatformSettings
+) -> None:
+    with_devices = await _recipient(client, root, "processor", ["user_id", "device_models"])
+    without = await _recipient(client, root, "processor", ["user_id", "email"])
+    partner = await _recipient(client, root, "partner", ["user_id", "email"])
+    officer = await new_operator(client, root, "privacy_officer")
+    user = await active_user(client, bus)
+    device = await client.post(
+        f"{API}/me/devices", json={"model": "Phone D", "damage_state": "water"},
+        headers=user.headers,
+    )  # fmt: skip
+    assert device.status_code == 201, device.text
+    exports = {}
+    for recipient in (with_devices, without, partner):
+        await _consent(client, user, recipient["id"], True)
+        made = await client.post(
+            f"{API}/operator/recipients/{recipient['id']}/exports", headers=officer.headers
+        )
+        assert made.status_code == 200, made.text
+        assert user.id in [r["user_id"] for r in made.json()["records"]]
+        exports[recipient["id"]] = made.json()["export_id"]
+
+    # The device's erasure (as the deletion service commands it) reaches the processor
+    # whose export held device models, and only it: the other one got no device field.
+    request_id = uuid.uuid4()
+    command = EraseSubject(
+        request_id=request_id, subject_id=uuid.UUID(user.id), scope="device",
+        item_id=uuid.UUID(device.json()["id"]),
+    )  # fmt: skip
+    await publish(settings, command, source="deletion", subject=user.id)
+    [receipt] = await erasure_receipt(bus, user.id, request_id)
+    assert receipt["erased"]["forwarded_to_recipients"] == 1
+    told = await bus.event("recipient.erasure_requested.", user.id, reason="item_deleted")
+    assert told["data"] == {
+        "recipient_id": with_devices["id"],
+        "subject_id": user.id,
+        "request_id": str(request_id),
+        "export_ids": [exports[with_devices["id"]]],
+        "reason": "item_deleted",
+        "fields": ["device_models", "device_damage_states"],
+    }
+
+    # Withdrawing the partner's consent asks it to erase what it was given; withdrawing
+    # again asks nothing more.
+    await _consent(client, user, partner["id"], False)
+    await _consent(client, user, partner["id"], False)
+    withdrawn = await bus.event("recipient.erasure_requested.", user.id, reason="consent_withdrawn")
+    assert (withdrawn["data"]["recipient_id"], withdrawn["data"]["export_ids"]) == (
+        partner["id"], [exports[partner["id"]]],
+    )  # fmt: skip
+    # The user's own later event is relayed after anything queued before it (one key):
+    # once seen, a second forward would have been seen too.
+    renamed = await client.patch(f"{API}/me", json={"name": "After"}, headers=user.headers)
+    assert renamed.status_code == 200
+    await bus.event("profile.updated.", user.id)
+    forwarded = [
+        r.value["data"]["reason"] for r in bus.records
+        if r.key == user.id and r.value and r.value["type"].startswith("recipient.erasure")
+    ]  # fmt: skip
+    assert sorted(forwarded) == ["consent_withdrawn", "item_deleted"]
 
 
 @pytest.mark.promise("P-26")
