@@ -821,7 +821,7 @@ async def export_my_data(claims: CurrentUser, ctx: Ctx) -> dict[str, Any]:
         )
         # Deleted, out of sight, but still held until erased (a legal hold may stop it).
         awaiting = await conn.fetch(
-            "SELECT scope, item_id, deleted_at FROM erasing_items WHERE user_id = $1"
+            "SELECT scope, item_id, deleted_at, rows FROM erasing_items WHERE user_id = $1"
             " ORDER BY deleted_at",
             uid,
         )
@@ -847,15 +847,39 @@ async def export_my_data(claims: CurrentUser, ctx: Ctx) -> dict[str, Any]:
             }
             for d in disclosures
         ],
-        "deleted_awaiting_erasure": [
-            {
-                "scope": a["scope"],
-                "id": str(a["item_id"]),
-                "deleted_at": a["deleted_at"].isoformat(),
-            }
-            for a in awaiting
-        ],
+        "deleted_awaiting_erasure": [await _set_aside(ctx, uid, a) for a in awaiting],
     }
+
+
+async def _set_aside(ctx: Context, uid: UUID, item: store.Row) -> dict[str, Any]:
+    """A deleted item still held (its erasure waits, e.g. on a legal hold), with what the
+    user gave in it: still stored, so still theirs to see (P-11)."""
+    rows = item["rows"]
+    shown: dict[str, Any] = {
+        "scope": item["scope"],
+        "id": str(item["item_id"]),
+        "deleted_at": item["deleted_at"].isoformat(),
+    }
+    if item["scope"] == "device":
+        sealed = _bytea(rows["model"])
+        shown["model"] = await ctx.vault.open(uid, sealed, purpose=DEVICE_MODEL)
+        shown["damage_state"] = rows["damage_state"]
+    else:
+        shown["category"] = rows["request"]["category"]
+        shown["messages"] = [
+            {
+                "author": m["author"],
+                "created_at": m["created_at"],
+                "text": await ctx.vault.open(uid, _bytea(m["body"]), purpose=MESSAGE_BODY),
+            }
+            for m in rows["messages"]
+        ]
+    return shown
+
+
+def _bytea(value: str) -> bytes:
+    """A bytea column as to_jsonb wrote it (``\\x`` and hex)."""
+    return bytes.fromhex(value.removeprefix("\\x"))
 
 
 # -- deletion --------------------------------------------------------------------------

@@ -543,11 +543,12 @@ async def test_a_device_deleted_under_a_legal_hold_is_kept_out_of_sight_until_it
         await asyncio.sleep(0.2)
     assert await _rows(settings, "accounts", kept, uuid.UUID(free_device)) == 0
     assert await _rows(settings, "accounts", kept, uuid.UUID(device)) == 1
-    # Still held, so still in what the user's export says accounts holds (not its content).
+    # Still held, so still in the user's export, with what they gave in it (P-11).
     exported = (await client.get(f"{ACCOUNTS}/me/export", headers=user.headers)).json()
-    assert [(i["scope"], i["id"]) for i in exported["deleted_awaiting_erasure"]] == [
-        ("device", device)
-    ]
+    assert [
+        (i["scope"], i["id"], i["model"], i["damage_state"])
+        for i in exported["deleted_awaiting_erasure"]
+    ] == [("device", device, "Phone 12", "cracked_screen")]
     assert exported["devices"] == []
 
     cancelled = await client.post(
