@@ -336,6 +336,24 @@ def local_placement(layout: Layout, tls: TlsFiles) -> Placement:
 # that follows the first /unsubscribe/ goes (it could hold a second one).
 UNSUBSCRIBE_IN_PATH = '"~*^(?<imt_log_head>.*?/unsubscribe/)."'
 UNSUBSCRIBE_LOGGED = '"${imt_log_head}{token}"'
+# Ids in paths (a user's, their devices', requests', deletions') say whose data a
+# request touched: logged as {id}, so the log names no one (ids stay in the audit log,
+# which is erased or kept by rule). Up to ID_MAPS of them, one map each.
+UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+ID_MAPS = 3
+
+
+def _id_maps() -> str:
+    """$uri -> $imt_log_1 -> ... -> $imt_log_<ID_MAPS>: each replaces the first id left."""
+    maps = []
+    for n in range(1, ID_MAPS + 1):
+        source = "$uri" if n == 1 else f"$imt_log_{n - 1}"
+        pattern = f'"~*^(?<imt_id{n}_head>.*?){UUID_PATTERN}(?<imt_id{n}_tail>.*)$"'
+        value = f'"${{imt_id{n}_head}}{{id}}${{imt_id{n}_tail}}"'
+        maps.append(
+            f"map {source} $imt_log_{n} {{\n    default {source};\n    {pattern} {value};\n}}\n"
+        )
+    return "".join(maps)
 
 
 # How a service's replicas share its requests (nginx's default: round robin).
@@ -374,13 +392,13 @@ scgi_temp_path {tmp}/scgi;
 
 # Unsubscribe tokens never expire and act without a login: whoever reads one in a log
 # can unsubscribe its recipient, so the path is logged without it.
-map $uri $logged_path {{
-    default $uri;
+{_id_maps()}map $imt_log_{ID_MAPS} $logged_path {{
+    default $imt_log_{ID_MAPS};
     {UNSUBSCRIBE_IN_PATH} {UNSUBSCRIBE_LOGGED};
 }}
 
 # Privacy: no client address, no query string ($uri has none), no referrer, no user agent,
-# no unsubscribe token.
+# no unsubscribe token, no id.
 log_format privacy escape=json '{{"time":"$time_iso8601","method":"$request_method",'
     '"path":"$logged_path","status":$status,"bytes":$body_bytes_sent,'
     '"request_time":$request_time,"upstream":"$upstream_addr","request_id":"$imt_request_id"}}';

@@ -49,20 +49,36 @@ async def test_a_body_too_large_for_the_gpc_resource_is_a_json_problem(platform:
 async def test_the_access_log_leaves_unsubscribe_tokens_out(platform: str) -> None:
     needs("notifier")
     token = uuid.uuid4().hex + uuid.uuid4().hex  # well formed, unknown: a 404 page
-    request_id = f"log-check-{uuid.uuid4().hex}"
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
-        response = await client.get(
-            f"/api/notifier/unsubscribe/{token}", headers={"X-Request-Id": request_id}
-        )
-    assert response.status_code == 404
+        line = await _logged(client, f"/api/notifier/unsubscribe/{token}", 404)
+    assert token not in line
+    assert json.loads(line)["path"] == "/api/notifier/unsubscribe/{token}"
+
+
+async def test_the_access_log_names_no_one_by_id(platform: str) -> None:
+    needs("accounts")
+    subject, device = uuid.uuid4(), uuid.uuid4()
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+        user = await _logged(client, f"/api/accounts/operator/users/{subject}", 401)
+        item = await _logged(client, f"/api/accounts/me/devices/{device}", 401)
+    assert str(subject) not in user
+    assert str(device) not in item
+    assert json.loads(user)["path"] == "/api/accounts/operator/users/{id}"
+    assert json.loads(item)["path"] == "/api/accounts/me/devices/{id}"
+
+
+async def _logged(client: httpx.AsyncClient, path: str, status: int) -> str:
+    """The access log's line for one GET of ``path`` (found by its request id)."""
+    request_id = f"log-check-{uuid.uuid4().hex}"
+    response = await client.get(path, headers={"X-Request-Id": request_id})
+    assert response.status_code == status, response.text
     log = gateway.access_log(Layout.from_env())
     deadline = time.monotonic() + 10
     while not (lines := [x for x in log.read_text().splitlines() if request_id in x]):
         assert time.monotonic() < deadline, "the request never reached the access log"
         await asyncio.sleep(0.2)
     [line] = lines
-    assert token not in line
-    assert json.loads(line)["path"] == "/api/notifier/unsubscribe/{token}"
+    return line
 
 
 STREAM = gateway.INBOX_STREAM

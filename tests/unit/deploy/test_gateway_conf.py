@@ -44,10 +44,20 @@ def test_hsts_is_sent_on_https_only_with_every_other_header() -> None:
 
 
 def _logged(path: str) -> str:
-    """$logged_path for ``path``, by the map's own regex (PCRE and re agree on it)."""
-    rules = dict(_map(CONF, "logged_path"))
-    assert rules.pop("default") == "$uri"
-    [(pattern, value)] = rules.items()
+    """$logged_path for ``path``: the chain of maps from $uri, each by its own regex
+    (PCRE and re agree on them)."""
+    names = [f"imt_log_{n}" for n in range(1, gateway.ID_MAPS + 1)] + ["logged_path"]
+    source = "$uri"
+    for name in names:
+        rules = dict(_map(CONF, name))
+        assert rules.pop("default") == source
+        [(pattern, value)] = rules.items()
+        path = _mapped(path, pattern, value)
+        source = f"${name}"
+    return path
+
+
+def _mapped(path: str, pattern: str, value: str) -> str:
     rule = re.fullmatch(r'"~(\*?)(.*)"', pattern)
     assert rule is not None, pattern
     flags, regex = rule.groups()
@@ -55,6 +65,23 @@ def _logged(path: str) -> str:
     if found is None:
         return path
     return re.sub(r"\$\{(\w+)\}", lambda m: found.group(m.group(1)), value.strip('"'))
+
+
+ID = "0b7e2f4a-3c1d-4e5f-8a9b-1c2d3e4f5a6b"
+
+
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        (f"/api/accounts/operator/users/{ID}", "/api/accounts/operator/users/{id}"),
+        (f"/api/accounts/me/devices/{ID.upper()}", "/api/accounts/me/devices/{id}"),
+        (f"/a/{ID}/b/{ID}/c/{ID}", "/a/{id}/b/{id}/c/{id}"),
+        (f"/api/notifier/unsubscribe/{ID}", "/api/notifier/unsubscribe/{token}"),
+        ("/api/accounts/me", "/api/accounts/me"),
+    ],
+)
+def test_the_access_log_names_no_one_by_id(path: str, logged: str) -> None:
+    assert _logged(path) == logged
 
 
 TOKEN = "AQMx" + "a" * 40 + "_-Z9"
