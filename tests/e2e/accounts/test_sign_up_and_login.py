@@ -63,17 +63,30 @@ async def test_sign_up_stores_exactly_the_declared_fields_and_the_password_nowhe
     user = await sign_up(client, password=password, birth_date="1990-04-02")
     await verify(client, bus, user)
     await log_in(client, user)
-    # The password also travels in a failed login and a password change.
-    await client.post(f"{API}/sessions", json={"email": unique_email(), "password": password})
+    # The password also travels in a failed login and a password change; both say who
+    # the browser is, which is not among the declared fields either.
+    agent = {"User-Agent": f"ProbeAgent/{uuid.uuid4().hex}"}
+    await client.post(
+        f"{API}/sessions", json={"email": unique_email(), "password": password}, headers=agent
+    )
     changed = await client.post(
         f"{API}/me/password",
         json={"current_password": password, "new_password": new_password},
-        headers=user.headers,
+        headers={**user.headers, **agent},
     )
     assert changed.status_code == 200, changed.text
 
     row = await db.fetchrow("SELECT * FROM users WHERE id = $1", uuid.UUID(user.id))
     assert row is not None
+    # Every column, written here independently of the schema: a new one (an address, a
+    # user agent, a phone) fails this until it is declared and justified.
+    assert set(row.keys()) == {
+        "id", "email_index", "email", "name", "password_hash", "birth_date", "age_band",
+        "guardian_email", "email_verified", "guardian_consented", "active",
+        "marketing_email", "personalisation", "tracking_opt_out", "locale", "created_at",
+        "updated_at", "pending_email", "pending_email_index", "pending_email_until",
+        "pending_change",
+    }  # fmt: skip
     personal = {k for k, v in row.items() if isinstance(v, bytes)}
     # Exactly the declared fields: name, email (+ its blind index), birth date; nothing else.
     assert personal == {"name", "email", "email_index", "birth_date"}
@@ -89,6 +102,8 @@ async def test_sign_up_stores_exactly_the_declared_fields_and_the_password_nowhe
     logs = await asyncio.to_thread(_platform_logs)
     assert API_LOG.name in logs
     records = await read_topics_from_beginning(settings, [t.name for t in all_topics()])
+    assert not [t for t, text in dump.items() if agent["User-Agent"] in text]
+    assert not any(agent["User-Agent"].encode() in r for r in records)
     for secret in (password, new_password):
         for trace in traces_of(secret):
             leaks = [t for t, text in dump.items() if trace in text.encode()]
