@@ -1,6 +1,8 @@
 """P-21: the pages the platform serves load nothing from anyone else."""
 
+import json
 import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -8,9 +10,12 @@ from playwright.async_api import Browser
 
 from shared.bus import reliable_producer
 from shared.config import PlatformSettings
+from shared.events import decode_envelope
 from shared.events.catalogue.notifier import SendNotice
+from shared.events.topics import ANALYTICS_VISITS
+from tests.e2e.analytics.support import topic_records
 from tests.e2e.notifier.support import publish, publish_contact, unsubscribe_https
-from tests.support.mailbox import Mailbox
+from tests.support.mailbox import Mailbox, eventually
 
 # Each counts its view with web/assets/visit.js; the last four are what mailed links open.
 PAGES = ["/", "/privacy.html", "/verify-email", "/guardian-consent", "/reset-password",
@@ -159,3 +164,14 @@ async def test_a_page_served_under_a_host_name_has_its_view_taken_by_the_collect
     await context.close()
     assert response.request.method == "POST"
     assert response.status == 204, await response.text()  # taken; a refusal answers 400
+    # 204 also answers a visit dropped for a privacy signal: this one was recorded, once.
+    sent = json.loads(response.request.post_data or "{}")
+    recorded = await eventually(lambda: _visits_of(sent["beacon_id"]), bool, timeout=30)
+    assert [(r["site"], r["page"]) for r in recorded] == [("localhost", "/")]
+
+
+async def _visits_of(beacon_id: str) -> list[dict[str, Any]]:
+    """The visits recorded on analytics.visits for one beacon of the site localhost."""
+    records = await topic_records(PlatformSettings(), ANALYTICS_VISITS.name, "localhost")
+    visits = (decode_envelope(value).data for _, value in records)
+    return [v for v in visits if v["beacon_id"] == beacon_id]
