@@ -29,7 +29,8 @@ class TokenPair(BaseModel):
     expires_in: int
 
 
-def _access_for(ctx: Context, principal: store.Row, kind: str, session_id: UUID) -> str:
+def access_for(ctx: Context, principal: store.Row, kind: str, session_id: UUID) -> str:
+    """An access token for the principal's session, with its claims as they are now."""
     if kind == "operator":
         return access_token(
             ctx.private_key,
@@ -66,7 +67,7 @@ async def start_session(
         conn, session_id, principal["id"], kind, secret_hash(refresh), expires
     )
     return TokenPair(
-        access_token=_access_for(ctx, principal, kind, session_id),
+        access_token=access_for(ctx, principal, kind, session_id),
         refresh_token=refresh,
         expires_in=ctx.settings.accounts_access_token_seconds,
     )
@@ -103,7 +104,7 @@ async def rotate(ctx: Context, conn: Connection, refresh: str) -> TokenPair:
         await store.revoke_session(conn, row["session_id"], "principal-gone")
         raise RefreshRefused
     return TokenPair(
-        access_token=_access_for(ctx, principal, row["kind"], row["session_id"]),
+        access_token=access_for(ctx, principal, row["kind"], row["session_id"]),
         refresh_token=await _new_refresh(ctx, conn, row["session_id"]),
         expires_in=ctx.settings.accounts_access_token_seconds,
     )

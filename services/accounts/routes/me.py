@@ -35,7 +35,7 @@ from services.accounts.invoices import Invoice, invoice_out
 from services.accounts.links import mail_action_link
 from services.accounts.recipients import forward_to_recipients
 from services.accounts.security import MAX_PASSWORD, secret_hash
-from services.accounts.sessions import session_user
+from services.accounts.sessions import access_for, session_user
 from services.accounts.throttling import count_address_change, reauthenticate
 from shared.auth import CurrentUser
 from shared.bus.outbox import outbox_arrays
@@ -61,6 +61,15 @@ class Preferences(BaseModel):
     marketing_email: bool
     personalisation: bool
     tracking_opt_out: bool
+
+
+class PreferencesSaved(Preferences):
+    access_token: str | None = Field(
+        None,
+        description="When the tracking choice changed: a new access token of this session"
+        " carrying it. Use it from now on: the analytics collector reads the choice from"
+        " the token, and the one sent with this request says the old one until it expires.",
+    )
 
 
 class Profile(BaseModel):
@@ -373,8 +382,8 @@ async def _edit_name_or_locale(
     return await _profile(ctx, after) if done else None
 
 
-@router.put("/me/preferences", response_model=Preferences)
-async def set_preferences(body: Preferences, claims: CurrentUser, ctx: Ctx) -> Preferences:
+@router.put("/me/preferences", response_model=PreferencesSaved)
+async def set_preferences(body: Preferences, claims: CurrentUser, ctx: Ctx) -> PreferencesSaved:
     """Marketing email, personalisation, tracking opt-out. Under 13, marketing stays off."""
     uid = UUID(claims.sub)
     async with ctx.pool.acquire() as conn, conn.transaction():
@@ -396,7 +405,10 @@ async def set_preferences(body: Preferences, claims: CurrentUser, ctx: Ctx) -> P
         fresh = await _me(ctx, conn, claims)
         changed = PreferencesChanged(user_id=uid, **now.model_dump())
         await publish_card(conn, ctx.vault, fresh, after=[changed])
-    return now
+    token = None
+    if tracking_opt_out != claims.tracking_opt_out:
+        token = access_for(ctx, fresh, "user", UUID(claims.sid))
+    return PreferencesSaved(**now.model_dump(), access_token=token)
 
 
 # -- devices and content ---------------------------------------------------------------

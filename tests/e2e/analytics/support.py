@@ -17,7 +17,7 @@ from shared.auth import issue_token
 from shared.bus.kafka_options import client_options
 from shared.config import DEV_TOKEN_PRIVATE_KEY, PlatformSettings
 from shared.events import decode_envelope
-from shared.events.topics import ANALYTICS_TRENDS
+from shared.events.topics import ANALYTICS_TRENDS, ANALYTICS_VISITS
 
 BEACON = "/api/analytics/beacon"
 BEACONS = "/api/analytics/beacons"
@@ -252,3 +252,18 @@ def day_range(start: datetime) -> dict[str, str]:
     """``from`` and ``to`` of the UTC day holding ``start``."""
     day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     return {"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat()}
+
+
+async def only_a_sentinel_is_counted(
+    client: httpx.AsyncClient, settings: PlatformSettings, site: str
+) -> None:
+    """Once a sentinel visit sent last is counted, anything sent before it would be too:
+    it must be the site's only visit, in the windows and on the topic."""
+    sentinel = beacon(site, "/sentinel")
+    assert (await client.post(BEACON, json=sentinel, headers=browser("s"))).status_code == 204
+    assert await wait_for_visits(client, site, 1) == 1
+    await asyncio.sleep(1.0)
+    assert await totals(client, site) == (1, 1)
+    records = await topic_records(settings, ANALYTICS_VISITS.name, site)
+    assert len(records) == 1
+    assert sentinel["beacon_id"].encode() in records[0][1]
