@@ -12,6 +12,7 @@ erasure, and one it refused was answered 409, never "cancelled".
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 from uuid import UUID
 
 import asyncpg
@@ -34,17 +35,23 @@ async def notify_deletion_requested(
     await _spend_cancel_links(conn, user_id)
     lifetime = timedelta(days=ctx.settings.accounts_cancel_link_days)
     token = await new_action_token(ctx, conn, user_id, CANCEL_LINK, lifetime)
-    await notify(
-        conn,
-        template="deletion_requested",
-        category="account_security",
-        user_ids=(user_id,),
-        params={
-            "request_id": str(request_id),
-            "token": token,
-            "link": ctx.link(CANCEL_PAGE, token),
-        },
+    by_email = {"token": token, "link": ctx.link(CANCEL_PAGE, token)}
+    # In-site, where the user is signed in and cancels with their session: no token
+    # (an inbox item is kept, exported and streamed; a live token has no place there).
+    in_site = {"link": f"{ctx.settings.accounts_public_url}/#deletion={request_id}"}
+    channels: tuple[tuple[Literal["email", "inbox"], dict[str, str]], ...] = (
+        ("email", by_email),
+        ("inbox", in_site),
     )
+    for channel, params in channels:
+        await notify(
+            conn,
+            template="deletion_requested",
+            category="account_security",
+            user_ids=(user_id,),
+            params={"request_id": str(request_id), **params},
+            channels=(channel,),
+        )
 
 
 CANCEL_LINK = "deletion_cancel"

@@ -57,8 +57,8 @@ class AccountsSettings(PlatformSettings):
         ge=1,
         description=(
             "Days after sign-up an account never activated (address never verified or,"
-            " under 13, no guardian's consent) is erased everywhere, once every link"
-            " mailed for it expired."
+            " under 13, no guardian's consent) is erased everywhere, once every"
+            " verification and consent link mailed for it expired."
         ),
     )
     accounts_lapse_sweep_seconds: float = Field(

@@ -24,7 +24,10 @@ from services.accounts.invoices import anonymise_invoices, erase_invoices
 from services.accounts.recipients import DEVICE_FIELDS, forward_to_recipients
 from shared.bus import Delivery, Tombstone
 from shared.db.pool import Connection
-from shared.events.catalogue.accounts import RecipientErasureRequested
+from shared.events.catalogue.accounts import (
+    RecipientErasureRequested,
+    RecipientErasureRequestedV1,
+)
 from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject, SubjectErased
 from shared.vault import Vault
 
@@ -86,13 +89,17 @@ async def _tell_recipients(conn: Connection, command: EraseSubject) -> int:
     disclosed to (P-19), before the disclosure log that names them can go."""
     rows = await conn.fetch(_TELL_RECIPIENTS, command.subject_id, command.request_id)
     for row in rows:
-        forwarded = RecipientErasureRequested(
-            recipient_id=row["recipient_id"],
-            subject_id=command.subject_id,
-            request_id=command.request_id,
-            export_ids=tuple(row["exports"]),
-        )
-        await emit(conn, forwarded, command.subject_id)
+        exports = tuple(row["exports"])
+        ids = {
+            "recipient_id": row["recipient_id"],
+            "subject_id": command.subject_id,
+            "request_id": command.request_id,
+            "export_ids": exports,
+        }
+        # Both versions, while connectors move to the second (see the event's docs).
+        await emit(conn, RecipientErasureRequestedV1(**ids), command.subject_id)
+        v2 = RecipientErasureRequested(**ids, reason="account_erased", fields=())
+        await emit(conn, v2, command.subject_id)
     return len(rows)
 
 
@@ -125,7 +132,9 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
         )
         erased["devices"] = _count(status)
         erased["erasing_items"] = await _erase_set_aside(conn, command)
-        erased["forwarded_to_recipients"] = await _tell_recipients_of_device(conn, command)
+        # Only the command that erased it forwards it: a resend finds nothing, tells no one.
+        if erased["devices"] or erased["erasing_items"]:
+            erased["forwarded_to_recipients"] = await _tell_recipients_of_device(conn, command)
     elif command.scope == "request":
         messages = await conn.execute(
             "DELETE FROM request_messages WHERE request_id IN"

@@ -2,7 +2,7 @@
 
 An account becomes active once its address is verified and, under 13, once a guardian
 consented. One still inactive ``accounts_signup_lapse_days`` after sign-up, with every
-link mailed for it expired (verification, consent, password reset), is a lapsed
+verification and consent link mailed for it expired, is a lapsed
 sign-up: a child's data held without a guardian's consent (P-26), or an address someone
 typed and never confirmed. The round records a deletion request (``retention``), spends
 the account's links, and publishes :class:`SignupLapsed`; the deletion service erases it
@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 BATCH = 200
 
 # Rows another transaction holds (a link being used, a reset being mailed) are skipped:
-# the next round sees them settled.
+# the next round sees them settled. A live verification or consent link defers the
+# lapse; a password-reset link does not: anyone who knows the address can ask for one
+# every few minutes, and a child's data would then be kept for good.
 _LAPSED = """
 SELECT u.id FROM users u
 WHERE NOT u.active
@@ -36,6 +38,7 @@ WHERE NOT u.active
   AND NOT EXISTS (
       SELECT 1 FROM action_tokens t
       WHERE t.user_id = u.id AND t.used_at IS NULL AND t.expires_at > now()
+        AND t.purpose <> 'password_reset'
   )
   AND NOT EXISTS (
       SELECT 1 FROM deletion_requests d

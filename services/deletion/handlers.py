@@ -356,6 +356,8 @@ async def _send_erase(conn: Connection, deps: Deps, tracked: Tracked, now: datet
         scope=r.scope,
         item_id=r.item_id,
         retain_categories=tracked.retain_categories,
+        # A lapsed sign-up's address was never confirmed: nothing is mailed to it.
+        confirm_to_subject=tracked.initiated_by != "retention",
     )
     await _publish(conn, deps, command, r.subject_id)
     attempts = tracked.erase_attempts + 1

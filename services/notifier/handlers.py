@@ -329,12 +329,9 @@ async def start_erasure(conn: Connection, vault: Vault, command: EraseSubject) -
         command.request_id,
         command.subject_id,
     )
-    active = await conn.fetchval(
-        "SELECT active FROM contacts WHERE user_id = $1", command.subject_id
-    )
-    if active is False:
-        # An account never activated (a lapsed sign-up): its address was never
-        # confirmed, so no email is sent to it, this one included.
+    if not command.confirm_to_subject:
+        # A sign-up never completed: its address was never confirmed, so no email is
+        # sent to it, this one included.
         await finish_erasure(conn, command.request_id)
         return
     await accept_notice(

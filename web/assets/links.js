@@ -16,10 +16,10 @@
   }
 
   if (!token) {
-    form.hidden = true;
     show("This link is incomplete. Open it again from the email we sent you.", false);
     return;
   }
+  form.hidden = false;  // hidden until here: without this script it would post nothing
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
@@ -35,13 +35,20 @@
     }).then(function (response) {
       if (response.ok) {
         form.hidden = true;
-        show(form.dataset.done, true);
-        return;
+        return response.text().then(function (text) {
+          var answer = text ? JSON.parse(text) : {};
+          // Confirmed, but not yet usable (under 13: a guardian must consent too).
+          var pending = answer.active === false && form.dataset.pending;
+          show(pending || form.dataset.done, true);
+        });
       }
-      return response.json().then(function (problem) {
-        show(problem.detail || problem.title || "This did not work.", false);
-        // A refused password can be corrected; a spent or expired link cannot.
-        button.disabled = !password || response.status !== 422;
+      return response.json().catch(function () { return {}; }).then(function (problem) {
+        show(problem.detail || problem.title || "This did not work. Try again.", false);
+        // A spent, expired or refused link stays refused; a password can be corrected,
+        // and anything else (a restart, a rate limit) is worth another try.
+        var final = response.status === 400 || response.status === 409 ||
+          (response.status === 422 && !password);
+        button.disabled = final;
       });
     }).catch(function () {
       button.disabled = false;

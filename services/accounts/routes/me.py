@@ -669,7 +669,9 @@ async def set_consent(
     """Grant or revoke consent to one recipient for its registered purpose."""
     uid = UUID(claims.sub)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        await _me(ctx, conn, claims)
+        # The user's row first, as an export holds it: a withdrawal and an export to the
+        # same partner come one after the other, so one the export made is forwarded.
+        await _me(ctx, conn, claims, lock=True)
         recipient = await conn.fetchrow("SELECT * FROM recipients WHERE id = $1", recipient_id)
         if recipient is None:
             raise not_found("recipient")

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, status
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, EmailStr, Field
 
 from services.accounts import audit_chain, cancel_window, store
 from services.accounts.cards import publish_card
@@ -160,7 +160,8 @@ class AuditChainOut(BaseModel):
 class PolicyIn(BaseModel):
     version: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")
     summary: str = Field(min_length=1, max_length=2000)
-    effective_at: datetime | None = None
+    # With its time zone: a bare date or time names no instant (422, not a guess).
+    effective_at: AwareDatetime | None = None
 
 
 class PolicyOut(BaseModel):
@@ -176,7 +177,7 @@ TITLE_CHARS = 120
 class AnnouncementIn(BaseModel):
     title: str = Field(min_length=1, max_length=TITLE_CHARS)
     message: str = Field(min_length=1, max_length=5000)
-    send_at: datetime | None = None
+    send_at: AwareDatetime | None = None
 
 
 class Announced(BaseModel):
@@ -870,7 +871,15 @@ async def export_to_recipient(
         if recipient is None:
             raise not_found("recipient")
         records = []
-        for uid in await store.consenting_users(conn, recipient_id, recipient["purpose"]):
+        # Held, then read again: a consent withdrawn while this export ran either came
+        # first (and is seen now) or waits for this export, then forwards it.
+        candidates = await store.consenting_users(conn, recipient_id, recipient["purpose"])
+        await conn.execute(
+            "SELECT 1 FROM users WHERE id = ANY($1::uuid[]) ORDER BY id FOR SHARE", candidates
+        )
+        held = set(candidates)
+        consenting = await store.consenting_users(conn, recipient_id, recipient["purpose"])
+        for uid in [u for u in consenting if u in held]:
             user = await store.user_by_id(conn, uid)
             assert user is not None
             full = await _disclosable_record(ctx, conn, user)

@@ -57,18 +57,15 @@ def verify(secret: bytes, token: str) -> Unsubscribe:
 
 
 # "unsubscribe <token>", as a mail client fills it in from the List-Unsubscribe mailto
-# (whatever it puts around it: "Re:", quotes). "unsubscribe all <token>", which older
-# instructions asked for, is read the same way.
-_MAILTO_SUBJECT = re.compile(r"\bunsubscribe\s+(?:all\s+)?([A-Za-z0-9_-]{20,200})\b", re.I)
-
-#: What a mailed request stops, whatever the token's scope: the policy's "email us ...
-#: from ALL correspondence" (P-34) makes no exception for the category it came from.
-MAILED_SCOPE = "all"
+# (whatever it puts around it: "Re:", quotes); "unsubscribe all <token>" asks for every
+# email to stop, as the policy's "email us ... from ALL correspondence" promises.
+_MAILTO_SUBJECT = re.compile(r"\bunsubscribe\s+(?:(all)\s+)?([A-Za-z0-9_-]{20,200})\b", re.I)
 
 
 @dataclass(frozen=True)
 class MailedRequest:
     token: str
+    everything: bool  # "all": every category, whatever the token's
 
 
 def mailed_request(subject: str) -> MailedRequest | None:
@@ -76,4 +73,4 @@ def mailed_request(subject: str) -> MailedRequest | None:
     found = _MAILTO_SUBJECT.search(subject)
     if found is None:
         return None
-    return MailedRequest(found.group(1))
+    return MailedRequest(found.group(2), everything=found.group(1) is not None)

@@ -1,11 +1,9 @@
 """Replies to the List-Unsubscribe mailto, posted by the mail provider's inbound webhook.
 
 The reply's subject carries the same signed token as the one-click link
-(``unsubscribe <token>``). Whatever category the token names, a valid request stops
-every email to its address (scope ``all``): the policy promises whoever "emails us"
-removal from ALL correspondence (P-34), and the reply is that email. The From address
-is never trusted: anyone can write any address there, while only the recipient of our
-email holds the token.
+(``unsubscribe <token>``); ``unsubscribe all <token>`` stops every email, as the policy
+promises to whoever "emails us". The From address is never trusted: anyone can write
+any address there, while only the recipient of our email holds the token.
 """
 
 from __future__ import annotations
@@ -61,6 +59,7 @@ async def inbound_mail(
         )
     except unsubscribe.InvalidUnsubscribeToken:
         return InboundOutcome(action="ignored", reason="the token is not one of ours")
+    scope = "all" if asked.everything else found.scope
     async with runtime.pool.acquire() as conn:
-        await store.suppress(conn, found.email_index, unsubscribe.MAILED_SCOPE, "mailto")
-    return InboundOutcome(action="unsubscribed", scope=unsubscribe.MAILED_SCOPE)
+        await store.suppress(conn, found.email_index, scope, "mailto")
+    return InboundOutcome(action="unsubscribed", scope=scope)

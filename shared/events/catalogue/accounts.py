@@ -138,14 +138,32 @@ class SignupLapsed(_Lifecycle):
 
 
 @register_event
-class RecipientErasureRequested(Event):
+class RecipientErasureRequestedV1(Event):
     """A processor or partner the subject's data was disclosed to is asked to erase it
-    (P-19): what of the subject the listed exports held. Sent once per recipient and
-    subject when the account is erased; when the user deletes a device (the device
-    fields only); and when the user withdraws a partner's consent (P-18)."""
+    (P-19): the exports that held the subject, once per recipient and subject, when the
+    account is erased.
+
+    Still published for an account's erasure, next to version 2, for the connectors
+    that read this version; version 2 also says what to erase when it is less."""
 
     event_name: ClassVar[str] = "recipient.erasure_requested"
     version: ClassVar[int] = 1
+    topic: ClassVar[Topic] = ACCOUNTS_RECIPIENT_ERASURES
+    recipient_id: UUID
+    subject_id: UUID
+    request_id: UUID
+    export_ids: tuple[UUID, ...]
+
+
+@register_event
+class RecipientErasureRequested(Event):
+    """A processor or partner the subject's data was disclosed to is asked to erase what
+    of the subject the listed exports held (P-19): everything when the account is erased
+    (once per recipient and subject) or when the user withdraws a partner's consent
+    (P-18); only ``fields`` when the user deleted a device."""
+
+    event_name: ClassVar[str] = "recipient.erasure_requested"
+    version: ClassVar[int] = 2
     topic: ClassVar[Topic] = ACCOUNTS_RECIPIENT_ERASURES
     recipient_id: UUID
     subject_id: UUID
@@ -153,9 +171,9 @@ class RecipientErasureRequested(Event):
         description="The deletion request; for a withdrawn consent, an id of its own."
     )
     export_ids: tuple[UUID, ...]
-    reason: Literal["account_erased", "item_deleted", "consent_withdrawn"] = "account_erased"
+    reason: Literal["account_erased", "item_deleted", "consent_withdrawn"]
     fields: tuple[str, ...] = Field(
-        (), description="Only these fields of the subject (none listed: everything)."
+        description="Only these fields of the subject; none listed: everything."
     )
 
 

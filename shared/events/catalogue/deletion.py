@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import ClassVar, Literal
 from uuid import UUID
 
+from pydantic import Field
+
 from shared.events.registry import Event, register_event
 from shared.events.topics import DELETION_COMMANDS, DELETION_RECEIPTS, DELETION_STAGES, Topic
 
@@ -36,6 +38,11 @@ class EraseSubject(Event):
     scope: Literal["account", "device", "request"] = "account"
     item_id: UUID | None = None
     retain_categories: tuple[str, ...] = ()
+    confirm_to_subject: bool = Field(
+        True,
+        description="Whether the notifier mails the subject that the erasure is done; not"
+        " for a sign-up never completed (its address was never confirmed).",
+    )
 
 
 @register_event

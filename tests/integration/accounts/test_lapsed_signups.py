@@ -65,10 +65,13 @@ async def test_a_round_hands_only_lapsed_sign_ups_to_the_deletion_service(
         )  # fmt: skip
         await _token(conn, adult, "verify_email", -24 * 29)  # expired long ago
         await _token(conn, child, "guardian_consent", -1)  # expired an hour ago
-        # Kept: too recent; a live reset link; active; an operator deletion pending.
-        recent = await _signed_up(conn, 29)
+        # Lapsed too: a live reset link (anyone may ask for one) defers nothing.
         resetting = await _signed_up(conn, 31)
         await _token(conn, resetting, "password_reset", 1)
+        # Kept: too recent; a live verification link; active; an operator deletion pending.
+        recent = await _signed_up(conn, 29)
+        linked = await _signed_up(conn, 31)
+        await _token(conn, linked, "verify_email", 1)
         active = await _signed_up(conn, 400, active=True, email_verified=True)
         pending = await _signed_up(conn, 31)
         await conn.execute(
@@ -82,25 +85,25 @@ async def test_a_round_hands_only_lapsed_sign_ups_to_the_deletion_service(
     assert await sweep.round() is False  # fewer than a batch: nothing left for now
 
     events = await _lapsed_events(pool)
-    assert {e.user_id for e in events} == {adult, child}
+    assert {e.user_id for e in events} == {adult, child, resetting}
     requests = {
         r["user_id"]: r
         for r in await pool.fetch(
             "SELECT id, user_id, status FROM deletion_requests WHERE initiated_by = 'retention'"
         )
     }
-    assert set(requests) == {adult, child}
+    assert set(requests) == {adult, child, resetting}
     assert {e.request_id for e in events} == {r["id"] for r in requests.values()}
     assert {r["status"] for r in requests.values()} == {"requested"}
     tokens = {r["user_id"] for r in await pool.fetch("SELECT user_id FROM action_tokens")}
-    assert tokens == {resetting}  # the lapsed accounts' links are spent
+    assert tokens == {linked}  # the lapsed accounts' links are spent
     async with pool.acquire() as conn:
         assert await lapsing(conn, adult)
         assert await lapsing(conn, child)
-        for kept in (recent, resetting, active, pending):
+        for kept in (recent, linked, active, pending):
             assert not await lapsing(conn, kept)
 
     # A second round asks nothing again: the requests are under way.
     await sweep.round()
-    assert len(await _lapsed_events(pool)) == 2
-    assert await pool.fetchval("SELECT count(*) FROM deletion_requests") == 3
+    assert len(await _lapsed_events(pool)) == 3
+    assert await pool.fetchval("SELECT count(*) FROM deletion_requests") == 4

@@ -142,3 +142,19 @@ async def test_urgency_is_a_security_notices_to_use_and_titles_leave_room_for_a_
         too_long = await client.post("/operator/incidents", json=long, headers=_as("admin"))
     assert allowed.status_code == 503, allowed.text  # the email says it too: allowed
     assert too_long.status_code == 422
+
+
+async def test_a_policy_date_without_a_time_zone_is_a_422_not_a_500() -> None:
+    async with _client() as client:
+        naive = await client.post(
+            "/operator/policy-versions",
+            json={**POLICY, "effective_at": "2030-01-01T00:00:00"},
+            headers=_as("privacy_officer"),
+        )
+        aware = await client.post(
+            "/operator/policy-versions",
+            json={**POLICY, "effective_at": "2030-01-01T00:00:00Z"},
+            headers=_as("privacy_officer"),
+        )
+    assert naive.status_code == 422, naive.text
+    assert aware.status_code == 503, aware.text  # a real instant reaches the store
