@@ -195,6 +195,13 @@ DEFAULT_RATE_PER_SECOND = 50
 # Every service's /healthz and /readyz (shared/observability/health.py): never public.
 INTERNAL_PATHS = ("healthz", "readyz")
 API_READ_TIMEOUT = "30s"
+# Operators' checks that read a whole store (the audit chain from its first row, every
+# store for one subject) grow with the data: they get minutes, not seconds.
+LONG_CHECKS = {
+    "accounts": "/api/accounts/operator/audit/verify",
+    "deletion": "/api/deletion/operator/requests/[^/]+/verify",
+}
+LONG_CHECK_TIMEOUT = "10m"
 
 # The live inbox (server-sent events) holds a connection for up to an hour; without a
 # cap, one address could open enough of them to take every worker connection.
@@ -261,7 +268,7 @@ location ~ ^/api/(?:{services})/+(?:{"|".join(INTERNAL_PATHS)})/*$ {{
     return 404;
 }}
 
-{_inbox_stream(place)}location ~ ^/api/(?<imt_service>{services})(?:/|$) {{
+{_inbox_stream(place)}{_long_checks(place)}location ~ ^/api/(?<imt_service>{services})(?:/|$) {{
     proxy_pass http://svc_$imt_service;
 {_PROXY}{_BUFFERED}}}
 
@@ -298,6 +305,16 @@ _STREAMED = """\
     proxy_buffering off;
     proxy_read_timeout 1h;
 """
+
+
+def _long_checks(place: Placement) -> str:
+    # Regex locations are tried in order: these come before the service's own.
+    return "".join(
+        f"location ~ ^{path}/?$ {{\n    proxy_pass http://svc_{service};\n{_PROXY}"
+        f"    proxy_buffering on;\n    proxy_read_timeout {LONG_CHECK_TIMEOUT};\n}}\n\n"
+        for service, path in LONG_CHECKS.items()
+        if service in place.upstreams
+    )
 
 
 def _inbox_stream(place: Placement) -> str:
@@ -340,16 +357,22 @@ UNSUBSCRIBE_LOGGED = '"${imt_log_head}{token}"'
 # request touched: logged as {id}, so the log names no one (ids stay in the audit log,
 # which is erased or kept by rule). Up to ID_MAPS of them, one map each.
 UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-ID_MAPS = 3
+ID_MAPS = 4
+
+
+# A row number as a path segment (an inbox item: /api/notifier/inbox/123/read).
+NUMBER_PATTERN = "/[0-9]+(?=/|$)"
 
 
 def _id_maps() -> str:
-    """$uri -> $imt_log_1 -> ... -> $imt_log_<ID_MAPS>: each replaces the first id left."""
+    """$uri -> $imt_log_1 -> ... -> $imt_log_<ID_MAPS>: each replaces the first id left
+    (a uuid; the last, a number segment)."""
     maps = []
     for n in range(1, ID_MAPS + 1):
         source = "$uri" if n == 1 else f"$imt_log_{n - 1}"
-        pattern = f'"~*^(?<imt_id{n}_head>.*?){UUID_PATTERN}(?<imt_id{n}_tail>.*)$"'
-        value = f'"${{imt_id{n}_head}}{{id}}${{imt_id{n}_tail}}"'
+        found, replaced = (NUMBER_PATTERN, "/{id}") if n == ID_MAPS else (UUID_PATTERN, "{id}")
+        pattern = f'"~*^(?<imt_id{n}_head>.*?){found}(?<imt_id{n}_tail>.*)$"'
+        value = f'"${{imt_id{n}_head}}{replaced}${{imt_id{n}_tail}}"'
         maps.append(
             f"map {source} $imt_log_{n} {{\n    default {source};\n    {pattern} {value};\n}}\n"
         )

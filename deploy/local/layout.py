@@ -95,8 +95,10 @@ class Layout:
         require_private(self.state)
         self.state.chmod(private_mode(os.geteuid()))
         for folder in (self.logs, self.run, self.tls):
-            folder.mkdir(exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir(mode=0o700)
             require_private(folder)
+            folder.chmod(stat.S_IMODE(os.lstat(folder).st_mode) & ~0o022)
 
 
 def private_mode(euid: int) -> int:
@@ -117,8 +119,10 @@ def unsafe_reason(info: os.stat_result, euid: int) -> str | None:
         return "not a folder"
     if info.st_uid != euid:
         return f"owned by uid {info.st_uid}, not by us (uid {euid})"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+    # Group-writable is what a umask of 0002 makes (Ubuntu, Fedora: the group is the
+    # user's own): tightened by prepare(), not refused. Writable by anyone is refused.
+    if info.st_mode & stat.S_IWOTH:
+        return f"writable by others (mode {stat.S_IMODE(info.st_mode):o})"
     return None
 
 

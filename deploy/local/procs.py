@@ -192,6 +192,13 @@ POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 _FORBID_STARTS = "#!/bin/sh\n# deploy/local/procs.py, during apt-get install only\nexit 101\n"
 
 
+def _left_by_us(policy: Path) -> bool:
+    try:
+        return policy.read_text() == _FORBID_STARTS
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def no_daemon_starts() -> Iterator[None]:
     """While inside, no package starts its daemon; a policy found in place is left as is."""
@@ -199,7 +206,15 @@ def no_daemon_starts() -> Iterator[None]:
     try:
         fd = os.open(policy, _NEW_FILE, 0o700)
     except FileExistsError:
-        yield  # the administrator's (or a container image's) own policy rules
+        if not _left_by_us(policy):
+            yield  # the administrator's (or a container image's) own policy rules
+            return
+        # Ours, left by a run killed during an install: it would keep forbidding every
+        # package's daemon on this machine. It goes once this install is done.
+        try:
+            yield
+        finally:
+            policy.unlink(missing_ok=True)
         return
     try:
         with os.fdopen(fd, "w") as handle:

@@ -100,9 +100,13 @@ class Mailbox:
         # A new private file (0600), never through a link planted at its name.
         tmp = path.with_name(f".{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        tmp.replace(path)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # else it would stay, named like no message
+            raise
 
     def store(
         self, raw: bytes, mail_from: str | None, rcpt_tos: list[str], tls: bool = False

@@ -210,7 +210,7 @@ async def test_a_reply_to_the_unsubscribe_mailto_opts_out_through_the_inbound_we
     done = await post(reply(f"Re: {subject}"), secret)
     assert (done.status_code, done.json()) == (
         202,
-        {"action": "unsubscribed", "scope": "all", "reason": None},  # emailing us: ALL (P-34)
+        {"action": "unsubscribed", "scope": "marketing", "reason": None},
     )
     after = await send(producer, campaign(uid, subject="After the reply"))
     progress = await wait_notice_settled(api, after.notice_id, emails=1)

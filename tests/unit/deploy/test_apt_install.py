@@ -38,6 +38,18 @@ def test_a_policy_already_in_place_is_kept_as_it_is(policy: Path) -> None:
     assert policy.read_text() == "#!/bin/sh\nexit 0\n"
 
 
+def test_a_policy_left_by_a_killed_run_of_ours_goes_after_the_next_install(
+    policy: Path,
+) -> None:
+    with procs.no_daemon_starts():
+        pass
+    policy.write_text(procs._FORBID_STARTS)  # what a run killed mid-install leaves
+    policy.chmod(0o755)
+    with procs.no_daemon_starts():
+        assert _verdict(policy) == 101  # still forbidding during this install
+    assert not policy.exists()
+
+
 def test_the_policy_goes_even_when_the_install_fails(policy: Path) -> None:
     with pytest.raises(procs.StackError), procs.no_daemon_starts():
         raise procs.StackError("apt-get install failed")

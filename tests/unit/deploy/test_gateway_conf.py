@@ -77,6 +77,9 @@ ID = "0b7e2f4a-3c1d-4e5f-8a9b-1c2d3e4f5a6b"
         (f"/api/accounts/me/devices/{ID.upper()}", "/api/accounts/me/devices/{id}"),
         (f"/a/{ID}/b/{ID}/c/{ID}", "/a/{id}/b/{id}/c/{id}"),
         (f"/api/notifier/unsubscribe/{ID}", "/api/notifier/unsubscribe/{token}"),
+        ("/api/notifier/inbox/12345/read", "/api/notifier/inbox/{id}/read"),
+        ("/api/notifier/inbox/12345", "/api/notifier/inbox/{id}"),
+        ("/assets/v2/site.css", "/assets/v2/site.css"),
         ("/api/accounts/me", "/api/accounts/me"),
     ],
 )
@@ -185,7 +188,22 @@ def test_only_the_live_inbox_streams_unbuffered_for_long() -> None:
     stream = proxied.pop(f"location = {gateway.INBOX_STREAM} ")
     assert "proxy_buffering off;" in stream
     assert "proxy_read_timeout 1h;" in stream
+    for path in gateway.LONG_CHECKS.values():  # buffered, minutes: the test below
+        proxied.pop(f"location ~ ^{path}/?$ ")
     assert len(proxied) >= 2
     for line, body in proxied.items():
         assert "proxy_buffering off" not in body, line
         assert re.findall(r"proxy_read_timeout (\S+);", body) == ["30s"], line
+
+
+def test_operators_whole_store_checks_get_minutes_and_other_calls_seconds() -> None:
+    locations = _locations(SITE)
+    order = list(locations)
+    service = next(line for line in order if "(?<imt_service>" in line)
+    for path in gateway.LONG_CHECKS.values():
+        [line] = [x for x in order if x.startswith(f"location ~ ^{path}")]
+        assert f"proxy_read_timeout {gateway.LONG_CHECK_TIMEOUT};" in locations[line]
+        assert order.index(line) < order.index(service)  # regexes: the first match wins
+        found = re.search(line.split()[2], path.replace("[^/]+", "some-id"))
+        assert found is not None
+    assert f"proxy_read_timeout {gateway.API_READ_TIMEOUT};" in locations[service]
