@@ -32,6 +32,7 @@ import sys
 import types
 import typing
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -626,28 +627,114 @@ def privacy_page() -> str:
             continue
         is_heading = text.isupper() or (len(text) < 60 and text.upper() == text)
         blocks.append(f"    <h2>{text}</h2>" if is_heading else f"    <p>{text}</p>")
-    body = "\n".join(blocks)
+    footer = "Generated from policy/privacy-policy.txt by <code>make docs</code>."
+    return _page("Privacy policy", "\n".join(blocks), footer=footer, main_class=' class="policy"')
+
+
+def _page(
+    title: str, main: str, *, footer: str, main_class: str = "", scripts: tuple[str, ...] = ()
+) -> str:
+    """A page of the site: our stylesheet and scripts only (the gateway's CSP allows no
+    other), and every page counts its view with visit.js."""
+    tags = "".join(
+        f'  <script src="/assets/{s}" defer></script>\n' for s in (*scripts, "visit.js")
+    )
     return f"""<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>Privacy policy - iMT</title>
+  <title>{title} - iMT</title>
   <link rel="stylesheet" href="/assets/site.css">
-  <script src="/assets/visit.js" defer></script>
-</head>
+{tags}</head>
 <body>
   <header>
-    <h1>Privacy policy</h1>
+    <h1>{title}</h1>
     <nav><a href="/">iMT privacy center</a></nav>
   </header>
-  <main class="policy">
-{body}
+  <main{main_class}>
+{main}
   </main>
-  <footer>Generated from policy/privacy-policy.txt by <code>make docs</code>.</footer>
+  <footer>{footer}</footer>
 </body>
 </html>
 """
+
+
+@dataclass(frozen=True)
+class LinkPage:
+    """A page a mailed link opens (web/assets/links.js does the work)."""
+
+    title: str
+    intro: str
+    api: str
+    done: str
+    button: str
+    pending: str = ""  # said instead of ``done`` when the answer says active: false
+    field: str = ""  # an input the person fills in
+
+
+PASSWORD_FIELD = (
+    '<label>New password <input name="new_password" type="password"'
+    ' autocomplete="new-password" minlength="8" maxlength="128" required></label>'
+)
+
+LINK_PAGES = {
+    "verify-email": LinkPage(
+        "Confirm your email address",
+        "Confirm that this address is yours, and your iMT account can be used with it.",
+        "/api/accounts/email-verifications",
+        "Your email address is confirmed. You can sign in.",
+        "Confirm my address",
+        pending="Your email address is confirmed. Your account can be used once your parent"
+        " or guardian agrees, through the email we sent them.",
+    ),
+    "guardian-consent": LinkPage(
+        "Consent to a child's account",
+        "A child created an iMT account and gave your address as their parent or"
+        " guardian's. They can use it only once you agree. If you do not, the account and"
+        " everything it holds are deleted within a few weeks, and we never write to you"
+        " again about it.",
+        "/api/accounts/guardian-consents",
+        "Thank you: the account can be used now.",
+        "I consent to this account",
+        pending="Thank you. The account can be used once the child confirms their own"
+        " email address.",
+    ),
+    "reset-password": LinkPage(
+        "Choose a new password",
+        "Choose a new password for your iMT account. Every device signed in to it is"
+        " signed out.",
+        "/api/accounts/password-resets/complete",
+        "Your password is changed. Sign in with the new one.",
+        "Set the new password",
+        field=PASSWORD_FIELD,
+    ),
+    "cancel-deletion": LinkPage(
+        "Cancel your account deletion",
+        "You asked us (or an operator asked on your behalf) to delete your iMT account."
+        " Until the grace period ends you can keep it: nothing is deleted.",
+        "/api/accounts/deletion-cancellations",
+        "Your account deletion is cancelled: nothing was deleted.",
+        "Keep my account",
+    ),
+}
+
+
+def link_page(page: LinkPage) -> str:
+    """Hidden until links.js finds the link's token: without the script the form would
+    post nothing, and a GET would put a new password in the address."""
+    pending = f' data-pending="{html.escape(page.pending)}"' if page.pending else ""
+    field = f"      {page.field}\n" if page.field else ""
+    main = f"""    <p>{html.escape(page.intro)}</p>
+    <form id="link-form" method="post" hidden data-api="{page.api}" \
+data-done="{html.escape(page.done)}"{pending}>
+{field}      <button type="submit">{html.escape(page.button)}</button>
+    </form>
+    <noscript><p>This page needs JavaScript to send your confirmation.</p></noscript>
+    <p id="link-result" class="result" role="status" aria-live="polite"></p>"""
+    footer = '<a href="/privacy.html">Privacy</a>'
+    return _page(page.title, main, footer=footer, scripts=("links.js",))
 
 
 def openapi_documents() -> dict[str, dict[str, Any]]:
@@ -672,6 +759,7 @@ def generated_files() -> dict[Path, str]:
         DOCS / "configuration.md": configuration_markdown(),
         ROOT / "web" / "privacy.html": privacy_page(),
     }
+    files.update({ROOT / "web" / f"{n}.html": link_page(p) for n, p in LINK_PAGES.items()})
     files.update({SCHEMAS_DIR / f"{w}.json": dump_json(event_schema(w, c)) for w, c in events()})
     files.update(
         {DOCS / "api" / f"{s}.openapi.json": dump_json(d) for s, d in openapi_documents().items()}
