@@ -636,9 +636,7 @@ def _page(
 ) -> str:
     """A page of the site: our stylesheet and scripts only (the gateway's CSP allows no
     other), and every page counts its view with visit.js."""
-    tags = "".join(
-        f'  <script src="/assets/{s}" defer></script>\n' for s in (*scripts, "visit.js")
-    )
+    tags = "".join(f'  <script src="/assets/{s}" defer></script>\n' for s in (*scripts, "visit.js"))
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -674,8 +672,8 @@ class LinkPage:
     field: str = ""  # an input the person fills in
 
 
-PASSWORD_FIELD = (
-    '<label>New password <input name="new_password" type="password"'
+NEW_PASSWORD_INPUT = (
+    '<label>New password <input name="new_password" type="password"'  # noqa: S105 - HTML
     ' autocomplete="new-password" minlength="8" maxlength="128" required></label>'
 )
 
@@ -703,12 +701,11 @@ LINK_PAGES = {
     ),
     "reset-password": LinkPage(
         "Choose a new password",
-        "Choose a new password for your iMT account. Every device signed in to it is"
-        " signed out.",
+        "Choose a new password for your iMT account. Every device signed in to it is signed out.",
         "/api/accounts/password-resets/complete",
         "Your password is changed. Sign in with the new one.",
         "Set the new password",
-        field=PASSWORD_FIELD,
+        field=NEW_PASSWORD_INPUT,
     ),
     "cancel-deletion": LinkPage(
         "Cancel your account deletion",
