@@ -202,6 +202,10 @@ def notice_for(event: Event, source: str) -> store.Notice | None:
             problems.append("a listed audience lists nobody")
         if not event.channels:
             problems.append("no channel")
+        secret = event.template in store.SECRET_LINKS and "token" in params
+        if secret and "inbox" in event.channels:
+            # An inbox item is kept, exported and streamed: no place for a live token.
+            problems.append(f"{event.template} carries a one-time link: by email only")
         if problems:
             raise Unprocessable("; ".join(problems))
         return store.Notice(

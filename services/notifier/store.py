@@ -18,9 +18,13 @@ from shared.events.topics import NOTIFIER_DELIVERIES
 WORK_CHANNEL = "notifier_work"  # wakes the worker's loops (sender, planner, outcomes)
 INBOX_CHANNEL = "notifier_inbox"  # payload: a notice id with new inbox items (SSE)
 # Templates whose params hold a single-use secret (an action token and its link): kept
-# until their one email is done (a dead one keeps them for a replay; they expire anyway).
-SECRET_LINKS = frozenset({"verify_email", "verify_new_email", "parental_consent", "password_reset"})
-SECRET_PARAMS = ("token", "link", "verify_url", "consent_url", "reset_url")
+# until their one email is done (a dead one keeps them for a replay; they expire anyway),
+# and never shown in-site (an inbox item is kept, exported and streamed).
+SECRET_LINKS = frozenset(
+    {"verify_email", "verify_new_email", "parental_consent", "password_reset"}
+    | {"deletion_requested"}  # its email's link cancels the deletion without a sign-in
+)
+SECRET_PARAMS = ("token", "link", "verify_url", "consent_url", "reset_url", "cancel_url")
 EMAIL_CHANGED = "email_changed"  # the template told to the address an email change replaced
 
 
