@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 from collections import defaultdict, deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -114,12 +114,29 @@ class InboxHub:
             for queue in self._subscribers.get(row["user_id"], ()):
                 queue.put_nowait(item)
 
-    async def stream(
-        self, user_id: UUID, initial: list[dict[str, Any]]
-    ) -> AsyncGenerator[str, None]:
-        """The event stream of one connection: pending pinned items, ready, then live."""
+    def subscribe(self, user_id: UUID) -> asyncio.Queue[dict[str, Any]]:
+        """A queue of the user's new items, filled from now on (see :meth:`stream`)."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._subscribers[user_id].add(queue)
+        return queue
+
+    def unsubscribe(self, user_id: UUID, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        subscribers = self._subscribers.get(user_id)
+        if subscribers is not None:
+            subscribers.discard(queue)
+            if not subscribers:
+                del self._subscribers[user_id]
+
+    async def stream(
+        self,
+        user_id: UUID,
+        queue: asyncio.Queue[dict[str, Any]],
+        initial: list[dict[str, Any]],
+        still_open: Callable[[], Awaitable[bool]],
+    ) -> AsyncGenerator[str, None]:
+        """The event stream of one connection: pending pinned items, ready, then live,
+        for as long as ``still_open`` says the caller's session is (checked at every
+        item and keep-alive: a logout, a password change or the token's expiry ends it)."""
         sent: deque[int] = deque(maxlen=SENT_REMEMBERED)  # a catch-up may repeat an item
         try:
             for item in initial:
@@ -131,18 +148,18 @@ class InboxHub:
                     async with asyncio.timeout(KEEPALIVE_SECONDS):
                         item = await queue.get()
                 except TimeoutError:
+                    if not await still_open():
+                        return
                     yield ": keep-alive\n\n"
                     continue
                 if item["id"] in sent:
                     continue
+                if not await still_open():
+                    return
                 sent.append(item["id"])
                 yield _event("notice", item)
         finally:
-            subscribers = self._subscribers.get(user_id)
-            if subscribers is not None:
-                subscribers.discard(queue)
-                if not subscribers:
-                    del self._subscribers[user_id]
+            self.unsubscribe(user_id, queue)
 
 
 def _event(name: str, data: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -17,7 +18,7 @@ from services.notifier.routes.deps import (
     user_id,
 )
 from services.notifier.stream import ITEM_COLUMNS, item_json
-from shared.auth import CurrentUser
+from shared.auth import Claims, CurrentUser
 from shared.auth.dependencies import current_user
 from shared.observability import Problem
 from shared.service import Runtime
@@ -117,7 +118,8 @@ async def stream_ticket(user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any
     """A ticket to open the stream with ``EventSource`` (which cannot send a token):
     ``GET /inbox/stream?ticket=...``. Single use, valid for ``expires_in`` seconds."""
     async with runtime.pool.acquire() as conn:
-        ticket = await stream_tickets.issue(conn, user_id(user))
+        user_id(user)  # a user's token only
+        ticket = await stream_tickets.issue(conn, user)
     return {"ticket": ticket, "expires_in": stream_tickets.TICKET_SECONDS}
 
 
@@ -134,29 +136,51 @@ async def stream(
     The caller is named by a bearer token or, from a browser's ``EventSource``, by a
     ticket from ``POST /inbox/stream-tickets``.
     """
-    uid = await _stream_caller(request, runtime, ticket)
-    async with runtime.pool.acquire() as conn:
-        pinned = [item_json(r, renderer) for r in await conn.fetch(_PINNED, uid)]
+    claims = await _stream_caller(request, runtime, ticket)
+    uid = user_id(claims)
+    # Subscribed before the pinned items are read: a fan-out committed in between is then
+    # pushed live (the stream drops what it sent already), never missed.
+    queue = hub.subscribe(uid)
+    try:
+        async with runtime.pool.acquire() as conn:
+            pinned = [item_json(r, renderer) for r in await conn.fetch(_PINNED, uid)]
+    except BaseException:
+        hub.unsubscribe(uid, queue)
+        raise
+
+    async def open_session() -> bool:
+        """Whether the caller's token would still be accepted: unexpired, not revoked."""
+        if time.time() >= claims.exp:
+            return False
+        check = getattr(request.app.state, "session_check", None)
+        try:
+            return check is None or bool(await check(request, claims))
+        except Problem:  # the revocation list is catching up (503): not a refusal
+            return True
+
     return StreamingResponse(
-        hub.stream(uid, pinned),
+        hub.stream(uid, queue, pinned, open_session),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
-async def _stream_caller(request: Request, runtime: Runtime, ticket: str | None) -> UUID:
+async def _stream_caller(request: Request, runtime: Runtime, ticket: str | None) -> Claims:
     if ticket is None:
-        return user_id(await current_user(request))
+        return await current_user(request)
     async with runtime.pool.acquire() as conn:
-        uid = await stream_tickets.redeem(conn, ticket)
-    if uid is None:
+        claims = await stream_tickets.redeem(conn, ticket)
+    check = getattr(request.app.state, "session_check", None)
+    if claims is not None and check is not None and not await check(request, claims):
+        claims = None  # bought by a session that has ended since
+    if claims is None:
         raise Problem(
             401,
             "Unauthorised",
             "This stream ticket is unknown, expired or already used.",
             slug="unauthorised",
         )
-    return uid
+    return claims
 
 
 policy_router = APIRouter(tags=["inbox"])

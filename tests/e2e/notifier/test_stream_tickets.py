@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.e2e.notifier.support import publish_contact, sse_events, user_token
+from services.notifier import stream
+from shared.events.catalogue.accounts import SessionsRevoked
+from tests.e2e.notifier.support import publish, publish_contact, sse_events, user_token
 
 
 async def _ticket(api: httpx.AsyncClient, uid: uuid.UUID) -> str:
@@ -58,3 +62,33 @@ async def test_tickets_are_only_for_users(api: httpx.AsyncClient) -> None:
     anonymous = await api.post("/api/notifier/inbox/stream-tickets")
     assert anonymous.status_code == 401
     assert anonymous.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.promise("P-08")
+async def test_a_stream_ends_when_its_session_is_revoked(
+    api: httpx.AsyncClient, producer: AIOKafkaProducer, platform: str
+) -> None:
+    """A password change (or reset, or logout) ends every session: a live stream opened
+    by one of them ends too, at its next keep-alive, and a ticket it bought is refused."""
+    uid, _ = await publish_contact(producer)
+    ticket, spare = await _ticket(api, uid), await _ticket(api, uid)
+    async with (
+        httpx.AsyncClient(base_url=platform, timeout=60) as client,
+        client.stream("GET", f"/api/notifier/inbox/stream?ticket={ticket}") as response,
+    ):
+        assert response.status_code == 200
+        events = sse_events(response)
+        async with asyncio.timeout(15):
+            assert (await anext(events))[0] == "ready"
+        revoked = SessionsRevoked(
+            principal_id=uid,
+            issued_before=datetime.now(UTC) + timedelta(seconds=2),
+            revoked_at=datetime.now(UTC),
+            reason="password-changed",
+        )
+        await publish(producer, revoked, subject=str(uid))
+        async with asyncio.timeout(stream.KEEPALIVE_SECONDS * 2 + 10):
+            left = [name async for name, _ in events]  # until the server ends the stream
+    assert left == []
+    status, _, body = await _open(platform, f"?ticket={spare}")
+    assert status == 401, body

@@ -42,4 +42,3 @@ def test_a_one_time_link_in_site_is_refused_by_email_accepted(
 def test_the_in_site_copy_of_a_deletion_notice_without_a_token_is_accepted() -> None:
     notice = _notice("deletion_requested", ("inbox",), link="https://x/#deletion=1")
     assert handlers.notice_for(notice, "accounts") is not None
-
