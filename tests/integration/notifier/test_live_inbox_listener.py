@@ -48,13 +48,17 @@ async def _next(events: AsyncIterator[str]) -> dict[str, Any]:
         return {"event": lines["event"], **json.loads(lines["data"])}
 
 
+async def _open_session() -> bool:
+    return True
+
+
 async def test_a_lost_listener_listens_again_and_pushes_what_it_missed(
     pool: asyncpg.Pool, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hub = InboxHub(pool, scratch_dsn, Renderer())
     await hub.start()
     uid = uuid.uuid4()
-    events = hub.stream(uid, [])
+    events = hub.stream(uid, hub.subscribe(uid), [], _open_session)
     try:
         assert (await _next(events))["event"] == "ready"
         await _announce(pool, uid, "before")

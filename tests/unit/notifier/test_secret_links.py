@@ -18,7 +18,7 @@ def _notice(template: str, channels: tuple[str, ...], **params: str) -> SendNoti
         notice_id=uuid.uuid4(), template=template, category="account_security"
         if template == "deletion_requested" else "transactional",
         audience="listed", user_ids=(uuid.uuid4(),), params=params,
-        channels=channels,  # type: ignore[arg-type]
+        channels=channels,
     )  # fmt: skip
 
 
