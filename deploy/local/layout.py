@@ -95,10 +95,15 @@ class Layout:
         require_private(self.state)
         self.state.chmod(private_mode(os.geteuid()))
         for folder in (self.logs, self.run, self.tls):
-            with contextlib.suppress(FileExistsError):
-                folder.mkdir(mode=0o700)
+            # PostgreSQL (as postgres) appends to its log in logs/ and reads its files in
+            # tls/: under root they keep the search bit for others, as the root does.
+            try:
+                folder.mkdir()
+                mode = private_mode(os.geteuid())  # exact, whatever the umask
+            except FileExistsError:
+                mode = stat.S_IMODE(os.lstat(folder).st_mode) & ~0o022
             require_private(folder)
-            folder.chmod(stat.S_IMODE(os.lstat(folder).st_mode) & ~0o022)
+            folder.chmod(mode)
 
 
 def private_mode(euid: int) -> int:
