@@ -68,6 +68,16 @@ async def _sign_up(client: httpx.AsyncClient, **extra: str) -> tuple[str, str]:
     return address, password
 
 
+async def _verified(
+    browser: Browser, client: httpx.AsyncClient, mailbox: Mailbox
+) -> tuple[str, str]:
+    """A sign-up whose address was confirmed from its page: (address, password)."""
+    address, password = await _sign_up(client)
+    verified = await _open(browser, await _link(mailbox, address, "verify-email", 1))
+    assert "confirmed" in await _confirm(verified)
+    return address, password
+
+
 async def _log_in(client: httpx.AsyncClient, address: str, password: str) -> httpx.Response:
     return await client.post(f"{API}/sessions", json={"email": address, "password": password})
 
@@ -102,9 +112,7 @@ async def test_the_guardian_consent_link_lets_a_child_use_the_account(
 async def test_the_reset_link_sets_the_password_typed_on_its_page(
     browser: Browser, client: httpx.AsyncClient, mailbox: Mailbox
 ) -> None:
-    address, password = await _sign_up(client)
-    verified = await _open(browser, await _link(mailbox, address, "verify-email", 1))
-    assert "confirmed" in await _confirm(verified)
+    address, password = await _verified(browser, client, mailbox)
     asked = await client.post(f"{API}/password-resets", json={"email": address})
     assert asked.status_code == 202
     page = await _open(browser, await _link(mailbox, address, "reset-password", 2))
@@ -119,9 +127,7 @@ async def test_the_reset_link_sets_the_password_typed_on_its_page(
 async def test_the_link_in_the_deletion_email_cancels_the_deletion(
     browser: Browser, client: httpx.AsyncClient, mailbox: Mailbox
 ) -> None:
-    address, password = await _sign_up(client)
-    verified = await _open(browser, await _link(mailbox, address, "verify-email", 1))
-    assert "confirmed" in await _confirm(verified)
+    address, password = await _verified(browser, client, mailbox)
     login = await _log_in(client, address, password)
     headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
     asked = await client.post(

@@ -17,6 +17,12 @@ from deploy.local.layout import HOST, Layout
 
 OUTBOX_GAUGES = ("outbox_backlog", "outbox_oldest_seconds")
 
+# Every test client reaches the gateway from 127.0.0.1: the per-address login throttle
+# would make unrelated tests wait on each other's failures, whichever suites a run picks
+# (the browser's alone too). The per-account throttle is what tests exercise; the
+# per-address rules are unit-tested.
+os.environ.setdefault("IMT_ACCOUNTS_CLIENT_FREE_FAILURES", "1000000")
+
 
 def metric_samples(metrics_text: str) -> dict[str, float]:
     """Every sample of a /metrics page, keyed by series as printed: ``name{labels}``."""

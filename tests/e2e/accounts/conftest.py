@@ -12,10 +12,7 @@ import pytest
 from shared.config import PlatformSettings
 from tests.e2e.accounts.support import BusTail, Operator, admin, start_tail
 
-# Every test client reaches the gateway from 127.0.0.1: the per-address login throttle
-# would make unrelated tests wait on each other's failures. The per-account throttle
-# is what these tests exercise; the per-address rules are unit-tested.
-os.environ.setdefault("IMT_ACCOUNTS_CLIENT_FREE_FAILURES", "1000000")
+# (The per-address login throttle is lifted for every run: tests/support/platform.py.)
 # A first back-off of 4 s rather than 1 s: the request that must meet it is sent right
 # after the failure that starts it, and a slow run must not let the back-off end first.
 os.environ.setdefault("IMT_ACCOUNTS_BACKOFF_BASE_SECONDS", "4")
