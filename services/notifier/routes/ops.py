@@ -75,9 +75,11 @@ async def notice_progress(notice_id: UUID, _op: Operator, runtime: RuntimeDep) -
 async def dead_letters(
     _op: Operator, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> list[dict[str, Any]]:
+    """What failed and why, by delivery and notice: not for whom (which templates a user
+    was sent is a trail of their account; a replay needs only the delivery ids)."""
     async with runtime.pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT d.id, d.notice_id, d.user_id, n.template, n.category, d.outcome, d.reason,"
+            "SELECT d.id, d.notice_id, n.template, n.category, d.outcome, d.reason,"
             " d.attempts, d.finished_at, d.in_doubt"
             " FROM deliveries d JOIN notices n USING (notice_id)"
             " WHERE d.status = 'dead' ORDER BY d.finished_at DESC LIMIT $1",
