@@ -51,6 +51,20 @@ class SealedContact:
 
 
 async def upsert_contact(conn: Connection, c: SealedContact) -> None:
+    # A person who asked us (by email, recorded by an operator) to stop ALL email asked
+    # it of themselves, not of one address: their next address is suppressed too.
+    await conn.execute(
+        "INSERT INTO suppressions (email_index, category, source)"
+        " SELECT $2, 'all', 'operator' FROM contacts c JOIN suppressions s"
+        "   ON s.email_index = c.email_index AND s.category = 'all' AND s.source = 'operator'"
+        " WHERE c.user_id = $1 AND c.email_index <> $2"
+        "   AND (c.card_changed_at IS NULL OR $3::timestamptz IS NULL"
+        "        OR $3::timestamptz >= c.card_changed_at)"
+        " ON CONFLICT (email_index, category) DO UPDATE SET source = 'operator'",
+        c.user_id,
+        c.email_index,
+        c.card_changed_at,
+    )
     await conn.execute(
         """
         INSERT INTO contacts (user_id, email_index, email, name, guardian_index, guardian_email,
@@ -699,6 +713,37 @@ async def suppress(conn: Connection, email_index: bytes, category: str, source: 
         category,
         source,
     )
+
+
+async def suppress_all_by_operator(
+    conn: Connection, user_id: UUID, operator_id: str, reference: str
+) -> bool:
+    """Record an operator's global suppression of the user's address, and who recorded
+    it under which reference; False when the notifier holds no card for the user.
+
+    Marked ``operator`` even where the address had opted out of all email by itself:
+    the person's own request follows them to their next address (:func:`upsert_contact`).
+    """
+    async with conn.transaction():
+        index = await conn.fetchval(
+            "SELECT email_index FROM contacts WHERE user_id = $1 FOR SHARE", user_id
+        )
+        if index is None:
+            return False
+        await conn.execute(
+            "INSERT INTO suppressions (email_index, category, source)"
+            " VALUES ($1, 'all', 'operator')"
+            " ON CONFLICT (email_index, category) DO UPDATE SET source = 'operator'",
+            index,
+        )
+        await conn.execute(
+            "INSERT INTO operator_suppressions (email_index, operator_id, request_reference)"
+            " VALUES ($1, $2, $3)",
+            index,
+            operator_id,
+            reference,
+        )
+    return True
 
 
 # -- erasure ---------------------------------------------------------------------------

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from services.notifier import store
 from services.notifier.routes.deps import BIGINT_MAX, RuntimeDep
 from shared.auth import Claims, require_roles
 from shared.observability import Problem
+from shared.pii import contains_pii
 
 Operator = Annotated[Claims, Depends(require_roles("support", "privacy_officer", "admin"))]
 router = APIRouter(prefix="/ops", tags=["operators"])
@@ -108,21 +110,54 @@ async def replay(body: Replay, _op: Operator, runtime: RuntimeDep) -> dict[str, 
 
 class GlobalSuppression(BaseModel):
     user_id: UUID
+    request_reference: str = Field(
+        min_length=3,
+        max_length=100,
+        description="Reference of the person's emailed request (a ticket number, not their"
+        " address): the audit trail of who stopped their email, and why.",
+    )
+
+    @field_validator("request_reference")
+    @classmethod
+    def _no_personal_data(cls, value: str) -> str:
+        if contains_pii(value):  # the trail outlives the person's erasure
+            raise ValueError("a reference must not hold an address, number or card")
+        return value
+
+
+class SuppressionRecorded(BaseModel):
+    operator_id: str
+    request_reference: str
+    created_at: datetime
 
 
 @router.post("/suppressions")
 async def suppress_all(
-    body: GlobalSuppression, _op: Operator, runtime: RuntimeDep
+    body: GlobalSuppression, op: Operator, runtime: RuntimeDep
 ) -> dict[str, str]:
-    """A user emailed to be removed from ALL correspondence: stop every email to them."""
+    """A user emailed to be removed from ALL correspondence: stop every email to them,
+    at this address and at any address their account moves to."""
     async with runtime.pool.acquire() as conn:
-        index = await conn.fetchval(
-            "SELECT email_index FROM contacts WHERE user_id = $1", body.user_id
-        )
-        if index is None:
+        if not await store.suppress_all_by_operator(
+            conn, body.user_id, op.sub, body.request_reference
+        ):
             raise Problem(404, "Not found", "No contact card for this user.", slug="not-found")
-        await store.suppress(conn, index, "all", "operator")
     return {"status": "suppressed"}
+
+
+@router.get("/suppressions", response_model=list[SuppressionRecorded])
+async def suppressions_recorded(
+    _op: Operator, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> list[dict[str, Any]]:
+    """Global suppressions operators recorded, newest first: who, when, under which
+    reference (not whose: that is in the request the reference names)."""
+    async with runtime.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT operator_id, request_reference, created_at FROM operator_suppressions"
+            " ORDER BY created_at DESC, id DESC LIMIT $1",
+            limit,
+        )
+    return [dict(r) for r in rows]
 
 
 @router.get("/policy-versions/{version}")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import ssl
 import uuid
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -30,7 +33,7 @@ from tests.e2e.notifier.support import (
     wait_notice_settled,
     watch_topic,
 )
-from tests.support.mailbox import Mailbox
+from tests.support.mailbox import Mailbox, eventually
 
 CONFIG = NotifierSettings(environment="test")
 # The recipients of the mail tests send by hand to check the SMTP server itself
@@ -221,19 +224,31 @@ async def test_a_reply_to_the_unsubscribe_mailto_opts_out_through_the_inbound_we
 @pytest.mark.promise("P-34")
 @pytest.mark.parametrize("by", ["the user's unsubscribe page", "an operator, as emailed"])
 async def test_after_global_suppression_no_email_of_any_category_only_inbox(
-    api: httpx.AsyncClient, producer: AIOKafkaProducer, mailbox: Mailbox, by: str
+    api: httpx.AsyncClient,
+    producer: AIOKafkaProducer,
+    mailbox: Mailbox,
+    settings: PlatformSettings,
+    by: str,
 ) -> None:
     uid, address = await publish_contact(producer, marketing_email=True)
     await send(producer, announcement(uid, subject="New opening hours"))
     [message] = await mailbox.wait_for([address], 1)
     if by == "an operator, as emailed":  # "email us ... remove you from ALL correspondence"
+        reference = f"ZD-{uuid.uuid4().int % 10**8}"
+        support = operator_token("support")
         response = await api.post(
             "/api/notifier/ops/suppressions",
-            json={"user_id": str(uid)},
-            headers=operator_token("support"),
+            json={"user_id": str(uid), "request_reference": reference},
+            headers=support,
         )
         assert response.status_code == 200, response.text
         assert response.json() == {"status": "suppressed"}
+        trail = await api.get("/api/notifier/ops/suppressions", headers=operator_token("admin"))
+        assert trail.status_code == 200, trail.text
+        [recorded] = [r for r in trail.json() if r["request_reference"] == reference]
+        payload = support["Authorization"].split(".")[1]
+        sub = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
+        assert recorded["operator_id"] == sub
     else:
         url = unsubscribe_https(message)
         async with httpx.AsyncClient(
@@ -286,6 +301,54 @@ async def test_after_global_suppression_no_email_of_any_category_only_inbox(
     assert len(await mailbox.to(address)) == 1  # only the mail before the opt-out
     inbox = (await api.get("/api/notifier/inbox", headers=user_token(uid))).json()
     assert str(incident.incident_id) in {i["notice_id"] for i in inbox["pinned"]}
+
+    # The account moves to a new address. A click on one address's page opted that
+    # address out; a request to us to stop ALL correspondence is the person's, and
+    # follows them (the page's case is the control: the new address is mailed).
+    held = await _address_index(settings, uid)
+    _, moved_to = await publish_contact(producer, user_id=uid, marketing_email=True)
+    await eventually(lambda: _address_index(settings, uid), lambda index: index != held)
+    moved = announcement(uid, subject="Opening hours after the move")
+    await send(producer, moved)
+    progress = await wait_notice_settled(api, moved.notice_id, emails=1)
+    if by == "an operator, as emailed":
+        assert progress["email"] == {"done/suppressed": 1}
+        assert await mailbox.to(moved_to) == []
+    else:
+        assert progress["email"] == {"done/sent": 1}
+        assert len(await mailbox.wait_for([moved_to], 1)) == 1
+
+
+async def _address_index(settings: PlatformSettings, uid: uuid.UUID) -> bytes | None:
+    """The blind index of the address the notifier's card for ``uid`` holds."""
+    conn = await asyncpg.connect(settings.database_dsn("notifier"))
+    try:
+        index: bytes | None = await conn.fetchval(
+            "SELECT email_index FROM contacts WHERE user_id = $1", uid
+        )
+        return index
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("reference", "why"),
+    [(None, "missing"), ("x", "string_too_short"), ("from jo@example.org", "value_error")],
+)
+async def test_an_operator_suppression_needs_a_reference_free_of_personal_data(
+    api: httpx.AsyncClient, producer: AIOKafkaProducer, reference: str | None, why: str
+) -> None:
+    uid, _ = await publish_contact(producer)
+    body: dict[str, Any] = {"user_id": str(uid)}
+    if reference is not None:
+        body["request_reference"] = reference
+    response = await api.post(
+        "/api/notifier/ops/suppressions", json=body, headers=operator_token("support")
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert why in response.text
+    assert "jo@example.org" not in response.text
 
 
 @pytest.mark.promise("P-28")

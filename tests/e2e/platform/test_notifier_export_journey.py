@@ -45,7 +45,7 @@ async def test_the_notifier_exports_what_it_holds_about_me(platform: str) -> Non
             uid = (await client.get(f"{API}/me", headers=headers)).json()["id"]
             suppressed = await client.post(
                 "/api/notifier/ops/suppressions",
-                json={"user_id": uid},
+                json={"user_id": uid, "request_reference": "ZD-1001"},
                 headers=operator_token("support"),
             )
             assert suppressed.status_code == 200, suppressed.text
