@@ -28,7 +28,14 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from shared.bus.faults import crash_point
 from shared.db.pool import Connection
@@ -60,6 +67,10 @@ class RelaySettings:
     # relay would otherwise publish a row or two per cycle, three round trips each, and
     # take a CPU core from the service that writes them.
     linger_seconds: float = 0.005
+    # After Kafka did not take a batch (away, or timing out): the first wait before the
+    # same rows are tried again, doubled each time up to the longest.
+    retry_seconds: float = 0.5
+    retry_max_seconds: float = 30.0
 
 
 class OutboxRelay:
@@ -75,6 +86,7 @@ class OutboxRelay:
         self._producer = producer
         self._settings = settings or RelaySettings()
         self._stopping = asyncio.Event()
+        self._retry_in = 0.0
         self.published = 0
 
     def stop(self) -> None:
@@ -86,13 +98,36 @@ class OutboxRelay:
         try:
             await self._become_leader(conn)
             while not self._stopping.is_set():
-                published = await self.publish_batch(conn)
+                published = await self.publish_or_wait(conn)
+                if published is None:
+                    continue
                 if published == 0:
                     await self._wait_for_rows()
                 elif published < self._settings.batch_size:
                     await asyncio.sleep(self._settings.linger_seconds)
         finally:
             await conn.close()
+
+    async def publish_or_wait(self, conn: Connection) -> int | None:
+        """One batch; when Kafka does not take it, wait (longer each time) and return
+        None: its rows stay in the outbox and go in the next try, in order. Those Kafka
+        had taken go again then (consumers drop the repeats by event id)."""
+        try:
+            published = await self.publish_batch(conn)
+        except KafkaError as exc:
+            self._retry_in = min(
+                self._settings.retry_max_seconds,
+                self._retry_in * 2 if self._retry_in else self._settings.retry_seconds,
+            )
+            log.warning(
+                "Kafka did not take the batch (%s); its rows stay, tried again in %.1f s",
+                type(exc).__name__,
+                self._retry_in,
+            )
+            await self._pause(self._retry_in)
+            return None
+        self._retry_in = 0.0
+        return published
 
     async def publish_batch(self, conn: Connection) -> int:
         """Publish the oldest unsent rows; return how many were published."""
@@ -148,8 +183,23 @@ class OutboxRelay:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
 
+# What Kafka refuses a record for whatever the retry: its size, its bytes, its topic's
+# name. Not ``not exc.retriable``: aiokafka marks errors non-retriable that a later
+# batch gets past, a send timed out while the broker was away (KafkaTimeoutError) or
+# the idempotent producer's sequence errors. Setting such a row aside would lose the
+# event and publish its key's next events without it.
+REFUSED_FOR_GOOD: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTopicError,
+)
+
+
 def _refusal(exc: KafkaError) -> str:
-    """Why Kafka refused a row for good; raises ``exc`` if a retry may succeed."""
-    if exc.retriable:
+    """Why Kafka refused a row for good; raises ``exc`` unless it is one of
+    :data:`REFUSED_FOR_GOOD` (the batch stops; its rows stay in the outbox)."""
+    if not isinstance(exc, REFUSED_FOR_GOOD):
         raise exc
     return f"{type(exc).__name__}: {exc}"[:500]
