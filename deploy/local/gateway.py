@@ -74,7 +74,28 @@ PROBLEMS = {
     "rate_limited": (429, "Too Many Requests", "Slow down: too many requests from you."),
     "too_large": (413, "Content Too Large", "Request bodies are limited to 64 KiB."),
     "not_found": (404, "Not Found", "No service answers this path."),
+    "bad_request": (400, "Bad Request", "The request could not be read."),
+    # nginx's 494 (a header line or all headers past large_client_header_buffers) is a
+    # 400 on the wire, as nginx sends it: 431 has no status line in nginx's table.
+    "header_too_large": (400, "Bad Request", "The request headers are too large."),
+    "uri_too_long": (414, "URI Too Long", "The URL, query string included, is too long."),
 }
+
+# nginx's own errors and their problem bodies. The server's error pages also answer what
+# fails before a location is chosen (a request line or header too long, a malformed
+# request); a location with an error_page of its own drops all of the server's, so each
+# such location repeats these. (Errors of the services pass through: intercept is off.)
+ERROR_PAGES = {
+    400: "bad_request",
+    413: "too_large",
+    414: "uri_too_long",
+    429: "rate_limited",
+    494: "header_too_large",
+}
+
+
+def _error_pages(indent: str = "    ") -> str:
+    return "".join(f"{indent}error_page {code} = @{name};\n" for code, name in ERROR_PAGES.items())
 
 
 @dataclass(frozen=True)
@@ -229,9 +250,7 @@ index index.html;
 limit_req zone=per_client burst={2 * place.rate_per_second} nodelay;
 include {headers};
 # A location with its own error_page drops these, so each such location repeats them.
-error_page 413 = @too_large;
-error_page 429 = @rate_limited;
-
+{_error_pages("")}
 # "config" tells a reload's caller when the new workers answer (see up()).
 location = /healthz {{
     default_type application/json;
@@ -249,22 +268,22 @@ location = /.well-known/gpc.json {{
     proxy_set_header Connection "";
     proxy_read_timeout {API_READ_TIMEOUT};
     error_page 502 503 504 = @unavailable;
-    error_page 413 = @too_large;
-    error_page 429 = @rate_limited;
+{_error_pages()}}}
+
+# /api without its slash is no page of the web site: the API's JSON 404.
+location = /api {{
+{_error_pages()}    error_page 404 = @not_found;
+    return 404;
 }}
 
 location /api/ {{
-    error_page 413 = @too_large;
-    error_page 429 = @rate_limited;
-    error_page 404 = @not_found;
+{_error_pages()}    error_page 404 = @not_found;
     return 404;
 }}
 
 # Readiness names each failing dependency: for operators on the service's own port only.
 location ~ ^/api/(?:{services})/+(?:{"|".join(INTERNAL_PATHS)})/*$ {{
-    error_page 413 = @too_large;
-    error_page 429 = @rate_limited;
-    error_page 404 = @not_found;
+{_error_pages()}    error_page 404 = @not_found;
     return 404;
 }}
 
@@ -290,9 +309,7 @@ _PROXY = """\
     # Upstream errors (their own problem bodies) pass through; only ours are replaced.
     proxy_intercept_errors off;
     error_page 502 503 504 = @unavailable;
-    error_page 413 = @too_large;
-    error_page 429 = @rate_limited;
-"""
+""" + _error_pages()
 
 # An API call answers within seconds; a stuck upstream must not hold a connection for long.
 _BUFFERED = f"""\

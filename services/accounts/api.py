@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from services.accounts.audit_gauges import AuditChainGauges
 from services.accounts.bootstrap import bootstrap, ensure_first_admin
@@ -15,7 +13,6 @@ from services.accounts.config import AccountsSettings
 from services.accounts.context import Context
 from services.accounts.routes import auth, me, operators, password_reset
 from services.accounts.sessions import session_checker
-from shared.observability import Problem
 from shared.service import Runtime, serve, service_app
 
 
@@ -43,18 +40,9 @@ def build_app(settings: AccountsSettings) -> FastAPI:
             registry, settings.accounts_audit_full_check_seconds
         ),
     )
-    app.add_exception_handler(asyncpg.DataError, _unstorable)
+    # Text PostgreSQL cannot hold (a NUL, say) is a 422 in every service: see
+    # shared/observability/problems.py (install_problem_handlers).
     return app
-
-
-async def _unstorable(_request: Request, _exc: Exception) -> JSONResponse:
-    # Text PostgreSQL cannot hold (a NUL character, say): the client's input, not our fault.
-    return Problem(
-        422,
-        "Invalid characters",
-        "Some text holds characters that cannot be stored.",
-        slug="validation",
-    ).response()
 
 
 def main() -> None:

@@ -129,8 +129,27 @@ class RevocationReader:
         return partitions
 
     def _apply(self, read: Delivery | Tombstone | Rejected) -> None:
+        """Apply one record. Never raises for the record's content: an exception here
+        would restart the reader at the same record, again and again, and this process
+        would never be ready (every token 503). What cannot be applied is logged (where
+        it is, never whose) and passed over."""
         if isinstance(read, Delivery) and isinstance(read.event, SessionsRevoked):
-            self.revocations.apply(read.event)
+            where = f"{read.topic}[{read.partition}]@{read.offset}"
+            try:
+                unreadable = self.revocations.apply(read.event)
+            except (ValueError, TypeError, OverflowError, OSError) as exc:
+                log.warning(
+                    "sessions.revoked record %s cannot be applied (%s); skipped",
+                    where,
+                    type(exc).__name__,
+                )
+                return
+            if unreadable:
+                log.warning(
+                    "sessions.revoked record %s: %s is no readable time; applied without it",
+                    where,
+                    ", ".join(unreadable),
+                )
         elif isinstance(read, Rejected):
             # Each API process reads every record: none of them dead-letters it.
             log.warning("unreadable record on %s: %s", self._topic, read.reason)

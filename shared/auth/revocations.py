@@ -9,7 +9,8 @@ refuse has expired, so memory stays bounded by the revocations of one token life
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
 from shared.auth.tokens import Claims
 from shared.events.catalogue.accounts import SessionsRevoked
@@ -25,20 +26,38 @@ class Revocations:
         # principal -> tokens issued before this whole second are refused
         self._principals: dict[str, int] = {}
 
-    def apply(self, event: SessionsRevoked) -> None:
+    def apply(self, event: SessionsRevoked, now: float | None = None) -> tuple[str, ...]:
+        """Remember ``event``'s revocations; returns the names of its times that name no
+        instant (empty when every part was applied). ``now``: when it is read (epoch s).
+
+        A ``revoked_at`` that cannot be read still ends its sessions: they are remembered
+        a token lifetime from ``now``, later than from when they ended (the event comes
+        after), so none of their tokens slips through. An ``issued_before`` that cannot
+        be read is no cutoff to compare with: that part is left out (the sessions it
+        ended are in ``session_ids`` too)."""
+        unreadable: list[str] = []
+        revoked_at = _epoch(event.revoked_at)
+        if revoked_at is None:
+            unreadable.append("revoked_at")
+            revoked_at = time.time() if now is None else now
         # Tokens of a session ended at T were all issued before T (an ended session gets
         # no new ones): by T + keep they have expired.
-        forget = event.revoked_at.timestamp() + self._keep
+        forget = revoked_at + self._keep
         for session_id in event.session_ids:
             key = str(session_id)
             self._sessions[key] = max(self._sessions.get(key, forget), forget)
         if event.issued_before is not None:
-            # iat counts whole seconds: a token of the same second as the cutoff may be
-            # the session opened right after it (a password change's); those of the
-            # revoked sessions in that second are refused by session id instead.
-            second = int(event.issued_before.timestamp())
-            principal = str(event.principal_id)
-            self._principals[principal] = max(self._principals.get(principal, second), second)
+            cutoff = _epoch(event.issued_before)
+            if cutoff is None:
+                unreadable.append("issued_before")
+            else:
+                # iat counts whole seconds: a token of the same second as the cutoff may
+                # be the session opened right after it (a password change's); those of
+                # the revoked sessions in that second are refused by session id instead.
+                second = int(cutoff)
+                principal = str(event.principal_id)
+                self._principals[principal] = max(self._principals.get(principal, second), second)
+        return tuple(unreadable)
 
     def revoked(self, claims: Claims) -> bool:
         """Whether the token's session has ended (by id, or all of its principal's)."""
@@ -54,3 +73,12 @@ class Revocations:
 
     def __len__(self) -> int:
         return len(self._sessions) + len(self._principals)
+
+
+def _epoch(at: datetime) -> float | None:
+    """``at`` in epoch seconds, or None when it names no instant this process can count
+    (a time without zone is taken as local time: in the year 1 that is out of range)."""
+    try:
+        return at.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -138,6 +139,31 @@ async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:
     return Problem(exc.status_code, detail=detail, headers=exc.headers).response()
 
 
+# Character data PostgreSQL refuses (a NUL, text the database encoding cannot hold).
+_BAD_CHARACTERS = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
+
+
+async def _on_unstorable(request: Request, exc: Exception) -> JSONResponse:
+    """A value PostgreSQL (or asyncpg, encoding a query argument) cannot take: text with
+    a NUL, a date past the year 9999 in UTC, a number out of its column's range. What
+    the client sent cannot be stored, so it is the client's 422, in every service alike,
+    and the statement that failed wrote nothing (nor does its transaction, rolled back)."""
+    assert isinstance(exc, asyncpg.DataError)
+    # The exception's message quotes the offending value (asyncpg puts the query
+    # argument's repr in it): logged by class and route only, like any input.
+    log.warning(
+        "unstorable value (%s) in %s %s",
+        type(exc).__name__,
+        request.scope.get("method", ""),
+        route_template(request.scope),
+    )
+    if isinstance(exc, _BAD_CHARACTERS):
+        title, detail = "Invalid characters", "Some text holds characters that cannot be stored."
+    else:
+        title, detail = "Invalid value", "Some values of the request cannot be stored."
+    return Problem(422, title, detail, slug="validation").response()
+
+
 def internal_error() -> Problem:
     """The only thing a client learns of an unexpected exception."""
     return Problem(500, detail="An unexpected error occurred.")
@@ -197,6 +223,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     # Starlette's class, which FastAPI's subclasses: the router raises it for 404 and 405.
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    # A value the database cannot store (text with a NUL): the request's fault, not ours.
+    app.add_exception_handler(asyncpg.DataError, _on_unstorable)
     # Kept as a fallback for errors raised by middlewares outside the one below.
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(_UnexpectedErrorMiddleware)

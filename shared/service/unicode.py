@@ -69,7 +69,9 @@ def holds_invalid_unicode(body: bytes) -> bool:
         return False
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: nesting deeper than the parser's stack (1000 "[" and a lone
+        # surrogate escape, say). The route's own parsing refuses such a body too.
         return False
     # Iterative: nesting as deep as the parser accepts must not exhaust the stack here.
     pending: list[Any] = [document]

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, status
-from pydantic import AwareDatetime, BaseModel, EmailStr, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, EmailStr, Field
 
 from services.accounts import audit_chain, cancel_window, store
 from services.accounts.cards import publish_card
@@ -157,11 +157,32 @@ class AuditChainOut(BaseModel):
     reason: str | None = None
 
 
+# How far ahead a policy version may take effect or an announcement be sent. A date at
+# the end of time is a typo, not a plan: past 9999 in UTC it cannot even be stored, and a
+# policy version taking effect in 9999 would make every later one "out of order" for good.
+SCHEDULE_HORIZON_YEARS = 5
+SCHEDULE_HORIZON = timedelta(days=365 * SCHEDULE_HORIZON_YEARS + 1)
+
+
+def within_horizon(value: datetime) -> datetime:
+    """``value`` if it is an instant at most the horizon ahead; ValueError (422) if not."""
+    try:
+        instant = value.astimezone(UTC)  # as stored: 9999-12-31T23:59-14:00 is past 9999
+    except OverflowError:
+        raise ValueError("is out of range") from None
+    if instant > datetime.now(UTC) + SCHEDULE_HORIZON:
+        raise ValueError(f"must be at most {SCHEDULE_HORIZON_YEARS} years from now")
+    return value
+
+
+# With its time zone: a bare date or time names no instant (422, not a guess).
+Scheduled = Annotated[AwareDatetime, AfterValidator(within_horizon)]
+
+
 class PolicyIn(BaseModel):
     version: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$")
     summary: str = Field(min_length=1, max_length=2000)
-    # With its time zone: a bare date or time names no instant (422, not a guess).
-    effective_at: AwareDatetime | None = None
+    effective_at: Scheduled | None = None
 
 
 class PolicyOut(BaseModel):
@@ -177,7 +198,7 @@ TITLE_CHARS = 120
 class AnnouncementIn(BaseModel):
     title: str = Field(min_length=1, max_length=TITLE_CHARS)
     message: str = Field(min_length=1, max_length=5000)
-    send_at: AwareDatetime | None = None
+    send_at: Scheduled | None = None
 
 
 class Announced(BaseModel):

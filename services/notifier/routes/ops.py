@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field, field_validator
 
 from services.notifier import store
@@ -161,7 +161,12 @@ async def suppressions_recorded(
 
 
 @router.get("/policy-versions/{version}")
-async def policy_version(version: str, _op: Operator, runtime: RuntimeDep) -> dict[str, Any]:
+async def policy_version(
+    # Accounts publishes versions of at most 40 characters: a longer one names none.
+    version: Annotated[str, Path(min_length=1, max_length=64)],
+    _op: Operator,
+    runtime: RuntimeDep,
+) -> dict[str, Any]:
     """How many users were notified of a policy version, emailed, and saw it (P-23)."""
     async with runtime.pool.acquire() as conn:
         row = await conn.fetchrow(

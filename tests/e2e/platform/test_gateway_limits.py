@@ -10,8 +10,10 @@ import ssl
 import time
 import uuid
 from contextlib import AsyncExitStack
+from typing import Any
 
 import httpx
+import pytest
 
 from deploy.local import gateway
 from deploy.local.layout import Layout
@@ -44,6 +46,24 @@ async def test_a_body_too_large_for_the_gpc_resource_is_a_json_problem(platform:
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == 413
+
+
+@pytest.mark.parametrize(
+    ("what", "request_kwargs", "status"),
+    [
+        ("a query too long", {"url": "/api/analytics/trends/public?site=" + "a" * 9000}, 414),
+        ("a header too large", {"url": "/api/accounts/me", "headers": {"X-Big": "a" * 9000}}, 400),
+        ("the API root", {"url": "/api"}, 404),
+    ],
+)
+async def test_what_nginx_itself_refuses_is_a_json_problem_too(
+    platform: str, what: str, request_kwargs: dict[str, Any], status: int
+) -> None:
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+        response = await client.get(**request_kwargs)
+    assert response.status_code == status, what
+    assert response.headers["content-type"] == "application/problem+json", what
+    assert response.json()["status"] == status
 
 
 async def test_the_access_log_leaves_unsubscribe_tokens_out(platform: str) -> None:

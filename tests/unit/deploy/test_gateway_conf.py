@@ -1,6 +1,7 @@
 """The gateway's rendered nginx files keep their protections (nginx -t: tests/integration)."""
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -23,13 +24,67 @@ def _map(text: str, variable: str) -> list[tuple[str, str]]:
     return re.findall(r'^\s+("[^"]*"|\S+) ("[^"]*"|\S+);$', body.group(1), re.M)
 
 
-def test_a_location_with_its_own_error_pages_keeps_the_json_413_and_429() -> None:
+# nginx's own errors, each answered with a JSON problem: a body too large, too many
+# requests, a request line (query string) too long, headers too large (494, sent as 400),
+# a request nginx cannot read.
+OWN_ERRORS = [
+    "error_page 400 = @bad_request;",
+    "error_page 413 = @too_large;",
+    "error_page 414 = @uri_too_long;",
+    "error_page 429 = @rate_limited;",
+    "error_page 494 = @header_too_large;",
+]
+
+
+def test_a_location_with_its_own_error_pages_keeps_every_json_error_page() -> None:
     # nginx drops every inherited error_page from a location that declares one.
     own = {line: body for line, body in _locations(SITE).items() if "error_page" in body}
     assert "location = /.well-known/gpc.json " in own
+    assert "location = /api " in own
+    assert len(own) >= 6
     for line, body in own.items():
-        assert "error_page 413 = @too_large;" in body, line
-        assert "error_page 429 = @rate_limited;" in body, line
+        for page in OWN_ERRORS:
+            assert page in body, (line, page)
+
+
+def test_errors_before_a_location_is_chosen_are_json_problems_too() -> None:
+    # A request line or header too long fails while nginx reads the request: only the
+    # server's error pages (those outside any location) can answer it.
+    server = SITE.split("\nlocation ", 1)[0]
+    for page in OWN_ERRORS:
+        assert f"\n{page}\n" in server, page
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "title"),
+    [
+        ("bad_request", 400, "Bad Request"),
+        ("header_too_large", 400, "Bad Request"),
+        ("uri_too_long", 414, "URI Too Long"),
+        ("too_large", 413, "Content Too Large"),
+        ("rate_limited", 429, "Too Many Requests"),
+        ("not_found", 404, "Not Found"),
+    ],
+)
+def test_each_error_page_is_a_problem_body(name: str, status: int, title: str) -> None:
+    body = _locations(SITE)[f"location @{name} "]
+    assert "default_type application/problem+json;" in body
+    assert "types { }" in body
+    returned = re.search(r"^    return (\d+) '(.*)\\n';$", body, re.M)
+    assert returned is not None, body
+    assert int(returned.group(1)) == status
+    problem = json.loads(returned.group(2))
+    assert problem["type"] == "about:blank"
+    assert (problem["status"], problem["title"]) == (status, title)
+    assert problem["detail"]
+
+
+def test_api_without_its_slash_is_the_json_404_not_the_web_site() -> None:
+    exact = _locations(SITE)["location = /api "]
+    assert "error_page 404 = @not_found;" in exact
+    assert "return 404;" in exact
+    assert "proxy_pass" not in exact
+    assert "try_files" not in exact
 
 
 def test_hsts_is_sent_on_https_only_with_every_other_header() -> None:

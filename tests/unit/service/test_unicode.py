@@ -136,3 +136,22 @@ async def test_other_errors_and_media_types_are_left_to_the_routes() -> None:
 )
 def test_what_counts_as_invalid_unicode(body: bytes, invalid: bool) -> None:
     assert holds_invalid_unicode(body) is invalid
+
+
+# Nesting deeper than json.loads can recurse, with an escaped surrogate so that it is parsed.
+TOO_DEEP = b"[" * 100_000 + rb'"\ud800"' + b"]" * 100_000
+
+
+def test_nesting_too_deep_to_parse_is_left_to_the_routes() -> None:
+    assert holds_invalid_unicode(TOO_DEEP) is False
+    assert holds_invalid_unicode(b"[" * 100_000) is False
+
+
+async def test_nesting_too_deep_to_parse_is_no_500() -> None:
+    async with _client() as client:
+        parsed = await client.post("/api/demo/anything", content=TOO_DEEP, headers=JSON)
+        raw = await client.post("/api/demo/raw", content=TOO_DEEP, headers=JSON)
+    # FastAPI's own parser refuses it (a 4xx problem); a route reading the stream gets it.
+    assert 400 <= parsed.status_code < 500, parsed.text
+    assert parsed.headers["content-type"].startswith("application/problem+json")
+    assert raw.json() == {"bytes": len(TOO_DEEP)}
