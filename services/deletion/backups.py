@@ -39,7 +39,7 @@ from services.deletion.domain.replay import (
     to_replay,
 )
 from shared.databases import SERVICE_DATABASES
-from shared.db import create_pool
+from shared.db import Connection, create_pool
 from shared.db.prepare import migrate_service_database
 
 log = logging.getLogger(__name__)
@@ -186,36 +186,74 @@ async def expire_due(pool: asyncpg.Pool, root: Path, now: datetime) -> list[str]
     """Expire every due snapshot under ``root``; safe to run from several processes.
 
     Rows are claimed with SKIP LOCKED, so two workers never expire the same snapshot.
-    A folder that is missing counts as gone only if ``root`` itself is there: a backup
-    volume that is not mounted must not pass for backups that no longer exist.
+    A snapshot is marked expired only once its folder is really gone (P-16: physically
+    gone); one whose removal failed stays live and is tried again next round. A folder
+    that is missing counts as gone only if ``root`` itself is there: a backup volume
+    that is not mounted must not pass for backups that no longer exist.
     """
     root_present = await asyncio.to_thread(root.is_dir)
-    removed = []
+    removed: list[str] = []
+    oldest_removed: datetime | None = None
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            "SELECT snapshot_id, path, expires_at FROM backup_snapshots"
+            "SELECT snapshot_id, path, taken_at, expires_at FROM backup_snapshots"
             " WHERE expired_at IS NULL FOR UPDATE SKIP LOCKED"
         )
         for row in rows:
-            folder = Path(row["path"])
-            gone = root_present and not await asyncio.to_thread(folder.exists)
-            if row["expires_at"] <= now or gone:
-                await asyncio.to_thread(shutil.rmtree, folder, True)
-                await conn.execute(
-                    "UPDATE backup_snapshots SET expired_at = $2 WHERE snapshot_id = $1",
-                    row["snapshot_id"],
-                    now,
-                )
-                removed.append(row["snapshot_id"])
-        if removed:
+            if not root_present or not await _removed(row, now):
+                continue
             await conn.execute(
-                "UPDATE deletion_requests SET next_check_at = $1 WHERE stage = 'backups_pending'",
+                "UPDATE backup_snapshots SET expired_at = $2 WHERE snapshot_id = $1",
+                row["snapshot_id"],
                 now,
             )
-            await store.wake_ticker(conn)
+            removed.append(row["snapshot_id"])
+            taken = row["taken_at"]
+            oldest_removed = taken if oldest_removed is None else min(oldest_removed, taken)
+        if oldest_removed is not None:
+            await _wake_waiting(conn, oldest_removed, now)
     if not root_present and rows:
-        log.error("backup folder %s is missing: only snapshots past expiry were expired", root)
+        log.error("backup folder %s is missing: no snapshot was expired", root)
     return removed
+
+
+async def _removed(row: asyncpg.Record, now: datetime) -> bool:
+    """Whether the snapshot's folder is gone: removed now if the snapshot is due, or by
+    hand before. A removal that fails may leave part of a dump from before an erasure:
+    it is logged and the snapshot stays live, so the next round tries again."""
+    folder = Path(row["path"])
+    if not await asyncio.to_thread(folder.exists):
+        return True
+    if row["expires_at"] > now:
+        return False
+    try:
+        await asyncio.to_thread(shutil.rmtree, folder)
+    except OSError as exc:
+        # Ids and the error's kind only, as in every log of this service: never a message.
+        log.error(
+            "snapshot %s could not be removed (%s, errno %s); retried next round",
+            row["snapshot_id"],
+            type(exc).__name__,
+            exc.errno,
+        )
+    return not await asyncio.to_thread(folder.exists)
+
+
+async def _wake_waiting(conn: Connection, oldest_removed: datetime, now: datetime) -> None:
+    """Wake the requests in ``backups_pending`` that waited for a removed snapshot: its
+    last copy of their subject may just have gone.
+
+    Only those erased after a removed snapshot was taken: a request that had no snapshot
+    left to wait for holds a verification lease (``next_check_at`` in the future while a
+    worker verifies it); made due now, a second worker would verify it at the same time.
+    """
+    await conn.execute(
+        "UPDATE deletion_requests SET next_check_at = $1"
+        " WHERE stage = 'backups_pending' AND erased_at >= $2",
+        now,
+        oldest_removed,
+    )
+    await store.wake_ticker(conn)
 
 
 # --- restore -------------------------------------------------------------------------------

@@ -84,6 +84,12 @@ async def enter(
     request = tracked.request
     await store.save(conn, tracked, next_check_at)
     await store.add_stage(conn, request, actor)
+    await _announce(conn, deps, request)
+    return tracked
+
+
+async def _announce(conn: Connection, deps: Deps, request: stages.DeletionRequest) -> None:
+    """The request's current stage on ``deletion.stages`` (again, if it was announced)."""
     changed = DeletionStageChanged(
         request_id=request.request_id,
         subject_id=request.subject_id,
@@ -92,7 +98,6 @@ async def enter(
         entered_at=request.stage_entered_at,
     )
     await _publish(conn, deps, changed, request.subject_id)
-    return tracked
 
 
 async def _notify(
@@ -171,17 +176,7 @@ async def _start(conn: Connection, deps: Deps, tracked: Tracked) -> None:
         return  # known already: a redelivery, or cancelled before it arrived
     await store.add_stage(conn, request)
     await store.wake_ticker(conn)
-    await _publish(
-        conn,
-        deps,
-        DeletionStageChanged(
-            request_id=request.request_id,
-            subject_id=request.subject_id,
-            stage=request.stage,
-            entered_at=request.stage_entered_at,
-        ),
-        request.subject_id,
-    )
+    await _announce(conn, deps, request)
     await _pause_if_held(conn, deps, tracked)
 
 
@@ -233,7 +228,11 @@ async def deletion_confirmed(conn: Connection, deps: Deps, event: DeletionConfir
     if closed is tracked.request:
         return  # closed before: a redelivery, or a second confirmation
     await store.close_cancel_window(conn, closed.request_id, now)
-    if closed.stage == "holds":
+    if closed.escalated_in_holds:
+        # Escalated for want of this very confirmation: it goes on as if it had come in time.
+        await enter(conn, deps, tracked.with_request(stages.retry(closed, now)), now)
+        await store.wake_ticker(conn)
+    elif closed.stage == "holds":
         await store.set_next_check(conn, closed.request_id, now)
         await store.wake_ticker(conn)
 
@@ -331,9 +330,7 @@ async def _start_erasing(conn: Connection, deps: Deps, tracked: Tracked) -> Trac
     if paused is not None:
         return paused
     if tracked.request.awaits_cancel_window:
-        # Accounts answers the ``holds`` stage event; its confirmation wakes the request.
-        await store.set_next_check(conn, tracked.request.request_id, None)
-        return tracked
+        return await _await_cancel_window(conn, deps, tracked)
     now = deps.now()
     request = stages.start_erasing(tracked.request, now)
     retain = deps.policy.retain_categories() if request.whole_account else ()
@@ -346,6 +343,32 @@ async def _start_erasing(conn: Connection, deps: Deps, tracked: Tracked) -> Trac
     )
     tracked = await _send_erase(conn, deps, tracked, now)
     return await enter(conn, deps, tracked, _next_erase_check(tracked))
+
+
+async def _await_cancel_window(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
+    """Accounts answers the ``holds`` announcement; its confirmation wakes the request.
+
+    Until it does, the request is looked at again (:func:`stages.cancel_window_check`):
+    an announcement accounts dead-lettered would otherwise leave it here for ever.
+    """
+    now = deps.now()
+    r = tracked.request
+    s = deps.settings
+    step, next_check = stages.cancel_window_check(
+        r,
+        now,
+        deps.timing.store_timeout,
+        first=timedelta(seconds=s.deletion_retry_seconds),
+        cap=timedelta(seconds=s.deletion_retry_max_seconds),
+    )
+    if step == "escalate":
+        reason = "no confirmation in time from: accounts (cancel window)"
+        escalated = stages.escalate(r, reason, now)
+        return await enter(conn, deps, tracked.with_request(escalated), None)
+    if step == "announce":
+        await _announce(conn, deps, r)
+    await store.set_next_check(conn, r.request_id, next_check)
+    return tracked
 
 
 async def _send_erase(conn: Connection, deps: Deps, tracked: Tracked, now: datetime) -> Tracked:
@@ -390,6 +413,16 @@ async def _await_stores(conn: Connection, deps: Deps, tracked: Tracked) -> Track
         tracked = await _send_erase(conn, deps, tracked, now)
     await store.save(conn, tracked, _next_erase_check(tracked))
     return tracked
+
+
+async def _await_escalated(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
+    """Escalated: late receipts may still complete the erasure. One escalated in holds
+    told no store to erase, so no receipt is awaited (an empty list of stores would
+    read as all answered): an operator's retry or accounts' confirmation moves it."""
+    if tracked.request.escalated_in_holds:
+        await store.set_next_check(conn, tracked.request.request_id, None)
+        return tracked
+    return await _await_stores(conn, deps, tracked)
 
 
 async def _stores_answered(
@@ -445,7 +478,7 @@ STEPS: dict[str, Callable[[Connection, Deps, Tracked], Awaitable[Tracked]]] = {
     "grace": _end_grace,
     "holds": _start_erasing,
     "erasing": _await_stores,
-    "escalated": _await_stores,
+    "escalated": _await_escalated,
     "shredded": _await_backups_stage,
     "backups_pending": _backups_expired,
 }
@@ -480,12 +513,16 @@ async def complete(conn: Connection, deps: Deps, tracked: Tracked, verdict: Verd
 
 
 async def release_retained(conn: Connection, deps: Deps) -> int:
-    """Kept categories whose period ended: a second EraseSubject erases them too."""
+    """Kept categories whose period ended: a second EraseSubject erases them too.
+
+    Not while the subject is under a legal hold (P-13): keeping the records is what the
+    hold is for. The release is left unsent and goes once the hold is released.
+    """
     now = deps.now()
     released = 0
     for due in await store.claim_due_releases(conn, now, limit=100):
         tracked = await store.get(conn, due["request_id"])
-        if tracked is None:
+        if tracked is None or await _held_now(conn, tracked.request.subject_id):
             continue
         still_kept = tuple(c for c in tracked.retain_categories if c != due["category"])
         pending = {p["category"] for p in await store.pending_releases(conn, due["request_id"])
@@ -502,6 +539,19 @@ async def release_retained(conn: Connection, deps: Deps) -> int:
         await store.mark_release_sent(conn, due["erase_id"], now)
         released += 1
     return released
+
+
+async def _held_now(conn: Connection, subject_id: UUID) -> bool:
+    """Whether a hold keeps the subject's records, or may be placed on it this moment.
+
+    The claim skipped subjects held when it ran; a hold placed since commits under the
+    subject's lock, so the check is made under it. Only tried: an operator holding it
+    locks the subject's requests too, which this tick may have claimed (a wait could
+    deadlock); a subject busy now is released at a later tick.
+    """
+    if not await legal_holds.try_lock_subject(conn, subject_id):
+        return True
+    return await legal_holds.in_force(conn, subject_id) is not None
 
 
 # --- a step that fails ------------------------------------------------------------------
@@ -586,13 +636,19 @@ async def retry_escalated(
 
     The stores know the erasure by its id, so it is resent under the same one; the
     earlier pass's receipts are superseded, or they would answer for this pass before
-    any store erased again.
+    any store erased again. One escalated while accounts was awaited goes back to
+    ``holds`` instead: no store may erase before accounts closes the cancel window.
     """
     tracked = await _locked(conn, request_id)
     now = deps.now()
     request = replace(stages.retry(tracked.request, now), erased_at=None)
     if await legal_holds.in_force(conn, request.subject_id) is not None:
         raise stages.StageConflict("the subject is under a legal hold: release it first")
+    if request.stage == "holds":
+        # Escalated while accounts was awaited: nothing was sent to the stores. Entering
+        # holds again announces it, and the ticker erases once accounts confirms.
+        await store.wake_ticker(conn)
+        return await enter(conn, deps, tracked.with_request(request), now, actor=operator)
     await store.supersede_receipts(conn, request_id, now)
     tracked = replace(
         tracked.with_request(request),

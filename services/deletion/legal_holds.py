@@ -21,16 +21,23 @@ class Hold:
     placed_at: datetime
 
 
+# One advisory lock per subject; the prefix keeps it apart from any other advisory lock.
+_SUBJECT_KEY = "hashtextextended('deletion.legal_hold:' || $1::uuid::text, 0)"
+
+
 async def lock_subject(conn: Connection, subject_id: UUID) -> None:
     """Serialise operators' hold actions on one subject for this transaction.
 
     Each locks several of the subject's requests; two at once, each starting from a
     different request, would otherwise lock them in opposite orders.
     """
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock("
-        "hashtextextended('deletion.legal_hold:' || $1::uuid::text, 0))",
-        subject_id,
+    await conn.execute(f"SELECT pg_advisory_xact_lock({_SUBJECT_KEY})", subject_id)
+
+
+async def try_lock_subject(conn: Connection, subject_id: UUID) -> bool:
+    """:func:`lock_subject` if no one holds it now; False (and no wait) if someone does."""
+    return bool(
+        await conn.fetchval(f"SELECT pg_try_advisory_xact_lock({_SUBJECT_KEY})", subject_id)
     )
 
 

@@ -324,11 +324,15 @@ async def plan_releases(
 
 
 async def claim_due_releases(conn: Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
+    """Due releases, locked; none of a subject under a legal hold, which waits for its
+    release (claimed, they would come first at every tick and crowd out the others)."""
     return list(
         await conn.fetch(
-            "SELECT erase_id, request_id, category FROM retention_releases"
-            " WHERE sent_at IS NULL AND due_at <= $1 ORDER BY due_at LIMIT $2"
-            " FOR UPDATE SKIP LOCKED",
+            "SELECT rr.erase_id, rr.request_id, rr.category FROM retention_releases rr"
+            " WHERE rr.sent_at IS NULL AND rr.due_at <= $1 AND NOT EXISTS ("
+            "   SELECT 1 FROM deletion_requests r JOIN legal_holds h USING (subject_id)"
+            "   WHERE r.request_id = rr.request_id AND h.released_at IS NULL)"
+            " ORDER BY rr.due_at LIMIT $2 FOR UPDATE OF rr SKIP LOCKED",
             now,
             limit,
         )

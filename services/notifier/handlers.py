@@ -300,16 +300,21 @@ async def fan_out_due(conn: Connection) -> int | None:
 async def start_erasure(conn: Connection, vault: Vault, command: EraseSubject) -> None:
     """Plan the final confirmation; the subject's rows go once it went (see finish_erasure).
 
-    Idempotent: a repeated command for a finished request is answered again with the
-    recorded counts; one still confirming is left to finish. A retention release (an
+    Idempotent: a repeated command for a finished request erases again and answers (see
+    :func:`erase_again`); one still confirming is left to finish, unless its email was
+    given up on (then the command is an operator's retry). A retention release (an
     account's erasure after the first) is no new erasure: see :func:`release_retained`.
     """
     row = await conn.fetchrow(
-        "SELECT state, erased FROM erasures WHERE request_id = $1", command.request_id
+        "SELECT state, whole_account FROM erasures WHERE request_id = $1", command.request_id
     )
     if row is not None:
         if row["state"] == "done":
-            await _receipt(conn, command.request_id, command.subject_id, row["erased"])
+            await erase_again(conn, command, whole_account=row["whole_account"])
+        elif await _final_email_dead(conn, command.request_id):
+            # The deletion service escalated the request (no receipt within its time)
+            # and an operator retried it: the erasure goes on without the email.
+            await finish_erasure(conn, command.request_id)
         return
     if command.scope != "account":
         erased: dict[str, int] = {}
@@ -356,6 +361,37 @@ async def start_erasure(conn: Connection, vault: Vault, command: EraseSubject) -
     )
 
 
+async def _final_email_dead(conn: Connection, request_id: UUID) -> bool:
+    """Whether the erasure's final email was given up on (a dead letter kept for a
+    replay: the mail server was away, or may have it)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE notice_id = $1 AND status = 'dead')",
+            erasure_notice_id(request_id),
+        )
+    )
+
+
+async def erase_again(conn: Connection, command: EraseSubject, *, whole_account: bool) -> None:
+    """A command for an erasure done here: a resend, or an operator's retry (a new pass
+    under the same id, because the verifier still found the subject somewhere).
+
+    Answering with the counts recorded at the first pass would erase nothing the retry
+    was for, and that receipt would count for the new pass: the request would go round
+    erase, verify, escalate for ever. So the rows are erased again, idempotently (a mere
+    resend finds nothing, and the deletion service keeps the first receipt of a pass),
+    and the receipt states what this pass erased. No second "your data was deleted"
+    email: it went with the first pass, and the address went after it.
+    """
+    subject = command.subject_id
+    erased: dict[str, int] = {}
+    if whole_account:
+        erased = await _erase_account_rows(conn, subject)
+    elif command.scope == "request" and command.item_id is not None:
+        erased = await store.erase_request_items(conn, subject, command.item_id)
+    await _receipt(conn, command.request_id, subject, erased)
+
+
 async def release_retained(conn: Connection, command: EraseSubject) -> None:
     """A kept category's period ended: delete what is ours of it, and answer.
 
@@ -384,14 +420,19 @@ async def finish_erasure(conn: Connection, request_id: UUID) -> None:
     )
     if row is None:
         return
-    erased = await store.erase_subject_rows(conn, row["subject_id"])
-    erased["stream_tickets"] = await stream_tickets.erase(conn, row["subject_id"])
+    erased = await _erase_account_rows(conn, row["subject_id"])
     await conn.execute(
         "UPDATE erasures SET state = 'done', erased = $2, erased_at = now() WHERE request_id = $1",
         request_id,
         erased,
     )
     await _receipt(conn, request_id, row["subject_id"], erased)
+
+
+async def _erase_account_rows(conn: Connection, subject_id: UUID) -> dict[str, int]:
+    erased = await store.erase_subject_rows(conn, subject_id)
+    erased["stream_tickets"] = await stream_tickets.erase(conn, subject_id)
+    return erased
 
 
 async def _receipt(

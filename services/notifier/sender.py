@@ -473,7 +473,8 @@ class Sender:
         except TemporaryFailure as exc:
             attempts = row["attempts"] + 1
             if attempts >= self.settings.notifier_max_attempts:
-                return _final(row, "dead", "failed", f"gave up after {attempts}: {exc}", True)
+                gave_up = _final(row, "dead", "failed", f"gave up after {attempts}: {exc}", True)
+                return dataclasses.replace(gave_up, replayable=True)
             delay = backoff_seconds(
                 attempts,
                 self.settings.notifier_retry_base_seconds,
@@ -597,7 +598,11 @@ async def record(pool: asyncpg.Pool, results: list[store.Result]) -> None:
         final = [r for r in recorded if r.outcome is not None and r.status != "pending"]
         await add_envelopes(conn, NOTIFIER_DELIVERIES.name, _delivered(final))
         for r in final:
-            if r.erasure_request is not None:
+            # The final "your data was deleted" email erases the rows once it went, or
+            # cannot go. One given up on for now keeps them, its dead letter included:
+            # an operator replays it, or retries the escalated request in the deletion
+            # service to erase without it (handlers.start_erasure).
+            if r.erasure_request is not None and not r.replayable:
                 await handlers.finish_erasure(conn, r.erasure_request)
 
 
@@ -654,4 +659,4 @@ def _final(
 
 def _in_doubt(row: Any, why: str) -> store.Result:
     final = _final(row, "dead", "failed", IN_DOUBT.format(why=why), attempted=True)
-    return dataclasses.replace(final, in_doubt=True)
+    return dataclasses.replace(final, in_doubt=True, replayable=True)

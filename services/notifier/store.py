@@ -562,6 +562,9 @@ class Result:
     smtp_attempted: bool = False
     waiting_for_contact: bool = False
     in_doubt: bool = False  # the server may have it: never replayed in bulk
+    # Given up on for now, not for good: the server was away all the while, or may have
+    # it (in doubt). An operator's replay can still send it.
+    replayable: bool = False
     erasure_request: UUID | None = None
     template: str = ""
     params: dict[str, str] = field(default_factory=dict)

@@ -90,7 +90,7 @@ def stage_dates(
         return [StageDate(s, t, None) for s, t in history.items()]
     expected = _expected(request, timing, now, backups_done_by)
     path = stages_shown(request)
-    current = request.paused_from if request.stage == "paused" else request.stage
+    current = request.waiting_in
     position = path.index(current) if current in path else path.index("erasing")
     shown = []
     for index, stage in enumerate(path):

@@ -12,6 +12,8 @@ A whole account leaves ``holds`` only once accounts has closed its cancel window
 (``DeletionConfirmed``). Accounts is where a user cancels, so it alone can say that no
 cancel will come: until it has, a cancel is still taken here, and once it has, accounts
 refuses any cancel itself. A cancel accounts accepted therefore never meets an erasure.
+A request accounts never confirms is escalated from ``holds`` (nothing erased, its window
+still open); a retry or the late confirmation takes it back to ``holds``, never further.
 A single item (a device, a request) has no cancel window and skips ``shredded``: the
 subject's key stays, only the item's rows go. Every function returns a new
 :class:`DeletionRequest` or raises :class:`StageConflict`; none does I/O.
@@ -73,6 +75,19 @@ class DeletionRequest:
         """A whole account whose cancel window accounts has not closed yet."""
         return self.whole_account and self.cancel_window_closed_at is None
 
+    @property
+    def escalated_in_holds(self) -> bool:
+        """Escalated before any store was told to erase: accounts never confirmed."""
+        return self.stage == "escalated" and self.erasing_started_at is None
+
+    @property
+    def waiting_in(self) -> DeletionStage:
+        """The stage the request waits to leave: where a paused one resumes, and
+        ``holds`` for one escalated there (nothing erased, its window still open)."""
+        if self.stage == "paused" and self.paused_from is not None:
+            return self.paused_from
+        return "holds" if self.escalated_in_holds else self.stage
+
 
 def new_request(
     request_id: UUID,
@@ -123,7 +138,7 @@ def end_grace(request: DeletionRequest, now: datetime) -> DeletionRequest:
 def cancel(request: DeletionRequest, now: datetime) -> DeletionRequest:
     """Cancel before erasing (paused too), while accounts still takes cancels: nothing
     was erased."""
-    stage = request.paused_from if request.stage == "paused" else request.stage
+    stage = request.waiting_in
     open_holds = stage == "holds" and request.awaits_cancel_window
     if stage not in CANCELLABLE and not open_holds:
         raise StageConflict(f"a request in {request.stage} can no longer be cancelled")
@@ -138,7 +153,7 @@ def close_cancel_window(request: DeletionRequest, now: datetime) -> DeletionRequ
     """
     if not request.whole_account or request.cancel_window_closed_at is not None:
         return request
-    stage = request.paused_from if request.stage == "paused" else request.stage
+    stage = request.waiting_in
     if stage in CANCELLABLE or stage == "cancelled":
         raise StageConflict(f"a request in {request.stage} has an open cancel window")
     return replace(request, cancel_window_closed_at=now)
@@ -168,19 +183,25 @@ def start_erasing(request: DeletionRequest, now: datetime) -> DeletionRequest:
 
 
 def escalate(request: DeletionRequest, reason: str, now: datetime) -> DeletionRequest:
-    _require(request, "erasing", "backups_pending")
+    _require(request, "holds", "erasing", "backups_pending")
+    if request.stage == "holds" and not request.awaits_cancel_window:
+        raise StageConflict("a request in holds is escalated only while accounts is awaited")
     return _enter(request, "escalated", now, reason)
 
 
 def retry(request: DeletionRequest, now: datetime) -> DeletionRequest:
-    """An operator sends an escalated request back to the stores."""
+    """An operator sends an escalated request back to the stores, or, if it escalated
+    while accounts was awaited, back to ``holds``: announced again, and erased only once
+    accounts confirms (the window may have closed meanwhile, then it goes on at once)."""
     _require(request, "escalated")
-    return _enter(request, "erasing", now)
+    return _enter(request, "holds" if request.escalated_in_holds else "erasing", now)
 
 
 def stores_answered(request: DeletionRequest, now: datetime) -> DeletionRequest:
     """Every store erased: shred the key (whole account) or wait for backups (an item)."""
     _require(request, "erasing", "escalated")
+    if request.erasing_started_at is None:
+        raise StageConflict("no store was told to erase: none has answered")
     stage: DeletionStage = "shredded" if request.whole_account else "backups_pending"
     return replace(_enter(request, stage, now), erased_at=request.erased_at or now)
 
@@ -196,6 +217,31 @@ def verified(request: DeletionRequest, now: datetime) -> DeletionRequest:
     if request.erased_at is None:
         raise StageConflict("a request is verified only after its erasure")
     return _enter(request, "complete", now)
+
+
+WindowStep = Literal["wait", "announce", "escalate"]
+
+
+def cancel_window_check(
+    request: DeletionRequest, now: datetime, timeout: timedelta, first: timedelta, cap: timedelta
+) -> tuple[WindowStep, datetime | None]:
+    """What a whole account waiting in ``holds`` for accounts' confirmation does now, and
+    when it looks again.
+
+    The ``holds`` announcement can be lost to accounts (dead-lettered, say), and then no
+    confirmation ever comes. So it is announced again ``first`` after the stage was
+    entered, then each time after as long again as the request has waited (the interval
+    doubles), at most ``cap`` apart; at ``timeout`` it is escalated to an operator.
+    Accounts answers a repeated announcement as the first (confirmed, or cancelled).
+    """
+    entered = request.stage_entered_at
+    deadline = entered + timeout
+    if now >= deadline:
+        return "escalate", None
+    waited = now - entered
+    if waited < first:
+        return "wait", min(entered + first, deadline)
+    return "announce", min(now + min(cap, waited), deadline)
 
 
 def missing_stores(expected: tuple[str, ...], answered: set[str]) -> tuple[str, ...]:

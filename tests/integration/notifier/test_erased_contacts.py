@@ -4,6 +4,7 @@ and Sender on PostgreSQL, with a capturing transport."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -105,3 +106,86 @@ async def test_a_tombstone_before_the_erasure_command_still_lets_its_email_go(
         # A tombstone read again (a rewind) after the erasure finds nothing to keep.
         await store.erase_contact_on_tombstone(conn, uid)
         assert await conn.fetchval("SELECT count(*) FROM contacts WHERE user_id = $1", uid) == 0
+
+
+@pytest.mark.parametrize("then", ["the dead letter is replayed", "the operator retries"])
+async def test_a_final_email_given_up_on_for_now_keeps_the_rows_for_a_replay(
+    pool: asyncpg.Pool, vault: Vault, then: str
+) -> None:
+    """The mail server stayed away past the last attempt: the dead letter (and the
+    address it needs) is kept, not erased with the rest in the same breath. A replay
+    then sends it and erases; an operator's retry of the escalated request (the same
+    command again) erases without it."""
+    uid = uuid.uuid4()
+    command = EraseSubject(request_id=uuid.uuid4(), subject_id=uid)
+    async with pool.acquire() as conn, conn.transaction():
+        await store.upsert_contact(conn, await sealed_contact(vault, uid, ADDRESS))
+        await handlers.start_erasure(conn, vault, command)
+
+    assert await send_all(pool, vault, {ADDRESS: 451}) == []
+    async with pool.acquire() as conn:
+        state = await conn.fetchval(
+            "SELECT state FROM erasures WHERE request_id = $1", command.request_id
+        )
+        assert state == "confirming"
+        assert await conn.fetchval("SELECT count(*) FROM contacts WHERE user_id = $1", uid) == 1
+        [dead] = await conn.fetch(
+            "SELECT id, status, outcome FROM deliveries WHERE user_id = $1", uid
+        )
+        assert (dead["status"], dead["outcome"]) == ("dead", "failed")
+
+        if then == "the dead letter is replayed":
+            assert await store.replay_dead(conn, delivery_ids=[dead["id"]]) == 1
+        else:
+            async with conn.transaction():
+                await handlers.start_erasure(conn, vault, command)
+
+    mailed = [w for w in await send_all(pool, vault, {}) if w.recipient == ADDRESS]
+    assert len(mailed) == (1 if then == "the dead letter is replayed" else 0)
+    async with pool.acquire() as conn:
+        state = await conn.fetchval(
+            "SELECT state FROM erasures WHERE request_id = $1", command.request_id
+        )
+        assert state == "done"
+        assert await conn.fetchval("SELECT count(*) FROM contacts WHERE user_id = $1", uid) == 0
+        assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE user_id = $1", uid) == 0
+
+
+async def _receipts(pool: asyncpg.Pool, request_id: uuid.UUID) -> list[dict[str, object]]:
+    rows = await pool.fetch(
+        "SELECT convert_from(value, 'UTF8') AS value FROM bus_outbox"
+        " WHERE topic = 'deletion.receipts' ORDER BY seq"
+    )
+    data = [json.loads(r["value"])["data"] for r in rows]
+    return [d for d in data if d["request_id"] == str(request_id)]
+
+
+async def test_a_retry_of_a_done_erasure_erases_again_and_mails_nothing(
+    pool: asyncpg.Pool, vault: Vault
+) -> None:
+    """The verifier found a row written for the subject after the erasure (a late
+    notice), the request escalated, an operator retried it: the same command again. The
+    answer must state this pass, not re-send the first pass's counts while the row
+    stays."""
+    uid = uuid.uuid4()
+    command = EraseSubject(request_id=uuid.uuid4(), subject_id=uid)
+    async with pool.acquire() as conn, conn.transaction():
+        await store.upsert_contact(conn, await sealed_contact(vault, uid, ADDRESS))
+        await handlers.start_erasure(conn, vault, command)
+        # A repeated command while the email still waits is left to finish.
+        await handlers.start_erasure(conn, vault, command)
+    assert await _receipts(pool, command.request_id) == []
+    assert len([w for w in await send_all(pool, vault, {}) if w.recipient == ADDRESS]) == 1
+    [first] = await _receipts(pool, command.request_id)
+
+    late = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO inbox_items (user_id, notice_id, pinned) VALUES ($1, $2, true)", uid, late
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.start_erasure(conn, vault, command)
+    assert await send_all(pool, vault, {}) == []  # no second "your data was deleted"
+    assert await pool.fetchval("SELECT count(*) FROM inbox_items WHERE user_id = $1", uid) == 0
+    [_, again] = await _receipts(pool, command.request_id)
+    assert first["erased"] != again["erased"]
+    assert again["erased"]["inbox_items"] == 1  # type: ignore[index]

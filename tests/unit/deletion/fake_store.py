@@ -1,0 +1,114 @@
+"""A stand-in for the deletion database, for the handlers' decisions.
+
+It replaces the functions of ``services.deletion.store`` and ``legal_holds`` the
+handlers call, and records what they were asked: what was published, saved and when
+each request is due again. The SQL itself runs in tests/integration/deletion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from services.deletion import handlers, legal_holds, store
+from services.deletion.config import DeletionSettings
+from services.deletion.domain.retention import parse_policy
+from services.deletion.legal_holds import Hold
+from services.deletion.store import Tracked
+from shared.events import Event
+from tests.unit.deletion.factories import T0
+
+RULES = """
+version = "unit"
+[[rule]]
+category = "financial_records"
+legal_basis = "financial"
+period_days = 1825
+action = "keep_anonymised"
+"""
+
+
+@dataclass
+class FakeStore:
+    requests: dict[UUID, Tracked] = field(default_factory=dict)
+    holds: dict[UUID, Hold] = field(default_factory=dict)
+    busy_subjects: set[UUID] = field(default_factory=set)  # an operator holds their lock
+    due_releases: list[dict[str, Any]] = field(default_factory=list)
+    published: list[Event] = field(default_factory=list)
+    next_check: dict[UUID, datetime | None] = field(default_factory=dict)
+    sent_releases: list[UUID] = field(default_factory=list)
+    shredded: list[UUID] = field(default_factory=list)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in (
+            "save", "add_stage", "publish", "set_next_check", "wake_ticker", "get",
+            "answered_stores", "claim_due_releases", "pending_releases", "mark_release_sent",
+            "supersede_receipts", "close_cancel_window",
+        ):  # fmt: skip
+            monkeypatch.setattr(store, name, getattr(self, name))
+        monkeypatch.setattr(legal_holds, "in_force", self.in_force)
+        monkeypatch.setattr(legal_holds, "try_lock_subject", self.try_lock_subject)
+
+    def deps(self, now: datetime = T0, **settings: Any) -> handlers.Deps:
+        async def shred(subject: UUID) -> bool:
+            self.shredded.append(subject)
+            return True
+
+        return handlers.Deps(
+            DeletionSettings(**settings), parse_policy(RULES), shred, now=lambda: now
+        )
+
+    def later(self, deps: handlers.Deps, by: timedelta) -> handlers.Deps:
+        moment = deps.now() + by
+        return handlers.Deps(deps.settings, deps.policy, deps.shred, now=lambda: moment)
+
+    # --- store ----------------------------------------------------------------------------
+
+    async def save(self, _conn: object, tracked: Tracked, next_check_at: datetime | None) -> None:
+        self.requests[tracked.request.request_id] = tracked
+        self.next_check[tracked.request.request_id] = next_check_at
+
+    async def add_stage(self, *_args: object) -> None:
+        pass
+
+    async def publish(self, _conn: object, event: Event, _suffix: str, _subject: UUID) -> None:
+        self.published.append(event)
+
+    async def set_next_check(self, _conn: object, request_id: UUID, at: datetime | None) -> None:
+        self.next_check[request_id] = at
+
+    async def wake_ticker(self, _conn: object) -> None:
+        pass
+
+    async def get(self, _conn: object, request_id: UUID, *, lock: bool = False) -> Tracked | None:
+        return self.requests.get(request_id)
+
+    async def answered_stores(self, _conn: object, _erase_id: UUID) -> set[str]:
+        return set()
+
+    async def supersede_receipts(self, *_args: object) -> None:
+        pass
+
+    async def close_cancel_window(self, *_args: object) -> None:
+        pass  # the handler saves the closed window with the request's next stage
+
+    async def claim_due_releases(self, *_args: object, **_kw: object) -> list[dict[str, Any]]:
+        return self.due_releases
+
+    async def pending_releases(self, _conn: object, request_id: UUID) -> list[dict[str, Any]]:
+        return [{**r, "sent_at": None} for r in self.due_releases if r["request_id"] == request_id]
+
+    async def mark_release_sent(self, _conn: object, erase_id: UUID, _now: datetime) -> None:
+        self.sent_releases.append(erase_id)
+
+    # --- legal holds ----------------------------------------------------------------------
+
+    async def in_force(self, _conn: object, subject_id: UUID) -> Hold | None:
+        return self.holds.get(subject_id)
+
+    async def try_lock_subject(self, _conn: object, subject_id: UUID) -> bool:
+        return subject_id not in self.busy_subjects

@@ -1,0 +1,61 @@
+"""A retention release never goes while the subject is under a legal hold (P-13)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from services.deletion import handlers
+from services.deletion.legal_holds import Hold
+from services.deletion.store import Tracked
+from shared.events.catalogue.deletion import EraseSubject
+from tests.unit.deletion.factories import T0, in_stage
+from tests.unit.deletion.fake_store import FakeStore
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
+    fake = FakeStore()
+    fake.install(monkeypatch)
+    tracked = Tracked(in_stage("backups_pending"), "user")
+    tracked = replace(tracked, retain_categories=("financial_records",))
+    fake.requests[tracked.request.request_id] = tracked
+    fake.due_releases.append(
+        {
+            "erase_id": uuid.uuid4(),
+            "request_id": tracked.request.request_id,
+            "category": "financial_records",
+        }
+    )
+    return fake
+
+
+def _subject(fake: FakeStore) -> uuid.UUID:
+    return next(iter(fake.requests.values())).request.subject_id
+
+
+async def test_a_due_release_goes_when_no_hold_is_in_force(fake: FakeStore) -> None:
+    assert await handlers.release_retained(None, fake.deps()) == 1  # type: ignore[arg-type]
+    [command] = fake.published
+    assert isinstance(command, EraseSubject)
+    assert (command.request_id, command.retain_categories) == (
+        fake.due_releases[0]["erase_id"],
+        (),
+    )
+    assert fake.sent_releases == [fake.due_releases[0]["erase_id"]]
+
+
+async def test_a_held_subject_keeps_its_records_and_the_release_waits(fake: FakeStore) -> None:
+    fake.holds[_subject(fake)] = Hold("litigation", uuid.uuid4(), T0)
+    assert await handlers.release_retained(None, fake.deps()) == 0  # type: ignore[arg-type]
+    assert fake.published == []
+    assert fake.sent_releases == []  # unsent: claimed again once the hold is released
+
+
+async def test_a_subject_an_operator_is_holding_right_now_waits_too(fake: FakeStore) -> None:
+    fake.busy_subjects.add(_subject(fake))  # a hold may be committing: never guessed
+    assert await handlers.release_retained(None, fake.deps()) == 0  # type: ignore[arg-type]
+    assert fake.published == []
+    assert fake.sent_releases == []
