@@ -19,7 +19,7 @@ from uuid import UUID, uuid4, uuid5
 
 from pydantic import ValidationError
 
-from services.notifier import holds, store, stream_tickets
+from services.notifier import holds, late_contacts, store, stream_tickets
 from services.notifier.config import GROUPS
 from services.notifier.domain.templates import TEMPLATES, normalise_params, notice_problems
 from shared.bus import Delivery, Tombstone, Unprocessable, add_event
@@ -76,6 +76,7 @@ class Handlers:
             if contact is not None:
                 await tell_replaced_address(conn, contact)
                 await store.upsert_contact(conn, contact)
+                await late_contacts.deliver_missed(conn, contact.user_id)
             elif isinstance(item, Tombstone) and item.key is not None:
                 try:
                     user_id = UUID(item.key.decode())

@@ -69,9 +69,12 @@ async def upsert_contact(conn: Connection, c: SealedContact) -> None:
         """
         INSERT INTO contacts (user_id, email_index, email, name, guardian_index, guardian_email,
                               locale, age_band, marketing_email, tracking_opt_out, active,
-                              card_changed_at, pending_index, pending_email, pending_change)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                              card_changed_at, pending_index, pending_email, pending_change,
+                              known_since)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                LEAST(coalesce($12, now()), now()))
         ON CONFLICT (user_id) DO UPDATE SET
+            known_since = LEAST(contacts.known_since, EXCLUDED.known_since),
             email_index = EXCLUDED.email_index, email = EXCLUDED.email, name = EXCLUDED.name,
             guardian_index = EXCLUDED.guardian_index, guardian_email = EXCLUDED.guardian_email,
             pending_index = EXCLUDED.pending_index, pending_email = EXCLUDED.pending_email,
@@ -257,6 +260,10 @@ async def fan_out(conn: Connection, n: Notice) -> int:
     if inbox or email:
         condition = audience_sql_filter(n.category)
         if n.audience == "all":
+            # No card is stored while this runs, nor between its statement and its
+            # commit: a card comes either before (and is fanned out to here) or after
+            # (and finds this notice fanned out: services/notifier/late_contacts.py).
+            await conn.execute("LOCK TABLE contacts IN SHARE MODE")
             status = await conn.execute(
                 f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608 - constants
                 f" SELECT c.user_id, $1, $2::{cast} FROM contacts c"

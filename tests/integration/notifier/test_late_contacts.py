@@ -1,0 +1,139 @@
+"""A notice for all users reaches the accounts that existed when it went out, even when
+their card comes later: still on its way, or activated since. An account opened after it
+is not told. The real handlers on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from services.notifier import handlers, late_contacts, store
+from services.notifier.config import NotifierSettings
+from shared.bus.delivery import Delivery, read_record
+from shared.events.catalogue.notifier import NoticeDelivered
+from shared.vault import Vault
+from tests.integration.notifier.support import address, sealed_contact
+
+
+@pytest.fixture
+async def vault(pool: asyncpg.Pool) -> AsyncIterator[Vault]:
+    opened = await Vault.connect(NotifierSettings(environment="test"), pool)
+    yield opened
+    await opened.close()
+
+
+def _breach() -> store.Notice:
+    return store.Notice(
+        notice_id=uuid.uuid4(), template="incident", category="account_security",
+        audience="all", params={"title": "Stolen laptop", "message": "Reset it."},
+        channels=("email", "inbox"), recipient="user", pinned=True, source="test",
+    )  # fmt: skip
+
+
+def _policy(version: str) -> store.Notice:
+    return store.Notice(
+        notice_id=uuid.uuid4(), template="policy_change", category="policy_change",
+        audience="all", channels=("email", "inbox"), recipient="user", pinned=True,
+        params={"policy_version": version, "summary": "s", "effective_at": "2030-01-01"},
+        source="test",
+    )  # fmt: skip
+
+
+async def _card(
+    pool: asyncpg.Pool, vault: Vault, uid: uuid.UUID, written: datetime, *, active: bool = True
+) -> None:
+    """A card as the contacts consumer applies it, written by accounts at ``written``."""
+    contact = dataclasses.replace(
+        await sealed_contact(vault, uid, address(uid), written), active=active
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await store.upsert_contact(conn, contact)
+        await late_contacts.deliver_missed(conn, uid)
+
+
+async def _told(pool: asyncpg.Pool, uid: uuid.UUID, notice: store.Notice) -> tuple[int, int]:
+    row = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM inbox_items WHERE user_id = $1 AND notice_id = $2) AS inbox,"
+        " (SELECT count(*) FROM deliveries WHERE user_id = $1 AND notice_id = $2) AS email",
+        uid,
+        notice.notice_id,
+    )
+    assert row is not None
+    return row["inbox"], row["email"]
+
+
+async def _fan_out(pool: asyncpg.Pool, notice: store.Notice) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.accept_notice(conn, notice)
+
+
+async def test_a_breach_notice_reaches_cards_that_came_after_it_for_accounts_that_existed(
+    pool: asyncpg.Pool, vault: Vault
+) -> None:
+    before = datetime.now(UTC) - timedelta(minutes=5)
+    held, unconfirmed, in_transit, newcomer = (uuid.uuid4() for _ in range(4))
+    await _card(pool, vault, held, before)
+    await _card(pool, vault, unconfirmed, before, active=False)
+
+    breach = _breach()
+    await _fan_out(pool, breach)
+    assert await _told(pool, held, breach) == (1, 0)  # its email is planned from the item
+    assert await _told(pool, unconfirmed, breach) == (0, 0)  # no notice to an unconfirmed one
+
+    await _card(pool, vault, in_transit, before)  # written before the fan-out, read after
+    await _card(pool, vault, unconfirmed, datetime.now(UTC))  # confirmed since
+    await _card(pool, vault, newcomer, datetime.now(UTC))  # opened after the breach
+    assert await _told(pool, in_transit, breach) == (1, 1)
+    assert await _told(pool, unconfirmed, breach) == (1, 1)
+    assert await _told(pool, newcomer, breach) == (0, 0)
+
+    [outcome] = await pool.fetch(
+        "SELECT topic, key, value FROM bus_outbox WHERE key = $1", str(in_transit).encode()
+    )
+    delivered = read_record(outcome["value"], outcome["key"], outcome["topic"], 0, 0)
+    assert isinstance(delivered, Delivery), delivered
+    assert isinstance(delivered.event, NoticeDelivered)
+    assert (delivered.event.notice_id, delivered.event.channel) == (breach.notice_id, "inbox")
+
+    await _card(pool, vault, in_transit, datetime.now(UTC))  # a later card: once is enough
+    assert await _told(pool, in_transit, breach) == (1, 1)
+    recipients = await pool.fetchval(
+        "SELECT recipients FROM notices WHERE notice_id = $1", breach.notice_id
+    )
+    assert recipients == 3  # held, then in transit and unconfirmed
+
+
+async def test_a_late_card_is_recorded_as_told_of_the_policy_version(
+    pool: asyncpg.Pool, vault: Vault
+) -> None:
+    uid = uuid.uuid4()
+    written = datetime.now(UTC) - timedelta(minutes=1)
+    policy = _policy(f"v-{uuid.uuid4().hex[:8]}")
+    await _fan_out(pool, policy)
+    await _card(pool, vault, uid, written)
+    version = await pool.fetchval(
+        "SELECT policy_version FROM policy_notices WHERE user_id = $1", uid
+    )
+    assert version == policy.params["policy_version"]
+
+
+async def test_a_card_stored_while_a_fan_out_runs_is_never_missed_by_both(
+    pool: asyncpg.Pool, vault: Vault
+) -> None:
+    """The fan-out holds the contacts table: the card waits for its commit and then
+    finds the notice, or goes first and is fanned out to."""
+    uid = uuid.uuid4()
+    breach = _breach()
+    async with pool.acquire() as fanning, fanning.transaction():
+        await handlers.accept_notice(fanning, breach)
+        card = asyncio.create_task(_card(pool, vault, uid, datetime.now(UTC) - timedelta(1)))
+        await asyncio.sleep(0.3)
+        assert not card.done()  # it waits for the fan-out's commit
+    await card
+    assert await _told(pool, uid, breach) == (1, 1)
