@@ -94,8 +94,19 @@ ERROR_PAGES = {
 }
 
 
+# A request line too long leaves nginx no URI to hand a named location (it answers 500
+# instead): that one error page is an internal URI of its own.
+BY_URI = {"uri_too_long"}
+PROBLEM_URI = "/_problem/"
+
+
 def _error_pages(indent: str = "    ") -> str:
-    return "".join(f"{indent}error_page {code} = @{name};\n" for code, name in ERROR_PAGES.items())
+    return "".join(
+        f"{indent}error_page {code} {PROBLEM_URI}{name};\n"
+        if name in BY_URI
+        else f"{indent}error_page {code} = @{name};\n"
+        for code, name in ERROR_PAGES.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -202,8 +213,9 @@ def _named_locations(include: str) -> str:
     blocks = []
     for name, (status, title, detail) in PROBLEMS.items():
         retry = "add_header Retry-After 1 always;\n    " if status in (429, 503) else ""
+        where = f"= {PROBLEM_URI}{name} {{\n    internal;" if name in BY_URI else f"@{name} {{"
         blocks.append(
-            f"location @{name} {{\n    include {include};\n    {retry}"
+            f"location {where}\n    include {include};\n    {retry}"
             # No types: else a URI's extension sets the type (".json": application/json).
             f"types {{ }}\n    default_type application/problem+json;\n"
             f"    return {status} '{_problem(status, title, detail)}\\n';\n}}\n"

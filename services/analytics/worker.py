@@ -6,7 +6,9 @@ its beacon ids processed, and Faust acknowledges the batch's offsets only after 
 transaction committed. A worker killed at any point therefore loses nothing (the
 uncommitted offsets are read again) and doubles nothing (the beacon ids are marked).
 Errors never escape the batch body: ``take_events`` would acknowledge the batch as it
-unwinds, so a failing batch is retried here until it commits.
+unwinds, so a failing batch is retried here until it commits. A batch PostgreSQL
+refuses for its data (a data error fails the same way every time) is counted visit by
+visit instead, and the visit it cannot store is dead-lettered with the reason.
 
 A timer publishes closed windows (end + grace) as TrendWindowClosed through the
 outbox (the analytics relay sends them), and forgets expired visitor sets and windows.
@@ -17,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -68,20 +72,23 @@ def build_app(settings: AnalyticsSettings) -> faust.App:
     async def count_visits(stream: faust.StreamT[Any]) -> None:
         pool = (await runtime()).pool
         batches = stream.take_events(BATCH, within=BATCH_WITHIN_SECONDS)  # type: ignore[attr-defined]
+
+        async def count(visits: list[VisitRecorded]) -> None:
+            await _count(pool, visits, settings)
+
+        async def dead_letter(event: Any, reason: str) -> None:
+            await publish_dead_letter(app, event.message, reason, settings.analytics_worker_group)
+
         async for events in batches:
-            visits: list[VisitRecorded] = []
+            batch: list[tuple[Any, VisitRecorded]] = []
             for event in events:
                 value = event.value
                 if isinstance(value, Rejected):
-                    await _until_done(
-                        lambda e=event, v=value: publish_dead_letter(
-                            app, e.message, v.reason, settings.analytics_worker_group
-                        )
-                    )
+                    await _until_done(lambda e=event, v=value: dead_letter(e, v.reason))
                 elif isinstance(value, Delivery) and isinstance(value.event, VisitRecorded):
-                    visits.append(value.event)
-            if visits:
-                await _until_done(lambda v=visits: _count(pool, v, settings))
+                    batch.append((event, value.event))
+            if batch:
+                await count_batch(batch, count, dead_letter)
 
     @app.timer(interval=settings.analytics_close_interval_seconds)  # type: ignore[untyped-decorator]
     async def publish_windows() -> None:
@@ -123,14 +130,56 @@ async def _count(
         await handlers.aggregate(conn, visits, too_old)
 
 
-async def _until_done(attempt: Any) -> None:
-    """Retry an effect until it succeeds: an unapplied batch must never be acknowledged."""
+# SQLSTATE class 22 (a NUL in text, a value out of range), and values asyncpg cannot
+# encode (it raises DataError too): the visit's data, not the database, is at fault, so
+# a retry fails alike. Anything else (the database away, a deadlock) is retried.
+DATA_ERRORS: tuple[type[Exception], ...] = (asyncpg.DataError,)
+Counter = Callable[[list[VisitRecorded]], Awaitable[None]]
+DeadLetter = Callable[[Any, str], Awaitable[None]]  # a stream event, and why
+
+
+async def count_batch(
+    batch: Sequence[tuple[Any, VisitRecorded]], count: Counter, dead_letter: DeadLetter
+) -> None:
+    """Count a batch's visits at once; if their data is refused, one at a time, and
+    dead-letter each visit that cannot be stored (the others are counted)."""
+    try:
+        await _until_done(lambda: count([visit for _, visit in batch]), fatal=DATA_ERRORS)
+    except DATA_ERRORS as exc:
+        log.warning("a batch of %d visits cannot be stored (%s); counting them one at a time",
+                    len(batch), _reason(exc))  # fmt: skip
+        for event, visit in batch:
+            await _until_done(partial(_count_or_dead_letter, event, visit, count, dead_letter))
+
+
+async def _count_or_dead_letter(
+    event: Any, visit: VisitRecorded, count: Counter, dead_letter: DeadLetter
+) -> None:
+    try:
+        await count([visit])
+    except DATA_ERRORS as exc:
+        await dead_letter(event, _reason(exc))
+
+
+def _reason(exc: Exception) -> str:
+    """Why a visit cannot be stored, without its content (asyncpg's messages may quote
+    the value sent)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    code = "" if sqlstate is None else f" ({sqlstate})"
+    return f"cannot be stored: {type(exc).__name__}{code}"
+
+
+async def _until_done(attempt: Any, fatal: tuple[type[Exception], ...] = ()) -> None:
+    """Retry an effect until it succeeds: an unapplied batch must never be acknowledged.
+    Errors of the ``fatal`` kinds are raised instead: retrying cannot cure them."""
     failures = 0
     while True:
         try:
             await attempt()
             return
         except asyncio.CancelledError:
+            raise
+        except fatal:
             raise
         except Exception as exc:
             failures += 1

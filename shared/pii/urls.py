@@ -26,11 +26,17 @@ ID_MARKER = ":id"
 
 # UUIDs, long hex ids (with at least one digit and one letter, so plain numbers and words
 # stay) and JWTs: they identify a person or a session without being readable themselves.
-_OPAQUE_ID = re.compile(
+_OPAQUE_ID_FORMS = (
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
     r"|(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{16,}"
-    r"|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
-    re.IGNORECASE,
+    r"|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+)
+_OPAQUE_ID = re.compile(_OPAQUE_ID_FORMS, re.IGNORECASE)
+# The same ids as a part of a segment or a name ("tok-<id>", "<id>.json", "Order <id>"):
+# a run of them between characters that are not letters or digits, so a word that only
+# contains hex letters ("feedface2024cafe1" inside "xfeedface2024cafe1y") stays whole.
+_OPAQUE_ID_IN_TEXT = re.compile(
+    rf"(?<![0-9A-Za-z])(?:{_OPAQUE_ID_FORMS})(?![0-9A-Za-z])", re.IGNORECASE
 )
 # Browsers also resolve "2130706433", "127.1" and "0x7f.0.0.1" as IPv4 addresses.
 _NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}\.?")
@@ -126,11 +132,17 @@ def _scrub_path(path: str) -> str:
     return "/".join(_scrub_segment(segment) for segment in path.split("/"))
 
 
+def scrub_ids(text: str) -> str:
+    """``text`` with every opaque id standing on its own in it replaced by ``:id``."""
+    return _OPAQUE_ID_IN_TEXT.sub(ID_MARKER, text)
+
+
 def _scrub_segment(segment: str) -> str:
     decoded = _decoded(segment)
     if _OPAQUE_ID.fullmatch(decoded):
         return ID_MARKER
-    scrubbed = redact_with(decoded, url_marker)
+    # Personal data first: an id inside an address would leave the address's other half.
+    scrubbed = scrub_ids(redact_with(decoded, url_marker))
     # An untouched segment keeps its original encoding rather than a normalised one.
     return segment if scrubbed == decoded else quote(scrubbed, safe=_SEGMENT_SAFE)
 

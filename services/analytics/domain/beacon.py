@@ -27,9 +27,10 @@ from pydantic import (
     model_validator,
 )
 
-from shared.events.catalogue.analytics import DeviceClass
+from shared.events.catalogue.analytics import CONTROL_CHARACTERS, DeviceClass
 from shared.pii import contains_pii, redact, referrer_host, scrub_url
 from shared.pii.phones import MIN_PHONE_DIGITS
+from shared.pii.urls import scrub_ids
 
 MAX_PAGE_CHARS = 512
 DIRECT = "(direct)"
@@ -38,14 +39,15 @@ _SITE = re.compile(
     r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 _IPV4_SITE = re.compile(r"^[0-9.]+$")
-# Digit groups joined by dashes or dots. With 7 digits or more (the fewest a phone number
-# has), a site such as "555-123-4567" is refused even where the phone detector, made for
-# free text, lets it pass (NANP exchanges never start with 1): no host of ours is a number.
-_NUMBER_IN_SITE = re.compile(r"[0-9]+(?:[.-][0-9]+)+")
+# A run of digits, or digit groups joined by dashes or dots. With 7 digits or more (the
+# fewest a phone number has), a site such as "555-123-4567" or "p447911123456.example" is
+# refused even where the phone detector, made for free text, lets it pass (NANP exchanges
+# never start with 1; a bare run is an order number as often as a phone in text): no host
+# of ours is a number.
+_NUMBER_IN_SITE = re.compile(r"[0-9]+(?:[.-][0-9]+)*")
 _DIGIT = re.compile(r"[0-9]")
 CLEAN_SITES_REMEMBERED = 1024
 _CLEAN_SITES: set[str] = set()
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 V = TypeVar("V")
 # The scheme and host of an absolute URL (the host is the site, already known).
 _SCHEME_HOST = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?]*", re.IGNORECASE)
@@ -74,8 +76,9 @@ class Beacon(BaseModel):
     @classmethod
     def _printable(cls, value: str | None) -> str | None:
         # A NUL cannot be stored in PostgreSQL text: one such visit would stop the
-        # aggregation at it. No control character belongs in a URL or a screen name.
-        if value is not None and _CONTROL.search(value):
+        # aggregation at it. No control character belongs in a URL or a screen name, and
+        # the visit would be refused as it is read (see VisitRecorded): refused here.
+        if value is not None and CONTROL_CHARACTERS.search(value):
             raise ValueError("control characters are not allowed")
         return value
 
@@ -178,8 +181,10 @@ def scrub_page(page: str, allowed_query_keys: frozenset[str]) -> str:
 
 
 def scrub_screen(screen: str) -> str:
-    """An app screen name with personal data redacted."""
-    return "screen:" + _bounded(redact(screen.strip()), MAX_PAGE_CHARS - len("screen:"))
+    """An app screen name with personal data redacted and opaque ids replaced by ``:id``."""
+    # Ids go before the cut: a cut one could be left too short to be recognised.
+    scrubbed = scrub_ids(redact(screen.strip()))
+    return "screen:" + _bounded(scrubbed, MAX_PAGE_CHARS - len("screen:"))
 
 
 def scrub_referrer(referrer: str | None) -> str | None:

@@ -3,16 +3,24 @@
 A cell is published only if at least ``k`` distinct visitors are in it. Because each
 dimension's cells add up to the window total, a single suppressed cell could be
 recovered by subtraction (total minus the published cells); so when exactly one cell
-of a dimension is suppressed, the next smallest cell is suppressed with it. A window
-whose total has fewer than ``k`` visitors is suppressed whole. Suppressed cells are
-left out entirely, labels included (a page path may itself be revealing).
+of a dimension is suppressed, the next smallest cell is suppressed with it. Several
+suppressed cells' sum is recovered the same way, so it must hide at least ``k``
+visitors too, and counted in visitors, not visits: one network can reload a page of
+its own into that sum and subtract its reloads again. All a reader can be sure of is
+that every visitor of the total not in a published cell is in a suppressed one, so
+while the total's visitors minus the published cells' is under ``k``, the smallest
+published cell goes too. A window whose total has fewer than ``k`` visitors is
+suppressed whole. Suppressed cells are left out entirely, labels included (a page path
+may itself be revealing).
 
 Windows also add up across grains: a day's visits of a page are the sum of its hours'.
-So a day and its hours are suppressed together: a count hidden in exactly one place of
-such a sum (the day or one hour) takes the smallest shown one with it. Both rules run
-until neither suppresses anything more; then an audit (``audit.py``) solves all the
-sums together, and any count under k it can still solve for (through a chain the rules
-cannot see) takes the nearest shown count with it, and the rules run again.
+So a day and its hours are suppressed together, by the same two tests: a count hidden
+in exactly one place of such a sum (the day or one hour), or hours hidden beside a
+published day whose visitors minus the published hours' are under ``k``, take the
+smallest shown count with them. Both rules run until neither suppresses anything more;
+then an audit (``audit.py``) solves all the sums together, and any count under k it can
+still solve for (through a chain the rules cannot see) takes the nearest shown count
+with it, and the rules run again.
 
 With ``epsilon`` set, Laplace noise of scale 1/epsilon is added to every published
 count (then rounded, never below zero). The noise of a cell is derived from a keyed
@@ -89,11 +97,19 @@ class _Hidden:
         self.keys[i].add(key)
 
 
+def _too_few_hidden(whole: Cell, shown: Sequence[Cell], k: int) -> bool:
+    """Whether the parts of ``whole`` not ``shown`` may hold fewer than k visitors.
+
+    Their visits (whole minus shown) say nothing of that: one visitor's reloads can
+    fill them. Every visitor of the whole not in a shown part is in a hidden one, so
+    whole minus shown, counted in visitors, is as many as can be promised."""
+    return whole.unique_visitors - sum(c.unique_visitors for c in shown) < k
+
+
 def _complement_within(windows: Sequence[Window], hidden: _Hidden, k: int) -> bool:
-    """The hidden cells of a dimension add up to the total minus the published ones: while
-    that sum is under k visits (one hidden cell is its own sum; two cells of one visit
-    each are each pinned, a cell holding at least one), hide the smallest published
-    neighbour, or, with none left, the window."""
+    """The hidden cells of a dimension add up to the total minus the published ones:
+    with one hidden cell (its own sum), or too few visitors left to the hidden ones,
+    hide the smallest published neighbour, or, with none left, the window."""
     changed = False
     for i, window in enumerate(windows):
         if hidden.hides(i, TOTAL):
@@ -101,8 +117,8 @@ def _complement_within(windows: Sequence[Window], hidden: _Hidden, k: int) -> bo
         for dimension in sorted({c.dimension for c in window.cells}):
             group = [c for c in window.cells if c.dimension == dimension]
             kept = [c for c in group if not hidden.hides(i, _key(c))]
-            hidden_sum = sum(c.visits for c in group) - sum(c.visits for c in kept)
-            if len(group) > len(kept) and (len(group) - len(kept) == 1 or hidden_sum < k):
+            hiding = len(group) - len(kept)
+            if hiding and (hiding == 1 or _too_few_hidden(window.total, kept, k)):
                 hidden.hide(i, _key(_smallest(kept)) if kept else TOTAL)
                 changed = True
                 if not kept:
@@ -113,39 +129,63 @@ def _complement_within(windows: Sequence[Window], hidden: _Hidden, k: int) -> bo
 Place = tuple[int, Cell]  # a window's index and its cell for one key
 
 
-def _parent_sums(windows: Sequence[Window]) -> list[tuple[Key, list[Place]]]:
+@dataclass(frozen=True)
+class _Sum:
+    """A parent's count of a key is the sum of its windows' counts of it."""
+
+    key: Key
+    parts: list[Place]  # the windows holding the key
+    whole: Place | None  # the parent's, None when the parent is not in the release
+
+
+def _parent_sums(windows: Sequence[Window]) -> list[_Sum]:
     """For each parent and key: where the key is counted (the parent, its windows).
     A parent not in the release is left out of its sums but counts as published: it
     may be, elsewhere."""
     index = {w.label: i for i, w in enumerate(windows)}
-    sums: dict[tuple[str, Key], list[Place]] = {}
+    parts: dict[tuple[str, Key], list[Place]] = {}
     for i, window in enumerate(windows):
         if window.parent is not None:
             for cell in (window.total, *window.cells):
-                sums.setdefault((window.parent, _key(cell)), []).append((i, cell))
+                parts.setdefault((window.parent, _key(cell)), []).append((i, cell))
     own: dict[str, dict[Key, Cell]] = {}
-    for (parent, key), where in sums.items():
+    sums = []
+    for (parent, key), where in parts.items():
+        whole = None
         if parent in index:
             up = index[parent]
             if parent not in own:
                 own[parent] = {_key(c): c for c in (windows[up].total, *windows[up].cells)}
             if key in own[parent]:
-                where.append((up, own[parent][key]))
-    return [(key, where) for (_, key), where in sums.items()]
+                whole = (up, own[parent][key])
+        sums.append(_Sum(key, where, whole))
+    return sums
 
 
-def _complement_across(sums: Sequence[tuple[Key, list[Place]]], hidden: _Hidden) -> bool:
+def _complement_across(sums: Sequence[_Sum], hidden: _Hidden, k: int) -> bool:
     """A key hidden in exactly one place of a parent's sum (the parent itself or one
-    of its windows): hide it where it is smallest among the others, or the sum gives
-    it away."""
+    of its windows), or in windows holding too few of the published parent's visitors
+    beside the shown ones: hide it where it is smallest among the others, or the sum
+    gives it (or the hidden windows' sum) away."""
     changed = False
-    for key, where in sums:
-        shown = [(i, c) for i, c in where if not hidden.hides(i, key)]
-        if len(where) - len(shown) == 1 and shown:
+    for s in sums:
+        where = [*s.parts, *([] if s.whole is None else [s.whole])]
+        shown = [(i, c) for i, c in where if not hidden.hides(i, s.key)]
+        if shown and (len(where) - len(shown) == 1 or _hidden_parts_too_few(s, hidden, k)):
             i, _ = min(shown, key=lambda ic: (ic[1].visits, ic[1].unique_visitors, ic[0]))
-            hidden.hide(i, key)
+            hidden.hide(i, s.key)
             changed = True
     return changed
+
+
+def _hidden_parts_too_few(s: _Sum, hidden: _Hidden, k: int) -> bool:
+    """Whether some windows hide the key beside a published parent, holding too few
+    visitors. (A parent not in the release has no visitor count here to bound them
+    with; its windows then answer to the one-hidden-place rule only.)"""
+    if s.whole is None or hidden.hides(s.whole[0], s.key):
+        return False
+    shown = [c for i, c in s.parts if not hidden.hides(i, s.key)]
+    return len(shown) < len(s.parts) and _too_few_hidden(s.whole[1], shown, k)
 
 
 def hidden_keys(
@@ -218,7 +258,7 @@ def _settle(windows: Sequence[Window], k: int, already: Sequence[set[Key]]) -> l
     small = {slot for slot, c in cells.items() if c.unique_visitors < k}
     across = _parent_sums(windows)
     while True:
-        while _complement_within(windows, hidden, k) | _complement_across(across, hidden):
+        while _complement_within(windows, hidden, k) | _complement_across(across, hidden, k):
             pass
         leaks = audit.solvable(system, lambda slot: hidden.hides(*slot)) & small
         if not leaks:

@@ -111,10 +111,17 @@ def _no_minutes(query: _Range) -> None:
         )  # fmt: skip
 
 
+MAX_SUPPRESSED_DAYS = 400
+
+
 @router.get("/suppressed")
-async def suppressed_visits(request: Request, _: Analyst, days: int = 30) -> dict[str, Any]:
+async def suppressed_visits(
+    request: Request,
+    _: Analyst,
+    days: Annotated[int, Query(ge=0, le=MAX_SUPPRESSED_DAYS)] = 30,
+) -> dict[str, Any]:
     """How many visits each privacy signal dropped, per day (nothing else is kept)."""
-    since = datetime.now(UTC).date() - timedelta(days=max(0, min(days, 400)))
+    since = datetime.now(UTC).date() - timedelta(days=days)
     conn: Connection
     async with request.app.state.pool.acquire() as conn:
         rows = await store.suppressed_counts(conn, since)

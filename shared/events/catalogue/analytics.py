@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.events.registry import Event, register_event
 from shared.events.topics import ANALYTICS_TRENDS, ANALYTICS_VISITS, Topic
@@ -14,6 +15,18 @@ from shared.events.topics import ANALYTICS_TRENDS, ANALYTICS_VISITS, Topic
 DeviceClass = Literal["desktop", "mobile", "tablet", "app", "other"]
 WindowGrain = Literal["minute", "hour", "day"]
 Dimension = Literal["page", "referrer_host", "device_class"]
+# C0 and C1 controls and DEL: none belongs in a URL, a host or a screen name, and
+# PostgreSQL text cannot hold a NUL.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(value: str) -> str:
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError("control characters are not allowed")  # never quotes the value
+    return value
+
+
+Printable = Annotated[str, AfterValidator(_printable)]
 
 
 @register_event
@@ -22,6 +35,10 @@ class VisitRecorded(Event):
 
     Published by the collector with no key (visits are about nobody); ``beacon_id`` is
     the client's id of the beacon, by which the aggregator counts each visit once.
+
+    Its texts hold no control character and ``occurred_at`` has a UTC offset: a record
+    that could not be stored (PostgreSQL refuses a NUL; a time without an offset cannot
+    be placed in a UTC window) is refused as it is read, and dead-lettered.
     """
 
     event_name: ClassVar[str] = "visit.recorded"
@@ -29,12 +46,12 @@ class VisitRecorded(Event):
     topic: ClassVar[Topic] = ANALYTICS_VISITS
     beacon_id: UUID
     visitor_hash: str = Field(pattern=r"^[0-9a-f]{32}$")
-    site: str = Field(max_length=253)
-    page: str = Field(max_length=512)
-    referrer_host: str | None = Field(None, max_length=253)
+    site: Printable = Field(max_length=253)
+    page: Printable = Field(max_length=512)
+    referrer_host: Printable | None = Field(None, max_length=253)
     device_class: DeviceClass
     load_time_ms: int | None = Field(None, ge=0, le=600_000)
-    occurred_at: datetime
+    occurred_at: AwareDatetime
 
 
 class TrendCell(BaseModel):

@@ -11,6 +11,8 @@ import httpx
 import pytest
 
 from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS
+from services.accounts.config import AccountsSettings
+from services.accounts.throttling import login_key
 from tests.e2e.accounts.support import (
     API,
     BusTail,
@@ -20,6 +22,7 @@ from tests.e2e.accounts.support import (
     sign_up,
     unique_email,
 )
+from tests.support.cards import card_vault
 
 
 async def _reset_token(bus: BusTail, user: User) -> str:
@@ -110,23 +113,41 @@ async def test_a_reset_lifts_a_login_lock(
     client: httpx.AsyncClient, bus: BusTail, db: asyncpg.Connection
 ) -> None:
     user = await active_user(client, bus)
-    wrong = await client.post(
-        f"{API}/sessions", json={"email": user.email, "password": "nope-1234"}
-    )
+    bound = AccountsSettings(environment="test").accounts_lockout_failures
+    async with card_vault() as vault:
+        key = login_key(vault, "user", user.email)  # the account's counter, as accounts keys it
+
+    async def attempt(password: str) -> httpx.Response:
+        return await client.post(
+            f"{API}/sessions", json={"email": user.email, "password": password}
+        )
+
+    wrong = await attempt("nope-1234")
     assert wrong.status_code == 401
-    # Reaching the lockout takes 100 failures and hours of back-off: the row the failure
-    # just wrote (the latest account counter) is locked directly instead.
-    locked = await db.execute(
-        "UPDATE login_throttle SET locked = true WHERE key = (SELECT key FROM login_throttle"
-        " WHERE scope = 'account' ORDER BY last_failure_at DESC NULLS LAST LIMIT 1)"
+    # Reaching the bound takes hours of back-off: the count the failure just wrote is set
+    # one below it (its back-off over); the failure that reaches it goes through the API.
+    below = await db.execute(
+        "UPDATE login_throttle SET failures = $2, locked = false, blocked_until = NULL,"
+        " last_failure_at = now() - interval '1 minute'"
+        " WHERE key = $1 AND scope = 'account' AND failures = 1",
+        key,
+        bound - 1,
     )
-    assert locked == "UPDATE 1"
-    refused = await client.post(
-        f"{API}/sessions", json={"email": user.email, "password": user.password}
-    )
-    assert refused.status_code == 429
-    assert refused.json()["type"].endswith("/login-locked")
-    assert "Reset your password" in refused.json()["detail"]
+    assert below == "UPDATE 1"  # that failure's row: the key is this account's
+    last = await attempt("nope-5678")
+    assert last.status_code == 401  # answered as any wrong password...
+    assert last.json()["type"].endswith("/invalid-credentials")
+    counter = await db.fetchrow("SELECT failures, locked FROM login_throttle WHERE key = $1", key)
+    assert counter is not None
+    assert (counter["failures"], counter["locked"]) == (bound, True)  # ...and it locked
+    # Locked: the right password is refused as a wrong one is, until a reset.
+    for password in (user.password, "nope-9012"):
+        refused = await attempt(password)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["type"].endswith("/login-locked")
+        assert "Reset your password" in refused.json()["detail"]
+        assert "retry-after" not in refused.headers  # a user's lock does not lift by itself
+    assert await db.fetchval("SELECT failures FROM login_throttle WHERE key = $1", key) == bound
 
     await _ask(client, user.email)
     user.password = f"pw-{uuid.uuid4().hex}"

@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
+from deploy.local.gateway import access_log
 from deploy.local.layout import Layout
 from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS
 from services.accounts.context import THROTTLE_CLIENT
@@ -30,6 +31,8 @@ from tests.e2e.accounts.support import (
 )
 
 API_LOG = Layout.from_env().log("accounts-api")
+# The gateway's access log: one line per request, with its id (never a body or a query).
+ACCESS_LOG = access_log(Layout.from_env()).name
 
 
 async def dump_tables(db: asyncpg.Connection) -> dict[str, str]:
@@ -66,15 +69,22 @@ async def test_sign_up_stores_exactly_the_declared_fields_and_the_password_nowhe
     # The password also travels in a failed login and a password change; both say who
     # the browser is, which is not among the declared fields either.
     agent = {"User-Agent": f"ProbeAgent/{uuid.uuid4().hex}"}
-    await client.post(
-        f"{API}/sessions", json={"email": unique_email(), "password": password}, headers=agent
+    # Each with a request id of its own, which the gateway logs and echoes: the logs
+    # searched below are shown to hold these very requests.
+    ids = [f"p01-{uuid.uuid4().hex}" for _ in range(2)]
+    failed = await client.post(
+        f"{API}/sessions",
+        json={"email": unique_email(), "password": password},
+        headers={**agent, "X-Request-Id": ids[0]},
     )
+    assert failed.status_code == 401, failed.text
     changed = await client.post(
         f"{API}/me/password",
         json={"current_password": password, "new_password": new_password},
-        headers={**user.headers, **agent},
+        headers={**user.headers, **agent, "X-Request-Id": ids[1]},
     )
     assert changed.status_code == 200, changed.text
+    assert [failed.headers["x-request-id"], changed.headers["x-request-id"]] == ids
 
     row = await db.fetchrow("SELECT * FROM users WHERE id = $1", uuid.UUID(user.id))
     assert row is not None
@@ -101,6 +111,10 @@ async def test_sign_up_stores_exactly_the_declared_fields_and_the_password_nowhe
     dump = await dump_tables(db)
     logs = await asyncio.to_thread(_platform_logs)
     assert API_LOG.name in logs
+    # The lines of the two requests that carried the password are among those searched.
+    for request_id in ids:
+        lines = [name for name, text in logs.items() if f'"{request_id}"'.encode() in text]
+        assert ACCESS_LOG in lines, (request_id, lines)
     records = await read_topics_from_beginning(settings, [t.name for t in all_topics()])
     assert not [t for t, text in dump.items() if agent["User-Agent"] in text]
     assert not any(agent["User-Agent"].encode() in r for r in records)

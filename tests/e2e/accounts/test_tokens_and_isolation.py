@@ -4,15 +4,41 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from datetime import timedelta
 
 import httpx
 import jwt
+import pytest
 
+from services.accounts.config import AccountsSettings
 from shared.auth import issue_token
 from shared.config import PlatformSettings
 from tests.e2e.accounts.support import API, BusTail, active_user
+
+
+def _lifetime(token: str) -> int:
+    """exp - iat of a token's payload, read as any holder can (no signature check)."""
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert abs(claims["iat"] - time.time()) < 120, claims  # issued just now
+    return int(claims["exp"]) - int(claims["iat"])
+
+
+@pytest.mark.promise("P-08")
+async def test_access_tokens_live_no_longer_than_configured(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    """Short-lived tokens: the ones a login and a refresh hand out, as issued."""
+    configured = AccountsSettings(environment="test").accounts_access_token_seconds
+    assert configured <= 15 * 60  # short-lived: minutes, not hours (refreshed in-session)
+    user = await active_user(client, bus)  # logged in through the API
+    refreshed = await client.post(f"{API}/sessions/refresh", json={"refresh_token": user.refresh})
+    assert refreshed.status_code == 200, refreshed.text
+    for token in (user.access, refreshed.json()["access_token"]):
+        assert 0 < _lifetime(token) <= configured
+    assert refreshed.json()["expires_in"] <= configured
 
 
 async def test_forged_expired_foreign_and_revoked_tokens_are_refused(

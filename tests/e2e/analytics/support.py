@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
+import string
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,16 +20,27 @@ from shared.auth import issue_token
 from shared.bus.kafka_options import client_options
 from shared.config import DEV_TOKEN_PRIVATE_KEY, PlatformSettings
 from shared.events import decode_envelope
-from shared.events.topics import ANALYTICS_TRENDS, ANALYTICS_VISITS
+from shared.events.topics import ANALYTICS_TRENDS, ANALYTICS_VISITS, all_topics
 
 BEACON = "/api/analytics/beacon"
 BEACONS = "/api/analytics/beacons"
 WINDOW_TABLES = ("trend_windows", "trend_cells", "trend_cell_load_times", "trend_cell_visitors")
+CELL_TABLES = WINDOW_TABLES[1:]  # those with a dimension and a value
 ANALYTICS_TABLES = (*WINDOW_TABLES, "trend_releases")
+# Every topic analytics writes or reads, their dead letters included.
+ANALYTICS_TOPICS = tuple(t.name for t in all_topics() if t.name.startswith("analytics."))
+# Hex digits as letters: a site with seven digits in a row is refused (a phone number's).
+_NO_DIGITS = str.maketrans("0123456789", "ghijklmnop")
 
 
 def unique_site() -> str:
-    return f"t{uuid.uuid4().hex[:12]}.example"
+    return f"t{uuid.uuid4().hex[:12].translate(_NO_DIGITS)}.example"
+
+
+def marker() -> str:
+    """A word no other visit has, for a path to be looked for later. Letters only: no
+    scrubber takes it for an id, a token or a number, so a leak would show it as sent."""
+    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(20))
 
 
 def browser(visitor: int | str) -> dict[str, str]:
@@ -255,10 +269,12 @@ def day_range(start: datetime) -> dict[str, str]:
 
 
 async def only_a_sentinel_is_counted(
-    client: httpx.AsyncClient, settings: PlatformSettings, site: str
+    client: httpx.AsyncClient, settings: PlatformSettings, site: str, absent: Sequence[str] = ()
 ) -> None:
     """Once a sentinel visit sent last is counted, anything sent before it would be too:
-    it must be the site's only visit, in the windows and on the topic."""
+    it must be the site's only visit, in the windows and on the topic, and the only page
+    of the site's cells. Nor is any of ``absent`` (the markers of the paths sent before
+    it) on any analytics topic or in any analytics table."""
     sentinel = beacon(site, "/sentinel")
     assert (await client.post(BEACON, json=sentinel, headers=browser("s"))).status_code == 204
     assert await wait_for_visits(client, site, 1) == 1
@@ -267,3 +283,32 @@ async def only_a_sentinel_is_counted(
     records = await topic_records(settings, ANALYTICS_VISITS.name, site)
     assert len(records) == 1
     assert sentinel["beacon_id"].encode() in records[0][1]
+    assert await site_pages(settings, site) == {"/sentinel"}
+    if absent:
+        await leaves_no_trace(settings, site, absent)
+
+
+async def site_pages(settings: PlatformSettings, site: str) -> set[str]:
+    """Every page value of the site's cells, load times and visitor sets."""
+    conn = await asyncpg.connect(settings.database_dsn("analytics"))
+    try:
+        pages: set[str] = set()
+        for table in CELL_TABLES:
+            rows = await conn.fetch(
+                f"SELECT DISTINCT value FROM {table} WHERE site = $1 AND dimension = 'page'", site
+            )
+            pages |= {r["value"] for r in rows}
+        return pages
+    finally:
+        await conn.close()
+
+
+async def leaves_no_trace(settings: PlatformSettings, site: str, texts: Sequence[str]) -> None:
+    """None of ``texts`` is in any record of an analytics topic (every record: a leak
+    need not name the site) nor in any analytics table."""
+    for topic in ANALYTICS_TOPICS:
+        for _, value in await topic_records(settings, topic):
+            found = [text for text in texts if text.encode() in value]
+            assert not found, (topic, found)
+    stored = await dump_tables(settings, site)
+    assert not [text for text in texts if text in stored]

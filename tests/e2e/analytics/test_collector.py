@@ -13,6 +13,7 @@ from tests.e2e.analytics.support import (
     Visitors,
     beacon,
     browser,
+    marker,
     only_a_sentinel_is_counted,
     totals,
     unique_site,
@@ -20,15 +21,32 @@ from tests.e2e.analytics.support import (
     wait_for_visits,
 )
 
+IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 Safari/604.1"
+REFERRER = "https://news.example.org/a"
+
+
+def _referred(i: int) -> bool:
+    return i % 5 == 0  # 6 of 30
+
+
+def _on_a_phone(i: int) -> bool:
+    return i % 2 == 1  # 15 of 30
+
 
 @pytest.mark.promise("P-03")
 async def test_n_visits_in_give_n_in_the_window(platform: str) -> None:
     site = unique_site()
     visitors = 7
-    bodies = [beacon(site, f"/page/{i % 3}", load_time_ms=100 + i) for i in range(30)]
+    bodies = [
+        beacon(site, f"/page/{i % 3}", load_time_ms=100 + i,
+               **({"referrer": REFERRER} if _referred(i) else {}))
+        for i in range(30)
+    ]  # fmt: skip
     async with Visitors(platform) as people:
         for i, body in enumerate(bodies):
-            response = await people.post(i % visitors, BEACON, json=body)
+            # The device class comes from the user agent (the beacon names none).
+            headers = {"User-Agent": IPHONE} if _on_a_phone(i) else {}
+            response = await people.post(i % visitors, BEACON, json=body, headers=headers)
             assert response.status_code == 204
         # A client that retries a beacon (same beacon id) is not counted twice.
         retry = await people.post(0, BEACON, json=bodies[0])
@@ -48,8 +66,17 @@ async def test_n_visits_in_give_n_in_the_window(platform: str) -> None:
         )
     assert counted == len(bodies)
     day = trends.json()["windows"][0]
-    pages = {c["value"]: c["visits"] for c in day["cells"] if c["dimension"] == "page"}
-    assert pages == {"/page/0": 10, "/page/1": 10, "/page/2": 10}
+
+    def cells(dimension: str) -> dict[str, int]:
+        return {c["value"]: c["visits"] for c in day["cells"] if c["dimension"] == dimension}
+
+    assert cells("page") == {"/page/0": 10, "/page/1": 10, "/page/2": 10}
+    # The referrer kept as its host only; a beacon without one is "(direct)".
+    referred = sum(map(_referred, range(len(bodies))))
+    assert cells("referrer_host") == {"news.example.org": referred,
+                                      "(direct)": len(bodies) - referred}  # fmt: skip
+    phones = sum(map(_on_a_phone, range(len(bodies))))
+    assert cells("device_class") == {"mobile": phones, "desktop": len(bodies) - phones}
     assert day["total"]["load_time_p50_ms"] is not None
 
 
@@ -87,14 +114,15 @@ async def _signals_leave_no_trace(
     platform: str, settings: PlatformSettings, headers: list[dict[str, str]]
 ) -> None:
     site = unique_site()
+    markers = [marker() for _ in headers]  # each path looked for everywhere afterwards
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
-        for i, extra in enumerate(headers):
+        for i, (extra, word) in enumerate(zip(headers, markers, strict=True)):
             response = await client.post(
-                BEACON, json=beacon(site, f"/private/{i}"), headers={**browser(i), **extra}
+                BEACON, json=beacon(site, f"/private/{word}"), headers={**browser(i), **extra}
             )
             assert response.status_code == 204  # the same answer: nothing is revealed
             assert "set-cookie" not in response.headers
-        await only_a_sentinel_is_counted(client, settings, site)
+        await only_a_sentinel_is_counted(client, settings, site, absent=markers)
 
 
 @pytest.mark.promise("P-25")
@@ -121,9 +149,12 @@ async def test_children_and_opted_out_users_are_not_tracked(
     )
 
 
-async def test_signed_in_adults_are_counted(platform: str) -> None:
+# The bands accounts puts in a token (services/accounts/domain/age.py); all but
+# "under_13" are counted (services/analytics/domain/signals.py).
+@pytest.mark.parametrize("age_band", ["13_to_17", "adult", "unknown"])
+async def test_signed_in_users_not_under_13_are_counted(platform: str, age_band: str) -> None:
     site = unique_site()
-    token = user_token(age_band="18_plus")
+    token = user_token(age_band=age_band)
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         response = await client.post(
             BEACON, json=beacon(site), headers={**browser(1), "Authorization": f"Bearer {token}"}
@@ -181,12 +212,13 @@ async def test_a_batch_sent_with_dnt_or_gpc_changes_no_count_and_reaches_no_topi
     platform: str, settings: PlatformSettings
 ) -> None:
     site = unique_site()
+    markers = [marker() for _ in range(2)]  # each batch's paths looked for everywhere
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
         for i, signal in enumerate([{"DNT": "1"}, {"Sec-GPC": "1"}]):
-            views = [beacon(site, f"/private/{i}/{n}") for n in range(5)]
+            views = [beacon(site, f"/private/{markers[i]}/{n}") for n in range(5)]
             response = await client.post(BEACONS, json=views, headers={**browser(i), **signal})
             assert response.status_code == 204  # the same answer: nothing is revealed
-        await only_a_sentinel_is_counted(client, settings, site)
+        await only_a_sentinel_is_counted(client, settings, site, absent=markers)
 
 
 async def test_a_batch_with_a_malformed_view_is_refused_whole_naming_it(

@@ -11,7 +11,14 @@ from shared.config import PlatformSettings
 from shared.events import decode_envelope, encode_envelope, envelope_for
 from shared.events.catalogue.deletion import EraseSubject
 from shared.events.topics import DELETION_COMMANDS, DELETION_RECEIPTS
-from tests.e2e.analytics.support import BEACON, beacon, browser, topic_records, unique_site
+from tests.e2e.analytics.support import (
+    BEACON,
+    beacon,
+    browser,
+    topic_records,
+    unique_site,
+    wait_for_visits,
+)
 
 
 async def _receipts(settings: PlatformSettings, request_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -30,8 +37,11 @@ async def test_erase_subject_is_answered_once_with_nothing_held(
     subject_id, request_id = uuid.uuid4(), uuid.uuid4()
     site = unique_site()
     async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
-        # A signed-in visit: analytics must not have keyed anything to the user.
-        await client.post(BEACON, json=beacon(site, f"/u/{subject_id}"), headers=browser(1))
+        # A visit naming the user: analytics must not have keyed anything to the user.
+        sent = await client.post(BEACON, json=beacon(site, f"/u/{subject_id}"), headers=browser(1))
+        assert sent.status_code == 204, sent.text
+        # Counted before the command comes: else "nothing held" would prove nothing.
+        assert await wait_for_visits(client, site, 1) == 1
     command = EraseSubject(request_id=request_id, subject_id=subject_id)
     envelope = envelope_for(command, source="deletion", subject=str(subject_id))
     producer = reliable_producer(settings)

@@ -8,10 +8,12 @@ tests are skipped, never passed.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -25,6 +27,7 @@ from services.deletion.handlers import RELEASE_NAMESPACE
 from services.deletion.verifier import contact_cards_left
 from services.notifier.handlers import erasure_notice_id
 from shared.config import PlatformSettings
+from shared.databases import SERVICE_DATABASES, VAULT_DATABASE
 from shared.db import create_pool
 from shared.events.topics import all_topics
 from shared.vault import SubjectShredded, Vault
@@ -47,6 +50,7 @@ from tests.e2e.deletion.support import (
     GRACE_SECONDS,
     needs_every_service,
     officer,
+    status,
     wait_for_stage,
 )
 from tests.support.cards import opened
@@ -203,6 +207,20 @@ async def test_after_deletion_completes_the_verifier_finds_nothing_but_anonymise
     assert inbox >= 1
 
     request_id = await _request_deletion(client, user)
+    # The control: in grace, with every row of the subject still there, the same verifier
+    # does find them (so its clean verdict below is a scan that found nothing, not a
+    # scan that cannot find). Asked at once: the grace lasts GRACE_SECONDS.
+    await wait_for_stage(client, user.id, request_id, ("requested", "grace"), timeout=60)
+    early = await client.post(f"{API}/operator/requests/{request_id}/verify", headers=officer())
+    assert early.status_code == 200, early.text
+    assert early.json()["clean"] is False, early.json()
+    assert early.json()["vault_key_shredded"] is False
+    found = {f["place"]: f["kept_by_rule"] for f in early.json()["findings"]}
+    for place in ("accounts.users.id", "accounts.devices.user_id", "accounts.requests.user_id",
+                  "notifier.contacts.user_id", "notifier.inbox_items.user_id"):  # fmt: skip
+        assert place in found, (place, early.json(), await status(client, user.id, request_id))
+        assert found[place] is None, place  # personal data: no rule keeps it
+    assert found.get("accounts.deletion_requests.user_id") == "disclosure_log", found
     done = await wait_for_stage(client, user.id, request_id, ("complete",), timeout=240)
 
     assert all(s["done_at"] for s in done["stages"])
@@ -216,7 +234,12 @@ async def test_after_deletion_completes_the_verifier_finds_nothing_but_anonymise
     verdict = await client.post(f"{API}/operator/requests/{request_id}/verify", headers=officer())
     assert verdict.status_code == 200, verdict.text
     assert verdict.json()["clean"] is True, verdict.json()
-    assert all(f["kept_by_rule"] for f in verdict.json()["findings"])
+    assert verdict.json()["vault_key_shredded"] is True
+    # What a rule keeps is still found, and found kept: the scan saw the subject's id
+    # where it may stay (the request's own record), and nowhere else.
+    kept_by = {f["place"]: f["kept_by_rule"] for f in verdict.json()["findings"]}
+    assert kept_by.get("accounts.deletion_requests.user_id") == "disclosure_log", kept_by
+    assert all(kept_by.values()), kept_by
     subject = uuid.UUID(user.id)
     for database, sql in (
         ("accounts", "SELECT count(*) FROM users WHERE id = $1"),
@@ -295,6 +318,10 @@ async def test_a_sign_up_never_completed_is_erased_everywhere_without_mailing_it
         )
         assert verdict.status_code == 200, verdict.text
         assert verdict.json()["clean"] is True, verdict.json()
+        kept_by = {f["place"]: f["kept_by_rule"] for f in verdict.json()["findings"]}
+        # accounts' record of the lapse stays (ids only): found, and found kept.
+        assert kept_by.get("accounts.deletion_requests.user_id") == "disclosure_log", kept_by
+        assert all(kept_by.values()), kept_by
         # The notifier answers only after its final email would have gone: none did.
         assert len(await mailbox.to(child.email)) == len(before)
     finally:
@@ -372,6 +399,31 @@ async def _readable_anywhere(settings: PlatformSettings, values: list[str]) -> d
     return found
 
 
+async def _assert_no_vault_in(snapshot: backups.Manifest) -> None:
+    """The snapshot holds a dump of each service database and nothing of the vault: by
+    its manifest (as written), its files, and what each dump says it is a dump of."""
+    assert VAULT_DATABASE not in snapshot.databases
+    assert set(snapshot.databases) == set(SERVICE_DATABASES), snapshot.databases
+    assert backups.Manifest.read(snapshot.folder).databases == snapshot.databases
+    files = sorted(p.name for p in snapshot.folder.iterdir())
+    assert files == sorted(["manifest.json", *(f"{d}.dump" for d in snapshot.databases)])
+    for database in snapshot.databases:
+        listing = await _dump_contents(snapshot.folder / f"{database}.dump")
+        assert re.findall(r"^;\s*dbname: (\S+)$", listing, re.M) == [database], listing[:500]
+        assert "subject_keys" not in listing, database  # the vault's table
+
+
+async def _dump_contents(dump: Path) -> str:
+    """``pg_restore --list``: the dump's header (which database) and its table of contents."""
+    process = await asyncio.create_subprocess_exec(
+        backups.pg_tool("pg_restore"), "--list", str(dump),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode(errors="replace")
+    return out.decode(errors="replace")
+
+
 @pytest.mark.promise("P-16")
 async def test_a_backup_taken_before_deletion_and_restored_after_yields_nothing_readable(
     client: httpx.AsyncClient, bus: BusTail, settings: PlatformSettings, vault: Vault
@@ -383,6 +435,9 @@ async def test_a_backup_taken_before_deletion_and_restored_after_yields_nothing_
     snapshot = await backups.take(config, retention=timedelta(minutes=10))
     prefix = f"p16_{uuid.uuid4().hex[:10]}"
     try:
+        # The vault is in no backup: its keys, once shredded, are what keeps the
+        # subject unreadable in every copy below.
+        await _assert_no_vault_in(snapshot)
         request_id = await _request_deletion(client, user)
         pending = await wait_for_stage(
             client, user.id, request_id, ("backups_pending",), timeout=180
@@ -561,6 +616,14 @@ async def test_a_device_deleted_under_a_legal_hold_is_kept_out_of_sight_until_it
         await asyncio.sleep(0.2)
     assert await _rows(settings, "accounts", kept, uuid.UUID(free_device)) == 0
     assert await _rows(settings, "accounts", kept, uuid.UUID(device)) == 1
+    # The item's verifier finds the set-aside rows while they wait (the control of the
+    # "findings == []" of erased items, tests above).
+    waiting = await client.post(f"{API}/operator/requests/{item_request}/verify", headers=officer())
+    assert waiting.status_code == 200, waiting.text
+    assert waiting.json()["clean"] is False, waiting.json()
+    assert {"place": "accounts.erasing_items.item_id", "rows": 1, "kept_by_rule": None} in (
+        waiting.json()["findings"]
+    ), waiting.json()
     # Still held, so still in the user's export, with what they gave in it (P-11).
     exported = (await client.get(f"{ACCOUNTS}/me/export", headers=user.headers)).json()
     assert [
@@ -647,6 +710,9 @@ async def test_a_deleted_users_invoices_stay_anonymised_for_their_period_then_go
     verdict = await client.post(f"{API}/operator/requests/{request_id}/verify", headers=officer())
     assert verdict.json()["clean"] is True, verdict.json()
     assert not [f for f in verdict.json()["findings"] if "invoices" in f["place"]]
+    kept_by = {f["place"]: f["kept_by_rule"] for f in verdict.json()["findings"]}
+    assert kept_by.get("accounts.deletion_requests.user_id") == "disclosure_log", kept_by
+    assert all(kept_by.values()), kept_by
 
     # No user id, no personal text; the books' facts.
     assert row["user_id"] is None

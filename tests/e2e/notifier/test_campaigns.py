@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import ssl
 import uuid
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from typing import Any
+from html.parser import HTMLParser
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -30,6 +33,7 @@ from tests.e2e.notifier.support import (
     unsubscribe_https,
     unsubscribe_mailto,
     user_token,
+    wait_contacts,
     wait_notice_settled,
     watch_topic,
 )
@@ -50,14 +54,18 @@ CATEGORIES = {
 }
 
 
-def campaign(*user_ids: uuid.UUID, subject: str = "Spring tune-up week") -> SendNotice:
+def campaign(
+    *user_ids: uuid.UUID,
+    subject: str = "Spring tune-up week",
+    channels: tuple[Literal["email", "inbox"], ...] = ("email",),
+) -> SendNotice:
     return SendNotice(
         notice_id=uuid.uuid4(),
         template="marketing_newsletter",
         category="marketing",
         audience="listed",
         user_ids=user_ids,
-        channels=("email",),
+        channels=channels,
         params={
             "subject": subject,
             "headline": "Tune-up week",
@@ -82,8 +90,74 @@ async def send(producer: AIOKafkaProducer, command: SendNotice) -> SendNotice:
     return command
 
 
+# Where a link or a resource can hide in a message: the attributes that name a URL, CSS
+# url(...), and any URL (absolute, protocol-relative or www.) written out in the text.
+URL_ATTRIBUTES = {"href", "src", "action", "formaction", "background", "poster", "cite",
+                  "data", "longdesc", "lowsrc", "dynsrc", "xlink:href", "srcset"}  # fmt: skip
+CSS_URL = re.compile(r"""url\(\s*['"]?([^'")\s]+)""", re.I)
+WRITTEN_URL = re.compile(r"(?<![\w.+-])(?:[a-z][a-z0-9+.-]*:)?//[^\s\"'<>()]+", re.I)
+WWW_HOST = re.compile(r"(?<![\w.-])www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+", re.I)
+
+
+class _Urls(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if value is None:
+                continue
+            if name == "srcset":
+                self.found += [c.split()[0] for c in value.split(",") if c.strip()]
+            elif name in URL_ATTRIBUTES:
+                self.found.append(value.strip())
+            elif name == "style":
+                self.found += CSS_URL.findall(value)
+
+
+def written_urls(part: str) -> list[str]:
+    """The URLs written out in a body part (and in its markup, for the HTML one)."""
+    written = [u.rstrip(".,;:!?") for u in WRITTEN_URL.findall(part)]
+    return [*written, *(f"//{host}" for host in WWW_HOST.findall(part)), *CSS_URL.findall(part)]
+
+
+def foreign_host(url: str, ours: set[str]) -> str | None:
+    """Where ``url`` leads if that is not one of ``ours`` (None: ours, or this page)."""
+    parsed = urlsplit(url)
+    scheme = parsed.scheme.casefold()
+    if scheme == "mailto":
+        host = parsed.path.rpartition("@")[2].casefold()
+    elif scheme in ("http", "https") or (not scheme and url.startswith("//")):
+        host = (parsed.hostname or "").casefold()
+    elif not scheme and url.startswith("#"):
+        return None  # an anchor in the message itself
+    else:
+        # Another scheme, or a relative link (a webmail resolves it against its own host).
+        return f"<not an absolute link: {url[:40]!r}>"
+    return None if host in ours else host or "<no host>"
+
+
+def assert_links_stay_on_our_hosts(message: EmailMessage) -> None:
+    """No third-party link or resource (P-21): every URL of both parts, linked or only
+    written out, is on a host the notifier is configured to link to."""
+    text, html = parts(message)
+    parser = _Urls()
+    parser.feed(html)
+    parser.close()
+    in_text, in_html = written_urls(text), written_urls(html)
+    # The search does see links: the unsubscribe link, written in the text, linked in HTML.
+    assert unsubscribe_https(message) in in_text, in_text
+    assert unsubscribe_https(message) in parser.found, parser.found
+    ours = {h.casefold() for h in CONFIG.notifier_link_hosts}
+    found = [*parser.found, *in_text, *in_html]
+    foreign = {(host, url) for url in found if (host := foreign_host(url, ours))}
+    assert not foreign, sorted(foreign)
+
+
 def assert_compliant(message: EmailMessage, category: str) -> None:
-    """What every received email must carry (P-28, P-29, P-30, P-33)."""
+    """What every received email must carry (P-21, P-28, P-29, P-30, P-33)."""
+    assert_links_stay_on_our_hosts(message)
     text, html = parts(message)
     url = unsubscribe_https(message)
     assert url in text[-400:], "unsubscribe link at the bottom of the text part"
@@ -128,6 +202,45 @@ async def test_marketing_is_labelled_addressed_and_skips_children_and_opted_out(
     assert sorted(str(m["To"]) for m in received) == sorted(a for _, a in adults)
     for message in received:
         assert_compliant(message, "marketing")
+
+
+@pytest.mark.promise("P-26")
+@pytest.mark.promise("P-25")
+async def test_in_site_marketing_reaches_only_the_consenting_adult(
+    api: httpx.AsyncClient,
+    producer: AIOKafkaProducer,
+    mailbox: Mailbox,
+    settings: PlatformSettings,
+) -> None:
+    """Marketing in the site's inbox follows the same rule as by email: of a listed
+    audience, the under-13, the tracking opt-out and the adult who never consented get
+    nothing; the consenting adult gets it in both."""
+    adult = await publish_contact(producer, marketing_email=True)
+    child = await publish_contact(producer, age_band="under_13", marketing_email=True)
+    tracking = await publish_contact(producer, marketing_email=True, tracking_opt_out=True)
+    no_consent = await publish_contact(producer, marketing_email=False)
+    everyone = [adult, child, tracking, no_consent]
+    # In-site items are written from the notifier's cards at fan-out: they come first.
+    await wait_contacts(settings, [u for u, _ in everyone])
+    command = await send(producer, campaign(*(u for u, _ in everyone), channels=("email", "inbox")))
+
+    # Email goes to whoever got the in-site item: one, the adult.
+    progress = await wait_notice_settled(api, command.notice_id, emails=1)
+    assert progress["email"] == {"done/sent": 1}
+    inboxes: dict[uuid.UUID, list[str]] = {}
+    for uid, _ in everyone:
+        response = await api.get("/api/notifier/inbox", headers=user_token(uid))
+        assert response.status_code == 200, response.text
+        inboxes[uid] = [item["notice_id"] for item in response.json()["items"]]
+    assert inboxes == {
+        adult[0]: [str(command.notice_id)],  # it does reach a consenting adult's inbox
+        child[0]: [],
+        tracking[0]: [],
+        no_consent[0]: [],
+    }
+    received = await mailbox.to(*(a for _, a in everyone))
+    assert [str(m["To"]) for m in received] == [adult[1]]
+    assert_compliant(received[0], "marketing")
 
 
 # RFC 8058 section 3.1: senders SHOULD post multipart/form-data and MAY post urlencoded.
@@ -432,6 +545,7 @@ async def test_commands_outside_the_notifier_categories_send_nothing(
     assert await notice_progress(api, wrong.notice_id) == {}
 
 
+@pytest.mark.promise("P-21")
 @pytest.mark.promise("P-27")
 @pytest.mark.promise("P-30")
 @pytest.mark.promise("P-33")

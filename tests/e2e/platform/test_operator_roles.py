@@ -15,6 +15,7 @@ import pytest
 
 from tests.e2e.accounts.support import admin, new_operator
 from tests.e2e.deletion.support import needs_every_service, token_headers
+from tests.support.operator_routes import operator_routes, template_matches
 
 ROLES = ("support", "privacy_officer", "analyst", "admin")
 NOTIFIER, DELETION, ANALYTICS = "/api/notifier/ops", "/api/deletion/operator", "/api/analytics"
@@ -33,6 +34,8 @@ CALLS: dict[str, tuple[Call, set[str]]] = {
                          {"support", "privacy_officer", "admin"}),
     "notifier: suppress all mail": (("POST", f"{NOTIFIER}/suppressions", INVALID, None),
                                     {"support", "privacy_officer", "admin"}),
+    "notifier: suppressions recorded": (("GET", f"{NOTIFIER}/suppressions", None, None),
+                                        {"support", "privacy_officer", "admin"}),
     "notifier: policy reach": (("GET", f"{NOTIFIER}/policy-versions/v0", None, None),
                                {"support", "privacy_officer", "admin"}),
     "deletion: pipeline": (("GET", f"{DELETION}/pipeline", None, None),
@@ -54,6 +57,23 @@ CALLS: dict[str, tuple[Call, set[str]]] = {
     "analytics: dropped visits": (("GET", f"{ANALYTICS}/suppressed", None, None),
                                   {"analyst", "admin"}),
 }  # fmt: skip
+
+
+@pytest.mark.promise("P-07")
+@pytest.mark.parametrize("service", ["notifier", "deletion", "analytics"])
+def test_the_matrix_calls_every_operator_route_of_the_service(service: str) -> None:
+    """Every route of the service's API that admits operators by role (require_roles, as
+    the app is built) is called by the matrix below: one added later fails here until
+    its line, with the roles it must admit, is added."""
+    routes = operator_routes(service)
+    assert routes, f"no operator route found in {service}: the search is broken"
+    called = [(method, path) for (method, path, _, _), _ in CALLS.values()]
+    missing = [
+        f"{method} {template} (admits {', '.join(sorted(roles))})"
+        for (method, template), roles in sorted(routes.items())
+        if not any(m == method and template_matches(template, p) for m, p in called)
+    ]
+    assert not missing, f"operator routes the matrix never calls: {missing}"
 
 
 @pytest.mark.promise("P-07")

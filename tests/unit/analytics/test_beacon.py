@@ -18,6 +18,7 @@ from services.analytics.domain.beacon import (
     scrub,
     scrub_page,
     scrub_referrer,
+    scrub_screen,
 )
 from services.analytics.domain.signals import (
     Suppression,
@@ -64,6 +65,31 @@ def test_pages_that_look_like_hosts_or_hide_a_plus_are_scrubbed(page: str, scrub
     assert scrub_page(page, DEFAULT_ALLOWED_QUERY_KEYS) == scrubbed
 
 
+@pytest.mark.promise("P-04")
+@pytest.mark.parametrize(
+    ("screen", "scrubbed"),
+    [
+        ("reset/5f0c3a2e1b2c4d3e9a8b7c6d", "screen:reset/:id"),
+        ("Order 5f0c3a2e1b2c4d3e", "screen:Order :id"),
+        ("Order 5F0C3A2E1B2C4D3E9A8B (paid)", "screen:Order :id (paid)"),
+        ("session=5f0c3a2e1b2c4d3e9a8b7c6d;", "screen:session=:id;"),
+        # Words stay: hex-looking ones shorter than 16, or without a digit.
+        ("Order 5f0c3a2e1b2c4d3", "screen:Order 5f0c3a2e1b2c4d3"),
+        ("Feed deadbeefcafebabe", "screen:Feed deadbeefcafebabe"),
+        ("Settings", "screen:Settings"),
+    ],
+)
+def test_opaque_ids_in_screen_names_are_replaced(screen: str, scrubbed: str) -> None:
+    assert scrub_screen(screen) == scrubbed
+
+
+def test_a_long_screen_name_is_cut_after_its_ids_are_replaced() -> None:
+    # Cut first, an id at the end could be left too short to be recognised as one.
+    name = "x" * 498 + " 5f0c3a2e1b2c4d3e9a8b7c6d"
+    assert scrub_screen(name) == "screen:" + "x" * 498 + " :id"
+    assert "5f0c3a2e1b2c" not in scrub_screen("x" * 490 + " 5f0c3a2e1b2c4d3e9a8b7c6d")
+
+
 def test_referrer_becomes_a_host_and_ip_referrers_vanish() -> None:
     assert scrub_referrer("https://www.google.com/search?q=jane@example.com") == "www.google.com"
     assert scrub_referrer("http://192.168.1.20/admin") is None
@@ -93,6 +119,7 @@ def test_screen_names_are_redacted() -> None:
         # Control characters: a NUL cannot be stored, and would stop the aggregation.
         _body(page="/a\u0000b"),
         _body(screen="Home\n"),
+        _body(screen="Home\u0085"),  # C1 controls too: the visit would be refused as read
         _body(page="/a", referrer="https://x.example/\u001f"),
         # A version 1 id carries the device's MAC address: only random ids are kept.
         json.dumps({"beacon_id": str(uuid.uuid1()), "site": "imt.example", "page": "/a"}).encode(),
@@ -119,6 +146,11 @@ def test_malformed_beacons_are_refused(body: bytes) -> None:
         "10.0.0.1.nip.io",
         "192-168-100-200.sslip.io",
         "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6.example",  # a secret's shape
+        # A phone's digits unseparated, alone or in a label: as refused as separated.
+        "12125550123.example",
+        "x-2125550123.example",
+        "p447911123456.example",
+        "shop.5550123.example",
     ],
 )
 def test_a_site_holding_personal_data_is_refused(site: str) -> None:
@@ -130,7 +162,7 @@ def test_a_site_holding_personal_data_is_refused(site: str) -> None:
 @pytest.mark.parametrize(
     "site",
     ["imt.example", "app.imt.example", "v2.imt.example", "app-2026.imt.example",
-     "t0123abcd4567.example", "bench1234567890.example", "xn--bcher-kva.example"],
+     "t0123abcd4567.example", "bench123456.example", "xn--bcher-kva.example"],
 )  # fmt: skip
 def test_host_names_with_digits_are_sites(site: str) -> None:
     assert parse_beacon(_body(page="/a", site=site)).site == site
@@ -240,8 +272,13 @@ def test_children_opted_out_and_unverifiable_users_are_not_tracked() -> None:
     assert claims_suppression(_claims(age_band="under_13"), True) is Suppression.UNDER_13
     assert claims_suppression(_claims(tracking_opt_out=True), True) is Suppression.OPTED_OUT
     assert claims_suppression(None, token_sent=True) is Suppression.UNVERIFIED_TOKEN
-    assert claims_suppression(_claims(age_band="18_plus"), True) is None
     assert claims_suppression(None, token_sent=False) is None
+
+
+@pytest.mark.parametrize("age_band", ["13_to_17", "adult", "unknown", None])
+def test_users_not_under_13_are_tracked(age_band: str | None) -> None:
+    # The bands accounts puts in a token (services/accounts/domain/age.py), or none.
+    assert claims_suppression(_claims(age_band=age_band), True) is None
 
 
 def test_addresses_are_truncated_before_hashing() -> None:

@@ -307,3 +307,92 @@ def test_the_audit_finds_a_count_the_sums_give_away() -> None:
         ("h1", ("device_class", "phone")),
     }
     assert recoverable([day, *hours], shown) == set()
+
+
+# -- reloads: visits are not visitors ----------------------------------------------------
+
+
+@pytest.mark.promise("P-20")
+def test_reloads_cannot_fill_the_hidden_cells_of_a_window_up_to_k() -> None:
+    # An attacker loads /decoy 11 times from one network; the victim loads /secret once.
+    # Published, the total (52) and /home (40) leave 12 hidden visits, 11 of them the
+    # attacker's: /secret had 1. Only 2 visitors are sure to be hidden: /home goes too.
+    cells = [Cell("page", "/home", 40, 30), Cell("page", "/decoy", 11, 1),
+             Cell("page", "/secret", 1, 1)]  # fmt: skip
+    [released] = suppress([Window("w", Cell("total", "", 52, 32), cells)], 11)
+    assert released.total is not None
+    assert released.cells == []
+
+
+@pytest.mark.promise("P-20")
+def test_reloads_cannot_fill_the_hidden_hours_of_a_day_up_to_k() -> None:
+    # The attacker reloads /home 11 times at 03:00, alone; the victim comes once at 04:00;
+    # 30 visitors come at 10:00. Both early hours are hidden whole, but the day (52) minus
+    # 10:00 (40) would be 12 visits, 11 of them the attacker's: the victim came at 04:00.
+    day = Window("d", Cell("total", "", 52, 32), [Cell("page", "/home", 52, 32)])
+    hours = [
+        _hour("03", {"/home": (11, 1)}, day="d"),
+        _hour("04", {"/home": (1, 1)}, day="d"),
+        _hour("10", {"/home": (40, 30)}, day="d"),
+    ]
+    released = suppress([day, *hours], 11)
+    assert released[0].total is not None
+    assert [r.total for r in released[1:]] == [None, None, None]
+
+
+def _visited(hours: list[list[tuple[str, int]]], day: str = "d") -> list[Window]:
+    """A day and its hours from (page, visitor) visits: a visitor may come back."""
+
+    def window(label: str, visits: list[tuple[str, int]], parent: str | None) -> Window:
+        pages = sorted({page for page, _ in visits})
+        cells = [
+            Cell("page", page, sum(p == page for p, _ in visits),
+                 len({v for p, v in visits if p == page}))
+            for page in pages
+        ]  # fmt: skip
+        return Window(label, Cell("total", "", len(visits), len({v for _, v in visits})), cells,
+                      parent)  # fmt: skip
+
+    every = [visit for visits in hours for visit in visits]
+    return [window(day, every, None),
+            *(window(f"{day}{h}", visits, day) for h, visits in enumerate(hours))]  # fmt: skip
+
+
+def _sure_to_be_hidden(whole: Cell, shown: list[Cell]) -> int:
+    """The fewest visitors the hidden parts of ``whole`` can hold, as a reader sees."""
+    return whole.unique_visitors - sum(c.unique_visitors for c in shown)
+
+
+@pytest.mark.promise("P-20")
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.sampled_from(["/a", "/b", "/c"]), st.integers(0, 12)),
+            min_size=1,
+            max_size=30,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(2, 12),
+)
+def test_whatever_is_hidden_beside_a_published_count_holds_k_visitors(
+    hours: list[list[tuple[str, int]]], k: int
+) -> None:
+    family = _visited(hours)
+    released = suppress(family, k)
+    for window, out in zip(family, released, strict=True):
+        if out.total is not None and len(out.cells) < len(window.cells):
+            assert _sure_to_be_hidden(window.total, out.cells) >= k
+    day_out = released[0]
+    if day_out.total is None:
+        return
+    shown_day = {_key(c): c for c in (day_out.total, *day_out.cells)}
+    for key, whole in shown_day.items():
+        parts = [(w, r) for w, r in zip(family[1:], released[1:], strict=True)
+                 if key == ("total", "") or key in {_key(c) for c in w.cells}]  # fmt: skip
+        shown = [c for _, r in parts if r.total is not None
+                 for c in (r.total, *r.cells) if _key(c) == key]  # fmt: skip
+        if len(shown) < len(parts):
+            assert _sure_to_be_hidden(whole, shown) >= k, key

@@ -82,6 +82,15 @@ def leaked_forms(value: str) -> set[str]:
         ("/x?ref=5f0c3a2e1b2c4d3e", "/x?ref=:id"),
         ("/x?utm_campaign=summer+sale+2024", "/x?utm_campaign=summer%20sale%202024"),
         ("/call/06%2012%2034%2056%2078", "/call/:phone"),
+        # Ids as a part of a segment: between separators, they go all the same.
+        ("/reset/tok-5f0c3a2e1b2c4d3e9a8b7c6d", "/reset/tok-:id"),
+        ("/u/5f0c3a2e1b2c4d3e9a8b7c6d.json", "/u/:id.json"),
+        ("/u/5F0C3A2E1B2C4D3E_avatar.png", "/u/:id_avatar.png"),
+        ("/o/order%205f0c3a2e1b2c4d3e", "/o/order%20:id"),
+        # Hex-looking words stay: shorter than 16, no digit, or part of a longer word.
+        ("/x/cafe-5f0c3a2e1b2c4d3", "/x/cafe-5f0c3a2e1b2c4d3"),
+        ("/x/deadbeefcafebabe.png", "/x/deadbeefcafebabe.png"),
+        ("/x/release-2024-12-01", "/x/release-2024-12-01"),
     ],
 )
 def test_scrub_url(url: str, scrubbed: str) -> None:
@@ -170,3 +179,27 @@ def test_scrub_url_never_raises_and_gives_a_parsable_url(garbage: str) -> None:
 )
 def test_referrer_host(url: str, host: str | None) -> None:
     assert referrer_host(url) == host
+
+
+HEX_ID = st.text("0123456789abcdefABCDEF", min_size=16, max_size=40).filter(
+    lambda value: any(c.isdigit() for c in value) and any(not c.isdigit() for c in value)
+)
+
+
+@pytest.mark.promise("P-04")
+@given(
+    before=st.text(string.ascii_lowercase, max_size=6),
+    after=st.text(string.ascii_lowercase, max_size=6),
+    left=st.sampled_from(["-", "_", ".", "~", "%20", ""]),
+    right=st.sampled_from(["-", "_", ".", "~", "%20", ""]),
+    value=HEX_ID,
+)
+def test_an_opaque_id_inside_a_segment_leaves_no_trace(
+    before: str, after: str, left: str, right: str, value: str
+) -> None:
+    # Glued to letters ("tok5f0c...") the id is part of a word; with a separator, or with
+    # nothing beside it, it stands on its own.
+    segment = f"{before}{left}{value}{right}{after}"
+    scrubbed = scrub_url(f"/p/{segment}/q")
+    if (left or not before) and (right or not after):
+        assert value not in scrubbed  # as ":id", or another marker where a detector knew it

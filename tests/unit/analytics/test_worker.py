@@ -1,0 +1,144 @@
+"""The aggregator never stalls on a visit it cannot store: refused as read, or dead-lettered."""
+
+import random
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.analytics import worker
+from shared.bus import Delivery, Rejected, read_record
+from shared.events import Envelope, encode_envelope, envelope_for
+from shared.events.catalogue.analytics import VisitRecorded
+from shared.events.topics import ANALYTICS_VISITS
+
+
+def _visit(page: str = "/a") -> VisitRecorded:
+    return VisitRecorded(
+        beacon_id=uuid.uuid4(),
+        visitor_hash="0" * 32,
+        site="imt.example",
+        page=page,
+        device_class="desktop",
+        occurred_at=datetime.now(UTC),
+    )
+
+
+def _record(**data: object) -> bytes:
+    """A visit.recorded record as any producer could write it: valid but for ``data``."""
+    valid = envelope_for(_visit(), source="t", subject=None)
+    envelope = Envelope(type=valid.type, source="t", subject=None,
+                        data={**valid.data, **data})  # fmt: skip
+    return encode_envelope(envelope)
+
+
+def test_a_valid_visit_is_delivered() -> None:
+    assert isinstance(read_record(_record(), None, ANALYTICS_VISITS.name, 0, 0), Delivery)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        # Naive: cannot be placed in a UTC window (comparing it raised TypeError, retried).
+        ({"occurred_at": "2026-01-01T10:00:00"}, "occurred_at"),
+        # PostgreSQL text cannot hold a NUL (asyncpg raised DataError, retried).
+        ({"page": "/a\u0000secret"}, "page"),
+        ({"site": "imt.example\u0000"}, "site"),
+        ({"referrer_host": "news\u001f.example"}, "referrer_host"),
+        ({"page": "/a\u0085"}, "page"),
+    ],
+)
+def test_a_visit_that_could_not_be_stored_is_refused_as_it_is_read(
+    data: dict[str, object], field: str
+) -> None:
+    read = read_record(_record(**data), None, ANALYTICS_VISITS.name, 0, 0)
+    assert isinstance(read, Rejected)  # the worker dead-letters it
+    assert field in read.reason
+    assert "secret" not in read.reason  # never quotes the value
+
+
+class _Database:
+    """Counts visits unless one of them is ``poison``: then the whole transaction fails
+    with the error PostgreSQL gives for a NUL in text. ``outages`` fail first."""
+
+    def __init__(self, poison: set[uuid.UUID], outages: int = 0) -> None:
+        self.poison = poison
+        self.outages = outages
+        self.calls: list[list[uuid.UUID]] = []
+        self.counted: list[uuid.UUID] = []
+
+    async def count(self, visits: list[VisitRecorded]) -> None:
+        ids = [v.beacon_id for v in visits]
+        self.calls.append(ids)
+        if self.outages:
+            self.outages -= 1
+            raise OSError("connection refused")
+        if self.poison & set(ids):
+            raise asyncpg.exceptions.CharacterNotInRepertoireError(
+                'invalid byte sequence for encoding "UTF8": 0x00'
+            )
+        self.counted += ids
+
+
+class _Letters:
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, str]] = []
+
+    async def send(self, event: Any, reason: str) -> None:
+        self.sent.append((event, reason))
+
+
+@pytest.fixture(autouse=True)
+def _no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The retry delay is jittered by random.uniform: with no jitter, no wait.
+    monkeypatch.setattr(random, "uniform", lambda low, high: 0.0)
+
+
+async def test_a_batch_is_counted_in_one_transaction() -> None:
+    visits = [_visit() for _ in range(3)]
+    database, letters = _Database(set()), _Letters()
+    await worker.count_batch([(f"event{i}", v) for i, v in enumerate(visits)],
+                             database.count, letters.send)  # fmt: skip
+    assert database.calls == [[v.beacon_id for v in visits]]
+    assert letters.sent == []
+
+
+async def test_a_visit_the_database_refuses_is_dead_lettered_and_the_others_counted() -> None:
+    visits = [_visit() for _ in range(4)]
+    bad = visits[2]
+    database, letters = _Database({bad.beacon_id}), _Letters()
+    batch = [(f"event{i}", v) for i, v in enumerate(visits)]
+    await worker.count_batch(batch, database.count, letters.send)
+    assert database.counted == [v.beacon_id for v in visits if v is not bad]
+    assert letters.sent == [("event2", "cannot be stored: CharacterNotInRepertoireError (22021)")]
+    # Once as a batch, then once per visit: a data error is not retried.
+    assert len(database.calls) == 1 + len(visits)
+
+
+async def test_an_outage_is_retried_not_dead_lettered() -> None:
+    visits = [_visit() for _ in range(2)]
+    database, letters = _Database(set(), outages=3), _Letters()
+    await worker.count_batch([("e0", visits[0]), ("e1", visits[1])], database.count, letters.send)
+    assert database.counted == [v.beacon_id for v in visits]
+    assert len(database.calls) == 4  # three failures, then the batch at once
+    assert letters.sent == []
+
+
+async def test_an_outage_while_counting_one_at_a_time_is_retried_too() -> None:
+    visits = [_visit() for _ in range(2)]
+    database, letters = _Database({visits[0].beacon_id}), _Letters()
+    real = database.count
+    calls = 0
+
+    async def flaky(batch: list[VisitRecorded]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # the second visit's first try: the database is away
+            raise OSError("connection reset")
+        await real(batch)
+
+    await worker.count_batch([("e0", visits[0]), ("e1", visits[1])], flaky, letters.send)
+    assert database.counted == [visits[1].beacon_id]
+    assert [event for event, _ in letters.sent] == ["e0"]
