@@ -313,8 +313,8 @@ async def apply_replay(settings: DeletionSettings, target: str, plan: list[Repla
         }
         async with conn.transaction():
             for delete in plan:
-                if delete.table in tables:
-                    status = await conn.execute(delete.sql(), delete.value)
+                if tables.issuperset(delete.tables):
+                    status = await conn.execute(delete.sql(), delete.argument())
                     deleted += int(status.split()[-1])
     finally:
         await conn.close()

@@ -16,9 +16,16 @@ from uuid import UUID
 
 from services.deletion.domain.stages import Scope
 
-_COLUMN = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+_NAME = r"[a-z_][a-z0-9_]*"
+# table.column, or table.column.key (a jsonb column's key), optionally reached from a
+# child: "child.column -> table.column[.key]" deletes the child's rows whose column
+# matches that of the rows found (the same column name in both tables).
+_ENTRY = re.compile(
+    rf"^(?:(?P<child>{_NAME})\.(?P<link>{_NAME}) -> )?"
+    rf"(?P<table>{_NAME})\.(?P<column>{_NAME})(?:\.(?P<key>{_NAME}))?$"
+)
 
-SubjectColumns = dict[str, dict[str, tuple[str, ...]]]  # database -> scope -> table.column
+SubjectColumns = dict[str, dict[str, tuple[str, ...]]]  # database -> scope -> entries
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,34 @@ class ReplayDelete:
     table: str
     column: str
     value: UUID
+    # A jsonb column's key holding the id as text (notices' params: an id a snapshot
+    # taken before it had a column of its own still holds there).
+    key: str | None = None
+    # Rows of another table linked to the matching ones by ``link`` (the same name in
+    # both): those are deleted, not the matching rows themselves.
+    child: str | None = None
+    link: str | None = None
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables the delete reads or writes (a snapshot may lack one: skipped)."""
+        return (self.table,) if self.child is None else (self.child, self.table)
 
     def sql(self) -> str:
         # Names come from the validated configuration, never from input.
-        return f'DELETE FROM "{self.table}" WHERE "{self.column}" = $1'  # noqa: S608
+        if self.key is None:
+            match = f'"{self.column}" = $1'
+        else:
+            match = f""""{self.column}"->>'{self.key}' = $1::text"""
+        if self.child is None:
+            return f'DELETE FROM "{self.table}" WHERE {match}'  # noqa: S608
+        return (
+            f'DELETE FROM "{self.child}" WHERE "{self.link}" IN'  # noqa: S608
+            f' (SELECT "{self.link}" FROM "{self.table}" WHERE {match})'
+        )
+
+    def argument(self) -> UUID | str:
+        return self.value if self.key is None else str(self.value)
 
 
 def parse_subject_columns(text: str) -> SubjectColumns:
@@ -53,7 +84,7 @@ def parse_subject_columns(text: str) -> SubjectColumns:
             if scope not in ("account", "device", "request"):
                 raise ValueError(f"{database}: unknown scope {scope!r}")
             for entry in entries:
-                if not _COLUMN.match(entry):
+                if not _ENTRY.match(entry):
                     raise ValueError(f"{database}.{scope}: {entry!r} is not table.column")
             columns[database][scope] = tuple(entries)
     return columns
@@ -78,6 +109,16 @@ def replay_plan(
         if value is None:
             continue
         for qualified in columns.get(database, {}).get(entry.scope, ()):
-            table, column = qualified.split(".")
-            plan.append(ReplayDelete(table, column, value))
+            found = _ENTRY.match(qualified)
+            assert found is not None  # validated when parsed
+            plan.append(
+                ReplayDelete(
+                    found["table"],
+                    found["column"],
+                    value,
+                    key=found["key"],
+                    child=found["child"],
+                    link=found["link"],
+                )
+            )
     return plan

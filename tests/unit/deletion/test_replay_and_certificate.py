@@ -42,9 +42,26 @@ def test_the_plan_deletes_by_subject_or_item_columns_in_order() -> None:
     assert replay_plan("analytics", columns, [account]) == []
 
 
+def test_a_request_reply_is_replayed_through_the_request_id_in_its_params() -> None:
+    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    request = entry(None, scope="request")
+    plan = replay_plan("notifier", shipped, [request])
+    assert [d.sql() for d in plan] == [
+        'DELETE FROM "inbox_items" WHERE "notice_id" IN (SELECT "notice_id" FROM "notices"'
+        """ WHERE "params"->>'request_id' = $1::text)""",
+        'DELETE FROM "deliveries" WHERE "notice_id" IN (SELECT "notice_id" FROM "notices"'
+        """ WHERE "params"->>'request_id' = $1::text)""",
+        """DELETE FROM "notices" WHERE "params"->>'request_id' = $1::text""",
+    ]
+    assert {d.argument() for d in plan} == {str(request.item_id)}
+    assert plan[0].tables == ("inbox_items", "notices")
+
+
 def test_column_names_are_validated() -> None:
     with pytest.raises(ValueError, match=r"table\.column"):
         parse_subject_columns('[accounts]\naccount = ["users; DROP TABLE users"]\n')
+    with pytest.raises(ValueError, match=r"table\.column"):
+        parse_subject_columns('[notifier]\nrequest = ["notices.params.x\'; --"]\n')
     shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
     account = shipped["accounts"]["account"]
     assert "users.id" in account

@@ -1,0 +1,85 @@
+"""A restored notifier snapshot loses a deleted request's reply again (P-16), and the
+verifier can see the request's id in a notice (P-14): real PostgreSQL, a scratch
+database with the notifier's own migrations."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.deletion import backups
+from services.deletion.config import DeletionSettings
+from services.deletion.domain.replay import LedgerEntry, load_subject_columns, replay_plan
+from services.deletion.verifier import scan_database
+from services.notifier import store as notifier_store
+from shared.db.migrations import apply_migrations, migration_files
+from shared.db.prepare import BUS_MIGRATIONS
+
+NOTIFIER_MIGRATIONS = Path(notifier_store.__file__).parent / "migrations"
+
+
+async def _reply(conn: asyncpg.Connection, user: uuid.UUID, request: uuid.UUID) -> uuid.UUID:
+    notice = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO notices (notice_id, template, category, audience, params, channels,"
+        " source, status) VALUES ($1, 'request_reply', 'transactional', 'listed', $2,"
+        " ARRAY['email','inbox'], 'accounts', 'fanned_out')",
+        notice,
+        {"request_id": str(request)},
+    )
+    await conn.execute("INSERT INTO inbox_items (user_id, notice_id) VALUES ($1, $2)", user, notice)
+    await conn.execute("INSERT INTO deliveries (user_id, notice_id) VALUES ($1, $2)", user, notice)
+    return notice
+
+
+@pytest.mark.usefixtures("stack")
+async def test_a_deleted_requests_reply_does_not_come_back_with_a_restore() -> None:
+    settings = DeletionSettings()
+    target = f"imt_replay_test_{uuid.uuid4().hex[:8]}"
+    await backups._create_database(settings, target)
+    try:
+        conn = await asyncpg.connect(settings.admin_dsn(target))
+        try:
+            await conn.set_type_codec(
+                "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            )
+            await apply_migrations(
+                conn,
+                migration_files("bus", BUS_MIGRATIONS)
+                + migration_files("notifier", NOTIFIER_MIGRATIONS),
+            )
+            user, deleted, kept = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+            await _reply(conn, user, deleted)
+            control = await _reply(conn, user, kept)
+        finally:
+            await conn.close()
+
+        seen = await scan_database(settings.admin_dsn(target), "notifier", [deleted])
+        assert seen[deleted] == {"notifier.notices.request_id": 1}
+
+        erased = LedgerEntry(uuid.uuid4(), user, "request", deleted, datetime.now(UTC), None)
+        columns = load_subject_columns(settings.deletion_subject_columns_file)
+        plan = replay_plan("notifier", columns, [erased])
+        assert await backups.apply_replay(settings, target, plan) == 3
+
+        conn = await asyncpg.connect(settings.admin_dsn(target))
+        try:
+            left = await conn.fetch(
+                "SELECT 'inbox' AS t, notice_id FROM inbox_items"
+                " UNION ALL SELECT 'email', notice_id FROM deliveries"
+                " UNION ALL SELECT 'notice', notice_id FROM notices"
+            )
+        finally:
+            await conn.close()
+        assert sorted((r["t"], r["notice_id"]) for r in left) == sorted(
+            [("inbox", control), ("email", control), ("notice", control)]
+        )
+        seen = await scan_database(settings.admin_dsn(target), "notifier", [deleted])
+        assert deleted not in seen
+    finally:
+        await backups.drop_databases(settings, [target])
