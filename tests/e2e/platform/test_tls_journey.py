@@ -1,14 +1,16 @@
-"""P-10 end to end: the services themselves keep TLS on every hop of a sign-up.
+"""P-10 end to end: the services themselves keep TLS on every hop.
 
-accounts (API and relay) and the notifier's worker are restarted with the settings a
-deployment sets: Kafka through its SSL listener, PostgreSQL with ``verify-full``, SMTP
-with STARTTLS, each verified against the platform's CA. A user then signs up over the
-gateway's HTTPS and verifies the address from the email that arrived. Every TCP
-connection those processes hold is checked: none reaches Kafka's plaintext listener,
-every PostgreSQL session is encrypted, and the SMTP sink saw the email over TLS.
+Every process of every service (APIs, relays, workers, the Faust aggregator, the
+analytics eraser) is restarted with the settings a deployment sets: Kafka through its
+SSL listener, PostgreSQL with ``verify-full``, SMTP with STARTTLS, each verified
+against the platform's CA. A user then signs up over the gateway's HTTPS and verifies
+the address from the email that arrived, and a page view sent to the collector is
+counted by the aggregator. Every TCP connection each process holds is checked: none
+reaches Kafka's plaintext listener, every PostgreSQL session is encrypted, and the SMTP
+sink saw the email over TLS.
 
 Not covered, by design: the gateway-to-API hop, which stays on loopback (TLS ends at
-the gateway), and the other services, whose TLS hops tests/integration/tls covers.
+the gateway).
 """
 
 from __future__ import annotations
@@ -27,10 +29,14 @@ import pytest
 from deploy.local import services
 from deploy.local.layout import Layout
 from deploy.local.postgres import socket_dir
-from tests.e2e.platform.journeys import API, needs_accounts_and_notifier, signed_up_and_verified
+from tests.e2e.analytics.support import beacon, browser, unique_site, wait_for_visits
+from tests.e2e.platform.journeys import API, needs, signed_up_and_verified
 from tests.support.mailbox import Mailbox
 
-PROCESSES = ("accounts-api", "accounts-relay", "notifier-worker")
+PROCESSES = tuple(services.procfile_entries())
+# An API reads Kafka only when scraped (its gauges), or sends to it only when called;
+# every other process holds its consumer's or producer's connection all along.
+LAZY_KAFKA = {"accounts-api", "notifier-api", "deletion-api", "analytics-api"}
 ESTABLISHED = "01"
 
 
@@ -47,22 +53,25 @@ def _tls_settings(layout: Layout) -> dict[str, str]:
     }
 
 
+APIS = ["accounts", "notifier", "deletion", "analytics"]
+
+
 @pytest.fixture
 def over_tls(platform: str) -> Iterator[Layout]:
-    """The three processes restarted with TLS settings, and back as they were after."""
-    needs_accounts_and_notifier()
+    """Every service process restarted with TLS settings, and back as they were after."""
+    needs(*APIS)
     layout = Layout.from_env()
     if any(services.running(layout, name) is None for name in PROCESSES):
-        pytest.skip("accounts and the notifier are not run by this test session (make run)")
+        pytest.skip("the services are not run by this test session (make run)")
     services.stop_processes(PROCESSES, layout)
     try:
         services.ensure_processes(PROCESSES, layout, env=_tls_settings(layout))
-        services.wait_for_apis(["accounts"], layout)
+        services.wait_for_apis(APIS, layout)
         yield layout
     finally:
         services.stop_processes(PROCESSES, layout)
         services.ensure_processes(PROCESSES, layout)
-        services.wait_for_apis(["accounts"], layout)
+        services.wait_for_apis(APIS, layout)
 
 
 def _environ(pid: int) -> list[str]:
@@ -118,6 +127,12 @@ async def test_a_sign_up_keeps_tls_on_every_hop_of_the_services(over_tls: Layout
             )
             profile = await client.get(f"{API}/me", headers=headers)
             assert profile.json()["email_verified"] is True
+            site = unique_site()
+            sent = await client.post(
+                "/api/analytics/beacon", json=beacon(site, "/tls"), headers=browser(1)
+            )
+            assert sent.status_code == 204, sent.text
+            assert await wait_for_visits(client, site, 1) == 1  # the Faust worker counted it
         listing = await mailbox.listing()
     finally:
         await mailbox.close()
@@ -132,7 +147,7 @@ async def test_a_sign_up_keeps_tls_on_every_hop_of_the_services(over_tls: Layout
         assert "IMT_KAFKA_SECURITY_PROTOCOL=SSL" in environ, name
         remote_ports = {port for _, port in held}
         assert ports.kafka not in remote_ports, (name, held)  # never the plaintext listener
-        if name != "accounts-api":  # the API reads Kafka only when scraped
+        if name not in LAZY_KAFKA:
             assert ports.kafka_tls in remote_ports, (name, held)
         to_postgres = [local for local, port in held if port == ports.postgres]
         assert to_postgres, (name, held)
