@@ -549,6 +549,7 @@ async def test_commands_outside_the_notifier_categories_send_nothing(
 @pytest.mark.promise("P-27")
 @pytest.mark.promise("P-30")
 @pytest.mark.promise("P-33")
+@pytest.mark.sweep  # last: every email of the session, other suites' included
 async def test_every_email_the_platform_sent_so_far_is_categorised_and_compliant(
     mailbox: Mailbox, api: httpx.AsyncClient, producer: AIOKafkaProducer
 ) -> None:
