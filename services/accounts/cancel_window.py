@@ -140,7 +140,12 @@ async def close(conn: Connection, changed: DeletionStageChanged) -> bool:
         "SELECT status FROM deletion_requests WHERE id = $1 FOR UPDATE", changed.request_id
     )
     if status == "cancelled":
-        return False  # its DeletionCancelled went out first, in the same key's order
+        # Its DeletionCancelled went out first, in the same key's order. Announced
+        # (again) after it, the deletion service cannot have taken it (lost, or
+        # dead-lettered there): it is told again, and ignores a repeat.
+        cancelled = DeletionCancelled(user_id=changed.subject_id, request_id=changed.request_id)
+        await emit(conn, cancelled, changed.subject_id)
+        return False
     if status == "requested":
         await conn.execute(
             "UPDATE deletion_requests SET status = 'confirmed', updated_at = now() WHERE id = $1",

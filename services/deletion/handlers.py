@@ -362,6 +362,10 @@ async def _await_cancel_window(conn: Connection, deps: Deps, tracked: Tracked) -
         cap=timedelta(seconds=s.deletion_retry_max_seconds),
     )
     if step == "escalate":
+        # Announced once more: a request that waited past the timeout with its first
+        # announcement lost (as migration 007 found them) gets its answer, and the late
+        # confirmation resumes it without an operator.
+        await _announce(conn, deps, r)
         reason = "no confirmation in time from: accounts (cancel window)"
         escalated = stages.escalate(r, reason, now)
         return await enter(conn, deps, tracked.with_request(escalated), None)
@@ -595,7 +599,11 @@ async def place_hold(
     conn: Connection, deps: Deps, request_id: UUID, reason: str, operator: UUID
 ) -> Tracked:
     """Hold the request's subject: this request and the subject's others not yet erasing
-    pause, and any it makes later start paused, until an operator releases the hold."""
+    pause, and any it makes later start paused, until an operator releases the hold.
+
+    Placed through a request already erasing or erased (a claim that comes up after the
+    deletion), it holds what is kept of the subject for a period: its releases wait
+    (:func:`release_retained`). The request itself goes on as it was."""
     tracked = await _lock_subject_of(conn, request_id)
     now = deps.now()
     held = stages.place_hold(tracked.request, reason, now)
@@ -605,6 +613,8 @@ async def place_hold(
         if other.request.request_id != request_id:
             paused = stages.place_hold(other.request, reason, now)
             await enter(conn, deps, other.with_request(paused), None, actor=operator)
+    if held is tracked.request:  # erasing or erased: nothing of it to pause
+        return tracked
     return await enter(conn, deps, tracked.with_request(held), None, actor=operator)
 
 

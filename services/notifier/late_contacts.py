@@ -17,13 +17,11 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
-from services.notifier.store import WORK_CHANNEL
+from services.notifier.store import LATE_CARD_CATEGORIES, WORK_CHANNEL
 from shared.db.pool import Connection
 from shared.events.catalogue.notifier import NoticeDelivered
 from shared.events.topics import NOTIFIER_DELIVERIES
 
-#: The notices every account that existed must get, however late its card.
-CATEGORIES = ("account_security", "policy_change")
 #: How far back: longer than an account lives unactivated (it lapses after 30 days once
 #: its links expired), so no activation is too late; an older notice is not news.
 WINDOW = timedelta(days=60)
@@ -35,6 +33,8 @@ JOIN notices n ON n.audience = 'all' AND n.status = 'fanned_out' AND n.recipient
   AND n.category = ANY($2::text[])
   AND n.fanned_out_at > c.known_since AND n.fanned_out_at > now() - $3::interval
 WHERE c.user_id = $1 AND c.active AND NOT c.erase_pending
+  -- A card read late, after the account's erasure here: nothing is written for it.
+  AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.subject_id = $1 AND e.whole_account)
   AND NOT EXISTS (SELECT 1 FROM inbox_items i WHERE i.notice_id = n.notice_id AND i.user_id = $1)
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notice_id = n.notice_id AND d.user_id = $1)
 ORDER BY n.fanned_out_at
@@ -59,8 +59,13 @@ FROM (SELECT gen_random_uuid() AS id) e
 async def deliver_missed(conn: Connection, user_id: UUID) -> int:
     """Deliver to the user the notices for all users their card came too late for;
     returns how many. Run in the card's transaction, after it is stored."""
-    missed = await conn.fetch(_MISSED, user_id, list(CATEGORIES), WINDOW)
+    missed = await conn.fetch(_MISSED, user_id, list(LATE_CARD_CATEGORIES), WINDOW)
     for n in missed:
+        outcomes_pending = await conn.fetchval(
+            "UPDATE notices SET recipients = recipients + 1 WHERE notice_id = $1"
+            " RETURNING inbox_outcomes_pending",
+            n["notice_id"],
+        )
         if "inbox" in n["channels"]:
             await conn.execute(
                 "INSERT INTO inbox_items (user_id, notice_id, pinned) VALUES ($1, $2, $3)"
@@ -69,13 +74,14 @@ async def deliver_missed(conn: Connection, user_id: UUID) -> int:
                 n["notice_id"],
                 n["pinned"],
             )
-            await conn.execute(
-                _INBOX_OUTCOME,
-                n["notice_id"],
-                user_id,
-                NOTIFIER_DELIVERIES.name,
-                NoticeDelivered.type_name(),
-            )
+            if not outcomes_pending:  # else the fan-out's outcomes, still queued, hold it
+                await conn.execute(
+                    _INBOX_OUTCOME,
+                    n["notice_id"],
+                    user_id,
+                    NOTIFIER_DELIVERIES.name,
+                    NoticeDelivered.type_name(),
+                )
         if "email" in n["channels"]:
             await conn.execute(
                 "INSERT INTO deliveries (notice_id, user_id) VALUES ($1, $2)"
@@ -91,10 +97,6 @@ async def deliver_missed(conn: Connection, user_id: UUID) -> int:
                 n["params"]["policy_version"],
                 n["notice_id"],
             )
-        await conn.execute(
-            "UPDATE notices SET recipients = recipients + 1 WHERE notice_id = $1",
-            n["notice_id"],
-        )
     if missed:
         await conn.execute("SELECT pg_notify($1, '')", WORK_CHANNEL)
     return len(missed)

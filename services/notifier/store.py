@@ -26,6 +26,9 @@ SECRET_LINKS = frozenset(
 )
 SECRET_PARAMS = ("token", "link", "verify_url", "consent_url", "reset_url", "cancel_url")
 EMAIL_CHANGED = "email_changed"  # the template told to the address an email change replaced
+# Notices for all users that every account existing when they went out must get, its
+# card late or not (services/notifier/late_contacts.py): a breach, a policy change.
+LATE_CARD_CATEGORIES = ("account_security", "policy_change")
 
 
 # -- contacts --------------------------------------------------------------------------
@@ -52,12 +55,16 @@ class SealedContact:
 
 async def upsert_contact(conn: Connection, c: SealedContact) -> None:
     # A person who asked us (by email, recorded by an operator) to stop ALL email asked
-    # it of themselves, not of one address: their next address is suppressed too.
+    # it of themselves, not of one address: their next address is suppressed too. Only
+    # a request recorded since the account has held the address: an address keeps its
+    # suppression after its holder's erasure, and a newcomer using it asked nothing.
     await conn.execute(
         "INSERT INTO suppressions (email_index, category, source)"
         " SELECT $2, 'all', 'operator' FROM contacts c JOIN suppressions s"
         "   ON s.email_index = c.email_index AND s.category = 'all' AND s.source = 'operator'"
         " WHERE c.user_id = $1 AND c.email_index <> $2"
+        "   AND (s.created_at >= c.known_since OR EXISTS (SELECT 1 FROM operator_suppressions o"
+        "        WHERE o.email_index = c.email_index AND o.created_at >= c.known_since))"
         "   AND (c.card_changed_at IS NULL OR $3::timestamptz IS NULL"
         "        OR $3::timestamptz >= c.card_changed_at)"
         " ON CONFLICT (email_index, category) DO UPDATE SET source = 'operator'",
@@ -181,11 +188,14 @@ async def erase_contact_on_tombstone(conn: Connection, user_id: UUID) -> None:
 
 async def forget_tombstoned_contacts(conn: Connection) -> int:
     """Drop contacts tombstoned more than ``SWEEP_WINDOW`` ago that no erasure email
-    waits for (their erasure command never came, or came for another store only)."""
+    waits for (their erasure command never came, or came for another store only). One
+    given up on for now waits too: its erasure is still confirming, kept for a replay."""
     status = await conn.execute(
         "DELETE FROM contacts c WHERE c.erase_pending AND c.updated_at < now() - $1::interval"
         " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.user_id = c.user_id"
-        " AND d.erasure_request IS NOT NULL AND d.status IN ('pending', 'sending'))",
+        " AND d.erasure_request IS NOT NULL AND (d.status IN ('pending', 'sending')"
+        "  OR (d.status = 'dead' AND EXISTS (SELECT 1 FROM erasures e"
+        "   WHERE e.request_id = d.erasure_request AND e.state = 'confirming'))))",
         SWEEP_WINDOW,
     )
     return int(status.split()[-1])
@@ -260,10 +270,11 @@ async def fan_out(conn: Connection, n: Notice) -> int:
     if inbox or email:
         condition = audience_sql_filter(n.category)
         if n.audience == "all":
-            # No card is stored while this runs, nor between its statement and its
-            # commit: a card comes either before (and is fanned out to here) or after
-            # (and finds this notice fanned out: services/notifier/late_contacts.py).
-            await conn.execute("LOCK TABLE contacts IN SHARE MODE")
+            if n.category in LATE_CARD_CATEGORIES:
+                # No card is stored while this runs, nor between its statement and its
+                # commit: a card comes either before (and is fanned out to here) or
+                # after (and finds this notice fanned out: late_contacts.py).
+                await conn.execute("LOCK TABLE contacts IN SHARE MODE")
             status = await conn.execute(
                 f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608 - constants
                 f" SELECT c.user_id, $1, $2::{cast} FROM contacts c"
@@ -326,12 +337,19 @@ def notice_from_row(row: Any) -> Notice:
 
 
 async def claim_scheduled(conn: Connection, limit: int = 5) -> list[Notice]:
-    rows = await conn.fetch(
+    """Due scheduled notices, locked: one for all users alone, else up to ``limit``.
+
+    A notice for all users may wait for the contacts table (:func:`fan_out`). Holding
+    listed notices meanwhile would deadlock with an erasure that wrote contacts and
+    then takes the subject out of those notices' lists."""
+    due = (
         f"SELECT * FROM notices WHERE {holds.NOT_HELD}"  # noqa: S608
-        " AND status = 'scheduled' AND send_at <= now()"
-        " ORDER BY send_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-        limit,
+        " AND status = 'scheduled' AND send_at <= now() AND {audience}"
+        " ORDER BY send_at LIMIT $1 FOR UPDATE SKIP LOCKED"
     )
+    rows = await conn.fetch(due.format(audience="audience = 'all'"), 1)
+    if not rows:
+        rows = await conn.fetch(due.format(audience="audience <> 'all'"), limit)
     return [notice_from_row(r) for r in rows]
 
 

@@ -24,17 +24,23 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     CorruptRecordException,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
     InvalidTopicError,
     KafkaError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
     RecordListTooLargeError,
     RecordTooLargeError,
+    UnknownProducerId,
 )
 
 from shared.bus.faults import crash_point
@@ -81,13 +87,18 @@ class OutboxRelay:
         dsn: str,
         producer: AIOKafkaProducer,
         settings: RelaySettings | None = None,
+        new_producer: ProducerFactory | None = None,
     ) -> None:
         self._dsn = dsn
         self._producer = producer
+        # Starts a producer in place of one whose idempotence state broke; without it,
+        # that error ends :meth:`run` (the process is restarted by its supervisor).
+        self._new_producer = new_producer
         self._settings = settings or RelaySettings()
         self._stopping = asyncio.Event()
         self._retry_in = 0.0
         self.published = 0
+        self.renewals = 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -114,6 +125,11 @@ class OutboxRelay:
         had taken go again then (consumers drop the repeats by event id)."""
         try:
             published = await self.publish_batch(conn)
+        except PRODUCER_BROKEN:
+            if self._new_producer is None:
+                raise
+            await self._renew_producer()
+            return None
         except KafkaError as exc:
             self._retry_in = min(
                 self._settings.retry_max_seconds,
@@ -155,6 +171,20 @@ class OutboxRelay:
         self.published += len(rows) - len(refused)
         return len(rows)
 
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The producer in use (a new one after :meth:`_renew_producer`): its owner's to
+        stop."""
+        return self._producer
+
+    async def _renew_producer(self) -> None:
+        assert self._new_producer is not None
+        log.warning("the producer's idempotence state broke; publishing with a new one")
+        with contextlib.suppress(Exception):  # it is being dropped for being broken
+            await self._producer.stop()
+        self._producer = await self._new_producer()
+        self.renewals += 1
+
     async def _send(self, row: asyncpg.Record) -> asyncio.Future[object]:
         future: asyncio.Future[object] = await self._producer.send(
             row["topic"],
@@ -195,6 +225,20 @@ REFUSED_FOR_GOOD: tuple[type[KafkaError], ...] = (
     CorruptRecordException,
     InvalidTopicError,
 )
+
+
+# The idempotent producer's own state is lost, not the broker: aiokafka keeps a
+# partition's sequence moving and never resets its producer id, so every later batch
+# of this producer fails the same way. Only a new producer (a new id) gets past it.
+PRODUCER_BROKEN: tuple[type[KafkaError], ...] = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    ProducerFenced,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+)
+
+ProducerFactory = Callable[[], Awaitable[AIOKafkaProducer]]
 
 
 def _refusal(exc: KafkaError) -> str:

@@ -10,6 +10,8 @@ import asyncio
 import signal
 import sys
 
+from aiokafka import AIOKafkaProducer
+
 from shared.bus.kafka_options import reliable_producer
 from shared.bus.relay import OutboxRelay, RelaySettings
 from shared.config import PlatformSettings
@@ -23,12 +25,17 @@ async def relay_outbox(settings: PlatformSettings, database: str) -> None:
     pool = await service_pool(settings, database, max_size=1)
     await migrate_service_database(pool, database, None)  # the outbox table must exist
     await pool.close()
-    producer = reliable_producer(settings)
-    await producer.start()
+
+    async def started_producer() -> AIOKafkaProducer:
+        producer = reliable_producer(settings)
+        await producer.start()
+        return producer
+
     relay = OutboxRelay(
         settings.database_dsn(database),
-        producer,
+        await started_producer(),
         RelaySettings(idle_poll_seconds=settings.outbox_idle_poll_seconds),
+        new_producer=started_producer,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -36,7 +43,7 @@ async def relay_outbox(settings: PlatformSettings, database: str) -> None:
     try:
         await relay.run()
     finally:
-        await producer.stop()
+        await relay.producer.stop()
 
 
 def main() -> None:

@@ -27,11 +27,14 @@ from pydantic import (
     model_validator,
 )
 
-from shared.events.catalogue.analytics import CONTROL_CHARACTERS, DeviceClass
+from shared.events.catalogue.analytics import DeviceClass
 from shared.pii import contains_pii, redact, referrer_host, scrub_url
 from shared.pii.phones import MIN_PHONE_DIGITS
 from shared.pii.urls import scrub_ids
 
+# C0, DEL and C1 controls (VisitRecorded refuses C0 and DEL only: it must still read
+# what an older collector published).
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_PAGE_CHARS = 512
 DIRECT = "(direct)"
 # A site is a host name of ours (e.g. "imt.example" or "app.imt.example"); never an IP.
@@ -78,7 +81,7 @@ class Beacon(BaseModel):
         # A NUL cannot be stored in PostgreSQL text: one such visit would stop the
         # aggregation at it. No control character belongs in a URL or a screen name, and
         # the visit would be refused as it is read (see VisitRecorded): refused here.
-        if value is not None and CONTROL_CHARACTERS.search(value):
+        if value is not None and _CONTROLS.search(value):
             raise ValueError("control characters are not allowed")
         return value
 

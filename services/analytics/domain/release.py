@@ -97,13 +97,18 @@ class _Hidden:
         self.keys[i].add(key)
 
 
-def _too_few_hidden(whole: Cell, shown: Sequence[Cell], k: int) -> bool:
-    """Whether the parts of ``whole`` not ``shown`` may hold fewer than k visitors.
+def _too_few_hidden(whole: Cell, shown: Sequence[Cell], hidden: Sequence[Cell], k: int) -> bool:
+    """Whether the ``hidden`` parts of ``whole`` may hold fewer than k visitors.
 
     Their visits (whole minus shown) say nothing of that: one visitor's reloads can
-    fill them. Every visitor of the whole not in a shown part is in a hidden one, so
-    whole minus shown, counted in visitors, is as many as can be promised."""
-    return whole.unique_visitors - sum(c.unique_visitors for c in shown) < k
+    fill them. Two bounds always hold: every visitor of the whole not in a shown part
+    is in a hidden one, and the hidden parts hold at least their largest one's. (The
+    first alone goes below zero as soon as visitors are in several parts, as returning
+    visitors are in several hours, and readers of many pages in several pages: it would
+    hide the smallest shown part again and again, and most of a release with it.)"""
+    beyond_shown = whole.unique_visitors - sum(c.unique_visitors for c in shown)
+    largest = max((c.unique_visitors for c in hidden), default=0)
+    return max(beyond_shown, largest) < k
 
 
 def _complement_within(windows: Sequence[Window], hidden: _Hidden, k: int) -> bool:
@@ -118,7 +123,8 @@ def _complement_within(windows: Sequence[Window], hidden: _Hidden, k: int) -> bo
             group = [c for c in window.cells if c.dimension == dimension]
             kept = [c for c in group if not hidden.hides(i, _key(c))]
             hiding = len(group) - len(kept)
-            if hiding and (hiding == 1 or _too_few_hidden(window.total, kept, k)):
+            out = [c for c in group if hidden.hides(i, _key(c))]
+            if hiding and (hiding == 1 or _too_few_hidden(window.total, kept, out, k)):
                 hidden.hide(i, _key(_smallest(kept)) if kept else TOTAL)
                 changed = True
                 if not kept:
@@ -185,7 +191,8 @@ def _hidden_parts_too_few(s: _Sum, hidden: _Hidden, k: int) -> bool:
     if s.whole is None or hidden.hides(s.whole[0], s.key):
         return False
     shown = [c for i, c in s.parts if not hidden.hides(i, s.key)]
-    return len(shown) < len(s.parts) and _too_few_hidden(s.whole[1], shown, k)
+    out = [c for i, c in s.parts if hidden.hides(i, s.key)]
+    return bool(out) and _too_few_hidden(s.whole[1], shown, out, k)
 
 
 def hidden_keys(

@@ -33,6 +33,11 @@ Scope = Literal["account", "device", "request"]
 ACTIVE_STAGES: tuple[DeletionStage, ...] = ("requested", "grace", "holds")
 CANCELLABLE: frozenset[DeletionStage] = frozenset({"requested", "grace"})
 HOLDABLE: frozenset[DeletionStage] = frozenset({"requested", "grace", "holds"})
+# Erased already: a hold placed through such a request pauses nothing of it, but holds
+# what is kept of the subject for a period (its releases wait) and pauses the others.
+HOLDS_KEPT_RECORDS: frozenset[DeletionStage] = frozenset(
+    {"erasing", "shredded", "backups_pending", "complete", "escalated"}
+)
 FINAL: frozenset[DeletionStage] = frozenset({"complete", "cancelled"})
 # The happy path, in order: what a user is shown as "remaining".
 PATH: tuple[DeletionStage, ...] = (
@@ -160,9 +165,12 @@ def close_cancel_window(request: DeletionRequest, now: datetime) -> DeletionRequ
 
 
 def place_hold(request: DeletionRequest, reason: str, now: datetime) -> DeletionRequest:
-    """A legal hold pauses the request before anything is erased."""
+    """A legal hold pauses the request before anything is erased; placed through one
+    already erasing or erased, it leaves it as it is (see :data:`HOLDS_KEPT_RECORDS`)."""
     if not reason.strip():
         raise ValueError("a legal hold states its reason")
+    if request.stage in HOLDS_KEPT_RECORDS:
+        return request
     _require(request, *HOLDABLE)
     return replace(_enter(request, "paused", now, reason), paused_from=request.stage)
 

@@ -15,9 +15,10 @@ from shared.events.topics import ANALYTICS_TRENDS, ANALYTICS_VISITS, Topic
 DeviceClass = Literal["desktop", "mobile", "tablet", "app", "other"]
 WindowGrain = Literal["minute", "hour", "day"]
 Dimension = Literal["page", "referrer_host", "device_class"]
-# C0 and C1 controls and DEL: none belongs in a URL, a host or a screen name, and
-# PostgreSQL text cannot hold a NUL.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 controls and DEL: PostgreSQL text cannot hold a NUL, and none belongs in a URL, a
+# host or a screen name. (The collector refuses C1 controls too; records an older
+# collector published with one are stored and counted, not dead-lettered.)
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _printable(value: str) -> str:

@@ -126,3 +126,41 @@ async def test_a_request_that_missed_the_hold_pauses_before_erasing(
         async with harness.pool.acquire() as conn, conn.transaction():
             await handlers.lift_hold(conn, deps, request_id, operator)
         assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
+
+
+async def test_a_hold_placed_after_the_erasure_keeps_the_records_kept_for_a_period(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    """A claim comes up after the account was erased: a hold placed through the finished
+    request leaves it finished, and its kept records' release waits for the hold."""
+    rules = tmp_path / "retention.toml"
+    rules.write_text(
+        'version = "short"\n[[rule]]\ncategory = "financial_records"\nlegal_basis = "financial"\n'
+        'period_days = 0.0001\naction = "keep_anonymised"\n'  # about 9 seconds
+    )
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_retention_file=str(rules))
+    async with running_harness(settings) as harness:
+        deps = dependencies(settings, harness.runtime)
+        request_id, subject = await harness.request_deletion()
+        assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
+        operator = uuid.uuid4()
+        async with harness.pool.acquire() as conn, conn.transaction():
+            held = await handlers.place_hold(conn, deps, request_id, "claim 12", operator)
+            assert await legal_holds.in_force(conn, subject) is not None
+        assert held.request.stage == "complete"
+
+        await asyncio.sleep(12)  # past the period, and the worker's rounds
+        assert {c.request_id for c in harness.stores.seen} == {request_id}  # no release
+        sent = await harness.pool.fetchval(
+            "SELECT sent_at FROM retention_releases WHERE request_id = $1", request_id
+        )
+        assert sent is None
+
+        async with harness.pool.acquire() as conn, conn.transaction():
+            await handlers.lift_hold(conn, deps, request_id, operator)
+        for _ in range(600):
+            if len({c.request_id for c in harness.stores.seen}) == 2:
+                break
+            await asyncio.sleep(0.1)
+        release = next(c for c in harness.stores.seen if c.request_id != request_id)
+        assert (release.subject_id, release.retain_categories) == (subject, ())

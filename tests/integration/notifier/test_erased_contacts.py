@@ -121,9 +121,15 @@ async def test_a_final_email_given_up_on_for_now_keeps_the_rows_for_a_replay(
     async with pool.acquire() as conn, conn.transaction():
         await store.upsert_contact(conn, await sealed_contact(vault, uid, ADDRESS))
         await handlers.start_erasure(conn, vault, command)
+        await store.erase_contact_on_tombstone(conn, uid)  # accounts tombstones the card
 
     assert await send_all(pool, vault, {ADDRESS: 451}) == []
     async with pool.acquire() as conn:
+        # Hours later, the sweep of tombstoned contacts keeps the one the replay needs.
+        await conn.execute(
+            "UPDATE contacts SET updated_at = now() - interval '2 hours' WHERE user_id = $1", uid
+        )
+        await store.forget_tombstoned_contacts(conn)
         state = await conn.fetchval(
             "SELECT state FROM erasures WHERE request_id = $1", command.request_id
         )

@@ -85,6 +85,7 @@ async def test_a_breach_notice_reaches_cards_that_came_after_it_for_accounts_tha
     await _fan_out(pool, breach)
     assert await _told(pool, held, breach) == (1, 0)  # its email is planned from the item
     assert await _told(pool, unconfirmed, breach) == (0, 0)  # no notice to an unconfirmed one
+    await _queue_fan_out_outcomes(pool)
 
     await _card(pool, vault, in_transit, before)  # written before the fan-out, read after
     await _card(pool, vault, unconfirmed, datetime.now(UTC))  # confirmed since
@@ -94,7 +95,10 @@ async def test_a_breach_notice_reaches_cards_that_came_after_it_for_accounts_tha
     assert await _told(pool, newcomer, breach) == (0, 0)
 
     [outcome] = await pool.fetch(
-        "SELECT topic, key, value FROM bus_outbox WHERE key = $1", str(in_transit).encode()
+        "SELECT topic, key, value FROM bus_outbox WHERE key = $1"
+        " AND convert_from(value, 'UTF8')::jsonb #>> '{data,notice_id}' = $2",
+        str(in_transit).encode(),
+        str(breach.notice_id),
     )
     delivered = read_record(outcome["value"], outcome["key"], outcome["topic"], 0, 0)
     assert isinstance(delivered, Delivery), delivered
@@ -107,6 +111,53 @@ async def test_a_breach_notice_reaches_cards_that_came_after_it_for_accounts_tha
         "SELECT recipients FROM notices WHERE notice_id = $1", breach.notice_id
     )
     assert recipients == 3  # held, then in transit and unconfirmed
+
+
+async def _queue_fan_out_outcomes(pool: asyncpg.Pool) -> None:
+    """What the worker's outcome loop does after a fan-out: its items' outcomes, queued."""
+    async with pool.acquire() as conn:
+        while await store.queue_inbox_outcomes(conn) is not None:
+            pass
+
+
+async def _outcomes(pool: asyncpg.Pool, uid: uuid.UUID, notice: store.Notice) -> int:
+    return int(
+        await pool.fetchval(
+            "SELECT count(*) FROM bus_outbox WHERE key = $1"
+            " AND convert_from(value, 'UTF8')::jsonb #>> '{data,notice_id}' = $2",
+            str(uid).encode(),
+            str(notice.notice_id),
+        )
+    )
+
+
+async def test_a_card_read_before_the_fan_outs_outcomes_went_gets_one_outcome(
+    pool: asyncpg.Pool, vault: Vault
+) -> None:
+    uid = uuid.uuid4()
+    breach = _breach()
+    await _fan_out(pool, breach)
+    await _card(pool, vault, uid, datetime.now(UTC) - timedelta(minutes=1))
+    assert await _told(pool, uid, breach) == (1, 1)
+    assert await _outcomes(pool, uid, breach) == 0  # the fan-out's outcomes, still to go, hold it
+    await _queue_fan_out_outcomes(pool)
+    assert await _outcomes(pool, uid, breach) == 1
+
+
+async def test_a_card_read_after_the_accounts_erasure_is_told_nothing(
+    pool: asyncpg.Pool, vault: Vault
+) -> None:
+    uid = uuid.uuid4()
+    breach = _breach()
+    await _fan_out(pool, breach)
+    await pool.execute(
+        "INSERT INTO erasures (request_id, subject_id, state, whole_account)"
+        " VALUES ($1, $2, 'done', true)",
+        uuid.uuid4(),
+        uid,
+    )
+    await _card(pool, vault, uid, datetime.now(UTC) - timedelta(minutes=1))  # a lagging read
+    assert await _told(pool, uid, breach) == (0, 0)
 
 
 async def test_a_late_card_is_recorded_as_told_of_the_policy_version(

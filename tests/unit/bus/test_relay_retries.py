@@ -32,7 +32,7 @@ def test_a_record_too_large_is_refused_for_good(error: type[KafkaError]) -> None
         UnknownProducerId,
     ],
 )
-def test_errors_a_later_batch_gets_past_are_raised_not_set_aside(
+def test_errors_not_of_the_record_are_raised_not_set_aside(
     error: type[KafkaError],
 ) -> None:
     with pytest.raises(error):
@@ -65,3 +65,55 @@ async def test_a_batch_kafka_did_not_take_is_tried_again_after_a_growing_wait() 
     assert await relay.publish_or_wait(None) == 7  # type: ignore[arg-type]
     assert relay.waits == [0.001, 0.002]
     assert relay.published == 0  # publish_batch counts; nothing was counted twice
+
+
+class _Producer:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stopped = False
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class _SequenceBroken(OutboxRelay):
+    """A relay whose producer's idempotence state broke: every batch of that producer
+    fails, as aiokafka's would; a new producer's go."""
+
+    def __init__(self, renew: bool) -> None:
+        self.made: list[_Producer] = []
+
+        async def new_producer() -> Any:
+            self.made.append(_Producer(f"new-{len(self.made)}"))
+            return self.made[-1]
+
+        quick = RelaySettings(retry_seconds=0.001, retry_max_seconds=0.002)
+        super().__init__(
+            "postgresql://unused",
+            _Producer("first"),
+            settings=quick,
+            new_producer=new_producer if renew else None,
+        )
+
+    async def publish_batch(self, conn: Any) -> int:
+        if self.producer.name == "first":
+            raise OutOfOrderSequenceNumber()
+        return 3
+
+    async def _pause(self, seconds: float) -> None:
+        pass
+
+
+async def test_a_producer_whose_sequence_broke_is_replaced_not_retried_for_ever() -> None:
+    relay = _SequenceBroken(renew=True)
+    first = relay.producer
+    assert await relay.publish_or_wait(None) is None  # type: ignore[arg-type]
+    assert first.stopped
+    assert relay.producer is relay.made[0]
+    assert await relay.publish_or_wait(None) == 3  # type: ignore[arg-type]
+    assert relay.renewals == 1
+
+
+async def test_without_a_way_to_renew_it_the_error_ends_the_relay() -> None:
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await _SequenceBroken(renew=False).publish_or_wait(None)  # type: ignore[arg-type]

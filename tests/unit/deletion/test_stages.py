@@ -112,11 +112,18 @@ def test_a_held_request_in_grace_can_still_be_cancelled() -> None:
     assert stages.cancel(held, T0).stage == "cancelled"
 
 
-def test_a_hold_needs_a_reason_and_comes_before_erasing() -> None:
+def test_a_hold_needs_a_reason_and_pauses_only_what_is_not_erased_yet() -> None:
     with pytest.raises(ValueError, match="reason"):
         stages.place_hold(in_stage("grace"), "  ", T0)
-    with pytest.raises(stages.StageConflict):
-        stages.place_hold(in_stage("erasing"), "too late", T0)
+    assert stages.place_hold(in_stage("grace"), "claim", T0).stage == "paused"
+    for erased in ("erasing", "backups_pending"):  # it holds what is kept, not the request
+        request = in_stage(erased)
+        assert stages.place_hold(request, "claim", T0) is request
+    paused = stages.place_hold(in_stage("grace"), "claim", T0)
+    cancelled = stages.cancel(in_stage("grace"), T0)
+    for request in (paused, cancelled):
+        with pytest.raises(stages.StageConflict):
+            stages.place_hold(request, "claim", T0)
 
 
 def test_escalation_and_retry() -> None:
