@@ -13,7 +13,6 @@ hypothesis_settings.register_profile("shared-machine", deadline=None)
 hypothesis_settings.load_profile("shared-machine")
 
 
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``sweep`` look back over everything the session did (every email
     the platform sent): they run last, whatever their place in the tree."""
