@@ -6,6 +6,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON_BOOT ?= python3
+APT_GET     ?= apt-get
 UV_VERSION  ?= 0.13.9
 export UV_SYSTEM_CERTS := 1
 export UV_NO_PROGRESS := 1
@@ -37,7 +38,11 @@ help:
 	@$(UV) --version >/dev/null 2>&1 \
 		|| $(call PIP_INSTALL_UV) 2>/dev/null \
 		|| $(call PIP_INSTALL_UV,--user) 2>/dev/null \
-		|| $(call PIP_INSTALL_UV,--user --break-system-packages) \
+		|| $(call PIP_INSTALL_UV,--user --break-system-packages) 2>/dev/null \
+		|| { [ "$$(id -u)" = 0 ] && command -v $(APT_GET) >/dev/null \
+			&& $(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install \
+				-y -qq --no-install-recommends python3-pip >/dev/null \
+			&& $(call PIP_INSTALL_UV,--user --break-system-packages); } \
 		|| { echo "cannot install uv with $(PYTHON_BOOT) -m pip: install pip" \
 			"(apt-get install python3-pip) or uv (https://docs.astral.sh/uv/)" >&2; exit 1; }
 	$(UV) sync --frozen --quiet
@@ -51,8 +56,11 @@ run: setup
 stop: setup
 	$(PY) deploy/local/run.py --stop
 
+# The slow first start (apt, Maven) happens here, outside any test's time limit; the
+# test run reuses what is up (and stops it after when IMT_TEST_STOP_STACK=1, as in CI).
 test: setup
 	@rm -rf .reports
+	$(STACK) up --only kafka,postgres,smtp
 	$(PY) -m pytest --durations=15
 	@echo
 	@$(PY) tools/promises.py

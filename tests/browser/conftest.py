@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, async_playwright
+
+from deploy.local import procs
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without these, Chromium phones home at start (refused on this network, and not ours).
@@ -31,13 +32,9 @@ QUIET_FLAGS = [
 
 def _ensure_chromium() -> str:
     if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=False, env=env,
-                       capture_output=True)  # fmt: skip
-        if not CHROMIUM.exists():
-            subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
-            subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, env=env,
-                           capture_output=True)  # fmt: skip
+        # As the stack's packages are: without Recommends, waiting for apt's lock, no
+        # daemon of the package started.
+        procs.apt_install(["chromium"], "Chromium")
     if not CHROMIUM.exists():
         pytest.fail("Chromium is missing: run `apt-get install -y chromium` (as root)")
     return str(CHROMIUM)

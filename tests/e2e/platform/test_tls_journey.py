@@ -113,6 +113,7 @@ async def _unencrypted_sessions(layout: Layout, client_ports: list[int]) -> int:
 
 
 @pytest.mark.promise("P-10")
+@pytest.mark.timeout(900)  # every process stopped and started twice, on 2 cores
 async def test_a_sign_up_keeps_tls_on_every_hop_of_the_services(over_tls: Layout) -> None:
     layout = over_tls
     ports = layout.ports

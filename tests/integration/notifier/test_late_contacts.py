@@ -134,9 +134,10 @@ async def _outcomes(pool: asyncpg.Pool, uid: uuid.UUID, notice: store.Notice) ->
 async def test_a_card_read_before_the_fan_outs_outcomes_went_gets_one_outcome(
     pool: asyncpg.Pool, vault: Vault
 ) -> None:
-    uid = uuid.uuid4()
+    held, uid = uuid.uuid4(), uuid.uuid4()
+    await _card(pool, vault, held, datetime.now(UTC) - timedelta(minutes=2))
     breach = _breach()
-    await _fan_out(pool, breach)
+    await _fan_out(pool, breach)  # an item for the card held: its outcome is to be queued
     await _card(pool, vault, uid, datetime.now(UTC) - timedelta(minutes=1))
     assert await _told(pool, uid, breach) == (1, 1)
     assert await _outcomes(pool, uid, breach) == 0  # the fan-out's outcomes, still to go, hold it

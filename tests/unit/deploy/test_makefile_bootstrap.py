@@ -16,6 +16,8 @@ MAKEFILE = Path(__file__).resolve().parents[3] / "Makefile"
 FAKE_PYTHON = """\
 #!/bin/sh
 echo "$*" >> "$CALLS"
+# pip, once the fake apt-get "installed" it, takes any install.
+case "$*" in *"pip install"*) [ -e "$CALLS.pip" ] && exit 0 ;; esac
 case "$*" in
   "-m uv --version") exit 1 ;;
   "-m uv sync"*) exit 0 ;;
@@ -26,7 +28,18 @@ exit 1
 """
 
 
-def _bootstrap(tmp_path: Path, accept: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+# An apt-get that records its arguments; "install" puts pip in place (see FAKE_PYTHON).
+FAKE_APT = """\
+#!/bin/sh
+echo "apt-get $*" >> "$CALLS"
+case "$*" in *install*python3-pip*) touch "$CALLS.pip" ;; esac
+exit 0
+"""
+
+
+def _bootstrap(
+    tmp_path: Path, accept: str, apt: bool = False
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     make = shutil.which("make")
     if make is None:
         pytest.skip("make is not installed")
@@ -37,14 +50,22 @@ def _bootstrap(tmp_path: Path, accept: str) -> tuple[subprocess.CompletedProcess
         (tmp_path / name).write_text("")
     (tmp_path / ".venv").mkdir()
     calls = tmp_path / "calls"
+    apt_get = tmp_path / "apt-get"
+    apt_get.write_text(FAKE_APT)
+    apt_get.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
     done = subprocess.run(
         [make, "-s", "-C", str(tmp_path), "-f", str(MAKEFILE), f"PYTHON_BOOT={python}",
-         "UV_VERSION=9.9.9", ".venv/.synced"],
+         "UV_VERSION=9.9.9", f"APT_GET={apt_get if apt else 'no-such-apt-get'}",
+         ".venv/.synced"],
         env={**env, "CALLS": str(calls), "ACCEPT": accept},
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
-    installs = [line for line in calls.read_text().splitlines() if "pip install" in line]
+    installs = [
+        line
+        for line in calls.read_text().splitlines()
+        if "pip install" in line or "apt-get" in line
+    ]
     return done, installs
 
 
@@ -71,3 +92,14 @@ def test_without_any_way_to_install_uv_make_says_what_to_do(tmp_path: Path) -> N
     assert len(installs) == 3
     assert "apt-get install python3-pip" in done.stderr
     assert not (tmp_path / ".venv" / ".synced").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="apt-get is tried as root only")
+def test_as_root_without_pip_make_installs_pip_from_debian_then_uv(tmp_path: Path) -> None:
+    done, installs = _bootstrap(tmp_path, accept="no such call", apt=True)
+    assert done.returncode == 0, done.stderr
+    assert installs[3:] == [
+        "apt-get update -qq",
+        "apt-get install -y -qq --no-install-recommends python3-pip",
+        "-m pip install --quiet --user --break-system-packages uv==9.9.9",
+    ]
