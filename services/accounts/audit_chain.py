@@ -74,7 +74,7 @@ def link(previous: bytes, row: Row) -> bytes:
 class ChainReport:
     rows: int
     head_seq: int  # 0 for an empty log
-    head: str  # hex of the last link ("" for an empty log)
+    head: str  # hex of the last link ("" for an empty log, or when a break hides it)
     broken_at: int | None = None  # the first chain_seq that does not hold
     reason: str | None = None
 
@@ -97,13 +97,39 @@ async def _rows(conn: Connection, after: int = 0) -> AsyncIterator[asyncpg.Recor
         after = batch[-1]["chain_seq"]
 
 
+def head_break(since: ChainReport, stored: bytes | None) -> ChainReport | None:
+    """The break at the head of an earlier intact check, given the link its row has now
+    (None: the row is gone); None while it still has the link checked then.
+
+    Rows cut from the end leave every remaining link valid, and the next row written is
+    linked from the new last one, taking the cut row's place: only the link checked
+    earlier shows it. The break is at that row; the link before it is not known here.
+    """
+    if since.head_seq == 0 or stored == bytes.fromhex(since.head):
+        return None
+    seq = since.head_seq
+    reason = (
+        f"row {seq}, checked before, is missing"
+        if stored is None
+        else f"row {seq} no longer has the link it had when checked"
+    )
+    return ChainReport(since.rows - 1, seq - 1, "", seq, reason)
+
+
 async def verify(conn: Connection, since: ChainReport | None = None) -> ChainReport:
     """Recompute every link from the first row, or only those after the head of an
-    earlier intact report ``since``; report the first that does not hold."""
+    earlier intact report ``since`` (once that head is found unchanged); report the
+    first that does not hold."""
     if since is None:
         previous, expected, rows = b"", 1, 0
     else:
         assert since.intact, "only an intact chain can be continued"
+        stored = await conn.fetchval(
+            "SELECT chain FROM audit_log WHERE chain_seq = $1", since.head_seq
+        )
+        broken = head_break(since, None if stored is None else bytes(stored))
+        if broken is not None:
+            return broken
         previous, expected, rows = bytes.fromhex(since.head), since.head_seq + 1, since.rows
     async for row in _rows(conn, expected - 1):
         seq = row["chain_seq"]

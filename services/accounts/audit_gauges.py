@@ -1,11 +1,12 @@
 """The audit log's tamper evidence, watched: ``/metrics`` says whether the chain holds.
 
 A hash chain shows tampering only to someone who checks it. At each scrape the accounts
-API checks the rows added since its last check (a few links), and the whole chain again
-once the last full check is older than ``IMT_ACCOUNTS_AUDIT_FULL_CHECK_SECONDS``: a row
-changed after it was checked shows at the next full check. The AuditChainBroken alert
-pages on ``audit_chain_intact == 0``; ``make audit-verify`` also holds the chain
-against the links on Kafka.
+API checks that the last row it checked still has the link it had (rows cut from the
+end, new ones in their place, show only there), then the rows added since (a few
+links), and the whole chain again once the last full check is older than
+``IMT_ACCOUNTS_AUDIT_FULL_CHECK_SECONDS``: a row changed after it was checked shows at
+the next full check. The AuditChainBroken alert pages on ``audit_chain_intact == 0``;
+``make audit-verify`` also holds the chain against the links on Kafka.
 """
 
 from __future__ import annotations

@@ -6,9 +6,12 @@ ended; its cancel window closes unless the user cancelled first (``cancel_window
 ``EraseSubject`` (deletion.commands): erase the subject's rows (or one item), tombstone
 the contact card, and answer ``SubjectErased`` with counts, in one transaction with the
 processed mark. Erasing twice erases nothing more and answers again (zero counts).
-Kept, anonymised (ids only): audit rows, disclosure log, deletion requests. Invoices are
-kept without any id of the subject while ``financial_records`` is in the command's
-``retain_categories``; the release (the same command without it) erases them.
+Kept, anonymised (ids only): audit rows, disclosure log, deletion requests, and the
+consent records of the recipients the subject's data was disclosed to (the proof that
+each disclosure had consent). Invoices are kept without any id of the subject while
+``financial_records`` is in the command's ``retain_categories`` (those whose period,
+counted from their issue date, has already ended go at once); the release (the same
+command without it) erases them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from services.accounts import cancel_window
 from services.accounts.cards import tombstone_card
 from services.accounts.context import emit
 from services.accounts.domain.invoices import DISCLOSURE_LOG, FINANCIAL_RECORDS
-from services.accounts.invoices import anonymise_invoices, erase_invoices
+from services.accounts.invoices import anonymise_invoices, erase_invoices, erase_spent_invoices
 from services.accounts.recipients import DEVICE_FIELDS, forward_to_recipients
 from shared.bus import Delivery, Tombstone
 from shared.db.pool import Connection
@@ -41,7 +44,11 @@ _ACCOUNT_TABLES: tuple[tuple[str, str], ...] = (
      " (SELECT id FROM requests WHERE user_id = $1)"),
     ("requests", "DELETE FROM requests WHERE user_id = $1"),
     ("devices", "DELETE FROM devices WHERE user_id = $1"),
-    ("consents", "DELETE FROM consents WHERE user_id = $1"),
+    # Only consents to recipients never given the subject's data: the others are the
+    # proof of those disclosures, kept with the disclosure log (_DISCLOSURE_LOG).
+    ("consents",
+     "DELETE FROM consents c WHERE c.user_id = $1 AND NOT EXISTS"
+     " (SELECT 1 FROM disclosures d WHERE d.user_id = $1 AND d.recipient_id = c.recipient_id)"),
     ("policy_acceptances", "DELETE FROM policy_acceptances WHERE user_id = $1"),
     ("data_exports", "DELETE FROM data_exports WHERE user_id = $1"),
     ("action_tokens", "DELETE FROM action_tokens WHERE user_id = $1"),
@@ -56,11 +63,14 @@ _RETAINED: tuple[tuple[str, str], ...] = (
     ("audit_log", "SELECT count(*) FROM audit_log WHERE subject_id = $1"),
     ("disclosures", "SELECT count(*) FROM disclosures WHERE user_id = $1"),
     ("deletion_requests", "SELECT count(*) FROM deletion_requests WHERE user_id = $1"),
+    ("consents", "SELECT count(*) FROM consents WHERE user_id = $1"),
 )
-# Kept while the disclosure_log category is (proof of disclosures and of the deletion),
-# erased by the release that ends it. (The audit log is a hash chain: it is kept.)
+# Kept while the disclosure_log category is (proof of disclosures, of the consent each
+# was made under, and of the deletion), erased by the release that ends it. (The audit
+# log is a hash chain: it is kept.)
 _DISCLOSURE_LOG: tuple[tuple[str, str], ...] = (
     ("disclosures", "DELETE FROM disclosures WHERE user_id = $1"),
+    ("consents", "DELETE FROM consents WHERE user_id = $1"),
     ("deletion_requests", "DELETE FROM deletion_requests WHERE user_id = $1"),
     ("recipient_erasures", "DELETE FROM recipient_erasures WHERE subject_id = $1"),
 )
@@ -134,6 +144,9 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
         erased["erasing_items"] = await _erase_set_aside(conn, command)
         # Only the command that erased it forwards it: a resend finds nothing, tells no one.
         if erased["devices"] or erased["erasing_items"]:
+            # The user's row first, as an export holds it: an export that read the device
+            # before it was set aside has then committed its disclosure, and is seen.
+            await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", subject)
             erased["forwarded_to_recipients"] = await _tell_recipients_of_device(conn, command)
     elif command.scope == "request":
         messages = await conn.execute(
@@ -152,6 +165,9 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
         await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", subject)
         erased["forwarded_to_recipients"] = await _tell_recipients(conn, command)
         if FINANCIAL_RECORDS in command.retain_categories:
+            spent = await erase_spent_invoices(conn, subject)
+            if spent:  # named only when some went (the kept ones are retained_anonymised)
+                erased["invoices"] = spent
             retained["invoices"] = await anonymise_invoices(conn, vault, subject)
         else:
             erased["invoices"] = await erase_invoices(conn, vault, subject)
@@ -166,11 +182,14 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
         await tombstone_card(conn, subject)
         erased["contact_card"] = 1
     if command.scope == "account":
+        released: set[str] = set()
         if DISCLOSURE_LOG not in command.retain_categories:
             for table, sql in _DISCLOSURE_LOG:
-                erased[table] = _count(await conn.execute(sql, subject))
+                # Added to what went with the account (consents that proved nothing).
+                erased[table] = erased.get(table, 0) + _count(await conn.execute(sql, subject))
+                released.add(table)
         for table, sql in _RETAINED:
-            if table not in erased:
+            if table not in released:
                 retained[table] = int(await conn.fetchval(sql, subject))
     receipt = SubjectErased(
         request_id=command.request_id,

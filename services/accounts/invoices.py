@@ -3,7 +3,8 @@
 The erasure keeps them for the ``financial_records`` retention category: the user link
 becomes a random retention key and the personal text goes; the deletion service's
 release, when the period ends, erases them (:func:`anonymise_invoices`,
-:func:`erase_invoices`).
+:func:`erase_invoices`). The period counts from each invoice's issue date: one whose
+period has already ended is erased with the account, not kept (:func:`erase_spent_invoices`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from services.accounts.domain.invoices import (
     MINOR_UNITS,
     amount_problem,
     issue_date_problem,
+    last_spent_issue,
 )
 from services.accounts.store import Row
 from shared.db.pool import Connection
@@ -120,6 +122,19 @@ async def invoice_out(vault: Vault, row: Row) -> Invoice:
 
 def _subject_index(vault: Vault, subject: UUID) -> bytes:
     return vault.blind_index(str(subject), purpose=RETENTION_SUBJECT_INDEX)
+
+
+async def erase_spent_invoices(conn: Connection, subject: UUID) -> int:
+    """Erase the subject's invoices (still linked) whose period ended: how many went.
+
+    Only at the erasure, while they are linked: a legal hold placed afterwards keeps what
+    was anonymised, and only the deletion service, which knows of holds, releases it.
+    """
+    spent = last_spent_issue(datetime.now(UTC).date())
+    status = await conn.execute(
+        "DELETE FROM invoices WHERE user_id = $1 AND issued_on <= $2", subject, spent
+    )
+    return int(status.split()[-1])
 
 
 async def anonymise_invoices(conn: Connection, vault: Vault, subject: UUID) -> int:

@@ -581,13 +581,18 @@ async def consenting_users(conn: Connection, recipient_id: UUID, purpose: str) -
 
     Never a child under 13: a child's own consent is not consent to disclose their data
     (COPPA, P-26), and no guardian consents to a disclosure (the guardian's consent on
-    record is to the account alone).
+    record is to the account alone). Never a user whose deletion is under way (in its
+    grace period, or confirmed and waiting, a legal hold say): a recipient given them
+    now would hold what the user asked to have erased. A request is made with the
+    user's row locked, so an export that holds the row and reads again sees it.
     """
     rows = await conn.fetch(
         "SELECT user_id FROM (SELECT DISTINCT ON (user_id) user_id, granted FROM consents"
         " WHERE recipient_id = $1 AND purpose = $2 ORDER BY user_id, id DESC) c"
         " JOIN users u ON u.id = c.user_id"
-        " WHERE c.granted AND u.active AND u.age_band <> 'under_13'",
+        " WHERE c.granted AND u.active AND u.age_band <> 'under_13'"
+        " AND NOT EXISTS (SELECT 1 FROM deletion_requests d WHERE d.user_id = c.user_id"
+        " AND d.status IN ('requested', 'confirmed'))",
         recipient_id,
         purpose,
     )

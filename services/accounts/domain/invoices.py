@@ -10,7 +10,11 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 FINANCIAL_RECORDS = "financial_records"  # the retention category (deletion's retention.toml)
-DISCLOSURE_LOG = "disclosure_log"  # disclosures and deletion requests: ids and dates
+# Its period there (a unit test holds the two equal): the books need an invoice this long
+# after its issue date.
+FINANCIAL_RECORDS_DAYS = 1825
+# Disclosures, the consents they were made under, deletion requests: ids and dates.
+DISCLOSURE_LOG = "disclosure_log"
 
 
 def _codes(text: str) -> frozenset[str]:
@@ -52,6 +56,13 @@ def amount_problem(amount: Decimal, currency: str) -> str | None:
     if amount != amount.quantize(Decimal(1).scaleb(-places)):
         return f"{currency} amounts have at most {places} decimal places"
     return None
+
+
+def last_spent_issue(today: date, period_days: int = FINANCIAL_RECORDS_DAYS) -> date:
+    """The latest issue date of an invoice whose financial_records period has ended by
+    ``today``: the period counts from the issue, so one issued on or before it is no
+    longer needed, however recently its user was erased."""
+    return today - timedelta(days=period_days)
 
 
 def issue_date_problem(issued_on: date, today: date) -> str | None:

@@ -670,7 +670,7 @@ async def set_consent(
     uid = UUID(claims.sub)
     async with ctx.pool.acquire() as conn, conn.transaction():
         # The user's row first, as an export holds it: a withdrawal and an export to the
-        # same partner come one after the other, so one the export made is forwarded.
+        # same recipient come one after the other, so one the export made is forwarded.
         await _me(ctx, conn, claims, lock=True)
         recipient = await conn.fetchrow("SELECT * FROM recipients WHERE id = $1", recipient_id)
         if recipient is None:
@@ -700,9 +700,10 @@ async def set_consent(
             ),
             uid,
         )
-        if was_granted and not body.granted and recipient["kind"] == "partner":
-            # A partner holds what it was given on the strength of this consent (a
-            # processor works for us, whatever the consent): it is told to erase it.
+        if was_granted and not body.granted:
+            # Every export, a processor's too, is made only of consenting users: what
+            # the recipient holds was given on the strength of this consent, so it is
+            # told to erase it.
             await forward_to_recipients(
                 conn, uid, uuid4(), "consent_withdrawn", recipient_id=recipient_id
             )

@@ -159,8 +159,9 @@ class RecipientErasureRequestedV1(Event):
 class RecipientErasureRequested(Event):
     """A processor or partner the subject's data was disclosed to is asked to erase what
     of the subject the listed exports held (P-19): everything when the account is erased
-    (once per recipient and subject) or when the user withdraws a partner's consent
-    (P-18); only ``fields`` when the user deleted a device."""
+    (once per recipient and subject) or when the user withdraws the consent the
+    recipient's exports were made under (P-18); only ``fields`` when the user deleted a
+    device."""
 
     event_name: ClassVar[str] = "recipient.erasure_requested"
     version: ClassVar[int] = 2

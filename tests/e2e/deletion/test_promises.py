@@ -356,11 +356,12 @@ async def _age_sign_up(subject: uuid.UUID, *, days: int) -> None:
 
 
 # Where an erased subject's id may stay (never with anything they gave): the operator
-# audit log and the disclosure log with its forwards while their periods run, the
+# audit log and the disclosure log with its forwards and consents while their periods run, the
 # deletion requests (accounts' and the deletion service's record, a legal hold), and
 # the notifier's record of the erasure it did.
 ID_KEPT_BY_RULE = {
-    "accounts.audit_log", "accounts.deletion_requests", "accounts.disclosures",
+    "accounts.audit_log", "accounts.consents", "accounts.deletion_requests",
+    "accounts.disclosures",
     "accounts.recipient_erasures", "deletion.deletion_requests", "deletion.legal_holds",
     "notifier.erasures",
 }  # fmt: skip

@@ -231,3 +231,46 @@ async def test_a_new_row_changed_shows_at_the_next_scrape(pool: asyncpg.Pool) ->
     clock.now += 15
     await gauges.refresh(runtime)
     assert metrics.registry.get_sample_value("audit_chain_intact") == 0
+
+
+async def test_an_incremental_check_first_confirms_the_head_it_continues_from(
+    pool: asyncpg.Pool,
+) -> None:
+    for n in range(6):
+        await _audit(pool, n)
+    async with pool.acquire() as conn:
+        checked = await audit_chain.verify(conn)
+        assert (checked.intact, checked.head_seq) == (True, 6)
+
+        # The last rows cut: what is left holds alone, and there is nothing after the head.
+        await _as_owner_without_guards(pool, "DELETE FROM audit_log WHERE chain_seq > 4")
+        cut = await audit_chain.verify(conn, checked)
+        assert (cut.intact, cut.broken_at, cut.reason) == (
+            False, 6, "row 6, checked before, is missing",
+        )  # fmt: skip
+
+        # New rows take the cut ones' places, linked from row 4: the whole chain holds
+        # again, but the head checked earlier no longer has its link.
+        for n in range(2):
+            await _audit(pool, n)
+        replaced = await audit_chain.verify(conn, checked)
+        assert (replaced.broken_at, replaced.reason) == (
+            6, "row 6 no longer has the link it had when checked",
+        )  # fmt: skip
+        assert (await audit_chain.verify(conn)).intact
+
+
+async def test_rows_cut_from_the_end_and_written_again_show_at_the_next_scrape(
+    pool: asyncpg.Pool,
+) -> None:
+    clock = _Clock()
+    gauges, runtime, metrics = _watched(pool, clock)
+    for n in range(5):
+        await _audit(pool, n)
+    await gauges.refresh(runtime)
+    assert metrics.registry.get_sample_value("audit_chain_intact") == 1
+    await _as_owner_without_guards(pool, "DELETE FROM audit_log WHERE chain_seq = 5")
+    await _audit(pool, 7)  # row 5 again, linked from row 4
+    clock.now += 15
+    await gauges.refresh(runtime)
+    assert metrics.registry.get_sample_value("audit_chain_intact") == 0

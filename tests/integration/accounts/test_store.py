@@ -175,3 +175,37 @@ async def test_an_operators_creators_are_every_identity_above_it(pool: asyncpg.P
         # A loop (not possible through the API) still ends.
         await conn.execute("UPDATE operators SET created_by = $2 WHERE id = $1", root, support)
         assert await store.operator_creators(conn, support) == {admin, root, support}
+
+
+@pytest.mark.promise("P-18")
+async def test_no_user_whose_deletion_is_under_way_is_exported(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        recipient_id = uuid.uuid4()
+        await conn.execute(
+            "INSERT INTO recipients (id, name, kind, purpose, allowed_fields, created_by)"
+            " VALUES ($1, 'Processor', 'processor', 'support', '{user_id}', $2)",
+            recipient_id,
+            uuid.uuid4(),
+        )
+        users = {}
+        for status in ("none", "pending_approval", "requested", "confirmed", "cancelled"):
+            user_id = await stored_user(conn)
+            await conn.execute(
+                "INSERT INTO consents (user_id, recipient_id, purpose, granted)"
+                " VALUES ($1, $2, 'support', true)",
+                user_id,
+                recipient_id,
+            )
+            if status != "none":
+                await conn.execute(
+                    "INSERT INTO deletion_requests (id, user_id, initiated_by, status)"
+                    " VALUES ($1, $2, 'operator', $3)",
+                    uuid.uuid4(),
+                    user_id,
+                    status,
+                )
+            users[status] = user_id
+        consenting = await store.consenting_users(conn, recipient_id, "support")
+        # In its grace period, or confirmed and waiting (a legal hold): not given away. A
+        # request still awaiting a second operator, or cancelled, is no deletion yet.
+        assert set(consenting) == {users["none"], users["pending_approval"], users["cancelled"]}

@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.accounts.audit_chain import canonical, link
+from services.accounts.audit_chain import ChainReport, canonical, head_break, link
 
 ROW: dict[str, Any] = {
     "chain_seq": 3,
@@ -48,3 +48,29 @@ def test_text_cannot_pass_for_a_field_boundary_or_a_missing_value() -> None:
     split_other_way = {**ROW, "purpose": "a", "request_reference": "b"}
     assert canonical(split_one_way) != canonical(split_other_way)
     assert canonical({**ROW, "request_reference": "-"}) != canonical(ROW)  # "-" is not None
+
+
+CHECKED = ChainReport(rows=8, head_seq=8, head=link(b"", ROW).hex())
+
+
+def test_a_check_continues_from_a_head_that_still_has_its_link() -> None:
+    assert head_break(CHECKED, link(b"", ROW)) is None
+    # An empty log checked earlier has no head to hold.
+    assert head_break(ChainReport(rows=0, head_seq=0, head=""), None) is None
+
+
+def test_a_head_cut_from_the_end_breaks_the_chain_there() -> None:
+    broken = head_break(CHECKED, None)
+    assert broken is not None
+    assert (broken.intact, broken.broken_at, broken.head_seq, broken.rows) == (False, 8, 7, 7)
+    assert broken.reason == "row 8, checked before, is missing"
+
+
+def test_a_head_written_again_breaks_the_chain_there() -> None:
+    # The row cut, the next one written takes its place, linked from the row before.
+    broken = head_break(CHECKED, link(b"\x01", {**ROW, "purpose": "new"}))
+    assert broken is not None
+    assert (broken.broken_at, broken.reason) == (
+        8,
+        "row 8 no longer has the link it had when checked",
+    )

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
 
-from services.accounts.domain.invoices import MINOR_UNITS, amount_problem, issue_date_problem
+from services.accounts.domain.invoices import (
+    FINANCIAL_RECORDS,
+    FINANCIAL_RECORDS_DAYS,
+    MINOR_UNITS,
+    amount_problem,
+    issue_date_problem,
+    last_spent_issue,
+)
 from services.accounts.invoices import InvoiceIn
+from services.deletion.config import DeletionSettings
+from services.deletion.domain.retention import load_policy
 from shared.observability import Problem
 
 TODAY = date(2026, 11, 29)
@@ -86,3 +95,18 @@ def test_a_card_number_in_any_text_field_is_refused(field: str) -> None:
 def test_malformed_fields_are_refused(field: str, value: str) -> None:
     with pytest.raises(ValidationError):
         InvoiceIn.model_validate({**VALID, field: value})
+
+
+def test_an_invoices_period_counts_from_its_issue_date() -> None:
+    spent = last_spent_issue(TODAY, 1825)
+    assert spent == TODAY - timedelta(days=1825)
+    assert spent + timedelta(days=1825) == TODAY  # its period ended today: it goes
+    assert last_spent_issue(TODAY, 1) == TODAY - timedelta(days=1)
+    assert last_spent_issue(TODAY) == last_spent_issue(TODAY, FINANCIAL_RECORDS_DAYS)
+
+
+def test_the_period_is_the_deletion_services_financial_records_period() -> None:
+    # The shipped file: the e2e suites point the setting at a copy with seconds.
+    policy = load_policy(DeletionSettings.model_fields["deletion_retention_file"].default)
+    (rule,) = [r for r in policy.rules if r.category == FINANCIAL_RECORDS]
+    assert rule.period_days == FINANCIAL_RECORDS_DAYS
