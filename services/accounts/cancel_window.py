@@ -136,6 +136,9 @@ async def close(conn: Connection, changed: DeletionStageChanged) -> bool:
     """
     if changed.stage != "holds":
         return False
+    # The user's row before the request's, as a cancel takes them (active_request):
+    # the other order could deadlock with a cancel or an approval of the same user.
+    await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", changed.subject_id)
     status = await conn.fetchval(
         "SELECT status FROM deletion_requests WHERE id = $1 FOR UPDATE", changed.request_id
     )

@@ -31,7 +31,12 @@ from shared.events.catalogue.accounts import (
     RecipientErasureRequested,
     RecipientErasureRequestedV1,
 )
-from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject, SubjectErased
+from shared.events.catalogue.deletion import (
+    UNDER_LEGAL_HOLD,
+    DeletionStageChanged,
+    EraseSubject,
+    SubjectErased,
+)
 from shared.vault import Vault
 
 STORE = "accounts"
@@ -137,6 +142,10 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
     erased: dict[str, int] = {}
     retained: dict[str, int] = {}
     if command.scope == "device":
+        # The user's row first (the order every writer of the user's rows keeps), as an
+        # export holds it: an export that read the device before it was set aside has
+        # then committed its disclosure, and the forwarding below sees it.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", subject)
         status = await conn.execute(
             "DELETE FROM devices WHERE id = $1 AND user_id = $2", command.item_id, subject
         )
@@ -144,9 +153,6 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
         erased["erasing_items"] = await _erase_set_aside(conn, command)
         # Only the command that erased it forwards it: a resend finds nothing, tells no one.
         if erased["devices"] or erased["erasing_items"]:
-            # The user's row first, as an export holds it: an export that read the device
-            # before it was set aside has then committed its disclosure, and is seen.
-            await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", subject)
             erased["forwarded_to_recipients"] = await _tell_recipients_of_device(conn, command)
     elif command.scope == "request":
         messages = await conn.execute(
@@ -165,9 +171,10 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
         await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", subject)
         erased["forwarded_to_recipients"] = await _tell_recipients(conn, command)
         if FINANCIAL_RECORDS in command.retain_categories:
-            spent = await erase_spent_invoices(conn, subject)
-            if spent:  # named only when some went (the kept ones are retained_anonymised)
-                erased["invoices"] = spent
+            if UNDER_LEGAL_HOLD not in command.retain_categories:
+                spent = await erase_spent_invoices(conn, subject)
+                if spent:  # named only when some went (the kept: retained_anonymised)
+                    erased["invoices"] = spent
             retained["invoices"] = await anonymise_invoices(conn, vault, subject)
         else:
             erased["invoices"] = await erase_invoices(conn, vault, subject)

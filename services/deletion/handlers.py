@@ -32,7 +32,12 @@ from shared.events.catalogue.accounts import (
     DeletionRequested,
     SignupLapsed,
 )
-from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject, SubjectErased
+from shared.events.catalogue.deletion import (
+    UNDER_LEGAL_HOLD,
+    DeletionStageChanged,
+    EraseSubject,
+    SubjectErased,
+)
 from shared.events.catalogue.notifier import SendNotice
 
 log = logging.getLogger(__name__)
@@ -377,12 +382,16 @@ async def _await_cancel_window(conn: Connection, deps: Deps, tracked: Tracked) -
 
 async def _send_erase(conn: Connection, deps: Deps, tracked: Tracked, now: datetime) -> Tracked:
     r = tracked.request
+    retain = tracked.retain_categories
+    if retain and await legal_holds.in_force(conn, r.subject_id) is not None:
+        # Placed while erasing: the stores keep even what its own period let go.
+        retain = (*retain, UNDER_LEGAL_HOLD)
     command = EraseSubject(
         request_id=r.request_id,
         subject_id=r.subject_id,
         scope=r.scope,
         item_id=r.item_id,
-        retain_categories=tracked.retain_categories,
+        retain_categories=retain,
         # A lapsed sign-up's address was never confirmed: nothing is mailed to it.
         confirm_to_subject=tracked.initiated_by != "retention",
     )

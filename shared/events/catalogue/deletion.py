@@ -25,6 +25,10 @@ DeletionStage = Literal[
 ]
 
 
+#: In ``EraseSubject.retain_categories`` while a legal hold is on the subject.
+UNDER_LEGAL_HOLD = "legal_hold"
+
+
 @register_event
 class EraseSubject(Event):
     """Command to every store owner: erase this subject (or one item of it)."""
@@ -37,7 +41,12 @@ class EraseSubject(Event):
     subject_id: UUID
     scope: Literal["account", "device", "request"] = "account"
     item_id: UUID | None = None
-    retain_categories: tuple[str, ...] = ()
+    retain_categories: tuple[str, ...] = Field(
+        (),
+        description="Categories of records kept for their period (retention.toml); with"
+        f" {UNDER_LEGAL_HOLD!r} while a legal hold is on the subject: nothing whose own"
+        " period ended goes early then.",
+    )
     confirm_to_subject: bool = Field(
         True,
         description="Whether the notifier mails the subject that the erasure is done; not"

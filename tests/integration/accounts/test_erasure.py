@@ -25,7 +25,7 @@ from shared.config import PlatformSettings
 from shared.db.pool import Connection
 from shared.events import decode_envelope, parse_event
 from shared.events.catalogue.accounts import RecipientErasureRequested
-from shared.events.catalogue.deletion import EraseSubject, SubjectErased
+from shared.events.catalogue.deletion import UNDER_LEGAL_HOLD, EraseSubject, SubjectErased
 from shared.events.topics import ACCOUNTS_RECIPIENT_ERASURES
 from shared.observability import Metrics
 from shared.service import Runtime
@@ -243,6 +243,22 @@ async def test_an_erasure_keeps_no_invoice_whose_period_ended_since_its_issue(
     again = await _erase(pool, vault, user_id, FIRST)  # a resend erases no kept invoice
     assert "invoices" not in again.erased
     assert again.retained_anonymised["invoices"] == 2
+
+
+async def test_under_a_legal_hold_an_erasure_lets_no_invoice_go_early(
+    pool: asyncpg.Pool, vault: Vault
+) -> None:
+    spent = last_spent_issue(datetime.now(UTC).date())
+    async with pool.acquire() as conn:
+        user_id = await stored_user(conn)
+        held = await _invoice(conn, user_id, spent)  # its period ended: a hold keeps it
+
+    erased = await _erase(pool, vault, user_id, (*FIRST, UNDER_LEGAL_HOLD))
+    assert "invoices" not in erased.erased
+    assert erased.retained_anonymised["invoices"] == 1
+    row = await pool.fetchrow("SELECT user_id FROM invoices WHERE number = $1", held)
+    assert row is not None
+    assert row["user_id"] is None  # kept, anonymised, until the release
 
 
 @pytest.mark.promise("P-18")

@@ -73,6 +73,16 @@ async def scratch_topics(settings: DeletionSettings) -> AsyncIterator[str]:
         await admin.close()
 
 
+def short_financial_rules(folder: Path, seconds: float) -> str:
+    """A retention file keeping financial records ``seconds`` only; its path."""
+    rules = folder / "retention.toml"
+    rules.write_text(
+        'version = "short"\n[[rule]]\ncategory = "financial_records"\nlegal_basis = "financial"\n'
+        f'period_days = {seconds / 86400!r}\naction = "keep_anonymised"\n'
+    )
+    return str(rules)
+
+
 def harness_settings(dsn: str, suffix: str, backups: Path, **overrides: Any) -> DeletionSettings:
     values: dict[str, Any] = {
         "environment": "test",

@@ -26,6 +26,7 @@ from tests.integration.deletion.harness import (
     running_harness,
     scratch_topics,
     send,
+    short_financial_rules,
 )
 
 
@@ -133,12 +134,8 @@ async def test_a_hold_placed_after_the_erasure_keeps_the_records_kept_for_a_peri
 ) -> None:
     """A claim comes up after the account was erased: a hold placed through the finished
     request leaves it finished, and its kept records' release waits for the hold."""
-    rules = tmp_path / "retention.toml"
-    rules.write_text(
-        'version = "short"\n[[rule]]\ncategory = "financial_records"\nlegal_basis = "financial"\n'
-        'period_days = 0.0001\naction = "keep_anonymised"\n'  # about 9 seconds
-    )
-    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_retention_file=str(rules))
+    rules = short_financial_rules(tmp_path, seconds=9)
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_retention_file=rules)
     async with running_harness(settings) as harness:
         deps = dependencies(settings, harness.runtime)
         request_id, subject = await harness.request_deletion()

@@ -40,6 +40,7 @@ from tests.integration.deletion.harness import (
     running_harness,
     scratch_topics,
     send,
+    short_financial_rules,
 )
 
 HAPPY_PATH = ["requested", "grace", "holds", "erasing", "shredded", "backups_pending", "complete"]
@@ -452,12 +453,8 @@ async def test_a_missing_backup_folder_is_not_taken_for_expired_snapshots(
 async def test_a_kept_category_is_erased_by_a_second_command_when_its_period_ends(
     scratch_dsn: str, suffix: str, tmp_path: Path
 ) -> None:
-    rules = tmp_path / "retention.toml"
-    rules.write_text(
-        'version = "short"\n[[rule]]\ncategory = "financial_records"\nlegal_basis = "financial"\n'
-        'period_days = 0.00004\naction = "keep_anonymised"\n'  # about 3.5 seconds
-    )
-    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_retention_file=str(rules))
+    rules = short_financial_rules(tmp_path, seconds=3.5)
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_retention_file=rules)
     async with running_harness(settings) as harness:
         request_id, subject = await harness.request_deletion()
         assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"

@@ -9,50 +9,22 @@ where the refusal would have been."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from services.accounts.routes import auth, operators
-from shared.auth import issue_token
-from shared.config import DEV_TOKEN_PRIVATE_KEY, DEV_TOKEN_PUBLIC_KEY
-from shared.observability import Problem, install_problem_handlers
+from tests.unit.accounts.offline_api import offline_client, operator_headers
 
 CARD = "4111 1111 1111 1111"  # Luhn-valid
 
 
-class _Unreachable:
-    """Stands for the pool and the vault: any use means the request got past the checks."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise Problem(503, "Store reached", slug="store-reached")
-
-
-class _Context:
-    pool = _Unreachable()
-    vault = _Unreachable()
-
-
 def _client() -> httpx.AsyncClient:
-    app = FastAPI()
-    install_problem_handlers(app)
-    app.include_router(operators.router)
-    app.include_router(auth.router)
-    app.state.token_public_key = DEV_TOKEN_PUBLIC_KEY
-    app.state.accounts = _Context()
-    # httpx over ASGI rather than Starlette's TestClient, which warns (and warnings fail).
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    return offline_client(operators.router, auth.router)
 
 
-def _as(role: str) -> dict[str, str]:
-    token = issue_token(
-        DEV_TOKEN_PRIVATE_KEY, subject=str(uuid.uuid4()), session_id="s", kind="operator",
-        ttl=timedelta(minutes=5), roles=(role,),  # type: ignore[arg-type]
-    )  # fmt: skip
-    return {"Authorization": f"Bearer {token}"}
+_as = operator_headers
 
 
 POLICY = {"version": "v9", "summary": "We clarified retention periods."}

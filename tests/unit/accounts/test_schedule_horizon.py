@@ -5,13 +5,11 @@ one "out of order" for good)."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from pydantic import ValidationError
 
 from services.accounts.routes import operators
@@ -21,9 +19,7 @@ from services.accounts.routes.operators import (
     PolicyIn,
     within_horizon,
 )
-from shared.auth import issue_token
-from shared.config import DEV_TOKEN_PRIVATE_KEY, DEV_TOKEN_PUBLIC_KEY
-from shared.observability import Problem, install_problem_handlers
+from tests.unit.accounts.offline_api import offline_client, operator_headers
 
 MODELS: list[tuple[Any, str]] = [(PolicyIn, "effective_at"), (AnnouncementIn, "send_at")]
 END_OF_TIME = ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"]
@@ -69,33 +65,11 @@ def test_the_models_still_take_none_and_a_near_date(model: Any, field: str) -> N
     assert getattr(model.model_validate({**body, field: soon}), field) is not None
 
 
-class _Unreachable:
-    """Stands for the pool: any use means the request got past validation."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise Problem(503, "Store reached", slug="store-reached")
-
-
-class _Context:
-    pool = _Unreachable()
-    vault = _Unreachable()
-
-
 def _client() -> httpx.AsyncClient:
-    app = FastAPI()
-    install_problem_handlers(app)
-    app.include_router(operators.router)
-    app.state.token_public_key = DEV_TOKEN_PUBLIC_KEY
-    app.state.accounts = _Context()
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    return offline_client(operators.router)
 
 
-def _as(role: str) -> dict[str, str]:
-    token = issue_token(
-        DEV_TOKEN_PRIVATE_KEY, subject=str(uuid.uuid4()), session_id="s", kind="operator",
-        ttl=timedelta(minutes=5), roles=(role,),  # type: ignore[arg-type]
-    )  # fmt: skip
-    return {"Authorization": f"Bearer {token}"}
+_as = operator_headers
 
 
 ROUTES = [

@@ -10,7 +10,7 @@ import pytest
 from services.deletion import handlers
 from services.deletion.legal_holds import Hold
 from services.deletion.store import Tracked
-from shared.events.catalogue.deletion import EraseSubject
+from shared.events.catalogue.deletion import UNDER_LEGAL_HOLD, EraseSubject
 from tests.unit.deletion.factories import T0, in_stage
 from tests.unit.deletion.fake_store import FakeStore
 
@@ -59,3 +59,21 @@ async def test_a_subject_an_operator_is_holding_right_now_waits_too(fake: FakeSt
     assert await handlers.release_retained(None, fake.deps()) == 0  # type: ignore[arg-type]
     assert fake.published == []
     assert fake.sent_releases == []
+
+
+async def test_an_erase_command_sent_under_a_hold_tells_the_stores_to_let_nothing_go_early(
+    fake: FakeStore,
+) -> None:
+    """A hold placed while the account is erasing: the command (sent again until every
+    store answers) says so, and accounts then keeps even invoices whose own period ended."""
+    tracked = replace(
+        Tracked(in_stage("erasing"), "user"), retain_categories=("financial_records",)
+    )
+    await handlers._send_erase(None, fake.deps(), tracked, T0)  # type: ignore[arg-type]
+    fake.holds[tracked.request.subject_id] = Hold("claim", uuid.uuid4(), T0)
+    await handlers._send_erase(None, fake.deps(), tracked, T0)  # type: ignore[arg-type]
+    before, after = fake.published
+    assert isinstance(before, EraseSubject)
+    assert isinstance(after, EraseSubject)
+    assert before.retain_categories == ("financial_records",)
+    assert after.retain_categories == ("financial_records", UNDER_LEGAL_HOLD)
