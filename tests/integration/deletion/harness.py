@@ -230,6 +230,16 @@ class Harness:
                 return stages
             await asyncio.sleep(0.1)
 
+    async def release_of(self, request_id: UUID, timeout: float = 60.0) -> EraseSubject:
+        """The retention release the stores got after ``request_id``'s own erasure."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            later = [c for c in self.stores.seen if c.request_id != request_id]
+            if later:
+                return later[0]
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no release followed {request_id} within {timeout} s")
+
     async def history(self, request_id: UUID) -> list[str]:
         rows = await self.pool.fetch(
             "SELECT stage FROM stage_history WHERE request_id = $1 ORDER BY id", request_id

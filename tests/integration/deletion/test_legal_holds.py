@@ -155,9 +155,5 @@ async def test_a_hold_placed_after_the_erasure_keeps_the_records_kept_for_a_peri
 
         async with harness.pool.acquire() as conn, conn.transaction():
             await handlers.lift_hold(conn, deps, request_id, operator)
-        for _ in range(600):
-            if len({c.request_id for c in harness.stores.seen}) == 2:
-                break
-            await asyncio.sleep(0.1)
-        release = next(c for c in harness.stores.seen if c.request_id != request_id)
+        release = await harness.release_of(request_id)
         assert (release.subject_id, release.retain_categories) == (subject, ())
