@@ -276,11 +276,7 @@ location / {{
 # Global Privacy Control support resource, published by the analytics service.
 location = /.well-known/gpc.json {{
     proxy_pass http://svc_analytics/api/analytics/.well-known/gpc.json;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    proxy_read_timeout {API_READ_TIMEOUT};
-    error_page 502 503 504 = @unavailable;
-{_error_pages()}}}
+{_PROXY}{_BUFFERED}}}
 
 # /api without its slash is no page of the web site: the API's JSON 404.
 location = /api {{
@@ -314,7 +310,7 @@ _PROXY = """\
     # We are the edge: what a client claims in X-Forwarded-For is not kept.
     proxy_set_header X-Forwarded-For $remote_addr;
     proxy_set_header X-Forwarded-Proto $scheme;
-    proxy_set_header X-Request-Id $imt_request_id;
+    proxy_set_header X-Request-Id $request_id;
     proxy_set_header DNT $http_dnt;
     proxy_set_header Sec-GPC $http_sec_gpc;
     proxy_connect_timeout 2s;
@@ -326,6 +322,7 @@ _PROXY = """\
 # An API call answers within seconds; a stuck upstream must not hold a connection for long.
 _BUFFERED = f"""\
     proxy_buffering on;
+    proxy_max_temp_file_size 0;
     proxy_read_timeout {API_READ_TIMEOUT};
 """
 
@@ -453,7 +450,8 @@ scgi_temp_path {tmp}/scgi;
 # no unsubscribe token, no id.
 log_format privacy escape=json '{{"time":"$time_iso8601","method":"$request_method",'
     '"path":"$logged_path","status":$status,"bytes":$body_bytes_sent,'
-    '"request_time":$request_time,"upstream":"$upstream_addr","request_id":"$imt_request_id"}}';
+    '"request_time":$request_time,"upstream":"$upstream_addr","request_id":"$imt_request_id",'
+    '"trace_id":"$request_id"}}';
 access_log {place.access_log} privacy;
 # A request's error line (upstream down, timeout, client gone) names the client address
 # and repeats the request line, an unsubscribe token included. Those stay out: the
@@ -469,7 +467,10 @@ map $remote_addr $imt_client_network {{
     "~^(?<imt_v6>[0-9a-f]+:[0-9a-f]+:[0-9a-f]+):" $imt_v6;
 }}
 
-# Keep a caller's request id only when it is harmless in logs and headers.
+# Keep a caller's request id only when it is harmless in logs and headers. The services
+# get the gateway's own id ($request_id) as their trace id instead (shared/tracing.py): a
+# caller's id must not travel in events, nor mix its requests into another's trace. The
+# access log holds both, so support can go from either one to the other.
 map $http_x_request_id $imt_request_id {{
     default $request_id;
     "~^[A-Za-z0-9._:-]{{1,128}}$" $http_x_request_id;
@@ -483,6 +484,10 @@ limit_conn_zone $binary_remote_addr zone=streams_per_client:10m;
 limit_conn_log_level info;
 limit_conn_status 429;
 client_max_body_size 64k;
+# Bodies and responses hold personal data in the clear: kept in memory, never spooled to
+# temporary files (a request body is at most client_max_body_size; a response larger than
+# the proxy buffers is passed on as it comes instead).
+client_body_buffer_size 64k;
 
 # HSTS belongs to https responses only; it is in headers.conf with the others because
 # the problem locations include that file (their add_header replaces the server's).

@@ -37,6 +37,7 @@ from shared.events.catalogue.deletion import (
     EraseSubject,
     SubjectErased,
 )
+from shared.tracing import traced
 from shared.vault import Vault
 
 STORE = "accounts"
@@ -217,7 +218,7 @@ def handler(vault: Vault) -> Handler:
     """The worker's handler: the events it knows, in order; others are not for us."""
 
     async def handle(conn: Connection, items: Sequence[Delivery | Tombstone]) -> None:
-        for item in items:
+        for item in traced(items):
             if not isinstance(item, Delivery):
                 continue
             if isinstance(item.event, EraseSubject):

@@ -42,6 +42,7 @@ from shared.events.catalogue.analytics import (
 from shared.events.catalogue.deletion import EraseSubject, SubjectErased
 from shared.events.topics import ANALYTICS_TRENDS
 from shared.observability import Metrics
+from shared.tracing import traced
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +348,7 @@ def _cell(c: store.StoredCell) -> ReleaseCell:
 
 async def erase(conn: Connection, items: Sequence[Delivery | Tombstone]) -> None:
     """Answer every EraseSubject: analytics keys nothing to a person, checked each time."""
-    for item in items:
+    for item in traced(items):
         if not isinstance(item, Delivery) or not isinstance(item.event, EraseSubject):
             continue
         command = item.event

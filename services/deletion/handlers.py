@@ -39,6 +39,7 @@ from shared.events.catalogue.deletion import (
     SubjectErased,
 )
 from shared.events.catalogue.notifier import SendNotice
+from shared.tracing import trace_id_var, traced
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ def _asked(deps: Deps, asked_at: datetime | None) -> datetime:
 async def _start(conn: Connection, deps: Deps, tracked: Tracked) -> None:
     now = deps.now()
     request = tracked.request
+    tracked = replace(tracked, trace_id=trace_id_var.get())
     if not await store.insert_request(conn, tracked, next_check_at=now):
         return  # known already: a redelivery, or cancelled before it arrived
     await store.add_stage(conn, request)
@@ -278,7 +280,7 @@ def route(deps: Deps) -> Callable[[Connection, Sequence[Delivery | Tombstone]], 
     """The IdempotentConsumer handler: each event to its function; others are ignored."""
 
     async def handle(conn: Connection, items: Sequence[Delivery | Tombstone]) -> None:
-        for item in items:
+        for item in traced(items):
             if isinstance(item, Delivery) and isinstance(item.event, DeletionRequested):
                 await deletion_requested(conn, deps, item.event, item.envelope.time)
             elif isinstance(item, Delivery) and isinstance(item.event, SignupLapsed):

@@ -32,6 +32,7 @@ class Tracked:
     erase_deadline: datetime | None = None
     step_failures: int = 0  # failed attempts in a row at the due step (the ticker's)
     verify_due: bool = False  # set by the ticker's step; never stored
+    trace_id: str | None = None  # of the work that asked for it (shared/tracing.py)
 
     def with_request(self, request: DeletionRequest) -> Tracked:
         return replace(self, request=request)
@@ -41,7 +42,7 @@ _INSERTED = (
     "request_id, subject_id, scope, item_id, initiated_by, stage, stage_entered_at,"
     " requested_at, grace_ends_at, paused_from, reason, erasing_started_at, erased_at,"
     " expected_stores, retain_categories, erase_attempts, next_erase_at, erase_deadline,"
-    " cancel_window_closed_at"
+    " cancel_window_closed_at, trace_id"
 )
 _COLUMNS = f"{_INSERTED}, step_failures"
 
@@ -71,6 +72,7 @@ def _tracked(row: asyncpg.Record) -> Tracked:
         row["next_erase_at"],
         row["erase_deadline"],
         row["step_failures"],
+        trace_id=row["trace_id"],
     )
 
 
@@ -80,7 +82,7 @@ async def insert_request(
     """Insert a new request; False if its id is already known (a redelivery)."""
     status = await conn.execute(
         f"INSERT INTO deletion_requests ({_INSERTED}, next_check_at)"  # noqa: S608 - constant
-        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)"
+        " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)"
         " ON CONFLICT (request_id) DO NOTHING",
         *_values(tracked),
         next_check_at,
@@ -110,6 +112,7 @@ def _values(t: Tracked) -> tuple[Any, ...]:
         t.next_erase_at,
         t.erase_deadline,
         r.cancel_window_closed_at,
+        t.trace_id,
     )
 
 

@@ -28,6 +28,7 @@ from shared.db.listener import Listener
 from shared.process import start_process
 from shared.service import Runtime
 from shared.service.periodic import Periodic
+from shared.tracing import trace_id_var
 
 log = logging.getLogger(__name__)
 BATCH = 200
@@ -77,6 +78,7 @@ class Ticker(_Round):
         it is put back with back-off, and the others go on.
         """
         request_id = tracked.request.request_id
+        traced = trace_id_var.set(tracked.trace_id)  # its commands carry the request's id
         try:
             async with conn.transaction():
                 advanced = await handlers.advance(conn, self._deps, tracked)
@@ -96,6 +98,8 @@ class Ticker(_Round):
                 due.isoformat(),
             )
             return None
+        finally:
+            trace_id_var.reset(traced)
         return advanced
 
     async def _release(self, conn: Connection) -> None:
@@ -120,7 +124,11 @@ class Ticker(_Round):
                 if current is None or current.request.stage != "backups_pending":
                     continue
                 verdict = verdicts[tracked.request.request_id]
-                await handlers.complete(conn, self._deps, current, verdict)
+                traced = trace_id_var.set(current.trace_id)
+                try:
+                    await handlers.complete(conn, self._deps, current, verdict)
+                finally:
+                    trace_id_var.reset(traced)
                 crash_point("deletion.backups_pending.before_commit")
 
 

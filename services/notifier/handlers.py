@@ -37,6 +37,7 @@ from shared.events.catalogue.accounts import (
 from shared.events.catalogue.deletion import EraseSubject, SubjectErased
 from shared.events.catalogue.notifier import SendNotice
 from shared.events.envelope import validation_summary
+from shared.tracing import trace_id_var, traced, traceparent_of
 from shared.vault import Vault
 from shared.vault.vault import SubjectShredded
 
@@ -72,7 +73,7 @@ class Handlers:
 
     async def on_contacts(self, conn: Connection, items: Sequence[Item]) -> None:
         sealed = await asyncio.gather(*(self._seal(item) for item in items))
-        for item, contact in zip(items, sealed, strict=True):
+        for item, contact in zip(traced(items), sealed, strict=True):
             if contact is not None:
                 await tell_replaced_address(conn, contact)
                 await store.upsert_contact(conn, contact)
@@ -135,14 +136,14 @@ class Handlers:
     # -- deletion.commands ----------------------------------------------------------------
 
     async def on_deletion(self, conn: Connection, items: Sequence[Item]) -> None:
-        for item in items:
+        for item in traced(items):
             if isinstance(item, Delivery) and isinstance(item.event, EraseSubject):
                 await start_erasure(conn, self.vault, item.event)
 
 
 async def on_notices(conn: Connection, items: Sequence[Item]) -> None:
     """Replies, policy versions, incidents and SendNotice commands become notices."""
-    for item in items:
+    for item in traced(items):
         if not isinstance(item, Delivery):
             continue
         notice = notice_for(item.event, item.envelope.source)
@@ -334,10 +335,11 @@ async def start_erasure(conn: Connection, vault: Vault, command: EraseSubject) -
         await release_retained(conn, command)
         return
     await conn.execute(
-        "INSERT INTO erasures (request_id, subject_id, state, whole_account)"
-        " VALUES ($1, $2, 'confirming', true)",
+        "INSERT INTO erasures (request_id, subject_id, state, whole_account, trace_id)"
+        " VALUES ($1, $2, 'confirming', true, $3)",
         command.request_id,
         command.subject_id,
+        trace_id_var.get(),
     )
     if not command.confirm_to_subject:
         # A sign-up never completed: its address was never confirmed, so no email is
@@ -416,7 +418,8 @@ async def release_retained(conn: Connection, command: EraseSubject) -> None:
 async def finish_erasure(conn: Connection, request_id: UUID) -> None:
     """The final email went (or cannot go): erase the subject's rows and answer."""
     row = await conn.fetchrow(
-        "SELECT subject_id FROM erasures WHERE request_id = $1 AND state = 'confirming' FOR UPDATE",
+        "SELECT subject_id, trace_id FROM erasures"
+        " WHERE request_id = $1 AND state = 'confirming' FOR UPDATE",
         request_id,
     )
     if row is None:
@@ -427,7 +430,9 @@ async def finish_erasure(conn: Connection, request_id: UUID) -> None:
         request_id,
         erased,
     )
-    await _receipt(conn, request_id, row["subject_id"], erased)
+    # Under the command's trace, as if answered when it came (shared/tracing.py).
+    traced_as = traceparent_of(row["trace_id"])
+    await _receipt(conn, request_id, row["subject_id"], erased, traced_as)
 
 
 async def _erase_account_rows(conn: Connection, subject_id: UUID) -> dict[str, int]:
@@ -437,7 +442,11 @@ async def _erase_account_rows(conn: Connection, subject_id: UUID) -> dict[str, i
 
 
 async def _receipt(
-    conn: Connection, request_id: UUID, subject_id: UUID, erased: dict[str, int]
+    conn: Connection,
+    request_id: UUID,
+    subject_id: UUID,
+    erased: dict[str, int],
+    traceparent: str | None = None,
 ) -> None:
     await add_event(
         conn,
@@ -450,6 +459,7 @@ async def _receipt(
         ),
         source="notifier",
         subject=str(subject_id),
+        traceparent=traceparent,
     )
 
 

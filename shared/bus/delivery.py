@@ -26,6 +26,10 @@ class Delivery:
     partition: int
     offset: int
 
+    @property
+    def traceparent(self) -> str | None:
+        return self.envelope.traceparent
+
 
 @dataclass(frozen=True)
 class Tombstone:
@@ -35,6 +39,9 @@ class Tombstone:
     topic: str
     partition: int
     offset: int
+
+    #: A tombstone carries no envelope, so no trace (``shared.tracing``).
+    traceparent = None
 
 
 @dataclass(frozen=True)

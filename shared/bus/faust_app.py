@@ -27,6 +27,7 @@ from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
 from shared.events.topics import Topic
 from shared.process import tune_collector
+from shared.tracing import trace_id_of, trace_id_var
 
 
 class EnvelopeSchema(faust.Schema):  # type: ignore[type-arg]
@@ -86,12 +87,14 @@ async def accepted(
     app: faust.App,
     consumer: str,
 ) -> AsyncIterator[Delivery | Tombstone]:
-    """Readable events of a stream; unreadable ones go to the DLQ with the reason."""
+    """Readable events of a stream, each handled under its trace id (``shared.tracing``);
+    unreadable ones go to the DLQ with the reason."""
     async for event in stream.events():
         value = event.value
         if isinstance(value, Rejected):
             await publish_dead_letter(app, event.message, value.reason, consumer)
             continue
+        trace_id_var.set(trace_id_of(value.traceparent))
         yield value
 
 

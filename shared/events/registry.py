@@ -30,6 +30,7 @@ from shared.events.envelope import (
 )
 from shared.events.topics import Topic
 from shared.ids import uuid7
+from shared.tracing import current_traceparent
 
 
 class UnknownEventType(LookupError):
@@ -100,10 +101,15 @@ def parse_event(envelope: Envelope) -> Event:
 def envelope_for(
     event: Event, *, source: str, subject: str | None, traceparent: str | None = None
 ) -> Envelope:
-    """Wrap an event in a new envelope (a fresh id and time)."""
+    """Wrap an event in a new envelope (a fresh id and time), traced as the work in
+    progress when no ``traceparent`` is given (``shared.tracing``)."""
     data: dict[str, Any] = event.model_dump(mode="json")
     return Envelope(
-        type=event.type_name(), source=source, subject=subject, data=data, traceparent=traceparent
+        type=event.type_name(),
+        source=source,
+        subject=subject,
+        data=data,
+        traceparent=traceparent if traceparent is not None else current_traceparent(),
     )
 
 

@@ -17,7 +17,6 @@ from shared.observability.logs import (
     JsonFormatter,
     PersonalDataFilter,
     configure_logging,
-    trace_id_var,
 )
 from shared.observability.metrics import Metrics, MetricsMiddleware, route_template
 from shared.observability.problems import (
@@ -26,6 +25,7 @@ from shared.observability.problems import (
     install_problem_handlers,
     problem_type,
 )
+from shared.tracing import trace_id_var
 
 __all__ = [
     "DEFAULT_CHECK_TIMEOUT",

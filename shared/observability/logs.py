@@ -12,16 +12,13 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TextIO
 
 from pydantic import BaseModel
 
 from shared.pii import PiiKind, redact
-
-trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
-"""Trace id of the work in progress; set by whoever starts a request or handles an event."""
+from shared.tracing import trace_id_var
 
 REDACTED = "[REDACTED]"
 

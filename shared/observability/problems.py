@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.observability.logs import trace_id_var
 from shared.observability.metrics import route_template
 from shared.pii import redact
+from shared.tracing import trace_id_var
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,9 @@
 Routes live under ``/api/<service>/`` (the gateway forwards that prefix unchanged);
 ``/api/<service>/healthz`` and ``/readyz`` (which dependency is down) and ``/metrics``
 answer only on the service's own port: the gateway routes none of them. Errors are RFC 9457
-problem bodies; request metrics are labelled by route template, never by raw path. A
+problem bodies carrying the request's trace id (``shared.service.request_trace``);
+no answer may be cached unless its route says so (``shared.service.no_store``);
+request metrics are labelled by route template, never by raw path. A
 JSON body holding a string that is not valid Unicode is refused (422) before any route
 reads it (``shared.service.unicode``).
 """
@@ -32,6 +34,8 @@ from shared.observability import (
 )
 from shared.process import start_process
 from shared.service.forwarded import trust_forwarded_for
+from shared.service.no_store import NoStoreMiddleware
+from shared.service.request_trace import RequestTraceMiddleware
 from shared.service.runtime import Runtime
 from shared.service.unicode import refuse_invalid_unicode
 
@@ -75,6 +79,8 @@ def create_api(
     install_problem_handlers(app)
     refuse_invalid_unicode(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(NoStoreMiddleware)
+    app.add_middleware(RequestTraceMiddleware)  # last added: outermost
     for router in routers:
         app.include_router(router, prefix=prefix)
     app.include_router(health_router(readiness), prefix=prefix, include_in_schema=False)

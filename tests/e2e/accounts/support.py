@@ -39,6 +39,8 @@ WATCHED = (
     "security.incidents",
     "deletion.receipts",
     "accounts.recipient_erasures",
+    "deletion.commands",
+    "deletion.stages",
 )
 
 

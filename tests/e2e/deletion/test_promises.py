@@ -8,6 +8,7 @@ tests are skipped, never passed.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import uuid
@@ -20,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 
+from deploy.local import gateway
 from deploy.local.layout import Layout
 from services.deletion import backups
 from services.deletion.config import DeletionSettings
@@ -30,6 +32,7 @@ from shared.config import PlatformSettings
 from shared.databases import SERVICE_DATABASES, VAULT_DATABASE
 from shared.db import create_pool
 from shared.events.topics import all_topics
+from shared.tracing import trace_id_of
 from shared.vault import SubjectShredded, Vault
 from tests.e2e.accounts.support import (
     BusTail,
@@ -170,6 +173,46 @@ async def test_an_account_is_erased_only_after_accounts_closed_its_cancel_window
         if r.key == user.id and r.value is not None
         and r.value["type"].startswith("deletion.cancelled.")
     ]  # fmt: skip
+
+
+async def test_one_trace_id_follows_a_deletion_from_the_click_to_every_stores_receipt(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    """An operator or an auditor follows one request by one id: the gateway's id of the
+    click is the trace id of what accounts published, of the commands the deletion
+    service sent stage after stage (from its ticker, long after the click) and of each
+    store's receipt. Another user's deletion runs under another."""
+    user, other = await active_user(client, bus), await active_user(client, bus)
+    request_id = await _request_deletion(client, user)
+    other_request = await _request_deletion(client, other)
+    done = ("shredded", "backups_pending", "complete")
+    await wait_for_stage(client, user.id, request_id, done)
+    await wait_for_stage(client, other.id, other_request, done)
+
+    def of(request: str) -> list[dict[str, Any]]:
+        return [
+            r.value for r in bus.records
+            if r.value is not None and r.value["data"].get("request_id") == request
+        ]  # fmt: skip
+
+    events = of(request_id)
+    types = {e["type"] for e in events}
+    assert {"deletion.requested.v1", "deletion.confirmed.v1", "subject.erase.v1"} <= types
+    assert "deletion_stage.changed.v1" in types
+    stores = {e["data"]["store"] for e in events if e["type"] == "subject.erased.v1"}
+    assert {"accounts", "notifier", "analytics"} <= stores
+    [trace] = {trace_id_of(e.get("traceparent")) for e in events}
+    assert trace is not None
+    [other_trace] = {trace_id_of(e.get("traceparent")) for e in of(other_request)}
+    assert other_trace not in (None, trace)
+    # The gateway logged the click under the same id: from there to the request's id.
+    log = gateway.access_log(Layout.from_env())
+    clicks = [
+        json.loads(line) for line in log.read_text().splitlines() if f'"trace_id":"{trace}"' in line
+    ]
+    assert [(c["method"], c["path"]) for c in clicks] == [
+        ("POST", f"{ACCOUNTS}/me/deletion-requests")
+    ]
 
 
 @pytest.mark.promise("P-12")
