@@ -332,16 +332,23 @@ async def _found(ctx: Context, user: store.Row) -> UserFound:
     )
 
 
-@router.get("/users", response_model=list[UserFound])
+class UserSearch(BaseModel):
+    email: EmailStr
+    purpose: str = Field(
+        min_length=3, max_length=200, description="Why the data is needed (audited)."
+    )
+
+
+@router.post("/users/search", response_model=list[UserFound])
 async def search_users(
-    email: Annotated[EmailStr, Query()],
-    purpose: Purpose,
-    ctx: Ctx,
-    op: Annotated[Operator, allowed("users.search")],
+    body: UserSearch, ctx: Ctx, op: Annotated[Operator, allowed("users.search")]
 ) -> list[UserFound]:
-    """Find a user by exact email (blind index). A match is an audited read."""
+    """Find a user by exact email (blind index). A match is an audited read. A POST, so
+    the address travels in the body: never in a URL, which browsers keep in their
+    history and proxies in their logs."""
+    purpose = body.purpose
     refuse_card_numbers(purpose=purpose)
-    index = ctx.vault.blind_index(email, purpose=EMAIL_INDEX)
+    index = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
     async with ctx.pool.acquire() as conn, conn.transaction():
         user = await store.user_by_email_index(conn, index)
         if user is None:

@@ -85,7 +85,7 @@ async def test_each_role_gets_exactly_its_endpoints_and_every_pii_read_is_audite
     # Writes go with an incomplete body: an allowed role reaches validation (422) and
     # changes nothing; a refused role is stopped before (403).
     calls: dict[str, tuple[str, str, dict[str, Any] | None, dict[str, str] | None]] = {
-        "search users": ("GET", "/operator/users", None, {"email": user.email, **purpose}),
+        "search users": ("POST", "/operator/users/search", {"email": user.email, **purpose}, None),
         "read user": ("GET", f"/operator/users/{uid}", None, purpose),
         "change user": (
             "PATCH",
