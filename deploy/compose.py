@@ -75,6 +75,9 @@ def gateway_placement() -> Placement:
         cert=str(tls.cert),
         key=str(tls.key),
         user="user nginx;\n",
+        # The host's loopback reaches the published port from the bridge's gateway: the
+        # private ranges, where a deployment puts its operators' network.
+        operator_networks=("127.0.0.1", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import ipaddress
 import json
 import os
 import pwd
@@ -129,6 +130,8 @@ class Placement:
     key: str
     user: str  # the workers' "user" directive, or "" when the master is not root
     public_host: str = "localhost"  # the name browsers reach it by (server_name)
+    # Where operators' endpoints answer from (OPERATOR_PATHS); anyone else finds nothing.
+    operator_networks: tuple[str, ...] = ("127.0.0.1", "::1")
 
 
 # Names of this machine: HSTS pinned on one of them would hold for every local program
@@ -244,6 +247,45 @@ STREAMS_PER_CLIENT = 8
 WORKER_CONNECTIONS = 4096
 
 
+# Operators' endpoints (accounts' and deletion's /operator, the notifier's /ops): a token
+# is not all they need. They answer only to operators' networks, so that no one on the
+# internet can guess an operator's password or map those routes.
+OPERATOR_PATHS = "(?:operator|ops)(?:/|$)"
+
+
+class UnusableNetwork(ValueError):
+    """An IMT_GATEWAY_OPERATOR_NETWORKS entry that is neither an address nor a network."""
+
+
+def operator_networks() -> tuple[str, ...]:
+    """IMT_GATEWAY_OPERATOR_NETWORKS (comma separated addresses or networks; default this
+    machine's loopback addresses)."""
+    setting = os.environ.get("IMT_GATEWAY_OPERATOR_NETWORKS", "127.0.0.1,::1")
+    entries = tuple(e.strip() for e in setting.split(",") if e.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise UnusableNetwork(
+                f"IMT_GATEWAY_OPERATOR_NETWORKS: {entry!r} is not an IP address or network"
+            ) from None
+    return entries
+
+
+def _operators_only(place: Placement) -> str:
+    allowed = "".join(f"    allow {network};\n" for network in place.operator_networks)
+    # Refused as not found (our problem body), not as forbidden: nothing is there for them.
+    return f"{allowed}    deny all;\n    error_page 403 = @not_found;\n"
+
+
+def _operator_routes(place: Placement, services: str) -> str:
+    # Before the service's own regex, which would match these too: the first match wins.
+    return (
+        f"location ~ ^/api/(?<imt_service>{services})/+{OPERATOR_PATHS} {{\n"
+        f"{_operators_only(place)}    proxy_pass http://svc_$imt_service;\n{_PROXY}{_BUFFERED}}}\n\n"
+    )
+
+
 def rate_per_second() -> int:
     """Requests per second per client address (IMT_GATEWAY_RATE_PER_SECOND, default 50).
 
@@ -256,6 +298,7 @@ def render_site(place: Placement, version: str = "") -> str:
     """Server body shared by the http and https listeners; /healthz names ``version``."""
     headers = f"{place.conf_dir}/headers.conf"
     services = "|".join(place.upstreams)
+    own_routes = _inbox_stream(place) + _long_checks(place) + _operator_routes(place, services)
     return f"""\
 root {place.web_root};
 index index.html;
@@ -295,7 +338,7 @@ location ~ ^/api/(?:{services})/+(?:{"|".join(INTERNAL_PATHS)})/*$ {{
     return 404;
 }}
 
-{_inbox_stream(place)}{_long_checks(place)}location ~ ^/api/(?<imt_service>{services})(?:/|$) {{
+{own_routes}location ~ ^/api/(?<imt_service>{services})(?:/|$) {{
     proxy_pass http://svc_$imt_service;
 {_PROXY}{_BUFFERED}}}
 
@@ -336,7 +379,8 @@ _STREAMED = """\
 def _long_checks(place: Placement) -> str:
     # Regex locations are tried in order: these come before the service's own.
     return "".join(
-        f"location ~ ^{path}/?$ {{\n    proxy_pass http://svc_{service};\n{_PROXY}"
+        f"location ~ ^{path}/?$ {{\n{_operators_only(place)}"
+        f"    proxy_pass http://svc_{service};\n{_PROXY}"
         f"    proxy_buffering on;\n    proxy_read_timeout {LONG_CHECK_TIMEOUT};\n}}\n\n"
         for service, path in LONG_CHECKS.items()
         if service in place.upstreams
@@ -372,6 +416,7 @@ def local_placement(layout: Layout, tls: TlsFiles) -> Placement:
         cert=str(tls.cert),
         key=str(tls.key),
         user=_worker_user(),
+        operator_networks=operator_networks(),
     )
 
 

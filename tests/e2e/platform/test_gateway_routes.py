@@ -123,3 +123,32 @@ async def test_services_report_their_own_gauges(platform: str, service: str) -> 
     for series in OWN_GAUGES[service]:
         assert series in samples, series
         assert samples[series] >= 0
+
+
+async def test_operators_endpoints_are_not_there_for_anyone_outside_operators_networks(
+    platform: str,
+) -> None:
+    """The local gateway lets operators in from 127.0.0.1 and ::1 only
+    (IMT_GATEWAY_OPERATOR_NETWORKS). From 127.0.0.2, a loopback address too but not
+    among them, an operator's endpoint is not there (JSON 404) while a user's is."""
+    operators = [
+        "/api/accounts/operator/stats",
+        "/api/accounts/operator/audit/verify",
+        "/api/deletion/operator/pipeline",
+        "/api/notifier/ops/suppressions",
+    ]
+    away = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    async with (
+        httpx.AsyncClient(timeout=30) as here,
+        httpx.AsyncClient(transport=away, timeout=30) as elsewhere,
+    ):
+        allowed = {path: await here.get(f"{platform}{path}") for path in operators}
+        refused = {path: await elsewhere.get(f"{platform}{path}") for path in operators}
+        login = await elsewhere.post(f"{platform}/api/accounts/operator/sessions", json={})
+        public = await elsewhere.get(f"{platform}/api/accounts/openapi.json")
+    for path in operators:
+        assert allowed[path].status_code == 401, (path, allowed[path].text)  # a token, next
+        assert refused[path].status_code == 404, (path, refused[path].text)
+        assert refused[path].headers["content-type"].startswith("application/problem+json")
+    assert login.status_code == 404  # no password can be tried from there
+    assert public.status_code == 200

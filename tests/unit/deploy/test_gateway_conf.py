@@ -265,3 +265,50 @@ def test_operators_whole_store_checks_get_minutes_and_other_calls_seconds() -> N
         found = re.search(line.split()[2], path.replace("[^/]+", "some-id"))
         assert found is not None
     assert f"proxy_read_timeout {gateway.API_READ_TIMEOUT};" in locations[service]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/accounts/operator/stats",
+        "/api/accounts/operator",
+        "/api/accounts//operator/users/search",
+        "/api/accounts/operator/audit/verify",  # a long check: a location of its own
+        "/api/deletion/operator/requests/some-id/verify",
+        "/api/deletion/operator/pipeline",
+        "/api/notifier/ops/suppressions",
+    ],
+)
+def test_operators_endpoints_answer_only_operators_networks(path: str) -> None:
+    body = _first_regex_for(path)
+    assert body is not None
+    assert "proxy_pass" in body
+    networks = re.findall(r"^\s+allow (\S+);$", body, re.M)
+    assert networks == list(compose.gateway_placement().operator_networks)
+    assert body.index("deny all;") > max(body.index(f"allow {n};") for n in networks)
+    assert "error_page 403 = @not_found;" in body  # refused as nothing there, in JSON
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/accounts/me", "/api/accounts/operators-guide", "/api/notifier/opsx", "/"]
+)
+def test_users_paths_are_open_to_every_network(path: str) -> None:
+    body = _first_regex_for(path)
+    assert body is None or "deny all;" not in body
+
+
+def test_operators_networks_come_from_the_setting_and_a_bad_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("IMT_GATEWAY_OPERATOR_NETWORKS", raising=False)
+    assert gateway.operator_networks() == ("127.0.0.1", "::1")
+    monkeypatch.setenv("IMT_GATEWAY_OPERATOR_NETWORKS", " 10.1.0.0/16 , fd00::/8 ")
+    assert gateway.operator_networks() == ("10.1.0.0/16", "fd00::/8")
+    placed = dataclasses.replace(
+        compose.gateway_placement(), operator_networks=gateway.operator_networks()
+    )
+    site = gateway.render_site(placed)
+    assert "    allow 10.1.0.0/16;\n    allow fd00::/8;\n    deny all;\n" in site
+    monkeypatch.setenv("IMT_GATEWAY_OPERATOR_NETWORKS", "10.1.0.0/16,office")
+    with pytest.raises(gateway.UnusableNetwork, match="'office'"):
+        gateway.operator_networks()
