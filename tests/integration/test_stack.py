@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import smtplib
+import socket
 import ssl
 import uuid
 from collections.abc import Iterator
@@ -99,6 +100,32 @@ def test_gateway_health(scheme: str) -> None:
     assert response.headers["referrer-policy"] == "no-referrer"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "set-cookie" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("suites", "accepted"),
+    [
+        # The local certificate's key is ECDSA: the suites it can serve.
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", True),
+        ("ECDHE-ECDSA-CHACHA20-POLY1305", True),
+        # CBC with SHA-1, which nginx's default list offers.
+        ("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA", False),
+    ],
+)
+def test_gateway_speaks_tls_1_2_with_forward_secret_aead_suites_only(
+    suites: str, accepted: bool
+) -> None:
+    context = ssl.create_default_context(cafile=tls_files(LAYOUT.tls).ca)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(suites)
+    with socket.create_connection((HOST, LAYOUT.ports.gateway_tls), timeout=5) as raw:
+        if not accepted:
+            with pytest.raises(ssl.SSLError):
+                context.wrap_socket(raw, server_hostname="localhost").close()
+            return
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.version() == "TLSv1.2"
+            assert tls.cipher()[0] in suites.split(":")
 
 
 def test_gateway_answers_503_problem_when_a_service_is_down() -> None:
