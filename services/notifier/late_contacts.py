@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
-from services.notifier.store import LATE_CARD_CATEGORIES, WORK_CHANNEL
+from services.notifier.store import INBOX_CHANNEL, LATE_CARD_CATEGORIES, WORK_CHANNEL
 from shared.db.pool import Connection
 from shared.events.catalogue.notifier import NoticeDelivered
 from shared.events.topics import NOTIFIER_DELIVERIES
@@ -73,6 +73,11 @@ async def deliver_missed(conn: Connection, user_id: UUID) -> int:
                 user_id,
                 n["notice_id"],
                 n["pinned"],
+            )
+            # An open stream of the user's shows it now; theirs only: everyone else the
+            # notice reached has had their item since its fan-out.
+            await conn.execute(
+                "SELECT pg_notify($1, $2)", INBOX_CHANNEL, f"{n['notice_id']} {user_id}"
             )
             if not outcomes_pending:  # else the fan-out's outcomes, still queued, hold it
                 await conn.execute(

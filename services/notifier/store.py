@@ -16,7 +16,9 @@ from shared.events.catalogue.notifier import NoticeDelivered
 from shared.events.topics import NOTIFIER_DELIVERIES
 
 WORK_CHANNEL = "notifier_work"  # wakes the worker's loops (sender, planner, outcomes)
-INBOX_CHANNEL = "notifier_inbox"  # payload: a notice id with new inbox items (SSE)
+# Payload: a notice id with new inbox items (SSE), followed by " <user id>" when the one
+# new item is that user's (a late card): services/notifier/stream.py.
+INBOX_CHANNEL = "notifier_inbox"
 # Templates whose params hold a single-use secret (an action token and its link): kept
 # until their one email is done (a dead one keeps them for a replay; they expire anyway),
 # and never shown in-site (an inbox item is kept, exported and streamed).
@@ -53,35 +55,49 @@ class SealedContact:
     pending_change: UUID | None = None
 
 
+# A person who asked us (by email, recorded by an operator) to stop ALL email asked it of
+# themselves, not of one address: their next address is suppressed too. Only a request
+# recorded since the account took the address (email_since) is theirs: an address keeps
+# its suppression after its holder's erasure or move, and whoever takes it next asked
+# nothing. The request is recorded again for the new address, under its reference, so it
+# follows them from there too (the new address may have had a suppression of its own).
+_CARRY_OPERATOR_SUPPRESSION = """
+WITH requests AS (
+    SELECT o.id, o.operator_id, o.request_reference
+    FROM contacts c
+    JOIN suppressions s
+      ON s.email_index = c.email_index AND s.category = 'all' AND s.source = 'operator'
+    JOIN operator_suppressions o
+      ON o.email_index = c.email_index AND o.created_at >= c.email_since
+    WHERE c.user_id = $1 AND c.email_index <> $2
+      -- Never from an older card (a replayed or re-read record): as the card's upsert.
+      AND (c.card_changed_at IS NULL OR $3::timestamptz IS NULL
+           OR $3::timestamptz >= c.card_changed_at)
+), recorded AS (
+    INSERT INTO operator_suppressions (email_index, operator_id, request_reference,
+                                       carried_from)
+    SELECT $2, operator_id, request_reference, id FROM requests
+)
+INSERT INTO suppressions (email_index, category, source)
+SELECT $2, 'all', 'operator' WHERE EXISTS (SELECT 1 FROM requests)
+ON CONFLICT (email_index, category) DO UPDATE SET source = 'operator'
+"""
+
+
 async def upsert_contact(conn: Connection, c: SealedContact) -> None:
-    # A person who asked us (by email, recorded by an operator) to stop ALL email asked
-    # it of themselves, not of one address: their next address is suppressed too. Only
-    # a request recorded since the account has held the address: an address keeps its
-    # suppression after its holder's erasure, and a newcomer using it asked nothing.
-    await conn.execute(
-        "INSERT INTO suppressions (email_index, category, source)"
-        " SELECT $2, 'all', 'operator' FROM contacts c JOIN suppressions s"
-        "   ON s.email_index = c.email_index AND s.category = 'all' AND s.source = 'operator'"
-        " WHERE c.user_id = $1 AND c.email_index <> $2"
-        "   AND (s.created_at >= c.known_since OR EXISTS (SELECT 1 FROM operator_suppressions o"
-        "        WHERE o.email_index = c.email_index AND o.created_at >= c.known_since))"
-        "   AND (c.card_changed_at IS NULL OR $3::timestamptz IS NULL"
-        "        OR $3::timestamptz >= c.card_changed_at)"
-        " ON CONFLICT (email_index, category) DO UPDATE SET source = 'operator'",
-        c.user_id,
-        c.email_index,
-        c.card_changed_at,
-    )
+    await conn.execute(_CARRY_OPERATOR_SUPPRESSION, c.user_id, c.email_index, c.card_changed_at)
     await conn.execute(
         """
         INSERT INTO contacts (user_id, email_index, email, name, guardian_index, guardian_email,
                               locale, age_band, marketing_email, tracking_opt_out, active,
                               card_changed_at, pending_index, pending_email, pending_change,
-                              known_since)
+                              known_since, email_since)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                LEAST(coalesce($12, now()), now()))
+                LEAST(coalesce($12, now()), now()), now())
         ON CONFLICT (user_id) DO UPDATE SET
             known_since = LEAST(contacts.known_since, EXCLUDED.known_since),
+            email_since = CASE WHEN contacts.email_index = EXCLUDED.email_index
+                               THEN contacts.email_since ELSE EXCLUDED.email_since END,
             email_index = EXCLUDED.email_index, email = EXCLUDED.email, name = EXCLUDED.name,
             guardian_index = EXCLUDED.guardian_index, guardian_email = EXCLUDED.guardian_email,
             pending_index = EXCLUDED.pending_index, pending_email = EXCLUDED.pending_email,
@@ -841,21 +857,24 @@ async def erase_request_items(
     conn: Connection, subject_id: UUID, request_id: UUID
 ) -> dict[str, int]:
     """Everything of the subject's about one of their requests: the inbox items and email
-    deliveries of its notices (replies), then those notices once nobody else has one."""
+    deliveries of its notices (replies), then those notices once nobody else has one.
+
+    By the request_id column, not the params' text: it is indexed, and it reads the id
+    however the params spelt it (in capitals, say)."""
     erased: dict[str, int] = {}
     for table in ("inbox_items", "deliveries"):
         status = await conn.execute(
             f"DELETE FROM {table} x USING notices n WHERE x.notice_id = n.notice_id"  # noqa: S608
-            " AND x.user_id = $1 AND n.params->>'request_id' = $2",
+            " AND x.user_id = $1 AND n.request_id = $2",
             subject_id,
-            str(request_id),
+            request_id,
         )
         erased[table] = int(status.split()[-1])
     status = await conn.execute(
-        "DELETE FROM notices n WHERE n.params->>'request_id' = $1"
+        "DELETE FROM notices n WHERE n.request_id = $1"
         " AND NOT EXISTS (SELECT 1 FROM inbox_items i WHERE i.notice_id = n.notice_id)"
         " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notice_id = n.notice_id)",
-        str(request_id),
+        request_id,
     )
     erased["notices"] = int(status.split()[-1])
     return erased

@@ -2,9 +2,12 @@
 
 A fan-out commits its inbox rows and ``NOTIFY notifier_inbox, '<notice id>'``; each API
 process listens once, looks up that notice's items for the users connected to it (one
-indexed query, whatever the audience size) and pushes them to their streams. If the
-listening connection is lost (PostgreSQL restarted), it listens again and pushes what
-was fanned out while it could not hear.
+indexed query, whatever the audience size) and pushes them to their streams. An item
+written for one user after its notice's fan-out (a card that came late for it) is
+notified as ``'<notice id> <user id>'``: only that user's item is pushed, not again the
+items of everyone the notice reached before. If the listening connection is lost
+(PostgreSQL restarted), it listens again and pushes what was fanned out while it could
+not hear.
 """
 
 from __future__ import annotations
@@ -66,18 +69,22 @@ class InboxHub:
         await self._listener.close()
 
     def _on_notify(self, payload: str) -> None:
-        if not self._subscribers:
+        notice, _, user = payload.partition(" ")
+        only = UUID(user) if user else None
+        if not self._subscribers or (only is not None and only not in self._subscribers):
             return
-        task = asyncio.get_running_loop().create_task(self._dispatch(UUID(payload)))
+        task = asyncio.get_running_loop().create_task(self._dispatch(UUID(notice), only))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _dispatch(self, notice_id: UUID) -> None:
+    async def _dispatch(self, notice_id: UUID, only: UUID | None) -> None:
         await self._push(
             f"SELECT i.user_id, {ITEM_COLUMNS} FROM inbox_items i"  # noqa: S608
             " JOIN notices n ON n.notice_id = i.notice_id"
-            " WHERE i.user_id = ANY($1::uuid[]) AND i.notice_id = $2",
+            " WHERE i.user_id = ANY($1::uuid[]) AND i.notice_id = $2"
+            " AND ($3::uuid IS NULL OR i.user_id = $3)",
             notice_id,
+            only,
         )
 
     async def _catch_up(self, deaf_seconds: float) -> None:

@@ -125,7 +125,9 @@ def test_gateway_speaks_tls_1_2_with_forward_secret_aead_suites_only(
             return
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
             assert tls.version() == "TLSv1.2"
-            assert tls.cipher()[0] in suites.split(":")
+            cipher = tls.cipher()
+            assert cipher is not None
+            assert cipher[0] in suites.split(":")
 
 
 def test_gateway_answers_503_problem_when_a_service_is_down() -> None:

@@ -1,4 +1,4 @@
-"""Clock helpers for tests whose counts are per UTC day."""
+"""Clock helpers for tests whose counts are per UTC day, or per UTC hour."""
 
 from __future__ import annotations
 
@@ -10,4 +10,12 @@ def seconds_to_clear_midnight(now: datetime, margin: timedelta) -> float:
     it does not cross UTC midnight (0 when it would not)."""
     midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
     left = midnight - now
+    return left.total_seconds() + 1.0 if left < margin else 0.0
+
+
+def seconds_to_clear_the_hour(now: datetime, margin: timedelta) -> float:
+    """How long a test starting at ``now``, whose counts per hour are made within
+    ``margin``, must wait so that they do not cross a UTC hour (0 when they would not)."""
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    left = hour - now
     return left.total_seconds() + 1.0 if left < margin else 0.0

@@ -152,9 +152,10 @@ async def suppressions_recorded(
     """Global suppressions operators recorded, newest first: who, when, under which
     reference (not whose: that is in the request the reference names)."""
     async with runtime.pool.acquire() as conn:
+        # Not the copies made as a person moved address: nobody recorded those then.
         rows = await conn.fetch(
             "SELECT operator_id, request_reference, created_at FROM operator_suppressions"
-            " ORDER BY created_at DESC, id DESC LIMIT $1",
+            " WHERE carried_from IS NULL ORDER BY created_at DESC, id DESC LIMIT $1",
             limit,
         )
     return [dict(r) for r in rows]

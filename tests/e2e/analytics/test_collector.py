@@ -34,6 +34,7 @@ def _on_a_phone(i: int) -> bool:
 
 
 @pytest.mark.promise("P-03")
+@pytest.mark.usefixtures("not_across_the_hour")  # unique visitors per hour are counted
 async def test_n_visits_in_give_n_in_the_window(platform: str) -> None:
     site = unique_site()
     visitors = 7

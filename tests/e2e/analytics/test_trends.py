@@ -60,6 +60,7 @@ def _published_cells(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.promise("P-20")
+@pytest.mark.usefixtures("not_across_the_hour")  # the day and its hour, held together
 async def test_no_published_cell_is_under_k_nor_derivable(
     platform: str, settings: PlatformSettings
 ) -> None:

@@ -9,6 +9,7 @@ from shared.bus.selftest import probe_envelopes
 from shared.config import PlatformSettings
 from shared.events import encode_envelope
 from tests.support.probes import probe_keys_and_seqs, spawn_selftest, wait_for_effects
+from tests.support.processes import end
 
 PROBES = 3000
 KEYS = 60
@@ -43,9 +44,7 @@ async def test_full_buffers_and_a_rebalance_lose_and_double_nothing(
         assert await wait_for_effects(conn, PROBES, timeout=120, worker=first) == PROBES
     finally:
         for worker in (first, second):
-            if worker is not None:
-                worker.terminate()
-                worker.wait(timeout=30)
+            end(worker, grace_seconds=30)  # SIGKILL if it outlives the grace: none is left
 
     applied = await conn.fetchval("SELECT count(*) FROM probe_effects")
     assert applied == PROBES  # and wait_for_effects counted PROBES distinct ids

@@ -26,16 +26,22 @@ CREATE TABLE applied (partition int NOT NULL, "offset" bigint NOT NULL, member t
 """
 
 
-def applying_slowly(member: str) -> Handler:
+def applying_slowly(
+    member: str, applied: asyncio.Event | None = None, slower_until: asyncio.Event | None = None
+) -> Handler:
     """A handler that records each application and holds its transaction a while, so that
-    a rebalance finds a poll being applied."""
+    a rebalance finds a poll being applied. It sets ``applied`` once it applied a poll,
+    and holds each poll five times as long until ``slower_until`` is set."""
 
     async def handle(conn: Connection, items: Sequence[Item]) -> None:
         await conn.executemany(
             'INSERT INTO applied (partition, "offset", member) VALUES ($1, $2, $3)',
             [(i.partition, i.offset, member) for i in items],
         )
-        await asyncio.sleep(0.2)
+        slow = slower_until is not None and not slower_until.is_set()
+        await asyncio.sleep(1.0 if slow else 0.2)
+        if applied is not None:
+            applied.set()
 
     return handle
 
@@ -76,16 +82,21 @@ async def test_a_rebalance_hands_partitions_over_where_their_effects_end(
     group = f"{scratch_topic}.rebalance"
     await _tombstones(settings, scratch_topic, RECORDS)
 
-    def member(name: str) -> AbstractAsyncContextManager[IdempotentConsumer]:
+    b_applied = asyncio.Event()
+
+    def member(name: str, handler: Handler) -> AbstractAsyncContextManager[IdempotentConsumer]:
         return running_consumer(
-            settings, scratch_dsn, scratch_topic, group, applying_slowly(name), max_poll_records=10
+            settings, scratch_dsn, scratch_topic, group, handler, max_poll_records=10
         )
 
-    async with member("a"):
+    # Until b has applied a poll, a goes at 10 records a second: b's join (start, group
+    # rebalance; seconds, or tens of them on a busy machine) always finds work left.
+    async with member("a", applying_slowly("a", slower_until=b_applied)):
         assert await _until(applied, DISTINCT, 60, timeout=60) >= 60
-        async with member("b"):
+        async with member("b", applying_slowly("b", applied=b_applied)):
             # b takes partitions over while a is applying polls: then b leaves again.
-            await _until(applied, "SELECT count(*) FROM applied WHERE member = 'b'", 30, 60)
+            by_b = await _until(applied, "SELECT count(*) FROM applied WHERE member = 'b'", 30, 60)
+            assert by_b >= 1, "b was given no partition with records left"
         assert await _until(applied, DISTINCT, RECORDS, timeout=120) == RECORDS
 
     twice = await applied.fetch(

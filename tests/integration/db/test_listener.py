@@ -14,6 +14,14 @@ import asyncpg
 from shared.db.listener import Listener
 
 CHANNEL = "listener_test"
+# The listener's connections carry this name, so the test finds its backend by name: the
+# query column would not do (the periodic check's SELECT 1 overwrites the LISTEN).
+APP = "listener_under_test"
+
+
+def _named(dsn: str) -> str:
+    """The DSN with APP as application_name (asyncpg passes it as a server setting)."""
+    return f"{dsn}{'&' if '?' in dsn else '?'}application_name={APP}"
 
 
 async def _until(check: Any, tries: int = 400) -> None:
@@ -47,7 +55,7 @@ async def test_a_terminated_listener_listens_again_and_retries_a_failed_catch_up
         if len(catch_ups) == 1:
             raise ConnectionResetError("the first catch-up fails")
 
-    listener = Listener(scratch_dsn, CHANNEL, heard.append, on_resumed)
+    listener = Listener(_named(scratch_dsn), CHANNEL, heard.append, on_resumed)
     await listener.start()
     try:
         await _heard(listener, heard, scratch_dsn, "before")
@@ -55,8 +63,8 @@ async def test_a_terminated_listener_listens_again_and_retries_a_failed_catch_up
         try:
             terminated = await conn.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-                " AND pid <> pg_backend_pid()"
+                " WHERE datname = current_database() AND application_name = $1",
+                APP,
             )
         finally:
             await conn.close()
@@ -73,7 +81,7 @@ async def test_a_connection_that_no_longer_answers_is_replaced(scratch_dsn: str)
     """The listener's server process stopped (SIGSTOP): the connection stays open but
     answers nothing, as after a dropped NAT entry. The periodic check replaces it."""
     heard: list[str] = []
-    listener = Listener(scratch_dsn, CHANNEL, heard.append, check_seconds=0.3)
+    listener = Listener(_named(scratch_dsn), CHANNEL, heard.append, check_seconds=0.3)
     await listener.start()
     conn = await asyncpg.connect(scratch_dsn)
     stopped: list[int] = []
@@ -81,7 +89,7 @@ async def test_a_connection_that_no_longer_answers_is_replaced(scratch_dsn: str)
         await _heard(listener, heard, scratch_dsn, "before")
         [pid] = [r["pid"] for r in await conn.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+            " AND application_name = $1", APP
         )]  # fmt: skip
         os.kill(pid, signal.SIGSTOP)
         stopped.append(pid)

@@ -162,3 +162,26 @@ async def test_the_upgrade_marks_erasures_of_whole_accounts(scratch_dsn: str) ->
         "account, confirming",
         "account, done",
     }
+
+
+async def test_a_requests_items_are_erased_however_its_id_was_spelt(pool: asyncpg.Pool) -> None:
+    """A reply names its request in its params, here in capitals: its rows are still
+    the request's, and go with it."""
+    subject, request = uuid.uuid4(), uuid.uuid4()
+    reply = store.Notice(
+        notice_id=uuid.uuid4(),
+        template="request_reply",
+        category="transactional",
+        audience="listed",
+        user_ids=(subject,),
+        params={"request_id": str(request).upper()},
+        channels=("inbox", "email"),
+        recipient="user",
+        pinned=False,
+        source="test",
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.accept_notice(conn, reply)
+        await store.plan_email_chunk(conn, 100)
+        erased = await store.erase_request_items(conn, subject, request)
+    assert erased == {"inbox_items": 1, "deliveries": 1, "notices": 1}

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 
 from services.notifier import handlers, late_contacts, store
 from services.notifier.config import NotifierSettings
+from services.notifier.domain.templates import Renderer
+from services.notifier.stream import InboxHub
 from shared.bus.delivery import Delivery, read_record
 from shared.events.catalogue.notifier import NoticeDelivered
 from shared.vault import Vault
@@ -189,3 +193,54 @@ async def test_a_card_stored_while_a_fan_out_runs_is_never_missed_by_both(
         assert not card.done()  # it waits for the fan-out's commit
     await card
     assert await _told(pool, uid, breach) == (1, 1)
+
+
+def _announcement(uid: uuid.UUID, subject: str) -> store.Notice:
+    return store.Notice(
+        notice_id=uuid.uuid4(), template="service_announcement",
+        category="service_announcement", audience="listed", user_ids=(uid,),
+        params={"subject": subject, "message": "-"}, channels=("inbox",), recipient="user",
+        pinned=False, source="test",
+    )  # fmt: skip
+
+
+async def _next(events: AsyncIterator[str]) -> dict[str, Any]:
+    while True:
+        chunk = await asyncio.wait_for(anext(events), 10)
+        if chunk.startswith(":"):
+            continue  # keep-alive
+        lines = dict(line.split(": ", 1) for line in chunk.strip().splitlines())
+        return {"event": lines["event"], **json.loads(lines["data"])}
+
+
+async def _open_session() -> bool:
+    return True
+
+
+async def test_a_late_cards_item_reaches_its_open_stream_and_no_other(
+    pool: asyncpg.Pool, vault: Vault, scratch_dsn: str
+) -> None:
+    held, late = uuid.uuid4(), uuid.uuid4()
+    before = datetime.now(UTC) - timedelta(minutes=5)
+    await _card(pool, vault, held, before)
+    breach = _breach()
+    await _fan_out(pool, breach)
+    hub = InboxHub(pool, scratch_dsn, Renderer())
+    await hub.start()
+    # Both connect after the fan-out. The holder's item is not among those sent first
+    # (acknowledged, say): only a notification naming the late user keeps it from
+    # being pushed to the holder again.
+    streams = {uid: hub.stream(uid, hub.subscribe(uid), [], _open_session) for uid in (held, late)}
+    try:
+        for events in streams.values():
+            assert (await _next(events))["event"] == "ready"
+        await _card(pool, vault, late, before)  # written before the fan-out, read after
+        item = await _next(streams[late])
+        assert (item["event"], item["notice_id"]) == ("notice", str(breach.notice_id))
+
+        await _fan_out(pool, _announcement(held, "after"))
+        assert (await _next(streams[held]))["title"] == "after"  # not the breach again
+    finally:
+        for events in streams.values():
+            await events.aclose()
+        await hub.close()
