@@ -251,6 +251,8 @@ WORKER_CONNECTIONS = 4096
 # is not all they need. They answer only to operators' networks, so that no one on the
 # internet can guess an operator's password or map those routes.
 OPERATOR_PATHS = "(?:operator|ops)(?:/|$)"
+# The analysts' views of analytics, outside those prefixes (its public trends are not).
+ANALYST_PATHS = {"analytics": "/api/analytics/+(?:trends(?:/partner)?|suppressed)/*$"}
 
 
 class UnusableNetwork(ValueError):
@@ -292,7 +294,13 @@ TLS12_CIPHERS = ":".join(
 
 def _operator_routes(place: Placement, services: str) -> str:
     # Before the service's own regex, which would match these too: the first match wins.
-    return (
+    analysts = "".join(
+        f"location ~ ^{path} {{\n"
+        f"{_operators_only(place)}    proxy_pass http://svc_{service};\n{_PROXY}{_BUFFERED}}}\n\n"
+        for service, path in ANALYST_PATHS.items()
+        if service in place.upstreams
+    )
+    return analysts + (
         f"location ~ ^/api/(?<imt_service>{services})/+{OPERATOR_PATHS} {{\n"
         f"{_operators_only(place)}    proxy_pass http://svc_$imt_service;\n{_PROXY}{_BUFFERED}}}\n\n"
     )
@@ -393,7 +401,8 @@ def _long_checks(place: Placement) -> str:
     return "".join(
         f"location ~ ^{path}/?$ {{\n{_operators_only(place)}"
         f"    proxy_pass http://svc_{service};\n{_PROXY}"
-        f"    proxy_buffering on;\n    proxy_read_timeout {LONG_CHECK_TIMEOUT};\n}}\n\n"
+        f"    proxy_buffering on;\n    proxy_max_temp_file_size 0;\n"
+        f"    proxy_read_timeout {LONG_CHECK_TIMEOUT};\n}}\n\n"
         for service, path in LONG_CHECKS.items()
         if service in place.upstreams
     )

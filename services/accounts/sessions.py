@@ -29,15 +29,20 @@ class TokenPair(BaseModel):
     expires_in: int
 
 
-def access_for(ctx: Context, principal: store.Row, kind: str, session_id: UUID) -> str:
-    """An access token for the principal's session, with its claims as they are now."""
+def access_for(
+    ctx: Context, principal: store.Row, kind: str, session_id: UUID, seconds: int | None = None
+) -> str:
+    """An access token for the principal's session, with its claims as they are now,
+    for ``seconds`` (at most the configured lifetime)."""
+    lifetime = ctx.settings.accounts_access_token_seconds
+    seconds = lifetime if seconds is None else min(seconds, lifetime)
     if kind == "operator":
         return access_token(
             ctx.private_key,
             subject=str(principal["id"]),
             session_id=str(session_id),
             kind="operator",
-            seconds=ctx.settings.accounts_access_token_seconds,
+            seconds=seconds,
             roles=tuple(principal["roles"]),
         )
     return access_token(
@@ -45,7 +50,7 @@ def access_for(ctx: Context, principal: store.Row, kind: str, session_id: UUID) 
         subject=str(principal["id"]),
         session_id=str(session_id),
         kind="user",
-        seconds=ctx.settings.accounts_access_token_seconds,
+        seconds=seconds,
         age_band=principal["age_band"],
         tracking_opt_out=principal["tracking_opt_out"],
     )

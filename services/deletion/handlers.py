@@ -550,7 +550,11 @@ async def release_retained(conn: Connection, deps: Deps) -> int:
             item_id=r.item_id,
             retain_categories=tuple(c for c in still_kept if c in pending),
         )
-        await _publish(conn, deps, command, r.subject_id)
+        traced = trace_id_var.set(tracked.trace_id)  # the request's, years on
+        try:
+            await _publish(conn, deps, command, r.subject_id)
+        finally:
+            trace_id_var.reset(traced)
         await store.mark_release_sent(conn, due["erase_id"], now)
         released += 1
     return released

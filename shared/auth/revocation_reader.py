@@ -6,6 +6,11 @@ revocations of tokens still alive, then follows the topic. It is ready once it h
 up to the end offsets it saw at start. Until it first is, it cannot tell an ended
 session's token from another, so it answers every token 503 (retry shortly) rather than
 let one pass: the gateway sends requests to a process whether or not it is ready.
+
+Once ready, it asks Kafka for the end offsets again every few seconds and counts itself
+current up to when it asked, once it has read that far. A reader cut off from Kafka
+would not hear of a logout or a password change: when it has not been current for
+``stale_after`` seconds, tokens get the same 503 until it is again.
 """
 
 from __future__ import annotations
@@ -34,14 +39,23 @@ log = logging.getLogger(__name__)
 CLOCK_MARGIN = timedelta(seconds=60)
 PRUNE_EVERY = 30.0
 RETRY_AFTER = 2.0
+CHECK_EVERY = 2.0
+STALE_AFTER = 15.0
 
 
 class RevocationReader:
     """Follows ``topic`` in a background task while started."""
 
-    def __init__(self, settings: PlatformSettings, topic: str = ACCOUNTS_SESSIONS.name) -> None:
+    def __init__(
+        self,
+        settings: PlatformSettings,
+        topic: str = ACCOUNTS_SESSIONS.name,
+        stale_after: float = STALE_AFTER,
+    ) -> None:
         self._settings = settings
         self._topic = topic
+        self._stale_after = stale_after
+        self._current_at = float("-inf")  # monotonic: every revocation before it is applied
         self._lookback = timedelta(seconds=settings.token_max_seconds) + CLOCK_MARGIN
         self.revocations = Revocations(self._lookback)
         self._caught_up = False
@@ -60,13 +74,22 @@ class RevocationReader:
 
     async def session_check(self, _request: Request, claims: Claims) -> bool:
         """``app.state.session_check``: False for a token of an ended session; 503 while
-        this process has not yet read the revocations of the tokens still alive."""
+        this process has not yet read the revocations of the tokens still alive, or has
+        not been current with them for ``stale_after`` seconds."""
         if not self._known:
             raise Problem(
                 503,
                 "Sessions not known yet",
                 "This service is starting and cannot check sessions yet; retry shortly.",
                 slug="sessions-not-known",
+                headers={"Retry-After": str(int(RETRY_AFTER))},
+            )
+        if time.monotonic() - self._current_at > self._stale_after:
+            raise Problem(
+                503,
+                "Sessions not current",
+                "This service cannot reach the sessions it checks tokens against; retry shortly.",
+                slug="sessions-not-current",
                 headers={"Retry-After": str(int(RETRY_AFTER))},
             )
         return not self.revocations.revoked(claims)
@@ -93,6 +116,8 @@ class RevocationReader:
         await consumer.start()
         try:
             partitions = await self._rewind(consumer)
+            # Taken before asking: whatever was published before then is below the ends.
+            asked = time.monotonic()
             targets = await consumer.end_offsets(partitions)
             pruned = time.monotonic()
             while True:
@@ -100,10 +125,14 @@ class RevocationReader:
                 for records in batches.values():
                     for r in records:
                         self._apply(read_record(r.value, r.key, r.topic, r.partition, r.offset))
-                if not self._caught_up:
-                    positions = {tp: await consumer.position(tp) for tp in partitions}
-                    self._caught_up = all(positions[tp] >= targets[tp] for tp in partitions)
-                    self._known = self._known or self._caught_up
+                positions = {tp: await consumer.position(tp) for tp in partitions}
+                if all(positions[tp] >= targets[tp] for tp in partitions):
+                    self._caught_up = True
+                    self._known = True
+                    self._current_at = max(self._current_at, asked)
+                    if time.monotonic() - asked > CHECK_EVERY:
+                        asked = time.monotonic()
+                        targets = await consumer.end_offsets(partitions)
                 if time.monotonic() - pruned > PRUNE_EVERY:
                     self.revocations.prune(time.time())
                     pruned = time.monotonic()

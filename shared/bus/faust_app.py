@@ -96,6 +96,8 @@ async def accepted(
             continue
         trace_id_var.set(trace_id_of(value.traceparent))
         yield value
+        # Set, not reset: an async generator may be closed in another context.
+        trace_id_var.set(None)
 
 
 async def publish_dead_letter(app: faust.App, message: Message, reason: str, consumer: str) -> None:

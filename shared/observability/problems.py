@@ -227,4 +227,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(asyncpg.DataError, _on_unstorable)
     # Kept as a fallback for errors raised by middlewares outside the one below.
     app.add_exception_handler(Exception, _on_unexpected)
+    answer_unexpected_errors(app)
+
+
+def answer_unexpected_errors(app: FastAPI) -> None:
+    """Add the middleware that answers an uncaught exception with a 500 problem, as the
+    outermost so far: errors of the middlewares added before it are answered too."""
     app.add_middleware(_UnexpectedErrorMiddleware)

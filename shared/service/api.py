@@ -32,6 +32,7 @@ from shared.observability import (
     kafka_check,
     postgres_check,
 )
+from shared.observability.problems import answer_unexpected_errors
 from shared.process import start_process
 from shared.service.forwarded import trust_forwarded_for
 from shared.service.no_store import NoStoreMiddleware
@@ -79,6 +80,8 @@ def create_api(
     install_problem_handlers(app)
     refuse_invalid_unicode(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    # Again outside the metrics: a 500 of theirs gets the trace id and no-store too.
+    answer_unexpected_errors(app)
     app.add_middleware(NoStoreMiddleware)
     app.add_middleware(RequestTraceMiddleware)  # last added: outermost
     for router in routers:

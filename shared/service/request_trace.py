@@ -18,7 +18,9 @@ class RequestTraceMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # Only API requests: a probe or a scrape (/metrics, /healthz at the root) is no
+        # one's work, and what it starts (the scrape's Kafka client, say) outlives it.
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
         sent = next((v for k, v in scope["headers"] if k == _HEADER), None)

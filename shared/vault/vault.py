@@ -20,6 +20,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from shared.config import PlatformSettings
+from shared.tracing import trace_id_var
 from shared.vault import crypto
 from shared.vault.keycache import KeyCache
 
@@ -206,6 +207,9 @@ class Vault:
         # database, which always knows) and listen again on a new connection.
         self._listener = None
         self._cache.clear()
+        # The connection may have been opened inside a request, whose trace its callbacks
+        # still carry: this line, and the task listening again, belong to no request.
+        trace_id_var.set(None)
         if not self._closed and self._relisten is None:
             log.warning("vault: shred listener lost; key cache off until it listens again")
             self._relisten = asyncio.get_running_loop().create_task(self._listen_again())

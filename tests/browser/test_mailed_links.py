@@ -87,7 +87,7 @@ async def test_the_verification_link_confirms_the_address_once_the_person_confir
 ) -> None:
     address, password = await _sign_up(client)
     page = await _open(browser, await _link(mailbox, address, "verify-email", 1))
-    assert (await _log_in(client, address, password)).status_code == 403  # opened: no change
+    assert (await _log_in(client, address, password)).status_code == 401  # opened: no change
     assert "confirmed" in await _confirm(page)
     assert (await _log_in(client, address, password)).status_code == 200
     # The link is spent: a second page (another tab, a forwarded mail) is told so.
@@ -103,7 +103,7 @@ async def test_the_guardian_consent_link_lets_a_child_use_the_account(
     address, password = await _sign_up(client, birth_date="2016-05-01", guardian_email=guardian)
     verified = await _open(browser, await _link(mailbox, address, "verify-email", 1))
     assert "confirmed" in await _confirm(verified)
-    assert (await _log_in(client, address, password)).status_code == 403  # no consent yet
+    assert (await _log_in(client, address, password)).status_code == 401  # no consent yet
     consent = await _open(browser, await _link(mailbox, guardian, "guardian-consent", 1))
     assert "Thank you" in await _confirm(consent)
     assert (await _log_in(client, address, password)).status_code == 200

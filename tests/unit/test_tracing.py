@@ -43,7 +43,7 @@ def test_a_uuid_request_id_is_the_trace_id_without_dashes_or_capitals() -> None:
         "0" * 32,  # the W3C null trace id
         "4bf92f3577b34da6a3ce929d0e0e473",  # 31 digits
         "4bf92f3577b34da6a3ce929d0e0e4736a",  # 33 digits
-        "abcd4111111111111111abcdabcdabcd",  # hex, but it holds a card number
+        "abcd4111-1111-1111-1111-abcdabcdabcd",  # a UUID, but it holds a card number
     ],
 )
 def test_a_request_id_that_is_no_usable_trace_id_gets_a_new_one(sent: str | None) -> None:
@@ -53,6 +53,13 @@ def test_a_request_id_that_is_no_usable_trace_id_gets_a_new_one(sent: str | None
     assert is_trace_id(second)
     assert first != second  # new each time, not derived from what was sent
     assert sent is None or first != sent.replace("-", "").lower()
+
+
+def test_the_gateways_id_is_kept_even_when_its_digits_pass_for_a_card_number() -> None:
+    # Random hex holds a Luhn-valid run now and then: the access log must still match.
+    assert trace_id_for_request("abcd4111111111111111abcdabcdabcd") == (
+        "abcd4111111111111111abcdabcdabcd"
+    )
 
 
 def test_traceparent_carries_the_trace_id_with_a_new_span_each_time() -> None:

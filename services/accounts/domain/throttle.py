@@ -12,6 +12,7 @@ an admin can lift it sooner (``POST /operator/operators/{id}/unlock``).
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -105,3 +106,18 @@ def after_failure(policy: ThrottlePolicy, counter: Counter | None, now: datetime
         blocked_until=now + timedelta(seconds=delay) if delay else None,
         locked=locked,
     )
+
+
+def client_key(host: str) -> str:
+    """What the per-client count is kept under: an IPv4 address, or an IPv6 client's /64.
+    One subscriber's network gets a whole /64 and may take any address in it, so counting
+    each address apart would let one client spread its guesses over 2^64 of them."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

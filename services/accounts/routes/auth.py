@@ -304,10 +304,19 @@ def _client_address(request: Request) -> str:
     # compose network) could claim a new address per attempt and escape its back-off. The
     # app resolved the client from it only when the peer is a trusted proxy (the gateway,
     # which overwrites it with the address it saw; shared.service.forwarded).
-    return request.client.host if request.client else "unknown"
+    return throttle.client_key(request.client.host if request.client else "unknown")
 
 
 INVALID_CREDENTIALS = ("Invalid credentials", "The email or password is wrong.")
+# A user is answered alike whether the password was wrong or the account is not active
+# yet. Telling "not active" only to whoever knew the password still told someone who
+# signed up with another's address, choosing the password, whether it was free.
+USER_INVALID_CREDENTIALS = (
+    "Invalid credentials",
+    "The email or password is wrong, or the account is not active yet: confirm the email"
+    " address with the link we sent (a password reset confirms it too); under 13, a parent"
+    " or guardian must consent first.",
+)
 
 
 async def _login(
@@ -319,6 +328,11 @@ async def _login(
     account_policy, client_policy = ctx.account_policy(), ctx.client_policy()
     if kind == "operator":
         account_policy = throttle.for_operators(account_policy)
+    refused = Problem(
+        401,
+        *(USER_INVALID_CREDENTIALS if kind == "user" else INVALID_CREDENTIALS),
+        slug="invalid-credentials",
+    )
     async with ctx.login_turns, ctx.pool.acquire() as conn, conn.transaction():
         # The account's row is locked for the whole attempt: parallel guesses at one
         # account are evaluated one after the other, each seeing the previous failure.
@@ -347,22 +361,16 @@ async def _login(
             # so one address's logins (a shared network's) still hash side by side.
             client = counter_of(await store.lock_throttle(conn, client_key, "client"))
             await count_failure(conn, client_key, "client", client_policy, client)
-            return None, Problem(401, *INVALID_CREDENTIALS, slug="invalid-credentials")
+            return None, refused
         await store.clear_throttle(conn, account_key)
         assert principal is not None
         if kind == "user" and not await store.hold_password(conn, principal["id"], stored):
             # Changed while it was verified: a password change or reset, which ends every
             # session, must not miss this one. Held from here to the session's commit, so
             # a change either waits for the session (and revokes it) or comes first.
-            return None, Problem(401, *INVALID_CREDENTIALS, slug="invalid-credentials")
+            return None, refused
         if kind == "user" and not principal["active"]:
-            # Only said to whoever knows the password: it reveals nothing to a guesser.
-            return None, Problem(
-                403,
-                "Account not active",
-                "Confirm your email first (and, under 13, your guardian must consent).",
-                slug="account-inactive",
-            )
+            return None, refused
         return await start_session(ctx, conn, principal, kind), None
 
 
@@ -440,6 +448,9 @@ async def replace_password(
     changed = await store.update_user_returning(conn, user_id, **changes)
     assert changed is not None
     await store.revoke_address_links(conn, user_id, before["email_index"])
+    # A reset link asked for before the change would still undo it: whoever asked for it
+    # (a glance at the mailbox) may be who the change locks out.
+    await store.revoke_password_resets(conn, user_id)
     if before["pending_email"] is not None:
         dropped = ProfileUpdated(user_id=user_id, fields=("pending_email",))
         await publish_card(conn, vault, changed, after=[dropped])

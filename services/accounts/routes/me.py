@@ -4,6 +4,7 @@ user can never reach another's (404, never 403: existence is not revealed)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID, uuid4
@@ -406,8 +407,12 @@ async def set_preferences(body: Preferences, claims: CurrentUser, ctx: Ctx) -> P
         changed = PreferencesChanged(user_id=uid, **now.model_dump())
         await publish_card(conn, ctx.vault, fresh, after=[changed])
     token = None
-    if tracking_opt_out != claims.tracking_opt_out:
-        token = access_for(ctx, fresh, "user", UUID(claims.sid))
+    # A token with the new choice, so the beacon honours it at once; but only for what
+    # is left of the caller's: else flipping the choice would renew a stolen token for
+    # ever, with no refresh token (the rotation and its reuse detection) ever shown.
+    left = claims.exp - int(time.time())
+    if tracking_opt_out != claims.tracking_opt_out and left >= 1:
+        token = access_for(ctx, fresh, "user", UUID(claims.sid), seconds=left)
     return PreferencesSaved(**now.model_dump(), access_token=token)
 
 

@@ -314,7 +314,7 @@ async def test_an_unverified_account_cannot_log_in_and_a_link_works_once(
     inactive = await client.post(
         f"{API}/sessions", json={"email": user.email, "password": user.password}
     )
-    assert inactive.status_code == 403
+    assert inactive.status_code == 401
     notice = await bus.notice(user.id, "verify_email")
     assert notice["category"] == "transactional"
     assert notice["recipient"] == "user"
@@ -339,13 +339,23 @@ async def test_signing_up_with_a_taken_email_looks_like_a_new_sign_up(
     assert again.json()["user_id"] != user.id
     # Nor by its time: a taken address only reads one row, a new one seals and commits
     # several; both answer no sooner than the floor.
+    new_email = unique_email()
     new = await client.post(
         f"{API}/users",
-        json={"name": "Someone", "email": unique_email(), "password": "another-password"},
+        json={"name": "Someone", "email": new_email, "password": "another-password"},
     )
     assert new.status_code == 202
     for answer in (again, new):
         assert answer.elapsed.total_seconds() >= ANSWER_FLOOR_SECONDS
+    # Nor by logging in with the password chosen at that sign-up: the new, inactive
+    # account answers as the taken address does (a wrong password for its owner).
+    logins = [
+        await client.post(f"{API}/sessions", json={"email": email, "password": "another-password"})
+        for email in (user.email, new_email)
+    ]
+    assert [login.status_code for login in logins] == [401, 401]
+    bodies = [{k: v for k, v in login.json().items() if k != "trace_id"} for login in logins]
+    assert bodies[0] == bodies[1]
 
 
 @pytest.mark.promise("P-26")
@@ -371,7 +381,7 @@ async def test_under_13_sign_up_needs_a_guardian_and_never_gets_marketing(
     waiting = await client.post(
         f"{API}/sessions", json={"email": child.email, "password": child.password}
     )
-    assert waiting.status_code == 403  # inactive until the guardian consents
+    assert waiting.status_code == 401  # inactive until the guardian consents
     card = await bus.card(child.id)
     assert card.guardian_email == guardian
     assert card.age_band == "under_13"

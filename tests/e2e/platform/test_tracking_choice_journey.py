@@ -5,10 +5,12 @@ token that carries it, the one the app sends from then on."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 
 import httpx
+import jwt
 import pytest
 
 from shared.config import PlatformSettings
@@ -64,6 +66,8 @@ async def test_real_tokens_of_a_child_and_of_an_opted_out_adult_are_not_tracked(
                 client, mailbox, "Adult", f"a-{uuid.uuid4().hex[:10]}@example.org",
                 f"pw-{uuid.uuid4().hex}",
             )  # fmt: skip
+            # A second on, so that a token renewed for a full lifetime would end later.
+            await asyncio.sleep(1.1)
             saved = await client.put(
                 f"{API}/me/preferences",
                 json={"marketing_email": False, "personalisation": True, "tracking_opt_out": True},
@@ -73,6 +77,8 @@ async def test_real_tokens_of_a_child_and_of_an_opted_out_adult_are_not_tracked(
             assert saved.json()["tracking_opt_out"] is True
             opted_out = saved.json()["access_token"]
             assert opted_out  # the choice changed: a token that carries it
+            # For no longer than the caller's: flipping the choice renews nothing.
+            assert _expiry(opted_out) <= _expiry(adult["Authorization"].removeprefix("Bearer "))
             for n, token in enumerate((child, opted_out)):
                 sent = await client.post(
                     BEACON, json=beacon(site, f"/app/{n}"),
@@ -89,3 +95,9 @@ async def test_real_tokens_of_a_child_and_of_an_opted_out_adult_are_not_tracked(
             await only_a_sentinel_is_counted(client, settings, site)
     finally:
         await mailbox.close()
+
+
+def _expiry(token: str) -> int:
+    """The token's exp claim (read, not verified: the services verify it)."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return int(claims["exp"])

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError
 from fastapi import Request
 
 from shared.auth import Claims
@@ -62,5 +64,49 @@ async def test_tokens_wait_until_the_reader_knows_every_revocation_then_ended_on
             return not await reader.session_check(REQUEST, claims)
 
         await _until(refused_now)
+    finally:
+        await reader.close()
+
+
+@pytest.mark.promise("P-08")
+async def test_a_reader_cut_off_from_kafka_refuses_tokens_until_it_is_current_again(
+    settings: PlatformSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut off, it would not hear of a logout: tokens get 503 once it has not been
+    current for ``stale_after``, and pass again once it is."""
+    now = int(time.time())
+    claims = Claims(sub=str(uuid4()), sid=str(uuid4()), kind="user", iat=now, exp=now + 300)
+    reader = RevocationReader(settings, stale_after=3.0)
+    reader.start()
+    try:
+        await _until(reader.ready)
+        assert await reader.session_check(REQUEST, claims) is True
+
+        async def unreachable(*_: object, **__: object) -> None:
+            raise KafkaConnectionError("cut off by the test")
+
+        with monkeypatch.context() as cut:
+            cut.setattr(AIOKafkaConsumer, "end_offsets", unreachable)
+
+            async def refused() -> bool:
+                try:
+                    await reader.session_check(REQUEST, claims)
+                except Problem as problem:
+                    why.append(problem)
+                    return True
+                return False
+
+            why: list[Problem] = []
+            await _until(refused)
+            assert why[-1].status == 503
+            assert why[-1].type.endswith("/sessions-not-current")
+
+        async def passes() -> bool:
+            try:
+                return await reader.session_check(REQUEST, claims)
+            except Problem:
+                return False
+
+        await _until(passes)
     finally:
         await reader.close()

@@ -125,3 +125,18 @@ def test_processors_never_get_sensitive_fields_even_if_registered_for_them() -> 
 def test_analysts_only_reach_aggregates() -> None:
     analyst_can = {name for name, roles in PERMISSIONS.items() if ANALYST in roles}
     assert analyst_can == {"stats.read"}
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),  # the same subscriber's other address
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),  # an IPv4 client on a dual-stack socket
+        ("unknown", "unknown"),
+    ],
+)
+def test_the_per_client_login_count_takes_an_ipv6_client_by_its_64(host: str, key: str) -> None:
+    assert throttle.client_key(host) == key

@@ -8,6 +8,7 @@ import pytest
 
 from deploy import compose
 from deploy.local import gateway
+from tests.support.operator_routes import operator_routes
 
 FILES = compose.gateway_files()
 SITE, CONF, HEADERS = FILES["site.conf"], FILES["nginx.conf"], FILES["headers.conf"]
@@ -277,6 +278,9 @@ def test_operators_whole_store_checks_get_minutes_and_other_calls_seconds() -> N
         "/api/deletion/operator/requests/some-id/verify",
         "/api/deletion/operator/pipeline",
         "/api/notifier/ops/suppressions",
+        "/api/analytics/trends",
+        "/api/analytics/trends/partner",
+        "/api/analytics//suppressed",
     ],
 )
 def test_operators_endpoints_answer_only_operators_networks(path: str) -> None:
@@ -289,12 +293,36 @@ def test_operators_endpoints_answer_only_operators_networks(path: str) -> None:
     assert "error_page 403 = @not_found;" in body  # refused as nothing there, in JSON
 
 
+@pytest.mark.parametrize("service", sorted(gateway.UPSTREAMS))
+def test_every_route_that_needs_an_operators_role_is_for_operators_networks_only(
+    service: str,
+) -> None:
+    """Read from each API as built: a role-protected route added later outside the
+    operator locations fails here."""
+    routes = operator_routes(service)
+    assert routes
+    for _method, template in routes:
+        path = re.sub(r"\{[^}]+\}", "some-id", template)
+        body = _first_regex_for(path)
+        assert body is not None, path
+        assert "deny all;" in body, path
+
+
 @pytest.mark.parametrize(
-    "path", ["/api/accounts/me", "/api/accounts/operators-guide", "/api/notifier/opsx", "/"]
+    "path",
+    [
+        "/api/accounts/me",
+        "/api/accounts/operators-guide",
+        "/api/notifier/opsx",
+        "/api/analytics/trends/public",
+        "/api/analytics/beacon",
+    ],
 )
 def test_users_paths_are_open_to_every_network(path: str) -> None:
     body = _first_regex_for(path)
-    assert body is None or "deny all;" not in body
+    assert body is not None
+    assert "proxy_pass" in body
+    assert "deny all;" not in body
 
 
 def test_operators_networks_come_from_the_setting_and_a_bad_one_is_refused(
@@ -312,3 +340,15 @@ def test_operators_networks_come_from_the_setting_and_a_bad_one_is_refused(
     monkeypatch.setenv("IMT_GATEWAY_OPERATOR_NETWORKS", "10.1.0.0/16,office")
     with pytest.raises(gateway.UnusableNetwork, match="'office'"):
         gateway.operator_networks()
+
+
+def test_no_proxied_answer_is_spooled_to_a_temporary_file() -> None:
+    """Answers hold personal data in the clear: a buffered one larger than the buffers is
+    passed on as it comes, never written to disk (nor are request bodies)."""
+    proxied = {line: body for line, body in _locations(SITE).items() if "proxy_pass" in body}
+    assert len(proxied) >= 5
+    for line, body in proxied.items():
+        if "proxy_buffering on;" in body:
+            assert "proxy_max_temp_file_size 0;" in body, line
+    assert "client_body_buffer_size 64k;" in CONF
+    assert "client_max_body_size 64k;" in CONF
