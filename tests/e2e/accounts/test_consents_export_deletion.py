@@ -321,6 +321,14 @@ async def test_my_export_holds_every_field_i_gave_that_is_still_stored(
         await _consent(client, user, partner["id"], granted)
     relocated = await client.patch(f"{API}/me", json={"locale": "fr"}, headers=user.headers)
     assert relocated.status_code == 200, relocated.text
+    # A new address given, not yet confirmed: held (for its link), so exported too.
+    moving_to = unique_email("moving")
+    moving = await client.patch(
+        f"{API}/me",
+        json={"email": moving_to, "current_password": user.password},
+        headers=user.headers,
+    )
+    assert moving.is_success, moving.text
     version = await publish_policy(client, root, "Retention periods clarified.")
     accepted = await client.post(
         f"{API}/me/policy-acceptances", json={"version": version}, headers=user.headers
@@ -345,6 +353,8 @@ async def test_my_export_holds_every_field_i_gave_that_is_still_stored(
     assert [(d["model"], d["damage_state"]) for d in data["devices"]] == [("Phone E", "buttons")]
     assert [m["text"] for r in data["requests"] for m in r["messages"]] == ["Great repair, thanks"]
     assert profile["locale"] == "fr"
+    assert profile["pending_email"] == moving_to
+    assert profile["email"] == user.email  # still the confirmed one
     assert [(c["recipient_id"], c["granted"]) for c in data["consents"]] == [
         (partner["id"], True),
         (partner["id"], False),
@@ -360,6 +370,28 @@ async def test_my_export_holds_every_field_i_gave_that_is_still_stored(
     assert export.text.count("Old Phone") == len(held) <= 1
     assert "pw-" not in export.text  # never the password nor its hash
     assert "argon2" not in export.text
+
+
+@pytest.mark.promise("P-11")
+async def test_a_childs_export_holds_the_guardians_address_given_at_sign_up(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    guardian = unique_email("guardian")
+    child = await sign_up(
+        client, birth_date=f"{time.gmtime().tm_year - 10}-03-01", guardian_email=guardian
+    )
+    await verify(client, bus, child)
+    consent = await bus.notice(child.id, "parental_consent")
+    consented = await client.post(
+        f"{API}/guardian-consents", json={"token": consent["params"]["token"]}
+    )
+    assert consented.status_code == 200, consented.text
+    await log_in(client, child)
+
+    export = await client.get(f"{API}/me/export", headers=child.headers)
+    assert export.status_code == 200, export.text
+    profile = export.json()["profile"]
+    assert (profile["email"], profile["guardian_email"]) == (child.email, guardian)
 
 
 async def test_exports_are_rate_limited(client: httpx.AsyncClient, bus: BusTail) -> None:
