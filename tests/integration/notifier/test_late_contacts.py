@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
@@ -23,6 +21,7 @@ from shared.bus.delivery import Delivery, read_record
 from shared.events.catalogue.notifier import NoticeDelivered
 from shared.vault import Vault
 from tests.integration.notifier.support import address, sealed_contact
+from tests.support.sse import next_event, session_open
 
 
 @pytest.fixture
@@ -204,19 +203,6 @@ def _announcement(uid: uuid.UUID, subject: str) -> store.Notice:
     )  # fmt: skip
 
 
-async def _next(events: AsyncIterator[str]) -> dict[str, Any]:
-    while True:
-        chunk = await asyncio.wait_for(anext(events), 10)
-        if chunk.startswith(":"):
-            continue  # keep-alive
-        lines = dict(line.split(": ", 1) for line in chunk.strip().splitlines())
-        return {"event": lines["event"], **json.loads(lines["data"])}
-
-
-async def _open_session() -> bool:
-    return True
-
-
 async def test_a_late_cards_item_reaches_its_open_stream_and_no_other(
     pool: asyncpg.Pool, vault: Vault, scratch_dsn: str
 ) -> None:
@@ -230,16 +216,16 @@ async def test_a_late_cards_item_reaches_its_open_stream_and_no_other(
     # Both connect after the fan-out. The holder's item is not among those sent first
     # (acknowledged, say): only a notification naming the late user keeps it from
     # being pushed to the holder again.
-    streams = {uid: hub.stream(uid, hub.subscribe(uid), [], _open_session) for uid in (held, late)}
+    streams = {uid: hub.stream(uid, hub.subscribe(uid), [], session_open) for uid in (held, late)}
     try:
         for events in streams.values():
-            assert (await _next(events))["event"] == "ready"
+            assert (await next_event(events))["event"] == "ready"
         await _card(pool, vault, late, before)  # written before the fan-out, read after
-        item = await _next(streams[late])
+        item = await next_event(streams[late])
         assert (item["event"], item["notice_id"]) == ("notice", str(breach.notice_id))
 
         await _fan_out(pool, _announcement(held, "after"))
-        assert (await _next(streams[held]))["title"] == "after"  # not the breach again
+        assert (await next_event(streams[held]))["title"] == "after"  # not the breach again
     finally:
         for events in streams.values():
             await events.aclose()

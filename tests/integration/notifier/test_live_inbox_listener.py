@@ -9,9 +9,7 @@ and nothing reaches a stream twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -20,6 +18,7 @@ import pytest
 from services.notifier import handlers, store
 from services.notifier.domain.templates import Renderer
 from services.notifier.stream import InboxHub
+from tests.support.sse import next_event, session_open
 
 
 async def _announce(pool: asyncpg.Pool, uid: uuid.UUID, subject: str) -> None:
@@ -39,30 +38,17 @@ async def _announce(pool: asyncpg.Pool, uid: uuid.UUID, subject: str) -> None:
         await handlers.accept_notice(conn, notice)
 
 
-async def _next(events: AsyncIterator[str]) -> dict[str, Any]:
-    while True:
-        chunk = await asyncio.wait_for(anext(events), 10)
-        if chunk.startswith(":"):
-            continue  # keep-alive
-        lines = dict(line.split(": ", 1) for line in chunk.strip().splitlines())
-        return {"event": lines["event"], **json.loads(lines["data"])}
-
-
-async def _open_session() -> bool:
-    return True
-
-
 async def test_a_lost_listener_listens_again_and_pushes_what_it_missed(
     pool: asyncpg.Pool, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hub = InboxHub(pool, scratch_dsn, Renderer())
     await hub.start()
     uid = uuid.uuid4()
-    events = hub.stream(uid, hub.subscribe(uid), [], _open_session)
+    events = hub.stream(uid, hub.subscribe(uid), [], session_open)
     try:
-        assert (await _next(events))["event"] == "ready"
+        assert (await next_event(events))["event"] == "ready"
         await _announce(pool, uid, "before")
-        assert (await _next(events))["title"] == "before"
+        assert (await next_event(events))["title"] == "before"
 
         # Hold the new connection back until the next notice was fanned out unheard.
         gate = asyncio.Event()
@@ -81,10 +67,10 @@ async def test_a_lost_listener_listens_again_and_pushes_what_it_missed(
         assert terminated == 1
         await _announce(pool, uid, "while deaf")
         gate.set()
-        assert (await _next(events))["title"] == "while deaf"  # caught up
+        assert (await next_event(events))["title"] == "while deaf"  # caught up
 
         await _announce(pool, uid, "after")
-        assert (await _next(events))["title"] == "after"  # heard again
+        assert (await next_event(events))["title"] == "after"  # heard again
         # "before" was within the catch-up's margin, and was not pushed again.
     finally:
         await events.aclose()

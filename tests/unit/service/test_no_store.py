@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import httpx
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, Response
 
-from shared.observability import Metrics, Problem
-from shared.service import create_api
+from shared.observability import Problem
+from tests.unit.service.demo_api import demo_client
 
 
 def _client() -> httpx.AsyncClient:
@@ -28,15 +25,7 @@ def _client() -> httpx.AsyncClient:
     async def missing() -> None:
         raise Problem(404)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-
-    app = create_api(
-        service="demo", title="demo", version="1", routers=[router], lifespan=lifespan,
-        readiness=dict, metrics=Metrics("demo"),
-    )  # fmt: skip
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    return demo_client(router)
 
 
 async def test_answers_and_problems_are_not_stored_unless_the_route_says_so() -> None:

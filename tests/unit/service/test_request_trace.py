@@ -3,17 +3,14 @@ problem bodies it answers and the events it queues carry it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import httpx
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 
 from shared.events import envelope_for
 from shared.events.catalogue.accounts import ProfileUpdated
-from shared.observability import Metrics, Problem
-from shared.service import create_api
+from shared.observability import Problem
 from shared.tracing import is_trace_id, trace_id_of, trace_id_var
+from tests.unit.service.demo_api import demo_client
 
 GATEWAY_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 USER = "0192f5e4-6f1d-7c4a-9b1e-3a2b1c0d9e8f"
@@ -32,15 +29,7 @@ def _client() -> httpx.AsyncClient:
     async def missing() -> None:
         raise Problem(404, detail="no such thing")
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-
-    app = create_api(
-        service="demo", title="demo", version="1", routers=[router], lifespan=lifespan,
-        readiness=dict, metrics=Metrics("demo"),
-    )  # fmt: skip
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+    return demo_client(router)
 
 
 async def test_events_a_request_queues_carry_its_request_id() -> None:

@@ -4,17 +4,15 @@ surrogate), with a 422 problem, before a route can fail on it with a 500."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from shared.observability import Metrics
-from shared.service import create_api
 from shared.service.unicode import holds_invalid_unicode
+from tests.unit.service.demo_api import demo_client
 
 JSON = {"content-type": "application/json"}
 
@@ -23,7 +21,7 @@ class Named(BaseModel):
     name: str
 
 
-def _app() -> FastAPI:
+def _client() -> httpx.AsyncClient:
     router = APIRouter()
 
     @router.post("/named")
@@ -39,19 +37,7 @@ def _app() -> FastAPI:
     async def raw(request: Request) -> dict[str, int]:
         return {"bytes": len(await request.body())}
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-
-    return create_api(
-        service="demo", title="demo", version="1", routers=[router], lifespan=lifespan,
-        readiness=dict, metrics=Metrics("demo"),
-    )  # fmt: skip
-
-
-def _client() -> httpx.AsyncClient:
-    # httpx over ASGI rather than Starlette's TestClient, which warns (and warnings fail).
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=_app()), base_url="http://test")
+    return demo_client(router)
 
 
 def _assert_refused(response: httpx.Response, raw: bytes) -> None:
