@@ -8,7 +8,7 @@ import os
 import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Literal, TypeVar
 
@@ -86,6 +86,7 @@ def access_token(
     roles: tuple[OperatorRole, ...] = (),
     age_band: str | None = None,
     tracking_opt_out: bool = False,
+    expires_at: datetime | None = None,
 ) -> str:
     return issue_token(
         private_key,
@@ -97,4 +98,5 @@ def access_token(
         age_band=age_band,
         # Under-13 users are treated as Do Not Track everywhere (P-26).
         tracking_opt_out=tracking_opt_out or age_band == "under_13",
+        expires_at=expires_at,
     )

@@ -30,12 +30,15 @@ class TokenPair(BaseModel):
 
 
 def access_for(
-    ctx: Context, principal: store.Row, kind: str, session_id: UUID, seconds: int | None = None
+    ctx: Context,
+    principal: store.Row,
+    kind: str,
+    session_id: UUID,
+    expires_at: datetime | None = None,
 ) -> str:
-    """An access token for the principal's session, with its claims as they are now,
-    for ``seconds`` (at most the configured lifetime)."""
-    lifetime = ctx.settings.accounts_access_token_seconds
-    seconds = lifetime if seconds is None else min(seconds, lifetime)
+    """An access token for the principal's session, with its claims as they are now, for
+    the configured lifetime (or until ``expires_at``, if sooner)."""
+    seconds = ctx.settings.accounts_access_token_seconds
     if kind == "operator":
         return access_token(
             ctx.private_key,
@@ -44,6 +47,7 @@ def access_for(
             kind="operator",
             seconds=seconds,
             roles=tuple(principal["roles"]),
+            expires_at=expires_at,
         )
     return access_token(
         ctx.private_key,
@@ -51,6 +55,7 @@ def access_for(
         session_id=str(session_id),
         kind="user",
         seconds=seconds,
+        expires_at=expires_at,
         age_band=principal["age_band"],
         tracking_opt_out=principal["tracking_opt_out"],
     )

@@ -84,7 +84,7 @@ class RevocationReader:
                 slug="sessions-not-known",
                 headers={"Retry-After": str(int(RETRY_AFTER))},
             )
-        if time.monotonic() - self._current_at > self._stale_after:
+        if self._stale():
             raise Problem(
                 503,
                 "Sessions not current",
@@ -95,8 +95,13 @@ class RevocationReader:
         return not self.revocations.revoked(claims)
 
     async def ready(self) -> bool:
-        """Readiness: caught up with the topic as it was at (re)start."""
-        return self._caught_up and self._task is not None and not self._task.done()
+        """Readiness: caught up with the topic as it was at (re)start, and current with it
+        (else every token is refused: the process should get no traffic)."""
+        alive = self._task is not None and not self._task.done()
+        return self._caught_up and alive and not self._stale()
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._current_at > self._stale_after
 
     async def _run(self) -> None:
         while True:

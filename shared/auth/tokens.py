@@ -59,8 +59,11 @@ def issue_token(
     roles: tuple[OperatorRole, ...] = (),
     age_band: str | None = None,
     tracking_opt_out: bool = False,
+    expires_at: datetime | None = None,
 ) -> str:
+    """A signed access token for ``ttl``, or until ``expires_at`` if that is sooner."""
     now = datetime.now(UTC)
+    exp = now + ttl if expires_at is None else min(now + ttl, expires_at)
     claims = {
         "sub": subject,
         "sid": session_id,
@@ -72,7 +75,7 @@ def issue_token(
         "iss": ISSUER,
         "iat": now,
         "nbf": now,
-        "exp": now + ttl,
+        "exp": exp,
         "jti": str(uuid.uuid4()),
     }
     return jwt.encode(claims, _private_key(private_key_pem), algorithm="EdDSA")

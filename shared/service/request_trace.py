@@ -4,11 +4,15 @@ events the request queues carry it."""
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.tracing import trace_id_for_request, trace_id_var
 
 _HEADER = b"x-request-id"
+# Under /api/, but not a service's probes (/api/<service>/healthz, /readyz).
+_TRACED = re.compile(r"/api/(?![^/]+/+(?:healthz|readyz)/*$)")
 
 
 class RequestTraceMiddleware:
@@ -18,9 +22,9 @@ class RequestTraceMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Only API requests: a probe or a scrape (/metrics, /healthz at the root) is no
-        # one's work, and what it starts (the scrape's Kafka client, say) outlives it.
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+        # Only API requests: a probe or a scrape is no one's work, and what it starts
+        # (the scrape's Kafka client, a readiness check's connections) outlives it.
+        if scope["type"] != "http" or not _TRACED.match(scope["path"]):
             await self.app(scope, receive, send)
             return
         sent = next((v for k, v in scope["headers"] if k == _HEADER), None)

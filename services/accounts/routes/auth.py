@@ -353,7 +353,11 @@ async def _login(
                 conn, vault.blind_index(body.email, purpose=EMAIL_INDEX)
             )
         stored = principal["password_hash"] if principal is not None else None
-        if not await verify_password(stored, body.password):
+        verified = await verify_password(stored, body.password)
+        # Not active yet: counted as a failure too, so that the throttle's count (a 429
+        # after the free failures) tells no more than the answer does.
+        inactive = kind == "user" and principal is not None and not principal["active"]
+        if not verified or inactive:
             await count_failure(conn, account_key, "account", account_policy, account)
             # Locked now, after the account's row (the order every login takes them in),
             # and read again: parallel failures from one address at different accounts
@@ -368,8 +372,6 @@ async def _login(
             # Changed while it was verified: a password change or reset, which ends every
             # session, must not miss this one. Held from here to the session's commit, so
             # a change either waits for the session (and revokes it) or comes first.
-            return None, refused
-        if kind == "user" and not principal["active"]:
             return None, refused
         return await start_session(ctx, conn, principal, kind), None
 

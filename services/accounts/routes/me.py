@@ -410,9 +410,9 @@ async def set_preferences(body: Preferences, claims: CurrentUser, ctx: Ctx) -> P
     # A token with the new choice, so the beacon honours it at once; but only for what
     # is left of the caller's: else flipping the choice would renew a stolen token for
     # ever, with no refresh token (the rotation and its reuse detection) ever shown.
-    left = claims.exp - int(time.time())
-    if tracking_opt_out != claims.tracking_opt_out and left >= 1:
-        token = access_for(ctx, fresh, "user", UUID(claims.sid), seconds=left)
+    if tracking_opt_out != claims.tracking_opt_out and claims.exp - time.time() >= 1:
+        ends = datetime.fromtimestamp(claims.exp, UTC)
+        token = access_for(ctx, fresh, "user", UUID(claims.sid), expires_at=ends)
     return PreferencesSaved(**now.model_dump(), access_token=token)
 
 

@@ -13,6 +13,7 @@ import pytest
 from deploy.local.gateway import access_log
 from deploy.local.layout import Layout
 from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS
+from services.accounts.config import AccountsSettings
 from services.accounts.context import THROTTLE_CLIENT
 from services.accounts.security import hash_password
 from shared.config import PlatformSettings
@@ -348,14 +349,23 @@ async def test_signing_up_with_a_taken_email_looks_like_a_new_sign_up(
     for answer in (again, new):
         assert answer.elapsed.total_seconds() >= ANSWER_FLOOR_SECONDS
     # Nor by logging in with the password chosen at that sign-up: the new, inactive
-    # account answers as the taken address does (a wrong password for its owner).
-    logins = [
-        await client.post(f"{API}/sessions", json={"email": email, "password": "another-password"})
-        for email in (user.email, new_email)
-    ]
-    assert [login.status_code for login in logins] == [401, 401]
-    bodies = [{k: v for k, v in login.json().items() if k != "trace_id"} for login in logins]
-    assert bodies[0] == bodies[1]
+    # account answers as the taken address does (a wrong password for its owner), past
+    # the throttle's free failures too.
+    free = AccountsSettings(environment="test").accounts_account_free_failures
+    answers: dict[str, list[tuple[int, str, str]]] = {}
+    for email in (user.email, new_email):
+        answers[email] = []
+        # Each a failure: the back-off answers 429 once the free ones are spent (one more
+        # try or two if the run stalls past the first, one-second back-off).
+        while not answers[email] or answers[email][-1][0] != 429:
+            assert len(answers[email]) < free + 3, answers[email]
+            login = await client.post(
+                f"{API}/sessions", json={"email": email, "password": "another-password"}
+            )
+            problem = login.json()
+            answers[email].append((login.status_code, problem["type"], problem["detail"]))
+    assert answers[user.email][:free] == answers[new_email][:free]
+    assert {status for status, _, _ in answers[new_email][:free]} == {401}
 
 
 @pytest.mark.promise("P-26")

@@ -76,11 +76,15 @@ async def test_a_reader_cut_off_from_kafka_refuses_tokens_until_it_is_current_ag
     current for ``stale_after``, and pass again once it is."""
     now = int(time.time())
     claims = Claims(sub=str(uuid4()), sid=str(uuid4()), kind="user", iat=now, exp=now + 300)
-    reader = RevocationReader(settings, stale_after=3.0)
+    # Healthy, it is at most ~3 s behind (a re-read every 2 s, polls of 1 s).
+    reader = RevocationReader(settings, stale_after=6.0)
     reader.start()
     try:
         await _until(reader.ready)
-        assert await reader.session_check(REQUEST, claims) is True
+        steady = time.monotonic() + 8  # longer than stale_after: healthy is never stale
+        while time.monotonic() < steady:
+            assert await reader.session_check(REQUEST, claims) is True
+            await asyncio.sleep(0.2)
 
         async def unreachable(*_: object, **__: object) -> None:
             raise KafkaConnectionError("cut off by the test")
@@ -100,6 +104,7 @@ async def test_a_reader_cut_off_from_kafka_refuses_tokens_until_it_is_current_ag
             await _until(refused)
             assert why[-1].status == 503
             assert why[-1].type.endswith("/sessions-not-current")
+            assert not await reader.ready()  # no traffic for it meanwhile
 
         async def passes() -> bool:
             try:

@@ -225,3 +225,20 @@ def test_console_handlers_of_others_are_replaced(restore_logging: None) -> None:
 )
 def test_denied_field_names(name: str, denied: bool) -> None:
     assert is_denied_field(name) is denied
+
+
+def test_a_trace_id_of_ours_is_logged_as_is_even_when_it_passes_for_a_card(
+    log_lines: LogLines,
+) -> None:
+    # Random hex (the gateway's id) may hold a Luhn-valid run; the log must match it.
+    ours = "abcd4111111111111111abcdabcdabcd"
+    for trace_id in (ours, "req-4111111111111111"):
+        token = trace_id_var.set(trace_id)
+        try:
+            log.info("traced")
+        finally:
+            trace_id_var.reset(token)
+
+    kept, foreign = log_lines()
+    assert kept["trace_id"] == ours
+    assert foreign["trace_id"] == "req-[REDACTED:card]"

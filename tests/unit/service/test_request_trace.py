@@ -4,11 +4,13 @@ problem bodies it answers and the events it queues carry it."""
 from __future__ import annotations
 
 import httpx
+import pytest
 from fastapi import APIRouter
 
 from shared.events import envelope_for
 from shared.events.catalogue.accounts import ProfileUpdated
 from shared.observability import Problem
+from shared.service.request_trace import _TRACED
 from shared.tracing import is_trace_id, trace_id_of, trace_id_var
 from tests.unit.service.demo_api import demo_client
 
@@ -60,3 +62,18 @@ async def test_without_a_usable_request_id_each_request_gets_its_own_trace() -> 
     assert len(set(traces)) == 3
     assert trace_id_of(bare.json()["traceparent"]) == traces[0]
     assert trace_id_var.get() is None  # nothing of a request's trace is left behind
+
+
+@pytest.mark.parametrize(
+    ("path", "traced"),
+    [
+        ("/api/demo/edit", True),
+        ("/api/demo/healthzine", True),
+        ("/api/demo/healthz", False),
+        ("/api/demo//readyz/", False),
+        ("/metrics", False),
+        ("/healthz", False),
+    ],
+)
+def test_only_api_work_is_traced_not_probes_or_scrapes(path: str, traced: bool) -> None:
+    assert bool(_TRACED.match(path)) is traced
