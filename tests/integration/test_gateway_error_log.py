@@ -4,6 +4,7 @@ when an API is down: the real nginx, its real configuration, upstreams that refu
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import subprocess
 import time
@@ -97,3 +98,26 @@ def test_an_api_down_leaves_no_address_nor_token_in_the_logs(
     assert TOKEN not in logged
     assert logged.count('"status":503') == len(paths)  # each failure is still on record
     assert "/api/notifier/unsubscribe/{token}" in logged
+
+
+@pytest.mark.parametrize("service", sorted(gateway.UPSTREAMS))
+def test_a_service_down_is_a_503_problem(
+    down_gateway: tuple[int, Path, Path], service: str
+) -> None:
+    """Every service's API, its upstream refusing connections: a JSON problem, not
+    nginx's HTML error page (nor a 502)."""
+    port, _, _ = down_gateway
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", f"/api/{service}/anything?q=1")
+        response = conn.getresponse()
+        status, content_type, content = (
+            response.status, response.getheader("content-type"), response.read()
+        )  # fmt: skip
+    finally:
+        conn.close()
+    assert status == 503
+    assert content_type == "application/problem+json"
+    body = json.loads(content)
+    assert body["status"] == 503
+    assert {"type", "title", "detail"} <= body.keys()

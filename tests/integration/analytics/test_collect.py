@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from aiokafka.errors import KafkaError
+from aiokafka.errors import MessageSizeTooLargeError
 
 from services.analytics import handlers
 from services.analytics.domain.beacon import parse_beacons
@@ -46,7 +46,7 @@ async def test_a_view_that_cannot_be_queued_fails_the_batch_after_the_others_are
         producer, pool, DailySalt(), frozenset(), scratch_topic, Metrics("analytics-test")
     )
     try:
-        with pytest.raises(KafkaError):
+        with pytest.raises(MessageSizeTooLargeError):
             await handlers.collect(collector, beacons, "203.0.113.7", "Mozilla/5.0")
     finally:
         await producer.stop()

@@ -73,24 +73,38 @@ async def test_a_rolled_back_transaction_publishes_nothing(
 async def test_redelivered_events_do_not_repeat_their_effect(
     settings: PlatformSettings, conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
 ) -> None:
-    envelopes = probe_envelopes(*probe_keys_and_seqs(20, keys=4))
+    keys, seqs = probe_keys_and_seqs(20, keys=4)
+    envelopes = probe_envelopes(keys, seqs)
     await queue_probes(conn, scratch_topic, envelopes)
     async with running_consumer(
         settings, scratch_dsn, scratch_topic, f"{scratch_topic}.consumer", with_relay=True
     ):
-        await wait_for_effects(conn, 20, timeout=30)
+        assert await wait_for_effects(conn, 20, timeout=30) == 20
     # The same events again (a relay that died before deleting its rows does this).
     await queue_probes(conn, scratch_topic, envelopes)
     async with running_consumer(
         settings, scratch_dsn, scratch_topic, f"{scratch_topic}.consumer", with_relay=True
     ):
-        for _ in range(50):
-            if await conn.fetchval("SELECT count(*) FROM bus_outbox") == 0:
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.5)
+        assert await _outbox_drained(conn, timeout=30)  # the duplicates are on Kafka
+        # Then a new event on each key: on its key's partition after the duplicates, so
+        # its effect shows the consumer has read them all.
+        last = {k: s for k, s in zip(keys, seqs, strict=True)}
+        sentinels = sorted(last)
+        await queue_probes(
+            conn, scratch_topic, probe_envelopes(sentinels, [last[k] + 1 for k in sentinels])
+        )
+        assert await wait_for_effects(conn, 24, timeout=30) == 24
     rows, distinct, disordered = await effects_exactly_once_in_order(conn)
-    assert (rows, distinct, disordered) == (20, 20, [])
+    assert (rows, distinct, disordered) == (24, 24, [])
+
+
+async def _outbox_drained(conn: asyncpg.Connection, timeout: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await conn.fetchval("SELECT count(*) FROM bus_outbox") != 0:
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
 
 
 async def test_outages_while_applying_lose_and_repeat_nothing(

@@ -337,13 +337,18 @@ async def test_a_legal_hold_pauses_with_its_reason_and_lifting_resumes(
         operator = uuid.uuid4()
         async with harness.pool.acquire() as conn, conn.transaction():
             await handlers.place_hold(conn, _deps(harness), request_id, "court order 12", operator)
+        assert await harness.stage(request_id) == "paused"
+        # The grace period ends now and the request is due: the ticker looks at it (a
+        # paused request has no step, so the ticker clears its next check) and must
+        # leave it paused.
         await harness.pool.execute(
-            "UPDATE deletion_requests SET grace_ends_at = now() - interval '1 second'"
-            " WHERE request_id = $1",
+            "UPDATE deletion_requests SET grace_ends_at = now() - interval '1 second',"
+            " next_check_at = now() WHERE request_id = $1",
             request_id,
         )
-        await asyncio.sleep(3)  # past the grace period: still paused
+        assert await _ticker_visited(harness, request_id), await harness.history(request_id)
         assert await harness.stage(request_id) == "paused"
+        assert await harness.history(request_id) == ["requested", "grace", "paused"]
         assert harness.stores.seen == []
         async with harness.pool.acquire() as conn, conn.transaction():
             await handlers.lift_hold(conn, _deps(harness), request_id, operator)
@@ -354,6 +359,21 @@ async def test_a_legal_hold_pauses_with_its_reason_and_lifting_resumes(
         )
         paused = [r for r in reasons if r["stage"] == "paused"]
         assert [(r["reason"], r["actor"]) for r in paused] == [("court order 12", operator)]
+
+
+async def _ticker_visited(harness: Harness, request_id: uuid.UUID) -> bool:
+    """Whether the ticker claimed the due request within 30 s: it clears the next check of
+    a request it left where it was (or sets it later), and only it changes it here."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        due = await harness.pool.fetchval(
+            "SELECT next_check_at <= now() FROM deletion_requests WHERE request_id = $1",
+            request_id,
+        )
+        if due is not True:  # NULL (nothing due) or a later check: it was looked at
+            return True
+        await asyncio.sleep(0.1)
+    return False
 
 
 async def test_a_device_goes_through_the_same_commands_without_a_shred(harness: Harness) -> None:

@@ -77,19 +77,52 @@ async def test_the_bus_runs_over_tls_on_every_hop(scratch_dsn: str, scratch_topi
         await conn.close()
 
 
-async def test_kafka_refuses_a_client_that_does_not_trust_the_ca() -> None:
+def _cert_verify_failures(caplog: pytest.LogCaptureFixture) -> list[BaseException]:
+    """The certificate verification failures aiokafka logged while it tried to connect
+    (its KafkaConnectionError names the address only, not why)."""
+    return [
+        arg
+        for record in caplog.records
+        if record.name.startswith("aiokafka")
+        for arg in (record.args if isinstance(record.args, tuple) else ())
+        if isinstance(arg, BaseException) and _in_chain(arg, ssl.SSLCertVerificationError)
+    ]
+
+
+def _in_chain(error: BaseException, kind: type[BaseException]) -> bool:
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return False
+
+
+async def test_kafka_refuses_a_client_that_does_not_trust_the_ca(
+    stack: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The same listener answers a client that trusts the CA: the refusal below is the
+    # certificate's, not a broker that is down.
+    trusting = reliable_producer(_tls_settings(), request_timeout_ms=10_000)
+    await trusting.start()
+    await trusting.stop()
+
     ports = Layout.from_env().ports
     untrusting = PlatformSettings(
         kafka_bootstrap=f"127.0.0.1:{ports.kafka_tls}", kafka_security_protocol="SSL"
     )  # no CA: the system store does not know the local CA
     producer = reliable_producer(untrusting, request_timeout_ms=3000)
+    caplog.clear()
     with pytest.raises(KafkaConnectionError):
         await producer.start()
     await producer.stop()
+    assert _cert_verify_failures(caplog), [r.getMessage() for r in caplog.records]
 
 
 @pytest.mark.promise("P-10")
-async def test_mail_goes_over_starttls_and_the_gateway_over_https() -> None:
+async def test_mail_goes_over_starttls_and_the_gateway_over_https(stack: None) -> None:
     layout = Layout.from_env()
     trusting = ssl.create_default_context(cafile=str(_ca()))
     message = EmailMessage()
@@ -102,9 +135,11 @@ async def test_mail_goes_over_starttls_and_the_gateway_over_https() -> None:
     url = f"https://localhost:{layout.ports.gateway_tls}/healthz"
     async with httpx.AsyncClient(verify=trusting, timeout=30) as client:
         assert (await client.get(url)).status_code == 200
+    # Refused for the certificate (both were just reached with the CA trusted).
     async with httpx.AsyncClient(timeout=30) as untrusting:
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(httpx.ConnectError) as refused:
             await untrusting.get(url)
-    with pytest.raises((aiosmtplib.SMTPException, ssl.SSLError)):
+    assert _in_chain(refused.value, ssl.SSLCertVerificationError), repr(refused.value)
+    with pytest.raises(ssl.SSLCertVerificationError):
         await aiosmtplib.send(message, hostname="127.0.0.1", port=layout.ports.smtp,
                               start_tls=True, tls_context=ssl.create_default_context())  # fmt: skip

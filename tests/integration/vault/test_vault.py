@@ -51,13 +51,8 @@ async def test_a_shred_racing_a_first_seal_leaves_no_usable_key(
     """A subject without a key yet: one process seals for it while another shreds it.
     Whichever commits first, the subject ends shredded and nothing sealed opens."""
     first, second = vaults
-    for _ in range(25):
-        subject = uuid.uuid4()
-        sealed, _shredded = await asyncio.gather(
-            first.seal(subject, "jane@example.com", purpose="email"),
-            second.shred(subject),
-            return_exceptions=True,
-        )
+
+    async def check(subject: uuid.UUID, sealed: bytes | BaseException) -> None:
         assert await first.is_shredded(subject)
         if isinstance(sealed, bytes):  # the seal came first: its key went with the shred
             with pytest.raises(SubjectShredded):
@@ -66,6 +61,26 @@ async def test_a_shred_racing_a_first_seal_leaves_no_usable_key(
             assert isinstance(sealed, SubjectShredded)
         with pytest.raises(SubjectShredded):
             await second.seal(subject, "later", purpose="email")  # the shredding one
+
+    # Each order once for certain (the race below mostly ends with the seal first).
+    sealed_first = uuid.uuid4()
+    sealed = await first.seal(sealed_first, "jane@example.com", purpose="email")
+    assert await second.shred(sealed_first) is True
+    await check(sealed_first, sealed)
+    shredded_first = uuid.uuid4()
+    await second.shred(shredded_first)
+    with pytest.raises(SubjectShredded) as refused:
+        await first.seal(shredded_first, "jane@example.com", purpose="email")
+    await check(shredded_first, refused.value)
+
+    for _ in range(25):
+        subject = uuid.uuid4()
+        raced, _shredded = await asyncio.gather(
+            first.seal(subject, "jane@example.com", purpose="email"),
+            second.shred(subject),
+            return_exceptions=True,
+        )
+        await check(subject, raced)
 
 
 async def _run(argv: list[str]) -> None:

@@ -98,11 +98,12 @@ def test_malformed_fields_are_refused(field: str, value: str) -> None:
 
 
 def test_an_invoices_period_counts_from_its_issue_date() -> None:
-    spent = last_spent_issue(TODAY, 1825)
-    assert spent == TODAY - timedelta(days=1825)
-    assert spent + timedelta(days=1825) == TODAY  # its period ended today: it goes
-    assert last_spent_issue(TODAY, 1) == TODAY - timedelta(days=1)
-    assert last_spent_issue(TODAY) == last_spent_issue(TODAY, FINANCIAL_RECORDS_DAYS)
+    # Issued on 2021-11-30, its 1825 days (2024's leap day among them) end today: it goes.
+    assert last_spent_issue(TODAY, 1825) == date(2021, 11, 30)
+    assert last_spent_issue(TODAY, 1) == date(2026, 11, 28)
+    # By default, the financial_records period: five years of days.
+    assert last_spent_issue(TODAY) == TODAY - timedelta(days=FINANCIAL_RECORDS_DAYS)
+    assert last_spent_issue(TODAY) == date(2021, 11, 30)
 
 
 def test_the_period_is_the_deletion_services_financial_records_period() -> None:

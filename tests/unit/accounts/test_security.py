@@ -8,6 +8,7 @@ import threading
 import jwt
 
 from services.accounts import security
+from services.accounts.config import AccountsSettings
 from services.accounts.security import (
     HASHER,
     access_token,
@@ -40,17 +41,20 @@ def test_opaque_tokens_are_long_random_and_stored_as_hashes() -> None:
 
 
 def test_access_tokens_last_five_minutes_and_under_13_means_do_not_track() -> None:
+    # The lifetime the service is configured with by default: the promised five minutes.
+    seconds = AccountsSettings(environment="test").accounts_access_token_seconds
+    assert seconds == 300
     token = access_token(
         DEV_TOKEN_PRIVATE_KEY,
         subject="u",
         session_id="s",
         kind="user",
-        seconds=300,
+        seconds=seconds,
         age_band="under_13",
     )
     claims = verify_token(DEV_TOKEN_PUBLIC_KEY, token)
     assert claims.tracking_opt_out
-    assert claims.exp - claims.iat == 300
+    assert claims.exp - claims.iat == seconds
     raw = jwt.decode(token, options={"verify_signature": False})
     assert set(raw) >= {"sub", "sid", "kind", "aud", "iss", "exp", "nbf", "iat", "jti"}
 

@@ -42,6 +42,7 @@ class FakeStore:
     next_check: dict[UUID, datetime | None] = field(default_factory=dict)
     sent_releases: list[UUID] = field(default_factory=list)
     shredded: list[UUID] = field(default_factory=list)
+    answered: set[str] = field(default_factory=set)  # stores whose receipt is in, any request
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         for name in (
@@ -88,7 +89,7 @@ class FakeStore:
         return self.requests.get(request_id)
 
     async def answered_stores(self, _conn: object, _erase_id: UUID) -> set[str]:
-        return set()
+        return set(self.answered)
 
     async def supersede_receipts(self, *_args: object) -> None:
         pass

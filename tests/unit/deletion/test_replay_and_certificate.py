@@ -1,7 +1,9 @@
 """The restore replay plan and the certificate."""
 
+import hashlib
+import json
 from datetime import timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -91,10 +93,37 @@ def test_the_certificate_names_the_request_only_and_its_digest_covers_it() -> No
         "request_id", "scope", "stages", "stores", "retention_version", "verified", "issued_at"
     }  # fmt: skip
     assert certificate.body["request_id"] == str(request_id)
-    assert certificate.digest == digest_of(certificate.body)
-    assert len(certificate.digest) == 64
+    # SHA-256 over the canonical JSON (keys sorted, no whitespace), computed here.
+    canonical = json.dumps(certificate.body, sort_keys=True, separators=(",", ":"))
+    assert certificate.digest == hashlib.sha256(canonical.encode()).hexdigest()
     changes: list[dict[str, object]] = [
         {"scope": "device"}, {"stores": {}}, {"issued_at": T0.isoformat()}
     ]  # fmt: skip
     for changed in changes:
         assert digest_of({**certificate.body, **changed}) != certificate.digest
+
+
+# A fixed certificate's canonical JSON, as anyone checking a copy would write it.
+CANONICAL = (
+    '{"issued_at":"2025-03-12T12:00:00+00:00",'
+    '"request_id":"00000000-0000-4000-8000-000000000001",'
+    '"retention_version":"v1","scope":"account",'
+    '"stages":{"complete":"2025-03-12T12:00:00+00:00","requested":"2025-01-31T12:00:00+00:00"},'
+    '"stores":{"accounts":{"erased":{"users":1}}},'
+    '"verified":{"kept_anonymised":{"accounts.invoices.user_id":'
+    '{"rows":2,"rule":"financial_records"}},'
+    '"scanned":["postgres:accounts","kafka:accounts.contacts"],"vault_key_shredded":true}}'
+)
+
+
+def test_the_digest_of_a_fixed_certificate_is_the_sha256_of_its_canonical_json() -> None:
+    kept = Finding("accounts.invoices.user_id", 2, kept_by_rule="financial_records")
+    verdict = Verdict((kept,), ("postgres:accounts", "kafka:accounts.contacts"), shredded=True)
+    certificate = Certificate(
+        UUID("00000000-0000-4000-8000-000000000001"), "account",
+        {"requested": T0, "complete": T0 + timedelta(days=40)},
+        {"accounts": {"erased": {"users": 1}}}, "v1", verdict, T0 + timedelta(days=40),
+    )  # fmt: skip
+    assert json.loads(CANONICAL) == certificate.body
+    assert certificate.digest == hashlib.sha256(CANONICAL.encode()).hexdigest()
+    assert certificate.digest == "7b7b4f1c3699ed11f93d6797e6801538caad9e150f148fa12d3509a92a044726"

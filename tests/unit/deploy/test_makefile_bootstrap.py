@@ -37,8 +37,18 @@ exit 0
 """
 
 
+# An id that answers `id -u` with the uid the test plays (the Makefile tries apt-get as
+# root only), whoever runs the tests.
+FAKE_ID = """\
+#!/bin/sh
+[ "$*" = "-u" ] && echo "$FAKE_UID" && exit 0
+echo "fake id: unexpected arguments: $*" >&2
+exit 1
+"""
+
+
 def _bootstrap(
-    tmp_path: Path, accept: str, apt: bool = False
+    tmp_path: Path, accept: str, apt: bool = False, uid: int = 1000
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     make = shutil.which("make")
     if make is None:
@@ -53,12 +63,17 @@ def _bootstrap(
     apt_get = tmp_path / "apt-get"
     apt_get.write_text(FAKE_APT)
     apt_get.chmod(0o755)
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    (fakes / "id").write_text(FAKE_ID)
+    (fakes / "id").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    env["PATH"] = f"{fakes}{os.pathsep}{env.get('PATH', os.defpath)}"
     done = subprocess.run(
         [make, "-s", "-C", str(tmp_path), "-f", str(MAKEFILE), f"PYTHON_BOOT={python}",
          "UV_VERSION=9.9.9", f"APT_GET={apt_get if apt else 'no-such-apt-get'}",
          ".venv/.synced"],
-        env={**env, "CALLS": str(calls), "ACCEPT": accept},
+        env={**env, "CALLS": str(calls), "ACCEPT": accept, "FAKE_UID": str(uid)},
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     installs = [
@@ -94,12 +109,18 @@ def test_without_any_way_to_install_uv_make_says_what_to_do(tmp_path: Path) -> N
     assert not (tmp_path / ".venv" / ".synced").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="apt-get is tried as root only")
 def test_as_root_without_pip_make_installs_pip_from_debian_then_uv(tmp_path: Path) -> None:
-    done, installs = _bootstrap(tmp_path, accept="no such call", apt=True)
+    done, installs = _bootstrap(tmp_path, accept="no such call", apt=True, uid=0)
     assert done.returncode == 0, done.stderr
     assert installs[3:] == [
         "apt-get update -qq",
         "apt-get install -y -qq --no-install-recommends python3-pip",
         "-m pip install --quiet --user --break-system-packages uv==9.9.9",
     ]
+
+
+def test_apt_get_is_not_tried_by_a_user_who_is_not_root(tmp_path: Path) -> None:
+    done, installs = _bootstrap(tmp_path, accept="no such call", apt=True, uid=1000)
+    assert done.returncode != 0
+    assert len(installs) == 3  # the three pip installs, and no apt-get
+    assert "apt-get install python3-pip" in done.stderr

@@ -3,9 +3,10 @@ from shared.events.topics import PRIMARY_TOPICS, all_topics, dlq_of
 
 def test_every_consumed_topic_has_a_dead_letter_topic() -> None:
     names = {t.name for t in all_topics()}
-    for topic in PRIMARY_TOPICS:
-        if topic.consumed:
-            assert dlq_of(topic.name) in names
+    consumed = [topic for topic in PRIMARY_TOPICS if topic.consumed]
+    assert consumed
+    for topic in consumed:
+        assert dlq_of(topic.name) in names
 
 
 def test_compacted_topics_bound_how_long_a_tombstoned_key_lingers() -> None:
