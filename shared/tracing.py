@@ -1,19 +1,18 @@
 """One id that follows a piece of work from the gateway through every service it reaches.
 
-The gateway names each request (``X-Request-Id``: 32 hex digits of its own, or the
-client's id when it is a plain token). A service API takes that id as the trace id of
-the request's work (:func:`trace_id_for_request`); the events the work queues carry it
+The gateway names each request with 32 random hex digits of its own, sent upstream as
+``X-Request-Id`` (a client's own id stays in its access log, next to it). A service API
+takes that id as the trace id of the request's work (:func:`trace_id_for_request`); the events the work queues carry it
 as their W3C ``traceparent`` (:func:`current_traceparent`); a consumer handling such an
 event takes it back (:func:`traced`), and the events that handler queues carry it on.
 Log lines and problem bodies show it as ``trace_id``, so an operator or an auditor can
 follow a deletion request from the click to the last store's receipt with one search.
 
-Only a W3C trace id (32 lowercase hex digits, not all zero) travels in events. The gateway
-always sends its own (a client's id stays in its access log), so what a client wrote never
-travels; a direct caller's id that is not one, or a UUID that looks like personal data,
-is replaced by a fresh id. Visits are never
-traced (the collector writes them without a ``traceparent``): an anonymous count must not
-be joinable to a request.
+Only a W3C trace id (32 lowercase hex digits, not all zero) travels in events. Since the
+gateway always sends its own, what a client wrote never travels; a direct caller's id
+that is not one, or a UUID that looks like personal data, is replaced by a fresh id.
+Visits are never traced (the collector writes them without a ``traceparent``): an
+anonymous count must not be joinable to a request.
 """
 
 from __future__ import annotations
