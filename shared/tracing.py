@@ -2,9 +2,10 @@
 
 The gateway names each request with 32 random hex digits of its own, sent upstream as
 ``X-Request-Id`` (a client's own id stays in its access log, next to it). A service API
-takes that id as the trace id of the request's work (:func:`trace_id_for_request`); the events the work queues carry it
-as their W3C ``traceparent`` (:func:`current_traceparent`); a consumer handling such an
-event takes it back (:func:`traced`), and the events that handler queues carry it on.
+takes that id as the trace id of the request's work (:func:`trace_id_for_request`); the
+events the work queues carry it as their W3C ``traceparent`` (:func:`current_traceparent`);
+a consumer handling such an event takes it back (:func:`traced`), and the events that
+handler queues carry it on.
 Log lines and problem bodies show it as ``trace_id``, so an operator or an auditor can
 follow a deletion request from the click to the last store's receipt with one search.
 
