@@ -219,6 +219,7 @@ def _start(layout: Layout) -> int:
     procs.require_free(
         layout.ports.kafka_controller, "Kafka controller", "IMT_KAFKA_CONTROLLER_PORT"
     )
+    procs.require_free(layout.ports.kafka_tls, "Kafka TLS listener", "IMT_KAFKA_TLS_PORT")
     ensure_libs(layout)
     _format_storage(layout)
     argv = _java(layout, "kafka.Kafka", str(_properties_path(layout)))

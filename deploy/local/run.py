@@ -50,8 +50,9 @@ def run_services(layout: Layout) -> int:
         print("no service declares processes yet (services/*/Procfile); infrastructure only")
         while True:
             time.sleep(3600)
+    services.require_free_api_ports()
     procfile = layout.state / "Procfile"
-    procfile.write_text("".join(f"{name}: {command}\n" for name, command in entries.items()))
+    procfile.write_text(services.honcho_procfile(layout, entries))
     honcho = str(Path(sys.executable).parent / "honcho")
     command = [honcho, "start", "-f", str(procfile), "-d", str(REPO_ROOT)]
     proc = subprocess.Popen(command, env=services.process_env())  # noqa: S603
@@ -87,6 +88,7 @@ def main() -> int:
     args = parser.parse_args()
     layout = Layout.from_env()
     signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C: infrastructure too
+    signal.signal(signal.SIGHUP, _interrupt)  # the terminal closed: the same
     if args.stop:
         services.stop_processes(layout=layout)
         stack.shut_down(layout=layout)
@@ -103,6 +105,8 @@ def main() -> int:
     finally:
         if not args.stop:
             print("\nstopping the infrastructure (data kept)...", flush=True)
+            # Those honcho did not stop (it died first, on a closed terminal, say).
+            services.stop_processes(layout=layout)
             stack.shut_down(layout=layout)
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from deploy.local import procs
 from deploy.local.gateway import UPSTREAMS
-from deploy.local.layout import REPO_ROOT, Layout
+from deploy.local.layout import HOST, REPO_ROOT, Layout
+from deploy.local.tls import tls_files
 
 READY_TIMEOUT = 90.0
 
@@ -33,14 +34,54 @@ def procfile_entries(root: Path = REPO_ROOT) -> dict[str, str]:
     return entries
 
 
+def stack_env(layout: Layout) -> dict[str, str]:
+    """Where the local stack is, in the services' own settings: a port or state folder
+    moved with IMT_KAFKA_PORT, IMT_STATE_DIR and the like moves the services with it."""
+    ports = layout.ports
+    return {
+        "IMT_KAFKA_BOOTSTRAP": f"{HOST}:{ports.kafka}",
+        "IMT_POSTGRES_PORT": str(ports.postgres),
+        "IMT_NOTIFIER_SMTP_PORT": str(ports.smtp),
+        "IMT_NOTIFIER_SMTP_CAFILE": str(tls_files(layout.tls).ca),
+        "IMT_ACCOUNTS_PUBLIC_URL": f"http://localhost:{ports.gateway}",
+        "IMT_NOTIFIER_PUBLIC_BASE_URL": f"https://localhost:{ports.gateway_tls}",
+    }
+
+
 def process_env() -> dict[str, str]:
-    """The environment service processes run with: the venv first on PATH."""
+    """The environment service processes run with: the venv first on PATH, the local
+    stack's whereabouts unless set explicitly."""
     venv_bin = str(Path(sys.executable).parent)
     return {
+        **stack_env(Layout.from_env()),
         **os.environ,
         "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
         "PYTHONPATH": str(REPO_ROOT),
     }
+
+
+def honcho_procfile(layout: Layout, entries: Mapping[str, str]) -> str:
+    """The Procfile ``make run`` hands honcho: each process first writes its pid where
+    :func:`running` looks (the shell's pid, which ``exec`` gives to the service), so
+    ``make stop`` finds it even after honcho died (a closed terminal) and a test run
+    reuses it rather than start a second copy."""
+    return "".join(
+        f"{name}: echo $$ > {layout.pidfile(f'svc-{name}')} && exec {command}\n"
+        for name, command in entries.items()
+    )
+
+
+def require_free_api_ports() -> None:
+    """Each API's port is free (or already held by our own process, which the caller
+    stops first): else the user is told which, rather than see the API die at start."""
+    for service, address in UPSTREAMS.items():
+        port = int(address.rpartition(":")[2])
+        if procs.port_open(port):
+            raise procs.StackError(
+                f"{service} API: {address} is already used by another program (not ours);"
+                f" stop it (`ss -ltnp 'sport = :{port}'` names it), or `make stop` if it is"
+                " a service left from an earlier run"
+            )
 
 
 def running(layout: Layout, name: str) -> int | None:

@@ -182,8 +182,23 @@ def accept_any_login(*_args: object) -> AuthResult:
     return AuthResult(success=True)
 
 
+def readable(raw: bytes) -> str:
+    """A message as a developer reads it: its main headers and its text, decoded (the
+    quoted-printable undone, so a mailed one-time link can be copied whole)."""
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(raw)
+    head = "".join(
+        f"{name}: {message[name]}\n" for name in ("Date", "From", "To", "Subject") if message[name]
+    )
+    body = message.get_body(preferencelist=("plain", "html"))
+    text = body.get_content() if body is not None else ""
+    return f"{head}\n{text}"
+
+
 def _html_page(messages: list[dict[str, Any]]) -> str:
-    row = "<tr><td>{time}</td><td>{to}</td><td><a href='/api/messages/{id}'>{subject}</a></td></tr>"
+    row = (
+        "<tr><td>{time}</td><td>{to}</td><td><a href='/messages/{id}'>{subject}</a>"
+        " (<a href='/api/messages/{id}'>raw</a>)</td></tr>"
+    )
     rows = "".join(
         row.format(
             time=html.escape(m["received_at"]),
@@ -228,6 +243,12 @@ class WebHandler(BaseHTTPRequestHandler):
             self._json(200, self.box.messages())
         elif path == "/api/mode":
             self._json(200, {"mode": self.box.mode})
+        elif path.startswith("/messages/"):
+            raw = self.box.raw(path.removeprefix("/messages/"))
+            if raw is None:
+                self._json(404, {"error": "no such message"})
+            else:
+                self._send(200, readable(raw).encode(), "text/plain; charset=utf-8")
         elif path.startswith("/api/messages/"):
             raw = self.box.raw(path.removeprefix("/api/messages/"))
             if raw is None:

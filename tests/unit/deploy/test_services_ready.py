@@ -1,12 +1,17 @@
 """The test run waits for each API's readiness on the API's own port: the gateway hides it."""
 
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
-from deploy.local import services
+from deploy.local import procs, services
+from deploy.local.layout import Layout
 
 
 class _Api(BaseHTTPRequestHandler):
@@ -43,3 +48,28 @@ def test_an_api_that_does_not_answer_is_not_ready(
 ) -> None:
     monkeypatch.setattr(services, "UPSTREAMS", {"accounts": "127.0.0.1:9"})  # discard port
     assert not services.api_ready("accounts")
+
+
+def test_a_process_make_run_starts_is_found_by_its_pid_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Honcho writes no pid files: each Procfile line writes its own, so `make stop` and
+    a test run find the services `make run` started (honcho may have died before them)."""
+    monkeypatch.setenv("IMT_STATE_DIR", str(tmp_path))
+    layout = Layout.from_env()
+    layout.run.mkdir(parents=True)
+    command = f"{sys.executable} -c 'import time; time.sleep(60)' honcho-demo-marker"
+    [line] = services.honcho_procfile(layout, {"demo-worker": command}).splitlines()
+    name, _, shell = line.partition(": ")
+    assert name == "demo-worker"
+    proc = subprocess.Popen(["/bin/sh", "-c", shell])
+    try:
+        pidfile = layout.pidfile("svc-demo-worker")
+        deadline = time.monotonic() + 10
+        while procs.our_pid(pidfile, "honcho-demo-marker") is None:
+            assert time.monotonic() < deadline, "the line wrote no pid file of its process"
+            time.sleep(0.05)
+        assert procs.our_pid(pidfile, "honcho-demo-marker") == proc.pid  # exec kept it
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1,9 +1,11 @@
-"""The SMTP sink's mailbox: listening does not wait for old mail, which is trimmed."""
+"""The SMTP sink's mailbox: listening does not wait for old mail, which is trimmed; a
+developer reads a message decoded."""
 
 import threading
+from email.message import EmailMessage
 from pathlib import Path
 
-from deploy.local.smtp_sink import Mailbox
+from deploy.local.smtp_sink import Mailbox, readable
 
 RAW = b"Subject: hello\\r\\nTo: a@example.org\\r\\n\\r\\nbody\\r\\n"
 
@@ -53,3 +55,21 @@ def test_mail_holding_sign_in_links_is_readable_by_the_sink_only(tmp_path: Path)
     written = list(folder.iterdir())
     assert {p.suffix for p in written} == {".eml", ".json"}
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in written)
+
+
+def test_a_developer_reads_a_mailed_link_whole() -> None:
+    link = "https://localhost:8443/verify-email#token=" + "a1B2c3D4e5" * 10
+    message = EmailMessage()
+    message["Subject"] = "Confirm your email"
+    message["To"] = "a@example.org"
+    message["From"] = "iMT <notices@imt.example>"
+    message.set_content(f"Hello,\n\nconfirm here: {link}\n", cte="quoted-printable")
+    message.add_alternative(f"<p><a href='{link}'>confirm</a></p>", subtype="html")
+    raw = bytes(message)
+    assert link not in raw.decode()  # as mailed: "=3D" and soft line breaks
+
+    text = readable(raw)
+
+    assert link in text
+    assert "Subject: Confirm your email" in text
+    assert "<p>" not in text  # the text part, not the HTML
