@@ -2,8 +2,9 @@
 
 A request that sits in one stage far longer than the schedule promised the user (a
 store that never answers, backups that never expire) shows as the age of the oldest
-request in that stage, and one past GDPR's or CCPA's bound is counted as overdue; the
-API serves these on ``/metrics``.
+request in that stage, and one past GDPR's or CCPA's bound is counted as overdue; a
+retention release no store answered in time is counted too. The API serves these on
+``/metrics``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ class DeletionGauges:
             ["regime"],
             registry=registry,
         )
+        self.releases_escalated = Gauge(
+            "deletion_releases_escalated",
+            "Retention releases a store did not answer in time (the kept records it was "
+            "told to erase may still be there); the operator pipeline lists them.",
+            registry=registry,
+        )
 
     async def refresh(self, runtime: Runtime) -> None:
         now = datetime.now(UTC)
@@ -50,6 +57,7 @@ class DeletionGauges:
             stages = await store.open_stages(conn, sorted(FINAL))
             # No month is shorter: a request younger than this cannot be late yet.
             old = await store.open_requests_before(conn, now - timedelta(days=28))
+            self.releases_escalated.set(await store.count_escalated_releases(conn))
         late = [overdue(tracked.request, now) for tracked in old]
         for regime in ("gdpr", "ccpa"):
             self.overdue.labels(regime).set(sum(1 for regimes in late if regimes[regime]))

@@ -188,12 +188,24 @@ async def _start(conn: Connection, deps: Deps, tracked: Tracked) -> None:
 
 
 async def _pause_if_held(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked | None:
-    """Pause the request if its subject is under a legal hold; None if it is not.
+    """Pause the request if its subject is under a legal hold; None if it is not held,
+    the request as it was if it cannot be told now (see below).
 
     The hold outlives the request it was placed through (a user may cancel and ask
     again), so every request of a held subject, an item's too, waits for its release.
+
+    Looked at under the subject's lock, only tried (as :func:`_held_now` does): the
+    caller may hold this or another request of the subject (the ticker claimed it), and
+    an operator placing a hold takes the lock, then the hold's row, then the subject's
+    requests; waiting here for the hold's row could deadlock with it. A subject busy
+    now is looked at again a little later: the request waits where it is.
     """
-    hold = await legal_holds.in_force(conn, tracked.request.subject_id)
+    subject = tracked.request.subject_id
+    if not await legal_holds.try_lock_subject(conn, subject):
+        later = deps.now() + timedelta(seconds=deps.settings.deletion_retry_seconds)
+        await store.set_next_check(conn, tracked.request.request_id, later)
+        return tracked
+    hold = await legal_holds.in_force(conn, subject)
     if hold is None:
         return None
     held = stages.place_hold(tracked.request, hold.reason, deps.now())
@@ -248,7 +260,10 @@ async def deletion_confirmed(conn: Connection, deps: Deps, event: DeletionConfir
 
 
 async def subject_erased(conn: Connection, deps: Deps, event: SubjectErased) -> None:
-    request_id = await store.request_of_release(conn, event.request_id) or event.request_id
+    """A store's receipt, for a request's erasure or for a retention release (its own
+    erase id): the one it answers goes on once every store it expected answered."""
+    released = await store.request_of_release(conn, event.request_id)
+    request_id = released or event.request_id
     tracked = await store.get(conn, request_id)
     if tracked is None:
         log.info("receipt for unknown request %s ignored", event.request_id)
@@ -262,7 +277,12 @@ async def subject_erased(conn: Connection, deps: Deps, event: SubjectErased) -> 
         event.retained_anonymised,
         event.erased_at,
     )
-    if recorded and tracked.request.stage in ("erasing", "escalated"):
+    if not recorded:
+        return  # a duplicate: it answered before
+    if released is not None:
+        # Not the request's own erasure: a late release receipt must not wake it.
+        await store.answer_release(conn, event.request_id, deps.now())
+    elif tracked.request.stage in ("erasing", "escalated"):
         await store.set_next_check(conn, request_id, deps.now())
         await store.wake_ticker(conn)
 
@@ -399,14 +419,23 @@ async def _send_erase(conn: Connection, deps: Deps, tracked: Tracked, now: datet
     )
     await _publish(conn, deps, command, r.subject_id)
     attempts = tracked.erase_attempts + 1
+    return replace(
+        tracked, erase_attempts=attempts, next_erase_at=now + _resend_delay(deps, attempts)
+    )
+
+
+def _resend_delay(deps: Deps, attempts: int) -> timedelta:
     s = deps.settings
-    delay = stages.resend_delay(attempts, s.deletion_retry_seconds, s.deletion_retry_max_seconds)
-    return replace(tracked, erase_attempts=attempts, next_erase_at=now + delay)
+    return stages.resend_delay(attempts, s.deletion_retry_seconds, s.deletion_retry_max_seconds)
 
 
 def _next_erase_check(tracked: Tracked) -> datetime | None:
-    dates = [d for d in (tracked.next_erase_at, tracked.erase_deadline) if d is not None]
-    return min(dates) if dates else None
+    return _earliest(tracked.next_erase_at, tracked.erase_deadline)
+
+
+def _earliest(*dates: datetime | None) -> datetime | None:
+    known = [d for d in dates if d is not None]
+    return min(known) if known else None
 
 
 async def _await_stores(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
@@ -415,19 +444,23 @@ async def _await_stores(conn: Connection, deps: Deps, tracked: Tracked) -> Track
     r = tracked.request
     answered = await store.answered_stores(conn, r.request_id)
     missing = stages.missing_stores(tracked.expected_stores, answered)
-    if not missing:
+    step = stages.receipt_step(missing, now, tracked.next_erase_at, tracked.erase_deadline)
+    if step == "answered":
         return await _stores_answered(conn, deps, tracked, now)
     if r.stage == "escalated":
         await store.set_next_check(conn, r.request_id, None)  # an operator or a receipt wakes it
         return tracked
-    if tracked.erase_deadline is not None and now >= tracked.erase_deadline:
-        reason = f"no answer in time from: {', '.join(missing)}"
-        escalated = stages.escalate(r, reason, now)
+    if step == "escalate":
+        escalated = stages.escalate(r, _unanswered(missing), now)
         return await enter(conn, deps, tracked.with_request(escalated), None)
-    if tracked.next_erase_at is not None and now >= tracked.next_erase_at:
+    if step == "resend":
         tracked = await _send_erase(conn, deps, tracked, now)
     await store.save(conn, tracked, _next_erase_check(tracked))
     return tracked
+
+
+def _unanswered(missing: Sequence[str]) -> str:
+    return f"no answer in time from: {', '.join(missing)}"
 
 
 async def _await_escalated(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
@@ -528,36 +561,104 @@ async def complete(conn: Connection, deps: Deps, tracked: Tracked, verdict: Verd
 
 
 async def release_retained(conn: Connection, deps: Deps) -> int:
-    """Kept categories whose period ended: a second EraseSubject erases them too.
+    """Kept categories whose period ended: a second EraseSubject erases them too. Like an
+    erasure, it is resent with back-off until every store answered it (a store that
+    dead-lettered it would otherwise keep the records for ever) and escalated to an
+    operator at the store timeout. Returns how many were sent (first or again).
 
     Not while the subject is under a legal hold (P-13): keeping the records is what the
-    hold is for. The release is left unsent and goes once the hold is released.
+    hold is for. A release is neither sent nor resent while it is in force; it goes once
+    the hold is released (:func:`lift_hold` gives one sent before the hold a new timeout).
     """
     now = deps.now()
-    released = 0
-    for due in await store.claim_due_releases(conn, now, limit=100):
-        tracked = await store.get(conn, due["request_id"])
+    sent = 0
+    for release in await store.claim_due_releases(conn, now, limit=100):
+        tracked = await store.get(conn, release.request_id)
         if tracked is None or await _held_now(conn, tracked.request.subject_id):
             continue
-        still_kept = tuple(c for c in tracked.retain_categories if c != due["category"])
-        pending = {p["category"] for p in await store.pending_releases(conn, due["request_id"])
-                   if p["sent_at"] is None and p["category"] != due["category"]}  # fmt: skip
-        r = tracked.request
-        command = EraseSubject(
-            request_id=due["erase_id"],
-            subject_id=r.subject_id,
-            scope=r.scope,
-            item_id=r.item_id,
-            retain_categories=tuple(c for c in still_kept if c in pending),
-        )
-        traced = trace_id_var.set(tracked.trace_id)  # the request's, years on
-        try:
-            await _publish(conn, deps, command, r.subject_id)
-        finally:
-            trace_id_var.reset(traced)
-        await store.mark_release_sent(conn, due["erase_id"], now)
-        released += 1
-    return released
+        if await _await_release(conn, deps, tracked, release, now):
+            sent += 1
+    return sent
+
+
+async def _await_release(
+    conn: Connection, deps: Deps, tracked: Tracked, release: store.Release, now: datetime
+) -> bool:
+    """The release's next step: sent first, then awaited as :func:`_await_stores` awaits an
+    erasure; True if it was sent."""
+    if release.sent_at is None:
+        # The stores expected now: a release years after the erasure goes to today's.
+        first = replace(release, expected_stores=deps.settings.store_names())
+        await _send_release(conn, deps, tracked, first, now)
+        return True
+    answered = await store.answered_stores(conn, release.erase_id)
+    missing = stages.missing_stores(release.expected_stores, answered)
+    step = stages.receipt_step(missing, now, release.next_send_at, release.answer_deadline)
+    if step == "answered":
+        await store.answer_release(conn, release.erase_id, now)
+    elif step == "escalate":
+        await _escalate_release(conn, release, _unanswered(missing), now)
+    elif step == "resend":
+        await _send_release(conn, deps, tracked, release, now)
+    else:
+        await store.save_release(conn, release, _next_release_check(release))
+    return step == "resend"
+
+
+async def _send_release(
+    conn: Connection, deps: Deps, tracked: Tracked, release: store.Release, now: datetime
+) -> None:
+    """Send (or resend, under the same erase id) the release's EraseSubject."""
+    r = tracked.request
+    command = EraseSubject(
+        request_id=release.erase_id,
+        subject_id=r.subject_id,
+        scope=r.scope,
+        item_id=r.item_id,
+        retain_categories=await _still_kept(conn, tracked, release),
+    )
+    traced = trace_id_var.set(tracked.trace_id)  # the request's, years on
+    try:
+        await _publish(conn, deps, command, r.subject_id)
+    finally:
+        trace_id_var.reset(traced)
+    attempts = release.send_attempts + 1
+    release = replace(
+        release,
+        sent_at=release.sent_at or now,
+        send_attempts=attempts,
+        next_send_at=now + _resend_delay(deps, attempts),
+        # Kept across resends; none yet on a release's first send, or restarted.
+        answer_deadline=release.answer_deadline or now + deps.timing.store_timeout,
+    )
+    await store.save_release(conn, release, _next_release_check(release))
+
+
+async def _still_kept(
+    conn: Connection, tracked: Tracked, release: store.Release
+) -> tuple[str, ...]:
+    """The categories the stores keep on: the request's, less those released already."""
+    pending = {p["category"] for p in await store.pending_releases(conn, release.request_id)
+               if p["sent_at"] is None and p["category"] != release.category}  # fmt: skip
+    return tuple(c for c in tracked.retain_categories if c in pending)
+
+
+def _next_release_check(release: store.Release) -> datetime | None:
+    return _earliest(release.next_send_at, release.answer_deadline)
+
+
+async def _escalate_release(
+    conn: Connection, release: store.Release, reason: str, now: datetime
+) -> None:
+    await store.escalate_release(conn, release.erase_id, reason, now)
+    # Ids and store names only. The pipeline lists it, and a gauge counts it.
+    log.warning(
+        "retention release %s of request %s (%s) escalated: %s",
+        release.erase_id,
+        release.request_id,
+        release.category,
+        reason,
+    )
 
 
 async def _held_now(conn: Connection, subject_id: UUID) -> bool:
@@ -646,6 +747,7 @@ async def lift_hold(conn: Connection, deps: Deps, request_id: UUID, operator: UU
     paused = await store.of_subject_in(conn, subject, ("paused",))
     if not released and not paused:
         raise stages.StageConflict(f"request is {tracked.request.stage}; its subject is not held")
+    await store.restart_held_releases(conn, subject, now)
     for waiting in paused:
         resumed = stages.lift_hold(waiting.request, now)
         saved = await enter(conn, deps, waiting.with_request(resumed), now, actor=operator)
@@ -663,9 +765,12 @@ async def retry_escalated(
     earlier pass's receipts are superseded, or they would answer for this pass before
     any store erased again. One escalated while accounts was awaited goes back to
     ``holds`` instead: no store may erase before accounts closes the cancel window.
+    A request erased already may have escalated retention releases: those are resent.
     """
     tracked = await _locked(conn, request_id)
     now = deps.now()
+    if tracked.request.stage != "escalated":
+        return await _retry_releases(conn, tracked, now)
     request = replace(stages.retry(tracked.request, now), erased_at=None)
     if await legal_holds.in_force(conn, request.subject_id) is not None:
         raise stages.StageConflict("the subject is under a legal hold: release it first")
@@ -682,3 +787,15 @@ async def retry_escalated(
     )
     tracked = await _send_erase(conn, deps, tracked, now)
     return await enter(conn, deps, tracked, now, actor=operator)
+
+
+async def _retry_releases(conn: Connection, tracked: Tracked, now: datetime) -> Tracked:
+    """Resend the request's escalated releases with a fresh timeout (the ticker sends
+    them; not while the subject is held). Their receipts so far still count: each store
+    that answered erased what the release asked of it."""
+    if not await store.retry_escalated_releases(conn, tracked.request.request_id, now):
+        raise stages.StageConflict(
+            f"request is {tracked.request.stage}, not escalated, and no release of it is"
+        )
+    await store.wake_ticker(conn)
+    return tracked

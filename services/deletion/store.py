@@ -317,8 +317,8 @@ async def plan_releases(
 ) -> None:
     for category, (erase_id, due_at) in due.items():
         await conn.execute(
-            "INSERT INTO retention_releases (erase_id, request_id, category, due_at)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            "INSERT INTO retention_releases (erase_id, request_id, category, due_at, next_check_at)"
+            " VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
             erase_id,
             request_id,
             category,
@@ -326,33 +326,151 @@ async def plan_releases(
         )
 
 
-async def claim_due_releases(conn: Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
-    """Due releases, locked; none of a subject under a legal hold, which waits for its
-    release (claimed, they would come first at every tick and crowd out the others)."""
+@dataclass(frozen=True)
+class Release:
+    """A kept category's release: a second EraseSubject (``erase_id``), awaited like an
+    erasure until every expected store answered it."""
+
+    erase_id: UUID
+    request_id: UUID
+    category: str
+    sent_at: datetime | None = None  # first sent
+    expected_stores: tuple[str, ...] = ()
+    send_attempts: int = 0
+    next_send_at: datetime | None = None
+    answer_deadline: datetime | None = None
+
+
+_RELEASE_COLUMNS = (
+    "erase_id, request_id, category, sent_at, expected_stores, send_attempts, next_send_at,"
+    " answer_deadline"
+)
+
+
+def _release(row: asyncpg.Record) -> Release:
+    return Release(
+        row["erase_id"],
+        row["request_id"],
+        row["category"],
+        row["sent_at"],
+        tuple(row["expected_stores"]),
+        row["send_attempts"],
+        row["next_send_at"],
+        row["answer_deadline"],
+    )
+
+
+async def claim_due_releases(conn: Connection, now: datetime, limit: int) -> list[Release]:
+    """Releases due (to send, resend or escalate), locked; none of a subject under a legal
+    hold, which waits for its release (claimed, they would come first at every tick and
+    crowd out the others)."""
+    rows = await conn.fetch(
+        f"SELECT {_RELEASE_COLUMNS} FROM retention_releases rr"  # noqa: S608 - constant
+        " WHERE rr.next_check_at <= $1 AND NOT EXISTS ("
+        "   SELECT 1 FROM deletion_requests r JOIN legal_holds h USING (subject_id)"
+        "   WHERE r.request_id = rr.request_id AND h.released_at IS NULL)"
+        " ORDER BY rr.next_check_at LIMIT $2 FOR UPDATE OF rr SKIP LOCKED",
+        now,
+        limit,
+    )
+    return [_release(r) for r in rows]
+
+
+async def save_release(conn: Connection, release: Release, next_check_at: datetime | None) -> None:
+    await conn.execute(
+        "UPDATE retention_releases SET sent_at = $2, expected_stores = $3, send_attempts = $4,"
+        " next_send_at = $5, answer_deadline = $6, next_check_at = $7 WHERE erase_id = $1",
+        release.erase_id,
+        release.sent_at,
+        list(release.expected_stores),
+        release.send_attempts,
+        release.next_send_at,
+        release.answer_deadline,
+        next_check_at,
+    )
+
+
+async def answer_release(conn: Connection, erase_id: UUID, now: datetime) -> bool:
+    """Mark the release answered if every store it expected answered it (an escalated
+    one too: its late receipts still count); False if one is missing, or it was already.
+
+    Checked in one statement: two receipts recorded at once, each in its own
+    transaction, may both find the other missing; the ticker's next look then finds both.
+    """
+    status = await conn.execute(
+        "UPDATE retention_releases rr SET answered_at = $2, next_check_at = NULL"
+        " WHERE rr.erase_id = $1 AND rr.sent_at IS NOT NULL AND rr.answered_at IS NULL"
+        " AND rr.expected_stores <@ ARRAY("
+        "   SELECT store FROM store_receipts WHERE erase_id = $1 AND superseded_at IS NULL)",
+        erase_id,
+        now,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def escalate_release(conn: Connection, erase_id: UUID, reason: str, now: datetime) -> None:
+    """An operator's now: no more resends; a late receipt or a retry takes it on."""
+    await conn.execute(
+        "UPDATE retention_releases SET escalated_at = $2, reason = $3, next_check_at = NULL"
+        " WHERE erase_id = $1",
+        erase_id,
+        now,
+        reason,
+    )
+
+
+# A release sent and unanswered starts over: resent at once, with a fresh timeout.
+_RESTART = (
+    "UPDATE retention_releases rr SET escalated_at = NULL, reason = NULL, send_attempts = 0,"
+    " next_send_at = NULL, answer_deadline = NULL, next_check_at = $1"
+    " WHERE rr.sent_at IS NOT NULL AND rr.answered_at IS NULL"
+)
+
+
+async def retry_escalated_releases(conn: Connection, request_id: UUID, now: datetime) -> int:
+    """An operator's retry of the request's escalated releases; how many there were."""
+    status = await conn.execute(
+        f"{_RESTART} AND rr.request_id = $2 AND rr.escalated_at IS NOT NULL", now, request_id
+    )
+    return int(status.split()[-1])
+
+
+async def restart_held_releases(conn: Connection, subject_id: UUID, now: datetime) -> None:
+    """Releases of a subject whose hold was just released: not looked at while it was in
+    force, their timeout ran on; each is resent now and given the whole timeout again."""
+    await conn.execute(
+        f"{_RESTART} AND rr.escalated_at IS NULL AND rr.request_id IN ("  # noqa: S608 - constant
+        "   SELECT request_id FROM deletion_requests WHERE subject_id = $2)",
+        now,
+        subject_id,
+    )
+
+
+async def escalated_releases(conn: Connection, limit: int) -> list[asyncpg.Record]:
+    """Releases escalated and still unanswered: kept records a store may still hold."""
     return list(
         await conn.fetch(
-            "SELECT rr.erase_id, rr.request_id, rr.category FROM retention_releases rr"
-            " WHERE rr.sent_at IS NULL AND rr.due_at <= $1 AND NOT EXISTS ("
-            "   SELECT 1 FROM deletion_requests r JOIN legal_holds h USING (subject_id)"
-            "   WHERE r.request_id = rr.request_id AND h.released_at IS NULL)"
-            " ORDER BY rr.due_at LIMIT $2 FOR UPDATE OF rr SKIP LOCKED",
-            now,
+            "SELECT erase_id, request_id, category, reason, escalated_at FROM retention_releases"
+            " WHERE escalated_at IS NOT NULL AND answered_at IS NULL"
+            " ORDER BY escalated_at LIMIT $1",
             limit,
         )
     )
 
 
-async def mark_release_sent(conn: Connection, erase_id: UUID, now: datetime) -> None:
-    await conn.execute(
-        "UPDATE retention_releases SET sent_at = $2 WHERE erase_id = $1", erase_id, now
+async def count_escalated_releases(conn: Connection) -> int:
+    value = await conn.fetchval(
+        "SELECT count(*) FROM retention_releases"
+        " WHERE escalated_at IS NOT NULL AND answered_at IS NULL"
     )
+    return int(value or 0)
 
 
 async def pending_releases(conn: Connection, request_id: UUID) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
-            "SELECT category, due_at, sent_at FROM retention_releases WHERE request_id = $1"
-            " ORDER BY due_at",
+            "SELECT category, due_at, sent_at, answered_at, escalated_at, reason"
+            " FROM retention_releases WHERE request_id = $1 ORDER BY due_at",
             request_id,
         )
     )

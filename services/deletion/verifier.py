@@ -5,8 +5,10 @@ It never reads another service's tables through that service's role. It uses:
 * the verifier's role (``imt_verifier``): the auditor's exception, for verification
   only. It can read every table (``pg_read_all_data``) and change none, whatever the
   session asks for; its sessions are read-only as well. Every ``uuid`` and ``uuid[]``
-  column of every table of every other service database is searched for the id, so a
-  table nobody declared is found too;
+  column of every table of every other service database is searched for the id, and
+  every text, json and bytea column for its text (or, in bytes, its raw 16 bytes): a
+  table nobody declared is found too, and so is an id kept as a key (the bus outbox's,
+  and its rejected rows') or inside json parameters;
   rows a retention rule allows (ids only, within the rule's period) are reported as kept;
   rows kept anonymised by their owner (a rule's ``anonymised_tables``, e.g. invoices under
   a random retention key) hold no id of the subject and are not found, so one that still
@@ -44,33 +46,51 @@ log = logging.getLogger(__name__)
 OWN_DATABASE = "deletion"  # the ledger itself: ids and dates only, kept as proof
 Hits = dict[UUID, dict[str, int]]  # id -> "database.table.column" -> rows
 
-_UUID_COLUMNS = """
+# Every column that can hold an id: as a uuid, as text (an id in a text, json or text[]
+# column) or as bytes (a bus_outbox key is the subject's id as text, a value may quote it).
+_ID_COLUMNS = """
 SELECT c.table_name, c.column_name, c.udt_name
 FROM information_schema.columns c
 JOIN information_schema.tables t USING (table_schema, table_name)
 WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'
-  AND c.udt_name IN ('uuid', '_uuid')
+  AND c.udt_name IN ('uuid', '_uuid', 'text', '_text', 'varchar', 'json', 'jsonb', 'bytea')
 ORDER BY 1, 2
 """
 
 
+def _scan_sql(table: str, column: str, udt_name: str) -> str:
+    """The query counting, per id of ``$1``, the rows of ``table`` holding it in ``column``.
+
+    A uuid column is matched exactly; any other holds the id as text, anywhere in it (a
+    key, a json value, an element): found by its canonical text. Bytes hold it either as
+    that text (UTF-8) or as its 16 raw bytes. Names come from the catalogue, quoted.
+    """
+    col = f't."{column}"'
+    if udt_name == "uuid":
+        match = f"{col} = i.id"
+    elif udt_name == "_uuid":
+        match = f"i.id = ANY({col})"
+    elif udt_name == "bytea":
+        match = (
+            f"(position(convert_to(i.id::text, 'UTF8') IN {col}) > 0"
+            f" OR position(uuid_send(i.id) IN {col}) > 0)"
+        )
+    else:
+        match = f"strpos({col}::text, i.id::text) > 0"
+    return (
+        f'SELECT i.id, count(*) AS n FROM "{table}" t'  # noqa: S608 - catalogue names
+        f" JOIN unnest($1::uuid[]) AS i(id) ON {match} GROUP BY 1"
+    )
+
+
 async def scan_database(dsn: str, database: str, ids: Sequence[UUID]) -> Hits:
-    """Rows referencing any of ``ids`` in any uuid column (read-only session)."""
+    """Rows referencing any of ``ids`` in any column that can hold one (read-only session)."""
     hits: Hits = defaultdict(dict)
     conn = await asyncpg.connect(dsn, server_settings={"default_transaction_read_only": "on"})
     try:
-        for col in await conn.fetch(_UUID_COLUMNS):
+        for col in await conn.fetch(_ID_COLUMNS):
             table, column = col["table_name"], col["column_name"]
-            if col["udt_name"] == "uuid":
-                sql = (
-                    f'SELECT "{column}" AS id, count(*) AS n FROM "{table}"'  # noqa: S608
-                    f' WHERE "{column}" = ANY($1::uuid[]) GROUP BY 1'
-                )
-            else:
-                sql = (
-                    f'SELECT u AS id, count(*) AS n FROM "{table}", unnest("{column}") u'  # noqa: S608
-                    " WHERE u = ANY($1::uuid[]) GROUP BY 1"
-                )
+            sql = _scan_sql(table, column, col["udt_name"])
             for row in await conn.fetch(sql, list(ids)):
                 hits[row["id"]][f"{database}.{table}.{column}"] = row["n"]
     finally:

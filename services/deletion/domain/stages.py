@@ -256,6 +256,27 @@ def missing_stores(expected: tuple[str, ...], answered: set[str]) -> tuple[str, 
     return tuple(s for s in expected if s not in answered)
 
 
+ReceiptStep = Literal["answered", "escalate", "resend", "wait"]
+
+
+def receipt_step(
+    missing: tuple[str, ...],
+    now: datetime,
+    next_send_at: datetime | None,
+    deadline: datetime | None,
+) -> ReceiptStep:
+    """What an EraseSubject awaiting its stores' receipts (a request's, or a retention
+    release's) does now: done once no store is missing; escalated at its deadline;
+    resent once its back-off ran out (or none was planned: sent again at once)."""
+    if not missing:
+        return "answered"
+    if deadline is not None and now >= deadline:
+        return "escalate"
+    if next_send_at is None or now >= next_send_at:
+        return "resend"
+    return "wait"
+
+
 def resend_delay(attempt: int, base: float, cap: float) -> timedelta:
     """Back-off before resending an unanswered EraseSubject (attempt 1 is the first send)."""
     return timedelta(seconds=min(cap, base * 2 ** max(0, attempt - 1)))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+import asyncpg
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, StringConstraints
 
-from services.deletion import handlers, store
+from services.deletion import handlers, legal_holds, store
 from services.deletion.context import ContextDep, describe
 from services.deletion.domain.schedule import active_erasure_due, overdue
 from services.deletion.domain.stages import StageConflict
@@ -29,10 +31,12 @@ class HoldBody(BaseModel):
 @router.get("/pipeline")
 async def pipeline(_operator: Operator, context: ContextDep) -> dict[str, Any]:
     """Counts per stage, requests late against GDPR/CCPA, and escalations."""
+    # Escalations of requests, and of retention releases a store did not answer in time.
     now = context.deps.now()
     async with context.runtime.pool.acquire() as conn:
         counts = await store.stage_counts(conn)
         open_ = await store.open_requests(conn, PIPELINE_LIMIT)
+        releases = await store.escalated_releases(conn, PIPELINE_LIMIT)
     late, escalations = [], []
     for tracked in open_:
         r = tracked.request
@@ -55,7 +59,22 @@ async def pipeline(_operator: Operator, context: ContextDep) -> dict[str, Any]:
                     "since": r.stage_entered_at.isoformat(),
                 }
             )
-    return {"counts": counts, "overdue": late, "escalations": escalations}
+    release_escalations = [
+        {
+            "request_id": str(r["request_id"]),
+            "erase_id": str(r["erase_id"]),
+            "category": r["category"],
+            "reason": r["reason"],
+            "since": r["escalated_at"].isoformat(),
+        }
+        for r in releases
+    ]
+    return {
+        "counts": counts,
+        "overdue": late,
+        "escalations": escalations,
+        "release_escalations": release_escalations,
+    }
 
 
 async def _change(context: ContextDep, change: Any) -> dict[str, Any]:
@@ -89,7 +108,53 @@ async def request_detail(
             }
             for r in await store.receipts(conn, request_id)
         ]
+        shown["releases"] = [_release(r) for r in await store.pending_releases(conn, request_id)]
+        shown["legal_hold"] = _hold(await legal_holds.shown(conn, tracked.request.subject_id))
         return shown
+
+
+def _hold(
+    found: tuple[legal_holds.Hold, list[legal_holds.Restatement]] | None,
+) -> dict[str, Any] | None:
+    """The subject's hold in force: its first placement, and each restatement since."""
+    if found is None:
+        return None
+    hold, restated = found
+    return {
+        "reason": hold.reason,
+        "placed_by": _str(hold.placed_by),
+        "placed_at": hold.placed_at.isoformat(),
+        "request_id": _str(hold.request_id),
+        "restatements": [
+            {
+                "reason": r.reason,
+                "stated_by": _str(r.stated_by),
+                "stated_at": r.stated_at.isoformat(),
+                "request_id": str(r.request_id),
+            }
+            for r in restated
+        ],
+    }
+
+
+def _str(value: UUID | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _release(row: asyncpg.Record) -> dict[str, Any]:
+    """A retention release as operators see it: due, sent, answered or escalated."""
+    return {
+        "category": row["category"],
+        "due_at": row["due_at"].isoformat(),
+        "sent_at": _iso(row["sent_at"]),
+        "answered_at": _iso(row["answered_at"]),
+        "escalated_at": _iso(row["escalated_at"]),
+        "reason": row["reason"],
+    }
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
 
 
 @router.post("/requests/{request_id}/hold")
@@ -116,6 +181,7 @@ async def lift_hold(request_id: UUID, operator: Operator, context: ContextDep) -
 @router.post("/requests/{request_id}/retry")
 async def retry(request_id: UUID, operator: Operator, context: ContextDep) -> dict[str, Any]:
     """Send an escalated request back to the stores."""
+    # Or, for a request erased already, its escalated retention releases.
     return await _change(
         context,
         lambda conn: handlers.retry_escalated(conn, context.deps, request_id, UUID(operator.sub)),

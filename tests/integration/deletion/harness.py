@@ -125,6 +125,9 @@ class StandInStores:
     commands: Counter[UUID] = field(default_factory=Counter)  # per request id
     seen: list[EraseSubject] = field(default_factory=list)
     windows_kept_open: set[UUID] = field(default_factory=set)  # requests never confirmed
+    requested: set[UUID] = field(default_factory=set)  # request ids: any other is a release
+    # subject -> stores that never answer the subject's retention releases (dead-lettered)
+    releases_unanswered_by: dict[UUID, set[str]] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = manual_commit_consumer(
@@ -166,8 +169,11 @@ class StandInStores:
         self.commands[command.request_id] += 1
         if self.commands[command.request_id] <= self.ignore_first:
             return
+        silent = set(self.silent)
+        if command.request_id not in self.requested:
+            silent |= self.releases_unanswered_by.get(command.subject_id, set())
         for store in self.names:
-            if store in self.silent:
+            if store in silent:
                 continue
             receipt = SubjectErased(
                 request_id=command.request_id,
@@ -203,6 +209,7 @@ class Harness:
         subject = subject or uuid.uuid4()
         request_id = uuid.uuid4()
         self.stores.subjects.add(subject)
+        self.stores.requested.add(request_id)
         event = DeletionRequested(
             user_id=subject,
             request_id=request_id,

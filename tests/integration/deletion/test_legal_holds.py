@@ -17,9 +17,12 @@ import pytest
 from services.deletion import handlers, legal_holds
 from services.deletion.bootstrap import dependencies
 from services.deletion.config import DeletionSettings
+from services.deletion.context import Context
 from services.deletion.domain.stages import StageConflict
+from services.deletion.routes import operators
+from services.deletion.worker import Ticker
 from shared.config import PlatformSettings
-from shared.events.catalogue.accounts import DeletionCancelled
+from shared.events.catalogue.accounts import DeletionCancelled, DeletionRequested
 from tests.integration.deletion.harness import (
     Harness,
     harness_settings,
@@ -157,3 +160,106 @@ async def test_a_hold_placed_after_the_erasure_keeps_the_records_kept_for_a_peri
             await handlers.lift_hold(conn, deps, request_id, operator)
         release = await harness.release_of(request_id)
         assert (release.subject_id, release.retain_categories) == (subject, ())
+
+
+async def test_a_hold_placed_while_the_ticker_looks_at_the_subject_deadlocks_neither(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    """The ticker claims a request and looks for its subject's hold; an operator's hold
+    action has written the hold's row and goes on to lock the subject's requests. The
+    ticker must not wait for that row: each would wait for the other."""
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_grace_seconds=3600)
+    async with running_harness(settings, with_worker=False) as harness:
+        deps = dependencies(settings, harness.runtime)
+        subject, operator = uuid.uuid4(), uuid.uuid4()
+        harness.stores.subjects.add(subject)
+        through, slipped = uuid.uuid4(), uuid.uuid4()
+        async with harness.pool.acquire() as conn, conn.transaction():
+            for request_id in (through, slipped):
+                asked = DeletionRequested(
+                    user_id=subject, request_id=request_id, initiated_by="user", scope="account"
+                )
+                await handlers.deletion_requested(conn, deps, asked)
+            # One in grace, not due; one that slipped past an earlier hold, due to erase.
+            await conn.execute(
+                "UPDATE deletion_requests SET stage = 'grace', next_check_at = NULL"
+                " WHERE request_id = $1",
+                through,
+            )
+            await conn.execute(
+                "UPDATE deletion_requests SET stage = 'holds', cancel_window_closed_at = now(),"
+                " next_check_at = now() WHERE request_id = $1",
+                slipped,
+            )
+            await legal_holds.place(conn, subject, "claim 1", operator, datetime.now(UTC), through)
+
+        ticker = Ticker(harness.pool, deps)
+        async with harness.pool.acquire() as conn, conn.transaction():
+            await legal_holds.lock_subject(conn, subject)
+            await conn.execute(  # the hold's row written, as a hold action does
+                "UPDATE legal_holds SET reason = reason WHERE subject_id = $1", subject
+            )
+            tick = asyncio.create_task(ticker.tick())
+            await asyncio.sleep(1)  # the ticker claims `slipped` and looks for the hold
+            await handlers.place_hold(conn, deps, through, "claim 2", operator)
+        await asyncio.wait_for(tick, 30)
+
+        row = await harness.pool.fetchrow(
+            "SELECT stage, step_failures FROM deletion_requests WHERE request_id = $1", slipped
+        )
+        assert row is not None
+        assert (row["stage"], row["step_failures"]) == ("paused", 0)
+        assert harness.stores.seen == []
+
+
+async def test_a_hold_placed_again_keeps_its_first_placement_and_records_the_second(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(scratch_dsn, suffix, tmp_path)
+    async with running_harness(settings, with_worker=False) as harness:
+        deps = dependencies(settings, harness.runtime)
+        subject = uuid.uuid4()
+        first, second = uuid.uuid4(), uuid.uuid4()
+        async with harness.pool.acquire() as conn, conn.transaction():
+            for request_id in (first, second):
+                asked = DeletionRequested(
+                    user_id=subject, request_id=request_id, initiated_by="user", scope="device",
+                    item_id=uuid.uuid4(),
+                )  # fmt: skip
+                await handlers.deletion_requested(conn, deps, asked)
+            # Both erased already: a claim comes up after, then a second one.
+            await conn.execute(
+                "UPDATE deletion_requests SET stage = 'complete', erasing_started_at = now(),"
+                " erased_at = now(), next_check_at = NULL WHERE subject_id = $1",
+                subject,
+            )
+        placer, restater = uuid.uuid4(), uuid.uuid4()
+        for request_id, reason, operator in (
+            (first, "claim 1", placer),
+            (second, "claim 2", restater),
+        ):
+            async with harness.pool.acquire() as conn, conn.transaction():
+                await handlers.place_hold(conn, deps, request_id, reason, operator)
+
+        hold = await harness.pool.fetchrow(
+            "SELECT id, reason, placed_by, request_id FROM legal_holds WHERE subject_id = $1",
+            subject,
+        )
+        assert hold is not None
+        assert (hold["reason"], hold["placed_by"], hold["request_id"]) == ("claim 1", placer, first)
+        restated = await harness.pool.fetch(
+            "SELECT reason, stated_by, request_id FROM legal_hold_restatements WHERE hold_id = $1",
+            hold["id"],
+        )
+        assert [tuple(r) for r in restated] == [("claim 2", restater, second)]
+
+        # Operators see the hold on either request: placed first, restated since.
+        context = Context(settings, harness.runtime, deps)
+        shown = await operators.request_detail(second, None, context)  # type: ignore[arg-type]
+        held = shown["legal_hold"]
+        assert (held["reason"], held["placed_by"], held["request_id"]) == (
+            "claim 1", str(placer), str(first),
+        )  # fmt: skip
+        assert [(r["reason"], r["stated_by"]) for r in held["restatements"]] == [
+            ("claim 2", str(restater))
+        ]

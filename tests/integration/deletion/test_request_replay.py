@@ -60,7 +60,8 @@ async def test_a_deleted_requests_reply_does_not_come_back_with_a_restore() -> N
             await conn.close()
 
         seen = await scan_database(settings.admin_dsn(target), "notifier", [deleted])
-        assert seen[deleted] == {"notifier.notices.request_id": 1}
+        # Its own column, and the params it came from (found as text in the json).
+        assert seen[deleted] == {"notifier.notices.request_id": 1, "notifier.notices.params": 1}
 
         erased = LedgerEntry(uuid.uuid4(), user, "request", deleted, datetime.now(UTC), None)
         columns = load_subject_columns(settings.deletion_subject_columns_file)
@@ -81,5 +82,110 @@ async def test_a_deleted_requests_reply_does_not_come_back_with_a_restore() -> N
         )
         seen = await scan_database(settings.admin_dsn(target), "notifier", [deleted])
         assert deleted not in seen
+    finally:
+        await backups.drop_databases(settings, [target])
+
+
+@pytest.mark.usefixtures("stack")
+async def test_a_restore_takes_an_erased_subject_out_of_a_scheduled_notices_list() -> None:
+    """As the notifier's erasure does live: the notice stays for its other recipients."""
+    settings = DeletionSettings()
+    target = f"imt_replay_test_{uuid.uuid4().hex[:8]}"
+    await backups._create_database(settings, target)
+    try:
+        erased, other = uuid.uuid4(), uuid.uuid4()
+        conn = await asyncpg.connect(settings.admin_dsn(target))
+        try:
+            await apply_migrations(
+                conn,
+                migration_files("bus", BUS_MIGRATIONS)
+                + migration_files("notifier", NOTIFIER_MIGRATIONS),
+            )
+            notice = uuid.uuid4()
+            await conn.execute(
+                "INSERT INTO notices (notice_id, template, category, audience, listed, channels,"
+                " source, status, send_at) VALUES ($1, 'incident', 'account_security', 'listed',"
+                " $2, ARRAY['email','inbox'], 'accounts', 'scheduled', now() + interval '1 day')",
+                notice,
+                [erased, other],
+            )
+        finally:
+            await conn.close()
+
+        entry = LedgerEntry(uuid.uuid4(), erased, "account", None, datetime.now(UTC), None)
+        columns = load_subject_columns(settings.deletion_subject_columns_file)
+        await backups.apply_replay(settings, target, replay_plan("notifier", columns, [entry]))
+
+        conn = await asyncpg.connect(settings.admin_dsn(target))
+        try:
+            listed = await conn.fetchval("SELECT listed FROM notices WHERE notice_id = $1", notice)
+        finally:
+            await conn.close()
+        assert listed == [other]
+        assert erased not in await scan_database(settings.admin_dsn(target), "notifier", [erased])
+    finally:
+        await backups.drop_databases(settings, [target])
+
+
+ACCOUNTS_MIGRATIONS = Path(notifier_store.__file__).parents[1] / "accounts" / "migrations"
+
+
+async def _recipient(conn: asyncpg.Connection, name: str) -> uuid.UUID:
+    recipient = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO recipients (id, name, kind, purpose, allowed_fields, created_by)"
+        " VALUES ($1, $2, 'partner', 'repairs', ARRAY['name'], $3)",
+        recipient,
+        name,
+        uuid.uuid4(),
+    )
+    return recipient
+
+
+@pytest.mark.usefixtures("stack")
+async def test_a_restore_keeps_only_the_consents_a_disclosure_was_made_under() -> None:
+    """As the accounts erasure does live: a consent to a recipient given the subject's
+    data is the proof of that disclosure; the others go."""
+    settings = DeletionSettings()
+    target = f"imt_replay_test_{uuid.uuid4().hex[:8]}"
+    await backups._create_database(settings, target)
+    try:
+        user, someone = uuid.uuid4(), uuid.uuid4()
+        conn = await asyncpg.connect(settings.admin_dsn(target))
+        try:
+            await apply_migrations(
+                conn,
+                migration_files("bus", BUS_MIGRATIONS)
+                + migration_files("accounts", ACCOUNTS_MIGRATIONS),
+            )
+            told, untold = await _recipient(conn, "told"), await _recipient(conn, "untold")
+            for subject, recipient in ((user, told), (user, untold), (someone, untold)):
+                await conn.execute(
+                    "INSERT INTO consents (user_id, recipient_id, purpose, granted)"
+                    " VALUES ($1, $2, 'repairs', true)",
+                    subject,
+                    recipient,
+                )
+            await conn.execute(
+                "INSERT INTO disclosures (export_id, recipient_id, user_id, fields, operator_id)"
+                " VALUES ($1, $2, $3, ARRAY['name'], $4)",
+                uuid.uuid4(),
+                told,
+                user,
+                uuid.uuid4(),
+            )
+        finally:
+            await conn.close()
+
+        entry = LedgerEntry(uuid.uuid4(), user, "account", None, datetime.now(UTC), None)
+        columns = load_subject_columns(settings.deletion_subject_columns_file)
+        await backups.apply_replay(settings, target, replay_plan("accounts", columns, [entry]))
+
+        conn = await asyncpg.connect(settings.admin_dsn(target))
+        try:
+            left = await conn.fetch("SELECT user_id, recipient_id FROM consents")
+        finally:
+            await conn.close()
+        assert sorted(tuple(r) for r in left) == sorted([(user, told), (someone, untold)])
     finally:
         await backups.drop_databases(settings, [target])

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import asyncpg
 import pytest
 
+from services.deletion import verifier
 from services.deletion.config import DeletionSettings
 
 SETTINGS = DeletionSettings(environment="test")
@@ -41,3 +45,38 @@ async def test_the_verifier_reads_every_table_and_writes_none(scratch_dsn: str) 
             await conn.execute("CREATE TABLE verifier_was_here (id int)")
     finally:
         await conn.close()
+
+
+async def test_the_verifier_finds_an_id_kept_as_bytes_text_or_json(scratch_dsn: str) -> None:
+    """Not only uuid columns: the bus's tables hold a subject's id as a bytea key (its
+    text), a value may carry its raw bytes, and json or text may quote it."""
+    database = scratch_dsn.rsplit("/", 1)[1].split("?")[0]
+    subject, item, absent = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    owner = await asyncpg.connect(scratch_dsn)
+    try:
+        await owner.execute(
+            "INSERT INTO bus_outbox (topic, key, value) VALUES ('accounts.contacts', $1, NULL)",
+            str(subject).encode(),
+        )
+        await owner.execute(
+            "INSERT INTO bus_outbox_rejected (seq, topic, key, value, headers, created_at, reason)"
+            " VALUES (1, 't', NULL, $1, $2, now(), $3)",
+            b"\x00prefix" + item.bytes + b"suffix",
+            json.dumps({"params": {"request_id": str(subject)}}),  # no json codec here
+            f"refused: {item}",
+        )
+    finally:
+        await owner.close()
+
+    hits = await verifier.scan_database(
+        SETTINGS.verifier_dsn(database), "scratch", [subject, item, absent]
+    )
+    assert hits[subject] == {
+        "scratch.bus_outbox.key": 1,
+        "scratch.bus_outbox_rejected.headers": 1,
+    }
+    assert hits[item] == {
+        "scratch.bus_outbox_rejected.value": 1,
+        "scratch.bus_outbox_rejected.reason": 1,
+    }
+    assert absent not in hits

@@ -18,7 +18,7 @@ from services.deletion import handlers, legal_holds, store
 from services.deletion.config import DeletionSettings
 from services.deletion.domain.retention import parse_policy
 from services.deletion.legal_holds import Hold
-from services.deletion.store import Tracked
+from services.deletion.store import Release, Tracked
 from shared.events import Event
 from tests.unit.deletion.factories import T0
 
@@ -37,18 +37,21 @@ class FakeStore:
     requests: dict[UUID, Tracked] = field(default_factory=dict)
     holds: dict[UUID, Hold] = field(default_factory=dict)
     busy_subjects: set[UUID] = field(default_factory=set)  # an operator holds their lock
-    due_releases: list[dict[str, Any]] = field(default_factory=list)
+    due_releases: list[Release] = field(default_factory=list)
     published: list[Event] = field(default_factory=list)
     next_check: dict[UUID, datetime | None] = field(default_factory=dict)
-    sent_releases: list[UUID] = field(default_factory=list)
+    # erase id -> the release as last saved, and when it is looked at next
+    saved_releases: dict[UUID, tuple[Release, datetime | None]] = field(default_factory=dict)
+    answered_releases: list[UUID] = field(default_factory=list)
+    escalated_releases: dict[UUID, str] = field(default_factory=dict)  # erase id -> reason
     shredded: list[UUID] = field(default_factory=list)
     answered: set[str] = field(default_factory=set)  # stores whose receipt is in, any request
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         for name in (
             "save", "add_stage", "publish", "set_next_check", "wake_ticker", "get",
-            "answered_stores", "claim_due_releases", "pending_releases", "mark_release_sent",
-            "supersede_receipts", "close_cancel_window",
+            "answered_stores", "claim_due_releases", "pending_releases", "save_release",
+            "answer_release", "escalate_release", "supersede_receipts", "close_cancel_window",
         ):  # fmt: skip
             monkeypatch.setattr(store, name, getattr(self, name))
         monkeypatch.setattr(legal_holds, "in_force", self.in_force)
@@ -97,14 +100,33 @@ class FakeStore:
     async def close_cancel_window(self, *_args: object) -> None:
         pass  # the handler saves the closed window with the request's next stage
 
-    async def claim_due_releases(self, *_args: object, **_kw: object) -> list[dict[str, Any]]:
+    async def claim_due_releases(self, *_args: object, **_kw: object) -> list[Release]:
         return self.due_releases
 
     async def pending_releases(self, _conn: object, request_id: UUID) -> list[dict[str, Any]]:
-        return [{**r, "sent_at": None} for r in self.due_releases if r["request_id"] == request_id]
+        return [
+            {"category": r.category, "sent_at": r.sent_at}
+            for r in self.due_releases
+            if r.request_id == request_id
+        ]
 
-    async def mark_release_sent(self, _conn: object, erase_id: UUID, _now: datetime) -> None:
-        self.sent_releases.append(erase_id)
+    async def save_release(
+        self, _conn: object, release: Release, next_check_at: datetime | None
+    ) -> None:
+        self.saved_releases[release.erase_id] = (release, next_check_at)
+
+    @property
+    def sent_releases(self) -> list[UUID]:
+        return [e for e, (r, _) in self.saved_releases.items() if r.sent_at is not None]
+
+    async def answer_release(self, _conn: object, erase_id: UUID, _now: datetime) -> bool:
+        self.answered_releases.append(erase_id)
+        return True
+
+    async def escalate_release(
+        self, _conn: object, erase_id: UUID, reason: str, _now: datetime
+    ) -> None:
+        self.escalated_releases[erase_id] = reason
 
     # --- legal holds ----------------------------------------------------------------------
 

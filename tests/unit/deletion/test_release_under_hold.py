@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
 from services.deletion import handlers
 from services.deletion.legal_holds import Hold
-from services.deletion.store import Tracked
+from services.deletion.store import Release, Tracked
 from shared.events.catalogue.deletion import UNDER_LEGAL_HOLD, EraseSubject
 from tests.unit.deletion.factories import T0, in_stage
 from tests.unit.deletion.fake_store import FakeStore
@@ -22,13 +23,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
     tracked = Tracked(in_stage("backups_pending"), "user")
     tracked = replace(tracked, retain_categories=("financial_records",))
     fake.requests[tracked.request.request_id] = tracked
-    fake.due_releases.append(
-        {
-            "erase_id": uuid.uuid4(),
-            "request_id": tracked.request.request_id,
-            "category": "financial_records",
-        }
-    )
+    fake.due_releases.append(Release(uuid.uuid4(), tracked.request.request_id, "financial_records"))
     return fake
 
 
@@ -41,10 +36,10 @@ async def test_a_due_release_goes_when_no_hold_is_in_force(fake: FakeStore) -> N
     [command] = fake.published
     assert isinstance(command, EraseSubject)
     assert (command.request_id, command.retain_categories) == (
-        fake.due_releases[0]["erase_id"],
+        fake.due_releases[0].erase_id,
         (),
     )
-    assert fake.sent_releases == [fake.due_releases[0]["erase_id"]]
+    assert fake.sent_releases == [fake.due_releases[0].erase_id]
 
 
 async def test_a_held_subject_keeps_its_records_and_the_release_waits(fake: FakeStore) -> None:
@@ -77,3 +72,18 @@ async def test_an_erase_command_sent_under_a_hold_tells_the_stores_to_let_nothin
     assert isinstance(after, EraseSubject)
     assert before.retain_categories == ("financial_records",)
     assert after.retain_categories == ("financial_records", UNDER_LEGAL_HOLD)
+
+
+async def test_a_request_whose_subject_an_operator_is_holding_waits_where_it_is(
+    fake: FakeStore,
+) -> None:
+    """The ticker holds the claimed request: it never waits for the subject's hold (an
+    operator placing one locks the subject's requests after it); it looks again later."""
+    tracked = Tracked(in_stage("holds"), "user")
+    fake.requests[tracked.request.request_id] = tracked
+    fake.busy_subjects.add(tracked.request.subject_id)
+    deps = fake.deps(deletion_retry_seconds=5)
+    advanced = await handlers.advance(None, deps, tracked)  # type: ignore[arg-type]
+    assert advanced.request.stage == "holds"
+    assert fake.published == []  # no store told to erase, no stage announced
+    assert fake.next_check[tracked.request.request_id] == T0 + timedelta(seconds=5)

@@ -59,6 +59,45 @@ def test_a_request_reply_is_replayed_through_the_request_id_in_its_params() -> N
     assert plan[0].tables == ("inbox_items", "notices")
 
 
+def test_a_scheduled_notice_loses_the_subject_from_its_list_and_stays() -> None:
+    """The notifier takes an erased subject's id out of a notice scheduled for later (its
+    other recipients still get it): the replay does the same, never deletes the notice."""
+    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    account = entry(None)
+    [listed] = [d for d in replay_plan("notifier", shipped, [account]) if d.table == "notices"]
+    assert listed.sql() == (
+        'UPDATE "notices" SET "listed" = array_remove("listed", $1::uuid)'
+        ' WHERE "listed" @> ARRAY[$1::uuid]'
+    )
+    assert (listed.argument(), listed.tables) == (account.subject_id, ("notices",))
+
+
+def test_consents_go_but_those_a_disclosure_was_made_under() -> None:
+    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    account = entry(None)
+    [consents] = [d for d in replay_plan("accounts", shipped, [account]) if d.table == "consents"]
+    assert consents.sql() == (
+        'DELETE FROM "consents" t WHERE t."user_id" = $1 AND NOT EXISTS'
+        ' (SELECT 1 FROM "disclosures" k WHERE k."user_id" = $1'
+        ' AND k."recipient_id" = t."recipient_id")'
+    )
+    assert consents.tables == ("consents", "disclosures")  # skipped if a snapshot lacks one
+
+
+@pytest.mark.parametrize(
+    "entry_text",
+    [
+        "a.b -> notices.listed[]",
+        "notices.params.x unless c.d",
+        "notices.listed[] unless c.d",
+        "notices.listed []",
+    ],
+)
+def test_an_entry_of_two_kinds_at_once_is_refused(entry_text: str) -> None:
+    with pytest.raises(ValueError, match=r"combines kinds|is not table\.column"):
+        parse_subject_columns(f'[notifier]\naccount = ["{entry_text}"]\n')
+
+
 def test_column_names_are_validated() -> None:
     with pytest.raises(ValueError, match=r"table\.column"):
         parse_subject_columns('[accounts]\naccount = ["users; DROP TABLE users"]\n')
