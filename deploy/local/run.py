@@ -104,6 +104,10 @@ def main() -> int:
         return 0
     finally:
         if not args.stop:
+            # The stop must finish: a second Ctrl-C, or a signal a stopping process sends
+            # its process group (ours, under honcho), would leave daemons running.
+            for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(stop_signal, signal.SIG_IGN)
             print("\nstopping the infrastructure (data kept)...", flush=True)
             # Those honcho did not stop (it died first, on a closed terminal, say).
             services.stop_processes(layout=layout)
