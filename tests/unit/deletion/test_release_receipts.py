@@ -19,12 +19,15 @@ from tests.unit.deletion.fake_store import FakeStore
 STORES = ("accounts", "notifier", "analytics")
 RETRY = timedelta(seconds=60)  # the settings' default first resend
 TIMEOUT = timedelta(days=3)  # the settings' default store timeout
-# Given, not read from the environment: the e2e suites set shorter ones for their runs.
-TIMING = {
-    "deletion_retry_seconds": RETRY.total_seconds(),
-    "deletion_retry_max_seconds": 21600.0,
-    "deletion_store_timeout_seconds": TIMEOUT.total_seconds(),
-}
+
+
+def _deps(fake: FakeStore) -> handlers.Deps:
+    # Given, not read from the environment: the e2e suites set shorter ones for their runs.
+    return fake.deps(
+        deletion_retry_seconds=RETRY.total_seconds(),
+        deletion_retry_max_seconds=21600.0,
+        deletion_store_timeout_seconds=TIMEOUT.total_seconds(),
+    )
 
 
 @pytest.fixture
@@ -53,7 +56,7 @@ def _sent(fake: FakeStore, attempts: int = 1) -> Release:
 
 
 async def _tick(fake: FakeStore, by: timedelta = timedelta(0)) -> int:
-    deps = fake.later(fake.deps(**TIMING), by)
+    deps = fake.later(_deps(fake), by)
     return await handlers.release_retained(None, deps)  # type: ignore[arg-type]
 
 
@@ -145,7 +148,7 @@ async def test_a_release_receipt_answers_the_release_and_never_wakes_the_request
         retained_anonymised={},
         erased_at=T0,
     )
-    await handlers.subject_erased(None, fake.deps(**TIMING), receipt)  # type: ignore[arg-type]
+    await handlers.subject_erased(None, _deps(fake), receipt)  # type: ignore[arg-type]
     assert fake.answered_releases == [release.erase_id]
     assert release.request_id not in fake.next_check  # the escalated request sleeps on
 
