@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Protocol, TypeVar
 
@@ -91,6 +92,17 @@ def traceparent_of(trace_id: str | None) -> str | None:
 def current_traceparent() -> str | None:
     """A ``traceparent`` for an event queued by the work in progress."""
     return traceparent_of(trace_id_var.get())
+
+
+@contextmanager
+def working_on(trace_id: str | None) -> Iterator[None]:
+    """Run a block as the work traced as ``trace_id`` (None: no one's); the trace id in
+    force before is back afterwards."""
+    token = trace_id_var.set(trace_id)
+    try:
+        yield
+    finally:
+        trace_id_var.reset(token)
 
 
 def traced(items: Iterable[T]) -> Iterator[T]:

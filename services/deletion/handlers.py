@@ -39,7 +39,7 @@ from shared.events.catalogue.deletion import (
     SubjectErased,
 )
 from shared.events.catalogue.notifier import SendNotice
-from shared.tracing import trace_id_var, traced
+from shared.tracing import trace_id_var, traced, working_on
 
 log = logging.getLogger(__name__)
 
@@ -617,11 +617,8 @@ async def _send_release(
         item_id=r.item_id,
         retain_categories=await _still_kept(conn, tracked, release),
     )
-    traced = trace_id_var.set(tracked.trace_id)  # the request's, years on
-    try:
+    with working_on(tracked.trace_id):  # the request's, years on
         await _publish(conn, deps, command, r.subject_id)
-    finally:
-        trace_id_var.reset(traced)
     attempts = release.send_attempts + 1
     release = replace(
         release,

@@ -28,7 +28,7 @@ from shared.db.listener import Listener
 from shared.process import start_process
 from shared.service import Runtime
 from shared.service.periodic import Periodic
-from shared.tracing import trace_id_var
+from shared.tracing import working_on
 
 log = logging.getLogger(__name__)
 BATCH = 200
@@ -60,7 +60,9 @@ class Ticker(_Round):
             due = await store.claim_due(conn, self._deps.now(), BATCH)
             to_verify = []
             for tracked in due:
-                advanced = await self._advance(conn, tracked)
+                # Its commands, and a failed step's log line, carry the request's trace id.
+                with working_on(tracked.trace_id):
+                    advanced = await self._advance(conn, tracked)
                 if advanced is not None and advanced.verify_due:
                     to_verify.append(advanced)
             await self._release(conn)
@@ -78,7 +80,6 @@ class Ticker(_Round):
         it is put back with back-off, and the others go on.
         """
         request_id = tracked.request.request_id
-        traced = trace_id_var.set(tracked.trace_id)  # its commands carry the request's id
         try:
             async with conn.transaction():
                 advanced = await handlers.advance(conn, self._deps, tracked)
@@ -98,8 +99,6 @@ class Ticker(_Round):
                 due.isoformat(),
             )
             return None
-        finally:
-            trace_id_var.reset(traced)
         return advanced
 
     async def _release(self, conn: Connection) -> None:
@@ -124,11 +123,8 @@ class Ticker(_Round):
                 if current is None or current.request.stage != "backups_pending":
                     continue
                 verdict = verdicts[tracked.request.request_id]
-                traced = trace_id_var.set(current.trace_id)
-                try:
+                with working_on(current.trace_id):
                     await handlers.complete(conn, self._deps, current, verdict)
-                finally:
-                    trace_id_var.reset(traced)
                 crash_point("deletion.backups_pending.before_commit")
 
 

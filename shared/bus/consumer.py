@@ -45,7 +45,7 @@ from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
 from shared.bus.faults import crash_point
 from shared.bus.idempotency import mark_processed, was_processed
 from shared.db.pool import Connection
-from shared.tracing import trace_id_var
+from shared.tracing import working_on
 
 log = logging.getLogger(__name__)
 
@@ -256,16 +256,13 @@ class IdempotentConsumer:
     async def _apply(self, items: Sequence[Item]) -> None:
         # Handlers trace each event's work as they reach it (shared.tracing.traced); what
         # they leave set must not follow the consumer into its next poll.
-        untraced = trace_id_var.set(None)
-        try:
+        with working_on(None):
             async with self._pool.acquire() as conn, conn.transaction():
                 deliveries = [i for i in items if isinstance(i, Delivery)]
                 new_ids = await mark_processed(conn, self.name, [d.envelope.id for d in deliveries])
                 fresh = _first_occurrences(items, new_ids)
                 if fresh:
                     await self._handler(conn, fresh)
-        finally:
-            trace_id_var.reset(untraced)
         self.applied += len(fresh)
 
     async def _apply_alone(self, item: Item, records: Sequence[ConsumerRecord]) -> None:

@@ -8,7 +8,7 @@ import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.tracing import trace_id_for_request, trace_id_var
+from shared.tracing import trace_id_for_request, working_on
 
 _HEADER = b"x-request-id"
 # Under /api/, but not a service's probes (/api/<service>/healthz, /readyz).
@@ -28,8 +28,5 @@ class RequestTraceMiddleware:
             await self.app(scope, receive, send)
             return
         sent = next((v for k, v in scope["headers"] if k == _HEADER), None)
-        token = trace_id_var.set(trace_id_for_request(sent.decode("latin-1") if sent else None))
-        try:
+        with working_on(trace_id_for_request(sent.decode("latin-1") if sent else None)):
             await self.app(scope, receive, send)
-        finally:
-            trace_id_var.reset(token)

@@ -7,7 +7,8 @@ each request is due again. The SQL itself runs in tests/integration/deletion.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -20,7 +21,7 @@ from services.deletion.domain.retention import parse_policy
 from services.deletion.legal_holds import Hold
 from services.deletion.store import Release, Tracked
 from shared.events import Event
-from tests.unit.deletion.factories import T0
+from tests.unit.deletion.factories import T0, in_stage
 
 RULES = """
 version = "unit"
@@ -135,3 +136,16 @@ class FakeStore:
 
     async def try_lock_subject(self, _conn: object, subject_id: UUID) -> bool:
         return subject_id not in self.busy_subjects
+
+
+def with_a_due_release(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
+    """A fake store holding one erased request that kept financial records, whose
+    release is due now."""
+    fake = FakeStore()
+    fake.install(monkeypatch)
+    tracked = replace(
+        Tracked(in_stage("backups_pending"), "user"), retain_categories=("financial_records",)
+    )
+    fake.requests[tracked.request.request_id] = tracked
+    fake.due_releases.append(Release(uuid.uuid4(), tracked.request.request_id, "financial_records"))
+    return fake

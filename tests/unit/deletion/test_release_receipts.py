@@ -14,7 +14,7 @@ from services.deletion.domain import stages
 from services.deletion.store import Release, Tracked
 from shared.events.catalogue.deletion import EraseSubject, SubjectErased
 from tests.unit.deletion.factories import T0, in_stage
-from tests.unit.deletion.fake_store import FakeStore
+from tests.unit.deletion.fake_store import FakeStore, with_a_due_release
 
 STORES = ("accounts", "notifier", "analytics")
 RETRY = timedelta(seconds=60)  # the settings' default first resend
@@ -32,13 +32,7 @@ def _deps(fake: FakeStore) -> handlers.Deps:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
-    fake = FakeStore()
-    fake.install(monkeypatch)
-    tracked = Tracked(in_stage("backups_pending"), "user")
-    tracked = replace(tracked, retain_categories=("financial_records",))
-    fake.requests[tracked.request.request_id] = tracked
-    fake.due_releases.append(Release(uuid.uuid4(), tracked.request.request_id, "financial_records"))
-    return fake
+    return with_a_due_release(monkeypatch)
 
 
 def _sent(fake: FakeStore, attempts: int = 1) -> Release:

@@ -10,21 +10,15 @@ import pytest
 
 from services.deletion import handlers
 from services.deletion.legal_holds import Hold
-from services.deletion.store import Release, Tracked
+from services.deletion.store import Tracked
 from shared.events.catalogue.deletion import UNDER_LEGAL_HOLD, EraseSubject
 from tests.unit.deletion.factories import T0, in_stage
-from tests.unit.deletion.fake_store import FakeStore
+from tests.unit.deletion.fake_store import FakeStore, with_a_due_release
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
-    fake = FakeStore()
-    fake.install(monkeypatch)
-    tracked = Tracked(in_stage("backups_pending"), "user")
-    tracked = replace(tracked, retain_categories=("financial_records",))
-    fake.requests[tracked.request.request_id] = tracked
-    fake.due_releases.append(Release(uuid.uuid4(), tracked.request.request_id, "financial_records"))
-    return fake
+    return with_a_due_release(monkeypatch)
 
 
 def _subject(fake: FakeStore) -> uuid.UUID:
