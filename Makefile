@@ -56,10 +56,13 @@ run: setup
 stop: setup
 	$(PY) deploy/local/run.py --stop
 
-# The slow first start (apt, Maven) happens here, outside any test's time limit; the
-# test run reuses what is up (and stops it after when IMT_TEST_STOP_STACK=1, as in CI).
+# The slow first start (apt, Maven) happens here, outside any test's time limit: every
+# Debian package the run needs (the gateway's, Prometheus's and the browser's too), then
+# the infrastructure the first tests use. The test run reuses what is up (and stops it
+# after when IMT_TEST_STOP_STACK=1, as in CI).
 test: setup
 	@rm -rf .reports
+	$(STACK) install
 	$(STACK) up --only kafka,postgres,smtp
 	$(PY) -m pytest --durations=15
 	@echo

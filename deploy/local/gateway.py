@@ -587,10 +587,14 @@ server {{
 """
 
 
-def ensure_binary() -> str:
-    found = shutil.which("nginx") or (
+def find_binary() -> str | None:
+    return shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
+
+
+def ensure_binary() -> str:
+    found = find_binary()
     if found:
         return found
     procs.apt_install(["nginx"], "nginx")

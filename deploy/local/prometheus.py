@@ -63,8 +63,12 @@ def render_conf() -> str:
     return header + yaml.safe_dump(config, sort_keys=False)
 
 
+def find_binary() -> str | None:
+    return shutil.which("prometheus")
+
+
 def ensure_binary() -> str:
-    found = shutil.which("prometheus")
+    found = find_binary()
     if found:
         return found
     procs.apt_install(["prometheus"], "Prometheus")

@@ -5,6 +5,7 @@ Usage (from the repo root)::
 
     .venv/bin/python deploy/local/stack.py {up,down,status,topics} [--only kafka,postgres,...]
     .venv/bin/python deploy/local/stack.py down --wipe     # also delete every state file
+    .venv/bin/python deploy/local/stack.py install          # Debian packages only, as root
 
 Daemons listen on 127.0.0.1 only and keep their state in $IMT_STATE_DIR (default
 /tmp/imt-privacy): logs in logs/<name>.log, pid files in run/, certificates in tls/.
@@ -32,12 +33,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TextIO
 
-from deploy.local import gateway, kafka, postgres, procs, prometheus, smtp_control
+from deploy.local import browser, gateway, kafka, postgres, procs, prometheus, smtp_control
 from deploy.local.layout import HOST, Layout, require_private
 from deploy.local.procs import StackError
 from deploy.local.tls import ensure_certificates, tls_files
 
-__all__ = ["COMPONENTS", "StackError", "endpoints", "ensure_up", "shut_down", "status", "topics"]
+__all__ = [
+    "COMPONENTS",
+    "PACKAGES",
+    "StackError",
+    "endpoints",
+    "ensure_up",
+    "install_missing",
+    "shut_down",
+    "status",
+    "topics",
+]
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,25 @@ COMPONENTS: dict[str, Component] = {
     "gateway": Component(gateway.up, gateway.down, gateway.status),
     "prometheus": Component(prometheus.up, prometheus.down, prometheus.status),
 }
+
+
+# Debian packages the stack and the page tests run, each with how to find it installed.
+# `make test` installs the missing ones in one apt-get run before pytest starts, so that
+# a fresh machine's downloads never count against a test's time limit.
+PACKAGES: dict[str, Callable[[], object]] = {
+    "postgresql": postgres.bin_dir,
+    "nginx": gateway.find_binary,
+    "prometheus": prometheus.find_binary,
+    "chromium": browser.find_binary,
+}
+
+
+def install_missing() -> list[str]:
+    """Install (as root) the packages not found yet; returns their names."""
+    missing = [package for package, find in PACKAGES.items() if find() is None]
+    if missing:
+        procs.apt_install(missing, ", ".join(missing))
+    return missing
 
 
 def _select(components: Iterable[str] | None) -> list[str]:
@@ -164,6 +194,10 @@ def _run(args: argparse.Namespace) -> int:
         shut_down(args.only, wipe=args.wipe)
         _say("stopped" + (" and wiped" if args.wipe else " (data kept; --wipe deletes it)"))
         return 0
+    if args.command == "install":
+        installed = install_missing()
+        _say(f"installed {', '.join(installed)}" if installed else "packages already installed")
+        return 0
     if args.command == "status":
         states = status(args.only)
         for name, (_running, line) in states.items():
@@ -175,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stack.py", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status", "topics"])
+    parser.add_argument("command", choices=["up", "down", "status", "topics", "install"])
     parser.add_argument(
         "--only",
         type=lambda text: [part.strip() for part in text.split(",") if part.strip()],

@@ -1,7 +1,8 @@
 """A real headless Chromium (Debian's package) driven by Playwright.
 
-Playwright's own browser download cannot run here; the system Chromium is installed on
-first use when missing (as root), like the rest of the stack.
+Playwright's own browser download cannot run here; `make test` installs the system
+Chromium before pytest starts (`deploy/local/stack.py install`), and this installs it on
+first use when a test is run by itself (as root), like the rest of the stack.
 """
 
 from __future__ import annotations
@@ -9,14 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from deploy.local import browser as system_browser
 from deploy.local import procs
 
-CHROMIUM = Path("/usr/bin/chromium")
 # Without these, Chromium phones home at start (refused on this network, and not ours).
 QUIET_FLAGS = [
     "--no-sandbox",
@@ -31,13 +31,15 @@ QUIET_FLAGS = [
 
 
 def _ensure_chromium() -> str:
-    if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+    found = system_browser.find_binary()
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
         # As the stack's packages are: without Recommends, waiting for apt's lock, no
         # daemon of the package started.
         procs.apt_install(["chromium"], "Chromium")
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: run `apt-get install -y chromium` (as root)")
-    return str(CHROMIUM)
+        found = system_browser.find_binary()
+    if found is None:
+        pytest.fail(f"Chromium is missing: run `{system_browser.INSTALL}` (as root)")
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -71,3 +71,30 @@ def test_every_apt_get_run_happens_under_the_policy(
     procs.apt_install(["prometheus"], "Prometheus")
     assert seen == [("update", True), ("prometheus", True)]
     assert not policy.exists()
+
+
+def test_make_test_installs_only_the_missing_packages_in_one_apt_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from deploy.local import stack
+
+    found = {"postgresql": "/usr/lib/postgresql/16/bin", "nginx": None}
+    finders = {name: (lambda name=name: found.get(name)) for name in stack.PACKAGES}
+    monkeypatch.setattr(stack, "PACKAGES", finders)
+    runs: list[list[str]] = []
+    monkeypatch.setattr(procs, "apt_install", lambda packages, what: runs.append(list(packages)))
+
+    assert stack.install_missing() == ["nginx", "prometheus", "chromium"]
+    assert runs == [["nginx", "prometheus", "chromium"]]
+
+    found.update(nginx="/usr/sbin/nginx", prometheus="/usr/bin/prometheus", chromium="/x")
+    assert stack.install_missing() == []
+    assert len(runs) == 1  # nothing missing: apt-get is not run at all
+
+
+def test_the_test_run_installs_every_package_before_pytest_starts() -> None:
+    makefile = Path(__file__).resolve().parents[3] / "Makefile"
+    recipe = makefile.read_text().split("\ntest: setup\n", 1)[1].split("\n\n", 1)[0]
+    steps = [line.strip() for line in recipe.splitlines()]
+    install = steps.index("$(STACK) install")
+    assert install < next(i for i, step in enumerate(steps) if "-m pytest" in step)
