@@ -62,8 +62,10 @@ def _scan_sql(table: str, column: str, udt_name: str) -> str:
     """The query counting, per id of ``$1``, the rows of ``table`` holding it in ``column``.
 
     A uuid column is matched exactly; any other holds the id as text, anywhere in it (a
-    key, a json value, an element): found by its canonical text. Bytes hold it either as
-    that text (UTF-8) or as its 16 raw bytes. Names come from the catalogue, quoted.
+    key, a json value, an element): found by its text in either case, with or without
+    its hyphens (another system's upper-case id, a 32-hex key). Bytes hold it either as
+    that text (UTF-8, read through its escaped form, which keeps ASCII as it is) or as
+    its 16 raw bytes. Names come from the catalogue, quoted.
     """
     col = f't."{column}"'
     if udt_name == "uuid":
@@ -71,15 +73,25 @@ def _scan_sql(table: str, column: str, udt_name: str) -> str:
     elif udt_name == "_uuid":
         match = f"i.id = ANY({col})"
     elif udt_name == "bytea":
-        match = (
-            f"(position(convert_to(i.id::text, 'UTF8') IN {col}) > 0"
-            f" OR position(uuid_send(i.id) IN {col}) > 0)"
-        )
+        match = f"({_holds_text(f'lower(encode({col}, {_ESCAPE}))')}"
+        match += f" OR position(uuid_send(i.id) IN {col}) > 0)"
     else:
-        match = f"strpos({col}::text, i.id::text) > 0"
+        match = _holds_text(f"lower({col}::text)")
     return (
         f'SELECT i.id, count(*) AS n FROM "{table}" t'  # noqa: S608 - catalogue names
         f" JOIN unnest($1::uuid[]) AS i(id) ON {match} GROUP BY 1"
+    )
+
+
+_ESCAPE = "'escape'"
+
+
+def _holds_text(lowered: str) -> str:
+    """``lowered`` (text, lower case) holds the id's canonical text or its 32 hex digits
+    (PostgreSQL writes a uuid's text in lower case)."""
+    return (
+        f"(strpos({lowered}, i.id::text) > 0"
+        f" OR strpos({lowered}, replace(i.id::text, '-', '')) > 0)"
     )
 
 

@@ -80,3 +80,30 @@ async def test_the_verifier_finds_an_id_kept_as_bytes_text_or_json(scratch_dsn: 
         "scratch.bus_outbox_rejected.reason": 1,
     }
     assert absent not in hits
+
+
+async def test_the_verifier_finds_an_id_in_upper_case_or_without_its_hyphens(
+    scratch_dsn: str,
+) -> None:
+    """Another system may write an id in upper case, or as 32 hex digits: still found, in
+    text and in bytes, and an id that only shares some digits is not."""
+    database = scratch_dsn.rsplit("/", 1)[1].split("?")[0]
+    upper, hexed, in_bytes, absent = (uuid.uuid4() for _ in range(4))
+    owner = await asyncpg.connect(scratch_dsn)
+    try:
+        await owner.execute(
+            "INSERT INTO bus_outbox_rejected (seq, topic, key, value, headers, created_at, reason)"
+            " VALUES (1, 't', $1, NULL, '{}', now(), $2)",
+            b"\xff\\" + in_bytes.hex.upper().encode(),
+            f"customer {str(upper).upper()} and ref {hexed.hex} ({absent.hex[:31]})",
+        )
+    finally:
+        await owner.close()
+
+    hits = await verifier.scan_database(
+        SETTINGS.verifier_dsn(database), "scratch", [upper, hexed, in_bytes, absent]
+    )
+    assert hits[upper] == {"scratch.bus_outbox_rejected.reason": 1}
+    assert hits[hexed] == {"scratch.bus_outbox_rejected.reason": 1}
+    assert hits[in_bytes] == {"scratch.bus_outbox_rejected.key": 1}
+    assert absent not in hits
