@@ -278,9 +278,9 @@ class IdempotentConsumer:
             except Exception as exc:
                 reason = f"handler failed {attempt} times: {type(exc).__name__}: {exc}"
                 await asyncio.sleep(self._settings.backoff_seconds * attempt)
-        record = next(
-            r for r in records if (r.partition, r.offset) == (item.partition, item.offset)
-        )
+        # A poll holds several topics, whose partitions and offsets overlap.
+        at = (item.topic, item.partition, item.offset)
+        record = next(r for r in records if (r.topic, r.partition, r.offset) == at)
         await self._dead_letter(record, reason)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str) -> None:

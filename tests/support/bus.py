@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -24,11 +24,13 @@ async def running_consumer(
     *,
     with_relay: bool = False,
     max_poll_records: int = 1000,
+    also: Sequence[str] = (),
 ) -> AsyncIterator[IdempotentConsumer]:
-    """An idempotent consumer of ``topic`` (and the outbox relay of ``dsn``) until exit."""
+    """An idempotent consumer of ``topic`` (and of the topics ``also`` names, and the
+    outbox relay of ``dsn``) until exit."""
     producer = reliable_producer(settings)
     consumer = manual_commit_consumer(
-        settings, topic, group_id=group, max_poll_records=max_poll_records
+        settings, topic, *also, group_id=group, max_poll_records=max_poll_records
     )
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     idempotent = IdempotentConsumer("probe", consumer, producer, pool, handler)

@@ -11,6 +11,7 @@ from shared.bus import Delivery, Unprocessable, manual_commit_consumer, reliable
 from shared.bus.consumer import Item
 from shared.bus.dead_letters import H_REASON, H_SOURCE_OFFSET, H_SOURCE_TOPIC
 from shared.bus.kafka_options import log_reader, seek_to_start
+from shared.bus.scratch import scratch_topic as new_scratch_topic
 from shared.bus.selftest import probe_envelopes, record_probe_effects
 from shared.config import PlatformSettings
 from shared.db import Connection
@@ -160,6 +161,45 @@ async def test_an_event_its_handler_cannot_apply_is_dead_lettered_alone(
     assert sorted(await conn.fetchval("SELECT array_agg(seq) FROM probe_effects")) == [0, 1, 3, 4]
     assert len(letters) == 1
     assert b"unprocessable: seq 2" in dict(letters[0].headers)[H_REASON]  # type: ignore[attr-defined]
+
+
+async def test_a_consumer_of_two_topics_dead_letters_the_record_that_failed(
+    settings: PlatformSettings, conn: asyncpg.Connection, scratch_dsn: str
+) -> None:
+    """Two topics' partitions and offsets overlap (each has a partition 0 with an offset
+    1): the letter holds the failing record's own bytes, in its own topic's DLQ."""
+
+    async def refuse_1_and_11(c: Connection, items: Sequence[Item]) -> None:
+        if any(isinstance(i, Delivery) and getattr(i.event, "seq", None) in (1, 11) for i in items):
+            raise Unprocessable("refused")
+        await record_probe_effects(c, items)
+
+    producer = reliable_producer(settings)
+    await producer.start()
+    try:
+        async with (
+            new_scratch_topic(settings, 1) as first,
+            new_scratch_topic(settings, 1) as second,
+        ):
+            sent: dict[str, list[bytes]] = {first: [], second: []}
+            for topic, seqs in ((first, [0, 1, 2]), (second, [10, 11, 12])):
+                for envelope in probe_envelopes(["k"] * 3, seqs):
+                    sent[topic].append(encode_envelope(envelope))
+                    await producer.send_and_wait(topic, sent[topic][-1], key=b"k", partition=0)
+            group = f"{first}.two"
+            async with running_consumer(
+                settings, scratch_dsn, first, group, refuse_1_and_11, also=[second]
+            ):
+                assert await wait_for_effects(conn, 4, timeout=30) == 4
+                letters = {t: await read_all(settings, dlq_of(t), expected=1) for t in sent}
+    finally:
+        await producer.stop()
+    assert sorted(await conn.fetchval("SELECT array_agg(seq) FROM probe_effects")) == [0, 2, 10, 12]
+    for topic, records in letters.items():
+        assert [r.value for r in records] == [sent[topic][1]]  # type: ignore[attr-defined]
+        headers = dict(records[0].headers)  # type: ignore[attr-defined]
+        assert headers[H_SOURCE_TOPIC] == topic.encode()
+        assert headers[H_SOURCE_OFFSET] == b"1"
 
 
 async def test_faust_agent_reads_through_the_codec_and_dead_letters_poison(
