@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
@@ -28,9 +28,12 @@ class TopicCreationFailed(RuntimeError):
 async def ensure_topics(
     settings: PlatformSettings, topics: Iterable[Topic] = (), replication_factor: int = 1
 ) -> list[str]:
-    """Create missing topics; grow partitions of existing ones; never touch their config.
+    """Create missing topics; never touch existing ones' partitions or config.
 
-    Returns the names created now.
+    Returns the names created now. A topic with fewer partitions than the registry says
+    is refused, not grown: its keys would move to other partitions, so a user's newer
+    events could be read before older ones, and a contact card's tombstone would land
+    where compaction never meets the card. Growing one is a planned migration.
     """
     wanted = list(topics) or list(all_topics())
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
@@ -41,18 +44,26 @@ async def ensure_topics(
         if missing:
             response = await admin.create_topics(
                 [
-                    NewTopic(t.name, t.partitions, replication_factor, topic_configs=t.config())
+                    NewTopic(
+                        t.name,
+                        t.partitions,
+                        replication_factor,
+                        topic_configs=t.config(replication_factor),
+                    )
                     for t in missing
                 ]
             )
             _raise_errors(response.topic_errors)
-        grow = {
-            t.name: NewPartitions(t.partitions)
+        short = [
+            f"{t.name} has {existing[t.name]} partition(s), the registry {t.partitions}"
             for t in wanted
             if t.name in existing and existing[t.name] < t.partitions
-        }
-        if grow:
-            await admin.create_partitions(grow)
+        ]
+        if short:
+            raise TopicCreationFailed(
+                "not grown (keys would change partition; migrate them as planned work): "
+                + "; ".join(short)
+            )
         return [t.name for t in missing]
     finally:
         await admin.close()

@@ -23,9 +23,16 @@ class Topic:
     retention_ms: int = 14 * DAY_MS
     extra_config: dict[str, str] = field(default_factory=dict)
 
-    def config(self) -> dict[str, str]:
-        """Broker-side topic configuration."""
-        settings = {"retention.ms": str(self.retention_ms), "min.insync.replicas": "1"}
+    def config(self, replication_factor: int = 1) -> dict[str, str]:
+        """Broker-side topic configuration for ``replication_factor`` copies.
+
+        acks=all waits for the in-sync replicas only: with three copies, two must hold a
+        record before the relay deletes its outbox row, or a leader's lost disk loses it.
+        """
+        settings = {
+            "retention.ms": str(self.retention_ms),
+            "min.insync.replicas": str(max(1, replication_factor - 1)),
+        }
         if self.compacted:
             # The active segment is never compacted: roll it often and bound the lag so a
             # tombstoned contact card really leaves the log within an hour.

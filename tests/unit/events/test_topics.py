@@ -22,3 +22,9 @@ def test_compacted_topics_bound_how_long_a_tombstoned_key_lingers() -> None:
 def test_topic_names_are_unique() -> None:
     names = [t.name for t in all_topics()]
     assert len(names) == len(set(names))
+
+
+def test_acks_all_waits_for_two_copies_when_there_are_three() -> None:
+    for topic in all_topics():
+        assert topic.config()["min.insync.replicas"] == "1"  # a single local broker
+        assert topic.config(replication_factor=3)["min.insync.replicas"] == "2"
