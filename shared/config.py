@@ -32,6 +32,9 @@ DEV_TOKEN_PUBLIC_KEY = (
 )
 
 
+MIN_SECRET_CHARS = 32  # e.g. base64 of 24 random bytes or more
+
+
 class UnsafeConfiguration(ValueError):
     """A setting would be unsafe in the environment the process runs in."""
 
@@ -76,7 +79,9 @@ class PlatformSettings(BaseSettings):
         description="Base64 of 32 random bytes wrapping every subject's data key (AES-256-GCM).",
     )
     blind_index_key: SecretStr = Field(
-        SecretStr(DEV_SECRET), description="HMAC key of blind indexes (lookups by email)."
+        SecretStr(DEV_SECRET),
+        description="HMAC key of blind indexes (lookups by email); outside development at "
+        "least 32 characters of a random secret.",
     )
     token_public_key: str = Field(
         DEV_TOKEN_PUBLIC_KEY,
@@ -131,6 +136,13 @@ class PlatformSettings(BaseSettings):
         if unsafe:
             raise UnsafeConfiguration(
                 f"{', '.join(unsafe)} still hold development defaults in {self.environment}"
+            )
+        # An empty or short HMAC key makes every email's blind index a hash anyone can
+        # recompute from a guessed address.
+        if len(self.blind_index_key.get_secret_value()) < MIN_SECRET_CHARS:
+            raise UnsafeConfiguration(
+                f"IMT_BLIND_INDEX_KEY must hold at least {MIN_SECRET_CHARS} characters"
+                f" (a random secret) in {self.environment}"
             )
         # P-10: every hop encrypted and the server verified ("prefer" falls back to
         # plaintext without a word, and checks no certificate).

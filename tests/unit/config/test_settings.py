@@ -24,7 +24,7 @@ def test_production_refuses_every_development_secret(monkeypatch: pytest.MonkeyP
 REAL_PLATFORM_SECRETS = {
     "IMT_ENVIRONMENT": "production",
     "IMT_VAULT_MASTER_KEY": "cHJvZHVjdGlvbi1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=",
-    "IMT_BLIND_INDEX_KEY": "a-real-index-key",
+    "IMT_BLIND_INDEX_KEY": "a-real-index-key-of-32-characters",
     "IMT_POSTGRES_PASSWORD": "a-real-password",
     "IMT_TOKEN_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nreal\n-----END PRIVATE KEY-----\n",
     "IMT_TOKEN_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nreal\n-----END PUBLIC KEY-----\n",
@@ -58,6 +58,16 @@ def test_production_refuses_a_hop_without_verified_tls(
     for name, value in {**REAL_PLATFORM_SECRETS, variable: weak}.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=variable):
+        PlatformSettings()
+
+
+@pytest.mark.parametrize("weak", ["", "short-but-not-the-dev-secret"])
+def test_production_refuses_a_blind_index_key_anyone_could_guess(
+    monkeypatch: pytest.MonkeyPatch, weak: str
+) -> None:
+    for name, value in {**REAL_PLATFORM_SECRETS, "IMT_BLIND_INDEX_KEY": weak}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="IMT_BLIND_INDEX_KEY must hold at least 32"):
         PlatformSettings()
 
 
