@@ -24,6 +24,7 @@ INBOX_CHANNEL = "notifier_inbox"
 # and never shown in-site (an inbox item is kept, exported and streamed).
 SECRET_LINKS = frozenset(
     {"verify_email", "verify_new_email", "parental_consent", "password_reset"}
+    | {"signup_attempted"}  # a password-reset link
     | {"deletion_requested"}  # its email's link cancels the deletion without a sign-in
 )
 SECRET_PARAMS = ("token", "link", "verify_url", "consent_url", "reset_url", "cancel_url")

@@ -1,8 +1,9 @@
 """Sign-up, email verification, guardian consent, login, refresh, logout, password change.
 
 No answer tells whether an email is registered: sign-up answers the same (with an id
-that leads nowhere for a taken email), login answers the same body after the same
-argon2 work, and throttling counts failures per submitted email whether it exists or not.
+that leads nowhere for a taken email, whose owner is mailed instead), login answers the
+same body after the same argon2 work, and throttling counts failures per submitted email
+whether it exists or not.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from services.accounts.domain import throttle
 from services.accounts.domain.age import AgeBand, age_band, plausible_birth_date
 from services.accounts.lapsed_signups import lapsing
 from services.accounts.links import mail_action_link
+from services.accounts.reset_links import mail_reset_link
 from services.accounts.security import (
     MAX_PASSWORD,
     MIN_PASSWORD,
@@ -138,8 +140,8 @@ async def sign_up(body: SignUp, ctx: Ctx) -> SignedUp:
 async def _register(ctx: Context, body: SignUp, band: AgeBand, password_hash: str) -> SignedUp:
     index = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
     user_id = uuid4()
-    async with ctx.pool.acquire() as conn:
-        if await store.user_by_email_index(conn, index) is not None:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if await _tell_the_owner(ctx, conn, index):
             # Same answer as a new account: whether the email is taken stays unknown.
             return SignedUp(user_id=uuid4())
     vault = ctx.vault
@@ -163,7 +165,7 @@ async def _register(ctx: Context, body: SignUp, band: AgeBand, password_hash: st
     }
     async with ctx.pool.acquire() as conn, conn.transaction():
         if not await store.insert_user(conn, **columns):
-            return SignedUp(user_id=uuid4())  # lost a race for the same email
+            return SignedUp(user_id=uuid4())  # lost a race for the same email: not mailed
         user = await store.user_by_id(conn, user_id)
         assert user is not None
         registered = UserRegistered(
@@ -180,6 +182,26 @@ async def _register(ctx: Context, body: SignUp, band: AgeBand, password_hash: st
                 path="guardian-consent", recipient="guardian",
             )  # fmt: skip
     return SignedUp(user_id=user_id)
+
+
+async def _tell_the_owner(ctx: Context, conn: Connection, index: bytes) -> bool:
+    """Whether an account has the address; if so, its owner is mailed a password-reset
+    link (at most one per interval) saying someone tried to sign up with it.
+
+    Someone may have signed up first with another's address, choosing the password (a
+    pre-hijack): the owner's own sign-up then makes nothing. The mail tells them, and
+    its link gives them the account under their own password, confirming the address.
+    """
+    existing = await store.user_by_email_index(conn, index)
+    if existing is None:
+        return False
+    user = await store.user_by_id(conn, existing["id"], lock=True)  # one mail at a time
+    if user is not None:
+        state = "active" if user["email_verified"] else "unconfirmed"
+        await mail_reset_link(
+            ctx, conn, user["id"], template="signup_attempted", params={"account_state": state}
+        )
+    return True
 
 
 async def _use_link(ctx: Context, token: str, purpose: str) -> LinkUsed:

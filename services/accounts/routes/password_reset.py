@@ -1,7 +1,8 @@
 """Password reset by a link mailed to the account's address; it also lifts a login lock.
 
 Asking answers the same whether or not the email is registered, and mails at most one
-link per account per interval. The link's token is single use and short-lived;
+link per account per interval (:mod:`services.accounts.reset_links`; a sign-up with the
+address mails one too). The link's token is single use and short-lived;
 completing it sets the new password, ends every session (whoever held one is signed
 out) and clears the account's login throttle: proving control of the mailbox is what a
 locked account waits for, so support is not the only way back in.
@@ -9,7 +10,6 @@ locked account waits for, so support is not the only way back in.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from uuid import UUID
 
 from fastapi import APIRouter, status
@@ -20,11 +20,9 @@ from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS, answer_floor
 from services.accounts.context import (
     EMAIL,
     EMAIL_INDEX,
-    Context,
     Ctx,
 )
-from services.accounts.lapsed_signups import lapsing
-from services.accounts.links import mail_action_link
+from services.accounts.reset_links import PURPOSE, mail_reset_link
 from services.accounts.routes.auth import (
     LinkToken,
     Password,
@@ -37,7 +35,6 @@ from shared.db.pool import Connection
 from shared.observability import Problem
 
 router = APIRouter(tags=["authentication"])
-PURPOSE = "password_reset"
 
 
 class ResetRequest(BaseModel):
@@ -66,14 +63,7 @@ async def request_reset(body: ResetRequest, ctx: Ctx) -> ResetRequested:
             user = await store.user_by_email_index(conn, index)
             if user is not None:
                 await store.user_by_id(conn, user["id"], lock=True)  # one request at a time
-                if not await _mailed_recently(conn, ctx, user["id"]) and not await lapsing(
-                    conn, user["id"]
-                ):
-                    await mail_action_link(
-                        ctx, conn, user["id"], purpose=PURPOSE, template="password_reset",
-                        path="reset-password",
-                        lifetime=timedelta(minutes=ctx.settings.accounts_reset_minutes),
-                    )  # fmt: skip
+                await mail_reset_link(ctx, conn, user["id"])
     return ResetRequested()
 
 
@@ -112,19 +102,6 @@ async def complete_reset(body: ResetCompletion, ctx: Ctx) -> None:
             user_id,
             PURPOSE,
         )
-
-
-async def _mailed_recently(conn: Connection, ctx: Context, user_id: UUID) -> bool:
-    interval = timedelta(seconds=ctx.settings.accounts_reset_interval_seconds)
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM action_tokens WHERE user_id = $1 AND purpose = $2"
-            " AND used_at IS NULL AND created_at > now() - $3::interval)",
-            user_id,
-            PURPOSE,
-            interval,
-        )
-    )
 
 
 async def _token_user(conn: Connection, token_hash: bytes) -> UUID | None:

@@ -93,6 +93,13 @@ TEMPLATES: dict[str, TemplateSpec] = {
         "The email address of your iMT account was changed", {"account_security"}
     ),
     "password_reset": _spec("Reset your iMT password", {"transactional"}, ("reset_url",)),
+    # A sign-up with an address an account already has: its owner learns of it, with a
+    # reset link that takes back an account someone else created with the address.
+    "signup_attempted": _spec(
+        "Someone tried to create an iMT account with your email address",
+        {"transactional"},
+        ("reset_url", "account_state"),
+    ),
     "marketing_newsletter": _spec(
         "{{ params.subject }}", {"marketing"}, ("subject", "headline", "message")
     ),
@@ -105,6 +112,7 @@ ALIASES: dict[str, dict[str, str]] = {
     "verify_new_email": {"link": "verify_url"},
     "parental_consent": {"link": "consent_url"},
     "password_reset": {"link": "reset_url"},
+    "signup_attempted": {"link": "reset_url"},
     "deletion_requested": {"link": "cancel_url"},
     "service_announcement": {"title": "subject"},
     "marketing_newsletter": {"title": "subject"},

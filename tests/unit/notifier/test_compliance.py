@@ -30,6 +30,7 @@ PARAMS = {
     "summary": "Shorter retention.",
     "effective_at": "2025-01-01",
     "title": "Password reset needed",
+    "account_state": "unconfirmed",
 }
 
 

@@ -74,3 +74,27 @@ def test_params_that_hold_a_marker_are_rendered_in_full() -> None:
 )
 def test_only_plain_uses_of_the_slots_pass(source: str, plain: bool) -> None:
     assert slots.prints_slots_plainly(jinja2.Environment(autoescape=True), source) is plain
+
+
+@pytest.mark.parametrize(
+    ("state", "says", "never"),
+    [
+        ("unconfirmed", "do not confirm it", "If it was you, sign in"),
+        ("active", "If it was you, sign in", "do not confirm it"),
+    ],
+)
+def test_a_sign_up_with_a_taken_address_tells_its_owner_what_the_link_does(
+    state: str, says: str, never: str
+) -> None:
+    email = Renderer().email(
+        "signup_attempted",
+        category="transactional",
+        params={**PARAMS, "account_state": state},
+        name="there",
+        unsubscribe_url=URL,
+        footer=FOOTER,
+    )
+    for body in (email.text, email.html):
+        assert says in body
+        assert never not in body
+        assert PARAMS["reset_url"] in body
