@@ -5,13 +5,16 @@ key, after which ``open`` and ``seal`` for that subject fail with :class:`Subjec
 in every process: unwrapped keys are cached briefly, and a shred is announced on the
 vault database's ``vault_shredded`` channel so every vault drops its cached copy at once.
 A vault that is not listening (its listening connection was lost) caches nothing until
-it listens again: a shred it could not hear must not leave a key in its cache.
+it listens again: a shred it could not hear must not leave a key in its cache. A
+connection that dies without a word (a dropped NAT entry, a fail-over) is found by
+asking it now and then, and counts as lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import Iterable
 from uuid import UUID
@@ -47,6 +50,7 @@ class Vault:
         master_key: bytes,
         index_key: bytes,
         cache_seconds: float = 30.0,
+        check_seconds: float = 15.0,
     ) -> None:
         if len(master_key) != crypto.KEY_BYTES:
             raise ValueError("the vault master key must be 32 bytes (base64 in configuration)")
@@ -56,24 +60,33 @@ class Vault:
         self._cache = KeyCache(cache_seconds)
         self._listener: PoolConnectionProxy | None = None
         self._relisten: asyncio.Task[None] | None = None
+        self._check_seconds = check_seconds
+        self._watch: asyncio.Task[None] | None = None
         self._closed = False
 
     @classmethod
-    async def connect(cls, settings: PlatformSettings, pool: asyncpg.Pool) -> Vault:
-        """A vault on ``pool`` (the vault database), listening for shreds."""
+    async def connect(
+        cls, settings: PlatformSettings, pool: asyncpg.Pool, *, check_seconds: float = 15.0
+    ) -> Vault:
+        """A vault on ``pool`` (the vault database), listening for shreds (its listening
+        connection asked every ``check_seconds`` whether it still answers)."""
         vault = cls(
             pool,
             base64.b64decode(settings.vault_master_key.get_secret_value()),
             settings.blind_index_key.get_secret_value().encode(),
+            check_seconds=check_seconds,
         )
         await vault._listen()
+        vault._watch = asyncio.get_running_loop().create_task(vault._watch_listener())
         return vault
 
     async def close(self) -> None:
         self._closed = True
-        if self._relisten is not None:
-            self._relisten.cancel()
-            self._relisten = None
+        for task in (self._relisten, self._watch):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._relisten = self._watch = None
         listening, listener = self._listening(), self._listener
         self._listener = None
         self._cache.clear()
@@ -213,6 +226,21 @@ class Vault:
         if not self._closed and self._relisten is None:
             log.warning("vault: shred listener lost; key cache off until it listens again")
             self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
+
+    async def _watch_listener(self) -> None:
+        """Ask the listening connection now and then; one that does not answer is ended,
+        which :meth:`_on_listener_lost` sees as any loss."""
+        while not self._closed:
+            await asyncio.sleep(self._check_seconds)
+            listener = self._listener
+            if listener is None or not self._listening():
+                continue
+            try:
+                await asyncio.wait_for(listener.fetchval("SELECT 1"), self._check_seconds / 3)
+            except Exception:
+                log.warning("vault: shred listener does not answer; listening anew")
+                with contextlib.suppress(Exception):
+                    listener.terminate()
 
     async def _listen_again(self) -> None:
         delay = 0.1

@@ -6,12 +6,15 @@ listening connection was lost."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
 
+from shared.config import PlatformSettings
 from shared.vault import SubjectShredded, Vault
 
 PURPOSE = "accounts.users.name"
@@ -144,3 +147,48 @@ async def test_the_shredding_vault_forgets_the_key_before_it_returns(
     await api.shred(subject)
     with pytest.raises(SubjectShredded):  # no wait for its own notice
         await api.open(subject, sealed, purpose=PURPOSE)
+
+
+async def _free_slots(pool: asyncpg.Pool) -> int:
+    """How many connections the pool hands out now (each held until all are counted)."""
+    held = []
+    try:
+        while True:
+            try:
+                held.append(await pool.acquire(timeout=1))
+            except TimeoutError:
+                return len(held)
+    finally:
+        for conn in held:
+            await pool.release(conn)
+
+
+async def test_a_listener_that_stops_answering_is_replaced_and_its_pool_slot_freed(
+    settings: PlatformSettings, vault_pool: asyncpg.Pool
+) -> None:
+    """A connection can die without a word (its server frozen, a dropped NAT entry): no
+    termination callback comes. The vault asks it, and drops its keys as for any loss."""
+    api = await Vault.connect(settings, vault_pool, check_seconds=0.6)
+    try:
+        subject = uuid.uuid4()
+        sealed = await api.seal(subject, "Jane Doe", purpose=PURPOSE)
+        assert len(api._cache) == 1
+        assert api._listener is not None
+        frozen = api._listener.get_server_pid()
+        os.kill(frozen, signal.SIGSTOP)  # the backend answers nothing, closes nothing
+        try:
+
+            def listens_anew() -> bool:
+                listener = api._listener
+                return listener is not None and listener.get_server_pid() != frozen
+
+            await _until(listens_anew, "the vault saw its listener dead and listens anew")
+            assert api._listening()
+            assert len(api._cache) == 0  # dropped with the loss
+        finally:
+            os.kill(frozen, signal.SIGCONT)
+        assert await api.open(subject, sealed, purpose=PURPOSE) == "Jane Doe"
+        # Only the new listener holds a slot: the frozen one's is free again.
+        assert await _free_slots(vault_pool) == vault_pool.get_max_size() - 1
+    finally:
+        await api.close()
