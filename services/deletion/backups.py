@@ -7,8 +7,9 @@
 * ``expire``: removes snapshots past their expiry; deletion requests waiting in
   ``backups_pending`` are woken, since the last copy of their subject may just have gone.
 * ``restore``: restores a snapshot into new (scratch) databases and replays the deletion
-  ledger (every erasure not finished when the snapshot was taken) *before* printing where
-  the data is, so nothing reads a resurrected subject.
+  ledger (every erasure not finished when the snapshot was taken, and every retention
+  release not answered by then) *before* printing where the data is, so nothing reads a
+  resurrected subject or a record its retention period let go.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from services.deletion.domain.replay import (
     ReplayDelete,
     SubjectColumns,
     load_subject_columns,
+    releases_to_replay,
     replay_plan,
     to_replay,
 )
@@ -277,21 +279,25 @@ async def restore(
     databases: Sequence[str] | None = None,
     columns: SubjectColumns | None = None,
 ) -> dict[str, str]:
-    """Restore into ``<prefix>_<database>`` databases, replaying the ledger in each first."""
+    """Restore into ``<prefix>_<database>`` databases, replaying the ledger in each first
+    (the erasures and the retention releases the snapshot may predate)."""
     columns = columns or load_subject_columns(settings.deletion_subject_columns_file)
     wanted = [d for d in manifest.databases if databases is None or d in databases]
     pool = await _deletion_pool(settings)
     try:
         async with pool.acquire() as conn:
             entries = to_replay(await store.ledger(conn), manifest.taken_at)
+            releases = releases_to_replay(await store.released(conn), manifest.taken_at)
     finally:
         await pool.close()
+    index_key = settings.blind_index_key.get_secret_value().encode()
     targets: dict[str, str] = {}
     for database in wanted:
         target = f"{target_prefix}_{database}"
         targets[database] = target
         await restore_dump(settings, manifest.folder / f"{database}.dump", target)
-        await apply_replay(settings, target, replay_plan(database, columns, entries))
+        plan = replay_plan(database, columns, entries, releases, index_key)
+        await apply_replay(settings, target, plan)
     return targets
 
 

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.deletion.domain.replay import LedgerEntry
+from services.deletion.domain.replay import LedgerEntry, ReleaseEntry
 from services.deletion.domain.stages import DeletionRequest
 from shared.bus import add_envelopes
 from shared.db import Connection
@@ -506,6 +506,15 @@ async def ledger(conn: Connection) -> list[LedgerEntry]:
         )
         for r in rows
     ]
+
+
+async def released(conn: Connection) -> list[ReleaseEntry]:
+    """Retention releases sent (a release is of an account: its subject's kept rows)."""
+    rows = await conn.fetch(
+        "SELECT r.subject_id, rr.category, rr.answered_at FROM retention_releases rr"
+        " JOIN deletion_requests r USING (request_id) WHERE rr.sent_at IS NOT NULL"
+    )
+    return [ReleaseEntry(r["subject_id"], r["category"], r["answered_at"]) for r in rows]
 
 
 # --- certificates --------------------------------------------------------------------------

@@ -3,19 +3,23 @@
 
 A snapshot restored after deletions were recorded would bring the subjects back; before
 anything reads it, every deletion whose erasure was not finished when the snapshot was
-taken is applied again, by the columns ``subject_columns.toml`` names per database.
+taken is applied again, by the columns ``subject_columns.toml`` names per database. So
+is every retention release not answered by then: a snapshot taken between an erasure
+and the release of what it kept holds those kept rows, which the release erased live.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
 from services.deletion.domain.stages import Scope
+from shared.vault.crypto import blind_index
 
 _NAME = r"[a-z_][a-z0-9_]*"
 # table.column, or table.column.key (a jsonb column's key), optionally reached from a
@@ -24,13 +28,19 @@ _NAME = r"[a-z_][a-z0-9_]*"
 # "table.column[]": the id is removed from a uuid[] column; the rows stay.
 # "table.column unless keeper.link": the matching rows go, but not those whose ``link``
 # is that of a row of ``keeper`` holding the same id in ``column`` (same names in both).
+# "table.column#index": the column holds the id's blind index (the vault's keyed hash,
+# purpose "<database>.<table>.<column>"), not the id: a retention key's owner.
 _ENTRY = re.compile(
     rf"^(?:(?P<child>{_NAME})\.(?P<link>{_NAME}) -> )?"
-    rf"(?P<table>{_NAME})\.(?P<column>{_NAME})(?:\.(?P<key>{_NAME})|(?P<array>\[\]))?"
+    rf"(?P<table>{_NAME})\.(?P<column>{_NAME})"
+    rf"(?:\.(?P<key>{_NAME})|(?P<array>\[\])|(?P<index>#index))?"
     rf"(?: unless (?P<keeper>{_NAME})\.(?P<keeper_link>{_NAME}))?$"
 )
 
-SubjectColumns = dict[str, dict[str, tuple[str, ...]]]  # database -> scope -> entries
+# database -> scope -> entries; a retention category's release is the scope
+# "release:<category>" (``[<database>.release]`` in the file).
+SubjectColumns = dict[str, dict[str, tuple[str, ...]]]
+RELEASE = "release:"
 
 
 @dataclass(frozen=True)
@@ -46,10 +56,19 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True)
+class ReleaseEntry:
+    """One retention release (a kept category erased when its period ended)."""
+
+    subject_id: UUID
+    category: str
+    answered_at: datetime | None  # every store answered it
+
+
+@dataclass(frozen=True)
 class ReplayDelete:
     table: str
     column: str
-    value: UUID
+    value: UUID | bytes  # bytes: a blind index of the id
     # A jsonb column's key holding the id as text (notices' params: an id a snapshot
     # taken before it had a column of its own still holds there).
     key: str | None = None
@@ -96,7 +115,7 @@ class ReplayDelete:
             f' (SELECT "{self.link}" FROM "{self.table}" WHERE {match})'
         )
 
-    def argument(self) -> UUID | str:
+    def argument(self) -> UUID | bytes | str:
         return self.value if self.key is None else str(self.value)
 
 
@@ -105,9 +124,7 @@ def parse_subject_columns(text: str) -> SubjectColumns:
     columns: SubjectColumns = {}
     for database, scopes in raw.items():
         columns[database] = {}
-        for scope, entries in scopes.items():
-            if scope not in ("account", "device", "request"):
-                raise ValueError(f"{database}: unknown scope {scope!r}")
+        for scope, entries in _flat_scopes(database, scopes).items():
             for entry in entries:
                 found = _ENTRY.match(entry)
                 if not found:
@@ -118,9 +135,22 @@ def parse_subject_columns(text: str) -> SubjectColumns:
     return columns
 
 
+def _flat_scopes(database: str, scopes: Mapping[str, object]) -> dict[str, list[str]]:
+    """Scopes by name, each release's as ``release:<category>``."""
+    flat: dict[str, list[str]] = {}
+    for scope, entries in scopes.items():
+        if scope == "release" and isinstance(entries, dict):
+            flat.update({f"{RELEASE}{category}": list(e) for category, e in entries.items()})
+        elif scope in ("account", "device", "request") and isinstance(entries, list):
+            flat[scope] = entries
+        else:
+            raise ValueError(f"{database}: unknown scope {scope!r}")
+    return flat
+
+
 def _combines_kinds(found: re.Match[str]) -> bool:
     """An array removal, or a delete with a keeper, is of a plain ``table.column`` only
-    (a child's link and a jsonb key are the plain delete's)."""
+    (a child's link, a jsonb key and a blind index are the plain delete's)."""
     special = [k for k in ("array", "keeper") if found[k]]
     return bool(special) and (len(special) > 1 or bool(found["child"] or found["key"]))
 
@@ -134,29 +164,58 @@ def to_replay(ledger: list[LedgerEntry], snapshot_taken_at: datetime) -> list[Le
     return [e for e in ledger if e.erased_at is None or e.erased_at >= snapshot_taken_at]
 
 
+def releases_to_replay(
+    releases: Sequence[ReleaseEntry], snapshot_taken_at: datetime
+) -> list[ReleaseEntry]:
+    """Releases the snapshot may predate: not answered by every store when it was taken."""
+    return [r for r in releases if r.answered_at is None or r.answered_at >= snapshot_taken_at]
+
+
 def replay_plan(
-    database: str, columns: SubjectColumns, entries: list[LedgerEntry]
+    database: str,
+    columns: SubjectColumns,
+    entries: list[LedgerEntry],
+    releases: Sequence[ReleaseEntry] = (),
+    index_key: bytes = b"",
 ) -> list[ReplayDelete]:
-    """The deletes to run in one restored database, in configuration order per entry."""
+    """The deletes to run in one restored database, in configuration order per entry:
+    the erasures', then the releases' (``index_key`` is the vault's blind-index key,
+    for entries that find the subject by its blind index)."""
     plan = []
     for entry in entries:
         value = entry.subject_id if entry.scope == "account" else entry.item_id
-        if value is None:
-            continue
-        for qualified in columns.get(database, {}).get(entry.scope, ()):
-            found = _ENTRY.match(qualified)
-            assert found is not None  # validated when parsed
-            plan.append(
-                ReplayDelete(
-                    found["table"],
-                    found["column"],
-                    value,
-                    key=found["key"],
-                    child=found["child"],
-                    link=found["link"],
-                    array=found["array"] is not None,
-                    keeper=found["keeper"],
-                    keeper_link=found["keeper_link"],
-                )
+        if value is not None:
+            plan += _deletes(database, columns.get(database, {}).get(entry.scope, ()), value, b"")
+    for release in releases:
+        released = columns.get(database, {}).get(f"{RELEASE}{release.category}", ())
+        plan += _deletes(database, released, release.subject_id, index_key)
+    return plan
+
+
+def _deletes(
+    database: str, entries: tuple[str, ...], value: UUID, index_key: bytes
+) -> list[ReplayDelete]:
+    plan = []
+    for qualified in entries:
+        found = _ENTRY.match(qualified)
+        assert found is not None  # validated when parsed
+        matched: UUID | bytes = value
+        if found["index"]:
+            if not index_key:
+                raise ValueError(f"{database}: {qualified!r} needs the blind-index key")
+            purpose = f"{database}.{found['table']}.{found['column']}"
+            matched = blind_index(index_key, purpose, str(value))
+        plan.append(
+            ReplayDelete(
+                found["table"],
+                found["column"],
+                matched,
+                key=found["key"],
+                child=found["child"],
+                link=found["link"],
+                array=found["array"] is not None,
+                keeper=found["keeper"],
+                keeper_link=found["keeper_link"],
             )
+        )
     return plan

@@ -12,13 +12,20 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from services.accounts.context import RETENTION_SUBJECT_INDEX
 from services.deletion import backups
 from services.deletion.config import DeletionSettings
-from services.deletion.domain.replay import LedgerEntry, load_subject_columns, replay_plan
+from services.deletion.domain.replay import (
+    LedgerEntry,
+    ReleaseEntry,
+    load_subject_columns,
+    replay_plan,
+)
 from services.deletion.verifier import scan_database
 from services.notifier import store as notifier_store
 from shared.db.migrations import apply_migrations, migration_files
 from shared.db.prepare import BUS_MIGRATIONS
+from shared.vault.crypto import blind_index
 
 NOTIFIER_MIGRATIONS = Path(notifier_store.__file__).parent / "migrations"
 
@@ -187,5 +194,89 @@ async def test_a_restore_keeps_only_the_consents_a_disclosure_was_made_under() -
         finally:
             await conn.close()
         assert sorted(tuple(r) for r in left) == sorted([(user, told), (someone, untold)])
+    finally:
+        await backups.drop_databases(settings, [target])
+
+
+async def _invoice(conn: asyncpg.Connection, retention_key: uuid.UUID) -> None:
+    """An invoice kept anonymised: no user, a retention key (as accounts' erasure leaves it)."""
+    await conn.execute(
+        "INSERT INTO invoices (id, retention_key, number, amount, currency, issued_on,"
+        " repair_reference, payment_provider, provider_reference)"
+        " VALUES ($1, $2, $3, 10, 'EUR', current_date, 'R-1', 'psp', 'P-1')",
+        uuid.uuid4(),
+        retention_key,
+        f"INV-{uuid.uuid4().hex[:10]}",
+    )
+
+
+@pytest.mark.promise("P-16")
+@pytest.mark.usefixtures("stack")
+async def test_a_restore_replays_the_releases_a_snapshot_predates() -> None:
+    """A snapshot taken between an erasure and the release of what it kept holds those
+    rows: the anonymised invoices (found only through the subject's blind index) and the
+    disclosure log. Restored after the releases, it loses them again; another erased
+    subject's kept rows, whose periods run on, stay."""
+    settings = DeletionSettings()
+    target = f"imt_replay_test_{uuid.uuid4().hex[:8]}"
+    await backups._create_database(settings, target)
+    index_key = settings.blind_index_key.get_secret_value().encode()
+    try:
+        released, kept = uuid.uuid4(), uuid.uuid4()
+        conn = await asyncpg.connect(settings.admin_dsn(target))
+        try:
+            await apply_migrations(
+                conn,
+                migration_files("bus", BUS_MIGRATIONS)
+                + migration_files("accounts", ACCOUNTS_MIGRATIONS),
+            )
+            recipient = await _recipient(conn, "told")
+            for subject in (released, kept):
+                key = uuid.uuid4()
+                await conn.execute(
+                    "INSERT INTO retention_keys (subject_index, category, retention_key)"
+                    " VALUES ($1, 'financial_records', $2)",
+                    blind_index(index_key, RETENTION_SUBJECT_INDEX, str(subject)),
+                    key,
+                )
+                await _invoice(conn, key)
+                await _invoice(conn, key)
+                await conn.execute(
+                    "INSERT INTO consents (user_id, recipient_id, purpose, granted)"
+                    " VALUES ($1, $2, 'repairs', true)",
+                    subject,
+                    recipient,
+                )
+                await conn.execute(
+                    "INSERT INTO disclosures (export_id, recipient_id, user_id, fields,"
+                    " operator_id) VALUES ($1, $2, $3, ARRAY['name'], $4)",
+                    uuid.uuid4(),
+                    recipient,
+                    subject,
+                    uuid.uuid4(),
+                )
+        finally:
+            await conn.close()
+
+        releases = [
+            ReleaseEntry(released, "financial_records", None),
+            ReleaseEntry(released, "disclosure_log", None),
+        ]
+        columns = load_subject_columns(settings.deletion_subject_columns_file)
+        plan = replay_plan("accounts", columns, [], releases, index_key)
+        # Two invoices, their key, a consent and a disclosure.
+        assert await backups.apply_replay(settings, target, plan) == 5
+
+        conn = await asyncpg.connect(settings.admin_dsn(target))
+        try:
+            left = {
+                table: await conn.fetchval(f"SELECT count(*) FROM {table}")
+                for table in ("invoices", "retention_keys", "consents", "disclosures")
+            }
+            owners = {r[0] for r in await conn.fetch("SELECT user_id FROM disclosures")}
+        finally:
+            await conn.close()
+        assert left == {"invoices": 2, "retention_keys": 1, "consents": 1, "disclosures": 1}
+        assert owners == {kept}
     finally:
         await backups.drop_databases(settings, [target])

@@ -2,20 +2,26 @@
 
 import hashlib
 import json
+import tomllib
 from datetime import timedelta
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
 
+from services.accounts.context import RETENTION_SUBJECT_INDEX
 from services.deletion.config import DeletionSettings
 from services.deletion.domain.certificate import Certificate, Finding, Verdict, digest_of
 from services.deletion.domain.replay import (
     LedgerEntry,
+    ReleaseEntry,
     load_subject_columns,
     parse_subject_columns,
+    releases_to_replay,
     replay_plan,
     to_replay,
 )
+from shared.vault.crypto import blind_index
 from tests.unit.deletion.factories import T0
 
 
@@ -166,3 +172,48 @@ def test_the_digest_of_a_fixed_certificate_is_the_sha256_of_its_canonical_json()
     assert json.loads(CANONICAL) == certificate.body
     assert certificate.digest == hashlib.sha256(CANONICAL.encode()).hexdigest()
     assert certificate.digest == "7b7b4f1c3699ed11f93d6797e6801538caad9e150f148fa12d3509a92a044726"
+
+
+def test_releases_not_answered_when_the_snapshot_was_taken_are_replayed() -> None:
+    subject = uuid4()
+    answered_before = ReleaseEntry(subject, "disclosure_log", T0 - timedelta(hours=1))
+    answered_after = ReleaseEntry(subject, "disclosure_log", T0 + timedelta(hours=1))
+    unanswered = ReleaseEntry(subject, "financial_records", None)
+    assert releases_to_replay([answered_before, answered_after, unanswered], T0) == [
+        answered_after,
+        unanswered,
+    ]
+
+
+def test_a_released_invoice_is_found_by_the_blind_index_accounts_keeps_its_key_under() -> None:
+    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    subject, key = uuid4(), b"k" * 32
+    release = ReleaseEntry(subject, "financial_records", None)
+    children, keys = replay_plan("accounts", shipped, [], [release], key)
+    # The purpose accounts indexes retention keys under: the same hash, or none is found.
+    index = blind_index(key, RETENTION_SUBJECT_INDEX, str(subject))
+    assert children.sql() == (
+        'DELETE FROM "invoices" WHERE "retention_key" IN'
+        ' (SELECT "retention_key" FROM "retention_keys" WHERE "subject_index" = $1)'
+    )
+    assert (children.argument(), keys.argument()) == (index, index)
+    assert keys.sql() == 'DELETE FROM "retention_keys" WHERE "subject_index" = $1'
+    with pytest.raises(ValueError, match="blind-index key"):
+        replay_plan("accounts", shipped, [], [release])
+    # Other databases keep nothing of that category; an erasure's plan is unchanged.
+    assert replay_plan("notifier", shipped, [], [release], key) == []
+
+
+def test_every_category_a_release_erases_live_is_replayed_where_it_is_kept() -> None:
+    """retention.toml names where each kept category lives; the replay config must
+    release each of those tables (those whose rows are ids, keyed hashes aside)."""
+    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    rules = tomllib.loads(Path(DeletionSettings().deletion_retention_file).read_text())["rule"]
+    for rule in rules:
+        for place in (*rule.get("tables", ()), *rule.get("anonymised_tables", ())):
+            database, table = place.split(".")
+            if rule["category"] in ("security_audit", "fraud_abuse", "suppression_list"):
+                continue  # an append-only hash chain, and rows keyed by an address's hash
+            entries = shipped[database][f"release:{rule['category']}"]
+            assert any(e.split(" -> ")[-1].startswith(f"{table}.") or
+                       e.startswith(f"{table}.") for e in entries), place  # fmt: skip
