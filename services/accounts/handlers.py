@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from uuid import UUID
 
 from services.accounts import cancel_window
 from services.accounts.cards import tombstone_card
@@ -98,6 +99,20 @@ ORDER BY d.recipient_id
 
 def _count(status: str) -> int:
     return int(status.split()[-1])
+
+
+async def _close_deletion_requests(conn: Connection, subject: UUID) -> None:
+    """The deletions under way are done; the others keep their status and its time, the
+    proof that a request was cancelled or never approved (P-15). Every reason goes: free
+    text about the subject."""
+    await conn.execute(
+        "UPDATE deletion_requests SET reason = NULL,"
+        " status = CASE WHEN status IN ('requested', 'confirmed') THEN 'erased' ELSE status END,"
+        " updated_at = CASE WHEN status IN ('requested', 'confirmed') THEN now()"
+        " ELSE updated_at END"
+        " WHERE user_id = $1 AND (status IN ('requested', 'confirmed') OR reason IS NOT NULL)",
+        subject,
+    )
 
 
 async def _tell_recipients(conn: Connection, command: EraseSubject) -> int:
@@ -181,11 +196,7 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
             erased["invoices"] = await erase_invoices(conn, vault, subject)
         for table, sql in _ACCOUNT_TABLES:
             erased[table] = _count(await conn.execute(sql, subject))
-        await conn.execute(
-            "UPDATE deletion_requests SET status = 'erased', reason = NULL, updated_at = now()"
-            " WHERE user_id = $1 AND status <> 'erased'",
-            subject,
-        )
+        await _close_deletion_requests(conn, subject)
         # The card leaves the compacted topic whatever was left here (idempotent).
         await tombstone_card(conn, subject)
         erased["contact_card"] = 1

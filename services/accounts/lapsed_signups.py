@@ -30,7 +30,9 @@ BATCH = 200
 # Rows another transaction holds (a link being used, a reset being mailed) are skipped:
 # the next round sees them settled. A live verification or consent link defers the
 # lapse; a password-reset link does not: anyone who knows the address can ask for one
-# every few minutes, and a child's data would then be kept for good.
+# every few minutes, and a child's data would then be kept for good. Only a deletion
+# under way defers it, never one awaiting an operator's approval: that may never come,
+# and its approval, if it does, answers 409 deletion-under-way (one deletion at a time).
 _LAPSED = """
 SELECT u.id FROM users u
 WHERE NOT u.active
@@ -42,7 +44,7 @@ WHERE NOT u.active
   )
   AND NOT EXISTS (
       SELECT 1 FROM deletion_requests d
-      WHERE d.user_id = u.id AND d.status IN ('pending_approval', 'requested', 'confirmed')
+      WHERE d.user_id = u.id AND d.status IN ('requested', 'confirmed')
   )
 ORDER BY u.created_at
 LIMIT $2

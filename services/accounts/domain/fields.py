@@ -6,7 +6,7 @@ registration asks for; P-18: nobody gets anything without the user's consent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 Sensitivity = Literal["sensitive", "non_sensitive"]
@@ -30,8 +30,9 @@ def is_sensitive(field: str) -> bool:
     return DISCLOSABLE_FIELDS.get(field, "sensitive") == "sensitive"
 
 
-def unknown_fields(fields: Iterable[str]) -> list[str]:
-    return sorted(set(fields) - set(DISCLOSABLE_FIELDS))
+def unknown_positions(fields: Sequence[str]) -> list[int]:
+    """Where in ``fields`` the entries no recipient can receive are (0-based)."""
+    return [i for i, name in enumerate(fields) if name not in DISCLOSABLE_FIELDS]
 
 
 def refused_for(kind: str, fields: Iterable[str]) -> list[str]:

@@ -27,10 +27,17 @@ from services.accounts.context import (
     emit,
     not_found,
     refuse_card_numbers,
+    refuse_personal_data,
 )
 from services.accounts.domain import fields as field_rules
 from services.accounts.domain.roles import PERMISSIONS
-from services.accounts.invoices import Invoice, InvoiceIn, invoice_out, new_invoice_columns
+from services.accounts.invoices import (
+    REFERENCE,
+    Invoice,
+    InvoiceIn,
+    invoice_out,
+    new_invoice_columns,
+)
 from services.accounts.links import mail_action_link
 from services.accounts.security import MAX_PASSWORD, MIN_PASSWORD, hash_password
 from services.accounts.throttling import login_key, reauthenticate
@@ -105,8 +112,14 @@ class UserChanged(BaseModel):
 class UserChange(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     email: EmailStr | None = None
+    # Kept in the audit log for good: a code (a ticket number), never a sentence or an
+    # address, so no one's personal data slips into a row no erasure can touch (P-14).
     request_reference: str = Field(
-        min_length=3, max_length=100, description="Reference of the user's emailed request."
+        min_length=3,
+        max_length=64,
+        pattern=REFERENCE,
+        description="Reference of the user's emailed request: a code such as a ticket"
+        " number (letters, digits and . _ / : -), holding no personal data.",
     )
     purpose: str = Field(min_length=3, max_length=200)
 
@@ -308,6 +321,7 @@ async def unlock_operator(
     control of their mailbox, which an unlock would skip while a guesser may be at work.
     """
     refuse_card_numbers(reason=body.reason)
+    refuse_personal_data(reason=body.reason)
     async with ctx.pool.acquire() as conn, conn.transaction():
         operator = await store.operator_by_id(conn, operator_id)
         if operator is None:
@@ -348,6 +362,7 @@ async def search_users(
     history and proxies in their logs."""
     purpose = body.purpose
     refuse_card_numbers(purpose=purpose)
+    refuse_personal_data(purpose=purpose)
     index = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
     async with ctx.pool.acquire() as conn, conn.transaction():
         user = await store.user_by_email_index(conn, index)
@@ -366,6 +381,7 @@ async def read_user(
 ) -> UserRecord:
     """A user's personal data; the read and its stated purpose are audited together."""
     refuse_card_numbers(purpose=purpose)
+    refuse_personal_data("query", purpose=purpose)
     async with ctx.pool.acquire() as conn, conn.transaction():
         user = await store.user_by_id(conn, user_id)
         if user is None:
@@ -422,8 +438,12 @@ async def change_user(
     mistyped from the request shows as unconfirmed instead of silently taking the
     account's mail."""
     refuse_card_numbers(
-        name=body.name, email=body.email, purpose=body.purpose, reference=body.request_reference
+        name=body.name,
+        email=body.email,
+        purpose=body.purpose,
+        request_reference=body.request_reference,
     )
+    refuse_personal_data(purpose=body.purpose, request_reference=body.request_reference)
     if body.name is None and body.email is None:
         raise Problem(422, "Nothing to change", "Give a name or an email.", slug="validation")
     # The user first: sealing for an unknown id would create a key for no one, and for an
@@ -446,9 +466,6 @@ async def change_user(
             )
     except SubjectShredded:  # erased since the check
         raise not_found("user") from None
-    taken = Problem(
-        409, "Email unavailable", "Another account uses this email.", slug="email-unavailable"
-    )
     try:
         async with ctx.pool.acquire() as conn, conn.transaction():
             user = await store.user_by_id(conn, user_id, lock=True)
@@ -457,7 +474,7 @@ async def change_user(
             if "email_index" in changes and await store.email_index_taken(
                 conn, changes["email_index"], user_id
             ):
-                raise taken
+                raise _AddressTaken
             fields = sorted(f for f in ("name", "email") if f in changes)
             await store.audit(
                 conn, _operator_id(op), user_id, "change", fields, body.purpose,
@@ -479,10 +496,41 @@ async def change_user(
                     path="verify-email", card_changed_at=fresh["updated_at"],
                     email_index=changes["email_index"],
                 )  # fmt: skip
-    except asyncpg.UniqueViolationError:  # the address was confirmed elsewhere meanwhile
-        raise taken from None
+    except (_AddressTaken, asyncpg.UniqueViolationError):  # or confirmed elsewhere meanwhile
+        index = changes.get("email_index")
+        raise await _refuse_taken_address(ctx, op, user_id, body, index) from None
     # What was sealed above; the operator typed it, so showing it reads nothing new.
     return UserChanged(id=user_id, fields=fields, name=body.name, email=body.email)
+
+
+class _AddressTaken(Exception):
+    """The address an operator gives is another account's: the change rolls back."""
+
+
+async def _refuse_taken_address(
+    ctx: Context, op: Operator, user_id: UUID, body: UserChange, index: bytes | None
+) -> Problem:
+    """The 409 for an address another account has, once its audit row is committed.
+
+    The refusal tells the operator that the address has an account: a read of that
+    account's data, as a search finding it is (P-07). So it is audited, in a transaction
+    of its own (the change's rolled back), naming the owner, the request and the stated
+    purpose, never the address. An owner erased meanwhile has nothing left to read.
+    """
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        owner = None if index is None else await store.user_by_email_index(conn, index)
+        if owner is not None and owner["id"] != user_id:
+            purpose = f"{REFUSED_ADDRESS}; stated purpose: {body.purpose}"
+            await store.audit(
+                conn, _operator_id(op), owner["id"], "read", ["email"], purpose,
+                body.request_reference,
+            )  # fmt: skip
+    return Problem(
+        409, "Email unavailable", "Another account uses this email.", slug="email-unavailable"
+    )
+
+
+REFUSED_ADDRESS = "an email change of another account refused: this account has the address"
 
 
 # -- invoices (financial records) ------------------------------------------------------
@@ -503,7 +551,10 @@ async def record_invoice(
     async with ctx.pool.acquire() as conn:
         if await store.user_by_id(conn, user_id) is None:
             raise not_found("user")
-    columns = await new_invoice_columns(ctx.vault, user_id, body)
+    try:
+        columns = await new_invoice_columns(ctx.vault, user_id, body)
+    except SubjectShredded:  # erased since the check: the vault seals nothing for them
+        raise not_found("user") from None
     async with ctx.pool.acquire() as conn, conn.transaction():
         # Shared lock: an erasure of this user waits for the invoice, then sees it.
         if await conn.fetchval("SELECT 1 FROM users WHERE id = $1 FOR SHARE", user_id) is None:
@@ -551,6 +602,7 @@ async def read_request_thread(
 ) -> dict[str, Any]:
     """A request's thread (personal data: audited)."""
     refuse_card_numbers(purpose=purpose)
+    refuse_personal_data("query", purpose=purpose)
     async with ctx.pool.acquire() as conn, conn.transaction():
         request = await conn.fetchrow("SELECT * FROM requests WHERE id = $1", request_id)
         if request is None:
@@ -835,11 +887,22 @@ async def register_recipient(
     A processor may never be registered for a sensitive field (P-19)."""
     # Stored in clear, shown to users and written into audit purposes: no card numbers.
     refuse_card_numbers(name=body.name, purpose=body.purpose)
-    unknown = field_rules.unknown_fields(body.allowed_fields)
+    unknown = field_rules.unknown_positions(body.allowed_fields)
     if unknown:
+        # By position: an unknown entry is the caller's text, and answers never echo it.
         raise Problem(
-            422, "Unknown fields", f"No such fields: {', '.join(unknown)}.", slug="validation"
-        )
+            422,
+            "Unknown fields",
+            "No such fields at these positions of allowed_fields (from 0): "
+            + ", ".join(str(i) for i in unknown)
+            + ".",
+            slug="validation",
+            errors=[
+                {"location": f"body.allowed_fields.{i}", "message": "no such field",
+                 "type": "unknown_field"}
+                for i in unknown
+            ],
+        )  # fmt: skip
     refused = field_rules.refused_for(body.kind, body.allowed_fields)
     if refused:
         raise Problem(
@@ -1031,6 +1094,13 @@ async def approve_user_deletion(
                 f"This user's deletion is under way already (request {under_way['id']}).",
                 slug="deletion-under-way",
             )
+        # An erasure leaves a request never approved as it was (the proof of it): there
+        # is no account left for it to delete.
+        if await store.user_by_id(conn, user_id) is None:
+            raise Problem(
+                409, "Account erased", "This user's account is erased already.",
+                slug="account-erased",
+            )  # fmt: skip
         row = await conn.fetchrow(
             "UPDATE deletion_requests SET status = 'requested', approved_by = $2,"
             " updated_at = now() WHERE id = $1 RETURNING *",

@@ -204,7 +204,9 @@ async def test_a_change_on_emailed_request_and_its_audit_row_exist_together_or_n
     assert me.json()["name"] == "Renamed By Support"
     await bus.card(user.id, name="Renamed By Support")
 
-    # A change that cannot apply (the email belongs to someone else) leaves no audit row.
+    # A change that cannot apply (the email belongs to someone else) changes nothing and
+    # leaves no change row; the refusal told support the address has an account, so
+    # that read of the other account is audited (P-07), without the address.
     failed_reference = unique("MAIL")
     refused = await client.patch(
         f"{API}/operator/users/{user.id}",
@@ -217,12 +219,16 @@ async def test_a_change_on_emailed_request_and_its_audit_row_exist_together_or_n
         headers=support.headers,
     )
     assert refused.status_code == 409
-    assert (
-        await db.fetchval(
-            "SELECT count(*) FROM audit_log WHERE request_reference = $1", failed_reference
-        )
-        == 0
-    )
+    assert refused.json()["type"].endswith("/email-unavailable")
+    assert other.email not in refused.text
+    rows = await db.fetch("SELECT * FROM audit_log WHERE request_reference = $1", failed_reference)
+    assert [(str(r["subject_id"]), r["action"], list(r["fields"])) for r in rows] == [
+        (other.id, "read", ["email"])
+    ]
+    assert str(rows[0]["operator_id"]) == support.id
+    assert "refused" in rows[0]["purpose"]
+    assert "user asked by email" in rows[0]["purpose"]
+    assert other.email not in rows[0]["purpose"]
     me = await client.get(f"{API}/me", headers=user.headers)
     assert me.json()["name"] == "Renamed By Support"
     assert me.json()["email"] == user.email

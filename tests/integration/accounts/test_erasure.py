@@ -19,7 +19,7 @@ from services.accounts.context import Context
 from services.accounts.domain.invoices import last_spent_issue
 from services.accounts.handlers import erase_subject
 from services.accounts.recipients import DEVICE_FIELDS
-from services.accounts.routes import me
+from services.accounts.routes import me, operators
 from shared.auth.tokens import Claims
 from shared.config import PlatformSettings
 from shared.db.pool import Connection
@@ -27,10 +27,15 @@ from shared.events import decode_envelope, parse_event
 from shared.events.catalogue.accounts import RecipientErasureRequested
 from shared.events.catalogue.deletion import UNDER_LEGAL_HOLD, EraseSubject, SubjectErased
 from shared.events.topics import ACCOUNTS_RECIPIENT_ERASURES
-from shared.observability import Metrics
+from shared.observability import Metrics, Problem, problem_type
 from shared.service import Runtime
 from shared.vault import Vault
-from tests.integration.accounts.users import stored_user
+from tests.integration.accounts.users import (
+    accounts_context,
+    operator_claims,
+    stored_operator,
+    stored_user,
+)
 
 PURPOSE = "offers"
 FIRST = ("security_audit", "financial_records", "disclosure_log")
@@ -285,3 +290,63 @@ async def test_withdrawing_a_processors_consent_asks_it_to_erase_what_it_was_giv
     )  # fmt: skip
     await me.set_consent(processor, me.ConsentIn(granted=False), claims, ctx)
     assert len(await _forwarded(pool)) == 1  # withdrawn again: nothing more to erase
+
+
+async def _deletion_request(
+    conn: Connection, user_id: uuid.UUID, status: str, requested_by: uuid.UUID | None
+) -> uuid.UUID:
+    request_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO deletion_requests (id, user_id, initiated_by, requested_by, reason,"
+        " status, updated_at) VALUES ($1, $2, $3, $4, $5, $6, now() - interval '3 days')",
+        request_id,
+        user_id,
+        "user" if requested_by is None else "operator",
+        requested_by,
+        None if requested_by is None else "the user asked by phone",
+        status,
+    )
+    return request_id
+
+
+@pytest.mark.promise("P-15")
+async def test_an_erasure_closes_the_deletions_under_way_and_keeps_the_others_as_they_were(
+    pool: asyncpg.Pool, vault: Vault, settings: PlatformSettings
+) -> None:
+    """A cancelled request, or one a second operator never approved, is the proof of
+    what happened: the erasure leaves its status and time, and clears every reason."""
+    async with pool.acquire() as conn:
+        requester = await stored_operator(conn, "requester-password")
+        approver = await stored_operator(conn, "approver-password")
+        user_id = await stored_user(conn)
+        ids = {
+            "cancelled": await _deletion_request(conn, user_id, "cancelled", None),
+            "pending_approval": await _deletion_request(
+                conn, user_id, "pending_approval", requester
+            ),
+            "confirmed": await _deletion_request(conn, user_id, "confirmed", requester),
+        }
+        before = {r["id"]: r for r in await conn.fetch("SELECT * FROM deletion_requests")}
+
+    receipt = await _erase(pool, vault, user_id, FIRST)
+    assert receipt.retained_anonymised["deletion_requests"] == 3
+    after = {r["id"]: r for r in await pool.fetch("SELECT * FROM deletion_requests")}
+    assert {status: after[i]["status"] for status, i in ids.items()} == {
+        "cancelled": "cancelled",
+        "pending_approval": "pending_approval",
+        "confirmed": "erased",
+    }
+    assert all(row["reason"] is None for row in after.values())
+    for kept in (ids["cancelled"], ids["pending_approval"]):
+        assert after[kept]["updated_at"] == before[kept]["updated_at"]
+
+    # The request never approved stays so: there is no account left for it to delete.
+    ctx = accounts_context(settings, pool, vault)
+    body = operators.OperatorReauthentication(password="approver-password")
+    with pytest.raises(Problem) as refused:
+        await operators.approve_user_deletion(
+            ids["pending_approval"], body, ctx, operator_claims(approver)
+        )
+    assert (refused.value.status, refused.value.type) == (409, problem_type("account-erased"))
+    status = "SELECT status FROM deletion_requests WHERE id = $1"
+    assert await pool.fetchval(status, ids["pending_approval"]) == "pending_approval"

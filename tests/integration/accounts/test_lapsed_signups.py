@@ -9,11 +9,20 @@ import asyncpg
 import pytest
 
 from services.accounts.lapsed_signups import LapsedSignups, lapsing
+from services.accounts.routes import operators
+from shared.config import PlatformSettings
 from shared.db.pool import Connection
 from shared.events import decode_envelope, parse_event
 from shared.events.catalogue.accounts import SignupLapsed
 from shared.events.topics import ACCOUNTS_LIFECYCLE
-from tests.integration.accounts.users import stored_user
+from shared.observability import Problem, problem_type
+from shared.vault import Vault
+from tests.integration.accounts.users import (
+    accounts_context,
+    operator_claims,
+    stored_operator,
+    stored_user,
+)
 
 LAPSE_DAYS = 30
 
@@ -65,34 +74,37 @@ async def test_a_round_hands_only_lapsed_sign_ups_to_the_deletion_service(
         )  # fmt: skip
         await _token(conn, adult, "verify_email", -24 * 29)  # expired long ago
         await _token(conn, child, "guardian_consent", -1)  # expired an hour ago
-        # Lapsed too: a live reset link (anyone may ask for one) defers nothing.
+        # Lapsed too: a live reset link (anyone may ask for one) defers nothing, nor does
+        # an operator's deletion that may never be approved.
         resetting = await _signed_up(conn, 31)
         await _token(conn, resetting, "password_reset", 1)
-        # Kept: too recent; a live verification link; active; an operator deletion pending.
+        pending = await _signed_up(conn, 31)
+        await _awaiting_approval(conn, pending, requested_by=uuid.uuid4())
+        # Kept: too recent; a live verification link; active; a deletion under way.
         recent = await _signed_up(conn, 29)
         linked = await _signed_up(conn, 31)
         await _token(conn, linked, "verify_email", 1)
         active = await _signed_up(conn, 400, active=True, email_verified=True)
-        pending = await _signed_up(conn, 31)
+        approved = await _signed_up(conn, 31)
         await conn.execute(
             "INSERT INTO deletion_requests (id, user_id, initiated_by, status)"
-            " VALUES ($1, $2, 'operator', 'pending_approval')",
+            " VALUES ($1, $2, 'operator', 'requested')",
             uuid.uuid4(),
-            pending,
+            approved,
         )
 
     sweep = LapsedSignups(pool, LAPSE_DAYS, 3600)
     assert await sweep.round() is False  # fewer than a batch: nothing left for now
 
     events = await _lapsed_events(pool)
-    assert {e.user_id for e in events} == {adult, child, resetting}
+    assert {e.user_id for e in events} == {adult, child, resetting, pending}
     requests = {
         r["user_id"]: r
         for r in await pool.fetch(
             "SELECT id, user_id, status FROM deletion_requests WHERE initiated_by = 'retention'"
         )
     }
-    assert set(requests) == {adult, child, resetting}
+    assert set(requests) == {adult, child, resetting, pending}
     assert {e.request_id for e in events} == {r["id"] for r in requests.values()}
     assert {r["status"] for r in requests.values()} == {"requested"}
     tokens = {r["user_id"] for r in await pool.fetch("SELECT user_id FROM action_tokens")}
@@ -100,10 +112,54 @@ async def test_a_round_hands_only_lapsed_sign_ups_to_the_deletion_service(
     async with pool.acquire() as conn:
         assert await lapsing(conn, adult)
         assert await lapsing(conn, child)
-        for kept in (recent, linked, active, pending):
+        assert await lapsing(conn, pending)
+        for kept in (recent, linked, active, approved):
             assert not await lapsing(conn, kept)
 
     # A second round asks nothing again: the requests are under way.
     await sweep.round()
-    assert len(await _lapsed_events(pool)) == 3
-    assert await pool.fetchval("SELECT count(*) FROM deletion_requests") == 4
+    assert len(await _lapsed_events(pool)) == 4
+    assert await pool.fetchval("SELECT count(*) FROM deletion_requests") == 6
+
+
+async def _awaiting_approval(
+    conn: Connection, user_id: uuid.UUID, *, requested_by: uuid.UUID
+) -> uuid.UUID:
+    request_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO deletion_requests (id, user_id, initiated_by, requested_by, reason,"
+        " status) VALUES ($1, $2, 'operator', $3, 'asked by phone', 'pending_approval')",
+        request_id,
+        user_id,
+        requested_by,
+    )
+    return request_id
+
+
+@pytest.mark.promise("P-26")
+async def test_an_approval_after_the_lapse_answers_that_the_deletion_is_under_way(
+    pool: asyncpg.Pool, vault: Vault, settings: PlatformSettings
+) -> None:
+    """An operator's request waiting for a second operator keeps no lapsed sign-up (a
+    child's, say) from its erasure; approved later, it starts no second deletion."""
+    async with pool.acquire() as conn:
+        requester = await stored_operator(conn, "requester-password")
+        approver = await stored_operator(conn, "approver-password")
+        child = await _signed_up(
+            conn, 45, age_band="under_13", guardian_email=b"sealed-guardian",
+            guardian_consented=False, email_verified=True,
+        )  # fmt: skip
+        awaiting = await _awaiting_approval(conn, child, requested_by=requester)
+
+    assert await LapsedSignups(pool, LAPSE_DAYS, 3600).round() is False
+    (lapsed,) = await _lapsed_events(pool)
+    assert lapsed.user_id == child
+
+    ctx = accounts_context(settings, pool, vault)
+    body = operators.OperatorReauthentication(password="approver-password")
+    with pytest.raises(Problem) as refused:
+        await operators.approve_user_deletion(awaiting, body, ctx, operator_claims(approver))
+    assert (refused.value.status, refused.value.type) == (409, problem_type("deletion-under-way"))
+    assert str(lapsed.request_id) in (refused.value.detail or "")
+    status = "SELECT status FROM deletion_requests WHERE id = $1"
+    assert await pool.fetchval(status, awaiting) == "pending_approval"

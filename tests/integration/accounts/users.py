@@ -1,12 +1,25 @@
-"""Users written straight into a scratch accounts database."""
+"""Users and operators written straight into a scratch accounts database, and the
+context routes run with on it."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+from prometheus_client import CollectorRegistry
+
 from services.accounts import store
+from services.accounts.config import AccountsSettings
+from services.accounts.context import Context
+from services.accounts.security import hash_password
+from shared.auth import Claims, OperatorRole
+from shared.config import PlatformSettings
 from shared.db.pool import Connection
+from shared.observability import Metrics
+from shared.service import Runtime
+from shared.vault import Vault
 
 
 async def stored_user(conn: Connection, **columns: Any) -> uuid.UUID:
@@ -22,3 +35,31 @@ async def stored_user(conn: Connection, **columns: Any) -> uuid.UUID:
     }
     await store.insert_user(conn, id=user_id, **{**defaults, **columns})
     return user_id
+
+
+async def stored_operator(
+    conn: Connection, password: str, *roles: str, created_by: uuid.UUID | None = None
+) -> uuid.UUID:
+    """An operator identity whose password is ``password`` (a real argon2id hash)."""
+    operator_id = uuid.uuid4()
+    created = await store.insert_operator(
+        conn, operator_id, operator_id.bytes, b"sealed-email", await hash_password(password),
+        list(roles or ("privacy_officer",)), created_by,
+    )  # fmt: skip
+    assert created
+    return operator_id
+
+
+def operator_claims(operator_id: uuid.UUID, *roles: OperatorRole) -> Claims:
+    now = int(datetime.now(UTC).timestamp())
+    return Claims(
+        sub=str(operator_id), sid=str(uuid.uuid4()), kind="operator",
+        roles=roles or ("privacy_officer",), iat=now, exp=now + 300,
+    )  # fmt: skip
+
+
+def accounts_context(settings: PlatformSettings, pool: asyncpg.Pool, vault: Vault) -> Context:
+    """What the routes get from ``app.state``, on the scratch database and vault."""
+    metrics = Metrics("accounts-test", CollectorRegistry())
+    runtime = Runtime(settings, "accounts", pool, metrics, vault=vault)
+    return Context(settings=AccountsSettings(environment="test"), runtime=runtime)
