@@ -33,6 +33,7 @@ from shared.vault import Vault
 from tests.integration.accounts.users import (
     accounts_context,
     operator_claims,
+    stored_deletion_request,
     stored_operator,
     stored_user,
 )
@@ -292,23 +293,6 @@ async def test_withdrawing_a_processors_consent_asks_it_to_erase_what_it_was_giv
     assert len(await _forwarded(pool)) == 1  # withdrawn again: nothing more to erase
 
 
-async def _deletion_request(
-    conn: Connection, user_id: uuid.UUID, status: str, requested_by: uuid.UUID | None
-) -> uuid.UUID:
-    request_id = uuid.uuid4()
-    await conn.execute(
-        "INSERT INTO deletion_requests (id, user_id, initiated_by, requested_by, reason,"
-        " status, updated_at) VALUES ($1, $2, $3, $4, $5, $6, now() - interval '3 days')",
-        request_id,
-        user_id,
-        "user" if requested_by is None else "operator",
-        requested_by,
-        None if requested_by is None else "the user asked by phone",
-        status,
-    )
-    return request_id
-
-
 @pytest.mark.promise("P-15")
 async def test_an_erasure_closes_the_deletions_under_way_and_keeps_the_others_as_they_were(
     pool: asyncpg.Pool, vault: Vault, settings: PlatformSettings
@@ -320,11 +304,11 @@ async def test_an_erasure_closes_the_deletions_under_way_and_keeps_the_others_as
         approver = await stored_operator(conn, "approver-password")
         user_id = await stored_user(conn)
         ids = {
-            "cancelled": await _deletion_request(conn, user_id, "cancelled", None),
-            "pending_approval": await _deletion_request(
+            "cancelled": await stored_deletion_request(conn, user_id, "cancelled", None),
+            "pending_approval": await stored_deletion_request(
                 conn, user_id, "pending_approval", requester
             ),
-            "confirmed": await _deletion_request(conn, user_id, "confirmed", requester),
+            "confirmed": await stored_deletion_request(conn, user_id, "confirmed", requester),
         }
         before = {r["id"]: r for r in await conn.fetch("SELECT * FROM deletion_requests")}
 

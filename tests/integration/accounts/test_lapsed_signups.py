@@ -20,6 +20,7 @@ from shared.vault import Vault
 from tests.integration.accounts.users import (
     accounts_context,
     operator_claims,
+    stored_deletion_request,
     stored_operator,
     stored_user,
 )
@@ -79,7 +80,7 @@ async def test_a_round_hands_only_lapsed_sign_ups_to_the_deletion_service(
         resetting = await _signed_up(conn, 31)
         await _token(conn, resetting, "password_reset", 1)
         pending = await _signed_up(conn, 31)
-        await _awaiting_approval(conn, pending, requested_by=uuid.uuid4())
+        await stored_deletion_request(conn, pending, "pending_approval", uuid.uuid4())
         # Kept: too recent; a live verification link; active; a deletion under way.
         recent = await _signed_up(conn, 29)
         linked = await _signed_up(conn, 31)
@@ -122,20 +123,6 @@ async def test_a_round_hands_only_lapsed_sign_ups_to_the_deletion_service(
     assert await pool.fetchval("SELECT count(*) FROM deletion_requests") == 6
 
 
-async def _awaiting_approval(
-    conn: Connection, user_id: uuid.UUID, *, requested_by: uuid.UUID
-) -> uuid.UUID:
-    request_id = uuid.uuid4()
-    await conn.execute(
-        "INSERT INTO deletion_requests (id, user_id, initiated_by, requested_by, reason,"
-        " status) VALUES ($1, $2, 'operator', $3, 'asked by phone', 'pending_approval')",
-        request_id,
-        user_id,
-        requested_by,
-    )
-    return request_id
-
-
 @pytest.mark.promise("P-26")
 async def test_an_approval_after_the_lapse_answers_that_the_deletion_is_under_way(
     pool: asyncpg.Pool, vault: Vault, settings: PlatformSettings
@@ -149,7 +136,7 @@ async def test_an_approval_after_the_lapse_answers_that_the_deletion_is_under_wa
             conn, 45, age_band="under_13", guardian_email=b"sealed-guardian",
             guardian_consented=False, email_verified=True,
         )  # fmt: skip
-        awaiting = await _awaiting_approval(conn, child, requested_by=requester)
+        awaiting = await stored_deletion_request(conn, child, "pending_approval", requester)
 
     assert await LapsedSignups(pool, LAPSE_DAYS, 3600).round() is False
     (lapsed,) = await _lapsed_events(pool)

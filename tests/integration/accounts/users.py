@@ -50,6 +50,25 @@ async def stored_operator(
     return operator_id
 
 
+async def stored_deletion_request(
+    conn: Connection, user_id: uuid.UUID, status: str, requested_by: uuid.UUID | None
+) -> uuid.UUID:
+    """A deletion request in ``status``, the user's own or (``requested_by``) an
+    operator's with its reason, last changed three days ago."""
+    request_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO deletion_requests (id, user_id, initiated_by, requested_by, reason,"
+        " status, updated_at) VALUES ($1, $2, $3, $4, $5, $6, now() - interval '3 days')",
+        request_id,
+        user_id,
+        "user" if requested_by is None else "operator",
+        requested_by,
+        None if requested_by is None else "the user asked by phone",
+        status,
+    )
+    return request_id
+
+
 def operator_claims(operator_id: uuid.UUID, *roles: OperatorRole) -> Claims:
     now = int(datetime.now(UTC).timestamp())
     return Claims(

@@ -1,11 +1,15 @@
-"""A restored notifier snapshot loses a deleted request's reply again (P-16), and the
-verifier can see the request's id in a notice (P-14): real PostgreSQL, a scratch
-database with the notifier's own migrations."""
+"""The restore replay on real PostgreSQL: a scratch database with a service's own
+migrations stands for a restored snapshot. A deleted request's reply goes again (P-16)
+and the verifier can see the request's id in a notice (P-14); an erased subject leaves a
+scheduled notice's list; consents go as live; retention releases are replayed."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from services.deletion.config import DeletionSettings
 from services.deletion.domain.replay import (
     LedgerEntry,
     ReleaseEntry,
+    ReplayDelete,
     load_subject_columns,
     replay_plan,
 )
@@ -28,6 +33,68 @@ from shared.db.prepare import BUS_MIGRATIONS
 from shared.vault.crypto import blind_index
 
 NOTIFIER_MIGRATIONS = Path(notifier_store.__file__).parent / "migrations"
+ACCOUNTS_MIGRATIONS = NOTIFIER_MIGRATIONS.parents[1] / "accounts" / "migrations"
+pytestmark = pytest.mark.usefixtures("stack")
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A restored copy of one service's database (scratch, dropped after the test)."""
+
+    settings: DeletionSettings
+    database: str
+    target: str
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        conn = await asyncpg.connect(self.settings.admin_dsn(self.target))
+        try:
+            await conn.set_type_codec(
+                "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            )
+            yield conn
+        finally:
+            await conn.close()
+
+    def plan(
+        self, entries: list[LedgerEntry], releases: list[ReleaseEntry] | None = None
+    ) -> list[ReplayDelete]:
+        columns = load_subject_columns(self.settings.deletion_subject_columns_file)
+        index_key = self.settings.blind_index_key.get_secret_value().encode()
+        return replay_plan(self.database, columns, entries, releases or [], index_key)
+
+    async def replay(
+        self, entries: list[LedgerEntry], releases: list[ReleaseEntry] | None = None
+    ) -> int:
+        return await backups.apply_replay(self.settings, self.target, self.plan(entries, releases))
+
+    async def scan(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
+        return await scan_database(self.settings.admin_dsn(self.target), self.database, ids)
+
+
+@asynccontextmanager
+async def restored_copy(database: str, migrations: Path) -> AsyncIterator[Copy]:
+    settings = DeletionSettings()
+    copy = Copy(settings, database, f"imt_replay_test_{uuid.uuid4().hex[:8]}")
+    await backups._create_database(settings, copy.target)
+    try:
+        conn = await asyncpg.connect(settings.admin_dsn(copy.target))
+        try:
+            await apply_migrations(
+                conn,
+                migration_files("bus", BUS_MIGRATIONS) + migration_files(database, migrations),
+            )
+        finally:
+            await conn.close()
+        yield copy
+    finally:
+        await backups.drop_databases(settings, [copy.target])
+
+
+def _erasure(
+    subject: uuid.UUID, scope: str = "account", item: uuid.UUID | None = None
+) -> LedgerEntry:
+    return LedgerEntry(uuid.uuid4(), subject, scope, item, datetime.now(UTC), None)  # type: ignore[arg-type]
 
 
 async def _reply(conn: asyncpg.Connection, user: uuid.UUID, request: uuid.UUID) -> uuid.UUID:
@@ -44,71 +111,36 @@ async def _reply(conn: asyncpg.Connection, user: uuid.UUID, request: uuid.UUID) 
     return notice
 
 
-@pytest.mark.usefixtures("stack")
 async def test_a_deleted_requests_reply_does_not_come_back_with_a_restore() -> None:
-    settings = DeletionSettings()
-    target = f"imt_replay_test_{uuid.uuid4().hex[:8]}"
-    await backups._create_database(settings, target)
-    try:
-        conn = await asyncpg.connect(settings.admin_dsn(target))
-        try:
-            await conn.set_type_codec(
-                "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-            )
-            await apply_migrations(
-                conn,
-                migration_files("bus", BUS_MIGRATIONS)
-                + migration_files("notifier", NOTIFIER_MIGRATIONS),
-            )
-            user, deleted, kept = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    async with restored_copy("notifier", NOTIFIER_MIGRATIONS) as copy:
+        user, deleted, kept = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        async with copy.connection() as conn:
             await _reply(conn, user, deleted)
             control = await _reply(conn, user, kept)
-        finally:
-            await conn.close()
 
-        seen = await scan_database(settings.admin_dsn(target), "notifier", [deleted])
+        seen = await copy.scan([deleted])
         # Its own column, and the params it came from (found as text in the json).
         assert seen[deleted] == {"notifier.notices.request_id": 1, "notifier.notices.params": 1}
 
-        erased = LedgerEntry(uuid.uuid4(), user, "request", deleted, datetime.now(UTC), None)
-        columns = load_subject_columns(settings.deletion_subject_columns_file)
-        plan = replay_plan("notifier", columns, [erased])
-        assert await backups.apply_replay(settings, target, plan) == 3
+        assert await copy.replay([_erasure(user, "request", deleted)]) == 3
 
-        conn = await asyncpg.connect(settings.admin_dsn(target))
-        try:
+        async with copy.connection() as conn:
             left = await conn.fetch(
                 "SELECT 'inbox' AS t, notice_id FROM inbox_items"
                 " UNION ALL SELECT 'email', notice_id FROM deliveries"
                 " UNION ALL SELECT 'notice', notice_id FROM notices"
             )
-        finally:
-            await conn.close()
         assert sorted((r["t"], r["notice_id"]) for r in left) == sorted(
             [("inbox", control), ("email", control), ("notice", control)]
         )
-        seen = await scan_database(settings.admin_dsn(target), "notifier", [deleted])
-        assert deleted not in seen
-    finally:
-        await backups.drop_databases(settings, [target])
+        assert deleted not in await copy.scan([deleted])
 
 
-@pytest.mark.usefixtures("stack")
 async def test_a_restore_takes_an_erased_subject_out_of_a_scheduled_notices_list() -> None:
     """As the notifier's erasure does live: the notice stays for its other recipients."""
-    settings = DeletionSettings()
-    target = f"imt_replay_test_{uuid.uuid4().hex[:8]}"
-    await backups._create_database(settings, target)
-    try:
-        erased, other = uuid.uuid4(), uuid.uuid4()
-        conn = await asyncpg.connect(settings.admin_dsn(target))
-        try:
-            await apply_migrations(
-                conn,
-                migration_files("bus", BUS_MIGRATIONS)
-                + migration_files("notifier", NOTIFIER_MIGRATIONS),
-            )
-            notice = uuid.uuid4()
+    async with restored_copy("notifier", NOTIFIER_MIGRATIONS) as copy:
+        erased, other, notice = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        async with copy.connection() as conn:
             await conn.execute(
                 "INSERT INTO notices (notice_id, template, category, audience, listed, channels,"
                 " source, status, send_at) VALUES ($1, 'incident', 'account_security', 'listed',"
@@ -116,25 +148,13 @@ async def test_a_restore_takes_an_erased_subject_out_of_a_scheduled_notices_list
                 notice,
                 [erased, other],
             )
-        finally:
-            await conn.close()
 
-        entry = LedgerEntry(uuid.uuid4(), erased, "account", None, datetime.now(UTC), None)
-        columns = load_subject_columns(settings.deletion_subject_columns_file)
-        await backups.apply_replay(settings, target, replay_plan("notifier", columns, [entry]))
+        await copy.replay([_erasure(erased)])
 
-        conn = await asyncpg.connect(settings.admin_dsn(target))
-        try:
+        async with copy.connection() as conn:
             listed = await conn.fetchval("SELECT listed FROM notices WHERE notice_id = $1", notice)
-        finally:
-            await conn.close()
         assert listed == [other]
-        assert erased not in await scan_database(settings.admin_dsn(target), "notifier", [erased])
-    finally:
-        await backups.drop_databases(settings, [target])
-
-
-ACCOUNTS_MIGRATIONS = Path(notifier_store.__file__).parents[1] / "accounts" / "migrations"
+        assert erased not in await copy.scan([erased])
 
 
 async def _recipient(conn: asyncpg.Connection, name: str) -> uuid.UUID:
@@ -149,53 +169,42 @@ async def _recipient(conn: asyncpg.Connection, name: str) -> uuid.UUID:
     return recipient
 
 
-@pytest.mark.usefixtures("stack")
+async def _consented(
+    conn: asyncpg.Connection, subject: uuid.UUID, recipient: uuid.UUID, *, disclosed: bool
+) -> None:
+    await conn.execute(
+        "INSERT INTO consents (user_id, recipient_id, purpose, granted)"
+        " VALUES ($1, $2, 'repairs', true)",
+        subject,
+        recipient,
+    )
+    if disclosed:
+        await conn.execute(
+            "INSERT INTO disclosures (export_id, recipient_id, user_id, fields, operator_id)"
+            " VALUES ($1, $2, $3, ARRAY['name'], $4)",
+            uuid.uuid4(),
+            recipient,
+            subject,
+            uuid.uuid4(),
+        )
+
+
 async def test_a_restore_keeps_only_the_consents_a_disclosure_was_made_under() -> None:
     """As the accounts erasure does live: a consent to a recipient given the subject's
     data is the proof of that disclosure; the others go."""
-    settings = DeletionSettings()
-    target = f"imt_replay_test_{uuid.uuid4().hex[:8]}"
-    await backups._create_database(settings, target)
-    try:
+    async with restored_copy("accounts", ACCOUNTS_MIGRATIONS) as copy:
         user, someone = uuid.uuid4(), uuid.uuid4()
-        conn = await asyncpg.connect(settings.admin_dsn(target))
-        try:
-            await apply_migrations(
-                conn,
-                migration_files("bus", BUS_MIGRATIONS)
-                + migration_files("accounts", ACCOUNTS_MIGRATIONS),
-            )
+        async with copy.connection() as conn:
             told, untold = await _recipient(conn, "told"), await _recipient(conn, "untold")
-            for subject, recipient in ((user, told), (user, untold), (someone, untold)):
-                await conn.execute(
-                    "INSERT INTO consents (user_id, recipient_id, purpose, granted)"
-                    " VALUES ($1, $2, 'repairs', true)",
-                    subject,
-                    recipient,
-                )
-            await conn.execute(
-                "INSERT INTO disclosures (export_id, recipient_id, user_id, fields, operator_id)"
-                " VALUES ($1, $2, $3, ARRAY['name'], $4)",
-                uuid.uuid4(),
-                told,
-                user,
-                uuid.uuid4(),
-            )
-        finally:
-            await conn.close()
+            await _consented(conn, user, told, disclosed=True)
+            await _consented(conn, user, untold, disclosed=False)
+            await _consented(conn, someone, untold, disclosed=False)
 
-        entry = LedgerEntry(uuid.uuid4(), user, "account", None, datetime.now(UTC), None)
-        columns = load_subject_columns(settings.deletion_subject_columns_file)
-        await backups.apply_replay(settings, target, replay_plan("accounts", columns, [entry]))
+        await copy.replay([_erasure(user)])
 
-        conn = await asyncpg.connect(settings.admin_dsn(target))
-        try:
+        async with copy.connection() as conn:
             left = await conn.fetch("SELECT user_id, recipient_id FROM consents")
-        finally:
-            await conn.close()
         assert sorted(tuple(r) for r in left) == sorted([(user, told), (someone, untold)])
-    finally:
-        await backups.drop_databases(settings, [target])
 
 
 async def _invoice(conn: asyncpg.Connection, retention_key: uuid.UUID) -> None:
@@ -211,25 +220,15 @@ async def _invoice(conn: asyncpg.Connection, retention_key: uuid.UUID) -> None:
 
 
 @pytest.mark.promise("P-16")
-@pytest.mark.usefixtures("stack")
 async def test_a_restore_replays_the_releases_a_snapshot_predates() -> None:
     """A snapshot taken between an erasure and the release of what it kept holds those
     rows: the anonymised invoices (found only through the subject's blind index) and the
     disclosure log. Restored after the releases, it loses them again; another erased
     subject's kept rows, whose periods run on, stay."""
-    settings = DeletionSettings()
-    target = f"imt_replay_test_{uuid.uuid4().hex[:8]}"
-    await backups._create_database(settings, target)
-    index_key = settings.blind_index_key.get_secret_value().encode()
-    try:
+    async with restored_copy("accounts", ACCOUNTS_MIGRATIONS) as copy:
+        index_key = copy.settings.blind_index_key.get_secret_value().encode()
         released, kept = uuid.uuid4(), uuid.uuid4()
-        conn = await asyncpg.connect(settings.admin_dsn(target))
-        try:
-            await apply_migrations(
-                conn,
-                migration_files("bus", BUS_MIGRATIONS)
-                + migration_files("accounts", ACCOUNTS_MIGRATIONS),
-            )
+        async with copy.connection() as conn:
             recipient = await _recipient(conn, "told")
             for subject in (released, kept):
                 key = uuid.uuid4()
@@ -241,42 +240,20 @@ async def test_a_restore_replays_the_releases_a_snapshot_predates() -> None:
                 )
                 await _invoice(conn, key)
                 await _invoice(conn, key)
-                await conn.execute(
-                    "INSERT INTO consents (user_id, recipient_id, purpose, granted)"
-                    " VALUES ($1, $2, 'repairs', true)",
-                    subject,
-                    recipient,
-                )
-                await conn.execute(
-                    "INSERT INTO disclosures (export_id, recipient_id, user_id, fields,"
-                    " operator_id) VALUES ($1, $2, $3, ARRAY['name'], $4)",
-                    uuid.uuid4(),
-                    recipient,
-                    subject,
-                    uuid.uuid4(),
-                )
-        finally:
-            await conn.close()
+                await _consented(conn, subject, recipient, disclosed=True)
 
         releases = [
             ReleaseEntry(released, "financial_records", None),
             ReleaseEntry(released, "disclosure_log", None),
         ]
-        columns = load_subject_columns(settings.deletion_subject_columns_file)
-        plan = replay_plan("accounts", columns, [], releases, index_key)
         # Two invoices, their key, a consent and a disclosure.
-        assert await backups.apply_replay(settings, target, plan) == 5
+        assert await copy.replay([], releases) == 5
 
-        conn = await asyncpg.connect(settings.admin_dsn(target))
-        try:
+        async with copy.connection() as conn:
             left = {
                 table: await conn.fetchval(f"SELECT count(*) FROM {table}")
                 for table in ("invoices", "retention_keys", "consents", "disclosures")
             }
             owners = {r[0] for r in await conn.fetch("SELECT user_id FROM disclosures")}
-        finally:
-            await conn.close()
         assert left == {"invoices": 2, "retention_keys": 1, "consents": 1, "disclosures": 1}
         assert owners == {kept}
-    finally:
-        await backups.drop_databases(settings, [target])
