@@ -9,7 +9,7 @@ import logging
 import random
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -71,10 +71,32 @@ class Collector:
         object.__setattr__(self, "published", self.metrics.events_published.labels(self.topic))
 
 
+# The longest a dropped visit waits for its count. A tracked one waits for Kafka only: a
+# slow database must not keep a page waiting because it sent DNT or GPC.
+SUPPRESSED_COUNT_SECONDS = 1.0
+# What an unreachable, slow or failing database raises (the pool, the network, the server).
+DATABASE_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
 async def record_suppressed(collector: Collector, reason: Suppression, visits: int = 1) -> None:
-    """The only trace of a dropped visit: a per-day count of its reason."""
-    async with collector.pool.acquire() as conn:
-        await store.count_suppressed(conn, datetime.now(UTC).date(), reason.value, visits)
+    """The only trace of a dropped visit: a per-day count of its reason.
+
+    Never fails: a dropped visit must be answered as a counted one is (the page cannot
+    tell), so a count the database did not take is logged and lost (the Prometheus
+    counter of dropped visits still has it).
+    """
+    try:
+        async with asyncio.timeout(SUPPRESSED_COUNT_SECONDS), collector.pool.acquire() as conn:
+            await store.count_suppressed(conn, datetime.now(UTC).date(), reason.value, visits)
+    except DATABASE_FAILURES as exc:
+        # The signal and the count only: nothing of the request.
+        log.warning("%d visits dropped for %s not counted in the database (%s)",
+                    visits, reason.value, type(exc).__name__)  # fmt: skip
 
 
 async def collect(
@@ -234,6 +256,8 @@ class ReleaseRequest:
 class Receipt:
     release_id: UUID
     released_at: datetime
+    end: datetime  # where the release stops: the end asked for, or where it was cut
+    truncated: bool = False  # cut short of the end asked for (at most ``limit`` windows)
 
 
 HOURS_A_DAY = 24
@@ -259,13 +283,22 @@ async def release_trends(
       move the complements: asked at two times, a released window would differ.
     It reads both grains in one snapshot, and considers at most ``limit`` windows, so
     covers ``limit // 25`` days. Minute windows have no threshold release.
+
+    A range longer than that is cut, never silently: the receipt says where the release
+    stops and that it was cut (asked again from there, the rest follows).
     """
+    truncated = False
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         if request.k <= 1:
             loaded = await store.read_windows(
-                conn, request.site, request.grain, request.start, request.end, limit
+                conn, request.site, request.grain, request.start, request.end, limit + 1
             )
+            if len(loaded) > limit:
+                # Operators see every window anyway: cut where the first left out starts.
+                request = replace(request, end=loaded[limit].window_start)
+                loaded, truncated = loaded[:limit], True
         else:
+            request, truncated = within_days(request, max(1, limit // FAMILY))
             loaded = await _days_with_hours(conn, request, max(1, limit // FAMILY))
     if request.k <= 1:
         windows = [_window(w, None) for w in loaded]
@@ -299,7 +332,26 @@ async def release_trends(
             cells_published=result.cells_published,
             cells_suppressed=result.cells_suppressed,
         )
-    return stored, result, Receipt(release_id, released_at)
+    return stored, result, Receipt(release_id, released_at, request.end, truncated)
+
+
+def within_days(request: ReleaseRequest, days: int) -> tuple[ReleaseRequest, bool]:
+    """The request cut to the first ``days`` UTC days of its range, and whether it was.
+
+    Cut by the range only, never by what is stored: where the first day left out starts
+    would tell that someone came that day, though its windows may be hidden whole. Days
+    from ``final_before`` on are left out anyway, so a range ending there is not cut.
+    """
+    try:
+        last = window_start(request.start, "day") + timedelta(days=days)
+    except OverflowError:  # the range starts at the end of time: nothing after it
+        return request, False
+    covered = request.end
+    if request.final_before is not None:
+        covered = min(covered, request.final_before)
+    if last >= covered:
+        return request, False
+    return replace(request, end=last), True
 
 
 def _suppressed(windows: list[Window], request: ReleaseRequest, noise: NoiseSource) -> Release:
@@ -311,7 +363,8 @@ async def _days_with_hours(
     conn: Connection, request: ReleaseRequest, days: int
 ) -> list[store.StoredWindow]:
     """The day windows of the final days the range touches and every hour window of
-    those days, the first ``days`` days of them (a day may exist only as hours)."""
+    those days, the first ``days`` days of them (a day may exist only as hours; the
+    range is cut to ``days`` days beforehand, see :func:`within_days`)."""
     start, end = request.start, request.end
     # Bounds at the ends of time stay as asked: there is no window beyond them.
     with contextlib.suppress(OverflowError):

@@ -2,13 +2,15 @@
 
 What a client sends is never trusted nor kept as sent: the page URL loses its
 fragment, userinfo, non-allow-listed query keys and any personal data in its path;
-the referrer becomes a host; a screen name is redacted; the time is the server's. The
-site is kept as sent, so a beacon whose site holds personal data is refused.
+the referrer becomes a host, or none if the host holds personal data; a screen name is
+redacted; the time is the server's. The site is kept as sent, so a beacon whose site
+holds personal data is refused. Sites and referrer hosts are judged by one rule.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 import secrets
@@ -43,12 +45,21 @@ _SITE = re.compile(
 )
 _IPV4_SITE = re.compile(r"^[0-9.]+$")
 # A run of digits, or digit groups joined by dashes or dots. With 7 digits or more (the
-# fewest a phone number has), a site such as "555-123-4567" or "p447911123456.example" is
+# fewest a phone number has), a host such as "555-123-4567" or "p447911123456.example" is
 # refused even where the phone detector, made for free text, lets it pass (NANP exchanges
 # never start with 1; a bare run is an order number as often as a phone in text): no host
-# of ours is a number.
-_NUMBER_IN_SITE = re.compile(r"[0-9]+(?:[.-][0-9]+)*")
-_DIGIT = re.compile(r"[0-9]")
+# of ours is a number. Any decimal digit (\d): a referrer's host may be written in
+# full-width or other digits, which a site (ASCII only) cannot.
+_NUMBER_IN_HOST = re.compile(r"\d+(?:[.-]\d+)*")
+_DIGIT = re.compile(r"\d")
+# Four or more digit groups: an IPv4 address may be among them, written with dashes as
+# in ec2-3-8-1-9.compute-1.amazonaws.com, ip-10-0-0-1.ec2.internal or 10-0-0-1.sslip.io
+# (too few digits for the rule above, and no detector reads dashes as dots).
+_FOUR_GROUPS = re.compile(r"\d+(?:[.-]\d+){3,}")
+_GROUP_SEPARATOR = re.compile(r"[.-]")
+# A label of hex groups and dashes with a digit: an IPv6 address with ":" written "-"
+# (sslip.io's form, 2a01-4f8--1).
+_DASHED_IPV6 = re.compile(r"(?=[a-f-]*\d)[0-9a-f]*(?:-[0-9a-f]*){2,8}")
 CLEAN_SITES_REMEMBERED = 1024
 _CLEAN_SITES: set[str] = set()
 V = TypeVar("V")
@@ -104,21 +115,52 @@ class Beacon(BaseModel):
 
 
 def _holds_personal_data(site: str) -> bool:
-    # Every detector needs a digit in a host name (it has no "@", ":", spaces or capital
-    # letters), so the usual digit-free site costs nothing, where the detectors take ~10 µs.
-    if not _DIGIT.search(site) or site in _CLEAN_SITES:
+    if site in _CLEAN_SITES:
         return False
-    numbers = (match.group() for match in _NUMBER_IN_SITE.finditer(site))
-    found = contains_pii(site) or any(
-        sum(char.isdigit() for char in number) >= MIN_PHONE_DIGITS for number in numbers
-    )
-    if not found:
+    found = host_holds_personal_data(site)
+    if not found and _DIGIT.search(site):
         # A site with a digit ("shop24.example") is checked once, not on every beacon.
         # Only clean sites are remembered: a refused one may hold someone's data.
         if len(_CLEAN_SITES) >= CLEAN_SITES_REMEMBERED:
             _CLEAN_SITES.clear()
         _CLEAN_SITES.add(site)
     return found
+
+
+def host_holds_personal_data(host: str) -> bool:
+    """Whether a host name (a site, or a referrer's host) may hold someone's data: what
+    the detectors find, a number of seven digits or more, or an IP address with dashes."""
+    # Every detector needs a digit in a host name (it has no "@", ":", spaces or capital
+    # letters), so the usual digit-free host costs nothing, where the detectors take ~10 µs.
+    if not _DIGIT.search(host):
+        return False
+    numbers = (match.group() for match in _NUMBER_IN_HOST.finditer(host))
+    return (
+        contains_pii(host)
+        or any(sum(char.isdigit() for char in number) >= MIN_PHONE_DIGITS for number in numbers)
+        or any(_holds_ipv4(m.group()) for m in _FOUR_GROUPS.finditer(host))
+        or any(_is_ipv6(label) for label in host.split("."))
+    )
+
+
+def _holds_ipv4(number: str) -> bool:
+    """Whether four consecutive groups of ``number`` could be an IPv4 address: which four
+    are the address cannot be told ("ec2-3-8-1-9"), so any of them counts."""
+    groups = _GROUP_SEPARATOR.split(number)
+    return any(
+        all(len(group) <= 3 and int(group) <= 255 for group in groups[i : i + 4])
+        for i in range(len(groups) - 3)
+    )
+
+
+def _is_ipv6(label: str) -> bool:
+    if not _DASHED_IPV6.fullmatch(label):
+        return False
+    try:
+        ipaddress.IPv6Address(label.replace("-", ":"))
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -191,11 +233,13 @@ def scrub_screen(screen: str) -> str:
 
 
 def scrub_referrer(referrer: str | None) -> str | None:
-    """The referrer's host only; None if absent, an IP address or personal-looking."""
+    """The referrer's host only; None if absent, an IP address or personal-looking (by
+    the rule that refuses a site: a host such as ec2-203-0-113-7.compute-1.amazonaws.com
+    names someone's machine). None is what an IP referrer gives: counted as direct."""
     if not referrer:
         return None
     host = referrer_host(referrer)
-    if host is None or contains_pii(host):
+    if host is None or host_holds_personal_data(host):
         return None
     return host[:253]
 

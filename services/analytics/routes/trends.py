@@ -1,7 +1,10 @@
 """Trends: the operators' view (aggregates only) and k-suppressed releases.
 
 Every answer is a release recorded with its privacy receipt (audience, k, epsilon,
-cells published and suppressed), returned with it.
+cells published and suppressed), returned with it. Without 'from' or 'to', a range is
+the two days up to now (for a threshold release, up to its final days). An answer holds
+at most IMT_ANALYTICS_MAX_RELEASE_WINDOWS windows: one cut short says so ('truncated')
+and its 'to' is where it stops.
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ router = APIRouter(tags=["trends"])
 Analyst = Annotated[Claims, Depends(require_roles("analyst", "admin"))]
 Grain = Literal["minute", "hour", "day"]
 SITE_PATTERN = r"^[a-z0-9.-]{1,253}$"
+# A range given by one bound or none spans this much (docs: "the two days up to now").
+DEFAULT_SPAN = timedelta(days=2)
+FROM = "Start of the range (ISO 8601 with zone); default: two days before 'to'."
+TO = (
+    "End of the range, excluded (ISO 8601 with zone); default: now (partner and public: "
+    "'final_before'), or two days after a 'from' at or after that. The answer's 'to' is "
+    "where it stops: earlier, with 'truncated' true, if the range held more windows than "
+    "one answer takes."
+)
 
 
 class _Range:
@@ -30,33 +42,33 @@ class _Range:
         self,
         site: Annotated[str, Query(pattern=SITE_PATTERN)],
         grain: Grain = "hour",
-        start: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-        end: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+        start: Annotated[AwareDatetime | None, Query(alias="from", description=FROM)] = None,
+        end: Annotated[AwareDatetime | None, Query(alias="to", description=TO)] = None,
     ) -> None:
         self.site = site
         self.grain: Grain = grain
         self._asked = (start, end)
-        self.start, self.end = self._bounds(start, end, datetime.now(UTC) + timedelta(days=1))
+        self.start, self.end = self._bounds(start, end, datetime.now(UTC))
 
     def final(self, final_before: datetime) -> None:
-        """Without 'to', a threshold release ends where final days end (not tomorrow).
+        """Without 'to', a threshold release ends where final days end (not now).
         (Days from then on are left out of it whatever the range.)"""
         start, end = self._asked
         if end is None:
-            late = start is not None and start >= final_before
-            try:
-                default_end = start + timedelta(days=2) if late and start else final_before
-            except OverflowError:
-                raise Problem(422, "Invalid range", "Dates out of range.", slug="range") from None
-            self.start, self.end = self._bounds(start, None, default_end)
+            self.start, self.end = self._bounds(start, None, final_before)
 
     @staticmethod
     def _bounds(
         start: datetime | None, end: datetime | None, default_end: datetime
     ) -> tuple[datetime, datetime]:
         try:  # in UTC, as stored: a bound at the very ends of time cannot be one
-            end = (end or default_end).astimezone(UTC)
-            start = (start or end - timedelta(days=2)).astimezone(UTC)
+            if end is None:
+                # A 'from' at or after the default end gets the span from it: without a
+                # 'to', "'from' must be before 'to'" would make no sense.
+                late = start is not None and start >= default_end
+                end = start + DEFAULT_SPAN if late and start else default_end
+            end = end.astimezone(UTC)
+            start = (start or end - DEFAULT_SPAN).astimezone(UTC)
         except OverflowError:
             raise Problem(422, "Invalid range", "Dates out of range.", slug="range") from None
         if start >= end:
@@ -69,14 +81,19 @@ Range = Annotated[_Range, Depends()]
 
 @router.get("/trends")
 async def operator_trends(request: Request, _: Analyst, query: Range) -> dict[str, Any]:
-    """Aggregates of a site's windows, unsuppressed (analysts and admins only)."""
+    """Aggregates of a site's windows, unsuppressed (analysts and admins only). At
+    most ``IMT_ANALYTICS_MAX_RELEASE_WINDOWS`` windows, oldest first: an answer with
+    more in its range has ``truncated`` true and ends (``to``) where the first window
+    left out starts; ask again from there for the rest."""
     return await _release(request, "operator", query, k=1, epsilon=None)
 
 
 @router.get("/trends/partner")
 async def partner_trends(request: Request, _: Analyst, query: Range) -> dict[str, Any]:
     """The release analysts hand to partners: cells under the partner k suppressed
-    (hour and day windows of final days)."""
+    (hour and day windows of final days). It covers at most
+    ``IMT_ANALYTICS_MAX_RELEASE_WINDOWS`` / 25 days from the day of ``from``: a longer
+    range has ``truncated`` true and ``to`` at the end of the last day covered."""
     settings: AnalyticsSettings = request.app.state.settings
     _no_minutes(query)
     return await _release(
@@ -87,7 +104,8 @@ async def partner_trends(request: Request, _: Analyst, query: Range) -> dict[str
 @router.get("/trends/public")
 async def public_trends(request: Request, query: Range) -> dict[str, Any]:
     """Public trends: no account needed; cells under the public k suppressed (hour
-    and day windows of final days), and everything the partners' release hides."""
+    and day windows of final days), and everything the partners' release hides. Long
+    ranges are cut as for partners (``truncated``, ``to``)."""
     settings: AnalyticsSettings = request.app.state.settings
     _no_minutes(query)
     return await _release(
@@ -159,7 +177,10 @@ async def _release(
         "site": query.site,
         "grain": query.grain,
         "from": query.start,
-        "to": query.end,
+        # Where the answer stops: 'to', or earlier if the range held more windows than
+        # one answer takes (ask again from here for the rest).
+        "to": receipt.end,
+        "truncated": receipt.truncated,
         # With a threshold, only days that can no longer change are released.
         **({} if final is None else {"final_before": final}),
         "windows": windows,

@@ -36,6 +36,19 @@ from tests.unit.pii.strategies import (
 )
 
 EXAMPLES = 25
+# Referrer hosts naming a machine or a number: an IP address, one written with dashes in
+# a host name (cloud and wildcard-DNS names), and a phone number's digits as a label.
+REFERRER_HOSTS = (
+    "{ipv4}",
+    "ec2-{dashed}.compute-1.amazonaws.com",
+    "{dashed}.sslip.io",
+    "{phone}.example.org",
+)
+
+
+def _referrer_host(p: dict[str, str], form: str) -> str:
+    phone = "".join(ch for ch in p["phone"] if ch in string.digits)
+    return form.format(ipv4=p["ipv4"], dashed=p["ipv4"].replace(".", "-"), phone=phone)
 
 
 @st.composite
@@ -45,7 +58,7 @@ def planted(draw: st.DrawFn) -> dict[str, str]:
     digits, written = draw(card_numbers(BEACON_CARD_SEPARATORS))
     ipv4 = ".".join(str(draw(st.integers(11, 254))) for _ in range(4))
     ipv6 = str(draw(st.ip_addresses(v=6).filter(lambda ip: len(str(ip)) >= 12)))
-    return {
+    p = {
         "email": draw(emails()),
         "phone": draw(phones()),
         "card": written,
@@ -55,6 +68,7 @@ def planted(draw: st.DrawFn) -> dict[str, str]:
         "where": where,
         "noise": draw(st.text(string.ascii_lowercase, min_size=1, max_size=8)),
     }
+    return {**p, "referrer_host": _referrer_host(p, draw(st.sampled_from(REFERRER_HOSTS)))}
 
 
 def _refused_site(site: str, p: dict[str, str]) -> str:
@@ -77,7 +91,7 @@ def _beacon(site: str, p: dict[str, str]) -> dict[str, object]:
         return beacon(site, f"/{p['noise']}#{secrets}", **fields)
     if p["where"] == "screen":
         return {**beacon(site, **fields), "page": None, "screen": secrets[:200]}
-    return beacon(site, "/r", referrer=f"https://{p['ipv4']}/{secrets}", **fields)
+    return beacon(site, "/r", referrer=f"https://{p['referrer_host']}/{secrets}", **fields)
 
 
 # JSON may escape what sits between a card's digits (a no-break space as six characters).
@@ -87,7 +101,7 @@ _JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\[bfnrt/]")
 def _traces(text: str, p: dict[str, str]) -> list[str]:
     """The planted values found in ``text``, as written, percent-encoded or as digits."""
     found = []
-    for kind in ("email", "phone", "card", "ipv4", "ipv6"):
+    for kind in ("email", "phone", "card", "ipv4", "ipv6", "referrer_host"):
         value = p[kind]
         if value in text or quote(value, safe="") in text or quote(value) in text:
             found.append(kind)
@@ -114,6 +128,11 @@ async def test_personal_data_in_beacons_reaches_no_topic_table_or_api(
         examples.append(p)
 
     collect()
+    # Every form of referrer host at least once, whatever was drawn.
+    examples += [
+        {**p, "where": "referrer", "referrer_host": _referrer_host(p, form)}
+        for p, form in zip(examples, REFERRER_HOSTS, strict=False)
+    ]
     # The first ten go in one batch (POST /beacons), the others one at a time; those with
     # personal data in their site are refused, so they go alone (one would refuse a batch).
     accepted = [p for p in examples if p["where"] != "site"]

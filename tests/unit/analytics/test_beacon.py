@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from services.analytics.domain import beacon as beacon_module
 from services.analytics.domain.beacon import (
     MalformedBeacon,
+    ScrubMemo,
     device_class_of,
     is_bot,
     parse_beacon,
@@ -97,6 +98,45 @@ def test_referrer_becomes_a_host_and_ip_referrers_vanish() -> None:
     assert scrub_referrer(None) is None
 
 
+# Hosts naming someone's machine or number: an IP address written with dashes (cloud
+# and wildcard-DNS names), or a number of seven digits or more, in any digits.
+PERSONAL_HOSTS = [
+    "ec2-203-0-113-7.compute-1.amazonaws.com",
+    "ec2-3-8-1-9.eu-west-2.compute.amazonaws.com",
+    "ip-10-0-0-1.ec2.internal",
+    "192-168-100-200.sslip.io",
+    "10-0-0-1.sslip.io",
+    "2a01-4f8-c17-b8f--2.sslip.io",
+    "447911123456.example.org",
+    "call-555-123-4567.example.org",
+    "\uff14\uff14\uff17\uff19\uff11\uff11\uff11\uff12\uff13\uff14\uff15\uff16.example",
+]
+
+
+@pytest.mark.promise("P-04")
+@pytest.mark.parametrize("host", PERSONAL_HOSTS)
+def test_a_referrer_host_holding_an_address_or_a_number_is_dropped(host: str) -> None:
+    # Dropped as an IP referrer is: no host at all (the visit counts as direct).
+    assert scrub_referrer(f"https://{host}/some/page") is None
+    assert ScrubMemo(DEFAULT_ALLOWED_QUERY_KEYS).referrer(f"https://{host}/") is None
+    visit = scrub(
+        parse_beacon(_body(page="/a", referrer=f"http://{host}:8080/x")),
+        FIREFOX,
+        DEFAULT_ALLOWED_QUERY_KEYS,
+    )
+    assert visit.referrer_host is None
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["www.google.com", "m.163.com", "shop24.example", "app-2026.imt.example",
+     "bench123456.example", "cdn-1-2-3.example", "xn--bcher-kva.example",
+     "dead--beef.shop24.example"],
+)  # fmt: skip
+def test_referrer_hosts_with_a_few_digits_are_kept(host: str) -> None:
+    assert scrub_referrer(f"https://{host}/p") == host
+
+
 def test_screen_names_are_redacted() -> None:
     beacon = parse_beacon(_body(screen="Profile of +1 415 555 0134"))
     visit = scrub(beacon, IPHONE, DEFAULT_ALLOWED_QUERY_KEYS)
@@ -145,6 +185,10 @@ def test_malformed_beacons_are_refused(body: bytes) -> None:
         "call.555.123.4567.imt.example",
         "10.0.0.1.nip.io",
         "192-168-100-200.sslip.io",
+        # An IPv4 address with dashes, too few digits to be a phone number.
+        "10-0-0-1.sslip.io",
+        "ip-10-0-0-1.imt.example",
+        "2a01-4f8--1.imt.example",  # an IPv6 address with dashes
         "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6.example",  # a secret's shape
         # A phone's digits unseparated, alone or in a label: as refused as separated.
         "12125550123.example",
