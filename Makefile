@@ -56,9 +56,9 @@ run: setup
 stop: setup
 	$(PY) deploy/local/run.py --stop
 
-# The slow first start (apt, Maven) happens here, outside any test's time limit: every
-# Debian package the run needs (the gateway's, Prometheus's and the browser's too), then
-# the infrastructure the first tests use. The test run reuses what is up (and stops it
+# The slow first start (apt, Maven) happens here, outside any test's time limit: the
+# Debian packages the run starts (PostgreSQL, nginx, Prometheus, Chromium; Java and
+# Maven are the machine's), then the infrastructure the first tests use. The test run reuses what is up (and stops it
 # after when IMT_TEST_STOP_STACK=1, as in CI).
 test: setup
 	@rm -rf .reports

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
@@ -64,9 +65,39 @@ async def ensure_topics(
                 "not grown (keys would change partition; migrate them as planned work): "
                 + "; ".join(short)
             )
+        present = [t for t in wanted if t.name in existing]
+        await _check_min_insync(admin, present, replication_factor)
         return [t.name for t in missing]
     finally:
         await admin.close()
+
+
+MIN_INSYNC = "min.insync.replicas"
+
+
+async def _check_min_insync(
+    admin: AIOKafkaAdminClient, topics: Sequence[Topic], replication_factor: int
+) -> None:
+    """Existing topics must wait for as many copies as the registry's would: with fewer,
+    acks=all is satisfied by a leader alone, whose lost disk loses the event. Reported,
+    not altered (an alter replaces a topic's whole configuration)."""
+    if not topics:
+        return
+    wanted = {t.name: int(t.config(replication_factor)[MIN_INSYNC]) for t in topics}
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, t.name, {MIN_INSYNC: None}) for t in topics
+    ]
+    low = []
+    for response in await admin.describe_configs(resources):
+        for _code, _message, _type, name, entries in response.resources:
+            values = [int(e[1]) for e in entries if e[0] == MIN_INSYNC and e[1] is not None]
+            if values and values[0] < wanted.get(name, 1):
+                low.append(f"{name} has {MIN_INSYNC}={values[0]}, the registry {wanted[name]}")
+    if low:
+        raise TopicCreationFailed(
+            f"acks=all would not wait for {replication_factor - 1} copies: raise it"
+            " (kafka-configs.sh --alter --add-config): " + "; ".join(sorted(low))
+        )
 
 
 def _raise_errors(errors: Sequence[tuple[Any, ...]]) -> None:

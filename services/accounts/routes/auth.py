@@ -164,8 +164,14 @@ async def _register(ctx: Context, body: SignUp, band: AgeBand, password_hash: st
         "guardian_consented": False if band == "under_13" else None,
     }
     async with ctx.pool.acquire() as conn, conn.transaction():
-        if not await store.insert_user(conn, **columns):
-            return SignedUp(user_id=uuid4())  # lost a race for the same email: not mailed
+        inserted = await store.insert_user(conn, **columns)
+    if not inserted:
+        # Lost a race for the same email: its owner is told as if it had come later (a
+        # squatter's sign-up racing the owner's must not go unmentioned).
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await _tell_the_owner(ctx, conn, index)
+        return SignedUp(user_id=uuid4())
+    async with ctx.pool.acquire() as conn, conn.transaction():
         user = await store.user_by_id(conn, user_id)
         assert user is not None
         registered = UserRegistered(
@@ -195,13 +201,29 @@ async def _tell_the_owner(ctx: Context, conn: Connection, index: bytes) -> bool:
     existing = await store.user_by_email_index(conn, index)
     if existing is None:
         return False
-    user = await store.user_by_id(conn, existing["id"], lock=True)  # one mail at a time
+    # One mail at a time. A row another transaction holds (an export reading it, a
+    # racing sign-up mailing) is not waited for: the wait would outlast the answer floor
+    # and tell that the address is registered. That attempt mails nothing.
+    user = await conn.fetchrow(
+        "SELECT * FROM users WHERE id = $1 AND email_index = $2 FOR UPDATE SKIP LOCKED",
+        existing["id"],
+        index,
+    )
     if user is not None:
-        state = "active" if user["email_verified"] else "unconfirmed"
         await mail_reset_link(
-            ctx, conn, user["id"], template="signup_attempted", params={"account_state": state}
-        )
+            ctx, conn, user["id"], template="signup_attempted",
+            params={"account_state": _account_state(user)},
+        )  # fmt: skip
     return True
+
+
+def _account_state(user: asyncpg.Record) -> str:
+    """What the owner is told of the account: ``unconfirmed`` (its address never was:
+    someone else may have made it), ``awaiting_consent`` (a child's, waiting for a
+    guardian) or ``active``."""
+    if not user["email_verified"]:
+        return "unconfirmed"
+    return "active" if user["active"] else "awaiting_consent"
 
 
 async def _use_link(ctx: Context, token: str, purpose: str) -> LinkUsed:

@@ -885,8 +885,10 @@ async def register_recipient(
 ) -> RecipientOut:
     """Register a processor or partner with its purpose and the fields it may receive.
     A processor may never be registered for a sensitive field (P-19)."""
-    # Stored in clear, shown to users and written into audit purposes: no card numbers.
+    # Stored in clear, shown to users and written into the purpose of every disclosure's
+    # audit row (kept for good): no card numbers, no one's personal data.
     refuse_card_numbers(name=body.name, purpose=body.purpose)
+    refuse_personal_data(name=body.name, purpose=body.purpose)
     unknown = field_rules.unknown_positions(body.allowed_fields)
     if unknown:
         # By position: an unknown entry is the caller's text, and answers never echo it.

@@ -113,3 +113,20 @@ async def test_an_unknown_recipient_field_is_named_by_position_never_echoed() ->
         "body.allowed_fields.1",
         "body.allowed_fields.3",
     ]
+
+
+@pytest.mark.promise("P-14")
+async def test_a_recipient_named_with_personal_data_is_refused() -> None:
+    """A recipient's name goes into the purpose of every disclosure's audit row."""
+    body = {"name": "Acme", "kind": "partner", "purpose": "newsletter",
+            "allowed_fields": ["locale"]}  # fmt: skip
+    async with offline_client(operators.router) as client:
+        headers = operator_headers("admin")
+        clean = await client.post("/operator/recipients", json=body, headers=headers)
+        assert clean.status_code == 503, clean.text  # the same body, clean, reaches the store
+        refused = await client.post(
+            "/operator/recipients", json={**body, "name": f"Acme, contact {EMAIL}"}, headers=headers
+        )
+    assert refused.status_code == 422, refused.text
+    assert [e["location"] for e in refused.json()["errors"]] == ["body.name"]
+    _values_absent(refused.text)

@@ -98,3 +98,18 @@ def test_the_test_run_installs_every_package_before_pytest_starts() -> None:
     steps = [line.strip() for line in recipe.splitlines()]
     install = steps.index("$(STACK) install")
     assert install < next(i for i, step in enumerate(steps) if "-m pytest" in step)
+
+
+def test_a_user_who_is_not_root_is_told_what_is_missing_and_the_run_goes_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deploy.local import stack
+
+    monkeypatch.setattr(stack, "PACKAGES", {"chromium": lambda: None, "nginx": lambda: "/x"})
+    monkeypatch.setattr(procs, "is_root", lambda: False)
+    runs: list[Sequence[str]] = []
+    monkeypatch.setattr(procs, "apt_install", lambda packages, what: runs.append(packages))
+
+    assert stack.main(["install"]) == 0
+    assert runs == []
+    assert "chromium missing; as root: apt-get install" in capsys.readouterr().err

@@ -81,6 +81,7 @@ def test_only_plain_uses_of_the_slots_pass(source: str, plain: bool) -> None:
     [
         ("unconfirmed", "do not confirm it", "If it was you, sign in"),
         ("active", "If it was you, sign in", "do not confirm it"),
+        ("awaiting_consent", "waits for the consent of a parent", "If it was you, sign in"),
     ],
 )
 def test_a_sign_up_with_a_taken_address_tells_its_owner_what_the_link_does(
