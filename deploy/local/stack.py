@@ -180,6 +180,18 @@ def _say(text: str, stream: TextIO = sys.stdout) -> None:
     print(text, file=stream)
 
 
+def _install_or_warn() -> None:
+    """Install what is missing; as another user than root, say what and go on."""
+    missing = missing_packages()
+    if missing and not procs.is_root():
+        # Not ours to install: the tests that need them say so when they run.
+        command = f"apt-get install -y --no-install-recommends {' '.join(missing)}"
+        _say(f"warning: {', '.join(missing)} missing; as root: {command}", sys.stderr)
+        return
+    installed = install_missing()
+    _say(f"installed {', '.join(installed)}" if installed else "packages already installed")
+
+
 def _print_topics() -> None:
     shown = ("cleanup.policy", "retention.ms", "min.insync.replicas")
     for info in topics():
@@ -200,14 +212,7 @@ def _run(args: argparse.Namespace) -> int:
         _say("stopped" + (" and wiped" if args.wipe else " (data kept; --wipe deletes it)"))
         return 0
     if args.command == "install":
-        missing = missing_packages()
-        if missing and not procs.is_root():
-            # Not ours to install: the tests that need them say so when they run.
-            command = f"apt-get install -y --no-install-recommends {' '.join(missing)}"
-            _say(f"warning: {', '.join(missing)} missing; as root: {command}", sys.stderr)
-            return 0
-        installed = install_missing()
-        _say(f"installed {', '.join(installed)}" if installed else "packages already installed")
+        _install_or_warn()
         return 0
     if args.command == "status":
         states = status(args.only)
