@@ -80,12 +80,13 @@ class PlatformSettings(BaseSettings):
     )
     blind_index_key: SecretStr = Field(
         SecretStr(DEV_SECRET),
-        description="HMAC key of blind indexes (lookups by email); outside development at "
-        "least 32 characters of a random secret.",
+        description="HMAC key of blind indexes (lookups by email); outside development and "
+        "test at least 32 characters of a random secret.",
     )
     token_public_key: str = Field(
         DEV_TOKEN_PUBLIC_KEY,
-        description="PEM Ed25519 public key every service verifies access tokens with.",
+        description="PEM Ed25519 public key every service verifies access tokens with; "
+        "production refuses the development default (its private half is in the repository).",
     )
     token_private_key: SecretStr = Field(
         SecretStr(DEV_TOKEN_PRIVATE_KEY),

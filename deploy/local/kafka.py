@@ -250,7 +250,8 @@ def up(layout: Layout) -> str:
 
 
 async def ensure_topics(layout: Layout, topics: tuple[Topic, ...]) -> None:
-    """Create missing topics; grow partitions of existing ones, never touch their config."""
+    """Create missing topics; an existing one short of partitions or of in-sync replicas
+    stops the start with what to fix (never grown or altered)."""
     settings = PlatformSettings(kafka_bootstrap=bootstrap(layout))
     try:
         await shared_ensure_topics(settings, topics)

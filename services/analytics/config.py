@@ -78,7 +78,8 @@ class AnalyticsSettings(PlatformSettings):
         SecretStr(DEV_SECRET),
         description="HMAC key the noise of every release is derived from: the same on "
         "every replica and across restarts, or asking several of them (or one, again after "
-        "a restart) would give fresh samples to average the noise away.",
+        "a restart) would give fresh samples to average the noise away. Production refuses "
+        "the development default once an epsilon is set (without one, there is no noise).",
     )
     analytics_max_release_windows: int = Field(
         1500,

@@ -1037,6 +1037,9 @@ async def request_user_deletion(
     """An operator asks to delete a user, with their password: nothing happens until a
     second, different operator approves (P-15)."""
     refuse_card_numbers(reason=body.reason)
+    # Stored in clear with the request, which an erasure keeps (its reason cleared) and a
+    # restored snapshot holds as it was: it must name no one.
+    refuse_personal_data(reason=body.reason)
     await _reauthenticate(ctx, op, body.password)
     async with ctx.pool.acquire() as conn, conn.transaction():
         if await store.user_by_id(conn, user_id) is None:

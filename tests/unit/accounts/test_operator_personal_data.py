@@ -29,6 +29,9 @@ BODIES = [
     ("support", "POST", "/operator/users/search", SEARCH, "purpose", f"{EMAIL} wrote in"),
     ("admin", "POST", f"/operator/operators/{SOMEONE}/unlock", UNLOCK, "reason",
      f"confirmed on {PHONE}"),
+    ("support", "POST", f"/operator/users/{SOMEONE}/deletion-requests",
+     {"password": "operator-password", "reason": "the user asked in writing"}, "reason",
+     f"asked from {EMAIL}"),
 ]  # fmt: skip
 
 

@@ -217,3 +217,11 @@ def test_every_category_a_release_erases_live_is_replayed_where_it_is_kept() -> 
             entries = shipped[database][f"release:{rule['category']}"]
             assert any(e.split(" -> ")[-1].startswith(f"{table}.") or
                        e.startswith(f"{table}.") for e in entries), place  # fmt: skip
+
+
+def test_what_the_live_erasure_keeps_until_a_release_is_replayed_with_that_release() -> None:
+    """Recipients told of an erasure are its proof, kept until the disclosure log's
+    release: a restore before that release keeps them, as live."""
+    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    assert "recipient_erasures.subject_id" not in shipped["accounts"]["account"]
+    assert "recipient_erasures.subject_id" in shipped["accounts"]["release:disclosure_log"]
