@@ -204,10 +204,11 @@ def notice_for(event: Event, source: str) -> store.Notice | None:
             problems.append("a listed audience lists nobody")
         if not event.channels:
             problems.append("no channel")
-        secret = event.template in store.SECRET_LINKS and "token" in params
-        if secret and "inbox" in event.channels:
-            # An inbox item is kept, exported and streamed: no place for a live token.
-            problems.append(f"{event.template} carries a one-time link: by email only")
+        # A link confirming a new address goes to that address, and only there: never
+        # to the inbox or the current address, whose holder could confirm without it.
+        spec = TEMPLATES.get(event.template)  # unknown: one of the problems above
+        recipient = "pending" if spec is not None and spec.pending else event.recipient
+        problems.extend(secret_link_problems(event.template, params, event.channels, recipient))
         if problems:
             raise Unprocessable("; ".join(problems))
         return store.Notice(
@@ -218,15 +219,32 @@ def notice_for(event: Event, source: str) -> store.Notice | None:
             user_ids=event.user_ids,
             params=params,
             channels=tuple(dict.fromkeys(event.channels)),
-            # A link confirming a new address goes to that address, and only there: never
-            # to the inbox or the current address, whose holder could confirm without it.
-            recipient="pending" if TEMPLATES[event.template].pending else event.recipient,
+            recipient=recipient,
             pinned=TEMPLATES[event.template].pinned,
             source=source,
             send_at=event.send_at,
             card_changed_at=event.card_changed_at,
         )
     return None
+
+
+def secret_link_problems(
+    template: str, params: dict[str, str], channels: Sequence[str], recipient: str
+) -> list[str]:
+    """Why a one-time-link template may not go to the inbox on these channels.
+
+    Its link is stripped from the notice once its one email is done (store.record_results),
+    and the inbox item renders from the same params: on a notice that also goes by email
+    it would then fail to render, whatever the params were called. An in-site copy alone
+    (sent as a notice of its own, as accounts does) is kept, exported and streamed: it
+    may hold a link, never a live token. Only the user's own notices have inbox items
+    (store.fan_out): to another recipient the inbox channel writes nothing.
+    """
+    if template not in store.SECRET_LINKS or "inbox" not in channels or recipient != "user":
+        return []
+    if "token" in params or "email" in channels:
+        return [f"{template} carries a one-time link: by email only"]
+    return []
 
 
 async def tell_replaced_address(conn: Connection, contact: store.SealedContact) -> None:

@@ -8,11 +8,12 @@ TLS, verified against the configured CA); several run in parallel because aiosmt
 has no pipelining.
 
 A transport has the sender record the hand-over (a mark committed in the database)
-while the envelope (MAIL, RCPT) goes, and sends the message (DATA) only once it is
-recorded: the mark always precedes any chance that the server has the message, and its
-round trip overlaps the server's. Once DATA has begun, a failure without an answer from
-the server is :class:`InDoubt`, not a retry: the server may have taken the message, and
-a second copy would be an email sent twice.
+once its connection is up, while the envelope (MAIL, RCPT) goes, and sends the message
+(DATA) only once it is recorded: the mark always precedes any chance that the server
+has the message, and its round trip overlaps the server's. A connection that cannot be
+opened leaves no mark: the message never left, and is retried. Once DATA has begun, a
+failure without an answer from the server is :class:`InDoubt`, not a retry: the server
+may have taken the message, and a second copy would be an email sent twice.
 """
 
 from __future__ import annotations
@@ -288,11 +289,16 @@ class SmtpTransport:
         return client
 
     async def send(self, wire: Wire, hand_over: HandOver) -> None:
+        # Connected (TLS and login included) before the mark is asked for: a connect
+        # that times out leaves no mark, and so no lease ending on a marked row that
+        # never left (a dead letter in doubt, which no bulk replay sends).
+        try:
+            client = await self._connected()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self.close()
+            raise _failure(exc) from None
         marking = asyncio.ensure_future(hand_over())
         try:
-            if self._client is None or not self._client.is_connected:
-                self._client = await self._connect()
-            client = self._client
             await _envelope(client, wire)
         except (aiosmtplib.SMTPException, OSError, TimeoutError, PermanentFailure) as exc:
             await self.close()
@@ -318,6 +324,11 @@ class SmtpTransport:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             await self.close()
             raise InDoubt(f"SMTP connection lost during DATA: {type(exc).__name__}") from None
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._client is None or not self._client.is_connected:
+            self._client = await self._connect()
+        return self._client
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -105,8 +105,11 @@ class HandOvers:
     not each pay a database round trip of their own.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, margin_seconds: float = 0.0) -> None:
         self._pool = pool
+        # A mark needs the lease to last this long yet: its MAIL, RCPT and DATA go after
+        # it, and a lease ending before they are answered leaves the email in doubt.
+        self._margin = margin_seconds
         self._waiting: list[tuple[store.Lease, asyncio.Future[None]]] = []
         self._rounds: asyncio.Task[None] | None = None
 
@@ -127,7 +130,8 @@ class HandOvers:
             batch, self._waiting = self._waiting, []
             try:
                 async with self._pool.acquire() as conn:
-                    marked = await store.hand_over(conn, [lease for lease, _ in batch])
+                    leases = [lease for lease, _ in batch]
+                    marked = await store.hand_over(conn, leases, self._margin)
             except Exception as exc:
                 for _, done in batch:
                     if not done.done():
@@ -136,7 +140,7 @@ class HandOvers:
             for lease, done in batch:
                 if done.done():
                     continue
-                if lease.delivery_id in marked:
+                if (lease.delivery_id, lease.lease_until) in marked:
                     done.set_result(None)
                 else:
                     why = "lease lost, or its address unsubscribed since it was leased"
@@ -165,6 +169,30 @@ def unsubscribe_mailto(settings: NotifierSettings, email_index: bytes, category:
     the inbound webhook (routes/inbound.py) reads it; no one reads the From address."""
     token = unsubscribe_token(settings, email_index, category)
     return f"mailto:{settings.notifier_unsubscribe_mailto}?subject=unsubscribe%20{token}"
+
+
+#: How often an email waiting for its contact card looks again. The card's arrival
+#: wakes it at once (store.upsert_contact, or the recording of its wait if the card came
+#: while it was leased); this bounds a wake missed between the two, and how late the
+#: email is given up on.
+CONTACT_RECHECK_SECONDS = 60.0
+
+
+def contact_wait_delay(settings: NotifierSettings, waited: float) -> float:
+    """Until an email waiting for its contact card is leased again: a few minutes, never
+    past the end of its wait (by which it is a dead letter), nor under a retry's wait."""
+    left = settings.notifier_contact_wait_seconds - waited
+    later = min(CONTACT_RECHECK_SECONDS, left)
+    return max(settings.notifier_retry_max_seconds, later)
+
+
+def hand_over_margin(settings: NotifierSettings) -> float:
+    """How long a lease must last yet to be handed over: MAIL and RCPT at their timeout
+    each, so that a slow server leaves the mark refused (and the email retried), not a
+    mark whose lease ended before DATA (a dead letter in doubt, though never sent). At
+    most half the lease, so a short one can still be handed over."""
+    smtp = 2 * settings.notifier_smtp_timeout_seconds
+    return min(smtp, settings.notifier_lease_seconds / 2)
 
 
 def lease_of(row: Any) -> store.Lease:
@@ -212,7 +240,7 @@ class Sender:
             settings.notifier_send_rate_per_second,
             block=self._batch,
         )
-        self._hand_overs = HandOvers(pool)
+        self._hand_overs = HandOvers(pool, hand_over_margin(settings))
         self._results: list[store.Result] = []
         self._recorded = Wake()
         self._space = Wake()
@@ -305,7 +333,7 @@ class Sender:
                 row,
                 "pending",
                 reason="waiting for the contact card",
-                delay=s.notifier_retry_max_seconds,
+                delay=contact_wait_delay(s, waited),
                 waiting=True,
             )
         if row["recipient"] == "guardian" and row["guardian_email"] is None:

@@ -328,7 +328,9 @@ async def fan_out(conn: Connection, n: Notice) -> int:
         """,
         n.notice_id,
         count,
-        inbox and email,
+        # Emails are planned from the inbox items: none written, none to plan (a card
+        # that comes late is given its email by late_contacts.py, not by the planner).
+        inbox and email and count > 0,
         inbox and count > 0,
     )
     if inbox:
@@ -389,7 +391,7 @@ async def plan_email_chunk(conn: Connection, chunk: int) -> int | None:
 
 
 async def _plan_chunk(conn: Connection, notice_id: UUID, cursor: int | None, chunk: int) -> int:
-    if cursor is None:  # the notice's first item, through the BRIN index
+    if cursor is None:  # the notice's first item, by the (notice_id, id) index
         first = await conn.fetchval(
             "SELECT min(id) FROM inbox_items WHERE notice_id = $1", notice_id
         )
@@ -560,22 +562,28 @@ UPDATE deliveries d SET handed_over_at = now()
 FROM unnest($1::bigint[], $2::timestamptz[], $3::bytea[], $4::text[])
      AS u(id, lease_until, address_index, category)
 WHERE d.id = u.id AND d.status = 'sending' AND d.next_attempt_at = u.lease_until
-  AND d.next_attempt_at > now() AND d.handed_over_at IS NULL
+  AND d.next_attempt_at > now() + make_interval(secs => $5)
+  AND d.handed_over_at IS NULL
   AND NOT EXISTS (
       SELECT 1 FROM suppressions s
       WHERE s.email_index = u.address_index AND s.category IN (u.category, 'all')
   )
-RETURNING d.id
+RETURNING d.id, d.next_attempt_at AS lease_until
 """
 
 
-async def hand_over(conn: Connection, leases: Sequence[Lease]) -> set[int]:
+async def hand_over(
+    conn: Connection, leases: Sequence[Lease], margin_seconds: float = 0.0
+) -> set[tuple[int, datetime]]:
     """Mark deliveries handed to the SMTP server; committed before their DATA is sent.
 
-    Returns the ids marked: those whose sender still holds the lease it was given and
-    whose address has not unsubscribed from the email's category (or from all email)
-    since. Any other must not be sent: it stays leased, unmarked, until its lease ends,
-    and is then leased and decided again (a suppressed one is recorded as such).
+    Returns the leases marked, as (id, lease_until): those whose sender still holds the
+    lease it was given, for ``margin_seconds`` more at least, and whose address has not
+    unsubscribed from the email's category (or from all email) since. The lease, not the
+    id alone: a row leased again by the same process (its first lease ran out while
+    queued) may be in one round under both, and only the newer may send. Any other must
+    not be sent: it stays leased, unmarked, until its lease ends, and is then leased and
+    decided again (a suppressed one is recorded as such).
     """
     rows = await conn.fetch(
         _HAND_OVER,
@@ -583,8 +591,9 @@ async def hand_over(conn: Connection, leases: Sequence[Lease]) -> set[int]:
         [lease.lease_until for lease in leases],
         [lease.address_index for lease in leases],
         [lease.category for lease in leases],
+        margin_seconds,
     )
-    return {r["id"] for r in rows}
+    return {(r["id"], r["lease_until"]) for r in rows}
 
 
 @dataclass(frozen=True)
@@ -616,7 +625,11 @@ _RECORD = """
 UPDATE deliveries d
 SET status = u.status, outcome = u.outcome, reason = u.reason,
     attempts = d.attempts + u.inc,
-    next_attempt_at = now() + make_interval(secs => u.delay),
+    -- A card that came while the row was leased found nothing to wake (upsert_contact
+    -- wakes pending rows): an email still waiting for it goes now.
+    next_attempt_at = CASE
+        WHEN u.waiting AND EXISTS (SELECT 1 FROM contacts c WHERE c.user_id = d.user_id)
+        THEN now() ELSE now() + make_interval(secs => u.delay) END,
     waiting_since = CASE WHEN u.waiting THEN coalesce(d.waiting_since, now()) END,
     finished_at = CASE WHEN u.status IN ('done', 'dead') THEN now() END,
     handed_over_at = CASE WHEN u.status = 'pending' THEN NULL ELSE d.handed_over_at END,

@@ -226,3 +226,17 @@ async def wait_contacts(settings: PlatformSettings, user_ids: Sequence[uuid.UUID
         )
     finally:
         await conn.close()
+
+
+async def email_attempts(settings: PlatformSettings, notice_id: uuid.UUID) -> list[int]:
+    """The SMTP attempts of each of the notice's email deliveries (ops shows no count)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_dsn("notifier"))
+    try:
+        rows = await conn.fetch(
+            "SELECT attempts FROM deliveries WHERE notice_id = $1 ORDER BY id", notice_id
+        )
+    finally:
+        await conn.close()
+    return [int(r["attempts"]) for r in rows]

@@ -243,6 +243,47 @@ async def test_only_the_holder_of_a_live_lease_can_hand_a_delivery_over(
     assert all(r["handed_over_at"] is not None for r in rows.values())
 
 
+async def test_a_row_leased_twice_by_one_process_hands_over_under_its_new_lease_only(
+    pool: asyncpg.Pool,
+) -> None:
+    """A job queued until its lease ran out, and the same row leased again by the same
+    process: both jobs ask for the mark in one round. Only the new lease may send."""
+    config = NotifierSettings(environment="test")
+    vault = await Vault.connect(config, pool)
+    await seed(pool, vault, count=1)
+    await vault.close()
+    await pool.execute("DELETE FROM suppressions")  # leases alone are under test here
+    async with pool.acquire() as conn:
+        (stale,) = await store.claim_deliveries(conn, 1, 0.5)
+    await asyncio.sleep(1.0)
+    async with pool.acquire() as conn:
+        (fresh,) = await store.claim_deliveries(conn, 1, 600)
+    assert fresh["id"] == stale["id"]
+    marks = HandOvers(pool)
+    results = await asyncio.gather(
+        marks.mark(lease_of(stale)), marks.mark(lease_of(fresh)), return_exceptions=True
+    )
+    assert isinstance(results[0], store.LeaseLost)
+    assert results[1] is None
+
+
+async def test_a_lease_about_to_end_is_not_handed_over(pool: asyncpg.Pool) -> None:
+    """Its MAIL, RCPT and DATA could outlast it, leaving a marked row whose lease ended:
+    a dead letter in doubt, though the email may never have left. Refused, it is leased
+    again once the lease ends, and sent then."""
+    config = NotifierSettings(environment="test")
+    vault = await Vault.connect(config, pool)
+    notice, _ = await seed(pool, vault, count=1)
+    await vault.close()
+    await pool.execute("DELETE FROM suppressions")  # leases alone are under test here
+    async with pool.acquire() as conn:
+        (row,) = await store.claim_deliveries(conn, 1, 20)
+    with pytest.raises(store.LeaseLost):
+        await HandOvers(pool, margin_seconds=30).mark(lease_of(row))
+    assert all(r["handed_over_at"] is None for r in (await deliveries(pool, notice)).values())
+    await HandOvers(pool, margin_seconds=5).mark(lease_of(row))
+
+
 @pytest.mark.promise("P-32")
 async def test_an_unsubscribe_after_the_lease_stops_the_email_at_its_hand_over(
     pool: asyncpg.Pool,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -47,9 +47,13 @@ def _marking_only(monkeypatch: pytest.MonkeyPatch, ids: set[int]) -> list[store.
     """store.hand_over marks ``ids`` only (the others: lease lost or unsubscribed)."""
     asked: list[store.Lease] = []
 
-    async def hand_over(_conn: object, leases: Sequence[store.Lease]) -> set[int]:
+    async def hand_over(
+        _conn: object, leases: Sequence[store.Lease], _margin: float = 0.0
+    ) -> set[tuple[int, datetime]]:
         asked.extend(leases)
-        return {lease.delivery_id for lease in leases} & ids
+        return {
+            (lease.delivery_id, lease.lease_until) for lease in leases if lease.delivery_id in ids
+        }
 
     monkeypatch.setattr(store, "hand_over", hand_over)
     return asked
@@ -70,6 +74,36 @@ async def test_an_unmarked_delivery_is_a_lost_lease(monkeypatch: pytest.MonkeyPa
     assert isinstance(results[1], store.LeaseLost)
     assert "unsubscribed" in str(results[1])
     assert asked == [lease_of(_row(1)), lease_of(_row(2))]  # one round, both leases
+
+
+class _Conn:
+    """Answers the hand-over statement as PostgreSQL does for one row under two leases:
+    only the lease the row holds now matches, and the row is returned once."""
+
+    def __init__(self, held: datetime) -> None:
+        self.held = held
+
+    async def fetch(self, _sql: str, ids: list[int], leases: list[datetime], *_: Any) -> list[Any]:
+        rows = {i: {"id": i, "lease_until": lease} for i, lease in zip(ids, leases, strict=True)}
+        return [row for row in rows.values() if row["lease_until"] == self.held]
+
+
+async def test_a_row_leased_again_is_handed_over_under_its_new_lease_only() -> None:
+    """Queued under lease J until J ran out, then leased again (J') by this process: both
+    jobs reach the same round, and only J' may send its DATA."""
+    first, again = LEASE_UNTIL, LEASE_UNTIL + timedelta(seconds=120)
+    conn = _Conn(held=again)
+
+    @contextlib.asynccontextmanager
+    async def acquire() -> AsyncIterator[object]:
+        yield conn
+
+    pool: Any = SimpleNamespace(acquire=acquire)
+    marks = HandOvers(pool)
+    old, new = (store.Lease(5, until, b"a" * 32, "marketing") for until in (first, again))
+    results = await asyncio.gather(marks.mark(old), marks.mark(new), return_exceptions=True)
+    assert isinstance(results[0], store.LeaseLost)
+    assert results[1] is None
 
 
 class _Smtp:

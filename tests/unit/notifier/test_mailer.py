@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email import message_from_bytes, message_from_string, policy
 from email.charset import QP, Charset
@@ -12,13 +14,24 @@ from email.message import EmailMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, parseaddr
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from services.notifier.config import NotifierSettings
 from services.notifier.domain import compliance
 from services.notifier.domain.compliance import OutgoingEmail
 from services.notifier.domain.templates import TEMPLATES
-from services.notifier.mailer import GatedTransport, HandOver, Refused, Wire, build_message
+from services.notifier.mailer import (
+    GatedTransport,
+    HandOver,
+    Refused,
+    SmtpTransport,
+    TemporaryFailure,
+    Wire,
+    build_message,
+)
 from tests.unit.notifier.test_compliance import POLICY, render
 
 _UTF8_QP = Charset("utf-8")
@@ -274,3 +287,70 @@ def test_an_internationalised_business_address_goes_as_utf8() -> None:
         "Télé iMT",
         "actualités@phonedoctorbiz.example",
     )
+
+
+class _Client:
+    """An aiosmtplib client, connected, that answers MAIL and RCPT and takes DATA."""
+
+    is_connected = True
+    is_ehlo_or_helo_needed = False
+
+    def __init__(self, steps: list[str]) -> None:
+        self.steps = steps
+
+    def supports_extension(self, _name: str) -> bool:
+        return True
+
+    async def execute_command(self, verb: bytes, *_args: bytes) -> Any:
+        self.steps.append(verb.decode())
+        return SimpleNamespace(code=250, message="ok")
+
+    async def data(self, _data: bytes) -> None:
+        self.steps.append("DATA")
+
+    async def quit(self) -> None:
+        self.steps.append("QUIT")
+
+
+def _smtp(monkeypatch: pytest.MonkeyPatch, connect: Callable[[], Awaitable[Any]]) -> Any:
+    transport = SmtpTransport(NotifierSettings(environment="test", notifier_smtp_security="none"))
+    monkeypatch.setattr(transport, "_connect", connect)
+    return transport
+
+
+_WIRE = Wire("service@example.org", "ada@example.org", b"Subject: x\n\nbody\n")
+
+
+async def test_a_connection_that_cannot_be_opened_leaves_no_hand_over_mark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connect that times out near the lease's end must not leave a marked row whose
+    lease then ends: that row would be a dead letter in doubt, though it never left."""
+    marked: list[str] = []
+
+    async def timing_out() -> Any:
+        await asyncio.sleep(0)  # a mark started alongside would have its turn here
+        raise TimeoutError
+
+    async def hand_over() -> None:
+        marked.append("marked")
+
+    with pytest.raises(TemporaryFailure):
+        await _smtp(monkeypatch, timing_out).send(_WIRE, hand_over)
+    assert marked == []
+
+
+async def test_the_mark_is_taken_once_connected_and_committed_before_data(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    steps: list[str] = []
+
+    async def connect() -> Any:
+        steps.append("connect")
+        return _Client(steps)
+
+    async def hand_over() -> None:
+        steps.append("mark")
+
+    await _smtp(monkeypatch, connect).send(_WIRE, hand_over)
+    assert steps.index("connect") < steps.index("mark") < steps.index("DATA")

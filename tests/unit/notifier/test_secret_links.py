@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from services.notifier import handlers
+from services.notifier import handlers, store
 from shared.bus import Unprocessable
 from shared.events.catalogue.notifier import SendNotice
 
@@ -42,3 +42,40 @@ def test_a_one_time_link_in_site_is_refused_by_email_accepted(
 def test_the_in_site_copy_of_a_deletion_notice_without_a_token_is_accepted() -> None:
     notice = _notice("deletion_requested", ("inbox",), link="https://x/#deletion=1")
     assert handlers.notice_for(notice, "accounts") is not None
+
+
+_LINKS = {
+    "verify_email": {"link": "https://x/verify"},
+    "verify_new_email": {"link": "https://x/verify", "change": str(uuid.uuid4())},
+    "parental_consent": {"link": "https://x/consent"},
+    "password_reset": {"link": "https://x/reset-password"},
+    "signup_attempted": {"link": "https://x/reset-password", "account_state": "active"},
+    "deletion_requested": {"link": "https://x/cancel-deletion"},
+}
+
+
+@pytest.mark.parametrize("template", sorted(store.SECRET_LINKS - {"verify_new_email"}))
+def test_a_one_time_link_by_email_and_in_site_is_refused_without_a_token(template: str) -> None:
+    """The link leaves the notice once its email is done; the inbox item, rendered from
+    the same params, would then fail (the inbox would answer 500): a dead letter."""
+    notice = _notice(template, ("email", "inbox"), **_LINKS[template])
+    with pytest.raises(Unprocessable, match="by email only"):
+        handlers.notice_for(notice, "accounts")
+
+
+def test_a_link_to_a_new_address_never_reaches_the_inbox_it_names() -> None:
+    """It goes to the address to confirm alone, which has no inbox: nothing to refuse."""
+    notice = _notice("verify_new_email", ("email", "inbox"), **_LINKS["verify_new_email"])
+    accepted = handlers.notice_for(notice, "accounts")
+    assert accepted is not None
+    assert accepted.recipient == "pending"
+
+
+def test_every_one_time_link_template_is_covered() -> None:
+    assert set(_LINKS) == store.SECRET_LINKS
+
+
+def test_an_unknown_template_is_unprocessable_at_once_not_a_handler_failure() -> None:
+    """Refused with its reason on first sight, not retried as a crash (a KeyError)."""
+    with pytest.raises(Unprocessable, match="unknown template 'crypto_offer'"):
+        handlers.notice_for(_notice("crypto_offer", ("email",)), "accounts")
