@@ -15,6 +15,7 @@ from services.deletion.domain.certificate import Certificate, Finding, Verdict, 
 from services.deletion.domain.replay import (
     LedgerEntry,
     ReleaseEntry,
+    SubjectColumns,
     load_subject_columns,
     parse_subject_columns,
     releases_to_replay,
@@ -23,6 +24,11 @@ from services.deletion.domain.replay import (
 )
 from shared.vault.crypto import blind_index
 from tests.unit.deletion.factories import T0
+
+
+def _shipped() -> SubjectColumns:
+    """The subject columns the deletion service ships."""
+    return load_subject_columns(DeletionSettings().deletion_subject_columns_file)
 
 
 def entry(erased_after: timedelta | None, scope: str = "account") -> LedgerEntry:
@@ -51,7 +57,7 @@ def test_the_plan_deletes_by_subject_or_item_columns_in_order() -> None:
 
 
 def test_a_request_reply_is_replayed_through_the_request_id_in_its_params() -> None:
-    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    shipped = _shipped()
     request = entry(None, scope="request")
     plan = replay_plan("notifier", shipped, [request])
     assert [d.sql() for d in plan] == [
@@ -68,7 +74,7 @@ def test_a_request_reply_is_replayed_through_the_request_id_in_its_params() -> N
 def test_a_scheduled_notice_loses_the_subject_from_its_list_and_stays() -> None:
     """The notifier takes an erased subject's id out of a notice scheduled for later (its
     other recipients still get it): the replay does the same, never deletes the notice."""
-    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    shipped = _shipped()
     account = entry(None)
     [listed] = [d for d in replay_plan("notifier", shipped, [account]) if d.table == "notices"]
     assert listed.sql() == (
@@ -79,7 +85,7 @@ def test_a_scheduled_notice_loses_the_subject_from_its_list_and_stays() -> None:
 
 
 def test_consents_go_but_those_a_disclosure_was_made_under() -> None:
-    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    shipped = _shipped()
     account = entry(None)
     [consents] = [d for d in replay_plan("accounts", shipped, [account]) if d.table == "consents"]
     assert consents.sql() == (
@@ -109,7 +115,7 @@ def test_column_names_are_validated() -> None:
         parse_subject_columns('[accounts]\naccount = ["users; DROP TABLE users"]\n')
     with pytest.raises(ValueError, match=r"table\.column"):
         parse_subject_columns('[notifier]\nrequest = ["notices.params.x\'; --"]\n')
-    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    shipped = _shipped()
     account = shipped["accounts"]["account"]
     assert "users.id" in account
     # Invoices never cascade with their user: the replay removes them first.
@@ -186,7 +192,7 @@ def test_releases_not_answered_when_the_snapshot_was_taken_are_replayed() -> Non
 
 
 def test_a_released_invoice_is_found_by_the_blind_index_accounts_keeps_its_key_under() -> None:
-    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    shipped = _shipped()
     subject, key = uuid4(), b"k" * 32
     release = ReleaseEntry(subject, "financial_records", None)
     children, keys = replay_plan("accounts", shipped, [], [release], key)
@@ -207,7 +213,7 @@ def test_a_released_invoice_is_found_by_the_blind_index_accounts_keeps_its_key_u
 def test_every_category_a_release_erases_live_is_replayed_where_it_is_kept() -> None:
     """retention.toml names where each kept category lives; the replay config must
     release each of those tables (those whose rows are ids, keyed hashes aside)."""
-    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    shipped = _shipped()
     rules = tomllib.loads(Path(DeletionSettings().deletion_retention_file).read_text())["rule"]
     for rule in rules:
         for place in (*rule.get("tables", ()), *rule.get("anonymised_tables", ())):
@@ -222,6 +228,6 @@ def test_every_category_a_release_erases_live_is_replayed_where_it_is_kept() -> 
 def test_what_the_live_erasure_keeps_until_a_release_is_replayed_with_that_release() -> None:
     """Recipients told of an erasure are its proof, kept until the disclosure log's
     release: a restore before that release keeps them, as live."""
-    shipped = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    shipped = _shipped()
     assert "recipient_erasures.subject_id" not in shipped["accounts"]["account"]
     assert "recipient_erasures.subject_id" in shipped["accounts"]["release:disclosure_log"]
