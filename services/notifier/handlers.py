@@ -21,7 +21,12 @@ from pydantic import ValidationError
 
 from services.notifier import holds, late_contacts, store, stream_tickets
 from services.notifier.config import GROUPS
-from services.notifier.domain.templates import TEMPLATES, normalise_params, notice_problems
+from services.notifier.domain.templates import (
+    SECRET_LINKS,
+    TEMPLATES,
+    normalise_params,
+    notice_problems,
+)
 from shared.bus import Delivery, Tombstone, Unprocessable, add_event
 from shared.bus.consumer import Item
 from shared.contact_card import OpenCard, open_card
@@ -235,12 +240,13 @@ def secret_link_problems(
 
     Its link is stripped from the notice once its one email is done (store.record_results),
     and the inbox item renders from the same params: on a notice that also goes by email
-    it would then fail to render, whatever the params were called. An in-site copy alone
+    it would show the live link in-site until then (older items render without it,
+    Renderer.inbox), whatever the params were called. An in-site copy alone
     (sent as a notice of its own, as accounts does) is kept, exported and streamed: it
     may hold a link, never a live token. Only the user's own notices have inbox items
     (store.fan_out): to another recipient the inbox channel writes nothing.
     """
-    if template not in store.SECRET_LINKS or "inbox" not in channels or recipient != "user":
+    if template not in SECRET_LINKS or "inbox" not in channels or recipient != "user":
         return []
     if "token" in params or "email" in channels:
         return [f"{template} carries a one-time link: by email only"]

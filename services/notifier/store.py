@@ -11,6 +11,7 @@ from uuid import UUID
 
 from services.notifier import holds
 from services.notifier.domain.rules import audience_sql_filter
+from services.notifier.domain.templates import SECRET_LINKS, SECRET_PARAMS
 from shared.db.pool import Connection
 from shared.events.catalogue.notifier import NoticeDelivered
 from shared.events.topics import NOTIFIER_DELIVERIES
@@ -19,15 +20,6 @@ WORK_CHANNEL = "notifier_work"  # wakes the worker's loops (sender, planner, out
 # Payload: a notice id with new inbox items (SSE), followed by " <user id>" when the one
 # new item is that user's (a late card): services/notifier/stream.py.
 INBOX_CHANNEL = "notifier_inbox"
-# Templates whose params hold a single-use secret (an action token and its link): kept
-# until their one email is done (a dead one keeps them for a replay; they expire anyway),
-# and never shown in-site (an inbox item is kept, exported and streamed).
-SECRET_LINKS = frozenset(
-    {"verify_email", "verify_new_email", "parental_consent", "password_reset"}
-    | {"signup_attempted"}  # a password-reset link
-    | {"deletion_requested"}  # its email's link cancels the deletion without a sign-in
-)
-SECRET_PARAMS = ("token", "link", "verify_url", "consent_url", "reset_url", "cancel_url")
 EMAIL_CHANGED = "email_changed"  # the template told to the address an email change replaced
 # Notices for all users that every account existing when they went out must get, its
 # card late or not (services/notifier/late_contacts.py): a breach, a policy change.

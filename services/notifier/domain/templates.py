@@ -20,6 +20,18 @@ from services.notifier.domain import slots
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 SKELETONS_KEPT = 256  # notices whose rendering is kept (a notice mails its users together)
+# Templates whose params hold a single-use secret (an action token and its link): kept
+# until their one email is done (a dead one keeps them for a replay; they expire anyway),
+# and never shown in-site (an inbox item is kept, exported and streamed).
+SECRET_LINKS = frozenset(
+    {"verify_email", "verify_new_email", "parental_consent", "password_reset"}
+    | {"signup_attempted"}  # a password-reset link
+    | {"deletion_requested"}  # its email's link cancels the deletion without a sign-in
+)
+SECRET_PARAMS = ("token", "link", "verify_url", "consent_url", "reset_url", "cancel_url")
+# What an inbox item shows where a spent link was: items stored before such notices were
+# refused in-site (handlers.secret_link_problems) lost their link with their email.
+SPENT_LINK = "(the link went by email only and is no longer shown here)"
 
 
 @dataclass(frozen=True)
@@ -274,7 +286,10 @@ class Renderer:
     def inbox(self, template: str, params: Mapping[str, str]) -> tuple[str, str]:
         """Title and plain-text body of an in-site notice."""
         spec = TEMPLATES[template]
-        context = {"params": dict(params), "is_marketing": False, "name": ""}
+        shown = dict(params)
+        if template in SECRET_LINKS:
+            shown.update({k: SPENT_LINK for k in SECRET_PARAMS if k not in shown})
+        context = {"params": shown, "is_marketing": False, "name": ""}
         title = " ".join(self._string(spec.title).render(context).split())
         body = self._text.get_template(f"{template}.txt").render(layout="_inbox.txt", **context)
         return title, body.strip()
