@@ -279,6 +279,49 @@ async def test_parallel_failures_from_one_address_at_different_accounts_each_cou
     assert await db.fetchval(count, key) == before + 12
 
 
+@pytest.mark.promise("P-08")
+async def test_an_address_past_its_free_failures_is_made_to_wait_and_others_are_not(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: PlatformSettings, bus: BusTail
+) -> None:
+    """The per-address back-off through the gateway: a client on another loopback
+    address (its own counter, so other tests never wait on it) already past its free
+    failures fails once more, and its next login, with the right password, is refused
+    429 with Retry-After. The same login from another address succeeds."""
+    user = await active_user(client, bus)
+    free = AccountsSettings(environment="test").accounts_client_free_failures
+    index_key = settings.blind_index_key.get_secret_value().encode()
+    key = blind_index(index_key, THROTTLE_CLIENT, "127.0.0.2")  # what the gateway will see
+    credentials = {"email": user.email, "password": user.password}
+    wrong = {"email": user.email, "password": f"wrong-{uuid.uuid4().hex}"}
+    # Its earlier failures, as many as the free ones, primed rather than sent (a test
+    # run's limit is 10^6: tests/support/platform.py), the last a moment ago.
+    await db.execute(
+        "INSERT INTO login_throttle (key, scope, failures, last_failure_at, blocked_until,"
+        " locked) VALUES ($1, 'client', $2, now(), NULL, false) ON CONFLICT (key) DO UPDATE"
+        " SET failures = $2, last_failure_at = now(), blocked_until = NULL, locked = false",
+        key,
+        free + 1,
+    )
+    other = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    try:
+        async with httpx.AsyncClient(
+            base_url=str(client.base_url), transport=other, timeout=30
+        ) as guesser:
+            assert (await guesser.post(f"{API}/sessions", json=wrong)).status_code == 401
+            refused = await guesser.post(f"{API}/sessions", json=credentials)
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["type"].endswith("/login-throttled")
+            assert int(refused.headers["Retry-After"]) >= 2  # 2^2 s past the free ones
+            assert (
+                await db.fetchval("SELECT failures FROM login_throttle WHERE key = $1", key)
+                == free + 2
+            )  # the refused attempt was not evaluated, so not counted
+        allowed = await client.post(f"{API}/sessions", json=credentials)  # from 127.0.0.1
+        assert allowed.status_code == 200, allowed.text
+    finally:
+        await db.execute("DELETE FROM login_throttle WHERE key = $1", key)
+
+
 async def test_refresh_tokens_rotate_and_a_reused_one_revokes_the_session(
     client: httpx.AsyncClient, bus: BusTail
 ) -> None:

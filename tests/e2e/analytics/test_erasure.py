@@ -15,6 +15,8 @@ from tests.e2e.analytics.support import (
     BEACON,
     beacon,
     browser,
+    leaves_no_trace,
+    site_pages,
     topic_records,
     unique_site,
     wait_for_visits,
@@ -42,6 +44,10 @@ async def test_erase_subject_is_answered_once_with_nothing_held(
         assert sent.status_code == 204, sent.text
         # Counted before the command comes: else "nothing held" would prove nothing.
         assert await wait_for_visits(client, site, 1) == 1
+    # Read in the store and on the topics, not only in the receipt below: the page was
+    # counted under its scrubbed path, and the id is nowhere.
+    assert "/u/:id" in await site_pages(settings, site)
+    await leaves_no_trace(settings, site, [str(subject_id), str(subject_id).replace("-", "")])
     command = EraseSubject(request_id=request_id, subject_id=subject_id)
     envelope = envelope_for(command, source="deletion", subject=str(subject_id))
     producer = reliable_producer(settings)

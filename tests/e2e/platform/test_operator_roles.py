@@ -59,7 +59,6 @@ CALLS: dict[str, tuple[Call, set[str]]] = {
 }  # fmt: skip
 
 
-@pytest.mark.promise("P-07")
 @pytest.mark.parametrize("service", ["notifier", "deletion", "analytics"])
 def test_the_matrix_calls_every_operator_route_of_the_service(service: str) -> None:
     """Every route of the service's API that admits operators by role (require_roles, as

@@ -46,7 +46,7 @@ async def test_sent_rows_leave_the_outbox(
 ) -> None:
     keys, seqs = probe_keys_and_seqs(50, keys=5)
     await queue_probes(conn, scratch_topic, probe_envelopes(keys, seqs))
-    await wait_for_effects(conn, 50, timeout=30)
+    assert await wait_for_effects(conn, 50, timeout=30) == 50
     for _ in range(50):
         if await conn.fetchval("SELECT count(*) FROM bus_outbox") == 0:
             break
