@@ -417,6 +417,36 @@ async def save_throttle(
     )
 
 
+async def lock_user_within(conn: Connection, user_id: UUID, timeout_ms: int) -> bool:
+    """Lock the user's row, waiting ``timeout_ms`` at most; False if it stayed held.
+    For answers kept to a floor time: an unbounded wait would queue the requests for a
+    registered address one after another, and their timing would tell it is one."""
+    try:
+        async with conn.transaction():  # a savepoint: a timeout undoes only this
+            await conn.execute(f"SET LOCAL lock_timeout = {int(timeout_ms)}")
+            await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+            await conn.execute("SET LOCAL lock_timeout = DEFAULT")
+    except asyncpg.LockNotAvailableError:
+        return False
+    return True
+
+
+async def lock_if_reauthenticated(
+    conn: Connection, user_id: UUID, session_id: UUID, password_hash: str | None
+) -> bool:
+    """Lock the user's row if its password is still ``password_hash`` and the session
+    still open: what a re-authentication checked, outside this transaction, still holds."""
+    held = await conn.fetchval(
+        "SELECT 1 FROM users u JOIN sessions s ON s.principal_id = u.id"
+        " WHERE u.id = $1 AND u.password_hash = $2 AND s.id = $3 AND s.revoked_at IS NULL"
+        " FOR UPDATE OF u",
+        user_id,
+        password_hash,
+        session_id,
+    )
+    return held is not None
+
+
 async def hold_password(conn: Connection, user_id: UUID, password_hash: str | None) -> bool:
     """Whether the user's password is still ``password_hash``, holding the row (FOR SHARE)
     until the transaction ends, so that no password change can commit meanwhile."""
@@ -521,9 +551,16 @@ async def devices_of(conn: Connection, user_id: UUID) -> list[Row]:
     )
 
 
-async def device_of(conn: Connection, user_id: UUID, device_id: UUID) -> Row | None:
+async def device_of(
+    conn: Connection, user_id: UUID, device_id: UUID, *, lock: bool = False
+) -> Row | None:
+    """The user's device; ``lock`` holds it till the transaction ends, so a concurrent
+    delete either waits or has already taken it (None: 404, never a half-done edit)."""
+    suffix = " FOR UPDATE" if lock else ""
     return await conn.fetchrow(
-        "SELECT * FROM devices WHERE id = $1 AND user_id = $2", device_id, user_id
+        f"SELECT * FROM devices WHERE id = $1 AND user_id = $2{suffix}",  # noqa: S608
+        device_id,
+        user_id,
     )
 
 
@@ -533,9 +570,16 @@ async def requests_of(conn: Connection, user_id: UUID) -> list[Row]:
     )
 
 
-async def request_of(conn: Connection, user_id: UUID, request_id: UUID) -> Row | None:
+async def request_of(
+    conn: Connection, user_id: UUID, request_id: UUID, *, lock: bool = False
+) -> Row | None:
+    """The user's request; ``lock`` as for ``device_of`` (a message added to a request
+    being deleted would otherwise fail on its foreign key)."""
+    suffix = " FOR UPDATE" if lock else ""
     return await conn.fetchrow(
-        "SELECT * FROM requests WHERE id = $1 AND user_id = $2", request_id, user_id
+        f"SELECT * FROM requests WHERE id = $1 AND user_id = $2{suffix}",  # noqa: S608
+        request_id,
+        user_id,
     )
 
 

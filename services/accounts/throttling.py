@@ -95,6 +95,23 @@ async def reauthenticate(
         raise Problem(403, "Wrong password", detail, slug="reauthentication-failed")
 
 
+async def still_reauthenticated(
+    conn: Connection, user_id: UUID, session_id: UUID, stored_hash: str | None
+) -> None:
+    """In the transaction that commits what a re-authentication allowed (a new password
+    or address, a deletion request), the user's row locked first: 401 if the password
+    checked is no longer the account's, or the session ended. A reset committed during
+    the seconds of hashing replaced the one and ended the other; a request that checked
+    the old password must not undo its owner's recovery."""
+    if not await store.lock_if_reauthenticated(conn, user_id, session_id, stored_hash):
+        raise Problem(
+            401,
+            "Unauthorised",
+            "The password or this session changed meanwhile: sign in again.",
+            slug="unauthorised",
+        )
+
+
 # Each address change mails a link to an address the caller names, which may be anyone's.
 # So they are counted per account: five a day go free, then each next one waits longer
 # (a minute, doubling, up to a day), which keeps an account from mailing strangers in

@@ -53,6 +53,7 @@ from services.accounts.throttling import (
     counter_of,
     login_key,
     reauthenticate,
+    still_reauthenticated,
     throttled,
 )
 from shared.auth import Claims, CurrentUser, current_claims
@@ -473,6 +474,7 @@ async def change_password(body: PasswordChange, user: CurrentUser, ctx: Ctx) -> 
     )
     new_hash = await hash_password(body.new_password)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        await still_reauthenticated(conn, user_id, UUID(user.sid), stored)
         await replace_password(conn, ctx.vault, user_id, new_hash, "password-changed")
         fresh = await store.user_by_id(conn, user_id)
         assert fresh is not None

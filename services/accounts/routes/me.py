@@ -37,7 +37,11 @@ from services.accounts.links import mail_action_link
 from services.accounts.recipients import forward_to_recipients
 from services.accounts.security import MAX_PASSWORD, secret_hash
 from services.accounts.sessions import access_for, session_user
-from services.accounts.throttling import count_address_change, reauthenticate
+from services.accounts.throttling import (
+    count_address_change,
+    reauthenticate,
+    still_reauthenticated,
+)
 from shared.auth import CurrentUser
 from shared.bus.outbox import outbox_arrays
 from shared.db.pool import Connection
@@ -287,8 +291,9 @@ async def edit_profile(
     refuse_card_numbers(name=body.name, email=body.email)
     uid = UUID(claims.sub)
     vault = ctx.vault
+    checked: str | None = None  # the password hash a new address was allowed with
     if body.email is not None:
-        await _reauthenticate_for_email(ctx, uid, body.current_password)
+        checked = await _reauthenticate_for_email(ctx, uid, body.current_password)
     if body.email is None and (body.name is not None or body.locale is not None):
         quick = await _edit_name_or_locale(ctx, body, session_user(request))
         if quick is not None:
@@ -306,17 +311,18 @@ async def edit_profile(
             pending_email_until=datetime.now(UTC) + link_hours,  # as long as its link
             pending_change=uuid4(),
         )
-    user = await _apply_profile_change(ctx, claims, uid, changes)
+    user = await _apply_profile_change(ctx, claims, uid, changes, checked)
     return await _profile(ctx, user)
 
 
 async def _apply_profile_change(
-    ctx: Context, claims: CurrentUser, uid: UUID, changes: dict[str, Any]
+    ctx: Context, claims: CurrentUser, uid: UUID, changes: dict[str, Any], checked: str | None
 ) -> store.Row:
     vault = ctx.vault
     async with ctx.pool.acquire() as conn, conn.transaction():
         new_address = changes.get("pending_email_index")
         if new_address is not None:
+            await still_reauthenticated(conn, uid, UUID(claims.sid), checked)
             current = await _me(ctx, conn, claims, lock=True)
             # Only the link of this change may confirm an address from now on.
             await store.revoke_address_links(conn, uid, current["email_index"])
@@ -345,7 +351,8 @@ async def _apply_profile_change(
     return user
 
 
-async def _reauthenticate_for_email(ctx: Context, uid: UUID, password: str | None) -> None:
+async def _reauthenticate_for_email(ctx: Context, uid: UUID, password: str | None) -> str | None:
+    """The password hash the caller's password was checked against."""
     if password is None:
         raise Problem(
             422,
@@ -357,6 +364,7 @@ async def _reauthenticate_for_email(ctx: Context, uid: UUID, password: str | Non
         user = await store.user_by_id(conn, uid)
     stored = user["password_hash"] if user is not None else None
     await reauthenticate(ctx, uid, stored, password, "The current password is wrong.")
+    return stored
 
 
 async def _edit_name_or_locale(
@@ -477,7 +485,7 @@ async def edit_device(device_id: UUID, body: DeviceChange, claims: CurrentUser, 
     uid = UUID(claims.sub)
     sealed = await ctx.vault.seal(uid, body.model, purpose=DEVICE_MODEL) if body.model else None
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await store.device_of(conn, uid, device_id)
+        row = await store.device_of(conn, uid, device_id, lock=True)
         if row is None:
             raise not_found("device")
         await conn.execute(
@@ -603,7 +611,7 @@ async def add_request_message(
     uid = UUID(claims.sub)
     sealed = await ctx.vault.seal(uid, body.text, purpose=MESSAGE_BODY)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await store.request_of(conn, uid, request_id)
+        row = await store.request_of(conn, uid, request_id, lock=True)
         if row is None:
             raise not_found("request")
         await store.add_message(conn, uuid4(), request_id, "user", sealed)
@@ -922,6 +930,7 @@ async def request_deletion(
     await reauthenticate(ctx, uid, user["password_hash"], body.password, detail)
     request_id = uuid4()
     async with ctx.pool.acquire() as conn, conn.transaction():
+        await still_reauthenticated(conn, uid, UUID(claims.sid), user["password_hash"])
         existing = await cancel_window.active_request(conn, uid)
         if existing is not None:
             return DeletionRequest(**{k: existing[k] for k in DeletionRequest.model_fields})

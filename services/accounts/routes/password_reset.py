@@ -35,6 +35,9 @@ from shared.db.pool import Connection
 from shared.observability import Problem
 
 router = APIRouter(tags=["authentication"])
+# The longest wait for a user's row held by another request: half the answer floor, so
+# the rest of the work still fits under it.
+LOCK_MS = int(ANSWER_FLOOR_SECONDS * 1000 / 2)
 
 
 class ResetRequest(BaseModel):
@@ -61,8 +64,10 @@ async def request_reset(body: ResetRequest, ctx: Ctx) -> ResetRequested:
         index = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
         async with ctx.pool.acquire() as conn, conn.transaction():
             user = await store.user_by_email_index(conn, index)
-            if user is not None:
-                await store.user_by_id(conn, user["id"], lock=True)  # one request at a time
+            # One request at a time (the interval between mails is read under the lock),
+            # waiting only within the floor; one that waits longer mails nothing: the
+            # other holder is most likely a reset for the same address, which mails.
+            if user is not None and await store.lock_user_within(conn, user["id"], LOCK_MS):
                 await mail_reset_link(ctx, conn, user["id"])
     return ResetRequested()
 
@@ -77,18 +82,20 @@ async def complete_reset(body: ResetCompletion, ctx: Ctx) -> None:
             raise _link_invalid()
     new_hash = await hash_password(body.new_password)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        spent = await store.use_action_token(conn, token_hash, PURPOSE)
-        if spent is None:  # spent by a concurrent completion meanwhile
+        user_id = await store.action_token_owner(conn, token_hash, PURPOSE)
+        user = await store.user_by_id(conn, user_id) if user_id is not None else None
+        if user_id is None or user is None:
             raise _link_invalid()
-        user_id = spent["user_id"]
-        user = await store.user_by_id(conn, user_id)
-        assert user is not None
-        # The throttle rows before the user's row, in the order a login takes them (its
-        # account counter, then the user's row while it starts a session): never each
-        # waiting for the other.
+        # Locks in the order every path takes them: the throttle rows first (a login
+        # takes its account counter, then the user's row while it starts a session),
+        # then the user's row, then the user's tokens (a password or address change
+        # revokes them under the row's lock). Never each waiting for the other.
         email = await ctx.vault.open(user_id, user["email"], purpose=EMAIL)
         await store.clear_throttle(conn, login_key(ctx.vault, "user", email))
         await store.clear_throttle(conn, reauth_key(ctx.vault, user_id))
+        await store.user_by_id(conn, user_id, lock=True)
+        if await store.use_action_token(conn, token_hash, PURPOSE) is None:
+            raise _link_invalid()  # spent or revoked meanwhile: the counters stay
         await replace_password(conn, ctx.vault, user_id, new_hash, "password-reset")
         if not user["email_verified"]:
             # The link came to the account's address: its holder proved the mailbox. An
