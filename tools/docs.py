@@ -632,11 +632,19 @@ def privacy_page() -> str:
 
 
 def _page(
-    title: str, main: str, *, footer: str, main_class: str = "", scripts: tuple[str, ...] = ()
+    title: str,
+    main: str,
+    *,
+    footer: str,
+    main_class: str = "",
+    scripts: tuple[str, ...] = (),
+    counted: bool = True,
 ) -> str:
     """A page of the site: our stylesheet and scripts only (the gateway's CSP allows no
-    other), and every page counts its view with visit.js."""
-    tags = "".join(f'  <script src="/assets/{s}" defer></script>\n' for s in (*scripts, "visit.js"))
+    other); a ``counted`` page counts its view with visit.js. The pages mailed links
+    open are not counted: a child may open one before anyone knows their age (P-26)."""
+    scripts = (*scripts, "visit.js") if counted else scripts
+    tags = "".join(f'  <script src="/assets/{s}" defer></script>\n' for s in scripts)
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -731,7 +739,7 @@ data-done="{html.escape(page.done)}"{pending}>
     <noscript><p>This page needs JavaScript to send your confirmation.</p></noscript>
     <p id="link-result" class="result" role="status" aria-live="polite"></p>"""
     footer = '<a href="/privacy.html">Privacy</a>'
-    return _page(page.title, main, footer=footer, scripts=("links.js",))
+    return _page(page.title, main, footer=footer, scripts=("links.js",), counted=False)
 
 
 def openapi_documents() -> dict[str, dict[str, Any]]:

@@ -72,6 +72,14 @@ def _problem(status: int, title: str, detail: str) -> str:
 
 PROBLEMS = {
     "unavailable": (503, "Service Unavailable", "The service behind this path is not running."),
+    # A request that timed out may have been carried out (a write committed just after
+    # nginx stopped waiting): no Retry-After, which would invite sending it twice.
+    "timed_out": (
+        504,
+        "Gateway Timeout",
+        "The service did not answer in time; the request may have been carried out."
+        " Check before sending it again.",
+    ),
     "rate_limited": (429, "Too Many Requests", "Slow down: too many requests from you."),
     "too_large": (413, "Content Too Large", "Request bodies are limited to 64 KiB."),
     "not_found": (404, "Not Found", "No service answers this path."),
@@ -365,7 +373,9 @@ location ~ ^/api/(?:{services})/+(?:{"|".join(INTERNAL_PATHS)})/*$ {{
 {_named_locations(headers)}"""
 
 
-# What every route to a service says, after its proxy_pass.
+# What every route to a service says, after its proxy_pass. A connection refused or a
+# service not running (502, 503): nothing was done, try again. A timeout (504): it may
+# have been done, so its own answer, without Retry-After (see PROBLEMS).
 _PROXY = """\
     proxy_http_version 1.1;
     proxy_set_header Connection "";
@@ -379,7 +389,8 @@ _PROXY = """\
     proxy_connect_timeout 2s;
     # Upstream errors (their own problem bodies) pass through; only ours are replaced.
     proxy_intercept_errors off;
-    error_page 502 503 504 = @unavailable;
+    error_page 502 503 = @unavailable;
+    error_page 504 = @timed_out;
 """ + _error_pages()
 
 # An API call answers within seconds; a stuck upstream must not hold a connection for long.

@@ -18,9 +18,13 @@ from tests.e2e.analytics.support import topic_records
 from tests.e2e.notifier.support import publish, publish_contact, unsubscribe_https
 from tests.support.mailbox import Mailbox, eventually
 
-# Each counts its view with web/assets/visit.js; the last four are what mailed links open.
-PAGES = ["/", "/privacy.html", "/verify-email", "/guardian-consent", "/reset-password",
-         "/cancel-deletion"]  # fmt: skip
+# Each counts its view with web/assets/visit.js.
+COUNTED_PAGES = ["/", "/privacy.html"]
+# What the links in our emails open: no view counted there. A child may open one (their
+# own address's confirmation) before anyone knows their age, and under 13 is Do Not
+# Track (P-26).
+MAILED_LINK_PAGES = ["/verify-email", "/guardian-consent", "/reset-password", "/cancel-deletion"]
+PAGES = COUNTED_PAGES + MAILED_LINK_PAGES
 BEACON = "/api/analytics/beacon"
 WEBMAIL_MESSAGE = "https://mail.example.org/u/0/inbox/18c2f3a9d4e5"
 PERSON = (
@@ -34,7 +38,7 @@ PERSON = (
 async def test_a_page_makes_no_request_outside_the_platforms_origin(
     browser: Browser, platform: str, path: str
 ) -> None:
-    await _stays_on_our_origin(browser, platform, path, beacon=True)
+    await _stays_on_our_origin(browser, platform, path, beacon=path in COUNTED_PAGES)
 
 
 @pytest.mark.promise("P-21")
@@ -59,6 +63,37 @@ async def test_the_unsubscribe_page_makes_no_request_outside_the_platforms_origi
         await producer.stop()
     link = urlsplit(unsubscribe_https(message))
     await _stays_on_our_origin(browser, platform, link.path, expect="Unsubscribe", styled=True)
+
+
+@pytest.mark.promise("P-26")
+@pytest.mark.parametrize("path", MAILED_LINK_PAGES)
+async def test_a_page_a_mailed_link_opens_sends_no_visit_beacon(
+    browser: Browser, platform: str, path: str
+) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    # The control: in the same browser, the home page's beacon is seen.
+    await page.goto(f"{platform}/", wait_until="networkidle")
+    for _ in range(50):
+        if _beacons(requested):
+            break
+        await page.wait_for_timeout(100)
+    counted = _beacons(requested)
+    requested.clear()
+    # The page as the email's link opens it, its token in the fragment.
+    await page.goto(f"{platform}{path}#token={'A' * 43}", wait_until="networkidle")
+    await page.wait_for_timeout(1500)  # longer than the control's beacon took to leave
+    scripts = await page.evaluate("[...document.scripts].map(script => script.src)")
+    shown = await page.locator("#link-form").is_visible()
+    await context.close()
+
+    assert counted == [f"{platform}{BEACON}"], "the control: the home page counts its view"
+    assert scripts == [f"{platform}/assets/links.js"], scripts  # visit.js is not loaded
+    assert shown  # the page's own script ran (it shows the form once it has the token)
+    assert _beacons(requested) == [], requested
+    assert not [url for url in requested if urlsplit(url).path == "/assets/visit.js"], requested
 
 
 async def _stays_on_our_origin(

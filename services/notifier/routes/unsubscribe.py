@@ -4,24 +4,30 @@ No login, no cookie, no redirect: the opaque signed token in the URL is the proo
 ``List-Unsubscribe=One-Click`` opts the address out of the token's category;
 ``scope=all`` (the page's second button) out of every email (global suppression):
 only in-site notices remain.
+
+A person opens the GET in a browser: a link cut short or mangled is answered there with
+a page (its status kept), not a JSON problem. The POST's answers to a mail client's
+one-click stay problems.
 """
 
 from __future__ import annotations
 
 import html
-from typing import Annotated
-from urllib.parse import parse_qsl
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, quote
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 
 from services.notifier import store
 from services.notifier.domain import unsubscribe
 from services.notifier.domain.compliance import ONE_CLICK
-from services.notifier.routes.deps import RuntimeDep, SettingsDep
+from services.notifier.routes.deps import RuntimeDep, SettingsDep, get_settings
 from shared.observability import Problem
 
-router = APIRouter(prefix="/unsubscribe", tags=["unsubscribe"])
 Token = Annotated[str, Path(min_length=20, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
 HEADERS = {
     "Cache-Control": "no-store",
@@ -51,21 +57,62 @@ def _verify(settings: SettingsDep, token: str) -> unsubscribe.Unsubscribe:
         ) from None
 
 
-def _page(title: str, body: str) -> HTMLResponse:
+def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(
         "<!doctype html><html lang='en'><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width'>"
         f"<title>{html.escape(title)}</title>"
         "<link rel='stylesheet' href='/assets/site.css'>"
         f"<body><h1>{html.escape(title)}</h1>{body}</body></html>",
+        status_code=status_code,
         headers=HEADERS,
     )
+
+
+def _not_valid(status_code: int, mailto: str) -> HTMLResponse:
+    """A broken link's page: what else stops the emails (the policy's "email us", which
+    support records as a request to stop them all)."""
+    address = html.escape(mailto)
+    href = html.escape(f"mailto:{quote(mailto, safe='@')}", quote=True)
+    return _page(
+        "This unsubscribe link is not valid",
+        "<p>It may have been cut short or changed on its way here. Open it again from the"
+        " bottom of the email, whole, or use your mail program's Unsubscribe button.</p>"
+        f"<p>Or write to <a href='{href}'>{address}</a> from the address we write to:"
+        " we will stop every email to it.</p>",
+        status_code,
+    )
+
+
+class _PersonsPage(APIRoute):
+    """The GET's request validation (a token cut short, or with characters a link never
+    holds) answers with the broken link's page; other methods keep their problems."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if "GET" not in (self.methods or set()):
+            return handler
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError:
+                mailto = get_settings(request).notifier_unsubscribe_mailto
+                return _not_valid(422, mailto)
+
+        return answer
+
+
+router = APIRouter(prefix="/unsubscribe", tags=["unsubscribe"], route_class=_PersonsPage)
 
 
 @router.get("/{token}", response_class=HTMLResponse)
 async def page(token: Token, settings: SettingsDep) -> HTMLResponse:
     """Offers the choices; a GET never unsubscribes (mail scanners prefetch links)."""
-    found = _verify(settings, token)
+    try:
+        found = _verify(settings, token)
+    except Problem as refused:
+        return _not_valid(refused.status, settings.notifier_unsubscribe_mailto)
     label = html.escape(LABELS.get(found.scope, found.scope))
     return _page(
         "Unsubscribe",

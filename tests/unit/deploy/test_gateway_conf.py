@@ -65,6 +65,8 @@ def test_errors_before_a_location_is_chosen_are_json_problems_too() -> None:
         ("too_large", 413, "Content Too Large"),
         ("rate_limited", 429, "Too Many Requests"),
         ("not_found", 404, "Not Found"),
+        ("unavailable", 503, "Service Unavailable"),
+        ("timed_out", 504, "Gateway Timeout"),
     ],
 )
 def test_each_error_page_is_a_problem_body(name: str, status: int, title: str) -> None:
@@ -81,6 +83,26 @@ def test_each_error_page_is_a_problem_body(name: str, status: int, title: str) -
     assert problem["type"] == "about:blank"
     assert (problem["status"], problem["title"]) == (status, title)
     assert problem["detail"]
+
+
+def test_an_upstream_timeout_is_its_own_504_and_invites_no_retry() -> None:
+    # A timed-out POST may have been carried out upstream: a 503 "not running" with
+    # Retry-After would have the client send it again. A service refusing or down
+    # (502, 503) did nothing, and keeps its 503 with Retry-After.
+    proxied = {line: body for line, body in _locations(SITE).items() if "proxy_pass" in body}
+    assert len(proxied) >= 6
+    for line, body in proxied.items():
+        pages = dict(re.findall(r"^    error_page ([\d ]+) = (@\w+);$", body, re.M))
+        assert pages.get("502 503") == "@unavailable", line
+        assert pages.get("504") == "@timed_out", line
+        assert not [codes for codes in pages if "504" in codes.split() and codes != "504"], line
+    timed_out = _locations(SITE)["location @timed_out "]
+    assert "Retry-After" not in timed_out
+    assert "return 504 " in timed_out
+    assert "may have been carried out" in timed_out
+    unavailable = _locations(SITE)["location @unavailable "]
+    assert "add_header Retry-After 1 always;" in unavailable
+    assert "return 503 " in unavailable
 
 
 def test_api_without_its_slash_is_the_json_404_not_the_web_site() -> None:
