@@ -6,7 +6,8 @@
 * ``docs/topics.md``: the topic table (also embedded in README.md between markers);
 * ``docs/configuration.md``: every ``IMT_`` environment variable;
 * ``docs/api/<service>.openapi.json``: the OpenAPI document of each service's HTTP API
-  (also served live at ``/api/<service>/openapi.json`` through the gateway);
+  (also served live through the gateway: at ``/api/<service>/openapi.json`` without the
+  operators' endpoints, whole at ``/api/<service>/operator/openapi.json``);
 * ``deploy/docker-compose.yml``: one container per Procfile process (deploy/compose.py);
 * ``deploy/gateway/``: the compose gateway's nginx configuration (deploy/compose.py);
 * ``shared/events/released/<wire type>.json``: the schema of each event version when it

@@ -7,17 +7,21 @@ problem bodies carrying the request's trace id (``shared.service.request_trace``
 no answer may be cached unless its route says so (``shared.service.no_store``);
 request metrics are labelled by route template, never by raw path. A
 JSON body holding a string that is not valid Unicode is refused (422) before any route
-reads it (``shared.service.unicode``).
+reads it (``shared.service.unicode``). The OpenAPI document at ``/api/<service>/openapi.json``
+describes what anyone may call; the whole one, operators' endpoints included, is at
+``/api/<service>/operator/openapi.json``, which the gateway serves to operators' networks
+only, like those endpoints.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 from shared.auth.revocation_reader import RevocationReader
@@ -71,12 +75,14 @@ def create_api(
         title=title,
         version=version,
         lifespan=lifespan,
-        openapi_url=f"{prefix}/openapi.json",
+        # Served by the routes below, the public one without operators' endpoints.
+        openapi_url=None,
         # FastAPI's docs pages load Swagger UI from a CDN: a third-party resource, which
         # the platform's pages never load (P-21). The OpenAPI document itself is served.
         docs_url=None,
         redoc_url=None,
     )
+    serve_openapi(app, prefix)
     install_problem_handlers(app)
     refuse_invalid_unicode(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -91,6 +97,62 @@ def create_api(
         health_router(readiness, metrics, before_scrape=before_scrape), include_in_schema=False
     )
     return app
+
+
+# Where operators' endpoints live in every service (the gateway's OPERATOR_PATHS).
+OPERATOR_PREFIXES = ("operator", "ops")
+
+
+def public_openapi(document: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """``document`` without the paths under an operators' prefix, nor the schemas only
+    they use (their bodies would describe them)."""
+    hidden = tuple(f"{prefix}/{p}" for p in OPERATOR_PREFIXES)
+    paths = {
+        path: item
+        for path, item in document.get("paths", {}).items()
+        if not any(path == h or path.startswith(f"{h}/") for h in hidden)
+    }
+    public = {**document, "paths": paths}
+    schemas = document.get("components", {}).get("schemas")
+    if schemas:
+        used = _referenced(paths, schemas)
+        kept = {name: schema for name, schema in schemas.items() if name in used}
+        public["components"] = {**document["components"], "schemas": kept}
+    return public
+
+
+_SCHEMA_REF = "#/components/schemas/"
+
+
+def _referenced(root: object, schemas: Mapping[str, Any]) -> set[str]:
+    """Names of the schemas ``root`` refers to, directly or through one another."""
+    found: set[str] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(_SCHEMA_REF):
+                name = ref.removeprefix(_SCHEMA_REF)
+                if name not in found and name in schemas:
+                    found.add(name)
+                    pending.append(schemas[name])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
+def serve_openapi(app: FastAPI, prefix: str) -> None:
+    """The public document, and the whole one under the operators' prefix."""
+
+    @app.get(f"{prefix}/openapi.json", include_in_schema=False)
+    async def public_document() -> JSONResponse:
+        return JSONResponse(public_openapi(app.openapi(), prefix))
+
+    @app.get(f"{prefix}/{OPERATOR_PREFIXES[0]}/openapi.json", include_in_schema=False)
+    async def whole_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
 
 
 def service_app(

@@ -146,9 +146,18 @@ async def test_operators_endpoints_are_not_there_for_anyone_outside_operators_ne
         refused = {path: await elsewhere.get(f"{platform}{path}") for path in operators}
         login = await elsewhere.post(f"{platform}/api/accounts/operator/sessions", json={})
         public = await elsewhere.get(f"{platform}/api/accounts/openapi.json")
+        whole_here = await here.get(f"{platform}/api/accounts/operator/openapi.json")
+        whole_elsewhere = await elsewhere.get(f"{platform}/api/accounts/operator/openapi.json")
     for path in operators:
         assert allowed[path].status_code == 401, (path, allowed[path].text)  # a token, next
         assert refused[path].status_code == 404, (path, refused[path].text)
         assert refused[path].headers["content-type"].startswith("application/problem+json")
     assert login.status_code == 404  # no password can be tried from there
     assert public.status_code == 200
+    # Nor are operators' endpoints mapped from there: the public document leaves them out.
+    assert whole_here.status_code == 200
+    operator_paths = [p for p in whole_here.json()["paths"] if "/operator/" in p]
+    assert "/api/accounts/operator/users/search" in operator_paths  # the public one has none
+    assert not [p for p in public.json()["paths"] if "/operator/" in p]
+    assert "/api/accounts/me" in public.json()["paths"]
+    assert whole_elsewhere.status_code == 404

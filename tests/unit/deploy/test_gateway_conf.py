@@ -253,7 +253,7 @@ def test_service_readiness_is_not_public(path: str) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "/api/accounts/openapi.json",  # the README's and the fuzz tests' way to the spec
+        "/api/accounts/openapi.json",  # the README's way to the (public) spec
         "/api/accounts/readyz-report",
         "/api/notifier/me/healthz-settings",
     ],
