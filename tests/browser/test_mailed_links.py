@@ -57,6 +57,14 @@ async def _confirm(page: Page) -> str:
     await page.click("#link-form button")
     result = page.locator("#link-result.ok, #link-result.refused")
     await result.wait_for(timeout=15_000)
+    # A keyboard user is not sent back to the page's start: the answer takes the focus
+    # once the button is gone (hidden or disabled), else the button keeps it.
+    done = await page.evaluate(
+        "(() => { const b = document.querySelector('#link-form button');"
+        " return document.getElementById('link-form').hidden || b.disabled; })()"
+    )
+    focused = await page.evaluate("document.activeElement && document.activeElement.id")
+    assert focused == ("link-result" if done else ""), focused
     return await result.inner_text()
 
 

@@ -14,6 +14,9 @@
     result.textContent = text;
     result.className = ok ? "result ok" : "result refused";
   }
+  // Where keyboard focus goes once the focused button is hidden or disabled (else it
+  // falls back to the page's start); focusable by script only.
+  result.tabIndex = -1;
 
   if (!token) {
     show("This link is incomplete. Open it again from the email we sent you.", false);
@@ -40,6 +43,7 @@
           // Confirmed, but not yet usable (under 13: a guardian must consent too).
           var pending = answer.active === false && form.dataset.pending;
           show(pending || form.dataset.done, true);
+          result.focus();
         });
       }
       return response.json().catch(function () { return {}; }).then(function (problem) {
@@ -49,6 +53,7 @@
         var final = response.status === 400 || response.status === 409 ||
           (response.status === 422 && !password);
         button.disabled = final;
+        if (final) result.focus();
       });
     }).catch(function () {
       button.disabled = false;
