@@ -2,14 +2,17 @@
 
 * ``take``: ``pg_dump`` of every service database (as the maintenance role) into
   ``<backup dir>/<snapshot id>/<database>.dump`` with a ``manifest.json`` (time,
-  databases, expiry). The vault is never in these backups: its keys are what makes a
-  subject unreadable in them once shredded.
+  databases, expiry), and marks the backup folder as the backups' own (:data:`MARKER`).
+  The vault is never in these backups: its keys are what makes a subject unreadable in
+  them once shredded.
 * ``expire``: removes snapshots past their expiry; deletion requests waiting in
   ``backups_pending`` are woken, since the last copy of their subject may just have gone.
-* ``restore``: restores a snapshot into new (scratch) databases and replays the deletion
-  ledger (every erasure not finished when the snapshot was taken, and every retention
-  release not answered by then) *before* printing where the data is, so nothing reads a
-  resurrected subject or a record its retention period let go.
+* ``restore``: restores a snapshot into new databases (``restored_...``) and replays the
+  deletion ledger (every erasure not finished when the snapshot was taken, and every
+  retention release not answered by then) *before* printing where the data is, so
+  nothing reads a resurrected subject or a record its retention period let go.
+* ``drop-restored``: drops those restored copies once the operator is done with them;
+  until then the verifier searches them too, and fails any subject it finds there.
 """
 
 from __future__ import annotations
@@ -47,10 +50,19 @@ from shared.db.prepare import migrate_service_database
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 PG_ROOT = Path("/usr/lib/postgresql")
+# In the backup folder, written by `take`: an empty mount point whose volume is not
+# mounted is a folder too, and in it every snapshot's folder is missing.
+MARKER = ".imt-backups"
+RESTORED = "restored_"  # every copy `restore` makes from the command line starts so
 
 
 class BackupError(RuntimeError):
-    pass
+    """``detail``: a tool's own output, for the operator at the terminal only (it may
+    quote rows of the dump); never part of the message, which logs may carry."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -119,7 +131,11 @@ async def _run(argv: Sequence[str], env: dict[str, str]) -> None:
     )
     _, stderr = await process.communicate()
     if process.returncode != 0:
-        raise BackupError(f"{Path(argv[0]).name} failed: {stderr.decode(errors='replace')[:500]}")
+        # pg_restore names the statement it failed in, and a COPY's context quotes rows.
+        raise BackupError(
+            f"{Path(argv[0]).name} exited with {process.returncode}",
+            detail=stderr.decode(errors="replace")[:2000],
+        )
 
 
 async def _deletion_pool(settings: DeletionSettings) -> asyncpg.Pool:
@@ -141,9 +157,15 @@ async def take(
     taken_at = datetime.now(UTC)
     keep = retention or timedelta(seconds=settings.deletion_backup_retention_seconds)
     snapshot_id = f"{taken_at:%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:8]}"
-    folder = settings.backup_dir() / snapshot_id
+    root = settings.backup_dir()
+    folder = root / snapshot_id
     manifest = Manifest(snapshot_id, taken_at, taken_at + keep, tuple(databases), folder)
     folder.mkdir(parents=True, mode=0o700)
+    if not (root / MARKER).is_file():
+        (root / MARKER).write_text(
+            "Written by `python -m services.deletion.backups take`. Snapshots are expired\n"
+            "only while this file is here: without it, the volume is taken as not mounted.\n"
+        )
     pool = await _deletion_pool(settings)
     try:
         # Indexed before the first dump: a request erased while we dump must wait for it.
@@ -188,12 +210,14 @@ async def expire_due(pool: asyncpg.Pool, root: Path, now: datetime) -> list[str]
     """Expire every due snapshot under ``root``; safe to run from several processes.
 
     Rows are claimed with SKIP LOCKED, so two workers never expire the same snapshot.
-    A snapshot is marked expired only once its folder is really gone (P-16: physically
-    gone); one whose removal failed stays live and is tried again next round. A folder
-    that is missing counts as gone only if ``root`` itself is there: a backup volume
-    that is not mounted must not pass for backups that no longer exist.
+    A snapshot is marked expired only once it is due and its folder is really gone
+    (P-16: physically gone); one whose removal failed stays live and is tried again next
+    round. A folder that is missing counts as gone only if the backups' own folder is
+    there, known by the :data:`MARKER` that ``take`` writes in it: a backup volume that
+    is not mounted leaves an empty mount point, which must not pass for backups that no
+    longer exist.
     """
-    root_present = await asyncio.to_thread(root.is_dir)
+    root_present = await asyncio.to_thread((root / MARKER).is_file)
     removed: list[str] = []
     oldest_removed: datetime | None = None
     async with pool.acquire() as conn, conn.transaction():
@@ -215,19 +239,25 @@ async def expire_due(pool: asyncpg.Pool, root: Path, now: datetime) -> list[str]
         if oldest_removed is not None:
             await _wake_waiting(conn, oldest_removed, now)
     if not root_present and rows:
-        log.error("backup folder %s is missing: no snapshot was expired", root)
+        log.error(
+            "backup folder %s lacks its marker %s (volume not mounted?): no snapshot was expired",
+            root,
+            MARKER,
+        )
     return removed
 
 
 async def _removed(row: asyncpg.Record, now: datetime) -> bool:
-    """Whether the snapshot's folder is gone: removed now if the snapshot is due, or by
-    hand before. A removal that fails may leave part of a dump from before an erasure:
-    it is logged and the snapshot stays live, so the next round tries again."""
+    """Whether the due snapshot's folder is gone: removed now, or by hand before. Never
+    before the snapshot is due: a folder missing early may be one moved away (another
+    volume, a copy being made) as well as one deleted. A removal that fails may leave
+    part of a dump from before an erasure: it is logged and the snapshot stays live, so
+    the next round tries again."""
+    if row["expires_at"] > now:
+        return False
     folder = Path(row["path"])
     if not await asyncio.to_thread(folder.exists):
         return True
-    if row["expires_at"] > now:
-        return False
     try:
         await asyncio.to_thread(shutil.rmtree, folder)
     except OSError as exc:
@@ -368,6 +398,40 @@ async def drop_stale_scratch(settings: DeletionSettings, now: float | None = Non
     return stale
 
 
+def restored_prefix(manifest: Manifest, asked: str | None = None) -> str:
+    """The command line's target prefix: always under :data:`RESTORED`, so the verifier
+    finds the copy (a subject erased since the snapshot may be in it, replay or not)."""
+    if asked is None:
+        return f"{RESTORED}{manifest.snapshot_id.lower().replace('-', '_')}"
+    return asked if asked.startswith(RESTORED) else f"{RESTORED}{asked}"
+
+
+async def restored_databases(conn: Connection) -> list[str]:
+    """Every restored copy there is now: no one tracks them, so they are looked up."""
+    rows = await conn.fetch(
+        "SELECT datname FROM pg_database WHERE left(datname, $2) = $1 ORDER BY 1",
+        RESTORED,
+        len(RESTORED),
+    )
+    return [r["datname"] for r in rows]
+
+
+async def drop_restored(settings: DeletionSettings, names: Sequence[str] = ()) -> list[str]:
+    """Drop the restored copies named (every one if none is): once an operator is done
+    with them, so no erasure has to reach them."""
+    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+    try:
+        found = await restored_databases(conn)
+    finally:
+        await conn.close()
+    unknown = sorted(set(names) - set(found))
+    if unknown:
+        raise BackupError(f"not a restored copy: {', '.join(unknown)}")
+    chosen = [n for n in found if not names or n in names]
+    await drop_databases(settings, chosen)
+    return chosen
+
+
 async def drop_databases(settings: DeletionSettings, names: Sequence[str]) -> None:
     conn = await asyncpg.connect(settings.admin_dsn("postgres"))
     try:
@@ -388,11 +452,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("expire", help="remove snapshots past their expiry")
     restore_cmd = commands.add_parser("restore", help="restore a snapshot, replaying deletions")
     restore_cmd.add_argument("snapshot", nargs="?", default="latest")
-    restore_cmd.add_argument("--prefix", default=None, help="target database name prefix")
+    restore_cmd.add_argument(
+        "--prefix", default=None, help=f"target database name prefix (under {RESTORED})"
+    )
     restore_cmd.add_argument("--database", action="append", help="only these databases")
+    drop_cmd = commands.add_parser("drop-restored", help="drop restored copies (all by default)")
+    drop_cmd.add_argument("names", nargs="*", help=f"only these databases ({RESTORED}...)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    settings = DeletionSettings()
+    try:
+        _command(args, DeletionSettings())
+    except BackupError as exc:
+        sys.stderr.write(f"{exc}\n{exc.detail}")
+        return 1
+    return 0
+
+
+def _command(args: argparse.Namespace, settings: DeletionSettings) -> None:
     if args.command == "take":
         retention = timedelta(seconds=args.retention_seconds) if args.retention_seconds else None
         manifest = asyncio.run(take(settings, retention=retention))
@@ -400,15 +476,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "expire":
         for snapshot_id in asyncio.run(expire(settings)):
             sys.stdout.write(f"expired {snapshot_id}\n")
+    elif args.command == "drop-restored":
+        for name in asyncio.run(drop_restored(settings, args.names)):
+            sys.stdout.write(f"dropped {name}\n")
     else:
         manifest = find_snapshot(settings, args.snapshot)
-        prefix = args.prefix or f"restored_{manifest.snapshot_id.lower().replace('-', '_')}"
+        prefix = restored_prefix(manifest, args.prefix)
         targets = asyncio.run(
             restore(settings, manifest, target_prefix=prefix, databases=args.database)
         )
         for database, target in targets.items():
             sys.stdout.write(f"{database} -> {target} (deletion ledger replayed)\n")
-    return 0
+        sys.stdout.write("drop them when done: python -m services.deletion.backups drop-restored\n")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 NOTICE_NAMESPACE = uuid5(NAMESPACE_URL, "https://imt.example/deletion/notices")
 RELEASE_NAMESPACE = uuid5(NAMESPACE_URL, "https://imt.example/deletion/retention-releases")
 MAX_STEPS = 8  # stage changes one tick may chain when their dates have all come
+# Verifications in a row that raised (a snapshot that cannot be restored, say) before the
+# request goes to an operator: back-off alone would retry it for ever, and no one would
+# know that the subject's erasure is still unproved.
+VERIFY_FAILURES_ESCALATED = 5
 
 
 def utcnow() -> datetime:
@@ -208,7 +212,7 @@ async def _pause_if_held(conn: Connection, deps: Deps, tracked: Tracked) -> Trac
     hold = await legal_holds.in_force(conn, subject)
     if hold is None:
         return None
-    held = stages.place_hold(tracked.request, hold.reason, deps.now())
+    held = stages.place_hold(tracked.request, deps.now())
     return await enter(conn, deps, tracked.with_request(held), None, actor=hold.placed_by)
 
 
@@ -332,6 +336,11 @@ async def advance(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
 
 
 async def _start_grace(conn: Connection, deps: Deps, tracked: Tracked) -> Tracked:
+    """A held subject's request starts paused: when it arrived, its subject may have been
+    busy (the hold could not be looked at), or the hold placed just after."""
+    paused = await _pause_if_held(conn, deps, tracked)
+    if paused is not None:
+        return paused
     request = stages.start_grace(tracked.request, deps.now())
     return await enter(conn, deps, tracked.with_request(request), request.grace_ends_at)
 
@@ -685,6 +694,22 @@ async def defer_failed_step(conn: Connection, deps: Deps, tracked: Tracked) -> d
     return due
 
 
+async def verification_failed(
+    conn: Connection, deps: Deps, tracked: Tracked, error: str
+) -> datetime | None:
+    """A verification that raised, counted as a failed step (``step_failures``): put back
+    with the same back-off, or escalated at the :data:`VERIFY_FAILURES_ESCALATED`-th in
+    a row (None then). ``error``: the error's type; never its message."""
+    failures = tracked.step_failures + 1
+    if failures < VERIFY_FAILURES_ESCALATED:
+        return await defer_failed_step(conn, deps, tracked)
+    reason = f"verification failed {failures} times in a row ({error})"
+    escalated = stages.escalate(tracked.request, reason, deps.now())
+    await enter(conn, deps, tracked.with_request(escalated), None)
+    await store.step_succeeded(conn, tracked.request.request_id)  # counted afresh after a retry
+    return None
+
+
 # --- operators -----------------------------------------------------------------------------
 
 
@@ -717,16 +742,18 @@ async def place_hold(
     Placed through a request already erasing or erased (a claim that comes up after the
     deletion), it holds what is kept of the subject for a period: its releases wait
     (:func:`release_retained`). The request itself goes on as it was."""
+    if not reason.strip():
+        raise ValueError("a legal hold states its reason")
     tracked = await _lock_subject_of(conn, request_id)
     now = deps.now()
-    held = stages.place_hold(tracked.request, reason, now)
+    held = stages.place_hold(tracked.request, now)
     subject = held.subject_id
     await legal_holds.place(conn, subject, reason, operator, now, request_id)
     for other in await store.of_subject_in(conn, subject, sorted(stages.HOLDABLE)):
         if other.request.request_id != request_id:
-            paused = stages.place_hold(other.request, reason, now)
+            paused = stages.place_hold(other.request, now)
             await enter(conn, deps, other.with_request(paused), None, actor=operator)
-    if held is tracked.request:  # erasing or erased: nothing of it to pause
+    if held is tracked.request:  # erasing or erased, or paused: nothing of it to pause
         return tracked
     return await enter(conn, deps, tracked.with_request(held), None, actor=operator)
 

@@ -547,10 +547,11 @@ async def stage_counts(conn: Connection) -> dict[str, int]:
     return {r["stage"]: r["n"] for r in rows}
 
 
-async def open_requests(conn: Connection, limit: int) -> list[Tracked]:
+async def escalated_requests(conn: Connection, limit: int) -> list[Tracked]:
+    """Requests waiting for an operator, longest-waiting first."""
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM deletion_requests"  # noqa: S608 - constant
-        " WHERE stage NOT IN ('complete', 'cancelled') ORDER BY requested_at LIMIT $1",
+        " WHERE stage = 'escalated' ORDER BY stage_entered_at LIMIT $1",
         limit,
     )
     return [_tracked(r) for r in rows]
@@ -560,7 +561,7 @@ async def open_requests_before(conn: Connection, requested_before: datetime) -> 
     """Open requests made before a moment (the ones old enough to be late)."""
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM deletion_requests"  # noqa: S608 - constant
-        " WHERE stage NOT IN ('complete', 'cancelled') AND requested_at < $1",
+        " WHERE stage NOT IN ('complete', 'cancelled') AND requested_at < $1 ORDER BY requested_at",
         requested_before,
     )
     return [_tracked(r) for r in rows]

@@ -16,6 +16,9 @@ It never reads another service's tables through that service's role. It uses:
 * the contacts topic, read from the beginning: the last record of the subject's key must
   be a tombstone (or there must be none; compaction may not have run yet);
 * the vault: the subject's key must be shredded;
+* every restored copy an operator left (``restored_...``, made by ``backups restore``):
+  nothing tracks them and no erasure reaches them, so each is searched like a live
+  database, and a subject found there fails the verification like anywhere else;
 * the newest backup snapshot, restored into scratch databases with the deletion ledger
   replayed (as any restore is), then searched like the live databases.
 """
@@ -182,6 +185,13 @@ class Verifier:
             found = await scan_database(self._settings.verifier_dsn(database), database, ids)
             _merge(hits, found, prefix="")
             scanned.append(f"postgres:{database}")
+        for target, database in await self._restored_copies():
+            try:
+                found = await scan_database(self._settings.verifier_dsn(target), database, ids)
+            except asyncpg.InvalidCatalogNameError:
+                continue  # dropped since it was listed: nothing of anyone is left in it
+            _merge(hits, found, prefix=f"restored:{target}/")
+            scanned.append(f"postgres:{target}")
         accounts = [t.request.subject_id for t in requests if t.request.whole_account]
         cards: set[UUID] = set()
         if accounts:
@@ -222,6 +232,21 @@ class Verifier:
             return None
         rule = self._policy.rule_for_table(qualified)
         return rule.category if rule else None
+
+    async def _restored_copies(self) -> list[tuple[str, str]]:
+        """(copy, the service database it is a copy of) for every restored copy there is.
+
+        A copy of the ledger is left out, as the ledger itself is (ids and dates, kept
+        as proof); a copy of no known database is searched under its own name.
+        """
+        async with self._pool.acquire() as conn:
+            names = await backups.restored_databases(conn)
+        copies = []
+        for name in names:
+            database = next((d for d in SERVICE_DATABASES if name.endswith(f"_{d}")), name)
+            if database != OWN_DATABASE:
+                copies.append((name, database))
+        return copies
 
     async def _scan_newest_backup(
         self, ids: list[UUID], databases: list[str], hits: Hits

@@ -83,7 +83,8 @@ class Ticker(_Round):
         try:
             async with conn.transaction():
                 advanced = await handlers.advance(conn, self._deps, tracked)
-                if tracked.step_failures:
+                # A verification to run still counts the failures of the ones before it.
+                if tracked.step_failures and not advanced.verify_due:
                     await store.step_succeeded(conn, request_id)
         except OUTAGES:
             raise  # the database or Kafka, not the request: the round is retried whole
@@ -116,7 +117,14 @@ class Ticker(_Round):
 
     async def _verify(self, batch: list[store.Tracked]) -> None:
         assert self._deps.verify is not None
-        verdicts = await self._deps.verify(batch)
+        try:
+            verdicts = await self._deps.verify(batch)
+        except OUTAGES:
+            raise  # the database or Kafka: the lease runs out and it is verified again
+        except Exception as exc:
+            # Uncaught, it would be verified again at every lease, for ever, unseen.
+            await self._verification_failed(batch, type(exc).__name__)
+            return
         for tracked in batch:
             async with self._pool.acquire() as conn, conn.transaction():
                 current = await store.get(conn, tracked.request.request_id, lock=True)
@@ -125,7 +133,28 @@ class Ticker(_Round):
                 verdict = verdicts[tracked.request.request_id]
                 with working_on(current.trace_id):
                     await handlers.complete(conn, self._deps, current, verdict)
+                if current.step_failures:
+                    await store.step_succeeded(conn, current.request.request_id)
                 crash_point("deletion.backups_pending.before_commit")
+
+    async def _verification_failed(self, batch: list[store.Tracked], error: str) -> None:
+        """Each request of the batch put back with back-off, escalated once it failed
+        :data:`handlers.VERIFY_FAILURES_ESCALATED` times in a row."""
+        for tracked in batch:
+            async with self._pool.acquire() as conn, conn.transaction():
+                current = await store.get(conn, tracked.request.request_id, lock=True)
+                if current is None or current.request.stage != "backups_pending":
+                    continue
+                with working_on(current.trace_id):
+                    due = await handlers.verification_failed(conn, self._deps, current, error)
+                    # The error's type only: a pg_restore's message may quote a dump's rows.
+                    log.error(
+                        "ticker: verification of request %s failed (%s, %d in a row); %s",
+                        current.request.request_id,
+                        error,
+                        current.step_failures + 1,
+                        "escalated" if due is None else f"next try at {due.isoformat()}",
+                    )
 
 
 class SnapshotExpiry(_Round):

@@ -6,7 +6,7 @@
                    |        |         |  ^
                    v        v         v  | (operator retries, or the late receipts arrive)
                cancelled  paused    escalated
-                          (legal hold, with reason; lifting resumes where it paused)
+                          (legal hold; lifting resumes where it paused)
 
 A whole account leaves ``holds`` only once accounts has closed its cancel window
 (``DeletionConfirmed``). Accounts is where a user cancels, so it alone can say that no
@@ -39,6 +39,9 @@ HOLDS_KEPT_RECORDS: frozenset[DeletionStage] = frozenset(
     {"erasing", "shredded", "backups_pending", "complete", "escalated"}
 )
 FINAL: frozenset[DeletionStage] = frozenset({"complete", "cancelled"})
+# A paused request's reason: the hold's own is an operator's free text (a case, a
+# court), kept in legal_holds only, never in the request's history or its events.
+LEGAL_HOLD = "legal_hold"
 # The happy path, in order: what a user is shown as "remaining".
 PATH: tuple[DeletionStage, ...] = (
     "requested",
@@ -164,15 +167,14 @@ def close_cancel_window(request: DeletionRequest, now: datetime) -> DeletionRequ
     return replace(request, cancel_window_closed_at=now)
 
 
-def place_hold(request: DeletionRequest, reason: str, now: datetime) -> DeletionRequest:
+def place_hold(request: DeletionRequest, now: datetime) -> DeletionRequest:
     """A legal hold pauses the request before anything is erased; placed through one
-    already erasing or erased, it leaves it as it is (see :data:`HOLDS_KEPT_RECORDS`)."""
-    if not reason.strip():
-        raise ValueError("a legal hold states its reason")
-    if request.stage in HOLDS_KEPT_RECORDS:
+    already erasing or erased, it leaves it as it is (see :data:`HOLDS_KEPT_RECORDS`),
+    and through one paused already (the hold restated), too."""
+    if request.stage in HOLDS_KEPT_RECORDS or request.stage == "paused":
         return request
     _require(request, *HOLDABLE)
-    return replace(_enter(request, "paused", now, reason), paused_from=request.stage)
+    return replace(_enter(request, "paused", now, LEGAL_HOLD), paused_from=request.stage)
 
 
 def lift_hold(request: DeletionRequest, now: datetime) -> DeletionRequest:

@@ -93,10 +93,17 @@ async def test_a_legal_hold_pauses_the_request_with_its_reason_and_lifting_resum
     assert seen["stage"] == "paused"
     assert all(s["expected_by"] is None for s in seen["stages"] if s["done_at"] is None)
     detail = await client.get(f"{API}/operator/requests/{request_id}", headers=officer())
-    assert detail.json()["reason"] == "litigation hold 7"
+    # The operator's words stay with the hold: the paused request carries a code only.
+    assert detail.json()["reason"] == "legal_hold"
+    assert detail.json()["legal_hold"]["reason"] == "litigation hold 7"
 
+    # Restated through the request it paused: recorded, the request paused as it was.
     again = await client.post(hold_url, json={"reason": "second hold"}, headers=officer())
-    assert again.status_code == 409
+    assert again.status_code == 200, again.text
+    assert again.json()["stage"] == "paused"
+    detail = await client.get(f"{API}/operator/requests/{request_id}", headers=officer())
+    restated = detail.json()["legal_hold"]["restatements"]
+    assert [r["reason"] for r in restated] == ["second hold"]
     lifted = await client.delete(hold_url, headers=officer())
     assert lifted.status_code == 200, lifted.text
     assert lifted.json()["stage"] in ("grace", "holds", "erasing")

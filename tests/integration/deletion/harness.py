@@ -92,12 +92,16 @@ def harness_settings(dsn: str, suffix: str, backups: Path, **overrides: Any) -> 
         "deletion_tick_seconds": 0.1,
         "deletion_retry_seconds": 0.5,
         "deletion_store_timeout_seconds": 20,
-        "deletion_backup_dir": str(backups),
+        # By its alias: the field's own name is ignored, and the tests would share (and
+        # remove, and fill with broken snapshots) the state dir's backups.
+        "IMT_DELETION_BACKUP_DIR": str(backups),
         "deletion_backup_poll_seconds": 0.5,
         "deletion_verify_lease_seconds": 5,
     }
     values.update(overrides)
-    return DeletionSettings(**values)
+    settings = DeletionSettings(**values)
+    assert settings.backup_dir() == Path(values["IMT_DELETION_BACKUP_DIR"])
+    return settings
 
 
 async def send(

@@ -63,7 +63,8 @@ async def test_a_hold_stays_with_the_subject_when_its_request_is_cancelled(
         await send(harness.producer, settings, cancel, subject)
         assert (await harness.wait_for([first], "cancelled"))[first] == "cancelled"
 
-        # The user asks again, and deletes a device: both wait, with the hold's reason.
+        # The user asks again, and deletes a device: both wait, with the hold's code (its
+        # words stay in legal_holds).
         again, _ = await harness.request_deletion(subject)
         device, _ = await harness.request_deletion(subject, scope="device", item_id=uuid.uuid4())
         assert set((await harness.wait_for([again, device], "paused")).values()) == {"paused"}
@@ -71,9 +72,7 @@ async def test_a_hold_stays_with_the_subject_when_its_request_is_cancelled(
             "SELECT reason, paused_from FROM deletion_requests WHERE request_id = ANY($1)",
             [again, device],
         )
-        assert [(r["reason"], r["paused_from"]) for r in rows] == [
-            ("litigation hold 9", "requested")
-        ] * 2
+        assert [(r["reason"], r["paused_from"]) for r in rows] == [("legal_hold", "requested")] * 2
         assert await harness.history(again) == ["requested", "paused"]
 
         # Past any grace period, and looked at by the ticker: still nothing is erased.
@@ -123,7 +122,7 @@ async def test_a_request_that_missed_the_hold_pauses_before_erasing(
             "SELECT reason, paused_from FROM deletion_requests WHERE request_id = $1", request_id
         )
         assert row is not None
-        assert (row["reason"], row["paused_from"]) == ("regulator inquiry", "holds")
+        assert (row["reason"], row["paused_from"]) == ("legal_hold", "holds")
         assert harness.stores.seen == []
         assert await harness.history(request_id) == ["requested", "grace", "holds", "paused"]
 
@@ -262,4 +261,36 @@ async def test_a_hold_placed_again_keeps_its_first_placement_and_records_the_sec
         )  # fmt: skip
         assert [(r["reason"], r["stated_by"]) for r in held["restatements"]] == [
             ("claim 2", str(restater))
+        ]
+
+
+async def test_a_hold_restated_through_a_request_it_paused_is_recorded(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_grace_seconds=3600)
+    async with running_harness(settings, with_worker=False) as harness:
+        deps = dependencies(settings, harness.runtime)
+        subject, request_id = uuid.uuid4(), uuid.uuid4()
+        asked = DeletionRequested(
+            user_id=subject, request_id=request_id, initiated_by="user", scope="account"
+        )
+        placer, restater = uuid.uuid4(), uuid.uuid4()
+        async with harness.pool.acquire() as conn, conn.transaction():
+            await handlers.deletion_requested(conn, deps, asked)
+            await conn.execute(
+                "UPDATE deletion_requests SET stage = 'grace' WHERE request_id = $1", request_id
+            )
+            held = await handlers.place_hold(conn, deps, request_id, "claim 1", placer)
+        assert (held.request.stage, held.request.paused_from) == ("paused", "grace")
+
+        async with harness.pool.acquire() as conn, conn.transaction():
+            again = await handlers.place_hold(conn, deps, request_id, "claim 2", restater)
+        assert again.request == held.request  # still paused from grace, nothing re-entered
+        assert await harness.history(request_id) == ["requested", "paused"]
+        context = Context(settings, harness.runtime, deps)
+        shown = await operators.request_detail(request_id, None, context)  # type: ignore[arg-type]
+        hold = shown["legal_hold"]
+        assert (hold["reason"], hold["placed_by"]) == ("claim 1", str(placer))
+        assert [(r["reason"], r["stated_by"], r["request_id"]) for r in hold["restatements"]] == [
+            ("claim 2", str(restater), str(request_id))
         ]

@@ -8,7 +8,6 @@ tests/e2e/deletion against the real services.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -358,7 +357,19 @@ async def test_a_legal_hold_pauses_with_its_reason_and_lifting_resumes(
             request_id,
         )
         paused = [r for r in reasons if r["stage"] == "paused"]
-        assert [(r["reason"], r["actor"]) for r in paused] == [("court order 12", operator)]
+        assert [(r["reason"], r["actor"]) for r in paused] == [("legal_hold", operator)]
+        # The operator's words stay in legal_holds: deletion.stages carries the code only.
+        announced = await _read_topic(
+            harness.settings,
+            "deletion.stages",
+            lambda found: "complete" in _stages_of(request_id, found),
+        )
+        [pause] = [
+            d.event for d in announced
+            if isinstance(d.event, DeletionStageChanged) and d.event.stage == "paused"
+        ]  # fmt: skip
+        assert (pause.request_id, pause.reason) == (request_id, "legal_hold")
+        assert not [d for d in announced if "court order" in d.event.model_dump_json()]
 
 
 async def _ticker_visited(harness: Harness, request_id: uuid.UUID) -> bool:
@@ -460,14 +471,19 @@ async def test_a_missing_backup_folder_is_not_taken_for_expired_snapshots(
 ) -> None:
     settings = harness_settings(scratch_dsn, suffix, tmp_path / "volume")
     async with running_harness(settings, with_worker=False) as harness:
-        snapshot = await backups.take(settings, databases=["analytics"])
-        shutil.rmtree(settings.backup_dir())  # the volume is not mounted
-        now = datetime.now(UTC)
-        assert await backups.expire_due(harness.pool, settings.backup_dir(), now) == []
-        settings.backup_dir().mkdir()  # mounted, and the snapshot's folder is really gone
-        assert await backups.expire_due(harness.pool, settings.backup_dir(), now) == [
-            snapshot.snapshot_id
-        ]
+        snapshot = await backups.take(
+            settings, databases=["analytics"], retention=timedelta(seconds=1)
+        )
+        root = settings.backup_dir()
+        assert (root / backups.MARKER).is_file()  # written by `take`
+        root.rename(tmp_path / "elsewhere")  # the volume is not mounted...
+        now = datetime.now(UTC) + timedelta(seconds=2)  # ...and the snapshot is due
+        assert await backups.expire_due(harness.pool, root, now) == []
+        root.mkdir()  # ...leaving its mount point, empty
+        assert await backups.expire_due(harness.pool, root, now) == []
+        (tmp_path / "elsewhere" / backups.MARKER).rename(root / backups.MARKER)
+        # Mounted (the marker is back), and the snapshot's folder is really gone.
+        assert await backups.expire_due(harness.pool, root, now) == [snapshot.snapshot_id]
 
 
 async def test_a_kept_category_is_erased_by_a_second_command_when_its_period_ends(

@@ -53,6 +53,7 @@ class FakeStore:
             "save", "add_stage", "publish", "set_next_check", "wake_ticker", "get",
             "answered_stores", "claim_due_releases", "pending_releases", "save_release",
             "answer_release", "escalate_release", "supersede_receipts", "close_cancel_window",
+            "step_failed", "step_succeeded",
         ):  # fmt: skip
             monkeypatch.setattr(store, name, getattr(self, name))
         monkeypatch.setattr(legal_holds, "in_force", self.in_force)
@@ -91,6 +92,15 @@ class FakeStore:
 
     async def get(self, _conn: object, request_id: UUID, *, lock: bool = False) -> Tracked | None:
         return self.requests.get(request_id)
+
+    async def step_failed(
+        self, _conn: object, request_id: UUID, failures: int, next_check_at: datetime
+    ) -> None:
+        self.requests[request_id] = replace(self.requests[request_id], step_failures=failures)
+        self.next_check[request_id] = next_check_at
+
+    async def step_succeeded(self, _conn: object, request_id: UUID) -> None:
+        self.requests[request_id] = replace(self.requests[request_id], step_failures=0)
 
     async def answered_stores(self, _conn: object, _erase_id: UUID) -> set[str]:
         return set(self.answered)

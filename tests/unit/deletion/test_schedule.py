@@ -48,7 +48,7 @@ def test_an_item_is_shown_without_the_shred_stage() -> None:
 
 
 def test_a_paused_request_shows_no_dates_past_the_hold() -> None:
-    held = stages.place_hold(in_stage("grace"), "legal hold", T0)
+    held = stages.place_hold(in_stage("grace"), T0)
     shown = {d.stage: d for d in stage_dates(held, TIMING, T0, {"requested": T0, "grace": T0})}
     assert shown["erasing"].expected_by is None
     assert shown["requested"].done_at is not None

@@ -65,10 +65,16 @@ def _on_disk(snapshot: dict[str, Any]) -> bool:
     return Path(snapshot["path"]).exists()
 
 
+def _mounted(root: Path) -> Path:
+    """The backup folder as ``take`` leaves it: marked as the backups' own."""
+    (root / backups.MARKER).write_text("")
+    return root
+
+
 async def test_a_snapshot_whose_removal_fails_stays_live_and_wakes_nobody(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    row = _snapshot(tmp_path, "s1", expires_in=-timedelta(seconds=1))
+    row = _snapshot(_mounted(tmp_path), "s1", expires_in=-timedelta(seconds=1))
 
     def refuse(_path: object, *_a: object, **_kw: object) -> None:
         raise PermissionError(13, "Permission denied", f"{row['path']}/accounts.dump")
@@ -87,7 +93,7 @@ async def test_a_snapshot_whose_removal_fails_stays_live_and_wakes_nobody(
 async def test_a_removed_snapshot_is_stamped_and_wakes_the_requests_it_held(
     tmp_path: Path,
 ) -> None:
-    due = _snapshot(tmp_path, "due", expires_in=-timedelta(seconds=1))
+    due = _snapshot(_mounted(tmp_path), "due", expires_in=-timedelta(seconds=1))
     live = _snapshot(tmp_path, "live-one", expires_in=timedelta(days=1))
     db = Recording([due, live])
     assert await backups.expire_due(db, tmp_path, T0) == ["due"]  # type: ignore[arg-type]
@@ -100,11 +106,37 @@ async def test_a_removed_snapshot_is_stamped_and_wakes_the_requests_it_held(
     assert (now, erased_after) == (T0, due["taken_at"])
 
 
-async def test_a_folder_removed_by_hand_counts_as_gone_before_its_expiry(tmp_path: Path) -> None:
-    gone = _snapshot(tmp_path, "gone", expires_in=timedelta(days=1))
+async def test_a_folder_missing_before_its_expiry_counts_as_gone_only_once_due(
+    tmp_path: Path,
+) -> None:
+    # Removed, or moved away (another volume, a copy under way): the dump may be
+    # elsewhere, so the snapshot holds its requests until it is due.
+    gone = _snapshot(_mounted(tmp_path), "gone", expires_in=timedelta(days=1))
     shutil.rmtree(gone["path"])
     db = Recording([gone])
-    assert await backups.expire_due(db, tmp_path, T0) == ["gone"]  # type: ignore[arg-type]
+    assert await backups.expire_due(db, tmp_path, T0) == []  # type: ignore[arg-type]
+    assert db.stamped() == []
+    assert db.woken() == []
+    later = T0 + timedelta(days=1)
+    assert await backups.expire_due(db, tmp_path, later) == ["gone"]  # type: ignore[arg-type]
+
+
+async def test_an_empty_mount_point_is_not_taken_for_the_backup_folder(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "volume"
+    root.mkdir()
+    _mounted(root)
+    due = _snapshot(root, "due", expires_in=-timedelta(days=1))
+    live = _snapshot(root, "live", expires_in=timedelta(days=1))
+    root.rename(tmp_path / "unmounted")  # the dumps are still on the volume, out of sight
+    root.mkdir()  # the mount point, empty: a folder all the same
+    db = Recording([due, live])
+    with caplog.at_level(logging.ERROR, logger=backups.__name__):
+        assert await backups.expire_due(db, root, T0) == []  # type: ignore[arg-type]
+    assert db.stamped() == []
+    assert db.woken() == []
+    assert backups.MARKER in caplog.text
 
 
 async def test_without_the_backup_volume_nothing_is_stamped_not_even_past_expiry(

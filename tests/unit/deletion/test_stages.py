@@ -77,7 +77,7 @@ def test_holds_takes_a_cancel_until_accounts_closes_the_window() -> None:
 
 
 def test_a_request_paused_in_holds_keeps_its_window() -> None:
-    held = stages.place_hold(in_stage("holds", window_closed=False), "inquiry", T0)
+    held = stages.place_hold(in_stage("holds", window_closed=False), T0)
     closed = stages.close_cancel_window(held, T0)
     assert (closed.stage, closed.cancel_window_closed_at) == ("paused", T0)
     with pytest.raises(stages.StageConflict):
@@ -99,31 +99,34 @@ def test_an_item_has_no_cancel_window() -> None:
     assert stages.close_cancel_window(holds, T0) == holds
 
 
-def test_a_legal_hold_pauses_with_its_reason_and_lifting_resumes() -> None:
+def test_a_legal_hold_pauses_with_its_code_and_lifting_resumes() -> None:
+    # The hold's own reason is an operator's free text: it stays in legal_holds.
     grace = in_stage("grace")
-    held = stages.place_hold(grace, "litigation hold #42", T0 + timedelta(days=1))
-    assert (held.stage, held.reason, held.paused_from) == ("paused", "litigation hold #42", "grace")
+    held = stages.place_hold(grace, T0 + timedelta(days=1))
+    assert (held.stage, held.reason, held.paused_from) == ("paused", "legal_hold", "grace")
     resumed = stages.lift_hold(held, T0 + timedelta(days=20))
     assert (resumed.stage, resumed.paused_from, resumed.reason) == ("grace", None, None)
 
 
 def test_a_held_request_in_grace_can_still_be_cancelled() -> None:
-    held = stages.place_hold(in_stage("grace"), "regulator inquiry", T0)
+    held = stages.place_hold(in_stage("grace"), T0)
     assert stages.cancel(held, T0).stage == "cancelled"
 
 
-def test_a_hold_needs_a_reason_and_pauses_only_what_is_not_erased_yet() -> None:
-    with pytest.raises(ValueError, match="reason"):
-        stages.place_hold(in_stage("grace"), "  ", T0)
-    assert stages.place_hold(in_stage("grace"), "claim", T0).stage == "paused"
+def test_a_hold_pauses_only_what_is_not_erased_yet() -> None:
+    assert stages.place_hold(in_stage("grace"), T0).stage == "paused"
     for erased in ("erasing", "backups_pending"):  # it holds what is kept, not the request
         request = in_stage(erased)
-        assert stages.place_hold(request, "claim", T0) is request
-    paused = stages.place_hold(in_stage("grace"), "claim", T0)
-    cancelled = stages.cancel(in_stage("grace"), T0)
-    for request in (paused, cancelled):
-        with pytest.raises(stages.StageConflict):
-            stages.place_hold(request, "claim", T0)
+        assert stages.place_hold(request, T0) is request
+    with pytest.raises(stages.StageConflict):
+        stages.place_hold(stages.cancel(in_stage("grace"), T0), T0)
+
+
+def test_a_hold_restated_through_a_paused_request_leaves_it_as_it_is() -> None:
+    # Paused by the hold in force: the restatement is recorded beside the hold, and the
+    # request waits on, paused from where it was.
+    paused = stages.place_hold(in_stage("grace"), T0)
+    assert stages.place_hold(paused, T0 + timedelta(days=1)) is paused
 
 
 def test_escalation_and_retry() -> None:

@@ -1,0 +1,87 @@
+"""Restored copies an operator left are searched by the verifier, on real PostgreSQL.
+
+``backups restore`` makes databases nothing tracks (``restored_...``) and no later
+erasure reaches: a subject erased since the copy was made is found there, and the
+request is escalated without a certificate until the copy is dropped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.deletion import backups, handlers
+from services.deletion.bootstrap import dependencies
+from services.deletion.config import DeletionSettings
+from shared.config import PlatformSettings
+from tests.integration.deletion.harness import harness_settings, running_harness, scratch_topics
+
+
+@pytest.fixture
+async def suffix(settings: PlatformSettings) -> AsyncIterator[str]:
+    async with scratch_topics(DeletionSettings(environment="test")) as name:
+        yield name
+
+
+async def test_a_subject_left_in_a_restored_copy_fails_the_verification(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_verify_backups=False)
+    copy = f"{backups.RESTORED}t{uuid.uuid4().hex[:10]}_analytics"
+    subject = uuid.uuid4()
+    await backups._create_database(settings, copy)
+    try:
+        # As a restore made before the erasure leaves it: the subject's rows, as they were.
+        conn = await asyncpg.connect(settings.admin_dsn(copy))
+        try:
+            await conn.execute("CREATE TABLE visits (visitor uuid, page text)")
+            await conn.execute("INSERT INTO visits VALUES ($1, '/home')", subject)
+        finally:
+            await conn.close()
+        async with running_harness(settings) as harness:
+            request_id, _ = await harness.request_deletion(subject)
+            assert (await harness.wait_for([request_id], "escalated"))[request_id] == ("escalated")
+            row = await harness.pool.fetchrow(
+                "SELECT reason, erased_at FROM deletion_requests WHERE request_id = $1",
+                request_id,
+            )
+            assert row is not None
+            assert row["erased_at"] is not None  # the live stores were erased
+            assert f"restored:{copy}/analytics.visits.visitor (1 rows)" in row["reason"]
+            certificate = await harness.pool.fetchval(
+                "SELECT count(*) FROM certificates WHERE request_id = $1", request_id
+            )
+            assert certificate == 0
+
+            # The operator drops the copy and retries: verified clean, certified.
+            assert await backups.drop_restored(settings, [copy]) == [copy]
+            deps = dependencies(settings, harness.runtime)
+            async with harness.pool.acquire() as pooled, pooled.transaction():
+                await handlers.retry_escalated(pooled, deps, request_id, uuid.uuid4())
+            assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
+    finally:
+        await backups.drop_databases(settings, [copy])
+
+
+async def test_drop_restored_drops_only_restored_copies(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    settings = harness_settings(scratch_dsn, suffix, tmp_path)
+    copy = f"{backups.RESTORED}t{uuid.uuid4().hex[:10]}_accounts"
+    await backups._create_database(settings, copy)
+    try:
+        with pytest.raises(backups.BackupError, match="not a restored copy: accounts"):
+            await backups.drop_restored(settings, ["accounts", copy])
+        conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+        try:
+            assert copy in await backups.restored_databases(conn)
+            assert await backups.drop_restored(settings, [copy]) == [copy]
+            assert copy not in await backups.restored_databases(conn)
+        finally:
+            await conn.close()
+    finally:
+        await backups.drop_databases(settings, [copy])
