@@ -33,8 +33,7 @@ BATCH = 200
 # every few minutes, and a child's data would then be kept for good. Only a deletion
 # under way defers it, never one awaiting an operator's approval: that may never come,
 # and its approval, if it does, answers 409 deletion-under-way (one deletion at a time).
-_LAPSED = """
-SELECT u.id FROM users u
+_LAPSING = """
 WHERE NOT u.active
   AND u.created_at < now() - make_interval(days => $1)
   AND NOT EXISTS (
@@ -46,10 +45,28 @@ WHERE NOT u.active
       SELECT 1 FROM deletion_requests d
       WHERE d.user_id = u.id AND d.status IN ('requested', 'confirmed')
   )
+"""
+_LAPSED = f"""
+SELECT u.id FROM users u {_LAPSING}
 ORDER BY u.created_at
 LIMIT $2
 FOR UPDATE OF u SKIP LOCKED
-"""
+"""  # noqa: S608 - constant
+# The same test once the rows are locked. PostgreSQL rechecks a locked row's own
+# columns, not the other tables: a deletion request (or a link) committed between the
+# first statement's snapshot and its lock would pass unseen, and the account would
+# have two deletions under way. Any later one waits for the lock held now.
+_STILL_LAPSED = f"""
+SELECT u.id FROM users u {_LAPSING} AND u.id = ANY($2::uuid[])
+ORDER BY u.created_at
+"""  # noqa: S608 - constant
+
+
+async def still_lapsed(conn: Connection, lapse_days: int, locked: list[UUID]) -> list[UUID]:
+    """Those of the ``locked`` users that are still lapsed sign-ups, now."""
+    if not locked:
+        return []
+    return [r["id"] for r in await conn.fetch(_STILL_LAPSED, lapse_days, locked)]
 
 
 async def lapsing(conn: Connection, user_id: UUID) -> bool:
@@ -77,12 +94,13 @@ class LapsedSignups(Periodic):
 
     async def round(self) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
-            lapsed = [r["id"] for r in await conn.fetch(_LAPSED, self._lapse_days, BATCH)]
+            locked = [r["id"] for r in await conn.fetch(_LAPSED, self._lapse_days, BATCH)]
+            lapsed = await still_lapsed(conn, self._lapse_days, locked)
             for user_id in lapsed:
                 await _request_erasure(conn, user_id)
         if lapsed:
             log.info("asked for the erasure of %d lapsed sign-ups", len(lapsed))
-        return len(lapsed) == BATCH
+        return len(locked) == BATCH
 
 
 async def _request_erasure(conn: Connection, user_id: UUID) -> None:

@@ -4,7 +4,8 @@
   longest back-off have passed: its count would restart anyway. Account counters count
   consecutive failures towards a lock (NIST SP 800-63B) until a success, so they stay
   until none came for ``accounts_account_counter_days`` (the fraud_abuse retention:
-  one keyed by an erased user's email is not kept longer);
+  one keyed by an erased user's email is not kept longer). A locked one counts no more
+  failures, so it goes too: the lock it set is kept on the account (``users.login_locked``);
 - expired link tokens, a day after they expired (and after the reset-mail interval,
   which reads them);
 - sessions whose refresh tokens all expired more than a day ago (with those tokens):

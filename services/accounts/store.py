@@ -458,6 +458,11 @@ async def hold_password(conn: Connection, user_id: UUID, password_hash: str | No
     return held is not None
 
 
+async def lock_login(conn: Connection, user_id: UUID) -> None:
+    """Lock the account's logins until a new password (not a card change: no version)."""
+    await conn.execute("UPDATE users SET login_locked = true WHERE id = $1", user_id)
+
+
 async def clear_throttle(conn: Connection, key: bytes) -> None:
     await conn.execute("DELETE FROM login_throttle WHERE key = $1", key)
 

@@ -57,11 +57,12 @@ async def count_failure(
     scope: str,
     policy: throttle.ThrottlePolicy,
     counter: throttle.Counter | None,
-) -> None:
+) -> throttle.Counter:
     after = throttle.after_failure(policy, counter, datetime.now(UTC))
     await store.save_throttle(
         conn, key, scope, after.failures, after.last_failure_at, after.blocked_until, after.locked
     )
+    return after
 
 
 def login_key(vault: Vault, kind: str, email: str) -> bytes:

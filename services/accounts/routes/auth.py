@@ -397,13 +397,18 @@ async def _login(
             principal = await store.user_by_email_index(
                 conn, vault.blind_index(body.email, purpose=EMAIL_INDEX)
             )
+        if kind == "user" and principal is not None and principal["login_locked"]:
+            # Its counter may have aged out (retention.py): the lock is the account's.
+            return None, throttled(throttle.Verdict(False, locked=True))
         stored = principal["password_hash"] if principal is not None else None
         verified = await verify_password(stored, body.password)
         # Not active yet: counted as a failure too, so that the throttle's count (a 429
         # after the free failures) tells no more than the answer does.
         inactive = kind == "user" and principal is not None and not principal["active"]
         if not verified or inactive:
-            await count_failure(conn, account_key, "account", account_policy, account)
+            counted = await count_failure(conn, account_key, "account", account_policy, account)
+            if counted.locked and kind == "user" and principal is not None:
+                await store.lock_login(conn, principal["id"])
             # Locked now, after the account's row (the order every login takes them in),
             # and read again: parallel failures from one address at different accounts
             # each add one, none overwrites another. Not locked for the whole attempt,
@@ -490,7 +495,7 @@ async def replace_password(
     asked for it knew the old password, and may be who this change locks out."""
     before = await store.user_by_id(conn, user_id, lock=True)
     assert before is not None
-    changes: dict[str, object] = {"password_hash": new_hash}
+    changes: dict[str, object] = {"password_hash": new_hash, "login_locked": False}
     if before["pending_email"] is not None:
         changes.update(store.NO_PENDING_ADDRESS)
     changed = await store.update_user_returning(conn, user_id, **changes)

@@ -148,6 +148,12 @@ async def test_a_reset_lifts_a_login_lock(
         assert "Reset your password" in refused.json()["detail"]
         assert "retry-after" not in refused.headers  # a user's lock does not lift by itself
     assert await db.fetchval("SELECT failures FROM login_throttle WHERE key = $1", key) == bound
+    # 180 days without a failure (a locked counter counts none) and the retention sweep
+    # deletes the counter (services/accounts/retention.py): the lock is the account's.
+    await db.execute("DELETE FROM login_throttle WHERE key = $1", key)
+    still = await attempt(user.password)
+    assert still.status_code == 429, still.text
+    assert still.json()["type"].endswith("/login-locked")
 
     await _ask(client, user.email)
     user.password = f"pw-{uuid.uuid4().hex}"

@@ -96,7 +96,7 @@ async def test_sign_up_stores_exactly_the_declared_fields_and_the_password_nowhe
         "guardian_email", "email_verified", "guardian_consented", "active",
         "marketing_email", "personalisation", "tracking_opt_out", "locale", "created_at",
         "updated_at", "pending_email", "pending_email_index", "pending_email_until",
-        "pending_change",
+        "pending_change", "login_locked",
     }  # fmt: skip
     personal = {k for k, v in row.items() if isinstance(v, bytes)}
     # Exactly the declared fields: name, email (+ its blind index), birth date; nothing else.

@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 import pytest
 
-from services.accounts.lapsed_signups import LapsedSignups, lapsing
+from services.accounts.lapsed_signups import LapsedSignups, lapsing, still_lapsed
 from services.accounts.routes import operators
 from shared.config import PlatformSettings
 from shared.db.pool import Connection
@@ -150,3 +150,18 @@ async def test_an_approval_after_the_lapse_answers_that_the_deletion_is_under_wa
     assert str(lapsed.request_id) in (refused.value.detail or "")
     status = "SELECT status FROM deletion_requests WHERE id = $1"
     assert await pool.fetchval(status, awaiting) == "pending_approval"
+
+
+async def test_the_lapse_is_checked_again_once_the_accounts_are_locked(
+    pool: asyncpg.Pool,
+) -> None:
+    """The round's first statement picks and locks the accounts; a deletion request
+    committed between its snapshot and its lock is not rechecked by PostgreSQL (it is in
+    another table). The second look, under the locks, sees it: one deletion at a time."""
+    async with pool.acquire() as conn:
+        taken = await _signed_up(conn, 31)
+        free = await _signed_up(conn, 31)
+        # As the first statement saw them; then the user's own request commits.
+        await stored_deletion_request(conn, taken, "requested", None)
+        async with conn.transaction():
+            assert await still_lapsed(conn, LAPSE_DAYS, [taken, free]) == [free]
