@@ -34,17 +34,27 @@ help:
 # uv is installed once if missing: where the interpreter is pyenv's or a venv's, as is;
 # else for this user; a Debian python3 refuses both (PEP 668, externally managed), so
 # last for this user past that guard (~/.local: Debian's own packages stay untouched).
+# The last attempt's error is kept: when every one fails, it says what failed (PyPI, a
+# proxy, TLS, or no pip at all).
 .venv/.synced: uv.lock pyproject.toml
-	@$(UV) --version >/dev/null 2>&1 \
-		|| $(call PIP_INSTALL_UV) 2>/dev/null \
+	@$(UV) --version >/dev/null 2>&1 || { \
+		err=$$(mktemp); trap 'rm -f "$$err"' EXIT; \
+		$(call PIP_INSTALL_UV) 2>/dev/null \
 		|| $(call PIP_INSTALL_UV,--user) 2>/dev/null \
-		|| $(call PIP_INSTALL_UV,--user --break-system-packages) 2>/dev/null \
+		|| $(call PIP_INSTALL_UV,--user --break-system-packages) 2>"$$err" \
 		|| { [ "$$(id -u)" = 0 ] && command -v $(APT_GET) >/dev/null \
 			&& $(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install \
 				-y -qq --no-install-recommends python3-pip >/dev/null \
-			&& $(call PIP_INSTALL_UV,--user --break-system-packages); } \
-		|| { echo "cannot install uv with $(PYTHON_BOOT) -m pip: install pip" \
-			"(apt-get install python3-pip) or uv (https://docs.astral.sh/uv/)" >&2; exit 1; }
+			&& $(call PIP_INSTALL_UV,--user --break-system-packages) 2>"$$err"; } \
+		|| { if $(PYTHON_BOOT) -m pip --version >/dev/null 2>&1; then \
+				echo "cannot install uv: '$(PYTHON_BOOT) -m pip install uv==$(UV_VERSION)'" \
+					"failed (PyPI, a proxy or TLS?); its error:" >&2; \
+				cat "$$err" >&2; \
+				echo "fix that, or install uv yourself (https://docs.astral.sh/uv/)" >&2; \
+			else \
+				echo "cannot install uv: $(PYTHON_BOOT) has no pip; install pip" \
+					"(apt-get install python3-pip) or uv (https://docs.astral.sh/uv/)" >&2; \
+			fi; exit 1; }; }
 	$(UV) sync --frozen --quiet
 	@touch $@
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +33,10 @@ READY_TIMEOUT = 90.0
 T = TypeVar("T")
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 JVM_OPTS = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+JAVA_MIN = 17
+JAVA_INSTALL = "apt-get install openjdk-17-jre-headless"
+# `java -version` (on stderr): openjdk version "17.0.9" ..., java version "1.8.0_392" ...
+_JAVA_VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?')
 
 
 def bootstrap(layout: Layout) -> str:
@@ -167,8 +173,36 @@ rootLogger.appenderRef.file.ref = FILE
 {quiet}"""
 
 
+def java_major(version_output: str) -> int | None:
+    """Java's feature version from ``java -version``'s output (1.8.0 is 8), if it says."""
+    found = _JAVA_VERSION.search(version_output)
+    if found is None:
+        return None
+    major = int(found[1])
+    return int(found[2]) if major == 1 and found[2] else major
+
+
+def require_java() -> None:
+    """Java 17 or later, checked before the jars are fetched: an older one would only
+    fail once Kafka starts (UnsupportedClassVersionError)."""
+    java = procs.require_binary("java", JAVA_INSTALL)
+    try:
+        done = subprocess.run(  # noqa: S603 - the java found on PATH, no shell
+            [java, "-version"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise procs.StackError(f"{java} -version failed: {exc}") from exc
+    major = java_major(done.stderr + done.stdout)
+    if major is None:
+        log.warning("cannot tell the version of %s; Kafka %s needs Java 17+", java, VERSION)
+    elif major < JAVA_MIN:
+        raise procs.StackError(
+            f"Kafka 4.x needs Java {JAVA_MIN} or later (found {major}): {JAVA_INSTALL}"
+        )
+
+
 def _java(layout: Layout, main: str, *args: str) -> list[str]:
-    java = procs.require_binary("java", "apt-get install -y openjdk-17-jre-headless")
+    java = procs.require_binary("java", JAVA_INSTALL)
     log4j = f"-Dlog4j2.configurationFile={_home(layout) / 'log4j2.properties'}"
     return [java, *JVM_OPTS, log4j, "-cp", _classpath(layout), main, *args]
 
@@ -220,6 +254,7 @@ def _start(layout: Layout) -> int:
         layout.ports.kafka_controller, "Kafka controller", "IMT_KAFKA_CONTROLLER_PORT"
     )
     procs.require_free(layout.ports.kafka_tls, "Kafka TLS listener", "IMT_KAFKA_TLS_PORT")
+    require_java()
     ensure_libs(layout)
     _format_storage(layout)
     argv = _java(layout, "kafka.Kafka", str(_properties_path(layout)))

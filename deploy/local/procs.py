@@ -29,6 +29,20 @@ log = logging.getLogger(__name__)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+class Cancelled(StackError):
+    """The start was interrupted (Ctrl-C): nothing new was started."""
+
+
+# Set by stack.ensure_up when Ctrl-C interrupts a start, until its component threads
+# have ended: from then on they start no process, install nothing and stop waiting.
+CANCEL = threading.Event()
+
+
+def check_cancelled(what: str) -> None:
+    if CANCEL.is_set():
+        raise Cancelled(f"{what}: not started, the start was interrupted")
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 
@@ -98,6 +112,7 @@ def wait_for(check: Callable[[], bool], timeout: float, alive: Callable[[], bool
             return True
         if not alive():
             return check()
+        check_cancelled("waiting")
         time.sleep(0.25)
     return False
 
@@ -149,8 +164,13 @@ def run(
     timeout: float = 120,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    cancellable: bool = True,
 ) -> str:
-    """Run a short command; its output becomes the error message when it fails."""
+    """Run a short command; its output becomes the error message when it fails.
+
+    Once a start is interrupted (:data:`CANCEL`), a cancellable command is not run."""
+    if cancellable:
+        check_cancelled(what)
     try:
         done = subprocess.run(  # noqa: S603 - argv built by us, never by a shell
             list(argv), capture_output=True, text=True, timeout=timeout, check=False,
@@ -177,12 +197,37 @@ def apt_install(packages: Sequence[str], what: str) -> None:
         raise StackError(f"{what} not installed; run: sudo {command}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     wait_for_lock = ["-o", "DPkg::Lock::Timeout=600"]
-    with _APT, no_daemon_starts():
-        if not _APT_UPDATED:
-            run(["apt-get", *wait_for_lock, "update"], "apt-get update", timeout=900, env=env)
-            _APT_UPDATED.append(True)
-        install = ["apt-get", *wait_for_lock, "install", "-y", "--no-install-recommends"]
-        run([*install, *packages], command, timeout=900, env=env)
+    check_cancelled(command)
+    with _APT:
+        # Interrupted while another thread's install ran (Ctrl-C ended its apt-get).
+        check_cancelled(command)
+        with no_daemon_starts():
+            if not _APT_UPDATED:
+                run(["apt-get", *wait_for_lock, "update"], "apt-get update", timeout=900, env=env)
+                _APT_UPDATED.append(True)
+            install = ["apt-get", *wait_for_lock, "install", "-y", "--no-install-recommends"]
+            run([*install, *packages], command, timeout=900, env=env)
+        disable_at_boot(packages)
+
+
+# Their postinst enables them at boot (policy-rc.d below only keeps them from starting
+# during the install): on a systemd machine, nginx's default site would take 0.0.0.0:80
+# and the system's Prometheus 0.0.0.0:9090 after the next reboot.
+NOT_AT_BOOT = ("nginx", "prometheus")
+SYSTEMD_RUNNING = Path("/run/systemd/system")
+
+
+def disable_at_boot(packages: Sequence[str]) -> None:
+    """``systemctl disable`` the installed packages' daemons we run ourselves; a failure
+    is only a warning (the install itself succeeded)."""
+    units = [package for package in packages if package in NOT_AT_BOOT]
+    if not units or not SYSTEMD_RUNNING.is_dir() or shutil.which("systemctl") is None:
+        return
+    what = f"systemctl disable {' '.join(units)}"
+    try:
+        run(["systemctl", "disable", *units], what, timeout=60, cancellable=False)
+    except StackError as exc:
+        log.warning("%s; they may start at boot and hold our ports", exc)
 
 
 # Debian's maintainer scripts start a package's daemon unless this script forbids it
@@ -228,12 +273,43 @@ def no_daemon_starts() -> Iterator[None]:
 # A throw-away interpreter starts the daemon and exits at once. The daemon is thus never
 # our child: no zombie when it dies, and no "subprocess still running" ResourceWarning
 # (an error under pytest's filterwarnings=error) when our Popen object is collected.
-_LAUNCHER = """\
+#
+# With an exit file, a small watcher (in its own session) starts the daemon, tells its
+# pid, and writes "<pid> <exit code>" to that file when it ends: the daemon, not our
+# child, has nobody else to collect its exit code. The daemon still gets a session of
+# its own (its pid is its process group, as without the watcher).
+_WATCHER = """\
+import os, sys
+exit_path, argv = sys.argv[1], sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    try:
+        os.setsid()
+        os.dup2(2, 1)
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+print(pid, flush=True)
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+with open(exit_path + ".tmp", "w") as handle:
+    handle.write(f"{pid} {code}\\n")
+os.replace(exit_path + ".tmp", exit_path)
+"""
+_LAUNCHER = f"""\
 import subprocess, sys
-with open(sys.argv[1], "ab") as log:
-    daemon = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-print(daemon.pid)
+log_path, exit_path, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+with open(log_path, "ab") as log:
+    if exit_path:
+        watcher = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", {_WATCHER!r}, exit_path, *argv],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+            start_new_session=True)
+        print(watcher.stdout.readline().decode().strip())
+    else:
+        daemon = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        print(daemon.pid)
 """
 
 
@@ -243,13 +319,32 @@ def spawn(
     pidfile: Path,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    exit_file: Path | None = None,
 ) -> int:
-    """Start a daemon in its own session so Ctrl-C or our exit never stops it."""
+    """Start a daemon in its own session so Ctrl-C or our exit never stops it; with
+    ``exit_file``, "<pid> <exit code>" is written there when it ends (see exit_code)."""
     logfile.parent.mkdir(parents=True, exist_ok=True)
-    launcher = [sys.executable, "-c", _LAUNCHER, str(logfile), *argv]
-    pid = int(run(launcher, f"starting {argv[0]}", timeout=30, cwd=cwd, env=env).strip())
+    if exit_file is not None:
+        exit_file.unlink(missing_ok=True)
+    watch = "" if exit_file is None else str(exit_file)
+    launcher = [sys.executable, "-c", _LAUNCHER, str(logfile), watch, *argv]
+    output = run(launcher, f"starting {argv[0]}", timeout=30, cwd=cwd, env=env).strip()
+    try:
+        pid = int(output)
+    except ValueError:
+        raise failure(f"starting {argv[0]}", logfile, "no pid came back") from None
     write_atomic(pidfile, f"{pid}\n")
     return pid
+
+
+def exit_code(exit_file: Path, pid: int) -> int | None:
+    """The exit code spawn's watcher recorded for process ``pid`` (negative: the signal
+    that ended it), or None when it did not (still running, or another process's)."""
+    try:
+        recorded, code = exit_file.read_text().split()
+        return int(code) if int(recorded) == pid else None
+    except (OSError, ValueError):
+        return None
 
 
 def stop_pid(pid: int, timeout: float = 20.0) -> None:

@@ -6,6 +6,10 @@ Prometheus), prints where everything is, then runs every service process of
 stopped too, data kept. A SIGINT or SIGTERM sent to this process alone (a supervisor,
 ``kill``) stops honcho's processes as well. ``--stop`` stops whatever a test run or an
 earlier ``make run`` left behind.
+
+One ``make run`` per state folder: it holds a lock in run/ for its lifetime, so a second
+one exits at once (rather than stop the first's services), and a test run leaves its
+processes alone (services.make_run_active).
 """
 
 from __future__ import annotations
@@ -50,7 +54,6 @@ def run_services(layout: Layout) -> int:
         print("no service declares processes yet (services/*/Procfile); infrastructure only")
         while True:
             time.sleep(3600)
-    services.require_free_api_ports()
     procfile = layout.state / "Procfile"
     procfile.write_text(services.honcho_procfile(layout, entries))
     honcho = str(Path(sys.executable).parent / "honcho")
@@ -94,7 +97,34 @@ def main() -> int:
         stack.shut_down(layout=layout)
         return 0
     try:
+        claim = services.claim_make_run(layout)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if claim is None:
+        print(
+            f"error: another `make run` is running on {layout.state} (it holds "
+            f"{services.make_run_lock(layout)}); stop it first (Ctrl-C in its terminal, or "
+            "`make stop`), or give this one another IMT_STATE_DIR and ports",
+            file=sys.stderr,
+        )
+        return 2
+    with claim:
+        return _run(layout)
+
+
+def _run(layout: Layout) -> int:
+    try:
         services.stop_processes(layout=layout)  # daemons a test run left: honcho owns them now
+        if services.procfile_entries():
+            # Before the long start of the infrastructure, not after it (nothing to stop).
+            services.require_free_api_ports()
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    try:
         print_urls(layout, stack.ensure_up(layout=layout))
         return run_services(layout)
     except StackError as exc:
@@ -103,15 +133,14 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if not args.stop:
-            # The stop must finish: a second Ctrl-C, or a signal a stopping process sends
-            # its process group (ours, under honcho), would leave daemons running.
-            for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(stop_signal, signal.SIG_IGN)
-            print("\nstopping the infrastructure (data kept)...", flush=True)
-            # Those honcho did not stop (it died first, on a closed terminal, say).
-            services.stop_processes(layout=layout)
-            stack.shut_down(layout=layout)
+        # The stop must finish: a second Ctrl-C, or a signal a stopping process sends
+        # its process group (ours, under honcho), would leave daemons running.
+        for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, signal.SIG_IGN)
+        print("\nstopping the infrastructure (data kept)...", flush=True)
+        # Those honcho did not stop (it died first, on a closed terminal, say).
+        services.stop_processes(layout=layout)
+        stack.shut_down(layout=layout)
 
 
 if __name__ == "__main__":

@@ -4,16 +4,22 @@
 daemons with :func:`ensure_processes` (reusing any that ``make run`` already runs) and
 waits for every API's ``/api/<service>/readyz`` on the API's own port (the gateway keeps
 readiness, which names failing dependencies, from the public).
+
+``make run`` holds a lock (:func:`claim_make_run`) for as long as it runs: its processes
+are honcho's, which ends them all when one stops, so a test run that finds it
+(:func:`make_run_active`) leaves them alone.
 """
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TextIO
 
 from deploy.local import procs
 from deploy.local.gateway import UPSTREAMS
@@ -21,6 +27,9 @@ from deploy.local.layout import HOST, REPO_ROOT, Layout
 from deploy.local.tls import tls_files
 
 READY_TIMEOUT = 90.0
+# How long a starting `make run` waits for the lock: a test run's make_run_active holds
+# it for an instant.
+CLAIM_SECONDS = 2.0
 
 
 def procfile_entries(root: Path = REPO_ROOT) -> dict[str, str]:
@@ -71,6 +80,43 @@ def honcho_procfile(layout: Layout, entries: Mapping[str, str]) -> str:
     )
 
 
+def make_run_lock(layout: Layout) -> Path:
+    return layout.run / "make-run.lock"
+
+
+def claim_make_run(layout: Layout) -> TextIO | None:
+    """The lock ``make run`` holds for its lifetime (close the file to let it go), or None
+    when another ``make run`` on this state folder holds it. The folder is prepared."""
+    layout.prepare()
+    handle = make_run_lock(layout).open("a")
+    deadline = time.monotonic() + CLAIM_SECONDS
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                return None
+            time.sleep(0.1)
+
+
+def make_run_active(layout: Layout) -> bool:
+    """A ``make run`` holds this state folder's processes: a test must not stop one (honcho
+    would end every other, and ``make run`` the infrastructure)."""
+    try:
+        fd = os.open(make_run_lock(layout), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: make run never ran on this state folder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and with it the lock, if this took it
+    return False
+
+
 def require_free_api_ports() -> None:
     """Each API's port is free (or already held by our own process, which the caller
     stops first): else the user is told which, rather than see the API die at start."""
@@ -109,9 +155,25 @@ def ensure_processes(
         if running(layout, name) is None:
             argv = ["/bin/sh", "-c", f"exec {entries[name]}"]
             procs.spawn(argv, layout.log(name), layout.pidfile(f"svc-{name}"), cwd=REPO_ROOT,
-                        env={**process_env(), **(env or {})})  # fmt: skip
+                        env={**process_env(), **(env or {})},
+                        exit_file=exit_file(layout, name))  # fmt: skip
             started.append(name)
     return started
+
+
+def exit_file(layout: Layout, name: str) -> Path:
+    """Where the exit code of the process :func:`ensure_processes` started is recorded."""
+    return layout.run / f"svc-{name}.exit"
+
+
+def exited(layout: Layout, name: str) -> str | None:
+    """How the process started for ``name`` ended, if its pid file names one that no
+    longer runs; None while it runs (or when nothing says it was started)."""
+    pid = procs.read_pid(layout.pidfile(f"svc-{name}"))
+    if pid is None or running(layout, name) is not None:
+        return None
+    code = procs.exit_code(exit_file(layout, name), pid)
+    return f"its process (pid {pid}) exited" + ("" if code is None else f" with code {code}")
 
 
 def stop_processes(names: Iterable[str] | None = None, layout: Layout | None = None) -> None:
@@ -137,12 +199,17 @@ def api_ready(service: str) -> bool:
 
 
 def wait_for_apis(services: Iterable[str], layout: Layout | None = None) -> None:
-    """Wait until each service API answers ready (on its own port)."""
+    """Wait until each service API answers ready (on its own port); fail at once, with
+    its exit code and log, when its process has ended (an import error, a held port)."""
     layout = layout or Layout.from_env()
     for service in services:
+        name, address = f"{service}-api", UPSTREAMS[service]
         deadline = time.monotonic() + READY_TIMEOUT
         while not api_ready(service):
+            ended = exited(layout, name)
+            if ended is not None and not api_ready(service):
+                why = f"{ended} before {address} was ready"
+                raise procs.failure(f"{service} API", layout.log(name), why)
             if time.monotonic() > deadline:
-                log = layout.log(f"{service}-api")
-                raise procs.failure(f"{service} API", log, f"{UPSTREAMS[service]} not ready")
+                raise procs.failure(f"{service} API", layout.log(name), f"{address} not ready")
             time.sleep(0.2)

@@ -28,8 +28,9 @@ import asyncio
 import json
 import logging
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -116,9 +117,7 @@ def ensure_up(
         # Made once here: every component presents it (Kafka's SSL listener, PostgreSQL,
         # the SMTP sink's STARTTLS, the gateway), and they start in parallel.
         ensure_certificates(layout.tls)
-        with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
-            futures = {name: pool.submit(COMPONENTS[name].up, layout) for name in names}
-        failed = {name: f.exception() for name, f in futures.items() if f.exception()}
+        addresses, failed = _start_all(names, layout)
         procs.write_atomic(layout.state / "endpoints.json", json.dumps(endpoints(layout), indent=2))
     if failed:
         message = "\n".join(
@@ -126,7 +125,60 @@ def ensure_up(
             for name, exc in failed.items()
         )
         raise StackError(message) from next(iter(failed.values()))
-    return {name: future.result() for name, future in futures.items()}
+    return {name: addresses[name] for name in names}
+
+
+def _start_all(names: list[str], layout: Layout) -> tuple[dict[str, str], dict[str, BaseException]]:
+    """Each component's up in its own thread, all waited for: (addresses, failures).
+
+    Interrupted (Ctrl-C), the threads still running would go on to start daemons after
+    the caller stopped everything: a component not begun yet never begins, those running
+    are told to start nothing more (procs.CANCEL, checked before every command, install
+    and wait), and all are waited for, so that the caller's shut_down then stops
+    whatever did start. Only flags and sleeps here: a KeyboardInterrupt can land
+    anywhere, and a lock it interrupts may stay held.
+    """
+    began = {name: threading.Event() for name in names}
+    ended = {name: threading.Event() for name in names}
+    interrupted = threading.Event()
+    addresses: dict[str, str] = {}
+    failures: dict[str, BaseException] = {}
+
+    def start(name: str) -> None:
+        began[name].set()  # before looking at interrupted: see the wait below
+        try:
+            if not interrupted.is_set():
+                addresses[name] = COMPONENTS[name].up(layout)
+        except BaseException as exc:
+            failures[name] = exc
+        finally:
+            ended[name].set()
+
+    def all_ended(names: Iterable[str]) -> bool:
+        return all(ended[name].is_set() for name in names)
+
+    try:
+        for name in names:
+            threading.Thread(target=start, args=(name,), name=f"up-{name}").start()
+        while not all_ended(names):
+            time.sleep(0.05)
+    except BaseException:
+        interrupted.set()
+        procs.CANCEL.set()
+        try:
+            # A thread that had not begun sees interrupted and begins nothing.
+            running = [name for name in names if began[name].is_set()]
+            while True:
+                try:
+                    while not all_ended(running):
+                        time.sleep(0.05)
+                    break
+                except KeyboardInterrupt:
+                    continue  # another Ctrl-C: the threads must still end first
+        finally:
+            procs.CANCEL.clear()
+        raise
+    return addresses, {name: failures[name] for name in names if name in failures}
 
 
 def endpoints(layout: Layout | None = None) -> dict[str, str]:

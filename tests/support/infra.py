@@ -2,7 +2,8 @@
 
 ``ensure_up`` reuses a stack that ``make run`` (or an earlier test run) already
 started; what this session started itself is left running for the next run unless
-IMT_TEST_STOP_STACK=1 (CI sets it through the Makefile).
+IMT_TEST_STOP_STACK=1 (CI sets it through the Makefile) and no ``make run`` holds the
+stack (that one stops it).
 """
 
 from __future__ import annotations
@@ -27,8 +28,19 @@ def stack() -> Iterator[None]:
     os.environ.setdefault("IMT_GATEWAY_RATE_PER_SECOND", "5000")
     local_stack.ensure_up(["kafka", "postgres", "smtp", "gateway"])
     yield
-    if os.environ.get("IMT_TEST_STOP_STACK") == "1":
+    if stops_stack_after():
         local_stack.shut_down()
+
+
+def stops_stack_after() -> bool:
+    """IMT_TEST_STOP_STACK=1 asks for the stack to be stopped after the run, unless a
+    ``make run`` holds it (its services would lose Kafka and PostgreSQL under them)."""
+    from deploy.local import services
+    from deploy.local.layout import Layout
+
+    if os.environ.get("IMT_TEST_STOP_STACK") != "1":
+        return False
+    return not services.make_run_active(Layout.from_env())
 
 
 @pytest.fixture(scope="session")

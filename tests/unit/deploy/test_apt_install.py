@@ -2,6 +2,8 @@
 0.0.0.0:9090, nginx's default site on :80): Debian's policy-rc.d forbids it meanwhile."""
 
 import subprocess
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,6 +70,7 @@ def test_every_apt_get_run_happens_under_the_policy(
     monkeypatch.setattr(procs, "is_root", lambda: True)
     monkeypatch.setattr(procs, "run", fake_run)
     monkeypatch.setattr(procs, "_APT_UPDATED", [])
+    monkeypatch.setattr(procs, "SYSTEMD_RUNNING", policy.parent / "no-systemd")
     procs.apt_install(["prometheus"], "Prometheus")
     assert seen == [("update", True), ("prometheus", True)]
     assert not policy.exists()
@@ -114,3 +117,122 @@ def test_a_user_who_is_not_root_is_told_what_is_missing_and_the_run_goes_on(
     stack._install_or_warn()
     assert runs == []
     assert "chromium missing; as root: apt-get install" in capsys.readouterr().err
+
+
+# After the install: what its postinst enabled at boot (nginx on 0.0.0.0:80, the system's
+# Prometheus on 0.0.0.0:9090) is disabled where systemd runs.
+
+
+@pytest.fixture
+def apt_runs(
+    policy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[list[str]], Path]:
+    """apt_install as root with a fake run (its argv recorded), a fake systemctl on PATH,
+    and a folder standing for /run/systemd/system (absent until the test makes it)."""
+    runs: list[list[str]] = []
+
+    def fake_run(argv: Sequence[str], what: str, **_kwargs: object) -> str:
+        runs.append(list(argv))
+        if argv[0] == "systemctl" and (tmp_path / "systemctl-fails").exists():
+            raise procs.StackError(f"{what} failed (exit 1): Failed to disable unit")
+        return ""
+
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    (fakes / "systemctl").write_text("#!/bin/sh\nexit 0\n")
+    (fakes / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fakes))
+    monkeypatch.setattr(procs, "is_root", lambda: True)
+    monkeypatch.setattr(procs, "run", fake_run)
+    monkeypatch.setattr(procs, "_APT_UPDATED", [True])
+    systemd = tmp_path / "run-systemd-system"
+    monkeypatch.setattr(procs, "SYSTEMD_RUNNING", systemd)
+    return runs, systemd
+
+
+def _systemctl(runs: list[list[str]]) -> list[list[str]]:
+    return [argv for argv in runs if argv[0] == "systemctl"]
+
+
+def test_under_systemd_the_installed_daemons_we_run_ourselves_are_disabled_at_boot(
+    apt_runs: tuple[list[list[str]], Path],
+) -> None:
+    runs, systemd = apt_runs
+    systemd.mkdir()
+    procs.apt_install(["postgresql", "nginx", "prometheus", "chromium"], "all")
+    assert runs[-1] == ["systemctl", "disable", "nginx", "prometheus"]
+    assert len(_systemctl(runs)) == 1
+
+
+def test_only_the_packages_installed_are_disabled(
+    apt_runs: tuple[list[list[str]], Path],
+) -> None:
+    runs, systemd = apt_runs
+    systemd.mkdir()
+    procs.apt_install(["prometheus"], "Prometheus")
+    assert _systemctl(runs) == [["systemctl", "disable", "prometheus"]]
+    runs.clear()
+    procs.apt_install(["postgresql", "chromium"], "PostgreSQL, Chromium")
+    assert _systemctl(runs) == []
+
+
+def test_without_systemd_nothing_is_disabled(apt_runs: tuple[list[list[str]], Path]) -> None:
+    runs, _systemd = apt_runs  # /run/systemd/system absent: a container, say
+    procs.apt_install(["nginx", "prometheus"], "nginx, Prometheus")
+    assert _systemctl(runs) == []
+
+
+def test_a_failed_disable_is_a_warning_not_a_failed_install(
+    apt_runs: tuple[list[list[str]], Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs, systemd = apt_runs
+    systemd.mkdir()
+    (tmp_path / "systemctl-fails").touch()
+    procs.apt_install(["nginx"], "nginx")
+    assert _systemctl(runs) == [["systemctl", "disable", "nginx"]]
+    assert "Failed to disable unit" in caplog.text
+
+
+# Ctrl-C during a first start: a thread waiting for another's install must not go on to
+# install (and start) once the start was interrupted.
+
+
+def test_an_interrupted_start_installs_nothing_more(
+    apt_runs: tuple[list[list[str]], Path],
+) -> None:
+    runs, _systemd = apt_runs
+    procs.CANCEL.set()
+    try:
+        with pytest.raises(procs.Cancelled, match="interrupted"):
+            procs.apt_install(["nginx"], "nginx")
+    finally:
+        procs.CANCEL.clear()
+    assert runs == []
+
+
+def test_an_install_waiting_for_another_stops_once_the_start_is_interrupted(
+    apt_runs: tuple[list[list[str]], Path],
+) -> None:
+    runs, _systemd = apt_runs
+    outcome: list[BaseException | None] = []
+
+    def install() -> None:
+        try:
+            procs.apt_install(["prometheus"], "Prometheus")
+            outcome.append(None)
+        except procs.StackError as exc:
+            outcome.append(exc)
+
+    procs._APT.acquire()  # another thread's install is running
+    waiting = threading.Thread(target=install)
+    try:
+        waiting.start()
+        time.sleep(0.2)
+        procs.CANCEL.set()  # Ctrl-C: the other's apt-get ended
+    finally:
+        procs._APT.release()
+        waiting.join(10)
+        procs.CANCEL.clear()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], procs.Cancelled)
+    assert runs == []

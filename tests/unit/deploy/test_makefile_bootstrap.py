@@ -21,9 +21,11 @@ case "$*" in *"pip install"*) [ -e "$CALLS.pip" ] && exit 0 ;; esac
 case "$*" in
   "-m uv --version") exit 1 ;;
   "-m uv sync"*) exit 0 ;;
+  "-m pip --version") [ -n "$PIP_ERROR" ] && exit 0 ;;
   $ACCEPT) exit 0 ;;
 esac
-echo "error: externally-managed-environment" >&2
+# PIP_ERROR: pip is there, but PyPI is out of reach (a proxy, TLS, ...).
+echo "${PIP_ERROR:-error: externally-managed-environment}" >&2
 exit 1
 """
 
@@ -48,7 +50,7 @@ exit 1
 
 
 def _bootstrap(
-    tmp_path: Path, accept: str, apt: bool = False, uid: int = 1000
+    tmp_path: Path, accept: str, apt: bool = False, uid: int = 1000, pip_error: str = ""
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     make = shutil.which("make")
     if make is None:
@@ -73,7 +75,8 @@ def _bootstrap(
         [make, "-s", "-C", str(tmp_path), "-f", str(MAKEFILE), f"PYTHON_BOOT={python}",
          "UV_VERSION=9.9.9", f"APT_GET={apt_get if apt else 'no-such-apt-get'}",
          ".venv/.synced"],
-        env={**env, "CALLS": str(calls), "ACCEPT": accept, "FAKE_UID": str(uid)},
+        env={**env, "CALLS": str(calls), "ACCEPT": accept, "FAKE_UID": str(uid),
+             "PIP_ERROR": pip_error},
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     installs = [
@@ -124,3 +127,15 @@ def test_apt_get_is_not_tried_by_a_user_who_is_not_root(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert len(installs) == 3  # the three pip installs, and no apt-get
     assert "apt-get install python3-pip" in done.stderr
+
+
+def test_when_pip_fails_to_reach_pypi_make_shows_its_error_not_install_pip(
+    tmp_path: Path,
+) -> None:
+    proxy_error = "ERROR: ProxyError('Cannot connect to proxy.') for uv==9.9.9"
+    done, installs = _bootstrap(tmp_path, accept="no such call", pip_error=proxy_error)
+    assert done.returncode != 0
+    assert len(installs) == 3
+    assert proxy_error in done.stderr  # the last attempt's own error
+    assert "-m pip install uv==9.9.9' failed" in done.stderr
+    assert "install pip" not in done.stderr  # pip is there: installing it is not the fix

@@ -1,5 +1,6 @@
 """The test run waits for each API's readiness on the API's own port: the gateway hides it."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -73,3 +74,59 @@ def test_a_process_make_run_starts_is_found_by_its_pid_file(
     finally:
         proc.kill()
         proc.wait()
+
+
+# An API that dies at start (an import error, a port held) fails the wait at once, with
+# its exit code and its log, rather than after READY_TIMEOUT.
+
+DYING_API = """\
+import sys, time
+time.sleep(0.3)
+print("ModuleNotFoundError: No module named 'nowhere'", flush=True)
+sys.exit(3)
+"""
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Layout:
+    monkeypatch.setenv("IMT_STATE_DIR", str(tmp_path / "state"))
+    layout = Layout.from_env()
+    layout.prepare()
+    return layout
+
+
+def test_an_api_whose_process_died_fails_the_wait_at_once_with_its_exit_code_and_log(
+    state: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "dying_api.py"
+    script.write_text(DYING_API)
+    monkeypatch.setattr(services, "procfile_entries", lambda: {"accounts-api": f"python {script}"})
+    monkeypatch.setattr(services, "UPSTREAMS", {"accounts": "127.0.0.1:9"})  # nothing answers
+    monkeypatch.setattr(services, "READY_TIMEOUT", 30.0)
+    assert services.ensure_processes(["accounts-api"], state) == ["accounts-api"]
+    started = time.monotonic()
+    with pytest.raises(procs.StackError) as failed:
+        services.wait_for_apis(["accounts"], state)
+    assert time.monotonic() - started < 10
+    assert "exited with code 3" in str(failed.value)
+    assert "No module named 'nowhere'" in str(failed.value)
+
+
+def test_the_exit_code_of_a_watched_daemon_is_recorded_and_its_pid_is_its_own(
+    tmp_path: Path,
+) -> None:
+    exit_file = tmp_path / "svc.exit"
+    argv = ["/bin/sh", "-c", "exec sleep 30"]
+    pid = procs.spawn(argv, tmp_path / "svc.log", tmp_path / "svc.pid", exit_file=exit_file)
+    try:
+        assert procs.read_pid(tmp_path / "svc.pid") == pid
+        assert os.getpgid(pid) == pid  # its own process group, as without the watcher
+        assert procs.exit_code(exit_file, pid) is None  # still running
+    finally:
+        procs.stop_pid(pid)
+    deadline = time.monotonic() + 10
+    while procs.exit_code(exit_file, pid) is None:
+        assert time.monotonic() < deadline, "no exit code recorded"
+        time.sleep(0.05)
+    assert procs.exit_code(exit_file, pid) == -15  # SIGTERM
+    assert procs.exit_code(exit_file, pid + 1) is None  # another process's: not this one
