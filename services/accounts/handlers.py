@@ -17,14 +17,19 @@ command without it) erases them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from uuid import UUID
 
 from services.accounts import cancel_window
 from services.accounts.cards import tombstone_card
 from services.accounts.context import emit
 from services.accounts.domain.invoices import DISCLOSURE_LOG, FINANCIAL_RECORDS
-from services.accounts.invoices import anonymise_invoices, erase_invoices, erase_spent_invoices
+from services.accounts.invoices import (
+    anonymise_invoices,
+    erase_invoices,
+    erase_spent_invoices,
+    kept_invoices_until,
+)
 from services.accounts.recipients import DEVICE_FIELDS, forward_to_recipients
 from shared.bus import Delivery, Tombstone
 from shared.db.pool import Connection
@@ -157,6 +162,7 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
     subject = command.subject_id
     erased: dict[str, int] = {}
     retained: dict[str, int] = {}
+    retained_until: dict[str, date] = {}
     if command.scope == "device":
         # The user's row first (the order every writer of the user's rows keeps), as an
         # export holds it: an export that read the device before it was set aside has
@@ -192,6 +198,9 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
                 if spent:  # named only when some went (the kept: retained_anonymised)
                     erased["invoices"] = spent
             retained["invoices"] = await anonymise_invoices(conn, vault, subject)
+            until = await kept_invoices_until(conn, vault, subject)
+            if until is not None:  # the release need not wait a whole period more
+                retained_until[FINANCIAL_RECORDS] = until
         else:
             erased["invoices"] = await erase_invoices(conn, vault, subject)
         for table, sql in _ACCOUNT_TABLES:
@@ -217,6 +226,7 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
         erased=erased,
         retained_anonymised=retained,
         erased_at=datetime.now(UTC),
+        retained_until=retained_until,
     )
     await emit(conn, receipt, subject)
     return receipt

@@ -26,6 +26,7 @@ from services.accounts.domain.invoices import (
     amount_problem,
     issue_date_problem,
     last_spent_issue,
+    needed_until,
 )
 from services.accounts.store import Row
 from shared.db.pool import Connection
@@ -169,6 +170,19 @@ async def anonymise_invoices(conn: Connection, vault: Vault, subject: UUID) -> i
     if key is None:
         return 0
     return int(await conn.fetchval("SELECT count(*) FROM invoices WHERE retention_key = $1", key))
+
+
+async def kept_invoices_until(conn: Connection, vault: Vault, subject: UUID) -> date | None:
+    """The day the last of the subject's kept invoices is no longer needed (each counts
+    its period from its issue), or None when none is kept."""
+    latest: date | None = await conn.fetchval(
+        "SELECT max(i.issued_on) FROM invoices i JOIN retention_keys k"
+        " ON k.retention_key = i.retention_key"
+        " WHERE k.subject_index = $1 AND k.category = $2",
+        _subject_index(vault, subject),
+        FINANCIAL_RECORDS,
+    )
+    return needed_until(latest) if latest is not None else None
 
 
 async def erase_invoices(conn: Connection, vault: Vault, subject: UUID) -> int:

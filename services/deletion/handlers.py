@@ -280,6 +280,7 @@ async def subject_erased(conn: Connection, deps: Deps, event: SubjectErased) -> 
         event.erased,
         event.retained_anonymised,
         event.erased_at,
+        event.retained_until,
     )
     if not recorded:
         return  # a duplicate: it answered before
@@ -497,7 +498,9 @@ async def _plan_releases(conn: Connection, deps: Deps, request: stages.DeletionR
     assert request.erased_at is not None
     due = {
         category: (uuid5(RELEASE_NAMESPACE, f"{request.request_id}:{category}"), at)
-        for category, at in deps.policy.releases(request.erased_at).items()
+        for category, at in deps.policy.releases(
+            request.erased_at, await store.kept_until(conn, request.request_id)
+        ).items()
     }
     await store.plan_releases(conn, request.request_id, due)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -258,11 +258,12 @@ async def record_receipt(
     erased: dict[str, int],
     retained: dict[str, int],
     erased_at: datetime,
+    retained_until: Mapping[str, date] | None = None,
 ) -> bool:
     status = await conn.execute(
         "INSERT INTO store_receipts"
-        " (erase_id, store, request_id, erased, retained_anonymised, erased_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)"
+        " (erase_id, store, request_id, erased, retained_anonymised, erased_at, retained_until)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)"
         " ON CONFLICT (erase_id, store) WHERE superseded_at IS NULL DO NOTHING",
         erase_id,
         store,
@@ -270,6 +271,7 @@ async def record_receipt(
         erased,
         retained,
         erased_at,
+        {category: day.isoformat() for category, day in (retained_until or {}).items()},
     )
     return bool(status == "INSERT 0 1")
 
@@ -310,6 +312,20 @@ async def request_of_release(conn: Connection, erase_id: UUID) -> UUID | None:
 
 
 # --- retention releases --------------------------------------------------------------------
+
+
+async def kept_until(conn: Connection, request_id: UUID) -> dict[str, list[date]]:
+    """Per kept category, the days the stores' current receipts of the request's erasure
+    say their records of it may go (SubjectErased.retained_until)."""
+    rows = await conn.fetch(
+        "SELECT retained_until FROM store_receipts WHERE erase_id = $1 AND superseded_at IS NULL",
+        request_id,
+    )
+    days: dict[str, list[date]] = {}
+    for row in rows:
+        for category, day in row["retained_until"].items():
+            days.setdefault(category, []).append(date.fromisoformat(day))
+    return days
 
 
 async def plan_releases(

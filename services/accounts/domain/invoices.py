@@ -65,6 +65,11 @@ def last_spent_issue(today: date, period_days: int = FINANCIAL_RECORDS_DAYS) -> 
     return today - timedelta(days=period_days)
 
 
+def needed_until(latest_issue: date, period_days: int = FINANCIAL_RECORDS_DAYS) -> date:
+    """The day the books stop needing invoices issued up to ``latest_issue``."""
+    return latest_issue + timedelta(days=period_days)
+
+
 def issue_date_problem(issued_on: date, today: date) -> str | None:
     """Invoices are recorded when issued: not in the future (a day of time-zone slack)."""
     if issued_on > today + timedelta(days=1):

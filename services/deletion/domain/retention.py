@@ -25,7 +25,8 @@ the id is a finding, whatever the period.
 from __future__ import annotations
 
 import tomllib
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -85,9 +86,21 @@ class RetentionPolicy(BaseModel):
         """Categories the first erasure keeps, anonymised."""
         return tuple(r.category for r in self.kept())
 
-    def releases(self, erased_at: datetime) -> dict[str, datetime]:
-        """When each kept category must go: its period counted from the erasure."""
-        return {r.category: erased_at + r.period for r in self.kept()}
+    def releases(
+        self, erased_at: datetime, kept_until: Mapping[str, Sequence[date]] | None = None
+    ) -> dict[str, datetime]:
+        """When each kept category must go: its period counted from the erasure, or
+        sooner, the day the stores said the last of its records may go (``kept_until``:
+        each store's day; the latest counts, at the erasure's time of day)."""
+        due = {}
+        for rule in self.kept():
+            at = erased_at + rule.period
+            days = (kept_until or {}).get(rule.category)
+            if days:
+                said = datetime.combine(max(days), erased_at.timetz())
+                at = min(at, max(said, erased_at))
+            due[rule.category] = at
+        return due
 
     def rule_for_table(self, qualified_table: str) -> RetentionRule | None:
         """The rule whose kept rows may still reference the subject in this table."""

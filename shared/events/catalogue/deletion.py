@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import ClassVar, Literal
 from uuid import UUID
 
@@ -67,6 +67,13 @@ class SubjectErased(Event):
     erased: dict[str, int]
     retained_anonymised: dict[str, int] = {}
     erased_at: datetime
+    retained_until: dict[str, date] = Field(
+        default_factory=dict,
+        description="Per kept category (financial_records, ...), the day the youngest of"
+        " the records this store keeps reaches the end of its own period, when that comes"
+        " before the period counted from the erasure: the category's release is then due"
+        " that day. A store keeping records of a category it cannot date says nothing.",
+    )
 
 
 @register_event

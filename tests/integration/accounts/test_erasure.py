@@ -251,6 +251,28 @@ async def test_an_erasure_keeps_no_invoice_whose_period_ended_since_its_issue(
     assert again.retained_anonymised["invoices"] == 2
 
 
+async def test_the_receipt_dates_the_end_of_the_youngest_kept_invoices_period(
+    pool: asyncpg.Pool, vault: Vault
+) -> None:
+    """Each invoice is needed a period from its issue: once the youngest kept one's has
+    ended, nothing kept needs the release to wait the period counted from the erasure."""
+    today = datetime.now(UTC).date()
+    spent = last_spent_issue(today)
+    async with pool.acquire() as conn:
+        user_id = await stored_user(conn)
+        await _invoice(conn, user_id, spent + timedelta(days=3))
+        await _invoice(conn, user_id, spent + timedelta(days=10))  # the youngest
+        unbilled = await stored_user(conn)
+        await _invoice(conn, await stored_user(conn), today)  # a bystander's
+
+    first = await _erase(pool, vault, user_id, FIRST)
+    assert first.retained_anonymised["invoices"] == 2
+    assert first.retained_until == {"financial_records": today + timedelta(days=10)}
+    again = await _erase(pool, vault, user_id, FIRST)  # found again through the key
+    assert again.retained_until == first.retained_until
+    assert (await _erase(pool, vault, unbilled, FIRST)).retained_until == {}
+
+
 async def test_under_a_legal_hold_an_erasure_lets_no_invoice_go_early(
     pool: asyncpg.Pool, vault: Vault
 ) -> None:

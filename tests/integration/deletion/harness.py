@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -132,6 +132,8 @@ class StandInStores:
     requested: set[UUID] = field(default_factory=set)  # request ids: any other is a release
     # subject -> stores that never answer the subject's retention releases (dead-lettered)
     releases_unanswered_by: dict[UUID, set[str]] = field(default_factory=dict)
+    # subject -> what accounts' receipt dates (SubjectErased.retained_until)
+    kept_until: dict[UUID, dict[str, date]] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = manual_commit_consumer(
@@ -188,6 +190,9 @@ class StandInStores:
                 if store == "accounts"
                 else {},
                 erased_at=datetime.now(UTC),
+                retained_until=self.kept_until.get(command.subject_id, {})
+                if store == "accounts" and command.retain_categories
+                else {},
             )
             await send(self.producer, self.settings, receipt, command.subject_id)
 

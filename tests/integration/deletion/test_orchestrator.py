@@ -512,6 +512,34 @@ async def test_a_kept_category_is_erased_by_a_second_command_when_its_period_end
         assert receipts == 3
 
 
+FINANCIAL_DUE = (
+    "SELECT due_at FROM retention_releases WHERE request_id = $1 AND category = 'financial_records'"
+)
+
+
+async def test_a_release_is_due_when_the_store_says_its_last_kept_record_may_go(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    """Under the shipped rules (5 years from the erasure), a store whose youngest kept
+    invoice's period ends today has its release sent now, not five years on."""
+    settings = harness_settings(scratch_dsn, suffix, tmp_path)
+    async with running_harness(settings) as harness:
+        subject = uuid.uuid4()
+        harness.stores.kept_until[subject] = {"financial_records": datetime.now(UTC).date()}
+        request_id, _ = await harness.request_deletion(subject)
+        assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
+        due = await harness.pool.fetchval(FINANCIAL_DUE, request_id)
+        assert due < datetime.now(UTC) + timedelta(days=1)
+        release = await harness.release_of(request_id)
+        assert release.subject_id == subject
+        assert "financial_records" not in release.retain_categories  # the others wait
+        # The control: a subject whose store says nothing waits the rule's whole period.
+        other, _ = await harness.request_deletion()
+        assert (await harness.wait_for([other], "complete"))[other] == "complete"
+        due = await harness.pool.fetchval(FINANCIAL_DUE, other)
+        assert due > datetime.now(UTC) + timedelta(days=1800)
+
+
 async def test_metrics_count_open_requests_per_stage_the_oldest_and_the_late(
     scratch_dsn: str, suffix: str, tmp_path: Path
 ) -> None:

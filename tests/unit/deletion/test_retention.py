@@ -1,6 +1,6 @@
 """Retention rules from the versioned file."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -33,6 +33,24 @@ def test_kept_categories_are_retained_for_their_period_then_released() -> None:
     assert policy.may_keep("billing.invoices", T0, T0 + timedelta(days=1824))
     assert not policy.may_keep("billing.invoices", T0, T0 + timedelta(days=1825))
     assert not policy.may_keep("billing.payments", T0, T0)
+
+
+def test_a_release_is_due_when_the_stores_say_the_last_kept_record_may_go() -> None:
+    """Each record's period counts from its own date: a store that dates the youngest
+    of what it keeps brings the release forward, never past the erasure's period."""
+    policy = parse_policy(RULES)
+    full = T0 + timedelta(days=1825)
+    soon = (T0 + timedelta(days=30)).date()
+    later = (T0 + timedelta(days=60)).date()
+    at_soon = datetime.combine(later, T0.timetz())
+    assert policy.releases(T0, {"financial_records": [soon, later]}) == {
+        "financial_records": at_soon  # the latest store's day counts
+    }
+    beyond = (T0 + timedelta(days=4000)).date()
+    assert policy.releases(T0, {"financial_records": [beyond]}) == {"financial_records": full}
+    past = (T0 - timedelta(days=5)).date()
+    assert policy.releases(T0, {"financial_records": [past]}) == {"financial_records": T0}
+    assert policy.releases(T0, {"content": [soon]}) == {"financial_records": full}
 
 
 def test_the_shipped_rules_parse_and_name_a_legal_basis_each() -> None:
