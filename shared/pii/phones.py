@@ -28,8 +28,10 @@ _SEP = r"[ ./-]"
 # can be split in only one way and a failed match cannot backtrack exponentially.
 _GROUPED = rf"[0-9]{{1,4}}(?![0-9])(?:(?:{_SEP}?\([0-9]{{1,4}}\){_SEP}?|{_SEP})[0-9]+)+"
 # "00" (the international prefix dialled in Europe) only with separated groups: a bare
-# run starting with 00 is an id ("order 0012345678").
-_INTERNATIONAL = re.compile(rf"(?<![\w+])(?:\+(?:{_GROUPED}|[0-9]+)|00(?=[1-9]){_GROUPED})")
+# run starting with 00 is an id ("order 0012345678"). A "+" may follow a letter: in
+# "tel+442071838750" or a path's "phone+14155552671" the number is as plain as after a
+# space, and no id, date or version is written letters, "+", then seven digits or more.
+_INTERNATIONAL = re.compile(rf"(?<![0-9+])\+(?:{_GROUPED}|[0-9]+)|(?<![\w+])00(?=[1-9]){_GROUPED}")
 # NANP: area code and exchange never start with 0 or 1, which rules out many dates and ids.
 _NORTH_AMERICAN = re.compile(
     r"(?<![0-9])(?<![0-9][.-])"

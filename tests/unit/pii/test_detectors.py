@@ -134,6 +134,14 @@ def test_more_than_fifteen_digits_are_never_a_phone(digits: str) -> None:
     assert find_phone_numbers(f"x {digits} y") == []
 
 
+@pytest.mark.parametrize(
+    ("text", "phone"),
+    [("tel+442071838750", "+442071838750"), ("call+1 415 555 2671", "+1 415 555 2671")],
+)
+def test_an_international_number_glued_to_letters_is_found(text: str, phone: str) -> None:
+    assert spans(text, find_phone_numbers(text)) == [phone]
+
+
 def test_a_phone_followed_by_more_digit_groups_is_still_found() -> None:
     # Separated groups may belong to the number, so it takes as many as fit in 15 digits.
     text = "+1 415 555 2671 1234 5678 9999"
