@@ -54,6 +54,7 @@ PG_ROOT = Path("/usr/lib/postgresql")
 # mounted is a folder too, and in it every snapshot's folder is missing.
 MARKER = ".imt-backups"
 RESTORED = "restored_"  # every copy `restore` makes from the command line starts so
+PG_NAME_LIMIT = 63  # bytes in a database name; PostgreSQL cuts longer ones short
 
 
 class BackupError(RuntimeError):
@@ -160,14 +161,10 @@ async def take(
     root = settings.backup_dir()
     folder = root / snapshot_id
     manifest = Manifest(snapshot_id, taken_at, taken_at + keep, tuple(databases), folder)
-    folder.mkdir(parents=True, mode=0o700)
-    if not (root / MARKER).is_file():
-        (root / MARKER).write_text(
-            "Written by `python -m services.deletion.backups take`. Snapshots are expired\n"
-            "only while this file is here: without it, the volume is taken as not mounted.\n"
-        )
     pool = await _deletion_pool(settings)
     try:
+        await _mark_backup_folder(pool, root)
+        folder.mkdir(parents=True, mode=0o700)
         # Indexed before the first dump: a request erased while we dump must wait for it.
         async with pool.acquire() as conn:
             await conn.execute(
@@ -192,6 +189,28 @@ async def take(
     finally:
         await pool.close()
     return manifest
+
+
+async def _mark_backup_folder(pool: asyncpg.Pool, root: Path) -> None:
+    """Write the :data:`MARKER` where there is none, unless the folder looks like an empty
+    mount point: live snapshots are indexed, and not one of their folders is here. Marked
+    then, the next ``expire`` would take every one of them for gone."""
+    if await asyncio.to_thread((root / MARKER).is_file):
+        return
+    live = [row["path"] for row in await pool.fetch(
+        "SELECT path FROM backup_snapshots WHERE expired_at IS NULL"
+    )]  # fmt: skip
+    if live and not any([await asyncio.to_thread(Path(path).is_dir) for path in live]):
+        raise BackupError(
+            f"{root} holds none of the {len(live)} live snapshots and no {MARKER}:"
+            " is the backup volume mounted? Nothing was taken."
+        )
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True, mode=0o700)
+    await asyncio.to_thread(
+        (root / MARKER).write_text,
+        "Written by `python -m services.deletion.backups take`. Snapshots are expired\n"
+        "only while this file is here: without it, the volume is taken as not mounted.\n",
+    )
 
 
 # --- expire --------------------------------------------------------------------------------
@@ -325,10 +344,33 @@ async def restore(
     for database in wanted:
         target = f"{target_prefix}_{database}"
         targets[database] = target
-        await restore_dump(settings, manifest.folder / f"{database}.dump", target)
+        # A copy under the verifier's eyes (restored_...) gets its name once replayed:
+        # read before, it would show subjects erased since the snapshot.
+        staging = _staging_name(target) if target.startswith(RESTORED) else target
+        await restore_dump(settings, manifest.folder / f"{database}.dump", staging)
         plan = replay_plan(database, columns, entries, releases, index_key)
-        await apply_replay(settings, target, plan)
+        await apply_replay(settings, staging, plan)
+        if staging != target:
+            await _rename_database(settings, staging, target)
     return targets
+
+
+RESTORING = "restoring_"  # a restored_ copy until its replay is done: restoring_<epoch>_...
+
+
+def _staging_name(target: str) -> str:
+    name = f"{RESTORING}{int(time.time())}_{target.removeprefix(RESTORED)}"
+    if len(name) > PG_NAME_LIMIT:
+        raise BackupError(f"{target}: prefix too long (names are {PG_NAME_LIMIT} bytes at most)")
+    return name
+
+
+async def _rename_database(settings: DeletionSettings, old: str, new: str) -> None:
+    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+    try:
+        await conn.execute(f'ALTER DATABASE "{old}" RENAME TO "{new}"')
+    finally:
+        await conn.close()
 
 
 async def restore_dump(settings: DeletionSettings, dump: Path, target: str) -> None:
@@ -406,14 +448,19 @@ def restored_prefix(manifest: Manifest, asked: str | None = None) -> str:
     return asked if asked.startswith(RESTORED) else f"{RESTORED}{asked}"
 
 
-async def restored_databases(conn: Connection) -> list[str]:
-    """Every restored copy there is now: no one tracks them, so they are looked up."""
+async def restored_databases(conn: Connection, now: float | None = None) -> list[str]:
+    """Every restored copy there is now: no one tracks them, so they are looked up. A
+    copy still restoring is one only once older than SCRATCH_HOURS: its restore was
+    stopped before the replay, and what it holds is a snapshot's, erased subjects too."""
+    cutoff = (time.time() if now is None else now) - SCRATCH_HOURS * 3600
     rows = await conn.fetch(
-        "SELECT datname FROM pg_database WHERE left(datname, $2) = $1 ORDER BY 1",
+        "SELECT datname FROM pg_database WHERE left(datname, $2) = $1 OR datname ~ $3 ORDER BY 1",
         RESTORED,
         len(RESTORED),
+        rf"^{RESTORING}\d+_",
     )
-    return [r["datname"] for r in rows]
+    names = [r["datname"] for r in rows]
+    return [n for n in names if not n.startswith(RESTORING) or int(n.split("_")[1]) < cutoff]
 
 
 async def drop_restored(settings: DeletionSettings, names: Sequence[str] = ()) -> list[str]:

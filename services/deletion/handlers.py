@@ -499,7 +499,7 @@ async def _plan_releases(conn: Connection, deps: Deps, request: stages.DeletionR
     due = {
         category: (uuid5(RELEASE_NAMESPACE, f"{request.request_id}:{category}"), at)
         for category, at in deps.policy.releases(
-            request.erased_at, await store.kept_until(conn, request.request_id)
+            request.erased_at, deps.policy.dated(await store.kept_dates(conn, request.request_id))
         ).items()
     }
     await store.plan_releases(conn, request.request_id, due)

@@ -314,18 +314,24 @@ async def request_of_release(conn: Connection, erase_id: UUID) -> UUID | None:
 # --- retention releases --------------------------------------------------------------------
 
 
-async def kept_until(conn: Connection, request_id: UUID) -> dict[str, list[date]]:
-    """Per kept category, the days the stores' current receipts of the request's erasure
-    say their records of it may go (SubjectErased.retained_until)."""
+async def kept_dates(
+    conn: Connection, request_id: UUID
+) -> list[tuple[str, dict[str, int], dict[str, date]]]:
+    """Each store's current receipt of the request's erasure: (store, what it kept by
+    table, the days it said its kept records of each category may go)."""
     rows = await conn.fetch(
-        "SELECT retained_until FROM store_receipts WHERE erase_id = $1 AND superseded_at IS NULL",
+        "SELECT store, retained_anonymised, retained_until FROM store_receipts"
+        " WHERE erase_id = $1 AND superseded_at IS NULL",
         request_id,
     )
-    days: dict[str, list[date]] = {}
-    for row in rows:
-        for category, day in row["retained_until"].items():
-            days.setdefault(category, []).append(date.fromisoformat(day))
-    return days
+    return [
+        (
+            row["store"],
+            row["retained_anonymised"],
+            {c: date.fromisoformat(d) for c, d in row["retained_until"].items()},
+        )
+        for row in rows
+    ]
 
 
 async def plan_releases(

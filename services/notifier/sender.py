@@ -173,8 +173,8 @@ def unsubscribe_mailto(settings: NotifierSettings, email_index: bytes, category:
 
 #: How often an email waiting for its contact card looks again. The card's arrival
 #: wakes it at once (store.upsert_contact, or the recording of its wait if the card came
-#: while it was leased); this bounds a wake missed between the two, and how late the
-#: email is given up on.
+#: while it was leased, read again once recorded); this bounds a wake missed between
+#: the two, and how late the email is given up on.
 CONTACT_RECHECK_SECONDS = 60.0
 
 

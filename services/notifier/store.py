@@ -651,6 +651,15 @@ async def record_results(conn: Connection, results: Sequence[Result]) -> list[Re
     )
     mine = {r["id"] for r in rows}
     results = [r for r in results if r.delivery_id in mine]
+    waiting = [r.delivery_id for r in results if r.waiting_for_contact]
+    if waiting:  # read anew: a card committed while the statement above ran woke nothing
+        await conn.execute(
+            "UPDATE deliveries d SET next_attempt_at = now()"
+            " WHERE d.id = ANY($1::bigint[]) AND d.status = 'pending'"
+            " AND d.next_attempt_at > now()"
+            " AND EXISTS (SELECT 1 FROM contacts c WHERE c.user_id = d.user_id)",
+            waiting,
+        )
     spent = [r.notice_id for r in results if r.template in SECRET_LINKS and r.status == "done"]
     if spent:  # the link works for whoever reads it: gone once its one email went
         await conn.execute(

@@ -101,17 +101,27 @@ def create_api(
 
 # Where operators' endpoints live in every service (the gateway's OPERATOR_PATHS).
 OPERATOR_PREFIXES = ("operator", "ops")
+# A route's openapi_extra when it answers operators only outside those prefixes (the
+# gateway serves it to operators' networks alone: deploy/local/gateway.py ANALYST_PATHS).
+OPERATORS_ONLY: dict[str, Any] = {"x-operators-only": True}
 
 
 def public_openapi(document: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """``document`` without the paths under an operators' prefix, nor the schemas only
-    they use (their bodies would describe them)."""
+    """``document`` without operators' endpoints (under an operators' prefix, or marked
+    :data:`OPERATORS_ONLY`), nor the schemas only they use (their bodies would describe
+    them)."""
     hidden = tuple(f"{prefix}/{p}" for p in OPERATOR_PREFIXES)
-    paths = {
-        path: item
-        for path, item in document.get("paths", {}).items()
-        if not any(path == h or path.startswith(f"{h}/") for h in hidden)
-    }
+    paths = {}
+    for path, item in document.get("paths", {}).items():
+        if any(path == h or path.startswith(f"{h}/") for h in hidden):
+            continue
+        shown = {
+            method: operation
+            for method, operation in item.items()
+            if not (isinstance(operation, dict) and operation.get("x-operators-only"))
+        }
+        if shown:
+            paths[path] = shown
     public = {**document, "paths": paths}
     schemas = document.get("components", {}).get("schemas")
     if schemas:

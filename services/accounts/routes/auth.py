@@ -388,6 +388,10 @@ async def _login(
         for policy, counter in ((account_policy, account), (client_policy, client)):
             verdict = throttle.check(policy, counter, now)
             if not verdict.allowed:
+                if verdict.locked and kind == "user" and counter is account:
+                    # A lock the counter alone holds (set before users.login_locked
+                    # existed) becomes the account's before the counter ages out.
+                    await _lock_account_of(ctx, conn, body.email)
                 return None, throttled(verdict)
         if kind == "operator":
             principal = await store.operator_by_email_index(
@@ -424,6 +428,14 @@ async def _login(
             # a change either waits for the session (and revokes it) or comes first.
             return None, refused
         return await start_session(ctx, conn, principal, kind), None
+
+
+async def _lock_account_of(ctx: Context, conn: Connection, email: str) -> None:
+    principal = await store.user_by_email_index(
+        conn, ctx.vault.blind_index(email, purpose=EMAIL_INDEX)
+    )
+    if principal is not None and not principal["login_locked"]:
+        await store.lock_login(conn, principal["id"])
 
 
 @router.post("/sessions", response_model=TokenPair)
@@ -478,7 +490,12 @@ async def change_password(body: PasswordChange, user: CurrentUser, ctx: Ctx) -> 
         ctx, user_id, stored, body.current_password, "The current password is wrong."
     )
     new_hash = await hash_password(body.new_password)
+    assert row is not None  # reauthenticate refused a missing user
+    email = await ctx.vault.open(user_id, row["email"], purpose=EMAIL)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        # A new password lifts a login lock, the counter's too: before the user's row,
+        # in the order a login takes them.
+        await store.clear_throttle(conn, login_key(ctx.vault, "user", email))
         await still_reauthenticated(conn, user_id, UUID(user.sid), stored)
         await replace_password(conn, ctx.vault, user_id, new_hash, "password-changed")
         fresh = await store.user_by_id(conn, user_id)

@@ -10,6 +10,8 @@ locked account waits for, so support is not the only way back in.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from uuid import UUID
 
 from fastapi import APIRouter, status
@@ -20,6 +22,7 @@ from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS, answer_floor
 from services.accounts.context import (
     EMAIL,
     EMAIL_INDEX,
+    Context,
     Ctx,
 )
 from services.accounts.reset_links import PURPOSE, mail_reset_link
@@ -34,6 +37,7 @@ from services.accounts.throttling import login_key, reauth_key
 from shared.db.pool import Connection
 from shared.observability import Problem
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["authentication"])
 # The longest wait for a user's row held by another request: half the answer floor, so
 # the rest of the work still fits under it.
@@ -60,16 +64,42 @@ class ResetCompletion(LinkToken):
 )
 async def request_reset(body: ResetRequest, ctx: Ctx) -> ResetRequested:
     """Mail a password-reset link to the address, if it is an account's (never said)."""
+    later: UUID | None = None
     async with answer_floor(ANSWER_FLOOR_SECONDS):  # a known address costs more queries
         index = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
         async with ctx.pool.acquire() as conn, conn.transaction():
             user = await store.user_by_email_index(conn, index)
             # One request at a time (the interval between mails is read under the lock),
-            # waiting only within the floor; one that waits longer mails nothing: the
-            # other holder is most likely a reset for the same address, which mails.
-            if user is not None and await store.lock_user_within(conn, user["id"], LOCK_MS):
-                await mail_reset_link(ctx, conn, user["id"])
+            # waiting only within the floor: past it, the answer goes, and the mail once
+            # the row is free (an export holds it for as long as it reads).
+            if user is not None:
+                if await store.lock_user_within(conn, user["id"], LOCK_MS):
+                    await mail_reset_link(ctx, conn, user["id"])
+                else:
+                    later = user["id"]
+    if later is not None:
+        task = asyncio.get_running_loop().create_task(_mail_when_free(ctx, later))
+        _MAILING.add(task)
+        task.add_done_callback(_MAILING.discard)
     return ResetRequested()
+
+
+# Mails waiting for their user's row after their answer went (a reference each, else the
+# task may be collected mid-way).
+_MAILING: set[asyncio.Task[None]] = set()
+LATE_LOCK_TIMEOUT = "60s"
+
+
+async def _mail_when_free(ctx: Context, user_id: UUID) -> None:
+    """The link a request could not mail within its answer floor, once the row is free.
+    Lost if the process stops meanwhile: the user, seeing no mail, asks again."""
+    try:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{LATE_LOCK_TIMEOUT}'")
+            if await store.user_by_id(conn, user_id, lock=True) is not None:
+                await mail_reset_link(ctx, conn, user_id)
+    except Exception as exc:  # a task's error would otherwise go unseen
+        log.error("password reset of user %s not mailed: %s", user_id, type(exc).__name__)
 
 
 @router.post("/password-resets/complete", status_code=status.HTTP_204_NO_CONTENT)

@@ -21,6 +21,7 @@ from services.analytics.domain.release import Cell, ReleasedWindow
 from shared.auth import Claims, require_roles
 from shared.db.pool import Connection
 from shared.observability import Problem
+from shared.service.api import OPERATORS_ONLY
 
 router = APIRouter(tags=["trends"])
 Analyst = Annotated[Claims, Depends(require_roles("analyst", "admin"))]
@@ -79,7 +80,7 @@ class _Range:
 Range = Annotated[_Range, Depends()]
 
 
-@router.get("/trends")
+@router.get("/trends", openapi_extra=OPERATORS_ONLY)
 async def operator_trends(request: Request, _: Analyst, query: Range) -> dict[str, Any]:
     """Aggregates of a site's windows, unsuppressed (analysts and admins only). At
     most ``IMT_ANALYTICS_MAX_RELEASE_WINDOWS`` windows, oldest first: an answer with
@@ -88,7 +89,7 @@ async def operator_trends(request: Request, _: Analyst, query: Range) -> dict[st
     return await _release(request, "operator", query, k=1, epsilon=None)
 
 
-@router.get("/trends/partner")
+@router.get("/trends/partner", openapi_extra=OPERATORS_ONLY)
 async def partner_trends(request: Request, _: Analyst, query: Range) -> dict[str, Any]:
     """The release analysts hand to partners: cells under the partner k suppressed
     (hour and day windows of final days). It covers at most
@@ -132,7 +133,7 @@ def _no_minutes(query: _Range) -> None:
 MAX_SUPPRESSED_DAYS = 400
 
 
-@router.get("/suppressed")
+@router.get("/suppressed", openapi_extra=OPERATORS_ONLY)
 async def suppressed_visits(
     request: Request,
     _: Analyst,

@@ -25,7 +25,7 @@ the id is a finding, whatever the period.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -101,6 +101,34 @@ class RetentionPolicy(BaseModel):
                 at = min(at, max(said, erased_at))
             due[rule.category] = at
         return due
+
+    def dated(
+        self, receipts: Iterable[tuple[str, Mapping[str, int], Mapping[str, date]]]
+    ) -> dict[str, list[date]]:
+        """Per kept category, the days the stores' receipts (store, kept rows by table,
+        days by category) said its records may go; none for a category some store
+        keeps rows of without saying a day: its period then counts from the erasure."""
+        days: dict[str, list[date]] = {}
+        undated: set[str] = set()
+        for store, kept, until in receipts:
+            for table, count in kept.items():
+                category = self.category_of(f"{store}.{table}")
+                if count and category is not None and category not in until:
+                    undated.add(category)
+            for category, day in until.items():
+                days.setdefault(category, []).append(day)
+        return {category: d for category, d in days.items() if category not in undated}
+
+    def category_of(self, qualified_table: str) -> str | None:
+        """The category whose kept rows this table holds, by id or anonymised."""
+        return next(
+            (
+                r.category
+                for r in self.rules
+                if qualified_table in (*r.tables, *r.anonymised_tables)
+            ),
+            None,
+        )
 
     def rule_for_table(self, qualified_table: str) -> RetentionRule | None:
         """The rule whose kept rows may still reference the subject in this table."""

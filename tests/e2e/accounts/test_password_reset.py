@@ -166,6 +166,43 @@ async def test_a_reset_lifts_a_login_lock(
 
 
 @pytest.mark.promise("P-08")
+async def test_a_lock_the_counter_alone_held_becomes_the_accounts_and_a_change_lifts_it(
+    client: httpx.AsyncClient, bus: BusTail, db: asyncpg.Connection
+) -> None:
+    """A counter locked before the account kept its own lock (users.login_locked): the
+    next attempt makes the lock the account's, so the counter's retention cannot lift
+    it; a password changed from a session lifts both."""
+    user = await active_user(client, bus)
+    bound = AccountsSettings(environment="test").accounts_lockout_failures
+    async with card_vault() as vault:
+        key = login_key(vault, "user", user.email)
+    await db.execute(
+        "INSERT INTO login_throttle (key, scope, failures, last_failure_at, locked)"
+        " VALUES ($1, 'account', $2, now(), true)",
+        key,
+        bound,
+    )
+    credentials = {"email": user.email, "password": user.password}
+    locked = await client.post(f"{API}/sessions", json=credentials)
+    assert locked.status_code == 429
+    assert locked.json()["type"].endswith("/login-locked")
+    assert await db.fetchval("SELECT login_locked FROM users WHERE id = $1", uuid.UUID(user.id))
+    await db.execute("DELETE FROM login_throttle WHERE key = $1", key)  # 180 days on
+    still = await client.post(f"{API}/sessions", json=credentials)
+    assert still.status_code == 429, still.text
+
+    new_password = f"pw-{uuid.uuid4().hex}"
+    changed = await client.post(
+        f"{API}/me/password",
+        json={"current_password": user.password, "new_password": new_password},
+        headers=user.headers,  # the session from before the lock
+    )
+    assert changed.status_code == 200, changed.text
+    user.password = new_password
+    await log_in(client, user)
+
+
+@pytest.mark.promise("P-08")
 async def test_a_reset_link_dies_when_the_password_is_changed_meanwhile(
     client: httpx.AsyncClient, bus: BusTail
 ) -> None:

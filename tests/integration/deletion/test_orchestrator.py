@@ -522,7 +522,8 @@ async def test_a_release_is_due_when_the_store_says_its_last_kept_record_may_go(
 ) -> None:
     """Under the shipped rules (5 years from the erasure), a store whose youngest kept
     invoice's period ends today has its release sent now, not five years on."""
-    settings = harness_settings(scratch_dsn, suffix, tmp_path)
+    shipped = str(Path(handlers.__file__).parent / "retention.toml")  # whatever the env says
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_retention_file=shipped)
     async with running_harness(settings) as harness:
         subject = uuid.uuid4()
         harness.stores.kept_until[subject] = {"financial_records": datetime.now(UTC).date()}

@@ -7,6 +7,8 @@ request is escalated without a certificate until the copy is dropped.
 
 from __future__ import annotations
 
+import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -85,3 +87,43 @@ async def test_drop_restored_drops_only_restored_copies(
             await conn.close()
     finally:
         await backups.drop_databases(settings, [copy])
+
+
+async def test_a_restore_stopped_before_its_replay_counts_as_a_copy_once_stale(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    """A copy gets its restored_ name once replayed; one whose restore stopped before
+    (a killed command) keeps its restoring_ name, and is searched and dropped as a
+    restored copy once it is older than any restore takes."""
+    settings = harness_settings(scratch_dsn, suffix, tmp_path)
+    now = int(time.time())
+    stale = f"{backups.RESTORING}{now - 7200}_t{uuid.uuid4().hex[:10]}_analytics"
+    running = f"{backups.RESTORING}{now}_t{uuid.uuid4().hex[:10]}_analytics"
+    for name in (stale, running):
+        await backups._create_database(settings, name)
+    try:
+        conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+        try:
+            listed = await backups.restored_databases(conn)
+        finally:
+            await conn.close()
+        assert stale in listed
+        assert running not in listed  # maybe a restore under way: not yet replayed
+    finally:
+        await backups.drop_databases(settings, [stale, running])
+
+
+async def test_a_take_into_an_empty_mount_point_is_refused(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    """Marked there, the next expire would take every live snapshot for gone (P-16)."""
+    backup_dir = tmp_path / "volume"
+    settings = harness_settings(scratch_dsn, suffix, backup_dir)
+    async with running_harness(settings, with_worker=False):
+        await backups.take(settings, databases=["analytics"])
+        assert (backup_dir / backups.MARKER).is_file()
+        shutil.rmtree(backup_dir)  # the volume is gone: an empty mount point instead
+        backup_dir.mkdir()
+        with pytest.raises(backups.BackupError, match="is the backup volume mounted"):
+            await backups.take(settings, databases=["analytics"])
+        assert list(backup_dir.iterdir()) == []  # nothing written there, no marker

@@ -1,6 +1,6 @@
 """Retention rules from the versioned file."""
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -9,6 +9,7 @@ from services.deletion.config import DeletionSettings
 from services.deletion.domain.retention import load_policy, parse_policy
 from tests.unit.deletion.factories import T0
 
+Receipt = tuple[str, dict[str, int], dict[str, date]]
 RULES = """
 version = "test-1"
 [[rule]]
@@ -51,6 +52,22 @@ def test_a_release_is_due_when_the_stores_say_the_last_kept_record_may_go() -> N
     past = (T0 - timedelta(days=5)).date()
     assert policy.releases(T0, {"financial_records": [past]}) == {"financial_records": T0}
     assert policy.releases(T0, {"content": [soon]}) == {"financial_records": full}
+
+
+def test_a_category_a_store_keeps_without_a_day_waits_its_whole_period() -> None:
+    policy = parse_policy(RULES)
+    soon = (T0 + timedelta(days=30)).date()
+    dated = ("billing", {"invoices": 2}, {"financial_records": soon})
+    assert policy.dated([dated]) == {"financial_records": [soon]}
+    silent: Receipt = ("ledger", {}, {})  # kept nothing of it: says nothing, changes nothing
+    assert policy.dated([dated, silent]) == {"financial_records": [soon]}
+    # Another store keeps rows of the category and gives no day: none counts.
+    other_rules = RULES.replace(
+        'tables = ["billing.invoices"]', 'tables = ["billing.invoices", "shop.orders"]'
+    )
+    two = parse_policy(other_rules)
+    assert two.dated([dated, ("shop", {"orders": 1}, {})]) == {}
+    assert two.dated([dated, ("shop", {"orders": 0}, {})]) == {"financial_records": [soon]}
 
 
 def test_the_shipped_rules_parse_and_name_a_legal_basis_each() -> None:

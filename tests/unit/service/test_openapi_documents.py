@@ -3,10 +3,19 @@ operators' prefix (which the gateway serves to operators' networks only), has th
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
+import pytest
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from deploy.local import gateway
+from shared.service.api import public_openapi
 from tests.unit.service.demo_api import PREFIX, demo_client
+
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "api"
 
 
 class Part(BaseModel):
@@ -59,3 +68,23 @@ async def test_the_public_document_lists_only_what_anyone_may_call() -> None:
     schemas = whole.json()["components"]["schemas"]
     assert {"Shown", "Part", "OperatorsOnly"} <= set(schemas)
     assert set(public.json()["components"]["schemas"]) == set(schemas) - {"OperatorsOnly"}
+
+
+@pytest.mark.parametrize("service", ["accounts", "analytics", "deletion", "notifier"])
+def test_what_the_gateway_keeps_for_operators_is_not_in_the_public_document(
+    service: str,
+) -> None:
+    """Every path the gateway serves to operators' networks alone (an operators' prefix,
+    or the analysts' views) is left out of the public document; the rest stays."""
+    whole = json.loads((DOCS / f"{service}.openapi.json").read_text())
+    public = public_openapi(whole, f"/api/{service}")
+    operators = re.compile(rf"^/api/{service}/+{gateway.OPERATOR_PATHS}")
+    analysts = gateway.ANALYST_PATHS.get(service)
+    kept_for_operators = {
+        path
+        for path in whole["paths"]
+        if operators.match(path) or (analysts and re.match(analysts, path))
+    }
+    assert kept_for_operators, "the operators' paths were not found: the test is blind"
+    assert not kept_for_operators & set(public["paths"])
+    assert set(public["paths"]) == set(whole["paths"]) - kept_for_operators
