@@ -2,7 +2,6 @@
 
 import json
 import re
-import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,10 +11,9 @@ from playwright.async_api import Browser
 from shared.bus import reliable_producer
 from shared.config import PlatformSettings
 from shared.events import decode_envelope
-from shared.events.catalogue.notifier import SendNotice
 from shared.events.topics import ANALYTICS_VISITS
 from tests.e2e.analytics.support import topic_records
-from tests.e2e.notifier.support import publish, publish_contact, unsubscribe_https
+from tests.e2e.notifier.support import emailed_announcement, unsubscribe_https
 from tests.support.mailbox import Mailbox, eventually
 
 # Each counts its view with web/assets/visit.js.
@@ -50,14 +48,7 @@ async def test_the_unsubscribe_page_makes_no_request_outside_the_platforms_origi
     await producer.start()
     mailbox = Mailbox()
     try:
-        uid, address = await publish_contact(producer, marketing_email=True)
-        notice = SendNotice(
-            notice_id=uuid.uuid4(), template="service_announcement",
-            category="service_announcement", audience="listed", user_ids=(uid,),
-            params={"subject": "Opening hours", "message": "From 9 on Monday."},
-        )  # fmt: skip
-        await publish(producer, notice, subject=str(notice.notice_id))
-        [message] = await mailbox.wait_for([address], 1)
+        message = await emailed_announcement(producer, mailbox, marketing_email=True)
     finally:
         await mailbox.close()
         await producer.stop()

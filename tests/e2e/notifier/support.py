@@ -21,8 +21,9 @@ from shared.config import DEV_TOKEN_PRIVATE_KEY, PlatformSettings
 from shared.contact_card import OpenCard
 from shared.events import Envelope, Event, decode_envelope, encode_envelope, envelope_for
 from shared.events.catalogue.accounts import AgeBand
+from shared.events.catalogue.notifier import SendNotice
 from tests.support.cards import sealed
-from tests.support.mailbox import eventually
+from tests.support.mailbox import Mailbox, eventually
 
 CA_FILE = "/tmp/imt-privacy/tls/ca.pem"  # the local stack CA
 T = TypeVar("T")
@@ -67,6 +68,22 @@ async def publish_envelope(producer: AIOKafkaProducer, topic: str, envelope: Env
     await producer.send_and_wait(
         topic, encode_envelope(envelope), key=envelope.key(), headers=envelope.headers()
     )
+
+
+async def emailed_announcement(
+    producer: AIOKafkaProducer, mailbox: Mailbox, **contact: Any
+) -> EmailMessage:
+    """A service announcement to a new contact (``contact``: publish_contact's options),
+    as the mailbox received it."""
+    uid, address = await publish_contact(producer, **contact)
+    notice = SendNotice(
+        notice_id=uuid.uuid4(), template="service_announcement",
+        category="service_announcement", audience="listed", user_ids=(uid,),
+        params={"subject": "Opening hours", "message": "From 9 on Monday."},
+    )  # fmt: skip
+    await publish(producer, notice, subject=str(notice.notice_id))
+    [message] = await mailbox.wait_for([address], 1)
+    return message
 
 
 async def publish_contact(

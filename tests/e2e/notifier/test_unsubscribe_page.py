@@ -4,18 +4,14 @@ problems (RFC 8058: machine to machine)."""
 
 from __future__ import annotations
 
-import uuid
-from email.message import EmailMessage
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared.events.catalogue.notifier import SendNotice
 from tests.e2e.notifier.support import (
-    publish,
-    publish_contact,
+    emailed_announcement,
     unsubscribe_https,
     unsubscribe_mailto,
 )
@@ -28,23 +24,11 @@ ONE_CLICK = {
 }
 
 
-async def _emailed(producer: AIOKafkaProducer, mailbox: Mailbox) -> EmailMessage:
-    uid, address = await publish_contact(producer)
-    notice = SendNotice(
-        notice_id=uuid.uuid4(), template="service_announcement",
-        category="service_announcement", audience="listed", user_ids=(uid,),
-        params={"subject": "Opening hours", "message": "From 9 on Monday."},
-    )  # fmt: skip
-    await publish(producer, notice, subject=str(notice.notice_id))
-    [message] = await mailbox.wait_for([address], 1)
-    return message
-
-
 @pytest.mark.promise("P-33")
 async def test_a_broken_unsubscribe_link_opens_a_page_with_the_other_way_out(
     api: httpx.AsyncClient, producer: AIOKafkaProducer, mailbox: Mailbox
 ) -> None:
-    message = await _emailed(producer, mailbox)
+    message = await emailed_announcement(producer, mailbox)
     path = urlsplit(unsubscribe_https(message)).path
     token = path.rsplit("/", 1)[1]
     support, _ = unsubscribe_mailto(message)
@@ -72,7 +56,7 @@ async def test_a_broken_unsubscribe_link_opens_a_page_with_the_other_way_out(
 async def test_a_mail_clients_one_click_post_still_gets_json_problems(
     api: httpx.AsyncClient, producer: AIOKafkaProducer, mailbox: Mailbox
 ) -> None:
-    message = await _emailed(producer, mailbox)
+    message = await emailed_announcement(producer, mailbox)
     path = urlsplit(unsubscribe_https(message)).path
     token = path.rsplit("/", 1)[1]
     base = path[: -len(token)]
