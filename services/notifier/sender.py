@@ -174,8 +174,10 @@ def unsubscribe_mailto(settings: NotifierSettings, email_index: bytes, category:
 #: How often an email waiting for its contact card looks again. The card's arrival
 #: wakes it at once (store.upsert_contact, or the recording of its wait if the card came
 #: while it was leased, read again once recorded); this bounds a wake missed between
-#: the two, and how late the email is given up on.
-CONTACT_RECHECK_SECONDS = 60.0
+#: the two (a card committed by a contacts batch that woke the row while it was leased:
+#: a verification mail a person waits for, at most this late, or the retry floor), and
+#: how late the email is given up on.
+CONTACT_RECHECK_SECONDS = 20.0
 
 
 def contact_wait_delay(settings: NotifierSettings, waited: float) -> float:
