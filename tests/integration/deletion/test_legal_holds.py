@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,27 +15,18 @@ import pytest
 
 from services.deletion import handlers, legal_holds
 from services.deletion.bootstrap import dependencies
-from services.deletion.config import DeletionSettings
 from services.deletion.context import Context
 from services.deletion.domain.stages import StageConflict
 from services.deletion.routes import operators
 from services.deletion.worker import Ticker
-from shared.config import PlatformSettings
 from shared.events.catalogue.accounts import DeletionCancelled, DeletionRequested
 from tests.integration.deletion.harness import (
     Harness,
     harness_settings,
     running_harness,
-    scratch_topics,
     send,
     short_financial_rules,
 )
-
-
-@pytest.fixture
-async def suffix(settings: PlatformSettings) -> AsyncIterator[str]:
-    async with scratch_topics(DeletionSettings(environment="test")) as name:
-        yield name
 
 
 async def _end_grace_now(harness: Harness, *request_ids: uuid.UUID) -> None:

@@ -24,7 +24,6 @@ from services.deletion.config import DeletionSettings
 from services.deletion.gauges import DeletionGauges
 from shared.bus import Delivery, read_record
 from shared.bus.kafka_options import client_options
-from shared.config import PlatformSettings
 from shared.events.catalogue.accounts import (
     DeletionCancelled,
     DeletionConfirmed,
@@ -37,18 +36,11 @@ from tests.integration.deletion.harness import (
     Harness,
     harness_settings,
     running_harness,
-    scratch_topics,
     send,
     short_financial_rules,
 )
 
 HAPPY_PATH = ["requested", "grace", "holds", "erasing", "shredded", "backups_pending", "complete"]
-
-
-@pytest.fixture
-async def suffix(settings: PlatformSettings) -> AsyncIterator[str]:
-    async with scratch_topics(DeletionSettings(environment="test")) as name:
-        yield name
 
 
 @pytest.fixture

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 from services.deletion.bootstrap import dependencies
-from services.deletion.config import DeletionSettings
 from services.deletion.context import Context
 from services.deletion.routes import operators
-from shared.config import PlatformSettings
-from tests.integration.deletion.harness import harness_settings, running_harness, scratch_topics
+from tests.integration.deletion.harness import harness_settings, running_harness
 
 # Open requests older than any other, erased in time (so late against no bound), waiting
 # for their backups: more than the pipeline lists of one kind.
@@ -30,12 +25,6 @@ INSERT INTO deletion_requests (request_id, subject_id, scope, initiated_by, stag
     stage_entered_at, requested_at, grace_ends_at, reason)
 VALUES ($1, gen_random_uuid(), 'account', 'user', $2, now(), now() - $3::interval, now(), $4)
 """
-
-
-@pytest.fixture
-async def suffix(settings: PlatformSettings) -> AsyncIterator[str]:
-    async with scratch_topics(DeletionSettings(environment="test")) as name:
-        yield name
 
 
 async def test_late_requests_and_escalations_past_the_oldest_open_ones_are_listed(

@@ -10,35 +10,24 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 from prometheus_client import CollectorRegistry
 
 from services.deletion import handlers, store
 from services.deletion.bootstrap import dependencies
-from services.deletion.config import DeletionSettings
 from services.deletion.gauges import DeletionGauges
-from shared.config import PlatformSettings
 from shared.observability import Metrics
 from tests.integration.deletion.harness import (
     Harness,
     harness_settings,
     running_harness,
-    scratch_topics,
     short_financial_rules,
 )
 
 TIMEOUT = 6.0  # the store timeout: a release unanswered this long after its first send
-
-
-@pytest.fixture
-async def suffix(settings: PlatformSettings) -> AsyncIterator[str]:
-    async with scratch_topics(DeletionSettings(environment="test")) as name:
-        yield name
 
 
 async def _release(harness: Harness, request_id: uuid.UUID) -> asyncpg.Record:

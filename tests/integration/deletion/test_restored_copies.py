@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -18,15 +17,7 @@ import pytest
 
 from services.deletion import backups, handlers
 from services.deletion.bootstrap import dependencies
-from services.deletion.config import DeletionSettings
-from shared.config import PlatformSettings
-from tests.integration.deletion.harness import harness_settings, running_harness, scratch_topics
-
-
-@pytest.fixture
-async def suffix(settings: PlatformSettings) -> AsyncIterator[str]:
-    async with scratch_topics(DeletionSettings(environment="test")) as name:
-        yield name
+from tests.integration.deletion.harness import harness_settings, running_harness
 
 
 async def test_a_subject_left_in_a_restored_copy_fails_the_verification(
