@@ -151,7 +151,12 @@ async def on_notices(conn: Connection, items: Sequence[Item]) -> None:
     for item in traced(items):
         if not isinstance(item, Delivery):
             continue
-        notice = notice_for(item.event, item.envelope.source)
+        event = item.event
+        if isinstance(event, RequestReplied) and await store.request_erased(
+            conn, event.user_id, event.request_id
+        ):
+            continue  # a reply read after its request's erasure: about nothing kept
+        notice = notice_for(event, item.envelope.source)
         if notice is not None:
             await accept_notice(conn, notice)
 
@@ -347,11 +352,12 @@ async def start_erasure(conn: Connection, vault: Vault, command: EraseSubject) -
         if command.scope == "request" and command.item_id is not None:
             erased = await store.erase_request_items(conn, command.subject_id, command.item_id)
         await conn.execute(
-            "INSERT INTO erasures (request_id, subject_id, state, erased, erased_at)"
-            " VALUES ($1, $2, 'done', $3, now())",
+            "INSERT INTO erasures (request_id, subject_id, state, erased, erased_at, item_id)"
+            " VALUES ($1, $2, 'done', $3, now(), $4)",
             command.request_id,
             command.subject_id,
             erased,
+            command.item_id if command.scope == "request" else None,
         )
         await _receipt(conn, command.request_id, command.subject_id, erased)
         return

@@ -172,12 +172,11 @@ def unsubscribe_mailto(settings: NotifierSettings, email_index: bytes, category:
 
 
 #: How often an email waiting for its contact card looks again. The card's arrival
-#: wakes it at once (store.upsert_contact, or the recording of its wait if the card came
-#: while it was leased, read again once recorded); this bounds a wake missed between
-#: the two (a card committed by a contacts batch that woke the row while it was leased:
-#: a verification mail a person waits for, at most this late, or the retry floor), and
-#: how late the email is given up on.
+#: wakes it within a second (the sender's card-wake loop: store.wake_for_cards); this
+#: only bounds how late a lost wake is made up for, and how late the email is given up on.
 CONTACT_RECHECK_SECONDS = 20.0
+#: Waiting emails made due per statement of the card-wake loop.
+CARD_WAKE_BATCH = 500
 
 
 def contact_wait_delay(settings: NotifierSettings, waited: float) -> float:
@@ -263,14 +262,15 @@ class Sender:
             for i in range(self.settings.notifier_smtp_connections)
         ]
         recorder = asyncio.create_task(self._record_loop(), name="recorder")
+        cards = asyncio.create_task(self._card_wake_loop(), name="card waker")
         try:
-            await run_supervised(self._dispatch_loop(), [*senders, recorder])
+            await run_supervised(self._dispatch_loop(), [*senders, recorder, cards])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), 10)
         finally:
-            for task in senders:
+            for task in [*senders, cards]:
                 task.cancel()
-            await asyncio.gather(*senders, return_exceptions=True)
+            await asyncio.gather(*senders, cards, return_exceptions=True)
             await self._pace.close()
             await self._release_queued()
             self._sending_done = True
@@ -278,6 +278,30 @@ class Sender:
             await asyncio.gather(recorder, return_exceptions=True)
             with contextlib.suppress(*OUTAGES):
                 await self._record_pending()
+
+    async def _card_wake_loop(self) -> None:
+        """Emails whose contact card came go now: looked for at every ring (a card's
+        commit, a recorded wait) and every second, which bounds a ring missed while
+        looking. Runs until cancelled: a helper that ends is taken for a crash
+        (run_supervised), and stopping must still drain what is queued."""
+        while True:
+            woken = 0
+            try:
+                async with self._pool.acquire() as conn:
+                    woken = await store.wake_for_cards(conn, CARD_WAKE_BATCH)
+            except OUTAGES as exc:
+                log.warning("sender: outage while waking emails (%s)", type(exc).__name__)
+                await asyncio.sleep(1.0)
+            except Exception:
+                log.exception("sender: emails waiting for their cards could not be woken")
+                await asyncio.sleep(1.0)
+            if woken:
+                self._wake.ring()  # the dispatcher leases them now, not at its next tick
+            if woken < CARD_WAKE_BATCH:
+                # A gap, too: rung by every notification, it would look many times a
+                # second while notices fan out, each time walking every waiting email.
+                await asyncio.sleep(0.2)
+                await self._wake.wait(0.8)
 
     # -- dispatch ----------------------------------------------------------------------
 

@@ -119,12 +119,8 @@ async def upsert_contact(conn: Connection, c: SealedContact) -> None:
         c.pending_email,
         c.pending_change,
     )
-    # Emails that waited for this card go now.
-    await conn.execute(
-        "UPDATE deliveries SET next_attempt_at = now()"
-        " WHERE user_id = $1 AND status = 'pending' AND waiting_since IS NOT NULL",
-        c.user_id,
-    )
+    # Emails that waited for this card go once it is committed (the sender's
+    # wake_for_cards, rung by this).
     await conn.execute("SELECT pg_notify($1, '')", WORK_CHANNEL)
 
 
@@ -617,11 +613,7 @@ _RECORD = """
 UPDATE deliveries d
 SET status = u.status, outcome = u.outcome, reason = u.reason,
     attempts = d.attempts + u.inc,
-    -- A card that came while the row was leased found nothing to wake (upsert_contact
-    -- wakes pending rows): an email still waiting for it goes now.
-    next_attempt_at = CASE
-        WHEN u.waiting AND EXISTS (SELECT 1 FROM contacts c WHERE c.user_id = d.user_id)
-        THEN now() ELSE now() + make_interval(secs => u.delay) END,
+    next_attempt_at = now() + make_interval(secs => u.delay),
     waiting_since = CASE WHEN u.waiting THEN coalesce(d.waiting_since, now()) END,
     finished_at = CASE WHEN u.status IN ('done', 'dead') THEN now() END,
     handed_over_at = CASE WHEN u.status = 'pending' THEN NULL ELSE d.handed_over_at END,
@@ -651,15 +643,10 @@ async def record_results(conn: Connection, results: Sequence[Result]) -> list[Re
     )
     mine = {r["id"] for r in rows}
     results = [r for r in results if r.delivery_id in mine]
-    waiting = [r.delivery_id for r in results if r.waiting_for_contact]
-    if waiting:  # read anew: a card committed while the statement above ran woke nothing
-        await conn.execute(
-            "UPDATE deliveries d SET next_attempt_at = now()"
-            " WHERE d.id = ANY($1::bigint[]) AND d.status = 'pending'"
-            " AND d.next_attempt_at > now()"
-            " AND EXISTS (SELECT 1 FROM contacts c WHERE c.user_id = d.user_id)",
-            waiting,
-        )
+    if any(r.waiting_for_contact for r in results):
+        # Its card may have been committed since it was leased, when it found nothing
+        # to wake: the sender looks once this is committed (wake_for_cards).
+        await conn.execute("SELECT pg_notify($1, '')", WORK_CHANNEL)
     spent = [r.notice_id for r in results if r.template in SECRET_LINKS and r.status == "done"]
     if spent:  # the link works for whoever reads it: gone once its one email went
         await conn.execute(
@@ -690,6 +677,37 @@ async def record_results(conn: Connection, results: Sequence[Result]) -> list[Re
             [v for _, v in policy],
         )
     return results
+
+
+# The claim's has_contact: a card, and as new as the notice needs (an older one would
+# only be leased, found wanting and put back to wait, again and again).
+_WAKE_FOR_CARDS = """
+WITH woken AS (
+    SELECT d.id FROM deliveries d
+    JOIN notices n ON n.notice_id = d.notice_id
+    JOIN contacts c ON c.user_id = d.user_id
+    WHERE d.status = 'pending' AND d.waiting_since IS NOT NULL AND d.next_attempt_at > now()
+      AND (n.card_changed_at IS NULL OR c.card_changed_at >= n.card_changed_at)
+    ORDER BY d.id
+    LIMIT $1
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries d SET next_attempt_at = now() FROM woken WHERE d.id = woken.id
+"""
+
+
+async def wake_for_cards(conn: Connection, limit: int) -> int:
+    """Emails waiting for their contact card whose card has come: due now. Returns how
+    many (at most ``limit``).
+
+    Run after each card's commit and each recorded wait (both notify
+    :data:`WORK_CHANNEL`), in a transaction of its own: only then does it see both. A
+    card committed while its email was leased, and a wait recorded by a transaction
+    that began before the card's commit, each miss the other; whichever commits last is
+    followed by this, which sees the two.
+    """
+    status = await conn.execute(_WAKE_FOR_CARDS, limit)
+    return int(status.split()[-1])
 
 
 async def replay_dead(
@@ -847,7 +865,8 @@ SWEEP_WINDOW = timedelta(hours=1)
 
 
 async def sweep_erased(conn: Connection) -> dict[str, int]:
-    """Delete rows of subjects whose account erasure finished within ``SWEEP_WINDOW``.
+    """Delete rows of subjects whose account erasure finished within ``SWEEP_WINDOW``,
+    and of requests erased within it.
 
     A fan-out or an email plan that ran alongside an erasure may commit rows for the
     subject after the erasure's deletes looked (they could not see them uncommitted).
@@ -863,9 +882,29 @@ async def sweep_erased(conn: Connection) -> dict[str, int]:
         )
         if count := int(status.split()[-1]):
             swept[table] = count
+    requests = await conn.fetch(
+        "SELECT subject_id, item_id FROM erasures"
+        " WHERE item_id IS NOT NULL AND erased_at > now() - $1::interval",
+        SWEEP_WINDOW,
+    )
+    for r in requests:  # a reply fanned out alongside its request's erasure
+        for table, count in (await erase_request_items(conn, r[0], r[1])).items():
+            if count:
+                swept[table] = swept.get(table, 0) + count
     if count := await forget_tombstoned_contacts(conn):
         swept["tombstoned_contacts"] = count
     return swept
+
+
+async def request_erased(conn: Connection, subject_id: UUID, request_id: UUID) -> bool:
+    """Whether the subject's request was erased here (an erasure of that one request)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM erasures WHERE item_id = $1 AND subject_id = $2)",
+            request_id,
+            subject_id,
+        )
+    )
 
 
 async def erase_request_items(

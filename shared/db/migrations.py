@@ -1,5 +1,10 @@
 """Plain-SQL migrations: each ``NNN_name.sql`` file runs once, in order, in a transaction.
 
+A file whose first line is ``-- no transaction`` runs statement by statement outside
+one (``CREATE INDEX CONCURRENTLY`` on a large table, which must not block its writers
+while it builds). Its statements must be safe to run again: a crash before the ledger
+row leaves them done, or half done (an invalid index: drop it first, ``IF EXISTS``).
+
 A service's database takes the shared migrations first (the bus tables every service
 needs), then its own ``migrations/`` folder. Applied files are recorded in
 ``schema_migrations`` under a namespaced version such as ``bus/001_outbox``.
@@ -58,9 +63,27 @@ async def _apply_one(conn: Connection, version: str, path: Path, done: dict[str,
         if done[version] != checksum:
             raise MigrationChanged(f"{version} was applied with different content")
         return False
+    if sql.startswith(NO_TRANSACTION):
+        for statement in statements(sql):
+            await conn.execute(statement)
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)", version, checksum
+        )
+        return True
     async with conn.transaction():
         await conn.execute(sql)
         await conn.execute(
             "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)", version, checksum
         )
     return True
+
+
+NO_TRANSACTION = "-- no transaction"
+
+
+def statements(sql: str) -> list[str]:
+    """A no-transaction file's statements, each sent alone (several in one query string
+    would run in one implicit transaction). Split at a semicolon that ends a line: such
+    files hold plain DDL, with no function bodies or literals spanning lines."""
+    parts = (part.strip() for part in sql.split(";\n"))
+    return [p for p in parts if any(not line.startswith("--") for line in p.splitlines() if line)]

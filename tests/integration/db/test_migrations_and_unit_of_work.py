@@ -60,6 +60,39 @@ async def test_a_failing_migration_leaves_nothing_behind(scratch_dsn: str, tmp_p
         await conn.close()
 
 
+async def test_a_no_transaction_migration_builds_its_indexes_concurrently_and_once(
+    scratch_dsn: str, tmp_path: Path
+) -> None:
+    """CREATE INDEX CONCURRENTLY cannot run in a transaction: such a file runs statement
+    by statement, and a run stopped before its ledger row runs again without harm."""
+    _write(tmp_path, "001_repairs.sql", "CREATE TABLE repairs (id int, status text);")
+    _write(
+        tmp_path,
+        "002_by_status.sql",
+        "-- no transaction: a large table's writers must not wait for the build.\n\n"
+        "-- by status; ends with a semicolon\n"
+        "DROP INDEX CONCURRENTLY IF EXISTS repairs_status;\n"
+        "CREATE INDEX CONCURRENTLY repairs_status ON repairs (status);\n",
+    )
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        assert await apply_migrations(conn, migration_files("svc", tmp_path)) == [
+            "svc/001_repairs",
+            "svc/002_by_status",
+        ]
+        # Stopped after the build, before the ledger row: the next start builds it again.
+        await conn.execute("DELETE FROM schema_migrations WHERE version = 'svc/002_by_status'")
+        assert await apply_migrations(conn, migration_files("svc", tmp_path)) == [
+            "svc/002_by_status"
+        ]
+        valid = await conn.fetchval(
+            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = 'repairs_status'::regclass"
+        )
+    finally:
+        await conn.close()
+    assert valid is True
+
+
 async def test_the_unit_of_work_rolls_back_unless_committed(scratch_dsn: str) -> None:
     pool = await create_pool(scratch_dsn, max_size=2)
     try:

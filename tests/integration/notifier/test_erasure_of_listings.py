@@ -7,6 +7,8 @@
   request, a campaign from a stale list) writes nothing for it either.
 * Rows a fan-out or an email plan committed just after an erasure (they ran alongside
   it, and its deletes could not see them) are swept, for an hour after it.
+* A reply to a request read after that request's erasure (the notices consumer behind
+  the deletion one) writes nothing; one fanned out alongside the erasure is swept.
 * The upgrade marks which recorded erasures took a whole account.
 """
 
@@ -20,7 +22,13 @@ import asyncpg
 
 from services.notifier import handlers, store
 from services.notifier.bootstrap import MIGRATIONS
+from services.notifier.config import NotifierSettings
+from shared.bus.delivery import Delivery
 from shared.db.migrations import apply_migrations
+from shared.events import envelope_for
+from shared.events.catalogue.accounts import RequestReplied
+from shared.events.catalogue.deletion import EraseSubject
+from shared.vault import Vault
 from tests.support.migrations import split_at
 
 
@@ -128,6 +136,55 @@ async def test_rows_written_alongside_an_erasure_are_swept(pool: asyncpg.Pool) -
             notice.notice_id,
         )
         assert {r["user_id"] for r in users} == {one_request, long_ago}, table
+
+
+async def test_a_reply_read_after_its_requests_erasure_writes_nothing(
+    pool: asyncpg.Pool,
+) -> None:
+    subject, request = uuid.uuid4(), uuid.uuid4()
+    erase = EraseSubject(
+        request_id=uuid.uuid4(), subject_id=subject, scope="request", item_id=request
+    )
+    late = RequestReplied(user_id=subject, request_id=request, reply_id=uuid.uuid4())
+    kept = RequestReplied(user_id=subject, request_id=uuid.uuid4(), reply_id=uuid.uuid4())
+    vault = await Vault.connect(NotifierSettings(environment="test"), pool)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await handlers.start_erasure(conn, vault, erase)
+            await handlers.on_notices(conn, [_delivered(late), _delivered(kept)])
+    finally:
+        await vault.close()
+    notices = await pool.fetch("SELECT notice_id FROM notices")
+    assert [r["notice_id"] for r in notices] == [kept.reply_id]
+
+
+async def test_a_reply_fanned_out_alongside_its_requests_erasure_is_swept(
+    pool: asyncpg.Pool,
+) -> None:
+    subject, request = uuid.uuid4(), uuid.uuid4()
+    reply = handlers.notice_for(
+        RequestReplied(user_id=subject, request_id=request, reply_id=uuid.uuid4()), "accounts"
+    )
+    assert reply is not None
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.accept_notice(conn, reply)
+        await store.plan_email_chunk(conn, 100)
+        # The erasure's deletes ran before the reply's rows were committed: it saw none.
+        await conn.execute(
+            "INSERT INTO erasures (request_id, subject_id, state, erased, erased_at, item_id)"
+            " VALUES ($1, $2, 'done', '{}', now(), $3)",
+            uuid.uuid4(),
+            subject,
+            request,
+        )
+        swept = await store.sweep_erased(conn)
+    assert swept == {"inbox_items": 1, "deliveries": 1, "notices": 1}
+    assert await pool.fetchval("SELECT count(*) FROM notices") == 0
+
+
+def _delivered(event: RequestReplied) -> Delivery:
+    envelope = envelope_for(event, source="accounts", subject=str(event.user_id))
+    return Delivery(envelope, event, None, "accounts.requests", 0, 0)
 
 
 async def test_the_upgrade_marks_erasures_of_whole_accounts(scratch_dsn: str) -> None:

@@ -142,6 +142,15 @@ async def test_a_notice_needing_a_newer_card_waits_for_it_and_mails_the_new_addr
 
         await until(waiting)
         assert box == []  # the old address never gets the link
+        # It waits for its card: not leased again and again while the old card is there.
+        await asyncio.sleep(1.5)
+        row = await pool.fetchrow(
+            "SELECT status, next_attempt_at > now() + interval '5 seconds' AS later"
+            " FROM deliveries WHERE user_id = $1",
+            uid,
+        )
+        assert row is not None
+        assert (row["status"], row["later"]) == ("pending", True)
 
         await card(new, changed_at)
         await until(lambda: _settled_for(pool, uid))
@@ -155,6 +164,53 @@ async def test_a_notice_needing_a_newer_card_waits_for_it_and_mails_the_new_addr
     params = await pool.fetchval("SELECT params FROM notices WHERE notice_id = $1",
                                  notice.notice_id)  # fmt: skip
     assert "verify_url" not in params
+
+
+async def test_a_card_committed_while_its_email_was_leased_sends_the_email_at_once(
+    pool: asyncpg.Pool,
+) -> None:
+    """A contacts batch commits the card after the sender leased the email (nothing to
+    wake then) and before it recorded the wait (whose statement could not see the card):
+    the email goes within seconds, not after its wait (a sign-up's verification mail)."""
+    config = NotifierSettings(environment="test")
+    vault = await Vault.connect(config, pool)
+    uid = uuid.uuid4()
+    notice = store.Notice(
+        notice_id=uuid.uuid4(),
+        template="verify_email",
+        category="transactional",
+        audience="listed",
+        user_ids=(uid,),
+        params={"verify_url": "https://localhost:8443/verify-email#token=t"},
+        channels=("email",),
+        recipient="user",
+        pinned=False,
+        source="accounts",
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.accept_notice(conn, notice)
+    async with pool.acquire() as conn:
+        (row,) = await store.claim_deliveries(conn, 10, 60.0)
+    assert not row["has_contact"]
+    contact = await sealed_contact(vault, uid, "late-card@example.org", datetime.now(UTC))
+    async with pool.acquire() as cards:
+        batch = cards.transaction()
+        await batch.start()
+        await store.upsert_contact(cards, contact)
+        waited = result_of(row, "pending", reason="waiting for the contact card", delay=300.0,
+                           waiting=True)  # fmt: skip
+        await record(pool, [waited])  # committed first, so it cannot see the card
+        await batch.commit()
+    box: list[Wire] = []
+    sender = Sender(config, pool, vault, lambda: Capture(box, {}), Wake())
+    task = asyncio.create_task(sender.run())
+    try:
+        await until(lambda: _settled_for(pool, uid), seconds=15.0)
+    finally:
+        sender.stop()
+        await task
+        await vault.close()
+    assert [w.recipient for w in box] == ["late-card@example.org"]
 
 
 async def _settled_for(pool: asyncpg.Pool, uid: uuid.UUID) -> bool:
