@@ -45,6 +45,7 @@ from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
 from shared.bus.faults import crash_point
 from shared.bus.idempotency import mark_processed, was_processed
 from shared.db.pool import Connection
+from shared.observability.logs import scrub
 from shared.tracing import working_on
 
 log = logging.getLogger(__name__)
@@ -273,10 +274,11 @@ class IdempotentConsumer:
             except OUTAGES:
                 raise
             except Unprocessable as exc:
-                reason = f"unprocessable: {exc}"
+                # Scrubbed here, not only in the header: the reason is logged too.
+                reason = f"unprocessable: {scrub(str(exc))}"
                 break
             except Exception as exc:
-                reason = f"handler failed {attempt} times: {type(exc).__name__}: {exc}"
+                reason = f"handler failed {attempt} times: {type(exc).__name__}: {scrub(str(exc))}"
                 await asyncio.sleep(self._settings.backoff_seconds * attempt)
         # A poll holds several topics, whose partitions and offsets overlap.
         at = (item.topic, item.partition, item.offset)

@@ -14,6 +14,7 @@ from uuid import UUID, uuid5
 from aiokafka import AIOKafkaProducer
 
 from shared.events.topics import dlq_of
+from shared.observability.logs import scrub
 
 H_REASON = "dlq_reason"
 H_SOURCE_TOPIC = "dlq_source_topic"
@@ -60,11 +61,16 @@ def dead_letter_mark(record: StampedRecord) -> UUID:
 def dead_letter_headers(
     record: SourceRecord, headers: Sequence[tuple[str, bytes]], reason: str, consumer: str
 ) -> list[tuple[str, bytes]]:
-    """The record's own headers followed by the dead-letter facts."""
+    """The record's own headers followed by the dead-letter facts.
+
+    The reason is scrubbed here, where every writer of dead letters passes: it is often
+    an error's text, which may quote the record (pydantic's input_value, asyncpg's
+    "invalid input for query argument $1: '...'"), and the header is kept for weeks.
+    """
     kept = [(k, v) for k, v in headers if k not in _OWN]
     return [
         *kept,
-        (H_REASON, reason.encode()[:2000]),
+        (H_REASON, scrub(reason).encode()[:2000]),
         (H_SOURCE_TOPIC, record.topic.encode()),
         (H_SOURCE_PARTITION, str(record.partition).encode()),
         (H_SOURCE_OFFSET, str(record.offset).encode()),

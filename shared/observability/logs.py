@@ -7,6 +7,7 @@ password by mistake must not be the last line of defence (promises P-01 and P-09
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -46,6 +47,9 @@ DENIED_FIELD_NAMES: frozenset[str] = frozenset(
         "fullname",
         "surname",
         "apikey",
+        # What pydantic calls the value it refused, in ``e.errors()``: the raw input.
+        "input",
+        "input_value",
     }
 )
 
@@ -67,6 +71,7 @@ _CORE_FIELDS = frozenset(
 _TRACE_ID_KINDS = frozenset(kind for kind in PiiKind if kind is not PiiKind.TOKEN)
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
+_MAX_DEPTH = 32  # deeper than any payload we log
 _HANDLER_NAME = "imt-json"
 _REDACTED_MARK = "_imt_redacted"
 _plain_formatter = logging.Formatter()
@@ -97,10 +102,13 @@ class PersonalDataFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, _REDACTED_MARK, False):
             return True
-        # Mappings and models among the arguments are cleaned field by field first, as
-        # ``extra`` is: "%s" of {"password": ...} would otherwise only be pattern-matched.
+        # Mappings and models among the arguments (or as the message) are cleaned field by
+        # field first, as ``extra`` is: "%s" of {"password": ...} would otherwise only be
+        # pattern-matched, and a password matches no pattern.
+        record.msg = self._clean_arg(record.msg)
         record.args = self._clean_args(record.args)
-        record.msg = redact(_message_of(record))
+        # The message may embed an error's text itself (f"{e}", str(e)): scrubbed whole.
+        record.msg = scrub(_message_of(record))
         record.args = ()
         for key, value in list(vars(record).items()):
             if key in _RECORD_ATTRIBUTES or key.startswith("_"):
@@ -110,7 +118,11 @@ class PersonalDataFilter(logging.Filter):
             elif key == "trace_id":
                 record.trace_id = _clean_trace_id(value)
             else:
-                setattr(record, key, self._clean_field(key, value))
+                # The name is written too: extra={email: n} would print the address.
+                name = redact(key)
+                if name != key:
+                    delattr(record, key)
+                setattr(record, name, self._clean_field(key, value))
         if not hasattr(record, "trace_id"):
             current = trace_id_var.get()
             if current is not None:
@@ -120,11 +132,11 @@ class PersonalDataFilter(logging.Filter):
             # ``ValueError(f"no user {email}")``. Format once here, redact, and let
             # every formatter reuse the cached text instead of the raw exception.
             text = record.exc_text or _plain_formatter.formatException(record.exc_info)
-            record.exc_text = redact(_without_inputs(text))
+            record.exc_text = scrub(text)
         elif record.exc_text:
-            record.exc_text = redact(_without_inputs(record.exc_text))
+            record.exc_text = scrub(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = scrub(record.stack_info)
         setattr(record, _REDACTED_MARK, True)
         return True
 
@@ -138,44 +150,85 @@ class PersonalDataFilter(logging.Filter):
         return args
 
     def _clean_arg(self, arg: object) -> object:
-        if isinstance(arg, BaseModel):
-            return self._clean_value(arg.model_dump(mode="json"))
-        if isinstance(arg, Mapping | list | tuple | set | frozenset):
+        # Only structures and errors: scalars must stay as they are for "%d" or "%.2f",
+        # and the formatted message is scrubbed as a whole afterwards.
+        if isinstance(arg, BaseException | list | tuple | set | frozenset) or _fields_of(arg):
             return self._clean_value(arg)
-        if isinstance(arg, BaseException):
-            return _without_inputs(str(arg))
         return arg
 
-    def _clean_field(self, key: str, value: object) -> object:
+    def _clean_field(self, key: str, value: object, depth: int = 0) -> object:
         if is_denied_field(key, self.denied_fields):
             return REDACTED
-        return self._clean_value(value)
+        return self._clean_value(value, depth)
 
-    def _clean_value(self, value: object) -> object:
+    def _clean_value(self, value: object, depth: int = 0) -> object:
+        if depth > _MAX_DEPTH:
+            # A cycle (a dataclass pointing back to its parent) would otherwise raise
+            # RecursionError out of the filter, into the code that logged.
+            return REDACTED
         if value is None or isinstance(value, bool | float):
             return value
         if isinstance(value, str):
-            return redact(value)
+            return scrub(value)
         if isinstance(value, int):
             # A card or phone number passed as an int is still a card or phone number.
             text = str(value)
             cleaned = redact(text)
             return value if cleaned == text else cleaned
-        if isinstance(value, Mapping):
-            return {str(k): self._clean_field(str(k), v) for k, v in value.items()}
+        fields = _fields_of(value)
+        if fields is not None:
+            # Keys are written too ({email: count}): redacted, but denied by their own name.
+            return {
+                redact(str(k)): self._clean_field(str(k), v, depth + 1) for k, v in fields.items()
+            }
         if isinstance(value, list | tuple | set | frozenset):
-            return [self._clean_value(item) for item in value]
-        # Anything else is written as text, so it is redacted as text.
-        return redact(str(value))
+            return [self._clean_value(item, depth + 1) for item in value]
+        # Anything else (exceptions included) is written as text, so it is scrubbed as text.
+        return scrub(str(value))
 
 
-# pydantic's ValidationError text quotes each refused value: "input_value='hunter2!'".
-_INPUT_VALUE = re.compile(r"input_value=(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^,\]\n]*)")
+def _fields_of(value: object) -> Mapping[object, object] | None:
+    """The fields of a mapping, pydantic model or dataclass instance; ``None`` otherwise.
+
+    Shallow on purpose: nested values are cleaned as they are reached, so nothing is
+    copied twice, and no serializer runs (``model_dump`` or ``asdict`` can raise, and a
+    log filter must not).
+    """
+    if isinstance(value, Mapping):
+        return value
+    if isinstance(value, BaseModel):
+        return dict(value)  # declared fields, then extra ones
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return None
+
+
+# pydantic quotes each refused value: "input_value='hunter2!'" in a ValidationError's text,
+# "'input': 'hunter2!'" in ``e.errors()`` as text ('"input":' in ``e.json()``). A value may be
+# a dict with commas in it, so it runs to the field pydantic writes after it on that line,
+# greedily: a value that quotes that field too is hidden whole rather than cut short.
+_INPUT_VALUE = re.compile(
+    r"input_value=(?:.*(?=, input_type=)|'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^,\]\n]*)"
+)
+_INPUT_ITEM = re.compile(r"""(['"])input\1:\s*(?:.*(?=,\s*['"](?:ctx|url)['"]:)|.*)""")
+# PostgreSQL and asyncpg quote what they refused after this prefix: 'invalid input syntax
+# for type uuid: "..."', "invalid input for query argument $1: '...' (...)".
+_INVALID_INPUT = re.compile(r"(invalid input [^:\n]*:).*")
 
 
 def _without_inputs(text: str) -> str:
-    """``text`` without the input values pydantic quotes in its validation errors."""
-    return _INPUT_VALUE.sub("input_value=" + REDACTED, text)
+    """``text`` without the input values pydantic, PostgreSQL and asyncpg quote in errors."""
+    if "input" not in text:  # the common case, on every record: skip the patterns
+        return text
+    text = _INPUT_VALUE.sub("input_value=" + REDACTED, text)
+    text = _INPUT_ITEM.sub(r"\1input\1: " + REDACTED, text)
+    return _INVALID_INPUT.sub(r"\1 " + REDACTED, text)
+
+
+def scrub(text: str) -> str:
+    """``text`` safe to keep in a log line or a header: no input quoted by an error, no
+    personal data that the detectors in :mod:`shared.pii` can find."""
+    return redact(_without_inputs(text))
 
 
 def _message_of(record: logging.LogRecord) -> str:

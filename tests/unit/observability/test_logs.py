@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
+from collections.abc import Callable
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from shared.observability import configure_logging, trace_id_var
 from shared.observability.logs import is_denied_field
@@ -217,6 +219,7 @@ def test_console_handlers_of_others_are_replaced(restore_logging: None) -> None:
         ("Set-Cookie", True),
         ("username", True),
         ("home_address", True),
+        ("input", True),  # pydantic's name for the value it refused, in e.errors()
         ("recipient", False),
         ("zip", False),
         ("topic", False),
@@ -242,3 +245,142 @@ def test_a_trace_id_of_ours_is_logged_as_is_even_when_it_passes_for_a_card(
     kept, foreign = log_lines()
     assert kept["trace_id"] == ours
     assert foreign["trace_id"] == "req-[REDACTED:card]"
+
+
+class _Login(BaseModel):
+    email: str
+    password: str = Field(min_length=20)  # PASSWORD is shorter: refused, and quoted
+
+
+@dataclasses.dataclass
+class _Attempt:
+    login: _Login
+    password: str
+    tries: int
+
+
+def _login() -> _Login:
+    return _Login.model_construct(email=EMAIL, password=PASSWORD)
+
+
+@pytest.mark.promise("P-01")
+@pytest.mark.parametrize(
+    "emit",
+    [
+        pytest.param(lambda: log.info({"password": PASSWORD}), id="dict-as-message"),
+        pytest.param(lambda: log.info("x", extra={"body": _login()}), id="model-in-extra"),
+        pytest.param(lambda: log.info("x %s", [_login()]), id="model-in-list-arg"),
+        pytest.param(lambda: log.info("x %s", _Attempt(_login(), PASSWORD, 1)), id="dataclass"),
+        pytest.param(
+            lambda: log.info("x", extra={"rows": ({"nested": [_login()]},)}), id="deep-in-extra"
+        ),
+    ],
+)
+def test_models_dataclasses_and_mappings_are_cleaned_wherever_they_appear(
+    emit: Callable[[], None], log_stream: io.StringIO
+) -> None:
+    emit()
+
+    raw = log_stream.getvalue()
+    assert PASSWORD not in raw
+    assert EMAIL not in raw
+    assert "[REDACTED]" in raw
+
+
+def test_a_dataclass_argument_keeps_its_harmless_fields(log_lines: LogLines) -> None:
+    log.info("attempt %s", _Attempt(_login(), PASSWORD, 3))
+
+    [line] = log_lines()
+    assert line["message"] == (
+        "attempt {'login': {'email': '[REDACTED]', 'password': '[REDACTED]'}, "
+        "'password': '[REDACTED]', 'tries': 3}"
+    )
+
+
+@pytest.mark.promise("P-01")
+def test_mapping_keys_and_extra_names_are_redacted(
+    log_stream: io.StringIO, log_lines: LogLines
+) -> None:
+    log.info("counts", extra={"by_user": {EMAIL: 1}})
+    log.info("count", extra={EMAIL: 2})
+
+    assert EMAIL not in log_stream.getvalue()
+    nested, top = log_lines()
+    assert nested["by_user"] == {"[REDACTED:email]": 1}
+    assert top["[REDACTED:email]"] == 2
+
+
+def _validation_error() -> ValidationError:
+    try:
+        _Login(email="not-an-address", password=PASSWORD)
+    except ValidationError as exc:
+        return exc
+    raise AssertionError("the password is too short to pass")
+
+
+@pytest.mark.promise("P-01")
+@pytest.mark.parametrize(
+    "emit",
+    [
+        pytest.param(lambda e: log.info(f"refused {e}"), id="f-string"),
+        pytest.param(lambda e: log.info("refused %s", str(e)), id="str-argument"),
+        pytest.param(lambda e: log.info("refused", extra={"error": e}), id="error-in-extra"),
+        pytest.param(lambda e: log.info("refused", extra={"why": str(e)}), id="text-in-extra"),
+        pytest.param(lambda e: log.info("refused", extra={"detail": e.errors()}), id="errors"),
+        pytest.param(lambda e: log.info(f"refused {e.errors()}"), id="errors-as-text"),
+        pytest.param(lambda e: log.info("refused %s", e.json()), id="json"),
+    ],
+)
+def test_values_quoted_by_validation_errors_never_reach_a_log_line(
+    emit: Callable[[ValidationError], None], log_stream: io.StringIO
+) -> None:
+    emit(_validation_error())
+
+    raw = log_stream.getvalue()
+    assert PASSWORD not in raw
+    assert "[REDACTED]" in raw
+    assert "string_too_short" in raw  # what was wrong is kept, only the value goes
+
+
+@pytest.mark.promise("P-01")
+def test_a_quoted_dict_input_is_hidden_whole(log_stream: io.StringIO) -> None:
+    error = ValidationError.from_exception_data(
+        "Body",
+        [{"type": "string_type", "loc": ("a",), "input": {"n": 1, "password": PASSWORD}}],
+    )
+    log.info("refused %s", str(error))
+    try:
+        raise error
+    except ValidationError:
+        log.exception("refused")
+
+    raw = log_stream.getvalue()
+    assert PASSWORD not in raw
+    assert "input_value=[REDACTED], input_type=dict" in raw
+
+
+@pytest.mark.promise("P-01")
+def test_values_quoted_by_postgresql_and_asyncpg_are_dropped(log_lines: LogLines) -> None:
+    log.warning("insert failed: invalid input for query argument $1: 'Jane Roe' (bad)")
+    log.warning('cast failed: invalid input syntax for type uuid: "Jane Roe"')
+
+    assert [line["message"] for line in log_lines()] == [
+        "insert failed: invalid input for query argument $1: [REDACTED]",
+        "cast failed: invalid input syntax for type uuid: [REDACTED]",
+    ]
+
+
+def test_a_structure_pointing_back_to_itself_does_not_break_logging(
+    log_lines: LogLines,
+) -> None:
+    @dataclasses.dataclass
+    class Node:
+        label: str
+        parent: object = None
+
+    node = Node("root")
+    node.parent = node
+    log.info("tree %s", node)
+
+    [line] = log_lines()
+    assert str(line["message"]).startswith("tree {'label': 'root', 'parent': {'label': 'root'")
