@@ -33,13 +33,19 @@ _GROUPED = rf"[0-9]{{1,4}}(?![0-9])(?:(?:{_SEP}?\([0-9]{{1,4}}\){_SEP}?|{_SEP})[
 # space, and no id, date or version is written letters, "+", then seven digits or more.
 _INTERNATIONAL = re.compile(rf"(?<![0-9+])\+(?:{_GROUPED}|[0-9]+)|(?<![\w+])00(?=[1-9]){_GROUPED}")
 # NANP: area code and exchange never start with 0 or 1, which rules out many dates and ids.
+# A slash may follow the area code ("415/555-2671"), not the exchange: "415/555/2671"
+# is as often a path of three numbers.
 _NORTH_AMERICAN = re.compile(
     r"(?<![0-9])(?<![0-9][.-])"
-    r"(?:1[ .-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
+    r"(?:1[ .-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ ./-])[2-9][0-9]{2}[ .-][0-9]{4}"
     r"(?![0-9])(?![.-][0-9])"
 )
-# Trunk 0, an area or mobile prefix, then groups of two or more digits.
-_NATIONAL = re.compile(rf"(?<![\w+])0[1-9][0-9]{{0,4}}(?:{_SEP}[0-9]{{2,8}}){{1,4}}(?![\w])")
+# Trunk 0, an area or mobile prefix, then groups of two or more digits; the prefix may be
+# in brackets, as British numbers are written ("(020) 7183 8750").
+_NATIONAL = re.compile(
+    rf"(?<![\w+])(?:0[1-9][0-9]{{0,4}}(?:{_SEP}[0-9]{{2,8}}){{1,4}}"
+    rf"|\(0[1-9][0-9]{{0,4}}\) ?[0-9]{{2,8}}(?:{_SEP}[0-9]{{2,8}}){{0,3}})(?![\w])"
+)
 # "01.02.2024", "01/02/2024 10": a day, a month and a year are no phone.
 _DATE = re.compile(r"[0-3]?[0-9][./-][01]?[0-9][./-](?:19|20)[0-9]{2}\b")
 _DIGITS = re.compile(r"[0-9]+")

@@ -14,7 +14,9 @@ import re
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from shared.pii.cards import find_card_numbers
-from shared.pii.findings import PiiKind
+from shared.pii.findings import Finding, PiiKind
+from shared.pii.ip_addresses import DIGIT_GROUPS, holds_ipv4_groups, is_integer_ipv4
+from shared.pii.phones import find_phone_numbers
 from shared.pii.redact import redact_with, replace_findings
 
 DEFAULT_ALLOWED_QUERY_KEYS: frozenset[str] = frozenset(
@@ -108,7 +110,7 @@ def _is_ip_host(host: str) -> bool:
     return True
 
 
-def _decoded(text: str) -> str:
+def percent_decoded(text: str) -> str:
     """Percent-decoded until nothing changes (twice-encoded "%2540" hides an "@")."""
     for _ in range(3):
         once = unquote(text, errors="replace")
@@ -124,12 +126,28 @@ def _scrub_path(path: str) -> str:
     path = "/".join(segment.split(";", 1)[0] for segment in path.split("/"))
     # A card written with slashes ("/4111/1111/1111/1111", spaces around them encoded)
     # spans segments, each too short to be one: the whole decoded path is looked at first.
-    decoded = _decoded(path)
-    cards = find_card_numbers(decoded)
-    if cards:
-        kept = replace_findings(decoded, cards, url_marker)
+    # So do phones written with one ("/415/555-2671", "/030/12345678").
+    decoded = percent_decoded(path)
+    found = _across_segments(decoded)
+    if found:
+        kept = replace_findings(decoded, found, url_marker)
         path = "/".join(quote(segment, safe=_SEGMENT_SAFE) for segment in kept.split("/"))
     return "/".join(_scrub_segment(segment) for segment in path.split("/"))
+
+
+def _across_segments(path: str) -> list[Finding]:
+    """Cards anywhere in ``path``, and phones with a "/" in them (any other is within a
+    segment, found there), sorted and merged: a card and a phone overlapping are a card."""
+    phones = [f for f in find_phone_numbers(path) if "/" in path[f.start : f.end]]
+    merged: list[Finding] = []
+    for f in sorted([*find_card_numbers(path), *phones], key=lambda f: (f.start, f.end)):
+        if merged and f.start < merged[-1].end:
+            last = merged[-1]
+            kind = PiiKind.CARD if PiiKind.CARD in (last.kind, f.kind) else last.kind
+            merged[-1] = Finding(kind, last.start, max(last.end, f.end))
+        else:
+            merged.append(f)
+    return merged
 
 
 def scrub_ids(text: str) -> str:
@@ -137,12 +155,29 @@ def scrub_ids(text: str) -> str:
     return _OPAQUE_ID_IN_TEXT.sub(ID_MARKER, text)
 
 
+def _without_ipv4_forms(text: str) -> str:
+    """``text`` without the IPv4 addresses no detector reads: one integer standing alone
+    ("2130706433"), or four digit groups joined by dashes ("192-168-1-20", as hosts are
+    judged). A run of groups is taken for an address only with a dash among them: dotted
+    ones are found by find_ipv4 if four, and are versions ("1.2.3.4.5") if more."""
+    if is_integer_ipv4(text.strip()):
+        return url_marker(PiiKind.IPV4)
+    return DIGIT_GROUPS.sub(_dashed_ipv4_marked, text)
+
+
+def _dashed_ipv4_marked(match: re.Match[str]) -> str:
+    number = match.group()
+    if "-" in number and holds_ipv4_groups(number):
+        return url_marker(PiiKind.IPV4)
+    return number
+
+
 def _scrub_segment(segment: str) -> str:
-    decoded = _decoded(segment)
+    decoded = percent_decoded(segment)
     if _OPAQUE_ID.fullmatch(decoded):
         return ID_MARKER
     # Personal data first: an id inside an address would leave the address's other half.
-    scrubbed = scrub_ids(redact_with(decoded, url_marker))
+    scrubbed = _without_ipv4_forms(scrub_ids(redact_with(decoded, url_marker)))
     # An untouched segment keeps its original encoding rather than a normalised one.
     return segment if scrubbed == decoded else quote(scrubbed, safe=_SEGMENT_SAFE)
 
@@ -161,8 +196,8 @@ def _scrub_value(value: str) -> str:
     # parse_qsl reads "+" as a space, which cuts "jane+news@example.com" in two and hides
     # "+1 212 555 0123"'s leading "+": the value is looked at as sent first, then with
     # its "+" as spaces (grouped numbers), so what either reading finds is removed.
-    as_sent = _decoded(value).replace(" ", "+")
+    as_sent = percent_decoded(value).replace(" ", "+")
     scrubbed = redact_with(as_sent, url_marker).replace("+", " ")
     scrubbed = redact_with(scrubbed, url_marker)
     # Ids are as identifying in a query as in a path ("?ref=5f0c3a2e1b2c4d3e").
-    return _OPAQUE_ID.sub(ID_MARKER, scrubbed)
+    return _without_ipv4_forms(_OPAQUE_ID.sub(ID_MARKER, scrubbed))

@@ -31,8 +31,9 @@ from pydantic import (
 
 from shared.events.catalogue.analytics import DeviceClass
 from shared.pii import contains_pii, redact, referrer_host, scrub_url
+from shared.pii.ip_addresses import DIGIT_GROUPS, holds_ipv4_groups
 from shared.pii.phones import MIN_PHONE_DIGITS
-from shared.pii.urls import scrub_ids
+from shared.pii.urls import percent_decoded, scrub_ids
 
 # C0, DEL and C1 controls (VisitRecorded refuses C0 and DEL only: it must still read
 # what an older collector published).
@@ -52,14 +53,11 @@ _IPV4_SITE = re.compile(r"^[0-9.]+$")
 # full-width or other digits, which a site (ASCII only) cannot.
 _NUMBER_IN_HOST = re.compile(r"\d+(?:[.-]\d+)*")
 _DIGIT = re.compile(r"\d")
-# Four or more digit groups: an IPv4 address may be among them, written with dashes as
-# in ec2-3-8-1-9.compute-1.amazonaws.com, ip-10-0-0-1.ec2.internal or 10-0-0-1.sslip.io
-# (too few digits for the rule above, and no detector reads dashes as dots).
-_FOUR_GROUPS = re.compile(r"\d+(?:[.-]\d+){3,}")
-_GROUP_SEPARATOR = re.compile(r"[.-]")
 # A label of hex groups and dashes with a digit: an IPv6 address with ":" written "-"
 # (sslip.io's form, 2a01-4f8--1).
 _DASHED_IPV6 = re.compile(r"(?=[a-f-]*\d)[0-9a-f]*(?:-[0-9a-f]*){2,8}")
+# A screen name whose raw and percent-decoded readings disagree on its personal data.
+SCREEN_WITHHELD = "screen:[REDACTED]"
 CLEAN_SITES_REMEMBERED = 1024
 _CLEAN_SITES: set[str] = set()
 V = TypeVar("V")
@@ -138,18 +136,10 @@ def host_holds_personal_data(host: str) -> bool:
     return (
         contains_pii(host)
         or any(sum(char.isdigit() for char in number) >= MIN_PHONE_DIGITS for number in numbers)
-        or any(_holds_ipv4(m.group()) for m in _FOUR_GROUPS.finditer(host))
+        # Four or more digit groups, an IPv4 address with dashes among them (too few
+        # digits for the rule above, and no detector reads dashes as dots).
+        or any(holds_ipv4_groups(m.group()) for m in DIGIT_GROUPS.finditer(host))
         or any(_is_ipv6(label) for label in host.split("."))
-    )
-
-
-def _holds_ipv4(number: str) -> bool:
-    """Whether four consecutive groups of ``number`` could be an IPv4 address: which four
-    are the address cannot be told ("ec2-3-8-1-9"), so any of them counts."""
-    groups = _GROUP_SEPARATOR.split(number)
-    return any(
-        all(len(group) <= 3 and int(group) <= 255 for group in groups[i : i + 4])
-        for i in range(len(groups) - 3)
     )
 
 
@@ -226,10 +216,32 @@ def scrub_page(page: str, allowed_query_keys: frozenset[str]) -> str:
 
 
 def scrub_screen(screen: str) -> str:
-    """An app screen name with personal data redacted and opaque ids replaced by ``:id``."""
+    """An app screen name with personal data redacted and opaque ids replaced by ``:id``.
+
+    Apps percent-encode names too ("Pay 4111%201111%201111%201111"), so a name is read as
+    sent and percent-decoded, as a query value is. Where only the decoded reading finds
+    something, that reading is kept, scrubbed. Where both find something but not the same
+    (decoding may cut a token whose "/" was "%2F" in two, leaving half of it unseen), or
+    decoding leaves control characters or still more encoding behind, the name is
+    withheld whole: ``screen:[REDACTED]``.
+    """
+    raw = screen.strip()
     # Ids go before the cut: a cut one could be left too short to be recognised.
-    scrubbed = scrub_ids(redact(screen.strip()))
+    scrubbed = _scrubbed_screen(raw)
+    decoded = percent_decoded(raw)
+    if decoded != raw:
+        if percent_decoded(decoded) != decoded:  # encoded more than three times
+            return SCREEN_WITHHELD
+        from_decoded = _scrubbed_screen(decoded)
+        if percent_decoded(scrubbed) != from_decoded:
+            if scrubbed != raw or _CONTROLS.search(from_decoded):
+                return SCREEN_WITHHELD
+            scrubbed = from_decoded
     return "screen:" + _bounded(scrubbed, MAX_PAGE_CHARS - len("screen:"))
+
+
+def _scrubbed_screen(text: str) -> str:
+    return scrub_ids(redact(text))
 
 
 def scrub_referrer(referrer: str | None) -> str | None:

@@ -3,6 +3,8 @@
 import json
 import uuid
 from datetime import date
+from ipaddress import IPv4Address
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 
 from services.analytics.domain import beacon as beacon_module
 from services.analytics.domain.beacon import (
+    SCREEN_WITHHELD,
     MalformedBeacon,
     ScrubMemo,
     device_class_of,
@@ -84,11 +87,95 @@ def test_opaque_ids_in_screen_names_are_replaced(screen: str, scrubbed: str) -> 
     assert scrub_screen(screen) == scrubbed
 
 
+@pytest.mark.promise("P-04")
+@pytest.mark.promise("P-09")
+@pytest.mark.parametrize(
+    ("screen", "scrubbed"),
+    [
+        # Only the percent-decoded reading finds it: that reading is kept, scrubbed.
+        ("Pay 4111%201111%201111%201111", "screen:Pay [REDACTED:card]"),
+        ("Pay 4111%2D1111%2D1111%2D1111", "screen:Pay [REDACTED:card]"),
+        ("Pay 4111%25201111%25201111%25201111", "screen:Pay [REDACTED:card]"),  # twice
+        ("Call %2B14155552671", "screen:Call [REDACTED:phone]"),
+        # Both readings agree: the name as sent.
+        ("Mail jane%40example.com", "screen:Mail [REDACTED:email]"),
+        ("Caf%C3%A9 menu", "screen:Caf%C3%A9 menu"),
+        ("50% off", "screen:50% off"),
+        # They disagree otherwise, or decoding leaves a control character or more
+        # encoding behind: the name is withheld whole.
+        ("jane@example.com or %2B14155552671", SCREEN_WITHHELD),
+        ("Reset %2F5f0c3a2e1b2c4d3e9a8b7c6d", SCREEN_WITHHELD),  # "2F5f0c..." as sent
+        ("Pay%004111%201111%201111%201111", SCREEN_WITHHELD),
+        ("Pay 4111%252525201111%252525201111%252525201111", SCREEN_WITHHELD),
+    ],
+)
+def test_percent_encoded_personal_data_in_screen_names_is_redacted(
+    screen: str, scrubbed: str
+) -> None:
+    assert scrub_screen(screen) == scrubbed
+    visit = scrub(parse_beacon(_body(screen=screen)), IPHONE, DEFAULT_ALLOWED_QUERY_KEYS)
+    assert visit.page == scrubbed
+
+
+@pytest.mark.promise("P-09")
+@settings(max_examples=60)
+@given(card=card_numbers(BEACON_CARD_SEPARATORS), safe=st.sampled_from(["", " ", "-"]))
+def test_a_percent_encoded_card_in_a_screen_name_leaves_no_digits(
+    card: tuple[str, str], safe: str
+) -> None:
+    digits, written = card
+    scrubbed = scrub_screen(f"Pay {quote(written, safe=safe)} now")
+    assert digits not in digits_of(scrubbed)
+    assert not contains_pii(scrubbed)
+
+
 def test_a_long_screen_name_is_cut_after_its_ids_are_replaced() -> None:
     # Cut first, an id at the end could be left too short to be recognised as one.
     name = "x" * 498 + " 5f0c3a2e1b2c4d3e9a8b7c6d"
     assert scrub_screen(name) == "screen:" + "x" * 498 + " :id"
     assert "5f0c3a2e1b2c" not in scrub_screen("x" * 490 + " 5f0c3a2e1b2c4d3e9a8b7c6d")
+
+
+@pytest.mark.promise("P-04")
+@pytest.mark.parametrize(
+    ("page", "scrubbed"),
+    [
+        # IPv4 addresses with dashes (as refused in sites and referrer hosts) or as one
+        # integer, in a path segment or a kept query value.
+        ("/x/192-168-1-20/status", "/x/:ipv4/status"),
+        ("/x?ref=2130706433", "/x?ref=:ipv4"),
+        ("/x/2130706433", "/x/:ipv4"),
+        ("/x?ref=10-0-0-1", "/x?ref=:ipv4"),
+        ("/hosts/ip-10-0-0-1.ec2.internal", "/hosts/ip-:ipv4.ec2.internal"),
+        # Ordinary numbers stay: below 1.0.0.0 (16777216), with a leading zero, or not
+        # standing alone.
+        ("/orders/12345", "/orders/12345"),
+        ("/orders/16777215?ref=12345", "/orders/16777215?ref=12345"),
+        ("/orders/0012345678", "/orders/0012345678"),
+        ("/orders/n2130706433", "/orders/n2130706433"),
+        ("/x/release-2024-12-01", "/x/release-2024-12-01"),
+    ],
+)
+def test_ipv4_addresses_with_dashes_or_as_integers_leave_pages(page: str, scrubbed: str) -> None:
+    assert scrub_page(page, DEFAULT_ALLOWED_QUERY_KEYS) == scrubbed
+    assert ScrubMemo(DEFAULT_ALLOWED_QUERY_KEYS).page(page) == scrubbed
+
+
+@pytest.mark.promise("P-04")
+@settings(max_examples=60)
+@given(
+    ip=st.ip_addresses(v=4).filter(lambda ip: int(ip) >= 1 << 24),
+    where=st.sampled_from(["path", "query"]),
+    dashed=st.booleans(),
+)
+def test_no_ipv4_address_with_dashes_or_as_an_integer_survives_in_a_page(
+    ip: IPv4Address, where: str, dashed: bool
+) -> None:
+    written = str(ip).replace(".", "-") if dashed else str(int(ip))
+    page = f"/p/{written}/q" if where == "path" else f"/p?utm_term={written}"
+    visit = scrub(parse_beacon(_body(page=page)), FIREFOX, DEFAULT_ALLOWED_QUERY_KEYS)
+    assert written not in visit.page
+    assert ":ipv4" in visit.page
 
 
 def test_referrer_becomes_a_host_and_ip_referrers_vanish() -> None:

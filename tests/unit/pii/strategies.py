@@ -94,7 +94,8 @@ def emails(draw: st.DrawFn) -> str:
 
 @st.composite
 def phones(draw: st.DrawFn) -> str:
-    """E.164 numbers, spaced international numbers and North American formats."""
+    """E.164 numbers, spaced international numbers, North American formats and British
+    ones with the trunk prefix in brackets."""
     area, exchange = (draw(st.integers(200, 999)) for _ in range(2))
     line = draw(st.integers(0, 9999))
     country = draw(st.integers(1, 999))
@@ -107,6 +108,8 @@ def phones(draw: st.DrawFn) -> str:
                 f"({area}) {exchange}-{line:04d}",
                 f"{area}-{exchange}-{line:04d}",
                 f"{area}.{exchange}.{line:04d}",
+                f"{area}/{exchange}-{line:04d}",
+                f"(0{str(area)[:2]}) {exchange}{line % 10} {line:04d}",
                 f"+1 {area} {exchange} {line:04d}",
             ]
         )

@@ -35,10 +35,26 @@ def spans(text: str, findings: list[Finding]) -> list[str]:
         "jane%40example.com",
         "josé@exämple.de",
         "x@example.xn--p1ai",
+        # An apostrophe is atext (RFC 5322): inside the local part, it is part of it.
+        "o'brien@example.com",
+        "mary.o'brien+work@example.ie",
     ],
 )
 def test_emails_are_found_whole(email: str) -> None:
     text = f"contact: {email}, thanks"
+    assert spans(text, find_emails(text)) == [email]
+
+
+@pytest.mark.promise("P-04")
+@pytest.mark.parametrize(
+    ("text", "email"),
+    [
+        ("'jane@example.com'", "jane@example.com"),
+        ("{'to': 'o'brien@example.com'}", "o'brien@example.com"),
+        ("it's jane@example.com", "jane@example.com"),
+    ],
+)
+def test_a_quote_around_an_address_is_not_part_of_it(text: str, email: str) -> None:
     assert spans(text, find_emails(text)) == [email]
 
 
@@ -78,6 +94,13 @@ def test_generated_emails_are_found_whole(email: str) -> None:
         "030/12345678",
         "0044 20 7946 0958",
         "+49 30/1234567",
+        # A trunk prefix in brackets, as British numbers are written.
+        "(020) 7183 8750",
+        "(0161) 496 0000",
+        "(01632)960123",
+        # A slash between a North American area code and the number.
+        "415/555-2671",
+        "1 415/555-2671",
         # Digits of other scripts read as digits.
         "+\uff11 \uff12\uff11\uff12 \uff15\uff15\uff15 \uff10\uff11\uff12\uff13",
         "(\uff12\uff11\uff12) \uff15\uff15\uff15-\uff10\uff11\uff12\uff13",
@@ -121,6 +144,11 @@ def test_generated_phone_numbers_are_found_whole(phone: str) -> None:
         "order 0012345678",
         "id 00123",
         "price 0.99 0.49",
+        "see (01) 2024",
+        "step (02) 12 of 30",
+        "ratio 415/555/2671",
+        "pages 415/123-4567",
+        "it's o'clock",
     ],
 )
 def test_dates_versions_prices_and_ids_are_not_personal_data(text: str) -> None:

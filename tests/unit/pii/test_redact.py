@@ -75,6 +75,22 @@ def test_a_number_is_never_cut_into_a_redacted_part_and_a_card() -> None:
     assert not contains_pii(redact(text))
 
 
+@pytest.mark.promise("P-04")
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("call (020) 7183 8750 today", "call [REDACTED:phone] today"),
+        ("call 415/555-2671 today", "call [REDACTED:phone] today"),
+        ("mail o'brien@example.com today", "mail [REDACTED:email] today"),
+        ("mail 'o'brien@example.com' today", "mail '[REDACTED:email]' today"),
+    ],
+)
+def test_bracketed_trunk_prefixes_slashed_area_codes_and_apostrophes_are_redacted(
+    text: str, redacted: str
+) -> None:
+    assert redact(text) == redacted
+
+
 def test_text_without_personal_data_is_returned_unchanged() -> None:
     text = "Repair #1234567 booked 2026-11-29 at 10:30 for 19.99 EUR (v1.2.3)."
     assert redact(text) == text

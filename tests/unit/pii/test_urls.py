@@ -1,3 +1,4 @@
+import ipaddress
 import string
 from collections.abc import Callable
 from urllib.parse import quote, urlencode, urlsplit
@@ -91,6 +92,24 @@ def leaked_forms(value: str) -> set[str]:
         ("/x/cafe-5f0c3a2e1b2c4d3", "/x/cafe-5f0c3a2e1b2c4d3"),
         ("/x/deadbeefcafebabe.png", "/x/deadbeefcafebabe.png"),
         ("/x/release-2024-12-01", "/x/release-2024-12-01"),
+        # IPv4 addresses no detector reads: dashed, as in host names, or one integer.
+        ("/x/192-168-1-20/status", "/x/:ipv4/status"),
+        ("/x/ip-10-0-0-1.ec2.internal", "/x/ip-:ipv4.ec2.internal"),
+        ("/x/2130706433", "/x/:ipv4"),
+        ("/x/0x7f000001", "/x/:ipv4"),
+        ("/x?ref=2130706433", "/x?ref=:ipv4"),
+        ("/x?ref=10-0-0-1&page=2", "/x?ref=:ipv4&page=2"),
+        # Numbers below 1.0.0.0 or above 255.255.255.255, with a leading zero or among
+        # other text are no such address; dotted runs of more than four are versions.
+        ("/orders/12345?ref=16777215", "/orders/12345?ref=16777215"),
+        ("/x/4294967296?page=2", "/x/4294967296?page=2"),
+        ("/x/0012345678", "/x/0012345678"),
+        ("/x/order-2130706433?ref=n2130706433", "/x/order-2130706433?ref=n2130706433"),
+        ("/docs/1.2.3.4.5/x", "/docs/1.2.3.4.5/x"),
+        # Phones written with a slash span segments: the whole path is looked at.
+        ("/call/415/555-2671", "/call/:phone"),
+        ("/call/030/12345678/x", "/call/:phone/x"),
+        ("/x/415/555/2671", "/x/415/555/2671"),
     ],
 )
 def test_scrub_url(url: str, scrubbed: str) -> None:
@@ -203,3 +222,23 @@ def test_an_opaque_id_inside_a_segment_leaves_no_trace(
     scrubbed = scrub_url(f"/p/{segment}/q")
     if (left or not before) and (right or not after):
         assert value not in scrubbed  # as ":id", or another marker where a detector knew it
+
+
+@pytest.mark.promise("P-04")
+@given(
+    ip=st.ip_addresses(v=4).filter(lambda ip: int(ip) >= 1 << 24),
+    form=st.sampled_from(["dashed", "decimal", "hexadecimal"]),
+    where=st.sampled_from(["path", "query"]),
+)
+def test_an_ipv4_address_written_with_dashes_or_as_an_integer_leaves_no_trace(
+    ip: ipaddress.IPv4Address, form: str, where: str
+) -> None:
+    written = {
+        "dashed": str(ip).replace(".", "-"),
+        "decimal": str(int(ip)),
+        "hexadecimal": f"0x{int(ip):08x}",
+    }[form]
+    url = f"/p/{written}/q" if where == "path" else f"/p?ref={written}&page=2"
+    scrubbed = scrub_url(url)
+    assert written not in scrubbed
+    assert ":ipv4" in scrubbed
