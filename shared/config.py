@@ -10,8 +10,18 @@ Secrets have development defaults so that ``make run`` works on a fresh clone; o
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Literal
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,10 +43,52 @@ DEV_TOKEN_PUBLIC_KEY = (
 
 
 MIN_SECRET_CHARS = 32  # e.g. base64 of 24 random bytes or more
+MASTER_KEY_BYTES = 32  # AES-256: the vault refuses any other length
 
 
 class UnsafeConfiguration(ValueError):
     """A setting would be unsafe in the environment the process runs in."""
+
+
+# Secrets are compared by what they mean, not by their text: "$(cat key.pem)" drops the
+# final newline, a PEM pasted on one line still loads, and b64decode skips whitespace.
+# Each parser returns None for a value it cannot read.
+
+
+def is_development_secret(value: str, dev: str) -> bool:
+    """Whether a password-like secret is the development one, surrounding whitespace aside."""
+    return value.strip() == dev.strip()
+
+
+def master_key_bytes(value: str) -> bytes | None:
+    """The bytes the vault would unwrap with (it decodes the same way), or None."""
+    try:
+        key = base64.b64decode(value)
+    except (binascii.Error, ValueError):
+        return None
+    return key if len(key) == MASTER_KEY_BYTES else None
+
+
+def _raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def token_private_key_identity(pem: str) -> bytes | None:
+    """The raw public half of a PEM Ed25519 private key, or None."""
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    return _raw(key.public_key()) if isinstance(key, Ed25519PrivateKey) else None
+
+
+def token_public_key_identity(pem: str) -> bytes | None:
+    """The raw bytes of a PEM Ed25519 public key, or None."""
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    return _raw(key) if isinstance(key, Ed25519PublicKey) else None
 
 
 class PlatformSettings(BaseSettings):
@@ -90,7 +142,8 @@ class PlatformSettings(BaseSettings):
     )
     token_private_key: SecretStr = Field(
         SecretStr(DEV_TOKEN_PRIVATE_KEY),
-        description="PEM Ed25519 private key accounts signs access tokens with (accounts only).",
+        description="PEM Ed25519 private key accounts signs access tokens with (accounts only:"
+        " the other services may set it empty outside development).",
     )
     token_max_seconds: int = Field(
         600,
@@ -122,25 +175,49 @@ class PlatformSettings(BaseSettings):
     def _refuse_dev_secrets_outside_development(self) -> PlatformSettings:
         if self.environment in ("development", "test"):
             return self
+        dev_token_key = token_public_key_identity(DEV_TOKEN_PUBLIC_KEY)
+        master_key = master_key_bytes(self.vault_master_key.get_secret_value())
+        private_key = token_private_key_identity(self.token_private_key.get_secret_value())
+        public_key = token_public_key_identity(self.token_public_key)
         unsafe = [
             name
-            for name, value, dev in (
-                ("IMT_VAULT_MASTER_KEY", self.vault_master_key, DEV_MASTER_KEY),
-                ("IMT_BLIND_INDEX_KEY", self.blind_index_key, DEV_SECRET),
-                ("IMT_POSTGRES_PASSWORD", self.postgres_password, DEV_SECRET),
-                ("IMT_TOKEN_PRIVATE_KEY", self.token_private_key, DEV_TOKEN_PRIVATE_KEY),
+            for name, is_dev in (
+                ("IMT_VAULT_MASTER_KEY", master_key == master_key_bytes(DEV_MASTER_KEY)),
+                (
+                    "IMT_BLIND_INDEX_KEY",
+                    is_development_secret(self.blind_index_key.get_secret_value(), DEV_SECRET),
+                ),
+                (
+                    "IMT_POSTGRES_PASSWORD",
+                    is_development_secret(self.postgres_password.get_secret_value(), DEV_SECRET),
+                ),
+                ("IMT_TOKEN_PRIVATE_KEY", private_key == dev_token_key),
                 # Its private half is in the repository: anyone could sign tokens for it.
-                ("IMT_TOKEN_PUBLIC_KEY", SecretStr(self.token_public_key), DEV_TOKEN_PUBLIC_KEY),
+                ("IMT_TOKEN_PUBLIC_KEY", public_key == dev_token_key),
             )
-            if value.get_secret_value() == dev
+            if is_dev
         ]
         if unsafe:
             raise UnsafeConfiguration(
                 f"{', '.join(unsafe)} still hold development defaults in {self.environment}"
             )
+        # Unreadable keys would only fail at first use (a login, the vault's start). A
+        # process that signs nothing (all but accounts) may leave the private key empty.
+        signs = bool(self.token_private_key.get_secret_value().strip())
+        unreadable = [
+            message
+            for message, unread in (
+                (f"IMT_VAULT_MASTER_KEY must be base64 of {MASTER_KEY_BYTES} bytes", master_key),
+                ("IMT_TOKEN_PRIVATE_KEY must be a PEM Ed25519 private key or empty", private_key),
+                ("IMT_TOKEN_PUBLIC_KEY must be a PEM Ed25519 public key", public_key),
+            )
+            if unread is None and (signs or not message.startswith("IMT_TOKEN_PRIVATE_KEY"))
+        ]
+        if unreadable:
+            raise UnsafeConfiguration(f"{'; '.join(unreadable)} in {self.environment}")
         # An empty or short HMAC key makes every email's blind index a hash anyone can
         # recompute from a guessed address.
-        if len(self.blind_index_key.get_secret_value()) < MIN_SECRET_CHARS:
+        if len(self.blind_index_key.get_secret_value().strip()) < MIN_SECRET_CHARS:
             raise UnsafeConfiguration(
                 f"IMT_BLIND_INDEX_KEY must hold at least {MIN_SECRET_CHARS} characters"
                 f" (a random secret) in {self.environment}"

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, model_validator
 
-from shared.config import PlatformSettings, UnsafeConfiguration
+from shared.config import (
+    PlatformSettings,
+    UnsafeConfiguration,
+    is_development_secret,
+    token_private_key_identity,
+    token_public_key_identity,
+)
 from shared.events.topics import DELETION_COMMANDS, DELETION_STAGES
 
 ERASURE_GROUP = "accounts-erasure"
@@ -114,11 +120,17 @@ class AccountsSettings(PlatformSettings):
 
     @model_validator(mode="after")
     def _refuse_dev_admin_password(self) -> AccountsSettings:
-        if (
-            self.environment == "production"
-            and self.accounts_admin_password.get_secret_value() == DEV_ADMIN_PASSWORD
+        if self.environment == "production" and is_development_secret(
+            self.accounts_admin_password.get_secret_value(), DEV_ADMIN_PASSWORD
         ):
             raise UnsafeConfiguration("IMT_ACCOUNTS_ADMIN_PASSWORD holds its development default")
+        if self.environment == "production" and token_private_key_identity(
+            self.token_private_key.get_secret_value()
+        ) != token_public_key_identity(self.token_public_key):
+            # Its tokens would be refused everywhere: every login would seem to fail.
+            raise UnsafeConfiguration(
+                "IMT_TOKEN_PRIVATE_KEY is not the private half of IMT_TOKEN_PUBLIC_KEY"
+            )
         if self.environment == "production" and not self.accounts_public_url.startswith("https://"):
             # The links carry one-time tokens (a password reset's among them): P-10.
             raise UnsafeConfiguration("IMT_ACCOUNTS_PUBLIC_URL must be https in production")

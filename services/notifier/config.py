@@ -6,7 +6,12 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from shared.config import DEV_SECRET, PlatformSettings, UnsafeConfiguration
+from shared.config import (
+    DEV_SECRET,
+    PlatformSettings,
+    UnsafeConfiguration,
+    is_development_secret,
+)
 from shared.events.topics import (
     ACCOUNTS_CONTACTS,
     ACCOUNTS_REQUESTS,
@@ -120,7 +125,7 @@ class NotifierSettings(PlatformSettings):
             ("IMT_NOTIFIER_UNSUBSCRIBE_SECRET", self.notifier_unsubscribe_secret),
             ("IMT_NOTIFIER_INBOUND_SECRET", self.notifier_inbound_secret),
         ):
-            if secret.get_secret_value() == DEV_SECRET:
+            if is_development_secret(secret.get_secret_value(), DEV_SECRET):
                 raise UnsafeConfiguration(f"{variable} holds the development default")
         return self
 

@@ -1,9 +1,34 @@
+from pathlib import Path
+
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from pydantic import ValidationError
 
 from services.analytics.config import AnalyticsSettings
 from shared.bus.relay import RelaySettings
-from shared.config import PlatformSettings
+from shared.config import (
+    DEV_MASTER_KEY,
+    DEV_SECRET,
+    DEV_TOKEN_PRIVATE_KEY,
+    DEV_TOKEN_PUBLIC_KEY,
+    PlatformSettings,
+)
+
+_REAL_TOKEN_KEY = Ed25519PrivateKey.generate()
+REAL_TOKEN_PRIVATE_KEY = _REAL_TOKEN_KEY.private_bytes(
+    Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+).decode()
+REAL_TOKEN_PUBLIC_KEY = (
+    _REAL_TOKEN_KEY.public_key()
+    .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 
 
 def test_development_defaults_work_out_of_the_box() -> None:
@@ -26,8 +51,8 @@ REAL_PLATFORM_SECRETS = {
     "IMT_VAULT_MASTER_KEY": "cHJvZHVjdGlvbi1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=",
     "IMT_BLIND_INDEX_KEY": "a-real-index-key-of-32-characters",
     "IMT_POSTGRES_PASSWORD": "a-real-password",
-    "IMT_TOKEN_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nreal\n-----END PRIVATE KEY-----\n",
-    "IMT_TOKEN_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nreal\n-----END PUBLIC KEY-----\n",
+    "IMT_TOKEN_PRIVATE_KEY": REAL_TOKEN_PRIVATE_KEY,
+    "IMT_TOKEN_PUBLIC_KEY": REAL_TOKEN_PUBLIC_KEY,
     "IMT_POSTGRES_SSLMODE": "verify-full",
     "IMT_KAFKA_SECURITY_PROTOCOL": "SSL",
 }
@@ -46,6 +71,112 @@ def test_production_accepts_real_secrets(monkeypatch: pytest.MonkeyPatch) -> Non
     )
 
 
+# The development values in another spelling: what "$(cat key.pem)", a PEM copied from
+# docs/configuration.md (spaces for newlines), a Windows editor or a stray newline give.
+DEV_VALUES_IN_DISGUISE = [
+    ("IMT_TOKEN_PRIVATE_KEY", DEV_TOKEN_PRIVATE_KEY.rstrip("\n")),
+    ("IMT_TOKEN_PRIVATE_KEY", DEV_TOKEN_PRIVATE_KEY.replace("\n", "\r\n")),
+    ("IMT_TOKEN_PRIVATE_KEY", DEV_TOKEN_PRIVATE_KEY.replace("\n", " ")),
+    ("IMT_TOKEN_PUBLIC_KEY", DEV_TOKEN_PUBLIC_KEY.rstrip("\n")),
+    ("IMT_TOKEN_PUBLIC_KEY", DEV_TOKEN_PUBLIC_KEY.replace("\n", " ")),
+    ("IMT_TOKEN_PUBLIC_KEY", DEV_TOKEN_PUBLIC_KEY.replace("\n", "\r\n")),
+    ("IMT_VAULT_MASTER_KEY", DEV_MASTER_KEY + "\n"),
+    ("IMT_VAULT_MASTER_KEY", f"  {DEV_MASTER_KEY[:22]}\n{DEV_MASTER_KEY[22:]}  "),
+    ("IMT_BLIND_INDEX_KEY", f"  {DEV_SECRET}\n"),
+    ("IMT_POSTGRES_PASSWORD", f" {DEV_SECRET} "),
+    ("IMT_POSTGRES_PASSWORD", f"{DEV_SECRET}\r\n"),
+]
+
+
+@pytest.mark.parametrize(
+    ("variable", "disguised"),
+    DEV_VALUES_IN_DISGUISE,
+    ids=[
+        "private-key-stripped-newline", "private-key-crlf", "private-key-spaces",
+        "public-key-stripped-newline", "public-key-spaces", "public-key-crlf",
+        "master-key-trailing-newline", "master-key-wrapped-and-padded",
+        "blind-index-key-padded", "password-padded", "password-crlf",
+    ],
+)  # fmt: skip
+def test_production_refuses_a_development_secret_in_another_spelling(
+    monkeypatch: pytest.MonkeyPatch, variable: str, disguised: str
+) -> None:
+    for name, value in {**REAL_PLATFORM_SECRETS, variable: disguised}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="development defaults in production") as refused:
+        PlatformSettings()
+    assert variable in str(refused.value)
+
+
+def test_production_refuses_the_development_public_key_as_printed_in_the_docs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    docs = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
+    row = next(
+        line
+        for line in docs.read_text().splitlines()
+        if line.startswith("| `IMT_TOKEN_PUBLIC_KEY`")
+    )
+    printed = row.split("`")[3]  # the default column, newlines printed as spaces
+    assert "BEGIN PUBLIC KEY" in printed
+    for name, value in {**REAL_PLATFORM_SECRETS, "IMT_TOKEN_PUBLIC_KEY": printed}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="IMT_TOKEN_PUBLIC_KEY still hold development"):
+        PlatformSettings()
+
+
+def test_production_accepts_real_keys_in_another_spelling(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        **REAL_PLATFORM_SECRETS,
+        "IMT_TOKEN_PRIVATE_KEY": REAL_TOKEN_PRIVATE_KEY.rstrip("\n"),
+        "IMT_TOKEN_PUBLIC_KEY": REAL_TOKEN_PUBLIC_KEY.replace("\n", " "),
+        "IMT_VAULT_MASTER_KEY": REAL_PLATFORM_SECRETS["IMT_VAULT_MASTER_KEY"] + "\n",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert PlatformSettings().environment == "production"
+
+
+@pytest.mark.parametrize(
+    ("variable", "unreadable", "message"),
+    [
+        ("IMT_TOKEN_PRIVATE_KEY", "-----BEGIN PRIVATE KEY-----\nreal\n-----END PRIVATE KEY-----\n",
+         "IMT_TOKEN_PRIVATE_KEY must be a PEM Ed25519 private key"),
+        ("IMT_TOKEN_PRIVATE_KEY", REAL_TOKEN_PUBLIC_KEY,
+         "IMT_TOKEN_PRIVATE_KEY must be a PEM Ed25519 private key"),
+        ("IMT_TOKEN_PUBLIC_KEY", "not a key",
+         "IMT_TOKEN_PUBLIC_KEY must be a PEM Ed25519 public key"),
+        ("IMT_TOKEN_PUBLIC_KEY", REAL_TOKEN_PRIVATE_KEY,
+         "IMT_TOKEN_PUBLIC_KEY must be a PEM Ed25519 public key"),
+        ("IMT_VAULT_MASTER_KEY", "not-base64!", "IMT_VAULT_MASTER_KEY must be base64 of 32 bytes"),
+        ("IMT_VAULT_MASTER_KEY", "c2hvcnQ=", "IMT_VAULT_MASTER_KEY must be base64 of 32 bytes"),
+    ],
+    ids=["private-key-garbage", "private-key-given-a-public-key", "public-key-garbage",
+         "public-key-given-a-private-key", "master-key-not-base64", "master-key-too-short"],
+)  # fmt: skip
+def test_production_refuses_a_key_it_cannot_read(
+    monkeypatch: pytest.MonkeyPatch, variable: str, unreadable: str, message: str
+) -> None:
+    for name, value in {**REAL_PLATFORM_SECRETS, variable: unreadable}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=message):
+        PlatformSettings()
+
+
+@pytest.mark.parametrize("environment", ["development", "test"])
+def test_development_and_test_do_not_read_the_keys(
+    monkeypatch: pytest.MonkeyPatch, environment: str
+) -> None:
+    for name, value in {
+        "IMT_ENVIRONMENT": environment,
+        "IMT_TOKEN_PRIVATE_KEY": "unused",
+        "IMT_TOKEN_PUBLIC_KEY": "unused",
+        "IMT_VAULT_MASTER_KEY": "unused",
+        "IMT_BLIND_INDEX_KEY": "",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert PlatformSettings().environment == environment
+
+
 @pytest.mark.promise("P-10")
 @pytest.mark.parametrize(
     ("variable", "weak"),
@@ -61,7 +192,7 @@ def test_production_refuses_a_hop_without_verified_tls(
         PlatformSettings()
 
 
-@pytest.mark.parametrize("weak", ["", "short-but-not-the-dev-secret"])
+@pytest.mark.parametrize("weak", ["", "short-but-not-the-dev-secret", " " * 40])
 def test_production_refuses_a_blind_index_key_anyone_could_guess(
     monkeypatch: pytest.MonkeyPatch, weak: str
 ) -> None:
@@ -137,3 +268,55 @@ def test_analytics_refuses_the_development_noise_key_once_noise_is_on(
         AnalyticsSettings()
     monkeypatch.setenv("IMT_ANALYTICS_NOISE_KEY", "a-real-noise-key")
     assert AnalyticsSettings().analytics_public_epsilon == 1.0
+
+
+def test_a_process_that_signs_nothing_may_leave_the_private_key_empty(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {**REAL_PLATFORM_SECRETS, "IMT_TOKEN_PRIVATE_KEY": ""}.items():
+        monkeypatch.setenv(name, value)
+    assert PlatformSettings().token_private_key.get_secret_value() == ""
+
+
+@pytest.mark.parametrize("private_key", ["", "other"], ids=["empty", "another-key"])
+def test_accounts_refuses_a_private_key_that_does_not_match_the_public_one(
+    monkeypatch: pytest.MonkeyPatch, private_key: str
+) -> None:
+    from services.accounts.config import AccountsSettings
+
+    other = Ed25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+    )
+    for name, value in {
+        **REAL_PLATFORM_SECRETS,
+        "IMT_ACCOUNTS_ADMIN_PASSWORD": "a-real-admin-password",
+        "IMT_ACCOUNTS_PUBLIC_URL": "https://privacy.imt.example",
+        "IMT_TOKEN_PRIVATE_KEY": other.decode() if private_key == "other" else "",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="not the private half of IMT_TOKEN_PUBLIC_KEY"):
+        AccountsSettings()
+
+
+@pytest.mark.parametrize(
+    ("settings", "variable", "dev"),
+    [("notifier", "IMT_NOTIFIER_INBOUND_SECRET", DEV_SECRET),
+     ("accounts", "IMT_ACCOUNTS_ADMIN_PASSWORD", "development-only-admin-password")],
+)  # fmt: skip
+def test_services_refuse_their_development_secrets_padded_with_whitespace(
+    monkeypatch: pytest.MonkeyPatch, settings: str, variable: str, dev: str
+) -> None:
+    from services.accounts.config import AccountsSettings
+    from services.notifier.config import NotifierSettings
+
+    for name, value in {
+        **REAL_PLATFORM_SECRETS,
+        "IMT_NOTIFIER_UNSUBSCRIBE_SECRET": "a-real-unsubscribe-key",
+        "IMT_NOTIFIER_INBOUND_SECRET": "a-real-inbound-secret",
+        "IMT_ACCOUNTS_ADMIN_PASSWORD": "a-real-admin-password",
+        "IMT_ACCOUNTS_PUBLIC_URL": "https://privacy.imt.example",
+        variable: f"{dev}\n",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=variable):
+        {"notifier": NotifierSettings, "accounts": AccountsSettings}[settings]()
