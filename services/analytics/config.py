@@ -2,13 +2,51 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+import re
+from dataclasses import dataclass
+from functools import cached_property
 
-from shared.config import DEV_SECRET, PlatformSettings, UnsafeConfiguration
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from shared.config import (
+    DEV_SECRET,
+    PlatformSettings,
+    UnsafeConfiguration,
+    is_development_secret,
+)
 from shared.events.topics import DELETION_COMMANDS
 from shared.pii import DEFAULT_ALLOWED_QUERY_KEYS
 
 ERASER_GROUP = "analytics-eraser"
+
+# The sites counted when IMT_ANALYTICS_SITES is unset. Development and test also take
+# every host under .example (a name reserved for examples, RFC 2606: no one's site),
+# which the tests and benchmarks make one of per run, and localhost (the local stack's
+# pages send location.hostname).
+PRODUCTION_SITES: tuple[str, ...] = ("imt.example", "*.imt.example")
+DEVELOPMENT_SITES: tuple[str, ...] = ("localhost", "imt.example", "*.example")
+_HOST = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+@dataclass(frozen=True)
+class SiteList:
+    """Host names, exact (``imt.example``) or every host under one (``*.imt.example``:
+    ``app.imt.example``, not ``imt.example`` itself)."""
+
+    exact: frozenset[str]
+    suffixes: tuple[str, ...]  # ".imt.example"
+
+    @classmethod
+    def of(cls, entries: tuple[str, ...]) -> SiteList:
+        return cls(
+            frozenset(e for e in entries if not e.startswith("*.")),
+            tuple(sorted(e[1:] for e in entries if e.startswith("*."))),
+        )
+
+    def __contains__(self, site: object) -> bool:
+        return isinstance(site, str) and (site in self.exact or site.endswith(self.suffixes))
 
 
 class AnalyticsSettings(PlatformSettings):
@@ -28,6 +66,20 @@ class AnalyticsSettings(PlatformSettings):
     analytics_allowed_query_keys: tuple[str, ...] = Field(
         tuple(sorted(DEFAULT_ALLOWED_QUERY_KEYS)),
         description="Query keys a page URL keeps; every other key is dropped at the edge.",
+    )
+    analytics_sites: tuple[str, ...] | None = Field(
+        None,
+        description="Sites (host names, as beacons send them) whose visits are counted; "
+        "a beacon of another site gets 422. '*.name' takes every host under name. Unset: "
+        "in production imt.example and *.imt.example; in development and test also "
+        "localhost and *.example (the tests' and benchmarks' sites).",
+    )
+    analytics_max_labels_per_window: int = Field(
+        200,
+        ge=1,
+        description="Most labels (pages, referrer hosts, device classes) a UTC day keeps "
+        "per dimension, its hours and minutes with it; later ones are counted in one "
+        "'(other)' cell. Bounds the cost of suppressing a release, which anyone may ask for.",
     )
     analytics_visits_topic: str = Field(
         "analytics.visits",
@@ -88,6 +140,26 @@ class AnalyticsSettings(PlatformSettings):
         "release of hours or days takes each day with its 24 hours, so covers this // 25 days.",
     )
 
+    @field_validator("analytics_sites")
+    @classmethod
+    def _host_names(cls, sites: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if sites is None:
+            return None
+        entries = tuple(site.strip().lower().rstrip(".") for site in sites)
+        for entry in entries:
+            if not _HOST.fullmatch(entry.removeprefix("*.")):
+                raise ValueError(f"IMT_ANALYTICS_SITES: {entry!r} is not a host name or *.name")
+        return entries
+
+    @cached_property
+    def collected_sites(self) -> SiteList:
+        """The sites the collector counts visits of (see ``analytics_sites``)."""
+        if self.analytics_sites is not None:
+            return SiteList.of(self.analytics_sites)
+        if self.environment == "production":
+            return SiteList.of(PRODUCTION_SITES)
+        return SiteList.of(PRODUCTION_SITES + DEVELOPMENT_SITES)
+
     @model_validator(mode="after")
     def _public_within_partner(self) -> AnalyticsSettings:
         # The public release hides all the partners' hides: it must be the stricter one.
@@ -99,7 +171,7 @@ class AnalyticsSettings(PlatformSettings):
     def _refuse_dev_noise_key(self) -> AnalyticsSettings:
         noisy = (self.analytics_public_epsilon, self.analytics_partner_epsilon) != (None, None)
         key = self.analytics_noise_key.get_secret_value()
-        if self.environment == "production" and noisy and key == DEV_SECRET:
+        if self.environment == "production" and noisy and is_development_secret(key, DEV_SECRET):
             raise UnsafeConfiguration("IMT_ANALYTICS_NOISE_KEY holds the development default")
         return self
 

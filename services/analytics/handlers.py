@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +28,8 @@ from services.analytics.domain.signals import Suppression
 from services.analytics.domain.visitor import DailySalt, visitor_hash
 from services.analytics.domain.windows import (
     batch_deltas,
+    day_labels,
+    days_of,
     window_end,
     window_start,
 )
@@ -164,14 +168,56 @@ async def _any_partition(producer: AIOKafkaProducer, topic: str) -> int:
     return int(random.choice(tuple(available)))  # noqa: S311 - spreading load, not a secret
 
 
+# -- when a day is final -------------------------------------------------------------------
+#
+# A day is final (released to partners and the public) once it ended ``lateness`` ago by
+# the API's clock (:func:`final_before`). The worker must then never change it: a visit
+# committed into a released day would show as a difference between two releases. The
+# worker decides which visits are too late by its own clock before a batch's transaction,
+# which commits later, and the API's clock is another machine's. So the worker stops
+# taking a day's visits FINALITY_MARGIN before the API calls the day final
+# (:func:`too_old_before`), and gives up a batch whose transaction ran longer than
+# COMMIT_DEADLINE (:func:`check_commit_deadline`: it is counted again, with a new
+# cutoff). A visit counted into a day therefore commits at least FINALITY_MARGIN -
+# COMMIT_DEADLINE (50 min) before any API takes the day for final, whatever the clocks'
+# skew up to that. The margin is on the worker's side, not the API's: the API's rule
+# ("final once it ended ``lateness`` ago") stays the one documented and relied upon, and
+# a visit is late only when the worker is that far behind (visits carry the collector's
+# time), which an hour less of acceptance does not change in practice. It also keeps a
+# visit from reaching a visitor set just as the clean-up deletes it (after ``lateness``).
+FINALITY_MARGIN = timedelta(hours=1)
+COMMIT_DEADLINE = timedelta(minutes=10)
+
+
+class LateCommit(Exception):
+    """A batch's transaction ran past COMMIT_DEADLINE: rolled back, to be counted again."""
+
+
+def too_old_before(now: datetime, lateness: timedelta) -> datetime:
+    """The worker's cutoff: a visit before it is too late to count (see above)."""
+    return now - lateness + FINALITY_MARGIN
+
+
+def check_commit_deadline(started: float) -> None:
+    """Raise :class:`LateCommit` (in the transaction: rolling it back) if the batch's
+    cutoff was taken more than COMMIT_DEADLINE ago (``started``: ``time.monotonic()``)."""
+    if time.monotonic() - started > COMMIT_DEADLINE.total_seconds():
+        raise LateCommit(f"a batch took over {COMMIT_DEADLINE} to count")
+
+
 # -- the aggregator -----------------------------------------------------------------------
 
 
-async def aggregate(conn: Connection, visits: Sequence[VisitRecorded], too_old: datetime) -> int:
+async def aggregate(
+    conn: Connection, visits: Sequence[VisitRecorded], too_old: datetime, *, cap: int
+) -> int:
     """Count new visits in their windows; a beacon already counted is skipped.
 
     Runs inside the caller's transaction: the beacon ids are marked processed with the
     counts they add, so a redelivered beacon (worker crash, client retry) counts once.
+    Each dimension of a day keeps at most ``cap`` labels, its hours and minutes with it;
+    later ones are folded into "(other)" (see domain.windows: decided from what the
+    store holds, under the day's lock, so redelivered or concurrent batches agree).
     """
     new_ids = await mark_processed(conn, AGGREGATOR, [v.beacon_id for v in visits])
     fresh: list[VisitRecorded] = []
@@ -180,8 +226,25 @@ async def aggregate(conn: Connection, visits: Sequence[VisitRecorded], too_old: 
             new_ids.discard(visit.beacon_id)
             fresh.append(visit)
     if fresh:
-        await store.apply_deltas(conn, batch_deltas(fresh))
+        days = days_of(fresh)
+        await _lock_days(conn, days)
+        stored = day_labels(await store.day_labels(conn, days))
+        await store.apply_deltas(conn, batch_deltas(fresh, cap, stored))
     return len(fresh)
+
+
+async def _lock_days(conn: Connection, days: set[tuple[str, datetime]]) -> None:
+    """Serialise the workers counting visits of the same (site, day) until commit: each
+    decides which labels to fold from what the others committed. Taken after the beacon
+    ids are marked and before any cell is written, in one order: never a deadlock."""
+    keys = sorted({_day_lock(site, day) for site, day in days})
+    for key in keys:
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
+
+
+def _day_lock(site: str, day: datetime) -> int:
+    digest = hashlib.blake2b(f"analytics.labels|{site}|{day.isoformat()}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
 
 
 async def forget_old(
@@ -266,7 +329,11 @@ FAMILY = 1 + HOURS_A_DAY  # a day and its hours, released together
 
 def final_before(now: datetime, lateness: timedelta) -> datetime:
     """Start of the first UTC day that may still change: a visit is counted up to
-    ``lateness`` after it happened, so a day is final once it ended that long ago."""
+    ``lateness`` after it happened, so a day is final once it ended that long ago.
+
+    By this process's clock: the worker stops counting a day's visits FINALITY_MARGIN
+    before that, by its own (:func:`too_old_before`), and commits within COMMIT_DEADLINE,
+    so no visit reaches a day this calls final (see "when a day is final" above)."""
     return window_start(now - lateness, "day")
 
 

@@ -12,6 +12,7 @@ import asyncpg
 from services.analytics.domain.windows import (
     GRAIN_LENGTH,
     BatchDeltas,
+    CellDimension,
     CellKey,
     Profile,
     percentile,
@@ -31,6 +32,24 @@ def _cell_arrays(cells: Sequence[CellKey]) -> list[list[object]]:
         [c.dimension for c in cells],
         [c.value for c in cells],
     ]
+
+
+# The labels of day windows: a few hundred rows per dimension at most (the label cap),
+# by primary key.
+_DAY_LABELS = """
+SELECT site, window_start, dimension, value FROM trend_cells
+WHERE grain = 'day' AND dimension <> 'total'
+  AND (site, window_start) IN (SELECT * FROM unnest($1::text[], $2::timestamptz[]))
+"""
+
+
+async def day_labels(
+    conn: Connection, days: set[tuple[str, datetime]]
+) -> list[tuple[str, datetime, CellDimension, str]]:
+    """(site, day, dimension, label) of every cell the given (site, day) windows hold."""
+    ordered = sorted(days)
+    rows = await conn.fetch(_DAY_LABELS, [d[0] for d in ordered], [d[1] for d in ordered])
+    return [(r["site"], r["window_start"], r["dimension"], r["value"]) for r in rows]
 
 
 async def apply_deltas(conn: Connection, deltas: BatchDeltas) -> None:

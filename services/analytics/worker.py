@@ -10,6 +10,10 @@ unwinds, so a failing batch is retried here until it commits. A batch PostgreSQL
 refuses for its data (a data error fails the same way every time) is counted visit by
 visit instead, and the visit it cannot store is dead-lettered with the reason.
 
+A batch commits within ``handlers.COMMIT_DEADLINE`` of taking its cutoff for late
+visits, or is counted again: the API takes a day for final by its own clock, and must
+never see it change (see handlers, "when a day is final").
+
 A timer publishes closed windows (end + grace) as TrendWindowClosed through the
 outbox (the analytics relay sends them), and forgets expired visitor sets and windows.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -125,9 +130,19 @@ def build_app(settings: AnalyticsSettings) -> faust.App:
 async def _count(
     pool: asyncpg.Pool, visits: list[VisitRecorded], settings: AnalyticsSettings
 ) -> None:
-    too_old = datetime.now(UTC) - timedelta(hours=settings.analytics_visitor_set_hours)
+    """Count a batch in one transaction. The cutoff for late visits is taken as late as
+    possible (with a connection, in the transaction), and a transaction that runs past
+    handlers.COMMIT_DEADLINE from there is rolled back rather than committed: committed
+    later, it could change a day the API already takes for final (``_until_done``
+    counts the batch again with a new cutoff; see handlers, "when a day is final")."""
+    lateness = timedelta(hours=settings.analytics_visitor_set_hours)
     async with pool.acquire() as conn, conn.transaction():
-        await handlers.aggregate(conn, visits, too_old)
+        started = time.monotonic()
+        too_old = handlers.too_old_before(datetime.now(UTC), lateness)
+        await handlers.aggregate(
+            conn, visits, too_old, cap=settings.analytics_max_labels_per_window
+        )
+        handlers.check_commit_deadline(started)
 
 
 # SQLSTATE class 22 (a NUL in text, a value out of range), and values asyncpg cannot

@@ -22,10 +22,23 @@ then an audit (``audit.py``) solves all the sums together, and any count under k
 still solve for (through a chain the rules cannot see) takes the nearest shown count
 with it, and the rules run again.
 
+Releases under different k nest. Each k's suppression starts from everything k - 1's
+hides (from k = 2 up), so a release at a larger k hides all that one at a smaller k
+does, for any two k: someone holding both learns nothing the smaller k's does not say,
+whichever came first and however k is changed later (raised, lowered, or the partner's
+and the public's). Nesting is not built in: suppressing at k = 15 from scratch can hide
+a cell that k = 11 shows and show its complement, and the two releases together give
+a small cell away. The ladder is computed afresh, from the stored counts of final days
+only (they no longer change), so it needs no record of past releases: it keeps working
+when receipts expire, and a k that was never released before cannot break it.
+
 With ``epsilon`` set, Laplace noise of scale 1/epsilon is added to every published
 count (then rounded, never below zero). The noise of a cell is derived from a keyed
-hash of the cell, so asking the same question again returns the same answer instead
-of a fresh sample that could be averaged away.
+hash, so asking the same question again returns the same answer instead of a fresh
+sample that could be averaged away. The hash is of what the cell counts, not of its
+label: counts that are provably the same visits (a cell holding all its window's visits,
+an hour holding all its day's) share one draw, so one hour, one device class and one
+referrer of a quiet day show one noisy count, not several draws of it to average.
 """
 
 from __future__ import annotations
@@ -33,7 +46,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from services.analytics.domain import audit
@@ -208,8 +223,11 @@ def hidden_keys(
     through, and the rules run again, until the audit finds none. A family whose
     windows do not add up to their parent (some gone, say) releases the parent alone.
 
-    ``already`` is hidden from the start: a release at a larger k starts from the
-    smaller k's, so someone holding both learns nothing the smaller one does not say.
+    ``already`` is hidden from the start. Whatever it holds, each family is settled at
+    every threshold from 2 up to ``k`` in turn, each starting from what the one below
+    hides: so what k hides holds all that any smaller threshold hides (see the module's
+    docstring), and a release under any other k shows nothing this one hides that the
+    smaller of the two does not hide too.
     """
     out: list[set[Key]] = [set() for _ in windows]
     for members in _families(windows):
@@ -221,9 +239,60 @@ def hidden_keys(
                 for w, keys in zip(family, start, strict=True)
             ]
             family = [replace(w, parent=None) for w in family]
-        for i, keys in zip(members, _settle(family, k, start), strict=True):
+        for i, keys in zip(members, _climbed(family, k, start), strict=True):
             out[i] = keys
     return out
+
+
+class _Climbs:
+    """Families already settled, by what they hold: a final day's counts never change,
+    so each is settled once per k, not at every ask. Public releases need no sign-in,
+    and settling a busy day takes up to a second: without this, a few asks for long
+    ranges would keep both cores busy. Keyed by a digest of the counts themselves,
+    not by the day, so a changed family (counts of a day not final, an erasure) is
+    settled again, never served stale. Bounded: the oldest used go first."""
+
+    def __init__(self, most: int) -> None:
+        self._most = most
+        self._done: OrderedDict[bytes, list[frozenset[Key]]] = OrderedDict()
+        self._lock = threading.Lock()  # releases are settled in worker threads
+
+    def get(self, digest: bytes) -> list[set[Key]] | None:
+        with self._lock:
+            keys = self._done.get(digest)
+            if keys is None:
+                return None
+            self._done.move_to_end(digest)
+        return [set(k) for k in keys]
+
+    def put(self, digest: bytes, keys: Sequence[set[Key]]) -> None:
+        with self._lock:
+            self._done[digest] = [frozenset(k) for k in keys]
+            while len(self._done) > self._most:
+                self._done.popitem(last=False)
+
+
+CLIMBS = _Climbs(4096)  # ~ a few days of ten sites' releases at every grain
+
+
+def _climbed(family: Sequence[Window], k: int, start: Sequence[set[Key]]) -> list[set[Key]]:
+    digest = _family_digest(family, k, start)
+    keys = CLIMBS.get(digest)
+    if keys is None:
+        keys = _Ladder(family).climb(k, start)
+        CLIMBS.put(digest, keys)
+    return keys
+
+
+def _family_digest(family: Sequence[Window], k: int, start: Sequence[set[Key]]) -> bytes:
+    """Everything what a family hides depends on: its windows' places in their sums,
+    their cells' counts, k and what is hidden from the start."""
+    held = [
+        (w.label, w.parent, sorted(start[i]),
+         [(c.dimension, c.value, c.visits, c.unique_visitors) for c in (w.total, *w.cells)])
+        for i, w in enumerate(family)
+    ]  # fmt: skip
+    return hashlib.blake2b(repr((k, held)).encode(), digest_size=20).digest()
 
 
 def _families(windows: Sequence[Window]) -> list[list[int]]:
@@ -256,26 +325,64 @@ def _adds_up(family: Sequence[Window]) -> bool:
     return own == sums
 
 
-def _settle(windows: Sequence[Window], k: int, already: Sequence[set[Key]]) -> list[set[Key]]:
-    hidden = _Hidden(windows, k, already)
-    index = {w.label: i for i, w in enumerate(windows)}
-    parents = [None if w.parent is None else index.get(w.parent) for w in windows]
-    cells = {(i, _key(c)): c for i, w in enumerate(windows) for c in (w.total, *w.cells)}
-    system = audit.sums([[_key(c) for c in (w.total, *w.cells)] for w in windows], parents)
-    small = {slot for slot, c in cells.items() if c.unique_visitors < k}
-    across = _parent_sums(windows)
-    while True:
-        while _complement_within(windows, hidden, k) | _complement_across(across, hidden, k):
-            pass
-        leaks = audit.solvable(system, lambda slot: hidden.hides(*slot)) & small
-        if not leaks:
-            return hidden.keys
-        before = sum(map(len, hidden.keys))
-        for leak in sorted(leaks):
-            audit.cover(leak, system, lambda slot: hidden.hides(*slot), hidden.hide,
-                        lambda slot: cells[slot].visits)  # fmt: skip
-        if sum(map(len, hidden.keys)) == before:  # nothing left to hide but everything
-            return [{TOTAL} for _ in windows]
+class _Ladder:
+    """What one family hides at 2, 3, ... k in turn, each threshold starting from what
+    the one below hides (so every threshold's hides all the lower ones' do).
+
+    Why every threshold, and not only those ever released: the thresholds released (and
+    the order they come in) are configuration, and may change at any time; settling every
+    one up to ``k`` makes any two of them nest, with nothing remembered. The family's sums
+    are set up once for all thresholds, and the audit solves again only when something
+    more is hidden: what it can solve for depends on the hidden cells only, not on k."""
+
+    def __init__(self, windows: Sequence[Window]) -> None:
+        self.windows = windows
+        index = {w.label: i for i, w in enumerate(windows)}
+        self.parents = [None if w.parent is None else index.get(w.parent) for w in windows]
+        self.cells = {(i, _key(c)): c for i, w in enumerate(windows) for c in (w.total, *w.cells)}
+        self.across = _parent_sums(windows)
+        self._system: audit.Sums | None = None
+
+    @property
+    def system(self) -> audit.Sums:
+        if self._system is None:
+            holds = [[_key(c) for c in (w.total, *w.cells)] for w in self.windows]
+            self._system = audit.sums(holds, self.parents)
+        return self._system
+
+    def climb(self, k: int, start: Sequence[set[Key]]) -> list[set[Key]]:
+        keys, solved = list(start), None
+        for threshold in range(min(2, k), k + 1):
+            keys, solved = self.settle(threshold, keys, solved)
+        return keys
+
+    def settle(
+        self, k: int, already: Sequence[set[Key]], solved: set[audit.Slot] | None
+    ) -> tuple[list[set[Key]], set[audit.Slot] | None]:
+        """What the family hides at ``k`` from ``already``, and what the audit solves
+        for then (None: not known). ``solved``: what it solves for with ``already``."""
+        windows = self.windows
+        hidden = _Hidden(windows, k, already)
+        if hidden.keys != list(already):
+            solved = None  # a count newly under k, not hidden yet: the audit must start over
+        small = {slot for slot, c in self.cells.items() if c.unique_visitors < k}
+        while True:
+            while _complement_within(windows, hidden, k) | _complement_across(
+                self.across, hidden, k
+            ):
+                solved = None
+            if solved is None:
+                solved = audit.solvable(self.system, lambda slot: hidden.hides(*slot))
+            leaks = solved & small
+            if not leaks:
+                return hidden.keys, solved
+            before = sum(map(len, hidden.keys))
+            for leak in sorted(leaks):
+                audit.cover(leak, self.system, lambda slot: hidden.hides(*slot), hidden.hide,
+                            lambda slot: self.cells[slot].visits)  # fmt: skip
+            if sum(map(len, hidden.keys)) == before:  # nothing left to hide but everything
+                return [{TOTAL} for _ in windows], None
+            solved = None
 
 
 def suppress(
@@ -311,19 +418,79 @@ def keyed_noise(key: bytes) -> NoiseSource:
     return uniform
 
 
+Drawn = tuple[str, Key]  # what a noise draw is of: a window's label and a key
+
+
+def noise_labels(windows: Sequence[Window]) -> list[dict[Key, Drawn]]:
+    """For each window and key, the label its noise is drawn under: that of the cell it
+    provably counts the same visits as, so all of them publish one draw.
+
+    A cell's visits are among its window's total's, and a window's visits of a key among
+    its parent's of that key: a cell contained in another, with as many visits, holds the
+    very same visits (the hour holding all its day's, the device class all its window's).
+    Cells joined by such steps form one class, whose label is its coarsest member's (the
+    day before its hours, the total before its cells). Equal counts alone are not enough
+    (two pages with 30 visits each are other visits): those keep their own draws. A cell
+    equal to no other keeps its own label, as before, so its published count is unchanged.
+
+    Why one draw per set of visits rather than noise on the finest cells only, with the
+    sums derived: a window's dimensions are not one partition (there is no cell for page
+    and device together), so no set of finest cells adds up to every published count;
+    and derived sums would run through suppressed cells.
+    """
+    index = {w.label: i for i, w in enumerate(windows)}
+    slots = {(i, _key(c)): c for i, w in enumerate(windows) for c in (w.total, *w.cells)}
+    up: dict[tuple[int, Key], tuple[int, Key]] = {slot: slot for slot in slots}
+
+    def root(slot: tuple[int, Key]) -> tuple[int, Key]:
+        while up[slot] != slot:
+            up[slot] = up[up[slot]]
+            slot = up[slot]
+        return slot
+
+    def rank(slot: tuple[int, Key]) -> tuple[bool, bool, str, Key]:
+        i, key = slot
+        return (windows[i].parent is not None, key != TOTAL, windows[i].label, key)
+
+    def join(inner: tuple[int, Key], outer: tuple[int, Key]) -> None:
+        a, b = slots[inner], slots[outer]
+        if (a.visits, a.unique_visitors) == (b.visits, b.unique_visitors):
+            first, second = sorted((root(inner), root(outer)), key=rank)
+            up[second] = first
+
+    for i, key in list(slots):
+        if key != TOTAL:
+            join((i, key), (i, TOTAL))
+        parent = windows[i].parent
+        if parent is not None and parent in index and (index[parent], key) in slots:
+            join((i, key), (index[parent], key))
+    out: list[dict[Key, Drawn]] = [{} for _ in windows]
+    for i, key in slots:
+        j, drawn = root((i, key))
+        out[i][key] = (windows[j].label, drawn)
+    return out
+
+
 def add_noise(
-    released: ReleasedWindow, epsilon: float, noise: NoiseSource, k: int
+    released: ReleasedWindow,
+    epsilon: float,
+    noise: NoiseSource,
+    k: int,
+    labels: Mapping[Key, Drawn] | None = None,
 ) -> ReleasedWindow:
     """Laplace noise on every published count; a noisy count is at least k visitors.
 
     The noise of a cell is drawn once per epsilon: asked again (of any replica, by any
     audience with that epsilon) it is the same. Under another epsilon it is a new draw:
-    the same draw at two scales (c + 2L and c + L) would give c away exactly.
+    the same draw at two scales (c + 2L and c + L) would give c away exactly. ``labels``
+    (:func:`noise_labels`) names what each cell counts; without, the cell's own label.
     """
     scale = 1.0 / epsilon
 
     def noisy(cell: Cell) -> Cell:
-        base = f"{released.label}|{epsilon!r}|{cell.dimension}|{cell.value}"
+        own = (released.label, _key(cell))
+        window, (dimension, value) = own if labels is None else labels.get(own[1], own)
+        base = f"{window}|{epsilon!r}|{dimension}|{value}"
         visits = cell.visits + laplace(noise(base + "|visits"), scale)
         uniques = cell.unique_visitors + laplace(noise(base + "|uniques"), scale)
         # Rounded, and never below the threshold the cell was published under.
@@ -364,5 +531,9 @@ def release(
     """Suppress then (optionally) add noise to every window of a release."""
     out = suppress(windows, k, already)
     if epsilon is not None:
-        out = [add_noise(released, epsilon, noise, k) for released in out]
+        labels = noise_labels(windows)
+        out = [
+            add_noise(released, epsilon, noise, k, keys)
+            for released, keys in zip(out, labels, strict=True)
+        ]
     return Release(k, epsilon, out)

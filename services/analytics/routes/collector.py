@@ -53,6 +53,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"description": "Automated client."},
     413: {"description": "Body over the size limit."},
     415: {"description": "Neither JSON nor text/plain."},
+    422: {"description": "A site whose visits are not counted (IMT_ANALYTICS_SITES)."},
 }
 
 
@@ -104,11 +105,26 @@ async def _collect(
         parsed = parse(body)
     except MalformedBeacon as exc:
         raise Problem(400, "Malformed beacon", str(exc), slug="malformed-beacon") from None
+    _refuse_unknown_sites(request, parsed, most)
     try:
         await handlers.collect(collector, parsed, _client_address(request), user_agent)
     except KafkaError:
         raise Problem(503, "Unavailable", "Try again later.", slug="unavailable") from None
     return Response(status_code=204, headers=NO_STORE)
+
+
+def _refuse_unknown_sites(request: Request, parsed: list[Beacon], most: int) -> None:
+    """Only iMT's own sites are counted: each site is windows of its own, so anyone
+    could otherwise fill the database with sites of their making. A batch is refused
+    whole, naming its first beacon of another site by index (never the site: a problem
+    body repeats nothing of the request)."""
+    settings: AnalyticsSettings = request.app.state.settings
+    sites = settings.collected_sites
+    for index, beacon in enumerate(parsed):
+        if beacon.site not in sites:
+            where = "" if most == 1 else f"beacon {index}: "
+            raise Problem(422, "Unknown site", f"{where}the visits of this site are not "
+                          "counted.", slug="unknown-site")  # fmt: skip
 
 
 def _views(body: bytes, most: int) -> int:

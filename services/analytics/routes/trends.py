@@ -1,10 +1,12 @@
 """Trends: the operators' view (aggregates only) and k-suppressed releases.
 
 Every answer is a release recorded with its privacy receipt (audience, k, epsilon,
-cells published and suppressed), returned with it. Without 'from' or 'to', a range is
-the two days up to now (for a threshold release, up to its final days). An answer holds
-at most IMT_ANALYTICS_MAX_RELEASE_WINDOWS windows: one cut short says so ('truncated')
-and its 'to' is where it stops.
+cells published and suppressed), returned with it. Releases of a day under different k
+nest (the larger k hides all the smaller one does; ``domain/release.py``), so a k may
+change, or two audiences hold two k, without two releases together giving a cell away.
+Without 'from' or 'to', a range is the two days up to now (for a threshold release, up
+to its final days). An answer holds at most IMT_ANALYTICS_MAX_RELEASE_WINDOWS windows:
+one cut short says so ('truncated') and its 'to' is where it stops.
 """
 
 from __future__ import annotations
