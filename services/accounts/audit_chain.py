@@ -155,10 +155,16 @@ class CheckpointReport:
         return self.mismatched_at is None
 
 
-async def compare(conn: Connection, published: Mapping[int, str]) -> CheckpointReport:
+async def compare(
+    conn: Connection, published: Mapping[int, str], republished: Sequence[int] = ()
+) -> CheckpointReport:
     """Every published link must be in the database, unchanged. One that holds vouches
-    for every row before it (each link covers all earlier ones)."""
+    for every row before it (each link covers all earlier ones). ``republished``: links
+    published again with another value (:func:`published_links`)."""
     latest, seqs = max(published, default=0), sorted(published)
+    if republished:
+        reason = "published again with another link: the chain was rewritten from there"
+        return CheckpointReport(len(published), latest, min(republished), reason)
     for start in range(0, len(seqs), _FETCH):
         chunk = seqs[start : start + _FETCH]
         rows = await conn.fetch(
@@ -174,10 +180,20 @@ async def compare(conn: Connection, published: Mapping[int, str]) -> CheckpointR
     return CheckpointReport(len(published), latest)
 
 
+@dataclass(frozen=True)
+class PublishedLinks:
+    first: dict[int, str]  # the link each sequence number was first published with
+    republished: list[int]  # those published again with another link
+
+
 async def published_links(
     settings: AccountsSettings, topic: str = ACCOUNTS_AUDIT.name
-) -> dict[int, str]:
-    """Every link on the audit topic, read from the beginning up to its current end."""
+) -> PublishedLinks:
+    """Every link on the audit topic, read from the beginning up to its current end.
+
+    The first link of each row counts: the table's owner can also write the outbox, so
+    a rewritten chain can be published after the true one. A row published again with
+    the same link is the relay's at-least-once; with another, a rewrite."""
     consumer = log_reader(settings)
     await consumer.start()
     try:
@@ -187,13 +203,16 @@ async def published_links(
         ends = await consumer.end_offsets(partitions)
         await seek_to_start(consumer, partitions)
         links: dict[int, str] = {}
+        republished: set[int] = set()
         while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for r in records:
                     read = read_record(r.value, r.key, r.topic, r.partition, r.offset)
                     if isinstance(read, Delivery) and isinstance(read.event, AuditLogAppended):
-                        links[read.event.chain_seq] = read.event.chain
-        return links
+                        seq, chain = read.event.chain_seq, read.event.chain
+                        if links.setdefault(seq, chain) != chain:
+                            republished.add(seq)
+        return PublishedLinks(links, sorted(republished))
     finally:
         await consumer.stop()
 
@@ -202,7 +221,8 @@ async def audit_report(settings: AccountsSettings) -> dict[str, Any]:
     conn = await asyncpg.connect(settings.database_dsn("accounts"))
     try:
         chain = await verify(conn)
-        checkpoints = await compare(conn, await published_links(settings))
+        published = await published_links(settings)
+        checkpoints = await compare(conn, published.first, published.republished)
     finally:
         await conn.close()
     return {

@@ -84,6 +84,31 @@ async def scratch_topic(
         await admin.close()
 
 
+@asynccontextmanager
+async def scratch_copies(
+    settings: PlatformSettings,
+    topics: Sequence[str],
+    partitions: int = 1,
+    dead_letters: Sequence[str] = (),
+) -> AsyncIterator[str]:
+    """Copies of ``topics`` named ``<topic>.t<hex>`` (their events belong on them, see
+    ``shared.bus.delivery.belongs_on``), and the dead-letter topics of the copies of
+    ``dead_letters``; deleted on exit. Yields the suffix."""
+    suffix = f".t{uuid.uuid4().hex[:10]}"
+    names = [f"{t}{suffix}" for t in topics] + [dlq_of(f"{t}{suffix}") for t in dead_letters]
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names], timeout_ms=30_000)
+        try:
+            await wait_for_leaders(admin, names)
+            yield suffix
+        finally:
+            await admin.delete_topics(names, timeout_ms=30_000)
+    finally:
+        await admin.close()
+
+
 async def wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
     """Wait until every partition of ``topics`` has a leader (created topics are usable)."""
     for _ in range(100):

@@ -18,9 +18,14 @@ from prometheus_client import CollectorRegistry
 from services.accounts import audit_chain, store
 from services.accounts.audit_gauges import AuditChainGauges
 from services.accounts.bootstrap import DATABASE, MIGRATIONS
+from services.accounts.config import AccountsSettings
+from shared.bus import reliable_producer
+from shared.bus.scratch import scratch_copies
 from shared.config import PlatformSettings
 from shared.db.migrations import apply_migrations, migration_files
 from shared.db.prepare import BUS_MIGRATIONS
+from shared.events import encode_envelope, envelope_for
+from shared.events.catalogue.accounts import AuditLogAppended
 from shared.events.topics import ACCOUNTS_AUDIT
 from shared.observability import Metrics
 from shared.service import Runtime
@@ -116,6 +121,60 @@ async def test_a_relinked_chain_passes_alone_but_not_against_the_published_links
     assert (alone.intact, alone.rows) == (True, 9)
     assert (against_kafka.agrees, against_kafka.mismatched_at) == (False, 7)
     assert against_kafka.reason == "the database's link differs"
+
+
+async def test_a_rewritten_chain_published_after_the_true_one_is_caught(
+    pool: asyncpg.Pool, settings: PlatformSettings
+) -> None:
+    """The table's owner can write the outbox too: after relinking the chain (above) it
+    can publish the new links. Kafka still holds the first ones, which count."""
+    for n in range(10):
+        await _audit(pool, n)
+    true_links = await _published(pool)
+    await _as_owner_without_guards(
+        pool, "UPDATE audit_log SET purpose = 'rewritten' WHERE chain_seq = 7"
+    )
+    await _as_owner_without_guards(
+        pool,
+        """
+        DO $$
+        DECLARE r audit_log%ROWTYPE; previous bytea;
+        BEGIN
+            SELECT chain INTO previous FROM audit_log WHERE chain_seq = 6;
+            FOR r IN SELECT * FROM audit_log WHERE chain_seq >= 7 ORDER BY chain_seq LOOP
+                previous := sha256(previous || audit_log_canonical(r));
+                UPDATE audit_log SET chain = previous WHERE id = r.id;
+            END LOOP;
+        END $$;
+        """,
+    )
+    rows = await pool.fetch("SELECT chain_seq, chain FROM audit_log ORDER BY chain_seq")
+    forged = {r["chain_seq"]: bytes(r["chain"]).hex() for r in rows}
+    # The true links first (the relay sent them), one of them twice (at least once),
+    # then the forged ones of rows 7 to 10.
+    links = [*sorted(true_links.items()), (3, true_links[3])]
+    links += [(seq, forged[seq]) for seq in range(7, 11)]
+    async with scratch_copies(settings, [ACCOUNTS_AUDIT.name]) as suffix:
+        topic = ACCOUNTS_AUDIT.name + suffix
+        producer = reliable_producer(settings)
+        await producer.start()
+        try:
+            for seq, chain in links:
+                event = AuditLogAppended(chain_seq=seq, chain=chain)
+                envelope = envelope_for(event, source="accounts", subject=None)
+                await producer.send_and_wait(topic, encode_envelope(envelope), key=b"audit")
+        finally:
+            await producer.stop()
+        published = await audit_chain.published_links(AccountsSettings(), topic)
+    assert published.first == true_links
+    assert published.republished == [7, 8, 9, 10]
+    async with pool.acquire() as conn:
+        alone = await audit_chain.verify(conn)
+        against_kafka = await audit_chain.compare(conn, published.first, published.republished)
+    assert alone.intact
+    assert (against_kafka.agrees, against_kafka.mismatched_at) == (False, 7)
+    assert against_kafka.reason is not None
+    assert "rewritten" in against_kafka.reason
 
 
 async def test_the_sql_links_are_the_python_links(pool: asyncpg.Pool) -> None:

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,7 +25,6 @@ from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.deletion.bootstrap import bootstrap, dependencies
 from services.deletion.config import DeletionSettings
@@ -37,12 +36,10 @@ from shared.bus import (
     read_record,
     reliable_producer,
 )
-from shared.bus.kafka_options import client_options
-from shared.bus.scratch import wait_for_leaders
+from shared.bus.scratch import scratch_copies
 from shared.events import Event, encode_envelope, envelope_for
 from shared.events.catalogue.accounts import DeletionConfirmed, DeletionRequested
 from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject, SubjectErased
-from shared.events.topics import dlq_of
 from shared.service import Runtime
 
 BASE_TOPICS = (
@@ -56,21 +53,10 @@ BASE_TOPICS = (
 STORES = ("accounts", "notifier", "analytics")
 
 
-@asynccontextmanager
-async def scratch_topics(settings: DeletionSettings) -> AsyncIterator[str]:
+def scratch_topics(settings: DeletionSettings) -> AbstractAsyncContextManager[str]:
     """Copies of the deletion's topics under a fresh suffix; deleted afterwards."""
-    suffix = f".t{uuid.uuid4().hex[:10]}"
-    names = [f"{t}{suffix}" for t in BASE_TOPICS]
-    names += [dlq_of(f"{t}{suffix}") for t in ("accounts.lifecycle", "deletion.receipts")]
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(n, 3, 1) for n in names], timeout_ms=30_000)
-        await wait_for_leaders(admin, names)
-        yield suffix
-        await admin.delete_topics(names, timeout_ms=30_000)
-    finally:
-        await admin.close()
+    dead_letters = ("accounts.lifecycle", "deletion.receipts")
+    return scratch_copies(settings, BASE_TOPICS, partitions=3, dead_letters=dead_letters)
 
 
 def short_financial_rules(folder: Path, seconds: float) -> str:
