@@ -477,8 +477,13 @@ def topics_page() -> str:
         " [events/README.md](events/README.md).\n\n"
         f"{topics_markdown()}\n"
         "Compacted topics keep the latest record per key; a tombstone (null value) removes the"
-        " key within an hour (`max.compaction.lag.ms`). Dead-letter topics keep the original"
-        f" key, bytes and headers and add {headers}.\n"
+        " key's earlier records within an hour (`max.compaction.lag.ms`) once their segment"
+        " is closed: Kafka never compacts the segment being written, which closes after"
+        " `segment.ms` (10 minutes) at the next record written to the partition. On a quiet"
+        " partition the last records, sealed cards among them, stay until then. Dead-letter"
+        " topics keep the original"
+        f" key, bytes and headers and add {headers}: `accounts.contacts.dlq` holds contact"
+        " cards (sealed) for its 30 days, which no tombstone reaches.\n"
     )
 
 

@@ -16,6 +16,7 @@ from services.deletion.domain.schedule import active_erasure_due, overdue
 from services.deletion.domain.stages import StageConflict
 from shared.auth import Claims, require_roles
 from shared.observability import Problem
+from shared.service.kept_text import refuse_personal_data
 
 Operator = Annotated[Claims, Depends(require_roles("privacy_officer", "admin"))]
 router = APIRouter(prefix="/operator", tags=["operators"])
@@ -165,7 +166,9 @@ def _iso(at: datetime | None) -> str | None:
 async def place_hold(
     request_id: UUID, body: HoldBody, operator: Operator, context: ContextDep
 ) -> dict[str, Any]:
-    """A legal hold pauses the request before anything is erased; the reason is recorded."""
+    """A legal hold pauses the request before anything is erased; the reason is recorded
+    (kept for good, so it may name no one: 422 ``personal-data`` otherwise)."""
+    refuse_personal_data(reason=body.reason)
     return await _change(
         context,
         lambda conn: handlers.place_hold(

@@ -118,5 +118,11 @@ async def test_holds_need_a_reason_and_a_known_request(client: httpx.AsyncClient
     blank = await client.post(unknown, json={"reason": "     "}, headers=officer())
     assert blank.status_code == 422, blank.text  # blanks stripped first: too short
     assert blank.headers["content-type"].startswith("application/problem+json")
+    # Kept for good, with no erasure to reach it: it may name no one.
+    naming = {"reason": "claim by jane.roe@example.org, call +44 20 7183 8750"}
+    personal = await client.post(unknown, json=naming, headers=officer())
+    assert personal.status_code == 422, personal.text
+    assert personal.json()["type"].endswith("personal-data")
+    assert "jane.roe" not in personal.text
     missing = await client.post(unknown, json={"reason": "court order"}, headers=officer())
     assert missing.status_code == 404
