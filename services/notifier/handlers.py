@@ -80,6 +80,14 @@ class Handlers:
         sealed = await asyncio.gather(*(self._seal(item) for item in items))
         for item, contact in zip(traced(items), sealed, strict=True):
             if contact is not None:
+                if await store.account_erasure_began(conn, contact.user_id):
+                    # Read after the account's erasure began: a dead letter replayed
+                    # after the tombstone, or a late redelivery. It changes nothing:
+                    # no contact comes back, none is changed (a confirming erasure's
+                    # email goes to the one it began with), no one is told or sent
+                    # what they missed.
+                    log.info("contact card of subject %s ignored: erasure began", contact.user_id)
+                    continue
                 await tell_replaced_address(conn, contact)
                 await store.upsert_contact(conn, contact)
                 await late_contacts.deliver_missed(conn, contact.user_id)

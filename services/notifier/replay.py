@@ -5,9 +5,10 @@ the send queue, after their cause was fixed. Without options, every dead letter 
 those in doubt.
 
 A dead letter in doubt (its reason starts with ``in doubt:``) may have reached the mail
-server already: it is replayed only by ``--id``, after its Message-ID
-(``<notice_id.user_id.email@notifier.imt>``) was not found in the server's log, or the
-recipient gets it twice.
+server already: it is replayed only by ``--id``, after its Message-ID was not found in
+the server's log, or the recipient gets it twice. That is the ``message_id``
+``GET /api/notifier/ops/dead-letters`` lists with it: ``<uuid.email@notifier.imt>``, a
+name-based UUID of the notice and the user (``services.notifier.sender.message_id``).
 """
 
 from __future__ import annotations

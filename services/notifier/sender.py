@@ -24,9 +24,10 @@ expires on a marked delivery means the worker died between the hand-over and rec
 the server's answer: the server may or may not have the message. Such a delivery is
 **in doubt** and becomes a dead letter with that reason instead of being sent again;
 so does one whose connection failed during DATA. Operators look for its Message-ID
-(derived from the idempotency key: notice, user, channel) in the mail server's log,
-and replay it if it is not there. A worker that dies before the hand-over leaves
-nothing in doubt: the delivery is leased again once the lease expires, and sent once.
+(derived from the idempotency key: notice, user, channel; see :func:`message_id`) in
+the mail server's log, and replay it if it is not there. A worker that dies before the
+hand-over leaves nothing in doubt: the delivery is leased again once the lease expires,
+and sent once.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID, uuid5
 
 import asyncpg
 
@@ -202,9 +204,19 @@ def lease_of(row: Any) -> store.Lease:
     return store.Lease(row["id"], row["lease_until"], row["address_index"], row["category"])
 
 
+#: The namespace of the name-based UUIDs in emails' Message-IDs. Never to be changed: an
+#: operator looks a delivery in doubt up by its Message-ID after any deploy.
+MESSAGE_IDS = UUID("9a734d73-d740-4f82-9277-48d7bc3ba66e")
+
+
 def message_id(row: Any) -> str:
-    """Derived from the idempotency key (notice, user, channel): stable across retries."""
-    return f"<{row['notice_id']}.{row['user_id']}.email@notifier.imt>"
+    """Derived from the idempotency key (notice, user, channel): stable across retries and
+    replays, so an operator can look a delivery in doubt up in the mail server's log
+    (``GET ops/dead-letters`` shows it). A name-based UUID of the notice and the user, not
+    the ids themselves: the mail provider keeps its logs after the user's erasure, and
+    must not keep the user's id (nor a notice id to look it up by) with them."""
+    key = uuid5(MESSAGE_IDS, f"{row['notice_id']}.{row['user_id']}")
+    return f"<{key}.email@notifier.imt>"
 
 
 class Sender:

@@ -66,6 +66,8 @@ WITH requests AS (
       -- Never from an older card (a replayed or re-read record): as the card's upsert.
       AND (c.card_changed_at IS NULL OR $3::timestamptz IS NULL
            OR $3::timestamptz >= c.card_changed_at)
+      -- Nor from a card read after the account's erasure began: as the card's upsert.
+      AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.subject_id = $1 AND e.whole_account)
 ), recorded AS (
     INSERT INTO operator_suppressions (email_index, operator_id, request_reference,
                                        carried_from)
@@ -77,7 +79,26 @@ ON CONFLICT (email_index, category) DO UPDATE SET source = 'operator'
 """
 
 
+async def account_erasure_began(conn: Connection, user_id: UUID) -> bool:
+    """Whether the account's erasure here began (confirming its final email) or is done.
+
+    A card read after that is refused (:func:`upsert_contact`): a dead letter replayed
+    after the tombstone, or a record redelivered late. While the erasure confirms, the
+    contact it began with (its address for the final email only) is kept as it is; once
+    done, nothing of the subject's may come back.
+    """
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM erasures WHERE subject_id = $1 AND whole_account)",
+            user_id,
+        )
+    )
+
+
 async def upsert_contact(conn: Connection, c: SealedContact) -> None:
+    """Store the card, unless the account's erasure here began (any state): the card
+    then changes nothing, written or not (see :func:`account_erasure_began`; the contacts
+    handler skips such a card before this, the check here guards every caller)."""
     await conn.execute(_CARRY_OPERATOR_SUPPRESSION, c.user_id, c.email_index, c.card_changed_at)
     await conn.execute(
         """
@@ -85,8 +106,11 @@ async def upsert_contact(conn: Connection, c: SealedContact) -> None:
                               locale, age_band, marketing_email, tracking_opt_out, active,
                               card_changed_at, pending_index, pending_email, pending_change,
                               known_since, email_since)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                LEAST(coalesce($12, now()), now()), now())
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+               LEAST(coalesce($12, now()), now()), now()
+        -- Not even 'confirming': its final email goes to the contact held when it began
+        -- (a row would otherwise lose erase_pending, or come back after the erasure).
+        WHERE NOT EXISTS (SELECT 1 FROM erasures e WHERE e.subject_id = $1 AND e.whole_account)
         ON CONFLICT (user_id) DO UPDATE SET
             known_since = LEAST(contacts.known_since, EXCLUDED.known_since),
             email_since = CASE WHEN contacts.email_index = EXCLUDED.email_index

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from services.notifier import store
 from services.notifier.routes.deps import BIGINT_MAX, RuntimeDep
+from services.notifier.sender import message_id
 from shared.auth import Claims, require_roles
 from shared.observability import Problem
 from shared.pii import contains_pii
@@ -78,16 +79,21 @@ async def dead_letters(
     _op: Operator, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> list[dict[str, Any]]:
     """What failed and why, by delivery and notice: not for whom (which templates a user
-    was sent is a trail of their account; a replay needs only the delivery ids)."""
+    was sent is a trail of their account; a replay needs only the delivery ids). Each
+    with the ``message_id`` its email was (or would be) sent under, which holds no user
+    id: what to look for in the mail server's log before replaying one in doubt."""
     async with runtime.pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT d.id, d.notice_id, n.template, n.category, d.outcome, d.reason,"
-            " d.attempts, d.finished_at, d.in_doubt"
+            " d.attempts, d.finished_at, d.in_doubt, d.user_id"
             " FROM deliveries d JOIN notices n USING (notice_id)"
             " WHERE d.status = 'dead' ORDER BY d.finished_at DESC LIMIT $1",
             limit,
         )
-    return [{k: _iso(v) for k, v in dict(r).items()} for r in rows]
+    return [
+        {**{k: _iso(v) for k, v in dict(r).items() if k != "user_id"}, "message_id": message_id(r)}
+        for r in rows
+    ]
 
 
 class Replay(BaseModel):

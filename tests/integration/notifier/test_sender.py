@@ -19,7 +19,7 @@ import pytest
 from services.notifier import handlers, store
 from services.notifier.config import NotifierSettings
 from services.notifier.mailer import HandOver, Wire
-from services.notifier.sender import Sender, Wake, record, result_of
+from services.notifier.sender import Sender, Wake, message_id, record, result_of
 from shared.vault import Vault
 from tests.integration.notifier.support import (
     USERS,
@@ -73,7 +73,11 @@ async def test_two_workers_mail_each_recipient_once(pool: asyncpg.Pool) -> None:
     assert set(mailed) == expected  # not the opted-out address, not the failing ones
     assert set(mailed.values()) == {1}  # never twice, though two workers leased
     assert sum(s.sent for s in senders) == len(expected)
-    assert all(b"Message-ID: <" + str(notice).encode() in w.data for w in box)
+    user_of = {address(u): u for u in users}
+    for w in box:  # the idempotency key's, without the user's id
+        mid = message_id({"notice_id": notice, "user_id": user_of[w.recipient]})
+        assert b"Message-ID: " + mid.encode() in w.data
+        assert str(user_of[w.recipient]).encode() not in w.data
 
     async with pool.acquire() as conn:
         rows = {
