@@ -53,7 +53,7 @@ from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from bench.harness import (
     REPO,
@@ -71,8 +71,8 @@ from services.deletion.bootstrap import DATABASE, MIGRATIONS
 from services.deletion.config import DeletionSettings
 from services.deletion.domain.retention import load_policy
 from shared.bus import Delivery, read_record
-from shared.bus.kafka_options import client_options, manual_commit_consumer, reliable_producer
-from shared.bus.scratch import wait_for_leaders
+from shared.bus.kafka_options import manual_commit_consumer, reliable_producer
+from shared.bus.scratch import created_topics
 from shared.config import PlatformSettings
 from shared.db.migrations import apply_migrations, migration_files
 from shared.db.prepare import BUS_MIGRATIONS, VAULT_MIGRATIONS
@@ -117,18 +117,8 @@ async def scratch_copies(
     suffix = f".bench{uuid.uuid4().hex[:10]}"
     new = [NewTopic(t.name + suffix, t.partitions, 1, topic_configs=t.config()) for t in topics]
     new += [NewTopic(dlq_of(t.name + suffix), 1, 1) for t in dlqs]
-    names = [n.name for n in new]
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        await admin.create_topics(new, timeout_ms=30_000)
-        try:
-            await wait_for_leaders(admin, names)
-            yield suffix
-        finally:
-            await admin.delete_topics(names, timeout_ms=30_000)
-    finally:
-        await admin.close()
+    async with created_topics(settings, new):
+        yield suffix
 
 
 # -- the stand-in stores (a bench helper, not the services) ------------------------------

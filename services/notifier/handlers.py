@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from uuid import UUID, uuid4, uuid5
 
@@ -304,9 +304,27 @@ async def tell_replaced_address(conn: Connection, contact: store.SealedContact) 
     )
 
 
+#: How long a marketing notice waits before it fans out and its emails are decided
+#: (P-32). An opt-out made in the account reaches the notifier as a contact card, on
+#: another topic than the campaign, a fraction of a second after the account's answer:
+#: a campaign sent at once would be decided before it. A campaign is never urgent.
+MARKETING_SETTLE = timedelta(seconds=10)
+
+
+def settled(notice: store.Notice, now: datetime) -> store.Notice:
+    """A marketing notice due no sooner than :data:`MARKETING_SETTLE` from ``now``."""
+    earliest = now + MARKETING_SETTLE
+    if notice.category != "marketing" or (notice.send_at and notice.send_at >= earliest):
+        return notice
+    return replace(notice, send_at=earliest)
+
+
 async def accept_notice(conn: Connection, notice: store.Notice) -> int:
-    """Record the notice once, then fan it out now or when it is due."""
-    scheduled = notice.send_at is not None and notice.send_at > datetime.now(UTC)
+    """Record the notice once, then fan it out now or when it is due (a marketing one
+    once opt-outs in flight have come: :data:`MARKETING_SETTLE`)."""
+    now = datetime.now(UTC)
+    notice = settled(notice, now)
+    scheduled = notice.send_at is not None and notice.send_at > now
     if not await store.insert_notice(conn, notice, scheduled=scheduled):
         return 0  # the same notice again (another event id): nothing to repeat
     if scheduled:
@@ -360,8 +378,9 @@ async def start_erasure(conn: Connection, vault: Vault, command: EraseSubject) -
         if command.scope == "request" and command.item_id is not None:
             erased = await store.erase_request_items(conn, command.subject_id, command.item_id)
         await conn.execute(
-            "INSERT INTO erasures (request_id, subject_id, state, erased, erased_at, item_id)"
-            " VALUES ($1, $2, 'done', $3, now(), $4)",
+            "INSERT INTO erasures (request_id, subject_id, state, erased, erased_at,"
+            " item_digest) VALUES ($1, $2, 'done', $3, now(), sha256(convert_to($4::uuid::text,"
+            " 'UTF8')))",
             command.request_id,
             command.subject_id,
             erased,

@@ -906,12 +906,17 @@ async def sweep_erased(conn: Connection) -> dict[str, int]:
         )
         if count := int(status.split()[-1]):
             swept[table] = count
+    # A reply fanned out alongside its request's erasure: the request is known here by
+    # its digest only (migration 023), so by the replies accepted since a while before.
     requests = await conn.fetch(
-        "SELECT subject_id, item_id FROM erasures"
-        " WHERE item_id IS NOT NULL AND erased_at > now() - $1::interval",
+        "SELECT DISTINCT e.subject_id, n.request_id FROM erasures e"
+        " JOIN notices n ON n.request_id IS NOT NULL"
+        "  AND n.created_at > e.erased_at - $1::interval"
+        "  AND sha256(convert_to(n.request_id::text, 'UTF8')) = e.item_digest"
+        " WHERE e.item_digest IS NOT NULL AND e.erased_at > now() - $1::interval",
         SWEEP_WINDOW,
     )
-    for r in requests:  # a reply fanned out alongside its request's erasure
+    for r in requests:
         for table, count in (await erase_request_items(conn, r[0], r[1])).items():
             if count:
                 swept[table] = swept.get(table, 0) + count
@@ -924,7 +929,8 @@ async def request_erased(conn: Connection, subject_id: UUID, request_id: UUID) -
     """Whether the subject's request was erased here (an erasure of that one request)."""
     return bool(
         await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM erasures WHERE item_id = $1 AND subject_id = $2)",
+            "SELECT EXISTS (SELECT 1 FROM erasures"
+            " WHERE item_digest = sha256(convert_to($1::uuid::text, 'UTF8')) AND subject_id = $2)",
             request_id,
             subject_id,
         )

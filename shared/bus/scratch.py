@@ -59,29 +59,36 @@ async def scratch_database(
 
 
 @asynccontextmanager
+async def created_topics(
+    settings: PlatformSettings, topics: Sequence[NewTopic]
+) -> AsyncIterator[None]:
+    """Create ``topics``, wait until each partition has a leader; delete them on exit."""
+    names = [t.name for t in topics]
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        await admin.create_topics(list(topics), timeout_ms=30_000)
+        try:
+            await wait_for_leaders(admin, names)
+            yield
+        finally:
+            await admin.delete_topics(names, timeout_ms=30_000)
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
 async def scratch_topic(
     settings: PlatformSettings, partitions: int = BUS_SELFTEST.partitions
 ) -> AsyncIterator[str]:
     """A fresh ``bus.selftest.<hex>`` topic (bus.selftest's settings) and its DLQ."""
     name = f"{BUS_SELFTEST.name}.{uuid.uuid4().hex[:12]}"
-    topics = [name, dlq_of(name)]
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(name, partitions, 1, topic_configs=BUS_SELFTEST.config()),
-                NewTopic(dlq_of(name), 1, 1),
-            ],
-            timeout_ms=30_000,
-        )
-        try:
-            await wait_for_leaders(admin, topics)
-            yield name
-        finally:
-            await admin.delete_topics(topics, timeout_ms=30_000)
-    finally:
-        await admin.close()
+    topics = [
+        NewTopic(name, partitions, 1, topic_configs=BUS_SELFTEST.config()),
+        NewTopic(dlq_of(name), 1, 1),
+    ]
+    async with created_topics(settings, topics):
+        yield name
 
 
 @asynccontextmanager
@@ -96,17 +103,8 @@ async def scratch_copies(
     ``dead_letters``; deleted on exit. Yields the suffix."""
     suffix = f".t{uuid.uuid4().hex[:10]}"
     names = [f"{t}{suffix}" for t in topics] + [dlq_of(f"{t}{suffix}") for t in dead_letters]
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(n, partitions, 1) for n in names], timeout_ms=30_000)
-        try:
-            await wait_for_leaders(admin, names)
-            yield suffix
-        finally:
-            await admin.delete_topics(names, timeout_ms=30_000)
-    finally:
-        await admin.close()
+    async with created_topics(settings, [NewTopic(n, partitions, 1) for n in names]):
+        yield suffix
 
 
 async def wait_for_leaders(admin: AIOKafkaAdminClient, topics: list[str]) -> None:

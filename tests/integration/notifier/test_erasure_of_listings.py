@@ -156,6 +156,11 @@ async def test_a_reply_read_after_its_requests_erasure_writes_nothing(
         await vault.close()
     notices = await pool.fetch("SELECT notice_id FROM notices")
     assert [r["notice_id"] for r in notices] == [kept.reply_id]
+    # The erasure's record is not where the deletion's verifier finds the request again.
+    records = await pool.fetch("SELECT e::text AS row, item_digest FROM erasures e")
+    assert [r["item_digest"] is not None for r in records] == [True]
+    assert all(str(request) not in r["row"] for r in records)
+    assert all(request.bytes not in r["item_digest"] for r in records)
 
 
 async def test_a_reply_fanned_out_alongside_its_requests_erasure_is_swept(
@@ -171,8 +176,9 @@ async def test_a_reply_fanned_out_alongside_its_requests_erasure_is_swept(
         await store.plan_email_chunk(conn, 100)
         # The erasure's deletes ran before the reply's rows were committed: it saw none.
         await conn.execute(
-            "INSERT INTO erasures (request_id, subject_id, state, erased, erased_at, item_id)"
-            " VALUES ($1, $2, 'done', '{}', now(), $3)",
+            "INSERT INTO erasures (request_id, subject_id, state, erased, erased_at,"
+            " item_digest) VALUES ($1, $2, 'done', '{}', now(), sha256(convert_to($3::uuid::text,"
+            " 'UTF8')))",
             uuid.uuid4(),
             subject,
             request,

@@ -120,19 +120,7 @@ async def test_a_notice_needing_a_newer_card_waits_for_it_and_mails_the_new_addr
             await store.upsert_contact(conn, await sealed_contact(vault, uid, email, at))
 
     await card(old, changed_at - timedelta(days=1))
-    notice = store.Notice(
-        notice_id=uuid.uuid4(),
-        template="verify_email",
-        category="transactional",
-        audience="listed",
-        user_ids=(uid,),
-        params={"verify_url": "https://localhost:8443/verify-email#token=t"},
-        channels=("email",),
-        recipient="user",
-        pinned=False,
-        source="accounts",
-        card_changed_at=changed_at,
-    )
+    notice = _verification(uid, card_changed_at=changed_at)
     async with pool.acquire() as conn, conn.transaction():
         await handlers.accept_notice(conn, notice)
     box: list[Wire] = []
@@ -179,18 +167,7 @@ async def test_a_card_committed_while_its_email_was_leased_sends_the_email_at_on
     config = NotifierSettings(environment="test")
     vault = await Vault.connect(config, pool)
     uid = uuid.uuid4()
-    notice = store.Notice(
-        notice_id=uuid.uuid4(),
-        template="verify_email",
-        category="transactional",
-        audience="listed",
-        user_ids=(uid,),
-        params={"verify_url": "https://localhost:8443/verify-email#token=t"},
-        channels=("email",),
-        recipient="user",
-        pinned=False,
-        source="accounts",
-    )
+    notice = _verification(uid)
     async with pool.acquire() as conn, conn.transaction():
         await handlers.accept_notice(conn, notice)
     async with pool.acquire() as conn:
@@ -215,6 +192,24 @@ async def test_a_card_committed_while_its_email_was_leased_sends_the_email_at_on
         await task
         await vault.close()
     assert [w.recipient for w in box] == ["late-card@example.org"]
+
+
+def _verification(uid: uuid.UUID, card_changed_at: datetime | None = None) -> store.Notice:
+    """An address's verification link for ``uid`` (sent once its card, as new as
+    ``card_changed_at``, is there)."""
+    return store.Notice(
+        notice_id=uuid.uuid4(),
+        template="verify_email",
+        category="transactional",
+        audience="listed",
+        user_ids=(uid,),
+        params={"verify_url": "https://localhost:8443/verify-email#token=t"},
+        channels=("email",),
+        recipient="user",
+        pinned=False,
+        source="accounts",
+        card_changed_at=card_changed_at,
+    )
 
 
 async def _settled_for(pool: asyncpg.Pool, uid: uuid.UUID) -> bool:
