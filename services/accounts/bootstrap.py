@@ -35,4 +35,7 @@ async def ensure_first_admin(runtime: Runtime, settings: AccountsSettings) -> No
     password_hash = await hash_password(settings.accounts_admin_password.get_secret_value())
     sealed = await vault.seal(operator_id, email, purpose=OPERATOR_EMAIL)
     async with runtime.pool.acquire() as conn:
-        await store.insert_operator(conn, operator_id, index, sealed, password_hash, [ADMIN], None)
+        # Its password is its owner's, not another operator's choice (P-15).
+        await store.insert_operator(
+            conn, operator_id, index, sealed, password_hash, [ADMIN], None, own_password=True
+        )

@@ -24,6 +24,11 @@ from shared.db.pool import Connection
 from shared.events.catalogue.accounts import DeletionCancelled, DeletionConfirmed
 from shared.events.catalogue.deletion import DeletionStageChanged
 
+#: An operator's deletion requests never approved by a second operator (P-15): awaiting
+#: it, withdrawn, rejected or expired. The user was never told of them, and has none of
+#: them to cancel (their export lists them all).
+NEVER_APPROVED = ["pending_approval", "withdrawn", "rejected", "expired"]
+
 
 async def notify_deletion_requested(
     ctx: Context, conn: Connection, user_id: UUID, request_id: UUID
@@ -96,9 +101,10 @@ async def cancel(conn: Connection, request_id: UUID, user_id: UUID) -> asyncpg.R
     such. Raises :class:`NotCancellable` once its window closed."""
     status = await conn.fetchval(
         "SELECT status FROM deletion_requests WHERE id = $1 AND user_id = $2"
-        " AND status <> 'pending_approval' FOR UPDATE",
+        " AND status <> ALL($3::text[]) FOR UPDATE",
         request_id,
         user_id,
+        NEVER_APPROVED,
     )
     if status is None:
         return None

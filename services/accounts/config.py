@@ -111,6 +111,15 @@ class AccountsSettings(PlatformSettings):
         100, description="Consecutive failures that lock an account (NIST SP 800-63B: <= 100)."
     )
     accounts_exports_per_hour: int = Field(3, description="Self-service exports per user per hour.")
+    accounts_operator_deletion_approval_days: int = Field(
+        7,
+        ge=1,
+        description=(
+            "Days an operator's request to delete a user waits for a second operator's"
+            " approval (P-15): an older one is expired (its approval answers 410"
+            " deletion-request-expired) and the deletion may be requested again."
+        ),
+    )
     accounts_audit_full_check_seconds: float = Field(
         3600.0,
         gt=0,

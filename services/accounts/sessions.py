@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from fastapi import Request
@@ -20,6 +21,7 @@ from services.accounts.context import Context
 from services.accounts.security import access_token, new_secret, secret_hash
 from shared.auth import Claims
 from shared.db.pool import Connection
+from shared.observability import Problem
 
 
 class TokenPair(BaseModel):
@@ -46,7 +48,9 @@ def access_for(
             session_id=str(session_id),
             kind="operator",
             seconds=seconds,
-            roles=tuple(principal["roles"]),
+            # No role until the operator has set their own password: the other APIs
+            # then refuse the token too (403), not only accounts.
+            roles=tuple(principal["roles"]) if has_own_password(principal) else (),
             expires_at=expires_at,
         )
     return access_token(
@@ -81,6 +85,37 @@ async def start_session(
         refresh_token=refresh,
         expires_in=ctx.settings.accounts_access_token_seconds,
     )
+
+
+def has_own_password(operator: store.Row) -> bool:
+    """Whether the operator set their password themselves (not only their creator)."""
+    return operator["password_set_at"] is not None
+
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+_BEFORE_OWN_PASSWORD: set[Callable[..., Any]] = set()
+
+
+def before_own_password(endpoint: Endpoint) -> Endpoint:
+    """Mark a route an operator may call before setting their own password (setting it,
+    logging out); every other answers them ``403 password-change-required``."""
+    _BEFORE_OWN_PASSWORD.add(endpoint)
+    return endpoint
+
+
+def password_change_required() -> Problem:
+    return Problem(
+        403,
+        "Password change required",
+        "Your password was chosen by the operator who created your identity: set your own"
+        " (POST /api/accounts/operator/me/password) before anything else.",
+        slug="password-change-required",
+    )
+
+
+def _open_before_own_password(request: Request) -> bool:
+    route = request.scope.get("route")
+    return getattr(route, "endpoint", None) in _BEFORE_OWN_PASSWORD
 
 
 class RefreshRefused(Exception):
@@ -123,9 +158,11 @@ async def rotate(ctx: Context, conn: Connection, refresh: str) -> TokenPair:
 def session_checker(ctx: Context) -> Callable[[Request, Claims], Awaitable[bool]]:
     """``app.state.session_check``: is the token's session still open?
 
-    For a user, the same query reads the user's row and keeps it on ``request.state``
-    (see :func:`session_user`): a route that only reads the profile then needs no second
-    round trip to the database.
+    For an operator, also: not disabled (False: 401), and, unless the route is one of
+    :func:`before_own_password`'s, with a password of their own (else ``403
+    password-change-required``). For a user, the same query reads the user's row and
+    keeps it on ``request.state`` (see :func:`session_user`): a route that only reads
+    the profile then needs no second round trip to the database.
     """
 
     async def check(request: Request, claims: Claims) -> bool:
@@ -135,8 +172,21 @@ def session_checker(ctx: Context) -> Callable[[Request, Claims], Awaitable[bool]
             return False
         async with ctx.pool.acquire() as conn:
             if claims.kind != "user":
-                return await store.session_open(conn, session_id, principal_id)
-            row = await store.user_session(conn, session_id, principal_id)
+                operator = await store.operator_session(conn, session_id, principal_id)
+            else:
+                row = await store.user_session(conn, session_id, principal_id)
+        if claims.kind != "user":
+            if operator is None or operator["disabled_at"] is not None:
+                return False  # the session ended, or the operator is disabled
+            if operator["kind"] != "operator" or operator["id"] is None:
+                # An operator's token for a user's session: only the signing key makes
+                # one, and it would otherwise pass for an operator.
+                raise Problem(
+                    403, "Forbidden", "This token is not an operator's.", slug="forbidden"
+                )
+            if not has_own_password(operator) and not _open_before_own_password(request):
+                raise password_change_required()
+            return True
         if row is None:
             return False
         request.state.session_user = row if row["id"] is not None else None

@@ -270,14 +270,16 @@ async def open_session_with_refresh(
     )
 
 
-async def session_open(conn: Connection, session_id: UUID, principal_id: UUID) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND principal_id = $2"
-            " AND revoked_at IS NULL)",
-            session_id,
-            principal_id,
-        )
+async def operator_session(conn: Connection, session_id: UUID, operator_id: UUID) -> Row | None:
+    """The session if open (None if not), with its ``kind`` and its principal's
+    operator columns ``id``, ``roles``, ``password_set_at`` and ``disabled_at`` (all NULL
+    when the principal is no operator: a user's session)."""
+    return await conn.fetchrow(
+        "SELECT s.kind, o.id, o.roles, o.password_set_at, o.disabled_at FROM sessions s"
+        " LEFT JOIN operators o ON o.id = s.principal_id"
+        " WHERE s.id = $1 AND s.principal_id = $2 AND s.revoked_at IS NULL",
+        session_id,
+        operator_id,
     )
 
 
@@ -484,22 +486,66 @@ async def insert_operator(
     password_hash: str,
     roles: Sequence[str],
     created_by: UUID | None,
+    *,
+    own_password: bool = False,
 ) -> bool:
+    """Insert an operator; False when the email (blind index) is taken. Its password is
+    provisional (its creator's choice) unless ``own_password`` (the configured first
+    admin's, which no other operator chose)."""
     status = await conn.execute(
-        "INSERT INTO operators (id, email_index, email, password_hash, roles, created_by)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (email_index) DO NOTHING",
+        "INSERT INTO operators (id, email_index, email, password_hash, roles, created_by,"
+        " password_set_at) VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN now() END)"
+        " ON CONFLICT (email_index) DO NOTHING",
         operator_id,
         email_index,
         email,
         password_hash,
         list(roles),
         created_by,
+        own_password,
     )
     return status == "INSERT 0 1"
 
 
 async def operator_by_id(conn: Connection, operator_id: UUID) -> Row | None:
+    """The operator, disabled or not."""
     return await conn.fetchrow("SELECT * FROM operators WHERE id = $1", operator_id)
+
+
+async def active_operator(conn: Connection, operator_id: UUID) -> Row | None:
+    """The operator unless disabled: who may sign in, re-authenticate, act."""
+    return await conn.fetchrow(
+        "SELECT * FROM operators WHERE id = $1 AND disabled_at IS NULL", operator_id
+    )
+
+
+async def lock_active_admins(conn: Connection) -> set[UUID]:
+    """The operators who are admins and not disabled, locked till the transaction ends:
+    two admins disabling (or demoting) each other at once are judged one after the
+    other, so at least one admin always stays."""
+    rows = await conn.fetch(
+        "SELECT id FROM operators WHERE 'admin' = ANY(roles) AND disabled_at IS NULL"
+        " ORDER BY id FOR UPDATE"
+    )
+    return {r["id"] for r in rows}
+
+
+async def set_own_password(
+    conn: Connection, operator_id: UUID, session_id: UUID, old_hash: str, new_hash: str
+) -> bool:
+    """Replace the operator's password, set by its owner now, if it is still
+    ``old_hash``, the operator not disabled and the session still open (what the
+    re-authentication checked, outside this transaction, still holds); False if not."""
+    status = await conn.execute(
+        "UPDATE operators o SET password_hash = $4, password_set_at = now()"
+        " FROM sessions s WHERE o.id = $1 AND o.password_hash = $3 AND o.disabled_at IS NULL"
+        " AND s.id = $2 AND s.principal_id = o.id AND s.revoked_at IS NULL",
+        operator_id,
+        session_id,
+        old_hash,
+        new_hash,
+    )
+    return status == "UPDATE 1"
 
 
 async def operator_creators(conn: Connection, operator_id: UUID) -> set[UUID]:

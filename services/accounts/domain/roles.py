@@ -22,6 +22,8 @@ PERMISSIONS: dict[str, tuple[OperatorRole, ...]] = {
     "stats.read": (ANALYST, ADMIN, PRIVACY_OFFICER),
     "audit.read": (PRIVACY_OFFICER, ADMIN),
     "operators.create": (ADMIN,),
+    "operators.disable": (ADMIN,),
+    "operators.roles": (ADMIN,),
     "policy.publish": (PRIVACY_OFFICER, ADMIN),
     "announcements.create": (ADMIN, SUPPORT),
     "incidents.declare": (PRIVACY_OFFICER, ADMIN),
@@ -29,5 +31,8 @@ PERMISSIONS: dict[str, tuple[OperatorRole, ...]] = {
     "recipients.export": (PRIVACY_OFFICER,),
     "deletions.request": (SUPPORT, PRIVACY_OFFICER),
     "deletions.approve": (PRIVACY_OFFICER, ADMIN),
+    # Who may request may withdraw their own request; who may approve may reject one.
+    "deletions.withdraw": (SUPPORT, PRIVACY_OFFICER),
+    "deletions.reject": (PRIVACY_OFFICER, ADMIN),
     "invoices.record": (SUPPORT, ADMIN),
 }

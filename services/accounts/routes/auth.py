@@ -47,7 +47,13 @@ from services.accounts.security import (
     secret_hash,
     verify_password,
 )
-from services.accounts.sessions import RefreshRefused, TokenPair, rotate, start_session
+from services.accounts.sessions import (
+    RefreshRefused,
+    TokenPair,
+    before_own_password,
+    rotate,
+    start_session,
+)
 from services.accounts.throttling import (
     count_failure,
     counter_of,
@@ -473,6 +479,7 @@ async def refresh(body: Refresh, ctx: Ctx) -> TokenPair:
 
 
 @router.delete("/sessions/current", status_code=status.HTTP_204_NO_CONTENT)
+@before_own_password
 async def log_out(claims: Annotated[Claims, Depends(current_claims)], ctx: Ctx) -> None:
     """End the session of this token: its access and refresh tokens stop working."""
     async with ctx.pool.acquire() as conn, conn.transaction():

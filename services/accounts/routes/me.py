@@ -197,7 +197,9 @@ class DeletionRequest(BaseModel):
     status: str = Field(
         description="requested (cancellable during the grace period), confirmed (the grace"
         " period ended: no longer cancellable), erased, or cancelled. The erasure's own"
-        " stages are at GET /api/deletion/me/requests."
+        " stages are at GET /api/deletion/me/requests. (An export also lists an operator's"
+        " requests never approved by a second operator: pending_approval, withdrawn,"
+        " rejected or expired.)"
     )
     initiated_by: str
     created_at: datetime
@@ -952,9 +954,10 @@ async def request_deletion(
 async def my_deletion_requests(claims: CurrentUser, ctx: Ctx) -> list[DeletionRequest]:
     async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT * FROM deletion_requests WHERE user_id = $1 AND status <> 'pending_approval'"
+            "SELECT * FROM deletion_requests WHERE user_id = $1 AND status <> ALL($2::text[])"
             " ORDER BY created_at",
             UUID(claims.sub),
+            cancel_window.NEVER_APPROVED,
         )
     return [DeletionRequest(**{k: r[k] for k in DeletionRequest.model_fields}) for r in rows]
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 from uuid import UUID, uuid4
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import AfterValidator, AwareDatetime, BaseModel, EmailStr, Field
 
 from services.accounts import audit_chain, cancel_window, store
@@ -30,7 +31,7 @@ from services.accounts.context import (
     refuse_personal_data,
 )
 from services.accounts.domain import fields as field_rules
-from services.accounts.domain.roles import PERMISSIONS
+from services.accounts.domain.roles import ADMIN, PERMISSIONS
 from services.accounts.invoices import (
     REFERENCE,
     Invoice,
@@ -40,9 +41,17 @@ from services.accounts.invoices import (
 )
 from services.accounts.links import mail_action_link
 from services.accounts.security import MAX_PASSWORD, MIN_PASSWORD, hash_password
+from services.accounts.sessions import (
+    TokenPair,
+    before_own_password,
+    has_own_password,
+    password_change_required,
+    start_session,
+)
 from services.accounts.throttling import login_key, reauthenticate
 from shared import email_subjects
 from shared.auth import Claims, OperatorRole, require_roles
+from shared.auth.dependencies import VerifiedBearer
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import (
     DeletionRequested,
@@ -62,6 +71,15 @@ def allowed(permission: str) -> Any:
     return Depends(require_roles(*PERMISSIONS[permission]))
 
 
+def _an_operator(claims: Claims) -> None:
+    if claims.kind != "operator":
+        raise Problem(403, "Forbidden", "This endpoint is for operators.", slug="forbidden")
+
+
+# Any operator, whatever their roles (none, until they set their own password).
+any_operator = VerifiedBearer(_an_operator)
+
+
 Operator = Claims
 Purpose = Annotated[
     str, Query(min_length=3, max_length=200, description="Why the data is needed (audited).")
@@ -70,7 +88,13 @@ Purpose = Annotated[
 
 class OperatorIn(BaseModel):
     email: EmailStr
-    password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+    password: str = Field(
+        min_length=MIN_PASSWORD,
+        max_length=MAX_PASSWORD,
+        description="A provisional password: until the operator sets their own (POST"
+        " /operator/me/password) they can do nothing else, and never request or approve"
+        " a deletion (P-15).",
+    )
     roles: list[OperatorRole] = Field(min_length=1)
 
 
@@ -81,6 +105,25 @@ class OperatorOut(BaseModel):
 
 class UnlockIn(BaseModel):
     reason: str = Field(min_length=3, max_length=200, description="Why (audited).")
+
+
+class OperatorRolesIn(UnlockIn):
+    roles: list[OperatorRole] = Field(min_length=1, description="The operator's roles from now.")
+
+
+class OperatorState(BaseModel):
+    id: UUID
+    roles: list[str]
+    own_password: bool = Field(
+        description="Whether the operator set their password themselves (not only the"
+        " operator who created the identity)."
+    )
+    disabled_at: datetime | None
+
+
+class OperatorPasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+    new_password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
 
 
 class UserFound(BaseModel):
@@ -271,10 +314,21 @@ class OperatorDeletionIn(OperatorReauthentication):
     reason: str = Field(min_length=3, max_length=500)
 
 
+class DeletionClosing(BaseModel):
+    reason: str = Field(
+        min_length=3, max_length=200, description="Why it is withdrawn or rejected (audited)."
+    )
+
+
 class OperatorDeletion(BaseModel):
     id: UUID
     user_id: UUID
-    status: str
+    status: str = Field(
+        description="pending_approval (awaiting a second operator), requested (approved:"
+        " the user's grace period runs), withdrawn (by its requester), rejected (by another"
+        " operator), expired (not approved in time), and later confirmed, cancelled or"
+        " erased."
+    )
     requested_by: UUID | None
     approved_by: UUID | None
 
@@ -331,6 +385,155 @@ async def unlock_operator(
         await store.audit(
             conn, _operator_id(op), operator_id, "change", ["login_throttle"], body.reason
         )
+
+
+def _state(row: store.Row) -> OperatorState:
+    return OperatorState(
+        id=row["id"],
+        roles=list(row["roles"]),
+        own_password=has_own_password(row),
+        disabled_at=row["disabled_at"],
+    )
+
+
+async def _lock_operator_as_admin(
+    conn: Connection, admin: UUID, operator_id: UUID
+) -> tuple[set[UUID], store.Row]:
+    """The active admins (locked) and the operator (locked, active): 403 if ``admin`` is
+    no longer an active admin, 404 if there is no such operator, 409 if it is disabled."""
+    admins = await store.lock_active_admins(conn)
+    if admin not in admins:  # disabled or demoted since the token was issued
+        raise Problem(403, "Forbidden", "You are no longer an admin.", slug="forbidden")
+    operator = await conn.fetchrow("SELECT * FROM operators WHERE id = $1 FOR UPDATE", operator_id)
+    if operator is None:
+        raise not_found("operator")
+    if operator["disabled_at"] is not None:
+        raise Problem(
+            409, "Operator disabled", "This operator is disabled.", slug="operator-disabled"
+        )
+    return admins, operator
+
+
+def _last_admin() -> Problem:
+    return Problem(
+        409,
+        "Last admin",
+        "This is the last admin: make another operator an admin first.",
+        slug="last-admin",
+    )
+
+
+@router.post("/operators/{operator_id}/disable", response_model=OperatorState)
+async def disable_operator(
+    operator_id: UUID,
+    body: UnlockIn,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("operators.disable")],
+) -> OperatorState:
+    """Admins disable an operator identity: it can no longer log in, its sessions end at
+    once (its tokens fail here now, in the other APIs within seconds) and it cannot
+    re-authenticate. Audited. Not one's own identity, nor the last admin."""
+    refuse_card_numbers(reason=body.reason)
+    refuse_personal_data(reason=body.reason)
+    admin = _operator_id(op)
+    if operator_id == admin:
+        raise Problem(
+            403,
+            "Own identity",
+            "An admin cannot disable their own identity: another admin can.",
+            slug="own-identity",
+        )
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        admins, _ = await _lock_operator_as_admin(conn, admin, operator_id)
+        if not admins - {operator_id}:
+            raise _last_admin()
+        row = await conn.fetchrow(
+            "UPDATE operators SET disabled_at = now() WHERE id = $1 RETURNING *", operator_id
+        )
+        assert row is not None
+        await store.revoke_sessions_of(conn, operator_id, "principal-gone")
+        await store.audit(conn, admin, operator_id, "change", ["disabled_at"], body.reason)
+    return _state(row)
+
+
+@router.put("/operators/{operator_id}/roles", response_model=OperatorState)
+async def change_operator_roles(
+    operator_id: UUID,
+    body: OperatorRolesIn,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("operators.roles")],
+) -> OperatorState:
+    """Admins set an operator's roles. Tokens carry roles, so the operator's sessions
+    end at once: they log in again with the new ones. Audited. The last admin keeps the
+    admin role. Roles as they are already change nothing (no row, no session ended)."""
+    refuse_card_numbers(reason=body.reason)
+    refuse_personal_data(reason=body.reason)
+    admin = _operator_id(op)
+    roles = sorted(set(body.roles))
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        admins, operator = await _lock_operator_as_admin(conn, admin, operator_id)
+        if sorted(operator["roles"]) == roles:
+            return _state(operator)
+        if ADMIN not in roles and not admins - {operator_id}:
+            raise _last_admin()
+        row = await conn.fetchrow(
+            "UPDATE operators SET roles = $2 WHERE id = $1 RETURNING *", operator_id, roles
+        )
+        assert row is not None
+        await store.revoke_sessions_of(conn, operator_id, "principal-gone")
+        await store.audit(conn, admin, operator_id, "change", ["roles"], body.reason)
+    return _state(row)
+
+
+@router.post("/me/password", response_model=TokenPair)
+@before_own_password
+async def set_own_password(
+    body: OperatorPasswordChange,
+    ctx: Ctx,
+    op: Annotated[Operator, Depends(any_operator)],
+) -> TokenPair:
+    """An operator sets their own password, with the current one (throttled like a
+    login). The first thing an operator created by another does: until then their
+    sessions may do nothing else (``403 password-change-required``), since whoever
+    created the identity chose that password (P-15). Every session of the operator ends;
+    a new one starts (the answer), with the operator's roles. Audited."""
+    if body.new_password == body.current_password:
+        raise Problem(
+            422,
+            "Password unchanged",
+            "The new password must differ from the current one.",
+            slug="password-unchanged",
+        )
+    operator_id = _operator_id(op)
+    async with ctx.pool.acquire() as conn:
+        operator = await store.active_operator(conn, operator_id)
+    stored = operator["password_hash"] if operator is not None else None
+    await reauthenticate(
+        ctx, operator_id, stored, body.current_password, "The current password is wrong."
+    )
+    assert operator is not None  # reauthenticate refused no one
+    assert stored is not None
+    new_hash = await hash_password(body.new_password)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if not await store.set_own_password(conn, operator_id, UUID(op.sid), stored, new_hash):
+            raise Problem(
+                401,
+                "Unauthorised",
+                "The password or this session changed meanwhile: sign in again.",
+                slug="unauthorised",
+            )
+        await store.revoke_sessions_of(conn, operator_id, "password-changed")
+        purpose = (
+            "own password changed"
+            if has_own_password(operator)
+            else "own password set, replacing the one chosen by the operator who created"
+            " this identity"
+        )
+        await store.audit(conn, operator_id, operator_id, "change", ["password"], purpose)
+        fresh = await store.active_operator(conn, operator_id)
+        assert fresh is not None
+        pair = await start_session(ctx, conn, fresh, "operator")
+    return pair
 
 
 # -- users' personal data --------------------------------------------------------------
@@ -684,23 +887,52 @@ async def stats(ctx: Ctx, _: Annotated[Operator, allowed("stats.read")]) -> Stat
     )
 
 
-@router.get("/audit", response_model=list[AuditRow])
+NEXT_PAGE = {
+    "Link": {
+        "description": 'The next page, when there is one: `<?after_id=...>; rel="next"`'
+        " (relative to this request's address, with its filters and limit).",
+        "schema": {"type": "string"},
+    }
+}
+
+
+@router.get("/audit", response_model=list[AuditRow], responses={200: {"headers": NEXT_PAGE}})
 async def read_audit(
+    response: Response,
     ctx: Ctx,
     _: Annotated[Operator, allowed("audit.read")],
     subject_id: UUID | None = None,
     operator_id: UUID | None = None,
+    after_id: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=2**63 - 1,
+            description="Only rows after this id: the last id of the page before (keyset"
+            " paging; the Link header names the next page).",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditRow]:
-    """Who read or changed whose data, which fields and why (ids only)."""
+    """Who read or changed whose data, which fields and why (ids only), oldest first, a
+    page at a time: while more rows follow, the Link header (``rel="next"``) names the
+    next page (``after_id``, the last id of this one)."""
     async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT * FROM audit_log WHERE ($1::uuid IS NULL OR subject_id = $1)"
-            " AND ($2::uuid IS NULL OR operator_id = $2) ORDER BY id LIMIT $3",
+            " AND ($2::uuid IS NULL OR operator_id = $2) AND ($3::bigint IS NULL OR id > $3)"
+            " ORDER BY id LIMIT $4",
             subject_id,
             operator_id,
-            limit,
+            after_id,
+            limit + 1,  # one more: is there a next page?
         )
+    if len(rows) > limit:
+        rows = rows[:limit]
+        query = {"subject_id": subject_id, "operator_id": operator_id}
+        following = {k: str(v) for k, v in query.items() if v is not None}
+        following.update(after_id=str(rows[-1]["id"]), limit=str(limit))
+        response.headers["Link"] = f'<?{urlencode(following)}>; rel="next"'
     return [
         AuditRow(**{**dict(r), "fields": list(r["fields"]), "chain": bytes(r["chain"]).hex()})
         for r in rows
@@ -1008,11 +1240,17 @@ async def export_to_recipient(
 
 
 async def _reauthenticate(ctx: Context, op: Operator, password: str) -> None:
-    """403 unless ``password`` is the calling operator's (429 while throttled)."""
+    """403 unless ``password`` is the calling operator's (429 while throttled), the
+    operator is not disabled (a disabled one has no password that passes) and set their
+    own password (``403 password-change-required``): one whose password their creator
+    chose may be that creator (P-15)."""
     async with ctx.pool.acquire() as conn:
-        operator = await store.operator_by_id(conn, _operator_id(op))
+        operator = await store.active_operator(conn, _operator_id(op))
     stored = operator["password_hash"] if operator is not None else None
     await reauthenticate(ctx, _operator_id(op), stored, password, "Your password is wrong.")
+    assert operator is not None  # reauthenticate refused a missing one
+    if not has_own_password(operator):
+        raise password_change_required()
 
 
 def _four_eyes(detail: str) -> Problem:
@@ -1035,24 +1273,47 @@ async def request_user_deletion(
     op: Annotated[Operator, allowed("deletions.request")],
 ) -> OperatorDeletion:
     """An operator asks to delete a user, with their password: nothing happens until a
-    second, different operator approves (P-15)."""
+    second, different operator approves (P-15). One request awaits approval per user at
+    a time (``409 deletion-request-pending``); one not approved within
+    ``IMT_ACCOUNTS_OPERATOR_DELETION_APPROVAL_DAYS`` expires, and may be made again."""
     refuse_card_numbers(reason=body.reason)
     # Stored in clear with the request, which an erasure keeps (its reason cleared) and a
     # restored snapshot holds as it was: it must name no one.
     refuse_personal_data(reason=body.reason)
     await _reauthenticate(ctx, op, body.password)
+    days = ctx.settings.accounts_operator_deletion_approval_days
     async with ctx.pool.acquire() as conn, conn.transaction():
         if await store.user_by_id(conn, user_id) is None:
             raise not_found("user")
+        await conn.execute(
+            "UPDATE deletion_requests SET status = 'expired', updated_at = now()"
+            " WHERE user_id = $1 AND status = 'pending_approval'"
+            " AND created_at <= now() - make_interval(days => $2)",
+            user_id,
+            days,
+        )
         row = await conn.fetchrow(
             "INSERT INTO deletion_requests (id, user_id, initiated_by, requested_by, reason,"
-            " status) VALUES ($1, $2, 'operator', $3, $4, 'pending_approval') RETURNING *",
+            " status) VALUES ($1, $2, 'operator', $3, $4, 'pending_approval')"
+            " ON CONFLICT (user_id) WHERE status = 'pending_approval' DO NOTHING RETURNING *",
             uuid4(),
             user_id,
             _operator_id(op),
             body.reason,
         )
-    assert row is not None
+        if row is None:
+            pending = await conn.fetchval(
+                "SELECT id FROM deletion_requests WHERE user_id = $1"
+                " AND status = 'pending_approval'",
+                user_id,
+            )
+            raise Problem(
+                409,
+                "Deletion awaiting approval",
+                f"A request to delete this user awaits a second operator's approval already"
+                f" (request {pending}): approve it, reject it or withdraw it.",
+                slug="deletion-request-pending",
+            )
     return _deletion(row)
 
 
@@ -1064,9 +1325,12 @@ async def approve_user_deletion(
     op: Annotated[Operator, allowed("deletions.approve")],
 ) -> OperatorDeletion:
     """The second operator approves, with their password; only then is the deletion
-    requested."""
+    requested. Both operators must have set their own passwords. A request older than
+    ``IMT_ACCOUNTS_OPERATOR_DELETION_APPROVAL_DAYS`` is expired instead (``410
+    deletion-request-expired``): the deletion may be requested again."""
     await _reauthenticate(ctx, op, body.password)
     approver = _operator_id(op)
+    days = ctx.settings.accounts_operator_deletion_approval_days
     async with ctx.pool.acquire() as conn, conn.transaction():
         user_id = await conn.fetchval(
             "SELECT user_id FROM deletion_requests WHERE id = $1", request_id
@@ -1074,54 +1338,163 @@ async def approve_user_deletion(
         # The user's row first, as everywhere a user's deletion is started or erased.
         under_way = None if user_id is None else await cancel_window.active_request(conn, user_id)
         row = await conn.fetchrow(
+            "SELECT *, created_at <= now() - make_interval(days => $2) AS expired"
+            " FROM deletion_requests WHERE id = $1 AND status = 'pending_approval' FOR UPDATE",
+            request_id,
+            days,
+        )
+        if row is None:
+            raise not_found("deletion request awaiting approval")
+        if row["expired"]:
+            await conn.execute(
+                "UPDATE deletion_requests SET status = 'expired', updated_at = now() WHERE id = $1",
+                request_id,
+            )
+        else:
+            approved = await _approve(ctx, conn, row, approver, under_way)
+    if row["expired"]:  # answered once committed: the deletion may be requested again
+        raise Problem(
+            410,
+            "Deletion request expired",
+            f"This request was not approved within {days} days: it has expired. Request"
+            " the deletion again if it is still wanted.",
+            slug="deletion-request-expired",
+        )
+    return approved
+
+
+async def _approve(
+    ctx: Context,
+    conn: Connection,
+    row: store.Row,
+    approver: UUID,
+    under_way: store.Row | None,
+) -> OperatorDeletion:
+    """Approve the pending request ``row`` (locked, not expired) as ``approver``."""
+    request_id, requester = row["id"], row["requested_by"]
+    if requester == approver:
+        raise _four_eyes("Another operator must approve a deletion you requested.")
+    # Whoever created an identity chose its first password and may act as it: an
+    # admin could request as a support identity of their making, then approve. So
+    # neither may be the other's creator (nor the creator's creator, and so on).
+    lineage = await store.operator_creators(conn, requester)
+    if approver in lineage or requester in await store.operator_creators(conn, approver):
+        raise _four_eyes(
+            "An operator who did not create, and was not created by, the one who"
+            " requested this deletion must approve it."
+        )
+    # Nor anyone else's request made under a password its creator chose (one made before
+    # operators set their own): the creator may have made it, alone.
+    requested_by = await store.operator_by_id(conn, requester)
+    if requested_by is None or not has_own_password(requested_by):
+        raise _four_eyes(
+            "This deletion was requested by an operator who had not set their own password:"
+            " reject it, and have it requested again."
+        )
+    if requested_by["disabled_at"] is not None:
+        raise Problem(
+            409,
+            "Requester disabled",
+            "The operator who requested this deletion is disabled since: reject it, and"
+            " have it requested again if it is still wanted.",
+            slug="requester-disabled",
+        )
+    if under_way is not None:
+        raise Problem(
+            409,
+            "Deletion under way",
+            f"This user's deletion is under way already (request {under_way['id']}).",
+            slug="deletion-under-way",
+        )
+    # An erasure leaves a request never approved as it was (the proof of it): there
+    # is no account left for it to delete.
+    if await store.user_by_id(conn, row["user_id"]) is None:
+        raise Problem(
+            409, "Account erased", "This user's account is erased already.",
+            slug="account-erased",
+        )  # fmt: skip
+    approved = await conn.fetchrow(
+        "UPDATE deletion_requests SET status = 'requested', approved_by = $2,"
+        " updated_at = now() WHERE id = $1 RETURNING *",
+        request_id,
+        approver,
+    )
+    assert approved is not None
+    uid = approved["user_id"]
+    # The reason is free text about the user, cleared at the erasure; the audit log
+    # keeps its rows for good, so it names the request, never repeats the reason.
+    purpose = f"operator deletion, request {request_id}"
+    await store.audit(conn, approver, uid, "delete", ["account"], purpose)
+    await emit(
+        conn,
+        DeletionRequested(user_id=uid, request_id=request_id, initiated_by="operator"),
+        uid,
+    )
+    await cancel_window.notify_deletion_requested(ctx, conn, uid, request_id)
+    return _deletion(approved)
+
+
+async def _close_pending(
+    ctx: Context, caller: UUID, request_id: UUID, body: DeletionClosing, status: str
+) -> OperatorDeletion:
+    """Withdraw (its requester) or reject (another operator) a request awaiting
+    approval: it can then never be approved. Audited, naming the request."""
+    refuse_card_numbers(reason=body.reason)
+    refuse_personal_data(reason=body.reason)  # kept for good in the audit log
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
             "SELECT * FROM deletion_requests WHERE id = $1 AND status = 'pending_approval'"
             " FOR UPDATE",
             request_id,
         )
         if row is None:
             raise not_found("deletion request awaiting approval")
-        requester = row["requested_by"]
-        if requester == approver:
-            raise _four_eyes("Another operator must approve a deletion you requested.")
-        # Whoever created an identity chose its first password and may act as it: an
-        # admin could request as a support identity of their making, then approve. So
-        # neither may be the other's creator (nor the creator's creator, and so on).
-        lineage = await store.operator_creators(conn, requester)
-        if approver in lineage or requester in await store.operator_creators(conn, approver):
-            raise _four_eyes(
-                "An operator who did not create, and was not created by, the one who"
-                " requested this deletion must approve it."
-            )
-        if under_way is not None:
+        own = row["requested_by"] == caller
+        if status == "withdrawn" and not own:
             raise Problem(
-                409,
-                "Deletion under way",
-                f"This user's deletion is under way already (request {under_way['id']}).",
-                slug="deletion-under-way",
+                403,
+                "Not your request",
+                "Only the operator who requested this deletion can withdraw it; a privacy"
+                " officer or an admin can reject it.",
+                slug="not-requester",
             )
-        # An erasure leaves a request never approved as it was (the proof of it): there
-        # is no account left for it to delete.
-        if await store.user_by_id(conn, user_id) is None:
+        if status == "rejected" and own:
             raise Problem(
-                409, "Account erased", "This user's account is erased already.",
-                slug="account-erased",
-            )  # fmt: skip
-        row = await conn.fetchrow(
-            "UPDATE deletion_requests SET status = 'requested', approved_by = $2,"
-            " updated_at = now() WHERE id = $1 RETURNING *",
+                403,
+                "Your own request",
+                "Withdraw a deletion you requested; another operator rejects one.",
+                slug="own-request",
+            )
+        closed = await conn.fetchrow(
+            "UPDATE deletion_requests SET status = $2, updated_at = now() WHERE id = $1"
+            " RETURNING *",
             request_id,
-            approver,
+            status,
         )
-        assert row is not None
-        uid = row["user_id"]
-        # The reason is free text about the user, cleared at the erasure; the audit log
-        # keeps its rows for good, so it names the request, never repeats the reason.
-        purpose = f"operator deletion, request {request_id}"
-        await store.audit(conn, approver, uid, "delete", ["account"], purpose)
-        await emit(
-            conn,
-            DeletionRequested(user_id=uid, request_id=request_id, initiated_by="operator"),
-            uid,
-        )
-        await cancel_window.notify_deletion_requested(ctx, conn, uid, request_id)
-    return _deletion(row)
+        assert closed is not None
+        purpose = f"operator deletion, request {request_id} {status}: {body.reason}"
+        await store.audit(conn, caller, closed["user_id"], "change", ["deletion_request"], purpose)
+    return _deletion(closed)
+
+
+@router.post("/deletion-requests/{request_id}/withdraw", response_model=OperatorDeletion)
+async def withdraw_user_deletion(
+    request_id: UUID,
+    body: DeletionClosing,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("deletions.withdraw")],
+) -> OperatorDeletion:
+    """The operator who requested a deletion withdraws it while it awaits approval."""
+    return await _close_pending(ctx, _operator_id(op), request_id, body, "withdrawn")
+
+
+@router.post("/deletion-requests/{request_id}/reject", response_model=OperatorDeletion)
+async def reject_user_deletion(
+    request_id: UUID,
+    body: DeletionClosing,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("deletions.reject")],
+) -> OperatorDeletion:
+    """A privacy officer or an admin other than its requester rejects a deletion awaiting
+    approval (no password needed: a rejection deletes nothing)."""
+    return await _close_pending(ctx, _operator_id(op), request_id, body, "rejected")

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from deploy.local.gateway import access_log
+from deploy.local.layout import Layout
 from services.accounts.config import AccountsSettings
 from shared.bus.kafka_options import client_options, log_reader, reliable_producer, seek_to_start
 from shared.config import PlatformSettings
@@ -25,6 +29,7 @@ from shared.events import Event, encode_envelope, envelope_for
 from shared.events.catalogue.accounts import ContactCardChanged
 from shared.events.catalogue.deletion import EraseSubject
 from shared.events.topics import PRIMARY_TOPICS
+from shared.pii import luhn_valid
 from tests.support.cards import card_vault, opened
 
 API = "/api/accounts"
@@ -295,7 +300,9 @@ async def publish_policy(client: httpx.AsyncClient, by: Operator, summary: str) 
     return version
 
 
-async def new_operator(client: httpx.AsyncClient, by: Operator, *roles: str) -> Operator:
+async def provisional_operator(client: httpx.AsyncClient, by: Operator, *roles: str) -> Operator:
+    """An operator identity ``by`` created, logged in with the password ``by`` chose:
+    until it sets its own, it may do nothing else (P-15)."""
     email, password = unique_email("op"), f"op-{uuid.uuid4().hex}"
     response = await client.post(
         f"{API}/operator/operators",
@@ -305,6 +312,28 @@ async def new_operator(client: httpx.AsyncClient, by: Operator, *roles: str) -> 
     assert response.status_code == 201, response.text
     operator = Operator(response.json()["id"], email, password, tuple(roles))
     operator.access = await operator_token(client, email, password)
+    return operator
+
+
+async def set_own_password(client: httpx.AsyncClient, operator: Operator) -> None:
+    """The operator replaces their password with one of their own; their token is then
+    the new session's."""
+    own = f"own-{uuid.uuid4().hex}"
+    response = await client.post(
+        f"{API}/operator/me/password",
+        json={"current_password": operator.password, "new_password": own},
+        headers=operator.headers,
+    )
+    assert response.status_code == 200, response.text
+    operator.password = own
+    operator.access = response.json()["access_token"]
+
+
+async def new_operator(client: httpx.AsyncClient, by: Operator, *roles: str) -> Operator:
+    """An operator identity ``by`` created, who logged in and set their own password (the
+    first thing every operator created by another must do), with a token of theirs."""
+    operator = await provisional_operator(client, by, *roles)
+    await set_own_password(client, operator)
     return operator
 
 
@@ -377,3 +406,91 @@ async def erase_subject(
     )
     await publish(settings, command, source="deletion", subject=user_id)
     return (await erasure_receipt(bus, user_id, request_id))[0]
+
+
+# -- scanning every store for a secret (P-01, P-09) ----------------------------------------
+
+#: Every service's database, and the vault's (the keys that seal personal fields).
+SERVICE_DATABASES = ("accounts", "notifier", "deletion", "analytics", "vault")
+#: What a card number may be written with between its digits, in the tests that type one.
+CARD_SEPARATORS = r"[\s.\-/]"
+
+
+def _like(needle: str) -> str:
+    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def tables_holding(
+    settings: PlatformSettings,
+    needles: Sequence[str],
+    *,
+    ignoring: str | None = None,
+    databases: Sequence[str] = SERVICE_DATABASES,
+) -> list[str]:
+    """``database.table`` of every table one row of which, written as text (a bytea
+    column as ``\\x`` and hex), holds one of ``needles``; with ``ignoring`` (a regular
+    expression), once what it matches is removed. PostgreSQL searches: nothing is copied
+    out, so every table of every database is read, however large."""
+    patterns = [_like(n) for n in needles]
+    row = "t::text" if ignoring is None else "regexp_replace(t::text, $2, '', 'g')"
+    extra = () if ignoring is None else (ignoring,)
+    found: list[str] = []
+    for database in databases:
+        conn = await asyncpg.connect(settings.database_dsn(database))
+        try:
+            tables = await conn.fetch(
+                "SELECT schemaname, tablename FROM pg_tables"
+                " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+                " ORDER BY schemaname, tablename"
+            )
+            for t in tables:
+                held = await conn.fetchval(
+                    f'SELECT EXISTS (SELECT 1 FROM "{t["schemaname"]}"."{t["tablename"]}" t'
+                    f" WHERE {row} LIKE ANY($1::text[]))",
+                    patterns,
+                    *extra,
+                )
+                if held:
+                    found.append(f"{database}.{t['tablename']}")
+        finally:
+            await conn.close()
+    return found
+
+
+def logs_holding(needles: Sequence[bytes]) -> list[str]:
+    """The platform's log files (every service's, the gateway's, PostgreSQL's, Kafka's,
+    the SMTP server's) holding one of ``needles``."""
+    return sorted(
+        log.name
+        for log in Layout.from_env().logs.glob("*.log")
+        if any(needle in log.read_bytes() for needle in needles)
+    )
+
+
+async def gateway_trace_ids(request_ids: Sequence[str], timeout: float = 30.0) -> dict[str, str]:
+    """The trace id the gateway gave each request (named by the X-Request-Id the client
+    sent), once its access log holds every one of them: the id the services' log lines
+    and the events those requests queued carry."""
+    log = access_log(Layout.from_env())
+    deadline = time.monotonic() + timeout
+    while True:
+        found: dict[str, str] = {}
+        for line in log.read_text(errors="replace").splitlines():
+            if not any(rid in line for rid in request_ids):
+                continue
+            entry = json.loads(line)
+            if entry.get("request_id") in request_ids:
+                found[entry["request_id"]] = entry["trace_id"]
+        if len(found) == len(set(request_ids)):
+            return found
+        if time.monotonic() > deadline:
+            missing = sorted(set(request_ids) - found.keys())
+            raise TimeoutError(f"the gateway logged no request {missing}")
+        await asyncio.sleep(0.2)
+
+
+def luhn_card(prefix: str = "4") -> str:
+    """A fresh 16-digit Luhn-valid card number: random, so no earlier run left it anywhere."""
+    body = prefix + "".join(secrets.choice("0123456789") for _ in range(15 - len(prefix)))
+    return next(body + d for d in "0123456789" if luhn_valid(body + d))

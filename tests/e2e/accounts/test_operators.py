@@ -47,6 +47,8 @@ EXPECTED: dict[str, set[str]] = {
     "verify audit": {"privacy_officer", "admin"},
     "create operator": {"admin"},
     "unlock operator": {"admin"},
+    "disable operator": {"admin"},
+    "change operator roles": {"admin"},
     "publish policy": {"privacy_officer", "admin"},
     "announce": {"admin", "support"},
     "declare incident": {"privacy_officer", "admin"},
@@ -54,6 +56,8 @@ EXPECTED: dict[str, set[str]] = {
     "export to recipient": {"privacy_officer"},
     "request deletion": {"support", "privacy_officer"},
     "approve deletion": {"privacy_officer", "admin"},
+    "withdraw deletion": {"support", "privacy_officer"},
+    "reject deletion": {"privacy_officer", "admin"},
     "record invoice": {"support", "admin"},
 }
 PII_READS = {"search users", "read user", "read request thread"}
@@ -101,6 +105,8 @@ async def test_each_role_gets_exactly_its_endpoints_and_every_pii_read_is_audite
         "verify audit": ("GET", "/operator/audit/verify", None, None),
         "create operator": ("POST", "/operator/operators", {}, None),
         "unlock operator": ("POST", f"/operator/operators/{uuid.uuid4()}/unlock", {}, None),
+        "disable operator": ("POST", f"/operator/operators/{uuid.uuid4()}/disable", {}, None),
+        "change operator roles": ("PUT", f"/operator/operators/{uuid.uuid4()}/roles", {}, None),
         "publish policy": ("POST", "/operator/policy-versions", {}, None),
         "announce": ("POST", "/operator/announcements", {}, None),
         "declare incident": ("POST", "/operator/incidents", {}, None),
@@ -113,6 +119,13 @@ async def test_each_role_gets_exactly_its_endpoints_and_every_pii_read_is_audite
             None,
             None,
         ),
+        "withdraw deletion": (
+            "POST",
+            f"/operator/deletion-requests/{uuid.uuid4()}/withdraw",
+            {},
+            None,
+        ),
+        "reject deletion": ("POST", f"/operator/deletion-requests/{uuid.uuid4()}/reject", {}, None),
         "record invoice": ("POST", f"/operator/users/{uid}/invoices", {}, None),
     }
     assert set(calls) == set(EXPECTED)
@@ -538,7 +551,11 @@ async def test_an_admin_unlocks_a_locked_operator_and_the_unlock_is_audited(
     done = await client.post(unlock, json=reason, headers=root.headers)
     assert done.status_code == 204, done.text
     assert (await _operator_login(client, locked_out)).status_code == 200
-    rows = await db.fetch("SELECT * FROM audit_log WHERE subject_id = $1", uuid.UUID(locked_out.id))
+    # What others did to the identity (its own row: setting its password).
+    rows = await db.fetch(
+        "SELECT * FROM audit_log WHERE subject_id = $1 AND operator_id <> subject_id",
+        uuid.UUID(locked_out.id),
+    )
     assert [(r["action"], list(r["fields"]), r["purpose"]) for r in rows] == [
         ("change", ["login_throttle"], reason["reason"])
     ]

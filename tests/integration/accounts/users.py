@@ -38,13 +38,18 @@ async def stored_user(conn: Connection, **columns: Any) -> uuid.UUID:
 
 
 async def stored_operator(
-    conn: Connection, password: str, *roles: str, created_by: uuid.UUID | None = None
+    conn: Connection,
+    password: str,
+    *roles: str,
+    created_by: uuid.UUID | None = None,
+    own_password: bool = True,
 ) -> uuid.UUID:
-    """An operator identity whose password is ``password`` (a real argon2id hash)."""
+    """An operator identity whose password is ``password`` (a real argon2id hash), set
+    by the operator themselves unless not ``own_password`` (their creator's choice)."""
     operator_id = uuid.uuid4()
     created = await store.insert_operator(
         conn, operator_id, operator_id.bytes, b"sealed-email", await hash_password(password),
-        list(roles or ("privacy_officer",)), created_by,
+        list(roles or ("privacy_officer",)), created_by, own_password=own_password,
     )  # fmt: skip
     assert created
     return operator_id
