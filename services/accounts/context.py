@@ -20,7 +20,7 @@ from shared.db.pool import Connection
 from shared.events import Event
 from shared.events.catalogue.notifier import NoticeCategory, SendNotice
 from shared.observability import Problem
-from shared.pii import find_card_numbers, find_pii
+from shared.pii import find_card_numbers
 from shared.service import Runtime
 from shared.vault import Vault
 
@@ -174,36 +174,6 @@ def refuse_card_numbers(**fields: str | None) -> None:
                 for name in holding
             ],
         )
-
-
-def refuse_personal_data(where: str = "body", **fields: str | None) -> None:
-    """P-14: what an operator states for the audit log (purpose, request reference,
-    reason) is kept for good in a hash chain no erasure can touch, so it must name no
-    one: personal data in it refuses the request (422), naming the field, never the value.
-    """
-    kinds = {name: _kinds(text) for name, text in fields.items() if text}
-    holding = sorted(name for name, found in kinds.items() if found)
-    if holding:
-        raise Problem(
-            422,
-            "Personal data is not accepted here",
-            "This text is kept in the audit log for good: state it without personal data"
-            " (addresses, phone numbers, card numbers, IP addresses, secrets). Remove it"
-            " from: " + ", ".join(holding) + ".",
-            slug="personal-data",
-            errors=[
-                {
-                    "location": f"{where}.{name}",
-                    "message": f"holds personal data ({', '.join(kinds[name])})",
-                    "type": "personal_data",
-                }
-                for name in holding
-            ],
-        )
-
-
-def _kinds(text: str) -> list[str]:
-    return sorted({finding.kind.value for finding in find_pii(text)})
 
 
 def not_found(what: str) -> Problem:

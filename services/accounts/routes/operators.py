@@ -28,7 +28,6 @@ from services.accounts.context import (
     emit,
     not_found,
     refuse_card_numbers,
-    refuse_personal_data,
 )
 from services.accounts.domain import fields as field_rules
 from services.accounts.domain.roles import ADMIN, PERMISSIONS
@@ -62,6 +61,7 @@ from shared.events.catalogue.accounts import (
 )
 from shared.events.catalogue.notifier import SendNotice
 from shared.observability import Problem
+from shared.service.kept_text import refuse_personal_data
 from shared.vault import SubjectShredded
 
 router = APIRouter(prefix="/operator", tags=["operators"])
