@@ -97,8 +97,10 @@ class AnalyticsSettings(PlatformSettings):
     )
     analytics_visitor_set_hours: int = Field(
         48,
+        ge=2,  # the worker stops counting a day 70 minutes before it is final (handlers)
         description="Hours the per-window sets of visitor hashes are kept (then unique "
-        "counts are final and visits older than this are ignored as too late).",
+        "counts are final and visits older than this are ignored as too late). At least 2: "
+        "the worker stops counting a day's visits an hour before it is final.",
     )
     analytics_minute_retention_days: int = Field(
         7, description="Days minute windows are kept after their UTC day ends."

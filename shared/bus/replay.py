@@ -153,7 +153,8 @@ async def _superseded(
     settings: PlatformSettings, letters: Sequence[Any]
 ) -> dict[tuple[int, int], str]:
     """The dead letters (by their place in the DLQ) of a compacted topic whose key's
-    latest record there is no longer the one they hold, with why."""
+    latest record there is no longer the one they hold, with why. A dead-lettered
+    tombstone always goes back: it can only erase, and its consumer's erasure is owed."""
     by_source: dict[str, list[Any]] = {}
     for letter in letters:
         if letter.key is not None:  # a compacted topic takes none without a key
@@ -164,6 +165,8 @@ async def _superseded(
         mine = by_source[source]
         latest = await _latest_records(settings, source, mine)
         for letter in mine:
+            if letter.value is None:
+                continue  # a tombstone only erases: never held back
             if letter.key not in latest:
                 why = f"its key is gone from {source} (tombstoned, then compacted away)"
             elif latest[letter.key] is None:

@@ -12,6 +12,7 @@ needs), then its own ``migrations/`` folder. Applied files are recorded in
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,7 +41,7 @@ def migration_files(namespace: str, folder: Path) -> list[tuple[str, Path]]:
 
 async def apply_migrations(conn: Connection, sources: Iterable[tuple[str, Path]]) -> list[str]:
     """Apply each source not yet applied; return the versions applied now."""
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+    await _take_lock(conn)
     try:
         await conn.execute(_CREATE_LEDGER)
         done = {
@@ -54,6 +55,20 @@ async def apply_migrations(conn: Connection, sources: Iterable[tuple[str, Path]]
         return applied
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+
+
+async def _take_lock(conn: Connection) -> None:
+    """One migrator at a time. Polled, not waited for: a session waiting inside
+    ``pg_advisory_lock`` holds a snapshot all the while, and ``CREATE INDEX
+    CONCURRENTLY`` in the migrator that holds the lock waits for every such snapshot to
+    end, so the two would deadlock (every process of a service migrates as it starts)."""
+    while True:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_ID):
+            return
+        await asyncio.sleep(_LOCK_POLL_SECONDS)
+
+
+_LOCK_POLL_SECONDS = 0.2
 
 
 async def _apply_one(conn: Connection, version: str, path: Path, done: dict[str, str]) -> bool:

@@ -72,6 +72,7 @@ _TRACE_ID_KINDS = frozenset(kind for kind in PiiKind if kind is not PiiKind.TOKE
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 _MAX_DEPTH = 32  # deeper than any payload we log
+_MAX_NODES = 10_000  # values looked at per record, however they are shared
 _HANDLER_NAME = "imt-json"
 _REDACTED_MARK = "_imt_redacted"
 _plain_formatter = logging.Formatter()
@@ -156,15 +157,22 @@ class PersonalDataFilter(logging.Filter):
             return self._clean_value(arg)
         return arg
 
-    def _clean_field(self, key: str, value: object, depth: int = 0) -> object:
+    def _clean_field(self, key: str, value: object, walk: _Walk | None = None) -> object:
         if is_denied_field(key, self.denied_fields):
             return REDACTED
-        return self._clean_value(value, depth)
+        return self._clean_value(value, walk)
 
-    def _clean_value(self, value: object, depth: int = 0) -> object:
-        if depth > _MAX_DEPTH:
-            # A cycle (a dataclass pointing back to its parent) would otherwise raise
-            # RecursionError out of the filter, into the code that logged.
+    def _clean_value(self, value: object, walk: _Walk | None = None) -> object:
+        walk = walk if walk is not None else _Walk()
+        try:
+            return self._clean_node(value, walk)
+        except Exception:  # a filter that raises breaks the code that logged
+            return REDACTED
+
+    def _clean_node(self, value: object, walk: _Walk) -> object:
+        walk.left -= 1
+        if walk.left < 0 or len(walk.path) > _MAX_DEPTH:
+            # Deeper or larger than anything we log: what is left is not written.
             return REDACTED
         if value is None or isinstance(value, bool | float):
             return value
@@ -176,15 +184,34 @@ class PersonalDataFilter(logging.Filter):
             cleaned = redact(text)
             return value if cleaned == text else cleaned
         fields = _fields_of(value)
-        if fields is not None:
-            # Keys are written too ({email: count}): redacted, but denied by their own name.
-            return {
-                redact(str(k)): self._clean_field(str(k), v, depth + 1) for k, v in fields.items()
-            }
-        if isinstance(value, list | tuple | set | frozenset):
-            return [self._clean_value(item, depth + 1) for item in value]
-        # Anything else (exceptions included) is written as text, so it is scrubbed as text.
-        return scrub(str(value))
+        if fields is None and not isinstance(value, list | tuple | set | frozenset):
+            # Anything else (exceptions included) is written as text: scrubbed as text.
+            return scrub(str(value))
+        if id(value) in walk.path:  # a cycle (a child pointing back to its parent)
+            return REDACTED
+        walk.path.add(id(value))
+        try:
+            if fields is not None:
+                # Keys are written too ({email: count}): redacted, denied by their own name.
+                return {
+                    redact(str(k)): self._clean_field(str(k), v, walk) for k, v in fields.items()
+                }
+            assert isinstance(value, list | tuple | set | frozenset)
+            return [self._clean_value(item, walk) for item in value]
+        finally:
+            walk.path.discard(id(value))
+
+
+class _Walk:
+    """One record's walk through a structure: the containers on the way down (a cycle
+    is cut where it closes) and how many values may still be looked at (shared parts
+    are met once per path, so a small structure can fan out without end)."""
+
+    __slots__ = ("left", "path")
+
+    def __init__(self) -> None:
+        self.path: set[int] = set()
+        self.left = _MAX_NODES
 
 
 def _fields_of(value: object) -> Mapping[object, object] | None:
@@ -199,7 +226,8 @@ def _fields_of(value: object) -> Mapping[object, object] | None:
     if isinstance(value, BaseModel):
         return dict(value)  # declared fields, then extra ones
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        # A field declared init=False and never set has no value yet.
+        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
     return None
 
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from shared.bus import reliable_producer
 from shared.bus.dead_letters import dead_letter
-from shared.bus.kafka_options import client_options, log_reader, seek_to_start
+from shared.bus.kafka_options import log_reader, seek_to_start
 from shared.bus.replay import replay_dead_letters
-from shared.bus.scratch import wait_for_leaders
+from shared.bus.scratch import created_topics
 from shared.config import PlatformSettings
 from shared.events.topics import ACCOUNTS_CONTACTS, dlq_of
 
@@ -26,23 +26,12 @@ async def compacted_topic(settings: PlatformSettings) -> AsyncIterator[str]:
     """A fresh topic with the contact cards' settings (compacted, kept for ever), and
     its DLQ; deleted after the test."""
     name = f"bus.selftest.compacted.{uuid.uuid4().hex[:12]}"
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(name, 2, 1, topic_configs=ACCOUNTS_CONTACTS.config()),
-                NewTopic(dlq_of(name), 1, 1),
-            ],
-            timeout_ms=30_000,
-        )
-        try:
-            await wait_for_leaders(admin, [name, dlq_of(name)])
-            yield name
-        finally:
-            await admin.delete_topics([name, dlq_of(name)], timeout_ms=30_000)
-    finally:
-        await admin.close()
+    topics = [
+        NewTopic(name, 2, 1, topic_configs=ACCOUNTS_CONTACTS.config()),
+        NewTopic(dlq_of(name), 1, 1),
+    ]
+    async with created_topics(settings, topics):
+        yield name
 
 
 async def _records(settings: PlatformSettings, topic: str) -> list[tuple[bytes, bytes | None]]:
@@ -125,6 +114,43 @@ async def test_only_dead_letters_still_latest_on_a_compacted_topic_go_back(
     assert keys.count(kept) == 2  # the card, and its copy replayed
     assert keys.count(erased) == 2  # the card and its tombstone only
     assert keys.count(changed) == 2  # the card and its newer one only
+
+
+async def test_a_dead_lettered_tombstone_always_goes_back(
+    settings: PlatformSettings, compacted_topic: str
+) -> None:
+    """A consumer that failed on a tombstone still owes its erasure: the tombstone is the
+    key's latest record (or compacted away), and goes back all the same."""
+    topic, key = compacted_topic, b"erased-user"
+    producer = reliable_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"card of " + key, key=key)
+        await producer.send_and_wait(topic, None, key=key)
+        reader = log_reader(settings)
+        await reader.start()
+        try:
+            partitions = [TopicPartition(topic, p) for p in (0, 1)]
+            reader.assign(partitions)
+            await seek_to_start(reader, partitions)
+            tombstone = None
+            while tombstone is None:
+                for records in (await reader.getmany(timeout_ms=1000)).values():
+                    tombstone = next((r for r in records if r.value is None), tombstone)
+        finally:
+            await reader.stop()
+        await dead_letter(producer, tombstone, [], "the erasure failed, fixed since", "test")
+    finally:
+        await producer.stop()
+
+    replayed = await replay_dead_letters(settings, dlq_of(topic))
+
+    assert [line.get("skipped") for line in replayed] == [None]
+    assert [v for k, v in await _records(settings, topic) if k == key] == [
+        b"card of " + key,
+        None,
+        None,
+    ]
 
 
 async def test_dead_letters_of_other_topics_go_back_whatever_followed(

@@ -93,6 +93,35 @@ async def test_a_no_transaction_migration_builds_its_indexes_concurrently_and_on
     assert valid is True
 
 
+async def test_concurrent_migrators_wait_for_one_building_an_index_concurrently(
+    scratch_dsn: str, tmp_path: Path
+) -> None:
+    """Every process of a service migrates as it starts: those waiting for the one
+    migrating must not hold a snapshot, which CREATE INDEX CONCURRENTLY waits for (a
+    deadlock while they waited inside pg_advisory_lock)."""
+    _write(tmp_path, "001_repairs.sql", "CREATE TABLE repairs (id int, status text);")
+    _write(
+        tmp_path,
+        "002_by_status.sql",
+        "-- no transaction: writers must not wait.\n"
+        "DROP INDEX CONCURRENTLY IF EXISTS repairs_status;\n"
+        "CREATE INDEX CONCURRENTLY repairs_status ON repairs (status);\n",
+    )
+    conns = [await asyncpg.connect(scratch_dsn) for _ in range(3)]
+    try:
+        results = await asyncio.gather(
+            *(apply_migrations(c, migration_files("svc", tmp_path)) for c in conns)
+        )
+        valid = await conns[0].fetchval(
+            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = 'repairs_status'::regclass"
+        )
+    finally:
+        for conn in conns:
+            await conn.close()
+    assert sorted(map(len, results)) == [0, 0, 2]
+    assert valid is True
+
+
 async def test_the_unit_of_work_rolls_back_unless_committed(scratch_dsn: str) -> None:
     pool = await create_pool(scratch_dsn, max_size=2)
     try:

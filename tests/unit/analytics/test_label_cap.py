@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import Counter
+from pydantic import ValidationError
 
 from services.analytics import handlers, worker
 from services.analytics.config import AnalyticsSettings, SiteList
@@ -316,3 +317,10 @@ async def test_a_batch_that_took_too_long_is_rolled_back_to_be_counted_again(
     assert pool.outcomes == ["rolled back"]
     # The margin covers the deadline with room for the clocks' skew.
     assert timedelta(minutes=30) <= handlers.FINALITY_MARGIN - handlers.COMMIT_DEADLINE
+
+
+def test_a_lateness_shorter_than_the_finality_margin_is_refused() -> None:
+    """With 1 hour, every visit would be too late to count: refused at start."""
+    with pytest.raises(ValidationError, match="analytics_visitor_set_hours"):
+        AnalyticsSettings(analytics_visitor_set_hours=1)
+    assert AnalyticsSettings(analytics_visitor_set_hours=2).analytics_visitor_set_hours == 2

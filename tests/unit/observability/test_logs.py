@@ -383,4 +383,36 @@ def test_a_structure_pointing_back_to_itself_does_not_break_logging(
     log.info("tree %s", node)
 
     [line] = log_lines()
-    assert str(line["message"]).startswith("tree {'label': 'root', 'parent': {'label': 'root'")
+    assert line["message"] == "tree {'label': 'root', 'parent': '[REDACTED]'}"
+
+
+def test_a_structure_sharing_its_parts_is_looked_at_in_bounded_time(
+    log_stream: io.StringIO,
+) -> None:
+    """Two references to one part at each of 18 levels: 2**18 paths. Each value met is
+    counted, and the line stops growing at the budget."""
+    shared: dict[str, object] = {"leaf": EMAIL}
+    for _ in range(18):
+        shared = {"a": shared, "b": shared}
+    looped: dict[str, object] = {}
+    looped["a"] = looped
+    looped["b"] = looped
+
+    log.info("deep %s and looped %s", shared, looped)
+
+    raw = log_stream.getvalue()
+    assert EMAIL not in raw
+    assert len(raw) < 1_000_000  # ~10,000 values at most, not 2**18 leaves (~8 MB)
+    assert "[REDACTED]" in raw
+
+
+def test_a_dataclass_field_not_set_yet_does_not_break_logging(log_lines: LogLines) -> None:
+    @dataclasses.dataclass
+    class Lazy:
+        label: str
+        later: str = dataclasses.field(init=False)
+
+    log.info("lazy %s", Lazy("x"))
+
+    [line] = log_lines()
+    assert line["message"] == "lazy {'label': 'x', 'later': None}"
