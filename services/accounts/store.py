@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 
 from services.accounts.context import SOURCE
-from shared.bus import add_event
+from shared.bus import add_event, add_events
 from shared.bus.outbox import insert_sql
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import AuditLogAppended, SessionEndReason, SessionsRevoked
@@ -472,6 +472,19 @@ async def clear_throttle(conn: Connection, key: bytes) -> None:
 # -- operators -------------------------------------------------------------------------
 
 
+async def hold_operator(conn: Connection, operator_id: UUID, password_hash: str) -> Row | None:
+    """The operator's row as it is now, if still enabled and with ``password_hash``,
+    held (FOR SHARE) until the transaction ends: a password set, a disabling or a role
+    change then waits for the session being opened (and ends it), or came first (and
+    the login is refused, or its session takes the new roles)."""
+    return await conn.fetchrow(
+        "SELECT * FROM operators WHERE id = $1 AND password_hash = $2 AND disabled_at IS NULL"
+        " FOR SHARE",
+        operator_id,
+        password_hash,
+    )
+
+
 async def operator_by_email_index(conn: Connection, index: bytes) -> Row | None:
     return await conn.fetchrow(
         "SELECT * FROM operators WHERE email_index = $1 AND disabled_at IS NULL", index
@@ -593,6 +606,39 @@ async def audit(
     await add_event(conn, appended, source=SOURCE, subject=AUDIT_CHAIN_KEY)
 
 
+async def audit_each(
+    conn: Connection,
+    operator_id: UUID,
+    subject_ids: Sequence[UUID],
+    action: str,
+    fields: Sequence[str],
+    purpose: str,
+) -> None:
+    """One audit row per subject, as :func:`audit` writes them, in one statement.
+
+    The first row takes the audit chain's lock, held until the transaction commits:
+    call it last, once the transaction's reads and changes are done, so that the audited
+    reads and changes of every other operator wait for the commit only.
+    """
+    if not subject_ids:
+        return
+    linked = await conn.fetch(
+        "INSERT INTO audit_log (operator_id, subject_id, action, fields, purpose)"
+        " SELECT $1, s, $3, $4, $5 FROM unnest($2::uuid[]) WITH ORDINALITY AS t(s, n)"
+        " ORDER BY n RETURNING chain_seq, chain",
+        operator_id,
+        list(subject_ids),
+        action,
+        list(fields),
+        purpose,
+    )
+    appended = [
+        (AuditLogAppended(chain_seq=r["chain_seq"], chain=r["chain"].hex()), AUDIT_CHAIN_KEY)
+        for r in sorted(linked, key=lambda r: r["chain_seq"])
+    ]
+    await add_events(conn, appended, source=SOURCE)
+
+
 # -- devices, requests -----------------------------------------------------------------
 
 
@@ -600,6 +646,25 @@ async def devices_of(conn: Connection, user_id: UUID) -> list[Row]:
     return await conn.fetch(
         "SELECT * FROM devices WHERE user_id = $1 ORDER BY created_at, id", user_id
     )
+
+
+async def users_by_ids(conn: Connection, user_ids: Sequence[UUID]) -> dict[UUID, Row]:
+    """The users of ``user_ids`` that exist, by id, in one query."""
+    rows = await conn.fetch("SELECT * FROM users WHERE id = ANY($1::uuid[])", list(user_ids))
+    return {r["id"]: r for r in rows}
+
+
+async def devices_of_users(conn: Connection, user_ids: Sequence[UUID]) -> dict[UUID, list[Row]]:
+    """Each user's devices (as :func:`devices_of` orders them), in one query; a user
+    without devices has none listed."""
+    rows = await conn.fetch(
+        "SELECT * FROM devices WHERE user_id = ANY($1::uuid[]) ORDER BY user_id, created_at, id",
+        list(user_ids),
+    )
+    devices: dict[UUID, list[Row]] = {}
+    for row in rows:
+        devices.setdefault(row["user_id"], []).append(row)
+    return devices
 
 
 async def device_of(
@@ -671,8 +736,30 @@ async def current_consents(conn: Connection, user_id: UUID) -> list[Row]:
     )
 
 
-async def consenting_users(conn: Connection, recipient_id: UUID, purpose: str) -> list[UUID]:
-    """Active users whose latest choice for this recipient and purpose is a grant.
+_CONSENTING = """
+SELECT user_id FROM (
+    SELECT DISTINCT ON (user_id) user_id, granted FROM consents
+    WHERE recipient_id = $1 AND purpose = $2{wanted} ORDER BY user_id, id DESC
+) c JOIN users u ON u.id = c.user_id
+WHERE c.granted AND u.active AND u.age_band <> 'under_13'
+  AND NOT EXISTS (SELECT 1 FROM deletion_requests d WHERE d.user_id = c.user_id
+                  AND d.status IN ('requested', 'confirmed'))
+ORDER BY c.user_id{first}
+"""
+
+
+async def consenting_users(
+    conn: Connection,
+    recipient_id: UUID,
+    purpose: str,
+    *,
+    after: UUID | None = None,
+    among: Sequence[UUID] | None = None,
+    limit: int | None = None,
+) -> list[UUID]:
+    """Active users whose latest choice for this recipient and purpose is a grant, in
+    id order: those after ``after`` (keyset paging), only those ``among`` these ids if
+    given, the first ``limit`` at most.
 
     Never a child under 13: a child's own consent is not consent to disclose their data
     (COPPA, P-26), and no guardian consents to a disclosure (the guardian's consent on
@@ -681,17 +768,48 @@ async def consenting_users(conn: Connection, recipient_id: UUID, purpose: str) -
     now would hold what the user asked to have erased. A request is made with the
     user's row locked, so an export that holds the row and reads again sees it.
     """
-    rows = await conn.fetch(
-        "SELECT user_id FROM (SELECT DISTINCT ON (user_id) user_id, granted FROM consents"
-        " WHERE recipient_id = $1 AND purpose = $2 ORDER BY user_id, id DESC) c"
-        " JOIN users u ON u.id = c.user_id"
-        " WHERE c.granted AND u.active AND u.age_band <> 'under_13'"
-        " AND NOT EXISTS (SELECT 1 FROM deletion_requests d WHERE d.user_id = c.user_id"
-        " AND d.status IN ('requested', 'confirmed'))",
-        recipient_id,
-        purpose,
-    )
+    # Conditions only when given: a page is found by the consents_current index
+    # (recipient, purpose, user), from ``after`` on, which an "$n IS NULL OR" would hide
+    # from the plan a prepared statement settles on.
+    args: list[Any] = [recipient_id, purpose]
+    wanted = ""
+    if after is not None:
+        args.append(after)
+        wanted += f" AND user_id > ${len(args)}"
+    if among is not None:
+        args.append(list(among))
+        wanted += f" AND user_id = ANY(${len(args)}::uuid[])"
+    first = ""
+    if limit is not None:
+        args.append(limit)
+        first = f" LIMIT ${len(args)}"
+    rows = await conn.fetch(_CONSENTING.format(wanted=wanted, first=first), *args)
     return [r["user_id"] for r in rows]
+
+
+async def log_disclosures(
+    conn: Connection,
+    export_id: UUID,
+    recipient_id: UUID,
+    operator_id: UUID,
+    user_ids: Sequence[UUID],
+    fields: Sequence[str],
+) -> list[UUID]:
+    """Log the disclosure of ``fields`` of each user to the recipient in this export,
+    once per user and export (migration 019): the users logged now, in the order given,
+    without those the export had already disclosed."""
+    rows = await conn.fetch(
+        "INSERT INTO disclosures (export_id, recipient_id, user_id, fields, operator_id)"
+        " SELECT $1, $2, u, $4, $5 FROM unnest($3::uuid[]) WITH ORDINALITY AS t(u, n)"
+        " ORDER BY n ON CONFLICT (export_id, user_id) DO NOTHING RETURNING user_id",
+        export_id,
+        recipient_id,
+        list(user_ids),
+        list(fields),
+        operator_id,
+    )
+    logged = {r["user_id"] for r in rows}
+    return [uid for uid in user_ids if uid in logged]
 
 
 # -- invoices (financial records) ------------------------------------------------------

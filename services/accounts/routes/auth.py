@@ -428,11 +428,18 @@ async def _login(
             return None, refused
         await store.clear_throttle(conn, account_key)
         assert principal is not None
-        if kind == "user" and not await store.hold_password(conn, principal["id"], stored):
-            # Changed while it was verified: a password change or reset, which ends every
-            # session, must not miss this one. Held from here to the session's commit, so
-            # a change either waits for the session (and revokes it) or comes first.
-            return None, refused
+        # Changed while it was verified: a password change or reset (an operator's
+        # disabling or new roles too), which ends every session, must not miss this one.
+        # Held from here to the session's commit, so a change either waits for the
+        # session (and ends it) or comes first.
+        if kind == "user":
+            if not await store.hold_password(conn, principal["id"], stored):
+                return None, refused
+        else:
+            assert stored is not None  # it verified
+            principal = await store.hold_operator(conn, principal["id"], stored)
+            if principal is None:
+                return None, refused
         return await start_session(ctx, conn, principal, kind), None
 
 

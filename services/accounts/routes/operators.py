@@ -3,6 +3,9 @@ user's personal data audited in the same transaction (append-only audit_log)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -295,10 +298,19 @@ class RecipientOut(BaseModel):
 
 
 class Export(BaseModel):
-    export_id: UUID
+    export_id: UUID = Field(
+        description="The export this page is part of: every page of it has this id."
+    )
     recipient_id: UUID
     purpose: str
-    records: list[dict[str, Any]]
+    records: list[dict[str, Any]] = Field(
+        description="This page's records, in user id order: each user once in an export."
+    )
+    next: str | None = Field(
+        default=None,
+        description="While more users follow: the cursor of this export's next page (pass"
+        " it as `after`, as the Link header does); null on the last page.",
+    )
 
 
 class OperatorReauthentication(BaseModel):
@@ -1167,9 +1179,10 @@ async def register_recipient(
     )
 
 
-async def _disclosable_record(ctx: Context, conn: Connection, user: store.Row) -> dict[str, Any]:
+async def _disclosable_record(
+    ctx: Context, user: store.Row, devices: Sequence[store.Row]
+) -> dict[str, Any]:
     uid = user["id"]
-    devices = await store.devices_of(conn, uid)
     return {
         "user_id": str(uid),
         "email": await ctx.vault.open(uid, user["email"], purpose=EMAIL),
@@ -1183,56 +1196,163 @@ async def _disclosable_record(ctx: Context, conn: Connection, user: store.Row) -
     }
 
 
-@router.post("/recipients/{recipient_id}/exports", response_model=Export)
-async def export_to_recipient(
-    recipient_id: UUID, ctx: Ctx, op: Annotated[Operator, allowed("recipients.export")]
-) -> Export:
-    """The records a recipient receives: only consenting users (P-18), only allowed and,
-    for a processor, non-sensitive fields (P-19); every disclosure logged and audited."""
-    export_id = uuid4()
-    operator_id = _operator_id(op)
-    async with ctx.pool.acquire() as conn, conn.transaction():
+EXPORT_PAGE = 500
+EXPORT_PAGE_MAX = 1000
+# A cursor: the export's id and the last user of the page before, 32 bytes in base64url.
+_CURSOR = r"^[A-Za-z0-9_-]{43}$"
+
+EXPORT_NEXT_PAGE = {
+    "Link": {
+        "description": "The next page of this export, while more users follow: `<?after=..."
+        '&limit=...>; rel="next"` (relative to this request\'s address).',
+        "schema": {"type": "string"},
+    }
+}
+
+
+def export_cursor(export_id: UUID, last_user: UUID) -> str:
+    """The cursor of the page after ``last_user`` in the export ``export_id``."""
+    return base64.urlsafe_b64encode(export_id.bytes + last_user.bytes).rstrip(b"=").decode()
+
+
+def _invalid_cursor(detail: str) -> Problem:
+    return Problem(422, "Invalid cursor", detail, slug="invalid-cursor")
+
+
+def read_export_cursor(cursor: str) -> tuple[UUID, UUID]:
+    """The export and the last user of the page before, from an ``export_cursor``."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        raise _invalid_cursor("after is not a cursor of an export.") from None
+    if len(raw) != 32:
+        raise _invalid_cursor("after is not a cursor of an export.")
+    return UUID(bytes=raw[:16]), UUID(bytes=raw[16:])
+
+
+async def _continued_by(
+    conn: Connection, export_id: UUID, recipient_id: UUID, operator_id: UUID
+) -> None:
+    """422 unless the export a cursor names is to this recipient and by this operator
+    (or has logged nothing yet): an export is one operator's, to one recipient."""
+    started = await conn.fetchrow(
+        "SELECT recipient_id, operator_id FROM disclosures WHERE export_id = $1 LIMIT 1",
+        export_id,
+    )
+    if started is not None and (started["recipient_id"], started["operator_id"]) != (
+        recipient_id,
+        operator_id,
+    ):
+        raise _invalid_cursor(
+            "This cursor continues an export to another recipient, or by another operator."
+        )
+
+
+async def _export_page(
+    ctx: Context,
+    conn: Connection,
+    recipient_id: UUID,
+    export_id: UUID,
+    operator_id: UUID,
+    page: Sequence[UUID],
+) -> list[dict[str, Any]]:
+    """Disclose the consenting users of ``page`` in one transaction; their records.
+
+    The audit rows are written last: the first takes the audit chain's lock, which every
+    audited read and change of any operator waits for, and holds it until the commit.
+    """
+    async with conn.transaction():
         recipient = await conn.fetchrow("SELECT * FROM recipients WHERE id = $1", recipient_id)
         if recipient is None:
             raise not_found("recipient")
-        records = []
-        # Held, then read again: a consent withdrawn while this export ran either came
-        # first (and is seen now) or waits for this export, then forwards it.
-        candidates = await store.consenting_users(conn, recipient_id, recipient["purpose"])
-        await conn.execute(
-            "SELECT 1 FROM users WHERE id = ANY($1::uuid[]) ORDER BY id FOR SHARE", candidates
+        # Held, then read again: a consent withdrawn while this page is exported either
+        # came first (and is seen now) or waits for this page's commit, then forwards it.
+        held = await conn.fetch(
+            "SELECT id FROM users WHERE id = ANY($1::uuid[]) ORDER BY id FOR SHARE", page
         )
-        held = set(candidates)
-        consenting = await store.consenting_users(conn, recipient_id, recipient["purpose"])
-        for uid in [u for u in consenting if u in held]:
-            user = await store.user_by_id(conn, uid)
-            assert user is not None
-            full = await _disclosable_record(ctx, conn, user)
+        consenting = await store.consenting_users(
+            conn, recipient_id, recipient["purpose"], among=[r["id"] for r in held]
+        )
+        users = await store.users_by_ids(conn, consenting)
+        devices = await store.devices_of_users(conn, consenting)
+        records: dict[UUID, dict[str, Any]] = {}
+        by_fields: dict[tuple[str, ...], list[UUID]] = {}
+        for uid in consenting:
+            full = await _disclosable_record(ctx, users[uid], devices.get(uid, []))
             record = field_rules.disclosed(recipient["kind"], recipient["allowed_fields"], full)
-            fields = sorted(record)
-            await conn.execute(
-                "INSERT INTO disclosures (export_id, recipient_id, user_id, fields, operator_id)"
-                " VALUES ($1, $2, $3, $4, $5)",
-                export_id,
-                recipient_id,
-                uid,
-                fields,
-                operator_id,
+            records[uid] = record
+            by_fields.setdefault(tuple(sorted(record)), []).append(uid)
+        # Once per user in an export: a page asked for again discloses no one twice.
+        logged = {
+            fields: await store.log_disclosures(
+                conn, export_id, recipient_id, operator_id, uids, fields
             )
-            await store.audit(
-                conn,
-                operator_id,
-                uid,
-                "disclose",
-                fields,
-                f"export to {recipient['name']} for {recipient['purpose']}",
-            )
-            records.append(record)
+            for fields, uids in by_fields.items()
+        }
+        why = f"export to {recipient['name']} for {recipient['purpose']}"
+        for fields, uids in logged.items():
+            await store.audit_each(conn, operator_id, uids, "disclose", fields, why)
+    disclosed = {uid for uids in logged.values() for uid in uids}
+    return [records[uid] for uid in consenting if uid in disclosed]
+
+
+@router.post(
+    "/recipients/{recipient_id}/exports",
+    response_model=Export,
+    responses={200: {"headers": EXPORT_NEXT_PAGE}},
+)
+async def export_to_recipient(
+    recipient_id: UUID,
+    response: Response,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("recipients.export")],
+    after: Annotated[
+        str | None,
+        Query(
+            pattern=_CURSOR,
+            description="The cursor of the page to export (`next` of the page before, or"
+            " the Link header's): without it, a new export starts at its first page.",
+        ),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=EXPORT_PAGE_MAX, description="Users a page holds at most.")
+    ] = EXPORT_PAGE,
+) -> Export:
+    """The records a recipient receives: only consenting users (P-18), only allowed and,
+    for a processor, non-sensitive fields (P-19); every disclosure logged and audited.
+
+    A page at a time (keyset paging on the user id), each page in a transaction of its
+    own, so no export holds the audit chain's lock, nor its users' rows, for longer than
+    one page: while more users follow, ``next`` (and the Link header, ``rel="next"``)
+    names the next page of the same export. A user is disclosed, logged and audited once
+    per export: a page asked for again answers only users it has not disclosed yet."""
+    operator_id = _operator_id(op)
+    export_id, last = (uuid4(), None) if after is None else read_export_cursor(after)
+    async with ctx.pool.acquire() as conn:
+        recipient = await conn.fetchrow("SELECT * FROM recipients WHERE id = $1", recipient_id)
+        if recipient is None:
+            raise not_found("recipient")
+        if last is not None:
+            await _continued_by(conn, export_id, recipient_id, operator_id)
+        # Unlocked: the page's users, then one more to tell whether another page follows.
+        candidates = await store.consenting_users(
+            conn, recipient_id, recipient["purpose"], after=last, limit=limit + 1
+        )
+        page = candidates[:limit]
+        # Their keys in one round trip, before the page's transaction holds anything.
+        await ctx.vault.prefetch(page)
+        records = await _export_page(ctx, conn, recipient_id, export_id, operator_id, page)
+    following = None
+    if len(candidates) > limit:
+        following = export_cursor(export_id, page[-1])
+        link = urlencode({"after": following, "limit": str(limit)})
+        response.headers["Link"] = f'<?{link}>; rel="next"'
     return Export(
         export_id=export_id,
         recipient_id=recipient_id,
         purpose=recipient["purpose"],
         records=records,
+        next=following,
     )
 
 

@@ -14,7 +14,15 @@ import httpx
 import pytest
 
 from services.accounts.security import hash_password
-from tests.e2e.accounts.support import API, BusTail, User, active_user, unique_email
+from tests.e2e.accounts.support import (
+    API,
+    BusTail,
+    User,
+    active_user,
+    admin,
+    new_operator,
+    unique_email,
+)
 
 LOCKED = "SELECT 1 FROM users WHERE id = $1 FOR UPDATE"
 WAITING_SECONDS = 1.0  # for the request to check the password and reach the held row
@@ -192,3 +200,43 @@ async def test_an_item_deleted_while_being_edited_is_not_found_not_a_500(
         task = await _waiting(edit)
     answer = await task
     assert answer.status_code == 404, answer.text
+
+
+@pytest.mark.promise("P-15")
+@pytest.mark.parametrize("change", ["disabled", "roles"])
+async def test_an_operators_login_racing_a_disabling_or_new_roles_gets_no_old_session(
+    client: httpx.AsyncClient, db: asyncpg.Connection, change: str
+) -> None:
+    """The login verifies the password (slow), then opens a session: a disabling or a
+    role change committed in between must not leave it a session with what was taken
+    away. The login waits for the operator's row and reads it again."""
+    operator = await new_operator(client, await admin(client), "support", "privacy_officer")
+    row = "SELECT 1 FROM operators WHERE id = $1 FOR UPDATE"
+    async with db.transaction():
+        await db.execute(row, uuid.UUID(operator.id))
+        login = await _waiting(
+            client.post(
+                f"{API}/operator/sessions",
+                json={"email": operator.email, "password": operator.password},
+            )
+        )
+        if change == "disabled":
+            await db.execute(
+                "UPDATE operators SET disabled_at = now() WHERE id = $1", uuid.UUID(operator.id)
+            )
+        else:
+            await db.execute(
+                "UPDATE operators SET roles = '{support}' WHERE id = $1", uuid.UUID(operator.id)
+            )
+    answer = await login
+    if change == "disabled":
+        assert answer.status_code == 401, answer.text
+        return
+    assert answer.status_code == 200, answer.text
+    token = answer.json()["access_token"]
+    audit = await client.get(
+        f"{API}/operator/audit",
+        params={"operator_id": operator.id},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert audit.status_code == 403, audit.text  # a privacy officer's, not support's
