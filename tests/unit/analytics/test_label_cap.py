@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from services.analytics.routes import collector as collector_routes
 from shared.config import DEV_TOKEN_PUBLIC_KEY
 from shared.events.catalogue.analytics import VisitRecorded
 from shared.observability import Metrics, install_problem_handlers
+from tests.unit.analytics.test_collect import _Producer
 
 MOMENT = datetime(2026, 3, 14, 15, 9, 26, tzinfo=UTC)
 DAY = window_start(MOMENT, "day")
@@ -150,22 +150,6 @@ def test_a_site_entry_must_be_a_host_name() -> None:
     for bad in ("http://imt.example", "imt.example:8080", "*", "*.", "a b.example"):
         with pytest.raises(ValueError, match="IMT_ANALYTICS_SITES"):
             AnalyticsSettings(analytics_sites=(bad,))
-
-
-class _Producer:
-    client = None
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return {0}
-
-    async def send(self, topic: str, **record: Any) -> asyncio.Future[None]:
-        self.sent.append(record["value"])
-        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        acked.set_result(None)
-        return acked
 
 
 class _NoDatabase:
