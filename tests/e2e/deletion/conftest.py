@@ -21,7 +21,12 @@ import pytest
 
 from services.deletion.config import DeletionSettings
 from services.deletion.domain.retention import parse_policy
-from tests.e2e.deletion.support import GRACE_SECONDS
+from shared.config import PlatformSettings
+from shared.databases import VAULT_DATABASE
+from shared.db import create_pool
+from shared.vault import Vault
+from tests.e2e.accounts.support import BusTail, start_tail
+from tests.e2e.deletion.support import GRACE_SECONDS, needs_every_service
 
 FINANCIAL_RETENTION_SECONDS = float(os.environ.get("IMT_E2E_FINANCIAL_RETENTION_SECONDS", "60"))
 TEST_RULES_SUFFIX = "+e2e"
@@ -63,3 +68,23 @@ for name, value in {
 async def client(platform: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=platform, timeout=60) as c:
         yield c
+
+
+@pytest.fixture
+async def bus(settings: PlatformSettings) -> AsyncIterator[BusTail]:
+    """The platform's topics, read from now on (every service must be running)."""
+    needs_every_service()
+    tail = await start_tail(settings)
+    yield tail
+    assert tail.task is not None
+    tail.task.cancel()
+    await tail.consumer.stop()
+
+
+@pytest.fixture
+async def vault(settings: PlatformSettings) -> AsyncIterator[Vault]:
+    pool = await create_pool(settings.database_dsn(VAULT_DATABASE), max_size=2)
+    opened_vault = await Vault.connect(settings, pool)
+    yield opened_vault
+    await opened_vault.close()
+    await pool.close()

@@ -12,7 +12,6 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from services.deletion.verifier import contact_cards_left
 from services.notifier.handlers import erasure_notice_id
 from shared.config import PlatformSettings
 from shared.databases import SERVICE_DATABASES, VAULT_DATABASE
-from shared.db import create_pool
 from shared.events.topics import all_topics
 from shared.tracing import trace_id_of
 from shared.vault import SubjectShredded, Vault
@@ -43,7 +41,6 @@ from tests.e2e.accounts.support import (
     read_topics_from_beginning,
     record_invoice,
     sign_up,
-    start_tail,
     unique_email,
     verify,
 )
@@ -51,7 +48,6 @@ from tests.e2e.deletion.conftest import FINANCIAL_RETENTION_SECONDS, TEST_RULES_
 from tests.e2e.deletion.support import (
     API,
     GRACE_SECONDS,
-    needs_every_service,
     officer,
     status,
     wait_for_stage,
@@ -60,25 +56,6 @@ from tests.support.cards import opened
 from tests.support.mailbox import Mailbox, eventually
 
 ACCOUNTS = "/api/accounts"
-
-
-@pytest.fixture
-async def bus(settings: PlatformSettings) -> AsyncIterator[BusTail]:
-    needs_every_service()
-    tail = await start_tail(settings)
-    yield tail
-    assert tail.task is not None
-    tail.task.cancel()
-    await tail.consumer.stop()
-
-
-@pytest.fixture
-async def vault(settings: PlatformSettings) -> AsyncIterator[Vault]:
-    pool = await create_pool(settings.database_dsn("vault"), max_size=2)
-    opened = await Vault.connect(settings, pool)
-    yield opened
-    await opened.close()
-    await pool.close()
 
 
 async def _device(client: httpx.AsyncClient, user: User) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -26,7 +25,6 @@ import pytest
 from services.deletion.config import DeletionSettings
 from shared.config import PlatformSettings
 from shared.databases import SERVICE_DATABASES, VAULT_DATABASE
-from shared.db import create_pool
 from shared.events.catalogue.accounts import (
     CARD_EMAIL,
     CARD_GUARDIAN_EMAIL,
@@ -42,10 +40,9 @@ from tests.e2e.accounts.support import (
     admin,
     new_operator,
     record_invoice,
-    start_tail,
     unique_email,
 )
-from tests.e2e.deletion.support import API, needs_every_service, officer, wait_for_stage
+from tests.e2e.deletion.support import API, officer, wait_for_stage
 from tests.support.cards import opened
 from tests.support.mailbox import eventually
 
@@ -63,25 +60,6 @@ KEPT_BY_RULE = {
 # Tables holding the subject's sealed values without the subject's id: the verifier
 # finds them through their parent's rows (they go with them, ON DELETE CASCADE).
 FOUND_THROUGH = {"accounts.request_messages": "accounts.requests"}
-
-
-@pytest.fixture
-async def bus(settings: PlatformSettings) -> AsyncIterator[BusTail]:
-    needs_every_service()
-    tail = await start_tail(settings)
-    yield tail
-    assert tail.task is not None
-    tail.task.cancel()
-    await tail.consumer.stop()
-
-
-@pytest.fixture
-async def vault(settings: PlatformSettings) -> AsyncIterator[Vault]:
-    pool = await create_pool(settings.database_dsn(VAULT_DATABASE), max_size=2)
-    opened_vault = await Vault.connect(settings, pool)
-    yield opened_vault
-    await opened_vault.close()
-    await pool.close()
 
 
 async def _copy_of_data_key(settings: PlatformSettings, subject: str) -> bytes:

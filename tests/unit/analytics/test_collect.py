@@ -106,14 +106,16 @@ class _Unavailable:
         return None
 
 
-def _collector_app(pool: _Unavailable) -> FastAPI:
+def _collector_app(pool: object, producer: object | None = None) -> FastAPI:
+    """The collector's routes over ``pool`` (what the dropped visits' count uses) and
+    ``producer`` (a stand-in taking every record by default)."""
     app = FastAPI()
     install_problem_handlers(app)
     app.include_router(collector_routes.router)
     metrics = Metrics("analytics-test")
     app.state.collector = handlers.Collector(
-        cast(Any, _Producer()), cast(Any, pool), DailySalt(), frozenset(), "analytics.visits",
-        metrics,
+        cast(Any, producer or _Producer()), cast(Any, pool), DailySalt(), frozenset(),
+        "analytics.visits", metrics,
     )  # fmt: skip
     app.state.suppressed_counter = Counter(
         "analytics_suppressed_visits_total", "Dropped.", ["signal"], registry=metrics.registry

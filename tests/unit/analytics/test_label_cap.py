@@ -10,13 +10,10 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from prometheus_client import Counter
 from pydantic import ValidationError
 
 from services.analytics import handlers, worker
 from services.analytics.config import AnalyticsSettings, SiteList
-from services.analytics.domain.visitor import DailySalt
 from services.analytics.domain.windows import (
     OTHER,
     CellDimension,
@@ -27,11 +24,8 @@ from services.analytics.domain.windows import (
     fold_labels,
     window_start,
 )
-from services.analytics.routes import collector as collector_routes
-from shared.config import DEV_TOKEN_PUBLIC_KEY
 from shared.events.catalogue.analytics import VisitRecorded
-from shared.observability import Metrics, install_problem_handlers
-from tests.unit.analytics.test_collect import _Producer
+from tests.unit.analytics.test_collect import _collector_app, _Producer
 
 MOMENT = datetime(2026, 3, 14, 15, 9, 26, tzinfo=UTC)
 DAY = window_start(MOMENT, "day")
@@ -159,24 +153,6 @@ class _NoDatabase:
         raise OSError("no database in this test")
 
 
-def _app(producer: _Producer) -> FastAPI:
-    app = FastAPI()
-    install_problem_handlers(app)
-    app.include_router(collector_routes.router)
-    metrics = Metrics("analytics-test")
-    app.state.collector = handlers.Collector(
-        cast(Any, producer), cast(Any, _NoDatabase()), DailySalt(), frozenset(),
-        "analytics.visits", metrics,
-    )  # fmt: skip
-    app.state.suppressed_counter = Counter(
-        "analytics_suppressed_visits_total", "Dropped.", ["signal"], registry=metrics.registry
-    )
-    app.state.max_beacon_bytes = 4096
-    app.state.settings = AnalyticsSettings()
-    app.state.token_public_key = DEV_TOKEN_PUBLIC_KEY
-    return app
-
-
 def _beacon(site: str, page: str = "/") -> dict[str, str]:
     return {"beacon_id": str(uuid.uuid4()), "site": site, "page": page}
 
@@ -189,7 +165,7 @@ HEADERS = {
 
 async def test_a_beacon_of_another_site_is_refused_with_a_problem_and_never_published() -> None:
     producer = _Producer()
-    transport = httpx.ASGITransport(app=_app(producer))
+    transport = httpx.ASGITransport(app=_collector_app(_NoDatabase(), producer))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         one = await client.post(
             "/beacon", content=json.dumps(_beacon("attacker.test")), headers=HEADERS
