@@ -23,7 +23,7 @@ from prometheus_client import Counter as CounterChild
 from services.analytics import store
 from services.analytics.domain.beacon import Beacon, ScrubMemo
 from services.analytics.domain.release import Cell as ReleaseCell
-from services.analytics.domain.release import NoiseSource, Release, Window, hidden_keys, release
+from services.analytics.domain.release import NoiseSource, Release, Window, release
 from services.analytics.domain.signals import Suppression
 from services.analytics.domain.visitor import DailySalt, visitor_hash
 from services.analytics.domain.windows import (
@@ -309,9 +309,6 @@ class ReleaseRequest:
     end: datetime
     k: int
     epsilon: float | None
-    within_k: int | None = None  # a smaller k whose release of the same windows this
-    # one hides everything of (the public's within the partners'): holding both then
-    # says no more than the smaller one
     final_before: datetime | None = None  # with a threshold: only days ended before
 
 
@@ -422,8 +419,9 @@ def within_days(request: ReleaseRequest, days: int) -> tuple[ReleaseRequest, boo
 
 
 def _suppressed(windows: list[Window], request: ReleaseRequest, noise: NoiseSource) -> Release:
-    already = () if request.within_k is None else hidden_keys(windows, request.within_k)
-    return release(windows, request.k, request.epsilon, noise, already)
+    # The public's release hides all the partners' does without being told: every k is
+    # settled from the ones below it (domain.release, "Releases under different k nest").
+    return release(windows, request.k, request.epsilon, noise)
 
 
 async def _days_with_hours(

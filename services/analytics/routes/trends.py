@@ -117,7 +117,6 @@ async def public_trends(request: Request, query: Range) -> dict[str, Any]:
         query,
         settings.analytics_public_k,
         settings.analytics_public_epsilon,
-        within_k=settings.analytics_partner_k,
     )
 
 
@@ -155,7 +154,6 @@ async def _release(
     query: _Range,
     k: int,
     epsilon: float | None,
-    within_k: int | None = None,
 ) -> dict[str, Any]:
     settings: AnalyticsSettings = request.app.state.settings
     lateness = timedelta(hours=settings.analytics_visitor_set_hours)
@@ -165,7 +163,7 @@ async def _release(
     stored, result, receipt = await handlers.release_trends(
         request.app.state.pool,
         handlers.ReleaseRequest(
-            audience, query.site, query.grain, query.start, query.end, k, epsilon, within_k, final
+            audience, query.site, query.grain, query.start, query.end, k, epsilon, final
         ),
         request.app.state.noise,
         settings.analytics_max_release_windows,

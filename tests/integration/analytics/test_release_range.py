@@ -44,7 +44,7 @@ async def pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 def _request(k: int, start: datetime, end: datetime) -> handlers.ReleaseRequest:
     final = None if k <= 1 else DAY + timedelta(days=20)
     audience = "operator" if k <= 1 else "partner"
-    return handlers.ReleaseRequest(audience, SITE, "hour", start, end, k, None, None, final)
+    return handlers.ReleaseRequest(audience, SITE, "hour", start, end, k, None, final)
 
 
 async def _recorded(pool: asyncpg.Pool, receipt: handlers.Receipt) -> datetime:
