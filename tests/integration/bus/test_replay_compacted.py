@@ -34,8 +34,8 @@ async def compacted_topic(settings: PlatformSettings) -> AsyncIterator[str]:
         yield name
 
 
-async def _records(settings: PlatformSettings, topic: str) -> list[tuple[bytes, bytes | None]]:
-    """Every (key, value) on ``topic`` (two partitions), in order per partition."""
+async def _consumed(settings: PlatformSettings, topic: str) -> list[Any]:
+    """Every record on ``topic`` (two partitions), in order per partition."""
     reader = log_reader(settings)
     await reader.start()
     try:
@@ -43,13 +43,18 @@ async def _records(settings: PlatformSettings, topic: str) -> list[tuple[bytes, 
         reader.assign(partitions)
         await seek_to_start(reader, partitions)
         ends = await reader.end_offsets(partitions)
-        out: list[tuple[bytes, bytes | None]] = []
+        out: list[Any] = []
         while [tp for tp, end in ends.items() if await reader.position(tp) < end]:
             for records in (await reader.getmany(timeout_ms=1000)).values():
-                out.extend((r.key, r.value) for r in records)
+                out.extend(records)
         return out
     finally:
         await reader.stop()
+
+
+async def _records(settings: PlatformSettings, topic: str) -> list[tuple[bytes, bytes | None]]:
+    """Every (key, value) on ``topic``, in order per partition."""
+    return [(r.key, r.value) for r in await _consumed(settings, topic)]
 
 
 def _latest(records: list[tuple[bytes, bytes | None]]) -> dict[bytes, bytes | None]:
@@ -68,18 +73,7 @@ async def test_only_dead_letters_still_latest_on_a_compacted_topic_go_back(
         for key in cards:
             await producer.send_and_wait(topic, b"card of " + key, key=key)
         # A consumer could not handle these cards: dead-lettered, original bytes kept.
-        on_topic: dict[bytes, Any] = {}
-        reader = log_reader(settings)
-        await reader.start()
-        try:
-            partitions = [TopicPartition(topic, p) for p in (0, 1)]
-            reader.assign(partitions)
-            await seek_to_start(reader, partitions)
-            while len(on_topic) < len(cards):
-                for records in (await reader.getmany(timeout_ms=1000)).values():
-                    on_topic.update({r.key: r for r in records})
-        finally:
-            await reader.stop()
+        on_topic = {r.key: r for r in await _consumed(settings, topic)}
         for key in cards:
             await dead_letter(producer, on_topic[key], [], "a bug, fixed since", "test")
         # Since then: an account erased (its card tombstoned), a card changed, and one
@@ -127,18 +121,7 @@ async def test_a_dead_lettered_tombstone_always_goes_back(
     try:
         await producer.send_and_wait(topic, b"card of " + key, key=key)
         await producer.send_and_wait(topic, None, key=key)
-        reader = log_reader(settings)
-        await reader.start()
-        try:
-            partitions = [TopicPartition(topic, p) for p in (0, 1)]
-            reader.assign(partitions)
-            await seek_to_start(reader, partitions)
-            tombstone = None
-            while tombstone is None:
-                for records in (await reader.getmany(timeout_ms=1000)).values():
-                    tombstone = next((r for r in records if r.value is None), tombstone)
-        finally:
-            await reader.stop()
+        tombstone = next(r for r in await _consumed(settings, topic) if r.value is None)
         await dead_letter(producer, tombstone, [], "the erasure failed, fixed since", "test")
     finally:
         await producer.stop()
