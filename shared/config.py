@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from typing import Literal
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -53,6 +55,30 @@ class UnsafeConfiguration(ValueError):
 # Secrets are compared by what they mean, not by their text: "$(cat key.pem)" drops the
 # final newline, a PEM pasted on one line still loads, and b64decode skips whitespace.
 # Each parser returns None for a value it cannot read.
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` (a name or an address, IPv6 possibly in brackets) is this machine."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_public_https(variable: str, url: str) -> None:
+    """A production link origin must be https (the links carry one-time tokens: P-10) and
+    not this machine (every mailed link would lead nowhere)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or is_loopback(parts.hostname):
+        raise UnsafeConfiguration(f"{variable} must be the public https origin in production")
+
+
+def bootstrap_hosts(bootstrap: str) -> list[str]:
+    """The hosts of a comma-separated ``host:port`` list."""
+    return [server.strip().rsplit(":", 1)[0] for server in bootstrap.split(",") if server.strip()]
 
 
 def is_development_secret(value: str, dev: str) -> bool:
@@ -174,6 +200,7 @@ class PlatformSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_dev_secrets_outside_development(self) -> PlatformSettings:
         if self.environment in ("development", "test"):
+            self._refuse_defaulted_development_off_this_machine()
             return self
         dev_token_key = token_public_key_identity(DEV_TOKEN_PUBLIC_KEY)
         master_key = master_key_bytes(self.vault_master_key.get_secret_value())
@@ -233,6 +260,30 @@ class PlatformSettings(BaseSettings):
                 f"IMT_KAFKA_SECURITY_PROTOCOL must be SSL in {self.environment}"
             )
         return self
+
+    def _refuse_defaulted_development_off_this_machine(self) -> None:
+        """A deployment that forgot ``IMT_ENVIRONMENT`` would run on the development
+        secrets in this repository (anyone could open the vault and sign tokens) without a
+        word. Servers off this machine tell it is not a laptop: it must then say which
+        environment it is (``development`` said explicitly, as the compose file does,
+        is accepted)."""
+        if "environment" in self.model_fields_set:
+            return
+        servers = {
+            "IMT_KAFKA_BOOTSTRAP": (self.kafka_bootstrap, bootstrap_hosts(self.kafka_bootstrap)),
+            "IMT_POSTGRES_HOST": (self.postgres_host, [self.postgres_host]),
+        }
+        remote = [
+            f"{name}={value}"
+            for name, (value, hosts) in servers.items()
+            if not all(is_loopback(host) for host in hosts)
+        ]
+        if remote:
+            raise UnsafeConfiguration(
+                f"IMT_ENVIRONMENT is not set and {', '.join(remote)} is not on this machine:"
+                " set IMT_ENVIRONMENT=production (its secrets and TLS are then required), or"
+                " development to run on the development secrets there"
+            )
 
     def consumer_groups(self) -> dict[str, tuple[str, ...]]:
         """The service's Kafka consumer groups and the topics each reads (its API reports

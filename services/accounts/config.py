@@ -8,6 +8,7 @@ from shared.config import (
     PlatformSettings,
     UnsafeConfiguration,
     is_development_secret,
+    require_public_https,
     token_private_key_identity,
     token_public_key_identity,
 )
@@ -140,9 +141,8 @@ class AccountsSettings(PlatformSettings):
             raise UnsafeConfiguration(
                 "IMT_TOKEN_PRIVATE_KEY is not the private half of IMT_TOKEN_PUBLIC_KEY"
             )
-        if self.environment == "production" and not self.accounts_public_url.startswith("https://"):
-            # The links carry one-time tokens (a password reset's among them): P-10.
-            raise UnsafeConfiguration("IMT_ACCOUNTS_PUBLIC_URL must be https in production")
+        if self.environment == "production":
+            require_public_https("IMT_ACCOUNTS_PUBLIC_URL", self.accounts_public_url)
         return self
 
     @model_validator(mode="after")

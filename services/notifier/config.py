@@ -11,6 +11,7 @@ from shared.config import (
     PlatformSettings,
     UnsafeConfiguration,
     is_development_secret,
+    require_public_https,
 )
 from shared.events.topics import (
     ACCOUNTS_CONTACTS,
@@ -127,6 +128,8 @@ class NotifierSettings(PlatformSettings):
         ):
             if is_development_secret(secret.get_secret_value(), DEV_SECRET):
                 raise UnsafeConfiguration(f"{variable} holds the development default")
+        # Unsubscribe links (P-32) and site links are built on it.
+        require_public_https("IMT_NOTIFIER_PUBLIC_BASE_URL", self.notifier_public_base_url)
         return self
 
     def consumer_groups(self) -> dict[str, tuple[str, ...]]:

@@ -216,6 +216,7 @@ def test_the_notifier_refuses_its_development_secrets_in_production(
     for name, value in {
         **REAL_PLATFORM_SECRETS,
         "IMT_NOTIFIER_UNSUBSCRIBE_SECRET": "a-real-unsubscribe-key",
+        "IMT_NOTIFIER_PUBLIC_BASE_URL": "https://phonedoctorbiz.com",
     }.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match="IMT_NOTIFIER_INBOUND_SECRET"):
@@ -237,8 +238,32 @@ def test_accounts_mails_links_with_tokens_over_https_only_in_production(
         monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match="IMT_ACCOUNTS_PUBLIC_URL"):
         AccountsSettings()  # the default, http://localhost:8080
+    for unusable in ("https://localhost:8443", "https://127.0.0.1", "https://"):
+        monkeypatch.setenv("IMT_ACCOUNTS_PUBLIC_URL", unusable)
+        with pytest.raises(ValidationError, match="IMT_ACCOUNTS_PUBLIC_URL"):
+            AccountsSettings()
     monkeypatch.setenv("IMT_ACCOUNTS_PUBLIC_URL", "https://privacy.imt.example")
     assert AccountsSettings().accounts_public_url == "https://privacy.imt.example"
+
+
+def test_the_notifier_links_to_its_public_https_origin_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unsubscribe links (P-32) built on the default would point at localhost."""
+    from services.notifier.config import NotifierSettings
+
+    for name, value in {
+        **REAL_PLATFORM_SECRETS,
+        "IMT_NOTIFIER_UNSUBSCRIBE_SECRET": "a-real-unsubscribe-key",
+        "IMT_NOTIFIER_INBOUND_SECRET": "a-real-inbound-secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for unusable in ("https://localhost:8443", "http://phonedoctorbiz.com"):
+        monkeypatch.setenv("IMT_NOTIFIER_PUBLIC_BASE_URL", unusable)
+        with pytest.raises(ValidationError, match="IMT_NOTIFIER_PUBLIC_BASE_URL"):
+            NotifierSettings()
+    monkeypatch.setenv("IMT_NOTIFIER_PUBLIC_BASE_URL", "https://phonedoctorbiz.com")
+    assert NotifierSettings().notifier_public_base_url == "https://phonedoctorbiz.com"
 
 
 def test_the_relay_poll_interval_is_bounded_and_the_relays_default() -> None:
@@ -315,8 +340,35 @@ def test_services_refuse_their_development_secrets_padded_with_whitespace(
         "IMT_NOTIFIER_INBOUND_SECRET": "a-real-inbound-secret",
         "IMT_ACCOUNTS_ADMIN_PASSWORD": "a-real-admin-password",
         "IMT_ACCOUNTS_PUBLIC_URL": "https://privacy.imt.example",
+        "IMT_NOTIFIER_PUBLIC_BASE_URL": "https://phonedoctorbiz.com",
         variable: f"{dev}\n",
     }.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=variable):
         {"notifier": NotifierSettings, "accounts": AccountsSettings}[settings]()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("IMT_KAFKA_BOOTSTRAP", "127.0.0.1:19092,kafka-1.internal:9092"),
+        ("IMT_POSTGRES_HOST", "db.internal"),
+    ],
+)
+def test_a_forgotten_environment_off_this_machine_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """A deployment without IMT_ENVIRONMENT would run on the repository's secrets."""
+    monkeypatch.delenv("IMT_ENVIRONMENT", raising=False)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match=f"IMT_ENVIRONMENT is not set and {variable}="):
+        PlatformSettings()
+    monkeypatch.setenv("IMT_ENVIRONMENT", "development")  # said explicitly: a choice
+    assert PlatformSettings().environment == "development"
+
+
+def test_loopback_servers_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMT_ENVIRONMENT", raising=False)
+    monkeypatch.setenv("IMT_KAFKA_BOOTSTRAP", "localhost:19092,[::1]:19093,127.0.0.2:1")
+    monkeypatch.setenv("IMT_POSTGRES_HOST", "::1")
+    assert PlatformSettings().environment == "development"
