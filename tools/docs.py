@@ -473,9 +473,13 @@ def topics_page() -> str:
     headers = ", ".join(f"`{name}`" for name, _ in DLQ_HEADERS)
     return (
         f"# Kafka topics\n\n{GENERATED}\n\n"
-        "Created by the deploy scripts from `shared/events/topics.py`; events per topic are in"
+        "Created by the deploy scripts from `shared/events/topics.py`, whose settings they"
+        " also put back on an existing topic at every run; events per topic are in"
         " [events/README.md](events/README.md).\n\n"
         f"{topics_markdown()}\n"
+        "Retention deletes a whole segment once its newest record is older than the"
+        " retention; topics not compacted roll a segment a day (`segment.ms`), so a record"
+        " outlives its retention by a day at most.\n\n"
         "Compacted topics keep the latest record per key; a tombstone (null value) removes the"
         " key's earlier records within an hour (`max.compaction.lag.ms`) once their segment"
         " is closed: Kafka never compacts the segment being written, which closes after"
@@ -606,7 +610,10 @@ def configuration_markdown() -> str:
         " clone; outside `development` and `test` those defaults are refused at start-up,"
         " and so is any hop without verified TLS (`IMT_POSTGRES_SSLMODE` must be"
         " `verify-full`, `IMT_KAFKA_SECURITY_PROTOCOL` `SSL`). The environment defaults to"
-        " `development`: a deployment sets `IMT_ENVIRONMENT=production`.\n",
+        " `development` only while Kafka and PostgreSQL are on loopback: a process left"
+        " without `IMT_ENVIRONMENT` whose servers are elsewhere refuses to start, so a"
+        " deployment that forgot it never runs on the repository's secrets. A deployment"
+        " sets `IMT_ENVIRONMENT=production`.\n",
         "## Shared settings (`shared.config.PlatformSettings`)\n",
         "Every service reads these.\n",
         settings_table(PlatformSettings, PlatformSettings.model_fields),

@@ -285,13 +285,15 @@ def up(layout: Layout) -> str:
 
 
 async def ensure_topics(layout: Layout, topics: tuple[Topic, ...]) -> None:
-    """Create missing topics; an existing one short of partitions or of in-sync replicas
-    stops the start with what to fix (never grown or altered)."""
+    """Create missing topics and bring existing ones' settings to the registry's; one
+    short of partitions stops the start with what to fix (never grown)."""
     settings = PlatformSettings(kafka_bootstrap=bootstrap(layout))
     try:
-        await shared_ensure_topics(settings, topics)
+        report = await shared_ensure_topics(settings, topics)
     except TopicCreationFailed as exc:
         raise procs.StackError(str(exc)) from exc
+    if report.reconciled:
+        log.warning("Kafka: settings reset to the registry's on %s", ", ".join(report.reconciled))
 
 
 @dataclass(frozen=True)

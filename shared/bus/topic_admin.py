@@ -1,4 +1,5 @@
-"""Creating the registry's topics on any Kafka: ``python -m shared.bus.topic_admin``.
+"""Creating the registry's topics on any Kafka, and keeping their settings the registry's:
+``python -m shared.bus.topic_admin``.
 
 The local stack calls :func:`ensure_topics` after Kafka starts; a deployment runs the
 module once (a Kubernetes Job, the compose ``topics`` container) with its own
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -26,15 +27,28 @@ class TopicCreationFailed(RuntimeError):
     """The broker refused to create a topic."""
 
 
+class TopicReport(NamedTuple):
+    """What :func:`ensure_topics` changed: topics created, and topics whose settings it
+    brought back to the registry's."""
+
+    created: list[str]
+    reconciled: list[str]
+
+
 async def ensure_topics(
     settings: PlatformSettings, topics: Iterable[Topic] = (), replication_factor: int = 1
-) -> list[str]:
-    """Create missing topics; never touch existing ones' partitions or config.
+) -> TopicReport:
+    """Create missing topics and bring existing ones' settings to the registry's.
 
-    Returns the names created now. A topic with fewer partitions than the registry says
-    is refused, not grown: its keys would move to other partitions, so a user's newer
-    events could be read before older ones, and a contact card's tombstone would land
-    where compaction never meets the card. Growing one is a planned migration.
+    The registry is what the platform promises (how long a topic keeps records, whether
+    a tombstoned card leaves the log): a topic created under an older registry, or
+    edited by hand, is altered back at the next start rather than left keeping records
+    for longer than the docs say. Settings the registry does not manage are kept.
+
+    A topic with fewer partitions than the registry says is refused, not grown: its keys
+    would move to other partitions, so a user's newer events could be read before older
+    ones, and a contact card's tombstone would land where compaction never meets the
+    card. Growing one is a planned migration.
     """
     wanted = list(topics) or list(all_topics())
     admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
@@ -66,38 +80,67 @@ async def ensure_topics(
                 + "; ".join(short)
             )
         present = [t for t in wanted if t.name in existing]
-        await _check_min_insync(admin, present, replication_factor)
-        return [t.name for t in missing]
+        reconciled = await _reconcile(admin, present, replication_factor)
+        return TopicReport([t.name for t in missing], reconciled)
     finally:
         await admin.close()
 
 
 MIN_INSYNC = "min.insync.replicas"
+# Where a describe says a value comes from: set on the topic itself (not a broker default).
+DYNAMIC_TOPIC_CONFIG = 1
+# Every setting the registry decides, for some topic: one it no longer asks for (a topic
+# no longer compacted, say) is removed from the topic rather than left behind.
+MANAGED = frozenset(
+    key
+    for topic in (*all_topics(), Topic("-", "-", compacted=True), Topic("-", "-"))
+    for key in topic.config()
+)
 
 
-async def _check_min_insync(
+def reconciled_config(wanted: Mapping[str, str], current: Mapping[str, str]) -> dict[str, str]:
+    """The topic-level settings a topic should carry: the registry's, and the topic's own
+    that the registry does not manage (an operator's tuning). A stricter
+    ``min.insync.replicas`` set by hand is kept: lowering it would weaken acks=all."""
+    config = {k: v for k, v in current.items() if k not in MANAGED and k not in wanted}
+    config.update(wanted)
+    if int(current.get(MIN_INSYNC, 0)) > int(wanted.get(MIN_INSYNC, 1)):
+        config[MIN_INSYNC] = current[MIN_INSYNC]
+    return config
+
+
+async def _reconcile(
     admin: AIOKafkaAdminClient, topics: Sequence[Topic], replication_factor: int
-) -> None:
-    """Existing topics must wait for as many copies as the registry's would: with fewer,
-    acks=all is satisfied by a leader alone, whose lost disk loses the event. Reported,
-    not altered (an alter replaces a topic's whole configuration)."""
+) -> list[str]:
+    """Alter the topics whose own settings differ from :func:`reconciled_config`; return
+    their names. The legacy AlterConfigs (all aiokafka offers) replaces a topic's whole
+    set of settings, so the whole reconciled set is sent, read just before."""
     if not topics:
-        return
-    wanted = {t.name: int(t.config(replication_factor)[MIN_INSYNC]) for t in topics}
-    resources = [
-        ConfigResource(ConfigResourceType.TOPIC, t.name, {MIN_INSYNC: None}) for t in topics
-    ]
-    low = []
+        return []
+    by_name = {t.name: t for t in topics}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, t.name) for t in topics]
+    changes: dict[str, dict[str, str]] = {}
     for response in await admin.describe_configs(resources):
-        for _code, _message, _type, name, entries in response.resources:
-            values = [int(e[1]) for e in entries if e[0] == MIN_INSYNC and e[1] is not None]
-            if values and values[0] < wanted.get(name, 1):
-                low.append(f"{name} has {MIN_INSYNC}={values[0]}, the registry {wanted[name]}")
-    if low:
-        raise TopicCreationFailed(
-            f"acks=all would not wait for {replication_factor - 1} copies: raise it"
-            " (kafka-configs.sh --alter --add-config): " + "; ".join(sorted(low))
+        for code, message, _type, name, entries in response.resources:
+            if code:
+                raise TopicCreationFailed(f"describing {name}'s settings failed: {message}")
+            current = {e[0]: e[1] for e in entries if e[3] == DYNAMIC_TOPIC_CONFIG}
+            config = reconciled_config(by_name[name].config(replication_factor), current)
+            if config != current:
+                changes[name] = config
+    if changes:
+        altered = await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n, c) for n, c in changes.items()]
         )
+        failed = [
+            f"{name}: {message or code}"
+            for response in altered
+            for code, message, _type, name in response.resources
+            if code
+        ]
+        if failed:
+            raise TopicCreationFailed("Kafka refused the registry's settings: " + "; ".join(failed))
+    return sorted(changes)
 
 
 def _raise_errors(errors: Sequence[tuple[Any, ...]]) -> None:
@@ -111,8 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m shared.bus.topic_admin")
     parser.add_argument("--replication-factor", type=int, default=1)
     args = parser.parse_args()
-    created = asyncio.run(ensure_topics(PlatformSettings(), (), args.replication_factor))
-    print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")  # noqa: T201
+    report = asyncio.run(ensure_topics(PlatformSettings(), (), args.replication_factor))
+    for verb, names in (("created", report.created), ("reconciled", report.reconciled)):
+        print(f"{verb} {len(names)} topic(s): {', '.join(names) or '-'}")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -33,6 +33,11 @@ class Topic:
             "retention.ms": str(self.retention_ms),
             "min.insync.replicas": str(max(1, replication_factor - 1)),
         }
+        if not self.compacted and self.retention_ms > 0:
+            # Retention deletes a whole segment once its newest record is that old, and
+            # Kafka rolls one a week by default: a 14-day record could live 21 days.
+            # Rolled daily, a record outlives its retention by a day at most.
+            settings["segment.ms"] = str(min(DAY_MS, self.retention_ms))
         if self.compacted:
             # The active segment is never compacted: roll it often and bound the lag so a
             # tombstoned contact card really leaves the log within an hour.
