@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Protocol
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import ValidationError
@@ -309,6 +310,15 @@ async def tell_replaced_address(conn: Connection, contact: store.SealedContact) 
 #: another topic than the campaign, a fraction of a second after the account's answer:
 #: a campaign sent at once would be decided before it. A campaign is never urgent.
 MARKETING_SETTLE = timedelta(seconds=10)
+# How soon a marketing notice waiting for contact cards looks again.
+CARDS_RECHECK = timedelta(seconds=1)
+
+
+class CardsReady(Protocol):
+    """Whether every contact card on the bus when a notice came due is applied
+    (:class:`services.notifier.cards_caught_up.CardsCaughtUp`)."""
+
+    async def ready(self, notice_id: UUID) -> bool: ...
 
 
 def settled(notice: store.Notice, now: datetime) -> store.Notice:
@@ -339,14 +349,18 @@ async def fan_out(conn: Connection, notice: store.Notice) -> int:
     return count
 
 
-async def fan_out_due(conn: Connection) -> int | None:
+async def fan_out_due(conn: Connection, cards: CardsReady) -> int | None:
     """Fan out scheduled notices whose time came (the scheduler loop); None if none is due.
 
-    Returns how many were claimed, held ones included: each goes in a savepoint of its
-    own, so one that fails is held back without undoing the others' fan-out.
+    A marketing notice whose opt-outs may still be in flight (``cards``) is put off by a
+    second. Returns how many were claimed, held and put-off ones included: each goes in
+    a savepoint of its own, so one that fails is held back without undoing the others'.
     """
     due = await store.claim_scheduled(conn)
     for notice in due:
+        if notice.category == "marketing" and not await cards.ready(notice.notice_id):
+            await store.put_off(conn, notice.notice_id, CARDS_RECHECK)
+            continue
         await holds.isolated(conn, "scheduler", notice.notice_id, partial(fan_out, conn, notice))
     return len(due) or None
 

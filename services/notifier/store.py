@@ -384,6 +384,13 @@ async def claim_scheduled(conn: Connection, limit: int = 5) -> list[Notice]:
     return [notice_from_row(r) for r in rows]
 
 
+async def put_off(conn: Connection, notice_id: UUID, delay: timedelta) -> None:
+    """A claimed scheduled notice comes due again ``delay`` from now."""
+    await conn.execute(
+        "UPDATE notices SET send_at = now() + $2 WHERE notice_id = $1", notice_id, delay
+    )
+
+
 async def plan_email_chunk(conn: Connection, chunk: int) -> int | None:
     """Plan the next chunk of email deliveries of one notice; None if none is waiting.
 

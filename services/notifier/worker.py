@@ -14,11 +14,13 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import asyncpg
 
 from services.notifier import handlers, store
 from services.notifier.bootstrap import bootstrap
+from services.notifier.cards_caught_up import CardsCaughtUp
 from services.notifier.config import NotifierSettings
 from services.notifier.mailer import SmtpTransport, Transport
 from services.notifier.sender import Sender, Wake
@@ -108,6 +110,7 @@ class Worker:
             self.wake,
         )
         self._listener: Listener | None = None
+        self.cards = CardsCaughtUp(settings)
 
     async def _resumed(self, _deaf_seconds: float) -> None:
         self.wake.ring()  # work announced while it could not hear: look now
@@ -142,7 +145,13 @@ class Worker:
         tasks += [
             asyncio.create_task(self.sender.run()),
             asyncio.create_task(
-                loop_step("scheduler", pool, handlers.fan_out_due, self.wake, self.stopping)
+                loop_step(
+                    "scheduler",
+                    pool,
+                    partial(handlers.fan_out_due, cards=self.cards),
+                    self.wake,
+                    self.stopping,
+                )
             ),
             asyncio.create_task(
                 loop_step("email-planner", pool, _plan_emails, self.wake, self.stopping)
@@ -181,6 +190,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
             await self._listener.close()
+            await self.cards.close()
 
 
 async def run_worker(settings: NotifierSettings) -> None:

@@ -10,13 +10,15 @@ service's API reads these at each scrape of ``/metrics``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import DescribeGroupsRequest, DescribeGroupsRequest_v2
+from aiokafka.structs import OffsetAndMetadata
 
 from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
@@ -55,7 +57,10 @@ class GroupWatch:
 
     async def read(self) -> KafkaReading:
         """One reading; connects on first use (a scrape must not wait at start-up)."""
-        admin, offsets = await self._clients()
+        async with self._session() as (admin, offsets):
+            return await self._read(admin, offsets)
+
+    async def _read(self, admin: AIOKafkaAdminClient, offsets: AIOKafkaConsumer) -> KafkaReading:
         topics = sorted({t for ts in self._groups.values() for t in ts})
         dlqs = [dlq_of(t) for t in topics]
         partitions = await _partitions(offsets, [*topics, *dlqs])
@@ -66,12 +71,11 @@ class GroupWatch:
         for group, group_topics in self._groups.items():
             committed = await admin.list_consumer_group_offsets(group)
             for topic in group_topics:
-                lag = 0
-                for tp in (p for p in partitions if p.topic == topic):
-                    done = committed.get(tp)
-                    # A partition the group never committed on is read from the start.
-                    position = done.offset if done is not None and done.offset >= 0 else -1
-                    lag += ends[tp] - max(position, starts[tp])
+                lag = sum(
+                    _unread(committed.get(tp), starts[tp], ends[tp])
+                    for tp in partitions
+                    if tp.topic == topic
+                )
                 readings.append(GroupLag(group, topic, lag, members.get(group, 0)))
         dead = {
             dlq: sum(ends[tp] - starts[tp] for tp in partitions if tp.topic == dlq) for dlq in dlqs
@@ -79,15 +83,24 @@ class GroupWatch:
         written = {dlq: sum(ends[tp] for tp in partitions if tp.topic == dlq) for dlq in dlqs}
         return KafkaReading(readings, dead, written)
 
+    async def ends(self, topic: str) -> dict[TopicPartition, int]:
+        """The next offset of each of ``topic``'s partitions now: a mark to wait for."""
+        async with self._session() as (_admin, offsets):
+            partitions = await _partitions(offsets, [topic])
+            return await offsets.end_offsets(partitions) if partitions else {}
+
+    async def behind(self, group: str, marks: Mapping[TopicPartition, int]) -> int:
+        """Records before ``marks`` whose effects ``group`` has not committed (0: every
+        record up to the marks is applied). Records retention removed count as read."""
+        async with self._session() as (admin, offsets):
+            committed = await admin.list_consumer_group_offsets(group)
+            starts = await offsets.beginning_offsets(list(marks)) if marks else {}
+            return sum(_unread(committed.get(tp), starts[tp], mark) for tp, mark in marks.items())
+
     async def report(self, metrics: Metrics) -> None:
-        """Set the Kafka gauges of ``metrics`` from a new reading; on failure, reconnect
-        at the next one (the gauges keep their last values)."""
-        async with self._lock:
-            try:
-                reading = await self.read()
-            except BaseException:
-                await self.close()
-                raise
+        """Set the Kafka gauges of ``metrics`` from a new reading (on failure they keep
+        their last values)."""
+        reading = await self.read()
         for lag in reading.groups:
             metrics.consumer_lag.labels(lag.group, lag.topic).set(lag.lag)
             metrics.consumer_group_members.labels(lag.group).set(lag.members)
@@ -95,6 +108,16 @@ class GroupWatch:
             metrics.dead_letter_records.labels(topic).set(records)
         for topic, written in reading.dead_letters_written.items():
             metrics.dead_letters_written.labels(topic).set(written)
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[tuple[AIOKafkaAdminClient, AIOKafkaConsumer]]:
+        """The clients, one user at a time; after a failure they reconnect at the next."""
+        async with self._lock:
+            try:
+                yield await self._clients()
+            except BaseException:
+                await self.close()
+                raise
 
     async def close(self) -> None:
         if self._offsets is not None:
@@ -119,6 +142,13 @@ class GroupWatch:
                 raise
             self._admin, self._offsets = admin, offsets
         return self._admin, self._offsets
+
+
+def _unread(committed: OffsetAndMetadata | None, start: int, mark: int) -> int:
+    """Records of a partition before ``mark`` that a group has not committed; one it
+    never committed on is read from its start."""
+    position = committed.offset if committed is not None and committed.offset >= 0 else -1
+    return max(0, mark - max(position, start))
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> list[TopicPartition]:

@@ -22,6 +22,7 @@ import asyncpg
 
 from services.notifier import handlers, store
 from services.notifier.bootstrap import MIGRATIONS
+from services.notifier.cards_caught_up import CardsCaughtUp
 from services.notifier.config import NotifierSettings
 from shared.bus.delivery import Delivery
 from shared.db.migrations import apply_migrations
@@ -30,6 +31,9 @@ from shared.events.catalogue.accounts import RequestReplied
 from shared.events.catalogue.deletion import EraseSubject
 from shared.vault import Vault
 from tests.support.migrations import split_at
+
+# A notice that is not marketing: the cards are never asked about.
+NO_CARDS = CardsCaughtUp(NotifierSettings(environment="test"))
 
 
 async def test_an_erasure_removes_the_subject_from_notices_scheduled_for_later(
@@ -63,7 +67,7 @@ async def test_an_erasure_removes_the_subject_from_notices_scheduled_for_later(
         notice.notice_id,
     )
     async with pool.acquire() as conn, conn.transaction():
-        assert await handlers.fan_out_due(conn) == 1
+        assert await handlers.fan_out_due(conn, NO_CARDS) == 1
         await store.plan_email_chunk(conn, 100)  # the emails are planned from the inbox items
     for table in ("inbox_items", "deliveries"):
         users = await pool.fetch(
