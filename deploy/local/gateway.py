@@ -538,10 +538,16 @@ error_log {place.error_log} crit;
 
 # Each analytics replica salts visitors with its own daily salt, so a network counts once
 # per replica that served it: every request of one network goes to the same replica.
+# The key names the network truncate_ip hashes: a /24, or a /48 whose three groups nginx
+# may have compressed ("2a02:8070::1" is in 2a02:8070:0::/48) or mapped ("::ffff:").
 map $remote_addr $imt_client_network {{
     default $remote_addr;
-    "~^(?<imt_v4>[0-9]+[.][0-9]+[.][0-9]+)[.][0-9]+$" $imt_v4;
+    "~^(?:::ffff:)?(?<imt_v4>[0-9]+[.][0-9]+[.][0-9]+)[.][0-9]+$" $imt_v4;
     "~^(?<imt_v6>[0-9a-f]+:[0-9a-f]+:[0-9a-f]+):" $imt_v6;
+    "~^(?<imt_v6_two>[0-9a-f]+:[0-9a-f]+)::" $imt_v6_two:0;
+    "~^(?<imt_v6_one>[0-9a-f]+)::" $imt_v6_one:0:0;
+    "~^::(?<imt_v6_third>[0-9a-f]+)(?::[0-9a-f]+){{5}}$" 0:0:$imt_v6_third;
+    "~^::" 0:0:0;
 }}
 
 # Keep a caller's request id only when it is harmless in logs and headers. The services

@@ -1,13 +1,17 @@
 """The gateway's rendered nginx files keep their protections (nginx -t: tests/integration)."""
 
 import dataclasses
+import ipaddress
 import json
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from deploy import compose
 from deploy.local import gateway
+from services.analytics.domain import visitor
 from tests.support.operator_routes import operator_routes
 
 FILES = compose.gateway_files()
@@ -377,3 +381,39 @@ def test_no_proxied_answer_is_spooled_to_a_temporary_file() -> None:
         assert unbuffered.search(body) or no_spool.search(body), line
     assert "client_body_buffer_size 64k;" in CONF
     assert "client_max_body_size 64k;" in CONF
+
+
+def _client_network(address: str) -> str:
+    """$imt_client_network as nginx's map computes it: the first matching regex, its
+    value's $names replaced by the named groups; else the default."""
+    entries = _map(CONF, "imt_client_network")
+    for pattern, value in entries:
+        if not pattern.startswith('"~'):
+            continue
+        match = re.search(pattern.strip('"')[1:].replace("(?<", "(?P<"), address)
+        if match:
+            groups = match.groupdict()
+            return "".join(groups.get(part, part) for part in re.split(r"\$(\w+)", value))
+    return dict(entries)["default"].replace("$remote_addr", address)
+
+
+# /48s nginx writes compressed: zero second or third groups, or leading zero groups.
+EDGE_NETWORKS = [0x2A02_8070_0000, 0x2A02_0000_0000, 0x5, 0x1_0000, 0]
+
+
+@pytest.mark.promise("P-20")
+@given(
+    network=st.integers(0, 2**48 - 1) | st.sampled_from(EDGE_NETWORKS),
+    hosts=st.lists(st.integers(0, 2**80 - 1) | st.integers(0, 2**16), min_size=2, max_size=2),
+)
+def test_one_ipv6_network_goes_to_one_analytics_replica(network: int, hosts: list[int]) -> None:
+    """Each replica salts visitors its own way: a /48 whose addresses nginx writes
+    compressed ("2a02:8070::1") must still go to one replica, or k counts it twice."""
+    keys = {_client_network(str(ipaddress.IPv6Address((network << 80) | host))) for host in hosts}
+    assert len(keys) == 1, keys
+
+
+@pytest.mark.parametrize("address", ["198.51.100.7", "198.51.100.250", "::ffff:198.51.100.9"])
+def test_one_ipv4_network_goes_to_one_analytics_replica(address: str) -> None:
+    assert _client_network(address) == "198.51.100"
+    assert visitor.truncate_ip(address) == "198.51.100.0"
