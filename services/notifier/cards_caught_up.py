@@ -16,6 +16,7 @@ group-members alerts tell an operator why.
 from __future__ import annotations
 
 import logging
+import time
 from uuid import UUID
 
 from aiokafka import TopicPartition
@@ -27,6 +28,7 @@ from shared.events.topics import ACCOUNTS_CONTACTS
 log = logging.getLogger(__name__)
 
 CONTACTS_GROUP = "notifier.contacts"
+MARKS_KEPT_SECONDS = 3600.0
 
 
 class CardsCaughtUp:
@@ -41,12 +43,18 @@ class CardsCaughtUp:
         self._topic = topic
         self._group = group
         self._watch = GroupWatch(settings, {})
-        self._marks: dict[UUID, dict[TopicPartition, int]] = {}
+        # Notice id -> (when taken, the marks). A notice another worker sent leaves its
+        # marks here: they go after an hour (a notice still waiting then takes new ones).
+        self._marks: dict[UUID, tuple[float, dict[TopicPartition, int]]] = {}
 
     async def ready(self, notice_id: UUID) -> bool:
-        marks = self._marks.get(notice_id)
-        if marks is None:
-            marks = self._marks[notice_id] = await self._watch.ends(self._topic)
+        now = time.monotonic()
+        taken, marks = self._marks.get(notice_id, (now, None))
+        if marks is None or now - taken > MARKS_KEPT_SECONDS:
+            for stale in [n for n, (t, _) in self._marks.items() if now - t > MARKS_KEPT_SECONDS]:
+                del self._marks[stale]
+            marks = await self._watch.ends(self._topic)
+            self._marks[notice_id] = (now, marks)
         behind = await self._watch.behind(self._group, marks)
         if behind:
             log.info("notice %s waits for %d contact card(s) to be applied", notice_id, behind)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -148,21 +149,27 @@ async def stream(
         hub.unsubscribe(uid, queue)
         raise
 
-    async def open_session() -> bool:
-        """Whether the caller's token would still be accepted: unexpired, not revoked."""
-        if time.time() >= claims.exp:
-            return False
-        check = getattr(request.app.state, "session_check", None)
-        try:
-            return check is None or bool(await check(request, claims))
-        except Problem:  # the revocation list is catching up (503): not a refusal
-            return True
-
     return StreamingResponse(
-        hub.stream(uid, queue, pinned, open_session),
+        hub.stream(uid, queue, pinned, partial(session_still_open, request, claims)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+async def session_still_open(request: Request, claims: Claims) -> bool:
+    """Whether the caller's token would still be accepted: unexpired, not revoked.
+
+    While this replica's revocation list is behind (503), the stream ends like any new
+    request would be refused: a session revoked meanwhile (a password changed to lock a
+    thief out) must not keep receiving the inbox here. The page opens a new stream with
+    a new ticket, refused until the list has caught up."""
+    if time.time() >= claims.exp:
+        return False
+    check = getattr(request.app.state, "session_check", None)
+    try:
+        return check is None or bool(await check(request, claims))
+    except Problem:
+        return False
 
 
 async def _stream_caller(request: Request, runtime: Runtime, ticket: str | None) -> Claims:
