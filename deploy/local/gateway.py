@@ -456,6 +456,15 @@ def local_placement(layout: Layout, tls: TlsFiles) -> Placement:
 # that follows the first /unsubscribe/ goes (it could hold a second one).
 UNSUBSCRIBE_IN_PATH = '"~*^(?<imt_log_head>.*?/unsubscribe/)."'
 UNSUBSCRIBE_LOGGED = '"${imt_log_head}{token}"'
+# $uri is decoded, and escape=json passes bytes above 0x7f as they are: a path of %FF
+# would write a byte no UTF-8 reader (log shipper, json.loads) takes. A path that is not
+# UTF-8 is logged as UNREADABLE_PATH; PCRE in nginx matches bytes, one character each.
+UNREADABLE_PATH = "{not utf-8}"
+UTF8_PATH = (
+    r'"~^(?:[\x00-\x7f]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]'
+    r"|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]"
+    r'|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2})*+$"'
+)
 # Ids in paths (a user's, their devices', requests', deletions') say whose data a
 # request touched: logged as {id}, so the log names no one (ids stay in the audit log,
 # which is erased or kept by rule). Up to ID_MAPS of them, one map each.
@@ -518,9 +527,13 @@ scgi_temp_path {tmp}/scgi;
 
 # Unsubscribe tokens never expire and act without a login: whoever reads one in a log
 # can unsubscribe its recipient, so the path is logged without it.
-{_id_maps()}map $imt_log_{ID_MAPS} $logged_path {{
+{_id_maps()}map $imt_log_{ID_MAPS} $imt_log_tokenless {{
     default $imt_log_{ID_MAPS};
     {UNSUBSCRIBE_IN_PATH} {UNSUBSCRIBE_LOGGED};
+}}
+map $imt_log_tokenless $logged_path {{
+    default "{UNREADABLE_PATH}";
+    {UTF8_PATH} $imt_log_tokenless;
 }}
 
 # Privacy: no client address, no query string ($uri has none), no referrer, no user agent,

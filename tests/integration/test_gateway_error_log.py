@@ -121,3 +121,26 @@ def test_a_service_down_is_a_503_problem(
     body = json.loads(content)
     assert body["status"] == 503
     assert {"type", "title", "detail"} <= body.keys()
+
+
+def _raw_get(port: int, target: bytes) -> bytes:
+    """A request line sent byte for byte (http.client will not send a raw 0xff)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return s.recv(64)
+
+
+def test_every_access_log_line_is_json_whatever_bytes_a_path_decodes_to(
+    down_gateway: tuple[int, Path, Path],
+) -> None:
+    """escape=json leaves bytes above 0x7f as they are: a path of %FF once wrote a byte
+    no UTF-8 reader takes, and every later read of the log failed."""
+    port, _, access_log = down_gateway
+    for target in [b"/api/accounts/%FF", b"/assets/\xff\xfe", b"/api/x/%C3%A9t%C3%A9", b"/%C3"]:
+        assert _raw_get(port, target).startswith(b"HTTP/1.1 ")
+    time.sleep(0.5)
+    lines = [json.loads(line) for line in access_log.read_bytes().decode().splitlines()]
+    paths = [line["path"] for line in lines if line["path"] != "/healthz"]
+    assert paths == [
+        gateway.UNREADABLE_PATH, gateway.UNREADABLE_PATH, "/api/x/été", gateway.UNREADABLE_PATH,
+    ]  # fmt: skip

@@ -131,7 +131,7 @@ def test_hsts_is_sent_on_https_only_with_every_other_header() -> None:
 def _logged(path: str) -> str:
     """$logged_path for ``path``: the chain of maps from $uri, each by its own regex
     (PCRE and re agree on them)."""
-    names = [f"imt_log_{n}" for n in range(1, gateway.ID_MAPS + 1)] + ["logged_path"]
+    names = [f"imt_log_{n}" for n in range(1, gateway.ID_MAPS + 1)] + ["imt_log_tokenless"]
     source = "$uri"
     for name in names:
         rules = dict(_map(CONF, name))
@@ -139,6 +139,10 @@ def _logged(path: str) -> str:
         [(pattern, value)] = rules.items()
         path = _mapped(path, pattern, value)
         source = f"${name}"
+    # The last map keeps a path that is UTF-8 (an ASCII one here) and names it if not.
+    rules = dict(_map(CONF, "logged_path"))
+    assert rules.pop("default") == f'"{gateway.UNREADABLE_PATH}"'
+    assert rules == {gateway.UTF8_PATH: source}
     return path
 
 
