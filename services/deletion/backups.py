@@ -311,6 +311,8 @@ async def _wake_waiting(conn: Connection, oldest_removed: datetime, now: datetim
 
 
 def find_snapshot(settings: DeletionSettings, snapshot: str) -> Manifest:
+    """A snapshot by its folder on this host (the command line's ``restore``); the
+    verifier asks the index instead (:func:`newest_snapshot`)."""
     root = settings.backup_dir()
     if snapshot != "latest":
         return Manifest.read(root / snapshot)
@@ -318,6 +320,42 @@ def find_snapshot(settings: DeletionSettings, snapshot: str) -> Manifest:
     if not complete:
         raise BackupError(f"no complete snapshot in {root}")
     return max(complete, key=lambda m: m.taken_at)
+
+
+async def newest_snapshot(conn: Connection) -> Manifest | None:
+    """The newest live snapshot ``backup_snapshots`` lists as complete, or None if there
+    is none (no snapshot taken yet). Read from the index, never from this host's folder:
+    every process gets the same answer, and one that does not have the backup volume
+    learns it through :func:`unreadable_dumps` instead of finding no snapshot there."""
+    row = await conn.fetchrow(
+        "SELECT snapshot_id, taken_at, expires_at, databases, path FROM backup_snapshots"
+        " WHERE expired_at IS NULL AND completed_at IS NOT NULL"
+        " ORDER BY taken_at DESC, snapshot_id DESC LIMIT 1"
+    )
+    if row is None:
+        return None
+    return Manifest(
+        row["snapshot_id"],
+        row["taken_at"],
+        row["expires_at"],
+        tuple(row["databases"]),
+        Path(row["path"]),
+    )
+
+
+def unreadable_dumps(manifest: Manifest, databases: Sequence[str]) -> list[str]:
+    """The databases among ``databases`` whose dump this process cannot read in the
+    snapshot's folder (a folder missing here: the backup volume is not mounted)."""
+    unreadable = []
+    for database in databases:
+        dump = manifest.folder / f"{database}.dump"
+        try:
+            readable = dump.is_file() and os.access(dump, os.R_OK)
+        except OSError:  # a folder this process may not enter, a stale mount
+            readable = False
+        if not readable:
+            unreadable.append(database)
+    return unreadable
 
 
 async def restore(

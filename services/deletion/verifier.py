@@ -20,11 +20,15 @@ It never reads another service's tables through that service's role. It uses:
   nothing tracks them and no erasure reaches them, so each is searched like a live
   database, and a subject found there fails the verification like anywhere else;
 * the newest backup snapshot, restored into scratch databases with the deletion ledger
-  replayed (as any restore is), then searched like the live databases.
+  replayed (as any restore is), then searched like the live databases. The snapshot is
+  the newest live one ``backup_snapshots`` lists, whatever this host's disk holds: one
+  listed but not readable here (the backup volume not mounted) fails the verification
+  (:class:`SnapshotUnreadable`), so no replica certifies a deletion without it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -148,6 +152,11 @@ class VerificationError(RuntimeError):
     """A store could not be scanned: the verification is retried, never passed."""
 
 
+class SnapshotUnreadable(VerificationError):
+    """The index lists a live snapshot whose dumps this process cannot read: the backups
+    cannot be searched here (their volume is not mounted), so nothing is certified."""
+
+
 async def _partitions(settings: DeletionSettings, topic: str) -> set[int]:
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
@@ -253,13 +262,29 @@ class Verifier:
     ) -> str | None:
         if not self._settings.deletion_verify_backups:
             return None
-        try:
-            manifest = backups.find_snapshot(self._settings, "latest")
-        except (backups.BackupError, FileNotFoundError):
-            return None
+        async with self._pool.acquire() as conn:
+            manifest = await backups.newest_snapshot(conn)
+        if manifest is None:
+            return None  # no snapshot taken yet: no backup to search
+        wanted = [d for d in databases if d in manifest.databases]
+        unreadable = await asyncio.to_thread(backups.unreadable_dumps, manifest, wanted)
+        if unreadable:
+            # Not an OSError: the worker would take it for an outage and never count it.
+            # Ids and paths only: a snapshot's folder names no one.
+            log.error(
+                "verifier: snapshot %s is live in backup_snapshots but its dumps of %s"
+                " cannot be read in %s on this host (is the backup volume mounted?):"
+                " the verification fails",
+                manifest.snapshot_id,
+                ", ".join(unreadable),
+                manifest.folder,
+            )
+            raise SnapshotUnreadable(
+                f"snapshot {manifest.snapshot_id} cannot be read in {manifest.folder}"
+                f" ({', '.join(unreadable)}): is the backup volume mounted here?"
+            )
         await backups.drop_stale_scratch(self._settings)
         prefix = backups.scratch_prefix()
-        wanted = [d for d in databases if d in manifest.databases]
         try:
             targets = await backups.restore(
                 self._settings, manifest, target_prefix=prefix, databases=wanted

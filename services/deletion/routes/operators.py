@@ -8,12 +8,13 @@ from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, BeforeValidator, StringConstraints
 
-from services.deletion import handlers, legal_holds, store
+from services.deletion import backups, handlers, legal_holds, store
 from services.deletion.context import ContextDep, describe
 from services.deletion.domain.schedule import active_erasure_due, overdue
 from services.deletion.domain.stages import StageConflict
+from services.deletion.verifier import SnapshotUnreadable, VerificationError
 from shared.auth import Claims, require_roles
 from shared.observability import Problem
 from shared.service.kept_text import refuse_personal_data
@@ -23,10 +24,18 @@ router = APIRouter(prefix="/operator", tags=["operators"])
 PIPELINE_LIMIT = 500
 
 
+def _stripped(value: object) -> object:
+    # Python's strip, as the stage machine's check: pydantic's strip_whitespace keeps the
+    # separators U+001C-U+001F, which str.strip takes for blanks.
+    return value.strip() if isinstance(value, str) else value
+
+
 class HoldBody(BaseModel):
     # Stripped before the length check: a blank reason is refused here (422), not by the
     # stage machine deeper down (which would answer 500).
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
+    reason: Annotated[
+        str, StringConstraints(min_length=3, max_length=500), BeforeValidator(_stripped)
+    ]
 
 
 @router.get("/pipeline")
@@ -203,7 +212,20 @@ async def verify(request_id: UUID, _operator: Operator, context: ContextDep) -> 
     if tracked is None:
         raise Problem(404, "Not found", "No such deletion request.", slug="not-found")
     assert context.deps.verify is not None
-    verdict = (await context.deps.verify([tracked]))[request_id]
+    try:
+        verdict = (await context.deps.verify([tracked]))[request_id]
+    except SnapshotUnreadable as exc:  # ids and a folder: nothing from a dump
+        raise Problem(
+            503, "Verification unavailable", str(exc), slug="verify-unavailable"
+        ) from None
+    except (VerificationError, backups.BackupError) as exc:
+        # Only the error's type: a pg_restore message can quote a dump's rows.
+        raise Problem(
+            503,
+            "Verification unavailable",
+            f"A store could not be searched ({type(exc).__name__}); nothing was certified.",
+            slug="verify-unavailable",
+        ) from None
     return {
         "clean": verdict.clean,
         "summary": verdict.summary(),
