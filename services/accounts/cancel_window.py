@@ -39,7 +39,9 @@ async def notify_deletion_requested(
     request: an earlier request's links die here."""
     await _spend_cancel_links(conn, user_id)
     lifetime = timedelta(days=ctx.settings.accounts_cancel_link_days)
-    token = await new_action_token(ctx, conn, user_id, CANCEL_LINK, lifetime)
+    token = await new_action_token(
+        ctx, conn, user_id, CANCEL_LINK, lifetime, deletion_request_id=request_id
+    )
     by_email = {"token": token, "link": ctx.link(CANCEL_PAGE, token)}
     # In-site, where the user is signed in and cancels with their session: no token
     # (an inbox item is kept, exported and streamed; a live token has no place there).
@@ -70,6 +72,11 @@ async def _spend_cancel_links(conn: Connection, user_id: UUID) -> None:
         user_id,
         CANCEL_LINK,
     )
+
+
+class AlreadyCancelled(Exception):
+    """The link's request was cancelled (by this link, or by the user signed in), and no
+    deletion is under way since: a retry of a cancel that went through."""
 
 
 class NotCancellable(Exception):
@@ -123,12 +130,26 @@ async def cancel(conn: Connection, request_id: UUID, user_id: UUID) -> asyncpg.R
 async def cancel_by_link(conn: Connection, token_hash: bytes) -> asyncpg.Record | None:
     """Cancel the request a mailed link was sent for (in the caller's transaction); None
     when the link is unknown, spent or expired. Raises :class:`NotCancellable` once the
-    request's window closed (the link stays unspent: the transaction rolls back)."""
+    request's window closed (the link stays unspent: the transaction rolls back), and
+    :class:`AlreadyCancelled` for a spent link whose request was cancelled, no other
+    deletion being under way (a link a later request spent stays invalid: that
+    request's email has the live one)."""
     owner = await store.action_token_owner(conn, token_hash, CANCEL_LINK)
     if owner is None:
         return None
     under_way = await active_request(conn, owner)  # the user's row, then the request's
-    if await store.use_action_token(conn, token_hash, CANCEL_LINK) is None or under_way is None:
+    if await store.use_action_token(conn, token_hash, CANCEL_LINK) is None:
+        used = await store.spent_action_token(conn, token_hash, CANCEL_LINK)
+        if under_way is None and used is not None and used["deletion_request_id"] is not None:
+            status = await conn.fetchval(
+                "SELECT status FROM deletion_requests WHERE id = $1 AND user_id = $2",
+                used["deletion_request_id"],
+                owner,
+            )
+            if status == "cancelled":
+                raise AlreadyCancelled
+        return None
+    if under_way is None:
         return None
     return await cancel(conn, under_way["id"], owner)
 

@@ -83,6 +83,15 @@ class AccountsSettings(PlatformSettings):
     accounts_pending_sweep_seconds: float = Field(
         300.0, gt=0, description="How often the worker clears new addresses whose link expired."
     )
+    accounts_pending_reset_seconds: float = Field(
+        2.0,
+        gt=0,
+        description=(
+            "How often the worker mails the password-reset links asked for while the"
+            " account's row was held (the answer could not wait for it): recorded, they"
+            " survive a restart of the API."
+        ),
+    )
     accounts_reset_minutes: int = Field(
         60, gt=0, description="Lifetime of a password-reset link (single use)."
     )

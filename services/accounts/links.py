@@ -11,6 +11,7 @@ from services.accounts import store
 from services.accounts.context import Context, notify
 from services.accounts.security import new_secret, secret_hash
 from shared.db.pool import Connection
+from shared.observability import Problem
 
 
 async def new_action_token(
@@ -20,13 +21,28 @@ async def new_action_token(
     purpose: str,
     lifetime: timedelta | None = None,
     email_index: bytes | None = None,
+    deletion_request_id: UUID | None = None,
 ) -> str:
-    """A fresh one-time token for ``purpose`` (and the address it confirms, if any); only
-    its hash is kept."""
+    """A fresh one-time token for ``purpose`` (and the address it confirms, or the
+    deletion request it cancels, if any); only its hash is kept."""
     token = new_secret()
     expires = datetime.now(UTC) + (lifetime or timedelta(hours=ctx.settings.accounts_link_hours))
-    await store.add_action_token(conn, secret_hash(token), user_id, purpose, expires, email_index)
+    await store.add_action_token(
+        conn, secret_hash(token), user_id, purpose, expires, email_index, deletion_request_id
+    )
     return token
+
+
+def link_invalid(detail: str = "This link is invalid, expired or already used.") -> Problem:
+    """An unknown, expired or revoked link (or one spent by another, since)."""
+    return Problem(400, "Link invalid", detail, slug="link-invalid")
+
+
+def link_used(detail: str) -> Problem:
+    """A link whose use went through already: a retry (its answer lost on the way, a
+    second tab) is told what was done, not that the link is invalid. Only the holder of
+    the link's secret token hears it, who did it or shares the mailbox it went to."""
+    return Problem(409, "Link already used", detail, slug="link-used")
 
 
 async def mail_action_link(

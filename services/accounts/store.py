@@ -154,15 +154,17 @@ async def add_action_token(
     purpose: str,
     expires_at: datetime,
     email_index: bytes | None = None,
+    deletion_request_id: UUID | None = None,
 ) -> None:
     await conn.execute(
-        "INSERT INTO action_tokens (token_hash, user_id, purpose, expires_at, email_index)"
-        " VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO action_tokens (token_hash, user_id, purpose, expires_at, email_index,"
+        " deletion_request_id) VALUES ($1, $2, $3, $4, $5, $6)",
         token_hash,
         user_id,
         purpose,
         expires_at,
         email_index,
+        deletion_request_id,
     )
 
 
@@ -242,6 +244,18 @@ async def use_action_token(conn: Connection, token_hash: bytes, purpose: str) ->
     return await conn.fetchrow(
         "UPDATE action_tokens SET used_at = now() WHERE token_hash = $1 AND purpose = $2"
         " AND used_at IS NULL AND expires_at > now() RETURNING user_id, email_index",
+        token_hash,
+        purpose,
+    )
+
+
+async def spent_action_token(conn: Connection, token_hash: bytes, purpose: str) -> Row | None:
+    """The token, if it exists and was used (expired since or not): a link opened
+    already, or a deletion's cancel link spent by a cancel or a later request. Its
+    user_id, email_index and deletion_request_id."""
+    return await conn.fetchrow(
+        "SELECT user_id, email_index, deletion_request_id FROM action_tokens"
+        " WHERE token_hash = $1 AND purpose = $2 AND used_at IS NOT NULL",
         token_hash,
         purpose,
     )

@@ -4,7 +4,8 @@ Consumes deletion.commands (EraseSubject) and deletion.stages (a grace period en
 close the cancel window) with an idempotent consumer; effects and the events they
 publish are written in the transaction that marks the event processed. Beside it,
 periodic rounds forget new addresses whose confirmation link expired, delete what is
-kept only while it serves (``retention``), and have lapsed sign-ups erased.
+kept only while it serves (``retention``), have lapsed sign-ups erased, and mail the
+password resets asked for while the account's row was held (``pending_resets``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import signal
 
 from services.accounts.bootstrap import bootstrap
 from services.accounts.config import ERASURE_GROUP, AccountsSettings
+from services.accounts.context import Context
 from services.accounts.handlers import handler
 from services.accounts.lapsed_signups import LapsedSignups
 from services.accounts.pending_addresses import PendingAddressExpiry
+from services.accounts.pending_resets import PendingResets
 from services.accounts.retention import Retention
 from shared.bus import IdempotentConsumer, manual_commit_consumer
 from shared.events.topics import DELETION_COMMANDS, DELETION_STAGES
@@ -44,12 +47,14 @@ async def run(settings: AccountsSettings) -> None:
     lapsed = LapsedSignups(
         runtime.pool, settings.accounts_signup_lapse_days, settings.accounts_lapse_sweep_seconds
     )
+    resets = PendingResets(Context(settings, runtime), settings.accounts_pending_reset_seconds)
 
     def stop() -> None:
         consumer.stop()
         expiry.stop()
         retention.stop()
         lapsed.stop()
+        resets.stop()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -60,6 +65,7 @@ async def run(settings: AccountsSettings) -> None:
             loops.create_task(expiry.run())
             loops.create_task(retention.run())
             loops.create_task(lapsed.run())
+            loops.create_task(resets.run())
     finally:
         await kafka.stop()
         await runtime.close()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, Route
 
 from tests.e2e.notifier.support import parts
 from tests.e2e.platform.journeys import API, needs_accounts_and_notifier
@@ -68,6 +68,38 @@ async def _confirm(page: Page) -> str:
     return await result.inner_text()
 
 
+async def _lose_the_first_answer(page: Page, api: str) -> None:
+    """The page's first request to ``api`` reaches iMT and is carried out, but its answer
+    never comes back (a flaky network): the person is left to try again."""
+    lost: list[bool] = []
+
+    async def flaky(route: Route) -> None:
+        if lost:
+            await route.continue_()
+            return
+        lost.append(True)
+        answered = await route.fetch()  # carried out by iMT...
+        assert answered.ok, await answered.text()
+        await route.abort("connectionreset")  # ...and the answer lost on the way
+
+    await page.route(f"**{api}", flaky)
+
+
+async def _try_again(page: Page) -> tuple[str, str]:
+    """After an answer lost, the person sends the form again: what the page says, and
+    how (``result ok`` or ``result refused``)."""
+    lost = await _confirm(page)
+    assert "could not reach iMT" in lost  # the button stays: worth another try
+    await page.click("#link-form button")
+    result = page.locator(
+        "#link-result.ok:not(:empty), #link-result.refused:not(:has-text('could not reach'))"
+    )
+    await result.wait_for(timeout=15_000)
+    focused = await page.evaluate("document.activeElement && document.activeElement.id")
+    assert focused == "link-result"  # the form is gone: the answer takes the focus
+    return await result.inner_text(), await result.get_attribute("class") or ""
+
+
 async def _sign_up(client: httpx.AsyncClient, **extra: str) -> tuple[str, str]:
     address, password = f"link-{uuid.uuid4().hex[:10]}@example.com", f"pw-{uuid.uuid4().hex}"
     body = {"name": "Link Follower", "email": address, "password": password, **extra}
@@ -98,9 +130,27 @@ async def test_the_verification_link_confirms_the_address_once_the_person_confir
     assert (await _log_in(client, address, password)).status_code == 401  # opened: no change
     assert "confirmed" in await _confirm(page)
     assert (await _log_in(client, address, password)).status_code == 200
-    # The link is spent: a second page (another tab, a forwarded mail) is told so.
+    # The link is spent: a second page (another tab, the mail opened again) is told it
+    # was used, and that the address is confirmed: done, not refused.
     again = await _open(browser, await _link(mailbox, address, "verify-email", 1))
-    assert "invalid, expired or already used" in await _confirm(again)
+    said = await _confirm(again)
+    assert said.startswith("This link was already used:"), said
+    assert "confirmed" in said
+    assert await again.get_attribute("#link-result", "class") == "result ok"
+    assert await again.locator("#link-form").is_hidden()
+
+
+async def test_a_verification_whose_answer_was_lost_is_told_done_when_sent_again(
+    browser: Browser, client: httpx.AsyncClient, mailbox: Mailbox
+) -> None:
+    address, password = await _sign_up(client)
+    page = await _open(browser, await _link(mailbox, address, "verify-email", 1))
+    await _lose_the_first_answer(page, "/api/accounts/email-verifications")
+    said, how = await _try_again(page)
+    assert said.startswith("This link was already used:"), said
+    assert "confirmed" in said
+    assert how == "result ok"
+    assert (await _log_in(client, address, password)).status_code == 200
 
 
 @pytest.mark.promise("P-26")
@@ -131,6 +181,26 @@ async def test_the_reset_link_sets_the_password_typed_on_its_page(
     assert (await _log_in(client, address, new_password)).status_code == 200
 
 
+async def test_a_reset_whose_answer_was_lost_is_told_done_when_sent_again(
+    browser: Browser, client: httpx.AsyncClient, mailbox: Mailbox
+) -> None:
+    """The new password was set, the answer lost: sending it again must not tell the
+    person the link is invalid (they would think the password unchanged)."""
+    address, password = await _verified(browser, client, mailbox)
+    asked = await client.post(f"{API}/password-resets", json={"email": address})
+    assert asked.status_code == 202
+    page = await _open(browser, await _link(mailbox, address, "reset-password", 2))
+    await _lose_the_first_answer(page, "/api/accounts/password-resets/complete")
+    new_password = f"new-{uuid.uuid4().hex}"
+    await page.fill("input[name=new_password]", new_password)
+    said, how = await _try_again(page)
+    assert said.startswith("This link was already used:"), said
+    assert "password was changed" in said
+    assert how == "result ok"
+    assert (await _log_in(client, address, password)).status_code == 401
+    assert (await _log_in(client, address, new_password)).status_code == 200
+
+
 @pytest.mark.promise("P-15")
 async def test_the_link_in_the_deletion_email_cancels_the_deletion(
     browser: Browser, client: httpx.AsyncClient, mailbox: Mailbox
@@ -145,6 +215,26 @@ async def test_the_link_in_the_deletion_email_cancels_the_deletion(
     page = await _open(browser, await _link(mailbox, address, "cancel-deletion", 2))
     assert await _statuses(client, headers) == ["requested"]  # opened: nothing cancelled
     assert "cancelled" in await _confirm(page)
+    assert await _statuses(client, headers) == ["cancelled"]
+
+
+@pytest.mark.promise("P-15")
+async def test_a_cancel_whose_answer_was_lost_is_told_done_when_sent_again(
+    browser: Browser, client: httpx.AsyncClient, mailbox: Mailbox
+) -> None:
+    address, password = await _verified(browser, client, mailbox)
+    login = await _log_in(client, address, password)
+    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    asked = await client.post(
+        f"{API}/me/deletion-requests", json={"password": password}, headers=headers
+    )
+    assert asked.status_code == 202, asked.text
+    page = await _open(browser, await _link(mailbox, address, "cancel-deletion", 2))
+    await _lose_the_first_answer(page, "/api/accounts/deletion-cancellations")
+    said, how = await _try_again(page)
+    assert said.startswith("This link was already used:"), said
+    assert "cancelled" in said
+    assert how == "result ok"
     assert await _statuses(client, headers) == ["cancelled"]
 
 

@@ -10,6 +10,8 @@
   var token = new URLSearchParams(location.hash.slice(1)).get("token");
   history.replaceState(null, "", location.pathname);
 
+  var USED = "This link was already used: what it asked for is done.";
+
   function show(text, ok) {
     result.textContent = text;
     result.className = ok ? "result ok" : "result refused";
@@ -47,6 +49,14 @@
         });
       }
       return response.json().catch(function () { return {}; }).then(function (problem) {
+        if (response.status === 409 && /\/link-used$/.test(problem.type || "")) {
+          // Done already: a retry whose answer was lost, or a second tab. What was done
+          // is said (the answer's detail), as a success, not as a refused link.
+          form.hidden = true;
+          show(problem.detail || USED, true);
+          result.focus();
+          return;
+        }
         show(problem.detail || problem.title || "This did not work. Try again.", false);
         // A spent, expired or refused link stays refused; a password can be corrected,
         // and anything else (a restart, a rate limit) is worth another try.

@@ -38,7 +38,7 @@ from services.accounts.context import (
 from services.accounts.domain import throttle
 from services.accounts.domain.age import AgeBand, age_band, plausible_birth_date
 from services.accounts.lapsed_signups import lapsing
-from services.accounts.links import mail_action_link
+from services.accounts.links import link_invalid, link_used, mail_action_link
 from services.accounts.reset_links import mail_reset_link
 from services.accounts.security import (
     MAX_PASSWORD,
@@ -249,31 +249,21 @@ async def _use_link(ctx: Context, token: str, purpose: str) -> LinkUsed:
 async def _spend_link(ctx: Context, conn: Connection, token: str, purpose: str) -> LinkUsed | None:
     """Use the link's token; None when it confirms an address another account has (the
     token is spent; the waiting change waits out its time)."""
-    invalid = Problem(
-        400, "Link invalid", "This link is invalid, expired or already used.", slug="link-invalid"
-    )
     # The user's row first, then the token: the order an address change takes them in
     # (it revokes links under the row's lock), so the two never wait on each other.
     owner = await store.action_token_owner(conn, secret_hash(token), purpose)
     user = await store.user_by_id(conn, owner, lock=True) if owner is not None else None
-    spent = (
-        await store.use_action_token(conn, secret_hash(token), purpose)
-        if user is not None
-        else None
-    )
-    if user is None or spent is None:
-        raise invalid
+    if user is None:
+        raise link_invalid()
+    spent = await store.use_action_token(conn, secret_hash(token), purpose)
+    if spent is None:
+        raise await _not_spent(conn, user, secret_hash(token), purpose)
     user_id = spent["user_id"]
     confirms = spent["email_index"]
     after: list[Event] = []
     if confirms is not None and confirms != user["email_index"]:
         if confirms != user["pending_email_index"]:
-            raise Problem(
-                400,
-                "Link invalid",
-                "This link confirms an address the account no longer has.",
-                slug="link-invalid",
-            )
+            raise link_invalid("This link confirms an address the account no longer has.")
         if not await _take_pending_address(ctx, conn, user):
             return None
         after.append(ProfileUpdated(user_id=user_id, fields=("email", "pending_email")))
@@ -282,6 +272,22 @@ async def _spend_link(ctx: Context, conn: Connection, token: str, purpose: str) 
     )
     active = await confirm_account_facts(ctx, conn, user, changes, after)
     return LinkUsed(status="confirmed", active=active)
+
+
+async def _not_spent(conn: Connection, user: store.Row, token_hash: bytes, purpose: str) -> Problem:
+    """Why a link of the (locked) user's could not be spent: used already, and what it
+    proved still holds (a retry whose first answer was lost), or invalid."""
+    used = await store.spent_action_token(conn, token_hash, purpose)
+    if used is None:
+        return link_invalid()  # expired
+    if purpose == "guardian_consent":
+        if user["guardian_consented"]:
+            return link_used("This link was already used: your consent is recorded.")
+    elif user["email_verified"] and used["email_index"] in (None, user["email_index"]):
+        # The address it confirms is the account's, confirmed. One the account does not
+        # have (another account's, or given up since) stays link-invalid.
+        return link_used("This link was already used: this email address is confirmed.")
+    return link_invalid()
 
 
 async def confirm_account_facts(
@@ -340,13 +346,17 @@ async def _user(conn: Connection, user_id: UUID) -> store.Row:
 
 @router.post("/email-verifications", response_model=LinkUsed)
 async def verify_email(body: LinkToken, ctx: Ctx) -> LinkUsed:
-    """Confirm an email address with the token of the link mailed to it."""
+    """Confirm an email address with the token of the link mailed to it. A link used
+    already answers ``409 link-used`` while the address it confirmed is the account's (a
+    retry whose answer was lost); an unknown, expired or revoked one ``400 link-invalid``."""
     return await _use_link(ctx, body.token, "verify_email")
 
 
 @router.post("/guardian-consents", response_model=LinkUsed)
 async def guardian_consent(body: LinkToken, ctx: Ctx) -> LinkUsed:
-    """A guardian consents to an under-13 account with the token of the link mailed to them."""
+    """A guardian consents to an under-13 account with the token of the link mailed to
+    them. A link used already answers ``409 link-used`` (the consent is recorded); an
+    unknown or expired one ``400 link-invalid``."""
     return await _use_link(ctx, body.token, "guardian_consent")
 
 

@@ -33,7 +33,7 @@ from services.accounts.context import (
 )
 from services.accounts.domain.content import content_for
 from services.accounts.invoices import Invoice, invoice_out
-from services.accounts.links import mail_action_link
+from services.accounts.links import link_invalid, link_used, mail_action_link
 from services.accounts.recipients import forward_to_recipients
 from services.accounts.security import MAX_PASSWORD, secret_hash
 from services.accounts.sessions import access_for, session_user
@@ -986,18 +986,22 @@ class CancelLink(BaseModel):
 @router.post("/deletion-cancellations", response_model=DeletionRequest, tags=["deletion"])
 async def cancel_deletion_by_link(body: CancelLink, ctx: Ctx) -> DeletionRequest:
     """Cancel a deletion request with the token of the link mailed when it was made: no
-    sign-in needed (cancelling only keeps the account). 400 for a link invalid, spent
-    or expired; 409 once the grace period ended."""
+    sign-in needed (cancelling only keeps the account). ``400 link-invalid`` for a link
+    unknown, expired, or spent by a later request; ``409 link-used`` for one whose
+    request is cancelled (a retry whose answer was lost, or a cancel signed in), no
+    other deletion under way; ``409 deletion-not-cancellable`` once the grace period
+    ended."""
     try:
         async with ctx.pool.acquire() as conn, conn.transaction():
             row = await cancel_window.cancel_by_link(conn, secret_hash(body.token))
     except cancel_window.NotCancellable as exc:
         raise _not_cancellable(exc.status) from None
+    except cancel_window.AlreadyCancelled:
+        raise link_used(
+            "This link was already used: your account deletion is cancelled, nothing was deleted."
+        ) from None
     if row is None:
-        raise Problem(
-            400, "Link invalid", "This link is invalid, expired or already used.",
-            slug="link-invalid",
-        )  # fmt: skip
+        raise link_invalid()
     return DeletionRequest(**{k: row[k] for k in DeletionRequest.model_fields})
 
 

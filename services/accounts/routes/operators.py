@@ -1282,7 +1282,7 @@ async def _export_page(
             record = field_rules.disclosed(recipient["kind"], recipient["allowed_fields"], full)
             records[uid] = record
             by_fields.setdefault(tuple(sorted(record)), []).append(uid)
-        # Once per user in an export: a page asked for again discloses no one twice.
+        # Logged once per user in an export: a page asked for again logs no one twice.
         logged = {
             fields: await store.log_disclosures(
                 conn, export_id, recipient_id, operator_id, uids, fields
@@ -1292,8 +1292,9 @@ async def _export_page(
         why = f"export to {recipient['name']} for {recipient['purpose']}"
         for fields, uids in logged.items():
             await store.audit_each(conn, operator_id, uids, "disclose", fields, why)
-    disclosed = {uid for uids in logged.values() for uid in uids}
-    return [records[uid] for uid in consenting if uid in disclosed]
+    # A page asked for again (its answer lost on the way) comes whole: its users are
+    # logged and audited once in the export, as they went to the same recipient.
+    return [records[uid] for uid in consenting]
 
 
 @router.post(

@@ -10,21 +10,15 @@ locked account waits for, so support is not the only way back in.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from uuid import UUID
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, EmailStr, Field
 
-from services.accounts import store
+from services.accounts import pending_resets, store
 from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS, answer_floor
-from services.accounts.context import (
-    EMAIL,
-    EMAIL_INDEX,
-    Context,
-    Ctx,
-)
+from services.accounts.context import EMAIL, EMAIL_INDEX, Ctx
+from services.accounts.links import link_invalid, link_used
 from services.accounts.reset_links import PURPOSE, mail_reset_link
 from services.accounts.routes.auth import (
     LinkToken,
@@ -37,7 +31,6 @@ from services.accounts.throttling import login_key, reauth_key
 from shared.db.pool import Connection
 from shared.observability import Problem
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["authentication"])
 # The longest wait for a user's row held by another request: half the answer floor, so
 # the rest of the work still fits under it.
@@ -64,58 +57,45 @@ class ResetCompletion(LinkToken):
 )
 async def request_reset(body: ResetRequest, ctx: Ctx) -> ResetRequested:
     """Mail a password-reset link to the address, if it is an account's (never said)."""
-    later: UUID | None = None
     async with answer_floor(ANSWER_FLOOR_SECONDS):  # a known address costs more queries
         index = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            user = await store.user_by_email_index(conn, index)
-            # One request at a time (the interval between mails is read under the lock),
-            # waiting only within the floor: past it, the answer goes, and the mail once
-            # the row is free (an export holds it for as long as it reads).
-            if user is not None:
-                if await store.lock_user_within(conn, user["id"], LOCK_MS):
-                    await mail_reset_link(ctx, conn, user["id"])
-                else:
-                    later = user["id"]
-    if later is not None:
-        task = asyncio.get_running_loop().create_task(_mail_when_free(ctx, later))
-        _MAILING.add(task)
-        task.add_done_callback(_MAILING.discard)
+        async with ctx.pool.acquire() as conn:
+            held: UUID | None = None
+            async with conn.transaction():
+                user = await store.user_by_email_index(conn, index)
+                # One request at a time (the interval between mails is read under the
+                # lock), waiting only within the floor: past it, the reset is recorded
+                # and the answer goes; the worker mails it once the row is free (an
+                # export holds it for as long as it reads).
+                if user is not None:
+                    if await store.lock_user_within(conn, user["id"], LOCK_MS):
+                        await mail_reset_link(ctx, conn, user["id"])
+                    else:
+                        held = user["id"]
+            if held is not None:
+                # Committed before the answer says a link is on its way, in a
+                # transaction of its own that waits for no lock (pending_resets.py).
+                await pending_resets.record(conn, held)
     return ResetRequested()
-
-
-# Mails waiting for their user's row after their answer went (a reference each, else the
-# task may be collected mid-way).
-_MAILING: set[asyncio.Task[None]] = set()
-LATE_LOCK_TIMEOUT = "60s"
-
-
-async def _mail_when_free(ctx: Context, user_id: UUID) -> None:
-    """The link a request could not mail within its answer floor, once the row is free.
-    Lost if the process stops meanwhile: the user, seeing no mail, asks again."""
-    try:
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            await conn.execute(f"SET LOCAL lock_timeout = '{LATE_LOCK_TIMEOUT}'")
-            if await store.user_by_id(conn, user_id, lock=True) is not None:
-                await mail_reset_link(ctx, conn, user_id)
-    except Exception as exc:  # a task's error would otherwise go unseen
-        log.error("password reset of user %s not mailed: %s", user_id, type(exc).__name__)
 
 
 @router.post("/password-resets/complete", status_code=status.HTTP_204_NO_CONTENT)
 async def complete_reset(body: ResetCompletion, ctx: Ctx) -> None:
-    """Set a new password with the mailed token: every session ends, a login lock lifts."""
+    """Set a new password with the mailed token: every session ends, a login lock lifts.
+    A link used already answers ``409 link-used``: a retry whose answer was lost learns
+    the password was changed. An unknown, expired or revoked one (the reset revokes the
+    account's other reset links) answers ``400 link-invalid``."""
     token_hash = secret_hash(body.token)
     async with ctx.pool.acquire() as conn:
         # Checked before the argon2 work, so invalid tokens cost us no hashing.
         if await _token_user(conn, token_hash) is None:
-            raise _link_invalid()
+            raise await _not_usable(conn, token_hash)
     new_hash = await hash_password(body.new_password)
     async with ctx.pool.acquire() as conn, conn.transaction():
         user_id = await store.action_token_owner(conn, token_hash, PURPOSE)
         user = await store.user_by_id(conn, user_id) if user_id is not None else None
         if user_id is None or user is None:
-            raise _link_invalid()
+            raise link_invalid()
         # Locks in the order every path takes them: the throttle rows first (a login
         # takes its account counter, then the user's row while it starts a session),
         # then the user's row, then the user's tokens (a password or address change
@@ -125,7 +105,9 @@ async def complete_reset(body: ResetCompletion, ctx: Ctx) -> None:
         await store.clear_throttle(conn, reauth_key(ctx.vault, user_id))
         await store.user_by_id(conn, user_id, lock=True)
         if await store.use_action_token(conn, token_hash, PURPOSE) is None:
-            raise _link_invalid()  # spent or revoked meanwhile: the counters stay
+            # Spent (a parallel submit of it went first) or revoked meanwhile: the
+            # counters stay.
+            raise await _not_usable(conn, token_hash)
         await replace_password(conn, ctx.vault, user_id, new_hash, "password-reset")
         if not user["email_verified"]:
             # The link came to the account's address: its holder proved the mailbox. An
@@ -151,7 +133,10 @@ async def _token_user(conn: Connection, token_hash: bytes) -> UUID | None:
     return value
 
 
-def _link_invalid() -> Problem:
-    return Problem(
-        400, "Link invalid", "This link is invalid, expired or already used.", slug="link-invalid"
-    )
+async def _not_usable(conn: Connection, token_hash: bytes) -> Problem:
+    """Why a reset link cannot be used: used already, or unknown, expired or revoked."""
+    if await store.spent_action_token(conn, token_hash, PURPOSE) is not None:
+        return link_used(
+            "This link was already used: your password was changed. Sign in with the new one."
+        )
+    return link_invalid()

@@ -448,16 +448,25 @@ async def test_deletion_needs_the_password_and_can_be_cancelled(
     assert cancelled.json()["status"] == "cancelled"
     await bus.event("deletion.cancelled.", user.id, request_id=request_id)
     assert (await client.get(f"{API}/me", headers=user.headers)).status_code == 200
-    # The mailed link died with the cancel: it cannot touch a later request.
+    # The mailed link is spent by the cancel: it tells that the request is cancelled
+    # (the person opening it from the email learns what they already did)...
     spent = await client.post(
         f"{API}/deletion-cancellations", json={"token": notice["params"]["token"]}
     )
-    assert spent.status_code == 400, spent.text
+    assert spent.status_code == 409, spent.text
+    assert spent.json()["type"].endswith("/link-used")
+    assert "deletion is cancelled" in spent.json()["detail"]
     # A new request's link cancels it, signed out (the page it opens: tests/browser).
     second = await client.post(
         f"{API}/me/deletion-requests", json={"password": user.password}, headers=user.headers
     )
     second_id = second.json()["id"]
+    # ...and cannot touch a later request, nor say the account is safe while it runs.
+    dead = await client.post(
+        f"{API}/deletion-cancellations", json={"token": notice["params"]["token"]}
+    )
+    assert dead.status_code == 400, dead.text
+    assert dead.json()["type"].endswith("/link-invalid")
     [record] = await bus.wait_for(
         lambda r: r.key == user.id and r.value is not None
         and r.value["type"].startswith("notice.send.")
@@ -472,6 +481,19 @@ async def test_deletion_needs_the_password_and_can_be_cancelled(
     assert by_link.status_code == 200, by_link.text
     assert (by_link.json()["id"], by_link.json()["status"]) == (second_id, "cancelled")
     await bus.event("deletion.cancelled.", user.id, request_id=second_id)
+    # The same link again (the answer was lost on the way): cancelled, not invalid.
+    retried = await client.post(
+        f"{API}/deletion-cancellations", json={"token": mailed["params"]["token"]}
+    )
+    assert retried.status_code == 409, retried.text
+    assert retried.json()["type"].endswith("/link-used")
+    cancelled_events = [
+        r for r in bus.records
+        if r.key == user.id and r.value is not None
+        and r.value["type"].startswith("deletion.cancelled.")
+        and r.value["data"]["request_id"] == second_id
+    ]  # fmt: skip
+    assert len(cancelled_events) == 1  # the retry cancelled nothing again
 
 
 @pytest.mark.promise("P-15")

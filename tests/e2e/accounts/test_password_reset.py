@@ -70,11 +70,37 @@ async def test_a_reset_link_sets_a_new_password_once_and_ends_every_session(
     assert (await client.get(f"{API}/me", headers=user.headers)).status_code == 200
     await bus.notice(user.id, "password_changed")
 
+    # Used: a retry (its answer lost on the way) is told the password was changed, and
+    # changes nothing.
     again = await client.post(
         f"{API}/password-resets/complete", json={"token": token, "new_password": "pw-another-1"}
     )
-    assert again.status_code == 400
-    assert again.json()["type"].endswith("/link-invalid")
+    assert again.status_code == 409, again.text
+    assert again.json()["type"].endswith("/link-used")
+    assert again.json()["title"] == "Link already used"
+    assert "password was changed" in again.json()["detail"]
+    await log_in(client, user)  # still the password the link set
+
+
+@pytest.mark.promise("P-08")
+async def test_a_reset_submitted_twice_at_once_sets_one_password_and_tells_the_other_so(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    """A page sending its form again (a retry over a flaky network) while the first is
+    still on its way: one sets the password, the other is told the link was used."""
+    user = await active_user(client, bus)
+    assert (await _ask(client, user.email)).status_code == 202
+    token = await _reset_token(bus, user)
+    new_password = f"pw-{uuid.uuid4().hex}"
+    complete = {"token": token, "new_password": new_password}
+    answers = await asyncio.gather(
+        *(client.post(f"{API}/password-resets/complete", json=complete) for _ in range(2))
+    )
+    assert sorted(a.status_code for a in answers) == [204, 409], [a.text for a in answers]
+    [used] = [a for a in answers if a.status_code == 409]
+    assert used.json()["type"].endswith("/link-used")
+    user.password = new_password
+    await log_in(client, user)
 
 
 async def test_resets_are_mailed_at_most_once_per_interval_and_bad_tokens_are_refused(

@@ -13,6 +13,10 @@ import asyncpg
 import httpx
 import pytest
 
+from deploy.local import services
+from deploy.local.layout import Layout
+from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS
+from services.accounts.config import AccountsSettings
 from services.accounts.security import hash_password
 from tests.e2e.accounts.support import (
     API,
@@ -26,6 +30,7 @@ from tests.e2e.accounts.support import (
 
 LOCKED = "SELECT 1 FROM users WHERE id = $1 FOR UPDATE"
 WAITING_SECONDS = 1.0  # for the request to check the password and reach the held row
+API_PROCESS = "accounts-api"
 
 
 async def _waiting(request: Awaitable[httpx.Response]) -> asyncio.Task[httpx.Response]:
@@ -136,23 +141,42 @@ async def test_a_reset_asked_for_while_the_row_is_held_is_answered_without_waiti
 ) -> None:
     """Answers to a registered address must not queue behind one another (their timing
     would tell it is registered): while the row stays held (an export reads it), the
-    request is answered; its link is mailed once the row is free, once."""
+    request is answered and the reset recorded; the worker mails its link once the row
+    is free, once. Nothing waits in the API process: it is restarted meanwhile (when
+    this session runs it), as a deployment rolling its replicas would."""
     user = await active_user(client, bus)
     uid = uuid.UUID(user.id)
     links = "SELECT count(*) FROM action_tokens WHERE user_id = $1 AND purpose = 'password_reset'"
+    pending = "SELECT count(*) FROM pending_resets WHERE user_id = $1"
     async with db.transaction():
         await db.execute(LOCKED, uid)
         held = await asyncio.wait_for(
             client.post(f"{API}/password-resets", json={"email": user.email}), timeout=10
         )
         assert held.status_code == 202
+        assert held.elapsed.total_seconds() >= ANSWER_FLOOR_SECONDS  # the floor holds
         assert await db.fetchval(links, uid) == 0  # not yet: the row is still held
+        assert await db.fetchval(pending, uid) == 1  # recorded, committed: not in memory
+        await _restart_accounts_api()
+        await asyncio.sleep(2 * AccountsSettings(environment="test").accounts_pending_reset_seconds)
+        assert await db.fetchval(pending, uid) == 1  # the worker's rounds skip a held row
     notice = await bus.notice(user.id, "password_reset")  # mailed once it was free
     assert notice["params"]["token"]
     assert await db.fetchval(links, uid) == 1
+    assert await db.fetchval(pending, uid) == 0  # gone with the mail
     again = await client.post(f"{API}/password-resets", json={"email": user.email})
     assert again.status_code == 202
     assert await db.fetchval(links, uid) == 1  # the interval holds for the late mail too
+
+
+async def _restart_accounts_api() -> None:
+    """Stop the accounts API and start it again, if this test session runs it."""
+    layout = Layout.from_env()
+    if services.make_run_active(layout) or services.running(layout, API_PROCESS) is None:
+        return  # make run's, or none: the record above is what a restart would keep
+    await asyncio.to_thread(services.stop_processes, [API_PROCESS], layout)
+    await asyncio.to_thread(services.ensure_processes, [API_PROCESS], layout)
+    await asyncio.to_thread(services.wait_for_apis, ["accounts"], layout)
 
 
 async def _device(client: httpx.AsyncClient, user: User) -> str:

@@ -365,8 +365,15 @@ async def test_an_unverified_account_cannot_log_in_and_a_link_works_once(
     assert set(notice["params"]) == {"token", "link"}  # ids and links, no personal data
     token = notice["params"]["token"]
     assert (await client.post(f"{API}/email-verifications", json={"token": token})).json()["active"]
+    # A retry (its answer lost on the way) is told the address is confirmed, not that
+    # the link is invalid; an unknown link still is.
     again = await client.post(f"{API}/email-verifications", json={"token": token})
-    assert again.status_code == 400
+    assert again.status_code == 409, again.text
+    assert again.json()["type"].endswith("/link-used")
+    assert "already used" in again.json()["detail"]
+    unknown = await client.post(f"{API}/email-verifications", json={"token": "x" * 43})
+    assert unknown.status_code == 400
+    assert unknown.json()["type"].endswith("/link-invalid")
     await log_in(client, user)
 
 
@@ -445,6 +452,12 @@ async def test_under_13_sign_up_needs_a_guardian_and_never_gets_marketing(
         f"{API}/guardian-consents", json={"token": consent["params"]["token"]}
     )
     assert confirmed.json() == {"status": "confirmed", "active": True}
+    again = await client.post(
+        f"{API}/guardian-consents", json={"token": consent["params"]["token"]}
+    )
+    assert again.status_code == 409, again.text  # a retry: the consent is recorded
+    assert again.json()["type"].endswith("/link-used")
+    assert "consent is recorded" in again.json()["detail"]
     await log_in(client, child)
     prefs = await client.put(
         f"{API}/me/preferences",
