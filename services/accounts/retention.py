@@ -9,7 +9,9 @@
 - expired link tokens, a day after they expired (and after the reset-mail interval,
   which reads them);
 - sessions whose refresh tokens all expired more than a day ago (with those tokens):
-  no token of theirs can work again.
+  no token of theirs can work again;
+- operators' Idempotency-Keys after ``idempotency.KEPT_HOURS``: a retry comes within
+  minutes, and a key kept longer would only hold ids.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import asyncpg
 
 from services.accounts.config import AccountsSettings
+from shared.service import idempotency
 from shared.service.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ class Retention(Periodic):
                 ),
                 "link_tokens": await conn.execute(_LINK_TOKENS, reset_reads),
                 "sessions": await conn.execute(_SESSIONS),
+                "idempotency_keys": await conn.execute(idempotency.EXPIRED),
             }
         deleted = {what: int(status.split()[-1]) for what, status in counts.items()}
         if any(deleted.values()):

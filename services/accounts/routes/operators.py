@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, AwareDatetime, BaseModel, EmailStr, Field
 
 from services.accounts import audit_chain, cancel_window, store
@@ -64,6 +65,8 @@ from shared.events.catalogue.accounts import (
 )
 from shared.events.catalogue.notifier import SendNotice
 from shared.observability import Problem
+from shared.service import idempotency
+from shared.service.idempotency import IdempotencyKey
 from shared.service.kept_text import refuse_personal_data
 from shared.vault import SubjectShredded
 
@@ -847,9 +850,14 @@ async def read_request_thread(
     "/requests/{request_id}/replies", response_model=ReplyOut, status_code=status.HTTP_201_CREATED
 )
 async def reply_to_request(
-    request_id: UUID, body: ReplyIn, ctx: Ctx, op: Annotated[Operator, allowed("requests.reply")]
-) -> ReplyOut:
-    """Reply: the user gets an inbox item and an email from the notifier (P-05)."""
+    request_id: UUID,
+    body: ReplyIn,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("requests.reply")],
+    idempotency_key: IdempotencyKey = None,
+) -> ReplyOut | JSONResponse:
+    """Reply: the user gets an inbox item and an email from the notifier (P-05). With an
+    ``Idempotency-Key``, sending it again replies (and mails) nothing twice."""
     refuse_card_numbers(text=body.text)
     reply_id = uuid4()
     async with ctx.pool.acquire() as conn:
@@ -868,10 +876,18 @@ async def reply_to_request(
             is None
         ):
             raise not_found("request")
+        key = await idempotency.claim(
+            conn, _operator_id(op), idempotency_key,
+            f"POST /operator/requests/{request_id}/replies", body,
+        )  # fmt: skip
+        if isinstance(key, JSONResponse):
+            return key
         await store.add_message(conn, reply_id, request_id, "operator", sealed, _operator_id(op))
         await conn.execute("UPDATE requests SET status = 'answered' WHERE id = $1", request_id)
         await emit(conn, RequestReplied(user_id=uid, request_id=request_id, reply_id=reply_id), uid)
-    return ReplyOut(reply_id=reply_id, request_id=request_id)
+        replied = ReplyOut(reply_id=reply_id, request_id=request_id)
+        await idempotency.answered(conn, key, status.HTTP_201_CREATED, replied)
+    return replied
 
 
 # -- aggregates and audit --------------------------------------------------------------
@@ -1042,13 +1058,22 @@ POLICY_CLOCK_SKEW = timedelta(minutes=5)
 
 @router.post("/announcements", response_model=Announced, status_code=status.HTTP_201_CREATED)
 async def announce(
-    body: AnnouncementIn, ctx: Ctx, op: Annotated[Operator, allowed("announcements.create")]
-) -> Announced:
-    """Announce a service change to every user (P-06), now or at ``send_at``."""
+    body: AnnouncementIn,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("announcements.create")],
+    idempotency_key: IdempotencyKey = None,
+) -> Announced | JSONResponse:
+    """Announce a service change to every user (P-06), now or at ``send_at``. With an
+    ``Idempotency-Key``, sending it again announces nothing twice."""
     refuse_card_numbers(title=body.title, message=body.message)
     refuse_misleading_title(body.title, (body.message,), security_notice=False)
     announcement_id = uuid4()
     async with ctx.pool.acquire() as conn, conn.transaction():
+        key = await idempotency.claim(
+            conn, _operator_id(op), idempotency_key, "POST /operator/announcements", body
+        )
+        if isinstance(key, JSONResponse):
+            return key
         await conn.execute(
             "INSERT INTO announcements (id, title, message, send_at, announced_by)"
             " VALUES ($1, $2, $3, $4, $5)",
@@ -1075,14 +1100,20 @@ async def announce(
             ),
             str(notice_id),
         )
-    return Announced(id=announcement_id, notice_id=notice_id)
+        announced = Announced(id=announcement_id, notice_id=notice_id)
+        await idempotency.answered(conn, key, status.HTTP_201_CREATED, announced)
+    return announced
 
 
 @router.post("/incidents", response_model=IncidentOut, status_code=status.HTTP_201_CREATED)
 async def declare_incident(
-    body: IncidentIn, ctx: Ctx, op: Annotated[Operator, allowed("incidents.declare")]
-) -> IncidentOut:
-    """Declare a security incident; the notifier tells every affected user (P-17)."""
+    body: IncidentIn,
+    ctx: Ctx,
+    op: Annotated[Operator, allowed("incidents.declare")],
+    idempotency_key: IdempotencyKey = None,
+) -> IncidentOut | JSONResponse:
+    """Declare a security incident; the notifier tells every affected user (P-17). With
+    an ``Idempotency-Key``, sending it again declares nothing twice."""
     refuse_card_numbers(title=body.title, message=body.message)
     # The email's body holds the title and the message.
     refuse_misleading_title(body.title, (body.title, body.message), security_notice=True)
@@ -1093,6 +1124,11 @@ async def declare_incident(
     incident_id = uuid4()
     user_ids = tuple(dict.fromkeys(body.user_ids)) if body.audience == "listed" else ()
     async with ctx.pool.acquire() as conn, conn.transaction():
+        key = await idempotency.claim(
+            conn, _operator_id(op), idempotency_key, "POST /operator/incidents", body
+        )
+        if isinstance(key, JSONResponse):
+            return key
         affected = len(user_ids) or int(
             await conn.fetchval("SELECT count(*) FROM users WHERE active")
         )
@@ -1117,7 +1153,9 @@ async def declare_incident(
             ),
             str(incident_id),
         )
-    return IncidentOut(id=incident_id, affected=affected)
+        declared = IncidentOut(id=incident_id, affected=affected)
+        await idempotency.answered(conn, key, status.HTTP_201_CREATED, declared)
+    return declared
 
 
 # -- third parties ---------------------------------------------------------------------
