@@ -35,6 +35,15 @@ class AccountsSettings(PlatformSettings):
         300, description="Lifetime of an access token (short: revocation is also checked)."
     )
     accounts_refresh_token_days: int = Field(30, description="Lifetime of a refresh token.")
+    accounts_refresh_reuse_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "A refresh token sent again this soon after its use, while the token it was"
+            " traded for is unused, gets that same token again (an answer lost, two tabs"
+            " at once) instead of ending the session; 0: any reuse ends it."
+        ),
+    )
     accounts_link_hours: int = Field(
         48,
         description=(

@@ -14,6 +14,9 @@ from typing import Literal, TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shared.auth import OperatorRole, issue_token
 
@@ -74,6 +77,23 @@ def new_secret() -> str:
 def secret_hash(token: str) -> bytes:
     """What is stored of an opaque token: a hash, so a database leak yields no token."""
     return hashlib.sha256(token.encode()).digest()
+
+
+def _successor_key(token: str) -> AESGCM:
+    # HKDF over a 256-bit random token: only its holder can derive the key.
+    key = HKDF(hashes.SHA256(), 32, salt=None, info=b"imt refresh successor").derive(token.encode())
+    return AESGCM(key)
+
+
+def seal_successor(token: str, successor: str) -> bytes:
+    """``successor`` sealed so that only the holder of ``token`` can open it."""
+    nonce = os.urandom(12)
+    return nonce + _successor_key(token).encrypt(nonce, successor.encode(), secret_hash(token))
+
+
+def open_successor(token: str, sealed: bytes) -> str:
+    """What :func:`seal_successor` sealed with ``token`` (InvalidTag for another token)."""
+    return _successor_key(token).decrypt(sealed[:12], sealed[12:], secret_hash(token)).decode()
 
 
 def access_token(

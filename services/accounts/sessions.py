@@ -1,7 +1,8 @@
 """Sessions: an access token (5 min) plus a rotating refresh token, per session.
 
 A session is a refresh-token family. Reusing a spent refresh token revokes the whole
-family (the token was stolen, or the client is confused: either way, log in again).
+family (the token was stolen, or the client is confused: either way, log in again),
+but for a retry of a refresh whose answer was lost (see :func:`rotate`).
 Access tokens carry the session id and every accounts request checks the session is
 still open, so logout and password changes take effect at once.
 """
@@ -18,7 +19,13 @@ from pydantic import BaseModel
 
 from services.accounts import store
 from services.accounts.context import Context
-from services.accounts.security import access_token, new_secret, secret_hash
+from services.accounts.security import (
+    access_token,
+    new_secret,
+    open_successor,
+    seal_successor,
+    secret_hash,
+)
 from shared.auth import Claims
 from shared.db.pool import Connection
 from shared.observability import Problem
@@ -125,18 +132,27 @@ class RefreshRefused(Exception):
 async def rotate(ctx: Context, conn: Connection, refresh: str) -> TokenPair:
     """Spend ``refresh`` and issue a new pair in the same session (caller's transaction).
 
-    A token used twice revokes its session; the caller must commit that revocation
-    before answering (so it raises only after the transaction).
+    A token used twice revokes its session, unless it is sent again within the grace
+    (``accounts_refresh_reuse_grace_seconds``) while the token it was traded for is still
+    unused: its answer was lost, or two tabs sent it at once, and the same successor is
+    answered again. The caller must commit a revocation before answering (so it raises
+    only after the transaction).
     """
     row = await store.refresh_token(conn, secret_hash(refresh))
     if row is None or row["revoked_at"] is not None:
         raise RefreshRefused
     if row["used_at"] is not None:
-        await store.revoke_session(conn, row["session_id"], "refresh-token-reuse")
+        successor = await _answered_before(ctx, conn, row, refresh)
+        if successor is None:
+            await store.revoke_session(conn, row["session_id"], "refresh-token-reuse")
+            raise RefreshRefused
+    elif row["expires_at"] <= datetime.now(UTC):
         raise RefreshRefused
-    if row["expires_at"] <= datetime.now(UTC):
-        raise RefreshRefused
-    await store.spend_refresh_token(conn, row["token_hash"])
+    else:
+        successor = await _new_refresh(ctx, conn, row["session_id"])
+        await store.spend_refresh_token(
+            conn, row["token_hash"], secret_hash(successor), seal_successor(refresh, successor)
+        )
     if row["kind"] == "operator":
         principal = await conn.fetchrow(
             "SELECT * FROM operators WHERE id = $1 AND disabled_at IS NULL", row["principal_id"]
@@ -150,9 +166,22 @@ async def rotate(ctx: Context, conn: Connection, refresh: str) -> TokenPair:
         raise RefreshRefused
     return TokenPair(
         access_token=access_for(ctx, principal, row["kind"], row["session_id"]),
-        refresh_token=await _new_refresh(ctx, conn, row["session_id"]),
+        refresh_token=successor,
         expires_in=ctx.settings.accounts_access_token_seconds,
     )
+
+
+async def _answered_before(
+    ctx: Context, conn: Connection, row: store.Row, refresh: str
+) -> str | None:
+    """The successor ``refresh`` was traded for, if it may be answered again: within the
+    grace of the first use, and not used since (whoever has it would not ask again)."""
+    grace = timedelta(seconds=ctx.settings.accounts_refresh_reuse_grace_seconds)
+    if row["successor_hash"] is None or row["used_at"] + grace < datetime.now(UTC):
+        return None
+    if not await store.unused_refresh_token(conn, row["successor_hash"]):
+        return None
+    return open_successor(refresh, row["successor_sealed"])
 
 
 def session_checker(ctx: Context) -> Callable[[Request, Claims], Awaitable[bool]]:

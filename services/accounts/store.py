@@ -377,16 +377,34 @@ async def add_refresh_token(
 async def refresh_token(conn: Connection, token_hash: bytes) -> Row | None:
     """The token with its session, locked for the rotation."""
     return await conn.fetchrow(
-        "SELECT r.token_hash, r.used_at, r.expires_at, s.id AS session_id, s.principal_id,"
-        " s.kind, s.revoked_at FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id"
+        "SELECT r.token_hash, r.used_at, r.expires_at, r.successor_hash, r.successor_sealed,"
+        " s.id AS session_id, s.principal_id, s.kind, s.revoked_at"
+        " FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id"
         " WHERE r.token_hash = $1 FOR UPDATE OF r, s",
         token_hash,
     )
 
 
-async def spend_refresh_token(conn: Connection, token_hash: bytes) -> None:
+async def spend_refresh_token(
+    conn: Connection, token_hash: bytes, successor_hash: bytes, successor_sealed: bytes
+) -> None:
     await conn.execute(
-        "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", token_hash
+        "UPDATE refresh_tokens SET used_at = now(), successor_hash = $2, successor_sealed = $3"
+        " WHERE token_hash = $1",
+        token_hash,
+        successor_hash,
+        successor_sealed,
+    )
+
+
+async def unused_refresh_token(conn: Connection, token_hash: bytes) -> bool:
+    """Whether the token exists, unused and unexpired (locked until the transaction ends)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT used_at IS NULL AND expires_at > now() FROM refresh_tokens"
+            " WHERE token_hash = $1 FOR UPDATE",
+            token_hash,
+        )
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 import httpx
@@ -15,7 +16,7 @@ from deploy.local.layout import Layout
 from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS
 from services.accounts.config import AccountsSettings
 from services.accounts.context import THROTTLE_CLIENT
-from services.accounts.security import hash_password
+from services.accounts.security import hash_password, secret_hash
 from shared.config import PlatformSettings
 from shared.events.topics import all_topics
 from shared.vault.crypto import blind_index
@@ -322,25 +323,58 @@ async def test_an_address_past_its_free_failures_is_made_to_wait_and_others_are_
         await db.execute("DELETE FROM login_throttle WHERE key = $1", key)
 
 
+async def _refreshed(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.post(f"{API}/sessions/refresh", json={"refresh_token": token})
+
+
+async def _session_ended(client: httpx.AsyncClient, pair: dict[str, Any]) -> bool:
+    after = await _refreshed(client, pair["refresh_token"])
+    me = await client.get(f"{API}/me", headers={"Authorization": f"Bearer {pair['access_token']}"})
+    return after.status_code == 401 and me.status_code == 401
+
+
 async def test_refresh_tokens_rotate_and_a_reused_one_revokes_the_session(
     client: httpx.AsyncClient, bus: BusTail
 ) -> None:
     user = await active_user(client, bus)
-    first = await client.post(f"{API}/sessions/refresh", json={"refresh_token": user.refresh})
+    first = await _refreshed(client, user.refresh)
     assert first.status_code == 200
     rotated = first.json()
     assert rotated["refresh_token"] != user.refresh
-    # The spent token comes back (stolen?): the whole family is revoked.
-    reuse = await client.post(f"{API}/sessions/refresh", json={"refresh_token": user.refresh})
+    again = await _refreshed(client, rotated["refresh_token"])
+    assert again.status_code == 200
+    # The spent token comes back after its successor was used: a client that got the
+    # successor does not ask again, so it was stolen. The whole family is revoked.
+    reuse = await _refreshed(client, user.refresh)
     assert reuse.status_code == 401
-    after = await client.post(
-        f"{API}/sessions/refresh", json={"refresh_token": rotated["refresh_token"]}
-    )
-    assert after.status_code == 401
+    assert await _session_ended(client, again.json())
+
+
+async def test_a_refresh_whose_answer_was_lost_is_answered_again(
+    client: httpx.AsyncClient, bus: BusTail, db: asyncpg.Connection
+) -> None:
+    """Sent again at once (the answer lost, or two tabs at the same moment), a refresh
+    gets the same successor, and the session goes on; once the grace has passed, the
+    same reuse ends the session."""
+    user = await active_user(client, bus)
+    both = await asyncio.gather(*(_refreshed(client, user.refresh) for _ in range(2)))
+    assert [r.status_code for r in both] == [200, 200], [r.text for r in both]
+    successor = both[0].json()["refresh_token"]
+    assert both[1].json()["refresh_token"] == successor
+    lost = await _refreshed(client, user.refresh)  # the first answer never came
+    assert lost.status_code == 200
+    assert lost.json()["refresh_token"] == successor
     me = await client.get(
-        f"{API}/me", headers={"Authorization": f"Bearer {rotated['access_token']}"}
+        f"{API}/me", headers={"Authorization": f"Bearer {lost.json()['access_token']}"}
     )
-    assert me.status_code == 401
+    assert me.status_code == 200
+    # Past the grace (30 s by default), the same retry is a stolen token's.
+    await db.execute(
+        "UPDATE refresh_tokens SET used_at = used_at - interval '31 seconds' WHERE token_hash = $1",
+        secret_hash(user.refresh),
+    )
+    assert (await _refreshed(client, user.refresh)).status_code == 401
+    assert await _session_ended(client, lost.json())
 
 
 async def test_logout_ends_the_session(client: httpx.AsyncClient, bus: BusTail) -> None:

@@ -6,6 +6,8 @@ import os
 import threading
 
 import jwt
+import pytest
+from cryptography.exceptions import InvalidTag
 
 from services.accounts import security
 from services.accounts.config import AccountsSettings
@@ -14,6 +16,8 @@ from services.accounts.security import (
     access_token,
     hash_password,
     new_secret,
+    open_successor,
+    seal_successor,
     secret_hash,
     verify_password,
 )
@@ -65,3 +69,13 @@ async def test_hashing_runs_on_its_own_threads_one_per_cpu() -> None:
 
     assert (await security._off_loop(where)).startswith("argon2")
     assert security._hashing._max_workers == (os.cpu_count() or 1)
+
+
+def test_a_successor_opens_only_with_the_token_it_was_sealed_with() -> None:
+    token, successor = new_secret(), new_secret()
+    sealed = seal_successor(token, successor)
+    assert successor.encode() not in sealed
+    assert open_successor(token, sealed) == successor
+    with pytest.raises(InvalidTag):
+        open_successor(new_secret(), sealed)
+    assert seal_successor(token, successor) != sealed  # a fresh nonce each time
