@@ -40,6 +40,7 @@ from shared.observability.problems import answer_unexpected_errors
 from shared.process import start_process
 from shared.service.forwarded import trust_forwarded_for
 from shared.service.no_store import NoStoreMiddleware
+from shared.service.problem_docs import document_problems
 from shared.service.request_trace import RequestTraceMiddleware
 from shared.service.runtime import Runtime
 from shared.service.unicode import refuse_invalid_unicode
@@ -82,6 +83,7 @@ def create_api(
         docs_url=None,
         redoc_url=None,
     )
+    describe_problems(app)
     serve_openapi(app, prefix)
     install_problem_handlers(app)
     refuse_invalid_unicode(app)
@@ -151,6 +153,19 @@ def _referenced(root: object, schemas: Mapping[str, Any]) -> set[str]:
         elif isinstance(node, list):
             pending.extend(node)
     return found
+
+
+def describe_problems(app: FastAPI) -> None:
+    """The app's OpenAPI document declares its errors as they are answered
+    (``shared.service.problem_docs``)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way
 
 
 def serve_openapi(app: FastAPI, prefix: str) -> None:

@@ -4,7 +4,9 @@ Every operation gets valid input (schemathesis's positive cases) and input its s
 refuses (negative cases, where the operation takes any). However bad the input, the
 answer is no 5xx, and every 4xx is a problem body (RFC 9457, as
 ``shared.observability.problems`` writes them): content type application/problem+json,
-a JSON object with ``type`` and ``title`` strings and the response's own ``status``.
+a JSON object with ``type`` and ``title`` strings and the response's own ``status``,
+which fits the ProblemDetails schema every document declares for errors
+(``shared.service.problem_docs``).
 Each operation's failures are collected, so one run names every operation that failed.
 
 Routes that read a body the document leaves open (a beacon sent as text/plain, a raw
@@ -24,6 +26,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
+from pydantic import ValidationError
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.transport import Response
 from schemathesis.generation import GenerationMode
@@ -31,6 +34,7 @@ from schemathesis.generation.case import Case
 from schemathesis.schemas import APIOperation as AnyOperation
 
 from shared.observability.problems import PROBLEM_CONTENT_TYPE
+from shared.service.problem_docs import ProblemDetails
 
 # The same examples every run, so `make test` passes or fails on the code alone;
 # IMT_FUZZ_RANDOM=1 explores new ones (how a path of %FF was found: see the gateway's
@@ -76,6 +80,10 @@ def problem_shape_error(response: Response | httpx.Response) -> str | None:
         return f"no 'type' and 'title' strings (members: {sorted(body)})"
     if body.get("status") != response.status_code:
         return f"'status' {body.get('status')!r} in a {response.status_code} answer"
+    try:
+        ProblemDetails.model_validate(body)
+    except ValidationError as exc:
+        return f"a body the documents' ProblemDetails does not describe: {exc}"
     return None
 
 

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import Field
 
 from services.notifier import stream_tickets
 from services.notifier.routes.deps import (
@@ -18,14 +19,77 @@ from services.notifier.routes.deps import (
     RuntimeDep,
     user_id,
 )
-from services.notifier.stream import ITEM_COLUMNS, item_json
+from services.notifier.stream import ITEM_COLUMNS, KEEPALIVE_SECONDS, item_json
 from shared.auth import Claims, CurrentUser
 from shared.auth.dependencies import current_user
+from shared.events.catalogue.notifier import NoticeCategory
 from shared.observability import Problem
 from shared.service import Runtime
+from shared.service.answers import Answer, Timestamp
 
 ItemId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 router = APIRouter(prefix="/inbox", tags=["inbox"])
+
+
+class InboxItem(Answer):
+    """One notice in a user's inbox, in the user's language (``stream.item_json``)."""
+
+    id: int
+    notice_id: UUID
+    category: NoticeCategory
+    title: str
+    body: str
+    pinned: bool = Field(description="Shown first until acknowledged (a security notice).")
+    created_at: Timestamp
+    read_at: Timestamp | None
+    acknowledged_at: Timestamp | None
+
+
+class InboxPage(Answer):
+    pinned: list[InboxItem] = Field(description="Pinned items not acknowledged yet, all.")
+    items: list[InboxItem] = Field(description="Every item, newest first, a page of them.")
+    next_before: int | None = Field(
+        description="Pass as ``before`` for the next page; null on the last one."
+    )
+
+
+class UnreadCount(Answer):
+    unread: int
+    pinned: int = Field(description="Pinned items not acknowledged yet.")
+
+
+class ItemMarked(Answer):
+    id: int
+    read_at: Timestamp
+    acknowledged_at: Timestamp | None
+
+
+class StreamTicket(Answer):
+    ticket: str
+    expires_in: int = Field(description="Seconds the ticket can still be used (once).")
+
+
+class PolicyNotice(Answer):
+    """A privacy-policy version the user was told of, and when they saw it."""
+
+    policy_version: str
+    notified_at: Timestamp
+    emailed_at: Timestamp | None
+    seen_at: Timestamp | None = Field(description="When the user first read its notice.")
+
+
+STREAM_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": (
+            "Server-sent events: a `notice` event (its `id` the item's, its data an"
+            " InboxItem as JSON) per pinned item not acknowledged yet, then `ready`, then"
+            " a `notice` per new item as it arrives; a comment every"
+            f" {KEEPALIVE_SECONDS:g} s keeps the connection open. It ends when the"
+            " session does (logout, password change, the token's expiry)."
+        ),
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 
 _PINNED = f"""
 SELECT {ITEM_COLUMNS} FROM inbox_items i JOIN notices n ON n.notice_id = i.notice_id
@@ -34,7 +98,7 @@ ORDER BY i.id DESC
 """  # noqa: S608 - constant columns
 
 
-@router.get("")
+@router.get("", response_model=InboxPage)
 async def list_inbox(
     user: CurrentUser,
     runtime: RuntimeDep,
@@ -63,7 +127,7 @@ async def list_inbox(
     }
 
 
-@router.get("/unread-count")
+@router.get("/unread-count", response_model=UnreadCount)
 async def unread_count(user: CurrentUser, runtime: RuntimeDep) -> dict[str, int]:
     async with runtime.pool.acquire() as conn:
         row = await conn.fetchrow(
@@ -103,18 +167,18 @@ async def _mark(runtime: Any, uid: UUID, item_id: int, *, acknowledge: bool) -> 
     }
 
 
-@router.post("/{item_id}/read")
+@router.post("/{item_id}/read", response_model=ItemMarked)
 async def mark_read(item_id: ItemId, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
     return await _mark(runtime, user_id(user), item_id, acknowledge=False)
 
 
-@router.post("/{item_id}/acknowledge")
+@router.post("/{item_id}/acknowledge", response_model=ItemMarked)
 async def acknowledge(item_id: ItemId, user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
     """Pinned notices stay on top until acknowledged; the acknowledgement is recorded."""
     return await _mark(runtime, user_id(user), item_id, acknowledge=True)
 
 
-@router.post("/stream-tickets", status_code=201)
+@router.post("/stream-tickets", status_code=201, response_model=StreamTicket)
 async def stream_ticket(user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any]:
     """A ticket to open the stream with ``EventSource`` (which cannot send a token):
     ``GET /inbox/stream?ticket=...``. Single use, valid for ``expires_in`` seconds."""
@@ -124,7 +188,7 @@ async def stream_ticket(user: CurrentUser, runtime: RuntimeDep) -> dict[str, Any
     return {"ticket": ticket, "expires_in": stream_tickets.TICKET_SECONDS}
 
 
-@router.get("/stream")
+@router.get("/stream", response_class=StreamingResponse, responses=STREAM_ANSWER)
 async def stream(
     request: Request,
     runtime: RuntimeDep,
@@ -193,7 +257,7 @@ async def _stream_caller(request: Request, runtime: Runtime, ticket: str | None)
 policy_router = APIRouter(tags=["inbox"])
 
 
-@policy_router.get("/policy-notices")
+@policy_router.get("/policy-notices", response_model=list[PolicyNotice])
 async def my_policy_notices(user: CurrentUser, runtime: RuntimeDep) -> list[dict[str, Any]]:
     """The privacy-policy versions this user was notified of, and when they saw them."""
     async with runtime.pool.acquire() as conn:
