@@ -67,6 +67,8 @@ _ACCOUNT_TABLES: tuple[tuple[str, str], ...] = (
     # A reset waiting for the row (no foreign key: migration 020): nothing to mail now.
     ("pending_resets", "DELETE FROM pending_resets WHERE user_id = $1"),
     ("erasing_items", "DELETE FROM erasing_items WHERE user_id = $1"),
+    # Keys of the user's POSTs (ids only; no foreign key: an operator's are there too).
+    ("idempotency_keys", "DELETE FROM idempotency_keys WHERE principal = $1"),
     ("refresh_tokens",
      "DELETE FROM refresh_tokens WHERE session_id IN"
      " (SELECT id FROM sessions WHERE principal_id = $1)"),

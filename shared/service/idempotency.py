@@ -10,9 +10,12 @@ answer (or claims the key if the first rolled back). A key sent again with anoth
 request (another route or body) is refused, ``422 idempotency-key-reused``.
 
 Keys are per principal (the operator or user who sent them), kept
-:data:`KEPT_HOURS`; only a hash of the request is kept, and the answer, which holds ids
-only (the routes that take a key answer nothing else). The table is the service's own
-(``idempotency_keys``: see its migration).
+:data:`KEPT_HOURS`; only a hash of the request is kept, and an answer that holds ids
+only: an operator's route records its whole answer (ids), a user's route the id of what
+it made, and answers a replay with that thing as it stands now (:meth:`Replayed.response`
+with the content), so no personal data is copied out of the vault's reach. The table is
+the service's own (``idempotency_keys``: see its migration); a user's keys go with
+their account's erasure.
 """
 
 from __future__ import annotations
@@ -63,6 +66,20 @@ EXPIRED = "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 
 
 
 @dataclass(frozen=True)
+class Replayed:
+    """The first request's recorded answer: answer it again (:meth:`response`)."""
+
+    status: int
+    answer: Any
+
+    def response(self, content: Any = None) -> JSONResponse:
+        """The recorded answer, or ``content`` (JSON-ready) in its place: what a route
+        that recorded an id answers of that thing now."""
+        body = self.answer if content is None else content
+        return JSONResponse(body, self.status, headers={REPLAYED_HEADER: "true"})
+
+
+@dataclass(frozen=True)
 class Claimed:
     """A key this request holds: record its answer with :func:`answered`."""
 
@@ -79,9 +96,9 @@ def fingerprint(route: str, body: BaseModel | None) -> bytes:
 
 async def claim(
     conn: Connection, principal: UUID, key: str | None, route: str, body: BaseModel | None
-) -> Claimed | JSONResponse | None:
+) -> Claimed | Replayed | None:
     """In the effect's transaction: None without a key, :class:`Claimed` for a key not
-    seen, or the first answer to replay. Raises a 422 problem for a key reused with
+    seen, or the first answer (:class:`Replayed`). Raises a 422 problem for a key reused with
     another request, a 409 one for a key whose first request failed without rolling back
     (never expected: the answer is recorded in the same transaction)."""
     if key is None:
@@ -101,7 +118,7 @@ async def claim(
             "A request with this Idempotency-Key did not finish; send it with a new key.",
             slug="idempotency-key-in-progress",
         )
-    return JSONResponse(stored["answer"], stored["status"], headers={REPLAYED_HEADER: "true"})
+    return Replayed(stored["status"], stored["answer"])
 
 
 async def answered(conn: Connection, claimed: Claimed | None, status: int, answer: Any) -> None:

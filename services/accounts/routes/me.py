@@ -10,6 +10,7 @@ from typing import Any, Literal
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Request, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, EmailStr, Field
 
 from services.accounts import cancel_window, store
@@ -56,6 +57,8 @@ from shared.events.catalogue.accounts import (
     RequestSubmitted,
 )
 from shared.observability import Problem
+from shared.service import idempotency
+from shared.service.idempotency import IdempotencyKey
 
 router = APIRouter(tags=["me"])
 
@@ -447,12 +450,22 @@ async def list_devices(claims: CurrentUser, ctx: Ctx) -> list[Device]:
 
 
 @router.post("/me/devices", response_model=Device, status_code=status.HTTP_201_CREATED)
-async def add_device(body: DeviceIn, claims: CurrentUser, ctx: Ctx) -> Device:
+async def add_device(
+    body: DeviceIn, claims: CurrentUser, ctx: Ctx, idempotency_key: IdempotencyKey = None
+) -> Device | JSONResponse:
+    """Add a device. With an ``Idempotency-Key``, sending it again adds none: the
+    device added first is answered, as it stands."""
     refuse_card_numbers(model=body.model)
     uid, device_id = UUID(claims.sub), uuid4()
     sealed = await ctx.vault.seal(uid, body.model, purpose=DEVICE_MODEL)
     async with ctx.pool.acquire() as conn, conn.transaction():
         await _me(ctx, conn, claims)
+        key = await idempotency.claim(conn, uid, idempotency_key, "POST /me/devices", body)
+        if isinstance(key, idempotency.Replayed):
+            added = await store.device_of(conn, uid, UUID(key.answer["id"]))
+            if added is None:  # removed since
+                raise not_found("device")
+            return key.response((await _device(ctx, added)).model_dump(mode="json"))
         await conn.execute(
             "INSERT INTO devices (id, user_id, model, damage_state) VALUES ($1, $2, $3, $4)",
             device_id,
@@ -468,6 +481,7 @@ async def add_device(body: DeviceIn, claims: CurrentUser, ctx: Ctx) -> Device:
             uid,
         )
         row = await store.device_of(conn, uid, device_id)
+        await idempotency.answered(conn, key, status.HTTP_201_CREATED, {"id": str(device_id)})
     assert row is not None
     return await _device(ctx, row)
 
@@ -560,13 +574,24 @@ async def _thread(ctx: Context, conn: Connection, request: store.Row) -> Request
 
 
 @router.post("/me/requests", response_model=RequestThread, status_code=status.HTTP_201_CREATED)
-async def submit_request(body: RequestIn, claims: CurrentUser, ctx: Ctx) -> RequestThread:
-    """Submit a request or feedback. Text holding a card number is refused (P-09)."""
+async def submit_request(
+    body: RequestIn, claims: CurrentUser, ctx: Ctx, idempotency_key: IdempotencyKey = None
+) -> RequestThread | JSONResponse:
+    """Submit a request or feedback. Text holding a card number is refused (P-09). With
+    an ``Idempotency-Key``, sending it again submits nothing: the request submitted
+    first is answered, its thread as it stands."""
     refuse_card_numbers(text=body.text)
     uid, request_id = UUID(claims.sub), uuid4()
     sealed = await ctx.vault.seal(uid, body.text, purpose=MESSAGE_BODY)
     async with ctx.pool.acquire() as conn, conn.transaction():
         await _me(ctx, conn, claims)
+        key = await idempotency.claim(conn, uid, idempotency_key, "POST /me/requests", body)
+        if isinstance(key, idempotency.Replayed):
+            submitted = await store.request_of(conn, uid, UUID(key.answer["id"]))
+            if submitted is None:  # deleted since
+                raise not_found("request")
+            thread = await _thread(ctx, conn, submitted)
+            return key.response(thread.model_dump(mode="json"))
         await conn.execute(
             "INSERT INTO requests (id, user_id, category) VALUES ($1, $2, $3)",
             request_id,
@@ -581,6 +606,7 @@ async def submit_request(body: RequestIn, claims: CurrentUser, ctx: Ctx) -> Requ
         )
         row = await store.request_of(conn, uid, request_id)
         assert row is not None
+        await idempotency.answered(conn, key, status.HTTP_201_CREATED, {"id": str(request_id)})
         return await _thread(ctx, conn, row)
 
 
@@ -681,7 +707,9 @@ async def read_consents(claims: CurrentUser, ctx: Ctx) -> ConsentHistory:
 async def set_consent(
     recipient_id: UUID, body: ConsentIn, claims: CurrentUser, ctx: Ctx
 ) -> Consent:
-    """Grant or revoke consent to one recipient for its registered purpose."""
+    """Grant or revoke consent to one recipient for its registered purpose. Sent again
+    with the choice in force, it changes nothing (no record, no event): the consent
+    keeps the time it was given or withdrawn."""
     uid = UUID(claims.sub)
     async with ctx.pool.acquire() as conn, conn.transaction():
         # The user's row first, as an export holds it: a withdrawal and an export to the
@@ -690,13 +718,16 @@ async def set_consent(
         recipient = await conn.fetchrow("SELECT * FROM recipients WHERE id = $1", recipient_id)
         if recipient is None:
             raise not_found("recipient")
-        was_granted = await conn.fetchval(
-            "SELECT granted FROM consents WHERE user_id = $1 AND recipient_id = $2"
-            " AND purpose = $3 ORDER BY at DESC, id DESC LIMIT 1",
+        in_force = await conn.fetchrow(
+            "SELECT recipient_id, purpose, granted, at FROM consents WHERE user_id = $1"
+            " AND recipient_id = $2 AND purpose = $3 ORDER BY at DESC, id DESC LIMIT 1",
             uid,
             recipient_id,
             recipient["purpose"],
         )
+        if in_force is not None and in_force["granted"] == body.granted:
+            return Consent(**dict(in_force))
+        was_granted = in_force is not None and in_force["granted"]
         row = await conn.fetchrow(
             "INSERT INTO consents (user_id, recipient_id, purpose, granted)"
             " VALUES ($1, $2, $3, $4) RETURNING recipient_id, purpose, granted, at",

@@ -880,8 +880,8 @@ async def reply_to_request(
             conn, _operator_id(op), idempotency_key,
             f"POST /operator/requests/{request_id}/replies", body,
         )  # fmt: skip
-        if isinstance(key, JSONResponse):
-            return key
+        if isinstance(key, idempotency.Replayed):
+            return key.response()
         await store.add_message(conn, reply_id, request_id, "operator", sealed, _operator_id(op))
         await conn.execute("UPDATE requests SET status = 'answered' WHERE id = $1", request_id)
         await emit(conn, RequestReplied(user_id=uid, request_id=request_id, reply_id=reply_id), uid)
@@ -1072,8 +1072,8 @@ async def announce(
         key = await idempotency.claim(
             conn, _operator_id(op), idempotency_key, "POST /operator/announcements", body
         )
-        if isinstance(key, JSONResponse):
-            return key
+        if isinstance(key, idempotency.Replayed):
+            return key.response()
         await conn.execute(
             "INSERT INTO announcements (id, title, message, send_at, announced_by)"
             " VALUES ($1, $2, $3, $4, $5)",
@@ -1127,8 +1127,8 @@ async def declare_incident(
         key = await idempotency.claim(
             conn, _operator_id(op), idempotency_key, "POST /operator/incidents", body
         )
-        if isinstance(key, JSONResponse):
-            return key
+        if isinstance(key, idempotency.Replayed):
+            return key.response()
         affected = len(user_ids) or int(
             await conn.fetchval("SELECT count(*) FROM users WHERE active")
         )

@@ -104,6 +104,37 @@ async def test_a_user_without_consent_is_never_in_a_third_party_export(
     assert [d["recipient"] for d in mine["disclosures"]] == [partner["name"]]
 
 
+async def test_a_consent_sent_again_as_it_stands_changes_nothing(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator
+) -> None:
+    """PUT is idempotent: the choice in force sent again (a retry, a second tab) keeps
+    the time it was made, adds no record and publishes no event; a change still does."""
+    partner = await _recipient(client, root, "partner", ["user_id", "email"])
+    user = await active_user(client, bus)
+    path = f"{API}/me/consents/{partner['id']}"
+
+    first = await client.put(path, json={"granted": True}, headers=user.headers)
+    assert first.status_code == 200, first.text
+    for _ in range(2):
+        again = await client.put(path, json={"granted": True}, headers=user.headers)
+        assert again.status_code == 200, again.text
+        assert again.json() == first.json()  # the time the consent was given, kept
+    withdrawn = await client.put(path, json={"granted": False}, headers=user.headers)
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["granted"] is False
+    # The user's events keep their order (one key): once the withdrawal is on the bus,
+    # any event of the repeats would be too.
+    await bus.event("consent.changed.", user.id, granted=False)
+    published = [
+        r.value["data"]["granted"] for r in bus.records
+        if r.key == user.id and r.value is not None
+        and r.value["type"].startswith("consent.changed.")
+    ]  # fmt: skip
+    assert published == [True, False]
+    history = (await client.get(f"{API}/me/consents", headers=user.headers)).json()["history"]
+    assert [h["granted"] for h in history] == [True, False]
+
+
 @pytest.mark.promise("P-19")
 async def test_a_processor_export_never_contains_a_sensitive_field(
     client: httpx.AsyncClient, bus: BusTail, root: Operator, db: asyncpg.Connection

@@ -11,9 +11,17 @@ from typing import Any
 import asyncpg
 import httpx
 
+from shared.config import PlatformSettings
 from shared.observability import PROBLEM_CONTENT_TYPE
 from shared.service.idempotency import REPLAYED_HEADER
-from tests.e2e.accounts.support import API, BusTail, Operator, active_user, new_operator
+from tests.e2e.accounts.support import (
+    API,
+    BusTail,
+    Operator,
+    active_user,
+    erase_subject,
+    new_operator,
+)
 
 
 def _incident(user_id: str, title: str) -> dict[str, Any]:
@@ -102,3 +110,49 @@ async def test_a_malformed_key_is_a_422_problem_and_does_nothing(
         assert refused.status_code == 422, (key, refused.text)
         assert refused.headers["content-type"] == PROBLEM_CONTENT_TYPE
     assert await db.fetchval("SELECT count(*) FROM incidents WHERE title = $1", title) == 0
+
+
+async def test_a_users_request_and_device_sent_again_with_a_key_are_made_once(
+    client: httpx.AsyncClient, bus: BusTail, db: asyncpg.Connection, settings: PlatformSettings
+) -> None:
+    """A user's POSTs that make something (a request, a device) take a key too: sent
+    again, the thing made first is answered as it stands now, nothing is made twice; the
+    key holds its id only and goes with the account's erasure."""
+    user = await active_user(client, bus)
+    uid = uuid.UUID(user.id)
+    headers = {**user.headers, "Idempotency-Key": str(uuid.uuid4())}
+    body = {"category": "repair", "text": "The screen flickers."}
+    first, second = await asyncio.gather(
+        *(client.post(f"{API}/me/requests", json=body, headers=headers) for _ in range(2))
+    )
+    assert (first.status_code, second.status_code) == (201, 201), (first.text, second.text)
+    assert first.json() == second.json()
+    assert sorted(str(r.headers.get(REPLAYED_HEADER)) for r in (first, second)) == [
+        "None", "true",
+    ]  # fmt: skip
+    assert await db.fetchval("SELECT count(*) FROM requests WHERE user_id = $1", uid) == 1
+    # What is stored of the answer is the id, never the text (it stays in the vault).
+    stored = await db.fetch(
+        "SELECT answer::text AS answer FROM idempotency_keys WHERE principal = $1", uid
+    )
+    assert [r["answer"] for r in stored] == [f'{{"id": "{first.json()["id"]}"}}']
+
+    device_headers = {**user.headers, "Idempotency-Key": str(uuid.uuid4())}
+    device = {"model": "Phone A", "damage_state": "cracked_screen"}
+    added = await client.post(f"{API}/me/devices", json=device, headers=device_headers)
+    assert added.status_code == 201, added.text
+    again = await client.post(f"{API}/me/devices", json=device, headers=device_headers)
+    assert (again.status_code, again.json()) == (201, added.json())
+    assert again.headers[REPLAYED_HEADER] == "true"
+    assert await db.fetchval("SELECT count(*) FROM devices WHERE user_id = $1", uid) == 1
+    # Removed since: the replay says it is gone rather than making it again.
+    removed = await client.delete(f"{API}/me/devices/{added.json()['id']}", headers=user.headers)
+    assert removed.status_code == 204, removed.text
+    gone = await client.post(f"{API}/me/devices", json=device, headers=device_headers)
+    assert gone.status_code == 404, gone.text
+    others = "SELECT count(*) FROM devices WHERE user_id = $1 AND id <> $2"
+    assert await db.fetchval(others, uid, uuid.UUID(added.json()["id"])) == 0
+
+    receipt = await erase_subject(settings, bus, user.id, ())
+    assert receipt["erased"]["idempotency_keys"] == 2
+    assert await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE principal = $1", uid) == 0

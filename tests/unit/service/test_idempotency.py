@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from pydantic import BaseModel
 
-from shared.service.idempotency import KEY_PATTERN, fingerprint
+from shared.service.idempotency import KEY_PATTERN, REPLAYED_HEADER, Replayed, fingerprint
 
 
 class Body(BaseModel):
@@ -31,3 +32,11 @@ def test_keys_are_printable_and_of_a_sane_length() -> None:
     refused = ["short", "has spaces", "x" * 129, "tab\there!", "naïve-key-1"]
     assert all(re.match(KEY_PATTERN, key) for key in accepted)
     assert not any(re.match(KEY_PATTERN, key) for key in refused)
+
+
+def test_a_replay_answers_what_was_recorded_or_the_thing_as_it_stands() -> None:
+    replayed = Replayed(201, {"id": "7"})
+    recorded, current = replayed.response(), replayed.response({"id": "7", "text": "now"})
+    assert (recorded.status_code, json.loads(recorded.body)) == (201, {"id": "7"})
+    assert (current.status_code, json.loads(current.body)) == (201, {"id": "7", "text": "now"})
+    assert recorded.headers[REPLAYED_HEADER] == current.headers[REPLAYED_HEADER] == "true"
