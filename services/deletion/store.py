@@ -200,11 +200,28 @@ async def step_succeeded(conn: Connection, request_id: UUID) -> None:
     )
 
 
-async def of_subject(conn: Connection, subject_id: UUID) -> list[Tracked]:
+async def of_subject(
+    conn: Connection, subject_id: UUID, limit: int, before: UUID | None = None
+) -> list[Tracked] | None:
+    """The subject's requests, newest first, ``limit`` at most: from the start, or after
+    the subject's request ``before`` (None when that is not one of theirs)."""
+    after_time = None
+    if before is not None:
+        after_time = await conn.fetchval(
+            "SELECT requested_at FROM deletion_requests WHERE request_id = $1 AND subject_id = $2",
+            before,
+            subject_id,
+        )
+        if after_time is None:
+            return None
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM deletion_requests"  # noqa: S608 - constant
-        " WHERE subject_id = $1 ORDER BY requested_at DESC",
+        " WHERE subject_id = $1 AND ($2::timestamptz IS NULL OR (requested_at, request_id)"
+        " < ($2, $3)) ORDER BY requested_at DESC, request_id DESC LIMIT $4",
         subject_id,
+        after_time,
+        before,
+        limit,
     )
     return [_tracked(r) for r in rows]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import Field
 
 from services.deletion import store
@@ -16,6 +16,7 @@ from shared.observability import Problem
 from shared.service.answers import Answer, Timestamp
 
 router = APIRouter(prefix="/me", tags=["users"])
+MAX_PAGE = 100
 
 
 class StageDate(Answer):
@@ -57,7 +58,10 @@ class MyDeletion(Answer):
 
 
 class MyDeletions(Answer):
-    requests: list[MyDeletion]
+    requests: list[MyDeletion] = Field(description="Newest first, ``limit`` at most.")
+    next_before: UUID | None = Field(
+        description="Pass as ``before`` for the next page; null on the last one."
+    )
 
 
 class DeletionCertificate(Answer):
@@ -75,10 +79,25 @@ def _not_found() -> Problem:
 
 
 @router.get("/requests", response_model=MyDeletions)
-async def my_requests(user: CurrentUser, context: ContextDep) -> dict[str, Any]:
+async def my_requests(
+    user: CurrentUser,
+    context: ContextDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+    before: UUID | None = None,
+) -> dict[str, Any]:
+    """My deletion requests (the account's, and each device or request I deleted), a
+    page at a time: each is described whole (its stages and their dates)."""
     async with context.runtime.pool.acquire() as conn:
-        mine = await store.of_subject(conn, UUID(user.sub))
-        return {"requests": [await describe(conn, context, t) for t in mine]}
+        mine = await store.of_subject(conn, UUID(user.sub), limit, before)
+        if mine is None:
+            raise Problem(
+                422, "Invalid cursor", "'before' names none of your deletion requests.",
+                slug="invalid-cursor",
+            )  # fmt: skip
+        return {
+            "requests": [await describe(conn, context, t) for t in mine],
+            "next_before": mine[-1].request.request_id if len(mine) == limit else None,
+        }
 
 
 @router.get("/requests/{request_id}", response_model=MyDeletion)

@@ -43,6 +43,39 @@ async def test_a_user_sees_their_request_with_a_date_for_every_remaining_stage(
     assert [r["request_id"] for r in mine.json()["requests"]] == [str(request_id)]
 
 
+# Any stage: the request is known to the deletion service.
+STAGES_SEEN = ("requested", "grace", "holds", "erasing", "shredded", "backups_pending",
+               "complete", "paused", "escalated")  # fmt: skip
+
+
+async def test_a_users_requests_come_a_page_at_a_time_newest_first(
+    client: httpx.AsyncClient, settings: PlatformSettings
+) -> None:
+    """Each device or request a user deletes is a deletion request of theirs: the list
+    is paged (each entry is described whole), newest first, each request once."""
+    subject = uuid.uuid4()
+    made = []
+    for _ in range(5):
+        item = uuid.uuid4()
+        made.append(await announce_deletion(settings, subject, scope="device", item=item))
+        # Each seen before the next is announced: their requested_at order is made's.
+        await wait_for_stage(client, subject, made[-1], STAGES_SEEN, timeout=30)
+    headers, pages, before = token_headers(subject), [], None
+    while True:
+        params = {"limit": 2} | ({} if before is None else {"before": before})
+        page = await client.get(f"{API}/me/requests", params=params, headers=headers)
+        assert page.status_code == 200, page.text
+        pages.append([r["request_id"] for r in page.json()["requests"]])
+        before = page.json()["next_before"]
+        if before is None:
+            break
+        assert before == pages[-1][-1]
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [r for p in pages for r in p] == [str(r) for r in reversed(made)]
+    too_many = await client.get(f"{API}/me/requests", params={"limit": 101}, headers=headers)
+    assert too_many.status_code == 422
+
+
 async def test_a_user_never_sees_another_users_request(
     client: httpx.AsyncClient, settings: PlatformSettings
 ) -> None:
@@ -53,8 +86,15 @@ async def test_a_user_never_sees_another_users_request(
     theirs = await client.get(f"{API}/me/requests/{request_id}", headers=token_headers(other))
     assert theirs.status_code == 404
     assert (await client.get(f"{API}/me/requests", headers=token_headers(other))).json() == {
-        "requests": []
-    }
+        "requests": [], "next_before": None,
+    }  # fmt: skip
+    # Nor pages through them: another's request is no cursor of theirs.
+    paged = await client.get(
+        f"{API}/me/requests", params={"before": str(request_id)}, headers=token_headers(other)
+    )
+    assert (paged.status_code, paged.json()["type"]) == (
+        422, "https://imt.example/problems/invalid-cursor",
+    )  # fmt: skip
     assert (await client.get(f"{API}/me/requests")).status_code == 401
     operator_as_user = token_headers(uuid.uuid4(), "operator", ("admin",))
     assert (await client.get(f"{API}/me/requests", headers=operator_as_user)).status_code == 403
