@@ -37,6 +37,9 @@ def test_keys_are_printable_and_of_a_sane_length() -> None:
 def test_a_replay_answers_what_was_recorded_or_the_thing_as_it_stands() -> None:
     replayed = Replayed(201, {"id": "7"})
     recorded, current = replayed.response(), replayed.response({"id": "7", "text": "now"})
-    assert (recorded.status_code, json.loads(recorded.body)) == (201, {"id": "7"})
-    assert (current.status_code, json.loads(current.body)) == (201, {"id": "7", "text": "now"})
+    assert (recorded.status_code, json.loads(bytes(recorded.body))) == (201, {"id": "7"})
+    assert (current.status_code, json.loads(bytes(current.body))) == (
+        201,
+        {"id": "7", "text": "now"},
+    )
     assert recorded.headers[REPLAYED_HEADER] == current.headers[REPLAYED_HEADER] == "true"
