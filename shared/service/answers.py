@@ -8,13 +8,24 @@ dropped unseen, so the document and the answers cannot drift apart silently.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 
-#: A time as the routes write it (``datetime.isoformat()``: RFC 3339 with an offset).
-#: Kept a string: a datetime field would be rewritten with ``Z`` for UTC.
-Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+
+def _written(value: datetime | str) -> str:
+    return value if isinstance(value, str) else value.isoformat()
+
+
+#: A time as the routes write it: ``datetime.isoformat()`` (RFC 3339 with an offset), or
+#: a datetime written so. Not pydantic's own datetime, which writes UTC as ``Z``: the
+#: answers would change.
+Timestamp = Annotated[
+    datetime | str,
+    PlainSerializer(_written, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class Answer(BaseModel):

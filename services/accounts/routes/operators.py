@@ -66,6 +66,7 @@ from shared.events.catalogue.accounts import (
 from shared.events.catalogue.notifier import SendNotice
 from shared.observability import Problem
 from shared.service import idempotency
+from shared.service.answers import Answer, Timestamp
 from shared.service.idempotency import IdempotencyKey
 from shared.service.kept_text import refuse_personal_data
 from shared.vault import SubjectShredded
@@ -187,6 +188,23 @@ class ReplyIn(BaseModel):
 class ReplyOut(BaseModel):
     reply_id: UUID
     request_id: UUID
+
+
+class ThreadMessage(Answer):
+    id: UUID
+    author: Literal["user", "operator"]
+    created_at: Timestamp
+    text: str
+
+
+class OperatorThread(Answer):
+    """A user's request and its thread, as support reads it (audited)."""
+
+    id: UUID
+    user_id: UUID
+    category: str
+    status: str = Field(description="open (the user wrote last) or answered.")
+    messages: list[ThreadMessage] = Field(description="Oldest first.")
 
 
 class Stats(BaseModel):
@@ -811,7 +829,7 @@ async def list_open_requests(
     return [RequestListed(**dict(r)) for r in rows]
 
 
-@router.get("/requests/{request_id}")
+@router.get("/requests/{request_id}", response_model=OperatorThread)
 async def read_request_thread(
     request_id: UUID,
     purpose: Purpose,

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, Field
 
 from services.analytics import handlers, store
 from services.analytics.config import AnalyticsSettings
@@ -23,9 +24,64 @@ from services.analytics.domain.release import Cell, ReleasedWindow
 from shared.auth import Claims, require_roles
 from shared.db.pool import Connection
 from shared.observability import Problem
+from shared.service.answers import Answer, Timestamp
 from shared.service.api import OPERATORS_ONLY
 
 router = APIRouter(tags=["trends"])
+
+
+class TrendCell(Answer):
+    """A window's count for one value of a dimension, or its total (no dimension)."""
+
+    dimension: str | None = Field(None, description="page, referrer, device...; absent: the total.")
+    value: str | None = Field(None, description="The dimension's value; absent for the total.")
+    visits: int
+    unique_visitors: int
+    load_time_p50_ms: float | None
+    load_time_p95_ms: float | None
+
+
+class TrendWindow(Answer):
+    window_start: Timestamp
+    window_end: Timestamp
+    total: TrendCell | None
+    cells: list[TrendCell] = Field(description="Those at or over the release's k only.")
+    suppressed_cells: int
+
+
+class ReleaseReceipt(Answer):
+    """The release's privacy receipt, as recorded."""
+
+    release_id: UUID
+    audience: Literal["operator", "partner", "public"]
+    k: int = Field(description="Cells counting fewer visitors are suppressed.")
+    epsilon: float | None = Field(description="The noise's privacy budget; null: no noise.")
+    windows: int
+    cells_published: int
+    cells_suppressed: int = Field(description="Of the windows listed.")
+    released_at: Timestamp
+
+
+class TrendsRelease(Answer):
+    site: str
+    grain: Literal["minute", "hour", "day"]
+    from_: Timestamp = Field(alias="from")
+    to: Timestamp = Field(description="Where the answer stops (see truncated).")
+    truncated: bool = Field(description="More windows follow: ask again from 'to'.")
+    final_before: Timestamp | None = Field(
+        None,
+        description="Partner and public releases: only days ending before it, which can"
+        " no longer change, are released. Absent from operators' view.",
+    )
+    windows: list[TrendWindow] = Field(
+        description="Oldest first; one suppressed whole is left out."
+    )
+    receipt: ReleaseReceipt
+
+
+# The keys a release leaves out stay out (response_model_exclude_unset): final_before,
+# a total's dimension.
+
 Analyst = Annotated[Claims, Depends(require_roles("analyst", "admin"))]
 Grain = Literal["minute", "hour", "day"]
 SITE_PATTERN = r"^[a-z0-9.-]{1,253}$"
@@ -82,7 +138,12 @@ class _Range:
 Range = Annotated[_Range, Depends()]
 
 
-@router.get("/trends", openapi_extra=OPERATORS_ONLY)
+@router.get(
+    "/trends",
+    openapi_extra=OPERATORS_ONLY,
+    response_model=TrendsRelease,
+    response_model_exclude_unset=True,
+)
 async def operator_trends(request: Request, _: Analyst, query: Range) -> dict[str, Any]:
     """Aggregates of a site's windows, unsuppressed (analysts and admins only). At
     most ``IMT_ANALYTICS_MAX_RELEASE_WINDOWS`` windows, oldest first: an answer with
@@ -91,7 +152,12 @@ async def operator_trends(request: Request, _: Analyst, query: Range) -> dict[st
     return await _release(request, "operator", query, k=1, epsilon=None)
 
 
-@router.get("/trends/partner", openapi_extra=OPERATORS_ONLY)
+@router.get(
+    "/trends/partner",
+    openapi_extra=OPERATORS_ONLY,
+    response_model=TrendsRelease,
+    response_model_exclude_unset=True,
+)
 async def partner_trends(request: Request, _: Analyst, query: Range) -> dict[str, Any]:
     """The release analysts hand to partners: cells under the partner k suppressed
     (hour and day windows of final days). It covers at most
@@ -104,7 +170,7 @@ async def partner_trends(request: Request, _: Analyst, query: Range) -> dict[str
     )
 
 
-@router.get("/trends/public")
+@router.get("/trends/public", response_model=TrendsRelease, response_model_exclude_unset=True)
 async def public_trends(request: Request, query: Range) -> dict[str, Any]:
     """Public trends: no account needed; cells under the public k suppressed (hour
     and day windows of final days), and everything the partners' release hides. Long

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, BeforeValidator, StringConstraints
 
 from services.deletion import backups, handlers, legal_holds, store
+from services.deletion.answers import DeletionDetail, DeletionStatus, Pipeline, Verification
 from services.deletion.context import ContextDep, describe
 from services.deletion.domain.schedule import active_erasure_due, overdue
 from services.deletion.domain.stages import StageConflict
@@ -38,7 +39,7 @@ class HoldBody(BaseModel):
     ]
 
 
-@router.get("/pipeline")
+@router.get("/pipeline", response_model=Pipeline)
 async def pipeline(_operator: Operator, context: ContextDep) -> dict[str, Any]:
     """Counts per stage, requests late against GDPR/CCPA, and escalations."""
     # Escalations of requests, and of retention releases a store did not answer in time.
@@ -102,7 +103,7 @@ async def _change(context: ContextDep, change: Any) -> dict[str, Any]:
         raise Problem(409, "Conflict", str(exc), slug="stage-conflict") from None
 
 
-@router.get("/requests/{request_id}")
+@router.get("/requests/{request_id}", response_model=DeletionDetail)
 async def request_detail(
     request_id: UUID, _operator: Operator, context: ContextDep
 ) -> dict[str, Any]:
@@ -171,7 +172,7 @@ def _iso(at: datetime | None) -> str | None:
     return None if at is None else at.isoformat()
 
 
-@router.post("/requests/{request_id}/hold")
+@router.post("/requests/{request_id}/hold", response_model=DeletionStatus)
 async def place_hold(
     request_id: UUID, body: HoldBody, operator: Operator, context: ContextDep
 ) -> dict[str, Any]:
@@ -186,7 +187,7 @@ async def place_hold(
     )
 
 
-@router.delete("/requests/{request_id}/hold")
+@router.delete("/requests/{request_id}/hold", response_model=DeletionStatus)
 async def lift_hold(request_id: UUID, operator: Operator, context: ContextDep) -> dict[str, Any]:
     """Lifting the hold resumes the request where it paused."""
     return await _change(
@@ -194,7 +195,7 @@ async def lift_hold(request_id: UUID, operator: Operator, context: ContextDep) -
     )
 
 
-@router.post("/requests/{request_id}/retry")
+@router.post("/requests/{request_id}/retry", response_model=DeletionStatus)
 async def retry(request_id: UUID, operator: Operator, context: ContextDep) -> dict[str, Any]:
     """Send an escalated request back to the stores."""
     # Or, for a request erased already, its escalated retention releases.
@@ -204,7 +205,7 @@ async def retry(request_id: UUID, operator: Operator, context: ContextDep) -> di
     )
 
 
-@router.post("/requests/{request_id}/verify")
+@router.post("/requests/{request_id}/verify", response_model=Verification)
 async def verify(request_id: UUID, _operator: Operator, context: ContextDep) -> dict[str, Any]:
     """Run the verifier now (read-only): where the subject or item can still be found."""
     async with context.runtime.pool.acquire() as conn:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -13,8 +13,10 @@ from services.notifier import store
 from services.notifier.routes.deps import BIGINT_MAX, RuntimeDep
 from services.notifier.sender import message_id
 from shared.auth import Claims, require_roles
+from shared.events.catalogue.notifier import NoticeCategory
 from shared.observability import Problem
 from shared.pii import contains_pii
+from shared.service.answers import Answer, Timestamp
 
 Operator = Annotated[Claims, Depends(require_roles("support", "privacy_officer", "admin"))]
 router = APIRouter(prefix="/ops", tags=["operators"])
@@ -24,7 +26,71 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-@router.get("/notices")
+class _NoticeState(Answer):
+    notice_id: UUID
+    template: str
+    category: NoticeCategory
+    audience: Literal["all", "listed"]
+    status: Literal["scheduled", "fanning_out", "fanned_out"]
+    recipients: int = Field(description="Users it was fanned out to.")
+    created_at: Timestamp
+    fanned_out_at: Timestamp | None
+    failures: int = Field(description="Failures of its work in a row; 0 once it went.")
+    held_until: Timestamp | None = Field(description="Held back until then after a failure.")
+
+
+class NoticeListed(_NoticeState):
+    source: str = Field(description="The service that asked for it.")
+    send_at: Timestamp | None = Field(description="When it is due, if scheduled.")
+
+
+class InboxProgress(Answer):
+    items: int
+    read: int
+    acked: int
+
+
+class NoticeProgress(_NoticeState):
+    email_planned: bool = Field(description="Every email delivery of it is planned.")
+    last_failure: str | None = Field(description="The last failure's type and a redacted message.")
+    inbox: InboxProgress
+    email: dict[str, int] = Field(
+        description="Email deliveries by state, and outcome where there is one: sent/accepted,"
+        " dead/bounced..."
+    )
+
+
+class DeadLetter(Answer):
+    """A delivery that failed for good: what and why, not for whom."""
+
+    id: int
+    notice_id: UUID
+    template: str
+    category: NoticeCategory
+    outcome: str | None
+    reason: str | None
+    attempts: int
+    finished_at: Timestamp | None
+    in_doubt: bool = Field(description="The mail server may have it: replay only by its id.")
+    message_id: str = Field(description="Its email's Message-ID, for the mail server's log.")
+
+
+class Replayed(Answer):
+    replayed: int
+
+
+class Suppressed(Answer):
+    status: Literal["suppressed"]
+
+
+class PolicyReach(Answer):
+    policy_version: str
+    notified: int
+    emailed: int
+    seen: int
+
+
+@router.get("/notices", response_model=list[NoticeListed])
 async def recent_notices(
     _op: Operator, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[dict[str, Any]]:
@@ -38,7 +104,7 @@ async def recent_notices(
     return [{k: _iso(v) for k, v in dict(r).items()} for r in rows]
 
 
-@router.get("/notices/{notice_id}")
+@router.get("/notices/{notice_id}", response_model=NoticeProgress)
 async def notice_progress(notice_id: UUID, _op: Operator, runtime: RuntimeDep) -> dict[str, Any]:
     """How far a fan-out got: in-site items, and emails by state and outcome.
 
@@ -74,7 +140,7 @@ async def notice_progress(notice_id: UUID, _op: Operator, runtime: RuntimeDep) -
     }
 
 
-@router.get("/dead-letters")
+@router.get("/dead-letters", response_model=list[DeadLetter])
 async def dead_letters(
     _op: Operator, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> list[dict[str, Any]]:
@@ -103,7 +169,7 @@ class Replay(BaseModel):
     )
 
 
-@router.post("/dead-letters/replay")
+@router.post("/dead-letters/replay", response_model=Replayed)
 async def replay(body: Replay, _op: Operator, runtime: RuntimeDep) -> dict[str, int]:
     """Put dead letters back in the queue (after fixing their cause). Those in doubt
     (``in_doubt``: the mail server may have them) only when listed in ``delivery_ids``."""
@@ -137,7 +203,7 @@ class SuppressionRecorded(BaseModel):
     created_at: datetime
 
 
-@router.post("/suppressions")
+@router.post("/suppressions", response_model=Suppressed)
 async def suppress_all(
     body: GlobalSuppression, op: Operator, runtime: RuntimeDep
 ) -> dict[str, str]:
@@ -167,7 +233,7 @@ async def suppressions_recorded(
     return [dict(r) for r in rows]
 
 
-@router.get("/policy-versions/{version}")
+@router.get("/policy-versions/{version}", response_model=PolicyReach)
 async def policy_version(
     # Accounts publishes versions of at most 40 characters: a longer one names none.
     version: Annotated[str, Path(min_length=1, max_length=64)],

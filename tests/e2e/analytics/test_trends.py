@@ -216,6 +216,11 @@ async def test_one_client_posing_as_many_browsers_is_one_visitor_and_lifts_no_ce
     # The release is there (the day and its total), so what it leaves out is left out:
     # /lonely, and /home with it (1 of 13 visitors would follow by subtraction).
     assert [w["total"]["visits"] for w in public.json()["windows"]] == [24]
+    # Keys a release leaves out stay out: the operators' view has no final_before, a
+    # total no dimension; the public one says which days are final.
+    assert "final_before" not in operator.json()
+    assert "final_before" in public.json()
+    assert {"dimension", "value"}.isdisjoint(public.json()["windows"][0]["total"])
     shown = [c for w in public.json()["windows"] for c in w["cells"]]
     assert "/lonely" not in {c["value"] for c in shown}
     assert all(c["unique_visitors"] >= 11 for c in shown)

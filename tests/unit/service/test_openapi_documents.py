@@ -157,6 +157,10 @@ async def test_an_answer_model_types_the_document_and_changes_no_byte_it_answers
     async def stamped() -> dict[str, Any]:
         return {"at": at, "note": None}
 
+    @router.get("/stamped-at", response_model=Stamped)
+    async def stamped_at() -> dict[str, Any]:
+        return {"at": datetime.fromisoformat(at), "note": None}  # as FastAPI would write it
+
     @router.get("/drifted", response_model=Stamped)
     async def drifted() -> dict[str, Any]:
         return {"at": at, "note": None, "added_later": 1}
@@ -164,8 +168,10 @@ async def test_an_answer_model_types_the_document_and_changes_no_byte_it_answers
     async with demo_client(router) as client:
         answered = await client.get(f"{PREFIX}/stamped")
         refused = await client.get(f"{PREFIX}/drifted")
+        from_datetime = await client.get(f"{PREFIX}/stamped-at")
         document = (await client.get(f"{PREFIX}/openapi.json")).json()
     assert answered.json() == {"at": "2026-12-02T01:02:03+00:00", "note": None}
+    assert from_datetime.content == answered.content
     assert refused.status_code == 500
     assert document["components"]["schemas"]["Stamped"]["properties"]["at"] == {
         "format": "date-time", "title": "At", "type": "string",
