@@ -8,6 +8,8 @@
 * ``docs/api/<service>.openapi.json``: the OpenAPI document of each service's HTTP API
   (also served live through the gateway: at ``/api/<service>/openapi.json`` without the
   operators' endpoints, whole at ``/api/<service>/operator/openapi.json``);
+* ``docs/api/problems.md``: every problem type the APIs answer, read from the code
+  (tools/problem_catalogue.py);
 * ``deploy/docker-compose.yml``: one container per Procfile process (deploy/compose.py);
 * ``deploy/gateway/``: the compose gateway's nginx configuration (deploy/compose.py);
 * ``shared/events/released/<wire type>.json``: the schema of each event version when it
@@ -52,6 +54,7 @@ from shared.events.envelope import (
 )
 from shared.events.registry import Event, registered_events
 from shared.events.topics import DAY_MS, PRIMARY_TOPICS, Topic, all_topics, dlq_of
+from tools.problem_catalogue import catalogue_markdown, problem_uses
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -784,6 +787,7 @@ def generated_files() -> dict[Path, str]:
     )
     # Released event schemas: recorded once, never rewritten (shared/events/compatibility.py).
     files.update(unrecorded())
+    files[DOCS / "api" / "problems.md"] = catalogue_markdown(problem_uses(ROOT), GENERATED)
     files[ROOT / "deploy" / "docker-compose.yml"] = compose.render()
     files.update({ROOT / "deploy" / "gateway" / n: t for n, t in compose.gateway_files().items()})
     return files

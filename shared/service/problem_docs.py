@@ -40,7 +40,10 @@ class ProblemDetails(BaseModel):
     # RFC 9457 section 3.2: a problem may carry members a client does not know yet.
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field(description="A URI naming the kind of problem.")
+    type: str = Field(
+        description="A URI naming the kind of problem; the platform's are listed in"
+        " docs/api/problems.md."
+    )
     title: str = Field(description="A short summary of the kind of problem.")
     status: int = Field(ge=400, le=599, description="The HTTP status code of the answer.")
     detail: str | None = Field(None, description="What went wrong with this request.")
