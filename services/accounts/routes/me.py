@@ -633,19 +633,32 @@ async def read_request(request_id: UUID, claims: CurrentUser, ctx: Ctx) -> Reque
     status_code=status.HTTP_201_CREATED,
 )
 async def add_request_message(
-    request_id: UUID, body: MessageIn, claims: CurrentUser, ctx: Ctx
-) -> RequestThread:
+    request_id: UUID,
+    body: MessageIn,
+    claims: CurrentUser,
+    ctx: Ctx,
+    idempotency_key: IdempotencyKey = None,
+) -> RequestThread | JSONResponse:
+    """Write again in a request's thread. With an ``Idempotency-Key``, sending it again
+    adds no second message: the thread is answered as it stands."""
     refuse_card_numbers(text=body.text)
-    uid = UUID(claims.sub)
+    uid, message_id = UUID(claims.sub), uuid4()
     sealed = await ctx.vault.seal(uid, body.text, purpose=MESSAGE_BODY)
     async with ctx.pool.acquire() as conn, conn.transaction():
         row = await store.request_of(conn, uid, request_id, lock=True)
         if row is None:
             raise not_found("request")
-        await store.add_message(conn, uuid4(), request_id, "user", sealed)
+        key = await idempotency.claim(
+            conn, uid, idempotency_key, f"POST /me/requests/{request_id}/messages", body
+        )
+        if isinstance(key, idempotency.Replayed):
+            thread = await _thread(ctx, conn, row)
+            return key.response(thread.model_dump(mode="json"))
+        await store.add_message(conn, message_id, request_id, "user", sealed)
         await conn.execute("UPDATE requests SET status = 'open' WHERE id = $1", request_id)
         row = await store.request_of(conn, uid, request_id)
         assert row is not None
+        await idempotency.answered(conn, key, status.HTTP_201_CREATED, {"id": str(message_id)})
         return await _thread(ctx, conn, row)
 
 

@@ -115,7 +115,7 @@ async def test_a_malformed_key_is_a_422_problem_and_does_nothing(
 async def test_a_users_request_and_device_sent_again_with_a_key_are_made_once(
     client: httpx.AsyncClient, bus: BusTail, db: asyncpg.Connection, settings: PlatformSettings
 ) -> None:
-    """A user's POSTs that make something (a request, a device) take a key too: sent
+    """A user's POSTs that make something (a request, a message, a device) take a key: sent
     again, the thing made first is answered as it stands now, nothing is made twice; the
     key holds its id only and goes with the account's erasure."""
     user = await active_user(client, bus)
@@ -136,6 +136,16 @@ async def test_a_users_request_and_device_sent_again_with_a_key_are_made_once(
         "SELECT answer::text AS answer FROM idempotency_keys WHERE principal = $1", uid
     )
     assert [r["answer"] for r in stored] == [f'{{"id": "{first.json()["id"]}"}}']
+    # Written again in its thread: one message, however often it is sent.
+    message_headers = {**user.headers, "Idempotency-Key": str(uuid.uuid4())}
+    thread = f"{API}/me/requests/{first.json()['id']}/messages"
+    for _ in range(2):
+        wrote = await client.post(
+            thread, json={"text": "Still flickering."}, headers=message_headers
+        )
+        assert wrote.status_code == 201, wrote.text
+    assert wrote.headers[REPLAYED_HEADER] == "true"
+    assert [m["text"] for m in wrote.json()["messages"]] == [body["text"], "Still flickering."]
 
     device_headers = {**user.headers, "Idempotency-Key": str(uuid.uuid4())}
     device = {"model": "Phone A", "damage_state": "cracked_screen"}
@@ -154,5 +164,5 @@ async def test_a_users_request_and_device_sent_again_with_a_key_are_made_once(
     assert await db.fetchval(others, uid, uuid.UUID(added.json()["id"])) == 0
 
     receipt = await erase_subject(settings, bus, user.id, ())
-    assert receipt["erased"]["idempotency_keys"] == 2
+    assert receipt["erased"]["idempotency_keys"] == 3
     assert await db.fetchval("SELECT count(*) FROM idempotency_keys WHERE principal = $1", uid) == 0
