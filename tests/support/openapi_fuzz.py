@@ -6,7 +6,9 @@ answer is no 5xx, and every 4xx is a problem body (RFC 9457, as
 ``shared.observability.problems`` writes them): content type application/problem+json,
 a JSON object with ``type`` and ``title`` strings and the response's own ``status``,
 which fits the ProblemDetails schema every document declares for errors
-(``shared.service.problem_docs``).
+(``shared.service.problem_docs``). Every answer is also the one its document declares
+(schemathesis's status code, content type and response schema checks): a typed answer
+(``shared.service.answers``) its schema, each event of the inbox stream its own.
 Each operation's failures are collected, so one run names every operation that failed.
 
 Routes that read a body the document leaves open (a beacon sent as text/plain, a raw
@@ -32,6 +34,11 @@ from schemathesis.core.transport import Response
 from schemathesis.generation import GenerationMode
 from schemathesis.generation.case import Case
 from schemathesis.schemas import APIOperation as AnyOperation
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from shared.observability.problems import PROBLEM_CONTENT_TYPE
 from shared.service.problem_docs import ProblemDetails
@@ -119,6 +126,9 @@ def fuzz(
         if not page:
             wrong = problem_shape_error(response)
             assert wrong is None, f"{wrong}: {_described(case, response)}"
+            # And the answer is the one the document declares: its status, its content
+            # type and its schema (a typed answer, or the ProblemDetails of an error).
+            case.validate_response(response, checks=DOCUMENTED)
 
     modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if negative else [])
     for mode in modes:
@@ -162,6 +172,9 @@ def fuzz_all(
         tested.append(" ".join(where))
     assert not failures, "\n".join(failures)
     return tested
+
+
+DOCUMENTED = [status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
 # -- bodies the document leaves open ------------------------------------------------------

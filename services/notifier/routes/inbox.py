@@ -78,6 +78,28 @@ class PolicyNotice(Answer):
     seen_at: Timestamp | None = Field(description="When the user first read its notice.")
 
 
+def _event(name: str, data: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {
+        "properties": {
+            "event": {"const": name},
+            "data": {"type": "string", "contentMediaType": "application/json",
+                     "contentSchema": data},
+            **more,
+        },
+    }  # fmt: skip
+
+
+STREAM_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "oneOf": [
+        _event(
+            "notice", {"$ref": "#/components/schemas/InboxItem"},
+            id={"type": "string", "description": "The item's id."},
+        ),
+        _event("ready", {"type": "object", "maxProperties": 0}),
+    ],
+}  # fmt: skip
 STREAM_ANSWER: dict[int | str, dict[str, Any]] = {
     200: {
         "description": (
@@ -87,7 +109,9 @@ STREAM_ANSWER: dict[int | str, dict[str, Any]] = {
             f" {KEEPALIVE_SECONDS:g} s keeps the connection open. It ends when the"
             " session does (logout, password change, the token's expiry)."
         ),
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        # Each event, as OpenAPI 3.1 tools read an event stream's schema (3.2 would
+        # call it itemSchema): its data is JSON.
+        "content": {"text/event-stream": {"schema": STREAM_EVENT}},
     }
 }
 
