@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Request, Response
 from prometheus_client import Counter
+from pydantic import Field
 
 from services.analytics import handlers
 from services.analytics.config import AnalyticsSettings
@@ -33,6 +34,7 @@ from services.analytics.domain.signals import (
 )
 from shared.auth import Claims, InvalidToken, verify_token
 from shared.observability import Problem
+from shared.service.answers import Answer
 
 router = APIRouter(tags=["collector"])
 
@@ -41,7 +43,14 @@ ACCEPTED_TYPES = ("application/json", "text/plain")
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-@router.get("/.well-known/gpc.json")
+class GpcSupport(Answer):
+    """The GPC support resource (Global Privacy Control, section 3.5)."""
+
+    gpc: bool = Field(description="The site honours the Sec-GPC signal.")
+    lastUpdate: str = Field(description="When this resource last changed (YYYY-MM-DD).")
+
+
+@router.get("/.well-known/gpc.json", response_model=GpcSupport)
 async def gpc() -> dict[str, Any]:
     """Global Privacy Control support (serve at the site root through the gateway)."""
     return {"gpc": True, "lastUpdate": GPC_LAST_UPDATE}

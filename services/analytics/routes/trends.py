@@ -11,7 +11,7 @@ one cut short says so ('truncated') and its 'to' is where it stops.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -200,7 +200,18 @@ def _no_minutes(query: _Range) -> None:
 MAX_SUPPRESSED_DAYS = 400
 
 
-@router.get("/suppressed", openapi_extra=OPERATORS_ONLY)
+class SuppressedDay(Answer):
+    day: date
+    signal: str = Field(description="Why they were dropped: dnt, gpc, under_13, opted_out...")
+    count: int
+
+
+class SuppressedVisits(Answer):
+    since: date
+    counts: list[SuppressedDay] = Field(description="Per day and signal, oldest first.")
+
+
+@router.get("/suppressed", openapi_extra=OPERATORS_ONLY, response_model=SuppressedVisits)
 async def suppressed_visits(
     request: Request,
     _: Analyst,
