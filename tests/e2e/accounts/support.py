@@ -259,6 +259,18 @@ async def active_user(client: httpx.AsyncClient, bus: BusTail, **extra: Any) -> 
     return user
 
 
+async def submit_request(
+    client: httpx.AsyncClient, user: User, text: str, category: str = "repair"
+) -> str:
+    """The id of a request the user submits (``POST /me/requests``, answered 201)."""
+    submitted = await client.post(
+        f"{API}/me/requests", json={"category": category, "text": text}, headers=user.headers
+    )
+    assert submitted.status_code == 201, submitted.text
+    request_id: str = submitted.json()["id"]
+    return request_id
+
+
 @dataclass
 class Operator:
     id: str

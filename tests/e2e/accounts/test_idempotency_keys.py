@@ -21,6 +21,7 @@ from tests.e2e.accounts.support import (
     active_user,
     erase_subject,
     new_operator,
+    submit_request,
 )
 
 
@@ -67,13 +68,7 @@ async def test_a_reply_sent_again_with_its_key_replies_and_mails_once(
 ) -> None:
     user = await active_user(client, bus)
     support = await new_operator(client, root, "support")
-    asked = await client.post(
-        f"{API}/me/requests",
-        json={"category": "repair", "text": "When is my phone ready?"},
-        headers=user.headers,
-    )
-    assert asked.status_code == 201, asked.text
-    request_id = asked.json()["id"]
+    request_id = await submit_request(client, user, "When is my phone ready?")
     headers = {**support.headers, "Idempotency-Key": f"reply-{uuid.uuid4()}"}
     path = f"{API}/operator/requests/{request_id}/replies"
     first = await client.post(path, json={"text": "Ready on Friday."}, headers=headers)

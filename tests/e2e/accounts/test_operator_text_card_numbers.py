@@ -35,6 +35,7 @@ from tests.e2e.accounts.support import (
     new_operator,
     read_topics_from_beginning,
     record_invoice,
+    submit_request,
     tables_holding,
     unique,
 )
@@ -61,13 +62,7 @@ async def test_card_numbers_operators_type_are_refused_and_stored_nowhere(
 ) -> None:
     user = await active_user(client, bus)
     support = await new_operator(client, root, "support")
-    asked = await client.post(
-        f"{API}/me/requests",
-        json={"category": "repair", "text": "Can I pay for the screen at the counter?"},
-        headers=user.headers,
-    )
-    assert asked.status_code == 201, asked.text
-    request_id = asked.json()["id"]
+    request_id = await submit_request(client, user, "Can I pay for the screen at the counter?")
     incident = {"title": "Suspicious sign-ins", "message": "Change your password.",
                 "audience": "listed", "user_ids": [user.id]}  # fmt: skip
     invoice = {**INVOICE, "repair_reference": unique("RPR"), "provider_reference": unique("pi")}

@@ -26,6 +26,7 @@ from tests.e2e.accounts.support import (
     active_user,
     new_operator,
     read_topics_from_beginning,
+    submit_request,
 )
 
 T = TypeVar("T")
@@ -203,13 +204,7 @@ async def test_a_thread_shows_the_users_messages_and_operator_replies(
 ) -> None:
     user = await active_user(client, bus)
     support = await new_operator(client, root, "support")
-    created = await client.post(
-        f"{API}/me/requests",
-        json={"category": "repair", "text": "My screen is cracked"},
-        headers=user.headers,
-    )
-    assert created.status_code == 201
-    request_id = created.json()["id"]
+    request_id = await submit_request(client, user, "My screen is cracked")
     submitted = await bus.event("request.submitted.", user.id, request_id=request_id)
     assert set(submitted["data"]) == {"user_id", "request_id", "category"}  # no text
     reply = await client.post(
