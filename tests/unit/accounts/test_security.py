@@ -71,6 +71,15 @@ async def test_hashing_runs_on_its_own_threads_one_per_cpu() -> None:
     assert security._hashing._max_workers == (os.cpu_count() or 1)
 
 
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no per-thread nice here")
+async def test_hashing_threads_yield_the_cpu_and_the_event_loop_keeps_its_priority() -> None:
+    def nice_here() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    assert await security._off_loop(nice_here) == security.HASH_NICENESS == 19
+    assert nice_here() < security.HASH_NICENESS
+
+
 def test_a_successor_opens_only_with_the_token_it_was_sealed_with() -> None:
     token, successor = new_secret(), new_secret()
     sealed = seal_successor(token, successor)
