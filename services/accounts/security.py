@@ -21,18 +21,20 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shared.auth import OperatorRole, issue_token
+from shared.cpus import usable_cpus
 
 # OWASP minimum for argon2id: m=19 MiB, t=2, p=1.
 HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, type=Type.ID)
 MIN_PASSWORD = 8
 MAX_PASSWORD = 128
 
-# Hashing has threads of its own, one per CPU. More would not hash faster: each hash is
-# CPU-bound and works through 19 MiB, so extra threads only evict each other's memory
-# from the caches (2 cores: 10-15% more verifies/s on 2 threads than on 8). A storm then
-# of logins waits its turn here instead of taking every core from the event loop, the
-# database and the gateway.
-HASH_THREADS = max(1, os.cpu_count() or 1)
+# Hashing has threads of its own, one per CPU the process may use (a pod's CPU limit
+# counts, see shared/cpus.py). More would not hash faster: each hash is CPU-bound and
+# works through 19 MiB, so extra threads only evict each other's memory from the caches
+# (2 cores: 10-15% more verifies/s on 2 threads than on 8). A storm then of logins waits
+# its turn here instead of taking every core from the event loop, the database and the
+# gateway.
+HASH_THREADS = usable_cpus()
 
 # Hashing threads run at the lowest CPU priority. A hash is ~20 ms of CPU that a login
 # waits for anyway (and logins are throttled); the requests, the database and the

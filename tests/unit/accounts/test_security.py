@@ -23,6 +23,7 @@ from services.accounts.security import (
 )
 from shared.auth import verify_token
 from shared.config import DEV_TOKEN_PRIVATE_KEY, DEV_TOKEN_PUBLIC_KEY
+from shared.cpus import usable_cpus
 
 
 async def test_passwords_use_argon2id_at_the_owasp_minimum_and_verify() -> None:
@@ -63,12 +64,12 @@ def test_access_tokens_last_five_minutes_and_under_13_means_do_not_track() -> No
     assert set(raw) >= {"sub", "sid", "kind", "aud", "iss", "exp", "nbf", "iat", "jti"}
 
 
-async def test_hashing_runs_on_its_own_threads_one_per_cpu() -> None:
+async def test_hashing_runs_on_its_own_threads_one_per_usable_cpu() -> None:
     def where() -> str:
         return threading.current_thread().name
 
     assert (await security._off_loop(where)).startswith("argon2")
-    assert security._hashing._max_workers == (os.cpu_count() or 1)
+    assert security._hashing._max_workers == usable_cpus() == security.HASH_THREADS
 
 
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no per-thread nice here")
