@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from services.accounts.hashing_load import HashingLoad
 from shared.auth import OperatorRole, issue_token
 from shared.cpus import usable_cpus
 
@@ -54,11 +55,25 @@ def _lower_priority() -> None:
 _hashing = ThreadPoolExecutor(
     HASH_THREADS, thread_name_prefix="argon2", initializer=_lower_priority
 )
+# What waits for those threads, and for how long (hashing_load.py, on /metrics).
+HASHING_LOAD = HashingLoad()
 T = TypeVar("T")
 
 
 async def _off_loop(work: Callable[..., T], *args: str) -> T:
-    return await asyncio.get_running_loop().run_in_executor(_hashing, work, *args)
+    ticket = HASHING_LOAD.submit()
+
+    def timed() -> T:
+        HASHING_LOAD.start(ticket)
+        try:
+            return work(*args)
+        finally:
+            HASHING_LOAD.finish(ticket)
+
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_hashing, timed)
+    finally:
+        HASHING_LOAD.withdraw(ticket)  # a no-op once started; not started if cancelled
 
 
 @cache

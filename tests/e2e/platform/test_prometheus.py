@@ -52,7 +52,7 @@ def _rows(page: str) -> list[list[str]]:
     return rows
 
 
-async def test_the_operators_dashboard_shows_every_service_group_and_the_audit_chain(
+async def test_the_operators_dashboard_shows_every_service_group_the_audit_chain_and_hashing(
     platform: str, prometheus: str
 ) -> None:
     groups = {
@@ -71,10 +71,12 @@ async def test_the_operators_dashboard_shows_every_service_group_and_the_audit_c
             services = {r[0]: r[1] for r in rows if r and r[0] in gateway.UPSTREAMS}
             shown_groups = {r[0] for r in rows if r and r[0] in groups}
             chain = [r for r in rows if r and r[0] in ("intact", "BROKEN")]
+            hashing = [r for r in rows if r and r[0] == gateway.UPSTREAMS["accounts"]]
             if (
                 services == dict.fromkeys(gateway.UPSTREAMS, "up")
                 and shown_groups == groups
                 and chain
+                and hashing
             ) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(1.0)
@@ -82,4 +84,10 @@ async def test_the_operators_dashboard_shows_every_service_group_and_the_audit_c
     assert shown_groups == groups
     assert chain[0][0] == "intact"
     assert chain[0][1].isdigit()  # rows checked, exactly (an auditor compares counts)
+    # The accounts API's hashing pool: none waiting between requests; each mean a
+    # duration, or "-" when no password was hashed in the last 5 minutes.
+    [(_, waiting, mean_wait, mean_hash)] = hashing
+    assert waiting == "0"
+    for mean in (mean_wait, mean_hash):
+        assert mean == "-" or re.fullmatch(r"[0-9.]+(ms|s|us|µs)", mean), mean
     assert "executing template" not in response.text  # no query failed to render
