@@ -19,23 +19,37 @@ async def _until(condition: object, seconds: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
+class BusyPool:
+    """Every hashing thread held by a task that waits for ``release``."""
+
+    def __init__(self) -> None:
+        self.before = LOAD.snapshot()
+        self.release = threading.Event()
+        self.running: list[asyncio.Task[bool]] = []
+
+    def busy(self) -> bool:
+        return self.release.wait(10)
+
+    async def fill(self) -> None:
+        threads = security.HASH_THREADS
+        self.running = [asyncio.create_task(security._off_loop(self.busy)) for _ in range(threads)]
+        await _until(lambda: LOAD.snapshot().started == self.before.started + threads)
+
+    async def queue(self, count: int) -> list[asyncio.Task[bool]]:
+        queued = [asyncio.create_task(security._off_loop(self.busy)) for _ in range(count)]
+        await _until(lambda: LOAD.snapshot().waiting == self.before.waiting + count)
+        return queued
+
+
 async def test_hashes_beyond_the_threads_are_counted_waiting_then_their_waits_summed() -> None:
-    before = LOAD.snapshot()
-    release = threading.Event()
-
-    def busy() -> bool:
-        return release.wait(10)
-
-    threads = security.HASH_THREADS
-    running = [asyncio.create_task(security._off_loop(busy)) for _ in range(threads)]
-    await _until(lambda: LOAD.snapshot().started == before.started + threads)
-    queued = [asyncio.create_task(security._off_loop(busy)) for _ in range(2)]
-    await _until(lambda: LOAD.snapshot().waiting == before.waiting + 2)
+    pool = BusyPool()
+    await pool.fill()
+    queued = await pool.queue(2)
     await asyncio.sleep(0.05)  # the queued two wait at least this long
-    release.set()
-    assert all(await asyncio.gather(*running, *queued))
+    pool.release.set()
+    assert all(await asyncio.gather(*pool.running, *queued))
 
-    after = LOAD.snapshot()
+    before, after, threads = pool.before, LOAD.snapshot(), security.HASH_THREADS
     assert after.waiting == before.waiting
     assert after.started == after.finished == before.started + threads + 2
     assert after.waited_seconds - before.waited_seconds >= 2 * 0.05
@@ -43,24 +57,18 @@ async def test_hashes_beyond_the_threads_are_counted_waiting_then_their_waits_su
 
 
 async def test_a_hash_given_up_before_a_thread_took_it_no_longer_waits() -> None:
-    before = LOAD.snapshot()
-    release = threading.Event()
-
-    def busy() -> bool:
-        return release.wait(10)
-
-    threads = security.HASH_THREADS
-    running = [asyncio.create_task(security._off_loop(busy)) for _ in range(threads)]
-    await _until(lambda: LOAD.snapshot().started == before.started + threads)
-    queued = asyncio.create_task(security._off_loop(busy))
-    await _until(lambda: LOAD.snapshot().waiting == before.waiting + 1)
+    pool = BusyPool()
+    await pool.fill()
+    [queued] = await pool.queue(1)
     queued.cancel()
     await asyncio.gather(queued, return_exceptions=True)
-    assert LOAD.snapshot().waiting == before.waiting
-    release.set()
-    await asyncio.gather(*running)
+    assert LOAD.snapshot().waiting == pool.before.waiting
+    pool.release.set()
+    await asyncio.gather(*pool.running)
     after = LOAD.snapshot()
-    assert (after.waiting, after.started) == (before.waiting, before.started + threads)
+    assert (after.waiting, after.started) == (
+        pool.before.waiting, pool.before.started + security.HASH_THREADS,
+    )  # fmt: skip
 
 
 def test_the_load_is_exported_as_a_gauge_and_two_summaries() -> None:
