@@ -31,7 +31,7 @@ class Ticket:
 
 
 class HashingLoad:
-    """Hashes waiting now, and the waits of those started: safe from any thread."""
+    """Hashes waiting now, and how long those started waited and ran: safe from any thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
