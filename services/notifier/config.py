@@ -75,6 +75,13 @@ class NotifierSettings(PlatformSettings):
     notifier_max_attempts: int = Field(
         15, ge=1, description="Attempts before a temporarily failing email is dead-lettered."
     )
+    notifier_marketing_settle_seconds: float = Field(
+        10.0,
+        ge=1.0,
+        description="How long a campaign (a marketing notice) waits before its emails are "
+        "decided, so an opt-out made in the account just before it, on its way over the bus "
+        "as a contact card (~0.1 s), counts (P-32). A campaign is never urgent.",
+    )
     notifier_contact_wait_seconds: float = Field(
         86_400.0, description="How long an email waits for its recipient's contact card."
     )

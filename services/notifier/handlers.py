@@ -74,6 +74,9 @@ def email_index(vault: Vault, address: str) -> bytes:
 @dataclass
 class Handlers:
     vault: Vault
+    #: How long a campaign waits for opt-outs in flight (the worker's
+    #: ``notifier_marketing_settle_seconds``; None: :data:`MARKETING_SETTLE`).
+    marketing_settle: timedelta | None = None
 
     # -- accounts.contacts ---------------------------------------------------------------
 
@@ -145,7 +148,7 @@ class Handlers:
     # -- notices: replies, policy versions, incidents, SendNotice ------------------------
 
     async def on_notices(self, conn: Connection, items: Sequence[Item]) -> None:
-        await on_notices(conn, items)
+        await on_notices(conn, items, settle=self.marketing_settle)
 
     # -- deletion.commands ----------------------------------------------------------------
 
@@ -155,8 +158,11 @@ class Handlers:
                 await start_erasure(conn, self.vault, item.event)
 
 
-async def on_notices(conn: Connection, items: Sequence[Item]) -> None:
-    """Replies, policy versions, incidents and SendNotice commands become notices."""
+async def on_notices(
+    conn: Connection, items: Sequence[Item], *, settle: timedelta | None = None
+) -> None:
+    """Replies, policy versions, incidents and SendNotice commands become notices
+    (a campaign due no sooner than ``settle``, :data:`MARKETING_SETTLE` by default)."""
     for item in traced(items):
         if not isinstance(item, Delivery):
             continue
@@ -167,7 +173,7 @@ async def on_notices(conn: Connection, items: Sequence[Item]) -> None:
             continue  # a reply read after its request's erasure: about nothing kept
         notice = notice_for(event, item.envelope.source)
         if notice is not None:
-            await accept_notice(conn, notice)
+            await accept_notice(conn, notice, settle=settle)
 
 
 def notice_for(event: Event, source: str) -> store.Notice | None:
@@ -306,9 +312,10 @@ async def tell_replaced_address(conn: Connection, contact: store.SealedContact) 
 
 
 #: How long a marketing notice waits before it fans out and its emails are decided
-#: (P-32). An opt-out made in the account reaches the notifier as a contact card, on
-#: another topic than the campaign, a fraction of a second after the account's answer:
-#: a campaign sent at once would be decided before it. A campaign is never urgent.
+#: (P-32), unless ``notifier_marketing_settle_seconds`` says otherwise. An opt-out made
+#: in the account reaches the notifier as a contact card, on another topic than the
+#: campaign, a fraction of a second after the account's answer: a campaign sent at once
+#: would be decided before it. A campaign is never urgent.
 MARKETING_SETTLE = timedelta(seconds=10)
 # How soon a marketing notice waiting for contact cards looks again.
 CARDS_RECHECK = timedelta(seconds=1)
@@ -321,19 +328,22 @@ class CardsReady(Protocol):
     async def ready(self, notice_id: UUID) -> bool: ...
 
 
-def settled(notice: store.Notice, now: datetime) -> store.Notice:
-    """A marketing notice due no sooner than :data:`MARKETING_SETTLE` from ``now``."""
-    earliest = now + MARKETING_SETTLE
+def settled(notice: store.Notice, now: datetime, settle: timedelta | None = None) -> store.Notice:
+    """A marketing notice due no sooner than ``settle`` (:data:`MARKETING_SETTLE`) from
+    ``now``."""
+    earliest = now + (MARKETING_SETTLE if settle is None else settle)
     if notice.category != "marketing" or (notice.send_at and notice.send_at >= earliest):
         return notice
     return replace(notice, send_at=earliest)
 
 
-async def accept_notice(conn: Connection, notice: store.Notice) -> int:
+async def accept_notice(
+    conn: Connection, notice: store.Notice, *, settle: timedelta | None = None
+) -> int:
     """Record the notice once, then fan it out now or when it is due (a marketing one
-    once opt-outs in flight have come: :data:`MARKETING_SETTLE`)."""
+    once opt-outs in flight have come: ``settle``, :data:`MARKETING_SETTLE` by default)."""
     now = datetime.now(UTC)
-    notice = settled(notice, now)
+    notice = settled(notice, now, settle)
     scheduled = notice.send_at is not None and notice.send_at > now
     if not await store.insert_notice(conn, notice, scheduled=scheduled):
         return 0  # the same notice again (another event id): nothing to repeat

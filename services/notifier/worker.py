@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 
 import asyncpg
@@ -100,7 +101,9 @@ class Worker:
         self.runtime = runtime
         self.wake = Wake()
         self.stopping = asyncio.Event()
-        self.handlers = handlers.Handlers(runtime.vault)
+        self.handlers = handlers.Handlers(
+            runtime.vault, timedelta(seconds=settings.notifier_marketing_settle_seconds)
+        )
         self.consumers: list[IdempotentConsumer] = []
         self.sender = Sender(
             settings,

@@ -22,6 +22,10 @@ OUTBOX_GAUGES = ("outbox_backlog", "outbox_oldest_seconds")
 # (the browser's alone too). The per-account throttle is what tests exercise; the
 # per-address rules are unit-tested.
 os.environ.setdefault("IMT_ACCOUNTS_CLIENT_FREE_FAILURES", "1000000")
+# A campaign waits for opt-outs in flight: 10 s by default, for a contact card that comes
+# ~0.1 s after the account's answer. 2 s still covers it twentyfold (the opt-out journey
+# sends a campaign at once after the choice), and the suites send dozens of campaigns.
+os.environ.setdefault("IMT_NOTIFIER_MARKETING_SETTLE_SECONDS", "2")
 
 
 def metric_samples(metrics_text: str) -> dict[str, float]:

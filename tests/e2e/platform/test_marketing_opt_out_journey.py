@@ -7,8 +7,8 @@ mailbox gets nothing, while a control user who kept marketing on gets it.
 The choice travels from accounts to the notifier on Kafka (the contact card), the
 campaign on another topic, and nothing orders the two: the card reaches the notifier
 about 50 ms after the API's answer. Sent once the notifier holds the choice, or at once
-(a campaign waits ``handlers.MARKETING_SETTLE`` before it is decided, so the card in
-flight comes first), the campaign must skip the user.
+(a campaign waits ``notifier_marketing_settle_seconds`` before it is decided, so the
+card in flight comes first; 2 s in the test run), the campaign must skip the user.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 import pytest
 
+from services.notifier.config import NotifierSettings
 from shared.bus.kafka_options import reliable_producer
 from shared.config import PlatformSettings
 from shared.events.catalogue.notifier import SendNotice
@@ -132,6 +133,16 @@ async def test_marketing_turned_off_in_the_account_stops_the_next_campaign(
                 control: ("done", "sent", None),
             }, outcomes
             assert settled["email"] == {"done/sent": 1, "done/suppressed": 1}
+            # It waited the settle the worker was configured with (this session's).
+            waited = await notifier.fetchval(
+                "SELECT extract(epoch FROM send_at - created_at) FROM notices WHERE notice_id = $1",
+                after.notice_id,
+            )
+            settle = NotifierSettings().notifier_marketing_settle_seconds
+            assert abs(float(waited) - settle) < 0.5, (
+                f"the campaign waited {waited} s, not {settle} s: is the notifier worker"
+                " running without this session's settings (started outside it)?"
+            )
             subject = after.params["subject"]
             await eventually(lambda: _subjects(mailbox, control_address), lambda s: subject in s)
             assert (await _subjects(mailbox, control_address)).count(subject) == 1
