@@ -28,7 +28,7 @@ from shared.vault import Vault
 from tests.e2e.accounts.support import BusTail, start_tail
 from tests.e2e.deletion.support import GRACE_SECONDS, needs_every_service
 
-FINANCIAL_RETENTION_SECONDS = float(os.environ.get("IMT_E2E_FINANCIAL_RETENTION_SECONDS", "60"))
+FINANCIAL_RETENTION_SECONDS = float(os.environ.get("IMT_E2E_FINANCIAL_RETENTION_SECONDS", "20"))
 TEST_RULES_SUFFIX = "+e2e"
 
 
