@@ -134,6 +134,15 @@ class PlatformSettings(BaseSettings):
         "PLAINTEXT", description="PLAINTEXT locally; SSL with the CA below on every other hop."
     )
     kafka_ssl_cafile: str | None = Field(None, description="CA bundle to verify Kafka brokers.")
+    kafka_session_timeout_seconds: float = Field(
+        10.0,
+        ge=1.0,
+        le=300.0,
+        description="How long a consumer group waits for a silent member (a worker killed or "
+        "frozen) before its partitions go to the others: how long they stand still after a "
+        "crash. Heartbeats go every third of it. The brokers bound it "
+        "(group.min.session.timeout.ms, 6 s by default; the local stack allows 1 s).",
+    )
     outbox_idle_poll_seconds: float = Field(
         0.05,
         gt=0,

@@ -134,6 +134,9 @@ def render_properties(layout: Layout) -> str:
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        # The crash tests take their workers' session timeout down to a few seconds
+        # (IMT_KAFKA_SESSION_TIMEOUT_SECONDS): a killed worker's partitions move sooner.
+        "group.min.session.timeout.ms": "1000",
         # Tests check that tombstoned contact cards really leave compacted topics.
         "log.cleaner.backoff.ms": "5000",
     }

@@ -57,8 +57,8 @@ def build_app(settings: AnalyticsSettings) -> faust.App:
         settings.analytics_worker_group,
         settings,
         # A killed worker's partitions come back after this, not after Faust's 60 s.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        broker_heartbeat_interval=min(1.0, settings.kafka_session_timeout_seconds / 3),
         # Let the consumer read ahead while a batch is in PostgreSQL: with Faust's
         # default (4096) the partitions are paused and each resume waits on a fetch.
         stream_buffer_maxsize=STREAM_BUFFER,

@@ -49,9 +49,17 @@ def manual_commit_consumer(
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         "max_poll_records": 1000,
+        **group_timeouts_ms(settings),
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **client_options(settings), **options)
+
+
+def group_timeouts_ms(settings: PlatformSettings) -> dict[str, int]:
+    """A group member's session timeout and heartbeat interval (a third of it, as Kafka
+    advises: two heartbeats may be lost before the member is taken for dead)."""
+    session = round(settings.kafka_session_timeout_seconds * 1000)
+    return {"session_timeout_ms": session, "heartbeat_interval_ms": session // 3}
 
 
 def log_reader(settings: PlatformSettings, **overrides: Any) -> AIOKafkaConsumer:

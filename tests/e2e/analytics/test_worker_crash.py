@@ -28,7 +28,7 @@ from shared.config import PlatformSettings
 from shared.events import dlq_of, encode_envelope, envelope_for
 from shared.events.catalogue.analytics import VisitRecorded
 from tests.e2e.analytics.support import unique_site
-from tests.support.processes import end
+from tests.support.processes import QUICK_FAILOVER, end
 
 REPO = Path(__file__).resolve().parents[3]
 WAVES = 4
@@ -60,6 +60,7 @@ class Worker:
             "IMT_ANALYTICS_VISITS_TOPIC": topic,
             "IMT_ANALYTICS_WORKER_GROUP": self.group,
             "IMT_ANALYTICS_CLOSE_INTERVAL_SECONDS": "3600",
+            **QUICK_FAILOVER,
         }
         self.datadir = Path(settings.state_dir) / "faust" / self.group
         self.log = Path(tempfile.mkstemp(prefix="analytics-crash-", suffix=".log")[1])

@@ -23,6 +23,7 @@ from tests.support.probes import (
     spawn_selftest,
     wait_for_effects,
 )
+from tests.support.processes import QUICK_FAILOVER
 
 EVENTS = 10_000
 BATCH = 100
@@ -45,7 +46,7 @@ class Processes:
     def start(self, role: str) -> None:
         name, dsn, *extra = self.args[role]
         odds = "0.1" if self.self_kills[role] else "1"
-        env = {"IMT_CRASH_POINTS": f"{CRASH_POINTS[role]}:{odds}"}
+        env = {"IMT_CRASH_POINTS": f"{CRASH_POINTS[role]}:{odds}", **QUICK_FAILOVER}
         self.procs[role] = spawn_selftest(name, dsn, *extra, env=env)
 
     def _count_if_dead(self, role: str) -> bool:

@@ -26,7 +26,7 @@ from services.deletion import backups
 from services.deletion.config import DeletionSettings
 from shared.config import PlatformSettings
 from tests.integration.deletion.harness import harness_settings, running_harness, scratch_topics
-from tests.support.processes import end
+from tests.support.processes import QUICK_FAILOVER, end
 
 REPO = Path(__file__).resolve().parents[3]
 REQUESTS = 24
@@ -66,6 +66,7 @@ class WorkerProcess:
             "IMT_DELETION_VERIFY_LEASE_SECONDS": "3",
             "IMT_BACKUP_DIR": str(settings.backup_dir()),
             "IMT_LOG_LEVEL": "WARNING",
+            **QUICK_FAILOVER,
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.self_kills = 0
