@@ -258,7 +258,7 @@ async def test_a_scheduled_notice_waits_for_its_time(
         user_ids=(uid,),
         params={"request_id": "r-later"},
         # Far enough ahead that a slow run still reads the notice before it is due.
-        send_at=datetime.now(UTC) + timedelta(seconds=20),
+        send_at=datetime.now(UTC) + timedelta(seconds=10),
     )
     await publish(producer, command, subject=str(uid))
     scheduled = await eventually(lambda: notice_progress(api, command.notice_id), lambda p: bool(p))
