@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from deploy.local.errors import StackError as StackError  # re-exported: callers use procs'
@@ -349,19 +349,27 @@ def exit_code(exit_file: Path, pid: int) -> int | None:
 
 def stop_pid(pid: int, timeout: float = 20.0) -> None:
     """SIGTERM, wait up to timeout, then SIGKILL the whole process group."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    stop_pids([pid], timeout)
+
+
+def stop_pids(pids: Iterable[int], timeout: float = 20.0) -> None:
+    """:func:`stop_pid` for several processes at once: each gets its SIGTERM first, so
+    their graceful stops (leaving consumer groups, draining) overlap instead of adding
+    up; then the ones still running after ``timeout`` are killed."""
+    pids = list(pids)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return
+    while (alive := [pid for pid in pids if pid_alive(pid)]) and time.monotonic() < deadline:
         time.sleep(0.1)
-    log.warning("pid %s ignored SIGTERM for %.0fs; killing it", pid, timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
+    for pid in alive:
+        log.warning("pid %s ignored SIGTERM for %.0fs; killing it", pid, timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
 
 
 def stop_daemon(pid: int | None, pidfile: Path, wipe: Path | None, timeout: float) -> None:

@@ -177,11 +177,11 @@ def exited(layout: Layout, name: str) -> str | None:
 
 
 def stop_processes(names: Iterable[str] | None = None, layout: Layout | None = None) -> None:
+    """Stop the named processes (all by default), all at once."""
     layout = layout or Layout.from_env()
-    for name in names if names is not None else procfile_entries():
-        pid = running(layout, name)
-        if pid is not None:
-            procs.stop_pid(pid)
+    names = list(names if names is not None else procfile_entries())
+    procs.stop_pids(pid for name in names if (pid := running(layout, name)) is not None)
+    for name in names:
         layout.pidfile(f"svc-{name}").unlink(missing_ok=True)
 
 
