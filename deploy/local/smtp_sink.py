@@ -217,6 +217,13 @@ def _html_page(messages: list[dict[str, Any]]) -> str:
 
 class WebHandler(BaseHTTPRequestHandler):
     server_version = "smtp-sink"
+    # Keep-alive: a test reading a run's mail one message at a time would otherwise
+    # open a connection (and a thread) per message. Every answer has a Content-Length.
+    protocol_version = "HTTP/1.1"
+    # The headers and the body go in two writes: with Nagle's algorithm, the body would
+    # wait for the client's delayed ACK of the headers (~40 ms an answer).
+    disable_nagle_algorithm = True
+    timeout = 60  # seconds: a connection left idle longer is closed (its thread ends)
     box: Mailbox  # set on the subclass made in serve_web
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:

@@ -1,11 +1,12 @@
 """The SMTP sink's mailbox: listening does not wait for old mail, which is trimmed; a
 developer reads a message decoded."""
 
+import http.client
 import threading
 from email.message import EmailMessage
 from pathlib import Path
 
-from deploy.local.smtp_sink import Mailbox, readable
+from deploy.local.smtp_sink import Mailbox, readable, serve_web
 
 RAW = b"Subject: hello\\r\\nTo: a@example.org\\r\\n\\r\\nbody\\r\\n"
 
@@ -73,3 +74,23 @@ def test_a_developer_reads_a_mailed_link_whole() -> None:
     assert link in text
     assert "Subject: Confirm your email" in text
     assert "<p>" not in text  # the text part, not the HTML
+
+
+def test_the_viewer_answers_many_requests_on_one_connection(tmp_path: Path) -> None:
+    box = Mailbox(tmp_path)
+    box.load()
+    ident = box.store(RAW, None, ["a@example.org"])
+    httpd = serve_web(box, 0)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", httpd.server_address[1], timeout=5)
+        for path in ("/api/messages", f"/api/messages/{ident}", "/api/messages/nope"):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == (404 if path.endswith("nope") else 200)
+            # Kept open: the next request goes on this socket, not a new one.
+            assert conn.sock is not None, path
+        conn.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
