@@ -5,8 +5,9 @@ Each message is stored as ``<n>-<uuid>.eml`` (bytes as received) with a ``.json`
 (envelope sender, recipients, subject, time). A small HTTP API on the web port lists them
 and switches the failure mode, so tests can simulate an SMTP outage:
 
-* ``GET /`` HTML list; ``GET /api/messages`` JSON list; ``GET /api/messages/<id>`` raw mail;
-  ``DELETE /api/messages`` clears all;
+* ``GET /`` HTML list; ``GET /api/messages`` JSON list (``?to=<address>``, repeatable:
+  only the messages for those recipients, case-insensitive); ``GET /api/messages/<id>``
+  raw mail; ``DELETE /api/messages`` clears all;
 * ``GET|POST /api/mode`` with ``{"mode": "accept" | "tempfail" | "permfail" |
   "lose-reply"}``. ``lose-reply`` keeps each message and then drops the connection
   without answering, as when a server's 250 is lost on the way back: the client cannot
@@ -32,6 +33,7 @@ import signal
 import ssl
 import sys
 import threading
+import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -215,6 +217,14 @@ def _html_page(messages: list[dict[str, Any]]) -> str:
     )
 
 
+def _for(messages: list[dict[str, Any]], recipients: list[str] | None) -> list[dict[str, Any]]:
+    """The messages for any of ``recipients`` (all of them when None)."""
+    if recipients is None:
+        return messages
+    wanted = {r.casefold() for r in recipients}
+    return [m for m in messages if wanted & {r.casefold() for r in m["rcpt_tos"]}]
+
+
 class WebHandler(BaseHTTPRequestHandler):
     server_version = "smtp-sink"
     # Keep-alive: a test reading a run's mail one message at a time would otherwise
@@ -240,14 +250,14 @@ class WebHandler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), "application/json")
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == "/":
             page = _html_page(self.box.messages())
             self._send(200, page.encode(), "text/html; charset=utf-8")
         elif path == "/healthz":
             self._json(200, {"status": "ok"})
         elif path == "/api/messages":
-            self._json(200, self.box.messages())
+            self._json(200, _for(self.box.messages(), urllib.parse.parse_qs(query).get("to")))
         elif path == "/api/mode":
             self._json(200, {"mode": self.box.mode})
         elif path.startswith("/messages/"):

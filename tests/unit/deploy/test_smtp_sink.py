@@ -2,6 +2,7 @@
 developer reads a message decoded."""
 
 import http.client
+import json
 import threading
 from email.message import EmailMessage
 from pathlib import Path
@@ -90,6 +91,30 @@ def test_the_viewer_answers_many_requests_on_one_connection(tmp_path: Path) -> N
             assert response.status == (404 if path.endswith("nope") else 200)
             # Kept open: the next request goes on this socket, not a new one.
             assert conn.sock is not None, path
+        conn.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_the_list_narrows_to_the_recipients_asked_for(tmp_path: Path) -> None:
+    box = Mailbox(tmp_path)
+    box.load()
+    to_a = box.store(RAW, None, ["A@example.org"])
+    to_b = box.store(RAW, None, ["b@example.org", "c@example.org"])
+    box.store(RAW, None, ["d@example.org"])
+    httpd = serve_web(box, 0)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", httpd.server_address[1], timeout=5)
+
+        def listed(query: str) -> list[str]:
+            conn.request("GET", f"/api/messages{query}")
+            return [m["id"] for m in json.loads(conn.getresponse().read())]
+
+        assert listed("?to=a%40example.org") == [to_a]  # any case
+        assert listed("?to=c@example.org&to=A@example.org") == [to_a, to_b]
+        assert listed("?to=nobody@example.org") == []
+        assert len(listed("")) == 3
         conn.close()
     finally:
         httpd.shutdown()
