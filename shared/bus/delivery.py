@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from shared.events import (
-    Envelope,
+    EnvelopeAttributes,
     Event,
     EventSchemaViolation,
     InvalidEnvelope,
     UnknownEventType,
-    decode_envelope,
-    parse_event,
+    decode_event,
 )
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """A validated event as delivered from one topic partition."""
+class Delivery(NamedTuple):
+    """A validated event as delivered from one topic partition (a tuple: made for every
+    record read, at a third of a frozen dataclass's cost)."""
 
-    envelope: Envelope
+    envelope: EnvelopeAttributes
     event: Event
     key: bytes | None
     topic: str
@@ -58,8 +58,7 @@ def read_record(
     if value is None:
         return Tombstone(key, topic, partition, offset)
     try:
-        envelope = decode_envelope(value)
-        event = parse_event(envelope)
+        envelope, event = decode_event(value)
     except InvalidEnvelope as exc:
         return Rejected(exc.reason)
     except (UnknownEventType, EventSchemaViolation) as exc:

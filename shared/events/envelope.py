@@ -28,8 +28,9 @@ class InvalidEnvelope(ValueError):
         self.reason = reason
 
 
-class Envelope(BaseModel):
-    """CloudEvents attributes around one event's ``data``."""
+class EnvelopeAttributes(BaseModel):
+    """CloudEvents attributes of an event, without its ``data``: what a consumer reads of
+    a delivered envelope besides the event itself."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -42,7 +43,6 @@ class Envelope(BaseModel):
     subject: str | None = Field(None, description="The user (or aggregate) the event is about")
     datacontenttype: Literal["application/json"] = "application/json"
     traceparent: str | None = None
-    data: dict[str, Any]
 
     def key(self) -> bytes | None:
         """Kafka key: the subject, so per-subject order is kept by the partitioner."""
@@ -57,6 +57,12 @@ class Envelope(BaseModel):
         if self.traceparent:
             headers.append((HEADER_TRACEPARENT, self.traceparent.encode()))
         return headers
+
+
+class Envelope(EnvelopeAttributes):
+    """CloudEvents attributes around one event's ``data``."""
+
+    data: dict[str, Any]
 
 
 def encode_envelope(envelope: Envelope) -> bytes:

@@ -17,14 +17,16 @@ changing a field needs ``v2``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from shared.events.envelope import (
     HEADER_EVENT_ID,
     Envelope,
+    EnvelopeAttributes,
+    decode_envelope,
     encode_envelope,
     validation_summary,
 )
@@ -96,6 +98,58 @@ def parse_event(envelope: Envelope) -> Event:
         raise EventSchemaViolation(
             f"{envelope.type} data invalid: {validation_summary(exc)}"
         ) from exc
+
+
+def decode_event(raw: bytes | None) -> tuple[EnvelopeAttributes, Event]:
+    """The envelope's attributes and its validated event, from a record's bytes.
+
+    A valid record is read in one pass of pydantic-core over a union of every registered
+    type's envelope, told apart by ``type``: about twice as fast as ``decode_envelope``
+    then ``parse_event``, which build the data as a dict and validate it again. Anything
+    that pass refuses is read again the two-step way, so that it fails with the same
+    exception and reason (:class:`InvalidEnvelope`, :class:`UnknownEventType`,
+    :class:`EventSchemaViolation`). The union is rebuilt when the registry has grown.
+    """
+    if raw is not None:
+        try:
+            typed = _typed_envelopes().validate_json(raw)
+        except ValidationError:
+            pass
+        else:
+            return typed, typed.data
+    envelope = decode_envelope(raw)
+    return envelope, parse_event(envelope)
+
+
+class _TypedEnvelope(EnvelopeAttributes):
+    """An envelope whose ``data`` is validated as its type's event (one per type)."""
+
+    data: Event
+
+
+_typed: list[tuple[int, TypeAdapter[_TypedEnvelope]]] = []
+
+
+def _typed_envelopes() -> TypeAdapter[_TypedEnvelope]:
+    _load_catalogue()
+    if not _typed or _typed[0][0] != len(_REGISTRY):
+        # Built at run time from the registry: to the type checker, only Any.
+        types: list[Any] = [
+            create_model(
+                f"{cls.__name__}Envelope",
+                __base__=_TypedEnvelope,
+                type=(_literal(type_name), ...),
+                data=(cls, ...),
+            )
+            for type_name, cls in _REGISTRY.items()
+        ]
+        union: Any = Annotated[Union[tuple(types)], Field(discriminator="type")]  # noqa: UP007
+        _typed[:] = [(len(_REGISTRY), TypeAdapter(union))]
+    return _typed[0][1]
+
+
+def _literal(value: str) -> Any:
+    return Literal[value]
 
 
 def envelope_for(
