@@ -118,16 +118,11 @@ async def _reconcile(
     if not topics:
         return []
     by_name = {t.name: t for t in topics}
-    resources = [ConfigResource(ConfigResourceType.TOPIC, t.name) for t in topics]
     changes: dict[str, dict[str, str]] = {}
-    for response in await admin.describe_configs(resources):
-        for code, message, _type, name, entries in response.resources:
-            if code:
-                raise TopicCreationFailed(f"describing {name}'s settings failed: {message}")
-            current = {e[0]: e[1] for e in entries if e[3] == DYNAMIC_TOPIC_CONFIG}
-            config = reconciled_config(by_name[name].config(replication_factor), current)
-            if config != current:
-                changes[name] = config
+    for name, current in (await _own_settings(admin, by_name)).items():
+        config = reconciled_config(by_name[name].config(replication_factor), current)
+        if config != current:
+            changes[name] = config
     if changes:
         altered = await admin.alter_configs(
             [ConfigResource(ConfigResourceType.TOPIC, n, c) for n, c in changes.items()]
@@ -140,7 +135,45 @@ async def _reconcile(
         ]
         if failed:
             raise TopicCreationFailed("Kafka refused the registry's settings: " + "; ".join(failed))
+        await _in_effect(admin, changes)
     return sorted(changes)
+
+
+async def _own_settings(
+    admin: AIOKafkaAdminClient, names: Iterable[str]
+) -> dict[str, dict[str, str]]:
+    """Each topic's own settings (not the broker's defaults), as a describe reads them."""
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    found: dict[str, dict[str, str]] = {}
+    for response in await admin.describe_configs(resources):
+        for code, message, _type, name, entries in response.resources:
+            if code:
+                raise TopicCreationFailed(f"describing {name}'s settings failed: {message}")
+            found[name] = {e[0]: e[1] for e in entries if e[3] == DYNAMIC_TOPIC_CONFIG}
+    return found
+
+
+async def _in_effect(
+    admin: AIOKafkaAdminClient, changes: Mapping[str, Mapping[str, str]], seconds: float = 10.0
+) -> None:
+    """Wait until a describe reads the altered settings. The broker answers an alter once
+    the controller accepted it and applies it a moment later (KRaft), so a describe (the
+    next start's, an operator's, a test's) could still read the old ones, and an alter
+    based on that read would undo one made meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    pending = dict(changes)
+    while True:
+        read = await _own_settings(admin, pending)
+        pending = {name: config for name, config in pending.items() if read[name] != config}
+        if not pending:
+            return
+        if loop.time() > deadline:
+            late = ", ".join(sorted(pending))
+            raise TopicCreationFailed(
+                f"settings altered, not in effect after {seconds:.0f}s: {late}"
+            )
+        await asyncio.sleep(0.05)
 
 
 def _raise_errors(errors: Sequence[tuple[Any, ...]]) -> None:

@@ -3,7 +3,20 @@ own tuning of anything the registry does not manage."""
 
 from __future__ import annotations
 
-from shared.bus.topic_admin import MANAGED, MIN_INSYNC, reconciled_config
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka.admin.config_resource import ConfigResource
+
+from shared.bus.topic_admin import (
+    DYNAMIC_TOPIC_CONFIG,
+    MANAGED,
+    MIN_INSYNC,
+    TopicCreationFailed,
+    _in_effect,
+    reconciled_config,
+)
 from shared.events.topics import ACCOUNTS_CONTACTS, ACCOUNTS_LIFECYCLE
 
 
@@ -40,3 +53,31 @@ def test_a_stricter_min_insync_set_by_hand_is_kept_a_weaker_one_raised() -> None
 def test_every_registry_setting_is_managed() -> None:
     assert {"retention.ms", "cleanup.policy", MIN_INSYNC, "max.compaction.lag.ms"} <= MANAGED
     assert set(ACCOUNTS_CONTACTS.config()) <= MANAGED
+
+
+class _LaggingBroker:
+    """An admin client whose describes read the old settings for ``lag`` more calls."""
+
+    def __init__(self, old: dict[str, str], new: dict[str, str], lag: int) -> None:
+        self.old, self.new, self.lag, self.describes = old, new, lag, 0
+
+    async def describe_configs(self, resources: list[ConfigResource]) -> list[Any]:
+        self.describes += 1
+        config = self.old if self.describes <= self.lag else self.new
+        entries = [(k, v, False, DYNAMIC_TOPIC_CONFIG) for k, v in config.items()]
+        response = SimpleNamespace(resources=[(0, "", 2, r.name, entries) for r in resources])
+        return [response]
+
+
+async def test_an_alter_is_waited_on_until_a_describe_reads_it() -> None:
+    new = ACCOUNTS_LIFECYCLE.config()
+    broker = _LaggingBroker({**new, "retention.ms": "1"}, new, lag=3)
+    await _in_effect(broker, {"t": new})
+    assert broker.describes == 4
+
+
+async def test_an_alter_never_read_back_fails_loudly() -> None:
+    new = ACCOUNTS_LIFECYCLE.config()
+    broker = _LaggingBroker({**new, "retention.ms": "1"}, new, lag=10**9)
+    with pytest.raises(TopicCreationFailed, match="not in effect after 0s: t"):
+        await _in_effect(broker, {"t": new}, seconds=0.2)
