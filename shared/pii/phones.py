@@ -4,7 +4,11 @@ national numbers dialled with a trunk ``0`` (European style: ``07700 900123``,
 
 Bare digit runs are never phones: without a prefix or the usual punctuation they are far
 more often order numbers, timestamps or quantities than telephone numbers. Digits of any
-script (full-width, Arabic-Indic...) count as digits: they are read as ASCII first.
+script (full-width, Arabic-Indic...) count as digits, and the spaces, dashes and invisible
+characters typography and editors put between groups (narrow no-break space, non-breaking
+hyphen, en dash...; shared.pii.separators) count as a space or "-": they are read as ASCII
+first. Tabs and line breaks do not join groups: they separate columns and lines far more
+often than a number's groups, and unlike a card a phone has no check digit to tell.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import re
 import unicodedata
 
 from shared.pii.findings import Finding, PiiKind, merge_overlapping
+from shared.pii.separators import INVISIBLE_SEPARATORS, UNICODE_DASHES, UNICODE_SPACES
 
 MIN_PHONE_DIGITS = 7
 MAX_PHONE_DIGITS = 15  # E.164; anything longer is a card or an id, not a phone
@@ -49,9 +54,12 @@ _NATIONAL = re.compile(
 # "01.02.2024", "01/02/2024 10": a day, a month and a year are no phone.
 _DATE = re.compile(r"[0-3]?[0-9][./-][01]?[0-9][./-](?:19|20)[0-9]{2}\b")
 _DIGITS = re.compile(r"[0-9]+")
-# Same length in and out, so the spans found in the translation are the text's.
-_SIGNS = {"\uff0b": "+", "\uff08": "(", "\uff09": ")", "\uff0d": "-", "\uff0e": ".",
-          "\uff0f": "/", "\u3000": " ", "\u00a0": " "}  # fmt: skip
+# Same length in and out, so the spans found in the translation are the text's. An
+# invisible separator becomes a space rather than nothing, which would change lengths:
+# "06<ZWSP>12345678" is then read as "06 12345678", a number a reader sees as one.
+_SIGNS = {"\uff0b": "+", "\uff08": "(", "\uff09": ")", "\uff0e": ".", "\uff0f": "/"}
+_SIGNS |= dict.fromkeys(UNICODE_SPACES + INVISIBLE_SEPARATORS, " ")
+_SIGNS |= dict.fromkeys(UNICODE_DASHES, "-")
 
 
 def find_phone_numbers(text: str) -> list[Finding]:
@@ -71,7 +79,8 @@ def find_phone_numbers(text: str) -> list[Finding]:
 
 
 def _ascii(text: str) -> str:
-    """``text`` with every decimal digit and the full-width signs as ASCII, length kept."""
+    """``text`` with every decimal digit, the full-width signs and the Unicode separators
+    as ASCII, length kept."""
     if text.isascii():
         return text
     out = []

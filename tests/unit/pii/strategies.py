@@ -92,15 +92,32 @@ def emails(draw: st.DrawFn) -> str:
     return f"{local}{tag}@{domain}.{tld}"
 
 
+# How the spaces and dashes between a phone number's groups are written: typography
+# (French numbers take the narrow no-break space), word processors' autocorrect
+# (non-breaking hyphen, en dash), East Asian input (ideographic space, full-width and
+# "long vowel" dashes) and invisible characters pasted from web pages.
+PHONE_SPACES: tuple[str, ...] = (
+    " ", "\u00a0", "\u2009", "\u202f", "\u2007", "\u3000", "\u200b", "\u00ad",
+)  # fmt: skip
+PHONE_DASHES: tuple[str, ...] = (
+    "-", "\u2010", "\u2011", "\u2012", "\u2013", "\u2014", "\u2212", "\uff0d", "\u30fc",
+)  # fmt: skip
+
+
 @st.composite
-def phones(draw: st.DrawFn) -> str:
+def phones(
+    draw: st.DrawFn,
+    spaces: tuple[str, ...] = PHONE_SPACES,
+    dashes: tuple[str, ...] = PHONE_DASHES,
+) -> str:
     """E.164 numbers, spaced international numbers, North American formats and British
-    ones with the trunk prefix in brackets."""
+    ones with the trunk prefix in brackets; their spaces written as one of ``spaces``
+    and their dashes as one of ``dashes``."""
     area, exchange = (draw(st.integers(200, 999)) for _ in range(2))
     line = draw(st.integers(0, 9999))
     country = draw(st.integers(1, 999))
     subscriber = draw(st.text(DIGITS, min_size=6, max_size=15 - len(str(country))))
-    return draw(
+    written = draw(
         st.sampled_from(
             [
                 f"+{country}{subscriber}",
@@ -113,6 +130,10 @@ def phones(draw: st.DrawFn) -> str:
                 f"+1 {area} {exchange} {line:04d}",
             ]
         )
+    )
+    # The templates hold " " and "-" only between groups: each may be written otherwise.
+    return written.replace(" ", draw(st.sampled_from(spaces))).replace(
+        "-", draw(st.sampled_from(dashes))
     )
 
 

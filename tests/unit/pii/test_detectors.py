@@ -114,6 +114,54 @@ def test_phone_numbers_are_found_whole(phone: str) -> None:
 
 
 @pytest.mark.promise("P-04")
+@pytest.mark.parametrize(
+    "phone",
+    [
+        # French typography spaces groups with the narrow no-break space, others with the
+        # thin or the no-break one; autocorrect turns "-" into a non-breaking hyphen or an
+        # en dash. A reader sees the same number as with ASCII separators.
+        "+33\u202f6\u202f12\u202f34\u202f56\u202f78",
+        "+33\u20096\u200912\u200934\u200956\u200978",
+        "06\u202f12\u202f34\u202f56\u202f78",
+        "+44\u202f20\u202f7183\u202f8750",
+        "+1\u2011415\u2011555\u20112671",
+        "415\u2011555\u20112671",
+        "415\u2013555\u20132671",
+        "(415)\u00a0555\u20112671",
+        "1\u2010800\u2010555\u20100199",
+        "030\u200712345678",
+        "03\u30fc1234\u30fc5678",  # Japanese input's long-vowel mark, typed as a dash
+        # Invisible characters split the groups without a reader seeing them.
+        "+33\u200b6\u200b12\u200b34\u200b56\u200b78",
+        "415\u00ad555\u00ad2671",
+    ],
+)
+def test_phone_numbers_with_unicode_spaces_and_dashes_are_found_whole(phone: str) -> None:
+    text = f"call {phone} now"
+    assert spans(text, find_phone_numbers(text)) == [phone]
+    assert [f.kind for f in find_pii(text)] == [PiiKind.PHONE]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "due 2026\u201311\u201329",
+        "due 01\u201302\u20132024",
+        "on 01.02.2024\u202f10",
+        "ISBN 978\u20113\u201116\u2011148410\u20110",
+        "ranges 10\u201320\u201330",
+        "order\u00a00012345678",
+        "price 0.99\u20090.49",
+        # A line break separates lines, not a number's groups: without a Luhn check, as a
+        # card has, numbers on consecutive lines would be joined into phones.
+        "415\u2028555\u20282671",
+    ],
+)
+def test_unicode_separators_make_no_phone_of_what_ascii_ones_do_not(text: str) -> None:
+    assert find_pii(text) == []
+
+
+@pytest.mark.promise("P-04")
 @given(phones())
 def test_generated_phone_numbers_are_found_whole(phone: str) -> None:
     text = f"tel. {phone} please"
