@@ -1,10 +1,11 @@
 """The beacon a page sends, and how it is cut down to an anonymous visit.
 
 What a client sends is never trusted nor kept as sent: the page URL loses its
-fragment, userinfo, non-allow-listed query keys and any personal data in its path;
-the referrer becomes a host, or none if the host holds personal data; a screen name is
-redacted; the time is the server's. The site is kept as sent, so a beacon whose site
-holds personal data is refused. Sites and referrer hosts are judged by one rule.
+fragment, userinfo, non-allow-listed query keys, any personal data in its path and
+whatever is encoded deeper than it is decoded; the referrer becomes a host, or none if
+the host holds personal data; a screen name is redacted; the time is the server's. The
+site is kept as sent, so a beacon whose site holds personal data is refused. Sites and
+referrer hosts are judged by one rule.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import ipaddress
 import json
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 from uuid import UUID
 
 from pydantic import (
@@ -56,8 +59,17 @@ _DIGIT = re.compile(r"\d")
 # A label of hex groups and dashes with a digit: an IPv6 address with ":" written "-"
 # (sslip.io's form, 2a01-4f8--1).
 _DASHED_IPV6 = re.compile(r"(?=[a-f-]*\d)[0-9a-f]*(?:-[0-9a-f]*){2,8}")
+# nip.io's and sslip.io's hexadecimal form of an IPv4 address: a label of exactly 8 hex
+# digits, alone or after a prefix and a dash (app-c0a80114.nip.io is 192.168.1.20). One
+# without a decimal digit is an address too (deadbeef is 222.173.190.239), and no word
+# is spelt with 8 of the letters a to f; more or fewer digits, or a prefix glued on
+# without a dash, and the label is not that form.
+_HEX_IPV4_LABEL = re.compile(r"(?:^|[.-])[0-9a-f]{8}(?:\.|$)")
 # A screen name whose raw and percent-decoded readings disagree on its personal data.
 SCREEN_WITHHELD = "screen:[REDACTED]"
+# A page's path segment or query value encoded deeper than the scrubber decodes: what it
+# holds was never read, so none of it is kept (as a screen name is withheld).
+PAGE_PART_WITHHELD = ":redacted"
 CLEAN_SITES_REMEMBERED = 1024
 _CLEAN_SITES: set[str] = set()
 V = TypeVar("V")
@@ -127,7 +139,13 @@ def _holds_personal_data(site: str) -> bool:
 
 def host_holds_personal_data(host: str) -> bool:
     """Whether a host name (a site, or a referrer's host) may hold someone's data: what
-    the detectors find, a number of seven digits or more, or an IP address with dashes."""
+    the detectors find, a number of seven digits or more, or an IP address with dashes
+    or as one label of 8 hex digits."""
+    # Full-width or other letters and digits are read as the ASCII they stand for, as a
+    # browser's IDNA mapping reads them.
+    folded = host if host.isascii() else unicodedata.normalize("NFKC", host).lower()
+    if _HEX_IPV4_LABEL.search(folded):
+        return True
     # Every detector needs a digit in a host name (it has no "@", ":", spaces or capital
     # letters), so the usual digit-free host costs nothing, where the detectors take ~10 µs.
     if not _DIGIT.search(host):
@@ -201,18 +219,60 @@ def parse_beacons(body: bytes, most: int) -> list[Beacon]:
 
 
 def scrub_page(page: str, allowed_query_keys: frozenset[str]) -> str:
-    """Path and allow-listed query of a page URL, personal data replaced by markers."""
+    """Path and allow-listed query of a page URL, personal data replaced by markers; a
+    path segment or query value encoded deeper than the scrubber decodes becomes
+    ``:redacted``."""
     if page.startswith("//"):
         # A path that starts with "//" (a page at https://imt.example//x) would be read
         # as "//host/path", whose host is kept as sent: it is a path, and read as one.
         page = "/" + page.lstrip("/")
-    scrubbed = scrub_url(page, allowed_query_keys)
+    scrubbed = scrub_url(_withheld_where_encoded_too_deep(page), allowed_query_keys)
     # Keep the path and query only: the host is the site, already known.
     path = _SCHEME_HOST.sub("", scrubbed, count=1)
     path = path or "/"
     if not path.startswith("/"):
         path = "/" + path
     return _bounded(path)
+
+
+def _withheld_where_encoded_too_deep(page: str) -> str:
+    """``page`` with each path segment or query value that is still percent-encoded after
+    the decoding scrub_url gives it (three rounds, after the query parser's one for a
+    value) replaced by ``:redacted``.
+
+    The detectors see only that decoding: what is still encoded in it (a card encoded
+    four times, or the rest of a segment beside an address) would be kept as sent, or
+    re-encoded around the markers, a few decodings away from what it hides. The page is
+    read as scrub_url reads it, so that the parts judged are the parts it scrubs.
+    """
+    if "%" not in page:
+        return page  # most pages: nothing in them is encoded at all
+    try:
+        parts = urlsplit(page.strip())
+    except ValueError:
+        return page  # unparsable: scrub_url keeps nothing of it
+    segments = parts.path.split("/")
+    # What follows ";" in a segment (path parameters) is dropped by scrub_url unread.
+    path = [PAGE_PART_WITHHELD if _too_deep(s.split(";", 1)[0]) else s for s in segments]
+    pairs = parts.query.split("&")
+    query = [_value_withheld(pair) if _too_deep(_query_value(pair)) else pair for pair in pairs]
+    if path == segments and query == pairs:
+        return page
+    return urlunsplit(parts._replace(path="/".join(path), query="&".join(query)))
+
+
+def _query_value(pair: str) -> str:
+    # As parse_qsl reads it: "+" is a space, then one round of decoding.
+    return unquote(pair.partition("=")[2].replace("+", " "), errors="replace")
+
+
+def _value_withheld(pair: str) -> str:
+    return pair.partition("=")[0] + "=" + PAGE_PART_WITHHELD
+
+
+def _too_deep(part: str) -> bool:
+    decoded = percent_decoded(part)
+    return unquote(decoded, errors="replace") != decoded
 
 
 def scrub_screen(screen: str) -> str:
