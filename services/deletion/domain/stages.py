@@ -279,6 +279,13 @@ def receipt_step(
     return "wait"
 
 
+# Doublings that take even a millisecond past any delay a timedelta holds. Past them the
+# delay is at its cap anyway; and 2 ** 1024 is past any float, so a step failing for
+# ever would make the back-off itself raise, in the ticker's own error handler.
+MAX_DOUBLINGS = 64
+
+
 def resend_delay(attempt: int, base: float, cap: float) -> timedelta:
     """Back-off before resending an unanswered EraseSubject (attempt 1 is the first send)."""
-    return timedelta(seconds=min(cap, base * 2 ** max(0, attempt - 1)))
+    doublings = min(max(0, attempt - 1), MAX_DOUBLINGS)
+    return timedelta(seconds=min(cap, base * 2**doublings))

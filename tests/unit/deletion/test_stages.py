@@ -149,3 +149,10 @@ def test_missing_stores_and_back_off() -> None:
     )
     delays = [stages.resend_delay(n, 60, 600).total_seconds() for n in range(1, 6)]
     assert delays == [60, 120, 240, 480, 600]
+
+
+@pytest.mark.parametrize("attempt", [1025, 5000, 10**9])
+def test_the_back_off_stays_at_its_cap_however_many_failures_came_before(attempt: int) -> None:
+    # 2 ** 1024 is past any float: a step failing for ever must not turn into an error.
+    assert stages.resend_delay(attempt, 60, 21600) == timedelta(seconds=21600)
+    assert stages.resend_delay(attempt, 0.5, 60) == timedelta(seconds=60)
