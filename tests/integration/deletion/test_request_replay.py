@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from services.accounts.context import RETENTION_SUBJECT_INDEX
+from services.accounts.handlers import _ACCOUNT_TABLES
 from services.deletion import backups
 from services.deletion.config import DeletionSettings
 from services.deletion.domain.replay import (
@@ -257,3 +258,50 @@ async def test_a_restore_replays_the_releases_a_snapshot_predates() -> None:
             owners = {r[0] for r in await conn.fetch("SELECT user_id FROM disclosures")}
         assert left == {"invoices": 2, "retention_keys": 1, "consents": 1, "disclosures": 1}
         assert owners == {kept}
+
+
+async def _cascading_from(conn: asyncpg.Connection, parents: set[str]) -> set[str]:
+    """``parents`` and every table whose rows go with theirs (ON DELETE CASCADE, at any
+    depth), as the migrated schema has it (a constraint a later migration dropped is gone)."""
+    links = await conn.fetch(
+        "SELECT conrelid::regclass::text AS child, confrelid::regclass::text AS parent"
+        " FROM pg_constraint WHERE contype = 'f' AND confdeltype = 'c'"
+    )
+    reached = set(parents)
+    while grown := {r["child"] for r in links if r["parent"] in reached} - reached:
+        reached |= grown
+    return reached
+
+
+async def test_every_table_the_live_account_erasure_empties_the_replay_empties_too() -> None:
+    """Accounts' erasure and the replay's list are written apart (neither service reads
+    the other's code), so nothing else keeps them in step: a table the live erasure
+    empties that the replay neither names nor reaches by a cascade brings the erased
+    subject back in every restored copy (P-16)."""
+    columns = load_subject_columns(DeletionSettings().deletion_subject_columns_file)
+    plan = replay_plan("accounts", columns, [_erasure(uuid.uuid4())])
+    emptied = {d.child or d.table for d in plan if not d.array}
+    async with (
+        restored_copy("accounts", ACCOUNTS_MIGRATIONS) as copy,
+        copy.connection() as conn,
+    ):
+        replayed = await _cascading_from(conn, emptied)
+    live = {table for table, _delete in _ACCOUNT_TABLES}
+    assert live - replayed == set()
+
+
+async def test_a_restore_drops_a_password_reset_the_erased_subject_was_waiting_for() -> None:
+    """pending_resets has no foreign key to users (accounts migration 020): the user's
+    row going does not take it along."""
+    async with restored_copy("accounts", ACCOUNTS_MIGRATIONS) as copy:
+        erased, other = uuid.uuid4(), uuid.uuid4()
+        async with copy.connection() as conn:
+            for user in (erased, other):
+                await conn.execute("INSERT INTO pending_resets (user_id) VALUES ($1)", user)
+
+        await copy.replay([_erasure(erased)])
+
+        async with copy.connection() as conn:
+            left = {r[0] for r in await conn.fetch("SELECT user_id FROM pending_resets")}
+        assert left == {other}
+        assert erased not in await copy.scan([erased])
