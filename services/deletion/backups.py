@@ -370,26 +370,28 @@ async def restore(
     (the erasures and the retention releases the snapshot may predate)."""
     columns = columns or load_subject_columns(settings.deletion_subject_columns_file)
     wanted = [d for d in manifest.databases if databases is None or d in databases]
-    pool = await _deletion_pool(settings)
-    try:
-        async with pool.acquire() as conn:
-            entries = to_replay(await store.ledger(conn), manifest.taken_at)
-            releases = releases_to_replay(await store.released(conn), manifest.taken_at)
-    finally:
-        await pool.close()
     index_key = settings.blind_index_key.get_secret_value().encode()
     targets: dict[str, str] = {}
-    for database in wanted:
-        target = f"{target_prefix}_{database}"
-        targets[database] = target
-        # A copy under the verifier's eyes (restored_...) gets its name once replayed:
-        # read before, it would show subjects erased since the snapshot.
-        staging = _staging_name(target) if target.startswith(RESTORED) else target
-        await restore_dump(settings, manifest.folder / f"{database}.dump", staging)
-        plan = replay_plan(database, columns, entries, releases, index_key)
-        await apply_replay(settings, staging, plan)
-        if staging != target:
-            await _rename_database(settings, staging, target)
+    pool = await _deletion_pool(settings)
+    try:
+        for database in wanted:
+            target = f"{target_prefix}_{database}"
+            targets[database] = target
+            # A copy under the verifier's eyes (restored_...) gets its name once replayed:
+            # read before, it would show subjects erased since the snapshot.
+            staging = _staging_name(target) if target.startswith(RESTORED) else target
+            await restore_dump(settings, manifest.folder / f"{database}.dump", staging)
+            # The ledger as it is now, not as it was before pg_restore ran (minutes): an
+            # erasure or a release begun meanwhile is in the copy too.
+            async with pool.acquire() as conn:
+                entries = to_replay(await store.ledger(conn), manifest.taken_at)
+                releases = releases_to_replay(await store.released(conn), manifest.taken_at)
+            plan = replay_plan(database, columns, entries, releases, index_key)
+            await apply_replay(settings, staging, plan)
+            if staging != target:
+                await _rename_database(settings, staging, target)
+    finally:
+        await pool.close()
     return targets
 
 

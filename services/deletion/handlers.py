@@ -556,6 +556,10 @@ async def complete(conn: Connection, deps: Deps, tracked: Tracked, verdict: Verd
     history["complete"] = now
     stores: dict[str, dict[str, object]] = {}
     for receipt in await store.receipts(conn, r.request_id):
+        if receipt["erase_id"] != r.request_id:
+            # A retention release's (recorded under the request it releases): answered
+            # before the request is certified, it would pass for what the erasure did.
+            continue
         if receipt["superseded_at"] is not None:
             continue  # an earlier pass, retried: the certificate states the one that counted
         stores.setdefault(receipt["store"], {"erased": {}, "retained_anonymised": {}})
