@@ -192,12 +192,19 @@ def _scrub_query(query: str, allowed_query_keys: frozenset[str]) -> str:
     return urlencode(kept, quote_via=quote, safe=":")
 
 
+# Every "+" but one before a digit that opens the value or follows a space (read as "+"):
+# a number's international prefix. "summer+sale+2024" is still "summer sale 2024".
+_PLUS_AS_SPACE = re.compile(r"\+(?![0-9])|(?<=[^+])\+")
+
+
 def _scrub_value(value: str) -> str:
     # parse_qsl reads "+" as a space, which cuts "jane+news@example.com" in two and hides
     # "+1 212 555 0123"'s leading "+": the value is looked at as sent first, then with
     # its "+" as spaces (grouped numbers), so what either reading finds is removed.
+    # A "+" that opens a number stays one in the second reading: "%2B44%2020%207183..."
+    # arrives as "+44 20 7183...", which the first reading sees as "+44+20+7183...".
     as_sent = percent_decoded(value).replace(" ", "+")
-    scrubbed = redact_with(as_sent, url_marker).replace("+", " ")
+    scrubbed = _PLUS_AS_SPACE.sub(" ", redact_with(as_sent, url_marker))
     scrubbed = redact_with(scrubbed, url_marker)
     # Ids are as identifying in a query as in a path ("?ref=5f0c3a2e1b2c4d3e").
     return _without_ipv4_forms(_OPAQUE_ID.sub(ID_MARKER, scrubbed))

@@ -79,6 +79,10 @@ def leaked_forms(value: str) -> set[str]:
         # A "+" in an address, unencoded or encoded: none of it is kept.
         ("/x?ref=jane.doe+news@gmail.com", "/x?ref=:email"),
         ("/x?utm_term=jane.doe%2Bnews%40gmail.com", "/x?utm_term=:email"),
+        # An international number in a query value keeps its "+" to be seen as a phone.
+        ("/x?utm_term=%2B44%2020%207183%208750", "/x?utm_term=:phone"),
+        ("/x?ref=%2B1+415+555+2671&page=2", "/x?ref=:phone&page=2"),
+        ("/x?utm_term=c%2B%2B+and+x%2B1", "/x?utm_term=c%20%20%20and%20x%201"),
         # Ids in query values as in paths.
         ("/x?ref=5f0c3a2e1b2c4d3e", "/x?ref=:id"),
         ("/x?utm_campaign=summer+sale+2024", "/x?utm_campaign=summer%20sale%202024"),
