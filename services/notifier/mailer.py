@@ -241,15 +241,30 @@ class GatedTransport:
         self._policy = policy
 
     async def send(self, email: OutgoingEmail, message_id: str, hand_over: HandOver) -> None:
-        reasons = compliance.check(email, self._policy)
-        if reasons:
-            raise Refused(reasons)
-        wire = build_message(email, message_id)
+        await self._transport.send(self._checked(email, message_id), hand_over)
+
+    def _checked(self, email: OutgoingEmail, message_id: str) -> Wire:
+        """The email as it goes on the wire, or Refused.
+
+        An error in the gate or in building the message is a refusal too: both read only
+        the email, so every retry would fail alike, each one spending a send slot and a
+        reconnect until the last attempt, and the email would end as ``failed`` without
+        the gate's word on it.
+        """
+        try:
+            reasons = compliance.check(email, self._policy)
+            if reasons:
+                raise Refused(reasons)
+            wire = build_message(email, message_id)
+        except Refused:
+            raise
+        except Exception as exc:
+            raise Refused([f"the gate could not check it: {type(exc).__name__}"]) from exc
         if wire.recipient == "":
             raise Refused(["no recipient address"])
         if not _ENVELOPE_SAFE.fullmatch(wire.recipient):
             raise Refused(["the recipient address cannot go in an SMTP envelope as it is"])
-        await self._transport.send(wire, hand_over)
+        return wire
 
     async def close(self) -> None:
         await self._transport.close()

@@ -2,10 +2,11 @@
 
 * A dispatcher leases due deliveries in batches (``FOR UPDATE SKIP LOCKED``: several
   workers share the table) and decides what needs no SMTP at all (waiting for a contact
-  card, suppressed, under 13, no consent) at lease time, which is under a second before
-  the send: an opt-out recorded before that takes effect. The hand-over mark (below)
-  checks suppressions once more, so one recorded while the email waited to be sent
-  stops it too (P-32).
+  card, suppressed, under 13, no consent) at lease time, usually under a second before
+  the send, though a slow SMTP server can make it most of a lease: an opt-out recorded
+  before that takes effect. The hand-over mark (below) checks suppressions once more,
+  and for marketing the contact card's consent, tracking opt-out, age and state, so one
+  recorded while the email waited to be sent stops it too (P-32).
 * ``notifier_smtp_connections`` senders, each with its own SMTP connection behind the
   compliance gate, take send slots from the SMTP server's rate limit, which every
   worker process shares (:mod:`services.notifier.pace`).
@@ -18,16 +19,16 @@
 
 No email is sent twice, whenever a worker dies. Before a message's DATA, the sender
 commits a hand-over mark on the delivery, and only while it still holds the lease and
-the address has not unsubscribed (otherwise it sends nothing, and the delivery, left
-leased and unmarked, is leased and decided again once the lease ends). A lease that
-expires on a marked delivery means the worker died between the hand-over and recording
-the server's answer: the server may or may not have the message. Such a delivery is
-**in doubt** and becomes a dead letter with that reason instead of being sent again;
-so does one whose connection failed during DATA. Operators look for its Message-ID
-(derived from the idempotency key: notice, user, channel; see :func:`message_id`) in
-the mail server's log, and replay it if it is not there. A worker that dies before the
-hand-over leaves nothing in doubt: the delivery is leased again once the lease expires,
-and sent once.
+the address has not unsubscribed nor, for marketing, the account opted out (otherwise
+it sends nothing, and the delivery, left leased and unmarked, is leased and decided
+again once the lease ends). A lease that expires on a marked delivery means the worker
+died between the hand-over and recording the server's answer: the server may or may not
+have the message. Such a delivery is **in doubt** and becomes a dead letter with that
+reason instead of being sent again; so does one whose connection failed during DATA.
+Operators look for its Message-ID (derived from the idempotency key: notice, user,
+channel; see :func:`message_id`) in the mail server's log, and replay it if it is not
+there. A worker that dies before the hand-over leaves nothing in doubt: the delivery is
+leased again once the lease expires, and sent once.
 """
 
 from __future__ import annotations
@@ -118,8 +119,9 @@ class HandOvers:
     async def mark(self, lease: store.Lease) -> None:
         """Return once marked; raise LeaseLost, or the outage, if it could not be.
 
-        LeaseLost also when the address unsubscribed since the lease: either way the
-        email must not go, and its next lease decides it again.
+        LeaseLost also when the address unsubscribed since the lease, or, for marketing,
+        its account opted out: either way the email must not go, and its next lease
+        decides it again.
         """
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((lease, done))
@@ -145,7 +147,10 @@ class HandOvers:
                 if (lease.delivery_id, lease.lease_until) in marked:
                     done.set_result(None)
                 else:
-                    why = "lease lost, or its address unsubscribed since it was leased"
+                    why = (
+                        "lease lost, or its address unsubscribed (or its account opted out"
+                        " of marketing) since it was leased"
+                    )
                     done.set_exception(store.LeaseLost(f"delivery {lease.delivery_id}: {why}"))
 
 
@@ -532,7 +537,9 @@ class Sender:
             reason = f"hand-over not recorded: {type(exc).__name__}"
             return result_of(row, "pending", reason=reason, delay=delay)
         except Refused as exc:
-            log.warning("gate refused %s: %s", row["template"], exc)
+            # One that the gate's own error made: its traceback, for the bug's fix.
+            fault = exc.__cause__ is not None
+            log.warning("gate refused %s: %s", row["template"], exc, exc_info=fault)
             return _final(row, "dead", "refused", f"compliance gate: {exc}", attempted=False)
         except PermanentFailure as exc:
             return _final(row, "dead", "failed", str(exc), attempted=True)

@@ -573,10 +573,13 @@ class Lease:
     category: str
 
 
-# Suppressions are checked again here, not only at lease time: an email may wait in the
-# send queue, or for a send slot, while its address unsubscribes (P-32). One committed
-# after this statement began is not seen: that email was handed over first.
-_HAND_OVER = """
+# Suppressions, and for marketing the card's own opt-outs (consent withdrawn in the
+# account, tracking opt-out, an age band that rules marketing out, an inactive or
+# erased account), are checked again here, not only at lease time: an email may wait in
+# the send queue, or for a send slot, while its address unsubscribes or its account
+# opts out (P-32, P-25, P-26). One committed after this statement began is not seen:
+# that email was handed over first.
+_HAND_OVER = f"""
 UPDATE deliveries d SET handed_over_at = now()
 FROM unnest($1::bigint[], $2::timestamptz[], $3::bytea[], $4::text[])
      AS u(id, lease_until, address_index, category)
@@ -587,8 +590,13 @@ WHERE d.id = u.id AND d.status = 'sending' AND d.next_attempt_at = u.lease_until
       SELECT 1 FROM suppressions s
       WHERE s.email_index = u.address_index AND s.category IN (u.category, 'all')
   )
+  AND (u.category <> 'marketing' OR EXISTS (
+      SELECT 1 FROM contacts c
+      WHERE c.user_id = d.user_id AND c.active AND NOT c.erase_pending
+        AND {audience_sql_filter("marketing")}
+  ))
 RETURNING d.id, d.next_attempt_at AS lease_until
-"""
+"""  # noqa: S608 - constants
 
 
 async def hand_over(
@@ -598,7 +606,8 @@ async def hand_over(
 
     Returns the leases marked, as (id, lease_until): those whose sender still holds the
     lease it was given, for ``margin_seconds`` more at least, and whose address has not
-    unsubscribed from the email's category (or from all email) since. The lease, not the
+    unsubscribed from the email's category (or from all email) since, nor, for marketing,
+    its account opted out (or became one never marketed to) since. The lease, not the
     id alone: a row leased again by the same process (its first lease ran out while
     queued) may be in one round under both, and only the newer may send. Any other must
     not be sent: it stays leased, unmarked, until its lease ends, and is then leased and

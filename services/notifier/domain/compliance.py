@@ -10,7 +10,8 @@ reasons. The rules follow the FTC's CAN-SPAM guide and RFC 8058:
 * every email carries ``List-Unsubscribe`` (https + mailto), the one-click
   ``List-Unsubscribe-Post`` and ``List-Id``, and an unsubscribe link at the bottom;
 * marketing is labelled as an advertisement and carries the postal address;
-* links point only at the platform's own hosts (no third-party offers, P-21);
+* links point only at the platform's own hosts (no third-party offers, P-21), and a
+  link whose host cannot be read is refused like one that points elsewhere;
 * the category is one of the notifier's categories (P-27).
 """
 
@@ -21,6 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
+from html import unescape
 from urllib.parse import urlsplit
 
 from shared import email_subjects
@@ -69,8 +71,15 @@ _URL = re.compile(r"https?://[^\s\"'<>)]+", re.I)
 _TAG = re.compile(r"<[^>]+>")
 
 
+def _spaced(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
 def _visible_text(html: str) -> str:
-    return re.sub(r"\s+", " ", _TAG.sub(" ", html))
+    """What a reader sees of ``html``: tags out, then entities read (in that order, so an
+    escaped ``&lt;b&gt;`` stays text), so that it compares with plain text: the template
+    escapes ``&`` in a postal address as ``&amp;``."""
+    return _spaced(unescape(_TAG.sub(" ", html)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -140,18 +149,38 @@ def _footer_problems(email: OutgoingEmail) -> list[str]:
 
 
 def _marketing_problems(email: OutgoingEmail, policy: GatePolicy) -> list[str]:
+    # Plain text against plain text: the configured values and the text part as they
+    # are, the HTML part as it reads; spacing aside, which line breaks may change.
     problems = []
-    html_text = _visible_text(email.html)
-    if policy.ad_label not in email.text or policy.ad_label not in html_text:
+    text, html_text = _spaced(email.text), _visible_text(email.html)
+    label, address = _spaced(policy.ad_label), _spaced(policy.postal_address)
+    if label not in text or label not in html_text:
         problems.append("marketing email is not labelled as an advertisement")
-    address = _visible_text(policy.postal_address)
-    if address not in _visible_text(email.text) or address not in html_text:
+    if address not in text or address not in html_text:
         problems.append("marketing email lacks the business's postal address")
     return problems
 
 
+UNREADABLE_LINK = (
+    "a link whose host cannot be read (such as a placeholder in brackets, https://[...]):"
+    " where it leads cannot be checked"
+)
+
+
 def _link_problems(email: OutgoingEmail, policy: GatePolicy) -> list[str]:
     urls = set(_URL.findall(email.text)) | set(_URL.findall(email.html))  # mostly the same
-    hosts = {(urlsplit(url).hostname or "").casefold() for url in urls}
+    hosts: set[str] = set()
+    unreadable = False
+    for url in urls:
+        # urlsplit raises for a bracketed host that is no IP literal, or a host that NFKC
+        # turns into a delimiter: operators' text can hold either, and a gate that raised
+        # would have the email retried to the last attempt instead of refused. The link
+        # itself stays out of the reason, which is stored and published: it may be one
+        # of ours with a token in it.
+        try:
+            hosts.add((urlsplit(url).hostname or "").casefold())
+        except ValueError:
+            unreadable = True
     foreign = sorted(h for h in hosts if h not in policy.link_hosts)
-    return [f"links to third-party hosts: {', '.join(foreign)}"] if foreign else []
+    problems = [f"links to third-party hosts: {', '.join(foreign)}"] if foreign else []
+    return [*problems, UNREADABLE_LINK] if unreadable else problems

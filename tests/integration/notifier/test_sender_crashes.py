@@ -16,6 +16,7 @@ it, once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -34,7 +35,13 @@ from services.notifier.config import NotifierSettings
 from services.notifier.mailer import SmtpTransport
 from services.notifier.sender import HandOvers, Sender, Wake, lease_of, message_id
 from shared.vault import Vault
-from tests.integration.notifier.support import address, seed, send_all, until
+from tests.integration.notifier.support import (
+    address,
+    sealed_contact,
+    seed,
+    send_all,
+    until,
+)
 from tests.support.mailbox import Mailbox
 from tests.support.processes import end
 
@@ -322,6 +329,97 @@ async def test_an_unsubscribe_after_the_lease_stops_the_email_at_its_hand_over(
     for user in users[:2]:
         assert (rows[user]["status"], rows[user]["outcome"]) == ("done", "suppressed")
     assert {w.recipient for w in box} & {address(u) for u in users[:2]} == set()
+
+
+# What a card may say after a campaign's email was leased (or a tombstone: the erasure
+# began), and the outcome its next lease records.
+_CARDS_AFTER_THE_LEASE: list[tuple[dict[str, Any], str, str | None]] = [
+    ({"marketing_email": False}, "suppressed", "no consent to marketing email"),
+    ({"tracking_opt_out": True}, "suppressed", "tracking opt-out: no advertising (P-25)"),
+    ({"age_band": "under_13"}, "suppressed", "under 13: never marketed to (P-26)"),
+    ({"age_band": "unknown"}, "suppressed", "age unknown: no marketing until known"),
+    ({"active": False}, "suppressed", "inactive account"),
+    ({"erase_pending": True}, "failed", "the subject was erased"),
+]
+
+
+@pytest.mark.promise("P-32")
+async def test_an_opt_out_in_the_account_after_the_lease_stops_a_campaign_at_its_hand_over(
+    pool: asyncpg.Pool,
+) -> None:
+    """An opt-out made in the account comes as a contact card, not a suppression: one
+    that lands while a campaign's email waits to be sent (leased, decided, queued) stops
+    it at the hand-over mark too, as does any card that rules marketing out. A card
+    stops no email of another category: those are not the account's marketing choice."""
+    vault = await Vault.connect(NotifierSettings(environment="test"), pool)
+    try:  # its listening connection open, the pool's close would wait forever
+        users, leased = await _campaign_leased_then_cards_changed(pool, vault)
+        mailed = {(r["category"], r["user_id"]): r for r in leased}
+        assert len(mailed) == len(users) + 1
+        marks = HandOvers(pool)
+        for user in users[:-1]:
+            with pytest.raises(store.LeaseLost):
+                await marks.mark(lease_of(mailed["marketing", user]))
+        await marks.mark(lease_of(mailed["marketing", users[-1]]))
+        await marks.mark(lease_of(mailed["transactional", users[0]]))  # the opted-out's reply
+
+        # The leases end (as they would once their time ran out): the deliveries are due.
+        await pool.execute("UPDATE deliveries SET next_attempt_at = now() WHERE status = 'sending'")
+        box = await send_all(pool, vault, failing={})
+    finally:
+        await vault.close()
+    campaign = mailed["marketing", users[-1]]["notice_id"]
+    rows = await deliveries(pool, campaign)
+    for user, (_, outcome, reason) in zip(users[:-1], _CARDS_AFTER_THE_LEASE, strict=True):
+        assert (rows[user]["status"], rows[user]["outcome"], rows[user]["reason"]) == (
+            "done",
+            outcome,
+            reason,
+        )
+    assert {w.recipient for w in box} & {address(u) for u in users[:-1]} == set()
+
+
+async def _campaign_leased_then_cards_changed(
+    pool: asyncpg.Pool, vault: Vault
+) -> tuple[list[uuid.UUID], list[Any]]:
+    """Consenting adults, a campaign to each and a reply to the first, all leased; then
+    each user's card but the last changes as _CARDS_AFTER_THE_LEASE says. Returns the
+    users and the leased rows."""
+    users = [uuid.uuid4() for _ in range(len(_CARDS_AFTER_THE_LEASE) + 1)]
+    cards = [
+        dataclasses.replace(await sealed_contact(vault, u, address(u)), marketing_email=True)
+        for u in users
+    ]
+    campaign, reply = uuid.uuid4(), uuid.uuid4()
+    params = {"subject": "Screen week", "headline": "Screens", "message": "Repaired today."}
+    async with pool.acquire() as conn:
+        for card in cards:
+            await store.upsert_contact(conn, card)
+        for notice, template, category, values in (
+            (campaign, "marketing_newsletter", "marketing", params),
+            (reply, "request_reply", "transactional", {"request_id": "r-1"}),
+        ):
+            await conn.execute(
+                "INSERT INTO notices (notice_id, template, category, audience, params, channels,"
+                " source, status) VALUES ($1, $2, $3, 'listed', $4, '{email}', 'test',"
+                " 'fanned_out')",
+                notice, template, category, values,
+            )  # fmt: skip
+        await conn.copy_records_to_table(
+            "deliveries",
+            records=[(campaign, u) for u in users] + [(reply, users[0])],
+            columns=["notice_id", "user_id"],
+        )
+        # Long enough that no lease runs out by itself before the marks.
+        leased = await store.claim_deliveries(conn, len(users) + 1, 30)
+        for card, (change, _, _) in zip(cards[:-1], _CARDS_AFTER_THE_LEASE, strict=True):
+            if change.get("erase_pending"):  # as a tombstone does while the erasure confirms
+                await conn.execute(
+                    "UPDATE contacts SET erase_pending = true WHERE user_id = $1", card.user_id
+                )
+            else:
+                await store.upsert_contact(conn, dataclasses.replace(card, **change))
+    return users, list(leased)
 
 
 async def test_an_unexpected_error_before_data_retries_the_email_once_marked(

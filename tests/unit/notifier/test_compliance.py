@@ -7,6 +7,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import pytest
+from markupsafe import escape
 
 from services.notifier.config import NotifierSettings
 from services.notifier.domain import compliance
@@ -133,6 +134,48 @@ def test_marketing_without_label_or_address_is_refused() -> None:
     assert "marketing email lacks the business's postal address" in reasons
 
 
+def _marketing_with(postal_address: str, ad_label: str) -> OutgoingEmail:
+    footer = Footer(SETTINGS.notifier_public_base_url, postal_address, ad_label)
+    rendered = Renderer().email(
+        "marketing_newsletter",
+        category="marketing",
+        params=PARAMS,
+        name="Ada",
+        unsubscribe_url=URL,
+        footer=footer,
+    )
+    return dataclasses.replace(
+        render("marketing_newsletter", "marketing"),
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+    )
+
+
+@pytest.mark.promise("P-30")
+@pytest.mark.parametrize(
+    ("postal_address", "ad_label"),
+    [
+        ("Phone Doctor & Co, 100 Main Street, Springfield", "Advertisement"),
+        ("Phone Doctor <HQ>, 100 Main Street, Springfield", "Advertisement"),
+        ("Unit 3 > 2, Main Street,\n  Springfield", "Ad & offer"),
+    ],
+)
+def test_a_postal_address_or_label_the_html_escapes_still_passes_the_gate(
+    postal_address: str, ad_label: str
+) -> None:
+    """The HTML part prints "&" as "&amp;": the gate reads it as the reader sees it."""
+    policy = dataclasses.replace(POLICY, postal_address=postal_address, ad_label=ad_label)
+    email = _marketing_with(postal_address, ad_label)
+    assert "&amp;" in email.html or "&lt;" in email.html or "&gt;" in email.html
+    assert compliance.check(email, policy) == []
+    escaped = str(escape(postal_address))
+    without = dataclasses.replace(email, html=email.html.replace(escaped, "elsewhere"))
+    assert compliance.check(without, policy) == [
+        "marketing email lacks the business's postal address"
+    ]
+
+
 def test_missing_unsubscribe_headers_and_footer_are_refused() -> None:
     email = render("request_reply", "transactional")
     stripped = dataclasses.replace(
@@ -156,6 +199,31 @@ def test_spoofed_sender_and_third_party_links_are_refused() -> None:
     reasons = compliance.check(spoofed, POLICY)
     assert "From is not the configured business address of this category" in reasons
     assert "links to third-party hosts: partner.example.com" in reasons
+
+
+@pytest.mark.promise("P-31")
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://[your-bank]/login",  # brackets around a name: not an IP literal
+        "https://[our site]",  # cut at the space: "https://[our"
+        "https://shop\uff03example.com/",  # a fullwidth "#": a delimiter once normalised
+    ],
+)
+def test_a_link_whose_host_cannot_be_read_is_refused_not_raised(link: str) -> None:
+    """Operators' text goes into incidents and announcements unchecked; a link there that
+    urlsplit cannot read is refused like a third-party one, and never quoted back."""
+    email = render("incident", "account_security", message=f"Never open {link} to log in.")
+    reasons = compliance.check(email, POLICY)
+    assert reasons == [compliance.UNREADABLE_LINK]
+    assert all(link not in reason for reason in reasons)
+
+
+def test_an_unreadable_link_does_not_hide_a_third_party_one() -> None:
+    message = "See https://[your-bank]/login and https://partner.example.com/offer"
+    reasons = compliance.check(render("incident", "account_security", message=message), POLICY)
+    third_party = "links to third-party hosts: partner.example.com"
+    assert reasons == [third_party, compliance.UNREADABLE_LINK]
 
 
 def test_marketing_must_use_the_marketing_sender_and_a_known_category() -> None:

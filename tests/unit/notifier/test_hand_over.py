@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from services.notifier import store
+from services.notifier.domain import compliance
 from services.notifier.mailer import GatedTransport, HandOver, Wire
 from services.notifier.sender import HandOvers, Job, Sender, Wake, lease_of
 from tests.unit.notifier.test_compliance import POLICY, SETTINGS, render
@@ -156,3 +157,24 @@ async def test_a_marked_hand_over_sends(monkeypatch: pytest.MonkeyPatch) -> None
     assert (outcome.status, outcome.outcome) == ("done", "sent")
     assert len(smtp.taken) == 1
     assert sender.sent == 1
+
+
+@pytest.mark.promise("P-31")
+async def test_an_email_the_gate_cannot_read_is_a_dead_letter_at_once_never_handed_over() -> None:
+    """A link urlsplit cannot read, in an operator's incident text: refused by the gate,
+    so one dead letter with the gate's reason, not an error retried for every recipient
+    until the last attempt (each one a send slot, a traceback and a reconnect)."""
+    smtp = _Smtp()
+    vault: Any = None  # the email is composed already
+    sender = Sender(SETTINGS, _pool(), vault, transport_factory=lambda: smtp, wake=Wake())
+    email = render("incident", "account_security", message="Never open https://[your-bank]/login")
+    row = {**_row(3, "account_security"), "template": "incident"}
+
+    async def hand_over() -> None:
+        raise AssertionError("handed over")
+
+    outcome = await sender._send(GatedTransport(smtp, POLICY), Job(row, email), hand_over)
+    assert outcome is not None
+    assert (outcome.status, outcome.outcome, outcome.smtp_attempted) == ("dead", "refused", False)
+    assert outcome.reason == f"compliance gate: {compliance.UNREADABLE_LINK}"
+    assert smtp.taken == []

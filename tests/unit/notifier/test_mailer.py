@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from services.notifier import mailer
 from services.notifier.config import NotifierSettings
 from services.notifier.domain import compliance
 from services.notifier.domain.compliance import OutgoingEmail
@@ -178,6 +179,29 @@ async def test_a_recipient_the_envelope_cannot_carry_as_is_is_refused(to: str) -
 
     with pytest.raises(Refused):
         await transport.send(email, "<a.b.email@notifier.imt>", hand_over)
+
+
+@pytest.mark.parametrize("broken", ["check", "build_message"])
+async def test_an_error_in_the_gate_is_a_refusal_never_one_to_retry(
+    monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    """Any other exception would reach the sender as an unexpected error, retried until
+    the last attempt, though each retry fails alike: the email must be refused at once."""
+
+    def failing(*_args: object) -> Any:
+        raise LookupError("a bug")
+
+    monkeypatch.setattr(compliance if broken == "check" else mailer, broken, failing)
+
+    async def hand_over() -> None:
+        raise AssertionError("handed over")
+
+    transport = GatedTransport(_Never(), POLICY)
+    email = render("request_reply", "transactional")
+    with pytest.raises(Refused) as refused:
+        await transport.send(email, "<a.b.email@notifier.imt>", hand_over)
+    assert refused.value.reasons == ["the gate could not check it: LookupError"]
+    assert isinstance(refused.value.__cause__, LookupError)
 
 
 def test_an_internationalised_address_goes_as_utf8_with_smtputf8() -> None:
