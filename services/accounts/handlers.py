@@ -4,8 +4,9 @@
 ended; its cancel window closes unless the user cancelled first (``cancel_window``).
 
 ``EraseSubject`` (deletion.commands): erase the subject's rows (or one item), tombstone
-the contact card, and answer ``SubjectErased`` with counts, in one transaction with the
-processed mark. Erasing twice erases nothing more and answers again (zero counts).
+the contact card, publish the end of the subject's sessions (``SessionsRevoked``), and
+answer ``SubjectErased`` with counts, in one transaction with the processed mark.
+Erasing twice erases nothing more and answers again (zero counts).
 Kept, anonymised (ids only): audit rows, disclosure log, deletion requests, and the
 consent records of the recipients the subject's data was disclosed to (the proof that
 each disclosure had consent). Invoices are kept without any id of the subject while
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from uuid import UUID
 
-from services.accounts import cancel_window
+from services.accounts import cancel_window, store
 from services.accounts.cards import tombstone_card
 from services.accounts.context import emit
 from services.accounts.domain.invoices import DISCLOSURE_LOG, FINANCIAL_RECORDS
@@ -73,6 +74,7 @@ _ACCOUNT_TABLES: tuple[tuple[str, str], ...] = (
      "DELETE FROM refresh_tokens WHERE session_id IN"
      " (SELECT id FROM sessions WHERE principal_id = $1)"),
     ("sessions", "DELETE FROM sessions WHERE principal_id = $1"),
+    ("operator_set_addresses", "DELETE FROM operator_set_addresses WHERE user_id = $1"),
     ("users", "DELETE FROM users WHERE id = $1"),
 )  # fmt: skip
 _RETAINED: tuple[tuple[str, str], ...] = (
@@ -207,6 +209,9 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
                 retained_until[FINANCIAL_RECORDS] = until
         else:
             erased["invoices"] = await erase_invoices(conn, vault, subject)
+        # Deleting the sessions ends them here only: the other APIs check tokens against
+        # the sessions topic, so the end is published like any other (same transaction).
+        await store.revoke_sessions_of(conn, subject, "principal-gone")
         for table, sql in _ACCOUNT_TABLES:
             erased[table] = _count(await conn.execute(sql, subject))
         await _close_deletion_requests(conn, subject)

@@ -228,6 +228,33 @@ async def revoke_password_resets(conn: Connection, user_id: UUID) -> None:
     )
 
 
+async def record_operator_address(conn: Connection, user_id: UUID, email_index: bytes) -> None:
+    """The account's address is now one an operator gave it (migration 024)."""
+    await conn.execute(
+        "INSERT INTO operator_set_addresses (user_id, email_index) VALUES ($1, $2)"
+        " ON CONFLICT (user_id) DO UPDATE SET email_index = $2, set_at = now()",
+        user_id,
+        email_index,
+    )
+
+
+async def address_set_by_operator(conn: Connection, user_id: UUID) -> bool:
+    """Whether the account's address is still the one an operator gave it, its owner
+    never having signed in under it: no password-reset link may go to it."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM operator_set_addresses a JOIN users u"
+            " ON u.id = a.user_id AND u.email_index = a.email_index WHERE a.user_id = $1)",
+            user_id,
+        )
+    )
+
+
+async def owner_signed_in(conn: Connection, user_id: UUID) -> None:
+    """The owner signed in with their password: the address they did it under is theirs."""
+    await conn.execute("DELETE FROM operator_set_addresses WHERE user_id = $1", user_id)
+
+
 async def action_token_owner(conn: Connection, token_hash: bytes, purpose: str) -> UUID | None:
     """Whose token this is (spent or not): to lock the user before spending it."""
     owner: UUID | None = await conn.fetchval(

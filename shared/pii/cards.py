@@ -3,7 +3,8 @@
 Digits may be written in any script's decimal digits (full-width ones included) and
 groups may be separated by runs of one to three separator characters: spaces of any kind
 (no-break, thin, tabs, line breaks), dots, dashes, slashes, plus signs and underscores
-(what form and URL encoders make of spaces), mixed or not.
+(what form and URL encoders make of spaces), mixed or not; and colons or commas, one
+kind of gap throughout, between groups of a card's sizes only (see ``_LISTING``).
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ MAX_CARD_DIGITS = 19
 # are how dates, versions and phone numbers are written; a card's groups have 4 to 6
 # digits, except the last one when the number is grouped by fours ("4222 2222 2222 2").
 MIN_MIXED_GROUP_DIGITS = 4
+MAX_LISTED_GROUP_DIGITS = 6
 
 # Whitespace covers the no-break (U+00A0) and thin (U+2009, U+202F) spaces that web pages
 # and word processors put between groups. The full-width forms are what NFKC folds into
 # ". - /", the Unicode hyphens, en dash and minus what editors make of "-", and the
 # zero-width characters are invisible: a reader still sees one number.
-_SEPARATOR = r"[\s.\-/+_\u2010-\u2013\u2212\uff0d\uff0e\uff0f\u200b\u2060\ufeff]"
+_SEPARATOR = r"[\s.\-/+_:,\u2010-\u2013\u2212\uff0c\uff0d\uff0e\uff0f\uff1a\u200b\u2060\ufeff]"
+# Colons and commas (full-width ones too) write times ("12:30:45") and lists ("3,5,8",
+# "a phone, a card, an address") far more often than a card's groups
+# ("4111:1111:1111:1111"): a gap holding one joins groups only when every gap is that
+# same one and every group but the last has a card group's 4 to 6 digits.
+_LISTING = re.compile(r"[:,\uff0c\uff1a]")
 # A maximal sequence of digit groups joined by one to three separator characters. ``\d``
 # is any script's decimal digit. Cards are looked for on whole groups only, so a long
 # contiguous run (a 25-digit order number) is never cut into a card, while letters around
@@ -79,19 +86,27 @@ def _card_windows(text: str, groups: Sequence[Span]) -> Iterator[Span]:
 def _windows_from(text: str, groups: Sequence[Span], first: int) -> Iterator[Span]:
     digits = ""
     first_separator = None
-    uniform = card_shaped = True
+    uniform = card_shaped = card_sized = True
+    listing = False
     for last in range(first, len(groups)):
         if last > first:
             previous_start, previous_end = groups[last - 1]
             separator = text[previous_end : groups[last][0]]
             first_separator = first_separator or separator
             uniform = uniform and separator == first_separator
-            card_shaped = card_shaped and previous_end - previous_start >= MIN_MIXED_GROUP_DIGITS
+            listing = listing or _LISTING.search(separator) is not None
+            size = previous_end - previous_start
+            card_shaped = card_shaped and size >= MIN_MIXED_GROUP_DIGITS
+            card_sized = card_sized and size <= MAX_LISTED_GROUP_DIGITS
             # Separators may mix ("4111 1111-1111\n1111") only between card-sized groups:
             # "2026-11-29 2026-11-30" is two dates and "555-123-4567 8901" a phone and a
             # number, not a card. With one separator throughout, any grouping still counts
-            # ("4 1 1 1 ..."), as it did when only single spaces or dashes were known.
-            if not (uniform or card_shaped):
+            # ("4 1 1 1 ..."), as it did when only single spaces or dashes were known;
+            # but not with colons or commas: "4,1,1,1,..." is a list.
+            if listing:
+                if not (uniform and card_shaped and card_sized):
+                    return
+            elif not (uniform or card_shaped):
                 return
         digits += _ascii(text[groups[last][0] : groups[last][1]])
         if len(digits) > MAX_CARD_DIGITS:

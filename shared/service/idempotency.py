@@ -9,13 +9,14 @@ one key at once: the second's insert waits on the first's unique row, then repla
 answer (or claims the key if the first rolled back). A key sent again with another
 request (another route or body) is refused, ``422 idempotency-key-reused``.
 
-Keys are per principal (the operator or user who sent them), kept
-:data:`KEPT_HOURS`; only a hash of the request is kept, and an answer that holds ids
-only: an operator's route records its whole answer (ids), a user's route the id of what
-it made, and answers a replay with that thing as it stands now (:meth:`Replayed.response`
-with the content), so no personal data is copied out of the vault's reach. The table is
-the service's own (``idempotency_keys``: see its migration); a user's keys go with
-their account's erasure.
+Keys are per principal (the operator or user who sent them), kept as sent for
+:data:`KEPT_HOURS`, so a key holding a card number is refused before the route runs
+(``422 card-number``, P-09). Only a hash of the request is kept, and an answer that
+holds ids only: an operator's route records its whole answer (ids), a user's route the
+id of what it made, and answers a replay with that thing as it stands now
+(:meth:`Replayed.response` with the content), so no personal data is copied out of the
+vault's reach. The table is the service's own (``idempotency_keys``: see its
+migration); a user's keys go with their account's erasure.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Header
+from fastapi import Depends, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from shared.db import Connection
 from shared.observability import Problem
+from shared.pii import find_card_numbers
 
 KEPT_HOURS = 24  # and in EXPIRED
 # Printable ASCII without spaces (a UUID, a ULID, a random string): it is echoed in no
@@ -39,20 +41,45 @@ KEPT_HOURS = 24  # and in EXPIRED
 KEY_PATTERN = r"^[!-~]{8,128}$"
 REPLAYED_HEADER = "Idempotent-Replayed"
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        pattern=KEY_PATTERN,
-        description=(
-            "Optional; a fresh random value per action (8-128 printable characters). Sent"
-            " again with the same request, the first answer is replayed (header"
-            f" `{REPLAYED_HEADER}: true`) and nothing is done twice; kept"
-            f" {KEPT_HOURS} hours. Another request with a used key: 422"
-            " idempotency-key-reused."
+
+def _key_without_card_number(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=KEY_PATTERN,
+            description=(
+                "Optional; a fresh random value per action (8-128 printable characters)."
+                " Sent again with the same request, the first answer is replayed (header"
+                f" `{REPLAYED_HEADER}: true`) and nothing is done twice; kept"
+                f" {KEPT_HOURS} hours. Another request with a used key: 422"
+                " idempotency-key-reused; a key holding a card number: 422 card-number."
+            ),
         ),
-    ),
-]
+    ] = None,
+) -> str | None:
+    # Stored as sent for a day. A random key practically never holds a card number, so
+    # refusing one costs a client a retry with a new key; keeping it stores card data.
+    if key is not None and find_card_numbers(key):
+        raise Problem(
+            422,
+            "Card numbers are not accepted",
+            "We never store payment card numbers. Send a fresh random Idempotency-Key.",
+            slug="card-number",
+            errors=[
+                {
+                    "location": "header.Idempotency-Key",
+                    "message": "holds a payment card number",
+                    "type": "card_number",
+                }
+            ],
+        )
+    return key
+
+
+# The header, refused before the route runs when it holds a card number. A route takes
+# it as ``idempotency_key: IdempotencyKey`` (no default: the dependency has it).
+IdempotencyKey = Annotated[str | None, Depends(_key_without_card_number)]
 
 _CLAIM = """
 INSERT INTO idempotency_keys (principal, key, fingerprint) VALUES ($1, $2, $3)

@@ -445,6 +445,9 @@ async def _login(
         if kind == "user":
             if not await store.hold_password(conn, principal["id"], stored):
                 return None, refused
+            # The password proves the owner: an address an operator set is theirs now,
+            # and reset links may go to it (migration 024).
+            await store.owner_signed_in(conn, principal["id"])
         else:
             assert stored is not None  # it verified
             principal = await store.hold_operator(conn, principal["id"], stored)

@@ -451,7 +451,7 @@ async def list_devices(claims: CurrentUser, ctx: Ctx) -> list[Device]:
 
 @router.post("/me/devices", response_model=Device, status_code=status.HTTP_201_CREATED)
 async def add_device(
-    body: DeviceIn, claims: CurrentUser, ctx: Ctx, idempotency_key: IdempotencyKey = None
+    body: DeviceIn, claims: CurrentUser, ctx: Ctx, idempotency_key: IdempotencyKey
 ) -> Device | JSONResponse:
     """Add a device. With an ``Idempotency-Key``, sending it again adds none: the
     device added first is answered, as it stands."""
@@ -575,7 +575,7 @@ async def _thread(ctx: Context, conn: Connection, request: store.Row) -> Request
 
 @router.post("/me/requests", response_model=RequestThread, status_code=status.HTTP_201_CREATED)
 async def submit_request(
-    body: RequestIn, claims: CurrentUser, ctx: Ctx, idempotency_key: IdempotencyKey = None
+    body: RequestIn, claims: CurrentUser, ctx: Ctx, idempotency_key: IdempotencyKey
 ) -> RequestThread | JSONResponse:
     """Submit a request or feedback. Text holding a card number is refused (P-09). With
     an ``Idempotency-Key``, sending it again submits nothing: the request submitted
@@ -637,7 +637,7 @@ async def add_request_message(
     body: MessageIn,
     claims: CurrentUser,
     ctx: Ctx,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKey,
 ) -> RequestThread | JSONResponse:
     """Write again in a request's thread. With an ``Idempotency-Key``, sending it again
     adds no second message: the thread is answered as it stands."""

@@ -672,7 +672,8 @@ async def change_user(
     (P-07: a name fixed on request is no reason to see the email). A new email is the
     account's at once, unverified until the link mailed to it is opened: an address
     mistyped from the request shows as unconfirmed instead of silently taking the
-    account's mail."""
+    account's mail. No password-reset link goes to it until the owner signs in under it
+    with their password: the operator who typed it may hold its mailbox."""
     refuse_card_numbers(
         name=body.name,
         email=body.email,
@@ -720,6 +721,9 @@ async def change_user(
             if "email_index" in changes:
                 await store.revoke_address_links(conn, user_id, changes["email_index"])
                 await store.revoke_password_resets(conn, user_id)
+                # Whoever typed the address may hold its mailbox: no reset goes there
+                # until the owner signs in under it (migration 024).
+                await store.record_operator_address(conn, user_id, changes["email_index"])
             dropped = ["pending_email"] if "email" in changes and user["pending_email"] else []
             updated = ProfileUpdated(user_id=user_id, fields=tuple(sorted(fields + dropped)))
             await emit(conn, updated, user_id)
@@ -872,7 +876,7 @@ async def reply_to_request(
     body: ReplyIn,
     ctx: Ctx,
     op: Annotated[Operator, allowed("requests.reply")],
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKey,
 ) -> ReplyOut | JSONResponse:
     """Reply: the user gets an inbox item and an email from the notifier (P-05). With an
     ``Idempotency-Key``, sending it again replies (and mails) nothing twice."""
@@ -1079,7 +1083,7 @@ async def announce(
     body: AnnouncementIn,
     ctx: Ctx,
     op: Annotated[Operator, allowed("announcements.create")],
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKey,
 ) -> Announced | JSONResponse:
     """Announce a service change to every user (P-06), now or at ``send_at``. With an
     ``Idempotency-Key``, sending it again announces nothing twice."""
@@ -1128,7 +1132,7 @@ async def declare_incident(
     body: IncidentIn,
     ctx: Ctx,
     op: Annotated[Operator, allowed("incidents.declare")],
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKey,
 ) -> IncidentOut | JSONResponse:
     """Declare a security incident; the notifier tells every affected user (P-17). With
     an ``Idempotency-Key``, sending it again declares nothing twice."""
@@ -1254,6 +1258,10 @@ async def _disclosable_record(
 
 EXPORT_PAGE = 500
 EXPORT_PAGE_MAX = 1000
+# A page asked for again is answered whole without being logged again only as a retry
+# of an answer lost on the way: its disclosure, logged when it was first answered, then
+# covers it. Later, its users' current data would go out with no disclosure of its own.
+EXPORT_RETRY = timedelta(minutes=10)
 # A cursor: the export's id and the last user of the page before, 32 bytes in base64url.
 _CURSOR = r"^[A-Za-z0-9_-]{43}$"
 
@@ -1301,6 +1309,27 @@ async def _continued_by(
     ):
         raise _invalid_cursor(
             "This cursor continues an export to another recipient, or by another operator."
+        )
+
+
+async def _still_a_retry(conn: Connection, export_id: UUID, page: Sequence[UUID]) -> None:
+    """410 when the export disclosed one of ``page``'s users longer than
+    ``EXPORT_RETRY`` ago: the page is no retry but a new read (a new export logs it)."""
+    expired = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM disclosures WHERE export_id = $1"
+        " AND user_id = ANY($2::uuid[]) AND at < now() - $3::interval)",
+        export_id,
+        list(page),
+        EXPORT_RETRY,
+    )
+    if expired:
+        minutes = int(EXPORT_RETRY.total_seconds() // 60)
+        raise Problem(
+            410,
+            "Export page expired",
+            f"This page was exported more than {minutes} minutes ago; a page is answered"
+            " again only as a retry. Start a new export: it logs its disclosures.",
+            slug="export-page-expired",
         )
 
 
@@ -1382,7 +1411,8 @@ async def export_to_recipient(
     own, so no export holds the audit chain's lock, nor its users' rows, for longer than
     one page: while more users follow, ``next`` (and the Link header, ``rel="next"``)
     names the next page of the same export. A user is disclosed, logged and audited once
-    per export: a page asked for again answers only users it has not disclosed yet."""
+    per export: a page asked for again (a retry) is answered whole, logging no one twice,
+    within ``EXPORT_RETRY`` of its first answer, and refused after (410)."""
     operator_id = _operator_id(op)
     export_id, last = (uuid4(), None) if after is None else read_export_cursor(after)
     async with ctx.pool.acquire() as conn:
@@ -1396,6 +1426,8 @@ async def export_to_recipient(
             conn, recipient_id, recipient["purpose"], after=last, limit=limit + 1
         )
         page = candidates[:limit]
+        if last is not None:
+            await _still_a_retry(conn, export_id, page)
         # Their keys in one round trip, before the page's transaction holds anything.
         await ctx.vault.prefetch(page)
         records = await _export_page(ctx, conn, recipient_id, export_id, operator_id, page)

@@ -96,6 +96,10 @@ async def complete_reset(body: ResetCompletion, ctx: Ctx) -> None:
         user = await store.user_by_id(conn, user_id) if user_id is not None else None
         if user_id is None or user is None:
             raise link_invalid()
+        # None is mailed to such an address (reset_links); nor does one made otherwise
+        # hand the account to whoever holds it.
+        if await store.address_set_by_operator(conn, user_id):
+            raise link_invalid()
         # Locks in the order every path takes them: the throttle rows first (a login
         # takes its account counter, then the user's row while it starts a session),
         # then the user's row, then the user's tokens (a password or address change

@@ -50,6 +50,7 @@ from tests.e2e.deletion.support import (
     GRACE_SECONDS,
     officer,
     status,
+    token_headers,
     wait_for_stage,
 )
 from tests.support.cards import opened
@@ -245,7 +246,7 @@ async def test_after_deletion_completes_the_verifier_finds_nothing_but_anonymise
 
     assert all(s["done_at"] for s in done["stages"])
     certificate = await client.get(
-        f"{API}/me/requests/{request_id}/certificate", headers=user.headers
+        f"{API}/me/requests/{request_id}/certificate", headers=token_headers(user.id)
     )
     assert certificate.status_code == 200
     body = certificate.json()["certificate"]
@@ -723,7 +724,7 @@ async def test_a_deleted_users_invoices_stay_anonymised_for_their_period_then_go
     )
     await wait_for_stage(client, user.id, request_id, ("complete",), timeout=240)
     certificate = await client.get(
-        f"{API}/me/requests/{request_id}/certificate", headers=user.headers
+        f"{API}/me/requests/{request_id}/certificate", headers=token_headers(user.id)
     )
     body = certificate.json()["certificate"]
     if not body["retention_version"].endswith(TEST_RULES_SUFFIX):

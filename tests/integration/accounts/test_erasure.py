@@ -24,9 +24,9 @@ from shared.auth.tokens import Claims
 from shared.config import PlatformSettings
 from shared.db.pool import Connection
 from shared.events import decode_envelope, parse_event
-from shared.events.catalogue.accounts import RecipientErasureRequested
+from shared.events.catalogue.accounts import RecipientErasureRequested, SessionsRevoked
 from shared.events.catalogue.deletion import UNDER_LEGAL_HOLD, EraseSubject, SubjectErased
-from shared.events.topics import ACCOUNTS_RECIPIENT_ERASURES
+from shared.events.topics import ACCOUNTS_RECIPIENT_ERASURES, ACCOUNTS_SESSIONS
 from shared.observability import Metrics, Problem, problem_type
 from shared.service import Runtime
 from shared.vault import Vault
@@ -101,6 +101,14 @@ async def _forwarded(pool: asyncpg.Pool) -> list[RecipientErasureRequested]:
     )
     events = [parse_event(decode_envelope(r["value"])) for r in rows]
     return [e for e in events if isinstance(e, RecipientErasureRequested)]
+
+
+async def _revocations(pool: asyncpg.Pool) -> list[SessionsRevoked]:
+    rows = await pool.fetch(
+        "SELECT value FROM bus_outbox WHERE topic = $1 ORDER BY seq", ACCOUNTS_SESSIONS.name
+    )
+    events = [parse_event(decode_envelope(r["value"])) for r in rows]
+    return [e for e in events if isinstance(e, SessionsRevoked)]
 
 
 async def _waits_for_a_lock(pool: asyncpg.Pool, pid: int, timeout: float = 10.0) -> bool:
@@ -212,6 +220,42 @@ async def test_without_the_disclosure_log_every_consent_goes_with_the_account(
     assert receipt.erased["consents"] == 2
     assert "consents" not in receipt.retained_anonymised
     assert await pool.fetchval("SELECT count(*) FROM consents WHERE user_id = $1", user_id) == 0
+
+
+async def _open_session(conn: Connection, principal_id: uuid.UUID) -> uuid.UUID:
+    session_id = uuid.uuid4()
+    expires = datetime.now(UTC) + timedelta(days=1)
+    await store.open_session_with_refresh(
+        conn, session_id, principal_id, "user", uuid.uuid4().bytes, expires
+    )
+    return session_id
+
+
+async def test_an_erased_accounts_open_sessions_are_published_as_revoked(
+    pool: asyncpg.Pool, vault: Vault
+) -> None:
+    """The other APIs learn of ended sessions only from the sessions topic: without the
+    event they would take the erased user's access token until it expires."""
+    async with pool.acquire() as conn:
+        user_id, bystander = await stored_user(conn), await stored_user(conn)
+        opened = {await _open_session(conn, user_id), await _open_session(conn, user_id)}
+        await _open_session(conn, bystander)
+        logged_out = await _open_session(conn, user_id)
+        await store.revoke_session(conn, logged_out, "logout")
+    published_before = len(await _revocations(pool))
+
+    started = datetime.now(UTC).replace(microsecond=0)
+    receipt = await _erase(pool, vault, user_id, FIRST)
+
+    (revoked,) = (await _revocations(pool))[published_before:]
+    assert (revoked.principal_id, revoked.reason) == (user_id, "principal-gone")
+    assert set(revoked.session_ids) == opened  # the logged-out one was published then
+    # Every token of the user, whichever session it names, ends.
+    assert revoked.issued_before is not None
+    assert revoked.issued_before >= started
+    assert receipt.erased["sessions"] == 3
+    bystanders = "SELECT count(*) FROM sessions WHERE principal_id = $1 AND revoked_at IS NULL"
+    assert await pool.fetchval(bystanders, bystander) == 1
 
 
 async def _invoice(conn: Connection, user_id: uuid.UUID, issued_on: date) -> str:

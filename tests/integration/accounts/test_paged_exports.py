@@ -284,3 +284,64 @@ async def test_an_audited_read_is_answered_while_a_page_of_an_export_is_stuck(
     disclosed = await _disclosed(pool, page.export_id)
     assert sorted(u for u, _ in disclosed) == users
     assert read < min(s for _, s in disclosed)  # audited before the page it waited for none of
+
+
+async def _logged(pool: asyncpg.Pool, user_id: uuid.UUID) -> tuple[int, int]:
+    """The user's disclosure rows and disclose audit rows."""
+    disclosures = await pool.fetchval(
+        "SELECT count(*) FROM disclosures WHERE user_id = $1", user_id
+    )
+    audited = await pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE subject_id = $1 AND action = 'disclose'", user_id
+    )
+    return disclosures, audited
+
+
+@pytest.mark.promise("P-07")
+@pytest.mark.promise("P-18")
+async def test_a_page_disclosed_longer_ago_than_a_retry_is_refused_not_answered_unlogged(
+    pool: asyncpg.Pool, vault: Vault, settings: PlatformSettings
+) -> None:
+    async with pool.acquire() as conn:
+        recipient_id = await _recipient(conn)
+        users = sorted([await _user(conn, vault, n) for n in range(3)])
+        first_user, second_user, third_user = users
+        for user_id in users:
+            await _consent(conn, user_id, recipient_id, True)
+    ctx = accounts_context(settings, pool, vault)
+    officer = operator_claims(uuid.uuid4())
+    first, _ = await _export(ctx, officer, recipient_id, limit=1)
+    second, _ = await _export(ctx, officer, recipient_id, after=first.next, limit=1)
+    assert second.next is not None
+    # Long after, the second user changed their name; the export's cursors are kept.
+    await pool.execute(
+        "UPDATE disclosures SET at = at - $2::interval WHERE export_id = $1",
+        first.export_id,
+        operators.EXPORT_RETRY * 2,
+    )
+    async with pool.acquire() as conn:
+        renamed = await vault.seal(second_user, "Renamed Later", purpose=NAME)
+        await conn.execute("UPDATE users SET name = $2 WHERE id = $1", second_user, renamed)
+
+    # Neither the cursor the officer kept nor one made by hand for the first page
+    # answers those users' data again without a disclosure of its own.
+    made = operators.export_cursor(first.export_id, uuid.UUID(int=0))
+    for cursor in (first.next, made):
+        with pytest.raises(Problem) as refused:
+            await _export(ctx, officer, recipient_id, after=cursor, limit=1)
+        assert (refused.value.status, refused.value.type.rsplit("/", 1)[-1]) == (
+            410, "export-page-expired",
+        )  # fmt: skip
+    assert await _logged(pool, second_user) == (1, 1)
+    assert await _logged(pool, first_user) == (1, 1)
+    # The page after, never answered, is a first disclosure however old its cursor:
+    # answered, logged and audited like any.
+    third, _ = await _export(ctx, officer, recipient_id, after=second.next, limit=1)
+    assert [r["user_id"] for r in third.records] == [str(third_user)]
+    assert await _logged(pool, third_user) == (1, 1)
+    # A new export answers the renamed user again, as a disclosure of its own.
+    again, _ = await _export(ctx, officer, recipient_id, limit=3)
+    assert [r["name"] for r in again.records if r["user_id"] == str(second_user)] == [
+        "Renamed Later"
+    ]
+    assert await _logged(pool, second_user) == (2, 2)

@@ -50,7 +50,10 @@ CASES = [
     (None, "/users", SIGN_UP, "email", f"{DIGITS}@example.com"),
     (None, "/users", CHILD, "guardian_email", f"{CARD.replace(' ', '-')}@example.com"),
     ("support", f"PATCH /operator/users/{SOMEONE}", CHANGE, "email", f"{DIGITS}@example.com"),
-]
+    # Kept for good in the audit log; a reference may hold ":" (its groups' separator).
+    ("support", f"PATCH /operator/users/{SOMEONE}", CHANGE, "request_reference",
+     CARD.replace(" ", ":")),
+]  # fmt: skip
 
 
 @pytest.mark.promise("P-09")
@@ -130,3 +133,28 @@ async def test_a_policy_date_without_a_time_zone_is_a_422_not_a_500() -> None:
         )
     assert naive.status_code == 422, naive.text
     assert aware.status_code == 503, aware.text  # a real instant reaches the store
+
+
+@pytest.mark.promise("P-09")
+@pytest.mark.parametrize("key", [DIGITS, CARD.replace(" ", ":"), f"retry-{CARD.replace(' ', '-')}"])
+async def test_an_idempotency_key_holding_a_card_number_is_refused_before_storage(
+    key: str,
+) -> None:
+    """The key is stored as sent for a day (idempotency_keys): one holding a card number
+    is refused, so the client sends a fresh random one instead."""
+    async with _client() as client:
+        clean = await client.post(
+            "/operator/announcements", json=ANNOUNCEMENT, headers={
+                **_as("support"), "Idempotency-Key": "k-" + uuid.uuid4().hex},
+        )  # fmt: skip
+        assert clean.status_code == 503, clean.text  # a random key reaches the store
+        refused = await client.post(
+            "/operator/announcements", json=ANNOUNCEMENT,
+            headers={**_as("support"), "Idempotency-Key": key},
+        )  # fmt: skip
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()
+    assert problem["type"].endswith("/card-number")
+    assert [e["location"] for e in problem["errors"]] == ["header.Idempotency-Key"]
+    assert DIGITS not in refused.text  # never echoed
+    assert key not in refused.text

@@ -1,7 +1,7 @@
 import re
 import string
 import unicodedata
-from datetime import date
+from datetime import date, time
 
 import pytest
 from hypothesis import assume, given
@@ -245,3 +245,61 @@ def test_sixteen_digits_failing_luhn_are_left_alone(
 @given(st.text(DIGITS, min_size=20, max_size=40))
 def test_digit_runs_longer_than_a_card_are_never_cut_into_one(run: str) -> None:
     assert find_card_numbers(f"order {run}.") == []
+
+
+@pytest.mark.promise("P-09")
+@pytest.mark.parametrize(
+    "card",
+    [
+        "4111:1111:1111:1111",
+        "4111,1111,1111,1111",
+        "4111, 1111, 1111, 1111",
+        "3782:822463:10005",
+        "4222,2222,2222,2",
+        "4111 : 1111 : 1111 : 1111",
+        "4111\uff0c1111\uff0c1111\uff0c1111",  # full-width commas
+        "4111\uff1a1111\uff1a1111\uff1a1111",  # full-width colons
+    ],
+)
+def test_card_numbers_grouped_with_colons_or_commas_are_found_whole(card: str) -> None:
+    text = f"ref: {card} thanks"
+    [finding] = find_card_numbers(text)
+    assert text[finding.start : finding.end] == card
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pick 4,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1 from the list",
+        "sizes 41, 11, 11, 11, 11, 11, 11, 11",
+        "open 00:00, 20:00, 12:15, 13:00",
+        "at 00:30:47, 03:10:32, 09:15:42",
+        "splits 04:06:38:34:02:12:26:18",
+        "total 4,222,222,222,222 units",  # thousands: groups of three
+        "items 233,360,165,255,243,59,13",
+    ],
+)
+def test_lists_of_small_numbers_and_times_are_not_cards(text: str) -> None:
+    # The digits together pass Luhn: only their grouping says that these are not cards.
+    assert luhn_valid("".join(char for char in text if char.isdigit()))
+    assert find_card_numbers(text) == []
+
+
+@given(
+    numbers=st.lists(st.integers(0, 999), min_size=2, max_size=40),
+    separator=st.sampled_from([",", ", ", ":", " : ", ",\u00a0", "\uff0c"]),
+)
+def test_a_list_of_numbers_under_a_thousand_is_never_a_card(
+    numbers: list[int], separator: str
+) -> None:
+    assert find_card_numbers("values " + separator.join(map(str, numbers)) + " end") == []
+
+
+@given(
+    times=st.lists(st.times(), min_size=2, max_size=12),
+    style=st.sampled_from(["%H:%M", "%H:%M:%S", "%I:%M"]),
+    gap=st.sampled_from([", ", " ", ","]),
+)
+def test_times_next_to_each_other_are_never_a_card(times: list[time], style: str, gap: str) -> None:
+    text = "at " + gap.join(t.strftime(style) for t in times) + " daily"
+    assert find_card_numbers(text) == []
