@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 
 from shared.pii.findings import Finding, PiiKind, merge_overlapping
 from shared.pii.luhn import luhn_valid
+from shared.pii.separators import INVISIBLE_SEPARATORS, UNICODE_DASHES, UNICODE_SPACES
 
 MIN_CARD_DIGITS = 13
 MAX_CARD_DIGITS = 19
@@ -26,9 +27,14 @@ MAX_LISTED_GROUP_DIGITS = 6
 
 # Whitespace covers the no-break (U+00A0) and thin (U+2009, U+202F) spaces that web pages
 # and word processors put between groups. The full-width forms are what NFKC folds into
-# ". - /", the Unicode hyphens, en dash and minus what editors make of "-", and the
-# zero-width characters are invisible: a reader still sees one number.
-_SEPARATOR = r"[\s.\-/+_:,\u2010-\u2013\u2212\uff0c\uff0d\uff0e\uff0f\uff1a\u200b\u2060\ufeff]"
+# ". /", and shared.pii.separators lists the Unicode spaces, the dashes editors make of
+# "-" and the invisible characters (soft hyphen, zero-width joiners...): a reader still
+# sees one number.
+_SEPARATOR = (
+    r"[\s.\-/+_:,\uff0c\uff0e\uff0f\uff1a"
+    + re.escape(UNICODE_SPACES + INVISIBLE_SEPARATORS + UNICODE_DASHES)
+    + "]"
+)
 # Colons and commas (full-width ones too) write times ("12:30:45") and lists ("3,5,8",
 # "a phone, a card, an address") far more often than a card's groups
 # ("4111:1111:1111:1111"): a gap holding one joins groups only when every gap is that

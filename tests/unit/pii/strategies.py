@@ -14,6 +14,8 @@ DIGITS = string.digits
 # and thin spaces), line breaks of text that wrapped, one to three characters per gap.
 CARD_SEPARATORS: tuple[str, ...] = (
     " ", "-", ".", "/", "\u00a0", "\u2009", "\u202f", "  ", "\t", "\n", "\r\n", " - ", " / ",
+    # Invisible characters and the dashes editors and input methods make of "-".
+    "\u00ad", "\u200c", "\u200d", "\u2062", "\u180e", "\u2014", "\u2015", "\u30fc",
 )  # fmt: skip
 # The separators a beacon's page, screen or referrer may hold: one with a control
 # character is refused whole (tests/unit/analytics/test_beacon.py), nothing kept to scrub.

@@ -303,3 +303,17 @@ def test_a_list_of_numbers_under_a_thousand_is_never_a_card(
 def test_times_next_to_each_other_are_never_a_card(times: list[time], style: str, gap: str) -> None:
     text = "at " + gap.join(t.strftime(style) for t in times) + " daily"
     assert find_card_numbers(text) == []
+
+
+@pytest.mark.promise("P-09")
+@pytest.mark.parametrize(
+    "separator",
+    ["\u00ad", "\u200c", "\u200d", "\u2061", "\u2064", "\u180e", "\u2014", "\u2015", "\u30fc"],
+)
+def test_a_card_split_by_invisible_characters_or_long_dashes_is_found(separator: str) -> None:
+    """A soft hyphen (which pages insert so long numbers may wrap), a zero-width joiner,
+    an invisible operator, an em dash or the Japanese long-vowel mark: the reader still
+    sees one number."""
+    written = separator.join(["4111", "1111", "1111", "1111"])
+    text = f"card {written} please"
+    assert [text[f.start : f.end] for f in find_card_numbers(text)] == [written]
