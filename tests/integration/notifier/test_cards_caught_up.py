@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import OffsetAndMetadata
 
 from services.notifier import handlers, store
@@ -121,3 +123,38 @@ async def test_a_campaign_is_put_off_while_a_card_before_it_is_unapplied(
         assert (await _status(pool, campaign))["status"] == "fanned_out"
     finally:
         await cards.close()
+
+
+class _KafkaAway:
+    """Cards whose state Kafka cannot tell (its group coordinator moving, say)."""
+
+    async def ready(self, notice_id: uuid.UUID) -> bool:
+        raise KafkaConnectionError()
+
+
+@pytest.mark.promise("P-06")
+async def test_a_campaign_kafka_cannot_vouch_for_is_put_off_and_holds_up_no_other_notice(
+    pool: asyncpg.Pool,
+) -> None:
+    now = datetime.now(UTC)
+    campaign = replace(_campaign(uuid.uuid4()), audience="all", user_ids=(), send_at=now)
+    announcement = replace(
+        campaign,
+        notice_id=uuid.uuid4(),
+        template="service_announcement",
+        category="service_announcement",
+        send_at=now + timedelta(milliseconds=1),  # due after the campaign: claimed second
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        for notice in (campaign, announcement):
+            await store.insert_notice(conn, notice, scheduled=True)
+    await pool.execute("UPDATE notices SET send_at = send_at - interval '1 minute'")
+
+    async with pool.acquire() as conn, conn.transaction():
+        assert await handlers.fan_out_due(conn, _KafkaAway()) == 1
+    row = await _status(pool, campaign)
+    assert (row["status"], row["put_off"]) == ("scheduled", True)
+    async with pool.acquire() as conn, conn.transaction():
+        assert await handlers.fan_out_due(conn, _KafkaAway()) == 1
+    assert (await _status(pool, announcement))["status"] == "fanned_out"
+    assert (await _status(pool, campaign))["status"] == "scheduled"
