@@ -75,6 +75,14 @@ class Receipt(Answer):
     erased: dict[str, int] = Field(description="Rows erased per table (or topic).")
     erased_at: Timestamp
     superseded: bool = Field(description="An earlier pass an operator retried: proof only.")
+    kind: Literal["erasure", "release"] = Field(
+        description="What the receipt answers: the request's erasure itself, or one of its"
+        " retention releases (recorded under the same request; never the erasure's counts)."
+    )
+    release_category: str | None = Field(
+        description="The category the release erased (as in ``releases``); null for the"
+        " erasure's receipts, or if the release is not on record."
+    )
 
 
 class Release(Answer):
@@ -110,7 +118,7 @@ class DeletionDetail(DeletionStatus):
 
     reason: str | None = Field(description="Why it is paused or escalated.")
     receipts: list[Receipt]
-    releases: list[Release] = Field(description="Retention releases not answered yet.")
+    releases: list[Release] = Field(description="Its retention releases, answered or not.")
     legal_hold: LegalHold | None
 
 

@@ -312,10 +312,15 @@ async def supersede_receipts(conn: Connection, erase_id: UUID, now: datetime) ->
 
 
 async def receipts(conn: Connection, request_id: UUID) -> list[asyncpg.Record]:
+    """Every receipt recorded under the request: its erasure's (``erase_id`` is the
+    request's own id) and its retention releases' (``release_category`` names the
+    category released; null for the erasure's)."""
     return list(
         await conn.fetch(
-            "SELECT erase_id, store, erased, retained_anonymised, erased_at, superseded_at"
-            " FROM store_receipts WHERE request_id = $1 ORDER BY erased_at",
+            "SELECT s.erase_id, s.store, s.erased, s.retained_anonymised, s.erased_at,"
+            " s.superseded_at, rr.category AS release_category"
+            " FROM store_receipts s LEFT JOIN retention_releases rr ON rr.erase_id = s.erase_id"
+            " WHERE s.request_id = $1 ORDER BY s.erased_at",
             request_id,
         )
     )

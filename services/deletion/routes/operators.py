@@ -120,6 +120,9 @@ async def request_detail(
                 "erased_at": r["erased_at"].isoformat(),
                 # An earlier pass an operator retried: proof, no longer counted.
                 "superseded": r["superseded_at"] is not None,
+                # A retention release's receipts are stored under the request it releases.
+                "kind": "erasure" if r["erase_id"] == request_id else "release",
+                "release_category": r["release_category"],
             }
             for r in await store.receipts(conn, request_id)
         ]

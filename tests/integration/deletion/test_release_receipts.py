@@ -10,16 +10,23 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.deletion import handlers, store
 from services.deletion.bootstrap import dependencies
+from services.deletion.context import Context
 from services.deletion.gauges import DeletionGauges
-from shared.observability import Metrics
+from services.deletion.routes import operators
+from shared.auth import issue_token
+from shared.config import DEV_TOKEN_PRIVATE_KEY, DEV_TOKEN_PUBLIC_KEY
+from shared.observability import Metrics, install_problem_handlers
 from tests.integration.deletion.harness import (
     Harness,
     harness_settings,
@@ -115,3 +122,47 @@ async def test_an_unanswered_release_is_resent_then_escalated_and_an_answered_on
         assert row["escalated_at"] is None
         assert harness.stores.commands[escalated_id] > resent
         assert await _escalated_gauge(harness) == 0
+
+
+async def test_the_operators_detail_tells_a_releases_receipts_from_the_erasures(
+    scratch_dsn: str, suffix: str, tmp_path: Path
+) -> None:
+    # A release's receipts are stored under the request it releases: listed unlabelled
+    # beside the erasure's, an operator could not tell which counts were the erasure's.
+    rules = short_financial_rules(tmp_path, seconds=2)
+    settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_retention_file=rules)
+    async with running_harness(settings) as harness:
+        deps = dependencies(settings, harness.runtime)
+        request_id, _ = await harness.request_deletion()
+        done = await harness.wait_for([request_id], "complete")
+        assert done == {request_id: "complete"}, done
+        assert (await _until(harness, request_id, "answered_at"))["answered_at"] is not None
+
+        app = FastAPI()
+        install_problem_handlers(app)
+        app.state.token_public_key = DEV_TOKEN_PUBLIC_KEY
+        app.state.deletion = Context(settings, harness.runtime, deps)
+        app.include_router(operators.router)
+        token = issue_token(
+            DEV_TOKEN_PRIVATE_KEY, subject=str(uuid.uuid4()), session_id="s", kind="operator",
+            ttl=timedelta(minutes=5), roles=("privacy_officer",),
+        )  # fmt: skip
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            answer = await client.get(
+                f"/operator/requests/{request_id}", headers={"Authorization": f"Bearer {token}"}
+            )
+        assert answer.status_code == 200, answer.text
+        receipts = answer.json()["receipts"]
+        stores = sorted(settings.store_names())
+        by_kind = {
+            kind: sorted(
+                (r["store"], r["release_category"]) for r in receipts if r.get("kind") == kind
+            )
+            for kind in ("erasure", "release")
+        }
+        assert by_kind == {
+            "erasure": [(s, None) for s in stores],
+            "release": [(s, "financial_records") for s in stores],
+        }, receipts
+        assert [r["category"] for r in answer.json()["releases"]] == ["financial_records"]
