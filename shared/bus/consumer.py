@@ -11,8 +11,11 @@ For each poll (several partitions, each partition's records in order):
 
 A rebalance waits for the poll being applied, commits what is applied, and drops the
 poll read ahead (see :meth:`IdempotentConsumer._hand_over`): a partition's next owner
-starts where this one's effects end, so no two members apply a partition at once and
-tombstones, which carry no id to mark, are not applied again.
+starts where this one's effects end, so no two members apply a partition at once.
+Tombstones carry no id to mark: one read again (after a crash before its offset's
+commit, or an outage while a failed batch is retried one by one) is applied again, so a
+tombstone handler must be idempotent and must not undo a later record of its key (the
+notifier's ignores every contact card of a subject whose erasure began).
 
 A handler error rolls the batch back and the events are retried one by one; an event
 that keeps failing for a reason that is not an outage is dead-lettered, so one bad
