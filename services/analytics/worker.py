@@ -82,7 +82,9 @@ def build_app(settings: AnalyticsSettings) -> faust.App:
             await _count(pool, visits, settings)
 
         async def dead_letter(event: Any, reason: str) -> None:
-            await publish_dead_letter(app, event.message, reason, settings.analytics_worker_group)
+            await publish_dead_letter(
+                app, event.message, reason, settings.analytics_worker_group, pool
+            )
 
         async for events in batches:
             batch: list[tuple[Any, VisitRecorded]] = []

@@ -16,13 +16,15 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import faust
 from faust.types import AppT, Message
 from faust.worker import Worker
 
-from shared.bus.dead_letters import dead_letter_headers
+from shared.bus.dead_letters import dead_letter_headers, dead_letter_mark
 from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
 from shared.bus.faust_drain import PlatformFaustApp
+from shared.bus.idempotency import mark_processed, was_processed
 from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
 from shared.events.topics import Topic
@@ -100,8 +102,22 @@ async def accepted(
         trace_id_var.set(None)
 
 
-async def publish_dead_letter(app: faust.App, message: Message, reason: str, consumer: str) -> None:
-    """Send a Faust message to its DLQ through the app's producer, and wait for the ack."""
+async def publish_dead_letter(
+    app: faust.App, message: Message, reason: str, consumer: str, pool: asyncpg.Pool | None = None
+) -> None:
+    """Send a Faust message to its DLQ through the app's producer, and wait for the ack.
+
+    With ``pool`` (the consumer's database, with the bus tables), once: marked after the
+    acknowledgement, skipped when read again, as the aiokafka consumer does. Faust
+    commits offsets about every second, so a worker that crashes or loses the partition
+    within it reads the record again. A crash between the ack and the mark still sends
+    it twice, never not at all.
+    """
+    mark = dead_letter_mark(message)
+    if pool is not None:
+        async with pool.acquire() as conn:
+            if await was_processed(conn, consumer, mark):
+                return
     raw = message.headers or []
     pairs = raw.items() if isinstance(raw, Mapping) else raw
     headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in pairs]
@@ -113,3 +129,6 @@ async def publish_dead_letter(app: faust.App, message: Message, reason: str, con
         None,
         dead_letter_headers(message, headers, reason, consumer),
     )
+    if pool is not None:
+        async with pool.acquire() as conn:
+            await mark_processed(conn, consumer, [mark])
