@@ -18,17 +18,23 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+import httpx
 from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
 
 from services.deletion.bootstrap import bootstrap, dependencies
 from services.deletion.config import DeletionSettings
+from services.deletion.context import Context
+from services.deletion.handlers import Deps
+from services.deletion.routes import operators
 from services.deletion.worker import Worker
+from shared.auth import issue_token
 from shared.bus import (
     Delivery,
     OutboxRelay,
@@ -37,9 +43,11 @@ from shared.bus import (
     reliable_producer,
 )
 from shared.bus.scratch import scratch_copies
+from shared.config import DEV_TOKEN_PRIVATE_KEY, DEV_TOKEN_PUBLIC_KEY
 from shared.events import Event, encode_envelope, envelope_for
 from shared.events.catalogue.accounts import DeletionConfirmed, DeletionRequested
 from shared.events.catalogue.deletion import DeletionStageChanged, EraseSubject, SubjectErased
+from shared.observability import install_problem_handlers
 from shared.service import Runtime
 
 BASE_TOPICS = (
@@ -274,3 +282,23 @@ async def running_harness(
         await asyncio.gather(*tasks)
         await producer.stop()
         await runtime.close()
+
+
+@asynccontextmanager
+async def operator_api(
+    settings: DeletionSettings, harness: Harness, deps: Deps
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """The deletion API's operator routes on the harness's runtime, over ASGI, and a
+    privacy officer's headers for them."""
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.state.token_public_key = DEV_TOKEN_PUBLIC_KEY
+    app.state.deletion = Context(settings, harness.runtime, deps)
+    app.include_router(operators.router)
+    token = issue_token(
+        DEV_TOKEN_PRIVATE_KEY, subject=str(uuid.uuid4()), session_id="s", kind="operator",
+        ttl=timedelta(minutes=5), roles=("privacy_officer",),
+    )  # fmt: skip
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client, {"Authorization": f"Bearer {token}"}

@@ -10,26 +10,20 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.deletion import handlers, store
 from services.deletion.bootstrap import dependencies
-from services.deletion.context import Context
 from services.deletion.gauges import DeletionGauges
-from services.deletion.routes import operators
-from shared.auth import issue_token
-from shared.config import DEV_TOKEN_PRIVATE_KEY, DEV_TOKEN_PUBLIC_KEY
-from shared.observability import Metrics, install_problem_handlers
+from shared.observability import Metrics
 from tests.integration.deletion.harness import (
     Harness,
     harness_settings,
+    operator_api,
     running_harness,
     short_financial_rules,
 )
@@ -138,20 +132,8 @@ async def test_the_operators_detail_tells_a_releases_receipts_from_the_erasures(
         assert done == {request_id: "complete"}, done
         assert (await _until(harness, request_id, "answered_at"))["answered_at"] is not None
 
-        app = FastAPI()
-        install_problem_handlers(app)
-        app.state.token_public_key = DEV_TOKEN_PUBLIC_KEY
-        app.state.deletion = Context(settings, harness.runtime, deps)
-        app.include_router(operators.router)
-        token = issue_token(
-            DEV_TOKEN_PRIVATE_KEY, subject=str(uuid.uuid4()), session_id="s", kind="operator",
-            ttl=timedelta(minutes=5), roles=("privacy_officer",),
-        )  # fmt: skip
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            answer = await client.get(
-                f"/operator/requests/{request_id}", headers={"Authorization": f"Bearer {token}"}
-            )
+        async with operator_api(settings, harness, deps) as (client, headers):
+            answer = await client.get(f"/operator/requests/{request_id}", headers=headers)
         assert answer.status_code == 200, answer.text
         receipts = answer.json()["receipts"]
         stores = sorted(settings.store_names())

@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,21 +18,18 @@ from uuid import UUID
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from services.deletion import backups, handlers, store
 from services.deletion.bootstrap import dependencies
 from services.deletion.config import DeletionSettings
-from services.deletion.context import Context
 from services.deletion.handlers import Deps
-from services.deletion.routes import operators
 from services.deletion.verifier import SnapshotUnreadable
-from shared.auth import issue_token
-from shared.config import DEV_TOKEN_PRIVATE_KEY, DEV_TOKEN_PUBLIC_KEY, PlatformSettings
-from shared.observability import PROBLEM_CONTENT_TYPE, install_problem_handlers
+from shared.config import PlatformSettings
+from shared.observability import PROBLEM_CONTENT_TYPE
 from tests.integration.deletion.harness import (
     Harness,
     harness_settings,
+    operator_api,
     running_harness,
     scratch_topics,
 )
@@ -109,21 +105,8 @@ async def _operator_verifies(
     settings: DeletionSettings, harness: Harness, deps: Deps, request_id: UUID
 ) -> httpx.Response:
     """An operator's POST /verify, answered by the deletion API's own route."""
-    app = FastAPI()
-    install_problem_handlers(app)
-    app.state.token_public_key = DEV_TOKEN_PUBLIC_KEY
-    app.state.deletion = Context(settings, harness.runtime, deps)
-    app.include_router(operators.router)
-    token = issue_token(
-        DEV_TOKEN_PRIVATE_KEY, subject=str(uuid.uuid4()), session_id="s", kind="operator",
-        ttl=timedelta(minutes=5), roles=("privacy_officer",),
-    )  # fmt: skip
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        return await client.post(
-            f"/operator/requests/{request_id}/verify",
-            headers={"Authorization": f"Bearer {token}"},
-        )
+    async with operator_api(settings, harness, deps) as (client, headers):
+        return await client.post(f"/operator/requests/{request_id}/verify", headers=headers)
 
 
 async def _settled(harness: Harness, request_id: UUID, timeout: float = 180.0) -> str | None:

@@ -74,13 +74,18 @@ async def _certify(
     return body
 
 
+def _completing() -> tuple[Tracked, uuid.UUID, datetime]:
+    """A user's request about to be certified: it, its id and when it was erased."""
+    tracked = Tracked(in_stage("backups_pending"), "user")
+    erased_at = tracked.request.erased_at
+    assert erased_at is not None
+    return tracked, tracked.request.request_id, erased_at
+
+
 async def test_a_release_answered_before_completion_does_not_replace_the_erasures_counts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    tracked = Tracked(in_stage("backups_pending"), "user")
-    erasure = tracked.request.request_id
-    erased_at = tracked.request.erased_at
-    assert erased_at is not None
+    tracked, erasure, erased_at = _completing()
     release = uuid.uuid4()  # financial_records, due before the last snapshot expired
     released_at = erased_at + timedelta(days=20)
     rows = [
@@ -116,10 +121,7 @@ async def test_a_release_answered_before_completion_does_not_replace_the_erasure
 async def test_the_certificate_states_the_pass_that_counted_not_a_retried_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    tracked = Tracked(in_stage("backups_pending"), "user")
-    erasure = tracked.request.request_id
-    erased_at = tracked.request.erased_at
-    assert erased_at is not None
+    tracked, erasure, erased_at = _completing()
     first = erased_at - timedelta(days=5)
     rows = [
         _receipt(erasure, "accounts", {"users": 1}, {}, first, superseded_at=erased_at),
