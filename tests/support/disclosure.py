@@ -15,8 +15,10 @@ recovered by someone who knows less.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
+from fractions import Fraction
 
 from services.analytics.domain.release import Cell, ReleasedWindow, Window
 
@@ -111,3 +113,104 @@ def _rank(matrix: list[list[int]]) -> int:
                     rows[r] = [x // g for x in rows[r]]
         rank += 1
     return rank
+
+
+Members = dict[tuple[str, Key], frozenset[object]]  # (window label, key) -> its visitors
+
+
+def members(windows: Sequence[Window], hours: Sequence[Sequence[Visit]]) -> Members:
+    """Who is in each count of a day and its hours built from ``hours`` (the day first,
+    as the tests build them), each visit by a distinct visitor (hour, position)."""
+    day, *rest = windows
+    out: dict[tuple[str, Key], set[object]] = {}
+    for window, visits in zip(rest, hours, strict=True):
+        for n, (page, device) in enumerate(visits):
+            for key in (TOTAL, ("page", page), ("device_class", device)):
+                for label in (window.label, day.label):
+                    out.setdefault((label, key), set()).add((window.label, n))
+    return {slot: frozenset(who) for slot, who in out.items()}
+
+
+def derivable_sums(
+    windows: Sequence[Window],
+    released: Sequence[ReleasedWindow],
+    who: Members,
+    k: int,
+    most: int = 4,
+) -> set[frozenset[tuple[str, Key]]]:
+    """Sets of up to ``most`` hidden counts whose sum the published ones give away while
+    fewer than k visitors are in them all together: their sum is a count of those few.
+    Only counts with fewer than k visitors each can be in such a set."""
+    marks = _marks(windows, released)
+    few = [name for name in marks if len(who[name]) < k]
+    found: set[frozenset[tuple[str, Key]]] = set()
+    for size in range(1, most + 1):
+        for chosen in itertools.combinations(few, size):
+            together = frozenset().union(*(who[name] for name in chosen))
+            if len(together) < k and _adds_to_zero([marks[name] for name in chosen]):
+                found.add(frozenset(chosen))
+    return found
+
+
+def sum_given_away(
+    windows: Sequence[Window],
+    released: Sequence[ReleasedWindow],
+    names: frozenset[tuple[str, Key]],
+) -> bool:
+    """Whether the published counts give away the sum of these hidden ones."""
+    marks = _marks(windows, released)
+    return all(name in marks for name in names) and _adds_to_zero([marks[n] for n in names])
+
+
+def _marks(
+    windows: Sequence[Window], released: Sequence[ReleasedWindow]
+) -> dict[tuple[str, Key], tuple[Fraction, ...]]:
+    """For each hidden count, its entries in a basis of the solutions of the homogeneous
+    system over the hidden counts (exact fractions). The sum of a set of hidden counts
+    is given away exactly when its indicator lies in the row space of the system, that
+    is when it is orthogonal to every such solution: when the set's marks add up to 0."""
+    shown = [_shown(r) for r in released]
+    every = [
+        (i, key)
+        for i, w in enumerate(windows)
+        for key in [TOTAL, *((c.dimension, c.value) for c in w.cells)]
+    ]
+    hidden = sorted({(i, key) for i, key in every if key not in shown[i]})
+    matrix = [
+        [Fraction(sum(sign for t, sign in terms if t == h)) for h in hidden]
+        for terms in _equations(windows)
+    ]
+    basis = _null_space(matrix, len(hidden))
+    return {
+        (windows[i].label, key): tuple(v[j] for v in basis) for j, (i, key) in enumerate(hidden)
+    }
+
+
+def _adds_to_zero(marks: list[tuple[Fraction, ...]]) -> bool:
+    return all(sum(column) == 0 for column in zip(*marks, strict=True))
+
+
+def _null_space(matrix: list[list[Fraction]], width: int) -> list[list[Fraction]]:
+    """A basis of the solutions of matrix · x = 0, by exact reduced row echelon form."""
+    rows = [list(r) for r in matrix]
+    pivots: list[int] = []
+    for column in range(width):
+        pick = next((r for r in range(len(pivots), len(rows)) if rows[r][column]), None)
+        if pick is None:
+            continue
+        top = len(pivots)
+        rows[top], rows[pick] = rows[pick], rows[top]
+        rows[top] = [x / rows[top][column] for x in rows[top]]
+        for r in range(len(rows)):
+            if r != top and rows[r][column]:
+                factor = rows[r][column]
+                rows[r] = [x - factor * y for x, y in zip(rows[r], rows[top], strict=True)]
+        pivots.append(column)
+    basis = []
+    for free in (c for c in range(width) if c not in pivots):
+        vector = [Fraction(0)] * width
+        vector[free] = Fraction(1)
+        for r, column in enumerate(pivots):
+            vector[column] = -rows[r][free]
+        basis.append(vector)
+    return basis

@@ -18,9 +18,11 @@ So a day and its hours are suppressed together, by the same two tests: a count h
 in exactly one place of such a sum (the day or one hour), or hours hidden beside a
 published day whose visitors minus the published hours' are under ``k``, take the
 smallest shown count with them. Both rules run until neither suppresses anything more;
-then an audit (``audit.py``) solves all the sums together, and any count under k it can
-still solve for (through a chain the rules cannot see) takes the nearest shown count
-with it, and the rules run again.
+then an audit (``audit.py``) solves all the sums together, and any count, or sum of
+hidden counts, it can still solve for with fewer than k visitors in it (through a chain
+the rules cannot see, such as a large cell hidden as a complement and solved for, which
+gives away the sum of the small ones beside it) takes the nearest shown count with it,
+and the rules run again.
 
 Releases under different k nest. Each k's suppression starts from everything k - 1's
 hides (from k = 2 up), so a release at a larger k hides all that one at a smaller k
@@ -247,7 +249,7 @@ def hidden_keys(
 class _Climbs:
     """Families already settled, by what they hold: a final day's counts never change,
     so each is settled once per k, not at every ask. Public releases need no sign-in,
-    and settling a busy day takes up to a second: without this, a few asks for long
+    and settling a busy day takes one to two seconds: without this, a few asks for long
     ranges would keep both cores busy. Keyed by a digest of the counts themselves,
     not by the day, so a changed family (counts of a day not final, an erasure) is
     settled again, never served stale. Bounded: the oldest used go first."""
@@ -332,8 +334,7 @@ class _Ladder:
     Why every threshold, and not only those ever released: the thresholds released (and
     the order they come in) are configuration, and may change at any time; settling every
     one up to ``k`` makes any two of them nest, with nothing remembered. The family's sums
-    are set up once for all thresholds, and the audit solves again only when something
-    more is hidden: what it can solve for depends on the hidden cells only, not on k."""
+    are set up once for all thresholds."""
 
     def __init__(self, windows: Sequence[Window]) -> None:
         self.windows = windows
@@ -341,48 +342,98 @@ class _Ladder:
         self.parents = [None if w.parent is None else index.get(w.parent) for w in windows]
         self.cells = {(i, _key(c)): c for i, w in enumerate(windows) for c in (w.total, *w.cells)}
         self.across = _parent_sums(windows)
-        self._system: audit.Sums | None = None
-
-    @property
-    def system(self) -> audit.Sums:
-        if self._system is None:
-            holds = [[_key(c) for c in (w.total, *w.cells)] for w in self.windows]
-            self._system = audit.sums(holds, self.parents)
-        return self._system
+        holds = [[_key(c) for c in (w.total, *w.cells)] for w in windows]
+        self.system = audit.sums(holds, self.parents)
+        # For each sum: its parts, and its whole's visitors with all its parts' together.
+        self.parts = [{slot for slot, sign in terms if sign < 0} for terms in self.system.equations]
+        self.whole_of = [
+            next(s for s, sign in terms if sign > 0) for terms in self.system.equations
+        ]
+        self.wholes = [
+            (self.cells[next(slot for slot, sign in terms if sign > 0)].unique_visitors,
+             sum(self.cells[part].unique_visitors for part in parts))
+            for terms, parts in zip(self.system.equations, self.parts, strict=True)
+        ]  # fmt: skip
+        # Each count's visitors alone, at least (see visitors()).
+        self.alone = {slot: cell.unique_visitors for slot, cell in self.cells.items()}
+        for (whole, everyone), parts in zip(self.wholes, self.parts, strict=True):
+            for part in parts:
+                alone = whole - (everyone - self.cells[part].unique_visitors)
+                self.alone[part] = max(self.alone[part], alone)
+        self._reduced: tuple[tuple[frozenset[Key], ...], audit.Reduced] | None = None
 
     def climb(self, k: int, start: Sequence[set[Key]]) -> list[set[Key]]:
-        keys, solved = list(start), None
+        keys = list(start)
         for threshold in range(min(2, k), k + 1):
-            keys, solved = self.settle(threshold, keys, solved)
+            keys = self.settle(threshold, keys)
         return keys
 
-    def settle(
-        self, k: int, already: Sequence[set[Key]], solved: set[audit.Slot] | None
-    ) -> tuple[list[set[Key]], set[audit.Slot] | None]:
-        """What the family hides at ``k`` from ``already``, and what the audit solves
-        for then (None: not known). ``solved``: what it solves for with ``already``."""
+    def settle(self, k: int, already: Sequence[set[Key]]) -> list[set[Key]]:
+        """What the family hides at ``k`` from ``already``."""
         windows = self.windows
         hidden = _Hidden(windows, k, already)
-        if hidden.keys != list(already):
-            solved = None  # a count newly under k, not hidden yet: the audit must start over
-        small = {slot for slot, c in self.cells.items() if c.unique_visitors < k}
+
+        def hides(slot: audit.Slot) -> bool:
+            return hidden.hides(*slot)
+
         while True:
             while _complement_within(windows, hidden, k) | _complement_across(
                 self.across, hidden, k
             ):
-                solved = None
-            if solved is None:
-                solved = audit.solvable(self.system, lambda slot: hidden.hides(*slot))
-            leaks = solved & small
+                pass
+            pattern = tuple(frozenset(keys) for keys in hidden.keys)
+            if self._reduced is None or self._reduced[0] != pattern:
+                self._reduced = (pattern, audit.reduce(self.system, hides, self.visitors))
+            leaks = audit.given_away(self._reduced[1], self.visitors, k)
             if not leaks:
-                return hidden.keys, solved
+                return hidden.keys
             before = sum(map(len, hidden.keys))
-            for leak in sorted(leaks):
-                audit.cover(leak, self.system, lambda slot: hidden.hides(*slot), hidden.hide,
+            for leak in leaks:
+                audit.cover(leak, self.system, hides, hidden.hide,
                             lambda slot: self.cells[slot].visits)  # fmt: skip
             if sum(map(len, hidden.keys)) == before:  # nothing left to hide but everything
-                return [{TOTAL} for _ in windows], None
-            solved = None
+                return [{TOTAL} for _ in windows]
+
+    def visitors(self, slots: frozenset[audit.Slot]) -> int:
+        """How many visitors are in these counts together, at least.
+
+        Some counts are made of these counts' visits exactly: a whole all of whose parts
+        are (a window's total, all its pages; a day's page, all its hours'), and either
+        side of a sum with one part (a day's page seen in one hour only). Their visitors
+        are among these counts', so as many visitors as any of them holds are here; and
+        for each sum some of them are parts of, the whole's visitors less those of its
+        other parts (each visitor of a whole is in one of its parts)."""
+        made = self._made_of(slots)
+        seen = max(self.alone[slot] for slot in made)
+        if len(made) > 1:
+            within: dict[int, int] = {}
+            for slot in made:
+                for e in self.system.involving.get(slot, ()):
+                    if slot in self.parts[e]:
+                        within[e] = within.get(e, 0) + self.cells[slot].unique_visitors
+            for e, inside in within.items():
+                whole, everyone = self.wholes[e]
+                seen = max(seen, whole - (everyone - inside))
+        return seen
+
+    def _made_of(self, slots: frozenset[audit.Slot]) -> set[audit.Slot]:
+        """These counts and every count made of their visits exactly (see visitors())."""
+        made, work = set(slots), list(slots)
+        held: dict[int, int] = {}  # parts made so far, by sum
+        while work:
+            slot = work.pop()
+            for e in self.system.involving.get(slot, ()):
+                parts, whole = self.parts[e], self.whole_of[e]
+                if len(parts) == 1:
+                    grown = [s for s in (whole, *parts) if s not in made]
+                elif slot in parts:
+                    held[e] = held.get(e, 0) + 1
+                    grown = [whole] if held[e] == len(parts) and whole not in made else []
+                else:
+                    grown = []
+                made.update(grown)
+                work += grown
+        return made
 
 
 def suppress(

@@ -16,7 +16,14 @@ from services.analytics.domain.release import (
     release,
     suppress,
 )
-from tests.support.disclosure import Visit, counted, recoverable, small
+from tests.support.disclosure import (
+    Visit,
+    counted,
+    derivable_sums,
+    members,
+    recoverable,
+    small,
+)
 
 
 def _window(groups: dict[str, list[tuple[int, int]]]) -> Window:
@@ -252,6 +259,43 @@ def test_no_hidden_count_follows_from_a_day_and_its_hours_released_together(
     # Someone holding the day's and the hours' releases at once learns no count under
     # k (a hidden count of k or more may follow: it could have been shown).
     assert small(family, recoverable(family, released), k) == set()
+
+
+# A large page hidden only as a complement can be solved for, and with it the sum of
+# the small pages beside it (a review's case at the public k): the day shows /b and /c,
+# 00:00 shows its total and /d, 01:00 its total. (/b + /c) at 00:00 is 35 - 18 = 17, at
+# 01:00 23 + 23 - 17 = 29, so /a + /d at 01:00 is 34 - 29 = 5 visits of 5 visitors.
+_SMALL_SUM_BESIDE_A_SOLVED_ONE = [
+    [("/b", "desktop")] * 8 + [("/c", "desktop")] * 9 + [("/d", "desktop")] * 3
+    + [("/d", "phone")] * 15,
+    [("/a", "phone")] * 2 + [("/b", "desktop")] * 15 + [("/c", "desktop")] * 3
+    + [("/c", "phone")] * 11 + [("/d", "phone")] * 3,
+]  # fmt: skip
+
+
+@pytest.mark.promise("P-20")
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_visits, min_size=1, max_size=5), st.integers(2, 12))
+@example(_SMALL_SUM_BESIDE_A_SOLVED_ONE, 11)
+def test_no_sum_of_hidden_counts_under_k_visitors_follows_from_a_release(
+    hours: list[list[Visit]], k: int
+) -> None:
+    # Not one hidden count only: no set of them (up to four, the attacker's reach here)
+    # whose visitors together are fewer than k has a sum the published counts give away.
+    family = _family(hours)
+    released = suppress(family, k)
+    assert derivable_sums(family, released, members(family, hours), k) == set()
+
+
+def test_hidden_counts_making_up_a_shown_count_are_not_taken_for_a_few_visitors() -> None:
+    # 09:00 and 10:00 (one visit each), /repair at 11:00 (9) and the day's /blog and
+    # /pricing (1 each, one hour each) are all hidden and add up to the day's total (13
+    # visitors): their sum is no secret, and no count under k, so the day stays shown.
+    quiet = [[("/repair", "phone")], [("/repair", "phone")],
+             [("/repair", "phone")] * 9 + [("/blog", "phone"), ("/pricing", "phone")]]  # fmt: skip
+    day, *_ = suppress(_family(quiet), 11)
+    assert day.total is not None
+    assert [(c.value, c.visits) for c in day.cells] == [("phone", 13)]
 
 
 @settings(max_examples=200, deadline=None)
