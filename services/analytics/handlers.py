@@ -114,7 +114,7 @@ async def collect(
     requests (linger), and each request still waits for its own acknowledgements.
     """
     now = datetime.now(UTC)
-    visitor: dict[str, str] = {}  # per site: a batch comes from one client
+    visitor: dict[str, tuple[str, str]] = {}  # per site (hash, salt id): one client's batch
     events: list[VisitRecorded] = []
     acks: list[asyncio.Future[RecordMetadata]] = []
     partition = await _any_partition(collector.producer, collector.topic)
@@ -123,11 +123,14 @@ async def collect(
         for beacon in beacons:
             visit = collector.memo.scrub(beacon, user_agent)
             if visit.site not in visitor:
-                salt = collector.salt.current()
-                visitor[visit.site] = visitor_hash(salt, visit.site, client_address)
+                salt = collector.salt.drawn()
+                hashed = visitor_hash(salt.key, visit.site, client_address)
+                visitor[visit.site] = (hashed, salt.id)
+            hashed, salt_id = visitor[visit.site]
             event = VisitRecorded(
                 beacon_id=visit.beacon_id,
-                visitor_hash=visitor[visit.site],
+                visitor_hash=hashed,
+                salt_id=salt_id,
                 site=visit.site,
                 page=visit.page,
                 referrer_host=visit.referrer_host,
@@ -369,9 +372,10 @@ async def release_trends(
         asked = list(range(len(loaded)))
     else:
         windows = [
-            _window(w, None if w.grain == "day" else window_start(w.window_start, "day"))
+            _window(w, None if w.grain == "day" else window_start(w.window_start, "day"),
+                    per_salt=True)
             for w in loaded
-        ]
+        ]  # fmt: skip
         asked = [
             i for i, w in enumerate(loaded)
             if w.grain == request.grain and request.start <= w.window_start < request.end
@@ -446,18 +450,25 @@ async def _days_with_hours(
     return [w for w in found if window_start(w.window_start, "day") in first]
 
 
-def _window(w: store.StoredWindow, day: datetime | None) -> Window:
+def _window(w: store.StoredWindow, day: datetime | None, per_salt: bool = False) -> Window:
+    """A stored window as a release sees it. ``per_salt``: its unique visitors counted as
+    networks, at least: each salt the window's visitors were hashed with (a collector
+    process's, each day) gives one network a hash of its own, so of s salts' distinct
+    hashes at least 1/s are distinct networks. Thresholds and the sums' bounds hold for
+    networks, then, whatever restarts or replicas the day saw (P-20)."""
+    salts = w.salts if per_salt else 1
     return Window(
         f"{w.site}|{w.grain}|{w.window_start.isoformat()}",
-        _cell(w.total),
-        [_cell(c) for c in w.cells],
+        _cell(w.total, salts),
+        [_cell(c, salts) for c in w.cells],
         None if day is None else f"{w.site}|day|{day.isoformat()}",
     )
 
 
-def _cell(c: store.StoredCell) -> ReleaseCell:
+def _cell(c: store.StoredCell, salts: int = 1) -> ReleaseCell:
+    networks = -(-c.unique_visitors // salts)  # rounded up: one network, one hash per salt
     return ReleaseCell(
-        c.dimension, c.value, c.visits, c.unique_visitors, c.load_time_p50_ms, c.load_time_p95_ms
+        c.dimension, c.value, c.visits, networks, c.load_time_p50_ms, c.load_time_p95_ms
     )
 
 

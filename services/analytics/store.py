@@ -117,20 +117,25 @@ async def apply_deltas(conn: Connection, deltas: BatchDeltas) -> None:
             [b for _, b in buckets],
             [deltas.load_buckets[key] for key in buckets],
         )
-    windows = sorted(deltas.windows)
+    salted = sorted((*window, salt) for window, salts in deltas.windows.items() for salt in salts)
     await conn.execute(
         """
-        INSERT INTO trend_windows (site, grain, window_start, window_end, revision)
+        INSERT INTO trend_windows (site, grain, window_start, window_end, revision, salts)
         SELECT s, g, ws, ws + CASE g WHEN 'minute' THEN interval '1 minute'
                                      WHEN 'hour' THEN interval '1 hour'
-                                     ELSE interval '1 day' END, 1
-        FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(s, g, ws)
+                                     ELSE interval '1 day' END, 1, array_agg(salt ORDER BY salt)
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS u(s, g, ws, salt)
+        GROUP BY s, g, ws
+        ORDER BY s, g, ws
         ON CONFLICT (site, grain, window_start) DO UPDATE SET
-            revision = trend_windows.revision + 1
+            revision = trend_windows.revision + 1,
+            salts = ARRAY(SELECT DISTINCT x FROM unnest(trend_windows.salts || EXCLUDED.salts) x
+                          ORDER BY 1)
         """,
-        [w[0] for w in windows],
-        [w[1] for w in windows],
-        [w[2] for w in windows],
+        [w[0] for w in salted],
+        [w[1] for w in salted],
+        [w[2] for w in salted],
+        [w[3] for w in salted],
     )
 
 
@@ -153,6 +158,7 @@ class StoredWindow:
     revision: int
     total: StoredCell
     cells: list[StoredCell]
+    salts: int = 1  # how many salts its visitors were hashed with (see trend_windows.salts)
 
 
 async def read_windows(
@@ -161,7 +167,9 @@ async def read_windows(
     """Windows of a site starting in [start, end), oldest first, with their cells."""
     windows = await conn.fetch(
         """
-        SELECT site, grain, window_start, window_end, revision FROM trend_windows
+        SELECT site, grain, window_start, window_end, revision,
+               greatest(cardinality(salts), 1) AS salts
+        FROM trend_windows
         WHERE site = $1 AND grain = $2 AND window_start >= $3 AND window_start < $4
         ORDER BY window_start LIMIT $5
         """,
@@ -231,6 +239,7 @@ async def _with_cells(conn: Connection, windows: Sequence[asyncpg.Record]) -> li
                     (c for c in all_cells if c.dimension != "total"),
                     key=lambda c: (c.dimension, -c.visits, c.value),
                 ),
+                w.get("salts", 1),
             )
         )
     return out

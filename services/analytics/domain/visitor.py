@@ -9,7 +9,10 @@ one restarted) counts once per process and day.
 The salt is 32 random bytes held in this process's memory only, replaced when the UTC
 day changes (and lost on restart): once replaced, no one, us included, can link a hash
 to an address again. Consequences, by design: a visitor counts once per day per
-process (replica or restart) that served them, and never across days.
+process (replica or restart) that served them, and never across days. So each salt has
+a random id, sent with every visit: a window whose visitors were hashed under s salts
+holds at least 1/s of its distinct hashes in networks, and releases count that
+(services.analytics.handlers), so a restart cannot lift a cell over k.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import ipaddress
 import secrets
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from typing import NamedTuple
 
 IPV4_PREFIX = 24
 IPV6_PREFIX = 48
@@ -52,17 +56,27 @@ def visitor_hash(salt: bytes, site: str, address: str) -> str:
     return hashlib.blake2b(message, key=salt, digest_size=16).hexdigest()
 
 
+class Salt(NamedTuple):
+    key: bytes
+    id: str  # random, published with each visit: which visits share a salt, no more
+
+
 class DailySalt:
     """A random salt per UTC day, in memory only; yesterday's is forgotten."""
 
     def __init__(self, today: Callable[[], date] | None = None) -> None:
         self._today = today or (lambda: datetime.now(UTC).date())
         self._day: date | None = None
-        self._salt = b""
+        self._salt = Salt(b"", "")
 
-    def current(self) -> bytes:
+    def drawn(self) -> Salt:
+        """Today's salt and its id."""
         day = self._today()
         if day != self._day:
-            self._salt = secrets.token_bytes(32)  # the old salt is dropped here
+            # The old salt is dropped here. The id is drawn apart: it says nothing of the key.
+            self._salt = Salt(secrets.token_bytes(32), secrets.token_hex(8))
             self._day = day
         return self._salt
+
+    def current(self) -> bytes:
+        return self.drawn().key

@@ -63,8 +63,17 @@ class CellKey(NamedTuple):
     value: str
 
     @property
-    def window(self) -> tuple[str, WindowGrain, datetime]:
+    def window(self) -> WindowKey:
         return (self.site, self.grain, self.window_start)
+
+
+WindowKey = tuple[str, WindowGrain, datetime]
+
+
+def _windows_of(
+    site: str, minute: datetime, hour: datetime, day: datetime
+) -> tuple[WindowKey, WindowKey, WindowKey]:
+    return ((site, "minute", minute), (site, "hour", hour), (site, "day", day))
 
 
 class Profile(NamedTuple):
@@ -159,7 +168,9 @@ class BatchDeltas:
     visits: dict[CellKey, int]
     profile_visitors: set[tuple[Profile, str]]
     load_buckets: dict[tuple[CellKey, int], int]
-    windows: set[tuple[str, WindowGrain, datetime]]
+    # Each window the batch counts in, with the ids of the salts its visitors were
+    # hashed with ("" for a visit sent without one).
+    windows: dict[WindowKey, set[str]]
 
     @property
     def visitors(self) -> set[tuple[CellKey, str]]:
@@ -302,10 +313,12 @@ def batch_deltas(
     counts: dict[Profile, int] = {}
     bucket_counts: dict[tuple[Profile, int], int] = {}
     pairs: set[tuple[Profile, str]] = set()
+    salts: set[tuple[str, datetime, datetime, datetime, str]] = set()
     for visit in visits:
         profile = profile_of(visit, starts)
         counts[profile] = counts.get(profile, 0) + 1
         pairs.add((profile, visit.visitor_hash))
+        salts.add((visit.site, profile.minute, profile.hour, profile.day, visit.salt_id or ""))
         if visit.load_time_ms is not None:
             key = (profile, load_bucket(visit.load_time_ms))
             bucket_counts[key] = bucket_counts.get(key, 0) + 1
@@ -314,12 +327,14 @@ def batch_deltas(
         if folded:
             counts, pairs, bucket_counts = _folded(counts, pairs, bucket_counts, folded)
 
-    deltas = BatchDeltas({}, pairs, {}, set())
+    deltas = BatchDeltas({}, pairs, {}, {})
     cells_of_profile = {profile: profile.cells() for profile in counts}
     for profile, n in counts.items():
         for cell in cells_of_profile[profile]:
             deltas.visits[cell] = deltas.visits.get(cell, 0) + n
-            deltas.windows.add(cell.window)
+    for site, minute, hour, day, salt in salts:
+        for window in _windows_of(site, minute, hour, day):
+            deltas.windows.setdefault(window, set()).add(salt)
     for (profile, bucket), n in bucket_counts.items():
         for cell in cells_of_profile[profile]:
             cell_bucket = (cell, bucket)

@@ -36,6 +36,8 @@ class VisitRecorded(Event):
 
     Published by the collector with no key (visits are about nobody); ``beacon_id`` is
     the client's id of the beacon, by which the aggregator counts each visit once.
+    ``salt_id`` names the salt, not a visitor: every visit one collector process
+    hashes on a day carries the same one.
 
     Its texts hold no control character and ``occurred_at`` has a UTC offset: a record
     that could not be stored (PostgreSQL refuses a NUL; a time without an offset cannot
@@ -47,6 +49,14 @@ class VisitRecorded(Event):
     topic: ClassVar[Topic] = ANALYTICS_VISITS
     beacon_id: UUID
     visitor_hash: str = Field(pattern=r"^[0-9a-f]{32}$")
+    salt_id: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{16}$",
+        description="Random id of the salt the hash was made with (one per collector "
+        "process and day; never derived from the salt): how many salts a window's "
+        "visitors were hashed with, so one network counted under each is not taken "
+        "for several visitors. None: a collector from before it was sent.",
+    )
     site: Printable = Field(max_length=253)
     page: Printable = Field(max_length=512)
     referrer_host: Printable | None = Field(None, max_length=253)

@@ -555,6 +555,18 @@ def test_the_salt_changes_with_the_day() -> None:
     assert next_day != first
 
 
+def test_a_salts_id_names_it_for_the_day_and_says_nothing_of_it() -> None:
+    # Sent with every visit so a release knows how many salts a window's visitors were
+    # hashed with; random, not derived from the key.
+    days = iter([date(2026, 1, 1), date(2026, 1, 1), date(2026, 1, 2)])
+    salt = DailySalt(lambda: next(days))
+    first, again, next_day = salt.drawn(), salt.drawn(), salt.drawn()
+    assert first == again
+    assert len({first.id, next_day.id}) == 2
+    assert all(len(s.id) == 16 and s.id not in s.key.hex() for s in (first, next_day))
+    assert DailySalt().drawn().id != DailySalt().drawn().id  # a restart: another salt
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     email=emails(),

@@ -73,9 +73,11 @@ async def test_an_address_is_hashed_anew_each_day_and_never_unsalted() -> None:
     first = await _visit(collector)
     again = await _visit(collector)
     assert first.visitor_hash == again.visitor_hash == visitor_hash(salt.current(), SITE, ADDRESS)
+    assert first.salt_id == again.salt_id == salt.drawn().id  # the salt's name, sent along
     clock.day = date(2026, 3, 2)
     next_day = await _visit(collector)
     assert next_day.visitor_hash != first.visitor_hash
+    assert next_day.salt_id != first.salt_id
     unsalted = visitor_hash(b"", SITE, ADDRESS)  # an empty key: plain BLAKE2b
     assert unsalted not in {first.visitor_hash, next_day.visitor_hash}
     # What reaches Kafka holds the hash, never the address or its network.

@@ -16,10 +16,13 @@ from shared.events.catalogue.analytics import VisitRecorded
 MOMENT = datetime(2026, 3, 14, 15, 9, 26, 535000, tzinfo=UTC)
 
 
-def _visit(visitor: str = "a" * 32, page: str = "/", load: int | None = 120) -> VisitRecorded:
+def _visit(
+    visitor: str = "a" * 32, page: str = "/", load: int | None = 120, salt: str | None = None
+) -> VisitRecorded:
     return VisitRecorded(
         beacon_id=uuid.uuid4(),
         visitor_hash=visitor,
+        salt_id=salt,
         site="imt.example",
         page=page,
         referrer_host=None,
@@ -63,3 +66,10 @@ def test_percentiles_within_a_bucket_width() -> None:
     assert 40 <= p50 <= 60
     assert percentile({}, 0.5) is None
     assert load_bucket(10**6) == len(LOAD_BUCKETS_MS) - 1
+
+
+def test_each_window_of_a_batch_lists_the_salts_its_visitors_were_hashed_with() -> None:
+    visits = [_visit(salt="0" * 16), _visit(salt="1" * 16), _visit(salt="0" * 16), _visit()]
+    deltas = batch_deltas(visits)
+    assert {grain for _, grain, _ in deltas.windows} == {"minute", "hour", "day"}
+    assert all(salts == {"0" * 16, "1" * 16, ""} for salts in deltas.windows.values())
