@@ -24,6 +24,7 @@ It never reads another service's tables through that service's role. It uses:
   the newest live one ``backup_snapshots`` lists, whatever this host's disk holds: one
   listed but not readable here (the backup volume not mounted) fails the verification
   (:class:`SnapshotUnreadable`), so no replica certifies a deletion without it.
+  Scratch copies a killed verification left are dropped before every verification.
 """
 
 from __future__ import annotations
@@ -185,6 +186,10 @@ class Verifier:
     async def verify(self, requests: Sequence[Tracked]) -> dict[UUID, Verdict]:
         if not requests:
             return {}
+        # Before any scan, whatever the snapshots and deletion_verify_backups: a copy left
+        # by a verification killed mid-restore holds a snapshot unreplayed, and with no
+        # snapshot left to restore (or backups no longer verified) nothing else drops it.
+        await backups.drop_stale_scratch(self._settings)
         now = datetime.now(UTC)
         ids = [_target(t) for t in requests]
         databases = [d for d in SERVICE_DATABASES if d != OWN_DATABASE]
@@ -283,7 +288,6 @@ class Verifier:
                 f"snapshot {manifest.snapshot_id} cannot be read in {manifest.folder}"
                 f" ({', '.join(unreadable)}): is the backup volume mounted here?"
             )
-        await backups.drop_stale_scratch(self._settings)
         prefix = backups.scratch_prefix()
         try:
             targets = await backups.restore(

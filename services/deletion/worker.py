@@ -3,7 +3,8 @@
 Four loops on one runtime: the lifecycle consumer (DeletionRequested/Cancelled from
 accounts), the receipts consumer (SubjectErased from every store), the ticker that
 takes every due step, and the snapshot expiry (so a request waiting for its backups to
-expire never depends on someone running ``backups expire`` by hand or from cron).
+expire never depends on someone running ``backups expire`` by hand or from cron; it
+drops the verifier's scratch copies left behind too).
 All progress is in PostgreSQL, so a SIGKILL at any moment loses nothing: the next
 worker finds each request where the last commit left it.
 """
@@ -158,7 +159,9 @@ class Ticker(_Round):
 
 
 class SnapshotExpiry(_Round):
-    """Removes snapshots past their expiry every ``deletion_backup_expire_seconds``."""
+    """Removes snapshots past their expiry every ``deletion_backup_expire_seconds``, and
+    the verifier's scratch copies left behind: one still too young to drop at the last
+    verification would otherwise stay until a request is verified again, if ever."""
 
     name = "snapshot expiry"
 
@@ -170,6 +173,7 @@ class SnapshotExpiry(_Round):
         removed = await backups.expire_due(self._pool, settings.backup_dir(), self._deps.now())
         if removed:
             log.info("expired snapshots %s", ", ".join(removed))
+        await backups.drop_stale_scratch(settings)
         return False
 
 
