@@ -26,6 +26,7 @@ from shared.events.topics import NOTIFIER_DELIVERIES
 #: its links expired), so no activation is too late; an older notice is not news.
 WINDOW = timedelta(days=60)
 
+# The live inbox's catch-up looks for late items among the same notices (stream.py).
 _MISSED = """
 SELECT n.notice_id, n.template, n.channels, n.pinned, n.params
 FROM contacts c
@@ -67,9 +68,12 @@ async def deliver_missed(conn: Connection, user_id: UUID) -> int:
             n["notice_id"],
         )
         if "inbox" in n["channels"]:
+            # The clock's time, not the transaction's start (a batch of cards, perhaps
+            # long held by a fan-out's lock): a lost listener catches up on late items
+            # by this time, which must be near the commit (the NOTIFY; stream.py).
             await conn.execute(
-                "INSERT INTO inbox_items (user_id, notice_id, pinned) VALUES ($1, $2, $3)"
-                " ON CONFLICT DO NOTHING",
+                "INSERT INTO inbox_items (user_id, notice_id, pinned, created_at)"
+                " VALUES ($1, $2, $3, clock_timestamp()) ON CONFLICT DO NOTHING",
                 user_id,
                 n["notice_id"],
                 n["pinned"],

@@ -6,8 +6,9 @@ indexed query, whatever the audience size) and pushes them to their streams. An 
 written for one user after its notice's fan-out (a card that came late for it) is
 notified as ``'<notice id> <user id>'``: only that user's item is pushed, not again the
 items of everyone the notice reached before. If the listening connection is lost
-(PostgreSQL restarted), it listens again and pushes what was fanned out while it could
-not hear.
+(PostgreSQL restarted), it listens again and pushes what was written while it could not
+hear: the items of the notices fanned out meanwhile, and those given meanwhile to late
+cards for older notices.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from uuid import UUID
 
 import asyncpg
 
+from services.notifier import late_contacts
 from services.notifier.domain.templates import Renderer
-from services.notifier.store import INBOX_CHANNEL
+from services.notifier.store import INBOX_CHANNEL, LATE_CARD_CATEGORIES
 from shared.db.listener import Listener
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,27 @@ ITEM_COLUMNS = """
     i.id, i.notice_id, i.pinned, i.created_at, i.read_at, i.acknowledged_at,
     n.template, n.category, n.params
 """
+
+
+# What a lost listener missed, found by times set near each commit (clock_timestamp()):
+# the notices fanned out meanwhile, all their items (a fan-out writes its items at its
+# start, maybe long before it ends); and, of the older notices a late card may be given
+# (late_contacts._MISSED; few, by their index), the items written meanwhile. The two
+# parts split notices by fan-out time: no item is in both.
+_MISSED_WHILE_DEAF = f"""
+SELECT i.user_id, {ITEM_COLUMNS} FROM notices n
+JOIN inbox_items i ON i.notice_id = n.notice_id
+WHERE i.user_id = ANY($1::uuid[]) AND n.fanned_out_at >= now() - make_interval(secs => $2)
+UNION ALL
+SELECT i.user_id, {ITEM_COLUMNS} FROM notices n
+JOIN inbox_items i ON i.notice_id = n.notice_id
+WHERE i.user_id = ANY($1::uuid[]) AND n.audience = 'all' AND n.status = 'fanned_out'
+  AND n.recipient = 'user' AND n.category = ANY($3::text[])
+  AND n.fanned_out_at > now() - $4::interval
+  AND n.fanned_out_at < now() - make_interval(secs => $2)
+  AND i.created_at >= now() - make_interval(secs => $2)
+ORDER BY id
+"""  # noqa: S608 - constant columns
 
 
 def item_json(row: Any, renderer: Renderer) -> dict[str, Any]:
@@ -88,19 +111,17 @@ class InboxHub:
         )
 
     async def _catch_up(self, deaf_seconds: float) -> None:
-        """After the listener was lost: the notices fanned out meanwhile, found by the
-        time their fan-out ended (near its commit, whenever it began).
+        """After the listener was lost: the items written meanwhile (:data:`_MISSED_WHILE_DEAF`).
 
-        Its margin covers a fan-out that committed just before the loss, unheard; an
-        item pushed twice is dropped by the stream (see :meth:`stream`). A failure is
-        raised: the listener tries again.
+        Its margin covers an item that committed just before the loss, unheard; an item
+        pushed twice is dropped by the stream (see :meth:`stream`). A failure is raised:
+        the listener tries again.
         """
         await self._push(
-            f"SELECT i.user_id, {ITEM_COLUMNS} FROM notices n"  # noqa: S608
-            " JOIN inbox_items i ON i.notice_id = n.notice_id"
-            " WHERE i.user_id = ANY($1::uuid[])"
-            " AND n.fanned_out_at >= now() - make_interval(secs => $2) ORDER BY i.id",
+            _MISSED_WHILE_DEAF,
             deaf_seconds + CATCH_UP_MARGIN_SECONDS,
+            list(LATE_CARD_CATEGORIES),
+            late_contacts.WINDOW,
             retry=True,
         )
 

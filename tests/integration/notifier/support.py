@@ -1,14 +1,18 @@
-"""What the sender tests share: seeded contacts and deliveries, a capturing transport."""
+"""What the notifier tests share: seeded contacts and deliveries, a capturing transport,
+a live inbox that cannot hear."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
 import asyncpg
+import pytest
 
 from services.notifier import handlers, store
 from services.notifier.config import NotifierSettings
@@ -127,3 +131,35 @@ async def send_all(pool: asyncpg.Pool, vault: Vault, failing: dict[str, int]) ->
         sender.stop()
         await task
     return box
+
+
+@contextlib.asynccontextmanager
+async def listener_deaf(pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """The live inbox's listener lost, as when PostgreSQL restarts, and held back from
+    listening again until the block ends: what is notified inside it is not heard."""
+    gate = asyncio.Event()
+    connect = asyncpg.connect
+
+    async def held_connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+        await gate.wait()
+        return await connect(*args, **kwargs)
+
+    monkeypatch.setattr(asyncpg, "connect", held_connect)
+    terminated = await pool.fetchval(f"SELECT count(pg_terminate_backend(pid)) {_LISTENING}")
+    assert terminated == 1
+    # A backend told to end may still deliver a notification: wait until it has gone.
+    await until(lambda: _none_listening(pool), seconds=10)
+    try:
+        yield
+    finally:
+        gate.set()
+
+
+_LISTENING = (
+    "FROM pg_stat_activity WHERE datname = current_database()"
+    f" AND query = 'LISTEN \"{store.INBOX_CHANNEL}\"'"  # not the vault's listener
+)
+
+
+async def _none_listening(pool: asyncpg.Pool) -> bool:
+    return not await pool.fetchval(f"SELECT count(*) {_LISTENING}")

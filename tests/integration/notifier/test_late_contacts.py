@@ -13,14 +13,14 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from services.notifier import handlers, late_contacts, store
+from services.notifier import handlers, late_contacts, store, stream
 from services.notifier.config import NotifierSettings
 from services.notifier.domain.templates import Renderer
 from services.notifier.stream import InboxHub
 from shared.bus.delivery import Delivery, read_record
 from shared.events.catalogue.notifier import NoticeDelivered
 from shared.vault import Vault
-from tests.integration.notifier.support import address, sealed_contact
+from tests.integration.notifier.support import address, listener_deaf, sealed_contact
 from tests.support.sse import next_event, session_open
 
 
@@ -229,4 +229,69 @@ async def test_a_late_cards_item_reaches_its_open_stream_and_no_other(
     finally:
         for events in streams.values():
             await events.aclose()
+        await hub.close()
+
+
+async def _fanned_out_an_hour_ago(pool: asyncpg.Pool) -> store.Notice:
+    breach = _breach()
+    await _fan_out(pool, breach)
+    await pool.execute(
+        "UPDATE notices SET fanned_out_at = now() - interval '1 hour' WHERE notice_id = $1",
+        breach.notice_id,
+    )
+    return breach
+
+
+async def test_a_late_cards_item_written_while_the_listener_was_lost_is_pushed_after(
+    pool: asyncpg.Pool, vault: Vault, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The item is new though its notice went out an hour ago: the catch-up after the
+    listener's loss finds it by when it was written, not by its notice's fan-out."""
+    late = uuid.uuid4()
+    breach = await _fanned_out_an_hour_ago(pool)
+    hub = InboxHub(pool, scratch_dsn, Renderer())
+    await hub.start()
+    events = hub.stream(late, hub.subscribe(late), [], session_open)
+    try:
+        assert (await next_event(events))["event"] == "ready"
+        async with listener_deaf(pool, monkeypatch):
+            # Written before the breach went out, read now: its NOTIFY is not heard.
+            await _card(pool, vault, late, datetime.now(UTC) - timedelta(hours=2))
+            assert await _told(pool, late, breach) == (1, 1)
+        item = await next_event(events)  # caught up
+        assert (item["event"], item["notice_id"]) == ("notice", str(breach.notice_id))
+        assert item["pinned"]
+    finally:
+        await events.aclose()
+        await hub.close()
+
+
+async def test_a_late_item_is_caught_up_by_when_it_was_written_not_when_its_batch_began(
+    pool: asyncpg.Pool, vault: Vault, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of cards can be held in its transaction (by a fan-out's lock, say) from
+    before the listener's loss, beyond the catch-up's margin, and write its late item
+    while the listener is deaf: that item is still caught up."""
+    monkeypatch.setattr(stream, "CATCH_UP_MARGIN_SECONDS", 0.2)
+    late = uuid.uuid4()
+    breach = await _fanned_out_an_hour_ago(pool)
+    card = await sealed_contact(vault, late, address(late), datetime.now(UTC) - timedelta(1))
+    hub = InboxHub(pool, scratch_dsn, Renderer())
+    await hub.start()
+    events = hub.stream(late, hub.subscribe(late), [], session_open)
+    try:
+        assert (await next_event(events))["event"] == "ready"
+        async with pool.acquire() as conn:
+            batch = conn.transaction()
+            await batch.start()
+            await conn.execute("SELECT 1")
+            await asyncio.sleep(1)  # held, well beyond the margin
+            async with listener_deaf(pool, monkeypatch):
+                await store.upsert_contact(conn, card)
+                assert await late_contacts.deliver_missed(conn, late) == 1
+                await batch.commit()
+        item = await next_event(events)  # caught up
+        assert (item["event"], item["notice_id"]) == ("notice", str(breach.notice_id))
+    finally:
+        await events.aclose()
         await hub.close()

@@ -8,9 +8,7 @@ and nothing reaches a stream twice.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from typing import Any
 
 import asyncpg
 import pytest
@@ -18,6 +16,7 @@ import pytest
 from services.notifier import handlers, store
 from services.notifier.domain.templates import Renderer
 from services.notifier.stream import InboxHub
+from tests.integration.notifier.support import listener_deaf
 from tests.support.sse import next_event, session_open
 
 
@@ -50,23 +49,8 @@ async def test_a_lost_listener_listens_again_and_pushes_what_it_missed(
         await _announce(pool, uid, "before")
         assert (await next_event(events))["title"] == "before"
 
-        # Hold the new connection back until the next notice was fanned out unheard.
-        gate = asyncio.Event()
-        connect = asyncpg.connect
-
-        async def held_connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
-            await gate.wait()
-            return await connect(*args, **kwargs)
-
-        monkeypatch.setattr(asyncpg, "connect", held_connect)
-        terminated = await pool.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-            " AND pid <> pg_backend_pid()"
-        )
-        assert terminated == 1
-        await _announce(pool, uid, "while deaf")
-        gate.set()
+        async with listener_deaf(pool, monkeypatch):
+            await _announce(pool, uid, "while deaf")
         assert (await next_event(events))["title"] == "while deaf"  # caught up
 
         await _announce(pool, uid, "after")
