@@ -57,7 +57,8 @@ class AccountsSettings(PlatformSettings):
         description=(
             "Days after its last failure an account's throttle counter (a keyed hash of the"
             " email, kept after the account's erasure) is deleted: the fraud_abuse period of"
-            " the deletion service's retention rules."
+            " the deletion service's retention rules. A locked one is kept until a password"
+            " reset or change lifts the lock, for an email with an account or without alike."
         ),
     )
     accounts_retention_sweep_seconds: float = Field(

@@ -2,10 +2,14 @@
 
 - a client address's throttle counter (a keyed hash of the address) once its window and
   longest back-off have passed: its count would restart anyway. Account counters count
-  consecutive failures towards a lock (NIST SP 800-63B) until a success, so they stay
-  until none came for ``accounts_account_counter_days`` (the fraud_abuse retention:
-  one keyed by an erased user's email is not kept longer). A locked one counts no more
-  failures, so it goes too: the lock it set is kept on the account (``users.login_locked``);
+  consecutive failures towards a lock (NIST SP 800-63B) until a success, so an unlocked
+  one stays until none came for ``accounts_account_counter_days`` (the fraud_abuse
+  retention: one keyed by an erased user's email is not kept longer). A locked one is
+  the lock itself, of an address with an account or without alike, and stays until a
+  reset or a password change deletes it. Deleted earlier, an address without an account
+  would answer 401 again while one with an account (which keeps its own lock,
+  ``users.login_locked``) still answered 429: when the answer changed would tell
+  whether the email is registered;
 - expired link tokens, a day after they expired (and after the reset-mail interval,
   which reads them);
 - sessions whose refresh tokens all expired more than a day ago (with those tokens):
@@ -35,7 +39,8 @@ WHERE scope = 'client' AND NOT locked
 """
 _ACCOUNT_COUNTERS = """
 DELETE FROM login_throttle
-WHERE scope = 'account' AND last_failure_at < now() - make_interval(days => $1)
+WHERE scope = 'account' AND NOT locked
+  AND last_failure_at < now() - make_interval(days => $1)
 """
 _LINK_TOKENS = """
 DELETE FROM action_tokens

@@ -406,7 +406,7 @@ async def _login(
             if not verdict.allowed:
                 if verdict.locked and kind == "user" and counter is account:
                     # A lock the counter alone holds (set before users.login_locked
-                    # existed) becomes the account's before the counter ages out.
+                    # existed) becomes the account's too, as one set since is.
                     await _lock_account_of(ctx, conn, body.email)
                 return None, throttled(verdict)
         if kind == "operator":
@@ -418,7 +418,8 @@ async def _login(
                 conn, vault.blind_index(body.email, purpose=EMAIL_INDEX)
             )
         if kind == "user" and principal is not None and principal["login_locked"]:
-            # Its counter may have aged out (retention.py): the lock is the account's.
+            # The lock is the account's: its counter may be another address's (the
+            # address changed since), or gone (aged out before retention.py kept it).
             return None, throttled(throttle.Verdict(False, locked=True))
         stored = principal["password_hash"] if principal is not None else None
         verified = await verify_password(stored, body.password)

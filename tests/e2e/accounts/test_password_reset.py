@@ -174,8 +174,8 @@ async def test_a_reset_lifts_a_login_lock(
         assert "Reset your password" in refused.json()["detail"]
         assert "retry-after" not in refused.headers  # a user's lock does not lift by itself
     assert await db.fetchval("SELECT failures FROM login_throttle WHERE key = $1", key) == bound
-    # 180 days without a failure (a locked counter counts none) and the retention sweep
-    # deletes the counter (services/accounts/retention.py): the lock is the account's.
+    # The retention sweep keeps a locked counter (services/accounts/retention.py), but
+    # one it deleted before it did leaves the lock with the account.
     await db.execute("DELETE FROM login_throttle WHERE key = $1", key)
     still = await attempt(user.password)
     assert still.status_code == 429, still.text
@@ -213,7 +213,7 @@ async def test_a_lock_the_counter_alone_held_becomes_the_accounts_and_a_change_l
     assert locked.status_code == 429
     assert locked.json()["type"].endswith("/login-locked")
     assert await db.fetchval("SELECT login_locked FROM users WHERE id = $1", uuid.UUID(user.id))
-    await db.execute("DELETE FROM login_throttle WHERE key = $1", key)  # 180 days on
+    await db.execute("DELETE FROM login_throttle WHERE key = $1", key)  # aged out, as once
     still = await client.post(f"{API}/sessions", json=credentials)
     assert still.status_code == 429, still.text
 
