@@ -228,6 +228,13 @@ async def revoke_password_resets(conn: Connection, user_id: UUID) -> None:
     )
 
 
+LOCK_LEFT_BEHIND = {"login_locked": False}
+"""Columns of an account whose address changes: the lock stays with the address it was
+set at (its counter, kept until a reset: retention.py). Carried to the new one, a first
+wrong password there would answer 429 where any address without an account answers 401,
+and tell that an account has it."""
+
+
 async def record_operator_address(conn: Connection, user_id: UUID, email_index: bytes) -> None:
     """The account's address is now one an operator gave it (migration 024)."""
     await conn.execute(

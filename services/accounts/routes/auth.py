@@ -327,6 +327,7 @@ async def _take_pending_address(ctx: Context, conn: Connection, user: store.Row)
         "email": await vault.seal(uid, address, purpose=EMAIL),
         "email_index": user["pending_email_index"],
         **store.NO_PENDING_ADDRESS,
+        **store.LOCK_LEFT_BEHIND,
     }
     try:
         async with conn.transaction():  # a savepoint: losing the address keeps the spend
@@ -418,8 +419,8 @@ async def _login(
                 conn, vault.blind_index(body.email, purpose=EMAIL_INDEX)
             )
         if kind == "user" and principal is not None and principal["login_locked"]:
-            # The lock is the account's: its counter may be another address's (the
-            # address changed since), or gone (aged out before retention.py kept it).
+            # The lock is the account's: its counter may be gone (aged out before
+            # retention.py kept it). An address change leaves it behind (store.py).
             return None, throttled(throttle.Verdict(False, locked=True))
         stored = principal["password_hash"] if principal is not None else None
         verified = await verify_password(stored, body.password)

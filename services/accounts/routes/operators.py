@@ -699,6 +699,7 @@ async def change_user(
                 # The address is settled on request: a change waiting for its link is
                 # dropped, and its link with it (it may be a hijacker's).
                 **store.NO_PENDING_ADDRESS,
+                **store.LOCK_LEFT_BEHIND,
                 email_verified=False,
             )
     except SubjectShredded:  # erased since the check

@@ -11,17 +11,17 @@ import asyncpg
 import pytest
 from starlette.requests import Request
 
-from services.accounts import links
+from services.accounts import links, store
 from services.accounts.config import AccountsSettings
-from services.accounts.context import EMAIL, EMAIL_INDEX, NAME, Context
+from services.accounts.context import EMAIL, EMAIL_INDEX, NAME, PENDING_EMAIL, Context
 from services.accounts.reset_links import PURPOSE as RESET
 from services.accounts.retention import Retention
-from services.accounts.routes import auth, password_reset
+from services.accounts.routes import auth, operators, password_reset
 from services.accounts.security import hash_password
 from services.accounts.throttling import login_key
 from shared.config import PlatformSettings
 from shared.vault import Vault
-from tests.integration.accounts.users import accounts_context, stored_user
+from tests.integration.accounts.users import accounts_context, operator_claims, stored_user
 
 REGISTERED = "registered@example.com"
 UNREGISTERED = "nobody-has-this@example.com"
@@ -130,3 +130,40 @@ async def test_whoever_holds_the_mailbox_lifts_the_lock_by_a_reset_account_or_no
         assert (await _attempt(ctx, email, PASSWORD))[1].endswith("/login-locked")
         await _reset(ctx, user_id, new_password)
         assert (await _attempt(ctx, email, new_password))[0] == 200
+
+
+MOVED = "the-owners-new-address@example.com"
+NEVER = "never-an-account@example.com"
+
+
+async def _moved_by_its_owner(ctx: Context, vault: Vault, user_id: uuid.UUID) -> None:
+    """The owner's confirmed change (the link of the new address followed)."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await store.update_user(
+            conn, user_id, pending_email=await vault.seal(user_id, MOVED, purpose=PENDING_EMAIL),
+            pending_email_index=vault.blind_index(MOVED, purpose=EMAIL_INDEX),
+        )  # fmt: skip
+        user = await store.user_by_id(conn, user_id, lock=True)
+        assert user is not None
+        assert await auth._take_pending_address(ctx, conn, user)
+
+
+async def _moved_by_support(ctx: Context, vault: Vault, user_id: uuid.UUID) -> None:
+    """Support's change on the owner's emailed request (P-24)."""
+    change = operators.UserChange(email=MOVED, request_reference="TCK-9", purpose="asked by email")
+    await operators.change_user(user_id, change, ctx, operator_claims(uuid.uuid4(), "support"))
+
+
+@pytest.mark.promise("P-08")
+@pytest.mark.parametrize("move", [_moved_by_its_owner, _moved_by_support])
+async def test_a_locked_accounts_new_address_answers_as_one_without_an_account(
+    ctx: Context, pool: asyncpg.Pool, vault: Vault, move: Any
+) -> None:
+    # Carried to the new address, the lock would answer a first wrong password there with
+    # 429, where an address nobody has answers 401: it would tell that one has it. The
+    # lock stays with the old address, which answers as any locked one does.
+    user_id = await _user(pool, vault, REGISTERED)
+    await _lock(ctx, pool, vault, REGISTERED)
+    await move(ctx, vault, user_id)
+    assert await _attempt(ctx, MOVED, WRONG) == await _attempt(ctx, NEVER, WRONG)
+    assert (await _attempt(ctx, REGISTERED, WRONG))[1].endswith("/login-locked")
