@@ -315,10 +315,14 @@ class IdempotentConsumer:
         the committed offset and the last settled poll (commits run behind the polls)."""
         for tp in list(self._to_rewind):
             if tp in self._consumer.assignment():
+                generation = self._generation
                 known = (await self._consumer.committed(tp), self._settled.get(tp))
                 position = max((p for p in known if p is not None), default=None)
-                if tp not in self._consumer.assignment():
-                    pass  # revoked meanwhile: its next owner starts from the commit
+                if generation != self._generation or tp not in self._consumer.assignment():
+                    # Revoked meanwhile: its owner (this member again, after an eager
+                    # rebalance) starts from the hand-over's commit, which the offset
+                    # read before it may be behind.
+                    pass
                 elif position is None:
                     await self._consumer.seek_to_beginning(tp)
                 else:
