@@ -7,32 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
 from services.analytics import handlers, store, worker
-from services.analytics.bootstrap import MIGRATIONS
 from services.analytics.config import AnalyticsSettings
 from services.analytics.domain.windows import OTHER
-from shared.db import create_pool
-from shared.db.migrations import apply_migrations, migration_files
 from shared.events.catalogue.analytics import VisitRecorded
 
 SITE = "imt.example"
 CAP = 3
 SETTINGS = AnalyticsSettings(analytics_max_labels_per_window=CAP)
-
-
-@pytest.fixture
-async def pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(scratch_dsn, max_size=4)
-    async with pool.acquire() as conn:
-        await apply_migrations(conn, migration_files("analytics", MIGRATIONS))
-    yield pool
-    await pool.close()
 
 
 # All in one minute, well within the lateness: the same minute, hour and day windows.

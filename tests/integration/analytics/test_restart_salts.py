@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from services.analytics import handlers
-from services.analytics.bootstrap import MIGRATIONS
 from services.analytics.domain.beacon import parse_beacons
 from services.analytics.domain.release import keyed_noise
 from services.analytics.domain.visitor import DailySalt
 from shared.bus.kafka_options import reliable_producer
 from shared.config import PlatformSettings
-from shared.db import create_pool
-from shared.db.migrations import apply_migrations, migration_files
 from shared.events import decode_envelope
 from shared.events.catalogue.analytics import VisitRecorded, WindowGrain
 from shared.observability import Metrics
@@ -29,15 +25,6 @@ from tests.support.probes import read_all
 
 SITE = "imt.example"
 NETWORKS = [f"198.51.{n}.7" for n in range(6)]  # six /24 networks
-
-
-@pytest.fixture
-async def pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(scratch_dsn, max_size=2)
-    async with pool.acquire() as conn:
-        await apply_migrations(conn, migration_files("analytics", MIGRATIONS))
-    yield pool
-    await pool.close()
 
 
 async def _visit_from_every_network(

@@ -4,28 +4,14 @@ what each leaves on the compacted trends topic."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
 from services.analytics import handlers, store
-from services.analytics.bootstrap import MIGRATIONS
-from shared.db import create_pool
-from shared.db.migrations import apply_migrations, migration_files
 from shared.db.pool import Connection
 from shared.events import decode_envelope
 from shared.events.catalogue.analytics import trend_window_key
-
-
-@pytest.fixture
-async def pool(scratch_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(scratch_dsn, max_size=2)
-    async with pool.acquire() as conn:
-        await apply_migrations(conn, migration_files("analytics", MIGRATIONS))
-    yield pool
-    await pool.close()
 
 
 async def _add(conn: Connection, grain: str, start: datetime, length: timedelta) -> None:

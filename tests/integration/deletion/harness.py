@@ -28,6 +28,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
+from services.deletion import backups
 from services.deletion.bootstrap import bootstrap, dependencies
 from services.deletion.config import DeletionSettings
 from services.deletion.context import Context
@@ -302,3 +303,15 @@ async def operator_api(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client, {"Authorization": f"Bearer {token}"}
+
+
+async def copy_holding(settings: DeletionSettings, name: str, subject: UUID) -> None:
+    """A database ``name`` as a copy made before the subject's erasure leaves it: one
+    table, the subject's row in it. The caller drops it (``backups.drop_databases``)."""
+    await backups._create_database(settings, name)
+    conn = await asyncpg.connect(settings.admin_dsn(name))
+    try:
+        await conn.execute("CREATE TABLE visits (visitor uuid, page text)")
+        await conn.execute("INSERT INTO visits VALUES ($1, '/home')", subject)
+    finally:
+        await conn.close()

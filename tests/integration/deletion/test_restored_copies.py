@@ -17,7 +17,7 @@ import pytest
 
 from services.deletion import backups, handlers
 from services.deletion.bootstrap import dependencies
-from tests.integration.deletion.harness import harness_settings, running_harness
+from tests.integration.deletion.harness import copy_holding, harness_settings, running_harness
 
 
 async def test_a_subject_left_in_a_restored_copy_fails_the_verification(
@@ -26,15 +26,9 @@ async def test_a_subject_left_in_a_restored_copy_fails_the_verification(
     settings = harness_settings(scratch_dsn, suffix, tmp_path, deletion_verify_backups=False)
     copy = f"{backups.RESTORED}t{uuid.uuid4().hex[:10]}_analytics"
     subject = uuid.uuid4()
-    await backups._create_database(settings, copy)
+    # As a restore made before the erasure leaves it: the subject's rows, as they were.
+    await copy_holding(settings, copy, subject)
     try:
-        # As a restore made before the erasure leaves it: the subject's rows, as they were.
-        conn = await asyncpg.connect(settings.admin_dsn(copy))
-        try:
-            await conn.execute("CREATE TABLE visits (visitor uuid, page text)")
-            await conn.execute("INSERT INTO visits VALUES ($1, '/home')", subject)
-        finally:
-            await conn.close()
         async with running_harness(settings) as harness:
             request_id, _ = await harness.request_deletion(subject)
             assert (await harness.wait_for([request_id], "escalated"))[request_id] == ("escalated")

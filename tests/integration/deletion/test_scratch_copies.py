@@ -9,7 +9,7 @@ import pytest
 
 from services.deletion import backups
 from services.deletion.config import DeletionSettings
-from tests.integration.deletion.harness import harness_settings, running_harness
+from tests.integration.deletion.harness import copy_holding, harness_settings, running_harness
 
 
 @pytest.mark.usefixtures("stack")
@@ -48,14 +48,8 @@ async def test_a_killed_verifications_copy_is_gone_before_a_request_is_certified
     )
     left = f"{backups.scratch_prefix(time.time() - 2 * 3600)}_analytics"
     subject = uuid.uuid4()
-    await backups._create_database(settings, left)
+    await copy_holding(settings, left, subject)
     try:
-        conn = await asyncpg.connect(settings.admin_dsn(left))
-        try:
-            await conn.execute("CREATE TABLE visits (visitor uuid, page text)")
-            await conn.execute("INSERT INTO visits VALUES ($1, '/home')", subject)
-        finally:
-            await conn.close()
         async with running_harness(settings) as harness:
             request_id, _ = await harness.request_deletion(subject)
             assert (await harness.wait_for([request_id], "complete"))[request_id] == "complete"
