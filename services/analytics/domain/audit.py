@@ -64,9 +64,10 @@ def sums(holds: Sequence[Iterable[Key]], parent: Sequence[int | None]) -> Sums:
 class Reduced:
     """The sums over the hidden slots in reduced row echelon form, the slots with the
     most visitors first: ``rows`` by pivot column, each holding its pivot and free
-    columns; ``slots[c]`` is column c's slot."""
+    columns; ``slots[c]`` is column c's slot, ``alone[c]`` its own visitors."""
 
     slots: list[Slot]
+    alone: list[int]
     rows: dict[int, dict[int, int]]
 
 
@@ -79,8 +80,10 @@ def reduce(system: Sums, hidden: Callable[[Slot], bool], visitors: Visitors) -> 
     at any threshold: ordered by their own visitors, most first, the slots under any k
     are the last columns, and the rows whose pivot is one of them hold only those."""
     found = dict.fromkeys(s for terms in system.equations for s, _ in terms if hidden(s))
-    slots = sorted(found, key=lambda s: -visitors(frozenset((s,))))
-    return Reduced(slots, _echelon(system, {s: c for c, s in enumerate(slots)}))
+    alone = {s: visitors(frozenset((s,))) for s in found}
+    slots = sorted(found, key=lambda s: -alone[s])
+    columns = {s: c for c, s in enumerate(slots)}
+    return Reduced(slots, [alone[s] for s in slots], _echelon(system, columns))
 
 
 def given_away(
@@ -103,7 +106,7 @@ def given_away(
     never less.
     """
     slots = reduced.slots
-    few = next((c for c, s in enumerate(slots) if visitors(frozenset((s,))) < k), len(slots))
+    few = next((c for c, n in enumerate(reduced.alone) if n < k), len(slots))
     rows = {c: row for c, row in reduced.rows.items() if c >= few}
 
     def too_few(columns: set[int]) -> bool:
