@@ -4,10 +4,12 @@ import asyncpg
 import pytest
 
 from services.accounts.bootstrap import DATABASE, MIGRATIONS
+from services.accounts.context import Context
 from shared.config import PlatformSettings
 from shared.db import create_pool
 from shared.db.prepare import migrate_service_database, migrate_vault_database
 from shared.vault import Vault
+from tests.integration.accounts.users import accounts_context
 
 
 @pytest.fixture
@@ -25,3 +27,9 @@ async def vault(settings: PlatformSettings, pool: asyncpg.Pool) -> AsyncIterator
     vault = await Vault.connect(settings, pool)
     yield vault
     await vault.close()
+
+
+@pytest.fixture
+def ctx(settings: PlatformSettings, pool: asyncpg.Pool, vault: Vault) -> Context:
+    """The context the routes run with, on the scratch database and its vault."""
+    return accounts_context(settings, pool, vault)

@@ -13,15 +13,13 @@ from starlette.requests import Request
 
 from services.accounts import links, store
 from services.accounts.config import AccountsSettings
-from services.accounts.context import EMAIL, EMAIL_INDEX, NAME, PENDING_EMAIL, Context
+from services.accounts.context import EMAIL_INDEX, PENDING_EMAIL, Context
 from services.accounts.reset_links import PURPOSE as RESET
 from services.accounts.retention import Retention
 from services.accounts.routes import auth, operators, password_reset
-from services.accounts.security import hash_password
 from services.accounts.throttling import login_key
-from shared.config import PlatformSettings
 from shared.vault import Vault
-from tests.integration.accounts.users import accounts_context, operator_claims, stored_user
+from tests.integration.accounts.users import operator_claims, sealed_user
 
 REGISTERED = "registered@example.com"
 UNREGISTERED = "nobody-has-this@example.com"
@@ -29,21 +27,9 @@ PASSWORD = "the owner's own password"
 WRONG = "a guess that is wrong"
 
 
-@pytest.fixture
-def ctx(settings: PlatformSettings, pool: asyncpg.Pool, vault: Vault) -> Context:
-    return accounts_context(settings, pool, vault)
-
-
 async def _user(pool: asyncpg.Pool, vault: Vault, email: str, **columns: Any) -> uuid.UUID:
     """An account at ``email`` whose password is ``PASSWORD``; ``columns`` replace any."""
-    user_id = uuid.uuid4()
-    async with pool.acquire() as conn:
-        return await stored_user(
-            conn, id=user_id, email=await vault.seal(user_id, email, purpose=EMAIL),
-            name=await vault.seal(user_id, "Owner", purpose=NAME),
-            email_index=vault.blind_index(email, purpose=EMAIL_INDEX),
-            password_hash=await hash_password(PASSWORD), **{"email_verified": True, **columns},
-        )  # fmt: skip
+    return await sealed_user(pool, vault, email, PASSWORD, **columns)
 
 
 Answer = tuple[int, str, str | None, dict[str, str] | None]

@@ -14,18 +14,17 @@ import pytest
 from starlette.requests import Request
 
 from services.accounts import links
-from services.accounts.context import EMAIL, EMAIL_INDEX, NAME, Context
+from services.accounts.context import EMAIL_INDEX, Context
 from services.accounts.pending_resets import PendingResets
 from services.accounts.reset_links import PURPOSE
 from services.accounts.routes import auth, operators, password_reset
-from services.accounts.security import hash_password, verify_password
-from shared.config import PlatformSettings
+from services.accounts.security import verify_password
 from shared.events import decode_envelope, parse_event
 from shared.events.catalogue.notifier import SendNotice
 from shared.events.topics import NOTIFIER_COMMANDS
 from shared.observability import Problem
 from shared.vault import Vault
-from tests.integration.accounts.users import accounts_context, operator_claims, stored_user
+from tests.integration.accounts.users import operator_claims, sealed_user
 
 OWNER = "owner@example.com"
 TYPED = "typed-by-support@example.com"
@@ -33,20 +32,8 @@ PASSWORD = "the owner's own password"
 RESET_LINKS = "SELECT count(*) FROM action_tokens WHERE user_id = $1 AND purpose = 'password_reset'"
 
 
-@pytest.fixture
-def ctx(settings: PlatformSettings, pool: asyncpg.Pool, vault: Vault) -> Context:
-    return accounts_context(settings, pool, vault)
-
-
 async def _owner(pool: asyncpg.Pool, vault: Vault) -> uuid.UUID:
-    user_id = uuid.uuid4()
-    async with pool.acquire() as conn:
-        return await stored_user(
-            conn, id=user_id, email=await vault.seal(user_id, OWNER, purpose=EMAIL),
-            name=await vault.seal(user_id, "Owner", purpose=NAME),
-            email_index=vault.blind_index(OWNER, purpose=EMAIL_INDEX), email_verified=True,
-            password_hash=await hash_password(PASSWORD),
-        )  # fmt: skip
+    return await sealed_user(pool, vault, OWNER, PASSWORD)
 
 
 async def _set_by_support(ctx: Context, user_id: uuid.UUID, address: str) -> None:

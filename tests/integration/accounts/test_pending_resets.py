@@ -16,13 +16,12 @@ from services.accounts.context import EMAIL_INDEX, Context
 from services.accounts.handlers import erase_subject
 from services.accounts.pending_resets import PendingResets
 from services.accounts.routes import password_reset
-from shared.config import PlatformSettings
 from shared.events import decode_envelope, parse_event
 from shared.events.catalogue.deletion import EraseSubject
 from shared.events.catalogue.notifier import SendNotice
 from shared.events.topics import NOTIFIER_COMMANDS
 from shared.vault import Vault
-from tests.integration.accounts.users import accounts_context, stored_user
+from tests.integration.accounts.users import stored_user
 
 HELD = "SELECT 1 FROM users WHERE id = $1 FOR UPDATE"
 PENDING = "SELECT count(*) FROM pending_resets WHERE user_id = $1"
@@ -44,11 +43,6 @@ async def _mailed(pool: asyncpg.Pool, user_id: uuid.UUID) -> list[SendNotice]:
 async def _user(pool: asyncpg.Pool, vault: Vault, address: str) -> uuid.UUID:
     async with pool.acquire() as conn:
         return await stored_user(conn, email_index=vault.blind_index(address, purpose=EMAIL_INDEX))
-
-
-@pytest.fixture
-def ctx(settings: PlatformSettings, pool: asyncpg.Pool, vault: Vault) -> Context:
-    return accounts_context(settings, pool, vault)
 
 
 @pytest.mark.promise("P-08")

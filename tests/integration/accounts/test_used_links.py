@@ -24,18 +24,12 @@ from services.accounts.context import (
 from services.accounts.links import new_action_token
 from services.accounts.reset_links import PURPOSE as RESET
 from services.accounts.routes import auth, me, password_reset
-from shared.config import PlatformSettings
 from shared.events import decode_envelope, parse_event
 from shared.events.catalogue.notifier import SendNotice
 from shared.events.topics import NOTIFIER_COMMANDS
 from shared.observability import Problem, problem_type
 from shared.vault import Vault
-from tests.integration.accounts.users import accounts_context, stored_user
-
-
-@pytest.fixture
-def ctx(settings: PlatformSettings, pool: asyncpg.Pool, vault: Vault) -> Context:
-    return accounts_context(settings, pool, vault)
+from tests.integration.accounts.users import stored_user
 
 
 async def _user(

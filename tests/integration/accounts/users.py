@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from services.accounts import store
 from services.accounts.config import AccountsSettings
-from services.accounts.context import Context
+from services.accounts.context import EMAIL, EMAIL_INDEX, NAME, Context
 from services.accounts.security import hash_password
 from shared.auth import Claims, OperatorRole
 from shared.config import PlatformSettings
@@ -35,6 +35,21 @@ async def stored_user(conn: Connection, **columns: Any) -> uuid.UUID:
     }
     await store.insert_user(conn, id=user_id, **{**defaults, **columns})
     return user_id
+
+
+async def sealed_user(
+    pool: asyncpg.Pool, vault: Vault, email: str, password: str, **columns: Any
+) -> uuid.UUID:
+    """A verified account at ``email`` with this password, its fields sealed as the
+    service seals them; ``columns`` replace or add any."""
+    user_id = uuid.uuid4()
+    async with pool.acquire() as conn:
+        return await stored_user(
+            conn, id=user_id, email=await vault.seal(user_id, email, purpose=EMAIL),
+            name=await vault.seal(user_id, "Owner", purpose=NAME),
+            email_index=vault.blind_index(email, purpose=EMAIL_INDEX),
+            password_hash=await hash_password(password), **{"email_verified": True, **columns},
+        )  # fmt: skip
 
 
 async def stored_operator(
