@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.accounts.audit_gauges import AuditChainGauges
-from services.accounts.bootstrap import bootstrap, ensure_first_admin
+from services.accounts.bootstrap import bootstrap, ensure_first_admins
 from services.accounts.config import AccountsSettings
 from services.accounts.context import Context
 from services.accounts.hashing_load import HashingLoadCollector
@@ -24,7 +24,7 @@ def build_app(settings: AccountsSettings) -> FastAPI:
     async def start(app: FastAPI) -> AsyncIterator[Runtime]:
         runtime = await bootstrap(settings)
         try:
-            await ensure_first_admin(runtime, settings)
+            await ensure_first_admins(runtime, settings)
             context = Context(settings, runtime)
             app.state.accounts = context
             app.state.session_check = session_checker(context)

@@ -17,6 +17,7 @@ from shared.events.topics import DELETION_COMMANDS, DELETION_STAGES
 ERASURE_GROUP = "accounts-erasure"
 
 DEV_ADMIN_PASSWORD = "development-only-admin-password"  # noqa: S105 - refused outside development
+DEV_SECOND_ADMIN_PASSWORD = "development-only-second-admin-password"  # noqa: S105 - same
 
 
 class AccountsSettings(PlatformSettings):
@@ -114,6 +115,19 @@ class AccountsSettings(PlatformSettings):
     accounts_admin_password: SecretStr = Field(
         SecretStr(DEV_ADMIN_PASSWORD), description="Password of the first admin operator."
     )
+    accounts_second_admin_email: str = Field(
+        "admin2@imt.example",
+        description=(
+            "Email of the second first admin (created at start), held by another person"
+            " than the first: an operator's deletion request is approved only by an"
+            " operator who shares no creator with its requester (P-15), so one side comes"
+            " from each first admin's line."
+        ),
+    )
+    accounts_second_admin_password: SecretStr = Field(
+        SecretStr(DEV_SECOND_ADMIN_PASSWORD),
+        description="Password of the second first admin (not the first's).",
+    )
     accounts_account_free_failures: int = Field(
         5, description="Failed logins per account before back-off starts."
     )
@@ -153,6 +167,12 @@ class AccountsSettings(PlatformSettings):
             self.accounts_admin_password.get_secret_value(), DEV_ADMIN_PASSWORD
         ):
             raise UnsafeConfiguration("IMT_ACCOUNTS_ADMIN_PASSWORD holds its development default")
+        if self.environment == "production" and is_development_secret(
+            self.accounts_second_admin_password.get_secret_value(), DEV_SECOND_ADMIN_PASSWORD
+        ):
+            raise UnsafeConfiguration(
+                "IMT_ACCOUNTS_SECOND_ADMIN_PASSWORD holds its development default"
+            )
         if self.environment == "production" and token_private_key_identity(
             self.token_private_key.get_secret_value()
         ) != token_public_key_identity(self.token_public_key):
@@ -165,6 +185,21 @@ class AccountsSettings(PlatformSettings):
         return self
 
     @model_validator(mode="after")
+    def _two_first_admins(self) -> AccountsSettings:
+        # One person holding both would approve their own requests through the two lines.
+        if _address(self.accounts_admin_email) == _address(self.accounts_second_admin_email):
+            raise ValueError("IMT_ACCOUNTS_SECOND_ADMIN_EMAIL is IMT_ACCOUNTS_ADMIN_EMAIL")
+        if (
+            self.accounts_admin_password.get_secret_value()
+            == self.accounts_second_admin_password.get_secret_value()
+        ):
+            raise ValueError(
+                "IMT_ACCOUNTS_SECOND_ADMIN_PASSWORD is IMT_ACCOUNTS_ADMIN_PASSWORD: the two"
+                " first admins are two people"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _tokens_outlive_no_revocation(self) -> AccountsSettings:
         # The other APIs forget a revocation after token_max_seconds: a token living
         # longer would work again there.
@@ -174,3 +209,7 @@ class AccountsSettings(PlatformSettings):
 
     def consumer_groups(self) -> dict[str, tuple[str, ...]]:
         return {ERASURE_GROUP: (DELETION_COMMANDS.name, DELETION_STAGES.name)}
+
+
+def _address(email: str) -> str:
+    return email.strip().lower()

@@ -569,7 +569,7 @@ async def insert_operator(
     own_password: bool = False,
 ) -> bool:
     """Insert an operator; False when the email (blind index) is taken. Its password is
-    provisional (its creator's choice) unless ``own_password`` (the configured first
+    provisional (its creator's choice) unless ``own_password`` (a configured first
     admin's, which no other operator chose)."""
     status = await conn.execute(
         "INSERT INTO operators (id, email_index, email, password_hash, roles, created_by,"

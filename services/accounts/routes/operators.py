@@ -1584,14 +1584,17 @@ async def _approve(
     request_id, requester = row["id"], row["requested_by"]
     if requester == approver:
         raise _four_eyes("Another operator must approve a deletion you requested.")
-    # Whoever created an identity chose its first password and may act as it: an
-    # admin could request as a support identity of their making, then approve. So
-    # neither may be the other's creator (nor the creator's creator, and so on).
-    lineage = await store.operator_creators(conn, requester)
-    if approver in lineage or requester in await store.operator_creators(conn, approver):
+    # Whoever created an identity chose its first password and may act as it, even once
+    # "its owner" set another: an admin could make a support identity and an officer,
+    # log in as each, then request as one and approve as the other. So the two lines of
+    # creators (each identity, its creator, the creator's creator...) may not meet.
+    requester_line = {requester} | await store.operator_creators(conn, requester)
+    approver_line = {approver} | await store.operator_creators(conn, approver)
+    if requester_line & approver_line:
         raise _four_eyes(
-            "An operator who did not create, and was not created by, the one who"
-            " requested this deletion must approve it."
+            "An operator with no creator in common with the one who requested this"
+            " deletion must approve it (neither created the other, nor did anyone create"
+            " both): one of the operators who descend from the other first admin."
         )
     # Nor anyone else's request made under a password its creator chose (one made before
     # operators set their own): the creator may have made it, alone.

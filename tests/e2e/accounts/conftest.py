@@ -43,3 +43,9 @@ async def db(settings: PlatformSettings) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture
 async def root(client: httpx.AsyncClient) -> Operator:
     return await admin(client)
+
+
+@pytest.fixture
+async def other_root(client: httpx.AsyncClient) -> Operator:
+    """The second first admin: the line an approver of ``root``'s line comes from."""
+    return await admin(client, second=True)

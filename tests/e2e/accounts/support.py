@@ -293,11 +293,15 @@ async def operator_token(client: httpx.AsyncClient, email: str, password: str) -
     return token
 
 
-async def admin(client: httpx.AsyncClient) -> Operator:
+async def admin(client: httpx.AsyncClient, *, second: bool = False) -> Operator:
+    """A first admin (the second one if ``second``): operators an approval needs come
+    from both lines, since no operator approves what one of its line requested."""
     settings = AccountsSettings()
-    password = settings.accounts_admin_password.get_secret_value()
-    token = await operator_token(client, settings.accounts_admin_email, password)
-    return Operator("", settings.accounts_admin_email, password, ("admin",), token)
+    email = settings.accounts_second_admin_email if second else settings.accounts_admin_email
+    secret = settings.accounts_second_admin_password if second else settings.accounts_admin_password
+    password = secret.get_secret_value()
+    token = await operator_token(client, email, password)
+    return Operator("", email, password, ("admin",), token)
 
 
 async def publish_policy(client: httpx.AsyncClient, by: Operator, summary: str) -> str:

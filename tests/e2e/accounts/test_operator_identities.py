@@ -151,6 +151,33 @@ async def test_an_admin_cannot_delete_a_user_through_two_identities_of_their_mak
     assert [r["status"] for r in statuses] == ["pending_approval"]
 
 
+@pytest.mark.promise("P-15")
+async def test_an_admin_cannot_delete_a_user_through_two_identities_they_took_over(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, other_root: Operator
+) -> None:
+    """The admin chose both first passwords, so nothing stops them from logging in as
+    each identity and setting its "own" password too: the identities then look like two
+    people. Siblings share their creator, and no approval passes between them; an
+    operator of the other first admin's line approves."""
+    admin = await new_operator(client, root, "admin")
+    support = await new_operator(client, admin, "support")  # the admin "sets their own"
+    officer = await new_operator(client, admin, "privacy_officer")
+    user = await active_user(client, bus)
+    asked = await _ask_deletion(client, support, user.id)
+    assert asked.status_code == 202, asked.text
+    sibling = await _approve(client, officer, asked.json()["id"])
+    assert (sibling.status_code, _slug(sibling)) == (403, "four-eyes"), sibling.text
+    cousin = await new_operator(
+        client, await new_operator(client, root, "admin"), "privacy_officer"
+    )
+    refused = await _approve(client, cousin, asked.json()["id"])  # the lines meet at root
+    assert (refused.status_code, _slug(refused)) == (403, "four-eyes"), refused.text
+    other_line = await new_operator(client, other_root, "privacy_officer")
+    approved = await _approve(client, other_line, asked.json()["id"])
+    assert (approved.status_code, approved.json()["status"]) == (200, "requested")
+    await bus.event("deletion.requested.", user.id, request_id=asked.json()["id"])
+
+
 @pytest.mark.promise("P-07")
 async def test_an_operator_disabled_by_hand_is_refused_at_once(
     client: httpx.AsyncClient, root: Operator, db: asyncpg.Connection
@@ -268,12 +295,16 @@ async def test_one_deletion_request_waits_per_user_and_it_can_be_withdrawn_or_re
 
 @pytest.mark.promise("P-15")
 async def test_an_approval_after_the_expiry_is_refused_and_the_deletion_can_be_asked_again(
-    client: httpx.AsyncClient, bus: BusTail, root: Operator, db: asyncpg.Connection
+    client: httpx.AsyncClient,
+    bus: BusTail,
+    root: Operator,
+    other_root: Operator,
+    db: asyncpg.Connection,
 ) -> None:
     days = AccountsSettings().accounts_operator_deletion_approval_days
     user = await active_user(client, bus)
     support = await new_operator(client, root, "support")
-    officer = await new_operator(client, root, "privacy_officer")
+    officer = await new_operator(client, other_root, "privacy_officer")
 
     async def age(request_id: str) -> None:
         await db.execute(

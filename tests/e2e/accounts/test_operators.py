@@ -321,11 +321,15 @@ async def test_a_change_for_no_such_user_is_404_and_makes_no_key(
 
 @pytest.mark.promise("P-15")
 async def test_operator_deletion_needs_a_second_different_operator(
-    client: httpx.AsyncClient, bus: BusTail, root: Operator, db: asyncpg.Connection
+    client: httpx.AsyncClient,
+    bus: BusTail,
+    root: Operator,
+    other_root: Operator,
+    db: asyncpg.Connection,
 ) -> None:
     user = await active_user(client, bus)
     first = await new_operator(client, root, "privacy_officer")
-    second = await new_operator(client, root, "privacy_officer")
+    second = await new_operator(client, other_root, "privacy_officer")
     # A deletion needs re-authentication: the access token alone starts nothing.
     unproven = await client.post(
         f"{API}/operator/users/{user.id}/deletion-requests",
@@ -408,13 +412,13 @@ async def _inbox_titles(client: httpx.AsyncClient, headers: dict[str, str]) -> l
 
 @pytest.mark.promise("P-15")
 async def test_an_approval_starts_no_second_deletion_while_one_is_under_way(
-    client: httpx.AsyncClient, bus: BusTail, root: Operator
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, other_root: Operator
 ) -> None:
     """A user cancelling their own request is told nothing is erased: that must stay
     true, so an operator's deletion is not started beside it, only after it."""
     user = await active_user(client, bus)
     first = await new_operator(client, root, "privacy_officer")
-    second = await new_operator(client, root, "privacy_officer")
+    second = await new_operator(client, other_root, "privacy_officer")
     mine = await client.post(
         f"{API}/me/deletion-requests", json={"password": user.password}, headers=user.headers
     )
@@ -454,7 +458,7 @@ async def test_an_approval_starts_no_second_deletion_while_one_is_under_way(
 
 @pytest.mark.promise("P-15")
 async def test_no_operator_approves_a_deletion_requested_by_an_identity_of_their_making(
-    client: httpx.AsyncClient, bus: BusTail, root: Operator
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, other_root: Operator
 ) -> None:
     # An admin who created an identity chose its password: requesting as it and
     # approving as themselves would be one person with two hats.
@@ -491,7 +495,7 @@ async def test_no_operator_approves_a_deletion_requested_by_an_identity_of_their
     assert refused.status_code == 403
     assert refused.json()["type"].endswith("/four-eyes")
     # An operator outside that line approves as before.
-    officer = await new_operator(client, root, "privacy_officer")
+    officer = await new_operator(client, other_root, "privacy_officer")
     approved = await client.post(
         approve, json={"password": officer.password}, headers=officer.headers
     )

@@ -234,6 +234,7 @@ def test_accounts_mails_links_with_tokens_over_https_only_in_production(
     for name, value in {
         **REAL_PLATFORM_SECRETS,
         "IMT_ACCOUNTS_ADMIN_PASSWORD": "a-real-admin-password",
+        "IMT_ACCOUNTS_SECOND_ADMIN_PASSWORD": "another-real-admin-password",
     }.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match="IMT_ACCOUNTS_PUBLIC_URL"):
@@ -315,6 +316,7 @@ def test_accounts_refuses_a_private_key_that_does_not_match_the_public_one(
     for name, value in {
         **REAL_PLATFORM_SECRETS,
         "IMT_ACCOUNTS_ADMIN_PASSWORD": "a-real-admin-password",
+        "IMT_ACCOUNTS_SECOND_ADMIN_PASSWORD": "another-real-admin-password",
         "IMT_ACCOUNTS_PUBLIC_URL": "https://privacy.imt.example",
         "IMT_TOKEN_PRIVATE_KEY": other.decode() if private_key == "other" else "",
     }.items():
@@ -326,7 +328,9 @@ def test_accounts_refuses_a_private_key_that_does_not_match_the_public_one(
 @pytest.mark.parametrize(
     ("settings", "variable", "dev"),
     [("notifier", "IMT_NOTIFIER_INBOUND_SECRET", DEV_SECRET),
-     ("accounts", "IMT_ACCOUNTS_ADMIN_PASSWORD", "development-only-admin-password")],
+     ("accounts", "IMT_ACCOUNTS_ADMIN_PASSWORD", "development-only-admin-password"),
+     ("accounts", "IMT_ACCOUNTS_SECOND_ADMIN_PASSWORD",
+      "development-only-second-admin-password")],
 )  # fmt: skip
 def test_services_refuse_their_development_secrets_padded_with_whitespace(
     monkeypatch: pytest.MonkeyPatch, settings: str, variable: str, dev: str
@@ -339,6 +343,7 @@ def test_services_refuse_their_development_secrets_padded_with_whitespace(
         "IMT_NOTIFIER_UNSUBSCRIBE_SECRET": "a-real-unsubscribe-key",
         "IMT_NOTIFIER_INBOUND_SECRET": "a-real-inbound-secret",
         "IMT_ACCOUNTS_ADMIN_PASSWORD": "a-real-admin-password",
+        "IMT_ACCOUNTS_SECOND_ADMIN_PASSWORD": "another-real-admin-password",
         "IMT_ACCOUNTS_PUBLIC_URL": "https://privacy.imt.example",
         "IMT_NOTIFIER_PUBLIC_BASE_URL": "https://phonedoctorbiz.com",
         variable: f"{dev}\n",
@@ -346,6 +351,26 @@ def test_services_refuse_their_development_secrets_padded_with_whitespace(
         monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=variable):
         {"notifier": NotifierSettings, "accounts": AccountsSettings}[settings]()
+
+
+@pytest.mark.promise("P-15")
+@pytest.mark.parametrize(
+    ("variable", "value", "refused"),
+    [("IMT_ACCOUNTS_SECOND_ADMIN_EMAIL", " Admin@IMT.example", "SECOND_ADMIN_EMAIL is"),
+     ("IMT_ACCOUNTS_SECOND_ADMIN_PASSWORD", "development-only-admin-password",
+      "two first admins are two people")],
+)  # fmt: skip
+def test_accounts_refuses_one_person_as_both_first_admins(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, refused: str
+) -> None:
+    """Approvals pass only between the two first admins' lines: one person holding both
+    would approve their own deletions."""
+    from services.accounts.config import AccountsSettings
+
+    assert AccountsSettings().accounts_second_admin_email == "admin2@imt.example"
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match=refused):
+        AccountsSettings()
 
 
 @pytest.mark.parametrize(
