@@ -26,7 +26,6 @@ from shared.events.topics import NOTIFIER_DELIVERIES
 #: its links expired), so no activation is too late; an older notice is not news.
 WINDOW = timedelta(days=60)
 
-# The live inbox's catch-up looks for late items among the same notices (stream.py).
 _MISSED = """
 SELECT n.notice_id, n.template, n.channels, n.pinned, n.params
 FROM contacts c
@@ -69,8 +68,8 @@ async def deliver_missed(conn: Connection, user_id: UUID) -> int:
         )
         if "inbox" in n["channels"]:
             # The clock's time, not the transaction's start (a batch of cards, perhaps
-            # long held by a fan-out's lock): a lost listener catches up on late items
-            # by this time, which must be near the commit (the NOTIFY; stream.py).
+            # long held by a fan-out's lock). A lost listener catches the item up by
+            # its transaction (written_xid), not by this time (stream.py).
             await conn.execute(
                 "INSERT INTO inbox_items (user_id, notice_id, pinned, created_at)"
                 " VALUES ($1, $2, $3, clock_timestamp()) ON CONFLICT DO NOTHING",

@@ -330,8 +330,8 @@ async def fan_out(conn: Connection, n: Notice) -> int:
             records = [(u, n.notice_id, extra) for u in listed if u not in gone]
             await conn.copy_records_to_table(table, records=records, columns=columns)
             count = len(records)
-    # The clock's time, not the transaction's start: the live inbox catches up on what a
-    # lost listener missed by this time, which must be near the commit (the NOTIFY).
+    # The clock's time, not the transaction's start (the items' written_xid, not this
+    # time, is what a lost listener of the live inbox catches up by: stream.py).
     await conn.execute(
         """
         UPDATE notices SET status = 'fanned_out', fanned_out_at = clock_timestamp(), listed = NULL,

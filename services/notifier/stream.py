@@ -6,9 +6,30 @@ indexed query, whatever the audience size) and pushes them to their streams. An 
 written for one user after its notice's fan-out (a card that came late for it) is
 notified as ``'<notice id> <user id>'``: only that user's item is pushed, not again the
 items of everyone the notice reached before. If the listening connection is lost
-(PostgreSQL restarted), it listens again and pushes what was written while it could not
-hear: the items of the notices fanned out meanwhile, and those given meanwhile to late
-cards for older notices.
+(PostgreSQL restarted, or a connection that died without a word), it listens again and
+pushes what it may not have heard, found by transaction ids, not clocks: each item
+records the transaction that wrote it (``inbox_items.written_xid``), and the hub keeps a
+*horizon*, an xid below which every transaction had ended when the hub last knew it had
+heard everything: their items were pushed. After a loss it pushes the items of its users
+written by transactions at or above it, however long those stayed open before they
+committed (a batch of cards, a fan-out to 100,000 users).
+
+The horizon is the ``xmin`` of a snapshot (the oldest transaction still running then):
+
+* taken before the first LISTEN: nothing before the hub started is its to push;
+* moved up by a *fence*: every ``FENCE_SECONDS`` the hub takes a snapshot's ``xmin``
+  and, in the same statement, notifies its own channel. A transaction that had ended
+  before that snapshot queued its NOTIFY before the fence's, and PostgreSQL delivers a
+  listener's notifications in queue order: when the fence comes back (and the lookups
+  of the notifications heard before it succeeded), everything below its ``xmin`` was
+  heard. A fence not heard (the connection died without a word) moves nothing; nor does
+  one sent before a loss that the hub has not caught up on yet;
+* after a loss, set by the catch-up itself to the ``xmin`` of a snapshot taken before
+  its lookup (which, later still, saw every transaction that had ended before it).
+
+A fence is notified as ``'<nil UUID> <fence id>'``: every API process hears every
+fence and keeps only its own (a process that does not know fences ignores it too, as
+a late-card notification for a user not connected to it).
 """
 
 from __future__ import annotations
@@ -17,46 +38,46 @@ import asyncio
 import json
 import logging
 from collections import defaultdict, deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
-from uuid import UUID
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
 
 import asyncpg
 
-from services.notifier import late_contacts
 from services.notifier.domain.templates import Renderer
-from services.notifier.store import INBOX_CHANNEL, LATE_CARD_CATEGORIES
+from services.notifier.store import INBOX_CHANNEL
 from shared.db.listener import Listener
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 KEEPALIVE_SECONDS = 15.0
-CATCH_UP_MARGIN_SECONDS = 5.0
+FENCE_SECONDS = 15.0  # how often the horizon moves up (and how long a fence is waited for)
+FENCE = str(UUID(int=0))  # a notification naming this notice is a hub's fence
 SENT_REMEMBERED = 256
 ITEM_COLUMNS = """
     i.id, i.notice_id, i.pinned, i.created_at, i.read_at, i.acknowledged_at,
     n.template, n.category, n.params
 """
 
+# The oldest transaction (with an id) still running, or the next to come if none: every
+# transaction below it has ended. As text: asyncpg has no codec for xid8.
+_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
 
-# What a lost listener missed, found by times set near each commit (clock_timestamp()):
-# the notices fanned out meanwhile, all their items (a fan-out writes its items at its
-# start, maybe long before it ends); and, of the older notices a late card may be given
-# (late_contacts._MISSED; few, by their index), the items written meanwhile. The two
-# parts split notices by fan-out time: no item is in both.
-_MISSED_WHILE_DEAF = f"""
-SELECT i.user_id, {ITEM_COLUMNS} FROM notices n
-JOIN inbox_items i ON i.notice_id = n.notice_id
-WHERE i.user_id = ANY($1::uuid[]) AND n.fanned_out_at >= now() - make_interval(secs => $2)
-UNION ALL
-SELECT i.user_id, {ITEM_COLUMNS} FROM notices n
-JOIN inbox_items i ON i.notice_id = n.notice_id
-WHERE i.user_id = ANY($1::uuid[]) AND n.audience = 'all' AND n.status = 'fanned_out'
-  AND n.recipient = 'user' AND n.category = ANY($3::text[])
-  AND n.fanned_out_at > now() - $4::interval
-  AND n.fanned_out_at < now() - make_interval(secs => $2)
-  AND i.created_at >= now() - make_interval(secs => $2)
-ORDER BY id
+# The snapshot is the statement's, taken before it runs; the NOTIFY is queued at its
+# commit, after every NOTIFY of the transactions that had ended before the snapshot.
+_FENCE = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, pg_notify($1, $2)"
+
+# What a lost listener may have missed: the items of the connected users written by the
+# transactions at or above the horizon (migration 026 indexes written_xid). Both a
+# fan-out's items and those a late card was given (late_contacts.py) record their
+# transaction; items from before migration 025 have none and are never caught up.
+_MISSED_SINCE = f"""
+SELECT i.user_id, {ITEM_COLUMNS} FROM inbox_items i
+JOIN notices n ON n.notice_id = i.notice_id
+WHERE i.user_id = ANY($1::uuid[]) AND i.written_xid >= $2::text::xid8
+ORDER BY i.id
 """  # noqa: S608 - constant columns
 
 
@@ -81,27 +102,46 @@ class InboxHub:
         self._renderer = renderer
         self._subscribers: dict[UUID, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self._listener = Listener(dsn, INBOX_CHANNEL, self._on_notify, self._catch_up)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._dispatches: set[asyncio.Task[bool]] = set()
+        # Every transaction below the horizon (an xid8, as text) has ended, and its items
+        # were pushed or were not this hub's to push (see the module's docstring).
+        self._horizon: str | None = None
+        self._caught_up = 0  # the listener's resumptions the hub caught up on
+        self._fences: dict[str, asyncio.Future[list[asyncio.Task[bool]]]] = {}
 
     async def start(self) -> None:
+        self._horizon = await self._pool.fetchval(_XMIN)  # before listening: no later
         await self._listener.start()
+        self._spawn(self._keep_fencing())
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await self._listener.close()
 
+    def _spawn(self, work: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def _on_notify(self, payload: str) -> None:
         notice, _, user = payload.partition(" ")
+        if notice == FENCE:
+            heard = self._fences.get(user)  # another process's fence: not this one's
+            if heard is not None and not heard.done():
+                heard.set_result(list(self._dispatches))  # the lookups heard before it
+            return
         only = UUID(user) if user else None
         if not self._subscribers or (only is not None and only not in self._subscribers):
             return
-        task = asyncio.get_running_loop().create_task(self._dispatch(UUID(notice), only))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self._spawn(self._dispatch(UUID(notice), only))
+        self._dispatches.add(task)
+        task.add_done_callback(self._dispatches.discard)
 
-    async def _dispatch(self, notice_id: UUID, only: UUID | None) -> None:
-        await self._push(
+    async def _dispatch(self, notice_id: UUID, only: UUID | None) -> bool:
+        return await self._push(
             f"SELECT i.user_id, {ITEM_COLUMNS} FROM inbox_items i"  # noqa: S608
             " JOIN notices n ON n.notice_id = i.notice_id"
             " WHERE i.user_id = ANY($1::uuid[]) AND i.notice_id = $2"
@@ -110,25 +150,60 @@ class InboxHub:
             only,
         )
 
-    async def _catch_up(self, deaf_seconds: float) -> None:
-        """After the listener was lost: the items written meanwhile (:data:`_MISSED_WHILE_DEAF`).
+    async def _keep_fencing(self) -> None:
+        while True:
+            await asyncio.sleep(FENCE_SECONDS)
+            try:
+                await self._fence()
+            except Exception:
+                log.warning("live inbox: fence failed", exc_info=True)
 
-        Its margin covers an item that committed just before the loss, unheard; an item
-        pushed twice is dropped by the stream (see :meth:`stream`). A failure is raised:
-        the listener tries again.
+    async def _fence(self) -> None:
+        """Move the horizon up to a snapshot's ``xmin`` once the listener proves it heard
+        every transaction that had ended before that snapshot (its fence came back).
+
+        Not while a catch-up is due: a fence sent before the loss, heard after it (a new
+        LISTEN may read notifications queued just before it), would prove nothing about
+        what the lost connection did not hear; the catch-up moves the horizon itself."""
+        resumed = self._listener.resumed
+        if not self._listener.listening or self._caught_up != resumed:
+            return
+        fence = str(uuid4())
+        heard = self._fences[fence] = asyncio.get_running_loop().create_future()
+        try:
+            xmin = await self._pool.fetchval(_FENCE, INBOX_CHANNEL, f"{FENCE} {fence}")
+            async with asyncio.timeout(FENCE_SECONDS):
+                dispatched = await heard
+        except TimeoutError:
+            log.warning("live inbox: fence not heard in %s s", FENCE_SECONDS)
+            return
+        finally:
+            del self._fences[fence]
+        # A notification heard but not pushed (its lookup failed) is not heard: its
+        # transaction stays above the horizon, and a later loss catches it up.
+        pushed = await asyncio.gather(*dispatched, return_exceptions=True)
+        if all(p is True for p in pushed) and self._listener.resumed == self._caught_up == resumed:
+            self._horizon = xmin
+
+    async def _catch_up(self, _deaf_seconds: float) -> None:
+        """After the listener was lost: the items of transactions at or above the horizon
+        (:data:`_MISSED_SINCE`), then the horizon moved up to before that lookup.
+
+        Some were heard (and pushed) already: the stream drops an item it sent (see
+        :meth:`stream`). A failure is raised: the listener tries again.
         """
-        await self._push(
-            _MISSED_WHILE_DEAF,
-            deaf_seconds + CATCH_UP_MARGIN_SECONDS,
-            list(LATE_CARD_CATEGORIES),
-            late_contacts.WINDOW,
-            retry=True,
-        )
+        resumed = self._listener.resumed  # the LISTEN is back: what ends from now is heard
+        assert self._horizon is not None  # taken by start(), before the first LISTEN
+        horizon = await self._pool.fetchval(_XMIN)  # before the lookup: it sees all below
+        await self._push(_MISSED_SINCE, self._horizon, retry=True)
+        self._horizon, self._caught_up = horizon, resumed
 
-    async def _push(self, query: str, *args: object, retry: bool = False) -> None:
+    async def _push(self, query: str, *args: object, retry: bool = False) -> bool:
+        """Push the rows found to their users' queues; False if the lookup failed (raised
+        if ``retry``)."""
         users = list(self._subscribers)
         if not users:
-            return
+            return True
         try:
             async with self._pool.acquire() as conn:
                 rows = await conn.fetch(query, users, *args)
@@ -136,11 +211,12 @@ class InboxHub:
             if retry:
                 raise
             log.exception("live inbox: lookup failed")
-            return
+            return False
         for row in rows:
             item = item_json(row, self._renderer)
             for queue in self._subscribers.get(row["user_id"], ()):
                 queue.put_nowait(item)
+        return True
 
     def subscribe(self, user_id: UUID) -> asyncio.Queue[dict[str, Any]]:
         """A queue of the user's new items, filled from now on (see :meth:`stream`)."""

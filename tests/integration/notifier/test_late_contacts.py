@@ -266,13 +266,13 @@ async def test_a_late_cards_item_written_while_the_listener_was_lost_is_pushed_a
         await hub.close()
 
 
-async def test_a_late_item_is_caught_up_by_when_it_was_written_not_when_its_batch_began(
+async def test_a_late_item_is_caught_up_by_the_transaction_that_wrote_it(
     pool: asyncpg.Pool, vault: Vault, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch of cards can be held in its transaction (by a fan-out's lock, say) from
-    before the listener's loss, beyond the catch-up's margin, and write its late item
-    while the listener is deaf: that item is still caught up."""
-    monkeypatch.setattr(stream, "CATCH_UP_MARGIN_SECONDS", 0.2)
+    before the listener's loss, while fences move the horizon up, and write its late
+    item while the listener is deaf: that item is still caught up."""
+    monkeypatch.setattr(stream, "FENCE_SECONDS", 0.1)
     late = uuid.uuid4()
     breach = await _fanned_out_an_hour_ago(pool)
     card = await sealed_contact(vault, late, address(late), datetime.now(UTC) - timedelta(1))
@@ -285,7 +285,7 @@ async def test_a_late_item_is_caught_up_by_when_it_was_written_not_when_its_batc
             batch = conn.transaction()
             await batch.start()
             await conn.execute("SELECT 1")
-            await asyncio.sleep(1)  # held, well beyond the margin
+            await asyncio.sleep(1)  # held, across fences
             async with listener_deaf(pool, monkeypatch):
                 await store.upsert_contact(conn, card)
                 assert await late_contacts.deliver_missed(conn, late) == 1

@@ -2,26 +2,31 @@
 
 PostgreSQL restarting (here: the listener's backend terminated) drops every LISTEN of
 the API process, silently. The hub notices, listens again, and pushes to the open
-streams what was fanned out while it could not hear; later notices arrive as before,
-and nothing reaches a stream twice.
+streams what was fanned out while it could not hear, by the transactions that wrote it
+(however long they stayed open); later notices arrive as before, and nothing reaches a
+stream twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
 import pytest
 
-from services.notifier import handlers, store
+from services.notifier import handlers, store, stream
+from services.notifier.bootstrap import MIGRATIONS
 from services.notifier.domain.templates import Renderer
 from services.notifier.stream import InboxHub
-from tests.integration.notifier.support import listener_deaf
+from shared.db.migrations import apply_migrations
+from tests.integration.notifier.support import listener_deaf, until
+from tests.support.migrations import split_at
 from tests.support.sse import next_event, session_open
 
 
-async def _announce(pool: asyncpg.Pool, uid: uuid.UUID, subject: str) -> None:
-    notice = store.Notice(
+def _announcement(uid: uuid.UUID, subject: str) -> store.Notice:
+    return store.Notice(
         notice_id=uuid.uuid4(),
         template="service_announcement",
         category="service_announcement",
@@ -33,8 +38,11 @@ async def _announce(pool: asyncpg.Pool, uid: uuid.UUID, subject: str) -> None:
         pinned=False,
         source="test",
     )
+
+
+async def _announce(pool: asyncpg.Pool, uid: uuid.UUID, subject: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        await handlers.accept_notice(conn, notice)
+        await handlers.accept_notice(conn, _announcement(uid, subject))
 
 
 async def test_a_lost_listener_listens_again_and_pushes_what_it_missed(
@@ -55,7 +63,97 @@ async def test_a_lost_listener_listens_again_and_pushes_what_it_missed(
 
         await _announce(pool, uid, "after")
         assert (await next_event(events))["title"] == "after"  # heard again
-        # "before" was within the catch-up's margin, and was not pushed again.
+        # "before" was read again by the catch-up (no fence had moved the horizon past
+        # it yet), and was not pushed again.
     finally:
         await events.aclose()
         await hub.close()
+
+
+async def test_an_item_committed_while_deaf_long_after_it_was_written_is_pushed(
+    pool: asyncpg.Pool, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fan-out's transaction writes its item and its NOTIFY while the listener hears,
+    stays open (6 s: longer than the 5 s of margin of the catch-up by clock times this
+    replaced) and commits while the listener is lost: the NOTIFY is gone. The catch-up
+    finds the item by its transaction, though fences moved the horizon up meanwhile
+    (every 0.1 s here): never past a transaction still open."""
+    monkeypatch.setattr(stream, "FENCE_SECONDS", 0.1)
+    hub = InboxHub(pool, scratch_dsn, Renderer())
+    await hub.start()
+    uid = uuid.uuid4()
+    events = hub.stream(uid, hub.subscribe(uid), [], session_open)
+    try:
+        assert (await next_event(events))["event"] == "ready"
+        async with pool.acquire() as conn:
+            fan_out = conn.transaction()
+            await fan_out.start()
+            await handlers.accept_notice(conn, _announcement(uid, "long open"))
+            await asyncio.sleep(6)
+            async with listener_deaf(pool, monkeypatch):
+                await fan_out.commit()
+        assert (await next_event(events))["title"] == "long open"  # caught up
+
+        await _announce(pool, uid, "after")
+        assert (await next_event(events))["title"] == "after"  # heard again
+    finally:
+        await events.aclose()
+        await hub.close()
+
+
+async def test_fences_move_the_horizon_past_what_was_heard(
+    pool: asyncpg.Pool, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the listener hears its fences, the horizon moves up past the transactions
+    it heard: the catch-up after a loss reads what it missed, not those again."""
+    monkeypatch.setattr(stream, "FENCE_SECONDS", 0.1)
+    hub = InboxHub(pool, scratch_dsn, Renderer())
+    await hub.start()
+    uid = uuid.uuid4()
+    queue = hub.subscribe(uid)  # the hub's own queue: a stream would drop a repeat
+    try:
+        await _announce(pool, uid, "heard")
+        assert (await asyncio.wait_for(queue.get(), 10))["title"] == "heard"
+        written = await pool.fetchval(
+            "SELECT written_xid::text FROM inbox_items WHERE user_id = $1", uid
+        )
+        assert written is not None
+
+        async def above() -> bool:
+            return bool(
+                await pool.fetchval("SELECT $1::text::xid8 > $2::text::xid8", hub._horizon, written)
+            )
+
+        await until(above, seconds=10)
+        async with listener_deaf(pool, monkeypatch):
+            await _announce(pool, uid, "while deaf")
+        assert (await asyncio.wait_for(queue.get(), 10))["title"] == "while deaf"
+        assert queue.empty()  # "heard" (an older id, so pushed first) was not read again
+    finally:
+        hub.unsubscribe(uid, queue)
+        await hub.close()
+
+
+async def test_the_upgrade_leaves_older_items_unmarked_and_marks_new_ones(scratch_dsn: str) -> None:
+    """Migration 025 does not rewrite the table: an item from before has no transaction
+    (it is never caught up); those written after, by INSERT or COPY, have theirs."""
+    before, after = split_at("notifier", MIGRATIONS, "025_inbox_written_xid")
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await apply_migrations(conn, before)
+        insert = "INSERT INTO inbox_items (user_id, notice_id) VALUES ($1, $2)"
+        await conn.execute(insert, uuid.uuid4(), uuid.uuid4())
+        table = await conn.fetchval("SELECT pg_relation_filenode('inbox_items')")
+        await apply_migrations(conn, after)
+        assert await conn.fetchval("SELECT pg_relation_filenode('inbox_items')") == table
+        async with conn.transaction():
+            xid = await conn.fetchval("SELECT pg_current_xact_id()::text")
+            await conn.execute(insert, uuid.uuid4(), uuid.uuid4())
+            await conn.copy_records_to_table(
+                "inbox_items", records=[(uuid.uuid4(), uuid.uuid4(), False)],
+                columns=("user_id", "notice_id", "pinned"),
+            )  # fmt: skip
+        written = await conn.fetch("SELECT written_xid::text FROM inbox_items ORDER BY id")
+        assert [r[0] for r in written] == [None, xid, xid]
+    finally:
+        await conn.close()
