@@ -35,6 +35,7 @@ import asyncpg
 
 from services.deletion import store
 from services.deletion.config import DeletionSettings
+from services.deletion.copy_locks import CopyOwner, release, try_claim
 from services.deletion.domain.replay import (
     ReplayDelete,
     SubjectColumns,
@@ -365,9 +366,24 @@ async def restore(
     target_prefix: str,
     databases: Sequence[str] | None = None,
     columns: SubjectColumns | None = None,
+    owner: CopyOwner | None = None,
 ) -> dict[str, str]:
     """Restore into ``<prefix>_<database>`` databases, replaying the ledger in each first
-    (the erasures and the retention releases the snapshot may predate)."""
+    (the erasures and the retention releases the snapshot may predate).
+
+    ``owner`` holds each copy's lock (:mod:`copy_locks`) from before it is created: the
+    verifier's, held until it has dropped its scratch copies. Without one, the locks
+    are held until this returns, each restored_ copy's until it has its name."""
+    if owner is None:
+        async with CopyOwner(settings) as own:
+            return await restore(
+                settings,
+                manifest,
+                target_prefix=target_prefix,
+                databases=databases,
+                columns=columns,
+                owner=own,
+            )
     columns = columns or load_subject_columns(settings.deletion_subject_columns_file)
     wanted = [d for d in manifest.databases if databases is None or d in databases]
     index_key = settings.blind_index_key.get_secret_value().encode()
@@ -376,11 +392,12 @@ async def restore(
     try:
         for database in wanted:
             target = f"{target_prefix}_{database}"
+            _check_name(target)
             targets[database] = target
             # A copy under the verifier's eyes (restored_...) gets its name once replayed:
             # read before, it would show subjects erased since the snapshot.
             staging = _staging_name(target) if target.startswith(RESTORED) else target
-            await restore_dump(settings, manifest.folder / f"{database}.dump", staging)
+            await restore_dump(settings, manifest.folder / f"{database}.dump", staging, owner)
             # The ledger as it is now, not as it was before pg_restore ran (minutes): an
             # erasure or a release begun meanwhile is in the copy too.
             async with pool.acquire() as conn:
@@ -389,7 +406,7 @@ async def restore(
             plan = replay_plan(database, columns, entries, releases, index_key)
             await apply_replay(settings, staging, plan)
             if staging != target:
-                await _rename_database(settings, staging, target)
+                await owner.rename(staging, target)
     finally:
         await pool.close()
     return targets
@@ -405,17 +422,16 @@ def _staging_name(target: str) -> str:
     return name
 
 
-async def _rename_database(settings: DeletionSettings, old: str, new: str) -> None:
-    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
-    try:
-        await conn.execute(f'ALTER DATABASE "{old}" RENAME TO "{new}"')
-    finally:
-        await conn.close()
-
-
-async def restore_dump(settings: DeletionSettings, dump: Path, target: str) -> None:
-    """pg_restore one dump into a new database, as it is (no replay: never serve it)."""
-    await _create_database(settings, target)
+async def restore_dump(
+    settings: DeletionSettings, dump: Path, target: str, owner: CopyOwner | None = None
+) -> None:
+    """pg_restore one dump into a new database, as it is (no replay: never serve it).
+    Created under ``owner``'s lock, or under one held until this returns."""
+    _check_name(target)
+    if owner is None:
+        async with CopyOwner(settings) as own:
+            return await restore_dump(settings, dump, target, own)
+    await owner.create(target)
     argv = [pg_tool("pg_restore"), "--no-owner", "--no-privileges", "-d", target, str(dump)]
     await _run(argv, _pg_env(settings, target))
 
@@ -439,9 +455,15 @@ async def apply_replay(settings: DeletionSettings, target: str, plan: list[Repla
     return deleted
 
 
-async def _create_database(settings: DeletionSettings, name: str) -> None:
+def _check_name(name: str) -> None:
+    """Database names are quoted into statements as they are."""
     if not name.replace("_", "").isalnum() or not name.islower():
         raise BackupError(f"refusing database name {name!r}")
+
+
+async def _create_database(settings: DeletionSettings, name: str) -> None:
+    """A database no one owns (:mod:`copy_locks`): copies are made by :class:`CopyOwner`."""
+    _check_name(name)
     conn = await asyncpg.connect(settings.admin_dsn("postgres"))
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
@@ -450,7 +472,6 @@ async def _create_database(settings: DeletionSettings, name: str) -> None:
 
 
 SCRATCH = "verify"  # the verifier's restored copies: verify_<epoch seconds>_<hex>_<database>
-SCRATCH_HOURS = 1.0  # far longer than a restore and a scan take
 
 
 def scratch_prefix(now: float | None = None) -> str:
@@ -458,26 +479,29 @@ def scratch_prefix(now: float | None = None) -> str:
     return f"{SCRATCH}_{int(time.time() if now is None else now)}_{uuid.uuid4().hex[:12]}"
 
 
-async def drop_stale_scratch(settings: DeletionSettings, now: float | None = None) -> list[str]:
-    """Drop scratch copies older than SCRATCH_HOURS: a worker killed during a scan (or a
-    ``pg_restore`` that finished after it) leaves its copy behind, a backup's personal
-    data that no erasure reaches. Younger ones may be another worker's scan under way."""
-    cutoff = (time.time() if now is None else now) - SCRATCH_HOURS * 3600
+async def drop_stale_scratch(settings: DeletionSettings) -> list[str]:
+    """Drop the scratch copies no one owns (:mod:`copy_locks`), whatever their age: a
+    worker killed during a scan leaves its copy behind, a backup's personal data that
+    no erasure reaches. Those whose lock is held are another worker's scan under way."""
     conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+    dropped: list[str] = []
     try:
-        names = [
-            r["datname"]
-            for r in await conn.fetch(
-                "SELECT datname FROM pg_database WHERE datname ~ $1", rf"^{SCRATCH}_\d+_"
-            )
-        ]
+        for row in await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname ~ $1 ORDER BY 1", rf"^{SCRATCH}_\d+_"
+        ):
+            name = row["datname"]
+            if not await try_claim(conn, name):
+                continue
+            # Held while it drops: any other cleanup takes the copy for owned meanwhile.
+            try:
+                log.warning("dropping scratch copy %s left behind by a verification", name)
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                dropped.append(name)
+            finally:
+                await release(conn, name)
     finally:
         await conn.close()
-    stale = [n for n in names if int(n.split("_")[1]) < cutoff]
-    if stale:
-        log.warning("dropping %d scratch copies left behind: %s", len(stale), ", ".join(stale))
-        await drop_databases(settings, stale)
-    return stale
+    return dropped
 
 
 def restored_prefix(manifest: Manifest, asked: str | None = None) -> str:
@@ -488,29 +512,46 @@ def restored_prefix(manifest: Manifest, asked: str | None = None) -> str:
     return asked if asked.startswith(RESTORED) else f"{RESTORED}{asked}"
 
 
-async def restored_databases(conn: Connection, now: float | None = None) -> list[str]:
+async def restored_databases(conn: Connection) -> list[str]:
     """Every restored copy there is now: no one tracks them, so they are looked up. A
-    copy still restoring is one only once older than SCRATCH_HOURS: its restore was
-    stopped before the replay, and what it holds is a snapshot's, erased subjects too."""
-    cutoff = (time.time() if now is None else now) - SCRATCH_HOURS * 3600
+    copy still restoring is one once no one owns it (:mod:`copy_locks`), at any age: its
+    restore was stopped before the replay, and what it holds is a snapshot's, erased
+    subjects too. One a restore is still filling is not yet: read before its replay, it
+    would show subjects erased since the snapshot.
+
+    ``conn``: a session in ``postgres``, where the owners' locks are (in any other
+    database, every lock would be free and every restore under way a copy)."""
+    if await conn.fetchval("SELECT current_database()") != "postgres":
+        raise BackupError("restored copies are looked up from the postgres database")
     rows = await conn.fetch(
         "SELECT datname FROM pg_database WHERE left(datname, $2) = $1 OR datname ~ $3 ORDER BY 1",
         RESTORED,
         len(RESTORED),
         rf"^{RESTORING}\d+_",
     )
-    names = [r["datname"] for r in rows]
-    return [n for n in names if not n.startswith(RESTORING) or int(n.split("_")[1]) < cutoff]
+    copies = []
+    for name in (r["datname"] for r in rows):
+        if name.startswith(RESTORING):
+            if not await try_claim(conn, name):
+                continue  # a restore under way
+            await release(conn, name)  # no one comes back for it: nothing to hold
+        copies.append(name)
+    return copies
+
+
+async def restored_copies(settings: DeletionSettings) -> list[str]:
+    """:func:`restored_databases`, on a session of its own in ``postgres``."""
+    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+    try:
+        return await restored_databases(conn)
+    finally:
+        await conn.close()
 
 
 async def drop_restored(settings: DeletionSettings, names: Sequence[str] = ()) -> list[str]:
     """Drop the restored copies named (every one if none is): once an operator is done
     with them, so no erasure has to reach them."""
-    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
-    try:
-        found = await restored_databases(conn)
-    finally:
-        await conn.close()
+    found = await restored_copies(settings)
     unknown = sorted(set(names) - set(found))
     if unknown:
         raise BackupError(f"not a restored copy: {', '.join(unknown)}")

@@ -24,7 +24,8 @@ It never reads another service's tables through that service's role. It uses:
   the newest live one ``backup_snapshots`` lists, whatever this host's disk holds: one
   listed but not readable here (the backup volume not mounted) fails the verification
   (:class:`SnapshotUnreadable`), so no replica certifies a deletion without it.
-  Scratch copies a killed verification left are dropped before every verification.
+  Scratch copies a killed verification left are dropped before every verification:
+  known by their lock, which no one holds any more (:mod:`copy_locks`), at any age.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.deletion import backups
 from services.deletion.config import DeletionSettings
+from services.deletion.copy_locks import CopyOwner
 from services.deletion.domain.certificate import Finding, Verdict
 from services.deletion.domain.retention import RetentionPolicy
 from services.deletion.store import Tracked
@@ -253,8 +255,8 @@ class Verifier:
         A copy of the ledger is left out, as the ledger itself is (ids and dates, kept
         as proof); a copy of no known database is searched under its own name.
         """
-        async with self._pool.acquire() as conn:
-            names = await backups.restored_databases(conn)
+        # In postgres, where restores under way hold their locks: not on the ledger's pool.
+        names = await backups.restored_copies(self._settings)
         copies = []
         for name in names:
             database = next((d for d in SERVICE_DATABASES if name.endswith(f"_{d}")), name)
@@ -289,15 +291,19 @@ class Verifier:
                 f" ({', '.join(unreadable)}): is the backup volume mounted here?"
             )
         prefix = backups.scratch_prefix()
-        try:
-            targets = await backups.restore(
-                self._settings, manifest, target_prefix=prefix, databases=wanted
-            )
-            for database, target in targets.items():
-                found = await scan_database(self._settings.verifier_dsn(target), database, ids)
-                _merge(hits, found, prefix=f"backup:{manifest.snapshot_id}/")
-        finally:
-            await backups.drop_databases(self._settings, [f"{prefix}_{d}" for d in wanted])
+        # The copies' locks are held until they are dropped: until then, no cleanup takes
+        # them for a killed verification's (P-16), however long the restore and scan take.
+        async with CopyOwner(self._settings) as owner:
+            try:
+                targets = await backups.restore(
+                    self._settings, manifest, target_prefix=prefix, databases=wanted, owner=owner
+                )
+                for database, target in targets.items():
+                    dsn = self._settings.verifier_dsn(target)
+                    found = await scan_database(dsn, database, ids)
+                    _merge(hits, found, prefix=f"backup:{manifest.snapshot_id}/")
+            finally:
+                await backups.drop_databases(self._settings, [f"{prefix}_{d}" for d in wanted])
         return manifest.snapshot_id
 
 

@@ -160,8 +160,9 @@ class Ticker(_Round):
 
 class SnapshotExpiry(_Round):
     """Removes snapshots past their expiry every ``deletion_backup_expire_seconds``, and
-    the verifier's scratch copies left behind: one still too young to drop at the last
-    verification would otherwise stay until a request is verified again, if ever."""
+    the verifier's scratch copies left behind: one whose verification was killed after
+    the last verification began would otherwise stay until a request is verified again,
+    if ever."""
 
     name = "snapshot expiry"
 

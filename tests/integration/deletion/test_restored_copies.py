@@ -11,12 +11,15 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from services.deletion import backups, handlers
 from services.deletion.bootstrap import dependencies
+from services.deletion.config import DeletionSettings
+from services.deletion.copy_locks import CopyOwner
 from tests.integration.deletion.harness import copy_holding, harness_settings, running_harness
 
 
@@ -74,28 +77,80 @@ async def test_drop_restored_drops_only_restored_copies(
         await backups.drop_databases(settings, [copy])
 
 
-async def test_a_restore_stopped_before_its_replay_counts_as_a_copy_once_stale(
+@pytest.mark.promise("P-16")
+async def test_a_restore_stopped_before_its_replay_counts_as_a_copy_at_once(
     scratch_dsn: str, suffix: str, tmp_path: Path
 ) -> None:
     """A copy gets its restored_ name once replayed; one whose restore stopped before
     (a killed command) keeps its restoring_ name, and is searched and dropped as a
-    restored copy once it is older than any restore takes."""
+    restored copy as soon as no restore owns it, seconds old or not; one a restore is
+    still filling is not, however old its name."""
     settings = harness_settings(scratch_dsn, suffix, tmp_path)
     now = int(time.time())
-    stale = f"{backups.RESTORING}{now - 7200}_t{uuid.uuid4().hex[:10]}_analytics"
-    running = f"{backups.RESTORING}{now}_t{uuid.uuid4().hex[:10]}_analytics"
-    for name in (stale, running):
-        await backups._create_database(settings, name)
+    stopped = f"{backups.RESTORING}{now}_t{uuid.uuid4().hex[:10]}_analytics"
+    running = f"{backups.RESTORING}{now - 7200}_t{uuid.uuid4().hex[:10]}_analytics"
+    await backups._create_database(settings, stopped)  # as a killed restore leaves it
+    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
     try:
+        async with CopyOwner(settings) as owner:
+            await owner.create(running)
+            listed = await backups.restored_databases(conn)
+        listed_after = await backups.restored_databases(conn)  # its restore stopped
+    finally:
+        await conn.close()
+        await backups.drop_databases(settings, [stopped, running])
+    assert stopped in listed
+    assert running not in listed  # a restore under way: not yet replayed
+    assert running in listed_after
+
+
+@pytest.mark.promise("P-16")
+async def test_a_restore_under_way_is_no_copy_until_replayed_however_long_it_takes(
+    scratch_dsn: str, suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the verifier would read of a restore before its replay: the snapshot as it
+    was, subjects erased since in it. Listed while the replay runs (its name hours old,
+    a big restore), it would fail their requests, and ``drop-restored`` could drop it."""
+    settings = harness_settings(scratch_dsn, suffix, tmp_path)
+    staged: list[str] = []
+    listed: list[str] = []
+
+    def staging_name(target: str) -> str:
+        hours_ago = int(time.time()) - 7200  # as a restore begun two hours ago names it
+        staged.append(f"{backups.RESTORING}{hours_ago}_{target.removeprefix(backups.RESTORED)}")
+        return staged[-1]
+
+    async def replay(settings_: DeletionSettings, target: str, plan: list[Any]) -> int:
         conn = await asyncpg.connect(settings.admin_dsn("postgres"))
         try:
-            listed = await backups.restored_databases(conn)
+            listed.extend(await backups.restored_databases(conn))
         finally:
             await conn.close()
-        assert stale in listed
-        assert running not in listed  # maybe a restore under way: not yet replayed
+        return await real_replay(settings_, target, plan)
+
+    real_replay = backups.apply_replay
+    monkeypatch.setattr(backups, "_staging_name", staging_name)
+    monkeypatch.setattr(backups, "apply_replay", replay)
+    prefix = f"{backups.RESTORED}t{uuid.uuid4().hex[:10]}"
+    try:
+        async with running_harness(settings, with_worker=False):
+            snapshot = await backups.take(settings, databases=["analytics"])
+            targets = await backups.restore(
+                settings, snapshot, target_prefix=prefix, databases=["analytics"]
+            )
+        assert len(staged) == 1
+        assert staged[0] not in listed
+        assert targets == {"analytics": f"{prefix}_analytics"}
+        assert f"{prefix}_analytics" in await backups.restored_copies(settings)
+        # Anywhere but in postgres, every owner's lock would look free.
+        conn = await asyncpg.connect(settings.database_dsn("deletion"))
+        try:
+            with pytest.raises(backups.BackupError, match="postgres database"):
+                await backups.restored_databases(conn)
+        finally:
+            await conn.close()
     finally:
-        await backups.drop_databases(settings, [stale, running])
+        await backups.drop_databases(settings, [f"{prefix}_analytics", *staged])
 
 
 async def test_a_take_into_an_empty_mount_point_is_refused(

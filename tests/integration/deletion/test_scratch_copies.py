@@ -1,37 +1,155 @@
-"""Restored backup copies a killed verifier left behind are dropped (P-14, P-16)."""
+"""Restored backup copies a killed verifier left behind are dropped (P-14, P-16): known
+by their owner's lock, free once the owner is gone (services/deletion/copy_locks.py)."""
 
+import asyncio
+import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import asyncpg
 import pytest
 
-from services.deletion import backups
+from services.deletion import backups, verifier
+from services.deletion.bootstrap import dependencies
 from services.deletion.config import DeletionSettings
+from services.deletion.copy_locks import CopyOwner, release, try_claim
+from services.deletion.store import Tracked
 from tests.integration.deletion.harness import copy_holding, harness_settings, running_harness
+from tests.unit.deletion.factories import in_stage
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
+@pytest.mark.promise("P-16")
 @pytest.mark.usefixtures("stack")
-async def test_scratch_copies_older_than_an_hour_are_dropped_and_younger_ones_kept() -> None:
+async def test_a_scratch_copy_no_one_owns_is_dropped_at_any_age_and_an_owned_one_kept() -> None:
+    """Age tells nothing: a copy left seconds ago by a killed verification holds a
+    snapshot's personal data no erasure reaches, and one a verification still works on
+    may be hours old (a big restore). Only its owner's lock tells them apart."""
     settings = DeletionSettings()
     now = time.time()
-    left = f"{backups.scratch_prefix(now - 2 * 3600)}_accounts"  # a scan killed long ago
-    running = f"{backups.scratch_prefix(now - 60)}_accounts"  # another worker's, under way
-    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+    left = f"{backups.scratch_prefix(now)}_accounts"  # seconds old, its owner gone
+    running = f"{backups.scratch_prefix(now - 2 * 3600)}_accounts"  # hours old, owned
+    await backups._create_database(settings, left)  # as a killed owner leaves it: no lock
     try:
-        for name in (left, running):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            dropped = await backups.drop_stale_scratch(settings, now)
+        async with CopyOwner(settings) as owner:
+            await owner.create(running)
+            dropped = await backups.drop_stale_scratch(settings)
             present = await _existing(settings, [left, running])
-        finally:
-            await backups.drop_databases(settings, [left, running])
+        # Its owner gone without dropping it (an exception, a cancellation): abandoned.
+        dropped_after = await backups.drop_stale_scratch(settings)
+        present_after = await _existing(settings, [running])
     finally:
-        await conn.close()
+        await backups.drop_databases(settings, [left, running])
     assert left in dropped
     assert running not in dropped
     assert present == {running}
+    assert running in dropped_after
+    assert present_after == set()
+
+
+_OWNER = """
+import asyncio, sys
+from services.deletion.config import DeletionSettings
+from services.deletion.copy_locks import CopyOwner
+
+async def main() -> None:
+    async with CopyOwner(DeletionSettings()) as owner:
+        await owner.create(sys.argv[1])
+        print("ready", flush=True)
+        await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.promise("P-16")
+@pytest.mark.usefixtures("stack")
+async def test_a_copy_is_dropped_as_soon_as_the_process_that_owns_it_is_killed() -> None:
+    settings = DeletionSettings()
+    name = f"{backups.scratch_prefix()}_analytics"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _OWNER, name, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), 60) == b"ready\n"
+        assert name not in await backups.drop_stale_scratch(settings)  # at work on it
+        assert await _existing(settings, [name]) == {name}
+        child.kill()  # SIGKILL: no finally, no drop; the server ends its session
+        await child.wait()
+        deadline = time.monotonic() + 10  # the server notices the closed socket at once
+        dropped: list[str] = []
+        while name not in dropped and time.monotonic() < deadline:
+            dropped += await backups.drop_stale_scratch(settings)
+            await asyncio.sleep(0.1)
+        assert name in dropped
+        assert await _existing(settings, [name]) == set()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        await backups.drop_databases(settings, [name])
+
+
+@pytest.mark.promise("P-16")
+async def test_a_verification_holds_its_copies_while_it_restores_and_scans_them(
+    scratch_dsn: str, suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker's sweep, run while this verification restores and while it scans,
+    leaves its copy alone, even once the copy's name is hours old; the copy is gone
+    when the verification is done, and so is its lock."""
+    settings = harness_settings(scratch_dsn, suffix, tmp_path)
+    made: list[str] = []
+    swept: dict[str, list[str]] = {}  # phase -> what a sweep dropped meanwhile
+    there: dict[str, set[str]] = {}
+
+    def old_prefix(now: float | None = None) -> str:
+        made.append(real_prefix(time.time() - 2 * 3600))  # a verification hours long
+        return made[-1]
+
+    async def sweep(phase: str, target: str) -> None:
+        if made and target.startswith(made[-1]):  # the live databases are scanned first
+            swept[phase] = await backups.drop_stale_scratch(settings)
+            there[phase] = await _existing(settings, [target])
+
+    async def replay(settings_: DeletionSettings, target: str, plan: list[Any]) -> int:
+        await sweep("restore", target)
+        return await real_replay(settings_, target, plan)
+
+    async def scan(dsn: str, database: str, ids: Sequence[UUID]) -> verifier.Hits:
+        await sweep("scan", dsn.rsplit("/", 1)[-1].split("?")[0])
+        return await real_scan(dsn, database, ids)
+
+    real_prefix, real_replay, real_scan = (
+        backups.scratch_prefix,
+        backups.apply_replay,
+        verifier.scan_database,
+    )
+    monkeypatch.setattr(backups, "scratch_prefix", old_prefix)
+    monkeypatch.setattr(backups, "apply_replay", replay)
+    monkeypatch.setattr(verifier, "scan_database", scan)
+    async with running_harness(settings, with_worker=False) as harness:
+        snapshot = await backups.take(settings, databases=["analytics"])
+        verify = dependencies(settings, harness.runtime).verify
+        assert verify is not None
+        request = Tracked(in_stage("backups_pending", "device"), initiated_by="user")
+        verdict = (await verify([request]))[request.request.request_id]
+    copy = f"{made[-1]}_analytics"
+    assert swept == {"restore": [], "scan": []}
+    assert there == {"restore": {copy}, "scan": {copy}}
+    assert f"backup:{snapshot.snapshot_id}" in verdict.scanned
+    assert await _existing(settings, [copy]) == set()
+    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+    try:
+        assert await try_claim(conn, copy)  # no one holds it any more
+        await release(conn, copy)
+    finally:
+        await conn.close()
 
 
 @pytest.mark.promise("P-16")

@@ -51,7 +51,7 @@ async def test_what_the_ledger_records_while_a_dump_restores_is_replayed_in_that
     async def read_released(_conn: object) -> list[ReleaseEntry]:
         return list(released)
 
-    async def restore_dump(_settings: object, dump: Path, _target: str) -> None:
+    async def restore_dump(_settings: object, dump: Path, _target: str, _owner: object) -> None:
         # Meanwhile a grace period ends and the worker starts erasing someone, and a
         # kept category's release goes out.
         subject = uuid.uuid4()

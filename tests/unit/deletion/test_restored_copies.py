@@ -37,7 +37,7 @@ class Pool:
 async def test_the_verifier_searches_every_restored_copy_but_the_ledgers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def listed(_conn: object) -> list[str]:
+    async def listed(_settings: object) -> list[str]:
         return [
             "restored_s1_accounts",
             "restored_s1_deletion",  # ids and dates, kept as proof like the ledger itself
@@ -45,7 +45,7 @@ async def test_the_verifier_searches_every_restored_copy_but_the_ledgers(
             "restored_odd",
         ]
 
-    monkeypatch.setattr(backups, "restored_databases", listed)
+    monkeypatch.setattr(backups, "restored_copies", listed)
     verifier = Verifier(
         DeletionSettings(environment="test"),
         parse_policy(RULES),

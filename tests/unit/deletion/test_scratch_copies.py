@@ -34,7 +34,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """What the verifier did, in order; every store it reaches is empty, no snapshot listed."""
     done: list[str] = []
 
-    async def drop_stale_scratch(_settings: object, now: float | None = None) -> list[str]:
+    async def drop_stale_scratch(_settings: object) -> list[str]:
         done.append("drop stale scratch")
         return []
 
@@ -42,7 +42,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         done.append(f"scan {database}")
         return defaultdict(dict)
 
-    async def restored_databases(_conn: object, now: float | None = None) -> list[str]:
+    async def restored_copies(_settings: object) -> list[str]:
         done.append("list restored copies")
         return []
 
@@ -50,7 +50,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         done.append("newest snapshot")
 
     monkeypatch.setattr(backups, "drop_stale_scratch", drop_stale_scratch)
-    monkeypatch.setattr(backups, "restored_databases", restored_databases)
+    monkeypatch.setattr(backups, "restored_copies", restored_copies)
     monkeypatch.setattr(backups, "newest_snapshot", newest_snapshot)
     monkeypatch.setattr(verifier, "scan_database", scan_database)
     return done
@@ -76,15 +76,15 @@ async def test_every_verification_first_drops_the_scratch_copies_left_behind(
 async def test_the_snapshot_expiry_round_drops_the_scratch_copies_left_behind(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A copy younger than the scratch age at the last verification is still dropped, even
-    if no request is ever verified again."""
-    swept: list[float | None] = []
+    """A copy a verification killed after the last one began is still dropped, even if no
+    request is ever verified again."""
+    swept: list[object] = []
 
     async def expire_due(*_args: object) -> list[str]:
         return []
 
-    async def drop_stale_scratch(_settings: object, now: float | None = None) -> list[str]:
-        swept.append(now)
+    async def drop_stale_scratch(settings: object) -> list[str]:
+        swept.append(settings)
         return []
 
     monkeypatch.setattr(backups, "expire_due", expire_due)
@@ -96,4 +96,4 @@ async def test_the_snapshot_expiry_round_drops_the_scratch_copies_left_behind(
 
     deps = Deps(settings, parse_policy(RULES), shred, now=lambda: T0)
     assert await SnapshotExpiry(Pool(), deps).round() is False  # type: ignore[arg-type]
-    assert swept == [None]  # aged by the clock their names are stamped with, as everywhere
+    assert swept == [settings]
