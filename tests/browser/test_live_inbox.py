@@ -1,5 +1,12 @@
-"""P-17 in a real browser: a breach notice reaches an open page at once, through an
-EventSource on the live inbox stream (opened with a single-use ticket)."""
+"""P-17 in a real browser: the server pushes a breach notice live, at once and without a
+reload, to a browser's EventSource on the live inbox stream (opened with a single-use
+ticket).
+
+What this proves is the server side and the browser's own EventSource: the stream opens
+from a page's origin through the gateway, with the ticket, and the notice arrives pushed.
+No platform page opens the stream yet: the JavaScript that opens it is the test's own
+(``OPEN_STREAM``, evaluated in a loaded page). A page showing the notice is not proven
+here."""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from shared.config import PlatformSettings
 from shared.events.catalogue.accounts import IncidentDeclared
 from tests.e2e.notifier.support import publish, publish_contact, user_token
 
+# Injected by the test (no platform page has this code): a ticket, then an EventSource.
 OPEN_STREAM = """
 async (authorization) => {
   const ticket = await fetch("/api/notifier/inbox/stream-tickets", {
@@ -38,14 +46,14 @@ async def producer(settings: PlatformSettings) -> AsyncIterator[AIOKafkaProducer
 
 
 @pytest.mark.promise("P-17")
-async def test_a_breach_notice_appears_on_an_open_page_without_a_reload(
+async def test_the_server_pushes_a_breach_notice_live_to_a_browsers_event_source(
     browser: Browser, platform: str, producer: AIOKafkaProducer
 ) -> None:
     uid, _ = await publish_contact(producer)
     context = await browser.new_context()
     page = await context.new_page()
     try:
-        await page.goto(f"{platform}/", wait_until="load")
+        await page.goto(f"{platform}/", wait_until="load")  # the origin the stream is for
         await page.evaluate(OPEN_STREAM, user_token(uid)["Authorization"])
         await page.wait_for_function("() => window.streamReady === true", timeout=15_000)
 

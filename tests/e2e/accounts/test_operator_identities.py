@@ -24,7 +24,7 @@ from tests.e2e.accounts.support import (
     provisional_operator,
     set_own_password,
 )
-from tests.e2e.platform.journeys import running
+from tests.e2e.platform.journeys import needs
 
 
 def _slug(response: httpx.Response) -> str:
@@ -78,6 +78,7 @@ async def _audit(
 async def test_an_operator_created_by_another_sets_their_own_password_before_anything_else(
     client: httpx.AsyncClient, bus: BusTail, root: Operator, db: asyncpg.Connection
 ) -> None:
+    needs("deletion")  # the deletion service's API refuses the provisional identity too
     made = await provisional_operator(client, root, "privacy_officer", "support")
     user = await active_user(client, bus)
     for method, path, body in (
@@ -89,9 +90,9 @@ async def test_an_operator_created_by_another_sets_their_own_password_before_any
         refused = await client.request(method, path, json=body, headers=made.headers)
         assert refused.status_code == 403, (path, refused.text)
         assert _slug(refused) == "password-change-required", path
-    if running("deletion"):  # its token carries no role: the other APIs refuse it too
-        elsewhere = await client.get("/api/deletion/operator/pipeline", headers=made.headers)
-        assert elsewhere.status_code == 403, elsewhere.text
+    # Its token carries no role: the other APIs refuse it too.
+    elsewhere = await client.get("/api/deletion/operator/pipeline", headers=made.headers)
+    assert elsewhere.status_code == 403, elsewhere.text
 
     change = f"{API}/operator/me/password"
     wrong = await client.post(

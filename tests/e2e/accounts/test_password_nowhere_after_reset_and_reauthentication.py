@@ -32,7 +32,7 @@ from tests.e2e.accounts.support import (
     tables_holding,
     unique_email,
 )
-from tests.e2e.platform.journeys import running
+from tests.e2e.platform.journeys import needs
 from tests.support.mailbox import eventually
 
 
@@ -69,6 +69,8 @@ async def _count(settings: PlatformSettings, database: str, query: str, *args: o
 async def test_a_reset_a_deletion_reauthentication_and_an_email_change_store_no_password(
     client: httpx.AsyncClient, bus: BusTail, settings: PlatformSettings
 ) -> None:
+    # The stores are searched once the notifier and the deletion service hold the work.
+    needs("notifier", "deletion")
     signed_up_with = f"Plain-{uuid.uuid4().hex}"
     reset_to = f"Plain-{uuid.uuid4().hex}"
     wrong = {kind: f"Plain-{uuid.uuid4().hex}" for kind in ("email", "deletion")}
@@ -138,14 +140,12 @@ async def test_a_reset_a_deletion_reauthentication_and_an_email_change_store_no_
         lambda r: r.topic == "notifier.commands" and _carries(r, accepted), count=3
     )
     notices = [uuid.UUID(r.value["data"]["notice_id"]) for r in commands if r.value]
-    if running("notifier"):
-        query = "SELECT count(*) FROM notices WHERE notice_id = ANY($1::uuid[])"
-        await eventually(
-            lambda: _count(settings, "notifier", query, notices), lambda n: n == len(notices)
-        )
-    if running("deletion"):
-        query = "SELECT count(*) FROM deletion_requests WHERE request_id = $1"
-        await eventually(lambda: _count(settings, "deletion", query, deletion_id), lambda n: n == 1)
+    query = "SELECT count(*) FROM notices WHERE notice_id = ANY($1::uuid[])"
+    await eventually(
+        lambda: _count(settings, "notifier", query, notices), lambda n: n == len(notices)
+    )
+    query = "SELECT count(*) FROM deletion_requests WHERE request_id = $1"
+    await eventually(lambda: _count(settings, "deletion", query, deletion_id), lambda n: n == 1)
 
     passwords = [signed_up_with, reset_to, *wrong.values()]
     needles = [trace for password in passwords for trace in traces_of(password)]

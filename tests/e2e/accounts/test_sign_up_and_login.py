@@ -25,12 +25,14 @@ from tests.e2e.accounts.support import (
     BusTail,
     User,
     active_user,
+    gateway_trace_ids,
     log_in,
     read_topics_from_beginning,
     sign_up,
     unique_email,
     verify,
 )
+from tests.support.mailbox import eventually
 
 API_LOG = Layout.from_env().log("accounts-api")
 # The gateway's access log: one line per request, with its id (never a body or a query).
@@ -109,7 +111,27 @@ async def test_sign_up_stores_exactly_the_declared_fields_and_the_password_nowhe
         assert user.email.encode() not in row[column]
 
     await bus.card(user.id, active=True)
-    await asyncio.sleep(1.0)  # let the relay drain the outbox and the API flush its log
+    # Everything those requests did is written before the stores are searched: the
+    # gateway logged both (the trace id each carried on) ...
+    traces = await gateway_trace_ids(ids)
+    # ... the password change's notice, queued last, is on Kafka, and accounts' outbox
+    # holds no event of the change nor of the user any more (the relay deletes what it
+    # published): the user's events are all on Kafka.
+    change = traces[ids[1]]
+    await bus.wait_for(
+        lambda r: (
+            r.topic == "notifier.commands"
+            and r.value is not None
+            and change in str(r.value.get("traceparent"))
+        ),
+    )
+    await eventually(
+        lambda: db.fetchval(
+            "SELECT count(*) FROM bus_outbox WHERE convert_from(value, 'UTF8') LIKE ANY($1)",
+            [f"%{change}%", f"%{user.id}%"],
+        ),
+        lambda n: n == 0,
+    )
     dump = await dump_tables(db)
     logs = await asyncio.to_thread(_platform_logs)
     assert API_LOG.name in logs

@@ -16,8 +16,10 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer
 
+from services.analytics.config import AnalyticsSettings
 from shared.auth import issue_token
 from shared.bus.kafka_options import client_options
+from shared.bus.lag import GroupWatch
 from shared.config import DEV_TOKEN_PRIVATE_KEY, PlatformSettings
 from shared.events import decode_envelope
 from shared.events.topics import ANALYTICS_TRENDS, ANALYTICS_VISITS, all_topics
@@ -138,6 +140,26 @@ async def wait_for_visits(
         if visits >= expected or time.monotonic() > deadline:
             return visits
         await asyncio.sleep(0.3)
+
+
+async def aggregated_so_far(settings: PlatformSettings, timeout: float = 60.0) -> None:
+    """Until the aggregator has counted every visit on analytics.visits now: its group's
+    committed offsets reach the topic's end as it is when called (it commits a batch's
+    offsets only once the batch is counted). A visit the collector answered for before
+    is on the topic, so its count, or a double count of it, shows in the windows after.
+    """
+    analytics = AnalyticsSettings(environment="test")
+    group, topic = analytics.analytics_worker_group, analytics.analytics_visits_topic
+    watch = GroupWatch(settings, {group: (topic,)})
+    try:
+        marks = await watch.ends(topic)
+        assert marks, f"no partitions of {topic}"
+        deadline = time.monotonic() + timeout
+        while (behind := await watch.behind(group, marks)) > 0:
+            assert time.monotonic() < deadline, f"{group} still {behind} visits behind"
+            await asyncio.sleep(0.3)
+    finally:
+        await watch.close()
 
 
 async def topic_records(

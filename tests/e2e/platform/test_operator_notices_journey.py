@@ -3,12 +3,16 @@
 list of users (P-17), a service announcement (P-06) and a new privacy policy (P-23).
 
 Each user signed up and verified through the gateway and the real SMTP sink; each
-notice is checked in the user's inbox (through the notifier API) and mailbox.
+notice is checked in the user's inbox (through the notifier API) and mailbox. Once
+every notice has settled (fanned out, each of its email deliveries final), each user's
+items and emails are counted again: exactly one of each, so a duplicate or a late
+second one shows.
 """
 
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 import httpx
@@ -37,6 +41,25 @@ async def _subjects(mailbox: Mailbox, address: str) -> list[str]:
     return [str(m["Subject"]) for m in await mailbox.to(address)]
 
 
+async def _progress(
+    client: httpx.AsyncClient, headers: dict[str, str], notice_id: str
+) -> dict[str, Any]:
+    response = await client.get(f"/api/notifier/ops/notices/{notice_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _settled(progress: dict[str, Any]) -> bool:
+    """Fanned out, every email delivery planned, and each of them final (sent or dead):
+    a second item or email of the notice, or a late one, would be there by then."""
+    if progress["status"] != "fanned_out" or not progress["email_planned"]:
+        return False
+    states: dict[str, int] = progress["email"]
+    final = sum(n for k, n in states.items() if k.startswith(("done", "dead")))
+    return final == sum(states.values())
+
+
 @pytest.mark.promise("P-05")
 @pytest.mark.promise("P-06")
 @pytest.mark.promise("P-17")
@@ -61,6 +84,9 @@ async def test_operators_notices_reach_users_in_site_and_by_email(platform: str)
                 users["bystander"],
             )
 
+            # What each user was told: (headers, address, title, subject, notice id).
+            told: list[tuple[dict[str, str], str, str, str, str]] = []
+
             async def arrives(
                 headers: dict[str, str], title: str, address: str, subject: str
             ) -> dict[str, Any]:
@@ -72,6 +98,7 @@ async def test_operators_notices_reach_users_in_site_and_by_email(platform: str)
                 assert len(_titled(inbox, title)) == 1, inbox
                 assert (await _subjects(mailbox, address)).count(subject) == 1
                 [item] = _titled(inbox, title)
+                told.append((headers, address, title, subject, item["notice_id"]))
                 return {"item": item, "inbox": inbox}
 
             # P-05: a reply to the user's request.
@@ -118,10 +145,35 @@ async def test_operators_notices_reach_users_in_site_and_by_email(platform: str)
                 await arrives(headers, subject, address, subject)
                 changed = await arrives(headers, policy, address, policy)
                 assert changed["item"]["pinned"] is True
+
+            # Every notice settled: each user still has exactly one item and one email
+            # of each notice they were told (the first arrival counted one, but a
+            # duplicate could have come after it).
+            settled: dict[str, dict[str, Any]] = {}
+            for notice_id in {n for *_, n in told}:
+                settled[notice_id] = await eventually(
+                    partial(_progress, client, support.headers, notice_id), _settled
+                )
+            for headers, address, title, subject, notice_id in told:
+                inbox = await _inbox(client, headers)
+                assert [i["notice_id"] for i in _titled(inbox, title)] == [notice_id], inbox
+                assert (await _subjects(mailbox, address)).count(subject) == 1, subject
+            # The reply and the incident went to the affected user alone, once.
+            for title in (reply, notice):
+                [notice_id] = {n for _, _, t, _, n in told if t == title}
+                progress = settled[notice_id]
+                assert (progress["recipients"], progress["inbox"]["items"]) == (1, 1), progress
+                assert progress["email"] == {"done/sent": 1}, progress
+            # A user is counted notified of the version once, with the policy notice's
+            # one inbox item (every active account of the platform, these two among them).
+            [policy_notice] = {n for _, _, t, _, n in told if t == policy}
             reach = await client.get(
                 f"/api/notifier/ops/policy-versions/{version}", headers=support.headers
             )
             assert reach.status_code == 200
+            progress = settled[policy_notice]
+            assert reach.json()["notified"] == progress["recipients"], (reach.json(), progress)
+            assert progress["inbox"]["items"] == progress["recipients"], progress
             assert reach.json()["notified"] >= len(users)
 
             # The bystander was never told of the incident, in either channel.

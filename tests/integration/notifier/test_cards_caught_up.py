@@ -132,7 +132,6 @@ class _KafkaAway:
         raise KafkaConnectionError()
 
 
-@pytest.mark.promise("P-06")
 async def test_a_campaign_kafka_cannot_vouch_for_is_put_off_and_holds_up_no_other_notice(
     pool: asyncpg.Pool,
 ) -> None:
