@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from pydantic import Field, SecretStr, model_validator
 
 from shared.config import (
@@ -212,4 +214,5 @@ class AccountsSettings(PlatformSettings):
 
 
 def _address(email: str) -> str:
-    return email.strip().lower()
+    # As the blind index normalises it: two spellings of one address are one operator.
+    return unicodedata.normalize("NFKC", email).strip().casefold()

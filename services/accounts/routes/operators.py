@@ -1594,7 +1594,7 @@ async def _approve(
         raise _four_eyes(
             "An operator with no creator in common with the one who requested this"
             " deletion must approve it (neither created the other, nor did anyone create"
-            " both): one of the operators who descend from the other first admin."
+            " both): an operator of another first admin's line."
         )
     # Nor anyone else's request made under a password its creator chose (one made before
     # operators set their own): the creator may have made it, alone.
