@@ -519,24 +519,39 @@ async def restored_databases(conn: Connection) -> list[str]:
     subjects too. One a restore is still filling is not yet: read before its replay, it
     would show subjects erased since the snapshot.
 
+    A restore may rename its copy (``restoring_...`` to ``restored_...``) while they are
+    looked up: listed under its old name, then unlocked, its lock free, the copy gone by
+    that name and there by one not listed. So ``pg_database`` is listed again until no
+    name is new: what comes back is the last listing's copies, each judged once.
+
     ``conn``: a session in ``postgres``, where the owners' locks are (in any other
     database, every lock would be free and every restore under way a copy)."""
     if await conn.fetchval("SELECT current_database()") != "postgres":
         raise BackupError("restored copies are looked up from the postgres database")
+    seen: set[str] = set()
+    copies: set[str] = set()
+    while True:
+        listed = await _restored_names(conn)
+        fresh = [name for name in listed if name not in seen]
+        if not fresh:  # nothing renamed or made since the last listing was judged
+            return [name for name in listed if name in copies]
+        seen.update(fresh)
+        for name in fresh:
+            if name.startswith(RESTORING):
+                if not await try_claim(conn, name):
+                    continue  # a restore under way (renamed meanwhile: listed again)
+                await release(conn, name)  # no one comes back for it: nothing to hold
+            copies.add(name)
+
+
+async def _restored_names(conn: Connection) -> list[str]:
     rows = await conn.fetch(
         "SELECT datname FROM pg_database WHERE left(datname, $2) = $1 OR datname ~ $3 ORDER BY 1",
         RESTORED,
         len(RESTORED),
         rf"^{RESTORING}\d+_",
     )
-    copies = []
-    for name in (r["datname"] for r in rows):
-        if name.startswith(RESTORING):
-            if not await try_claim(conn, name):
-                continue  # a restore under way
-            await release(conn, name)  # no one comes back for it: nothing to hold
-        copies.append(name)
-    return copies
+    return [r["datname"] for r in rows]
 
 
 async def restored_copies(settings: DeletionSettings) -> list[str]:

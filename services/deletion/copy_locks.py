@@ -12,6 +12,13 @@ whose lock anyone can take is abandoned, at any age.
 Advisory locks are per database: every side takes them in the maintenance database
 ``postgres``. The two-key form with :data:`LOCK_CLASS` keeps them apart from every other
 advisory lock (the others use the one-key form, which PostgreSQL keeps apart anyway).
+
+The lock is only as alive as its session, which sits idle through pg_restore and the
+scan, for hours maybe. So the owner's session sets its own timeouts (:data:`SESSION`):
+no ``idle_session_timeout`` a server or role may set ends it (its lock would go with it,
+silently, and the copy be dropped mid-scan or searched before its replay), and TCP
+keepalives short enough that a dead owner's host or a cut network frees the lock within
+a minute or two, not after the kernel's two hours. Needs PostgreSQL 14 or later.
 """
 
 from __future__ import annotations
@@ -25,6 +32,19 @@ from shared.db import Connection
 
 LOCK_CLASS = 0x0DE1_C0B1  # "deletion copy": the first key of every copy's lock
 _KEY = "$1::int4, hashtext($2)"  # a hash collision only makes a copy look owned a while
+
+# Set for the owner's session at its start (startup parameters: above any server, database
+# or role default). Keepalives: after 30 s without a word from the owner, a probe every 10 s,
+# the session ended at the 3rd unanswered one or 60 s without an acknowledgement (over TCP;
+# a Unix socket ignores them, and does not outlive its process).
+SESSION = {
+    "idle_session_timeout": "0",  # idle is what an owner is, for hours
+    "idle_in_transaction_session_timeout": "0",
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "60000",  # milliseconds (PostgreSQL 12+)
+}
 
 
 class CopyOwner:
@@ -69,7 +89,9 @@ class CopyOwner:
     async def _session(self) -> asyncpg.Connection:
         # Opened at the first copy: an owner that makes none holds no connection.
         if self._conn is None:
-            self._conn = await asyncpg.connect(self._settings.admin_dsn("postgres"))
+            self._conn = await asyncpg.connect(
+                self._settings.admin_dsn("postgres"), server_settings=SESSION
+            )
         return self._conn
 
 

@@ -19,7 +19,7 @@ import pytest
 from services.deletion import backups, handlers
 from services.deletion.bootstrap import dependencies
 from services.deletion.config import DeletionSettings
-from services.deletion.copy_locks import CopyOwner
+from services.deletion.copy_locks import CopyOwner, try_claim
 from tests.integration.deletion.harness import copy_holding, harness_settings, running_harness
 
 
@@ -151,6 +151,39 @@ async def test_a_restore_under_way_is_no_copy_until_replayed_however_long_it_tak
             await conn.close()
     finally:
         await backups.drop_databases(settings, [f"{prefix}_analytics", *staged])
+
+
+@pytest.mark.promise("P-16")
+async def test_a_copy_renamed_while_the_copies_are_looked_up_is_found_by_its_new_name(
+    scratch_dsn: str, suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore renames its copy and unlocks it between the search's listing and its
+    claim: the claim then takes a name no copy has any more (the scan finds no such
+    database) and the copy, under its new restored_ name, must not go unsearched."""
+    settings = harness_settings(scratch_dsn, suffix, tmp_path)
+    tag = f"t{uuid.uuid4().hex[:10]}_analytics"
+    staging = f"{backups.RESTORING}{int(time.time())}_{tag}"
+    target = f"{backups.RESTORED}{tag}"
+    renamed: list[str] = []
+
+    async def claim_after_the_rename(conn: Any, name: str) -> bool:
+        if name == staging and not renamed:  # listed as restoring_, its replay done since
+            await owner.rename(staging, target)  # renamed, then unlocked
+            renamed.append(name)
+        return await try_claim(conn, name)
+
+    monkeypatch.setattr(backups, "try_claim", claim_after_the_rename)
+    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+    try:
+        async with CopyOwner(settings) as owner:
+            await owner.create(staging)
+            listed = await backups.restored_databases(conn)
+    finally:
+        await conn.close()
+        await backups.drop_databases(settings, [staging, target])
+    assert renamed == [staging]
+    assert target in listed
+    assert staging not in listed  # no copy by that name any more
 
 
 async def test_a_take_into_an_empty_mount_point_is_refused(

@@ -13,10 +13,11 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from deploy.local.postgres import scram_verifier
 from services.deletion import backups, verifier
 from services.deletion.bootstrap import dependencies
 from services.deletion.config import DeletionSettings
-from services.deletion.copy_locks import CopyOwner, release, try_claim
+from services.deletion.copy_locks import SESSION, CopyOwner, release, try_claim
 from services.deletion.store import Tracked
 from tests.integration.deletion.harness import copy_holding, harness_settings, running_harness
 from tests.unit.deletion.factories import in_stage
@@ -174,6 +175,55 @@ async def test_a_killed_verifications_copy_is_gone_before_a_request_is_certified
             assert await _existing(settings, [left]) == set()
     finally:
         await backups.drop_databases(settings, [left])
+
+
+@pytest.mark.promise("P-16")
+@pytest.mark.usefixtures("stack")
+async def test_an_owners_session_outlives_any_idle_timeout_and_not_its_host() -> None:
+    """The lock's session sits idle through pg_restore and the scan, hours maybe. An
+    idle_session_timeout the server or the role sets would end it, and the lock with it,
+    silently: the copy dropped mid-scan, or a restore searched before its replay. And
+    the session of an owner whose host died would keep the lock until TCP gives up on
+    it (two hours by default), the copy owned all that time."""
+    settings = DeletionSettings()
+    role = f"t_copy_owner_{uuid.uuid4().hex[:12]}"
+    as_role = settings.model_copy(update={"deletion_admin_role": role})
+    password = scram_verifier(settings.postgres_password.get_secret_value())
+    name = f"{backups.scratch_prefix()}_analytics"
+    admin = await asyncpg.connect(settings.admin_dsn("postgres"))
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'")
+        await admin.execute(f"ALTER ROLE {role} SET idle_session_timeout = '1s'")
+        plain = await asyncpg.connect(as_role.admin_dsn("postgres"))
+        try:  # any other session of the role is ended after a second idle
+            assert await plain.fetchval("SHOW idle_session_timeout") == "1s"
+        finally:
+            await plain.close()
+        async with CopyOwner(as_role) as owner:
+            await owner.create(name)
+            await asyncio.sleep(4)  # idle, as through a restore and a scan
+            claimed = await try_claim(admin, name)
+            if claimed:
+                await release(admin, name)
+            assert not claimed  # still owned
+            assert owner._conn is not None
+            rows = await owner._conn.fetch(
+                "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])",
+                list(SESSION),
+            )
+        in_effect = {r["name"]: int(r["setting"]) for r in rows}
+        assert in_effect["idle_session_timeout"] == 0
+        assert in_effect["idle_in_transaction_session_timeout"] == 0
+        # A dead owner's lock goes within two minutes (the session is over TCP here).
+        idle, interval, count = (
+            in_effect[f"tcp_keepalives_{k}"] for k in ("idle", "interval", "count")
+        )
+        assert 0 < idle + interval * count <= 120
+        assert 0 < in_effect["tcp_user_timeout"] <= 120_000  # milliseconds
+    finally:
+        await backups.drop_databases(as_role, [name])
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
 
 
 async def _existing(settings: DeletionSettings, names: list[str]) -> set[str]:
