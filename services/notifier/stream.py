@@ -27,6 +27,17 @@ The horizon is the ``xmin`` of a snapshot (the oldest transaction still running 
 * after a loss, set by the catch-up itself to the ``xmin`` of a snapshot taken before
   its lookup (which, later still, saw every transaction that had ended before it).
 
+A notification heard whose lookup failed (a pool timeout, a blip) was heard but not
+pushed: the hub then *owes* a catch-up. No fence moves the horizon while one is owed;
+the next turn of the fence loop runs it (the same lookup as after a loss, one catch-up
+at a time), and a failure there is owed again.
+
+The horizon is cluster-wide: a transaction left open anywhere (idle in transaction, a
+long report) holds it back, for hours perhaps. So each subscription keeps a *floor*, the
+snapshot taken before its stream's initial read: an item visible in it had committed
+before that read, and the catch-up does not push it to that stream again, however far
+back the horizon is (only what was written while the stream was open, at most).
+
 A fence is notified as ``'<nil UUID> <fence id>'``: every API process hears every
 fence and keeps only its own (a process that does not know fences ignores it too, as
 a late-card notification for a user not connected to it).
@@ -69,14 +80,22 @@ _XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
 # commit, after every NOTIFY of the transactions that had ended before the snapshot.
 _FENCE = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, pg_notify($1, $2)"
 
-# What a lost listener may have missed: the items of the connected users written by the
-# transactions at or above the horizon (migration 026 indexes written_xid). Both a
+# A subscription's floor: the whole snapshot (its xmin alone is held back as the
+# horizon is), as text: asyncpg has no codec for pg_snapshot either.
+_SNAPSHOT = "SELECT pg_current_snapshot()::text"
+
+# What a lost listener may have missed, per subscription ($1, $2: each open stream's user
+# and floor; ``n`` names the stream): the items written by the transactions at or above
+# the horizon ($3; migration 026 indexes written_xid) that its floor did not see. Both a
 # fan-out's items and those a late card was given (late_contacts.py) record their
 # transaction; items from before migration 025 have none and are never caught up.
 _MISSED_SINCE = f"""
-SELECT i.user_id, {ITEM_COLUMNS} FROM inbox_items i
+SELECT s.n, {ITEM_COLUMNS}
+FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS s(user_id, floor, n)
+JOIN inbox_items i ON i.user_id = s.user_id
 JOIN notices n ON n.notice_id = i.notice_id
-WHERE i.user_id = ANY($1::uuid[]) AND i.written_xid >= $2::text::xid8
+WHERE i.written_xid >= $3::text::xid8
+AND NOT pg_visible_in_snapshot(i.written_xid, s.floor::pg_snapshot)
 ORDER BY i.id
 """  # noqa: S608 - constant columns
 
@@ -100,7 +119,8 @@ class InboxHub:
     def __init__(self, pool: asyncpg.Pool, dsn: str, renderer: Renderer) -> None:
         self._pool = pool
         self._renderer = renderer
-        self._subscribers: dict[UUID, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        # Each user's open streams' queues, with each one's floor (a snapshot, as text).
+        self._subscribers: dict[UUID, dict[asyncio.Queue[dict[str, Any]], str]] = defaultdict(dict)
         self._listener = Listener(dsn, INBOX_CHANNEL, self._on_notify, self._catch_up)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dispatches: set[asyncio.Task[bool]] = set()
@@ -108,6 +128,8 @@ class InboxHub:
         # were pushed or were not this hub's to push (see the module's docstring).
         self._horizon: str | None = None
         self._caught_up = 0  # the listener's resumptions the hub caught up on
+        self._owed = False  # a lookup failed: a catch-up is due (see _dispatched)
+        self._catching_up = asyncio.Lock()  # one catch-up at a time
         self._fences: dict[str, asyncio.Future[list[asyncio.Task[bool]]]] = {}
 
     async def start(self) -> None:
@@ -138,7 +160,20 @@ class InboxHub:
             return
         task = self._spawn(self._dispatch(UUID(notice), only))
         self._dispatches.add(task)
-        task.add_done_callback(self._dispatches.discard)
+        task.add_done_callback(self._dispatched)
+
+    def _dispatched(self, task: asyncio.Task[bool]) -> None:
+        """A lookup that did not push what it found owes a catch-up: its notification is
+        gone, and a fence heard later would otherwise take it for heard. (Left in
+        ``_dispatches`` until now: a fence heard before this sees its result.)"""
+        self._dispatches.discard(task)
+        if task.cancelled():
+            self._owed = True
+        elif (error := task.exception()) is not None:
+            log.error("live inbox: push failed", exc_info=error)
+            self._owed = True
+        elif not task.result():
+            self._owed = True
 
     async def _dispatch(self, notice_id: UUID, only: UUID | None) -> bool:
         return await self._push(
@@ -153,10 +188,12 @@ class InboxHub:
     async def _keep_fencing(self) -> None:
         while True:
             await asyncio.sleep(FENCE_SECONDS)
+            owed = self._owed
             try:
-                await self._fence()
+                await (self._catch_up_owed() if owed else self._fence())
             except Exception:
-                log.warning("live inbox: fence failed", exc_info=True)
+                what = "catch-up after a failed lookup" if owed else "fence"
+                log.warning("live inbox: %s failed", what, exc_info=True)
 
     async def _fence(self) -> None:
         """Move the horizon up to a snapshot's ``xmin`` once the listener proves it heard
@@ -164,9 +201,10 @@ class InboxHub:
 
         Not while a catch-up is due: a fence sent before the loss, heard after it (a new
         LISTEN may read notifications queued just before it), would prove nothing about
-        what the lost connection did not hear; the catch-up moves the horizon itself."""
+        what the lost connection did not hear; the catch-up moves the horizon itself. Nor
+        while one is owed (a lookup failed): that one does too."""
         resumed = self._listener.resumed
-        if not self._listener.listening or self._caught_up != resumed:
+        if not self._listener.listening or self._caught_up != resumed or self._owed:
             return
         fence = str(uuid4())
         heard = self._fences[fence] = asyncio.get_running_loop().create_future()
@@ -180,9 +218,14 @@ class InboxHub:
         finally:
             del self._fences[fence]
         # A notification heard but not pushed (its lookup failed) is not heard: its
-        # transaction stays above the horizon, and a later loss catches it up.
+        # transaction stays above the horizon, and the catch-up it owes pushes it (one
+        # that failed before this fence came back left _dispatches then: _owed says so).
         pushed = await asyncio.gather(*dispatched, return_exceptions=True)
-        if all(p is True for p in pushed) and self._listener.resumed == self._caught_up == resumed:
+        if (
+            all(p is True for p in pushed)
+            and not self._owed
+            and self._listener.resumed == self._caught_up == resumed
+        ):
             self._horizon = xmin
 
     async def _catch_up(self, _deaf_seconds: float) -> None:
@@ -193,14 +236,47 @@ class InboxHub:
         :meth:`stream`). A failure is raised: the listener tries again.
         """
         resumed = self._listener.resumed  # the LISTEN is back: what ends from now is heard
-        assert self._horizon is not None  # taken by start(), before the first LISTEN
-        horizon = await self._pool.fetchval(_XMIN)  # before the lookup: it sees all below
-        await self._push(_MISSED_SINCE, self._horizon, retry=True)
-        self._horizon, self._caught_up = horizon, resumed
+        await self._catch_up_from_horizon(resumed)
 
-    async def _push(self, query: str, *args: object, retry: bool = False) -> bool:
-        """Push the rows found to their users' queues; False if the lookup failed (raised
-        if ``retry``)."""
+    async def _catch_up_owed(self) -> None:
+        """After a lookup failed: the same catch-up, the listener never lost."""
+        await self._catch_up_from_horizon(None)
+
+    async def _catch_up_from_horizon(self, resumed: int | None) -> None:
+        async with self._catching_up:  # the next one reads from the horizon this one set
+            assert self._horizon is not None  # taken by start(), before the first LISTEN
+            # Cleared before the snapshot: a lookup failing after it may not have been
+            # seen by this catch-up, and is owed again.
+            self._owed = False
+            try:
+                horizon = await self._pool.fetchval(_XMIN)  # before the lookup: sees all below
+                await self._push_missed(self._horizon)
+            except BaseException:
+                self._owed = True
+                raise
+            self._horizon = horizon
+            if resumed is not None:
+                self._caught_up = resumed
+
+    async def _push_missed(self, horizon: str) -> None:
+        """Push :data:`_MISSED_SINCE` to each open stream: what its floor did not see."""
+        users: list[UUID] = []
+        floors: list[str] = []
+        queues: list[asyncio.Queue[dict[str, Any]]] = []
+        for user_id, subscribed in self._subscribers.items():
+            for queue, floor in subscribed.items():
+                users.append(user_id)
+                floors.append(floor)
+                queues.append(queue)
+        if not queues:
+            return
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_MISSED_SINCE, users, floors, horizon)
+        for row in rows:
+            queues[row["n"] - 1].put_nowait(item_json(row, self._renderer))
+
+    async def _push(self, query: str, *args: object) -> bool:
+        """Push the rows found to their users' queues; False if the lookup failed."""
         users = list(self._subscribers)
         if not users:
             return True
@@ -208,8 +284,6 @@ class InboxHub:
             async with self._pool.acquire() as conn:
                 rows = await conn.fetch(query, users, *args)
         except Exception:
-            if retry:
-                raise
             log.exception("live inbox: lookup failed")
             return False
         for row in rows:
@@ -218,16 +292,20 @@ class InboxHub:
                 queue.put_nowait(item)
         return True
 
-    def subscribe(self, user_id: UUID) -> asyncio.Queue[dict[str, Any]]:
-        """A queue of the user's new items, filled from now on (see :meth:`stream`)."""
+    async def subscribe(self, user_id: UUID) -> asyncio.Queue[dict[str, Any]]:
+        """A queue of the user's new items, filled from now on (see :meth:`stream`).
+
+        Call it before the stream's initial read: its floor, a snapshot taken first, saw
+        nothing that read will not (see the module's docstring)."""
+        floor = await self._pool.fetchval(_SNAPSHOT)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._subscribers[user_id].add(queue)
+        self._subscribers[user_id][queue] = floor
         return queue
 
     def unsubscribe(self, user_id: UUID, queue: asyncio.Queue[dict[str, Any]]) -> None:
         subscribers = self._subscribers.get(user_id)
         if subscribers is not None:
-            subscribers.discard(queue)
+            subscribers.pop(queue, None)
             if not subscribers:
                 del self._subscribers[user_id]
 

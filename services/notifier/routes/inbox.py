@@ -228,8 +228,9 @@ async def stream(
     claims = await _stream_caller(request, runtime, ticket)
     uid = user_id(claims)
     # Subscribed before the pinned items are read: a fan-out committed in between is then
-    # pushed live (the stream drops what it sent already), never missed.
-    queue = hub.subscribe(uid)
+    # pushed live (the stream drops what it sent already), never missed; and the
+    # subscription's floor is a snapshot taken before that read (see InboxHub.subscribe).
+    queue = await hub.subscribe(uid)
     try:
         async with runtime.pool.acquire() as conn:
             pinned = [item_json(r, renderer) for r in await conn.fetch(_PINNED, uid)]

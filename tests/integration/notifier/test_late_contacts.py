@@ -216,7 +216,9 @@ async def test_a_late_cards_item_reaches_its_open_stream_and_no_other(
     # Both connect after the fan-out. The holder's item is not among those sent first
     # (acknowledged, say): only a notification naming the late user keeps it from
     # being pushed to the holder again.
-    streams = {uid: hub.stream(uid, hub.subscribe(uid), [], session_open) for uid in (held, late)}
+    streams = {
+        uid: hub.stream(uid, await hub.subscribe(uid), [], session_open) for uid in (held, late)
+    }
     try:
         for events in streams.values():
             assert (await next_event(events))["event"] == "ready"
@@ -251,7 +253,7 @@ async def test_a_late_cards_item_written_while_the_listener_was_lost_is_pushed_a
     breach = await _fanned_out_an_hour_ago(pool)
     hub = InboxHub(pool, scratch_dsn, Renderer())
     await hub.start()
-    events = hub.stream(late, hub.subscribe(late), [], session_open)
+    events = hub.stream(late, await hub.subscribe(late), [], session_open)
     try:
         assert (await next_event(events))["event"] == "ready"
         async with listener_deaf(pool, monkeypatch):
@@ -278,7 +280,7 @@ async def test_a_late_item_is_caught_up_by_the_transaction_that_wrote_it(
     card = await sealed_contact(vault, late, address(late), datetime.now(UTC) - timedelta(1))
     hub = InboxHub(pool, scratch_dsn, Renderer())
     await hub.start()
-    events = hub.stream(late, hub.subscribe(late), [], session_open)
+    events = hub.stream(late, await hub.subscribe(late), [], session_open)
     try:
         assert (await next_event(events))["event"] == "ready"
         async with pool.acquire() as conn:

@@ -10,7 +10,9 @@ stream twice.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -51,7 +53,7 @@ async def test_a_lost_listener_listens_again_and_pushes_what_it_missed(
     hub = InboxHub(pool, scratch_dsn, Renderer())
     await hub.start()
     uid = uuid.uuid4()
-    events = hub.stream(uid, hub.subscribe(uid), [], session_open)
+    events = hub.stream(uid, await hub.subscribe(uid), [], session_open)
     try:
         assert (await next_event(events))["event"] == "ready"
         await _announce(pool, uid, "before")
@@ -82,7 +84,7 @@ async def test_an_item_committed_while_deaf_long_after_it_was_written_is_pushed(
     hub = InboxHub(pool, scratch_dsn, Renderer())
     await hub.start()
     uid = uuid.uuid4()
-    events = hub.stream(uid, hub.subscribe(uid), [], session_open)
+    events = hub.stream(uid, await hub.subscribe(uid), [], session_open)
     try:
         assert (await next_event(events))["event"] == "ready"
         async with pool.acquire() as conn:
@@ -110,7 +112,7 @@ async def test_fences_move_the_horizon_past_what_was_heard(
     hub = InboxHub(pool, scratch_dsn, Renderer())
     await hub.start()
     uid = uuid.uuid4()
-    queue = hub.subscribe(uid)  # the hub's own queue: a stream would drop a repeat
+    queue = await hub.subscribe(uid)  # the hub's own queue: a stream would drop a repeat
     try:
         await _announce(pool, uid, "heard")
         assert (await asyncio.wait_for(queue.get(), 10))["title"] == "heard"
@@ -157,3 +159,105 @@ async def test_the_upgrade_leaves_older_items_unmarked_and_marks_new_ones(scratc
         assert [r[0] for r in written] == [None, xid, xid]
     finally:
         await conn.close()
+
+
+class _LookupFailsOnce:
+    """The hub's pool, whose next connection, once armed, is refused (a pool timeout,
+    a database blip): one live lookup fails."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.armed = False
+
+    def acquire(self) -> Any:
+        if self.armed:
+            self.armed = False
+            raise TimeoutError("no connection in time")
+        return self._pool.acquire()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
+async def _written_xid(pool: asyncpg.Pool, uid: uuid.UUID, subject: str) -> int:
+    written = await pool.fetchval(
+        "SELECT i.written_xid::text FROM inbox_items i JOIN notices n USING (notice_id)"
+        " WHERE i.user_id = $1 AND n.params->>'subject' = $2",
+        uid,
+        subject,
+    )
+    assert written is not None
+    return int(written)  # an xid8's text is its number
+
+
+async def test_an_item_whose_live_lookup_failed_is_caught_up_without_a_loss(
+    pool: asyncpg.Pool, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notification heard while its lookup fails is not forgotten by the next fence:
+    the horizon stays below its transaction, and the hub catches it up by itself (the
+    listener is never lost)."""
+    monkeypatch.setattr(stream, "FENCE_SECONDS", 0.1)
+    flaky = _LookupFailsOnce(pool)
+    hub = InboxHub(cast(asyncpg.Pool, flaky), scratch_dsn, Renderer())
+    await hub.start()
+    uid = uuid.uuid4()
+    queue = await hub.subscribe(uid)  # the hub's own queue: what it pushes, repeats too
+    try:
+        await _announce(pool, uid, "heard")
+        assert (await asyncio.wait_for(queue.get(), 10))["title"] == "heard"
+        heard = await _written_xid(pool, uid, "heard")
+
+        async def past_heard() -> bool:  # a fence came back: "heard" is not read again
+            return int(hub._horizon or 0) > heard
+
+        await until(past_heard, seconds=10)
+        flaky.armed = True
+        await _announce(pool, uid, "lookup failed")
+        written = await _written_xid(pool, uid, "lookup failed")
+        deadline = time.monotonic() + 10
+        while queue.empty():  # fences keep coming back meanwhile (every 0.1 s)
+            assert int(hub._horizon or 0) <= written, "the horizon passed an item not pushed"
+            assert time.monotonic() < deadline, "the item whose lookup failed never came"
+            await asyncio.sleep(0.01)
+        assert not flaky.armed  # its lookup did fail
+        assert (await queue.get())["title"] == "lookup failed"
+        assert hub._listener.resumed == 0  # no loss: the hub caught up by itself
+
+        await _announce(pool, uid, "after")
+        assert (await asyncio.wait_for(queue.get(), 10))["title"] == "after"
+    finally:
+        hub.unsubscribe(uid, queue)
+        await hub.close()
+
+
+async def test_a_held_back_horizon_does_not_push_again_what_was_there_before_a_stream(
+    pool: asyncpg.Pool, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction left open anywhere (idle in transaction, a long report) holds every
+    snapshot's xmin, so the horizon, back: the catch-up after a loss does not push again
+    the items written before a stream opened (its initial read saw them), however old;
+    an item committed while deaf still is."""
+    monkeypatch.setattr(stream, "FENCE_SECONDS", 0.1)
+    holder = await asyncpg.connect(scratch_dsn)
+    hub = InboxHub(pool, scratch_dsn, Renderer())
+    try:
+        held = holder.transaction()
+        await held.start()
+        oldest = int(await holder.fetchval("SELECT pg_current_xact_id()::text"))
+        await hub.start()
+        uid = uuid.uuid4()
+        await _announce(pool, uid, "before the stream")
+        assert await _written_xid(pool, uid, "before the stream") > oldest
+        queue = await hub.subscribe(uid)  # the hub's own queue: what it pushes, repeats too
+        await asyncio.sleep(0.5)  # fences come back, the horizon cannot pass the holder
+        assert int(hub._horizon or 0) <= oldest
+
+        async with listener_deaf(pool, monkeypatch):
+            await _announce(pool, uid, "while deaf")
+        assert (await asyncio.wait_for(queue.get(), 10))["title"] == "while deaf"
+        await asyncio.sleep(0.3)  # anything else the catch-up would push
+        assert queue.empty()
+        assert int(hub._horizon or 0) <= oldest  # still held back
+    finally:
+        await hub.close()
+        await holder.close()
