@@ -10,8 +10,10 @@ stream twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 import asyncpg
@@ -47,15 +49,27 @@ async def _announce(pool: asyncpg.Pool, uid: uuid.UUID, subject: str) -> None:
         await handlers.accept_notice(conn, _announcement(uid, subject))
 
 
-async def test_a_lost_listener_listens_again_and_pushes_what_it_missed(
-    pool: asyncpg.Pool, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hub = InboxHub(pool, scratch_dsn, Renderer())
+@contextlib.asynccontextmanager
+async def _live_stream(
+    pool: asyncpg.Pool, dsn: str, uid: uuid.UUID
+) -> AsyncIterator[AsyncGenerator[str, None]]:
+    """A started hub's event stream for ``uid``, past its ``ready``."""
+    hub = InboxHub(pool, dsn, Renderer())
     await hub.start()
-    uid = uuid.uuid4()
     events = hub.stream(uid, await hub.subscribe(uid), [], session_open)
     try:
         assert (await next_event(events))["event"] == "ready"
+        yield events
+    finally:
+        await events.aclose()
+        await hub.close()
+
+
+async def test_a_lost_listener_listens_again_and_pushes_what_it_missed(
+    pool: asyncpg.Pool, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uid = uuid.uuid4()
+    async with _live_stream(pool, scratch_dsn, uid) as events:
         await _announce(pool, uid, "before")
         assert (await next_event(events))["title"] == "before"
 
@@ -67,9 +81,6 @@ async def test_a_lost_listener_listens_again_and_pushes_what_it_missed(
         assert (await next_event(events))["title"] == "after"  # heard again
         # "before" was read again by the catch-up (no fence had moved the horizon past
         # it yet), and was not pushed again.
-    finally:
-        await events.aclose()
-        await hub.close()
 
 
 async def test_an_item_committed_while_deaf_long_after_it_was_written_is_pushed(
@@ -81,12 +92,8 @@ async def test_an_item_committed_while_deaf_long_after_it_was_written_is_pushed(
     finds the item by its transaction, though fences moved the horizon up meanwhile
     (every 0.1 s here): never past a transaction still open."""
     monkeypatch.setattr(stream, "FENCE_SECONDS", 0.1)
-    hub = InboxHub(pool, scratch_dsn, Renderer())
-    await hub.start()
     uid = uuid.uuid4()
-    events = hub.stream(uid, await hub.subscribe(uid), [], session_open)
-    try:
-        assert (await next_event(events))["event"] == "ready"
+    async with _live_stream(pool, scratch_dsn, uid) as events:
         async with pool.acquire() as conn:
             fan_out = conn.transaction()
             await fan_out.start()
@@ -98,9 +105,6 @@ async def test_an_item_committed_while_deaf_long_after_it_was_written_is_pushed(
 
         await _announce(pool, uid, "after")
         assert (await next_event(events))["title"] == "after"  # heard again
-    finally:
-        await events.aclose()
-        await hub.close()
 
 
 async def test_fences_move_the_horizon_past_what_was_heard(
