@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from collections import defaultdict, deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -273,7 +274,9 @@ class InboxHub:
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(_MISSED_SINCE, users, floors, horizon)
         for row in rows:
-            queues[row["n"] - 1].put_nowait(item_json(row, self._renderer))
+            item = self._rendered(row)
+            if item is not None:
+                queues[row["n"] - 1].put_nowait(item)
 
     async def _push(self, query: str, *args: object) -> bool:
         """Push the rows found to their users' queues; False if the lookup failed."""
@@ -287,10 +290,23 @@ class InboxHub:
             log.exception("live inbox: lookup failed")
             return False
         for row in rows:
-            item = item_json(row, self._renderer)
+            item = self._rendered(row)
+            if item is None:
+                continue
             for queue in self._subscribers.get(row["user_id"], ()):
                 queue.put_nowait(item)
         return True
+
+    def _rendered(self, row: asyncpg.Record) -> dict[str, Any] | None:
+        """The row as a stream item, or None (logged) if it cannot be rendered: a template
+        this process does not know yet (a newer release's, mid-deploy). Not a failed
+        lookup: read again, it would fail again, and each catch-up after it would stop
+        there, the horizon held forever. The page's next load shows it."""
+        try:
+            return item_json(row, self._renderer)
+        except Exception:
+            log.exception("live inbox: item %s not rendered, not pushed", row["id"])
+            return None
 
     async def subscribe(self, user_id: UUID) -> asyncio.Queue[dict[str, Any]]:
         """A queue of the user's new items, filled from now on (see :meth:`stream`).
@@ -309,7 +325,7 @@ class InboxHub:
             if not subscribers:
                 del self._subscribers[user_id]
 
-    async def stream(
+    def stream(
         self,
         user_id: UUID,
         queue: asyncio.Queue[dict[str, Any]],
@@ -318,7 +334,22 @@ class InboxHub:
     ) -> AsyncGenerator[str, None]:
         """The event stream of one connection: pending pinned items, ready, then live,
         for as long as ``still_open`` says the caller's session is (checked at every
-        item and keep-alive: a logout, a password change or the token's expiry ends it)."""
+        item and keep-alive: a logout, a password change or the token's expiry ends it).
+
+        It ends the subscription when it ends, or, never started (the client gone before
+        the response began: its ``finally`` never runs), when it is collected: a queue
+        left subscribed would be filled for good."""
+        events = self._events(user_id, queue, initial, still_open)
+        weakref.finalize(events, self.unsubscribe, user_id, queue)
+        return events
+
+    async def _events(
+        self,
+        user_id: UUID,
+        queue: asyncio.Queue[dict[str, Any]],
+        initial: list[dict[str, Any]],
+        still_open: Callable[[], Awaitable[bool]],
+    ) -> AsyncGenerator[str, None]:
         sent: deque[int] = deque(maxlen=SENT_REMEMBERED)  # a catch-up may repeat an item
         try:
             for item in initial:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
 
 import asyncpg
@@ -229,6 +230,56 @@ async def test_an_item_whose_live_lookup_failed_is_caught_up_without_a_loss(
 
         await _announce(pool, uid, "after")
         assert (await asyncio.wait_for(queue.get(), 10))["title"] == "after"
+    finally:
+        hub.unsubscribe(uid, queue)
+        await hub.close()
+
+
+async def test_a_stream_never_started_ends_its_subscription(
+    pool: asyncpg.Pool, scratch_dsn: str
+) -> None:
+    """The client went away before the response began: the stream's own ``finally``
+    never runs, and its queue would be filled for as long as the process lives."""
+    hub = InboxHub(pool, scratch_dsn, Renderer())
+    uid = uuid.uuid4()
+    events = hub.stream(uid, await hub.subscribe(uid), [], session_open)
+    assert uid in hub._subscribers
+    del events
+    gc.collect()
+    assert uid not in hub._subscribers
+
+
+class _KnowsNotAll(Renderer):
+    """A process of an older release: a notice's template is one it does not know."""
+
+    def inbox(self, template: str, params: Mapping[str, str]) -> tuple[str, str]:
+        if params.get("subject") == "newer template":
+            raise KeyError(template)
+        return super().inbox(template, params)
+
+
+async def test_an_item_this_process_cannot_render_holds_up_nothing_after_it(
+    pool: asyncpg.Pool, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An item that cannot be rendered is not a failed lookup: read again it fails again.
+    Taken for one, every catch-up would stop at it and no fence would move the horizon
+    again. It is skipped (the page's next load shows it); the horizon moves past it."""
+    monkeypatch.setattr(stream, "FENCE_SECONDS", 0.1)
+    hub = InboxHub(pool, scratch_dsn, _KnowsNotAll())
+    await hub.start()
+    uid = uuid.uuid4()
+    queue = await hub.subscribe(uid)
+    try:
+        await _announce(pool, uid, "newer template")
+        await _announce(pool, uid, "after")
+        assert (await asyncio.wait_for(queue.get(), 10))["title"] == "after"
+        unrendered = await _written_xid(pool, uid, "newer template")
+
+        async def past_it() -> bool:
+            return int(hub._horizon or 0) > unrendered
+
+        await until(past_it, seconds=10)
+        assert not hub._owed
     finally:
         hub.unsubscribe(uid, queue)
         await hub.close()
