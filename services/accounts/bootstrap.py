@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from uuid import uuid4
 
@@ -11,6 +12,8 @@ from services.accounts.context import OPERATOR_EMAIL, OPERATOR_EMAIL_INDEX
 from services.accounts.domain.roles import ADMIN
 from services.accounts.security import hash_password
 from shared.service import Runtime, open_runtime
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DATABASE = "accounts"
@@ -35,54 +38,62 @@ async def ensure_first_admins(runtime: Runtime, settings: AccountsSettings) -> N
     In production their configured passwords are provisional, as those an admin hands
     out: whoever wrote the configuration knows both, so each holder sets their own at
     their first login (audited) before they may do anything else.
+
+    Both addresses are checked before either is created, in one transaction under a
+    lock: processes starting together, or with two configurations mid-rollout, never
+    make a third line between them, nor one of two addresses of a refused pair.
     """
-    provisional = settings.environment == "production"
-    for variable, email, password in (
-        ("IMT_ACCOUNTS_ADMIN_EMAIL", settings.accounts_admin_email,
-         settings.accounts_admin_password),
-        ("IMT_ACCOUNTS_SECOND_ADMIN_EMAIL", settings.accounts_second_admin_email,
-         settings.accounts_second_admin_password),
-    ):  # fmt: skip
-        await _ensure_first_admin(
-            runtime, variable, email, password.get_secret_value(), provisional=provisional
-        )
-
-
-async def _ensure_first_admin(
-    runtime: Runtime, variable: str, email: str, password: str, *, provisional: bool
-) -> None:
     assert runtime.vault is not None
     vault = runtime.vault
-    index = vault.blind_index(email, purpose=OPERATOR_EMAIL_INDEX)
-    async with runtime.pool.acquire() as conn:
-        found = await conn.fetchrow(
-            "SELECT created_by FROM operators WHERE email_index = $1", index
+    configured = [
+        (variable, email, password.get_secret_value(),
+         vault.blind_index(email, purpose=OPERATOR_EMAIL_INDEX))
+        for variable, email, password in (
+            ("IMT_ACCOUNTS_ADMIN_EMAIL", settings.accounts_admin_email,
+             settings.accounts_admin_password),
+            ("IMT_ACCOUNTS_SECOND_ADMIN_EMAIL", settings.accounts_second_admin_email,
+             settings.accounts_second_admin_password),
         )
-        if found is not None and found["created_by"] is not None:
-            # Taken for a first admin, it would leave one line: no approval could pass.
-            raise FirstAdminRefused(
-                f"{variable} names an operator another operator created: name another"
-                " address, one no operator has"
+    ]  # fmt: skip
+    async with runtime.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('first_admins'))")
+        missing = []
+        for variable, email, password, index in configured:
+            found = await conn.fetchrow(
+                "SELECT created_by FROM operators WHERE email_index = $1", index
             )
-        if found is not None:
-            return  # this first admin (a disabled one stays disabled)
+            if found is not None and found["created_by"] is not None:
+                # Taken for a first admin, it would leave one line: no approval could pass.
+                raise FirstAdminRefused(
+                    f"{variable} names an operator another operator created: name another"
+                    " address, one no operator has"
+                )
+            if found is None:  # (a disabled first admin stays disabled)
+                missing.append((variable, email, password, index))
         active = await conn.fetchval(
             "SELECT count(*) FROM operators WHERE created_by IS NULL AND disabled_at IS NULL"
         )
-        if active >= FIRST_ADMINS:
+        if missing and active + len(missing) > FIRST_ADMINS:
             # A new address in the configuration is not a way to add a line of one's own.
+            named = " and ".join(variable for variable, *_ in missing)
             raise FirstAdminRefused(
-                f"{variable} names no first admin, and {active} are active: an admin disables"
-                " the one it replaces first (audited)"
+                f"{named} {'names' if len(missing) == 1 else 'name'} no first admin, and"
+                f" {active} are active: an admin disables the one it replaces first (audited)"
             )
-    operator_id = uuid4()
-    password_hash = await hash_password(password)
-    sealed = await vault.seal(operator_id, email, purpose=OPERATOR_EMAIL)
-    async with runtime.pool.acquire() as conn:
-        await store.insert_operator(
-            conn, operator_id, index, sealed, password_hash, [ADMIN], None,
-            own_password=not provisional,
-        )  # fmt: skip
+        for _, email, password, index in missing:
+            operator_id = uuid4()
+            sealed = await vault.seal(operator_id, email, purpose=OPERATOR_EMAIL)
+            await store.insert_operator(
+                conn, operator_id, index, sealed, await hash_password(password), [ADMIN], None,
+                own_password=settings.environment != "production",
+            )  # fmt: skip
+    if active + len(missing) < FIRST_ADMINS:
+        # Started, but until a second line exists no operator's deletion can be approved.
+        log.error(
+            "only %d first admin(s) active: no operator deletion can be approved until an"
+            " IMT_ACCOUNTS_*ADMIN_EMAIL names a new one (P-15)",
+            active + len(missing),
+        )
 
 
 FIRST_ADMINS = 2

@@ -84,3 +84,25 @@ async def test_a_new_address_in_the_configuration_adds_no_third_line(
     await ensure_first_admins(_runtime(pool, vault), replaced)
     admins = await _first_admins(pool)
     assert (len(admins), sum(a["disabled_at"] is None for a in admins)) == (3, 2)
+
+
+@pytest.mark.promise("P-15")
+async def test_a_pair_of_new_addresses_is_checked_whole_before_either_is_made(
+    pool: asyncpg.Pool, vault: Vault, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One first admin disabled, both addresses replaced: refused with neither made (one
+    made before the other was refused would be a third line for good)."""
+    await ensure_first_admins(_runtime(pool, vault), _settings())
+    index = vault.blind_index(
+        AccountsSettings().accounts_second_admin_email, purpose=OPERATOR_EMAIL_INDEX
+    )
+    await pool.execute("UPDATE operators SET disabled_at = now() WHERE email_index = $1", index)
+    both = _settings(
+        accounts_admin_email="c@imt.example", accounts_second_admin_email="d@imt.example"
+    )
+    with pytest.raises(FirstAdminRefused, match="ADMIN_EMAIL and IMT_ACCOUNTS_SECOND_ADMIN"):
+        await ensure_first_admins(_runtime(pool, vault), both)
+    assert len(await _first_admins(pool)) == 2
+    # The configuration as it was, a first admin disabled: it starts, and says so.
+    await ensure_first_admins(_runtime(pool, vault), _settings())
+    assert "only 1 first admin(s) active" in caplog.text
