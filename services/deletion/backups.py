@@ -461,16 +461,6 @@ def _check_name(name: str) -> None:
         raise BackupError(f"refusing database name {name!r}")
 
 
-async def _create_database(settings: DeletionSettings, name: str) -> None:
-    """A database no one owns (:mod:`copy_locks`): copies are made by :class:`CopyOwner`."""
-    _check_name(name)
-    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
 SCRATCH = "verify"  # the verifier's restored copies: verify_<epoch seconds>_<hex>_<database>
 
 

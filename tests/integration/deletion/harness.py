@@ -28,7 +28,6 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
-from services.deletion import backups
 from services.deletion.bootstrap import bootstrap, dependencies
 from services.deletion.config import DeletionSettings
 from services.deletion.context import Context
@@ -305,10 +304,20 @@ async def operator_api(
         yield client, {"Authorization": f"Bearer {token}"}
 
 
+async def unowned_database(settings: DeletionSettings, name: str) -> None:
+    """A database ``name`` no process owns (:mod:`services.deletion.copy_locks`): as a
+    killed maker leaves a copy, or as a copy of no one's."""
+    conn = await asyncpg.connect(settings.admin_dsn("postgres"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
 async def copy_holding(settings: DeletionSettings, name: str, subject: UUID) -> None:
     """A database ``name`` as a copy made before the subject's erasure leaves it: one
     table, the subject's row in it. The caller drops it (``backups.drop_databases``)."""
-    await backups._create_database(settings, name)
+    await unowned_database(settings, name)
     conn = await asyncpg.connect(settings.admin_dsn(name))
     try:
         await conn.execute("CREATE TABLE visits (visitor uuid, page text)")

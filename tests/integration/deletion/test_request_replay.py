@@ -32,6 +32,7 @@ from services.notifier import store as notifier_store
 from shared.db.migrations import apply_migrations, migration_files
 from shared.db.prepare import BUS_MIGRATIONS
 from shared.vault.crypto import blind_index
+from tests.integration.deletion.harness import unowned_database
 
 NOTIFIER_MIGRATIONS = Path(notifier_store.__file__).parent / "migrations"
 ACCOUNTS_MIGRATIONS = NOTIFIER_MIGRATIONS.parents[1] / "accounts" / "migrations"
@@ -77,7 +78,7 @@ class Copy:
 async def restored_copy(database: str, migrations: Path) -> AsyncIterator[Copy]:
     settings = DeletionSettings()
     copy = Copy(settings, database, f"imt_replay_test_{uuid.uuid4().hex[:8]}")
-    await backups._create_database(settings, copy.target)
+    await unowned_database(settings, copy.target)
     try:
         conn = await asyncpg.connect(settings.admin_dsn(copy.target))
         try:

@@ -20,7 +20,12 @@ from services.deletion import backups, handlers
 from services.deletion.bootstrap import dependencies
 from services.deletion.config import DeletionSettings
 from services.deletion.copy_locks import CopyOwner, try_claim
-from tests.integration.deletion.harness import copy_holding, harness_settings, running_harness
+from tests.integration.deletion.harness import (
+    copy_holding,
+    harness_settings,
+    running_harness,
+    unowned_database,
+)
 
 
 async def test_a_subject_left_in_a_restored_copy_fails_the_verification(
@@ -62,7 +67,7 @@ async def test_drop_restored_drops_only_restored_copies(
 ) -> None:
     settings = harness_settings(scratch_dsn, suffix, tmp_path)
     copy = f"{backups.RESTORED}t{uuid.uuid4().hex[:10]}_accounts"
-    await backups._create_database(settings, copy)
+    await unowned_database(settings, copy)
     try:
         with pytest.raises(backups.BackupError, match="not a restored copy: accounts"):
             await backups.drop_restored(settings, ["accounts", copy])
@@ -89,7 +94,7 @@ async def test_a_restore_stopped_before_its_replay_counts_as_a_copy_at_once(
     now = int(time.time())
     stopped = f"{backups.RESTORING}{now}_t{uuid.uuid4().hex[:10]}_analytics"
     running = f"{backups.RESTORING}{now - 7200}_t{uuid.uuid4().hex[:10]}_analytics"
-    await backups._create_database(settings, stopped)  # as a killed restore leaves it
+    await unowned_database(settings, stopped)  # as a killed restore leaves it
     conn = await asyncpg.connect(settings.admin_dsn("postgres"))
     try:
         async with CopyOwner(settings) as owner:

@@ -19,7 +19,12 @@ from services.deletion.bootstrap import dependencies
 from services.deletion.config import DeletionSettings
 from services.deletion.copy_locks import SESSION, CopyOwner, release, try_claim
 from services.deletion.store import Tracked
-from tests.integration.deletion.harness import copy_holding, harness_settings, running_harness
+from tests.integration.deletion.harness import (
+    copy_holding,
+    harness_settings,
+    running_harness,
+    unowned_database,
+)
 from tests.unit.deletion.factories import in_stage
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -35,7 +40,7 @@ async def test_a_scratch_copy_no_one_owns_is_dropped_at_any_age_and_an_owned_one
     now = time.time()
     left = f"{backups.scratch_prefix(now)}_accounts"  # seconds old, its owner gone
     running = f"{backups.scratch_prefix(now - 2 * 3600)}_accounts"  # hours old, owned
-    await backups._create_database(settings, left)  # as a killed owner leaves it: no lock
+    await unowned_database(settings, left)  # as a killed owner leaves it: no lock
     try:
         async with CopyOwner(settings) as owner:
             await owner.create(running)
