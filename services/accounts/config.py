@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
-
 from pydantic import Field, SecretStr, model_validator
 
 from shared.config import (
@@ -15,6 +13,7 @@ from shared.config import (
     token_public_key_identity,
 )
 from shared.events.topics import DELETION_COMMANDS, DELETION_STAGES
+from shared.vault.crypto import index_form
 
 ERASURE_GROUP = "accounts-erasure"
 
@@ -189,7 +188,8 @@ class AccountsSettings(PlatformSettings):
     @model_validator(mode="after")
     def _two_first_admins(self) -> AccountsSettings:
         # One person holding both would approve their own requests through the two lines.
-        if _address(self.accounts_admin_email) == _address(self.accounts_second_admin_email):
+        # As the blind index compares them: two spellings of one address are one operator.
+        if index_form(self.accounts_admin_email) == index_form(self.accounts_second_admin_email):
             raise ValueError("IMT_ACCOUNTS_SECOND_ADMIN_EMAIL is IMT_ACCOUNTS_ADMIN_EMAIL")
         if (
             self.accounts_admin_password.get_secret_value()
@@ -211,8 +211,3 @@ class AccountsSettings(PlatformSettings):
 
     def consumer_groups(self) -> dict[str, tuple[str, ...]]:
         return {ERASURE_GROUP: (DELETION_COMMANDS.name, DELETION_STAGES.name)}
-
-
-def _address(email: str) -> str:
-    # As the blind index normalises it: two spellings of one address are one operator.
-    return unicodedata.normalize("NFKC", email).strip().casefold()

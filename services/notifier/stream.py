@@ -191,7 +191,7 @@ class InboxHub:
             await asyncio.sleep(FENCE_SECONDS)
             owed = self._owed
             try:
-                await (self._catch_up_owed() if owed else self._fence())
+                await (self._catch_up_from_horizon(None) if owed else self._fence())
             except Exception:
                 what = "catch-up after a failed lookup" if owed else "fence"
                 log.warning("live inbox: %s failed", what, exc_info=True)
@@ -238,10 +238,6 @@ class InboxHub:
         """
         resumed = self._listener.resumed  # the LISTEN is back: what ends from now is heard
         await self._catch_up_from_horizon(resumed)
-
-    async def _catch_up_owed(self) -> None:
-        """After a lookup failed: the same catch-up, the listener never lost."""
-        await self._catch_up_from_horizon(None)
 
     async def _catch_up_from_horizon(self, resumed: int | None) -> None:
         async with self._catching_up:  # the next one reads from the horizon this one set

@@ -44,9 +44,14 @@ def open_with(data_key: bytes, subject: str, purpose: str, sealed: bytes) -> str
     return _decrypt(data_key, sealed, _aad(subject, purpose)).decode()
 
 
+def index_form(value: str) -> str:
+    """The value as the blind index sees it: two spellings of it match."""
+    return unicodedata.normalize("NFKC", value).strip().casefold()
+
+
 def blind_index(index_key: bytes, purpose: str, value: str) -> bytes:
     """Keyed HMAC of a normalised value: equal inputs match, the value is not recoverable."""
-    normalised = unicodedata.normalize("NFKC", value).strip().casefold()
+    normalised = index_form(value)
     return hmac.new(index_key, f"{purpose}\x00{normalised}".encode(), hashlib.sha256).digest()
 
 
