@@ -38,6 +38,15 @@ snapshot taken before its stream's initial read: an item visible in it had commi
 before that read, and the catch-up does not push it to that stream again, however far
 back the horizon is (only what was written while the stream was open, at most).
 
+Nothing reaches a stream twice. A catch-up reads again items that were pushed (live,
+or by an earlier catch-up), as far back as the horizon: each subscription remembers the
+items pushed to it with their transactions, and a fence forgets those below the
+``xmin`` it moved the horizon to. Their notifications were all heard, and their lookups
+done, before the fence came back; no catch-up reads below the horizon: none of them can
+come again. So the memory holds what a catch-up could read again, however long a held
+horizon makes that. (Not forgotten at a catch-up's own move: a notification heard just
+before it may still be looking its items up.)
+
 A fence is notified as ``'<nil UUID> <fence id>'``: every API process hears every
 fence and keeps only its own (a process that does not know fences ignores it too, as
 a late-card notification for a user not connected to it).
@@ -49,8 +58,9 @@ import asyncio
 import json
 import logging
 import weakref
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
@@ -67,11 +77,11 @@ _T = TypeVar("_T")
 KEEPALIVE_SECONDS = 15.0
 FENCE_SECONDS = 15.0  # how often the horizon moves up (and how long a fence is waited for)
 FENCE = str(UUID(int=0))  # a notification naming this notice is a hub's fence
-SENT_REMEMBERED = 256
 ITEM_COLUMNS = """
     i.id, i.notice_id, i.pinned, i.created_at, i.read_at, i.acknowledged_at,
-    n.template, n.category, n.params
+    n.template, n.category, n.params, i.written_xid::text AS written_xid
 """
+Queue = asyncio.Queue[dict[str, Any]]
 
 # The oldest transaction (with an id) still running, or the next to come if none: every
 # transaction below it has ended. As text: asyncpg has no codec for xid8.
@@ -116,12 +126,31 @@ def item_json(row: Any, renderer: Renderer) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Subscription:
+    """An open stream's floor (a snapshot, as text), and the items pushed to it that a
+    catch-up could read again: id -> the transaction that wrote it (an xid8's number)."""
+
+    floor: str
+    pushed: dict[int, int] = field(default_factory=dict)
+
+    def offer(self, queue: Queue, item: dict[str, Any], written: str | None) -> None:
+        if item["id"] in self.pushed:
+            return
+        if written is not None:  # an item from before migration 025 is never caught up
+            self.pushed[item["id"]] = int(written)
+        queue.put_nowait(item)
+
+    def forget_below(self, xmin: int) -> None:
+        self.pushed = {i: x for i, x in self.pushed.items() if x >= xmin}
+
+
 class InboxHub:
     def __init__(self, pool: asyncpg.Pool, dsn: str, renderer: Renderer) -> None:
         self._pool = pool
         self._renderer = renderer
-        # Each user's open streams' queues, with each one's floor (a snapshot, as text).
-        self._subscribers: dict[UUID, dict[asyncio.Queue[dict[str, Any]], str]] = defaultdict(dict)
+        # Each user's open streams' queues, with each one's floor and pushed items.
+        self._subscribers: dict[UUID, dict[Queue, _Subscription]] = defaultdict(dict)
         self._listener = Listener(dsn, INBOX_CHANNEL, self._on_notify, self._catch_up)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dispatches: set[asyncio.Task[bool]] = set()
@@ -228,13 +257,16 @@ class InboxHub:
             and self._listener.resumed == self._caught_up == resumed
         ):
             self._horizon = xmin
+            for subscribed in self._subscribers.values():
+                for subscription in subscribed.values():
+                    subscription.forget_below(int(xmin))
 
     async def _catch_up(self, _deaf_seconds: float) -> None:
         """After the listener was lost: the items of transactions at or above the horizon
         (:data:`_MISSED_SINCE`), then the horizon moved up to before that lookup.
 
-        Some were heard (and pushed) already: the stream drops an item it sent (see
-        :meth:`stream`). A failure is raised: the listener tries again.
+        Some were heard (and pushed) already: each subscription remembers those (see
+        :class:`_Subscription`). A failure is raised: the listener tries again.
         """
         resumed = self._listener.resumed  # the LISTEN is back: what ends from now is heard
         await self._catch_up_from_horizon(resumed)
@@ -258,21 +290,21 @@ class InboxHub:
     async def _push_missed(self, horizon: str) -> None:
         """Push :data:`_MISSED_SINCE` to each open stream: what its floor did not see."""
         users: list[UUID] = []
-        floors: list[str] = []
-        queues: list[asyncio.Queue[dict[str, Any]]] = []
+        open_streams: list[tuple[Queue, _Subscription]] = []
         for user_id, subscribed in self._subscribers.items():
-            for queue, floor in subscribed.items():
+            for queue, subscription in subscribed.items():
                 users.append(user_id)
-                floors.append(floor)
-                queues.append(queue)
-        if not queues:
+                open_streams.append((queue, subscription))
+        if not open_streams:
             return
+        floors = [subscription.floor for _, subscription in open_streams]
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(_MISSED_SINCE, users, floors, horizon)
         for row in rows:
             item = self._rendered(row)
             if item is not None:
-                queues[row["n"] - 1].put_nowait(item)
+                queue, subscription = open_streams[row["n"] - 1]
+                subscription.offer(queue, item, row["written_xid"])
 
     async def _push(self, query: str, *args: object) -> bool:
         """Push the rows found to their users' queues; False if the lookup failed."""
@@ -289,8 +321,8 @@ class InboxHub:
             item = self._rendered(row)
             if item is None:
                 continue
-            for queue in self._subscribers.get(row["user_id"], ()):
-                queue.put_nowait(item)
+            for queue, subscription in self._subscribers.get(row["user_id"], {}).items():
+                subscription.offer(queue, item, row["written_xid"])
         return True
 
     def _rendered(self, row: asyncpg.Record) -> dict[str, Any] | None:
@@ -304,17 +336,17 @@ class InboxHub:
             log.exception("live inbox: item %s not rendered, not pushed", row["id"])
             return None
 
-    async def subscribe(self, user_id: UUID) -> asyncio.Queue[dict[str, Any]]:
+    async def subscribe(self, user_id: UUID) -> Queue:
         """A queue of the user's new items, filled from now on (see :meth:`stream`).
 
         Call it before the stream's initial read: its floor, a snapshot taken first, saw
         nothing that read will not (see the module's docstring)."""
         floor = await self._pool.fetchval(_SNAPSHOT)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._subscribers[user_id][queue] = floor
+        queue: Queue = asyncio.Queue()
+        self._subscribers[user_id][queue] = _Subscription(floor)
         return queue
 
-    def unsubscribe(self, user_id: UUID, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    def unsubscribe(self, user_id: UUID, queue: Queue) -> None:
         subscribers = self._subscribers.get(user_id)
         if subscribers is not None:
             subscribers.pop(queue, None)
@@ -324,7 +356,7 @@ class InboxHub:
     def stream(
         self,
         user_id: UUID,
-        queue: asyncio.Queue[dict[str, Any]],
+        queue: Queue,
         initial: list[dict[str, Any]],
         still_open: Callable[[], Awaitable[bool]],
     ) -> AsyncGenerator[str, None]:
@@ -342,14 +374,15 @@ class InboxHub:
     async def _events(
         self,
         user_id: UUID,
-        queue: asyncio.Queue[dict[str, Any]],
+        queue: Queue,
         initial: list[dict[str, Any]],
         still_open: Callable[[], Awaitable[bool]],
     ) -> AsyncGenerator[str, None]:
-        sent: deque[int] = deque(maxlen=SENT_REMEMBERED)  # a catch-up may repeat an item
+        # Pushed too if a lookup reads it (written after the floor, or notified late);
+        # the hub remembers only what it pushed.
+        shown = {item["id"] for item in initial}
         try:
             for item in initial:
-                sent.append(item["id"])
                 yield _event("notice", item)
             yield _event("ready", {})
             while True:
@@ -361,11 +394,10 @@ class InboxHub:
                         return
                     yield ": keep-alive\n\n"
                     continue
-                if item["id"] in sent:
+                if item["id"] in shown:
                     continue
                 if not await still_open():
                     return
-                sent.append(item["id"])
                 yield _event("notice", item)
         finally:
             self.unsubscribe(user_id, queue)

@@ -117,7 +117,7 @@ async def test_fences_move_the_horizon_past_what_was_heard(
     hub = InboxHub(pool, scratch_dsn, Renderer())
     await hub.start()
     uid = uuid.uuid4()
-    queue = await hub.subscribe(uid)  # the hub's own queue: a stream would drop a repeat
+    queue = await hub.subscribe(uid)  # the hub's own queue: what it pushes
     try:
         await _announce(pool, uid, "heard")
         assert (await asyncio.wait_for(queue.get(), 10))["title"] == "heard"
@@ -135,7 +135,9 @@ async def test_fences_move_the_horizon_past_what_was_heard(
         async with listener_deaf(pool, monkeypatch):
             await _announce(pool, uid, "while deaf")
         assert (await asyncio.wait_for(queue.get(), 10))["title"] == "while deaf"
-        assert queue.empty()  # "heard" (an older id, so pushed first) was not read again
+        # "heard" (an older id, so pushed first) was not read again: the fence that moved
+        # the horizon past it made the hub forget it had pushed it.
+        assert queue.empty()
     finally:
         hub.unsubscribe(uid, queue)
         await hub.close()
@@ -206,7 +208,7 @@ async def test_an_item_whose_live_lookup_failed_is_caught_up_without_a_loss(
     hub = InboxHub(cast(asyncpg.Pool, flaky), scratch_dsn, Renderer())
     await hub.start()
     uid = uuid.uuid4()
-    queue = await hub.subscribe(uid)  # the hub's own queue: what it pushes, repeats too
+    queue = await hub.subscribe(uid)  # the hub's own queue: what it pushes
     try:
         await _announce(pool, uid, "heard")
         assert (await asyncio.wait_for(queue.get(), 10))["title"] == "heard"
@@ -303,7 +305,7 @@ async def test_a_held_back_horizon_does_not_push_again_what_was_there_before_a_s
         uid = uuid.uuid4()
         await _announce(pool, uid, "before the stream")
         assert await _written_xid(pool, uid, "before the stream") > oldest
-        queue = await hub.subscribe(uid)  # the hub's own queue: what it pushes, repeats too
+        queue = await hub.subscribe(uid)  # the hub's own queue: what it pushes
         await asyncio.sleep(0.5)  # fences come back, the horizon cannot pass the holder
         assert int(hub._horizon or 0) <= oldest
         # Its NOTIFY may be heard only once the queue is there (a busy machine): pushed
@@ -318,5 +320,51 @@ async def test_a_held_back_horizon_does_not_push_again_what_was_there_before_a_s
         assert queue.empty()
         assert int(hub._horizon or 0) <= oldest  # still held back
     finally:
+        await hub.close()
+        await holder.close()
+
+
+async def test_a_stream_open_long_under_a_held_horizon_is_pushed_nothing_twice(
+    pool: asyncpg.Pool, scratch_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a transaction left open holds the horizon back, every catch-up reads again
+    all that was pushed to a stream since: more items than a stream could remember by
+    count (it remembered its last 256). The hub remembers what it pushed to each stream
+    by transaction, and forgets it once a fence moves the horizon past it."""
+    monkeypatch.setattr(stream, "FENCE_SECONDS", 0.1)
+    holder = await asyncpg.connect(scratch_dsn)
+    hub = InboxHub(pool, scratch_dsn, Renderer())
+    events: AsyncGenerator[str, None] | None = None
+    try:
+        held = holder.transaction()
+        await held.start()
+        await holder.fetchval("SELECT pg_current_xact_id()")  # an xid: the horizon holds
+        await hub.start()
+        uid = uuid.uuid4()
+        queue = await hub.subscribe(uid)
+        events = hub.stream(uid, queue, [], session_open)
+        assert (await next_event(events))["event"] == "ready"
+        for n in range(300):
+            await _announce(pool, uid, f"live {n}")
+            assert (await next_event(events))["title"] == f"live {n}"
+
+        async with listener_deaf(pool, monkeypatch):
+            await _announce(pool, uid, "while deaf")
+        # The catch-up read all 300 again (by id, first): none is shown a second time.
+        assert (await next_event(events))["title"] == "while deaf"
+        remembered = hub._subscribers[uid][queue].pushed
+        assert len(remembered) == 301
+
+        await held.rollback()  # the horizon moves up at the next fence: all forgotten
+
+        async def forgotten() -> bool:
+            return not hub._subscribers[uid][queue].pushed
+
+        await until(forgotten, seconds=10)
+        await _announce(pool, uid, "after")
+        assert (await next_event(events))["title"] == "after"
+    finally:
+        if events is not None:
+            await events.aclose()
         await hub.close()
         await holder.close()
