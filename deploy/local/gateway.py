@@ -88,6 +88,21 @@ PROBLEMS = {
     # 400 on the wire, as nginx sends it: 431 has no status line in nginx's table.
     "header_too_large": (400, "Bad Request", "The request headers are too large."),
     "uri_too_long": (414, "URI Too Long", "The URL, query string included, is too long."),
+    # What nginx refuses itself: TRACE, or a method a static path does not take (the
+    # services' own 405s pass through); a transfer coding other than chunked; a request
+    # line of another HTTP version (HTTP/2 is spoken on the TLS port only). The statuses
+    # are the ones HTTP names for them.
+    "not_allowed": (405, "Method Not Allowed", "This path does not take that method."),
+    "not_implemented": (
+        501,
+        "Not Implemented",
+        "The gateway does not take the method or transfer coding of this request.",
+    ),
+    "http_version": (
+        505,
+        "HTTP Version Not Supported",
+        "Send HTTP/1.1, or HTTP/2 over TLS.",
+    ),
 }
 
 # nginx's own errors and their problem bodies. The server's error pages also answer what
@@ -96,16 +111,27 @@ PROBLEMS = {
 # such location repeats these. (Errors of the services pass through: intercept is off.)
 ERROR_PAGES = {
     400: "bad_request",
+    405: "not_allowed",
     413: "too_large",
     414: "uri_too_long",
     429: "rate_limited",
     494: "header_too_large",
+    501: "not_implemented",
+    505: "http_version",
 }
 
 
-# A request line too long leaves nginx no URI to hand a named location (it answers 500
-# instead): that one error page is an internal URI of its own.
-BY_URI = {"uri_too_long"}
+# A request line nginx cannot read (too long, malformed: "GET /../x", "%00", another
+# HTTP version) leaves it no URI to hand a named location: it answers its own 500 page
+# instead. These error pages are internal URIs of their own.
+BY_URI = {
+    "bad_request",
+    "header_too_large",
+    "uri_too_long",
+    "not_allowed",
+    "not_implemented",
+    "http_version",
+}
 PROBLEM_URI = "/_problem/"
 
 

@@ -66,6 +66,50 @@ async def test_what_nginx_itself_refuses_is_a_json_problem_too(
     assert response.json()["status"] == status
 
 
+# Requests no HTTP client library sends (httpx normalises paths), written on a socket.
+# nginx refuses each while reading the request line or headers: with no URI yet, an
+# error page that was a named location became nginx's own HTML 500.
+_HEAD = b"Host: localhost\r\nConnection: close\r\n"
+
+
+@pytest.mark.parametrize(
+    ("what", "raw", "status"),
+    [
+        ("a path above the root", b"GET /../x HTTP/1.1\r\n" + _HEAD, 400),
+        ("an encoded climb", b"GET /api/accounts/%2e%2e/%2e%2e/%2e%2e/x HTTP/1.1\r\n" + _HEAD, 400),
+        ("a NUL in the path", b"GET /api/notifier/%00 HTTP/1.1\r\n" + _HEAD, 400),
+        ("a control character", b"GET /api/notifier/inbox\x01 HTTP/1.1\r\n" + _HEAD, 400),
+        ("TRACE", b"TRACE /api/notifier/inbox HTTP/1.1\r\n" + _HEAD, 405),
+        (
+            "an unknown transfer coding",
+            b"POST /api/notifier/inbox HTTP/1.1\r\n" + _HEAD
+            + b"Transfer-Encoding: gzip, chunked\r\n",
+            501,
+        ),
+        ("HTTP/2 on the plain port", b"GET /api/notifier/inbox HTTP/2.0\r\n" + _HEAD, 505),
+    ],
+)  # fmt: skip
+async def test_a_request_nginx_cannot_read_is_a_json_problem_not_a_500(
+    platform: str, what: str, raw: bytes, status: int
+) -> None:
+    url = httpx.URL(platform)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(raw + b"\r\n")
+        await writer.drain()
+        async with asyncio.timeout(15):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (h.split(": ", 1) for h in header_lines)}
+    assert int(status_line.split()[1]) == status, (what, status_line)
+    assert headers["content-type"] == "application/problem+json", what
+    assert headers["x-content-type-options"] == "nosniff", what
+    assert json.loads(body)["status"] == status, what
+
+
 async def test_the_access_log_leaves_unsubscribe_tokens_out(platform: str) -> None:
     needs("notifier")
     token = uuid.uuid4().hex + uuid.uuid4().hex  # well formed, unknown: a 404 page

@@ -31,13 +31,18 @@ def _map(text: str, variable: str) -> list[tuple[str, str]]:
 
 # nginx's own errors, each answered with a JSON problem: a body too large, too many
 # requests, a request line (query string) too long, headers too large (494, sent as 400),
-# a request nginx cannot read.
+# a request nginx cannot read, a method it refuses (TRACE), a transfer coding it does
+# not know, another HTTP version. Those that can come before nginx has a URI are URIs
+# themselves, not named locations (see gateway.BY_URI).
 OWN_ERRORS = [
-    "error_page 400 = @bad_request;",
+    "error_page 400 /_problem/bad_request;",
+    "error_page 405 /_problem/not_allowed;",
     "error_page 413 = @too_large;",
-    "error_page 414 /_problem/uri_too_long;",  # no named location: see gateway.BY_URI
+    "error_page 414 /_problem/uri_too_long;",
     "error_page 429 = @rate_limited;",
-    "error_page 494 = @header_too_large;",
+    "error_page 494 /_problem/header_too_large;",
+    "error_page 501 /_problem/not_implemented;",
+    "error_page 505 /_problem/http_version;",
 ]
 
 
@@ -66,6 +71,9 @@ def test_errors_before_a_location_is_chosen_are_json_problems_too() -> None:
         ("bad_request", 400, "Bad Request"),
         ("header_too_large", 400, "Bad Request"),
         ("uri_too_long", 414, "URI Too Long"),
+        ("not_allowed", 405, "Method Not Allowed"),
+        ("not_implemented", 501, "Not Implemented"),
+        ("http_version", 505, "HTTP Version Not Supported"),
         ("too_large", 413, "Content Too Large"),
         ("rate_limited", 429, "Too Many Requests"),
         ("not_found", 404, "Not Found"),
