@@ -85,6 +85,12 @@ DLQ_HEADERS: tuple[tuple[str, str], ...] = (
     ("dlq_source_offset", "Its offset (decimal)."),
     ("dlq_consumer", "Name of the consumer that gave up on it."),
     ("dlq_time", "When it was dead-lettered (ISO 8601, UTC)."),
+    (
+        "dlq_value_omitted",
+        "Only on a letter that would not fit its DLQ (its source topic takes larger"
+        " records than Kafka's default): the value's length; the value is left out, the"
+        " record is at its source place while that topic keeps it, and replay skips it.",
+    ),
 )
 EVENT_HEADERS: tuple[tuple[str, str], ...] = (
     (HEADER_EVENT_ID, "The envelope's id, so a dead letter is identifiable without its body."),
@@ -224,7 +230,9 @@ def dead_letter_message() -> dict[str, Any]:
             "but may be unreadable: that may be why it is here."
         ),
         "contentType": "application/octet-stream",
-        "headers": header_schema(DLQ_HEADERS, (name for name, _ in DLQ_HEADERS)),
+        "headers": header_schema(
+            DLQ_HEADERS, (name for name, _ in DLQ_HEADERS if name != "dlq_value_omitted")
+        ),
         "payload": {"description": "The original value bytes, unchanged."},
     }
 

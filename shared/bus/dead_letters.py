@@ -1,7 +1,10 @@
 """Dead-lettering: a record that cannot be handled goes to ``<topic>.dlq`` with why.
 
 The original key, bytes and headers are kept unchanged so an operator can replay the
-record once the cause is fixed; the reason never quotes the record's content.
+record once the cause is fixed; the reason never quotes the record's content. A record
+whose letter would still not fit its DLQ (a topic whose limit was raised above Kafka's
+default, see ``topics.LETTER_MAX_BYTES``) is dead-lettered without its value, marked so:
+the letter still says where the record is, and why, and the replay skips it.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from typing import Protocol
 from uuid import UUID, uuid5
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from shared.events.topics import dlq_of
+from shared.bus.kafka_options import reliable_producer
+from shared.config import PlatformSettings
+from shared.events.topics import LETTER_MAX_BYTES, dlq_of
 from shared.observability.logs import scrub
 
 H_REASON = "dlq_reason"
@@ -22,7 +28,17 @@ H_SOURCE_PARTITION = "dlq_source_partition"
 H_SOURCE_OFFSET = "dlq_source_offset"
 H_CONSUMER = "dlq_consumer"
 H_TIME = "dlq_time"
-_OWN = {H_REASON, H_SOURCE_TOPIC, H_SOURCE_PARTITION, H_SOURCE_OFFSET, H_CONSUMER, H_TIME}
+H_VALUE_OMITTED = "dlq_value_omitted"  # the value's length in bytes, when it was left out
+_OWN = {
+    H_REASON, H_SOURCE_TOPIC, H_SOURCE_PARTITION, H_SOURCE_OFFSET, H_CONSUMER, H_TIME,
+    H_VALUE_OMITTED,
+}  # fmt: skip
+
+
+def letter_producer(settings: PlatformSettings) -> AIOKafkaProducer:
+    """A reliable producer that can send the largest dead letter (aiokafka refuses a
+    record of more than 1 MiB by default: the letter of a record near it, endlessly)."""
+    return reliable_producer(settings, max_request_size=LETTER_MAX_BYTES)
 
 
 class SourceRecord(Protocol):
@@ -79,6 +95,17 @@ def dead_letter_headers(
     ]
 
 
+def fitted(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """The letter's value and headers: the value left out (and said so) if the whole
+    would not fit a DLQ. Checked here, not left to the producer's refusal: an error from
+    it would be taken for an outage and the letter tried again, for good."""
+    if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers) <= LETTER_MAX_BYTES:
+        return value, headers
+    return None, [*headers, (H_VALUE_OMITTED, str(len(value or b"")).encode())]
+
+
 async def dead_letter(
     producer: AIOKafkaProducer,
     record: SourceRecord,
@@ -87,11 +114,11 @@ async def dead_letter(
     consumer: str,
 ) -> None:
     """Publish the record to its DLQ and wait for the acknowledgement."""
+    value, letter_headers = fitted(
+        record.key, record.value, dead_letter_headers(record, headers, reason, consumer)
+    )
     await producer.send_and_wait(
-        dlq_of(record.topic),
-        value=record.value,
-        key=record.key,
-        headers=dead_letter_headers(record, headers, reason, consumer),
+        dlq_of(record.topic), value=value, key=record.key, headers=letter_headers
     )
 
 

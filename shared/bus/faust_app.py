@@ -21,13 +21,13 @@ import faust
 from faust.types import AppT, Message
 from faust.worker import Worker
 
-from shared.bus.dead_letters import dead_letter_headers, dead_letter_mark
+from shared.bus.dead_letters import dead_letter_headers, dead_letter_mark, fitted
 from shared.bus.delivery import Delivery, Rejected, Tombstone, read_record
 from shared.bus.faust_drain import PlatformFaustApp
 from shared.bus.idempotency import mark_processed, was_processed
 from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
-from shared.events.topics import Topic
+from shared.events.topics import LETTER_MAX_BYTES, Topic
 from shared.process import tune_collector
 from shared.tracing import trace_id_of, trace_id_var
 
@@ -55,6 +55,7 @@ def create_faust_app(name: str, settings: PlatformSettings, **overrides: Any) ->
         "store": "memory://",
         "processing_guarantee": "at_least_once",
         "producer_acks": -1,
+        "producer_max_request_size": LETTER_MAX_BYTES,  # its only sends are dead letters
         "consumer_auto_offset_reset": "earliest",
         "topic_allow_declare": False,  # topics and their settings come from the registry
         "topic_disable_leader": True,
@@ -121,13 +122,11 @@ async def publish_dead_letter(
     raw = message.headers or []
     pairs = raw.items() if isinstance(raw, Mapping) else raw
     headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in pairs]
+    value, letter_headers = fitted(
+        message.key, message.value, dead_letter_headers(message, headers, reason, consumer)
+    )
     await app.producer.send_and_wait(
-        f"{message.topic}.dlq",
-        message.key,
-        message.value,
-        None,
-        None,
-        dead_letter_headers(message, headers, reason, consumer),
+        f"{message.topic}.dlq", message.key, value, None, None, letter_headers
     )
     if pool is not None:
         async with pool.acquire() as conn:

@@ -40,8 +40,10 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.bus.dead_letters import (
     H_REASON,
+    H_SOURCE_OFFSET,
     H_SOURCE_PARTITION,
     H_SOURCE_TOPIC,
+    H_VALUE_OMITTED,
     original_headers,
 )
 from shared.bus.kafka_options import (
@@ -84,7 +86,7 @@ async def replay_dead_letters(
         replayed: list[dict[str, str]] = []
         for tp, records in batches:
             for record in records:
-                why = superseded.get(_place(record))
+                why = _omitted(record) or superseded.get(_place(record))
                 replayed.append(await _replay_one(producer, record, dry_run, skip=why))
             if not dry_run:
                 await consumer.commit({tp: records[-1].offset + 1})
@@ -120,6 +122,20 @@ def _facts(record: object) -> dict[str, str]:
 
 def _source_of(record: object) -> str:
     return _facts(record).get(H_SOURCE_TOPIC) or getattr(record, "topic", "").removesuffix(".dlq")
+
+
+def _omitted(record: object) -> str | None:
+    """Why a letter that left its value out (too large for its DLQ) cannot go back:
+    sent, it would be a record with no value (on a compacted topic, a tombstone)."""
+    facts = _facts(record)
+    if H_VALUE_OMITTED not in facts:
+        return None
+    where = (f"{_source_of(record)}[{facts.get(H_SOURCE_PARTITION, '?')}]"
+             f"@{facts.get(H_SOURCE_OFFSET, '?')}")  # fmt: skip
+    return (
+        f"its value ({facts[H_VALUE_OMITTED]} bytes) was too large for the DLQ:"
+        f" read it at {where} while that topic keeps it"
+    )
 
 
 def _place(record: object) -> tuple[int, int]:

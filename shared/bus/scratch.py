@@ -19,7 +19,7 @@ from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
 from shared.db.migrations import apply_migrations, migration_files
 from shared.db.prepare import BUS_MIGRATIONS
-from shared.events.topics import BUS_SELFTEST, dlq_of
+from shared.events.topics import BUS_SELFTEST, dead_letter_topic, dlq_of
 
 ADMIN_ROLE = "imt_admin"
 
@@ -85,7 +85,7 @@ async def scratch_topic(
     name = f"{BUS_SELFTEST.name}.{uuid.uuid4().hex[:12]}"
     topics = [
         NewTopic(name, partitions, 1, topic_configs=BUS_SELFTEST.config()),
-        NewTopic(dlq_of(name), 1, 1),
+        NewTopic(dlq_of(name), 1, 1, topic_configs=dead_letter_topic(BUS_SELFTEST).config()),
     ]
     async with created_topics(settings, topics):
         yield name
@@ -102,8 +102,10 @@ async def scratch_copies(
     ``shared.bus.delivery.belongs_on``), and the dead-letter topics of the copies of
     ``dead_letters``; deleted on exit. Yields the suffix."""
     suffix = f".t{uuid.uuid4().hex[:10]}"
-    names = [f"{t}{suffix}" for t in topics] + [dlq_of(f"{t}{suffix}") for t in dead_letters]
-    async with created_topics(settings, [NewTopic(n, partitions, 1) for n in names]):
+    copies = [NewTopic(f"{t}{suffix}", partitions, 1) for t in topics]
+    letters = dead_letter_topic(BUS_SELFTEST).config()  # a DLQ's settings, whatever its source
+    copies += [NewTopic(dlq_of(f"{t}{suffix}"), 1, 1, topic_configs=letters) for t in dead_letters]
+    async with created_topics(settings, copies):
         yield suffix
 
 

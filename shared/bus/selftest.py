@@ -21,6 +21,7 @@ from uuid import UUID
 import asyncpg
 
 from shared.bus.consumer import IdempotentConsumer, Item
+from shared.bus.dead_letters import letter_producer
 from shared.bus.delivery import Delivery
 from shared.bus.idempotency import mark_processed
 from shared.bus.kafka_options import manual_commit_consumer, reliable_producer
@@ -87,7 +88,7 @@ async def run_relay(settings: PlatformSettings, dsn: str) -> None:
 
 async def run_consumer(settings: PlatformSettings, dsn: str, topic: str, group: str) -> None:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    producer = reliable_producer(settings)
+    producer = letter_producer(settings)
     consumer = manual_commit_consumer(settings, topic, group_id=group)
     idempotent = IdempotentConsumer(group, consumer, producer, pool, record_probe_effects)
     await producer.start()

@@ -18,7 +18,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.bus.kafka_options import client_options
 from shared.config import PlatformSettings
-from shared.events.topics import Topic, all_topics
+from shared.events.topics import PRIMARY_TOPICS, Topic, all_topics
 
 TOPIC_ALREADY_EXISTS = 36
 
@@ -90,10 +90,12 @@ MIN_INSYNC = "min.insync.replicas"
 # Where a describe says a value comes from: set on the topic itself (not a broker default).
 DYNAMIC_TOPIC_CONFIG = 1
 # Every setting the registry decides, for some topic: one it no longer asks for (a topic
-# no longer compacted, say) is removed from the topic rather than left behind.
+# no longer compacted, say) is removed from the topic rather than left behind. Not a
+# DLQ's record size: that of the other topics stays an operator's to tune (a letter too
+# large for its DLQ then leaves its value out: shared.bus.dead_letters.fitted).
 MANAGED = frozenset(
     key
-    for topic in (*all_topics(), Topic("-", "-", compacted=True), Topic("-", "-"))
+    for topic in (*PRIMARY_TOPICS, Topic("-", "-", compacted=True), Topic("-", "-"))
     for key in topic.config()
 )
 

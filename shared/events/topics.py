@@ -55,6 +55,16 @@ class Topic:
         return settings
 
 
+# Kafka's limit on a record batch (the broker's message.max.bytes, which no topic here
+# raises): what any record read from a topic weighs, at most.
+RECORD_MAX_BYTES = 1_048_588
+# A dead letter is such a record with the dead-letter facts added (a reason of up to
+# 2,000 bytes, its place, the consumer): its producer may send this much, and its DLQ
+# takes a batch framing more. Else a record near the limit could never be dead-lettered.
+LETTER_MAX_BYTES = RECORD_MAX_BYTES + 64 * 1024
+DLQ_MAX_MESSAGE_BYTES = LETTER_MAX_BYTES + 64 * 1024
+
+
 def dlq_of(name: str) -> str:
     """Name of the dead-letter topic of a consumed topic."""
     return f"{name}.dlq"
@@ -133,19 +143,21 @@ PRIMARY_TOPICS: tuple[Topic, ...] = (
 )
 
 
-def dead_letter_topics() -> tuple[Topic, ...]:
-    """One DLQ per consumed topic, kept long enough for an operator to replay it."""
-    return tuple(
-        Topic(
-            dlq_of(t.name),
-            f"Dead letters of {t.name}.",
-            partitions=1,
-            consumed=False,
-            retention_ms=30 * DAY_MS,
-        )
-        for t in PRIMARY_TOPICS
-        if t.consumed
+def dead_letter_topic(source: Topic) -> Topic:
+    """The DLQ of ``source``, kept long enough for an operator to replay it."""
+    return Topic(
+        dlq_of(source.name),
+        f"Dead letters of {source.name}.",
+        partitions=1,
+        consumed=False,
+        retention_ms=30 * DAY_MS,
+        extra_config={"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)},
     )
+
+
+def dead_letter_topics() -> tuple[Topic, ...]:
+    """One DLQ per consumed topic."""
+    return tuple(dead_letter_topic(t) for t in PRIMARY_TOPICS if t.consumed)
 
 
 def all_topics() -> tuple[Topic, ...]:

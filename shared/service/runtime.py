@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from shared.bus.kafka_options import reliable_producer
+from shared.bus.dead_letters import letter_producer
 from shared.config import PlatformSettings
 from shared.databases import VAULT_DATABASE
 from shared.db.pool import service_pool
@@ -59,6 +59,6 @@ async def open_runtime(
         await migrate_vault_database(runtime.vault_pool)
         runtime.vault = await Vault.connect(settings, runtime.vault_pool)
     if with_producer:
-        runtime.producer = reliable_producer(settings)
+        runtime.producer = letter_producer(settings)  # its consumers' dead letters too
         await runtime.producer.start()
     return runtime

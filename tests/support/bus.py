@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from shared.bus import IdempotentConsumer, OutboxRelay, manual_commit_consumer, reliable_producer
+from shared.bus import IdempotentConsumer, OutboxRelay, manual_commit_consumer
 from shared.bus.consumer import Handler
+from shared.bus.dead_letters import letter_producer
 from shared.bus.selftest import record_probe_effects
 from shared.config import PlatformSettings
 
@@ -28,7 +29,7 @@ async def running_consumer(
 ) -> AsyncIterator[IdempotentConsumer]:
     """An idempotent consumer of ``topic`` (and of the topics ``also`` names, and the
     outbox relay of ``dsn``) until exit."""
-    producer = reliable_producer(settings)
+    producer = letter_producer(settings)
     consumer = manual_commit_consumer(
         settings, topic, *also, group_id=group, max_poll_records=max_poll_records
     )

@@ -219,3 +219,27 @@ async def test_faust_agent_reads_through_the_codec_and_dead_letters_poison(
         await producer.stop()
     rows = await conn.fetchval("SELECT count(*) FROM probe_effects")
     assert rows == 4
+
+
+async def test_a_record_at_kafkas_size_limit_is_dead_lettered_whole(
+    settings: PlatformSettings, conn: asyncpg.Connection, scratch_dsn: str, scratch_topic: str
+) -> None:
+    """A record just under Kafka's limit, with the dead-letter facts added, weighs more
+    than a producer sends by default: the letter was refused before it left, taken for
+    an outage, and tried again for good, the partition stopped behind it."""
+    huge = b"{" + b"x" * (1_048_400 - 1)  # not JSON
+    [after] = probe_envelopes(["k"], [0])
+    producer = reliable_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(scratch_topic, huge, key=b"k", headers=[("trace", b"t1")])
+        await producer.send_and_wait(scratch_topic, encode_envelope(after), key=b"k")
+        group = f"{scratch_topic}.huge"
+        async with running_consumer(settings, scratch_dsn, scratch_topic, group) as c:
+            assert await wait_for_effects(conn, 1, timeout=30) == 1  # the one after it
+            [letter] = await read_all(settings, dlq_of(scratch_topic), expected=1)
+    finally:
+        await producer.stop()
+    assert c.dead_lettered == 1
+    assert letter.value == huge  # type: ignore[attr-defined]
+    assert b"not JSON" in dict(letter.headers)[H_REASON]  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -12,9 +13,11 @@ import pytest
 from pydantic import BaseModel, Field, ValidationError
 
 from shared.bus import consumer as consumer_module
+from shared.bus import replay
 from shared.bus.consumer import ConsumerSettings, IdempotentConsumer, Unprocessable
-from shared.bus.dead_letters import H_REASON, dead_letter_headers
+from shared.bus.dead_letters import H_REASON, H_VALUE_OMITTED, dead_letter_headers, fitted
 from shared.bus.delivery import Tombstone
+from shared.events.topics import LETTER_MAX_BYTES, RECORD_MAX_BYTES, dead_letter_topics
 
 NAME = "Jane Roe"
 EMAIL = "jane.roe@example.com"
@@ -125,3 +128,33 @@ async def test_a_failing_event_is_dead_lettered_and_logged_without_its_content(
     kind = f"handler failed 1 times: {type(error).__name__}: "
     assert reason.startswith("unprocessable: " if isinstance(error, Unprocessable) else kind)
     assert consumer.dead_lettered == 1
+
+
+def test_a_letter_that_fits_its_dlq_keeps_its_value() -> None:
+    headers = dead_letter_headers(_Record(), [], "x" * 5_000, "c1")  # the longest reason
+    value = b"v" * RECORD_MAX_BYTES  # the largest a topic holds
+    assert fitted(b"k", value, headers) == (value, headers)
+
+
+def test_a_letter_too_large_for_its_dlq_leaves_its_value_out_and_says_so() -> None:
+    headers = dead_letter_headers(_Record(), [], "not JSON", "c1")
+    value, kept = fitted(b"k", b"v" * (LETTER_MAX_BYTES + 1), headers)
+    assert value is None
+    assert kept == [*headers, (H_VALUE_OMITTED, str(LETTER_MAX_BYTES + 1).encode())]
+
+
+def test_the_replay_skips_a_letter_without_its_value() -> None:
+    """Replayed, it would be a record without a value: on a compacted topic, a tombstone."""
+    headers = dead_letter_headers(_Record(), [], "not JSON", "c1")
+    _, kept = fitted(b"k", b"v" * (LETTER_MAX_BYTES + 1), headers)
+    letter = SimpleNamespace(topic="bus.selftest.dlq", partition=0, offset=5, headers=kept)
+    why = replay._omitted(letter)
+    assert why is not None
+    assert "bus.selftest[3]@42" in why
+    intact = SimpleNamespace(topic="bus.selftest.dlq", partition=0, offset=6, headers=headers)
+    assert replay._omitted(intact) is None
+
+
+def test_every_dlq_takes_the_largest_letter() -> None:
+    for topic in dead_letter_topics():
+        assert int(topic.config()["max.message.bytes"]) > LETTER_MAX_BYTES > RECORD_MAX_BYTES
