@@ -208,6 +208,31 @@ def check_commit_deadline(started: float) -> None:
         raise LateCommit(f"a batch took over {COMMIT_DEADLINE} to count")
 
 
+# -- a visit that cannot have happened -----------------------------------------------------
+#
+# A visit carries the collector's clock, and the rules above already take the clocks to
+# agree within FINALITY_MARGIN - COMMIT_DEADLINE. A visit further ahead of the worker's
+# clock than FUTURE_SKEW has not happened yet: a broken clock, or a record no collector
+# wrote. Counted, it would sit in windows no retention reaches, or, near the year 9999,
+# past what a UTC window can hold (the window arithmetic overflows, and a retry fails
+# alike). So it is dead-lettered, and may be replayed should its time come. A visit a
+# little ahead, as clocks kept by NTP are, counts as any other.
+FUTURE_SKEW = timedelta(hours=1)
+_IN_THE_FUTURE = (
+    "occurred_at is in the future: more than"
+    f" {FUTURE_SKEW // timedelta(minutes=1)} minutes ahead of the aggregator's clock"
+)
+
+
+def not_countable(visit: VisitRecorded, now: datetime) -> str | None:
+    """Why the worker cannot count ``visit`` by its clock ``now`` (a dead letter's
+    reason, without the visit's content), or None. Old visits are not refused here:
+    late ones are expected, and ignored (``aggregate``)."""
+    if visit.occurred_at > now + FUTURE_SKEW:
+        return _IN_THE_FUTURE
+    return None
+
+
 # -- the aggregator -----------------------------------------------------------------------
 
 

@@ -6,9 +6,12 @@ its beacon ids processed, and Faust acknowledges the batch's offsets only after 
 transaction committed. A worker killed at any point therefore loses nothing (the
 uncommitted offsets are read again) and doubles nothing (the beacon ids are marked).
 Errors never escape the batch body: ``take_events`` would acknowledge the batch as it
-unwinds, so a failing batch is retried here until it commits. A batch PostgreSQL
-refuses for its data (a data error fails the same way every time) is counted visit by
-visit instead, and the visit it cannot store is dead-lettered with the reason.
+unwinds, so a batch failing for an outage is retried here until it commits. A visit
+that cannot have happened (``handlers.not_countable``: ahead of the worker's clock) is
+dead-lettered with the reason before the batch is counted. A batch failing for any other
+error (PostgreSQL refusing a visit's data, a visit the window arithmetic cannot place)
+is counted visit by visit instead, and the visit at fault is dead-lettered with the
+reason, so one bad visit never stops the partitions behind it.
 
 A batch commits within ``handlers.COMMIT_DEADLINE`` of taking its cutoff for late
 visits, or is counted again: the API takes a day for final by its own clock, and must
@@ -24,7 +27,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -36,6 +39,7 @@ from services.analytics import handlers
 from services.analytics.bootstrap import bootstrap
 from services.analytics.config import AnalyticsSettings
 from shared.bus import Delivery, Rejected
+from shared.bus.consumer import OUTAGES
 from shared.bus.faust_app import EnvelopeSchema, create_faust_app, publish_dead_letter, run_worker
 from shared.bus.idempotency import forget_processed_before
 from shared.events.catalogue.analytics import VisitRecorded
@@ -87,13 +91,9 @@ def build_app(settings: AnalyticsSettings) -> faust.App:
             )
 
         async for events in batches:
-            batch: list[tuple[Any, VisitRecorded]] = []
-            for event in events:
-                value = event.value
-                if isinstance(value, Rejected):
-                    await _until_done(lambda e=event, v=value: dead_letter(e, v.reason))
-                elif isinstance(value, Delivery) and isinstance(value.event, VisitRecorded):
-                    batch.append((event, value.event))
+            batch, refused = sort_out(events, datetime.now(UTC))
+            for event, reason in refused:
+                await _until_done(partial(dead_letter, event, reason))
             if batch:
                 await count_batch(batch, count, dead_letter)
 
@@ -147,10 +147,39 @@ async def _count(
         handlers.check_commit_deadline(started)
 
 
+def sort_out(
+    events: Iterable[Any], now: datetime
+) -> tuple[list[tuple[Any, VisitRecorded]], list[tuple[Any, str]]]:
+    """A batch's stream events split into the visits to count and the records to
+    dead-letter with why: unreadable ones, and visits the worker cannot count by its
+    clock ``now`` (see handlers, "a visit that cannot have happened")."""
+    visits: list[tuple[Any, VisitRecorded]] = []
+    refused: list[tuple[Any, str]] = []
+    for event in events:
+        value = event.value
+        if isinstance(value, Rejected):
+            refused.append((event, value.reason))
+        elif isinstance(value, Delivery) and isinstance(value.event, VisitRecorded):
+            reason = handlers.not_countable(value.event, now)
+            if reason is None:
+                visits.append((event, value.event))
+            else:
+                refused.append((event, reason))
+    return visits, refused
+
+
+# No visit is at fault for these, so they are waited out and the batch counted again:
+# what every consumer takes for an outage, and a batch that ran past its commit deadline
+# (handlers.LateCommit: counted again with a new cutoff).
+RETRIED: tuple[type[BaseException], ...] = (*OUTAGES, handlers.LateCommit)
 # SQLSTATE class 22 (a NUL in text, a value out of range), and values asyncpg cannot
 # encode (it raises DataError too): the visit's data, not the database, is at fault, so
-# a retry fails alike. Anything else (the database away, a deadlock) is retried.
+# a retry fails alike and the visit is dead-lettered at once.
 DATA_ERRORS: tuple[type[Exception], ...] = (asyncpg.DataError,)
+# Any other error of one visit counted alone is taken for its own once it failed this
+# often: a retry cannot tell a bug that fails alike from a glitch, and the dead letter
+# keeps the visit for a replay, where retrying it for good would stop every partition.
+ATTEMPTS = 3
 Counter = Callable[[list[VisitRecorded]], Awaitable[None]]
 DeadLetter = Callable[[Any, str], Awaitable[None]]  # a stream event, and why
 
@@ -158,12 +187,15 @@ DeadLetter = Callable[[Any, str], Awaitable[None]]  # a stream event, and why
 async def count_batch(
     batch: Sequence[tuple[Any, VisitRecorded]], count: Counter, dead_letter: DeadLetter
 ) -> None:
-    """Count a batch's visits at once; if their data is refused, one at a time, and
-    dead-letter each visit that cannot be stored (the others are counted)."""
+    """Count a batch's visits at once; if that fails but for an outage, one at a time,
+    and dead-letter each visit that cannot be counted (the others are counted).
+
+    A failed batch's transaction is rolled back whole: nothing of it is counted until
+    each visit is, alone, in a transaction marking its beacon id (so once)."""
     try:
-        await _until_done(lambda: count([visit for _, visit in batch]), fatal=DATA_ERRORS)
-    except DATA_ERRORS as exc:
-        log.warning("a batch of %d visits cannot be stored (%s); counting them one at a time",
+        await _until_done(lambda: count([visit for _, visit in batch]), retried=RETRIED)
+    except Exception as exc:
+        log.warning("a batch of %d visits cannot be counted (%s); counting them one at a time",
                     len(batch), _reason(exc))  # fmt: skip
         for event, visit in batch:
             await _until_done(partial(_count_or_dead_letter, event, visit, count, dead_letter))
@@ -172,23 +204,39 @@ async def count_batch(
 async def _count_or_dead_letter(
     event: Any, visit: VisitRecorded, count: Counter, dead_letter: DeadLetter
 ) -> None:
-    try:
-        await count([visit])
-    except DATA_ERRORS as exc:
-        await dead_letter(event, _reason(exc))
+    """Count one visit, or dead-letter it with the reason it cannot be counted. An
+    outage is raised, for the caller to retry: it says nothing of the visit."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            await count([visit])
+            return
+        except RETRIED:
+            raise
+        except DATA_ERRORS as exc:
+            reason = _reason(exc)
+            break
+        except Exception as exc:
+            reason = f"{_reason(exc)} (failed {attempt} times)"
+            if attempt < ATTEMPTS:
+                await asyncio.sleep(_delay(attempt))
+    await dead_letter(event, reason)
 
 
 def _reason(exc: Exception) -> str:
-    """Why a visit cannot be stored, without its content (asyncpg's messages may quote
-    the value sent)."""
+    """Why a visit cannot be counted, without its content (asyncpg's messages may quote
+    the value sent, and other errors' may too): the error's kind and SQLSTATE."""
+    if not isinstance(exc, DATA_ERRORS):  # not PostgreSQL's refusal: nothing was stored
+        return f"cannot be counted: {type(exc).__name__}"
     sqlstate = getattr(exc, "sqlstate", None)
     code = "" if sqlstate is None else f" ({sqlstate})"
     return f"cannot be stored: {type(exc).__name__}{code}"
 
 
-async def _until_done(attempt: Any, fatal: tuple[type[Exception], ...] = ()) -> None:
+async def _until_done(
+    attempt: Any, retried: tuple[type[BaseException], ...] = (Exception,)
+) -> None:
     """Retry an effect until it succeeds: an unapplied batch must never be acknowledged.
-    Errors of the ``fatal`` kinds are raised instead: retrying cannot cure them."""
+    Errors not of the ``retried`` kinds are raised instead, for the caller to handle."""
     failures = 0
     while True:
         try:
@@ -196,13 +244,15 @@ async def _until_done(attempt: Any, fatal: tuple[type[Exception], ...] = ()) -> 
             return
         except asyncio.CancelledError:
             raise
-        except fatal:
-            raise
-        except Exception as exc:
+        except retried as exc:
             failures += 1
-            delay = min(10.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0)  # noqa: S311
+            delay = _delay(failures)
             log.warning("batch failed (%s), retry %d in %.1fs", type(exc).__name__, failures, delay)
             await asyncio.sleep(delay)
+
+
+def _delay(failures: int) -> float:
+    return min(10.0, 0.1 * 2.0**failures) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
 
 
 def main() -> None:

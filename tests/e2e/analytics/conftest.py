@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from shared.bus.kafka_options import client_options
+from shared.bus.scratch import wait_for_leaders
+from shared.config import PlatformSettings
+from shared.events import dlq_of
 from tests.support.clock import seconds_to_clear_midnight, seconds_to_clear_the_hour
 
 # Longer than any of these tests takes, with room for a slow run.
@@ -57,3 +64,19 @@ async def not_across_the_hour(_not_across_midnight: None) -> None:
     """For a test counting visitors per hour (``usefixtures``): its visits must all come
     in one hour, else each hour counts the same visitors again and the sum is off."""
     await asyncio.sleep(seconds_to_clear_the_hour(datetime.now(UTC), SENDING))
+
+
+@pytest.fixture
+async def visits_topic(settings: PlatformSettings) -> AsyncIterator[str]:
+    """A scratch ``analytics.visits.<id>`` (3 partitions) and its DLQ: a name the visit
+    events may be read from (``shared.bus.delivery.belongs_on``)."""
+    name = f"analytics.visits.{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 3, 1), NewTopic(dlq_of(name), 1, 1)])
+        await wait_for_leaders(admin, [name, dlq_of(name)])
+        yield name
+        await admin.delete_topics([name, dlq_of(name)])
+    finally:
+        await admin.close()

@@ -6,87 +6,24 @@ analytics.visits, so that it can kill it without touching the platform's worker.
 
 import asyncio
 import hashlib
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared.bus.kafka_options import client_options, reliable_producer
-from shared.bus.scratch import wait_for_leaders
+from shared.bus.kafka_options import reliable_producer
 from shared.config import PlatformSettings
-from shared.events import dlq_of, encode_envelope, envelope_for
+from shared.events import encode_envelope, envelope_for
 from shared.events.catalogue.analytics import VisitRecorded
 from tests.e2e.analytics.support import unique_site
-from tests.support.processes import QUICK_FAILOVER, end
+from tests.e2e.analytics.worker_process import Worker
 
-REPO = Path(__file__).resolve().parents[3]
 WAVES = 4
 PER_WAVE = 600
 REDELIVERED_PER_WAVE = 100
 VISITORS = 50
-
-
-@pytest.fixture
-async def visits_topic(settings: PlatformSettings) -> AsyncIterator[str]:
-    name = f"analytics.visits.{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 3, 1), NewTopic(dlq_of(name), 1, 1)])
-        await wait_for_leaders(admin, [name, dlq_of(name)])
-        yield name
-        await admin.delete_topics([name, dlq_of(name)])
-    finally:
-        await admin.close()
-
-
-class Worker:
-    def __init__(self, settings: PlatformSettings, topic: str) -> None:
-        self.group = f"analytics-crash-{uuid.uuid4().hex[:8]}"
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "IMT_ANALYTICS_VISITS_TOPIC": topic,
-            "IMT_ANALYTICS_WORKER_GROUP": self.group,
-            "IMT_ANALYTICS_CLOSE_INTERVAL_SECONDS": "3600",
-            **QUICK_FAILOVER,
-        }
-        self.datadir = Path(settings.state_dir) / "faust" / self.group
-        self.log = Path(tempfile.mkstemp(prefix="analytics-crash-", suffix=".log")[1])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.analytics.worker"],
-                cwd=REPO, env=self.env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        assert self.proc.poll() is None, f"worker died by itself:\n{self.tail()}"
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        assert self.proc.returncode == -signal.SIGKILL
-
-    def stop(self) -> None:
-        end(self.proc)
-        shutil.rmtree(self.datadir, ignore_errors=True)
-        self.log.unlink(missing_ok=True)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
 
 
 def _visits(site: str, count: int) -> list[VisitRecorded]:
