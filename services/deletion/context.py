@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from services.deletion import store
 from services.deletion.config import DeletionSettings
 from services.deletion.domain.schedule import (
+    cancellable_until,
     ccpa_deadline,
     gdpr_deadline,
     overdue,
@@ -50,6 +51,7 @@ async def describe(conn: Connection, context: Context, tracked: Tracked) -> dict
         backups_done_by = max((s["expires_at"] for s in holding), default=now)
     dates = stage_dates(r, context.deps.timing, now, history, backups_done_by)  # type: ignore[arg-type]
     certificate = await store.certificate(conn, r.request_id)
+    until = cancellable_until(r, now)
     return {
         "request_id": str(r.request_id),
         "scope": r.scope,
@@ -57,7 +59,7 @@ async def describe(conn: Connection, context: Context, tracked: Tracked) -> dict
         "stage": r.stage,
         "on_hold": r.stage == "paused",
         "requested_at": r.requested_at.isoformat(),
-        "cancellable_until": r.grace_ends_at.isoformat() if r.stage == "grace" else None,
+        "cancellable_until": until.isoformat() if until else None,
         "stages": [
             {
                 "stage": d.stage,

@@ -12,6 +12,7 @@ import calendar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from services.deletion.domain import stages
 from services.deletion.domain.stages import PATH, DeletionRequest
 from shared.events.catalogue.deletion import DeletionStage
 
@@ -56,16 +57,30 @@ def stages_shown(request: DeletionRequest) -> tuple[DeletionStage, ...]:
 def _expected(
     request: DeletionRequest, timing: Timing, now: datetime, backups_done_by: datetime | None
 ) -> dict[DeletionStage, datetime | None]:
-    """Latest expected completion of every stage of the path, from where the request is."""
-    paused = request.stage == "paused"
-    grace_end = max(request.grace_ends_at, now) if paused else request.grace_ends_at
-    erasing_start = request.erasing_started_at or grace_end
-    erased = request.erased_at or (erasing_start + timing.store_timeout)
-    if request.erased_at is None and request.stage == "escalated":
-        erased = now + timing.store_timeout  # after an operator's retry
+    """Latest expected completion of every stage of the path, from where the request is.
+
+    What remains is counted from where the request stands now, not from a moment its
+    plan had: a hold lifted, or accounts slow to close the cancel window, leaves the
+    grace end in the past, and an escalated request moves on only from an operator's
+    retry, which erases again and waits out the backups taken meanwhile.
+    """
+    if request.stage == "paused":  # nothing from the hold on has a date until it is lifted
+        return dict.fromkeys(PATH, None)
+    grace_end = max(request.grace_ends_at, now)
+    if request.stage == "escalated":
+        # The snapshots known to hold the first erasure do not bound the retry's: it waits
+        # out every backup taken before the stores erase again.
+        erased, backups_done_by = now + timing.store_timeout, None
+    elif request.erased_at is not None:
+        erased = request.erased_at
+    elif request.stage == "erasing":
+        # The stores' deadline of this pass: a retry starts a new one, past the first.
+        erased = request.stage_entered_at + timing.store_timeout
+    else:
+        erased = grace_end + timing.store_timeout
     backups = backups_done_by or (erased + timing.backup_retention)
-    dates: dict[DeletionStage, datetime | None] = {
-        "requested": request.requested_at,
+    return {
+        "requested": now,  # left at the ticker's next look
         "grace": grace_end,
         "holds": grace_end,
         "erasing": erased,
@@ -73,9 +88,15 @@ def _expected(
         "backups_pending": backups,
         "complete": backups,
     }
-    if paused:  # nothing past the hold has a date until the hold is lifted
-        return {s: None if s not in ("requested",) else d for s, d in dates.items()}
-    return dates
+
+
+def _position(request: DeletionRequest, path: tuple[DeletionStage, ...]) -> int:
+    """Index of the stage the request waits to leave: every stage before it is done."""
+    current = request.waiting_in
+    if request.stage == "escalated" and request.erased_at is not None:
+        # Escalated by the verifier: the stores erased and the key is shredded already.
+        current = "backups_pending"
+    return path.index(current) if current in path else path.index("erasing")
 
 
 def stage_dates(
@@ -85,20 +106,44 @@ def stage_dates(
     history: dict[DeletionStage, datetime],
     backups_done_by: datetime | None = None,
 ) -> list[StageDate]:
-    """Every stage of the request's path: done (with its date) or expected by a date."""
+    """Every stage of the request's path: done (with its date) or expected by a date.
+
+    A stage not done is never expected in the past: one running late (the ticker has yet
+    to act on it, a snapshot expired but not yet verified) is due now.
+    """
     if request.stage == "cancelled":
         return [StageDate(s, t, None) for s, t in history.items()]
     expected = _expected(request, timing, now, backups_done_by)
     path = stages_shown(request)
-    current = request.waiting_in
-    position = path.index(current) if current in path else path.index("erasing")
+    position = _position(request, path)
     shown = []
     for index, stage in enumerate(path):
         # A stage is done once the request has moved past it.
-        done = index < position or request.stage == "complete"
-        done_at = _done_at(path, index, history) if done else None
-        shown.append(StageDate(stage, done_at, None if done else expected[stage]))
+        if index < position or request.stage == "complete":
+            shown.append(StageDate(stage, _done_at(path, index, history), None))
+        else:
+            by = expected[stage]
+            shown.append(StageDate(stage, None, None if by is None else max(by, now)))
     return shown
+
+
+def cancellable_until(request: DeletionRequest, now: datetime) -> datetime | None:
+    """Until when the user can cancel, as far as this service knows; None once they cannot.
+
+    Accounts takes a cancel until it closes the window, which it does only after this
+    service announced ``holds``: so a whole account is cancellable while it waits in
+    ``requested``, ``grace`` (paused there too), or ``holds`` until accounts' confirmation
+    arrives: whenever :func:`stages.cancel` would take it. The grace end is when the window
+    may close; once past (a hold lifted late, accounts yet to answer), it may close now.
+    An item has no cancel window: accounts removed it at once.
+    """
+    if not request.whole_account:
+        return None
+    try:
+        stages.cancel(request, now)
+    except stages.StageConflict:
+        return None
+    return max(request.grace_ends_at, now)
 
 
 def _done_at(

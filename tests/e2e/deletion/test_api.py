@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -132,6 +133,7 @@ async def test_a_legal_hold_pauses_the_request_with_its_reason_and_lifting_resum
     assert seen["on_hold"] is True
     assert seen["stage"] == "paused"
     assert all(s["expected_by"] is None for s in seen["stages"] if s["done_at"] is None)
+    assert seen["cancellable_until"] is not None  # accounts still takes a cancel
     detail = await client.get(f"{API}/operator/requests/{request_id}", headers=officer())
     # The operator's words stay with the hold: the paused request carries a code only.
     assert detail.json()["reason"] == "legal_hold"
@@ -144,9 +146,17 @@ async def test_a_legal_hold_pauses_the_request_with_its_reason_and_lifting_resum
     detail = await client.get(f"{API}/operator/requests/{request_id}", headers=officer())
     restated = detail.json()["legal_hold"]["restatements"]
     assert [r["reason"] for r in restated] == ["second hold"]
+    before_lift = datetime.now(UTC)
     lifted = await client.delete(hold_url, headers=officer())
     assert lifted.status_code == 200, lifted.text
     assert lifted.json()["stage"] in ("grace", "holds", "erasing")
+    # Lifted past the grace end: what remains is dated from the lift, not the grace end.
+    late = [
+        s["stage"]
+        for s in lifted.json()["stages"]
+        if s["done_at"] is None and datetime.fromisoformat(s["expected_by"]) < before_lift
+    ]
+    assert late == []
     resumed = await wait_for_stage(client, subject, request_id, ("holds", "erasing", "shredded",
                                    "backups_pending", "escalated", "complete"))  # fmt: skip
     assert resumed["stage"] != "paused"

@@ -2,14 +2,18 @@
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from services.deletion.domain import stages
 from services.deletion.domain.schedule import (
+    StageDate,
     add_months,
     ccpa_deadline,
     gdpr_deadline,
     overdue,
     stage_dates,
 )
+from shared.events.catalogue.deletion import DeletionStage
 from tests.unit.deletion.factories import T0, TIMING, a_request, in_stage
 
 
@@ -60,3 +64,92 @@ def test_overdue_until_the_active_erasure_is_done() -> None:
     assert overdue(request, T0 + timedelta(days=46)) == {"gdpr": True, "ccpa": True}
     erased = stages.stores_answered(request, T0 + timedelta(days=40))
     assert overdue(erased, T0 + timedelta(days=60)) == {"gdpr": False, "ccpa": False}
+
+
+def _not_done_in_the_past(shown: list[StageDate], now: datetime) -> list[DeletionStage]:
+    return [d.stage for d in shown if d.expected_by is not None and d.expected_by < now]
+
+
+@pytest.mark.parametrize("paused_in", ["grace", "holds"])
+def test_a_hold_lifted_after_the_grace_end_dates_what_remains_from_the_lift(
+    paused_in: str,
+) -> None:
+    """Held on day 1 and lifted on day 60 of a 14-day grace: the request resumes where
+    it paused (in holds: accounts yet to close the cancel window), and nothing left to
+    do is shown as expected weeks ago."""
+    request = in_stage(paused_in, window_closed=False)
+    history: dict[DeletionStage, datetime] = {"requested": T0, "grace": T0}
+    if paused_in == "holds":
+        history["holds"] = request.grace_ends_at
+    lifted_at = T0 + timedelta(days=60)
+    held = stages.place_hold(request, T0 + timedelta(days=1))
+    lifted = stages.lift_hold(held, lifted_at)
+    shown = stage_dates(lifted, TIMING, lifted_at, history)
+    assert _not_done_in_the_past(shown, lifted_at) == []
+    by_stage = {d.stage: d for d in shown}
+    assert by_stage["holds"].expected_by == lifted_at
+    assert by_stage["erasing"].expected_by == lifted_at + TIMING.store_timeout
+    assert by_stage["complete"].expected_by == (
+        lifted_at + TIMING.store_timeout + TIMING.backup_retention
+    )
+
+
+def test_a_request_paused_on_arrival_shows_no_date_even_for_its_first_stage() -> None:
+    held = stages.place_hold(a_request(), T0)
+    later = T0 + timedelta(days=3)
+    shown = stage_dates(held, TIMING, later, {"requested": T0, "paused": T0})
+    assert [(d.done_at, d.expected_by) for d in shown] == [(None, None)] * len(shown)
+
+
+@pytest.mark.parametrize("scope", ["account", "device"])
+def test_a_request_the_verifier_escalated_still_shows_its_erasure_done(
+    scope: stages.Scope,
+) -> None:
+    """The stores erased and the key is shredded: only the backups and the proof remain,
+    dated from an operator's retry, which erases again and waits out the backups."""
+    request = in_stage("backups_pending", scope)
+    assert request.erased_at is not None
+    history: dict[DeletionStage, datetime] = {
+        "requested": T0,
+        "grace": T0,
+        "holds": request.grace_ends_at,
+        "erasing": request.grace_ends_at,
+        "shredded": request.erased_at,
+        "backups_pending": request.erased_at,
+    }
+    if scope != "account":
+        del history["shredded"]
+    now = request.erased_at + timedelta(days=40)
+    escalated = stages.escalate(request, "verifier found: accounts.users.id", now)
+    shown = {d.stage: d for d in stage_dates(escalated, TIMING, now, history, now)}
+    erased = [s for s in ("erasing", "shredded") if s in shown]
+    assert {s: shown[s].done_at for s in erased} == dict.fromkeys(erased, request.erased_at)
+    assert shown["backups_pending"].done_at is None
+    assert shown["backups_pending"].expected_by == (
+        now + TIMING.store_timeout + TIMING.backup_retention
+    )
+    assert shown["complete"].expected_by == shown["backups_pending"].expected_by
+
+
+def test_a_retried_erasure_is_dated_from_the_retry() -> None:
+    erasing = in_stage("erasing")
+    escalated_at = erasing.stage_entered_at + TIMING.store_timeout
+    escalated = stages.escalate(erasing, "no answer in time from: analytics", escalated_at)
+    retried_at = escalated_at + timedelta(days=10)
+    retried = stages.retry(escalated, retried_at)
+    shown = {d.stage: d for d in stage_dates(retried, TIMING, retried_at, {})}
+    assert shown["erasing"].expected_by == retried_at + TIMING.store_timeout
+
+
+def test_a_late_stage_is_due_now_never_in_the_past() -> None:
+    """Stores past their deadline before the ticker escalated, or a snapshot expired
+    and not yet verified: the stage is due now."""
+    erasing = in_stage("erasing")
+    late = erasing.stage_entered_at + TIMING.store_timeout + timedelta(minutes=1)
+    shown = {d.stage: d for d in stage_dates(erasing, TIMING, late, {})}
+    assert shown["erasing"].expected_by == late
+    pending = in_stage("backups_pending")
+    expired = T0 + timedelta(days=20)
+    later = expired + timedelta(minutes=5)
+    shown = {d.stage: d for d in stage_dates(pending, TIMING, later, {}, expired)}
+    assert shown["backups_pending"].expected_by == later
