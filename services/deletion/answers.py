@@ -40,7 +40,10 @@ class DeletionStatus(Answer):
     on_hold: bool = Field(description="Paused by a legal hold.")
     requested_at: Timestamp
     cancellable_until: Timestamp | None = Field(
-        description="The end of the grace period, while it runs (cancel from accounts)."
+        description=(
+            "While accounts still takes a cancel (whole accounts only): the end of the grace"
+            " period, or now once that has passed; null once a cancel is no longer taken."
+        )
     )
     stages: list[StageDate] = Field(description="Every stage of its path, in order.")
     legal_deadlines: LegalDeadlines
