@@ -495,26 +495,44 @@ UTF8_PATH = (
 # request touched: logged as {id}, so the log names no one (ids stay in the audit log,
 # which is erased or kept by rule). Up to ID_MAPS of them, one map each.
 UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-ID_MAPS = 4
-
-
 # A row number as a path segment (an inbox item: /api/notifier/inbox/123/read).
 NUMBER_PATTERN = "/[0-9]+(?=/|$)"
+# Whatever else a caller put in a path segment that may be personal data: an email
+# address (an @), a card or phone number, a date of birth (five digits or more, however
+# written: 4111-1111-1111-1111). No route of the platform has such a segment; a page's
+# "v2" or "site.css" is kept.
+_PERSONAL_SEGMENT = "(?=[^/]*@|(?:[^/0-9]*[0-9]){5})"
+PERSONAL_PATTERN = f"/{_PERSONAL_SEGMENT}[^/]+"
+# Each map replaces the first of these left, in this order; a path with more personal
+# segments than the maps is not logged at all (PERSONAL_LEFT).
+ID_RULES = (
+    *(3 * [(UUID_PATTERN, "{id}")]),
+    (NUMBER_PATTERN, "/{id}"),
+    *(3 * [(PERSONAL_PATTERN, "/{id}")]),
+)
+ID_MAPS = len(ID_RULES)
+PERSONAL_LEFT = f'"~/{_PERSONAL_SEGMENT}"'
+WITHHELD_PATH = "{withheld}"
 
 
 def _id_maps() -> str:
     """$uri -> $imt_log_1 -> ... -> $imt_log_<ID_MAPS>: each replaces the first id left
-    (a uuid; the last, a number segment)."""
+    (:data:`ID_RULES`)."""
     maps = []
-    for n in range(1, ID_MAPS + 1):
+    for n, (found, replaced) in enumerate(ID_RULES, start=1):
         source = "$uri" if n == 1 else f"$imt_log_{n - 1}"
-        found, replaced = (NUMBER_PATTERN, "/{id}") if n == ID_MAPS else (UUID_PATTERN, "{id}")
         pattern = f'"~*^(?<imt_id{n}_head>.*?){found}(?<imt_id{n}_tail>.*)$"'
         value = f'"${{imt_id{n}_head}}{replaced}${{imt_id{n}_tail}}"'
         maps.append(
             f"map {source} $imt_log_{n} {{\n    default {source};\n    {pattern} {value};\n}}\n"
         )
     return "".join(maps)
+
+
+# A caller's request id holding what may be a card number (13 to 19 digits, alone or
+# between separators, as 4111-1111-1111-1111; not digits among the letters of a hex id)
+# is not kept: it would be logged, and sent back.
+CARD_LIKE_ID = '"~(?:^|[^A-Za-z0-9])[0-9](?:[-._:]?[0-9]){12,18}(?:$|[^A-Za-z0-9])"'
 
 
 # How a service's replicas share its requests (nginx's default: round robin).
@@ -559,11 +577,12 @@ scgi_temp_path {tmp}/scgi;
 }}
 map $imt_log_tokenless $logged_path {{
     default "{UNREADABLE_PATH}";
+    {PERSONAL_LEFT} "{WITHHELD_PATH}";
     {UTF8_PATH} $imt_log_tokenless;
 }}
 
 # Privacy: no client address, no query string ($uri has none), no referrer, no user agent,
-# no unsubscribe token, no id.
+# no unsubscribe token, no id, no address or number a caller put in the path.
 log_format privacy escape=json '{{"time":"$time_iso8601","method":"$request_method",'
     '"path":"$logged_path","status":$status,"bytes":$body_bytes_sent,'
     '"request_time":$request_time,"upstream":"$upstream_addr","request_id":"$imt_request_id",'
@@ -595,6 +614,7 @@ map $remote_addr $imt_client_network {{
 # access log holds both, so support can go from either one to the other.
 map $http_x_request_id $imt_request_id {{
     default $request_id;
+    {CARD_LIKE_ID} $request_id;
     "~^[A-Za-z0-9._:-]{{1,128}}$" $http_x_request_id;
 }}
 

@@ -131,11 +131,31 @@ async def test_the_access_log_names_no_one_by_id(platform: str) -> None:
     assert json.loads(item)["path"] == "/api/accounts/me/devices/{id}"
 
 
-async def _logged(client: httpx.AsyncClient, path: str, status: int) -> str:
-    """The access log's line for one GET of ``path`` (found by its request id)."""
-    request_id = f"log-check-{uuid.uuid4().hex}"
+@pytest.mark.promise("P-09")
+async def test_the_access_log_keeps_no_card_number_or_address_a_caller_sent(
+    platform: str,
+) -> None:
+    needs("accounts")
+    card, email = "4111-1111-1111-1111", "jane.roe@example.com"
+    async with httpx.AsyncClient(base_url=platform, timeout=30) as client:
+        in_path = await _logged(client, f"/api/accounts/me/devices/{card}", 401)
+        address = await _logged(client, f"/api/accounts/me/devices/{email}", 401)
+        as_id = await _logged(client, "/api/accounts/me", 401, request_id="4111111111111111")
+    assert json.loads(in_path)["path"] == "/api/accounts/me/devices/{id}"
+    assert json.loads(address)["path"] == "/api/accounts/me/devices/{id}"
+    assert "4111" not in in_path + as_id
+    assert "jane" not in address
+
+
+async def _logged(
+    client: httpx.AsyncClient, path: str, status: int, request_id: str | None = None
+) -> str:
+    """The access log's line for one GET of ``path`` (found by the request id the
+    gateway answered with: the caller's, ``request_id`` or a fresh one, if it kept it)."""
+    request_id = request_id or f"log-check-{uuid.uuid4().hex}"
     response = await client.get(path, headers={"X-Request-Id": request_id})
     assert response.status_code == status, response.text
+    request_id = response.headers["x-request-id"]
     log = gateway.access_log(Layout.from_env())
     deadline = time.monotonic() + 10
     while not (lines := [x for x in log.read_text().splitlines() if request_id in x]):

@@ -147,10 +147,13 @@ def _logged(path: str) -> str:
         [(pattern, value)] = rules.items()
         path = _mapped(path, pattern, value)
         source = f"${name}"
-    # The last map keeps a path that is UTF-8 (an ASCII one here) and names it if not.
+    # The last map withholds a path with personal segments left over, keeps one that is
+    # UTF-8 (any str here), and names it if not.
     rules = dict(_map(CONF, "logged_path"))
     assert rules.pop("default") == f'"{gateway.UNREADABLE_PATH}"'
-    assert rules == {gateway.UTF8_PATH: source}
+    assert rules == {gateway.PERSONAL_LEFT: f'"{gateway.WITHHELD_PATH}"', gateway.UTF8_PATH: source}
+    if _mapped(path, gateway.PERSONAL_LEFT, '"left"') == "left":
+        return gateway.WITHHELD_PATH
     return path
 
 
@@ -182,6 +185,55 @@ ID = "0b7e2f4a-3c1d-4e5f-8a9b-1c2d3e4f5a6b"
 )
 def test_the_access_log_names_no_one_by_id(path: str, logged: str) -> None:
     assert _logged(path) == logged
+
+
+@pytest.mark.promise("P-09")
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        ("/api/accounts/me/devices/4111-1111-1111-1111", "/api/accounts/me/devices/{id}"),
+        ("/api/accounts/me/devices/4111111111111111/x", "/api/accounts/me/devices/{id}/x"),
+        ("/api/accounts/me/devices/jane@example.com", "/api/accounts/me/devices/{id}"),
+        ("/a/+1 (555) 123-4567/b", "/a/{id}/b"),
+        ("/x/1990-01-01", "/x/{id}"),
+        (f"/a/{ID}/b/jane@example.com/c/12", "/a/{id}/b/{id}/c/{id}"),
+        ("/1@x/2@x/3@x", "/{id}/{id}/{id}"),
+        ("/1@x/2@x/3@x/4@x", gateway.WITHHELD_PATH),  # more than the maps replace
+        ("/assets/site.css", "/assets/site.css"),
+        ("/api/analytics/v1234/x", "/api/analytics/v1234/x"),  # four digits
+    ],
+)
+def test_the_access_log_keeps_no_address_or_number_a_caller_put_in_a_path(
+    path: str, logged: str
+) -> None:
+    assert _logged(path) == logged
+
+
+def _request_id(given: str) -> str:
+    """$imt_request_id for a caller's X-Request-Id: the first rule that matches."""
+    for pattern, value in _map(CONF, "imt_request_id"):
+        if pattern != "default" and _mapped(given, pattern, '"hit"') == "hit":
+            return value
+    return dict(_map(CONF, "imt_request_id"))["default"]
+
+
+@pytest.mark.promise("P-09")
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("4111111111111111", False),
+        ("4111-1111-1111-1111", False),
+        ("order-4111111111111111", False),
+        ("4111111111111111.retry", False),
+        ("log-check-0b7e2f4a3c1d4e5f8a9b1c2d3e4f5a6b", True),
+        ("0b7e2f4a-3c1d-4e5f-8a9b-1c2d3e4f5a6b", True),
+        ("a4111111111111111", True),  # no number on its own: hex, say
+        ("req-123456789012", True),  # twelve digits: no card
+        ("x y", False),  # not the id's form
+    ],
+)
+def test_a_request_id_like_a_card_number_is_not_kept(given: str, kept: bool) -> None:
+    assert _request_id(given) == ("$http_x_request_id" if kept else "$request_id")
 
 
 TOKEN = "AQMx" + "a" * 40 + "_-Z9"
