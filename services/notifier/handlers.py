@@ -505,6 +505,9 @@ async def release_retained(conn: Connection, command: EraseSubject) -> None:
         erased["erasures"] = int(status.split()[-1])
     # suppression_list: opt-outs are keyed by the address's blind index alone, and the
     # address went with the contact at the erasure: none can be traced to the subject.
+    # Their period is applied by address instead (store.forget_lapsed_suppressions): the
+    # erasure was the last time the subject's addresses were held, so they go at this
+    # release's time unless asserted since (the address asked again, or taken again).
     await _receipt(conn, command.request_id, command.subject_id, erased)
 
 

@@ -75,7 +75,7 @@ WITH requests AS (
 )
 INSERT INTO suppressions (email_index, category, source)
 SELECT $2, 'all', 'operator' WHERE EXISTS (SELECT 1 FROM requests)
-ON CONFLICT (email_index, category) DO UPDATE SET source = 'operator'
+ON CONFLICT (email_index, category) DO UPDATE SET source = 'operator', asserted_at = now()
 """
 
 
@@ -821,11 +821,18 @@ async def take_send_slots(
 
 # -- suppressions ----------------------------------------------------------------------
 
+#: The retention period of a suppression (retention.toml: ``suppression_list``), counted
+#: from the last time it was asserted (``asserted_at``, migration 027). Not a setting: a
+#: shorter one would let mail resume sooner than the rules, and the certificates, say.
+SUPPRESSION_DAYS = 3650
+
 
 async def suppress(conn: Connection, email_index: bytes, category: str, source: str) -> None:
+    """Record an opt-out; one asked for again keeps its first source and time, and its
+    period starts again (the person still wants it)."""
     await conn.execute(
         "INSERT INTO suppressions (email_index, category, source) VALUES ($1, $2, $3)"
-        " ON CONFLICT DO NOTHING",
+        " ON CONFLICT (email_index, category) DO UPDATE SET asserted_at = now()",
         email_index,
         category,
         source,
@@ -850,7 +857,8 @@ async def suppress_all_by_operator(
         await conn.execute(
             "INSERT INTO suppressions (email_index, category, source)"
             " VALUES ($1, 'all', 'operator')"
-            " ON CONFLICT (email_index, category) DO UPDATE SET source = 'operator'",
+            " ON CONFLICT (email_index, category)"
+            " DO UPDATE SET source = 'operator', asserted_at = now()",
             index,
         )
         await conn.execute(
@@ -861,6 +869,40 @@ async def suppress_all_by_operator(
             reference,
         )
     return True
+
+
+# A suppression goes once nothing asserted it for its period: not recorded again, and
+# its address held by no account (a contact's own, guardian or pending address, or a
+# replaced one kept for its one email). One whose address is held stops that address's
+# mail, whatever its age, and is kept. The operators' records of a "stop all email"
+# request go with the address's global suppression: they are its audit trail and what
+# makes it follow its person (_CARRY_OPERATOR_SUPPRESSION), and are nothing without it.
+_FORGET_LAPSED_SUPPRESSIONS = """
+DELETE FROM suppressions s
+WHERE s.asserted_at < now() - make_interval(days => $1)
+  AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.email_index = s.email_index)
+  AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.guardian_index = s.email_index)
+  AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.pending_index = s.email_index)
+  AND NOT EXISTS (SELECT 1 FROM previous_addresses p WHERE p.email_index = s.email_index)
+"""
+# A statement of its own, so that it sees the suppressions just deleted as gone. A
+# request and its suppression are written in one transaction: never one without the other.
+_FORGET_ORPHAN_REQUESTS = """
+DELETE FROM operator_suppressions o
+WHERE NOT EXISTS (
+    SELECT 1 FROM suppressions s WHERE s.email_index = o.email_index AND s.category = 'all'
+)
+"""
+
+
+async def forget_lapsed_suppressions(conn: Connection) -> dict[str, int]:
+    """Delete suppressions past their period (:data:`SUPPRESSION_DAYS` since last
+    asserted) and the operators' records of them; the counts, by table, of those gone."""
+    counts = {
+        "suppressions": await conn.execute(_FORGET_LAPSED_SUPPRESSIONS, SUPPRESSION_DAYS),
+        "operator_suppressions": await conn.execute(_FORGET_ORPHAN_REQUESTS),
+    }
+    return {table: n for table, status in counts.items() if (n := int(status.split()[-1]))}
 
 
 # -- erasure ---------------------------------------------------------------------------

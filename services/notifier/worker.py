@@ -2,8 +2,10 @@
 
 Runs, in one process: an idempotent consumer per topic group (contacts; replies,
 policy versions, incidents and commands; erasure), the scheduler of delayed notices,
-the email planner, the inbox-outcome publisher and the email sender. Every loop keeps
-its state in PostgreSQL, so several worker processes can run side by side.
+the email planner, the inbox-outcome publisher, the email sender and the sweeps (rows
+written alongside an erasure, replaced addresses, suppressions past their period).
+Every loop keeps its state in PostgreSQL, so several worker processes can run side by
+side.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 EMAIL_PLAN_CHUNK = 10_000
 SWEEP_EVERY_SECONDS = 60.0
+# Periods counted in days: a day late at most, and one scan of the suppressions a day.
+SUPPRESSION_SWEEP_EVERY_SECONDS = 86_400.0
 Step = Callable[[Connection], Awaitable[int | None]]
 
 
@@ -86,6 +90,11 @@ def every(seconds: float, step: Callable[[Connection], Awaitable[object]]) -> St
 async def _sweep_erased(conn: Connection) -> None:
     if swept := await store.sweep_erased(conn):
         log.warning("erased subjects' rows written alongside their erasure, deleted: %s", swept)
+
+
+async def _forget_lapsed_suppressions(conn: Connection) -> None:
+    if gone := await store.forget_lapsed_suppressions(conn):
+        log.info("suppressions past their retention period, deleted: %s", gone)
 
 
 class Worker:
@@ -169,6 +178,15 @@ class Worker:
                     "erased-sweep",
                     pool,
                     every(SWEEP_EVERY_SECONDS, _sweep_erased),
+                    self.wake,
+                    self.stopping,
+                )
+            ),
+            asyncio.create_task(
+                loop_step(
+                    "suppression-periods",
+                    pool,
+                    every(SUPPRESSION_SWEEP_EVERY_SECONDS, _forget_lapsed_suppressions),
                     self.wake,
                     self.stopping,
                 )
