@@ -176,5 +176,31 @@ def refuse_card_numbers(**fields: str | None) -> None:
         )
 
 
+def refuse_own_guardian(
+    vault: Vault, account_index: bytes, guardian: str | None, field: str
+) -> None:
+    """P-26: 422 if ``guardian`` is, as the blind index sees addresses, the account's own
+    (``account_index``). Both links would go to one mailbox: a child could consent for
+    themselves. ``field`` is the one the caller typed (the guardian's or the account's)."""
+    if guardian is None or vault.blind_index(guardian, purpose=EMAIL_INDEX) != account_index:
+        return
+    raise Problem(
+        422,
+        "Guardian is the account",
+        "Under 13, a parent or guardian consents from their own email address: it cannot"
+        " be the account's.",
+        slug="guardian-is-account",
+        errors=[
+            {
+                "location": f"body.{field}",
+                "message": "is the account's own address"
+                if field == "guardian_email"
+                else "is the parent or guardian's address",
+                "type": "guardian_is_account",
+            }
+        ],
+    )
+
+
 def not_found(what: str) -> Problem:
     return Problem(404, "Not found", f"No such {what}.", slug="not-found")

@@ -3,7 +3,10 @@
 A re-authentication (changing the password or the email address, deleting the account)
 is a password check made by whoever holds an access token. Unthrottled, a stolen
 five-minute token would allow guessing the password as fast as the hashing threads go;
-so its failures are counted per user, under the account policy, like a login's.
+so its failures are counted per user, under the account policy, like a login's. An
+operator's are counted under the operators' policy, as their logins are: they have no
+password reset, so a lock that only a reset lifts would take the identity's own
+password change and its deletion requests and approvals from it for good.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ def counter_of(row: store.Row | None) -> throttle.Counter | None:
     )
 
 
-def throttled(verdict: throttle.Verdict) -> Problem:
+def throttled(verdict: throttle.Verdict, what: str = "this login") -> Problem:
+    """The 429 of a refused attempt; ``what`` names what an operator's lock stops."""
     seconds = max(1, math.ceil(verdict.retry_after))
     if verdict.locked and verdict.retry_after > 0:  # an operator's lock lifts by itself
-        detail = f"this login is locked for {seconds} s. An admin can unlock it sooner."
+        detail = f"{what} is locked for {seconds} s. An admin can unlock it sooner."
         return _wait("Too many failed logins", f"Too many failed attempts: {detail}",
                      "login-locked", seconds)  # fmt: skip
     if verdict.locked:
@@ -75,18 +79,27 @@ def reauth_key(vault: Vault, user_id: UUID) -> bytes:
 
 
 async def reauthenticate(
-    ctx: Context, user_id: UUID, stored_hash: str | None, password: str, detail: str
+    ctx: Context,
+    user_id: UUID,
+    stored_hash: str | None,
+    password: str,
+    detail: str,
+    *,
+    operator: bool = False,
 ) -> None:
-    """Return if ``password`` is the user's; else raise 403 (or 429 while throttled)."""
+    """Return if ``password`` is the user's (the operator's, if ``operator``); else raise
+    403 (or 429 while throttled)."""
     key = reauth_key(ctx.vault, user_id)
     policy = ctx.account_policy()
+    if operator:
+        policy = throttle.for_operators(policy)
     failed = False
     async with ctx.login_turns, ctx.pool.acquire() as conn, conn.transaction():
         # Locked for the whole check: parallel guesses are judged one after the other.
         counter = counter_of(await store.lock_throttle(conn, key))
         verdict = throttle.check(policy, counter, datetime.now(UTC))
         if not verdict.allowed:
-            raise throttled(verdict)
+            raise throttled(verdict, "re-authentication")
         if await verify_password(stored_hash, password):
             await store.clear_throttle(conn, key)
         else:

@@ -34,6 +34,7 @@ from services.accounts.context import (
     emit,
     notify,
     refuse_card_numbers,
+    refuse_own_guardian,
 )
 from services.accounts.domain import throttle
 from services.accounts.domain.age import AgeBand, age_band, plausible_birth_date
@@ -139,6 +140,9 @@ async def sign_up(body: SignUp, ctx: Ctx) -> SignedUp:
             "Under 13, a parent or guardian's email is required: they must consent.",
             slug="guardian-required",
         )
+    if band == "under_13":
+        own = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
+        refuse_own_guardian(ctx.vault, own, body.guardian_email, "guardian_email")
     password_hash = await hash_password(body.password)
     async with answer_floor():  # a new account costs more work than a taken address
         return await _register(ctx, body, band, password_hash)

@@ -31,6 +31,7 @@ from services.accounts.context import (
     emit,
     not_found,
     refuse_card_numbers,
+    refuse_own_guardian,
 )
 from services.accounts.domain.content import content_for
 from services.accounts.invoices import Invoice, invoice_out
@@ -335,6 +336,13 @@ async def _apply_profile_change(
                 changes.update(store.NO_PENDING_ADDRESS)  # withdrawn
                 new_address = None
             else:
+                if current["guardian_email"] is not None:
+                    # Not the guardian's: the sign-up refuses that, and a change must not
+                    # reach it either (a child consenting for themselves, P-26).
+                    guardian = await vault.open(
+                        uid, current["guardian_email"], purpose=GUARDIAN_EMAIL
+                    )
+                    refuse_own_guardian(vault, new_address, guardian, "email")
                 await count_address_change(conn, vault, uid)  # 429 past the day's quota
         # The update locks the row and answers it as changed: one round trip, not three.
         changed = await store.update_user_returning(conn, uid, **changes) if changes else None

@@ -23,6 +23,7 @@ from services.accounts.context import (
     DEVICE_MODEL,
     EMAIL,
     EMAIL_INDEX,
+    GUARDIAN_EMAIL,
     MESSAGE_BODY,
     NAME,
     OPERATOR_EMAIL,
@@ -32,6 +33,7 @@ from services.accounts.context import (
     emit,
     not_found,
     refuse_card_numbers,
+    refuse_own_guardian,
 )
 from services.accounts.domain import fields as field_rules
 from services.accounts.domain.roles import ADMIN, PERMISSIONS
@@ -51,7 +53,7 @@ from services.accounts.sessions import (
     password_change_required,
     start_session,
 )
-from services.accounts.throttling import login_key, reauthenticate
+from services.accounts.throttling import login_key, reauth_key, reauthenticate
 from shared import email_subjects
 from shared.auth import Claims, OperatorRole, require_roles
 from shared.auth.dependencies import VerifiedBearer
@@ -378,6 +380,7 @@ async def create_operator(
     body: OperatorIn, ctx: Ctx, op: Annotated[Operator, allowed("operators.create")]
 ) -> OperatorOut:
     """Admins create operator identities (separate from users) with their roles."""
+    refuse_card_numbers(email=body.email)  # sealed and kept: an address may be all digits
     operator_id = uuid4()
     index = ctx.vault.blind_index(body.email, purpose=OPERATOR_EMAIL_INDEX)
     sealed = await ctx.vault.seal(operator_id, body.email, purpose=OPERATOR_EMAIL)
@@ -401,8 +404,9 @@ async def unlock_operator(
     ctx: Ctx,
     op: Annotated[Operator, allowed("operators.create")],
 ) -> None:
-    """Admins lift an operator identity's login lock and back-off at once (operators have
-    no password reset; a lock also lifts by itself after an hour). Audited.
+    """Admins lift an operator identity's login lock and back-off at once, and those of
+    its re-authentication (operators have no password reset; a lock also lifts by itself
+    after an hour). Audited.
 
     Users are not unlocked here: a password reset lifts their lock once they prove
     control of their mailbox, which an unlock would skip while a guesser may be at work.
@@ -415,6 +419,9 @@ async def unlock_operator(
             raise not_found("operator")
         email = await ctx.vault.open(operator_id, operator["email"], purpose=OPERATOR_EMAIL)
         await store.clear_throttle(conn, login_key(ctx.vault, "operator", email))
+        # Failed password checks from a session lock apart from logins: both are lifted,
+        # or an identity whose token a guesser held could never set its password again.
+        await store.clear_throttle(conn, reauth_key(ctx.vault, operator_id))
         await store.audit(
             conn, _operator_id(op), operator_id, "change", ["login_throttle"], body.reason
         )
@@ -542,7 +549,12 @@ async def set_own_password(
         operator = await store.active_operator(conn, operator_id)
     stored = operator["password_hash"] if operator is not None else None
     await reauthenticate(
-        ctx, operator_id, stored, body.current_password, "The current password is wrong."
+        ctx,
+        operator_id,
+        stored,
+        body.current_password,
+        "The current password is wrong.",
+        operator=True,
     )
     assert operator is not None  # reauthenticate refused no one
     assert stored is not None
@@ -686,8 +698,12 @@ async def change_user(
     # The user first: sealing for an unknown id would create a key for no one, and for an
     # erased user the vault refuses (its key is shredded).
     async with ctx.pool.acquire() as conn:
-        if await store.user_by_id(conn, user_id) is None:
-            raise not_found("user")
+        user = await store.user_by_id(conn, user_id)
+    if user is None:
+        raise not_found("user")
+    if body.email is not None and user["guardian_email"] is not None:
+        # No endpoint changes a guardian: checked on this read, it stays checked.
+        await _refuse_guardian_address(ctx, op, user, body)
     changes: dict[str, Any] = {}
     try:
         if body.name is not None:
@@ -742,6 +758,33 @@ async def change_user(
         raise await _refuse_taken_address(ctx, op, user_id, body, index) from None
     # What was sealed above; the operator typed it, so showing it reads nothing new.
     return UserChanged(id=user_id, fields=fields, name=body.name, email=body.email)
+
+
+async def _refuse_guardian_address(
+    ctx: Context, op: Operator, user: store.Row, body: UserChange
+) -> None:
+    """422 if the new address is the child's guardian's (P-26: they would consent for
+    themselves). The refusal tells the operator the guardian's address: a read of it,
+    audited as ``_refuse_taken_address`` audits its own, never naming the address."""
+    assert body.email is not None
+    uid = user["id"]
+    try:
+        guardian = await ctx.vault.open(uid, user["guardian_email"], purpose=GUARDIAN_EMAIL)
+    except SubjectShredded:  # erased since the read
+        raise not_found("user") from None
+    new_index = ctx.vault.blind_index(body.email, purpose=EMAIL_INDEX)
+    try:
+        refuse_own_guardian(ctx.vault, new_index, guardian, "email")
+    except Problem:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await store.audit(
+                conn, _operator_id(op), uid, "read", ["guardian_email"],
+                f"{REFUSED_GUARDIAN}; stated purpose: {body.purpose}", body.request_reference,
+            )  # fmt: skip
+        raise
+
+
+REFUSED_GUARDIAN = "an email change refused: the address is the account's guardian's"
 
 
 class _AddressTaken(Exception):
@@ -1457,7 +1500,9 @@ async def _reauthenticate(ctx: Context, op: Operator, password: str) -> None:
     async with ctx.pool.acquire() as conn:
         operator = await store.active_operator(conn, _operator_id(op))
     stored = operator["password_hash"] if operator is not None else None
-    await reauthenticate(ctx, _operator_id(op), stored, password, "Your password is wrong.")
+    await reauthenticate(
+        ctx, _operator_id(op), stored, password, "Your password is wrong.", operator=True
+    )
     assert operator is not None  # reauthenticate refused a missing one
     if not has_own_password(operator):
         raise password_change_required()

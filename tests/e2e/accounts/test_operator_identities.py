@@ -19,6 +19,7 @@ from tests.e2e.accounts.support import (
     BusTail,
     Operator,
     active_user,
+    luhn_card,
     new_operator,
     operator_token,
     provisional_operator,
@@ -177,6 +178,30 @@ async def test_an_admin_cannot_delete_a_user_through_two_identities_they_took_ov
     approved = await _approve(client, other_line, asked.json()["id"])
     assert (approved.status_code, approved.json()["status"]) == (200, "requested")
     await bus.event("deletion.requested.", user.id, request_id=asked.json()["id"])
+
+
+@pytest.mark.promise("P-09")
+async def test_an_operator_identity_whose_email_holds_a_card_number_is_not_made(
+    client: httpx.AsyncClient, root: Operator
+) -> None:
+    # Sealed, the address would still be kept: refused as a sign-up's is.
+    card = luhn_card()
+    dashed = "-".join(card[i : i + 4] for i in range(0, 16, 4))
+    for email in (f"{card}@example.com", f"{dashed}@example.com"):
+        identity = {"email": email, "password": f"op-{uuid.uuid4().hex}", "roles": ["support"]}
+        refused = await client.post(
+            f"{API}/operator/operators", json=identity, headers=root.headers
+        )
+        assert refused.status_code == 422, refused.text
+        assert _slug(refused) == "card-number"
+        assert [e["location"] for e in refused.json()["errors"]] == ["body.email"]
+        assert card not in refused.text  # never echoed
+        assert dashed not in refused.text
+        login = await client.post(
+            f"{API}/operator/sessions",
+            json={"email": email, "password": identity["password"]},
+        )
+        assert login.status_code == 401, login.text  # no identity was made
 
 
 @pytest.mark.promise("P-07")

@@ -588,6 +588,69 @@ async def test_an_operator_lock_lifts_by_itself_after_an_hour(
     assert lifted.status_code == 200, lifted.text
 
 
+async def _change_own_password(
+    client: httpx.AsyncClient, operator: Operator, current: str
+) -> httpx.Response:
+    return await client.post(
+        f"{API}/operator/me/password",
+        json={"current_password": current, "new_password": f"own-{uuid.uuid4().hex}"},
+        headers=operator.headers,
+    )
+
+
+async def _lock_re_authentication(
+    client: httpx.AsyncClient, db: asyncpg.Connection, operator: Operator, minutes_ago: int
+) -> bytes:
+    """One wrong current password writes the operator's re-authentication counter (the
+    latest account counter), then locked as by a 100th failure ``minutes_ago``."""
+    wrong = await _change_own_password(client, operator, "not-the-password")
+    assert wrong.status_code == 403, wrong.text
+    return await _lock_latest_account_counter(db, minutes_ago)
+
+
+@pytest.mark.promise("P-08")
+async def test_an_admin_unlock_lifts_an_operators_re_authentication_lock_too(
+    client: httpx.AsyncClient, root: Operator, db: asyncpg.Connection
+) -> None:
+    # Whoever held the operator's token failed 100 password checks: operators have no
+    # reset, so an admin must be able to give the identity its own password back.
+    operator = await new_operator(client, root, "privacy_officer")
+    await _lock_re_authentication(client, db, operator, minutes_ago=0)
+    refused = await _change_own_password(client, operator, operator.password)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["type"].endswith("/login-locked")
+    unlock = f"{API}/operator/operators/{operator.id}/unlock"
+    reason = {"reason": "token lost, identity confirmed by phone"}
+    done = await client.post(unlock, json=reason, headers=root.headers)
+    assert done.status_code == 204, done.text
+    changed = await _change_own_password(client, operator, operator.password)
+    assert changed.status_code == 200, changed.text
+    rows = await db.fetch(
+        "SELECT * FROM audit_log WHERE subject_id = $1 AND operator_id <> subject_id",
+        uuid.UUID(operator.id),
+    )
+    assert [(r["action"], list(r["fields"]), r["purpose"]) for r in rows] == [
+        ("change", ["login_throttle"], reason["reason"])
+    ]
+
+
+@pytest.mark.promise("P-08")
+async def test_an_operators_re_authentication_lock_lifts_by_itself_after_an_hour(
+    client: httpx.AsyncClient, root: Operator, db: asyncpg.Connection
+) -> None:
+    operator = await new_operator(client, root, "support")
+    key = await _lock_re_authentication(client, db, operator, minutes_ago=59)
+    refused = await _change_own_password(client, operator, operator.password)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["type"].endswith("/login-locked")
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert "Reset your password" not in refused.json()["detail"]  # operators have none
+    assert "An admin can unlock" in refused.json()["detail"]
+    await _lock(db, key, minutes_ago=61)
+    changed = await _change_own_password(client, operator, operator.password)
+    assert changed.status_code == 200, changed.text
+
+
 async def test_policy_versions_are_published_and_accepted(
     client: httpx.AsyncClient, bus: BusTail, root: Operator
 ) -> None:

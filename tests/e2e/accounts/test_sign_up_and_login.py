@@ -15,7 +15,7 @@ from deploy.local.gateway import access_log
 from deploy.local.layout import Layout
 from services.accounts.answer_floor import ANSWER_FLOOR_SECONDS
 from services.accounts.config import AccountsSettings
-from services.accounts.context import THROTTLE_CLIENT
+from services.accounts.context import EMAIL_INDEX, THROTTLE_CLIENT
 from services.accounts.security import hash_password, secret_hash
 from shared.config import PlatformSettings
 from shared.events.topics import all_topics
@@ -23,10 +23,12 @@ from shared.vault.crypto import blind_index
 from tests.e2e.accounts.support import (
     API,
     BusTail,
+    Operator,
     User,
     active_user,
     gateway_trace_ids,
     log_in,
+    new_operator,
     read_topics_from_beginning,
     sign_up,
     unique_email,
@@ -524,3 +526,95 @@ async def test_under_13_sign_up_needs_a_guardian_and_never_gets_marketing(
     assert prefs.json()["tracking_opt_out"] is True  # under 13 is treated as Do Not Track
     latest = await bus.card(child.id, active=True)
     assert latest.marketing_email is False
+
+
+def _slug(response: httpx.Response) -> str:
+    slug: str = response.json()["type"].rsplit("/", 1)[-1]
+    return slug
+
+
+def _shouted(email: str) -> str:
+    """The same address as the blind index sees it, spelt otherwise."""
+    return email.upper()
+
+
+@pytest.mark.promise("P-26")
+async def test_a_child_cannot_name_their_own_address_as_the_guardian(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: PlatformSettings
+) -> None:
+    # Both links (the address's and the consent's) would go to the child's mailbox.
+    ten_years_ago = f"{time.gmtime().tm_year - 10}-01-01"
+    email = unique_email("kid")
+    for guardian in (email, _shouted(email)):
+        refused = await client.post(
+            f"{API}/users",
+            json={"name": "Kid", "email": email, "password": "kid-password-1",
+                  "birth_date": ten_years_ago, "guardian_email": guardian},
+        )  # fmt: skip
+        assert refused.status_code == 422, refused.text
+        assert _slug(refused) == "guardian-is-account"
+        assert [e["location"] for e in refused.json()["errors"]] == ["body.guardian_email"]
+    index_key = settings.blind_index_key.get_secret_value().encode()
+    made = await db.fetchval(
+        "SELECT count(*) FROM users WHERE email_index = $1",
+        blind_index(index_key, EMAIL_INDEX, email),
+    )
+    assert made == 0
+
+
+async def _consented_child(client: httpx.AsyncClient, bus: BusTail) -> tuple[User, str]:
+    """An active under-13 account, signed in, and its guardian's address."""
+    ten_years_ago = f"{time.gmtime().tm_year - 10}-01-01"
+    guardian = unique_email("guardian")
+    child = await sign_up(client, birth_date=ten_years_ago, guardian_email=guardian)
+    await verify(client, bus, child)
+    consent = await bus.notice(child.id, "parental_consent")
+    consented = await client.post(
+        f"{API}/guardian-consents", json={"token": consent["params"]["token"]}
+    )
+    assert consented.status_code == 200, consented.text
+    await log_in(client, child)
+    return child, guardian
+
+
+async def _address(client: httpx.AsyncClient, user: User) -> tuple[str, str | None]:
+    me = (await client.get(f"{API}/me", headers=user.headers)).json()
+    return me["email"], me["pending_email"]
+
+
+@pytest.mark.promise("P-26")
+async def test_a_childs_address_change_cannot_make_it_the_guardians(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    child, guardian = await _consented_child(client, bus)
+    change = {"email": _shouted(guardian), "current_password": child.password}
+    own = await client.patch(f"{API}/me", json=change, headers=child.headers)
+    assert own.status_code == 422, own.text
+    assert _slug(own) == "guardian-is-account"
+    assert [e["location"] for e in own.json()["errors"]] == ["body.email"]
+    assert await _address(client, child) == (child.email, None)  # no link mailed either
+
+
+@pytest.mark.promise("P-26")
+async def test_support_cannot_give_a_child_their_guardians_address(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, db: asyncpg.Connection
+) -> None:
+    child, guardian = await _consented_child(client, bus)
+    support = await new_operator(client, root, "support")
+    on_request = {"email": guardian, "request_reference": "TCK-26", "purpose": "asked by email"}
+    typed = await client.patch(
+        f"{API}/operator/users/{child.id}", json=on_request, headers=support.headers
+    )
+    assert typed.status_code == 422, typed.text
+    assert _slug(typed) == "guardian-is-account"
+    assert await _address(client, child) == (child.email, None)
+    # The refusal tells the operator whose address it is: audited as a read of it.
+    audited = await db.fetch(
+        "SELECT action, fields, request_reference FROM audit_log"
+        " WHERE subject_id = $1 AND operator_id = $2",
+        uuid.UUID(child.id),
+        uuid.UUID(support.id),
+    )
+    assert [(r["action"], list(r["fields"]), r["request_reference"]) for r in audited] == [
+        ("read", ["guardian_email"], "TCK-26")
+    ]

@@ -1,10 +1,10 @@
 """P-09 on the operator API: text an operator types that is stored in clear, published or
 written into audit rows (policy versions and summaries, recipients' names and purposes,
 unlock reasons), and an email address anyone gives (sign-up, guardian, an operator's
-change; an address may be all digits before the @), is refused with 422 card-number
-when it holds a card number, before the database is reached. The routes run in-process
-against a context whose database answers 503 "store-reached", so a clean body shows
-where the refusal would have been."""
+change, a new operator identity; an address may be all digits before the @), is
+refused with 422 card-number when it holds a card number, before the database is
+reached. The routes run in-process against a context whose database answers 503
+"store-reached", so a clean body shows where the refusal would have been."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ SIGN_UP = {"name": "Ann", "email": "ann@example.com", "password": "pw-long-enoug
 CHILD = {**SIGN_UP, "birth_date": "2018-01-01", "guardian_email": "mum@example.com"}
 CHANGE = {"email": "ann@example.com", "request_reference": "TCK-1", "purpose": "her request"}
 DIGITS = CARD.replace(" ", "")
+OPERATOR = {"email": "op@example.com", "password": "pw-long-enough-1", "roles": ["support"]}
 
 CASES = [
     ("privacy_officer", "/operator/policy-versions", POLICY, "summary", f"Card {CARD} ok"),
@@ -50,6 +51,7 @@ CASES = [
     (None, "/users", SIGN_UP, "email", f"{DIGITS}@example.com"),
     (None, "/users", CHILD, "guardian_email", f"{CARD.replace(' ', '-')}@example.com"),
     ("support", f"PATCH /operator/users/{SOMEONE}", CHANGE, "email", f"{DIGITS}@example.com"),
+    ("admin", "/operator/operators", OPERATOR, "email", f"{DIGITS}@example.com"),
     # Kept for good in the audit log; a reference may hold ":" (its groups' separator).
     ("support", f"PATCH /operator/users/{SOMEONE}", CHANGE, "request_reference",
      CARD.replace(" ", ":")),
