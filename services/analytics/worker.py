@@ -6,10 +6,10 @@ its beacon ids processed, and Faust acknowledges the batch's offsets only after 
 transaction committed. A worker killed at any point therefore loses nothing (the
 uncommitted offsets are read again) and doubles nothing (the beacon ids are marked).
 Errors never escape the batch body: ``take_events`` would acknowledge the batch as it
-unwinds, so a batch failing for an outage is retried here until it commits. A visit
-that cannot have happened (``handlers.not_countable``: ahead of the worker's clock) is
-dead-lettered with the reason before the batch is counted. A batch failing for any other
-error (PostgreSQL refusing a visit's data, a visit the window arithmetic cannot place)
+unwinds, so a failing batch is retried here until it commits. A visit that cannot have
+happened (``handlers.not_countable``: ahead of the worker's clock) is dead-lettered with
+the reason before the batch is counted. A batch failing for a visit's own data
+(PostgreSQL refusing it, a time the window arithmetic cannot place: ``VISIT_FAULTS``)
 is counted visit by visit instead, and the visit at fault is dead-lettered with the
 reason, so one bad visit never stops the partitions behind it.
 
@@ -39,7 +39,6 @@ from services.analytics import handlers
 from services.analytics.bootstrap import bootstrap
 from services.analytics.config import AnalyticsSettings
 from shared.bus import Delivery, Rejected
-from shared.bus.consumer import OUTAGES
 from shared.bus.faust_app import EnvelopeSchema, create_faust_app, publish_dead_letter, run_worker
 from shared.bus.idempotency import forget_processed_before
 from shared.events.catalogue.analytics import VisitRecorded
@@ -168,18 +167,15 @@ def sort_out(
     return visits, refused
 
 
-# No visit is at fault for these, so they are waited out and the batch counted again:
-# what every consumer takes for an outage, and a batch that ran past its commit deadline
-# (handlers.LateCommit: counted again with a new cutoff).
-RETRIED: tuple[type[BaseException], ...] = (*OUTAGES, handlers.LateCommit)
-# SQLSTATE class 22 (a NUL in text, a value out of range), and values asyncpg cannot
-# encode (it raises DataError too): the visit's data, not the database, is at fault, so
-# a retry fails alike and the visit is dead-lettered at once.
-DATA_ERRORS: tuple[type[Exception], ...] = (asyncpg.DataError,)
-# Any other error of one visit counted alone is taken for its own once it failed this
-# often: a retry cannot tell a bug that fails alike from a glitch, and the dead letter
-# keeps the visit for a replay, where retrying it for good would stop every partition.
-ATTEMPTS = 3
+# What a visit's own data can cause, so that a retry fails alike: SQLSTATE class 22 (a
+# NUL in text, a value out of range) and values asyncpg cannot encode (DataError), and
+# arithmetic or a value no window can hold (a time past the calendar: OverflowError).
+# Such a batch is counted visit by visit and the visit at fault is dead-lettered. Any
+# other error is no visit's: an outage, a commit past its deadline, a grant revoked or a
+# table missing mid-deploy, a bug. The batch is retried until it counts, as every
+# consumer waits out an outage: dead-lettered instead, every visit would be, and a
+# replay would come after the late-visit cutoff, never to be counted.
+VISIT_FAULTS: tuple[type[Exception], ...] = (asyncpg.DataError, ArithmeticError, ValueError)
 Counter = Callable[[list[VisitRecorded]], Awaitable[None]]
 DeadLetter = Callable[[Any, str], Awaitable[None]]  # a stream event, and why
 
@@ -187,14 +183,14 @@ DeadLetter = Callable[[Any, str], Awaitable[None]]  # a stream event, and why
 async def count_batch(
     batch: Sequence[tuple[Any, VisitRecorded]], count: Counter, dead_letter: DeadLetter
 ) -> None:
-    """Count a batch's visits at once; if that fails but for an outage, one at a time,
-    and dead-letter each visit that cannot be counted (the others are counted).
+    """Count a batch's visits at once; if a visit is at fault (:data:`VISIT_FAULTS`),
+    one at a time, and dead-letter each visit that cannot be counted (the others are).
 
     A failed batch's transaction is rolled back whole: nothing of it is counted until
     each visit is, alone, in a transaction marking its beacon id (so once)."""
     try:
-        await _until_done(lambda: count([visit for _, visit in batch]), retried=RETRIED)
-    except Exception as exc:
+        await _until_done(lambda: count([visit for _, visit in batch]), fatal=VISIT_FAULTS)
+    except VISIT_FAULTS as exc:
         log.warning("a batch of %d visits cannot be counted (%s); counting them one at a time",
                     len(batch), _reason(exc))  # fmt: skip
         for event, visit in batch:
@@ -204,39 +200,27 @@ async def count_batch(
 async def _count_or_dead_letter(
     event: Any, visit: VisitRecorded, count: Counter, dead_letter: DeadLetter
 ) -> None:
-    """Count one visit, or dead-letter it with the reason it cannot be counted. An
-    outage is raised, for the caller to retry: it says nothing of the visit."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            await count([visit])
-            return
-        except RETRIED:
-            raise
-        except DATA_ERRORS as exc:
-            reason = _reason(exc)
-            break
-        except Exception as exc:
-            reason = f"{_reason(exc)} (failed {attempt} times)"
-            if attempt < ATTEMPTS:
-                await asyncio.sleep(_delay(attempt))
-    await dead_letter(event, reason)
+    """Count one visit, or dead-letter it with the reason it cannot be counted. Any
+    other error is raised, for the caller to retry: it says nothing of the visit."""
+    try:
+        await count([visit])
+    except VISIT_FAULTS as exc:
+        await dead_letter(event, _reason(exc))
 
 
 def _reason(exc: Exception) -> str:
     """Why a visit cannot be counted, without its content (asyncpg's messages may quote
     the value sent, and other errors' may too): the error's kind and SQLSTATE."""
-    if not isinstance(exc, DATA_ERRORS):  # not PostgreSQL's refusal: nothing was stored
+    if not isinstance(exc, asyncpg.DataError):  # not PostgreSQL's refusal: nothing stored
         return f"cannot be counted: {type(exc).__name__}"
     sqlstate = getattr(exc, "sqlstate", None)
     code = "" if sqlstate is None else f" ({sqlstate})"
     return f"cannot be stored: {type(exc).__name__}{code}"
 
 
-async def _until_done(
-    attempt: Any, retried: tuple[type[BaseException], ...] = (Exception,)
-) -> None:
+async def _until_done(attempt: Any, fatal: tuple[type[Exception], ...] = ()) -> None:
     """Retry an effect until it succeeds: an unapplied batch must never be acknowledged.
-    Errors not of the ``retried`` kinds are raised instead, for the caller to handle."""
+    Errors of the ``fatal`` kinds are raised instead: retrying cannot cure them."""
     failures = 0
     while True:
         try:
@@ -244,7 +228,9 @@ async def _until_done(
             return
         except asyncio.CancelledError:
             raise
-        except retried as exc:
+        except fatal:
+            raise
+        except Exception as exc:
             failures += 1
             delay = _delay(failures)
             log.warning("batch failed (%s), retry %d in %.1fs", type(exc).__name__, failures, delay)

@@ -202,8 +202,10 @@ def test_a_batch_is_sorted_into_visits_to_count_and_records_to_dead_letter() -> 
     assert refused[1][1] == "page: a control character"
 
 
-async def test_a_visit_failing_but_for_an_outage_is_dead_lettered_and_the_others_counted() -> None:
-    """Defence in depth: an error no check foresaw, of one visit's data, is not retried
+async def test_a_visit_whose_data_fails_the_counting_is_dead_lettered_and_the_others_counted() -> (
+    None
+):
+    """Defence in depth: an error of one visit's data that no check foresaw is not retried
     for good (it would stop every partition): the batch is counted one at a time."""
     visits = [_visit() for _ in range(3)]
     bad = visits[1]
@@ -220,8 +222,40 @@ async def test_a_visit_failing_but_for_an_outage_is_dead_lettered_and_the_others
     letters = _Letters()
     await worker.count_batch([(f"e{i}", v) for i, v in enumerate(visits)], count, letters.send)
     assert counted == [visits[0].beacon_id, visits[2].beacon_id]
-    assert letters.sent == [("e1", "cannot be counted: OverflowError (failed 3 times)")]
-    assert calls == 1 + 1 + worker.ATTEMPTS + 1  # the batch, then each alone
+    assert letters.sent == [("e1", "cannot be counted: OverflowError")]
+    assert calls == 1 + 3  # the batch, then each alone
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.InsufficientPrivilegeError("permission denied for table trend_cells"),
+        asyncpg.UndefinedTableError('relation "trend_cells" does not exist'),
+        KeyError("a bug"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_an_error_no_visit_caused_is_retried_not_dead_lettered(
+    error: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grant revoked, a table missing mid-deploy, a bug: dead-lettered, every visit
+    would be, and replayed only after the late-visit cutoff, never to be counted."""
+    monkeypatch.setattr(worker, "_delay", lambda failures: 0.0)
+    visits = [_visit() for _ in range(2)]
+    counted: list[uuid.UUID] = []
+    failures = 20  # however long it lasts
+
+    async def count(batch: list[VisitRecorded]) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise error
+        counted.extend(v.beacon_id for v in batch)
+
+    letters = _Letters()
+    await worker.count_batch([("e0", visits[0]), ("e1", visits[1])], count, letters.send)
+    assert counted == [v.beacon_id for v in visits]
+    assert letters.sent == []
 
 
 async def test_a_late_commit_is_counted_again_not_dead_lettered() -> None:
