@@ -199,6 +199,8 @@ def test_the_access_log_names_no_one_by_id(path: str, logged: str) -> None:
         (f"/a/{ID}/b/jane@example.com/c/12", "/a/{id}/b/{id}/c/{id}"),
         ("/1@x/2@x/3@x", "/{id}/{id}/{id}"),
         ("/1@x/2@x/3@x/4@x", gateway.WITHHELD_PATH),  # more than the maps replace
+        ("/x/4111/1111/1111/1111", gateway.WITHHELD_PATH),  # a card split across segments
+        ("/x/411/111/11/1111", gateway.WITHHELD_PATH),
         ("/assets/site.css", "/assets/site.css"),
         ("/api/analytics/v1234/x", "/api/analytics/v1234/x"),  # four digits
     ],
@@ -227,7 +229,10 @@ def _request_id(given: str) -> str:
         ("4111111111111111.retry", False),
         ("log-check-0b7e2f4a3c1d4e5f8a9b1c2d3e4f5a6b", True),
         ("0b7e2f4a-3c1d-4e5f-8a9b-1c2d3e4f5a6b", True),
-        ("a4111111111111111", True),  # no number on its own: hex, say
+        ("card4111111111111111", False),
+        ("4111111111111111abc", False),
+        ("4111--1111--1111--1111", False),
+        ("41111111111111110001", False),
         ("req-123456789012", True),  # twelve digits: no card
         ("x y", False),  # not the id's form
     ],
