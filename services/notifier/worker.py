@@ -76,13 +76,15 @@ async def _plan_emails(conn: Connection) -> int | None:
 
 
 def every(seconds: float, step: Callable[[Connection], Awaitable[object]]) -> Step:
-    """``step`` at most once every ``seconds`` (a loop_step step that never finds more)."""
+    """``step`` at most once every ``seconds`` (a loop_step step that never finds more).
+    A run that failed is not counted: the loop's next turn tries again, not a day on."""
     last = [-seconds]
 
     async def gated(conn: Connection) -> None:
         if time.monotonic() - last[0] >= seconds:
-            last[0] = time.monotonic()
+            started = time.monotonic()
             await step(conn)
+            last[0] = started
 
     return gated
 

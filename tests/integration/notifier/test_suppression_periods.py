@@ -238,3 +238,26 @@ async def test_suppressions_recorded_before_the_upgrade_count_their_period_from_
         assert await conn.fetchval("SELECT count(*) FROM operator_suppressions") == 1
     finally:
         await conn.close()
+
+
+async def test_a_replaced_address_kept_for_its_one_email_holds_its_suppression_until_it_goes(
+    pool: asyncpg.Pool, vault: Vault
+) -> None:
+    """A replaced address is kept (previous_addresses) until its one email's outcome: held
+    until then, its suppression's period starts when that row goes, not at the move."""
+    uid, address = uuid.uuid4(), _address()
+    await _suppress(pool, vault, address, "page")
+    await pool.execute(
+        "INSERT INTO previous_addresses (notice_id, user_id, email_index, email)"
+        " VALUES ($1, $2, $3, '\\x00')",
+        uuid.uuid4(),
+        uid,
+        handlers.email_index(vault, address),
+    )
+    await _asserted(pool, vault, address, DAYS + 1)  # the move, long ago
+    await _sweep(pool)
+    assert await _suppressed(pool, vault, address)  # held by the kept address
+
+    await pool.execute("DELETE FROM previous_addresses WHERE user_id = $1", uid)
+    await _sweep(pool)
+    assert await _suppressed(pool, vault, address)  # its period starts now
