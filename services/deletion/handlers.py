@@ -20,7 +20,7 @@ from services.deletion.config import DeletionSettings
 from services.deletion.domain import stages
 from services.deletion.domain.certificate import Certificate, Verdict
 from services.deletion.domain.retention import RetentionPolicy
-from services.deletion.domain.schedule import Timing
+from services.deletion.domain.schedule import Timing, expected_by
 from services.deletion.store import Tracked
 from shared.bus import Delivery, Tombstone, Unprocessable
 from shared.bus.faults import crash_point
@@ -418,6 +418,12 @@ async def _send_erase(conn: Connection, deps: Deps, tracked: Tracked, now: datet
     if retain and await legal_holds.in_force(conn, r.subject_id) is not None:
         # Placed while erasing: the stores keep even what its own period let go.
         retain = (*retain, UNDER_LEGAL_HOLD)
+    shredded_by = backups_gone_by = None
+    if r.whole_account:
+        # The notifier mails them in its last email: after it, accounts has deleted the
+        # user, who can no longer sign in to see the stages that remain (P-16).
+        shredded_by = expected_by(r, deps.timing, now, "shredded")
+        backups_gone_by = expected_by(r, deps.timing, now, "complete")
     command = EraseSubject(
         request_id=r.request_id,
         subject_id=r.subject_id,
@@ -426,6 +432,8 @@ async def _send_erase(conn: Connection, deps: Deps, tracked: Tracked, now: datet
         retain_categories=retain,
         # A lapsed sign-up's address was never confirmed: nothing is mailed to it.
         confirm_to_subject=tracked.initiated_by != "retention",
+        shredded_by=shredded_by,
+        backups_gone_by=backups_gone_by,
     )
     await _publish(conn, deps, command, r.subject_id)
     attempts = tracked.erase_attempts + 1
@@ -626,6 +634,7 @@ async def _send_release(
 ) -> None:
     """Send (or resend, under the same erase id) the release's EraseSubject."""
     r = tracked.request
+    # No stage dates: the notifier mails nothing for a release, the address is gone.
     command = EraseSubject(
         request_id=release.erase_id,
         subject_id=r.subject_id,

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from services.notifier import holds, late_contacts, store, stream_tickets
 from services.notifier.config import GROUPS
+from services.notifier.domain.erasure_notice import erasure_done_params
 from services.notifier.domain.templates import (
     SECRET_LINKS,
     TEMPLATES,
@@ -447,7 +448,12 @@ async def start_erasure(conn: Connection, vault: Vault, command: EraseSubject) -
             category="transactional",
             audience="listed",
             user_ids=(command.subject_id,),
-            params={},
+            params=erasure_done_params(
+                command.request_id,
+                shredded_by=command.shredded_by,
+                backups_gone_by=command.backups_gone_by,
+                retain_categories=command.retain_categories,
+            ),
             channels=("email",),
             recipient="user",
             pinned=False,

@@ -244,6 +244,7 @@ class Sender:
             settings.notifier_public_base_url,
             settings.notifier_postal_address,
             settings.notifier_ad_label,
+            settings.notifier_reply_to,
         )
         # Rows leased (and decided) per statement, and at most that many queued: eight
         # per connection, but never more than a quarter second of sending at the rate

@@ -127,6 +127,23 @@ def stage_dates(
     return shown
 
 
+def expected_by(
+    request: DeletionRequest,
+    timing: Timing,
+    now: datetime,
+    stage: DeletionStage,
+    backups_done_by: datetime | None = None,
+) -> datetime | None:
+    """The date ``stage`` is expected by, exactly as :func:`stage_dates` shows it to the
+    user (None: done already, on hold, or not on the request's path).
+
+    The final email quotes it because the user can no longer sign in to see it: the
+    date mailed must be the one the status showed.
+    """
+    shown = stage_dates(request, timing, now, {}, backups_done_by)
+    return next((s.expected_by for s in shown if s.stage == stage), None)
+
+
 def cancellable_until(request: DeletionRequest, now: datetime) -> datetime | None:
     """Until when the user can cancel, as far as this service knows; None once they cannot.
 

@@ -171,6 +171,9 @@ class Footer:
     site_url: str
     postal_address: str
     ad_label: str
+    # The configured Reply-To mailbox: the one address a user without an account (the
+    # final erasure email's reader) can still write to.
+    contact_address: str = ""
 
 
 @dataclass(frozen=True)
@@ -276,6 +279,7 @@ class Renderer:
             "site_url": footer.site_url,
             "postal_address": footer.postal_address,
             "ad_label": footer.ad_label,
+            "contact_address": footer.contact_address,
         }
         subject = self._string(spec.subject).render(context)
         subject = " ".join(subject.split())  # never a header line break

@@ -52,6 +52,19 @@ class EraseSubject(Event):
         description="Whether the notifier mails the subject that the erasure is done; not"
         " for a sign-up never completed (its address was never confirmed).",
     )
+    shredded_by: datetime | None = Field(
+        None,
+        description="An account's erasure: when the subject's vault key is expected to be"
+        " shredded (every store answered; the request's `shredded` stage date as the"
+        " deletion service shows it when it sends the command). None for an item, a"
+        " retention release, and a command sent before the field existed.",
+    )
+    backups_gone_by: datetime | None = Field(
+        None,
+        description="An account's erasure: when the last backup holding the subject is"
+        " expected to have expired (the request's `complete` stage date as the deletion"
+        " service shows it when it sends the command). None as for `shredded_by`.",
+    )
 
 
 @register_event

@@ -8,6 +8,7 @@ tests are skipped, never passed.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import json
 import re
 import time
@@ -26,6 +27,7 @@ from services.deletion import backups
 from services.deletion.config import DeletionSettings
 from services.deletion.handlers import RELEASE_NAMESPACE
 from services.deletion.verifier import contact_cards_left
+from services.notifier.config import NotifierSettings
 from services.notifier.handlers import erasure_notice_id
 from shared.config import PlatformSettings
 from shared.databases import SERVICE_DATABASES, VAULT_DATABASE
@@ -151,6 +153,57 @@ async def test_an_account_is_erased_only_after_accounts_closed_its_cancel_window
         if r.key == user.id and r.value is not None
         and r.value["type"].startswith("deletion.cancelled.")
     ]  # fmt: skip
+
+
+def _day(moment: datetime) -> str:
+    """A moment's UTC day as a reader sees it in the email (``8 April 2027``)."""
+    day = moment.astimezone(UTC)
+    return f"{day.day} {calendar.month_name[day.month]} {day.year}"
+
+
+@pytest.mark.promise("P-16")
+async def test_the_final_email_dates_the_backups_and_gives_the_reference(
+    client: httpx.AsyncClient, bus: BusTail
+) -> None:
+    """Once the stores are told to erase, accounts deletes the user: the status page is
+    out of reach for good. The last email is what they keep: the date the status page
+    showed for ``complete`` (the last backup holding them gone), and the reference to
+    quote when they write to us."""
+    user = await active_user(client, bus)
+    request_id = await _request_deletion(client, user)
+    before = await wait_for_stage(client, user.id, request_id, ("requested", "grace"), 60)
+    shown = {s["stage"]: s["expected_by"] for s in before["stages"]}
+    complete = datetime.fromisoformat(shown["complete"])
+    # The erasure starts as the grace period ends (give or take the ticker and accounts'
+    # confirmation, seconds): the date mailed is the day shown, or the next if it was
+    # minutes from midnight.
+    days = {_day(complete), _day(complete + timedelta(minutes=10))}
+
+    mailbox = Mailbox()
+    try:
+        mails = await eventually(
+            lambda: mailbox.to(user.email),
+            lambda found: any(m["Subject"] == "Your data has been deleted" for m in found),
+            timeout=GRACE_SECONDS + 120,
+        )
+    finally:
+        await mailbox.close()
+    [final] = [m for m in mails if m["Subject"] == "Your data has been deleted"]
+    text = final.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = final.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    said = re.search(r"will have expired by (\d{1,2} [A-Z][a-z]+ \d{4}) \(UTC\)", text)
+    assert said is not None, text
+    assert said.group(1) in days, (said.group(1), shown["complete"])
+    assert said.group(1) in html
+    # The command the notifier mailed it from carried the same day.
+    command = await bus.event("subject.erase.", user.id, request_id=request_id)
+    assert _day(datetime.fromisoformat(command["data"]["backups_gone_by"])) == said.group(1)
+    assert f"Your reference for this deletion: {request_id}." in text
+    assert request_id in html
+    contact = NotifierSettings(environment="test").notifier_reply_to
+    assert f"write to {contact} quoting this reference" in text
+    assert "encrypted with a key of your own" in text
+    assert "financial records of your repairs (invoices)" in text
 
 
 async def test_one_trace_id_follows_a_deletion_from_the_click_to_every_stores_receipt(

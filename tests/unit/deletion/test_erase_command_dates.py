@@ -1,0 +1,119 @@
+"""An account's EraseSubject carries the dates the user's status showed for what remains.
+
+After it, accounts deletes the user, who can no longer sign in to see the stages: the
+notifier's last email quotes these dates instead (P-16). An item's erasure, where the
+user keeps their account and its status page, carries none.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from services.deletion import context, handlers, store
+from services.deletion.domain import stages
+from services.deletion.store import Tracked
+from shared.events.catalogue.deletion import EraseSubject
+from tests.unit.deletion.factories import TIMING, in_stage
+from tests.unit.deletion.fake_store import FakeStore
+
+SETTINGS = {
+    "deletion_grace_seconds": TIMING.grace.total_seconds(),
+    "deletion_store_timeout_seconds": TIMING.store_timeout.total_seconds(),
+    "deletion_backup_retention_seconds": TIMING.backup_retention.total_seconds(),
+}
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
+    fake = FakeStore()
+    fake.install(monkeypatch)
+
+    async def none_found(*_: object) -> list[Any]:
+        return []
+
+    async def nothing(*_: object) -> None:
+        return None
+
+    monkeypatch.setattr(store, "history", none_found)
+    monkeypatch.setattr(store, "snapshots_holding", none_found)
+    monkeypatch.setattr(store, "certificate", nothing)
+    return fake
+
+
+def _waiting(fake: FakeStore, scope: stages.Scope = "account") -> Tracked:
+    tracked = Tracked(in_stage("holds", scope), "user")
+    fake.requests[tracked.request.request_id] = tracked
+    return tracked
+
+
+async def _shown(deps: handlers.Deps, tracked: Tracked) -> dict[str, Any]:
+    """Each stage's expected date, as the user's status page shows it."""
+    ctx = context.Context(deps.settings, None, deps)  # type: ignore[arg-type]
+    described = await context.describe(None, ctx, tracked)  # type: ignore[arg-type]
+    return {s["stage"]: s["expected_by"] for s in described["stages"]}
+
+
+def _erase_commands(fake: FakeStore) -> list[EraseSubject]:
+    return [e for e in fake.published if isinstance(e, EraseSubject)]
+
+
+@pytest.mark.promise("P-16")
+async def test_an_accounts_erase_command_carries_the_dates_its_status_showed(
+    fake: FakeStore,
+) -> None:
+    tracked = _waiting(fake)
+    # The ticker comes to it an hour after the grace period ended.
+    now = tracked.request.grace_ends_at + timedelta(hours=1)
+    deps = fake.deps(now, **SETTINGS)
+    shown = await _shown(deps, tracked)
+
+    after = await handlers.advance(None, deps, tracked)  # type: ignore[arg-type]
+
+    assert after.request.stage == "erasing"
+    [command] = _erase_commands(fake)
+    assert command.shredded_by == now + TIMING.store_timeout
+    assert command.backups_gone_by == now + TIMING.store_timeout + TIMING.backup_retention
+    assert command.shredded_by.isoformat() == shown["shredded"]
+    assert command.backups_gone_by.isoformat() == shown["complete"]
+    # And what the status shows once erasing: the same dates.
+    erasing = await _shown(deps, after)
+    assert (erasing["shredded"], erasing["complete"]) == (shown["shredded"], shown["complete"])
+
+
+@pytest.mark.promise("P-16")
+async def test_a_retried_erasure_carries_the_dates_of_the_new_pass(fake: FakeStore) -> None:
+    """An operator's retry erases again with a new store timeout: the dates move with it
+    (the notifier mails once, but an erasure its email was given up on goes on)."""
+    tracked = _waiting(fake)
+    start = tracked.request.grace_ends_at
+    deps = fake.deps(start, **SETTINGS)
+    erasing = await handlers.advance(None, deps, tracked)  # type: ignore[arg-type]
+    later = start + TIMING.store_timeout + timedelta(days=2)
+    fake.requests[erasing.request.request_id] = erasing.with_request(
+        stages.escalate(erasing.request, "no answer in time from: analytics", later)
+    )
+    retry_deps = fake.later(deps, later - start)
+    request_id, operator = erasing.request.request_id, erasing.request.subject_id
+    await handlers.retry_escalated(None, retry_deps, request_id, operator)  # type: ignore[arg-type]
+    first, retried = _erase_commands(fake)
+    assert first.backups_gone_by == start + TIMING.store_timeout + TIMING.backup_retention
+    assert retried.shredded_by == later + TIMING.store_timeout
+    assert retried.backups_gone_by == later + TIMING.store_timeout + TIMING.backup_retention
+
+
+@pytest.mark.parametrize("scope", ["device", "request"])
+async def test_an_items_erase_command_carries_no_dates(
+    fake: FakeStore, scope: stages.Scope
+) -> None:
+    tracked = _waiting(fake, scope)
+    deps = fake.deps(tracked.request.grace_ends_at, **SETTINGS)
+
+    after = await handlers.advance(None, deps, tracked)  # type: ignore[arg-type]
+
+    assert after.request.stage == "erasing"
+    [command] = _erase_commands(fake)
+    assert command.scope == scope
+    assert (command.shredded_by, command.backups_gone_by) == (None, None)
