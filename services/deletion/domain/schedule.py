@@ -91,11 +91,12 @@ def _expected(
 
 
 def _position(request: DeletionRequest, path: tuple[DeletionStage, ...]) -> int:
-    """Index of the stage the request waits to leave: every stage before it is done."""
+    """Index of the stage the request waits to leave: every stage before it is done.
+
+    An escalated request waits in ``erasing``, even one the verifier escalated after the
+    erasure: it found the subject in a store, and an operator's retry erases again. Shown
+    done until then, erasing and shredded would turn not done again at the retry."""
     current = request.waiting_in
-    if request.stage == "escalated" and request.erased_at is not None:
-        # Escalated by the verifier: the stores erased and the key is shredded already.
-        current = "backups_pending"
     return path.index(current) if current in path else path.index("erasing")
 
 

@@ -1,5 +1,6 @@
 """The dates a user is shown, and the GDPR / CCPA deadlines."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -102,11 +103,12 @@ def test_a_request_paused_on_arrival_shows_no_date_even_for_its_first_stage() ->
 
 
 @pytest.mark.parametrize("scope", ["account", "device"])
-def test_a_request_the_verifier_escalated_still_shows_its_erasure_done(
+def test_a_request_the_verifier_escalated_shows_the_pass_a_retry_runs_and_keeps_it(
     scope: stages.Scope,
 ) -> None:
-    """The stores erased and the key is shredded: only the backups and the proof remain,
-    dated from an operator's retry, which erases again and waits out the backups."""
+    """The verifier found the subject in a store after the erasure: what remains is the
+    pass an operator's retry runs (erase again, wait out the backups), dated from now.
+    Shown done while escalated, erasing and shredded turned not done at the retry."""
     request = in_stage("backups_pending", scope)
     assert request.erased_at is not None
     history: dict[DeletionStage, datetime] = {
@@ -122,13 +124,22 @@ def test_a_request_the_verifier_escalated_still_shows_its_erasure_done(
     now = request.erased_at + timedelta(days=40)
     escalated = stages.escalate(request, "verifier found: accounts.users.id", now)
     shown = {d.stage: d for d in stage_dates(escalated, TIMING, now, history, now)}
-    erased = [s for s in ("erasing", "shredded") if s in shown]
-    assert {s: shown[s].done_at for s in erased} == dict.fromkeys(erased, request.erased_at)
-    assert shown["backups_pending"].done_at is None
-    assert shown["backups_pending"].expected_by == (
-        now + TIMING.store_timeout + TIMING.backup_retention
-    )
-    assert shown["complete"].expected_by == shown["backups_pending"].expected_by
+    remaining = [s for s in ("erasing", "shredded", "backups_pending", "complete") if s in shown]
+    assert all(shown[s].done_at is None for s in remaining)
+    assert shown["erasing"].expected_by == now + TIMING.store_timeout
+    assert shown["complete"].expected_by == now + TIMING.store_timeout + TIMING.backup_retention
+
+    # The operator retries a minute later (the handler clears erased_at): nothing shown
+    # done before turns not done, and no date moves earlier.
+    later = now + timedelta(minutes=1)
+    retried = replace(stages.retry(escalated, later), erased_at=None)
+    again = {d.stage: d for d in stage_dates(retried, TIMING, later, history, None)}
+    for stage, before in shown.items():
+        if before.done_at is not None:
+            assert again[stage].done_at is not None, stage
+        elif (by := before.expected_by) is not None and again[stage].done_at is None:
+            after = again[stage].expected_by
+            assert after is not None and after >= by, stage
 
 
 def test_a_retried_erasure_is_dated_from_the_retry() -> None:
