@@ -139,7 +139,8 @@ def test_a_request_the_verifier_escalated_shows_the_pass_a_retry_runs_and_keeps_
             assert again[stage].done_at is not None, stage
         elif (by := before.expected_by) is not None and again[stage].done_at is None:
             after = again[stage].expected_by
-            assert after is not None and after >= by, stage
+            assert after is not None, stage
+            assert after >= by, stage
 
 
 def test_a_retried_erasure_is_dated_from_the_retry() -> None:
