@@ -34,6 +34,7 @@ from tests.e2e.accounts.support import (
 )
 from tests.e2e.platform.journeys import needs
 from tests.support.mailbox import eventually
+from tests.support.request_ids import kept_request_id
 
 
 def traces_of(secret: str) -> list[str]:
@@ -76,7 +77,7 @@ async def test_a_reset_a_deletion_reauthentication_and_an_email_change_store_no_
     wrong = {kind: f"Plain-{uuid.uuid4().hex}" for kind in ("email", "deletion")}
     user = await active_user(client, bus, password=signed_up_with)
     ids = {
-        kind: f"p01-{kind}-{uuid.uuid4().hex}"
+        kind: kept_request_id(f"p01-{kind}")
         for kind in ("reset", "email-refused", "email", "deletion-refused", "deletion")
     }
 

@@ -35,6 +35,7 @@ from tests.e2e.accounts.support import (
     verify,
 )
 from tests.support.mailbox import eventually
+from tests.support.request_ids import kept_request_id
 
 API_LOG = Layout.from_env().log("accounts-api")
 # The gateway's access log: one line per request, with its id (never a body or a query).
@@ -77,7 +78,7 @@ async def test_sign_up_stores_exactly_the_declared_fields_and_the_password_nowhe
     agent = {"User-Agent": f"ProbeAgent/{uuid.uuid4().hex}"}
     # Each with a request id of its own, which the gateway logs and echoes: the logs
     # searched below are shown to hold these very requests.
-    ids = [f"p01-{uuid.uuid4().hex}" for _ in range(2)]
+    ids = [kept_request_id("p01") for _ in range(2)]
     failed = await client.post(
         f"{API}/sessions",
         json={"email": unique_email(), "password": password},

@@ -19,6 +19,7 @@ from deploy.local import gateway
 from deploy.local.layout import Layout
 from tests.e2e.notifier.support import sse_events, user_token
 from tests.e2e.platform.journeys import needs
+from tests.support.request_ids import kept_request_id
 
 # The local gateway is reached as localhost: HSTS there would pin every local tool's
 # http://localhost for a year, so it clears any pin instead (a real host gets a year).
@@ -152,7 +153,7 @@ async def _logged(
 ) -> str:
     """The access log's line for one GET of ``path`` (found by the request id the
     gateway answered with: the caller's, ``request_id`` or a fresh one, if it kept it)."""
-    request_id = request_id or f"log-check-{uuid.uuid4().hex}"
+    request_id = request_id or kept_request_id("log-check")
     response = await client.get(path, headers={"X-Request-Id": request_id})
     assert response.status_code == status, response.text
     request_id = response.headers["x-request-id"]
