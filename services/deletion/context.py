@@ -45,10 +45,12 @@ async def describe(conn: Connection, context: Context, tracked: Tracked) -> dict
     history: dict[str, datetime] = {}
     for row in await store.history(conn, r.request_id):
         history.setdefault(row["stage"], row["entered_at"])
-    backups_done_by = None
-    if r.erased_at is not None:
-        holding = await store.snapshots_holding(conn, r.erased_at)
-        backups_done_by = max((s["expires_at"] for s in holding), default=now)
+    # Once erased, the snapshots that hold the subject; before, those taken so far (one
+    # kept longer than the usual retention may outlive those taken until the erasure).
+    holding = await store.snapshots_holding(conn, r.erased_at or now)
+    backups_done_by = max((s["expires_at"] for s in holding), default=None)
+    if backups_done_by is None and r.erased_at is not None:
+        backups_done_by = now  # none left: the backups are done
     dates = stage_dates(r, context.deps.timing, now, history, backups_done_by)  # type: ignore[arg-type]
     certificate = await store.certificate(conn, r.request_id)
     until = cancellable_until(r, now)

@@ -423,7 +423,9 @@ async def _send_erase(conn: Connection, deps: Deps, tracked: Tracked, now: datet
         # The notifier mails them in its last email: after it, accounts has deleted the
         # user, who can no longer sign in to see the stages that remain (P-16).
         shredded_by = expected_by(r, deps.timing, now, "shredded")
-        backups_gone_by = expected_by(r, deps.timing, now, "complete")
+        taken = await store.snapshots_holding(conn, now)  # ordered by expiry
+        latest = taken[-1]["expires_at"] if taken else None
+        backups_gone_by = expected_by(r, deps.timing, now, "complete", latest)
     command = EraseSubject(
         request_id=r.request_id,
         subject_id=r.subject_id,

@@ -63,14 +63,18 @@ def _expected(
     plan had: a hold lifted, or accounts slow to close the cancel window, leaves the
     grace end in the past, and an escalated request moves on only from an operator's
     retry, which erases again and waits out the backups taken meanwhile.
+
+    ``backups_done_by``: once erased, the expiry of the last snapshot holding the
+    subject; before, that of the last snapshot taken so far, which may outlive those
+    taken until the erasure (one kept longer than the usual retention).
     """
     if request.stage == "paused":  # nothing from the hold on has a date until it is lifted
         return dict.fromkeys(PATH, None)
     grace_end = max(request.grace_ends_at, now)
+    erased_by_now = request.erased_at is not None and request.stage != "escalated"
     if request.stage == "escalated":
-        # The snapshots known to hold the first erasure do not bound the retry's: it waits
-        # out every backup taken before the stores erase again.
-        erased, backups_done_by = now + timing.store_timeout, None
+        # The retry waits out every backup taken before the stores erase again.
+        erased = now + timing.store_timeout
     elif request.erased_at is not None:
         erased = request.erased_at
     elif request.stage == "erasing":
@@ -78,7 +82,11 @@ def _expected(
         erased = request.stage_entered_at + timing.store_timeout
     else:
         erased = grace_end + timing.store_timeout
-    backups = backups_done_by or (erased + timing.backup_retention)
+    backups = erased + timing.backup_retention  # the snapshots taken until the erasure
+    if erased_by_now:
+        backups = backups_done_by or backups
+    elif backups_done_by is not None:
+        backups = max(backups, backups_done_by)
     return {
         "requested": now,  # left at the ticker's next look
         "grace": grace_end,

@@ -47,13 +47,14 @@ class FakeStore:
     escalated_releases: dict[UUID, str] = field(default_factory=dict)  # erase id -> reason
     shredded: list[UUID] = field(default_factory=list)
     answered: set[str] = field(default_factory=set)  # stores whose receipt is in, any request
+    snapshot_expiries: list[datetime] = field(default_factory=list)  # the live snapshots'
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         for name in (
             "save", "add_stage", "publish", "set_next_check", "wake_ticker", "get",
             "answered_stores", "claim_due_releases", "pending_releases", "save_release",
             "answer_release", "escalate_release", "supersede_receipts", "close_cancel_window",
-            "step_failed", "step_succeeded",
+            "step_failed", "step_succeeded", "snapshots_holding",
         ):  # fmt: skip
             monkeypatch.setattr(store, name, getattr(self, name))
         monkeypatch.setattr(legal_holds, "in_force", self.in_force)
@@ -101,6 +102,9 @@ class FakeStore:
 
     async def step_succeeded(self, _conn: object, request_id: UUID) -> None:
         self.requests[request_id] = replace(self.requests[request_id], step_failures=0)
+
+    async def snapshots_holding(self, _conn: object, _taken_by: datetime) -> list[dict[str, Any]]:
+        return [{"expires_at": at} for at in sorted(self.snapshot_expiries)]
 
     async def answered_stores(self, _conn: object, _erase_id: UUID) -> set[str]:
         return set(self.answered)

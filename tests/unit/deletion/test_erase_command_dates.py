@@ -117,3 +117,24 @@ async def test_an_items_erase_command_carries_no_dates(
     [command] = _erase_commands(fake)
     assert command.scope == scope
     assert (command.shredded_by, command.backups_gone_by) == (None, None)
+
+
+@pytest.mark.promise("P-16")
+async def test_a_snapshot_kept_longer_than_the_usual_retention_dates_the_backups(
+    fake: FakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One taken with a longer retention (backups take --retention-seconds) outlives
+    those taken until the erasure: the status and the mailed date wait for it."""
+    monkeypatch.setattr(store, "snapshots_holding", fake.snapshots_holding)
+    tracked = _waiting(fake)
+    now = tracked.request.grace_ends_at + timedelta(hours=1)
+    kept_long = now + TIMING.store_timeout + TIMING.backup_retention + timedelta(days=60)
+    fake.snapshot_expiries = [now + timedelta(days=1), kept_long]
+    deps = fake.deps(now, **SETTINGS)
+    shown = await _shown(deps, tracked)
+
+    await handlers.advance(None, deps, tracked)  # type: ignore[arg-type]
+
+    [command] = _erase_commands(fake)
+    assert command.backups_gone_by == kept_long
+    assert shown["complete"] == kept_long.isoformat()
