@@ -27,11 +27,13 @@ MAX_LISTED_GROUP_DIGITS = 6
 
 # Whitespace covers the no-break (U+00A0) and thin (U+2009, U+202F) spaces that web pages
 # and word processors put between groups. The full-width forms are what NFKC folds into
-# ". /", and shared.pii.separators lists the Unicode spaces, the dashes editors make of
+# ". /", with the ideographic full stops and commas an input method writes for ". ,"
+# in full-width mode (U+3002, U+3001 and their half-width forms, which NFKC does not
+# fold); shared.pii.separators lists the Unicode spaces, the dashes editors make of
 # "-" and the invisible characters (soft hyphen, zero-width joiners...): a reader still
 # sees one number.
 _SEPARATOR = (
-    r"[\s.\-/+_:,\uff0c\uff0e\uff0f\uff1a"
+    r"[\s.\-/+_:,\uff0c\uff0e\uff0f\uff1a\u3001\u3002\uff61\uff64"
     + re.escape(UNICODE_SPACES + INVISIBLE_SEPARATORS + UNICODE_DASHES)
     + "]"
 )
@@ -39,7 +41,7 @@ _SEPARATOR = (
 # "a phone, a card, an address") far more often than a card's groups
 # ("4111:1111:1111:1111"): a gap holding one joins groups only when every gap is that
 # same one and every group but the last has a card group's 4 to 6 digits.
-_LISTING = re.compile(r"[:,\uff0c\uff1a]")
+_LISTING = re.compile(r"[:,\uff0c\uff1a\u3001\uff64]")
 # A maximal sequence of digit groups joined by one to three separator characters. ``\d``
 # is any script's decimal digit. Cards are looked for on whole groups only, so a long
 # contiguous run (a 25-digit order number) is never cut into a card, while letters around

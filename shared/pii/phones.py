@@ -58,6 +58,7 @@ _DIGITS = re.compile(r"[0-9]+")
 # invisible separator becomes a space rather than nothing, which would change lengths:
 # "06<ZWSP>12345678" is then read as "06 12345678", a number a reader sees as one.
 _SIGNS = {"\uff0b": "+", "\uff08": "(", "\uff09": ")", "\uff0e": ".", "\uff0f": "/"}
+_SIGNS |= dict.fromkeys("\u3002\uff61", ".")  # ideographic full stops (an input method's ".")
 _SIGNS |= dict.fromkeys(UNICODE_SPACES + INVISIBLE_SEPARATORS, " ")
 _SIGNS |= dict.fromkeys(UNICODE_DASHES, "-")
 

@@ -47,6 +47,10 @@ _HOSTNAME = re.compile(r"[\w-]+(?:\.[\w-]+)*")
 _SEGMENT_SAFE = "!$&'()*+,=:@"
 
 
+# The schemes a page or referrer is addressed by; any other "scheme" is read as path.
+WEB_SCHEMES = frozenset({"http", "https"})
+
+
 def url_marker(kind: PiiKind) -> str:
     """The marker used inside URLs: ``:email``, ``:card``..."""
     return f":{kind}"
@@ -59,7 +63,13 @@ def scrub_url(url: str, allowed_query_keys: frozenset[str] = DEFAULT_ALLOWED_QUE
     (unbalanced IPv6 brackets, unencodable characters) becomes ``""``.
     """
     try:
-        parts = urlsplit(url.strip())
+        url = url.strip()
+        parts = urlsplit(url)
+        if parts.scheme and parts.scheme.lower() not in WEB_SCHEMES:
+            # urlsplit takes any "letter, then letters, digits, +, - or ., then :" start
+            # for a scheme, kept as sent ("card4111111111111111:/checkout",
+            # "tel+14155552671:x"): what is not a web address is all path, and scrubbed.
+            parts = urlsplit("/" + url)
         path = _scrub_path(parts.path)
         query = _scrub_query(parts.query, allowed_query_keys)
         return urlunsplit((parts.scheme, _scrub_netloc(parts), path, query, ""))

@@ -69,6 +69,19 @@ def test_page_loses_fragment_query_keys_and_personal_data() -> None:
         # "+" in a query value is a space to parse_qsl; the value as sent is looked at too.
         ("/p?ref=+12125550123", "/p?ref=:phone"),
         ("/p?ref=hello+world", "/p?ref=hello%20world"),
+        # What urlsplit takes for a scheme ("letters:" first) is path unless http(s):
+        # kept as sent before, a card or a phone went on to Kafka.
+        ("card4111111111111111:/checkout", "/card:card:/checkout"),
+        ("tel+14155552671:/call", "/tel:phone:/call"),
+        ("a4111.1111.1111.1111:x", "/a:card:x"),
+        ("mailto:jane@example.com", "/mailto::email"),
+        ("HTTPS://imt.example/p", "/p"),
+        # An input method's full stops between a card's groups.
+        (
+            "/pay/\uff14\uff11\uff11\uff11\u3002\uff11\uff11\uff11\uff11\u3002"
+            "\uff11\uff11\uff11\uff11\u3002\uff11\uff11\uff11\uff11",
+            "/pay/:card",
+        ),
     ],
 )
 def test_pages_that_look_like_hosts_or_hide_a_plus_are_scrubbed(page: str, scrubbed: str) -> None:
