@@ -10,10 +10,12 @@ from shared.pii.findings import Finding, PiiKind
 
 # The look-arounds refuse parts of longer dotted runs: "1.2.3.4.5" is a version, not an IP.
 _IPV4 = re.compile(r"(?<![0-9])(?<![0-9]\.)[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?![0-9])(?!\.[0-9])")
-# Candidates only; ipaddress decides. The tail may be a dotted quad (``::ffff:192.0.2.1``).
+# Candidates only; ipaddress decides. The tail may be a dotted quad (``::ffff:192.0.2.1``)
+# or a port of five digits (a client "host:port" without brackets, as servers log it).
 _IPV6 = re.compile(
     r"(?<![0-9A-Za-z:.])"
-    r"(?:[0-9A-Fa-f]{0,4}:){2,8}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4})?"
+    r"(?:[0-9A-Fa-f]{0,4}:){2,8}"
+    r"(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?::[0-9]{1,5})?|[0-9]{5}|[0-9A-Fa-f]{1,4})?"
     r"(?![0-9A-Za-z:])"
 )
 
@@ -29,11 +31,24 @@ def find_ipv4(text: str) -> list[Finding]:
 
 def find_ipv6(text: str) -> list[Finding]:
     """IPv6 addresses in any textual form ``ipaddress`` accepts, compressed or not."""
-    return [
-        Finding(PiiKind.IPV6, m.start(), m.end())
-        for m in _IPV6.finditer(text)
-        if _is_ipv6_address(m.group())
-    ]
+    found = []
+    for m in _IPV6.finditer(text):
+        length = _address_length(m.group())
+        if length is not None:
+            found.append(Finding(PiiKind.IPV6, m.start(), m.start() + length))
+    return found
+
+
+def _address_length(candidate: str) -> int | None:
+    """How much of ``candidate`` is an IPv6 address: all of it, or all but a ":port"
+    after it ("2001:db8::1:54321", a client's "host:port" without brackets); None if
+    neither is one."""
+    if _is_ipv6_address(candidate):
+        return len(candidate)
+    head, colon, port = candidate.rpartition(":")
+    if colon and port.isdigit() and _is_ipv6_address(head):
+        return len(head)
+    return None
 
 
 def _is_ipv6_address(candidate: str) -> bool:

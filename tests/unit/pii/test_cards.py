@@ -24,9 +24,7 @@ SURROUNDING = string.ascii_letters + string.punctuation + " " + DIGITS + "éü�
 NOT_A_DIGIT = st.sampled_from(string.ascii_letters + string.punctuation + " éü€—\u00a0\t\n")
 ARABIC_INDIC = str.maketrans(DIGITS, "".join(chr(0x0660 + int(d)) for d in DIGITS))
 # Characters the detector takes for a separator, as people and editors type them.
-SEPARATOR_CHARS = (
-    " \t\n\r.-/\u00a0\u2009\u202f\uff0d\uff0e\uff0f\u2013\u200b\u3002\uff61"
-)
+SEPARATOR_CHARS = " \t\n\r.-/\u00a0\u2009\u202f\uff0d\uff0e\uff0f\u2013\u200b\u3002\uff61"
 
 
 def is_luhn_valid_card_run(run: str) -> bool:

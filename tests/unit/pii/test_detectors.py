@@ -257,6 +257,15 @@ def test_ipv6_addresses_are_found_in_any_form(ip: str) -> None:
     assert spans(text, find_ipv6(text)) == [ip, ip]
 
 
+@pytest.mark.promise("P-04")
+@pytest.mark.parametrize("ip", ["2001:db8::1", "::ffff:192.0.2.128", "fe80::1ff:fe23:4567:890a"])
+def test_an_ipv6_address_with_a_port_and_no_brackets_is_found(ip: str) -> None:
+    """As a server logs its client ("host:port"): a port of five digits is no hex group,
+    and the whole was no address."""
+    text = f"{ip}:54321 - POST /beacon"
+    assert spans(text, find_ipv6(text)) == [ip]
+
+
 @pytest.mark.parametrize(
     "text", ["std::vector", "12:30:45", "00:1A:2B:3C:4D:5E", "a :: b", "1::2::3", "ab:cd"]
 )
