@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +18,14 @@ from services.analytics.domain.visitor import DailySalt
 from services.analytics.routes import collector, trends
 from shared.observability import Metrics
 from shared.service import Runtime, serve, service_app
+
+SALT_CHECK_SECONDS = 60.0  # how long yesterday's salt may outlive midnight, at most
+
+
+async def _forget_stale_salts(salt: DailySalt) -> None:
+    while True:
+        await asyncio.sleep(SALT_CHECK_SECONDS)
+        salt.forget_if_stale()
 
 
 def build_app(settings: AnalyticsSettings) -> FastAPI:
@@ -36,10 +46,12 @@ def build_app(settings: AnalyticsSettings) -> FastAPI:
         app.state.max_beacon_bytes = settings.analytics_max_beacon_bytes
         app.state.suppressed_counter = suppressed
         app.state.noise = keyed_noise(settings.analytics_noise_key.get_secret_value().encode())
+        salt = DailySalt()
+        forgetting = asyncio.get_running_loop().create_task(_forget_stale_salts(salt))
         app.state.collector = handlers.Collector(
             producer=runtime.producer,
             pool=runtime.pool,
-            salt=DailySalt(),
+            salt=salt,
             allowed_query_keys=frozenset(settings.analytics_allowed_query_keys),
             topic=settings.analytics_visits_topic,
             metrics=metrics,
@@ -47,6 +59,9 @@ def build_app(settings: AnalyticsSettings) -> FastAPI:
         try:
             yield runtime
         finally:
+            forgetting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await forgetting
             await runtime.close()
 
     return service_app(

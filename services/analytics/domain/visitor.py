@@ -80,3 +80,12 @@ class DailySalt:
 
     def current(self) -> bytes:
         return self.drawn().key
+
+    def forget_if_stale(self) -> bool:
+        """Drop yesterday's salt now, not at the next visit: kept in memory past its day,
+        it would let whoever reads the process link that day's hashes to networks (by
+        trying every /24). True if one was dropped."""
+        if self._day is None or self._day == self._today():
+            return False
+        self._salt, self._day = Salt(b"", ""), None
+        return True

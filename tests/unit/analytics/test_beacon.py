@@ -568,6 +568,20 @@ def test_the_salt_changes_with_the_day() -> None:
     assert next_day != first
 
 
+@pytest.mark.promise("P-04")
+def test_yesterdays_salt_is_forgotten_at_midnight_without_a_visit() -> None:
+    """Kept until the next visit, a quiet night's salt outlived its day in memory."""
+    today = [date(2026, 1, 1)]
+    salt = DailySalt(lambda: today[0])
+    first = salt.drawn()
+    assert not salt.forget_if_stale()  # the same day: kept
+    assert salt.drawn() == first
+    today[0] = date(2026, 1, 2)
+    assert salt.forget_if_stale()
+    assert salt._salt.key == b""  # no visit came: it is gone from memory all the same
+    assert salt.drawn().key not in (b"", first.key)
+
+
 def test_a_salts_id_names_it_for_the_day_and_says_nothing_of_it() -> None:
     # Sent with every visit so a release knows how many salts a window's visitors were
     # hashed with; random, not derived from the key.
