@@ -3,6 +3,7 @@ when an API is down: the real nginx, its real configuration, upstreams that refu
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -19,10 +20,14 @@ from deploy.local.tls import ensure_certificates
 TOKEN = "tok3n-Zq8Xv2LmNp4Rs7Tu"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports, held together while drawn: drawn one at a time, the
+    same one came back twice (nginx then listened with and without TLS on one port)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 @pytest.fixture
@@ -31,11 +36,12 @@ def down_gateway(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
     tls = ensure_certificates(tmp_path / "tls")
     (tmp_path / "tmp").mkdir()
     (tmp_path / "web").mkdir()
-    refused = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    nowhere, http_port, https_port = _free_ports(3)
+    refused = f"127.0.0.1:{nowhere}"  # nothing listens there
     place = gateway.Placement(
         listen_host="127.0.0.1",
-        http_port=_free_port(),
-        https_port=_free_port(),
+        http_port=http_port,
+        https_port=https_port,
         upstreams={name: refused for name in gateway.upstreams()},
         rate_per_second=1000,
         web_root=str(tmp_path / "web"),
