@@ -12,7 +12,7 @@ from markupsafe import escape
 from services.notifier.config import NotifierSettings
 from services.notifier.domain import compliance
 from services.notifier.domain.compliance import OutgoingEmail
-from services.notifier.domain.templates import TEMPLATES, Footer, Renderer
+from services.notifier.domain.templates import TEMPLATES, Footer, RenderedEmail, Renderer
 from services.notifier.mailer import build_message, gate_policy
 
 SETTINGS = NotifierSettings(environment="test")
@@ -48,6 +48,11 @@ def render(template: str, category: str, **params: str) -> OutgoingEmail:
             SETTINGS.notifier_ad_label,
         ),
     )
+    return outgoing(category, rendered)
+
+
+def outgoing(category: str, rendered: RenderedEmail) -> OutgoingEmail:
+    """A rendered email as the sender hands it to the gate, to the test's address."""
     return OutgoingEmail(
         category=category,
         sender=(

@@ -19,7 +19,7 @@ from services.notifier.domain.compliance import OutgoingEmail
 from services.notifier.domain.erasure_notice import KEPT_RECORDS, erasure_done_params, utc_day
 from services.notifier.domain.templates import Footer, Renderer
 from shared.events.catalogue.deletion import UNDER_LEGAL_HOLD, EraseSubject
-from tests.unit.notifier.test_compliance import POLICY, SETTINGS, URL
+from tests.unit.notifier.test_compliance import POLICY, SETTINGS, URL, outgoing
 
 FOOTER = Footer(
     SETTINGS.notifier_public_base_url,
@@ -52,21 +52,7 @@ def _email(command: EraseSubject) -> OutgoingEmail:
         unsubscribe_url=URL,
         footer=FOOTER,
     )
-    return OutgoingEmail(
-        category="transactional",
-        sender=SETTINGS.notifier_from_transactional,
-        reply_to=SETTINGS.notifier_reply_to,
-        to="ada@example.org",
-        subject=rendered.subject,
-        text=rendered.text,
-        html=rendered.html,
-        unsubscribe_url=URL,
-        headers={
-            "List-Unsubscribe": f"<{URL}>, <mailto:service@phonedoctorbiz.com?subject=unsubscribe>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            "List-Id": SETTINGS.notifier_list_id,
-        },
-    )
+    return outgoing("transactional", rendered)
 
 
 def _read(html: str) -> str:
