@@ -259,6 +259,23 @@ async def active_user(client: httpx.AsyncClient, bus: BusTail, **extra: Any) -> 
     return user
 
 
+async def consented_child(client: httpx.AsyncClient, bus: BusTail) -> tuple[User, str]:
+    """An active under-13 account, its guardian's consent given, signed in; and the
+    guardian's address."""
+    guardian = unique_email("guardian")
+    child = await sign_up(
+        client, birth_date=f"{time.gmtime().tm_year - 10}-01-01", guardian_email=guardian
+    )
+    await verify(client, bus, child)
+    consent = await bus.notice(child.id, "parental_consent")
+    consented = await client.post(
+        f"{API}/guardian-consents", json={"token": consent["params"]["token"]}
+    )
+    assert consented.status_code == 200, consented.text
+    await log_in(client, child)
+    return child, guardian
+
+
 async def submit_request(
     client: httpx.AsyncClient, user: User, text: str, category: str = "repair"
 ) -> str:

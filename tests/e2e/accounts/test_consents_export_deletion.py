@@ -21,6 +21,7 @@ from tests.e2e.accounts.support import (
     Operator,
     User,
     active_user,
+    consented_child,
     erase_subject,
     erasure_receipt,
     log_in,
@@ -407,18 +408,7 @@ async def test_my_export_holds_every_field_i_gave_that_is_still_stored(
 async def test_a_childs_export_holds_the_guardians_address_given_at_sign_up(
     client: httpx.AsyncClient, bus: BusTail
 ) -> None:
-    guardian = unique_email("guardian")
-    child = await sign_up(
-        client, birth_date=f"{time.gmtime().tm_year - 10}-03-01", guardian_email=guardian
-    )
-    await verify(client, bus, child)
-    consent = await bus.notice(child.id, "parental_consent")
-    consented = await client.post(
-        f"{API}/guardian-consents", json={"token": consent["params"]["token"]}
-    )
-    assert consented.status_code == 200, consented.text
-    await log_in(client, child)
-
+    child, guardian = await consented_child(client, bus)
     export = await client.get(f"{API}/me/export", headers=child.headers)
     assert export.status_code == 200, export.text
     profile = export.json()["profile"]

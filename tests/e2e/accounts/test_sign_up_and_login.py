@@ -26,6 +26,7 @@ from tests.e2e.accounts.support import (
     Operator,
     User,
     active_user,
+    consented_child,
     gateway_trace_ids,
     log_in,
     new_operator,
@@ -563,21 +564,6 @@ async def test_a_child_cannot_name_their_own_address_as_the_guardian(
     assert made == 0
 
 
-async def _consented_child(client: httpx.AsyncClient, bus: BusTail) -> tuple[User, str]:
-    """An active under-13 account, signed in, and its guardian's address."""
-    ten_years_ago = f"{time.gmtime().tm_year - 10}-01-01"
-    guardian = unique_email("guardian")
-    child = await sign_up(client, birth_date=ten_years_ago, guardian_email=guardian)
-    await verify(client, bus, child)
-    consent = await bus.notice(child.id, "parental_consent")
-    consented = await client.post(
-        f"{API}/guardian-consents", json={"token": consent["params"]["token"]}
-    )
-    assert consented.status_code == 200, consented.text
-    await log_in(client, child)
-    return child, guardian
-
-
 async def _address(client: httpx.AsyncClient, user: User) -> tuple[str, str | None]:
     me = (await client.get(f"{API}/me", headers=user.headers)).json()
     return me["email"], me["pending_email"]
@@ -587,7 +573,7 @@ async def _address(client: httpx.AsyncClient, user: User) -> tuple[str, str | No
 async def test_a_childs_address_change_cannot_make_it_the_guardians(
     client: httpx.AsyncClient, bus: BusTail
 ) -> None:
-    child, guardian = await _consented_child(client, bus)
+    child, guardian = await consented_child(client, bus)
     change = {"email": _shouted(guardian), "current_password": child.password}
     own = await client.patch(f"{API}/me", json=change, headers=child.headers)
     assert own.status_code == 422, own.text
@@ -600,7 +586,7 @@ async def test_a_childs_address_change_cannot_make_it_the_guardians(
 async def test_support_cannot_give_a_child_their_guardians_address(
     client: httpx.AsyncClient, bus: BusTail, root: Operator, db: asyncpg.Connection
 ) -> None:
-    child, guardian = await _consented_child(client, bus)
+    child, guardian = await consented_child(client, bus)
     support = await new_operator(client, root, "support")
     on_request = {"email": guardian, "request_reference": "TCK-26", "purpose": "asked by email"}
     typed = await client.patch(
