@@ -70,6 +70,15 @@ class DeletionCertificate(Answer):
     )
 
 
+class FollowedDeletion(Answer):
+    """An account's erasure as its final email's link shows it (no sign-in)."""
+
+    status: DeletionStatus
+    certificate: DeletionCertificate | None = Field(
+        description="The deletion certificate once the request is complete; null before."
+    )
+
+
 # -- operators ------------------------------------------------------------------------------
 
 

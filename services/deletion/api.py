@@ -11,7 +11,7 @@ from services.deletion.bootstrap import bootstrap, dependencies
 from services.deletion.config import DeletionSettings
 from services.deletion.context import Context
 from services.deletion.gauges import DeletionGauges
-from services.deletion.routes import me, operators
+from services.deletion.routes import links, me, operators
 from shared.service import Runtime, serve, service_app
 
 
@@ -29,7 +29,7 @@ def build_app(settings: DeletionSettings) -> FastAPI:
         service="deletion",
         title="iMT deletion",
         settings=settings,
-        routers=[me.router, operators.router],
+        routers=[me.router, links.router, operators.router],
         start=start,
         follow_revocations=True,
         gauges=DeletionGauges,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from services.deletion import legal_holds, store
+from services.deletion import legal_holds, status_links, store
 from services.deletion.config import DeletionSettings
 from services.deletion.domain import stages
 from services.deletion.domain.certificate import Certificate, Verdict
@@ -419,6 +419,9 @@ async def _send_erase(conn: Connection, deps: Deps, tracked: Tracked, now: datet
         # Placed while erasing: the stores keep even what its own period let go.
         retain = (*retain, UNDER_LEGAL_HOLD)
     shredded_by = backups_gone_by = None
+    status_key = None
+    # A lapsed sign-up's address was never confirmed: nothing is mailed to it.
+    confirm = tracked.initiated_by != "retention"
     if r.whole_account:
         # The notifier mails them in its last email: after it, accounts has deleted the
         # user, who can no longer sign in to see the stages that remain (P-16).
@@ -426,16 +429,18 @@ async def _send_erase(conn: Connection, deps: Deps, tracked: Tracked, now: datet
         taken = await store.snapshots_holding(conn, now)  # ordered by expiry
         latest = taken[-1]["expires_at"] if taken else None
         backups_gone_by = expected_by(r, deps.timing, now, "complete", latest)
+        if confirm:
+            status_key = await status_links.mint(conn, r.request_id)
     command = EraseSubject(
         request_id=r.request_id,
         subject_id=r.subject_id,
         scope=r.scope,
         item_id=r.item_id,
         retain_categories=retain,
-        # A lapsed sign-up's address was never confirmed: nothing is mailed to it.
-        confirm_to_subject=tracked.initiated_by != "retention",
+        confirm_to_subject=confirm,
         shredded_by=shredded_by,
         backups_gone_by=backups_gone_by,
+        status_key=status_key,
     )
     await _publish(conn, deps, command, r.subject_id)
     attempts = tracked.erase_attempts + 1

@@ -453,6 +453,7 @@ async def start_erasure(conn: Connection, vault: Vault, command: EraseSubject) -
                 shredded_by=command.shredded_by,
                 backups_gone_by=command.backups_gone_by,
                 retain_categories=command.retain_categories,
+                status_key=command.status_key,
             ),
             channels=("email",),
             recipient="user",

@@ -3,11 +3,13 @@
 Once the stores are told to erase, accounts deletes the user: they can no longer sign
 in to see the stages that remain. This email is the last thing they get, so it carries
 what the status page would have shown: when backups become unreadable and when the
-last one is gone, what is kept for a legal period, and the request's reference.
+last one is gone, what is kept for a legal period, and the request's reference; and a
+link that goes on showing the stages, without a sign-in, and then the certificate
+(services/deletion/status_links.py).
 
-Ids, dates and fixed wording only: nothing here is personal data. Dates are UTC days
-(the renderer knows no recipient's time zone), written out so no reader mistakes
-day for month.
+Ids, dates, the link's secret and fixed wording only: nothing here is personal data.
+Dates are UTC days (the renderer knows no recipient's time zone), written out so no
+reader mistakes day for month.
 """
 
 from __future__ import annotations
@@ -58,10 +60,14 @@ def erasure_done_params(
     shredded_by: datetime | None,
     backups_gone_by: datetime | None,
     retain_categories: Iterable[str],
+    status_key: str | None = None,
 ) -> dict[str, str]:
     """The params of the email; a date the command did not carry (a deletion service
-    older than the fields) is left out, and the template says nothing of it."""
+    older than the fields) is left out, and the template says nothing of it. Without a
+    link's secret, the email tells the user to write in quoting the reference."""
     params = {"request_id": str(request_id)}
+    if status_key is not None:
+        params["token"] = status_key  # a secret: dropped once the email is done
     if shredded_by is not None:
         params["shredded_by"] = utc_day(shredded_by)
     if backups_gone_by is not None:

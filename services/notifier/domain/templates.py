@@ -27,6 +27,7 @@ SECRET_LINKS = frozenset(
     {"verify_email", "verify_new_email", "parental_consent", "password_reset"}
     | {"signup_attempted"}  # a password-reset link
     | {"deletion_requested"}  # its email's link cancels the deletion without a sign-in
+    | {"erasure_done"}  # its link shows the erasure's stages without a sign-in
 )
 SECRET_PARAMS = ("token", "link", "verify_url", "consent_url", "reset_url", "cancel_url")
 # What an inbox item shows where a spent link was: items stored before such notices were

@@ -65,6 +65,15 @@ class EraseSubject(Event):
         " expected to have expired (the request's `complete` stage date as the deletion"
         " service shows it when it sends the command). None as for `shredded_by`.",
     )
+    status_key: str | None = Field(
+        None,
+        max_length=128,
+        description="An account's erasure confirmed to the subject: the secret of the link"
+        " in the final email, with which the subject follows the stages that remain and"
+        " gets the certificate without signing in (the deletion service keeps only its"
+        " hash). On the request's first command only: None on a resend, which the"
+        " notifier mails nothing for, and as for `shredded_by`.",
+    )
 
 
 @register_event

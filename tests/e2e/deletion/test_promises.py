@@ -162,13 +162,14 @@ def _day(moment: datetime) -> str:
 
 
 @pytest.mark.promise("P-16")
-async def test_the_final_email_dates_the_backups_and_gives_the_reference(
+async def test_the_final_email_dates_the_backups_and_links_to_the_stages(
     client: httpx.AsyncClient, bus: BusTail
 ) -> None:
-    """Once the stores are told to erase, accounts deletes the user: the status page is
-    out of reach for good. The last email is what they keep: the date the status page
-    showed for ``complete`` (the last backup holding them gone), and the reference to
-    quote when they write to us."""
+    """Once the stores are told to erase, accounts deletes the user: the status page
+    behind a sign-in is out of reach for good. The last email is what they keep: the
+    date the status page showed for ``complete`` (the last backup holding them gone),
+    the reference, and a link that shows the stages without a sign-in, and then the
+    certificate."""
     user = await active_user(client, bus)
     request_id = await _request_deletion(client, user)
     before = await wait_for_stage(client, user.id, request_id, ("requested", "grace"), 60)
@@ -200,10 +201,49 @@ async def test_the_final_email_dates_the_backups_and_gives_the_reference(
     assert _day(datetime.fromisoformat(command["data"]["backups_gone_by"])) == said.group(1)
     assert f"Your reference for this deletion: {request_id}." in text
     assert request_id in html
-    contact = NotifierSettings(environment="test").notifier_reply_to
-    assert f"write to {contact} quoting this reference" in text
     assert "encrypted with a key of your own" in text
     assert "financial records of your repairs (invoices)" in text
+
+    # The link: in both parts, to our site, its secret in the fragment.
+    site = NotifierSettings(environment="test").notifier_public_base_url
+    link = re.search(rf"{re.escape(site)}/deletion-status#token=([A-Za-z0-9_\-]+)", text)
+    assert link is not None, text
+    assert link.group(0) in html
+    token = link.group(1)
+    # Accounts deletes the user (tests/e2e/accounts: no sign-in works after): the link
+    # shows the deletion to whoever holds it, with no token.
+    followed = await client.post(f"{API}/status-links", json={"token": token})
+    assert followed.status_code == 200, followed.text
+    shown_now = followed.json()["status"]
+    assert shown_now["request_id"] == request_id
+    assert shown_now["stage"] in ("erasing", "shredded", "backups_pending", "complete")
+    assert [s["stage"] for s in shown_now["stages"]] == [s["stage"] for s in before["stages"]]
+    # The secret left the notifier's store once its one email was done.
+    [notice] = await _fetch(
+        "notifier", "SELECT params FROM notices WHERE notice_id = $1",
+        erasure_notice_id(uuid.UUID(request_id)),
+    )  # fmt: skip
+    assert token not in str(notice["params"])
+    assert request_id in str(notice["params"])  # the control: the row read is the notice
+
+    done = await wait_for_stage(client, user.id, request_id, ("complete",), timeout=240)
+    followed = await client.post(f"{API}/status-links", json={"token": token})
+    assert followed.status_code == 200, followed.text
+    assert followed.json()["status"] == done | {"overdue": followed.json()["status"]["overdue"]}
+    certificate = followed.json()["certificate"]
+    assert certificate is not None
+    assert certificate["digest"] == done["certificate_digest"]
+    own = await client.get(
+        f"{API}/me/requests/{request_id}/certificate", headers=token_headers(user.id)
+    )
+    assert own.json() == certificate
+
+    # A link that names no mailed deletion is refused, as a JSON problem, all alike.
+    for wrong in (token[:-1] + ("A" if token[-1] != "A" else "B"), request_id):
+        refused = await client.post(f"{API}/status-links", json={"token": wrong})
+        assert refused.status_code == 400, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["type"].endswith("/link-invalid")
 
 
 async def test_one_trace_id_follows_a_deletion_from_the_click_to_every_stores_receipt(

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import pytest
 
-from services.deletion import handlers, legal_holds, store
+from services.deletion import handlers, legal_holds, status_links, store
 from services.deletion.config import DeletionSettings
 from services.deletion.domain.retention import parse_policy
 from services.deletion.legal_holds import Hold
@@ -48,6 +48,7 @@ class FakeStore:
     shredded: list[UUID] = field(default_factory=list)
     answered: set[str] = field(default_factory=set)  # stores whose receipt is in, any request
     snapshot_expiries: list[datetime] = field(default_factory=list)  # the live snapshots'
+    status_keys: dict[UUID, str] = field(default_factory=dict)  # request -> its link's secret
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         for name in (
@@ -59,6 +60,7 @@ class FakeStore:
             monkeypatch.setattr(store, name, getattr(self, name))
         monkeypatch.setattr(legal_holds, "in_force", self.in_force)
         monkeypatch.setattr(legal_holds, "try_lock_subject", self.try_lock_subject)
+        monkeypatch.setattr(status_links, "mint", self.mint_status_key)
 
     def deps(self, now: datetime = T0, **settings: Any) -> handlers.Deps:
         async def shred(subject: UUID) -> bool:
@@ -81,6 +83,12 @@ class FakeStore:
 
     async def add_stage(self, *_args: object) -> None:
         pass
+
+    async def mint_status_key(self, _conn: object, request_id: UUID) -> str | None:
+        if request_id in self.status_keys:
+            return None
+        key = self.status_keys[request_id] = f"key-{uuid.uuid4()}"
+        return key
 
     async def publish(self, _conn: object, event: Event, _suffix: str, _subject: UUID) -> None:
         self.published.append(event)

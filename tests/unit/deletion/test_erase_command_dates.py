@@ -102,6 +102,33 @@ async def test_a_retried_erasure_carries_the_dates_of_the_new_pass(fake: FakeSto
     assert first.backups_gone_by == start + TIMING.store_timeout + TIMING.backup_retention
     assert retried.shredded_by == later + TIMING.store_timeout
     assert retried.backups_gone_by == later + TIMING.store_timeout + TIMING.backup_retention
+    # The link to the stages goes with the first command only: its secret is kept as a
+    # hash, and the notifier mails the first command it gets.
+    assert first.status_key == fake.status_keys[request_id]
+    assert retried.status_key is None
+
+
+@pytest.mark.promise("P-16")
+async def test_only_an_account_erasure_mailed_to_its_user_gets_a_status_link(
+    fake: FakeStore,
+) -> None:
+    """An account's user can no longer sign in once erasing starts: their command carries
+    a link's secret. A lapsed sign-up (never mailed) and an item (whose user keeps their
+    account and its status page) get none."""
+    mailed = _waiting(fake)
+    lapsed = Tracked(in_stage("holds", "account"), "retention")
+    fake.requests[lapsed.request.request_id] = lapsed
+    item = _waiting(fake, "device")
+    deps = fake.deps(mailed.request.grace_ends_at, **SETTINGS)
+    for tracked in (mailed, lapsed, item):
+        await handlers.advance(None, deps, tracked)  # type: ignore[arg-type]
+    keys = {c.request_id: c.status_key for c in _erase_commands(fake)}
+    assert keys == {
+        mailed.request.request_id: fake.status_keys[mailed.request.request_id],
+        lapsed.request.request_id: None,
+        item.request.request_id: None,
+    }
+    assert keys[mailed.request.request_id]
 
 
 @pytest.mark.parametrize("scope", ["device", "request"])

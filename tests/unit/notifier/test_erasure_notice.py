@@ -1,4 +1,5 @@
-"""The final email of an account's erasure: the dates, what is kept, the reference (P-16).
+"""The final email of an account's erasure: the dates, what is kept, the reference, and
+the link that shows the stages without a sign-in (P-16).
 
 The user can no longer sign in once it is sent, so what it says is all they keep.
 """
@@ -43,6 +44,7 @@ def _email(command: EraseSubject) -> OutgoingEmail:
         shredded_by=command.shredded_by,
         backups_gone_by=command.backups_gone_by,
         retain_categories=command.retain_categories,
+        status_key=command.status_key,
     )
     rendered = Renderer().email(
         "erasure_done",
@@ -81,6 +83,22 @@ def test_the_final_email_dates_the_backups_and_gives_the_reference() -> None:
     assert compliance.check(email, POLICY) == []
     # Ids, dates and fixed wording: nothing of the recipient but the greeting's name.
     assert "ada@example.org" not in email.text + email.html
+
+
+@pytest.mark.promise("P-16")
+def test_the_final_email_links_to_the_stages_without_a_sign_in() -> None:
+    """The command's secret becomes a link to the status page, in both parts; the
+    write-to-us fallback is for a command without one."""
+    key = "k3y-" + "A" * 40
+    email = _email(_command(shredded_by=SHREDDED, backups_gone_by=GONE, status_key=key))
+    link = f"{SETTINGS.notifier_public_base_url}/deletion-status#token={key}"
+    assert link in email.text
+    assert f'href="{link}"' in email.html
+    for body in (email.text, _read(email.html)):
+        assert f"Your reference for this deletion: {REQUEST}" in body
+        assert "It needs no sign-in and shows nothing else" in body
+        assert "quoting this reference" not in body
+    assert compliance.check(email, POLICY) == []
 
 
 def test_a_command_without_dates_says_none_and_no_kept_records_say_nothing() -> None:

@@ -59,6 +59,7 @@ _LINKS = {
     "password_reset": {"link": "https://x/reset-password"},
     "signup_attempted": {"link": "https://x/reset-password", "account_state": "active"},
     "deletion_requested": {"link": "https://x/cancel-deletion"},
+    "erasure_done": {"token": "t" * 43, "request_id": str(uuid.uuid4())},
 }
 
 
@@ -89,7 +90,7 @@ def test_an_unknown_template_is_unprocessable_at_once_not_a_handler_failure() ->
         handlers.notice_for(_notice("crypto_offer", ("email",)), "accounts")
 
 
-@pytest.mark.parametrize("template", sorted(SECRET_LINKS))
+@pytest.mark.parametrize("template", sorted(SECRET_LINKS - {"erasure_done"}))
 def test_an_inbox_item_whose_link_was_stripped_still_renders_without_it(template: str) -> None:
     """Items stored before such notices were refused in-site lost their link with their
     email (store.record_results): the inbox shows them without it, never a 500."""
@@ -103,3 +104,16 @@ def test_an_inbox_item_whose_link_was_stripped_still_renders_without_it(template
     assert title
     assert "secret-" not in body
     assert SPENT_LINK in body
+
+
+def test_the_final_erasure_emails_link_is_never_shown_in_site() -> None:
+    """Its link is built from the site's address, which only an email is rendered with:
+    in-site (were it ever asked for, secret or spent) the reference is shown without it."""
+    reference = str(uuid.uuid4())
+    renderer = Renderer()
+    for params in ({"request_id": reference, "token": "secret-token"}, {"request_id": reference}):
+        title, body = renderer.inbox("erasure_done", params)
+        assert title
+        assert reference in body
+        assert "secret-" not in body
+        assert "deletion-status" not in body
