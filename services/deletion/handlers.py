@@ -430,7 +430,7 @@ async def _send_erase(conn: Connection, deps: Deps, tracked: Tracked, now: datet
         latest = taken[-1]["expires_at"] if taken else None
         backups_gone_by = expected_by(r, deps.timing, now, "complete", latest)
         if confirm:
-            status_key = await status_links.mint(conn, r.request_id)
+            status_key = await status_links.key_for(conn, r.request_id)
     command = EraseSubject(
         request_id=r.request_id,
         subject_id=r.subject_id,

@@ -2,10 +2,11 @@
 
 Once the stores are told to erase, accounts deletes the user: the status page behind a
 sign-in is out of reach for good, while the shredding, the backups and the certificate
-are still to come. The final email carries a link instead. Its secret is minted once,
-with the first EraseSubject (the notifier mails the first command it gets and ignores
-the resends), and only its SHA-256 is kept: the link shows the request's stages, dates
-and certificate to whoever holds it, and nothing else of anyone.
+are still to come. The final email carries a link instead. Its secret is minted once
+per request and goes with every EraseSubject of it: the notifier mails the first one
+it can process, and that may be a resend (the first dead-lettered, or an operator's
+retry). The link shows the request's stages, dates and certificate to whoever holds
+it, and nothing else of anyone: nothing the deletion database does not show anyway.
 """
 
 from __future__ import annotations
@@ -24,17 +25,20 @@ def key_hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-async def mint(conn: Connection, request_id: UUID) -> str | None:
-    """A new secret for ``request_id``'s link, or None if one was minted already (its
-    plaintext went out with the first command; a resend carries none)."""
+async def key_for(conn: Connection, request_id: UUID) -> str:
+    """The secret of ``request_id``'s link: minted on first use, the same ever after."""
     key = secrets.token_urlsafe(KEY_BYTES)
-    minted = await conn.fetchval(
-        "INSERT INTO status_links (key_hash, request_id) VALUES ($1, $2)"
-        " ON CONFLICT (request_id) DO NOTHING RETURNING true",
-        key_hash(key),
+    await conn.execute(
+        "INSERT INTO status_links (request_id, key, key_hash) VALUES ($1, $2, $3)"
+        " ON CONFLICT (request_id) DO NOTHING",
         request_id,
+        key,
+        key_hash(key),
     )
-    return key if minted else None
+    kept: str = await conn.fetchval(
+        "SELECT key FROM status_links WHERE request_id = $1", request_id
+    )
+    return kept
 
 
 async def request_of(conn: Connection, key: str) -> UUID | None:

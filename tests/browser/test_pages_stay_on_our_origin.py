@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,13 +17,22 @@ from tests.e2e.analytics.support import topic_records
 from tests.e2e.notifier.support import emailed_announcement, unsubscribe_https
 from tests.support.mailbox import Mailbox, eventually
 
+WEB = Path(__file__).resolve().parents[2] / "web"
 # Each counts its view with web/assets/visit.js.
 COUNTED_PAGES = ["/", "/privacy.html"]
 # What the links in our emails open: no view counted there. A child may open one (their
 # own address's confirmation) before anyone knows their age, and under 13 is Do Not
-# Track (P-26).
-MAILED_LINK_PAGES = ["/verify-email", "/guardian-consent", "/reset-password", "/cancel-deletion"]
-PAGES = COUNTED_PAGES + MAILED_LINK_PAGES
+# Track (P-26). Each with its one script, and what shows that script ran when the page
+# is opened with a made-up token: an action page shows its form, the erasure's status
+# page the API's refusal.
+MAILED_LINK_PAGES = {
+    "/verify-email": ("links.js", "#link-form"),
+    "/guardian-consent": ("links.js", "#link-form"),
+    "/reset-password": ("links.js", "#link-form"),
+    "/cancel-deletion": ("links.js", "#link-form"),
+    "/deletion-status": ("deletion-status.js", "#status-result.refused"),
+}
+PAGES = COUNTED_PAGES + list(MAILED_LINK_PAGES)
 BEACON = "/api/analytics/beacon"
 WEBMAIL_MESSAGE = "https://mail.example.org/u/0/inbox/18c2f3a9d4e5"
 PERSON = (
@@ -56,8 +66,20 @@ async def test_the_unsubscribe_page_makes_no_request_outside_the_platforms_origi
     await _stays_on_our_origin(browser, platform, link.path, expect="Unsubscribe", styled=True)
 
 
+def test_every_page_of_the_site_is_checked() -> None:
+    """A new page fails here until it is put in one list or the other: counted, or
+    opened from a mailed link (and so never counted)."""
+
+    def path(page: Path) -> str:  # the gateway serves x.html at /x.html and at /x
+        if page.name == "index.html":
+            return "/"
+        return f"/{page.name}" if f"/{page.name}" in PAGES else f"/{page.stem}"
+
+    assert {path(page) for page in WEB.glob("*.html")} == set(PAGES)
+
+
 @pytest.mark.promise("P-26")
-@pytest.mark.parametrize("path", MAILED_LINK_PAGES)
+@pytest.mark.parametrize("path", list(MAILED_LINK_PAGES))
 async def test_a_page_a_mailed_link_opens_sends_no_visit_beacon(
     browser: Browser, platform: str, path: str
 ) -> None:
@@ -76,13 +98,14 @@ async def test_a_page_a_mailed_link_opens_sends_no_visit_beacon(
     # The page as the email's link opens it, its token in the fragment.
     await page.goto(f"{platform}{path}#token={'A' * 43}", wait_until="networkidle")
     await page.wait_for_timeout(1500)  # longer than the control's beacon took to leave
+    script, ran = MAILED_LINK_PAGES[path]
     scripts = await page.evaluate("[...document.scripts].map(script => script.src)")
-    shown = await page.locator("#link-form").is_visible()
+    shown = await page.locator(ran).is_visible()
     await context.close()
 
     assert counted == [f"{platform}{BEACON}"], "the control: the home page counts its view"
-    assert scripts == [f"{platform}/assets/links.js"], scripts  # visit.js is not loaded
-    assert shown  # the page's own script ran (it shows the form once it has the token)
+    assert scripts == [f"{platform}/assets/{script}"], scripts  # visit.js is not loaded
+    assert shown  # the page's own script ran (with the token: a form, or the API's answer)
     assert _beacons(requested) == [], requested
     assert not [url for url in requested if urlsplit(url).path == "/assets/visit.js"], requested
 

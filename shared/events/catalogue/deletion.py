@@ -70,9 +70,9 @@ class EraseSubject(Event):
         max_length=128,
         description="An account's erasure confirmed to the subject: the secret of the link"
         " in the final email, with which the subject follows the stages that remain and"
-        " gets the certificate without signing in (the deletion service keeps only its"
-        " hash). On the request's first command only: None on a resend, which the"
-        " notifier mails nothing for, and as for `shredded_by`.",
+        " gets the certificate without signing in; the same on every resend (the"
+        " notifier mails the first command it can process). None for an item, a"
+        " retention release, an erasure mailed to no one, and as for `shredded_by`.",
     )
 
 

@@ -60,7 +60,7 @@ class FakeStore:
             monkeypatch.setattr(store, name, getattr(self, name))
         monkeypatch.setattr(legal_holds, "in_force", self.in_force)
         monkeypatch.setattr(legal_holds, "try_lock_subject", self.try_lock_subject)
-        monkeypatch.setattr(status_links, "mint", self.mint_status_key)
+        monkeypatch.setattr(status_links, "key_for", self.status_key)
 
     def deps(self, now: datetime = T0, **settings: Any) -> handlers.Deps:
         async def shred(subject: UUID) -> bool:
@@ -84,11 +84,8 @@ class FakeStore:
     async def add_stage(self, *_args: object) -> None:
         pass
 
-    async def mint_status_key(self, _conn: object, request_id: UUID) -> str | None:
-        if request_id in self.status_keys:
-            return None
-        key = self.status_keys[request_id] = f"key-{uuid.uuid4()}"
-        return key
+    async def status_key(self, _conn: object, request_id: UUID) -> str:
+        return self.status_keys.setdefault(request_id, f"key-{uuid.uuid4()}")
 
     async def publish(self, _conn: object, event: Event, _suffix: str, _subject: UUID) -> None:
         self.published.append(event)
