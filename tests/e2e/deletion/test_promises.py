@@ -335,6 +335,13 @@ async def test_after_deletion_completes_the_verifier_finds_nothing_but_anonymise
         assert place in found, (place, early.json(), await status(client, user.id, request_id))
         assert found[place] is None, place  # personal data: no rule keeps it
     assert found.get("accounts.deletion_requests.user_id") == "disclosure_log", found
+    # The contact card is found on its topic too, and every store was scanned: the
+    # analytics database holds nothing of anyone's, so only its scan shows it was looked in.
+    assert "kafka:accounts.contacts" in found, found
+    scanned = set(early.json()["scanned"])
+    for place in ("postgres:accounts", "postgres:notifier", "postgres:analytics",
+                  "kafka:accounts.contacts"):  # fmt: skip
+        assert place in scanned, (place, scanned)
     done = await wait_for_stage(client, user.id, request_id, ("complete",), timeout=240)
 
     assert all(s["done_at"] for s in done["stages"])
@@ -412,6 +419,9 @@ async def test_a_sign_up_never_completed_is_erased_everywhere_without_mailing_it
         assert await _rows(
             settings, "notifier", "SELECT count(*) FROM contacts WHERE user_id = $1", subject
         ) == 1  # fmt: skip
+        # The control of the topic check below: the card is there to be found.
+        config = DeletionSettings(environment="test")
+        assert await contact_cards_left(config, [subject]) == {subject}
 
         await _age_sign_up(subject, days=31)  # what 31 days would do: links expired
         lapsed = await bus.event("signup.lapsed.", child.id, timeout=60)
