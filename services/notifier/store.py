@@ -215,17 +215,26 @@ async def erase_contact_on_tombstone(conn: Connection, user_id: UUID) -> None:
         )
 
 
+#: How long a tombstoned contact waits for its erasure command. The command comes on
+#: another topic, read by another consumer group: it may trail the tombstone by hours
+#: (that group stalled, the command dead-lettered and replayed) or days (resent after the
+#: deletion service's store timeout, three days by default, by an operator's retry). The
+#: address serves the erasure's own email only meanwhile; dropped sooner, the user would
+#: get no final email, the one thing that tells them the stages left (P-16).
+TOMBSTONED_CONTACT_KEPT = timedelta(days=7)
+
+
 async def forget_tombstoned_contacts(conn: Connection) -> int:
-    """Drop contacts tombstoned more than ``SWEEP_WINDOW`` ago that no erasure email
-    waits for (their erasure command never came, or came for another store only). One
-    given up on for now waits too: its erasure is still confirming, kept for a replay."""
+    """Drop contacts tombstoned more than ``TOMBSTONED_CONTACT_KEPT`` ago that no erasure
+    email waits for (their erasure command never came, or came for another store only).
+    One given up on for now waits too: its erasure is still confirming, kept for a replay."""
     status = await conn.execute(
         "DELETE FROM contacts c WHERE c.erase_pending AND c.updated_at < now() - $1::interval"
         " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.user_id = c.user_id"
         " AND d.erasure_request IS NOT NULL AND (d.status IN ('pending', 'sending')"
         "  OR (d.status = 'dead' AND EXISTS (SELECT 1 FROM erasures e"
         "   WHERE e.request_id = d.erasure_request AND e.state = 'confirming'))))",
-        SWEEP_WINDOW,
+        TOMBSTONED_CONTACT_KEPT,
     )
     return int(status.split()[-1])
 

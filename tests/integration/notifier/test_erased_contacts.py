@@ -195,3 +195,42 @@ async def test_a_retry_of_a_done_erasure_erases_again_and_mails_nothing(
     [_, again] = await _receipts(pool, command.request_id)
     assert first["erased"] != again["erased"]
     assert again["erased"]["inbox_items"] == 1  # type: ignore[index]
+
+
+@pytest.mark.promise("P-16")
+async def test_an_erasure_command_days_behind_its_tombstone_still_gets_its_email(
+    pool: asyncpg.Pool, vault: Vault
+) -> None:
+    """Accounts tombstoned the card; the notifier's erasure command came days later (its
+    consumer group stalled, or an operator's retry after the store timeout): the sweep
+    kept the address for that one email. A tombstoned contact no command came for in a
+    week is dropped."""
+    late, never = uuid.uuid4(), uuid.uuid4()
+    addresses = {late: ADDRESS, never: "never@example.org"}
+    async with pool.acquire() as conn, conn.transaction():
+        for uid, address in addresses.items():
+            await store.upsert_contact(conn, await sealed_contact(vault, uid, address))
+            await store.erase_contact_on_tombstone(conn, uid)  # the tombstone comes first
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE contacts SET updated_at = now() - interval '4 days' WHERE user_id = $1", late
+        )
+        await conn.execute(
+            "UPDATE contacts SET updated_at = now() - interval '8 days' WHERE user_id = $1", never
+        )
+        await store.sweep_erased(conn)
+        left = await conn.fetch(
+            "SELECT user_id FROM contacts WHERE user_id = ANY($1)", [*addresses]
+        )
+        assert [r["user_id"] for r in left] == [late]
+
+    command = EraseSubject(request_id=uuid.uuid4(), subject_id=late)
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.start_erasure(conn, vault, command)
+    mailed = [w for w in await send_all(pool, vault, {}) if w.recipient in addresses.values()]
+    assert [w.recipient for w in mailed] == [ADDRESS]
+    state = await pool.fetchval(
+        "SELECT state FROM erasures WHERE request_id = $1", command.request_id
+    )
+    assert state == "done"
+    assert await pool.fetchval("SELECT count(*) FROM contacts WHERE user_id = $1", late) == 0
