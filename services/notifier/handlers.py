@@ -172,6 +172,14 @@ async def on_notices(
             conn, event.user_id, event.request_id
         ):
             continue  # a reply read after its request's erasure: about nothing kept
+        if isinstance(event, PolicyVersionPublished) and await store.policy_superseded(
+            conn, event.effective_at
+        ):
+            # Read after a later version took effect (a dead letter replayed late): told
+            # now, every user would hear of a policy that no longer binds them.
+            log.warning("policy version %s read after a later one took effect: not announced",
+                        event.policy_version)  # fmt: skip
+            continue
         notice = notice_for(event, item.envelope.source)
         if notice is not None:
             await accept_notice(conn, notice, settle=settle)

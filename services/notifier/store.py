@@ -992,6 +992,20 @@ async def sweep_erased(conn: Connection) -> dict[str, int]:
     return swept
 
 
+async def policy_superseded(conn: Connection, effective_at: datetime) -> bool:
+    """Whether a version announced here took effect after ``effective_at``'s day and is
+    in force already: a version taking effect then binds no one any more. One still to
+    come does not supersede it: until that day, the earlier version is the one in force."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM notices WHERE template = 'policy_change'"
+            " AND (params->>'effective_at')::date > $1::date"
+            " AND (params->>'effective_at')::date <= (now() AT TIME ZONE 'UTC')::date)",
+            effective_at,
+        )
+    )
+
+
 async def request_erased(conn: Connection, subject_id: UUID, request_id: UUID) -> bool:
     """Whether the subject's request was erased here (an erasure of that one request)."""
     return bool(

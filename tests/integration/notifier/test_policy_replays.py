@@ -1,0 +1,55 @@
+"""A policy version read after a later one took effect (its dead letter replayed days
+on) is not announced (P-23): every user would be told, pinned and by email, of a policy
+that no longer binds them. One read before the later one takes effect is announced: it
+is the policy in force until then."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from services.notifier import handlers
+from shared.bus.delivery import Delivery
+from shared.events import envelope_for
+from shared.events.catalogue.accounts import PolicyVersionPublished
+from shared.events.topics import POLICY_VERSIONS
+
+
+def _published(version: str, effective_in_days: float) -> Delivery:
+    event = PolicyVersionPublished(
+        policy_version=version,
+        summary=f"What changed in {version}",
+        effective_at=datetime.now(UTC) + timedelta(days=effective_in_days),
+    )
+    envelope = envelope_for(event, source="accounts", subject=version)
+    return Delivery(envelope, event, None, POLICY_VERSIONS.name, 0, 0)
+
+
+async def _announced(pool: asyncpg.Pool) -> set[str]:
+    rows = await pool.fetch(
+        "SELECT params->>'policy_version' AS v FROM notices WHERE template = 'policy_change'"
+    )
+    return {r["v"] for r in rows}
+
+
+async def _read(pool: asyncpg.Pool, *published: Delivery) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.on_notices(conn, list(published))
+
+
+async def test_a_version_read_after_a_later_one_took_effect_is_not_announced(
+    pool: asyncpg.Pool,
+) -> None:
+    await _read(pool, _published("2031-01", -60), _published("2031-03", -2))  # 2031-02 lost
+    await _read(pool, _published("2031-02", -30))  # ... and replayed after 2031-03 took effect
+    assert await _announced(pool) == {"2031-01", "2031-03"}
+
+
+async def test_a_version_read_before_a_later_one_takes_effect_is_announced(
+    pool: asyncpg.Pool,
+) -> None:
+    """Until 2031-06 takes effect, 2031-05 is the policy in force: users are told of it."""
+    await _read(pool, _published("2031-04", -10), _published("2031-06", 60))
+    await _read(pool, _published("2031-05", 30))
+    assert await _announced(pool) == {"2031-04", "2031-05", "2031-06"}
