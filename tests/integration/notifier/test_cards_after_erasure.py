@@ -12,14 +12,11 @@ PostgreSQL, with a capturing transport.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
 from services.notifier import handlers, store
-from services.notifier.config import NotifierSettings
 from shared.bus.delivery import Delivery, Tombstone
 from shared.contact_card import OpenCard, seal_card
 from shared.events import envelope_for
@@ -30,13 +27,6 @@ from tests.integration.notifier.support import sealed_contact, send_all
 
 ADDRESS, OTHER = "leaving@example.org", "elsewhere@example.org"
 T0 = datetime.now(UTC) - timedelta(days=1)
-
-
-@pytest.fixture
-async def vault(pool: asyncpg.Pool) -> AsyncIterator[Vault]:
-    opened = await Vault.connect(NotifierSettings(environment="test"), pool)
-    yield opened
-    await opened.close()
 
 
 async def _card(vault: Vault, uid: uuid.UUID, email: str, changed_at: datetime) -> Delivery:

@@ -5,27 +5,18 @@ transport."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
 from services.notifier import handlers, store
-from services.notifier.config import NotifierSettings
 from shared.vault import Vault
 from tests.integration.notifier.support import sealed_contact, send_all
 
 A, B = "before@example.org", "after@example.org"
 T0 = datetime.now(UTC) - timedelta(days=1)
 Card = Callable[[str, datetime], Awaitable[None]]
-
-
-@pytest.fixture
-async def vault(pool: asyncpg.Pool) -> AsyncIterator[Vault]:
-    opened = await Vault.connect(NotifierSettings(environment="test"), pool)
-    yield opened
-    await opened.close()
 
 
 def cards(pool: asyncpg.Pool, vault: Vault, uid: uuid.UUID) -> Card:

@@ -6,25 +6,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from services.notifier import handlers, store
-from services.notifier.config import NotifierSettings
 from shared.events.catalogue.deletion import EraseSubject
 from shared.vault import Vault
 from tests.integration.notifier.support import sealed_contact, send_all
 
 ADDRESS = "leaving@example.org"
-
-
-@pytest.fixture
-async def vault(pool: asyncpg.Pool) -> AsyncIterator[Vault]:
-    opened = await Vault.connect(NotifierSettings(environment="test"), pool)
-    yield opened
-    await opened.close()
 
 
 def _notice(uid: uuid.UUID, template: str, category: str, **extra: object) -> store.Notice:

@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from services.notifier import handlers, late_contacts, store, stream
-from services.notifier.config import NotifierSettings
 from services.notifier.domain.templates import Renderer
 from services.notifier.stream import InboxHub
 from shared.bus.delivery import Delivery, read_record
@@ -22,13 +20,6 @@ from shared.events.catalogue.notifier import NoticeDelivered
 from shared.vault import Vault
 from tests.integration.notifier.support import address, listener_deaf, sealed_contact
 from tests.support.sse import next_event, session_open
-
-
-@pytest.fixture
-async def vault(pool: asyncpg.Pool) -> AsyncIterator[Vault]:
-    opened = await Vault.connect(NotifierSettings(environment="test"), pool)
-    yield opened
-    await opened.close()
 
 
 def _breach() -> store.Notice:

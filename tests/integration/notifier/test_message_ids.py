@@ -5,26 +5,16 @@ holds no user id. The real Sender on PostgreSQL, with a capturing transport."""
 from __future__ import annotations
 
 import email
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
-import pytest
 
 from services.notifier import store
-from services.notifier.config import NotifierSettings
 from services.notifier.mailer import Wire
 from services.notifier.routes.ops import dead_letters
 from shared.vault import Vault
 from tests.integration.notifier.support import address, seed, send_all
-
-
-@pytest.fixture
-async def vault(pool: asyncpg.Pool) -> AsyncIterator[Vault]:
-    opened = await Vault.connect(NotifierSettings(environment="test"), pool)
-    yield opened
-    await opened.close()
 
 
 def _message_ids(wires: list[Wire]) -> dict[str, str]:

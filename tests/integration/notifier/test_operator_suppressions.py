@@ -5,26 +5,16 @@ erasure, and whoever uses it next asked for nothing. Real PostgreSQL."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
 from services.notifier import handlers, store
 from services.notifier.bootstrap import MIGRATIONS
-from services.notifier.config import NotifierSettings
 from shared.db.migrations import apply_migrations
 from shared.vault import Vault
 from tests.integration.notifier.support import sealed_contact
 from tests.support.migrations import split_at
-
-
-@pytest.fixture
-async def vault(pool: asyncpg.Pool) -> AsyncIterator[Vault]:
-    opened = await Vault.connect(NotifierSettings(environment="test"), pool)
-    yield opened
-    await opened.close()
 
 
 async def _card(pool: asyncpg.Pool, vault: Vault, uid: uuid.UUID, address: str) -> None:

@@ -7,27 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
 from services.notifier import handlers, store
-from services.notifier.config import NotifierSettings
 from shared.events.catalogue.notifier import SendNotice
 from shared.vault import Vault
 from tests.integration.notifier.support import sealed_contact, send_all
 
 CURRENT, FIRST, SECOND = "me@example.org", "first@example.org", "second@example.org"
 T0 = datetime.now(UTC) - timedelta(hours=1)
-
-
-@pytest.fixture
-async def vault(pool: asyncpg.Pool) -> AsyncIterator[Vault]:
-    opened = await Vault.connect(NotifierSettings(environment="test"), pool)
-    yield opened
-    await opened.close()
 
 
 async def _card(

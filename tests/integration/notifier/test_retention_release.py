@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest
 
 from services.notifier import handlers
-from services.notifier.config import NotifierSettings
 from shared.events.catalogue.deletion import EraseSubject
 from shared.vault import Vault
 
 KEPT = ("security_audit", "financial_records", "disclosure_log", "suppression_list")
-
-
-@pytest.fixture
-async def vault(pool: asyncpg.Pool) -> AsyncIterator[Vault]:
-    opened = await Vault.connect(NotifierSettings(environment="test"), pool)
-    yield opened
-    await opened.close()
 
 
 async def _erase(pool: asyncpg.Pool, vault: Vault, command: EraseSubject) -> None:

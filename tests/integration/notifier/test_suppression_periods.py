@@ -6,15 +6,12 @@ real store and Sender on PostgreSQL, with a capturing transport."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
 from services.notifier import handlers, store
 from services.notifier.bootstrap import MIGRATIONS
-from services.notifier.config import NotifierSettings
 from shared.db.migrations import apply_migrations
 from shared.events.catalogue.deletion import EraseSubject
 from shared.vault import Vault
@@ -22,13 +19,6 @@ from tests.integration.notifier.support import sealed_contact, send_all
 from tests.support.migrations import split_at
 
 DAYS = 3650  # retention.toml: suppression_list
-
-
-@pytest.fixture
-async def vault(pool: asyncpg.Pool) -> AsyncIterator[Vault]:
-    opened = await Vault.connect(NotifierSettings(environment="test"), pool)
-    yield opened
-    await opened.close()
 
 
 def _address() -> str:
