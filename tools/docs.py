@@ -546,7 +546,7 @@ def default_text(field: FieldInfo) -> str:
         return "computed"
     default = field.default
     if isinstance(default, SecretStr):
-        return f"`{DEV_DEFAULT_SHOWN}`"
+        return f"`{DEV_DEFAULT_SHOWN}`" if default.get_secret_value() else "empty"
     if default is None:
         return "unset"
     # Defaults pointing into the checkout are shown relative to it: the page must read

@@ -119,6 +119,12 @@ class NotifierSettings(PlatformSettings):
     notifier_unsubscribe_secret: SecretStr = Field(
         SecretStr(DEV_SECRET), description="HMAC key of unsubscribe tokens (they never expire)."
     )
+    notifier_unsubscribe_previous_secrets: SecretStr = Field(
+        SecretStr(""),
+        description="Earlier HMAC keys of unsubscribe tokens, comma separated: tokens they "
+        "signed still work. Keep a replaced key here at least 30 days (CAN-SPAM: a link "
+        "works that long after its email); ours never expire, so longer is kinder.",
+    )
     notifier_inbound_secret: SecretStr = Field(
         SecretStr(DEV_SECRET),
         description="Secret the mail provider's inbound webhook sends (X-IMT-Inbound-Secret) "
@@ -135,9 +141,20 @@ class NotifierSettings(PlatformSettings):
         ):
             if is_development_secret(secret.get_secret_value(), DEV_SECRET):
                 raise UnsafeConfiguration(f"{variable} holds the development default")
+        # The development key still verifying would let anyone unsubscribe anyone.
+        if any(is_development_secret(k.decode(), DEV_SECRET) for k in self.unsubscribe_keys()):
+            raise UnsafeConfiguration(
+                "IMT_NOTIFIER_UNSUBSCRIBE_PREVIOUS_SECRETS holds the development default"
+            )
         # Unsubscribe links (P-32) and site links are built on it.
         require_public_https("IMT_NOTIFIER_PUBLIC_BASE_URL", self.notifier_public_base_url)
         return self
+
+    def unsubscribe_keys(self) -> tuple[bytes, ...]:
+        """The key tokens are signed with, then those it replaced (verified in order)."""
+        previous = self.notifier_unsubscribe_previous_secrets.get_secret_value().split(",")
+        current = self.notifier_unsubscribe_secret.get_secret_value()
+        return tuple(k.encode() for k in (current, *(p.strip() for p in previous)) if k)
 
     def consumer_groups(self) -> dict[str, tuple[str, ...]]:
         return dict(GROUPS)

@@ -1,5 +1,8 @@
 """Unsubscribe tokens: opaque, HMAC-signed, never expiring (CAN-SPAM asks >= 30 days).
 
+A key can be replaced (a leak, a rotation) without breaking the links already mailed:
+the keys it replaced still verify (``IMT_NOTIFIER_UNSUBSCRIBE_PREVIOUS_SECRETS``).
+
 A token names an address by its blind index (never the address) and a scope: one
 category, or ``all`` (every email). It needs no login: holding the link is the proof,
 as RFC 8058's one-click model intends.
@@ -12,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from services.notifier.domain.compliance import CATEGORIES
@@ -43,7 +47,9 @@ def issue(secret: bytes, email_index: bytes, scope: str) -> str:
     return base64.urlsafe_b64encode(payload + _mac(secret, payload)).rstrip(b"=").decode()
 
 
-def verify(secret: bytes, token: str) -> Unsubscribe:
+def verify(keys: Sequence[bytes], token: str) -> Unsubscribe:
+    """The request ``token`` makes, if one of ``keys`` signed it: the current key first,
+    then those it replaced (a link must work for 30 days after its email, CAN-SPAM)."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError):
@@ -51,7 +57,8 @@ def verify(secret: bytes, token: str) -> Unsubscribe:
     if len(raw) != 2 + INDEX_BYTES + MAC_BYTES or raw[0] != VERSION:
         raise InvalidUnsubscribeToken("not a token")
     payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
-    if not hmac.compare_digest(mac, _mac(secret, payload)) or payload[1] >= len(SCOPES):
+    signed = any(hmac.compare_digest(mac, _mac(key, payload)) for key in keys)
+    if not signed or payload[1] >= len(SCOPES):
         raise InvalidUnsubscribeToken("not a token")
     return Unsubscribe(payload[2:], SCOPES[payload[1]])
 

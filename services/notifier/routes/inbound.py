@@ -54,9 +54,7 @@ async def inbound_mail(
     if asked is None:
         return InboundOutcome(action="ignored", reason="no unsubscribe request in the subject")
     try:
-        found = unsubscribe.verify(
-            settings.notifier_unsubscribe_secret.get_secret_value().encode(), asked.token
-        )
+        found = unsubscribe.verify(settings.unsubscribe_keys(), asked.token)
     except unsubscribe.InvalidUnsubscribeToken:
         return InboundOutcome(action="ignored", reason="the token is not one of ours")
     scope = "all" if asked.everything else found.scope

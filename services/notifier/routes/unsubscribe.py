@@ -48,9 +48,7 @@ LABELS = {
 
 def _verify(settings: SettingsDep, token: str) -> unsubscribe.Unsubscribe:
     try:
-        return unsubscribe.verify(
-            settings.notifier_unsubscribe_secret.get_secret_value().encode(), token
-        )
+        return unsubscribe.verify(settings.unsubscribe_keys(), token)
     except unsubscribe.InvalidUnsubscribeToken:
         raise Problem(
             404, "Not found", "This unsubscribe link is not valid.", slug="not-found"

@@ -223,6 +223,13 @@ def test_the_notifier_refuses_its_development_secrets_in_production(
         NotifierSettings()
     monkeypatch.setenv("IMT_NOTIFIER_INBOUND_SECRET", "a-real-inbound-secret")
     assert NotifierSettings().notifier_inbound_secret.get_secret_value() == "a-real-inbound-secret"
+    # A replaced unsubscribe key still verifies: the development one would let anyone
+    # unsubscribe anyone.
+    monkeypatch.setenv("IMT_NOTIFIER_UNSUBSCRIBE_PREVIOUS_SECRETS", f"an-old-key, {DEV_SECRET}")
+    with pytest.raises(ValidationError, match="IMT_NOTIFIER_UNSUBSCRIBE_PREVIOUS_SECRETS"):
+        NotifierSettings()
+    monkeypatch.setenv("IMT_NOTIFIER_UNSUBSCRIBE_PREVIOUS_SECRETS", "an-old-key")
+    assert NotifierSettings().unsubscribe_keys()[1:] == (b"an-old-key",)
 
 
 @pytest.mark.promise("P-10")

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.notifier.config import NotifierSettings
 from services.notifier.domain import unsubscribe
 from services.notifier.domain.rules import (
     Recipient,
@@ -23,7 +24,7 @@ SECRET = b"test-secret"
 @given(st.binary(min_size=32, max_size=32), st.sampled_from(unsubscribe.SCOPES))
 def test_tokens_round_trip(index: bytes, scope: str) -> None:
     token = unsubscribe.issue(SECRET, index, scope)
-    assert unsubscribe.verify(SECRET, token) == unsubscribe.Unsubscribe(index, scope)
+    assert unsubscribe.verify((SECRET,), token) == unsubscribe.Unsubscribe(index, scope)
     assert index.hex() not in token
 
 
@@ -32,9 +33,25 @@ def test_tampered_or_foreign_tokens_are_refused() -> None:
     flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
     for bad in (flipped, "x" * len(token), token[:-4], ""):
         with pytest.raises(unsubscribe.InvalidUnsubscribeToken):
-            unsubscribe.verify(SECRET, bad)
+            unsubscribe.verify((SECRET,), bad)
     with pytest.raises(unsubscribe.InvalidUnsubscribeToken):
-        unsubscribe.verify(b"another-secret", token)
+        unsubscribe.verify((b"another-secret",), token)
+
+
+def test_a_token_signed_with_a_replaced_key_still_works_while_that_key_is_kept() -> None:
+    """CAN-SPAM (P-32, P-33): a link works 30 days after its email, across a rotation."""
+    index = os.urandom(32)
+    old = unsubscribe.issue(b"old-key", index, "marketing")
+    settings = NotifierSettings(
+        environment="test",
+        notifier_unsubscribe_secret="new-key",
+        notifier_unsubscribe_previous_secrets=" old-key , older-key",
+    )
+    assert settings.unsubscribe_keys() == (b"new-key", b"old-key", b"older-key")
+    assert unsubscribe.verify(settings.unsubscribe_keys(), old).email_index == index
+    dropped = NotifierSettings(environment="test", notifier_unsubscribe_secret="new-key")
+    with pytest.raises(unsubscribe.InvalidUnsubscribeToken):
+        unsubscribe.verify(dropped.unsubscribe_keys(), old)
 
 
 def adult(**changes: object) -> Recipient:
