@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, Route
 
 from services.deletion import status_links
 from services.deletion.config import DeletionSettings
@@ -70,11 +70,12 @@ async def test_the_status_link_shows_the_stages_without_a_sign_in(
     page = await _open(browser, platform, key)
     await page.locator("#status").wait_for(state="visible", timeout=15_000)
 
-    assert "#" not in page.url  # the secret left the address bar (and the history)
+    assert "#" not in page.url  # the secret left the address bar (and the session's history)
     assert await page.inner_text("#status-reference") == shown["request_id"]
     rows = page.locator("#status-stages tr")
     assert await rows.count() == len(shown["stages"])
-    now = await page.inner_text("#status-now")
+    # Said in the live region, so a screen reader announces the answer.
+    now = await page.inner_text("#status-result[role=status]")
     assert now.startswith("Now: ")
     assert shown["stage"] not in ("complete",)  # the control: no certificate to show yet
     assert await page.locator("#certificate").is_hidden()
@@ -95,3 +96,40 @@ async def test_a_wrong_status_link_says_so(
     assert "invalid" in await result.inner_text()
     assert await page.locator("#status").is_hidden()
     assert "#" not in page.url
+
+
+async def test_a_failed_look_up_can_be_tried_again_and_a_reload_says_why_it_cannot(
+    browser: Browser, platform: str, client: httpx.AsyncClient
+) -> None:
+    """On a flaky network the page keeps the secret for another try; once reloaded, it
+    has forgotten it (it left the address bar) and says so, pointing to the email."""
+    needs_accounts_and_notifier()
+    key, shown = await _linked_request(client)
+    page = await (await browser.new_context()).new_page()
+    failures: list[bool] = []
+
+    async def unavailable_once(route: Route) -> None:
+        if failures:
+            await route.continue_()
+            return
+        failures.append(True)
+        await route.fulfill(
+            status=503, content_type="application/problem+json",
+            body='{"title": "Service unavailable", "status": 503}',
+        )  # fmt: skip
+
+    await page.route("**/api/deletion/status-links", unavailable_once)
+    await page.goto(f"{platform}/deletion-status#token={key}", wait_until="load")
+    retry = page.locator("#status-retry")
+    await retry.wait_for(state="visible", timeout=15_000)
+    assert "Try again" in await page.inner_text("#status-result.refused")
+    await retry.click()
+    await page.locator("#status").wait_for(state="visible", timeout=15_000)
+    assert await page.inner_text("#status-reference") == shown["request_id"]
+    assert await retry.is_hidden()
+
+    await page.reload(wait_until="load")
+    said = page.locator("#status-result.refused")
+    await said.wait_for(timeout=15_000)
+    assert "Open it again from the email" in await said.inner_text()
+    assert await page.locator("#status").is_hidden()

@@ -49,7 +49,7 @@ async def _open(browser: Browser, link: str) -> Page:
     assert response is not None
     assert response.status == 200
     assert "script-src 'self'" in response.headers["content-security-policy"]
-    assert "#" not in page.url  # the token left the address bar (and the history)
+    assert "#" not in page.url  # the token left the address bar (and the session's history)
     return page
 
 

@@ -1,12 +1,15 @@
 // The page the final erasure email links to (P-16): the user was deleted when the
 // stores were told to erase, so this link is how they follow the stages that remain
 // and get the certificate. The secret is read from the fragment (never sent to a server
-// in a URL, a log or a Referer), taken out of the address bar at once, and posted to
-// the deletion API, which only reads: showing the page changes nothing.
+// in a URL, a log or a Referer), taken out of the address bar at once (the browser's
+// history list still records the visit: the link expires 90 days after the deletion is
+// complete), kept in memory for a retry, and posted to the deletion API, which only
+// reads: showing the page changes nothing.
 (function () {
   "use strict";
   var result = document.getElementById("status-result");
-  if (!result) return;
+  var retry = document.getElementById("status-retry");
+  if (!result || !retry) return;
   var token = new URLSearchParams(location.hash.slice(1)).get("token");
   history.replaceState(null, "", location.pathname);
 
@@ -31,6 +34,7 @@
     return d.getUTCDate() + " " + MONTHS[d.getUTCMonth()] + " " + d.getUTCFullYear();
   }
 
+  // The live region says what happened, so a screen reader announces it.
   function show(text, ok) {
     result.textContent = text;
     result.className = ok ? "result ok" : "result refused";
@@ -45,10 +49,6 @@
   function render(answer) {
     var status = answer.status;
     document.getElementById("status-reference").textContent = status.request_id;
-    var now = STAGES[status.stage] || status.stage;
-    var late = status.overdue && (status.overdue.gdpr || status.overdue.ccpa);
-    document.getElementById("status-now").textContent = "Now: " + now + "." +
-      (late ? " It is later than the law allows; we are told of it and working on it." : "");
     var body = document.getElementById("status-stages");
     body.textContent = "";
     status.stages.forEach(function (s) {
@@ -68,24 +68,44 @@
         JSON.stringify(answer.certificate.certificate, null, 2);
       document.getElementById("certificate").hidden = false;
     }
-    show("", true);
+    var late = status.overdue && (status.overdue.gdpr || status.overdue.ccpa);
+    show("Now: " + (STAGES[status.stage] || status.stage) + "." +
+      (late ? " It is later than the law allows; we are told of it and working on it." : ""),
+      true);
+  }
+
+  // A refused link stays refused; anything else (a restart, a rate limit, the network)
+  // is worth another try, with the secret this page still holds.
+  function failed(text) {
+    show(text, false);
+    retry.hidden = false;
+    retry.focus();
+  }
+
+  function look() {
+    retry.hidden = true;
+    show("Looking up your deletion...", true);
+    fetch("/api/deletion/status-links", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token: token })
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (answer) {
+        if (response.ok) return render(answer);
+        var said = answer.detail || answer.title || "This did not work.";
+        if (response.status === 400 || response.status === 422) return show(said, false);
+        failed(said + " Try again in a moment.");
+      });
+    }).catch(function () {
+      failed("We could not reach iMT. Check your connection and try again.");
+    });
   }
 
   if (!token) {
-    show("This link is incomplete. Open it again from the email we sent you.", false);
+    show("For your safety this page forgot the link once it was opened. " +
+      "Open it again from the email we sent you.", false);
     return;
   }
-  show("Looking up your deletion...", true);
-  fetch("/api/deletion/status-links", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ token: token })
-  }).then(function (response) {
-    return response.json().catch(function () { return {}; }).then(function (answer) {
-      if (response.ok) return render(answer);
-      show(answer.detail || answer.title || "This did not work. Open the link again.", false);
-    });
-  }).catch(function () {
-    show("We could not reach iMT. Check your connection and open the link again.", false);
-  });
+  retry.addEventListener("click", look);
+  look();
 })();

@@ -238,12 +238,31 @@ async def test_the_final_email_dates_the_backups_and_links_to_the_stages(
     )
     assert own.json() == certificate
 
-    # A link that names no mailed deletion is refused, as a JSON problem, all alike.
-    for wrong in (token[:-1] + ("A" if token[-1] != "A" else "B"), request_id):
+    # A link that names no mailed deletion is refused, as a JSON problem, all alike; and
+    # so is this one, 90 days after the deletion was complete (it stays in the browser's
+    # history): what 91 days would do to the request's completion time.
+    await _age_completion(uuid.UUID(request_id), days=91)
+    for wrong in (token[:-1] + ("A" if token[-1] != "A" else "B"), request_id, token):
         refused = await client.post(f"{API}/status-links", json={"token": wrong})
         assert refused.status_code == 400, refused.text
         assert refused.headers["content-type"].startswith("application/problem+json")
         assert refused.json()["type"].endswith("/link-invalid")
+
+
+async def _age_completion(request_id: uuid.UUID, *, days: int) -> None:
+    """Move a complete request's completion back in time (the clock is what it stands
+    for: no other column is touched)."""
+    conn = await asyncpg.connect(DeletionSettings(environment="test").admin_dsn("deletion"))
+    try:
+        changed = await conn.execute(
+            "UPDATE deletion_requests SET stage_entered_at = stage_entered_at"
+            " - make_interval(days => $2) WHERE request_id = $1 AND stage = 'complete'",
+            request_id,
+            days,
+        )
+    finally:
+        await conn.close()
+    assert changed == "UPDATE 1"
 
 
 async def test_one_trace_id_follows_a_deletion_from_the_click_to_every_stores_receipt(
