@@ -42,8 +42,24 @@ def refused_for(kind: str, fields: Iterable[str]) -> list[str]:
     return []
 
 
+# In every record a recipient receives, whatever it was registered for: an erasure
+# forwarded to a recipient names the subject by this id alone (recipients.py), so a
+# record without it could never be found and erased there (P-19).
+ALWAYS_DISCLOSED = "user_id"
+
+
+def with_user_id(allowed: Iterable[str]) -> list[str]:
+    """``allowed`` as a recipient gets it: ``user_id`` first, each field once."""
+    return list(dict.fromkeys([ALWAYS_DISCLOSED, *allowed]))
+
+
 def disclosed(kind: str, allowed: Iterable[str], record: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of ``record`` a recipient receives: allowed fields, never sensitive to a
-    processor (checked again here, whatever was registered)."""
-    keep = [f for f in allowed if f in record and not (kind == "processor" and is_sensitive(f))]
+    """The part of ``record`` a recipient receives: its ``user_id`` and the allowed
+    fields, never sensitive to a processor (checked again here, whatever was
+    registered)."""
+    keep = [
+        f
+        for f in with_user_id(allowed)
+        if f in record and not (kind == "processor" and is_sensitive(f))
+    ]
     return {f: record[f] for f in keep}

@@ -739,9 +739,12 @@ async def set_consent(
         recipient = await conn.fetchrow("SELECT * FROM recipients WHERE id = $1", recipient_id)
         if recipient is None:
             raise not_found("recipient")
+        # The latest by id, as exports (store.consenting_users) and the user's view
+        # read it: ``at`` is the database's clock, which may step back, and a choice
+        # judged against another one than theirs could be taken as in force already.
         in_force = await conn.fetchrow(
             "SELECT recipient_id, purpose, granted, at FROM consents WHERE user_id = $1"
-            " AND recipient_id = $2 AND purpose = $3 ORDER BY at DESC, id DESC LIMIT 1",
+            " AND recipient_id = $2 AND purpose = $3 ORDER BY id DESC LIMIT 1",
             uid,
             recipient_id,
             recipient["purpose"],

@@ -309,7 +309,12 @@ class RecipientIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     kind: Literal["processor", "partner"]
     purpose: str = Field(min_length=1, max_length=100, pattern=r"^[a-z0-9_.-]+$")
-    allowed_fields: list[str] = Field(min_length=1, max_length=20)
+    allowed_fields: list[str] = Field(
+        min_length=1,
+        max_length=20,
+        description="The fields its records may hold; user_id is always one of them (added"
+        " if not given): the erasures forwarded to a recipient name the user by it.",
+    )
 
 
 class RecipientOut(BaseModel):
@@ -730,9 +735,12 @@ async def change_user(
             ):
                 raise _AddressTaken
             fields = sorted(f for f in ("name", "email") if f in changes)
+            # A change waiting for its link is dropped with it: changed too, so the audit
+            # row names it as the event does.
+            dropped = ["pending_email"] if "email" in changes and user["pending_email"] else []
             await store.audit(
-                conn, _operator_id(op), user_id, "change", fields, body.purpose,
-                body.request_reference,
+                conn, _operator_id(op), user_id, "change", sorted(fields + dropped),
+                body.purpose, body.request_reference,
             )  # fmt: skip
             await store.update_user(conn, user_id, **changes)
             if "email_index" in changes:
@@ -741,7 +749,6 @@ async def change_user(
                 # Whoever typed the address may hold its mailbox: no reset goes there
                 # until the owner signs in under it (migration 024).
                 await store.record_operator_address(conn, user_id, changes["email_index"])
-            dropped = ["pending_email"] if "email" in changes and user["pending_email"] else []
             updated = ProfileUpdated(user_id=user_id, fields=tuple(sorted(fields + dropped)))
             await emit(conn, updated, user_id)
             fresh = await store.user_by_id(conn, user_id)
@@ -983,11 +990,12 @@ async def stats(ctx: Ctx, _: Annotated[Operator, allowed("stats.read")]) -> Stat
 
 NEXT_PAGE = {
     "Link": {
-        "description": 'The next page, when there is one: `<?after_id=...>; rel="next"`'
+        "description": 'The next page, when there is one: `<?after_seq=...>; rel="next"`'
         " (relative to this request's address, with its filters and limit).",
         "schema": {"type": "string"},
     }
 }
+_BIGINT = 2**63 - 1
 
 
 @router.get("/audit", response_model=list[AuditRow], responses={200: {"headers": NEXT_PAGE}})
@@ -997,40 +1005,70 @@ async def read_audit(
     _: Annotated[Operator, allowed("audit.read")],
     subject_id: UUID | None = None,
     operator_id: UUID | None = None,
+    after_seq: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=_BIGINT,
+            description="Only rows after this place in the chain: the chain_seq of the last"
+            " row of the page before (keyset paging; the Link header names the next page).",
+        ),
+    ] = None,
     after_id: Annotated[
         int | None,
         Query(
             ge=0,
-            le=2**63 - 1,
-            description="Only rows after this id: the last id of the page before (keyset"
-            " paging; the Link header names the next page).",
+            le=_BIGINT,
+            deprecated=True,
+            description="Only rows after the row with this id in the chain (its chain_seq"
+            " as after_seq): the last id of the page before, as links named it until they"
+            " named after_seq. An id no row has is refused (422 invalid-cursor).",
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditRow]:
-    """Who read or changed whose data, which fields and why (ids only), oldest first, a
-    page at a time: while more rows follow, the Link header (``rel="next"``) names the
-    next page (``after_id``, the last id of this one)."""
+    """Who read or changed whose data, which fields and why (ids only), oldest first in
+    the chain's order, a page at a time: while more rows follow, the Link header
+    (``rel="next"``) names the next page (``after_seq``, the chain_seq of this one's
+    last row).
+
+    Paged on chain_seq, not id: an id is drawn before its row waits for the chain's lock
+    (migration 005), so rows commit in chain order only, and a page read between two
+    commits could end past the id of a row not yet committed, never to show it."""
     async with ctx.pool.acquire() as conn:
+        after = await _audit_position(conn, after_seq, after_id)
         rows = await conn.fetch(
             "SELECT * FROM audit_log WHERE ($1::uuid IS NULL OR subject_id = $1)"
-            " AND ($2::uuid IS NULL OR operator_id = $2) AND ($3::bigint IS NULL OR id > $3)"
-            " ORDER BY id LIMIT $4",
+            " AND ($2::uuid IS NULL OR operator_id = $2) AND chain_seq > $3"
+            " ORDER BY chain_seq LIMIT $4",
             subject_id,
             operator_id,
-            after_id,
+            after,
             limit + 1,  # one more: is there a next page?
         )
     if len(rows) > limit:
         rows = rows[:limit]
         query = {"subject_id": subject_id, "operator_id": operator_id}
         following = {k: str(v) for k, v in query.items() if v is not None}
-        following.update(after_id=str(rows[-1]["id"]), limit=str(limit))
+        following.update(after_seq=str(rows[-1]["chain_seq"]), limit=str(limit))
         response.headers["Link"] = f'<?{urlencode(following)}>; rel="next"'
     return [
         AuditRow(**{**dict(r), "fields": list(r["fields"]), "chain": bytes(r["chain"]).hex()})
         for r in rows
     ]
+
+
+async def _audit_position(conn: Connection, after_seq: int | None, after_id: int | None) -> int:
+    """The chain_seq a page of the audit log starts after (0: from the first row)."""
+    if after_id is None:
+        return after_seq or 0
+    if after_seq is not None:
+        raise _invalid_cursor("Give after_seq or after_id, not both.")
+    # The row's place in the chain, not its id: rows with a lower id may follow it there.
+    seq: int | None = await conn.fetchval("SELECT chain_seq FROM audit_log WHERE id = $1", after_id)
+    if seq is None:
+        raise _invalid_cursor("after_id names no row of the audit log: page with after_seq.")
+    return seq
 
 
 @router.get("/audit/verify", response_model=AuditChainOut)
@@ -1232,7 +1270,9 @@ async def register_recipient(
     body: RecipientIn, ctx: Ctx, op: Annotated[Operator, allowed("recipients.register")]
 ) -> RecipientOut:
     """Register a processor or partner with its purpose and the fields it may receive.
-    A processor may never be registered for a sensitive field (P-19)."""
+    A processor may never be registered for a sensitive field (P-19). Every record it
+    receives names its user (``user_id``, added to the fields if not given): erasures
+    forwarded to it name the user by that id alone."""
     # Stored in clear, shown to users and written into the purpose of every disclosure's
     # audit row (kept for good): no card numbers, no one's personal data.
     refuse_card_numbers(name=body.name, purpose=body.purpose)
@@ -1262,7 +1302,7 @@ async def register_recipient(
             slug="sensitive-field",
         )
     recipient_id = uuid4()
-    fields = list(dict.fromkeys(body.allowed_fields))
+    fields = field_rules.with_user_id(body.allowed_fields)  # what every record holds
     async with ctx.pool.acquire() as conn:
         created = await conn.execute(
             "INSERT INTO recipients (id, name, kind, purpose, allowed_fields, created_by)"
@@ -1338,18 +1378,36 @@ def read_export_cursor(cursor: str) -> tuple[UUID, UUID]:
     return UUID(bytes=raw[:16]), UUID(bytes=raw[16:])
 
 
-async def _continued_by(
+async def _claim_export(
     conn: Connection, export_id: UUID, recipient_id: UUID, operator_id: UUID
 ) -> None:
-    """422 unless the export a cursor names is to this recipient and by this operator
-    (or has logged nothing yet): an export is one operator's, to one recipient."""
-    started = await conn.fetchrow(
+    """Hold the export ``export_id`` as this operator's, to this recipient, until the
+    page's transaction ends (migration 025): 422 if it is another's.
+
+    Call first in the page's transaction. A cursor can be made by hand, so two first
+    pages may name one unused id at once: the second waits on the first's row, then
+    finds its owner. Checked outside the transaction, both would pass, and the shared
+    users' disclosures of one would go unlogged and unaudited (logged once per export).
+    """
+    await conn.execute(
+        "INSERT INTO exports (id, recipient_id, operator_id) VALUES ($1, $2, $3)"
+        " ON CONFLICT (id) DO NOTHING",
+        export_id,
+        recipient_id,
+        operator_id,
+    )
+    owner = await conn.fetchrow(
+        "SELECT recipient_id, operator_id FROM exports WHERE id = $1 FOR UPDATE", export_id
+    )
+    assert owner is not None  # claimed above, or by a page committed since
+    # An export begun before migration 025 has its owner in its disclosures only.
+    logged = await conn.fetchrow(
         "SELECT recipient_id, operator_id FROM disclosures WHERE export_id = $1 LIMIT 1",
         export_id,
     )
-    if started is not None and (started["recipient_id"], started["operator_id"]) != (
-        recipient_id,
-        operator_id,
+    if any(
+        row is not None and (row["recipient_id"], row["operator_id"]) != (recipient_id, operator_id)
+        for row in (owner, logged)
     ):
         raise _invalid_cursor(
             "This cursor continues an export to another recipient, or by another operator."
@@ -1391,6 +1449,8 @@ async def _export_page(
     audited read and change of any operator waits for, and holds it until the commit.
     """
     async with conn.transaction():
+        await _claim_export(conn, export_id, recipient_id, operator_id)
+        await _still_a_retry(conn, export_id, page)  # once the export is known to be ours
         recipient = await conn.fetchrow("SELECT * FROM recipients WHERE id = $1", recipient_id)
         if recipient is None:
             raise not_found("recipient")
@@ -1463,15 +1523,11 @@ async def export_to_recipient(
         recipient = await conn.fetchrow("SELECT * FROM recipients WHERE id = $1", recipient_id)
         if recipient is None:
             raise not_found("recipient")
-        if last is not None:
-            await _continued_by(conn, export_id, recipient_id, operator_id)
         # Unlocked: the page's users, then one more to tell whether another page follows.
         candidates = await store.consenting_users(
             conn, recipient_id, recipient["purpose"], after=last, limit=limit + 1
         )
         page = candidates[:limit]
-        if last is not None:
-            await _still_a_retry(conn, export_id, page)
         # Their keys in one round trip, before the page's transaction holds anything.
         await ctx.vault.prefetch(page)
         records = await _export_page(ctx, conn, recipient_id, export_id, operator_id, page)
@@ -1514,6 +1570,10 @@ def _four_eyes(detail: str) -> Problem:
 
 def _deletion(row: store.Row) -> OperatorDeletion:
     return OperatorDeletion(**{k: row[k] for k in OperatorDeletion.model_fields})
+
+
+# What the audit rows of a request's making, withdrawal and rejection name as changed.
+DELETION_REQUEST = ("deletion_request",)
 
 
 @router.post(
@@ -1569,6 +1629,11 @@ async def request_user_deletion(
                 f" (request {pending}): approve it, reject it or withdraw it.",
                 slug="deletion-request-pending",
             )
+        # In the chain, kept for good: requested_by is outside it (the table's owner may
+        # edit it) and goes with the disclosure log's release. Not the reason: free text
+        # about the user, cleared at the erasure.
+        purpose = f"operator deletion, request {row['id']} requested"
+        await store.audit(conn, row["requested_by"], user_id, "change", DELETION_REQUEST, purpose)
     return _deletion(row)
 
 
@@ -1641,22 +1706,7 @@ async def _approve(
             " deletion must approve it (neither created the other, nor did anyone create"
             " both): an operator of another first admin's line."
         )
-    # Nor anyone else's request made under a password its creator chose (one made before
-    # operators set their own): the creator may have made it, alone.
-    requested_by = await store.operator_by_id(conn, requester)
-    if requested_by is None or not has_own_password(requested_by):
-        raise _four_eyes(
-            "This deletion was requested by an operator who had not set their own password:"
-            " reject it, and have it requested again."
-        )
-    if requested_by["disabled_at"] is not None:
-        raise Problem(
-            409,
-            "Requester disabled",
-            "The operator who requested this deletion is disabled since: reject it, and"
-            " have it requested again if it is still wanted.",
-            slug="requester-disabled",
-        )
+    await _refuse_unfit_requester(conn, requester)
     if under_way is not None:
         raise Problem(
             409,
@@ -1680,8 +1730,9 @@ async def _approve(
     assert approved is not None
     uid = approved["user_id"]
     # The reason is free text about the user, cleared at the erasure; the audit log
-    # keeps its rows for good, so it names the request, never repeats the reason.
-    purpose = f"operator deletion, request {request_id}"
+    # keeps its rows for good, so it names the request and both operators (the
+    # approver's row, the requester here), never repeats the reason.
+    purpose = f"operator deletion, request {request_id}, requested by operator {requester}"
     await store.audit(conn, approver, uid, "delete", ["account"], purpose)
     await emit(
         conn,
@@ -1690,6 +1741,39 @@ async def _approve(
     )
     await cancel_window.notify_deletion_requested(ctx, conn, uid, request_id)
     return _deletion(approved)
+
+
+async def _refuse_unfit_requester(conn: Connection, requester: UUID) -> None:
+    """403 or 409 unless the operator who requested a deletion may still have made it:
+    their own password set, not disabled, still holding a role that may request one.
+    Their row is held till the approval commits: a disabling or a role change then waits
+    for it, or came first and is seen."""
+    requested_by = await conn.fetchrow("SELECT * FROM operators WHERE id = $1 FOR SHARE", requester)
+    # Nor anyone else's request made under a password its creator chose (one made before
+    # operators set their own): the creator may have made it, alone.
+    if requested_by is None or not has_own_password(requested_by):
+        raise _four_eyes(
+            "This deletion was requested by an operator who had not set their own password:"
+            " reject it, and have it requested again."
+        )
+    if requested_by["disabled_at"] is not None:
+        raise Problem(
+            409,
+            "Requester disabled",
+            "The operator who requested this deletion is disabled since: reject it, and"
+            " have it requested again if it is still wanted.",
+            slug="requester-disabled",
+        )
+    # A role taken away takes the requests made with it: the second pair of eyes
+    # approves a request someone entitled to make it stands behind now (P-15).
+    if not set(requested_by["roles"]) & set(PERMISSIONS["deletions.request"]):
+        raise Problem(
+            409,
+            "Requester no longer entitled",
+            "The operator who requested this deletion no longer holds a role that may"
+            " request one: reject it, and have it requested again if it is still wanted.",
+            slug="requester-not-entitled",
+        )
 
 
 async def _close_pending(
@@ -1731,7 +1815,7 @@ async def _close_pending(
         )
         assert closed is not None
         purpose = f"operator deletion, request {request_id} {status}: {body.reason}"
-        await store.audit(conn, caller, closed["user_id"], "change", ["deletion_request"], purpose)
+        await store.audit(conn, caller, closed["user_id"], "change", DELETION_REQUEST, purpose)
     return _deletion(closed)
 
 

@@ -183,6 +183,41 @@ async def test_a_processor_export_never_contains_a_sensitive_field(
 
 
 @pytest.mark.promise("P-19")
+async def test_every_record_names_its_user_so_that_a_forwarded_erasure_finds_it(
+    client: httpx.AsyncClient, bus: BusTail, root: Operator, settings: PlatformSettings
+) -> None:
+    """A processor registered without user_id gets it all the same: the erasures
+    forwarded to it name the subject by that id alone."""
+    made = await client.post(
+        f"{API}/operator/recipients",
+        json={"name": unique("processor"), "kind": "processor", "purpose": "repairs",
+              "allowed_fields": ["email", "name", "device_models"]},
+        headers=root.headers,
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    fields = ["user_id", "email", "name", "device_models"]
+    assert made.json()["allowed_fields"] == fields  # as users are shown it
+    processor = made.json()["id"]
+    officer = await new_operator(client, root, "privacy_officer")
+    user = await active_user(client, bus)
+    listed = (await client.get(f"{API}/recipients", headers=user.headers)).json()
+    assert [r["allowed_fields"] for r in listed if r["id"] == processor] == [fields]
+    await _consent(client, user, processor, True)
+    export = await client.post(
+        f"{API}/operator/recipients/{processor}/exports", headers=officer.headers
+    )
+    assert export.status_code == 200, export.text
+    (record,) = export.json()["records"]
+    assert (list(record), record["user_id"]) == (fields, user.id)
+
+    await erase_subject(settings, bus, user.id, ("security_audit", "disclosure_log"))
+    forwarded = await bus.event("recipient.erasure_requested.v2", user.id)
+    assert (forwarded["data"]["recipient_id"], forwarded["data"]["subject_id"]) == (
+        processor, record["user_id"],
+    )  # fmt: skip
+
+
+@pytest.mark.promise("P-19")
 async def test_an_erasure_is_forwarded_once_to_each_recipient_the_data_was_disclosed_to(
     client: httpx.AsyncClient, bus: BusTail, root: Operator, settings: PlatformSettings
 ) -> None:

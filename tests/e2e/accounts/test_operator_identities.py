@@ -312,9 +312,13 @@ async def test_one_deletion_request_waits_per_user_and_it_can_be_withdrawn_or_re
 
     # The user was never told of either, and has none to cancel.
     assert (await client.get(f"{API}/me/deletion-requests", headers=user.headers)).json() == []
+    # Each request, withdrawal and rejection is in the chain, naming who and which; the
+    # request refused as a second one waiting left no row.
     closing = [row for row in await _audit(db, user.id) if row[2] == ["deletion_request"]]
     assert [(who, purpose.split(": ")[0]) for who, _, _, purpose in closing] == [
+        (support.id, f"operator deletion, request {first_id} requested"),
         (support.id, f"operator deletion, request {first_id} withdrawn"),
+        (officer.id, f"operator deletion, request {again_id} requested"),
         (other_officer.id, f"operator deletion, request {again_id} rejected"),
     ]
 

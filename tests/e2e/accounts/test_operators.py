@@ -252,12 +252,19 @@ async def test_a_change_on_emailed_request_and_its_audit_row_exist_together_or_n
     assert (await client.patch(f"{API}/me", json=waiting, headers=user.headers)).is_success
     link = (await bus.notice(user.id, "verify_new_email"))["params"]["token"]
     settled = unique_email("settled")
+    moved_reference = unique("MAIL")
     moved = await client.patch(
         f"{API}/operator/users/{user.id}",
-        json={"email": settled, "request_reference": unique("MAIL"), "purpose": "on request"},
+        json={"email": settled, "request_reference": moved_reference, "purpose": "on request"},
         headers=support.headers,
     )
     assert moved.status_code == 200, moved.text
+    # The change dropped is named in its audit row, as in its event.
+    await bus.event("profile.updated.", user.id, fields=["email", "pending_email"])
+    audited = await db.fetchval(
+        "SELECT fields FROM audit_log WHERE request_reference = $1", moved_reference
+    )
+    assert list(audited) == ["email", "pending_email"]
     me = await client.get(f"{API}/me", headers=user.headers)
     assert (me.json()["email"], me.json()["pending_email"]) == (settled, None)
     used = await client.post(f"{API}/email-verifications", json={"token": link})
@@ -383,13 +390,18 @@ async def test_operator_deletion_needs_a_second_different_operator(
     assert approved.json()["status"] == "requested"
     event = await bus.event("deletion.requested.", user.id, request_id=deletion_id)
     assert event["data"]["initiated_by"] == "operator"
-    # The audit log, kept for good, names the request; the free-text reason (about the
-    # user, cleared at the erasure) is not copied into it.
-    purposes = await db.fetch(
-        "SELECT purpose FROM audit_log WHERE subject_id = $1 AND action = 'delete'",
+    # The audit log, kept for good, names the request and both operators; the free-text
+    # reason (about the user, cleared at the erasure) is not copied into it.
+    audited = await db.fetch(
+        "SELECT operator_id, action, purpose FROM audit_log WHERE subject_id = $1"
+        " AND fields && '{deletion_request,account}' ORDER BY chain_seq",
         uuid.UUID(user.id),
     )
-    assert [r["purpose"] for r in purposes] == [f"operator deletion, request {deletion_id}"]
+    assert [(str(r["operator_id"]), r["action"], r["purpose"]) for r in audited] == [
+        (first.id, "change", f"operator deletion, request {deletion_id} requested"),
+        (second.id, "delete",
+         f"operator deletion, request {deletion_id}, requested by operator {first.id}"),
+    ]  # fmt: skip
     # The user is told, with the link that cancels, as when they ask themselves.
     notice = await bus.notice(user.id, "deletion_requested")
     assert notice["params"]["request_id"] == deletion_id

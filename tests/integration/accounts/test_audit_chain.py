@@ -10,25 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
+from typing import Any
+from urllib.parse import parse_qsl
 
 import asyncpg
+import pytest
+from fastapi import Response
 from prometheus_client import CollectorRegistry
 
 from services.accounts import audit_chain, store
 from services.accounts.audit_gauges import AuditChainGauges
 from services.accounts.bootstrap import DATABASE, MIGRATIONS
 from services.accounts.config import AccountsSettings
+from services.accounts.context import Context
+from services.accounts.routes import operators
 from shared.bus import reliable_producer
 from shared.bus.scratch import scratch_copies
 from shared.config import PlatformSettings
 from shared.db.migrations import apply_migrations, migration_files
+from shared.db.pool import Connection
 from shared.db.prepare import BUS_MIGRATIONS
 from shared.events import encode_envelope, envelope_for
 from shared.events.catalogue.accounts import AuditLogAppended
 from shared.events.topics import ACCOUNTS_AUDIT
-from shared.observability import Metrics
+from shared.observability import Metrics, Problem, problem_type
 from shared.service import Runtime
+from tests.integration.accounts.locks import lock_waiters
+from tests.integration.accounts.users import operator_claims
 
 ROWS = 30
 # Field boundaries and non-ASCII text in a purpose must not confuse the canonical form.
@@ -333,3 +343,67 @@ async def test_rows_cut_from_the_end_and_written_again_show_at_the_next_scrape(
     clock.now += 15
     await gauges.refresh(runtime)
     assert metrics.registry.get_sample_value("audit_chain_intact") == 0
+
+
+async def _audit_page(ctx: Context, **query: Any) -> tuple[list[int], dict[str, Any] | None]:
+    """A page of GET /operator/audit: its rows' ids, and the query of the next page
+    (from the Link header) while more rows follow."""
+    response = Response()
+    rows = await operators.read_audit(response, ctx, operator_claims(uuid.uuid4()), **query)
+    link = response.headers.get("Link")
+    if link is None:
+        return [r.id for r in rows], None
+    following = re.fullmatch(r'<\?(.+)>; rel="next"', link)
+    assert following is not None, link
+    ids = ("subject_id", "operator_id")
+    return [r.id for r in rows], {
+        k: uuid.UUID(v) if k in ids else int(v) for k, v in parse_qsl(following.group(1))
+    }
+
+
+@pytest.mark.promise("P-07")
+async def test_a_row_still_waiting_for_the_chain_when_a_page_is_read_is_on_the_next_page(
+    pool: asyncpg.Pool, ctx: Context
+) -> None:
+    """An id is drawn before its row waits for the chain's lock: a row with a lower id
+    can commit after rows with higher ones. Paged by id, a page read meanwhile ended
+    past it, and the next page never showed it; paged in chain order, it follows."""
+    subject = uuid.uuid4()
+
+    async def row(conn: Connection) -> None:
+        await store.audit(conn, uuid.uuid4(), subject, "read", ["name"], "paging test")
+
+    writer, late = await pool.acquire(), await pool.acquire()
+    try:
+        async with writer.transaction():
+            await row(writer)  # holds the chain's lock until its commit
+            late_rows = late.transaction()
+            await late_rows.start()
+            waiting = asyncio.create_task(row(late))  # its id drawn, waiting for the lock
+            await lock_waiters(pool, 1)
+            await row(writer)
+            await row(writer)  # both with higher ids than the waiting row, linked before
+        await waiting  # linked now, after them; not committed yet
+        first, following = await _audit_page(ctx, subject_id=subject, limit=2)
+        await late_rows.commit()
+    finally:
+        await pool.release(writer)
+        await pool.release(late)
+    seen = list(first)
+    while following is not None:
+        page, following = await _audit_page(ctx, **following)
+        seen += page
+    in_chain = await pool.fetch(
+        "SELECT id FROM audit_log WHERE subject_id = $1 ORDER BY chain_seq", subject
+    )
+    assert len(in_chain) == 4
+    assert seen == [r["id"] for r in in_chain]  # every row once, the late one last
+
+    # A link naming after_id (as they did before after_seq) goes on from that row's place
+    # in the chain; an id no row has, or both, are refused.
+    after_first_page, _ = await _audit_page(ctx, subject_id=subject, after_id=first[-1])
+    assert after_first_page == seen[2:]
+    for query in ({"after_id": max(seen) + 1000}, {"after_id": first[-1], "after_seq": 1}):
+        with pytest.raises(Problem) as refused:
+            await _audit_page(ctx, subject_id=subject, **query)
+        assert (refused.value.status, refused.value.type) == (422, problem_type("invalid-cursor"))

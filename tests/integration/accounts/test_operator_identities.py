@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from services.accounts import store
+from services.accounts.context import Context
 from services.accounts.routes import operators
 from shared.config import PlatformSettings
 from shared.observability import Problem, problem_type
@@ -168,3 +169,76 @@ async def test_no_deletion_is_requested_or_approved_under_a_password_a_creator_c
     assert (refused.value.status, refused.value.type) == (403, problem_type("four-eyes"))
     status = "SELECT status FROM deletion_requests WHERE id = $1"
     assert await pool.fetchval(status, waiting) == "pending_approval"
+
+
+async def _request_deletion(
+    ctx: Context, user_id: uuid.UUID, requester: uuid.UUID, password: str
+) -> uuid.UUID:
+    body = operators.OperatorDeletionIn(password=password, reason="asked by phone")
+    asked = await operators.request_user_deletion(
+        user_id, body, ctx, operator_claims(requester, "support")
+    )
+    return asked.id
+
+
+async def _approve(ctx: Context, request_id: uuid.UUID, approver: uuid.UUID, password: str) -> str:
+    body = operators.OperatorReauthentication(password=password)
+    approved = await operators.approve_user_deletion(
+        request_id, body, ctx, operator_claims(approver)
+    )
+    return approved.status
+
+
+@pytest.mark.promise("P-07")
+@pytest.mark.promise("P-15")
+async def test_the_audit_chain_names_who_requested_an_operator_deletion_and_who_approved_it(
+    pool: asyncpg.Pool, vault: Vault, settings: PlatformSettings
+) -> None:
+    """Kept for good in the chain: deletion_requests.requested_by is outside it (its
+    owner may edit it) and goes with the disclosure log's release."""
+    async with pool.acquire() as conn:
+        support = await stored_operator(conn, "support-password", "support")
+        officer = await stored_operator(conn, "officer-password")
+        user_id = await stored_user(conn)
+    ctx = accounts_context(settings, pool, vault)
+    request_id = await _request_deletion(ctx, user_id, support, "support-password")
+    assert await _audited(pool, user_id) == [
+        (support, "change", ["deletion_request"], f"operator deletion, request {request_id}"
+         " requested"),
+    ]  # fmt: skip
+    assert await _approve(ctx, request_id, officer, "officer-password") == "requested"
+    assert (await _audited(pool, user_id))[1:] == [
+        (officer, "delete", ["account"], f"operator deletion, request {request_id}, requested"
+         f" by operator {support}"),
+    ]  # fmt: skip
+
+
+@pytest.mark.promise("P-15")
+async def test_a_deletion_is_not_approved_once_its_requester_lost_the_role_to_request_one(
+    pool: asyncpg.Pool, vault: Vault, settings: PlatformSettings
+) -> None:
+    async with pool.acquire() as conn:
+        admin = await stored_operator(conn, "admin-password", "admin")
+        support = await stored_operator(conn, "support-password", "support", created_by=admin)
+        officer = await stored_operator(conn, "officer-password")
+        user_id = await stored_user(conn)
+    ctx = accounts_context(settings, pool, vault)
+    request_id = await _request_deletion(ctx, user_id, support, "support-password")
+    as_admin = operator_claims(admin, "admin")
+    reason = "moved to analytics, ticket OPS-14"
+    moved = operators.OperatorRolesIn(roles=["analyst"], reason=reason)
+    await operators.change_operator_roles(support, moved, ctx, as_admin)
+
+    with pytest.raises(Problem) as refused:
+        await _approve(ctx, request_id, officer, "officer-password")
+    assert (refused.value.status, refused.value.type) == (
+        409,
+        problem_type("requester-not-entitled"),
+    )
+    status = "SELECT status FROM deletion_requests WHERE id = $1"
+    assert await pool.fetchval(status, request_id) == "pending_approval"
+    assert [row[1] for row in await _audited(pool, user_id)] == ["change"]  # no delete
+    # It is the role held now that counts: given back, the request may be approved.
+    back = operators.OperatorRolesIn(roles=["support"], reason=reason)
+    await operators.change_operator_roles(support, back, ctx, as_admin)
+    assert await _approve(ctx, request_id, officer, "officer-password") == "requested"

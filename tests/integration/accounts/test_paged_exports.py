@@ -29,6 +29,7 @@ from shared.db.pool import Connection
 from shared.events.topics import ACCOUNTS_AUDIT
 from shared.observability import Problem
 from shared.vault import Vault
+from tests.integration.accounts.locks import lock_waiters
 from tests.integration.accounts.users import (
     accounts_context,
     operator_claims,
@@ -345,3 +346,78 @@ async def test_a_page_disclosed_longer_ago_than_a_retry_is_refused_not_answered_
         "Renamed Later"
     ]
     assert await _logged(pool, second_user) == (2, 2)
+
+
+async def _logged_to(
+    pool: asyncpg.Pool, page: operators.Export, op: Claims, recipient_name: str
+) -> list[tuple[bool, bool]]:
+    """For each record of ``page``: whether its disclosure is logged to the page's
+    recipient by ``op`` in its export, and whether ``op`` audited it to that recipient."""
+    found = []
+    for record in page.records:
+        user_id = uuid.UUID(record["user_id"])
+        logged = await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM disclosures WHERE export_id = $1 AND user_id = $2"
+            " AND recipient_id = $3 AND operator_id = $4)",
+            page.export_id, user_id, page.recipient_id, uuid.UUID(op.sub),
+        )  # fmt: skip
+        audited = await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM audit_log WHERE subject_id = $1 AND operator_id = $2"
+            " AND action = 'disclose' AND purpose = $3)",
+            user_id, uuid.UUID(op.sub), f"export to {recipient_name} for {PURPOSE}",
+        )  # fmt: skip
+        found.append((logged, audited))
+    return found
+
+
+@pytest.mark.promise("P-07")
+@pytest.mark.promise("P-18")
+@pytest.mark.parametrize("other", ["recipient", "operator"])
+async def test_two_first_pages_at_once_under_a_made_up_cursor_disclose_nothing_unlogged(
+    pool: asyncpg.Pool, vault: Vault, settings: PlatformSettings, other: str
+) -> None:
+    """A cursor is plain base64, so one can name an export id never used. Two pages
+    under it at once, to two recipients (or by two operators), are one export: the
+    first owns it, the second is refused. Both answered, the log (one row per export and
+    user) would hold one of them only, the other's disclosures unlogged and unaudited."""
+    async with pool.acquire() as conn:
+        first_recipient = await _recipient(conn)
+        second_recipient = await _recipient(conn) if other == "recipient" else first_recipient
+        users = sorted([await _user(conn, vault, n) for n in range(3)])
+        for user_id in users:
+            for recipient_id in {first_recipient, second_recipient}:
+                await _consent(conn, user_id, recipient_id, True)
+    ctx = accounts_context(settings, pool, vault)
+    officer = operator_claims(uuid.uuid4())
+    second_officer = officer if other == "recipient" else operator_claims(uuid.uuid4())
+    callers = [(officer, first_recipient), (second_officer, second_recipient)]
+    made_up = operators.export_cursor(uuid.uuid4(), uuid.UUID(int=0))
+
+    # Both pages under way at once: held where they log their disclosures (or wherever
+    # one waits for the other), then let go together.
+    blocker = await pool.acquire()
+    blocking = blocker.transaction()
+    await blocking.start()
+    pages: list[asyncio.Task[Any]] = []
+    try:
+        await blocker.execute("LOCK TABLE disclosures IN SHARE MODE")
+        for op, recipient_id in callers:
+            pages.append(asyncio.create_task(_export(ctx, op, recipient_id, after=made_up)))
+            await lock_waiters(pool, len(pages))
+    finally:
+        await blocking.rollback()
+        await pool.release(blocker)
+    answers = await asyncio.gather(*pages, return_exceptions=True)
+
+    answered = 0
+    for (op, recipient_id), answer in zip(callers, answers, strict=True):
+        if isinstance(answer, Problem):
+            assert (answer.status, answer.type.rsplit("/", 1)[-1]) == (422, "invalid-cursor")
+            continue
+        assert not isinstance(answer, BaseException), answer
+        page, _ = answer
+        assert [r["user_id"] for r in page.records] == [str(u) for u in users]
+        name = f"partner {recipient_id}"
+        assert await _logged_to(pool, page, op, name) == [(True, True)] * len(users)
+        answered += 1
+    assert answered == 1  # the export is the first page's; the other is refused

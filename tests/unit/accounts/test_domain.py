@@ -122,6 +122,24 @@ def test_processors_never_get_sensitive_fields_even_if_registered_for_them() -> 
     assert is_sensitive("a field nobody classified")  # unknown means sensitive
 
 
+@pytest.mark.promise("P-19")
+@pytest.mark.parametrize("kind", ["processor", "partner"])
+def test_every_record_names_its_user_whatever_fields_the_recipient_was_registered_for(
+    kind: str,
+) -> None:
+    """Erasures forwarded to a recipient name the subject by user_id alone: a record
+    without it could never be matched there."""
+    record = {field: f"value of {field}" for field in DISCLOSABLE_FIELDS}
+    given = disclosed(kind, ["email", "name", "device_models"], record)
+    assert given == {
+        "user_id": "value of user_id",
+        "email": "value of email",
+        "name": "value of name",
+        "device_models": "value of device_models",
+    }
+    assert list(disclosed(kind, ["email", "user_id"], record)) == ["user_id", "email"]
+
+
 def test_analysts_only_reach_aggregates() -> None:
     analyst_can = {name for name, roles in PERMISSIONS.items() if ANALYST in roles}
     assert analyst_can == {"stats.read"}
