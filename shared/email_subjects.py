@@ -5,12 +5,14 @@ the titles operators type (announcements, incidents), which become subjects, to 
 rules when they are typed, so a title the gate would refuse is a 422 for the operator,
 not an email dead-lettered for every user later. Pure: text in, reasons out.
 
-A subject is read as a recipient reads it (:func:`comparable`): a fullwidth "Re:", or
-one with a zero-width space inside, is "Re:" to them.
+A subject is read as a recipient reads it (:func:`displayed`, :func:`comparable`): a
+fullwidth "Re:", one with a zero-width space inside, or one written as an RFC 2047
+encoded word (``=?utf-8?q?Re=3A?=``), is "Re:" to them.
 """
 
 from __future__ import annotations
 
+import email.policy
 import re
 import unicodedata
 from collections.abc import Callable
@@ -81,6 +83,17 @@ _QUOTES = str.maketrans(
 )
 
 
+def displayed(subject: str) -> str:
+    """``subject`` as a mail client shows it: RFC 2047 encoded words decoded, as the
+    email package reads a Subject header (adjacent words joined, an unknown charset read
+    as ASCII). A title typed as ``=?utf-8?q?Re=3A_Your_order?=`` is all ASCII: put in a
+    Subject as it is, any client shows "Re: Your order". The notifier's mailer encodes
+    it, so it would show as typed, but the rules hold whatever sends it (P-31)."""
+    if "=?" not in subject:  # no encoded word: shown as it is
+        return subject
+    return str(email.policy.default.header_factory("Subject", subject))
+
+
 def comparable(text: str) -> str:
     """``text`` as a reader sees it, for the subject rules: invisible format characters
     (zero-width spaces and joiners, bidi marks: category Cf) dropped, compatibility
@@ -99,7 +112,7 @@ def subject_problems(
     """Why ``subject`` misleads (empty: it does not). ``body_says(claim)``: whether the
     body makes the claim too (the claim as found in the comparable subject, casefolded);
     ``security_notice``: the email is one (category account_security)."""
-    readable = comparable(subject)
+    readable = comparable(displayed(subject))
     if not readable.strip():  # blank, or only invisible characters
         return ["subject is empty"]
     problems = []

@@ -32,6 +32,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from typing import Protocol
 
 import aiosmtplib
+import idna
 
 from services.notifier.config import NotifierSettings
 from services.notifier.domain import compliance
@@ -94,7 +95,9 @@ class Wire:
     sender: str
     recipient: str
     data: bytes
-    utf8: bool = False  # an internationalised address: sent with SMTPUTF8 (RFC 6531)
+    # An address with a non-ASCII local part (an internationalised domain alone goes in
+    # its IDNA form): sent with SMTPUTF8 (RFC 6531).
+    utf8: bool = False
 
 
 _MAX_LINE = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters
@@ -125,6 +128,18 @@ def _header(name: str, value: str) -> str:
             current += token
     lines.append(current + value[len(value.rstrip(" ")) :])  # trailing spaces, if any
     return "\n".join(lines)
+
+
+def _text_header(name: str, value: str) -> str:
+    """A header of free text (the Subject), as :func:`_header` writes it, except that an
+    ASCII value holding ``=?`` goes as an encoded word too: as is, a client decodes what
+    reads as one, and a title typed as ``=?utf-8?q?Re=3A_Your_order?=`` would show as
+    "Re: Your order" (P-28). Encoded, it shows as typed."""
+    if "=?" not in value or not value.isascii():
+        return _header(name, value)
+    if _CONTROL.search(value):
+        raise Refused([f"the {name} header holds a control character"])
+    return f"{name}: {Header(value, 'utf-8', header_name=name).encode()}"
 
 
 # Headers of the form "display name <address>": From and Reply-To, and List-Id, whose
@@ -172,13 +187,28 @@ _ENVELOPE_SAFE = re.compile(
 )
 
 
+def _ascii_domain(to: str) -> str:
+    """``to`` with its domain in its IDNA form (``jane@xn--bcher-kva.de``) when only the
+    domain is internationalised: the same mailbox, which any server takes, where the
+    UTF-8 form needs SMTPUTF8, and a server without it would refuse the address for
+    good. A non-ASCII local part has no ASCII form: it stays, and needs SMTPUTF8."""
+    local, at, domain = to.rpartition("@")
+    if not at or domain.isascii() or not local.isascii():
+        return to
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    except idna.IDNAError:  # no valid IDNA form: sent as is, with SMTPUTF8
+        return to
+
+
 def _envelope_recipient(to: str) -> str:
     return to if _BARE_ADDRESS.fullmatch(to) else parseaddr(to)[1]
 
 
 def _to_header(to: str) -> str:
-    """An internationalised address goes as UTF-8 (RFC 6532; the message is then sent
-    with SMTPUTF8): an address may not be an RFC 2047 encoded word."""
+    """An internationalised address (its local part: :func:`_ascii_domain` gave any
+    other its ASCII form) goes as UTF-8 (RFC 6532; the message is then sent with
+    SMTPUTF8): an address may not be an RFC 2047 encoded word."""
     if to.isascii():
         return _header("To", to)
     if _CONTROL.search(to):
@@ -197,13 +227,14 @@ def build_message(email: OutgoingEmail, message_id: str) -> Wire:
     always ``=3D`` there), so it needs no search through the bodies.
     """
     boundary = f"=_{os.urandom(16).hex()}"
+    to = _ascii_domain(email.to)
     head = [
         _header("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
         "MIME-Version: 1.0",
         _named_header("From", email.sender),
-        _to_header(email.to),
+        _to_header(to),
         _named_header("Reply-To", email.reply_to),
-        _header("Subject", email.subject),
+        _text_header("Subject", email.subject),
         _header("Date", format_datetime(datetime.now(UTC))),
         _header("Message-ID", message_id),
         *(
@@ -223,7 +254,7 @@ def build_message(email: OutgoingEmail, message_id: str) -> Wire:
             f"\n--{boundary}--\n",
         )
     )
-    sender, recipient = _envelope_sender(email.sender), _envelope_recipient(email.to)
+    sender, recipient = _envelope_sender(email.sender), _envelope_recipient(to)
     utf8 = not (sender.isascii() and recipient.isascii())
     return Wire(sender, recipient, data.encode("utf-8"), utf8)
 

@@ -10,8 +10,10 @@ reasons. The rules follow the FTC's CAN-SPAM guide and RFC 8058:
 * every email carries ``List-Unsubscribe`` (https + mailto), the one-click
   ``List-Unsubscribe-Post`` and ``List-Id``, and an unsubscribe link at the bottom;
 * marketing is labelled as an advertisement and carries the postal address;
-* links point only at the platform's own hosts (no third-party offers, P-21), and a
-  link whose host cannot be read is refused like one that points elsewhere;
+* links point only at the platform's own hosts (no third-party offers, P-21): every
+  link a mail client would make, with any scheme or none ("www.x.com", "x.com/offer"),
+  in the text part and in the HTML as it reads and in its tags; a link whose host
+  cannot be read is refused like one that points elsewhere;
 * the category is one of the notifier's categories (P-27).
 """
 
@@ -23,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from html import unescape
-from urllib.parse import urlsplit
 
+from services.notifier.domain import links
 from shared import email_subjects
 
 CATEGORIES: tuple[str, ...] = (
@@ -67,7 +69,6 @@ class OutgoingEmail:
 
 
 _LIST_UNSUBSCRIBE = re.compile(r"^<(https://[^>\s]+)>,\s*<(mailto:[^>\s]+)>$")
-_URL = re.compile(r"https?://[^\s\"'<>)]+", re.I)
 _TAG = re.compile(r"<[^>]+>")
 
 
@@ -162,25 +163,21 @@ def _marketing_problems(email: OutgoingEmail, policy: GatePolicy) -> list[str]:
 
 
 UNREADABLE_LINK = (
-    "a link whose host cannot be read (such as a placeholder in brackets, https://[...]):"
-    " where it leads cannot be checked"
+    "a link whose host cannot be read (such as a placeholder in brackets, https://[...],"
+    " or one with a backslash): where it leads cannot be checked"
 )
 
 
 def _link_problems(email: OutgoingEmail, policy: GatePolicy) -> list[str]:
-    urls = set(_URL.findall(email.text)) | set(_URL.findall(email.html))  # mostly the same
-    hosts: set[str] = set()
-    unreadable = False
-    for url in urls:
-        # urlsplit raises for a bracketed host that is no IP literal, or a host that NFKC
-        # turns into a delimiter: operators' text can hold either, and a gate that raised
-        # would have the email retried to the last attempt instead of refused. The link
-        # itself stays out of the reason, which is stored and published: it may be one
-        # of ours with a token in it.
-        try:
-            hosts.add((urlsplit(url).hostname or "").casefold())
-        except ValueError:
-            unreadable = True
+    # The HTML as it reads, and its tags, where hrefs are (entities read: a browser
+    # follows "https&#58;//..."). Operators' text can hold a link whose host urlsplit
+    # cannot read, or one it reads otherwise than a browser: refused, not raised (a gate
+    # that raised would have the email retried to the last attempt). The link itself
+    # stays out of the reason, which is stored and published: it may be one of ours
+    # with a token in it.
+    tags = unescape(" ".join(_TAG.findall(email.html)))
+    found = [links.hosts(part) for part in (email.text, _visible_text(email.html), tags)]
+    hosts = frozenset[str]().union(*(f.found for f in found))
     foreign = sorted(h for h in hosts if h not in policy.link_hosts)
     problems = [f"links to third-party hosts: {', '.join(foreign)}"] if foreign else []
-    return [*problems, UNREADABLE_LINK] if unreadable else problems
+    return [*problems, UNREADABLE_LINK] if any(f.unreadable for f in found) else problems

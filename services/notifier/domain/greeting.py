@@ -11,20 +11,12 @@ account, breach notices included.
 
 from __future__ import annotations
 
-import re
-import unicodedata
+from services.notifier.domain.links import looks_like_link
 
 NO_NAME = "there"  # "Hello there,": a greeting that names no one
 GUARDIAN = "parent or guardian"
 # Emails that go to an address not yet confirmed: asking to confirm it is their point.
 UNCONFIRMED = frozenset({"verify_email", "verify_new_email", "parental_consent"})
-
-# A scheme, "www.", a dotted IPv4 address, or a dot between a letter or digit and two
-# letters (a host name: "evil.com", "xn--80ak6aa92e.com"). Some real names match
-# ("St.John"): they get a greeting without a name, which costs nothing.
-_LINK = re.compile(r"://|www\.|\d{1,3}(\.\d{1,3}){3}|[^\W_]\.[^\W\d_]{2}", re.I)
-# Dots that mail clients and browsers take for one in a host name (IDNA).
-_DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
 
 
 def greeting_name(template: str, recipient: str, active: bool, name: str) -> str:
@@ -35,13 +27,6 @@ def greeting_name(template: str, recipient: str, active: bool, name: str) -> str
         return GUARDIAN
     if recipient == "pending" or template in UNCONFIRMED or not active:
         return NO_NAME
-    if not name.strip() or _looks_like_link(name):
+    if not name.strip() or looks_like_link(name):
         return NO_NAME
     return name
-
-
-def _looks_like_link(name: str) -> bool:
-    # Read as a mail client would show it: without invisible format characters
-    # ("evil\u200b.com" is shown as evil.com), compatibility forms folded (fullwidth).
-    visible = "".join(ch for ch in name if unicodedata.category(ch) != "Cf")
-    return _LINK.search(unicodedata.normalize("NFKC", visible).translate(_DOTS)) is not None

@@ -10,11 +10,13 @@ personal datum rendered is the recipient's name, at send time.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
 from services.notifier.domain import slots
 
@@ -165,6 +167,20 @@ def notice_problems(
     return problems
 
 
+_BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")  # one or more, spaces on them too
+
+
+def paragraphs(text: str) -> Markup:
+    """Operators' text for the HTML part, inside a ``<p>``: escaped, each blank line a
+    new paragraph, each line break a ``<br>``. The text part keeps the lines as typed;
+    HTML runs them into one ("1. Reset" and "2. Sign in" read "1. Reset 2. Sign in")."""
+    typed = text.replace("\r\n", "\n").replace("\r", "\n").strip()
+    # Markup.join escapes what it joins: only the tags here are markup.
+    return Markup("</p>\n<p>").join(
+        Markup("<br>\n").join(part.split("\n")) for part in _BLANK_LINES.split(typed)
+    )
+
+
 @dataclass(frozen=True)
 class Footer:
     """What the email layout prints at the bottom."""
@@ -194,6 +210,7 @@ class Renderer:
         self._html = jinja2.Environment(
             loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, auto_reload=False
         )
+        self._html.filters["paragraphs"] = paragraphs
         # Plain text and subjects, never HTML: nothing to escape.
         self._text = jinja2.Environment(
             loader=loader,

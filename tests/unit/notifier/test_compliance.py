@@ -337,3 +337,76 @@ def test_a_claim_is_supported_by_a_body_in_other_code_points() -> None:
 def test_a_subject_of_invisible_characters_only_is_empty() -> None:
     email = render("service_announcement", "service_announcement", subject="\u200b\u2060")
     assert "subject is empty" in compliance.check(email, POLICY)
+
+
+@pytest.mark.promise("P-28")
+@pytest.mark.parametrize(
+    "subject", ["=?utf-8?q?Re=3A_Your_order_=23123?=", "=?utf-8?q?You_have_won_a_prize?="]
+)
+def test_a_misleading_subject_written_as_an_encoded_word_is_refused(subject: str) -> None:
+    """Sent as is, a client decodes it: "Re: Your order #123", "You have won a prize"."""
+    assert len(_subject_reasons(subject)) == 1
+
+
+@pytest.mark.promise("P-21")
+@pytest.mark.parametrize(
+    ("message", "host"),
+    [
+        ("Shop at www.partner-deals.com today.", "www.partner-deals.com"),
+        ("See partner-deals.com/offer", "partner-deals.com"),
+        ("Deals: PARTNER-DEALS.COM.", "partner-deals.com"),
+        ("Files at ftp://evil.example/x", "evil.example"),
+        ("Write to deals@partner-deals.com", "partner-deals.com"),
+        ("Ours and theirs: phonedoctorbiz.com,partner-deals.com", "partner-deals.com"),
+        (fullwidth("partner-deals.com") + " now", "partner-deals.com"),
+        ("partner-deals\u3002com", "partner-deals.com"),  # an ideographic full stop
+        ("hxxp://evil.example:8080/win", "evil.example"),
+    ],
+)
+def test_a_link_without_https_to_a_third_party_is_refused(message: str, host: str) -> None:
+    """Mail clients link "www." names, bare domains and any scheme, not only https."""
+    email = render("service_announcement", "service_announcement", message=message)
+    assert compliance.check(email, POLICY) == [f"links to third-party hosts: {host}"]
+
+
+@pytest.mark.promise("P-21")
+def test_a_link_with_a_backslash_is_refused() -> None:
+    """urlsplit reads the host after "@" (ours); a browser takes "\\" for "/" and goes to
+    evil.example."""
+    message = "Sign in at https://evil.example\\@phonedoctorbiz.com/x"
+    email = render("incident", "account_security", message=message)
+    assert compliance.check(email, POLICY) == [compliance.UNREADABLE_LINK]
+
+
+@pytest.mark.promise("P-21")
+@pytest.mark.parametrize(
+    ("href", "host"),
+    [
+        ("//partner-deals.com/offer", "partner-deals.com"),  # the email's scheme
+        ("www.partner-deals.com", "www.partner-deals.com"),
+        ("https&#58;//partner-deals.com/", "partner-deals.com"),  # a browser reads &#58;
+    ],
+)
+def test_an_href_without_https_to_a_third_party_is_refused(href: str, host: str) -> None:
+    email = render("request_reply", "transactional")
+    site = f'<a href="{SETTINGS.notifier_public_base_url}">'
+    assert site in email.html
+    linked = dataclasses.replace(email, html=email.html.replace(site, f'<a href="{href}">'))
+    assert compliance.check(linked, POLICY) == [f"links to third-party hosts: {host}"]
+
+
+def test_our_own_hosts_and_mailboxes_in_words_pass() -> None:
+    """Only hosts not ours are refused: a mailbox on ours, our site without a scheme, a
+    path after our host, a sentence's full stop after a link, versions and initials."""
+    message = (
+        "Write to service@phonedoctorbiz.com or jane.doe@phonedoctorbiz.com, see "
+        "www.phonedoctorbiz.com/help and phonedoctorbiz.com/guide.pdf or "
+        "https://phonedoctorbiz.com. Version 2.1, e.g. this, i.e. that, J. R. R. Tolkien."
+    )
+    for template, category in (
+        ("service_announcement", "service_announcement"),
+        ("incident", "account_security"),
+        ("marketing_newsletter", "marketing"),
+    ):
+        email = render(template, category, message=message)
+        assert compliance.check(email, POLICY) == [], template

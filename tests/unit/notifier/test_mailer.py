@@ -378,3 +378,67 @@ async def test_the_mark_is_taken_once_connected_and_committed_before_data(
 
     await _smtp(monkeypatch, connect).send(_WIRE, hand_over)
     assert steps.index("connect") < steps.index("mark") < steps.index("DATA")
+
+
+@pytest.mark.promise("P-28")
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "About =?utf-8?q?Re=3A_Your_order_=23123?= today",
+        "=?utf-8?q?x?= " + "and a long subject that needs folding " * 3,
+    ],
+)
+def test_an_ascii_subject_holding_an_encoded_word_reads_back_as_typed(subject: str) -> None:
+    """As is, a client would decode it ("About Re: Your order #123 today"); sent as an
+    encoded word itself, it shows as the operator typed it."""
+    email = dataclasses.replace(render("request_reply", "transactional"), subject=subject)
+    wire = build_message(email, "<a.b.email@notifier.imt>")
+    assert wire.data.isascii()
+    message = parsed(wire.data)
+    assert message["Subject"] == subject
+    assert not message.defects
+
+
+class _PlainRelay(_Client):
+    """A relay without SMTPUTF8 (RFC 6531), which records the commands' arguments."""
+
+    def supports_extension(self, name: str) -> bool:
+        return name.lower() != "smtputf8"
+
+    async def execute_command(self, verb: bytes, *args: bytes) -> Any:
+        self.steps.append(b" ".join((verb, *args)).decode("ascii"))
+        return SimpleNamespace(code=250, message="ok")
+
+
+@pytest.mark.parametrize(
+    ("to", "ascii_to"),
+    [
+        ("jane@bücher.de", "jane@xn--bcher-kva.de"),
+        ("jane@straße.de", "jane@xn--strae-oqa.de"),  # IDNA 2008: not strasse.de
+        ("Jane@Bücher.DE", "Jane@xn--bcher-kva.de"),
+    ],
+)
+async def test_an_internationalised_domain_alone_goes_in_its_idna_form(
+    monkeypatch: pytest.MonkeyPatch, to: str, ascii_to: str
+) -> None:
+    """An ASCII mailbox at an internationalised domain has an ASCII form: sent to it,
+    envelope and To alike, it needs no SMTPUTF8, which a relay may not offer."""
+    email = dataclasses.replace(render("request_reply", "transactional"), to=to)
+    wire = GatedTransport(_Never(), POLICY)._checked(email, "<a.b.email@notifier.imt>")
+    assert (wire.recipient, wire.utf8) == (ascii_to, False)
+    assert wire.data.isascii()
+    assert parsed(wire.data)["To"].addresses[0].addr_spec == ascii_to
+    steps: list[str] = []
+
+    async def connect() -> Any:
+        return _PlainRelay(steps)
+
+    async def hand_over() -> None:
+        pass
+
+    await _smtp(monkeypatch, connect).send(wire, hand_over)
+    assert steps[:3] == [
+        "MAIL FROM:<service@phonedoctorbiz.com>",
+        f"RCPT TO:<{ascii_to}>",
+        "DATA",
+    ]

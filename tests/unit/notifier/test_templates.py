@@ -5,9 +5,9 @@ from __future__ import annotations
 import jinja2
 import pytest
 
-from services.notifier.domain import slots
+from services.notifier.domain import compliance, slots
 from services.notifier.domain.templates import TEMPLATES, Footer, Renderer
-from tests.unit.notifier.test_compliance import PARAMS, SETTINGS, URL
+from tests.unit.notifier.test_compliance import PARAMS, POLICY, SETTINGS, URL, outgoing
 
 FOOTER = Footer(
     SETTINGS.notifier_public_base_url,
@@ -99,3 +99,32 @@ def test_a_sign_up_with_a_taken_address_tells_its_owner_what_the_link_does(
         assert says in body
         assert never not in body
         assert PARAMS["reset_url"] in body
+
+
+OPERATOR_TEXT = "Steps:\r\n1. Reset <b>it</b>\n2. Sign in\n\n  \nThanks & bye\n"
+OPERATOR_HTML = (
+    "Steps:<br>\n1. Reset &lt;b&gt;it&lt;/b&gt;<br>\n2. Sign in</p>\n<p>Thanks &amp; bye</p>"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "category", "param"),
+    [
+        ("incident", "account_security", "message"),
+        ("service_announcement", "service_announcement", "message"),
+        ("marketing_newsletter", "marketing", "message"),
+        ("policy_change", "policy_change", "summary"),
+    ],
+)
+def test_operators_line_breaks_and_paragraphs_reach_the_html_part(
+    template: str, category: str, param: str
+) -> None:
+    """Escaped, a blank line a new paragraph, a line break a <br>; filled as rendered in
+    full, and the gate still passes the email."""
+    params = {**PARAMS, param: OPERATOR_TEXT}
+    kwargs = {"category": category, "name": "Ada", "unsubscribe_url": URL, "footer": FOOTER}
+    filled = Renderer().email(template, params=params, **kwargs)
+    assert filled == Renderer(skeletons=False).email(template, params=params, **kwargs)
+    assert OPERATOR_HTML in filled.html
+    assert "1. Reset <b>it</b>\n2. Sign in" in filled.text
+    assert compliance.check(outgoing(category, filled), POLICY) == []

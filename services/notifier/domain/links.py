@@ -1,0 +1,121 @@
+"""What in an email's words a mail client makes a link of, and the host it leads to: pure.
+
+Clients link more than ``https://`` URLs: any scheme, ``www.`` names and bare domains
+("evil.com/offer"), read as they show them (fullwidth forms folded, invisible format
+characters dropped, an ideographic full stop taken for a dot). The greeting prints no
+name that reads like a link (greeting.py); the compliance gate finds the host of every
+link in an email and refuses any host not ours (compliance.py, P-21).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+# A scheme, "www.", a dotted IPv4 address, or a dot between a letter or digit and two
+# letters (a host name: "evil.com", "xn--80ak6aa92e.com"). Some real names and words
+# match ("St.John", "Node.js"): a greeting then names no one, which costs nothing; in
+# operators' text the gate refuses them as hosts not ours, and the operator rewords.
+LINK = re.compile(r"://|www\.|\d{1,3}(\.\d{1,3}){3}|[^\W_]\.[^\W\d_]{2}", re.I)
+# Dots that mail clients and browsers take for one in a host name (IDNA).
+_DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
+
+# A URL with a scheme, whatever the scheme, up to where text around a link ends it.
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s\"'<>)]*", re.I)
+_URL_END = ".,;:!?"  # punctuation that ends a sentence, not the link before it
+# Where a link without a scheme may be: a run of what is not space, quote or bracket.
+_WORD = re.compile(r"[^\s\"'<>()]+")
+_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)+")  # a dotted name, which may be a host
+_PATH = re.compile(r"(?::\d*)?[/?#]")  # after a host: its port, then its path
+
+
+def shown(text: str) -> str:
+    """``text`` as a mail client shows it: without invisible format characters (category
+    Cf: "evil\\u200b.com" is shown as evil.com), compatibility forms folded by NFKC
+    (fullwidth letters and stops), ideographic full stops as dots."""
+    if text.isascii():  # nothing to fold (the common case: most emails are ASCII)
+        return text
+    visible = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return unicodedata.normalize("NFKC", visible).translate(_DOTS)
+
+
+def looks_like_link(text: str) -> bool:
+    """Whether a client could make a link, or a domain a reader would type, of ``text``."""
+    return LINK.search(shown(text)) is not None
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """The hosts the links of a text lead to, casefolded; ``unreadable``: a link whose
+    host cannot be read (it could lead anywhere)."""
+
+    found: frozenset[str]
+    unreadable: bool
+
+
+def hosts(text: str) -> Hosts:
+    """Where every link in ``text`` leads, read a run of non-space characters at a time:
+    a link never spans a space, and most runs hold none (no dot, no "://", all ASCII),
+    which str methods tell at a fraction of a regular expression's cost."""
+    found: list[str | None] = []
+    for run in text.split():
+        if "." in run or "://" in run or not run.isascii():
+            found += _run_hosts(run)
+    return Hosts(frozenset(h for h in found if h is not None), None in found)
+
+
+def _run_hosts(run: str) -> list[str | None]:
+    """The hosts of the links in ``run`` (None: one that cannot be read). URLs with a
+    scheme are read as written first (urlsplit refuses a host that NFKC would turn into a
+    delimiter: unreadable, as for a browser); the rest is then read as shown, for the
+    URLs folding makes (a fullwidth "https://") and the links without a scheme."""
+    urls, rest = _split_urls(run)
+    if not rest.isascii():
+        folded, rest = _split_urls(shown(rest))
+        urls += folded
+    found = [_url_host(url) for url in urls]
+    for word in _WORD.findall(rest):
+        if LINK.search(word) is not None:
+            found += _bare_hosts(word)
+    return found
+
+
+def _split_urls(text: str) -> tuple[list[str], str]:
+    """The URLs with a scheme in ``text``, and the text without them."""
+    if "://" not in text:
+        return [], text
+    return _URL.findall(text), _URL.sub(" ", text)
+
+
+def _url_host(url: str) -> str | None:
+    """The host of a URL with a scheme; None when it cannot be read for sure."""
+    # Browsers take "\" for "/" where urlsplit does not: in "https://evil.example\@ours/"
+    # urlsplit reads the host after "@", a browser goes to evil.example.
+    if "\\" in url:
+        return None
+    try:
+        host = urlsplit(url.rstrip(_URL_END)).hostname
+    except ValueError:  # a bracketed host that is no IP literal, a delimiter after NFKC
+        return None
+    return host.casefold().rstrip(".") if host else None
+
+
+def _bare_hosts(word: str) -> list[str | None]:
+    """The hosts a word without a scheme names: every dotted name that reads like a host,
+    except a mailbox's local part ("jane.doe@") and what follows a host's "/" (its path:
+    "ours.com/guide.pdf"). None: the word holds a backslash, which a browser reads as
+    "/" and a mail client may not, so where it leads cannot be told."""
+    if "\\" in word:
+        return [None]
+    found: list[str | None] = []
+    position = 0
+    while (name := _NAME.search(word, position)) is not None:
+        position = name.end()
+        if word.startswith("@", position) or LINK.search(name.group()) is None:
+            continue
+        found.append(name.group().strip("-").casefold())  # a label never ends in "-"
+        if _PATH.match(word, position):
+            break
+    return found
