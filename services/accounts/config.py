@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 
 from shared.config import (
     PlatformSettings,
@@ -12,6 +12,7 @@ from shared.config import (
     token_private_key_identity,
     token_public_key_identity,
 )
+from shared.email_links import DEFAULT_LINK_HOSTS
 from shared.events.topics import DELETION_COMMANDS, DELETION_STAGES
 from shared.vault.crypto import index_form
 
@@ -32,6 +33,14 @@ class AccountsSettings(PlatformSettings):
             " production, where the links carry one-time tokens. A host name, not an"
             " address: the pages count their views by site name."
         ),
+    )
+    accounts_link_hosts: tuple[str, ...] = Field(
+        DEFAULT_LINK_HOSTS,
+        validation_alias=AliasChoices("IMT_ACCOUNTS_LINK_HOSTS", "IMT_NOTIFIER_LINK_HOSTS"),
+        description="Hosts an operator's announcement, incident or policy summary may link"
+        " to: the notifier's (IMT_NOTIFIER_LINK_HOSTS) unless set. One linking elsewhere is"
+        " refused as it is typed (422), not dead-lettered by the notifier's gate for every"
+        " user (P-21).",
     )
     accounts_access_token_seconds: int = Field(
         300, description="Lifetime of an access token (short: revocation is also checked)."

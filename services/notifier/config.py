@@ -13,6 +13,7 @@ from shared.config import (
     is_development_secret,
     require_public_https,
 )
+from shared.email_links import DEFAULT_LINK_HOSTS
 from shared.events.topics import (
     ACCOUNTS_CONTACTS,
     ACCOUNTS_REQUESTS,
@@ -113,7 +114,7 @@ class NotifierSettings(PlatformSettings):
         description="Public https origin of the gateway (unsubscribe links, site links).",
     )
     notifier_link_hosts: tuple[str, ...] = Field(
-        ("localhost", "127.0.0.1", "phonedoctorbiz.com", "www.phonedoctorbiz.com"),
+        DEFAULT_LINK_HOSTS,
         description="Hosts an email may link to (no third-party links, P-21).",
     )
     notifier_unsubscribe_secret: SecretStr = Field(

@@ -54,7 +54,7 @@ from services.accounts.sessions import (
     start_session,
 )
 from services.accounts.throttling import login_key, reauth_key, reauthenticate
-from shared import email_subjects
+from shared import email_links, email_subjects
 from shared.auth import Claims, OperatorRole, require_roles
 from shared.auth.dependencies import VerifiedBearer
 from shared.db.pool import Connection
@@ -1105,6 +1105,30 @@ def refuse_misleading_title(title: str, bodies: tuple[str, ...], *, security_not
         )  # fmt: skip
 
 
+def refuse_foreign_links(ctx: Context, **fields: str) -> None:
+    """422 for text the notifier's compliance gate would refuse for a link to a host not
+    ours (P-21), any scheme or none ("x.com/offer", or a missing space: "done.Please"):
+    told now, not found later as an email dead-lettered for every user."""
+    ours = frozenset(h.casefold() for h in ctx.settings.accounts_link_hosts)
+    errors = [
+        {"location": f"body.{name}", "message": f"links to {', '.join(foreign)}",
+         "type": "foreign_link"}
+        for name, text in fields.items()
+        if (foreign := email_links.foreign_hosts(text, ours))
+    ]  # fmt: skip
+    if errors:
+        raise Problem(
+            422,
+            "Link not ours",
+            "Emails link only to our own sites: "
+            + "; ".join(f"{e['location'].removeprefix('body.')} {e['message']}" for e in errors)
+            + " (a link whose address cannot be read shows as ?). Reword it, or add the"
+            " missing space after a full stop.",
+            slug="foreign-link",
+            errors=errors,
+        )
+
+
 @router.post("/policy-versions", response_model=PolicyOut, status_code=status.HTTP_201_CREATED)
 async def publish_policy(
     body: PolicyIn, ctx: Ctx, op: Annotated[Operator, allowed("policy.publish")]
@@ -1112,6 +1136,7 @@ async def publish_policy(
     """Publish a policy version: every user is told (notifier, P-23)."""
     # Stored in clear and published to every user: no card numbers (P-09).
     refuse_card_numbers(version=body.version, summary=body.summary)
+    refuse_foreign_links(ctx, version=body.version, summary=body.summary)
     now = datetime.now(UTC)
     effective = body.effective_at or now
     if effective < now - POLICY_CLOCK_SKEW:
@@ -1171,6 +1196,7 @@ async def announce(
     ``Idempotency-Key``, sending it again announces nothing twice."""
     refuse_card_numbers(title=body.title, message=body.message)
     refuse_misleading_title(body.title, (body.message,), security_notice=False)
+    refuse_foreign_links(ctx, title=body.title, message=body.message)
     announcement_id = uuid4()
     async with ctx.pool.acquire() as conn, conn.transaction():
         key = await idempotency.claim(
@@ -1221,6 +1247,7 @@ async def declare_incident(
     refuse_card_numbers(title=body.title, message=body.message)
     # The email's body holds the title and the message.
     refuse_misleading_title(body.title, (body.title, body.message), security_notice=True)
+    refuse_foreign_links(ctx, title=body.title, message=body.message)
     if body.audience == "listed" and not body.user_ids:
         raise Problem(
             422, "No one listed", "List the affected users, or choose 'all'.", slug="validation"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from html import unescape
 
-from services.notifier.domain import links
+from shared import email_links as links
 from shared import email_subjects
 
 CATEGORIES: tuple[str, ...] = (

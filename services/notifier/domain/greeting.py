@@ -11,7 +11,7 @@ account, breach notices included.
 
 from __future__ import annotations
 
-from services.notifier.domain.links import looks_like_link
+from shared.email_links import looks_like_link
 
 NO_NAME = "there"  # "Hello there,": a greeting that names no one
 GUARDIAN = "parent or guardian"

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, FastAPI
 
+from services.accounts.config import AccountsSettings
 from shared.auth import issue_token
 from shared.config import DEV_TOKEN_PRIVATE_KEY, DEV_TOKEN_PUBLIC_KEY
 from shared.observability import Problem, install_problem_handlers
@@ -26,6 +27,7 @@ class _Unreachable:
 class _Context:
     pool = _Unreachable()
     vault = _Unreachable()
+    settings = AccountsSettings(environment="test")
 
 
 def offline_client(*routers: APIRouter) -> httpx.AsyncClient:

@@ -111,6 +111,38 @@ async def test_a_title_the_email_gate_would_refuse_is_refused_when_typed(
     assert [e["message"] for e in refused.json()["errors"]] == [f"misleading subject: {reason}"]
 
 
+# What the notifier's gate refuses as a link to a host not ours is refused when typed
+# (P-21): a breach notice found refused later would reach no one.
+@pytest.mark.promise("P-21")
+@pytest.mark.parametrize(
+    ("role", "path", "body", "field", "text", "named"),
+    [
+        ("support", "/operator/announcements", ANNOUNCEMENT, "message",
+         "Book at deals.example.com/spring today.", "deals.example.com"),
+        ("privacy_officer", "/operator/incidents", INCIDENT, "message",
+         "We reset every password.Please sign in again.", "password.please"),
+        ("privacy_officer", "/operator/incidents", INCIDENT, "title",
+         "Phishing from www.imt-help.net", "www.imt-help.net"),
+        ("privacy_officer", "/operator/policy-versions", POLICY, "summary",
+         "Read it at https://evil.example\\@phonedoctorbiz.com/policy", "?"),
+    ],
+)  # fmt: skip
+async def test_a_notice_linking_outside_our_sites_is_refused_when_typed(
+    role: str, path: str, body: dict[str, Any], field: str, text: str, named: str
+) -> None:
+    ours = {**body, field: f"{body[field]} See https://www.phonedoctorbiz.com/privacy."}
+    async with _client() as client:
+        clean = await client.post(path, json=ours, headers=_as(role))
+        refused = await client.post(path, json={**body, field: text}, headers=_as(role))
+    assert clean.status_code == 503, clean.text  # a link to our own site reaches the store
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()
+    assert problem["type"].endswith("/foreign-link")
+    assert problem["errors"] == [
+        {"location": f"body.{field}", "message": f"links to {named}", "type": "foreign_link"}
+    ]
+
+
 async def test_urgency_is_a_security_notices_to_use_and_titles_leave_room_for_a_prefix() -> None:
     urgent = {**INCIDENT, "title": "Urgent: reset your password"}
     async with _client() as client:

@@ -404,3 +404,18 @@ def test_loopback_servers_need_no_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("IMT_KAFKA_BOOTSTRAP", "localhost:19092,[::1]:19093,127.0.0.2:1")
     monkeypatch.setenv("IMT_POSTGRES_HOST", "::1")
     assert PlatformSettings().environment == "development"
+
+
+def test_accounts_checks_operators_links_against_the_notifiers_hosts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One list: the notifier's gate and accounts' check when an operator types a notice
+    (P-21) must agree, or a notice accepted here is dead-lettered for every user there."""
+    from services.accounts.config import AccountsSettings
+    from services.notifier.config import NotifierSettings
+
+    assert AccountsSettings().accounts_link_hosts == NotifierSettings().notifier_link_hosts
+    monkeypatch.setenv("IMT_NOTIFIER_LINK_HOSTS", '["imt.example", "www.imt.example"]')
+    assert AccountsSettings().accounts_link_hosts == ("imt.example", "www.imt.example")
+    monkeypatch.setenv("IMT_ACCOUNTS_LINK_HOSTS", '["accounts.example"]')
+    assert AccountsSettings().accounts_link_hosts == ("accounts.example",)

@@ -3,8 +3,10 @@
 Clients link more than ``https://`` URLs: any scheme, ``www.`` names and bare domains
 ("evil.com/offer"), read as they show them (fullwidth forms folded, invisible format
 characters dropped, an ideographic full stop taken for a dot). The greeting prints no
-name that reads like a link (greeting.py); the compliance gate finds the host of every
-link in an email and refuses any host not ours (compliance.py, P-21).
+name that reads like a link (services/notifier/domain/greeting.py); the notifier's
+compliance gate finds the host of every link in an email and refuses any host not ours
+(P-21), and accounts refuses an operator's notice linking elsewhere as it is typed, not
+found later as an email dead-lettered for every user.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+#: The hosts an email may link to unless configured (IMT_NOTIFIER_LINK_HOSTS): ours.
+DEFAULT_LINK_HOSTS = ("localhost", "127.0.0.1", "phonedoctorbiz.com", "www.phonedoctorbiz.com")
+
 # A scheme, "www.", a dotted IPv4 address, or a dot between a letter or digit and two
 # letters (a host name: "evil.com", "xn--80ak6aa92e.com"). Some real names and words
 # match ("St.John", "Node.js"): a greeting then names no one, which costs nothing; in
-# operators' text the gate refuses them as hosts not ours, and the operator rewords.
+# operators' text they are refused as hosts not ours when typed, and the operator rewords.
 LINK = re.compile(r"://|www\.|\d{1,3}(\.\d{1,3}){3}|[^\W_]\.[^\W\d_]{2}", re.I)
 # Dots that mail clients and browsers take for one in a host name (IDNA).
 _DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
@@ -119,3 +124,11 @@ def _bare_hosts(word: str) -> list[str | None]:
         if _PATH.match(word, position):
             break
     return found
+
+
+def foreign_hosts(text: str, ours: frozenset[str]) -> list[str]:
+    """The hosts ``text`` links to that are not ``ours`` (casefolded), sorted; a link
+    whose host cannot be read is named by ``?``: it could lead anywhere."""
+    found = hosts(text)
+    foreign = sorted(h for h in found.found if h not in ours)
+    return [*foreign, "?"] if found.unreadable else foreign
