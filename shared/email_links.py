@@ -1,12 +1,13 @@
 """What in an email's words a mail client makes a link of, and the host it leads to: pure.
 
-Clients link more than ``https://`` URLs: any scheme, ``www.`` names and bare domains
-("evil.com/offer"), read as they show them (fullwidth forms folded, invisible format
-characters dropped, an ideographic full stop taken for a dot). The greeting prints no
-name that reads like a link (services/notifier/domain/greeting.py); the notifier's
-compliance gate finds the host of every link in an email and refuses any host not ours
-(P-21), and accounts refuses an operator's notice linking elsewhere as it is typed, not
-found later as an email dead-lettered for every user.
+Clients link more than ``https://`` URLs: any scheme, ``www.`` names and bare names that
+end in a top-level domain ("evil.com/offer"; not "report.pdf"), read as they show them
+(fullwidth forms folded, invisible format characters dropped, an ideographic full stop
+taken for a dot). An address is no link: it is written to, not visited. The greeting
+prints no name that reads like a link (services/notifier/domain/greeting.py); the
+notifier's compliance gate finds the host of every link in an email and refuses any host
+not ours (P-21), and accounts refuses an operator's notice linking elsewhere as it is
+typed, not found later as an email dead-lettered for every user.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from urllib.parse import urlsplit
 
 #: The hosts an email may link to unless configured (IMT_NOTIFIER_LINK_HOSTS): ours.
@@ -21,8 +24,9 @@ DEFAULT_LINK_HOSTS = ("localhost", "127.0.0.1", "phonedoctorbiz.com", "www.phone
 
 # A scheme, "www.", a dotted IPv4 address, or a dot between a letter or digit and two
 # letters (a host name: "evil.com", "xn--80ak6aa92e.com"). Some real names and words
-# match ("St.John", "Node.js"): a greeting then names no one, which costs nothing; in
-# operators' text they are refused as hosts not ours when typed, and the operator rewords.
+# match ("St.John", "Node.js"): a greeting then names no one, which costs nothing. Where
+# a host is looked for (:func:`hosts`), such a name counts only if it reads as one to a
+# mail client (:func:`reads_as_host`).
 LINK = re.compile(r"://|www\.|\d{1,3}(\.\d{1,3}){3}|[^\W_]\.[^\W\d_]{2}", re.I)
 # Dots that mail clients and browsers take for one in a host name (IDNA).
 _DOTS = str.maketrans(dict.fromkeys("\u3002\uff0e\uff61", "."))
@@ -33,6 +37,7 @@ _URL_END = ".,;:!?"  # punctuation that ends a sentence, not the link before it
 # Where a link without a scheme may be: a run of what is not space, quote or bracket.
 _WORD = re.compile(r"[^\s\"'<>()]+")
 _NAME = re.compile(r"[\w-]+(?:\.[\w-]+)+")  # a dotted name, which may be a host
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _PATH = re.compile(r"(?::\d*)?[/?#]")  # after a host: its port, then its path
 
 
@@ -108,22 +113,45 @@ def _url_host(url: str) -> str | None:
 
 
 def _bare_hosts(word: str) -> list[str | None]:
-    """The hosts a word without a scheme names: every dotted name that reads like a host,
-    except a mailbox's local part ("jane.doe@") and what follows a host's "/" (its path:
-    "ours.com/guide.pdf"). None: the word holds a backslash, which a browser reads as
-    "/" and a mail client may not, so where it leads cannot be told."""
-    if "\\" in word:
-        return [None]
+    """The hosts a word without a scheme names: every dotted name a mail client makes a
+    link of (:func:`reads_as_host`), except a mailbox's local part ("jane.doe@") and
+    domain (an address is written to, not visited), and what follows a host's "/" (its
+    path: "ours.com/guide.pdf"). None: such a word holds a backslash, which a browser
+    reads as "/" and a mail client may not, so where it leads cannot be told."""
     found: list[str | None] = []
     position = 0
     while (name := _NAME.search(word, position)) is not None:
         position = name.end()
-        if word.startswith("@", position) or LINK.search(name.group()) is None:
+        in_mailbox = word.startswith("@", position) or word[: name.start()].endswith("@")
+        if in_mailbox or not reads_as_host(name.group()):
             continue
         found.append(name.group().strip("-").casefold())  # a label never ends in "-"
         if _PATH.match(word, position):
             break
-    return found
+    return [None] if found and "\\" in word else found
+
+
+def reads_as_host(name: str) -> bool:
+    """Whether mail clients make a link of a dotted ``name`` written without a scheme:
+    "www." names, IPv4 addresses, and names ending in a top-level domain (IANA's list,
+    as clients check): "deals.example.com" and "done.Please" (a missing space: .please
+    is none) differ there, as do "report.pdf", "Node.js" and "v2.beta" (no such TLD)."""
+    if _IPV4.fullmatch(name) or name.casefold().startswith("www."):
+        return True
+    last = name.rstrip("-").rsplit(".", 1)[-1]
+    try:
+        label = last.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return label.upper() in _top_level_domains()
+
+
+@cache
+def _top_level_domains() -> frozenset[str]:
+    """IANA's list of top-level domains, shipped beside this module (its first line says
+    which version: refresh it from https://data.iana.org/TLD/tlds-alpha-by-domain.txt)."""
+    lines = (Path(__file__).parent / "tlds-alpha-by-domain.txt").read_text().splitlines()
+    return frozenset(line.strip() for line in lines if line and not line.startswith("#"))
 
 
 def foreign_hosts(text: str, ours: frozenset[str]) -> list[str]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -996,14 +996,21 @@ async def policy_superseded(conn: Connection, effective_at: datetime) -> bool:
     """Whether a version announced here took effect after ``effective_at``'s day and is
     in force already: a version taking effect then binds no one any more. One still to
     come does not supersede it: until that day, the earlier version is the one in force."""
-    return bool(
-        await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM notices WHERE template = 'policy_change'"
-            " AND (params->>'effective_at')::date > $1::date"
-            " AND (params->>'effective_at')::date <= (now() AT TIME ZONE 'UTC')::date)",
-            effective_at,
-        )
+    rows = await conn.fetch(
+        "SELECT params->>'effective_at' AS day FROM notices WHERE template = 'policy_change'"
     )
+    today = datetime.now(UTC).date()
+    return any(effective_at.astimezone(UTC).date() < day <= today for day in _days(rows))
+
+
+def _days(rows: Sequence[Any]) -> Iterator[date]:
+    """The days in ``rows`` that are days: a SendNotice may put any text in its params,
+    and one that is not must neither count nor stop every version read after it."""
+    for row in rows:
+        try:
+            yield date.fromisoformat(row["day"] or "")
+        except ValueError:
+            continue
 
 
 async def request_erased(conn: Connection, subject_id: UUID, request_id: UUID) -> bool:

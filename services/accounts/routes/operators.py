@@ -1060,7 +1060,9 @@ async def read_audit(
 
 async def _audit_position(conn: Connection, after_seq: int | None, after_id: int | None) -> int:
     """The chain_seq a page of the audit log starts after (0: from the first row)."""
-    if after_id is None:
+    if not after_id:  # none, or 0: from the first row, as after_id=0 always meant
+        if after_id == 0 and after_seq is not None:
+            raise _invalid_cursor("Give after_seq or after_id, not both.")
         return after_seq or 0
     if after_seq is not None:
         raise _invalid_cursor("Give after_seq or after_id, not both.")
@@ -1107,8 +1109,8 @@ def refuse_misleading_title(title: str, bodies: tuple[str, ...], *, security_not
 
 def refuse_foreign_links(ctx: Context, **fields: str) -> None:
     """422 for text the notifier's compliance gate would refuse for a link to a host not
-    ours (P-21), any scheme or none ("x.com/offer", or a missing space: "done.Please"):
-    told now, not found later as an email dead-lettered for every user."""
+    ours (P-21), any scheme or none ("x.com/offer", "www.x.net"): told now, not found
+    later as an email dead-lettered for every user."""
     ours = frozenset(h.casefold() for h in ctx.settings.accounts_link_hosts)
     errors = [
         {"location": f"body.{name}", "message": f"links to {', '.join(foreign)}",
@@ -1122,8 +1124,8 @@ def refuse_foreign_links(ctx: Context, **fields: str) -> None:
             "Link not ours",
             "Emails link only to our own sites: "
             + "; ".join(f"{e['location'].removeprefix('body.')} {e['message']}" for e in errors)
-            + " (a link whose address cannot be read shows as ?). Reword it, or add the"
-            " missing space after a full stop.",
+            + " (a link whose address cannot be read shows as ?). Link to our own sites"
+            " only, or name the other site without writing its address.",
             slug="foreign-link",
             errors=errors,
         )

@@ -176,7 +176,13 @@ def _link_problems(email: OutgoingEmail, policy: GatePolicy) -> list[str]:
     # stays out of the reason, which is stored and published: it may be one of ours
     # with a token in it.
     tags = unescape(" ".join(_TAG.findall(email.html)))
-    found = [links.hosts(part) for part in (email.text, _visible_text(email.html), tags)]
+    # Our own configured words are no link of a third party's, whatever a client makes
+    # of them ("Pty.Ltd", "P.O.Box": .ltd and .box are top-level domains).
+    ours = [_spaced(w) for w in (policy.postal_address, policy.ad_label) if w.strip()]
+    parts = [_spaced(email.text), _visible_text(email.html)]
+    for words in ours:
+        parts = [part.replace(words, " ") for part in parts]
+    found = [links.hosts(part) for part in (*parts, tags)]
     hosts = frozenset[str]().union(*(f.found for f in found))
     foreign = sorted(h for h in hosts if h not in policy.link_hosts)
     problems = [f"links to third-party hosts: {', '.join(foreign)}"] if foreign else []

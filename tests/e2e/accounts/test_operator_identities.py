@@ -405,3 +405,11 @@ async def test_the_audit_log_is_read_a_page_at_a_time_to_its_end(
     )
     assert [row["id"] for row in after.json()] == [ids[4]]
     assert "link" not in after.headers
+    # after_id=0 (deprecated, as clients started paging with it) is the first page still.
+    start = await client.get(
+        f"{API}/operator/audit",
+        params={"subject_id": user.id, "after_id": 0, "limit": 2},
+        headers=officer.headers,
+    )
+    assert start.status_code == 200, start.text
+    assert [row["id"] for row in start.json()] == pages[0]

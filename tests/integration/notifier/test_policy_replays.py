@@ -5,11 +5,12 @@ is the policy in force until then."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from services.notifier import handlers
+from services.notifier import handlers, store
 from shared.bus.delivery import Delivery
 from shared.events import envelope_for
 from shared.events.catalogue.accounts import PolicyVersionPublished
@@ -53,3 +54,20 @@ async def test_a_version_read_before_a_later_one_takes_effect_is_announced(
     await _read(pool, _published("2031-04", -10), _published("2031-06", 60))
     await _read(pool, _published("2031-05", 30))
     assert await _announced(pool) == {"2031-04", "2031-05", "2031-06"}
+
+
+async def test_a_policy_notice_dated_by_no_day_stops_no_later_version(
+    pool: asyncpg.Pool,
+) -> None:
+    """A SendNotice may name the policy_change template with any text for its date: it
+    neither counts as a version in force nor fails the versions read after it."""
+    odd = store.Notice(
+        notice_id=uuid.uuid4(), template="policy_change", category="policy_change",
+        audience="listed", user_ids=(uuid.uuid4(),),
+        params={"policy_version": "odd", "summary": "s", "effective_at": "soon"},
+        channels=("inbox",), recipient="user", pinned=True, source="accounts",
+    )  # fmt: skip
+    async with pool.acquire() as conn, conn.transaction():
+        await handlers.accept_notice(conn, odd)
+    await _read(pool, _published("2031-07", 10))
+    assert await _announced(pool) == {"odd", "2031-07"}

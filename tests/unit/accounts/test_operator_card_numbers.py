@@ -120,7 +120,7 @@ async def test_a_title_the_email_gate_would_refuse_is_refused_when_typed(
         ("support", "/operator/announcements", ANNOUNCEMENT, "message",
          "Book at deals.example.com/spring today.", "deals.example.com"),
         ("privacy_officer", "/operator/incidents", INCIDENT, "message",
-         "We reset every password.Please sign in again.", "password.please"),
+         "Questions? imt-support.help answers.", "imt-support.help"),
         ("privacy_officer", "/operator/incidents", INCIDENT, "title",
          "Phishing from www.imt-help.net", "www.imt-help.net"),
         ("privacy_officer", "/operator/policy-versions", POLICY, "summary",
@@ -130,7 +130,11 @@ async def test_a_title_the_email_gate_would_refuse_is_refused_when_typed(
 async def test_a_notice_linking_outside_our_sites_is_refused_when_typed(
     role: str, path: str, body: dict[str, Any], field: str, text: str, named: str
 ) -> None:
-    ours = {**body, field: f"{body[field]} See https://www.phonedoctorbiz.com/privacy."}
+    # Our own site, and words no mail client makes a link of, reach the store.
+    ours = {
+        **body,
+        field: f"{body[field]} See https://www.phonedoctorbiz.com/privacy, report.pdf, v2.1.",
+    }
     async with _client() as client:
         clean = await client.post(path, json=ours, headers=_as(role))
         refused = await client.post(path, json={**body, field: text}, headers=_as(role))

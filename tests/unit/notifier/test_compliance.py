@@ -356,7 +356,6 @@ def test_a_misleading_subject_written_as_an_encoded_word_is_refused(subject: str
         ("See partner-deals.com/offer", "partner-deals.com"),
         ("Deals: PARTNER-DEALS.COM.", "partner-deals.com"),
         ("Files at ftp://evil.example/x", "evil.example"),
-        ("Write to deals@partner-deals.com", "partner-deals.com"),
         ("Ours and theirs: phonedoctorbiz.com,partner-deals.com", "partner-deals.com"),
         (fullwidth("partner-deals.com") + " now", "partner-deals.com"),
         ("partner-deals\u3002com", "partner-deals.com"),  # an ideographic full stop
@@ -410,3 +409,38 @@ def test_our_own_hosts_and_mailboxes_in_words_pass() -> None:
     ):
         email = render(template, category, message=message)
         assert compliance.check(email, POLICY) == [], template
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        "Write to offers@partner-deals.com",  # an address is written to, not visited
+        "Open report.pdf, policy.txt or index.html",  # no such top-level domain
+        "Built on Node.js; see section 4.2.Privacy, v2.beta and 3.0.rc1",
+        "We reset every password.Please sign in again.",  # .please is no domain
+        "Saved in C:\\Users\\report.pdf",  # a backslash, but no host to lead to
+    ],
+)
+def test_words_no_mail_client_makes_a_link_of_pass(words: str) -> None:
+    """Clients link a bare name only when it ends in a top-level domain (IANA's list):
+    refusing file names, versions or a missing space would dead-letter a notice, a breach
+    notice too, for every user."""
+    email = render("incident", "account_security", message=words)
+    assert compliance.check(email, POLICY) == [], words
+
+
+def test_our_configured_postal_address_and_label_are_no_third_party_links() -> None:
+    """ "Pty.Ltd" and "P.O.Box" end in top-level domains (.ltd, .box): in the footer
+    every email carries, they are our own words, not a link to anyone."""
+    policy = dataclasses.replace(POLICY, postal_address="iMT Pty.Ltd., P.O.Box 42, Sydney NSW 2000")
+    email = render("marketing_newsletter", "marketing", message="Spring offers.")
+    email = dataclasses.replace(
+        email,
+        text=email.text.replace(POLICY.postal_address, policy.postal_address),
+        html=email.html.replace(POLICY.postal_address, policy.postal_address),
+    )
+    assert policy.postal_address in email.text
+    assert compliance.check(email, policy) == []
+    # The control: the same words typed by an operator are judged as anyone's.
+    typed = render("service_announcement", "service_announcement", message="Pty.Ltd rules")
+    assert compliance.check(typed, POLICY) == ["links to third-party hosts: pty.ltd"]
