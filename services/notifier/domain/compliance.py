@@ -73,9 +73,13 @@ _TAG = re.compile(r"<[^>]+>")
 
 
 def _spaced(text: str) -> str:
-    return re.sub(r"\s+", " ", text)
+    # str.split's whitespace is re's \s: the same runs, collapsed many times faster.
+    return " ".join(text.split())
 
 
+# Several checks read the same email's HTML (the subject's claims, the marketing label,
+# the links): read once per email.
+@functools.lru_cache(maxsize=4)
 def _visible_text(html: str) -> str:
     """What a reader sees of ``html``: tags out, then entities read (in that order, so an
     escaped ``&lt;b&gt;`` stays text), so that it compares with plain text: the template
