@@ -99,12 +99,17 @@ class NotifierSettings(PlatformSettings):
     notifier_unsubscribe_mailto: str = Field(
         "service@phonedoctorbiz.com", description="mailto: target of List-Unsubscribe."
     )
+    # Never blank (CAN-SPAM, P-29, P-30): blank text is found in any email, so the gate
+    # would pass marketing without a label or an address.
     notifier_postal_address: str = Field(
         "iMT (Phone Doctor), 100 Main Street, Springfield, IL 62701, USA",
+        pattern=r"\S",
         description="The business's physical address, printed in every marketing email.",
     )
     notifier_ad_label: str = Field(
-        "Advertisement", description="Label identifying marketing email as an advertisement."
+        "Advertisement",
+        pattern=r"\S",
+        description="Label identifying marketing email as an advertisement.",
     )
     notifier_list_id: str = Field(
         "iMT notices <notices.phonedoctorbiz.com>", description="List-Id header value."

@@ -139,6 +139,22 @@ def test_marketing_without_label_or_address_is_refused() -> None:
     assert "marketing email lacks the business's postal address" in reasons
 
 
+@pytest.mark.promise("P-30")
+@pytest.mark.promise("P-29")
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_label_or_postal_address_labels_nothing(blank: str) -> None:
+    """Blank text is found in any email: neither in the settings nor at the gate does it
+    stand for a label or an address (the email carries neither)."""
+    email = _marketing_with(blank, blank)
+    policy = dataclasses.replace(POLICY, postal_address=blank, ad_label=blank)
+    reasons = compliance.check(email, policy)
+    assert "marketing email is not labelled as an advertisement" in reasons
+    assert "marketing email lacks the business's postal address" in reasons
+    for setting in ("notifier_postal_address", "notifier_ad_label"):
+        with pytest.raises(ValueError, match=setting):
+            NotifierSettings(environment="test", **{setting: blank})
+
+
 def _marketing_with(postal_address: str, ad_label: str) -> OutgoingEmail:
     footer = Footer(SETTINGS.notifier_public_base_url, postal_address, ad_label)
     rendered = Renderer().email(
