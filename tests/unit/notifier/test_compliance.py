@@ -152,7 +152,7 @@ def test_a_blank_label_or_postal_address_labels_nothing(blank: str) -> None:
     assert "marketing email lacks the business's postal address" in reasons
     for setting in ("notifier_postal_address", "notifier_ad_label"):
         with pytest.raises(ValueError, match=setting):
-            NotifierSettings(environment="test", **{setting: blank})
+            NotifierSettings.model_validate({"environment": "test", setting: blank})
 
 
 def _marketing_with(postal_address: str, ad_label: str) -> OutgoingEmail:

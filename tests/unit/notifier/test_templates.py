@@ -6,7 +6,7 @@ import jinja2
 import pytest
 
 from services.notifier.domain import compliance, slots
-from services.notifier.domain.templates import TEMPLATES, Footer, Renderer
+from services.notifier.domain.templates import TEMPLATES, Footer, RenderedEmail, Renderer
 from tests.unit.notifier.test_compliance import PARAMS, POLICY, SETTINGS, URL, outgoing
 
 FOOTER = Footer(
@@ -122,9 +122,15 @@ def test_operators_line_breaks_and_paragraphs_reach_the_html_part(
     """Escaped, a blank line a new paragraph, a line break a <br>; filled as rendered in
     full, and the gate still passes the email."""
     params = {**PARAMS, param: OPERATOR_TEXT}
-    kwargs = {"category": category, "name": "Ada", "unsubscribe_url": URL, "footer": FOOTER}
-    filled = Renderer().email(template, params=params, **kwargs)
-    assert filled == Renderer(skeletons=False).email(template, params=params, **kwargs)
+
+    def render(renderer: Renderer) -> RenderedEmail:
+        return renderer.email(
+            template, category=category, params=params, name="Ada", unsubscribe_url=URL,
+            footer=FOOTER,
+        )  # fmt: skip
+
+    filled = render(Renderer())
+    assert filled == render(Renderer(skeletons=False))
     assert OPERATOR_HTML in filled.html
     assert "1. Reset <b>it</b>\n2. Sign in" in filled.text
     assert compliance.check(outgoing(category, filled), POLICY) == []
