@@ -15,6 +15,9 @@ UV  := $(PYTHON_BOOT) -m uv
 PIP_INSTALL_UV = $(PYTHON_BOOT) -m pip install --quiet $(1) "uv==$(UV_VERSION)"
 PY  := .venv/bin/python
 STACK := $(PY) deploy/local/stack.py
+# A command run where the stack is: IMT_KAFKA_PORT, IMT_PG_PORT and the like translated
+# into the settings the services read, as the service processes get them.
+ON_STACK := $(PY) deploy/local/on_stack.py
 
 .PHONY: help setup run stop test test-unit test-integration check format bench promises docs backup restore audit-verify clean
 
@@ -69,12 +72,14 @@ stop: setup
 # The slow first start (apt, Maven) happens here, outside any test's time limit: the
 # Debian packages the run starts (PostgreSQL, nginx, Prometheus, Chromium; Java and
 # Maven are the machine's), then the infrastructure the first tests use. The test run reuses what is up (and stops it
-# after when IMT_TEST_STOP_STACK=1, as in CI).
+# after when IMT_TEST_STOP_STACK=1, as in CI): whatever happened, a start that failed
+# half-way or a collection error too, which leave pytest no teardown to run; make then
+# fails as pytest did.
 test: setup
 	@rm -rf .reports
 	$(STACK) install
-	$(STACK) up --only kafka,postgres,smtp
-	$(PY) -m pytest --durations=15
+	status=0; $(STACK) up --only kafka,postgres,smtp && $(PY) -m pytest --durations=15 \
+		|| status=$$?; $(PY) -m tests.support.infra stop-if-asked; exit $$status
 	@echo
 	@$(PY) tools/promises.py
 
@@ -105,17 +110,17 @@ docs: setup
 # Snapshot every service database (pg_dump) into the backup folder, then drop snapshots
 # past retention: deletion requests wait in backups_pending until theirs expire.
 backup: setup
-	$(PY) -m services.deletion.backups take
-	$(PY) -m services.deletion.backups expire
+	$(ON_STACK) $(PY) -m services.deletion.backups take
+	$(ON_STACK) $(PY) -m services.deletion.backups expire
 
 # Restore a snapshot (SNAPSHOT=<id>, default the newest) and replay the deletion ledger.
 restore: setup
-	$(PY) -m services.deletion.backups restore $(or $(SNAPSHOT),latest)
+	$(ON_STACK) $(PY) -m services.deletion.backups restore $(or $(SNAPSHOT),latest)
 
 # The operator audit log's hash chain, recomputed, and checked against the links Kafka
 # holds (accounts.audit): exit 1 and the first broken link when either fails.
 audit-verify: setup
-	$(PY) -m services.accounts.audit_chain
+	$(ON_STACK) $(PY) -m services.accounts.audit_chain
 
 clean: stop
 	$(STACK) down --wipe

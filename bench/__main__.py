@@ -82,8 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = select(args.only)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
-    from deploy.local import stack
+    from deploy.local import services, stack
 
+    # The stack where IMT_KAFKA_PORT and the like put it, in every settings object built
+    # from here on (here, in each benchmark, in the processes they start).
+    services.use_stack_env()
     stack.ensure_up(["kafka", "postgres"])
     ctx = BenchContext(PlatformSettings(), events=args.events, repeats=args.repeats)
     # In-process measurements (the bus consumer, relay, the raw baselines beside them)

@@ -81,7 +81,11 @@ PROBLEMS = {
         " Check before sending it again.",
     ),
     "rate_limited": (429, "Too Many Requests", "Slow down: too many requests from you."),
-    "too_large": (413, "Content Too Large", "Request bodies are limited to 64 KiB."),
+    "too_large": (
+        413,
+        "Content Too Large",
+        "The request body is larger than this path takes (64 KiB for most).",
+    ),
     "not_found": (404, "Not Found", "No service answers this path."),
     "bad_request": (400, "Bad Request", "The request could not be read."),
     # nginx's 494 (a header line or all headers past large_client_header_buffers) is a
@@ -273,6 +277,17 @@ LONG_CHECKS = {
 }
 LONG_CHECK_TIMEOUT = "10m"
 
+# Request bodies: BODY_LIMIT, which every route's largest valid body fits but operators'
+# bulk calls, each sized for its own (tests/unit/deploy/test_gateway_conf.py computes
+# every route's largest body from its schema and holds it to its location's limit): an
+# incident's 20,000 affected users (~860 KB of JSON, accounts' IncidentIn) and a replay
+# of 10,000 dead letters (~230 KB, the notifier's Replay).
+BODY_LIMIT = "64k"
+BULK_BODIES = {
+    "accounts": ("/api/accounts/operator/incidents", "1m"),
+    "notifier": ("/api/notifier/ops/dead-letters/replay", "256k"),
+}
+
 # The live inbox (server-sent events) holds a connection for up to an hour; without a
 # cap, one address could open enough of them to take every worker connection.
 INBOX_STREAM = "/api/notifier/inbox/stream"
@@ -352,7 +367,12 @@ def render_site(place: Placement, version: str = "") -> str:
     """Server body shared by the http and https listeners; /healthz names ``version``."""
     headers = f"{place.conf_dir}/headers.conf"
     services = "|".join(place.upstreams)
-    own_routes = _inbox_stream(place) + _long_checks(place) + _operator_routes(place, services)
+    own_routes = (
+        _inbox_stream(place)
+        + _long_checks(place)
+        + _bulk_bodies(place)
+        + _operator_routes(place, services)
+    )
     return f"""\
 root {place.web_root};
 index index.html;
@@ -445,6 +465,18 @@ def _long_checks(place: Placement) -> str:
     )
 
 
+def _bulk_bodies(place: Placement) -> str:
+    # Before the operators' regex, which would match these too: the first match wins.
+    # The buffer is the limit: such a body stays in memory, as every other one does.
+    return "".join(
+        f"location ~ ^{path}/?$ {{\n{_operators_only(place)}"
+        f"    client_max_body_size {size};\n    client_body_buffer_size {size};\n"
+        f"    proxy_pass http://svc_{service};\n{_PROXY}{_BUFFERED}}}\n\n"
+        for service, (path, size) in BULK_BODIES.items()
+        if service in place.upstreams
+    )
+
+
 def _inbox_stream(place: Placement) -> str:
     if "notifier" not in place.upstreams:
         return ""
@@ -482,6 +514,19 @@ def local_placement(layout: Layout, tls: TlsFiles) -> Placement:
 # that follows the first /unsubscribe/ goes (it could hold a second one).
 UNSUBSCRIBE_IN_PATH = '"~*^(?<imt_log_head>.*?/unsubscribe/)."'
 UNSUBSCRIBE_LOGGED = '"${imt_log_head}{token}"'
+# A mailed link's token follows a "#" (/reset-password#token=...), which a browser never
+# sends; a link rewriter may encode it (%23, and $uri is decoded), and the page's 404 is
+# logged: all that follows an encoded "#" or "?" goes.
+MARK_IN_PATH = '"~^(?<imt_mark_head>[^#?]*)(?<imt_mark>[#?])"'
+MARK_LOGGED = '"${imt_mark_head}${imt_mark}{token}"'
+# A token pasted anywhere else: a run of 20 characters or more of the URL-safe alphabet
+# with a capital, a digit or an underscore in it (a token_urlsafe(32) lacks all three
+# once in 10^16). No route's name is one: lower case and hyphens
+# (/deletion-cancellations). One is replaced; a path with another is not logged at all
+# (PERSONAL_LEFT).
+_URLSAFE_RUN = "(?<![A-Za-z0-9_-])(?=[A-Za-z0-9_-]{20})(?=[a-z-]*[A-Z0-9_])[A-Za-z0-9_-]+"
+RUN_IN_PATH = f'"~^(?<imt_key_head>.*?){_URLSAFE_RUN}(?<imt_key_tail>.*)$"'
+RUN_LOGGED = '"${imt_key_head}{token}${imt_key_tail}"'
 # $uri is decoded, and escape=json passes bytes above 0x7f as they are: a path of %FF
 # would write a byte no UTF-8 reader (log shipper, json.loads) takes. A path that is not
 # UTF-8 is logged as UNREADABLE_PATH; PCRE in nginx matches bytes, one character each.
@@ -505,14 +550,15 @@ _PERSONAL_SEGMENT = "(?=[^/]*@|(?:[^/0-9]*[0-9]){5})"
 PERSONAL_PATTERN = f"/{_PERSONAL_SEGMENT}[^/]+"
 # Each map replaces the first of these left, in this order. A path with more personal
 # segments than the maps, or eight digits or more left in all (a card number split
-# across segments, /4111/1111/1111/1111), is not logged at all (PERSONAL_LEFT).
+# across segments, /4111/1111/1111/1111), or a second token, is not logged at all
+# (PERSONAL_LEFT).
 ID_RULES = (
     *(3 * [(UUID_PATTERN, "{id}")]),
     (NUMBER_PATTERN, "/{id}"),
     *(3 * [(PERSONAL_PATTERN, "/{id}")]),
 )
 ID_MAPS = len(ID_RULES)
-PERSONAL_LEFT = f'"~/{_PERSONAL_SEGMENT}|^(?:[^0-9]*[0-9]){{8}}"'
+PERSONAL_LEFT = f'"~/{_PERSONAL_SEGMENT}|^(?:[^0-9]*[0-9]){{8}}|{_URLSAFE_RUN}"'
 WITHHELD_PATH = "{withheld}"
 
 
@@ -571,20 +617,29 @@ fastcgi_temp_path {tmp}/fastcgi;
 uwsgi_temp_path {tmp}/uwsgi;
 scgi_temp_path {tmp}/scgi;
 
-# Unsubscribe tokens never expire and act without a login: whoever reads one in a log
-# can unsubscribe its recipient, so the path is logged without it.
+# Tokens act without a login, and some never expire (unsubscribe, deletion status):
+# whoever reads one in a log can act as its recipient (reset their password, say), so
+# the path is logged without it.
 {_id_maps()}map $imt_log_{ID_MAPS} $imt_log_tokenless {{
     default $imt_log_{ID_MAPS};
     {UNSUBSCRIBE_IN_PATH} {UNSUBSCRIBE_LOGGED};
 }}
-map $imt_log_tokenless $logged_path {{
+map $imt_log_tokenless $imt_log_unmarked {{
+    default $imt_log_tokenless;
+    {MARK_IN_PATH} {MARK_LOGGED};
+}}
+map $imt_log_unmarked $imt_log_keyless {{
+    default $imt_log_unmarked;
+    {RUN_IN_PATH} {RUN_LOGGED};
+}}
+map $imt_log_keyless $logged_path {{
     default "{UNREADABLE_PATH}";
     {PERSONAL_LEFT} "{WITHHELD_PATH}";
-    {UTF8_PATH} $imt_log_tokenless;
+    {UTF8_PATH} $imt_log_keyless;
 }}
 
 # Privacy: no client address, no query string ($uri has none), no referrer, no user agent,
-# no unsubscribe token, no id, no address or number a caller put in the path.
+# no token, no id, no address or number a caller put in the path.
 log_format privacy escape=json '{{"time":"$time_iso8601","method":"$request_method",'
     '"path":"$logged_path","status":$status,"bytes":$body_bytes_sent,'
     '"request_time":$request_time,"upstream":"$upstream_addr","request_id":"$imt_request_id",'
@@ -627,11 +682,12 @@ limit_req_status 429;
 limit_conn_zone $binary_remote_addr zone=streams_per_client:10m;
 limit_conn_log_level info;
 limit_conn_status 429;
-client_max_body_size 64k;
+client_max_body_size {BODY_LIMIT};
 # Bodies and responses hold personal data in the clear: kept in memory, never spooled to
-# temporary files (a request body is at most client_max_body_size; a response larger than
-# the proxy buffers is passed on as it comes instead).
-client_body_buffer_size 64k;
+# temporary files (a request body is at most client_max_body_size, here and in the
+# operators' bulk locations; a response larger than the proxy buffers is passed on as it
+# comes instead).
+client_body_buffer_size {BODY_LIMIT};
 
 # HSTS belongs to https responses only; it is in headers.conf with the others because
 # the problem locations include that file (their add_header replaces the server's).

@@ -21,9 +21,11 @@ if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 import argparse
+import contextlib
 import signal
 import subprocess
 import time
+from typing import TextIO
 
 from deploy.local import gateway, services, stack
 from deploy.local.layout import HOST, REPO_ROOT, Layout
@@ -85,6 +87,13 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _say(text: str, stream: TextIO | None = None) -> None:
+    """Print, unless the terminal is gone: closed, it fails every write (EIO) before its
+    SIGHUP arrives, and what was to be said must not stop the stop that follows."""
+    with contextlib.suppress(OSError):
+        print(text, file=stream or sys.stdout, flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make run")
     parser.add_argument("--stop", action="store_true", help="stop everything and exit")
@@ -128,7 +137,7 @@ def _run(layout: Layout) -> int:
         print_urls(layout, stack.ensure_up(layout=layout))
         return run_services(layout)
     except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}", sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0
@@ -137,7 +146,7 @@ def _run(layout: Layout) -> int:
         # its process group (ours, under honcho), would leave daemons running.
         for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(stop_signal, signal.SIG_IGN)
-        print("\nstopping the infrastructure (data kept)...", flush=True)
+        _say("\nstopping the infrastructure (data kept)...")
         # Those honcho did not stop (it died first, on a closed terminal, say).
         services.stop_processes(layout=layout)
         stack.shut_down(layout=layout)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import http.client
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -57,6 +58,13 @@ def stack_env(layout: Layout) -> dict[str, str]:
     }
 
 
+def use_stack_env() -> None:
+    """The local stack's whereabouts in os.environ, unless set explicitly: for a program
+    that builds the services' settings itself (the benchmarks)."""
+    for name, value in stack_env(Layout.from_env()).items():
+        os.environ.setdefault(name, value)
+
+
 def process_env() -> dict[str, str]:
     """The environment service processes run with: the venv first on PATH, the local
     stack's whereabouts unless set explicitly."""
@@ -73,11 +81,32 @@ def honcho_procfile(layout: Layout, entries: Mapping[str, str]) -> str:
     """The Procfile ``make run`` hands honcho: each process first writes its pid where
     :func:`running` looks (the shell's pid, which ``exec`` gives to the service), so
     ``make stop`` finds it even after honcho died (a closed terminal) and a test run
-    reuses it rather than start a second copy."""
+    reuses it rather than start a second copy. Its output goes to honcho (the terminal)
+    and to ``logs/<name>.log``, where the runbook reads it, as after a test run."""
     return "".join(
-        f"{name}: echo $$ > {layout.pidfile(f'svc-{name}')} && exec {command}\n"
-        for name, command in entries.items()
+        f"{name}: {_logged_exec(layout, name, command)}\n" for name, command in entries.items()
     )
+
+
+def _logged_exec(layout: Layout, name: str, command: str) -> str:
+    # Through a FIFO that tee reads, not a pipe: a pipeline would run the service in a
+    # child of the shell, and the pid written would not be the service's. tee is in the
+    # service's process group, which honcho stops with SIGTERM: it ignores that (and
+    # Ctrl-C, a closed terminal, honcho gone) to log the service's last lines, and ends
+    # with it.
+    pidfile = shlex.quote(str(layout.pidfile(f"svc-{name}")))
+    fifo = shlex.quote(str(output_fifo(layout, name)))
+    log = shlex.quote(str(layout.log(name)))
+    tee = f"(trap '' INT TERM HUP PIPE; exec tee -a {log}) < {fifo} &"
+    return (
+        f"echo $$ > {pidfile} && rm -f {fifo} && mkfifo -m 600 {fifo}"
+        f" && {{ {tee} }} && exec {command} > {fifo} 2>&1"
+    )
+
+
+def output_fifo(layout: Layout, name: str) -> Path:
+    """Where a process of ``make run`` writes its output, for tee to read."""
+    return layout.run / f"svc-{name}.out"
 
 
 def make_run_lock(layout: Layout) -> Path:
@@ -183,6 +212,7 @@ def stop_processes(names: Iterable[str] | None = None, layout: Layout | None = N
     procs.stop_pids(pid for name in names if (pid := running(layout, name)) is not None)
     for name in names:
         layout.pidfile(f"svc-{name}").unlink(missing_ok=True)
+        output_fifo(layout, name).unlink(missing_ok=True)
 
 
 def api_ready(service: str) -> bool:

@@ -49,7 +49,8 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 class ServiceGauges(Protocol):
-    """A service's own gauges, registered once and set from its database at each scrape."""
+    """A service's own gauges, registered once and set from its database at each scrape.
+    One may also have ``async close()``, called before the runtime closes."""
 
     async def refresh(self, runtime: Runtime) -> None: ...
 
@@ -180,6 +181,14 @@ def serve_openapi(app: FastAPI, prefix: str) -> None:
         return JSONResponse(app.openapi())
 
 
+async def _close_gauges(gauges: ServiceGauges | None) -> None:
+    # What a scrape left running (the audit chain's whole check) holds a connection of
+    # the runtime's pool, whose close would wait for it.
+    close = getattr(gauges, "close", None)
+    if close is not None:
+        await close()
+
+
 def service_app(
     *,
     service: str,
@@ -217,6 +226,7 @@ def service_app(
                     yield
                 finally:
                     holder.pop("runtime", None)
+                    await _close_gauges(own)
                     if watch is not None:
                         await watch.close()
         finally:

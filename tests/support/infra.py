@@ -9,6 +9,7 @@ stack (that one stops it).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -28,8 +29,7 @@ def stack() -> Iterator[None]:
     os.environ.setdefault("IMT_GATEWAY_RATE_PER_SECOND", "5000")
     local_stack.ensure_up(["kafka", "postgres", "smtp", "gateway"])
     yield
-    if stops_stack_after():
-        local_stack.shut_down()
+    stop_if_asked()
 
 
 def stops_stack_after() -> bool:
@@ -41,6 +41,18 @@ def stops_stack_after() -> bool:
     if os.environ.get("IMT_TEST_STOP_STACK") != "1":
         return False
     return not services.make_run_active(Layout.from_env())
+
+
+def stop_if_asked() -> bool:
+    """Stop the stack if :func:`stops_stack_after` says so; whether it was stopped. At
+    the session's end, and from the Makefile after pytest whatever its outcome: a
+    collection error, or a start that failed half-way, leave no session end."""
+    from deploy.local import stack as local_stack
+
+    if not stops_stack_after():
+        return False
+    local_stack.shut_down()
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +83,10 @@ async def scratch_topic(settings: PlatformSettings) -> AsyncIterator[str]:
     """A fresh ``bus.selftest.<id>`` topic with its DLQ, deleted after the test."""
     async with new_scratch_topic(settings) as name:
         yield name
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["stop-if-asked"]:
+        sys.exit("usage: python -m tests.support.infra stop-if-asked")
+    if stop_if_asked():
+        print("stack stopped (IMT_TEST_STOP_STACK=1)")

@@ -15,6 +15,8 @@ from urllib.parse import parse_qs
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from deploy.local.layout import Layout
+from deploy.local.tls import tls_files
 from shared.auth import issue_token
 from shared.bus.kafka_options import client_options
 from shared.config import DEV_TOKEN_PRIVATE_KEY, PlatformSettings
@@ -25,7 +27,8 @@ from shared.events.catalogue.notifier import SendNotice
 from tests.support.cards import sealed
 from tests.support.mailbox import Mailbox, eventually
 
-CA_FILE = "/tmp/imt-privacy/tls/ca.pem"  # the local stack CA
+# The local stack's CA, in its state folder (IMT_STATE_DIR may move it).
+CA_FILE = str(tls_files(Layout.from_env().tls).ca)
 T = TypeVar("T")
 
 

@@ -252,6 +252,13 @@ def _watched(pool: asyncpg.Pool, clock: _Clock) -> tuple[AuditChainGauges, Runti
     return gauges, Runtime(PlatformSettings(), "accounts", pool, metrics), metrics
 
 
+async def _scrape(gauges: AuditChainGauges, runtime: Runtime) -> None:
+    """A scrape's refresh, and the whole-chain check it started (which goes on past the
+    scrape in the service) seen to its end."""
+    await gauges.refresh(runtime)
+    await gauges.settled()
+
+
 async def test_metrics_check_new_rows_at_each_scrape_and_old_ones_on_schedule(
     pool: asyncpg.Pool,
 ) -> None:
@@ -260,13 +267,13 @@ async def test_metrics_check_new_rows_at_each_scrape_and_old_ones_on_schedule(
     sample = metrics.registry.get_sample_value
     for n in range(5):
         await _audit(pool, n)
-    await gauges.refresh(runtime)
+    await _scrape(gauges, runtime)
     assert (sample("audit_chain_intact"), sample("audit_chain_rows")) == (1, 5)
 
     for n in range(3):
         await _audit(pool, n)
     clock.now += 60
-    await gauges.refresh(runtime)
+    await _scrape(gauges, runtime)
     assert (sample("audit_chain_intact"), sample("audit_chain_rows")) == (1, 8)
     assert sample("audit_chain_full_check_age_seconds") == 60
 
@@ -275,16 +282,16 @@ async def test_metrics_check_new_rows_at_each_scrape_and_old_ones_on_schedule(
         pool, "UPDATE audit_log SET purpose = 'nothing to see' WHERE chain_seq = 2"
     )
     clock.now += 60
-    await gauges.refresh(runtime)
+    await _scrape(gauges, runtime)
     assert sample("audit_chain_intact") == 1
     # ... and the next full check finds it, and says so until the chain holds again.
     clock.now += 3600
-    await gauges.refresh(runtime)
+    await _scrape(gauges, runtime)
     assert (sample("audit_chain_intact"), sample("audit_chain_rows")) == (0, 1)
     assert sample("audit_chain_full_check_age_seconds") == 0
     await _audit(pool, 9)
     clock.now += 60
-    await gauges.refresh(runtime)
+    await _scrape(gauges, runtime)
     assert sample("audit_chain_intact") == 0
 
 
@@ -293,12 +300,12 @@ async def test_a_new_row_changed_shows_at_the_next_scrape(pool: asyncpg.Pool) ->
     gauges, runtime, metrics = _watched(pool, clock)
     for n in range(5):
         await _audit(pool, n)
-    await gauges.refresh(runtime)
+    await _scrape(gauges, runtime)
     for n in range(2):
         await _audit(pool, n)
     await _as_owner_without_guards(pool, "DELETE FROM audit_log WHERE chain_seq = 6")
     clock.now += 15
-    await gauges.refresh(runtime)
+    await _scrape(gauges, runtime)
     assert metrics.registry.get_sample_value("audit_chain_intact") == 0
 
 
@@ -336,12 +343,12 @@ async def test_rows_cut_from_the_end_and_written_again_show_at_the_next_scrape(
     gauges, runtime, metrics = _watched(pool, clock)
     for n in range(5):
         await _audit(pool, n)
-    await gauges.refresh(runtime)
+    await _scrape(gauges, runtime)
     assert metrics.registry.get_sample_value("audit_chain_intact") == 1
     await _as_owner_without_guards(pool, "DELETE FROM audit_log WHERE chain_seq = 5")
     await _audit(pool, 7)  # row 5 again, linked from row 4
     clock.now += 15
-    await gauges.refresh(runtime)
+    await _scrape(gauges, runtime)
     assert metrics.registry.get_sample_value("audit_chain_intact") == 0
 
 

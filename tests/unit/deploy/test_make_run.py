@@ -145,3 +145,75 @@ def test_a_test_run_leaves_the_stack_of_a_make_run_up_even_when_asked_to_stop_it
         assert not stops_stack_after()
     monkeypatch.delenv("IMT_TEST_STOP_STACK")
     assert not stops_stack_after()
+
+
+# run.py serving until its terminal closes: with no Procfile entries, it waits (and says
+# so) where honcho would run the services.
+TERMINAL_HARNESS = """\
+import os, runpy, sys
+from deploy.local import services, stack
+
+calls = os.environ["CALLS"]
+
+def record(name):
+    def fake(*_args, **_kwargs):
+        with open(calls, "a") as handle:
+            handle.write(name + "\\n")
+        return {}
+    return fake
+
+services.stop_processes = record("stop_processes")
+services.procfile_entries = lambda *_args: {}
+stack.ensure_up = record("ensure_up")
+stack.shut_down = record("shut_down")
+sys.argv = [os.environ["RUN_PY"]]
+runpy.run_path(os.environ["RUN_PY"], run_name="__main__")
+"""
+
+
+# A terminal for the harness: it runs run.py on a pseudo-terminal, waits for it to
+# serve, closes the terminal as a closed window does, and exits 0 once run.py ended
+# (3 if it went on). A program of its own: pytest's process forks nothing.
+TERMINAL = """\
+import os, pty, select, sys, time
+pid, terminal = pty.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, "-c", os.environ["HARNESS"]])
+seen, deadline = b"", time.monotonic() + 60
+while b"infrastructure only" not in seen and time.monotonic() < deadline:
+    if select.select([terminal], [], [], 0.5)[0]:
+        seen += os.read(terminal, 1024)
+os.close(terminal)
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+        sys.exit(0)
+    time.sleep(0.1)
+os.kill(pid, 9)
+sys.exit(3)
+"""
+
+
+def test_closing_the_terminal_stops_the_services_and_the_infrastructure(layout: Layout) -> None:
+    """A closed terminal fails every write (EIO) before its SIGHUP comes: the farewell
+    line failed, and nothing was stopped (13 processes, Kafka, PostgreSQL... left up)."""
+    calls = layout.state.parent / "calls"
+    env = {
+        **os.environ,
+        "IMT_STATE_DIR": str(layout.state),
+        "CALLS": str(calls),
+        "RUN_PY": str(RUN_PY),
+        "PYTHONPATH": str(REPO_ROOT),
+        "HARNESS": TERMINAL_HARNESS,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", TERMINAL], env=env, capture_output=True, text=True,
+        timeout=180, check=False, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, "run.py went on after its terminal closed"
+    assert calls.read_text().split() == [
+        "stop_processes",
+        "ensure_up",
+        "stop_processes",
+        "shut_down",
+    ]

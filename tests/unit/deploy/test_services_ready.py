@@ -1,6 +1,8 @@
 """The test run waits for each API's readiness on the API's own port: the gateway hides it."""
 
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -74,6 +76,79 @@ def test_a_process_make_run_starts_is_found_by_its_pid_file(
     finally:
         proc.kill()
         proc.wait()
+
+
+# A service that says it started, and says it stops when told to (SIGTERM).
+TALKING_SERVICE = """\
+import os, signal, sys, time
+def stop(*_args):
+    print("stopping", file=sys.stderr, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("started", os.getpid(), flush=True)
+time.sleep(60)
+"""
+
+
+def _logged_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Layout, str]:
+    """A state folder, and the shell line `make run` hands honcho for a talking service."""
+    monkeypatch.setenv("IMT_STATE_DIR", str(tmp_path))
+    layout = Layout.from_env()
+    layout.prepare()
+    script = tmp_path / "talking_service.py"
+    script.write_text(TALKING_SERVICE)
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}"
+    [line] = services.honcho_procfile(layout, {"demo-api": command}).splitlines()
+    return layout, line.partition(": ")[2]
+
+
+def _as_honcho_starts(shell: str) -> subprocess.Popen[bytes]:
+    # Its own session, its output read from a pipe.
+    return subprocess.Popen(
+        ["/bin/sh", "-c", shell], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def test_make_run_writes_each_process_log_where_the_runbook_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/operations.md sends operators to logs/<process>.log: under `make run` the
+    output went to the terminal only. It goes to both, up to the service's last line
+    after honcho's SIGTERM to its process group, and the pid file still names it."""
+    layout, shell = _logged_demo(tmp_path, monkeypatch)
+    with _as_honcho_starts(shell) as proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline().decode()
+            assert first == f"started {proc.pid}\n"  # exec kept the shell's pid
+            os.killpg(proc.pid, signal.SIGTERM)  # honcho's stop
+            rest = proc.stdout.read().decode()  # until tee, the last writer, ends
+        finally:
+            proc.kill()
+    assert rest == "stopping\n"
+    assert layout.log("demo-api").read_text() == first + rest
+    assert procs.read_pid(layout.pidfile("svc-demo-api")) == proc.pid
+
+
+def test_a_process_whose_honcho_died_still_logs_its_last_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed terminal ends honcho first; run.py then stops the services."""
+    layout, shell = _logged_demo(tmp_path, monkeypatch)
+    with _as_honcho_starts(shell) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().decode() == f"started {proc.pid}\n"
+            proc.stdout.close()  # honcho gone
+            os.kill(proc.pid, signal.SIGTERM)  # run.py's stop, the service's pid alone
+            proc.wait(timeout=10)
+        finally:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while "stopping" not in layout.log("demo-api").read_text():
+        assert time.monotonic() < deadline, layout.log("demo-api").read_text()
+        time.sleep(0.05)
 
 
 # An API that dies at start (an import error, a port held) fails the wait at once, with

@@ -190,3 +190,18 @@ def test_postgres_include_is_not_appended_through_a_link(tmp_path: Path) -> None
     with pytest.raises(OSError, match="Too many levels of symbolic links"):  # O_NOFOLLOW
         postgres._append_include(conf)
     assert victim.read_text() == "precious"
+
+
+# The default state folder, written out: a test holding it misses a stack moved with
+# IMT_STATE_DIR (its CA, its logs), or finds another user's in /tmp.
+DEFAULT_STATE = "/tmp/imt-privacy"
+
+
+def test_no_test_looks_for_the_stack_at_the_default_state_folder() -> None:
+    tests = Path(__file__).resolve().parents[2]
+    holding = sorted(
+        str(path.relative_to(tests))
+        for path in tests.rglob("*.py")
+        if path != Path(__file__).resolve() and DEFAULT_STATE in path.read_text()
+    )
+    assert holding == [], "use Layout.from_env() (and tls_files for the CA) instead"
