@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from uuid import UUID
 
-from shared.events.catalogue.deletion import UNDER_LEGAL_HOLD
+from shared.events.catalogue.deletion import UNDER_LEGAL_HOLD, EraseSubject
 
 MONTHS = (
     "January", "February", "March", "April", "May", "June",
@@ -54,25 +53,19 @@ def kept_records(categories: Iterable[str]) -> str:
     )
 
 
-def erasure_done_params(
-    request_id: UUID,
-    *,
-    shredded_by: datetime | None,
-    backups_gone_by: datetime | None,
-    retain_categories: Iterable[str],
-    status_key: str | None = None,
-) -> dict[str, str]:
-    """The params of the email; a date the command did not carry (a deletion service
-    older than the fields) is left out, and the template says nothing of it. Without a
-    link's secret, the email tells the user to write in quoting the reference."""
-    params = {"request_id": str(request_id)}
-    if status_key is not None:
-        params["token"] = status_key  # a secret: dropped once the email is done
-    if shredded_by is not None:
-        params["shredded_by"] = utc_day(shredded_by)
-    if backups_gone_by is not None:
-        params["backups_gone_by"] = utc_day(backups_gone_by)
-    kept = kept_records(retain_categories)
+def erasure_done_params(command: EraseSubject) -> dict[str, str]:
+    """The params of the email ``command`` asks for; a date the command did not carry (a
+    deletion service older than the fields) is left out, and the template says nothing
+    of it. Without a link's secret, the email tells the user to write in quoting the
+    reference."""
+    params = {"request_id": str(command.request_id)}
+    if command.status_key is not None:
+        params["token"] = command.status_key  # a secret: dropped once the email is done
+    if command.shredded_by is not None:
+        params["shredded_by"] = utc_day(command.shredded_by)
+    if command.backups_gone_by is not None:
+        params["backups_gone_by"] = utc_day(command.backups_gone_by)
+    kept = kept_records(command.retain_categories)
     if kept:
         params["kept"] = kept
     return params

@@ -39,13 +39,7 @@ def _command(**fields: object) -> EraseSubject:
 
 
 def _email(command: EraseSubject) -> OutgoingEmail:
-    params = erasure_done_params(
-        command.request_id,
-        shredded_by=command.shredded_by,
-        backups_gone_by=command.backups_gone_by,
-        retain_categories=command.retain_categories,
-        status_key=command.status_key,
-    )
+    params = erasure_done_params(command)
     rendered = Renderer().email(
         "erasure_done",
         category="transactional",
@@ -113,10 +107,7 @@ def test_a_command_without_dates_says_none_and_no_kept_records_say_nothing() -> 
 
 def test_a_legal_hold_is_no_kept_category() -> None:
     params = erasure_done_params(
-        REQUEST,
-        shredded_by=None,
-        backups_gone_by=None,
-        retain_categories=("financial_records", UNDER_LEGAL_HOLD, "new_thing"),
+        _command(retain_categories=("financial_records", UNDER_LEGAL_HOLD, "new_thing"))
     )
     assert params["kept"] == (
         "financial records of your repairs (invoices), no longer linked to your account; new thing"
