@@ -418,7 +418,8 @@ CONSUMING = """\
   events of one subject keep their order within a topic.
 * **At least once.** A record may be delivered twice; deduplicate on the envelope `id`.
 * **Tombstones.** On compacted topics a null value erases the key (for example a
-  user's contact card after erasure): drop whatever you keep for that key.
+  user's contact card after erasure): drop whatever you keep for that key. Anywhere
+  else a record without a value is bad input, dead-lettered like the others.
 """
 
 

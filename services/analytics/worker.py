@@ -66,7 +66,7 @@ def build_app(settings: AnalyticsSettings) -> faust.App:
         # default (4096) the partitions are paused and each resume waits on a fetch.
         stream_buffer_maxsize=STREAM_BUFFER,
     )
-    source = app.topic(settings.analytics_visits_topic, schema=EnvelopeSchema(), allow_empty=True)
+    source = app.topic(settings.analytics_visits_topic, schema=EnvelopeSchema())
     runtimes: list[Runtime] = []
     lock = asyncio.Lock()
 
@@ -164,6 +164,8 @@ def sort_out(
                 visits.append((event, value.event))
             else:
                 refused.append((event, reason))
+        else:  # a tombstone (a visits topic named as no registered one), or not a visit
+            refused.append((event, f"not a visit: {type(value).__name__}"))
     return visits, refused
 
 

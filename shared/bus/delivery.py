@@ -13,6 +13,7 @@ from shared.events import (
     UnknownEventType,
     decode_event,
 )
+from shared.events.topics import declared_topic
 
 
 class Delivery(NamedTuple):
@@ -56,7 +57,12 @@ def read_record(
 ) -> Delivery | Tombstone | Rejected:
     """Decode and validate one record; never raises for bad input."""
     if value is None:
-        return Tombstone(key, topic, partition, offset)
+        declared = declared_topic(topic)
+        if declared is None or declared.takes_tombstones:
+            return Tombstone(key, topic, partition, offset)
+        # Only a compacted topic erases a key with it: anywhere else it is a record whose
+        # event is missing, which no handler would notice.
+        return Rejected(f"a record without a value on {declared.name}, which is not compacted")
     try:
         envelope, event = decode_event(value)
     except InvalidEnvelope as exc:

@@ -33,10 +33,15 @@ from shared.tracing import trace_id_of, trace_id_var
 
 
 class EnvelopeSchema(faust.Schema):  # type: ignore[type-arg]
-    """Keys stay bytes; values become Delivery, Tombstone or Rejected, never an error."""
+    """Keys stay bytes; values become Delivery, Tombstone or Rejected, never an error.
+
+    A record without a value is judged here too (a tombstone, or bad input where the
+    topic is not compacted): a topic must not be declared ``allow_empty``, with which
+    Faust hands such a record on as a bare None, past this schema.
+    """
 
     def __init__(self) -> None:
-        super().__init__(key_serializer="raw", value_serializer="raw")
+        super().__init__(key_serializer="raw", value_serializer="raw", allow_empty=False)
 
     def loads_key(self, app: AppT, message: Message, **_: Any) -> bytes | None:
         return message.key
@@ -82,7 +87,7 @@ def run_worker(app: faust.App) -> None:
 
 def envelope_topic(app: faust.App, topic: Topic) -> faust.TopicT:
     """The Faust view of a registry topic, decoded by :class:`EnvelopeSchema`."""
-    return app.topic(topic.name, schema=EnvelopeSchema(), allow_empty=True)
+    return app.topic(topic.name, schema=EnvelopeSchema())
 
 
 async def accepted(

@@ -17,7 +17,7 @@ def build_probe_app(
     settings: PlatformSettings, dsn: str, topic: str, group: str, **overrides: Any
 ) -> faust.App:
     app = create_faust_app(group, settings, **overrides)
-    source = app.topic(topic, schema=EnvelopeSchema(), allow_empty=True)
+    source = app.topic(topic, schema=EnvelopeSchema())
     pools: list[asyncpg.Pool] = []
 
     @app.agent(source, concurrency=1)

@@ -22,6 +22,14 @@ class Topic:
     consumed: bool = True
     retention_ms: int = 14 * DAY_MS
     extra_config: dict[str, str] = field(default_factory=dict)
+    #: Records without a value are read as tombstones here even though the topic is not
+    #: compacted (the bus's own tests use them as records without an id).
+    null_values: bool = False
+
+    @property
+    def takes_tombstones(self) -> bool:
+        """Whether a record without a value is a tombstone here, not bad input."""
+        return self.compacted or self.null_values
 
     def config(self, replication_factor: int = 1) -> dict[str, str]:
         """Broker-side topic configuration for ``replication_factor`` copies.
@@ -121,6 +129,7 @@ BUS_SELFTEST = Topic(
     "bus.selftest",
     "Events of the bus's own tests and benchmarks; never read by a service.",
     retention_ms=DAY_MS,
+    null_values=True,
 )
 
 PRIMARY_TOPICS: tuple[Topic, ...] = (
@@ -141,6 +150,17 @@ PRIMARY_TOPICS: tuple[Topic, ...] = (
     ANALYTICS_TRENDS,
     BUS_SELFTEST,
 )
+_BY_NAME = {t.name: t for t in PRIMARY_TOPICS}
+
+
+def declared_topic(name: str) -> Topic | None:
+    """The registered topic ``name`` is, or is derived from (``<declared>.<suffix>``: a
+    dead-letter topic, a test's scratch copy); None for a topic not registered here."""
+    while name:
+        if (topic := _BY_NAME.get(name)) is not None:
+            return topic
+        name = name.rpartition(".")[0]
+    return None
 
 
 def dead_letter_topic(source: Topic) -> Topic:

@@ -1,5 +1,6 @@
-"""A visit that cannot have happened is dead-lettered with the reason, and the visits
-around it on its partition are counted: the aggregator never stalls on one record.
+"""A visit that cannot have happened, or a record without any, is dead-lettered with the
+reason, and the visits around it on its partition are counted: the aggregator never
+stalls on one record, and none vanishes unseen.
 
 The test runs its own worker (:mod:`tests.e2e.analytics.worker_process`) on a scratch
 copy of analytics.visits, all the visits on one partition, the bad one between others.
@@ -39,13 +40,17 @@ def _visit(site: str, occurred_at: datetime | str) -> VisitRecorded:
 
 
 async def _publish_in_order(
-    settings: PlatformSettings, topic: str, visits: list[VisitRecorded]
+    settings: PlatformSettings, topic: str, visits: list[VisitRecorded | None]
 ) -> None:
-    """One partition, one at a time: each visit is at the offset after the previous."""
+    """One partition, one at a time: each visit is at the offset after the previous
+    (None: a record without a value)."""
     producer = reliable_producer(settings)
     await producer.start()
     try:
         for visit in visits:
+            if visit is None:
+                await producer.send_and_wait(topic, None, key=b"no-visit", partition=0)
+                continue
             envelope = envelope_for(visit, source="analytics", subject=None)
             await producer.send_and_wait(
                 topic, encode_envelope(envelope), partition=0, headers=envelope.headers()
@@ -81,13 +86,13 @@ async def _counted(conn: asyncpg.Connection, site: str) -> int:
     return int(visits)
 
 
-async def test_a_visit_from_the_end_of_time_is_dead_lettered_and_its_neighbours_counted(
-    settings: PlatformSettings, visits_topic: str
-) -> None:
-    site = unique_site()
+async def _dead_lettered_between_counted_visits(
+    settings: PlatformSettings, visits_topic: str, site: str, bad: VisitRecorded | None
+) -> tuple[ConsumerRecord, str]:
+    """The worker's letter of ``bad``, published between visits that must all count, and
+    the letter's reason."""
     now = datetime.now(UTC)
     before = [_visit(site, now) for _ in range(AROUND)]
-    bad = _visit(site, END_OF_TIME)
     # A collector's clock a little ahead of the worker's: still counted.
     after = [_visit(site, now + timedelta(seconds=30)) for _ in range(AROUND)]
     await _publish_in_order(settings, visits_topic, [*before, bad, *after])
@@ -119,10 +124,31 @@ async def test_a_visit_from_the_end_of_time_is_dead_lettered_and_its_neighbours_
     stalled += f"\n{log}"
     assert counted == 2 * AROUND, stalled
     assert len(letters) == 1, stalled
-    [letter] = letters
+    return letters[0], reasons[0]
+
+
+async def test_a_visit_from_the_end_of_time_is_dead_lettered_and_its_neighbours_counted(
+    settings: PlatformSettings, visits_topic: str
+) -> None:
+    site = unique_site()
+    bad = _visit(site, END_OF_TIME)
+    letter, reason = await _dead_lettered_between_counted_visits(settings, visits_topic, site, bad)
     assert letter.value is not None
     _, event = decode_event(letter.value)  # the record itself, to be replayed if need be
     assert isinstance(event, VisitRecorded)
     assert event.beacon_id == bad.beacon_id
-    assert "occurred_at" in reasons[0], reasons[0]
-    assert "future" in reasons[0], reasons[0]
+    assert "occurred_at" in reason, reason
+    assert "future" in reason, reason
+
+
+async def test_a_record_without_a_visit_is_dead_lettered_not_passed_over(
+    settings: PlatformSettings, visits_topic: str
+) -> None:
+    """A null value is a tombstone only on a compacted topic; analytics.visits is not."""
+    letter, reason = await _dead_lettered_between_counted_visits(
+        settings, visits_topic, unique_site(), None
+    )
+    assert letter.value is None
+    assert letter.key == b"no-visit"
+    assert "without a value" in reason, reason
+    assert "not compacted" in reason, reason

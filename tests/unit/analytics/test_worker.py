@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from services.analytics import handlers, store, worker
-from shared.bus import Delivery, Rejected, read_record
+from shared.bus import Delivery, Rejected, Tombstone, read_record
 from shared.events import Envelope, encode_envelope, envelope_for
 from shared.events.catalogue.analytics import VisitRecorded
 from shared.events.topics import ANALYTICS_VISITS
@@ -200,6 +200,15 @@ def test_a_batch_is_sorted_into_visits_to_count_and_records_to_dead_letter() -> 
     assert [event for event, _ in refused] == [events[1], events[2]]
     assert "occurred_at is in the future" in refused[0][1]
     assert refused[1][1] == "page: a control character"
+
+
+def test_a_record_that_is_no_visit_is_dead_lettered_not_passed_over() -> None:
+    """The codec gives a tombstone only where the topic takes them; still, the worker
+    drops nothing it cannot count unseen."""
+    events = [SimpleNamespace(value=Tombstone(b"k", "visits", 0, 0)), SimpleNamespace(value=None)]
+    visits, refused = worker.sort_out(events, NOW)
+    assert visits == []
+    assert refused == [(events[0], "not a visit: Tombstone"), (events[1], "not a visit: NoneType")]
 
 
 async def test_a_visit_whose_data_fails_the_counting_is_dead_lettered_and_the_others_counted() -> (

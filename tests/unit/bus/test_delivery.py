@@ -26,6 +26,27 @@ def test_a_null_value_is_a_tombstone() -> None:
     )
 
 
+@pytest.mark.parametrize("topic", ["analytics.trends", "accounts.contacts.5f2c", "bus.selftest.x"])
+def test_a_null_value_is_a_tombstone_where_the_topic_takes_them(topic: str) -> None:
+    assert isinstance(read_record(None, b"k", topic, 0, 0), Tombstone)
+
+
+@pytest.mark.parametrize(
+    "topic", ["deletion.commands", "notifier.commands", "analytics.visits", "policy.versions.x"]
+)
+def test_a_null_value_elsewhere_is_rejected_not_passed_over(topic: str) -> None:
+    """No handler acts on a tombstone there: acknowledged, the record would vanish
+    without a trace. Rejected, it is dead-lettered with the reason."""
+    read = read_record(None, b"k", topic, 0, 0)
+    assert isinstance(read, Rejected)
+    assert "without a value" in read.reason
+    assert "not compacted" in read.reason
+
+
+def test_a_null_value_on_a_topic_not_registered_here_is_a_tombstone() -> None:
+    assert isinstance(read_record(None, b"k", "someone.elses", 0, 0), Tombstone)
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
