@@ -19,7 +19,7 @@ STACK := $(PY) deploy/local/stack.py
 # into the settings the services read, as the service processes get them.
 ON_STACK := $(PY) deploy/local/on_stack.py
 
-.PHONY: help setup run stop test test-unit test-integration check format bench promises docs backup restore audit-verify clean
+.PHONY: help setup run stop test test-unit test-integration check format bench promises docs backup restore audit-verify on-stack clean
 
 help:
 	@echo "make run       start everything (infrastructure included); Ctrl-C stops it all"
@@ -27,10 +27,12 @@ help:
 	@echo "make check     ruff (format + lint) and mypy"
 	@echo "make bench     benchmarks; results in bench/results/latest.jsonl"
 	@echo "make promises  which promise is proved by which test (after make test)"
-	@echo "make docs      regenerate docs/ (event catalogue, topics, configuration)"
+	@echo "make docs      regenerate what is generated from the code: docs/ (events, topics,"
+	@echo "              configuration, OpenAPI, problems), web pages, compose and gateway files"
 	@echo "make backup    snapshot every service database; expire old snapshots"
 	@echo "make restore   restore a snapshot (SNAPSHOT=id) and replay the deletion ledger"
 	@echo "make audit-verify  check the audit log's hash chain, and against Kafka's copy"
+	@echo "make on-stack ARGS='-m shared.bus.replay ...'  a runbook command, where the stack is"
 	@echo "make stop      stop whatever 'make run' or the tests left running"
 
 # The venv follows the lock; re-synced only when the lock or pyproject changes.
@@ -78,10 +80,12 @@ stop: setup
 test: setup
 	@rm -rf .reports
 	$(STACK) install
-	status=0; $(STACK) up --only kafka,postgres,smtp && $(PY) -m pytest --durations=15 \
-		|| status=$$?; $(PY) -m tests.support.infra stop-if-asked; exit $$status
-	@echo
-	@$(PY) tools/promises.py
+	status=0; ran=0; $(STACK) up --only kafka,postgres,smtp && ran=1 \
+		&& $(PY) -m pytest --durations=15 || status=$$?; \
+	$(PY) -m tests.support.infra stop-if-asked; \
+	if [ $$ran = 1 ] && [ $$status -le 1 ]; then \
+		echo; $(PY) tools/promises.py || [ $$status -ne 0 ] || status=1; fi; \
+	exit $$status
 
 test-unit: setup
 	$(PY) -m pytest tests/unit
@@ -121,6 +125,12 @@ restore: setup
 # holds (accounts.audit): exit 1 and the first broken link when either fails.
 audit-verify: setup
 	$(ON_STACK) $(PY) -m services.accounts.audit_chain
+
+# A runbook's command (docs/operations.md), run with the venv's Python where the stack is:
+#   make on-stack ARGS="-m shared.bus.replay deletion.commands.dlq --dry-run"
+on-stack: setup
+	$(if $(strip $(ARGS)),,$(error usage: make on-stack ARGS="-m <module> [argument...]"))
+	$(ON_STACK) $(PY) $(ARGS)
 
 clean: stop
 	$(STACK) down --wipe

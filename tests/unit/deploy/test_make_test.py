@@ -25,6 +25,7 @@ echo "$*" >> "$CALLS"
 case "$*" in
   *"stack.py up"*) exit "$UP_EXIT" ;;
   *"-m pytest"*) exit "$PYTEST_EXIT" ;;
+  *"promises"*) exit "$PROMISES_EXIT" ;;
 esac
 exit 0
 """
@@ -32,7 +33,9 @@ exit 0
 STOP = "-m tests.support.infra stop-if-asked"
 
 
-def _make_test(tmp_path: Path, up: int = 0, pytest_exit: int = 0) -> tuple[int, list[str]]:
+def _make_test(
+    tmp_path: Path, up: int = 0, pytest_exit: int = 0, promises_exit: int = 0
+) -> tuple[int, list[str]]:
     make = shutil.which("make")
     assert make is not None, "make runs every test run (make test): it is here"
     for name in ("uv.lock", "pyproject.toml"):
@@ -50,7 +53,8 @@ def _make_test(tmp_path: Path, up: int = 0, pytest_exit: int = 0) -> tuple[int, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
     done = subprocess.run(
         [make, "-s", "-C", str(tmp_path), "-f", str(MAKEFILE), "test"],
-        env={**env, "CALLS": str(calls), "UP_EXIT": str(up), "PYTEST_EXIT": str(pytest_exit)},
+        env={**env, "CALLS": str(calls), "UP_EXIT": str(up), "PYTEST_EXIT": str(pytest_exit),
+             "PROMISES_EXIT": str(promises_exit)},
         capture_output=True, text=True, check=False, timeout=60,
     )  # fmt: skip
     return done.returncode, calls.read_text().splitlines()
@@ -74,6 +78,19 @@ def test_a_passing_run_stops_the_stack_then_prints_the_promises(tmp_path: Path) 
     code, calls = _make_test(tmp_path)
     assert code == 0
     assert calls[-2:] == [STOP, "tools/promises.py"]
+
+
+def test_a_run_with_failed_tests_prints_the_promises_too_and_fails(tmp_path: Path) -> None:
+    """The table is where a failure shows which promise it breaks."""
+    code, calls = _make_test(tmp_path, pytest_exit=1)
+    assert code != 0  # make answers 2 for a failed recipe
+    assert calls[-2:] == [STOP, "tools/promises.py"]
+
+
+def test_a_promise_not_proved_fails_a_run_whose_tests_passed(tmp_path: Path) -> None:
+    code, calls = _make_test(tmp_path, promises_exit=1)
+    assert code != 0  # make answers 2 for a failed recipe
+    assert calls[-1] == "tools/promises.py"
 
 
 @pytest.mark.parametrize(("asked", "make_run", "stopped"), [
