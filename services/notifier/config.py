@@ -38,16 +38,23 @@ GROUPS: dict[str, tuple[str, ...]] = {
 
 class NotifierSettings(PlatformSettings):
     service_name: str = "notifier"
-    notifier_http_port: int = Field(8103, description="Port of the notifier API (loopback).")
+    notifier_http_port: int = Field(
+        8103,
+        description="Port of the notifier API (loopback). The local stack's gateway and "
+        "Prometheus expect the default: another is for deployments that route to it.",
+    )
     # -- SMTP transport
     notifier_smtp_host: str = Field("127.0.0.1", description="SMTP server host.")
     notifier_smtp_port: int = Field(2525, description="SMTP server port.")
     notifier_smtp_security: Literal["none", "starttls", "tls"] = Field(
-        "starttls", description="none, starttls (upgrade, required) or tls (implicit TLS)."
+        "starttls",
+        description="none, starttls (upgrade, required) or tls (implicit TLS); the server's "
+        "certificate is verified. Production refuses none.",
     )
     notifier_smtp_cafile: str | None = Field(
-        "/tmp/imt-privacy/tls/ca.pem",  # noqa: S108 - the local stack's CA
-        description="CA bundle verifying the SMTP server's certificate (None: system CAs).",
+        None,
+        description="CA bundle verifying the SMTP server's certificate; unset or empty: the "
+        "system's CAs (the local stack sets its own CA's).",
     )
     notifier_smtp_username: str | None = Field(None, description="SMTP login (optional).")
     notifier_smtp_password: SecretStr | None = Field(None, description="SMTP password.")
@@ -154,6 +161,12 @@ class NotifierSettings(PlatformSettings):
             )
         # Unsubscribe links (P-32) and site links are built on it.
         require_public_https("IMT_NOTIFIER_PUBLIC_BASE_URL", self.notifier_public_base_url)
+        # Every email carries its recipient's address, and password-reset and deletion
+        # links carry one-time tokens: no hop of theirs goes in the clear (P-10).
+        if self.notifier_smtp_security == "none":
+            raise UnsafeConfiguration(
+                "IMT_NOTIFIER_SMTP_SECURITY must be starttls or tls in production"
+            )
         return self
 
     def unsubscribe_keys(self) -> tuple[bytes, ...]:

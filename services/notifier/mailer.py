@@ -304,7 +304,7 @@ class GatedTransport:
 def tls_context(settings: NotifierSettings) -> ssl.SSLContext | None:
     if settings.notifier_smtp_security == "none":
         return None
-    context = ssl.create_default_context(cafile=settings.notifier_smtp_cafile)
+    context = ssl.create_default_context(cafile=settings.notifier_smtp_cafile or None)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 

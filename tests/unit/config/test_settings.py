@@ -254,6 +254,48 @@ def test_accounts_mails_links_with_tokens_over_https_only_in_production(
     assert AccountsSettings().accounts_public_url == "https://privacy.imt.example"
 
 
+@pytest.mark.promise("P-10")
+def test_the_notifier_refuses_smtp_in_the_clear_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.notifier.config import NotifierSettings
+
+    for name, value in {
+        **REAL_PLATFORM_SECRETS,
+        "IMT_NOTIFIER_UNSUBSCRIBE_SECRET": "a-real-unsubscribe-key",
+        "IMT_NOTIFIER_INBOUND_SECRET": "a-real-inbound-secret",
+        "IMT_NOTIFIER_PUBLIC_BASE_URL": "https://phonedoctorbiz.com",
+        "IMT_NOTIFIER_SMTP_SECURITY": "none",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="IMT_NOTIFIER_SMTP_SECURITY"):
+        NotifierSettings()
+    for verified in ("starttls", "tls"):
+        monkeypatch.setenv("IMT_NOTIFIER_SMTP_SECURITY", verified)
+        assert NotifierSettings().notifier_smtp_security == verified
+
+
+def test_the_notifier_verifies_smtp_with_the_systems_cas_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A production host has no local stack's CA file: by default, the system's CAs."""
+    import ssl
+
+    from services.notifier.config import NotifierSettings
+    from services.notifier.mailer import tls_context
+
+    for unset in (None, ""):
+        if unset is None:
+            monkeypatch.delenv("IMT_NOTIFIER_SMTP_CAFILE", raising=False)
+        else:
+            monkeypatch.setenv("IMT_NOTIFIER_SMTP_CAFILE", unset)
+        context = tls_context(NotifierSettings())
+        assert context is not None
+        assert context.verify_mode == ssl.CERT_REQUIRED
+        assert context.check_hostname
+        assert context.cert_store_stats() == ssl.create_default_context().cert_store_stats()
+
+
 def test_the_notifier_links_to_its_public_https_origin_in_production(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
