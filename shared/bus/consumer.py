@@ -19,8 +19,9 @@ notifier's ignores every contact card of a subject whose erasure began).
 
 A handler error rolls the batch back and the events are retried one by one; an event
 that keeps failing for a reason that is not an outage is dead-lettered, so one bad
-event cannot stop the partition. Outages (database or Kafka unreachable) are retried
-with back-off and never dead-letter anything.
+event cannot stop the partition. Outages (database or Kafka unreachable, or a schema
+not this code's during an upgrade) are retried with back-off and never dead-letter
+anything.
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ OUTAGES: tuple[type[BaseException], ...] = (
     asyncpg.TransactionRollbackError,
     asyncpg.ReadOnlySQLTransactionError,
     asyncpg.InsufficientResourcesError,
+    # A table, column or function missing (42P01, 42703, 42883) or a grant not there yet
+    # (42501): a release's processes and the schema its migrations made disagree for the
+    # minutes of a rolling upgrade. Waited out until this process is replaced, as the
+    # Faust worker does; dead-lettered, every event of those minutes would need a replay.
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedColumnError,
+    asyncpg.UndefinedFunctionError,
+    asyncpg.InsufficientPrivilegeError,
     KafkaError,
 )
 

@@ -21,6 +21,11 @@ from shared.bus.consumer import OUTAGES
         asyncpg.ReadOnlySQLTransactionError,  # 25006: a fail-over to a standby under way
         asyncpg.TooManyConnectionsError,  # 53300
         asyncpg.DiskFullError,  # 53100
+        # A rolling upgrade: the previous release's code on the new schema, or the reverse.
+        asyncpg.UndefinedColumnError,  # 42703: a column a migration dropped or renamed
+        asyncpg.UndefinedTableError,  # 42P01
+        asyncpg.UndefinedFunctionError,  # 42883
+        asyncpg.InsufficientPrivilegeError,  # 42501: a grant not there yet
     ],
 )
 def test_postgresql_going_away_or_coming_back_is_an_outage(error: type[Exception]) -> None:
