@@ -52,6 +52,12 @@ STORE = "accounts"
 # Rows of the subject, erased child tables first (the user row cascades the rest too,
 # but counting each table tells the deletion service what went).
 _ACCOUNT_TABLES: tuple[tuple[str, str], ...] = (
+    # Keys of the user's POSTs, and operators' keys whose answer names one of the user's
+    # requests (a reply): ids only, but an item's. Before the requests they name go.
+    ("idempotency_keys",
+     "DELETE FROM idempotency_keys WHERE principal = $1 OR answer->>'request_id' IN"
+     " (SELECT id::text FROM requests WHERE user_id = $1"
+     " UNION SELECT item_id::text FROM erasing_items WHERE user_id = $1)"),
     ("request_messages",
      "DELETE FROM request_messages WHERE request_id IN"
      " (SELECT id FROM requests WHERE user_id = $1)"),
@@ -68,8 +74,6 @@ _ACCOUNT_TABLES: tuple[tuple[str, str], ...] = (
     # A reset waiting for the row (no foreign key: migration 020): nothing to mail now.
     ("pending_resets", "DELETE FROM pending_resets WHERE user_id = $1"),
     ("erasing_items", "DELETE FROM erasing_items WHERE user_id = $1"),
-    # Keys of the user's POSTs (ids only; no foreign key: an operator's are there too).
-    ("idempotency_keys", "DELETE FROM idempotency_keys WHERE principal = $1"),
     ("refresh_tokens",
      "DELETE FROM refresh_tokens WHERE session_id IN"
      " (SELECT id FROM sessions WHERE principal_id = $1)"),
@@ -164,6 +168,36 @@ async def _erase_set_aside(conn: Connection, command: EraseSubject) -> int:
     )
 
 
+# The message ids of a request's thread, live or set aside (store.set_aside_request).
+_THREAD_OF = """
+SELECT coalesce(array_agg(id), '{}') FROM (
+    SELECT m.id FROM request_messages m JOIN requests r ON r.id = m.request_id
+    WHERE r.id = $1 AND r.user_id = $2
+    UNION
+    SELECT (message->>'id')::uuid FROM erasing_items e,
+        jsonb_array_elements(e.rows->'messages') AS message
+    WHERE e.item_id = $1 AND e.user_id = $2 AND e.scope = 'request'
+) AS thread
+"""
+
+
+async def _forget_answers_naming(
+    conn: Connection, subject: UUID, ids: Sequence[UUID | None]
+) -> int:
+    """Idempotency-Keys whose recorded answer names one of ``ids``: the subject's item a
+    POST of theirs made (``id``), or one an operator replied to (``request_id``). Kept a
+    day for retries, such an answer would outlive the item, and the item's verifier
+    finds its id there (P-12)."""
+    return _count(
+        await conn.execute(
+            "DELETE FROM idempotency_keys WHERE (principal = $2 AND answer->>'id' = ANY($1))"
+            " OR answer->>'request_id' = ANY($1)",
+            [str(i) for i in ids if i is not None],
+            subject,
+        )
+    )
+
+
 async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -> SubjectErased:
     subject = command.subject_id
     erased: dict[str, int] = {}
@@ -179,10 +213,15 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
         )
         erased["devices"] = _count(status)
         erased["erasing_items"] = await _erase_set_aside(conn, command)
+        erased["idempotency_keys"] = await _forget_answers_naming(conn, subject, [command.item_id])
         # Only the command that erased it forwards it: a resend finds nothing, tells no one.
         if erased["devices"] or erased["erasing_items"]:
             erased["forwarded_to_recipients"] = await _tell_recipients_of_device(conn, command)
     elif command.scope == "request":
+        # The request, and the messages of its thread (a key's answer names a message).
+        thread = await conn.fetchval(_THREAD_OF, command.item_id, subject)
+        named = [command.item_id, *thread]
+        erased["idempotency_keys"] = await _forget_answers_naming(conn, subject, named)
         messages = await conn.execute(
             "DELETE FROM request_messages WHERE request_id IN"
             " (SELECT id FROM requests WHERE id = $1 AND user_id = $2)",

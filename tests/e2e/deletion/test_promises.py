@@ -61,11 +61,11 @@ from tests.support.mailbox import Mailbox, eventually
 ACCOUNTS = "/api/accounts"
 
 
-async def _device(client: httpx.AsyncClient, user: User) -> str:
+async def _device(client: httpx.AsyncClient, user: User, key: str | None = None) -> str:
     response = await client.post(
         f"{ACCOUNTS}/me/devices",
         json={"model": "Phone 12", "damage_state": "cracked_screen"},
-        headers=user.headers,
+        headers=user.headers if key is None else {**user.headers, "Idempotency-Key": key},
     )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
@@ -657,16 +657,35 @@ async def test_a_backup_taken_before_deletion_and_restored_after_yields_nothing_
 async def test_a_deleted_device_and_request_stay_deleted_after_a_restore(
     client: httpx.AsyncClient, bus: BusTail, settings: PlatformSettings, vault: Vault
 ) -> None:
+    """Made with Idempotency-Keys, and answered with one: each key's answer names its
+    item for a day, so it goes with the item, live and in the restored copy."""
     config = DeletionSettings(environment="test")
     user = await active_user(client, bus)
-    device, kept = await _device(client, user), await _device(client, user)
+    device = await _device(client, user, key=str(uuid.uuid4()))
+    kept = await _device(client, user, key=str(uuid.uuid4()))
     made = await client.post(
         f"{ACCOUNTS}/me/requests",
         json={"category": "feedback", "text": "the courier was late"},
-        headers=user.headers,
+        headers={**user.headers, "Idempotency-Key": str(uuid.uuid4())},
     )
     assert made.status_code == 201, made.text
     request = str(made.json()["id"])
+    followed_up = await client.post(
+        f"{ACCOUNTS}/me/requests/{request}/messages",
+        json={"text": "and it rained"},
+        headers={**user.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert followed_up.status_code == 201, followed_up.text
+    support = await new_operator(client, await admin(client), "support")
+    replied = await client.post(
+        f"{ACCOUNTS}/operator/requests/{request}/replies",
+        json={"text": "Sorry about that."},
+        headers={**support.headers, "Idempotency-Key": str(uuid.uuid4())},
+    )
+    assert replied.status_code == 201, replied.text
+    naming = "SELECT count(*) FROM idempotency_keys WHERE answer::text LIKE '%' || $1 || '%'"
+    assert await _rows(settings, "accounts", naming, device) == 1
+    assert await _rows(settings, "accounts", naming, request) == 2  # made, and replied to
     snapshot = await backups.take(config, retention=timedelta(minutes=10))
     prefix = f"p12_{uuid.uuid4().hex[:10]}"
     try:
@@ -681,6 +700,10 @@ async def test_a_deleted_device_and_request_stay_deleted_after_a_restore(
         items = await _item_requests(client, user, {device, request})
         for request_id in items.values():
             await wait_for_stage(client, user.id, request_id, ("backups_pending",), timeout=120)
+        for item in (device, request):
+            assert await _rows(settings, "accounts", naming, item) == 0, item
+        mine = "SELECT count(*) FROM idempotency_keys WHERE principal = $1"
+        assert await _rows(settings, "accounts", mine, uuid.UUID(user.id)) == 1  # kept's
 
         targets = await backups.restore(
             config, snapshot, target_prefix=prefix, databases=["accounts"]
@@ -696,12 +719,14 @@ async def test_a_deleted_device_and_request_stay_deleted_after_a_restore(
             restored_user = await conn.fetchval(
                 "SELECT count(*) FROM users WHERE id = $1", uuid.UUID(user.id)
             )
+            restored_keys = {item: await conn.fetchval(naming, item) for item in (device, request)}
         finally:
             await conn.close()
         # The restore replayed the two item deletions, and only them.
         assert [r["id"] for r in restored_devices] == [kept]
         assert restored_requests == 0
         assert restored_user == 1
+        assert restored_keys == {device: 0, request: 0}
         assert not await vault.is_shredded(user.id)  # an item's deletion shreds no key
 
         await _expire_now(config, snapshot.snapshot_id)
