@@ -32,6 +32,7 @@ from services.accounts.invoices import (
     kept_invoices_until,
 )
 from services.accounts.recipients import DEVICE_FIELDS, forward_to_recipients
+from services.accounts.throttling import address_change_key, reauth_key
 from shared.bus import Delivery, Tombstone
 from shared.db.pool import Connection
 from shared.events.catalogue.accounts import (
@@ -253,6 +254,14 @@ async def erase_subject(conn: Connection, vault: Vault, command: EraseSubject) -
         await store.revoke_sessions_of(conn, subject, "principal-gone")
         for table, sql in _ACCOUNT_TABLES:
             erased[table] = _count(await conn.execute(sql, subject))
+        # Counters keyed by a fingerprint of the id (re-entered passwords, address changes)
+        # guard an account that is gone: nothing left to guard, only a trace of its days.
+        erased["login_throttle"] = _count(
+            await conn.execute(
+                "DELETE FROM login_throttle WHERE key = ANY($1::bytea[])",
+                [reauth_key(vault, subject), address_change_key(vault, subject)],
+            )
+        )
         await _close_deletion_requests(conn, subject)
         # The card leaves the compacted topic whatever was left here (idempotent).
         await tombstone_card(conn, subject)

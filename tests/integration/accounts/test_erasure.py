@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.accounts import store
+from services.accounts import store, throttling
 from services.accounts.config import AccountsSettings
 from services.accounts.context import Context
 from services.accounts.domain.invoices import last_spent_issue
@@ -256,6 +256,26 @@ async def test_an_erased_accounts_open_sessions_are_published_as_revoked(
     assert receipt.erased["sessions"] == 3
     bystanders = "SELECT count(*) FROM sessions WHERE principal_id = $1 AND revoked_at IS NULL"
     assert await pool.fetchval(bystanders, bystander) == 1
+
+
+async def test_an_erasure_takes_the_counters_keyed_by_the_accounts_id(
+    pool: asyncpg.Pool, vault: Vault
+) -> None:
+    """Re-entered passwords and address changes are counted under a fingerprint of the
+    user's id: kept after the account, they would only say on which days it did so."""
+    async with pool.acquire() as conn:
+        user_id, bystander = await stored_user(conn), await stored_user(conn)
+        keys = [
+            throttling.reauth_key(vault, user_id),
+            throttling.address_change_key(vault, user_id),
+            throttling.address_change_key(vault, bystander),
+        ]
+        for key in keys:
+            await store.lock_throttle(conn, key)
+    receipt = await _erase(pool, vault, user_id, FIRST)
+    assert receipt.erased["login_throttle"] == 2
+    left = await pool.fetch("SELECT key FROM login_throttle WHERE key = ANY($1::bytea[])", keys)
+    assert [bytes(r["key"]) for r in left] == [keys[2]]
 
 
 async def _invoice(conn: Connection, user_id: uuid.UUID, issued_on: date) -> str:
