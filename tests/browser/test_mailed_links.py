@@ -15,6 +15,7 @@ from playwright.async_api import Browser, Page, Route
 
 from tests.e2e.notifier.support import parts
 from tests.e2e.platform.journeys import API, needs_accounts_and_notifier
+from tests.support.clock import a_childs_birth_date
 from tests.support.mailbox import Mailbox
 
 
@@ -158,7 +159,9 @@ async def test_the_guardian_consent_link_lets_a_child_use_the_account(
     browser: Browser, client: httpx.AsyncClient, mailbox: Mailbox
 ) -> None:
     guardian = f"guardian-{uuid.uuid4().hex[:10]}@example.com"
-    address, password = await _sign_up(client, birth_date="2016-05-01", guardian_email=guardian)
+    address, password = await _sign_up(
+        client, birth_date=a_childs_birth_date(), guardian_email=guardian
+    )
     verified = await _open(browser, await _link(mailbox, address, "verify-email", 1))
     assert "confirmed" in await _confirm(verified)
     assert (await _log_in(client, address, password)).status_code == 401  # no consent yet

@@ -19,3 +19,9 @@ def seconds_to_clear_the_hour(now: datetime, margin: timedelta) -> float:
     hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     left = hour - now
     return left.total_seconds() + 1.0 if left < margin else 0.0
+
+
+def a_childs_birth_date(age: int = 9) -> str:
+    """An ISO birth date ``age`` or ``age`` + 1 years ago (1 January): under 13 whatever
+    the day a test runs, for ``age`` up to 11. A fixed date would grow up one day."""
+    return f"{datetime.now(UTC).year - age - 1}-01-01"

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 AgeBand = Literal["under_13", "13_to_17", "adult", "unknown"]
+
+# The date is not the same everywhere: it begins at UTC+14 and ends at UTC-12.
+_FIRST_ZONE, _LAST_ZONE = timedelta(hours=14), timedelta(hours=-12)
+
+
+def earliest_today(now: datetime) -> date:
+    """The date where it is earliest (UTC-12) at ``now``: a birthday has begun for
+    everyone only then. Ages are counted on it, so that no child is taken for 13 where
+    they live before their birthday (west of UTC, the UTC date comes up to 12 hours early)."""
+    return (now.astimezone(UTC) + _LAST_ZONE).date()
+
+
+def latest_today(now: datetime) -> date:
+    """The date where it is latest (UTC+14) at ``now``: a day that began somewhere is no
+    future day."""
+    return (now.astimezone(UTC) + _FIRST_ZONE).date()
 
 
 def age_on(birth_date: date, today: date) -> int:

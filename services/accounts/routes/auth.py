@@ -37,7 +37,13 @@ from services.accounts.context import (
     refuse_own_guardian,
 )
 from services.accounts.domain import throttle
-from services.accounts.domain.age import AgeBand, age_band, plausible_birth_date
+from services.accounts.domain.age import (
+    AgeBand,
+    age_band,
+    earliest_today,
+    latest_today,
+    plausible_birth_date,
+)
 from services.accounts.lapsed_signups import lapsing
 from services.accounts.links import link_invalid, link_used, mail_action_link
 from services.accounts.reset_links import mail_reset_link
@@ -118,8 +124,8 @@ class PasswordChange(BaseModel):
     new_password: Password
 
 
-def _today() -> date:
-    return datetime.now(UTC).date()
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @router.post("/users", status_code=status.HTTP_202_ACCEPTED, response_model=SignedUp)
@@ -127,12 +133,12 @@ async def sign_up(body: SignUp, ctx: Ctx) -> SignedUp:
     """Create an account; it is active once the email is verified (and, under 13, once
     the guardian consented through the link mailed to them)."""
     refuse_card_numbers(name=body.name, email=body.email, guardian_email=body.guardian_email)
-    today = _today()
-    if body.birth_date is not None and not plausible_birth_date(body.birth_date, today):
+    now = _now()
+    if body.birth_date is not None and not plausible_birth_date(body.birth_date, latest_today(now)):
         raise Problem(
             422, "Invalid birth date", "The birth date is not plausible.", slug="validation"
         )
-    band = age_band(body.birth_date, today)
+    band = age_band(body.birth_date, earliest_today(now))
     if band == "under_13" and body.guardian_email is None:
         raise Problem(
             422,

@@ -56,6 +56,7 @@ from tests.e2e.deletion.support import (
     wait_for_stage,
 )
 from tests.support.cards import opened
+from tests.support.clock import a_childs_birth_date
 from tests.support.mailbox import Mailbox, eventually
 
 ACCOUNTS = "/api/accounts"
@@ -426,7 +427,7 @@ async def test_a_sign_up_never_completed_is_erased_everywhere_without_mailing_it
     address was never confirmed, so nothing is mailed about it. A sign-up still within
     its period is left alone."""
     guardian = unique_email("guardian")
-    child = await sign_up(client, birth_date="2017-03-01", guardian_email=guardian)
+    child = await sign_up(client, birth_date=a_childs_birth_date(), guardian_email=guardian)
     waiting = await sign_up(client)  # signed up just now: not lapsed
     mailbox = Mailbox()
     try:

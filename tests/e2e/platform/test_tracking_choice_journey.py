@@ -24,6 +24,7 @@ from tests.e2e.analytics.support import (
 )
 from tests.e2e.notifier.support import parts
 from tests.e2e.platform.journeys import API, needs, signed_up_and_verified, token_from_mail
+from tests.support.clock import a_childs_birth_date
 from tests.support.mailbox import Mailbox
 
 CONSENT_LINK = re.compile(r"/guardian-consent#token=([A-Za-z0-9_\-]+)")
@@ -36,7 +37,7 @@ async def _child_token(client: httpx.AsyncClient, mailbox: Mailbox) -> str:
     signed = await client.post(
         f"{API}/users",
         json={"name": "Kid", "email": address, "password": password,
-              "birth_date": "2016-02-01", "guardian_email": guardian},
+              "birth_date": a_childs_birth_date(), "guardian_email": guardian},
     )  # fmt: skip
     assert signed.status_code == 202, signed.text
     verify = await token_from_mail(mailbox, address, "verify-email", 1)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
 from services.accounts.domain import throttle
-from services.accounts.domain.age import age_band, plausible_birth_date
+from services.accounts.domain.age import (
+    age_band,
+    earliest_today,
+    latest_today,
+    plausible_birth_date,
+)
 from services.accounts.domain.content import DAMAGE_STATES, catalogue, content_for, generic
 from services.accounts.domain.fields import DISCLOSABLE_FIELDS, disclosed, is_sensitive, refused_for
 from services.accounts.domain.roles import ANALYST, PERMISSIONS
@@ -27,6 +32,42 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 )
 def test_age_bands_turn_on_the_birthday(birth: date | None, band: str) -> None:
     assert age_band(birth, NOW.date()) == band
+
+
+@pytest.mark.parametrize(
+    ("now", "earliest", "latest"),
+    [
+        (datetime(2027, 3, 15, 6, 0, tzinfo=UTC), date(2027, 3, 14), date(2027, 3, 15)),
+        (datetime(2027, 3, 15, 11, 59, tzinfo=UTC), date(2027, 3, 14), date(2027, 3, 16)),
+        (datetime(2027, 3, 15, 12, 0, tzinfo=UTC), date(2027, 3, 15), date(2027, 3, 16)),
+        # The same instant written with an operator's or a client's offset.
+        (datetime(2027, 3, 14, 20, 0, tzinfo=timezone(timedelta(hours=-10))),
+         date(2027, 3, 14), date(2027, 3, 15)),
+    ],
+)  # fmt: skip
+def test_today_begins_at_utc_plus_14_and_ends_at_utc_minus_12(
+    now: datetime, earliest: date, latest: date
+) -> None:
+    assert (earliest_today(now), latest_today(now)) == (earliest, latest)
+
+
+@pytest.mark.promise("P-26")
+async def test_a_child_is_13_only_once_their_birthday_began_everywhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """20:00 on 14 March in Honolulu is 06:00 on the 15th in UTC: a child born on 15
+    March 2014 is 12 where they live, and needs their guardian's consent."""
+    from services.accounts.routes import auth
+    from shared.observability import Problem, problem_type
+
+    monkeypatch.setattr(auth, "_now", lambda: datetime(2027, 3, 15, 6, 0, tzinfo=UTC))
+    child = auth.SignUp(
+        name="Kid", email="kid@example.com", password="a long passphrase",
+        birth_date=date(2014, 3, 15),
+    )  # fmt: skip
+    with pytest.raises(Problem) as refused:
+        await auth.sign_up(child, ctx=None)  # type: ignore[arg-type]  # refused before any use
+    assert refused.value.type == problem_type("guardian-required")
 
 
 def test_birth_dates_in_the_future_or_too_old_are_implausible() -> None:

@@ -9,6 +9,7 @@ reached. The routes run in-process against a context whose database answers 503
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -157,16 +158,20 @@ async def test_urgency_is_a_security_notices_to_use_and_titles_leave_room_for_a_
     assert too_long.status_code == 422
 
 
+# A date to come whenever the test runs (a policy effective in the past is refused).
+_IN_FIVE_YEARS = f"{datetime.now(UTC).year + 5}-01-01"
+
+
 async def test_a_policy_date_without_a_time_zone_is_a_422_not_a_500() -> None:
     async with _client() as client:
         naive = await client.post(
             "/operator/policy-versions",
-            json={**POLICY, "effective_at": "2030-01-01T00:00:00"},
+            json={**POLICY, "effective_at": f"{_IN_FIVE_YEARS}T00:00:00"},
             headers=_as("privacy_officer"),
         )
         aware = await client.post(
             "/operator/policy-versions",
-            json={**POLICY, "effective_at": "2030-01-01T00:00:00Z"},
+            json={**POLICY, "effective_at": f"{_IN_FIVE_YEARS}T00:00:00Z"},
             headers=_as("privacy_officer"),
         )
     assert naive.status_code == 422, naive.text
