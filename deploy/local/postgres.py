@@ -70,6 +70,10 @@ password_encryption = 'scram-sha-256'
 fsync = on
 log_line_prefix = '%m [%p] %q%u@%d '
 log_connections = off
+# initdb copies the machine's TZ: the services' pools ask for UTC themselves, and so
+# does every other session here (psql, the tests' reads, backups).
+timezone = 'UTC'
+log_timezone = 'UTC'
 # TLS is offered on every connection (P-10); clients choose it with sslmode.
 ssl = on
 ssl_cert_file = 'server.pem'

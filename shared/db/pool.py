@@ -61,6 +61,9 @@ async def create_pool(
                 max_size=max_size,
                 init=_init_connection,
                 connection_class=SessionTrackingConnection,
+                # Days are UTC days everywhere (date_trunc, date casts, intervals across a
+                # clock change), whatever zone the server was initialised with.
+                server_settings={"timezone": "UTC"},
             )
         except (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError):
             if time.monotonic() > deadline:
