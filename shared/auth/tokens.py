@@ -130,6 +130,10 @@ class _VerifiedTokens:
 
 _verified = _VerifiedTokens(size=4096)
 _clock = time.time  # PyJWT's clock too: seconds since the epoch
+# How far the issuer's clock may run ahead of this process's: a token is taken this
+# long before its nbf/iat. Without it, a fresh token from an accounts API a second
+# ahead was refused by every other service. Expiry is exact (checked here).
+CLOCK_SKEW_SECONDS = 5.0
 
 
 def verify_token(public_key_pem: str, token: str) -> Claims:
@@ -145,11 +149,15 @@ def verify_token(public_key_pem: str, token: str) -> Claims:
             algorithms=ALGORITHMS,
             audience=AUDIENCE,
             issuer=ISSUER,
+            leeway=CLOCK_SKEW_SECONDS,
             options={"require": ["exp", "nbf", "iat", "aud", "iss", "sub", "sid"]},
         )
         claims = Claims.model_validate(decoded)
-        # PyJWT refuses a token before max(nbf, iat) and from exp on; a cached one too.
-        not_before = max(float(decoded["nbf"]), float(decoded["iat"]))
+        # PyJWT's leeway stretches exp too: the token ends at exp exactly, here.
+        if _clock() >= float(claims.exp):
+            raise InvalidToken("invalid or expired token")
+        # Refused before max(nbf, iat) less the skew, and from exp on; a cached one too.
+        not_before = max(float(decoded["nbf"]), float(decoded["iat"])) - CLOCK_SKEW_SECONDS
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise InvalidToken("invalid or expired token") from exc
     _verified.put(key, claims, not_before)

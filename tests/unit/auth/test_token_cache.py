@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
+import jwt
 import jwt.api_jwt
 import pytest
 
@@ -69,6 +70,24 @@ def test_failures_are_not_remembered_and_the_cache_is_bounded() -> None:
         small.put(("k", name), claims, 0.0)
     assert small.get(("k", "a"), 1.0) is None
     assert small.get(("k", "c"), 1.0) == claims
+
+
+def test_a_token_from_an_issuer_a_little_ahead_is_taken_but_not_past_its_expiry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The accounts API's clock a second ahead of this process's: its fresh tokens must
+    not be refused here (a 401 for every signed-in call), and none lives past exp."""
+    token = _token(ttl=timedelta(seconds=60))
+    claims = jwt.decode(token, options={"verify_signature": False})
+    _clock_at(monkeypatch, float(claims["iat"]) - 1)
+    assert verify_token(DEV_TOKEN_PUBLIC_KEY, token).sub == "u1"
+    tokens_module._verified.clear()
+    _clock_at(monkeypatch, float(claims["iat"]) - tokens_module.CLOCK_SKEW_SECONDS - 1)
+    with pytest.raises(InvalidToken):  # further ahead than any clock should be
+        verify_token(DEV_TOKEN_PUBLIC_KEY, token)
+    _clock_at(monkeypatch, float(claims["exp"]))
+    with pytest.raises(InvalidToken):  # the allowance is not PyJWT's on exp as well
+        verify_token(DEV_TOKEN_PUBLIC_KEY, token)
 
 
 class _FrozenDatetime:
