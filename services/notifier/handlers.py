@@ -209,7 +209,10 @@ def notice_for(event: Event, source: str) -> store.Notice | None:
             params={
                 "policy_version": event.policy_version,
                 "summary": event.summary,
-                "effective_at": event.effective_at.date().isoformat(),
+                # The UTC day, as accounts' GET /policy/current and the pages date it
+                # (the event keeps the operator's offset); the instant, to order versions.
+                "effective_at": event.effective_at.astimezone(UTC).date().isoformat(),
+                "effective_from": event.effective_at.astimezone(UTC).isoformat(),
             },
             channels=("email", "inbox"),
             recipient="user",

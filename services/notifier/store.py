@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -993,24 +993,31 @@ async def sweep_erased(conn: Connection) -> dict[str, int]:
 
 
 async def policy_superseded(conn: Connection, effective_at: datetime) -> bool:
-    """Whether a version announced here took effect after ``effective_at``'s day and is
-    in force already: a version taking effect then binds no one any more. One still to
-    come does not supersede it: until that day, the earlier version is the one in force."""
+    """Whether a version announced here takes effect after ``effective_at`` and is in
+    force already: a version taking effect then binds no one any more. One still to come
+    does not supersede it: until that instant, the earlier version is the one in force."""
     rows = await conn.fetch(
-        "SELECT params->>'effective_at' AS day FROM notices WHERE template = 'policy_change'"
+        "SELECT params->>'effective_from' AS instant, params->>'effective_at' AS day"
+        " FROM notices WHERE template = 'policy_change'"
     )
-    today = datetime.now(UTC).date()
-    return any(effective_at.astimezone(UTC).date() < day <= today for day in _days(rows))
+    now = datetime.now(UTC)
+    return any(effective_at < later <= now for later in _instants(rows))
 
 
-def _days(rows: Sequence[Any]) -> Iterator[date]:
-    """The days in ``rows`` that are days: a SendNotice may put any text in its params,
-    and one that is not must neither count nor stop every version read after it."""
+def _instants(rows: Sequence[Any]) -> Iterator[datetime]:
+    """When each version in ``rows`` takes effect: its instant, or for a notice from
+    before instants were kept, the start of its UTC day. A SendNotice may put any text
+    in its params: text that is neither must not count, nor stop a version read later."""
     for row in rows:
         try:
-            yield date.fromisoformat(row["day"] or "")
+            if row["instant"] is not None:
+                instant = datetime.fromisoformat(row["instant"])
+            else:
+                instant = datetime.combine(date.fromisoformat(row["day"] or ""), time.min, UTC)
         except ValueError:
             continue
+        if instant.tzinfo is not None:  # a time of no zone is no instant
+            yield instant
 
 
 async def request_erased(conn: Connection, subject_id: UUID, request_id: UUID) -> bool:

@@ -6,7 +6,7 @@ is the policy in force until then."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 
@@ -17,11 +17,13 @@ from shared.events.catalogue.accounts import PolicyVersionPublished
 from shared.events.topics import POLICY_VERSIONS
 
 
-def _published(version: str, effective_in_days: float) -> Delivery:
+def _published(version: str, effective_in_days: float, offset_hours: float = 0) -> Delivery:
+    """Effective that many days from now, written in an operator's offset."""
+    zone = timezone(timedelta(hours=offset_hours))
     event = PolicyVersionPublished(
         policy_version=version,
         summary=f"What changed in {version}",
-        effective_at=datetime.now(UTC) + timedelta(days=effective_in_days),
+        effective_at=(datetime.now(UTC) + timedelta(days=effective_in_days)).astimezone(zone),
     )
     envelope = envelope_for(event, source="accounts", subject=version)
     return Delivery(envelope, event, None, POLICY_VERSIONS.name, 0, 0)
@@ -71,3 +73,27 @@ async def test_a_policy_notice_dated_by_no_day_stops_no_later_version(
         await handlers.accept_notice(conn, odd)
     await _read(pool, _published("2031-07", 10))
     assert await _announced(pool) == {"odd", "2031-07"}
+
+
+async def test_a_version_to_come_in_an_operators_offset_supersedes_nothing_yet(
+    pool: asyncpg.Pool,
+) -> None:
+    """Two hours from now, written at UTC-23:00, is yesterday or today on its own
+    calendar: taken by its day, it counted as in force and silenced the version in force."""
+    await _read(pool, _published("2032-01", -10), _published("2032-03", 2 / 24, -23))
+    await _read(pool, _published("2032-02", -5))
+    assert await _announced(pool) == {"2032-01", "2032-02", "2032-03"}
+
+
+async def test_the_policy_email_dates_the_version_by_its_utc_day(pool: asyncpg.Pool) -> None:
+    """accounts' GET /policy/current and the pages give the UTC day; the email said the
+    operator's own, a day off either side of UTC."""
+    read = _published("2032-04", 10, offset_hours=-10)
+    await _read(pool, read)
+    params = await pool.fetchval(
+        "SELECT params FROM notices WHERE params->>'policy_version' = '2032-04'"
+    )
+    assert isinstance(read.event, PolicyVersionPublished)
+    instant = read.event.effective_at.astimezone(UTC)
+    assert params["effective_at"] == instant.date().isoformat()
+    assert datetime.fromisoformat(params["effective_from"]) == instant
